@@ -1,0 +1,1 @@
+"""worldloom.capture"""
