@@ -1,1 +1,63 @@
-"""worldloom.envs"""
+"""worldloom.envs: worlds behind the gymnasium API, and the scripted players that play them.
+
+    import gymnasium, worldloom.envs
+    env = gymnasium.make("worldloom/VoxelWorld-v0", height=64, width=64)
+    env = worldloom.envs.make_env("voxel", height=64, width=64)      # voxel, crafter, minerl
+    player = worldloom.envs.make_player("mixture", seed=3)           # random, explorer, miner, builder, mixture
+    obs, info = env.reset(seed=3); obs, reward, terminated, truncated, info = env.step(player.act(obs, info))
+
+Env modules are imported lazily so that `from worldloom.envs import actions` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# name -> (gymnasium id, "module:factory"); the factory takes keyword arguments.
+ENVS: dict[str, tuple[str, str]] = {
+    "voxel": ("worldloom/VoxelWorld-v0", "worldloom.envs.voxel:VoxelWorldEnv"),
+    "crafter": ("worldloom/Crafter-v0", "worldloom.envs.crafter_env:CrafterEnv"),
+    "minerl": ("worldloom/MineRL-v0", "worldloom.envs.minerl_env:MineRLEnv"),
+}
+ENV_NAMES: tuple[str, ...] = tuple(ENVS)
+ENV_IDS: tuple[str, ...] = tuple(env_id for env_id, _ in ENVS.values())
+PLAYER_NAMES: tuple[str, ...] = ("random", "explorer", "miner", "builder", "mixture")
+
+__all__ = ["ENVS", "ENV_NAMES", "ENV_IDS", "PLAYER_NAMES", "make_env", "make_player", "register_envs"]
+
+
+def _load(target: str):
+    module_name, attr = target.split(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def _resolve(name: str) -> str:
+    """An env name or gymnasium id -> the short name; unknown ones list the known ones."""
+    for short, (env_id, _) in ENVS.items():
+        if name in (short, env_id, env_id.split("/")[-1]):
+            return short
+    raise ValueError(f"unknown env {name!r}; known: {', '.join(ENV_NAMES)} (ids: {', '.join(ENV_IDS)})")
+
+
+def make_env(name: str, **kwargs):
+    """Build an env by short name (voxel, crafter, minerl) or gymnasium id, without gymnasium's wrappers."""
+    return _load(ENVS[_resolve(name)][1])(**kwargs)
+
+
+def make_player(name: str, seed: int = 0, **kwargs):
+    """Build a scripted player by name (random, explorer, miner, builder, mixture)."""
+    from worldloom.envs import players
+
+    return players.make_player(name, seed=seed, **kwargs)
+
+
+def register_envs() -> None:
+    """Register the worldloom/* ids with gymnasium; safe to call any number of times."""
+    from gymnasium.envs.registration import register, registry
+
+    for env_id, target in ENVS.values():
+        if env_id not in registry:
+            register(id=env_id, entry_point=target)
+
+
+register_envs()

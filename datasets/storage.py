@@ -1,0 +1,175 @@
+"""Where a dataset lives: filesystems (local, S3, GCS through pyarrow), the manifest, the lock.
+
+Every file of a dataset is written to a temporary name in the same directory and renamed, so a
+reader sees a whole file or none. On a local filesystem an exclusive lock file serialises the
+read-modify-write of `dataset.json` and `episodes.parquet` between writer processes; on object
+stores (no locks) one driver commits the shards that its workers report (`commit_shards`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import posixpath
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from worldloom.errors import UserError
+
+from . import schema
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """What every frame of a dataset shares; two datasets merge only if these are equal."""
+
+    height: int
+    width: int
+    fps: float
+    codec: str
+
+    def __post_init__(self) -> None:
+        from .codecs import get_codec
+
+        if not (isinstance(self.height, int) and 8 <= self.height <= 4096):
+            raise ValueError(f"height must be an int in 8..4096, got {self.height!r}")
+        if not (isinstance(self.width, int) and 8 <= self.width <= 4096):
+            raise ValueError(f"width must be an int in 8..4096, got {self.width!r}")
+        if not (isinstance(self.fps, (int, float)) and self.fps > 0):
+            raise ValueError(f"fps must be > 0, got {self.fps!r}")
+        get_codec(self.codec)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Location:
+    """A dataset root on a pyarrow filesystem; `path` is in the filesystem's own form."""
+
+    fs: pafs.FileSystem
+    path: str
+    uri: str  # what the user typed, for messages
+
+    def join(self, *parts: str) -> str:
+        return posixpath.join(self.path, *parts)
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+
+def resolve(root: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> Location:
+    """A local path, a URI (`s3://bucket/prefix?endpoint_override=...`), or a path on `filesystem`."""
+    text = os.fspath(root)
+    if filesystem is not None:
+        return Location(filesystem, text.rstrip("/"), text)
+    if "://" in text:
+        try:
+            fs, path = pafs.FileSystem.from_uri(text)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise UserError(f"{text}: cannot open this filesystem URI ({err})") from None
+        return Location(fs, path.rstrip("/"), text)
+    return Location(pafs.LocalFileSystem(), os.path.abspath(text), text)
+
+
+def exists(loc: Location, path: str) -> bool:
+    return loc.fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def tmp_name(path: str) -> str:
+    """A temporary sibling of `path`: hidden (leading dot) and not ending in .parquet/.json, so
+    globs like `frames/*.parquet` and pyarrow datasets never pick up a half-written file."""
+    head, tail = posixpath.split(path)
+    return posixpath.join(head, f".{tail}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def write_bytes_atomic(loc: Location, path: str, data: bytes) -> None:
+    tmp = tmp_name(path)
+    with loc.fs.open_output_stream(tmp) as out:
+        out.write(data)
+    loc.fs.move(tmp, path)
+
+
+def write_table_atomic(loc: Location, path: str, table: pa.Table) -> None:
+    tmp = tmp_name(path)
+    pq.write_table(table, tmp, filesystem=loc.fs, compression="zstd")
+    loc.fs.move(tmp, path)
+
+
+def read_manifest(loc: Location) -> dict | None:
+    """The parsed `dataset.json`, or None if the directory holds no dataset yet."""
+    path = loc.join(schema.MANIFEST_NAME)
+    if not exists(loc, path):
+        return None
+    try:
+        with loc.fs.open_input_stream(path) as f:
+            manifest = json.loads(f.read().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{loc.uri}/{schema.MANIFEST_NAME}: not valid JSON ({err}); restore it from a backup or re-create the dataset") from None
+    version = manifest.get("format_version")
+    if version != schema.FORMAT_VERSION:
+        raise UserError(
+            f"{loc.uri}/{schema.MANIFEST_NAME}: format_version is {version!r}, this WorldLoom reads "
+            f"version {schema.FORMAT_VERSION}; use the WorldLoom release that wrote it or convert the dataset"
+        )
+    return manifest
+
+
+def write_manifest(loc: Location, manifest: dict) -> None:
+    data = (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode("utf-8")
+    write_bytes_atomic(loc, loc.join(schema.MANIFEST_NAME), data)
+
+
+def spec_of(manifest: dict) -> FrameSpec:
+    return FrameSpec(
+        height=int(manifest["height"]), width=int(manifest["width"]), fps=manifest["fps"], codec=manifest["codec"]
+    )
+
+
+def check_spec(loc: Location, manifest: dict, spec: FrameSpec) -> None:
+    """UserError naming the first field where `spec` differs from the dataset's."""
+    have = spec_of(manifest)
+    for field in ("height", "width", "fps", "codec"):
+        theirs, ours = getattr(have, field), getattr(spec, field)
+        if theirs != ours:
+            raise UserError(
+                f"{loc.uri}/{schema.MANIFEST_NAME}: {field} is {theirs!r} in the dataset but the writer "
+                f"has {ours!r}; write to a new directory or use {field}={theirs!r}"
+            )
+
+
+@contextlib.contextmanager
+def locked(loc: Location) -> Iterator[None]:
+    """Exclusive access to the manifest between processes (local filesystems only)."""
+    if not loc.is_local:
+        yield
+        return
+    os.makedirs(loc.path, exist_ok=True)
+    fd = os.open(loc.join(schema.LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def read_episodes(loc: Location) -> pa.Table:
+    """`episodes.parquet` as written (empty table with the schema if absent)."""
+    path = loc.join(schema.EPISODES_NAME)
+    if not exists(loc, path):
+        return schema.EPISODE_SCHEMA.empty_table()
+    try:
+        return pq.read_table(path, filesystem=loc.fs)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise UserError(
+            f"{loc.uri}/{schema.EPISODES_NAME}: cannot read ({err}); run `worldloom dataset validate {loc.uri}`"
+        ) from None

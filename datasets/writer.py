@@ -1,0 +1,379 @@
+"""Write episodes into a dataset: `DatasetWriter`, `commit_shards`, `committed_episode_ids`.
+
+    from worldloom.datasets import DatasetWriter
+    with DatasetWriter("data/run1", height=64, width=64, fps=20) as w:
+        w.add_episode("ep-000", frames, buttons=buttons, camera=camera)
+
+A writer streams episodes into its own shard files (`frames/part-<writer_id>-<n>.parquet`),
+each written under a hidden temporary name and renamed when whole. A shard enters the dataset
+only when it is committed: its episodes are appended to `episodes.parquet` and the shard to
+`dataset.json`, both rewritten atomically under a lock. With `autocommit=False` (Ray actors) the
+writer only writes shards and returns their `ShardInfo`; the driver calls `commit_shards`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import posixpath
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from worldloom.errors import UserError
+
+from . import codecs, schema, storage
+
+DEFAULT_ROWS_PER_GROUP = 256  # "a few hundred frames of one episode" (DESIGN section 5)
+DEFAULT_SHARD_MAX_FRAMES = 20_000
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One finished shard, small and JSON-able: what a worker hands the driver to commit."""
+
+    path: str  # relative to the dataset root, e.g. "frames/part-a1b2c3-00000.parquet"
+    num_rows: int
+    size_bytes: int
+    checksum: str  # "blake2b-128:<hex>" of the file's bytes
+    writer_id: str
+    episodes: tuple[dict, ...]  # rows for episodes.parquet
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "episodes": list(self.episodes)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> ShardInfo:
+        return cls(**{**data, "episodes": tuple(data["episodes"])})
+
+    def manifest_entry(self) -> dict:
+        return {
+            "path": self.path, "num_rows": self.num_rows, "num_episodes": len(self.episodes),
+            "size_bytes": self.size_bytes, "checksum": self.checksum, "writer_id": self.writer_id,
+        }
+
+
+def file_checksum(fs: pafs.FileSystem, path: str) -> tuple[str, int]:
+    """("blake2b-128:<hex>", size in bytes) of a file."""
+    digest = hashlib.blake2b(digest_size=16)
+    size = 0
+    with fs.open_input_stream(path) as f:
+        while chunk := f.read(8 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return "blake2b-128:" + digest.hexdigest(), size
+
+
+def new_manifest(spec: storage.FrameSpec, config: dict | None, rows_per_group: int) -> dict:
+    return {
+        "format": "worldloom-dataset",
+        "format_version": schema.FORMAT_VERSION,
+        **spec.to_json(),
+        "channels": 3,
+        "rows_per_group": rows_per_group,
+        "action_space": {
+            "buttons": list(schema.BUTTONS),
+            "button_columns": list(schema.BUTTON_COLUMNS),
+            "camera_axes": list(schema.CAMERA_AXES),
+            "camera_columns": list(schema.CAMERA_COLUMNS),
+            "camera_units": schema.CAMERA_UNITS,
+            "alignment": schema.ACTION_ALIGNMENT,
+        },
+        "label_sources": [],
+        "num_episodes": 0,
+        "num_frames": 0,
+        "shards": [],
+        "config": config,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def open_or_create(loc: storage.Location, spec: storage.FrameSpec, config: dict | None, rows_per_group: int) -> dict:
+    """The dataset's manifest, created if absent; UserError if its spec differs from `spec`."""
+    with storage.locked(loc):
+        manifest = storage.read_manifest(loc)
+        if manifest is None:
+            loc.fs.create_dir(loc.join(schema.FRAMES_DIR), recursive=True)
+            manifest = new_manifest(spec, config, rows_per_group)
+            storage.write_manifest(loc, manifest)
+            return manifest
+        storage.check_spec(loc, manifest, spec)
+        if config is not None and config != manifest.get("config") and config not in manifest.get("appended_configs", []):
+            manifest.setdefault("appended_configs", []).append(config)
+            storage.write_manifest(loc, manifest)
+        return manifest
+
+
+def committed_episode_ids(root: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> set[str]:
+    """Episode ids already committed in the dataset at `root` (empty if there is none yet)."""
+    loc = storage.resolve(root, filesystem)
+    manifest = storage.read_manifest(loc)
+    if manifest is None:
+        return set()
+    return set(_committed_episodes(loc, manifest).column("episode_id").to_pylist())
+
+
+def _committed_episodes(loc: storage.Location, manifest: dict) -> pa.Table:
+    """Rows of episodes.parquet whose shard is in the manifest (a crash between the two atomic
+    renames of a commit can leave rows of an uncommitted shard: they are not part of the data)."""
+    table = storage.read_episodes(loc)
+    shards = pa.array([s["path"] for s in manifest["shards"]], pa.string())
+    return table.filter(pa.compute.is_in(table.column("shard"), value_set=shards))
+
+
+def commit_shards(root: str | os.PathLike, infos: list[ShardInfo], filesystem: pafs.FileSystem | None = None) -> dict:
+    """Add finished shards to the manifest (idempotent per shard path); returns the manifest."""
+    loc = storage.resolve(root, filesystem)
+    infos = [ShardInfo.from_json(i) if isinstance(i, dict) else i for i in infos]
+    with storage.locked(loc):
+        manifest = storage.read_manifest(loc)
+        if manifest is None:
+            raise UserError(f"{loc.uri}: no {schema.MANIFEST_NAME} here; open a DatasetWriter on it first")
+        known = {s["path"]: s for s in manifest["shards"]}
+        new = []
+        for info in infos:
+            if info.path in known:
+                if known[info.path]["checksum"] != info.checksum:
+                    raise UserError(f"{loc.uri}/{info.path}: already committed with a different checksum; give the writer a new writer_id")
+                continue
+            if not storage.exists(loc, loc.join(info.path)):
+                raise UserError(f"{loc.uri}/{info.path}: shard to commit does not exist; re-run the episodes it held")
+            new.append(info)
+        if not new:
+            return manifest
+        episodes = _committed_episodes(loc, manifest)
+        seen = set(episodes.column("episode_id").to_pylist())
+        rows = [row for info in new for row in info.episodes]
+        for info in new:
+            for row in info.episodes:
+                if row["episode_id"] in seen:
+                    raise UserError(
+                        f"{loc.uri}/{info.path}: episode {row['episode_id']!r} is already in the dataset; "
+                        f"skip committed episodes (committed_episode_ids) or use new ids"
+                    )
+                seen.add(row["episode_id"])
+        added = pa.Table.from_pylist(rows, schema=schema.EPISODE_SCHEMA)
+        storage.write_table_atomic(loc, loc.join(schema.EPISODES_NAME), pa.concat_tables([episodes, added]))
+        manifest["shards"].extend(info.manifest_entry() for info in new)
+        manifest["num_frames"] = sum(s["num_rows"] for s in manifest["shards"])
+        manifest["num_episodes"] = len(seen)
+        sources = set(manifest["label_sources"]) | {r["label_source"] for r in rows}
+        manifest["label_sources"] = [s for s in schema.LABEL_SOURCES if s in sources]
+        storage.write_manifest(loc, manifest)
+        return manifest
+
+
+def _as_array(name: str, value: Any, shape: tuple[int, ...], dtype: Any, episode_id: str) -> np.ndarray:
+    array = np.asarray(value)
+    if array.shape != shape:
+        raise UserError(f"episode {episode_id!r}: {name} has shape {array.shape}, expected {shape}")
+    return array.astype(dtype, copy=False)
+
+
+def build_frame_table(
+    spec: storage.FrameSpec, episode_id: str, frames: np.ndarray, buttons: Any, camera: Any, rewards: Any,
+    terminated: Any, truncated: Any, label_source: str, label_model: str | None, label_confidence: Any,
+) -> pa.Table:
+    """One episode's rows, checked against the spec; UserError naming the bad argument."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[1:] != (spec.height, spec.width, 3) or frames.dtype != np.uint8:
+        raise UserError(
+            f"episode {episode_id!r}: frames are {frames.dtype} {frames.shape}, the dataset needs uint8 "
+            f"(T, {spec.height}, {spec.width}, 3); resize the frames or write to a dataset of that size"
+        )
+    num = frames.shape[0]
+    if num == 0:
+        raise UserError(f"episode {episode_id!r}: has no frames")
+    if label_source not in schema.LABEL_SOURCES:
+        raise UserError(f"episode {episode_id!r}: label_source must be one of {schema.LABEL_SOURCES}, got {label_source!r}")
+    columns: dict[str, pa.Array] = {
+        "episode_id": pa.DictionaryArray.from_arrays(pa.array(np.zeros(num, np.int32)), pa.array([episode_id])),
+        "step": pa.array(np.arange(num, dtype=np.int32)),
+        "frame": codecs.encode_frames(spec.codec, frames),
+    }
+    if label_source == "none":
+        if buttons is not None or camera is not None:
+            raise UserError(f"episode {episode_id!r}: label_source 'none' but actions were given; use 'env' or 'idm'")
+        for c in schema.BUTTON_COLUMNS:
+            columns[c] = pa.nulls(num, pa.bool_())
+        for c in schema.CAMERA_COLUMNS:
+            columns[c] = pa.nulls(num, pa.float32())
+    else:
+        if buttons is None or camera is None:
+            raise UserError(f"episode {episode_id!r}: label_source {label_source!r} needs buttons and camera")
+        b = _as_array("buttons", buttons, (num, schema.NUM_BUTTONS), np.float32, episode_id)
+        cam = _as_array("camera", camera, (num, 2), np.float32, episode_id)
+        if not np.isin(b, (0.0, 1.0)).all():
+            raise UserError(f"episode {episode_id!r}: buttons must be 0/1, got {np.unique(b)[:5]}")
+        if not (np.isfinite(cam).all() and (np.abs(cam) <= schema.CAMERA_LIMIT_DEG).all()):
+            raise UserError(f"episode {episode_id!r}: camera must be finite degrees in [-180, 180]")
+        for i, c in enumerate(schema.BUTTON_COLUMNS):
+            columns[c] = pa.array(b[:, i] > 0.5)
+        for i, c in enumerate(schema.CAMERA_COLUMNS):
+            columns[c] = pa.array(cam[:, i])
+    columns["reward"] = (pa.nulls(num, pa.float32()) if rewards is None
+                         else pa.array(_as_array("rewards", rewards, (num,), np.float32, episode_id)))
+    for name, value in (("terminated", terminated), ("truncated", truncated)):
+        columns[name] = pa.array(np.zeros(num, bool) if value is None else _as_array(name, value, (num,), bool, episode_id))
+    columns["label_source"] = pa.DictionaryArray.from_arrays(pa.array(np.zeros(num, np.int32)), pa.array([label_source]))
+    columns["label_model"] = pa.array([label_model] * num, pa.string())
+    if label_confidence is None:
+        columns["label_confidence"] = pa.nulls(num, pa.float32())
+    else:
+        columns["label_confidence"] = pa.array(_as_array("label_confidence", label_confidence, (num,), np.float32, episode_id))
+    return pa.Table.from_pydict(columns, schema=schema.FRAME_SCHEMA)
+
+
+def parquet_options(codec: str) -> dict:
+    """ParquetWriter keyword arguments for frame shards of `codec`."""
+    frame_compression = codecs.get_codec(codec).parquet_compression
+    names = schema.FRAME_SCHEMA.names
+    return {
+        "compression": {n: (frame_compression if n == "frame" else "zstd") for n in names},
+        "compression_level": {n: 3 for n in names if (frame_compression if n == "frame" else "zstd") == "zstd"},
+        "use_dictionary": ["episode_id", "label_source", "label_model"],
+        "write_statistics": [n for n in names if n != "frame"],  # min/max of image bytes is noise
+    }
+
+
+class DatasetWriter:
+    """Appends whole episodes to a dataset at a local path or URI, in this writer's own shards."""
+
+    def __init__(
+        self, root: str | os.PathLike, height: int, width: int, fps: float = 20, codec: str | None = None,
+        config: dict | None = None, writer_id: str | None = None, autocommit: bool = True,
+        filesystem: pafs.FileSystem | None = None, rows_per_group: int = DEFAULT_ROWS_PER_GROUP,
+        shard_max_frames: int = DEFAULT_SHARD_MAX_FRAMES,
+    ):
+        self.location = storage.resolve(root, filesystem)
+        existing = storage.read_manifest(self.location)
+        if codec is None:  # an existing dataset keeps its codec; a new one gets the default
+            codec = existing["codec"] if existing else codecs.DEFAULT_CODEC
+        try:
+            self.spec = storage.FrameSpec(height=height, width=width, fps=fps, codec=codec)
+        except ValueError as err:
+            raise UserError(f"{self.location.uri}: {err}") from None
+        if rows_per_group < 1 or shard_max_frames < 1:
+            raise UserError(f"rows_per_group and shard_max_frames must be >= 1, got {rows_per_group}, {shard_max_frames}")
+        self.manifest = open_or_create(self.location, self.spec, config, rows_per_group)
+        self.writer_id = writer_id or f"{socket.gethostname()[:16]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        if not all(c.isalnum() or c in "-_." for c in self.writer_id):
+            raise UserError(f"writer_id may hold letters, digits, '-', '_', '.', got {self.writer_id!r}")
+        self.autocommit = autocommit
+        self.rows_per_group = rows_per_group
+        self.shard_max_frames = shard_max_frames
+        self._known_ids = committed_episode_ids(self.location.path, self.location.fs)
+        self._next_seq = self._first_free_seq()
+        self._shard: dict | None = None  # the open shard: path, tmp, stream, writer, rows, episodes
+        self._unreported: list[ShardInfo] = []
+        self.shards: list[ShardInfo] = []
+
+    def _first_free_seq(self) -> int:
+        selector = pafs.FileSelector(self.location.join(schema.FRAMES_DIR), allow_not_found=True)
+        prefix = f"part-{self.writer_id}-"
+        seqs = [-1]
+        for info in self.location.fs.get_file_info(selector):
+            name = posixpath.basename(info.path)
+            if name.startswith(prefix) and name.endswith(".parquet"):
+                stem = name[len(prefix):-len(".parquet")]
+                if stem.isdigit():
+                    seqs.append(int(stem))
+        return max(seqs) + 1
+
+    def _open_shard(self) -> dict:
+        rel = f"{schema.FRAMES_DIR}/part-{self.writer_id}-{self._next_seq:05d}.parquet"
+        self._next_seq += 1
+        path = self.location.join(rel)
+        tmp = storage.tmp_name(path)
+        stream = self.location.fs.open_output_stream(tmp)
+        writer = pq.ParquetWriter(stream, schema.FRAME_SCHEMA, **parquet_options(self.spec.codec))
+        return {"rel": rel, "path": path, "tmp": tmp, "stream": stream, "writer": writer, "rows": 0, "episodes": []}
+
+    def add_episode(
+        self, episode_id: str, frames: np.ndarray, buttons: Any = None, camera: Any = None, rewards: Any = None,
+        terminated: Any = None, truncated: Any = None, label_source: str | None = None,
+        label_model: str | None = None, label_confidence: Any = None, env: str | None = None,
+        env_config: dict | None = None, seed: int | None = None, player: str | None = None, split: str | None = "train",
+    ) -> None:
+        """Append one whole episode: frames `(T, H, W, 3)` uint8, buttons `(T, 20)`, camera `(T, 2)` degrees."""
+        episode_id = str(episode_id)
+        if episode_id in self._known_ids:
+            raise UserError(f"{self.location.uri}: episode {episode_id!r} is already in the dataset or this writer; use a new id")
+        if label_source is None:
+            label_source = "none" if buttons is None else "env"
+        table = build_frame_table(self.spec, episode_id, frames, buttons, camera, rewards, terminated, truncated,
+                                  label_source, label_model, label_confidence)
+        if self._shard is None:
+            self._shard = self._open_shard()
+        shard = self._shard
+        shard["writer"].write_table(table, row_group_size=self.rows_per_group)
+        shard["episodes"].append({
+            "episode_id": episode_id, "env": env,
+            "env_config": None if env_config is None else json.dumps(env_config, sort_keys=True, default=str),
+            "seed": None if seed is None else int(seed), "player": player, "num_steps": table.num_rows,
+            "shard": shard["rel"], "row_start": shard["rows"], "label_source": label_source,
+            "label_model": label_model, "split": split,
+        })
+        shard["rows"] += table.num_rows
+        self._known_ids.add(episode_id)
+        if shard["rows"] >= self.shard_max_frames:
+            self._close_shard()
+
+    def _close_shard(self) -> None:
+        shard, self._shard = self._shard, None
+        if shard is None:
+            return
+        shard["writer"].close()
+        shard["stream"].close()
+        fs = self.location.fs
+        checksum, size = file_checksum(fs, shard["tmp"])
+        while storage.exists(self.location, shard["path"]):  # another writer took the name: never overwrite
+            shard["rel"] = f"{schema.FRAMES_DIR}/part-{self.writer_id}-{self._next_seq:05d}.parquet"
+            shard["path"] = self.location.join(shard["rel"])
+            self._next_seq += 1
+            for row in shard["episodes"]:
+                row["shard"] = shard["rel"]
+        fs.move(shard["tmp"], shard["path"])
+        info = ShardInfo(shard["rel"], shard["rows"], size, checksum, self.writer_id, tuple(shard["episodes"]))
+        self.shards.append(info)
+        self._unreported.append(info)
+        if self.autocommit:
+            self.manifest = commit_shards(self.location.path, [info], self.location.fs)
+
+    def flush(self) -> list[ShardInfo]:
+        """Finish the open shard (committing it if autocommit); the shards finished since the last flush."""
+        self._close_shard()
+        done, self._unreported = self._unreported, []
+        return done
+
+    def close(self) -> list[ShardInfo]:
+        """Finish and return every shard this writer wrote (committed already if autocommit)."""
+        self.flush()
+        return list(self.shards)
+
+    def abort(self) -> None:
+        """Drop the open shard's temporary file; committed shards stay."""
+        shard, self._shard = self._shard, None
+        if shard is not None:
+            try:
+                shard["writer"].close()
+                shard["stream"].close()
+            finally:
+                self.location.fs.delete_file(shard["tmp"])
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        # Also on an error: add_episode writes an episode whole or not at all, so the episodes
+        # finished before the error are kept (LeRobot #2495: recordings lost after an exception).
+        self.close()

@@ -1,0 +1,151 @@
+"""The action space: MineRL 1.0 style dicts <-> arrays <-> the model form (20 bits + 2 camera bins).
+
+    from worldloom.envs import actions
+    a = actions.noop(); actions.validate(a)
+    buttons, camera = actions.to_arrays([a, a])      # (T, 20) bool, (T, 2) float32 degrees
+    bins = actions.quantize_camera(camera)           # (T, 2) int64 in 0..10
+
+The buttons are VPT's `Buttons.ALL` (openai/Video-Pre-Training `lib/actions.py`), imported from
+`worldloom.datasets.schema` so one list serves every stage. The camera is `[pitch, yaw]` in
+degrees per step. Quantization is VPT's mu-law `CameraQuantizer` (`lib/actions.py`,
+`camera_maxval=10, camera_binsize=2, mu=10`): 11 bins per axis with centres 0, +-0.615,
++-1.609, +-3.215, +-5.809, +-10 degrees.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from worldloom.datasets.schema import BUTTONS, NUM_BUTTONS
+
+__all__ = [
+    "BUTTONS", "NUM_BUTTONS", "CAMERA_MAXVAL", "CAMERA_BINSIZE", "CAMERA_MU", "NUM_CAMERA_BINS",
+    "CAMERA_LIMIT", "IGNORED_KEYS", "noop", "validate", "to_arrays", "from_arrays",
+    "quantize_camera", "dequantize_camera", "to_model", "from_model", "to_flat", "from_flat",
+    "FLAT_SIZE",
+]
+
+CAMERA_MAXVAL = 10.0  # degrees; VPT clips camera moves to +-10 before quantizing
+CAMERA_BINSIZE = 2.0
+CAMERA_MU = 10.0
+NUM_CAMERA_BINS = int(2 * CAMERA_MAXVAL / CAMERA_BINSIZE) + 1  # 11
+CAMERA_LIMIT = 180.0  # MineRL 1.0's camera Box is [-180, 180]^2 degrees per step
+# MineRL 1.0 keys that exist but are not predicted (as in VPT): accepted and ignored.
+IGNORED_KEYS = ("ESC", "swapHands", "pickItem")
+FLAT_SIZE = NUM_BUTTONS + 2  # 20 bits then the pitch and yaw bins
+
+
+def noop() -> dict:
+    """The action that does nothing: every button 0, camera [0, 0]."""
+    action: dict = {name: 0 for name in BUTTONS}
+    action["camera"] = np.zeros(2, dtype=np.float32)
+    return action
+
+
+def _check_button(name: str, value) -> None:
+    arr = np.asarray(value)
+    if arr.shape != ():
+        raise ValueError(f"action[{name!r}] must be a scalar 0 or 1, got shape {arr.shape}: {value!r}")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"action[{name!r}] must be 0 or 1, got {value!r}")
+    if arr.dtype.kind == "f" and not math.isfinite(float(arr)):
+        raise ValueError(f"action[{name!r}] must be 0 or 1, got {value!r}")
+    if float(arr) not in (0.0, 1.0):
+        raise ValueError(f"action[{name!r}] must be 0 or 1, got {value!r}")
+
+
+def validate(action: Mapping) -> None:
+    """Raise ValueError naming the key and value if `action` is not a valid action dict."""
+    if not isinstance(action, Mapping):
+        raise ValueError(f"an action must be a dict of {NUM_BUTTONS} buttons and 'camera', got {type(action).__name__}")
+    missing = [k for k in (*BUTTONS, "camera") if k not in action]
+    if missing:
+        raise ValueError(f"action is missing key(s) {missing}; see worldloom.envs.actions.noop()")
+    unknown = [k for k in action if k not in BUTTONS and k != "camera" and k not in IGNORED_KEYS]
+    if unknown:
+        raise ValueError(f"action has unknown key(s) {unknown}; known: {[*BUTTONS, 'camera']}")
+    for name in BUTTONS:
+        _check_button(name, action[name])
+    camera = action["camera"]
+    try:
+        cam = np.asarray(camera, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"action['camera'] must be 2 numbers [pitch, yaw], got {camera!r}") from err
+    if cam.shape != (2,):
+        raise ValueError(f"action['camera'] must have shape (2,) [pitch, yaw], got shape {cam.shape}: {camera!r}")
+    if not np.all(np.isfinite(cam)):
+        raise ValueError(f"action['camera'] must be finite, got {camera!r}")
+    if np.any(np.abs(cam) > CAMERA_LIMIT):
+        raise ValueError(f"action['camera'] must lie in [-{CAMERA_LIMIT:g}, {CAMERA_LIMIT:g}] degrees, got {camera!r}")
+
+
+def to_arrays(actions: Sequence[Mapping]) -> tuple[np.ndarray, np.ndarray]:
+    """A list of T action dicts -> buttons (T, 20) bool and camera (T, 2) float32 degrees."""
+    num = len(actions)
+    buttons = np.zeros((num, NUM_BUTTONS), dtype=bool)  # (T, 20)
+    camera = np.zeros((num, 2), dtype=np.float32)  # (T, 2)
+    for t, action in enumerate(actions):
+        validate(action)
+        buttons[t] = [bool(action[name]) for name in BUTTONS]
+        camera[t] = np.asarray(action["camera"], dtype=np.float32)
+    return buttons, camera
+
+
+def from_arrays(buttons: np.ndarray, camera: np.ndarray) -> dict:
+    """One step's buttons (20,) and camera (2,) degrees -> an action dict."""
+    buttons = np.asarray(buttons)
+    camera = np.asarray(camera, dtype=np.float32)
+    if buttons.shape != (NUM_BUTTONS,):
+        raise ValueError(f"buttons must have shape ({NUM_BUTTONS},), got {buttons.shape}")
+    if camera.shape != (2,):
+        raise ValueError(f"camera must have shape (2,), got {camera.shape}")
+    action: dict = {name: int(bool(b)) for name, b in zip(BUTTONS, buttons)}
+    action["camera"] = camera.copy()
+    return action
+
+
+def quantize_camera(camera: np.ndarray) -> np.ndarray:
+    """Degrees (..., 2) -> mu-law bin indices (..., 2) int64 in 0..10 (VPT's CameraQuantizer)."""
+    x = np.clip(np.asarray(camera, dtype=np.float64), -CAMERA_MAXVAL, CAMERA_MAXVAL)
+    m, mu = CAMERA_MAXVAL, CAMERA_MU
+    encoded = m * np.sign(x) * np.log1p(mu * np.abs(x) / m) / np.log1p(mu)
+    return np.rint((encoded + m) / CAMERA_BINSIZE).astype(np.int64)
+
+
+def dequantize_camera(bins: np.ndarray) -> np.ndarray:
+    """Bin indices (..., 2) -> the bins' centres in degrees (..., 2) float32."""
+    bins = np.asarray(bins)
+    if bins.size and (bins.min() < 0 or bins.max() >= NUM_CAMERA_BINS):
+        raise ValueError(f"camera bins must lie in 0..{NUM_CAMERA_BINS - 1}, got {bins.min()}..{bins.max()}")
+    m, mu = CAMERA_MAXVAL, CAMERA_MU
+    encoded = bins.astype(np.float64) * CAMERA_BINSIZE - m
+    x = m * np.sign(encoded) * (np.power(1.0 + mu, np.abs(encoded) / m) - 1.0) / mu
+    return x.astype(np.float32)
+
+
+def to_model(action: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    """An action dict -> the model form: buttons (20,) bool and camera bins (2,) int64."""
+    buttons, camera = to_arrays([action])
+    return buttons[0], quantize_camera(camera[0])
+
+
+def from_model(buttons: np.ndarray, bins: np.ndarray) -> dict:
+    """The model form (20 bits, 2 bins) -> an action dict with the bins' centre degrees."""
+    return from_arrays(np.asarray(buttons).astype(bool), dequantize_camera(bins))
+
+
+def to_flat(buttons: np.ndarray, camera: np.ndarray) -> np.ndarray:
+    """Buttons (..., 20) and camera degrees (..., 2) -> flat model vectors (..., 22) int64."""
+    bins = quantize_camera(camera)
+    return np.concatenate([np.asarray(buttons).astype(np.int64), bins], axis=-1)
+
+
+def from_flat(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat model vectors (..., 22) -> buttons (..., 20) bool and camera (..., 2) float32 degrees."""
+    flat = np.asarray(flat)
+    if flat.shape[-1] != FLAT_SIZE:
+        raise ValueError(f"flat actions must end in {FLAT_SIZE} values, got shape {flat.shape}")
+    return flat[..., :NUM_BUTTONS].astype(bool), dequantize_camera(flat[..., NUM_BUTTONS:])

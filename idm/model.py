@@ -1,0 +1,192 @@
+"""The inverse dynamics model: frames -> the actions taken between them (VPT's IDM shape).
+
+    from worldloom.idm.model import IDM, IDMConfig, PRESETS
+    model = IDM(PRESETS["tiny"])
+    out = model(frames)          # frames (B, T, H, W, 3) uint8 -> {"buttons": (B, T, 20), "camera": (B, T, 2, 11)}
+
+The shape follows the released `4x_idm` of openai/Video-Pre-Training (`lib/policy.py`,
+`lib/impala_cnn.py`): a Conv3d over time (kernel 5, per pixel) so that each frame's features see
+the frames around it, a per-frame IMPALA ResNet (stacks of conv, 3x3 max-pool stride 2 and two
+residual blocks), two dense layers into the transformer width, a transformer whose attention is
+bidirectional inside the window, and one linear head: 20 independent button logits plus 2 x 11
+mu-law camera bin logits. `action[t]` is applied between `frame[t]` and `frame[t+1]`, so the
+prediction for step t needs the frame after it: the model is non-causal on purpose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worldloom.config import doc
+from worldloom.datasets.schema import NUM_BUTTONS
+
+NUM_CAMERA_BINS = 11  # VPT's mu-law quantizer: maxval 10, binsize 2 (worldloom.envs.actions)
+
+
+@dataclass(frozen=True)
+class IDMConfig:
+    """The model's shape; `PRESETS` names the usual ones."""
+
+    height: int = doc("input frame height in pixels (frames are resized to it)", 64)
+    width: int = doc("input frame width in pixels", 64)
+    num_frames: int = doc("window length T: frames the transformer sees at once", 32)
+    stem_channels: int = doc("output channels of the temporal Conv3d stem", 16)
+    stem_kernel_t: int = doc("temporal kernel of the Conv3d stem (odd: centred on each frame)", 5)
+    stack_channels: tuple[int, ...] = doc("channels of each IMPALA stack (each halves H and W)", (16, 32, 32))
+    blocks_per_stack: int = doc("residual blocks per IMPALA stack", 2)
+    frame_dim: int = doc("width of the first dense layer after the ResNet", 256)
+    hidden: int = doc("transformer width", 256)
+    num_layers: int = doc("transformer layers", 2)
+    num_heads: int = doc("attention heads", 4)
+    mlp_ratio: int = doc("transformer MLP width as a multiple of `hidden`", 4)
+    dropout: float = doc("dropout in the transformer", 0.0)
+
+    def __post_init__(self) -> None:
+        for name in ("height", "width", "num_frames", "stem_channels", "frame_dim", "hidden",
+                     "num_layers", "num_heads", "blocks_per_stack", "mlp_ratio"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"IDMConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.num_frames < 2 or self.num_frames % 2:
+            raise ValueError(f"IDMConfig.num_frames must be even and >= 2 (labeling strides T/2), got {self.num_frames}")
+        if self.stem_kernel_t < 1 or self.stem_kernel_t % 2 == 0:
+            raise ValueError(f"IDMConfig.stem_kernel_t must be odd, got {self.stem_kernel_t}")
+        if not self.stack_channels or min(self.stack_channels) < 1:
+            raise ValueError(f"IDMConfig.stack_channels must be positive, got {self.stack_channels!r}")
+        if self.hidden % self.num_heads:
+            raise ValueError(f"IDMConfig.hidden ({self.hidden}) must be divisible by num_heads ({self.num_heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"IDMConfig.dropout must lie in [0, 1), got {self.dropout}")
+        object.__setattr__(self, "stack_channels", tuple(int(c) for c in self.stack_channels))
+
+    @property
+    def feature_hw(self) -> tuple[int, int]:
+        """(H, W) after the IMPALA stacks: each max-pool (stride 2, padding 1) halves, rounding up."""
+        h, w = self.height, self.width
+        for _ in self.stack_channels:
+            h, w = (h + 1) // 2, (w + 1) // 2
+        return h, w
+
+    @classmethod
+    def from_dict(cls, data: dict) -> IDMConfig:
+        """A config from its JSON form (unknown keys rejected by the dataclass)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
+
+
+PRESETS: dict[str, IDMConfig] = {
+    # Minutes on 2 CPU cores; about 1.9M parameters.
+    "tiny": IDMConfig(),
+    # An hour on a workstation.
+    "small": IDMConfig(height=128, width=128, num_frames=64, stem_channels=32, stack_channels=(32, 64, 64),
+                       frame_dim=512, hidden=512, num_layers=4, num_heads=8),
+    # VPT's released 4x_idm (REFERENCES.md): about 0.5B parameters.
+    "vpt": IDMConfig(height=128, width=128, num_frames=128, stem_channels=128, stack_channels=(256, 512, 512),
+                     frame_dim=256, hidden=4096, num_layers=2, num_heads=32),
+}
+
+
+class ResidualBlock(nn.Module):
+    """x + conv(relu(norm(conv(relu(norm(x)))))), as IMPALA's residual block with GroupNorm (VPT)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        groups = math.gcd(channels, 8)
+        self.norm1 = nn.GroupNorm(groups, channels)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm2 = nn.GroupNorm(groups, channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.relu(self.norm1(x)))  # (N, C, H, W)
+        h = self.conv2(F.relu(self.norm2(h)))  # (N, C, H, W)
+        return x + h
+
+
+class ImpalaStack(nn.Module):
+    """conv 3x3 -> max-pool 3x3 stride 2 -> residual blocks."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_blocks: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.blocks = nn.Sequential(*(ResidualBlock(out_channels) for _ in range(num_blocks)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)  # (N, C_out, H, W)
+        x = F.max_pool2d(x, 3, stride=2, padding=1)  # (N, C_out, H/2, W/2)
+        return self.blocks(x)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; attention is bidirectional inside the window (VPT's IDM)."""
+
+    def __init__(self, cfg: IDMConfig) -> None:
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.dropout = cfg.dropout
+        self.norm1 = nn.LayerNorm(cfg.hidden)
+        self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
+        self.proj = nn.Linear(cfg.hidden, cfg.hidden)
+        self.norm2 = nn.LayerNorm(cfg.hidden)
+        self.mlp = nn.Sequential(nn.Linear(cfg.hidden, cfg.mlp_ratio * cfg.hidden), nn.GELU(),
+                                 nn.Linear(cfg.mlp_ratio * cfg.hidden, cfg.hidden), nn.Dropout(cfg.dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(B, T, 3, self.num_heads, D // self.num_heads).unbind(2)  # 3 x (B, T, h, d)
+        dropout = self.dropout if self.training else 0.0
+        att = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                             dropout_p=dropout)  # (B, h, T, d), no mask: non-causal
+        x = x + self.proj(att.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
+        return x + self.mlp(self.norm2(x))  # (B, T, D)
+
+
+class IDM(nn.Module):
+    """Conv3d stem -> IMPALA ResNet per frame -> dense -> transformer -> button and camera logits."""
+
+    def __init__(self, cfg: IDMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        kt = cfg.stem_kernel_t
+        self.stem = nn.Conv3d(3, cfg.stem_channels, (kt, 1, 1), padding=(kt // 2, 0, 0))
+        channels = (cfg.stem_channels, *cfg.stack_channels)
+        self.stacks = nn.Sequential(*(ImpalaStack(channels[i], channels[i + 1], cfg.blocks_per_stack)
+                                      for i in range(len(cfg.stack_channels))))
+        fh, fw = cfg.feature_hw
+        self.frame_dense = nn.Linear(cfg.stack_channels[-1] * fh * fw, cfg.frame_dim)
+        self.hidden_dense = nn.Linear(cfg.frame_dim, cfg.hidden)
+        self.pos = nn.Parameter(torch.zeros(1, cfg.num_frames, cfg.hidden))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.norm = nn.LayerNorm(cfg.hidden)
+        self.head = nn.Linear(cfg.hidden, NUM_BUTTONS + 2 * NUM_CAMERA_BINS)
+        nn.init.normal_(self.pos, std=0.02)
+
+    def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """frames (B, T, H, W, 3) uint8 (T <= num_frames) -> logits {"buttons", "camera"}."""
+        cfg = self.cfg
+        B, T, H, W, _ = frames.shape
+        if (H, W) != (cfg.height, cfg.width) or T > cfg.num_frames:
+            raise ValueError(f"IDM expects (B, <= {cfg.num_frames}, {cfg.height}, {cfg.width}, 3) frames, got {tuple(frames.shape)}")
+        x = frames.permute(0, 4, 1, 2, 3).float() / 255.0  # (B, 3, T, H, W)
+        x = self.stem(x)  # (B, C, T, H, W): each frame mixed with its kt - 1 neighbours, per pixel
+        x = x.transpose(1, 2).reshape(B * T, -1, H, W)  # (B*T, C, H, W)
+        x = F.relu(self.stacks(x))  # (B*T, C', H/8, W/8)
+        x = F.relu(self.frame_dense(x.flatten(1)))  # (B*T, frame_dim)
+        x = self.hidden_dense(x).view(B, T, -1) + self.pos[:, :T]  # (B, T, D)
+        for block in self.blocks:
+            x = block(x)  # (B, T, D)
+        logits = self.head(self.norm(x))  # (B, T, 20 + 22)
+        return {
+            "buttons": logits[..., :NUM_BUTTONS],  # (B, T, 20)
+            "camera": logits[..., NUM_BUTTONS:].reshape(B, T, 2, NUM_CAMERA_BINS),  # (B, T, 2, 11)
+        }
+
+
+def num_parameters(model: nn.Module) -> int:
+    """Parameters in `model` (works on the meta device)."""
+    return sum(p.numel() for p in model.parameters())

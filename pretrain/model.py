@@ -1,0 +1,277 @@
+"""The world model: a diffusion transformer over spacetime patches, causal in time, driven by actions.
+
+    from worldloom.pretrain.model import WorldModel, WorldModelConfig, PRESETS
+    model = WorldModel(PRESETS["tiny"])
+    v = model(x, t, action, action_mask)         # velocity for frames x at noise levels t
+
+Sora's recipe made playable, as Oasis and Genie do: each frame (pixels, or latents of the
+package's autoencoder) is cut into patches; a block is spatial attention inside a frame, then
+causal temporal attention across frames at the same patch position (RoPE over frame index, so
+a sliding window can go on for ever), then an MLP. Each frame has its own noise level and its
+own action; both enter through adaLN-zero (DiT). Frame t is conditioned on action[t-1], the
+action that produced it (DESIGN section 3: action[t] is applied between frame[t] and frame[t+1]);
+the first frame of a window, and every frame without a label, gets a learned null action, which
+also makes classifier-free guidance on actions possible.
+
+Objective: rectified flow, x_t = (1 - t) x_0 + t * noise, the model predicts v = noise - x_0,
+with an independent t per frame (diffusion forcing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from worldloom.config import doc
+from worldloom.datasets.schema import NUM_BUTTONS
+
+ACTION_DIM = NUM_BUTTONS + 2  # 20 buttons + mu-law-compressed pitch and yaw
+CAMERA_MAX_DEG = 10.0  # VPT's mu-law range (DESIGN section 3): maxval 10 degrees, mu 10
+CAMERA_MU = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldModelConfig:
+    image_size: int = doc("frame height and width in pixels", 64)
+    patch_size: int = doc("patch side, in pixels (or latent cells with an autoencoder)", 8)
+    latent_channels: int = doc("autoencoder latent channels; 0 = work on pixels", 0)
+    latent_downsample: int = doc("autoencoder spatial downsampling factor", 8)
+    width: int = doc("transformer width", 192)
+    depth: int = doc("number of blocks (spatial + temporal attention + MLP each)", 4)
+    num_heads: int = doc("attention heads", 6)
+    mlp_ratio: float = doc("MLP hidden width / width", 4.0)
+    num_frames: int = doc("frames per training window (the rollout context is num_frames - 1)", 8)
+
+    def __post_init__(self):
+        for name in ("image_size", "patch_size", "width", "depth", "num_heads", "num_frames"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_frames < 2:
+            raise ValueError(f"num_frames must be >= 2 (context + one frame), got {self.num_frames}")
+        if self.width % self.num_heads or (self.width // self.num_heads) % 2:
+            raise ValueError(f"width {self.width} must split into {self.num_heads} heads of even size")
+        if self.grid_size * self.patch_size != self.input_size:
+            raise ValueError(f"patch_size {self.patch_size} must divide the input size {self.input_size}")
+        if self.latent_channels and self.image_size % self.latent_downsample:
+            raise ValueError(f"latent_downsample {self.latent_downsample} must divide image_size {self.image_size}")
+
+    @property
+    def channels(self) -> int:
+        return self.latent_channels or 3
+
+    @property
+    def input_size(self) -> int:
+        """Side of what the transformer sees: pixels, or the latent grid."""
+        return self.image_size // self.latent_downsample if self.latent_channels else self.image_size
+
+    @property
+    def grid_size(self) -> int:
+        return self.input_size // self.patch_size
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid_size**2
+
+
+# Presets change sizes only (DESIGN section 10). tiny: a few M params, trains on 2 CPU cores.
+PRESETS: dict[str, WorldModelConfig] = {
+    "tiny": WorldModelConfig(),
+    "small": WorldModelConfig(image_size=64, patch_size=4, width=384, depth=8, num_heads=6, num_frames=16),
+    "large": WorldModelConfig(image_size=128, patch_size=2, latent_channels=8, latent_downsample=8,
+                              width=768, depth=12, num_heads=12, num_frames=32),
+}
+
+
+def encode_actions(buttons: torch.Tensor, camera_deg: torch.Tensor) -> torch.Tensor:
+    """(…, 20) buttons and (…, 2) camera degrees -> (…, 22) features; camera mu-law to [-1, 1]."""
+    cam = camera_deg.clamp(-CAMERA_MAX_DEG, CAMERA_MAX_DEG) / CAMERA_MAX_DEG
+    cam = cam.sign() * torch.log1p(CAMERA_MU * cam.abs()) / math.log1p(CAMERA_MU)
+    return torch.cat([buttons.float(), cam.float()], dim=-1)
+
+
+def shift_actions(action: torch.Tensor, has_action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-step actions -> the action that produced each frame: frame t gets action[t-1].
+
+    action (B, T, A), has_action (B, T) bool -> same shapes; frame 0 has none (null action).
+    """
+    action = torch.cat([torch.zeros_like(action[:, :1]), action[:, :-1]], dim=1)
+    has_action = torch.cat([torch.zeros_like(has_action[:, :1]), has_action[:, :-1]], dim=1)
+    return action, has_action
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of noise levels t in [0, 1] (scaled by 1000 as in DiT). (…) -> (…, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[..., None] * 1000.0 * freqs  # (…, half)
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """Fixed 2D sin-cos position embedding (MAE / DiT). -> (grid*grid, dim)."""
+    coords = torch.arange(grid, dtype=torch.float32)
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter)
+    out = [f(pos.reshape(-1, 1) * omega) for pos in (yy, xx) for f in (torch.sin, torch.cos)]
+    emb = torch.cat(out, dim=1)  # (N, 4*quarter)
+    return F.pad(emb, (0, dim - emb.shape[1]))
+
+
+def rope(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding over the last dim. x (…, T, Dh), pos (T,) frame indices."""
+    half = x.shape[-1] // 2
+    freqs = 1.0 / 10000 ** (torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    ang = pos.float()[:, None] * freqs  # (T, half)
+    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the second-to-last axis; optional RoPE, causal mask, past K/V."""
+
+    def __init__(self, width: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x, pos=None, causal=False, past_kv=None):
+        # x (B', L, D); pos (L,) frame indices for RoPE; past_kv ((B', H, P, Dh), (B', H, P, Dh))
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+        if pos is not None:  # (B', H, L, Dh)
+            q, k = rope(q, pos), rope(k, pos)
+        kv = (k, v)
+        if past_kv is not None:
+            k, v = torch.cat([past_kv[0], k], dim=2), torch.cat([past_kv[1], v], dim=2)
+            causal = causal and L > 1
+            if causal:  # query i (absolute P+i) sees keys 0..P+i
+                P = past_kv[0].shape[2]
+                mask = torch.ones(L, P + L, dtype=torch.bool, device=x.device).tril(P)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            else:
+                out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        out = out.transpose(1, 2).reshape(B, L, D)  # (B', L, D)
+        return self.proj(out), kv
+
+
+class Block(nn.Module):
+    """Spatial attention within each frame, causal temporal attention per patch, MLP; adaLN-zero."""
+
+    def __init__(self, width: int, num_heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.spatial = Attention(width, num_heads)
+        self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.temporal = Attention(width, num_heads)
+        self.norm3 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 9 * width))
+
+    def forward(self, x, c, pos, past_kv=None):
+        # x (B, T, N, D) tokens; c (B, T, D) per-frame condition; pos (T,) frame indices
+        B, T, N, D = x.shape
+        mods = self.ada(c)[:, :, None].chunk(9, dim=-1)  # 9 x (B, T, 1, D)
+        h = modulate(self.norm1(x), mods[0], mods[1]).reshape(B * T, N, D)
+        h, _ = self.spatial(h)
+        x = x + mods[2] * h.view(B, T, N, D)
+        h = modulate(self.norm2(x), mods[3], mods[4]).transpose(1, 2).reshape(B * N, T, D)
+        h, kv = self.temporal(h, pos=pos, causal=True, past_kv=past_kv)  # (B*N, T, D)
+        x = x + mods[5] * h.view(B, N, T, D).transpose(1, 2)
+        x = x + mods[8] * self.mlp(modulate(self.norm3(x), mods[6], mods[7]))
+        return x, kv  # (B, T, N, D)
+
+
+class WorldModel(nn.Module):
+    """Velocity v(x_t, t, action) for every frame of a window, causal in time."""
+
+    def __init__(self, cfg: WorldModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        C, p, D = cfg.channels, cfg.patch_size, cfg.width
+        self.patch_embed = nn.Linear(C * p * p, D)
+        self.register_buffer("pos_embed", sincos_2d(cfg.grid_size, D), persistent=False)
+        self.t_embed = nn.Sequential(nn.Linear(256, D), nn.SiLU(), nn.Linear(D, D))
+        self.a_embed = nn.Sequential(nn.Linear(ACTION_DIM, D), nn.SiLU(), nn.Linear(D, D))
+        self.null_action = nn.Parameter(torch.zeros(D))
+        self.blocks = nn.ModuleList(Block(D, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.final_norm = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
+        self.final = nn.Linear(D, C * p * p)
+        self._init_weights()
+
+    def _init_weights(self):
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.null_action, std=0.02)
+        for block in self.blocks:  # adaLN-zero: every residual branch starts as identity
+            nn.init.zeros_(block.ada[-1].weight)
+            nn.init.zeros_(block.ada[-1].bias)
+        for layer in (self.final_ada[-1], self.final):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def condition(self, t, action, action_mask):
+        """Per-frame condition: noise level + action (or the null action). -> (B, T, D)."""
+        # t (B, T); action (B, T, A) features of the action that produced each frame; action_mask (B, T)
+        a = self.a_embed(action)  # (B, T, D)
+        a = torch.where(action_mask[..., None], a, self.null_action.to(a.dtype))
+        return self.t_embed(timestep_embedding(t, 256)) + a
+
+    def patchify(self, x):
+        B, T, C, H, W = x.shape  # (B, T, C, H, W)
+        p, g = self.cfg.patch_size, self.cfg.grid_size
+        x = x.reshape(B, T, C, g, p, g, p).permute(0, 1, 3, 5, 2, 4, 6)
+        return x.reshape(B, T, g * g, C * p * p)  # (B, T, N, C*p*p)
+
+    def unpatchify(self, x):
+        B, T, N, _ = x.shape  # (B, T, N, C*p*p)
+        p, g, C = self.cfg.patch_size, self.cfg.grid_size, self.cfg.channels
+        x = x.reshape(B, T, g, g, C, p, p).permute(0, 1, 4, 2, 5, 3, 6)
+        return x.reshape(B, T, C, g * p, g * p)  # (B, T, C, H, W)
+
+    def forward(self, x, t, action, action_mask, past_kv=None, start=0, return_kv=False):
+        """x (B, T, C, H, W), t (B, T), action (B, T, A), action_mask (B, T) bool -> v (B, T, C, H, W).
+
+        past_kv: per-block temporal K/V of earlier frames (from a previous call with
+        return_kv=True); start: frame index of x[:, 0], so RoPE sees absolute positions.
+        """
+        T = x.shape[1]
+        h = self.patch_embed(self.patchify(x)) + self.pos_embed  # (B, T, N, D)
+        c = self.condition(t, action, action_mask)  # (B, T, D)
+        pos = torch.arange(start, start + T, device=x.device)
+        new_kv = []
+        for i, block in enumerate(self.blocks):
+            h, kv = block(h, c, pos, None if past_kv is None else past_kv[i])
+            new_kv.append(kv)
+        shift, scale = self.final_ada(c)[:, :, None].chunk(2, dim=-1)  # (B, T, 1, D)
+        out = self.unpatchify(self.final(modulate(self.final_norm(h), shift, scale)))
+        return (out, new_kv) if return_kv else out
+
+
+def num_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_frame(cfg: WorldModelConfig, context: int | None = None) -> float:
+    """Forward FLOPs for one frame's tokens (matmuls only): 2 * params-in-matmuls * tokens + attention."""
+    D, N, L = cfg.width, cfg.tokens_per_frame, cfg.depth
+    T = context or cfg.num_frames
+    per_token = L * (2 * (4 * D * D) * 2 + 2 * 2 * cfg.mlp_ratio * D * D)  # 2 attentions + MLP
+    attn = L * 2 * 2 * D * (N + T)  # scores + weighted sum, spatial over N, temporal over T
+    return N * (per_token + attn) + 2 * N * D * cfg.channels * cfg.patch_size**2 * 2
