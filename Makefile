@@ -26,6 +26,7 @@ demo: install
 	$(VENV)/bin/worldloom pipeline --preset $(DEMO_PRESET) --out $(DEMO_OUT)
 
 test: install
+	bash tests/setup_browser.sh
 	$(PY) -m pytest -q tests
 
 lint: install

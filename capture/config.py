@@ -1,0 +1,158 @@
+"""What a capture job is: `CaptureConfig` (the job) and `EpisodeSpec` (one episode of it).
+
+    from worldloom.capture.config import CaptureConfig, expand_specs
+    cfg = CaptureConfig(out="data/run1", env="voxel", player="mixture", episodes=8, steps=200)
+    specs = expand_specs(cfg)      # 8 EpisodeSpecs; the same cfg always gives the same list
+
+An episode is a pure function of its spec (env, seed, player, steps, size): a job that runs
+again, on any machine, replays exactly the episodes it lost and skips the committed ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from worldloom.config import doc, to_json_dict
+from worldloom.envs import ENV_NAMES, PLAYER_NAMES
+
+# Game time runs at 20 steps per second (DESIGN section 3), so footage is 20 fps.
+FPS = 20
+# Fields that say how a job runs, not what it writes: a resumed job may change them freely.
+EXECUTION_FIELDS = ("out", "workers", "address", "strip_actions", "episodes_per_shard", "progress")
+MAX_RESOLUTION = 1024
+MAX_STEPS = 1_000_000
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    """One capture job: which env and player, how many episodes of how many steps, where to."""
+
+    out: str = doc("output dataset: a local directory or a pyarrow URI (s3://bucket/prefix?endpoint_override=...)")
+    env: str = doc(f"env to play: {', '.join(ENV_NAMES)}", "voxel")
+    player: str = doc(f"scripted player: {', '.join(PLAYER_NAMES)}", "mixture")
+    episodes: int = doc("number of episodes to record", 8)
+    steps: int = doc("steps (frames) per episode; an episode that ends earlier is kept shorter", 200)
+    resolution: int = doc("frame height and width in pixels (square frames)", 128)
+    seed: int = doc("job seed: episode i plays seed derived from (seed, i)", 0)
+    workers: int = doc("number of recorder actors (one CPU each)", 2)
+    address: str | None = doc("Ray cluster to join (e.g. 127.0.0.1:6379 or auto); default: start a local one", None)
+    strip_actions: str | None = doc(
+        "write the footage without actions (label_source none) to OUT and the true actions to this dataset", None
+    )
+    episodes_per_shard: int = doc("episodes per shard (per actor task): a killed actor loses at most this many", 1)
+    codec: str = doc("frame codec of the dataset: raw (lossless, zstd), png or jpeg", "raw")
+    split: str = doc("split name written on every episode", "train")
+    progress: bool = doc("show a progress bar", True)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.out, str) or not self.out.strip():
+            raise ValueError(f"out must be a directory or URI, got {self.out!r}")
+        if self.env not in ENV_NAMES:
+            raise ValueError(f"env must be one of {', '.join(ENV_NAMES)}; got {self.env!r}")
+        if self.player not in PLAYER_NAMES:
+            raise ValueError(f"player must be one of {', '.join(PLAYER_NAMES)}; got {self.player!r}")
+        _check_int("episodes", self.episodes, 1, 10_000_000)
+        _check_int("steps", self.steps, 1, MAX_STEPS)
+        _check_int("resolution", self.resolution, 16, MAX_RESOLUTION)
+        _check_int("seed", self.seed, 0, 2**31 - 1)
+        _check_int("workers", self.workers, 1, 4096)
+        _check_int("episodes_per_shard", self.episodes_per_shard, 1, 10_000)
+        if self.strip_actions is not None and _same_place(self.strip_actions, self.out):
+            raise ValueError(f"strip_actions must be another dataset than out, got {self.strip_actions!r} for both")
+        if not self.split or "/" in self.split:
+            raise ValueError(f"split must be a non-empty name without '/', got {self.split!r}")
+
+    @property
+    def label_source(self) -> str:
+        """What the frames in `out` are labeled with: `none` when the actions are stripped."""
+        return "none" if self.strip_actions is not None else "env"
+
+    @property
+    def num_tasks(self) -> int:
+        return -(-self.episodes // self.episodes_per_shard)
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """Everything that decides an episode's frames and actions; `episode_id` names it in the dataset."""
+
+    episode_id: str
+    index: int
+    env: str
+    seed: int
+    player: str
+    steps: int
+    height: int
+    width: int
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer in {low}..{high}, got {value!r}")
+
+
+def _same_place(a: str, b: str) -> bool:
+    if "://" in a or "://" in b:
+        return a.rstrip("/") == b.rstrip("/")
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def episode_seed(job_seed: int, index: int) -> int:
+    """The env/player seed of episode `index`: well mixed, so jobs with nearby seeds do not overlap."""
+    return int(np.random.SeedSequence([job_seed, index]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def episode_id(cfg: CaptureConfig, index: int) -> str:
+    """`voxel-mixture-j0-e000003`: sorts in index order and says which job made it."""
+    return f"{cfg.env}-{cfg.player}-j{cfg.seed}-e{index:06d}"
+
+
+def expand_specs(cfg: CaptureConfig) -> list[EpisodeSpec]:
+    """The job's episodes, in order; a pure function of `cfg`."""
+    return [
+        EpisodeSpec(
+            episode_id=episode_id(cfg, i), index=i, env=cfg.env, seed=episode_seed(cfg.seed, i),
+            player=cfg.player, steps=cfg.steps, height=cfg.resolution, width=cfg.resolution,
+        )
+        for i in range(cfg.episodes)
+    ]
+
+
+def batch_specs(specs: list[EpisodeSpec], size: int) -> list[list[EpisodeSpec]]:
+    """Consecutive groups of `size` specs: one group is one actor task and one shard."""
+    return [specs[i : i + size] for i in range(0, len(specs), size)]
+
+
+def dataset_config(cfg: CaptureConfig, label_source: str) -> dict:
+    """What is stored in a dataset's manifest: the whole job config and what its labels are."""
+    return {"capture": to_json_dict(cfg), "label_source": label_source, "fps": FPS}
+
+
+def content_fields(stored: dict) -> dict:
+    """The part of a stored config that decides the dataset's contents."""
+    if not isinstance(stored, dict) or not isinstance(stored.get("capture"), dict):
+        return {}
+    fields = {k: v for k, v in stored["capture"].items() if k not in EXECUTION_FIELDS}
+    return {**fields, "label_source": stored.get("label_source")}
+
+
+def config_mismatch(cfg: CaptureConfig, label_source: str, stored: dict | None) -> str | None:
+    """None if a dataset made by `stored` may be completed by `cfg`; else the first differing field."""
+    if not stored:
+        return None
+    ours = content_fields(dataset_config(cfg, label_source))
+    theirs = content_fields(stored)
+    if not theirs:
+        return "it was not made by `worldloom capture` (its config has no capture settings)"
+    for key in sorted(set(ours) | set(theirs)):
+        if ours.get(key) != theirs.get(key):
+            return f"{key} is {theirs.get(key)!r} in the dataset but {ours.get(key)!r} in this job"
+    return None
+

@@ -1,0 +1,166 @@
+"""Read a dataset: `Dataset(path)`, its episodes table, and frames of an episode by step range.
+
+    from worldloom.datasets import Dataset
+    ds = Dataset("data/run1")                  # or "s3://bucket/run1?endpoint_override=..."
+    clip = ds.frames("ep-000", 0, 16)          # clip.frames (16, H, W, 3) uint8, clip.buttons ...
+
+Only committed shards are read (those listed in dataset.json). A shard is opened lazily, once
+per process (DataLoader workers fork: each reopens its own files), and only the row groups that
+hold the asked steps are read.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from worldloom.errors import UserError
+
+from . import codecs, schema, storage
+
+
+@dataclass
+class Clip:
+    """Steps `[start, start + T)` of one episode, decoded."""
+
+    episode_id: str
+    start: int
+    frames: np.ndarray  # (T, H, W, 3) uint8
+    buttons: np.ndarray | None  # (T, 20) bool; None when label_source is "none"
+    camera: np.ndarray | None  # (T, 2) float32 degrees [pitch, yaw]; None when unlabeled
+    rewards: np.ndarray  # (T,) float32, NaN where unknown
+    terminated: np.ndarray  # (T,) bool
+    truncated: np.ndarray  # (T,) bool
+    label_source: str
+    label_model: str | None
+    label_confidence: np.ndarray | None  # (T,) float32 for idm labels
+
+
+@dataclass(frozen=True)
+class EpisodeRef:
+    shard: str
+    row_start: int
+    num_steps: int
+    label_source: str
+    label_model: str | None
+
+
+class _Shard:
+    """An open shard file and the first row of each of its row groups."""
+
+    def __init__(self, loc: storage.Location, rel: str):
+        self.rel = rel
+        try:
+            self.file = pq.ParquetFile(loc.fs.open_input_file(loc.join(rel)))
+        except FileNotFoundError:
+            raise UserError(f"{loc.uri}/{rel}: shard listed in dataset.json is missing; run `worldloom dataset validate {loc.uri}`") from None
+        except (pa.ArrowInvalid, OSError) as err:
+            raise UserError(f"{loc.uri}/{rel}: cannot read this shard ({err}); run `worldloom dataset validate {loc.uri}`") from None
+        meta = self.file.metadata
+        self.group_starts = np.cumsum([0] + [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]).tolist()
+
+    def read_rows(self, start: int, stop: int, columns: list[str]) -> pa.Table:
+        first = bisect.bisect_right(self.group_starts, start) - 1
+        last = bisect.bisect_left(self.group_starts, stop) - 1
+        table = self.file.read_row_groups(list(range(first, last + 1)), columns=columns)
+        return table.slice(start - self.group_starts[first], stop - start)
+
+
+class Dataset:
+    """A WorldLoom dataset at a local path or URI; see the package docstring for the layout."""
+
+    def __init__(self, root: str | os.PathLike, filesystem: pafs.FileSystem | None = None):
+        self.location = storage.resolve(root, filesystem)
+        manifest = storage.read_manifest(self.location)
+        if manifest is None:
+            raise UserError(f"{self.location.uri}: no {schema.MANIFEST_NAME} here; is this a WorldLoom dataset directory?")
+        self.manifest = manifest
+        self.spec = storage.spec_of(manifest)
+        shards = pa.array([s["path"] for s in manifest["shards"]], pa.string())
+        table = storage.read_episodes(self.location)
+        self.episodes: pa.Table = table.filter(pa.compute.is_in(table.column("shard"), value_set=shards))
+        cols = self.episodes.select(["episode_id", "shard", "row_start", "num_steps", "label_source", "label_model"]).to_pydict()
+        self._refs = {
+            eid: EpisodeRef(shard, int(row), int(num), src, model)
+            for eid, shard, row, num, src, model in zip(
+                cols["episode_id"], cols["shard"], cols["row_start"], cols["num_steps"], cols["label_source"], cols["label_model"]
+            )
+        }
+        self._shards: dict[str, _Shard] = {}
+        self._pid = os.getpid()
+
+    @property
+    def episode_ids(self) -> list[str]:
+        return self.episodes.column("episode_id").to_pylist()
+
+    @property
+    def num_frames(self) -> int:
+        return sum(r.num_steps for r in self._refs.values())
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def __repr__(self) -> str:
+        s = self.spec
+        return f"Dataset({self.location.uri!r}, episodes={len(self)}, frames={self.num_frames}, {s.width}x{s.height} @ {s.fps} fps, codec={s.codec})"
+
+    def episode(self, episode_id: str) -> EpisodeRef:
+        try:
+            return self._refs[episode_id]
+        except KeyError:
+            raise KeyError(f"episode {episode_id!r} is not in {self.location.uri}") from None
+
+    def _shard(self, rel: str) -> _Shard:
+        if os.getpid() != self._pid:  # forked into a DataLoader worker: never share file handles
+            self._shards, self._pid = {}, os.getpid()
+        if rel not in self._shards:
+            self._shards[rel] = _Shard(self.location, rel)
+        return self._shards[rel]
+
+    def read_table(self, episode_id: str, start: int = 0, stop: int | None = None, columns: list[str] | None = None) -> pa.Table:
+        """Raw Arrow rows of steps `[start, stop)` of an episode (frame bytes still encoded)."""
+        ref = self.episode(episode_id)
+        stop = ref.num_steps if stop is None else stop
+        if not 0 <= start < stop <= ref.num_steps:
+            raise IndexError(f"episode {episode_id!r} has steps 0..{ref.num_steps - 1}, asked [{start}, {stop})")
+        names = columns or schema.FRAME_SCHEMA.names
+        return self._shard(ref.shard).read_rows(ref.row_start + start, ref.row_start + stop, names)
+
+    def frames(self, episode_id: str, start: int = 0, stop: int | None = None) -> Clip:
+        """Steps `[start, stop)` of an episode, decoded (the whole episode by default)."""
+        ref = self.episode(episode_id)
+        labeled = ref.label_source != "none"
+        columns = ["frame", "reward", "terminated", "truncated", "label_confidence"]
+        if labeled:
+            columns += list(schema.ACTION_COLUMNS)
+        table = self.read_table(episode_id, start, stop, columns)
+        try:
+            frames = codecs.decode_frames(self.spec.codec, table.column("frame"), self.spec.height, self.spec.width)
+        except codecs.FrameDecodeError as err:
+            row = ref.row_start + start + err.index
+            raise UserError(f"{self.location.uri}/{ref.shard} row {row}: {err}; run `worldloom dataset validate`") from None
+        buttons = camera = None
+        if labeled:
+            buttons = np.stack([table.column(c).to_numpy(zero_copy_only=False) for c in schema.BUTTON_COLUMNS], axis=1)
+            camera = np.stack([table.column(c).to_numpy(zero_copy_only=False) for c in schema.CAMERA_COLUMNS], axis=1)
+            buttons, camera = buttons.astype(bool), camera.astype(np.float32)  # (T, 20), (T, 2)
+        confidence = None
+        if table.column("label_confidence").null_count < table.num_rows:
+            confidence = _floats(table.column("label_confidence"))
+        return Clip(
+            episode_id=episode_id, start=start, frames=frames, buttons=buttons, camera=camera,
+            rewards=_floats(table.column("reward")),
+            terminated=table.column("terminated").to_numpy(zero_copy_only=False).astype(bool),
+            truncated=table.column("truncated").to_numpy(zero_copy_only=False).astype(bool),
+            label_source=ref.label_source, label_model=ref.label_model, label_confidence=confidence,
+        )
+
+
+def _floats(column: pa.ChunkedArray) -> np.ndarray:
+    return column.fill_null(float("nan")).to_numpy().astype(np.float32)

@@ -1,0 +1,140 @@
+"""Labeled episodes for the IDM: load them from WorldLoom datasets, split them, cut windows.
+
+    episodes = load_episodes(["data/run1"], require_labels=True)     # list[Episode], in memory
+    train_eps, val_eps = split_episodes(episodes, val_fraction=0.1, seed=0)
+    batch = sample_windows(train_eps, batch_size=8, num_frames=32, rng=np.random.default_rng(0))
+
+The IDM's data is small (a few hours of labeled play at 64x64 is a few GB of uint8 at most), so
+episodes are read once, whole, into memory, and a training batch is a pure function of
+`(seed, step)`: a resumed run draws exactly the batches the killed run would have drawn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from worldloom.datasets.schema import NUM_BUTTONS
+from worldloom.envs.actions import quantize_camera
+from worldloom.errors import UserError
+
+
+@dataclass
+class Episode:
+    """One episode's frames and actions, whole, in memory."""
+
+    episode_id: str
+    frames: np.ndarray  # (N, H, W, 3) uint8
+    buttons: np.ndarray | None  # (N, 20) bool, None when unlabeled
+    camera: np.ndarray | None  # (N, 2) float32 degrees [pitch, yaw]
+    source: str  # the dataset it came from
+    seed: int | None = None
+    split: str | None = None
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.frames.shape[0])
+
+
+def open_dataset(root: str):
+    """A `worldloom.datasets.Dataset`, or a UserError that says what is wrong with `root`."""
+    from worldloom.datasets import Dataset
+
+    if "://" not in str(root) and not Path(root).exists():
+        raise UserError(f"dataset {root} does not exist")
+    try:
+        return Dataset(str(root))
+    except UserError:
+        raise
+    except (FileNotFoundError, ValueError, OSError) as err:
+        raise UserError(f"{root} is not a readable WorldLoom dataset: {err}") from err
+
+
+def _column(table, name: str, default=None) -> list:
+    return table.column(name).to_pylist() if name in table.column_names else [default] * table.num_rows
+
+
+def load_episodes(sources: list[str] | tuple[str, ...], require_labels: bool = True,
+                  label_sources: tuple[str, ...] = ("env",), max_episodes: int | None = None) -> list[Episode]:
+    """Every episode of `sources` whose label_source is in `label_sources` (all if unlabeled ok)."""
+    episodes: list[Episode] = []
+    for root in sources:
+        ds = open_dataset(root)
+        table = ds.episodes
+        ids, sources_col = _column(table, "episode_id"), _column(table, "label_source", "env")
+        seeds, splits, steps = _column(table, "seed"), _column(table, "split"), _column(table, "num_steps", 0)
+        for ep_id, label_source, seed, split, num_steps in zip(ids, sources_col, seeds, splits, steps):
+            if require_labels and label_source not in label_sources:
+                continue
+            clip = ds.frames(ep_id, 0, int(num_steps))
+            labeled = label_source != "none" and clip.buttons is not None
+            episodes.append(Episode(
+                episode_id=str(ep_id), frames=np.asarray(clip.frames, dtype=np.uint8),
+                buttons=np.asarray(clip.buttons, dtype=bool) if labeled else None,
+                camera=np.asarray(clip.camera, dtype=np.float32) if labeled else None,
+                source=str(root), seed=seed, split=split))
+            if max_episodes is not None and len(episodes) >= max_episodes:
+                return episodes
+    if require_labels and not episodes:
+        raise UserError(f"no labeled episodes (label_source in {list(label_sources)}) in {', '.join(map(str, sources))}: "
+                        "the IDM trains on actions recorded by the env; capture some with `worldloom capture`")
+    return episodes
+
+
+def check_frame_size(episodes: list[Episode], height: int, width: int, what: str = "data") -> None:
+    """A UserError if the episodes' frames are not `height` x `width` (the model's size)."""
+    for ep in episodes:
+        h, w = ep.frames.shape[1:3]
+        if (h, w) != (height, width):
+            raise UserError(f"{what} frames are {w}x{h} (episode {ep.episode_id} in {ep.source}) but the model "
+                            f"takes {width}x{height}: train a model at that size (`--height {h} --width {w}`) "
+                            "or use `worldloom idm label`, which resizes")
+
+
+def split_episodes(episodes: list[Episode], val_fraction: float, seed: int) -> tuple[list[Episode], list[Episode]]:
+    """(train, val) by whole episodes: at least one of each when there are two or more episodes."""
+    if len(episodes) < 2 or val_fraction <= 0:
+        return list(episodes), []
+    order = np.random.default_rng(seed).permutation(len(episodes))
+    num_val = min(len(episodes) - 1, max(1, round(val_fraction * len(episodes))))
+    val_idx = set(order[:num_val].tolist())
+    return ([ep for i, ep in enumerate(episodes) if i not in val_idx],
+            [ep for i, ep in enumerate(episodes) if i in val_idx])
+
+
+def usable(episodes: list[Episode], num_frames: int) -> list[Episode]:
+    """Episodes long enough for one window; a UserError if none is."""
+    kept = [ep for ep in episodes if ep.num_steps >= num_frames]
+    if episodes and not kept:
+        longest = max(ep.num_steps for ep in episodes)
+        raise UserError(f"every episode is shorter than the model's window ({num_frames} frames; the longest has "
+                        f"{longest}): capture longer episodes or use a preset with fewer frames")
+    return kept
+
+
+def window_targets(ep: Episode, start: int, num_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames (T, H, W, 3) uint8, buttons (T, 20) float32 and camera bins (T, 2) int64 of one window."""
+    end = start + num_frames
+    buttons = ep.buttons[start:end].astype(np.float32) if ep.buttons is not None else np.zeros((num_frames, NUM_BUTTONS), np.float32)
+    camera = ep.camera[start:end] if ep.camera is not None else np.zeros((num_frames, 2), np.float32)
+    return ep.frames[start:end], buttons, quantize_camera(camera)
+
+
+def sample_windows(episodes: list[Episode], batch_size: int, num_frames: int,
+                   rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A batch of random windows, episodes drawn in proportion to their number of windows."""
+    counts = np.array([ep.num_steps - num_frames + 1 for ep in episodes], dtype=np.float64)
+    picks = rng.choice(len(episodes), size=batch_size, p=counts / counts.sum())
+    items = [window_targets(episodes[i], int(rng.integers(0, counts[i])), num_frames) for i in picks]
+    return {"frames": np.stack([it[0] for it in items]),  # (B, T, H, W, 3) uint8
+            "buttons": np.stack([it[1] for it in items]),  # (B, T, 20) float32
+            "camera_bins": np.stack([it[2] for it in items])}  # (B, T, 2) int64
+
+
+def fixed_windows(episodes: list[Episode], num_frames: int, max_windows: int, seed: int) -> dict[str, np.ndarray]:
+    """A fixed set of validation windows (the same every evaluation), or an empty dict."""
+    if not episodes:
+        return {}
+    return sample_windows(episodes, max_windows, num_frames, np.random.default_rng([seed, 7919]))

@@ -1,0 +1,129 @@
+"""Rectified flow with a noise level per frame (diffusion forcing), and frame-by-frame sampling.
+
+    loss = flow_loss(model, x0, action, has_action, generator=g)     # training
+    frames = rollout(model, context, actions, horizon=64)             # generation
+
+Training: x_t = (1 - t) x_0 + t * noise, target v = noise - x_0 (rectified flow). Half the
+windows draw t independently per frame (diffusion forcing: any mix of clean and noisy frames);
+the other half look like sampling (context slightly noised, last frame at any level) and only
+the last frame is scored. Sampling: the context (the last num_frames - 1 frames, real or
+generated) is encoded once per new frame, its temporal keys and values are kept, and a few
+Euler steps take the new frame from noise to a frame (Oasis: per-frame noise, context kept
+slightly noised; DIAMOND: 3 Euler steps).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from worldloom.config import doc
+
+from .model import WorldModel, shift_actions
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowConfig:
+    p_sampling_pattern: float = doc("fraction of windows noised like sampling (clean context, noisy last frame)", 0.5)
+    context_noise_max: float = doc("max noise level of the context in sampling-pattern windows", 0.1)
+    action_dropout: float = doc("probability that a frame's action is replaced by the null action", 0.1)
+
+    def __post_init__(self):
+        for name in ("p_sampling_pattern", "context_noise_max", "action_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+def sample_noise_levels(B: int, T: int, cfg: FlowConfig, generator=None, device="cpu"):
+    """Noise level per frame and a per-frame loss weight. -> t (B, T), weight (B, T)."""
+    t = torch.rand(B, T, generator=generator, device=device)
+    ctx = torch.rand(B, T, generator=generator, device=device) * cfg.context_noise_max
+    pattern = torch.rand(B, 1, generator=generator, device=device) < cfg.p_sampling_pattern  # (B, 1)
+    last = torch.arange(T, device=device) == T - 1  # (T,)
+    t = torch.where(pattern & ~last, ctx, t)
+    weight = torch.where(pattern & ~last, 0.0, 1.0)
+    return t, weight
+
+
+def flow_loss(model: WorldModel, x0, action, has_action, cfg: FlowConfig, generator=None):
+    """Mean squared velocity error. x0 (B, T, C, H, W) in model space; action (B, T, A) per step."""
+    B, T = x0.shape[:2]
+    t, weight = sample_noise_levels(B, T, cfg, generator, x0.device)
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+    tt = t[:, :, None, None, None]
+    xt = (1 - tt) * x0 + tt * noise
+    cond, mask = shift_actions(action, has_action)  # frame t gets action[t-1]
+    keep = torch.rand(B, T, generator=generator, device=x0.device) >= cfg.action_dropout
+    v = model(xt, t, cond, mask & keep)  # (B, T, C, H, W)
+    err = F.mse_loss(v.float(), noise - x0, reduction="none").mean(dim=(2, 3, 4))  # (B, T)
+    return (err * weight).sum() / weight.sum()
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+    num_steps: int = doc("Euler steps per frame", 4)
+    context_noise: float = doc("noise level the context is kept at (0 = clean)", 0.02)
+    guidance: float = doc("classifier-free guidance on actions (1 = none)", 1.0)
+
+    def __post_init__(self):
+        if self.num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
+        if not 0.0 <= self.context_noise < 1.0:
+            raise ValueError(f"context_noise must be in [0, 1), got {self.context_noise}")
+        if self.guidance < 0:
+            raise ValueError(f"guidance must be >= 0, got {self.guidance}")
+
+
+@torch.no_grad()
+def next_frame(model: WorldModel, context, context_action, context_mask, action, has_action,
+               cfg: SampleConfig, generator=None):
+    """One new frame after a context.
+
+    context (B, Tc, C, H, W) clean frames; context_action (B, Tc, A) and context_mask (B, Tc):
+    the action that produced each context frame; action (B, A), has_action (B,): the action
+    taken after the last context frame. -> (B, C, H, W).
+    """
+    B, Tc = context.shape[:2]
+    dev = context.device
+    t_ctx = torch.full((B, Tc), cfg.context_noise, device=dev)
+    ctx = (1 - cfg.context_noise) * context + cfg.context_noise * torch.randn(context.shape, generator=generator, device=dev)
+    _, kv = model(ctx, t_ctx, context_action, context_mask, return_kv=True)
+    guided = cfg.guidance != 1.0
+    if guided:  # second half of the batch: the same context, the null action
+        kv = [(torch.cat([k, k]), torch.cat([v, v])) for k, v in kv]
+        action = torch.cat([action, action])
+        has_action = torch.cat([has_action, torch.zeros_like(has_action)])
+    x = torch.randn((B, 1, *context.shape[2:]), generator=generator, device=dev)  # (B, 1, C, H, W)
+    times = torch.linspace(1.0, 0.0, cfg.num_steps + 1)
+    for t_now, t_next in zip(times[:-1].tolist(), times[1:].tolist()):
+        xin = torch.cat([x, x]) if guided else x
+        t = torch.full((xin.shape[0], 1), t_now, device=dev)
+        v = model(xin, t, action[:, None], has_action[:, None], past_kv=kv, start=Tc).float()
+        if guided:
+            v = v[B:] + cfg.guidance * (v[:B] - v[B:])
+        x = x + (t_next - t_now) * v
+    return x[:, 0]
+
+
+@torch.no_grad()
+def rollout(model: WorldModel, context, actions, has_action, horizon: int, cfg: SampleConfig, generator=None):
+    """Generate `horizon` frames after `context`, one at a time, with a sliding window.
+
+    context (B, Tc, C, H, W) real frames; actions (B, Tc + horizon - 1, A) and has_action
+    (B, Tc + horizon - 1): action[t] is applied between frame t and t+1. -> (B, horizon, C, H, W).
+    """
+    window = model.cfg.num_frames - 1
+    Tc = context.shape[1]
+    if actions.shape[1] < Tc + horizon - 1:
+        raise ValueError(f"need {Tc + horizon - 1} actions for {Tc} context frames and horizon {horizon}, got {actions.shape[1]}")
+    frames = list(context.unbind(1))
+    for _ in range(horizon):
+        n = len(frames)
+        lo = max(0, n - window)
+        ctx = torch.stack(frames[lo:], dim=1)  # (B, W, C, H, W)
+        a_ctx, m_ctx = shift_actions(actions[:, lo:n], has_action[:, lo:n])  # window frame 0: null
+        new = next_frame(model, ctx, a_ctx, m_ctx, actions[:, n - 1], has_action[:, n - 1], cfg, generator)
+        frames.append(new.clamp(-1, 1))
+    return torch.stack(frames[Tc:], dim=1)
