@@ -15,9 +15,9 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+from worldloom.envs import ENV_NAMES, PLAYER_NAMES
 
 from worldloom.config import doc, to_json_dict
-from worldloom.envs import ENV_NAMES, PLAYER_NAMES
 
 # Game time runs at 20 steps per second (DESIGN section 3), so footage is 20 fps.
 FPS = 20
@@ -39,7 +39,7 @@ class CaptureConfig:
     resolution: int = doc("frame height and width in pixels (square frames)", 128)
     seed: int = doc("job seed: episode i plays seed derived from (seed, i)", 0)
     workers: int = doc("number of recorder actors (one CPU each)", 2)
-    address: str | None = doc("Ray cluster to join (e.g. 127.0.0.1:6379 or auto); default: start a local one", None)
+    address: str | None = doc("Ray cluster to join (HOST:PORT or auto); unset: start a local cluster on loopback", None)
     strip_actions: str | None = doc(
         "write the footage without actions (label_source none) to OUT and the true actions to this dataset", None
     )
@@ -144,8 +144,8 @@ def content_fields(stored: dict) -> dict:
 
 
 def config_mismatch(cfg: CaptureConfig, label_source: str, stored: dict | None) -> str | None:
-    """None if a dataset made by `stored` may be completed by `cfg`; else the first differing field."""
-    if not stored:
+    """None if a dataset made by `stored` (None: no dataset yet) may be completed by `cfg`; else why not."""
+    if stored is None:
         return None
     ours = content_fields(dataset_config(cfg, label_source))
     theirs = content_fields(stored)

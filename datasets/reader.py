@@ -89,11 +89,16 @@ class Dataset:
         self._refs = {
             eid: EpisodeRef(shard, int(row), int(num), src, model)
             for eid, shard, row, num, src, model in zip(
-                cols["episode_id"], cols["shard"], cols["row_start"], cols["num_steps"], cols["label_source"], cols["label_model"]
+                cols["episode_id"], cols["shard"], cols["row_start"], cols["num_steps"], cols["label_source"],
+                cols["label_model"], strict=True,
             )
         }
         self._shards: dict[str, _Shard] = {}
         self._pid = os.getpid()
+
+    def __getstate__(self) -> dict:
+        # Open files stay behind when pickled (spawned DataLoader workers, Ray tasks).
+        return {**self.__dict__, "_shards": {}}
 
     @property
     def episode_ids(self) -> list[str]:

@@ -312,18 +312,33 @@ class DatasetWriter:
             label_source = "none" if buttons is None else "env"
         table = build_frame_table(self.spec, episode_id, frames, buttons, camera, rewards, terminated, truncated,
                                   label_source, label_model, label_confidence)
+        self._write_episode(table, {
+            "episode_id": episode_id, "env": env,
+            "env_config": None if env_config is None else json.dumps(env_config, sort_keys=True, default=str),
+            "seed": None if seed is None else int(seed), "player": player, "label_source": label_source,
+            "label_model": label_model, "split": split,
+        })
+
+    def add_encoded_episode(self, table: pa.Table, episode: dict) -> None:
+        """Append one episode's rows as they are stored (frames stay encoded: merge and split
+        copy bytes, never re-encode). `episode` is its episodes.parquet row; shard fields are set here."""
+        episode_id = episode["episode_id"]
+        if episode_id in self._known_ids:
+            raise UserError(f"{self.location.uri}: episode {episode_id!r} is already in the dataset or this writer; use a new id")
+        steps = table.column("step").to_numpy(zero_copy_only=False)
+        if not np.array_equal(steps, np.arange(table.num_rows)):
+            raise UserError(f"episode {episode_id!r}: steps are not 0..{table.num_rows - 1} in order; run `worldloom dataset validate`")
+        self._write_episode(table.cast(schema.FRAME_SCHEMA), dict(episode))
+
+    def _write_episode(self, table: pa.Table, episode: dict) -> None:
         if self._shard is None:
             self._shard = self._open_shard()
         shard = self._shard
         shard["writer"].write_table(table, row_group_size=self.rows_per_group)
-        shard["episodes"].append({
-            "episode_id": episode_id, "env": env,
-            "env_config": None if env_config is None else json.dumps(env_config, sort_keys=True, default=str),
-            "seed": None if seed is None else int(seed), "player": player, "num_steps": table.num_rows,
-            "shard": shard["rel"], "row_start": shard["rows"], "label_source": label_source,
-            "label_model": label_model, "split": split,
-        })
+        episode.update(num_steps=table.num_rows, shard=shard["rel"], row_start=shard["rows"])
+        shard["episodes"].append({name: episode.get(name) for name in schema.EPISODE_SCHEMA.names})
         shard["rows"] += table.num_rows
+        episode_id = episode["episode_id"]
         self._known_ids.add(episode_id)
         if shard["rows"] >= self.shard_max_frames:
             self._close_shard()

@@ -152,7 +152,7 @@ def _caves_and_ores(seed, sx, sy, sz, blocks, heights):
 @numba.njit(cache=True)
 def _plants(seed, sx, sy, sz, blocks, biome, heights):
     """Trees in forests, plains and snow, cacti in deserts, from a per-column hash."""
-    density = np.array([0.012, 0.06, 0.012, 0.02, 0.0])
+    density = np.array([0.012, 0.035, 0.012, 0.02, 0.0])
     for x in range(2, sx - 2):
         for z in range(2, sz - 2):
             b = biome[x, z]

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from worldloom.datasets.schema import NUM_BUTTONS
 from worldloom.envs.actions import quantize_camera
+
 from worldloom.errors import UserError
 
 
@@ -32,6 +32,7 @@ class Episode:
     source: str  # the dataset it came from
     seed: int | None = None
     split: str | None = None
+    fps: float = 20.0
 
     @property
     def num_steps(self) -> int:
@@ -65,7 +66,7 @@ def load_episodes(sources: list[str] | tuple[str, ...], require_labels: bool = T
         table = ds.episodes
         ids, sources_col = _column(table, "episode_id"), _column(table, "label_source", "env")
         seeds, splits, steps = _column(table, "seed"), _column(table, "split"), _column(table, "num_steps", 0)
-        for ep_id, label_source, seed, split, num_steps in zip(ids, sources_col, seeds, splits, steps):
+        for ep_id, label_source, seed, split, num_steps in zip(ids, sources_col, seeds, splits, steps, strict=False):
             if require_labels and label_source not in label_sources:
                 continue
             clip = ds.frames(ep_id, 0, int(num_steps))
@@ -74,7 +75,7 @@ def load_episodes(sources: list[str] | tuple[str, ...], require_labels: bool = T
                 episode_id=str(ep_id), frames=np.asarray(clip.frames, dtype=np.uint8),
                 buttons=np.asarray(clip.buttons, dtype=bool) if labeled else None,
                 camera=np.asarray(clip.camera, dtype=np.float32) if labeled else None,
-                source=str(root), seed=seed, split=split))
+                source=str(root), seed=seed, split=split, fps=float(ds.spec.fps)))
             if max_episodes is not None and len(episodes) >= max_episodes:
                 return episodes
     if require_labels and not episodes:
@@ -91,6 +92,19 @@ def check_frame_size(episodes: list[Episode], height: int, width: int, what: str
             raise UserError(f"{what} frames are {w}x{h} (episode {ep.episode_id} in {ep.source}) but the model "
                             f"takes {width}x{height}: train a model at that size (`--height {h} --width {w}`) "
                             "or use `worldloom idm label`, which resizes")
+
+
+def take_hours(episodes: list[Episode], hours: float, seed: int) -> list[Episode]:
+    """Episodes in a seeded order until `hours` of play are taken (all when hours <= 0)."""
+    if hours <= 0:
+        return list(episodes)
+    taken, seconds = [], 0.0
+    for i in np.random.default_rng([seed, 104729]).permutation(len(episodes)):
+        if seconds >= hours * 3600:
+            break
+        taken.append(episodes[i])
+        seconds += episodes[i].num_steps / episodes[i].fps
+    return taken
 
 
 def split_episodes(episodes: list[Episode], val_fraction: float, seed: int) -> tuple[list[Episode], list[Episode]]:

@@ -1,0 +1,306 @@
+"""The capture driver: expand the job, skip what is committed, fan out to Ray actors, commit.
+
+    worldloom capture --env voxel --player mixture --episodes 8 --steps 200 --out data/run1
+    worldloom capture ... --address 127.0.0.1:6379        # join a running Ray cluster
+    python -c "from worldloom.capture import run, CaptureConfig; run(CaptureConfig(out='data/run1'))"
+
+Exactly once: episodes are pure functions of their specs; actors write shards that enter the
+dataset only when this driver commits them, and a commit skips nothing twice because the driver
+only submits episodes that `committed_episode_ids` does not list. A killed actor is restarted by
+Ray and its task (episode) run again under a new writer id; a killed driver leaves whole but
+uncommitted shards behind, which the next run ignores while it records those episodes again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import posixpath
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.fs as pafs
+from tqdm import tqdm
+from worldloom.datasets import DatasetWriter, commit_shards, committed_episode_ids, schema, storage
+
+from worldloom.errors import UserError
+
+from .config import (
+    FPS,
+    CaptureConfig,
+    EpisodeSpec,
+    batch_specs,
+    config_mismatch,
+    dataset_config,
+    expand_specs,
+)
+from .recorder import MAX_RESTARTS, remote_recorder
+
+COMMIT_EVERY_S = 2.0  # a killed driver loses at most this much committed work
+TASKS_IN_FLIGHT_PER_ACTOR = 2  # one running, one queued: an actor never waits for the driver
+FORWARDED_ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")  # object store credentials for the actors
+
+
+class CaptureFailed(RuntimeError):
+    """The job stopped (an actor died for good, an env crashed); committed episodes are intact."""
+
+
+@dataclass
+class CaptureResult:
+    """What a capture run did; `path` is the dataset."""
+
+    path: str
+    truth_path: str | None
+    num_episodes: int  # in the job
+    num_skipped: int  # committed before this run started
+    num_recorded: int = 0  # recorded and committed by this run
+    num_frames: int = 0  # frames recorded by this run (per dataset)
+    duration_s: float = 0.0  # wall time of the recording (Ray start excluded)
+    play_s: float = 0.0  # summed over actors: env steps and player decisions
+    write_s: float = 0.0  # summed over actors: frame encoding and Parquet writing
+    num_orphans_removed: int = 0  # uncommitted shards / temporary files of killed writers deleted
+    node_ids: set[str] = field(default_factory=set)
+    writer_ids: set[str] = field(default_factory=set)  # one per recorder process (a restart gets a new one)
+    pids: set[int] = field(default_factory=set)  # recorder processes whose shards were committed
+
+
+def target_roots(cfg: CaptureConfig) -> dict[str, str]:
+    """label_source -> dataset root: the footage (and the truth when actions are stripped)."""
+    if cfg.strip_actions is not None:
+        return {"none": _absolute(cfg.out), "env": _absolute(cfg.strip_actions)}
+    return {"env": _absolute(cfg.out)}
+
+
+def _absolute(root: str) -> str:
+    # Actors run in their own working directories (and maybe on other machines).
+    return root if "://" in root else os.path.abspath(os.path.expanduser(root))
+
+
+def prepare_target(cfg: CaptureConfig, label: str, root: str) -> set[str]:
+    """Create the dataset at `root` or check that it is this job's; its committed episode ids."""
+    loc = storage.resolve(root)
+    manifest = storage.read_manifest(loc)
+    if manifest is None and loc.is_local and os.path.isdir(loc.path) and _has_files(loc.path):
+        raise UserError(f"{root}: the directory is not empty and holds no dataset; give a new or empty directory")
+    if manifest is not None:
+        problem = config_mismatch(cfg, label, manifest.get("config") or {})
+        if problem:
+            raise UserError(f"{root}: holds a different dataset ({problem}); write to a new directory "
+                            f"or run the job that made it")
+    try:
+        DatasetWriter(root, height=cfg.resolution, width=cfg.resolution, fps=FPS, codec=cfg.codec,
+                      config=dataset_config(cfg, label) if manifest is None else None,
+                      writer_id="driver", autocommit=False).close()
+        _probe_writable(loc)
+    except OSError as err:
+        raise UserError(f"{root}: cannot write the dataset here ({err})") from None
+    return committed_episode_ids(root)
+
+
+def _has_files(path: str) -> bool:
+    return any(not name.startswith(".") for name in os.listdir(path))
+
+
+def _probe_writable(loc: storage.Location) -> None:
+    probe = loc.join("frames", f".probe-{uuid.uuid4().hex[:8]}.tmp")
+    with loc.fs.open_output_stream(probe) as out:
+        out.write(b"ok")
+    loc.fs.delete_file(probe)
+
+
+def plan_tasks(specs: list[EpisodeSpec], committed: dict[str, set[str]], per_task: int) -> list[list[tuple]]:
+    """Work items (spec, labels still missing), batched `per_task` episodes to a task/shard."""
+    items = []
+    for spec in specs:
+        labels = tuple(label for label, done in committed.items() if spec.episode_id not in done)
+        if labels:
+            items.append((spec, labels))
+    return batch_specs(items, per_task)
+
+
+@contextlib.contextmanager
+def ray_session(cfg: CaptureConfig) -> Iterator[None]:
+    """Use the Ray that is up, join `cfg.address`, or start a local cluster bound to loopback."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    quiet = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": True}
+    try:
+        if cfg.address:
+            ray.init(address=cfg.address, **quiet)
+        else:
+            ray.init(num_cpus=cfg.workers, _node_ip_address="127.0.0.1", **quiet)
+    except (ConnectionError, TimeoutError, ValueError) as err:
+        raise UserError(f"cannot start or join Ray (address={cfg.address!r}): {err}") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def sweep_orphans(root: str, run_token: str, started_at: float) -> int:
+    """Delete files under frames/ that the manifest does not list and that a crash left behind:
+    this run's (a killed actor's) or older than this run (a killed driver's); returns how many.
+    Files of another job writing here at the same time are newer and carry another token."""
+    loc = storage.resolve(root)
+    manifest = storage.read_manifest(loc)
+    listed = {posixpath.basename(s["path"]) for s in (manifest or {}).get("shards", [])}
+    selector = pafs.FileSelector(loc.join(schema.FRAMES_DIR), allow_not_found=True)
+    removed = 0
+    for info in loc.fs.get_file_info(selector):
+        name = posixpath.basename(info.path)
+        if info.type != pafs.FileType.File or name in listed:
+            continue
+        mtime = info.mtime.timestamp() if info.mtime is not None else started_at
+        if f"-{run_token}-" in name or mtime < started_at:
+            loc.fs.delete_file(info.path)
+            removed += 1
+    return removed
+
+
+def start_recorders(cfg: CaptureConfig, roots: dict[str, str], num_tasks: int, run_token: str) -> list:
+    """min(workers, tasks, cluster CPUs) recorder actors, spread over the cluster's nodes."""
+    import ray
+
+    cluster_cpus = int(ray.cluster_resources().get("CPU", 0))
+    count = max(1, min(cfg.workers, num_tasks, cluster_cpus or cfg.workers))
+    if count < min(cfg.workers, num_tasks):
+        tqdm.write(f"worldloom capture: the cluster has {cluster_cpus} CPUs; starting {count} recorders, not {cfg.workers}")
+    options: dict = {"scheduling_strategy": "SPREAD"}
+    env_vars = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+    if env_vars and any("://" in r for r in roots.values()):
+        options["runtime_env"] = {"env_vars": env_vars}
+    actor_class = remote_recorder()
+    return [
+        actor_class.options(**options).remote(
+            roots, cfg.env, cfg.resolution, cfg.resolution, FPS, cfg.split, f"{run_token}-w{i}"
+        )
+        for i in range(count)
+    ]
+
+
+def capture(cfg: CaptureConfig) -> CaptureResult:
+    """Record every episode of `cfg` not yet committed; returns what this run did."""
+    roots = target_roots(cfg)
+    specs = expand_specs(cfg)
+    committed = {label: prepare_target(cfg, label, root) for label, root in roots.items()}
+    tasks = plan_tasks(specs, committed, cfg.episodes_per_shard)
+    wanted = {s.episode_id for s in specs}
+    done_before = min(len(wanted & ids) for ids in committed.values())
+    result = CaptureResult(path=roots[cfg.label_source], truth_path=roots.get("env") if cfg.strip_actions else None,
+                           num_episodes=len(specs), num_skipped=done_before)
+    if tasks:
+        run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew
+        with ray_session(cfg):
+            actors = start_recorders(cfg, roots, len(tasks), run_token)
+            try:
+                _drive(cfg, roots, actors, tasks, result)
+            finally:
+                import ray
+
+                for actor in actors:
+                    ray.kill(actor)
+        result.num_orphans_removed = sum(sweep_orphans(root, run_token, started_at) for root in roots.values())
+    return result
+
+
+def _drive(cfg: CaptureConfig, roots: dict[str, str], actors: list, tasks: list, result: CaptureResult) -> None:
+    """Keep every actor busy, gather shard metadata, commit it every few seconds."""
+    import ray
+
+    queue = deque(tasks)
+    pending: dict = {}  # ObjectRef -> actor index
+    load = [0] * len(actors)
+    uncommitted: dict[str, list[dict]] = {label: [] for label in roots}
+    start = last_commit = time.perf_counter()
+    bar = tqdm(total=result.num_episodes, initial=result.num_skipped, unit="episode", disable=not cfg.progress,
+               desc="capture", dynamic_ncols=True)
+
+    def submit() -> None:
+        for _ in range(TASKS_IN_FLIGHT_PER_ACTOR):
+            for i, actor in enumerate(actors):
+                if queue and load[i] < TASKS_IN_FLIGHT_PER_ACTOR:
+                    pending[actor.record.remote(queue.popleft())] = i
+                    load[i] += 1
+
+    def commit() -> None:
+        for label, infos in uncommitted.items():
+            if infos:
+                try:
+                    commit_shards(roots[label], infos)
+                except OSError as err:
+                    raise UserError(f"{roots[label]}: cannot commit shards ({err}); the episodes committed "
+                                    f"before are intact: fix it and run the same command again") from None
+        result.num_recorded += len({row["episode_id"] for infos in uncommitted.values()
+                                    for info in infos for row in info["episodes"]})
+        for infos in uncommitted.values():
+            infos.clear()
+
+    try:
+        submit()
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=COMMIT_EVERY_S)
+            if ready:  # gather everything else that is done too
+                rest = [r for r in pending if r not in ready]
+                ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0] if rest else []
+            for ref in ready:
+                load[pending.pop(ref)] -= 1
+                out = _get(ref, roots)
+                for label, infos in out["shards"].items():
+                    uncommitted[label].extend(infos)
+                _account(result, out)
+                bar.update(out["episodes"])
+            result.duration_s = time.perf_counter() - start
+            bar.set_postfix(frames_per_s=f"{result.num_frames / max(result.duration_s, 1e-9):.0f}")
+            if time.perf_counter() - last_commit >= COMMIT_EVERY_S or not pending:
+                commit()
+                last_commit = time.perf_counter()
+            submit()
+    finally:
+        try:
+            commit()  # whatever finished before an error is kept
+        finally:
+            bar.close()
+    result.duration_s = time.perf_counter() - start
+
+
+def _account(result: CaptureResult, out: dict) -> None:
+    result.num_frames += out["frames"]
+    result.play_s += out["play_s"]
+    result.write_s += out["write_s"]
+    if out.get("node_id"):
+        result.node_ids.add(out["node_id"])
+    result.writer_ids.add(out["writer_id"])
+    result.pids.add(out["pid"])
+
+
+def _get(ref, roots: dict[str, str]) -> dict:
+    """The task's result; its failure as a UserError (bad input, no space) or CaptureFailed."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as err:
+        cause = getattr(err, "cause", None)
+        if isinstance(cause, UserError):
+            raise UserError(str(cause)) from None
+        if isinstance(cause, OSError):
+            raise UserError(f"writing to {', '.join(roots.values())} failed: {cause}; the committed episodes "
+                            f"are intact: fix it and run the same command again to finish") from None
+        raise CaptureFailed(f"a recorder failed: {cause!r}\n{err}") from None
+    except ray.exceptions.RayActorError as err:
+        raise CaptureFailed(f"a recorder died {1 + MAX_RESTARTS} times or could not start; the committed "
+                            f"episodes are intact, run the same command again to finish ({err})") from None
+
+
+def run(cfg: CaptureConfig) -> Path | str:
+    """Record the job and return the dataset: a Path for a local directory, else the URI."""
+    path = capture(cfg).path
+    return path if "://" in path else Path(path)

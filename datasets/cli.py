@@ -1,0 +1,109 @@
+"""`worldloom dataset inspect|validate|export|merge|split`.
+
+    worldloom dataset inspect data/run1 [--json]
+    worldloom dataset validate data/run1 [--skip-frames]
+    worldloom dataset export data/run1 --episode ep-000 [--start 0 --stop 64] --out ep.mp4|ep.gif|sheet.png
+    worldloom dataset merge data/a data/b --out data/ab
+    worldloom dataset split data/ab --out data/splits --fractions train=0.9 val=0.1 [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from worldloom.errors import UserError
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .summary import format_summary, summarize
+
+    summary = summarize(args.path)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .validate import validate
+
+    problems = validate(args.path, check_frames=not args.skip_frames)
+    for problem in problems:
+        print(f"{args.path}/{problem}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s) found; nothing was changed", file=sys.stderr)
+        return 1
+    print(f"{args.path}: valid")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import contact_sheet, export_clip
+    from .reader import Dataset
+
+    ds = Dataset(args.path)
+    if args.out.lower().endswith(".png"):
+        if args.episode is not None and args.episode not in ds.episode_ids:
+            raise UserError(f"{args.path}: no episode {args.episode!r}; `worldloom dataset inspect` lists them")
+        out = contact_sheet(ds, args.out, episode_id=args.episode, num=args.num)
+    else:
+        if args.episode is None:
+            raise UserError("--episode is needed to export a video (or give --out NAME.png for a contact sheet)")
+        out = export_clip(ds, args.episode, args.out, args.start, args.stop, overlay=not args.no_overlay, scale=args.scale)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .edit import merge
+
+    manifest = merge(args.sources, args.out)
+    print(f"{args.out}: {manifest['num_episodes']} episodes, {manifest['num_frames']} frames")
+    return 0
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    from .edit import parse_fractions, split
+
+    result = split(args.path, args.out, parse_fractions(args.fractions), seed=args.seed)
+    for name, ids in result.items():
+        print(f"{args.out}/{name}: {len(ids)} episodes")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
+    parser = subparsers.add_parser(name, help=help_text, description="Inspect, check, view and reshape WorldLoom datasets.")
+    sub = parser.add_subparsers(dest="dataset_command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("inspect", help="episodes, frames, hours, size, action histograms, labels")
+    p.add_argument("path", help="dataset directory or URI")
+    p.add_argument("--json", action="store_true", help="print JSON for machines")
+    p.set_defaults(handler=cmd_inspect)
+
+    p = sub.add_parser("validate", help="check everything; print every problem; exit 1 if any (never writes)")
+    p.add_argument("path", help="dataset directory or URI")
+    p.add_argument("--skip-frames", action="store_true", help="do not decode frames (faster)")
+    p.set_defaults(handler=cmd_validate)
+
+    p = sub.add_parser("export", help="an episode or clip to .mp4/.gif with the action drawn, or a contact-sheet .png")
+    p.add_argument("path", help="dataset directory or URI")
+    p.add_argument("--episode", help="episode id (a .png without it: one frame of each episode)")
+    p.add_argument("--start", type=int, default=0, help="first step (default: 0)")
+    p.add_argument("--stop", type=int, default=None, help="one past the last step (default: the end)")
+    p.add_argument("--out", required=True, help="output file: .mp4, .gif or .png")
+    p.add_argument("--no-overlay", action="store_true", help="frames only, no action drawn")
+    p.add_argument("--scale", type=int, default=4, help="upscale factor (default: 4)")
+    p.add_argument("--num", type=int, default=32, help="frames in a contact sheet (default: 32)")
+    p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser("merge", help="merge datasets of the same frame spec (copies shards, no re-encoding)")
+    p.add_argument("sources", nargs="+", help="source datasets")
+    p.add_argument("--out", required=True, help="output dataset (new, or one of the same spec)")
+    p.set_defaults(handler=cmd_merge)
+
+    p = sub.add_parser("split", help="split by episode into <out>/<name> datasets (deterministic, no re-encoding)")
+    p.add_argument("path", help="source dataset")
+    p.add_argument("--out", required=True, help="directory for the split datasets")
+    p.add_argument("--fractions", nargs="+", default=["train=0.9", "val=0.1"], help="name=fraction pairs (default: train=0.9 val=0.1)")
+    p.add_argument("--seed", type=int, default=0, help="hash seed of the assignment (default: 0)")
+    p.set_defaults(handler=cmd_split)

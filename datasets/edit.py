@@ -1,0 +1,153 @@
+"""Merge datasets and split one by episode, without re-encoding a frame.
+
+    worldloom dataset merge data/a data/b --out data/ab
+    worldloom dataset split data/ab --out data/splits --fractions train=0.8 val=0.1 test=0.1
+
+`merge` copies whole shard files byte for byte (their checksums are checked after the copy) and
+commits them into the output in one step. `split` assigns each episode by a hash of the seed and
+its id (stable: adding episodes never moves the others), then copies its rows, frame bytes as
+stored, into `<out>/<split name>/`. Sources are only read; nothing existing is overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Sequence
+
+import pyarrow.parquet as pq
+
+from worldloom.errors import UserError
+
+from . import schema, storage
+from .reader import Dataset
+from .validate import schema_differences
+from .writer import (
+    DatasetWriter,
+    ShardInfo,
+    commit_shards,
+    committed_episode_ids,
+    file_checksum,
+    open_or_create,
+)
+
+
+def check_same_spec(datasets: Sequence[Dataset]) -> None:
+    """UserError naming the field and the two datasets whose frame spec differs."""
+    first = datasets[0]
+    for other in datasets[1:]:
+        for field in ("height", "width", "fps", "codec"):
+            a, b = getattr(first.spec, field), getattr(other.spec, field)
+            if a != b:
+                raise UserError(f"{other.location.uri}: {field} is {b!r} but {first.location.uri} has {a!r}; "
+                                "datasets merge only with the same frame spec (re-capture or convert one)")
+
+
+def check_shard_schemas(ds: Dataset) -> None:
+    for shard in ds.manifest["shards"]:
+        path = ds.location.join(shard["path"])
+        try:
+            actual = pq.read_schema(ds.location.fs.open_input_file(path))
+        except (OSError, ValueError) as err:
+            raise UserError(f"{ds.location.uri}/{shard['path']}: cannot read ({err}); run `worldloom dataset validate`") from None
+        differences = schema_differences(actual)
+        if differences:
+            raise UserError(f"{ds.location.uri}/{shard['path']}: schema mismatch: {differences[0]}; "
+                            "run `worldloom dataset validate` on it")
+
+
+def copy_file(src: storage.Location, src_path: str, dst: storage.Location, dst_path: str) -> None:
+    """Byte copy between any two filesystems, through a temporary name."""
+    tmp = storage.tmp_name(dst_path)
+    with src.fs.open_input_stream(src_path) as fin, dst.fs.open_output_stream(tmp) as fout:
+        while chunk := fin.read(8 << 20):
+            fout.write(chunk)
+    dst.fs.move(tmp, dst_path)
+
+
+def merge(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> dict:
+    """Copy the committed shards of `sources` into `out` (new, or a dataset of the same spec)."""
+    if not sources:
+        raise UserError("merge needs at least one source dataset")
+    datasets = [Dataset(s) for s in sources]
+    check_same_spec(datasets)
+    owner: dict[str, str] = {}
+    for ds in datasets:
+        check_shard_schemas(ds)
+        for eid in ds.episode_ids:
+            if eid in owner:
+                raise UserError(f"{ds.location.uri}: episode {eid!r} is also in {owner[eid]}; episode ids must be "
+                                "unique across merged datasets (split one off or re-capture with other ids)")
+            owner[eid] = ds.location.uri
+    dst = storage.resolve(out)
+    clash = committed_episode_ids(dst.path, dst.fs) & owner.keys()
+    if clash:
+        raise UserError(f"{dst.uri}: already holds episode {sorted(clash)[0]!r}; merge into a new directory")
+    config = {"merged_from": [d.location.uri for d in datasets]}
+    open_or_create(dst, datasets[0].spec, config, datasets[0].manifest.get("rows_per_group", 256))
+    writer_id = f"merge-{uuid.uuid4().hex[:6]}"
+    infos = []
+    for k, ds in enumerate(datasets):
+        rows_by_shard: dict[str, list[dict]] = {}
+        for row in ds.episodes.to_pylist():
+            rows_by_shard.setdefault(row["shard"], []).append(row)
+        for n, shard in enumerate(ds.manifest["shards"]):
+            rel = f"{schema.FRAMES_DIR}/part-{writer_id}-{k:03d}{n:05d}.parquet"
+            copy_file(ds.location, ds.location.join(shard["path"]), dst, dst.join(rel))
+            checksum, size = file_checksum(dst.fs, dst.join(rel))
+            if checksum != shard["checksum"]:
+                dst.fs.delete_file(dst.join(rel))
+                raise UserError(f"{ds.location.uri}/{shard['path']}: checksum differs from its dataset.json (corrupt); "
+                                "run `worldloom dataset validate` on the source; nothing was committed")
+            episodes = tuple({**row, "shard": rel} for row in rows_by_shard.get(shard["path"], []))
+            infos.append(ShardInfo(rel, shard["num_rows"], size, checksum, writer_id, episodes))
+    return commit_shards(dst.path, infos, dst.fs)
+
+
+def parse_fractions(items: Sequence[str]) -> dict[str, float]:
+    """["train=0.9", "val=0.1"] -> {"train": 0.9, "val": 0.1}; UserError unless they sum to 1."""
+    fractions = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            fractions[name] = float(value)
+        except ValueError:
+            raise UserError(f"--fractions takes name=fraction pairs like train=0.9, got {item!r}") from None
+        if not sep or not name or fractions[name] < 0:
+            raise UserError(f"--fractions takes name=fraction pairs like train=0.9, got {item!r}")
+    if not fractions or abs(sum(fractions.values()) - 1.0) > 1e-6:
+        raise UserError(f"--fractions must sum to 1, got {fractions}")
+    return fractions
+
+
+def assign_split(episode_id: str, fractions: dict[str, float], seed: int) -> str:
+    """The split of one episode: a uniform number from a hash of (seed, id), cut by fractions."""
+    digest = hashlib.blake2b(f"{seed}:{episode_id}".encode(), digest_size=8).digest()
+    u = int.from_bytes(digest, "big") / 2**64
+    total = 0.0
+    for name, fraction in fractions.items():
+        total += fraction
+        if u < total:
+            return name
+    return list(fractions)[-1]
+
+
+def split(source: str | os.PathLike, out: str | os.PathLike, fractions: dict[str, float], seed: int = 0) -> dict[str, list[str]]:
+    """Write `<out>/<name>` datasets holding each split's episodes; returns their episode ids."""
+    ds = Dataset(source)
+    check_shard_schemas(ds)
+    base = storage.resolve(out)
+    for name in fractions:
+        if storage.read_manifest(storage.resolve(base.join(name), base.fs)) is not None:
+            raise UserError(f"{base.uri}/{name}: a dataset is already there; choose a new --out")
+    rows = ds.episodes.to_pylist()
+    assigned = {name: [r for r in rows if assign_split(r["episode_id"], fractions, seed) == name] for name in fractions}
+    config = {"split_of": ds.location.uri, "fractions": fractions, "seed": seed}
+    spec = ds.spec
+    for name, members in assigned.items():
+        with DatasetWriter(base.join(name), spec.height, spec.width, spec.fps, spec.codec, config=config,
+                           writer_id=f"split-{name}", filesystem=base.fs) as w:
+            for row in members:
+                w.add_encoded_episode(ds.read_table(row["episode_id"]), {**row, "split": name})
+    return {name: [r["episode_id"] for r in members] for name, members in assigned.items()}

@@ -1,0 +1,123 @@
+"""Look at a dataset: an episode or clip as mp4/gif with the action drawn on it, a contact sheet.
+
+    worldloom dataset export data/run1 --episode ep-000 --out ep.mp4          # or .gif
+    worldloom dataset export data/run1 --episode ep-000 --start 40 --stop 80 --out clip.gif
+    worldloom dataset export data/run1 --out sheet.png                         # contact sheet
+
+The overlay shows the pressed buttons under the frame and an arrow for the camera move of the
+step (right = yaw right, down = pitch down; `action[t]` is applied after `frame[t]`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from worldloom.errors import UserError
+
+from . import schema
+from .reader import Clip, Dataset
+
+SHORT_NAMES = {"attack": "ATK", "back": "S", "forward": "W", "jump": "JMP", "left": "A", "right": "D", "sneak": "SNK",
+               "sprint": "SPR", "use": "USE", "drop": "Q", "inventory": "INV", **{f"hotbar.{i}": str(i) for i in range(1, 10)}}
+BAR_PX = 28
+
+
+def upscale(frame: np.ndarray, scale: int) -> np.ndarray:
+    return cv2.resize(frame, (frame.shape[1] * scale, frame.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
+
+
+def draw_action(frame: np.ndarray, buttons: np.ndarray | None, camera: np.ndarray | None, step: int) -> np.ndarray:
+    """`(H, W, 3)` upscaled frame -> `(H + BAR_PX, W, 3)` with pressed keys and a camera arrow."""
+    h, w = frame.shape[:2]
+    out = np.zeros((h + BAR_PX, w, 3), np.uint8)
+    out[:h] = frame
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    if buttons is None:
+        text = f"{step} (no action label)"
+    else:
+        pressed = [SHORT_NAMES[b] for b, on in zip(schema.BUTTONS, buttons, strict=True) if on]
+        text = f"{step} " + " ".join(pressed)
+    cv2.putText(out, text, (4, h + 19), font, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    if camera is not None and np.any(camera != 0):
+        centre = np.array([w - 22, 22])
+        pitch, yaw = float(camera[0]), float(camera[1])
+        vec = np.array([yaw, pitch]) / 10.0 * 18  # 10 degrees (the mu-law max) -> 18 px
+        tip = centre + np.clip(vec, -18, 18)
+        cv2.circle(out, tuple(int(v) for v in centre), 20, (0, 0, 0), -1)
+        cv2.arrowedLine(out, tuple(int(v) for v in centre), tuple(int(v) for v in tip), (255, 220, 0), 2, tipLength=0.35)
+    return out
+
+
+def render_clip(clip: Clip, overlay: bool = True, scale: int = 4) -> list[np.ndarray]:
+    """The clip's frames, upscaled, with the action overlay if asked."""
+    frames = []
+    for t in range(clip.frames.shape[0]):
+        big = upscale(clip.frames[t], scale)
+        if overlay:
+            buttons = None if clip.buttons is None else clip.buttons[t]
+            camera = None if clip.camera is None else clip.camera[t]
+            big = draw_action(big, buttons, camera, clip.start + t)
+        frames.append(big)
+    return frames
+
+
+def write_video(frames: list[np.ndarray], path: str, fps: float) -> None:
+    """RGB frames to .mp4 (OpenCV) or .gif (Pillow), through a temporary name."""
+    ext = os.path.splitext(path)[1].lower()
+    tmp = f"{path}.tmp{ext}"
+    if ext == ".gif":
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(tmp, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    elif ext == ".mp4":
+        h, w = frames[0].shape[:2]
+        writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        if not writer.isOpened():
+            raise UserError(f"{path}: OpenCV cannot write mp4 here; export a .gif instead")
+        for f in frames:
+            writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+        writer.release()
+    else:
+        raise UserError(f"{path}: unknown video type {ext!r}; use .mp4 or .gif")
+    os.replace(tmp, path)
+
+
+def export_clip(ds: Dataset, episode_id: str, out: str, start: int = 0, stop: int | None = None,
+                overlay: bool = True, scale: int = 4) -> str:
+    """Write steps `[start, stop)` of an episode to `out` (.mp4 or .gif)."""
+    if episode_id not in ds.episode_ids:
+        raise UserError(f"{ds.location.uri}: no episode {episode_id!r}; `worldloom dataset inspect` lists them")
+    n = ds.episode(episode_id).num_steps
+    stop = n if stop is None else min(stop, n)
+    if not 0 <= start < stop:
+        raise UserError(f"episode {episode_id!r} has steps 0..{n - 1}; --start {start} --stop {stop} selects none")
+    write_video(render_clip(ds.frames(episode_id, start, stop), overlay, scale), out, ds.spec.fps)
+    return out
+
+
+def contact_sheet(ds: Dataset, out: str, episode_id: str | None = None, num: int = 32, cols: int = 8, scale: int = 2) -> str:
+    """A PNG grid: `num` frames evenly spaced over one episode, or the first frames of many."""
+    if episode_id is not None:
+        clip = ds.frames(episode_id)
+        idx = np.linspace(0, clip.frames.shape[0] - 1, min(num, clip.frames.shape[0])).round().astype(int)
+        tiles = [clip.frames[i] for i in idx]
+    else:
+        tiles = []
+        for eid in ds.episode_ids[:num]:
+            n = ds.episode(eid).num_steps
+            tiles.append(ds.frames(eid, n // 2, n // 2 + 1).frames[0])
+    if not tiles:
+        raise UserError(f"{ds.location.uri}: no frames to draw")
+    h, w = tiles[0].shape[0] * scale, tiles[0].shape[1] * scale
+    rows = (len(tiles) + cols - 1) // cols
+    sheet = np.full((rows * (h + 2), min(cols, len(tiles)) * (w + 2), 3), 32, np.uint8)
+    for k, tile in enumerate(tiles):
+        r, c = divmod(k, cols)
+        sheet[r * (h + 2) : r * (h + 2) + h, c * (w + 2) : c * (w + 2) + w] = upscale(tile, scale)
+    tmp = f"{out}.tmp.png"
+    Image.fromarray(sheet).save(tmp)
+    os.replace(tmp, out)
+    return out

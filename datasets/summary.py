@@ -1,0 +1,109 @@
+"""What is in a dataset: `summarize(root)` for `worldloom dataset inspect` (reads no frames).
+
+    worldloom dataset inspect data/run1 [--json]
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import schema
+from .reader import Dataset
+
+CAMERA_EDGES_DEG = (-180, -10, -5, -2, -0.5, -0.05, 0.05, 0.5, 2, 5, 10, 180)
+
+
+def summarize(root: str | os.PathLike | Dataset) -> dict:
+    """Counts, size, action histograms and label summary, JSON-able."""
+    ds = root if isinstance(root, Dataset) else Dataset(root)
+    spec, manifest = ds.spec, ds.manifest
+    num_frames = ds.num_frames
+    size_bytes = sum(s["size_bytes"] for s in manifest["shards"])
+    episodes = ds.episodes.to_pylist()
+    out = {
+        "path": ds.location.uri, "format_version": manifest["format_version"],
+        "height": spec.height, "width": spec.width, "fps": spec.fps, "codec": spec.codec,
+        "episodes": len(episodes), "frames": num_frames, "hours": num_frames / spec.fps / 3600,
+        "shards": len(manifest["shards"]), "size_bytes": size_bytes,
+        "bytes_per_frame": size_bytes / num_frames if num_frames else 0.0,
+        "episode_steps": _stats([e["num_steps"] for e in episodes]),
+        "label_sources": {k: {"episodes": v, "frames": sum(e["num_steps"] for e in episodes if e["label_source"] == k)}
+                          for k, v in collections.Counter(e["label_source"] for e in episodes).items()},
+        "splits": dict(collections.Counter(str(e["split"]) for e in episodes)),
+        "envs": dict(collections.Counter(str(e["env"]) for e in episodes)),
+        "players": dict(collections.Counter(str(e["player"]) for e in episodes)),
+    }
+    out.update(action_summary(ds))
+    return out
+
+
+def action_summary(ds: Dataset) -> dict:
+    """Press rate per button, camera histograms, and label confidence, over labeled rows."""
+    columns = list(schema.ACTION_COLUMNS) + ["label_source", "label_confidence"]
+    presses = np.zeros(schema.NUM_BUTTONS, np.int64)
+    camera_counts = np.zeros((2, len(CAMERA_EDGES_DEG) - 1), np.int64)
+    labeled = 0
+    confidences = []
+    for shard in ds.manifest["shards"]:
+        table = ds._shard(shard["path"]).file.read(columns=columns)
+        table = table.filter(pc.not_equal(table.column("label_source").cast(pa.string()), "none"))
+        labeled += table.num_rows
+        for i, c in enumerate(schema.BUTTON_COLUMNS):
+            presses[i] += pc.sum(table.column(c).cast(pa.int64())).as_py() or 0
+        for axis, c in enumerate(schema.CAMERA_COLUMNS):
+            values = table.column(c).to_numpy(zero_copy_only=False)
+            camera_counts[axis] += np.histogram(np.clip(values, -180, 180), bins=CAMERA_EDGES_DEG)[0]
+        conf = table.column("label_confidence").drop_null().to_numpy()
+        if conf.size:
+            confidences.append(conf)
+    conf = np.concatenate(confidences) if confidences else np.zeros(0)
+    return {
+        "labeled_frames": labeled,
+        "button_press_rate": {b: (presses[i] / labeled if labeled else 0.0) for i, b in enumerate(schema.BUTTONS)},
+        "camera_histogram": {"edges_deg": list(CAMERA_EDGES_DEG),
+                             **{axis: camera_counts[i].tolist() for i, axis in enumerate(schema.CAMERA_AXES)}},
+        "label_confidence": _stats(conf.tolist()),
+    }
+
+
+def _stats(values: list[float]) -> dict:
+    if not values:
+        return {"count": 0}
+    a = np.asarray(values, float)
+    return {"count": int(a.size), "min": float(a.min()), "mean": float(a.mean()),
+            "p10": float(np.percentile(a, 10)), "p50": float(np.percentile(a, 50)),
+            "p90": float(np.percentile(a, 90)), "max": float(a.max())}
+
+
+def format_summary(s: dict) -> str:
+    """The summary as text for a person."""
+    lines = [
+        f"{s['path']}  (format v{s['format_version']})",
+        f"  {s['episodes']} episodes, {s['frames']} frames = {s['hours']:.3f} h at {s['fps']:g} fps, "
+        f"{s['width']}x{s['height']} {s['codec']}",
+        f"  {s['shards']} shards, {s['size_bytes'] / 1e6:.2f} MB, {s['bytes_per_frame']:.0f} bytes/frame",
+    ]
+    st = s["episode_steps"]
+    if st["count"]:
+        lines.append(f"  steps per episode: min {st['min']:.0f}, median {st['p50']:.0f}, max {st['max']:.0f}")
+    for name in ("label_sources", "splits", "envs", "players"):
+        items = s[name].items()
+        lines.append(f"  {name}: " + ", ".join(f"{k} {v['episodes'] if isinstance(v, dict) else v}" for k, v in items))
+    lines.append(f"  button press rate over {s['labeled_frames']} labeled frames:")
+    for button, rate in s["button_press_rate"].items():
+        lines.append(f"    {button:<10} {rate:6.1%} {'#' * round(rate * 40)}")
+    edges = s["camera_histogram"]["edges_deg"]
+    lines.append("  camera (degrees per step), frames per bin:")
+    lines.append("    bins   " + " ".join(f"{f'<{e:g}':>7}" for e in edges[1:]))
+    for axis in schema.CAMERA_AXES:
+        lines.append(f"    {axis:<6} " + " ".join(f"{c:>7}" for c in s["camera_histogram"][axis]))
+    c = s["label_confidence"]
+    if c["count"]:
+        lines.append(f"  label confidence ({c['count']} frames): min {c['min']:.3f}, mean {c['mean']:.3f}, "
+                     f"p10 {c['p10']:.3f}, median {c['p50']:.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,239 @@
+"""Check a dataset without changing it: `validate(root)` lists every problem with file and row.
+
+    worldloom dataset validate data/run1          # exit 1 and one line per problem if any
+
+Rows are 0-based row numbers inside the named Parquet file. Checks: the manifest (format
+version, spec), shards against the manifest (missing, extra, size, checksum, row count,
+readable Parquet, schema), episodes.parquet against the shards, and inside every shard: each
+episode's rows contiguous with steps 0, 1, 2, ... (no gap, no repeat), every frame decodable to
+the declared size, actions present when labeled and in range, label fields valid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from worldloom.errors import UserError
+
+from . import codecs, schema, storage
+from .writer import file_checksum
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str  # relative to the dataset root
+    row: int | None
+    message: str  # what is wrong, then what to do
+
+    def __str__(self) -> str:
+        where = self.file if self.row is None else f"{self.file} row {self.row}"
+        return f"{where}: {self.message}"
+
+
+def schema_differences(actual: pa.Schema, expected: pa.Schema = schema.FRAME_SCHEMA) -> list[str]:
+    """Human-readable differences between two schemas (names and types; nullability ignored)."""
+    out = []
+    have = {f.name: f.type for f in actual}
+    for field in expected:
+        if field.name not in have:
+            out.append(f"column {field.name!r} is missing")
+        elif have[field.name] != field.type:
+            out.append(f"column {field.name!r} is {have[field.name]}, expected {field.type}")
+    out.extend(f"column {name!r} is not part of format version {schema.FORMAT_VERSION}" for name in have if name not in expected.names)
+    return out
+
+
+def validate(root: str | os.PathLike, filesystem: pafs.FileSystem | None = None, check_frames: bool = True) -> list[Problem]:
+    """Every problem found in the dataset at `root` (empty list: valid). Never writes."""
+    loc = storage.resolve(root, filesystem)
+    try:
+        manifest = storage.read_manifest(loc)
+    except UserError as err:
+        return [Problem(schema.MANIFEST_NAME, None, str(err).split(": ", 1)[-1])]
+    if manifest is None:
+        return [Problem(schema.MANIFEST_NAME, None, "missing: this is not a WorldLoom dataset directory (or its manifest was deleted)")]
+    try:
+        spec = storage.spec_of(manifest)
+    except (KeyError, ValueError) as err:
+        return [Problem(schema.MANIFEST_NAME, None, f"invalid frame spec ({err}); restore dataset.json from a copy")]
+    problems: list[Problem] = []
+    listed = {s["path"]: s for s in manifest.get("shards", [])}
+    problems += check_extra_files(loc, listed)
+    shard_episodes: dict[str, list[tuple[str, int, int]]] = {}
+    for rel, entry in listed.items():
+        found, episodes = check_shard(loc, rel, entry, spec, check_frames)
+        problems += found
+        if episodes is not None:
+            shard_episodes[rel] = episodes
+    problems += check_episodes_table(loc, listed, shard_episodes)
+    return problems
+
+
+def check_extra_files(loc: storage.Location, listed: dict) -> list[Problem]:
+    selector = pafs.FileSelector(loc.join(schema.FRAMES_DIR), allow_not_found=True)
+    problems = []
+    for info in loc.fs.get_file_info(selector):
+        rel = f"{schema.FRAMES_DIR}/{posixpath.basename(info.path)}"
+        if info.type != pafs.FileType.File or rel in listed:
+            continue
+        if rel.endswith(".tmp"):
+            problems.append(Problem(rel, None, "temporary file of an interrupted writer, not part of the dataset; safe to delete"))
+        else:
+            problems.append(Problem(rel, None, "extra shard not listed in dataset.json (a writer crashed before its commit, "
+                                               "or it was copied in): its episodes are not in the dataset; delete it or "
+                                               "commit it with worldloom.datasets.commit_shards"))
+    return problems
+
+
+def check_shard(loc: storage.Location, rel: str, entry: dict, spec: storage.FrameSpec, check_frames: bool):
+    """(problems, [(episode_id, first_row, num_rows)] or None if unreadable) for one shard."""
+    path = loc.join(rel)
+    if not storage.exists(loc, path):
+        return [Problem(rel, None, "listed in dataset.json but missing; restore it from a copy, or re-capture its episodes")], None
+    problems = []
+    checksum, size = file_checksum(loc.fs, path)
+    if size != entry.get("size_bytes"):
+        problems.append(Problem(rel, None, f"size is {size} bytes, dataset.json says {entry.get('size_bytes')} (truncated or "
+                                           "changed); restore it from a copy or re-capture its episodes"))
+    elif checksum != entry.get("checksum"):
+        problems.append(Problem(rel, None, f"checksum {checksum} differs from dataset.json's {entry.get('checksum')} (corrupt or "
+                                           "changed); restore it from a copy or re-capture its episodes"))
+    try:
+        file = pq.ParquetFile(loc.fs.open_input_file(path))
+    except (pa.ArrowInvalid, OSError) as err:
+        return problems + [Problem(rel, None, f"not a readable Parquet file ({err}); restore it from a copy or re-capture its episodes")], None
+    differences = schema_differences(file.schema_arrow)
+    if differences:
+        return problems + [Problem(rel, None, f"schema mismatch: {d}") for d in differences], None
+    if file.metadata.num_rows != entry.get("num_rows"):
+        problems.append(Problem(rel, None, f"has {file.metadata.num_rows} rows, dataset.json says {entry.get('num_rows')}"))
+    scan = _ShardScan(rel, spec, check_frames)
+    try:
+        for i in range(file.metadata.num_row_groups):
+            scan.feed(file.read_row_group(i))
+    except (pa.ArrowInvalid, OSError) as err:
+        scan.problems.append(Problem(rel, scan.row, f"cannot read row group ({err}); restore the file from a copy"))
+    return problems + scan.problems, scan.finish()
+
+
+class _ShardScan:
+    """Row-by-row checks of one shard, fed one row group at a time."""
+
+    def __init__(self, rel: str, spec: storage.FrameSpec, check_frames: bool):
+        self.rel, self.spec, self.check_frames = rel, spec, check_frames
+        self.row = 0
+        self.problems: list[Problem] = []
+        self.episodes: list[tuple[str, int, int]] = []  # (episode_id, first row, num rows)
+        self.current: str | None = None
+        self.last_step = -1
+        self.seen_ids: set[str] = set()
+
+    def add(self, row: int, message: str) -> None:
+        self.problems.append(Problem(self.rel, row, message))
+
+    def feed(self, table: pa.Table) -> None:
+        ids = table.column("episode_id").cast(pa.string()).to_pylist()
+        steps = table.column("step").to_numpy(zero_copy_only=False)
+        sources = table.column("label_source").cast(pa.string()).to_pylist()
+        buttons_null = np.stack([table.column(c).is_null().to_numpy(zero_copy_only=False) for c in schema.BUTTON_COLUMNS], 1)
+        camera = np.stack([table.column(c).fill_null(0.0).to_numpy() for c in schema.CAMERA_COLUMNS], 1)
+        camera_null = np.stack([table.column(c).is_null().to_numpy(zero_copy_only=False) for c in schema.CAMERA_COLUMNS], 1)
+        confidence = table.column("label_confidence").fill_null(0.5).to_numpy()
+        for i, (eid, step, source) in enumerate(zip(ids, steps, sources, strict=True)):
+            row = self.row + i
+            self.check_step(row, eid, int(step))
+            if source not in schema.LABEL_SOURCES:
+                self.add(row, f"label_source is {source!r}, expected one of {schema.LABEL_SOURCES}")
+            elif source != "none" and (buttons_null[i].any() or camera_null[i].any()):
+                self.add(row, f"label_source is {source!r} but the action has nulls; relabel the episode or mark it 'none'")
+            if not (np.isfinite(camera[i]).all() and (np.abs(camera[i]) <= schema.CAMERA_LIMIT_DEG).all()):
+                self.add(row, f"camera {camera[i].tolist()} is outside [-180, 180] degrees")
+            if not 0.0 <= confidence[i] <= 1.0:
+                self.add(row, f"label_confidence {confidence[i]} is outside [0, 1]")
+        if self.check_frames:
+            self.check_frame_column(table.column("frame"))
+        self.row += table.num_rows
+
+    def check_step(self, row: int, eid: str, step: int) -> None:
+        if eid != self.current:
+            if eid in self.seen_ids:
+                self.add(row, f"episode {eid!r} starts again after other episodes (rows of an episode must be contiguous); "
+                              "rewrite the shard with one run per episode")
+            self.seen_ids.add(eid)
+            self.episodes.append((eid, row, 0))
+            self.current, self.last_step = eid, -1
+            if step != 0:
+                self.add(row, f"episode {eid!r} starts at step {step}, expected 0")
+        elif step == self.last_step:
+            self.add(row, f"duplicate step {step} of episode {eid!r}; drop the repeated row and re-number")
+        elif step != self.last_step + 1:
+            self.add(row, f"step {step} follows step {self.last_step} in episode {eid!r} (steps must count up by 1); "
+                          "re-capture the episode or re-number its steps")
+        eid0, first, count = self.episodes[-1]
+        self.episodes[-1] = (eid0, first, count + 1)
+        self.last_step = step
+
+    def check_frame_column(self, column: pa.ChunkedArray) -> None:
+        h, w, codec = self.spec.height, self.spec.width, self.spec.codec
+        if codec == "raw":  # vectorised: a raw frame is right iff its byte length is
+            lengths = pa.compute.binary_length(column).fill_null(-1).to_numpy(zero_copy_only=False)
+            for i in np.flatnonzero(lengths != h * w * 3):
+                self.add(self.row + int(i), f"frame has {lengths[i]} bytes, expected {h * w * 3} ({w}x{h}x3 raw); "
+                                            "re-capture the episode at the dataset's size")
+            return
+        for i, value in enumerate(column.to_pylist()):
+            try:
+                codecs.decode_one(codec, value, h, w)
+            except codecs.FrameDecodeError as err:
+                self.add(self.row + i, f"{err}; re-capture the episode at the dataset's size")
+
+    def finish(self) -> list[tuple[str, int, int]]:
+        return self.episodes
+
+
+def check_episodes_table(loc: storage.Location, listed: dict, shard_episodes: dict) -> list[Problem]:
+    name = schema.EPISODES_NAME
+    if not storage.exists(loc, loc.join(name)):
+        return [Problem(name, None, "missing; it lists the episodes of the shards; restore it from a copy")] if listed else []
+    try:
+        table = pq.read_table(loc.join(name), filesystem=loc.fs)
+    except (pa.ArrowInvalid, OSError) as err:
+        return [Problem(name, None, f"not a readable Parquet file ({err}); restore it from a copy")]
+    differences = schema_differences(table.schema, schema.EPISODE_SCHEMA)
+    if differences:
+        return [Problem(name, None, f"schema mismatch: {d}") for d in differences]
+    problems = []
+    in_shards = {(rel, first): (eid, n) for rel, eps in shard_episodes.items() for eid, first, n in eps}
+    listed_rows = set()
+    seen = set()
+    for row, r in enumerate(table.to_pylist()):
+        if r["shard"] not in listed:
+            continue  # rows of an uncommitted shard (a crash between two renames): not data
+        if r["episode_id"] in seen:
+            problems.append(Problem(name, row, f"episode {r['episode_id']!r} is listed twice; drop one row"))
+        seen.add(r["episode_id"])
+        if r["env_config"] is not None:
+            try:
+                json.loads(r["env_config"])
+            except json.JSONDecodeError:
+                problems.append(Problem(name, row, "env_config is not valid JSON"))
+        if r["shard"] not in shard_episodes:
+            continue  # the shard itself is unreadable: reported there
+        listed_rows.add((r["shard"], r["row_start"]))
+        got = in_shards.get((r["shard"], r["row_start"]))
+        if got is None or got[0] != r["episode_id"]:
+            problems.append(Problem(name, row, f"episode {r['episode_id']!r} is not at row {r['row_start']} of {r['shard']}"))
+        elif got[1] != r["num_steps"]:
+            problems.append(Problem(name, row, f"episode {r['episode_id']!r} has num_steps {r['num_steps']} but {got[1]} rows in {r['shard']}"))
+    for (rel, first), (eid, _) in sorted(in_shards.items()):
+        if (rel, first) not in listed_rows:
+            problems.append(Problem(rel, first, f"episode {eid!r} is not listed in {name}; restore {name} from a copy"))
+    return problems

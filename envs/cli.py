@@ -1,0 +1,175 @@
+"""`worldloom envs`: look at worlds: contact sheets over seeds, and recorded plays.
+
+    worldloom envs show --env voxel --seeds 0-7 --out grid.png
+    worldloom envs play --env voxel --player mixture --steps 200 --out play.mp4
+    worldloom envs players --steps 2000          # each player's action histogram
+
+`show` resets the env for each seed, lets a player walk for a few steps, and writes one frame
+per seed in a grid labelled with the seed and the biome. `play` records one episode of a
+player to mp4 (H.264 through PyAV).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from worldloom.envs import ENV_NAMES, actions, PLAYER_NAMES, make_env, make_player
+from worldloom.errors import UserError
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-7' or '1,5,9' or '3' -> a list of seeds."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            if "-" in part.strip()[1:]:
+                lo, hi = part.split("-", 1) if not part.startswith("-") else (part, "")
+                seeds.extend(range(int(lo), int(hi) + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError as err:
+        raise UserError(f"--seeds must look like 0-7 or 1,5,9, got {text!r}") from err
+    if not seeds or len(seeds) > 256:
+        raise UserError(f"--seeds must name 1..256 seeds, got {len(seeds)} from {text!r}")
+    return seeds
+
+
+def _make(name: str, height: int, width: int):
+    try:
+        return make_env(name, height=height, width=width)
+    except ValueError as err:
+        raise UserError(str(err)) from err
+
+
+def _label(frame: np.ndarray, text: str) -> np.ndarray:
+    out = frame.copy()
+    scale = max(frame.shape[1] / 400.0, 0.3)
+    cv2.putText(out, text, (3, int(12 * scale / 0.4)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 2, cv2.LINE_AA)
+    cv2.putText(out, text, (3, int(12 * scale / 0.4)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def contact_sheet(env_name: str, seeds: list[int], height: int = 128, width: int = 128, warmup: int = 30,
+                  player: str = "explorer", cols: int = 4) -> np.ndarray:
+    """One labelled frame per seed after `warmup` steps of `player`, tiled in a grid (RGB uint8)."""
+    env = _make(env_name, height, width)
+    tiles = []
+    for seed in seeds:
+        obs, info = env.reset(seed=seed)
+        p = make_player(player, seed=seed)
+        for _ in range(warmup):
+            obs, _, terminated, truncated, info = env.step(p.act(obs, info))
+            if terminated or truncated:
+                break
+        if info.get("gui_open"):  # a sheet of worlds, not of inventory screens: close it
+            close = actions.noop()
+            close["inventory"] = 1
+            obs, _, _, _, info = env.step(close)
+        tiles.append(_label(obs, f"seed {seed} {info.get('biome', '')}"))
+    cols = min(cols, len(tiles))
+    rows = -(-len(tiles) // cols)
+    tiles += [np.zeros_like(tiles[0])] * (rows * cols - len(tiles))
+    grid = [np.concatenate(tiles[r * cols:(r + 1) * cols], axis=1) for r in range(rows)]
+    return np.concatenate(grid, axis=0)
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """Write an RGB image to a temporary name, then rename (a crash leaves no half file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    if not cv2.imwrite(str(tmp), image[:, :, ::-1]):
+        raise UserError(f"could not write {path}")
+    os.replace(tmp, path)
+
+
+def record(env_name: str, player: str, steps: int, seed: int, height: int, width: int) -> list[np.ndarray]:
+    """Frames of one episode (reset included) of `player`; a reset starts a new episode mid-way."""
+    env = _make(env_name, height, width)
+    p = make_player(player, seed=seed)
+    obs, info = env.reset(seed=seed)
+    frames = [obs]
+    for _ in range(steps):
+        obs, _, terminated, truncated, info = env.step(p.act(obs, info))
+        frames.append(obs)
+        if terminated or truncated:
+            obs, info = env.reset()
+            p.reset()
+    return frames
+
+
+def write_mp4(path: Path, frames: list[np.ndarray], fps: int = 20) -> None:
+    """H.264 mp4 through PyAV (yuv444p keeps pixel-art colours), written to a temp name then renamed."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.mp4")
+    h, w = frames[0].shape[:2]
+    with av.open(str(tmp), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w - w % 2, h - h % 2, "yuv444p"
+        stream.options = {"crf": "18"}
+        for frame in frames:
+            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[: h - h % 2, : w - w % 2]), format="rgb24")
+            container.mux(stream.encode(image))
+        container.mux(stream.encode())
+    os.replace(tmp, path)
+
+
+def show(args: argparse.Namespace) -> int:
+    grid = contact_sheet(args.env, parse_seeds(args.seeds), args.height, args.width, args.warmup, args.player)
+    write_png(Path(args.out), grid)
+    print(f"wrote {args.out} ({grid.shape[1]}x{grid.shape[0]})")
+    return 0
+
+
+def play(args: argparse.Namespace) -> int:
+    if args.steps < 1:
+        raise UserError(f"--steps must be >= 1, got {args.steps}")
+    frames = record(args.env, args.player, args.steps, args.seed, args.height, args.width)
+    write_mp4(Path(args.out), frames)
+    print(f"wrote {args.out} ({len(frames)} frames)")
+    return 0
+
+
+def players(args: argparse.Namespace) -> int:
+    from worldloom.envs.players import report
+
+    print(report(tuple(args.players), args.steps, args.env))
+    return 0
+
+
+def register(subparsers, name: str, help_text: str) -> None:
+    p = subparsers.add_parser(name, help=help_text, description=help_text)
+    sub = p.add_subparsers(dest="envs_command", metavar="COMMAND", required=True)
+
+    def common(q, size: int) -> None:
+        q.add_argument("--env", default="voxel", help=f"env name: {', '.join(ENV_NAMES)}")
+        q.add_argument("--height", type=int, default=size, help="frame height in pixels")
+        q.add_argument("--width", type=int, default=size, help="frame width in pixels")
+
+    q = sub.add_parser("show", help="contact sheet of frames over seeds and biomes")
+    common(q, 128)
+    q.add_argument("--seeds", default="0-7", help="seeds: 0-7 or 1,5,9")
+    q.add_argument("--warmup", type=int, default=30, help="steps played before each frame is taken")
+    q.add_argument("--player", default="explorer", choices=PLAYER_NAMES)
+    q.add_argument("--out", required=True, help="PNG path")
+    q.set_defaults(handler=show)
+
+    q = sub.add_parser("play", help="record a player's episode to mp4")
+    common(q, 128)
+    q.add_argument("--player", default="mixture", choices=PLAYER_NAMES)
+    q.add_argument("--steps", type=int, default=200)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", required=True, help="mp4 path")
+    q.set_defaults(handler=play)
+
+    q = sub.add_parser("players", help="print each player's action histogram")
+    q.add_argument("--env", default="voxel")
+    q.add_argument("--steps", type=int, default=2000)
+    q.add_argument("--players", nargs="+", default=list(PLAYER_NAMES), choices=PLAYER_NAMES)
+    q.set_defaults(handler=players)

@@ -1,0 +1,336 @@
+"""Scripted players that make human-like footage: random (sticky), explorer, miner, builder, mixture.
+
+    python -m worldloom.envs.players --steps 3000        # each player's action histogram
+
+A player sees `(obs, info)` and returns a MineRL-style action dict; scripted players read
+info's ground truth (position, target block, inventory). People hold keys for a while and
+move the mouse smoothly in strokes, so every player here holds its choices for several steps
+and moves the camera through an eased stroke (`CameraHand`), with the occasional fast flick
+that reaches VPT's outer camera bins. Every player also has `Habits` (switching hotbar slots,
+a glance at the inventory, strafing, dropping an item) so that the whole action space shows
+up in any player's footage, and each habit has a visible effect on the frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+
+from worldloom.envs import actions as act
+
+__all__ = ["RandomPlayer", "Explorer", "Miner", "Builder", "Mixture", "make_player", "action_histogram",
+           "report", "PLAYERS"]
+
+
+class CameraHand:
+    """Smooth camera strokes: eased moves of a chosen size over a chosen number of steps."""
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+        self.queue: list[np.ndarray] = []
+
+    def busy(self) -> bool:
+        return bool(self.queue)
+
+    def stroke(self, d_pitch: float, d_yaw: float, steps: int) -> None:
+        """Plan a move of (d_pitch, d_yaw) degrees over `steps` steps with a bell-shaped speed profile."""
+        steps = max(int(steps), 1)
+        w = np.sin(np.linspace(0, math.pi, steps + 2)[1:-1]) ** 2
+        w = w / w.sum()
+        self.queue = [np.array([d_pitch * wi, d_yaw * wi]) for wi in w]
+
+    def flick(self, max_deg: float = 14.0) -> None:
+        """A fast flick of a few steps (people do these): reaches the outer bins (+-10 degrees)."""
+        sign = self.rng.choice([-1.0, 1.0], size=2)
+        size = self.rng.uniform(8.0, max_deg, size=2) * sign
+        if self.rng.random() < 0.5:
+            size[0] *= 0.3
+        self.queue = [size, size * 0.5]
+
+    def next(self) -> np.ndarray:
+        move = self.queue.pop(0) if self.queue else np.zeros(2)
+        jitter = self.rng.normal(0.0, 0.08, 2) if self.rng.random() < 0.3 else np.zeros(2)
+        return np.clip(move + jitter, -act.CAMERA_LIMIT, act.CAMERA_LIMIT).astype(np.float32)
+
+
+class Habits:
+    """Things every person does now and then; each returns held buttons for a few steps."""
+
+    def __init__(self, rng: np.random.Generator, rate: float = 1.0):
+        self.rng, self.rate = rng, rate
+        self.held: dict[str, int] = {}  # button -> steps left
+        self.gui_steps = 0
+
+    def apply(self, a: dict, info: dict, hand: CameraHand) -> None:
+        r = self.rng.random() / self.rate
+        if info.get("gui_open"):
+            # Browsing the inventory: the mouse sweeps the screen; close it after a while.
+            self.gui_steps += 1
+            for k in act.BUTTONS[:10]:
+                a[k] = 0
+            if not hand.busy():
+                hand.stroke(self.rng.uniform(-15, 15), self.rng.uniform(-25, 25), self.rng.integers(4, 10))
+            if self.gui_steps > 25 and self.rng.random() < 0.15:
+                a["inventory"] = 1
+            return
+        self.gui_steps = 0
+        if r < 0.004:
+            a["inventory"] = 1
+        elif r < 0.02:
+            slot = int(self.rng.integers(1, 10))
+            if slot - 1 != info.get("hotbar_slot"):
+                a[f"hotbar.{slot}"] = 1
+        elif r < 0.025:
+            self.held["drop"] = 1
+        elif r < 0.035:
+            self.held[self.rng.choice(["left", "right"])] = int(self.rng.integers(4, 15))
+        elif r < 0.04:
+            self.held["back"] = int(self.rng.integers(3, 10))
+        elif r < 0.045:
+            self.held["sneak"] = int(self.rng.integers(5, 30))
+        for name in list(self.held):
+            a[name] = 1
+            self.held[name] -= 1
+            if self.held[name] <= 0:
+                del self.held[name]
+
+
+class ScriptedPlayer:
+    """Shared parts: a seeded rng, a camera hand, habits, and an edge guard."""
+
+    habit_rate = 1.0
+
+    def __init__(self, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+        self.hand = CameraHand(self.rng)
+        self.habits = Habits(self.rng, self.habit_rate)
+        self.t = 0
+        self.last_pos: np.ndarray | None = None
+        self.stuck = 0
+
+    def reset(self) -> None:
+        self.hand.queue.clear()
+        self.habits.held.clear()
+        self.last_pos, self.stuck = None, 0
+
+    def act(self, obs: np.ndarray, info: dict) -> dict:
+        a = act.noop()
+        if not info.get("gui_open"):
+            self.behave(a, info)
+        self.habits.apply(a, info, self.hand)
+        a["camera"] = self.hand.next()
+        self.t += 1
+        pos = info.get("position")
+        if pos is not None:
+            moved = self.last_pos is not None and np.hypot(*(pos[[0, 2]] - self.last_pos[[0, 2]])) > 0.02
+            self.stuck = 0 if moved or not a["forward"] else self.stuck + 1
+            self.last_pos = np.array(pos)
+        return a
+
+    def behave(self, a: dict, info: dict) -> None:
+        raise NotImplementedError
+
+    def look_home(self, info: dict, margin: float = 8.0) -> bool:
+        """Turn towards the world's centre when near its edge; True if it did."""
+        pos, size = info.get("position"), info.get("world_size")
+        if pos is None or size is None:
+            return False
+        sx, _, sz = size
+        if margin < pos[0] < sx - margin and margin < pos[2] < sz - margin:
+            return False
+        want = math.degrees(math.atan2(sx / 2 - pos[0], sz / 2 - pos[2]))
+        turn = (want - info["yaw"] + 180.0) % 360.0 - 180.0
+        if not self.hand.busy() and abs(turn) > 20:
+            self.hand.stroke(-info["pitch"] * 0.5, turn, self.rng.integers(8, 20))
+        return True
+
+
+class Explorer(ScriptedPlayer):
+    """Walks and sprints, looks around in smooth strokes, jumps obstacles, swims up in water."""
+
+    def behave(self, a: dict, info: dict) -> None:
+        a["forward"] = 1
+        a["sprint"] = int((self.t // 60) % 3 == 0)
+        if self.stuck > 2 or (info.get("target_distance") or 9.0) < 1.6 or info.get("air", 1.0) < 1.0:
+            a["jump"] = 1
+        if self.stuck > 25:
+            self.hand.stroke(0.0, self.rng.choice([-1, 1]) * self.rng.uniform(60, 150), 15)
+            self.stuck = 0
+        if self.look_home(info) or self.hand.busy():
+            return
+        if self.rng.random() < 0.03:
+            self.hand.flick()
+        elif self.rng.random() < 0.12:
+            pitch_back = -info["pitch"] + self.rng.normal(5.0, 10.0)
+            self.hand.stroke(pitch_back, self.rng.normal(0.0, 45.0), self.rng.integers(6, 25))
+
+
+class Miner(ScriptedPlayer):
+    """Looks at a block, holds attack until it breaks, steps forward into the hole, repeats."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__(seed)
+        self.walk = 0
+
+    def behave(self, a: dict, info: dict) -> None:
+        if self.walk > 0:
+            self.walk -= 1
+            a["forward"] = 1
+            a["jump"] = int(self.stuck > 2)
+            return
+        target = info.get("target_block")
+        if target is not None and target not in ("bedrock", "water"):
+            a["attack"] = 1  # held until the block breaks (info's target changes)
+            return
+        if self.look_home(info) or self.hand.busy():
+            return
+        if self.rng.random() < 0.3:
+            self.walk = int(self.rng.integers(5, 25))
+        want_pitch = self.rng.uniform(15.0, 55.0) if self.rng.random() < 0.7 else self.rng.uniform(-10, 10)
+        self.hand.stroke(want_pitch - info["pitch"], self.rng.normal(0.0, 50.0), self.rng.integers(5, 15))
+
+
+class Builder(ScriptedPlayer):
+    """Picks a block from the hotbar, places it on what it looks at, builds pillars and walls."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__(seed)
+        self.pillar = 0
+
+    def behave(self, a: dict, info: dict) -> None:
+        hotbar, slot, inv = info.get("hotbar", []), info.get("hotbar_slot", 0), info.get("inventory", {})
+        if hotbar and inv.get(hotbar[slot], 0) == 0:
+            for k, item in enumerate(hotbar):
+                if inv.get(item, 0) > 0 and item not in ("sapling", "coal", "meat", "wool", "feather"):
+                    a[f"hotbar.{k + 1}"] = 1
+                    break
+        if self.pillar > 0:  # jump and place below: look straight down, jump, use
+            self.pillar -= 1
+            if info["pitch"] < 80 and not self.hand.busy():
+                self.hand.stroke(88 - info["pitch"], 0.0, 6)
+            a["jump"] = 1
+            a["use"] = int(self.pillar % 4 == 0)
+            return
+        if self.look_home(info) or self.hand.busy():
+            return
+        r = self.rng.random()
+        if info.get("target_block") is not None and r < 0.25:
+            a["use"] = 1
+        elif r < 0.28:
+            self.pillar = int(self.rng.integers(8, 24))
+        elif r < 0.45:
+            self.hand.stroke(self.rng.uniform(20, 50) - info["pitch"], self.rng.normal(0, 40), self.rng.integers(5, 15))
+        elif r < 0.6:
+            a["forward"] = 1
+            a["jump"] = int(self.stuck > 2)
+            self.habits.held["forward"] = int(self.rng.integers(3, 12))
+
+
+class Mixture(ScriptedPlayer):
+    """Switches between exploring, mining, building and standing still, as a person does."""
+
+    habit_rate = 1.3
+
+    def __init__(self, seed: int = 0):
+        super().__init__(seed)
+        self.members = [Explorer(seed + 1), Miner(seed + 2), Builder(seed + 3)]
+        for m in self.members:  # one hand and one set of habits: the same person
+            m.rng, m.hand, m.habits = self.rng, self.hand, self.habits
+        self.weights = np.array([0.45, 0.3, 0.2, 0.05])
+        self.current, self.left = 0, 0
+
+    def behave(self, a: dict, info: dict) -> None:
+        if self.left <= 0:
+            self.current = int(self.rng.choice(4, p=self.weights))
+            self.left = int(self.rng.integers(40, 200))
+        self.left -= 1
+        if self.current == 3:  # idle: look around slowly
+            if not self.hand.busy() and self.rng.random() < 0.1:
+                self.hand.stroke(self.rng.normal(0, 10) - info["pitch"] * 0.3, self.rng.normal(0, 60), self.rng.integers(10, 30))
+            return
+        member = self.members[self.current]
+        member.t, member.stuck, member.last_pos = self.t, self.stuck, self.last_pos
+        member.behave(a, info)
+
+
+class RandomPlayer:
+    """Random actions with sticky buttons and a sticky camera velocity drawn over all 11 bins."""
+
+    # Chance per step that a button is pressed when resampled; movement keys are pressed more.
+    PRESS = {"forward": 0.5, "attack": 0.3, "jump": 0.2, "sprint": 0.2, "use": 0.15,
+             "back": 0.1, "left": 0.15, "right": 0.15, "sneak": 0.1, "drop": 0.05, "inventory": 0.02}
+
+    def __init__(self, seed: int = 0, stickiness: float = 0.9):
+        self.rng = np.random.default_rng(seed)
+        self.stickiness = stickiness
+        self.buttons = np.zeros(act.NUM_BUTTONS, dtype=bool)
+        self.camera = np.zeros(2, dtype=np.float32)
+        self.press = np.array([self.PRESS.get(b, 0.03) for b in act.BUTTONS])
+
+    def reset(self) -> None:
+        self.buttons[:] = False
+        self.camera[:] = 0
+
+    def act(self, obs: np.ndarray, info: dict) -> dict:
+        resample = self.rng.random(act.NUM_BUTTONS) > self.stickiness
+        fresh = self.rng.random(act.NUM_BUTTONS) < self.press
+        self.buttons = np.where(resample, fresh, self.buttons)
+        self.buttons[act.BUTTONS.index("inventory")] = fresh[act.BUTTONS.index("inventory")] and resample[act.BUTTONS.index("inventory")]
+        if self.rng.random() > self.stickiness:
+            bins = self.rng.integers(0, act.NUM_CAMERA_BINS, 2)
+            self.camera = act.dequantize_camera(bins) * self.rng.uniform(0.85, 1.0, 2).astype(np.float32)
+        return act.from_arrays(self.buttons, self.camera)
+
+
+PLAYERS = {"random": RandomPlayer, "explorer": Explorer, "miner": Miner, "builder": Builder, "mixture": Mixture}
+
+
+def make_player(name: str, seed: int = 0, **kwargs):
+    """A player by name (random, explorer, miner, builder, mixture)."""
+    if name not in PLAYERS:
+        raise ValueError(f"unknown player {name!r}; known: {', '.join(PLAYERS)}")
+    return PLAYERS[name](seed=seed, **kwargs)
+
+
+def action_histogram(player_name: str, env, steps: int, seed: int = 0) -> dict:
+    """Play `steps` steps; returns {'buttons': fraction of steps each button is held, 'camera_bins': (2, 11) counts}."""
+    player = make_player(player_name, seed=seed)
+    obs, info = env.reset(seed=seed)
+    acts = []
+    for _ in range(steps):
+        a = player.act(obs, info)
+        acts.append(a)
+        obs, _, terminated, truncated, info = env.step(a)
+        if terminated or truncated:
+            obs, info = env.reset()
+            player.reset()
+    buttons, camera = act.to_arrays(acts)
+    bins = act.quantize_camera(camera)
+    counts = np.stack([np.bincount(bins[:, k], minlength=act.NUM_CAMERA_BINS) for k in range(2)])
+    return {"buttons": dict(zip(act.BUTTONS, buttons.mean(0).round(4).tolist())), "camera_bins": counts}
+
+
+def report(players: tuple[str, ...] = tuple(PLAYERS), steps: int = 2000, env_name: str = "voxel", seed: int = 0) -> str:
+    """A text table of each player's button frequencies and camera bin counts."""
+    from worldloom.envs import make_env
+
+    env = make_env(env_name, height=64, width=64)
+    lines = []
+    for name in players:
+        h = action_histogram(name, env, steps, seed)
+        lines.append(f"== {name} ({steps} steps): fraction of steps each button is held")
+        lines.append("  " + "  ".join(f"{b}={v:.3f}" for b, v in h["buttons"].items()))
+        for axis, label in enumerate(("pitch", "yaw")):
+            lines.append(f"  camera {label} bins 0..10: {h['camera_bins'][axis].tolist()}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Print each player's action histogram.")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--env", default="voxel")
+    parser.add_argument("--players", nargs="+", default=list(PLAYERS))
+    args = parser.parse_args()
+    print(report(tuple(args.players), args.steps, args.env))

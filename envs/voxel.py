@@ -1,0 +1,189 @@
+"""VoxelWorld: a first-person Minecraft-like block world, the embedded default env.
+
+    import gymnasium, worldloom.envs
+    env = gymnasium.make("worldloom/VoxelWorld-v0", height=64, width=64)
+    obs, info = env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+
+The env only orchestrates: the world comes from `worldgen.generate(seed)`, the player, animals
+and dropped items update themselves (`objects.py`), and `render.render` draws the frame. The
+action is a MineRL 1.0 style dict (20 buttons + camera [pitch, yaw] degrees, `actions.py`); the
+observation is RGB uint8 (H, W, 3); `info` carries the ground truth.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+
+from worldloom.config import doc
+from worldloom.envs import actions as act
+from worldloom.envs.blocks import BLOCK_NAMES
+from worldloom.envs.objects import Animals, Items, Player
+from worldloom.envs.render import View, render
+from worldloom.envs.world import World
+from worldloom.envs.worldgen import BIOMES
+
+# Optional task rewards: item collected -> reward per item. Documented in docs/envs.md.
+TASKS: dict[str, dict[str, float]] = {
+    "none": {},
+    "collect_logs": {"log": 1.0},
+    "mine_stone": {"cobblestone": 1.0},
+    "find_ores": {"coal": 1.0, "iron_ore": 2.0, "gold_ore": 4.0},
+    "hunt": {"meat": 1.0, "wool": 1.0, "feather": 1.0},
+}
+
+
+@dataclass(frozen=True)
+class VoxelConfig:
+    height: int = doc("observation height in pixels (64..360)", 128)
+    width: int = doc("observation width in pixels (64..640)", 128)
+    fov_deg: float = doc("vertical field of view in degrees (Minecraft's default is 70)", 70.0)
+    world_size: tuple[int, int, int] = doc("world size in blocks (x, y up, z)", (64, 48, 64))
+    max_steps: int = doc("episode length in steps before truncation (20 steps = 1 s)", 1000)
+    view_distance: float = doc("fog distance in blocks", 40.0)
+    num_animals: int = doc("animals placed at reset", 6)
+    day_night: bool = doc("cycle the sun through a day of `day_length` steps", False)
+    day_length: int = doc("steps in a full day when day_night is on", 2400)
+    task: str = doc(f"reward task: {', '.join(TASKS)}", "none")
+
+    def __post_init__(self):
+        if not 64 <= self.height <= 360:
+            raise ValueError(f"height must be in 64..360, got {self.height}")
+        if not 64 <= self.width <= 640:
+            raise ValueError(f"width must be in 64..640, got {self.width}")
+        if not 20.0 <= self.fov_deg <= 130.0:
+            raise ValueError(f"fov_deg must be in 20..130, got {self.fov_deg}")
+        sx, sy, sz = self.world_size
+        if min(sx, sz) < 16 or sy < 24 or max(sx, sz) > 512 or sy > 256:
+            raise ValueError(f"world_size must be (16..512, 24..256, 16..512), got {self.world_size}")
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.view_distance <= 1:
+            raise ValueError(f"view_distance must be > 1, got {self.view_distance}")
+        if self.num_animals < 0:
+            raise ValueError(f"num_animals must be >= 0, got {self.num_animals}")
+        if self.day_length < 2:
+            raise ValueError(f"day_length must be >= 2, got {self.day_length}")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {list(TASKS)}, got {self.task!r}")
+
+
+def action_space() -> spaces.Dict:
+    """MineRL 1.0's action space restricted to VPT's 20 buttons and the camera."""
+    entries = {name: spaces.Discrete(2) for name in act.BUTTONS}
+    entries["camera"] = spaces.Box(-act.CAMERA_LIMIT, act.CAMERA_LIMIT, (2,), np.float32)
+    return spaces.Dict(entries)
+
+
+def sun_state(step: int, cfg: VoxelConfig) -> tuple[np.ndarray, float]:
+    """Sun direction (unit (3,)) and daylight 0..1; a fixed mid-morning sun without day/night."""
+    phase = (step / cfg.day_length + 0.15) if cfg.day_night else 0.15  # 0.25 = noon
+    angle = 2 * math.pi * phase
+    sun = np.array([math.cos(angle) * 0.8, math.sin(angle), 0.45])
+    sun /= np.linalg.norm(sun)
+    light = min(max(sun[1] * 2.0 + 0.35, 0.15), 1.0)
+    return sun, float(light)
+
+
+class VoxelWorldEnv(gymnasium.Env):
+    """worldloom/VoxelWorld-v0: see the module docstring; keyword arguments are VoxelConfig's."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(self, render_mode: str | None = "rgb_array", **kwargs):
+        names = {f.name for f in fields(VoxelConfig)}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise ValueError(f"unknown VoxelWorld option(s) {unknown}; known: {sorted(names)}")
+        if "world_size" in kwargs:
+            kwargs["world_size"] = tuple(kwargs["world_size"])
+        self.cfg = VoxelConfig(**kwargs)
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
+        self.render_mode = render_mode
+        self.observation_space = spaces.Box(0, 255, (self.cfg.height, self.cfg.width, 3), np.uint8)
+        self.action_space = action_space()
+        self._frame = np.zeros((self.cfg.height, self.cfg.width, 3), dtype=np.uint8)
+        self.world: World | None = None
+
+    def with_config(self, **changes) -> VoxelConfig:
+        return replace(self.cfg, **changes)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is None:
+            seed = int(self.np_random.integers(0, 2**31 - 1))
+        self.seed_value = int(seed)
+        self.world = World.generate(self.seed_value, self.cfg.world_size)
+        spawn = self.world.spawn_point()
+        yaw = float(self.np_random.uniform(0.0, 360.0))
+        self.player = Player(spawn, yaw)
+        self.animals = Animals(self.world, self.seed_value, self.cfg.num_animals)
+        self.items = Items()
+        self.step_count = 0
+        self.player.update_target(self.world)
+        return self._observe(), self._info()
+
+    def step(self, action: dict):
+        if self.world is None:
+            raise RuntimeError("call reset() before step()")
+        act.validate(action)
+        self.player.update(self.world, self.animals, self.items, action)
+        self.animals.update(self.world, self.step_count)
+        self.items.update(self.world)
+        self.step_count += 1
+        reward = float(sum(TASKS[self.cfg.task].get(item, 0.0) * n for item, n in self.player.collected.items()))
+        # Death: falling out of the world or running out of breath under water.
+        terminated = bool(self.player.position[1] < -8.0 or self.player.air <= 0.0)
+        truncated = self.step_count >= self.cfg.max_steps and not terminated
+        return self._observe(), reward, terminated, truncated, self._info()
+
+    def render(self):
+        return self._frame.copy() if self.render_mode == "rgb_array" else None
+
+    def _view(self) -> View:
+        p = self.player
+        sun, light = sun_state(self.step_count, self.cfg)
+        boxes = self.animals.render_array()
+        if len(self.items.state):
+            boxes = np.concatenate([boxes, self.items.render_array()])
+        target = np.array(p.mining if p.mining else (-1, -1, -1), dtype=np.int64)
+        fov = self.cfg.fov_deg * (1.1 if p.sprinting else 1.0)  # Minecraft widens the view when sprinting
+        return View(self.world.blocks, self.world.max_top, p.eye, math.radians(p.yaw), math.radians(p.pitch),
+                    fov, self.cfg.view_distance, sun, light, target, p.crack_stage, boxes, p.underwater,
+                    p.hud_array(), p.hotbar_slot, p.gui_open, p.cursor, p.inventory_array(), p.air,
+                    p.swing, p.swing_kind)
+
+    def _observe(self) -> np.ndarray:
+        render(self._view(), self._frame)
+        return self._frame.copy()
+
+    def _info(self) -> dict:
+        p = self.player
+        target = p.target
+        ix, iz = int(math.floor(p.position[0])), int(math.floor(p.position[2]))
+        sx, _, sz = self.world.shape
+        biome = BIOMES[self.world.biome[ix, iz]] if 0 <= ix < sx and 0 <= iz < sz else "void"
+        return {
+            "position": p.position.copy(),
+            "yaw": p.yaw,
+            "pitch": p.pitch,
+            "on_ground": p.on_ground,
+            "target_block": BLOCK_NAMES[target[0]] if target else None,
+            "target_pos": np.array(target[1:4]) if target else None,
+            "target_distance": target[5] if target else None,
+            "inventory": {k: v for k, v in p.inventory.items() if v > 0},
+            "hotbar": list(p.hotbar),
+            "hotbar_slot": p.hotbar_slot,
+            "gui_open": p.gui_open,
+            "air": p.air,
+            "biome": biome,
+            "step": self.step_count,
+            "world_size": self.cfg.world_size,
+            "mining_progress": p.crack_stage / 9.0,
+        }

@@ -1,0 +1,182 @@
+"""VoxelWorld's state: the voxel grid and the numba queries on it (rays, collision, movement).
+
+    python -c "from worldloom.envs.world import World; w = World.generate(0, (64, 48, 64)); print(w.spawn_point())"
+
+The world holds the blocks and what is derived from them (column tops, the highest block);
+the things living in it (player, animals, dropped items) are in `objects.py` and update
+themselves against it. Physics constants are Minecraft's per-tick values (20 ticks/s, as our
+steps): gravity 0.08 blocks/tick^2, drag 0.98, jump speed 0.42, player box 0.6 x 1.8.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from worldloom.envs import worldgen
+from worldloom.envs.blocks import AIR, BLOCK_ID, SOLID, WATER
+
+# Blocks a player may spawn on (not water, tree tops or cacti).
+GROUND = tuple(BLOCK_ID[n] for n in ("grass", "dirt", "sand", "snow", "stone", "gravel"))
+
+GRAVITY = 0.08
+DRAG = 0.98
+JUMP_SPEED = 0.42
+
+
+@numba.njit(cache=True, fastmath=True)
+def trace_ray(blocks, max_top, ox, oy, oz, dx, dy, dz, max_dist, skip_water):
+    """Voxel DDA: (block id, distance, axis of the face hit, cell x, y, z); id 0 = nothing hit."""
+    sx, sy, sz = blocks.shape
+    x, y, z = int(math.floor(ox)), int(math.floor(oy)), int(math.floor(oz))
+    stx = 1 if dx > 0 else -1
+    sty = 1 if dy > 0 else -1
+    stz = 1 if dz > 0 else -1
+    ddx = abs(1.0 / dx) if dx != 0 else 1e30
+    ddy = abs(1.0 / dy) if dy != 0 else 1e30
+    ddz = abs(1.0 / dz) if dz != 0 else 1e30
+    tx = ((x + 1 - ox) if dx > 0 else (ox - x)) * ddx
+    ty = ((y + 1 - oy) if dy > 0 else (oy - y)) * ddy
+    tz = ((z + 1 - oz) if dz > 0 else (oz - z)) * ddz
+    t, axis = 0.0, -1
+    while t < max_dist:
+        if 0 <= x < sx and 0 <= z < sz:
+            if 0 <= y < sy:
+                b = blocks[x, y, z]
+                if b != 0 and not (skip_water and b == WATER):
+                    return b, t, axis, x, y, z
+            if y >= max_top and dy >= 0:
+                break  # above every block and not going down: sky (DESIGN section 4's clip)
+            if y < 0 and dy <= 0:
+                break
+        elif (x < 0 and dx <= 0) or (x >= sx and dx >= 0) or (z < 0 and dz <= 0) or (z >= sz and dz >= 0):
+            break  # outside the world and leaving it
+        if tx < ty and tx < tz:
+            t, axis, x, tx = tx, 0, x + stx, tx + ddx
+        elif ty < tz:
+            t, axis, y, ty = ty, 1, y + sty, ty + ddy
+        else:
+            t, axis, z, tz = tz, 2, z + stz, tz + ddz
+    return 0, max_dist, -1, 0, 0, 0
+
+
+@numba.njit(cache=True)
+def collides(blocks, solid, x, y, z, half_width, height):
+    """Whether a box (feet centre x, y, z) overlaps a solid block; outside the grid is empty."""
+    sx, sy, sz = blocks.shape
+    eps = 1e-6
+    for bx in range(int(math.floor(x - half_width)), int(math.floor(x + half_width - eps)) + 1):
+        if bx < 0 or bx >= sx:
+            continue
+        for bz in range(int(math.floor(z - half_width)), int(math.floor(z + half_width - eps)) + 1):
+            if bz < 0 or bz >= sz:
+                continue
+            for by in range(int(math.floor(y)), int(math.floor(y + height - eps)) + 1):
+                if 0 <= by < sy and solid[blocks[bx, by, bz]]:
+                    return True
+    return False
+
+
+@numba.njit(cache=True)
+def move_body(blocks, solid, pos, vel, move_x, move_z, jump, sneak, in_water, on_ground, half_width, height):
+    """One tick of movement with gravity and collision; updates pos/vel in place, returns on_ground."""
+    # Minecraft's order: the jump sets the speed, the body moves, then gravity and drag apply.
+    if in_water and jump:
+        vel[1] = 0.12  # swim up
+    elif jump and on_ground:
+        vel[1] = JUMP_SPEED
+    # Horizontal, one axis at a time; sneaking on the ground never walks off an edge.
+    for axis in (0, 2):
+        step = move_x if axis == 0 else move_z
+        if step == 0.0:
+            continue
+        nx = pos[0] + step if axis == 0 else pos[0]
+        nz = pos[2] + step if axis == 2 else pos[2]
+        if collides(blocks, solid, nx, pos[1], nz, half_width, height):
+            # Move up to contact with the blocking block instead of stopping short of it.
+            p = pos[axis]
+            if step > 0:
+                contact = math.floor(p + half_width + step) - half_width - 1e-4
+            else:
+                contact = math.floor(p - half_width + step) + 1.0 + half_width + 1e-4
+            if (contact - p) * step <= 0:
+                continue
+            nx = contact if axis == 0 else pos[0]
+            nz = contact if axis == 2 else pos[2]
+            if collides(blocks, solid, nx, pos[1], nz, half_width, height):
+                continue
+        if sneak and on_ground and not collides(blocks, solid, nx, pos[1] - 0.05, nz, half_width, 0.05):
+            continue
+        pos[0], pos[2] = nx, nz
+    ny = pos[1] + vel[1]
+    landed = False
+    if collides(blocks, solid, pos[0], ny, pos[2], half_width, height):
+        landed = vel[1] < 0
+        if landed:
+            pos[1] = math.floor(ny) + 1.0
+            if collides(blocks, solid, pos[0], pos[1], pos[2], half_width, height):
+                pos[1] = ny - vel[1]  # could not resolve: stay where we were
+        vel[1] = 0.0
+    else:
+        pos[1] = ny
+    vel[1] = vel[1] * 0.8 - 0.02 if in_water else (vel[1] - GRAVITY) * DRAG
+    return landed
+
+
+class World:
+    """The voxel grid of one episode and the values derived from it."""
+
+    def __init__(self, blocks: np.ndarray, biome: np.ndarray, seed: int):
+        self.blocks = blocks  # (SX, SY, SZ) uint8
+        self.biome = biome  # (SX, SZ) uint8
+        self.seed = seed
+        self.tops = worldgen.column_tops(blocks)  # (SX, SZ) int32
+        self.max_top = int(self.tops.max())
+        self.solid = SOLID
+
+    @classmethod
+    def generate(cls, seed: int, size: tuple[int, int, int]) -> World:
+        gen = worldgen.generate(seed, *size)
+        return cls(gen.blocks, gen.biome, seed)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.blocks.shape
+
+    def inside(self, x: int, y: int, z: int) -> bool:
+        sx, sy, sz = self.blocks.shape
+        return 0 <= x < sx and 0 <= y < sy and 0 <= z < sz
+
+    def get(self, x: int, y: int, z: int) -> int:
+        return int(self.blocks[x, y, z]) if self.inside(x, y, z) else AIR
+
+    def set(self, x: int, y: int, z: int, block: int) -> None:
+        """Change one block, keeping the column tops and the world top current."""
+        self.blocks[x, y, z] = block
+        if block != AIR:
+            self.tops[x, z] = max(self.tops[x, z], y + 1)
+            self.max_top = max(self.max_top, y + 1)
+        elif self.tops[x, z] == y + 1:
+            column = np.flatnonzero(self.blocks[x, : y + 1, z])
+            self.tops[x, z] = int(column[-1]) + 1 if column.size else 0
+
+    def ground(self, x: int, z: int) -> int:
+        """The y one above the highest block of column (x, z)."""
+        return int(self.tops[x, z])
+
+    def spawn_point(self) -> np.ndarray:
+        """Feet position on dry land nearest the centre (spiral search), as float64 (3,)."""
+        sx, _, sz = self.blocks.shape
+        cx, cz = sx // 2, sz // 2
+        for r in range(max(sx, sz)):
+            for dx in range(-r, r + 1):
+                for dz in (-r, r) if abs(dx) != r else range(-r, r + 1):
+                    x, z = cx + dx, cz + dz
+                    if 0 <= x < sx and 0 <= z < sz:
+                        top = self.ground(x, z)
+                        if top > 0 and self.blocks[x, top - 1, z] in GROUND:
+                            if top + 2 < self.blocks.shape[1]:
+                                return np.array([x + 0.5, float(top), z + 0.5])
+        return np.array([cx + 0.5, float(self.blocks.shape[1] - 3), cz + 0.5])

@@ -1,0 +1,144 @@
+"""Score a trained IDM on labeled episodes, beside the always-no-op and persistence baselines.
+
+    worldloom idm eval --model runs/idm --data data/heldout-seeds
+    worldloom idm eval --model runs/idm --data data/unlabeled --truth data/truth   # truth by episode_id
+
+Every step of every episode is predicted (windows of T, stride T/2, centres kept: the labeling
+path), then scored: per-button accuracy and F1, macro F1 over the buttons that occur, exact
+match over all 20 buttons, camera R² per axis in degrees (bin centres against the true move
+clipped to +-10) and camera bin accuracy. Writes eval.json, eval.md and confusion.png.
+Frames of another size are resized as labeling resizes them (INTER_LINEAR), and the report says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from worldloom.idm import metrics
+from worldloom.idm.checkpoint import checkpoint_id, load_idm, write_json_atomic
+from worldloom.idm.data import Episode, load_episodes
+from worldloom.idm.infer import predict_sequence
+
+from worldloom.errors import UserError
+
+
+def truth_for(episodes: list[Episode], truth: list[str] | None) -> list[Episode]:
+    """The episodes that carry the true actions: `episodes` themselves, or the same ids in `truth`."""
+    if not truth:
+        unlabeled = [ep.episode_id for ep in episodes if ep.buttons is None]
+        if unlabeled:
+            raise UserError(f"{len(unlabeled)} episode(s) have no recorded actions (e.g. {unlabeled[0]}): "
+                            "give --truth DIR with the same episode ids and their env labels")
+        return episodes
+    by_id = {ep.episode_id: ep for ep in load_episodes(truth, require_labels=True)}
+    missing = [ep.episode_id for ep in episodes if ep.episode_id not in by_id]
+    if missing:
+        raise UserError(f"--truth has no labels for {len(missing)} episode(s), e.g. {missing[0]!r}")
+    out = []
+    for ep in episodes:
+        ref = by_id[ep.episode_id]
+        if ref.num_steps != ep.num_steps:
+            raise UserError(f"episode {ep.episode_id}: {ep.num_steps} steps in --data but {ref.num_steps} in --truth")
+        out.append(ref)
+    return out
+
+
+def run_model(model, episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted buttons (N, 20) bool and camera bins (N, 2) over all episodes, concatenated."""
+    preds = [predict_sequence(model, ep.frames) for ep in episodes]
+    return np.concatenate([p["buttons"] for p in preds]), np.concatenate([p["camera_bins"] for p in preds])
+
+
+def markdown_table(report: dict) -> str:
+    """The headline scores of the IDM beside the baselines, then per-button rows."""
+    keys = ("button_accuracy_mean", "button_macro_f1", "button_exact_match", "camera_r2_pitch",
+            "camera_r2_yaw", "camera_bin_accuracy")
+    cols = ("idm", "always_noop", "persistence")
+
+    def fmt(x) -> str:
+        return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+    lines = [f"Model `{report['model']}` on {', '.join(report['data'])}: {report['num_episodes']} episodes, "
+             f"{report['num_steps']} steps{report['resize_note']}.", "",
+             "| metric | IDM | always no-op | persistence |", "| --- | --- | --- | --- |"]
+    lines += [f"| {k} | " + " | ".join(fmt(report[c][k]) for c in cols) + " |" for k in keys]
+    ceiling = report["camera_quantization_ceiling"]
+    lines += ["", f"Camera R² of perfect bins (quantization ceiling): pitch {fmt(ceiling['camera_r2_pitch'])}, "
+              f"yaw {fmt(ceiling['camera_r2_yaw'])}.", "",
+              "| button | true rate | acc IDM | acc no-op | F1 IDM | F1 persistence |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, row in report["idm"]["per_button"].items():
+        if row["occurs"]:
+            pers = report["persistence"]["per_button"][name]
+            lines.append(f"| {name} | {row['true_rate']:.3f} | {fmt(row['accuracy'])} | "
+                         f"{fmt(1 - row['true_rate'])} | {fmt(row['f1'])} | {fmt(pers['f1'])} |")
+    never = [n for n, r in report["idm"]["per_button"].items() if not r["occurs"]]
+    if never:
+        lines += ["", f"Never pressed in this data (left out of macro F1): {', '.join(never)}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_confusion(path: Path, confusion: np.ndarray, per_button: dict) -> None:
+    """confusion.png: camera bin confusion per axis (row-normalised) and per-button F1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for axis, name in enumerate(("pitch", "yaw")):
+        counts = confusion[axis].astype(np.float64)
+        norm = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+        axes[axis].imshow(norm, cmap="viridis", vmin=0, vmax=1)
+        axes[axis].set_title(f"camera {name} bins (rows: true, normalised)")
+        axes[axis].set_xlabel("predicted bin"), axes[axis].set_ylabel("true bin")
+        axes[axis].set_xticks(range(11)), axes[axis].set_yticks(range(11))
+    names = [n for n, r in per_button.items() if r["occurs"]]
+    axes[2].barh(names, [per_button[n]["f1"] or 0.0 for n in names])
+    axes[2].set_xlim(0, 1), axes[2].set_title("F1 per button (buttons that occur)")
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None = None,
+             out: str | Path | None = None) -> dict:
+    """Score the run's latest checkpoint on `data`; write eval.json, eval.md, confusion.png to `out`."""
+    model, cfg = load_idm(model_dir)
+    episodes = load_episodes(list(data), require_labels=False)
+    if not episodes:
+        raise UserError(f"no episodes in {', '.join(map(str, data))}")
+    short = [ep.episode_id for ep in episodes if ep.num_steps < cfg.num_frames]
+    if short:
+        raise UserError(f"{len(short)} episode(s) are shorter than the model's window of {cfg.num_frames} frames, "
+                        f"e.g. {short[0]}: evaluate on longer episodes")
+    truths = truth_for(episodes, truth)
+    sizes = sorted({tuple(ep.frames.shape[1:3]) for ep in episodes})
+    resized = [s for s in sizes if s != (cfg.height, cfg.width)]
+    true_buttons = np.concatenate([t.buttons for t in truths])
+    true_camera = np.concatenate([t.camera for t in truths])
+    starts = np.cumsum([0] + [ep.num_steps for ep in episodes[:-1]])
+    pred_buttons, pred_bins = run_model(model, episodes)
+    report = {
+        "model": checkpoint_id(model_dir), "data": [str(d) for d in data], "truth": truth,
+        "num_episodes": len(episodes), "num_steps": int(len(true_buttons)),
+        "resized_from": [f"{w}x{h}" for h, w in resized],
+        "resize_note": f", frames resized from {', '.join(f'{w}x{h}' for h, w in resized)} to {cfg.width}x{cfg.height} (INTER_LINEAR)" if resized else "",
+        "idm": metrics.score(pred_buttons, pred_bins, true_buttons, true_camera),
+        "always_noop": metrics.score(*metrics.noop_prediction(len(true_buttons)), true_buttons, true_camera),
+        "persistence": metrics.score(*metrics.persistence_prediction(true_buttons, true_camera, starts), true_buttons, true_camera),
+        "camera_quantization_ceiling": metrics.quantization_ceiling(true_camera),
+    }
+    out_dir = Path(out) if out else Path(model_dir) / f"eval-{Path(str(data[0]).rstrip('/')).name}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "eval.json", json.loads(json.dumps(report, default=float)))
+    (out_dir / "eval.md.tmp").write_text(markdown_table(report))
+    (out_dir / "eval.md.tmp").replace(out_dir / "eval.md")
+    confusion = metrics.camera_confusion(pred_bins, metrics.quantize_camera(true_camera))
+    plot_confusion(out_dir / "confusion.png", confusion, report["idm"]["per_button"])
+    report["out"] = str(out_dir)
+    return report

@@ -1,0 +1,88 @@
+"""The data-scaling curve: IDM scores against hours of labeled play, as VPT reported it.
+
+    worldloom idm scaling --data data/voxel --eval-data data/heldout-seeds --hours 0.02 0.05 0.1 --out runs/scaling
+
+One IDM is trained per amount of labeled play (episodes taken in a fixed seeded order, so each
+run's data holds the smaller runs' data), each for the same number of steps, and each scored on
+the same held-out episodes. Writes scaling.csv and scaling.png (mean button accuracy, macro F1
+and camera R² against labeled hours, log axis).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from worldloom.idm.evaluate import evaluate
+from worldloom.idm.model import PRESETS
+from worldloom.idm.train import TrainConfig
+from worldloom.idm.train import main as train_main
+
+from worldloom.config import doc
+
+FIELDS = ("hours", "button_accuracy_mean", "button_macro_f1", "button_exact_match", "camera_r2_pitch",
+          "camera_r2_yaw", "camera_bin_accuracy", "noop_button_macro_f1", "run")
+
+
+@dataclass(frozen=True)
+class ScalingConfig:
+    """Which data, which amounts of it, and how long each run trains."""
+
+    data: tuple[str, ...] = doc("labeled training datasets")
+    eval_data: tuple[str, ...] = doc("held-out labeled datasets to score every run on")
+    out: str = doc("directory for one run per amount, scaling.csv and scaling.png")
+    hours: tuple[float, ...] = doc("amounts of labeled play in hours", (0.01, 0.03, 0.1))
+    preset: str = doc(f"model size: one of {sorted(PRESETS)}", "tiny")
+    steps: int = doc("optimizer steps per run (the same for every amount)", 600)
+    minutes: float = doc("wall-clock budget per run (0: none)", 0.0)
+    batch_size: int = doc("windows per step", 8)
+    seed: int = doc("seed of every run", 0)
+
+    def __post_init__(self) -> None:
+        if not self.hours or min(self.hours) <= 0:
+            raise ValueError(f"ScalingConfig.hours must be positive amounts, got {self.hours!r}")
+        if not self.data or not self.eval_data:
+            raise ValueError("ScalingConfig.data and eval_data must each name at least one dataset")
+
+
+def plot(path: Path, rows: list[dict]) -> None:
+    """scaling.png: scores against labeled hours on a log axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hours = [r["hours"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in (("button_accuracy_mean", "mean button accuracy"), ("button_macro_f1", "button macro F1"),
+                       ("camera_r2_pitch", "camera R² pitch"), ("camera_r2_yaw", "camera R² yaw")):
+        ax.plot(hours, [r[key] for r in rows], marker="o", label=label)
+    ax.set_xscale("log"), ax.set_xlabel("labeled play (hours)"), ax.set_ylim(min(0, *(r["camera_r2_yaw"] for r in rows)), 1)
+    ax.set_title("IDM scores on held-out episodes vs labeled data"), ax.legend(), ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def main(cfg: ScalingConfig) -> list[dict]:
+    """Train and score one IDM per amount of labeled play; returns the rows of scaling.csv."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for hours in sorted(cfg.hours):
+        run = out / f"hours-{hours:g}"
+        train_main(TrainConfig(data=cfg.data, out=str(run), preset=cfg.preset, steps=cfg.steps, minutes=cfg.minutes,
+                               batch_size=cfg.batch_size, seed=cfg.seed, max_hours=hours, eval_every=max(1, cfg.steps // 4),
+                               ckpt_every=max(1, cfg.steps // 4)))
+        report = evaluate(run, list(cfg.eval_data), out=run / "eval")
+        rows.append({"hours": hours, **{k: report["idm"][k] for k in FIELDS if k in report["idm"]},
+                     "noop_button_macro_f1": report["always_noop"]["button_macro_f1"], "run": str(run)})
+    with (out / "scaling.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(out / "scaling.png", rows)
+    return rows

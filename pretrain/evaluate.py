@@ -1,0 +1,267 @@
+"""Score a trained world model on held-out episodes, beside baselines.
+
+    worldloom pretrain eval --model runs/wm --data data/heldout [--idm runs/idm-b] [--out DIR]
+
+    from worldloom.pretrain.evaluate import EvalConfig, evaluate
+    report = evaluate(EvalConfig(model="runs/wm", data=("data/heldout",)))
+
+What it measures (DESIGN section 8), on clips of context + horizon frames from labeled episodes:
+- next-frame PSNR / SSIM with real context (teacher forcing), beside copy-last-frame;
+- rollout PSNR / SSIM by horizon 1..H with real actions, beside repeating the last real frame;
+- ΔPSNR: the same rollout with actions shuffled across clips (Genie's ΔtPSNR);
+- IDM controllability (MineWorld's protocol): an IDM that did not label the training data
+  predicts the commanded actions from generated frames and from real frames (button F1,
+  camera R²); their ratio is the score;
+- generated frames per second (batched rollout, this machine).
+Writes eval.json, eval.md and eval.png into --out (default RUN/eval).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from worldloom.config import doc
+from worldloom.errors import UserError
+
+from .checkpoint import load_world_model
+from .data import frames_to_model, model_to_frames
+from .flow import SampleConfig, next_frame, rollout
+from .model import encode_actions, shift_actions
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    model: str = doc("world model run directory")
+    data: tuple[str, ...] = doc("held-out labeled dataset directories")
+    idm: str | None = doc("IDM run for controllability (not the one that labeled the training data)", None)
+    out: str | None = doc("output directory (default: MODEL/eval)", None)
+    horizon: int = doc("rollout frames after the context", 16)
+    num_clips: int = doc("clips scored (evenly spread over the episodes)", 32)
+    batch_size: int = doc("clips generated at once", 16)
+    num_steps: int = doc("Euler steps per generated frame", 4)
+    guidance: float = doc("classifier-free guidance on actions (1 = none)", 1.0)
+    next_frame_positions: int = doc("teacher-forced next-frame predictions per clip", 4)
+    seed: int = doc("sampling seed", 0)
+
+    def __post_init__(self):
+        if not self.data:
+            raise UserError("no dataset given: pass --data DIR")
+        for name in ("horizon", "num_clips", "batch_size", "num_steps", "next_frame_positions"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.next_frame_positions > self.horizon:
+            raise UserError(f"next_frame_positions ({self.next_frame_positions}) must be <= horizon ({self.horizon})")
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-frame PSNR in dB of uint8-range frames (…, H, W, 3) -> (…); capped at 60 dB."""
+    mse = (a.float() - b.float()).pow(2).mean(dim=(-3, -2, -1))
+    return (10 * torch.log10(255.0**2 / mse.clamp_min(1e-10))).clamp(max=60.0)
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Per-frame SSIM (Wang et al. 2004: Gaussian 11x11, sigma 1.5, channel mean). (…, H, W, 3) uint8 -> (…)."""
+    lead = a.shape[:-3]
+    x = a.reshape(-1, *a.shape[-3:]).permute(0, 3, 1, 2).float() / 255.0  # (N, 3, H, W)
+    y = b.reshape(-1, *b.shape[-3:]).permute(0, 3, 1, 2).float() / 255.0
+    g = torch.exp(-((torch.arange(window) - window // 2) ** 2) / (2 * sigma**2))
+    g = (g / g.sum())[None, :]
+    kernel = (g.T @ g)[None, None].repeat(3, 1, 1, 1)  # (3, 1, k, k)
+
+    def blur(z):
+        return F.conv2d(z, kernel, groups=3)
+
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return s.mean(dim=(1, 2, 3)).reshape(lead)
+
+
+def eval_clips(paths, clip_len: int, num_clips: int) -> dict:
+    """Up to num_clips labeled clips, evenly spread and deterministic. -> collated dict."""
+    from worldloom.datasets import ClipDataset
+
+    ds = ClipDataset(list(paths), clip_len=clip_len, label_sources=["env", "idm"])
+    if len(ds) == 0:
+        raise UserError(f"{list(paths)}: no labeled episode with {clip_len} steps (context + horizon) to score")
+    idx = np.unique(np.linspace(0, len(ds) - 1, min(num_clips, len(ds))).round().astype(int))
+    items = [ds[int(i)] for i in idx]
+    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in ("frames", "buttons", "camera")}
+
+
+def teacher_forced(model, x, action, has, context: int, positions: int, sample: SampleConfig, gen) -> torch.Tensor:
+    """Next frame at context..context+positions-1, each from the real frames before it. -> (B, P, C, H, W)."""
+    out = []
+    for p in range(context, context + positions):
+        lo = p - context
+        a_ctx, m_ctx = shift_actions(action[:, lo:p], has[:, lo:p])
+        out.append(next_frame(model, x[:, lo:p], a_ctx, m_ctx, action[:, p - 1], has[:, p - 1], sample, gen))
+    return torch.stack(out, dim=1)
+
+
+def generate(model, clips: dict, cfg: EvalConfig, image_size: int) -> dict:
+    """Teacher-forced next frames, rollouts with true and shuffled actions (uint8), and timing."""
+    context = model.cfg.num_frames - 1
+    sample = SampleConfig(num_steps=cfg.num_steps, guidance=cfg.guidance)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    order = torch.randperm(len(clips["frames"]), generator=torch.Generator().manual_seed(cfg.seed + 1))
+    perm = torch.empty_like(order)
+    perm[order] = torch.roll(order, 1)  # a derangement (for 2+ clips): no clip keeps its own actions
+    out = {"next": [], "true": [], "shuffled": []}
+    gen_time, gen_frames = 0.0, 0
+    x_all = frames_to_model(clips["frames"], image_size)  # (N, T, 3, S, S)
+    a_all = encode_actions(clips["buttons"], clips["camera"])  # (N, T, 22)
+    for lo in range(0, len(x_all), cfg.batch_size):
+        sl = slice(lo, lo + cfg.batch_size)
+        x, a = x_all[sl], a_all[sl]
+        has = torch.ones(a.shape[:2], dtype=torch.bool)
+        out["next"].append(teacher_forced(model, x, a, has, context, cfg.next_frame_positions, sample, gen))
+        t0 = time.perf_counter()
+        out["true"].append(rollout(model, x[:, :context], a[:, :-1], has[:, :-1], cfg.horizon, sample, gen))
+        gen_time += time.perf_counter() - t0
+        gen_frames += x.shape[0] * cfg.horizon
+        a_shuf = a.clone()
+        a_shuf[:, context - 1:] = a_all[perm[sl]][:, context - 1:]  # context keeps its own past actions
+        out["shuffled"].append(rollout(model, x[:, :context], a_shuf[:, :-1], has[:, :-1], cfg.horizon, sample, gen))
+    result = {k: model_to_frames(torch.cat(v)) for k, v in out.items()}
+    result["frames_per_s"] = gen_frames / gen_time
+    result["truth"] = model_to_frames(x_all)  # (N, T, S, S, 3) at the model's size
+    return result
+
+
+def image_scores(gen: dict, context: int, horizon: int, positions: int) -> dict:
+    """PSNR / SSIM tables from generated and true uint8 frames."""
+    truth = gen["truth"]
+    target = truth[:, context:context + horizon]  # (N, H, S, S, 3)
+    nf_target = truth[:, context:context + positions]
+    nf_copy = truth[:, context - 1:context - 1 + positions]
+    last = truth[:, context - 1:context].expand_as(target)
+    by_h = lambda f, a: f(a, target).mean(0).tolist()  # noqa: E731
+    p_true, p_shuf = by_h(psnr, gen["true"]), by_h(psnr, gen["shuffled"])
+    return {
+        "next_frame": {"psnr": psnr(gen["next"], nf_target).mean().item(), "ssim": ssim(gen["next"], nf_target).mean().item(),
+                       "copy_last_psnr": psnr(nf_copy, nf_target).mean().item(), "copy_last_ssim": ssim(nf_copy, nf_target).mean().item()},
+        "rollout": {"psnr": p_true, "ssim": by_h(ssim, gen["true"]), "shuffled_psnr": p_shuf,
+                    "copy_last_psnr": by_h(psnr, last), "copy_last_ssim": by_h(ssim, last)},
+        "delta_psnr": {"by_horizon": [t - s for t, s in zip(p_true, p_shuf)], "mean": float(np.mean(p_true) - np.mean(p_shuf))},
+    }
+
+
+def controllability(idm_run: str, gen: dict, clips: dict, context: int, horizon: int) -> dict:
+    """An IDM's action scores on generated vs real frames for the commanded actions."""
+    try:
+        from worldloom.idm import load_idm, predict
+    except ImportError:
+        from worldloom.idm.checkpoint import load_idm
+        from worldloom.idm.infer import predict
+    from worldloom.idm.metrics import score
+
+    idm, _ = load_idm(idm_run)
+    steps = slice(context - 1, context + horizon - 1)  # transitions into the generated frames
+    true_buttons = clips["buttons"][:, steps].numpy().reshape(-1, clips["buttons"].shape[-1]) > 0.5
+    true_camera = clips["camera"][:, steps].numpy().reshape(-1, 2)
+    real = gen["truth"][:, :context + horizon].numpy()
+    fake = np.concatenate([real[:, :context], gen["true"].numpy()], axis=1)
+    out = {}
+    for name, frames in (("real", real), ("generated", fake)):
+        pred = predict(idm, frames)
+        s = score(pred["buttons"][:, steps].reshape(-1, true_buttons.shape[1]), pred["camera_bins"][:, steps].reshape(-1, 2),
+                  true_buttons, true_camera)
+        out[name] = {k: s[k] for k in ("button_macro_f1", "button_accuracy_mean", "camera_r2_pitch", "camera_r2_yaw", "camera_bin_accuracy")}
+    ratio = lambda k: _ratio(out["generated"][k], out["real"][k])  # noqa: E731
+    out["ratio"] = {k: ratio(k) for k in out["real"]}
+    return out
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return None if not (math.isfinite(a) and math.isfinite(b)) or b == 0 else a / b
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    """Generate, score, and write eval.json / eval.md / eval.png; returns the report dict."""
+    torch.manual_seed(cfg.seed)
+    model, run_doc = load_world_model(cfg.model)
+    context = model.cfg.num_frames - 1
+    clips = eval_clips(cfg.data, context + cfg.horizon, cfg.num_clips)
+    gen = generate(model, clips, cfg, model.cfg.image_size)
+    report = {"model": str(cfg.model), "data": list(cfg.data), "num_clips": int(len(clips["frames"])), "context": context,
+              "horizon": cfg.horizon, "num_steps": cfg.num_steps, "guidance": cfg.guidance,
+              "label_sources_trained": run_doc.get("data", {}).get("label_sources"),
+              "use_actions": run_doc["train"].get("use_actions", True),
+              **image_scores(gen, context, cfg.horizon, cfg.next_frame_positions),
+              "frames_per_s": gen["frames_per_s"], "threads": torch.get_num_threads()}
+    if cfg.idm:
+        report["controllability"] = controllability(cfg.idm, gen, clips, context, cfg.horizon)
+    out = Path(cfg.out) if cfg.out else Path(cfg.model) / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    _write(out / "eval.json", json.dumps(report, indent=1))
+    _write(out / "eval.md", to_markdown(report))
+    plot(report, out / "eval.png")
+    return report
+
+
+def to_markdown(r: dict) -> str:
+    nf, ro, d = r["next_frame"], r["rollout"], r["delta_psnr"]
+    lines = [f"# World model eval: {r['model']}", "",
+             f"{r['num_clips']} held-out clips, {r['context']} context frames, {r['num_steps']} Euler steps/frame, guidance {r['guidance']}.", "",
+             "| metric | model | copy-last-frame |", "|---|---|---|",
+             f"| next-frame PSNR (dB) | {nf['psnr']:.2f} | {nf['copy_last_psnr']:.2f} |",
+             f"| next-frame SSIM | {nf['ssim']:.3f} | {nf['copy_last_ssim']:.3f} |",
+             f"| rollout PSNR, mean h=1..{r['horizon']} | {np.mean(ro['psnr']):.2f} | {np.mean(ro['copy_last_psnr']):.2f} |",
+             f"| rollout SSIM, mean h=1..{r['horizon']} | {np.mean(ro['ssim']):.3f} | {np.mean(ro['copy_last_ssim']):.3f} |",
+             f"| ΔPSNR true - shuffled actions (dB) | {d['mean']:.2f} | 0 |",
+             f"| generated frames/s ({r['threads']} CPU threads) | {r['frames_per_s']:.1f} | |", ""]
+    if "controllability" in r:
+        c = r["controllability"]
+        lines += ["| IDM on | button macro F1 | button acc | camera R² pitch | camera R² yaw |", "|---|---|---|---|---|"]
+        for k in ("real", "generated", "ratio"):
+            v = c[k]
+            lines.append(f"| {k} | " + " | ".join("n/a" if v[m] is None or not math.isfinite(v[m]) else f"{v[m]:.3f}"
+                                                   for m in ("button_macro_f1", "button_accuracy_mean", "camera_r2_pitch", "camera_r2_yaw")) + " |")
+        lines.append("")
+    lines += ["| horizon | " + " | ".join(str(h + 1) for h in range(r["horizon"])) + " |",
+              "|---|" + "---|" * r["horizon"],
+              "| PSNR | " + " | ".join(f"{v:.1f}" for v in ro["psnr"]) + " |",
+              "| PSNR shuffled | " + " | ".join(f"{v:.1f}" for v in ro["shuffled_psnr"]) + " |",
+              "| PSNR copy-last | " + " | ".join(f"{v:.1f}" for v in ro["copy_last_psnr"]) + " |", ""]
+    return "\n".join(lines)
+
+
+def plot(r: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h = np.arange(1, r["horizon"] + 1)
+    ro = r["rollout"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for key, label in (("psnr", "true actions"), ("shuffled_psnr", "shuffled actions"), ("copy_last_psnr", "copy last frame")):
+        axes[0].plot(h, ro[key], marker="o", ms=3, label=label)
+    axes[1].plot(h, ro["ssim"], marker="o", ms=3, label="true actions")
+    axes[1].plot(h, ro["copy_last_ssim"], marker="o", ms=3, label="copy last frame")
+    for ax, name in zip(axes, ("PSNR (dB)", "SSIM")):
+        ax.set_xlabel("horizon (frames)")
+        ax.set_title(f"rollout {name}")
+        ax.legend()
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

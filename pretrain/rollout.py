@@ -1,0 +1,117 @@
+"""Roll a trained world model out on an episode's actions, beside the real frames, into a video.
+
+    worldloom rollout --model runs/wm --data data/heldout --episode ep-000 --horizon 64 --out rollout.mp4
+
+    from worldloom.pretrain.rollout import RolloutConfig, rollout_episode
+    path = rollout_episode(RolloutConfig(model="runs/wm", data="data/heldout", episode="ep-000", out="r.gif"))
+
+Context: the episode's first num_frames - 1 frames (from --start). Actions: the episode's own
+(its labels, env or idm). Left: the truth; right: the model (a green bar over real context
+frames, a red bar over generated ones). mp4 (H.264 via PyAV) or gif, by the extension of --out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from worldloom.config import doc
+from worldloom.errors import UserError
+
+from .checkpoint import load_world_model
+from .data import frames_to_model, model_to_frames
+from .flow import SampleConfig, rollout
+from .model import encode_actions
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutConfig:
+    model: str = doc("world model run directory")
+    data: str = doc("dataset directory holding the episode")
+    episode: str = doc("episode id")
+    out: str = doc("output video: .mp4 or .gif")
+    horizon: int = doc("frames to generate", 64)
+    start: int = doc("first context step in the episode", 0)
+    num_steps: int = doc("Euler steps per frame", 4)
+    guidance: float = doc("classifier-free guidance on actions (1 = none)", 1.0)
+    scale: int = doc("pixel upscaling of the video", 4)
+    fps: float = doc("video frame rate (0 = the dataset's)", 0.0)
+    seed: int = doc("sampling seed", 0)
+
+    def __post_init__(self):
+        if Path(self.out).suffix.lower() not in (".mp4", ".gif"):
+            raise UserError(f"--out must end in .mp4 or .gif, got {self.out!r}")
+        if self.horizon < 1 or self.start < 0 or self.scale < 1 or self.num_steps < 1:
+            raise UserError(f"need horizon >= 1, start >= 0, scale >= 1, num_steps >= 1; got {self.horizon}, {self.start}, {self.scale}, {self.num_steps}")
+
+
+def side_by_side(truth: np.ndarray, generated: np.ndarray, context: int, scale: int) -> np.ndarray:
+    """(T, H, W, 3) truth and model frames -> (T, H*s + bar, 2*W*s + gap, 3) video frames."""
+    T, H, W, _ = truth.shape
+    up = lambda f: f.repeat(scale, axis=1).repeat(scale, axis=2)  # noqa: E731
+    bar, gap = max(2, scale), max(2, scale)
+    out = np.full((T, H * scale + bar, 2 * W * scale + gap, 3), 255, np.uint8)
+    out[:, bar:, : W * scale] = up(truth)
+    out[:, bar:, W * scale + gap:] = up(generated)
+    out[:context, :bar, W * scale + gap:] = (40, 180, 60)  # real context
+    out[context:, :bar, W * scale + gap:] = (220, 40, 40)  # generated
+    return out
+
+
+def write_video(frames: np.ndarray, path: Path, fps: float) -> None:
+    """(T, H, W, 3) uint8 -> mp4 (H.264, yuv420p) or gif, written to a temporary name then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    if path.suffix.lower() == ".gif":
+        from PIL import Image
+
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    else:
+        import av
+
+        frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # yuv420p wants even sizes
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=round(fps))
+            stream.height, stream.width = frames.shape[1:3]
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": "18"}
+            for f in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+            container.mux(stream.encode())
+    os.replace(tmp, path)
+
+
+def rollout_episode(cfg: RolloutConfig) -> dict:
+    """Generate cfg.horizon frames after the episode's real context and write the video."""
+    from worldloom.datasets import Dataset
+
+    model, _ = load_world_model(cfg.model)
+    context = model.cfg.num_frames - 1
+    ds = Dataset(cfg.data)
+    if cfg.episode not in ds.episode_ids:
+        raise UserError(f"episode {cfg.episode!r} is not in {cfg.data} (it has {len(ds)} episodes, e.g. {ds.episode_ids[:3]})")
+    num_steps = ds.episode(cfg.episode).num_steps
+    horizon = min(cfg.horizon, num_steps - cfg.start - context)
+    if horizon < 1:
+        raise UserError(f"episode {cfg.episode!r} has {num_steps} steps: too short for {context} context frames from step {cfg.start}")
+    clip = ds.frames(cfg.episode, cfg.start, cfg.start + context + horizon)
+    if clip.buttons is None:
+        raise UserError(f"episode {cfg.episode!r} is unlabeled (label_source none): a rollout needs its actions; label it with the IDM first")
+    x = frames_to_model(torch.from_numpy(clip.frames)[None], model.cfg.image_size)  # (1, T, 3, S, S)
+    action = encode_actions(torch.from_numpy(clip.buttons)[None], torch.from_numpy(clip.camera)[None])  # (1, T, 22)
+    has = torch.ones(action.shape[:2], dtype=torch.bool)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    frames = rollout(model, x[:, :context], action[:, :-1], has[:, :-1], horizon,
+                     SampleConfig(num_steps=cfg.num_steps, guidance=cfg.guidance), gen)
+    seconds = time.perf_counter() - t0
+    truth = model_to_frames(x[0]).numpy()
+    generated = np.concatenate([truth[:context], model_to_frames(frames[0]).numpy()])
+    write_video(side_by_side(truth, generated, context, cfg.scale), Path(cfg.out), cfg.fps or ds.spec.fps)
+    return {"out": cfg.out, "horizon": horizon, "context": context, "frames_per_s": horizon / seconds}

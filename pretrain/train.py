@@ -1,0 +1,359 @@
+"""Train the world model: one process, or N Ray Train workers running the same function.
+
+    worldloom pretrain --data data/env --preset tiny --out runs/wm --minutes 20
+    worldloom pretrain --data data/env data/idm --weights 1 3 --out runs/wm --workers 2
+    worldloom pretrain --data data/env --preset large --out runs/wm-large --workers 8 --gpu
+
+    from worldloom.pretrain.train import TrainConfig, main
+    main(TrainConfig(data=("data/env",), out="runs/wm", max_steps=200))
+
+Running the same command again on the same --out resumes exactly (weights, EMA, optimizer,
+schedule and data position) from RUN/checkpoint. Writes RUN/config.json, metrics.csv and
+curves.png (layout in checkpoint.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from worldloom.config import doc, to_json_dict
+from worldloom.errors import UserError
+
+from . import checkpoint
+from .data import check_sources, to_model_inputs, train_batches
+from .flow import FlowConfig, flow_loss
+from .model import PRESETS, WorldModel, WorldModelConfig, num_params
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    data: tuple[str, ...] = doc("dataset directories (labeled env, pseudo-labeled idm, or unlabeled)")
+    out: str = doc("run directory (resumed if it holds a checkpoint)")
+    preset: str = doc(f"model size: {', '.join(PRESETS)}", "tiny")
+    weights: tuple[float, ...] | None = doc("sampling weight per dataset (default: by size)", None)
+    workers: int = doc("Ray Train workers (1 = plain process, no Ray)", 1)
+    gpu: bool = doc("train on GPUs (bf16 autocast)", False)
+    minutes: float = doc("wall-clock budget in minutes, all resumes included (0 = none)", 0.0)
+    max_steps: int = doc("optimizer steps (the cosine schedule's length unless --minutes is shorter)", 2000)
+    batch_size: int = doc("clips per step per worker", 16)
+    lr: float = doc("peak learning rate", 5e-4)
+    warmup_steps: int = doc("linear warmup steps", 50)
+    weight_decay: float = doc("AdamW weight decay", 0.0)
+    grad_clip: float = doc("gradient norm clip", 1.0)
+    ema_decay: float = doc("EMA decay (warmed up as (1+s)/(10+s))", 0.999)
+    seed: int = doc("seed for data order, noise and init", 0)
+    checkpoint_every: int = doc("steps between checkpoints", 100)
+    log_every: int = doc("steps between metrics rows", 10)
+    loader_workers: int = doc("DataLoader worker processes per training worker", 0)
+    use_actions: bool = doc("condition on actions (off: every clip trains with the null action)", True)
+    action_dropout: float = doc("probability a frame's action is replaced by the null action", 0.1)
+    p_sampling_pattern: float = doc("fraction of windows noised like sampling", 0.5)
+    threads: int = doc("torch CPU threads per worker (0 = cores / workers)", 0)
+    stop_after: int = doc("stop (as if killed, checkpoint kept) after this many steps in this call; 0 = never", 0)
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise UserError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if self.weights is not None and len(self.weights) != len(self.data):
+            raise UserError(f"--weights has {len(self.weights)} values for {len(self.data)} datasets; give one per --data")
+        if self.weights is not None and (min(self.weights) < 0 or sum(self.weights) <= 0):
+            raise UserError(f"weights must be >= 0 with a positive sum, got {list(self.weights)}")
+        for name in ("workers", "max_steps", "batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.minutes < 0 or self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip <= 0:
+            raise UserError(f"need minutes >= 0, lr > 0, warmup_steps >= 0, grad_clip > 0; got {self.minutes}, {self.lr}, {self.warmup_steps}, {self.grad_clip}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise UserError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        FlowConfig(action_dropout=self.action_dropout, p_sampling_pattern=self.p_sampling_pattern)
+
+    @property
+    def model(self) -> WorldModelConfig:
+        return PRESETS[self.preset]
+
+    @property
+    def flow(self) -> FlowConfig:
+        return FlowConfig(action_dropout=self.action_dropout, p_sampling_pattern=self.p_sampling_pattern)
+
+
+def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
+    """Linear warmup, then cosine decay to a tenth of the peak at total_steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    frac = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1.0 - decay)
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    return min(decay, (1 + step) / (10 + step))
+
+
+def estimate_memory_bytes(mcfg: WorldModelConfig, batch_size: int) -> int:
+    """Training memory per worker: fp32 weights, grads, AdamW moments, EMA, plus activations."""
+    D, L = mcfg.width, mcfg.depth
+    per_block = 2 * (4 * D * D) + 2 * int(mcfg.mlp_ratio * D) * D + 9 * D * D
+    params = L * per_block + 2 * (D * mcfg.channels * mcfg.patch_size**2) + 6 * D * D + 300 * D
+    tokens = batch_size * mcfg.num_frames * mcfg.tokens_per_frame
+    acts = tokens * L * D * (14 + 3 * mcfg.mlp_ratio) * 4  # saved activations per block, fp32
+    scores = batch_size * mcfg.num_frames * mcfg.num_heads * mcfg.tokens_per_frame**2 * 4 * L  # spatial attention
+    return int(params * 4 * 5 + acts + scores)
+
+
+def available_memory_bytes(gpu: bool) -> int:
+    if gpu and torch.cuda.is_available():
+        return torch.cuda.mem_get_info()[0]
+    with open("/proc/meminfo") as f:
+        info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+    return info.get("MemAvailable", info["MemTotal"])
+
+
+def check_memory(cfg: TrainConfig) -> int:
+    need, have = estimate_memory_bytes(cfg.model, cfg.batch_size), available_memory_bytes(cfg.gpu)
+    per_host = need * (1 if cfg.gpu else cfg.workers)  # CPU workers share this machine's memory
+    if per_host > 0.8 * have:
+        raise UserError(
+            f"preset {cfg.preset!r} with batch {cfg.batch_size} needs about {per_host / 2**30:.1f} GiB "
+            f"({'per GPU' if cfg.gpu else f'{cfg.workers} worker(s)'}) but {have / 2**30:.1f} GiB is free; "
+            "lower --batch-size or pick a smaller preset"
+        )
+    return need
+
+
+def prepare_run(cfg: TrainConfig) -> Path:
+    """Validate data and memory, write config.json (or check it matches a run being resumed)."""
+    if cfg.model.latent_channels:
+        raise UserError(f"preset {cfg.preset!r} works on autoencoder latents, which this version does not train yet; use tiny or small")
+    spec = check_sources(cfg.data, min_steps=cfg.model.num_frames)
+    need = check_memory(cfg)
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    doc_ = {"train": to_json_dict(cfg), "model": to_json_dict(cfg.model), "flow": to_json_dict(cfg.flow),
+            "data": dataclasses.asdict(spec), "memory_estimate_bytes": need}
+    path = run / "config.json"
+    if path.exists() and checkpoint.has_checkpoint(run):
+        old = json.loads(path.read_text())
+        if old["model"] != doc_["model"]:
+            raise UserError(f"{run} holds a run of another model ({old['train']['preset']}); pick a new --out")
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc_, indent=1))
+    os.replace(tmp, path)
+    return run
+
+
+def plan_steps(model: WorldModel, cfg: TrainConfig, device) -> int:
+    """Steps that fit in --minutes, from the timing of two throwaway steps on random data."""
+    if not cfg.minutes:
+        return cfg.max_steps
+    probe = copy.deepcopy(model)
+    opt = torch.optim.AdamW(probe.parameters(), lr=1e-6)
+    m = cfg.model
+    x = torch.randn(cfg.batch_size, m.num_frames, m.channels, m.input_size, m.input_size, device=device)
+    a = torch.zeros(cfg.batch_size, m.num_frames, 22, device=device)
+    h = torch.ones(cfg.batch_size, m.num_frames, dtype=torch.bool, device=device)
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.gpu):
+            flow_loss(probe, x, a, h, cfg.flow).backward()
+        opt.step()
+        opt.zero_grad()
+        times.append(time.perf_counter() - t0)
+    step_s = min(times[1:]) * 1.15  # data loading and logging overhead
+    return max(1, min(cfg.max_steps, int(cfg.minutes * 60 / step_s)))
+
+
+def train_worker(cfg: TrainConfig) -> dict:
+    """The training loop every worker runs (rank 0 writes); distributed when a process group exists."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    device = torch.device(f"cuda:{torch.cuda.current_device()}" if cfg.gpu else "cpu")
+    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // (1 if cfg.gpu else world)))
+    torch.manual_seed(cfg.seed)
+    run = Path(cfg.out)
+    model = WorldModel(cfg.model).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    state = {"step": 0, "elapsed_s": 0.0, "planned_steps": None}
+    if checkpoint.has_checkpoint(run):
+        state = checkpoint.load_checkpoint(run, model, ema, opt, device)
+    if state["planned_steps"] is None:
+        state["planned_steps"] = _agree(plan_steps(model, cfg, device), device)
+    total = state["planned_steps"]
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    batches = train_batches(cfg.data, cfg.model.num_frames, cfg.batch_size, cfg.seed + 7919 * rank,
+                            cfg.weights, cfg.loader_workers, skip=state["step"])
+    log = _Logger(run, enabled=rank == 0, resume=state["step"] > 0)
+    bar = tqdm(total=total, initial=state["step"], desc="pretrain", unit="step", disable=rank != 0, dynamic_ncols=True)
+    start_time, start_elapsed, step = time.perf_counter(), state["elapsed_s"], state["step"]
+    state_step0 = step
+    last_log = time.perf_counter()
+    while step < total:
+        batch = next(batches)
+        x, action, has = (t.to(device) for t in to_model_inputs(batch, cfg.model.image_size, cfg.use_actions))
+        lr = lr_at(step, cfg, total)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        gen = torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step * world + rank)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.gpu):
+            loss = flow_loss(net, x, action, has, cfg.flow, generator=gen)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        loss_all = _mean(loss.detach(), world)
+        if not torch.isfinite(loss_all) or not torch.isfinite(grad_norm):
+            kept = f"the last good checkpoint (step {state['step']}) is kept in {run / checkpoint.CHECKPOINT_DIR}" if checkpoint.has_checkpoint(run) else "no checkpoint was written yet"
+            raise TrainingDiverged(f"loss became {loss_all.item()} at step {step}; {kept}; lower --lr or check the data")
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        update_ema(ema, model, ema_decay_at(step, cfg.ema_decay))
+        step += 1
+        bar.update(1)
+        elapsed = start_elapsed + time.perf_counter() - start_time
+        out_of_time = bool(_agree(int(cfg.minutes > 0 and elapsed > cfg.minutes * 60), device))
+        stopping = out_of_time or (cfg.stop_after > 0 and step - state_step0 >= cfg.stop_after)
+        if step % cfg.log_every == 0 or step == total or stopping:
+            now = time.perf_counter()
+            clips_s = cfg.batch_size * world * min(cfg.log_every, step) / max(1e-9, now - last_log)
+            last_log = now
+            log.row(step=step, loss=loss_all.item(), lr=lr, grad_norm=float(grad_norm), clips_per_s=clips_s, elapsed_s=elapsed)
+            bar.set_postfix(loss=f"{loss_all.item():.4f}", lr=f"{lr:.1e}")
+        if step % cfg.checkpoint_every == 0 or step == total or stopping:
+            state = {"step": step, "elapsed_s": elapsed, "planned_steps": total}
+            if rank == 0:
+                checkpoint.save_checkpoint(run, model, ema, opt, state)
+                log.plot()
+            if world > 1:
+                dist.barrier()
+        if stopping:
+            break
+    bar.close()
+    return {"step": step, "planned_steps": total}
+
+
+def _mean(value: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= world
+    return value
+
+
+def _agree(value: int, device) -> int:
+    """Rank 0's value on every rank (planned steps, the out-of-time flag)."""
+    if not dist.is_initialized():
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.broadcast(t, 0)
+    return int(t.item())
+
+
+class _Logger:
+    """metrics.csv rows and curves.png on rank 0."""
+
+    FIELDS = ("step", "loss", "lr", "grad_norm", "clips_per_s", "elapsed_s")
+
+    def __init__(self, run: Path, enabled: bool, resume: bool):
+        self.path, self.enabled = run / "metrics.csv", enabled
+        if enabled and (not resume or not self.path.exists()):
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerow(self.FIELDS)
+
+    def row(self, **values) -> None:
+        if self.enabled:
+            with open(self.path, "a", newline="") as f:
+                csv.writer(f).writerow([f"{values[k]:.6g}" if isinstance(values[k], float) else values[k] for k in self.FIELDS])
+
+    def plot(self) -> None:
+        if self.enabled:
+            plot_curves(self.path, self.path.parent / "curves.png")
+
+
+def plot_curves(metrics_csv: Path, out_png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(metrics_csv) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    steps = [int(r["step"]) for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    for ax, key, log in zip(axes, ("loss", "lr", "clips_per_s"), (True, False, False)):
+        ax.plot(steps, [float(r[key]) for r in rows])
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        if log:
+            ax.set_yscale("log")
+    fig.tight_layout()
+    tmp = out_png.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, out_png)
+
+
+def _ray_loop(config: dict) -> None:
+    train_worker(TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}))
+
+
+def run_ray(cfg: TrainConfig) -> None:
+    """The same train_worker on cfg.workers Ray Train workers (gloo on CPU, nccl on GPU)."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=None if cfg.gpu else max(cfg.workers, os.cpu_count() or 1), include_dashboard=False,
+                 log_to_driver=True)
+    abs_cfg = dataclasses.replace(cfg, out=str(Path(cfg.out).resolve()), data=tuple(_abs(d) for d in cfg.data))
+    trainer = TorchTrainer(
+        _ray_loop,
+        train_loop_config=to_json_dict(abs_cfg),
+        torch_config=TorchConfig(backend="nccl" if cfg.gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.gpu, resources_per_worker=None if cfg.gpu else {"CPU": 1}),
+        run_config=ray.train.RunConfig(name="ray-train", storage_path=str(Path(abs_cfg.out) / "ray")),
+    )
+    try:
+        trainer.fit()
+    except Exception as err:  # Ray wraps worker errors; a UserError inside stays a one-line message
+        cause = err
+        while cause is not None and not isinstance(cause, UserError):
+            cause = cause.__cause__ or getattr(cause, "cause", None)
+        if isinstance(cause, UserError):
+            raise UserError(str(cause)) from None
+        raise
+
+
+def _abs(path: str) -> str:
+    return path if "://" in path else str(Path(path).resolve())
+
+
+def main(cfg: TrainConfig) -> Path:
+    """Check inputs, train (in-process or on Ray Train), return the run directory."""
+    run = prepare_run(cfg)
+    print(f"pretrain: {cfg.preset} ({num_params(WorldModel(cfg.model)) / 1e6:.2f}M params) on {len(cfg.data)} dataset(s) -> {run}")
+    if cfg.workers > 1:
+        run_ray(cfg)
+    else:
+        train_worker(cfg)
+    return run

@@ -1,0 +1,343 @@
+"""Capture: specs, the Recorder without Ray, bad input, and real Ray jobs on one local cluster.
+
+    pytest tests/test_capture.py -q
+
+Fault tests use real processes: a recorder actor is SIGKILLed mid-episode, a driver process is
+SIGKILLed mid-job, a small tmpfs fills up. Afterwards every (episode, step) is there exactly once
+and `worldloom.datasets.validate` finds nothing wrong.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pyarrow.parquet as pq
+import pytest
+from worldloom.capture import CaptureConfig, Recorder, capture, expand_specs, play_episode
+from worldloom.capture.cli import config_from_args
+from worldloom.capture.driver import target_roots
+from worldloom.cli import main as cli_main
+from worldloom.datasets import Dataset, DatasetWriter, commit_shards, committed_episode_ids
+from worldloom.datasets.validate import validate
+from worldloom.envs import make_env, make_player
+
+from worldloom.errors import UserError
+
+RES = 64  # the voxel world's smallest frame
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+
+def assert_exactly_once(root: str | Path, cfg: CaptureConfig) -> None:
+    """Every episode of `cfg` is in the dataset once, each with steps 0..n-1 once; it validates."""
+    ds = Dataset(str(root))
+    ids = ds.episodes.column("episode_id").to_pylist()
+    assert sorted(ids) == sorted(s.episode_id for s in expand_specs(cfg))
+    if "://" not in str(root):
+        manifest_shards = [s["path"] for s in ds.manifest["shards"]] if hasattr(ds, "manifest") else None
+        shards = manifest_shards or sorted({r for r in ds.episodes.column("shard").to_pylist()})
+        seen = collections.Counter()
+        for rel in shards:
+            table = pq.read_table(Path(root) / rel, columns=["episode_id", "step"])
+            seen.update(zip(table.column("episode_id").to_pylist(), table.column("step").to_pylist()))
+        assert max(seen.values()) == 1, "an (episode, step) is there twice"
+        for row in ds.episodes.to_pylist():
+            assert {s for (e, s) in seen if e == row["episode_id"]} == set(range(row["num_steps"]))
+    assert [str(p) for p in validate(str(root))] == []
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def kill_tree_matching(marker: str) -> None:
+    """SIGKILL the processes (and their children) whose command line mentions `marker`:
+    only the Ray processes this test started under its own temp dir."""
+    procs = []
+    for p in psutil.process_iter(["cmdline"]):
+        if any(marker in a for a in (p.info["cmdline"] or [])):
+            procs.append(p)
+            procs.extend(p.children(recursive=True))
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+
+
+# ---- no Ray -----------------------------------------------------------------------------------
+
+
+def test_specs_are_deterministic_and_distinct():
+    cfg = CaptureConfig(out="x", episodes=5, steps=10, resolution=RES, seed=3)
+    specs = expand_specs(cfg)
+    assert specs == expand_specs(CaptureConfig(out="elsewhere", episodes=5, steps=10, resolution=RES, seed=3, workers=7))
+    assert len({s.episode_id for s in specs}) == len({s.seed for s in specs}) == 5
+    other = expand_specs(CaptureConfig(out="x", episodes=5, steps=10, resolution=RES, seed=4))
+    assert not {s.seed for s in specs} & {s.seed for s in other}
+    assert not {s.episode_id for s in specs} & {s.episode_id for s in other}
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("env", "doom", ["voxel", "crafter"]),
+    ("player", "pro", ["random", "mixture"]),
+    ("episodes", 0, ["episodes"]),
+    ("steps", -5, ["steps"]),
+    ("resolution", 4, ["resolution"]),
+    ("resolution", 100_000, ["resolution"]),
+    ("workers", 0, ["workers"]),
+    ("episodes_per_shard", 0, ["episodes_per_shard"]),
+])
+def test_config_rejects_nonsense(field, value, words):
+    with pytest.raises(ValueError) as err:
+        CaptureConfig(out="x", **{field: value})
+    assert all(w in str(err.value) for w in words + [repr(value)])
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
+    assert cli_main(["capture", "--env", "doom", "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "doom" in err and "voxel" in err and err.count("\n") == 1
+    assert cli_main(["capture", "--resolution", "0", "--out", str(tmp_path / "d")]) == 2
+    assert cli_main(["capture", "--out", str(tmp_path / "d"), "--strip-actions", str(tmp_path / "d")]) == 2
+    assert not (tmp_path / "d").exists()
+
+
+def test_recorder_without_ray_writes_what_play_episode_plays(tmp_path):
+    cfg = CaptureConfig(out=str(tmp_path / "d"), episodes=2, steps=12, resolution=RES)
+    specs = expand_specs(cfg)
+    rec = Recorder({"env": cfg.out}, "voxel", RES, RES)
+    out = rec.record([(s, ("env",)) for s in specs])
+    assert out["frames"] == 24 and len(out["shards"]["env"]) == 1  # one shard per task
+    assert committed_episode_ids(cfg.out) == set()  # nothing enters the dataset before a commit
+    commit_shards(cfg.out, out["shards"]["env"])
+    again = play_episode(make_env("voxel", height=RES, width=RES), make_player("mixture", seed=specs[1].seed), specs[1])
+    clip = Dataset(cfg.out).frames(specs[1].episode_id)
+    np.testing.assert_array_equal(clip.frames, again.frames)
+    np.testing.assert_array_equal(clip.buttons, again.buttons)
+    assert clip.truncated[-1] and not clip.truncated[:-1].any()  # the job's step limit
+
+
+def _make_dataset(cfg: CaptureConfig, count: int) -> None:
+    """Commit the first `count` episodes of `cfg` without Ray, as an interrupted job would have."""
+    from worldloom.capture.driver import prepare_target
+
+    prepare_target(cfg, "env", target_roots(cfg)["env"])
+    rec = Recorder(target_roots(cfg), cfg.env, cfg.resolution, cfg.resolution, writer_prefix="old")
+    commit_shards(cfg.out, rec.record([(s, ("env",)) for s in expand_specs(cfg)[:count]])["shards"]["env"])
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"steps": 9}, ["steps", "8", "9"]),
+    ({"resolution": 80}, ["resolution"]),
+    ({"player": "random"}, ["player"]),
+    ({"codec": "png"}, ["codec"]),
+    ({"strip_actions": "truth"}, ["label_source"]),
+])
+def test_output_holding_a_different_dataset_is_refused_untouched(tmp_path, change, words):
+    cfg = CaptureConfig(out=str(tmp_path / "d"), episodes=2, steps=8, resolution=RES, progress=False)
+    _make_dataset(cfg, 1)
+    before = tree_digest(tmp_path / "d")
+    if "strip_actions" in change:
+        change = {"strip_actions": str(tmp_path / "truth")}
+    with pytest.raises(UserError) as err:
+        capture(CaptureConfig(**{**cfg.__dict__, **change}))
+    assert "different dataset" in str(err.value) and all(w in str(err.value) for w in words)
+    assert tree_digest(tmp_path / "d") == before
+
+
+def test_output_not_made_by_capture_or_not_empty_is_refused(tmp_path):
+    other = tmp_path / "other"
+    with DatasetWriter(other, RES, RES, fps=20) as w:
+        w.add_episode("ep", np.zeros((3, RES, RES, 3), np.uint8))
+    before = tree_digest(other)
+    with pytest.raises(UserError, match="different dataset"):
+        capture(CaptureConfig(out=str(other), episodes=1, steps=4, resolution=RES))
+    assert tree_digest(other) == before
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    with pytest.raises(UserError, match="not empty"):
+        capture(CaptureConfig(out=str(tmp_path / "notes"), episodes=1, steps=4, resolution=RES))
+    assert [p.name for p in (tmp_path / "notes").iterdir()] == ["todo.txt"]
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="cannot write"):
+        capture(CaptureConfig(out=str(tmp_path / "file" / "d"), episodes=1, steps=4, resolution=RES))
+
+
+# ---- a driver killed mid-job (its own local Ray), then resumed ------------------------------
+
+
+def test_driver_killed_and_started_again_resumes(tmp_path, ray_cluster):
+    out = tmp_path / "d"
+    argv = ["capture", "--env", "voxel", "--episodes", "8", "--steps", "150", "--resolution", str(RES),
+            "--workers", "2", "--out", str(out), "--no-progress"]
+    ray_tmp = tempfile.mkdtemp(prefix="wld", dir="/tmp")
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp}
+    proc = subprocess.Popen([sys.executable, "-m", "worldloom.cli", *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not committed_episode_ids(out) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        done = committed_episode_ids(out)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert 1 <= len(done) < 8
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+        kill_tree_matching(ray_tmp)  # Ray fate-shares with its driver; this only makes sure
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    cfg = config_from_args(_parse(argv))
+    result = capture(cfg)  # on the module's cluster
+    assert result.num_skipped >= len(done) and result.num_skipped + result.num_recorded == 8
+    assert_exactly_once(out, cfg)
+
+
+def _parse(argv: list[str]):
+    from worldloom.cli import build_parser
+
+    return build_parser().parse_args(argv)
+
+
+# ---- one local Ray cluster for the rest ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    ray_tmp = tempfile.mkdtemp(prefix="wlr", dir="/tmp")  # short: Ray's socket paths have a limit
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", _temp_dir=ray_tmp,
+             logging_level=logging.WARNING)
+    yield ray
+    ray.shutdown()
+    kill_tree_matching(ray_tmp)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_rerun_completes_only_what_is_missing(tmp_path, ray_cluster):
+    cfg = CaptureConfig(out=str(tmp_path / "d"), episodes=5, steps=20, resolution=RES, workers=2, progress=False)
+    _make_dataset(cfg, 2)
+    old = {p: d for p, d in tree_digest(tmp_path / "d").items() if "part-old" in p}
+    result = capture(cfg)
+    assert (result.num_skipped, result.num_recorded, result.num_frames) == (2, 3, 60)
+    assert {p: d for p, d in tree_digest(tmp_path / "d").items() if "part-old" in p} == old  # untouched
+    assert_exactly_once(cfg.out, cfg)
+    manifest = Dataset(cfg.out).episodes
+    assert manifest.num_rows == 5
+    again = capture(cfg)
+    assert (again.num_skipped, again.num_recorded) == (5, 0)
+
+
+def test_actor_killed_mid_episode_is_restarted_and_its_episode_redone(tmp_path, ray_cluster):
+    cfg = CaptureConfig(out=str(tmp_path / "d"), episodes=6, steps=300, resolution=96, workers=2, progress=False)
+    killed: list[int] = []
+
+    def kill_one_recorder_in_a_task() -> None:
+        deadline = time.monotonic() + 120
+        while not killed and time.monotonic() < deadline:
+            for p in psutil.process_iter(["cmdline"]):
+                # Ray titles a busy actor process "ray::Recorder.record" (idle: "ray::Recorder")
+                if (p.info["cmdline"] or [""])[0].startswith("ray::Recorder.record"):
+                    p.send_signal(signal.SIGKILL)
+                    killed.append(p.pid)
+                    return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_one_recorder_in_a_task)
+    killer.start()
+    result = capture(cfg)
+    killer.join()
+    assert killed, "no recorder was seen recording"
+    assert not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == psutil.STATUS_ZOMBIE
+    # the killed process returned nothing; its actor lived on in a new process (same actor slot)
+    assert killed[0] not in result.pids and len(result.pids) == len(result.writer_ids) == 2
+    assert result.num_recorded == 6
+    assert_exactly_once(cfg.out, cfg)
+
+
+def test_strip_actions_writes_footage_and_truth(tmp_path, ray_cluster):
+    cfg = CaptureConfig(out=str(tmp_path / "footage"), strip_actions=str(tmp_path / "truth"), episodes=3, steps=16,
+                        resolution=RES, workers=2, progress=False)
+    capture(cfg)
+    footage, truth = Dataset(cfg.out), Dataset(cfg.strip_actions)
+    assert set(footage.episodes.column("label_source").to_pylist()) == {"none"}
+    assert set(truth.episodes.column("label_source").to_pylist()) == {"env"}
+    for spec in expand_specs(cfg):
+        seen, labeled = footage.frames(spec.episode_id), truth.frames(spec.episode_id)
+        assert seen.buttons is None and seen.camera is None and seen.label_source == "none"
+        assert labeled.buttons.shape == (16, 20) and labeled.label_source == "env"
+        np.testing.assert_array_equal(seen.frames, labeled.frames)
+    assert_exactly_once(cfg.out, cfg)
+    assert_exactly_once(cfg.strip_actions, cfg)
+    assert capture(cfg).num_recorded == 0
+
+
+def test_crafter_goes_through_the_same_path(tmp_path, ray_cluster):
+    cfg = CaptureConfig(out=str(tmp_path / "d"), env="crafter", player="random", episodes=2, steps=25, resolution=RES,
+                        workers=2, progress=False)
+    capture(cfg)
+    assert_exactly_once(cfg.out, cfg)
+    assert set(Dataset(cfg.out).episodes.column("env").to_pylist()) == {"crafter"}
+
+
+def test_writes_to_s3_on_a_local_server(tmp_path, ray_cluster, monkeypatch):
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1").create_bucket(Bucket="wl")
+        uri = f"s3://wl/runs/d?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+        cfg = CaptureConfig(out=uri, episodes=3, steps=10, resolution=RES, workers=2, progress=False)
+        assert capture(cfg).num_recorded == 3
+        assert_exactly_once(uri, cfg)
+        assert Dataset(uri).frames(expand_specs(cfg)[0].episode_id).frames.shape == (10, RES, RES, 3)
+        assert capture(cfg).num_recorded == 0
+    finally:
+        server.stop()
+
+
+def test_full_disk_stops_with_a_clear_error_and_committed_shards_intact(tmp_path, ray_cluster):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"a full disk needs a small tmpfs, and mounting one needs root: {mounted.stderr.decode().strip()}")
+    try:
+        cfg = CaptureConfig(out=str(mnt / "d"), episodes=12, steps=60, resolution=128, workers=2, progress=False)
+        with pytest.raises(UserError, match="No space left|cannot"):
+            capture(cfg)
+        committed = committed_episode_ids(cfg.out)
+        ds = Dataset(cfg.out)
+        for episode_id in committed:
+            assert ds.frames(episode_id).frames.shape == (60, 128, 128, 3)
+        problems = [str(p) for p in validate(cfg.out)]
+        # what the failure left is only files the manifest does not list (never a committed one)
+        assert all("extra shard" in p or "temporary file" in p for p in problems), problems
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -1,0 +1,193 @@
+"""`worldloom dataset ...`: validate catches each kind of bad input; inspect, export, merge, split."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import pixel_frames
+from PIL import Image
+from worldloom.datasets import Dataset, DatasetWriter
+from worldloom.datasets.validate import validate
+from worldloom.datasets.writer import file_checksum, parquet_options
+
+from worldloom.cli import main
+
+
+def tree_digest(root) -> dict:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def first_shard(root) -> tuple[str, dict]:
+    manifest = json.loads((root / "dataset.json").read_text())
+    return manifest["shards"][0]["path"], manifest
+
+
+def rewrite_shard(root, change) -> str:
+    """Rewrite the first shard through `change(columns dict) -> columns dict`, keeping the
+    manifest's size and checksum right, so that only the content problem remains."""
+    rel, manifest = first_shard(root)
+    path = root / rel
+    table = pq.read_table(path)
+    columns = change({n: table.column(n).combine_chunks() for n in table.column_names})
+    pq.write_table(pa.table(columns, schema=table.schema), path, row_group_size=16, **parquet_options("raw"))
+    import pyarrow.fs as pafs
+
+    checksum, size = file_checksum(pafs.LocalFileSystem(), str(path))
+    manifest["shards"][0].update(checksum=checksum, size_bytes=size)
+    (root / "dataset.json").write_text(json.dumps(manifest))
+    return rel
+
+
+def run_validate(root, capsys) -> tuple[int, list[str]]:
+    before = tree_digest(root)
+    code = main(["dataset", "validate", str(root)])
+    assert tree_digest(root) == before  # validate never writes
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_valid_dataset_passes(small_dataset, capsys):
+    assert main(["dataset", "validate", str(small_dataset)]) == 0
+    assert "valid" in capsys.readouterr().out
+
+
+def test_missing_extra_corrupt_and_truncated_shards(small_dataset, capsys, tmp_path):
+    rel, manifest = first_shard(small_dataset)
+    data = (small_dataset / rel).read_bytes()
+    second = manifest["shards"][1]["path"]
+
+    shutil.copy(small_dataset / second, small_dataset / "frames" / "part-stray-00000.parquet")
+    (small_dataset / rel).unlink()
+    code, lines = run_validate(small_dataset, capsys)
+    assert code == 1
+    assert any(rel in line and "missing" in line for line in lines), lines
+    assert any("part-stray-00000.parquet" in line and "extra shard" in line for line in lines), lines
+    with pytest.raises(Exception, match="missing"):
+        Dataset(small_dataset).frames("ep-0")
+
+    corrupt = bytearray(data)
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    (small_dataset / rel).write_bytes(bytes(corrupt))
+    code, lines = run_validate(small_dataset, capsys)
+    assert code == 1 and any(rel in line and "checksum" in line for line in lines), lines
+
+    (small_dataset / rel).write_bytes(data[: len(data) // 2])
+    code, lines = run_validate(small_dataset, capsys)
+    assert any(rel in line and "truncated" in line for line in lines), lines
+    assert any(rel in line and "not a readable Parquet file" in line for line in lines), lines
+    assert main(["dataset", "export", str(small_dataset), "--episode", "ep-0", "--out", str(tmp_path / "x.gif")]) == 2
+    err = capsys.readouterr().err
+    assert f"{rel}: cannot read this shard" in err and "worldloom dataset validate" in err
+
+
+def test_wrong_frame_size_non_monotonic_and_duplicate_steps(small_dataset, capsys):
+    def damage(cols):
+        frames = cols["frame"].to_pylist()
+        frames[5] = frames[5][:100]
+        steps = cols["step"].to_numpy().copy()
+        steps[10] = 12  # 9, 12, 11: a jump then a step back
+        steps[20] = 19  # 19, 19: a duplicate
+        return {**cols, "frame": pa.array(frames, pa.binary()), "step": pa.array(steps, pa.int32())}
+
+    rel = rewrite_shard(small_dataset, damage)
+    code, lines = run_validate(small_dataset, capsys)
+    assert code == 1
+    assert f"{small_dataset}/{rel} row 5: frame has 100 bytes, expected 3072" in "\n".join(lines)
+    assert any(f"{rel} row 10: step 12 follows step 9" in line for line in lines), lines
+    assert any(f"{rel} row 11: step 11 follows step 12" in line for line in lines), lines
+    assert any(f"{rel} row 20: duplicate step 19" in line for line in lines), lines
+    assert any(f"{rel} row 21: step 21 follows step 19" in line for line in lines), lines
+    assert lines[-1].startswith("5 problem(s)")
+
+
+def test_wrong_format_version_is_one_line_without_traceback(small_dataset, capsys):
+    manifest = json.loads((small_dataset / "dataset.json").read_text())
+    manifest["format_version"] = 2
+    (small_dataset / "dataset.json").write_text(json.dumps(manifest))
+    code, lines = run_validate(small_dataset, capsys)
+    assert code == 1 and "format_version is 2" in lines[0]
+    out = subprocess.run([sys.executable, "-m", "worldloom.cli", "dataset", "inspect", str(small_dataset)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert "dataset.json: format_version is 2" in line and "WorldLoom" in line
+
+
+def test_inspect_json(small_dataset, capsys):
+    assert main(["dataset", "inspect", "--json", str(small_dataset)]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert (s["episodes"], s["frames"], s["labeled_frames"]) == (4, 143, 93)
+    assert s["hours"] == pytest.approx(143 / 20 / 3600)
+    assert s["label_sources"] == {"env": {"episodes": 3, "frames": 93}, "none": {"episodes": 1, "frames": 50}}
+    assert 0.1 < s["button_press_rate"]["attack"] < 0.35  # the fixture presses each button 20% of steps
+    assert sum(s["camera_histogram"]["yaw"]) == 93
+    assert main(["dataset", "inspect", str(small_dataset)]) == 0
+    assert "143 frames" in capsys.readouterr().out
+
+
+def test_export_video_gif_and_contact_sheet(small_dataset, tmp_path, capsys):
+    gif, mp4, png = tmp_path / "c.gif", tmp_path / "c.mp4", tmp_path / "sheet.png"
+    assert main(["dataset", "export", str(small_dataset), "--episode", "ep-1", "--start", "3", "--stop", "13", "--out", str(gif)]) == 0
+    assert Image.open(gif).n_frames == 10
+    assert main(["dataset", "export", str(small_dataset), "--episode", "ep-3", "--out", str(mp4)]) == 0
+    assert mp4.stat().st_size > 1000
+    assert main(["dataset", "export", str(small_dataset), "--out", str(png)]) == 0
+    assert Image.open(png).size == (4 * 66, 66)
+    assert main(["dataset", "export", str(small_dataset), "--episode", "nope", "--out", str(gif)]) == 2
+    assert "no episode 'nope'" in capsys.readouterr().err
+
+
+def test_merge_and_split_copy_frames_bytes(small_dataset, tmp_path, capsys):
+    other = tmp_path / "other"
+    with DatasetWriter(other, 32, 32) as w:
+        w.add_episode("x-0", pixel_frames(30, 32, 32, seed=5))
+    merged = tmp_path / "merged"
+    assert main(["dataset", "merge", str(small_dataset), str(other), "--out", str(merged)]) == 0
+    ds = Dataset(merged)
+    assert sorted(ds.episode_ids) == ["ep-0", "ep-1", "ep-2", "ep-3", "x-0"]
+    np.testing.assert_array_equal(ds.frames("x-0").frames, pixel_frames(30, 32, 32, seed=5))
+    assert validate(merged) == []
+    # Merging again into the same output is refused: nothing is duplicated or overwritten.
+    before = tree_digest(merged)
+    assert main(["dataset", "merge", str(other), "--out", str(merged)]) == 2
+    assert "already holds episode 'x-0'" in capsys.readouterr().err and tree_digest(merged) == before
+
+    splits = tmp_path / "splits"
+    assert main(["dataset", "split", str(merged), "--out", str(splits), "--fractions", "train=0.6", "val=0.4", "--seed", "1"]) == 0
+    parts = {name: Dataset(splits / name) for name in ("train", "val")}
+    ids = {name: set(d.episode_ids) for name, d in parts.items()}
+    assert ids["train"] | ids["val"] == set(ds.episode_ids) and not ids["train"] & ids["val"]
+    for name, d in parts.items():
+        assert validate(splits / name) == []
+        assert set(d.episodes.column("split").to_pylist()) <= {name}
+        for eid in d.episode_ids:
+            assert d.read_table(eid).column("frame").equals(ds.read_table(eid).column("frame"))
+    again = tmp_path / "again"
+    main(["dataset", "split", str(merged), "--out", str(again), "--fractions", "train=0.6", "val=0.4", "--seed", "1"])
+    assert set(Dataset(again / "train").episode_ids) == ids["train"]  # deterministic
+
+
+def test_merge_refuses_schema_and_spec_mismatch(small_dataset, tmp_path, capsys):
+    bigger = tmp_path / "bigger"
+    with DatasetWriter(bigger, 64, 64) as w:
+        w.add_episode("b-0", pixel_frames(4, 64, 64))
+    out = tmp_path / "out"
+    assert main(["dataset", "merge", str(small_dataset), str(bigger), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "height is 64" in err and len(err.splitlines()) == 1 and not out.exists()
+
+    odd = tmp_path / "odd"
+    with DatasetWriter(odd, 32, 32) as w:
+        w.add_episode("o-0", pixel_frames(4, 32, 32))
+    rel, _ = first_shard(odd)
+    pq.write_table(pq.read_table(odd / rel).drop_columns(["reward"]), odd / rel)
+    assert main(["dataset", "merge", str(small_dataset), str(odd), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{rel}: schema mismatch: column 'reward' is missing" in err and not out.exists()

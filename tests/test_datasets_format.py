@@ -1,0 +1,190 @@
+"""The dataset format: round trip, appends, refusals, concurrent writers, S3, and the layout."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import pixel_frames, random_actions
+from worldloom.datasets import (
+    BUTTONS,
+    Dataset,
+    DatasetWriter,
+    commit_shards,
+    committed_episode_ids,
+    schema,
+)
+
+from worldloom.errors import UserError
+
+
+def test_round_trip_every_field(tmp_path):
+    frames = pixel_frames(300, 64, 64, seed=1)
+    buttons, camera = random_actions(300, seed=1)
+    rewards = np.linspace(0, 1, 300, dtype=np.float32)
+    terminated = np.zeros(300, bool)
+    terminated[-1] = True
+    with DatasetWriter(tmp_path / "d", 64, 64, fps=20, config={"made_by": "test"}) as w:
+        w.add_episode("ep-a", frames, buttons=buttons, camera=camera, rewards=rewards, terminated=terminated,
+                      env="voxel", env_config={"size": 32}, seed=7, player="explorer")
+        w.add_episode("ep-b", frames[:10], buttons=buttons[:10], camera=camera[:10], label_source="idm",
+                      label_model="idm-123", label_confidence=np.full(10, 0.75, np.float32))
+        w.add_episode("ep-c", frames[:5])  # unlabeled footage
+    ds = Dataset(tmp_path / "d")
+    assert (ds.spec.height, ds.spec.width, ds.spec.fps, ds.spec.codec) == (64, 64, 20, "raw")
+    assert ds.episode_ids == ["ep-a", "ep-b", "ep-c"]
+    whole = ds.frames("ep-a")
+    np.testing.assert_array_equal(whole.frames, frames)
+    np.testing.assert_array_equal(whole.buttons, buttons)
+    np.testing.assert_array_equal(whole.camera, camera)
+    np.testing.assert_array_equal(whole.rewards, rewards)
+    np.testing.assert_array_equal(whole.terminated, terminated)
+    clip = ds.frames("ep-a", 250, 266)  # crosses a row-group boundary (256)
+    np.testing.assert_array_equal(clip.frames, frames[250:266])
+    np.testing.assert_array_equal(clip.buttons, buttons[250:266])
+    assert clip.label_source == "env" and clip.label_confidence is None
+    b = ds.frames("ep-b")
+    assert b.label_source == "idm" and b.label_model == "idm-123"
+    np.testing.assert_allclose(b.label_confidence, 0.75)
+    c = ds.frames("ep-c")
+    assert c.buttons is None and c.camera is None and np.isnan(c.rewards).all()
+    row = ds.episodes.to_pylist()[0]
+    assert row["num_steps"] == 300 and row["seed"] == 7 and json.loads(row["env_config"]) == {"size": 32}
+    manifest = json.loads((tmp_path / "d" / "dataset.json").read_text())
+    assert manifest["format_version"] == schema.FORMAT_VERSION
+    assert manifest["action_space"]["buttons"] == list(BUTTONS)
+    assert manifest["action_space"]["alignment"] == schema.ACTION_ALIGNMENT
+    assert manifest["label_sources"] == ["env", "idm", "none"]
+    assert manifest["config"] == {"made_by": "test"} and manifest["num_frames"] == 315
+    (shard,) = manifest["shards"]
+    assert shard["num_rows"] == 315 and shard["checksum"].startswith("blake2b-128:")
+    meta = pq.ParquetFile(tmp_path / "d" / shard["path"]).metadata
+    # Row groups never mix episodes: 256 + 44 for ep-a, then 10, then 5.
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [256, 44, 10, 5]
+
+
+@pytest.mark.parametrize("codec", ["png", "jpeg"])
+def test_image_codecs(tmp_path, codec):
+    frames = pixel_frames(20, 32, 48, seed=2)
+    with DatasetWriter(tmp_path / "d", 32, 48, codec=codec) as w:
+        w.add_episode("e", frames)
+    got = Dataset(tmp_path / "d").frames("e").frames
+    if codec == "png":
+        np.testing.assert_array_equal(got, frames)
+    else:
+        mse = np.mean((got.astype(float) - frames) ** 2)
+        assert 10 * np.log10(255**2 / mse) > 30  # 4:4:4 q95 on pixel art
+
+
+def test_reopen_appends_and_refuses_other_spec(tmp_path):
+    root = tmp_path / "d"
+    with DatasetWriter(root, 32, 32, fps=20) as w:
+        w.add_episode("e0", pixel_frames(8, 32, 32))
+    with DatasetWriter(root, 32, 32, fps=20) as w:
+        w.add_episode("e1", pixel_frames(9, 32, 32))
+        with pytest.raises(UserError, match="already in the dataset"):
+            w.add_episode("e0", pixel_frames(8, 32, 32))
+    assert Dataset(root).episode_ids == ["e0", "e1"]
+    for kwargs, field in (({"height": 64}, "height"), ({"fps": 30}, "fps"), ({"codec": "png"}, "codec")):
+        args = {"height": 32, "width": 32, "fps": 20, **kwargs}
+        with pytest.raises(UserError, match=f"{field} is"):
+            DatasetWriter(root, **args)
+    with pytest.raises(UserError, match=r"frames are uint8 \(4, 16, 16, 3\)"):
+        with DatasetWriter(root, 32, 32) as w:
+            w.add_episode("e2", pixel_frames(4, 16, 16))
+    manifest = json.loads((root / "dataset.json").read_text())
+    manifest["format_version"] = 99
+    (root / "dataset.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="format_version is 99"):
+        Dataset(root)
+    with pytest.raises(UserError, match="format_version is 99"):
+        DatasetWriter(root, 32, 32)
+
+
+def test_driver_commits_worker_shards(tmp_path):
+    root = tmp_path / "d"
+    w = DatasetWriter(root, 32, 32, writer_id="actor-0", autocommit=False, shard_max_frames=10)
+    w.add_episode("e0", pixel_frames(12, 32, 32))
+    w.add_episode("e1", pixel_frames(3, 32, 32))
+    infos = w.close()
+    assert [i.num_rows for i in infos] == [12, 3]
+    assert committed_episode_ids(root) == set()  # written but not committed: not in the dataset
+    assert len(Dataset(root)) == 0
+    payload = json.loads(json.dumps([i.to_json() for i in infos]))  # what crosses a Ray boundary
+    commit_shards(root, payload)
+    commit_shards(root, payload)  # committing twice is harmless (a retried driver)
+    assert committed_episode_ids(root) == {"e0", "e1"}
+    assert [s["path"] for s in Dataset(root).manifest["shards"]] == [
+        "frames/part-actor-0-00000.parquet", "frames/part-actor-0-00001.parquet"]
+    w2 = DatasetWriter(root, 32, 32, writer_id="actor-0")  # same id again: continues numbering
+    w2.add_episode("e2", pixel_frames(3, 32, 32))
+    assert w2.close()[0].path == "frames/part-actor-0-00002.parquet"
+
+
+WORKER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    from conftest import pixel_frames, random_actions
+    from worldloom.datasets import DatasetWriter
+    k = int(sys.argv[1])
+    with DatasetWriter({root!r}, 32, 32, writer_id=f"w{{k}}", shard_max_frames=25) as w:
+        for e in range(6):
+            b, c = random_actions(20, seed=e)
+            w.add_episode(f"w{{k}}-e{{e}}", pixel_frames(20, 32, 32, seed=100 * k + e), buttons=b, camera=c)
+""")
+
+
+def test_concurrent_writer_processes(tmp_path):
+    root = str(tmp_path / "d")
+    code = WORKER.format(tests=os.path.dirname(__file__), root=root)
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(k)], stderr=subprocess.PIPE) for k in range(3)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+    ds = Dataset(root)
+    assert sorted(ds.episode_ids) == sorted(f"w{k}-e{e}" for k in range(3) for e in range(6))
+    assert len(ds.manifest["shards"]) == 3 * 3 and ds.manifest["num_frames"] == 3 * 6 * 20
+    for k in range(3):
+        np.testing.assert_array_equal(ds.frames(f"w{k}-e5").frames, pixel_frames(20, 32, 32, seed=100 * k + 5))
+    assert not [p for p in os.listdir(os.path.join(root, "frames")) if p.endswith(".tmp")]
+
+
+def test_s3_through_moto(tmp_path, monkeypatch):
+    moto_server = pytest.importorskip("moto.server")
+    import boto3
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        boto3.client("s3", endpoint_url=f"http://{host}:{port}").create_bucket(Bucket="bucket")
+        uri = f"s3://bucket/runs/d?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+        frames = pixel_frames(30, 32, 32)
+        buttons, camera = random_actions(30)
+        with DatasetWriter(uri, 32, 32, writer_id="remote") as w:
+            w.add_episode("s3-ep", frames, buttons=buttons, camera=camera)
+        ds = Dataset(uri)
+        np.testing.assert_array_equal(ds.frames("s3-ep", 5, 21).frames, frames[5:21])
+        assert committed_episode_ids(uri) == {"s3-ep"}
+        keys = {o["Key"] for o in boto3.client("s3", endpoint_url=f"http://{host}:{port}").list_objects_v2(Bucket="bucket")["Contents"]
+                if not o["Key"].endswith("/")}  # pyarrow's directory markers
+        assert keys == {"runs/d/dataset.json", "runs/d/episodes.parquet", "runs/d/frames/part-remote-00000.parquet"}
+    finally:
+        server.stop()
+
+
+def test_writer_error_keeps_finished_episodes(tmp_path):
+    root = tmp_path / "d"
+    with pytest.raises(RuntimeError):
+        with DatasetWriter(root, 32, 32) as w:
+            w.add_episode("kept", pixel_frames(5, 32, 32))
+            raise RuntimeError("the env crashed")
+    assert Dataset(root).episode_ids == ["kept"]

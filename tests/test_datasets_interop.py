@@ -1,0 +1,107 @@
+"""Other tools read our Parquet with no WorldLoom code; our `datasets/` never shadows Hugging Face's."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+from worldloom.datasets import schema
+
+NON_FRAME_COLUMNS = [n for n in schema.FRAME_SCHEMA.names if n != "frame"]
+
+
+def test_pandas_duckdb_polars_read_every_non_frame_column(small_dataset):
+    import duckdb
+    import pandas as pd
+    import polars as pl
+
+    episodes = pd.read_parquet(small_dataset / "episodes.parquet")
+    assert list(episodes["episode_id"]) == ["ep-0", "ep-1", "ep-2", "ep-3"]
+    assert list(episodes["num_steps"]) == [40, 33, 20, 50]
+    assert list(episodes["label_source"]) == ["env", "env", "env", "none"]
+
+    shards = sorted(str(p) for p in (small_dataset / "frames").glob("*.parquet"))
+    frames = pd.concat([pd.read_parquet(p, columns=NON_FRAME_COLUMNS) for p in shards])
+    assert list(frames.columns) == NON_FRAME_COLUMNS and len(frames) == 143
+    ep1 = frames[frames["episode_id"] == "ep-1"]
+    assert list(ep1["step"]) == list(range(33))
+    assert ep1["action_camera_yaw"].dtype == np.float32
+    assert set(ep1["action_attack"]) == {True, False}  # object dtype where a shard holds nulls (unlabeled)
+
+    glob = str(small_dataset / "frames" / "*.parquet")
+    con = duckdb.connect()
+    rows = con.execute(
+        f"SELECT episode_id, count(*), max(step), sum(reward), count(action_attack) FROM read_parquet('{glob}') "
+        "GROUP BY episode_id ORDER BY episode_id"
+    ).fetchall()
+    assert [(r[0], r[1], r[2], r[4]) for r in rows] == [("ep-0", 40, 39, 40), ("ep-1", 33, 32, 33), ("ep-2", 20, 19, 20), ("ep-3", 50, 49, 0)]
+    assert rows[0][3] == sum(range(40))
+    joined = con.execute(
+        f"SELECT e.player, count(*) FROM read_parquet('{glob}') f JOIN read_parquet('{small_dataset / 'episodes.parquet'}') e "
+        "USING (episode_id) WHERE f.label_source = 'env' GROUP BY e.player"
+    ).fetchall()
+    assert joined == [("random", 93)]
+
+    lazy = pl.scan_parquet(glob).select(NON_FRAME_COLUMNS)
+    table = lazy.filter(pl.col("label_source") == "none").collect()
+    assert table.height == 50 and table["action_forward"].null_count() == 50
+    assert pl.read_parquet(small_dataset / "episodes.parquet")["split"].to_list() == ["train", "train", "train", "val"]
+
+
+HF_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import datasets
+    root = sys.argv[1]
+    eps = datasets.load_dataset("parquet", data_files={"train": root + "/episodes.parquet"}, split="train",
+                                cache_dir=sys.argv[2])
+    frames = datasets.load_dataset("parquet", data_files={"train": root + "/frames/*.parquet"}, split="train",
+                                   columns=json.loads(sys.argv[3]), cache_dir=sys.argv[2])
+    print(json.dumps({"module": datasets.__file__, "episodes": list(eps["episode_id"]), "num_rows": frames.num_rows,
+                      "columns": frames.column_names, "first": {k: v for k, v in frames[0].items()}}))
+""")
+
+
+def test_hugging_face_datasets_reads_episodes_and_frames(small_dataset, tmp_path):
+    # A subprocess in a temp dir: run from the repo root, `import datasets` would find our folder.
+    out = subprocess.run(
+        [sys.executable, "-c", HF_SCRIPT, str(small_dataset), str(tmp_path / "hf-cache"), json.dumps(NON_FRAME_COLUMNS)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env={"HF_DATASETS_OFFLINE": "1", "PATH": ""},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "site-packages" in got["module"]
+    assert got["episodes"] == ["ep-0", "ep-1", "ep-2", "ep-3"]
+    assert got["num_rows"] == 143 and got["columns"] == NON_FRAME_COLUMNS
+    assert got["first"]["step"] == 0 and isinstance(got["first"]["action_camera_pitch"], float)
+
+
+SHADOW_SCRIPT = textwrap.dedent("""
+    import importlib.util, json, site, sys, sysconfig
+    import datasets, worldloom.datasets
+    purelib = sysconfig.get_paths()["purelib"]
+    found = {name: (importlib.util.find_spec(name) or None) and importlib.util.find_spec(name).origin
+             for name in ("envs", "capture", "idm", "pretrain")}
+    print(json.dumps({"hf": datasets.__file__, "hf_has_load": hasattr(datasets, "load_dataset"),
+                      "ours": worldloom.datasets.__file__, "purelib": purelib, "others": found}))
+""")
+
+
+def test_hugging_face_datasets_is_not_shadowed(tmp_path):
+    out = subprocess.run([sys.executable, "-c", SHADOW_SCRIPT], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["hf"].startswith(got["purelib"]) and got["hf_has_load"], got
+    assert not got["ours"].startswith(got["purelib"]) or "worldloom" in got["ours"], got
+    assert got["ours"].replace("\\", "/").endswith("datasets/__init__.py")
+    assert got["others"] == {"envs": None, "capture": None, "idm": None, "pretrain": None}, got
+    import pathlib
+    import sysconfig
+
+    site_packages = pathlib.Path(sysconfig.get_paths()["purelib"])
+    for name in ("envs", "capture", "idm", "pretrain"):
+        assert not (site_packages / name).exists() and not (site_packages / f"{name}.py").exists()
+    # The one `datasets` in site-packages is Hugging Face's (it has their arrow_dataset module).
+    assert (site_packages / "datasets" / "arrow_dataset.py").exists()

@@ -1,0 +1,213 @@
+"""The IDM: model shapes, windowing, metrics, a real train -> eval -> label loop, exact resume, bad input.
+
+Data is real VoxelWorld play (64x64, the mixture player) written with DatasetWriter; the model is
+the `micro` preset (the real architecture made small) so each training run takes seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from worldloom.datasets import Dataset, DatasetWriter
+from worldloom.idm import checkpoint, infer, metrics
+from worldloom.idm.model import IDM, PRESETS, num_parameters
+from worldloom.idm.train import TrainConfig, lr_at
+from worldloom.idm.train import main as train_main
+
+from worldloom.cli import main as cli
+from worldloom.errors import UserError
+
+
+def play(num_steps: int, seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Real VoxelWorld play: frames (T, H, W, 3), buttons (T, 20), camera (T, 2); action[t] after frame[t]."""
+    from worldloom.envs import actions, make_env, make_player
+
+    env, player = make_env("voxel", height=size, width=size), make_player("mixture", seed=seed)
+    obs, info = env.reset(seed=seed)
+    frames, acts = [], []
+    for _ in range(num_steps):
+        action = player.act(obs, info)
+        frames.append(obs)
+        acts.append(action)
+        obs, _, _, _, info = env.step(action)
+    buttons, camera = actions.to_arrays(acts)
+    return np.stack(frames), buttons, camera
+
+
+def write_dataset(root, episodes, labeled: bool = True) -> str:
+    size = episodes[0][0].shape[1]
+    with DatasetWriter(root, size, size, fps=20) as w:
+        for i, (frames, buttons, camera) in enumerate(episodes):
+            if labeled:
+                w.add_episode(f"ep-{i}", frames, buttons=buttons, camera=camera, env="voxel", seed=i, player="mixture")
+            else:
+                w.add_episode(f"ep-{i}", frames, label_source="none", env="voxel", seed=i, player="mixture")
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def voxel(tmp_path_factory):
+    """Three labeled VoxelWorld episodes of 40 steps, the same footage unlabeled, and a 96x96 episode."""
+    root = tmp_path_factory.mktemp("voxel")
+    episodes = [play(40, seed) for seed in range(3)]
+    return {"episodes": episodes, "labeled": write_dataset(root / "labeled", episodes),
+            "unlabeled": write_dataset(root / "unlabeled", episodes, labeled=False),
+            "small": write_dataset(root / "small", [play(40, 9, size=96)])}
+
+
+def micro_cfg(data, out, **kw) -> TrainConfig:
+    base = dict(data=(data,), out=str(out), preset="micro", steps=6, batch_size=2, warmup_steps=2,
+                eval_every=3, ckpt_every=2, val_windows=4, seed=0)
+    return TrainConfig(**{**base, **kw})
+
+
+# --- model ------------------------------------------------------------------------------------
+
+def test_presets_have_the_documented_sizes():
+    with torch.device("meta"):
+        assert 1e6 <= num_parameters(IDM(PRESETS["tiny"])) <= 3e6
+        vpt = num_parameters(IDM(PRESETS["vpt"]))
+    assert 4e8 <= vpt <= 6e8  # VPT's 4x_idm: about 0.5B parameters
+    assert (PRESETS["vpt"].num_frames, PRESETS["vpt"].hidden, PRESETS["vpt"].stack_channels) == (128, 4096, (256, 512, 512))
+
+
+def test_model_is_non_causal_and_takes_short_windows():
+    torch.manual_seed(0)
+    model = IDM(PRESETS["micro"]).eval()
+    frames = torch.randint(0, 255, (2, 8, 64, 64, 3), dtype=torch.uint8)
+    out = model(frames)
+    assert out["buttons"].shape == (2, 8, 20) and out["camera"].shape == (2, 8, 2, 11)
+    changed = frames.clone()
+    changed[:, -1] = 0  # only the last frame changes: the first step's prediction must still move
+    assert not torch.allclose(model(changed)["buttons"][:, 0], out["buttons"][:, 0])
+    assert model(frames[:, :5])["buttons"].shape == (2, 5, 20)
+    with pytest.raises(ValueError, match="64, 64, 3"):
+        model(torch.zeros(1, 8, 32, 32, 3, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("num_steps", [8, 9, 12, 31, 32, 33, 100])
+def test_window_plan_tiles_every_step_once(num_steps):
+    T = 8
+    plan = infer.window_plan(num_steps, T)
+    covered = np.zeros(num_steps, int)
+    for i, (start, keep_from, keep_to) in enumerate(plan):
+        assert 0 <= start <= num_steps - T and start <= keep_from < keep_to <= start + T
+        covered[keep_from:keep_to] += 1
+        if 0 < i < len(plan) - 1:  # inner windows keep only their centre
+            assert keep_from - start >= T // 4 and start + T - keep_to >= T // 4
+    assert (covered == 1).all()
+
+
+def test_lr_schedule_warms_up_then_decays():
+    cfg = TrainConfig(data=("x",), out="y", lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(0, cfg, 100) == pytest.approx(1e-4)
+    assert lr_at(9, cfg, 100) == pytest.approx(1e-3)
+    assert lr_at(100, cfg, 100) == pytest.approx(1e-4)
+    assert lr_at(50, cfg, 100) < lr_at(20, cfg, 100)
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+def test_scores_and_baselines_on_known_actions():
+    true_b = np.zeros((6, 20), bool)
+    true_b[2:4, 2] = True  # forward held for two steps
+    true_c = np.zeros((6, 2), np.float32)
+    true_c[3] = [0.0, 10.0]
+    pred_b, pred_bins = metrics.noop_prediction(6)
+    noop = metrics.score(pred_b, pred_bins, true_b, true_c)
+    assert noop["button_accuracy_mean"] == pytest.approx(1 - 2 / 120)
+    assert noop["button_macro_f1"] == 0.0 and noop["button_exact_match"] == pytest.approx(4 / 6)
+    assert noop["per_button"]["attack"]["f1"] is None and not noop["per_button"]["attack"]["occurs"]
+    pb, pbins = metrics.persistence_prediction(true_b, true_c, np.array([0]))
+    persist = metrics.score(pb, pbins, true_b, true_c)
+    assert persist["per_button"]["forward"]["f1"] == pytest.approx(0.5)  # tp 1 (step 3), fp 1 (4), fn 1 (2)
+    perfect = metrics.score(true_b, metrics.quantize_camera(true_c), true_b, true_c)
+    assert perfect["camera_r2_yaw"] == pytest.approx(1.0) and perfect["button_macro_f1"] == 1.0
+
+
+# --- train, eval, label on real VoxelWorld play --------------------------------------------------
+
+def test_train_eval_label_loop(voxel, tmp_path):
+    run = tmp_path / "run"
+    assert cli(["idm", "train", "--data", voxel["labeled"], "--out", str(run), "--preset", "micro", "--steps", "4",
+                "--batch-size", "2", "--eval-every", "2", "--ckpt-every", "2", "--warmup-steps", "1"]) == 0
+    state = json.loads((run / "state.json").read_text())
+    assert state["step"] == 4 and (run / state["model_file"]).exists() and (run / "curves.png").exists()
+    assert [r["step"] for r in csv.DictReader((run / "metrics.csv").open())] == ["2", "4"]
+
+    assert cli(["idm", "eval", "--model", str(run), "--data", voxel["unlabeled"], "--truth", voxel["labeled"],
+                "--out", str(tmp_path / "eval")]) == 0
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert report["num_steps"] == 120 and (tmp_path / "eval" / "confusion.png").exists()
+    true_b = np.concatenate([ep[1] for ep in voxel["episodes"]])
+    assert report["always_noop"]["button_accuracy_mean"] == pytest.approx(1 - true_b.mean(), abs=1e-6)
+    assert "| button_macro_f1 |" in (tmp_path / "eval" / "eval.md").read_text()
+
+    out = tmp_path / "pseudo"
+    assert cli(["idm", "label", "--model", str(run), "--input", voxel["unlabeled"], "--out", str(out)]) == 0
+    ds, src = Dataset(out), Dataset(voxel["unlabeled"])
+    assert sorted(ds.episode_ids) == ["ep-0", "ep-1", "ep-2"]
+    clip = ds.frames("ep-1")
+    assert np.array_equal(clip.frames, src.frames("ep-1").frames)  # original frames unchanged
+    assert clip.label_source == "idm" and clip.label_model == checkpoint.checkpoint_id(run)
+    assert clip.buttons.shape == (40, 20) and ((clip.label_confidence > 0) & (clip.label_confidence <= 1)).all()
+    model, _ = checkpoint.load_idm(run)
+    direct = infer.predict(model, voxel["episodes"][1][0])
+    assert np.array_equal(clip.buttons, direct["buttons"])
+    assert ds.manifest["config"]["model_input"]["interpolation"] == "INTER_LINEAR"
+    # Running it again resumes: everything is committed already, nothing is relabeled.
+    from worldloom.idm.label import LabelConfig, label
+
+    summary = label(LabelConfig(model=str(run), input=voxel["unlabeled"], out=str(out)))
+    assert summary["skipped_done"] == 3 and summary["labeled"] == []
+
+
+def test_killed_run_resumes_to_the_same_weights(voxel, tmp_path):
+    full = train_main(micro_cfg(voxel["labeled"], tmp_path / "full"))
+    partial = tmp_path / "partial"
+    train_main(micro_cfg(voxel["labeled"], partial), stop_after=5)  # killed after step 5: checkpoint at 4
+    assert json.loads((partial / "state.json").read_text())["step"] == 4
+    train_main(micro_cfg(voxel["labeled"], partial))
+    a = load_file(str(full / json.loads((full / "state.json").read_text())["model_file"]))
+    b = load_file(str(partial / json.loads((partial / "state.json").read_text())["model_file"]))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows = [r["step"] for r in csv.DictReader((partial / "metrics.csv").open())]
+    assert rows == ["3", "6"]
+
+
+def test_predict_batches_and_resizes(voxel, tmp_path):
+    torch.manual_seed(0)
+    model = IDM(PRESETS["micro"]).eval()
+    frames = voxel["episodes"][0][0][:20]
+    one = infer.predict(model, frames)
+    two = infer.predict(model, np.stack([frames, frames]))
+    assert two["buttons"].shape == (2, 20, 20) and two["camera_deg"].shape == (2, 20, 2)
+    assert np.array_equal(two["camera_bins"][1], one["camera_bins"])
+    big = infer.predict(model, np.repeat(np.repeat(frames, 2, axis=1), 2, axis=2))  # 128x128 in
+    assert big["buttons"].shape == (20, 20)
+    assert infer.predict(model, frames[:3])["buttons"].shape == (3, 20)  # shorter than a window: padded
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+def test_training_without_labels_is_a_clear_error(voxel, tmp_path, capsys):
+    assert cli(["idm", "train", "--data", voxel["unlabeled"], "--out", str(tmp_path / "r"), "--preset", "micro"]) == 2
+    assert "no labeled episodes" in capsys.readouterr().err
+
+
+def test_resolution_mismatch_is_a_clear_error(voxel, tmp_path):
+    with pytest.raises(UserError, match="96x96.*64x64"):
+        train_main(micro_cfg(voxel["small"], tmp_path / "r"))
+
+
+def test_bad_flags_and_missing_paths(voxel, tmp_path, capsys):
+    assert cli(["idm", "train", "--data", voxel["labeled"], "--out", str(tmp_path / "r"), "--preset", "huge"]) == 2
+    assert "preset must be one of" in capsys.readouterr().err
+    assert cli(["idm", "eval", "--model", str(tmp_path / "nope"), "--data", voxel["labeled"]]) == 2
+    assert "not an IDM run" in capsys.readouterr().err
+    assert cli(["idm", "eval", "--model", str(tmp_path), "--data", str(tmp_path / "missing")]) == 2

@@ -1,0 +1,204 @@
+"""The world model: its invariants, a micro train-rollout-eval through the CLI, exact resume, bad input.
+
+Data is the real VoxelWorld at 64x64 played by the scripted mixture player, written with the
+real DatasetWriter; the model is the real `tiny` preset trained for a handful of steps.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from worldloom.cli import main as cli
+from worldloom.errors import UserError
+from worldloom.pretrain import evaluate as ev
+from worldloom.pretrain.flow import FlowConfig, SampleConfig, flow_loss, rollout
+from worldloom.pretrain.model import PRESETS, WorldModel, WorldModelConfig, encode_actions
+from worldloom.pretrain.train import TrainConfig, TrainingDiverged, lr_at, main
+
+MICRO = {"batch_size": 2, "log_every": 1, "warmup_steps": 2}
+
+
+def play(seed: int, steps: int, size: int = 64):
+    import worldloom.envs as envs
+    from worldloom.envs import actions
+
+    env, player = envs.make_env("voxel", height=size, width=size), envs.make_player("mixture", seed=seed)
+    obs, info = env.reset(seed=seed)
+    frames, acts = [obs], []
+    for _ in range(steps - 1):
+        a = player.act(obs, info)
+        acts.append(a)
+        obs, _, _, _, info = env.step(a)
+        frames.append(obs)
+    acts.append(actions.noop())
+    buttons, camera = actions.to_arrays(acts)
+    return np.stack(frames), buttons, camera
+
+
+def write(root: Path, seeds, steps: int, size: int = 64, label_source: str = "env", fps: int = 20) -> str:
+    from worldloom.datasets import DatasetWriter
+
+    with DatasetWriter(root, height=size, width=size, fps=fps) as w:
+        for seed in seeds:
+            frames, buttons, camera = play(seed, steps, size)
+            if label_source == "none":
+                w.add_episode(f"ep-{seed}", frames, label_source="none", env="voxel", seed=seed)
+            else:
+                w.add_episode(f"ep-{seed}", frames, buttons=buttons, camera=camera, env="voxel", seed=seed, player="mixture")
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    base = tmp_path_factory.mktemp("voxel")
+    return {"train": write(base / "train", (0, 1, 2), 40), "heldout": write(base / "heldout", (90,), 32),
+            "unlabeled": write(base / "unlabeled", (3,), 40, label_source="none"), "base": base}
+
+
+def test_cached_context_equals_full_causal_forward():
+    torch.manual_seed(0)
+    model = WorldModel(WorldModelConfig(width=48, depth=2, num_heads=2, num_frames=6))
+    for p in model.parameters():  # leave the adaLN-zero start, where every block is the identity
+        p.data += 0.05 * torch.randn_like(p)
+    x, t = torch.randn(2, 6, 3, 64, 64), torch.rand(2, 6)
+    a, m = torch.randn(2, 6, 22), torch.rand(2, 6) > 0.3
+    full = model(x, t, a, m)
+    _, kv = model(x[:, :4], t[:, :4], a[:, :4], m[:, :4], return_kv=True)
+    tail = model(x[:, 4:], t[:, 4:], a[:, 4:], m[:, 4:], past_kv=kv, start=4)
+    torch.testing.assert_close(tail, full[:, 4:], atol=1e-5, rtol=1e-4)
+    x2 = x.clone()
+    x2[:, 5] += 1.0  # a later frame never changes an earlier one
+    torch.testing.assert_close(model(x2, t, a, m)[:, :5], full[:, :5])
+    assert not torch.allclose(model(x2, t, a, m)[:, 5], full[:, 5])
+
+
+def test_actions_change_predictions_and_null_action_is_distinct():
+    torch.manual_seed(0)
+    model = WorldModel(WorldModelConfig(width=48, depth=2, num_heads=2, num_frames=4))
+    for p in model.parameters():
+        p.data += 0.05 * torch.randn_like(p)
+    x, t = torch.randn(1, 4, 3, 64, 64), torch.rand(1, 4)
+    buttons, camera = torch.zeros(1, 4, 20), torch.zeros(1, 4, 2)
+    a0 = encode_actions(buttons, camera)
+    camera[..., 1] = 5.0
+    a1 = encode_actions(buttons, camera)
+    on = torch.ones(1, 4, dtype=torch.bool)
+    assert not torch.allclose(model(x, t, a0, on), model(x, t, a1, on))
+    assert not torch.allclose(model(x, t, a0, on), model(x, t, a0, ~on))
+    assert encode_actions(torch.zeros(20), torch.tensor([100.0, -0.0])).tolist()[-2:] == [1.0, 0.0]
+
+
+def test_flow_loss_trains_and_rollout_shapes():
+    torch.manual_seed(0)
+    cfg = WorldModelConfig(width=48, depth=2, num_heads=2, num_frames=4)
+    model = WorldModel(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    x = torch.rand(4, 4, 1, 1, 1).expand(4, 4, 3, 64, 64) * 2 - 1  # flat frames: easy to fit
+    a, h = torch.zeros(4, 4, 22), torch.ones(4, 4, dtype=torch.bool)
+    losses = []
+    for step in range(30):
+        loss = flow_loss(model, x, a, h, FlowConfig(), generator=torch.Generator().manual_seed(step))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    out = rollout(model, x[:, :3], torch.zeros(4, 7, 22), torch.ones(4, 7, dtype=torch.bool), 5, SampleConfig(num_steps=2, guidance=2.0))
+    assert out.shape == (4, 5, 3, 64, 64) and out.abs().max() <= 1.0
+
+
+def test_metrics_and_schedule():
+    a = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)
+    noisy = (a.float() + 40 * torch.randn(a.shape)).clamp(0, 255).to(torch.uint8)
+    assert torch.allclose(ev.ssim(a, a), torch.ones(2))
+    assert (ev.ssim(a, noisy) < 0.9).all() and (ev.psnr(a, noisy) < 25).all() and (ev.psnr(a, a) == 60).all()
+    cfg = TrainConfig(data=("x",), out="y", lr=1.0, warmup_steps=10)
+    assert lr_at(0, cfg, 100) == pytest.approx(0.1) and lr_at(10, cfg, 100) == pytest.approx(1.0)
+    assert lr_at(100, cfg, 100) == pytest.approx(0.1) and lr_at(55, cfg, 100) < 1.0
+
+
+def test_micro_train_rollout_eval_through_the_cli(data, tmp_path):
+    run = tmp_path / "wm"
+    assert cli(["pretrain", "--data", data["train"], data["unlabeled"], "--weights", "3", "1", "--out", str(run),
+                "--max-steps", "3", "--batch-size", "2", "--checkpoint-every", "2"]) == 0
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 3 and (run / "curves.png").exists()
+    assert len((run / "metrics.csv").read_text().splitlines()) == 2  # header + the step-3 row (log_every 10)
+    video = tmp_path / "r.gif"
+    assert cli(["rollout", "--model", str(run), "--data", data["heldout"], "--episode", "ep-90", "--horizon", "3",
+                "--out", str(video), "--num-steps", "1", "--scale", "1"]) == 0
+    from PIL import Image
+
+    with Image.open(video) as im:
+        assert im.n_frames == 7 + 3 and im.size == (2 * 64 + 2, 64 + 2)
+    assert cli(["pretrain", "eval", "--model", str(run), "--data", data["heldout"], "--num-clips", "2",
+                "--horizon", "2", "--next-frame-positions", "1", "--num-steps", "1", "--out", str(tmp_path / "ev")]) == 0
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert report["num_clips"] == 2 and len(report["rollout"]["psnr"]) == 2
+    assert 0 < report["next_frame"]["copy_last_psnr"] <= 60 and np.isfinite(report["delta_psnr"]["mean"])
+    assert report["frames_per_s"] > 0 and (tmp_path / "ev" / "eval.png").exists()
+    assert "next-frame PSNR" in (tmp_path / "ev" / "eval.md").read_text()
+
+
+def test_resume_is_exact(data, tmp_path):
+    cfg = TrainConfig(data=(data["train"],), out=str(tmp_path / "straight"), max_steps=4, checkpoint_every=10, **MICRO)
+    main(cfg)
+    resumed = TrainConfig(data=(data["train"],), out=str(tmp_path / "resumed"), max_steps=4, checkpoint_every=10, stop_after=2, **MICRO)
+    main(resumed)
+    assert json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())["step"] == 2
+    main(resumed)  # runs on from step 2 to 4
+    for name in ("model", "ema", "optimizer"):
+        a = load_file(tmp_path / "straight" / "checkpoint" / f"{name}.safetensors")
+        b = load_file(tmp_path / "resumed" / "checkpoint" / f"{name}.safetensors")
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{name}.{k} differs after resume"
+
+
+def test_nan_loss_keeps_the_last_good_checkpoint(data, tmp_path):
+    run = tmp_path / "wm"
+    main(TrainConfig(data=(data["train"],), out=str(run), max_steps=10, stop_after=1, **MICRO))
+    before = load_file(run / "checkpoint" / "model.safetensors")
+    with pytest.raises(TrainingDiverged, match="last good checkpoint \\(step 1\\)"):
+        main(TrainConfig(data=(data["train"],), out=str(run), max_steps=10, **{**MICRO, "lr": 1e30, "warmup_steps": 0}))
+    after = load_file(run / "checkpoint" / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_bad_input(data, tmp_path):
+    from worldloom.datasets import DatasetWriter
+
+    with DatasetWriter(tmp_path / "empty", height=64, width=64, fps=20):
+        pass
+    small = write(tmp_path / "small", (5,), 12, size=32)
+    slow = write(tmp_path / "slow", (6,), 12, fps=10)
+    cases = {
+        "no episode": TrainConfig(data=(str(tmp_path / "empty"),), out=str(tmp_path / "a")),
+        "disagree": TrainConfig(data=(data["train"], small), out=str(tmp_path / "b")),
+        "10 fps": TrainConfig(data=(data["train"], slow), out=str(tmp_path / "c")),
+        "GiB": TrainConfig(data=(data["train"],), out=str(tmp_path / "d"), preset="small", batch_size=100_000),
+    }
+    for message, cfg in cases.items():
+        with pytest.raises(UserError, match=message):
+            main(cfg)
+    assert not (tmp_path / "d" / "checkpoint").exists()
+    with pytest.raises(UserError, match="weights"):
+        TrainConfig(data=("a", "b"), out="x", weights=(1.0,))
+    with pytest.raises(UserError, match="preset"):
+        TrainConfig(data=("a",), out="x", preset="huge")
+    assert cli(["pretrain", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "e")]) == 2
+    assert cli(["rollout", "--model", str(tmp_path / "nope"), "--data", data["heldout"], "--episode", "x", "--out", "r.avi"]) == 2
+
+
+def test_presets_are_valid_and_sized():
+    sizes = {name: sum(p.numel() for p in WorldModel(cfg).parameters()) for name, cfg in PRESETS.items() if name != "large"}
+    assert 2e6 < sizes["tiny"] < 6e6 < sizes["small"]
+    assert PRESETS["large"].latent_channels and 16 <= PRESETS["large"].num_frames <= 32
+    with pytest.raises(ValueError, match="patch_size"):
+        WorldModelConfig(patch_size=7)
