@@ -14,6 +14,7 @@ uncommitted shards behind, which the next run ignores while it records those epi
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import posixpath
@@ -41,6 +42,7 @@ from .config import (
 )
 from .recorder import MAX_RESTARTS, remote_recorder
 
+JOB_LOCK_NAME = ".capture.lock"
 COMMIT_EVERY_S = 2.0  # a killed driver loses at most this much committed work
 TASKS_IN_FLIGHT_PER_ACTOR = 2  # one running, one queued: an actor never waits for the driver
 FORWARDED_ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")  # object store credentials for the actors
@@ -63,6 +65,7 @@ class CaptureResult:
     duration_s: float = 0.0  # wall time of the recording (Ray start excluded)
     play_s: float = 0.0  # summed over actors: env steps and player decisions
     write_s: float = 0.0  # summed over actors: frame encoding and Parquet writing
+    cpu_s: float = 0.0  # CPU time of the actors' tasks plus the driver's loop (not Ray's own processes)
     num_orphans_removed: int = 0  # uncommitted shards / temporary files of killed writers deleted
     node_ids: set[str] = field(default_factory=set)
     writer_ids: set[str] = field(default_factory=set)  # one per recorder process (a restart gets a new one)
@@ -82,7 +85,8 @@ def _absolute(root: str) -> str:
 
 
 def prepare_target(cfg: CaptureConfig, label: str, root: str) -> set[str]:
-    """Create the dataset at `root` or check that it is this job's; its committed episode ids."""
+    """Create the dataset at `root` or check that it is this job's (UserError naming the
+    difference, nothing written); its committed episode ids."""
     loc = storage.resolve(root)
     manifest = storage.read_manifest(loc)
     if manifest is None and loc.is_local and os.path.isdir(loc.path) and _has_files(loc.path):
@@ -145,10 +149,31 @@ def ray_session(cfg: CaptureConfig) -> Iterator[None]:
         ray.shutdown()
 
 
+@contextlib.contextmanager
+def job_lock(roots: list[str]) -> Iterator[None]:
+    """One capture job at a time per local output (the lock dies with its process);
+    object stores have no locks, so there the user keeps jobs apart."""
+    fds = []
+    try:
+        for root in roots:
+            loc = storage.resolve(root)
+            if not loc.is_local:
+                continue
+            fds.append(os.open(loc.join(JOB_LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644))
+            try:
+                fcntl.flock(fds[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(f"{root}: another capture job is writing here; wait for it to end or stop it") from None
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def sweep_orphans(root: str, run_token: str, started_at: float) -> int:
-    """Delete files under frames/ that the manifest does not list and that a crash left behind:
-    this run's (a killed actor's) or older than this run (a killed driver's); returns how many.
-    Files of another job writing here at the same time are newer and carry another token."""
+    """Delete what crashes left under frames/ (files the manifest does not list); returns how many.
+    A local output is locked by this job, so every such file is garbage; on an object store a
+    file newer than this run that is not this run's may belong to another job and stays."""
     loc = storage.resolve(root)
     manifest = storage.read_manifest(loc)
     listed = {posixpath.basename(s["path"]) for s in (manifest or {}).get("shards", [])}
@@ -159,7 +184,7 @@ def sweep_orphans(root: str, run_token: str, started_at: float) -> int:
         if info.type != pafs.FileType.File or name in listed:
             continue
         mtime = info.mtime.timestamp() if info.mtime is not None else started_at
-        if f"-{run_token}-" in name or mtime < started_at:
+        if loc.is_local or f"-{run_token}-" in name or mtime < started_at:
             loc.fs.delete_file(info.path)
             removed += 1
     return removed
@@ -191,22 +216,27 @@ def capture(cfg: CaptureConfig) -> CaptureResult:
     roots = target_roots(cfg)
     specs = expand_specs(cfg)
     committed = {label: prepare_target(cfg, label, root) for label, root in roots.items()}
-    tasks = plan_tasks(specs, committed, cfg.episodes_per_shard)
-    wanted = {s.episode_id for s in specs}
-    done_before = min(len(wanted & ids) for ids in committed.values())
-    result = CaptureResult(path=roots[cfg.label_source], truth_path=roots.get("env") if cfg.strip_actions else None,
-                           num_episodes=len(specs), num_skipped=done_before)
-    if tasks:
+    with job_lock(list(roots.values())):
+        committed = {label: committed_episode_ids(root) for label, root in roots.items()}  # now locked
+        tasks = plan_tasks(specs, committed, cfg.episodes_per_shard)
+        wanted = {s.episode_id for s in specs}
+        result = CaptureResult(
+            path=roots[cfg.label_source], truth_path=roots.get("env") if cfg.strip_actions else None,
+            num_episodes=len(specs), num_skipped=min(len(wanted & ids) for ids in committed.values()),
+        )
         run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew
-        with ray_session(cfg):
-            actors = start_recorders(cfg, roots, len(tasks), run_token)
-            try:
-                _drive(cfg, roots, actors, tasks, result)
-            finally:
-                import ray
+        if tasks:
+            with ray_session(cfg):
+                actors = start_recorders(cfg, roots, len(tasks), run_token)
+                try:
+                    _drive(cfg, roots, actors, tasks, result)
+                finally:
+                    import ray
 
-                for actor in actors:
-                    ray.kill(actor)
+                    for actor in actors:
+                        ray.kill(actor)
+        # Also when there was nothing to record: a killed driver's actors may have finished a
+        # last shard after it died.
         result.num_orphans_removed = sum(sweep_orphans(root, run_token, started_at) for root in roots.values())
     return result
 
@@ -219,7 +249,8 @@ def _drive(cfg: CaptureConfig, roots: dict[str, str], actors: list, tasks: list,
     pending: dict = {}  # ObjectRef -> actor index
     load = [0] * len(actors)
     uncommitted: dict[str, list[dict]] = {label: [] for label in roots}
-    start = last_commit = time.perf_counter()
+    start, last_commit = time.perf_counter(), float("-inf")  # the first results commit at once
+    cpu_start = time.process_time()
     bar = tqdm(total=result.num_episodes, initial=result.num_skipped, unit="episode", disable=not cfg.progress,
                desc="capture", dynamic_ncols=True)
 
@@ -269,12 +300,14 @@ def _drive(cfg: CaptureConfig, roots: dict[str, str], actors: list, tasks: list,
         finally:
             bar.close()
     result.duration_s = time.perf_counter() - start
+    result.cpu_s += time.process_time() - cpu_start
 
 
 def _account(result: CaptureResult, out: dict) -> None:
     result.num_frames += out["frames"]
     result.play_s += out["play_s"]
     result.write_s += out["write_s"]
+    result.cpu_s += out["cpu_s"]
     if out.get("node_id"):
         result.node_ids.add(out["node_id"])
     result.writer_ids.add(out["writer_id"])

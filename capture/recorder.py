@@ -96,6 +96,7 @@ class Recorder:
         self.writer_id = f"{writer_prefix}-{uuid.uuid4().hex[:8]}"
         self.env_name, self.height, self.width, self.split = env, height, width, split
         self.env = make_env(env, height, width)  # expensive (world gen, numba compile): once per actor
+        self.env.reset(seed=0)  # the first reset loads compiled code and caches: not an episode's cost
         self.make_player = make_player
         self.writers = {
             label: DatasetWriter(root, height=height, width=width, fps=fps, writer_id=self.writer_id, autocommit=False)
@@ -118,6 +119,7 @@ class Recorder:
         """Play and write `items`; returns {"shards": {label: [ShardInfo JSON]}, "frames", timings}."""
         play_s = write_s = 0.0
         num_frames = 0
+        cpu_start = time.process_time()
         try:
             for spec, labels in items:
                 start = time.perf_counter()
@@ -138,8 +140,8 @@ class Recorder:
                 except OSError:
                     pass
             raise
-        return {"shards": shards, "frames": num_frames, "episodes": len(items),
-                "play_s": play_s, "write_s": write_s, **self.where()}
+        return {"shards": shards, "frames": num_frames, "episodes": len(items), "play_s": play_s,
+                "write_s": write_s, "cpu_s": time.process_time() - cpu_start, **self.where()}
 
     def _write(self, label: str, spec: EpisodeSpec, episode: Episode) -> None:
         labeled = label != "none"

@@ -15,7 +15,8 @@ every window is seen, and a clip never crosses an episode). Runs of consecutive 
 blocks of about 1,024 frames, read with one Parquet call each. The block list is shuffled (or
 mixed by source weight) with the seed and epoch, dealt round-robin to the `world_size x
 num_workers` readers, and each reader shuffles the clips of a few blocks at a time. Same seed,
-epoch, world size and worker count: the same clips in the same order.
+epoch, world size and worker count: the same clips in the same order. Ranks may receive a few
+clips more or less than each other: with DDP, run a fixed number of steps per epoch.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import IterableDataset, get_worker_info
 
-from . import schema
+from . import codecs, schema
 from .reader import Clip, Dataset
 
 Source = str | os.PathLike | Dataset
@@ -220,6 +221,9 @@ def to_ray_dataset(root: str | os.PathLike, columns: Sequence[str] | None = None
     if columns:
         rows = rows.select_columns(list(columns))
     if decode and (columns is None or "frame" in columns):
+        if codecs.get_codec(ds.spec.codec).chunk_frames > 1:
+            raise ValueError(f"{ds.location.uri}: codec {ds.spec.codec} stores chunks of frames that Ray batches would "
+                             "cut; use decode=False, or ClipStream/Dataset.frames")
         rows = rows.map_batches(_FrameDecoder(ds.spec.codec, ds.spec.height, ds.spec.width), batch_format="pyarrow")
     return rows
 
@@ -232,8 +236,6 @@ class _FrameDecoder:
 
     def __call__(self, batch):
         import pyarrow as pa
-
-        from . import codecs
 
         out = {"frame": codecs.decode_frames(self.codec, batch.column("frame"), self.height, self.width)}
         for name in batch.column_names:

@@ -128,6 +128,10 @@ class Dataset:
             self._shards[rel] = _Shard(self.location, rel)
         return self._shards[rel]
 
+    def read_shard(self, rel: str, columns: list[str]) -> pa.Table:
+        """Columns of a whole committed shard (rel: its path in dataset.json)."""
+        return self._shard(rel).file.read(columns=columns)
+
     def read_table(self, episode_id: str, start: int = 0, stop: int | None = None, columns: list[str] | None = None) -> pa.Table:
         """Raw Arrow rows of steps `[start, stop)` of an episode (frame bytes still encoded)."""
         ref = self.episode(episode_id)
@@ -144,12 +148,19 @@ class Dataset:
         columns = ["frame", "reward", "terminated", "truncated", "label_confidence"]
         if labeled:
             columns += list(schema.ACTION_COLUMNS)
-        table = self.read_table(episode_id, start, stop, columns)
+        stop = ref.num_steps if stop is None else stop
+        # Chunked codecs (h264) decode whole chunks: read from the chunk holding `start`.
+        chunk = codecs.get_codec(self.spec.codec).chunk_frames
+        first = start // chunk * chunk
+        last = min(-(-stop // chunk) * chunk, ref.num_steps)
+        table = self.read_table(episode_id, first, last, columns)
         try:
             frames = codecs.decode_frames(self.spec.codec, table.column("frame"), self.spec.height, self.spec.width)
         except codecs.FrameDecodeError as err:
-            row = ref.row_start + start + err.index
+            row = ref.row_start + first + err.index
             raise UserError(f"{self.location.uri}/{ref.shard} row {row}: {err}; run `worldloom dataset validate`") from None
+        frames = frames[start - first : stop - first]
+        table = table.slice(start - first, stop - start)
         buttons = camera = None
         if labeled:
             buttons = np.stack([table.column(c).to_numpy(zero_copy_only=False) for c in schema.BUTTON_COLUMNS], axis=1)

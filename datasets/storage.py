@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from worldloom.errors import UserError
 
 from . import schema
+from .codecs import get_codec
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,6 @@ class FrameSpec:
     codec: str
 
     def __post_init__(self) -> None:
-        from .codecs import get_codec
-
         if not (isinstance(self.height, int) and 8 <= self.height <= 4096):
             raise ValueError(f"height must be an int in 8..4096, got {self.height!r}")
         if not (isinstance(self.width, int) and 8 <= self.width <= 4096):

@@ -50,7 +50,7 @@ def action_summary(ds: Dataset) -> dict:
     labeled = 0
     confidences = []
     for shard in ds.manifest["shards"]:
-        table = ds._shard(shard["path"]).file.read(columns=columns)
+        table = ds.read_shard(shard["path"], columns)
         table = table.filter(pc.not_equal(table.column("label_source").cast(pa.string()), "none"))
         labeled += table.num_rows
         for i, c in enumerate(schema.BUTTON_COLUMNS):

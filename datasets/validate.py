@@ -85,7 +85,7 @@ def check_extra_files(loc: storage.Location, listed: dict) -> list[Problem]:
         if info.type != pafs.FileType.File or rel in listed:
             continue
         if rel.endswith(".tmp"):
-            problems.append(Problem(rel, None, "temporary file of an interrupted writer, not part of the dataset; safe to delete"))
+            problems.append(Problem(rel, None, "temporary file of a writer that is still running or was interrupted, not part of the dataset; delete it once no writer runs"))
         else:
             problems.append(Problem(rel, None, "extra shard not listed in dataset.json (a writer crashed before its commit, "
                                                "or it was copied in): its episodes are not in the dataset; delete it or "
@@ -121,7 +121,8 @@ def check_shard(loc: storage.Location, rel: str, entry: dict, spec: storage.Fram
             scan.feed(file.read_row_group(i))
     except (pa.ArrowInvalid, OSError) as err:
         scan.problems.append(Problem(rel, scan.row, f"cannot read row group ({err}); restore the file from a copy"))
-    return problems + scan.problems, scan.finish()
+    episodes = scan.finish()
+    return problems + scan.problems, episodes
 
 
 class _ShardScan:
@@ -135,6 +136,7 @@ class _ShardScan:
         self.current: str | None = None
         self.last_step = -1
         self.seen_ids: set[str] = set()
+        self.chunk_cells: list[bytes | None] = []  # frame cells of a chunked codec (h264)
 
     def add(self, row: int, message: str) -> None:
         self.problems.append(Problem(self.rel, row, message))
@@ -189,6 +191,9 @@ class _ShardScan:
                 self.add(self.row + int(i), f"frame has {lengths[i]} bytes, expected {h * w * 3} ({w}x{h}x3 raw); "
                                             "re-capture the episode at the dataset's size")
             return
+        if codecs.get_codec(codec).chunk_frames > 1:  # chunks may span row groups: decode per episode in finish()
+            self.chunk_cells.extend(column.to_pylist())
+            return
         for i, value in enumerate(column.to_pylist()):
             try:
                 codecs.decode_one(codec, value, h, w)
@@ -196,6 +201,12 @@ class _ShardScan:
                 self.add(self.row + i, f"{err}; re-capture the episode at the dataset's size")
 
     def finish(self) -> list[tuple[str, int, int]]:
+        h, w, codec = self.spec.height, self.spec.width, self.spec.codec
+        for _, first, count in (self.episodes if self.chunk_cells else ()):
+            try:
+                codecs.decode_frames(codec, pa.array(self.chunk_cells[first : first + count], pa.binary()), h, w)
+            except codecs.FrameDecodeError as err:
+                self.add(first + err.index, f"{err}; re-capture the episode")
         return self.episodes
 
 

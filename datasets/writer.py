@@ -264,6 +264,8 @@ class DatasetWriter:
             raise UserError(f"{self.location.uri}: {err}") from None
         if rows_per_group < 1 or shard_max_frames < 1:
             raise UserError(f"rows_per_group and shard_max_frames must be >= 1, got {rows_per_group}, {shard_max_frames}")
+        chunk = codecs.get_codec(codec).chunk_frames  # row groups hold whole chunks
+        rows_per_group = -(-rows_per_group // chunk) * chunk
         self.manifest = open_or_create(self.location, self.spec, config, rows_per_group)
         self.writer_id = writer_id or f"{socket.gethostname()[:16]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         if not all(c.isalnum() or c in "-_." for c in self.writer_id):

@@ -212,7 +212,7 @@ def label(cfg: LabelConfig) -> dict:
             summary["num_steps"] += result["num_steps"]
         else:
             summary["failed"].append({"input": result["item"]["source"], "error": result["error"]})
-            print(f"idm label: skipped {result['item']['source']}: {result['error']}", file=sys.stderr)
-    if todo and not summary["labeled"]:
+            print(f"idm label: skipped: {result['error']}", file=sys.stderr)
+    if todo and not summary["labeled"] and not summary["skipped_done"]:
         raise UserError(f"nothing was labeled: {summary['failed'][0]['error']}")
     return summary

@@ -273,6 +273,8 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
         if stop_after is not None and step >= stop_after:
             bar.close()
             return run_dir  # a kill: nothing after the last checkpoint survives
+        if cfg.minutes and state["elapsed_s"] > cfg.minutes * 60 * 1.05:  # the estimate was off: stop anyway
+            state["total_steps"] = step
         final = step >= state["total_steps"]
         if step % cfg.eval_every == 0 or final:
             now = time.perf_counter()

@@ -40,11 +40,11 @@ class WorldModelConfig:
     patch_size: int = doc("patch side, in pixels (or latent cells with an autoencoder)", 8)
     latent_channels: int = doc("autoencoder latent channels; 0 = work on pixels", 0)
     latent_downsample: int = doc("autoencoder spatial downsampling factor", 8)
-    width: int = doc("transformer width", 192)
-    depth: int = doc("number of blocks (spatial + temporal attention + MLP each)", 4)
-    num_heads: int = doc("attention heads", 6)
+    width: int = doc("transformer width", 128)
+    depth: int = doc("number of blocks (spatial + temporal attention + MLP each)", 5)
+    num_heads: int = doc("attention heads", 4)
     mlp_ratio: float = doc("MLP hidden width / width", 4.0)
-    num_frames: int = doc("frames per training window (the rollout context is num_frames - 1)", 8)
+    num_frames: int = doc("frames per training window (the rollout context is num_frames - 1)", 6)
 
     def __post_init__(self):
         for name in ("image_size", "patch_size", "width", "depth", "num_heads", "num_frames"):

@@ -48,8 +48,8 @@ class TrainConfig:
     weights: tuple[float, ...] | None = doc("sampling weight per dataset (default: by size)", None)
     workers: int = doc("Ray Train workers (1 = plain process, no Ray)", 1)
     gpu: bool = doc("train on GPUs (bf16 autocast)", False)
-    minutes: float = doc("wall-clock budget in minutes, all resumes included (0 = none)", 0.0)
-    max_steps: int = doc("optimizer steps (the cosine schedule's length unless --minutes is shorter)", 2000)
+    minutes: float = doc("stop after this many minutes, all resumes included, checkpoint kept (0 = no limit)", 0.0)
+    max_steps: int = doc("optimizer steps: the cosine schedule's length", 2000)
     batch_size: int = doc("clips per step per worker", 16)
     lr: float = doc("peak learning rate", 5e-4)
     warmup_steps: int = doc("linear warmup steps", 50)
@@ -161,28 +161,6 @@ def prepare_run(cfg: TrainConfig) -> Path:
     return run
 
 
-def plan_steps(model: WorldModel, cfg: TrainConfig, device) -> int:
-    """Steps that fit in --minutes, from the timing of two throwaway steps on random data."""
-    if not cfg.minutes:
-        return cfg.max_steps
-    probe = copy.deepcopy(model)
-    opt = torch.optim.AdamW(probe.parameters(), lr=1e-6)
-    m = cfg.model
-    x = torch.randn(cfg.batch_size, m.num_frames, m.channels, m.input_size, m.input_size, device=device)
-    a = torch.zeros(cfg.batch_size, m.num_frames, 22, device=device)
-    h = torch.ones(cfg.batch_size, m.num_frames, dtype=torch.bool, device=device)
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.gpu):
-            flow_loss(probe, x, a, h, cfg.flow).backward()
-        opt.step()
-        opt.zero_grad()
-        times.append(time.perf_counter() - t0)
-    step_s = min(times[1:]) * 1.15  # data loading and logging overhead
-    return max(1, min(cfg.max_steps, int(cfg.minutes * 60 / step_s)))
-
-
 def train_worker(cfg: TrainConfig) -> dict:
     """The training loop every worker runs (rank 0 writes); distributed when a process group exists."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
@@ -196,9 +174,7 @@ def train_worker(cfg: TrainConfig) -> dict:
     state = {"step": 0, "elapsed_s": 0.0, "planned_steps": None}
     if checkpoint.has_checkpoint(run):
         state = checkpoint.load_checkpoint(run, model, ema, opt, device)
-    if state["planned_steps"] is None:
-        state["planned_steps"] = _agree(plan_steps(model, cfg, device), device)
-    total = state["planned_steps"]
+    total = state["planned_steps"] or cfg.max_steps
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     batches = train_batches(cfg.data, cfg.model.num_frames, cfg.batch_size, cfg.seed + 7919 * rank,
                             cfg.weights, cfg.loader_workers, skip=state["step"])
@@ -237,7 +213,7 @@ def train_worker(cfg: TrainConfig) -> dict:
             log.row(step=step, loss=loss_all.item(), lr=lr, grad_norm=float(grad_norm), clips_per_s=clips_s, elapsed_s=elapsed)
             bar.set_postfix(loss=f"{loss_all.item():.4f}", lr=f"{lr:.1e}")
         if step % cfg.checkpoint_every == 0 or step == total or stopping:
-            state = {"step": step, "elapsed_s": elapsed, "planned_steps": total}
+            state = {"step": step, "elapsed_s": elapsed, "planned_steps": total, "world_size": world}
             if rank == 0:
                 checkpoint.save_checkpoint(run, model, ema, opt, state)
                 log.plot()

@@ -29,11 +29,11 @@ import pytest
 from worldloom.capture import CaptureConfig, Recorder, capture, expand_specs, play_episode
 from worldloom.capture.cli import config_from_args
 from worldloom.capture.driver import target_roots
-from worldloom.cli import main as cli_main
 from worldloom.datasets import Dataset, DatasetWriter, commit_shards, committed_episode_ids
 from worldloom.datasets.validate import validate
 from worldloom.envs import make_env, make_player
 
+from worldloom.cli import main as cli_main
 from worldloom.errors import UserError
 
 RES = 64  # the voxel world's smallest frame
@@ -52,7 +52,7 @@ def assert_exactly_once(root: str | Path, cfg: CaptureConfig) -> None:
         seen = collections.Counter()
         for rel in shards:
             table = pq.read_table(Path(root) / rel, columns=["episode_id", "step"])
-            seen.update(zip(table.column("episode_id").to_pylist(), table.column("step").to_pylist()))
+            seen.update(zip(table.column("episode_id").to_pylist(), table.column("step").to_pylist(), strict=True))
         assert max(seen.values()) == 1, "an (episode, step) is there twice"
         for row in ds.episodes.to_pylist():
             assert {s for (e, s) in seen if e == row["episode_id"]} == set(range(row["num_steps"]))
@@ -65,11 +65,13 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 
 def kill_tree_matching(marker: str) -> None:
-    """SIGKILL the processes (and their children) whose command line mentions `marker`:
-    only the Ray processes this test started under its own temp dir."""
+    """SIGKILL the processes (and their children) whose command line or environment mentions
+    `marker`: only the Ray processes this test started under its own temp dir."""
     procs = []
     for p in psutil.process_iter(["cmdline"]):
-        if any(marker in a for a in (p.info["cmdline"] or [])):
+        if p.pid == os.getpid():
+            continue
+        if any(marker in a for a in (p.info["cmdline"] or [])) or marker.encode() in _raw_environ(p.pid):
             procs.append(p)
             procs.extend(p.children(recursive=True))
     for p in procs:
@@ -78,6 +80,15 @@ def kill_tree_matching(marker: str) -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(procs, timeout=10)
+
+
+def _raw_environ(pid: int) -> bytes:
+    # Read raw: Ray's process titles overwrite the environ area that psutil parses.
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
 
 
 # ---- no Ray -----------------------------------------------------------------------------------
@@ -187,7 +198,7 @@ def test_unwritable_output_is_a_clear_error(tmp_path):
 
 def test_driver_killed_and_started_again_resumes(tmp_path, ray_cluster):
     out = tmp_path / "d"
-    argv = ["capture", "--env", "voxel", "--episodes", "8", "--steps", "150", "--resolution", str(RES),
+    argv = ["capture", "--env", "voxel", "--episodes", "16", "--steps", "200", "--resolution", "96",
             "--workers", "2", "--out", str(out), "--no-progress"]
     ray_tmp = tempfile.mkdtemp(prefix="wld", dir="/tmp")
     env = {**os.environ, "RAY_TMPDIR": ray_tmp}
@@ -199,7 +210,7 @@ def test_driver_killed_and_started_again_resumes(tmp_path, ray_cluster):
             time.sleep(0.1)
         done = committed_episode_ids(out)
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        assert 1 <= len(done) < 8
+        assert 1 <= len(done) < 16
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     finally:
@@ -208,7 +219,7 @@ def test_driver_killed_and_started_again_resumes(tmp_path, ray_cluster):
         shutil.rmtree(ray_tmp, ignore_errors=True)
     cfg = config_from_args(_parse(argv))
     result = capture(cfg)  # on the module's cluster
-    assert result.num_skipped >= len(done) and result.num_skipped + result.num_recorded == 8
+    assert result.num_skipped >= len(done) and result.num_skipped + result.num_recorded == 16
     assert_exactly_once(out, cfg)
 
 
@@ -311,8 +322,8 @@ def test_writes_to_s3_on_a_local_server(tmp_path, ray_cluster, monkeypatch):
     server.start()
     try:
         host, port = server.get_host_and_port()
-        boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1").create_bucket(Bucket="wl")
-        uri = f"s3://wl/runs/d?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+        boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1").create_bucket(Bucket="worldloom-test")
+        uri = f"s3://worldloom-test/runs/d?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
         cfg = CaptureConfig(out=uri, episodes=3, steps=10, resolution=RES, workers=2, progress=False)
         assert capture(cfg).num_recorded == 3
         assert_exactly_once(uri, cfg)

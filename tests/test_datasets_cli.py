@@ -191,3 +191,20 @@ def test_merge_refuses_schema_and_spec_mismatch(small_dataset, tmp_path, capsys)
     assert main(["dataset", "merge", str(small_dataset), str(odd), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"{rel}: schema mismatch: column 'reward' is missing" in err and not out.exists()
+
+
+def test_validate_decodes_h264_chunks(tmp_path, capsys):
+    root = tmp_path / "h"
+    with DatasetWriter(root, 32, 32, codec="h264") as w:
+        w.add_episode("e", pixel_frames(40, 32, 32))
+    assert validate(root) == []
+
+    def damage(cols):
+        cells = cols["frame"].to_pylist()
+        cells[32] = cells[32][:40]  # the second chunk's stream, cut short
+        return {**cols, "frame": pa.array(cells, pa.binary())}
+
+    rel = rewrite_shard(root, damage)
+    code, lines = run_validate(root, capsys)
+    assert code == 1 and any(f"{rel} row 32: H.264 chunk" in line for line in lines), lines
+    assert lines[-1].startswith("1 problem(s)")  # chunks spanning row groups are fine

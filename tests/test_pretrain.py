@@ -63,10 +63,10 @@ def data(tmp_path_factory):
 
 def test_cached_context_equals_full_causal_forward():
     torch.manual_seed(0)
-    model = WorldModel(WorldModelConfig(width=48, depth=2, num_heads=2, num_frames=6))
+    model = WorldModel(WorldModelConfig(image_size=32, width=48, depth=2, num_heads=2, num_frames=6))
     for p in model.parameters():  # leave the adaLN-zero start, where every block is the identity
         p.data += 0.05 * torch.randn_like(p)
-    x, t = torch.randn(2, 6, 3, 64, 64), torch.rand(2, 6)
+    x, t = torch.randn(2, 6, 3, 32, 32), torch.rand(2, 6)
     a, m = torch.randn(2, 6, 22), torch.rand(2, 6) > 0.3
     full = model(x, t, a, m)
     _, kv = model(x[:, :4], t[:, :4], a[:, :4], m[:, :4], return_kv=True)
@@ -80,10 +80,10 @@ def test_cached_context_equals_full_causal_forward():
 
 def test_actions_change_predictions_and_null_action_is_distinct():
     torch.manual_seed(0)
-    model = WorldModel(WorldModelConfig(width=48, depth=2, num_heads=2, num_frames=4))
+    model = WorldModel(WorldModelConfig(image_size=32, width=48, depth=2, num_heads=2, num_frames=4))
     for p in model.parameters():
         p.data += 0.05 * torch.randn_like(p)
-    x, t = torch.randn(1, 4, 3, 64, 64), torch.rand(1, 4)
+    x, t = torch.randn(1, 4, 3, 32, 32), torch.rand(1, 4)
     buttons, camera = torch.zeros(1, 4, 20), torch.zeros(1, 4, 2)
     a0 = encode_actions(buttons, camera)
     camera[..., 1] = 5.0
@@ -96,10 +96,10 @@ def test_actions_change_predictions_and_null_action_is_distinct():
 
 def test_flow_loss_trains_and_rollout_shapes():
     torch.manual_seed(0)
-    cfg = WorldModelConfig(width=48, depth=2, num_heads=2, num_frames=4)
+    cfg = WorldModelConfig(image_size=32, width=48, depth=2, num_heads=2, num_frames=4)
     model = WorldModel(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    x = torch.rand(4, 4, 1, 1, 1).expand(4, 4, 3, 64, 64) * 2 - 1  # flat frames: easy to fit
+    x = torch.rand(4, 4, 1, 1, 1).expand(4, 4, 3, 32, 32) * 2 - 1  # flat frames: easy to fit
     a, h = torch.zeros(4, 4, 22), torch.ones(4, 4, dtype=torch.bool)
     losses = []
     for step in range(30):
@@ -110,7 +110,7 @@ def test_flow_loss_trains_and_rollout_shapes():
         losses.append(loss.item())
     assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5])
     out = rollout(model, x[:, :3], torch.zeros(4, 7, 22), torch.ones(4, 7, dtype=torch.bool), 5, SampleConfig(num_steps=2, guidance=2.0))
-    assert out.shape == (4, 5, 3, 64, 64) and out.abs().max() <= 1.0
+    assert out.shape == (4, 5, 3, 32, 32) and out.abs().max() <= 1.0
 
 
 def test_metrics_and_schedule():
@@ -176,7 +176,7 @@ def test_bad_input(data, tmp_path):
 
     with DatasetWriter(tmp_path / "empty", height=64, width=64, fps=20):
         pass
-    small = write(tmp_path / "small", (5,), 12, size=32)
+    small = write(tmp_path / "small", (5,), 12, size=96)
     slow = write(tmp_path / "slow", (6,), 12, fps=10)
     cases = {
         "no episode": TrainConfig(data=(str(tmp_path / "empty"),), out=str(tmp_path / "a")),

@@ -63,7 +63,7 @@ def _idm_section(report: Report, records: dict[str, StageRecord], paths: dict[st
     report.data["idm"] = rec.figures
     rows, keys = [], []
     metrics = [("button accuracy (mean)", "button_accuracy_mean"), ("button macro F1", "button_macro_f1"),
-               ("exact match (20 buttons)", "exact_match"), ("camera R² pitch", "camera_r2_pitch"),
+               ("exact match (20 buttons)", "button_exact_match"), ("camera R² pitch", "camera_r2_pitch"),
                ("camera R² yaw", "camera_r2_yaw"), ("camera bin accuracy", "camera_bin_accuracy")]
     for label, m in metrics:
         row, krow = [label], [""]

@@ -1,0 +1,110 @@
+"""`worldloom idm label` on plain video files written with OpenCV: resampling, bad files, the Ray pool."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from test_idm import play, write_dataset
+from worldloom.datasets import Dataset
+from worldloom.idm import checkpoint
+from worldloom.idm.label import LabelConfig, label
+from worldloom.idm.train import TrainConfig
+from worldloom.idm.train import main as train_main
+from worldloom.idm.video import read_chunks
+
+from worldloom.cli import main as cli
+
+
+def write_mp4(path, frames: np.ndarray, fps: float) -> str:
+    h, w = frames.shape[1:3]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A micro IDM trained for two steps on real VoxelWorld play."""
+    root = tmp_path_factory.mktemp("idm")
+    data = write_dataset(root / "data", [play(24, 0), play(24, 1)])
+    return str(train_main(TrainConfig(data=(data,), out=str(root / "run"), preset="micro", steps=2, batch_size=2,
+                                      warmup_steps=1, eval_every=2, ckpt_every=2, val_fraction=0)))
+
+
+@pytest.fixture(scope="module")
+def clip():
+    """60 steps of 96x64 VoxelWorld play (not the model's 64x64)."""
+    return play(60, 4, size=64)[0].repeat(3, axis=2)[:, :, ::2]  # (60, 64, 96, 3)
+
+
+def test_label_an_mp4_resampled_to_20_fps(run, clip, tmp_path):
+    video = write_mp4(tmp_path / "play.mp4", clip, fps=30)
+    out = tmp_path / "pseudo"
+    assert cli(["idm", "label", "--model", run, "--input", video, "--out", str(out), "--chunk-steps", "16"]) == 0
+    ds = Dataset(out)
+    assert ds.spec.fps == 20 and (ds.spec.height, ds.spec.width) == (64, 96)  # frames kept at their size
+    assert ds.episode_ids == ["play.mp4:0000", "play.mp4:0001", "play.mp4:0002"]
+    decoded = np.concatenate([f for _, f in read_chunks(video, 1000, fps=20)])
+    assert len(decoded) == 40  # 60 frames at 30 fps -> 40 steps at 20
+    stored = np.concatenate([ds.frames(e).frames for e in ds.episode_ids])
+    assert np.array_equal(stored, decoded)  # the decoded frames, unchanged
+    first = ds.frames("play.mp4:0000")
+    assert first.label_source == "idm" and first.label_model == checkpoint.checkpoint_id(run)
+    assert ((first.label_confidence > 0) & (first.label_confidence <= 1)).all()
+    env_config = json.loads(ds.episodes.column("env_config")[1].as_py())
+    assert env_config["source_fps"] == pytest.approx(30) and env_config["first_step"] == 16
+    assert "30 -> 20" in env_config["time_resampling"]
+
+
+def test_bad_files_are_reported_and_skipped(run, clip, tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_mp4(videos / "good.mp4", clip[:20], fps=20)
+    write_mp4(videos / "short.mp4", clip[:5], fps=20)  # fewer frames than the window of 8
+    (videos / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 50)
+    (videos / "empty.mp4").write_bytes(b"")
+    summary = label(LabelConfig(model=run, input=str(videos), out=str(tmp_path / "out")))
+    errors = {f["input"].split("/")[-1]: f["error"] for f in summary["failed"]}
+    assert summary["labeled"] == ["good.mp4"] and sorted(errors) == ["corrupt.mp4", "empty.mp4", "short.mp4"]
+    assert "empty" in errors["empty.mp4"] and "fewer than the model's window" in errors["short.mp4"]
+    assert Dataset(tmp_path / "out").episode_ids == ["good.mp4:0000"]
+    # Run again: the good file is skipped as done, the bad ones fail again; the exit code says so.
+    assert cli(["idm", "label", "--model", run, "--input", str(videos), "--out", str(tmp_path / "out")]) == 1
+
+
+def test_one_unreadable_file_is_a_one_line_error(run, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not a video")
+    assert cli(["idm", "label", "--model", run, "--input", str(tmp_path / "notes.txt"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("worldloom idm: error:") and "notes.txt" in err
+    assert cli(["idm", "label", "--model", run, "--input", str(tmp_path / "none.mp4"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_every_episode_labeled_already_needs_a_flag(run, tmp_path, capsys):
+    data = write_dataset(tmp_path / "labeled", [play(12, 0)])
+    assert cli(["idm", "label", "--model", run, "--input", data, "--out", str(tmp_path / "o")]) == 2
+    assert "--all-episodes" in capsys.readouterr().err
+    assert cli(["idm", "label", "--model", run, "--input", data, "--out", str(tmp_path / "o"), "--all-episodes"]) == 0
+    assert Dataset(tmp_path / "o").frames("ep-0").label_source == "idm"
+
+
+@pytest.mark.ray
+def test_a_pool_of_ray_actors_labels_a_folder(run, clip, tmp_path):
+    import ray
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(3):
+        write_mp4(videos / f"v{i}.mp4", clip[i * 5:i * 5 + 30], fps=20)
+    try:
+        summary = label(LabelConfig(model=run, input=str(videos), out=str(tmp_path / "out"), num_workers=2, threads=1))
+    finally:
+        ray.shutdown()
+    assert sorted(summary["labeled"]) == ["v0.mp4", "v1.mp4", "v2.mp4"] and not summary["failed"]
+    ds = Dataset(tmp_path / "out")
+    assert sorted(ds.episode_ids) == ["v0.mp4:0000", "v1.mp4:0000", "v2.mp4:0000"] and ds.num_frames == 90
