@@ -27,7 +27,7 @@ demo: install
 
 test: install
 	bash tests/setup_browser.sh
-	$(PY) -m pytest -q tests
+	$(VENV)/bin/pytest -q tests
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -68,7 +68,8 @@ def train_windows_per_s(preset: str, batch_size: int, num_steps: int, device: to
     cfg = PRESETS[preset]
     model = IDM(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    frames = torch.randint(0, 256, (batch_size, cfg.num_frames, cfg.height, cfg.width, 3), dtype=torch.uint8, device=device)
+    frames = torch.randint(0, 256, (batch_size, cfg.num_frames + 2 * cfg.context, cfg.height, cfg.width, 3),
+                           dtype=torch.uint8, device=device)
     buttons = (torch.rand(batch_size, cfg.num_frames, 20, device=device) < 0.1).float()
     bins = torch.randint(0, 11, (batch_size, cfg.num_frames, 2), device=device)
 

@@ -21,9 +21,15 @@ import time
 
 import torch
 import torch.nn.functional as F
-
 from worldloom.pretrain.flow import FlowConfig, SampleConfig, flow_loss, rollout
-from worldloom.pretrain.model import PRESETS, Block, WorldModel, flops_per_frame, modulate, num_params
+from worldloom.pretrain.model import (
+    PRESETS,
+    Block,
+    WorldModel,
+    flops_per_frame,
+    modulate,
+    num_params,
+)
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}
 

@@ -45,8 +45,9 @@ def handle(args: argparse.Namespace) -> int:
         print(f"worldloom capture: {err}", file=sys.stderr)
         return 1
     rate = result.num_frames / result.duration_s if result.duration_s else 0.0
+    nodes = f" on {len(result.node_ids)} node{'s' * (len(result.node_ids) != 1)}" if result.node_ids else ""
     print(f"{result.path}: recorded {result.num_recorded} episodes ({result.num_frames} frames, "
-          f"{rate:.0f} frames/s), {result.num_skipped} were already there, "
+          f"{rate:.0f} frames/s{nodes}), {result.num_skipped} were already there, "
           f"{result.num_skipped + result.num_recorded}/{result.num_episodes} done")
     if result.truth_path:
         print(f"{result.truth_path}: the true actions of the same episodes (label_source env)")

@@ -18,6 +18,7 @@ import fcntl
 import logging
 import os
 import posixpath
+import socket
 import time
 import uuid
 from collections import deque
@@ -65,6 +66,7 @@ class CaptureResult:
     duration_s: float = 0.0  # wall time of the recording (Ray start excluded)
     play_s: float = 0.0  # summed over actors: env steps and player decisions
     write_s: float = 0.0  # summed over actors: frame encoding and Parquet writing
+    init_s: float = 0.0  # summed over recorder processes: making the env and the writers
     cpu_s: float = 0.0  # CPU time of the actors' tasks plus the driver's loop (not Ray's own processes)
     num_orphans_removed: int = 0  # uncommitted shards / temporary files of killed writers deleted
     node_ids: set[str] = field(default_factory=set)
@@ -135,18 +137,32 @@ def ray_session(cfg: CaptureConfig) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    quiet = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": True}
+    quiet = {"include_dashboard": False, "log_to_driver": True}  # actors' errors still reach the user
+    if cfg.address:
+        check_reachable(cfg.address)
     try:
         if cfg.address:
-            ray.init(address=cfg.address, **quiet)
-        else:
-            ray.init(num_cpus=cfg.workers, _node_ip_address="127.0.0.1", **quiet)
+            ray.init(address=cfg.address, logging_level=logging.WARNING, **quiet)
+        else:  # our own cluster: its start-up notices are noise
+            ray.init(num_cpus=cfg.workers, _node_ip_address="127.0.0.1", logging_level=logging.ERROR, **quiet)
     except (ConnectionError, TimeoutError, ValueError) as err:
         raise UserError(f"cannot start or join Ray (address={cfg.address!r}): {err}") from None
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """UserError at once if nothing listens at HOST:PORT (ray.init would retry for minutes)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # "auto", ray://..., left to Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise UserError(f"--address {address}: no Ray cluster answers there ({err}); start one with "
+                        f"`ray start --head --port={port}` or leave --address out to start a local one") from None
 
 
 @contextlib.contextmanager
@@ -281,13 +297,20 @@ def _drive(cfg: CaptureConfig, roots: dict[str, str], actors: list, tasks: list,
             if ready:  # gather everything else that is done too
                 rest = [r for r in pending if r not in ready]
                 ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0] if rest else []
+            failures = []
             for ref in ready:
                 load[pending.pop(ref)] -= 1
-                out = _get(ref, roots)
+                try:
+                    out = _get(ref, roots)
+                except (UserError, CaptureFailed) as err:
+                    failures.append(err)  # the others that finished are still committed below
+                    continue
                 for label, infos in out["shards"].items():
                     uncommitted[label].extend(infos)
                 _account(result, out)
                 bar.update(out["episodes"])
+            if failures:
+                raise failures[0]
             result.duration_s = time.perf_counter() - start
             bar.set_postfix(frames_per_s=f"{result.num_frames / max(result.duration_s, 1e-9):.0f}")
             if time.perf_counter() - last_commit >= COMMIT_EVERY_S or not pending:
@@ -310,6 +333,8 @@ def _account(result: CaptureResult, out: dict) -> None:
     result.cpu_s += out["cpu_s"]
     if out.get("node_id"):
         result.node_ids.add(out["node_id"])
+    if out["writer_id"] not in result.writer_ids:
+        result.init_s += out["init_s"]
     result.writer_ids.add(out["writer_id"])
     result.pids.add(out["pid"])
 

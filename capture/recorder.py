@@ -91,6 +91,7 @@ class Recorder:
         split: str = "train", writer_prefix: str = "rec",
         make_env: Callable[..., Any] = _default_make_env, make_player: Callable[..., Any] = _default_make_player,
     ):
+        init_start = time.perf_counter()
         # A fresh writer id per process: an actor restarted after a kill never reuses the shard
         # names of its previous life, so nothing it wrote (committed or not) is overwritten.
         self.writer_id = f"{writer_prefix}-{uuid.uuid4().hex[:8]}"
@@ -102,6 +103,7 @@ class Recorder:
             label: DatasetWriter(root, height=height, width=width, fps=fps, writer_id=self.writer_id, autocommit=False)
             for label, root in targets.items()
         }
+        self.init_s = time.perf_counter() - init_start
 
     def where(self) -> dict:
         """Which process and node this recorder runs in (the node id under Ray)."""
@@ -113,7 +115,8 @@ class Recorder:
                 node_id = ray.get_runtime_context().get_node_id()
         except ImportError:
             pass
-        return {"host": socket.gethostname(), "pid": os.getpid(), "node_id": node_id, "writer_id": self.writer_id}
+        return {"host": socket.gethostname(), "pid": os.getpid(), "node_id": node_id, "writer_id": self.writer_id,
+                "init_s": self.init_s}
 
     def record(self, items: Sequence[WorkItem]) -> dict:
         """Play and write `items`; returns {"shards": {label: [ShardInfo JSON]}, "frames", timings}."""

@@ -18,7 +18,6 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-
 from worldloom.datasets.schema import BUTTONS, NUM_BUTTONS
 
 __all__ = [
@@ -46,6 +45,8 @@ def noop() -> dict:
 
 
 def _check_button(name: str, value) -> None:
+    if isinstance(value, (int, np.integer, np.bool_)) and (value == 0 or value == 1):
+        return  # the common case, without building an array (validate runs on every step)
     arr = np.asarray(value)
     if arr.shape != ():
         raise ValueError(f"action[{name!r}] must be a scalar 0 or 1, got shape {arr.shape}: {value!r}")
@@ -102,7 +103,7 @@ def from_arrays(buttons: np.ndarray, camera: np.ndarray) -> dict:
         raise ValueError(f"buttons must have shape ({NUM_BUTTONS},), got {buttons.shape}")
     if camera.shape != (2,):
         raise ValueError(f"camera must have shape (2,), got {camera.shape}")
-    action: dict = {name: int(bool(b)) for name, b in zip(BUTTONS, buttons)}
+    action: dict = {name: int(bool(b)) for name, b in zip(BUTTONS, buttons, strict=False)}
     action["camera"] = camera.copy()
     return action
 

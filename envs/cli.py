@@ -17,8 +17,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from worldloom.envs import ENV_NAMES, PLAYER_NAMES, actions, make_env, make_player
 
-from worldloom.envs import ENV_NAMES, actions, PLAYER_NAMES, make_env, make_player
 from worldloom.errors import UserError
 
 

@@ -12,10 +12,20 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 from worldloom.envs import worldgen
-from worldloom.envs.blocks import (ANIMALS, AIR, BLOCK_ID, BLOCKS, HARDNESS, ITEM_COLOURS, ITEM_ID,
-                                   PLACEABLE, START_COUNT, START_HOTBAR, WATER)
+from worldloom.envs.blocks import (
+    AIR,
+    ANIMALS,
+    BLOCK_ID,
+    BLOCKS,
+    HARDNESS,
+    ITEM_COLOURS,
+    ITEM_ID,
+    PLACEABLE,
+    START_COUNT,
+    START_HOTBAR,
+    WATER,
+)
 from worldloom.envs.world import collides, move_body, trace_ray
 
 HALF_WIDTH, HEIGHT = 0.3, 1.8
@@ -29,9 +39,12 @@ SWING_STEPS = 6  # Minecraft's arm swing lasts 6 ticks
 GUI_CURSOR_DEG = 60.0  # degrees of camera move that sweep the cursor across the whole screen
 
 
+# Item colours packed as 0xRRGGBB, the form the HUD kernel takes.
+PACKED_COLOURS = {name: (int(c[0]) << 16) | (int(c[1]) << 8) | int(c[2]) for name, c in zip(ITEM_ID, ITEM_COLOURS, strict=False)}
+
+
 def item_colour(item: str) -> int:
-    r, g, b = (int(c) for c in ITEM_COLOURS[ITEM_ID[item]])
-    return (r << 16) | (g << 8) | b
+    return PACKED_COLOURS[item]
 
 
 class Player:

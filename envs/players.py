@@ -17,7 +17,6 @@ import argparse
 import math
 
 import numpy as np
-
 from worldloom.envs import actions as act
 
 __all__ = ["RandomPlayer", "Explorer", "Miner", "Builder", "Mixture", "make_player", "action_histogram",
@@ -72,24 +71,34 @@ class Habits:
                 a[k] = 0
             if not hand.busy():
                 hand.stroke(self.rng.uniform(-15, 15), self.rng.uniform(-25, 25), self.rng.integers(4, 10))
-            if self.gui_steps > 25 and self.rng.random() < 0.15:
+            if self.gui_steps > 8 and self.rng.random() < 0.1:
                 a["inventory"] = 1
             return
         self.gui_steps = 0
-        if r < 0.004:
+        if r < 0.0025:  # a glance at the inventory now and then (a few % of the time in it)
             a["inventory"] = 1
-        elif r < 0.02:
+        elif r < 0.024:  # a different slot, so the HUD highlight moves
             slot = int(self.rng.integers(1, 10))
             if slot - 1 != info.get("hotbar_slot"):
                 a[f"hotbar.{slot}"] = 1
-        elif r < 0.025:
-            self.held["drop"] = 1
-        elif r < 0.035:
-            self.held[self.rng.choice(["left", "right"])] = int(self.rng.integers(4, 15))
-        elif r < 0.04:
+        elif r < 0.029:
+            hotbar, inventory = info.get("hotbar", []), info.get("inventory", {})
+            if hotbar and inventory.get(hotbar[info.get("hotbar_slot", 0)], 0) > 0:
+                self.held["drop"] = 1  # only with something in hand: an empty drop shows nothing
+        elif r < 0.039:
+            self.held[str(self.rng.choice(["left", "right"]))] = int(self.rng.integers(4, 15))
+        elif r < 0.044:
             self.held["back"] = int(self.rng.integers(3, 10))
-        elif r < 0.045:
+        elif r < 0.049:
             self.held["sneak"] = int(self.rng.integers(5, 30))
+        elif r < 0.054:  # a click at whatever is in front (the hand swings)
+            self.held["attack"] = int(self.rng.integers(2, 12))
+        elif r < 0.057:
+            self.held["use"] = int(self.rng.integers(1, 4))
+        elif r < 0.062:
+            self.held["sprint"] = self.held["forward"] = int(self.rng.integers(10, 40))
+        elif r < 0.066:
+            self.held["jump"] = int(self.rng.integers(1, 6))
         for name in list(self.held):
             a[name] = 1
             self.held[name] -= 1
@@ -153,7 +162,7 @@ class Explorer(ScriptedPlayer):
     def behave(self, a: dict, info: dict) -> None:
         a["forward"] = 1
         a["sprint"] = int((self.t // 60) % 3 == 0)
-        if self.stuck > 2 or (info.get("target_distance") or 9.0) < 1.6 or info.get("air", 1.0) < 1.0:
+        if self.stuck > 2 or info.get("target_distance", 9.0) < 1.6 or info.get("air", 1.0) < 1.0:
             a["jump"] = 1
         if self.stuck > 25:
             self.hand.stroke(0.0, self.rng.choice([-1, 1]) * self.rng.uniform(60, 150), 15)
@@ -181,7 +190,7 @@ class Miner(ScriptedPlayer):
             a["jump"] = int(self.stuck > 2)
             return
         target = info.get("target_block")
-        if target is not None and target not in ("bedrock", "water"):
+        if target and target not in ("bedrock", "water"):
             a["attack"] = 1  # held until the block breaks (info's target changes)
             return
         if self.look_home(info) or self.hand.busy():
@@ -216,7 +225,7 @@ class Builder(ScriptedPlayer):
         if self.look_home(info) or self.hand.busy():
             return
         r = self.rng.random()
-        if info.get("target_block") is not None and r < 0.25:
+        if info.get("target_block") and r < 0.25:
             a["use"] = 1
         elif r < 0.28:
             self.pillar = int(self.rng.integers(8, 24))
@@ -309,7 +318,7 @@ def action_histogram(player_name: str, env, steps: int, seed: int = 0) -> dict:
     buttons, camera = act.to_arrays(acts)
     bins = act.quantize_camera(camera)
     counts = np.stack([np.bincount(bins[:, k], minlength=act.NUM_CAMERA_BINS) for k in range(2)])
-    return {"buttons": dict(zip(act.BUTTONS, buttons.mean(0).round(4).tolist())), "camera_bins": counts}
+    return {"buttons": dict(zip(act.BUTTONS, buttons.mean(0).round(4).tolist(), strict=False)), "camera_bins": counts}
 
 
 def report(players: tuple[str, ...] = tuple(PLAYERS), steps: int = 2000, env_name: str = "voxel", seed: int = 0) -> str:

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-
 from worldloom.envs.blocks import CRACK_MASK, TEXTURES
 from worldloom.envs.world import trace_ray
 
@@ -187,11 +186,11 @@ def render_world(blocks, max_top, eye, yaw, pitch, fov_deg, view_distance, sun, 
     max_dist = view_distance * (0.4 if underwater else 1.0)
     fog_start = max_dist * 0.55
     rects = _box_rects(animals, ox, oy, oz, fwd, right, up, half, aspect, h, w, max_dist)
-    col = np.empty(3)
-    sky = np.empty(3)
+    col = np.zeros(3)
     fog_col = np.empty(3)
     if underwater:
         fog_col[0], fog_col[1], fog_col[2] = 30.0 * light + 5, 60.0 * light + 10, 140.0 * light + 25
+    num_boxes = animals.shape[0]
     for i in range(h):
         v = (1.0 - 2.0 * (i + 0.5) / h) * half
         for j in range(w):
@@ -201,29 +200,33 @@ def render_world(blocks, max_top, eye, yaw, pitch, fov_deg, view_distance, sun, 
             dz = fwd[2] + u * right[2] + v * up[2]
             inv = 1.0 / math.sqrt(dx * dx + dy * dy + dz * dz)
             dx, dy, dz = dx * inv, dy * inv, dz * inv
-            if not underwater:
-                _sky(dx, dy, dz, sun, light, sky)
-                fog_col[0], fog_col[1], fog_col[2] = sky[0], sky[1], sky[2]
             b, t, axis, hx, hy, hz = trace_ray(blocks, max_top, ox, oy, oz, dx, dy, dz, max_dist, underwater)
             best_a, best_axis = -1, -1
-            for a in range(animals.shape[0]):
-                if not (rects[a, 0] <= i < rects[a, 1] and rects[a, 2] <= j < rects[a, 3]):
-                    continue
-                ta, ax_a = _ray_box(ox, oy, oz, dx, dy, dz, animals[a])
-                if ta < t:
-                    t, best_a, best_axis = ta, a, ax_a
-            if best_a >= 0:
-                sidx = 2 if best_axis == 1 else (0 if best_axis == 0 else 4)
-                for c in range(3):
-                    col[c] = animals[best_a, 5 + c] * shade[sidx]
-            elif b != 0:
-                _shade_block(b, t, axis, hx, hy, hz, ox, oy, oz, dx, dy, dz, shade, target, crack_stage, tex, crack, col)
+            for a in range(num_boxes):
+                if rects[a, 0] <= i < rects[a, 1] and rects[a, 2] <= j < rects[a, 3]:
+                    ta, ax_a = _ray_box(ox, oy, oz, dx, dy, dz, animals[a])
+                    if ta < t:
+                        t, best_a, best_axis = ta, a, ax_a
+            if best_a < 0 and b == 0:
+                f = 1.0  # nothing hit: all fog (the sky above water)
             else:
-                col[0], col[1], col[2] = fog_col[0], fog_col[1], fog_col[2]
-                t = 0.0
-            f = min(max((t - fog_start) / (max_dist - fog_start), 0.0), 1.0)
+                if best_a >= 0:
+                    sidx = 2 if best_axis == 1 else (0 if best_axis == 0 else 4)
+                    for c in range(3):
+                        col[c] = animals[best_a, 5 + c] * shade[sidx]
+                else:
+                    _shade_block(b, t, axis, hx, hy, hz, ox, oy, oz, dx, dy, dz, shade, target, crack_stage, tex, crack, col)
+                f = min(max((t - fog_start) / (max_dist - fog_start), 0.0), 1.0)
+            if f <= 0.0:
+                frame[i, j, 0] = min(int(col[0]), 255)
+                frame[i, j, 1] = min(int(col[1]), 255)
+                frame[i, j, 2] = min(int(col[2]), 255)
+                continue
+            # The sky colour is only worked out where it shows: misses and fogged hits.
+            if not underwater:
+                _sky(dx, dy, dz, sun, light, fog_col)
             for c in range(3):
-                val = col[c] + (fog_col[c] - col[c]) * f
+                val = col[c] + (fog_col[c] - col[c]) * f if f < 1.0 else fog_col[c]
                 frame[i, j, c] = min(max(int(val), 0), 255)
 
 

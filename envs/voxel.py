@@ -19,14 +19,14 @@ from dataclasses import dataclass, fields, replace
 import gymnasium
 import numpy as np
 from gymnasium import spaces
-
-from worldloom.config import doc
 from worldloom.envs import actions as act
 from worldloom.envs.blocks import BLOCK_NAMES
 from worldloom.envs.objects import Animals, Items, Player
 from worldloom.envs.render import View, render
 from worldloom.envs.world import World
 from worldloom.envs.worldgen import BIOMES
+
+from worldloom.config import doc
 
 # Optional task rewards: item collected -> reward per item. Documented in docs/envs.md.
 TASKS: dict[str, dict[str, float]] = {
@@ -174,9 +174,10 @@ class VoxelWorldEnv(gymnasium.Env):
             "yaw": p.yaw,
             "pitch": p.pitch,
             "on_ground": p.on_ground,
-            "target_block": BLOCK_NAMES[target[0]] if target else None,
-            "target_pos": np.array(target[1:4]) if target else None,
-            "target_distance": target[5] if target else None,
+            # No None values: gymnasium's vector envs stack infos into typed arrays.
+            "target_block": BLOCK_NAMES[target[0]] if target else "",
+            "target_pos": np.array(target[1:4] if target else (-1, -1, -1)),
+            "target_distance": target[5] if target else math.inf,
             "inventory": {k: v for k, v in p.inventory.items() if v > 0},
             "hotbar": list(p.hotbar),
             "hotbar_slot": p.hotbar_slot,

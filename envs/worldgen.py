@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-
 from worldloom.envs.blocks import BLOCK_ID
 
 BIOMES: tuple[str, ...] = ("plains", "forest", "desert", "snow", "water")
@@ -201,7 +200,7 @@ class GeneratedWorld:
     def biome_counts(self) -> dict[str, int]:
         """Columns per biome name."""
         counts = np.bincount(self.biome.ravel(), minlength=len(BIOMES))
-        return {name: int(c) for name, c in zip(BIOMES, counts)}
+        return {name: int(c) for name, c in zip(BIOMES, counts, strict=False)}
 
 
 def generate(seed: int, size_x: int, size_y: int, size_z: int) -> GeneratedWorld:

@@ -2,7 +2,7 @@
 
     episodes = load_episodes(["data/run1"], require_labels=True)     # list[Episode], in memory
     train_eps, val_eps = split_episodes(episodes, val_fraction=0.1, seed=0)
-    batch = sample_windows(train_eps, batch_size=8, num_frames=32, rng=np.random.default_rng(0))
+    batch = sample_windows(train_eps, batch_size=8, num_frames=32, context=2, rng=np.random.default_rng(0))
 
 The IDM's data is small (a few hours of labeled play at 64x64 is a few GB of uint8 at most), so
 episodes are read once, whole, into memory, and a training batch is a pure function of
@@ -128,27 +128,34 @@ def usable(episodes: list[Episode], num_frames: int) -> list[Episode]:
     return kept
 
 
-def window_targets(ep: Episode, start: int, num_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Frames (T, H, W, 3) uint8, buttons (T, 20) float32 and camera bins (T, 2) int64 of one window."""
+def padded_frames(frames: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """frames[start:stop] with black frames where the range leaves [0, len(frames))."""
+    lo, hi = max(start, 0), min(stop, len(frames))
+    return np.concatenate([np.zeros((lo - start, *frames.shape[1:]), np.uint8), frames[lo:hi],
+                           np.zeros((stop - hi, *frames.shape[1:]), np.uint8)])
+
+
+def window_targets(ep: Episode, start: int, num_frames: int, context: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames (T + 2 * context, H, W, 3) uint8, buttons (T, 20) float32 and camera bins (T, 2) int64 of one window."""
     end = start + num_frames
     buttons = ep.buttons[start:end].astype(np.float32) if ep.buttons is not None else np.zeros((num_frames, NUM_BUTTONS), np.float32)
     camera = ep.camera[start:end] if ep.camera is not None else np.zeros((num_frames, 2), np.float32)
-    return ep.frames[start:end], buttons, quantize_camera(camera)
+    return padded_frames(ep.frames, start - context, end + context), buttons, quantize_camera(camera)
 
 
-def sample_windows(episodes: list[Episode], batch_size: int, num_frames: int,
+def sample_windows(episodes: list[Episode], batch_size: int, num_frames: int, context: int,
                    rng: np.random.Generator) -> dict[str, np.ndarray]:
     """A batch of random windows, episodes drawn in proportion to their number of windows."""
     counts = np.array([ep.num_steps - num_frames + 1 for ep in episodes], dtype=np.float64)
     picks = rng.choice(len(episodes), size=batch_size, p=counts / counts.sum())
-    items = [window_targets(episodes[i], int(rng.integers(0, counts[i])), num_frames) for i in picks]
-    return {"frames": np.stack([it[0] for it in items]),  # (B, T, H, W, 3) uint8
+    items = [window_targets(episodes[i], int(rng.integers(0, counts[i])), num_frames, context) for i in picks]
+    return {"frames": np.stack([it[0] for it in items]),  # (B, T + 2 * context, H, W, 3) uint8
             "buttons": np.stack([it[1] for it in items]),  # (B, T, 20) float32
             "camera_bins": np.stack([it[2] for it in items])}  # (B, T, 2) int64
 
 
-def fixed_windows(episodes: list[Episode], num_frames: int, max_windows: int, seed: int) -> dict[str, np.ndarray]:
+def fixed_windows(episodes: list[Episode], num_frames: int, context: int, max_windows: int, seed: int) -> dict[str, np.ndarray]:
     """A fixed set of validation windows (the same every evaluation), or an empty dict."""
     if not episodes:
         return {}
-    return sample_windows(episodes, max_windows, num_frames, np.random.default_rng([seed, 7919]))
+    return sample_windows(episodes, max_windows, num_frames, context, np.random.default_rng([seed, 7919]))

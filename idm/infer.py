@@ -10,6 +10,9 @@ prediction of the window where it sits nearest the centre; the first window keep
 quarter and the last window its last quarter (VPT labels its videos the same way: windows of
 128, stride 64, the middle 64 kept, edges from the first and last windows). A sequence shorter
 than T is padded by repeating its last frame, and the padded steps are dropped.
+
+Each frame's ResNet features are computed once (the stem sees real neighbours, black frames
+beyond the sequence's ends, exactly as in training); only the transformer runs per window.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 import torch
 from worldloom.datasets.schema import NUM_BUTTONS
 from worldloom.envs.actions import dequantize_camera
+from worldloom.idm.data import padded_frames
 from worldloom.idm.model import IDM
 
 
@@ -50,14 +54,26 @@ def _model_device(model: IDM) -> torch.device:
 
 
 @torch.inference_mode()
-def window_logits(model: IDM, windows: np.ndarray, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """Windows (N, T, H, W, 3) uint8 -> button probabilities (N, T, 20) and camera probabilities (N, T, 2, 11)."""
+def sequence_features(model: IDM, frames: np.ndarray, chunk: int = 256) -> torch.Tensor:
+    """Per-frame features (N, D) of a sequence (N, H, W, 3), black frames beyond its ends, once per frame."""
+    ctx, device = model.cfg.context, _model_device(model)
+    padded = padded_frames(frames, -ctx, len(frames) + ctx)  # (N + 2 ctx, H, W, 3)
+    feats = []
+    for i in range(0, len(frames), chunk):
+        x = torch.from_numpy(np.ascontiguousarray(padded[i:i + chunk + 2 * ctx]))[None].to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            feats.append(model.frame_features(x)[0].float())  # (chunk, D)
+    return torch.cat(feats)
+
+
+@torch.inference_mode()
+def window_probs(model: IDM, windows: torch.Tensor, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Window features (W, T, D) -> button probabilities (W, T, 20) and camera probabilities (W, T, 2, 11)."""
     device = _model_device(model)
     probs_b, probs_c = [], []
     for i in range(0, len(windows), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(windows[i:i + batch_size])).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = model(x)
+            out = model.heads(windows[i:i + batch_size])
         probs_b.append(torch.sigmoid(out["buttons"].float()).cpu().numpy())
         probs_c.append(torch.softmax(out["camera"].float(), -1).cpu().numpy())
     return np.concatenate(probs_b), np.concatenate(probs_c)
@@ -81,9 +97,9 @@ def predict_sequence(model: IDM, frames: np.ndarray, batch_size: int = 8) -> dic
     num_steps = len(frames)
     if num_steps < cfg.num_frames:
         frames = np.concatenate([frames, np.repeat(frames[-1:], cfg.num_frames - num_steps, 0)])
+    features = sequence_features(model, frames, chunk=max(1, batch_size) * cfg.num_frames)  # (N, D)
     plan = window_plan(len(frames), cfg.num_frames)
-    windows = np.stack([frames[s:s + cfg.num_frames] for s, _, _ in plan])  # (N, T, H, W, 3)
-    win_b, win_c = window_logits(model, windows, batch_size)
+    win_b, win_c = window_probs(model, torch.stack([features[s:s + cfg.num_frames] for s, _, _ in plan]))
     buttons_prob = np.empty((len(frames), NUM_BUTTONS), np.float32)
     camera_prob = np.empty((len(frames), 2, win_c.shape[-1]), np.float32)
     for (start, keep_from, keep_to), b, c in zip(plan, win_b, win_c, strict=False):

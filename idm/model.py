@@ -2,7 +2,7 @@
 
     from worldloom.idm.model import IDM, IDMConfig, PRESETS
     model = IDM(PRESETS["tiny"])
-    out = model(frames)          # frames (B, T, H, W, 3) uint8 -> {"buttons": (B, T, 20), "camera": (B, T, 2, 11)}
+    out = model(frames)          # (B, T + 4, H, W, 3) uint8 -> {"buttons": (B, T, 20), "camera": (B, T, 2, 11)}
 
 The shape follows the released `4x_idm` of openai/Video-Pre-Training (`lib/policy.py`,
 `lib/impala_cnn.py`): a Conv3d over time (kernel 5, per pixel) so that each frame's features see
@@ -11,6 +11,12 @@ residual blocks), two dense layers into the transformer width, a transformer who
 bidirectional inside the window, and one linear head: 20 independent button logits plus 2 x 11
 mu-law camera bin logits. `action[t]` is applied between `frame[t]` and `frame[t+1]`, so the
 prediction for step t needs the frame after it: the model is non-causal on purpose.
+
+The Conv3d stem is "valid" in time: a window of T predictions takes T + (kernel - 1) frames, the
+`context` extra frames on each side being real neighbours (black frames beyond an episode's
+ends). So a frame's ResNet features do not depend on where the window starts, and labeling a
+long video computes them once per frame (`frame_features`) and runs only the cheap transformer
+per overlapping window (`heads`): half the work of running whole windows twice.
 """
 
 from __future__ import annotations
@@ -63,6 +69,11 @@ class IDMConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"IDMConfig.dropout must lie in [0, 1), got {self.dropout}")
         object.__setattr__(self, "stack_channels", tuple(int(c) for c in self.stack_channels))
+
+    @property
+    def context(self) -> int:
+        """Extra frames the stem needs on each side of a window."""
+        return self.stem_kernel_t // 2
 
     @property
     def feature_hw(self) -> tuple[int, int]:
@@ -157,7 +168,7 @@ class IDM(nn.Module):
         super().__init__()
         self.cfg = cfg
         kt = cfg.stem_kernel_t
-        self.stem = nn.Conv3d(3, cfg.stem_channels, (kt, 1, 1), padding=(kt // 2, 0, 0))
+        self.stem = nn.Conv3d(3, cfg.stem_channels, (kt, 1, 1))  # valid in time: see the module docstring
         channels = (cfg.stem_channels, *cfg.stack_channels)
         self.stacks = nn.Sequential(*(ImpalaStack(channels[i], channels[i + 1], cfg.blocks_per_stack)
                                       for i in range(len(cfg.stack_channels))))
@@ -170,18 +181,26 @@ class IDM(nn.Module):
         self.head = nn.Linear(cfg.hidden, NUM_BUTTONS + 2 * NUM_CAMERA_BINS)
         nn.init.normal_(self.pos, std=0.02)
 
-    def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
-        """frames (B, T, H, W, 3) uint8 (T <= num_frames) -> logits {"buttons", "camera"}."""
+    def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames (B, N + 2 * context, H, W, 3) uint8 -> per-frame features (B, N, hidden)."""
         cfg = self.cfg
-        B, T, H, W, _ = frames.shape
-        if (H, W) != (cfg.height, cfg.width) or T > cfg.num_frames:
-            raise ValueError(f"IDM expects (B, <= {cfg.num_frames}, {cfg.height}, {cfg.width}, 3) frames, got {tuple(frames.shape)}")
-        x = frames.permute(0, 4, 1, 2, 3).float() / 255.0  # (B, 3, T, H, W)
-        x = self.stem(x)  # (B, C, T, H, W): each frame mixed with its kt - 1 neighbours, per pixel
-        x = x.transpose(1, 2).reshape(B * T, -1, H, W)  # (B*T, C, H, W)
-        x = F.relu(self.stacks(x))  # (B*T, C', H/8, W/8)
-        x = F.relu(self.frame_dense(x.flatten(1)))  # (B*T, frame_dim)
-        x = self.hidden_dense(x).view(B, T, -1) + self.pos[:, :T]  # (B, T, D)
+        B, N_in, H, W, _ = frames.shape
+        if (H, W) != (cfg.height, cfg.width) or N_in <= 2 * cfg.context:
+            raise ValueError(f"IDM expects (B, N + {2 * cfg.context}, {cfg.height}, {cfg.width}, 3) frames, got {tuple(frames.shape)}")
+        x = frames.permute(0, 4, 1, 2, 3).float() / 255.0  # (B, 3, N_in, H, W)
+        x = self.stem(x)  # (B, C, N, H, W): each frame mixed with its kt - 1 neighbours, per pixel
+        N = x.shape[2]
+        x = x.transpose(1, 2).reshape(B * N, -1, H, W)  # (B*N, C, H, W)
+        x = F.relu(self.stacks(x))  # (B*N, C', H/8, W/8)
+        x = F.relu(self.frame_dense(x.flatten(1)))  # (B*N, frame_dim)
+        return self.hidden_dense(x).view(B, N, -1)  # (B, N, D)
+
+    def heads(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Features of one window (B, T, D), T <= num_frames -> logits {"buttons", "camera"}."""
+        B, T, _ = features.shape
+        if T > self.cfg.num_frames:
+            raise ValueError(f"a window holds at most {self.cfg.num_frames} frames, got {T}")
+        x = features + self.pos[:, :T]  # (B, T, D)
         for block in self.blocks:
             x = block(x)  # (B, T, D)
         logits = self.head(self.norm(x))  # (B, T, 20 + 22)
@@ -189,6 +208,10 @@ class IDM(nn.Module):
             "buttons": logits[..., :NUM_BUTTONS],  # (B, T, 20)
             "camera": logits[..., NUM_BUTTONS:].reshape(B, T, 2, NUM_CAMERA_BINS),  # (B, T, 2, 11)
         }
+
+    def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """frames (B, T + 2 * context, H, W, 3) uint8 -> logits for the T steps in the middle."""
+        return self.heads(self.frame_features(frames))
 
 
 def num_parameters(model: nn.Module) -> int:

@@ -38,6 +38,7 @@ class ScalingConfig:
     minutes: float = doc("wall-clock budget per run (0: none)", 0.0)
     batch_size: int = doc("windows per step", 8)
     seed: int = doc("seed of every run", 0)
+    threads: int = doc("torch CPU threads (0: torch's default)", 0)
 
     def __post_init__(self) -> None:
         if not self.hours or min(self.hours) <= 0:
@@ -75,7 +76,7 @@ def main(cfg: ScalingConfig) -> list[dict]:
     for hours in sorted(cfg.hours):
         run = out / f"hours-{hours:g}"
         train_main(TrainConfig(data=cfg.data, out=str(run), preset=cfg.preset, steps=cfg.steps, minutes=cfg.minutes,
-                               batch_size=cfg.batch_size, seed=cfg.seed, max_hours=hours, eval_every=max(1, cfg.steps // 4),
+                               batch_size=cfg.batch_size, seed=cfg.seed, max_hours=hours, threads=cfg.threads, eval_every=max(1, cfg.steps // 4),
                                ckpt_every=max(1, cfg.steps // 4)))
         report = evaluate(run, list(cfg.eval_data), out=run / "eval")
         rows.append({"hours": hours, **{k: report["idm"][k] for k in FIELDS if k in report["idm"]},

@@ -219,7 +219,8 @@ def init_state(cfg: TrainConfig, run_dir: Path, device: torch.device) -> tuple[I
 
 
 def fit_budget(state: dict, cfg: TrainConfig, step: int, seconds: float, steps_timed: int) -> None:
-    """Fix total_steps once so that the run fits in cfg.minutes; stored, so a resume keeps it."""
+    """Set total_steps so that the run fits in cfg.minutes at the speed measured so far; refitted at
+    every evaluation (a shared machine's speed drifts) and stored, so a resume keeps it."""
     per_step = seconds / max(1, steps_timed)
     fitted = int((cfg.minutes * 60 - state["elapsed_s"]) / per_step) + step
     state["total_steps"] = max(step + 1, min(cfg.steps, fitted))
@@ -236,7 +237,7 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
     idm_data.check_frame_size(episodes, cfg.model.height, cfg.model.width, "training")
     train_eps, val_eps = idm_data.split_episodes(idm_data.usable(episodes, cfg.model.num_frames), cfg.val_fraction, cfg.seed)
     train_eps = idm_data.take_hours(train_eps, cfg.max_hours, cfg.seed)
-    val_batch = idm_data.fixed_windows(val_eps, cfg.model.num_frames, cfg.val_windows, cfg.seed)
+    val_batch = idm_data.fixed_windows(val_eps, cfg.model.num_frames, cfg.model.context, cfg.val_windows, cfg.seed)
     model, optimizer, state = init_state(cfg, run_dir, device)
     if not cfg.minutes:
         state["total_steps"] = cfg.steps
@@ -249,7 +250,8 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
     bar = tqdm(total=state["total_steps"], initial=start_step, desc="idm train", unit="step", dynamic_ncols=True)
     step = start_step
     while step < state["total_steps"]:
-        batch = idm_data.sample_windows(train_eps, cfg.batch_size, cfg.model.num_frames, np.random.default_rng([cfg.seed, step]))
+        batch = idm_data.sample_windows(train_eps, cfg.batch_size, cfg.model.num_frames, cfg.model.context,
+                                        np.random.default_rng([cfg.seed, step]))
         frames, buttons, bins = to_device(batch, device)
         lr = lr_at(step, cfg, state["total_steps"])
         for group in optimizer.param_groups:
@@ -267,7 +269,8 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
         state["step"], state["elapsed_s"] = step, elapsed0 + time.perf_counter() - t0
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}")
-        if cfg.minutes and not state["budget_fixed"] and step - start_step >= min(10, max(1, cfg.warmup_steps)):
+        first_fit = not state["budget_fixed"] and step - start_step >= min(10, max(1, cfg.warmup_steps))
+        if cfg.minutes and (first_fit or (state["budget_fixed"] and step % cfg.eval_every == 0)):
             fit_budget(state, cfg, step, time.perf_counter() - t0, step - start_step)
             bar.total = state["total_steps"]
         if stop_after is not None and step >= stop_after:

@@ -81,15 +81,17 @@ def load_weights(run_dir: Path, which: str = "ema", device="cpu") -> dict[str, t
 
 
 def load_world_model(run_dir: Path, which: str = "ema", device="cpu"):
-    """A trained run as (WorldModel in eval mode with `which` weights, the run's config.json dict)."""
+    """A trained run as (WorldModel in eval mode with `which` weights, config.json dict, frame codec)."""
     from worldloom.errors import UserError
 
+    from .autoencoder import load_codec
     from .model import WorldModel, WorldModelConfig
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists() or not has_checkpoint(run_dir):
         raise UserError(f"{run_dir}: not a trained world model run (config.json and checkpoint/ expected); train one with `worldloom pretrain`")
     doc = json.loads((run_dir / "config.json").read_text())
-    model = WorldModel(WorldModelConfig(**doc["model"]))
+    cfg = WorldModelConfig(**doc["model"])
+    model = WorldModel(cfg)
     model.load_state_dict(load_weights(run_dir, which, device))
-    return model.to(device).eval(), doc
+    return model.to(device).eval(), doc, load_codec(run_dir, cfg, device)

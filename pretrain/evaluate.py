@@ -109,7 +109,7 @@ def teacher_forced(model, x, action, has, context: int, positions: int, sample: 
     return torch.stack(out, dim=1)
 
 
-def generate(model, clips: dict, cfg: EvalConfig, image_size: int) -> dict:
+def generate(model, codec, clips: dict, cfg: EvalConfig, image_size: int) -> dict:
     """Teacher-forced next frames, rollouts with true and shuffled actions (uint8), and timing."""
     context = model.cfg.num_frames - 1
     sample = SampleConfig(num_steps=cfg.num_steps, guidance=cfg.guidance)
@@ -119,7 +119,8 @@ def generate(model, clips: dict, cfg: EvalConfig, image_size: int) -> dict:
     perm[order] = torch.roll(order, 1)  # a derangement (for 2+ clips): no clip keeps its own actions
     out = {"next": [], "true": [], "shuffled": []}
     gen_time, gen_frames = 0.0, 0
-    x_all = frames_to_model(clips["frames"], image_size)  # (N, T, 3, S, S)
+    pixels = frames_to_model(clips["frames"], image_size)  # (N, T, 3, S, S)
+    x_all = torch.cat([codec.encode(pixels[i:i + cfg.batch_size]) for i in range(0, len(pixels), cfg.batch_size)])
     a_all = encode_actions(clips["buttons"], clips["camera"])  # (N, T, 22)
     for lo in range(0, len(x_all), cfg.batch_size):
         sl = slice(lo, lo + cfg.batch_size)
@@ -133,9 +134,9 @@ def generate(model, clips: dict, cfg: EvalConfig, image_size: int) -> dict:
         a_shuf = a.clone()
         a_shuf[:, context - 1:] = a_all[perm[sl]][:, context - 1:]  # context keeps its own past actions
         out["shuffled"].append(rollout(model, x[:, :context], a_shuf[:, :-1], has[:, :-1], cfg.horizon, sample, gen))
-    result = {k: model_to_frames(torch.cat(v)) for k, v in out.items()}
+    result = {k: model_to_frames(codec.decode(torch.cat(v))) for k, v in out.items()}
     result["frames_per_s"] = gen_frames / gen_time
-    result["truth"] = model_to_frames(x_all)  # (N, T, S, S, 3) at the model's size
+    result["truth"] = model_to_frames(pixels)  # (N, T, S, S, 3) at the model's size
     return result
 
 
@@ -153,7 +154,7 @@ def image_scores(gen: dict, context: int, horizon: int, positions: int) -> dict:
                        "copy_last_psnr": psnr(nf_copy, nf_target).mean().item(), "copy_last_ssim": ssim(nf_copy, nf_target).mean().item()},
         "rollout": {"psnr": p_true, "ssim": by_h(ssim, gen["true"]), "shuffled_psnr": p_shuf,
                     "copy_last_psnr": by_h(psnr, last), "copy_last_ssim": by_h(ssim, last)},
-        "delta_psnr": {"by_horizon": [t - s for t, s in zip(p_true, p_shuf)], "mean": float(np.mean(p_true) - np.mean(p_shuf))},
+        "delta_psnr": {"by_horizon": [t - s for t, s in zip(p_true, p_shuf, strict=True)], "mean": float(np.mean(p_true) - np.mean(p_shuf))},
     }
 
 
@@ -190,10 +191,10 @@ def _ratio(a: float, b: float) -> float | None:
 def evaluate(cfg: EvalConfig) -> dict:
     """Generate, score, and write eval.json / eval.md / eval.png; returns the report dict."""
     torch.manual_seed(cfg.seed)
-    model, run_doc = load_world_model(cfg.model)
+    model, run_doc, codec = load_world_model(cfg.model)
     context = model.cfg.num_frames - 1
     clips = eval_clips(cfg.data, context + cfg.horizon, cfg.num_clips)
-    gen = generate(model, clips, cfg, model.cfg.image_size)
+    gen = generate(model, codec, clips, cfg, model.cfg.image_size)
     report = {"model": str(cfg.model), "data": list(cfg.data), "num_clips": int(len(clips["frames"])), "context": context,
               "horizon": cfg.horizon, "num_steps": cfg.num_steps, "guidance": cfg.guidance,
               "label_sources_trained": run_doc.get("data", {}).get("label_sources"),
@@ -250,7 +251,7 @@ def plot(r: dict, path: Path) -> None:
         axes[0].plot(h, ro[key], marker="o", ms=3, label=label)
     axes[1].plot(h, ro["ssim"], marker="o", ms=3, label="true actions")
     axes[1].plot(h, ro["copy_last_ssim"], marker="o", ms=3, label="copy last frame")
-    for ax, name in zip(axes, ("PSNR (dB)", "SSIM")):
+    for ax, name in zip(axes, ("PSNR (dB)", "SSIM"), strict=True):
         ax.set_xlabel("horizon (frames)")
         ax.set_title(f"rollout {name}")
         ax.legend()

@@ -97,7 +97,7 @@ def next_frame(model: WorldModel, context, context_action, context_mask, action,
         has_action = torch.cat([has_action, torch.zeros_like(has_action)])
     x = torch.randn((B, 1, *context.shape[2:]), generator=generator, device=dev)  # (B, 1, C, H, W)
     times = torch.linspace(1.0, 0.0, cfg.num_steps + 1)
-    for t_now, t_next in zip(times[:-1].tolist(), times[1:].tolist()):
+    for t_now, t_next in zip(times[:-1].tolist(), times[1:].tolist(), strict=True):
         xin = torch.cat([x, x]) if guided else x
         t = torch.full((xin.shape[0], 1), t_now, device=dev)
         v = model(xin, t, action[:, None], has_action[:, None], past_kv=kv, start=Tc).float()

@@ -91,7 +91,7 @@ def rollout_episode(cfg: RolloutConfig) -> dict:
     """Generate cfg.horizon frames after the episode's real context and write the video."""
     from worldloom.datasets import Dataset
 
-    model, _ = load_world_model(cfg.model)
+    model, _, codec = load_world_model(cfg.model)
     context = model.cfg.num_frames - 1
     ds = Dataset(cfg.data)
     if cfg.episode not in ds.episode_ids:
@@ -108,8 +108,9 @@ def rollout_episode(cfg: RolloutConfig) -> dict:
     has = torch.ones(action.shape[:2], dtype=torch.bool)
     gen = torch.Generator().manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    frames = rollout(model, x[:, :context], action[:, :-1], has[:, :-1], horizon,
+    frames = rollout(model, codec.encode(x[:, :context]), action[:, :-1], has[:, :-1], horizon,
                      SampleConfig(num_steps=cfg.num_steps, guidance=cfg.guidance), gen)
+    frames = codec.decode(frames)
     seconds = time.perf_counter() - t0
     truth = model_to_frames(x[0]).numpy()
     generated = np.concatenate([truth[:context], model_to_frames(frames[0]).numpy()])

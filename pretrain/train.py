@@ -31,7 +31,8 @@ from worldloom.config import doc, to_json_dict
 from worldloom.errors import UserError
 
 from . import checkpoint
-from .data import check_sources, to_model_inputs, train_batches
+from .autoencoder import AE_FILE, PixelCodec, load_codec, save_codec, train_autoencoder
+from .data import check_sources, frames_to_model, to_model_inputs, train_batches
 from .flow import FlowConfig, flow_loss
 from .model import PRESETS, WorldModel, WorldModelConfig, num_params
 
@@ -64,6 +65,7 @@ class TrainConfig:
     action_dropout: float = doc("probability a frame's action is replaced by the null action", 0.1)
     p_sampling_pattern: float = doc("fraction of windows noised like sampling", 0.5)
     threads: int = doc("torch CPU threads per worker (0 = cores / workers)", 0)
+    ae_steps: int = doc("autoencoder training steps before the world model (latent presets only)", 2000)
     stop_after: int = doc("stop (as if killed, checkpoint kept) after this many steps in this call; 0 = never", 0)
 
     def __post_init__(self):
@@ -101,7 +103,7 @@ def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
 
 @torch.no_grad()
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
         e.lerp_(p.detach(), 1.0 - decay)
 
 
@@ -142,8 +144,6 @@ def check_memory(cfg: TrainConfig) -> int:
 
 def prepare_run(cfg: TrainConfig) -> Path:
     """Validate data and memory, write config.json (or check it matches a run being resumed)."""
-    if cfg.model.latent_channels:
-        raise UserError(f"preset {cfg.preset!r} works on autoencoder latents, which this version does not train yet; use tiny or small")
     spec = check_sources(cfg.data, min_steps=cfg.model.num_frames)
     need = check_memory(cfg)
     run = Path(cfg.out)
@@ -161,6 +161,19 @@ def prepare_run(cfg: TrainConfig) -> Path:
     return run
 
 
+def prepare_codec(cfg: TrainConfig, run: Path, rank: int, world: int, device):
+    """Pixel presets: the identity. Latent presets: train the autoencoder once (rank 0), then load it."""
+    if not cfg.model.latent_channels:
+        return PixelCodec()
+    if rank == 0 and not (run / AE_FILE).exists():
+        batches = train_batches(cfg.data, 2, cfg.batch_size, cfg.seed + 1, cfg.weights, cfg.loader_workers)
+        frames = (frames_to_model(b["frames"], cfg.model.image_size) for b in batches)
+        save_codec(train_autoencoder(cfg.model, frames, cfg.ae_steps, cfg.lr, device), run, cfg.model)
+    if world > 1:
+        dist.barrier()
+    return load_codec(run, cfg.model, device)
+
+
 def train_worker(cfg: TrainConfig) -> dict:
     """The training loop every worker runs (rank 0 writes); distributed when a process group exists."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
@@ -175,6 +188,7 @@ def train_worker(cfg: TrainConfig) -> dict:
     if checkpoint.has_checkpoint(run):
         state = checkpoint.load_checkpoint(run, model, ema, opt, device)
     total = state["planned_steps"] or cfg.max_steps
+    codec = prepare_codec(cfg, run, rank, world, device)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     batches = train_batches(cfg.data, cfg.model.num_frames, cfg.batch_size, cfg.seed + 7919 * rank,
                             cfg.weights, cfg.loader_workers, skip=state["step"])
@@ -186,6 +200,7 @@ def train_worker(cfg: TrainConfig) -> dict:
     while step < total:
         batch = next(batches)
         x, action, has = (t.to(device) for t in to_model_inputs(batch, cfg.model.image_size, cfg.use_actions))
+        x = codec.encode(x)  # pixels, or autoencoder latents
         lr = lr_at(step, cfg, total)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -275,7 +290,7 @@ def plot_curves(metrics_csv: Path, out_png: Path) -> None:
         return
     steps = [int(r["step"]) for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    for ax, key, log in zip(axes, ("loss", "lr", "clips_per_s"), (True, False, False)):
+    for ax, key, log in zip(axes, ("loss", "lr", "clips_per_s"), (True, False, False), strict=True):
         ax.plot(steps, [float(r[key]) for r in rows])
         ax.set_title(key)
         ax.set_xlabel("step")

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from worldloom.datasets.schema import BUTTONS
 from worldloom.envs import actions
 

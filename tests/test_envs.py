@@ -8,7 +8,6 @@ import warnings
 import gymnasium
 import numpy as np
 import pytest
-
 import worldloom.envs
 from worldloom.envs import actions, make_env
 from worldloom.envs.blocks import BLOCK_ID, HARDNESS
@@ -232,7 +231,7 @@ def test_falling_out_of_the_world_and_drowning_terminate():
     env = make_env("voxel", **SMALL)
     env.reset(seed=0)
     put_player(env, flat_world(), -3.0, 8.0, 5.0)
-    for t in range(100):
+    for t in range(100):  # noqa: B007  (t is read after the loop)
         _, _, terminated, _, _ = env.step(actions.noop())
         if terminated:
             break
@@ -241,7 +240,7 @@ def test_falling_out_of_the_world_and_drowning_terminate():
     world = flat_world()
     world.blocks[:, 2:20, :] = BLOCK_ID["water"]
     put_player(env, world, 8.5, 3.0, 8.5)
-    for t in range(400):
+    for t in range(400):  # noqa: B007
         _, _, terminated, _, info = env.step(actions.noop())
         if terminated:
             break
@@ -305,3 +304,26 @@ def test_frames_hash_differs_between_seeds():
     env = make_env("voxel", **SMALL)
     digests = {hashlib.sha256(env.reset(seed=s)[0].tobytes()).hexdigest() for s in range(4)}
     assert len(digests) == 4
+
+
+def test_task_rewards_count_collected_items():
+    env = make_env("voxel", task="collect_logs", **SMALL)
+    env.reset(seed=0)
+    put_player(env, flat_world(block="log"), 8.5, 8.0, 8.5, pitch=90.0)
+    rewards = [env.step(press(attack=1))[1] for _ in range(int(HARDNESS[BLOCK_ID["log"]]))]
+    assert rewards[-1] == 1.0 and sum(rewards) == 1.0
+    with pytest.raises(ValueError, match="task"):
+        make_env("voxel", task="win")
+
+
+def test_day_night_darkens_the_frame():
+    from worldloom.envs.voxel import VoxelConfig, sun_state
+
+    cfg = VoxelConfig(day_night=True, day_length=100)
+    noon, night = sun_state(10, cfg)[1], sun_state(60, cfg)[1]
+    assert noon > 0.9 and night < 0.3
+    env = make_env("voxel", day_night=True, day_length=40, **SMALL)
+    day, _ = env.reset(seed=1)
+    for _ in range(24):
+        frame, *_ = env.step(actions.noop())
+    assert frame.mean() < 0.6 * day.mean()

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 from worldloom.datasets import Dataset, DatasetWriter
 from worldloom.idm import checkpoint, infer, metrics
+from worldloom.idm.data import padded_frames
 from worldloom.idm.model import IDM, PRESETS, num_parameters
 from worldloom.idm.train import TrainConfig, lr_at
 from worldloom.idm.train import main as train_main
@@ -79,15 +80,29 @@ def test_presets_have_the_documented_sizes():
 def test_model_is_non_causal_and_takes_short_windows():
     torch.manual_seed(0)
     model = IDM(PRESETS["micro"]).eval()
-    frames = torch.randint(0, 255, (2, 8, 64, 64, 3), dtype=torch.uint8)
+    frames = torch.randint(0, 255, (2, 8 + 4, 64, 64, 3), dtype=torch.uint8)  # T + 2 context frames
     out = model(frames)
     assert out["buttons"].shape == (2, 8, 20) and out["camera"].shape == (2, 8, 2, 11)
     changed = frames.clone()
-    changed[:, -1] = 0  # only the last frame changes: the first step's prediction must still move
+    changed[:, -3] = 0  # only the last step's frame changes: the first step's prediction must still move
     assert not torch.allclose(model(changed)["buttons"][:, 0], out["buttons"][:, 0])
-    assert model(frames[:, :5])["buttons"].shape == (2, 5, 20)
+    assert model(frames[:, :9])["buttons"].shape == (2, 5, 20)
     with pytest.raises(ValueError, match="64, 64, 3"):
-        model(torch.zeros(1, 8, 32, 32, 3, dtype=torch.uint8))
+        model(torch.zeros(1, 12, 32, 32, 3, dtype=torch.uint8))
+
+
+def test_shared_features_equal_whole_windows(voxel):
+    """The fast labeling path (features once per frame) equals running each padded window whole."""
+    torch.manual_seed(0)
+    model = IDM(PRESETS["micro"]).eval()
+    frames = voxel["episodes"][0][0][:30]
+    fast = infer.predict(model, frames)["buttons_prob"]
+    ctx, T = model.cfg.context, model.cfg.num_frames
+    for start, keep_from, keep_to in infer.window_plan(len(frames), T):
+        window = torch.from_numpy(padded_frames(frames, start - ctx, start + T + ctx))[None]
+        with torch.no_grad():
+            probs = torch.sigmoid(model(window)["buttons"])[0].numpy()
+        np.testing.assert_allclose(fast[keep_from:keep_to], probs[keep_from - start:keep_to - start], atol=1e-5)
 
 
 @pytest.mark.parametrize("num_steps", [8, 9, 12, 31, 32, 33, 100])

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-
-from worldloom.cli import main as cli
-from worldloom.errors import UserError
 from worldloom.pretrain import evaluate as ev
 from worldloom.pretrain.flow import FlowConfig, SampleConfig, flow_loss, rollout
 from worldloom.pretrain.model import PRESETS, WorldModel, WorldModelConfig, encode_actions
 from worldloom.pretrain.train import TrainConfig, TrainingDiverged, lr_at, main
+
+from worldloom.cli import main as cli
+from worldloom.errors import UserError
 
 MICRO = {"batch_size": 2, "log_every": 1, "warmup_steps": 2}
 
@@ -202,3 +202,13 @@ def test_presets_are_valid_and_sized():
     assert PRESETS["large"].latent_channels and 16 <= PRESETS["large"].num_frames <= 32
     with pytest.raises(ValueError, match="patch_size"):
         WorldModelConfig(patch_size=7)
+
+
+def test_latent_preset_trains_its_autoencoder_then_the_model(data, tmp_path, monkeypatch):
+    latent = WorldModelConfig(image_size=64, patch_size=2, latent_channels=4, latent_downsample=8, width=32, depth=1, num_heads=2, num_frames=4)
+    monkeypatch.setitem(PRESETS, "latent-test", latent)  # `large`'s code path at a size CI can run
+    run = main(TrainConfig(data=(data["train"],), out=str(tmp_path / "wm"), preset="latent-test", max_steps=2, ae_steps=3, **MICRO))
+    assert (run / "autoencoder.safetensors").exists()
+    report = ev.evaluate(ev.EvalConfig(model=str(run), data=(data["heldout"],), num_clips=1, horizon=2,
+                                       next_frame_positions=1, num_steps=1, out=str(tmp_path / "ev")))
+    assert report["context"] == 3 and 0 < report["next_frame"]["psnr"] <= 60

@@ -6,10 +6,8 @@ import json
 
 import pytest
 from safetensors.torch import load_file
-
-from worldloom.pretrain.train import TrainConfig, main
-
 from test_pretrain import write
+from worldloom.pretrain.train import TrainConfig, main
 
 
 @pytest.mark.ray

@@ -101,6 +101,7 @@ def _paths(out: Path) -> dict[str, Path]:
 def run_capture(cfg: PipelineConfig, paths: dict[str, Path]) -> tuple[dict, dict]:
     """Record the four datasets; seeds are disjoint so the held-out worlds stay unseen."""
     from worldloom.capture import CaptureConfig, capture
+    from worldloom.capture.driver import ray_session
 
     s = cfg.sizes
     jobs = {  # name: (episodes, seed offset, strip actions to)
@@ -109,43 +110,44 @@ def run_capture(cfg: PipelineConfig, paths: dict[str, Path]) -> tuple[dict, dict
         "heldout": (s.heldout_episodes, 3, None),
         "judge_data": (s.judge_episodes, 4, None),
     }
+    configs = {name: CaptureConfig(
+        out=str(paths[name]), env="voxel", player="mixture", episodes=episodes, steps=s.steps,
+        resolution=s.resolution, seed=cfg.seed * 10 + offset, workers=cfg.num_workers,
+        address=cfg.address, strip_actions=strip) for name, (episodes, offset, strip) in jobs.items()}
     figures = {}
-    for name, (episodes, offset, strip) in jobs.items():
-        t0 = time.perf_counter()
-        result = capture(CaptureConfig(
-            out=str(paths[name]), env="voxel", player="mixture", episodes=episodes, steps=s.steps,
-            resolution=s.resolution, seed=cfg.seed * 10 + offset, workers=cfg.num_workers,
-            address=cfg.address, strip_actions=strip))
-        figures[name] = {"episodes": episodes, "frames": episodes * s.steps, "wall_s": time.perf_counter() - t0,
-                         "frames_written": getattr(result, "frames_written", None)}
+    with ray_session(configs["labeled"]):  # one cluster for the four jobs: Ray starts in seconds, not zero
+        for name, capture_cfg in configs.items():
+            t0 = time.perf_counter()
+            capture(capture_cfg)
+            figures[name] = {"episodes": capture_cfg.episodes, "wall_s": time.perf_counter() - t0}
     return {k: str(paths[k]) for k in jobs}, figures
 
 
 def run_idm(cfg: PipelineConfig, paths: dict[str, Path], judge: bool) -> tuple[dict, dict]:
-    from worldloom import idm
+    from worldloom.idm.train import TrainConfig, train
 
     s = cfg.sizes
     data, out, minutes = ((paths["judge_data"], paths["judge"], s.judge_minutes) if judge
                           else (paths["labeled"], paths["idm"], s.idm_minutes))
-    idm.train(idm.TrainConfig(data=(str(data),), out=str(out), preset=s.idm_preset, minutes=minutes,
+    train(TrainConfig(data=(str(data),), out=str(out), preset=s.idm_preset, minutes=minutes,
                               steps=100_000, seed=cfg.seed + (1 if judge else 0),
                               device="cuda" if cfg.gpu else "cpu"))
     return {"run": str(out)}, {}
 
 
 def run_idm_eval(cfg: PipelineConfig, paths: dict[str, Path]) -> tuple[dict, dict]:
-    from worldloom import idm
+    from worldloom.idm.evaluate import evaluate
 
-    heldout = idm.evaluate(paths["idm"], [str(paths["heldout"])], out=paths["idm"] / "eval-heldout")
-    footage = idm.evaluate(paths["idm"], [str(paths["footage"])], truth=[str(paths["truth"])],
+    heldout = evaluate(paths["idm"], [str(paths["heldout"])], out=paths["idm"] / "eval-heldout")
+    footage = evaluate(paths["idm"], [str(paths["footage"])], truth=[str(paths["truth"])],
                            out=paths["idm"] / "eval-footage")
     return {"heldout": heldout["out"], "footage": footage["out"]}, {"heldout": heldout, "footage": footage}
 
 
 def run_label(cfg: PipelineConfig, paths: dict[str, Path]) -> tuple[dict, dict]:
-    from worldloom import idm
+    from worldloom.idm.label import LabelConfig, label
 
-    result = idm.label(idm.LabelConfig(model=str(paths["idm"]), input=str(paths["footage"]),
+    result = label(LabelConfig(model=str(paths["idm"]), input=str(paths["footage"]),
                                        out=str(paths["pseudo"]), num_workers=1))
     return {"pseudo": str(paths["pseudo"])}, {"label": result}
 

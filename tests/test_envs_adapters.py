@@ -1,0 +1,111 @@
+"""Crafter and MineRL adapters behind our action contract, and the `worldloom envs` CLI."""
+
+import importlib.util
+
+import gymnasium
+import numpy as np
+import pytest
+from worldloom.envs import actions, make_env, make_player
+from worldloom.envs.crafter_env import CRAFTER_ACTIONS, select_slot, to_crafter
+from worldloom.envs.minerl_env import MineRLNotInstalled, from_minerl, pov_to_obs, to_minerl
+
+from worldloom.cli import main
+from worldloom.errors import UserError
+
+
+def press(**keys):
+    a = actions.noop()
+    for k, v in keys.items():
+        a[k.replace("_", ".") if k.startswith("hotbar") else k] = v
+    return a
+
+
+@pytest.mark.parametrize("action, slot, expected", [
+    (press(), 0, "noop"),
+    (press(attack=1, forward=1), 0, "do"),
+    (press(use=1), 0, "place_stone"),
+    (press(use=1), 1, "place_table"),
+    (press(use=1), 4, "make_wood_pickaxe"),
+    (press(use=1), 8, "make_stone_sword"),
+    (press(use=1, sneak=1), 8, "make_iron_sword"),
+    (press(forward=1), 0, "move_up"),
+    (press(back=1), 0, "move_down"),
+    (press(left=1), 0, "move_left"),
+    (press(right=1), 0, "move_right"),
+    (press(sneak=1), 0, "sleep"),
+    (press(jump=1, sprint=1), 0, "noop"),
+])
+def test_crafter_mapping(action, slot, expected):
+    assert CRAFTER_ACTIONS[to_crafter(action, slot)] == expected
+
+
+def test_crafter_mapping_reaches_all_17_actions():
+    reached = set()
+    for slot in range(9):
+        for keys in ({}, {"attack": 1}, {"use": 1}, {"use": 1, "sneak": 1}, {"forward": 1}, {"back": 1},
+                     {"left": 1}, {"right": 1}, {"sneak": 1}):
+            reached.add(to_crafter(press(**keys), slot))
+    assert reached == set(range(17))
+    assert select_slot(press(hotbar_3=1), 0) == 2 and select_slot(press(), 5) == 5
+
+
+def test_crafter_env_speaks_gymnasium():
+    env = gymnasium.make("worldloom/Crafter-v0", height=64, width=64, max_steps=20)
+    obs, info = env.reset(seed=1)
+    assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8 and "inventory" in info
+    obs2, _ = env.reset(seed=1)[0], None
+    np.testing.assert_array_equal(obs, obs2)  # the world at reset is a function of the seed
+    player = make_player("random", seed=0)
+    truncated = False
+    for _ in range(20):
+        obs, reward, terminated, truncated, info = env.step(player.act(obs, info))
+        if terminated:
+            break
+    assert truncated or terminated
+    with pytest.raises(ValueError, match="camera"):
+        env.reset(seed=0)
+        bad = actions.noop()
+        bad["camera"] = np.array([np.inf, 0.0])
+        env.step(bad)
+
+
+def test_minerl_mapping_round_trip():
+    a = press(forward=1, jump=1, hotbar_4=1)
+    a["camera"] = np.array([1.5, -3.0], dtype=np.float32)
+    m = to_minerl(a)
+    assert m["ESC"] == 0 and m["swapHands"] == 0 and m["pickItem"] == 0 and m["hotbar.4"] == 1
+    assert len(m) == 24  # 23 keys + camera, as MineRL 1.0
+    back = from_minerl({**m, "ESC": 1})
+    assert all(back[k] == a[k] for k in actions.BUTTONS)
+    np.testing.assert_array_equal(back["camera"], a["camera"])
+    pov = np.zeros((360, 640, 3), dtype=np.uint8)
+    pov[:, 320:] = 200
+    obs = pov_to_obs(pov, 128, 128)
+    assert obs.shape == (128, 128, 3) and obs[:, :60].max() == 0 and obs[:, 70:].min() == 200
+
+
+@pytest.mark.skipif(importlib.util.find_spec("minerl") is not None, reason="minerl is installed here")
+def test_minerl_missing_says_how_to_install():
+    with pytest.raises(MineRLNotInstalled, match=r"pip install worldloom\[minerl\].*Java 8"):
+        make_env("minerl")
+    assert issubclass(MineRLNotInstalled, UserError) and issubclass(MineRLNotInstalled, ImportError)
+
+
+def test_cli_show_and_play(tmp_path, capsys):
+    grid = tmp_path / "grid.png"
+    assert main(["envs", "show", "--env", "voxel", "--seeds", "0-1", "--warmup", "3", "--height", "64",
+                 "--width", "64", "--out", str(grid)]) == 0
+    import cv2
+
+    image = cv2.imread(str(grid))
+    assert image.shape == (64, 128, 3)
+    video = tmp_path / "play.mp4"
+    assert main(["envs", "play", "--env", "voxel", "--player", "mixture", "--steps", "10", "--height", "64",
+                 "--width", "64", "--out", str(video)]) == 0
+    import av
+
+    with av.open(str(video)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 11
+    assert main(["envs", "show", "--env", "nope", "--seeds", "0", "--out", str(grid)]) == 2
+    assert "known: voxel, crafter, minerl" in capsys.readouterr().err
+    assert main(["envs", "show", "--seeds", "x-y", "--out", str(grid)]) == 2

@@ -1,0 +1,77 @@
+"""Players: every button and every camera bin shows up; scripted players hold keys and move smoothly."""
+
+import numpy as np
+import pytest
+from worldloom.envs import PLAYER_NAMES, actions, make_env, make_player
+from worldloom.envs.players import action_histogram, report
+
+STEPS = 2000
+
+
+@pytest.fixture(scope="module")
+def env():
+    return make_env("voxel", height=64, width=64, world_size=(48, 40, 48), max_steps=700)
+
+
+def play(env, name, steps, seed=0):
+    player = make_player(name, seed=seed)
+    obs, info = env.reset(seed=seed)
+    acts = []
+    for _ in range(steps):
+        a = player.act(obs, info)
+        actions.validate(a)
+        acts.append(a)
+        obs, _, terminated, truncated, info = env.step(a)
+        if terminated or truncated:
+            obs, info = env.reset()
+            player.reset()
+    return actions.to_arrays(acts)
+
+
+@pytest.mark.parametrize("name", PLAYER_NAMES)
+def test_every_button_and_camera_bin_occurs(env, name):
+    buttons, camera = play(env, name, STEPS)
+    never = [b for b, n in zip(actions.BUTTONS, buttons.sum(0), strict=False) if n == 0]
+    assert never == [], f"{name} never pressed {never}"
+    bins = actions.quantize_camera(camera)
+    for axis in range(2):
+        missing = sorted(set(range(11)) - set(bins[:, axis].tolist()))
+        assert missing == [], f"{name} camera axis {axis} never used bins {missing}"
+
+
+@pytest.mark.parametrize("name, held_keys", [
+    ("explorer", ("forward",)), ("miner", ("attack",)), ("builder", ("jump",)), ("mixture", ("forward", "attack")),
+])
+def test_scripted_players_are_human_like(env, name, held_keys):
+    buttons, camera = play(env, name, 600, seed=1)
+    # Keys are held: the mean run of each player's main key lasts several steps.
+    for key in held_keys:
+        col = buttons[:, actions.BUTTONS.index(key)].astype(int)
+        presses = int((np.diff(col) == 1).sum()) + col[0]
+        assert presses > 0 and col.sum() / presses > 3, key
+    # The camera moves smoothly: consecutive moves are correlated (white noise would give ~0).
+    yaw = camera[:, 1]
+    moving = np.abs(yaw) > 0.3
+    assert moving.mean() > 0.05
+    corr = np.corrcoef(yaw[:-1], yaw[1:])[0, 1]
+    assert corr > 0.5
+
+
+def test_players_are_deterministic_in_their_seed(env):
+    a = play(env, "mixture", 200, seed=4)
+    b = play(env, "mixture", 200, seed=4)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_report_prints_a_histogram_per_player(env):
+    h = action_histogram("random", env, 100)
+    assert set(h["buttons"]) == set(actions.BUTTONS) and h["camera_bins"].shape == (2, 11)
+    assert h["camera_bins"].sum() == 200
+    text = report(("random",), steps=50)
+    assert "random" in text and "hotbar.9=" in text and "yaw bins" in text
+
+
+def test_unknown_player_lists_known_ones():
+    with pytest.raises(ValueError, match="explorer"):
+        make_player("speedrunner")
