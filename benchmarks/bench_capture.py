@@ -1,7 +1,7 @@
 """Capture speed: recorded frames/s per core beside the bare env's steps/s, 1 vs 2 workers, and
 the cost of an hour of 20 fps footage in core-hours.
 
-    python benchmarks/bench_capture.py                       # voxel, 128x128, 16 episodes x 200 steps
+    python benchmarks/bench_capture.py                       # voxel, 128x128, 24 episodes x 300 steps
     python benchmarks/bench_capture.py --env crafter --episodes 8 --steps 300 --json out.json
 
 The peer is the bare env measured in this same run: one process playing the same episodes
@@ -63,8 +63,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="voxel")
     parser.add_argument("--player", default="mixture")
-    parser.add_argument("--episodes", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=200)
+    # Long enough that starting the actors (~1-2 s each: process, imports, world) is a small share.
+    parser.add_argument("--episodes", type=int, default=24)
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()

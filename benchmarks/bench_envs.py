@@ -125,7 +125,12 @@ def main(args: argparse.Namespace) -> dict:
         peer = f"{r['crafter_steps_per_s']:.0f} ({r['crafter_wall_steps_per_s']:.0f})"
         print(f"{r['size']:>4}x{r['size']:<3d}{r['player']:>8} {voxel:>16} {peer:>16} {r['ratio']:>6.2f} "
               f"{r['voxel_reset_ms']:>6.1f}/{r['crafter_reset_ms']:<7.1f} {r['voxel_env_mb']:>5.1f}/{r['crafter_env_mb']:<5.1f}")
-    result = {"cpu_affinity": sorted(os.sched_getaffinity(0)), "steps": args.steps, "rows": rows}
+    import resource
+
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"process peak RSS (Python + numba + crafter + both envs): {rss_mb:.0f} MB")
+    result = {"cpu_affinity": sorted(os.sched_getaffinity(0)), "steps": args.steps, "rows": rows,
+              "peak_rss_mb": round(rss_mb, 1)}
     if args.out:
         tmp = args.out + ".tmp"
         with open(tmp, "w") as f:

@@ -25,6 +25,8 @@ FPS = 20
 EXECUTION_FIELDS = ("out", "workers", "address", "strip_actions", "episodes_per_shard", "progress")
 MAX_RESOLUTION = 1024
 MAX_STEPS = 1_000_000
+# A recorder holds one whole episode's frames before writing it (the writer takes whole episodes).
+MAX_EPISODE_BYTES = 2 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,10 @@ class CaptureConfig:
         _check_int("seed", self.seed, 0, 2**31 - 1)
         _check_int("workers", self.workers, 1, 4096)
         _check_int("episodes_per_shard", self.episodes_per_shard, 1, 10_000)
+        if self.episode_bytes > MAX_EPISODE_BYTES:
+            raise ValueError(f"steps x resolution^2 x 3 bytes must be at most 2 GiB (one episode is held in memory), "
+                             f"got steps={self.steps}, resolution={self.resolution}: "
+                             f"{self.episode_bytes / 1024**3:.1f} GiB; record shorter episodes")
         if self.strip_actions is not None and _same_place(self.strip_actions, self.out):
             raise ValueError(f"strip_actions must be another dataset than out, got {self.strip_actions!r} for both")
         if not self.split or "/" in self.split:
@@ -72,8 +78,9 @@ class CaptureConfig:
         return "none" if self.strip_actions is not None else "env"
 
     @property
-    def num_tasks(self) -> int:
-        return -(-self.episodes // self.episodes_per_shard)
+    def episode_bytes(self) -> int:
+        """Memory that one episode's frames take in a recorder."""
+        return self.steps * self.resolution * self.resolution * 3
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,19 @@ def _absolute(root: str) -> str:
     return root if "://" in root else os.path.abspath(os.path.expanduser(root))
 
 
+def check_env(cfg: CaptureConfig) -> None:
+    """Build and reset the env once here: a size it does not support, or a missing install,
+    is a one-line error before anything is written or any actor starts."""
+    from worldloom.envs import make_env
+
+    try:
+        env = make_env(cfg.env, height=cfg.resolution, width=cfg.resolution)
+        env.reset(seed=0)
+        env.close()
+    except (ValueError, ImportError, UserError) as err:
+        raise UserError(f"env {cfg.env!r} at resolution {cfg.resolution}: {err}") from None
+
+
 def prepare_target(cfg: CaptureConfig, label: str, root: str) -> set[str]:
     """Create the dataset at `root` or check that it is this job's (UserError naming the
     difference, nothing written); its committed episode ids."""
@@ -231,6 +244,7 @@ def capture(cfg: CaptureConfig) -> CaptureResult:
     """Record every episode of `cfg` not yet committed; returns what this run did."""
     roots = target_roots(cfg)
     specs = expand_specs(cfg)
+    check_env(cfg)
     committed = {label: prepare_target(cfg, label, root) for label, root in roots.items()}
     with job_lock(list(roots.values())):
         committed = {label: committed_episode_ids(root) for label, root in roots.items()}  # now locked

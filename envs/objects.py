@@ -276,7 +276,7 @@ class Animals:
             x = 2 + int(worldgen._hash(k, 1, 0, seed + 97) * (sx - 4))
             z = 2 + int(worldgen._hash(k, 2, 0, seed + 97) * (sz - 4))
             top = world.ground(x, z)
-            if top and world.get(x, top - 1, z) not in (WATER, BLOCK_ID["leaves"]):
+            if top and world.get(x, top - 1, z) not in (WATER, BLOCK_ID["leaves"], BLOCK_ID["cactus"]):
                 kind = k % len(ANIMALS)
                 rows.append([x + 0.5, top, z + 0.5, 0.0, kind, ANIMALS[kind].health, 0, 0])
         # x, y, z, heading (radians), kind, health, hurt timer, walking (0/1)

@@ -99,6 +99,8 @@ class Habits:
             self.held["sprint"] = self.held["forward"] = int(self.rng.integers(10, 40))
         elif r < 0.066:
             self.held["jump"] = int(self.rng.integers(1, 6))
+        elif r < 0.072 and not hand.busy():  # a fast flick of the mouse: the outer camera bins
+            hand.flick()
         for name in list(self.held):
             a[name] = 1
             self.held[name] -= 1

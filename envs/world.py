@@ -165,17 +165,21 @@ class World:
         """The y one above the highest block of column (x, z)."""
         return int(self.tops[x, z])
 
-    def spawn_point(self) -> np.ndarray:
-        """Feet position on dry land nearest the centre (spiral search), as float64 (3,)."""
-        sx, _, sz = self.blocks.shape
+    def spawn_point(self, radius: int = 10) -> np.ndarray:
+        """Feet position (3,) on the highest dry ground within `radius` of the centre.
+
+        High ground first, so the first frames look out over the world rather than into a tree.
+        """
+        sx, sy, sz = self.blocks.shape
         cx, cz = sx // 2, sz // 2
-        for r in range(max(sx, sz)):
-            for dx in range(-r, r + 1):
-                for dz in (-r, r) if abs(dx) != r else range(-r, r + 1):
-                    x, z = cx + dx, cz + dz
-                    if 0 <= x < sx and 0 <= z < sz:
-                        top = self.ground(x, z)
-                        if top > 0 and self.blocks[x, top - 1, z] in GROUND:
-                            if top + 2 < self.blocks.shape[1]:
-                                return np.array([x + 0.5, float(top), z + 0.5])
-        return np.array([cx + 0.5, float(self.blocks.shape[1] - 3), cz + 0.5])
+        best, best_score = None, -1e9
+        for x in range(max(cx - radius, 0), min(cx + radius + 1, sx)):
+            for z in range(max(cz - radius, 0), min(cz + radius + 1, sz)):
+                top = int(self.tops[x, z])
+                if 0 < top < sy - 2 and self.blocks[x, top - 1, z] in GROUND:
+                    score = top - 0.05 * float(np.hypot(x - cx, z - cz))
+                    if score > best_score:
+                        best, best_score = (x, top, z), score
+        if best is None:
+            return np.array([cx + 0.5, float(sy - 3), cz + 0.5])
+        return np.array([best[0] + 0.5, float(best[1]), best[2] + 0.5])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -113,6 +114,7 @@ def test_specs_are_deterministic_and_distinct():
     ("resolution", 100_000, ["resolution"]),
     ("workers", 0, ["workers"]),
     ("episodes_per_shard", 0, ["episodes_per_shard"]),
+    ("steps", 100_000, ["steps", "resolution", "GiB"]),  # 100k frames of 128x128 held in memory
 ])
 def test_config_rejects_nonsense(field, value, words):
     with pytest.raises(ValueError) as err:
@@ -180,11 +182,23 @@ def test_output_not_made_by_capture_or_not_empty_is_refused(tmp_path):
     with pytest.raises(UserError, match="different dataset"):
         capture(CaptureConfig(out=str(other), episodes=1, steps=4, resolution=RES))
     assert tree_digest(other) == before
+    manifest = json.loads((other / "dataset.json").read_text())
+    (other / "dataset.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    before = tree_digest(other)
+    with pytest.raises(UserError, match="format_version"):  # another format
+        capture(CaptureConfig(out=str(other), episodes=1, steps=4, resolution=RES))
+    assert tree_digest(other) == before
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("mine")
     with pytest.raises(UserError, match="not empty"):
         capture(CaptureConfig(out=str(tmp_path / "notes"), episodes=1, steps=4, resolution=RES))
     assert [p.name for p in (tmp_path / "notes").iterdir()] == ["todo.txt"]
+
+
+def test_a_size_the_env_does_not_support_is_refused_before_writing(tmp_path):
+    with pytest.raises(UserError, match="voxel.*32.*64"):  # the voxel world renders 64..360 rows
+        capture(CaptureConfig(out=str(tmp_path / "d"), episodes=1, steps=4, resolution=32))
+    assert not (tmp_path / "d").exists()
 
 
 def test_a_second_job_on_the_same_output_is_refused(tmp_path):
@@ -321,10 +335,11 @@ def test_strip_actions_writes_footage_and_truth(tmp_path, ray_cluster):
 
 
 def test_crafter_goes_through_the_same_path(tmp_path, ray_cluster):
-    cfg = CaptureConfig(out=str(tmp_path / "d"), env="crafter", player="random", episodes=2, steps=25, resolution=RES,
-                        workers=2, progress=False)
+    cfg = CaptureConfig(out=str(tmp_path / "d"), env="crafter", player="random", episodes=3, steps=25, resolution=RES,
+                        workers=2, episodes_per_shard=2, progress=False)
     capture(cfg)
     assert_exactly_once(cfg.out, cfg)
+    assert len(Dataset(cfg.out).manifest["shards"]) == 2  # episodes_per_shard=2: a shard of 2, one of 1
     assert set(Dataset(cfg.out).episodes.column("env").to_pylist()) == {"crafter"}
 
 

@@ -226,3 +226,20 @@ def test_bad_flags_and_missing_paths(voxel, tmp_path, capsys):
     assert cli(["idm", "eval", "--model", str(tmp_path / "nope"), "--data", voxel["labeled"]]) == 2
     assert "not an IDM run" in capsys.readouterr().err
     assert cli(["idm", "eval", "--model", str(tmp_path), "--data", str(tmp_path / "missing")]) == 2
+
+
+def test_minutes_budget_shortens_the_schedule(voxel, tmp_path):
+    run = train_main(micro_cfg(voxel["labeled"], tmp_path / "r", steps=100_000, minutes=0.05, eval_every=5, ckpt_every=5))
+    state = json.loads((run / "state.json").read_text())
+    assert state["budget_fixed"] and state["step"] == state["total_steps"] < 100_000
+    assert state["elapsed_s"] < 0.05 * 60 * 1.05 + 30  # stops near the budget (a slow step can overrun)
+
+
+def test_scaling_curve_writes_csv_and_png(voxel, tmp_path):
+    from worldloom.idm.scaling import ScalingConfig
+    from worldloom.idm.scaling import main as scaling_main
+
+    rows = scaling_main(ScalingConfig(data=(voxel["labeled"],), eval_data=(voxel["labeled"],), out=str(tmp_path / "s"),
+                                      hours=(0.0005, 0.01), preset="micro", steps=2, batch_size=2))
+    assert [r["hours"] for r in rows] == [0.0005, 0.01] and (tmp_path / "s" / "scaling.png").exists()
+    assert all(0 <= r["button_accuracy_mean"] <= 1 for r in rows)

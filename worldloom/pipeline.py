@@ -47,15 +47,16 @@ class Preset:
     wm_preset: str
     wm_minutes: float
     eval_clips: int
+    rollout_horizon: int          # frames generated for each rollout video
     expected: str                 # time and hardware, for the docs and --help
 
 
 PRESETS: dict[str, Preset] = {
-    "micro": Preset(64, 64, 4, 4, 2, 3, "tiny", 0.6, 0.3, "tiny", 0.7, 4, "CI: about 4 minutes on 2 CPU cores"),
-    "tiny": Preset(64, 400, 24, 48, 8, 16, "tiny", 5.0, 2.0, "tiny", 6.0, 32, "README demo: under 20 minutes on 2 CPU cores"),
-    "small": Preset(64, 1000, 200, 800, 40, 100, "small", 30.0, 15.0, "small", 60.0, 128,
+    "micro": Preset(64, 64, 4, 4, 2, 3, "tiny", 0.6, 0.3, "tiny", 0.7, 4, 12, "CI: about 4 minutes on 2 CPU cores"),
+    "tiny": Preset(64, 400, 24, 48, 8, 16, "tiny", 5.0, 2.0, "tiny", 6.0, 32, 48, "README demo: under 20 minutes on 2 CPU cores"),
+    "small": Preset(64, 1000, 200, 800, 40, 100, "small", 30.0, 15.0, "small", 60.0, 128, 64,
                     "about 2 hours on a 16-core workstation; a GPU shortens the training stages"),
-    "large": Preset(128, 2000, 2000, 20000, 200, 500, "vpt", 600.0, 120.0, "large", 1440.0, 512,
+    "large": Preset(128, 2000, 2000, 20000, 200, 500, "vpt", 600.0, 120.0, "large", 1440.0, 512, 64,
                     "a Ray cluster with GPUs (--address): about a day on 8 GPUs and 256 CPU cores"),
 }
 
@@ -173,7 +174,7 @@ def run_pretrain_eval(cfg: PipelineConfig, paths: dict[str, Path]) -> tuple[dict
     for i, episode in enumerate(Dataset(str(paths["heldout"])).episode_ids[:2]):
         gif = paths["figures"] / f"rollout-{i}.gif"
         rollout_episode(RolloutConfig(model=str(paths["wm"]), data=str(paths["heldout"]), episode=episode,
-                                      out=str(gif), horizon=min(48, cfg.sizes.steps - 8), scale=3))
+                                      out=str(gif), horizon=min(cfg.sizes.rollout_horizon, cfg.sizes.steps - 8), scale=3))
         rollouts.append(str(gif))
     return {"eval": str(paths["wm"] / "eval"), "rollouts": rollouts}, {"world_model": report}
 
