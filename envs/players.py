@@ -61,8 +61,18 @@ class Habits:
         self.rng, self.rate = rng, rate
         self.held: dict[str, int] = {}  # button -> steps left
         self.gui_steps = 0
+        self.steps = 0
+        self.last_slot_use = np.zeros(9)
+
+    def pick_slot(self, current: int) -> int:
+        """Another slot: half the time the one unused longest (people cycle), else any."""
+        others = [k for k in range(9) if k != current]
+        if self.rng.random() < 0.5:
+            return min(others, key=lambda k: self.last_slot_use[k])
+        return int(self.rng.choice(others))
 
     def apply(self, a: dict, info: dict, hand: CameraHand) -> None:
+        self.steps += 1
         r = self.rng.random() / self.rate
         if info.get("gui_open"):
             # Browsing the inventory: the mouse sweeps the screen; close it after a while.
@@ -78,9 +88,9 @@ class Habits:
         if r < 0.0025:  # a glance at the inventory now and then (a few % of the time in it)
             a["inventory"] = 1
         elif r < 0.024:  # a different slot, so the HUD highlight moves
-            slot = int(self.rng.integers(1, 10))
-            if slot - 1 != info.get("hotbar_slot"):
-                a[f"hotbar.{slot}"] = 1
+            slot = self.pick_slot(info.get("hotbar_slot", 0))
+            a[f"hotbar.{slot + 1}"] = 1
+            self.last_slot_use[slot] = self.steps
         elif r < 0.029:
             hotbar, inventory = info.get("hotbar", []), info.get("inventory", {})
             if hotbar and inventory.get(hotbar[info.get("hotbar_slot", 0)], 0) > 0:

@@ -52,12 +52,21 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "micro": Preset(64, 64, 4, 4, 2, 3, "tiny", 0.6, 0.3, "tiny", 0.7, 4, 12, "CI: about 4 minutes on 2 CPU cores"),
-    "tiny": Preset(64, 400, 24, 48, 8, 16, "tiny", 5.0, 2.0, "tiny", 6.0, 32, 48, "README demo: under 20 minutes on 2 CPU cores"),
-    "small": Preset(64, 1000, 200, 800, 40, 100, "small", 30.0, 15.0, "small", 60.0, 128, 64,
-                    "about 2 hours on a 16-core workstation; a GPU shortens the training stages"),
-    "large": Preset(128, 2000, 2000, 20000, 200, 500, "vpt", 600.0, 120.0, "large", 1440.0, 512, 64,
-                    "a Ray cluster with GPUs (--address): about a day on 8 GPUs and 256 CPU cores"),
+    "micro": Preset(resolution=64, steps=64, labeled_episodes=4, footage_episodes=4, heldout_episodes=2,
+                    judge_episodes=3, idm_preset="tiny", idm_minutes=0.6, judge_minutes=0.3, wm_preset="tiny",
+                    wm_minutes=0.7, eval_clips=4, rollout_horizon=12, expected="CI: about 4 minutes on 2 CPU cores"),
+    "tiny": Preset(resolution=64, steps=400, labeled_episodes=24, footage_episodes=48, heldout_episodes=8,
+                   judge_episodes=16, idm_preset="tiny", idm_minutes=5.0, judge_minutes=2.0, wm_preset="tiny",
+                   wm_minutes=6.0, eval_clips=32, rollout_horizon=48,
+                   expected="README demo: under 20 minutes on 2 CPU cores"),
+    "small": Preset(resolution=64, steps=1000, labeled_episodes=200, footage_episodes=800, heldout_episodes=40,
+                    judge_episodes=100, idm_preset="small", idm_minutes=30.0, judge_minutes=15.0, wm_preset="small",
+                    wm_minutes=60.0, eval_clips=128, rollout_horizon=64,
+                    expected="about 2 hours on a 16-core workstation; a GPU shortens the training stages"),
+    "large": Preset(resolution=128, steps=2000, labeled_episodes=2000, footage_episodes=20000, heldout_episodes=200,
+                    judge_episodes=500, idm_preset="vpt", idm_minutes=600.0, judge_minutes=120.0, wm_preset="large",
+                    wm_minutes=1440.0, eval_clips=512, rollout_horizon=64,
+                    expected="a Ray cluster with GPUs (--address): about a day on 8 GPUs and 256 CPU cores"),
 }
 
 STAGES = ("capture", "idm", "idm_eval", "label", "pretrain", "pretrain_eval", "report")

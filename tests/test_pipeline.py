@@ -1,0 +1,75 @@
+"""The main job end to end: `worldloom pipeline --preset micro` through the real CLI, its report
+opened in headless Chromium, and its stage cache (a second run redoes nothing; --from redoes
+only from that stage on)."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from browser import dump_dom
+
+WORLDLOOM = str(Path(sys.executable).parent / "worldloom")  # the console command a user runs
+CLI = [WORLDLOOM, "pipeline", "--preset", "micro", "--workers", "2"]
+
+
+def _run(out, *extra):
+    proc = subprocess.run([*CLI, "--out", str(out), *extra], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline") / "demo"
+    stdout = _run(out)
+    return out, stdout
+
+
+def _lookup(data, key):
+    for part in key.split("."):
+        data = data[part]
+    return data
+
+
+def test_report_shows_every_stage_and_opens_in_a_browser(demo):
+    out, stdout = demo
+    assert f"report: {out / 'report.html'}" in stdout
+    data = json.loads((out / "report.json").read_text())
+    assert set(data["cost"]) >= {"capture", "idm", "idm_eval", "label", "pretrain", "pretrain_eval"}
+    assert data["datasets"]["pseudo"]["label_sources"] == ["idm"]
+    assert data["datasets"]["footage"]["label_sources"] == ["none"]
+    assert data["idm"]["heldout"]["idm"]["num_steps"] > 0
+    assert "psnr" in data["world_model"]["next_frame"]
+
+    dom = dump_dom(out / "report.html", budget_ms=10000)
+    check = dict(re.findall(r'data-([a-z-]+)="(\d+)"', re.search(r'<p id="media-check"([^>]*)>', dom).group(1)))
+    assert int(check["images"]) >= 6, check  # frame grids, curves, confusion, rollouts
+    assert check["bad-images"] == "0" and check["bad-videos"] == "0", check
+    cells = re.findall(r'<td data-key="([^"]+)">([^<]*)</td>', dom)
+    assert len(cells) >= 20
+    for key, shown in cells:
+        value = _lookup(data, key)
+        assert float(shown.replace(",", "")) == pytest.approx(value, rel=1e-3, abs=1e-3), key
+    assert "https://" not in (out / "report.html").read_text()
+
+
+def test_second_run_reuses_every_stage_and_from_redoes_the_rest(demo):
+    out, _ = demo
+    before = json.loads((out / "pipeline.json").read_text())["stages"]
+    stdout = _run(out)
+    for stage in ("capture", "idm", "idm_eval", "label", "pretrain", "pretrain_eval"):
+        assert f"{stage}: cached" in stdout
+    stdout = _run(out, "--from", "pretrain_eval")
+    assert "pretrain: cached" in stdout and "pretrain_eval: running" in stdout
+    after = json.loads((out / "pipeline.json").read_text())["stages"]
+    assert after["capture"] == before["capture"] and after["pretrain"] == before["pretrain"]
+
+
+def test_unknown_preset_is_one_line(tmp_path):
+    proc = subprocess.run([WORLDLOOM, "pipeline", "--preset", "huge", "--out", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "micro" in proc.stderr and "Traceback" not in proc.stderr
