@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+from worldloom.datasets.codecs import CODECS
 from worldloom.envs import ENV_NAMES, PLAYER_NAMES
 
 from worldloom.config import doc, to_json_dict
@@ -41,12 +42,12 @@ class CaptureConfig:
     resolution: int = doc("frame height and width in pixels (square frames)", 128)
     seed: int = doc("job seed: episode i plays seed derived from (seed, i)", 0)
     workers: int = doc("number of recorder actors (one CPU each)", 2)
-    address: str | None = doc("Ray cluster to join (HOST:PORT or auto); unset: start a local cluster on loopback", None)
+    address: str | None = doc("Ray cluster to join (HOST:PORT or auto); unset: start a local one for this job", None)
     strip_actions: str | None = doc(
         "write the footage without actions (label_source none) to OUT and the true actions to this dataset", None
     )
     episodes_per_shard: int = doc("episodes per shard (per actor task): a killed actor loses at most this many", 1)
-    codec: str = doc("frame codec of the dataset: raw (lossless, zstd), png or jpeg", "raw")
+    codec: str = doc("frame codec of a new dataset: raw (lossless, zstd), png or jpeg", "raw")
     split: str = doc("split name written on every episode", "train")
     progress: bool = doc("show a progress bar", True)
 
@@ -69,6 +70,8 @@ class CaptureConfig:
                              f"{self.episode_bytes / 1024**3:.1f} GiB; record shorter episodes")
         if self.strip_actions is not None and _same_place(self.strip_actions, self.out):
             raise ValueError(f"strip_actions must be another dataset than out, got {self.strip_actions!r} for both")
+        if self.codec not in CODECS:
+            raise ValueError(f"codec must be one of {', '.join(CODECS)}; got {self.codec!r}")
         if not self.split or "/" in self.split:
             raise ValueError(f"split must be a non-empty name without '/', got {self.split!r}")
 

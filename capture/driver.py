@@ -332,6 +332,8 @@ def _drive(cfg: CaptureConfig, roots: dict[str, str], actors: list, tasks: list,
                 last_commit = time.perf_counter()
             submit()
     finally:
+        for ref in pending:  # on an error: drop queued work quietly before the actors are killed
+            ray.cancel(ref)
         try:
             commit()  # whatever finished before an error is kept
         finally:

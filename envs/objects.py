@@ -82,7 +82,7 @@ class Player:
     def update_target(self, world) -> None:
         """The block under the crosshair within reach, or None."""
         e, d = self.eye, self.look_dir()
-        b, t, axis, x, y, z = trace_ray(world.blocks, world.max_top, e[0], e[1], e[2], d[0], d[1], d[2], REACH, True)
+        b, t, axis, x, y, z = trace_ray(world.blocks, world.coarse, world.max_top, e[0], e[1], e[2], d[0], d[1], d[2], REACH, True)
         self.target = (int(b), int(x), int(y), int(z), int(axis), float(t)) if b else None
 
     # ------------------------------------------------------------------ step

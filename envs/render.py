@@ -31,6 +31,7 @@ class View:
     """Everything `render` needs about one moment of the world (arrays are not copied)."""
 
     blocks: np.ndarray  # (SX, SY, SZ) uint8
+    coarse: np.ndarray  # (SX/4, SZ/4) int32 highest top per 4x4 columns: open air the rays skip
     max_top: int  # 1 + the highest non-air y anywhere: rays above it going up are sky
     eye: np.ndarray  # (3,) float64 eye position
     yaw: float  # radians; 0 looks along +z, positive turns right
@@ -164,7 +165,7 @@ def _box_rects(animals, ox, oy, oz, fwd, right, up, half, aspect, h, w, max_dist
 
 
 @numba.njit(cache=True, fastmath=True)
-def render_world(blocks, max_top, eye, yaw, pitch, fov_deg, view_distance, sun, light, target,
+def render_world(blocks, coarse, max_top, eye, yaw, pitch, fov_deg, view_distance, sun, light, target,
                  crack_stage, animals, underwater, tex, crack, frame):
     """Ray-cast the first-person view into frame (H, W, 3) uint8."""
     h, w = frame.shape[0], frame.shape[1]
@@ -200,7 +201,7 @@ def render_world(blocks, max_top, eye, yaw, pitch, fov_deg, view_distance, sun, 
             dz = fwd[2] + u * right[2] + v * up[2]
             inv = 1.0 / math.sqrt(dx * dx + dy * dy + dz * dz)
             dx, dy, dz = dx * inv, dy * inv, dz * inv
-            b, t, axis, hx, hy, hz = trace_ray(blocks, max_top, ox, oy, oz, dx, dy, dz, max_dist, underwater)
+            b, t, axis, hx, hy, hz = trace_ray(blocks, coarse, max_top, ox, oy, oz, dx, dy, dz, max_dist, underwater)
             best_a, best_axis = -1, -1
             for a in range(num_boxes):
                 if rects[a, 0] <= i < rects[a, 1] and rects[a, 2] <= j < rects[a, 3]:
@@ -309,7 +310,7 @@ def draw_hud(frame, hud, hotbar_slot, gui_open, cursor, inventory, underwater, a
 
 def render(view: View, frame: np.ndarray) -> np.ndarray:
     """Draw `view` into `frame` (H, W, 3) uint8 and return it: the one entry point of the renderer."""
-    render_world(view.blocks, view.max_top, view.eye, view.yaw, view.pitch, view.fov_deg,
+    render_world(view.blocks, view.coarse, view.max_top, view.eye, view.yaw, view.pitch, view.fov_deg,
                  view.view_distance, view.sun, view.light, view.target, view.crack_stage,
                  view.animals, view.underwater, TEX, CRACK_MASK, frame)
     draw_hud(frame, view.hud, view.hotbar_slot, view.gui_open, view.cursor, view.inventory,

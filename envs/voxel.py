@@ -154,7 +154,7 @@ class VoxelWorldEnv(gymnasium.Env):
             boxes = np.concatenate([boxes, self.items.render_array()])
         target = np.array(p.mining if p.mining else (-1, -1, -1), dtype=np.int64)
         fov = self.cfg.fov_deg * (1.1 if p.sprinting else 1.0)  # Minecraft widens the view when sprinting
-        return View(self.world.blocks, self.world.max_top, p.eye, math.radians(p.yaw), math.radians(p.pitch),
+        return View(self.world.blocks, self.world.coarse, self.world.max_top, p.eye, math.radians(p.yaw), math.radians(p.pitch),
                     fov, self.cfg.view_distance, sun, light, target, p.crack_stage, boxes, p.underwater,
                     p.hud_array(), p.hotbar_slot, p.gui_open, p.cursor, p.inventory_array(), p.air,
                     p.swing, p.swing_kind)

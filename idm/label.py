@@ -21,6 +21,7 @@ of Ray actors labels items in parallel (each a fraction of a GPU when there is o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass
@@ -186,7 +187,8 @@ def run_items(cfg: LabelConfig, items: list[dict], model_id: str, job_config: di
         ray.init(num_cpus=cfg.num_workers, include_dashboard=False, log_to_driver=False)
     gpu = 1.0 / cfg.num_workers if torch.cuda.is_available() else 0
     remote = ray.remote(Labeler).options(num_cpus=1, num_gpus=gpu, max_restarts=1)
-    actors = [remote.remote(cfg, model_id, job_config) for _ in range(min(cfg.num_workers, len(items)))]
+    actor_cfg = dataclasses.replace(cfg, threads=cfg.threads or 1)  # one CPU each: never oversubscribe
+    actors = [remote.remote(actor_cfg, model_id, job_config) for _ in range(min(cfg.num_workers, len(items)))]
     yield from ActorPool(actors).map_unordered(lambda actor, item: actor.label.remote(item), items)
 
 

@@ -100,7 +100,10 @@ def next_frame(model: WorldModel, context, context_action, context_mask, action,
     for t_now, t_next in zip(times[:-1].tolist(), times[1:].tolist(), strict=True):
         xin = torch.cat([x, x]) if guided else x
         t = torch.full((xin.shape[0], 1), t_now, device=dev)
-        v = model(xin, t, action[:, None], has_action[:, None], past_kv=kv, start=Tc).float()
+        prev, prev_t = ctx[:, -1], t_ctx[:, -1]
+        if guided:
+            prev, prev_t = torch.cat([prev, prev]), torch.cat([prev_t, prev_t])
+        v = model(xin, t, action[:, None], has_action[:, None], past_kv=kv, start=Tc, prev=prev, prev_t=prev_t).float()
         if guided:
             v = v[B:] + cfg.guidance * (v[:B] - v[B:])
         x = x + (t_next - t_now) * v

@@ -32,6 +32,8 @@ from worldloom.config import doc
 ACTION_DIM = NUM_BUTTONS + 2  # 20 buttons + mu-law-compressed pitch and yaw
 CAMERA_MAX_DEG = 10.0  # VPT's mu-law range (DESIGN section 3): maxval 10 degrees, mu 10
 CAMERA_MU = 10.0
+PREDICTIONS = ("v", "x_skip")
+T_MIN = 0.05  # x-prediction -> velocity divides by t; clamped as in JiT (Li & He 2025)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +47,7 @@ class WorldModelConfig:
     num_heads: int = doc("attention heads", 4)
     mlp_ratio: float = doc("MLP hidden width / width", 4.0)
     num_frames: int = doc("frames per training window (the rollout context is num_frames - 1)", 6)
+    prediction: str = doc("output: v (velocity) or x_skip (clean frame = previous frame + output; trained on velocity)", "x_skip")
 
     def __post_init__(self):
         for name in ("image_size", "patch_size", "width", "depth", "num_heads", "num_frames"):
@@ -56,6 +59,8 @@ class WorldModelConfig:
             raise ValueError(f"width {self.width} must split into {self.num_heads} heads of even size")
         if self.grid_size * self.patch_size != self.input_size:
             raise ValueError(f"patch_size {self.patch_size} must divide the input size {self.input_size}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if self.latent_channels and self.image_size % self.latent_downsample:
             raise ValueError(f"latent_downsample {self.latent_downsample} must divide image_size {self.image_size}")
 
@@ -245,11 +250,13 @@ class WorldModel(nn.Module):
         x = x.reshape(B, T, g, g, C, p, p).permute(0, 1, 4, 2, 5, 3, 6)
         return x.reshape(B, T, C, g * p, g * p)  # (B, T, C, H, W)
 
-    def forward(self, x, t, action, action_mask, past_kv=None, start=0, return_kv=False):
+    def forward(self, x, t, action, action_mask, past_kv=None, start=0, return_kv=False, prev=None, prev_t=None):
         """x (B, T, C, H, W), t (B, T), action (B, T, A), action_mask (B, T) bool -> v (B, T, C, H, W).
 
         past_kv: per-block temporal K/V of earlier frames (from a previous call with
-        return_kv=True); start: frame index of x[:, 0], so RoPE sees absolute positions.
+        return_kv=True); start: frame index of x[:, 0], so RoPE sees absolute positions;
+        prev (B, C, H, W) and prev_t (B,): the frame before x[:, 0] as the model saw it
+        (x_skip only; none: the first frame has no skip).
         """
         T = x.shape[1]
         h = self.patch_embed(self.patchify(x)) + self.pos_embed  # (B, T, N, D)
@@ -261,7 +268,23 @@ class WorldModel(nn.Module):
             new_kv.append(kv)
         shift, scale = self.final_ada(c)[:, :, None].chunk(2, dim=-1)  # (B, T, 1, D)
         out = self.unpatchify(self.final(modulate(self.final_norm(h), shift, scale)))
+        if self.cfg.prediction == "x_skip":
+            out = self.velocity_from_x(x, t, out, prev, prev_t)
         return (out, new_kv) if return_kv else out
+
+    @staticmethod
+    def velocity_from_x(x, t, out, prev=None, prev_t=None):
+        """x_skip: clean frame = (1 - t_prev) * previous frame input + out; -> velocity (x_t - x_0) / t.
+
+        At initialisation (out = 0) the model predicts a copy of the previous frame, the strong
+        baseline of slow video; it learns only what changes. A noisy previous frame counts less.
+        """
+        if prev is None:
+            prev, prev_t = torch.zeros_like(x[:, 0]), torch.ones_like(t[:, 0])
+        frames = torch.cat([prev[:, None], x[:, :-1]], dim=1)  # (B, T, C, H, W) the frame before each
+        levels = torch.cat([prev_t[:, None], t[:, :-1]], dim=1)  # (B, T)
+        x0 = (1 - levels)[..., None, None, None] * frames + out
+        return (x - x0) / t.clamp_min(T_MIN)[..., None, None, None]
 
 
 def num_params(model: nn.Module) -> int:

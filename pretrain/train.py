@@ -36,6 +36,8 @@ from .data import check_sources, frames_to_model, to_model_inputs, train_batches
 from .flow import FlowConfig, flow_loss
 from .model import PRESETS, WorldModel, WorldModelConfig, num_params
 
+PLAN_AFTER_STEPS = 10  # --minutes: time this many steps (within the warmup), then fix the schedule's length
+
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
@@ -49,8 +51,8 @@ class TrainConfig:
     weights: tuple[float, ...] | None = doc("sampling weight per dataset (default: by size)", None)
     workers: int = doc("Ray Train workers (1 = plain process, no Ray)", 1)
     gpu: bool = doc("train on GPUs (bf16 autocast)", False)
-    minutes: float = doc("stop after this many minutes, all resumes included, checkpoint kept (0 = no limit)", 0.0)
-    max_steps: int = doc("optimizer steps: the cosine schedule's length", 2000)
+    minutes: float = doc("time budget, all resumes included: the schedule is fitted to it after 10 steps, and training stops when it runs out (0 = none)", 0.0)
+    max_steps: int = doc("optimizer steps: the cosine schedule's length (an upper bound with --minutes)", 2000)
     batch_size: int = doc("clips per step per worker", 16)
     lr: float = doc("peak learning rate", 5e-4)
     warmup_steps: int = doc("linear warmup steps", 50)
@@ -105,6 +107,11 @@ def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     for e, p in zip(ema.parameters(), model.parameters(), strict=True):
         e.lerp_(p.detach(), 1.0 - decay)
+
+
+def plan_steps(step: int, step_s: float, elapsed_s: float, cfg: TrainConfig) -> int:
+    """With --minutes: the schedule's length from the measured step time (saved, so resume is exact)."""
+    return max(step, min(cfg.max_steps, step + int((cfg.minutes * 60 - elapsed_s) / step_s)))
 
 
 def ema_decay_at(step: int, decay: float) -> float:
@@ -188,9 +195,10 @@ def train_worker(cfg: TrainConfig) -> dict:
     if checkpoint.has_checkpoint(run):
         state = checkpoint.load_checkpoint(run, model, ema, opt, device)
     total = state["planned_steps"] or cfg.max_steps
+    planned = state["planned_steps"] is not None or not cfg.minutes
     codec = prepare_codec(cfg, run, rank, world, device)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    batches = train_batches(cfg.data, cfg.model.num_frames, cfg.batch_size, cfg.seed + 7919 * rank,
+    batches = train_batches(cfg.data, cfg.model.num_frames, cfg.batch_size, cfg.seed,  # ClipStream deals by rank
                             cfg.weights, cfg.loader_workers, skip=state["step"])
     log = _Logger(run, enabled=rank == 0, resume=state["step"] > 0)
     bar = tqdm(total=total, initial=state["step"], desc="pretrain", unit="step", disable=rank != 0, dynamic_ncols=True)
@@ -219,6 +227,12 @@ def train_worker(cfg: TrainConfig) -> dict:
         step += 1
         bar.update(1)
         elapsed = start_elapsed + time.perf_counter() - start_time
+        if step - state_step0 == 2:
+            probe_start = (step, time.perf_counter())
+        if not planned and step - state_step0 == PLAN_AFTER_STEPS:
+            step_s = (time.perf_counter() - probe_start[1]) / (step - probe_start[0])
+            total = _agree(plan_steps(step, step_s, elapsed, cfg), device)
+            bar.total, planned = total, True
         out_of_time = bool(_agree(int(cfg.minutes > 0 and elapsed > cfg.minutes * 60), device))
         stopping = out_of_time or (cfg.stop_after > 0 and step - state_step0 >= cfg.stop_after)
         if step % cfg.log_every == 0 or step == total or stopping:
@@ -228,7 +242,7 @@ def train_worker(cfg: TrainConfig) -> dict:
             log.row(step=step, loss=loss_all.item(), lr=lr, grad_norm=float(grad_norm), clips_per_s=clips_s, elapsed_s=elapsed)
             bar.set_postfix(loss=f"{loss_all.item():.4f}", lr=f"{lr:.1e}")
         if step % cfg.checkpoint_every == 0 or step == total or stopping:
-            state = {"step": step, "elapsed_s": elapsed, "planned_steps": total, "world_size": world}
+            state = {"step": step, "elapsed_s": elapsed, "planned_steps": total if planned else None, "world_size": world}
             if rank == 0:
                 checkpoint.save_checkpoint(run, model, ema, opt, state)
                 log.plot()

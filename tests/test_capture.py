@@ -114,7 +114,8 @@ def test_specs_are_deterministic_and_distinct():
     ("resolution", 100_000, ["resolution"]),
     ("workers", 0, ["workers"]),
     ("episodes_per_shard", 0, ["episodes_per_shard"]),
-    ("steps", 100_000, ["steps", "resolution", "GiB"]),  # 100k frames of 128x128 held in memory
+    ("steps", 100_000, ["steps", "resolution", "GiB"]),
+    ("codec", "gif", ["raw", "png", "jpeg"]),  # 100k frames of 128x128 held in memory
 ])
 def test_config_rejects_nonsense(field, value, words):
     with pytest.raises(ValueError) as err:
@@ -315,6 +316,12 @@ def test_actor_killed_mid_episode_is_restarted_and_its_episode_redone(tmp_path, 
     assert killed[0] not in result.pids and len(result.pids) == len(result.writer_ids) == 2
     assert result.num_recorded == 4
     assert_exactly_once(cfg.out, cfg)
+    # Episodes 0 and 1 were the first tasks of the two actors (one of them killed): the redone
+    # episode is the same as the one lost, frame for frame.
+    env, ds = make_env("voxel", height=96, width=96), Dataset(cfg.out)
+    for spec in expand_specs(cfg)[:2]:
+        replay = play_episode(env, make_player(spec.player, seed=spec.seed), spec)
+        np.testing.assert_array_equal(ds.frames(spec.episode_id).frames, replay.frames)
 
 
 def test_strip_actions_writes_footage_and_truth(tmp_path, ray_cluster):

@@ -231,8 +231,8 @@ def test_bad_flags_and_missing_paths(voxel, tmp_path, capsys):
 def test_minutes_budget_shortens_the_schedule(voxel, tmp_path):
     run = train_main(micro_cfg(voxel["labeled"], tmp_path / "r", steps=100_000, minutes=0.05, eval_every=5, ckpt_every=5))
     state = json.loads((run / "state.json").read_text())
-    assert state["budget_fixed"] and state["step"] == state["total_steps"] < 100_000
-    assert state["elapsed_s"] < 0.05 * 60 * 1.05 + 30  # stops near the budget (a slow step can overrun)
+    assert 1 <= state["step"] == state["total_steps"] < 100_000  # the schedule was cut to the budget
+    assert state["elapsed_s"] < 0.05 * 60 * 1.05 + 30  # and it stopped near it (one slow step may overrun)
 
 
 def test_scaling_curve_writes_csv_and_png(voxel, tmp_path):

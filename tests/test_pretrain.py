@@ -70,7 +70,7 @@ def test_cached_context_equals_full_causal_forward():
     a, m = torch.randn(2, 6, 22), torch.rand(2, 6) > 0.3
     full = model(x, t, a, m)
     _, kv = model(x[:, :4], t[:, :4], a[:, :4], m[:, :4], return_kv=True)
-    tail = model(x[:, 4:], t[:, 4:], a[:, 4:], m[:, 4:], past_kv=kv, start=4)
+    tail = model(x[:, 4:], t[:, 4:], a[:, 4:], m[:, 4:], past_kv=kv, start=4, prev=x[:, 3], prev_t=t[:, 3])
     torch.testing.assert_close(tail, full[:, 4:], atol=1e-5, rtol=1e-4)
     x2 = x.clone()
     x2[:, 5] += 1.0  # a later frame never changes an earlier one
