@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from worldloom.envs import ENV_NAMES, PLAYER_NAMES, actions, make_env, make_player
+from worldloom.envs.worldgen import BIOMES
 
 from worldloom.errors import UserError
 
@@ -54,13 +55,15 @@ def _label(frame: np.ndarray, text: str) -> np.ndarray:
     return out
 
 
-def contact_sheet(env_name: str, seeds: list[int], height: int = 128, width: int = 128, warmup: int = 30,
+def contact_sheet(env_name: str, seeds: list[int], height: int = 128, width: int = 128, warmup: int = 0,
                   player: str = "explorer", cols: int = 4) -> np.ndarray:
     """One labelled frame per seed after `warmup` steps of `player`, tiled in a grid (RGB uint8)."""
     env = _make(env_name, height, width)
     tiles = []
-    for seed in seeds:
-        obs, info = env.reset(seed=seed)
+    for k, seed in enumerate(seeds):
+        # Voxel worlds: each tile starts in the next biome, so the sheet shows all of them.
+        options = {"biome": BIOMES[k % len(BIOMES)]} if env_name == "voxel" else None
+        obs, info = env.reset(seed=seed, options=options)
         p = make_player(player, seed=seed)
         for _ in range(warmup):
             obs, _, terminated, truncated, info = env.step(p.act(obs, info))
@@ -155,7 +158,7 @@ def register(subparsers, name: str, help_text: str) -> None:
     q = sub.add_parser("show", help="contact sheet of frames over seeds and biomes")
     common(q, 128)
     q.add_argument("--seeds", default="0-7", help="seeds: 0-7 or 1,5,9")
-    q.add_argument("--warmup", type=int, default=30, help="steps played before each frame is taken")
+    q.add_argument("--warmup", type=int, default=0, help="steps a player plays before each frame is taken")
     q.add_argument("--player", default="explorer", choices=PLAYER_NAMES)
     q.add_argument("--out", required=True, help="PNG path")
     q.set_defaults(handler=show)

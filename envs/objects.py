@@ -26,6 +26,7 @@ from worldloom.envs.blocks import (
     START_HOTBAR,
     WATER,
 )
+from worldloom.envs.render import ray_box
 from worldloom.envs.world import collides, move_body, trace_ray
 
 HALF_WIDTH, HEIGHT = 0.3, 1.8
@@ -229,7 +230,8 @@ class Player:
 
     @property
     def swing(self) -> float:
-        return 1.0 - self.swing_steps / SWING_STEPS if self.swing_steps else 0.0
+        """Phase of the swing in (0, 1]: already under way in the frame right after the press."""
+        return 1.0 - (self.swing_steps - 1) / SWING_STEPS if self.swing_steps else 0.0
 
     def apply_breath(self, world) -> None:
         head = world.get(*self.block_at(EYE_SNEAK if self.sneaking else EYE))
@@ -319,12 +321,10 @@ class Animals:
 
     def first_hit(self, eye: np.ndarray, d: tuple, max_dist: float) -> int:
         """Index of the nearest animal the look ray hits closer than max_dist, or -1."""
-        from worldloom.envs.render import _ray_box
-
         best, best_t = -1, max_dist
         boxes = self.render_array()
         for k in range(boxes.shape[0]):
-            t, _ = _ray_box(eye[0], eye[1], eye[2], d[0], d[1], d[2], boxes[k])
+            t, _ = ray_box(eye[0], eye[1], eye[2], d[0], d[1], d[2], boxes[k])
             if t < best_t:
                 best, best_t = k, t
         return best

@@ -118,6 +118,12 @@ class Habits:
                 del self.held[name]
 
 
+def _ground(pos: np.ndarray) -> np.ndarray:
+    """The position on the ground plane: (x, z) of a 3D world, (x, y) of a 2D one such as Crafter."""
+    pos = np.asarray(pos, dtype=np.float64)
+    return pos[[0, 2]] if pos.shape[0] == 3 else pos[:2]
+
+
 class ScriptedPlayer:
     """Shared parts: a seeded rng, a camera hand, habits, and an edge guard."""
 
@@ -145,7 +151,7 @@ class ScriptedPlayer:
         self.t += 1
         pos = info.get("position")
         if pos is not None:
-            moved = self.last_pos is not None and np.hypot(*(pos[[0, 2]] - self.last_pos[[0, 2]])) > 0.02
+            moved = self.last_pos is not None and np.hypot(*(_ground(pos) - _ground(self.last_pos))) > 0.02
             self.stuck = 0 if moved or not a["forward"] else self.stuck + 1
             self.last_pos = np.array(pos)
         return a
@@ -162,9 +168,9 @@ class ScriptedPlayer:
         if margin < pos[0] < sx - margin and margin < pos[2] < sz - margin:
             return False
         want = math.degrees(math.atan2(sx / 2 - pos[0], sz / 2 - pos[2]))
-        turn = (want - info["yaw"] + 180.0) % 360.0 - 180.0
+        turn = (want - info.get("yaw", 0.0) + 180.0) % 360.0 - 180.0
         if not self.hand.busy() and abs(turn) > 20:
-            self.hand.stroke(-info["pitch"] * 0.5, turn, self.rng.integers(8, 20))
+            self.hand.stroke(-info.get("pitch", 0.0) * 0.5, turn, self.rng.integers(8, 20))
         return True
 
 
@@ -176,41 +182,51 @@ class Explorer(ScriptedPlayer):
         a["sprint"] = int((self.t // 60) % 3 == 0)
         if self.stuck > 2 or info.get("target_distance", 9.0) < 1.6 or info.get("air", 1.0) < 1.0:
             a["jump"] = 1
+        if self.stuck > 12 and info.get("target_distance", 9.0) < 2.0:
+            a["attack"] = 1  # boxed in: dig through what is in front, as a person would
         if self.stuck > 25:
-            self.hand.stroke(0.0, self.rng.choice([-1, 1]) * self.rng.uniform(60, 150), 15)
+            self.hand.stroke(-info.get("pitch", 0.0) - 10.0, self.rng.choice([-1, 1]) * self.rng.uniform(60, 150), 15)
             self.stuck = 0
         if self.look_home(info) or self.hand.busy():
             return
         if self.rng.random() < 0.03:
             self.hand.flick()
         elif self.rng.random() < 0.12:
-            pitch_back = -info["pitch"] + self.rng.normal(5.0, 10.0)
+            pitch_back = -info.get("pitch", 0.0) + self.rng.normal(5.0, 10.0)
             self.hand.stroke(pitch_back, self.rng.normal(0.0, 45.0), self.rng.integers(6, 25))
 
 
 class Miner(ScriptedPlayer):
-    """Looks at a block, holds attack until it breaks, steps forward into the hole, repeats."""
+    """Bouts of mining: looks at a block, holds attack until it breaks (1-4 blocks), then walks on."""
 
     def __init__(self, seed: int = 0):
         super().__init__(seed)
         self.walk = 0
+        self.budget = 0  # blocks still to mine in this bout
+        self.last_target: tuple | None = None
 
     def behave(self, a: dict, info: dict) -> None:
         if self.walk > 0:
             self.walk -= 1
             a["forward"] = 1
-            a["jump"] = int(self.stuck > 2)
+            a["jump"] = int(self.stuck > 2 or self.rng.random() < 0.1)
             return
         target = info.get("target_block")
-        if target and target not in ("bedrock", "water"):
-            a["attack"] = 1  # held until the block breaks (info's target changes)
+        pos = tuple(np.asarray(info.get("target_pos", (-1,))).tolist())
+        if target and target not in ("bedrock", "water") and self.budget > 0:
+            if self.last_target is not None and pos != self.last_target:
+                self.budget -= 1  # the last block broke (or the view moved on)
+            self.last_target = pos
+            a["attack"] = 1  # held until the block breaks
             return
         if self.look_home(info) or self.hand.busy():
             return
-        if self.rng.random() < 0.3:
+        # A bout over: walk on (jumping out of the hole dug), then pick the next block to mine.
+        self.budget, self.last_target = int(self.rng.integers(1, 5)), None
+        if self.rng.random() < 0.5:
             self.walk = int(self.rng.integers(5, 25))
-        want_pitch = self.rng.uniform(15.0, 55.0) if self.rng.random() < 0.7 else self.rng.uniform(-10, 10)
-        self.hand.stroke(want_pitch - info["pitch"], self.rng.normal(0.0, 50.0), self.rng.integers(5, 15))
+        want_pitch = self.rng.uniform(15.0, 50.0) if self.rng.random() < 0.4 else self.rng.uniform(-15, 15)
+        self.hand.stroke(want_pitch - info.get("pitch", 0.0), self.rng.normal(0.0, 50.0), self.rng.integers(5, 15))
 
 
 class Builder(ScriptedPlayer):
@@ -229,8 +245,8 @@ class Builder(ScriptedPlayer):
                     break
         if self.pillar > 0:  # jump and place below: look straight down, jump, use
             self.pillar -= 1
-            if info["pitch"] < 80 and not self.hand.busy():
-                self.hand.stroke(88 - info["pitch"], 0.0, 6)
+            if info.get("pitch", 0.0) < 80 and not self.hand.busy():
+                self.hand.stroke(88 - info.get("pitch", 0.0), 0.0, 6)
             a["jump"] = 1
             a["use"] = int(self.pillar % 4 == 0)
             return
@@ -242,7 +258,7 @@ class Builder(ScriptedPlayer):
         elif r < 0.28:
             self.pillar = int(self.rng.integers(8, 24))
         elif r < 0.45:
-            self.hand.stroke(self.rng.uniform(20, 50) - info["pitch"], self.rng.normal(0, 40), self.rng.integers(5, 15))
+            self.hand.stroke(self.rng.uniform(20, 50) - info.get("pitch", 0.0), self.rng.normal(0, 40), self.rng.integers(5, 15))
         elif r < 0.6:
             a["forward"] = 1
             a["jump"] = int(self.stuck > 2)
@@ -269,7 +285,7 @@ class Mixture(ScriptedPlayer):
         self.left -= 1
         if self.current == 3:  # idle: look around slowly
             if not self.hand.busy() and self.rng.random() < 0.1:
-                self.hand.stroke(self.rng.normal(0, 10) - info["pitch"] * 0.3, self.rng.normal(0, 60), self.rng.integers(10, 30))
+                self.hand.stroke(self.rng.normal(0, 10) - info.get("pitch", 0.0) * 0.3, self.rng.normal(0, 60), self.rng.integers(10, 30))
             return
         member = self.members[self.current]
         member.t, member.stuck, member.last_pos = self.t, self.stuck, self.last_pos

@@ -84,7 +84,7 @@ def _slab(o, d, lo, hi, tmin, tmax, axis, k):
 
 
 @numba.njit(cache=True, fastmath=True)
-def _ray_box(ox, oy, oz, dx, dy, dz, a):
+def ray_box(ox, oy, oz, dx, dy, dz, a):
     """Entry distance and hit axis (0..2) of a ray into box `a` (x, y, z feet centre, width, height), or (1e30, -1)."""
     hw = float(a[3]) * 0.5
     tmin, tmax, axis = 0.0, 1e30, -1
@@ -103,7 +103,7 @@ def _shade_block(b, t, axis, cx, cy, cz, ox, oy, oz, dx, dy, dz, shade, target, 
     if axis == 1:
         u, v = px - cx, pz - cz
         face = 0 if dy < 0 else 2
-        sidx = 3 if dy < 0 else 2
+        sidx = 2 if dy < 0 else 3  # a ray going down hits a top face (normal +y)
     elif axis == 0:
         u, v = pz - cz, 1.0 - (py - cy)
         face = 1
@@ -205,7 +205,7 @@ def render_world(blocks, coarse, max_top, eye, yaw, pitch, fov_deg, view_distanc
             best_a, best_axis = -1, -1
             for a in range(num_boxes):
                 if rects[a, 0] <= i < rects[a, 1] and rects[a, 2] <= j < rects[a, 3]:
-                    ta, ax_a = _ray_box(ox, oy, oz, dx, dy, dz, animals[a])
+                    ta, ax_a = ray_box(ox, oy, oz, dx, dy, dz, animals[a])
                     if ta < t:
                         t, best_a, best_axis = ta, a, ax_a
             if best_a < 0 and b == 0:

@@ -120,7 +120,8 @@ class VoxelWorldEnv(gymnasium.Env):
             seed = int(self.np_random.integers(0, 2**31 - 1))
         self.seed_value = int(seed)
         self.world = World.generate(self.seed_value, self.cfg.world_size)
-        spawn = self.world.spawn_point()
+        near = self._spawn_centre(options or {})
+        spawn = self.world.spawn_point(radius=10 if near is None else 3, near=near)
         yaw = float(self.np_random.uniform(0.0, 360.0))
         self.player = Player(spawn, yaw)
         self.animals = Animals(self.world, self.seed_value, self.cfg.num_animals)
@@ -128,6 +129,15 @@ class VoxelWorldEnv(gymnasium.Env):
         self.step_count = 0
         self.player.update_target(self.world)
         return self._observe(), self._info()
+
+    def _spawn_centre(self, options: dict) -> tuple[int, int] | None:
+        """options["biome"] asks to start in (or beside) that biome when the world has it."""
+        biome = options.get("biome")
+        if biome is None:
+            return None
+        if biome not in BIOMES:
+            raise ValueError(f"options['biome'] must be one of {list(BIOMES)}, got {biome!r}")
+        return self.world.biome_centre(BIOMES.index(biome))
 
     def step(self, action: dict):
         if self.world is None:

@@ -214,13 +214,22 @@ class World:
         """The y one above the highest block of column (x, z)."""
         return int(self.tops[x, z])
 
-    def spawn_point(self, radius: int = 10) -> np.ndarray:
-        """Feet position (3,) on the highest dry ground within `radius` of the centre.
+    def biome_centre(self, biome: int) -> tuple[int, int] | None:
+        """The column of `biome` nearest the world's centre, or None if the world has none."""
+        xs, zs = np.nonzero(self.biome == biome)
+        if xs.size == 0:
+            return None
+        sx, _, sz = self.blocks.shape
+        k = int(np.argmin((xs - sx // 2) ** 2 + (zs - sz // 2) ** 2))
+        return int(xs[k]), int(zs[k])
+
+    def spawn_point(self, radius: int = 10, near: tuple[int, int] | None = None) -> np.ndarray:
+        """Feet position (3,) on the highest dry ground within `radius` of `near` (default: the centre).
 
         High ground first, so the first frames look out over the world rather than into a tree.
         """
         sx, sy, sz = self.blocks.shape
-        cx, cz = sx // 2, sz // 2
+        cx, cz = near if near is not None else (sx // 2, sz // 2)
         best, best_score = None, -1e9
         for x in range(max(cx - radius, 0), min(cx + radius + 1, sx)):
             for z in range(max(cz - radius, 0), min(cz + radius + 1, sz)):

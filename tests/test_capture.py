@@ -48,10 +48,8 @@ def assert_exactly_once(root: str | Path, cfg: CaptureConfig) -> None:
     ids = ds.episodes.column("episode_id").to_pylist()
     assert sorted(ids) == sorted(s.episode_id for s in expand_specs(cfg))
     if "://" not in str(root):
-        manifest_shards = [s["path"] for s in ds.manifest["shards"]] if hasattr(ds, "manifest") else None
-        shards = manifest_shards or sorted({r for r in ds.episodes.column("shard").to_pylist()})
         seen = collections.Counter()
-        for rel in shards:
+        for rel in (s["path"] for s in ds.manifest["shards"]):
             table = pq.read_table(Path(root) / rel, columns=["episode_id", "step"])
             seen.update(zip(table.column("episode_id").to_pylist(), table.column("step").to_pylist(), strict=True))
         assert max(seen.values()) == 1, "an (episode, step) is there twice"

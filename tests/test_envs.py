@@ -350,3 +350,13 @@ def test_skip_map_fast_path_equals_the_plain_trace():
     assert env.world.coarse[2, 2] == 41
     env.world.set(10, 40, 10, 0)
     assert env.world.coarse[2, 2] == env.world.tops[8:12, 8:12].max()
+
+
+def test_reset_can_start_in_a_biome():
+    env = make_env("voxel", height=64, width=64)
+    _, info = env.reset(seed=4, options={"biome": "snow"})
+    x, z = int(info["position"][0]), int(info["position"][2])
+    near = env.world.biome[max(x - 3, 0):x + 4, max(z - 3, 0):z + 4]
+    assert (near == BIOMES.index("snow")).any()
+    with pytest.raises(ValueError, match="biome"):
+        env.reset(seed=4, options={"biome": "jungle"})

@@ -109,3 +109,16 @@ def test_cli_show_and_play(tmp_path, capsys):
     assert main(["envs", "show", "--env", "nope", "--seeds", "0", "--out", str(grid)]) == 2
     assert "known: voxel, crafter, minerl" in capsys.readouterr().err
     assert main(["envs", "show", "--seeds", "x-y", "--out", str(grid)]) == 2
+
+
+@pytest.mark.parametrize("name", ["random", "explorer", "miner", "builder", "mixture"])
+def test_every_player_plays_crafter(name):
+    """Players only read info keys every env has, or fall back: Crafter has no yaw, pitch or z."""
+    env = make_env("crafter", height=64, width=64)
+    player = make_player(name, seed=0)
+    obs, info = env.reset(seed=0)
+    for _ in range(60):
+        obs, _, terminated, truncated, info = env.step(player.act(obs, info))
+        if terminated or truncated:
+            obs, info = env.reset()
+    assert obs.shape == (64, 64, 3)

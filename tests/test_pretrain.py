@@ -136,7 +136,7 @@ def test_micro_train_rollout_eval_through_the_cli(data, tmp_path):
     from PIL import Image
 
     with Image.open(video) as im:
-        assert im.n_frames == 7 + 3 and im.size == (2 * 64 + 2, 64 + 2)
+        assert im.n_frames == PRESETS["tiny"].num_frames - 1 + 3 and im.size == (2 * 64 + 2, 64 + 2)
     assert cli(["pretrain", "eval", "--model", str(run), "--data", data["heldout"], "--num-clips", "2",
                 "--horizon", "2", "--next-frame-positions", "1", "--num-steps", "1", "--out", str(tmp_path / "ev")]) == 0
     report = json.loads((tmp_path / "ev" / "eval.json").read_text())
