@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 
-import psutil
+import ray
 from worldloom.capture import CaptureConfig, capture, expand_specs
 from worldloom.capture.config import FPS
 from worldloom.envs import make_env, make_player
@@ -58,6 +58,8 @@ class TreeCpu:
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _sample(self, into: dict) -> None:
+        import psutil  # Ray's own copy (ray/thirdparty_files) when psutil is not installed
+
         for proc in [psutil.Process(), *psutil.Process().children(recursive=True)]:
             try:
                 t = proc.cpu_times()
@@ -113,7 +115,6 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
-    import ray
 
     work = tempfile.mkdtemp(prefix="bench-capture-")
     ray_tmp = tempfile.mkdtemp(prefix="wlb", dir="/tmp")

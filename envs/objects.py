@@ -70,6 +70,8 @@ class Player:
         self.collected: dict[str, int] = {}  # items gained this step (for task rewards)
         self._prev_inventory_key = 0
         self.swing_steps, self.swing_kind = 0, 0  # hand animation, restarted while attack/use is held
+        self._prev_swing_key = False
+        self.hand_held = 0
 
     # ------------------------------------------------------------------ view
     @property
@@ -223,8 +225,14 @@ class Player:
     def apply_swing(self, action: dict) -> None:
         if self.swing_steps > 0:
             self.swing_steps -= 1
-        if self.swing_steps == 0 and not self.gui_open and (action["attack"] or action["use"]):
+        pressed = bool(action["attack"] or action["use"])
+        # A new press restarts the swing (so every click shows); a held button keeps it going.
+        if pressed and not self.gui_open and (self.swing_steps == 0 or not self._prev_swing_key):
             self.swing_steps, self.swing_kind = SWING_STEPS, 1 if action["attack"] else 2
+        self._prev_swing_key = pressed
+        # Which of attack (1) / use (2) is held this step: the hand's pose shows it, so a held
+        # button is visible in every frame, not only when a swing starts.
+        self.hand_held = 0 if self.gui_open else int(bool(action["attack"])) | (2 * int(bool(action["use"])))
         if self.swing_steps == 0:
             self.swing_kind = 0
 
@@ -232,6 +240,9 @@ class Player:
     def swing(self) -> float:
         """Phase of the swing in (0, 1]: already under way in the frame right after the press."""
         return 1.0 - (self.swing_steps - 1) / SWING_STEPS if self.swing_steps else 0.0
+
+    def in_water(self, world) -> bool:
+        return world.get(*self.block_at(0.1)) == WATER
 
     def apply_breath(self, world) -> None:
         head = world.get(*self.block_at(EYE_SNEAK if self.sneaking else EYE))

@@ -1,6 +1,7 @@
 """Scripted players that make human-like footage: random (sticky), explorer, miner, builder, mixture.
 
     python -m worldloom.envs.players --steps 3000        # each player's action histogram
+    python -m worldloom.envs.players --steps 1500 --players mixture --visibility
 
 A player sees `(obs, info)` and returns a MineRL-style action dict; scripted players read
 info's ground truth (position, target block, inventory). People hold keys for a while and
@@ -20,7 +21,7 @@ import numpy as np
 from worldloom.envs import actions as act
 
 __all__ = ["RandomPlayer", "Explorer", "Miner", "Builder", "Mixture", "make_player", "action_histogram",
-           "report", "PLAYERS"]
+           "visible_presses", "report", "PLAYERS"]
 
 
 class CameraHand:
@@ -147,6 +148,8 @@ class ScriptedPlayer:
         if not info.get("gui_open"):
             self.behave(a, info)
         self.habits.apply(a, info, self.hand)
+        if not (info.get("on_ground", True) or info.get("in_water", False)):
+            a["jump"] = 0  # people tap jump; held in mid-air it does nothing a frame could show
         a["camera"] = self.hand.next()
         self.t += 1
         pos = info.get("position")
@@ -297,24 +300,29 @@ class RandomPlayer:
 
     # Chance per step that a button is pressed when resampled; movement keys are pressed more.
     PRESS = {"forward": 0.5, "attack": 0.3, "jump": 0.2, "sprint": 0.2, "use": 0.15,
-             "back": 0.1, "left": 0.15, "right": 0.15, "sneak": 0.1, "drop": 0.05, "inventory": 0.02}
+             "back": 0.1, "left": 0.15, "right": 0.15, "sneak": 0.1, "drop": 0.3, "inventory": 0.1}
 
     def __init__(self, seed: int = 0, stickiness: float = 0.9):
         self.rng = np.random.default_rng(seed)
         self.stickiness = stickiness
         self.buttons = np.zeros(act.NUM_BUTTONS, dtype=bool)
         self.camera = np.zeros(2, dtype=np.float32)
-        self.press = np.array([self.PRESS.get(b, 0.03) for b in act.BUTTONS])
+        self.press = np.array([self.PRESS.get(b, 0.2) for b in act.BUTTONS])
 
     def reset(self) -> None:
         self.buttons[:] = False
         self.camera[:] = 0
 
+    # Keys that act once per press (toggles, slot choice, throwing): tapped, never held.
+    TAPS = np.array([b == "inventory" or b == "drop" or b.startswith("hotbar") for b in act.BUTTONS])
+
     def act(self, obs: np.ndarray, info: dict) -> dict:
         resample = self.rng.random(act.NUM_BUTTONS) > self.stickiness
         fresh = self.rng.random(act.NUM_BUTTONS) < self.press
         self.buttons = np.where(resample, fresh, self.buttons)
-        self.buttons[act.BUTTONS.index("inventory")] = fresh[act.BUTTONS.index("inventory")] and resample[act.BUTTONS.index("inventory")]
+        self.buttons[self.TAPS] = (fresh & resample)[self.TAPS]
+        if info.get("gui_open") and self.rng.random() < 0.05:
+            self.buttons[act.BUTTONS.index("inventory")] = True  # close the screen after a while
         if self.rng.random() > self.stickiness:
             bins = self.rng.integers(0, act.NUM_CAMERA_BINS, 2)
             self.camera = act.dequantize_camera(bins) * self.rng.uniform(0.85, 1.0, 2).astype(np.float32)
@@ -349,6 +357,31 @@ def action_histogram(player_name: str, env, steps: int, seed: int = 0) -> dict:
     return {"buttons": dict(zip(act.BUTTONS, buttons.mean(0).round(4).tolist(), strict=False)), "camera_bins": counts}
 
 
+def visible_presses(player_name: str, env, steps: int, seed: int = 0) -> dict[str, tuple[int, int]]:
+    """{button: (presses that changed the next frame, presses)}: an upper bound for what an
+    inverse dynamics model can read from one frame. Each press is replayed on a copy of the env
+    with that button released, and the two next frames are compared."""
+    import copy
+
+    player = make_player(player_name, seed=seed)
+    obs, info = env.reset(seed=seed)
+    counts = {b: [0, 0] for b in act.BUTTONS}
+    for _ in range(steps):
+        a = player.act(obs, info)
+        pressed = [b for b in act.BUTTONS if a[b]]
+        if pressed:
+            with_it = copy.deepcopy(env).step(a)[0]
+            for b in pressed:
+                without = copy.deepcopy(env).step({**a, b: 0})[0]
+                counts[b][0] += int(not np.array_equal(with_it, without))
+                counts[b][1] += 1
+        obs, _, terminated, truncated, info = env.step(a)
+        if terminated or truncated:
+            obs, info = env.reset()
+            player.reset()
+    return {b: (v[0], v[1]) for b, v in counts.items()}
+
+
 def report(players: tuple[str, ...] = tuple(PLAYERS), steps: int = 2000, env_name: str = "voxel", seed: int = 0) -> str:
     """A text table of each player's button frequencies and camera bin counts."""
     from worldloom.envs import make_env
@@ -369,5 +402,13 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--env", default="voxel")
     parser.add_argument("--players", nargs="+", default=list(PLAYERS))
+    parser.add_argument("--visibility", action="store_true", help="also: share of presses visible in the next frame")
     args = parser.parse_args()
     print(report(tuple(args.players), args.steps, args.env))
+    if args.visibility:
+        from worldloom.envs import make_env
+
+        for name in args.players:
+            counts = visible_presses(name, make_env(args.env, height=64, width=64), args.steps)
+            print(f"== {name}: presses visible in the next frame")
+            print("  " + "  ".join(f"{b}={v / n:.2f}/{n}" for b, (v, n) in counts.items() if n))

@@ -52,6 +52,7 @@ class View:
     air: float  # 0..1 breath left; drawn as a bar while underwater
     swing: float  # 0..1 phase of the hand's swing animation
     swing_kind: int  # 0 none, 1 attack, 2 use
+    hand_held: int  # bit 1: attack held this step, bit 2: use held
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -256,13 +257,18 @@ def _slot(frame, y0, x0, s, colour, count, selected):
 
 
 @numba.njit(cache=True)
-def _hand(frame, colour, swing, swing_kind):
+def _hand(frame, colour, swing, swing_kind, held):
     """The held item (or bare hand) at the bottom right; it swings on attack and pushes on use,
-    as Minecraft's first-person hand does, so both buttons show in the footage."""
+    as Minecraft's first-person hand does, and leans while either is held (bit 1 attack, bit 2
+    use), so both buttons show in every frame of the footage."""
     h, w = frame.shape[0], frame.shape[1]
     lift = math.sin(math.pi * swing)
     dx = -lift * 0.16 * w if swing_kind == 1 else 0.0
     dy = -lift * 0.14 * h if swing_kind == 1 else lift * 0.10 * h
+    if held & 1:
+        dx -= 0.05 * w
+    if held & 2:
+        dy += 0.06 * h
     x0, y0 = int(0.78 * w + dx), int(0.70 * h + dy)
     if colour < 0:
         r, g, b = 200, 150, 110
@@ -273,12 +279,12 @@ def _hand(frame, colour, swing, swing_kind):
 
 
 @numba.njit(cache=True)
-def draw_hud(frame, hud, hotbar_slot, gui_open, cursor, inventory, underwater, air, swing, swing_kind):
+def draw_hud(frame, hud, hotbar_slot, gui_open, cursor, inventory, underwater, air, swing, swing_kind, held):
     """Hand, crosshair, hotbar (selected slot framed in white), air bar, and the inventory screen."""
     h, w = frame.shape[0], frame.shape[1]
     if not gui_open:
         _hand(frame, hud[hotbar_slot, 2] if hud[hotbar_slot, 0] >= 0 and hud[hotbar_slot, 1] > 0 else -1,
-              swing, swing_kind)
+              swing, swing_kind, held)
     s = max(w // 14, 5)
     x0 = (w - 9 * s) // 2
     y0 = h - s - 1
@@ -314,5 +320,5 @@ def render(view: View, frame: np.ndarray) -> np.ndarray:
                  view.view_distance, view.sun, view.light, view.target, view.crack_stage,
                  view.animals, view.underwater, TEX, CRACK_MASK, frame)
     draw_hud(frame, view.hud, view.hotbar_slot, view.gui_open, view.cursor, view.inventory,
-             view.underwater, view.air, view.swing, view.swing_kind)
+             view.underwater, view.air, view.swing, view.swing_kind, view.hand_held)
     return frame

@@ -167,7 +167,7 @@ class VoxelWorldEnv(gymnasium.Env):
         return View(self.world.blocks, self.world.coarse, self.world.max_top, p.eye, math.radians(p.yaw), math.radians(p.pitch),
                     fov, self.cfg.view_distance, sun, light, target, p.crack_stage, boxes, p.underwater,
                     p.hud_array(), p.hotbar_slot, p.gui_open, p.cursor, p.inventory_array(), p.air,
-                    p.swing, p.swing_kind)
+                    p.swing, p.swing_kind, p.hand_held)
 
     def _observe(self) -> np.ndarray:
         render(self._view(), self._frame)
@@ -184,6 +184,7 @@ class VoxelWorldEnv(gymnasium.Env):
             "yaw": p.yaw,
             "pitch": p.pitch,
             "on_ground": p.on_ground,
+            "in_water": p.in_water(self.world),
             # No None values: gymnasium's vector envs stack infos into typed arrays.
             "target_block": BLOCK_NAMES[target[0]] if target else "",
             "target_pos": np.array(target[1:4] if target else (-1, -1, -1)),

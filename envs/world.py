@@ -235,7 +235,9 @@ class World:
             for z in range(max(cz - radius, 0), min(cz + radius + 1, sz)):
                 top = int(self.tops[x, z])
                 if 0 < top < sy - 2 and self.blocks[x, top - 1, z] in GROUND:
-                    score = top - 0.05 * float(np.hypot(x - cx, z - cz))
+                    # Not pressed against a tree or a wall: that first frame would be all leaves.
+                    around = self.tops[max(x - 1, 0):x + 2, max(z - 1, 0):z + 2]
+                    score = top - 0.05 * float(np.hypot(x - cx, z - cz)) - 100.0 * (around.max() > top + 1)
                     if score > best_score:
                         best, best_score = (x, top, z), score
         if best is None:

@@ -65,7 +65,7 @@ class TrainConfig:
     loader_workers: int = doc("DataLoader worker processes per training worker", 0)
     use_actions: bool = doc("condition on actions (off: every clip trains with the null action)", True)
     action_dropout: float = doc("probability a frame's action is replaced by the null action", 0.1)
-    p_sampling_pattern: float = doc("fraction of windows noised like sampling", 0.5)
+    p_sampling_pattern: float = doc("fraction of windows noised like sampling (the rest: a noise level per frame)", 0.75)
     threads: int = doc("torch CPU threads per worker (0 = cores / workers)", 0)
     ae_steps: int = doc("autoencoder training steps before the world model (latent presets only)", 2000)
     stop_after: int = doc("stop (as if killed, checkpoint kept) after this many steps in this call; 0 = never", 0)

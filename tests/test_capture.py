@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pyarrow.parquet as pq
 import pytest
+import ray  # also puts its own psutil (ray/thirdparty_files) on sys.path for the helpers below
 from worldloom.capture import CaptureConfig, Recorder, capture, expand_specs, play_episode
 from worldloom.capture.cli import config_from_args
 from worldloom.capture.driver import target_roots
@@ -66,6 +66,8 @@ def tree_digest(root: Path) -> dict[str, str]:
 def kill_tree_matching(marker: str) -> None:
     """SIGKILL the processes (and their children) whose command line or environment mentions
     `marker`: only the Ray processes this test started under its own temp dir."""
+    import psutil
+
     procs = []
     for p in psutil.process_iter(["cmdline"]):
         if p.pid == os.getpid():
@@ -265,8 +267,6 @@ def _parse(argv: list[str]):
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    import ray
-
     ray_tmp = tempfile.mkdtemp(prefix="wlr", dir="/tmp")  # short: Ray's socket paths have a limit
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", _temp_dir=ray_tmp,
              logging_level=logging.WARNING)
@@ -291,6 +291,8 @@ def test_rerun_completes_only_what_is_missing(tmp_path, ray_cluster):
 
 def test_actor_killed_mid_episode_is_restarted_and_its_episode_redone(tmp_path, ray_cluster):
     cfg = CaptureConfig(out=str(tmp_path / "d"), episodes=4, steps=300, resolution=96, workers=2, progress=False)
+    import psutil
+
     killed: list[int] = []
 
     def kill_one_recorder_in_a_task() -> None:

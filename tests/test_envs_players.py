@@ -40,7 +40,7 @@ def test_every_button_and_camera_bin_occurs(env, name):
 
 
 @pytest.mark.parametrize("name, held_keys", [
-    ("explorer", ("forward",)), ("miner", ("attack",)), ("builder", ("jump",)), ("mixture", ("forward", "attack")),
+    ("explorer", ("forward",)), ("miner", ("attack",)), ("builder", ("forward",)), ("mixture", ("forward", "attack")),
 ])
 def test_scripted_players_are_human_like(env, name, held_keys):
     buttons, camera = play(env, name, 600, seed=1)
@@ -75,3 +75,13 @@ def test_report_prints_a_histogram_per_player(env):
 def test_unknown_player_lists_known_ones():
     with pytest.raises(ValueError, match="explorer"):
         make_player("speedrunner")
+
+
+def test_held_buttons_show_in_the_next_frame(env):
+    """Attack, use, sneak and the hotbar keys change the very next frame when a scripted player presses them."""
+    from worldloom.envs.players import visible_presses
+
+    counts = visible_presses("mixture", env, 300, seed=2)
+    for button in ("attack", "sneak", *(b for b in actions.BUTTONS if b.startswith("hotbar") and counts[b][1])):
+        seen, presses = counts[button]
+        assert presses > 0 and seen / presses > 0.9, (button, seen, presses)
