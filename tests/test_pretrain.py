@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from worldloom.pretrain import evaluate as ev
 from worldloom.pretrain.flow import FlowConfig, SampleConfig, flow_loss, rollout
 from worldloom.pretrain.model import PRESETS, WorldModel, WorldModelConfig, encode_actions
-from worldloom.pretrain.train import TrainConfig, TrainingDiverged, lr_at, main
+from worldloom.pretrain.train import TrainConfig, TrainingDiverged, lr_at, main, plan_steps
 
 from worldloom.cli import main as cli
 from worldloom.errors import UserError
@@ -121,6 +121,9 @@ def test_metrics_and_schedule():
     cfg = TrainConfig(data=("x",), out="y", lr=1.0, warmup_steps=10)
     assert lr_at(0, cfg, 100) == pytest.approx(0.1) and lr_at(10, cfg, 100) == pytest.approx(1.0)
     assert lr_at(100, cfg, 100) == pytest.approx(0.1) and lr_at(55, cfg, 100) < 1.0
+    timed = TrainConfig(data=("x",), out="y", minutes=1.0, max_steps=1000)
+    assert plan_steps(10, 0.5, 5.0, timed) == 120  # 55 s left at 0.5 s/step
+    assert plan_steps(10, 0.01, 5.0, timed) == 1000 and plan_steps(10, 0.5, 90.0, timed) == 10
 
 
 def test_micro_train_rollout_eval_through_the_cli(data, tmp_path):
