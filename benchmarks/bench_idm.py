@@ -20,14 +20,14 @@ from pathlib import Path
 
 import cv2
 import torch
+
+from worldloom.config import to_json_dict
 from worldloom.idm.checkpoint import CONFIG_FILE, save_checkpoint, write_json_atomic
 from worldloom.idm.infer import predict
 from worldloom.idm.label import LabelConfig, label
 from worldloom.idm.model import IDM, PRESETS
 from worldloom.idm.train import losses
 from worldloom.idm.video import decode_all
-
-from worldloom.config import to_json_dict
 
 
 def device_name() -> str:

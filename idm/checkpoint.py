@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from worldloom.idm.model import IDM, IDMConfig
 
 from worldloom.errors import UserError
+from worldloom.idm.model import IDM, IDMConfig
 
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.json"

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from worldloom.datasets.schema import NUM_BUTTONS
 from worldloom.envs.actions import quantize_camera
-
 from worldloom.errors import UserError
 
 

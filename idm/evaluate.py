@@ -17,12 +17,12 @@ import math
 from pathlib import Path
 
 import numpy as np
+
+from worldloom.errors import UserError
 from worldloom.idm import metrics
 from worldloom.idm.checkpoint import checkpoint_id, load_idm, write_json_atomic
 from worldloom.idm.data import Episode, load_episodes
 from worldloom.idm.infer import predict_sequence
-
-from worldloom.errors import UserError
 
 
 def truth_for(episodes: list[Episode], truth: list[str] | None) -> list[Episode]:

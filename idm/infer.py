@@ -20,6 +20,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+
 from worldloom.datasets.schema import NUM_BUTTONS
 from worldloom.envs.actions import dequantize_camera
 from worldloom.idm.data import padded_frames

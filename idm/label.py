@@ -31,13 +31,13 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 from tqdm import tqdm
+
+from worldloom.config import doc, to_json_dict
+from worldloom.errors import UserError
 from worldloom.idm.checkpoint import checkpoint_id, load_idm
 from worldloom.idm.data import open_dataset
 from worldloom.idm.infer import predict_sequence, resize_frames
 from worldloom.idm.video import VIDEO_SUFFIXES, VideoError, probe_video, read_chunks
-
-from worldloom.config import doc, to_json_dict
-from worldloom.errors import UserError
 
 FIRST_SEGMENT = "0000"
 

@@ -12,6 +12,7 @@ that occur, exact match and camera bin accuracy are reported beside them.
 from __future__ import annotations
 
 import numpy as np
+
 from worldloom.datasets.schema import BUTTONS
 from worldloom.envs.actions import CAMERA_MAXVAL, dequantize_camera, quantize_camera
 

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from worldloom.datasets.schema import NUM_BUTTONS
 
 from worldloom.config import doc
+from worldloom.datasets.schema import NUM_BUTTONS
 
 NUM_CAMERA_BINS = 11  # VPT's mu-law quantizer: maxval 10, binsize 2 (worldloom.envs.actions)
 

@@ -14,12 +14,11 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from worldloom.config import doc
 from worldloom.idm.evaluate import evaluate
 from worldloom.idm.model import PRESETS
 from worldloom.idm.train import TrainConfig
 from worldloom.idm.train import main as train_main
-
-from worldloom.config import doc
 
 FIELDS = ("hours", "button_accuracy_mean", "button_macro_f1", "button_exact_match", "camera_r2_pitch",
           "camera_r2_yaw", "camera_bin_accuracy", "noop_button_macro_f1", "run")

@@ -27,6 +27,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm import tqdm
+
+from worldloom.config import add_dataclass_args, dataclass_from_args, doc, to_json_dict
+from worldloom.errors import UserError
 from worldloom.idm import data as idm_data
 from worldloom.idm import metrics
 from worldloom.idm.checkpoint import (
@@ -37,9 +40,6 @@ from worldloom.idm.checkpoint import (
     write_json_atomic,
 )
 from worldloom.idm.model import IDM, PRESETS, IDMConfig, num_parameters
-
-from worldloom.config import add_dataclass_args, dataclass_from_args, doc, to_json_dict
-from worldloom.errors import UserError
 
 METRIC_FIELDS = ("step", "lr", "loss", "button_loss", "camera_loss", "val_loss", "val_button_accuracy",
                  "val_button_macro_f1", "val_camera_bin_accuracy", "elapsed_s", "windows_per_s")

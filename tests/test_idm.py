@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from worldloom.cli import main as cli
 from worldloom.datasets import Dataset, DatasetWriter
+from worldloom.errors import UserError
 from worldloom.idm import checkpoint, infer, metrics
 from worldloom.idm.data import padded_frames
 from worldloom.idm.model import IDM, PRESETS, num_parameters
 from worldloom.idm.train import TrainConfig, lr_at
 from worldloom.idm.train import main as train_main
-
-from worldloom.cli import main as cli
-from worldloom.errors import UserError
 
 
 def play(num_steps: int, seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -235,6 +235,7 @@ def test_minutes_budget_shortens_the_schedule(voxel, tmp_path):
     assert state["elapsed_s"] < 0.05 * 60 * 1.05 + 30  # and it stopped near it (one slow step may overrun)
 
 
+@pytest.mark.slow
 def test_scaling_curve_writes_csv_and_png(voxel, tmp_path):
     from worldloom.idm.scaling import ScalingConfig
     from worldloom.idm.scaling import main as scaling_main
