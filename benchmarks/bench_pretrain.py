@@ -21,6 +21,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+
 from worldloom.pretrain.flow import FlowConfig, SampleConfig, flow_loss, rollout
 from worldloom.pretrain.model import (
     PRESETS,

@@ -16,9 +16,9 @@ from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
+
 from worldloom.datasets import Dataset
 from worldloom.datasets.schema import BUTTONS
-
 from worldloom.errors import UserError
 
 from .model import encode_actions

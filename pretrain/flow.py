@@ -3,10 +3,12 @@
     loss = flow_loss(model, x0, action, has_action, generator=g)     # training
     frames = rollout(model, context, actions, horizon=64)             # generation
 
-Training: x_t = (1 - t) x_0 + t * noise, target v = noise - x_0 (rectified flow). Half the
-windows draw t independently per frame (diffusion forcing: any mix of clean and noisy frames);
-the other half look like sampling (context slightly noised, last frame at any level) and only
-the last frame is scored. Sampling: the context (the last num_frames - 1 frames, real or
+Training: x_t = (1 - t) x_0 + t * noise, target v = noise - x_0 (rectified flow). A quarter of
+the windows draw t independently per frame (diffusion forcing: any mix of clean and noisy
+frames); the rest look like sampling (context slightly noised, last frame at any level) and
+only the last frame is scored. The velocity error is weighted by t^2 (an even clean-frame
+error over t; unweighted, nearly clean frames dominate: 19.3 against 23.4 dB next-frame PSNR
+after 225 and 300 steps, docs/pretrain.md). Sampling: the context (the last num_frames - 1 frames, real or
 generated) is encoded once per new frame, its temporal keys and values are kept, and a few
 Euler steps take the new frame from noise to a frame (Oasis: per-frame noise, context kept
 slightly noised; DIAMOND: 3 Euler steps).

@@ -29,9 +29,9 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from worldloom.datasets.schema import NUM_BUTTONS
 
 from worldloom.config import doc
+from worldloom.datasets.schema import NUM_BUTTONS
 
 ACTION_DIM = NUM_BUTTONS + 2  # 20 buttons + mu-law-compressed pitch and yaw
 CAMERA_MAX_DEG = 10.0  # VPT's mu-law range (DESIGN section 3): maxval 10 degrees, mu 10

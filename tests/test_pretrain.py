@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from worldloom.cli import main as cli
+from worldloom.errors import UserError
 from worldloom.pretrain import evaluate as ev
 from worldloom.pretrain.flow import FlowConfig, SampleConfig, flow_loss, rollout
 from worldloom.pretrain.model import PRESETS, WorldModel, WorldModelConfig, encode_actions
 from worldloom.pretrain.train import TrainConfig, TrainingDiverged, lr_at, main, plan_steps
-
-from worldloom.cli import main as cli
-from worldloom.errors import UserError
 
 MICRO = {"batch_size": 2, "log_every": 1, "warmup_steps": 2}
 

@@ -7,6 +7,7 @@ import json
 import pytest
 from safetensors.torch import load_file
 from test_pretrain import write
+
 from worldloom.pretrain.train import TrainConfig, main
 
 
