@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
+import os
+
+# Before torch loads anywhere in the test process: see worldloom/__init__.py.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 
 def pixel_frames(num: int, height: int = 64, width: int = 64, seed: int = 0) -> np.ndarray:

@@ -172,9 +172,9 @@ def run_pretrain(cfg: PipelineConfig, paths: dict[str, Path]) -> tuple[dict, dic
 
 
 def run_pretrain_eval(cfg: PipelineConfig, paths: dict[str, Path]) -> tuple[dict, dict]:
+    from worldloom.datasets import Dataset
     from worldloom.pretrain.evaluate import EvalConfig, evaluate
     from worldloom.pretrain.rollout import RolloutConfig, rollout_episode
-    from worldloom.datasets import Dataset
 
     report = evaluate(EvalConfig(model=str(paths["wm"]), data=(str(paths["heldout"]),), idm=str(paths["judge"]),
                                  num_clips=cfg.sizes.eval_clips, seed=cfg.seed))

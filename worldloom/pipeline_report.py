@@ -122,14 +122,14 @@ def _cost_section(report: Report, records: dict[str, StageRecord], stats: dict) 
         if name == "report":
             continue
         cost[name] = {"wall_s": rec.wall_s, "core_s": rec.core_s}
-        rows.append([name, round(rec.wall_s, 1), round(rec.core_s, 1)])
+        rows.append([name, rec.wall_s, rec.core_s])
         keys.append(["", f"cost.{name}.wall_s", f"cost.{name}.core_s"])
     captured = sum(stats.get(n, {}).get("frames", 0) for n in ("labeled", "footage", "heldout", "judge_data"))
     if "capture" in records and captured:
         cost["capture_frames_per_s"] = captured / records["capture"].wall_s
         cost["capture_core_hours_per_footage_hour"] = records["capture"].core_s / (captured / FPS)
-        rows.append(["capture frames/s", round(cost["capture_frames_per_s"], 1), ""])
-        rows.append(["capture core-hours per hour of footage", round(cost["capture_core_hours_per_footage_hour"], 4), ""])
+        rows.append(["capture frames/s", cost["capture_frames_per_s"], ""])
+        rows.append(["capture core-hours per hour of footage", cost["capture_core_hours_per_footage_hour"], ""])
         keys += [["", "cost.capture_frames_per_s", ""], ["", "cost.capture_core_hours_per_footage_hour", ""]]
     report.data["cost"] = cost
     s.table(["stage", "wall s", "core s"], rows, keys)
