@@ -24,6 +24,7 @@ import threading
 import time
 
 import ray
+
 from worldloom.capture import CaptureConfig, capture, expand_specs
 from worldloom.capture.config import FPS
 from worldloom.envs import make_env, make_player

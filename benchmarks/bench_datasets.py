@@ -31,6 +31,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import torch  # noqa: E402
+
 from worldloom.datasets import ClipStream, Dataset, DatasetWriter  # noqa: E402
 from worldloom.datasets.codecs import CODECS  # noqa: E402
 

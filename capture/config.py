@@ -15,10 +15,10 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-from worldloom.datasets.codecs import CODECS
-from worldloom.envs import ENV_NAMES, PLAYER_NAMES
 
 from worldloom.config import doc, to_json_dict
+from worldloom.datasets.codecs import CODECS
+from worldloom.envs import ENV_NAMES, PLAYER_NAMES
 
 # Game time runs at 20 steps per second (DESIGN section 3), so footage is 20 fps.
 FPS = 20

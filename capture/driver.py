@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 from tqdm import tqdm
-from worldloom.datasets import DatasetWriter, commit_shards, committed_episode_ids, schema, storage
 
+from worldloom.datasets import DatasetWriter, commit_shards, committed_episode_ids, schema, storage
 from worldloom.errors import UserError
 
 from .config import (

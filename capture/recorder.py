@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from worldloom.datasets import DatasetWriter
 from worldloom.envs import actions
 

@@ -18,6 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
 from worldloom.datasets.schema import BUTTONS, NUM_BUTTONS
 
 __all__ = [

@@ -28,6 +28,7 @@ from __future__ import annotations
 import gymnasium
 import numpy as np
 from gymnasium import spaces
+
 from worldloom.envs import actions as act
 
 CRAFTER_ACTIONS: tuple[str, ...] = (

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from worldloom.envs import worldgen
 from worldloom.envs.blocks import (
     AIR,

@@ -18,6 +18,7 @@ import argparse
 import math
 
 import numpy as np
+
 from worldloom.envs import actions as act
 
 __all__ = ["RandomPlayer", "Explorer", "Miner", "Builder", "Mixture", "make_player", "action_histogram",

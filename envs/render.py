@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+
 from worldloom.envs.blocks import CRACK_MASK, TEXTURES
 from worldloom.envs.world import trace_ray
 

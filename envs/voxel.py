@@ -19,14 +19,14 @@ from dataclasses import dataclass, fields, replace
 import gymnasium
 import numpy as np
 from gymnasium import spaces
+
+from worldloom.config import doc
 from worldloom.envs import actions as act
 from worldloom.envs.blocks import BLOCK_NAMES
 from worldloom.envs.objects import Animals, Items, Player
 from worldloom.envs.render import View, render
 from worldloom.envs.world import World
 from worldloom.envs.worldgen import BIOMES
-
-from worldloom.config import doc
 
 # Optional task rewards: item collected -> reward per item. Documented in docs/envs.md.
 TASKS: dict[str, dict[str, float]] = {

@@ -14,6 +14,7 @@ import math
 
 import numba
 import numpy as np
+
 from worldloom.envs import worldgen
 from worldloom.envs.blocks import AIR, BLOCK_ID, SOLID, WATER
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+
 from worldloom.envs.blocks import BLOCK_ID
 
 BIOMES: tuple[str, ...] = ("plains", "forest", "desert", "snow", "water")

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from worldloom.datasets.schema import BUTTONS
 from worldloom.envs import actions
 

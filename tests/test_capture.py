@@ -27,14 +27,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import ray  # also puts its own psutil (ray/thirdparty_files) on sys.path for the helpers below
+
 from worldloom.capture import CaptureConfig, Recorder, capture, expand_specs, play_episode
 from worldloom.capture.cli import config_from_args
 from worldloom.capture.driver import target_roots
+from worldloom.cli import main as cli_main
 from worldloom.datasets import Dataset, DatasetWriter, commit_shards, committed_episode_ids
 from worldloom.datasets.validate import validate
 from worldloom.envs import make_env, make_player
-
-from worldloom.cli import main as cli_main
 from worldloom.errors import UserError
 
 RES = 64  # the voxel world's smallest frame

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
 from worldloom.capture import CaptureConfig, capture
 from worldloom.datasets import Dataset
 

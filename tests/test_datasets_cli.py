@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import pixel_frames
 from PIL import Image
+
+from worldloom.cli import main
 from worldloom.datasets import Dataset, DatasetWriter
 from worldloom.datasets.validate import validate
 from worldloom.datasets.writer import file_checksum, parquet_options
-
-from worldloom.cli import main
 
 
 def tree_digest(root) -> dict:

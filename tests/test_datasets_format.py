@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from conftest import pixel_frames, random_actions
+
 from worldloom.datasets import (
     BUTTONS,
     Dataset,
@@ -20,7 +21,6 @@ from worldloom.datasets import (
     committed_episode_ids,
     schema,
 )
-
 from worldloom.errors import UserError
 
 

@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import numpy as np
+
 from worldloom.datasets import schema
 
 NON_FRAME_COLUMNS = [n for n in schema.FRAME_SCHEMA.names if n != "frame"]

@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import pixel_frames
 from torch.utils.data import DataLoader
+
 from worldloom.datasets import ClipDataset, ClipStream, Dataset, DatasetWriter
 
 LENGTHS = {"ep-0": 40, "ep-1": 33, "ep-2": 20, "ep-3": 50}

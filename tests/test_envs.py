@@ -8,6 +8,7 @@ import warnings
 import gymnasium
 import numpy as np
 import pytest
+
 import worldloom.envs
 from worldloom.envs import actions, make_env
 from worldloom.envs.blocks import BLOCK_ID, HARDNESS

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from worldloom.envs import PLAYER_NAMES, actions, make_env, make_player
 from worldloom.envs.players import action_histogram, report
 
