@@ -47,25 +47,26 @@ class Preset:
     wm_preset: str
     wm_minutes: float
     eval_clips: int
+    eval_horizon: int             # rollout frames scored by PSNR/SSIM per horizon
     rollout_horizon: int          # frames generated for each rollout video
     expected: str                 # time and hardware, for the docs and --help
 
 
 PRESETS: dict[str, Preset] = {
     "micro": Preset(resolution=64, steps=64, labeled_episodes=4, footage_episodes=4, heldout_episodes=2,
-                    judge_episodes=3, idm_preset="tiny", idm_minutes=0.6, judge_minutes=0.3, wm_preset="tiny",
-                    wm_minutes=0.7, eval_clips=4, rollout_horizon=12, expected="CI: about 4 minutes on 2 CPU cores"),
+                    judge_episodes=3, idm_preset="tiny", idm_minutes=0.35, judge_minutes=0.15, wm_preset="tiny",
+                    wm_minutes=0.4, eval_clips=4, eval_horizon=8, rollout_horizon=12, expected="CI: about 4 minutes on 2 CPU cores"),
     "tiny": Preset(resolution=64, steps=400, labeled_episodes=24, footage_episodes=48, heldout_episodes=8,
                    judge_episodes=16, idm_preset="tiny", idm_minutes=5.0, judge_minutes=2.0, wm_preset="tiny",
-                   wm_minutes=6.0, eval_clips=32, rollout_horizon=48,
+                   wm_minutes=6.0, eval_clips=32, eval_horizon=16, rollout_horizon=48,
                    expected="README demo: under 20 minutes on 2 CPU cores"),
     "small": Preset(resolution=64, steps=1000, labeled_episodes=200, footage_episodes=800, heldout_episodes=40,
                     judge_episodes=100, idm_preset="small", idm_minutes=30.0, judge_minutes=15.0, wm_preset="small",
-                    wm_minutes=60.0, eval_clips=128, rollout_horizon=64,
+                    wm_minutes=60.0, eval_clips=128, eval_horizon=16, rollout_horizon=64,
                     expected="about 2 hours on a 16-core workstation; a GPU shortens the training stages"),
     "large": Preset(resolution=128, steps=2000, labeled_episodes=2000, footage_episodes=20000, heldout_episodes=200,
                     judge_episodes=500, idm_preset="vpt", idm_minutes=600.0, judge_minutes=120.0, wm_preset="large",
-                    wm_minutes=1440.0, eval_clips=512, rollout_horizon=64,
+                    wm_minutes=1440.0, eval_clips=512, eval_horizon=16, rollout_horizon=64,
                     expected="a Ray cluster with GPUs (--address): about a day on 8 GPUs and 256 CPU cores"),
 }
 
@@ -177,7 +178,8 @@ def run_pretrain_eval(cfg: PipelineConfig, paths: dict[str, Path]) -> tuple[dict
     from worldloom.pretrain.rollout import RolloutConfig, rollout_episode
 
     report = evaluate(EvalConfig(model=str(paths["wm"]), data=(str(paths["heldout"]),), idm=str(paths["judge"]),
-                                 num_clips=cfg.sizes.eval_clips, seed=cfg.seed))
+                                 num_clips=cfg.sizes.eval_clips, horizon=cfg.sizes.eval_horizon,
+                                 seed=cfg.seed))
     paths["figures"].mkdir(parents=True, exist_ok=True)
     rollouts = []
     for i, episode in enumerate(Dataset(str(paths["heldout"])).episode_ids[:2]):
@@ -211,7 +213,7 @@ def main(cfg: PipelineConfig) -> Path:
     stage("label", {}, ("idm",), lambda: run_label(cfg, paths))
     stage("pretrain", {"preset": cfg.sizes.wm_preset, "minutes": cfg.sizes.wm_minutes, "seed": cfg.seed},
           ("label",), lambda: run_pretrain(cfg, paths))
-    stage("pretrain_eval", {"clips": cfg.sizes.eval_clips}, ("pretrain", "idm"), lambda: run_pretrain_eval(cfg, paths))
+    stage("pretrain_eval", {"clips": cfg.sizes.eval_clips, "horizon": cfg.sizes.eval_horizon}, ("pretrain", "idm"), lambda: run_pretrain_eval(cfg, paths))
     stage("report", {"written_at": time.time()}, tuple(STAGES[:-1]),
           lambda: ({"html": str(write_report(cfg, paths, runner.records))}, {}))
     html = out / "report.html"
