@@ -35,7 +35,7 @@ class ScalingConfig:
     preset: str = doc(f"model size: one of {sorted(PRESETS)}", "tiny")
     steps: int = doc("optimizer steps per run (the same for every amount)", 600)
     minutes: float = doc("wall-clock budget per run (0: none)", 0.0)
-    batch_size: int = doc("windows per step", 8)
+    batch_size: int = doc("windows per step (0: the preset's default, as `idm train`)", 0)
     seed: int = doc("seed of every run", 0)
     threads: int = doc("torch CPU threads (0: torch's default)", 0)
 
