@@ -73,6 +73,7 @@ class TrainConfig:
     warmup_steps: int = doc("linear warmup steps (-1: the preset's default, 10 for tiny, else 50)", -1)
     weight_decay: float = doc("AdamW weight decay", 0.05)
     camera_weight: float = doc("weight of the camera cross-entropy beside the button loss", 1.0)
+    button_pos_weight: float = doc("BCE weight of a pressed button against a released one (rare presses: F1)", 3.0)
     max_hours: float = doc("train on at most this many hours of labeled play (0: all; for scaling curves)", 0.0)
     val_fraction: float = doc("fraction of episodes held out for validation", 0.1)
     val_windows: int = doc("validation windows scored at each evaluation", 32)
@@ -98,6 +99,8 @@ class TrainConfig:
             raise ValueError("TrainConfig.warmup_steps, threads, minutes and max_hours must be >= 0")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"TrainConfig.val_fraction must lie in [0, 1), got {self.val_fraction}")
+        if self.button_pos_weight <= 0:
+            raise ValueError(f"TrainConfig.button_pos_weight must be > 0, got {self.button_pos_weight}")
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"TrainConfig.lr must be > 0 and min_lr_ratio in [0, 1], got {self.lr}, {self.min_lr_ratio}")
 
@@ -120,9 +123,13 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def losses(out: dict[str, torch.Tensor], buttons: torch.Tensor, bins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(button loss, camera loss): BCE summed over the 20 buttons, CE summed over the 2 axes."""
-    button_loss = F.binary_cross_entropy_with_logits(out["buttons"].float(), buttons, reduction="none").sum(-1).mean()
+def losses(out: dict[str, torch.Tensor], buttons: torch.Tensor, bins: torch.Tensor,
+           pos_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(button loss, camera loss): BCE summed over the 20 buttons (presses weighted by pos_weight),
+    CE summed over the 2 axes."""
+    weight = torch.full((buttons.shape[-1],), float(pos_weight), device=buttons.device)
+    button_loss = F.binary_cross_entropy_with_logits(out["buttons"].float(), buttons, pos_weight=weight,
+                                                     reduction="none").sum(-1).mean()
     camera_loss = F.cross_entropy(out["camera"].float().flatten(0, 2), bins.flatten()) * 2
     return button_loss, camera_loss
 
@@ -144,7 +151,7 @@ def validate(model: IDM, batch: dict[str, np.ndarray], cfg: TrainConfig, device:
         frames, buttons, bins = to_device(part, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out = model(frames)
-        b_loss, c_loss = losses(out, buttons, bins)
+        b_loss, c_loss = losses(out, buttons, bins, cfg.button_pos_weight)
         total += float(b_loss + cfg.camera_weight * c_loss) * len(frames)
         outs.append((out["buttons"].float().cpu() > 0, out["camera"].float().argmax(-1).cpu()))
     model.train()
@@ -276,7 +283,7 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
         torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout noise as a function of the step
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out = model(frames)
-        b_loss, c_loss = losses(out, buttons, bins)
+        b_loss, c_loss = losses(out, buttons, bins, cfg.button_pos_weight)
         loss = b_loss + cfg.camera_weight * c_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
