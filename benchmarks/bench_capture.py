@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--env", default="voxel")
     parser.add_argument("--player", default="mixture")
     # Long enough that starting the actors (~1-2 s each: process, imports, world) is a small share.
-    parser.add_argument("--episodes", type=int, default=48)  # enough that actor start-up (~2 s each) is amortised as in a real job
+    parser.add_argument("--episodes", type=int, default=48)
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--json", help="also write the figures to this file")
