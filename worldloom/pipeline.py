@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worldloom.config import add_dataclass_args, dataclass_from_args, doc, to_json_dict
+from worldloom.config import add_dataclass_args, dataclass_from_args, doc
 from worldloom.errors import UserError
 from worldloom.stages import StageRunner, stage_key
 
@@ -234,4 +234,4 @@ def register(subparsers, name: str, help_text: str) -> None:
     p.set_defaults(handler=lambda args: (main(dataclass_from_args(PipelineConfig, args)), 0)[1])
 
 
-__all__ = ["PRESETS", "STAGES", "PipelineConfig", "Preset", "main", "to_json_dict"]
+__all__ = ["PRESETS", "STAGES", "PipelineConfig", "Preset", "main"]

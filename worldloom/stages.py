@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
 import threading
 import time
 from collections.abc import Callable
@@ -60,7 +59,6 @@ class CoreClock:
     def __enter__(self) -> CoreClock:
         self._start = self._sample()
         self._last = dict(self._start)
-        self._children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         self._thread.start()
         return self
 
