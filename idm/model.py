@@ -53,6 +53,9 @@ class IDMConfig:
     mlp_ratio: int = doc("transformer MLP width as a multiple of `hidden`", 4)
     dropout: float = doc("dropout in the transformer", 0.0)
     stem_init: str = doc("Conv3d stem init: 'difference' (frame t and its temporal differences) or 'random'", "difference")
+    motion_channels: int = doc("hidden width of the motion branch's MLP (0: no motion branch)", 0)
+    motion_radius: int = doc("largest displacement the motion branch matches, in pixels at 1/2 and 1/4 resolution", 4)
+    motion_grid: int = doc("the motion branch averages its matches over a grid of this many cells a side", 4)
 
     def __post_init__(self) -> None:
         for name in ("height", "width", "num_frames", "stem_channels", "frame_dim", "hidden",
@@ -69,6 +72,11 @@ class IDMConfig:
             raise ValueError(f"IDMConfig.hidden ({self.hidden}) must be divisible by num_heads ({self.num_heads})")
         if self.stem_init not in ("difference", "random"):
             raise ValueError(f"IDMConfig.stem_init must be 'difference' or 'random', got {self.stem_init!r}")
+        if self.motion_channels and self.stem_kernel_t < 3:
+            raise ValueError("IDMConfig.motion_channels needs stem_kernel_t >= 3 (the frame after the last step)")
+        if self.motion_channels < 0 or self.motion_radius < 1 or self.motion_grid < 1:
+            raise ValueError(f"IDMConfig.motion_channels must be >= 0 and motion_radius, motion_grid >= 1, got "
+                             f"{self.motion_channels}, {self.motion_radius}, {self.motion_grid}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"IDMConfig.dropout must lie in [0, 1), got {self.dropout}")
         object.__setattr__(self, "stack_channels", tuple(int(c) for c in self.stack_channels))
@@ -96,11 +104,12 @@ class IDMConfig:
 PRESETS: dict[str, IDMConfig] = {
     # Tests and CI smoke runs: seconds on one core; not meant to score well.
     "micro": IDMConfig(num_frames=8, stem_channels=8, stack_channels=(8, 16, 16), blocks_per_stack=1,
-                       frame_dim=64, hidden=64, num_layers=1, num_heads=2),
+                       frame_dim=64, hidden=64, num_layers=1, num_heads=2, motion_channels=64),
     # Minutes on 2 CPU cores; about 2.2M parameters. One residual block per stack and an 8-channel
     # stem: 2.5x less CPU time per step than VPT's 2 blocks; windows of 16 frames (trained in
     # batches of 16): more windows per second of CPU and faster learning than 32 (docs/idm.md).
-    "tiny": IDMConfig(num_frames=16),
+    # The motion branch (block matching, below) is what makes the camera learnable in that time.
+    "tiny": IDMConfig(num_frames=16, motion_channels=256),
     # An hour on a workstation.
     "small": IDMConfig(height=128, width=128, num_frames=64, stem_channels=32, stack_channels=(32, 64, 64), blocks_per_stack=2,
                        frame_dim=512, hidden=512, num_layers=4, num_heads=8),
@@ -163,6 +172,60 @@ class ImpalaStack(nn.Module):
         return self.blocks(x)
 
 
+class MotionBranch(nn.Module):
+    """Where each part of frame t went in frame t+1: block matching at two scales, read by an MLP.
+
+    Frames are averaged down 2x and 4x; at each scale each cell of a `grid` x `grid` grid of frame t
+    is compared with frame t+1 moved by every displacement within `radius` (mean absolute RGB
+    difference: the block matching of video codecs). The costs, z-scored over the displacements,
+    and each cell's soft-argmin (its expected displacement under softmax(-cost / temperature) at
+    two temperatures) form a coarse motion field with its uncertainty. A
+    camera turn moves every cell the same way, walking forward spreads them apart, a jump moves
+    them up; an MLP reads the pattern. The matching has no parameters and runs without gradients:
+    it costs a few percent of a training step. Without it `tiny` learned the size of a camera move
+    but not its direction (confusing bins 0 and 10) in 15 CPU minutes (docs/idm.md, "The motion
+    branch").
+    """
+
+    scales = (2, 4)
+    temperatures = (0.5, 2.0)
+
+    def __init__(self, cfg: IDMConfig) -> None:
+        super().__init__()
+        self.radius, self.grid = cfg.motion_radius, cfg.motion_grid
+        d = (2 * self.radius + 1) ** 2
+        per_scale = (d + 2 * len(self.temperatures)) * self.grid ** 2
+        num = per_scale * len(self.scales)
+        self.norm = nn.LayerNorm(num)
+        self.mlp = nn.Sequential(nn.Linear(num, cfg.motion_channels), nn.GELU(), nn.Linear(cfg.motion_channels, cfg.hidden))
+        r = torch.arange(-self.radius, self.radius + 1, dtype=torch.float32)
+        self.register_buffer("offsets", torch.stack(torch.meshgrid(r, r, indexing="ij"), -1).view(-1, 2), persistent=False)
+
+    @torch.no_grad()
+    def match(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Frames t and t+1 (M, 3, h, w) -> per-cell features (M, (2r+1)^2 + 2 * temperatures, g, g)."""
+        r, (h, w) = self.radius, a.shape[-2:]
+        b = F.pad(b, (r, r, r, r), mode="replicate")
+        cost = torch.stack([F.adaptive_avg_pool2d((a - b[..., dy:dy + h, dx:dx + w]).abs(), self.grid).mean(1)
+                            for dy in range(2 * r + 1) for dx in range(2 * r + 1)], 1)  # (M, D, g, g): each cell's match
+        z = (cost - cost.mean(1, keepdim=True)) / (cost.std(1, keepdim=True) + 1e-3)  # (M, D, g, g)
+        cells = [z]
+        for temp in self.temperatures:
+            p = torch.softmax(-z / temp, 1)  # (M, D, g, g): where each cell went
+            cells.append(torch.einsum("mdhw,dk->mkhw", p, self.offsets) / r)  # (M, 2, g, g): its expected (dy, dx)
+        return torch.cat(cells, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, 3, N + 1, H, W) in [0, 1] -> motion features (B, N, hidden) of the N steps t -> t+1."""
+        B, _, N1, H, W = x.shape
+        frames = x.transpose(1, 2).reshape(B * N1, 3, H, W)
+        feats = []
+        for scale in self.scales:
+            f = F.avg_pool2d(frames, scale).view(B, N1, 3, H // scale, W // scale)
+            feats.append(self.match(f[:, :-1].flatten(0, 1), f[:, 1:].flatten(0, 1)).flatten(1))  # (B*N, F)
+        return self.mlp(self.norm(torch.cat(feats, 1))).view(B, N1 - 1, -1)  # (B, N, hidden)
+
+
 class Block(nn.Module):
     """Pre-norm transformer block; attention is bidirectional inside the window (VPT's IDM)."""
 
@@ -201,6 +264,7 @@ class IDM(nn.Module):
         fh, fw = cfg.feature_hw
         self.frame_dense = nn.Linear(cfg.stack_channels[-1] * fh * fw, cfg.frame_dim)
         self.hidden_dense = nn.Linear(cfg.frame_dim, cfg.hidden)
+        self.motion = MotionBranch(cfg) if cfg.motion_channels else None
         self.pos = nn.Parameter(torch.zeros(1, cfg.num_frames, cfg.hidden))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.norm = nn.LayerNorm(cfg.hidden)
@@ -215,13 +279,16 @@ class IDM(nn.Module):
         B, N_in, H, W, _ = frames.shape
         if (H, W) != (cfg.height, cfg.width) or N_in <= 2 * cfg.context:
             raise ValueError(f"IDM expects (B, N + {2 * cfg.context}, {cfg.height}, {cfg.width}, 3) frames, got {tuple(frames.shape)}")
-        x = frames.permute(0, 4, 1, 2, 3).float() / 255.0  # (B, 3, N_in, H, W)
-        x = self.stem(x)  # (B, C, N, H, W): each frame mixed with its kt - 1 neighbours, per pixel
+        pixels = frames.permute(0, 4, 1, 2, 3).float() / 255.0  # (B, 3, N_in, H, W)
+        x = self.stem(pixels)  # (B, C, N, H, W): each frame mixed with its kt - 1 neighbours, per pixel
         N = x.shape[2]
         x = x.transpose(1, 2).reshape(B * N, -1, H, W)  # (B*N, C, H, W)
         x = F.relu(self.stacks(x))  # (B*N, C', H/8, W/8)
         x = F.relu(self.frame_dense(x.flatten(1)))  # (B*N, frame_dim)
-        return self.hidden_dense(x).view(B, N, -1)  # (B, N, D)
+        x = self.hidden_dense(x).view(B, N, -1)  # (B, N, D)
+        if self.motion is not None:  # frame t -> t+1 for each of the N frames
+            x = x + self.motion(pixels[:, :, cfg.context:cfg.context + N + 1])
+        return x
 
     def heads(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """Features of one window (B, T, D), T <= num_frames -> logits {"buttons", "camera"}."""

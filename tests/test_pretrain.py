@@ -18,7 +18,7 @@ from worldloom.cli import main as cli
 from worldloom.errors import UserError
 from worldloom.pretrain import evaluate as ev
 from worldloom.pretrain.flow import FlowConfig, SampleConfig, flow_loss, rollout
-from worldloom.pretrain.model import PRESETS, WorldModel, WorldModelConfig, encode_actions
+from worldloom.pretrain.model import PRESETS, WorldModel, WorldModelConfig, encode_actions, warp_frames
 from worldloom.pretrain.train import TrainConfig, TrainingDiverged, lr_at, main, plan_steps
 
 MICRO = {"batch_size": 2, "log_every": 1, "warmup_steps": 2}
@@ -76,6 +76,15 @@ def test_cached_context_equals_full_causal_forward():
     x2[:, 5] += 1.0  # a later frame never changes an earlier one
     torch.testing.assert_close(model(x2, t, a, m)[:, :5], full[:, :5])
     assert not torch.allclose(model(x2, t, a, m)[:, 5], full[:, 5])
+
+
+def test_warp_is_identity_at_zero_and_shifts_content():
+    frames = torch.rand(1, 2, 3, 16, 16)
+    torch.testing.assert_close(warp_frames(frames, torch.zeros(1, 2, 3)), frames, atol=1e-5, rtol=0)
+    moved = warp_frames(frames, torch.tensor([[[2 / 16 * 2, 0.0, 0.0]] * 2]))  # dx = 2 pixels (normalised: 2/16 of 2)
+    torch.testing.assert_close(moved[..., :, :-2], frames[..., :, 2:], atol=1e-5, rtol=0)  # content moves 2 left
+    zoomed = warp_frames(frames, torch.tensor([[[0.0, 0.0, 0.5]] * 2]))
+    assert not torch.allclose(zoomed, frames)
 
 
 def test_actions_change_predictions_and_null_action_is_distinct():
