@@ -46,16 +46,16 @@ def truth_for(episodes: list[Episode], truth: list[str] | None) -> list[Episode]
     return out
 
 
-def run_model(model, episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted buttons (N, 20) bool and camera bins (N, 2) over all episodes, concatenated."""
+def run_model(model, episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predicted buttons (N, 20) bool, camera bins (N, 2) and expected camera degrees (N, 2), concatenated."""
     preds = [predict_sequence(model, ep.frames) for ep in episodes]
-    return np.concatenate([p["buttons"] for p in preds]), np.concatenate([p["camera_bins"] for p in preds])
+    return tuple(np.concatenate([p[k] for p in preds]) for k in ("buttons", "camera_bins", "camera_deg"))
 
 
 def markdown_table(report: dict) -> str:
     """The headline scores of the IDM beside the baselines, then per-button rows."""
     keys = ("button_accuracy_mean", "button_macro_f1", "button_exact_match", "camera_r2_pitch",
-            "camera_r2_yaw", "camera_bin_accuracy")
+            "camera_r2_yaw", "camera_r2_bins_pitch", "camera_r2_bins_yaw", "camera_bin_accuracy")
     cols = ("idm", "always_noop", "persistence")
 
     def fmt(x) -> str:
@@ -66,7 +66,8 @@ def markdown_table(report: dict) -> str:
              "| metric | IDM | always no-op | persistence |", "| --- | --- | --- | --- |"]
     lines += [f"| {k} | " + " | ".join(fmt(report[c][k]) for c in cols) + " |" for k in keys]
     ceiling = report["camera_quantization_ceiling"]
-    lines += ["", f"Camera R² of perfect bins (quantization ceiling): pitch {fmt(ceiling['camera_r2_pitch'])}, "
+    lines += ["", "camera_r2_*: the IDM's expected move in degrees; camera_r2_bins_*: the argmax bin's centre.",
+              "", f"Camera R² of perfect bins (quantization ceiling): pitch {fmt(ceiling['camera_r2_pitch'])}, "
               f"yaw {fmt(ceiling['camera_r2_yaw'])}.", "",
               "| button | true rate | acc IDM | acc no-op | F1 IDM | F1 persistence |", "| --- | --- | --- | --- | --- | --- |"]
     for name, row in report["idm"]["per_button"].items():
@@ -122,13 +123,13 @@ def evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None = N
     true_buttons = np.concatenate([t.buttons for t in truths])
     true_camera = np.concatenate([t.camera for t in truths])
     starts = np.cumsum([0] + [ep.num_steps for ep in episodes[:-1]])
-    pred_buttons, pred_bins = run_model(model, episodes)
+    pred_buttons, pred_bins, pred_deg = run_model(model, episodes)
     report = {
         "model": checkpoint_id(model_dir), "data": [str(d) for d in data], "truth": truth,
         "num_episodes": len(episodes), "num_steps": int(len(true_buttons)),
         "resized_from": [f"{w}x{h}" for h, w in resized],
         "resize_note": f", frames resized from {', '.join(f'{w}x{h}' for h, w in resized)} to {cfg.width}x{cfg.height} (INTER_LINEAR)" if resized else "",
-        "idm": metrics.score(pred_buttons, pred_bins, true_buttons, true_camera),
+        "idm": metrics.score(pred_buttons, pred_bins, true_buttons, true_camera, pred_deg),
         "always_noop": metrics.score(*metrics.noop_prediction(len(true_buttons)), true_buttons, true_camera),
         "persistence": metrics.score(*metrics.persistence_prediction(true_buttons, true_camera, starts), true_buttons, true_camera),
         "camera_quantization_ceiling": metrics.quantization_ceiling(true_camera),

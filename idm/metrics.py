@@ -38,12 +38,17 @@ def r2(pred: np.ndarray, true: np.ndarray) -> float:
 
 
 def score(pred_buttons: np.ndarray, pred_bins: np.ndarray, true_buttons: np.ndarray,
-          true_camera: np.ndarray) -> dict:
-    """Every reported score of (N, 20) bool / (N, 2) bin predictions against (N, 20) / (N, 2) degrees."""
+          true_camera: np.ndarray, pred_deg: np.ndarray | None = None) -> dict:
+    """Every reported score of (N, 20) bool / (N, 2) bin predictions against (N, 20) / (N, 2) degrees.
+
+    Camera R² scores `pred_deg` (N, 2) when given (the IDM's expected move), else the bins'
+    centres; `camera_r2_bins_*` always scores the bins' centres (argmax decoding).
+    """
     pred_buttons, true_buttons = pred_buttons.astype(bool), true_buttons.astype(bool)
     true_bins = quantize_camera(true_camera)
     true_deg = np.clip(true_camera, -CAMERA_MAXVAL, CAMERA_MAXVAL)
-    pred_deg = dequantize_camera(pred_bins)
+    bin_deg = dequantize_camera(pred_bins)
+    pred_deg = bin_deg if pred_deg is None else np.clip(pred_deg, -CAMERA_MAXVAL, CAMERA_MAXVAL)
     accuracy = (pred_buttons == true_buttons).mean(0)
     f1 = f1_scores(pred_buttons, true_buttons)
     occurs = true_buttons.any(0)
@@ -54,6 +59,8 @@ def score(pred_buttons: np.ndarray, pred_bins: np.ndarray, true_buttons: np.ndar
         "button_exact_match": float((pred_buttons == true_buttons).all(1).mean()),
         "camera_r2_pitch": r2(pred_deg[:, 0], true_deg[:, 0]),
         "camera_r2_yaw": r2(pred_deg[:, 1], true_deg[:, 1]),
+        "camera_r2_bins_pitch": r2(bin_deg[:, 0], true_deg[:, 0]),
+        "camera_r2_bins_yaw": r2(bin_deg[:, 1], true_deg[:, 1]),
         "camera_bin_accuracy": float((pred_bins == true_bins).mean()),
         "per_button": {name: {"accuracy": float(accuracy[i]), "f1": None if np.isnan(f1[i]) else float(f1[i]),
                               "true_rate": float(true_buttons[:, i].mean()), "occurs": bool(occurs[i])}

@@ -49,7 +49,8 @@ class EvalConfig:
     batch_size: int = doc("clips generated at once", 16)
     num_steps: int = doc("Euler steps per generated frame (1 = the posterior mean, best PSNR)", 1)
     guidance: float = doc("classifier-free guidance on actions (1 = none)", 1.0)
-    context_noise: float = doc("noise level the context is kept at while sampling", 0.02)
+    context_noise: float = doc("noise level the context is kept at while sampling (0: clean; the per-frame "
+                               "PSNR of a static frame drops from about 54 to 34 dB at 0.02)", 0.0)
     next_frame_positions: int = doc("teacher-forced next-frame predictions per clip", 4)
     seed: int = doc("sampling seed", 0)
 
@@ -180,7 +181,7 @@ def controllability(idm_run: str, gen: dict, clips: dict, context: int, horizon:
     for name, frames in (("real", real), ("generated", fake)):
         pred = predict(idm, frames)
         s = score(pred["buttons"][:, steps].reshape(-1, true_buttons.shape[1]), pred["camera_bins"][:, steps].reshape(-1, 2),
-                  true_buttons, true_camera)
+                  true_buttons, true_camera, pred["camera_deg"][:, steps].reshape(-1, 2))
         out[name] = {k: s[k] for k in ("button_macro_f1", "button_accuracy_mean", "camera_r2_pitch", "camera_r2_yaw", "camera_bin_accuracy")}
     ratio = lambda k: _ratio(out["generated"][k], out["real"][k])  # noqa: E731
     out["ratio"] = {k: ratio(k) for k in out["real"]}

@@ -38,6 +38,7 @@ CAMERA_MAX_DEG = 10.0  # VPT's mu-law range (DESIGN section 3): maxval 10 degree
 CAMERA_MU = 10.0
 PREDICTIONS = ("v", "x_skip")
 T_MIN = 0.05  # x-prediction -> velocity divides by t; clamped as in JiT (Li & He 2025)
+WARP_GAIN = 8.0  # the warp head's output scale: Adam moves it 8x faster than the rest (a 5-degree turn is 0.125)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,7 +222,8 @@ class WorldModel(nn.Module):
         self.final_norm = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
         self.final = nn.Linear(D, C * p * p)
-        self.warp = nn.Linear(D, 3) if cfg.skip_warp else None  # (shift x, shift y, log zoom) per frame
+        # (shift x, shift y, log zoom) per frame, read from the frame's condition (its action) and its tokens
+        self.warp = nn.Linear(2 * D, 3) if cfg.skip_warp else None
         self._init_weights()
 
     def _init_weights(self):
@@ -278,7 +280,9 @@ class WorldModel(nn.Module):
         h = modulate(self.final_norm(h), shift, scale)  # (B, T, N, D)
         out = self.unpatchify(self.final(h))
         if self.cfg.prediction == "x_skip":
-            warp = self.warp(h.mean(2)) if self.warp is not None else None  # (B, T, 3)
+            warp = None
+            if self.warp is not None:  # WARP_GAIN: a few parameters that must move far, fast (docs/pretrain.md)
+                warp = WARP_GAIN * self.warp(torch.cat([F.silu(c), h.mean(2)], dim=-1))  # (B, T, 3)
             out = self.velocity_from_x(x, t, out, prev, prev_t, warp)
         return (out, new_kv) if return_kv else out
 

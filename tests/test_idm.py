@@ -160,6 +160,16 @@ def test_scores_and_baselines_on_known_actions():
     assert persist["per_button"]["forward"]["f1"] == pytest.approx(0.5)  # tp 1 (step 3), fp 1 (4), fn 1 (2)
     perfect = metrics.score(true_b, metrics.quantize_camera(true_c), true_b, true_c)
     assert perfect["camera_r2_yaw"] == pytest.approx(1.0) and perfect["button_macro_f1"] == 1.0
+    # A confident wrong side (bin 0, -10 degrees) against an unsure answer (half 0, half 10)
+    wrong = metrics.quantize_camera(true_c)
+    wrong[3, 1] = 0
+    unsure = np.zeros((6, 2, 11), np.float32)
+    unsure[..., 5] = 1.0
+    unsure[3, 1, [0, 10]] = 0.5
+    decoded = infer.decode(np.zeros((6, 20), np.float32), unsure)
+    assert decoded["camera_deg"][3, 1] == pytest.approx(0.0, abs=1e-5)  # the expectation of -10 and +10
+    assert metrics.score(true_b, wrong, true_b, true_c)["camera_r2_yaw"] < metrics.score(
+        true_b, wrong, true_b, true_c, decoded["camera_deg"])["camera_r2_yaw"]
 
 
 # --- train, eval, label on real VoxelWorld play --------------------------------------------------
