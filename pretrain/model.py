@@ -53,7 +53,7 @@ class WorldModelConfig:
     mlp_ratio: float = doc("MLP hidden width / width", 4.0)
     num_frames: int = doc("frames per training window (the rollout context is num_frames - 1)", 6)
     prediction: str = doc("output: v (velocity) or x_skip (clean frame = previous frame + output; trained on velocity)", "x_skip")
-    skip_warp: bool = doc("x_skip moves the previous frame first: a shift and zoom per frame, predicted (camera turns, walking)", True)
+    skip_warp: bool = doc("x_skip moves the previous frame first: a shift and zoom per frame, predicted (tried: no gain yet, docs/pretrain.md)", False)
 
     def __post_init__(self):
         for name in ("image_size", "patch_size", "width", "depth", "num_heads", "num_frames"):

@@ -61,9 +61,10 @@ def data(tmp_path_factory):
             "unlabeled": write(base / "unlabeled", (3,), 40, label_source="none"), "base": base}
 
 
-def test_cached_context_equals_full_causal_forward():
+@pytest.mark.parametrize("skip_warp", [False, True])
+def test_cached_context_equals_full_causal_forward(skip_warp):
     torch.manual_seed(0)
-    model = WorldModel(WorldModelConfig(image_size=32, width=48, depth=2, num_heads=2, num_frames=6))
+    model = WorldModel(WorldModelConfig(image_size=32, width=48, depth=2, num_heads=2, num_frames=6, skip_warp=skip_warp))
     for p in model.parameters():  # leave the adaLN-zero start, where every block is the identity
         p.data += 0.05 * torch.randn_like(p)
     x, t = torch.randn(2, 6, 3, 32, 32), torch.rand(2, 6)
