@@ -65,7 +65,7 @@ class TrainConfig:
     data: tuple[str, ...] = doc("labeled WorldLoom dataset directories (label_source env)")
     out: str = doc("run directory: checkpoints, metrics.csv, curves.png (resumed if it exists)")
     preset: str = doc(f"model size: one of {sorted(PRESETS)}", "tiny")
-    steps: int = doc("optimizer steps (the cosine schedule's length)", 2000)
+    steps: int = doc("optimizer steps: the cosine schedule's length (0: 2000, or as many as --minutes allows)", 0)
     minutes: float = doc("wall-clock budget in minutes (0: none); the schedule is shortened to fit", 0.0)
     batch_size: int = doc("windows per step (0: the preset's default, 16 for tiny, else 8)", 0)
     lr: float = doc("peak learning rate (0: the preset's default, 3e-3 for tiny, else 1e-3)", 0.0)
@@ -88,6 +88,8 @@ class TrainConfig:
             raise ValueError("TrainConfig.data must name at least one dataset directory")
         if self.preset not in PRESETS:
             raise ValueError(f"TrainConfig.preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        if self.steps == 0:  # with a time budget the budget decides (a 2000 cap left 4 of 15 minutes unused)
+            object.__setattr__(self, "steps", 1_000_000 if self.minutes else 2000)
         unset = {"batch_size": self.batch_size == 0, "lr": self.lr == 0, "warmup_steps": self.warmup_steps == -1}
         for name, value in preset_train_defaults(self.preset).items():
             if unset[name]:
