@@ -71,12 +71,12 @@ def train_windows_per_s(preset: str, batch_size: int, num_steps: int, device: to
     frames = torch.randint(0, 256, (batch_size, cfg.num_frames + 2 * cfg.context, cfg.height, cfg.width, 3),
                            dtype=torch.uint8, device=device)
     buttons = (torch.rand(batch_size, cfg.num_frames, 20, device=device) < 0.1).float()
-    bins = torch.randint(0, 11, (batch_size, cfg.num_frames, 2), device=device)
+    camera_pos = torch.rand(batch_size, cfg.num_frames, 2, device=device) * 10
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out = model(frames)
-        b, c = losses(out, buttons, bins)
+        b, c = losses(out, buttons, camera_pos)
         optimizer.zero_grad()
         (b + c).backward()
         optimizer.step()

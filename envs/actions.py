@@ -24,6 +24,7 @@ from worldloom.datasets.schema import BUTTONS, NUM_BUTTONS
 __all__ = [
     "BUTTONS", "NUM_BUTTONS", "CAMERA_MAXVAL", "CAMERA_BINSIZE", "CAMERA_MU", "NUM_CAMERA_BINS",
     "CAMERA_LIMIT", "IGNORED_KEYS", "noop", "validate", "to_arrays", "from_arrays",
+    "camera_to_bin_position", "bin_position_to_camera",
     "quantize_camera", "dequantize_camera", "to_model", "from_model", "to_flat", "from_flat",
     "FLAT_SIZE",
 ]
@@ -109,12 +110,25 @@ def from_arrays(buttons: np.ndarray, camera: np.ndarray) -> dict:
     return action
 
 
-def quantize_camera(camera: np.ndarray) -> np.ndarray:
-    """Degrees (..., 2) -> mu-law bin indices (..., 2) int64 in 0..10 (VPT's CameraQuantizer)."""
+def camera_to_bin_position(camera: np.ndarray) -> np.ndarray:
+    """Degrees (..., 2) -> continuous mu-law bin position (..., 2) float64 in [0, 10]; its rint is the bin."""
     x = np.clip(np.asarray(camera, dtype=np.float64), -CAMERA_MAXVAL, CAMERA_MAXVAL)
     m, mu = CAMERA_MAXVAL, CAMERA_MU
     encoded = m * np.sign(x) * np.log1p(mu * np.abs(x) / m) / np.log1p(mu)
-    return np.rint((encoded + m) / CAMERA_BINSIZE).astype(np.int64)
+    return (encoded + m) / CAMERA_BINSIZE
+
+
+def bin_position_to_camera(position: np.ndarray) -> np.ndarray:
+    """Continuous bin positions (..., 2) in [0, 10] -> degrees (..., 2) float32 (inverts the mu-law)."""
+    m, mu = CAMERA_MAXVAL, CAMERA_MU
+    encoded = np.asarray(position, dtype=np.float64) * CAMERA_BINSIZE - m
+    x = m * np.sign(encoded) * (np.power(1.0 + mu, np.abs(encoded) / m) - 1.0) / mu
+    return x.astype(np.float32)
+
+
+def quantize_camera(camera: np.ndarray) -> np.ndarray:
+    """Degrees (..., 2) -> mu-law bin indices (..., 2) int64 in 0..10 (VPT's CameraQuantizer)."""
+    return np.rint(camera_to_bin_position(camera)).astype(np.int64)
 
 
 def dequantize_camera(bins: np.ndarray) -> np.ndarray:
@@ -122,10 +136,7 @@ def dequantize_camera(bins: np.ndarray) -> np.ndarray:
     bins = np.asarray(bins)
     if bins.size and (bins.min() < 0 or bins.max() >= NUM_CAMERA_BINS):
         raise ValueError(f"camera bins must lie in 0..{NUM_CAMERA_BINS - 1}, got {bins.min()}..{bins.max()}")
-    m, mu = CAMERA_MAXVAL, CAMERA_MU
-    encoded = bins.astype(np.float64) * CAMERA_BINSIZE - m
-    x = m * np.sign(encoded) * (np.power(1.0 + mu, np.abs(encoded) / m) - 1.0) / mu
-    return x.astype(np.float32)
+    return bin_position_to_camera(bins)
 
 
 def to_model(action: Mapping) -> tuple[np.ndarray, np.ndarray]:

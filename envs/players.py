@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from worldloom.envs import actions as act
+from worldloom.envs.objects import GUI_CURSOR_DEG
 
 __all__ = ["RandomPlayer", "Explorer", "Miner", "Builder", "Mixture", "make_player", "action_histogram",
            "visible_presses", "report", "PLAYERS"]
@@ -73,6 +74,19 @@ class Habits:
             return min(others, key=lambda k: self.last_slot_use[k])
         return int(self.rng.choice(others))
 
+    def cursor_move(self, info: dict) -> tuple[float, float]:
+        """(pitch, yaw) degrees that take the GUI cursor to a random slot of the inventory panel.
+
+        People move the cursor to an item, not into the screen's edge, where it would stop while
+        the mouse (the recorded action) goes on: a move no frame could show.
+        """
+        cursor = info.get("cursor")
+        if cursor is None:
+            return self.rng.uniform(-15, 15), self.rng.uniform(-25, 25)
+        target = np.array([self.rng.uniform(0.12, 0.88), self.rng.uniform(0.2, 0.72)])  # (x, y) on the panel
+        d_x, d_y = (target - np.asarray(cursor, dtype=np.float64)) * GUI_CURSOR_DEG
+        return float(d_y), float(d_x)
+
     def apply(self, a: dict, info: dict, hand: CameraHand) -> None:
         self.steps += 1
         r = self.rng.random() / self.rate
@@ -82,7 +96,7 @@ class Habits:
             for k in act.BUTTONS[:10]:
                 a[k] = 0
             if not hand.busy():
-                hand.stroke(self.rng.uniform(-15, 15), self.rng.uniform(-25, 25), self.rng.integers(4, 10))
+                hand.stroke(*self.cursor_move(info), self.rng.integers(4, 10))
             if self.gui_steps > 8 and self.rng.random() < 0.1:
                 a["inventory"] = 1
             return

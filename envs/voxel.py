@@ -193,6 +193,7 @@ class VoxelWorldEnv(gymnasium.Env):
             "hotbar": list(p.hotbar),
             "hotbar_slot": p.hotbar_slot,
             "gui_open": p.gui_open,
+            "cursor": p.cursor.copy(),  # (x, y) in 0..1, where the GUI cursor is while the inventory is open
             "air": p.air,
             "biome": biome,
             "step": self.step_count,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from worldloom.datasets.schema import NUM_BUTTONS
-from worldloom.envs.actions import quantize_camera
+from worldloom.envs.actions import camera_to_bin_position
 from worldloom.errors import UserError
 
 
@@ -136,11 +136,12 @@ def padded_frames(frames: np.ndarray, start: int, stop: int) -> np.ndarray:
 
 
 def window_targets(ep: Episode, start: int, num_frames: int, context: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Frames (T + 2 * context, H, W, 3) uint8, buttons (T, 20) float32 and camera bins (T, 2) int64 of one window."""
+    """Frames (T + 2 * context, H, W, 3) uint8, buttons (T, 20) float32 and the camera's continuous mu-law
+    bin positions (T, 2) float32 in [0, 10] (their rint is VPT's bin) of one window."""
     end = start + num_frames
     buttons = ep.buttons[start:end].astype(np.float32) if ep.buttons is not None else np.zeros((num_frames, NUM_BUTTONS), np.float32)
     camera = ep.camera[start:end] if ep.camera is not None else np.zeros((num_frames, 2), np.float32)
-    return padded_frames(ep.frames, start - context, end + context), buttons, quantize_camera(camera)
+    return padded_frames(ep.frames, start - context, end + context), buttons, camera_to_bin_position(camera).astype(np.float32)
 
 
 def sample_windows(episodes: list[Episode], batch_size: int, num_frames: int, context: int,
@@ -151,7 +152,7 @@ def sample_windows(episodes: list[Episode], batch_size: int, num_frames: int, co
     items = [window_targets(episodes[i], int(rng.integers(0, counts[i])), num_frames, context) for i in picks]
     return {"frames": np.stack([it[0] for it in items]),  # (B, T + 2 * context, H, W, 3) uint8
             "buttons": np.stack([it[1] for it in items]),  # (B, T, 20) float32
-            "camera_bins": np.stack([it[2] for it in items])}  # (B, T, 2) int64
+            "camera_pos": np.stack([it[2] for it in items])}  # (B, T, 2) float32 bin positions
 
 
 def fixed_windows(episodes: list[Episode], num_frames: int, context: int, max_windows: int, seed: int) -> dict[str, np.ndarray]:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from worldloom.datasets.schema import NUM_BUTTONS
-from worldloom.envs.actions import dequantize_camera
+from worldloom.envs.actions import bin_position_to_camera
 from worldloom.idm.data import padded_frames
 from worldloom.idm.model import IDM
 
@@ -83,15 +83,15 @@ def window_probs(model: IDM, windows: torch.Tensor, batch_size: int = 64) -> tup
 def decode(buttons_prob: np.ndarray, camera_prob: np.ndarray) -> dict[str, np.ndarray]:
     """Probabilities -> the action dict of `predict`.
 
-    Buttons and camera bins are decoded by argmax, as VPT; `camera_deg` is the expected move under
-    the bin probabilities (the MSE-optimal estimate in degrees: where the model cannot tell a
-    turn's direction it answers near 0 instead of a confident wrong side; camera R² 0.26 / 0.50
-    against 0.01 / 0.31 for the argmax bins' centres, docs/idm.md). Labels store `camera_deg`.
+    Buttons and camera bins are decoded by argmax, as VPT. `camera_deg` decodes the expected bin
+    position: the model is trained on two-hot targets (train.two_hot), so the expected position is
+    the move itself, not a bin centre, and where the model cannot tell a turn's direction it answers
+    near 0 instead of a confident wrong side (docs/idm.md). Labels store `camera_deg`.
     """
     buttons = buttons_prob > 0.5
     camera_bins = camera_prob.argmax(-1)
-    centres = dequantize_camera(np.arange(camera_prob.shape[-1]))  # (11,) degrees
-    camera_deg = (camera_prob * centres).sum(-1)
+    position = (camera_prob * np.arange(camera_prob.shape[-1])).sum(-1)  # (..., 2) expected bin position
+    camera_deg = bin_position_to_camera(position)
     # The probability of the whole decoded action, heads taken as independent.
     confidence = np.where(buttons, buttons_prob, 1 - buttons_prob).prod(-1) * camera_prob.max(-1).prod(-1)
     return {"buttons_prob": buttons_prob.astype(np.float32), "buttons": buttons,

@@ -260,7 +260,7 @@ class IDM(nn.Module):
         self.stem = nn.Conv3d(3, cfg.stem_channels, (kt, 1, 1))  # valid in time: see the module docstring
         channels = (cfg.stem_channels, *cfg.stack_channels)
         self.stacks = nn.Sequential(*(ImpalaStack(channels[i], channels[i + 1], cfg.blocks_per_stack)
-                                      for i in range(len(cfg.stack_channels))))
+                                      for i in range(len(cfg.stack_channels)))).to(memory_format=torch.channels_last)
         fh, fw = cfg.feature_hw
         self.frame_dense = nn.Linear(cfg.stack_channels[-1] * fh * fw, cfg.frame_dim)
         self.hidden_dense = nn.Linear(cfg.frame_dim, cfg.hidden)
@@ -282,9 +282,10 @@ class IDM(nn.Module):
         pixels = frames.permute(0, 4, 1, 2, 3).float() / 255.0  # (B, 3, N_in, H, W)
         x = self.stem(pixels)  # (B, C, N, H, W): each frame mixed with its kt - 1 neighbours, per pixel
         N = x.shape[2]
-        x = x.transpose(1, 2).reshape(B * N, -1, H, W)  # (B*N, C, H, W)
+        # channels_last: oneDNN's convolutions (forward and backward) ran 1.6x faster on a 2-core CPU
+        x = x.transpose(1, 2).reshape(B * N, -1, H, W).contiguous(memory_format=torch.channels_last)  # (B*N, C, H, W)
         x = F.relu(self.stacks(x))  # (B*N, C', H/8, W/8)
-        x = F.relu(self.frame_dense(x.flatten(1)))  # (B*N, frame_dim)
+        x = F.relu(self.frame_dense(x.contiguous().flatten(1)))  # (B*N, frame_dim), flattened in (C, H, W) order
         x = self.hidden_dense(x).view(B, N, -1)  # (B, N, D)
         if self.motion is not None:  # frame t -> t+1 for each of the N frames
             x = x + self.motion(pixels[:, :, cfg.context:cfg.context + N + 1])

@@ -165,9 +165,18 @@ def test_scores_and_baselines_on_known_actions():
     wrong[3, 1] = 0
     unsure = np.zeros((6, 2, 11), np.float32)
     unsure[..., 5] = 1.0
+    unsure[3, 1] = 0.0
     unsure[3, 1, [0, 10]] = 0.5
     decoded = infer.decode(np.zeros((6, 20), np.float32), unsure)
     assert decoded["camera_deg"][3, 1] == pytest.approx(0.0, abs=1e-5)  # the expectation of -10 and +10
+    # Two-hot targets: the expected bin position decodes to the move itself, between bin centres.
+    from worldloom.envs.actions import camera_to_bin_position
+    from worldloom.idm.train import two_hot
+    moves = np.array([[-7.3, 0.4], [2.5, -10.0]], np.float32)
+    target = two_hot(torch.from_numpy(camera_to_bin_position(moves)).float(), 11)
+    assert torch.allclose(target.sum(-1), torch.ones(2, 2)) and int((target > 0).sum()) <= 8
+    back = infer.decode(np.zeros((2, 20), np.float32), target.numpy())["camera_deg"]
+    np.testing.assert_allclose(back, moves, atol=1e-4)
     assert metrics.score(true_b, wrong, true_b, true_c)["camera_r2_yaw"] < metrics.score(
         true_b, wrong, true_b, true_c, decoded["camera_deg"])["camera_r2_yaw"]
 
