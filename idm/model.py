@@ -269,6 +269,9 @@ class IDM(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.norm = nn.LayerNorm(cfg.hidden)
         self.head = nn.Linear(cfg.hidden, NUM_BUTTONS + 2 * NUM_CAMERA_BINS)
+        # Per-button decision thresholds on the press probability, tuned for F1 on the validation
+        # episodes at the end of training (train.tune_thresholds); 0.5 until then. Saved with the weights.
+        self.register_buffer("button_threshold", torch.full((NUM_BUTTONS,), 0.5))
         nn.init.normal_(self.pos, std=0.02)
         if cfg.stem_init == "difference":
             init_difference_stem(self.stem)
