@@ -91,7 +91,9 @@ def load_world_model(run_dir: Path, which: str = "ema", device="cpu"):
     if not (run_dir / "config.json").exists() or not has_checkpoint(run_dir):
         raise UserError(f"{run_dir}: not a trained world model run (config.json and checkpoint/ expected); train one with `worldloom pretrain`")
     doc = json.loads((run_dir / "config.json").read_text())
-    cfg = WorldModelConfig(**{"skip_warp": False, **doc["model"]})  # runs from before the warp had none
+    if "camera_fov_deg" not in doc["model"]:
+        raise UserError(f"{run_dir}: a run from before the camera warp (its action features differ); retrain it")
+    cfg = WorldModelConfig(**doc["model"])
     model = WorldModel(cfg)
     model.load_state_dict(load_weights(run_dir, which, device))
     return model.to(device).eval(), doc, load_codec(run_dir, cfg, device)

@@ -80,7 +80,7 @@ def model_to_frames(x: torch.Tensor) -> torch.Tensor:
 
 
 def to_model_inputs(batch: dict, image_size: int, use_actions: bool = True):
-    """A collated ClipStream batch -> x (B, T, 3, S, S), action (B, T, 22), has_action (B, T)."""
+    """A collated ClipStream batch -> x (B, T, 3, S, S), action (B, T, 24), has_action (B, T)."""
     x = frames_to_model(torch.as_tensor(batch["frames"]), image_size)
     action = encode_actions(torch.as_tensor(batch["buttons"]), torch.as_tensor(batch["camera"]))
     has = torch.as_tensor(batch["has_action"]).bool()

@@ -125,7 +125,7 @@ def generate(model, codec, clips: dict, cfg: EvalConfig, image_size: int) -> dic
     gen_time, gen_frames = 0.0, 0
     pixels = frames_to_model(clips["frames"], image_size)  # (N, T, 3, S, S)
     x_all = torch.cat([codec.encode(pixels[i:i + cfg.batch_size]) for i in range(0, len(pixels), cfg.batch_size)])
-    a_all = encode_actions(clips["buttons"], clips["camera"])  # (N, T, 22)
+    a_all = encode_actions(clips["buttons"], clips["camera"])  # (N, T, 24)
     for lo in range(0, len(x_all), cfg.batch_size):
         sl = slice(lo, lo + cfg.batch_size)
         x, a = x_all[sl], a_all[sl]

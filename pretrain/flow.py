@@ -30,13 +30,15 @@ from .model import T_MIN, WorldModel, shift_actions
 class FlowConfig:
     p_sampling_pattern: float = doc("fraction of windows noised like sampling (clean context, noisy last frame)", 0.75)
     context_noise_max: float = doc("max noise level of the context in sampling-pattern windows", 0.1)
+    p_pure_noise: float = doc("fraction of sampling-pattern windows whose last frame is pure noise (t = 1), the "
+                              "only level that one-step sampling reads", 0.5)
     action_dropout: float = doc("probability that a frame's action is replaced by the null action", 0.1)
     loss_weight: str = doc("v: plain velocity MSE; x0: velocity MSE times t^2 (= clean-frame MSE, even over t)", "x0")
 
     def __post_init__(self):
         if self.loss_weight not in ("v", "x0"):
             raise ValueError(f"loss_weight must be v or x0, got {self.loss_weight!r}")
-        for name in ("p_sampling_pattern", "context_noise_max", "action_dropout"):
+        for name in ("p_sampling_pattern", "context_noise_max", "p_pure_noise", "action_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -47,7 +49,9 @@ def sample_noise_levels(B: int, T: int, cfg: FlowConfig, generator=None, device=
     ctx = torch.rand(B, T, generator=generator, device=device) * cfg.context_noise_max
     pattern = torch.rand(B, 1, generator=generator, device=device) < cfg.p_sampling_pattern  # (B, 1)
     last = torch.arange(T, device=device) == T - 1  # (T,)
+    pure = torch.rand(B, 1, generator=generator, device=device) < cfg.p_pure_noise
     t = torch.where(pattern & ~last, ctx, t)
+    t = torch.where(pattern & pure & last, torch.ones_like(t), t)
     weight = torch.where(pattern & ~last, 0.0, 1.0)
     return t, weight
 

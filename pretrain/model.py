@@ -18,7 +18,11 @@ independent t per frame (diffusion forcing). With prediction "x_skip" (the defau
 outputs a correction to the previous frame, x_0 = (1 - t_prev) * x_prev + out, converted to a
 velocity (JiT-style x-prediction): at initialisation the model copies the last frame. Measured
 on VoxelWorld: 19.3 dB next-frame PSNR at step 225 against 8.6-11.3 dB for plain velocity
-prediction at steps 100-425 (docs/pretrain.md).
+prediction at steps 100-425 (docs/pretrain.md). With a camera field of view (fitted from the
+training data, camera.py) the previous frame is first turned by the frame's camera action, and a
+per-pixel gate the network outputs chooses between the turned and the unturned frame (the HUD,
+an open inventory and a pitch stopped at 90 degrees do not turn), and the network sees the
+turned frame as input beside the noisy one (turned_input).
 """
 
 from __future__ import annotations
@@ -33,12 +37,14 @@ import torch.nn.functional as F
 from worldloom.config import doc
 from worldloom.datasets.schema import NUM_BUTTONS
 
-ACTION_DIM = NUM_BUTTONS + 2  # 20 buttons + mu-law-compressed pitch and yaw
+from .camera import rotate_frames
+
+ACTION_DIM = NUM_BUTTONS + 4  # 20 buttons + mu-law pitch and yaw + pitch and yaw in units of 10 degrees
 CAMERA_MAX_DEG = 10.0  # VPT's mu-law range (DESIGN section 3): maxval 10 degrees, mu 10
 CAMERA_MU = 10.0
+CAMERA_LINEAR_MAX_DEG = 90.0  # the linear camera feature is clipped here (MineRL allows 180 a step)
 PREDICTIONS = ("v", "x_skip")
 T_MIN = 0.05  # x-prediction -> velocity divides by t; clamped as in JiT (Li & He 2025)
-WARP_GAIN = 8.0  # the warp head's output scale: Adam moves it 8x faster than the rest (a 5-degree turn is 0.125)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +59,10 @@ class WorldModelConfig:
     mlp_ratio: float = doc("MLP hidden width / width", 4.0)
     num_frames: int = doc("frames per training window (the rollout context is num_frames - 1)", 6)
     prediction: str = doc("output: v (velocity) or x_skip (clean frame = previous frame + output; trained on velocity)", "x_skip")
-    skip_warp: bool = doc("x_skip moves the previous frame first: a shift and zoom per frame, predicted (tried: no gain yet, docs/pretrain.md)", False)
+    camera_fov_deg: float = doc("x_skip turns the previous frame by the frame's camera action, as a pinhole camera of "
+                                "this vertical field of view (`worldloom pretrain` fits it to the data; 0 = no turn)", 0.0)
+    turned_input: bool = doc("x_skip: the network also sees the previous frame turned by the camera action, as extra "
+                             "input channels (the base it corrects, pixel-aligned)", True)
 
     def __post_init__(self):
         for name in ("image_size", "patch_size", "width", "depth", "num_heads", "num_frames"):
@@ -67,6 +76,10 @@ class WorldModelConfig:
             raise ValueError(f"patch_size {self.patch_size} must divide the input size {self.input_size}")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        if self.turned_input and self.prediction != "x_skip":
+            raise ValueError("turned_input needs prediction x_skip")
+        if not 0.0 <= self.camera_fov_deg < 180.0:
+            raise ValueError(f"camera_fov_deg must be in [0, 180), got {self.camera_fov_deg}")
         if self.latent_channels and self.image_size % self.latent_downsample:
             raise ValueError(f"latent_downsample {self.latent_downsample} must divide image_size {self.image_size}")
 
@@ -78,6 +91,20 @@ class WorldModelConfig:
     def input_size(self) -> int:
         """Side of what the transformer sees: pixels, or the latent grid."""
         return self.image_size // self.latent_downsample if self.latent_channels else self.image_size
+
+    @property
+    def turns_camera(self) -> bool:
+        """x_skip with a camera warp: the output carries a gate channel besides the correction."""
+        return self.prediction == "x_skip" and self.camera_fov_deg > 0
+
+    @property
+    def out_channels(self) -> int:
+        """Correction (C), then the turn gate's logit where the camera turns."""
+        return self.channels + int(self.turns_camera)
+
+    @property
+    def in_channels(self) -> int:
+        return self.channels * (2 if self.turned_input else 1)
 
     @property
     def grid_size(self) -> int:
@@ -98,10 +125,20 @@ PRESETS: dict[str, WorldModelConfig] = {
 
 
 def encode_actions(buttons: torch.Tensor, camera_deg: torch.Tensor) -> torch.Tensor:
-    """(…, 20) buttons and (…, 2) camera degrees -> (…, 22) features; camera mu-law to [-1, 1]."""
+    """(…, 20) buttons and (…, 2) camera degrees -> (…, 24) features: buttons, mu-law camera, linear camera.
+
+    The mu-law part (VPT) resolves small moves; the linear part keeps moves past 10 degrees (a
+    flick, a 24-degree look down), which the camera warp needs in full.
+    """
     cam = camera_deg.clamp(-CAMERA_MAX_DEG, CAMERA_MAX_DEG) / CAMERA_MAX_DEG
     cam = cam.sign() * torch.log1p(CAMERA_MU * cam.abs()) / math.log1p(CAMERA_MU)
-    return torch.cat([buttons.float(), cam.float()], dim=-1)
+    linear = camera_deg.clamp(-CAMERA_LINEAR_MAX_DEG, CAMERA_LINEAR_MAX_DEG) / CAMERA_MAX_DEG
+    return torch.cat([buttons.float(), cam.float(), linear.float()], dim=-1)
+
+
+def camera_from_actions(action: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
+    """Camera degrees of action features (…, 24), zero where the mask drops the action. -> (…, 2)."""
+    return action[..., -2:].float() * CAMERA_MAX_DEG * action_mask[..., None]
 
 
 def shift_actions(action: torch.Tensor, has_action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,8 +249,8 @@ class WorldModel(nn.Module):
     def __init__(self, cfg: WorldModelConfig):
         super().__init__()
         self.cfg = cfg
-        C, p, D = cfg.channels, cfg.patch_size, cfg.width
-        self.patch_embed = nn.Linear(C * p * p, D)
+        p, D = cfg.patch_size, cfg.width
+        self.patch_embed = nn.Linear(cfg.in_channels * p * p, D)
         self.register_buffer("pos_embed", sincos_2d(cfg.grid_size, D), persistent=False)
         self.t_embed = nn.Sequential(nn.Linear(256, D), nn.SiLU(), nn.Linear(D, D))
         self.a_embed = nn.Sequential(nn.Linear(ACTION_DIM, D), nn.SiLU(), nn.Linear(D, D))
@@ -221,9 +258,7 @@ class WorldModel(nn.Module):
         self.blocks = nn.ModuleList(Block(D, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.final_norm = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
-        self.final = nn.Linear(D, C * p * p)
-        # (shift x, shift y, log zoom) per frame, read from the frame's condition (its action) and its tokens
-        self.warp = nn.Linear(2 * D, 3) if cfg.skip_warp else None
+        self.final = nn.Linear(D, cfg.out_channels * p * p)
         self._init_weights()
 
     def _init_weights(self):
@@ -235,9 +270,7 @@ class WorldModel(nn.Module):
         for block in self.blocks:  # adaLN-zero: every residual branch starts as identity
             nn.init.zeros_(block.ada[-1].weight)
             nn.init.zeros_(block.ada[-1].bias)
-        for layer in (self.final_ada[-1], self.final, self.warp):
-            if layer is None:
-                continue
+        for layer in (self.final_ada[-1], self.final):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
@@ -255,8 +288,9 @@ class WorldModel(nn.Module):
         return x.reshape(B, T, g * g, C * p * p)  # (B, T, N, C*p*p)
 
     def unpatchify(self, x):
-        B, T, N, _ = x.shape  # (B, T, N, C*p*p)
-        p, g, C = self.cfg.patch_size, self.cfg.grid_size, self.cfg.channels
+        B, T, N, Cpp = x.shape  # (B, T, N, C*p*p)
+        p, g = self.cfg.patch_size, self.cfg.grid_size
+        C = Cpp // (p * p)
         x = x.reshape(B, T, g, g, C, p, p).permute(0, 1, 4, 2, 5, 3, 6)
         return x.reshape(B, T, C, g * p, g * p)  # (B, T, C, H, W)
 
@@ -268,8 +302,14 @@ class WorldModel(nn.Module):
         prev (B, C, H, W) and prev_t (B,): the frame before x[:, 0] as the model saw it
         (x_skip only; none: the first frame has no skip).
         """
-        T = x.shape[1]
-        h = self.patch_embed(self.patchify(x)) + self.pos_embed  # (B, T, N, D)
+        T, cfg = x.shape[1], self.cfg
+        seen = x  # (B, T, C, H, W)
+        if cfg.prediction == "x_skip":
+            before, levels = previous_frames(x, t, prev, prev_t)
+            turned = rotate_frames(before, camera_from_actions(action, action_mask), cfg.camera_fov_deg)
+            if cfg.turned_input:
+                seen = torch.cat([seen, turned], dim=2)  # (B, T, 2C, H, W)
+        h = self.patch_embed(self.patchify(seen)) + self.pos_embed  # (B, T, N, D)
         c = self.condition(t, action, action_mask)  # (B, T, D)
         pos = torch.arange(start, start + T, device=x.device)
         new_kv = []
@@ -278,51 +318,38 @@ class WorldModel(nn.Module):
             new_kv.append(kv)
         shift, scale = self.final_ada(c)[:, :, None].chunk(2, dim=-1)  # (B, T, 1, D)
         h = modulate(self.final_norm(h), shift, scale)  # (B, T, N, D)
-        out = self.unpatchify(self.final(h))
-        if self.cfg.prediction == "x_skip":
-            warp = None
-            if self.warp is not None:  # WARP_GAIN: a few parameters that must move far, fast (docs/pretrain.md)
-                warp = WARP_GAIN * self.warp(torch.cat([F.silu(c), h.mean(2)], dim=-1))  # (B, T, 3)
-            out = self.velocity_from_x(x, t, out, prev, prev_t, warp)
+        out = self.unpatchify(self.final(h))  # (B, T, out_channels, H, W)
+        C = cfg.channels
+        if cfg.prediction == "x_skip":
+            turn = out[:, :, C:] if cfg.turns_camera else None
+            out = skip_velocity(x, t, out[:, :, :C], turn, before, turned, levels)
         return (out, new_kv) if return_kv else out
 
-    @staticmethod
-    def velocity_from_x(x, t, out, prev=None, prev_t=None, warp=None):
-        """x_skip: clean frame = (1 - t_prev) * warped previous frame input + out; -> velocity (x_t - x_0) / t.
 
-        At initialisation (out = 0, warp = 0) the model predicts a copy of the previous frame, the
-        strong baseline of slow video; it learns only what changes. A noisy previous frame counts
-        less. `warp` (B, T, 3): a shift (x, y, in half-frames) and a log zoom of the previous frame,
-        the motion-compensated prediction of video codecs: a camera turn moves the whole view, walking
-        zooms it, and one global move per frame is learned in a few hundred steps where moving
-        content patch by patch through attention takes thousands (docs/pretrain.md).
-        """
-        if prev is None:
-            prev, prev_t = torch.zeros_like(x[:, 0]), torch.ones_like(t[:, 0])
-        frames = torch.cat([prev[:, None], x[:, :-1]], dim=1)  # (B, T, C, H, W) the frame before each
-        levels = torch.cat([prev_t[:, None], t[:, :-1]], dim=1)  # (B, T)
-        if warp is not None:
-            frames = warp_frames(frames, warp)
-        x0 = (1 - levels)[..., None, None, None] * frames + out
-        return (x - x0) / t.clamp_min(T_MIN)[..., None, None, None]
+def previous_frames(x, t, prev=None, prev_t=None):
+    """The frame before each frame of x and its noise level. -> (B, T, C, H, W), (B, T).
 
-
-def warp_frames(frames: torch.Tensor, warp: torch.Tensor) -> torch.Tensor:
-    """Shift and zoom each frame: frames (B, T, C, H, W), warp (B, T, 3) = (dx, dy, log zoom) -> same shape.
-
-    The output pixel at normalised position p samples the input at p / zoom + (dx, dy) (bilinear,
-    edges repeated), so warp = 0 is the identity.
+    prev (B, C, H, W), prev_t (B,): the frame before x[:, 0]; none: zeros at noise level 1 (no skip).
     """
-    B, T, C, H, W = frames.shape
-    w = warp.float().reshape(B * T, 3)
-    inv_zoom = torch.exp(-w[:, 2])
-    theta = torch.zeros(B * T, 2, 3, device=frames.device, dtype=torch.float32)
-    theta[:, 0, 0] = theta[:, 1, 1] = inv_zoom
-    theta[:, 0, 2], theta[:, 1, 2] = w[:, 0], w[:, 1]
-    grid = F.affine_grid(theta, (B * T, C, H, W), align_corners=False)
-    out = F.grid_sample(frames.reshape(B * T, C, H, W).float(), grid, mode="bilinear", padding_mode="border",
-                        align_corners=False)
-    return out.view(B, T, C, H, W).to(frames.dtype)
+    if prev is None:
+        prev, prev_t = torch.zeros_like(x[:, 0]), torch.ones_like(t[:, 0])
+    return torch.cat([prev[:, None], x[:, :-1]], dim=1), torch.cat([prev_t[:, None], t[:, :-1]], dim=1)
+
+
+def skip_velocity(x, t, correction, turn, before, turned, levels):
+    """x_skip: clean frame = (1 - t_prev) * base + correction, base = the previous frame, turned where the
+    turn gate says; -> velocity (x_t - x_0) / t.
+
+    At initialisation (correction 0, gate 0.5) the model predicts the previous frame half turned by
+    the camera action, and it learns only what changes (the strong baseline of slow video, and the
+    motion-compensated prediction of video codecs). A noisy previous frame counts less.
+    correction (B, T, C, H, W); turn (B, T, 1, H, W) logits, or None without a camera warp.
+    """
+    base = before
+    if turn is not None:
+        base = before + torch.sigmoid(turn.float()) * (turned - before)  # 1: turned, 0: as it was
+    x0 = (1 - levels)[..., None, None, None] * base + correction
+    return (x - x0) / t.clamp_min(T_MIN)[..., None, None, None]
 
 
 def num_params(model: nn.Module) -> int:

@@ -107,7 +107,7 @@ def rollout_episode(cfg: RolloutConfig) -> dict:
     if clip.buttons is None:
         raise UserError(f"episode {cfg.episode!r} is unlabeled (label_source none): a rollout needs its actions; label it with the IDM first")
     x = frames_to_model(torch.from_numpy(clip.frames)[None], model.cfg.image_size)  # (1, T, 3, S, S)
-    action = encode_actions(torch.from_numpy(clip.buttons)[None], torch.from_numpy(clip.camera)[None])  # (1, T, 22)
+    action = encode_actions(torch.from_numpy(clip.buttons)[None], torch.from_numpy(clip.camera)[None])  # (1, T, 24)
     has = torch.ones(action.shape[:2], dtype=torch.bool)
     gen = torch.Generator().manual_seed(cfg.seed)
     t0 = time.perf_counter()

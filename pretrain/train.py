@@ -32,11 +32,13 @@ from worldloom.errors import UserError
 
 from . import checkpoint
 from .autoencoder import AE_FILE, PixelCodec, load_codec, save_codec, train_autoencoder
+from .camera import fit_fov_deg
 from .data import check_sources, frames_to_model, to_model_inputs, train_batches
 from .flow import FlowConfig, flow_loss
 from .model import PRESETS, WorldModel, WorldModelConfig, num_params
 
 PLAN_AFTER_STEPS = 10  # --minutes: time this many steps (within the warmup), then fix the schedule's length
+FIT_PAIRS = 512  # frame pairs the camera field of view is fitted on (a few seconds on one core)
 
 
 class TrainingDiverged(UserError):
@@ -66,6 +68,9 @@ class TrainConfig:
     use_actions: bool = doc("condition on actions (off: every clip trains with the null action)", True)
     action_dropout: float = doc("probability a frame's action is replaced by the null action", 0.1)
     p_sampling_pattern: float = doc("fraction of windows noised like sampling (the rest: a noise level per frame)", 0.75)
+    p_pure_noise: float = doc("fraction of sampling-pattern windows whose last frame is pure noise (t = 1)", 0.5)
+    camera_fov_deg: float | None = doc("field of view that turns the previous frame by the camera action (x_skip); "
+                                       "default: fitted to the training data at the start and kept in config.json; 0: no turn", None)
     threads: int = doc("torch CPU threads per worker (0 = cores / workers)", 0)
     ae_steps: int = doc("autoencoder training steps before the world model (latent presets only)", 2000)
     stop_after: int = doc("stop (as if killed, checkpoint kept) after this many steps in this call; 0 = never", 0)
@@ -84,15 +89,20 @@ class TrainConfig:
             raise UserError(f"need minutes >= 0, lr > 0, warmup_steps >= 0, grad_clip > 0; got {self.minutes}, {self.lr}, {self.warmup_steps}, {self.grad_clip}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise UserError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        FlowConfig(action_dropout=self.action_dropout, p_sampling_pattern=self.p_sampling_pattern)
+        try:
+            _ = self.flow, self.model
+        except ValueError as err:
+            raise UserError(str(err)) from err
 
     @property
     def model(self) -> WorldModelConfig:
-        return PRESETS[self.preset]
+        """The preset, with the camera field of view once it is known (resolve_camera sets it before training)."""
+        return dataclasses.replace(PRESETS[self.preset], camera_fov_deg=self.camera_fov_deg or 0.0)
 
     @property
     def flow(self) -> FlowConfig:
-        return FlowConfig(action_dropout=self.action_dropout, p_sampling_pattern=self.p_sampling_pattern)
+        return FlowConfig(action_dropout=self.action_dropout, p_sampling_pattern=self.p_sampling_pattern,
+                          p_pure_noise=self.p_pure_noise)
 
 
 def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
@@ -149,10 +159,39 @@ def check_memory(cfg: TrainConfig) -> int:
     return need
 
 
-def prepare_run(cfg: TrainConfig) -> Path:
-    """Validate data and memory, write config.json (or check it matches a run being resumed)."""
+def fit_camera(cfg: TrainConfig) -> float:
+    """The camera field of view that best turns frame t into frame t+1 on labeled training pairs (0: none helps)."""
+    if not cfg.use_actions or cfg.model.prediction != "x_skip":
+        return 0.0
+    batches = train_batches(cfg.data, 2, cfg.batch_size, cfg.seed + 2, cfg.weights)  # data enough to train is enough here
+    prev, nxt, camera = [], [], []
+    for _ in range(max(1, FIT_PAIRS // cfg.batch_size)):
+        b = next(batches)
+        keep = torch.as_tensor(b["has_action"]).bool()
+        x = frames_to_model(torch.as_tensor(b["frames"])[keep], cfg.model.image_size)  # (n, 2, 3, S, S)
+        prev.append(x[:, 0])
+        nxt.append(x[:, 1])
+        camera.append(torch.as_tensor(b["camera"])[keep][:, 0].float())  # applied between the two frames
+    return fit_fov_deg(torch.cat(prev), torch.cat(nxt), torch.cat(camera))
+
+
+def resolve_camera(cfg: TrainConfig) -> TrainConfig:
+    """cfg with a known camera field of view: given, kept from the run being resumed, or fitted now."""
+    if cfg.camera_fov_deg is not None:
+        return cfg
+    path = Path(cfg.out) / "config.json"
+    if path.exists() and checkpoint.has_checkpoint(Path(cfg.out)):
+        fov = json.loads(path.read_text())["model"].get("camera_fov_deg", 0.0)
+    else:
+        fov = fit_camera(cfg)
+    return dataclasses.replace(cfg, camera_fov_deg=fov)
+
+
+def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, Path]:
+    """Validate data and memory, fit the camera warp, write config.json (or check it matches a run being resumed)."""
     spec = check_sources(cfg.data, min_steps=cfg.model.num_frames)
     need = check_memory(cfg)
+    cfg = resolve_camera(cfg)
     run = Path(cfg.out)
     run.mkdir(parents=True, exist_ok=True)
     doc_ = {"train": to_json_dict(cfg), "model": to_json_dict(cfg.model), "flow": to_json_dict(cfg.flow),
@@ -165,7 +204,7 @@ def prepare_run(cfg: TrainConfig) -> Path:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc_, indent=1))
     os.replace(tmp, path)
-    return run
+    return cfg, run
 
 
 def prepare_codec(cfg: TrainConfig, run: Path, rank: int, world: int, device):
@@ -354,9 +393,10 @@ def _abs(path: str) -> str:
 
 
 def main(cfg: TrainConfig) -> Path:
-    """Check inputs, train (in-process or on Ray Train), return the run directory."""
-    run = prepare_run(cfg)
-    print(f"pretrain: {cfg.preset} ({num_params(WorldModel(cfg.model)) / 1e6:.2f}M params) on {len(cfg.data)} dataset(s) -> {run}")
+    """Check inputs, fit the camera warp, train (in-process or on Ray Train), return the run directory."""
+    cfg, run = prepare_run(cfg)
+    print(f"pretrain: {cfg.preset} ({num_params(WorldModel(cfg.model)) / 1e6:.2f}M params) on {len(cfg.data)} dataset(s) -> {run}; "
+          f"camera field of view {cfg.model.camera_fov_deg:g} degrees")
     if cfg.workers > 1:
         run_ray(cfg)
     else:

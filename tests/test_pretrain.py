@@ -17,8 +17,22 @@ from safetensors.torch import load_file
 from worldloom.cli import main as cli
 from worldloom.errors import UserError
 from worldloom.pretrain import evaluate as ev
-from worldloom.pretrain.flow import FlowConfig, SampleConfig, flow_loss, rollout
-from worldloom.pretrain.model import PRESETS, WorldModel, WorldModelConfig, encode_actions, warp_frames
+from worldloom.pretrain.camera import fit_fov_deg, rotate_frames
+from worldloom.pretrain.flow import (
+    FlowConfig,
+    SampleConfig,
+    flow_loss,
+    rollout,
+    sample_noise_levels,
+)
+from worldloom.pretrain.model import (
+    ACTION_DIM,
+    PRESETS,
+    WorldModel,
+    WorldModelConfig,
+    camera_from_actions,
+    encode_actions,
+)
 from worldloom.pretrain.train import TrainConfig, TrainingDiverged, lr_at, main, plan_steps
 
 MICRO = {"batch_size": 2, "log_every": 1, "warmup_steps": 2}
@@ -61,14 +75,15 @@ def data(tmp_path_factory):
             "unlabeled": write(base / "unlabeled", (3,), 40, label_source="none"), "base": base}
 
 
-@pytest.mark.parametrize("skip_warp", [False, True])
-def test_cached_context_equals_full_causal_forward(skip_warp):
+@pytest.mark.parametrize("skip", [{"turned_input": False}, {"camera_fov_deg": 70.0, "turned_input": False},
+                                  {"camera_fov_deg": 70.0}])
+def test_cached_context_equals_full_causal_forward(skip):
     torch.manual_seed(0)
-    model = WorldModel(WorldModelConfig(image_size=32, width=48, depth=2, num_heads=2, num_frames=6, skip_warp=skip_warp))
+    model = WorldModel(WorldModelConfig(image_size=32, width=48, depth=2, num_heads=2, num_frames=6, **skip))
     for p in model.parameters():  # leave the adaLN-zero start, where every block is the identity
         p.data += 0.05 * torch.randn_like(p)
     x, t = torch.randn(2, 6, 3, 32, 32), torch.rand(2, 6)
-    a, m = torch.randn(2, 6, 22), torch.rand(2, 6) > 0.3
+    a, m = encode_actions(torch.rand(2, 6, 20) > 0.5, 8 * torch.randn(2, 6, 2)), torch.rand(2, 6) > 0.3
     full = model(x, t, a, m)
     _, kv = model(x[:, :4], t[:, :4], a[:, :4], m[:, :4], return_kv=True)
     tail = model(x[:, 4:], t[:, 4:], a[:, 4:], m[:, 4:], past_kv=kv, start=4, prev=x[:, 3], prev_t=t[:, 3])
@@ -79,13 +94,23 @@ def test_cached_context_equals_full_causal_forward(skip_warp):
     assert not torch.allclose(model(x2, t, a, m)[:, 5], full[:, 5])
 
 
-def test_warp_is_identity_at_zero_and_shifts_content():
-    frames = torch.rand(1, 2, 3, 16, 16)
-    torch.testing.assert_close(warp_frames(frames, torch.zeros(1, 2, 3)), frames, atol=1e-5, rtol=0)
-    moved = warp_frames(frames, torch.tensor([[[2 / 16 * 2, 0.0, 0.0]] * 2]))  # dx = 2 pixels (normalised: 2/16 of 2)
-    torch.testing.assert_close(moved[..., :, :-2], frames[..., :, 2:], atol=1e-5, rtol=0)  # content moves 2 left
-    zoomed = warp_frames(frames, torch.tensor([[[0.0, 0.0, 0.5]] * 2]))
-    assert not torch.allclose(zoomed, frames)
+def test_camera_turn_moves_the_view_and_fov_is_recovered():
+    frames = torch.rand(2, 3, 3, 64, 64)
+    assert torch.equal(rotate_frames(frames, torch.zeros(2, 3, 2), 70.0), frames)
+    assert torch.equal(rotate_frames(frames, torch.full((2, 3, 2), 0.2), 70.0), frames)  # under half a pixel: a copy
+    cross = torch.zeros(3, 64, 64)
+    cross[:, :, 40] = cross[:, 40, :] = 1.0  # a line 8 px right of the centre, and one 8 px below
+    right = rotate_frames(cross, torch.tensor([0.0, 10.0]), 70.0)  # 10 degrees right: 32 tan(10) / tan(35) = 8 px
+    assert right[0, 28:36].sum(0).argmax() == 32  # the vertical line comes to the centre
+    down = rotate_frames(cross, torch.tensor([10.0, 0.0]), 70.0)  # looking down brings what was below up
+    assert down[0, :, 28:36].sum(1).argmax() == 32
+    g = torch.Generator().manual_seed(0)
+    prev = torch.rand(64, 3, 8, 8, generator=g).repeat_interleave(8, -1).repeat_interleave(8, -2)  # blocky texture
+    camera = 12 * torch.rand(64, 2, generator=g) - 6
+    assert fit_fov_deg(prev, rotate_frames(prev, camera, 60.0), camera) == 60.0
+    assert fit_fov_deg(prev, prev, camera) == 0.0  # nothing turns: no warp
+    features = encode_actions(torch.zeros(64, 20), camera)
+    torch.testing.assert_close(camera_from_actions(features, torch.ones(64, dtype=torch.bool)), camera)
 
 
 def test_actions_change_predictions_and_null_action_is_distinct():
@@ -101,7 +126,7 @@ def test_actions_change_predictions_and_null_action_is_distinct():
     on = torch.ones(1, 4, dtype=torch.bool)
     assert not torch.allclose(model(x, t, a0, on), model(x, t, a1, on))
     assert not torch.allclose(model(x, t, a0, on), model(x, t, a0, ~on))
-    assert encode_actions(torch.zeros(20), torch.tensor([100.0, -0.0])).tolist()[-2:] == [1.0, 0.0]
+    assert encode_actions(torch.zeros(20), torch.tensor([100.0, -0.0])).tolist()[-4:] == [1.0, 0.0, 9.0, 0.0]
 
 
 def test_flow_loss_trains_and_rollout_shapes():
@@ -110,7 +135,7 @@ def test_flow_loss_trains_and_rollout_shapes():
     model = WorldModel(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     x = torch.rand(4, 4, 1, 1, 1).expand(4, 4, 3, 32, 32) * 2 - 1  # flat frames: easy to fit
-    a, h = torch.zeros(4, 4, 22), torch.ones(4, 4, dtype=torch.bool)
+    a, h = torch.zeros(4, 4, ACTION_DIM), torch.ones(4, 4, dtype=torch.bool)
     losses = []
     for step in range(30):
         loss = flow_loss(model, x, a, h, FlowConfig(), generator=torch.Generator().manual_seed(step))
@@ -119,8 +144,23 @@ def test_flow_loss_trains_and_rollout_shapes():
         opt.zero_grad()
         losses.append(loss.item())
     assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5])
-    out = rollout(model, x[:, :3], torch.zeros(4, 7, 22), torch.ones(4, 7, dtype=torch.bool), 5, SampleConfig(num_steps=2, guidance=2.0))
+    out = rollout(model, x[:, :3], torch.zeros(4, 7, ACTION_DIM), torch.ones(4, 7, dtype=torch.bool), 5, SampleConfig(num_steps=2, guidance=2.0))
     assert out.shape == (4, 5, 3, 32, 32) and out.abs().max() <= 1.0
+
+
+def test_noise_levels_follow_the_sampling_pattern():
+    g = torch.Generator().manual_seed(0)
+    t, w = sample_noise_levels(4000, 5, FlowConfig(p_sampling_pattern=0.75, p_pure_noise=0.5), generator=g)
+    scored_context = (w[:, :-1] > 0).all(dim=1)  # diffusion-forcing windows score every frame
+    assert scored_context.float().mean().item() == pytest.approx(0.25, abs=0.03)
+    assert (t[~scored_context, :-1] <= 0.1).all()  # sampling pattern: a lightly noised context
+    pure = t[~scored_context, -1] == 1.0
+    assert pure.float().mean().item() == pytest.approx(0.5, abs=0.04)
+    assert (t[scored_context, -1] < 1.0).all()
+    t0, _ = sample_noise_levels(500, 5, FlowConfig(p_pure_noise=0.0), generator=g)
+    assert (t0 < 1.0).all()
+    with pytest.raises(UserError, match="p_pure_noise"):
+        TrainConfig(data=("x",), out="y", p_pure_noise=1.5)
 
 
 def test_metrics_and_schedule():
@@ -142,6 +182,8 @@ def test_micro_train_rollout_eval_through_the_cli(data, tmp_path):
                 "--max-steps", "3", "--batch-size", "2", "--checkpoint-every", "2"]) == 0
     state = json.loads((run / "checkpoint" / "state.json").read_text())
     assert state["step"] == 3 and (run / "curves.png").exists()
+    fov = json.loads((run / "config.json").read_text())["model"]["camera_fov_deg"]
+    assert 50 <= fov <= 90  # fitted to VoxelWorld's turns (it renders at 70 degrees)
     assert len((run / "metrics.csv").read_text().splitlines()) == 2  # header + the step-3 row (log_every 10)
     video = tmp_path / "r.gif"
     assert cli(["rollout", "--model", str(run), "--data", data["heldout"], "--episode", "ep-90", "--horizon", "3",
@@ -205,6 +247,14 @@ def test_bad_input(data, tmp_path):
         TrainConfig(data=("a", "b"), out="x", weights=(1.0,))
     with pytest.raises(UserError, match="preset"):
         TrainConfig(data=("a",), out="x", preset="huge")
+    with pytest.raises(UserError, match="camera_fov_deg"):
+        TrainConfig(data=("a",), out="x", camera_fov_deg=-1.0)
+    old = tmp_path / "old-run"  # a run from before the camera warp: its action features are 22 wide
+    (old / "checkpoint").mkdir(parents=True)
+    (old / "checkpoint" / "state.json").write_text("{}")
+    (old / "config.json").write_text(json.dumps({"model": {"skip_warp": False}}))
+    with pytest.raises(UserError, match="before the camera warp"):
+        ev.evaluate(ev.EvalConfig(model=str(old), data=(data["heldout"],)))
     assert cli(["pretrain", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "e")]) == 2
     assert cli(["rollout", "--model", str(tmp_path / "nope"), "--data", data["heldout"], "--episode", "x", "--out", "r.avi"]) == 2
 
