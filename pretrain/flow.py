@@ -57,6 +57,7 @@ def sample_noise_levels(B: int, T: int, cfg: FlowConfig, generator=None, device=
 
 
 STILL_PSNR_DB = 45.0  # a frame this close to the previous one (copying it scores >= 45 dB) counts as still
+STILL_MIN_T = 0.9  # the still head learns on frames at least this noisy, as sampling's first step sees them
 
 
 def still_targets(x0: torch.Tensor) -> torch.Tensor:
@@ -83,7 +84,11 @@ def flow_loss(model: WorldModel, x0, action, has_action, cfg: FlowConfig, genera
         weight = weight * t.clamp_min(T_MIN) ** 2
     loss = (err * weight).sum() / weight.sum()
     if still_logits is not None and T > 1:
-        loss = loss + F.binary_cross_entropy_with_logits(still_logits[:, 1:], still_targets(x0))
+        # Only frames at (nearly) pure noise: the verdict sampling reads comes from its first step, at t = 1,
+        # and a head that also saw nearly clean frames learns to read stillness off the frame itself.
+        blind = (t[:, 1:] >= STILL_MIN_T).float()
+        bce = F.binary_cross_entropy_with_logits(still_logits[:, 1:], still_targets(x0), reduction="none")
+        loss = loss + (bce * blind).sum() / blind.sum().clamp_min(1.0)
     return loss
 
 
@@ -93,6 +98,9 @@ class SampleConfig:
     context_noise: float = doc("noise level the context is kept at (0 = clean)", 0.02)
     guidance: float = doc("classifier-free guidance on actions (1 = none)", 1.0)
     copy_still: bool = doc("where the model's still head says the frame repeats the last one, copy it exactly", True)
+    still_threshold: float = doc("copy where p(still) exceeds this. Copying a still frame gains ~22 dB over generating "
+                                 "it, copying a moving one loses ~1.4 dB (docs/pretrain.md): expected PSNR breaks "
+                                 "even near p = 0.06", 0.1)
 
     def __post_init__(self):
         if self.num_steps < 1:
@@ -101,6 +109,8 @@ class SampleConfig:
             raise ValueError(f"context_noise must be in [0, 1), got {self.context_noise}")
         if self.guidance < 0:
             raise ValueError(f"guidance must be >= 0, got {self.guidance}")
+        if not 0.0 < self.still_threshold < 1.0:
+            raise ValueError(f"still_threshold must be in (0, 1), got {self.still_threshold}")
 
 
 @torch.no_grad()
@@ -122,7 +132,7 @@ def next_frame(model: WorldModel, context, context_action, context_mask, action,
         kv = [(torch.cat([k, k]), torch.cat([v, v])) for k, v in kv]
         action = torch.cat([action, action])
         has_action = torch.cat([has_action, torch.zeros_like(has_action)])
-    copy = cfg.copy_still and model.cfg.still_head
+    copy, still = cfg.copy_still and model.cfg.still_head, None
     x = torch.randn((B, 1, *context.shape[2:]), generator=generator, device=dev)  # (B, 1, C, H, W)
     times = torch.linspace(1.0, 0.0, cfg.num_steps + 1)
     for t_now, t_next in zip(times[:-1].tolist(), times[1:].tolist(), strict=True):
@@ -131,15 +141,16 @@ def next_frame(model: WorldModel, context, context_action, context_mask, action,
         prev, prev_t = ctx[:, -1], t_ctx[:, -1]
         if guided:
             prev, prev_t = torch.cat([prev, prev]), torch.cat([prev_t, prev_t])
+        first = t_now == times[0].item()
         out = model(xin, t, action[:, None], has_action[:, None], past_kv=kv, start=Tc, prev=prev, prev_t=prev_t,
-                    return_still=copy)
-        v, still = out if copy else (out, None)
+                    return_still=copy and first)
+        v, still = out if copy and first else (out, still)
         v = v.float()
         if guided:
             v = v[B:] + cfg.guidance * (v[:B] - v[B:])
         x = x + (t_next - t_now) * v
-    if copy:  # the last step's verdict (the conditional half under guidance): still frames are copied exactly
-        x = torch.where((still[:B, 0] > 0)[:, None, None, None, None], context[:, -1:], x)
+    if copy:  # the first step's verdict (the conditional half under guidance): still frames are copied exactly
+        x = torch.where((torch.sigmoid(still[:B, 0]) > cfg.still_threshold)[:, None, None, None, None], context[:, -1:], x)
     return x[:, 0]
 
 
