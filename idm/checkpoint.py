@@ -99,9 +99,7 @@ def load_idm(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[I
     if state is None:
         raise UserError(f"{run_dir} has no checkpoint yet ({STATE_FILE} is missing): let `worldloom idm train` save one")
     model = IDM(cfg)
-    weights = load_file(str(run_dir / state["model_file"]))
-    weights.setdefault("button_threshold", model.button_threshold)  # runs saved before thresholds were tuned
-    model.load_state_dict(weights)
+    model.load_state_dict(load_file(str(run_dir / state["model_file"])))
     return model.to(device).eval(), cfg
 
 

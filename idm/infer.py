@@ -80,16 +80,15 @@ def window_probs(model: IDM, windows: torch.Tensor, batch_size: int = 64) -> tup
     return np.concatenate(probs_b), np.concatenate(probs_c)
 
 
-def decode(buttons_prob: np.ndarray, camera_prob: np.ndarray, thresholds: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def decode(buttons_prob: np.ndarray, camera_prob: np.ndarray) -> dict[str, np.ndarray]:
     """Probabilities -> the action dict of `predict`.
 
-    A button is pressed where its probability exceeds its threshold (the model's tuned
-    `button_threshold`, 0.5 by default); camera bins are decoded by argmax, as VPT. `camera_deg` decodes the expected bin
+    Buttons and camera bins are decoded by argmax, as VPT. `camera_deg` decodes the expected bin
     position: the model is trained on two-hot targets (train.two_hot), so the expected position is
     the move itself, not a bin centre, and where the model cannot tell a turn's direction it answers
     near 0 instead of a confident wrong side (docs/idm.md). Labels store `camera_deg`.
     """
-    buttons = buttons_prob > (0.5 if thresholds is None else np.asarray(thresholds, np.float32))
+    buttons = buttons_prob > 0.5
     camera_bins = camera_prob.argmax(-1)
     position = (camera_prob * np.arange(camera_prob.shape[-1])).sum(-1)  # (..., 2) expected bin position
     camera_deg = bin_position_to_camera(position)
@@ -115,7 +114,7 @@ def predict_sequence(model: IDM, frames: np.ndarray, batch_size: int = 8) -> dic
     for (start, keep_from, keep_to), b, c in zip(plan, win_b, win_c, strict=False):
         buttons_prob[keep_from:keep_to] = b[keep_from - start:keep_to - start]
         camera_prob[keep_from:keep_to] = c[keep_from - start:keep_to - start]
-    return decode(buttons_prob[:num_steps], camera_prob[:num_steps], model.button_threshold.cpu().numpy())
+    return decode(buttons_prob[:num_steps], camera_prob[:num_steps])
 
 
 def predict(model: IDM, frames: np.ndarray, batch_size: int = 8) -> dict[str, np.ndarray]:

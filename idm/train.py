@@ -29,7 +29,6 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from worldloom.config import add_dataclass_args, dataclass_from_args, doc, to_json_dict
-from worldloom.datasets.schema import NUM_BUTTONS
 from worldloom.errors import UserError
 from worldloom.idm import data as idm_data
 from worldloom.idm import metrics
@@ -40,7 +39,6 @@ from worldloom.idm.checkpoint import (
     save_checkpoint,
     write_json_atomic,
 )
-from worldloom.idm.infer import predict_sequence
 from worldloom.idm.model import IDM, PRESETS, IDMConfig, num_parameters
 
 # Training defaults per preset, used where TrainConfig's batch_size / lr / warmup_steps are left
@@ -188,39 +186,6 @@ def validate(model: IDM, batch: dict[str, np.ndarray], cfg: TrainConfig, device:
             "val_camera_bin_accuracy": float((pred_bins == true_bins).mean())}
 
 
-def best_thresholds(probs: np.ndarray, truth: np.ndarray, grid: np.ndarray | None = None) -> np.ndarray:
-    """Per-column threshold (N, K) -> (K,) maximising F1; 0.5 where a button never occurs.
-
-    Presses are rare (a few % of steps for most buttons), and at 0.5 a model that has seen a
-    button's effect can still stay under the line long after its probabilities rank presses well;
-    F1, the honest score, wants the line where precision and recall balance. Ties go to the
-    threshold nearest 0.5.
-    """
-    grid = np.round(np.arange(0.05, 0.951, 0.05), 2) if grid is None else grid
-    best = np.full(truth.shape[1], 0.5, np.float32)
-    for k in np.flatnonzero(truth.any(0)):
-        f1 = np.nan_to_num(metrics.f1_scores(probs[:, k, None] > grid[None], np.repeat(truth[:, k, None], len(grid), 1)))
-        best[k] = grid[np.lexsort((np.abs(grid - 0.5), -f1))[0]]
-    return best
-
-
-def tune_thresholds(model: IDM, episodes: list, max_steps: int = 8000) -> np.ndarray:
-    """Set `model.button_threshold` for F1 on (up to max_steps of) the validation episodes, through the
-    labeling path; returns the thresholds (all 0.5 without validation episodes)."""
-    probs, truth, total = [], [], 0
-    model.eval()
-    for ep in episodes:
-        if total >= max_steps:
-            break
-        probs.append(predict_sequence(model, ep.frames)["buttons_prob"])
-        truth.append(ep.buttons)
-        total += ep.num_steps
-    model.train()
-    thresholds = best_thresholds(np.concatenate(probs), np.concatenate(truth)) if probs else np.full(NUM_BUTTONS, 0.5, np.float32)
-    model.button_threshold.copy_(torch.from_numpy(thresholds))
-    return thresholds
-
-
 def prepare_run_dir(cfg: TrainConfig) -> Path:
     """Create the run directory and write config.json, or check that a resumed run's config matches."""
     run_dir = Path(cfg.out)
@@ -366,9 +331,6 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
             rows.append(row)
             last_log = time.perf_counter()
             bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        if final:
-            thresholds = tune_thresholds(model, val_eps)
-            bar.write("button thresholds (F1 on validation episodes): " + " ".join(f"{t:.2f}" for t in thresholds))
         if step % cfg.ckpt_every == 0 or final:
             save_checkpoint(run_dir, model, optimizer, state)
             write_metrics(run_dir, rows)
