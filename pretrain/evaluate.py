@@ -51,7 +51,6 @@ class EvalConfig:
     guidance: float = doc("classifier-free guidance on actions (1 = none)", 1.0)
     context_noise: float = doc("noise level the context is kept at while sampling (0: clean; the per-frame "
                                "PSNR of a static frame drops from about 54 to 34 dB at 0.02)", 0.0)
-    copy_still: bool = doc("copy the last frame exactly where the model's still head says nothing moves", True)
     next_frame_positions: int = doc("teacher-forced next-frame predictions per clip", 4)
     seed: int = doc("sampling seed", 0)
 
@@ -117,8 +116,7 @@ def teacher_forced(model, x, action, has, context: int, positions: int, sample: 
 def generate(model, codec, clips: dict, cfg: EvalConfig, image_size: int) -> dict:
     """Teacher-forced next frames, rollouts with true and shuffled actions (uint8), and timing."""
     context = model.cfg.num_frames - 1
-    sample = SampleConfig(num_steps=cfg.num_steps, guidance=cfg.guidance, context_noise=cfg.context_noise,
-                          copy_still=cfg.copy_still)
+    sample = SampleConfig(num_steps=cfg.num_steps, guidance=cfg.guidance, context_noise=cfg.context_noise)
     gen = torch.Generator().manual_seed(cfg.seed)
     order = torch.randperm(len(clips["frames"]), generator=torch.Generator().manual_seed(cfg.seed + 1))
     perm = torch.empty_like(order)
@@ -202,7 +200,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     clips = eval_clips(cfg.data, context + cfg.horizon, cfg.num_clips)
     gen = generate(model, codec, clips, cfg, model.cfg.image_size)
     report = {"model": str(cfg.model), "data": list(cfg.data), "num_clips": int(len(clips["frames"])), "context": context,
-              "horizon": cfg.horizon, "num_steps": cfg.num_steps, "guidance": cfg.guidance, "copy_still": cfg.copy_still,
+              "horizon": cfg.horizon, "num_steps": cfg.num_steps, "guidance": cfg.guidance,
               "label_sources_trained": run_doc.get("data", {}).get("label_sources"),
               "use_actions": run_doc["train"].get("use_actions", True),
               **image_scores(gen, context, cfg.horizon, cfg.next_frame_positions),

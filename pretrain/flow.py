@@ -56,19 +56,8 @@ def sample_noise_levels(B: int, T: int, cfg: FlowConfig, generator=None, device=
     return t, weight
 
 
-STILL_PSNR_DB = 45.0  # a frame this close to the previous one (copying it scores >= 45 dB) counts as still
-STILL_MIN_T = 0.9  # the still head learns on frames at least this noisy, as sampling's first step sees them
-
-
-def still_targets(x0: torch.Tensor) -> torch.Tensor:
-    """Whether each frame after the first repeats the one before. x0 (B, T, C, H, W) in [-1, 1] -> (B, T - 1) float."""
-    mse = (x0[:, 1:] - x0[:, :-1]).float().pow(2).mean(dim=(2, 3, 4))
-    return (mse <= 4.0 / 10 ** (STILL_PSNR_DB / 10)).float()  # PSNR = 10 log10(peak-to-peak^2 / MSE), peak-to-peak 2
-
-
 def flow_loss(model: WorldModel, x0, action, has_action, cfg: FlowConfig, generator=None):
-    """Mean squared velocity error (plus the still head's cross-entropy, on detached features).
-    x0 (B, T, C, H, W) in model space; action (B, T, A) per step."""
+    """Mean squared velocity error. x0 (B, T, C, H, W) in model space; action (B, T, A) per step."""
     B, T = x0.shape[:2]
     t, weight = sample_noise_levels(B, T, cfg, generator, x0.device)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device)
@@ -76,20 +65,11 @@ def flow_loss(model: WorldModel, x0, action, has_action, cfg: FlowConfig, genera
     xt = (1 - tt) * x0 + tt * noise
     cond, mask = shift_actions(action, has_action)  # frame t gets action[t-1]
     keep = torch.rand(B, T, generator=generator, device=x0.device) >= cfg.action_dropout
-    still = getattr(model, "module", model).cfg.still_head  # model may be wrapped in DDP
-    out = model(xt, t, cond, mask & keep, return_still=still)
-    v, still_logits = out if still else (out, None)  # (B, T, C, H, W), (B, T)
+    v = model(xt, t, cond, mask & keep)  # (B, T, C, H, W)
     err = F.mse_loss(v.float(), noise - x0, reduction="none").mean(dim=(2, 3, 4))  # (B, T)
     if cfg.loss_weight == "x0":  # |v - v*|^2 = |x0 - x0*|^2 / t^2: undo the 1/t^2 that buries large t
         weight = weight * t.clamp_min(T_MIN) ** 2
-    loss = (err * weight).sum() / weight.sum()
-    if still_logits is not None and T > 1:
-        # Only frames at (nearly) pure noise: the verdict sampling reads comes from its first step, at t = 1,
-        # and a head that also saw nearly clean frames learns to read stillness off the frame itself.
-        blind = (t[:, 1:] >= STILL_MIN_T).float()
-        bce = F.binary_cross_entropy_with_logits(still_logits[:, 1:], still_targets(x0), reduction="none")
-        loss = loss + (bce * blind).sum() / blind.sum().clamp_min(1.0)
-    return loss
+    return (err * weight).sum() / weight.sum()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,10 +77,6 @@ class SampleConfig:
     num_steps: int = doc("Euler steps per frame", 4)
     context_noise: float = doc("noise level the context is kept at (0 = clean)", 0.02)
     guidance: float = doc("classifier-free guidance on actions (1 = none)", 1.0)
-    copy_still: bool = doc("where the model's still head says the frame repeats the last one, copy it exactly", True)
-    still_threshold: float = doc("copy where p(still) exceeds this. Copying a still frame gains ~22 dB over generating "
-                                 "it, copying a moving one loses ~1.4 dB (docs/pretrain.md): expected PSNR breaks "
-                                 "even near p = 0.06", 0.1)
 
     def __post_init__(self):
         if self.num_steps < 1:
@@ -109,8 +85,6 @@ class SampleConfig:
             raise ValueError(f"context_noise must be in [0, 1), got {self.context_noise}")
         if self.guidance < 0:
             raise ValueError(f"guidance must be >= 0, got {self.guidance}")
-        if not 0.0 < self.still_threshold < 1.0:
-            raise ValueError(f"still_threshold must be in (0, 1), got {self.still_threshold}")
 
 
 @torch.no_grad()
@@ -132,7 +106,6 @@ def next_frame(model: WorldModel, context, context_action, context_mask, action,
         kv = [(torch.cat([k, k]), torch.cat([v, v])) for k, v in kv]
         action = torch.cat([action, action])
         has_action = torch.cat([has_action, torch.zeros_like(has_action)])
-    copy, still = cfg.copy_still and model.cfg.still_head, None
     x = torch.randn((B, 1, *context.shape[2:]), generator=generator, device=dev)  # (B, 1, C, H, W)
     times = torch.linspace(1.0, 0.0, cfg.num_steps + 1)
     for t_now, t_next in zip(times[:-1].tolist(), times[1:].tolist(), strict=True):
@@ -141,16 +114,10 @@ def next_frame(model: WorldModel, context, context_action, context_mask, action,
         prev, prev_t = ctx[:, -1], t_ctx[:, -1]
         if guided:
             prev, prev_t = torch.cat([prev, prev]), torch.cat([prev_t, prev_t])
-        first = t_now == times[0].item()
-        out = model(xin, t, action[:, None], has_action[:, None], past_kv=kv, start=Tc, prev=prev, prev_t=prev_t,
-                    return_still=copy and first)
-        v, still = out if copy and first else (out, still)
-        v = v.float()
+        v = model(xin, t, action[:, None], has_action[:, None], past_kv=kv, start=Tc, prev=prev, prev_t=prev_t).float()
         if guided:
             v = v[B:] + cfg.guidance * (v[:B] - v[B:])
         x = x + (t_next - t_now) * v
-    if copy:  # the first step's verdict (the conditional half under guidance): still frames are copied exactly
-        x = torch.where((torch.sigmoid(still[:B, 0]) > cfg.still_threshold)[:, None, None, None, None], context[:, -1:], x)
     return x[:, 0]
 
 

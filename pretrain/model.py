@@ -61,8 +61,6 @@ class WorldModelConfig:
     prediction: str = doc("output: v (velocity) or x_skip (clean frame = previous frame + output; trained on velocity)", "x_skip")
     camera_fov_deg: float = doc("x_skip turns the previous frame by the frame's camera action, as a pinhole camera of "
                                 "this vertical field of view (`worldloom pretrain` fits it to the data; 0 = no turn)", 0.0)
-    still_head: bool = doc("a per-frame head says whether the frame repeats the previous one; sampling then copies "
-                           "that frame exactly (a frame where nothing moves scores ~58 dB copied, ~38 dB generated)", True)
     turned_input: bool = doc("x_skip: the network also sees the previous frame turned by the camera action, as extra "
                              "input channels (the base it corrects, pixel-aligned)", True)
 
@@ -261,8 +259,6 @@ class WorldModel(nn.Module):
         self.final_norm = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
         self.final = nn.Linear(D, cfg.out_channels * p * p)
-        # On the frame's pooled output tokens, detached: a read-out that never pulls on the generator.
-        self.still = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, 1)) if cfg.still_head else None
         self._init_weights()
 
     def _init_weights(self):
@@ -277,9 +273,6 @@ class WorldModel(nn.Module):
         for layer in (self.final_ada[-1], self.final):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
-        if self.still is not None:  # starts at p(still) = 0.12, about the share of still frames in play
-            nn.init.zeros_(self.still[-1].weight)
-            nn.init.constant_(self.still[-1].bias, -2.0)
 
     def condition(self, t, action, action_mask):
         """Per-frame condition: noise level + action (or the null action). -> (B, T, D)."""
@@ -301,10 +294,8 @@ class WorldModel(nn.Module):
         x = x.reshape(B, T, g, g, C, p, p).permute(0, 1, 4, 2, 5, 3, 6)
         return x.reshape(B, T, C, g * p, g * p)  # (B, T, C, H, W)
 
-    def forward(self, x, t, action, action_mask, past_kv=None, start=0, return_kv=False, prev=None, prev_t=None,
-                return_still=False):
-        """x (B, T, C, H, W), t (B, T), action (B, T, A), action_mask (B, T) bool -> v (B, T, C, H, W)
-        [, new K/V if return_kv][, still logits (B, T) if return_still].
+    def forward(self, x, t, action, action_mask, past_kv=None, start=0, return_kv=False, prev=None, prev_t=None):
+        """x (B, T, C, H, W), t (B, T), action (B, T, A), action_mask (B, T) bool -> v (B, T, C, H, W).
 
         past_kv: per-block temporal K/V of earlier frames (from a previous call with
         return_kv=True); start: frame index of x[:, 0], so RoPE sees absolute positions;
@@ -332,14 +323,7 @@ class WorldModel(nn.Module):
         if cfg.prediction == "x_skip":
             turn = out[:, :, C:] if cfg.turns_camera else None
             out = skip_velocity(x, t, out[:, :, :C], turn, before, turned, levels)
-        result = (out,)
-        if return_kv:
-            result += (new_kv,)
-        if return_still:
-            if self.still is None:
-                raise ValueError("return_still needs a model with still_head")
-            result += (self.still(h.mean(2).detach()).squeeze(-1).float(),)  # (B, T)
-        return result if len(result) > 1 else out
+        return (out, new_kv) if return_kv else out
 
 
 def previous_frames(x, t, prev=None, prev_t=None):

@@ -22,10 +22,8 @@ from worldloom.pretrain.flow import (
     FlowConfig,
     SampleConfig,
     flow_loss,
-    next_frame,
     rollout,
     sample_noise_levels,
-    still_targets,
 )
 from worldloom.pretrain.model import (
     ACTION_DIM,
@@ -34,7 +32,6 @@ from worldloom.pretrain.model import (
     WorldModelConfig,
     camera_from_actions,
     encode_actions,
-    shift_actions,
 )
 from worldloom.pretrain.train import TrainConfig, TrainingDiverged, lr_at, main, plan_steps
 
@@ -278,32 +275,3 @@ def test_latent_preset_trains_its_autoencoder_then_the_model(data, tmp_path, mon
     report = ev.evaluate(ev.EvalConfig(model=str(run), data=(data["heldout"],), num_clips=1, horizon=2,
                                        next_frame_positions=1, num_steps=1, out=str(tmp_path / "ev")))
     assert report["context"] == 3 and 0 < report["next_frame"]["psnr"] <= 60
-
-
-def test_still_head_learns_and_copies_still_frames():
-    torch.manual_seed(0)
-    cfg = WorldModelConfig(image_size=16, patch_size=8, width=32, depth=1, num_heads=2, num_frames=3)
-    model = WorldModel(cfg)
-    moving = torch.rand(4, 3, 3, 16, 16) * 2 - 1  # every frame new
-    still = moving[:, :1].repeat(1, 3, 1, 1, 1)  # every frame the same
-    x0 = torch.cat([moving, still])
-    assert still_targets(x0)[:4].sum() == 0 and still_targets(x0)[4:].min() == 1
-    a = torch.zeros(8, 3, ACTION_DIM)
-    a[4:, :, 0] = 1.0  # the still clips' action says so (as a no-op would)
-    has = torch.ones(8, 3, dtype=torch.bool)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for step in range(150):
-        loss = flow_loss(model, x0, a, has, FlowConfig(p_sampling_pattern=1.0, p_pure_noise=1.0),
-                         torch.Generator().manual_seed(step))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    ctx_a, ctx_m = shift_actions(a[:, :2], has[:, :2])
-    sample = SampleConfig(num_steps=1)
-    new = next_frame(model, x0[:, :2], ctx_a, ctx_m, a[:, 2], has[:, 2], sample, torch.Generator().manual_seed(0))
-    assert torch.equal(new[4:], x0[4:, 1])  # still clips: the last frame copied bit for bit
-    assert not torch.equal(new[:4], x0[:4, 1])
-    off = next_frame(model, x0[:, :2], ctx_a, ctx_m, a[:, 2], has[:, 2], SampleConfig(num_steps=1, copy_still=False),
-                     torch.Generator().manual_seed(0))
-    assert not torch.equal(off[4:], x0[4:, 1])
