@@ -162,6 +162,9 @@ def image_scores(gen: dict, context: int, horizon: int, positions: int) -> dict:
     }
 
 
+CONTROL_KEYS = ("button_macro_f1", "button_accuracy_mean", "camera_r2_pitch", "camera_r2_yaw", "camera_bin_accuracy")
+
+
 def controllability(idm_run: str, gen: dict, clips: dict, context: int, horizon: int) -> dict:
     """An IDM's action scores on generated vs real frames for the commanded actions."""
     try:
@@ -182,9 +185,10 @@ def controllability(idm_run: str, gen: dict, clips: dict, context: int, horizon:
         pred = predict(idm, frames)
         s = score(pred["buttons"][:, steps].reshape(-1, true_buttons.shape[1]), pred["camera_bins"][:, steps].reshape(-1, 2),
                   true_buttons, true_camera, pred["camera_deg"][:, steps].reshape(-1, 2))
-        out[name] = {k: s[k] for k in ("button_macro_f1", "button_accuracy_mean", "camera_r2_pitch", "camera_r2_yaw", "camera_bin_accuracy")}
+        out[name] = {k: s[k] for k in CONTROL_KEYS}
+        out[name]["button_f1"] = {b: v["f1"] for b, v in s["per_button"].items() if v["occurs"]}
     ratio = lambda k: _ratio(out["generated"][k], out["real"][k])  # noqa: E731
-    out["ratio"] = {k: ratio(k) for k in out["real"]}
+    out["ratio"] = {k: ratio(k) for k in CONTROL_KEYS}
     return out
 
 
@@ -233,6 +237,11 @@ def to_markdown(r: dict) -> str:
             v = c[k]
             lines.append(f"| {k} | " + " | ".join("n/a" if v[m] is None or not math.isfinite(v[m]) else f"{v[m]:.3f}"
                                                    for m in ("button_macro_f1", "button_accuracy_mean", "camera_r2_pitch", "camera_r2_yaw")) + " |")
+        f1_real, f1_gen = c["real"].get("button_f1", {}), c["generated"].get("button_f1", {})
+        if f1_real:
+            fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+            lines += ["", "Per-button F1 of the IDM (real / generated): "
+                      + ", ".join(f"{b} {fmt(v)} / {fmt(f1_gen.get(b))}" for b, v in f1_real.items())]
         lines.append("")
     lines += ["| horizon | " + " | ".join(str(h + 1) for h in range(r["horizon"])) + " |",
               "|---|" + "---|" * r["horizon"],

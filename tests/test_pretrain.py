@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from worldloom.cli import main as cli
+from worldloom.envs.actions import BUTTONS as ACTION_BUTTONS
 from worldloom.errors import UserError
 from worldloom.pretrain import evaluate as ev
 from worldloom.pretrain.camera import fit_fov_deg, rotate_frames
@@ -192,9 +193,20 @@ def test_micro_train_rollout_eval_through_the_cli(data, tmp_path):
 
     with Image.open(video) as im:
         assert im.n_frames == PRESETS["tiny"].num_frames - 1 + 3 and im.size == (2 * 64 + 2, 64 + 2)
-    assert cli(["pretrain", "eval", "--model", str(run), "--data", data["heldout"], "--num-clips", "2",
+    # a micro IDM as the controllability judge (MineWorld's protocol): scored on real and generated frames
+    judge = tmp_path / "judge"
+    assert cli(["idm", "train", "--data", data["train"], "--preset", "micro", "--out", str(judge), "--steps", "2",
+                "--batch-size", "2", "--warmup-steps", "1", "--eval-every", "2", "--ckpt-every", "2", "--val-windows", "2"]) == 0
+    assert cli(["pretrain", "eval", "--model", str(run), "--data", data["heldout"], "--num-clips", "2", "--idm", str(judge),
                 "--horizon", "2", "--next-frame-positions", "1", "--num-steps", "1", "--out", str(tmp_path / "ev")]) == 0
     report = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    control = report["controllability"]
+    for side in ("real", "generated"):
+        assert 0 <= control[side]["button_accuracy_mean"] <= 1 and 0 <= control[side]["camera_bin_accuracy"] <= 1
+        assert set(control[side]["button_f1"]) <= set(ACTION_BUTTONS) and control[side]["button_f1"]
+    assert control["ratio"]["camera_bin_accuracy"] == pytest.approx(
+        control["generated"]["camera_bin_accuracy"] / control["real"]["camera_bin_accuracy"])
+    assert "Per-button F1 of the IDM" in (tmp_path / "ev" / "eval.md").read_text()
     assert report["num_clips"] == 2 and len(report["rollout"]["psnr"]) == 2
     assert 0 < report["next_frame"]["copy_last_psnr"] <= 60 and np.isfinite(report["delta_psnr"]["mean"])
     assert report["frames_per_s"] > 0 and (tmp_path / "ev" / "eval.png").exists()
