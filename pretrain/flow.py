@@ -75,31 +75,37 @@ def flow_loss(model: WorldModel, x0, action, has_action, cfg: FlowConfig, genera
 @dataclasses.dataclass(frozen=True)
 class SampleConfig:
     num_steps: int = doc("Euler steps per frame", 4)
-    context_noise: float = doc("noise level the context is kept at (0 = clean)", 0.02)
+    context_noise: float = doc("noise level the real context frames are kept at (0 = clean)", 0.02)
     guidance: float = doc("classifier-free guidance on actions (1 = none)", 1.0)
+    generated_noise: float = doc("noise level generated frames are kept at when a rollout feeds them back as "
+                                 "context, as diffusion forcing does (docs/pretrain.md: measured, off by default)", 0.0)
 
     def __post_init__(self):
         if self.num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
-        if not 0.0 <= self.context_noise < 1.0:
-            raise ValueError(f"context_noise must be in [0, 1), got {self.context_noise}")
+        for name in ("context_noise", "generated_noise"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.guidance < 0:
             raise ValueError(f"guidance must be >= 0, got {self.guidance}")
 
 
 @torch.no_grad()
 def next_frame(model: WorldModel, context, context_action, context_mask, action, has_action,
-               cfg: SampleConfig, generator=None):
+               cfg: SampleConfig, generator=None, context_levels=None):
     """One new frame after a context.
 
     context (B, Tc, C, H, W) clean frames; context_action (B, Tc, A) and context_mask (B, Tc):
     the action that produced each context frame; action (B, A), has_action (B,): the action
-    taken after the last context frame. -> (B, C, H, W).
+    taken after the last context frame; context_levels (Tc,): the noise level each context
+    frame is kept at (default: `cfg.context_noise` for all). -> (B, C, H, W).
     """
     B, Tc = context.shape[:2]
     dev = context.device
-    t_ctx = torch.full((B, Tc), cfg.context_noise, device=dev)
-    ctx = (1 - cfg.context_noise) * context + cfg.context_noise * torch.randn(context.shape, generator=generator, device=dev)
+    levels = torch.full((Tc,), cfg.context_noise) if context_levels is None else torch.as_tensor(context_levels, dtype=torch.float32)
+    t_ctx = levels.to(dev)[None].expand(B, Tc)
+    tt = t_ctx[:, :, None, None, None]
+    ctx = (1 - tt) * context + tt * torch.randn(context.shape, generator=generator, device=dev)
     _, kv = model(ctx, t_ctx, context_action, context_mask, return_kv=True)
     guided = cfg.guidance != 1.0
     if guided:  # second half of the batch: the same context, the null action
@@ -133,11 +139,13 @@ def rollout(model: WorldModel, context, actions, has_action, horizon: int, cfg: 
     if actions.shape[1] < Tc + horizon - 1:
         raise ValueError(f"need {Tc + horizon - 1} actions for {Tc} context frames and horizon {horizon}, got {actions.shape[1]}")
     frames = list(context.unbind(1))
+    levels = [cfg.context_noise] * Tc  # real frames; generated ones are kept noisier
     for _ in range(horizon):
         n = len(frames)
         lo = max(0, n - window)
         ctx = torch.stack(frames[lo:], dim=1)  # (B, W, C, H, W)
         a_ctx, m_ctx = shift_actions(actions[:, lo:n], has_action[:, lo:n])  # window frame 0: null
-        new = next_frame(model, ctx, a_ctx, m_ctx, actions[:, n - 1], has_action[:, n - 1], cfg, generator)
+        new = next_frame(model, ctx, a_ctx, m_ctx, actions[:, n - 1], has_action[:, n - 1], cfg, generator, levels[lo:])
         frames.append(new.clamp(-1, 1))
+        levels.append(cfg.generated_noise)
     return torch.stack(frames[Tc:], dim=1)

@@ -40,6 +40,8 @@ class RolloutConfig:
     num_steps: int = doc("Euler steps per frame", 4)
     guidance: float = doc("classifier-free guidance on actions (1 = none)", 1.0)
     context_noise: float = doc("noise level the context is kept at while sampling", 0.02)
+    generated_noise: float = doc("noise level generated frames are kept at when fed back as context (0: clean; "
+                                 "0.05 lifts PSNR past 16 frames but greys the picture)", 0.0)
     scale: int = doc("pixel upscaling of the video", 4)
     fps: float = doc("video frame rate (0 = the dataset's)", 0.0)
     seed: int = doc("sampling seed", 0)
@@ -47,8 +49,9 @@ class RolloutConfig:
     def __post_init__(self):
         if Path(self.out).suffix.lower() not in (".mp4", ".gif"):
             raise UserError(f"--out must end in .mp4 or .gif, got {self.out!r}")
-        if not 0.0 <= self.context_noise < 1.0 or self.guidance < 0:
-            raise UserError(f"need 0 <= context_noise < 1 and guidance >= 0, got {self.context_noise}, {self.guidance}")
+        if not (0.0 <= self.context_noise < 1.0 and 0.0 <= self.generated_noise < 1.0) or self.guidance < 0:
+            raise UserError(f"need 0 <= context_noise, generated_noise < 1 and guidance >= 0, "
+                            f"got {self.context_noise}, {self.generated_noise}, {self.guidance}")
         if self.horizon < 1 or self.start < 0 or self.scale < 1 or self.num_steps < 1:
             raise UserError(f"need horizon >= 1, start >= 0, scale >= 1, num_steps >= 1; got {self.horizon}, {self.start}, {self.scale}, {self.num_steps}")
 
@@ -112,7 +115,8 @@ def rollout_episode(cfg: RolloutConfig) -> dict:
     gen = torch.Generator().manual_seed(cfg.seed)
     t0 = time.perf_counter()
     frames = rollout(model, codec.encode(x[:, :context]), action[:, :-1], has[:, :-1], horizon,
-                     SampleConfig(num_steps=cfg.num_steps, guidance=cfg.guidance, context_noise=cfg.context_noise), gen)
+                     SampleConfig(num_steps=cfg.num_steps, guidance=cfg.guidance, context_noise=cfg.context_noise,
+                                  generated_noise=cfg.generated_noise), gen)
     frames = codec.decode(frames)
     seconds = time.perf_counter() - t0
     truth = model_to_frames(x[0]).numpy()

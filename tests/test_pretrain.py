@@ -147,6 +147,13 @@ def test_flow_loss_trains_and_rollout_shapes():
     assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5])
     out = rollout(model, x[:, :3], torch.zeros(4, 7, ACTION_DIM), torch.ones(4, 7, dtype=torch.bool), 5, SampleConfig(num_steps=2, guidance=2.0))
     assert out.shape == (4, 5, 3, 32, 32) and out.abs().max() <= 1.0
+    # generated frames fed back noisier: the first frame (real context only) is unchanged, later ones differ
+    acts, has = torch.randn(4, 7, ACTION_DIM), torch.ones(4, 7, dtype=torch.bool)
+    clean, noisy = (rollout(model, x[:, :3], acts, has, 3, SampleConfig(num_steps=1, context_noise=0.0, generated_noise=g),
+                            torch.Generator().manual_seed(0)) for g in (0.0, 0.3))
+    assert torch.equal(clean[:, 0], noisy[:, 0]) and not torch.allclose(clean[:, 1:], noisy[:, 1:])
+    with pytest.raises(ValueError, match="generated_noise"):
+        SampleConfig(generated_noise=1.0)
 
 
 def test_noise_levels_follow_the_sampling_pattern():
