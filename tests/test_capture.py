@@ -231,7 +231,9 @@ def test_unwritable_output_is_a_clear_error(tmp_path):
 
 def test_driver_killed_and_started_again_resumes(tmp_path, ray_cluster):
     out = tmp_path / "d"
-    argv = ["capture", "--env", "voxel", "--episodes", "12", "--steps", "200", "--resolution", str(RES),
+    # 600 steps an episode: long enough that the job cannot finish between two looks at the
+    # dataset (with 200 it once committed all 12 episodes between two polls on a quiet machine)
+    argv = ["capture", "--env", "voxel", "--episodes", "12", "--steps", "600", "--resolution", str(RES),
             "--workers", "2", "--out", str(out), "--no-progress"]
     ray_tmp = tempfile.mkdtemp(prefix="wld", dir="/tmp")
     env = {**os.environ, "RAY_TMPDIR": ray_tmp}
