@@ -23,9 +23,9 @@ import time
 import torch
 import torch.nn.functional as F
 
+from worldloom.datasets.schema import NUM_BUTTONS
 from worldloom.pretrain.flow import FlowConfig, SampleConfig, flow_loss, rollout
 from worldloom.pretrain.model import (
-    ACTION_DIM,
     PRESETS,
     Block,
     WorldModel,
@@ -67,7 +67,7 @@ def full_attention_model(cfg) -> WorldModel:
 def turning_actions(batch: int, steps: int, device) -> torch.Tensor:
     """No buttons, camera turns of a few degrees: the skip path's warp runs, as it does on real data."""
     camera = 5 * torch.randn(batch, steps, 2, generator=torch.Generator().manual_seed(0))
-    return encode_actions(torch.zeros(batch, steps, ACTION_DIM - 4), camera).to(device)
+    return encode_actions(torch.zeros(batch, steps, NUM_BUTTONS), camera).to(device)
 
 
 def time_it(fn, repeats: int, sync) -> float:

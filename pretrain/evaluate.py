@@ -62,11 +62,17 @@ class EvalConfig:
         for name in ("horizon", "num_clips", "batch_size", "num_steps", "next_frame_positions"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not (0.0 <= self.context_noise < 1.0 and 0.0 <= self.generated_noise < 1.0) or self.guidance < 0:
-            raise UserError(f"need 0 <= context_noise, generated_noise < 1 and guidance >= 0, "
-                            f"got {self.context_noise}, {self.generated_noise}, {self.guidance}")
+        try:
+            _ = self.sample
+        except ValueError as err:
+            raise UserError(str(err)) from None
         if self.next_frame_positions > self.horizon:
             raise UserError(f"next_frame_positions ({self.next_frame_positions}) must be <= horizon ({self.horizon})")
+
+    @property
+    def sample(self) -> SampleConfig:
+        return SampleConfig(num_steps=self.num_steps, guidance=self.guidance, context_noise=self.context_noise,
+                            generated_noise=self.generated_noise)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -119,8 +125,7 @@ def teacher_forced(model, x, action, has, context: int, positions: int, sample: 
 def generate(model, codec, clips: dict, cfg: EvalConfig, image_size: int) -> dict:
     """Teacher-forced next frames, rollouts with true and shuffled actions (uint8), and timing."""
     context = model.cfg.num_frames - 1
-    sample = SampleConfig(num_steps=cfg.num_steps, guidance=cfg.guidance, context_noise=cfg.context_noise,
-                          generated_noise=cfg.generated_noise)
+    sample = cfg.sample
     gen = torch.Generator().manual_seed(cfg.seed)
     order = torch.randperm(len(clips["frames"]), generator=torch.Generator().manual_seed(cfg.seed + 1))
     perm = torch.empty_like(order)

@@ -49,11 +49,17 @@ class RolloutConfig:
     def __post_init__(self):
         if Path(self.out).suffix.lower() not in (".mp4", ".gif"):
             raise UserError(f"--out must end in .mp4 or .gif, got {self.out!r}")
-        if not (0.0 <= self.context_noise < 1.0 and 0.0 <= self.generated_noise < 1.0) or self.guidance < 0:
-            raise UserError(f"need 0 <= context_noise, generated_noise < 1 and guidance >= 0, "
-                            f"got {self.context_noise}, {self.generated_noise}, {self.guidance}")
-        if self.horizon < 1 or self.start < 0 or self.scale < 1 or self.num_steps < 1:
-            raise UserError(f"need horizon >= 1, start >= 0, scale >= 1, num_steps >= 1; got {self.horizon}, {self.start}, {self.scale}, {self.num_steps}")
+        if self.horizon < 1 or self.start < 0 or self.scale < 1:
+            raise UserError(f"need horizon >= 1, start >= 0, scale >= 1; got {self.horizon}, {self.start}, {self.scale}")
+        try:
+            _ = self.sample
+        except ValueError as err:
+            raise UserError(str(err)) from None
+
+    @property
+    def sample(self) -> SampleConfig:
+        return SampleConfig(num_steps=self.num_steps, guidance=self.guidance, context_noise=self.context_noise,
+                            generated_noise=self.generated_noise)
 
 
 def side_by_side(truth: np.ndarray, generated: np.ndarray, context: int, scale: int) -> np.ndarray:
@@ -115,8 +121,7 @@ def rollout_episode(cfg: RolloutConfig) -> dict:
     gen = torch.Generator().manual_seed(cfg.seed)
     t0 = time.perf_counter()
     frames = rollout(model, codec.encode(x[:, :context]), action[:, :-1], has[:, :-1], horizon,
-                     SampleConfig(num_steps=cfg.num_steps, guidance=cfg.guidance, context_noise=cfg.context_noise,
-                                  generated_noise=cfg.generated_noise), gen)
+                     cfg.sample, gen)
     frames = codec.decode(frames)
     seconds = time.perf_counter() - t0
     truth = model_to_frames(x[0]).numpy()
