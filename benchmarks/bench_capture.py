@@ -25,8 +25,8 @@ import time
 
 import ray
 
+from worldloom.actions import FPS
 from worldloom.capture import CaptureConfig, capture, expand_specs
-from worldloom.capture.config import FPS
 from worldloom.envs import make_env, make_player
 
 

@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import torch  # noqa: E402
 
+from worldloom.actions import FPS  # noqa: E402
 from worldloom.datasets import ClipStream, Dataset, DatasetWriter  # noqa: E402
 from worldloom.datasets.codecs import CODECS  # noqa: E402
 
@@ -41,7 +42,6 @@ cv2.setNumThreads(1)
 torch.set_num_threads(1)
 
 EPISODE_STEPS = 128
-FPS = 20
 
 
 def crafter_frames(num: int, size: int, seed: int = 0) -> np.ndarray:

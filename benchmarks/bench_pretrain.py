@@ -23,7 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from worldloom.datasets.schema import NUM_BUTTONS
+from worldloom.actions import NUM_BUTTONS
 from worldloom.pretrain.flow import FlowConfig, SampleConfig, flow_loss, rollout
 from worldloom.pretrain.model import (
     PRESETS,

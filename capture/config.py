@@ -16,12 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from worldloom.actions import FPS
 from worldloom.config import doc, to_json_dict
 from worldloom.datasets.codecs import CODECS
 from worldloom.envs import ENV_NAMES, PLAYER_NAMES
 
-# Game time runs at 20 steps per second (DESIGN section 3), so footage is 20 fps.
-FPS = 20
 # Fields that say how a job runs, not what it writes: a resumed job may change them freely.
 EXECUTION_FIELDS = ("out", "workers", "address", "strip_actions", "episodes_per_shard", "progress")
 MAX_RESOLUTION = 1024

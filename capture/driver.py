@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 import os
 import posixpath
-import socket
 import time
 import uuid
 from collections import deque
@@ -29,11 +27,12 @@ from pathlib import Path
 import pyarrow.fs as pafs
 from tqdm import tqdm
 
+from worldloom.actions import FPS
+from worldloom.cluster import ray_session
 from worldloom.datasets import DatasetWriter, commit_shards, committed_episode_ids, schema, storage
 from worldloom.errors import UserError
 
 from .config import (
-    FPS,
     CaptureConfig,
     EpisodeSpec,
     batch_specs,
@@ -143,42 +142,6 @@ def plan_tasks(specs: list[EpisodeSpec], committed: dict[str, set[str]], per_tas
 
 
 @contextlib.contextmanager
-def ray_session(cfg: CaptureConfig) -> Iterator[None]:
-    """Use the Ray that is up, join `cfg.address`, or start a local cluster bound to loopback."""
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    quiet = {"include_dashboard": False, "log_to_driver": True}  # actors' errors still reach the user
-    if cfg.address:
-        check_reachable(cfg.address)
-    try:
-        if cfg.address:
-            ray.init(address=cfg.address, logging_level=logging.WARNING, **quiet)
-        else:  # our own cluster: its start-up notices are noise
-            ray.init(num_cpus=cfg.workers, _node_ip_address="127.0.0.1", logging_level=logging.ERROR, **quiet)
-    except (ConnectionError, TimeoutError, ValueError) as err:
-        raise UserError(f"cannot start or join Ray (address={cfg.address!r}): {err}") from None
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
-def check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """UserError at once if nothing listens at HOST:PORT (ray.init would retry for minutes)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or "://" in address:
-        return  # "auto", ray://..., left to Ray
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as err:
-        raise UserError(f"--address {address}: no Ray cluster answers there ({err}); start one with "
-                        f"`ray start --head --port={port}` or leave --address out to start a local one") from None
-
-
-@contextlib.contextmanager
 def job_lock(roots: list[str]) -> Iterator[None]:
     """One capture job at a time per local output (the lock dies with its process);
     object stores have no locks, so there the user keeps jobs apart."""
@@ -256,7 +219,7 @@ def capture(cfg: CaptureConfig) -> CaptureResult:
         )
         run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew
         if tasks:
-            with ray_session(cfg):
+            with ray_session(cfg.address, cfg.workers):
                 actors = start_recorders(cfg, roots, len(tasks), run_token)
                 try:
                     _drive(cfg, roots, actors, tasks, result)

@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from worldloom import actions
+from worldloom.actions import FPS
 from worldloom.datasets import DatasetWriter
-from worldloom.envs import actions
 
-from .config import FPS, EpisodeSpec
+from .config import EpisodeSpec
 
 # An actor killed by the OS (SIGKILL, OOM) is started again and its unfinished tasks run again,
 # up to these counts; a task that raised an exception is not retried (it would fail again).

@@ -1,25 +1,28 @@
-"""Format-level constants of a WorldLoom dataset (format version 1): the action space and labels.
+"""Format-level constants of a WorldLoom dataset (format version 1): columns, labels, file names.
 
-The button list is VPT's `Buttons.ALL` order (openai/Video-Pre-Training `lib/actions.py`); the
-camera is `[pitch, yaw]` in degrees per step. Everything that stores or predicts actions uses
-these names, in this order.
+The action columns are derived from the action space in `worldloom.actions` (VPT's
+`Buttons.ALL` order, camera `[pitch, yaw]` in degrees per step): one typed column per button,
+two camera columns.
 """
 
 import pyarrow as pa
 
+from worldloom.actions import (
+    ACTION_ALIGNMENT,
+    BUTTONS,
+    CAMERA_AXES,
+    CAMERA_LIMIT,
+    CAMERA_UNITS,
+    NUM_BUTTONS,
+)
+
+__all__ = ["ACTION_ALIGNMENT", "BUTTONS", "CAMERA_AXES", "CAMERA_UNITS", "NUM_BUTTONS", "CAMERA_LIMIT",
+           "FORMAT_VERSION", "LABEL_SOURCES", "BUTTON_COLUMNS", "CAMERA_COLUMNS", "ACTION_COLUMNS",
+           "FRAME_SCHEMA", "EPISODE_SCHEMA"]
+
 FORMAT_VERSION = 1
 
-BUTTONS: tuple[str, ...] = (
-    "attack", "back", "forward", "jump", "left", "right", "sneak", "sprint", "use", "drop",
-    "inventory", *(f"hotbar.{i}" for i in range(1, 10)),
-)
-NUM_BUTTONS = len(BUTTONS)  # 20
-CAMERA_AXES: tuple[str, ...] = ("pitch", "yaw")
-
 LABEL_SOURCES: tuple[str, ...] = ("env", "idm", "none")
-
-# Written into every dataset's manifest: the order of events within a step.
-ACTION_ALIGNMENT = "action[t] is applied between frame[t] and frame[t+1]"
 
 # ---- Parquet schemas (format version 1) ----------------------------------------------------
 # Actions are flat typed columns, one per button plus two camera columns, so that SQL engines,
@@ -28,8 +31,6 @@ ACTION_ALIGNMENT = "action[t] is applied between frame[t] and frame[t+1]"
 BUTTON_COLUMNS: tuple[str, ...] = tuple("action_" + b.replace(".", "_") for b in BUTTONS)
 CAMERA_COLUMNS: tuple[str, ...] = tuple(f"action_camera_{axis}" for axis in CAMERA_AXES)
 ACTION_COLUMNS: tuple[str, ...] = BUTTON_COLUMNS + CAMERA_COLUMNS
-CAMERA_UNITS = "degrees per step"
-CAMERA_LIMIT_DEG = 180.0  # MineRL 1.0's camera Box is [-180, 180] per axis
 
 FRAME_SCHEMA = pa.schema(
     [

@@ -156,7 +156,7 @@ class _ShardScan:
                 self.add(row, f"label_source is {source!r}, expected one of {schema.LABEL_SOURCES}")
             elif source != "none" and (buttons_null[i].any() or camera_null[i].any()):
                 self.add(row, f"label_source is {source!r} but the action has nulls; relabel the episode or mark it 'none'")
-            if not (np.isfinite(camera[i]).all() and (np.abs(camera[i]) <= schema.CAMERA_LIMIT_DEG).all()):
+            if not (np.isfinite(camera[i]).all() and (np.abs(camera[i]) <= schema.CAMERA_LIMIT).all()):
                 self.add(row, f"camera {camera[i].tolist()} is outside [-180, 180] degrees")
             if not 0.0 <= confidence[i] <= 1.0:
                 self.add(row, f"label_confidence {confidence[i]} is outside [0, 1]")

@@ -214,7 +214,7 @@ def build_frame_table(
         cam = _as_array("camera", camera, (num, 2), np.float32, episode_id)
         if not np.isin(b, (0.0, 1.0)).all():
             raise UserError(f"episode {episode_id!r}: buttons must be 0/1, got {np.unique(b)[:5]}")
-        if not (np.isfinite(cam).all() and (np.abs(cam) <= schema.CAMERA_LIMIT_DEG).all()):
+        if not (np.isfinite(cam).all() and (np.abs(cam) <= schema.CAMERA_LIMIT).all()):
             raise UserError(f"episode {episode_id!r}: camera must be finite degrees in [-180, 180]")
         for i, c in enumerate(schema.BUTTON_COLUMNS):
             columns[c] = pa.array(b[:, i] > 0.5)

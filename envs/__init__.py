@@ -6,7 +6,7 @@
     player = worldloom.envs.make_player("mixture", seed=3)           # random, explorer, miner, builder, mixture
     obs, info = env.reset(seed=3); obs, reward, terminated, truncated, info = env.step(player.act(obs, info))
 
-Env modules are imported lazily so that `from worldloom.envs import actions` stays light.
+Env modules are imported lazily so that listing them stays light.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from worldloom.envs import ENV_NAMES, PLAYER_NAMES, actions, make_env, make_player
+from worldloom import actions
+from worldloom.envs import ENV_NAMES, PLAYER_NAMES, make_env, make_player
 from worldloom.envs.worldgen import BIOMES
 from worldloom.errors import UserError
 

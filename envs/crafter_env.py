@@ -2,7 +2,7 @@
 
     env = worldloom.envs.make_env("crafter", height=64, width=64)
     obs, info = env.reset(seed=0)
-    obs, reward, terminated, truncated, info = env.step(worldloom.envs.actions.noop())
+    obs, reward, terminated, truncated, info = env.step(worldloom.actions.noop())
 
 Crafter (danijar/crafter, `crafter` on PyPI) is a 2D top-down Minecraft-like game with the old
 gym 4-tuple API and 17 discrete actions. This adapter speaks gymnasium's 5-tuple and takes our
@@ -29,7 +29,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from worldloom.envs import actions as act
+from worldloom import actions as act
 
 CRAFTER_ACTIONS: tuple[str, ...] = (
     "noop", "move_left", "move_right", "move_up", "move_down", "do", "sleep", "place_stone",

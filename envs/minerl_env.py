@@ -17,7 +17,7 @@ import cv2
 import gymnasium
 import numpy as np
 
-from worldloom.envs import actions as act
+from worldloom import actions as act
 from worldloom.errors import UserError
 
 INSTALL_HINT = ("MineRL is not installed: `pip install worldloom[minerl]` and a Java 8 JDK "

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from worldloom.envs import actions as act
+from worldloom import actions as act
 from worldloom.envs.objects import GUI_CURSOR_DEG
 
 __all__ = ["RandomPlayer", "Explorer", "Miner", "Builder", "Mixture", "make_player", "action_histogram",

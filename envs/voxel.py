@@ -20,8 +20,8 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from worldloom import actions as act
 from worldloom.config import doc
-from worldloom.envs import actions as act
 from worldloom.envs.blocks import BLOCK_NAMES
 from worldloom.envs.objects import Animals, Items, Player
 from worldloom.envs.render import View, render

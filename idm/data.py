@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worldloom.datasets.schema import NUM_BUTTONS
-from worldloom.envs.actions import camera_to_bin_position
+from worldloom.actions import NUM_BUTTONS, camera_to_bin_position
 from worldloom.errors import UserError
 
 

@@ -21,8 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from worldloom.datasets.schema import NUM_BUTTONS
-from worldloom.envs.actions import bin_position_to_camera
+from worldloom.actions import NUM_BUTTONS, bin_position_to_camera
 from worldloom.idm.data import padded_frames
 from worldloom.idm.model import IDM
 
@@ -84,7 +83,7 @@ def decode(buttons_prob: np.ndarray, camera_prob: np.ndarray) -> dict[str, np.nd
     """Probabilities -> the action dict of `predict`.
 
     Buttons and camera bins are decoded by argmax, as VPT. `camera_deg` decodes the expected bin
-    position: the model is trained on two-hot targets (train.two_hot), so the expected position is
+    position: the model is trained on two-hot targets (worldloom.actions.two_hot), so the expected position is
     the move itself, not a bin centre, and where the model cannot tell a turn's direction it answers
     near 0 instead of a confident wrong side (docs/idm.md). Labels store `camera_deg`.
     """

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from worldloom.datasets.schema import BUTTONS
-from worldloom.envs.actions import CAMERA_MAXVAL, dequantize_camera, quantize_camera
+from worldloom.actions import BUTTONS, CAMERA_MAXVAL, dequantize_camera, quantize_camera
 
 NOOP_BIN = 5  # the camera bin of a 0-degree move
 

@@ -29,10 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worldloom.actions import NUM_BUTTONS, NUM_CAMERA_BINS
 from worldloom.config import doc
-from worldloom.datasets.schema import NUM_BUTTONS
-
-NUM_CAMERA_BINS = 11  # VPT's mu-law quantizer: maxval 10, binsize 2 (worldloom.envs.actions)
 
 
 @dataclass(frozen=True)

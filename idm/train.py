@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm import tqdm
 
+from worldloom.actions import two_hot
 from worldloom.config import add_dataclass_args, dataclass_from_args, doc, to_json_dict
 from worldloom.errors import UserError
 from worldloom.idm import data as idm_data
@@ -123,21 +124,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def two_hot(position: torch.Tensor, num_bins: int) -> torch.Tensor:
-    """Continuous bin positions (...) in [0, num_bins - 1] -> (..., num_bins) two-hot targets.
-
-    The mass is split between the two neighbouring bins so that its mean is the position
-    (DreamerV3's two-hot, here over VPT's mu-law bins): the argmax stays VPT's bin, and the expected
-    position decodes to the exact move instead of a bin centre, which caps camera R² at 0.97-0.98
-    on VoxelWorld play (the quantization ceiling in the eval table).
-    """
-    position = position.clamp(0, num_bins - 1)
-    lo = position.floor().clamp(max=num_bins - 2)
-    frac = (position - lo).unsqueeze(-1)  # (..., 1)
-    lo = F.one_hot(lo.long(), num_bins).to(position.dtype)  # (..., num_bins)
-    return lo * (1 - frac) + lo.roll(1, -1) * frac
 
 
 def losses(out: dict[str, torch.Tensor], buttons: torch.Tensor, camera_pos: torch.Tensor,

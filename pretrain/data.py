@@ -17,8 +17,8 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from worldloom.actions import BUTTONS
 from worldloom.datasets import Dataset
-from worldloom.datasets.schema import BUTTONS
 from worldloom.errors import UserError
 
 from .model import encode_actions

@@ -34,15 +34,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from worldloom.actions import WORLD_MODEL_ACTION_DIM, world_model_camera, world_model_features
 from worldloom.config import doc
-from worldloom.datasets.schema import NUM_BUTTONS
 
 from .camera import rotate_frames
 
-ACTION_DIM = NUM_BUTTONS + 4  # 20 buttons + mu-law pitch and yaw + pitch and yaw in units of 10 degrees
-CAMERA_MAX_DEG = 10.0  # VPT's mu-law range (DESIGN section 3): maxval 10 degrees, mu 10
-CAMERA_MU = 10.0
-CAMERA_LINEAR_MAX_DEG = 90.0  # the linear camera feature is clipped here (MineRL allows 180 a step)
+ACTION_DIM = WORLD_MODEL_ACTION_DIM  # 20 buttons, mu-law and linear pitch and yaw (worldloom.actions)
 PREDICTIONS = ("v", "x_skip")
 T_MIN = 0.05  # x-prediction -> velocity divides by t; clamped as in JiT (Li & He 2025)
 
@@ -125,20 +122,13 @@ PRESETS: dict[str, WorldModelConfig] = {
 
 
 def encode_actions(buttons: torch.Tensor, camera_deg: torch.Tensor) -> torch.Tensor:
-    """(…, 20) buttons and (…, 2) camera degrees -> (…, 24) features: buttons, mu-law camera, linear camera.
-
-    The mu-law part (VPT) resolves small moves; the linear part keeps moves past 10 degrees (a
-    flick, a 24-degree look down), which the camera warp needs in full.
-    """
-    cam = camera_deg.clamp(-CAMERA_MAX_DEG, CAMERA_MAX_DEG) / CAMERA_MAX_DEG
-    cam = cam.sign() * torch.log1p(CAMERA_MU * cam.abs()) / math.log1p(CAMERA_MU)
-    linear = camera_deg.clamp(-CAMERA_LINEAR_MAX_DEG, CAMERA_LINEAR_MAX_DEG) / CAMERA_MAX_DEG
-    return torch.cat([buttons.float(), cam.float(), linear.float()], dim=-1)
+    """(…, 20) buttons and (…, 2) camera degrees -> (…, 24) action features (worldloom.actions)."""
+    return world_model_features(buttons, camera_deg)
 
 
 def camera_from_actions(action: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
     """Camera degrees of action features (…, 24), zero where the mask drops the action. -> (…, 2)."""
-    return action[..., -2:].float() * CAMERA_MAX_DEG * action_mask[..., None]
+    return world_model_camera(action) * action_mask[..., None]
 
 
 def shift_actions(action: torch.Tensor, has_action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from worldloom.datasets.schema import BUTTONS
-from worldloom.envs import actions
+from worldloom import actions
+from worldloom.actions import BUTTONS
 
 
 def test_buttons_are_vpts_list_in_order():

@@ -31,11 +31,11 @@ import ray  # also puts its own psutil (ray/thirdparty_files) on sys.path for th
 from worldloom.capture import CaptureConfig, Recorder, capture, expand_specs, play_episode
 from worldloom.capture.cli import config_from_args
 from worldloom.capture.driver import target_roots
-from worldloom.cli import main as cli_main
 from worldloom.datasets import Dataset, DatasetWriter, commit_shards, committed_episode_ids
 from worldloom.datasets.validate import validate
 from worldloom.envs import make_env, make_player
 from worldloom.errors import UserError
+from worldloom.pipeline.cli import main as cli_main
 
 RES = 64  # the voxel world's smallest frame
 
@@ -237,7 +237,7 @@ def test_driver_killed_and_started_again_resumes(tmp_path, ray_cluster):
             "--workers", "2", "--out", str(out), "--no-progress"]
     ray_tmp = tempfile.mkdtemp(prefix="wld", dir="/tmp")
     env = {**os.environ, "RAY_TMPDIR": ray_tmp}
-    proc = subprocess.Popen([sys.executable, "-m", "worldloom.cli", *argv], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "worldloom.pipeline.cli", *argv], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
@@ -259,7 +259,7 @@ def test_driver_killed_and_started_again_resumes(tmp_path, ray_cluster):
 
 
 def _parse(argv: list[str]):
-    from worldloom.cli import build_parser
+    from worldloom.pipeline.cli import build_parser
 
     return build_parser().parse_args(argv)
 

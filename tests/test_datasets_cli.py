@@ -15,10 +15,10 @@ import pytest
 from conftest import pixel_frames
 from PIL import Image
 
-from worldloom.cli import main
 from worldloom.datasets import Dataset, DatasetWriter
 from worldloom.datasets.validate import validate
 from worldloom.datasets.writer import file_checksum, parquet_options
+from worldloom.pipeline.cli import main
 
 
 def tree_digest(root) -> dict:
@@ -113,7 +113,7 @@ def test_wrong_format_version_is_one_line_without_traceback(small_dataset, capsy
     (small_dataset / "dataset.json").write_text(json.dumps(manifest))
     code, lines = run_validate(small_dataset, capsys)
     assert code == 1 and "format_version is 2" in lines[0]
-    out = subprocess.run([sys.executable, "-m", "worldloom.cli", "dataset", "inspect", str(small_dataset)],
+    out = subprocess.run([sys.executable, "-m", "worldloom.pipeline.cli", "dataset", "inspect", str(small_dataset)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     (line,) = out.stderr.strip().splitlines()

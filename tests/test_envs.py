@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import worldloom.envs
-from worldloom.envs import actions, make_env
+from worldloom import actions
+from worldloom.envs import make_env
 from worldloom.envs.blocks import BLOCK_ID, HARDNESS
 from worldloom.envs.world import World
 from worldloom.envs.worldgen import BIOMES, generate

@@ -6,11 +6,12 @@ import gymnasium
 import numpy as np
 import pytest
 
-from worldloom.cli import main
-from worldloom.envs import actions, make_env, make_player
+from worldloom import actions
+from worldloom.envs import make_env, make_player
 from worldloom.envs.crafter_env import CRAFTER_ACTIONS, select_slot, to_crafter
 from worldloom.envs.minerl_env import MineRLNotInstalled, from_minerl, pov_to_obs, to_minerl
 from worldloom.errors import UserError
+from worldloom.pipeline.cli import main
 
 
 def press(**keys):

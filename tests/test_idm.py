@@ -14,7 +14,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from worldloom.cli import main as cli
 from worldloom.datasets import Dataset, DatasetWriter
 from worldloom.errors import UserError
 from worldloom.idm import checkpoint, infer, metrics
@@ -22,11 +21,13 @@ from worldloom.idm.data import padded_frames
 from worldloom.idm.model import IDM, PRESETS, MotionBranch, num_parameters
 from worldloom.idm.train import TrainConfig, lr_at
 from worldloom.idm.train import main as train_main
+from worldloom.pipeline.cli import main as cli
 
 
 def play(num_steps: int, seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Real VoxelWorld play: frames (T, H, W, 3), buttons (T, 20), camera (T, 2); action[t] after frame[t]."""
-    from worldloom.envs import actions, make_env, make_player
+    from worldloom import actions
+    from worldloom.envs import make_env, make_player
 
     env, player = make_env("voxel", height=size, width=size), make_player("mixture", seed=seed)
     obs, info = env.reset(seed=seed)
@@ -172,8 +173,7 @@ def test_scores_and_baselines_on_known_actions():
     decoded = infer.decode(np.zeros((6, 20), np.float32), unsure)
     assert decoded["camera_deg"][3, 1] == pytest.approx(0.0, abs=1e-5)  # the expectation of -10 and +10
     # Two-hot targets: the expected bin position decodes to the move itself, between bin centres.
-    from worldloom.envs.actions import camera_to_bin_position
-    from worldloom.idm.train import two_hot
+    from worldloom.actions import camera_to_bin_position, two_hot
     moves = np.array([[-7.3, 0.4], [2.5, -10.0]], np.float32)
     target = two_hot(torch.from_numpy(camera_to_bin_position(moves)).float(), 11)
     assert torch.allclose(target.sum(-1), torch.ones(2, 2)) and int((target > 0).sum()) <= 8

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from test_idm import play, write_dataset
 
-from worldloom.cli import main as cli
 from worldloom.datasets import Dataset
 from worldloom.idm import checkpoint
 from worldloom.idm.label import LabelConfig, label
 from worldloom.idm.train import TrainConfig
 from worldloom.idm.train import main as train_main
 from worldloom.idm.video import read_chunks
+from worldloom.pipeline.cli import main as cli
 
 
 def write_mp4(path, frames: np.ndarray, fps: float) -> str:

@@ -14,9 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from worldloom.cli import main as cli
-from worldloom.envs.actions import BUTTONS as ACTION_BUTTONS
+from worldloom.actions import BUTTONS as ACTION_BUTTONS
 from worldloom.errors import UserError
+from worldloom.pipeline.cli import main as cli
 from worldloom.pretrain import evaluate as ev
 from worldloom.pretrain.camera import fit_fov_deg, rotate_frames
 from worldloom.pretrain.flow import (
@@ -41,7 +41,7 @@ MICRO = {"batch_size": 2, "log_every": 1, "warmup_steps": 2}
 
 def play(seed: int, steps: int, size: int = 64):
     import worldloom.envs as envs
-    from worldloom.envs import actions
+    from worldloom import actions
 
     env, player = envs.make_env("voxel", height=size, width=size), envs.make_player("mixture", seed=seed)
     obs, info = env.reset(seed=seed)

@@ -8,7 +8,7 @@ import numpy as np
 from browser import dump_dom
 from PIL import Image
 
-from worldloom.report import Report
+from worldloom.pipeline.report import Report
 
 
 def _write_media(tmp_path):

@@ -3,8 +3,10 @@
     make demo     # install into .venv and run the main job
     make test     # install into .venv and run the tests
 
-Stages live in subpackages, each importable on its own: `worldloom.envs`, `worldloom.capture`,
-`worldloom.datasets`, `worldloom.idm`, `worldloom.pretrain`.
+The floor: what every stage shares (errors, config, the action space, atomic writes and
+checkpoints, the training plumbing, the Ray session). The stages live in `worldloom.envs`,
+`worldloom.capture`, `worldloom.datasets`, `worldloom.idm`, `worldloom.pretrain`; the roof (the
+command line, the main job, its report) in `worldloom.pipeline`.
 """
 
 import os

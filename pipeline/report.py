@@ -1,6 +1,6 @@
 """A run's report as one self-contained HTML page (opens offline, no CDN) and a Markdown twin.
 
-    from worldloom.report import Report
+    from worldloom.pipeline.report import Report
     r = Report("WorldLoom demo")
     s = r.section("IDM", "Held-out seeds.")
     s.table(["metric", "IDM", "no-op"], [["macro F1", 0.91, 0.0]], keys=[["", "idm.macro_f1", ""]])

@@ -1,12 +1,12 @@
-"""The action space: MineRL 1.0 style dicts <-> arrays <-> the model form (20 bits + 2 camera bins).
+"""The action space, in one place: VPT / MineRL 1.0 buttons, camera, quantizer, FPS, encodings.
 
-    from worldloom.envs import actions
+    from worldloom import actions
     a = actions.noop(); actions.validate(a)
     buttons, camera = actions.to_arrays([a, a])      # (T, 20) bool, (T, 2) float32 degrees
     bins = actions.quantize_camera(camera)           # (T, 2) int64 in 0..10
 
-The buttons are VPT's `Buttons.ALL` (openai/Video-Pre-Training `lib/actions.py`), imported from
-`worldloom.datasets.schema` so one list serves every stage. The camera is `[pitch, yaw]` in
+The buttons are VPT's `Buttons.ALL` (openai/Video-Pre-Training `lib/actions.py`); every stage
+(the env, the dataset columns, both models) takes them from here. The camera is `[pitch, yaw]` in
 degrees per step. Quantization is VPT's mu-law `CameraQuantizer` (`lib/actions.py`,
 `camera_maxval=10, camera_binsize=2, mu=10`): 11 bins per axis with centres 0, +-0.615,
 +-1.609, +-3.215, +-5.809, +-10 degrees.
@@ -19,14 +19,25 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from worldloom.datasets.schema import BUTTONS, NUM_BUTTONS
+# Game time runs at 20 steps per second (MineRL and VPT record at 20 Hz), so footage is 20 fps.
+FPS = 20
+
+BUTTONS: tuple[str, ...] = (
+    "attack", "back", "forward", "jump", "left", "right", "sneak", "sprint", "use", "drop",
+    "inventory", *(f"hotbar.{i}" for i in range(1, 10)),
+)
+NUM_BUTTONS = len(BUTTONS)  # 20
+CAMERA_AXES: tuple[str, ...] = ("pitch", "yaw")
+CAMERA_UNITS = "degrees per step"
+# Written into every dataset's manifest: the order of events within a step.
+ACTION_ALIGNMENT = "action[t] is applied between frame[t] and frame[t+1]"
 
 __all__ = [
-    "BUTTONS", "NUM_BUTTONS", "CAMERA_MAXVAL", "CAMERA_BINSIZE", "CAMERA_MU", "NUM_CAMERA_BINS",
+    "FPS", "BUTTONS", "NUM_BUTTONS", "CAMERA_AXES", "CAMERA_UNITS", "ACTION_ALIGNMENT", "CAMERA_MAXVAL", "CAMERA_BINSIZE", "CAMERA_MU", "NUM_CAMERA_BINS",
     "CAMERA_LIMIT", "IGNORED_KEYS", "noop", "validate", "to_arrays", "from_arrays",
     "camera_to_bin_position", "bin_position_to_camera",
     "quantize_camera", "dequantize_camera", "to_model", "from_model", "to_flat", "from_flat",
-    "FLAT_SIZE",
+    "FLAT_SIZE", "WORLD_MODEL_ACTION_DIM", "world_model_features", "world_model_camera", "two_hot",
 ]
 
 CAMERA_MAXVAL = 10.0  # degrees; VPT clips camera moves to +-10 before quantizing
@@ -66,7 +77,7 @@ def validate(action: Mapping) -> None:
         raise ValueError(f"an action must be a dict of {NUM_BUTTONS} buttons and 'camera', got {type(action).__name__}")
     missing = [k for k in (*BUTTONS, "camera") if k not in action]
     if missing:
-        raise ValueError(f"action is missing key(s) {missing}; see worldloom.envs.actions.noop()")
+        raise ValueError(f"action is missing key(s) {missing}; see worldloom.actions.noop()")
     unknown = [k for k in action if k not in BUTTONS and k != "camera" and k not in IGNORED_KEYS]
     if unknown:
         raise ValueError(f"action has unknown key(s) {unknown}; known: {[*BUTTONS, 'camera']}")
@@ -162,3 +173,43 @@ def from_flat(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if flat.shape[-1] != FLAT_SIZE:
         raise ValueError(f"flat actions must end in {FLAT_SIZE} values, got shape {flat.shape}")
     return flat[..., :NUM_BUTTONS].astype(bool), dequantize_camera(flat[..., NUM_BUTTONS:])
+
+
+# ---- The encodings the two models use (torch tensors; torch is imported where they run) -------
+
+# World model: 20 buttons, mu-law pitch and yaw (VPT's curve, continuous), and pitch and yaw in
+# units of 10 degrees, clipped at 90: the mu-law part resolves small moves, the linear part keeps
+# moves past 10 degrees (a flick, a 24-degree look down) that the camera turn of the skip path needs.
+WORLD_MODEL_ACTION_DIM = NUM_BUTTONS + 4
+CAMERA_LINEAR_MAX_DEG = 90.0
+
+
+def world_model_features(buttons, camera_deg):
+    """Buttons (..., 20) and camera degrees (..., 2) torch tensors -> (..., 24) float features."""
+    import torch
+
+    cam = camera_deg.clamp(-CAMERA_MAXVAL, CAMERA_MAXVAL) / CAMERA_MAXVAL
+    cam = cam.sign() * torch.log1p(CAMERA_MU * cam.abs()) / math.log1p(CAMERA_MU)
+    linear = camera_deg.clamp(-CAMERA_LINEAR_MAX_DEG, CAMERA_LINEAR_MAX_DEG) / CAMERA_MAXVAL
+    return torch.cat([buttons.float(), cam.float(), linear.float()], dim=-1)
+
+
+def world_model_camera(features):
+    """Camera degrees (..., 2) of world-model features (..., 24): the linear part, exact to 90 degrees."""
+    return features[..., -2:].float() * CAMERA_MAXVAL
+
+
+def two_hot(position, num_bins: int = NUM_CAMERA_BINS):
+    """IDM camera targets: bin positions (...) in [0, num_bins - 1] -> (..., num_bins) two-hot.
+
+    The mass is split between the two neighbouring bins so that its mean is the position
+    (DreamerV3's two-hot, here over VPT's mu-law bins): the argmax stays VPT's bin, and the
+    expected position decodes to the exact move instead of a bin centre.
+    """
+    import torch.nn.functional as F
+
+    position = position.clamp(0, num_bins - 1)
+    lo = position.floor().clamp(max=num_bins - 2)
+    frac = (position - lo).unsqueeze(-1)  # (..., 1)
+    lo = F.one_hot(lo.long(), num_bins).to(position.dtype)  # (..., num_bins)
+    return lo * (1 - frac) + lo.roll(1, -1) * frac

@@ -28,7 +28,7 @@ STAGES = (
     ("idm", "worldloom.idm.cli", "inverse dynamics model: train, eval, label"),
     ("pretrain", "worldloom.pretrain.cli", "train and evaluate the video world model"),
     ("rollout", "worldloom.pretrain.rollout_cli", "roll the world model out beside the truth"),
-    ("pipeline", "worldloom.pipeline", "the whole loop: capture, IDM, label, pretrain, report"),
+    ("pipeline", "worldloom.pipeline.job", "the whole loop: capture, IDM, label, pretrain, report"),
 )
 
 

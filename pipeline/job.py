@@ -28,7 +28,7 @@ from typing import Any
 
 from worldloom.config import add_dataclass_args, dataclass_from_args, doc
 from worldloom.errors import UserError
-from worldloom.stages import StageRunner, stage_key
+from worldloom.pipeline.stages import StageRunner, stage_key
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def _paths(out: Path) -> dict[str, Path]:
 def run_capture(cfg: PipelineConfig, paths: dict[str, Path]) -> tuple[dict, dict]:
     """Record the four datasets; seeds are disjoint so the held-out worlds stay unseen."""
     from worldloom.capture import CaptureConfig, capture
-    from worldloom.capture.driver import ray_session
+    from worldloom.cluster import ray_session
 
     s = cfg.sizes
     jobs = {  # name: (episodes, seed offset, strip actions to)
@@ -126,7 +126,7 @@ def run_capture(cfg: PipelineConfig, paths: dict[str, Path]) -> tuple[dict, dict
         resolution=s.resolution, seed=cfg.seed * 10 + offset, workers=cfg.num_workers,
         address=cfg.address, strip_actions=strip) for name, (episodes, offset, strip) in jobs.items()}
     figures = {}
-    with ray_session(configs["labeled"]):  # one cluster for the four jobs: Ray starts in seconds, not zero
+    with ray_session(cfg.address, cfg.num_workers):  # one cluster for the four jobs: Ray starts in seconds, not zero
         for name, capture_cfg in configs.items():
             t0 = time.perf_counter()
             capture(capture_cfg)
@@ -192,7 +192,7 @@ def run_pretrain_eval(cfg: PipelineConfig, paths: dict[str, Path]) -> tuple[dict
 
 def main(cfg: PipelineConfig) -> Path:
     """Run (or resume) every stage, then write the report; returns report.html's path."""
-    from worldloom.pipeline_report import write_report
+    from worldloom.pipeline.sections import write_report
 
     out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

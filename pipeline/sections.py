@@ -12,11 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from worldloom.actions import FPS
 from worldloom.config import to_json_dict
-from worldloom.report import Report, Section
-from worldloom.stages import StageRecord
-
-FPS = 20
+from worldloom.pipeline.report import Report, Section
+from worldloom.pipeline.stages import StageRecord
 
 
 def _dataset_rows(paths: dict[str, Path], figures_dir: Path, section: Section) -> dict:

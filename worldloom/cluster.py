@@ -1,0 +1,73 @@
+"""The one Ray session of a command: a local cluster on loopback, or a cluster joined with --address.
+
+    from worldloom.cluster import ray_session
+    with ray_session(address=None, num_cpus=2):      # capture, label and pretrain inside share it
+        ...
+
+A stage that needs Ray calls `ray_session` too: if a session is already up (the pipeline opened
+one, or the user called `ray.init`), it is used as it is and left running, so `--address` and
+the worker count given to the pipeline reach every stage. A session this function started is
+shut down when its block ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+
+from worldloom.errors import UserError
+
+__all__ = ["ray_session", "check_reachable", "cluster_resources", "LOCAL_ADDRESS"]
+
+LOCAL_ADDRESS = "127.0.0.1"
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
+    """Use the Ray that is up, join `address` (HOST:PORT, auto, ray://...), or start a local
+    cluster with `num_cpus` CPUs (None: all of this machine's) bound to loopback.
+
+    Raises UserError (one line) when the cluster cannot be started or reached.
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    quiet = {"include_dashboard": False, "log_to_driver": True}  # actors' errors still reach the user
+    if address:
+        check_reachable(address)
+    try:
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING, **quiet)
+        else:  # our own cluster: its start-up notices are noise
+            ray.init(num_cpus=num_cpus, _node_ip_address=LOCAL_ADDRESS, logging_level=logging.ERROR, **quiet)
+    except (ConnectionError, TimeoutError, ValueError) as err:
+        raise UserError(f"cannot start or join Ray (address={address!r}): {err}") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """UserError at once if nothing listens at HOST:PORT (ray.init would retry for minutes)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # "auto", ray://..., left to Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise UserError(f"--address {address}: no Ray cluster answers there ({err}); start one with "
+                        f"`ray start --head --port={port}` or leave --address out to start a local one") from None
+
+
+def cluster_resources() -> dict[str, float]:
+    """CPU and GPU counts of the running session (empty when none is up)."""
+    import ray
+
+    if not ray.is_initialized():
+        return {}
+    return {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
