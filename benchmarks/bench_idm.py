@@ -21,8 +21,7 @@ from pathlib import Path
 import cv2
 import torch
 
-from worldloom.config import to_json_dict
-from worldloom.idm.checkpoint import CONFIG_FILE, save_checkpoint, write_json_atomic
+from worldloom.idm.checkpoint import save_idm
 from worldloom.idm.infer import predict
 from worldloom.idm.label import LabelConfig, label
 from worldloom.idm.model import IDM, PRESETS
@@ -59,9 +58,7 @@ def untrained_run(run_dir: Path, preset: str) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     model = IDM(PRESETS[preset])
-    write_json_atomic(run_dir / CONFIG_FILE, {"train": {"preset": preset}, "model": to_json_dict(PRESETS[preset])})
-    save_checkpoint(run_dir, model, torch.optim.AdamW(model.parameters()), {"step": 0})
-    return run_dir
+    return save_idm(run_dir, model, {"preset": preset})
 
 
 def train_windows_per_s(preset: str, batch_size: int, num_steps: int, device: torch.device) -> float:

@@ -32,8 +32,8 @@ def run(tmp_path_factory):
     """A micro IDM trained for two steps on real VoxelWorld play."""
     root = tmp_path_factory.mktemp("idm")
     data = write_dataset(root / "data", [play(24, 0), play(24, 1)])
-    return str(train_main(TrainConfig(data=(data,), out=str(root / "run"), preset="micro", steps=2, batch_size=2,
-                                      warmup_steps=1, eval_every=2, ckpt_every=2, val_fraction=0)))
+    return str(train_main(TrainConfig(data=(data,), out=str(root / "run"), preset="micro", max_steps=2, batch_size=2,
+                                      warmup_steps=1, eval_every=2, checkpoint_every=2, val_fraction=0)))
 
 
 @pytest.fixture(scope="module")
