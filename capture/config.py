@@ -22,7 +22,8 @@ from worldloom.datasets.codecs import CODECS
 from worldloom.envs import ENV_NAMES, PLAYER_NAMES
 
 # Fields that say how a job runs, not what it writes: a resumed job may change them freely.
-EXECUTION_FIELDS = ("out", "workers", "address", "strip_actions", "episodes_per_shard", "progress")
+# ("workers": the name of num_workers in datasets written by WorldLoom 0.1.)
+EXECUTION_FIELDS = ("out", "num_workers", "workers", "address", "strip_actions", "episodes_per_shard", "progress")
 MAX_RESOLUTION = 1024
 MAX_STEPS = 1_000_000
 # A recorder holds one whole episode's frames before writing it (the writer takes whole episodes).
@@ -40,7 +41,7 @@ class CaptureConfig:
     steps: int = doc("steps (frames) per episode; an episode that ends earlier is kept shorter", 200)
     resolution: int = doc("frame height and width in pixels (square frames)", 128)
     seed: int = doc("job seed: episode i plays seed derived from (seed, i)", 0)
-    workers: int = doc("number of recorder actors (one CPU each)", 2)
+    num_workers: int = doc("number of recorder actors (one CPU each)", 2)
     address: str | None = doc("Ray cluster to join (HOST:PORT or auto); unset: start a local one for this job", None)
     strip_actions: str | None = doc(
         "write the footage without actions (label_source none) to OUT and the true actions to this dataset", None
@@ -61,7 +62,7 @@ class CaptureConfig:
         _check_int("steps", self.steps, 1, MAX_STEPS)
         _check_int("resolution", self.resolution, 16, MAX_RESOLUTION)
         _check_int("seed", self.seed, 0, 2**31 - 1)
-        _check_int("workers", self.workers, 1, 4096)
+        _check_int("num_workers", self.num_workers, 1, 4096)
         _check_int("episodes_per_shard", self.episodes_per_shard, 1, 10_000)
         if self.episode_bytes > MAX_EPISODE_BYTES:
             raise ValueError(f"steps x resolution^2 x 3 bytes must be at most 2 GiB (one episode is held in memory), "

@@ -139,7 +139,7 @@ def write_report(cfg, paths: dict[str, Path], records: dict[str, StageRecord]) -
     paths["figures"].mkdir(parents=True, exist_ok=True)
     report = Report(f"WorldLoom pipeline: preset {cfg.preset}")
     report.data["config"] = to_json_dict(cfg)
-    report.data["preset"] = to_json_dict(cfg.sizes)
+    report.data["preset"] = to_json_dict(cfg.resolved_sizes)
     stats = _dataset_rows(paths, paths["figures"], report.section(
         "Datasets", "Recorded by Ray actors playing VoxelWorld with the Mixture player; footage had its actions "
         "withheld and was pseudo-labeled by the IDM."))

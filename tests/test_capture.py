@@ -98,7 +98,7 @@ def _raw_environ(pid: int) -> bytes:
 def test_specs_are_deterministic_and_distinct():
     cfg = CaptureConfig(out="x", episodes=5, steps=10, resolution=RES, seed=3)
     specs = expand_specs(cfg)
-    assert specs == expand_specs(CaptureConfig(out="elsewhere", episodes=5, steps=10, resolution=RES, seed=3, workers=7))
+    assert specs == expand_specs(CaptureConfig(out="elsewhere", episodes=5, steps=10, resolution=RES, seed=3, num_workers=7))
     assert len({s.episode_id for s in specs}) == len({s.seed for s in specs}) == 5
     other = expand_specs(CaptureConfig(out="x", episodes=5, steps=10, resolution=RES, seed=4))
     assert not {s.seed for s in specs} & {s.seed for s in other}
@@ -279,7 +279,7 @@ def ray_cluster():
 
 
 def test_rerun_completes_only_what_is_missing(tmp_path, ray_cluster):
-    cfg = CaptureConfig(out=str(tmp_path / "d"), episodes=5, steps=20, resolution=RES, workers=2, progress=False)
+    cfg = CaptureConfig(out=str(tmp_path / "d"), episodes=5, steps=20, resolution=RES, num_workers=2, progress=False)
     _make_dataset(cfg, 2)
     old = {p: d for p, d in tree_digest(tmp_path / "d").items() if "part-old" in p}
     result = capture(cfg)
@@ -292,7 +292,7 @@ def test_rerun_completes_only_what_is_missing(tmp_path, ray_cluster):
 
 
 def test_actor_killed_mid_episode_is_restarted_and_its_episode_redone(tmp_path, ray_cluster):
-    cfg = CaptureConfig(out=str(tmp_path / "d"), episodes=4, steps=300, resolution=96, workers=2, progress=False)
+    cfg = CaptureConfig(out=str(tmp_path / "d"), episodes=4, steps=300, resolution=96, num_workers=2, progress=False)
     import psutil
 
     killed: list[int] = []
@@ -328,7 +328,7 @@ def test_actor_killed_mid_episode_is_restarted_and_its_episode_redone(tmp_path, 
 
 def test_strip_actions_writes_footage_and_truth(tmp_path, ray_cluster):
     cfg = CaptureConfig(out=str(tmp_path / "footage"), strip_actions=str(tmp_path / "truth"), episodes=3, steps=16,
-                        resolution=RES, workers=2, progress=False)
+                        resolution=RES, num_workers=2, progress=False)
     capture(cfg)
     footage, truth = Dataset(cfg.out), Dataset(cfg.strip_actions)
     assert set(footage.episodes.column("label_source").to_pylist()) == {"none"}
@@ -345,7 +345,7 @@ def test_strip_actions_writes_footage_and_truth(tmp_path, ray_cluster):
 
 def test_crafter_goes_through_the_same_path(tmp_path, ray_cluster):
     cfg = CaptureConfig(out=str(tmp_path / "d"), env="crafter", player="random", episodes=3, steps=25, resolution=RES,
-                        workers=2, episodes_per_shard=2, progress=False)
+                        num_workers=2, episodes_per_shard=2, progress=False)
     capture(cfg)
     assert_exactly_once(cfg.out, cfg)
     assert len(Dataset(cfg.out).manifest["shards"]) == 2  # episodes_per_shard=2: a shard of 2, one of 1
@@ -365,7 +365,7 @@ def test_writes_to_s3_on_a_local_server(tmp_path, ray_cluster, monkeypatch):
         host, port = server.get_host_and_port()
         boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1").create_bucket(Bucket="worldloom-test")
         uri = f"s3://worldloom-test/runs/d?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
-        cfg = CaptureConfig(out=uri, episodes=3, steps=10, resolution=RES, workers=2, progress=False)
+        cfg = CaptureConfig(out=uri, episodes=3, steps=10, resolution=RES, num_workers=2, progress=False)
         assert capture(cfg).num_recorded == 3
         assert_exactly_once(uri, cfg)
         assert Dataset(uri).frames(expand_specs(cfg)[0].episode_id).frames.shape == (10, RES, RES, 3)
@@ -381,7 +381,7 @@ def test_full_disk_stops_with_a_clear_error_and_committed_shards_intact(tmp_path
     if mounted.returncode != 0:
         pytest.skip(f"a full disk needs a small tmpfs, and mounting one needs root: {mounted.stderr.decode().strip()}")
     try:
-        cfg = CaptureConfig(out=str(mnt / "d"), episodes=12, steps=60, resolution=128, workers=2, progress=False)
+        cfg = CaptureConfig(out=str(mnt / "d"), episodes=12, steps=60, resolution=128, num_workers=2, progress=False)
         with pytest.raises(UserError, match="No space left|cannot"):
             capture(cfg)
         committed = committed_episode_ids(cfg.out)

@@ -16,12 +16,10 @@ def test_two_ray_train_workers_take_ddp_steps(tmp_path):
     import ray
 
     data = write(tmp_path / "train", (0, 1), 24)
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        run = main(TrainConfig(data=(data,), out=str(tmp_path / "wm"), workers=2, max_steps=2, batch_size=2,
-                               warmup_steps=1, checkpoint_every=1, log_every=1))
-    finally:
-        ray.shutdown()
+    # no Ray is up: pretrain opens its own local session (worldloom.cluster) and shuts it down after
+    run = main(TrainConfig(data=(data,), out=str(tmp_path / "wm"), num_workers=2, max_steps=2, batch_size=2,
+                           warmup_steps=1, checkpoint_every=1, log_every=1))
+    assert not ray.is_initialized()
     state = json.loads((run / "checkpoint" / "state.json").read_text())
     assert state["step"] == 2 and state["world_size"] == 2
     rows = (run / "metrics.csv").read_text().splitlines()

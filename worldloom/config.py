@@ -88,7 +88,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[s
         deprecated_flag(parser, old, field_name)
 
 
-def _add_fields(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...], prefix: str) -> None:
+def _add_fields(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...], prefix: str,
+                base: Any = None) -> None:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip or not f.init:
@@ -100,13 +101,14 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...
             if prefix:
                 raise TypeError(f"{cls.__name__}.{f.name}: configs nest one level deep, not more")
             group = parser.add_argument_group(f"{f.name} ({help_text})" if help_text else f.name)
-            _add_fields(group, kind, (), prefix=f.name)
+            _, field_default = _default(f)
+            _add_fields(group, kind, (), prefix=f.name, base=field_default)
             continue
         has_default, default = _default(f)
-        if has_default and not prefix:
+        if prefix:  # nested: the parent's default instance, else the preset's (nested_default)
+            help_text += f" (default: {getattr(base, f.name)})" if base is not None else " (default: the preset's)"
+        elif has_default:
             help_text += f" (default: {default})"
-        elif prefix:
-            help_text += " (default: the preset's)" if not has_default or default is None else f" (default: {default})"
         flag = flag_name(f.name, prefix)
         required = not has_default and not prefix
         if kind is bool and not many:

@@ -117,9 +117,13 @@ class TimeBudget:
         self.planned_steps = max(step + 1, min(self.limit, fitted))
         return True
 
+    def out_of_time(self, elapsed_s: float) -> bool:
+        """True when the time is spent (5% grace for a drifting estimate)."""
+        return bool(self.minutes) and elapsed_s > self.minutes * 60 * 1.05
+
     def done(self, step: int, elapsed_s: float) -> bool:
-        """True when the schedule is finished or the time is spent (5% grace for a drifting estimate)."""
-        return step >= self.total_steps or bool(self.minutes) and elapsed_s > self.minutes * 60 * 1.05
+        """True when the schedule is finished or the time is spent."""
+        return step >= self.total_steps or self.out_of_time(elapsed_s)
 
     def state(self) -> dict[str, Any]:
         return {"planned_steps": self.planned_steps}
