@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from worldloom.io import atomic_write_text
+
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #ccc}
@@ -95,9 +97,9 @@ class Report:
         """Write report.html, report.md and report.json into `out_dir`; return the HTML path."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / "report.json", json.dumps(self.data, indent=2, default=str))
-        _atomic_write(out / "report.md", self._markdown(out))
-        _atomic_write(out / "report.html", self._html())
+        atomic_write_text(out / "report.json", json.dumps(self.data, indent=2, default=str))
+        atomic_write_text(out / "report.md", self._markdown(out))
+        atomic_write_text(out / "report.html", self._html())
         return out / "report.html"
 
     def _html(self) -> str:
@@ -164,8 +166,3 @@ def _markdown_block(kind: str, payload: Any, out: Path) -> list[str]:
         return [f"![{caption}]({rel})"]
     return ["```", str(payload), "```"]
 
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from worldloom.io import atomic_write_json
 
 
 def stage_key(config: Any, upstream_keys: list[str]) -> str:
@@ -114,6 +115,4 @@ class StageRunner:
 
     def _save(self) -> None:
         data = {"stages": {k: vars(v) for k, v in self.records.items()}}
-        tmp = self.path.with_name(f".pipeline.json.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=2, default=str))
-        os.replace(tmp, self.path)
+        atomic_write_json(self.path, data)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 
 from worldloom.config import doc
 from worldloom.errors import UserError
+from worldloom.io import atomic_path, atomic_write_text
 
 from .checkpoint import load_world_model
 from .data import frames_to_model, model_to_frames
@@ -208,8 +208,8 @@ def evaluate(cfg: EvalConfig) -> dict:
         report["controllability"] = controllability(cfg.idm, gen, clips, context, cfg.horizon)
     out = Path(cfg.out) if cfg.out else Path(cfg.model) / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    _write(out / "eval.json", json.dumps(report, indent=1))
-    _write(out / "eval.md", to_markdown(report))
+    atomic_write_text(out / "eval.json", json.dumps(report, indent=1))
+    atomic_write_text(out / "eval.md", to_markdown(report))
     plot(report, out / "eval.png")
     return report
 
@@ -264,13 +264,6 @@ def plot(r: dict, path: Path) -> None:
         ax.set_title(f"rollout {name}")
         ax.legend()
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=80)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
-    os.replace(tmp, path)
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -13,7 +13,6 @@ frames, a red bar over generated ones). mp4 (H.264 via PyAV) or gif, by the exte
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 
 from worldloom.config import doc
 from worldloom.errors import UserError
+from worldloom.io import write_video
 
 from .checkpoint import load_world_model
 from .data import frames_to_model, model_to_frames
@@ -62,30 +62,6 @@ def side_by_side(truth: np.ndarray, generated: np.ndarray, context: int, scale: 
     return out
 
 
-def write_video(frames: np.ndarray, path: Path, fps: float) -> None:
-    """(T, H, W, 3) uint8 -> mp4 (H.264, yuv420p) or gif, written to a temporary name then renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    if path.suffix.lower() == ".gif":
-        from PIL import Image
-
-        images = [Image.fromarray(f) for f in frames]
-        images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    else:
-        import av
-
-        frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # yuv420p wants even sizes
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=round(fps))
-            stream.height, stream.width = frames.shape[1:3]
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": "18"}
-            for f in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-            container.mux(stream.encode())
-    os.replace(tmp, path)
-
-
 def rollout_episode(cfg: RolloutConfig) -> dict:
     """Generate cfg.horizon frames after the episode's real context and write the video."""
     from worldloom.datasets import Dataset
@@ -113,5 +89,5 @@ def rollout_episode(cfg: RolloutConfig) -> dict:
     seconds = time.perf_counter() - t0
     truth = model_to_frames(x[0]).numpy()
     generated = np.concatenate([truth[:context], model_to_frames(frames[0]).numpy()])
-    write_video(side_by_side(truth, generated, context, cfg.scale), Path(cfg.out), cfg.fps or ds.spec.fps)
+    write_video(cfg.out, side_by_side(truth, generated, context, cfg.scale), cfg.fps or ds.spec.fps)
     return {"out": cfg.out, "horizon": horizon, "context": context, "frames_per_s": horizon / seconds}

@@ -29,8 +29,8 @@ import pytest
 import ray  # also puts its own psutil (ray/thirdparty_files) on sys.path for the helpers below
 
 from worldloom.capture import CaptureConfig, Recorder, capture, expand_specs, play_episode
-from worldloom.capture.cli import config_from_args
 from worldloom.capture.driver import target_roots
+from worldloom.config import dataclass_from_args
 from worldloom.datasets import Dataset, DatasetWriter, commit_shards, committed_episode_ids
 from worldloom.datasets.validate import validate
 from worldloom.envs import make_env, make_player
@@ -124,11 +124,11 @@ def test_config_rejects_nonsense(field, value, words):
 
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
-    assert cli_main(["capture", "--env", "doom", "--out", str(tmp_path / "d")]) == 2
+    assert cli_main(["capture", "run", "--env", "doom", "--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
     assert "doom" in err and "voxel" in err and err.count("\n") == 1
-    assert cli_main(["capture", "--resolution", "0", "--out", str(tmp_path / "d")]) == 2
-    assert cli_main(["capture", "--out", str(tmp_path / "d"), "--strip-actions", str(tmp_path / "d")]) == 2
+    assert cli_main(["capture", "run", "--resolution", "0", "--out", str(tmp_path / "d")]) == 2
+    assert cli_main(["capture", "run", "--out", str(tmp_path / "d"), "--strip-actions", str(tmp_path / "d")]) == 2
     assert not (tmp_path / "d").exists()
 
 
@@ -233,8 +233,8 @@ def test_driver_killed_and_started_again_resumes(tmp_path, ray_cluster):
     out = tmp_path / "d"
     # 600 steps an episode: long enough that the job cannot finish between two looks at the
     # dataset (with 200 it once committed all 12 episodes between two polls on a quiet machine)
-    argv = ["capture", "--env", "voxel", "--episodes", "12", "--steps", "600", "--resolution", str(RES),
-            "--workers", "2", "--out", str(out), "--no-progress"]
+    argv = ["capture", "run", "--env", "voxel", "--episodes", "12", "--steps", "600", "--resolution", str(RES),
+            "--num-workers", "2", "--out", str(out), "--no-progress"]
     ray_tmp = tempfile.mkdtemp(prefix="wld", dir="/tmp")
     env = {**os.environ, "RAY_TMPDIR": ray_tmp}
     proc = subprocess.Popen([sys.executable, "-m", "worldloom.pipeline.cli", *argv], env=env,
@@ -252,7 +252,7 @@ def test_driver_killed_and_started_again_resumes(tmp_path, ray_cluster):
         proc.kill()
         kill_tree_matching(ray_tmp)  # Ray fate-shares with its driver; this only makes sure
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    cfg = config_from_args(_parse(argv))
+    cfg = dataclass_from_args(CaptureConfig, _parse(argv))
     result = capture(cfg)  # on the module's cluster
     assert result.num_skipped >= len(done) and result.num_skipped + result.num_recorded == 12
     assert_exactly_once(out, cfg)

@@ -139,8 +139,10 @@ def deprecated_flag(parser: argparse.ArgumentParser, old: str, field_name: str, 
     if value is not None:
         parser.add_argument(old, dest=field_name, action=_Deprecated, nargs=0, default=argparse.SUPPRESS,
                             help=argparse.SUPPRESS)
-    else:
-        parser.add_argument(old, dest=field_name, action=_Deprecated, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        return
+    target = next((a for a in parser._actions if a.dest == field_name), None)  # parse as the new flag does
+    parser.add_argument(old, dest=field_name, action=_Deprecated, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+                        type=getattr(target, "type", None), nargs=getattr(target, "nargs", None))
 
 
 @dataclasses.dataclass
@@ -202,3 +204,19 @@ def _nested_base(cls: type, name: str, kind: type, values: dict[str, Any]) -> An
 def to_json_dict(cfg: Any) -> dict:
     """A config as plain JSON-able data (tuples become lists), to store beside its outputs."""
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def parse_resolution(text: str | int) -> tuple[int, int]:
+    """`--resolution` values: "128" (square) or "640x360" (width x height, as video sizes are
+    written) -> (height, width) in pixels. ValueError naming the value otherwise."""
+    raw = str(text).strip().lower()
+    try:
+        if "x" in raw:
+            width, height = (int(part) for part in raw.split("x", 1))
+        else:
+            width = height = int(raw)
+    except ValueError:
+        raise ValueError(f"resolution must be N or WIDTHxHEIGHT in pixels (e.g. 128 or 640x360), got {text!r}") from None
+    if min(width, height) < 1:
+        raise ValueError(f"resolution must be positive, got {text!r}")
+    return height, width
