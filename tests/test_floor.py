@@ -16,7 +16,14 @@ from worldloom import actions, checkpoint
 from worldloom.config import add_dataclass_args, dataclass_from_args, doc, parse_resolution
 from worldloom.errors import UserError
 from worldloom.io import atomic_path, atomic_write_json, write_video
-from worldloom.training import MetricsLog, TimeBudget, TrainingDiverged, check_finite, lr_at, resolve_device
+from worldloom.training import (
+    MetricsLog,
+    TimeBudget,
+    TrainingDiverged,
+    check_finite,
+    lr_at,
+    resolve_device,
+)
 
 # --- atomic writes ------------------------------------------------------------------------------
 
