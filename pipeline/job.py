@@ -53,9 +53,11 @@ class Preset:
     judge_episodes: int = doc("labeled episodes for the judge IDM (controllability scoring only; 0: no judge)", 16)
     idm_preset: str = doc("the IDM's model preset", "tiny")
     idm_minutes: float = doc("IDM training budget in minutes", 5.0)
+    idm_batch_size: int | None = doc("IDM windows per step (default: the IDM preset's); validation scores twice as many", None)
     judge_minutes: float = doc("judge IDM training budget in minutes", 2.0)
     wm_preset: str = doc("the world model's preset", "tiny")
     wm_minutes: float = doc("world-model training budget in minutes", 6.0)
+    wm_batch_size: int = doc("world-model clips per step", 16)
     eval_clips: int = doc("held-out clips the world model is scored on", 32)
     eval_horizon: int = doc("rollout frames scored by PSNR/SSIM per horizon", 16)
     rollout_horizon: int = doc("frames generated for each rollout video", 48)
@@ -69,6 +71,8 @@ class Preset:
                      "eval_horizon", "rollout_horizon"):
             if getattr(self, name) < 1:
                 raise ValueError(f"sizes.{name} must be >= 1, got {getattr(self, name)}")
+        if self.wm_batch_size < 1 or self.idm_batch_size is not None and self.idm_batch_size < 1:
+            raise ValueError("sizes.wm_batch_size and sizes.idm_batch_size must be >= 1")
         if self.judge_episodes < 0 or min(self.idm_minutes, self.judge_minutes, self.wm_minutes) < 0:
             raise ValueError("sizes.judge_episodes and the minutes must be >= 0")
         if self.idm_preset not in IDM_PRESETS:
@@ -178,13 +182,16 @@ def stage_configs(cfg: PipelineConfig, paths: dict[str, Path]) -> dict[str, Any]
         seed=cfg.seed * 10 + offset, num_workers=cfg.workers, address=cfg.address, strip_actions=strip)
         for name, (episodes, offset, strip) in jobs.items() if episodes > 0}
     idm_model = dataclasses.replace(IDM_PRESETS[s.idm_preset], height=res, width=res)
+    idm_batch = s.idm_batch_size or IDMTrainConfig(data=("-",), out="-", preset=s.idm_preset).hparams.batch_size
     idm = {name: IDMTrainConfig(data=(str(paths[data]),), out=str(paths[name]), preset=s.idm_preset, model=idm_model,
-                                minutes=minutes, seed=cfg.seed + offset, device=cfg.device)
+                                minutes=minutes, seed=cfg.seed + offset, device=cfg.device, batch_size=idm_batch,
+                                val_windows=2 * idm_batch)
            for name, data, minutes, offset in (("idm", "labeled", s.idm_minutes, 0),
                                                ("judge", "judge_data", s.judge_minutes, 1))
            if name == "idm" or s.judge_episodes > 0}
     wm = WMTrainConfig(data=(str(paths["labeled"]), str(paths["pseudo"])), out=str(paths["wm"]), preset=s.wm_preset,
                        model=dataclasses.replace(WM_PRESETS[s.wm_preset], image_size=res), minutes=s.wm_minutes,
+                       batch_size=s.wm_batch_size,
                        seed=cfg.seed, device=cfg.device, address=cfg.address, num_workers=0 if cfg.multi_gpu else 1)
     return {
         "capture": capture, "idm": idm,
