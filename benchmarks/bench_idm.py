@@ -22,12 +22,12 @@ import cv2
 import torch
 
 from worldloom.config import to_json_dict
+from worldloom.datasets.video import read_video
 from worldloom.idm.checkpoint import CONFIG_FILE, save_checkpoint, write_json_atomic
 from worldloom.idm.infer import predict
 from worldloom.idm.label import LabelConfig, label
 from worldloom.idm.model import IDM, PRESETS
 from worldloom.idm.train import losses
-from worldloom.idm.video import decode_all
 
 
 def device_name() -> str:
@@ -113,7 +113,7 @@ def main() -> None:
         video = voxel_video(tmp / "play.mp4", args.frames, args.video_size)
         run = untrained_run(tmp / "run", args.preset)
         t0 = time.perf_counter()
-        frames = decode_all(video)
+        frames, _ = read_video(video)
         decode_s = time.perf_counter() - t0
         from worldloom.idm.checkpoint import load_idm
 

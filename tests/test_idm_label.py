@@ -10,11 +10,11 @@ import pytest
 from test_idm import play, write_dataset
 
 from worldloom.datasets import Dataset
+from worldloom.datasets.video import read_video
 from worldloom.idm import checkpoint
 from worldloom.idm.label import LabelConfig, label
 from worldloom.idm.train import TrainConfig
 from worldloom.idm.train import main as train_main
-from worldloom.idm.video import read_chunks
 from worldloom.pipeline.cli import main as cli
 
 
@@ -49,7 +49,7 @@ def test_label_an_mp4_resampled_to_20_fps(run, clip, tmp_path):
     ds = Dataset(out)
     assert ds.spec.fps == 20 and (ds.spec.height, ds.spec.width) == (64, 96)  # frames kept at their size
     assert ds.episode_ids == ["play.mp4:0000", "play.mp4:0001", "play.mp4:0002"]
-    decoded = np.concatenate([f for _, f in read_chunks(video, 1000, fps=20)])
+    decoded, _ = read_video(video, fps=20)
     assert len(decoded) == 40  # 60 frames at 30 fps -> 40 steps at 20
     stored = np.concatenate([ds.frames(e).frames for e in ds.episode_ids])
     assert np.array_equal(stored, decoded)  # the decoded frames, unchanged
@@ -58,7 +58,8 @@ def test_label_an_mp4_resampled_to_20_fps(run, clip, tmp_path):
     assert ((first.label_confidence > 0) & (first.label_confidence <= 1)).all()
     env_config = json.loads(ds.episodes.column("env_config")[1].as_py())
     assert env_config["source_fps"] == pytest.approx(30) and env_config["first_step"] == 16
-    assert "30 -> 20" in env_config["time_resampling"]
+    assert env_config["decode"]["timestamps"] == "pts" and not env_config["truncated"]
+    assert "presentation timestamps" in ds.manifest["config"]["time_resampling"]["rule"]
 
 
 def test_bad_files_are_reported_and_skipped(run, clip, tmp_path):
