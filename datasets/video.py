@@ -175,10 +175,9 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
                 report.decode_errors += 1  # a damaged packet: skip it (a truncated file ends soon after)
                 continue
             for frame in frames:
-                if size is None:
-                    size = (frame.width, frame.height)  # a stream that changes size keeps its first size
-                rgb = reformatter.reformat(frame, format="rgb24", width=size[0], height=size[1]).to_ndarray()
-                yield frame.time, rgb
+                size = size or (frame.width, frame.height)  # a stream that changes size keeps its first size
+                resize = {} if (frame.width, frame.height) == size else {"width": size[0], "height": size[1]}
+                yield frame.time, reformatter.reformat(frame, format="rgb24", **resize).to_ndarray()
 
 
 def _opencv_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tuple[float | None, np.ndarray]]:
@@ -217,12 +216,15 @@ def _promised_duration(container, stream) -> float | None:
         return float(stream.duration * stream.time_base)
     tag = re.fullmatch(r"(\d+):(\d+):(\d+(?:\.\d+)?)", stream.metadata.get("DURATION", "").strip())
     if tag:
-        return int(tag[1]) * 3600 + int(tag[2]) * 60 + float(tag[3])
-    if container.duration and len(container.streams) == 1:
-        total, start = container.duration / 1e6, (container.start_time or 0) / 1e6
-        # Matroska states its end time, MP4 its length: with a late start, take the shorter reading.
-        return min(total, total - start) if start > 0 else total
-    return None
+        stated = int(tag[1]) * 3600 + int(tag[2]) * 60 + float(tag[3])
+    elif container.duration and len(container.streams) == 1:
+        stated = container.duration / 1e6
+    else:
+        return None
+    start = (float(stream.start_time * stream.time_base) if stream.start_time is not None
+             else (container.start_time or 0) / 1e6)
+    # Matroska states its end time, MP4 its length: with a late start, take the shorter reading.
+    return min(stated, stated - start) if start > 0 else stated
 
 
 def _container_name(fmt: str) -> str:

@@ -22,7 +22,7 @@ beyond the sequence's ends, exactly as in training); only the transformer runs p
 Fed in pieces, the predictions are bit for bit those of one pass, whatever the pieces: every
 computation is cut at absolute positions of the sequence, never at a piece's edge. Features run
 in blocks of `batch_size * T` frames counted from step 0, each with its `context` real frames on
-both sides; windows run in batches of `WINDOW_BATCH` counted from the first window. A block or a
+both sides; windows run in batches of `batch_size` counted from the first window. A block or a
 batch runs once every frame it depends on has arrived, so the same tensors of the same shapes go
 through the model in the same order (and a step is returned only once its window's keep range
 cannot change: when the sequence is known to go on for at least another T/2 + T frames).
@@ -37,8 +37,6 @@ import torch
 from worldloom.actions import bin_position_to_camera
 from worldloom.idm.data import padded_frames
 from worldloom.idm.model import IDM
-
-WINDOW_BATCH = 64  # windows per transformer call, counted from the sequence's first window
 
 
 def window_plan(num_steps: int, num_frames: int) -> list[tuple[int, int, int]]:
@@ -112,12 +110,13 @@ class StreamPredictor:
         cfg = model.cfg
         self.model, self.T, self.ctx = model, cfg.num_frames, cfg.context
         self.stride, self.quarter = cfg.num_frames // 2, cfg.num_frames // 4
-        self.block = max(1, batch_size) * cfg.num_frames  # frames per ResNet call
+        self.window_batch = max(1, batch_size)  # windows per transformer call
+        self.block = self.window_batch * cfg.num_frames  # frames per ResNet call
         self.frames = np.zeros((0, cfg.height, cfg.width, 3), np.uint8)  # frames [frames_from, num_frames)
         self.frames_from = self.num_frames = 0
         self.features = torch.zeros(0, cfg.hidden, device=_model_device(model))  # of frames [features_from, num_features)
         self.features_from = self.num_features = 0
-        self.num_windows = 0  # windows run (a multiple of WINDOW_BATCH until finish)
+        self.num_windows = 0  # windows run (a multiple of window_batch until finish)
         self.window_out: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # window index -> probs, until returned
         self.num_returned_windows = 0
         self.finished = False
@@ -167,7 +166,7 @@ class StreamPredictor:
         """Run window batches whose features are final; at the end (last_window given), all the rest."""
         while True:
             first = self.num_windows
-            stop = first + WINDOW_BATCH if last_window is None else min(first + WINDOW_BATCH, last_window)
+            stop = first + self.window_batch if last_window is None else min(first + self.window_batch, last_window)
             if stop <= first:
                 return
             starts = [self._window_start(i, last_window) for i in range(first, stop)]
