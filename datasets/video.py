@@ -27,9 +27,10 @@ decode (or the container's own structure is broken).
 
 Truncation: a file whose decoded frames cover less time than its container promises (the video
 stream's duration, its DURATION tag, or the file's duration) by more than two frame intervals is
-reported as truncated (`DecodeReport.truncated`), with the frames its container lists (or its
-duration implies) against the frames decoded. A container that lists more frames than decode
-while the time is covered (an edit list that trims the start) is not truncated.
+reported as truncated (`DecodeReport.truncated`; PyAV only, OpenCV states no reliable promise),
+with the frames its container lists (or its duration implies) against the frames decoded. A
+container that lists more frames than decode while the time is covered (an edit list that trims
+the start) is not truncated.
 """
 
 from __future__ import annotations
@@ -165,12 +166,11 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
         packets = container.demux(stream)
         while True:
             try:
-                packet = next(packets)
-                frames = packet.decode()
+                frames = next(packets).decode()
             except StopIteration:
-                return
-            except av.error.EOFError:
-                return
+                frames = _flush(codec_context)  # the frames still in the decoder if the demuxer stopped early
+                if not frames:
+                    return
             except (av.error.FFmpegError, OSError):
                 report.decode_errors += 1  # a damaged packet: skip it (a truncated file ends soon after)
                 continue
@@ -178,6 +178,16 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
                 size = size or (frame.width, frame.height)  # a stream that changes size keeps its first size
                 resize = {} if (frame.width, frame.height) == size else {"width": size[0], "height": size[1]}
                 yield frame.time, reformatter.reformat(frame, format="rgb24", **resize).to_ndarray()
+
+
+def _flush(codec_context) -> list:
+    """Frames a decoder still holds (none once it was flushed: the demuxer's last packet does that)."""
+    import av
+
+    try:
+        return codec_context.decode(None)
+    except (av.error.FFmpegError, OSError):
+        return []
 
 
 def _opencv_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tuple[float | None, np.ndarray]]:

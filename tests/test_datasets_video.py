@@ -7,9 +7,11 @@ import shutil
 import av
 import numpy as np
 import pytest
+from PIL import Image
 from videos import (
     frame_index,
     on_screen,
+    painted,
     truncate,
     write_audio_only,
     write_h264_stream,
@@ -61,6 +63,15 @@ def test_step_k_shows_the_frame_on_screen_at_k_over_fps(timelines, name, backend
 def test_the_rule_by_hand_on_field_case_01():
     """10 fps for 2 s then 40 fps: at 20 steps/s each early frame twice, then every other frame."""
     assert on_screen(VFR, 20) == [k // 2 for k in range(40)] + [20 + 2 * j for j in range(10)]
+
+
+def test_a_gif_is_timed_by_its_frame_delays(tmp_path):
+    delays_ms = [100] * 10 + [50] * 10  # GIF delays are whole centiseconds
+    images = [Image.fromarray(painted(i)) for i in range(20)]
+    images[0].save(tmp_path / "vfr.gif", save_all=True, append_images=images[1:], duration=delays_ms, loop=0)
+    frames, report = read_video(tmp_path / "vfr.gif", fps=20)
+    assert frame_index(frames) == on_screen([int(t) for t in np.cumsum([0] + delays_ms[:-1])], 20)
+    assert report.timestamps == "pts"
 
 
 def test_no_timestamps_fall_back_to_the_header_rate_with_a_warning(tmp_path):
