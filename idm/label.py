@@ -109,7 +109,7 @@ def plan(cfg: LabelConfig, found: list[tuple[dict, Source]]) -> tuple[list[dict]
         if decision.done:
             num_done += 1
             continue
-        todo.append({**item, "name": decision.name, "replaces": list(decision.replaces), "reason": decision.reason,
+        todo.append({**item, "name": decision.name, "replaces": list(decision.replaces),
                      "identity": source.identity(decision.name)})
     return todo, num_done, failed
 
