@@ -21,12 +21,12 @@ from pathlib import Path
 import cv2
 import torch
 
+from worldloom.datasets.video import read_video
 from worldloom.idm.checkpoint import save_idm
 from worldloom.idm.infer import predict
 from worldloom.idm.label import LabelConfig, label
 from worldloom.idm.model import IDM, PRESETS
 from worldloom.idm.train import losses
-from worldloom.idm.video import decode_all
 
 
 def device_name() -> str:
@@ -110,7 +110,7 @@ def main() -> None:
         video = voxel_video(tmp / "play.mp4", args.frames, args.video_size)
         run = untrained_run(tmp / "run", args.preset)
         t0 = time.perf_counter()
-        frames = decode_all(video)
+        frames, _ = read_video(video)
         decode_s = time.perf_counter() - t0
         from worldloom.idm.checkpoint import load_idm
 

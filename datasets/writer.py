@@ -21,6 +21,7 @@ import posixpath
 import socket
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,8 +131,15 @@ def _committed_episodes(loc: storage.Location, manifest: dict) -> pa.Table:
     return table.filter(pa.compute.is_in(table.column("shard"), value_set=shards))
 
 
-def commit_shards(root: str | os.PathLike, infos: list[ShardInfo], filesystem: pafs.FileSystem | None = None) -> dict:
-    """Add finished shards to the manifest (idempotent per shard path); returns the manifest."""
+def commit_shards(root: str | os.PathLike, infos: list[ShardInfo], filesystem: pafs.FileSystem | None = None,
+                  replace: Iterable[str] = ()) -> dict:
+    """Add finished shards to the manifest (idempotent per shard path); returns the manifest.
+
+    `replace`: committed episode ids that the new shards supersede (a relabeled input). They leave
+    the dataset in the same manifest write that adds the new shards, so a reader sees the old
+    episodes or the new ones, never both and never neither. Their shards must hold nothing else;
+    they are deleted after the commit.
+    """
     loc = storage.resolve(root, filesystem)
     infos = [ShardInfo.from_json(i) if isinstance(i, dict) else i for i in infos]
     with storage.locked(loc):
@@ -151,7 +159,11 @@ def commit_shards(root: str | os.PathLike, infos: list[ShardInfo], filesystem: p
         if not new:
             return manifest
         episodes = _committed_episodes(loc, manifest)
-        seen = set(episodes.column("episode_id").to_pylist())
+        retired_ids = set(replace) & set(episodes.column("episode_id").to_pylist())
+        retired_shards = _retired_shards(loc, episodes, retired_ids)
+        kept = episodes.filter(pa.compute.invert(pa.compute.is_in(episodes.column("episode_id"),
+                                                                  value_set=pa.array(sorted(retired_ids), pa.string()))))
+        seen = set(kept.column("episode_id").to_pylist())
         rows = [row for info in new for row in info.episodes]
         for info in new:
             for row in info.episodes:
@@ -162,14 +174,37 @@ def commit_shards(root: str | os.PathLike, infos: list[ShardInfo], filesystem: p
                     )
                 seen.add(row["episode_id"])
         added = pa.Table.from_pylist(rows, schema=schema.EPISODE_SCHEMA)
+        # Old and new rows both stay until the manifest (the commit point) names the new shards:
+        # only rows of listed shards belong to the dataset, so a crash in between loses nothing.
         storage.write_table_atomic(loc, loc.join(schema.EPISODES_NAME), pa.concat_tables([episodes, added]))
+        manifest["shards"] = [s for s in manifest["shards"] if s["path"] not in retired_shards]
         manifest["shards"].extend(info.manifest_entry() for info in new)
         manifest["num_frames"] = sum(s["num_rows"] for s in manifest["shards"])
         manifest["num_episodes"] = len(seen)
-        sources = set(manifest["label_sources"]) | {r["label_source"] for r in rows}
+        sources = set(kept.column("label_source").to_pylist()) | {r["label_source"] for r in rows}
         manifest["label_sources"] = [s for s in schema.LABEL_SOURCES if s in sources]
         storage.write_manifest(loc, manifest)
+        if retired_shards:
+            storage.write_table_atomic(loc, loc.join(schema.EPISODES_NAME), pa.concat_tables([kept, added]))
+            for rel in retired_shards:
+                try:
+                    loc.fs.delete_file(loc.join(rel))
+                except OSError:
+                    pass  # not listed any more: `validate` reports it as an extra file to delete
         return manifest
+
+
+def _retired_shards(loc: storage.Location, episodes: pa.Table, retired_ids: set[str]) -> set[str]:
+    """The shards of the retired episodes; UserError if one of them also holds another episode."""
+    shards = set()
+    for eid, shard in zip(episodes.column("episode_id").to_pylist(), episodes.column("shard").to_pylist(), strict=True):
+        if eid in retired_ids:
+            shards.add(shard)
+    for eid, shard in zip(episodes.column("episode_id").to_pylist(), episodes.column("shard").to_pylist(), strict=True):
+        if shard in shards and eid not in retired_ids:
+            raise UserError(f"{loc.uri}/{shard}: holds episode {eid!r} besides the ones to replace; "
+                            "a replaced episode must have shards of its own")
+    return shards
 
 
 def _as_array(name: str, value: Any, shape: tuple[int, ...], dtype: Any, episode_id: str) -> np.ndarray:
@@ -320,6 +355,11 @@ class DatasetWriter:
             "seed": None if seed is None else int(seed), "player": player, "label_source": label_source,
             "label_model": label_model, "split": split,
         })
+
+    def release_ids(self, episode_ids: Iterable[str]) -> None:
+        """Let this writer write `episode_ids` again: the commit of its shards replaces them
+        (`commit_shards(..., replace=episode_ids)`)."""
+        self._known_ids.difference_update(episode_ids)
 
     def add_encoded_episode(self, table: pa.Table, episode: dict) -> None:
         """Append one episode's rows as they are stored (frames stay encoded: merge and split
