@@ -120,7 +120,7 @@ def main() -> None:
         predict(model, frames)
         model_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        summary = label(LabelConfig(model=str(run), input=str(video), out=str(tmp / "out"), threads=args.threads))
+        summary = label(LabelConfig(model=str(run), data=str(video), out=str(tmp / "out"), threads=args.threads))
         label_s = time.perf_counter() - t0
     n = len(frames)
     result.update({

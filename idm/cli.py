@@ -2,7 +2,7 @@
 
     worldloom idm train --data data/voxel --preset tiny --out runs/idm --minutes 15 [--model.height 128 --model.width 128]
     worldloom idm eval --model runs/idm --data data/heldout [--truth data/truth] [--out DIR]
-    worldloom idm label --model runs/idm --input videos/ --out data/pseudo [--num-workers 2]
+    worldloom idm label --model runs/idm --data videos/ --out data/pseudo [--num-workers 2]
     worldloom idm scaling --data data/voxel --eval-data data/heldout --hours 0.05 0.1 0.2 --out runs/scaling
 """
 
@@ -69,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     p.add_argument("--out", default=None, help="report directory (default: RUN/eval-<data name>)")
     p.set_defaults(handler=run_eval)
     p = sub.add_parser("label", help="pseudo-label a dataset, a video or a folder of videos")
-    add_dataclass_args(p, LabelConfig)
+    add_dataclass_args(p, LabelConfig, deprecated={"--input": "data"})
     p.set_defaults(handler=run_label)
     p = sub.add_parser("scaling", help="accuracy and camera R² against hours of labeled play (a PNG)")
     add_dataclass_args(p, ScalingConfig, deprecated={"--steps": "max_steps"})

@@ -1,8 +1,8 @@
 """Pseudo-label unlabeled footage with a trained IDM: videos or WorldLoom datasets in, a dataset out.
 
-    worldloom idm label --model runs/idm --input data/unlabeled --out data/pseudo      # a dataset (label_source none)
-    worldloom idm label --model runs/idm --input gameplay.mp4 --out data/pseudo        # one video
-    worldloom idm label --model runs/idm --input videos/ --out data/pseudo --num-workers 2   # a folder, Ray actors
+    worldloom idm label --model runs/idm --data data/unlabeled --out data/pseudo      # a dataset (label_source none)
+    worldloom idm label --model runs/idm --data gameplay.mp4 --out data/pseudo        # one video
+    worldloom idm label --model runs/idm --data videos/ --out data/pseudo --num-workers 2   # a folder, Ray actors
 
 The output is a WorldLoom dataset whose frames are the input's frames unchanged (decoded
 pixels stored losslessly; `--frames model` stores them at the model's size instead), with
@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 import torch
 from tqdm import tqdm
 
+from worldloom.cluster import ray_session
 from worldloom.config import doc, to_json_dict
 from worldloom.datasets.sources import ResumeIndex, Source, episode_source, file_source
 from worldloom.datasets.video import RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReader
@@ -53,7 +54,7 @@ class LabelConfig:
     """What to label, with which model, into where."""
 
     model: str = doc("IDM run directory (from `worldloom idm train`)")
-    input: str = doc("a WorldLoom dataset, a video file, or a directory of videos")
+    data: str = doc("what to label: a WorldLoom dataset, a video file, or a directory of videos")
     out: str = doc("output dataset directory (resumed if it exists)")
     fps: float = doc("steps per second for videos (0: each video's header rate)", 20.0)
     frames: str = doc("stored frames: original (unchanged) or model (resized to the model's size)", "original")
@@ -61,6 +62,7 @@ class LabelConfig:
     all_episodes: bool = doc("dataset input: also relabel episodes that have env labels", False)
     keep_truncated: bool = doc("label what decodes of a truncated video (with a warning) instead of skipping it", False)
     num_workers: int = doc("Ray actors (1: label in this process)", 1)
+    address: str | None = doc("Ray cluster to join (HOST:PORT or auto); unset: a local one on loopback", None)
     batch_size: int = doc("windows per forward pass", 8)
     threads: int = doc("torch CPU threads per worker (0: torch's default)", 0)
 
@@ -73,9 +75,9 @@ class LabelConfig:
 
 def discover(cfg: LabelConfig) -> tuple[str, list[tuple[dict, Source]]]:
     """("dataset" | "videos", [(work item, its Source)]): one per input episode or video file."""
-    src = Path(cfg.input)
+    src = Path(cfg.data)
     if not src.exists():
-        raise UserError(f"--input {src} does not exist")
+        raise UserError(f"--data {src} does not exist")
     if src.is_dir() and (src / "dataset.json").exists():
         ds = open_dataset(str(src))
         checksums = {s["path"]: s["checksum"] for s in ds.manifest["shards"]}
@@ -236,13 +238,12 @@ def run_items(cfg: LabelConfig, items: list[dict], model_id: str, job_config: di
     import ray
     from ray.util import ActorPool
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=cfg.num_workers, include_dashboard=False, log_to_driver=False)
-    gpu = 1.0 / cfg.num_workers if torch.cuda.is_available() else 0
-    remote = ray.remote(Labeler).options(num_cpus=1, num_gpus=gpu, max_restarts=1)
-    actor_cfg = dataclasses.replace(cfg, threads=cfg.threads or 1)  # one CPU each: never oversubscribe
-    actors = [remote.remote(actor_cfg, model_id, job_config) for _ in range(min(cfg.num_workers, len(items)))]
-    yield from ActorPool(actors).map_unordered(lambda actor, item: actor.label.remote(item), items)
+    with ray_session(cfg.address, cfg.num_workers):  # the pipeline's session, or a local one on loopback
+        gpu = 1.0 / cfg.num_workers if torch.cuda.is_available() else 0
+        remote = ray.remote(Labeler).options(num_cpus=1, num_gpus=gpu, max_restarts=1)
+        actor_cfg = dataclasses.replace(cfg, threads=cfg.threads or 1)  # one CPU each: never oversubscribe
+        actors = [remote.remote(actor_cfg, model_id, job_config) for _ in range(min(cfg.num_workers, len(items)))]
+        yield from ActorPool(actors).map_unordered(lambda actor, item: actor.label.remote(item), items)
 
 
 def warnings_of(result: dict) -> list[str]:
@@ -258,7 +259,7 @@ def warnings_of(result: dict) -> list[str]:
 
 
 def label(cfg: LabelConfig) -> dict:
-    """Label everything under cfg.input not yet in cfg.out; returns a summary (done, skipped, failed)."""
+    """Label everything under cfg.data not yet in cfg.out; returns a summary (done, skipped, failed)."""
     from worldloom.datasets import commit_shards
 
     kind, found = discover(cfg)

@@ -61,6 +61,7 @@ class Preset:
     eval_clips: int = doc("held-out clips the world model is scored on", 32)
     eval_horizon: int = doc("rollout frames scored by PSNR/SSIM per horizon", 16)
     rollout_horizon: int = doc("frames generated for each rollout video", 48)
+    rollout_videos: int = doc("held-out episodes rolled out into videos for the report", 2)
     expected: str = doc("time and hardware, for the docs and --help", "")
 
     def __post_init__(self) -> None:
@@ -68,7 +69,7 @@ class Preset:
         from worldloom.pretrain.model import PRESETS as WM_PRESETS
 
         for name in ("resolution", "steps", "labeled_episodes", "footage_episodes", "heldout_episodes", "eval_clips",
-                     "eval_horizon", "rollout_horizon"):
+                     "eval_horizon", "rollout_horizon", "rollout_videos"):
             if getattr(self, name) < 1:
                 raise ValueError(f"sizes.{name} must be >= 1, got {getattr(self, name)}")
         if self.wm_batch_size < 1 or self.idm_batch_size is not None and self.idm_batch_size < 1:
@@ -195,7 +196,7 @@ def stage_configs(cfg: PipelineConfig, paths: dict[str, Path]) -> dict[str, Any]
                        seed=cfg.seed, device=cfg.device, address=cfg.address, num_workers=0 if cfg.multi_gpu else 1)
     return {
         "capture": capture, "idm": idm,
-        "label": LabelConfig(model=str(paths["idm"]), input=str(paths["footage"]), out=str(paths["pseudo"]),
+        "label": LabelConfig(model=str(paths["idm"]), data=str(paths["footage"]), out=str(paths["pseudo"]),
                              num_workers=cfg.workers),
         "pretrain": wm,
         "pretrain_eval": EvalConfig(model=str(paths["wm"]), data=(str(paths["heldout"]),),
@@ -252,7 +253,7 @@ def run_pretrain_eval(cfg: PipelineConfig, configs: dict, paths: dict[str, Path]
     report = evaluate(configs["pretrain_eval"])
     paths["figures"].mkdir(parents=True, exist_ok=True)
     rollouts, s = [], cfg.resolved_sizes
-    for i, episode in enumerate(Dataset(str(paths["heldout"])).episode_ids[:2]):
+    for i, episode in enumerate(Dataset(str(paths["heldout"])).episode_ids[:s.rollout_videos]):
         gif = paths["figures"] / f"rollout-{i}.gif"
         rollout_episode(RolloutConfig(model=str(paths["wm"]), data=str(paths["heldout"]), episode=episode,
                                       out=str(gif), horizon=min(s.rollout_horizon, s.steps - 8), scale=3))
@@ -284,7 +285,8 @@ def main(cfg: PipelineConfig) -> Path:
         stage("idm_eval", {}, ("idm",), lambda: run_idm_eval(paths))
         stage("label", configs["label"], ("idm",), lambda: run_label(configs))
         stage("pretrain", configs["pretrain"], ("label",), lambda: run_pretrain(configs))
-        stage("pretrain_eval", {"eval": configs["pretrain_eval"], "rollout": cfg.resolved_sizes.rollout_horizon},
+        stage("pretrain_eval", {"eval": configs["pretrain_eval"], "rollout": cfg.resolved_sizes.rollout_horizon,
+                                "videos": cfg.resolved_sizes.rollout_videos},
               ("pretrain", "idm"), lambda: run_pretrain_eval(cfg, configs, paths))
     stage("report", {"written_at": time.time()}, tuple(STAGES[:-1]),
           lambda: ({"html": str(write_report(cfg, paths, runner.records))}, {}))

@@ -195,7 +195,7 @@ def test_train_eval_label_loop(voxel, tmp_path):
     assert "| button_macro_f1 |" in (tmp_path / "eval" / "eval.md").read_text()
 
     out = tmp_path / "pseudo"
-    assert cli(["idm", "label", "--model", str(run), "--input", voxel["unlabeled"], "--out", str(out)]) == 0
+    assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(out)]) == 0
     ds, src = Dataset(out), Dataset(voxel["unlabeled"])
     assert sorted(ds.episode_ids) == ["ep-0", "ep-1", "ep-2"]
     clip = ds.frames("ep-1")
@@ -209,7 +209,7 @@ def test_train_eval_label_loop(voxel, tmp_path):
     # Running it again resumes: everything is committed already, nothing is relabeled.
     from worldloom.idm.label import LabelConfig, label
 
-    summary = label(LabelConfig(model=str(run), input=voxel["unlabeled"], out=str(out)))
+    summary = label(LabelConfig(model=str(run), data=voxel["unlabeled"], out=str(out)))
     assert summary["skipped_done"] == 3 and summary["labeled"] == []
 
 
