@@ -81,7 +81,8 @@ class IDMConfig:
                              f"{self.motion_channels}, {self.motion_radius}, {self.motion_grid}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"IDMConfig.dropout must lie in [0, 1), got {self.dropout}")
-        object.__setattr__(self, "stack_channels", tuple(int(c) for c in self.stack_channels))
+        if not isinstance(self.stack_channels, tuple):
+            raise ValueError(f"IDMConfig.stack_channels must be a tuple of ints, got {self.stack_channels!r}")
 
     @property
     def context(self) -> int:

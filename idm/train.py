@@ -242,49 +242,50 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
     last_good = f"{run_dir / ckpt.CHECKPOINT_DIR} (step {start_step})" if start_step else None
     bar = tqdm(total=budget.total_steps, initial=start_step, desc="idm train", unit="step", dynamic_ncols=True)
     step = start_step
-    while not budget.done(step, elapsed0 + time.perf_counter() - t0):
-        batch = idm_data.sample_windows(train_eps, hp.batch_size, mcfg.num_frames, mcfg.context,
-                                        np.random.default_rng([cfg.seed, step]))
-        frames, buttons, camera_pos = to_device(batch, device)
-        lr = lr_at(step, peak_lr=hp.lr, warmup_steps=hp.warmup_steps, total_steps=budget.total_steps,
-                   min_lr_ratio=cfg.min_lr_ratio)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout noise as a function of the step
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = model(frames)
-        b_loss, c_loss = losses(out, buttons, camera_pos, cfg.button_pos_weight)
-        loss = b_loss + cfg.camera_weight * c_loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        check_finite(loss.item(), float(grad_norm), step, last_good)
-        optimizer.step()
-        step += 1
-        elapsed = elapsed0 + time.perf_counter() - t0
-        if budget.update(step, elapsed, step - start_step):
-            bar.total = budget.total_steps
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}")
-        if stop_after is not None and step >= stop_after:
-            bar.close()
-            return run_dir  # a kill: nothing after the last checkpoint survives
-        final = budget.done(step, elapsed)
-        if step % cfg.eval_every == 0 or final:
-            now = time.perf_counter()
-            row = {"step": step, "lr": lr, "loss": loss.item(), "button_loss": b_loss.item(),
-                   "camera_loss": c_loss.item(), "elapsed_s": round(elapsed, 2),
-                   "windows_per_s": round(hp.batch_size * cfg.eval_every / max(1e-9, now - last_log), 2)}
-            row.update(validate(model, val_batch, cfg, device))
-            log.row(**row)
-            last_log = time.perf_counter()
-            bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        if step % cfg.checkpoint_every == 0 or final:
-            ckpt.save_checkpoint(run_dir, KIND, {"model": model.state_dict()},
-                                 {"step": step, "elapsed_s": elapsed, **budget.state()}, optimizer=optimizer)
-            last_good = f"{run_dir / ckpt.CHECKPOINT_DIR} (step {step})"
-            log.write()
-    bar.close()
+    try:
+        while not budget.done(step, elapsed0 + time.perf_counter() - t0):
+            batch = idm_data.sample_windows(train_eps, hp.batch_size, mcfg.num_frames, mcfg.context,
+                                            np.random.default_rng([cfg.seed, step]))
+            frames, buttons, camera_pos = to_device(batch, device)
+            lr = lr_at(step, peak_lr=hp.lr, warmup_steps=hp.warmup_steps, total_steps=budget.total_steps,
+                       min_lr_ratio=cfg.min_lr_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout noise as a function of the step
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                out = model(frames)
+            b_loss, c_loss = losses(out, buttons, camera_pos, cfg.button_pos_weight)
+            loss = b_loss + cfg.camera_weight * c_loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            check_finite(loss.item(), float(grad_norm), step, last_good)
+            optimizer.step()
+            step += 1
+            elapsed = elapsed0 + time.perf_counter() - t0
+            if budget.update(step, elapsed, step - start_step):
+                bar.total = budget.total_steps
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}")
+            if stop_after is not None and step >= stop_after:
+                return run_dir  # a kill: nothing after the last checkpoint survives
+            final = budget.done(step, elapsed)
+            if step % cfg.eval_every == 0 or final:
+                now = time.perf_counter()
+                row = {"step": step, "lr": lr, "loss": loss.item(), "button_loss": b_loss.item(),
+                       "camera_loss": c_loss.item(), "elapsed_s": round(elapsed, 2),
+                       "windows_per_s": round(hp.batch_size * cfg.eval_every / max(1e-9, now - last_log), 2)}
+                row.update(validate(model, val_batch, cfg, device))
+                log.row(**row)
+                last_log = time.perf_counter()
+                bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            if step % cfg.checkpoint_every == 0 or final:
+                ckpt.save_checkpoint(run_dir, KIND, {"model": model.state_dict()},
+                                     {"step": step, "elapsed_s": elapsed, **budget.state()}, optimizer=optimizer)
+                last_good = f"{run_dir / ckpt.CHECKPOINT_DIR} (step {step})"
+                log.write()
+    finally:
+        bar.close()
     return run_dir
 
 

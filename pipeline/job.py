@@ -149,8 +149,11 @@ class PipelineConfig:
 
     @property
     def multi_gpu(self) -> bool:
-        """Train the world model with one Ray Train worker per GPU of a joined cluster."""
-        return self.address is not None and self.device.startswith("cuda")
+        """Train the world model with one Ray Train worker per GPU of the cluster: --device cuda on a
+        joined cluster, or on this machine when torch sees a GPU (else the CPU, with a loud warning)."""
+        import torch
+
+        return self.device.startswith("cuda") and (self.address is not None or torch.cuda.is_available())
 
 
 def _paths(out: Path) -> dict[str, Path]:
@@ -197,7 +200,7 @@ def stage_configs(cfg: PipelineConfig, paths: dict[str, Path]) -> dict[str, Any]
     return {
         "capture": capture, "idm": idm,
         "label": LabelConfig(model=str(paths["idm"]), data=str(paths["footage"]), out=str(paths["pseudo"]),
-                             num_workers=cfg.workers),
+                             num_workers=cfg.workers, address=cfg.address),
         "pretrain": wm,
         "pretrain_eval": EvalConfig(model=str(paths["wm"]), data=(str(paths["heldout"]),),
                                     idm=str(paths["judge"]) if "judge" in idm else None,

@@ -260,48 +260,50 @@ def train_worker(cfg: TrainConfig) -> dict:
     start_time, start_elapsed, step = time.perf_counter(), state["elapsed_s"], state["step"]
     step0, last_log = step, time.perf_counter()
     last_good = f"{run / checkpoint.CHECKPOINT_DIR} (step {step})" if step else None
-    while step < budget.total_steps:
-        batch = next(batches)
-        x, action, has = (t.to(device) for t in to_model_inputs(batch, mcfg.image_size, cfg.use_actions))
-        x = codec.encode(x)  # pixels, or autoencoder latents
-        lr = lr_for(step, cfg, budget.total_steps)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        gen = torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step * world + rank)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.gpu):
-            loss = flow_loss(net, x, action, has, cfg.flow, generator=gen)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        loss_all = _mean(loss.detach(), world)
-        check_finite(loss_all.item(), float(grad_norm), step, last_good)  # every rank sees the same mean
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        update_ema(ema, model, ema_decay_at(step, cfg.ema_decay))
-        step += 1
-        bar.update(1)
-        elapsed = start_elapsed + time.perf_counter() - start_time
-        if budget.update(step, elapsed, step - step0):
-            budget.planned_steps = _agree(budget.planned_steps, device)  # rank 0's plan on every rank
-            bar.total = budget.total_steps
-        out_of_time = bool(_agree(int(budget.out_of_time(elapsed)), device))
-        stopping = out_of_time or (cfg.stop_after > 0 and step - step0 >= cfg.stop_after)
-        if step % cfg.log_every == 0 or step == budget.total_steps or stopping:
-            now = time.perf_counter()
-            clips_s = cfg.batch_size * world * min(cfg.log_every, step - step0) / max(1e-9, now - last_log)
-            last_log = now
-            log.row(step=step, loss=loss_all.item(), lr=lr, grad_norm=float(grad_norm), clips_per_s=clips_s, elapsed_s=elapsed)
-            bar.set_postfix(loss=f"{loss_all.item():.4f}", lr=f"{lr:.1e}")
-        if step % cfg.checkpoint_every == 0 or step == budget.total_steps or stopping:
-            if rank == 0:
-                checkpoint.save_checkpoint(run, model, ema, opt, {"step": step, "elapsed_s": elapsed,
-                                                                  "world_size": world, **budget.state()})
-                log.write()
-            last_good = f"{run / checkpoint.CHECKPOINT_DIR} (step {step})"
-            if world > 1:
-                dist.barrier()
-        if stopping:
-            break
-    bar.close()
+    try:
+        while step < budget.total_steps:
+            batch = next(batches)
+            x, action, has = (t.to(device) for t in to_model_inputs(batch, mcfg.image_size, cfg.use_actions))
+            x = codec.encode(x)  # pixels, or autoencoder latents
+            lr = lr_for(step, cfg, budget.total_steps)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            gen = torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step * world + rank)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.gpu):
+                loss = flow_loss(net, x, action, has, cfg.flow, generator=gen)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            loss_all = _mean(loss.detach(), world)
+            check_finite(loss_all.item(), float(grad_norm), step, last_good)  # every rank sees the same mean
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            update_ema(ema, model, ema_decay_at(step, cfg.ema_decay))
+            step += 1
+            bar.update(1)
+            elapsed = start_elapsed + time.perf_counter() - start_time
+            if budget.update(step, elapsed, step - step0):
+                budget.planned_steps = _agree(budget.planned_steps, device)  # rank 0's plan on every rank
+                bar.total = budget.total_steps
+            out_of_time = bool(_agree(int(budget.out_of_time(elapsed)), device))
+            stopping = out_of_time or (cfg.stop_after > 0 and step - step0 >= cfg.stop_after)
+            if step % cfg.log_every == 0 or step == budget.total_steps or stopping:
+                now = time.perf_counter()
+                clips_s = cfg.batch_size * world * min(cfg.log_every, step - step0) / max(1e-9, now - last_log)
+                last_log = now
+                log.row(step=step, loss=loss_all.item(), lr=lr, grad_norm=float(grad_norm), clips_per_s=clips_s, elapsed_s=elapsed)
+                bar.set_postfix(loss=f"{loss_all.item():.4f}", lr=f"{lr:.1e}")
+            if step % cfg.checkpoint_every == 0 or step == budget.total_steps or stopping:
+                if rank == 0:
+                    checkpoint.save_checkpoint(run, model, ema, opt, {"step": step, "elapsed_s": elapsed,
+                                                                      "world_size": world, **budget.state()})
+                    log.write()
+                last_good = f"{run / checkpoint.CHECKPOINT_DIR} (step {step})"
+                if world > 1:
+                    dist.barrier()
+            if stopping:
+                break
+    finally:
+        bar.close()
     return {"step": step, "planned_steps": budget.total_steps}
 
 

@@ -110,6 +110,16 @@ def test_every_preset_builds_stage_configs_that_agree(preset, tmp_path):
     assert configs["label"].model == configs["idm"]["idm"].out
 
 
+def test_cluster_settings_reach_every_stage(tmp_path):
+    cfg = PipelineConfig(out=str(tmp_path), preset="large", address="10.0.0.1:6379", device="cuda", num_workers=64)
+    configs = stage_configs(cfg, _paths(tmp_path))
+    assert all(c.address == cfg.address and c.num_workers == 64 for c in configs["capture"].values())
+    assert configs["label"].address == cfg.address and configs["label"].num_workers == 64
+    wm = configs["pretrain"]
+    assert (wm.address, wm.device, wm.num_workers) == (cfg.address, "cuda", 0)  # 0: one Ray Train worker per GPU
+    assert all(c.device == "cuda" for c in configs["idm"].values())
+
+
 def test_a_cut_down_preset_is_the_same_code_path(tmp_path):
     parser = build_parser()
     args = parser.parse_args(["pipeline", "run", "--preset", "small", "--sizes.steps", "72", "--out", str(tmp_path)])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -276,3 +277,25 @@ def test_scaling_curve_writes_csv_and_png(voxel, tmp_path):
                                       hours=(0.0005, 0.01), preset="micro", max_steps=2, batch_size=2))
     assert [r["hours"] for r in rows] == [0.0005, 0.01] and (tmp_path / "s" / "scaling.png").exists()
     assert all(0 <= r["button_accuracy_mean"] <= 1 for r in rows)
+
+
+def test_non_finite_loss_stops_training_and_a_nan_checkpoint_is_refused(voxel, tmp_path, capsys):
+    """Field case 08's kind: training stops at the first non-finite loss (exit 2, naming the step
+    and the last good checkpoint), never writes NaN weights, and no command loads such weights."""
+    run = tmp_path / "r"
+    assert cli(["idm", "train", "--data", voxel["labeled"], "--out", str(run), "--preset", "micro", "--max-steps", "20",
+                "--lr", "1e6", "--warmup-steps", "0", "--batch-size", "2", "--checkpoint-every", "1"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"at step \d+: training stopped; (the last good checkpoint is .*|no checkpoint was written)", err), err
+    for path in (run / "checkpoint").glob("*.safetensors"):  # whatever was written is finite
+        assert all(torch.isfinite(w).all() for w in load_file(str(path)).values()), path
+    good = train_main(micro_cfg(voxel["labeled"], tmp_path / "good", max_steps=1))
+    weights = load_file(str(good / "checkpoint" / "model.safetensors"))
+    weights[next(iter(weights))].view(-1)[0] = float("nan")  # a NaN slipped in by other means
+    from safetensors.torch import save_file
+
+    save_file(weights, str(good / "checkpoint" / "model.safetensors"))
+    assert cli(["idm", "eval", "--model", str(good), "--data", voxel["labeled"]]) == 2
+    assert "model.safetensors: tensor" in capsys.readouterr().err
+    assert cli(["idm", "label", "--model", str(good), "--data", voxel["unlabeled"], "--out", str(tmp_path / "p")]) == 2
+    assert "holds NaN or infinite values" in capsys.readouterr().err

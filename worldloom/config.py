@@ -86,6 +86,9 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[s
     _add_fields(parser, cls, skip, prefix="")
     for old, field_name in (deprecated or {}).items():
         deprecated_flag(parser, old, field_name)
+        for action in parser._actions:  # either spelling may give it: dataclass_from_args checks presence
+            if action.dest == field_name:
+                action.required = False
 
 
 def _add_fields(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...], prefix: str,
@@ -175,6 +178,10 @@ def dataclass_from_args(cls: type[T], ns: argparse.Namespace, **overrides: Any) 
     Raises UserError (one line) when the config rejects a value.
     """
     values = _values(cls, ns)
+    missing = [flag_name(f.name) for f in dataclasses.fields(cls)
+               if f.init and f.name not in values and f.name not in overrides and not _default(f)[0]]
+    if missing:
+        raise UserError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required")
     try:
         for name, value in list(values.items()):
             if isinstance(value, _Nested):
