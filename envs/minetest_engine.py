@@ -53,6 +53,8 @@ FILES = Path(__file__).with_name("minetest_files")
 DEBIAN_PACKAGES = "minetest minetest-data xvfb gcc"
 INSTALL_HINT = (f"Minetest is not installed: run `bash tests/setup_minetest.sh` (Debian packages: {DEBIAN_PACKAGES}; "
                 "Python: python-xlib), or use env 'voxel'")
+BINARY_PATHS = ("/usr/games/minetest",)  # where Debian puts it (not on a non-login PATH)
+MARKER = "WORLDLOOM_MINETEST_INSTANCE"  # in the environment of every process an Engine starts
 GAME_DIRS = ("/usr/share/games/minetest/games/minetest_game", "/usr/share/minetest/games/minetest_game",
              "/usr/local/share/minetest/games/minetest_game")
 DT_NS = 50_000_000  # one engine frame = 50 ms of game time (20 steps per second, worldloom.actions.FPS)
@@ -176,7 +178,7 @@ class Install:
 
 def find_install() -> Install:
     """The binaries and game this machine has, with the lock-step shim built; else MinetestNotInstalled."""
-    binary = shutil.which("minetest") or ("/usr/games/minetest" if os.access("/usr/games/minetest", os.X_OK) else None)
+    binary = shutil.which("minetest") or next((p for p in BINARY_PATHS if os.access(p, os.X_OK)), None)
     xvfb = shutil.which("Xvfb")
     game_dir = next((d for d in GAME_DIRS if os.path.isfile(os.path.join(d, "game.conf"))), None)
     missing = [name for name, found in (("minetest", binary), ("Xvfb", xvfb), ("minetest_game (minetest-data)", game_dir),
@@ -187,6 +189,11 @@ def find_install() -> Install:
         missing.append("python-xlib")
     if missing:
         raise MinetestNotInstalled(f"{INSTALL_HINT} (missing: {', '.join(missing)})")
+    template = [FILES / name for name in ("lockstep.c", "wlrec/init.lua", "wlsrv/init.lua")]
+    absent = [str(p) for p in template if not p.is_file()]
+    if absent:
+        raise MinetestNotInstalled(f"WorldLoom's Minetest files are missing: {', '.join(absent)}; reinstall worldloom "
+                                   f"(pip install -e .) so that envs/minetest_files/ is complete")
     return Install(binary, xvfb, game_dir, build_shim())
 
 
@@ -265,7 +272,7 @@ def kill_group(proc: subprocess.Popen | None, timeout_s: float = 5.0) -> None:
         proc.wait(timeout=timeout_s)
 
 
-def start_xvfb(xvfb: str, timeout_s: float) -> tuple[subprocess.Popen, int]:
+def start_xvfb(xvfb: str, timeout_s: float, marker: str) -> tuple[subprocess.Popen, int]:
     """An Xvfb on a free display number (it picks one itself: `-displayfd`); (process, number)."""
     read_fd, write_fd = os.pipe()
     try:
@@ -273,7 +280,7 @@ def start_xvfb(xvfb: str, timeout_s: float) -> tuple[subprocess.Popen, int]:
             [xvfb, "-displayfd", str(write_fd), "-screen", "0", f"{SCREEN_PX}x{SCREEN_PX}x24", "-dpi", "48",
              "-nolisten", "tcp", "-noreset"],
             pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            start_new_session=True)
+            start_new_session=True, env={**os.environ, MARKER: marker})
     finally:
         os.close(write_fd)
     try:
@@ -406,7 +413,7 @@ class Engine:
         self.dir = make_instance_dir(self.cfg, self.install.game_dir)
         self.reaper.register("dir", self.dir)
         with start_slot():
-            self.xvfb, number = start_xvfb(self.install.xvfb, timeout_s=min(self.cfg.start_timeout_s, 30.0))
+            self.xvfb, number = start_xvfb(self.install.xvfb, min(self.cfg.start_timeout_s, 30.0), str(self.dir))
             self.reaper.register("group", self.xvfb.pid)
             self._open_display(number)
             self._launch(number)
@@ -431,7 +438,7 @@ class Engine:
 
     def _launch(self, number: int) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LD_PRELOAD", "DISPLAY", "WL_"))}
-        env.update(HOME=str(self.dir / "home"), DISPLAY=f":{number}", LP_NUM_THREADS="1", SDL_AUDIODRIVER="dummy")
+        env.update(HOME=str(self.dir / "home"), DISPLAY=f":{number}", LP_NUM_THREADS="1", **{MARKER: str(self.dir)})
         pass_fds: tuple[int, ...] = ()
         if self.cfg.lockstep:
             notify_r, notify_w = os.pipe()
