@@ -184,6 +184,7 @@ class MinetestEnv(gymnasium.Env):
         if self.engine is not None:
             self.engine.close()
             self.engine = None
+        self.gui_open = False  # a fresh engine starts with no inventory screen
 
     def close(self):
         self._drop_engine()
@@ -346,7 +347,7 @@ class MinetestEnv(gymnasium.Env):
             "time_of_day": s.time_of_day,
             "controls": sorted(s.controls),
             "step": self.step_count,
-            "frame": engine.frames,
+            "frame": s.frame,  # the engine's own frame counter (the client mod's)
             "control_mismatches": self.mismatches,
             "action": self.last_executed,  # what the engine executed in the last step
         }

@@ -19,7 +19,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import cv2
 import gymnasium
 import numpy as np
 import psutil
@@ -28,6 +27,7 @@ import pytest
 from worldloom import actions as act
 from worldloom.envs import EnvCrashed, env_metadata, make_env, make_player
 from worldloom.envs import minetest_engine as me
+from worldloom.envs import minetest_procs as procs
 from worldloom.envs.minetest_env import MinetestEnv
 from worldloom.errors import UserError
 
@@ -42,7 +42,7 @@ def engine_processes() -> list[psutil.Process]:
             continue
         try:
             with open(f"/proc/{p.pid}/environ", "rb") as f:
-                if me.MARKER.encode() in f.read() and p.status() != psutil.STATUS_ZOMBIE:
+                if procs.MARKER.encode() in f.read() and p.status() != psutil.STATUS_ZOMBIE:
                     found.append(p)
         except (OSError, psutil.NoSuchProcess):
             pass
@@ -149,27 +149,29 @@ def test_lockstep_one_frame_per_step_and_the_camera_sums_exactly(env):
     assert info["control_mismatches"] == 0
 
 
+def horizontal_shift(a: np.ndarray, b: np.ndarray, max_px: int = 20) -> int:
+    """The whole-pixel horizontal shift that best maps the band around the horizon of `a` onto `b`."""
+    band = slice(8, 48)  # above the hotbar
+    fa, fb = a[band].astype(np.float32), b[band].astype(np.float32)
+    w = fa.shape[1]
+    costs = [np.abs(fa[:, max(0, -s):w - max(0, s)] - fb[:, max(0, s):w - max(0, -s)]).mean()
+             for s in range(-max_px, max_px + 1)]
+    return int(np.argmin(costs)) - max_px
+
+
 def test_action_t_lies_between_frame_t_and_frame_t_plus_1(env):
-    """Large turns, replayed: the image shift from frame t to t+1 matches the camera of action t,
-    not that of the action before or after it."""
-    env.reset(seed=4)
+    """Large turns, replayed on open grassland: the image shift from frame t to t+1 matches the
+    camera of action t, not that of the action before or after it."""
+    obs, _ = env.reset(seed=0, options={"position": (-828, -526), "yaw": 200.0})  # a plain of map 42
     rng = np.random.default_rng(1)
     yaws = rng.choice([-12.0, 0.0, 12.0], 40)
-    frames, executed = [], []
-    obs = env.render()
+    frames, executed = [obs], []
     for yaw in yaws:
-        frames.append(obs)
         obs, _, _, _, info = env.step(turn(float(yaw)))
+        frames.append(obs)
         executed.append(info["action"]["camera"][1])
-    frames.append(obs)
     focal = 32 / math.tan(math.radians(env.engine.cfg.fov_y_deg) / 2)  # pixels, at 64 px
-
-    def shift(a: np.ndarray, b: np.ndarray) -> float:
-        band = slice(16, 44)  # around the horizon, above the hotbar
-        ga, gb = (cv2.cvtColor(f[band], cv2.COLOR_RGB2GRAY).astype(np.float32) for f in (a, b))
-        return cv2.phaseCorrelate(ga, gb)[0][0]
-
-    measured = np.array([shift(frames[t], frames[t + 1]) for t in range(len(yaws))])
+    measured = np.array([horizontal_shift(frames[t], frames[t + 1]) for t in range(len(yaws))])
     predicted = -focal * np.tan(np.radians(executed))  # a right turn moves the picture left
     errors = {lag: np.abs(measured[2:-2] - np.roll(predicted, -lag)[2:-2]).mean() for lag in (-1, 0, 1)}
     assert errors[0] < 2.0 and errors[0] * 3 < min(errors[-1], errors[1]), errors
@@ -223,13 +225,13 @@ def test_a_crashed_or_hung_engine_is_detected_and_restarted():
 
 def test_missing_packages_name_them(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
-    monkeypatch.setattr(me, "BINARY_PATHS", ())
+    monkeypatch.setattr(procs, "BINARY_PATHS", ())
     with pytest.raises(UserError, match="setup_minetest.sh.*minetest minetest-data xvfb gcc.*missing: minetest, Xvfb"):
         MinetestEnv(height=64, width=64)
 
 
 def test_a_missing_world_template_is_a_one_line_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(me, "FILES", tmp_path / "minetest_files")
+    monkeypatch.setattr(procs, "FILES", tmp_path / "minetest_files")
     with pytest.raises(UserError, match="minetest_files.*wlsrv"):
         MinetestEnv(height=64, width=64)
 
@@ -273,6 +275,21 @@ def test_a_port_collision_is_retried_and_close_leaves_nothing(monkeypatch):
     assert wait_gone(pids, 5.0) == [] and not root.exists()  # close() leaves no process or directory
 
 
+def test_the_real_time_fallback_runs_without_the_shim():
+    env = make_env("minetest", height=64, width=64, lockstep=False, **FAST)
+    try:
+        with open(f"/proc/{env._engine().proc.pid}/environ", "rb") as f:
+            assert b"LD_PRELOAD" not in f.read()
+        _, info = env.reset(seed=0)
+        frames = [info["frame"]]
+        for _ in range(10):
+            obs, _, _, _, info = env.step(turn(1.0))
+            frames.append(info["frame"])
+        assert obs.std() > 5 and np.all(np.diff(frames) >= 0) and frames[-1] > frames[0]
+    finally:
+        env.close()
+
+
 # ---- capture ------------------------------------------------------------------------------------
 
 
@@ -295,6 +312,35 @@ def test_capture_with_two_actors_records_the_executed_actions_and_the_licence(tm
     dpp = np.array([0.15, me.EngineConfig().mouse_sensitivity * math.tan(math.radians(sprint_fov) / 2) * me.SENSITIVITY_SCALE])
     off_grid = np.abs(yaw[:, None] / dpp - np.round(yaw[:, None] / dpp)).min(axis=1)
     assert np.abs(yaw).sum() > 0 and off_grid.max() < 1e-3
+
+
+def test_the_recorder_replays_an_episode_whose_engine_crashed(tmp_path):
+    """The engine is SIGKILLed mid-episode: the recorder gets EnvCrashed, the env starts a fresh
+    engine at the next reset, and the episode is played again from its spec, whole."""
+    from worldloom.capture import Recorder
+    from worldloom.capture.config import EpisodeSpec
+
+    rec = None
+
+    class KillsTheEngineOnce:
+        def __init__(self, seed):
+            self.inner, self.t = make_player("explorer", seed=seed), 0
+
+        def act(self, obs, info):
+            self.t += 1
+            if self.t == 10 and rec.env.num_starts == 1:
+                os.kill(rec.env.engine.proc.pid, signal.SIGKILL)
+            return self.inner.act(obs, info)
+
+    rec = Recorder({"env": str(tmp_path / "d")}, env="minetest", height=64, width=64,
+                   make_env=lambda name, h, w: make_env(name, height=h, width=w, **FAST),
+                   make_player=lambda name, seed: KillsTheEngineOnce(seed))
+    spec = EpisodeSpec("minetest-e0", 0, "minetest", seed=5, player="explorer", steps=25, height=64, width=64)
+    try:
+        result = rec.record([(spec, ("env",))])
+    finally:
+        rec.env.close()
+    assert result["replayed"] == 1 and result["frames"] == 25 and rec.env.num_starts == 2
 
 
 def test_scripted_players_play_it(env):
