@@ -459,21 +459,23 @@ class Engine:
 
     _seq = 0
 
-    def reset_pose(self, x: float, z: float, yaw_rad: float, pitch_rad: float, time_of_day: float,
-                   max_steps: int = 2000) -> np.ndarray:
+    def reset_pose(self, x: float, z: float, yaw_rad: float, pitch_rad: float, time_of_day: float) -> np.ndarray:
         """Teleport to a standing spot near (x, z) (wlsrv: emerge, kit, look, time); steps frames
-        until the client shows the new position; the spot (3,)."""
+        until the client shows the new position; the spot (3,). The map generation it waits for
+        runs in real time, so the limit is real time (start_timeout_s), and frames are stepped
+        with short pauses that leave the CPU to the engine's map threads."""
         self._seq += 1
         seq = self._seq
         atomic_write_text(self.dir / "world" / "wl_command",
                           f"{seq} reset {x:.3f} {z:.3f} {math.degrees(yaw_rad):.6f} {math.degrees(pitch_rad):.6f} {time_of_day:.5f}\n")
         deadline = time.monotonic() + self.cfg.start_timeout_s
-        for _ in range(max_steps):
+        while time.monotonic() < deadline:
             self.step()
             if seq in self.reset_acks:
                 spot = self.reset_acks[seq]
                 if np.abs(self.state.position[[0, 2]] - spot[[0, 2]]).max() < 0.5:
                     return spot
-            if time.monotonic() > deadline:
-                break
-        raise EngineCrashed(f"the reset to ({x:.0f}, {z:.0f}) did not finish within {max_steps} frames{self._tail()}")
+            else:
+                time.sleep(0.005)
+        raise EngineCrashed(f"the reset to ({x:.0f}, {z:.0f}) did not finish within {self.cfg.start_timeout_s:.0f} s"
+                            f"{self._tail()}")
