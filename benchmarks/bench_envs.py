@@ -2,6 +2,7 @@
 
     taskset -c 0 python benchmarks/bench_envs.py                 # one core, the figure the goals use
     python benchmarks/bench_envs.py --steps 3000 --sizes 64 128 --out bench_envs.json
+    python benchmarks/bench_envs.py --sizes 128 --minetest       # + Minetest, 1 and 2 instances (all cores)
 
 Steps/s include everything a capture job pays: the player's act(), env.step() (physics,
 animals, rendering, HUD) and the resets when episodes end (VoxelWorld's default 1000-step
@@ -104,6 +105,78 @@ def reset_and_memory(name: str, size: int, num_resets: int = 10) -> tuple[float,
     return reset_s, peak / 2**20
 
 
+def _minetest_worker(size: int, steps: int, seed: int, barrier, results) -> None:
+    """One lock-step Minetest env in this process: start, reset, warm up, wait for the others, time."""
+    import psutil
+
+    from worldloom.envs import make_env, make_player
+
+    start = time.perf_counter()
+    env = make_env("minetest", height=size, width=size)
+    obs, info = env.reset(seed=seed)
+    ready_s = time.perf_counter() - start
+    player = make_player("mixture", seed=seed)
+    for _ in range(50):
+        obs, _, term, trunc, info = env.step(player.act(obs, info))
+    procs = [psutil.Process(), psutil.Process(env.engine.proc.pid), psutil.Process(env.engine.xvfb.pid)]
+
+    def cpu_s() -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in procs)
+
+    barrier.wait(timeout=300)
+    cpu0, wall0 = cpu_s(), time.perf_counter()
+    for _ in range(steps):
+        obs, _, term, trunc, info = env.step(player.act(obs, info))
+        if term or trunc:
+            obs, info = env.reset()
+    wall, cpu = time.perf_counter() - wall0, cpu_s() - cpu0
+    results.put({"wall_steps_per_s": steps / wall, "steps_per_cpu_s": steps / cpu, "cores": cpu / wall,
+                 "engine_start_s": env.engine.start_s, "ready_s": ready_s})
+    env.close()
+
+
+def bench_minetest(size: int, steps: int, instances: int) -> dict:
+    """Lock-step Minetest (worldloom/Minetest-v0, mixture player): `instances` envs in their own
+    processes, timed together. Steps/s are wall-clock per instance and summed; CPU counts the
+    engine, its Xvfb and the controller process."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(instances), ctx.Queue()
+    workers = [ctx.Process(target=_minetest_worker, args=(size, steps, 100 + i, barrier, results)) for i in range(instances)]
+    for w in workers:
+        w.start()
+    rows = [results.get(timeout=1800) for _ in workers]
+    for w in workers:
+        w.join(timeout=60)
+    total = sum(r["wall_steps_per_s"] for r in rows)
+    return {"size": size, "instances": instances, "total_wall_steps_per_s": round(total, 1),
+            "per_instance_wall_steps_per_s": [round(r["wall_steps_per_s"], 1) for r in rows],
+            "steps_per_cpu_s": round(float(np.mean([r["steps_per_cpu_s"] for r in rows])), 1),
+            "cores": round(sum(r["cores"] for r in rows), 2),
+            "engine_start_s": round(float(np.mean([r["engine_start_s"] for r in rows])), 2)}
+
+
+def minetest_rows(args: argparse.Namespace, rows: list[dict]) -> list[dict]:
+    """Minetest at 128x128, one instance and two at once, printed beside this run's VoxelWorld and Crafter."""
+    steps = min(args.steps, 2000)
+    out = [bench_minetest(128, steps, n) for n in (1, 2)]
+    peers = {r["player"]: r for r in rows if r["size"] == 128}
+    peer = peers.get("mixture") or next(iter(peers.values()), None)
+    print("Minetest 5.6, lock-step (one 50 ms engine frame per step), 128x128, mixture player; wall-clock steps/s")
+    for r in out:
+        line = (f"  {r['instances']} instance(s): {r['total_wall_steps_per_s']:.0f} steps/s "
+                f"({' + '.join(f'{v:.0f}' for v in r['per_instance_wall_steps_per_s'])}), "
+                f"{r['steps_per_cpu_s']:.0f} steps per CPU s, {r['cores']:.2f} cores, start-up {r['engine_start_s']:.2f} s")
+        if r["instances"] == 2:
+            line += f"; {r['total_wall_steps_per_s'] / out[0]['total_wall_steps_per_s']:.2f}x one instance"
+        print(line)
+    if peer:
+        print(f"  same run, 128x128, one process: VoxelWorld {peer['voxel_wall_steps_per_s']:.0f} steps/s "
+              f"({peer['player']}), Crafter {peer['crafter_wall_steps_per_s']:.0f} steps/s (wall)")
+    return out
+
+
 def main(args: argparse.Namespace) -> dict:
     rows = []
     for size in args.sizes:
@@ -131,6 +204,8 @@ def main(args: argparse.Namespace) -> dict:
     print(f"process peak RSS (Python + numba + crafter + both envs): {rss_mb:.0f} MB")
     result = {"cpu_affinity": sorted(os.sched_getaffinity(0)), "steps": args.steps, "rows": rows,
               "peak_rss_mb": round(rss_mb, 1)}
+    if args.minetest:
+        result["minetest"] = minetest_rows(args, rows)
     if args.out:
         tmp = args.out + ".tmp"
         with open(tmp, "w") as f:
@@ -145,4 +220,6 @@ if __name__ == "__main__":
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--players", nargs="+", default=["random", "mixture"])
     parser.add_argument("--out", default="", help="also write the rows as JSON here")
+    parser.add_argument("--minetest", action="store_true",
+                        help="also time worldloom/Minetest-v0 at 128x128, 1 and 2 instances (needs tests/setup_minetest.sh)")
     main(parser.parse_args())

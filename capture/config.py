@@ -19,7 +19,7 @@ import numpy as np
 from worldloom.actions import FPS
 from worldloom.config import doc, to_json_dict
 from worldloom.datasets.codecs import CODECS
-from worldloom.envs import ENV_NAMES, PLAYER_NAMES
+from worldloom.envs import ENV_NAMES, PLAYER_NAMES, env_metadata
 
 # Fields that say how a job runs, not what it writes: a resumed job may change them freely.
 # ("workers": the name of num_workers in datasets written by WorldLoom 0.1.)
@@ -141,8 +141,13 @@ def batch_specs(specs: list[EpisodeSpec], size: int) -> list[list[EpisodeSpec]]:
 
 
 def dataset_config(cfg: CaptureConfig, label_source: str) -> dict:
-    """What is stored in a dataset's manifest: the whole job config and what its labels are."""
-    return {"capture": to_json_dict(cfg), "label_source": label_source, "fps": FPS}
+    """What is stored in a dataset's manifest: the whole job config, what its labels are, and the
+    licence of what the frames show when the env declares one (Minetest's game media)."""
+    config = {"capture": to_json_dict(cfg), "label_source": label_source, "fps": FPS}
+    licence = env_metadata(cfg.env).get("licence")
+    if licence:
+        config["licence"] = licence
+    return config
 
 
 def content_fields(stored: dict) -> dict:

@@ -32,6 +32,9 @@ from .config import EpisodeSpec
 # up to these counts; a task that raised an exception is not retried (it would fail again).
 MAX_RESTARTS = 4
 MAX_TASK_RETRIES = 4
+# An env whose engine crashed or hung mid-episode (EnvCrashed) restarts it on the next reset: the
+# episode is played again from its spec, up to this many times.
+MAX_EPISODE_RETRIES = 2
 
 # (spec, label sources to write it as): "env" keeps the actions, "none" strips them.
 WorkItem = tuple[EpisodeSpec, Sequence[str]]
@@ -61,8 +64,9 @@ def play_episode(env: Any, player: Any, spec: EpisodeSpec) -> Episode:
     for t in range(spec.steps):
         frames[t] = obs
         action = player.act(obs, info)
-        taken.append(action)
         obs, reward, term, trunc, info = env.step(action)
+        # An env may report what its engine executed (Minetest: the engine's own camera change).
+        taken.append(info.get("action", action))
         rewards[t], terminated[t], truncated[t] = reward, term, trunc
         if term or trunc:
             num = t + 1
@@ -100,6 +104,7 @@ class Recorder:
         self.env_name, self.height, self.width, self.split = env, height, width, split
         self.env = make_env(env, height, width)  # expensive (world gen, numba compile): once per actor
         self.env.reset(seed=0)  # the first reset loads compiled code and caches: not an episode's cost
+        self.num_replayed = 0  # episodes played again after their env crashed
         self.make_player = make_player
         self.writers = {
             label: DatasetWriter(root, height=height, width=width, fps=fps, writer_id=self.writer_id, autocommit=False)
@@ -128,7 +133,7 @@ class Recorder:
         try:
             for spec, labels in items:
                 start = time.perf_counter()
-                episode = play_episode(self.env, self.make_player(spec.player, spec.seed), spec)
+                episode = self._play(spec)
                 play_s += time.perf_counter() - start
                 start = time.perf_counter()
                 for label in labels:
@@ -146,7 +151,21 @@ class Recorder:
                     pass
             raise
         return {"shards": shards, "frames": num_frames, "episodes": len(items), "play_s": play_s,
+                "replayed": self.num_replayed,
                 "write_s": write_s, "cpu_s": time.process_time() - cpu_start, **self.where()}
+
+    def _play(self, spec: EpisodeSpec) -> Episode:
+        """Play `spec`; an episode cut short by a crashed engine is played again from the start."""
+        from worldloom.envs import EnvCrashed
+
+        for attempt in range(MAX_EPISODE_RETRIES + 1):
+            try:
+                return play_episode(self.env, self.make_player(spec.player, spec.seed), spec)
+            except EnvCrashed:
+                if attempt == MAX_EPISODE_RETRIES:
+                    raise
+                self.num_replayed += 1
+        raise AssertionError("unreachable")
 
     def _write(self, label: str, spec: EpisodeSpec, episode: Episode) -> None:
         labeled = label != "none"
