@@ -27,6 +27,7 @@ demo: install
 
 test: install
 	bash tests/setup_browser.sh
+	bash tests/setup_minetest.sh
 	$(VENV)/bin/pytest -q tests
 
 lint: install
