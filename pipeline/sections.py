@@ -18,6 +18,9 @@ from worldloom.pipeline.report import Report, Section
 from worldloom.pipeline.stages import StageRecord
 
 
+ENV_TITLES = {"voxel": "VoxelWorld", "crafter": "Crafter", "minetest": "Minetest", "minerl": "MineRL"}
+
+
 def _dataset_rows(paths: dict[str, Path], figures_dir: Path, section: Section) -> dict:
     from worldloom.datasets import Dataset
     from worldloom.datasets.export import contact_sheet
@@ -141,8 +144,8 @@ def write_report(cfg, paths: dict[str, Path], records: dict[str, StageRecord]) -
     report.data["config"] = to_json_dict(cfg)
     report.data["preset"] = to_json_dict(cfg.resolved_sizes)
     stats = _dataset_rows(paths, paths["figures"], report.section(
-        "Datasets", "Recorded by Ray actors playing VoxelWorld with the Mixture player; footage had its actions "
-        "withheld and was pseudo-labeled by the IDM."))
+        "Datasets", f"Recorded by Ray actors playing {ENV_TITLES.get(cfg.env, cfg.env)} with the mixture player; "
+        "footage had its actions withheld and was pseudo-labeled by the IDM."))
     report.data["datasets"] = stats
     _idm_section(report, records, paths)
     _wm_section(report, records, paths)
