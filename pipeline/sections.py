@@ -17,7 +17,6 @@ from worldloom.config import to_json_dict
 from worldloom.pipeline.report import Report, Section
 from worldloom.pipeline.stages import StageRecord
 
-
 ENV_TITLES = {"voxel": "VoxelWorld", "crafter": "Crafter", "minetest": "Minetest", "minerl": "MineRL"}
 
 
