@@ -53,10 +53,15 @@ DEPRECATED_FLAGS = {"--workers": "--num-workers", "--gpu": "--device cuda", "--c
 DEFAULT_VERBS = {"capture": "run", "pipeline": "run", "pretrain": "train"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with `only`, that stage's flags in full and the others by name (a command
+    imports just its own stage: `worldloom dataset inspect` never loads torch)."""
     parser = argparse.ArgumentParser(prog="worldloom", description="Game rendering into training data for world models.")
     sub = parser.add_subparsers(dest="stage", metavar="STAGE")
     for name, module_name, help_text in STAGES:
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_text)
+            continue
         importlib.import_module(module_name).register(sub, name, help_text)  # a broken stage fails loudly
     return parser
 
@@ -76,8 +81,10 @@ def upgrade_argv(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(upgrade_argv(list(sys.argv[1:] if argv is None else argv)))
+    argv = upgrade_argv(list(sys.argv[1:] if argv is None else argv))
+    stage = argv[0] if argv and argv[0] in {name for name, _, _ in STAGES} else None
+    parser = build_parser(only=stage)
+    args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0 if args.stage is None else 2
@@ -89,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"worldloom {args.stage}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `worldloom dataset inspect ... | head`: the reader left, not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
