@@ -1,0 +1,221 @@
+"""What a reader checks before it trusts a dataset's two index files: `dataset.json` and
+`episodes.parquet`. Both may come from anyone (downloaded, copied, edited by hand), so every
+field the format defines is checked for its type, its range and its agreement with the other
+fields before a shard is opened, and a shard path must stay inside the dataset.
+
+    from worldloom.datasets.manifest import check_manifest, committed_episodes
+    check_manifest(manifest, "data/run1/dataset.json")     # UserError naming the field and value
+    table = committed_episodes(episodes, manifest, "data/run1/episodes.parquet")
+
+Checked in `dataset.json`: format, format_version, height, width, fps, codec, channels,
+rows_per_group, action_space (that of format version 1), label_sources, num_episodes,
+num_frames, and per shard: path (`frames/NAME.parquet`, see `worldloom.paths`), num_rows,
+num_episodes, size_bytes, checksum, writer_id; paths unique; the counts add up. `config` and
+`created_at` are free-form. In `episodes.parquet`: the schema, every shard path, and for the
+rows of committed shards: ids unique and present, num_steps >= 1, label_source known, and each
+shard's episodes tile its rows exactly (row_start 0, then each one where the last ended).
+File contents (sizes, checksums, frames) are `validate`'s work: it reads every byte.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from worldloom.errors import UserError
+from worldloom.paths import check_relative
+
+from . import schema
+from .codecs import CODECS
+
+__all__ = ["action_space", "check_manifest", "committed_episodes", "schema_differences", "MAX_SIZE_PX"]
+
+FORMAT_NAME = "worldloom-dataset"
+MAX_SIZE_PX = 4096
+MAX_FPS = 1000.0
+MAX_ROWS_PER_GROUP = 1_000_000
+SHARD_PATH = re.compile(rf"^{schema.FRAMES_DIR}/[^/]+\.parquet$")
+CHECKSUM = re.compile(r"^blake2b-128:[0-9a-f]{32}$")
+
+
+def action_space() -> dict:
+    """The action space every format-version-1 manifest records (VPT's buttons, camera degrees)."""
+    return {
+        "buttons": list(schema.BUTTONS),
+        "button_columns": list(schema.BUTTON_COLUMNS),
+        "camera_axes": list(schema.CAMERA_AXES),
+        "camera_columns": list(schema.CAMERA_COLUMNS),
+        "camera_units": schema.CAMERA_UNITS,
+        "alignment": schema.ACTION_ALIGNMENT,
+    }
+
+
+def schema_differences(actual: pa.Schema, expected: pa.Schema = schema.FRAME_SCHEMA) -> list[str]:
+    """Human-readable differences between two schemas (names and types; nullability ignored)."""
+    out = []
+    have = {f.name: f.type for f in actual}
+    for field in expected:
+        if field.name not in have:
+            out.append(f"column {field.name!r} is missing")
+        elif have[field.name] != field.type:
+            out.append(f"column {field.name!r} is {have[field.name]}, expected {field.type}")
+    out.extend(f"column {name!r} is not part of format version {schema.FORMAT_VERSION}" for name in have if name not in expected.names)
+    return out
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class _Fields:
+    """Field checks of one JSON object, each a one-line UserError naming `where` and the field."""
+
+    def __init__(self, where: str, data: dict, prefix: str = ""):
+        self.where, self.data, self.prefix = where, data, prefix
+
+    def fail(self, name: str, why: str) -> UserError:
+        return UserError(f"{self.where}: {self.prefix}{name} {why}; restore the file from its source "
+                         "(`worldloom dataset validate` lists what else is wrong)")
+
+    def get(self, name: str) -> Any:
+        if name not in self.data:
+            raise self.fail(name, "is missing")
+        return self.data[name]
+
+    def int(self, name: str, low: int, high: int | None = None) -> int:
+        value = self.get(name)
+        if not _is_int(value) or value < low or (high is not None and value > high):
+            span = f"{low}..{high}" if high is not None else f">= {low}"
+            raise self.fail(name, f"is {_short(value)}, expected an integer {span}")
+        return value
+
+    def number(self, name: str, low: float, high: float) -> float:
+        value = self.get(name)
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                and low < value <= high):
+            raise self.fail(name, f"is {_short(value)}, expected a number in ({low:g}, {high:g}]")
+        return float(value)
+
+    def equal(self, name: str, expected: Any) -> None:
+        value = self.get(name)
+        if type(value) is not type(expected) or value != expected:
+            raise self.fail(name, f"is {_short(value)}, expected {_short(expected)} (format version {schema.FORMAT_VERSION})")
+
+    def string(self, name: str, pattern: re.Pattern | None = None) -> str:
+        value = self.get(name)
+        if not isinstance(value, str) or (pattern is not None and not pattern.match(value)):
+            raise self.fail(name, f"is {_short(value)}, expected a string" + (f" like {pattern.pattern}" if pattern else ""))
+        return value
+
+
+def check_manifest(manifest: Any, where: str) -> None:
+    """UserError (one line, naming `where` and the field) unless `manifest` is a well-formed
+    format-version-1 manifest whose counts agree. Reads no file."""
+    if not isinstance(manifest, dict):
+        raise UserError(f"{where}: holds a JSON {type(manifest).__name__}, not a dataset manifest object; restore it from its source")
+    f = _Fields(where, manifest)
+    f.equal("format", FORMAT_NAME)
+    f.equal("format_version", schema.FORMAT_VERSION)
+    f.int("height", 8, MAX_SIZE_PX)
+    f.int("width", 8, MAX_SIZE_PX)
+    f.number("fps", 0.0, MAX_FPS)
+    codec = f.get("codec")
+    if not isinstance(codec, str) or codec not in CODECS:
+        raise f.fail("codec", f"is {_short(codec)}, expected one of {', '.join(CODECS)}")
+    f.equal("channels", 3)
+    f.int("rows_per_group", 1, MAX_ROWS_PER_GROUP)
+    f.equal("action_space", action_space())
+    sources = f.get("label_sources")
+    if not (isinstance(sources, list) and all(isinstance(s, str) and s in schema.LABEL_SOURCES for s in sources)
+            and len(set(sources)) == len(sources)):
+        raise f.fail("label_sources", f"is {_short(sources)}, expected distinct names from {schema.LABEL_SOURCES}")
+    num_episodes = f.int("num_episodes", 0)
+    num_frames = f.int("num_frames", 0)
+    shards = f.get("shards")
+    if not isinstance(shards, list):
+        raise f.fail("shards", f"is {_short(shards)}, expected a list")
+    seen: set[str] = set()
+    for i, entry in enumerate(shards):
+        _check_shard_entry(where, i, entry, seen)
+    if sum(s["num_rows"] for s in shards) != num_frames:
+        raise f.fail("num_frames", f"is {num_frames} but the shards hold {sum(s['num_rows'] for s in shards)} rows")
+    if sum(s["num_episodes"] for s in shards) != num_episodes:
+        raise f.fail("num_episodes", f"is {num_episodes} but the shards hold {sum(s['num_episodes'] for s in shards)}")
+
+
+def _check_shard_entry(where: str, i: int, entry: Any, seen: set[str]) -> None:
+    prefix = f"shards[{i}]."
+    if not isinstance(entry, dict):
+        raise UserError(f"{where}: shards[{i}] is {_short(entry)}, expected an object; restore the file from its source")
+    f = _Fields(where, entry, prefix)
+    path = check_relative(f.get("path"), source=where, field=f"{prefix}path")
+    if not SHARD_PATH.match(path):
+        raise f.fail("path", f"is {path!r}, expected {schema.FRAMES_DIR}/NAME.parquet")
+    if path in seen:
+        raise f.fail("path", f"{path!r} is listed twice")
+    seen.add(path)
+    f.int("num_rows", 1)
+    f.int("num_episodes", 1)
+    f.int("size_bytes", 1)
+    f.string("checksum", CHECKSUM)
+    f.string("writer_id")
+
+
+def committed_episodes(table: pa.Table, manifest: dict, where: str) -> pa.Table:
+    """The rows of `episodes.parquet` whose shard the (checked) manifest lists, after checking the
+    whole table: schema, every shard path, and the committed rows against the manifest.
+
+    Rows of shards the manifest does not list are a crash between the two renames of a commit:
+    not data, skipped (their shard paths are still checked)."""
+    differences = schema_differences(table.schema, schema.EPISODE_SCHEMA)
+    if differences:
+        raise UserError(f"{where}: {differences[0]}; restore the file from its source")
+    for rel in pc.unique(table.column("shard").drop_null()).to_pylist():
+        check_relative(rel, source=where, field="shard")
+    if table.column("shard").null_count:
+        raise UserError(f"{where}: shard is null in {table.column('shard').null_count} row(s); restore the file from its source")
+    shards = {s["path"]: s for s in manifest["shards"]}
+    committed = table.filter(pc.is_in(table.column("shard"), value_set=pa.array(list(shards), pa.string())))
+    rows = committed.select(["episode_id", "shard", "row_start", "num_steps", "label_source"]).to_pylist()
+    ids: set[str] = set()
+    per_shard: dict[str, list[tuple[int, int, str]]] = {}
+    for row in rows:
+        eid = row["episode_id"]
+        if eid is None or eid in ids:
+            raise UserError(f"{where}: episode_id {eid!r} is " + ("null" if eid is None else "listed twice")
+                            + "; restore the file from its source")
+        ids.add(eid)
+        if row["num_steps"] is None or row["num_steps"] < 1 or row["row_start"] is None or row["row_start"] < 0:
+            raise UserError(f"{where}: episode {eid!r} has num_steps {row['num_steps']!r} and row_start "
+                            f"{row['row_start']!r}; expected num_steps >= 1, row_start >= 0")
+        if row["label_source"] not in schema.LABEL_SOURCES:
+            raise UserError(f"{where}: episode {eid!r} has label_source {_short(row['label_source'])}, expected one of {schema.LABEL_SOURCES}")
+        per_shard.setdefault(row["shard"], []).append((row["row_start"], row["num_steps"], eid))
+    for rel, entry in shards.items():
+        _check_tiling(where, rel, entry, sorted(per_shard.get(rel, [])))
+    if len(ids) != manifest["num_episodes"]:
+        raise UserError(f"{where}: lists {len(ids)} committed episodes, dataset.json says {manifest['num_episodes']}; "
+                        "restore the two files from the same copy")
+    return committed
+
+
+def _check_tiling(where: str, rel: str, entry: dict, spans: list[tuple[int, int, str]]) -> None:
+    """A shard's episodes cover its rows exactly: 0..a, a..b, ..., ..num_rows."""
+    end = 0
+    for start, num, eid in spans:
+        if start != end:
+            raise UserError(f"{where}: episode {eid!r} starts at row {start} of {rel}, expected {end} (episodes of a "
+                            "shard follow each other); restore the file from its source")
+        end = start + num
+    if end != entry["num_rows"] or len(spans) != entry["num_episodes"]:
+        raise UserError(f"{where}: {len(spans)} episode(s) cover {end} rows of {rel}, dataset.json says "
+                        f"{entry['num_episodes']} episode(s) and {entry['num_rows']} rows; restore the two files from the same copy")
