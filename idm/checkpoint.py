@@ -22,10 +22,12 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from worldloom.errors import UserError
 from worldloom.idm.model import IDM, IDMConfig
+from worldloom.paths import inside
+from worldloom.untrusted import dataclass_from_json, load_fitting_weights, read_json
 
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.json"
@@ -72,34 +74,52 @@ def save_checkpoint(run_dir: Path, model: IDM, optimizer: torch.optim.Optimizer,
     write_json_atomic(run_dir / STATE_FILE, {**state, "model_file": model_file, "optim_file": optim_file,
                                              "param_groups": groups})
     if previous and previous.get("model_file") != model_file:
-        for name in (previous.get("model_file"), previous.get("optim_file")):
-            if name:
-                (run_dir / name).unlink(missing_ok=True)
+        for name in ("model_file", "optim_file"):
+            if previous.get(name):
+                run_file(run_dir, previous, name).unlink(missing_ok=True)
 
 
 def read_state(run_dir: Path) -> dict | None:
-    """state.json of a run, or None when no checkpoint was committed yet."""
+    """state.json of a run, or None when no checkpoint was committed yet; UserError unless it is
+    an object with a step (an integer >= 0)."""
     path = Path(run_dir) / STATE_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    state = read_json(path, what="an IDM checkpoint's state")
+    step = state.get("step") if isinstance(state, dict) else None
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise UserError(f"{path}: step is {step!r}, expected an integer >= 0; restore the run from its source")
+    return state
+
+
+def run_file(run_dir: Path, state: dict, field: str) -> Path:
+    """The file that state.json's `field` names, checked to stay inside the run directory."""
+    return inside(run_dir, state.get(field), source=Path(run_dir) / STATE_FILE, field=field)
 
 
 def read_config(run_dir: str | Path) -> dict:
-    """config.json of a run, or a UserError naming what is missing."""
+    """config.json of a run, its `train` section checked as a TrainConfig (every value typed and
+    finite); a UserError naming what is missing or wrong."""
     path = Path(run_dir) / CONFIG_FILE
     if not path.exists():
         raise UserError(f"{run_dir} is not an IDM run: {CONFIG_FILE} is missing (train one with `worldloom idm train`)")
-    return json.loads(path.read_text())
+    config = read_json(path, what="an IDM run's config")
+    if not isinstance(config, dict):
+        raise UserError(f"{path}: holds a JSON {type(config).__name__}, expected an object; restore the run from its source")
+    from worldloom.idm.train import TrainConfig  # here: train imports this module
+
+    dataclass_from_json(TrainConfig, config.get("train"), source=path, field="train", require_all=False, max_int=None)
+    return config
 
 
 def load_idm(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[IDM, IDMConfig]:
     """The latest checkpoint of a run as (model in eval mode, its IDMConfig)."""
     run_dir = Path(run_dir)
-    cfg = IDMConfig.from_dict(read_config(run_dir)["model"])
+    cfg = dataclass_from_json(IDMConfig, read_config(run_dir).get("model"), source=run_dir / CONFIG_FILE, field="model")
     state = read_state(run_dir)
     if state is None:
         raise UserError(f"{run_dir} has no checkpoint yet ({STATE_FILE} is missing): let `worldloom idm train` save one")
-    model = IDM(cfg)
-    model.load_state_dict(load_file(str(run_dir / state["model_file"])))
+    model = load_fitting_weights(lambda: IDM(cfg), run_file(run_dir, state, "model_file"), source=run_dir / CONFIG_FILE)
     return model.to(device).eval(), cfg
 
 
@@ -109,5 +129,5 @@ def checkpoint_id(run_dir: str | Path) -> str:
     state = read_state(run_dir)
     if state is None:
         raise UserError(f"{run_dir} has no checkpoint yet ({STATE_FILE} is missing)")
-    digest = hashlib.sha256((run_dir / state["model_file"]).read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256(run_file(run_dir, state, "model_file").read_bytes()).hexdigest()[:12]
     return f"{run_dir.resolve().name}@step{state['step']}-{digest}"

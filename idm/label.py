@@ -38,6 +38,7 @@ from worldloom.idm.checkpoint import checkpoint_id, load_idm
 from worldloom.idm.data import open_dataset
 from worldloom.idm.infer import predict_sequence, resize_frames
 from worldloom.idm.video import VIDEO_SUFFIXES, VideoError, probe_video, read_chunks
+from worldloom.paths import redact_text
 
 FIRST_SEGMENT = "0000"
 
@@ -183,13 +184,14 @@ def run_items(cfg: LabelConfig, items: list[dict], model_id: str, job_config: di
     import ray
     from ray.util import ActorPool
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=cfg.num_workers, include_dashboard=False, log_to_driver=False)
-    gpu = 1.0 / cfg.num_workers if torch.cuda.is_available() else 0
-    remote = ray.remote(Labeler).options(num_cpus=1, num_gpus=gpu, max_restarts=1)
-    actor_cfg = dataclasses.replace(cfg, threads=cfg.threads or 1)  # one CPU each: never oversubscribe
-    actors = [remote.remote(actor_cfg, model_id, job_config) for _ in range(min(cfg.num_workers, len(items)))]
-    yield from ActorPool(actors).map_unordered(lambda actor, item: actor.label.remote(item), items)
+    from worldloom.cluster import ray_session
+
+    with ray_session(None, cfg.num_workers):  # the session that is up, or a local one on loopback
+        gpu = 1.0 / cfg.num_workers if torch.cuda.is_available() else 0
+        remote = ray.remote(Labeler).options(num_cpus=1, num_gpus=gpu, max_restarts=1)
+        actor_cfg = dataclasses.replace(cfg, threads=cfg.threads or 1)  # one CPU each: never oversubscribe
+        actors = [remote.remote(actor_cfg, model_id, job_config) for _ in range(min(cfg.num_workers, len(items)))]
+        yield from ActorPool(actors).map_unordered(lambda actor, item: actor.label.remote(item), items)
 
 
 def label(cfg: LabelConfig) -> dict:
@@ -205,7 +207,7 @@ def label(cfg: LabelConfig) -> dict:
                   "label": to_json_dict(cfg),
                   "model_input": {"height": model_cfg.height, "width": model_cfg.width, "interpolation": "INTER_LINEAR",
                                   "note": "frames resized to the model's size for prediction only; stored frames unchanged"}}
-    summary = {"out": cfg.out, "label_model": model_id, "num_items": len(items), "skipped_done": len(items) - len(todo),
+    summary = {"out": redact_text(cfg.out), "label_model": model_id, "num_items": len(items), "skipped_done": len(items) - len(todo),
                "labeled": [], "failed": [], "num_steps": 0}
     for result in tqdm(run_items(cfg, todo, model_id, job_config), total=len(todo), desc="idm label", unit="item"):
         if result["ok"]:
@@ -213,8 +215,8 @@ def label(cfg: LabelConfig) -> dict:
             summary["labeled"].append(result["item"]["episode_id"])
             summary["num_steps"] += result["num_steps"]
         else:
-            summary["failed"].append({"input": result["item"]["source"], "error": result["error"]})
-            print(f"idm label: skipped: {result['error']}", file=sys.stderr)
+            summary["failed"].append({"input": result["item"]["source"], "error": redact_text(result["error"])})
+            print(f"idm label: skipped: {redact_text(result['error'])}", file=sys.stderr)
     if todo and not summary["labeled"] and not summary["skipped_done"]:
         raise UserError(f"nothing was labeled: {summary['failed'][0]['error']}")
     return summary

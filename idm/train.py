@@ -37,6 +37,7 @@ from worldloom.idm.checkpoint import (
     CONFIG_FILE,
     load_optimizer,
     read_state,
+    run_file,
     save_checkpoint,
     write_json_atomic,
 )
@@ -242,8 +243,8 @@ def init_state(cfg: TrainConfig, run_dir: Path, device: torch.device) -> tuple[I
     state = read_state(run_dir)
     if state is None:
         return model, optimizer, {"step": 0, "total_steps": cfg.steps, "elapsed_s": 0.0, "budget_fixed": False}
-    model.load_state_dict(load_file(str(run_dir / state["model_file"]), device=str(device)))
-    load_optimizer(optimizer, load_file(str(run_dir / state["optim_file"]), device=str(device)), state["param_groups"])
+    model.load_state_dict(load_file(str(run_file(run_dir, state, "model_file")), device=str(device)))
+    load_optimizer(optimizer, load_file(str(run_file(run_dir, state, "optim_file")), device=str(device)), state["param_groups"])
     return model, optimizer, state
 
 

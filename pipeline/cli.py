@@ -19,6 +19,7 @@ import importlib
 import sys
 
 from worldloom.errors import UserError
+from worldloom.paths import redact_text
 
 # (subcommand, module with register(subparsers), one-line help). Stages register as they land.
 STAGES = (
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except UserError as err:
-        print(f"worldloom {args.stage}: error: {err}", file=sys.stderr)
+        print(f"worldloom {args.stage}: error: {redact_text(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"worldloom {args.stage}: interrupted", file=sys.stderr)

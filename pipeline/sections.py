@@ -14,6 +14,7 @@ from typing import Any
 
 from worldloom.actions import FPS
 from worldloom.config import to_json_dict
+from worldloom.paths import redact_json
 from worldloom.pipeline.report import Report, Section
 from worldloom.pipeline.stages import StageRecord
 
@@ -137,8 +138,8 @@ def _cost_section(report: Report, records: dict[str, StageRecord], stats: dict) 
 def write_report(cfg, paths: dict[str, Path], records: dict[str, StageRecord]) -> Path:
     """Assemble report.html / report.md / report.json in the run directory."""
     paths["figures"].mkdir(parents=True, exist_ok=True)
-    report = Report(f"WorldLoom pipeline: preset {cfg.preset}")
-    report.data["config"] = to_json_dict(cfg)
+    report = Report(f"WorldLoom pipeline: preset {cfg.preset}", root=Path(cfg.out).resolve())
+    report.data["config"] = redact_json(to_json_dict(cfg))
     report.data["preset"] = to_json_dict(cfg.sizes)
     stats = _dataset_rows(paths, paths["figures"], report.section(
         "Datasets", "Recorded by Ray actors playing VoxelWorld with the Mixture player; footage had its actions "

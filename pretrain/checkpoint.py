@@ -83,17 +83,38 @@ def load_weights(run_dir: Path, which: str = "ema", device="cpu") -> dict[str, t
 def load_world_model(run_dir: Path, which: str = "ema", device="cpu"):
     """A trained run as (WorldModel in eval mode with `which` weights, config.json dict, frame codec)."""
     from worldloom.errors import UserError
+    from worldloom.untrusted import load_fitting_weights, read_json
 
     from .autoencoder import load_codec
-    from .model import WorldModel, WorldModelConfig
+    from .model import WorldModel
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists() or not has_checkpoint(run_dir):
         raise UserError(f"{run_dir}: not a trained world model run (config.json and checkpoint/ expected); train one with `worldloom pretrain`")
-    doc = json.loads((run_dir / "config.json").read_text())
-    if "camera_fov_deg" not in doc["model"]:
+    doc = read_json(run_dir / "config.json", what="a world model run's config")
+    if isinstance(doc, dict) and isinstance(doc.get("model"), dict) and "camera_fov_deg" not in doc["model"]:
         raise UserError(f"{run_dir}: a run from before the camera warp (its action features differ); retrain it")
-    cfg = WorldModelConfig(**doc["model"])
-    model = WorldModel(cfg)
-    model.load_state_dict(load_weights(run_dir, which, device))
+    sections = check_config(doc, run_dir / "config.json")
+    cfg = sections["model"]
+    weights = run_dir / CHECKPOINT_DIR / f"{which}.safetensors"
+    model = load_fitting_weights(lambda: WorldModel(cfg), weights, source=run_dir / "config.json", device=device)
     return model.to(device).eval(), doc, load_codec(run_dir, cfg, device)
+
+
+def check_config(doc: object, path: Path) -> dict:
+    """config.json's sections as their dataclasses (train, model, flow, data), each value typed and
+    checked; UserError naming the file and the field otherwise (worldloom.untrusted)."""
+    from worldloom.errors import UserError
+    from worldloom.untrusted import dataclass_from_json
+
+    from .data import SourceSpec
+    from .flow import FlowConfig
+    from .model import WorldModelConfig
+    from .train import TrainConfig
+
+    if not isinstance(doc, dict):
+        raise UserError(f"{path}: holds a JSON {type(doc).__name__}, expected an object; restore the run from its source")
+    classes = {"train": (TrainConfig, False, None), "model": (WorldModelConfig, True, 2**16),
+               "flow": (FlowConfig, False, 2**16), "data": (SourceSpec, True, None)}
+    return {name: dataclass_from_json(cls, doc.get(name), source=path, field=name, require_all=strict, max_int=bound)
+            for name, (cls, strict, bound) in classes.items()}

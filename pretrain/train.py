@@ -361,31 +361,31 @@ def _ray_loop(config: dict) -> None:
 
 
 def run_ray(cfg: TrainConfig) -> None:
-    """The same train_worker on cfg.workers Ray Train workers (gloo on CPU, nccl on GPU)."""
-    import ray
+    """The same train_worker on cfg.workers Ray Train workers (gloo on CPU, nccl on GPU), in the
+    Ray session that is up or a local one on loopback (worldloom.cluster.ray_session)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=None if cfg.gpu else max(cfg.workers, os.cpu_count() or 1), include_dashboard=False,
-                 log_to_driver=True)
+    from worldloom.cluster import ray_session
+
     abs_cfg = dataclasses.replace(cfg, out=str(Path(cfg.out).resolve()), data=tuple(_abs(d) for d in cfg.data))
-    trainer = TorchTrainer(
-        _ray_loop,
-        train_loop_config=to_json_dict(abs_cfg),
-        torch_config=TorchConfig(backend="nccl" if cfg.gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.gpu, resources_per_worker=None if cfg.gpu else {"CPU": 1}),
-        run_config=ray.train.RunConfig(name="ray-train", storage_path=str(Path(abs_cfg.out) / "ray")),
-    )
-    try:
-        trainer.fit()
-    except Exception as err:  # Ray wraps worker errors; a UserError inside stays a one-line message
-        cause = err
-        while cause is not None and not isinstance(cause, UserError):
-            cause = cause.__cause__ or getattr(cause, "cause", None)
-        if isinstance(cause, UserError):
-            raise UserError(str(cause)) from None
-        raise
+    with ray_session(None, None if cfg.gpu else max(cfg.workers, os.cpu_count() or 1)):
+        trainer = TorchTrainer(
+            _ray_loop,
+            train_loop_config=to_json_dict(abs_cfg),
+            torch_config=TorchConfig(backend="nccl" if cfg.gpu else "gloo"),
+            scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.gpu, resources_per_worker=None if cfg.gpu else {"CPU": 1}),
+            run_config=ray.train.RunConfig(name="ray-train", storage_path=str(Path(abs_cfg.out) / "ray")),
+        )
+        try:
+            trainer.fit()
+        except Exception as err:  # Ray wraps worker errors; a UserError inside stays a one-line message
+            cause = err
+            while cause is not None and not isinstance(cause, UserError):
+                cause = cause.__cause__ or getattr(cause, "cause", None)
+            if isinstance(cause, UserError):
+                raise UserError(str(cause)) from None
+            raise
 
 
 def _abs(path: str) -> str:
