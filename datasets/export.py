@@ -11,12 +11,14 @@ step (right = yaw right, down = pitch down; `action[t]` is applied after `frame[
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
 
 from worldloom.errors import UserError
+from worldloom.io import atomic_path
 
 from . import schema
 from .reader import Clip, Dataset
@@ -65,24 +67,32 @@ def render_clip(clip: Clip, overlay: bool = True, scale: int = 4) -> list[np.nda
     return frames
 
 
+def output_path(path: str) -> Path:
+    """`path` with its directory created; UserError if it cannot be."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{path}: cannot create its directory ({err}); choose another --out") from None
+    return Path(path)
+
+
 def write_video(frames: list[np.ndarray], path: str, fps: float) -> None:
     """RGB frames to .mp4 (OpenCV) or .gif (Pillow), through a temporary name."""
     ext = os.path.splitext(path)[1].lower()
-    tmp = f"{path}.tmp{ext}"
-    if ext == ".gif":
-        images = [Image.fromarray(f) for f in frames]
-        images[0].save(tmp, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
-    elif ext == ".mp4":
-        h, w = frames[0].shape[:2]
-        writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-        if not writer.isOpened():
-            raise UserError(f"{path}: OpenCV cannot write mp4 here; export a .gif instead")
-        for f in frames:
-            writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-        writer.release()
-    else:
+    if ext not in (".gif", ".mp4"):
         raise UserError(f"{path}: unknown video type {ext!r}; use .mp4 or .gif")
-    os.replace(tmp, path)
+    with atomic_path(output_path(path)) as tmp:
+        if ext == ".gif":
+            images = [Image.fromarray(f) for f in frames]
+            images[0].save(tmp, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+        else:
+            h, w = frames[0].shape[:2]
+            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+            if not writer.isOpened():
+                raise UserError(f"{path}: OpenCV cannot write mp4 here; export a .gif instead")
+            for f in frames:
+                writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+            writer.release()
 
 
 def export_clip(ds: Dataset, episode_id: str, out: str, start: int = 0, stop: int | None = None,
@@ -117,7 +127,6 @@ def contact_sheet(ds: Dataset, out: str, episode_id: str | None = None, num: int
     for k, tile in enumerate(tiles):
         r, c = divmod(k, cols)
         sheet[r * (h + 2) : r * (h + 2) + h, c * (w + 2) : c * (w + 2) + w] = upscale(tile, scale)
-    tmp = f"{out}.tmp.png"
-    Image.fromarray(sheet).save(tmp)
-    os.replace(tmp, out)
+    with atomic_path(output_path(out)) as tmp:
+        Image.fromarray(sheet).save(tmp)
     return out

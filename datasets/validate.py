@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from worldloom.errors import UserError
 
 from . import codecs, schema, storage
-from .manifest import schema_differences
+from .manifest import committed_episodes, schema_differences
 from .writer import file_checksum
 
 
@@ -61,7 +61,7 @@ def validate(root: str | os.PathLike, filesystem: pafs.FileSystem | None = None,
         problems += found
         if episodes is not None:
             shard_episodes[rel] = episodes
-    problems += check_episodes_table(loc, listed, shard_episodes)
+    problems += check_episodes_table(loc, listed, shard_episodes, manifest)
     return problems
 
 
@@ -201,7 +201,7 @@ class _ShardScan:
         return self.episodes
 
 
-def check_episodes_table(loc: storage.Location, listed: dict, shard_episodes: dict) -> list[Problem]:
+def check_episodes_table(loc: storage.Location, listed: dict, shard_episodes: dict, manifest: dict) -> list[Problem]:
     name = schema.EPISODES_NAME
     if not storage.exists(loc, loc.join(name)):
         return [Problem(name, None, "missing; it lists the episodes of the shards; restore it from a copy")] if listed else []
@@ -238,4 +238,9 @@ def check_episodes_table(loc: storage.Location, listed: dict, shard_episodes: di
     for (rel, first), (eid, _) in sorted(in_shards.items()):
         if (rel, first) not in listed_rows:
             problems.append(Problem(rel, first, f"episode {eid!r} is not listed in {name}; restore {name} from a copy"))
+    if not problems:  # whatever else a reader would refuse (label sources, tiling, counts): the same words
+        try:
+            committed_episodes(table, manifest, f"{loc.uri}/{name}")
+        except UserError as err:
+            problems.append(Problem(name, None, str(err).split(": ", 1)[-1]))
     return problems

@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from worldloom.errors import UserError
 from worldloom.idm.model import IDM, IDMConfig
 from worldloom.paths import inside
-from worldloom.untrusted import dataclass_from_json, load_fitting_weights, read_json
+from worldloom.untrusted import MAX_EXACT_INT, dataclass_from_json, load_fitting_weights, read_json
 
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.json"
@@ -108,7 +108,7 @@ def read_config(run_dir: str | Path) -> dict:
         raise UserError(f"{path}: holds a JSON {type(config).__name__}, expected an object; restore the run from its source")
     from worldloom.idm.train import TrainConfig  # here: train imports this module
 
-    dataclass_from_json(TrainConfig, config.get("train"), source=path, field="train", require_all=False, max_int=None)
+    dataclass_from_json(TrainConfig, config.get("train"), source=path, field="train", require_all=False, max_int=MAX_EXACT_INT)
     return config
 
 

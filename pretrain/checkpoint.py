@@ -95,6 +95,11 @@ def load_world_model(run_dir: Path, which: str = "ema", device="cpu"):
     if isinstance(doc, dict) and isinstance(doc.get("model"), dict) and "camera_fov_deg" not in doc["model"]:
         raise UserError(f"{run_dir}: a run from before the camera warp (its action features differ); retrain it")
     sections = check_config(doc, run_dir / "config.json")
+    state = read_json(run_dir / CHECKPOINT_DIR / "state.json", what="a world model checkpoint's state")
+    step = state.get("step") if isinstance(state, dict) else None
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise UserError(f"{run_dir / CHECKPOINT_DIR / 'state.json'}: step is {step!r}, expected an integer >= 0; "
+                        "restore the run from its source")
     cfg = sections["model"]
     weights = run_dir / CHECKPOINT_DIR / f"{which}.safetensors"
     model = load_fitting_weights(lambda: WorldModel(cfg), weights, source=run_dir / "config.json", device=device)
@@ -104,8 +109,9 @@ def load_world_model(run_dir: Path, which: str = "ema", device="cpu"):
 def check_config(doc: object, path: Path) -> dict:
     """config.json's sections as their dataclasses (train, model, flow, data), each value typed and
     checked; UserError naming the file and the field otherwise (worldloom.untrusted)."""
+    from worldloom.datasets import LABEL_SOURCES
     from worldloom.errors import UserError
-    from worldloom.untrusted import dataclass_from_json
+    from worldloom.untrusted import MAX_CONFIG_INT, MAX_EXACT_INT, dataclass_from_json
 
     from .data import SourceSpec
     from .flow import FlowConfig
@@ -114,7 +120,11 @@ def check_config(doc: object, path: Path) -> dict:
 
     if not isinstance(doc, dict):
         raise UserError(f"{path}: holds a JSON {type(doc).__name__}, expected an object; restore the run from its source")
-    classes = {"train": (TrainConfig, False, None), "model": (WorldModelConfig, True, 2**16),
-               "flow": (FlowConfig, False, 2**16), "data": (SourceSpec, True, None)}
-    return {name: dataclass_from_json(cls, doc.get(name), source=path, field=name, require_all=strict, max_int=bound)
-            for name, (cls, strict, bound) in classes.items()}
+    classes = {"train": (TrainConfig, False, MAX_EXACT_INT), "model": (WorldModelConfig, True, MAX_CONFIG_INT),
+               "flow": (FlowConfig, False, MAX_CONFIG_INT), "data": (SourceSpec, True, MAX_EXACT_INT)}
+    sections = {name: dataclass_from_json(cls, doc.get(name), source=path, field=name, require_all=strict, max_int=bound)
+                for name, (cls, strict, bound) in classes.items()}
+    unknown = sorted(set(sections["data"].label_sources) - set(LABEL_SOURCES))
+    if unknown:
+        raise UserError(f"{path}: data.label_sources holds {unknown[0]!r}, not one of {LABEL_SOURCES}; restore the run from its source")
+    return sections

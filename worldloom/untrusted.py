@@ -28,12 +28,14 @@ from typing import Any, TypeVar
 
 from worldloom.errors import UserError
 
-__all__ = ["read_json", "dataclass_from_json", "load_fitting_weights", "MAX_CONFIG_INT"]
+__all__ = ["read_json", "dataclass_from_json", "load_fitting_weights", "MAX_CONFIG_INT", "MAX_EXACT_INT"]
 
 T = TypeVar("T")
 # Model configs hold sizes (pixels, channels, layers, frames): none is anywhere near 2^16, and a
 # bound keeps a hostile value from sizing a numpy table or a Python loop at build time.
 MAX_CONFIG_INT = 2**16
+# Any other integer in a run's JSON (steps, seeds, frame counts): JSON's exact range (RFC 8259).
+MAX_EXACT_INT = 2**53 - 1
 
 
 def read_json(path: str | os.PathLike, *, what: str) -> Any:
@@ -52,7 +54,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _typed(value: Any, annotation: Any, name: str, max_int: int | None) -> Any:
+def _typed(value: Any, annotation: Any, name: str, max_int: int) -> Any:
     """`value` converted to `annotation` (lists to tuples), or ValueError saying why not."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -77,9 +79,8 @@ def _typed(value: Any, annotation: Any, name: str, max_int: int | None) -> Any:
             raise ValueError(f"{name} is {_short(value)}, expected true or false")
         return value
     if annotation is int:
-        if not isinstance(value, int) or isinstance(value, bool) or (max_int is not None and abs(value) > max_int):
-            bound = f" of at most {max_int} in size" if max_int is not None else ""
-            raise ValueError(f"{name} is {_short(value)}, expected an integer{bound}")
+        if not isinstance(value, int) or isinstance(value, bool) or abs(value) > max_int:
+            raise ValueError(f"{name} is {_short(value)}, expected an integer of at most {max_int} in size")
         return value
     if annotation is float:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
@@ -98,7 +99,7 @@ def _typed(value: Any, annotation: Any, name: str, max_int: int | None) -> Any:
     return value  # Any or a type JSON cannot carry: the dataclass's own checks decide
 
 
-def _dataclass(cls: type[T], data: Any, name: str, max_int: int | None, require_all: bool) -> T:
+def _dataclass(cls: type[T], data: Any, name: str, max_int: int, require_all: bool) -> T:
     if not isinstance(data, dict):
         raise ValueError(f"{name} is {_short(data)}, expected an object")
     hints = typing.get_type_hints(cls)
@@ -121,7 +122,7 @@ def _dataclass(cls: type[T], data: Any, name: str, max_int: int | None, require_
 
 
 def dataclass_from_json(cls: type[T], data: Any, *, source: str | os.PathLike, field: str,
-                        require_all: bool = True, max_int: int | None = MAX_CONFIG_INT) -> T:
+                        require_all: bool = True, max_int: int = MAX_CONFIG_INT) -> T:
     """`cls` built from JSON `data` (the `field` of the file `source`): every value of the type
     its annotation says (ints not bools, floats finite, lists for tuples, nested dataclasses),
     no unknown key, every key present unless `require_all` is False (then defaults fill in), and
