@@ -752,6 +752,9 @@ def test_a_local_ray_session_listens_on_loopback_only(base, ray_local, tmp_path)
     for process in ("gcs_server", "raylet", "ray::Recorder", "ray::Labeler", "ray::DashboardAgent", "ray::RuntimeEnvAgent"):
         assert any(t.startswith(process) for t in titles), f"no socket of {process} seen:\n{sockets.table()}"
     assert not sockets.outside_loopback(), "listening beyond loopback:\n" + sockets.table()
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+    assert is_token_auth_enabled()  # Ray's own token authentication stays on (Ray 2.60's default for ray.init)
 
 
 @pytest.mark.ray
