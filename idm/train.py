@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import sys
 import time
@@ -36,6 +35,7 @@ from worldloom.idm import metrics
 from worldloom.idm.checkpoint import (
     CONFIG_FILE,
     load_optimizer,
+    read_config,
     read_state,
     run_file,
     save_checkpoint,
@@ -180,7 +180,7 @@ def prepare_run_dir(cfg: TrainConfig) -> Path:
     wanted = {"train": to_json_dict(cfg), "model": to_json_dict(cfg.model)}
     path = run_dir / CONFIG_FILE
     if path.exists():
-        have = json.loads(path.read_text())
+        have = read_config(run_dir)  # checked: a damaged or edited config.json is a one-line error
         ignore = {"minutes", "steps", "device", "threads"}  # may change on resume
         diff = sorted(k for k in wanted["train"] if k not in ignore and have.get("train", {}).get(k) != wanted["train"][k])
         if diff or have.get("model") != wanted["model"]:

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from worldloom.config import doc, to_json_dict
 from worldloom.errors import UserError
+from worldloom.untrusted import read_json
 
 from . import checkpoint
 from .autoencoder import AE_FILE, PixelCodec, load_codec, save_codec, train_autoencoder
@@ -180,8 +181,8 @@ def resolve_camera(cfg: TrainConfig) -> TrainConfig:
     if cfg.camera_fov_deg is not None:
         return cfg
     path = Path(cfg.out) / "config.json"
-    if path.exists() and checkpoint.has_checkpoint(Path(cfg.out)):
-        fov = json.loads(path.read_text())["model"].get("camera_fov_deg", 0.0)
+    if path.exists() and checkpoint.has_checkpoint(Path(cfg.out)):  # the run's own, checked (a damaged file: one line)
+        fov = checkpoint.check_config(read_json(path, what="a world model run's config"), path)["model"].camera_fov_deg
     else:
         fov = fit_camera(cfg)
     return dataclasses.replace(cfg, camera_fov_deg=fov)
@@ -198,9 +199,10 @@ def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, Path]:
             "data": dataclasses.asdict(spec), "memory_estimate_bytes": need}
     path = run / "config.json"
     if path.exists() and checkpoint.has_checkpoint(run):
-        old = json.loads(path.read_text())
-        if old["model"] != doc_["model"]:
-            raise UserError(f"{run} holds a run of another model ({old['train']['preset']}); pick a new --out")
+        old = read_json(path, what="a world model run's config")
+        if not isinstance(old, dict) or old.get("model") != doc_["model"]:
+            preset = old.get("train", {}).get("preset") if isinstance(old, dict) and isinstance(old.get("train"), dict) else None
+            raise UserError(f"{run} holds a run of another model ({preset or 'config.json unreadable'}); pick a new --out")
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc_, indent=1))
     os.replace(tmp, path)

@@ -76,13 +76,15 @@ def loopback_only() -> Iterator[None]:
     from ray._private import ray_constants
 
     saved_env = {k: os.environ.get(k) for k in LOOPBACK_ENV}
-    saved_flag = ray_constants.ENABLE_RAY_CLUSTER
+    saved_flag = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)  # None: a Ray without it (the test tells)
     os.environ.update(LOOPBACK_ENV)
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    if saved_flag is not None:
+        ray_constants.ENABLE_RAY_CLUSTER = False
     try:
         yield
     finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_flag is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = saved_flag
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)

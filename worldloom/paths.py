@@ -30,6 +30,10 @@ REDACTED = "***"
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# The common case, accepted at once: components of letters, digits, `_`, `-` and `.`, none
+# starting with a dot (so none is `.` or `..`), e.g. frames/part-w0-00000.parquet
+_PLAIN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*")
 # Query parameter names that carry a credential in pyarrow, fsspec, boto and signed-URL URIs:
 # access_key, secret_key, session_token, account_key, sas_token, X-Amz-Signature, X-Amz-Credential ...
 _SECRET_NAME = re.compile(r"key|secret|token|passw|pwd|signature|^sig$|credential|auth", re.IGNORECASE)
@@ -40,9 +44,11 @@ def _why_not_relative(rel: Any) -> str | None:
     """Why `rel` is not a safe relative path, or None when it is."""
     if not isinstance(rel, str):
         return f"is {type(rel).__name__}, not a path string"
+    if _PLAIN.fullmatch(rel):
+        return None
     if not rel:
         return "is empty"
-    if any(ord(c) < 32 or ord(c) == 127 for c in rel):
+    if _CONTROL.search(rel):
         return "holds a control character"
     if "\\" in rel:
         return "holds a backslash (paths in WorldLoom files are POSIX, relative to their root)"
@@ -56,6 +62,8 @@ def _why_not_relative(rel: Any) -> str | None:
         return "holds a %-escape (URL-encoded characters such as %2e are not decoded)"
     if ".." in rel.split("/"):
         return "climbs out with '..'"
+    if rel == ".":
+        return "names the directory itself, not a file in it"
     if posixpath.normpath(rel) != rel:
         return f"is not normalised (would be {posixpath.normpath(rel)!r})"
     return None
