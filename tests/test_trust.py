@@ -737,19 +737,17 @@ def ray_local():
 def test_a_local_ray_session_listens_on_loopback_only(base, ray_local, tmp_path):
     """Every socket of every process of the session (GCS, raylet and object manager, dashboard
     agent, runtime-env agent, metrics, autoscaler monitor, workers and actors) while capture
-    and labeling actors run. Ray Train's exception (torch's TCPStore): tests/test_pretrain_ray.py."""
+    actors run. The same check runs around the labeling pool (tests/test_idm_label.py) and Ray
+    Train, with its one exception, torch's TCPStore (tests/test_pretrain_ray.py)."""
     from conftest import ListeningSockets
 
     with ListeningSockets() as sockets:
         rc, _, err = run_cli(["capture", "--out", tmp_path / "cap", "--episodes", "2", "--steps", "4", "--resolution", "64",
                               "--workers", "2", "--no-progress"])
         assert rc == 0, err[-2000:]
-        rc, _, err = run_cli(["idm", "label", "--model", base["idm"], "--input", base["big"], "--out", tmp_path / "pseudo",
-                              "--all-episodes", "--num-workers", "2", "--threads", "1"])
-        assert rc == 0, err[-2000:]
     print("listening sockets of the local Ray session:\n" + sockets.table())
     titles = {t for ts in sockets.seen.values() for t in ts}
-    for process in ("gcs_server", "raylet", "ray::Recorder", "ray::Labeler", "ray::DashboardAgent", "ray::RuntimeEnvAgent"):
+    for process in ("gcs_server", "raylet", "ray::Recorder", "ray::DashboardAgent", "ray::RuntimeEnvAgent"):
         assert any(t.startswith(process) for t in titles), f"no socket of {process} seen:\n{sockets.table()}"
     assert not sockets.outside_loopback(), "listening beyond loopback:\n" + sockets.table()
     from ray._private.authentication.authentication_utils import is_token_auth_enabled
