@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from worldloom.errors import UserError
-from worldloom.paths import check_relative
+from worldloom.paths import PLAIN_PATH, check_relative
 
 from . import schema
 from .codecs import CODECS
@@ -146,11 +146,24 @@ def check_manifest(manifest: Any, where: str) -> None:
         raise f.fail("shards", f"is {_short(shards)}, expected a list")
     seen: set[str] = set()
     for i, entry in enumerate(shards):
-        _check_shard_entry(where, i, entry, seen)
+        if _entry_ok(entry) and entry["path"] not in seen:  # the common case, without building messages
+            seen.add(entry["path"])
+        else:
+            _check_shard_entry(where, i, entry, seen)
     if sum(s["num_rows"] for s in shards) != num_frames:
         raise f.fail("num_frames", f"is {num_frames} but the shards hold {sum(s['num_rows'] for s in shards)} rows")
     if sum(s["num_episodes"] for s in shards) != num_episodes:
         raise f.fail("num_episodes", f"is {num_episodes} but the shards hold {sum(s['num_episodes'] for s in shards)}")
+
+
+def _entry_ok(entry: Any) -> bool:
+    """What `_check_shard_entry` checks, as one expression (a 10,000-shard manifest in ~10 ms)."""
+    return (type(entry) is dict and type(entry.get("path")) is str and SHARD_PATH.match(entry["path"]) is not None
+            and PLAIN_PATH.fullmatch(entry["path"]) is not None and type(entry.get("num_rows")) is int
+            and entry["num_rows"] >= 1 and type(entry.get("num_episodes")) is int and entry["num_episodes"] >= 1
+            and type(entry.get("size_bytes")) is int and entry["size_bytes"] >= 1
+            and type(entry.get("checksum")) is str and CHECKSUM.match(entry["checksum"]) is not None
+            and type(entry.get("writer_id")) is str)
 
 
 def _check_shard_entry(where: str, i: int, entry: Any, seen: set[str]) -> None:
@@ -180,14 +193,14 @@ def committed_episodes(table: pa.Table, manifest: dict, where: str) -> pa.Table:
     differences = schema_differences(table.schema, schema.EPISODE_SCHEMA)
     if differences:
         raise UserError(f"{where}: {differences[0]}; restore the file from its source")
-    for rel in pc.unique(table.column("shard").drop_null()).to_pylist():
-        check_relative(rel, source=where, field="shard")
     if table.column("shard").null_count:
         raise UserError(f"{where}: shard is null in {table.column('shard').null_count} row(s); restore the file from its source")
-    paths = [s["path"] for s in manifest["shards"]]
+    paths = [s["path"] for s in manifest["shards"]]  # checked by check_manifest: only the others are checked here
+    for rel in set(pc.unique(table.column("shard")).to_pylist()) - set(paths):
+        check_relative(rel, source=where, field="shard")
     committed = table.filter(pc.is_in(table.column("shard"), value_set=pa.array(paths, pa.string())))
     ids = committed.column("episode_id")
-    if ids.null_count or pc.count_distinct(ids).as_py() != len(ids):
+    if ids.null_count or len(pc.unique(ids)) != len(ids):  # (count_distinct is 25x slower)
         counts = pc.value_counts(ids)
         twice = counts.filter(pc.greater(counts.field("counts"), 1)).field("values").to_pylist()
         raise UserError(f"{where}: episode_id {(twice or [None])[0]!r} is " + ("listed twice" if twice else "null")

@@ -24,7 +24,7 @@ from typing import Any
 
 from worldloom.errors import UserError
 
-__all__ = ["check_relative", "inside", "is_inside", "redact_uri", "redact_text", "redact_json", "REDACTED"]
+__all__ = ["check_relative", "inside", "is_inside", "redact_uri", "redact_text", "redact_json", "REDACTED", "PLAIN_PATH"]
 
 REDACTED = "***"
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -33,7 +33,7 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # The common case, accepted at once: components of letters, digits, `_`, `-` and `.`, none
 # starting with a dot (so none is `.` or `..`), e.g. frames/part-w0-00000.parquet
-_PLAIN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*")
+PLAIN_PATH = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*")
 # Query parameter names that carry a credential in pyarrow, fsspec, boto and signed-URL URIs:
 # access_key, secret_key, session_token, account_key, sas_token, X-Amz-Signature, X-Amz-Credential ...
 _SECRET_NAME = re.compile(r"key|secret|token|passw|pwd|signature|^sig$|credential|auth", re.IGNORECASE)
@@ -44,7 +44,7 @@ def _why_not_relative(rel: Any) -> str | None:
     """Why `rel` is not a safe relative path, or None when it is."""
     if not isinstance(rel, str):
         return f"is {type(rel).__name__}, not a path string"
-    if _PLAIN.fullmatch(rel):
+    if PLAIN_PATH.fullmatch(rel):
         return None
     if not rel:
         return "is empty"
