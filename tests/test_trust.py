@@ -3,8 +3,9 @@
 - Paths read from files (dataset.json shards, episodes.parquet `shard`, an IDM run's state.json,
   the pipeline's pipeline.json) stay inside their root: `..`, absolute, drive, URL-encoded and
   symlinked escapes are a one-line error before a byte outside is read (a sentinel file's atime).
-- Hostile but well-formed files: a seeded fuzz of dataset.json, episodes.parquet and a run's JSON
-  (FUZZ_CASES cases, time-bounded), each a one-line error with exit 2 and no traceback.
+- Hostile but well-formed files: a seeded fuzz of dataset.json and episodes.parquet (each case a
+  one-line error, exit 2, no traceback) and of a run's JSON (each case refused so, or a value
+  nothing loads: the loaded model unchanged); FUZZ_CASES cases in all, each time-bounded.
 - Credentials in a URI never reach a file, a log or the terminal (a capture to a local S3 server).
 - A local Ray session listens on loopback only (every socket of every Ray process).
 
