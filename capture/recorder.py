@@ -96,8 +96,12 @@ class Recorder:
         self, targets: dict[str, str], env: str, height: int, width: int, fps: float = FPS,
         split: str = "train", writer_prefix: str = "rec",
         make_env: Callable[..., Any] = _default_make_env, make_player: Callable[..., Any] = _default_make_player,
+        environ: dict[str, str] | None = None,
     ):
         init_start = time.perf_counter()
+        # Object-store credentials from the driver's environment arrive as an argument, not as a
+        # Ray runtime_env: Ray writes a runtime_env, env_vars included, into its session logs.
+        os.environ.update(environ or {})
         # A fresh writer id per process: an actor restarted after a kill never reuses the shard
         # names of its previous life, so nothing it wrote (committed or not) is overwritten.
         self.writer_id = f"{writer_prefix}-{uuid.uuid4().hex[:8]}"

@@ -14,6 +14,7 @@ import json
 import sys
 
 from worldloom.errors import UserError
+from worldloom.paths import redact_uri
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -29,11 +30,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     problems = validate(args.path, check_frames=not args.skip_frames)
     for problem in problems:
-        print(f"{args.path}/{problem}", file=sys.stderr)
+        print(f"{redact_uri(args.path)}/{problem}", file=sys.stderr)
     if problems:
         print(f"{len(problems)} problem(s) found; nothing was changed", file=sys.stderr)
         return 1
-    print(f"{args.path}: valid")
+    print(f"{redact_uri(args.path)}: valid")
     return 0
 
 
@@ -58,7 +59,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from .edit import merge
 
     manifest = merge(args.sources, args.out)
-    print(f"{args.out}: {manifest['num_episodes']} episodes, {manifest['num_frames']} frames")
+    print(f"{redact_uri(args.out)}: {manifest['num_episodes']} episodes, {manifest['num_frames']} frames")
     return 0
 
 
@@ -67,7 +68,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 
     result = split(args.path, args.out, parse_fractions(args.fractions), seed=args.seed)
     for name, ids in result.items():
-        print(f"{args.out}/{name}: {len(ids)} episodes")
+        print(f"{redact_uri(args.out)}/{name}: {len(ids)} episodes")
     return 0
 
 

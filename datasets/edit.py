@@ -46,7 +46,7 @@ def check_same_spec(datasets: Sequence[Dataset]) -> None:
 
 def check_shard_schemas(ds: Dataset) -> None:
     for shard in ds.manifest["shards"]:
-        path = ds.location.join(shard["path"])
+        path = ds.location.member(shard["path"], source=f"{ds.location.uri}/{schema.MANIFEST_NAME}", field="shard path")
         try:
             actual = pq.read_schema(ds.location.fs.open_input_file(path))
         except (OSError, ValueError) as err:
@@ -94,7 +94,8 @@ def merge(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> dict:
             rows_by_shard.setdefault(row["shard"], []).append(row)
         for n, shard in enumerate(ds.manifest["shards"]):
             rel = f"{schema.FRAMES_DIR}/part-{writer_id}-{k:03d}{n:05d}.parquet"
-            copy_file(ds.location, ds.location.join(shard["path"]), dst, dst.join(rel))
+            src = ds.location.member(shard["path"], source=f"{ds.location.uri}/{schema.MANIFEST_NAME}", field="shard path")
+            copy_file(ds.location, src, dst, dst.join(rel))
             checksum, size = file_checksum(dst.fs, dst.join(rel))
             if checksum != shard["checksum"]:
                 dst.fs.delete_file(dst.join(rel))

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from worldloom.errors import UserError
 
 from . import codecs, schema, storage
+from .manifest import committed_episodes, schema_differences
 
 
 @dataclass
@@ -54,21 +55,30 @@ class EpisodeRef:
 class _Shard:
     """An open shard file and the first row of each of its row groups."""
 
-    def __init__(self, loc: storage.Location, rel: str):
+    def __init__(self, loc: storage.Location, rel: str, num_rows: int):
         self.rel = rel
+        path = loc.member(rel, source=f"{loc.uri}/{schema.MANIFEST_NAME}", field="shard path")
         try:
-            self.file = pq.ParquetFile(loc.fs.open_input_file(loc.join(rel)))
+            self.file = pq.ParquetFile(loc.fs.open_input_file(path))
         except FileNotFoundError:
             raise UserError(f"{loc.uri}/{rel}: shard listed in dataset.json is missing; run `worldloom dataset validate {loc.uri}`") from None
         except (pa.ArrowInvalid, OSError) as err:
             raise UserError(f"{loc.uri}/{rel}: cannot read this shard ({err}); run `worldloom dataset validate {loc.uri}`") from None
         meta = self.file.metadata
+        differences = schema_differences(self.file.schema_arrow)
+        if differences or meta.num_rows != num_rows:
+            why = differences[0] if differences else f"holds {meta.num_rows} rows, dataset.json says {num_rows}"
+            raise UserError(f"{loc.uri}/{rel}: {why}; run `worldloom dataset validate {loc.uri}`")
+        self.where = f"{loc.uri}/{rel}"
         self.group_starts = np.cumsum([0] + [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]).tolist()
 
     def read_rows(self, start: int, stop: int, columns: list[str]) -> pa.Table:
         first = bisect.bisect_right(self.group_starts, start) - 1
         last = bisect.bisect_left(self.group_starts, stop) - 1
-        table = self.file.read_row_groups(list(range(first, last + 1)), columns=columns)
+        try:
+            table = self.file.read_row_groups(list(range(first, last + 1)), columns=columns)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise UserError(f"{self.where}: cannot read rows {start}..{stop - 1} ({err}); run `worldloom dataset validate`") from None
         return table.slice(start - self.group_starts[first], stop - start)
 
 
@@ -82,9 +92,8 @@ class Dataset:
             raise UserError(f"{self.location.uri}: no {schema.MANIFEST_NAME} here; is this a WorldLoom dataset directory?")
         self.manifest = manifest
         self.spec = storage.spec_of(manifest)
-        shards = pa.array([s["path"] for s in manifest["shards"]], pa.string())
-        table = storage.read_episodes(self.location)
-        self.episodes: pa.Table = table.filter(pa.compute.is_in(table.column("shard"), value_set=shards))
+        where = f"{self.location.uri}/{schema.EPISODES_NAME}"
+        self.episodes: pa.Table = committed_episodes(storage.read_episodes(self.location), manifest, where)
         cols = self.episodes.select(["episode_id", "shard", "row_start", "num_steps", "label_source", "label_model"]).to_pydict()
         self._refs = {
             eid: EpisodeRef(shard, int(row), int(num), src, model)
@@ -93,6 +102,7 @@ class Dataset:
                 cols["label_model"], strict=True,
             )
         }
+        self._num_rows = {s["path"]: s["num_rows"] for s in manifest["shards"]}
         self._shards: dict[str, _Shard] = {}
         self._pid = os.getpid()
 
@@ -125,12 +135,13 @@ class Dataset:
         if os.getpid() != self._pid:  # forked into a DataLoader worker: never share file handles
             self._shards, self._pid = {}, os.getpid()
         if rel not in self._shards:
-            self._shards[rel] = _Shard(self.location, rel)
+            self._shards[rel] = _Shard(self.location, rel, self._num_rows[rel])
         return self._shards[rel]
 
     def read_shard(self, rel: str, columns: list[str]) -> pa.Table:
         """Columns of a whole committed shard (rel: its path in dataset.json)."""
-        return self._shard(rel).file.read(columns=columns)
+        shard = self._shard(rel)
+        return shard.read_rows(0, shard.group_starts[-1], columns)
 
     def read_table(self, episode_id: str, start: int = 0, stop: int | None = None, columns: list[str] | None = None) -> pa.Table:
         """Raw Arrow rows of steps `[start, stop)` of an episode (frame bytes still encoded)."""

@@ -31,8 +31,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from worldloom.errors import UserError
+from worldloom.paths import redact_json
 
 from . import codecs, schema, storage
+from .manifest import SHARD_PATH, action_space, committed_episodes
 
 DEFAULT_ROWS_PER_GROUP = 256  # "a few hundred frames of one episode" (DESIGN section 5)
 DEFAULT_SHARD_MAX_FRAMES = 20_000
@@ -81,14 +83,7 @@ def new_manifest(spec: storage.FrameSpec, config: dict | None, rows_per_group: i
         **spec.to_json(),
         "channels": 3,
         "rows_per_group": rows_per_group,
-        "action_space": {
-            "buttons": list(schema.BUTTONS),
-            "button_columns": list(schema.BUTTON_COLUMNS),
-            "camera_axes": list(schema.CAMERA_AXES),
-            "camera_columns": list(schema.CAMERA_COLUMNS),
-            "camera_units": schema.CAMERA_UNITS,
-            "alignment": schema.ACTION_ALIGNMENT,
-        },
+        "action_space": action_space(),
         "label_sources": [],
         "num_episodes": 0,
         "num_frames": 0,
@@ -99,7 +94,9 @@ def new_manifest(spec: storage.FrameSpec, config: dict | None, rows_per_group: i
 
 
 def open_or_create(loc: storage.Location, spec: storage.FrameSpec, config: dict | None, rows_per_group: int) -> dict:
-    """The dataset's manifest, created if absent; UserError if its spec differs from `spec`."""
+    """The dataset's manifest, created if absent; UserError if its spec differs from `spec`.
+    URIs in `config` are stored with their credentials redacted (worldloom.paths.redact_json)."""
+    config = redact_json(config)
     with storage.locked(loc):
         manifest = storage.read_manifest(loc)
         if manifest is None:
@@ -126,9 +123,7 @@ def committed_episode_ids(root: str | os.PathLike, filesystem: pafs.FileSystem |
 def _committed_episodes(loc: storage.Location, manifest: dict) -> pa.Table:
     """Rows of episodes.parquet whose shard is in the manifest (a crash between the two atomic
     renames of a commit can leave rows of an uncommitted shard: they are not part of the data)."""
-    table = storage.read_episodes(loc)
-    shards = pa.array([s["path"] for s in manifest["shards"]], pa.string())
-    return table.filter(pa.compute.is_in(table.column("shard"), value_set=shards))
+    return committed_episodes(storage.read_episodes(loc), manifest, f"{loc.uri}/{schema.EPISODES_NAME}")
 
 
 def commit_shards(root: str | os.PathLike, infos: list[ShardInfo], filesystem: pafs.FileSystem | None = None,
@@ -153,7 +148,10 @@ def commit_shards(root: str | os.PathLike, infos: list[ShardInfo], filesystem: p
                 if known[info.path]["checksum"] != info.checksum:
                     raise UserError(f"{loc.uri}/{info.path}: already committed with a different checksum; give the writer a new writer_id")
                 continue
-            if not storage.exists(loc, loc.join(info.path)):
+            path = loc.member(info.path, source=f"shard to commit into {loc.uri}", field="path")
+            if not SHARD_PATH.match(info.path):
+                raise UserError(f"{loc.uri}: shard to commit has path {info.path!r}, expected {schema.FRAMES_DIR}/NAME.parquet")
+            if not storage.exists(loc, path):
                 raise UserError(f"{loc.uri}/{info.path}: shard to commit does not exist; re-run the episodes it held")
             new.append(info)
         if not new:

@@ -8,6 +8,11 @@ RUN/
   checkpoint/model.safetensors  weights
   checkpoint/optimizer.safetensors, checkpoint/state.json   AdamW state; step, schedule, elapsed time
   metrics.csv, curves.png       written by train
+
+Runs travel (downloaded, copied from a colleague), so loading checks what it reads: the format
+version and kind, every `train` and `model` value typed and finite (`worldloom.untrusted`), the
+weights' shapes against the config before the model is built, every tensor finite. File names
+inside a run are fixed, so no path is ever taken from a run's JSON.
 """
 
 from __future__ import annotations
@@ -17,32 +22,33 @@ from pathlib import Path
 import torch
 
 from worldloom import checkpoint as ckpt
-from worldloom.errors import UserError
 from worldloom.idm.model import IDM, IDMConfig
+from worldloom.untrusted import MAX_EXACT_INT, dataclass_from_json
 
 KIND = "idm"
 
 
 def read_config(run_dir: str | Path) -> dict:
-    """config.json of an IDM run (checked: format version and kind), or a one-line UserError."""
-    return ckpt.read_run_config(run_dir, KIND)
+    """config.json of an IDM run, checked (format version, kind, its `train` section typed and
+    finite as a TrainConfig), or a one-line UserError naming the file and the field."""
+    doc = ckpt.read_run_config(run_dir, KIND)
+    from worldloom.idm.train import TrainConfig  # here: train imports this module
+
+    dataclass_from_json(TrainConfig, doc.get("train"), source=Path(run_dir) / ckpt.CONFIG_FILE, field="train",
+                        require_all=False, max_int=MAX_EXACT_INT)
+    return doc
 
 
 def model_config(run_dir: str | Path) -> IDMConfig:
-    """The IDMConfig a run was trained with; a UserError names the file when it is not one."""
-    doc = read_config(run_dir)
-    try:
-        return IDMConfig.from_dict(doc["model"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise UserError(f"{Path(run_dir) / ckpt.CONFIG_FILE}: its model config is not valid ({err})") from None
+    """The IDMConfig a run was trained with, every value typed and checked."""
+    return dataclass_from_json(IDMConfig, read_config(run_dir).get("model"), source=Path(run_dir) / ckpt.CONFIG_FILE,
+                               field="model")
 
 
 def load_idm(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[IDM, IDMConfig]:
     """The latest checkpoint of a run as (model in eval mode, its IDMConfig)."""
     cfg = model_config(run_dir)
-    tensors, _ = ckpt.load_checkpoint(run_dir, KIND, ("model",), device="cpu")
-    model = IDM(cfg)
-    ckpt.load_weights_into(model, tensors["model"], Path(run_dir) / ckpt.CHECKPOINT_DIR / "model.safetensors")
+    model = ckpt.load_model(run_dir, KIND, lambda: IDM(cfg))
     return model.to(device).eval(), cfg
 
 

@@ -24,6 +24,7 @@ from worldloom.idm.checkpoint import checkpoint_id, load_idm
 from worldloom.idm.data import Episode, load_episodes
 from worldloom.idm.infer import predict_sequence
 from worldloom.io import atomic_path, atomic_write_json, atomic_write_text
+from worldloom.paths import redact_json, redact_text
 
 
 def truth_for(episodes: list[Episode], truth: list[str] | None) -> list[Episode]:
@@ -125,7 +126,7 @@ def evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None = N
     starts = np.cumsum([0] + [ep.num_steps for ep in episodes[:-1]])
     pred_buttons, pred_bins, pred_deg = run_model(model, episodes)
     report = {
-        "model": checkpoint_id(model_dir), "data": [str(d) for d in data], "truth": truth,
+        "model": checkpoint_id(model_dir), "data": [redact_text(str(d)) for d in data], "truth": redact_json(truth),
         "num_episodes": len(episodes), "num_steps": int(len(true_buttons)),
         "resized_from": [f"{w}x{h}" for h, w in resized],
         "resize_note": f", frames resized from {', '.join(f'{w}x{h}' for h, w in resized)} to {cfg.width}x{cfg.height} (INTER_LINEAR)" if resized else "",

@@ -22,6 +22,7 @@ import importlib
 import sys
 
 from worldloom.errors import UserError
+from worldloom.paths import redact_text
 
 # (subcommand, module with register(subparsers, name, help), one-line help)
 STAGES = (
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except UserError as err:
-        print(f"worldloom {args.stage}: error: {err}", file=sys.stderr)
+        print(f"worldloom {args.stage}: error: {redact_text(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"worldloom {args.stage}: interrupted", file=sys.stderr)

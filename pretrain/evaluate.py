@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from worldloom.config import doc
 from worldloom.errors import UserError
 from worldloom.io import atomic_path, atomic_write_text
+from worldloom.paths import redact_json
 
 from .checkpoint import load_world_model
 from .data import frames_to_model, model_to_frames
@@ -198,7 +199,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     context = model.cfg.num_frames - 1
     clips = eval_clips(cfg.data, context + cfg.horizon, cfg.num_clips)
     gen = generate(model, codec, clips, cfg, model.cfg.image_size)
-    report = {"model": str(cfg.model), "data": list(cfg.data), "num_clips": int(len(clips["frames"])), "context": context,
+    report = {"model": str(cfg.model), "data": redact_json(list(cfg.data)), "num_clips": int(len(clips["frames"])), "context": context,
               "horizon": cfg.horizon, "sample": dataclasses.asdict(cfg.sample),
               "label_sources_trained": run_doc.get("data", {}).get("label_sources"),
               "use_actions": run_doc["train"].get("use_actions", True),

@@ -34,7 +34,7 @@ from worldloom.io import atomic_path, atomic_write_json
 from worldloom.training import TrainingDiverged
 
 __all__ = ["FORMAT_VERSION", "CONFIG_FILE", "CHECKPOINT_DIR", "STATE_FILE", "write_run_config", "read_run_config",
-           "save_checkpoint", "load_checkpoint", "has_checkpoint", "read_state", "checkpoint_id", "first_non_finite", "load_weights_into"]
+           "save_checkpoint", "load_checkpoint", "has_checkpoint", "read_state", "checkpoint_id", "first_non_finite", "load_weights_into", "load_model"]
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -200,6 +200,24 @@ def load_weights_into(module, tensors: Mapping[str, Any], path: Path) -> None:
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else "shapes differ"
         raise UserError(f"{path}: the weights do not fit the model its config describes ({first})") from None
+
+
+def load_model(run_dir: str | Path, kind: str, build, which: str = "model", device: Any = "cpu"):
+    """`build()` (a module from the run's config) with checkpoint/`which`.safetensors loaded, after
+    the checks a downloaded run needs: the format version and kind, every tensor's name and shape
+    compared on the meta device with the file's header (before any weight is read or memory is
+    allocated for a model the file does not justify), and every tensor finite. One-line UserErrors."""
+    from worldloom.untrusted import check_fits
+
+    read_state(run_dir, kind)
+    path = Path(run_dir) / CHECKPOINT_DIR / f"{which}.safetensors"
+    if not path.is_file():
+        raise UserError(f"{path} is missing: the checkpoint is incomplete; retrain or restore the run")
+    check_fits(build, path, source=Path(run_dir) / CONFIG_FILE)
+    tensors, _ = load_checkpoint(run_dir, kind, (which,), device=device)
+    model = build()
+    load_weights_into(model, tensors[which], path)
+    return model
 
 
 def checkpoint_id(run_dir: str | Path, kind: str) -> str:
