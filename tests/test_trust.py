@@ -135,12 +135,12 @@ def base(tmp_path_factory) -> dict:
     other = write_dataset(tmp / "other", prefix="xp")
     big = write_dataset(tmp / "big", lengths=(12, 10, 14), size=64, prefix="bg")
     idm = tmp / "idm"
-    rc, _, err = run_cli(["idm", "train", "--data", big, "--out", idm, "--preset", "micro", "--steps", "2",
-                          "--batch-size", "2", "--warmup-steps", "1", "--eval-every", "2", "--ckpt-every", "2",
+    rc, _, err = run_cli(["idm", "train", "--data", big, "--out", idm, "--preset", "micro", "--max-steps", "2",
+                          "--batch-size", "2", "--warmup-steps", "1", "--eval-every", "2", "--checkpoint-every", "2",
                           "--val-windows", "2"])
     assert rc == 0, err[-2000:]
     wm = tmp / "wm"
-    rc, _, err = run_cli(["pretrain", "--data", big, "--out", wm, "--max-steps", "2", "--batch-size", "2",
+    rc, _, err = run_cli(["pretrain", "train", "--data", big, "--out", wm, "--max-steps", "2", "--batch-size", "2",
                           "--checkpoint-every", "2", "--warmup-steps", "1", "--camera-fov-deg", "70"])
     assert rc == 0, err[-2000:]
     return {"tmp": tmp, "ds": ds, "other": other, "big": big, "idm": idm, "wm": wm}
@@ -192,10 +192,10 @@ def dataset_commands(base: dict, ds: Path, out: Path) -> dict[str, list]:
         "dataset export": ["dataset", "export", ds, "--out", out / "sheet.png"],
         "dataset merge": ["dataset", "merge", ds, base["other"], "--out", out / "merged"],
         "dataset split": ["dataset", "split", ds, "--out", out / "splits"],
-        "idm train": ["idm", "train", "--data", ds, "--out", out / "idm-run", "--preset", "micro", "--steps", "1"],
+        "idm train": ["idm", "train", "--data", ds, "--out", out / "idm-run", "--preset", "micro", "--max-steps", "1"],
         "idm eval": ["idm", "eval", "--model", base["idm"], "--data", ds, "--out", out / "idm-eval"],
-        "idm label": ["idm", "label", "--model", base["idm"], "--input", ds, "--out", out / "pseudo", "--all-episodes"],
-        "pretrain": ["pretrain", "--data", ds, "--out", out / "wm-run", "--max-steps", "1", "--camera-fov-deg", "70"],
+        "idm label": ["idm", "label", "--model", base["idm"], "--data", ds, "--out", out / "pseudo", "--all-episodes"],
+        "pretrain": ["pretrain", "train", "--data", ds, "--out", out / "wm-run", "--max-steps", "1", "--camera-fov-deg", "70"],
         "pretrain eval": ["pretrain", "eval", "--model", base["wm"], "--data", ds, "--out", out / "wm-eval",
                           "--horizon", "1", "--num-clips", "3", "--next-frame-positions", "1"],
     }
@@ -254,41 +254,36 @@ def copy_idm_run(base: dict, dst: Path) -> Path:
     return run
 
 
-@pytest.mark.parametrize("kind", ["dot-dot", "absolute", "windows-drive", "url-encoded-dots", "symlink"])
-def test_an_idm_run_naming_weights_outside_is_refused(base, tmp_path, kind):
+@pytest.mark.parametrize("name", ["model.safetensors", "state.json"])
+def test_an_idm_run_whose_files_link_outside_is_refused(base, tmp_path, name):
+    """A run's file names are fixed (worldloom.checkpoint), so the only way out is a symlink."""
     run = copy_idm_run(base, tmp_path / "run")
-    state = json.loads((run / "state.json").read_text())
-    sentinel = make_sentinel(tmp_path / "victim" / "model.safetensors", (run / state["model_file"]).read_bytes())
-    if kind == "symlink":
-        (run / state["model_file"]).unlink()
-        (run / state["model_file"]).symlink_to(sentinel)
-    else:
-        state["model_file"] = {"dot-dot": "../victim/model.safetensors", "absolute": str(sentinel),
-                               "windows-drive": "C:\\victim\\model.safetensors",
-                               "url-encoded-dots": "%2e%2e/victim/model.safetensors"}[kind]
-        (run / "state.json").write_text(json.dumps(state))
+    file = run / "checkpoint" / name
+    sentinel = make_sentinel(tmp_path / "victim" / name, file.read_bytes())
+    file.unlink()
+    file.symlink_to(sentinel)
     for argv in (["idm", "eval", "--model", run, "--data", base["big"], "--out", tmp_path / "ev"],
-                 ["idm", "label", "--model", run, "--input", base["big"], "--out", tmp_path / "pseudo"]):
+                 ["idm", "label", "--model", run, "--data", base["big"], "--out", tmp_path / "pseudo"]):
         rc, _, err = run_cli(argv)
-        assert_one_line_error(rc, err, "state.json", "model_file")
+        assert_one_line_error(rc, err, name, "links outside its run directory")
         assert_not_read(sentinel)
     from worldloom.idm import load_idm
 
-    with pytest.raises(UserError, match="model_file"):
+    with pytest.raises(UserError, match="links outside"):
         load_idm(run)
 
 
 def test_idm_resume_never_reads_or_deletes_a_file_outside_the_run(base, tmp_path):
     run = copy_idm_run(base, tmp_path / "run")
-    victim = make_sentinel(tmp_path / "victim.safetensors", b"not yours")
-    state = json.loads((run / "state.json").read_text())
-    (run / "state.json").write_text(json.dumps({**state, "optim_file": "../victim.safetensors"}))
-    rc, _, err = run_cli(["idm", "train", "--data", base["big"], "--out", run, "--preset", "micro", "--steps", "4",
-                          "--batch-size", "2", "--warmup-steps", "1", "--eval-every", "2", "--ckpt-every", "2",
+    victim = make_sentinel(tmp_path / "victim.safetensors", (run / "checkpoint" / "optimizer.safetensors").read_bytes())
+    (run / "checkpoint" / "optimizer.safetensors").unlink()
+    (run / "checkpoint" / "optimizer.safetensors").symlink_to(victim)
+    rc, _, err = run_cli(["idm", "train", "--data", base["big"], "--out", run, "--preset", "micro", "--max-steps", "4",
+                          "--batch-size", "2", "--warmup-steps", "1", "--eval-every", "2", "--checkpoint-every", "2",
                           "--val-windows", "2"])
-    assert_one_line_error(rc, err, "state.json", "optim_file", "'..'")
-    assert victim.read_bytes() == b"not yours"
-    os.utime(victim, (SENTINEL_ATIME, time.time()))
+    assert_one_line_error(rc, err, "optimizer.safetensors", "links outside")
+    assert_not_read(victim)
+    assert victim.exists()
 
 
 def pipeline_record(outputs: dict) -> dict:
@@ -303,7 +298,7 @@ def test_pipeline_resume_refuses_a_record_pointing_outside_the_run(tmp_path, out
     (tmp_path / "victim").mkdir()
     (run / "link").symlink_to(tmp_path / "victim")
     (run / "pipeline.json").write_text(json.dumps({"stages": {"capture": pipeline_record(outputs)}}))
-    rc, _, err = run_cli(["pipeline", "--out", run, "--preset", "micro"])
+    rc, _, err = run_cli(["pipeline", "run", "--out", run, "--preset", "micro"])
     assert_one_line_error(rc, err, "pipeline.json", "stages.capture.outputs")
     assert sorted(p.name for p in run.iterdir()) == ["link", "pipeline.json"]  # no stage ran
 
@@ -666,7 +661,7 @@ def wm_loaded(run: Path):
 def test_fuzz_hostile_run_json(base, tmp_path):
     rng = np.random.default_rng(FUZZ_SEED + 1)
     runs = {
-        "idm": (copy_idm_run(base, tmp_path / "idm"), ("config.json", "state.json"), idm_loaded,
+        "idm": (copy_idm_run(base, tmp_path / "idm"), ("config.json", "checkpoint/state.json"), idm_loaded,
                 lambda run: ["idm", "eval", "--model", run, "--data", base["big"], "--out", tmp_path / "ev"]),
         "world model": (shutil.copytree(base["wm"], tmp_path / "wm"), ("config.json", "checkpoint/state.json"), wm_loaded,
                         lambda run: ["pretrain", "eval", "--model", run, "--data", base["big"], "--out", tmp_path / "ev",
@@ -751,8 +746,8 @@ def test_a_local_ray_session_listens_on_loopback_only(base, ray_local, tmp_path)
     from conftest import ListeningSockets
 
     with ListeningSockets() as sockets:
-        rc, _, err = run_cli(["capture", "--out", tmp_path / "cap", "--episodes", "2", "--steps", "4", "--resolution", "64",
-                              "--workers", "2", "--no-progress"])
+        rc, _, err = run_cli(["capture", "run", "--out", tmp_path / "cap", "--episodes", "2", "--steps", "4", "--resolution", "64",
+                              "--num-workers", "2", "--no-progress"])
         assert rc == 0, err[-2000:]
     print("listening sockets of the local Ray session:\n" + sockets.table())
     titles = {t for ts in sockets.seen.values() for t in ts}
@@ -781,11 +776,11 @@ def test_credentials_in_a_uri_are_never_written_or_shown(base, ray_local, tmp_pa
         s3.create_bucket(Bucket="worldloom-creds")
         query = f"endpoint_override={host}:{port}&scheme=http&region=us-east-1"
         uri = f"s3://{key}:{secret}@worldloom-creds/runs/d?{query}"
-        capture = ["capture", "--out", uri, "--episodes", "2", "--steps", "4", "--resolution", "64", "--workers", "2"]
+        capture = ["capture", "run", "--out", uri, "--episodes", "2", "--steps", "4", "--resolution", "64", "--num-workers", "2"]
         assert cli.main(capture) == 0
         assert cli.main(["dataset", "inspect", uri]) == 0
         assert cli.main(["dataset", "validate", uri]) == 0
-        assert cli.main([*capture[:-4], "--steps", "5", "--workers", "2"]) == 2  # another job's output: an error naming it
+        assert cli.main([*capture[:-4], "--steps", "5", "--num-workers", "2"]) == 2  # another job's output: an error naming it
         bad = f"s3://worldloom-creds/x?access_key={key}&secret_key={secret}&session_token={secret}&{query}"
         assert cli.main(["dataset", "inspect", bad]) == 2  # pyarrow refuses query credentials: so do we, quietly
         shown = capfd.readouterr()
