@@ -113,13 +113,19 @@ def read_manifest(loc: Location) -> dict | None:
             manifest = json.loads(f.read().decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{loc.uri}/{schema.MANIFEST_NAME}: not valid JSON ({err}); restore it from a backup or re-create the dataset") from None
-    version = manifest.get("format_version")
-    if version != schema.FORMAT_VERSION:
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if isinstance(version, bool) or version not in schema.READABLE_VERSIONS:
         raise UserError(
             f"{loc.uri}/{schema.MANIFEST_NAME}: format_version is {version!r}, this WorldLoom reads "
-            f"version {schema.FORMAT_VERSION}; use the WorldLoom release that wrote it or convert the dataset"
+            f"versions {' and '.join(map(str, schema.READABLE_VERSIONS))}; use the WorldLoom release that wrote it "
+            "or convert the dataset"
         )
     return manifest
+
+
+def version_of(manifest: dict) -> int:
+    """The format version of a manifest read by `read_manifest` (1 or 2)."""
+    return int(manifest["format_version"])
 
 
 def write_manifest(loc: Location, manifest: dict) -> None:
