@@ -2,6 +2,7 @@
 
     model, cfg = load_idm("runs/idm")          # the latest checkpoint, in eval mode
     checkpoint_id("runs/idm")                  # "idm@step1200-3fa2c9d1e0b4": written as label_model
+    load_idm("vpt:models/4x_idm.weights")      # OpenAI's released IDM (worldloom.idm.vpt), wherever a run goes
 
 RUN/
   config.json                   format_version, kind "idm", the TrainConfig and IDMConfig
@@ -18,6 +19,7 @@ import torch
 
 from worldloom import checkpoint as ckpt
 from worldloom.errors import UserError
+from worldloom.idm import vpt
 from worldloom.idm.model import IDM, IDMConfig
 
 KIND = "idm"
@@ -29,7 +31,10 @@ def read_config(run_dir: str | Path) -> dict:
 
 
 def model_config(run_dir: str | Path) -> IDMConfig:
-    """The IDMConfig a run was trained with; a UserError names the file when it is not one."""
+    """The IDMConfig a run was trained with (a VPTConfig for `vpt:PATH`), read without the weights;
+    a UserError names the file when it is not one."""
+    if vpt.is_spec(run_dir):
+        return vpt.model_config(run_dir)[0]
     doc = read_config(run_dir)
     try:
         return IDMConfig.from_dict(doc["model"])
@@ -38,7 +43,10 @@ def model_config(run_dir: str | Path) -> IDMConfig:
 
 
 def load_idm(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[IDM, IDMConfig]:
-    """The latest checkpoint of a run as (model in eval mode, its IDMConfig)."""
+    """The latest checkpoint of a run as (model in eval mode, its IDMConfig); `vpt:PATH/4x_idm.weights`
+    gives OpenAI's IDM (worldloom.idm.vpt) with its VPTConfig."""
+    if vpt.is_spec(run_dir):
+        return vpt.load_vpt_idm(run_dir, device)
     cfg = model_config(run_dir)
     tensors, _ = ckpt.load_checkpoint(run_dir, KIND, ("model",), device="cpu")
     model = IDM(cfg)
@@ -47,8 +55,16 @@ def load_idm(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[I
 
 
 def checkpoint_id(run_dir: str | Path) -> str:
-    """`<run name>@step<N>-<first 12 hex of the weights' sha256>`: names the exact weights."""
+    """`<run name>@step<N>-<first 12 hex of the weights' sha256>` (`vpt:<file>@sha256-<12 hex>` for
+    OpenAI's IDM): names the exact weights."""
+    if vpt.is_spec(run_dir):
+        return vpt.checkpoint_id(run_dir)
     return ckpt.checkpoint_id(run_dir, KIND)
+
+
+def run_folder(run_dir: str | Path) -> Path:
+    """Where a run's own reports go: the run directory, or the folder of a `vpt:` weights file."""
+    return vpt.weights_path(run_dir).parent if vpt.is_spec(run_dir) else Path(run_dir)
 
 
 def save_idm(run_dir: str | Path, model: IDM, train: dict | None = None, step: int = 0) -> Path:
