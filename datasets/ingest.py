@@ -25,7 +25,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import queue
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,23 +237,97 @@ def plan(cfg: IngestConfig, found: list[tuple[dict, Source]]) -> tuple[list[dict
 
 # ---- frames ------------------------------------------------------------------------------------
 
-def resize(frames: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    """(n, h, w, 3) -> (n, H, W, 3) for size (H, W): INTER_AREA when shrinking, INTER_LINEAR otherwise."""
-    if size is None or frames.shape[1:3] == size:
-        return frames
+def resize(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """(h, w, 3) -> (H, W, 3) for size (H, W): INTER_AREA when shrinking, INTER_LINEAR otherwise.
+
+    INTER_AREA runs as two separable passes in float32 (across, then down): the same weights as
+    cv2's one pass, bit for bit but for rare rounding ties (+-1), and 1.5x faster at 640x360 ->
+    128x128 (the pass across a whole multiple takes OpenCV's fast path)."""
+    if size is None or frame.shape[:2] == size:
+        return frame
     height, width = size
-    shrink = height <= frames.shape[1] and width <= frames.shape[2]
-    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    out = np.empty((len(frames), height, width, 3), np.uint8)
-    for i, frame in enumerate(frames):
-        cv2.resize(frame, (width, height), dst=out[i], interpolation=interpolation)
-    return out
+    if height > frame.shape[0] or width > frame.shape[1]:
+        return cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
+    across = cv2.resize(frame.astype(np.float32), (width, frame.shape[0]), interpolation=cv2.INTER_AREA)
+    down = cv2.resize(across, (width, height), interpolation=cv2.INTER_AREA)
+    return np.rint(down, out=down).astype(np.uint8)
 
 
 def part_steps(height: int, width: int) -> int:
-    """Steps per streamed part: about PART_BYTES of source pixels, a multiple of 32 (h264 chunks), 32..256."""
+    """Steps per streamed part: about PART_BYTES of stored pixels, a multiple of 32 (h264 chunks), 32..256."""
     steps = PART_BYTES // (height * width * 3)
     return int(min(256, max(32, steps // 32 * 32)))
+
+
+class Prefetch:
+    """Iterate a frame iterator in a background thread, `depth` frames ahead: PyAV decodes and converts
+    without the GIL, so decoding overlaps the resize, the encoding and the Parquet writes."""
+
+    _END = object()
+
+    def __init__(self, frames: Iterator[np.ndarray], depth: int = 16) -> None:
+        self.queue: queue.Queue = queue.Queue(depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(frames,), daemon=True, name="ingest-decode")
+        self.thread.start()
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, frames: Iterator[np.ndarray]) -> None:
+        try:
+            for frame in frames:
+                if not self._put(frame):
+                    return
+            self._put(self._END)
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, raised there
+            self._put(err)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while True:
+            item = self.queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def __enter__(self) -> Prefetch:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def stored_parts(reader, size: tuple[int, int] | None, limit: int | None = None, first: int = 0,
+                 draw=None) -> Iterator[tuple[int, np.ndarray]]:
+    """(first step, frames (n, H, W, 3)) of the reader's steps [first, limit), each drawn on at the source
+    size by `draw(step, frame)` when given, then resized: parts of `part_steps` steps. Steps past
+    `limit` are decoded (the report counts them) and dropped."""
+    report = reader.report
+    height, width = size or (report.height, report.width)
+    n = part_steps(height, width)
+    batch: list[np.ndarray] = []
+    start = first
+    with Prefetch(reader.steps()) as frames:
+        for step, frame in enumerate(frames):
+            if step < first or (limit is not None and step >= limit):
+                continue
+            if draw is not None:
+                draw(step, frame)
+            batch.append(resize(frame, size))
+            if len(batch) == n:
+                yield start, np.stack(batch)
+                start, batch = start + n, []
+    if batch:
+        yield start, np.stack(batch)
 
 
 def decode_summary(report) -> dict:
@@ -307,14 +383,13 @@ class Ingester:
             writer = self._writer(report.height, report.width, VPT_FPS, item)
             cursors = [0]
 
+            def draw(step: int, frame: np.ndarray) -> None:  # at the source size, as VPT draws it
+                cursors[0] += vpt.draw_cursors(frame[None], steps, step)
+
             def parts() -> Iterator[dict]:
-                for start, frames in reader.chunks(part_steps(report.height, report.width)):
-                    take = min(len(frames), steps.num_steps - start)
-                    if take <= 0:
-                        continue  # frames after the last jsonl line: counted, not stored (VPT ignores them too)
-                    frames = frames[:take]
-                    cursors[0] += vpt.draw_cursors(frames, steps, start)  # at the source size, as VPT draws it
-                    yield {"frames": resize(frames, self.cfg.size), **steps.part(start, start + take)}
+                # frames after the last jsonl line are decoded (counted) and dropped, as VPT ignores them
+                for start, frames in stored_parts(reader, self.cfg.size, steps.num_steps, draw=draw):
+                    yield {"frames": frames, **steps.part(start, start + len(frames))}
                 self._check_truncated(item["video"], report)
 
             def env_config() -> dict:
@@ -347,14 +422,11 @@ class Ingester:
             writer = self._writer(report.height, report.width, VPT_FPS, item)
 
             def parts() -> Iterator[dict]:
-                for start, frames in reader.chunks(part_steps(report.height, report.width)):
-                    lo, hi = max(skip - start, 0), min(len(frames), skip + steps.num_actions - start)
-                    if hi <= lo:
-                        continue
-                    t = start + lo - skip
-                    part = {"frames": resize(frames[lo:hi], self.cfg.size), **steps.part(t, t + hi - lo)}
-                    if t + hi - lo == steps.num_actions:
-                        part["terminated"] = np.arange(t, t + hi - lo) == steps.num_actions - 1
+                for start, frames in stored_parts(reader, self.cfg.size, skip + steps.num_actions, first=skip):
+                    t = start - skip  # step t shows state t: video frame skip + t
+                    part = {"frames": frames, **steps.part(t, t + len(frames))}
+                    if t + len(frames) == steps.num_actions:
+                        part["terminated"] = np.arange(t, t + len(frames)) == steps.num_actions - 1
                     yield part
                 self._check_truncated(item["video"], report)
 
@@ -385,8 +457,8 @@ class Ingester:
             writer = self._writer(report.height, report.width, reader.fps, item)
 
             def parts() -> Iterator[dict]:
-                for _, frames in reader.chunks(part_steps(report.height, report.width)):
-                    yield {"frames": resize(frames, self.cfg.size)}
+                for _, frames in stored_parts(reader, self.cfg.size):
+                    yield {"frames": frames}
                 self._check_truncated(item["video"], report)
 
             def env_config() -> dict:
