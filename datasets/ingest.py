@@ -128,22 +128,26 @@ def _relative(path: Path, root: Path) -> str:
         return path.name
 
 
-def _inputs(cfg: IngestConfig) -> list[tuple[Path, Path]]:
-    """(path, the root its name is relative to) of every input: folders stay folders, .txt lists expand."""
+def _inputs(cfg: IngestConfig) -> list[tuple[Path, Path, Path | None]]:
+    """(path, the root its name is relative to, its partner file or None) of every input: folders stay
+    folders; a .txt list gives a file per line, or a pair (`VIDEO JSONL`) when a line names two."""
     out = []
     for entry in cfg.data:
         path = Path(entry)
         if not path.exists():
             raise UserError(f"--data {entry}: no such file or folder")
-        if path.is_file() and path.suffix.lower() == ".txt":
-            for number, text in enumerate(path.read_text().splitlines(), 1):
-                for part in text.split():
-                    listed = (path.parent / part) if not Path(part).is_absolute() else Path(part)
-                    if not listed.exists():
-                        raise UserError(f"{path} line {number}: {part} does not exist")
-                    out.append((listed, listed.parent))
-        else:
-            out.append((path, path if path.is_dir() else path.parent))
+        if not (path.is_file() and path.suffix.lower() == ".txt"):
+            out.append((path, path if path.is_dir() else path.parent, None))
+            continue
+        for number, text in enumerate(path.read_text().splitlines(), 1):
+            listed = [path.parent / part for part in text.split()]  # an absolute part stays absolute
+            for f in listed:
+                if not f.exists():
+                    raise UserError(f"{path} line {number}: {f} does not exist")
+            if len(listed) > 2:
+                raise UserError(f"{path} line {number}: one file or a `VIDEO JSONL` pair per line, got {len(listed)}")
+            if listed:
+                out.append((listed[0], listed[0].parent, listed[1] if len(listed) == 2 else None))
     return out
 
 
@@ -164,17 +168,19 @@ def discover(cfg: IngestConfig) -> tuple[list[tuple[dict, Source]], list[dict]]:
     return items, bad
 
 
-def _discover_vpt(inputs: list[tuple[Path, Path]]):
-    pairs: dict[Path, Path] = {}  # stem path -> root
-    for path, root in inputs:
+def _discover_vpt(inputs: list[tuple[Path, Path, Path | None]]):
+    pairs: dict[Path, tuple[Path, Path, Path]] = {}  # stem path -> (root, video, jsonl)
+    for path, root, partner in inputs:
         if path.is_dir():
             for f in sorted(path.rglob("*")):
                 if f.suffix.lower() in (".mp4", ".jsonl") and f.is_file():
-                    pairs.setdefault(f.with_suffix(""), root)
+                    pairs.setdefault(f.with_suffix(""), (root, f.with_suffix(".mp4"), f.with_suffix(".jsonl")))
+        elif partner is not None:  # a listed pair: the files may have different names
+            video, jsonl = (path, partner) if path.suffix.lower() != ".jsonl" else (partner, path)
+            pairs[video.with_suffix("")] = (root, video, jsonl)
         else:
-            pairs.setdefault(path.with_suffix(""), root)
-    for stem, root in sorted(pairs.items()):
-        video, jsonl = stem.with_suffix(".mp4"), stem.with_suffix(".jsonl")
+            pairs.setdefault(path.with_suffix(""), (root, path.with_suffix(".mp4"), path.with_suffix(".jsonl")))
+    for stem, (root, video, jsonl) in sorted(pairs.items()):
         name = _relative(stem, root)
         item = {"kind": "vpt", "source": str(video if video.exists() else jsonl), "video": str(video), "jsonl": str(jsonl)}
         if not jsonl.is_file():
@@ -185,9 +191,9 @@ def _discover_vpt(inputs: list[tuple[Path, Path]]):
             yield item, files_source(video, [video, jsonl], root, name), None
 
 
-def _discover_minerl(inputs: list[tuple[Path, Path]]):
+def _discover_minerl(inputs: list[tuple[Path, Path, Path | None]]):
     folders: dict[Path, Path] = {}
-    for path, root in inputs:
+    for path, root, _ in inputs:
         if path.is_dir():
             hits = [path] if (path / minerl.NPZ_NAME).exists() else [p.parent for p in sorted(path.rglob(minerl.NPZ_NAME))]
             for folder in hits:
@@ -206,8 +212,9 @@ def _discover_minerl(inputs: list[tuple[Path, Path]]):
         yield item, files_source(folder, files, root, _relative(folder, root)), None
 
 
-def _discover_video(inputs: list[tuple[Path, Path]]):
-    for path, root in inputs:
+def _discover_video(inputs: list[tuple[Path, Path, Path | None]]):
+    inputs = [(p, root, None) for path, root, partner in inputs for p in (path, partner) if p is not None]
+    for path, root, _ in inputs:
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES) \
             if path.is_dir() else [path]
         for f in files:
@@ -352,8 +359,12 @@ class Ingester:
             height, width = self.cfg.size
         key = (height, width, fps)
         if key not in self.writers:
-            self.writers[key] = DatasetWriter(self.cfg.out, height=height, width=width, fps=fps, codec=self.cfg.codec,
-                                              config=self.job_config, autocommit=False)
+            try:
+                self.writers[key] = DatasetWriter(self.cfg.out, height=height, width=width, fps=fps, codec=self.cfg.codec,
+                                                  config=self.job_config, autocommit=False)
+            except UserError as err:
+                hint = "" if self.cfg.size else "; pass --resolution to store every input at one size"
+                raise UserError(f"{item['source']} is {width}x{height} at {fps:g} fps: {err}{hint}") from None
         self.writers[key].release_ids(item["replaces"])  # this item's episode replaces them at commit
         return self.writers[key]
 

@@ -124,13 +124,16 @@ def test_vpt_folder_ingests_with_state_resumes_and_replaces(vpt_folder, tmp_path
     assert table.column("state_yaw").to_pylist()[3] == 13.0 and table.column("state_x").to_pylist()[0] == 100.5
     assert table.column("state_gui_open").to_pylist()[20:24] == [True] * 4
     assert table.column("state_inventory").to_pylist()[0] == [{"item": "oak_log", "count": 2}]
-    assert table.column("state_held_item" if False else "action_esc").null_count == 0
+    assert table.column("action_esc").null_count == 0 and table.column("null_action").null_count == 0
     env_config = json.loads(ds.episodes.to_pylist()[ds.episode_ids.index(alpha)]["env_config"])
     assert env_config["recorder_version"] == "6.8" and env_config["gui_mouse_scaler"] == 2.0
     assert env_config["resize"] == {"from": [64, 64], "to": [32, 32], "interpolation": "INTER_AREA"}
     assert env_config["source_identity"]["file_checksums"] and env_config["cursor_frames"] == 4
     manifest = json.loads((out / "dataset.json").read_text())
     assert manifest["config"]["resize"]["down"] == "INTER_AREA"
+    from worldloom.datasets.summary import summarize
+
+    assert summarize(out)["state_rows"]["state_tick"] == 76 and "state_biome" not in summarize(out)["state_rows"]
     # Again: nothing to do. A changed jsonl: that recording again, replacing its episode.
     assert run([vpt_folder], out, resolution="32")["skipped_done"] == 2
     jsonl = vpt_folder / "6.8" / "alpha-000000000001-20220101-000000.jsonl"
@@ -144,8 +147,11 @@ def test_vpt_folder_ingests_with_state_resumes_and_replaces(vpt_folder, tmp_path
 
 def test_vpt_frames_at_source_size_carry_the_cursor(tmp_path):
     lines = [vpt_line(t, gui=t == 2, x=640.0, y=360.0) for t in range(4)]
-    write_vpt(tmp_path / "in", "rec", 4, size=64, lines=lines)
-    run([tmp_path / "in" / "rec.mp4"], tmp_path / "ds")
+    _, jsonl = write_vpt(tmp_path / "in", "rec", 4, size=64, lines=lines)
+    (tmp_path / "actions").mkdir()
+    jsonl.rename(tmp_path / "actions" / "rec-actions.jsonl")  # a pair with two names, given in a list
+    (tmp_path / "pairs.txt").write_text("in/rec.mp4 actions/rec-actions.jsonl\n")
+    assert run([tmp_path / "pairs.txt"], tmp_path / "ds")["ingested"] == ["rec"]
     stored = Dataset(tmp_path / "ds").frames("rec").frames
     with VideoReader(tmp_path / "in" / "rec.mp4", timing="frames") as reader:
         decoded = np.stack(list(reader.steps()))
@@ -186,6 +192,10 @@ def test_bad_inputs_are_skipped_with_one_line_each_and_the_rest_kept(tmp_path, c
     ds = Dataset(tmp_path / "ds")
     assert sorted(ds.episode_ids) == ["good", "unknown-keys"] and validate(tmp_path / "ds") == []
     assert ds.frames("unknown-keys").buttons[1, BUTTONS.index("forward")]
+    # another size without --resolution: skipped, saying what to pass
+    write_vpt(tmp_path / "big", "big", 8, size=96)
+    with pytest.raises(UserError, match="big.mp4 is 96x96 at 20 fps: .*height is 64 .*pass --resolution"):
+        run([tmp_path / "big"], tmp_path / "ds")  # the only input failed: one line, nothing ingested
     # --keep-truncated keeps what decodes of the cut one, with the mismatch reported
     kept = run([root / "cut.mp4"], tmp_path / "ds", keep_truncated=True)
     assert kept["ingested"] == ["cut"] and any("40 lines: kept the first" in w for w in kept["warnings"]), kept
