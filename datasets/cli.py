@@ -5,6 +5,7 @@
     worldloom dataset export data/run1 --episode ep-000 [--start 0 --stop 64] --out ep.mp4|ep.gif|sheet.png
     worldloom dataset merge data/a data/b --out data/ab
     worldloom dataset split data/ab --out data/splits --fractions train=0.9 val=0.1 [--seed 0]
+    worldloom dataset ingest --format vpt|minerl|video --data recordings/ --out data/vpt [--resolution 128] [--num-workers 4]
 """
 
 from __future__ import annotations
@@ -72,6 +73,17 @@ def cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from worldloom.config import dataclass_from_args
+
+    from .ingest import IngestConfig, ingest
+
+    summary = ingest(dataclass_from_args(IngestConfig, args))
+    print(json.dumps({k: v for k, v in summary.items() if k != "ingested"} | {"num_ingested": len(summary["ingested"])},
+                     indent=2))
+    return 1 if summary["failed"] else 0
+
+
 def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
     parser = subparsers.add_parser(name, help=help_text, description="Inspect, check, view and reshape WorldLoom datasets.")
     sub = parser.add_subparsers(dest="dataset_command", metavar="COMMAND", required=True)
@@ -108,3 +120,11 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     p.add_argument("--fractions", nargs="+", default=["train=0.9", "val=0.1"], help="name=fraction pairs (default: train=0.9 val=0.1)")
     p.add_argument("--seed", type=int, default=0, help="hash seed of the assignment (default: 0)")
     p.set_defaults(handler=cmd_split)
+
+    from worldloom.config import add_dataclass_args
+
+    from .ingest import IngestConfig
+
+    p = sub.add_parser("ingest", help="VPT recordings, MineRL v0 trajectories or any video into a dataset (docs/ingest.md)")
+    add_dataclass_args(p, IngestConfig)
+    p.set_defaults(handler=cmd_ingest)

@@ -43,9 +43,10 @@ SHARD_PATH = re.compile(rf"^{schema.FRAMES_DIR}/[^/]+\.parquet$")
 CHECKSUM = re.compile(r"^blake2b-128:[0-9a-f]{32}$")
 
 
-def action_space() -> dict:
-    """The action space every format-version-1 manifest records (VPT's buttons, camera degrees)."""
-    return {
+def action_space(version: int = schema.FORMAT_VERSION) -> dict:
+    """The action space a manifest of `version` records (VPT's buttons, camera degrees; version 2
+    adds the keys that exist but are not predicted and the null-action column)."""
+    space = {
         "buttons": list(schema.BUTTONS),
         "button_columns": list(schema.BUTTON_COLUMNS),
         "camera_axes": list(schema.CAMERA_AXES),
@@ -53,9 +54,15 @@ def action_space() -> dict:
         "camera_units": schema.CAMERA_UNITS,
         "alignment": schema.ACTION_ALIGNMENT,
     }
+    if version >= 2:
+        space.update({"extra_buttons": list(schema.EXTRA_BUTTONS),
+                      "extra_button_columns": list(schema.EXTRA_BUTTON_COLUMNS),
+                      "null_action_column": schema.NULL_ACTION_COLUMN})
+    return space
 
 
-def schema_differences(actual: pa.Schema, expected: pa.Schema = schema.FRAME_SCHEMA) -> list[str]:
+def schema_differences(actual: pa.Schema, expected: pa.Schema = schema.FRAME_SCHEMA,
+                       version: int = schema.FORMAT_VERSION) -> list[str]:
     """Human-readable differences between two schemas (names and types; nullability ignored)."""
     out = []
     have = {f.name: f.type for f in actual}
@@ -64,7 +71,7 @@ def schema_differences(actual: pa.Schema, expected: pa.Schema = schema.FRAME_SCH
             out.append(f"column {field.name!r} is missing")
         elif have[field.name] != field.type:
             out.append(f"column {field.name!r} is {have[field.name]}, expected {field.type}")
-    out.extend(f"column {name!r} is not part of format version {schema.FORMAT_VERSION}" for name in have if name not in expected.names)
+    out.extend(f"column {name!r} is not part of format version {version}" for name in have if name not in expected.names)
     return out
 
 
@@ -109,7 +116,7 @@ class _Fields:
     def equal(self, name: str, expected: Any) -> None:
         value = self.get(name)
         if type(value) is not type(expected) or value != expected:
-            raise self.fail(name, f"is {_short(value)}, expected {_short(expected)} (format version {schema.FORMAT_VERSION})")
+            raise self.fail(name, f"is {_short(value)}, expected {_short(expected)}")
 
     def string(self, name: str, pattern: re.Pattern | None = None) -> str:
         value = self.get(name)
@@ -120,12 +127,14 @@ class _Fields:
 
 def check_manifest(manifest: Any, where: str) -> None:
     """UserError (one line, naming `where` and the field) unless `manifest` is a well-formed
-    format-version-1 manifest whose counts agree. Reads no file."""
+    manifest of a format version this WorldLoom reads, whose counts agree. Reads no file."""
     if not isinstance(manifest, dict):
         raise UserError(f"{where}: holds a JSON {type(manifest).__name__}, not a dataset manifest object; restore it from its source")
     f = _Fields(where, manifest)
     f.equal("format", FORMAT_NAME)
-    f.equal("format_version", schema.FORMAT_VERSION)
+    version = f.get("format_version")
+    if isinstance(version, bool) or version not in schema.READABLE_VERSIONS:
+        raise f.fail("format_version", f"is {_short(version)}, expected one of {list(schema.READABLE_VERSIONS)}")
     f.int("height", 8, MAX_SIZE_PX)
     f.int("width", 8, MAX_SIZE_PX)
     f.number("fps", 0.0, MAX_FPS)
@@ -134,7 +143,7 @@ def check_manifest(manifest: Any, where: str) -> None:
         raise f.fail("codec", f"is {_short(codec)}, expected one of {', '.join(CODECS)}")
     f.equal("channels", 3)
     f.int("rows_per_group", 1, MAX_ROWS_PER_GROUP)
-    f.equal("action_space", action_space())
+    f.equal("action_space", action_space(version))
     sources = f.get("label_sources")
     if not (isinstance(sources, list) and all(isinstance(s, str) and s in schema.LABEL_SOURCES for s in sources)
             and len(set(sources)) == len(sources)):

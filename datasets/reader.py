@@ -92,6 +92,7 @@ class Dataset:
             raise UserError(f"{self.location.uri}: no {schema.MANIFEST_NAME} here; is this a WorldLoom dataset directory?")
         self.manifest = manifest
         self.spec = storage.spec_of(manifest)
+        self.version = storage.version_of(manifest)  # 1: the columns added in version 2 read as nulls
         where = f"{self.location.uri}/{schema.EPISODES_NAME}"
         self.episodes: pa.Table = committed_episodes(storage.read_episodes(self.location), manifest, where)
         cols = self.episodes.select(["episode_id", "shard", "row_start", "num_steps", "label_source", "label_model"]).to_pydict()
@@ -144,13 +145,17 @@ class Dataset:
         return shard.read_rows(0, shard.group_starts[-1], columns)
 
     def read_table(self, episode_id: str, start: int = 0, stop: int | None = None, columns: list[str] | None = None) -> pa.Table:
-        """Raw Arrow rows of steps `[start, stop)` of an episode (frame bytes still encoded)."""
+        """Raw Arrow rows of steps `[start, stop)` of an episode (frame bytes still encoded), in the
+        current format's columns (a version-1 dataset's rows get the version-2 columns as nulls)."""
         ref = self.episode(episode_id)
         stop = ref.num_steps if stop is None else stop
         if not 0 <= start < stop <= ref.num_steps:
             raise IndexError(f"episode {episode_id!r} has steps 0..{ref.num_steps - 1}, asked [{start}, {stop})")
-        names = columns or schema.FRAME_SCHEMA.names
-        return self._shard(ref.shard).read_rows(ref.row_start + start, ref.row_start + stop, names)
+        names = list(columns or schema.FRAME_SCHEMA.names)
+        stored = schema.frame_schema(self.version)
+        have = [n for n in names if n in stored.names]
+        table = self._shard(ref.shard).read_rows(ref.row_start + start, ref.row_start + stop, have)
+        return with_null_columns(table, names)
 
     def frames(self, episode_id: str, start: int = 0, stop: int | None = None) -> Clip:
         """Steps `[start, stop)` of an episode, decoded (the whole episode by default)."""
@@ -187,6 +192,17 @@ class Dataset:
             truncated=table.column("truncated").to_numpy(zero_copy_only=False).astype(bool),
             label_source=ref.label_source, label_model=ref.label_model, label_confidence=confidence,
         )
+
+
+def with_null_columns(table: pa.Table, names: list[str]) -> pa.Table:
+    """`table` with `names` in order, the ones it lacks (columns added in a later format version) as nulls."""
+    types = {f.name: f.type for f in schema.FRAME_SCHEMA}
+    for name in names:
+        if name not in table.column_names:
+            if name not in types:
+                raise KeyError(f"no column {name!r} in the dataset format")
+            table = table.append_column(pa.field(name, types[name]), pa.nulls(table.num_rows, types[name]))
+    return table.select(names)
 
 
 def _floats(column: pa.ChunkedArray) -> np.ndarray:

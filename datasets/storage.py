@@ -125,13 +125,19 @@ def read_manifest(loc: Location) -> dict | None:
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise UserError(f"{loc.uri}/{schema.MANIFEST_NAME}: not valid JSON ({err}); restore it from a backup or re-create the dataset") from None
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
-    if isinstance(manifest, dict) and version != schema.FORMAT_VERSION and not isinstance(version, bool):
+    if isinstance(version, bool) or version not in schema.READABLE_VERSIONS:
         raise UserError(
             f"{loc.uri}/{schema.MANIFEST_NAME}: format_version is {version!r}, this WorldLoom reads "
-            f"version {schema.FORMAT_VERSION}; use the WorldLoom release that wrote it or convert the dataset"
+            f"versions {' and '.join(map(str, schema.READABLE_VERSIONS))}; use the WorldLoom release that wrote it "
+            "or convert the dataset"
         )
     check_manifest(manifest, f"{loc.uri}/{schema.MANIFEST_NAME}")
     return manifest
+
+
+def version_of(manifest: dict) -> int:
+    """The format version of a manifest read by `read_manifest` (1 or 2)."""
+    return int(manifest["format_version"])
 
 
 def write_manifest(loc: Location, manifest: dict) -> None:

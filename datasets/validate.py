@@ -53,11 +53,12 @@ def validate(root: str | os.PathLike, filesystem: pafs.FileSystem | None = None,
     except (KeyError, ValueError) as err:
         return [Problem(schema.MANIFEST_NAME, None, f"invalid frame spec ({err}); restore dataset.json from a copy")]
     problems: list[Problem] = []
+    version = storage.version_of(manifest)
     listed = {s["path"]: s for s in manifest.get("shards", [])}
     problems += check_extra_files(loc, listed)
     shard_episodes: dict[str, list[tuple[str, int, int]]] = {}
     for rel, entry in listed.items():
-        found, episodes = check_shard(loc, rel, entry, spec, check_frames)
+        found, episodes = check_shard(loc, rel, entry, spec, check_frames, version)
         problems += found
         if episodes is not None:
             shard_episodes[rel] = episodes
@@ -81,7 +82,8 @@ def check_extra_files(loc: storage.Location, listed: dict) -> list[Problem]:
     return problems
 
 
-def check_shard(loc: storage.Location, rel: str, entry: dict, spec: storage.FrameSpec, check_frames: bool):
+def check_shard(loc: storage.Location, rel: str, entry: dict, spec: storage.FrameSpec, check_frames: bool,
+                version: int = schema.FORMAT_VERSION):
     """(problems, [(episode_id, first_row, num_rows)] or None if unreadable) for one shard."""
     try:
         path = loc.member(rel, source=f"{loc.uri}/{schema.MANIFEST_NAME}", field="shard path")
@@ -101,7 +103,7 @@ def check_shard(loc: storage.Location, rel: str, entry: dict, spec: storage.Fram
         file = pq.ParquetFile(loc.fs.open_input_file(path))
     except (pa.ArrowInvalid, OSError) as err:
         return problems + [Problem(rel, None, f"not a readable Parquet file ({err}); restore it from a copy or re-capture its episodes")], None
-    differences = schema_differences(file.schema_arrow)
+    differences = schema_differences(file.schema_arrow, schema.frame_schema(version), version)
     if differences:
         return problems + [Problem(rel, None, f"schema mismatch: {d}") for d in differences], None
     if file.metadata.num_rows != entry.get("num_rows"):

@@ -20,7 +20,7 @@ import numpy as np
 
 from worldloom.errors import UserError
 from worldloom.idm import metrics
-from worldloom.idm.checkpoint import checkpoint_id, load_idm
+from worldloom.idm.checkpoint import checkpoint_id, load_idm, run_folder
 from worldloom.idm.data import Episode, load_episodes
 from worldloom.idm.infer import predict_sequence
 from worldloom.io import atomic_path, atomic_write_json, atomic_write_text
@@ -135,7 +135,7 @@ def evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None = N
         "persistence": metrics.score(*metrics.persistence_prediction(true_buttons, true_camera, starts), true_buttons, true_camera),
         "camera_quantization_ceiling": metrics.quantization_ceiling(true_camera),
     }
-    out_dir = Path(out) if out else Path(model_dir) / f"eval-{Path(str(data[0]).rstrip('/')).name}"
+    out_dir = Path(out) if out else run_folder(model_dir) / f"eval-{Path(str(data[0]).rstrip('/')).name}"
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "eval.json", json.loads(json.dumps(report, default=float)))
     atomic_write_text(out_dir / "eval.md", markdown_table(report))

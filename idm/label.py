@@ -44,7 +44,7 @@ from worldloom.config import doc, to_json_dict
 from worldloom.datasets.sources import ResumeIndex, Source, episode_source, file_source
 from worldloom.datasets.video import RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReader
 from worldloom.errors import UserError
-from worldloom.idm.checkpoint import checkpoint_id, load_idm
+from worldloom.idm.checkpoint import checkpoint_id, load_idm, model_config
 from worldloom.idm.data import open_dataset
 from worldloom.idm.infer import StreamPredictor, concat_predictions, predict_sequence, resize_frames
 from worldloom.paths import redact_text
@@ -54,7 +54,7 @@ from worldloom.paths import redact_text
 class LabelConfig:
     """What to label, with which model, into where."""
 
-    model: str = doc("IDM run directory (from `worldloom idm train`)")
+    model: str = doc("IDM run directory (from `worldloom idm train`), or vpt:PATH/4x_idm.weights (OpenAI's IDM)")
     data: str = doc("what to label: a WorldLoom dataset, a video file, or a directory of videos")
     out: str = doc("output dataset directory (resumed if it exists)")
     fps: float = doc("steps per second for videos (0: each video's header rate)", 20.0)
@@ -265,7 +265,7 @@ def label(cfg: LabelConfig) -> dict:
 
     kind, found = discover(cfg)
     model_id = checkpoint_id(cfg.model)
-    _, model_cfg = load_idm(cfg.model)
+    model_cfg = model_config(cfg.model)
     todo, num_done, unreadable = plan(cfg, found)
     job_config = {"job": "worldloom idm label", "label_model": model_id, "input_kind": kind,
                   "label": to_json_dict(cfg),

@@ -43,7 +43,8 @@ from .model import encode_actions, shift_actions
 class EvalConfig:
     model: str = doc("world model run directory")
     data: tuple[str, ...] = doc("held-out labeled dataset directories")
-    idm: str | None = doc("IDM run for controllability (not the one that labeled the training data)", None)
+    idm: str | None = doc("IDM run for controllability (not the one that labeled the training data), or "
+                          "vpt:PATH/4x_idm.weights: OpenAI's IDM, the published judge", None)
     out: str | None = doc("output directory (default: MODEL/eval)", None)
     horizon: int = doc("rollout frames after the context", 16)
     num_clips: int = doc("clips scored (evenly spread over the episodes)", 32)

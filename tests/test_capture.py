@@ -112,7 +112,7 @@ def test_specs_are_deterministic_and_distinct():
     ("steps", -5, ["steps"]),
     ("resolution", 4, ["resolution"]),
     ("resolution", 100_000, ["resolution"]),
-    ("workers", 0, ["workers"]),
+    ("num_workers", 0, ["num_workers"]),
     ("episodes_per_shard", 0, ["episodes_per_shard"]),
     ("steps", 100_000, ["steps", "resolution", "GiB"]),
     ("codec", "gif", ["raw", "png", "jpeg"]),  # 100k frames of 128x128 held in memory
