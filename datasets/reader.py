@@ -55,7 +55,7 @@ class EpisodeRef:
 class _Shard:
     """An open shard file and the first row of each of its row groups."""
 
-    def __init__(self, loc: storage.Location, rel: str, num_rows: int):
+    def __init__(self, loc: storage.Location, rel: str, num_rows: int, version: int = schema.FORMAT_VERSION):
         self.rel = rel
         path = loc.member(rel, source=f"{loc.uri}/{schema.MANIFEST_NAME}", field="shard path")
         try:
@@ -65,7 +65,7 @@ class _Shard:
         except (pa.ArrowInvalid, OSError) as err:
             raise UserError(f"{loc.uri}/{rel}: cannot read this shard ({err}); run `worldloom dataset validate {loc.uri}`") from None
         meta = self.file.metadata
-        differences = schema_differences(self.file.schema_arrow)
+        differences = schema_differences(self.file.schema_arrow, schema.frame_schema(version), version)
         if differences or meta.num_rows != num_rows:
             why = differences[0] if differences else f"holds {meta.num_rows} rows, dataset.json says {num_rows}"
             raise UserError(f"{loc.uri}/{rel}: {why}; run `worldloom dataset validate {loc.uri}`")
@@ -136,7 +136,7 @@ class Dataset:
         if os.getpid() != self._pid:  # forked into a DataLoader worker: never share file handles
             self._shards, self._pid = {}, os.getpid()
         if rel not in self._shards:
-            self._shards[rel] = _Shard(self.location, rel, self._num_rows[rel])
+            self._shards[rel] = _Shard(self.location, rel, self._num_rows[rel], self.version)
         return self._shards[rel]
 
     def read_shard(self, rel: str, columns: list[str]) -> pa.Table:

@@ -15,6 +15,7 @@ from videos import truncate, write_audio_only, write_video
 from worldloom.actions import BUTTONS
 from worldloom.datasets import Dataset, schema, vpt
 from worldloom.datasets.ingest import IngestConfig, ingest
+from worldloom.datasets.manifest import action_space
 from worldloom.datasets.validate import validate
 from worldloom.datasets.video import VideoReader
 from worldloom.errors import UserError
@@ -267,7 +268,7 @@ def write_version_1(root: Path) -> np.ndarray:
 
     root.mkdir()
     manifest = {"format": "worldloom-dataset", "format_version": 1, "height": 32, "width": 32, "fps": 20, "codec": "raw",
-                "channels": 3, "rows_per_group": 256, "action_space": {"buttons": list(BUTTONS)}, "label_sources": [],
+                "channels": 3, "rows_per_group": 256, "action_space": action_space(1), "label_sources": [],
                 "num_episodes": 0, "num_frames": 0, "shards": [], "config": {"made_by": "0.1"}}
     (root / "dataset.json").write_text(json.dumps(manifest))
     (root / "frames").mkdir()
