@@ -45,33 +45,33 @@ def _face_key(b: int, nb: int) -> int:
 @numba.njit(cache=True)
 def mesh_chunk(blocks, x0, y0, z0):
     """Greedy-merged quads (N, 8) float32 of the chunk whose low corner is (x0, y0, z0)."""
-    sx, sy, sz = blocks.shape
+    size = blocks.shape
+    flat = blocks.ravel()
+    strides = (size[1] * size[2], size[2], 1)
     lo = (x0, y0, z0)
-    hi = (min(x0 + CHUNK, sx), min(y0 + CHUNK, sy), min(z0 + CHUNK, sz))
-    size = (sx, sy, sz)
+    hi = (min(x0 + CHUNK, size[0]), min(y0 + CHUNK, size[1]), min(z0 + CHUNK, size[2]))
     out = np.empty((6 * CHUNK * CHUNK * CHUNK, QUAD_FIELDS), dtype=np.float32)
     n = 0
     mask = np.zeros((CHUNK, CHUNK), dtype=np.int32)
-    cell = np.zeros(3, dtype=np.int64)
     for axis in range(3):
         a1 = 1 if axis == 0 else 0
         a2 = 1 if axis == 2 else 2
-        n1, n2 = hi[a1] - lo[a1], hi[a2] - lo[a2]
+        sa, s1, s2 = strides[axis], strides[a1], strides[a2]
+        lo1, lo2 = lo[a1], lo[a2]
+        n1, n2 = hi[a1] - lo1, hi[a2] - lo2
         for side in range(2):
-            step = 1 if side == 1 else -1
+            step = sa if side == 1 else -sa
+            edge = size[axis] - 1 if side == 1 else 0  # a cell here borders the outside: air
             for k in range(lo[axis], hi[axis]):
                 any_face = False
                 for p in range(n1):
+                    base = k * sa + (lo1 + p) * s1 + lo2 * s2
                     for q in range(n2):
-                        cell[axis], cell[a1], cell[a2] = k, lo[a1] + p, lo[a2] + q
-                        b = blocks[cell[0], cell[1], cell[2]]
-                        nk = k + step
-                        if 0 <= nk < size[axis]:
-                            cell[axis] = nk
-                            nb = blocks[cell[0], cell[1], cell[2]]
-                        else:
-                            nb = 0
-                        m = _face_key(b, nb)
+                        cell = base + q * s2
+                        b = flat[cell]
+                        m = 0
+                        if b != 0:
+                            m = _face_key(b, 0 if k == edge else flat[cell + step])
                         mask[p, q] = m
                         any_face = any_face or m != 0
                 if not any_face:
@@ -101,8 +101,8 @@ def mesh_chunk(blocks, x0, y0, z0):
                             for r in range(q, q + wq):
                                 mask[pp, r] = 0
                         out[n, 0], out[n, 1], out[n, 2] = axis, side, plane
-                        out[n, 3], out[n, 4] = lo[a1] + p, lo[a1] + p + hp
-                        out[n, 5], out[n, 6] = lo[a2] + q, lo[a2] + q + wq
+                        out[n, 3], out[n, 4] = lo1 + p, lo1 + p + hp
+                        out[n, 5], out[n, 6] = lo2 + q, lo2 + q + wq
                         out[n, 7] = m
                         n += 1
                         q += wq
@@ -115,41 +115,34 @@ class Mesh:
     def __init__(self, blocks: np.ndarray):
         self.blocks = blocks  # (SX, SY, SZ) uint8, shared with the World
         self.grid = tuple(-(-s // CHUNK) for s in blocks.shape)  # chunks per axis
-        self.parts: list[np.ndarray] = [np.empty((0, QUAD_FIELDS), np.float32)] * int(np.prod(self.grid))
-        self.dirty: set[int] = set(range(len(self.parts)))
+        cx, cy, cz = np.meshgrid(*(np.arange(g) for g in self.grid), indexing="ij")
+        low = np.stack([cx.ravel(), cy.ravel(), cz.ravel()], axis=1) * CHUNK  # (C, 3), chunk index order
+        self.boxes = np.concatenate([low, np.minimum(low + CHUNK, blocks.shape)], axis=1).astype(np.int32)  # (C, 6)
+        self.parts: list[np.ndarray] = [np.empty((0, QUAD_FIELDS), np.float32)] * len(low)
+        self.dirty: set[int] = set(range(len(low)))
         self.quads = np.empty((0, QUAD_FIELDS), np.float32)  # (N, 8) all chunks' quads, chunk after chunk
-        self.chunks = np.empty((0, 8), np.int32)  # (C, 8): x0, y0, z0, x1, y1, z1, first quad, end quad
+        self.chunks = np.empty((0, 8), np.int32)  # (C', 8) non-empty chunks: x0, y0, z0, x1, y1, z1, first quad, end
         self.update()
-
-    def _index(self, cx: int, cy: int, cz: int) -> int:
-        return (cx * self.grid[1] + cy) * self.grid[2] + cz
 
     def touch(self, x: int, y: int, z: int) -> None:
         """Mark the chunks whose faces a change of block (x, y, z) can change (its own and the neighbours it borders)."""
+        gx, gy, gz = self.grid
         for dx, dy, dz in ((0, 0, 0), (-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1)):
-            c = ((x + dx) // CHUNK, (y + dy) // CHUNK, (z + dz) // CHUNK)
-            if all(0 <= c[i] < self.grid[i] for i in range(3)):
-                self.dirty.add(self._index(*c))
+            cx, cy, cz = (x + dx) // CHUNK, (y + dy) // CHUNK, (z + dz) // CHUNK
+            if 0 <= cx < gx and 0 <= cy < gy and 0 <= cz < gz:
+                self.dirty.add((cx * gy + cy) * gz + cz)
 
     def update(self) -> None:
         """Re-mesh the chunks marked dirty and rebuild the flat arrays the renderer reads."""
         if not self.dirty:
             return
-        for index in sorted(self.dirty):
-            cx, rest = divmod(index, self.grid[1] * self.grid[2])
-            cy, cz = divmod(rest, self.grid[2])
-            self.parts[index] = mesh_chunk(self.blocks, cx * CHUNK, cy * CHUNK, cz * CHUNK)
+        for index in self.dirty:
+            x0, y0, z0 = self.boxes[index, :3]
+            self.parts[index] = mesh_chunk(self.blocks, x0, y0, z0)
         self.dirty.clear()
         sizes = np.array([len(p) for p in self.parts])
         ends = np.cumsum(sizes)
-        self.quads = np.concatenate(self.parts) if ends[-1] else np.empty((0, QUAD_FIELDS), np.float32)
-        sx, sy, sz = self.blocks.shape
-        chunks = []
-        for index, part in enumerate(self.parts):
-            if len(part):
-                cx, rest = divmod(index, self.grid[1] * self.grid[2])
-                cy, cz = divmod(rest, self.grid[2])
-                x0, y0, z0 = cx * CHUNK, cy * CHUNK, cz * CHUNK
-                chunks.append((x0, y0, z0, min(x0 + CHUNK, sx), min(y0 + CHUNK, sy), min(z0 + CHUNK, sz),
-                               ends[index] - len(part), ends[index]))
-        self.chunks = np.array(chunks, dtype=np.int32).reshape(-1, 8)
+        self.quads = np.concatenate(self.parts)
+        full = sizes > 0
+        self.chunks = np.concatenate([self.boxes[full], (ends - sizes)[full, None], ends[full, None]],
+                                     axis=1).astype(np.int32)

@@ -98,6 +98,7 @@ def rasterize(quads, chunks, boxes, eye, yaw, pitch, fov_deg, max_dist, underwat
     ids[:] = -1
     src = np.empty((4, 3))  # corners in view space
     dst = np.empty((8, 2))  # the clipped polygon in samples
+    span = np.empty((hs, 2))  # per sample row: the left and right x of the polygon being filled
     skip_flag = FLAG_SURFACE if underwater else FLAG_BED
     eye_t = (eye[0], eye[1], eye[2])
     ox, oy, oz = eye_t
@@ -137,6 +138,14 @@ def rasterize(quads, chunks, boxes, eye, yaw, pitch, fov_deg, max_dist, underwat
                 src[k, 0] = px * right[0] + py * right[1] + pz * right[2]
                 src[k, 1] = px * up[0] + py * up[1] + pz * up[2]
                 src[k, 2] = px * fwd[0] + py * fwd[1] + pz * fwd[2]
+            out_l = out_r = out_b = out_t = 0
+            for k in range(4):
+                out_l += src[k, 0] < -tx * src[k, 2]
+                out_r += src[k, 0] > tx * src[k, 2]
+                out_b += src[k, 1] < -ty * src[k, 2]
+                out_t += src[k, 1] > ty * src[k, 2]
+            if max(out_l, out_r, out_b, out_t) == 4:
+                continue  # wholly outside one side of the view
             # Clip at the near plane (Sutherland-Hodgman against z >= ZNEAR), then project to samples.
             nv = 0
             for k in range(4):
@@ -166,44 +175,49 @@ def rasterize(quads, chunks, boxes, eye, yaw, pitch, fov_deg, max_dist, underwat
             kj = du * right[axis] / denom
             ki = dv * up[axis] / denom
             qid = id0 + q
+            if r0 > r1:
+                continue
+            # Each edge sets the span ends of the rows it crosses (a convex polygon: two per row).
             for r in range(r0, r1 + 1):
-                yc = r + 0.5
-                xl, xr = 1e30, -1e30
-                for k in range(nv):
-                    e = k + 1 if k + 1 < nv else 0
-                    xa, ya, xb, yb = dst[k, 0], dst[k, 1], dst[e, 0], dst[e, 1]
-                    if ya > yb:
-                        xa, ya, xb, yb = xb, yb, xa, ya
-                    if yc < ya - EPS or yc > yb + EPS:
-                        continue
-                    if yb - ya > 1e-9:
-                        f = min(max((yc - ya) / (yb - ya), 0.0), 1.0)
-                        x = xa + f * (xb - xa)
-                        xl, xr = min(xl, x), max(xr, x)
-                    else:
-                        xl, xr = min(xl, xa, xb), max(xr, xa, xb)
+                span[r, 0], span[r, 1] = 1e30, -1e30
+            for k in range(nv):
+                e = k + 1 if k + 1 < nv else 0
+                xa, ya, xb, yb = dst[k, 0], dst[k, 1], dst[e, 0], dst[e, 1]
+                if ya > yb:
+                    xa, ya, xb, yb = xb, yb, xa, ya
+                ra = max(int(math.ceil(ya - EPS - 0.5)), r0)
+                rb = min(int(math.floor(yb + EPS - 0.5)), r1)
+                if yb - ya > 1e-9:
+                    slope = (xb - xa) / (yb - ya)
+                    xlo, xhi = min(xa, xb), max(xa, xb)
+                    for r in range(ra, rb + 1):
+                        x = min(max(xa + (r + 0.5 - ya) * slope, xlo), xhi)
+                        span[r, 0], span[r, 1] = min(span[r, 0], x), max(span[r, 1], x)
+                else:
+                    for r in range(ra, rb + 1):
+                        span[r, 0], span[r, 1] = min(span[r, 0], xa, xb), max(span[r, 1], xa, xb)
+            for r in range(r0, r1 + 1):
+                xl, xr = span[r, 0], span[r, 1]
                 if xl > xr:
                     continue
                 j0 = max(int(math.ceil(max(xl, -2.0) - 0.5 - EPS)), 0)
                 j1 = min(int(math.floor(min(xr, ws + 2.0) - 0.5 + EPS)), ws - 1)
                 kr = k0 + ki * r
-                for j in range(j0, j1 + 1):
-                    z = kr + kj * j
-                    if z > zbuf[r, j]:
-                        zbuf[r, j] = z
-                        ids[r, j] = qid
+                zrow, irow = zbuf[r], ids[r]
+                for j in range(j0, j1 + 1):  # branch-free, so it vectorizes
+                    z = np.float32(kr + kj * j)
+                    nearer = z > zrow[j]
+                    zrow[j] = z if nearer else zrow[j]
+                    irow[j] = qid if nearer else irow[j]
 
 
 @numba.njit(cache=True, fastmath=True, inline="always")
-def _quad_colour(axis, side, plane, lo1, hi1, lo2, hi2, key, ox, oy, oz, dx, dy, dz, max_dist, shade, target,
-                 crack_stage, texel_scale):
-    """(hit, t, r, g, b) of the ray (dx, dy, dz) through a sample that sees a mesh quad."""
+def _quad_colour(axis, side, plane, lo1, hi1, lo2, hi2, key, ox, oy, oz, dx, dy, dz, shade, target, crack_stage, level):
+    """(s, r, g, b) of the ray o + s d (d not normalized) through a sample that sees a mesh quad."""
     d = dx if axis == 0 else (dy if axis == 1 else dz)
     o = ox if axis == 0 else (oy if axis == 1 else oz)
-    t = (plane - o) / d
-    if t >= max_dist:
-        return False, max_dist, 0.0, 0.0, 0.0
-    px, py, pz = ox + dx * t, oy + dy * t, oz + dz * t
+    s = (plane - o) / d
+    px, py, pz = ox + dx * s, oy + dy * s, oz + dz * s
     c1 = min(max(int(math.floor(px if axis != 0 else py)), int(lo1)), int(hi1) - 1)
     c2 = min(max(int(math.floor(pz if axis != 2 else py)), int(lo2)), int(hi2) - 1)
     ca = int(plane) - 1 if side == 1.0 else int(plane)
@@ -213,9 +227,8 @@ def _quad_colour(axis, side, plane, lo1, hi1, lo2, hi2, key, ox, oy, oz, dx, dy,
         cx, cy, cz = c1, ca, c2
     else:
         cx, cy, cz = c1, c2, ca
-    level = sh.mip_level(t, d, texel_scale) if texel_scale > 0.0 else 0
-    r, g, b = sh.shade_block(key & 255, t, axis, cx, cy, cz, ox, oy, oz, dx, dy, dz, shade, target, crack_stage, level)
-    return True, t, r, g, b
+    r, g, b = sh.shade_block(key & 255, s, axis, cx, cy, cz, ox, oy, oz, dx, dy, dz, shade, target, crack_stage, level)
+    return s, r, g, b
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -225,6 +238,8 @@ def shade_frame(ids, quads, boxes, animals, eye, yaw, pitch, fov_deg, view_dista
 
     With ss = 2 a pixel whose four samples see the same quad is shaded once, at its centre, with
     the texture's mip level for its footprint; any other pixel is the mean of its four samples.
+    A sample's ray is d = fwd + u right + v up, so |d|^2 = 1 + u^2 + v^2 and the hit is at
+    o + s d; the distance t = s |d| (a square root) is needed only for the fog, the sky and mips.
     """
     h, w = frame.shape[0], frame.shape[1]
     ss = 2 if ids.shape[0] == 2 * h else 1
@@ -236,6 +251,7 @@ def shade_frame(ids, quads, boxes, animals, eye, yaw, pitch, fov_deg, view_dista
     target_t = (target[0], target[1], target[2])
     max_dist = view_distance * (0.4 if underwater else 1.0)
     fog_start = max_dist * 0.55
+    fog_start2 = fog_start * fog_start
     fog_col = sh.underwater_fog(light)
     num_quads = quads.shape[0]
     # Texels of a face seen head-on per block of distance, across one pixel (antialiased frames only).
@@ -258,27 +274,40 @@ def shade_frame(ids, quads, boxes, animals, eye, yaw, pitch, fov_deg, view_dista
                 dx = fwd[0] + u * right[0] + v * up[0]
                 dy = fwd[1] + u * right[1] + v * up[1]
                 dz = fwd[2] + u * right[2] + v * up[2]
-                inv = 1.0 / math.sqrt(dx * dx + dy * dy + dz * dz)
-                dx, dy, dz = dx * inv, dy * inv, dz * inv
+                len2 = 1.0 + u * u + v * v
                 sq = qid if same else ids[i * ss + si, j * ss + sj]
-                hit, t, r, g, b = False, max_dist, 0.0, 0.0, 0.0
+                s, r, g, b = 0.0, 0.0, 0.0, 0.0
                 if sq >= num_quads:  # a box: flat colour
                     q = sq - num_quads
                     axis = int(boxes[q, 0])
                     d = dx if axis == 0 else (dy if axis == 1 else dz)
                     o = ox if axis == 0 else (oy if axis == 1 else oz)
-                    t = (np.float64(boxes[q, 2]) - o) / d
-                    hit = t < max_dist
+                    s = (np.float64(boxes[q, 2]) - o) / d
                     a = -int(boxes[q, 7]) - 1
-                    s = sh.box_shade(axis, shade)
-                    r, g, b = animals[a, 5] * s, animals[a, 6] * s, animals[a, 7] * s
+                    f = sh.box_shade(axis, shade)
+                    r, g, b = animals[a, 5] * f, animals[a, 6] * f, animals[a, 7] * f
                 elif sq >= 0:
-                    hit, t, r, g, b = _quad_colour(
+                    level = 0
+                    if texel_scale > 0.0:
+                        axis = int(quads[sq, 0])
+                        d = dx if axis == 0 else (dy if axis == 1 else dz)
+                        o = ox if axis == 0 else (oy if axis == 1 else oz)
+                        length = math.sqrt(len2)
+                        level = sh.mip_level((quads[sq, 2] - o) / d * length, d / length, texel_scale)
+                    s, r, g, b = _quad_colour(
                         int(quads[sq, 0]), quads[sq, 1], np.float64(quads[sq, 2]), quads[sq, 3], quads[sq, 4],
-                        quads[sq, 5], quads[sq, 6], int(quads[sq, 7]), ox, oy, oz, dx, dy, dz, max_dist, shade,
-                        target_t, crack_stage, texel_scale)
-                pr, pg, pb = sh.finish(hit, t if hit else max_dist, dx, dy, dz, r, g, b, fog_col, fog_start, max_dist,
-                                       underwater, sun_t, light)
+                        quads[sq, 5], quads[sq, 6], int(quads[sq, 7]), ox, oy, oz, dx, dy, dz, shade, target_t,
+                        crack_stage, level)
+                near = sq >= 0 and s * s * len2 <= fog_start2
+                if near:  # no fog: the colour as it is
+                    pr, pg, pb = min(int(r), 255), min(int(g), 255), min(int(b), 255)
+                else:
+                    length = math.sqrt(len2)
+                    t = s * length
+                    hit = sq >= 0 and t < max_dist
+                    inv = 1.0 / length
+                    pr, pg, pb = sh.finish(hit, t if hit else max_dist, dx * inv, dy * inv, dz * inv, r, g, b, fog_col,
+                                           fog_start, max_dist, underwater, sun_t, light)
                 tr, tg, tb = tr + pr, tg + pg, tb + pb
             if same:
                 frame[i, j, 0], frame[i, j, 1], frame[i, j, 2] = tr, tg, tb
