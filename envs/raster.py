@@ -94,8 +94,9 @@ def rasterize(quads, chunks, boxes, eye, yaw, pitch, fov_deg, max_dist, underwat
     su, sv = 0.5 * ws / tx, 0.5 * hs / ty  # view-plane units -> samples
     u0, du = (1.0 / ws - 1.0) * tx, 2.0 * tx / ws  # u (right) of sample column 0, and per column
     v0, dv = (1.0 - 1.0 / hs) * ty, -2.0 * ty / hs  # v (up) of sample row 0, and per row
-    zbuf[:] = 0.0
-    ids[:] = -1
+    zflat, iflat = zbuf.reshape(hs * ws), ids.reshape(hs * ws)
+    zflat[:] = 0.0
+    iflat[:] = -1
     src = np.empty((4, 3))  # corners in view space
     dst = np.empty((8, 2))  # the clipped polygon in samples
     span = np.empty((hs, 2))  # per sample row: the left and right x of the polygon being filled
@@ -174,7 +175,8 @@ def rasterize(quads, chunks, boxes, eye, yaw, pitch, fov_deg, max_dist, underwat
             k0 = (fwd[axis] + u0 * right[axis] + v0 * up[axis]) / denom
             kj = du * right[axis] / denom
             ki = dv * up[axis] / denom
-            qid = id0 + q
+            kj32 = np.float32(kj)
+            qid = np.int32(id0 + q)
             if r0 > r1:
                 continue
             # Each edge sets the span ends of the rows it crosses (a convex polygon: two per row).
@@ -202,13 +204,15 @@ def rasterize(quads, chunks, boxes, eye, yaw, pitch, fov_deg, max_dist, underwat
                     continue
                 j0 = max(int(math.ceil(max(xl, -2.0) - 0.5 - EPS)), 0)
                 j1 = min(int(math.floor(min(xr, ws + 2.0) - 0.5 + EPS)), ws - 1)
-                kr = k0 + ki * r
-                zrow, irow = zbuf[r], ids[r]
-                for j in range(j0, j1 + 1):  # branch-free, so it vectorizes
-                    z = np.float32(kr + kj * j)
-                    nearer = z > zrow[j]
-                    zrow[j] = z if nearer else zrow[j]
-                    irow[j] = qid if nearer else irow[j]
+                # Branch-free on flat buffers with an unsigned index, so that numba vectorizes it.
+                base = np.uint64(r * ws + j0)
+                z0 = np.float32(k0 + ki * r + kj * j0)
+                for k in range(np.uint64(j1 - j0 + 1)):
+                    z = z0 + kj32 * np.float32(k)
+                    old = zflat[base + k]
+                    nearer = z > old
+                    zflat[base + k] = z if nearer else old
+                    iflat[base + k] = qid if nearer else iflat[base + k]
 
 
 @numba.njit(cache=True, fastmath=True, inline="always")
@@ -292,8 +296,7 @@ def shade_frame(ids, quads, boxes, animals, eye, yaw, pitch, fov_deg, view_dista
                         axis = int(quads[sq, 0])
                         d = dx if axis == 0 else (dy if axis == 1 else dz)
                         o = ox if axis == 0 else (oy if axis == 1 else oz)
-                        length = math.sqrt(len2)
-                        level = sh.mip_level((quads[sq, 2] - o) / d * length, d / length, texel_scale)
+                        level = sh.mip_level((quads[sq, 2] - o) / d, len2, d, texel_scale)
                     s, r, g, b = _quad_colour(
                         int(quads[sq, 0]), quads[sq, 1], np.float64(quads[sq, 2]), quads[sq, 3], quads[sq, 4],
                         quads[sq, 5], quads[sq, 6], int(quads[sq, 7]), ox, oy, oz, dx, dy, dz, shade, target_t,

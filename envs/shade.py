@@ -128,16 +128,20 @@ def underwater_fog(light):
 
 
 @numba.njit(cache=True, fastmath=True, inline="always")
-def mip_level(t, cos_incidence, texel_scale):
-    """Mip level whose texels match a pixel's footprint at distance t on a face seen at this angle.
+def mip_level(s, len2, d_axis, texel_scale):
+    """Mip level whose texels match a pixel's footprint where the ray o + s d (|d|^2 = len2) meets a face.
 
-    `texel_scale` is texels per block of distance across one pixel, seen head-on. The footprint
-    is stretched by 1/cos across the face; the square root of the stretch is a middle way between
-    the blur of the long side and the shimmer of the short.
+    `d_axis` is d's component along the face's normal, `texel_scale` texels per block of distance
+    across one pixel, seen head-on. The footprint is t = s |d| times that, stretched by
+    1/cos = |d| / |d_axis| across the face; the square root of the stretch is a middle way
+    between the blur of the long side and the shimmer of the short. Compared in the 4th power,
+    so no square root: footprint^4 = s^4 |d|^6 scale^4 / d_axis^2, against 2^4, 4^4, 8^4, 16^4.
     """
-    texels = t * texel_scale / math.sqrt(max(abs(cos_incidence), 0.05))
+    s2 = s * s * texel_scale * texel_scale
+    f4 = s2 * s2 * len2 * len2 * len2 / max(d_axis * d_axis, 1e-12)
     level = 0
-    while texels >= 2.0 and level < NUM_MIPS - 1:
-        texels *= 0.5
+    threshold = 16.0
+    while f4 >= threshold and level < NUM_MIPS - 1:
+        threshold *= 16.0
         level += 1
     return level
