@@ -16,8 +16,6 @@ instead of showing one texel picked per pixel, which flickers as the camera move
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 
