@@ -2,15 +2,19 @@
 
     nice -n 10 taskset -c 1 python benchmarks/profile_render.py
     nice -n 10 taskset -c 1 python benchmarks/profile_render.py --sizes 128x128 --frames 40 --out profile.json
+    nice -n 10 taskset -c 1 python benchmarks/profile_render.py --sizes 128x128 --world-size 256 64 256
 
 Views are recorded once from a real episode (the mixture player, 64x64, seed 0), then every
-view is drawn at each size, so every size draws the same scenes. Printed per size: ms per
-frame for the world (`render_world`) and the HUD, ns per pixel, million rays per second, and
-the ray statistics (share of sky rays, mean hit distance, mean voxel boundaries a plain DDA
-crosses per ray). A least-squares line through (pixels, ms) splits the world's cost into a
-fixed part per frame and a part per pixel. Times are the best of `--repeats` passes over the
-views, in CPU seconds of this process (one thread), so other work on a shared machine counts
-little. Cache behaviour is measured apart, under valgrind (see docs/envs.md).
+view is drawn at each size, so every size draws the same scenes. Printed per size, in CPU ms
+per frame without the HUD: the reference ray caster (`reference_world`: ns per pixel, million
+rays per second), the rasterizer (`render_world`) and its visibility pass alone, the
+rasterizer antialiased, the HUD, and the rays' statistics (share of sky rays, mean hit
+distance, mean voxel boundaries a plain DDA crosses per ray). A least-squares line through
+(pixels, ms) splits each renderer's cost into a fixed part per frame and a part per pixel.
+Times are the best of `--repeats` passes over the views, in CPU seconds of this process (one
+thread), so other work on a shared machine counts little. For cache behaviour, `--world-size`
+grows the world (and with it the voxel grid and the mesh) past the caches while the views stay
+player views.
 """
 
 from __future__ import annotations
@@ -35,11 +39,11 @@ def parse_size(text: str) -> tuple[int, int]:
     return (int(h or w), int(w))
 
 
-def record_views(num_frames: int, seed: int = 0, every: int = 4) -> list:
+def record_views(num_frames: int, seed: int = 0, every: int = 4, world_size: tuple = (64, 48, 64)) -> list:
     """`num_frames` View copies from one mixture-player episode, one every `every` steps."""
     from worldloom.envs import make_env, make_player
 
-    env = make_env("voxel", height=64, width=64)
+    env = make_env("voxel", height=64, width=64, world_size=world_size)
     player = make_player("mixture", seed=seed)
     obs, info = env.reset(seed=seed)
     views = []
@@ -127,7 +131,7 @@ def profile_size(views, h: int, w: int, repeats: int) -> dict:
 
 
 def main(args: argparse.Namespace) -> dict:
-    views = record_views(args.frames)
+    views = record_views(args.frames, world_size=tuple(args.world_size))
     rows = []
     for text in args.sizes:
         h, w = parse_size(text)
@@ -161,5 +165,7 @@ if __name__ == "__main__":
     parser.add_argument("--sizes", nargs="+", default=["64x64", "128x128", "256x256", "640x360"])
     parser.add_argument("--frames", type=int, default=60, help="views recorded from the episode")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--world-size", type=int, nargs=3, default=[64, 48, 64],
+                        help="blocks x, y, z: a larger world tests how the renderers use the caches")
     parser.add_argument("--out", default="", help="also write the rows as JSON here")
     main(parser.parse_args())

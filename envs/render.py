@@ -22,6 +22,7 @@ exactly that, the rasterizer shades once per pixel away from edges (see `raster.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,14 +65,17 @@ class View:
     chunks: np.ndarray  # (C, 8) int32 per chunk: its box and its range of quads
 
 
-# Sample buffers reused from frame to frame, by size: every frame overwrites them whole.
-_BUFFERS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+# Depth and quad-id buffers reused from frame to frame, by thread and size: every frame
+# overwrites them whole, so no frame depends on another (or on which env drew before it).
+_BUFFERS: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
 
 
 def _buffers(hs: int, ws: int) -> tuple[np.ndarray, np.ndarray]:
-    if (hs, ws) not in _BUFFERS:
-        _BUFFERS[(hs, ws)] = (np.zeros((hs, ws), np.float32), np.zeros((hs, ws), np.int32))
-    return _BUFFERS[(hs, ws)]
+    """(HS, WS) float32 depths and int32 quad ids for this thread."""
+    key = (threading.get_ident(), hs, ws)
+    if key not in _BUFFERS:
+        _BUFFERS[key] = (np.zeros((hs, ws), np.float32), np.zeros((hs, ws), np.int32))
+    return _BUFFERS[key]
 
 
 def _hud(view: View, frame: np.ndarray) -> np.ndarray:
