@@ -216,11 +216,16 @@ def rasterize(quads, chunks, boxes, eye, yaw, pitch, fov_deg, max_dist, underwat
 
 
 @numba.njit(cache=True, fastmath=True, inline="always")
-def _quad_colour(axis, side, plane, lo1, hi1, lo2, hi2, key, ox, oy, oz, dx, dy, dz, shade, target, crack_stage, level):
-    """(s, r, g, b) of the ray o + s d (d not normalized) through a sample that sees a mesh quad."""
+def _quad_colour(axis, side, plane, lo1, hi1, lo2, hi2, key, ox, oy, oz, dx, dy, dz, len2, shade, target,
+                 crack_stage, texel_scale):
+    """(s, r, g, b) of the ray o + s d (d not normalized, |d|^2 = len2) through a sample that sees a mesh quad.
+
+    `texel_scale` > 0 reads the texture's mip level for the pixel's footprint (antialiased frames).
+    """
     d = dx if axis == 0 else (dy if axis == 1 else dz)
     o = ox if axis == 0 else (oy if axis == 1 else oz)
     s = (plane - o) / d
+    level = sh.mip_level(s, len2, d, texel_scale) if texel_scale > 0.0 else 0
     px, py, pz = ox + dx * s, oy + dy * s, oz + dz * s
     c1 = min(max(int(math.floor(px if axis != 0 else py)), int(lo1)), int(hi1) - 1)
     c2 = min(max(int(math.floor(pz if axis != 2 else py)), int(lo2)), int(hi2) - 1)
@@ -241,7 +246,8 @@ def shade_frame(ids, quads, boxes, animals, eye, yaw, pitch, fov_deg, view_dista
     """Colour frame (H, W, 3) from the quad ids of its samples (H*ss, W*ss; ss = 1, or 2 to antialias).
 
     With ss = 2 a pixel whose four samples see the same quad is shaded once, at its centre, with
-    the texture's mip level for its footprint; any other pixel is the mean of its four samples.
+    the texture's mip level for its footprint; at an edge each quad its samples see is shaded
+    once, at their centroid, and the pixel is the mean of its four samples' colours.
     A sample's ray is d = fwd + u right + v up, so |d|^2 = 1 + u^2 + v^2 and the hit is at
     o + s d; the distance t = s |d| (a square root) is needed only for the fog, the sky and mips.
     """
@@ -263,23 +269,33 @@ def shade_frame(ids, quads, boxes, animals, eye, yaw, pitch, fov_deg, view_dista
     for i in range(h):
         for j in range(w):
             qid = ids[i * ss, j * ss]
-            same = True
+            q4 = (qid, qid, qid, qid)
             if ss > 1:
-                same = ids[i * ss, j * ss + 1] == qid and ids[i * ss + 1, j * ss] == qid and ids[i * ss + 1, j * ss + 1] == qid
+                q4 = (qid, ids[i * ss, j * ss + 1], ids[i * ss + 1, j * ss], ids[i * ss + 1, j * ss + 1])
+            same = q4[1] == qid and q4[2] == qid and q4[3] == qid
             n = 1 if same else 4
             tr = tg = tb = 0
             for k in range(n):
-                # The pixel's centre when its samples agree, else each sample's centre.
-                si, sj = k >> 1, k & 1
-                fi = (i + 0.5) if same else i + (si + 0.5) * 0.5
-                fj = (j + 0.5) if same else j + (sj + 0.5) * 0.5
+                # The pixel's centre when its samples agree; at an edge, each quad seen once, at
+                # the centroid of the samples that see it, weighted by their count (as MSAA).
+                fi, fj, count = i + 0.5, j + 0.5, 1
+                if not same:
+                    if (k >= 1 and q4[0] == q4[k]) or (k >= 2 and q4[1] == q4[k]) or (k == 3 and q4[2] == q4[k]):
+                        continue  # this quad was shaded with an earlier sample
+                    count, si, sj = 0, 0.0, 0.0
+                    for m in range(k, 4):
+                        if q4[m] == q4[k]:
+                            count += 1
+                            si += (m >> 1) + 0.5
+                            sj += (m & 1) + 0.5
+                    fi, fj = i + 0.5 * si / count, j + 0.5 * sj / count
                 v = (1.0 - 2.0 * fi / h) * half
                 u = (2.0 * fj / w - 1.0) * half * aspect
                 dx = fwd[0] + u * right[0] + v * up[0]
                 dy = fwd[1] + u * right[1] + v * up[1]
                 dz = fwd[2] + u * right[2] + v * up[2]
                 len2 = 1.0 + u * u + v * v
-                sq = qid if same else ids[i * ss + si, j * ss + sj]
+                sq = q4[k]
                 s, r, g, b = 0.0, 0.0, 0.0, 0.0
                 if sq >= num_quads:  # a box: flat colour
                     q = sq - num_quads
@@ -291,16 +307,10 @@ def shade_frame(ids, quads, boxes, animals, eye, yaw, pitch, fov_deg, view_dista
                     f = sh.box_shade(axis, shade)
                     r, g, b = animals[a, 5] * f, animals[a, 6] * f, animals[a, 7] * f
                 elif sq >= 0:
-                    level = 0
-                    if texel_scale > 0.0:
-                        axis = int(quads[sq, 0])
-                        d = dx if axis == 0 else (dy if axis == 1 else dz)
-                        o = ox if axis == 0 else (oy if axis == 1 else oz)
-                        level = sh.mip_level((quads[sq, 2] - o) / d, len2, d, texel_scale)
                     s, r, g, b = _quad_colour(
                         int(quads[sq, 0]), quads[sq, 1], np.float64(quads[sq, 2]), quads[sq, 3], quads[sq, 4],
-                        quads[sq, 5], quads[sq, 6], int(quads[sq, 7]), ox, oy, oz, dx, dy, dz, shade, target_t,
-                        crack_stage, level)
+                        quads[sq, 5], quads[sq, 6], int(quads[sq, 7]), ox, oy, oz, dx, dy, dz, len2, shade, target_t,
+                        crack_stage, texel_scale)
                 near = sq >= 0 and s * s * len2 <= fog_start2
                 if near:  # no fog: the colour as it is
                     pr, pg, pb = min(int(r), 255), min(int(g), 255), min(int(b), 255)
@@ -311,7 +321,7 @@ def shade_frame(ids, quads, boxes, animals, eye, yaw, pitch, fov_deg, view_dista
                     inv = 1.0 / length
                     pr, pg, pb = sh.finish(hit, t if hit else max_dist, dx * inv, dy * inv, dz * inv, r, g, b, fog_col,
                                            fog_start, max_dist, underwater, sun_t, light)
-                tr, tg, tb = tr + pr, tg + pg, tb + pb
+                tr, tg, tb = tr + count * pr, tg + count * pg, tb + count * pb
             if same:
                 frame[i, j, 0], frame[i, j, 1], frame[i, j, 2] = tr, tg, tb
             else:  # the mean of 4 samples, rounded

@@ -133,12 +133,13 @@ def mip_level(s, len2, d_axis, texel_scale):
     across one pixel, seen head-on. The footprint is t = s |d| times that, stretched by
     1/cos = |d| / |d_axis| across the face; the square root of the stretch is a middle way
     between the blur of the long side and the shimmer of the short. Compared in the 4th power,
-    so no square root: footprint^4 = s^4 |d|^6 scale^4 / d_axis^2, against 2^4, 4^4, 8^4, 16^4.
+    so no square root or division: footprint^4 = s^4 |d|^6 scale^4 / d_axis^2 against 2^4, 4^4,
+    8^4, 16^4, both sides times d_axis^2.
     """
     s2 = s * s * texel_scale * texel_scale
-    f4 = s2 * s2 * len2 * len2 * len2 / max(d_axis * d_axis, 1e-12)
+    f4 = s2 * s2 * len2 * len2 * len2  # footprint^4 x d_axis^2: compared without a division
+    threshold = 16.0 * d_axis * d_axis
     level = 0
-    threshold = 16.0
     while f4 >= threshold and level < NUM_MIPS - 1:
         threshold *= 16.0
         level += 1
