@@ -12,6 +12,11 @@ Antialiased frames read textures from a mip chain (`TEX_MIPS`, 16x16 down to 1x1
 the 2x2 mean of the one above), at the level whose texels are about as large as the pixel's
 footprint on the face, as Minecraft's mipmapped textures are: far faces average their texture
 instead of showing one texel picked per pixel, which flickers as the camera moves.
+
+For whoever edits this file: numba's on-disk cache does not notice changes to functions defined
+in another file (numba's "Notes on Caching": cache invalidation fails to recognize changes in
+symbols defined in a different file), and these helpers are inlined into `raster.py` and
+`raycast.py`; delete `envs/__pycache__/*.nb?` after an edit here, or those keep the old code.
 """
 
 from __future__ import annotations
@@ -37,7 +42,6 @@ def make_mips(tex: np.ndarray) -> np.ndarray:
 
 
 TEX_MIPS = make_mips(TEX)
-CRACK = CRACK_MASK
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -90,7 +94,7 @@ def shade_block(b, t, axis, cx, cy, cz, ox, oy, oz, dx, dy, dz, shade, target, c
     iv = min(max(int(v * 16.0), 0), 15)
     s = shade[sidx]
     if crack_stage > 0 and cx == target[0] and cy == target[1] and cz == target[2]:
-        if CRACK[iv, iu] <= crack_stage:
+        if CRACK_MASK[iv, iu] <= crack_stage:
             s *= 0.3
     ju, jv = iu >> level, iv >> level
     return (TEX_MIPS[level, b, face, jv, ju, 0] * s, TEX_MIPS[level, b, face, jv, ju, 1] * s,
