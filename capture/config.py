@@ -168,8 +168,10 @@ def config_mismatch(cfg: CaptureConfig, label_source: str, stored: dict | None) 
     theirs = content_fields(stored)
     if not theirs:
         return "it was not made by `worldloom capture` (its config has no capture settings)"
+    # A field added after the dataset was made (e.g. antialias) had its default value there.
+    defaults = {f.name: f.default for f in dataclasses.fields(CaptureConfig) if f.default is not dataclasses.MISSING}
     for key in sorted(set(ours) | set(theirs)):
-        if ours.get(key) != theirs.get(key):
+        if ours.get(key) != theirs.get(key, defaults.get(key)):
             return f"{key} is {theirs.get(key)!r} in the dataset but {ours.get(key)!r} in this job"
     return None
 

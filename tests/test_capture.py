@@ -160,6 +160,14 @@ def test_antialias_reaches_the_env_and_the_dataset(tmp_path):
                                   play_episode(env, make_player("mixture", seed=spec.seed), spec).frames)
     with pytest.raises(ValueError, match="antialias"):
         CaptureConfig(out=cfg.out, env="crafter", antialias=True)
+    # A dataset captured before the option existed is resumed by a job that leaves it off.
+    from worldloom.capture.config import config_mismatch, dataset_config
+
+    plain = CaptureConfig(out=cfg.out, episodes=1, steps=6, resolution=RES)
+    old = dataset_config(plain, "env")
+    del old["capture"]["antialias"]
+    assert config_mismatch(plain, "env", old) is None
+    assert "antialias" in config_mismatch(cfg, "env", old)
 
 
 def _capture_args(argv: list[str]):
