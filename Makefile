@@ -23,10 +23,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/worldloom pipeline --preset $(DEMO_PRESET) --out $(DEMO_OUT)
+	$(VENV)/bin/worldloom pipeline run --preset $(DEMO_PRESET) --out $(DEMO_OUT)
 
 test: install
 	bash tests/setup_browser.sh
+	bash tests/setup_minetest.sh
 	$(VENV)/bin/pytest -q tests
 
 lint: install

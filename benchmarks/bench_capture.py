@@ -125,8 +125,8 @@ def main() -> None:
         ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", _temp_dir=ray_tmp,
                  logging_level=logging.WARNING)
         peer = bare_env(CaptureConfig(out=work, **base))
-        one = capture_run(CaptureConfig(out=os.path.join(work, "w1"), workers=1, **base))
-        two = capture_run(CaptureConfig(out=os.path.join(work, "w2"), workers=2, **base))
+        one = capture_run(CaptureConfig(out=os.path.join(work, "w1"), num_workers=1, **base))
+        two = capture_run(CaptureConfig(out=os.path.join(work, "w2"), num_workers=2, **base))
     finally:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)

@@ -21,13 +21,12 @@ from pathlib import Path
 import cv2
 import torch
 
-from worldloom.config import to_json_dict
-from worldloom.idm.checkpoint import CONFIG_FILE, save_checkpoint, write_json_atomic
+from worldloom.datasets.video import read_video
+from worldloom.idm.checkpoint import save_idm
 from worldloom.idm.infer import predict
 from worldloom.idm.label import LabelConfig, label
 from worldloom.idm.model import IDM, PRESETS
 from worldloom.idm.train import losses
-from worldloom.idm.video import decode_all
 
 
 def device_name() -> str:
@@ -59,9 +58,7 @@ def untrained_run(run_dir: Path, preset: str) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     model = IDM(PRESETS[preset])
-    write_json_atomic(run_dir / CONFIG_FILE, {"train": {"preset": preset}, "model": to_json_dict(PRESETS[preset])})
-    save_checkpoint(run_dir, model, torch.optim.AdamW(model.parameters()), {"step": 0})
-    return run_dir
+    return save_idm(run_dir, model, {"preset": preset})
 
 
 def train_windows_per_s(preset: str, batch_size: int, num_steps: int, device: torch.device) -> float:
@@ -113,7 +110,7 @@ def main() -> None:
         video = voxel_video(tmp / "play.mp4", args.frames, args.video_size)
         run = untrained_run(tmp / "run", args.preset)
         t0 = time.perf_counter()
-        frames = decode_all(video)
+        frames, _ = read_video(video)
         decode_s = time.perf_counter() - t0
         from worldloom.idm.checkpoint import load_idm
 
@@ -123,7 +120,7 @@ def main() -> None:
         predict(model, frames)
         model_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        summary = label(LabelConfig(model=str(run), input=str(video), out=str(tmp / "out"), threads=args.threads))
+        summary = label(LabelConfig(model=str(run), data=str(video), out=str(tmp / "out"), threads=args.threads))
         label_s = time.perf_counter() - t0
     n = len(frames)
     result.update({

@@ -1,7 +1,7 @@
 """worldloom.capture: Ray actors that play envs and record episodes into datasets, exactly once.
 
     worldloom capture --env voxel --player mixture --episodes 8 --steps 200 --resolution 128 \\
-        --workers 2 --out data/run1 [--seed 0] [--address HOST:PORT] [--strip-actions data/truth]
+        --num-workers 2 --out data/run1 [--seed 0] [--address HOST:PORT] [--strip-actions data/truth]
 
     from worldloom.capture import CaptureConfig, run
     path = run(CaptureConfig(out="data/run1", env="voxel", episodes=8, steps=200))

@@ -1,7 +1,7 @@
-"""`worldloom capture`: record a dataset with Ray actors.
+"""`worldloom capture run`: record a dataset with Ray actors.
 
-    worldloom capture --env voxel --player mixture --episodes 8 --steps 200 --resolution 128 \\
-        --workers 2 --out data/run1 [--seed 0] [--address HOST:PORT] [--strip-actions data/truth]
+    worldloom capture run --env voxel --player mixture --episodes 8 --steps 200 --resolution 128 \\
+        --num-workers 2 --out data/run1 [--seed 0] [--address HOST:PORT] [--strip-actions data/truth]
 
 Running the same command again completes only what is missing.
 """
@@ -12,43 +12,37 @@ import argparse
 import sys
 
 from worldloom.config import add_dataclass_args, dataclass_from_args
-from worldloom.errors import UserError
+from worldloom.paths import redact_text, redact_uri
 
 from .config import CaptureConfig
 
 
 def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
-    """Add the `capture` subcommand: one flag per CaptureConfig field."""
-    parser = subparsers.add_parser(
-        name, help=help_text, description=__doc__.split("\n\n")[0] + " Re-running the same command on the same "
-        "output completes only what is missing; the config is stored in the dataset.",
-    )
-    add_dataclass_args(parser, CaptureConfig)
-    parser.set_defaults(handler=handle)
-
-
-def config_from_args(args: argparse.Namespace) -> CaptureConfig:
-    """The CaptureConfig of parsed flags; a bad value is a UserError naming the flag."""
-    try:
-        return dataclass_from_args(CaptureConfig, args)
-    except ValueError as err:
-        raise UserError(str(err)) from None
+    """Add `capture run`: one flag per CaptureConfig field."""
+    parser = subparsers.add_parser(name, help=help_text, description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    run = sub.add_parser("run", help="record episodes (re-running completes only what is missing)",
+                         description=__doc__.split("\n\n")[0] + " Re-running the same command on the same "
+                         "output completes only what is missing; the config is stored in the dataset.")
+    add_dataclass_args(run, CaptureConfig, deprecated={"--workers": "num_workers"})
+    run.set_defaults(handler=handle)
+    parser.set_defaults(handler=lambda args: parser.print_help() or 2)
 
 
 def handle(args: argparse.Namespace) -> int:
     from .driver import CaptureFailed, capture
 
-    cfg = config_from_args(args)
+    cfg = dataclass_from_args(CaptureConfig, args)
     try:
         result = capture(cfg)
     except CaptureFailed as err:
-        print(f"worldloom capture: {err}", file=sys.stderr)
+        print(f"worldloom capture: {redact_text(str(err))}", file=sys.stderr)
         return 1
     rate = result.num_frames / result.duration_s if result.duration_s else 0.0
     nodes = f" on {len(result.node_ids)} node{'s' * (len(result.node_ids) != 1)}" if result.node_ids else ""
-    print(f"{result.path}: recorded {result.num_recorded} episodes ({result.num_frames} frames, "
+    print(f"{redact_uri(result.path)}: recorded {result.num_recorded} episodes ({result.num_frames} frames, "
           f"{rate:.0f} frames/s{nodes}), {result.num_skipped} were already there, "
           f"{result.num_skipped + result.num_recorded}/{result.num_episodes} done")
     if result.truth_path:
-        print(f"{result.truth_path}: the true actions of the same episodes (label_source env)")
+        print(f"{redact_uri(result.truth_path)}: the true actions of the same episodes (label_source env)")
     return 0

@@ -19,10 +19,11 @@ import numpy as np
 from worldloom.actions import FPS
 from worldloom.config import doc, to_json_dict
 from worldloom.datasets.codecs import CODECS
-from worldloom.envs import ENV_NAMES, PLAYER_NAMES
+from worldloom.envs import ENV_NAMES, PLAYER_NAMES, env_metadata
 
 # Fields that say how a job runs, not what it writes: a resumed job may change them freely.
-EXECUTION_FIELDS = ("out", "workers", "address", "strip_actions", "episodes_per_shard", "progress")
+# ("workers": the name of num_workers in datasets written by WorldLoom 0.1.)
+EXECUTION_FIELDS = ("out", "num_workers", "workers", "address", "strip_actions", "episodes_per_shard", "progress")
 MAX_RESOLUTION = 1024
 MAX_STEPS = 1_000_000
 # A recorder holds one whole episode's frames before writing it (the writer takes whole episodes).
@@ -41,7 +42,7 @@ class CaptureConfig:
     resolution: int = doc("frame height and width in pixels (square frames)", 128)
     antialias: bool = doc("voxel env: 2x2 samples per pixel, averaged (see docs/envs.md)", False)
     seed: int = doc("job seed: episode i plays seed derived from (seed, i)", 0)
-    workers: int = doc("number of recorder actors (one CPU each)", 2)
+    num_workers: int = doc("number of recorder actors (one CPU each)", 2)
     address: str | None = doc("Ray cluster to join (HOST:PORT or auto); unset: start a local one for this job", None)
     strip_actions: str | None = doc(
         "write the footage without actions (label_source none) to OUT and the true actions to this dataset", None
@@ -62,7 +63,7 @@ class CaptureConfig:
         _check_int("steps", self.steps, 1, MAX_STEPS)
         _check_int("resolution", self.resolution, 16, MAX_RESOLUTION)
         _check_int("seed", self.seed, 0, 2**31 - 1)
-        _check_int("workers", self.workers, 1, 4096)
+        _check_int("num_workers", self.num_workers, 1, 4096)
         _check_int("episodes_per_shard", self.episodes_per_shard, 1, 10_000)
         if self.episode_bytes > MAX_EPISODE_BYTES:
             raise ValueError(f"steps x resolution^2 x 3 bytes must be at most 2 GiB (one episode is held in memory), "
@@ -148,8 +149,13 @@ def batch_specs(specs: list[EpisodeSpec], size: int) -> list[list[EpisodeSpec]]:
 
 
 def dataset_config(cfg: CaptureConfig, label_source: str) -> dict:
-    """What is stored in a dataset's manifest: the whole job config and what its labels are."""
-    return {"capture": to_json_dict(cfg), "label_source": label_source, "fps": FPS}
+    """What is stored in a dataset's manifest: the whole job config, what its labels are, and the
+    licence of what the frames show when the env declares one (Minetest's game media)."""
+    config = {"capture": to_json_dict(cfg), "label_source": label_source, "fps": FPS}
+    licence = env_metadata(cfg.env).get("licence")
+    if licence:
+        config["licence"] = licence
+    return config
 
 
 def content_fields(stored: dict) -> dict:

@@ -183,22 +183,22 @@ def sweep_orphans(root: str, run_token: str, started_at: float) -> int:
 
 
 def start_recorders(cfg: CaptureConfig, roots: dict[str, str], num_tasks: int, run_token: str) -> list:
-    """min(workers, tasks, cluster CPUs) recorder actors, spread over the cluster's nodes."""
+    """min(num_workers, tasks, cluster CPUs) recorder actors, spread over the cluster's nodes."""
     import ray
 
     cluster_cpus = int(ray.cluster_resources().get("CPU", 0))
-    count = max(1, min(cfg.workers, num_tasks, cluster_cpus or cfg.workers))
-    if count < min(cfg.workers, num_tasks):
-        tqdm.write(f"worldloom capture: the cluster has {cluster_cpus} CPUs; starting {count} recorders, not {cfg.workers}")
-    options: dict = {"scheduling_strategy": "SPREAD"}
-    env_vars = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
-    if env_vars and any("://" in r for r in roots.values()):
-        options["runtime_env"] = {"env_vars": env_vars}
+    count = max(1, min(cfg.num_workers, num_tasks, cluster_cpus or cfg.num_workers))
+    if count < min(cfg.num_workers, num_tasks):
+        tqdm.write(f"worldloom capture: the cluster has {cluster_cpus} CPUs; starting {count} recorders, not {cfg.num_workers}")
+    # Credentials travel as an actor argument (kept in memory), never as a runtime_env (logged to disk).
+    environ = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+    if not any("://" in r for r in roots.values()):
+        environ = {}
     actor_class = remote_recorder()
     return [
-        actor_class.options(**options).remote(
+        actor_class.options(scheduling_strategy="SPREAD").remote(
             roots, cfg.env, cfg.resolution, cfg.resolution, FPS, cfg.split, f"{run_token}-w{i}",
-            env_options=cfg.env_options,
+            env_options=cfg.env_options, environ=environ,
         )
         for i in range(count)
     ]
@@ -220,7 +220,7 @@ def capture(cfg: CaptureConfig) -> CaptureResult:
         )
         run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew
         if tasks:
-            with ray_session(cfg.address, cfg.workers):
+            with ray_session(cfg.address, cfg.num_workers):
                 actors = start_recorders(cfg, roots, len(tasks), run_token)
                 try:
                     _drive(cfg, roots, actors, tasks, result)

@@ -32,6 +32,9 @@ from .config import EpisodeSpec
 # up to these counts; a task that raised an exception is not retried (it would fail again).
 MAX_RESTARTS = 4
 MAX_TASK_RETRIES = 4
+# An env whose engine crashed or hung mid-episode (EnvCrashed) restarts it on the next reset: the
+# episode is played again from its spec, up to this many times.
+MAX_EPISODE_RETRIES = 2
 
 # (spec, label sources to write it as): "env" keeps the actions, "none" strips them.
 WorkItem = tuple[EpisodeSpec, Sequence[str]]
@@ -61,8 +64,9 @@ def play_episode(env: Any, player: Any, spec: EpisodeSpec) -> Episode:
     for t in range(spec.steps):
         frames[t] = obs
         action = player.act(obs, info)
-        taken.append(action)
         obs, reward, term, trunc, info = env.step(action)
+        # An env may report what its engine executed (Minetest: the engine's own camera change).
+        taken.append(info.get("action", action))
         rewards[t], terminated[t], truncated[t] = reward, term, trunc
         if term or trunc:
             num = t + 1
@@ -92,9 +96,12 @@ class Recorder:
         self, targets: dict[str, str], env: str, height: int, width: int, fps: float = FPS,
         split: str = "train", writer_prefix: str = "rec",
         make_env: Callable[..., Any] = _default_make_env, make_player: Callable[..., Any] = _default_make_player,
-        env_options: dict | None = None,
+        env_options: dict | None = None, environ: dict[str, str] | None = None,
     ):
         init_start = time.perf_counter()
+        # Object-store credentials from the driver's environment arrive as an argument, not as a
+        # Ray runtime_env: Ray writes a runtime_env, env_vars included, into its session logs.
+        os.environ.update(environ or {})
         # A fresh writer id per process: an actor restarted after a kill never reuses the shard
         # names of its previous life, so nothing it wrote (committed or not) is overwritten.
         self.writer_id = f"{writer_prefix}-{uuid.uuid4().hex[:8]}"
@@ -102,6 +109,7 @@ class Recorder:
         self.env_options = dict(env_options or {})  # e.g. {"antialias": True}
         self.env = make_env(env, height, width, **self.env_options)  # expensive (world gen, numba compile): once per actor
         self.env.reset(seed=0)  # the first reset loads compiled code and caches: not an episode's cost
+        self.num_replayed = 0  # episodes played again after their env crashed
         self.make_player = make_player
         self.writers = {
             label: DatasetWriter(root, height=height, width=width, fps=fps, writer_id=self.writer_id, autocommit=False)
@@ -130,7 +138,7 @@ class Recorder:
         try:
             for spec, labels in items:
                 start = time.perf_counter()
-                episode = play_episode(self.env, self.make_player(spec.player, spec.seed), spec)
+                episode = self._play(spec)
                 play_s += time.perf_counter() - start
                 start = time.perf_counter()
                 for label in labels:
@@ -148,7 +156,21 @@ class Recorder:
                     pass
             raise
         return {"shards": shards, "frames": num_frames, "episodes": len(items), "play_s": play_s,
+                "replayed": self.num_replayed,
                 "write_s": write_s, "cpu_s": time.process_time() - cpu_start, **self.where()}
+
+    def _play(self, spec: EpisodeSpec) -> Episode:
+        """Play `spec`; an episode cut short by a crashed engine is played again from the start."""
+        from worldloom.envs import EnvCrashed
+
+        for attempt in range(MAX_EPISODE_RETRIES + 1):
+            try:
+                return play_episode(self.env, self.make_player(spec.player, spec.seed), spec)
+            except EnvCrashed:
+                if attempt == MAX_EPISODE_RETRIES:
+                    raise
+                self.num_replayed += 1
+        raise AssertionError("unreachable")
 
     def _write(self, label: str, spec: EpisodeSpec, episode: Episode) -> None:
         labeled = label != "none"

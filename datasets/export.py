@@ -10,13 +10,11 @@ step (right = yaw right, down = pitch down; `action[t]` is applied after `frame[
 
 from __future__ import annotations
 
-import os
-
 import cv2
 import numpy as np
-from PIL import Image
 
 from worldloom.errors import UserError
+from worldloom.io import write_image, write_video
 
 from . import schema
 from .reader import Clip, Dataset
@@ -65,24 +63,16 @@ def render_clip(clip: Clip, overlay: bool = True, scale: int = 4) -> list[np.nda
     return frames
 
 
-def write_video(frames: list[np.ndarray], path: str, fps: float) -> None:
-    """RGB frames to .mp4 (OpenCV) or .gif (Pillow), through a temporary name."""
-    ext = os.path.splitext(path)[1].lower()
-    tmp = f"{path}.tmp{ext}"
-    if ext == ".gif":
-        images = [Image.fromarray(f) for f in frames]
-        images[0].save(tmp, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
-    elif ext == ".mp4":
-        h, w = frames[0].shape[:2]
-        writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-        if not writer.isOpened():
-            raise UserError(f"{path}: OpenCV cannot write mp4 here; export a .gif instead")
-        for f in frames:
-            writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-        writer.release()
-    else:
-        raise UserError(f"{path}: unknown video type {ext!r}; use .mp4 or .gif")
-    os.replace(tmp, path)
+def write_clip(frames: list[np.ndarray], path: str, fps: float) -> None:
+    """RGB frames to .mp4 (H.264) or .gif through a temporary name (worldloom.io.write_video)."""
+    if "://" in path:
+        raise UserError(f"{path}: export writes to local disk; give a local path")
+    try:
+        write_video(path, frames, fps)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot write it ({err}); choose another --out") from None
 
 
 def export_clip(ds: Dataset, episode_id: str, out: str, start: int = 0, stop: int | None = None,
@@ -94,7 +84,7 @@ def export_clip(ds: Dataset, episode_id: str, out: str, start: int = 0, stop: in
     stop = n if stop is None else min(stop, n)
     if not 0 <= start < stop:
         raise UserError(f"episode {episode_id!r} has steps 0..{n - 1}; --start {start} --stop {stop} selects none")
-    write_video(render_clip(ds.frames(episode_id, start, stop), overlay, scale), out, ds.spec.fps)
+    write_clip(render_clip(ds.frames(episode_id, start, stop), overlay, scale), out, ds.spec.fps)
     return out
 
 
@@ -117,7 +107,8 @@ def contact_sheet(ds: Dataset, out: str, episode_id: str | None = None, num: int
     for k, tile in enumerate(tiles):
         r, c = divmod(k, cols)
         sheet[r * (h + 2) : r * (h + 2) + h, c * (w + 2) : c * (w + 2) + w] = upscale(tile, scale)
-    tmp = f"{out}.tmp.png"
-    Image.fromarray(sheet).save(tmp)
-    os.replace(tmp, out)
+    try:
+        write_image(out, sheet)
+    except OSError as err:
+        raise UserError(f"{out}: cannot write it ({err}); choose another --out") from None
     return out

@@ -2,7 +2,7 @@
 
     import gymnasium, worldloom.envs
     env = gymnasium.make("worldloom/VoxelWorld-v0", height=64, width=64)
-    env = worldloom.envs.make_env("voxel", height=64, width=64)      # voxel, crafter, minerl
+    env = worldloom.envs.make_env("voxel", height=64, width=64)      # voxel, crafter, minerl, minetest
     player = worldloom.envs.make_player("mixture", seed=3)           # random, explorer, miner, builder, mixture
     obs, info = env.reset(seed=3); obs, reward, terminated, truncated, info = env.step(player.act(obs, info))
 
@@ -18,12 +18,19 @@ ENVS: dict[str, tuple[str, str]] = {
     "voxel": ("worldloom/VoxelWorld-v0", "worldloom.envs.voxel:VoxelWorldEnv"),
     "crafter": ("worldloom/Crafter-v0", "worldloom.envs.crafter_env:CrafterEnv"),
     "minerl": ("worldloom/MineRL-v0", "worldloom.envs.minerl_env:MineRLEnv"),
+    "minetest": ("worldloom/Minetest-v0", "worldloom.envs.minetest_env:MinetestEnv"),
 }
 ENV_NAMES: tuple[str, ...] = tuple(ENVS)
 ENV_IDS: tuple[str, ...] = tuple(env_id for env_id, _ in ENVS.values())
 PLAYER_NAMES: tuple[str, ...] = ("random", "explorer", "miner", "builder", "mixture")
 
-__all__ = ["ENVS", "ENV_NAMES", "ENV_IDS", "PLAYER_NAMES", "make_env", "make_player", "register_envs"]
+__all__ = ["ENVS", "ENV_NAMES", "ENV_IDS", "PLAYER_NAMES", "EnvCrashed", "make_env", "make_player", "register_envs",
+           "env_metadata"]
+
+
+class EnvCrashed(RuntimeError):
+    """An env's engine crashed or hung mid-episode; the env restarts it on the next reset, so the
+    episode can be played again (the capture recorder does)."""
 
 
 def _load(target: str):
@@ -40,8 +47,13 @@ def _resolve(name: str) -> str:
 
 
 def make_env(name: str, **kwargs):
-    """Build an env by short name (voxel, crafter, minerl) or gymnasium id, without gymnasium's wrappers."""
+    """Build an env by short name (voxel, crafter, minerl, minetest) or gymnasium id, without gymnasium's wrappers."""
     return _load(ENVS[_resolve(name)][1])(**kwargs)
+
+
+def env_metadata(name: str) -> dict:
+    """An env class's gymnasium `metadata` (e.g. its "licence"), without building the env."""
+    return dict(getattr(_load(ENVS[_resolve(name)][1]), "metadata", {}))
 
 
 def make_player(name: str, seed: int = 0, **kwargs):

@@ -12,16 +12,18 @@ player to mp4 (H.264 through PyAV).
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
+import sys
 
 import cv2
 import numpy as np
 
 from worldloom import actions
+from worldloom.actions import FPS
+from worldloom.config import parse_resolution
 from worldloom.envs import ENV_NAMES, PLAYER_NAMES, make_env, make_player
 from worldloom.envs.worldgen import BIOMES
 from worldloom.errors import UserError
+from worldloom.io import write_image, write_video
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -82,15 +84,6 @@ def contact_sheet(env_name: str, seeds: list[int], height: int = 128, width: int
     return np.concatenate(grid, axis=0)
 
 
-def write_png(path: Path, image: np.ndarray) -> None:
-    """Write an RGB image to a temporary name, then rename (a crash leaves no half file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    if not cv2.imwrite(str(tmp), image[:, :, ::-1]):
-        raise UserError(f"could not write {path}")
-    os.replace(tmp, path)
-
-
 def record(env_name: str, player: str, steps: int, seed: int, height: int, width: int) -> list[np.ndarray]:
     """Frames of one episode (reset included) of `player`; a reset starts a new episode mid-way."""
     env = _make(env_name, height, width)
@@ -106,27 +99,9 @@ def record(env_name: str, player: str, steps: int, seed: int, height: int, width
     return frames
 
 
-def write_mp4(path: Path, frames: list[np.ndarray], fps: int = 20) -> None:
-    """H.264 mp4 through PyAV (yuv444p keeps pixel-art colours), written to a temp name then renamed."""
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.mp4")
-    h, w = frames[0].shape[:2]
-    with av.open(str(tmp), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w - w % 2, h - h % 2, "yuv444p"
-        stream.options = {"crf": "18"}
-        for frame in frames:
-            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[: h - h % 2, : w - w % 2]), format="rgb24")
-            container.mux(stream.encode(image))
-        container.mux(stream.encode())
-    os.replace(tmp, path)
-
-
 def show(args: argparse.Namespace) -> int:
-    grid = contact_sheet(args.env, parse_seeds(args.seeds), args.height, args.width, args.warmup, args.player)
-    write_png(Path(args.out), grid)
+    grid = contact_sheet(args.env, parse_seeds(args.seeds), *_size(args), args.warmup, args.player)
+    write_image(args.out, grid)
     print(f"wrote {args.out} ({grid.shape[1]}x{grid.shape[0]})")
     return 0
 
@@ -134,10 +109,26 @@ def show(args: argparse.Namespace) -> int:
 def play(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise UserError(f"--steps must be >= 1, got {args.steps}")
-    frames = record(args.env, args.player, args.steps, args.seed, args.height, args.width)
-    write_mp4(Path(args.out), frames)
+    frames = record(args.env, args.player, args.steps, args.seed, *_size(args))
+    write_video(args.out, frames, FPS, pix_fmt="yuv444p")  # yuv444p: pixel-art colours kept exact
     print(f"wrote {args.out} ({len(frames)} frames)")
     return 0
+
+
+def _resolution(text: str) -> tuple[int, int]:
+    try:
+        return parse_resolution(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _size(args: argparse.Namespace) -> tuple[int, int]:
+    """(height, width): --resolution, or the deprecated --height / --width."""
+    if args.height is None and args.width is None:
+        return args.resolution
+    print("worldloom: --height and --width are deprecated and go in the next release; use --resolution WIDTHxHEIGHT",
+          file=sys.stderr)
+    return args.height or args.resolution[0], args.width or args.resolution[1]
 
 
 def players(args: argparse.Namespace) -> int:
@@ -153,8 +144,10 @@ def register(subparsers, name: str, help_text: str) -> None:
 
     def common(q, size: int) -> None:
         q.add_argument("--env", default="voxel", help=f"env name: {', '.join(ENV_NAMES)}")
-        q.add_argument("--height", type=int, default=size, help="frame height in pixels")
-        q.add_argument("--width", type=int, default=size, help="frame width in pixels")
+        q.add_argument("--resolution", type=_resolution, default=(size, size),
+                       help=f"frame size in pixels: N (square) or WIDTHxHEIGHT (default: {size})")
+        q.add_argument("--height", type=int, default=None, help=argparse.SUPPRESS)  # 0.1's spelling, deprecated
+        q.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)
 
     q = sub.add_parser("show", help="contact sheet of frames over seeds and biomes")
     common(q, 128)

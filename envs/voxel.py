@@ -14,7 +14,7 @@ observation is RGB uint8 (H, W, 3); `info` carries the ground truth.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 import gymnasium
 import numpy as np
@@ -111,9 +111,6 @@ class VoxelWorldEnv(gymnasium.Env):
         self.action_space = action_space()
         self._frame = np.zeros((self.cfg.height, self.cfg.width, 3), dtype=np.uint8)
         self.world: World | None = None
-
-    def with_config(self, **changes) -> VoxelConfig:
-        return replace(self.cfg, **changes)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)

@@ -2,7 +2,7 @@
 
     worldloom idm train --data data/voxel --preset tiny --out runs/idm --minutes 15
     worldloom idm eval --model runs/idm --data data/heldout
-    worldloom idm label --model runs/idm --input videos/ --out data/pseudo
+    worldloom idm label --model runs/idm --data videos/ --out data/pseudo
 
     from worldloom.idm import load_idm, predict
     model, cfg = load_idm("runs/idm")

@@ -1,113 +1,85 @@
-"""A training run's directory: safetensors weights, JSON config and state, no pickles.
+"""An IDM run directory in WorldLoom's checkpoint format (`worldloom.checkpoint`, kind "idm").
 
     model, cfg = load_idm("runs/idm")          # the latest checkpoint, in eval mode
     checkpoint_id("runs/idm")                  # "idm@step1200-3fa2c9d1e0b4": written as label_model
+    load_idm("vpt:models/4x_idm.weights")      # OpenAI's released IDM (worldloom.idm.vpt), wherever a run goes
 
 RUN/
-  config.json                   the TrainConfig and IDMConfig that made the run
-  state.json                    the commit point: step, total_steps, elapsed time, file names
-  model-00001200.safetensors    weights at that step
-  optim-00001200.safetensors    AdamW moments and step counts (param_groups live in state.json)
+  config.json                   format_version, kind "idm", the TrainConfig and IDMConfig
+  checkpoint/model.safetensors  weights
+  checkpoint/optimizer.safetensors, checkpoint/state.json   AdamW state; step, schedule, elapsed time
   metrics.csv, curves.png       written by train
 
-Weights and optimizer files carry the step in their names and state.json is renamed into place
-last, so a crash at any moment leaves a consistent checkpoint (the previous one or the new one).
+Runs travel (downloaded, copied from a colleague), so loading checks what it reads: the format
+version and kind, every `train` and `model` value typed and finite (`worldloom.untrusted`), the
+weights' shapes against the config before the model is built, every tensor finite. File names
+inside a run are fixed, so no path is ever taken from a run's JSON.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from worldloom.errors import UserError
+from worldloom import checkpoint as ckpt
+from worldloom.idm import vpt
 from worldloom.idm.model import IDM, IDMConfig
+from worldloom.untrusted import MAX_EXACT_INT, dataclass_from_json
 
-CONFIG_FILE = "config.json"
-STATE_FILE = "state.json"
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to a temporary name, then rename it into place."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
-def _save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    """AdamW's state as flat tensors `{"3.exp_avg": ...}` plus its param_groups as JSON data."""
-    sd = optimizer.state_dict()
-    tensors = {f"{idx}.{name}": (value if torch.is_tensor(value) else torch.tensor(value))
-               for idx, state in sd["state"].items() for name, value in state.items()}
-    return tensors, sd["param_groups"]
-
-
-def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], param_groups: list[dict]) -> None:
-    """The inverse of `optimizer_tensors`."""
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": param_groups})
-
-
-def save_checkpoint(run_dir: Path, model: IDM, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Write weights, optimizer and then state.json (the commit); drop the previous checkpoint's files."""
-    step = int(state["step"])
-    model_file, optim_file = f"model-{step:08d}.safetensors", f"optim-{step:08d}.safetensors"
-    _save_tensors_atomic(model.state_dict(), run_dir / model_file, metadata={"step": str(step)})
-    tensors, groups = optimizer_tensors(optimizer)
-    _save_tensors_atomic(tensors, run_dir / optim_file)
-    previous = read_state(run_dir)
-    write_json_atomic(run_dir / STATE_FILE, {**state, "model_file": model_file, "optim_file": optim_file,
-                                             "param_groups": groups})
-    if previous and previous.get("model_file") != model_file:
-        for name in (previous.get("model_file"), previous.get("optim_file")):
-            if name:
-                (run_dir / name).unlink(missing_ok=True)
-
-
-def read_state(run_dir: Path) -> dict | None:
-    """state.json of a run, or None when no checkpoint was committed yet."""
-    path = Path(run_dir) / STATE_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+KIND = "idm"
 
 
 def read_config(run_dir: str | Path) -> dict:
-    """config.json of a run, or a UserError naming what is missing."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.exists():
-        raise UserError(f"{run_dir} is not an IDM run: {CONFIG_FILE} is missing (train one with `worldloom idm train`)")
-    return json.loads(path.read_text())
+    """config.json of an IDM run, checked (format version, kind, its `train` section typed and
+    finite as a TrainConfig), or a one-line UserError naming the file and the field."""
+    doc = ckpt.read_run_config(run_dir, KIND)
+    from worldloom.idm.train import TrainConfig  # here: train imports this module
+
+    dataclass_from_json(TrainConfig, doc.get("train"), source=Path(run_dir) / ckpt.CONFIG_FILE, field="train",
+                        require_all=False, max_int=MAX_EXACT_INT)
+    return doc
+
+
+def model_config(run_dir: str | Path) -> IDMConfig:
+    """The IDMConfig a run was trained with, every value typed and checked (a VPTConfig for
+    `vpt:PATH`, read without the weights)."""
+    if vpt.is_spec(run_dir):
+        return vpt.model_config(run_dir)[0]
+    return dataclass_from_json(IDMConfig, read_config(run_dir).get("model"), source=Path(run_dir) / ckpt.CONFIG_FILE,
+                               field="model")
 
 
 def load_idm(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[IDM, IDMConfig]:
-    """The latest checkpoint of a run as (model in eval mode, its IDMConfig)."""
-    run_dir = Path(run_dir)
-    cfg = IDMConfig.from_dict(read_config(run_dir)["model"])
-    state = read_state(run_dir)
-    if state is None:
-        raise UserError(f"{run_dir} has no checkpoint yet ({STATE_FILE} is missing): let `worldloom idm train` save one")
-    model = IDM(cfg)
-    model.load_state_dict(load_file(str(run_dir / state["model_file"])))
+    """The latest checkpoint of a run as (model in eval mode, its IDMConfig); `vpt:PATH/4x_idm.weights`
+    gives OpenAI's IDM (worldloom.idm.vpt) with its VPTConfig."""
+    if vpt.is_spec(run_dir):
+        return vpt.load_vpt_idm(run_dir, device)
+    cfg = model_config(run_dir)
+    model = ckpt.load_model(run_dir, KIND, lambda: IDM(cfg))
     return model.to(device).eval(), cfg
 
 
 def checkpoint_id(run_dir: str | Path) -> str:
-    """`<run name>@step<N>-<first 12 hex of the weights' sha256>`: names the exact weights."""
+    """`<run name>@step<N>-<first 12 hex of the weights' sha256>` (`vpt:<file>@sha256-<12 hex>` for
+    OpenAI's IDM): names the exact weights."""
+    if vpt.is_spec(run_dir):
+        return vpt.checkpoint_id(run_dir)
+    return ckpt.checkpoint_id(run_dir, KIND)
+
+
+def run_folder(run_dir: str | Path) -> Path:
+    """Where a run's own reports go: the run directory, or the folder of a `vpt:` weights file."""
+    return vpt.weights_path(run_dir).parent if vpt.is_spec(run_dir) else Path(run_dir)
+
+
+def save_idm(run_dir: str | Path, model: IDM, train: dict | None = None, step: int = 0) -> Path:
+    """Write `model` as an IDM run (config.json + checkpoint/) that load_idm, eval and label read:
+    for weights made elsewhere (imported, or untrained for a benchmark)."""
+    from worldloom.config import to_json_dict
+
     run_dir = Path(run_dir)
-    state = read_state(run_dir)
-    if state is None:
-        raise UserError(f"{run_dir} has no checkpoint yet ({STATE_FILE} is missing)")
-    digest = hashlib.sha256((run_dir / state["model_file"]).read_bytes()).hexdigest()[:12]
-    return f"{run_dir.resolve().name}@step{state['step']}-{digest}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt.write_run_config(run_dir, KIND, {"train": train or {}, "model": to_json_dict(model.cfg)})
+    ckpt.save_checkpoint(run_dir, KIND, {"model": model.state_dict()}, {"step": step, "elapsed_s": 0.0})
+    return run_dir

@@ -1,8 +1,9 @@
 """`worldloom idm`: train, evaluate and run the inverse dynamics model.
 
-    worldloom idm train --data data/voxel --preset tiny --out runs/idm --minutes 15
+    worldloom idm train --data data/voxel --preset tiny --out runs/idm --minutes 15 [--model.height 128 --model.width 128]
     worldloom idm eval --model runs/idm --data data/heldout [--truth data/truth] [--out DIR]
-    worldloom idm label --model runs/idm --input videos/ --out data/pseudo [--num-workers 2]
+    worldloom idm label --model runs/idm --data videos/ --out data/pseudo [--num-workers 2]
+    worldloom idm label --model vpt:models/4x_idm.weights --data videos/ --out data/labeled   # OpenAI's IDM
     worldloom idm scaling --data data/voxel --eval-data data/heldout --hours 0.05 0.1 0.2 --out runs/scaling
 """
 
@@ -13,20 +14,12 @@ import json
 import sys
 
 from worldloom.config import add_dataclass_args, dataclass_from_args
-from worldloom.errors import UserError
-
-
-def _config(cls, args: argparse.Namespace):
-    try:
-        return dataclass_from_args(cls, args)
-    except ValueError as err:
-        raise UserError(str(err)) from None
 
 
 def run_train(args: argparse.Namespace) -> int:
     from worldloom.idm.train import TrainConfig, main
 
-    run_dir = main(_config(TrainConfig, args))
+    run_dir = main(dataclass_from_args(TrainConfig, args))
     print(f"idm train: checkpoint, metrics.csv and curves.png in {run_dir}")
     return 0
 
@@ -43,7 +36,7 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_label(args: argparse.Namespace) -> int:
     from worldloom.idm.label import LabelConfig, label
 
-    summary = label(_config(LabelConfig, args))
+    summary = label(dataclass_from_args(LabelConfig, args))
     print(json.dumps({k: v for k, v in summary.items() if k != "labeled"} | {"num_labeled": len(summary["labeled"])}, indent=2))
     return 1 if summary["failed"] else 0
 
@@ -51,7 +44,7 @@ def run_label(args: argparse.Namespace) -> int:
 def run_scaling(args: argparse.Namespace) -> int:
     from worldloom.idm.scaling import ScalingConfig, main
 
-    rows = main(_config(ScalingConfig, args))
+    rows = main(dataclass_from_args(ScalingConfig, args))
     for row in rows:
         print(json.dumps(row))
     return 0
@@ -67,19 +60,19 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="idm_command", metavar="COMMAND")
     p = sub.add_parser("train", help="train an IDM on labeled episodes (resumes an existing --out)")
-    add_dataclass_args(p, TrainConfig)
+    add_dataclass_args(p, TrainConfig, deprecated={"--steps": "max_steps", "--ckpt-every": "checkpoint_every"})
     p.set_defaults(handler=run_train)
     p = sub.add_parser("eval", help="score a trained IDM beside the no-op and persistence baselines")
-    p.add_argument("--model", required=True, help="IDM run directory")
+    p.add_argument("--model", required=True, help="IDM run directory, or vpt:PATH/4x_idm.weights (OpenAI's released IDM)")
     p.add_argument("--data", required=True, nargs="+", help="dataset(s) to predict on")
     p.add_argument("--truth", nargs="+", default=None, help="dataset(s) with the true actions, matched by episode_id "
                                                             "(default: the labels of --data)")
     p.add_argument("--out", default=None, help="report directory (default: RUN/eval-<data name>)")
     p.set_defaults(handler=run_eval)
     p = sub.add_parser("label", help="pseudo-label a dataset, a video or a folder of videos")
-    add_dataclass_args(p, LabelConfig)
+    add_dataclass_args(p, LabelConfig, deprecated={"--input": "data"})
     p.set_defaults(handler=run_label)
     p = sub.add_parser("scaling", help="accuracy and camera R² against hours of labeled play (a PNG)")
-    add_dataclass_args(p, ScalingConfig)
+    add_dataclass_args(p, ScalingConfig, deprecated={"--steps": "max_steps"})
     p.set_defaults(handler=run_scaling)
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)

@@ -89,7 +89,7 @@ def check_frame_size(episodes: list[Episode], height: int, width: int, what: str
         h, w = ep.frames.shape[1:3]
         if (h, w) != (height, width):
             raise UserError(f"{what} frames are {w}x{h} (episode {ep.episode_id} in {ep.source}) but the model "
-                            f"takes {width}x{height}: train a model at that size (`--height {h} --width {w}`) "
+                            f"takes {width}x{height}: train a model at that size (`--model.height {h} --model.width {w}`) "
                             "or use `worldloom idm label`, which resizes")
 
 

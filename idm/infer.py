@@ -5,6 +5,11 @@
     out = predict(model, frames)     # frames (T, H, W, 3) or (B, T, H, W, 3) uint8, any T and size
     out["buttons"], out["camera_deg"], out["confidence"]
 
+    stream = StreamPredictor(model)  # a long video, fed in pieces of any size (labeling)
+    for frames in pieces:
+        out = stream.push(frames)    # predictions of the steps no later frame can change (maybe none)
+    out = stream.finish()            # the rest
+
 Long sequences are cut into windows of T frames with stride T/2, and each step keeps the
 prediction of the window where it sits nearest the centre; the first window keeps its first
 quarter and the last window its last quarter (VPT labels its videos the same way: windows of
@@ -13,6 +18,14 @@ than T is padded by repeating its last frame, and the padded steps are dropped.
 
 Each frame's ResNet features are computed once (the stem sees real neighbours, black frames
 beyond the sequence's ends, exactly as in training); only the transformer runs per window.
+
+Fed in pieces, the predictions are bit for bit those of one pass, whatever the pieces: every
+computation is cut at absolute positions of the sequence, never at a piece's edge. Features run
+in blocks of `batch_size * T` frames counted from step 0, each with its `context` real frames on
+both sides; windows run in batches of `batch_size` counted from the first window. A block or a
+batch runs once every frame it depends on has arrived, so the same tensors of the same shapes go
+through the model in the same order (and a step is returned only once its window's keep range
+cannot change: when the sequence is known to go on for at least another T/2 + T frames).
 """
 
 from __future__ import annotations
@@ -21,7 +34,7 @@ import cv2
 import numpy as np
 import torch
 
-from worldloom.actions import NUM_BUTTONS, bin_position_to_camera
+from worldloom.actions import bin_position_to_camera, dequantize_camera
 from worldloom.idm.data import padded_frames
 from worldloom.idm.model import IDM
 
@@ -54,43 +67,40 @@ def _model_device(model: IDM) -> torch.device:
 
 
 @torch.inference_mode()
-def sequence_features(model: IDM, frames: np.ndarray, chunk: int = 256) -> torch.Tensor:
-    """Per-frame features (N, D) of a sequence (N, H, W, 3), black frames beyond its ends, once per frame."""
-    ctx, device = model.cfg.context, _model_device(model)
-    padded = padded_frames(frames, -ctx, len(frames) + ctx)  # (N + 2 ctx, H, W, 3)
-    feats = []
-    for i in range(0, len(frames), chunk):
-        x = torch.from_numpy(np.ascontiguousarray(padded[i:i + chunk + 2 * ctx]))[None].to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            feats.append(model.frame_features(x)[0].float())  # (chunk, D)
-    return torch.cat(feats)
+def block_features(model: IDM, frames: np.ndarray) -> torch.Tensor:
+    """Features (n, D) of the n middle frames of (n + 2 context, H, W, 3) uint8: one ResNet call."""
+    device = _model_device(model)
+    x = torch.from_numpy(np.ascontiguousarray(frames))[None].to(device)  # (1, n + 2 ctx, H, W, 3)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        return model.frame_features(x)[0].float()  # (n, D)
 
 
 @torch.inference_mode()
-def window_probs(model: IDM, windows: torch.Tensor, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def window_probs(model: IDM, windows: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Window features (W, T, D) -> button probabilities (W, T, 20) and camera probabilities (W, T, 2, 11)."""
     device = _model_device(model)
-    probs_b, probs_c = [], []
-    for i in range(0, len(windows), batch_size):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = model.heads(windows[i:i + batch_size])
-        probs_b.append(torch.sigmoid(out["buttons"].float()).cpu().numpy())
-        probs_c.append(torch.softmax(out["camera"].float(), -1).cpu().numpy())
-    return np.concatenate(probs_b), np.concatenate(probs_c)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        out = model.heads(windows)
+    return torch.sigmoid(out["buttons"].float()).cpu().numpy(), torch.softmax(out["camera"].float(), -1).cpu().numpy()
 
 
-def decode(buttons_prob: np.ndarray, camera_prob: np.ndarray) -> dict[str, np.ndarray]:
+def decode(buttons_prob: np.ndarray, camera_prob: np.ndarray, camera_decoding: str = "expected") -> dict[str, np.ndarray]:
     """Probabilities -> the action dict of `predict`.
 
     Buttons and camera bins are decoded by argmax, as VPT. `camera_deg` decodes the expected bin
     position: the model is trained on two-hot targets (worldloom.actions.two_hot), so the expected position is
     the move itself, not a bin centre, and where the model cannot tell a turn's direction it answers
-    near 0 instead of a confident wrong side (docs/idm.md). Labels store `camera_deg`.
+    near 0 instead of a confident wrong side (docs/idm.md). Labels store `camera_deg`. A model that
+    says `camera_decoding = "argmax"` (OpenAI's VPT IDM, trained on one-hot bins) gets the argmax
+    bin's centre, as VPT decodes.
     """
     buttons = buttons_prob > 0.5
     camera_bins = camera_prob.argmax(-1)
-    position = (camera_prob * np.arange(camera_prob.shape[-1])).sum(-1)  # (..., 2) expected bin position
-    camera_deg = bin_position_to_camera(position)
+    if camera_decoding == "argmax":
+        camera_deg = dequantize_camera(camera_bins)
+    else:
+        position = (camera_prob * np.arange(camera_prob.shape[-1])).sum(-1)  # (..., 2) expected bin position
+        camera_deg = bin_position_to_camera(position)
     # The probability of the whole decoded action, heads taken as independent.
     confidence = np.where(buttons, buttons_prob, 1 - buttons_prob).prod(-1) * camera_prob.max(-1).prod(-1)
     return {"buttons_prob": buttons_prob.astype(np.float32), "buttons": buttons,
@@ -98,22 +108,121 @@ def decode(buttons_prob: np.ndarray, camera_prob: np.ndarray) -> dict[str, np.nd
             "confidence": confidence.astype(np.float32)}
 
 
+class StreamPredictor:
+    """Per-step predictions of one sequence fed in pieces: bit for bit those of one pass (module docstring)."""
+
+    def __init__(self, model: IDM, batch_size: int = 8) -> None:
+        cfg = model.cfg
+        self.model, self.T, self.ctx = model, cfg.num_frames, cfg.context
+        self.stride, self.quarter = cfg.num_frames // 2, cfg.num_frames // 4
+        self.window_batch = max(1, batch_size)  # windows per transformer call
+        self.block = self.window_batch * cfg.num_frames  # frames per ResNet call
+        self.frames = np.zeros((0, cfg.height, cfg.width, 3), np.uint8)  # frames [frames_from, num_frames)
+        self.frames_from = self.num_frames = 0
+        self.features = torch.zeros(0, cfg.hidden, device=_model_device(model))  # of frames [features_from, num_features)
+        self.features_from = self.num_features = 0
+        self.num_windows = 0  # windows run (a multiple of window_batch until finish)
+        self.window_out: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # window index -> probs, until returned
+        self.num_returned_windows = 0
+        self.finished = False
+        self.pad_short = getattr(model, "pads_short_windows", True)  # VPT's IDM runs short windows as they are
+        self.camera_decoding = getattr(model, "camera_decoding", "expected")
+
+    def push(self, frames: np.ndarray) -> dict[str, np.ndarray]:
+        """Add the next frames (n, H, W, 3) uint8, any size; the predictions of the steps now final."""
+        if self.finished:
+            raise ValueError("StreamPredictor.push after finish")
+        small = resize_frames(np.asarray(frames, dtype=np.uint8), self.model.cfg.height, self.model.cfg.width)
+        self.frames = np.concatenate([self.frames, small])
+        self.num_frames += len(small)
+        self._run_blocks(final_frames=self.num_frames)
+        self._run_windows(last_window=None)
+        stable = (self.num_frames - self.T) // self.stride  # windows before it keep what the grid says
+        return self._take(min(self.num_windows, stable), plan=None)
+
+    def finish(self) -> dict[str, np.ndarray]:
+        """The predictions of every step not returned yet; the sequence ends here."""
+        self.finished = True
+        num_steps = self.num_frames
+        if num_steps == 0:
+            return decode(np.zeros((0, 20), np.float32), np.zeros((0, 2, 11), np.float32))
+        if num_steps < self.T and self.pad_short:  # pad by repeating the last frame; the padded steps are dropped below
+            self.frames = np.concatenate([self.frames, np.repeat(self.frames[-1:], self.T - num_steps, 0)])
+            self.num_frames = self.T
+        self._run_blocks(final_frames=None)
+        plan = window_plan(self.num_frames, self.T)
+        self._run_windows(last_window=len(plan))
+        out = self._take(len(plan), plan=plan)
+        return {key: value[:len(value) - (self.num_frames - num_steps)] for key, value in out.items()}
+
+    def _run_blocks(self, final_frames: int | None) -> None:
+        """Features of every whole block whose frames (and context) have arrived; at the end, of the rest."""
+        while self.num_features < self.num_frames:
+            start, stop = self.num_features, self.num_features + self.block
+            if final_frames is not None and stop + self.ctx > final_frames:
+                return  # this block needs frames that have not arrived
+            stop = min(stop, self.num_frames)
+            local = padded_frames(self.frames, start - self.ctx - self.frames_from, stop + self.ctx - self.frames_from)
+            feats = block_features(self.model, local)  # (stop - start, D)
+            self.features = torch.cat([self.features, feats])
+            self.num_features = stop
+            drop = max(0, self.num_features - self.ctx - self.frames_from)  # keep the next block's left context
+            self.frames, self.frames_from = self.frames[drop:], self.frames_from + drop
+
+    def _run_windows(self, last_window: int | None) -> None:
+        """Run window batches whose features are final; at the end (last_window given), all the rest."""
+        while True:
+            first = self.num_windows
+            stop = first + self.window_batch if last_window is None else min(first + self.window_batch, last_window)
+            if stop <= first:
+                return
+            starts = [self._window_start(i, last_window) for i in range(first, stop)]
+            if last_window is None and starts[-1] + self.T > self.num_features:
+                return  # the batch's last window still waits for features
+            windows = torch.stack([self.features[s - self.features_from:s - self.features_from + self.T] for s in starts])
+            probs_b, probs_c = window_probs(self.model, windows)  # (W, T, 20), (W, T, 2, 11)
+            for i, b, c in zip(range(first, stop), probs_b, probs_c, strict=True):
+                self.window_out[i] = (b, c)
+            self.num_windows = stop
+            # Features before the last run window's start are never read again (the plan's last window
+            # starts after it: it ends at the sequence's last frame).
+            drop = (stop - 1) * self.stride - self.features_from if last_window is None else 0
+            if drop > 0:
+                self.features, self.features_from = self.features[drop:], self.features_from + drop
+
+    def _window_start(self, i: int, last_window: int | None) -> int:
+        if last_window is not None and i == last_window - 1 and self.num_frames > self.T:
+            return self.num_frames - self.T  # the plan's last window ends at the last frame
+        return i * self.stride
+
+    def _take(self, upto: int, plan: list[tuple[int, int, int]] | None) -> dict[str, np.ndarray]:
+        """Return the kept steps of windows [num_returned_windows, upto) (grid keep ranges, or the plan's)."""
+        probs_b, probs_c = [], []
+        for i in range(self.num_returned_windows, upto):
+            if plan is not None:
+                start, keep_from, keep_to = plan[i]
+            else:
+                start = i * self.stride
+                keep_from = 0 if i == 0 else start + self.T - self.quarter - self.stride
+                keep_to = start + self.T - self.quarter
+            b, c = self.window_out.pop(i)
+            probs_b.append(b[keep_from - start:keep_to - start])
+            probs_c.append(c[keep_from - start:keep_to - start])
+        self.num_returned_windows = max(self.num_returned_windows, upto)
+        if not probs_b:
+            return decode(np.zeros((0, 20), np.float32), np.zeros((0, 2, 11), np.float32), self.camera_decoding)
+        return decode(np.concatenate(probs_b), np.concatenate(probs_c), self.camera_decoding)
+
+
+def concat_predictions(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Join per-step prediction dicts along the step axis."""
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
 def predict_sequence(model: IDM, frames: np.ndarray, batch_size: int = 8) -> dict[str, np.ndarray]:
     """One sequence (T, H, W, 3) uint8 -> per-step predictions, windowed and stitched."""
-    cfg = model.cfg
-    frames = resize_frames(np.asarray(frames, dtype=np.uint8), cfg.height, cfg.width)
-    num_steps = len(frames)
-    if num_steps < cfg.num_frames:
-        frames = np.concatenate([frames, np.repeat(frames[-1:], cfg.num_frames - num_steps, 0)])
-    features = sequence_features(model, frames, chunk=max(1, batch_size) * cfg.num_frames)  # (N, D)
-    plan = window_plan(len(frames), cfg.num_frames)
-    win_b, win_c = window_probs(model, torch.stack([features[s:s + cfg.num_frames] for s, _, _ in plan]))
-    buttons_prob = np.empty((len(frames), NUM_BUTTONS), np.float32)
-    camera_prob = np.empty((len(frames), 2, win_c.shape[-1]), np.float32)
-    for (start, keep_from, keep_to), b, c in zip(plan, win_b, win_c, strict=False):
-        buttons_prob[keep_from:keep_to] = b[keep_from - start:keep_to - start]
-        camera_prob[keep_from:keep_to] = c[keep_from - start:keep_to - start]
-    return decode(buttons_prob[:num_steps], camera_prob[:num_steps])
+    stream = StreamPredictor(model, batch_size)
+    return concat_predictions([stream.push(frames), stream.finish()])
 
 
 def predict(model: IDM, frames: np.ndarray, batch_size: int = 8) -> dict[str, np.ndarray]:

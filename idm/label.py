@@ -1,22 +1,29 @@
 """Pseudo-label unlabeled footage with a trained IDM: videos or WorldLoom datasets in, a dataset out.
 
-    worldloom idm label --model runs/idm --input data/unlabeled --out data/pseudo      # a dataset (label_source none)
-    worldloom idm label --model runs/idm --input gameplay.mp4 --out data/pseudo        # one video
-    worldloom idm label --model runs/idm --input videos/ --out data/pseudo --num-workers 2   # a folder, Ray actors
+    worldloom idm label --model runs/idm --data data/unlabeled --out data/pseudo      # a dataset (label_source none)
+    worldloom idm label --model runs/idm --data gameplay.mp4 --out data/pseudo        # one video
+    worldloom idm label --model runs/idm --data videos/ --out data/pseudo --num-workers 2   # a folder, Ray actors
 
 The output is a WorldLoom dataset whose frames are the input's frames unchanged (decoded
 pixels stored losslessly; `--frames model` stores them at the model's size instead), with
 label_source `idm`, label_model = the checkpoint id and a per-step confidence (the model's
 probability of the whole decoded action). The model sees frames resized with INTER_LINEAR to its
-size (as VPT resizes); a video whose frame rate is not `--fps` is resampled in time by picking
-the nearest frame. Both are recorded: the dataset config says how the model saw the frames, each
-episode's env_config names its source file, fps, size and first step.
+size (as VPT resizes). Videos are read by `worldloom.datasets.video`: time from presentation
+timestamps, step k showing the frame on screen at k / --fps seconds (the rule is written into
+the dataset's config), PyAV then OpenCV as decoders. Each episode's env_config names its source
+file, its identity, fps, size, first step and how it decoded.
 
 Each video (or input episode) is one work item; long videos are stored as episodes of at most
-`--chunk-steps` steps, labeled with the previous chunk's last frames as context so that the
-cut is seamless. Items already committed in `--out` are skipped (run it again to resume). A bad
-file is reported and skipped; the others' labels are kept. With `--num-workers N > 1`, a pool
-of Ray actors labels items in parallel (each a fraction of a GPU when there is one).
+`--chunk-steps` steps. The labels do not depend on the chunking: the video streams through
+`StreamPredictor`, which gives every window its real frames on both sides, so any
+`--chunk-steps` gives the same labels at every step, bit for bit on CPU. Resuming is by content
+(`worldloom.datasets.sources`): an input is skipped only if the same file (path, size and mtime,
+or its hash) was committed whole; a changed file is labeled again and its new episodes replace
+the old ones in one commit; same names in different folders stay distinct. A file that decodes
+fewer frames than its container promises is reported as truncated and skipped (`--keep-truncated`
+keeps what decodes, with a warning in the summary and `truncated` in its env_config). A bad file
+is reported and skipped; the others' labels are kept. With `--num-workers N > 1`, a pool of Ray
+actors labels items in parallel (each a fraction of a GPU when there is one).
 """
 
 from __future__ import annotations
@@ -32,28 +39,31 @@ import pyarrow.compute as pc
 import torch
 from tqdm import tqdm
 
+from worldloom.cluster import ray_session
 from worldloom.config import doc, to_json_dict
+from worldloom.datasets.sources import ResumeIndex, Source, episode_source, file_source
+from worldloom.datasets.video import RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReader
 from worldloom.errors import UserError
-from worldloom.idm.checkpoint import checkpoint_id, load_idm
+from worldloom.idm.checkpoint import checkpoint_id, load_idm, model_config
 from worldloom.idm.data import open_dataset
-from worldloom.idm.infer import predict_sequence, resize_frames
-from worldloom.idm.video import VIDEO_SUFFIXES, VideoError, probe_video, read_chunks
-
-FIRST_SEGMENT = "0000"
+from worldloom.idm.infer import StreamPredictor, concat_predictions, predict_sequence, resize_frames
+from worldloom.paths import redact_text
 
 
 @dataclass(frozen=True)
 class LabelConfig:
     """What to label, with which model, into where."""
 
-    model: str = doc("IDM run directory (from `worldloom idm train`)")
-    input: str = doc("a WorldLoom dataset, a video file, or a directory of videos")
+    model: str = doc("IDM run directory (from `worldloom idm train`), or vpt:PATH/4x_idm.weights (OpenAI's IDM)")
+    data: str = doc("what to label: a WorldLoom dataset, a video file, or a directory of videos")
     out: str = doc("output dataset directory (resumed if it exists)")
-    fps: float = doc("steps per second for videos (0: keep each video's own rate)", 20.0)
+    fps: float = doc("steps per second for videos (0: each video's header rate)", 20.0)
     frames: str = doc("stored frames: original (unchanged) or model (resized to the model's size)", "original")
-    chunk_steps: int = doc("steps per stored episode when splitting long videos", 2400)
+    chunk_steps: int = doc("steps per stored episode when splitting long videos (labels do not depend on it)", 2400)
     all_episodes: bool = doc("dataset input: also relabel episodes that have env labels", False)
+    keep_truncated: bool = doc("label what decodes of a truncated video (with a warning) instead of skipping it", False)
     num_workers: int = doc("Ray actors (1: label in this process)", 1)
+    address: str | None = doc("Ray cluster to join (HOST:PORT or auto); unset: a local one on loopback", None)
     batch_size: int = doc("windows per forward pass", 8)
     threads: int = doc("torch CPU threads per worker (0: torch's default)", 0)
 
@@ -64,30 +74,47 @@ class LabelConfig:
             raise ValueError("LabelConfig: fps >= 0, chunk_steps, num_workers, batch_size >= 1, threads >= 0 required")
 
 
-def discover(cfg: LabelConfig) -> tuple[str, list[dict]]:
-    """("dataset" | "videos", work items): one item per input episode or per video file."""
-    src = Path(cfg.input)
+def discover(cfg: LabelConfig) -> tuple[str, list[tuple[dict, Source]]]:
+    """("dataset" | "videos", [(work item, its Source)]): one per input episode or video file."""
+    src = Path(cfg.data)
     if not src.exists():
-        raise UserError(f"--input {src} does not exist")
+        raise UserError(f"--data {src} does not exist")
     if src.is_dir() and (src / "dataset.json").exists():
         ds = open_dataset(str(src))
-        table = ds.episodes.select(["episode_id", "label_source"]).to_pydict()
-        items = [{"kind": "episode", "source": str(src), "episode_id": eid}
-                 for eid, ls in zip(table["episode_id"], table["label_source"], strict=False) if cfg.all_episodes or ls == "none"]
+        checksums = {s["path"]: s["checksum"] for s in ds.manifest["shards"]}
+        table = ds.episodes.select(["episode_id", "label_source", "shard", "row_start", "num_steps"]).to_pylist()
+        origin = str(src.resolve())
+        items = [({"kind": "episode", "source": str(src), "episode_id": row["episode_id"]},
+                  episode_source(origin, row["episode_id"], checksums[row["shard"]], row["row_start"], row["num_steps"]))
+                 for row in table if cfg.all_episodes or row["label_source"] == "none"]
         if not items and len(ds):
             raise UserError(f"{src}: every episode already has labels; pass --all-episodes to relabel them")
         return "dataset", items
     if src.is_file():
-        return "videos", [{"kind": "video", "source": str(src), "episode_id": src.name}]
+        return "videos", [({"kind": "video", "source": str(src)}, file_source(src))]
     files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
     if not files:
         raise UserError(f"{src} holds no dataset.json and no video files ({', '.join(VIDEO_SUFFIXES)})")
-    return "videos", [{"kind": "video", "source": str(p), "episode_id": p.relative_to(src).as_posix()} for p in files]
+    return "videos", [({"kind": "video", "source": str(p)}, file_source(p, root=src)) for p in files]
 
 
-def first_episode_id(item: dict) -> str:
-    """The id that marks an item as done in the output (videos store several segments)."""
-    return item["episode_id"] if item["kind"] == "episode" else f"{item['episode_id']}:{FIRST_SEGMENT}"
+def plan(cfg: LabelConfig, found: list[tuple[dict, Source]]) -> tuple[list[dict], int, list[dict]]:
+    """(items to label, each with its episode name, identity and the episodes it replaces;
+    number already done; inputs that could not be read)."""
+    index = ResumeIndex.of(cfg.out)
+    todo, failed, num_done = [], [], 0
+    for item, source in found:
+        try:
+            decision = index.decide(source)
+        except OSError as err:
+            failed.append({"item": item, "ok": False, "error": f"{item['source']}: cannot read it ({err.strerror or err})"})
+            continue
+        if decision.done:
+            num_done += 1
+            continue
+        todo.append({**item, "name": decision.name, "replaces": list(decision.replaces),
+                     "identity": source.identity(decision.name)})
+    return todo, num_done, failed
 
 
 class Labeler:
@@ -102,7 +129,7 @@ class Labeler:
         self.model_id, self.job_config = model_id, job_config
         self.writers: dict[tuple, object] = {}
 
-    def _writer(self, height: int, width: int, fps: float, codec: str):
+    def _writer(self, height: int, width: int, fps: float, codec: str, item: dict):
         from worldloom.datasets import DatasetWriter
 
         if self.cfg.frames == "model":
@@ -111,6 +138,7 @@ class Labeler:
         if key not in self.writers:
             self.writers[key] = DatasetWriter(self.cfg.out, height=height, width=width, fps=fps, codec=codec,
                                               config=self.job_config, autocommit=False)
+        self.writers[key].release_ids(item["replaces"])  # this item's new episodes replace them at commit
         return self.writers[key]
 
     def _store(self, frames: np.ndarray) -> np.ndarray:
@@ -120,7 +148,7 @@ class Labeler:
         writer.add_episode(episode_id, self._store(frames), buttons=pred["buttons"], camera=pred["camera_deg"],
                            label_source="idm", label_model=self.model_id, label_confidence=pred["confidence"], **meta)
 
-    def label_episode(self, item: dict) -> int:
+    def label_episode(self, item: dict) -> tuple[int, dict]:
         ds = open_dataset(item["source"])
         clip = ds.frames(item["episode_id"])
         row = ds.episodes.filter(pc.equal(ds.episodes.column("episode_id"), item["episode_id"])).to_pylist()[0]
@@ -128,42 +156,62 @@ class Labeler:
         pred = predict_sequence(self.model, clip.frames, self.cfg.batch_size)
         codec = ds.spec.codec if ds.spec.codec != "jpeg" else "png"  # never lose pixels to a re-encode
         env_config = json.loads(row["env_config"]) if row.get("env_config") else {}
-        env_config["idm_source"] = {"dataset": item["source"], "size": [ds.spec.width, ds.spec.height]}
+        env_config["idm_source"] = {"dataset": item["source"], "episode_id": item["episode_id"],
+                                    "size": [ds.spec.width, ds.spec.height]}
+        env_config["source_identity"] = item["identity"]
         meta = {"env": row.get("env"), "env_config": env_config, "seed": row.get("seed"),
                 "player": row.get("player"), "split": row.get("split")}
-        self._add(self._writer(ds.spec.height, ds.spec.width, ds.spec.fps, codec), item["episode_id"], clip.frames, pred, meta)
-        return len(clip.frames)
+        writer = self._writer(ds.spec.height, ds.spec.width, ds.spec.fps, codec, item)
+        self._add(writer, item["name"], clip.frames, pred, meta)
+        return len(clip.frames), {}
 
-    def label_video(self, item: dict) -> int:
-        info = probe_video(item["source"])
-        fps = self.cfg.fps or info.fps
-        T, total = self.model_cfg.num_frames, 0
-        context = np.zeros((0, self.model_cfg.height, self.model_cfg.width, 3), np.uint8)
-        writer = self._writer(info.height, info.width, fps, "raw")
-        for k, (start, frames) in enumerate(read_chunks(item["source"], self.cfg.chunk_steps, fps)):
-            small = resize_frames(frames, self.model_cfg.height, self.model_cfg.width)
-            if k == 0 and len(frames) < self.cfg.chunk_steps:  # the whole video
-                self._check_length(len(frames), item)
-            pred = predict_sequence(self.model, np.concatenate([context, small]), self.cfg.batch_size)
-            pred = {key: value[len(context):] for key, value in pred.items()}
-            context = small[-T:] if len(small) >= T else np.concatenate([context, small])[-T:]
-            meta = {"env": "video", "player": None, "seed": None, "split": None, "env_config": {
-                "source": item["source"], "source_fps": info.fps, "source_size": [info.width, info.height],
-                "fps": fps, "first_step": start,
-                "time_resampling": "none" if abs(fps - info.fps) < 1e-6 else f"nearest frame, {info.fps:g} -> {fps:g} fps"}}
-            self._add(writer, f"{item['episode_id']}:{k:04d}", frames, pred, meta)
-            total += len(frames)
-        return total
+    def label_video(self, item: dict) -> tuple[int, dict]:
+        """Stream one video through the model; episodes of chunk_steps steps. Returns (steps, decode report)."""
+        with VideoReader(item["source"], fps=self.cfg.fps or None, threads=self.cfg.threads) as reader:
+            report, fps, chunk = reader.report, reader.fps, self.cfg.chunk_steps
+            writer = self._writer(report.height, report.width, fps, "raw", item)
+            stream = StreamPredictor(self.model, self.cfg.batch_size)
+            frames: list[np.ndarray] = []  # decoded steps not stored yet, and their predictions
+            preds: list[dict] = []
+            num_stored = 0
+
+            def store(final: bool) -> None:
+                nonlocal frames, preds, num_stored
+                all_frames, all_preds = np.concatenate(frames), concat_predictions(preds)
+                ready = len(all_preds["confidence"])
+                while ready >= chunk or (final and ready > 0):
+                    n = min(chunk, ready)
+                    meta = {"env": "video", "player": None, "seed": None, "split": None, "env_config": {
+                        "source": item["source"], "source_identity": item["identity"], "source_fps": report.header_fps,
+                        "source_size": [report.width, report.height], "fps": fps, "first_step": num_stored,
+                        "time_resampling": RESAMPLING}}
+                    self._add(writer, f"{item['name']}:{num_stored // chunk:04d}", all_frames[:n],
+                              {k: v[:n] for k, v in all_preds.items()}, meta)
+                    all_frames, all_preds = all_frames[n:], {k: v[n:] for k, v in all_preds.items()}
+                    num_stored, ready = num_stored + n, ready - n
+                frames, preds = [all_frames], [all_preds]
+
+            for _, chunk_frames in reader.chunks(chunk):
+                frames.append(chunk_frames)
+                preds.append(stream.push(chunk_frames))
+                store(final=False)
+            self._check_length(report.num_steps, item)
+            preds.append(stream.finish())
+            if report.truncated and not self.cfg.keep_truncated:
+                raise VideoError(f"{item['source']}: truncated: {report.truncation()}; skipped (re-download or "
+                                 "repair it, or pass --keep-truncated to label what decodes)")
+            store(final=True)
+        return num_stored, report.to_json()
 
     def _check_length(self, num_steps: int, item: dict) -> None:
         if num_steps < self.model_cfg.num_frames:
-            raise UserError(f"{item['source']} ({item['episode_id']}): {num_steps} frames, fewer than the model's "
-                            f"window of {self.model_cfg.num_frames}")
+            raise UserError(f"{item['source']}: {num_steps} steps, fewer than the model's window of "
+                            f"{self.model_cfg.num_frames}")
 
     def label(self, item: dict) -> dict:
         """Label one item; returns its committed-to-be shards (JSON) or the error that skipped it."""
         try:
-            num_steps = self.label_episode(item) if item["kind"] == "episode" else self.label_video(item)
+            num_steps, decoded = self.label_episode(item) if item["kind"] == "episode" else self.label_video(item)
         except Exception as err:  # noqa: BLE001 - one bad item is reported and skipped, never ends the job
             for writer in self.writers.values():
                 writer.abort()
@@ -171,7 +219,15 @@ class Labeler:
             message = str(err) if isinstance(err, (UserError, VideoError)) else f"{type(err).__name__}: {err}"
             return {"item": item, "ok": False, "error": message, "shards": []}
         shards = [info.to_json() for writer in self.writers.values() for info in writer.flush()]
-        return {"item": item, "ok": True, "num_steps": num_steps, "shards": shards}
+        if decoded:  # known only once the whole file is read: added to each of its episodes' rows
+            summary = {k: decoded[k] for k in ("backend", "container", "codec", "timestamps", "decoded_frames",
+                                               "expected_frames", "truncated", "decode_errors", "tried")}
+            for shard in shards:
+                for row in shard["episodes"]:
+                    env_config = json.loads(row["env_config"])
+                    row["env_config"] = json.dumps({**env_config, "decode": summary, "truncated": decoded["truncated"]},
+                                                   sort_keys=True, default=str)
+        return {"item": item, "ok": True, "num_steps": num_steps, "shards": shards, "decoded": decoded}
 
 
 def run_items(cfg: LabelConfig, items: list[dict], model_id: str, job_config: dict):
@@ -183,38 +239,60 @@ def run_items(cfg: LabelConfig, items: list[dict], model_id: str, job_config: di
     import ray
     from ray.util import ActorPool
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=cfg.num_workers, include_dashboard=False, log_to_driver=False)
-    gpu = 1.0 / cfg.num_workers if torch.cuda.is_available() else 0
-    remote = ray.remote(Labeler).options(num_cpus=1, num_gpus=gpu, max_restarts=1)
-    actor_cfg = dataclasses.replace(cfg, threads=cfg.threads or 1)  # one CPU each: never oversubscribe
-    actors = [remote.remote(actor_cfg, model_id, job_config) for _ in range(min(cfg.num_workers, len(items)))]
-    yield from ActorPool(actors).map_unordered(lambda actor, item: actor.label.remote(item), items)
+    with ray_session(cfg.address, cfg.num_workers):  # the pipeline's session, or a local one on loopback
+        gpu = 1.0 / cfg.num_workers if torch.cuda.is_available() else 0
+        remote = ray.remote(Labeler).options(num_cpus=1, num_gpus=gpu, max_restarts=1)
+        actor_cfg = dataclasses.replace(cfg, threads=cfg.threads or 1)  # one CPU each: never oversubscribe
+        actors = [remote.remote(actor_cfg, model_id, job_config) for _ in range(min(cfg.num_workers, len(items)))]
+        yield from ActorPool(actors).map_unordered(lambda actor, item: actor.label.remote(item), items)
+
+
+def warnings_of(result: dict) -> list[str]:
+    """The decode warnings of one labeled video, one line each, naming the file."""
+    from worldloom.datasets.video import DecodeReport
+
+    decoded = result.get("decoded") or {}
+    if not decoded:
+        return []
+    fields = {f.name for f in dataclasses.fields(DecodeReport)}
+    report = DecodeReport(**{k: v for k, v in decoded.items() if k in fields})
+    return [f"{result['item']['source']}: {line}" for line in report.warnings()]
 
 
 def label(cfg: LabelConfig) -> dict:
-    """Label everything under cfg.input not yet in cfg.out; returns a summary (done, skipped, failed)."""
-    from worldloom.datasets import commit_shards, committed_episode_ids
+    """Label everything under cfg.data not yet in cfg.out; returns a summary (done, skipped, failed)."""
+    from worldloom.datasets import commit_shards
 
-    kind, items = discover(cfg)
+    kind, found = discover(cfg)
     model_id = checkpoint_id(cfg.model)
-    _, model_cfg = load_idm(cfg.model)
-    done = committed_episode_ids(cfg.out) if Path(cfg.out).exists() else set()
-    todo = [item for item in items if first_episode_id(item) not in done]
+    model_cfg = model_config(cfg.model)
+    todo, num_done, unreadable = plan(cfg, found)
     job_config = {"job": "worldloom idm label", "label_model": model_id, "input_kind": kind,
                   "label": to_json_dict(cfg),
                   "model_input": {"height": model_cfg.height, "width": model_cfg.width, "interpolation": "INTER_LINEAR",
-                                  "note": "frames resized to the model's size for prediction only; stored frames unchanged"}}
-    summary = {"out": cfg.out, "label_model": model_id, "num_items": len(items), "skipped_done": len(items) - len(todo),
-               "labeled": [], "failed": [], "num_steps": 0}
-    for result in tqdm(run_items(cfg, todo, model_id, job_config), total=len(todo), desc="idm label", unit="item"):
+                                  "note": "frames resized to the model's size for prediction only; stored frames unchanged"},
+                  "time_resampling": {"rule": RESAMPLING, "fps": cfg.fps or "each video's header rate"}}
+    summary = {"out": redact_text(cfg.out), "label_model": model_id, "num_items": len(found), "skipped_done": num_done,
+               "labeled": [], "replaced": [], "failed": [], "truncated": [], "warnings": [], "num_steps": 0}
+    results = tqdm(run_items(cfg, todo, model_id, job_config), total=len(todo), desc="idm label", unit="item")
+    for result in [*unreadable, *results]:
+        item = result["item"]
         if result["ok"]:
-            commit_shards(cfg.out, result["shards"])
-            summary["labeled"].append(result["item"]["episode_id"])
+            commit_shards(cfg.out, result["shards"], replace=item["replaces"])
+            summary["labeled"].append(item["name"])
             summary["num_steps"] += result["num_steps"]
+            if item["replaces"]:
+                summary["replaced"].append({"input": item["source"], "episodes": item["replaces"]})
+            decoded = result.get("decoded") or {}
+            if decoded.get("truncated"):
+                summary["truncated"].append({"input": item["source"], "decoded_frames": decoded["decoded_frames"],
+                                             "expected_frames": decoded["expected_frames"]})
+            for line in warnings_of(result):
+                summary["warnings"].append(line)
+                print(f"idm label: warning: {line}", file=sys.stderr)
         else:
-            summary["failed"].append({"input": result["item"]["source"], "error": result["error"]})
-            print(f"idm label: skipped: {result['error']}", file=sys.stderr)
-    if todo and not summary["labeled"] and not summary["skipped_done"]:
+            summary["failed"].append({"input": item["source"], "error": redact_text(result["error"])})
+            print(f"idm label: skipped: {redact_text(result['error'])}", file=sys.stderr)
+    if (todo or unreadable) and not summary["labeled"] and not summary["skipped_done"]:
         raise UserError(f"nothing was labeled: {summary['failed'][0]['error']}")
     return summary

@@ -19,6 +19,7 @@ from worldloom.idm.evaluate import evaluate
 from worldloom.idm.model import PRESETS
 from worldloom.idm.train import TrainConfig
 from worldloom.idm.train import main as train_main
+from worldloom.io import atomic_path
 
 FIELDS = ("hours", "button_accuracy_mean", "button_macro_f1", "button_exact_match", "camera_r2_pitch",
           "camera_r2_yaw", "camera_bin_accuracy", "noop_button_macro_f1", "run")
@@ -33,9 +34,9 @@ class ScalingConfig:
     out: str = doc("directory for one run per amount, scaling.csv and scaling.png")
     hours: tuple[float, ...] = doc("amounts of labeled play in hours", (0.01, 0.03, 0.1))
     preset: str = doc(f"model size: one of {sorted(PRESETS)}", "tiny")
-    steps: int = doc("optimizer steps per run (the same for every amount)", 600)
+    max_steps: int = doc("optimizer steps per run (the same for every amount)", 600)
     minutes: float = doc("wall-clock budget per run (0: none)", 0.0)
-    batch_size: int = doc("windows per step (0: the preset's default, as `idm train`)", 0)
+    batch_size: int | None = doc("windows per step (default: the preset's, as `idm train`)", None)
     seed: int = doc("seed of every run", 0)
     threads: int = doc("torch CPU threads (0: torch's default)", 0)
 
@@ -61,10 +62,9 @@ def plot(path: Path, rows: list[dict]) -> None:
     ax.set_xscale("log"), ax.set_xlabel("labeled play (hours)"), ax.set_ylim(min(0, *(r["camera_r2_yaw"] for r in rows)), 1)
     ax.set_title("IDM scores on held-out episodes vs labeled data"), ax.legend(), ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def main(cfg: ScalingConfig) -> list[dict]:
@@ -74,9 +74,9 @@ def main(cfg: ScalingConfig) -> list[dict]:
     rows = []
     for hours in sorted(cfg.hours):
         run = out / f"hours-{hours:g}"
-        train_main(TrainConfig(data=cfg.data, out=str(run), preset=cfg.preset, steps=cfg.steps, minutes=cfg.minutes,
-                               batch_size=cfg.batch_size, seed=cfg.seed, max_hours=hours, threads=cfg.threads, eval_every=max(1, cfg.steps // 4),
-                               ckpt_every=max(1, cfg.steps // 4)))
+        train_main(TrainConfig(data=cfg.data, out=str(run), preset=cfg.preset, max_steps=cfg.max_steps, minutes=cfg.minutes,
+                               batch_size=cfg.batch_size, seed=cfg.seed, max_hours=hours, threads=cfg.threads, eval_every=max(1, cfg.max_steps // 4),
+                               checkpoint_every=max(1, cfg.max_steps // 4)))
         report = evaluate(run, list(cfg.eval_data), out=run / "eval")
         rows.append({"hours": hours, **{k: report["idm"][k] for k in FIELDS if k in report["idm"]},
                      "noop_button_macro_f1": report["always_noop"]["button_macro_f1"], "run": str(run)})

@@ -1,22 +1,20 @@
 """Train the inverse dynamics model on labeled episodes.
 
     worldloom idm train --data data/voxel --preset tiny --out runs/idm --minutes 15
-    python -m worldloom.idm.train --data data/voxel --out runs/idm      # the same
+    worldloom idm train --data data/voxel --preset tiny --model.height 128 --model.width 128 --out runs/idm128
 
 Windows of T frames are drawn from episodes whose actions were recorded by the env
 (label_source `env`), split into train and validation by whole episodes. AdamW with linear
 warmup and a cosine decay; bf16 autocast on CUDA. Running it again with the same `--out`
 resumes from the last checkpoint and ends exactly where an uninterrupted run would: the batch
 at step s and the dropout noise are pure functions of (seed, s), and the optimizer state is
-saved (see checkpoint.py for the run directory's layout).
+saved (the run directory's layout: idm/checkpoint.py). A non-finite loss or gradient stops the
+run at once with the last good checkpoint kept.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import json
-import math
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -25,53 +23,63 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from tqdm import tqdm
 
+from worldloom import checkpoint as ckpt
 from worldloom.actions import two_hot
-from worldloom.config import add_dataclass_args, dataclass_from_args, doc, to_json_dict
+from worldloom.config import doc, to_json_dict
 from worldloom.errors import UserError
 from worldloom.idm import data as idm_data
 from worldloom.idm import metrics
-from worldloom.idm.checkpoint import (
-    CONFIG_FILE,
-    load_optimizer,
-    read_state,
-    save_checkpoint,
-    write_json_atomic,
-)
+from worldloom.idm.checkpoint import KIND, read_config
 from worldloom.idm.model import IDM, PRESETS, IDMConfig, num_parameters
+from worldloom.training import (
+    DEVICES,
+    MetricsLog,
+    TimeBudget,
+    check_device_name,
+    check_finite,
+    lr_at,
+    resolve_device,
+)
 
-# Training defaults per preset, used where TrainConfig's batch_size / lr / warmup_steps are left
-# unset (0, 0, -1). `tiny` is tuned for minutes on a CPU (docs/idm.md, "Making tiny learn fast"):
-# T = 16 windows in batches of 16 (more distinct windows per second of compute than 8 x 32, and
-# 1.5x more frames/s on one core), a peak rate of 3e-3 and a short warmup.
-PRESET_TRAIN_DEFAULTS: dict[str, dict] = {"tiny": {"batch_size": 16, "lr": 3e-3, "warmup_steps": 10}}
-TRAIN_DEFAULTS: dict = {"batch_size": 8, "lr": 1e-3, "warmup_steps": 50}
+
+@dataclass(frozen=True)
+class TrainHparams:
+    """The optimizer settings a preset trains with where the config leaves them unset."""
+
+    batch_size: int
+    lr: float
+    warmup_steps: int
 
 
-def preset_train_defaults(preset: str) -> dict:
-    """{batch_size, lr, warmup_steps} a run of `preset` uses where the config leaves them unset."""
-    return {**TRAIN_DEFAULTS, **PRESET_TRAIN_DEFAULTS.get(preset, {})}
-
+# `tiny` is tuned for minutes on a CPU (docs/idm.md, "Making tiny learn fast"): T = 16 windows in
+# batches of 16 (more distinct windows per second of compute than 8 x 32, and 1.5x more frames/s
+# on one core), a peak rate of 3e-3 and a short warmup.
+TRAIN_PRESETS: dict[str, TrainHparams] = {"tiny": TrainHparams(batch_size=16, lr=3e-3, warmup_steps=10)}
+DEFAULT_HPARAMS = TrainHparams(batch_size=8, lr=1e-3, warmup_steps=50)
 
 METRIC_FIELDS = ("step", "lr", "loss", "button_loss", "camera_loss", "val_loss", "val_button_accuracy",
                  "val_button_macro_f1", "val_camera_bin_accuracy", "elapsed_s", "windows_per_s")
+CURVE_PANELS = (("loss", ("loss", "val_loss"), True),
+                ("validation", ("val_button_accuracy", "val_button_macro_f1", "val_camera_bin_accuracy"), False))
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train an IDM; stored as config.json in the run directory."""
+    """How to train an IDM; stored in config.json in the run directory."""
 
     data: tuple[str, ...] = doc("labeled WorldLoom dataset directories (label_source env)")
-    out: str = doc("run directory: checkpoints, metrics.csv, curves.png (resumed if it exists)")
+    out: str = doc("run directory: checkpoint, metrics.csv, curves.png (resumed if it exists)")
     preset: str = doc(f"model size: one of {sorted(PRESETS)}", "tiny")
-    steps: int = doc("optimizer steps: the cosine schedule's length (0: 2000, or as many as --minutes allows)", 0)
-    minutes: float = doc("wall-clock budget in minutes (0: none); the schedule is shortened to fit", 0.0)
-    batch_size: int = doc("windows per step (0: the preset's default, 16 for tiny, else 8)", 0)
-    lr: float = doc("peak learning rate (0: the preset's default, 3e-3 for tiny, else 1e-3)", 0.0)
+    model: IDMConfig | None = doc("the model's shape, flag by flag on top of the preset's (e.g. --model.height 128)", None)
+    max_steps: int | None = doc("optimizer steps: the cosine schedule's length (default: 2000, or as many as "
+                                "--minutes allows)", None)
+    minutes: float = doc("wall-clock budget in minutes, all resumes included (0: none); the schedule is fitted to it", 0.0)
+    batch_size: int | None = doc("windows per step (default: the preset's, 16 for tiny, else 8)", None)
+    lr: float | None = doc("peak learning rate (default: the preset's, 3e-3 for tiny, else 1e-3)", None)
     min_lr_ratio: float = doc("final learning rate as a fraction of the peak", 0.05)
-    warmup_steps: int = doc("linear warmup steps (-1: the preset's default, 10 for tiny, else 50)", -1)
+    warmup_steps: int | None = doc("linear warmup steps (default: the preset's, 10 for tiny, else 50)", None)
     weight_decay: float = doc("AdamW weight decay", 0.05)
     camera_weight: float = doc("weight of the camera cross-entropy beside the button loss", 1.0)
     button_pos_weight: float = doc("BCE weight of a pressed button against a released one (rare presses: F1)", 3.0)
@@ -79,51 +87,50 @@ class TrainConfig:
     val_fraction: float = doc("fraction of episodes held out for validation", 0.1)
     val_windows: int = doc("validation windows scored at each evaluation", 32)
     eval_every: int = doc("steps between validation passes", 100)
-    ckpt_every: int = doc("steps between checkpoints", 100)
+    checkpoint_every: int = doc("steps between checkpoints", 100)
     seed: int = doc("seed of the model init, the split and the batches", 0)
-    device: str = doc("auto, cpu or cuda[:N]", "auto")
+    device: str = doc(f"where to train: {DEVICES}", "auto")
     threads: int = doc("torch CPU threads (0: torch's default)", 0)
 
     def __post_init__(self) -> None:
         if not self.data:
-            raise ValueError("TrainConfig.data must name at least one dataset directory")
+            raise ValueError("data must name at least one dataset directory")
         if self.preset not in PRESETS:
-            raise ValueError(f"TrainConfig.preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
-        if self.steps == 0:  # with a time budget the budget decides (a 2000 cap left 4 of 15 minutes unused)
-            object.__setattr__(self, "steps", 1_000_000 if self.minutes else 2000)
-        unset = {"batch_size": self.batch_size == 0, "lr": self.lr == 0, "warmup_steps": self.warmup_steps == -1}
-        for name, value in preset_train_defaults(self.preset).items():
-            if unset[name]:
-                object.__setattr__(self, name, value)
-        for name in ("steps", "batch_size", "eval_every", "ckpt_every", "val_windows"):
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        for name in ("max_steps", "batch_size", "warmup_steps"):
+            value = getattr(self, name)
+            if value is not None and value < (0 if name == "warmup_steps" else 1):
+                raise ValueError(f"{name} must be >= {0 if name == 'warmup_steps' else 1}, got {value}")
+        for name in ("eval_every", "checkpoint_every", "val_windows"):
             if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.warmup_steps < 0 or self.threads < 0 or self.minutes < 0 or self.max_hours < 0:
-            raise ValueError("TrainConfig.warmup_steps, threads, minutes and max_hours must be >= 0")
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("threads", "minutes", "max_hours"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"TrainConfig.val_fraction must lie in [0, 1), got {self.val_fraction}")
+            raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
         if self.button_pos_weight <= 0:
-            raise ValueError(f"TrainConfig.button_pos_weight must be > 0, got {self.button_pos_weight}")
-        if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"TrainConfig.lr must be > 0 and min_lr_ratio in [0, 1], got {self.lr}, {self.min_lr_ratio}")
+            raise ValueError(f"button_pos_weight must be > 0, got {self.button_pos_weight}")
+        if self.lr is not None and self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"lr must be > 0 and min_lr_ratio in [0, 1], got {self.lr}, {self.min_lr_ratio}")
+        check_device_name(self.device)
+
+    @classmethod
+    def nested_default(cls, name: str, values: dict) -> IDMConfig | None:
+        """`--model.*` flags apply on top of the preset's model (worldloom.config)."""
+        return PRESETS.get(values.get("preset", "tiny")) if name == "model" else None
 
     @property
-    def model(self) -> IDMConfig:
-        return PRESETS[self.preset]
+    def model_config(self) -> IDMConfig:
+        """The model's shape: `model` if given, else the preset's."""
+        return self.model if self.model is not None else PRESETS[self.preset]
 
-
-def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
-    """Linear warmup to cfg.lr, then cosine decay to cfg.lr * min_lr_ratio at total_steps."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    @property
+    def hparams(self) -> TrainHparams:
+        """batch_size, lr and warmup_steps: the given ones, else the preset's."""
+        base = TRAIN_PRESETS.get(self.preset, DEFAULT_HPARAMS)
+        given = {k: getattr(self, k) for k in ("batch_size", "lr", "warmup_steps") if getattr(self, k) is not None}
+        return dataclasses.replace(base, **given)
 
 
 def losses(out: dict[str, torch.Tensor], buttons: torch.Tensor, camera_pos: torch.Tensor,
@@ -150,9 +157,9 @@ def validate(model: IDM, batch: dict[str, np.ndarray], cfg: TrainConfig, device:
     if not batch:
         return {}
     model.eval()
-    outs, total = [], 0.0
-    for i in range(0, len(batch["frames"]), cfg.batch_size):
-        part = {k: v[i:i + cfg.batch_size] for k, v in batch.items()}
+    outs, total, size = [], 0.0, cfg.hparams.batch_size
+    for i in range(0, len(batch["frames"]), size):
+        part = {k: v[i:i + size] for k, v in batch.items()}
         frames, buttons, camera_pos = to_device(part, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out = model(frames)
@@ -172,169 +179,116 @@ def validate(model: IDM, batch: dict[str, np.ndarray], cfg: TrainConfig, device:
             "val_camera_bin_accuracy": float((pred_bins == true_bins).mean())}
 
 
+# May change when a run is resumed: how long and where it runs, not what it learns.
+RESUMABLE_FIELDS = {"out", "minutes", "max_steps", "device", "threads"}  # "out": a run may be moved
+
+
 def prepare_run_dir(cfg: TrainConfig) -> Path:
     """Create the run directory and write config.json, or check that a resumed run's config matches."""
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    wanted = {"train": to_json_dict(cfg), "model": to_json_dict(cfg.model)}
-    path = run_dir / CONFIG_FILE
-    if path.exists():
-        have = json.loads(path.read_text())
-        ignore = {"minutes", "steps", "device", "threads"}  # may change on resume
-        diff = sorted(k for k in wanted["train"] if k not in ignore and have.get("train", {}).get(k) != wanted["train"][k])
+    wanted = {"train": to_json_dict(cfg), "model": to_json_dict(cfg.model_config)}
+    if (run_dir / ckpt.CONFIG_FILE).exists():
+        have = read_config(run_dir)
+        diff = sorted(k for k in wanted["train"] if k not in RESUMABLE_FIELDS and k != "model"
+                      and have.get("train", {}).get(k) != wanted["train"][k])
         if diff or have.get("model") != wanted["model"]:
             raise UserError(f"{run_dir} holds a run with a different config ({', '.join(diff) or 'model'}): "
                             "use a new --out, or the same flags to resume it")
-    write_json_atomic(path, wanted)
+    ckpt.write_run_config(run_dir, KIND, wanted)
     return run_dir
 
 
-def read_metrics(run_dir: Path, upto_step: int) -> list[dict]:
-    """metrics.csv rows up to a step (a resumed run rewrites the rows after its checkpoint)."""
-    path = run_dir / "metrics.csv"
-    if not path.exists():
-        return []
-    with path.open() as f:
-        return [row for row in csv.DictReader(f) if int(row["step"]) <= upto_step]
-
-
-def write_metrics(run_dir: Path, rows: list[dict]) -> None:
-    tmp = run_dir / "metrics.csv.tmp"
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(run_dir / "metrics.csv")
-
-
-def plot_curves(run_dir: Path, rows: list[dict]) -> None:
-    """curves.png: training and validation loss, validation scores, by step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    def series(key: str) -> tuple[list[int], list[float]]:
-        pts = [(int(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, "", "nan")]
-        return [p[0] for p in pts], [p[1] for p in pts]
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in ("loss", "val_loss"):
-        ax1.plot(*series(key), label=key)
-    ax1.set_xlabel("step"), ax1.set_ylabel("loss"), ax1.set_yscale("log"), ax1.legend()
-    for key in ("val_button_accuracy", "val_button_macro_f1", "val_camera_bin_accuracy"):
-        ax2.plot(*series(key), marker="o", label=key)
-    ax2.set_xlabel("step"), ax2.set_ylim(0, 1), ax2.legend()
-    fig.tight_layout()
-    fig.savefig(run_dir / "curves.png.tmp.png", dpi=80)
-    plt.close(fig)
-    (run_dir / "curves.png.tmp.png").replace(run_dir / "curves.png")
+def make_optimizer(model: IDM, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; no weight decay on biases and norms."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.hparams.lr, betas=(0.9, 0.95))
 
 
 def init_state(cfg: TrainConfig, run_dir: Path, device: torch.device) -> tuple[IDM, torch.optim.AdamW, dict]:
     """A fresh model and optimizer, or both restored from the run's last checkpoint."""
     torch.manual_seed(cfg.seed)
-    model = IDM(cfg.model).to(device)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    state = read_state(run_dir)
-    if state is None:
-        return model, optimizer, {"step": 0, "total_steps": cfg.steps, "elapsed_s": 0.0, "budget_fixed": False}
-    model.load_state_dict(load_file(str(run_dir / state["model_file"]), device=str(device)))
-    load_optimizer(optimizer, load_file(str(run_dir / state["optim_file"]), device=str(device)), state["param_groups"])
+    model = IDM(cfg.model_config).to(device)
+    optimizer = make_optimizer(model, cfg)
+    if not ckpt.has_checkpoint(run_dir):
+        return model, optimizer, {"step": 0, "elapsed_s": 0.0, "planned_steps": None}
+    tensors, state = ckpt.load_checkpoint(run_dir, KIND, ("model",), optimizer=optimizer, device=device)
+    ckpt.load_weights_into(model, tensors["model"], run_dir / ckpt.CHECKPOINT_DIR / "model.safetensors")
     return model, optimizer, state
-
-
-def fit_budget(state: dict, cfg: TrainConfig, step: int, seconds: float, steps_timed: int) -> None:
-    """Set total_steps so that the run fits in cfg.minutes at the speed measured so far; refitted at
-    every evaluation (a shared machine's speed drifts) and stored, so a resume keeps it."""
-    per_step = seconds / max(1, steps_timed)
-    fitted = int((cfg.minutes * 60 - state["elapsed_s"]) / per_step) + step
-    state["total_steps"] = max(step + 1, min(cfg.steps, fitted))
-    state["budget_fixed"] = True
 
 
 def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
     """Train (or resume) and return the run directory. `stop_after` simulates a kill (tests)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
+    mcfg, hp = cfg.model_config, cfg.hparams
     run_dir = prepare_run_dir(cfg)
     episodes = idm_data.load_episodes(cfg.data, require_labels=True)
-    idm_data.check_frame_size(episodes, cfg.model.height, cfg.model.width, "training")
-    train_eps, val_eps = idm_data.split_episodes(idm_data.usable(episodes, cfg.model.num_frames), cfg.val_fraction, cfg.seed)
+    idm_data.check_frame_size(episodes, mcfg.height, mcfg.width, "training")
+    train_eps, val_eps = idm_data.split_episodes(idm_data.usable(episodes, mcfg.num_frames), cfg.val_fraction, cfg.seed)
     train_eps = idm_data.take_hours(train_eps, cfg.max_hours, cfg.seed)
-    val_batch = idm_data.fixed_windows(val_eps, cfg.model.num_frames, cfg.model.context, cfg.val_windows, cfg.seed)
+    val_batch = idm_data.fixed_windows(val_eps, mcfg.num_frames, mcfg.context, cfg.val_windows, cfg.seed)
     model, optimizer, state = init_state(cfg, run_dir, device)
-    if not cfg.minutes:
-        state["total_steps"] = cfg.steps
-    rows = read_metrics(run_dir, state["step"])
+    budget = TimeBudget(cfg.minutes, cfg.max_steps, state.get("planned_steps"))
+    log = MetricsLog(run_dir, METRIC_FIELDS, resume_step=state["step"], panels=CURVE_PANELS)
     print(f"idm train: {num_parameters(model) / 1e6:.2f}M parameters, {len(train_eps)} train / {len(val_eps)} val episodes, "
           f"{sum(e.num_steps for e in train_eps)} train steps of play, device {device}", file=sys.stderr)
     model.train()
     start_step, t0, last_log = state["step"], time.perf_counter(), time.perf_counter()
     elapsed0 = state["elapsed_s"]
-    bar = tqdm(total=state["total_steps"], initial=start_step, desc="idm train", unit="step", dynamic_ncols=True)
+    last_good = f"{run_dir / ckpt.CHECKPOINT_DIR} (step {start_step})" if start_step else None
+    bar = tqdm(total=budget.total_steps, initial=start_step, desc="idm train", unit="step", dynamic_ncols=True)
     step = start_step
-    while step < state["total_steps"]:
-        batch = idm_data.sample_windows(train_eps, cfg.batch_size, cfg.model.num_frames, cfg.model.context,
-                                        np.random.default_rng([cfg.seed, step]))
-        frames, buttons, camera_pos = to_device(batch, device)
-        lr = lr_at(step, cfg, state["total_steps"])
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout noise as a function of the step
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = model(frames)
-        b_loss, c_loss = losses(out, buttons, camera_pos, cfg.button_pos_weight)
-        loss = b_loss + cfg.camera_weight * c_loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        step += 1
-        state["step"], state["elapsed_s"] = step, elapsed0 + time.perf_counter() - t0
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}")
-        first_fit = not state["budget_fixed"] and step - start_step >= min(10, max(1, cfg.warmup_steps))
-        if cfg.minutes and (first_fit or (state["budget_fixed"] and step % cfg.eval_every == 0)):
-            fit_budget(state, cfg, step, time.perf_counter() - t0, step - start_step)
-            bar.total = state["total_steps"]
-        if stop_after is not None and step >= stop_after:
-            bar.close()
-            return run_dir  # a kill: nothing after the last checkpoint survives
-        if cfg.minutes and state["elapsed_s"] > cfg.minutes * 60 * 1.05:  # the estimate was off: stop anyway
-            state["total_steps"] = step
-        final = step >= state["total_steps"]
-        if step % cfg.eval_every == 0 or final:
-            now = time.perf_counter()
-            row = {"step": step, "lr": lr, "loss": loss.item(), "button_loss": b_loss.item(),
-                   "camera_loss": c_loss.item(), "elapsed_s": round(state["elapsed_s"], 2),
-                   "windows_per_s": round(cfg.batch_size * cfg.eval_every / max(1e-9, now - last_log), 2)}
-            row.update(validate(model, val_batch, cfg, device))
-            rows.append(row)
-            last_log = time.perf_counter()
-            bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        if step % cfg.ckpt_every == 0 or final:
-            save_checkpoint(run_dir, model, optimizer, state)
-            write_metrics(run_dir, rows)
-            plot_curves(run_dir, rows)
-    bar.close()
+    try:
+        while not budget.done(step, elapsed0 + time.perf_counter() - t0):
+            batch = idm_data.sample_windows(train_eps, hp.batch_size, mcfg.num_frames, mcfg.context,
+                                            np.random.default_rng([cfg.seed, step]))
+            frames, buttons, camera_pos = to_device(batch, device)
+            lr = lr_at(step, peak_lr=hp.lr, warmup_steps=hp.warmup_steps, total_steps=budget.total_steps,
+                       min_lr_ratio=cfg.min_lr_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout noise as a function of the step
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                out = model(frames)
+            b_loss, c_loss = losses(out, buttons, camera_pos, cfg.button_pos_weight)
+            loss = b_loss + cfg.camera_weight * c_loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            check_finite(loss.item(), float(grad_norm), step, last_good)
+            optimizer.step()
+            step += 1
+            elapsed = elapsed0 + time.perf_counter() - t0
+            if budget.update(step, elapsed, step - start_step):
+                bar.total = budget.total_steps
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}")
+            if stop_after is not None and step >= stop_after:
+                return run_dir  # a kill: nothing after the last checkpoint survives
+            final = budget.done(step, elapsed)
+            if step % cfg.eval_every == 0 or final:
+                now = time.perf_counter()
+                row = {"step": step, "lr": lr, "loss": loss.item(), "button_loss": b_loss.item(),
+                       "camera_loss": c_loss.item(), "elapsed_s": round(elapsed, 2),
+                       "windows_per_s": round(hp.batch_size * cfg.eval_every / max(1e-9, now - last_log), 2)}
+                row.update(validate(model, val_batch, cfg, device))
+                log.row(**row)
+                last_log = time.perf_counter()
+                bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            if step % cfg.checkpoint_every == 0 or final:
+                ckpt.save_checkpoint(run_dir, KIND, {"model": model.state_dict()},
+                                     {"step": step, "elapsed_s": elapsed, **budget.state()}, optimizer=optimizer)
+                last_good = f"{run_dir / ckpt.CHECKPOINT_DIR} (step {step})"
+                log.write()
+    finally:
+        bar.close()
     return run_dir
 
 
 def train(cfg: TrainConfig) -> Path:
     """Train an IDM (resuming a run in cfg.out) and return its run directory."""
     return main(cfg)
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_args(parser, TrainConfig)
-    try:
-        main(dataclass_from_args(TrainConfig, parser.parse_args()))
-    except UserError as err:
-        sys.exit(f"idm train: error: {err}")
-

@@ -1,9 +1,10 @@
 """The main job: capture, IDM, label, pretrain, evaluate; one command, one report.
 
-    worldloom pipeline --preset tiny --out runs/demo          # the README's demo (make demo)
-    worldloom pipeline --preset micro --out runs/ci           # CI: the whole loop in minutes
-    worldloom pipeline --preset tiny --out runs/demo --from pretrain   # redo pretrain onwards
-    worldloom pipeline --preset large --out s3://... --address auto    # a Ray cluster with GPUs
+    worldloom pipeline run --preset tiny --out runs/demo          # the README's demo (make demo)
+    worldloom pipeline run --preset micro --out runs/ci           # the whole loop in minutes
+    worldloom pipeline run --preset tiny --out runs/demo --from pretrain   # redo pretrain onwards
+    worldloom pipeline run --preset small --sizes.steps 200 --out runs/s  # a preset, cut down
+    worldloom pipeline run --preset large --out runs/large --address auto --device cuda   # a Ray cluster with GPUs
 
 The VPT-to-Sora loop on one machine: a little labeled play (the "contractor data"), a larger
 set whose actions are withheld (truth kept aside), a held-out set on world seeds no model saw,
@@ -26,48 +27,77 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worldloom.config import add_dataclass_args, dataclass_from_args, doc
-from worldloom.errors import UserError
+from worldloom.config import (
+    add_dataclass_args,
+    dataclass_from_args,
+    deprecated_flag,
+    doc,
+    to_json_dict,
+)
 from worldloom.pipeline.stages import StageRunner, stage_key
 
 
 @dataclass(frozen=True)
 class Preset:
-    """Sizes of one pipeline run; one code path, presets only change sizes (DESIGN section 10)."""
+    """Sizes of one pipeline run; one code path, presets only change sizes (DESIGN section 10).
 
-    resolution: int
-    steps: int                    # steps per episode (20 per second of game time)
-    labeled_episodes: int         # the contractor data
-    footage_episodes: int         # actions withheld, truth kept aside, pseudo-labeled by the IDM
-    heldout_episodes: int         # world seeds no model trains on: every score is measured here
-    judge_episodes: int           # labeled play for the judge IDM (controllability scoring only)
-    idm_preset: str
-    idm_minutes: float
-    judge_minutes: float
-    wm_preset: str
-    wm_minutes: float
-    eval_clips: int
-    eval_horizon: int             # rollout frames scored by PSNR/SSIM per horizon
-    rollout_horizon: int          # frames generated for each rollout video
-    expected: str                 # time and hardware, for the docs and --help
+    `resolution` is the one place the frame size is named: capture records at it, and the IDM's
+    input and the world model's frames are set to it (`stage_configs`).
+    """
+
+    resolution: int = doc("frame height and width in pixels of every dataset and both models", 64)
+    steps: int = doc("steps per episode (20 per second of game time)", 400)
+    labeled_episodes: int = doc("episodes of labeled play (the contractor data)", 24)
+    footage_episodes: int = doc("episodes recorded with actions withheld (truth kept aside), pseudo-labeled by the IDM", 48)
+    heldout_episodes: int = doc("episodes on world seeds no model trains on: every score is measured there", 8)
+    judge_episodes: int = doc("labeled episodes for the judge IDM (controllability scoring only; 0: no judge)", 16)
+    idm_preset: str = doc("the IDM's model preset", "tiny")
+    idm_minutes: float = doc("IDM training budget in minutes", 5.0)
+    idm_batch_size: int | None = doc("IDM windows per step (default: the IDM preset's); validation scores twice as many", None)
+    judge_minutes: float = doc("judge IDM training budget in minutes", 2.0)
+    wm_preset: str = doc("the world model's preset", "tiny")
+    wm_minutes: float = doc("world-model training budget in minutes", 6.0)
+    wm_batch_size: int = doc("world-model clips per step", 16)
+    eval_clips: int = doc("held-out clips the world model is scored on", 32)
+    eval_horizon: int = doc("rollout frames scored by PSNR/SSIM per horizon", 16)
+    rollout_horizon: int = doc("frames generated for each rollout video", 48)
+    rollout_videos: int = doc("held-out episodes rolled out into videos for the report", 2)
+    expected: str = doc("time and hardware, for the docs and --help", "")
+
+    def __post_init__(self) -> None:
+        from worldloom.idm.model import PRESETS as IDM_PRESETS
+        from worldloom.pretrain.model import PRESETS as WM_PRESETS
+
+        for name in ("resolution", "steps", "labeled_episodes", "footage_episodes", "heldout_episodes", "eval_clips",
+                     "eval_horizon", "rollout_horizon", "rollout_videos"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"sizes.{name} must be >= 1, got {getattr(self, name)}")
+        if self.wm_batch_size < 1 or self.idm_batch_size is not None and self.idm_batch_size < 1:
+            raise ValueError("sizes.wm_batch_size and sizes.idm_batch_size must be >= 1")
+        if self.judge_episodes < 0 or min(self.idm_minutes, self.judge_minutes, self.wm_minutes) < 0:
+            raise ValueError("sizes.judge_episodes and the minutes must be >= 0")
+        if self.idm_preset not in IDM_PRESETS:
+            raise ValueError(f"sizes.idm_preset must be one of {sorted(IDM_PRESETS)}, got {self.idm_preset!r}")
+        if self.wm_preset not in WM_PRESETS:
+            raise ValueError(f"sizes.wm_preset must be one of {sorted(WM_PRESETS)}, got {self.wm_preset!r}")
 
 
 PRESETS: dict[str, Preset] = {
     "micro": Preset(resolution=64, steps=64, labeled_episodes=4, footage_episodes=4, heldout_episodes=2,
-                    judge_episodes=3, idm_preset="tiny", idm_minutes=0.35, judge_minutes=0.15, wm_preset="tiny",
-                    wm_minutes=0.4, eval_clips=4, eval_horizon=8, rollout_horizon=12, expected="CI: about 4 minutes on 2 CPU cores"),
+                    judge_episodes=3, idm_preset="micro", idm_minutes=0.35, judge_minutes=0.15, wm_preset="tiny",
+                    wm_minutes=0.4, eval_clips=4, eval_horizon=8, rollout_horizon=12, expected="CI: about 2 minutes on 2 CPU cores"),
     "tiny": Preset(resolution=64, steps=400, labeled_episodes=24, footage_episodes=48, heldout_episodes=8,
                    judge_episodes=16, idm_preset="tiny", idm_minutes=5.0, judge_minutes=2.0, wm_preset="tiny",
                    wm_minutes=6.0, eval_clips=32, eval_horizon=16, rollout_horizon=48,
-                   expected="README demo: under 20 minutes on 2 CPU cores"),
+                   expected="make demo: under 20 minutes on 2 CPU cores"),
     "small": Preset(resolution=64, steps=1000, labeled_episodes=200, footage_episodes=800, heldout_episodes=40,
                     judge_episodes=100, idm_preset="small", idm_minutes=30.0, judge_minutes=15.0, wm_preset="small",
                     wm_minutes=60.0, eval_clips=128, eval_horizon=16, rollout_horizon=64,
-                    expected="about 2 hours on a 16-core workstation; a GPU shortens the training stages"),
+                    expected="about 2 hours on a 16-core workstation; a GPU (--device cuda) shortens training"),
     "large": Preset(resolution=128, steps=2000, labeled_episodes=2000, footage_episodes=20000, heldout_episodes=200,
                     judge_episodes=500, idm_preset="vpt", idm_minutes=600.0, judge_minutes=120.0, wm_preset="large",
                     wm_minutes=1440.0, eval_clips=512, eval_horizon=16, rollout_horizon=64,
-                    expected="a Ray cluster with GPUs (--address): about a day on 8 GPUs and 256 CPU cores"),
+                    expected="a Ray cluster with GPUs (--address auto --device cuda): about a day on 8 GPUs"),
 }
 
 STAGES = ("capture", "idm", "idm_eval", "label", "pretrain", "pretrain_eval", "report")
@@ -79,27 +109,51 @@ class PipelineConfig:
 
     out: str = doc("run directory: datasets, models, report.html")
     preset: str = doc(f"sizes: {', '.join(f'{k} ({v.expected})' for k, v in PRESETS.items())}", "tiny")
+    sizes: Preset | None = doc("the preset's sizes, flag by flag (e.g. --sizes.steps 64)", None)
+    env: str = doc("env every dataset is recorded in", "voxel")
     seed: int = doc("seed of every stage (world seeds of the held-out set are disjoint from training's)", 0)
-    workers: int = doc("Ray actors for capture and labeling (default: the machine's cores)", 0)
-    address: str | None = doc("Ray cluster to join (e.g. auto); default: a local one on loopback", None)
+    num_workers: int = doc("Ray actors for capture and labeling (0: one per CPU of the cluster)", 0)
+    address: str | None = doc("Ray cluster to join (HOST:PORT or auto); default: a local one on loopback", None)
+    device: str = doc("where the models train: auto, cpu or cuda (with --address and cuda: one Ray Train "
+                      "worker per GPU of the cluster)", "auto")
     from_stage: str | None = doc(f"redo this stage and every one after it: {', '.join(STAGES)}", None)
-    gpu: bool = doc("train and label on GPUs", False)
 
     def __post_init__(self) -> None:
+        from worldloom.envs import ENV_NAMES
+        from worldloom.training import check_device_name
+
         if self.preset not in PRESETS:
-            raise UserError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         if self.from_stage is not None and self.from_stage not in STAGES:
-            raise UserError(f"--from-stage must be one of {', '.join(STAGES)}, got {self.from_stage!r}")
-        if self.workers < 0:
-            raise UserError(f"--workers must be >= 0, got {self.workers}")
+            raise ValueError(f"from must be one of {', '.join(STAGES)}, got {self.from_stage!r}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.env not in ENV_NAMES:
+            raise ValueError(f"env must be one of {', '.join(ENV_NAMES)}, got {self.env!r}")
+        check_device_name(self.device)
+
+    @classmethod
+    def nested_default(cls, name: str, values: dict) -> Preset | None:
+        """`--sizes.*` flags apply on top of the preset's sizes (worldloom.config)."""
+        return PRESETS.get(values.get("preset", "tiny")) if name == "sizes" else None
 
     @property
-    def sizes(self) -> Preset:
-        return PRESETS[self.preset]
+    def resolved_sizes(self) -> Preset:
+        """The sizes this run uses: `sizes` if given, else the preset's."""
+        return self.sizes if self.sizes is not None else PRESETS[self.preset]
 
     @property
-    def num_workers(self) -> int:
-        return self.workers or max(1, os.cpu_count() or 1)
+    def workers(self) -> int:
+        """Recorder and labeler actors: --num-workers, else one per CPU of this machine (a local cluster)."""
+        return self.num_workers or max(1, os.cpu_count() or 1)
+
+    @property
+    def multi_gpu(self) -> bool:
+        """Train the world model with one Ray Train worker per GPU of the cluster: --device cuda on a
+        joined cluster, or on this machine when torch sees a GPU (else the CPU, with a loud warning)."""
+        import torch
+
+        return self.device.startswith("cuda") and (self.address is not None or torch.cuda.is_available())
 
 
 def _paths(out: Path) -> dict[str, Path]:
@@ -109,111 +163,135 @@ def _paths(out: Path) -> dict[str, Path]:
             "idm": out / "idm", "judge": out / "idm-judge", "wm": out / "world-model", "figures": out / "figures"}
 
 
-def run_capture(cfg: PipelineConfig, paths: dict[str, Path]) -> tuple[dict, dict]:
-    """Record the four datasets; seeds are disjoint so the held-out worlds stay unseen."""
-    from worldloom.capture import CaptureConfig, capture
-    from worldloom.cluster import ray_session
+def stage_configs(cfg: PipelineConfig, paths: dict[str, Path]) -> dict[str, Any]:
+    """Every stage's config, derived from the pipeline's: one resolution, one seed scheme, one
+    cluster. Pure (builds configs, runs nothing), so a test can check that they agree."""
+    from worldloom.capture import CaptureConfig
+    from worldloom.idm.label import LabelConfig
+    from worldloom.idm.model import PRESETS as IDM_PRESETS
+    from worldloom.idm.train import TrainConfig as IDMTrainConfig
+    from worldloom.pretrain.evaluate import EvalConfig
+    from worldloom.pretrain.model import PRESETS as WM_PRESETS
+    from worldloom.pretrain.train import TrainConfig as WMTrainConfig
 
-    s = cfg.sizes
-    jobs = {  # name: (episodes, seed offset, strip actions to)
+    s, res = cfg.resolved_sizes, cfg.resolved_sizes.resolution
+    jobs = {  # name: (episodes, seed offset, strip actions to); seeds are disjoint, so held-out worlds stay unseen
         "labeled": (s.labeled_episodes, 1, None),
         "footage": (s.footage_episodes, 2, str(paths["truth"])),
         "heldout": (s.heldout_episodes, 3, None),
         "judge_data": (s.judge_episodes, 4, None),
     }
-    configs = {name: CaptureConfig(
-        out=str(paths[name]), env="voxel", player="mixture", episodes=episodes, steps=s.steps,
-        resolution=s.resolution, seed=cfg.seed * 10 + offset, workers=cfg.num_workers,
-        address=cfg.address, strip_actions=strip) for name, (episodes, offset, strip) in jobs.items()}
+    capture = {name: CaptureConfig(
+        out=str(paths[name]), env=cfg.env, player="mixture", episodes=episodes, steps=s.steps, resolution=res,
+        seed=cfg.seed * 10 + offset, num_workers=cfg.workers, address=cfg.address, strip_actions=strip)
+        for name, (episodes, offset, strip) in jobs.items() if episodes > 0}
+    idm_model = dataclasses.replace(IDM_PRESETS[s.idm_preset], height=res, width=res)
+    idm_batch = s.idm_batch_size or IDMTrainConfig(data=("-",), out="-", preset=s.idm_preset).hparams.batch_size
+    idm = {name: IDMTrainConfig(data=(str(paths[data]),), out=str(paths[name]), preset=s.idm_preset, model=idm_model,
+                                minutes=minutes, seed=cfg.seed + offset, device=cfg.device, batch_size=idm_batch,
+                                val_windows=2 * idm_batch)
+           for name, data, minutes, offset in (("idm", "labeled", s.idm_minutes, 0),
+                                               ("judge", "judge_data", s.judge_minutes, 1))
+           if name == "idm" or s.judge_episodes > 0}
+    wm = WMTrainConfig(data=(str(paths["labeled"]), str(paths["pseudo"])), out=str(paths["wm"]), preset=s.wm_preset,
+                       model=dataclasses.replace(WM_PRESETS[s.wm_preset], image_size=res), minutes=s.wm_minutes,
+                       batch_size=s.wm_batch_size,
+                       seed=cfg.seed, device=cfg.device, address=cfg.address, num_workers=0 if cfg.multi_gpu else 1)
+    return {
+        "capture": capture, "idm": idm,
+        "label": LabelConfig(model=str(paths["idm"]), data=str(paths["footage"]), out=str(paths["pseudo"]),
+                             num_workers=cfg.workers, address=cfg.address),
+        "pretrain": wm,
+        "pretrain_eval": EvalConfig(model=str(paths["wm"]), data=(str(paths["heldout"]),),
+                                    idm=str(paths["judge"]) if "judge" in idm else None,
+                                    num_clips=s.eval_clips, horizon=s.eval_horizon, seed=cfg.seed,
+                                    next_frame_positions=min(4, s.eval_horizon)),
+    }
+
+
+def run_capture(cfg: PipelineConfig, configs: dict) -> tuple[dict, dict]:
+    """Record the datasets (one Ray session for all of them, opened by `main`)."""
+    from worldloom.capture import capture
+
     figures = {}
-    with ray_session(cfg.address, cfg.num_workers):  # one cluster for the four jobs: Ray starts in seconds, not zero
-        for name, capture_cfg in configs.items():
-            t0 = time.perf_counter()
-            capture(capture_cfg)
-            figures[name] = {"episodes": capture_cfg.episodes, "wall_s": time.perf_counter() - t0}
-    return {k: str(paths[k]) for k in jobs}, figures
+    for name, capture_cfg in configs["capture"].items():
+        t0 = time.perf_counter()
+        capture(capture_cfg)
+        figures[name] = {"episodes": capture_cfg.episodes, "wall_s": time.perf_counter() - t0}
+    return {k: c.out for k, c in configs["capture"].items()}, figures
 
 
-def run_idm(cfg: PipelineConfig, paths: dict[str, Path], judge: bool) -> tuple[dict, dict]:
-    from worldloom.idm.train import TrainConfig, train
+def run_idm(configs: dict) -> tuple[dict, dict]:
+    from worldloom.idm.train import train
 
-    s = cfg.sizes
-    data, out, minutes = ((paths["judge_data"], paths["judge"], s.judge_minutes) if judge
-                          else (paths["labeled"], paths["idm"], s.idm_minutes))
-    train(TrainConfig(data=(str(data),), out=str(out), preset=s.idm_preset, minutes=minutes,
-                              steps=100_000, seed=cfg.seed + (1 if judge else 0),
-                              device="cuda" if cfg.gpu else "cpu"))
-    return {"run": str(out)}, {}
+    return {name: {"run": str(train(c))} for name, c in configs["idm"].items()}, {}
 
 
-def run_idm_eval(cfg: PipelineConfig, paths: dict[str, Path]) -> tuple[dict, dict]:
+def run_idm_eval(paths: dict[str, Path]) -> tuple[dict, dict]:
     from worldloom.idm.evaluate import evaluate
 
     heldout = evaluate(paths["idm"], [str(paths["heldout"])], out=paths["idm"] / "eval-heldout")
     footage = evaluate(paths["idm"], [str(paths["footage"])], truth=[str(paths["truth"])],
-                           out=paths["idm"] / "eval-footage")
+                       out=paths["idm"] / "eval-footage")
     return {"heldout": heldout["out"], "footage": footage["out"]}, {"heldout": heldout, "footage": footage}
 
 
-def run_label(cfg: PipelineConfig, paths: dict[str, Path]) -> tuple[dict, dict]:
-    from worldloom.idm.label import LabelConfig, label
+def run_label(configs: dict) -> tuple[dict, dict]:
+    from worldloom.idm.label import label
 
-    result = label(LabelConfig(model=str(paths["idm"]), input=str(paths["footage"]),
-                                       out=str(paths["pseudo"]), num_workers=1))
-    return {"pseudo": str(paths["pseudo"])}, {"label": result}
-
-
-def run_pretrain(cfg: PipelineConfig, paths: dict[str, Path]) -> tuple[dict, dict]:
-    from worldloom.pretrain.train import TrainConfig, main
-
-    s = cfg.sizes
-    main(TrainConfig(data=(str(paths["labeled"]), str(paths["pseudo"])), out=str(paths["wm"]), preset=s.wm_preset,
-                     minutes=s.wm_minutes, max_steps=100_000, seed=cfg.seed, gpu=cfg.gpu))
-    return {"run": str(paths["wm"])}, {}
+    result = label(configs["label"])
+    return {"pseudo": configs["label"].out}, {"label": result}
 
 
-def run_pretrain_eval(cfg: PipelineConfig, paths: dict[str, Path]) -> tuple[dict, dict]:
+def run_pretrain(configs: dict) -> tuple[dict, dict]:
+    from worldloom.pretrain.train import main
+
+    return {"run": str(main(configs["pretrain"]))}, {}
+
+
+def run_pretrain_eval(cfg: PipelineConfig, configs: dict, paths: dict[str, Path]) -> tuple[dict, dict]:
     from worldloom.datasets import Dataset
-    from worldloom.pretrain.evaluate import EvalConfig, evaluate
+    from worldloom.pretrain.evaluate import evaluate
     from worldloom.pretrain.rollout import RolloutConfig, rollout_episode
 
-    report = evaluate(EvalConfig(model=str(paths["wm"]), data=(str(paths["heldout"]),), idm=str(paths["judge"]),
-                                 num_clips=cfg.sizes.eval_clips, horizon=cfg.sizes.eval_horizon,
-                                 seed=cfg.seed))
+    report = evaluate(configs["pretrain_eval"])
     paths["figures"].mkdir(parents=True, exist_ok=True)
-    rollouts = []
-    for i, episode in enumerate(Dataset(str(paths["heldout"])).episode_ids[:2]):
+    rollouts, s = [], cfg.resolved_sizes
+    for i, episode in enumerate(Dataset(str(paths["heldout"])).episode_ids[:s.rollout_videos]):
         gif = paths["figures"] / f"rollout-{i}.gif"
         rollout_episode(RolloutConfig(model=str(paths["wm"]), data=str(paths["heldout"]), episode=episode,
-                                      out=str(gif), horizon=min(cfg.sizes.rollout_horizon, cfg.sizes.steps - 8), scale=3))
+                                      out=str(gif), horizon=min(s.rollout_horizon, s.steps - 8), scale=3))
         rollouts.append(str(gif))
     return {"eval": str(paths["wm"] / "eval"), "rollouts": rollouts}, {"world_model": report}
 
 
 def main(cfg: PipelineConfig) -> Path:
-    """Run (or resume) every stage, then write the report; returns report.html's path."""
+    """Run (or resume) every stage in one Ray session, then write the report; returns report.html's path."""
+    from worldloom.cluster import ray_session
     from worldloom.pipeline.sections import write_report
 
     out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     paths = _paths(out)
+    configs = stage_configs(cfg, paths)
     runner = StageRunner(out, cfg.from_stage, STAGES)
-    sizes = dataclasses.asdict(cfg.sizes)
     keys: dict[str, str] = {}
 
     def stage(name: str, config: Any, upstream: tuple[str, ...], fn) -> Any:
-        keys[name] = stage_key(config, [keys[u] for u in upstream])
+        keys[name] = stage_key(_json(config), [keys[u] for u in upstream])
         return runner.run(name, keys[name], fn)
 
-    stage("capture", {"sizes": sizes, "seed": cfg.seed}, (), lambda: run_capture(cfg, paths))
-    stage("idm", {"preset": cfg.sizes.idm_preset, "minutes": cfg.sizes.idm_minutes, "seed": cfg.seed,
-                  "judge_minutes": cfg.sizes.judge_minutes}, ("capture",),
-          lambda: _both(run_idm(cfg, paths, judge=False), run_idm(cfg, paths, judge=True)))
-    stage("idm_eval", {}, ("idm",), lambda: run_idm_eval(cfg, paths))
-    stage("label", {}, ("idm",), lambda: run_label(cfg, paths))
-    stage("pretrain", {"preset": cfg.sizes.wm_preset, "minutes": cfg.sizes.wm_minutes, "seed": cfg.seed},
-          ("label",), lambda: run_pretrain(cfg, paths))
-    stage("pretrain_eval", {"clips": cfg.sizes.eval_clips, "horizon": cfg.sizes.eval_horizon}, ("pretrain", "idm"), lambda: run_pretrain_eval(cfg, paths))
+    # One session for every stage (capture, label, Ray Train): --address and the worker count
+    # reach them all; a local cluster is started once and bound to loopback.
+    with ray_session(cfg.address, cfg.workers):
+        stage("capture", configs["capture"], (), lambda: run_capture(cfg, configs))
+        stage("idm", configs["idm"], ("capture",), lambda: run_idm(configs))
+        stage("idm_eval", {}, ("idm",), lambda: run_idm_eval(paths))
+        stage("label", configs["label"], ("idm",), lambda: run_label(configs))
+        stage("pretrain", configs["pretrain"], ("label",), lambda: run_pretrain(configs))
+        stage("pretrain_eval", {"eval": configs["pretrain_eval"], "rollout": cfg.resolved_sizes.rollout_horizon,
+                                "videos": cfg.resolved_sizes.rollout_videos},
+              ("pretrain", "idm"), lambda: run_pretrain_eval(cfg, configs, paths))
     stage("report", {"written_at": time.time()}, tuple(STAGES[:-1]),
           lambda: ({"html": str(write_report(cfg, paths, runner.records))}, {}))
     html = out / "report.html"
@@ -221,17 +299,33 @@ def main(cfg: PipelineConfig) -> Path:
     return html
 
 
-def _both(a: tuple[dict, dict], b: tuple[dict, dict]) -> tuple[dict, dict]:
-    return {"idm": a[0], "judge": b[0]}, {"idm": a[1], "judge": b[1]}
+def _json(config: Any) -> Any:
+    """Configs (dataclasses, nested in dicts) as JSON-able data for stage keys; execution-only
+    fields (workers, address, device) are left out, so a resumed run on another machine reuses stages."""
+    if dataclasses.is_dataclass(config):
+        return {k: v for k, v in to_json_dict(config).items() if k not in EXECUTION_FIELDS}
+    if isinstance(config, dict):
+        return {k: _json(v) for k, v in config.items()}
+    return config
+
+
+EXECUTION_FIELDS = {"num_workers", "address", "device", "progress", "threads"}
 
 
 def register(subparsers, name: str, help_text: str) -> None:
+    """`worldloom pipeline run`: the whole loop."""
     p = subparsers.add_parser(name, help=help_text, description=__doc__.split("\n\n")[1],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_args(p, PipelineConfig, skip=("from_stage",))
-    p.add_argument("--from", dest="from_stage", choices=STAGES, default=None,
-                   help="redo this stage and every one after it")
-    p.set_defaults(handler=lambda args: (main(dataclass_from_args(PipelineConfig, args)), 0)[1])
+    sub = p.add_subparsers(dest="verb", metavar="VERB")
+    run = sub.add_parser("run", help="run (or resume) the whole loop and write the report",
+                         description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataclass_args(run, PipelineConfig, skip=("from_stage",),
+                       deprecated={"--workers": "num_workers"})
+    deprecated_flag(run, "--gpu", "device", value="cuda")
+    run.add_argument("--from", dest="from_stage", choices=STAGES, default=None,
+                     help="redo this stage and every one after it")
+    run.set_defaults(handler=lambda args: (main(dataclass_from_args(PipelineConfig, args)), 0)[1])
+    p.set_defaults(handler=lambda args: p.print_help() or 2)
 
 
-__all__ = ["PRESETS", "STAGES", "PipelineConfig", "Preset", "main"]
+__all__ = ["PRESETS", "STAGES", "PipelineConfig", "Preset", "main", "stage_configs"]

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+
+from worldloom.checkpoint import first_non_finite, load_weights_into
+from worldloom.errors import UserError
+from worldloom.io import atomic_path
+from worldloom.training import TrainingDiverged, check_finite
 
 AE_FILE = "autoencoder.safetensors"
 
@@ -96,11 +100,10 @@ def train_autoencoder(model_cfg, frame_batches, steps: int, lr: float, device) -
     """Fit the autoencoder on (B, T, 3, H, W) batches for `steps` steps; return it with its scale."""
     ae = Autoencoder(model_cfg.latent_channels, model_cfg.latent_downsample).to(device)
     opt = torch.optim.AdamW(ae.parameters(), lr=lr)
-    for _ in range(steps):
+    for step in range(steps):
         x = next(frame_batches).flatten(0, 1).to(device)
         loss = autoencoder_loss(ae, x)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"autoencoder loss became {loss.item()}")
+        check_finite(loss.item(), None, step, None)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -110,11 +113,14 @@ def train_autoencoder(model_cfg, frame_batches, steps: int, lr: float, device) -
 
 
 def save_codec(codec: LatentCodec, run_dir: Path, model_cfg) -> None:
-    tmp = Path(run_dir) / f".{AE_FILE}.tmp"
     meta = {"scale": json.dumps(codec.scale), "latent_channels": str(model_cfg.latent_channels),
             "downsample": str(model_cfg.latent_downsample)}
-    save_file({k: v.detach().cpu().contiguous() for k, v in codec.ae.state_dict().items()}, tmp, metadata=meta)
-    os.replace(tmp, Path(run_dir) / AE_FILE)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in codec.ae.state_dict().items()}
+    bad = first_non_finite(tensors)
+    if bad is not None:
+        raise TrainingDiverged(f"autoencoder tensor {bad!r} is not finite: nothing was written; lower --lr")
+    with atomic_path(Path(run_dir) / AE_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def load_codec(run_dir: Path, model_cfg, device="cpu"):
@@ -127,5 +133,9 @@ def load_codec(run_dir: Path, model_cfg, device="cpu"):
     with safe_open(str(path), framework="pt") as f:
         scale = json.loads(f.metadata()["scale"])
     ae = Autoencoder(model_cfg.latent_channels, model_cfg.latent_downsample)
-    ae.load_state_dict(load_file(str(path), device=str(device)))
+    tensors = load_file(str(path), device=str(device))
+    bad = first_non_finite(tensors)
+    if bad is not None:
+        raise UserError(f"{path}: tensor {bad!r} holds NaN or infinite values; this autoencoder cannot be used")
+    load_weights_into(ae, tensors, path)
     return LatentCodec(ae.to(device), scale)

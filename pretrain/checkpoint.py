@@ -1,99 +1,84 @@
-"""A run directory's checkpoint: safetensors for tensors, JSON for everything else, swapped in whole.
+"""A world-model run directory in WorldLoom's checkpoint format (`worldloom.checkpoint`, kind "world_model").
 
 ```
 RUN/
-├── config.json              the TrainConfig and the model config that made the run
-├── checkpoint/              the last good checkpoint (replaced atomically)
+├── config.json              format_version, kind, the TrainConfig, model and flow configs that made the run
+├── autoencoder.safetensors  latent presets only: the frame autoencoder (autoencoder.py)
+├── checkpoint/              the last good checkpoint (replaced whole)
 │   ├── model.safetensors    raw weights
 │   ├── ema.safetensors      EMA weights (what eval and rollout use)
-│   ├── optimizer.safetensors  AdamW moments, one tensor per (param index, name)
-│   └── state.json           step, planned steps, optimizer param groups, elapsed time
+│   ├── optimizer.safetensors, state.json   AdamW state; step, planned steps, elapsed time
 ├── metrics.csv, curves.png
 ```
-Never pickle: optimizer state is flattened to tensors plus JSON (torch.load is not used).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
-CHECKPOINT_DIR = "checkpoint"
+from worldloom import checkpoint as ckpt
+from worldloom.errors import UserError
 
-
-def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    """An optimizer state_dict as flat tensors (`state.<i>.<name>`) plus its JSON-able param groups."""
-    sd = opt.state_dict()
-    tensors = {f"state.{i}.{k}": torch.as_tensor(v).contiguous() for i, s in sd["state"].items() for k, v in s.items()}
-    return tensors, sd["param_groups"]
+KIND = "world_model"
+CHECKPOINT_DIR = ckpt.CHECKPOINT_DIR
 
 
-def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        _, i, name = key.split(".", 2)
-        state.setdefault(int(i), {})[name] = value
-    opt.load_state_dict({"state": state, "param_groups": groups})
+def read_config(run_dir: str | Path) -> dict:
+    """config.json of a world-model run (checked: format version and kind), or a one-line UserError."""
+    return ckpt.read_run_config(run_dir, KIND)
 
 
-def save_checkpoint(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, state: dict) -> Path:
-    """Write a whole checkpoint under a temporary name, then swap it for the old one."""
-    run_dir = Path(run_dir)
-    tmp = run_dir / f".{CHECKPOINT_DIR}-{uuid.uuid4().hex[:8]}.tmp"
-    tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-    save_file({k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}, tmp / "ema.safetensors")
-    tensors, groups = optimizer_to_tensors(opt)
-    save_file({k: v.cpu() for k, v in tensors.items()}, tmp / "optimizer.safetensors")
-    (tmp / "state.json").write_text(json.dumps({**state, "param_groups": groups}, indent=1))
-    final = run_dir / CHECKPOINT_DIR
-    old = run_dir / f".{CHECKPOINT_DIR}-old-{uuid.uuid4().hex[:8]}"
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
+def has_checkpoint(run_dir: str | Path) -> bool:
+    return ckpt.has_checkpoint(run_dir)
 
 
-def has_checkpoint(run_dir: Path) -> bool:
-    return (Path(run_dir) / CHECKPOINT_DIR / "state.json").exists()
+def save_checkpoint(run_dir: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
+                    state: dict) -> Path:
+    """Weights, EMA weights, optimizer and loop state, written whole (a non-finite tensor: TrainingDiverged)."""
+    return ckpt.save_checkpoint(run_dir, KIND, {"model": model.state_dict(), "ema": ema.state_dict()}, state,
+                                optimizer=opt)
 
 
 def load_checkpoint(run_dir: Path, model, ema, opt, device="cpu") -> dict:
-    """Restore model, EMA and optimizer in place; return the state dict (step, ...)."""
-    ckpt = Path(run_dir) / CHECKPOINT_DIR
-    model.load_state_dict(load_file(ckpt / "model.safetensors", device=str(device)))
-    ema.load_state_dict(load_file(ckpt / "ema.safetensors", device=str(device)))
-    state = json.loads((ckpt / "state.json").read_text())
-    optimizer_from_tensors(opt, load_file(ckpt / "optimizer.safetensors", device=str(device)), state.pop("param_groups"))
+    """Restore model, EMA and optimizer in place; return the loop state (step, ...)."""
+    tensors, state = ckpt.load_checkpoint(run_dir, KIND, ("model", "ema"), optimizer=opt, device=device)
+    ckpt.load_weights_into(model, tensors["model"], Path(run_dir) / CHECKPOINT_DIR / "model.safetensors")
+    ckpt.load_weights_into(ema, tensors["ema"], Path(run_dir) / CHECKPOINT_DIR / "ema.safetensors")
     return state
 
 
-def load_weights(run_dir: Path, which: str = "ema", device="cpu") -> dict[str, torch.Tensor]:
-    """Weights only: `ema` (default, for sampling) or `model`."""
-    return load_file(Path(run_dir) / CHECKPOINT_DIR / f"{which}.safetensors", device=str(device))
-
-
-def load_world_model(run_dir: Path, which: str = "ema", device="cpu"):
+def load_world_model(run_dir: str | Path, which: str = "ema", device="cpu"):
     """A trained run as (WorldModel in eval mode with `which` weights, config.json dict, frame codec)."""
-    from worldloom.errors import UserError
-
     from .autoencoder import load_codec
-    from .model import WorldModel, WorldModelConfig
+    from .model import WorldModel
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists() or not has_checkpoint(run_dir):
-        raise UserError(f"{run_dir}: not a trained world model run (config.json and checkpoint/ expected); train one with `worldloom pretrain`")
-    doc = json.loads((run_dir / "config.json").read_text())
-    if "camera_fov_deg" not in doc["model"]:
-        raise UserError(f"{run_dir}: a run from before the camera warp (its action features differ); retrain it")
-    cfg = WorldModelConfig(**doc["model"])
-    model = WorldModel(cfg)
-    model.load_state_dict(load_weights(run_dir, which, device))
+    doc = read_config(run_dir)  # the format version and the kind
+    cfg = check_config(doc, run_dir / ckpt.CONFIG_FILE)["model"]  # every section typed and checked
+    model = ckpt.load_model(run_dir, KIND, lambda: WorldModel(cfg), which=which, device=device)
     return model.to(device).eval(), doc, load_codec(run_dir, cfg, device)
+
+
+def check_config(doc: object, path: Path) -> dict:
+    """config.json's sections as their dataclasses (train, model, flow, data), each value typed and
+    checked; UserError naming the file and the field otherwise (worldloom.untrusted)."""
+    from worldloom.datasets import LABEL_SOURCES
+    from worldloom.untrusted import MAX_CONFIG_INT, MAX_EXACT_INT, dataclass_from_json
+
+    from .data import SourceSpec
+    from .flow import FlowConfig
+    from .model import WorldModelConfig
+    from .train import TrainConfig
+
+    if not isinstance(doc, dict):
+        raise UserError(f"{path}: holds a JSON {type(doc).__name__}, expected an object; restore the run from its source")
+    classes = {"train": (TrainConfig, False, MAX_EXACT_INT), "model": (WorldModelConfig, True, MAX_CONFIG_INT),
+               "flow": (FlowConfig, False, MAX_CONFIG_INT), "data": (SourceSpec, True, MAX_EXACT_INT)}
+    sections = {name: dataclass_from_json(cls, doc.get(name), source=path, field=name, require_all=strict, max_int=bound)
+                for name, (cls, strict, bound) in classes.items()}
+    unknown = sorted(set(sections["data"].label_sources) - set(LABEL_SOURCES))
+    if unknown:
+        raise UserError(f"{path}: data.label_sources holds {unknown[0]!r}, not one of {LABEL_SOURCES}; restore the run from its source")
+    return sections

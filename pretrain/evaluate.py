@@ -1,6 +1,6 @@
 """Score a trained world model on held-out episodes, beside baselines.
 
-    worldloom pretrain eval --model runs/wm --data data/heldout [--idm runs/idm-b] [--out DIR]
+    worldloom pretrain eval --model runs/wm --data data/heldout [--idm runs/idm-b] [--out DIR] [--sample.num-steps 4]
 
     from worldloom.pretrain.evaluate import EvalConfig, evaluate
     report = evaluate(EvalConfig(model="runs/wm", data=("data/heldout",)))
@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -31,6 +30,8 @@ import torch.nn.functional as F
 
 from worldloom.config import doc
 from worldloom.errors import UserError
+from worldloom.io import atomic_path, atomic_write_text
+from worldloom.paths import redact_json
 
 from .checkpoint import load_world_model
 from .data import frames_to_model, model_to_frames
@@ -42,37 +43,24 @@ from .model import encode_actions, shift_actions
 class EvalConfig:
     model: str = doc("world model run directory")
     data: tuple[str, ...] = doc("held-out labeled dataset directories")
-    idm: str | None = doc("IDM run for controllability (not the one that labeled the training data)", None)
+    idm: str | None = doc("IDM run for controllability (not the one that labeled the training data), or "
+                          "vpt:PATH/4x_idm.weights: OpenAI's IDM, the published judge", None)
     out: str | None = doc("output directory (default: MODEL/eval)", None)
     horizon: int = doc("rollout frames after the context", 16)
     num_clips: int = doc("clips scored (evenly spread over the episodes)", 32)
     batch_size: int = doc("clips generated at once", 16)
-    num_steps: int = doc("Euler steps per generated frame (1 = the posterior mean, best PSNR)", 1)
-    guidance: float = doc("classifier-free guidance on actions (1 = none)", 1.0)
-    context_noise: float = doc("noise level the context is kept at while sampling (0: clean; the per-frame "
-                               "PSNR of a static frame drops from about 54 to 34 dB at 0.02)", 0.0)
-    generated_noise: float = doc("noise level generated frames are kept at when fed back as context (0: clean; "
-                                 "0.05 lifts PSNR past 16 frames but lowers ΔPSNR within 16)", 0.0)
+    sample: SampleConfig = doc("how frames are sampled", SampleConfig(num_steps=1, context_noise=0.0))
     next_frame_positions: int = doc("teacher-forced next-frame predictions per clip", 4)
     seed: int = doc("sampling seed", 0)
 
     def __post_init__(self):
         if not self.data:
-            raise UserError("no dataset given: pass --data DIR")
-        for name in ("horizon", "num_clips", "batch_size", "num_steps", "next_frame_positions"):
+            raise ValueError("no dataset given: pass --data DIR")
+        for name in ("horizon", "num_clips", "batch_size", "next_frame_positions"):
             if getattr(self, name) < 1:
-                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
-        try:
-            _ = self.sample
-        except ValueError as err:
-            raise UserError(str(err)) from None
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.next_frame_positions > self.horizon:
-            raise UserError(f"next_frame_positions ({self.next_frame_positions}) must be <= horizon ({self.horizon})")
-
-    @property
-    def sample(self) -> SampleConfig:
-        return SampleConfig(num_steps=self.num_steps, guidance=self.guidance, context_noise=self.context_noise,
-                            generated_noise=self.generated_noise)
+            raise ValueError(f"next_frame_positions ({self.next_frame_positions}) must be <= horizon ({self.horizon})")
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -212,8 +200,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     context = model.cfg.num_frames - 1
     clips = eval_clips(cfg.data, context + cfg.horizon, cfg.num_clips)
     gen = generate(model, codec, clips, cfg, model.cfg.image_size)
-    report = {"model": str(cfg.model), "data": list(cfg.data), "num_clips": int(len(clips["frames"])), "context": context,
-              "horizon": cfg.horizon, "num_steps": cfg.num_steps, "guidance": cfg.guidance,
+    report = {"model": str(cfg.model), "data": redact_json(list(cfg.data)), "num_clips": int(len(clips["frames"])), "context": context,
+              "horizon": cfg.horizon, "sample": dataclasses.asdict(cfg.sample),
               "label_sources_trained": run_doc.get("data", {}).get("label_sources"),
               "use_actions": run_doc["train"].get("use_actions", True),
               **image_scores(gen, context, cfg.horizon, cfg.next_frame_positions),
@@ -222,8 +210,8 @@ def evaluate(cfg: EvalConfig) -> dict:
         report["controllability"] = controllability(cfg.idm, gen, clips, context, cfg.horizon)
     out = Path(cfg.out) if cfg.out else Path(cfg.model) / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    _write(out / "eval.json", json.dumps(report, indent=1))
-    _write(out / "eval.md", to_markdown(report))
+    atomic_write_text(out / "eval.json", json.dumps(report, indent=1))
+    atomic_write_text(out / "eval.md", to_markdown(report))
     plot(report, out / "eval.png")
     return report
 
@@ -231,7 +219,7 @@ def evaluate(cfg: EvalConfig) -> dict:
 def to_markdown(r: dict) -> str:
     nf, ro, d = r["next_frame"], r["rollout"], r["delta_psnr"]
     lines = [f"# World model eval: {r['model']}", "",
-             f"{r['num_clips']} held-out clips, {r['context']} context frames, {r['num_steps']} Euler steps/frame, guidance {r['guidance']}.", "",
+             f"{r['num_clips']} held-out clips, {r['context']} context frames, {r['sample']['num_steps']} Euler steps/frame, guidance {r['sample']['guidance']}.", "",
              "| metric | model | copy-last-frame |", "|---|---|---|",
              f"| next-frame PSNR (dB) | {nf['psnr']:.2f} | {nf['copy_last_psnr']:.2f} |",
              f"| next-frame SSIM | {nf['ssim']:.3f} | {nf['copy_last_ssim']:.3f} |",
@@ -278,13 +266,6 @@ def plot(r: dict, path: Path) -> None:
         ax.set_title(f"rollout {name}")
         ax.legend()
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=80)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
-    os.replace(tmp, path)
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

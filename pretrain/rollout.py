@@ -1,6 +1,6 @@
 """Roll a trained world model out on an episode's actions, beside the real frames, into a video.
 
-    worldloom rollout --model runs/wm --data data/heldout --episode ep-000 --horizon 64 --out rollout.mp4
+    worldloom pretrain rollout --model runs/wm --data data/heldout --episode ep-000 --horizon 64 --out rollout.mp4
 
     from worldloom.pretrain.rollout import RolloutConfig, rollout_episode
     path = rollout_episode(RolloutConfig(model="runs/wm", data="data/heldout", episode="ep-000", out="r.gif"))
@@ -13,7 +13,6 @@ frames, a red bar over generated ones). mp4 (H.264 via PyAV) or gif, by the exte
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 
 from worldloom.config import doc
 from worldloom.errors import UserError
+from worldloom.io import write_video
 
 from .checkpoint import load_world_model
 from .data import frames_to_model, model_to_frames
@@ -37,29 +37,16 @@ class RolloutConfig:
     out: str = doc("output video: .mp4 or .gif")
     horizon: int = doc("frames to generate", 64)
     start: int = doc("first context step in the episode", 0)
-    num_steps: int = doc("Euler steps per frame", 4)
-    guidance: float = doc("classifier-free guidance on actions (1 = none)", 1.0)
-    context_noise: float = doc("noise level the context is kept at while sampling", 0.02)
-    generated_noise: float = doc("noise level generated frames are kept at when fed back as context (0: clean; "
-                                 "0.05 lifts PSNR past 16 frames but greys the picture)", 0.0)
+    sample: SampleConfig = doc("how frames are sampled", SampleConfig(num_steps=4, context_noise=0.02))
     scale: int = doc("pixel upscaling of the video", 4)
     fps: float = doc("video frame rate (0 = the dataset's)", 0.0)
     seed: int = doc("sampling seed", 0)
 
     def __post_init__(self):
         if Path(self.out).suffix.lower() not in (".mp4", ".gif"):
-            raise UserError(f"--out must end in .mp4 or .gif, got {self.out!r}")
+            raise ValueError(f"out must end in .mp4 or .gif, got {self.out!r}")
         if self.horizon < 1 or self.start < 0 or self.scale < 1:
-            raise UserError(f"need horizon >= 1, start >= 0, scale >= 1; got {self.horizon}, {self.start}, {self.scale}")
-        try:
-            _ = self.sample
-        except ValueError as err:
-            raise UserError(str(err)) from None
-
-    @property
-    def sample(self) -> SampleConfig:
-        return SampleConfig(num_steps=self.num_steps, guidance=self.guidance, context_noise=self.context_noise,
-                            generated_noise=self.generated_noise)
+            raise ValueError(f"need horizon >= 1, start >= 0, scale >= 1; got {self.horizon}, {self.start}, {self.scale}")
 
 
 def side_by_side(truth: np.ndarray, generated: np.ndarray, context: int, scale: int) -> np.ndarray:
@@ -73,30 +60,6 @@ def side_by_side(truth: np.ndarray, generated: np.ndarray, context: int, scale: 
     out[:context, :bar, W * scale + gap:] = (40, 180, 60)  # real context
     out[context:, :bar, W * scale + gap:] = (220, 40, 40)  # generated
     return out
-
-
-def write_video(frames: np.ndarray, path: Path, fps: float) -> None:
-    """(T, H, W, 3) uint8 -> mp4 (H.264, yuv420p) or gif, written to a temporary name then renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    if path.suffix.lower() == ".gif":
-        from PIL import Image
-
-        images = [Image.fromarray(f) for f in frames]
-        images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    else:
-        import av
-
-        frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # yuv420p wants even sizes
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=round(fps))
-            stream.height, stream.width = frames.shape[1:3]
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": "18"}
-            for f in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-            container.mux(stream.encode())
-    os.replace(tmp, path)
 
 
 def rollout_episode(cfg: RolloutConfig) -> dict:
@@ -126,5 +89,5 @@ def rollout_episode(cfg: RolloutConfig) -> dict:
     seconds = time.perf_counter() - t0
     truth = model_to_frames(x[0]).numpy()
     generated = np.concatenate([truth[:context], model_to_frames(frames[0]).numpy()])
-    write_video(side_by_side(truth, generated, context, cfg.scale), Path(cfg.out), cfg.fps or ds.spec.fps)
+    write_video(cfg.out, side_by_side(truth, generated, context, cfg.scale), cfg.fps or ds.spec.fps)
     return {"out": cfg.out, "horizon": horizon, "context": context, "frames_per_s": horizon / seconds}

@@ -1,24 +1,23 @@
 """Train the world model: one process, or N Ray Train workers running the same function.
 
-    worldloom pretrain --data data/env --preset tiny --out runs/wm --minutes 20
-    worldloom pretrain --data data/env data/idm --weights 1 3 --out runs/wm --workers 2
-    worldloom pretrain --data data/env --preset large --out runs/wm-large --workers 8 --gpu
+    worldloom pretrain train --data data/env --preset tiny --out runs/wm --minutes 20
+    worldloom pretrain train --data data/env data/idm --weights 1 3 --out runs/wm --num-workers 2
+    worldloom pretrain train --data data/env --preset large --out runs/wm-large --device cuda --num-workers 0 --address auto
 
     from worldloom.pretrain.train import TrainConfig, main
     main(TrainConfig(data=("data/env",), out="runs/wm", max_steps=200))
 
 Running the same command again on the same --out resumes exactly (weights, EMA, optimizer,
 schedule and data position) from RUN/checkpoint. Writes RUN/config.json, metrics.csv and
-curves.png (layout in checkpoint.py).
+curves.png (layout: worldloom/checkpoint.py). A non-finite loss or gradient stops the run at
+once (exit 2) with the last good checkpoint kept. `--num-workers 0 --device cuda` trains with
+one Ray Train worker per GPU of the cluster.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
-import json
-import math
 import os
 import time
 from pathlib import Path
@@ -27,8 +26,19 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from worldloom import checkpoint as ckpt
+from worldloom.cluster import cluster_resources, ray_session
 from worldloom.config import doc, to_json_dict
 from worldloom.errors import UserError
+from worldloom.training import (
+    DEVICES,
+    MetricsLog,
+    TimeBudget,
+    check_device_name,
+    check_finite,
+    lr_at,
+    resolve_device,
+)
 
 from . import checkpoint
 from .autoencoder import AE_FILE, PixelCodec, load_codec, save_codec, train_autoencoder
@@ -37,12 +47,10 @@ from .data import check_sources, frames_to_model, to_model_inputs, train_batches
 from .flow import FlowConfig, flow_loss
 from .model import PRESETS, WorldModel, WorldModelConfig, num_params
 
-PLAN_AFTER_STEPS = 10  # --minutes: time this many steps (within the warmup), then fix the schedule's length
 FIT_PAIRS = 512  # frame pairs the camera field of view is fitted on (a few seconds on one core)
-
-
-class TrainingDiverged(UserError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+KIND = checkpoint.KIND
+METRIC_FIELDS = ("step", "loss", "lr", "grad_norm", "clips_per_s", "elapsed_s")
+CURVE_PANELS = (("loss", ("loss",), True), ("learning rate", ("lr",), False), ("clips/s", ("clips_per_s",), False))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,11 +58,13 @@ class TrainConfig:
     data: tuple[str, ...] = doc("dataset directories (labeled env, pseudo-labeled idm, or unlabeled)")
     out: str = doc("run directory (resumed if it holds a checkpoint)")
     preset: str = doc(f"model size: {', '.join(PRESETS)}", "tiny")
+    model: WorldModelConfig | None = doc("the model's shape, flag by flag on top of the preset's (e.g. --model.width 128)", None)
     weights: tuple[float, ...] | None = doc("sampling weight per dataset (default: by size)", None)
-    workers: int = doc("Ray Train workers (1 = plain process, no Ray)", 1)
-    gpu: bool = doc("train on GPUs (bf16 autocast)", False)
+    num_workers: int = doc("Ray Train workers (1: this process, no Ray; 0 with --device cuda: one per GPU of the cluster)", 1)
+    device: str = doc(f"where to train: {DEVICES} (cuda: bf16 autocast; with Ray Train, one GPU per worker)", "auto")
+    address: str | None = doc("Ray cluster to join for Ray Train (HOST:PORT or auto); unset: a local one on loopback", None)
     minutes: float = doc("time budget, all resumes included: the schedule is fitted to it after 10 steps, and training stops when it runs out (0 = none)", 0.0)
-    max_steps: int = doc("optimizer steps: the cosine schedule's length (an upper bound with --minutes)", 2000)
+    max_steps: int | None = doc("optimizer steps: the cosine schedule's length (default: 2000, or as many as --minutes allows)", None)
     batch_size: int = doc("clips per step per worker", 16)
     lr: float = doc("peak learning rate", 5e-4)
     warmup_steps: int = doc("linear warmup steps", 50)
@@ -76,52 +86,59 @@ class TrainConfig:
     stop_after: int = doc("stop (as if killed, checkpoint kept) after this many steps in this call; 0 = never", 0)
 
     def __post_init__(self):
+        if not self.data:
+            raise ValueError("no dataset given: pass --data DIR [DIR ...]")
         if self.preset not in PRESETS:
-            raise UserError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         if self.weights is not None and len(self.weights) != len(self.data):
-            raise UserError(f"--weights has {len(self.weights)} values for {len(self.data)} datasets; give one per --data")
+            raise ValueError(f"weights has {len(self.weights)} values for {len(self.data)} datasets; give one per --data")
         if self.weights is not None and (min(self.weights) < 0 or sum(self.weights) <= 0):
-            raise UserError(f"weights must be >= 0 with a positive sum, got {list(self.weights)}")
-        for name in ("workers", "max_steps", "batch_size", "checkpoint_every", "log_every"):
+            raise ValueError(f"weights must be >= 0 with a positive sum, got {list(self.weights)}")
+        for name in ("batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
-                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.num_workers < 0 or self.num_workers == 0 and not self.device.startswith("cuda"):
+            raise ValueError(f"num_workers must be >= 1 (0: one per GPU, with --device cuda), got {self.num_workers}")
         if self.minutes < 0 or self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip <= 0:
-            raise UserError(f"need minutes >= 0, lr > 0, warmup_steps >= 0, grad_clip > 0; got {self.minutes}, {self.lr}, {self.warmup_steps}, {self.grad_clip}")
+            raise ValueError(f"need minutes >= 0, lr > 0, warmup_steps >= 0, grad_clip > 0; got {self.minutes}, {self.lr}, {self.warmup_steps}, {self.grad_clip}")
         if not 0.0 <= self.ema_decay < 1.0:
-            raise UserError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        try:
-            _ = self.flow, self.model
-        except ValueError as err:
-            raise UserError(str(err)) from err
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        check_device_name(self.device)
+        _ = self.flow, self.model_config  # their own checks, naming the field
+
+    @classmethod
+    def nested_default(cls, name: str, values: dict) -> WorldModelConfig | None:
+        """`--model.*` flags apply on top of the preset's model (worldloom.config)."""
+        return PRESETS.get(values.get("preset", "tiny")) if name == "model" else None
 
     @property
-    def model(self) -> WorldModelConfig:
-        """The preset, with the camera field of view once it is known (resolve_camera sets it before training)."""
-        return dataclasses.replace(PRESETS[self.preset], camera_fov_deg=self.camera_fov_deg or 0.0)
+    def model_config(self) -> WorldModelConfig:
+        """The preset (or `model`), with the camera field of view once it is known (resolve_camera sets it)."""
+        base = self.model if self.model is not None else PRESETS[self.preset]
+        return dataclasses.replace(base, camera_fov_deg=self.camera_fov_deg or 0.0)
 
     @property
     def flow(self) -> FlowConfig:
         return FlowConfig(action_dropout=self.action_dropout, p_sampling_pattern=self.p_sampling_pattern,
                           p_pure_noise=self.p_pure_noise)
 
+    @property
+    def gpu(self) -> bool:
+        """Training on GPUs (asked for and present: resolve_device warns when absent)."""
+        return self.device.startswith("cuda") and torch.cuda.is_available()
 
-def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
-    """Linear warmup, then cosine decay to a tenth of the peak at total_steps."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    frac = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+def lr_for(step: int, cfg: TrainConfig, total_steps: int) -> float:
+    """Linear warmup, then cosine decay to a tenth of the peak at total_steps (worldloom.training.lr_at)."""
+    return lr_at(step, peak_lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=total_steps, min_lr_ratio=0.1)
 
 
 @torch.no_grad()
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     for e, p in zip(ema.parameters(), model.parameters(), strict=True):
         e.lerp_(p.detach(), 1.0 - decay)
-
-
-def plan_steps(step: int, step_s: float, elapsed_s: float, cfg: TrainConfig) -> int:
-    """With --minutes: the schedule's length from the measured step time (saved, so resume is exact)."""
-    return max(step, min(cfg.max_steps, step + int((cfg.minutes * 60 - elapsed_s) / step_s)))
 
 
 def ema_decay_at(step: int, decay: float) -> float:
@@ -148,12 +165,13 @@ def available_memory_bytes(gpu: bool) -> int:
 
 
 def check_memory(cfg: TrainConfig) -> int:
-    need, have = estimate_memory_bytes(cfg.model, cfg.batch_size), available_memory_bytes(cfg.gpu)
-    per_host = need * (1 if cfg.gpu else cfg.workers)  # CPU workers share this machine's memory
+    mcfg = cfg.model_config
+    need, have = estimate_memory_bytes(mcfg, cfg.batch_size), available_memory_bytes(cfg.gpu)
+    per_host = need * (1 if cfg.gpu else max(1, cfg.num_workers))  # CPU workers share this machine's memory
     if per_host > 0.8 * have:
         raise UserError(
             f"preset {cfg.preset!r} with batch {cfg.batch_size} needs about {per_host / 2**30:.1f} GiB "
-            f"({'per GPU' if cfg.gpu else f'{cfg.workers} worker(s)'}) but {have / 2**30:.1f} GiB is free; "
+            f"({'per GPU' if cfg.gpu else f'{cfg.num_workers} worker(s)'}) but {have / 2**30:.1f} GiB is free; "
             "lower --batch-size or pick a smaller preset"
         )
     return need
@@ -161,14 +179,15 @@ def check_memory(cfg: TrainConfig) -> int:
 
 def fit_camera(cfg: TrainConfig) -> float:
     """The camera field of view that best turns frame t into frame t+1 on labeled training pairs (0: none helps)."""
-    if not cfg.use_actions or cfg.model.prediction != "x_skip":
+    mcfg = cfg.model_config
+    if not cfg.use_actions or mcfg.prediction != "x_skip":
         return 0.0
     batches = train_batches(cfg.data, 2, cfg.batch_size, cfg.seed + 2, cfg.weights)  # data enough to train is enough here
     prev, nxt, camera = [], [], []
     for _ in range(max(1, FIT_PAIRS // cfg.batch_size)):
         b = next(batches)
         keep = torch.as_tensor(b["has_action"]).bool()
-        x = frames_to_model(torch.as_tensor(b["frames"])[keep], cfg.model.image_size)  # (n, 2, 3, S, S)
+        x = frames_to_model(torch.as_tensor(b["frames"])[keep], mcfg.image_size)  # (n, 2, 3, S, S)
         prev.append(x[:, 0])
         nxt.append(x[:, 1])
         camera.append(torch.as_tensor(b["camera"])[keep][:, 0].float())  # applied between the two frames
@@ -179,9 +198,9 @@ def resolve_camera(cfg: TrainConfig) -> TrainConfig:
     """cfg with a known camera field of view: given, kept from the run being resumed, or fitted now."""
     if cfg.camera_fov_deg is not None:
         return cfg
-    path = Path(cfg.out) / "config.json"
-    if path.exists() and checkpoint.has_checkpoint(Path(cfg.out)):
-        fov = json.loads(path.read_text())["model"].get("camera_fov_deg", 0.0)
+    if checkpoint.has_checkpoint(Path(cfg.out)):  # the run's own, checked (a damaged file: one line)
+        doc = checkpoint.read_config(cfg.out)
+        fov = checkpoint.check_config(doc, Path(cfg.out) / ckpt.CONFIG_FILE)["model"].camera_fov_deg
     else:
         fov = fit_camera(cfg)
     return dataclasses.replace(cfg, camera_fov_deg=fov)
@@ -189,108 +208,104 @@ def resolve_camera(cfg: TrainConfig) -> TrainConfig:
 
 def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, Path]:
     """Validate data and memory, fit the camera warp, write config.json (or check it matches a run being resumed)."""
-    spec = check_sources(cfg.data, min_steps=cfg.model.num_frames)
+    spec = check_sources(cfg.data, min_steps=cfg.model_config.num_frames)
     need = check_memory(cfg)
     cfg = resolve_camera(cfg)
     run = Path(cfg.out)
     run.mkdir(parents=True, exist_ok=True)
-    doc_ = {"train": to_json_dict(cfg), "model": to_json_dict(cfg.model), "flow": to_json_dict(cfg.flow),
+    doc_ = {"train": to_json_dict(cfg), "model": to_json_dict(cfg.model_config), "flow": to_json_dict(cfg.flow),
             "data": dataclasses.asdict(spec), "memory_estimate_bytes": need}
-    path = run / "config.json"
-    if path.exists() and checkpoint.has_checkpoint(run):
-        old = json.loads(path.read_text())
-        if old["model"] != doc_["model"]:
-            raise UserError(f"{run} holds a run of another model ({old['train']['preset']}); pick a new --out")
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc_, indent=1))
-    os.replace(tmp, path)
+    if checkpoint.has_checkpoint(run):
+        old = checkpoint.read_config(run)
+        if old.get("model") != doc_["model"]:
+            raise UserError(f"{run} holds a run of another model ({old.get('train', {}).get('preset')}); pick a new --out")
+    ckpt.write_run_config(run, KIND, doc_)
     return cfg, run
 
 
 def prepare_codec(cfg: TrainConfig, run: Path, rank: int, world: int, device):
     """Pixel presets: the identity. Latent presets: train the autoencoder once (rank 0), then load it."""
-    if not cfg.model.latent_channels:
+    mcfg = cfg.model_config
+    if not mcfg.latent_channels:
         return PixelCodec()
     if rank == 0 and not (run / AE_FILE).exists():
         batches = train_batches(cfg.data, 2, cfg.batch_size, cfg.seed + 1, cfg.weights, cfg.loader_workers)
-        frames = (frames_to_model(b["frames"], cfg.model.image_size) for b in batches)
-        save_codec(train_autoencoder(cfg.model, frames, cfg.ae_steps, cfg.lr, device), run, cfg.model)
+        frames = (frames_to_model(b["frames"], mcfg.image_size) for b in batches)
+        save_codec(train_autoencoder(mcfg, frames, cfg.ae_steps, cfg.lr, device), run, mcfg)
     if world > 1:
         dist.barrier()
-    return load_codec(run, cfg.model, device)
+    return load_codec(run, mcfg, device)
 
 
 def train_worker(cfg: TrainConfig) -> dict:
     """The training loop every worker runs (rank 0 writes); distributed when a process group exists."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    device = torch.device(f"cuda:{torch.cuda.current_device()}" if cfg.gpu else "cpu")
+    device = torch.device(f"cuda:{torch.cuda.current_device()}") if cfg.gpu else torch.device("cpu")
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // (1 if cfg.gpu else world)))
     torch.manual_seed(cfg.seed)
-    run = Path(cfg.out)
-    model = WorldModel(cfg.model).to(device)
+    run, mcfg = Path(cfg.out), cfg.model_config
+    model = WorldModel(mcfg).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     state = {"step": 0, "elapsed_s": 0.0, "planned_steps": None}
     if checkpoint.has_checkpoint(run):
         state = checkpoint.load_checkpoint(run, model, ema, opt, device)
-    total = state["planned_steps"] or cfg.max_steps
-    planned = state["planned_steps"] is not None or not cfg.minutes
+    budget = TimeBudget(cfg.minutes, cfg.max_steps, state.get("planned_steps"))
     codec = prepare_codec(cfg, run, rank, world, device)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    batches = train_batches(cfg.data, cfg.model.num_frames, cfg.batch_size, cfg.seed,  # ClipStream deals by rank
+    batches = train_batches(cfg.data, mcfg.num_frames, cfg.batch_size, cfg.seed,  # ClipStream deals by rank
                             cfg.weights, cfg.loader_workers, skip=state["step"])
-    log = _Logger(run, enabled=rank == 0, resume=state["step"] > 0)
-    bar = tqdm(total=total, initial=state["step"], desc="pretrain", unit="step", disable=rank != 0, dynamic_ncols=True)
+    log = MetricsLog(run, METRIC_FIELDS, resume_step=state["step"], panels=CURVE_PANELS, enabled=rank == 0)
+    bar = tqdm(total=budget.total_steps, initial=state["step"], desc="pretrain", unit="step", disable=rank != 0,
+               dynamic_ncols=True)
     start_time, start_elapsed, step = time.perf_counter(), state["elapsed_s"], state["step"]
-    state_step0 = step
-    last_log = time.perf_counter()
-    while step < total:
-        batch = next(batches)
-        x, action, has = (t.to(device) for t in to_model_inputs(batch, cfg.model.image_size, cfg.use_actions))
-        x = codec.encode(x)  # pixels, or autoencoder latents
-        lr = lr_at(step, cfg, total)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        gen = torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step * world + rank)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.gpu):
-            loss = flow_loss(net, x, action, has, cfg.flow, generator=gen)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        loss_all = _mean(loss.detach(), world)
-        if not torch.isfinite(loss_all) or not torch.isfinite(grad_norm):
-            kept = f"the last good checkpoint (step {state['step']}) is kept in {run / checkpoint.CHECKPOINT_DIR}" if checkpoint.has_checkpoint(run) else "no checkpoint was written yet"
-            raise TrainingDiverged(f"loss became {loss_all.item()} at step {step}; {kept}; lower --lr or check the data")
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        update_ema(ema, model, ema_decay_at(step, cfg.ema_decay))
-        step += 1
-        bar.update(1)
-        elapsed = start_elapsed + time.perf_counter() - start_time
-        if step - state_step0 == 2:
-            probe_start = (step, time.perf_counter())
-        if not planned and step - state_step0 == PLAN_AFTER_STEPS:
-            step_s = (time.perf_counter() - probe_start[1]) / (step - probe_start[0])
-            total = _agree(plan_steps(step, step_s, elapsed, cfg), device)
-            bar.total, planned = total, True
-        out_of_time = bool(_agree(int(cfg.minutes > 0 and elapsed > cfg.minutes * 60), device))
-        stopping = out_of_time or (cfg.stop_after > 0 and step - state_step0 >= cfg.stop_after)
-        if step % cfg.log_every == 0 or step == total or stopping:
-            now = time.perf_counter()
-            clips_s = cfg.batch_size * world * min(cfg.log_every, step) / max(1e-9, now - last_log)
-            last_log = now
-            log.row(step=step, loss=loss_all.item(), lr=lr, grad_norm=float(grad_norm), clips_per_s=clips_s, elapsed_s=elapsed)
-            bar.set_postfix(loss=f"{loss_all.item():.4f}", lr=f"{lr:.1e}")
-        if step % cfg.checkpoint_every == 0 or step == total or stopping:
-            state = {"step": step, "elapsed_s": elapsed, "planned_steps": total if planned else None, "world_size": world}
-            if rank == 0:
-                checkpoint.save_checkpoint(run, model, ema, opt, state)
-                log.plot()
-            if world > 1:
-                dist.barrier()
-        if stopping:
-            break
-    bar.close()
-    return {"step": step, "planned_steps": total}
+    step0, last_log = step, time.perf_counter()
+    last_good = f"{run / checkpoint.CHECKPOINT_DIR} (step {step})" if step else None
+    try:
+        while step < budget.total_steps:
+            batch = next(batches)
+            x, action, has = (t.to(device) for t in to_model_inputs(batch, mcfg.image_size, cfg.use_actions))
+            x = codec.encode(x)  # pixels, or autoencoder latents
+            lr = lr_for(step, cfg, budget.total_steps)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            gen = torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step * world + rank)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.gpu):
+                loss = flow_loss(net, x, action, has, cfg.flow, generator=gen)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            loss_all = _mean(loss.detach(), world)
+            check_finite(loss_all.item(), float(grad_norm), step, last_good)  # every rank sees the same mean
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            update_ema(ema, model, ema_decay_at(step, cfg.ema_decay))
+            step += 1
+            bar.update(1)
+            elapsed = start_elapsed + time.perf_counter() - start_time
+            if budget.update(step, elapsed, step - step0):
+                budget.planned_steps = _agree(budget.planned_steps, device)  # rank 0's plan on every rank
+                bar.total = budget.total_steps
+            out_of_time = bool(_agree(int(budget.out_of_time(elapsed)), device))
+            stopping = out_of_time or (cfg.stop_after > 0 and step - step0 >= cfg.stop_after)
+            if step % cfg.log_every == 0 or step == budget.total_steps or stopping:
+                now = time.perf_counter()
+                clips_s = cfg.batch_size * world * min(cfg.log_every, step - step0) / max(1e-9, now - last_log)
+                last_log = now
+                log.row(step=step, loss=loss_all.item(), lr=lr, grad_norm=float(grad_norm), clips_per_s=clips_s, elapsed_s=elapsed)
+                bar.set_postfix(loss=f"{loss_all.item():.4f}", lr=f"{lr:.1e}")
+            if step % cfg.checkpoint_every == 0 or step == budget.total_steps or stopping:
+                if rank == 0:
+                    checkpoint.save_checkpoint(run, model, ema, opt, {"step": step, "elapsed_s": elapsed,
+                                                                      "world_size": world, **budget.state()})
+                    log.write()
+                last_good = f"{run / checkpoint.CHECKPOINT_DIR} (step {step})"
+                if world > 1:
+                    dist.barrier()
+            if stopping:
+                break
+    finally:
+        bar.close()
+    return {"step": step, "planned_steps": budget.total_steps}
 
 
 def _mean(value: torch.Tensor, world: int) -> torch.Tensor:
@@ -310,82 +325,42 @@ def _agree(value: int, device) -> int:
     return int(t.item())
 
 
-class _Logger:
-    """metrics.csv rows and curves.png on rank 0."""
-
-    FIELDS = ("step", "loss", "lr", "grad_norm", "clips_per_s", "elapsed_s")
-
-    def __init__(self, run: Path, enabled: bool, resume: bool):
-        self.path, self.enabled = run / "metrics.csv", enabled
-        if enabled and (not resume or not self.path.exists()):
-            with open(self.path, "w", newline="") as f:
-                csv.writer(f).writerow(self.FIELDS)
-
-    def row(self, **values) -> None:
-        if self.enabled:
-            with open(self.path, "a", newline="") as f:
-                csv.writer(f).writerow([f"{values[k]:.6g}" if isinstance(values[k], float) else values[k] for k in self.FIELDS])
-
-    def plot(self) -> None:
-        if self.enabled:
-            plot_curves(self.path, self.path.parent / "curves.png")
-
-
-def plot_curves(metrics_csv: Path, out_png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with open(metrics_csv) as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return
-    steps = [int(r["step"]) for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    for ax, key, log in zip(axes, ("loss", "lr", "clips_per_s"), (True, False, False), strict=True):
-        ax.plot(steps, [float(r[key]) for r in rows])
-        ax.set_title(key)
-        ax.set_xlabel("step")
-        if log:
-            ax.set_yscale("log")
-    fig.tight_layout()
-    tmp = out_png.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, out_png)
-
-
 def _ray_loop(config: dict) -> None:
-    train_worker(TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}))
+    model = config.pop("model", None)
+    cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()},
+                      model=WorldModelConfig(**model) if model else None)
+    train_worker(cfg)
 
 
 def run_ray(cfg: TrainConfig) -> None:
-    """The same train_worker on cfg.workers Ray Train workers (gloo on CPU, nccl on GPU)."""
-    import ray
+    """The same train_worker on Ray Train workers (gloo on CPU, nccl on GPU), in the session
+    the caller opened (the pipeline's) or in one opened here (worldloom.cluster)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=None if cfg.gpu else max(cfg.workers, os.cpu_count() or 1), include_dashboard=False,
-                 log_to_driver=True)
-    abs_cfg = dataclasses.replace(cfg, out=str(Path(cfg.out).resolve()), data=tuple(_abs(d) for d in cfg.data))
-    trainer = TorchTrainer(
-        _ray_loop,
-        train_loop_config=to_json_dict(abs_cfg),
-        torch_config=TorchConfig(backend="nccl" if cfg.gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.gpu, resources_per_worker=None if cfg.gpu else {"CPU": 1}),
-        run_config=ray.train.RunConfig(name="ray-train", storage_path=str(Path(abs_cfg.out) / "ray")),
-    )
-    try:
-        trainer.fit()
-    except Exception as err:  # Ray wraps worker errors; a UserError inside stays a one-line message
-        cause = err
-        while cause is not None and not isinstance(cause, UserError):
-            cause = cause.__cause__ or getattr(cause, "cause", None)
-        if isinstance(cause, UserError):
-            raise UserError(str(cause)) from None
-        raise
+    with ray_session(cfg.address, None if cfg.gpu else max(cfg.num_workers, os.cpu_count() or 1)):
+        num_workers = cfg.num_workers or int(cluster_resources().get("GPU", 0))
+        if num_workers < 1:
+            raise UserError("--num-workers 0 asks for one worker per GPU, but the Ray cluster has no GPU; "
+                            "give --num-workers N or join a cluster with GPUs (--address)")
+        abs_cfg = dataclasses.replace(cfg, out=str(Path(cfg.out).resolve()), data=tuple(_abs(d) for d in cfg.data))
+        trainer = TorchTrainer(
+            _ray_loop,
+            train_loop_config=to_json_dict(abs_cfg),
+            torch_config=TorchConfig(backend="nccl" if cfg.gpu else "gloo"),
+            scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=cfg.gpu,
+                                                   resources_per_worker=None if cfg.gpu else {"CPU": 1}),
+            run_config=ray.train.RunConfig(name="ray-train", storage_path=str(Path(abs_cfg.out) / "ray")),
+        )
+        try:
+            trainer.fit()
+        except Exception as err:  # Ray wraps worker errors; a UserError inside stays a one-line message
+            cause = err
+            while cause is not None and not isinstance(cause, UserError):
+                cause = cause.__cause__ or getattr(cause, "cause", None)
+            if isinstance(cause, UserError):
+                raise UserError(str(cause)) from None
+            raise
 
 
 def _abs(path: str) -> str:
@@ -394,10 +369,12 @@ def _abs(path: str) -> str:
 
 def main(cfg: TrainConfig) -> Path:
     """Check inputs, fit the camera warp, train (in-process or on Ray Train), return the run directory."""
+    device = resolve_device(cfg.device)  # warns loudly when a GPU was asked for and is absent
     cfg, run = prepare_run(cfg)
-    print(f"pretrain: {cfg.preset} ({num_params(WorldModel(cfg.model)) / 1e6:.2f}M params) on {len(cfg.data)} dataset(s) -> {run}; "
-          f"camera field of view {cfg.model.camera_fov_deg:g} degrees")
-    if cfg.workers > 1:
+    mcfg = cfg.model_config
+    print(f"pretrain: {cfg.preset} ({num_params(WorldModel(mcfg)) / 1e6:.2f}M params) on {len(cfg.data)} dataset(s) -> {run}; "
+          f"device {device}; camera field of view {mcfg.camera_fov_deg:g} degrees")
+    if cfg.num_workers != 1:
         run_ray(cfg)
     else:
         train_worker(cfg)

@@ -29,8 +29,8 @@ import pytest
 import ray  # also puts its own psutil (ray/thirdparty_files) on sys.path for the helpers below
 
 from worldloom.capture import CaptureConfig, Recorder, capture, expand_specs, play_episode
-from worldloom.capture.cli import config_from_args
 from worldloom.capture.driver import target_roots
+from worldloom.config import dataclass_from_args
 from worldloom.datasets import Dataset, DatasetWriter, commit_shards, committed_episode_ids
 from worldloom.datasets.validate import validate
 from worldloom.envs import make_env, make_player
@@ -98,7 +98,7 @@ def _raw_environ(pid: int) -> bytes:
 def test_specs_are_deterministic_and_distinct():
     cfg = CaptureConfig(out="x", episodes=5, steps=10, resolution=RES, seed=3)
     specs = expand_specs(cfg)
-    assert specs == expand_specs(CaptureConfig(out="elsewhere", episodes=5, steps=10, resolution=RES, seed=3, workers=7))
+    assert specs == expand_specs(CaptureConfig(out="elsewhere", episodes=5, steps=10, resolution=RES, seed=3, num_workers=7))
     assert len({s.episode_id for s in specs}) == len({s.seed for s in specs}) == 5
     other = expand_specs(CaptureConfig(out="x", episodes=5, steps=10, resolution=RES, seed=4))
     assert not {s.seed for s in specs} & {s.seed for s in other}
@@ -112,7 +112,7 @@ def test_specs_are_deterministic_and_distinct():
     ("steps", -5, ["steps"]),
     ("resolution", 4, ["resolution"]),
     ("resolution", 100_000, ["resolution"]),
-    ("workers", 0, ["workers"]),
+    ("num_workers", 0, ["num_workers"]),
     ("episodes_per_shard", 0, ["episodes_per_shard"]),
     ("steps", 100_000, ["steps", "resolution", "GiB"]),
     ("codec", "gif", ["raw", "png", "jpeg"]),  # 100k frames of 128x128 held in memory
@@ -124,11 +124,11 @@ def test_config_rejects_nonsense(field, value, words):
 
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
-    assert cli_main(["capture", "--env", "doom", "--out", str(tmp_path / "d")]) == 2
+    assert cli_main(["capture", "run", "--env", "doom", "--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
     assert "doom" in err and "voxel" in err and err.count("\n") == 1
-    assert cli_main(["capture", "--resolution", "0", "--out", str(tmp_path / "d")]) == 2
-    assert cli_main(["capture", "--out", str(tmp_path / "d"), "--strip-actions", str(tmp_path / "d")]) == 2
+    assert cli_main(["capture", "run", "--resolution", "0", "--out", str(tmp_path / "d")]) == 2
+    assert cli_main(["capture", "run", "--out", str(tmp_path / "d"), "--strip-actions", str(tmp_path / "d")]) == 2
     assert not (tmp_path / "d").exists()
 
 
@@ -149,7 +149,7 @@ def test_recorder_without_ray_writes_what_play_episode_plays(tmp_path):
 
 def test_antialias_reaches_the_env_and_the_dataset(tmp_path):
     cfg = CaptureConfig(out=str(tmp_path / "d"), episodes=1, steps=6, resolution=RES, antialias=True)
-    assert config_from_args(_capture_args(["--out", cfg.out, "--antialias"])).antialias
+    assert dataclass_from_args(CaptureConfig, _parse(["capture", "run", "--out", cfg.out, "--antialias"])).antialias
     spec = expand_specs(cfg)[0]
     rec = Recorder({"env": cfg.out}, "voxel", RES, RES, env_options=cfg.env_options)
     commit_shards(cfg.out, rec.record([(spec, ("env",))])["shards"]["env"])
@@ -168,16 +168,6 @@ def test_antialias_reaches_the_env_and_the_dataset(tmp_path):
     del old["capture"]["antialias"]
     assert config_mismatch(plain, "env", old) is None
     assert "antialias" in config_mismatch(cfg, "env", old)
-
-
-def _capture_args(argv: list[str]):
-    import argparse
-
-    from worldloom.capture.cli import register
-
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(), "capture", "")
-    return parser.parse_args(["capture", *argv])
 
 
 def _make_dataset(cfg: CaptureConfig, count: int) -> None:
@@ -267,8 +257,8 @@ def test_driver_killed_and_started_again_resumes(tmp_path, ray_cluster):
     out = tmp_path / "d"
     # 600 steps an episode: long enough that the job cannot finish between two looks at the
     # dataset (with 200 it once committed all 12 episodes between two polls on a quiet machine)
-    argv = ["capture", "--env", "voxel", "--episodes", "12", "--steps", "600", "--resolution", str(RES),
-            "--workers", "2", "--out", str(out), "--no-progress"]
+    argv = ["capture", "run", "--env", "voxel", "--episodes", "12", "--steps", "600", "--resolution", str(RES),
+            "--num-workers", "2", "--out", str(out), "--no-progress"]
     ray_tmp = tempfile.mkdtemp(prefix="wld", dir="/tmp")
     env = {**os.environ, "RAY_TMPDIR": ray_tmp}
     proc = subprocess.Popen([sys.executable, "-m", "worldloom.pipeline.cli", *argv], env=env,
@@ -286,7 +276,7 @@ def test_driver_killed_and_started_again_resumes(tmp_path, ray_cluster):
         proc.kill()
         kill_tree_matching(ray_tmp)  # Ray fate-shares with its driver; this only makes sure
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    cfg = config_from_args(_parse(argv))
+    cfg = dataclass_from_args(CaptureConfig, _parse(argv))
     result = capture(cfg)  # on the module's cluster
     assert result.num_skipped >= len(done) and result.num_skipped + result.num_recorded == 12
     assert_exactly_once(out, cfg)
@@ -313,7 +303,7 @@ def ray_cluster():
 
 
 def test_rerun_completes_only_what_is_missing(tmp_path, ray_cluster):
-    cfg = CaptureConfig(out=str(tmp_path / "d"), episodes=5, steps=20, resolution=RES, workers=2, progress=False)
+    cfg = CaptureConfig(out=str(tmp_path / "d"), episodes=5, steps=20, resolution=RES, num_workers=2, progress=False)
     _make_dataset(cfg, 2)
     old = {p: d for p, d in tree_digest(tmp_path / "d").items() if "part-old" in p}
     result = capture(cfg)
@@ -326,7 +316,7 @@ def test_rerun_completes_only_what_is_missing(tmp_path, ray_cluster):
 
 
 def test_actor_killed_mid_episode_is_restarted_and_its_episode_redone(tmp_path, ray_cluster):
-    cfg = CaptureConfig(out=str(tmp_path / "d"), episodes=4, steps=300, resolution=96, workers=2, progress=False)
+    cfg = CaptureConfig(out=str(tmp_path / "d"), episodes=4, steps=300, resolution=96, num_workers=2, progress=False)
     import psutil
 
     killed: list[int] = []
@@ -362,7 +352,7 @@ def test_actor_killed_mid_episode_is_restarted_and_its_episode_redone(tmp_path, 
 
 def test_strip_actions_writes_footage_and_truth(tmp_path, ray_cluster):
     cfg = CaptureConfig(out=str(tmp_path / "footage"), strip_actions=str(tmp_path / "truth"), episodes=3, steps=16,
-                        resolution=RES, workers=2, progress=False)
+                        resolution=RES, num_workers=2, progress=False)
     capture(cfg)
     footage, truth = Dataset(cfg.out), Dataset(cfg.strip_actions)
     assert set(footage.episodes.column("label_source").to_pylist()) == {"none"}
@@ -379,7 +369,7 @@ def test_strip_actions_writes_footage_and_truth(tmp_path, ray_cluster):
 
 def test_crafter_goes_through_the_same_path(tmp_path, ray_cluster):
     cfg = CaptureConfig(out=str(tmp_path / "d"), env="crafter", player="random", episodes=3, steps=25, resolution=RES,
-                        workers=2, episodes_per_shard=2, progress=False)
+                        num_workers=2, episodes_per_shard=2, progress=False)
     capture(cfg)
     assert_exactly_once(cfg.out, cfg)
     assert len(Dataset(cfg.out).manifest["shards"]) == 2  # episodes_per_shard=2: a shard of 2, one of 1
@@ -399,7 +389,7 @@ def test_writes_to_s3_on_a_local_server(tmp_path, ray_cluster, monkeypatch):
         host, port = server.get_host_and_port()
         boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1").create_bucket(Bucket="worldloom-test")
         uri = f"s3://worldloom-test/runs/d?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
-        cfg = CaptureConfig(out=uri, episodes=3, steps=10, resolution=RES, workers=2, progress=False)
+        cfg = CaptureConfig(out=uri, episodes=3, steps=10, resolution=RES, num_workers=2, progress=False)
         assert capture(cfg).num_recorded == 3
         assert_exactly_once(uri, cfg)
         assert Dataset(uri).frames(expand_specs(cfg)[0].episode_id).frames.shape == (10, RES, RES, 3)
@@ -415,7 +405,7 @@ def test_full_disk_stops_with_a_clear_error_and_committed_shards_intact(tmp_path
     if mounted.returncode != 0:
         pytest.skip(f"a full disk needs a small tmpfs, and mounting one needs root: {mounted.stderr.decode().strip()}")
     try:
-        cfg = CaptureConfig(out=str(mnt / "d"), episodes=12, steps=60, resolution=128, workers=2, progress=False)
+        cfg = CaptureConfig(out=str(mnt / "d"), episodes=12, steps=60, resolution=128, num_workers=2, progress=False)
         with pytest.raises(UserError, match="No space left|cannot"):
             capture(cfg)
         committed = committed_episode_ids(cfg.out)

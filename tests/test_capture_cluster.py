@@ -58,7 +58,7 @@ def two_node_cluster(monkeypatch):
 def test_one_job_records_on_both_nodes(tmp_path, two_node_cluster):
     import ray
 
-    cfg = CaptureConfig(out=str(tmp_path / "d"), episodes=6, steps=40, resolution=64, workers=2,
+    cfg = CaptureConfig(out=str(tmp_path / "d"), episodes=6, steps=40, resolution=64, num_workers=2,
                         address=two_node_cluster, progress=False)
     try:
         result = capture(cfg)  # joins the cluster with ray.init(address=...), leaves it after

@@ -94,15 +94,15 @@ def test_minerl_missing_says_how_to_install():
 
 def test_cli_show_and_play(tmp_path, capsys):
     grid = tmp_path / "grid.png"
-    assert main(["envs", "show", "--env", "voxel", "--seeds", "0-1", "--warmup", "3", "--height", "64",
-                 "--width", "64", "--out", str(grid)]) == 0
+    assert main(["envs", "show", "--env", "voxel", "--seeds", "0-1", "--warmup", "3", "--resolution", "64",
+                 "--out", str(grid)]) == 0
     import cv2
 
     image = cv2.imread(str(grid))
     assert image.shape == (64, 128, 3)
     video = tmp_path / "play.mp4"
-    assert main(["envs", "play", "--env", "voxel", "--player", "mixture", "--steps", "10", "--height", "64",
-                 "--width", "64", "--out", str(video)]) == 0
+    assert main(["envs", "play", "--env", "voxel", "--player", "mixture", "--steps", "10", "--resolution", "64",
+                 "--out", str(video)]) == 0
     import av
 
     with av.open(str(video)) as container:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from worldloom.errors import UserError
 from worldloom.idm import checkpoint, infer, metrics
 from worldloom.idm.data import padded_frames
 from worldloom.idm.model import IDM, PRESETS, MotionBranch, num_parameters
-from worldloom.idm.train import TrainConfig, lr_at
+from worldloom.idm.train import TrainConfig
 from worldloom.idm.train import main as train_main
 from worldloom.pipeline.cli import main as cli
 
@@ -63,8 +64,8 @@ def voxel(tmp_path_factory):
 
 
 def micro_cfg(data, out, **kw) -> TrainConfig:
-    base = dict(data=(data,), out=str(out), preset="micro", steps=6, batch_size=2, warmup_steps=2,
-                eval_every=3, ckpt_every=2, val_windows=4, seed=0)
+    base = dict(data=(data,), out=str(out), preset="micro", max_steps=6, batch_size=2, warmup_steps=2,
+                eval_every=3, checkpoint_every=2, val_windows=4, seed=0)
     return TrainConfig(**{**base, **kw})
 
 
@@ -138,14 +139,6 @@ def test_window_plan_tiles_every_step_once(num_steps):
     assert (covered == 1).all()
 
 
-def test_lr_schedule_warms_up_then_decays():
-    cfg = TrainConfig(data=("x",), out="y", lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
-    assert lr_at(0, cfg, 100) == pytest.approx(1e-4)
-    assert lr_at(9, cfg, 100) == pytest.approx(1e-3)
-    assert lr_at(100, cfg, 100) == pytest.approx(1e-4)
-    assert lr_at(50, cfg, 100) < lr_at(20, cfg, 100)
-
-
 # --- metrics ----------------------------------------------------------------------------------
 
 def test_scores_and_baselines_on_known_actions():
@@ -187,10 +180,11 @@ def test_scores_and_baselines_on_known_actions():
 
 def test_train_eval_label_loop(voxel, tmp_path):
     run = tmp_path / "run"
-    assert cli(["idm", "train", "--data", voxel["labeled"], "--out", str(run), "--preset", "micro", "--steps", "4",
-                "--batch-size", "2", "--eval-every", "2", "--ckpt-every", "2", "--warmup-steps", "1"]) == 0
-    state = json.loads((run / "state.json").read_text())
-    assert state["step"] == 4 and (run / state["model_file"]).exists() and (run / "curves.png").exists()
+    assert cli(["idm", "train", "--data", voxel["labeled"], "--out", str(run), "--preset", "micro", "--max-steps", "4",
+                "--batch-size", "2", "--eval-every", "2", "--checkpoint-every", "2", "--warmup-steps", "1"]) == 0
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 4 and state["format_version"] == 1 and state["kind"] == "idm"
+    assert (run / "checkpoint" / "model.safetensors").exists() and (run / "curves.png").exists()
     assert [r["step"] for r in csv.DictReader((run / "metrics.csv").open())] == ["2", "4"]
 
     assert cli(["idm", "eval", "--model", str(run), "--data", voxel["unlabeled"], "--truth", voxel["labeled"],
@@ -202,7 +196,7 @@ def test_train_eval_label_loop(voxel, tmp_path):
     assert "| button_macro_f1 |" in (tmp_path / "eval" / "eval.md").read_text()
 
     out = tmp_path / "pseudo"
-    assert cli(["idm", "label", "--model", str(run), "--input", voxel["unlabeled"], "--out", str(out)]) == 0
+    assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(out)]) == 0
     ds, src = Dataset(out), Dataset(voxel["unlabeled"])
     assert sorted(ds.episode_ids) == ["ep-0", "ep-1", "ep-2"]
     clip = ds.frames("ep-1")
@@ -216,7 +210,7 @@ def test_train_eval_label_loop(voxel, tmp_path):
     # Running it again resumes: everything is committed already, nothing is relabeled.
     from worldloom.idm.label import LabelConfig, label
 
-    summary = label(LabelConfig(model=str(run), input=voxel["unlabeled"], out=str(out)))
+    summary = label(LabelConfig(model=str(run), data=voxel["unlabeled"], out=str(out)))
     assert summary["skipped_done"] == 3 and summary["labeled"] == []
 
 
@@ -224,10 +218,10 @@ def test_killed_run_resumes_to_the_same_weights(voxel, tmp_path):
     full = train_main(micro_cfg(voxel["labeled"], tmp_path / "full"))
     partial = tmp_path / "partial"
     train_main(micro_cfg(voxel["labeled"], partial), stop_after=5)  # killed after step 5: checkpoint at 4
-    assert json.loads((partial / "state.json").read_text())["step"] == 4
+    assert json.loads((partial / "checkpoint" / "state.json").read_text())["step"] == 4
     train_main(micro_cfg(voxel["labeled"], partial))
-    a = load_file(str(full / json.loads((full / "state.json").read_text())["model_file"]))
-    b = load_file(str(partial / json.loads((partial / "state.json").read_text())["model_file"]))
+    a = load_file(str(full / "checkpoint" / "model.safetensors"))
+    b = load_file(str(partial / "checkpoint" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     rows = [r["step"] for r in csv.DictReader((partial / "metrics.csv").open())]
     assert rows == ["3", "6"]
@@ -267,9 +261,10 @@ def test_bad_flags_and_missing_paths(voxel, tmp_path, capsys):
 
 
 def test_minutes_budget_shortens_the_schedule(voxel, tmp_path):
-    run = train_main(micro_cfg(voxel["labeled"], tmp_path / "r", steps=100_000, minutes=0.05, eval_every=5, ckpt_every=5))
-    state = json.loads((run / "state.json").read_text())
-    assert 1 <= state["step"] == state["total_steps"] < 100_000  # the schedule was cut to the budget
+    run = train_main(micro_cfg(voxel["labeled"], tmp_path / "r", max_steps=100_000, minutes=0.05, eval_every=5, checkpoint_every=5))
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert 1 <= state["step"] < 100_000  # the run stopped on time, far short of --max-steps
+    assert state["planned_steps"] is None or state["step"] <= state["planned_steps"] < 100_000
     assert state["elapsed_s"] < 0.05 * 60 * 1.05 + 30  # and it stopped near it (one slow step may overrun)
 
 
@@ -279,6 +274,28 @@ def test_scaling_curve_writes_csv_and_png(voxel, tmp_path):
     from worldloom.idm.scaling import main as scaling_main
 
     rows = scaling_main(ScalingConfig(data=(voxel["labeled"],), eval_data=(voxel["labeled"],), out=str(tmp_path / "s"),
-                                      hours=(0.0005, 0.01), preset="micro", steps=2, batch_size=2))
+                                      hours=(0.0005, 0.01), preset="micro", max_steps=2, batch_size=2))
     assert [r["hours"] for r in rows] == [0.0005, 0.01] and (tmp_path / "s" / "scaling.png").exists()
     assert all(0 <= r["button_accuracy_mean"] <= 1 for r in rows)
+
+
+def test_non_finite_loss_stops_training_and_a_nan_checkpoint_is_refused(voxel, tmp_path, capsys):
+    """Field case 08's kind: training stops at the first non-finite loss (exit 2, naming the step
+    and the last good checkpoint), never writes NaN weights, and no command loads such weights."""
+    run = tmp_path / "r"
+    assert cli(["idm", "train", "--data", voxel["labeled"], "--out", str(run), "--preset", "micro", "--max-steps", "20",
+                "--lr", "1e6", "--warmup-steps", "0", "--batch-size", "2", "--checkpoint-every", "1"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"at step \d+: training stopped; (the last good checkpoint is .*|no checkpoint was written)", err), err
+    for path in (run / "checkpoint").glob("*.safetensors"):  # whatever was written is finite
+        assert all(torch.isfinite(w).all() for w in load_file(str(path)).values()), path
+    good = train_main(micro_cfg(voxel["labeled"], tmp_path / "good", max_steps=1))
+    weights = load_file(str(good / "checkpoint" / "model.safetensors"))
+    weights[next(iter(weights))].view(-1)[0] = float("nan")  # a NaN slipped in by other means
+    from safetensors.torch import save_file
+
+    save_file(weights, str(good / "checkpoint" / "model.safetensors"))
+    assert cli(["idm", "eval", "--model", str(good), "--data", voxel["labeled"]]) == 2
+    assert "model.safetensors: tensor" in capsys.readouterr().err
+    assert cli(["idm", "label", "--model", str(good), "--data", voxel["unlabeled"], "--out", str(tmp_path / "p")]) == 2
+    assert "holds NaN or infinite values" in capsys.readouterr().err

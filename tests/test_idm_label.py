@@ -1,4 +1,5 @@
-"""`worldloom idm label` on plain video files written with OpenCV: resampling, bad files, the Ray pool."""
+"""`worldloom idm label` on plain video files: time from timestamps, chunks that do not change labels,
+resume by content, truncated files, bad files, the Ray pool."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ import json
 import cv2
 import numpy as np
 import pytest
+from conftest import ListeningSockets
 from test_idm import play, write_dataset
+from videos import frame_index, on_screen, truncate, write_video
 
 from worldloom.datasets import Dataset
+from worldloom.datasets.validate import validate
+from worldloom.datasets.video import read_video
 from worldloom.idm import checkpoint
 from worldloom.idm.label import LabelConfig, label
 from worldloom.idm.train import TrainConfig
 from worldloom.idm.train import main as train_main
-from worldloom.idm.video import read_chunks
 from worldloom.pipeline.cli import main as cli
 
 
@@ -32,8 +36,8 @@ def run(tmp_path_factory):
     """A micro IDM trained for two steps on real VoxelWorld play."""
     root = tmp_path_factory.mktemp("idm")
     data = write_dataset(root / "data", [play(24, 0), play(24, 1)])
-    return str(train_main(TrainConfig(data=(data,), out=str(root / "run"), preset="micro", steps=2, batch_size=2,
-                                      warmup_steps=1, eval_every=2, ckpt_every=2, val_fraction=0)))
+    return str(train_main(TrainConfig(data=(data,), out=str(root / "run"), preset="micro", max_steps=2, batch_size=2,
+                                      warmup_steps=1, eval_every=2, checkpoint_every=2, val_fraction=0)))
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +49,11 @@ def clip():
 def test_label_an_mp4_resampled_to_20_fps(run, clip, tmp_path):
     video = write_mp4(tmp_path / "play.mp4", clip, fps=30)
     out = tmp_path / "pseudo"
-    assert cli(["idm", "label", "--model", run, "--input", video, "--out", str(out), "--chunk-steps", "16"]) == 0
+    assert cli(["idm", "label", "--model", run, "--data", video, "--out", str(out), "--chunk-steps", "16"]) == 0
     ds = Dataset(out)
     assert ds.spec.fps == 20 and (ds.spec.height, ds.spec.width) == (64, 96)  # frames kept at their size
     assert ds.episode_ids == ["play.mp4:0000", "play.mp4:0001", "play.mp4:0002"]
-    decoded = np.concatenate([f for _, f in read_chunks(video, 1000, fps=20)])
+    decoded, _ = read_video(video, fps=20)
     assert len(decoded) == 40  # 60 frames at 30 fps -> 40 steps at 20
     stored = np.concatenate([ds.frames(e).frames for e in ds.episode_ids])
     assert np.array_equal(stored, decoded)  # the decoded frames, unchanged
@@ -58,7 +62,8 @@ def test_label_an_mp4_resampled_to_20_fps(run, clip, tmp_path):
     assert ((first.label_confidence > 0) & (first.label_confidence <= 1)).all()
     env_config = json.loads(ds.episodes.column("env_config")[1].as_py())
     assert env_config["source_fps"] == pytest.approx(30) and env_config["first_step"] == 16
-    assert "30 -> 20" in env_config["time_resampling"]
+    assert env_config["decode"]["timestamps"] == "pts" and not env_config["truncated"]
+    assert "presentation timestamps" in ds.manifest["config"]["time_resampling"]["rule"]
 
 
 def test_bad_files_are_reported_and_skipped(run, clip, tmp_path):
@@ -68,28 +73,28 @@ def test_bad_files_are_reported_and_skipped(run, clip, tmp_path):
     write_mp4(videos / "short.mp4", clip[:5], fps=20)  # fewer frames than the window of 8
     (videos / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 50)
     (videos / "empty.mp4").write_bytes(b"")
-    summary = label(LabelConfig(model=run, input=str(videos), out=str(tmp_path / "out")))
+    summary = label(LabelConfig(model=run, data=str(videos), out=str(tmp_path / "out")))
     errors = {f["input"].split("/")[-1]: f["error"] for f in summary["failed"]}
     assert summary["labeled"] == ["good.mp4"] and sorted(errors) == ["corrupt.mp4", "empty.mp4", "short.mp4"]
     assert "empty" in errors["empty.mp4"] and "fewer than the model's window" in errors["short.mp4"]
     assert Dataset(tmp_path / "out").episode_ids == ["good.mp4:0000"]
     # Run again: the good file is skipped as done, the bad ones fail again; the exit code says so.
-    assert cli(["idm", "label", "--model", run, "--input", str(videos), "--out", str(tmp_path / "out")]) == 1
+    assert cli(["idm", "label", "--model", run, "--data", str(videos), "--out", str(tmp_path / "out")]) == 1
 
 
 def test_one_unreadable_file_is_a_one_line_error(run, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("not a video")
-    assert cli(["idm", "label", "--model", run, "--input", str(tmp_path / "notes.txt"), "--out", str(tmp_path / "o")]) == 2
+    assert cli(["idm", "label", "--model", run, "--data", str(tmp_path / "notes.txt"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("worldloom idm: error:") and "notes.txt" in err
-    assert cli(["idm", "label", "--model", run, "--input", str(tmp_path / "none.mp4"), "--out", str(tmp_path / "o")]) == 2
+    assert cli(["idm", "label", "--model", run, "--data", str(tmp_path / "none.mp4"), "--out", str(tmp_path / "o")]) == 2
 
 
 def test_every_episode_labeled_already_needs_a_flag(run, tmp_path, capsys):
     data = write_dataset(tmp_path / "labeled", [play(12, 0)])
-    assert cli(["idm", "label", "--model", run, "--input", data, "--out", str(tmp_path / "o")]) == 2
+    assert cli(["idm", "label", "--model", run, "--data", data, "--out", str(tmp_path / "o")]) == 2
     assert "--all-episodes" in capsys.readouterr().err
-    assert cli(["idm", "label", "--model", run, "--input", data, "--out", str(tmp_path / "o"), "--all-episodes"]) == 0
+    assert cli(["idm", "label", "--model", run, "--data", data, "--out", str(tmp_path / "o"), "--all-episodes"]) == 0
     assert Dataset(tmp_path / "o").frames("ep-0").label_source == "idm"
 
 
@@ -102,9 +107,83 @@ def test_a_pool_of_ray_actors_labels_a_folder(run, clip, tmp_path):
     for i in range(3):
         write_mp4(videos / f"v{i}.mp4", clip[i * 5:i * 5 + 30], fps=20)
     try:
-        summary = label(LabelConfig(model=run, input=str(videos), out=str(tmp_path / "out"), num_workers=2, threads=1))
+        with ListeningSockets() as sockets:  # the pool's session (ray_session, local): on loopback only
+            summary = label(LabelConfig(model=run, data=str(videos), out=str(tmp_path / "out"), num_workers=2, threads=1))
     finally:
         ray.shutdown()
+    assert not sockets.outside_loopback(), "listening beyond loopback:\n" + sockets.table()
+    assert any(t.startswith("ray::Labeler") for ts in sockets.seen.values() for t in ts), sockets.table()
     assert sorted(summary["labeled"]) == ["v0.mp4", "v1.mp4", "v2.mp4"] and not summary["failed"]
     ds = Dataset(tmp_path / "out")
     assert sorted(ds.episode_ids) == ["v0.mp4:0000", "v1.mp4:0000", "v2.mp4:0000"] and ds.num_frames == 90
+
+
+def labels(root) -> dict[str, np.ndarray]:
+    """Frames and labels of a dataset's episodes, in episode-id order, joined."""
+    ds = Dataset(root)
+    clips = [ds.frames(e) for e in sorted(ds.episode_ids)]
+    return {k: np.concatenate([getattr(c, k) for c in clips]) for k in ("frames", "buttons", "camera", "label_confidence")}
+
+
+def test_labels_follow_presentation_timestamps(run, tmp_path):
+    """Field case 01: 10 fps for 2 s, then 40 fps; step k stores the frame on screen at k / 20 s."""
+    pts_ms = [int(t) for t in np.cumsum([0] + [100] * 20 + [25] * 19)]
+    video = write_video(tmp_path / "vfr.mp4", pts_ms=pts_ms)
+    assert cli(["idm", "label", "--model", run, "--data", video, "--out", str(tmp_path / "out"), "--fps", "20"]) == 0
+    assert frame_index(labels(tmp_path / "out")["frames"]) == on_screen(pts_ms, 20)
+    assert Dataset(tmp_path / "out").manifest["config"]["time_resampling"]["fps"] == 20
+
+
+def test_any_chunk_steps_gives_the_same_labels_at_every_step(run, clip, tmp_path):
+    """Field case 07: chunks of 3, 8 (the window) and 13 steps label every step as one pass does, to the bit."""
+    video = write_mp4(tmp_path / "play.mp4", clip[:45], fps=20)
+    results = {}
+    for chunk in (1000, 3, 8, 13):
+        out = tmp_path / f"out{chunk}"
+        label(LabelConfig(model=run, data=video, out=str(out), chunk_steps=chunk, batch_size=1))
+        results[chunk] = labels(out)
+        assert len(Dataset(out).episode_ids) == -(-45 // chunk)
+    for chunk in (3, 8, 13):
+        for key, value in results[1000].items():
+            assert np.array_equal(results[chunk][key], value), (chunk, key)
+
+
+def test_done_by_content_truncated_then_repaired_and_same_names_elsewhere(run, tmp_path, capsys):
+    """Field case 05: a cut download is reported, not counted as done; the repaired file replaces it;
+    the same name in another folder is another input."""
+    whole = write_video(tmp_path / "whole.mp4", num_frames=40, container_options={"movflags": "faststart"})
+    (tmp_path / "videos").mkdir()
+    clip_path = tmp_path / "videos" / "clip.mp4"
+    truncate(whole, clip_path)
+    out = str(tmp_path / "out")
+    assert cli(["idm", "label", "--model", run, "--data", str(tmp_path / "videos"), "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "clip.mp4: truncated: decoded" in err and "of the 40 frames its container lists" in err
+    assert Dataset(out).num_frames == 0  # skipped: nothing of it is stored, nothing counts as done
+    summary = label(LabelConfig(model=run, data=str(tmp_path / "videos"), out=out, keep_truncated=True))
+    assert summary["truncated"][0]["expected_frames"] == 40 and "truncated: decoded" in summary["warnings"][0]
+    cut_steps = Dataset(out).num_frames
+    assert cut_steps < 20 and json.loads(Dataset(out).episodes.column("env_config")[0].as_py())["truncated"]
+
+    clip_path.write_bytes(open(whole, "rb").read())  # the download is repaired: same name, whole file
+    summary = label(LabelConfig(model=run, data=str(tmp_path / "videos"), out=out))
+    assert summary["labeled"] == ["clip.mp4"] and summary["replaced"][0]["episodes"] == ["clip.mp4:0000"]
+    ds = Dataset(out)
+    assert ds.episode_ids == ["clip.mp4:0000"] and ds.num_frames == 40 and validate(out) == []
+    assert frame_index(labels(out)["frames"]) == list(range(40))
+    assert label(LabelConfig(model=run, data=str(tmp_path / "videos"), out=out))["skipped_done"] == 1
+
+    (tmp_path / "run2").mkdir()
+    write_video(tmp_path / "run2" / "clip.mp4", num_frames=30)  # same name, another recording
+    summary = label(LabelConfig(model=run, data=str(tmp_path / "run2"), out=out))
+    assert summary["labeled"][0].startswith("clip.mp4~") and Dataset(out).num_frames == 70
+
+
+def test_episodes_of_two_datasets_with_the_same_ids_are_distinct(run, tmp_path):
+    first = write_dataset(tmp_path / "a", [play(12, 0)])
+    second = write_dataset(tmp_path / "b", [play(12, 1)])
+    out = str(tmp_path / "out")
+    for data in (first, second, first):
+        label(LabelConfig(model=run, data=data, out=out, all_episodes=True))
+    ds = Dataset(out)
+    assert sorted(ds.episode_ids)[0] == "ep-0" and sorted(ds.episode_ids)[1].startswith("ep-0~") and len(ds) == 2

@@ -36,8 +36,7 @@ __all__ = [
     "FPS", "BUTTONS", "NUM_BUTTONS", "CAMERA_AXES", "CAMERA_UNITS", "ACTION_ALIGNMENT", "CAMERA_MAXVAL", "CAMERA_BINSIZE", "CAMERA_MU", "NUM_CAMERA_BINS",
     "CAMERA_LIMIT", "IGNORED_KEYS", "noop", "validate", "to_arrays", "from_arrays",
     "camera_to_bin_position", "bin_position_to_camera",
-    "quantize_camera", "dequantize_camera", "to_model", "from_model", "to_flat", "from_flat",
-    "FLAT_SIZE", "WORLD_MODEL_ACTION_DIM", "world_model_features", "world_model_camera", "two_hot",
+    "quantize_camera", "dequantize_camera", "WORLD_MODEL_ACTION_DIM", "world_model_features", "world_model_camera", "two_hot",
 ]
 
 CAMERA_MAXVAL = 10.0  # degrees; VPT clips camera moves to +-10 before quantizing
@@ -47,7 +46,6 @@ NUM_CAMERA_BINS = int(2 * CAMERA_MAXVAL / CAMERA_BINSIZE) + 1  # 11
 CAMERA_LIMIT = 180.0  # MineRL 1.0's camera Box is [-180, 180]^2 degrees per step
 # MineRL 1.0 keys that exist but are not predicted (as in VPT): accepted and ignored.
 IGNORED_KEYS = ("ESC", "swapHands", "pickItem")
-FLAT_SIZE = NUM_BUTTONS + 2  # 20 bits then the pitch and yaw bins
 
 
 def noop() -> dict:
@@ -148,31 +146,6 @@ def dequantize_camera(bins: np.ndarray) -> np.ndarray:
     if bins.size and (bins.min() < 0 or bins.max() >= NUM_CAMERA_BINS):
         raise ValueError(f"camera bins must lie in 0..{NUM_CAMERA_BINS - 1}, got {bins.min()}..{bins.max()}")
     return bin_position_to_camera(bins)
-
-
-def to_model(action: Mapping) -> tuple[np.ndarray, np.ndarray]:
-    """An action dict -> the model form: buttons (20,) bool and camera bins (2,) int64."""
-    buttons, camera = to_arrays([action])
-    return buttons[0], quantize_camera(camera[0])
-
-
-def from_model(buttons: np.ndarray, bins: np.ndarray) -> dict:
-    """The model form (20 bits, 2 bins) -> an action dict with the bins' centre degrees."""
-    return from_arrays(np.asarray(buttons).astype(bool), dequantize_camera(bins))
-
-
-def to_flat(buttons: np.ndarray, camera: np.ndarray) -> np.ndarray:
-    """Buttons (..., 20) and camera degrees (..., 2) -> flat model vectors (..., 22) int64."""
-    bins = quantize_camera(camera)
-    return np.concatenate([np.asarray(buttons).astype(np.int64), bins], axis=-1)
-
-
-def from_flat(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flat model vectors (..., 22) -> buttons (..., 20) bool and camera (..., 2) float32 degrees."""
-    flat = np.asarray(flat)
-    if flat.shape[-1] != FLAT_SIZE:
-        raise ValueError(f"flat actions must end in {FLAT_SIZE} values, got shape {flat.shape}")
-    return flat[..., :NUM_BUTTONS].astype(bool), dequantize_camera(flat[..., NUM_BUTTONS:])
 
 
 # ---- The encodings the two models use (torch tensors; torch is imported where they run) -------

@@ -1,7 +1,19 @@
 """Typed configs on the command line: a frozen dataclass becomes argparse flags.
 
-Each field's `help` metadata is its `--help` line; validation stays in the dataclass's
-`__post_init__`, so the Python API and the CLI reject the same values with the same message.
+    @dataclass(frozen=True)
+    class TrainConfig:
+        data: tuple[str, ...] = doc("datasets to train on")
+        model: IDMConfig | None = doc("model size (default: the preset's)", None)
+    add_dataclass_args(parser, TrainConfig)          # --data ..., --model.width 96, ...
+    cfg = dataclass_from_args(TrainConfig, args)     # a bad value: UserError naming the flag
+
+Each field's `help` metadata is its `--help` line. A field whose type is a dataclass is one level
+of nesting: its fields become `--field.sub` flags (tyro's spelling), built on top of the
+default the parent class names in `nested_default(name, values)` (e.g. a model preset), or the
+field's default, or the nested class's own defaults. Validation stays in the dataclasses'
+`__post_init__`, which raise ValueError naming the field; `dataclass_from_args` alone turns that
+into a UserError, the one-line message the CLI prints. So the Python API and the CLI reject the
+same values with the same words.
 """
 
 from __future__ import annotations
@@ -9,11 +21,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import types
 import typing
 from typing import Any, TypeVar
 
+from worldloom.errors import UserError
+
 T = TypeVar("T")
+
+__all__ = ["doc", "add_dataclass_args", "dataclass_from_args", "to_json_dict", "flag_name", "deprecated_flag"]
 
 
 def doc(help: str, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
@@ -22,6 +39,12 @@ def doc(help: str, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata={"help": help}, **kwargs)
     return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+
+
+def flag_name(field_name: str, prefix: str = "") -> str:
+    """`num_workers` -> `--num-workers`; with prefix `model`: `--model.num-frames`."""
+    name = field_name.replace("_", "-")
+    return f"--{prefix}.{name}" if prefix else f"--{name}"
 
 
 def _base_type(annotation: Any) -> tuple[Any, bool]:
@@ -36,44 +59,171 @@ def _base_type(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """Add one `--flag` per field of the dataclass `cls` (underscores become dashes)."""
+def _default(f: dataclasses.Field) -> tuple[bool, Any]:
+    if f.default is not dataclasses.MISSING:
+        return True, f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return True, f.default_factory()
+    return False, None
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (),
+                       deprecated: dict[str, str] | None = None) -> None:
+    """Add one flag per field of the dataclass `cls` (one level of nesting for dataclass fields).
+
+    `deprecated` maps an old flag spelling to a field name: it keeps working for one release
+    and prints one deprecation line naming the new flag.
+    """
+    _add_fields(parser, cls, skip, prefix="")
+    for old, field_name in (deprecated or {}).items():
+        deprecated_flag(parser, old, field_name)
+        for action in parser._actions:  # either spelling may give it: dataclass_from_args checks presence
+            if action.dest == field_name:
+                action.required = False
+
+
+def _add_fields(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...], prefix: str,
+                base: Any = None) -> None:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip or not f.init:
             continue
         kind, many = _base_type(hints[f.name])
-        flag = "--" + f.name.replace("_", "-")
+        dest = f"{prefix}.{f.name}" if prefix else f.name
         help_text = f.metadata.get("help", "")
-        has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if has_default and f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        if has_default:
+        if dataclasses.is_dataclass(kind):
+            if prefix:
+                raise TypeError(f"{cls.__name__}.{f.name}: configs nest one level deep, not more")
+            group = parser.add_argument_group(f"{f.name} ({help_text})" if help_text else f.name)
+            _, field_default = _default(f)
+            _add_fields(group, kind, (), prefix=f.name, base=field_default)
+            continue
+        has_default, default = _default(f)
+        if prefix:  # nested: the parent's default instance, else the preset's (nested_default)
+            help_text += f" (default: {getattr(base, f.name)})" if base is not None else " (default: the preset's)"
+        elif has_default:
             help_text += f" (default: {default})"
+        flag = flag_name(f.name, prefix)
+        required = not has_default and not prefix
         if kind is bool and not many:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+            if prefix:  # --model.flag true|false: BooleanOptionalAction cannot spell --no-model.flag
+                parser.add_argument(flag, dest=dest, type=_parse_bool, default=argparse.SUPPRESS, help=help_text,
+                                    metavar="BOOL")
+            else:
+                parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                    help=help_text)
             continue
         parse = kind if kind in (int, float, str) else str
         if kind is dict:
             parse = json.loads
-        parser.add_argument(flag, type=parse, nargs="+" if many else None, default=argparse.SUPPRESS,
-                            required=not has_default, help=help_text, metavar=f.name.upper())
+        parser.add_argument(flag, dest=dest, type=parse, nargs="+" if many else None, default=argparse.SUPPRESS,
+                            required=required, help=help_text, metavar=f.name.upper())
 
 
-def dataclass_from_args(cls: type[T], ns: argparse.Namespace, **overrides: Any) -> T:
-    """Build `cls` from parsed args; fields the user did not give keep their defaults."""
+def deprecated_flag(parser: argparse.ArgumentParser, old: str, field_name: str, value: Any = None) -> None:
+    """Accept `old` as a spelling of `field_name`'s flag (or, with `value`, as a switch that sets
+    it to `value`), printing one deprecation line when it is used."""
+    new = flag_name(field_name) + (f" {value}" if value is not None else "")
+
+    class _Deprecated(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            print(f"worldloom: {option_string} is deprecated and goes in the next release; use {new}", file=sys.stderr)
+            setattr(namespace, self.dest, value if value is not None else values)
+
+    if value is not None:
+        parser.add_argument(old, dest=field_name, action=_Deprecated, nargs=0, default=argparse.SUPPRESS,
+                            help=argparse.SUPPRESS)
+        return
+    target = next((a for a in parser._actions if a.dest == field_name), None)  # parse as the new flag does
+    parser.add_argument(old, dest=field_name, action=_Deprecated, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+                        type=getattr(target, "type", None), nargs=getattr(target, "nargs", None))
+
+
+@dataclasses.dataclass
+class _Nested:
+    kind: type
+    values: dict[str, Any]
+
+
+def _values(cls: type, ns: argparse.Namespace | dict, prefix: str = "") -> dict[str, Any]:
+    given = vars(ns) if isinstance(ns, argparse.Namespace) else ns
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        if hasattr(ns, f.name):
-            value = getattr(ns, f.name)
-            _, many = _base_type(hints[f.name])
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        kind, many = _base_type(hints[f.name])
+        if dataclasses.is_dataclass(kind) and not prefix:
+            sub = _values(kind, given, prefix=f.name)
+            if sub:
+                values[f.name] = _Nested(kind, sub)
+            continue
+        if key in given:
+            value = given[key]
             values[f.name] = tuple(value) if many and value is not None else value
-    values.update(overrides)
-    return cls(**values)
+    return values
+
+
+def dataclass_from_args(cls: type[T], ns: argparse.Namespace, **overrides: Any) -> T:
+    """Build `cls` from parsed args; fields the user did not give keep their defaults.
+
+    Raises UserError (one line) when the config rejects a value.
+    """
+    values = _values(cls, ns)
+    missing = [flag_name(f.name) for f in dataclasses.fields(cls)
+               if f.init and f.name not in values and f.name not in overrides and not _default(f)[0]]
+    if missing:
+        raise UserError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required")
+    try:
+        for name, value in list(values.items()):
+            if isinstance(value, _Nested):
+                base = _nested_base(cls, name, value.kind, values)
+                values[name] = dataclasses.replace(base, **value.values)
+        values.update(overrides)
+        return cls(**values)
+    except (ValueError, TypeError) as err:
+        raise UserError(str(err)) from None
+
+
+def _nested_base(cls: type, name: str, kind: type, values: dict[str, Any]) -> Any:
+    """What nested flags are applied on top of: the class's `nested_default`, the field's
+    default, or the nested class's defaults."""
+    hook = getattr(cls, "nested_default", None)
+    if hook is not None:
+        base = hook(name, {k: v for k, v in values.items() if k != name})
+        if base is not None:
+            return base
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    has_default, default = _default(f)
+    if has_default and default is not None:
+        return default
+    return kind()
 
 
 def to_json_dict(cfg: Any) -> dict:
     """A config as plain JSON-able data (tuples become lists), to store beside its outputs."""
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def parse_resolution(text: str | int) -> tuple[int, int]:
+    """`--resolution` values: "128" (square) or "640x360" (width x height, as video sizes are
+    written) -> (height, width) in pixels. ValueError naming the value otherwise."""
+    raw = str(text).strip().lower()
+    try:
+        if "x" in raw:
+            width, height = (int(part) for part in raw.split("x", 1))
+        else:
+            width = height = int(raw)
+    except ValueError:
+        raise ValueError(f"resolution must be N or WIDTHxHEIGHT in pixels (e.g. 128 or 640x360), got {text!r}") from None
+    if min(width, height) < 1:
+        raise ValueError(f"resolution must be positive, got {text!r}")
+    return height, width

@@ -21,7 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "temporary_name"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "temporary_name",
+           "write_video", "write_image", "VIDEO_WRITE_SUFFIXES"]
+
+VIDEO_WRITE_SUFFIXES = (".mp4", ".gif")
 
 
 def temporary_name(path: str | os.PathLike) -> Path:
@@ -78,3 +81,59 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = 2) -> None:
     """Write `data` as JSON to `path` atomically (non-JSON values, e.g. paths, as strings)."""
     atomic_write_text(path, json.dumps(data, indent=indent, default=str))
+
+
+def write_image(path: str | os.PathLike, image) -> Path:
+    """An RGB uint8 image (H, W, 3) to PNG (or any type Pillow knows by the suffix), atomically."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp)
+    return path
+
+
+def write_video(path: str | os.PathLike, frames, fps: float, *, crf: int = 18, pix_fmt: str = "yuv420p") -> Path:
+    """RGB uint8 frames (T, H, W, 3) to .mp4 (H.264 through PyAV, which every browser plays; odd
+    sizes are cropped by one pixel, as 4:2:0 needs) or .gif (Pillow), atomically.
+
+    `pix_fmt="yuv444p"` keeps pixel-art colours exact but some players refuse it. Raises ValueError
+    for another suffix or no frames.
+    """
+    import numpy as np
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in VIDEO_WRITE_SUFFIXES:
+        raise ValueError(f"{path}: unknown video type {suffix!r}; use {' or '.join(VIDEO_WRITE_SUFFIXES)}")
+    if len(frames) == 0:
+        raise ValueError(f"{path}: no frames to write")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        if suffix == ".gif":
+            from PIL import Image
+
+            images = [Image.fromarray(np.asarray(f)) for f in frames]
+            images[0].save(tmp, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+        else:
+            _write_h264(tmp, frames, fps, crf, pix_fmt)
+    return path
+
+
+def _write_h264(path: Path, frames, fps: float, crf: int, pix_fmt: str) -> None:
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    h, w = np.asarray(frames[0]).shape[:2]
+    h, w = h - h % 2, w - w % 2
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.height, stream.width, stream.pix_fmt = h, w, pix_fmt
+        stream.options = {"crf": str(crf)}
+        for f in frames:
+            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.asarray(f)[:h, :w]), format="rgb24")
+            container.mux(stream.encode(image))
+        container.mux(stream.encode())

@@ -1,0 +1,161 @@
+"""Which inputs a resumed job has done: identity by content, never by name.
+
+    from worldloom.datasets.sources import ResumeIndex, file_source
+    index = ResumeIndex.of("data/pseudo")                       # the sources of its committed episodes
+    decision = index.decide(file_source("videos/a/clip.mp4", root="videos"))
+    decision.done, decision.name, decision.replaces             # skip it? name its episodes? replace which?
+
+An input (a video file, or an episode of another dataset) is done only if the same content was
+committed whole: for a file, the same path with the same size and modification time (decided
+without reading it), or else the same blake2b hash of its bytes (a file moved or copied since);
+for a dataset episode, the same shard checksum and rows. Two inputs with the same name in
+different folders or runs are distinct: the second gets a name with its hash (`clip.mp4~1a2b3c4d`).
+An input at a known path whose size, mtime or hash changed is done again under its old name, and
+its new episodes replace the old ones in one commit (`commit_shards(..., replace=ids)`): the
+dataset never holds both, nor neither.
+
+Every episode written from an input records it in `env_config["source_identity"]` (`origin`: the
+file's absolute path or `<dataset>#<episode>`; `name`; `key`: `blake2b-128:<hex>` or
+`shard:<checksum>:<row>:<steps>`; `relpath`, `size_bytes`, `mtime_ns` for files). Capture needs
+none of this: its episodes are pure functions of their spec, the dataset's config must equal the
+job's (`capture.driver.prepare_target`), so an episode id names one content for good.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import storage
+from .writer import _committed_episodes
+
+HASH_PREFIX = "blake2b-128:"
+SEGMENT = re.compile(r":\d{4}$")  # video episodes are <name>:0000, <name>:0001, ...
+
+
+def file_hash(path: str | os.PathLike) -> str:
+    """'blake2b-128:<hex>' of a file's bytes (the checksum kind of dataset shards)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            digest.update(chunk)
+    return HASH_PREFIX + digest.hexdigest()
+
+
+@dataclass
+class Source:
+    """One input of a job: where it is, what it is called, and (lazily) what it holds."""
+
+    origin: str  # absolute path of a file, or "<dataset>#<episode id>"
+    name: str  # the episode name it gets unless that is taken by another input
+    key: str | None = None  # content key; for files computed on first use (reads the file)
+    relpath: str | None = None
+    size_bytes: int | None = None
+    mtime_ns: int | None = None
+
+    def content_key(self) -> str:
+        if self.key is None:
+            self.key = file_hash(self.origin)
+        return self.key
+
+    def identity(self, name: str) -> dict:
+        """The record written into each episode's env_config["source_identity"]."""
+        record = {"origin": self.origin, "name": name, "key": self.content_key()}
+        if self.size_bytes is not None:
+            record.update(relpath=self.relpath, size_bytes=self.size_bytes, mtime_ns=self.mtime_ns)
+        return record
+
+
+def file_source(path: str | os.PathLike, root: str | os.PathLike | None = None) -> Source:
+    """A video file as a Source, named by its path relative to `root` (its own name without one)."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    relpath = path.relative_to(Path(root).resolve()).as_posix() if root is not None else path.name
+    return Source(origin=str(path), name=relpath, relpath=relpath, size_bytes=stat.st_size, mtime_ns=stat.st_mtime_ns)
+
+
+def episode_source(dataset_uri: str, episode_id: str, shard_checksum: str, row_start: int, num_steps: int) -> Source:
+    """An episode of a WorldLoom dataset as a Source; its content is its shard's checksum and rows."""
+    return Source(origin=f"{dataset_uri}#{episode_id}", name=episode_id,
+                  key=f"shard:{shard_checksum}:{row_start}:{num_steps}")
+
+
+@dataclass(frozen=True)
+class Decision:
+    done: bool
+    name: str  # name for the input's episodes (video segments append :0000, :0001, ...)
+    replaces: tuple[str, ...] = ()  # committed episode ids the new episodes replace
+    reason: str = ""  # "unchanged", "same content as <origin>", "changed", "new"
+
+
+@dataclass
+class _Group:
+    """The committed episodes made from one input."""
+
+    name: str
+    key: str | None
+    size_bytes: int | None = None
+    mtime_ns: int | None = None
+    origin: str = ""
+    episode_ids: list[str] = field(default_factory=list)
+
+
+class ResumeIndex:
+    """The inputs behind a dataset's committed episodes, by origin and by content key."""
+
+    def __init__(self, groups: list[_Group]) -> None:
+        self.by_origin = {g.origin: g for g in groups if g.origin}
+        self.by_key = {g.key: g for g in groups if g.key}
+        self.names = {g.name for g in groups}
+
+    @classmethod
+    def of(cls, root: str | os.PathLike) -> ResumeIndex:
+        """The index of the dataset at `root` (empty when there is none yet)."""
+        loc = storage.resolve(root)
+        manifest = storage.read_manifest(loc)
+        if manifest is None:
+            return cls([])
+        rows = _committed_episodes(loc, manifest).select(["episode_id", "env_config"]).to_pylist()
+        groups: dict[tuple, _Group] = {}
+        for row in rows:
+            group = _group_of(row["episode_id"], json.loads(row["env_config"]) if row["env_config"] else {})
+            found = groups.setdefault((group.origin, group.key, group.name), group)
+            found.episode_ids.append(row["episode_id"])
+        return cls(list(groups.values()))
+
+    def decide(self, source: Source) -> Decision:
+        """Done, or the name and replaced episodes of the input's new episodes; remembers the answer,
+        so that a second input with the same content in the same job is done too."""
+        same_place = self.by_origin.get(source.origin)
+        if (same_place is not None and source.size_bytes is not None
+                and (same_place.size_bytes, same_place.mtime_ns) == (source.size_bytes, source.mtime_ns)):
+            return Decision(True, same_place.name, reason="unchanged")
+        key = source.content_key()
+        if key in self.by_key:
+            return Decision(True, self.by_key[key].name, reason=f"same content as {self.by_key[key].origin}")
+        if same_place is not None:
+            decision = Decision(False, same_place.name, tuple(same_place.episode_ids), "changed")
+        else:
+            name = source.name if source.name not in self.names else f"{source.name}~{key.rsplit(':', 1)[-1][:8]}"
+            decision = Decision(False, name, reason="new")
+        group = _Group(decision.name, key, source.size_bytes, source.mtime_ns, source.origin)
+        self.by_origin[source.origin] = self.by_key[key] = group
+        self.names.add(decision.name)
+        return decision
+
+
+def _group_of(episode_id: str, env_config: dict) -> _Group:
+    """The input of one committed episode, from its source_identity (or, for datasets labeled
+    before identities were written, from its recorded source path: relabeled once, replacing)."""
+    ident = env_config.get("source_identity")
+    if ident:
+        return _Group(ident["name"], ident.get("key"), ident.get("size_bytes"), ident.get("mtime_ns"), ident.get("origin", ""))
+    if isinstance(env_config.get("source"), str):
+        return _Group(SEGMENT.sub("", episode_id), None, origin=str(Path(env_config["source"]).resolve()))
+    if isinstance(env_config.get("idm_source"), dict):
+        return _Group(episode_id, None, origin=f"{env_config['idm_source'].get('dataset')}#{episode_id}")
+    return _Group(SEGMENT.sub("", episode_id), None)

@@ -1,0 +1,414 @@
+"""Read video files as RGB frames on a step clock: the one video reader of every stage.
+
+    from worldloom.datasets.video import VideoReader, read_video
+    with VideoReader("clip.mp4", fps=20) as reader:           # opens it and decodes its first frame
+        for start, frames in reader.chunks(chunk_steps=2400):  # (n, H, W, 3) uint8 RGB, n <= chunk_steps
+            ...
+    reader.report      # DecodeReport: backend, container, codec, timestamps, frames decoded vs promised
+    frames, report = read_video("clip.mp4", fps=20)            # every step at once (tests, benchmarks)
+    VideoReader("rec.mp4", timing="frames")                    # one step per decoded frame (recordings
+                                                               # whose actions are logged per frame)
+
+Time comes from presentation timestamps (`RESAMPLING`). Frame i is on screen from
+t_i = (pts_i - pts_0) * time_base seconds until the next frame; libavformat has already applied
+the container's edit list, the B-frame reordering and the start offset. Step k shows the frame on
+screen at k / fps seconds, the last one with t_i <= k / fps (what `ffmpeg -vf fps=F:round=down`
+gives), and steps run while k / fps is before the end of the last frame (its start plus the
+interval before it). So variable frame rates, jittered timestamps, a missing or wrong header
+rate and a non-zero start all give, at each step, the frame a viewer saw then; frames are never
+blended. A frame with no timestamp, or one not after the previous frame's, is placed one
+header-rate interval after the previous frame: a video with no usable timestamps is timed by its
+header rate, and the report's warnings say so. With `timing="frames"` every decoded frame is one
+step, in decode order, whatever its timestamp: what a recording with one logged action per frame
+needs (VPT's jsonl lines, MineRL's npz rows), and what VPT's own loader does (cv2 reads frame by
+frame).
+
+Backends: PyAV (its FFmpeg decodes AV1 with dav1d, VP9, HEVC, ...) first, then OpenCV when PyAV
+cannot open the file or decodes no frame of it (OpenCV gives each frame's time in ms). When no
+backend decodes a frame, `VideoError` names the cause: no such file, an empty file, no video
+stream (an audio-only file), a codec no installed decoder reads (with the container, the codec
+and what to install), not a video file, or "corrupt" when a decoder exists and the bytes do not
+decode (or the container's own structure is broken).
+
+Truncation: a file whose decoded frames cover less time than its container promises (the video
+stream's duration, its DURATION tag, or the file's duration) by more than two frame intervals is
+reported as truncated (`DecodeReport.truncated`; PyAV only, OpenCV states no reliable promise),
+with the frames its container lists (or its duration implies) against the frames decoded. A
+container that lists more frames than decode while the time is covered (an edit list that trims
+the start) is not truncated.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".gif")
+BACKENDS = ("pyav", "opencv")
+RESAMPLING = ("presentation timestamps: step k shows the last frame with time <= k / fps "
+              "(ffmpeg -vf fps, round down); frames without a usable timestamp are placed at the header rate")
+PER_FRAME = "one step per decoded frame, in decode order (timestamps only time the report)"
+TIMINGS = ("timestamps", "frames")
+DEFAULT_FPS = 20.0  # when a video gives no rate at all and none is asked
+TIME_EPS_S = 1e-6  # timestamps within a microsecond of a step's time count as on screen at it
+# Decoder names -> the codec they decode (the report names the codec, not the library).
+CODEC_OF_DECODER = {"libdav1d": "av1", "libaom-av1": "av1", "libvpx": "vp8", "libvpx-vp9": "vp9", "libopenh264": "h264"}
+# First bytes of container formats: a file that starts like one and does not open is corrupt.
+CONTAINER_MAGIC = ((4, b"ftyp", "MP4/MOV"), (0, b"\x1a\x45\xdf\xa3", "Matroska/WebM"), (0, b"RIFF", "AVI"),
+                   (0, b"GIF8", "GIF"), (0, b"\x00\x00\x01\xba", "MPEG-PS"), (0, b"FLV", "FLV"),
+                   (0, b"\x30\x26\xb2\x75", "ASF/WMV"))
+
+
+class VideoError(ValueError):
+    """A video file that cannot be read: the message names the file and the cause."""
+
+
+class _NoFrame(Exception):
+    """A backend that opened nothing or decoded no frame (the reader tries the next one)."""
+
+
+@dataclass
+class DecodeReport:
+    """What decoding one file found; filled while it is read (final once the last step is read)."""
+
+    path: str
+    backend: str = ""  # "pyav" | "opencv": the backend that decoded the frames
+    container: str = ""  # FFmpeg's format name, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
+    codec: str = ""  # e.g. "h264", "av1"
+    width: int = 0
+    height: int = 0
+    header_fps: float | None = None  # the rate the header states (r_frame_rate); used only for untimed frames
+    listed_frames: int | None = None  # frames the container lists (an mp4 sample table), None when it lists none
+    promised_s: float | None = None  # the time the container promises, None when it states none
+    decoded_frames: int = 0
+    decoded_s: float = 0.0  # time the decoded frames cover, from the first frame's start to the last's end
+    num_untimed: int = 0  # frames placed at the header rate (no timestamp, or not after the previous frame's)
+    decode_errors: int = 0  # packets that did not decode (skipped)
+    num_steps: int = 0
+    tried: list[str] = field(default_factory=list)  # backends tried before `backend`, and why they gave nothing
+
+    @property
+    def timestamps(self) -> str:
+        """'pts', 'header rate' (none usable) or 'pts, N frames at the header rate'."""
+        if self.decoded_frames > 1 and self.num_untimed >= self.decoded_frames - 1:
+            return "header rate"
+        return "pts" if not self.num_untimed else f"pts, {self.num_untimed} frames at the header rate"
+
+    @property
+    def truncated(self) -> bool:
+        """The decoded frames cover less time than the container promises (by more than 2 frame intervals)."""
+        if self.promised_s is None or not self.decoded_frames:
+            return False
+        return self.decoded_s + 2 * self.decoded_s / self.decoded_frames + 1e-3 < self.promised_s
+
+    @property
+    def expected_frames(self) -> int | None:
+        """The frames the container lists, or that its promised time holds at the decoded rate."""
+        if self.listed_frames:
+            return self.listed_frames
+        if self.promised_s is None or not self.decoded_s:
+            return None
+        return round(self.promised_s * self.decoded_frames / self.decoded_s)
+
+    def truncation(self) -> str:
+        """'decoded 9 of the 40 frames its container lists (0.45 of 2.00 s)'; '' when not truncated."""
+        if not self.truncated:
+            return ""
+        how = "lists" if self.listed_frames else "implies"
+        return (f"decoded {self.decoded_frames} of the {self.expected_frames} frames its container {how} "
+                f"({self.decoded_s:.2f} of {self.promised_s:.2f} s)")
+
+    def warnings(self) -> list[str]:
+        """One line per thing a user should know about this decode (empty when all went as stated)."""
+        out = []
+        if self.truncated:
+            out.append(f"truncated: {self.truncation()}")
+        if self.timestamps == "header rate":
+            out.append(f"no usable timestamps: frames timed by the header rate ({self.header_fps or 'none'} fps)")
+        elif self.num_untimed:
+            out.append(f"{self.num_untimed} of {self.decoded_frames} frames had no usable timestamp "
+                       f"(missing, or not after the previous frame's): placed at the header rate")
+        if self.decode_errors:
+            out.append(f"{self.decode_errors} packets did not decode and were skipped")
+        return out
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "timestamps": self.timestamps, "truncated": self.truncated,
+                "expected_frames": self.expected_frames}
+
+
+# ---- backends: each yields (time in seconds or None, RGB frame), filling the report --------------
+
+def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tuple[float | None, np.ndarray]]:
+    import av
+    from av.video.reformatter import VideoReformatter
+
+    av.logging.set_level(av.logging.PANIC)  # damaged packets are counted in the report, not printed
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as err:
+        raise _NoFrame(f"cannot open it ({_ffmpeg_reason(err)})") from None
+    with container:
+        if not container.streams.video:
+            raise _NoFrame("no video stream")
+        stream = container.streams.video[0]
+        report.container = container.format.name
+        codec_context = stream.codec_context
+        if codec_context is None:
+            raise _NoFrame("no decoder for its video codec")
+        report.codec = CODEC_OF_DECODER.get(codec_context.codec.name, codec_context.codec.name)
+        report.header_fps = _rate(stream.guessed_rate) or _rate(stream.average_rate)
+        report.listed_frames = int(stream.frames) or None
+        report.promised_s = _promised_duration(container, stream)
+        codec_context.thread_count = threads  # slice threads (PyAV's default): frame threads dropped frames
+        # around a damaged packet here (9 instead of 11 of a cut file) and add latency
+        reformatter = VideoReformatter()  # reused: 2x faster than a new conversion per frame
+        size: tuple[int, int] | None = None
+        packets = container.demux(stream)
+        while True:
+            try:
+                frames = next(packets).decode()
+            except StopIteration:
+                frames = _flush(codec_context)  # the frames still in the decoder if the demuxer stopped early
+                if not frames:
+                    return
+            except (av.error.FFmpegError, OSError):
+                report.decode_errors += 1  # a damaged packet: skip it (a truncated file ends soon after)
+                continue
+            for frame in frames:
+                size = size or (frame.width, frame.height)  # a stream that changes size keeps its first size
+                resize = {} if (frame.width, frame.height) == size else {"width": size[0], "height": size[1]}
+                yield frame.time, reformatter.reformat(frame, format="rgb24", **resize).to_ndarray()
+
+
+def _flush(codec_context) -> list:
+    """Frames a decoder still holds (none once it was flushed: the demuxer's last packet does that)."""
+    import av
+
+    try:
+        return codec_context.decode(None)
+    except (av.error.FFmpegError, OSError):
+        return []
+
+
+def _opencv_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tuple[float | None, np.ndarray]]:
+    params = [cv2.CAP_PROP_N_THREADS, threads] if threads else []
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
+    if not cap.isOpened():
+        raise _NoFrame("cannot open it")
+    try:
+        fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode("ascii", "replace").strip("\x00 ")
+        report.codec = report.codec or fourcc.lower()
+        report.container = report.container or path.suffix.lstrip(".").lower()
+        report.header_fps = _rate(cap.get(cv2.CAP_PROP_FPS))
+        while True:
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                return
+            yield cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    finally:
+        cap.release()
+
+
+SOURCES = {"pyav": _pyav_frames, "opencv": _opencv_frames}
+
+
+def _rate(value) -> float | None:
+    try:
+        rate = float(value) if value is not None else 0.0
+    except (TypeError, ZeroDivisionError):
+        return None
+    return rate if 0 < rate < 10_000 else None
+
+
+def _promised_duration(container, stream) -> float | None:
+    """Seconds of video the container promises: the stream's duration, its DURATION tag, or the file's."""
+    if stream.duration:
+        return float(stream.duration * stream.time_base)
+    tag = re.fullmatch(r"(\d+):(\d+):(\d+(?:\.\d+)?)", stream.metadata.get("DURATION", "").strip())
+    if tag:
+        stated = int(tag[1]) * 3600 + int(tag[2]) * 60 + float(tag[3])
+    elif container.duration and len(container.streams) == 1:
+        stated = container.duration / 1e6
+    else:
+        return None
+    start = (float(stream.start_time * stream.time_base) if stream.start_time is not None
+             else (container.start_time or 0) / 1e6)
+    # Matroska states its end time, MP4 its length: with a late start, take the shorter reading.
+    return min(stated, stated - start) if start > 0 else stated
+
+
+def _container_name(fmt: str) -> str:
+    """FFmpeg's "mov,mp4,m4a,3gp,3g2,mj2" -> "mp4/mov" for messages."""
+    first = fmt.split(",")[0]
+    return {"mov": "mp4/mov", "matroska": "matroska/webm"}.get(first, first)
+
+
+def _ffmpeg_reason(err: Exception) -> str:
+    return getattr(err, "strerror", None) or str(err)
+
+
+# ---- time: timestamps -> step clock ----------------------------------------------------------
+
+def _timed(frames: Iterator[tuple[float | None, np.ndarray]], report: DecodeReport,
+           fallback_fps: float) -> Iterator[tuple[float, np.ndarray]]:
+    """(time since the first frame in seconds, frame): missing or non-increasing times at the header rate."""
+    interval = 1.0 / (report.header_fps or fallback_fps)
+    origin, last = None, 0.0
+    for t, frame in frames:
+        if origin is None:
+            origin, now = (t if t is not None else 0.0), 0.0
+        elif t is None or t - origin <= last:
+            now = last + interval
+            report.num_untimed += 1
+        else:
+            now = t - origin
+        report.decoded_frames += 1
+        last = now
+        yield now, frame
+
+
+def _each_frame(timed: Iterator[tuple[float, np.ndarray]], fps: float, report: DecodeReport) -> Iterator[np.ndarray]:
+    """Every decoded frame as one step; the time they cover is measured as `_steps` measures it."""
+    prev_t, interval = None, None
+    for t, frame in timed:
+        if prev_t is not None:
+            interval = t - prev_t
+        prev_t = t
+        report.num_steps += 1
+        yield frame
+    if prev_t is not None:
+        report.decoded_s = prev_t + (interval if interval else 1.0 / (report.header_fps or fps))
+
+
+def _steps(timed: Iterator[tuple[float, np.ndarray]], fps: float, report: DecodeReport) -> Iterator[np.ndarray]:
+    """Step k's frame: the last one whose time is <= k / fps; steps end with the last frame's interval."""
+    k, prev, prev_t, interval = 0, None, 0.0, None
+    for t, frame in timed:
+        if prev is not None:
+            interval = t - prev_t
+            while k / fps + TIME_EPS_S < t:  # step k's time comes before this frame appears
+                yield prev
+                k += 1
+                report.num_steps = k
+        prev, prev_t = frame, t
+    if prev is None:
+        return
+    end = prev_t + (interval if interval else 1.0 / (report.header_fps or fps))
+    report.decoded_s = end
+    while k / fps < end - TIME_EPS_S:
+        yield prev
+        k += 1
+        report.num_steps = k
+
+
+# ---- the reader ------------------------------------------------------------------------------
+
+class VideoReader:
+    """One video file as frames on a step clock of `fps` steps per second (None: the header rate),
+    or, with `timing="frames"`, one step per decoded frame."""
+
+    def __init__(self, path: str | Path, fps: float | None = None, threads: int = 0,
+                 backends: tuple[str, ...] = BACKENDS, timing: str = "timestamps") -> None:
+        if timing not in TIMINGS:
+            raise ValueError(f"timing must be one of {TIMINGS}, got {timing!r}")
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise VideoError(f"{self.path}: no such file")
+        if self.path.stat().st_size == 0:
+            raise VideoError(f"{self.path}: the file is empty (0 bytes)")
+        tried: list[str] = []
+        reports: dict[str, DecodeReport] = {}
+        for name in backends:
+            report = reports[name] = DecodeReport(str(self.path), backend=name, tried=list(tried))
+            frames = SOURCES[name](self.path, threads, report)
+            try:
+                first = next(frames)
+            except (_NoFrame, StopIteration) as err:
+                tried.append(f"{name}: {str(err) or 'decoded no frame'}")
+                continue
+            report.width, report.height = first[1].shape[1], first[1].shape[0]
+            self.report = report
+            self.fps = float(fps) if fps else (report.header_fps or DEFAULT_FPS)
+            timed = _timed(itertools.chain([first], frames), report, self.fps)
+            self._frames = frames
+            self._steps = (_steps if timing == "timestamps" else _each_frame)(timed, self.fps, report)
+            return
+        raise VideoError(diagnose(self.path, tried, reports))
+
+    def steps(self) -> Iterator[np.ndarray]:
+        """Each step's frame (H, W, 3) uint8 RGB, in order."""
+        return self._steps
+
+    def chunks(self, chunk_steps: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(first step, frames (n, H, W, 3) uint8 RGB) of at most `chunk_steps` steps."""
+        start = 0
+        while chunk := list(itertools.islice(self._steps, chunk_steps)):
+            yield start, np.stack(chunk)
+            start += len(chunk)
+
+    def close(self) -> None:
+        self._steps.close()
+        self._frames.close()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_video(path: str | Path, fps: float | None = None, **kwargs) -> tuple[np.ndarray, DecodeReport]:
+    """Every step of a video, (N, H, W, 3) uint8 RGB, and its decode report."""
+    with VideoReader(path, fps, **kwargs) as reader:
+        frames = np.stack(list(reader.steps()))
+    return frames, reader.report
+
+
+# ---- why nothing decoded -----------------------------------------------------------------------
+
+def diagnose(path: Path, tried: list[str], reports: dict[str, DecodeReport]) -> str:
+    """The one-line cause of a file no backend decoded, and what to do."""
+    how = "; ".join(tried)
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            fmt = _container_name(container.format.name)
+            kinds = [f"{s.type} ({s.codec_context.name if s.codec_context else '?'})" for s in container.streams]
+            if not container.streams.video:
+                return f"{path}: no video stream (the {fmt} file holds {', '.join(kinds) or 'no streams'})"
+            stream = container.streams.video[0]
+            decoder = stream.codec_context.codec.name if stream.codec_context else None
+            codec = CODEC_OF_DECODER.get(decoder, decoder) or getattr(stream, "codec_tag", "") or "unknown"
+            listed = int(stream.frames)
+    except Exception as err:  # noqa: BLE001 - any failure to open means FFmpeg knows no container here
+        kind = _container_by_magic(path)
+        if kind:
+            return (f"{path}: corrupt or truncated {kind} file (FFmpeg: {_ffmpeg_reason(err)}; {how}); "
+                    "re-download or re-export it")
+        return f"{path}: not a video file (FFmpeg and OpenCV recognise no video format in it)"
+    pyav = reports.get("pyav")
+    if decoder is None or (pyav is None and "opencv" in reports):
+        installed = "PyAV's FFmpeg has none" if decoder is None else f"PyAV has one ({decoder}) but was not tried"
+        return (f"{path}: a {fmt} file with {codec} video that no tried decoder reads ({how}; {installed}); "
+                f"install a decoder for {codec}: `pip install --upgrade av` (PyAV's wheels decode AV1 with dav1d, "
+                "VP9, HEVC) or an FFmpeg build that has it")
+    if pyav is not None and pyav.decode_errors:
+        return (f"{path}: corrupt: its {codec} video ({fmt}) does not decode ({pyav.decode_errors} damaged packets; "
+                f"{how}); re-download or re-export it")
+    if listed == 0:
+        return f"{path}: the {codec} video stream of this {fmt} file holds no frames (zero-length video)"
+    return f"{path}: no frame of its {codec} video ({fmt}) decoded ({how}); re-download or re-export it"
+
+
+def _container_by_magic(path: Path) -> str | None:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    return next((name for offset, magic, name in CONTAINER_MAGIC if head[offset:offset + len(magic)] == magic), None)

@@ -1,0 +1,140 @@
+"""One CLI grammar (`worldloom <stage> <verb>`, one vocabulary of flags) and pipeline presets
+whose stage configs agree with each other."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import pytest
+
+from worldloom import actions
+from worldloom.pipeline.cli import DEPRECATED_FLAGS, VOCABULARY, build_parser, main, upgrade_argv
+from worldloom.pipeline.job import PRESETS, PipelineConfig, _paths, stage_configs
+
+# Words the vocabulary replaced: a visible flag may not use them (hidden deprecated aliases may).
+SYNONYMS = {"--workers", "--gpu", "--input-dir", "--output", "--output-dir", "--dataset", "--datasets",
+            "--num-gpus", "--iters", "--iterations", "--epochs", "--ckpt-every", "--height", "--width", "--size",
+            "--train-steps", "--total-steps", "--cpu", "--cuda"}
+
+
+def _walk(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """(command path, action) for every option of every leaf command."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _walk(sub, (*path, name))
+        elif action.option_strings:
+            yield path, action
+
+
+def test_every_command_is_stage_then_verb():
+    top = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for stage, parser in top.choices.items():
+        verbs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        assert verbs, f"`worldloom {stage}` has no verbs"
+        assert all(re.fullmatch(r"[a-z]+", v) for v in verbs[0].choices), (stage, list(verbs[0].choices))
+
+
+def test_flags_use_one_vocabulary():
+    seen: dict[str, set] = {}
+    for path, action in _walk(build_parser()):
+        hidden = action.help == argparse.SUPPRESS
+        for flag in action.option_strings:
+            if flag in ("-h", "--help") or not flag.startswith("--"):
+                continue
+            assert re.fullmatch(r"--[a-z0-9]+(-[a-z0-9]+)*(\.[a-z0-9]+(-[a-z0-9]+)*)?", flag), (path, flag)
+            if flag in SYNONYMS or flag in DEPRECATED_FLAGS:
+                assert hidden, f"`worldloom {' '.join(path)}` shows {flag}: the vocabulary word is " \
+                               f"{DEPRECATED_FLAGS.get(flag, 'in pipeline/cli.py VOCABULARY')}"
+            if flag in VOCABULARY and not hidden:
+                kind = getattr(action.type, "__name__", None) if action.type is not None else "str"
+                seen.setdefault(flag, set()).add((action.nargs, kind))
+    # a vocabulary word is parsed the same way everywhere (e.g. --data always takes one or more paths)
+    assert seen["--num-workers"] == {(None, "int")}, seen["--num-workers"]
+    assert seen["--max-steps"] == {(None, "int")}, seen["--max-steps"]
+    assert seen["--device"] == {(None, "str")}, seen["--device"]
+    assert seen["--out"] == {(None, "str")}, seen["--out"]
+    steps_commands = {path for path, a in _walk(build_parser()) if "--steps" in a.option_strings and a.help != argparse.SUPPRESS}
+    assert steps_commands <= {("capture", "run"), ("envs", "play"), ("envs", "players")}, steps_commands  # env steps only
+
+
+def test_old_spellings_work_for_a_release_with_one_line(capsys, tmp_path):
+    assert upgrade_argv(["rollout", "--model", "m"]) == ["pretrain", "rollout", "--model", "m"]
+    assert upgrade_argv(["capture", "--episodes", "2"]) == ["capture", "run", "--episodes", "2"]
+    assert upgrade_argv(["pipeline", "--preset", "tiny"]) == ["pipeline", "run", "--preset", "tiny"]
+    assert upgrade_argv(["pretrain", "--data", "d"]) == ["pretrain", "train", "--data", "d"]
+    assert upgrade_argv(["pretrain", "eval", "--model", "m"]) == ["pretrain", "eval", "--model", "m"]
+    err = capsys.readouterr().err
+    assert err.count("deprecated") == 4 and "use `worldloom pretrain rollout`" in err
+    # through main: the old spelling parses (and then fails on the missing run, as one line)
+    assert main(["pipeline", "--preset", "huge", "--workers", "2", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--workers is deprecated" in err and "preset must be one of" in err
+
+
+def test_a_stage_that_fails_to_import_fails_loudly(monkeypatch):
+    import worldloom.pipeline.cli as cli
+
+    monkeypatch.setattr(cli, "STAGES", cli.STAGES + (("broken", "worldloom.no_such_stage", "x"),))
+    with pytest.raises(ModuleNotFoundError):
+        cli.build_parser()
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_builds_stage_configs_that_agree(preset, tmp_path):
+    cfg = PipelineConfig(out=str(tmp_path), preset=preset, num_workers=2)
+    configs = stage_configs(cfg, _paths(tmp_path))
+    sizes = cfg.resolved_sizes
+    res = sizes.resolution
+    for capture in configs["capture"].values():
+        assert capture.resolution == res and capture.steps == sizes.steps and capture.num_workers == 2
+    for name, idm in configs["idm"].items():
+        m = idm.model_config
+        assert (m.height, m.width) == (res, res), (preset, name)
+        assert sizes.steps >= m.num_frames + 2 * m.context, (preset, name, "an episode holds one IDM window")
+    wm = configs["pretrain"].model_config
+    assert wm.image_size == res and wm.image_size % wm.patch_size == 0
+    assert sizes.steps >= wm.num_frames - 1 + configs["pretrain_eval"].horizon  # context + horizon fit an episode
+    import torch
+
+    from worldloom.idm.model import IDM
+    from worldloom.pretrain.model import ACTION_DIM
+
+    # the action encodings both models read come from the one action space module
+    with torch.device("meta"):  # shapes only: the large presets cost nothing to build here
+        head = IDM(configs["idm"]["idm"].model_config).head
+    assert head.out_features == actions.NUM_BUTTONS + 2 * actions.NUM_CAMERA_BINS
+    assert ACTION_DIM == actions.WORLD_MODEL_ACTION_DIM
+    assert configs["label"].model == configs["idm"]["idm"].out
+
+
+def test_cluster_settings_reach_every_stage(tmp_path):
+    cfg = PipelineConfig(out=str(tmp_path), preset="large", address="10.0.0.1:6379", device="cuda", num_workers=64)
+    configs = stage_configs(cfg, _paths(tmp_path))
+    assert all(c.address == cfg.address and c.num_workers == 64 for c in configs["capture"].values())
+    assert configs["label"].address == cfg.address and configs["label"].num_workers == 64
+    wm = configs["pretrain"]
+    assert (wm.address, wm.device, wm.num_workers) == (cfg.address, "cuda", 0)  # 0: one Ray Train worker per GPU
+    assert all(c.device == "cuda" for c in configs["idm"].values())
+
+
+def test_a_cut_down_preset_is_the_same_code_path(tmp_path):
+    parser = build_parser()
+    args = parser.parse_args(["pipeline", "run", "--preset", "small", "--sizes.steps", "72", "--out", str(tmp_path)])
+    from worldloom.config import dataclass_from_args
+
+    cfg = dataclass_from_args(PipelineConfig, args)
+    assert cfg.resolved_sizes.steps == 72 and cfg.resolved_sizes.idm_preset == "small"  # the rest is small's
+    assert cfg.resolved_sizes.labeled_episodes == PRESETS["small"].labeled_episodes
+
+
+def test_readme_preset_table_matches_presets():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| (.+?) \|", readme, flags=re.M))
+    assert set(rows) == set(PRESETS), rows
+    for name, preset in PRESETS.items():
+        text = rows[name]
+        assert f"{preset.resolution}x{preset.resolution}" in text, (name, text)
+        assert f"{preset.steps:,} steps" in text or f"{preset.steps} steps" in text, (name, text)

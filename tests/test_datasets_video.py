@@ -1,0 +1,145 @@
+"""`worldloom.datasets.video` on real files written with PyAV: time from timestamps, backends, causes, truncation."""
+
+from __future__ import annotations
+
+import shutil
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+from videos import (
+    frame_index,
+    on_screen,
+    painted,
+    truncate,
+    write_audio_only,
+    write_h264_stream,
+    write_video,
+)
+
+from worldloom.datasets.video import VideoError, VideoReader, read_video
+
+VFR = [int(t) for t in np.cumsum([0] + [100] * 20 + [25] * 19)]  # 10 fps, then 40 fps (field case 01)
+JITTER = [int(t) for t in np.cumsum([0] + list(np.random.default_rng(1).integers(30, 71, 39)))]  # 50 ms +- 20
+CFR = list(range(0, 40 * 50, 50))
+
+# name: (write_video arguments, presentation times of the frames a player shows, index of the first one)
+TIMELINES = {
+    "vfr": ({"pts_ms": VFR}, VFR, 0),
+    "jittered": ({"pts_ms": JITTER}, JITTER, 0),
+    "b-frames": ({"pts_ms": CFR, "bframes": 3}, CFR, 0),
+    "vfr b-frames": ({"pts_ms": VFR, "bframes": 2}, VFR, 0),
+    "wrong header rate (mkv says 24 fps)": ({"pts_ms": [2 * t for t in CFR], "container_format": "matroska"},
+                                            [2 * t for t in CFR], 0),
+    "start at 1 s": ({"pts_ms": [1000 + t for t in CFR]}, [1000 + t for t in CFR], 0),
+    "start at 0.5 s, b-frames, mkv": ({"pts_ms": [500 + t for t in CFR], "bframes": 3, "container_format": "matroska"},
+                                      [500 + t for t in CFR], 0),
+    "edit list trims 2 frames": ({"pts_ms": [t - 100 for t in CFR]}, CFR[2:], 2),
+    "30 fps": ({"num_frames": 40, "rate": 30}, [round(i * 1000 / 30) for i in range(40)], 0),
+}
+
+
+@pytest.fixture(scope="module")
+def timelines(tmp_path_factory):
+    root = tmp_path_factory.mktemp("timelines")
+    paths = {}
+    for k, (name, (kwargs, _, _)) in enumerate(TIMELINES.items()):
+        suffix = ".mkv" if kwargs.get("container_format") == "matroska" else ".mp4"
+        paths[name] = write_video(root / f"v{k}{suffix}", **kwargs)
+    return paths
+
+
+@pytest.mark.parametrize("backend", ["pyav", "opencv"])
+@pytest.mark.parametrize("name", sorted(TIMELINES))
+def test_step_k_shows_the_frame_on_screen_at_k_over_fps(timelines, name, backend):
+    _, shown_ms, first = TIMELINES[name]
+    for fps in (20, 7):
+        frames, report = read_video(timelines[name], fps=fps, backends=(backend,))
+        assert frame_index(frames) == [first + i for i in on_screen(shown_ms, fps)], (name, backend, fps)
+        assert report.backend == backend and report.timestamps == "pts" and not report.warnings()
+
+
+def test_the_rule_by_hand_on_field_case_01():
+    """10 fps for 2 s then 40 fps: at 20 steps/s each early frame twice, then every other frame."""
+    assert on_screen(VFR, 20) == [k // 2 for k in range(40)] + [20 + 2 * j for j in range(10)]
+
+
+def test_a_gif_is_timed_by_its_frame_delays(tmp_path):
+    delays_ms = [100] * 10 + [50] * 10  # GIF delays are whole centiseconds
+    images = [Image.fromarray(painted(i)) for i in range(20)]
+    images[0].save(tmp_path / "vfr.gif", save_all=True, append_images=images[1:], duration=delays_ms, loop=0)
+    frames, report = read_video(tmp_path / "vfr.gif", fps=20)
+    assert frame_index(frames) == on_screen([int(t) for t in np.cumsum([0] + delays_ms[:-1])], 20)
+    assert report.timestamps == "pts"
+
+
+def test_no_timestamps_fall_back_to_the_header_rate_with_a_warning(tmp_path):
+    stream = write_h264_stream(tmp_path / "raw.h264", 30, rate=20)  # Annex B: frames carry no timestamps
+    frames, report = read_video(stream, fps=20)
+    assert frame_index(frames) == list(range(30)) and report.timestamps == "header rate"
+    assert any("no usable timestamps" in w and "20" in w for w in report.warnings())
+    frames, _ = read_video(stream, fps=10)
+    assert frame_index(frames) == list(range(0, 30, 2))
+    frames, _ = read_video(stream)  # no fps asked: the header rate
+    assert len(frames) == 30
+
+
+def av1_encoder() -> str:
+    for name in ("libsvtav1", "libaom-av1"):
+        if name in av.codecs_available:
+            return name
+    pytest.skip("this PyAV build has no AV1 encoder to make the input")  # PyAV's PyPI wheels have libsvtav1
+
+
+def test_a_backend_that_decodes_nothing_hands_over_to_the_other(tmp_path):
+    """OpenCV's FFmpeg opens AV1 and decodes no frame; PyAV (dav1d) does: never "corrupt"."""
+    path = write_video(tmp_path / "av1.mp4", num_frames=24, codec=av1_encoder())
+    frames, report = read_video(path)
+    assert len(frames) == 24 and report.backend == "pyav" and report.codec == "av1"
+    frames, report = read_video(path, backends=("opencv", "pyav"))
+    assert len(frames) == 24 and report.backend == "pyav" and report.tried == ["opencv: decoded no frame"]
+    with pytest.raises(VideoError) as err:
+        read_video(path, backends=("opencv",))
+    message = str(err.value)
+    assert "av1" in message and "mp4" in message and "install" in message and "corrupt" not in message
+
+
+def test_files_no_backend_decodes_name_their_cause(tmp_path):
+    whole = write_video(tmp_path / "whole.mp4", num_frames=40)  # moov at the end: a cut file has none
+    cases = {
+        "audio.m4a": (write_audio_only(tmp_path / "audio.m4a"), "no video stream"),
+        "notes.mp4": (tmp_path / "notes.mp4", "not a video file"),
+        "garbage.mp4": (tmp_path / "garbage.mp4", "corrupt"),
+        "cut.mp4": (truncate(whole, tmp_path / "cut.mp4"), "corrupt or truncated"),
+        "empty.mp4": (tmp_path / "empty.mp4", "empty"),
+        "missing.mp4": (tmp_path / "missing.mp4", "no such file"),
+    }
+    (tmp_path / "notes.mp4").write_text("not a video, whatever its name says")
+    (tmp_path / "garbage.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 50)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    for name, (path, cause) in cases.items():
+        with pytest.raises(VideoError) as err:
+            VideoReader(path)
+        assert name in str(err.value) and cause in str(err.value), str(err.value)
+    assert "corrupt" not in str(pytest.raises(VideoError, VideoReader, cases["audio.m4a"][0]).value)
+
+
+def test_truncated_files_are_reported_and_whole_ones_are_not(tmp_path):
+    whole_mp4 = write_video(tmp_path / "whole.mp4", num_frames=40, container_options={"movflags": "faststart"})
+    whole_mkv = write_video(tmp_path / "whole.mkv", pts_ms=CFR, container_format="matroska")
+    for whole, how in ((whole_mp4, "lists"), (whole_mkv, "implies")):
+        cut = truncate(whole, tmp_path / f"cut{whole[-4:]}")
+        frames, report = read_video(cut, fps=20)
+        assert report.truncated and report.expected_frames == 40 and report.decoded_frames < 20
+        assert f"decoded {report.decoded_frames} of the 40 frames its container {how}" in report.truncation()
+        assert frame_index(frames) == list(range(len(frames)))  # what decodes is kept in order
+        assert any(w.startswith("truncated") for w in report.warnings())
+        _, report = read_video(whole, fps=20)
+        assert not report.truncated and report.decoded_frames == 40 and not report.warnings()
+    trimmed = write_video(tmp_path / "trimmed.mp4", pts_ms=[t - 100 for t in CFR])  # 40 listed, 38 shown
+    _, report = read_video(trimmed, fps=20)
+    assert report.listed_frames == 40 and report.decoded_frames == 38 and not report.truncated
+    cut = truncate(whole_mp4, tmp_path / "cut-opencv.mp4")
+    shutil.copy(cut, tmp_path / "copy.mp4")
+    assert read_video(tmp_path / "copy.mp4", backends=("pyav",))[1].truncated

@@ -1,0 +1,243 @@
+"""The floor every stage stands on: atomic writes, the training plumbing, the checkpoint format,
+typed configs on the command line, the action space's encodings."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from worldloom import actions, checkpoint
+from worldloom.config import add_dataclass_args, dataclass_from_args, doc, parse_resolution
+from worldloom.errors import UserError
+from worldloom.io import atomic_path, atomic_write_json, write_video
+from worldloom.training import (
+    MetricsLog,
+    TimeBudget,
+    TrainingDiverged,
+    check_finite,
+    lr_at,
+    resolve_device,
+)
+
+# --- atomic writes ------------------------------------------------------------------------------
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "state.json"
+    atomic_write_json(path, {"step": 1})
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_text('{"step": 2, "half')  # a crash mid-write
+        raise RuntimeError("killed")
+    assert json.loads(path.read_text()) == {"step": 1}
+    assert os.listdir(tmp_path) == ["state.json"]  # no temporary left behind
+
+
+def test_atomic_directory_swap_and_suffix_kept(tmp_path):
+    final = tmp_path / "checkpoint"
+    for step in (1, 2):
+        with atomic_path(final) as tmp:
+            assert tmp.name.startswith(".checkpoint.tmp-")
+            tmp.mkdir()
+            (tmp / "state.json").write_text(str(step))
+    assert (final / "state.json").read_text() == "2" and sorted(os.listdir(tmp_path)) == ["checkpoint"]
+    with atomic_path(tmp_path / "curves.png") as tmp:
+        assert tmp.suffix == ".png"  # matplotlib and OpenCV choose the format by the suffix
+        tmp.write_bytes(b"png")
+
+
+def test_write_video_mp4_and_gif(tmp_path):
+    import av
+
+    frames = np.random.default_rng(0).integers(0, 255, (5, 33, 47, 3), dtype=np.uint8)  # odd sizes
+    write_video(tmp_path / "a.mp4", frames, 20)
+    with av.open(str(tmp_path / "a.mp4")) as c:
+        stream = c.streams.video[0]
+        assert stream.codec_context.name == "h264" and (stream.width, stream.height) == (46, 32)
+        assert sum(1 for _ in c.decode(stream)) == 5
+    write_video(tmp_path / "a.gif", frames, 20)
+    assert (tmp_path / "a.gif").stat().st_size > 0
+    with pytest.raises(ValueError, match="use .mp4 or .gif"):
+        write_video(tmp_path / "a.avi", frames, 20)
+
+
+# --- training plumbing ----------------------------------------------------------------------------
+
+
+def test_lr_schedule_warms_up_then_decays():
+    lr = lambda step: lr_at(step, peak_lr=1.0, warmup_steps=10, total_steps=100, min_lr_ratio=0.1)  # noqa: E731
+    assert lr(0) == pytest.approx(0.1) and lr(9) == pytest.approx(1.0)
+    assert lr(100) == pytest.approx(0.1) and lr(200) == pytest.approx(0.1) and lr(55) < lr(20) < 1.0
+
+
+def test_time_budget_fits_the_schedule_to_the_measured_speed():
+    budget = TimeBudget(minutes=1.0, max_steps=1000, plan_after=10)
+    assert budget.total_steps == 1000
+    for step in range(1, 11):  # 0.5 s a step, the clock read after each
+        budget.update(step, elapsed_s=0.5 * step, steps_this_call=step)
+    assert budget.total_steps == 10 + int((60 - 5.0) / 0.5)  # 55 s left at 0.5 s a step
+    assert not budget.done(50, 25.0) and budget.done(budget.total_steps, 59.0) and budget.done(60, 63.1)
+    assert TimeBudget().total_steps == 2000 and TimeBudget(minutes=5).limit > 10**6  # the budget decides
+    fast = TimeBudget(minutes=1.0, max_steps=100, plan_after=3)
+    for step in range(1, 4):
+        fast.update(step, 0.001 * step, step)
+    assert fast.total_steps == 100  # never past --max-steps
+
+
+def test_non_finite_loss_or_gradient_stops_with_the_step_and_the_checkpoint():
+    check_finite(0.5, 1.0, 3, None)
+    with pytest.raises(TrainingDiverged, match=r"loss nan at step 7: .*last good checkpoint is runs/x \(step 5\)"):
+        check_finite(float("nan"), 1.0, 7, "runs/x (step 5)")
+    with pytest.raises(TrainingDiverged, match="gradient norm inf at step 2.*no checkpoint was written"):
+        check_finite(0.1, float("inf"), 2, None)
+    assert issubclass(TrainingDiverged, UserError)  # the CLI prints it as one line, exit 2
+
+
+def test_device_choice_warns_loudly_when_a_gpu_is_asked_for_and_absent(capsys):
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        assert resolve_device("cuda").type == "cpu"
+        assert "WARNING: --device cuda asked for a GPU" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="device must be auto, cpu, cuda or cuda:N"):
+        resolve_device("tpu")
+
+
+def test_metrics_log_resumes_and_draws_curves(tmp_path):
+    log = MetricsLog(tmp_path, ("step", "loss"), panels=[("loss", ("loss",), True)])
+    for step in (10, 20, 30):
+        log.row(step=step, loss=1.0 / step)
+    log.write()
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    resumed = MetricsLog(tmp_path, ("step", "loss"), resume_step=20)  # the run resumes from step 20
+    assert [int(r["step"]) for r in resumed.rows] == [10, 20]
+
+
+# --- checkpoint format -----------------------------------------------------------------------------
+
+
+def _save(run, weights=None, **state):
+    checkpoint.write_run_config(run, "idm", {"model": {}})
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    return model, opt, checkpoint.save_checkpoint(run, "idm", {"model": weights or model.state_dict()},
+                                                  {"step": 4, **state}, optimizer=opt)
+
+
+def test_checkpoint_round_trip_with_optimizer(tmp_path):
+    model, opt, path = _save(tmp_path)
+    assert sorted(os.listdir(path)) == ["model.safetensors", "optimizer.safetensors", "state.json"]
+    fresh = torch.nn.Linear(3, 2)
+    fresh_opt = torch.optim.AdamW(fresh.parameters())
+    tensors, state = checkpoint.load_checkpoint(tmp_path, "idm", ("model",), optimizer=fresh_opt)
+    assert state["step"] == 4 and state["format_version"] == checkpoint.FORMAT_VERSION
+    assert all(torch.equal(tensors["model"][k], v) for k, v in model.state_dict().items())
+    assert torch.equal(fresh_opt.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    assert checkpoint.checkpoint_id(tmp_path, "idm").startswith(f"{tmp_path.name}@step4-")
+
+
+def test_non_finite_tensors_are_never_written_and_refused_on_load(tmp_path):
+    _save(tmp_path)
+    before = (tmp_path / "checkpoint" / "model.safetensors").read_bytes()
+    bad = {"weight": torch.tensor([[1.0, float("nan"), 0.0]] * 2), "bias": torch.zeros(2)}
+    with pytest.raises(TrainingDiverged, match="model tensor 'weight' is not finite"):
+        _save(tmp_path, weights=bad)
+    assert (tmp_path / "checkpoint" / "model.safetensors").read_bytes() == before  # the good one is kept
+    from safetensors.torch import save_file
+
+    save_file(bad, str(tmp_path / "checkpoint" / "model.safetensors"))  # a file that holds a NaN anyway
+    with pytest.raises(UserError, match=r"model.safetensors: tensor 'weight' holds NaN"):
+        checkpoint.load_checkpoint(tmp_path, "idm")
+
+
+def test_older_or_foreign_runs_are_one_line_errors(tmp_path):
+    _save(tmp_path)
+    state = tmp_path / "checkpoint" / "state.json"
+    doc = json.loads(state.read_text())
+    state.write_text(json.dumps({k: v for k, v in doc.items() if k != "format_version"}))
+    with pytest.raises(UserError, match=r"state.json: no format_version .* reads checkpoint format 1"):
+        checkpoint.load_checkpoint(tmp_path, "idm")
+    state.write_text(json.dumps({**doc, "format_version": 99}))
+    with pytest.raises(UserError, match="format_version 99"):
+        checkpoint.load_checkpoint(tmp_path, "idm")
+    state.write_text(json.dumps(doc))
+    with pytest.raises(UserError, match="an IDM run, not a world model run"):
+        checkpoint.read_run_config(tmp_path, "world_model")
+    with pytest.raises(UserError, match="not a world model run"):
+        checkpoint.read_run_config(tmp_path / "elsewhere", "world_model")
+    state.write_text("{not json")
+    with pytest.raises(UserError, match="cannot read it as JSON"):
+        checkpoint.load_checkpoint(tmp_path, "idm")
+
+
+# --- typed configs on the command line --------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Inner:
+    width: int = doc("width", 8)
+    flag: bool = doc("a switch", False)
+
+    def __post_init__(self):
+        if self.width < 1:
+            raise ValueError(f"width must be >= 1, got {self.width}")
+
+
+PRESETS = {"a": Inner(width=16), "b": Inner(width=32)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Outer:
+    out: str = doc("where")
+    preset: str = doc("sizes", "a")
+    model: Inner | None = doc("the shape", None)
+    num_workers: int = doc("workers", 1)
+
+    @classmethod
+    def nested_default(cls, name, values):
+        return PRESETS[values.get("preset", "a")]
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser()
+    add_dataclass_args(parser, Outer, deprecated={"--workers": "num_workers"})
+    return dataclass_from_args(Outer, parser.parse_args(argv))
+
+
+def test_nested_flags_apply_on_top_of_the_preset(capsys):
+    assert _parse(["--out", "x"]).model is None  # nothing given: the preset decides, later
+    cfg = _parse(["--out", "x", "--preset", "b", "--model.flag", "true"])
+    assert cfg.model == Inner(width=32, flag=True)
+    assert _parse(["--out", "x", "--model.width", "4"]).model == Inner(width=4)
+    with pytest.raises(UserError, match="width must be >= 1, got 0"):  # the config's ValueError, as one line
+        _parse(["--out", "x", "--model.width", "0"])
+    assert _parse(["--out", "x", "--workers", "3"]).num_workers == 3
+    assert "--workers is deprecated and goes in the next release; use --num-workers" in capsys.readouterr().err
+
+
+def test_resolution_values():
+    assert parse_resolution("128") == (128, 128) and parse_resolution("640x360") == (360, 640)
+    with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
+        parse_resolution("big")
+
+
+# --- the action space ----------------------------------------------------------------------------------
+
+
+def test_both_models_encodings_come_from_the_action_space():
+    buttons = torch.zeros(2, actions.NUM_BUTTONS)
+    camera = torch.tensor([[0.0, 10.0], [-45.0, 0.615]])
+    feats = actions.world_model_features(buttons, camera)
+    assert feats.shape == (2, actions.WORLD_MODEL_ACTION_DIM)
+    assert torch.allclose(actions.world_model_camera(feats), camera)  # exact to 90 degrees
+    assert feats[0, actions.NUM_BUTTONS + 1] == pytest.approx(1.0)  # mu-law: +10 degrees is the top of the range
+    pos = torch.from_numpy(actions.camera_to_bin_position(np.array([[0.615, -10.0]]))).float()
+    target = actions.two_hot(pos)
+    assert target.shape == (1, 2, actions.NUM_CAMERA_BINS) and target[0, 0, 6] == pytest.approx(1.0, abs=1e-3)  # 0.615 is bin 6's centre
+    assert actions.FPS == 20 and actions.NUM_CAMERA_BINS == 11

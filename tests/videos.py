@@ -1,0 +1,106 @@
+"""Small synthetic video files for tests, written with PyAV: frame i shows its index.
+
+Frame i is a moving texture with its top-left 16x16 block painted grey 10 + 6 i, so the index
+of the frame a reader returns is read back from its pixels (`frame_index`), whatever the
+codec did to the texture.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+
+MS = Fraction(1, 1000)
+
+
+def painted(i: int, size: int = 64) -> np.ndarray:
+    """Frame i: (size, size, 3) uint8 texture shifted 2i pixels, index painted top-left."""
+    tex = np.random.default_rng(0).integers(0, 256, (size, size + 128, 3), dtype=np.uint8)
+    frame = np.ascontiguousarray(np.roll(tex, -2 * i, 1)[:, :size])
+    frame[:16, :16] = 10 + 6 * i
+    return frame
+
+
+def frame_index(frames: np.ndarray) -> list[int]:
+    """The painted index of each frame (N, H, W, 3)."""
+    return np.rint((frames[:, :16, :16].reshape(len(frames), -1).mean(1) - 10) / 6).astype(int).tolist()
+
+
+def write_video(path, pts_ms: list[int] | None = None, num_frames: int | None = None, rate: int = 20,
+                codec: str = "libx264", container_format: str | None = None, bframes: int = 0,
+                container_options: dict | None = None) -> str:
+    """Frames 0, 1, ... at presentation times `pts_ms` (ms), or `num_frames` at a constant `rate`."""
+    out = av.open(str(path), "w", format=container_format, options=container_options or {})
+    stream = out.add_stream(codec, rate=None if pts_ms is not None else rate)
+    if pts_ms is not None:
+        stream.codec_context.time_base = stream.time_base = MS
+    stream.width = stream.height = 64
+    if codec == "libx264":
+        stream.pix_fmt, stream.options = "yuv444p", {"crf": "10", "bf": str(bframes)}
+    else:
+        stream.pix_fmt = "yuv420p"
+    times = pts_ms if pts_ms is not None else [None] * num_frames
+    for i, t in enumerate(times):
+        frame = av.VideoFrame.from_ndarray(painted(i), format="rgb24")
+        if t is not None:
+            frame.pts, frame.time_base = t, MS
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+    out.close()
+    return str(path)
+
+
+def write_h264_stream(path, num_frames: int, rate: int = 20) -> str:
+    """A raw H.264 Annex B stream (.h264): frames with no timestamps, the rate only in the header."""
+    ctx = av.CodecContext.create("libx264", "w")
+    ctx.width = ctx.height = 64
+    ctx.pix_fmt, ctx.time_base, ctx.framerate = "yuv444p", Fraction(1, rate), Fraction(rate, 1)
+    ctx.options = {"crf": "10", "bf": "0"}
+    data = b""
+    for i in range(num_frames):
+        frame = av.VideoFrame.from_ndarray(painted(i), format="rgb24")
+        frame.pts = i
+        data += b"".join(bytes(p) for p in ctx.encode(frame))
+    data += b"".join(bytes(p) for p in ctx.encode(None))
+    with open(path, "wb") as f:
+        f.write(data)
+    return str(path)
+
+
+def write_audio_only(path) -> str:
+    """An .m4a file with one AAC stream and no video."""
+    out = av.open(str(path), "w")
+    stream = out.add_stream("aac", rate=16000)
+    for i in range(8):
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, i * 1024
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+    out.close()
+    return str(path)
+
+
+def truncate(src, dst, fraction: float = 0.6) -> str:
+    """Copy the first `fraction` of a file's bytes (what a broken download leaves)."""
+    data = open(src, "rb").read()
+    with open(dst, "wb") as f:
+        f.write(data[:int(len(data) * fraction)])
+    return str(dst)
+
+
+def on_screen(pts_ms: list[int], fps: float) -> list[int]:
+    """The reference rule: step k shows the last frame with time <= k / fps (times from the first
+    frame); steps run until the last frame's end (its start plus the interval before it)."""
+    t = [(p - pts_ms[0]) / 1000 for p in pts_ms]
+    end = t[-1] + (t[-1] - t[-2])
+    steps, k = [], 0
+    while k / fps < end - 1e-9:
+        steps.append(max(i for i, ti in enumerate(t) if ti <= k / fps + 1e-9))
+        k += 1
+    return steps

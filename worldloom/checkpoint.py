@@ -1,0 +1,241 @@
+"""One versioned checkpoint format for every trained model: safetensors for tensors, JSON for the rest.
+
+```
+RUN/
+├── config.json                  {"format_version": 1, "kind": "idm" | "world_model", ...the configs}
+├── checkpoint/                  the last good checkpoint, replaced whole (temporary name, then rename)
+│   ├── model.safetensors        weights
+│   ├── ema.safetensors          EMA weights (optional; what sampling uses when present)
+│   ├── optimizer.safetensors    AdamW moments, one tensor per (parameter index, name) (optional)
+│   └── state.json               {"format_version": 1, "kind", "step", "param_groups", ...the loop's state}
+├── metrics.csv, curves.png      worldloom.training.MetricsLog
+```
+
+    save_checkpoint(run, "idm", {"model": model.state_dict()}, {"step": 100}, optimizer=opt)
+    tensors, state = load_checkpoint(run, "idm", ("model",), optimizer=opt)
+    checkpoint_id(run)   # "idm-run@step100-3fa2c9d1e0b4": names the exact weights (label_model)
+
+Never pickle: optimizer state is flattened to tensors plus JSON, and nothing here calls
+torch.load. A non-finite tensor is never written (TrainingDiverged instead) and a file that
+holds one is refused on load, naming the file and the tensor. A run written by an older
+WorldLoom, or by something else, is refused with one line naming the file and its version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from worldloom.errors import UserError
+from worldloom.io import atomic_path, atomic_write_json
+from worldloom.training import TrainingDiverged
+
+__all__ = ["FORMAT_VERSION", "CONFIG_FILE", "CHECKPOINT_DIR", "STATE_FILE", "write_run_config", "read_run_config",
+           "save_checkpoint", "load_checkpoint", "has_checkpoint", "read_state", "checkpoint_id", "first_non_finite", "load_weights_into", "load_model"]
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.json"
+TENSOR_FILES = ("model", "ema", "optimizer")
+KIND_NAMES = {"idm": "an IDM", "world_model": "a world model"}  # for messages
+
+
+def _kind_name(kind: str) -> str:
+    return KIND_NAMES.get(kind, f"a {kind!r}")
+
+
+def _check_version(doc: Any, path: Path, kind: str) -> dict:
+    if not isinstance(doc, dict):
+        raise UserError(f"{path}: not a WorldLoom run file (a JSON object expected, got {type(doc).__name__})")
+    version = doc.get("format_version")
+    if version != FORMAT_VERSION:
+        said = "no format_version (written by WorldLoom 0.1 or another tool)" if version is None else f"format_version {version!r}"
+        raise UserError(f"{path}: {said}; this WorldLoom reads checkpoint format {FORMAT_VERSION}: retrain the run "
+                        f"with this version")
+    if doc.get("kind") != kind:
+        raise UserError(f"{path}: {_kind_name(str(doc.get('kind')))} run, not {_kind_name(kind)} run; pass {_kind_name(kind)} "
+                        "run directory")
+    return doc
+
+
+def _run_file(run_dir: str | Path, *parts: str) -> Path:
+    """RUN/parts...: the names are fixed, but a file may be a symlink; UserError if it (or the
+    checkpoint directory) leads outside the run, before a byte is read (worldloom.paths)."""
+    from worldloom.paths import is_inside
+
+    path = Path(run_dir).joinpath(*parts)
+    if (path.exists() or path.is_symlink()) and not is_inside(run_dir, path):
+        raise UserError(f"{path}: links outside its run directory {run_dir} (to {os.path.realpath(path)}); "
+                        "a run's files stay inside it: restore the run from its source")
+    return path
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise UserError(f"{path}: cannot read it as JSON ({err})") from None
+
+
+def write_run_config(run_dir: str | Path, kind: str, doc: Mapping[str, Any]) -> None:
+    """RUN/config.json: the configs that made the run, with the format version and the kind."""
+    atomic_write_json(Path(run_dir) / CONFIG_FILE, {"format_version": FORMAT_VERSION, "kind": kind, **doc})
+
+
+def read_run_config(run_dir: str | Path, kind: str) -> dict:
+    """RUN/config.json, checked: UserError (one line) if missing, foreign or of another version."""
+    path = _run_file(run_dir, CONFIG_FILE)
+    if not path.is_file():
+        raise UserError(f"{run_dir}: not {_kind_name(kind)} run ({CONFIG_FILE} is missing)")
+    return _check_version(_read_json(path), path, kind)
+
+
+def first_non_finite(tensors: Mapping[str, Any]) -> str | None:
+    """The name of the first floating tensor holding a NaN or an infinity, or None."""
+    import torch
+
+    for name, t in tensors.items():
+        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
+
+
+def _optimizer_tensors(optimizer) -> tuple[dict, list[dict]]:
+    import torch
+
+    sd = optimizer.state_dict()
+    tensors = {f"{idx}.{name}": torch.as_tensor(value).detach().cpu().contiguous()
+               for idx, state in sd["state"].items() for name, value in state.items()}
+    return tensors, sd["param_groups"]
+
+
+def _load_optimizer(optimizer, tensors: Mapping[str, Any], param_groups: list[dict], path: Path) -> None:
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        idx, _, name = key.partition(".")
+        if not idx.isdigit() or not name:
+            raise UserError(f"{path}: unexpected tensor name {key!r} in the optimizer state")
+        state.setdefault(int(idx), {})[name] = value
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": param_groups})
+    except (ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{path}: the optimizer state does not fit this model ({err})") from None
+
+
+def save_checkpoint(run_dir: str | Path, kind: str, weights: Mapping[str, Mapping[str, Any]], state: Mapping[str, Any],
+                    optimizer=None) -> Path:
+    """Write RUN/checkpoint whole: `weights` maps "model" (and "ema") to state dicts; `state`
+    is the loop's JSON state (must hold "step"). Raises TrainingDiverged, writing nothing, if a
+    tensor is not finite."""
+    from safetensors.torch import save_file
+
+    run_dir = Path(run_dir)
+    files = {name: {k: v.detach().cpu().contiguous() for k, v in sd.items()} for name, sd in weights.items()}
+    groups = None
+    if optimizer is not None:
+        files["optimizer"], groups = _optimizer_tensors(optimizer)
+    for name, tensors in files.items():
+        bad = first_non_finite(tensors)
+        if bad is not None:
+            raise TrainingDiverged(f"{name} tensor {bad!r} is not finite at step {state.get('step')}: nothing was "
+                                   f"written; the last good checkpoint in {run_dir / CHECKPOINT_DIR} is kept")
+    final = run_dir / CHECKPOINT_DIR
+    with atomic_path(final) as tmp:
+        tmp.mkdir(parents=True)
+        for name, tensors in files.items():
+            save_file(tensors, str(tmp / f"{name}.safetensors"), metadata={"step": str(state.get("step"))})
+        doc = {"format_version": FORMAT_VERSION, "kind": kind, **state}
+        if groups is not None:
+            doc["param_groups"] = groups
+        (tmp / STATE_FILE).write_text(json.dumps(doc, indent=1))
+    return final
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / CHECKPOINT_DIR / STATE_FILE).is_file()
+
+
+def read_state(run_dir: str | Path, kind: str) -> dict:
+    """checkpoint/state.json, checked: UserError (one line) if missing, foreign or of another version."""
+    path = _run_file(run_dir, CHECKPOINT_DIR, STATE_FILE)
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no checkpoint yet ({CHECKPOINT_DIR}/{STATE_FILE} is missing); train the run first")
+    state = _check_version(_read_json(path), path, kind)
+    step = state.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise UserError(f"{path}: step must be a whole number >= 0, got {step!r}")
+    return state
+
+
+def load_checkpoint(run_dir: str | Path, kind: str, which: Sequence[str] = ("model",), optimizer=None,
+                    device: Any = "cpu") -> tuple[dict[str, dict], dict]:
+    """({name: state dict} for `which`, the state JSON); restores `optimizer` in place when given.
+
+    UserError (one line) naming the file for a missing, unreadable or non-finite tensor file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    ckpt = Path(run_dir) / CHECKPOINT_DIR
+    state = read_state(run_dir, kind)
+    names = list(which) + (["optimizer"] if optimizer is not None else [])
+    loaded: dict[str, dict] = {}
+    for name in names:
+        if name not in TENSOR_FILES:
+            raise ValueError(f"which must name files among {TENSOR_FILES}, got {name!r}")
+        path = _run_file(run_dir, CHECKPOINT_DIR, f"{name}.safetensors")
+        if not path.is_file():
+            raise UserError(f"{path} is missing: the checkpoint is incomplete; retrain or restore the run")
+        try:
+            tensors = load_file(str(path), device=str(device))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+            raise UserError(f"{path}: not a readable safetensors file ({err})") from None
+        bad = first_non_finite(tensors)
+        if bad is not None:
+            raise UserError(f"{path}: tensor {bad!r} holds NaN or infinite values; this checkpoint cannot be used")
+        loaded[name] = tensors
+    if optimizer is not None:
+        groups = state.get("param_groups")
+        if not isinstance(groups, list):
+            raise UserError(f"{ckpt / STATE_FILE}: param_groups missing; the optimizer state cannot be restored")
+        _load_optimizer(optimizer, loaded.pop("optimizer"), groups, ckpt / "optimizer.safetensors")
+    return loaded, {k: v for k, v in state.items() if k != "param_groups"}
+
+
+def load_weights_into(module, tensors: Mapping[str, Any], path: Path) -> None:
+    """`module.load_state_dict(tensors)` with a one-line error when they do not fit."""
+    try:
+        module.load_state_dict(tensors)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "shapes differ"
+        raise UserError(f"{path}: the weights do not fit the model its config describes ({first})") from None
+
+
+def load_model(run_dir: str | Path, kind: str, build, which: str = "model", device: Any = "cpu"):
+    """`build()` (a module from the run's config) with checkpoint/`which`.safetensors loaded, after
+    the checks a downloaded run needs: the format version and kind, every tensor's name and shape
+    compared on the meta device with the file's header (before any weight is read or memory is
+    allocated for a model the file does not justify), and every tensor finite. One-line UserErrors."""
+    from worldloom.untrusted import check_fits
+
+    read_state(run_dir, kind)
+    path = _run_file(run_dir, CHECKPOINT_DIR, f"{which}.safetensors")
+    if not path.is_file():
+        raise UserError(f"{path} is missing: the checkpoint is incomplete; retrain or restore the run")
+    check_fits(build, path, source=Path(run_dir) / CONFIG_FILE)
+    tensors, _ = load_checkpoint(run_dir, kind, (which,), device=device)
+    model = build()
+    load_weights_into(model, tensors[which], path)
+    return model
+
+
+def checkpoint_id(run_dir: str | Path, kind: str) -> str:
+    """`<run name>@step<N>-<first 12 hex of the weights' sha256>`: names the exact weights."""
+    run_dir = Path(run_dir)
+    state = read_state(run_dir, kind)
+    digest = hashlib.sha256(_run_file(run_dir, CHECKPOINT_DIR, "model.safetensors").read_bytes()).hexdigest()[:12]
+    return f"{run_dir.resolve().name}@step{state['step']}-{digest}"

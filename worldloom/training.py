@@ -1,0 +1,214 @@
+"""The training plumbing both trainers share: schedule, time budget, device, metrics, NaN stop.
+
+    from worldloom import training
+    device = training.resolve_device("auto")                 # a loud warning if a GPU was asked for and is absent
+    budget = training.TimeBudget(minutes=15, max_steps=None)  # the schedule's length fitted to the speed
+    log = training.MetricsLog(run, fields, resume_step=0, panels=[("loss", ("loss",), True)])
+    for step in range(start, ...):
+        lr = training.lr_at(step, peak_lr=3e-3, warmup_steps=10, total_steps=budget.total_steps)
+        ...
+        training.check_finite(loss, grad_norm, step, last_checkpoint)   # TrainingDiverged at once
+        budget.update(step + 1, elapsed_s)
+        if budget.done(step + 1, elapsed_s): break
+
+The IDM and the world model keep two readable loops (idm/train.py, pretrain/train.py) that call
+these; the checkpoint format is `worldloom.checkpoint`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from worldloom.errors import UserError
+from worldloom.io import atomic_path, atomic_write_text
+
+__all__ = ["lr_at", "resolve_device", "TimeBudget", "MetricsLog", "TrainingDiverged", "check_finite",
+           "DEFAULT_MAX_STEPS", "DEVICES"]
+
+# Without --minutes and --max-steps a run takes this many optimizer steps.
+DEFAULT_MAX_STEPS = 2000
+DEVICES = "auto, cpu, cuda or cuda:N"
+
+
+def lr_at(step: int, *, peak_lr: float, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.1) -> float:
+    """Linear warmup to `peak_lr` over `warmup_steps`, then cosine decay to `peak_lr * min_lr_ratio`
+    at `total_steps` (held there after it)."""
+    if step < warmup_steps:
+        return peak_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return peak_lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def check_device_name(name: str) -> None:
+    """ValueError unless `name` is auto, cpu, cuda or cuda:N (for config validation)."""
+    if name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit()):
+        return
+    raise ValueError(f"device must be {DEVICES}, got {name!r}")
+
+
+def resolve_device(name: str):
+    """`auto` -> cuda when torch sees a GPU, else cpu; `cuda` without a GPU -> cpu with a loud warning
+    (a run that was meant for a GPU should not look fine while it crawls on the CPU)."""
+    import torch
+
+    check_device_name(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        print(f"WARNING: --device {name} asked for a GPU but torch ({torch.__version__}, {build}) sees none: "
+              "training on the CPU instead. Install a CUDA build of torch (make ... TORCH_INDEX=...) or pass "
+              "--device cpu to silence this.", file=sys.stderr, flush=True)
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+@dataclass
+class TimeBudget:
+    """`--minutes` and `--max-steps` -> how many optimizer steps the schedule has.
+
+    With a time budget the length is fitted to the measured speed after `plan_after` steps
+    (the first ones include compilation and warm caches, so the clock starts at step 2) and
+    refitted every `refit_every` steps (a shared machine's speed drifts); without one it is
+    `max_steps` (or DEFAULT_MAX_STEPS). Its state is saved in checkpoints, so a resumed run
+    continues on the same schedule; `elapsed_s` counts every resume.
+    """
+
+    minutes: float = 0.0
+    max_steps: int | None = None
+    planned_steps: int | None = None
+    plan_after: int = 10
+    refit_every: int = 100
+    _probe: tuple[int, float] | None = field(default=None, repr=False)
+
+    @property
+    def limit(self) -> int:
+        """The most steps the run may take."""
+        if self.max_steps is not None:
+            return self.max_steps
+        return 10**9 if self.minutes else DEFAULT_MAX_STEPS
+
+    @property
+    def total_steps(self) -> int:
+        """The schedule's length now."""
+        return self.planned_steps if self.planned_steps is not None else self.limit
+
+    def update(self, step: int, elapsed_s: float, steps_this_call: int) -> bool:
+        """After optimizer step `step` (the count done), `elapsed_s` into the run; True when the plan changed."""
+        if not self.minutes:
+            return False
+        if steps_this_call == 2:
+            self._probe = (step, elapsed_s)
+        if self._probe is None or step <= self._probe[0]:
+            return False
+        first = self.planned_steps is None and steps_this_call >= self.plan_after
+        refit = self.planned_steps is not None and step % self.refit_every == 0
+        if not (first or refit):
+            return False
+        step_s = (elapsed_s - self._probe[1]) / (step - self._probe[0])
+        fitted = step + int((self.minutes * 60 - elapsed_s) / max(step_s, 1e-9))
+        self.planned_steps = max(step + 1, min(self.limit, fitted))
+        return True
+
+    def out_of_time(self, elapsed_s: float) -> bool:
+        """True when the time is spent (5% grace for a drifting estimate)."""
+        return bool(self.minutes) and elapsed_s > self.minutes * 60 * 1.05
+
+    def done(self, step: int, elapsed_s: float) -> bool:
+        """True when the schedule is finished or the time is spent."""
+        return step >= self.total_steps or self.out_of_time(elapsed_s)
+
+    def state(self) -> dict[str, Any]:
+        return {"planned_steps": self.planned_steps}
+
+
+class TrainingDiverged(UserError):
+    """The loss or gradient became NaN or infinite; the last good checkpoint is kept."""
+
+
+def check_finite(loss: float, grad_norm: float | None, step: int, last_checkpoint: str | None) -> None:
+    """TrainingDiverged naming the step and the last good checkpoint when the loss or the gradient
+    norm is not finite (checked before the optimizer step, so the weights stay good)."""
+    bad = [] if math.isfinite(loss) else [f"loss {loss}"]
+    if grad_norm is not None and not math.isfinite(grad_norm):
+        bad.append(f"gradient norm {grad_norm}")
+    if not bad:
+        return
+    kept = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written"
+    raise TrainingDiverged(f"{' and '.join(bad)} at step {step}: training stopped; {kept}; "
+                           "lower the learning rate or check the data for non-finite values")
+
+
+class MetricsLog:
+    """metrics.csv (one row per logged step; rewritten atomically) and curves.png, in a run directory.
+
+    On resume the rows after `resume_step` are dropped (they belong to the steps being redone).
+    `panels` are (title, metric names, log scale) for curves.png, one subplot each.
+    """
+
+    def __init__(self, run_dir: str | Path, fields: Sequence[str], resume_step: int = 0,
+                 panels: Sequence[tuple[str, Sequence[str], bool]] = (), enabled: bool = True):
+        self.run_dir, self.fields, self.panels, self.enabled = Path(run_dir), tuple(fields), tuple(panels), enabled
+        self.path = self.run_dir / "metrics.csv"
+        self.rows: list[dict[str, Any]] = []
+        if enabled and resume_step > 0 and self.path.exists():
+            with self.path.open() as f:
+                self.rows = [r for r in csv.DictReader(f) if r.get("step") and int(float(r["step"])) <= resume_step]
+
+    def row(self, **values: Any) -> None:
+        if self.enabled:
+            self.rows.append(values)
+
+    def write(self) -> None:
+        """metrics.csv and curves.png, both atomically."""
+        if not self.enabled:
+            return
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self.fields, extrasaction="ignore")
+        writer.writeheader()
+        for r in self.rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+        atomic_write_text(self.path, buf.getvalue())
+        if self.panels:
+            self.plot(self.run_dir / "curves.png")
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        pts = []
+        for r in self.rows:
+            v = r.get(key)
+            if v in (None, "", "nan"):
+                continue
+            v = float(v)
+            if math.isfinite(v):
+                pts.append((int(float(r["step"])), v))
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    def plot(self, out_png: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(self.panels), figsize=(4 * len(self.panels), 3.2), squeeze=False)
+        for ax, (title, keys, log_scale) in zip(axes[0], self.panels, strict=True):
+            for key in keys:
+                steps, values = self.series(key)
+                if steps:
+                    ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3, label=key)
+            ax.set_title(title)
+            ax.set_xlabel("step")
+            if log_scale and any(self.series(k)[1] for k in keys):
+                ax.set_yscale("log")
+            if len(keys) > 1 and ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+        fig.tight_layout()
+        with atomic_path(out_png) as tmp:
+            fig.savefig(tmp, dpi=80)
+        plt.close(fig)
