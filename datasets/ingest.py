@@ -35,6 +35,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from worldloom.actions import FPS
 from worldloom.cluster import ray_session
 from worldloom.config import doc, parse_resolution, to_json_dict
 from worldloom.errors import UserError
@@ -46,7 +47,7 @@ from .video import PER_FRAME, RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReade
 FORMATS = ("vpt", "minerl", "video")
 PART_BYTES = 48 << 20  # decoded source pixels per streamed part (640x360: 64 frames)
 RESIZE = {"down": "INTER_AREA", "up": "INTER_LINEAR"}
-VPT_FPS = 20.0  # the recorder logs one jsonl line per frame at 20 Hz
+VPT_FPS = float(FPS)  # the recorder logs one jsonl line per frame, at the game's 20 Hz
 
 
 @dataclass(frozen=True)
