@@ -50,6 +50,7 @@ class EvalConfig:
     envs_per_worker: int = doc("episodes an actor plays side by side (a policy batches their frames)", 16)
     temperature: float = doc("sampling temperature of a policy's buttons and camera (0: the most likely action)", 1.0)
     resolution: int | None = doc("frame height and width the task renders (default: the policy's, 64 for references)", None)
+    time_limit: int = doc("steps before an episode is cut (0: the task's own time limit)", 0)
     videos: int = doc("episodes written as videos with the action overlay (the first ones)", 2)
     video_format: str = doc("video type: mp4 or gif", "mp4")
     out: str | None = doc("report directory (default: RUN/eval-<Task>, or eval-<player>-<Task> for references)", None)
@@ -71,15 +72,14 @@ class EvalConfig:
         for name in ("episodes", "envs_per_worker", "horizon"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_workers < 0 or self.videos < 0:
-            raise ValueError(f"num_workers and videos must be >= 0, got {self.num_workers}, {self.videos}")
+        if self.num_workers < 0 or self.videos < 0 or self.time_limit < 0:
+            raise ValueError(f"num_workers, videos and time_limit must be >= 0, got {self.num_workers}, {self.videos}, "
+                             f"{self.time_limit}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.video_format not in ("mp4", "gif"):
             raise ValueError(f"video_format must be mp4 or gif, got {self.video_format!r}")
         check_device_name(self.device)
-        if not is_reference(self.policy) and not Path(self.policy).is_dir():
-            raise ValueError(f"policy {self.policy!r} is neither a run directory nor random / scripted:NAME")
 
     @property
     def task_spec(self):
@@ -127,7 +127,8 @@ class EpisodeRunner:
     """Plays episodes of one task with one player, `batch` at a time; a plain class (Ray wraps it)."""
 
     def __init__(self, policy: str, task: str, resolution: int, batch: int, temperature: float = 1.0,
-                 device: str = "cpu", video_dir: str | None = None, video_format: str = "mp4", make_env=None):
+                 device: str = "cpu", video_dir: str | None = None, video_format: str = "mp4", time_limit: int = 0,
+                 make_env=None):
         from worldloom.envs.tasks import make_task_env, task_by_name
 
         if not is_reference(policy):
@@ -137,7 +138,8 @@ class EpisodeRunner:
         self.task = task_by_name(task)
         self.policy, self.video_dir, self.video_format = policy, video_dir, video_format
         self.controller = make_controller(policy, batch, temperature, device)
-        build = make_env or (lambda: make_task_env(task, height=resolution, width=resolution))
+        limit = {"max_steps": time_limit} if time_limit else {}
+        build = make_env or (lambda: make_task_env(task, height=resolution, width=resolution, **limit))
         self.envs = [build() for _ in range(batch)]
         check_compatible(self.controller, self.envs[0], policy, self.task.env_id)
 
@@ -214,6 +216,36 @@ def resolve_resolution(cfg: EvalConfig) -> int:
     return cfg.resolution or pcfg.height
 
 
+class EvalWorker:
+    """A long-lived actor: plays the work it is given with a runner kept for the next call with
+    the same player and task (actors start once per Ray session; torch and numba load once)."""
+
+    def __init__(self):
+        self.key, self.runner = None, None
+
+    def run(self, args: tuple, work: list[tuple[int, int]], filmed: set[int]) -> dict:
+        if args != self.key:
+            self.key, self.runner = None, None  # free the last one first
+            self.runner, self.key = EpisodeRunner(*args), args
+        return self.runner.run(work, filmed)
+
+
+_POOLS: dict[str, list] = {}  # Ray job id -> its EvalWorker actors
+
+
+def worker_pool(num: int, gpu: float) -> list:
+    """`num` EvalWorker actors of this Ray session, started on first use and kept for the session."""
+    import ray
+
+    job = ray.get_runtime_context().get_job_id()
+    for stale in [k for k in _POOLS if not k.startswith(f"{job}:")]:
+        del _POOLS[stale]  # actors of a session that has ended
+    pool = _POOLS.setdefault(f"{job}:{gpu}", [])
+    while len(pool) < num:
+        pool.append(ray.remote(num_cpus=1, num_gpus=gpu)(EvalWorker).remote())
+    return pool[:num]
+
+
 def play(cfg: EvalConfig) -> dict:
     """Run the episodes in Ray actors (one Ray session: `worldloom.cluster.ray_session`)."""
     import ray
@@ -228,20 +260,17 @@ def play(cfg: EvalConfig) -> dict:
     with ray_session(cfg.address, cfg.num_workers or None):
         actors_wanted = cfg.num_workers or max(1, int(cluster_resources().get("CPU", os.cpu_count() or 1)))
         work = deal(cfg, actors_wanted)
-        gpu = 1 if device.startswith("cuda") else 0
-        remote = ray.remote(num_cpus=1, num_gpus=gpu)(EpisodeRunner)
-        actors = [remote.remote(cfg.policy, cfg.task, resolution, min(cfg.envs_per_worker, len(w)), cfg.temperature,
-                                device, video_dir, cfg.video_format) for w in work]
+        actors = worker_pool(len(work), 1 if device.startswith("cuda") else 0)
+        calls = [a.run.remote((cfg.policy, cfg.task, resolution, min(cfg.envs_per_worker, len(w)), cfg.temperature,
+                               device, video_dir, cfg.video_format, cfg.time_limit), w, filmed)
+                 for a, w in zip(actors, work, strict=True)]
         try:
-            results = ray.get([a.run.remote(w, filmed) for a, w in zip(actors, work, strict=True)])
+            results = ray.get(calls)
         except ray.exceptions.RayTaskError as err:
             cause = err.as_instanceof_cause()
             if isinstance(cause, UserError):
                 raise UserError(str(cause).splitlines()[-1]) from None
             raise
-        finally:
-            for a in actors:
-                ray.kill(a)
     return {"resolution": resolution, "actors": len(work), "results": results}
 
 
