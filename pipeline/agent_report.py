@@ -37,8 +37,7 @@ def goal_checks(evals: dict[tuple[str, str], dict], tasks: tuple[str, ...]) -> l
     rows = []
     for task in tasks:
         for metric in ("success_rate", "return"):
-            get = lambda player: evals.get((player, task), {}).get(metric)  # noqa: E731
-            env, idm, rnd = get("bc-env"), get("bc-idm"), get("random")
+            env, idm, rnd = (evals.get((player, task), {}).get(metric) for player in ("bc-env", "bc-idm", "random"))
             if env is None or idm is None or rnd is None:
                 continue
             ratio = idm["mean"] / env["mean"] if env["mean"] > 0 else float("nan")

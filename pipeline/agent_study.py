@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from worldloom.config import add_dataclass_args, dataclass_from_args, doc, to_json_dict
+from worldloom.errors import UserError
 from worldloom.pipeline.stages import StageRunner, stage_key
 
-STAGES = ("capture", "idm", "label", "bc", "eval", "dream", "report")
+STAGES = ("capture", "train", "label", "bc-idm", "eval", "dream", "report")
 POLICIES = ("bc-env", "bc-idm", "bc-noop")
 REFERENCE_PLAYERS = ("random", "scripted:mixture")
 
@@ -48,7 +48,7 @@ class StudySizes:
     idm_preset: str = doc("the IDM's preset", "tiny")
     idm_max_steps: int = doc("IDM optimizer steps", 400)
     bc_preset: str = doc("the policies' preset", "tiny")
-    bc_max_steps: int = doc("optimizer steps of each behaviour-cloning run", 500)
+    bc_max_steps: int = doc("optimizer steps of each behaviour-cloning run", 1000)
     bc_batch_size: int = doc("windows per behaviour-cloning step", 16)
     eval_episodes: int = doc("episodes per player and task (each on its own world seed)", 32)
     time_limit: int = doc("steps before an evaluation episode is cut (0: each task's own time limit)", 0)
@@ -142,13 +142,13 @@ def study_paths(out: Path, tasks: tuple[str, ...]) -> dict[str, Any]:
 def stage_configs(cfg: StudyConfig, paths: dict[str, Any]) -> dict[str, Any]:
     """Every stage's config from the study's: one resolution, one seed scheme (pure; runs nothing)."""
     from worldloom.agent.evaluate import EvalConfig
+    from worldloom.agent.model import PRESETS as BC_PRESETS
     from worldloom.agent.train import TrainConfig as BCConfig
     from worldloom.capture import CaptureConfig
+    from worldloom.envs.tasks import TASKS
     from worldloom.idm.label import LabelConfig
     from worldloom.idm.model import PRESETS as IDM_PRESETS
     from worldloom.idm.train import TrainConfig as IDMConfig
-    from worldloom.agent.model import PRESETS as BC_PRESETS
-    from worldloom.envs.tasks import TASKS
 
     s, res, workers = cfg.resolved_sizes, cfg.resolved_sizes.resolution, cfg.num_workers
     capture = {"labeled": CaptureConfig(out=str(paths["labeled"]), env="voxel", episodes=s.idm_episodes, steps=s.steps,
@@ -160,14 +160,14 @@ def stage_configs(cfg: StudyConfig, paths: dict[str, Any]) -> dict[str, Any]:
     idm_model = dataclasses.replace(IDM_PRESETS[s.idm_preset], height=res, width=res)
     idm = IDMConfig(data=(str(paths["labeled"]),), out=str(paths["idm"]), preset=s.idm_preset, model=idm_model,
                     max_steps=s.idm_max_steps, seed=cfg.seed, device=cfg.device, eval_every=max(1, s.idm_max_steps // 4),
-                    checkpoint_every=max(1, s.idm_max_steps // 4))
+                    checkpoint_every=max(1, s.idm_max_steps // 4), threads=1)
     label = {t: LabelConfig(model=str(paths["idm"]), data=str(paths["footage"][t]), out=str(paths["pseudo"][t]),
-                            num_workers=1, address=cfg.address) for t in cfg.task_names}
+                            num_workers=1, threads=1) for t in cfg.task_names}
     bc_model = dataclasses.replace(BC_PRESETS[s.bc_preset], height=res, width=res)
     data_of = {"bc-env": ("truth", "dataset"), "bc-idm": ("pseudo", "dataset"), "bc-noop": ("footage", "noop")}
     bc = {p: BCConfig(data=tuple(str(paths[kind][t]) for t in cfg.task_names), out=str(paths["policies"][p]),
                       preset=s.bc_preset, model=bc_model, labels=labels, max_steps=s.bc_max_steps,
-                      batch_size=s.bc_batch_size, seed=cfg.seed, device=cfg.device,
+                      batch_size=s.bc_batch_size, seed=cfg.seed, device=cfg.device, threads=1,
                       eval_every=max(1, s.bc_max_steps // 5), checkpoint_every=max(1, s.bc_max_steps // 5))
           for p, (kind, labels) in data_of.items()}
     players = {**{p: str(paths["policies"][p]) for p in POLICIES}, **{r: r for r in REFERENCE_PLAYERS}}
@@ -190,24 +190,44 @@ def run_capture(configs: dict) -> tuple[dict, dict]:
     return {k: c.out for k, c in configs["capture"].items()}, figures
 
 
-def run_idm(configs: dict) -> tuple[dict, dict]:
-    from worldloom.idm.train import train
+def _in_parallel(calls: dict[str, tuple]) -> dict[str, Any]:
+    """{name: (function, config)} run as Ray tasks of one CPU each (one torch thread: on a busy
+    2-core machine two threads ran a step 5-10x slower than one); -> {name: result}."""
+    import ray
 
-    return {"run": str(train(configs["idm"]))}, {}
+    refs = {name: ray.remote(num_cpus=1, max_retries=0)(fn).remote(c) for name, (fn, c) in calls.items()}
+    try:
+        return dict(zip(refs, ray.get(list(refs.values())), strict=True))
+    except ray.exceptions.RayTaskError as err:
+        cause = err.as_instanceof_cause()
+        if isinstance(cause, UserError):
+            raise UserError(str(cause).splitlines()[-1]) from None
+        raise
+
+
+def run_train(configs: dict) -> tuple[dict, dict]:
+    """The IDM and the two policies that need no pseudo-labels, side by side."""
+    from worldloom.agent.train import main as bc_main
+    from worldloom.idm.train import train as idm_train
+
+    done = _in_parallel({"idm": (idm_train, configs["idm"]), "bc-env": (bc_main, configs["bc"]["bc-env"]),
+                         "bc-noop": (bc_main, configs["bc"]["bc-noop"])})
+    return {k: str(v) for k, v in done.items()}, {}
 
 
 def run_label(configs: dict) -> tuple[dict, dict]:
     from worldloom.idm.label import label
 
-    figures = {t: {k: v for k, v in label(c).items() if k in ("num_steps", "label_model", "failed")}
-               for t, c in configs["label"].items()}
+    done = _in_parallel({t: (label, c) for t, c in configs["label"].items()})
+    figures = {t: {k: v for k, v in summary.items() if k in ("num_steps", "label_model", "failed")}
+               for t, summary in done.items()}
     return {t: c.out for t, c in configs["label"].items()}, figures
 
 
-def run_bc(configs: dict) -> tuple[dict, dict]:
+def run_bc_idm(configs: dict) -> tuple[dict, dict]:
     from worldloom.agent.train import main
 
-    return {p: str(main(c)) for p, c in configs["bc"].items()}, {}
+    return {"bc-idm": str(main(configs["bc"]["bc-idm"]))}, {}
 
 
 def run_eval(configs: dict) -> tuple[dict, dict]:
@@ -258,10 +278,11 @@ def main(cfg: StudyConfig) -> Path:
 
     with ray_session(cfg.address, cfg.num_workers):
         stage("capture", configs["capture"], (), lambda: run_capture(configs))
-        stage("idm", configs["idm"], ("capture",), lambda: run_idm(configs))
-        stage("label", configs["label"], ("idm",), lambda: run_label(configs))
-        stage("bc", configs["bc"], ("label",), lambda: run_bc(configs))
-        stage("eval", {f"{k[0]}|{k[1]}": v for k, v in configs["eval"].items()}, ("bc",), lambda: run_eval(configs))
+        stage("train", {"idm": configs["idm"], "bc-env": configs["bc"]["bc-env"], "bc-noop": configs["bc"]["bc-noop"]},
+              ("capture",), lambda: run_train(configs))
+        stage("label", configs["label"], ("train",), lambda: run_label(configs))
+        stage("bc-idm", configs["bc"]["bc-idm"], ("label",), lambda: run_bc_idm(configs))
+        stage("eval", {f"{k[0]}|{k[1]}": v for k, v in configs["eval"].items()}, ("bc-idm",), lambda: run_eval(configs))
         if cfg.world_model:
             stage("dream", {"world_model": cfg.world_model, "sizes": to_json_dict(cfg.resolved_sizes)}, ("eval",),
                   lambda: run_dream(cfg, configs, paths))
