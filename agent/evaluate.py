@@ -59,6 +59,7 @@ class EvalConfig:
     address: str | None = doc("Ray cluster to join (HOST:PORT or auto); unset: a local one on loopback", None)
     in_world_model: str | None = doc("a world-model run: play inside it instead of the env (dreaming; agent/dream.py)", None)
     horizon: int = doc("dreaming: imagined steps after the real context", 48)
+    sample_steps: int = doc("dreaming: Euler steps per generated frame", 1)
     scorer: str | None = doc("dreaming: a task-scorer run (default: WM_RUN/scorer-<Task>, trained on --data if missing)", None)
     data: tuple[str, ...] = doc("dreaming: datasets recorded on the task (with rewards) to train the task scorer on", ())
 
@@ -69,7 +70,7 @@ class EvalConfig:
             task_by_name(self.task)
         except ValueError as err:
             raise ValueError(str(err)) from None
-        for name in ("episodes", "envs_per_worker", "horizon"):
+        for name in ("episodes", "envs_per_worker", "horizon", "sample_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_workers < 0 or self.videos < 0 or self.time_limit < 0:
@@ -316,7 +317,12 @@ def evaluate(cfg: EvalConfig) -> dict:
 
 
 def format_summary(s: dict) -> str:
-    """One line: player, task, success rate and mean return with their intervals."""
+    """One line: player, task, success rate and mean return (dreaming: imagined and real return) with intervals."""
+    if s["mode"] == "dream":
+        im, real = s["imagined"], s["real"]
+        return (f"{s['player']:<22} {s['task']:<26} imagined {im['mean']:.3f} [{im['low']:.3f}, {im['high']:.3f}]  "
+                f"real {real['mean']:.3f} [{real['low']:.3f}, {real['high']:.3f}]  ({s['episodes']} episodes, "
+                f"{s['horizon']} steps dreamt)")
     sr, ret = s["success_rate"], s["return"]
     return (f"{s['player']:<22} {s['task']:<26} success {sr['mean']:.2f} [{sr['low']:.2f}, {sr['high']:.2f}]  "
             f"return {ret['mean']:.2f} [{ret['low']:.2f}, {ret['high']:.2f}]  ({s['episodes']} episodes, {s['mode']})")

@@ -256,7 +256,8 @@ def run_dream(cfg: StudyConfig, configs: dict, paths: dict[str, Any]) -> tuple[d
                                         out=str(paths["dream"] / f"{name.replace(':', '-')}-{task}"))
         summary = evaluate(dream_cfg)
         figures[f"{name}|{task}"] = {k: summary[k] for k in ("player", "task", "episodes", "imagined", "real", "videos")}
-    return {}, {"players": figures, "agreement": rank_agreement(figures)}
+    closed_loop = StageRunner(Path(cfg.out).resolve(), None, STAGES, state_file="study.json").records.get("eval")
+    return {}, {"players": figures, "agreement": rank_agreement(figures, closed_loop.figures if closed_loop else None)}
 
 
 def main(cfg: StudyConfig) -> Path:
