@@ -153,7 +153,8 @@ def scorer_for(cfg, resolution: int) -> tuple[RewardHead, str]:
                             f"(e.g. `worldloom capture run --env {task.env_id} --resolution {resolution} --out DIR`) to "
                             "train one, or --scorer RUN")
         print(f"agent dream: training the {task.name} scorer on {', '.join(cfg.data)}", file=sys.stderr)
-        train_scorer(ScorerConfig(height=resolution, width=resolution, seed=cfg.seed), task.env_id, cfg.data, run)
+        train_scorer(ScorerConfig(height=resolution, width=resolution, steps=cfg.scorer_steps, seed=cfg.seed), task.env_id,
+                     cfg.data, run)
     model, scfg = load_scorer(run, task.env_id)
     if (scfg.height, scfg.width) != (resolution, resolution):
         raise UserError(f"scorer {run} takes {scfg.width}x{scfg.height} frames, the policy {resolution}x{resolution}")

@@ -62,6 +62,7 @@ class EvalConfig:
     sample_steps: int = doc("dreaming: Euler steps per generated frame", 1)
     scorer: str | None = doc("dreaming: a task-scorer run (default: WM_RUN/scorer-<Task>, trained on --data if missing)", None)
     data: tuple[str, ...] = doc("dreaming: datasets recorded on the task (with rewards) to train the task scorer on", ())
+    scorer_steps: int = doc("dreaming: training steps of a new task scorer", 300)
 
     def __post_init__(self) -> None:
         from worldloom.envs.tasks import task_by_name
@@ -70,7 +71,7 @@ class EvalConfig:
             task_by_name(self.task)
         except ValueError as err:
             raise ValueError(str(err)) from None
-        for name in ("episodes", "envs_per_worker", "horizon", "sample_steps"):
+        for name in ("episodes", "envs_per_worker", "horizon", "sample_steps", "scorer_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_workers < 0 or self.videos < 0 or self.time_limit < 0:
@@ -238,10 +239,11 @@ def worker_pool(num: int, gpu: float) -> list:
     """`num` EvalWorker actors of this Ray session, started on first use and kept for the session."""
     import ray
 
-    job = ray.get_runtime_context().get_job_id()
-    for stale in [k for k in _POOLS if not k.startswith(f"{job}:")]:
+    context = ray.get_runtime_context()
+    session = f"{context.get_node_id()}/{context.get_job_id()}"  # a restarted local cluster reuses job ids
+    for stale in [k for k in _POOLS if not k.startswith(f"{session}:")]:
         del _POOLS[stale]  # actors of a session that has ended
-    pool = _POOLS.setdefault(f"{job}:{gpu}", [])
+    pool = _POOLS.setdefault(f"{session}:{gpu}", [])
     while len(pool) < num:
         pool.append(ray.remote(num_cpus=1, num_gpus=gpu)(EvalWorker).remote())
     return pool[:num]

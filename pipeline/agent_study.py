@@ -56,6 +56,7 @@ class StudySizes:
     videos: int = doc("episodes filmed per player and task", 1)
     dream_episodes: int = doc("with --world-model: imagined episodes per player and task", 8)
     dream_horizon: int = doc("with --world-model: imagined steps after the real context", 48)
+    scorer_steps: int = doc("with --world-model: training steps of each task's reward head", 300)
     expected: str = doc("time and hardware, for --help", "")
 
     def __post_init__(self) -> None:
@@ -63,7 +64,7 @@ class StudySizes:
         from worldloom.idm.model import PRESETS as IDM_PRESETS
 
         for name in ("resolution", "steps", "idm_episodes", "footage_episodes", "idm_max_steps", "bc_max_steps",
-                     "bc_batch_size", "eval_episodes", "dream_episodes", "dream_horizon"):
+                     "bc_batch_size", "eval_episodes", "dream_episodes", "dream_horizon", "scorer_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"sizes.{name} must be >= 1, got {getattr(self, name)}")
         if self.idm_preset not in IDM_PRESETS or self.bc_preset not in BC_PRESETS:
@@ -76,7 +77,7 @@ class StudySizes:
 PRESETS: dict[str, StudySizes] = {
     "micro": StudySizes(steps=48, idm_episodes=3, footage_episodes=2, idm_preset="micro", idm_max_steps=8,
                         bc_preset="micro", bc_max_steps=8, bc_batch_size=4, eval_episodes=4, time_limit=48, videos=1,
-                        dream_episodes=2, dream_horizon=6, expected="CI: about a minute on 2 CPU cores"),
+                        dream_episodes=2, dream_horizon=6, scorer_steps=4, expected="CI: about a minute on 2 CPU cores"),
     "tiny": StudySizes(expected="at most 30 minutes of 2 CPU cores (3,600 CPU-seconds)"),
     "small": StudySizes(steps=1000, idm_episodes=200, footage_episodes=200, idm_preset="small", idm_max_steps=20000,
                         bc_preset="small", bc_max_steps=20000, bc_batch_size=32, eval_episodes=200, videos=2,
@@ -251,7 +252,7 @@ def run_dream(cfg: StudyConfig, configs: dict, paths: dict[str, Any]) -> tuple[d
     figures = {}
     for (name, task), c in configs["eval"].items():
         dream_cfg = dataclasses.replace(c, in_world_model=cfg.world_model, episodes=s.dream_episodes,
-                                        horizon=s.dream_horizon, videos=min(c.videos, 1),
+                                        horizon=s.dream_horizon, videos=min(c.videos, 1), scorer_steps=s.scorer_steps,
                                         data=(str(paths["truth"][task]),),
                                         out=str(paths["dream"] / f"{name.replace(':', '-')}-{task}"))
         summary = evaluate(dream_cfg)
