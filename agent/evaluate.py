@@ -232,11 +232,12 @@ class EvalWorker:
         return self.runner.run(work, filmed)
 
 
-_POOLS: dict[str, list] = {}  # Ray job id -> its EvalWorker actors
+_POOLS: dict[str, list] = {}  # "<node id>/<job id>:<gpus per actor>" -> its EvalWorker actors
 
 
 def worker_pool(num: int, gpu: float) -> list:
-    """`num` EvalWorker actors of this Ray session, started on first use and kept for the session."""
+    """`num` EvalWorker actors of this Ray session, started on first use and kept until
+    `release_workers` (each holds a CPU: other Ray work waits while they live)."""
     import ray
 
     context = ray.get_runtime_context()
@@ -249,8 +250,22 @@ def worker_pool(num: int, gpu: float) -> list:
     return pool[:num]
 
 
-def play(cfg: EvalConfig) -> dict:
-    """Run the episodes in Ray actors (one Ray session: `worldloom.cluster.ray_session`)."""
+def release_workers() -> None:
+    """End every EvalWorker actor this process started, giving their CPUs back to the cluster."""
+    import ray
+
+    for pool in _POOLS.values():
+        for actor in pool:
+            if ray.is_initialized():
+                ray.kill(actor)
+    _POOLS.clear()
+
+
+def play(cfg: EvalConfig, keep_workers: bool = False) -> dict:
+    """Run the episodes in Ray actors (one Ray session: `worldloom.cluster.ray_session`).
+
+    keep_workers: leave the actors up for the next evaluation in this session (the study's
+    many evaluations); the caller then calls `release_workers`."""
     import ray
 
     from worldloom.cluster import cluster_resources, ray_session
@@ -274,6 +289,9 @@ def play(cfg: EvalConfig) -> dict:
             if isinstance(cause, UserError):
                 raise UserError(str(cause).splitlines()[-1]) from None
             raise
+        finally:
+            if not keep_workers:
+                release_workers()
     return {"resolution": resolution, "actors": len(work), "results": results}
 
 
@@ -303,14 +321,14 @@ def policy_id(spec: str) -> str:
     return checkpoint_id(spec)
 
 
-def evaluate(cfg: EvalConfig) -> dict:
-    """Play (or dream) the episodes, write OUT/eval.json, and return the summary."""
+def evaluate(cfg: EvalConfig, keep_workers: bool = False) -> dict:
+    """Play (or dream) the episodes, write OUT/eval.json, and return the summary (keep_workers: `play`)."""
     if cfg.in_world_model:
         from .dream import dream
 
         return dream(cfg)
     t0 = time.perf_counter()
-    summary = summarize(cfg, play(cfg), time.perf_counter() - t0)
+    summary = summarize(cfg, play(cfg, keep_workers), time.perf_counter() - t0)
     out = cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "eval.json", summary)

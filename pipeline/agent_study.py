@@ -232,14 +232,17 @@ def run_bc_idm(configs: dict) -> tuple[dict, dict]:
 
 
 def run_eval(configs: dict) -> tuple[dict, dict]:
-    from worldloom.agent.evaluate import evaluate, format_summary
+    from worldloom.agent.evaluate import evaluate, format_summary, release_workers
 
     figures = {}
-    for (name, task), c in configs["eval"].items():
-        summary = evaluate(c)
-        print(format_summary(summary), flush=True)
-        figures[f"{name}|{task}"] = {k: summary[k] for k in ("player", "task", "episodes", "success_rate", "return",
-                                                             "steps", "cpu_s", "videos", "policy_id")}
+    try:
+        for (name, task), c in configs["eval"].items():
+            summary = evaluate(c, keep_workers=True)  # the actors (torch, numba loaded) serve every evaluation
+            print(format_summary(summary), flush=True)
+            figures[f"{name}|{task}"] = {k: summary[k] for k in ("player", "task", "episodes", "success_rate",
+                                                                 "return", "steps", "cpu_s", "videos", "policy_id")}
+    finally:
+        release_workers()
     return {}, figures
 
 
