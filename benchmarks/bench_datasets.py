@@ -2,6 +2,7 @@
 
     python benchmarks/bench_datasets.py                 # ~1 minute, pinned to one core
     python benchmarks/bench_datasets.py --frames 512 --json results.json
+    python benchmarks/bench_datasets.py --index-only    # part 3 alone, seconds
 
 Part 1, per codec at 64x64 and 128x128: bytes per frame (whole shard file / frames), write and
 read frames/s through `DatasetWriter` / `Dataset.frames`, PSNR against the rendered frames.
@@ -10,6 +11,10 @@ beside the way LeRobot stores video (one mp4 per episode, AV1 through libsvtav1 
 keyframe every 2 frames, crf 30, yuv420p; LeRobot v3 defaults) decoded with PyAV, seeking to each
 clip's first timestamp as LeRobot's `decode_video_frames_pyav` does. Same clips, same order,
 same process, one core.
+Part 3, opening a dataset whose index lists 100,000 episodes in 10,000 shards: what a reader
+checks before it trusts dataset.json and episodes.parquet (`datasets/manifest.py`: every field,
+every shard path, the episodes tiling their shards) beside the peer, reading the two files
+(what opening a dataset always did), CPU seconds of one core.
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ import pyarrow as pa  # noqa: E402
 import torch  # noqa: E402
 
 from worldloom.actions import FPS  # noqa: E402
-from worldloom.datasets import ClipStream, Dataset, DatasetWriter  # noqa: E402
+from worldloom.datasets import ClipStream, Dataset, DatasetWriter, schema  # noqa: E402
 from worldloom.datasets.codecs import CODECS  # noqa: E402
+from worldloom.datasets.manifest import action_space, check_manifest, committed_episodes  # noqa: E402
 
 pa.set_cpu_count(1)
 pa.set_io_thread_count(1)
@@ -171,12 +177,55 @@ def bench_loaders(frames: np.ndarray, tmp: Path, clip_len: int, seconds: float) 
              "vs_mp4": ratio[c], "rounds": epoch, **({"psnr_db": sample_psnr} if c == "mp4" else {})} for c in rates]
 
 
+def bench_index(tmp: Path, num_episodes: int = 100_000, per_shard: int = 10, repeats: int = 5) -> dict:
+    """CPU seconds (best of `repeats`) to read a big index, and to check it."""
+    import pyarrow.parquet as pq
+
+    shards = [{"path": f"frames/part-w-{i:05d}.parquet", "num_rows": 100 * per_shard, "num_episodes": per_shard,
+               "size_bytes": 1 << 20, "checksum": "blake2b-128:" + "0" * 32, "writer_id": "w"}
+              for i in range(num_episodes // per_shard)]
+    manifest = {"format": "worldloom-dataset", "format_version": schema.FORMAT_VERSION, "height": 64, "width": 64,
+                "fps": 20, "codec": "raw", "channels": 3, "rows_per_group": 256, "action_space": action_space(),
+                "label_sources": ["env"], "num_episodes": num_episodes, "num_frames": 100 * num_episodes,
+                "shards": shards, "config": None}
+    n = num_episodes
+    rows = {"episode_id": [f"ep-{i:06d}" for i in range(n)], "env": ["voxel"] * n, "env_config": ["{}"] * n,
+            "seed": list(range(n)), "player": ["mixture"] * n, "num_steps": [100] * n,
+            "shard": [shards[i // per_shard]["path"] for i in range(n)], "row_start": [i % per_shard * 100 for i in range(n)],
+            "label_source": ["env"] * n, "label_model": [None] * n, "split": ["train"] * n}
+    pq.write_table(pa.Table.from_pydict(rows, schema=schema.EPISODE_SCHEMA), tmp / "episodes.parquet")
+    (tmp / "dataset.json").write_text(json.dumps(manifest))
+    read = check = float("inf")
+    for _ in range(repeats):
+        with Clock() as clock:
+            loaded = json.loads((tmp / "dataset.json").read_text())
+            table = pq.read_table(tmp / "episodes.parquet")
+        read = min(read, clock.cpu)
+        with Clock() as clock:
+            check_manifest(loaded, "dataset.json")
+            committed_episodes(table, loaded, "episodes.parquet")
+        check = min(check, clock.cpu)
+    return {"episodes": num_episodes, "shards": len(shards), "read_cpu_s": read, "check_cpu_s": check,
+            "check_vs_read": check / read}
+
+
+def print_index(r: dict) -> None:
+    print(f"\nOpening an index of {r['episodes']:,} episodes in {r['shards']:,} shards (one core, CPU seconds, best of 5)")
+    print(f"read dataset.json + episodes.parquet (peer) {r['read_cpu_s']:.3f} s; checks {r['check_cpu_s']:.3f} s "
+          f"= {r['check_vs_read']:.2f}x the read")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=1024, help="Crafter frames per size (default: 1024)")
     parser.add_argument("--seconds", type=float, default=4.0, help="time per loader, alternating (default: 4)")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--index-only", action="store_true", help="part 3 alone: the cost of checking a big index")
     args = parser.parse_args()
+    if args.index_only:
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            print_index(bench_index(Path(tmp_dir)))
+        return
     num = max(EPISODE_STEPS, args.frames // EPISODE_STEPS * EPISODE_STEPS)
     results: dict = {"codecs": [], "loaders": []}
     with tempfile.TemporaryDirectory() as tmp_dir:
@@ -191,6 +240,8 @@ def main() -> None:
                 results["codecs"].append(bench_codec(frames, codec, tmp / f"{codec}-{size}"))
         (tmp / "loaders").mkdir()
         results["loaders"] = bench_loaders(frames64, tmp / "loaders", 16, args.seconds)
+        (tmp / "index").mkdir()
+        results["index"] = bench_index(tmp / "index")
 
     print("\nCodecs (one core; frames per CPU second, wall-clock in brackets; bytes/frame = shard file / frames)")
     print(f"{'codec':<6} {'size':<8} {'bytes/frame':>11} {'write f/s':>18} {'read f/s':>18} {'PSNR dB':>8}")
@@ -209,6 +260,7 @@ def main() -> None:
     raw64 = next(r for r in results["codecs"] if r["codec"] == "raw" and r["size"] == "64x64")
     print(f"lossless write at 64x64: {raw64['write_cpu_fps']:.0f} frames per CPU second, "
           f"{raw64['write_wall_fps']:.0f} per wall second (goal >= 10,000)")
+    print_index(results["index"])
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

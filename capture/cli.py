@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from worldloom.config import add_dataclass_args, dataclass_from_args
+from worldloom.paths import redact_text, redact_uri
 
 from .config import CaptureConfig
 
@@ -35,13 +36,13 @@ def handle(args: argparse.Namespace) -> int:
     try:
         result = capture(cfg)
     except CaptureFailed as err:
-        print(f"worldloom capture: {err}", file=sys.stderr)
+        print(f"worldloom capture: {redact_text(str(err))}", file=sys.stderr)
         return 1
     rate = result.num_frames / result.duration_s if result.duration_s else 0.0
     nodes = f" on {len(result.node_ids)} node{'s' * (len(result.node_ids) != 1)}" if result.node_ids else ""
-    print(f"{result.path}: recorded {result.num_recorded} episodes ({result.num_frames} frames, "
+    print(f"{redact_uri(result.path)}: recorded {result.num_recorded} episodes ({result.num_frames} frames, "
           f"{rate:.0f} frames/s{nodes}), {result.num_skipped} were already there, "
           f"{result.num_skipped + result.num_recorded}/{result.num_episodes} done")
     if result.truth_path:
-        print(f"{result.truth_path}: the true actions of the same episodes (label_source env)")
+        print(f"{redact_uri(result.truth_path)}: the true actions of the same episodes (label_source env)")
     return 0

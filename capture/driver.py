@@ -91,7 +91,7 @@ def check_env(cfg: CaptureConfig) -> None:
     from worldloom.envs import make_env
 
     try:
-        env = make_env(cfg.env, height=cfg.resolution, width=cfg.resolution)
+        env = make_env(cfg.env, height=cfg.resolution, width=cfg.resolution, **cfg.env_options)
         env.reset(seed=0)
         env.close()
     except (ValueError, ImportError, UserError) as err:
@@ -190,14 +190,15 @@ def start_recorders(cfg: CaptureConfig, roots: dict[str, str], num_tasks: int, r
     count = max(1, min(cfg.num_workers, num_tasks, cluster_cpus or cfg.num_workers))
     if count < min(cfg.num_workers, num_tasks):
         tqdm.write(f"worldloom capture: the cluster has {cluster_cpus} CPUs; starting {count} recorders, not {cfg.num_workers}")
-    options: dict = {"scheduling_strategy": "SPREAD"}
-    env_vars = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
-    if env_vars and any("://" in r for r in roots.values()):
-        options["runtime_env"] = {"env_vars": env_vars}
+    # Credentials travel as an actor argument (kept in memory), never as a runtime_env (logged to disk).
+    environ = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+    if not any("://" in r for r in roots.values()):
+        environ = {}
     actor_class = remote_recorder()
     return [
-        actor_class.options(**options).remote(
-            roots, cfg.env, cfg.resolution, cfg.resolution, FPS, cfg.split, f"{run_token}-w{i}"
+        actor_class.options(scheduling_strategy="SPREAD").remote(
+            roots, cfg.env, cfg.resolution, cfg.resolution, FPS, cfg.split, f"{run_token}-w{i}",
+            env_options=cfg.env_options, environ=environ,
         )
         for i in range(count)
     ]

@@ -1,10 +1,11 @@
-"""worldloom.datasets: the Parquet dataset format (version 1), its writer, readers and tools.
+"""worldloom.datasets: the Parquet dataset format (version 2; version 1 still read), its writer, readers and tools.
 
     worldloom dataset inspect data/run1 [--json]
     worldloom dataset validate data/run1
     worldloom dataset export data/run1 --episode ep-000 --out ep.mp4 [--overlay]
     worldloom dataset merge data/a data/b --out data/ab
     worldloom dataset split data/ab --out data/splits --fractions train=0.9 val=0.1
+    worldloom dataset ingest --format vpt --data recordings/ --out data/vpt     # also minerl, video
 
 A dataset is a directory (local, or any filesystem pyarrow knows: `s3://bucket/prefix`):
 
@@ -28,9 +29,10 @@ Frame rows: `episode_id` (dictionary string), `step` (int32), `frame` (encoded b
 `codecs`), `action_attack` ... `action_hotbar_9` (bool, one per button in `schema.BUTTONS`
 order), `action_camera_pitch`, `action_camera_yaw` (float32 degrees per step), `reward`
 (float32), `terminated`, `truncated` (bool), `label_source` (`env` | `idm` | `none`),
-`label_model` (string, null for env), `label_confidence` (float32, null for env). Action
-columns are null where `label_source` is `none`. `action[t]` is applied between `frame[t]` and
-`frame[t+1]`.
+`label_model` (string, null for env), `label_confidence` (float32, null for env); version 2 adds
+`action_esc`, `action_swap_hands`, `action_pick_item`, `null_action` and the `state_*` engine
+state (`schema.STATE_FIELDS`), null where unknown. Action columns are null where `label_source`
+is `none`. `action[t]` is applied between `frame[t]` and `frame[t+1]`.
 
     from worldloom.datasets import DatasetWriter, Dataset, commit_shards, committed_episode_ids
     from worldloom.datasets import ClipStream, ClipDataset, to_ray_dataset   # torch / Ray

@@ -5,6 +5,7 @@
     worldloom dataset export data/run1 --episode ep-000 [--start 0 --stop 64] --out ep.mp4|ep.gif|sheet.png
     worldloom dataset merge data/a data/b --out data/ab
     worldloom dataset split data/ab --out data/splits --fractions train=0.9 val=0.1 [--seed 0]
+    worldloom dataset ingest --format vpt|minerl|video --data recordings/ --out data/vpt [--resolution 128] [--num-workers 4]
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import sys
 
 from worldloom.errors import UserError
+from worldloom.paths import redact_uri
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -29,11 +31,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     problems = validate(args.path, check_frames=not args.skip_frames)
     for problem in problems:
-        print(f"{args.path}/{problem}", file=sys.stderr)
+        print(f"{redact_uri(args.path)}/{problem}", file=sys.stderr)
     if problems:
         print(f"{len(problems)} problem(s) found; nothing was changed", file=sys.stderr)
         return 1
-    print(f"{args.path}: valid")
+    print(f"{redact_uri(args.path)}: valid")
     return 0
 
 
@@ -58,7 +60,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from .edit import merge
 
     manifest = merge(args.sources, args.out)
-    print(f"{args.out}: {manifest['num_episodes']} episodes, {manifest['num_frames']} frames")
+    print(f"{redact_uri(args.out)}: {manifest['num_episodes']} episodes, {manifest['num_frames']} frames")
     return 0
 
 
@@ -67,8 +69,19 @@ def cmd_split(args: argparse.Namespace) -> int:
 
     result = split(args.path, args.out, parse_fractions(args.fractions), seed=args.seed)
     for name, ids in result.items():
-        print(f"{args.out}/{name}: {len(ids)} episodes")
+        print(f"{redact_uri(args.out)}/{name}: {len(ids)} episodes")
     return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from worldloom.config import dataclass_from_args
+
+    from .ingest import IngestConfig, ingest
+
+    summary = ingest(dataclass_from_args(IngestConfig, args))
+    print(json.dumps({k: v for k, v in summary.items() if k != "ingested"} | {"num_ingested": len(summary["ingested"])},
+                     indent=2))
+    return 1 if summary["failed"] else 0
 
 
 def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:
@@ -107,3 +120,11 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     p.add_argument("--fractions", nargs="+", default=["train=0.9", "val=0.1"], help="name=fraction pairs (default: train=0.9 val=0.1)")
     p.add_argument("--seed", type=int, default=0, help="hash seed of the assignment (default: 0)")
     p.set_defaults(handler=cmd_split)
+
+    from worldloom.config import add_dataclass_args
+
+    from .ingest import IngestConfig
+
+    p = sub.add_parser("ingest", help="VPT recordings, MineRL v0 trajectories or any video into a dataset (docs/ingest.md)")
+    add_dataclass_args(p, IngestConfig)
+    p.set_defaults(handler=cmd_ingest)

@@ -4,7 +4,9 @@
     worldloom dataset split data/ab --out data/splits --fractions train=0.8 val=0.1 test=0.1
 
 `merge` copies whole shard files byte for byte (their checksums are checked after the copy) and
-commits them into the output in one step. `split` assigns each episode by a hash of the seed and
+commits them into the output in one step. A format-version-1 source merged into a version-2
+output has its shards rewritten with the version-2 columns as nulls (frame bytes unchanged): this
+is how a version-1 dataset is upgraded. `split` assigns each episode by a hash of the seed and
 its id (stable: adding episodes never moves the others), then copies its rows, frame bytes as
 stored, into `<out>/<split name>/`. Sources are only read; nothing existing is overwritten.
 """
@@ -30,6 +32,7 @@ from .writer import (
     committed_episode_ids,
     file_checksum,
     open_or_create,
+    parquet_options,
 )
 
 
@@ -46,12 +49,12 @@ def check_same_spec(datasets: Sequence[Dataset]) -> None:
 
 def check_shard_schemas(ds: Dataset) -> None:
     for shard in ds.manifest["shards"]:
-        path = ds.location.join(shard["path"])
+        path = ds.location.member(shard["path"], source=f"{ds.location.uri}/{schema.MANIFEST_NAME}", field="shard path")
         try:
             actual = pq.read_schema(ds.location.fs.open_input_file(path))
         except (OSError, ValueError) as err:
             raise UserError(f"{ds.location.uri}/{shard['path']}: cannot read ({err}); run `worldloom dataset validate`") from None
-        differences = schema_differences(actual)
+        differences = schema_differences(actual, schema.frame_schema(ds.version), ds.version)
         if differences:
             raise UserError(f"{ds.location.uri}/{shard['path']}: schema mismatch: {differences[0]}; "
                             "run `worldloom dataset validate` on it")
@@ -85,7 +88,12 @@ def merge(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> dict:
     if clash:
         raise UserError(f"{dst.uri}: already holds episode {sorted(clash)[0]!r}; merge into a new directory")
     config = {"merged_from": [d.location.uri for d in datasets]}
-    open_or_create(dst, datasets[0].spec, config, datasets[0].manifest.get("rows_per_group", 256))
+    dst_manifest = open_or_create(dst, datasets[0].spec, config, datasets[0].manifest.get("rows_per_group", 256))
+    dst_version = storage.version_of(dst_manifest)
+    for ds in datasets:
+        if ds.version > dst_version:
+            raise UserError(f"{dst.uri}: a format version {dst_version} dataset cannot take {ds.location.uri} (version "
+                            f"{ds.version}); merge into a new directory")
     writer_id = f"merge-{uuid.uuid4().hex[:6]}"
     infos = []
     for k, ds in enumerate(datasets):
@@ -94,7 +102,14 @@ def merge(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> dict:
             rows_by_shard.setdefault(row["shard"], []).append(row)
         for n, shard in enumerate(ds.manifest["shards"]):
             rel = f"{schema.FRAMES_DIR}/part-{writer_id}-{k:03d}{n:05d}.parquet"
-            copy_file(ds.location, ds.location.join(shard["path"]), dst, dst.join(rel))
+            rows = sorted(rows_by_shard.get(shard["path"], []), key=lambda r: r["row_start"])
+            if ds.version != dst_version:
+                checksum, size = upgrade_shard(ds, shard, rows, dst, rel, dst_manifest.get("rows_per_group", 256))
+                episodes = tuple({**row, "shard": rel} for row in rows)
+                infos.append(ShardInfo(rel, sum(r["num_steps"] for r in rows), size, checksum, writer_id, episodes))
+                continue
+            src = ds.location.member(shard["path"], source=f"{ds.location.uri}/{schema.MANIFEST_NAME}", field="shard path")
+            copy_file(ds.location, src, dst, dst.join(rel))
             checksum, size = file_checksum(dst.fs, dst.join(rel))
             if checksum != shard["checksum"]:
                 dst.fs.delete_file(dst.join(rel))
@@ -103,6 +118,28 @@ def merge(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> dict:
             episodes = tuple({**row, "shard": rel} for row in rows_by_shard.get(shard["path"], []))
             infos.append(ShardInfo(rel, shard["num_rows"], size, checksum, writer_id, episodes))
     return commit_shards(dst.path, infos, dst.fs)
+
+
+def upgrade_shard(ds: Dataset, shard: dict, rows: list[dict], dst: storage.Location, rel: str,
+                  rows_per_group: int) -> tuple[str, int]:
+    """Write a version-1 shard's episodes as a version-2 shard at `dst`/`rel` (frame bytes as stored,
+    the new columns null, one episode per row group run); returns (checksum, size in bytes)."""
+    checksum, _ = file_checksum(ds.location.fs, ds.location.join(shard["path"]))
+    if checksum != shard["checksum"]:
+        raise UserError(f"{ds.location.uri}/{shard['path']}: checksum differs from its dataset.json (corrupt); "
+                        "run `worldloom dataset validate` on the source; nothing was committed")
+    path = dst.join(rel)
+    tmp = storage.tmp_name(path)
+    with dst.fs.open_output_stream(tmp) as stream:
+        writer = pq.ParquetWriter(stream, schema.FRAME_SCHEMA, **parquet_options(ds.spec.codec))
+        for row in rows:  # a row group at a time: an episode may not fit in memory
+            for start in range(0, row["num_steps"], rows_per_group):
+                stop = min(start + rows_per_group, row["num_steps"])
+                table = ds.read_table(row["episode_id"], start, stop)  # version-2 columns as nulls
+                writer.write_table(table.cast(schema.FRAME_SCHEMA), row_group_size=rows_per_group)
+        writer.close()
+    dst.fs.move(tmp, path)
+    return file_checksum(dst.fs, path)
 
 
 def parse_fractions(items: Sequence[str]) -> dict[str, float]:

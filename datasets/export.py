@@ -71,6 +71,8 @@ def write_clip(frames: list[np.ndarray], path: str, fps: float) -> None:
         write_video(path, frames, fps)
     except ValueError as err:
         raise UserError(str(err)) from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot write it ({err}); choose another --out") from None
 
 
 def export_clip(ds: Dataset, episode_id: str, out: str, start: int = 0, stop: int | None = None,
@@ -105,5 +107,8 @@ def contact_sheet(ds: Dataset, out: str, episode_id: str | None = None, num: int
     for k, tile in enumerate(tiles):
         r, c = divmod(k, cols)
         sheet[r * (h + 2) : r * (h + 2) + h, c * (w + 2) : c * (w + 2) + w] = upscale(tile, scale)
-    write_image(out, sheet)
+    try:
+        write_image(out, sheet)
+    except OSError as err:
+        raise UserError(f"{out}: cannot write it ({err}); choose another --out") from None
     return out

@@ -214,7 +214,8 @@ def to_ray_dataset(root: str | os.PathLike, columns: Sequence[str] | None = None
     import ray.data
 
     ds = Dataset(root, filesystem)
-    paths = [ds.location.join(s["path"]) for s in ds.manifest["shards"]]
+    where = f"{ds.location.uri}/{schema.MANIFEST_NAME}"
+    paths = [ds.location.member(s["path"], source=where, field="shard path") for s in ds.manifest["shards"]]
     if not paths:
         raise ValueError(f"{ds.location.uri} has no committed shards")
     rows = ray.data.read_parquet(paths, filesystem=ds.location.fs)

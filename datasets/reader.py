@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from worldloom.errors import UserError
 
 from . import codecs, schema, storage
+from .manifest import committed_episodes, schema_differences
 
 
 @dataclass
@@ -54,21 +55,30 @@ class EpisodeRef:
 class _Shard:
     """An open shard file and the first row of each of its row groups."""
 
-    def __init__(self, loc: storage.Location, rel: str):
+    def __init__(self, loc: storage.Location, rel: str, num_rows: int, version: int = schema.FORMAT_VERSION):
         self.rel = rel
+        path = loc.member(rel, source=f"{loc.uri}/{schema.MANIFEST_NAME}", field="shard path")
         try:
-            self.file = pq.ParquetFile(loc.fs.open_input_file(loc.join(rel)))
+            self.file = pq.ParquetFile(loc.fs.open_input_file(path))
         except FileNotFoundError:
             raise UserError(f"{loc.uri}/{rel}: shard listed in dataset.json is missing; run `worldloom dataset validate {loc.uri}`") from None
         except (pa.ArrowInvalid, OSError) as err:
             raise UserError(f"{loc.uri}/{rel}: cannot read this shard ({err}); run `worldloom dataset validate {loc.uri}`") from None
         meta = self.file.metadata
+        differences = schema_differences(self.file.schema_arrow, schema.frame_schema(version), version)
+        if differences or meta.num_rows != num_rows:
+            why = differences[0] if differences else f"holds {meta.num_rows} rows, dataset.json says {num_rows}"
+            raise UserError(f"{loc.uri}/{rel}: {why}; run `worldloom dataset validate {loc.uri}`")
+        self.where = f"{loc.uri}/{rel}"
         self.group_starts = np.cumsum([0] + [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]).tolist()
 
     def read_rows(self, start: int, stop: int, columns: list[str]) -> pa.Table:
         first = bisect.bisect_right(self.group_starts, start) - 1
         last = bisect.bisect_left(self.group_starts, stop) - 1
-        table = self.file.read_row_groups(list(range(first, last + 1)), columns=columns)
+        try:
+            table = self.file.read_row_groups(list(range(first, last + 1)), columns=columns)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise UserError(f"{self.where}: cannot read rows {start}..{stop - 1} ({err}); run `worldloom dataset validate`") from None
         return table.slice(start - self.group_starts[first], stop - start)
 
 
@@ -82,9 +92,9 @@ class Dataset:
             raise UserError(f"{self.location.uri}: no {schema.MANIFEST_NAME} here; is this a WorldLoom dataset directory?")
         self.manifest = manifest
         self.spec = storage.spec_of(manifest)
-        shards = pa.array([s["path"] for s in manifest["shards"]], pa.string())
-        table = storage.read_episodes(self.location)
-        self.episodes: pa.Table = table.filter(pa.compute.is_in(table.column("shard"), value_set=shards))
+        self.version = storage.version_of(manifest)  # 1: the columns added in version 2 read as nulls
+        where = f"{self.location.uri}/{schema.EPISODES_NAME}"
+        self.episodes: pa.Table = committed_episodes(storage.read_episodes(self.location), manifest, where)
         cols = self.episodes.select(["episode_id", "shard", "row_start", "num_steps", "label_source", "label_model"]).to_pydict()
         self._refs = {
             eid: EpisodeRef(shard, int(row), int(num), src, model)
@@ -93,6 +103,7 @@ class Dataset:
                 cols["label_model"], strict=True,
             )
         }
+        self._num_rows = {s["path"]: s["num_rows"] for s in manifest["shards"]}
         self._shards: dict[str, _Shard] = {}
         self._pid = os.getpid()
 
@@ -125,21 +136,26 @@ class Dataset:
         if os.getpid() != self._pid:  # forked into a DataLoader worker: never share file handles
             self._shards, self._pid = {}, os.getpid()
         if rel not in self._shards:
-            self._shards[rel] = _Shard(self.location, rel)
+            self._shards[rel] = _Shard(self.location, rel, self._num_rows[rel], self.version)
         return self._shards[rel]
 
     def read_shard(self, rel: str, columns: list[str]) -> pa.Table:
         """Columns of a whole committed shard (rel: its path in dataset.json)."""
-        return self._shard(rel).file.read(columns=columns)
+        shard = self._shard(rel)
+        return shard.read_rows(0, shard.group_starts[-1], columns)
 
     def read_table(self, episode_id: str, start: int = 0, stop: int | None = None, columns: list[str] | None = None) -> pa.Table:
-        """Raw Arrow rows of steps `[start, stop)` of an episode (frame bytes still encoded)."""
+        """Raw Arrow rows of steps `[start, stop)` of an episode (frame bytes still encoded), in the
+        current format's columns (a version-1 dataset's rows get the version-2 columns as nulls)."""
         ref = self.episode(episode_id)
         stop = ref.num_steps if stop is None else stop
         if not 0 <= start < stop <= ref.num_steps:
             raise IndexError(f"episode {episode_id!r} has steps 0..{ref.num_steps - 1}, asked [{start}, {stop})")
-        names = columns or schema.FRAME_SCHEMA.names
-        return self._shard(ref.shard).read_rows(ref.row_start + start, ref.row_start + stop, names)
+        names = list(columns or schema.FRAME_SCHEMA.names)
+        stored = schema.frame_schema(self.version)
+        have = [n for n in names if n in stored.names]
+        table = self._shard(ref.shard).read_rows(ref.row_start + start, ref.row_start + stop, have)
+        return with_null_columns(table, names)
 
     def frames(self, episode_id: str, start: int = 0, stop: int | None = None) -> Clip:
         """Steps `[start, stop)` of an episode, decoded (the whole episode by default)."""
@@ -176,6 +192,17 @@ class Dataset:
             truncated=table.column("truncated").to_numpy(zero_copy_only=False).astype(bool),
             label_source=ref.label_source, label_model=ref.label_model, label_confidence=confidence,
         )
+
+
+def with_null_columns(table: pa.Table, names: list[str]) -> pa.Table:
+    """`table` with `names` in order, the ones it lacks (columns added in a later format version) as nulls."""
+    types = {f.name: f.type for f in schema.FRAME_SCHEMA}
+    for name in names:
+        if name not in table.column_names:
+            if name not in types:
+                raise KeyError(f"no column {name!r} in the dataset format")
+            table = table.append_column(pa.field(name, types[name]), pa.nulls(table.num_rows, types[name]))
+    return table.select(names)
 
 
 def _floats(column: pa.ChunkedArray) -> np.ndarray:

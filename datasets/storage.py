@@ -21,10 +21,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from worldloom import paths
 from worldloom.errors import UserError
 
 from . import schema
 from .codecs import get_codec
+from .manifest import check_manifest
 
 
 @dataclass(frozen=True)
@@ -55,10 +57,19 @@ class Location:
 
     fs: pafs.FileSystem
     path: str
-    uri: str  # what the user typed, for messages
+    uri: str  # what the user typed, credentials redacted (worldloom.paths.redact_uri): for messages
 
     def join(self, *parts: str) -> str:
+        """A path below the root built by WorldLoom itself (for a path read from a file: `member`)."""
         return posixpath.join(self.path, *parts)
+
+    def member(self, rel: object, *, source: str, field: str) -> str:
+        """The full path of `rel`, a path read from `source`'s `field`, after checking that it stays
+        inside the root (symlinks resolved on local disk, under the prefix on object stores);
+        UserError naming the file, the field and the path otherwise, before anything is opened."""
+        if self.is_local:
+            return str(paths.inside(self.path, rel, source=source, field=field))
+        return self.join(paths.check_relative(rel, source=source, field=field))
 
     @property
     def is_local(self) -> bool:
@@ -69,13 +80,13 @@ def resolve(root: str | os.PathLike, filesystem: pafs.FileSystem | None = None) 
     """A local path, a URI (`s3://bucket/prefix?endpoint_override=...`), or a path on `filesystem`."""
     text = os.fspath(root)
     if filesystem is not None:
-        return Location(filesystem, text.rstrip("/"), text)
+        return Location(filesystem, text.rstrip("/"), paths.redact_uri(text))
     if "://" in text:
         try:
             fs, path = pafs.FileSystem.from_uri(text)
         except (pa.ArrowInvalid, OSError) as err:
-            raise UserError(f"{text}: cannot open this filesystem URI ({err})") from None
-        return Location(fs, path.rstrip("/"), text)
+            raise UserError(f"{paths.redact_uri(text)}: cannot open this filesystem URI ({paths.redact_text(str(err))})") from None
+        return Location(fs, path.rstrip("/"), paths.redact_uri(text))
     return Location(pafs.LocalFileSystem(), os.path.abspath(text), text)
 
 
@@ -111,15 +122,22 @@ def read_manifest(loc: Location) -> dict | None:
     try:
         with loc.fs.open_input_stream(path) as f:
             manifest = json.loads(f.read().decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise UserError(f"{loc.uri}/{schema.MANIFEST_NAME}: not valid JSON ({err}); restore it from a backup or re-create the dataset") from None
-    version = manifest.get("format_version")
-    if version != schema.FORMAT_VERSION:
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if isinstance(version, bool) or version not in schema.READABLE_VERSIONS:
         raise UserError(
             f"{loc.uri}/{schema.MANIFEST_NAME}: format_version is {version!r}, this WorldLoom reads "
-            f"version {schema.FORMAT_VERSION}; use the WorldLoom release that wrote it or convert the dataset"
+            f"versions {' and '.join(map(str, schema.READABLE_VERSIONS))}; use the WorldLoom release that wrote it "
+            "or convert the dataset"
         )
+    check_manifest(manifest, f"{loc.uri}/{schema.MANIFEST_NAME}")
     return manifest
+
+
+def version_of(manifest: dict) -> int:
+    """The format version of a manifest read by `read_manifest` (1 or 2)."""
+    return int(manifest["format_version"])
 
 
 def write_manifest(loc: Location, manifest: dict) -> None:
@@ -162,7 +180,8 @@ def locked(loc: Location) -> Iterator[None]:
 
 
 def read_episodes(loc: Location) -> pa.Table:
-    """`episodes.parquet` as written (empty table with the schema if absent)."""
+    """`episodes.parquet` as written (empty table with the schema if absent); unchecked: readers
+    take the committed rows through `manifest.committed_episodes`."""
     path = loc.join(schema.EPISODES_NAME)
     if not exists(loc, path):
         return schema.EPISODE_SCHEMA.empty_table()

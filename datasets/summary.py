@@ -39,7 +39,20 @@ def summarize(root: str | os.PathLike | Dataset) -> dict:
         "players": dict(collections.Counter(str(e["player"]) for e in episodes)),
     }
     out.update(action_summary(ds))
+    out["state_rows"] = state_summary(ds)
     return out
+
+
+def state_summary(ds: Dataset) -> dict:
+    """Rows with a value, per `state_*` column (format version 2; empty for version 1)."""
+    if ds.version < 2:
+        return {}
+    counts = dict.fromkeys(schema.STATE_COLUMNS, 0)
+    for shard in ds.manifest["shards"]:
+        table = ds.read_shard(shard["path"], list(schema.STATE_COLUMNS))
+        for name in schema.STATE_COLUMNS:
+            counts[name] += table.num_rows - table.column(name).null_count
+    return {name: n for name, n in counts.items() if n}
 
 
 def action_summary(ds: Dataset) -> dict:
@@ -102,6 +115,8 @@ def format_summary(s: dict) -> str:
     lines.append("    bins   " + " ".join(f"{f'<{e:g}':>7}" for e in edges[1:]))
     for axis in schema.CAMERA_AXES:
         lines.append(f"    {axis:<6} " + " ".join(f"{c:>7}" for c in s["camera_histogram"][axis]))
+    if s.get("state_rows"):
+        lines.append("  engine state (rows with a value): " + ", ".join(f"{k[6:]} {v}" for k, v in s["state_rows"].items()))
     c = s["label_confidence"]
     if c["count"]:
         lines.append(f"  label confidence ({c['count']} frames): min {c['min']:.3f}, mean {c['mean']:.3f}, "

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from worldloom.errors import UserError
 
 from . import codecs, schema, storage
+from .manifest import committed_episodes, schema_differences
 from .writer import file_checksum
 
 
@@ -36,19 +37,6 @@ class Problem:
     def __str__(self) -> str:
         where = self.file if self.row is None else f"{self.file} row {self.row}"
         return f"{where}: {self.message}"
-
-
-def schema_differences(actual: pa.Schema, expected: pa.Schema = schema.FRAME_SCHEMA) -> list[str]:
-    """Human-readable differences between two schemas (names and types; nullability ignored)."""
-    out = []
-    have = {f.name: f.type for f in actual}
-    for field in expected:
-        if field.name not in have:
-            out.append(f"column {field.name!r} is missing")
-        elif have[field.name] != field.type:
-            out.append(f"column {field.name!r} is {have[field.name]}, expected {field.type}")
-    out.extend(f"column {name!r} is not part of format version {schema.FORMAT_VERSION}" for name in have if name not in expected.names)
-    return out
 
 
 def validate(root: str | os.PathLike, filesystem: pafs.FileSystem | None = None, check_frames: bool = True) -> list[Problem]:
@@ -65,15 +53,16 @@ def validate(root: str | os.PathLike, filesystem: pafs.FileSystem | None = None,
     except (KeyError, ValueError) as err:
         return [Problem(schema.MANIFEST_NAME, None, f"invalid frame spec ({err}); restore dataset.json from a copy")]
     problems: list[Problem] = []
+    version = storage.version_of(manifest)
     listed = {s["path"]: s for s in manifest.get("shards", [])}
     problems += check_extra_files(loc, listed)
     shard_episodes: dict[str, list[tuple[str, int, int]]] = {}
     for rel, entry in listed.items():
-        found, episodes = check_shard(loc, rel, entry, spec, check_frames)
+        found, episodes = check_shard(loc, rel, entry, spec, check_frames, version)
         problems += found
         if episodes is not None:
             shard_episodes[rel] = episodes
-    problems += check_episodes_table(loc, listed, shard_episodes)
+    problems += check_episodes_table(loc, listed, shard_episodes, manifest)
     return problems
 
 
@@ -93,9 +82,13 @@ def check_extra_files(loc: storage.Location, listed: dict) -> list[Problem]:
     return problems
 
 
-def check_shard(loc: storage.Location, rel: str, entry: dict, spec: storage.FrameSpec, check_frames: bool):
+def check_shard(loc: storage.Location, rel: str, entry: dict, spec: storage.FrameSpec, check_frames: bool,
+                version: int = schema.FORMAT_VERSION):
     """(problems, [(episode_id, first_row, num_rows)] or None if unreadable) for one shard."""
-    path = loc.join(rel)
+    try:
+        path = loc.member(rel, source=f"{loc.uri}/{schema.MANIFEST_NAME}", field="shard path")
+    except UserError as err:
+        return [Problem(rel, None, str(err).split(": ", 1)[-1])], None
     if not storage.exists(loc, path):
         return [Problem(rel, None, "listed in dataset.json but missing; restore it from a copy, or re-capture its episodes")], None
     problems = []
@@ -110,7 +103,7 @@ def check_shard(loc: storage.Location, rel: str, entry: dict, spec: storage.Fram
         file = pq.ParquetFile(loc.fs.open_input_file(path))
     except (pa.ArrowInvalid, OSError) as err:
         return problems + [Problem(rel, None, f"not a readable Parquet file ({err}); restore it from a copy or re-capture its episodes")], None
-    differences = schema_differences(file.schema_arrow)
+    differences = schema_differences(file.schema_arrow, schema.frame_schema(version), version)
     if differences:
         return problems + [Problem(rel, None, f"schema mismatch: {d}") for d in differences], None
     if file.metadata.num_rows != entry.get("num_rows"):
@@ -210,7 +203,7 @@ class _ShardScan:
         return self.episodes
 
 
-def check_episodes_table(loc: storage.Location, listed: dict, shard_episodes: dict) -> list[Problem]:
+def check_episodes_table(loc: storage.Location, listed: dict, shard_episodes: dict, manifest: dict) -> list[Problem]:
     name = schema.EPISODES_NAME
     if not storage.exists(loc, loc.join(name)):
         return [Problem(name, None, "missing; it lists the episodes of the shards; restore it from a copy")] if listed else []
@@ -247,4 +240,9 @@ def check_episodes_table(loc: storage.Location, listed: dict, shard_episodes: di
     for (rel, first), (eid, _) in sorted(in_shards.items()):
         if (rel, first) not in listed_rows:
             problems.append(Problem(rel, first, f"episode {eid!r} is not listed in {name}; restore {name} from a copy"))
+    if not problems:  # whatever else a reader would refuse (label sources, tiling, counts): the same words
+        try:
+            committed_episodes(table, manifest, f"{loc.uri}/{name}")
+        except UserError as err:
+            problems.append(Problem(name, None, str(err).split(": ", 1)[-1]))
     return problems

@@ -6,6 +6,8 @@
             ...
     reader.report      # DecodeReport: backend, container, codec, timestamps, frames decoded vs promised
     frames, report = read_video("clip.mp4", fps=20)            # every step at once (tests, benchmarks)
+    VideoReader("rec.mp4", timing="frames")                    # one step per decoded frame (recordings
+                                                               # whose actions are logged per frame)
 
 Time comes from presentation timestamps (`RESAMPLING`). Frame i is on screen from
 t_i = (pts_i - pts_0) * time_base seconds until the next frame; libavformat has already applied
@@ -16,7 +18,10 @@ interval before it). So variable frame rates, jittered timestamps, a missing or 
 rate and a non-zero start all give, at each step, the frame a viewer saw then; frames are never
 blended. A frame with no timestamp, or one not after the previous frame's, is placed one
 header-rate interval after the previous frame: a video with no usable timestamps is timed by its
-header rate, and the report's warnings say so.
+header rate, and the report's warnings say so. With `timing="frames"` every decoded frame is one
+step, in decode order, whatever its timestamp: what a recording with one logged action per frame
+needs (VPT's jsonl lines, MineRL's npz rows), and what VPT's own loader does (cv2 reads frame by
+frame).
 
 Backends: PyAV (its FFmpeg decodes AV1 with dav1d, VP9, HEVC, ...) first, then OpenCV when PyAV
 cannot open the file or decodes no frame of it (OpenCV gives each frame's time in ms). When no
@@ -48,6 +53,8 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpe
 BACKENDS = ("pyav", "opencv")
 RESAMPLING = ("presentation timestamps: step k shows the last frame with time <= k / fps "
               "(ffmpeg -vf fps, round down); frames without a usable timestamp are placed at the header rate")
+PER_FRAME = "one step per decoded frame, in decode order (timestamps only time the report)"
+TIMINGS = ("timestamps", "frames")
 DEFAULT_FPS = 20.0  # when a video gives no rate at all and none is asked
 TIME_EPS_S = 1e-6  # timestamps within a microsecond of a step's time count as on screen at it
 # Decoder names -> the codec they decode (the report names the codec, not the library).
@@ -267,6 +274,19 @@ def _timed(frames: Iterator[tuple[float | None, np.ndarray]], report: DecodeRepo
         yield now, frame
 
 
+def _each_frame(timed: Iterator[tuple[float, np.ndarray]], fps: float, report: DecodeReport) -> Iterator[np.ndarray]:
+    """Every decoded frame as one step; the time they cover is measured as `_steps` measures it."""
+    prev_t, interval = None, None
+    for t, frame in timed:
+        if prev_t is not None:
+            interval = t - prev_t
+        prev_t = t
+        report.num_steps += 1
+        yield frame
+    if prev_t is not None:
+        report.decoded_s = prev_t + (interval if interval else 1.0 / (report.header_fps or fps))
+
+
 def _steps(timed: Iterator[tuple[float, np.ndarray]], fps: float, report: DecodeReport) -> Iterator[np.ndarray]:
     """Step k's frame: the last one whose time is <= k / fps; steps end with the last frame's interval."""
     k, prev, prev_t, interval = 0, None, 0.0, None
@@ -291,10 +311,13 @@ def _steps(timed: Iterator[tuple[float, np.ndarray]], fps: float, report: Decode
 # ---- the reader ------------------------------------------------------------------------------
 
 class VideoReader:
-    """One video file as frames on a step clock of `fps` steps per second (None: the header rate)."""
+    """One video file as frames on a step clock of `fps` steps per second (None: the header rate),
+    or, with `timing="frames"`, one step per decoded frame."""
 
     def __init__(self, path: str | Path, fps: float | None = None, threads: int = 0,
-                 backends: tuple[str, ...] = BACKENDS) -> None:
+                 backends: tuple[str, ...] = BACKENDS, timing: str = "timestamps") -> None:
+        if timing not in TIMINGS:
+            raise ValueError(f"timing must be one of {TIMINGS}, got {timing!r}")
         self.path = Path(path)
         if not self.path.is_file():
             raise VideoError(f"{self.path}: no such file")
@@ -315,7 +338,7 @@ class VideoReader:
             self.fps = float(fps) if fps else (report.header_fps or DEFAULT_FPS)
             timed = _timed(itertools.chain([first], frames), report, self.fps)
             self._frames = frames
-            self._steps = _steps(timed, self.fps, report)
+            self._steps = (_steps if timing == "timestamps" else _each_frame)(timed, self.fps, report)
             return
         raise VideoError(diagnose(self.path, tried, reports))
 

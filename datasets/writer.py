@@ -31,8 +31,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from worldloom.errors import UserError
+from worldloom.paths import redact_json
 
 from . import codecs, schema, storage
+from .manifest import SHARD_PATH, action_space, committed_episodes
 
 DEFAULT_ROWS_PER_GROUP = 256  # "a few hundred frames of one episode" (DESIGN section 5)
 DEFAULT_SHARD_MAX_FRAMES = 20_000
@@ -81,14 +83,8 @@ def new_manifest(spec: storage.FrameSpec, config: dict | None, rows_per_group: i
         **spec.to_json(),
         "channels": 3,
         "rows_per_group": rows_per_group,
-        "action_space": {
-            "buttons": list(schema.BUTTONS),
-            "button_columns": list(schema.BUTTON_COLUMNS),
-            "camera_axes": list(schema.CAMERA_AXES),
-            "camera_columns": list(schema.CAMERA_COLUMNS),
-            "camera_units": schema.CAMERA_UNITS,
-            "alignment": schema.ACTION_ALIGNMENT,
-        },
+        "action_space": action_space(),
+        "state_columns": list(schema.STATE_COLUMNS),
         "label_sources": [],
         "num_episodes": 0,
         "num_frames": 0,
@@ -99,7 +95,9 @@ def new_manifest(spec: storage.FrameSpec, config: dict | None, rows_per_group: i
 
 
 def open_or_create(loc: storage.Location, spec: storage.FrameSpec, config: dict | None, rows_per_group: int) -> dict:
-    """The dataset's manifest, created if absent; UserError if its spec differs from `spec`."""
+    """The dataset's manifest, created if absent; UserError if its spec differs from `spec`.
+    URIs in `config` are stored with their credentials redacted (worldloom.paths.redact_json)."""
+    config = redact_json(config)
     with storage.locked(loc):
         manifest = storage.read_manifest(loc)
         if manifest is None:
@@ -126,9 +124,7 @@ def committed_episode_ids(root: str | os.PathLike, filesystem: pafs.FileSystem |
 def _committed_episodes(loc: storage.Location, manifest: dict) -> pa.Table:
     """Rows of episodes.parquet whose shard is in the manifest (a crash between the two atomic
     renames of a commit can leave rows of an uncommitted shard: they are not part of the data)."""
-    table = storage.read_episodes(loc)
-    shards = pa.array([s["path"] for s in manifest["shards"]], pa.string())
-    return table.filter(pa.compute.is_in(table.column("shard"), value_set=shards))
+    return committed_episodes(storage.read_episodes(loc), manifest, f"{loc.uri}/{schema.EPISODES_NAME}")
 
 
 def commit_shards(root: str | os.PathLike, infos: list[ShardInfo], filesystem: pafs.FileSystem | None = None,
@@ -153,7 +149,10 @@ def commit_shards(root: str | os.PathLike, infos: list[ShardInfo], filesystem: p
                 if known[info.path]["checksum"] != info.checksum:
                     raise UserError(f"{loc.uri}/{info.path}: already committed with a different checksum; give the writer a new writer_id")
                 continue
-            if not storage.exists(loc, loc.join(info.path)):
+            path = loc.member(info.path, source=f"shard to commit into {loc.uri}", field="path")
+            if not SHARD_PATH.match(info.path):
+                raise UserError(f"{loc.uri}: shard to commit has path {info.path!r}, expected {schema.FRAMES_DIR}/NAME.parquet")
+            if not storage.exists(loc, path):
                 raise UserError(f"{loc.uri}/{info.path}: shard to commit does not exist; re-run the episodes it held")
             new.append(info)
         if not new:
@@ -217,8 +216,11 @@ def _as_array(name: str, value: Any, shape: tuple[int, ...], dtype: Any, episode
 def build_frame_table(
     spec: storage.FrameSpec, episode_id: str, frames: np.ndarray, buttons: Any, camera: Any, rewards: Any,
     terminated: Any, truncated: Any, label_source: str, label_model: str | None, label_confidence: Any,
+    start: int = 0, extra_buttons: Any = None, null_action: Any = None, state: dict | None = None,
 ) -> pa.Table:
-    """One episode's rows, checked against the spec; UserError naming the bad argument."""
+    """Rows of steps `start, start + 1, ...` of one episode (format version 2), checked against the
+    spec; UserError naming the bad argument. `extra_buttons` (T, 3) holds ESC, swapHands, pickItem;
+    `state` maps `state_*` column names (or the names without the prefix) to T values each."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[1:] != (spec.height, spec.width, 3) or frames.dtype != np.uint8:
         raise UserError(
@@ -232,7 +234,7 @@ def build_frame_table(
         raise UserError(f"episode {episode_id!r}: label_source must be one of {schema.LABEL_SOURCES}, got {label_source!r}")
     columns: dict[str, pa.Array] = {
         "episode_id": pa.DictionaryArray.from_arrays(pa.array(np.zeros(num, np.int32)), pa.array([episode_id])),
-        "step": pa.array(np.arange(num, dtype=np.int32)),
+        "step": pa.array(np.arange(start, start + num, dtype=np.int32)),
         "frame": codecs.encode_frames(spec.codec, frames),
     }
     if label_source == "none":
@@ -265,17 +267,79 @@ def build_frame_table(
         columns["label_confidence"] = pa.nulls(num, pa.float32())
     else:
         columns["label_confidence"] = pa.array(_as_array("label_confidence", label_confidence, (num,), np.float32, episode_id))
+    if label_source == "none" and (extra_buttons is not None or null_action is not None):
+        raise UserError(f"episode {episode_id!r}: label_source 'none' but extra buttons or null_action were given")
+    if extra_buttons is None:
+        for c in schema.EXTRA_BUTTON_COLUMNS:
+            columns[c] = pa.nulls(num, pa.bool_())
+    else:
+        extra = _as_array("extra_buttons", extra_buttons, (num, len(schema.EXTRA_BUTTONS)), np.float32, episode_id)
+        for i, c in enumerate(schema.EXTRA_BUTTON_COLUMNS):
+            columns[c] = pa.array(extra[:, i] > 0.5)
+    columns[schema.NULL_ACTION_COLUMN] = (pa.nulls(num, pa.bool_()) if null_action is None
+                                          else pa.array(_as_array("null_action", null_action, (num,), bool, episode_id)))
+    columns.update(state_columns(state, num, episode_id))
     return pa.Table.from_pydict(columns, schema=schema.FRAME_SCHEMA)
 
 
-def parquet_options(codec: str) -> dict:
+def state_columns(state: dict | None, num: int, episode_id: str) -> dict[str, pa.Array]:
+    """Typed `state_*` arrays of `num` rows from {name: values} (None, NaN: unknown -> null)."""
+    types = dict(schema.STATE_FIELDS)
+    given = {}
+    for key, values in (state or {}).items():
+        name = key if key.startswith("state_") else f"state_{key}"
+        if name not in types:
+            raise UserError(f"episode {episode_id!r}: unknown state column {key!r}; known: {', '.join(schema.STATE_COLUMNS)}")
+        given[name] = values
+    out = {}
+    for name, type_ in schema.STATE_FIELDS:
+        values = given.get(name)
+        if values is None:
+            out[name] = pa.nulls(num, type_)
+            continue
+        try:
+            array = values if isinstance(values, pa.Array) else pa.array(values, type_, from_pandas=True)
+            array = array.cast(type_)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as err:
+            raise UserError(f"episode {episode_id!r}: {name} cannot be stored as {type_} ({err})") from None
+        if len(array) != num:
+            raise UserError(f"episode {episode_id!r}: {name} has {len(array)} values, expected {num}")
+        out[name] = array
+    return out
+
+
+def to_version(table: pa.Table, version: int, episode_id: str) -> pa.Table:
+    """Version-2 rows as rows of `version`: a version-1 dataset takes them only if every
+    version-2 column is null (UserError naming the column otherwise)."""
+    if version == schema.FORMAT_VERSION:
+        return table
+    for name in schema.V2_COLUMNS:
+        if name in table.column_names and table.column(name).null_count != table.num_rows:
+            raise UserError(f"episode {episode_id!r} has {name} values, which a format version {version} dataset "
+                            f"cannot hold; write to a new directory (version {schema.FORMAT_VERSION}) or upgrade this one "
+                            "with `worldloom dataset merge OLD --out NEW`")
+    return table.select(schema.frame_schema(version).names)
+
+
+DICTIONARY_COLUMNS = ("episode_id", "label_source", "label_model", "state_held_item", "state_target_block", "state_biome")
+
+
+def upgrade_table(table: pa.Table) -> pa.Table:
+    """Frame rows of any readable version as version-2 rows (the columns version 1 lacks as nulls)."""
+    missing = [f for f in schema.FRAME_SCHEMA if f.name not in table.column_names]
+    for f in missing:
+        table = table.append_column(f, pa.nulls(table.num_rows, f.type))
+    return table.select(schema.FRAME_SCHEMA.names)
+
+
+def parquet_options(codec: str, frame_schema: pa.Schema = schema.FRAME_SCHEMA) -> dict:
     """ParquetWriter keyword arguments for frame shards of `codec`."""
     frame_compression = codecs.get_codec(codec).parquet_compression
-    names = schema.FRAME_SCHEMA.names
+    names = frame_schema.names
     return {
         "compression": {n: (frame_compression if n == "frame" else "zstd") for n in names},
         "compression_level": {n: 3 for n in names if (frame_compression if n == "frame" else "zstd") == "zstd"},
-        "use_dictionary": ["episode_id", "label_source", "label_model"],
+        "use_dictionary": [n for n in DICTIONARY_COLUMNS if n in names],
         "write_statistics": [n for n in names if n != "frame"],  # min/max of image bytes is noise
     }
 
@@ -302,6 +366,8 @@ class DatasetWriter:
         chunk = codecs.get_codec(codec).chunk_frames  # row groups hold whole chunks
         rows_per_group = -(-rows_per_group // chunk) * chunk
         self.manifest = open_or_create(self.location, self.spec, config, rows_per_group)
+        self.version = storage.version_of(self.manifest)  # appending keeps the dataset's format version
+        self.frame_schema = schema.frame_schema(self.version)
         self.writer_id = writer_id or f"{socket.gethostname()[:16]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         if not all(c.isalnum() or c in "-_." for c in self.writer_id):
             raise UserError(f"writer_id may hold letters, digits, '-', '_', '.', got {self.writer_id!r}")
@@ -332,7 +398,7 @@ class DatasetWriter:
         path = self.location.join(rel)
         tmp = storage.tmp_name(path)
         stream = self.location.fs.open_output_stream(tmp)
-        writer = pq.ParquetWriter(stream, schema.FRAME_SCHEMA, **parquet_options(self.spec.codec))
+        writer = pq.ParquetWriter(stream, self.frame_schema, **parquet_options(self.spec.codec, self.frame_schema))
         return {"rel": rel, "path": path, "tmp": tmp, "stream": stream, "writer": writer, "rows": 0, "episodes": []}
 
     def add_episode(
@@ -340,21 +406,82 @@ class DatasetWriter:
         terminated: Any = None, truncated: Any = None, label_source: str | None = None,
         label_model: str | None = None, label_confidence: Any = None, env: str | None = None,
         env_config: dict | None = None, seed: int | None = None, player: str | None = None, split: str | None = "train",
+        extra_buttons: Any = None, null_action: Any = None, state: dict | None = None,
     ) -> None:
-        """Append one whole episode: frames `(T, H, W, 3)` uint8, buttons `(T, 20)`, camera `(T, 2)` degrees."""
-        episode_id = str(episode_id)
-        if episode_id in self._known_ids:
-            raise UserError(f"{self.location.uri}: episode {episode_id!r} is already in the dataset or this writer; use a new id")
+        """Append one whole episode: frames `(T, H, W, 3)` uint8, buttons `(T, 20)`, camera `(T, 2)` degrees;
+        optionally extra_buttons `(T, 3)` (ESC, swapHands, pickItem), null_action `(T,)` and state
+        `{column: (T,) values}` (format version 2)."""
+        episode_id = self._check_new_id(episode_id)
         if label_source is None:
             label_source = "none" if buttons is None else "env"
         table = build_frame_table(self.spec, episode_id, frames, buttons, camera, rewards, terminated, truncated,
-                                  label_source, label_model, label_confidence)
-        self._write_episode(table, {
+                                  label_source, label_model, label_confidence, 0, extra_buttons, null_action, state)
+        self._write_episode(to_version(table, self.version, episode_id),
+                            self._episode_row(episode_id, label_source, label_model, env, env_config, seed, player, split))
+
+    def add_episode_parts(
+        self, episode_id: str, parts: Iterable[dict], label_source: str | None = None, label_model: str | None = None,
+        env: str | None = None, env_config: dict | None = None, seed: int | None = None, player: str | None = None,
+        split: str | None = "train",
+    ) -> int:
+        """Append one episode streamed in parts: each part is a dict of `add_episode`'s per-step
+        arguments (frames, buttons, camera, rewards, terminated, truncated, label_confidence,
+        extra_buttons, null_action, state) for the next steps. Only one part is in memory at a time.
+        The episode gets a shard of its own; if a part fails, nothing of the episode is written
+        and the error propagates. `env_config` may be a callable, called once the last part is
+        written (to record what was learned while reading). Returns the number of steps."""
+        episode_id = self._check_new_id(episode_id)
+        if self._shard is not None and self._shard["rows"]:
+            self._close_shard()  # an episode that fails takes no other episode's rows with it
+        num = 0
+        try:
+            for part in parts:
+                part = dict(part)
+                source = label_source or ("none" if part.get("buttons") is None else "env")
+                label_source = source
+                table = build_frame_table(
+                    self.spec, episode_id, part.pop("frames"), part.pop("buttons", None), part.pop("camera", None),
+                    part.pop("rewards", None), part.pop("terminated", None), part.pop("truncated", None), source,
+                    label_model, part.pop("label_confidence", None), num, part.pop("extra_buttons", None),
+                    part.pop("null_action", None), part.pop("state", None))
+                if part:
+                    raise UserError(f"episode {episode_id!r}: unknown part field(s) {sorted(part)}")
+                if self._shard is None:
+                    self._shard = self._open_shard()
+                self._shard["writer"].write_table(to_version(table, self.version, episode_id), row_group_size=self.rows_per_group)
+                num += table.num_rows
+            if not num:
+                raise UserError(f"episode {episode_id!r}: has no frames")
+        except BaseException:
+            self.abort()
+            raise
+        if callable(env_config):
+            env_config = env_config()
+        shard = self._shard
+        row = self._episode_row(episode_id, label_source, label_model, env, env_config, seed, player, split)
+        row.update(num_steps=num, shard=shard["rel"], row_start=shard["rows"])
+        shard["episodes"].append({name: row.get(name) for name in schema.EPISODE_SCHEMA.names})
+        shard["rows"] += num
+        self._known_ids.add(episode_id)
+        if shard["rows"] >= self.shard_max_frames:
+            self._close_shard()
+        return num
+
+    def _check_new_id(self, episode_id: str) -> str:
+        episode_id = str(episode_id)
+        if episode_id in self._known_ids:
+            raise UserError(f"{self.location.uri}: episode {episode_id!r} is already in the dataset or this writer; use a new id")
+        return episode_id
+
+    @staticmethod
+    def _episode_row(episode_id: str, label_source: str, label_model: str | None, env: str | None,
+                     env_config: dict | None, seed: int | None, player: str | None, split: str | None) -> dict:
+        return {
             "episode_id": episode_id, "env": env,
             "env_config": None if env_config is None else json.dumps(env_config, sort_keys=True, default=str),
             "seed": None if seed is None else int(seed), "player": player, "label_source": label_source,
             "label_model": label_model, "split": split,
-        })
+        }
 
     def release_ids(self, episode_ids: Iterable[str]) -> None:
         """Let this writer write `episode_ids` again: the commit of its shards replaces them
@@ -370,7 +497,7 @@ class DatasetWriter:
         steps = table.column("step").to_numpy(zero_copy_only=False)
         if not np.array_equal(steps, np.arange(table.num_rows)):
             raise UserError(f"episode {episode_id!r}: steps are not 0..{table.num_rows - 1} in order; run `worldloom dataset validate`")
-        self._write_episode(table.cast(schema.FRAME_SCHEMA), dict(episode))
+        self._write_episode(to_version(upgrade_table(table), self.version, episode_id).cast(self.frame_schema), dict(episode))
 
     def _write_episode(self, table: pa.Table, episode: dict) -> None:
         if self._shard is None:

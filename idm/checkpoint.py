@@ -2,12 +2,18 @@
 
     model, cfg = load_idm("runs/idm")          # the latest checkpoint, in eval mode
     checkpoint_id("runs/idm")                  # "idm@step1200-3fa2c9d1e0b4": written as label_model
+    load_idm("vpt:models/4x_idm.weights")      # OpenAI's released IDM (worldloom.idm.vpt), wherever a run goes
 
 RUN/
   config.json                   format_version, kind "idm", the TrainConfig and IDMConfig
   checkpoint/model.safetensors  weights
   checkpoint/optimizer.safetensors, checkpoint/state.json   AdamW state; step, schedule, elapsed time
   metrics.csv, curves.png       written by train
+
+Runs travel (downloaded, copied from a colleague), so loading checks what it reads: the format
+version and kind, every `train` and `model` value typed and finite (`worldloom.untrusted`), the
+weights' shapes against the config before the model is built, every tensor finite. File names
+inside a run are fixed, so no path is ever taken from a run's JSON.
 """
 
 from __future__ import annotations
@@ -17,38 +23,54 @@ from pathlib import Path
 import torch
 
 from worldloom import checkpoint as ckpt
-from worldloom.errors import UserError
+from worldloom.idm import vpt
 from worldloom.idm.model import IDM, IDMConfig
+from worldloom.untrusted import MAX_EXACT_INT, dataclass_from_json
 
 KIND = "idm"
 
 
 def read_config(run_dir: str | Path) -> dict:
-    """config.json of an IDM run (checked: format version and kind), or a one-line UserError."""
-    return ckpt.read_run_config(run_dir, KIND)
+    """config.json of an IDM run, checked (format version, kind, its `train` section typed and
+    finite as a TrainConfig), or a one-line UserError naming the file and the field."""
+    doc = ckpt.read_run_config(run_dir, KIND)
+    from worldloom.idm.train import TrainConfig  # here: train imports this module
+
+    dataclass_from_json(TrainConfig, doc.get("train"), source=Path(run_dir) / ckpt.CONFIG_FILE, field="train",
+                        require_all=False, max_int=MAX_EXACT_INT)
+    return doc
 
 
 def model_config(run_dir: str | Path) -> IDMConfig:
-    """The IDMConfig a run was trained with; a UserError names the file when it is not one."""
-    doc = read_config(run_dir)
-    try:
-        return IDMConfig.from_dict(doc["model"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise UserError(f"{Path(run_dir) / ckpt.CONFIG_FILE}: its model config is not valid ({err})") from None
+    """The IDMConfig a run was trained with, every value typed and checked (a VPTConfig for
+    `vpt:PATH`, read without the weights)."""
+    if vpt.is_spec(run_dir):
+        return vpt.model_config(run_dir)[0]
+    return dataclass_from_json(IDMConfig, read_config(run_dir).get("model"), source=Path(run_dir) / ckpt.CONFIG_FILE,
+                               field="model")
 
 
 def load_idm(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[IDM, IDMConfig]:
-    """The latest checkpoint of a run as (model in eval mode, its IDMConfig)."""
+    """The latest checkpoint of a run as (model in eval mode, its IDMConfig); `vpt:PATH/4x_idm.weights`
+    gives OpenAI's IDM (worldloom.idm.vpt) with its VPTConfig."""
+    if vpt.is_spec(run_dir):
+        return vpt.load_vpt_idm(run_dir, device)
     cfg = model_config(run_dir)
-    tensors, _ = ckpt.load_checkpoint(run_dir, KIND, ("model",), device="cpu")
-    model = IDM(cfg)
-    ckpt.load_weights_into(model, tensors["model"], Path(run_dir) / ckpt.CHECKPOINT_DIR / "model.safetensors")
+    model = ckpt.load_model(run_dir, KIND, lambda: IDM(cfg))
     return model.to(device).eval(), cfg
 
 
 def checkpoint_id(run_dir: str | Path) -> str:
-    """`<run name>@step<N>-<first 12 hex of the weights' sha256>`: names the exact weights."""
+    """`<run name>@step<N>-<first 12 hex of the weights' sha256>` (`vpt:<file>@sha256-<12 hex>` for
+    OpenAI's IDM): names the exact weights."""
+    if vpt.is_spec(run_dir):
+        return vpt.checkpoint_id(run_dir)
     return ckpt.checkpoint_id(run_dir, KIND)
+
+
+def run_folder(run_dir: str | Path) -> Path:
+    """Where a run's own reports go: the run directory, or the folder of a `vpt:` weights file."""
+    return vpt.weights_path(run_dir).parent if vpt.is_spec(run_dir) else Path(run_dir)
 
 
 def save_idm(run_dir: str | Path, model: IDM, train: dict | None = None, step: int = 0) -> Path:

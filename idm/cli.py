@@ -3,6 +3,7 @@
     worldloom idm train --data data/voxel --preset tiny --out runs/idm --minutes 15 [--model.height 128 --model.width 128]
     worldloom idm eval --model runs/idm --data data/heldout [--truth data/truth] [--out DIR]
     worldloom idm label --model runs/idm --data videos/ --out data/pseudo [--num-workers 2]
+    worldloom idm label --model vpt:models/4x_idm.weights --data videos/ --out data/labeled   # OpenAI's IDM
     worldloom idm scaling --data data/voxel --eval-data data/heldout --hours 0.05 0.1 0.2 --out runs/scaling
 """
 
@@ -62,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     add_dataclass_args(p, TrainConfig, deprecated={"--steps": "max_steps", "--ckpt-every": "checkpoint_every"})
     p.set_defaults(handler=run_train)
     p = sub.add_parser("eval", help="score a trained IDM beside the no-op and persistence baselines")
-    p.add_argument("--model", required=True, help="IDM run directory")
+    p.add_argument("--model", required=True, help="IDM run directory, or vpt:PATH/4x_idm.weights (OpenAI's released IDM)")
     p.add_argument("--data", required=True, nargs="+", help="dataset(s) to predict on")
     p.add_argument("--truth", nargs="+", default=None, help="dataset(s) with the true actions, matched by episode_id "
                                                             "(default: the labels of --data)")

@@ -20,10 +20,11 @@ import numpy as np
 
 from worldloom.errors import UserError
 from worldloom.idm import metrics
-from worldloom.idm.checkpoint import checkpoint_id, load_idm
+from worldloom.idm.checkpoint import checkpoint_id, load_idm, run_folder
 from worldloom.idm.data import Episode, load_episodes
 from worldloom.idm.infer import predict_sequence
 from worldloom.io import atomic_path, atomic_write_json, atomic_write_text
+from worldloom.paths import redact_json, redact_text
 
 
 def truth_for(episodes: list[Episode], truth: list[str] | None) -> list[Episode]:
@@ -125,7 +126,7 @@ def evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None = N
     starts = np.cumsum([0] + [ep.num_steps for ep in episodes[:-1]])
     pred_buttons, pred_bins, pred_deg = run_model(model, episodes)
     report = {
-        "model": checkpoint_id(model_dir), "data": [str(d) for d in data], "truth": truth,
+        "model": checkpoint_id(model_dir), "data": [redact_text(str(d)) for d in data], "truth": redact_json(truth),
         "num_episodes": len(episodes), "num_steps": int(len(true_buttons)),
         "resized_from": [f"{w}x{h}" for h, w in resized],
         "resize_note": f", frames resized from {', '.join(f'{w}x{h}' for h, w in resized)} to {cfg.width}x{cfg.height} (INTER_LINEAR)" if resized else "",
@@ -134,7 +135,7 @@ def evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None = N
         "persistence": metrics.score(*metrics.persistence_prediction(true_buttons, true_camera, starts), true_buttons, true_camera),
         "camera_quantization_ceiling": metrics.quantization_ceiling(true_camera),
     }
-    out_dir = Path(out) if out else Path(model_dir) / f"eval-{Path(str(data[0]).rstrip('/')).name}"
+    out_dir = Path(out) if out else run_folder(model_dir) / f"eval-{Path(str(data[0]).rstrip('/')).name}"
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "eval.json", json.loads(json.dumps(report, default=float)))
     atomic_write_text(out_dir / "eval.md", markdown_table(report))

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 import torch
 
-from worldloom.actions import bin_position_to_camera
+from worldloom.actions import bin_position_to_camera, dequantize_camera
 from worldloom.idm.data import padded_frames
 from worldloom.idm.model import IDM
 
@@ -84,18 +84,23 @@ def window_probs(model: IDM, windows: torch.Tensor) -> tuple[np.ndarray, np.ndar
     return torch.sigmoid(out["buttons"].float()).cpu().numpy(), torch.softmax(out["camera"].float(), -1).cpu().numpy()
 
 
-def decode(buttons_prob: np.ndarray, camera_prob: np.ndarray) -> dict[str, np.ndarray]:
+def decode(buttons_prob: np.ndarray, camera_prob: np.ndarray, camera_decoding: str = "expected") -> dict[str, np.ndarray]:
     """Probabilities -> the action dict of `predict`.
 
     Buttons and camera bins are decoded by argmax, as VPT. `camera_deg` decodes the expected bin
     position: the model is trained on two-hot targets (worldloom.actions.two_hot), so the expected position is
     the move itself, not a bin centre, and where the model cannot tell a turn's direction it answers
-    near 0 instead of a confident wrong side (docs/idm.md). Labels store `camera_deg`.
+    near 0 instead of a confident wrong side (docs/idm.md). Labels store `camera_deg`. A model that
+    says `camera_decoding = "argmax"` (OpenAI's VPT IDM, trained on one-hot bins) gets the argmax
+    bin's centre, as VPT decodes.
     """
     buttons = buttons_prob > 0.5
     camera_bins = camera_prob.argmax(-1)
-    position = (camera_prob * np.arange(camera_prob.shape[-1])).sum(-1)  # (..., 2) expected bin position
-    camera_deg = bin_position_to_camera(position)
+    if camera_decoding == "argmax":
+        camera_deg = dequantize_camera(camera_bins)
+    else:
+        position = (camera_prob * np.arange(camera_prob.shape[-1])).sum(-1)  # (..., 2) expected bin position
+        camera_deg = bin_position_to_camera(position)
     # The probability of the whole decoded action, heads taken as independent.
     confidence = np.where(buttons, buttons_prob, 1 - buttons_prob).prod(-1) * camera_prob.max(-1).prod(-1)
     return {"buttons_prob": buttons_prob.astype(np.float32), "buttons": buttons,
@@ -120,6 +125,8 @@ class StreamPredictor:
         self.window_out: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # window index -> probs, until returned
         self.num_returned_windows = 0
         self.finished = False
+        self.pad_short = getattr(model, "pads_short_windows", True)  # VPT's IDM runs short windows as they are
+        self.camera_decoding = getattr(model, "camera_decoding", "expected")
 
     def push(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         """Add the next frames (n, H, W, 3) uint8, any size; the predictions of the steps now final."""
@@ -139,7 +146,7 @@ class StreamPredictor:
         num_steps = self.num_frames
         if num_steps == 0:
             return decode(np.zeros((0, 20), np.float32), np.zeros((0, 2, 11), np.float32))
-        if num_steps < self.T:  # pad by repeating the last frame; the padded steps are dropped below
+        if num_steps < self.T and self.pad_short:  # pad by repeating the last frame; the padded steps are dropped below
             self.frames = np.concatenate([self.frames, np.repeat(self.frames[-1:], self.T - num_steps, 0)])
             self.num_frames = self.T
         self._run_blocks(final_frames=None)
@@ -203,8 +210,8 @@ class StreamPredictor:
             probs_c.append(c[keep_from - start:keep_to - start])
         self.num_returned_windows = max(self.num_returned_windows, upto)
         if not probs_b:
-            return decode(np.zeros((0, 20), np.float32), np.zeros((0, 2, 11), np.float32))
-        return decode(np.concatenate(probs_b), np.concatenate(probs_c))
+            return decode(np.zeros((0, 20), np.float32), np.zeros((0, 2, 11), np.float32), self.camera_decoding)
+        return decode(np.concatenate(probs_b), np.concatenate(probs_c), self.camera_decoding)
 
 
 def concat_predictions(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

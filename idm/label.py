@@ -44,16 +44,17 @@ from worldloom.config import doc, to_json_dict
 from worldloom.datasets.sources import ResumeIndex, Source, episode_source, file_source
 from worldloom.datasets.video import RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReader
 from worldloom.errors import UserError
-from worldloom.idm.checkpoint import checkpoint_id, load_idm
+from worldloom.idm.checkpoint import checkpoint_id, load_idm, model_config
 from worldloom.idm.data import open_dataset
 from worldloom.idm.infer import StreamPredictor, concat_predictions, predict_sequence, resize_frames
+from worldloom.paths import redact_text
 
 
 @dataclass(frozen=True)
 class LabelConfig:
     """What to label, with which model, into where."""
 
-    model: str = doc("IDM run directory (from `worldloom idm train`)")
+    model: str = doc("IDM run directory (from `worldloom idm train`), or vpt:PATH/4x_idm.weights (OpenAI's IDM)")
     data: str = doc("what to label: a WorldLoom dataset, a video file, or a directory of videos")
     out: str = doc("output dataset directory (resumed if it exists)")
     fps: float = doc("steps per second for videos (0: each video's header rate)", 20.0)
@@ -264,14 +265,14 @@ def label(cfg: LabelConfig) -> dict:
 
     kind, found = discover(cfg)
     model_id = checkpoint_id(cfg.model)
-    _, model_cfg = load_idm(cfg.model)
+    model_cfg = model_config(cfg.model)
     todo, num_done, unreadable = plan(cfg, found)
     job_config = {"job": "worldloom idm label", "label_model": model_id, "input_kind": kind,
                   "label": to_json_dict(cfg),
                   "model_input": {"height": model_cfg.height, "width": model_cfg.width, "interpolation": "INTER_LINEAR",
                                   "note": "frames resized to the model's size for prediction only; stored frames unchanged"},
                   "time_resampling": {"rule": RESAMPLING, "fps": cfg.fps or "each video's header rate"}}
-    summary = {"out": cfg.out, "label_model": model_id, "num_items": len(found), "skipped_done": num_done,
+    summary = {"out": redact_text(cfg.out), "label_model": model_id, "num_items": len(found), "skipped_done": num_done,
                "labeled": [], "replaced": [], "failed": [], "truncated": [], "warnings": [], "num_steps": 0}
     results = tqdm(run_items(cfg, todo, model_id, job_config), total=len(todo), desc="idm label", unit="item")
     for result in [*unreadable, *results]:
@@ -290,8 +291,8 @@ def label(cfg: LabelConfig) -> dict:
                 summary["warnings"].append(line)
                 print(f"idm label: warning: {line}", file=sys.stderr)
         else:
-            summary["failed"].append({"input": item["source"], "error": result["error"]})
-            print(f"idm label: skipped: {result['error']}", file=sys.stderr)
+            summary["failed"].append({"input": item["source"], "error": redact_text(result["error"])})
+            print(f"idm label: skipped: {redact_text(result['error'])}", file=sys.stderr)
     if (todo or unreadable) and not summary["labeled"] and not summary["skipped_done"]:
         raise UserError(f"nothing was labeled: {summary['failed'][0]['error']}")
     return summary

@@ -180,7 +180,7 @@ def validate(model: IDM, batch: dict[str, np.ndarray], cfg: TrainConfig, device:
 
 
 # May change when a run is resumed: how long and where it runs, not what it learns.
-RESUMABLE_FIELDS = {"minutes", "max_steps", "device", "threads"}
+RESUMABLE_FIELDS = {"out", "minutes", "max_steps", "device", "threads"}  # "out": a run may be moved
 
 
 def prepare_run_dir(cfg: TrainConfig) -> Path:

@@ -22,6 +22,7 @@ import importlib
 import sys
 
 from worldloom.errors import UserError
+from worldloom.paths import redact_text
 
 # (subcommand, module with register(subparsers, name, help), one-line help)
 STAGES = (
@@ -54,10 +55,15 @@ DEPRECATED_FLAGS = {"--workers": "--num-workers", "--gpu": "--device cuda", "--c
 DEFAULT_VERBS = {"capture": "run", "pipeline": "run", "pretrain": "train"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with `only`, that stage's flags in full and the others by name (a command
+    imports just its own stage: `worldloom dataset inspect` never loads torch)."""
     parser = argparse.ArgumentParser(prog="worldloom", description="Game rendering into training data for world models.")
     sub = parser.add_subparsers(dest="stage", metavar="STAGE")
     for name, module_name, help_text in STAGES:
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_text)
+            continue
         importlib.import_module(module_name).register(sub, name, help_text)  # a broken stage fails loudly
     return parser
 
@@ -77,19 +83,24 @@ def upgrade_argv(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(upgrade_argv(list(sys.argv[1:] if argv is None else argv)))
+    argv = upgrade_argv(list(sys.argv[1:] if argv is None else argv))
+    stage = argv[0] if argv and argv[0] in {name for name, _, _ in STAGES} else None
+    parser = build_parser(only=stage)
+    args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0 if args.stage is None else 2
     try:
         return int(args.handler(args) or 0)
     except UserError as err:
-        print(f"worldloom {args.stage}: error: {err}", file=sys.stderr)
+        print(f"worldloom {args.stage}: error: {redact_text(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"worldloom {args.stage}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `worldloom dataset inspect ... | head`: the reader left, not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -204,7 +204,8 @@ def stage_configs(cfg: PipelineConfig, paths: dict[str, Path]) -> dict[str, Any]
         "pretrain": wm,
         "pretrain_eval": EvalConfig(model=str(paths["wm"]), data=(str(paths["heldout"]),),
                                     idm=str(paths["judge"]) if "judge" in idm else None,
-                                    num_clips=s.eval_clips, horizon=s.eval_horizon, seed=cfg.seed),
+                                    num_clips=s.eval_clips, horizon=s.eval_horizon, seed=cfg.seed,
+                                    next_frame_positions=min(4, s.eval_horizon)),
     }
 
 

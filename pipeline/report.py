@@ -7,7 +7,10 @@
     s.image("runs/demo/idm/curves.png", "training curves")
     r.write("runs/demo")            # report.html, report.md, report.json
 
-Pictures and videos are embedded as data URIs so the page is one file a person can mail. Every
+Pictures and videos are embedded as data URIs so the page is one file a person can mail. With a
+`root` (the pipeline gives its run directory) only files inside it are embedded, symlinks
+resolved: a run copied from someone else cannot pull a file from elsewhere on the machine into a
+page that gets mailed. Every
 number that comes from the JSON carries `data-key` so a browser test can check the page
 against `report.json`.
 """
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from worldloom.io import atomic_write_text
+from worldloom.paths import is_inside
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -87,6 +91,7 @@ class Report:
     title: str
     sections: list[Section] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
+    root: Path | None = None  # embed only pictures and videos inside this directory
 
     def section(self, title: str, text: str = "") -> Section:
         s = Section(title, text)
@@ -110,7 +115,7 @@ class Report:
             if s.text:
                 parts.append(f"<p>{html.escape(s.text)}</p>")
             for kind, payload in s.blocks:
-                parts.append(_html_block(kind, payload))
+                parts.append(_html_block(kind, payload, self.root))
         parts.append(f"<script>{SELF_CHECK_JS}</script></body></html>")
         return "\n".join(parts)
 
@@ -125,7 +130,7 @@ class Report:
         return "\n".join(lines)
 
 
-def _html_block(kind: str, payload: Any) -> str:
+def _html_block(kind: str, payload: Any, root: Path | None = None) -> str:
     if kind == "table":
         columns, rows, keys = payload
         head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
@@ -142,6 +147,8 @@ def _html_block(kind: str, payload: Any) -> str:
         path, caption = payload
         if not path.exists():
             return f"<p>(missing: {html.escape(path.name)})</p>"
+        if root is not None and not is_inside(root, path):
+            return f"<p>(not embedded: {html.escape(path.name)} lies outside {html.escape(root.name)}/)</p>"
         uri = _data_uri(path)
         if kind == "video" and path.suffix == ".mp4":
             media = f"<video src='{uri}' controls loop muted autoplay playsinline></video>"

@@ -14,6 +14,7 @@ from typing import Any
 
 from worldloom.actions import FPS
 from worldloom.config import to_json_dict
+from worldloom.paths import redact_json
 from worldloom.pipeline.report import Report, Section
 from worldloom.pipeline.stages import StageRecord
 
@@ -139,8 +140,8 @@ def _cost_section(report: Report, records: dict[str, StageRecord], stats: dict) 
 def write_report(cfg, paths: dict[str, Path], records: dict[str, StageRecord]) -> Path:
     """Assemble report.html / report.md / report.json in the run directory."""
     paths["figures"].mkdir(parents=True, exist_ok=True)
-    report = Report(f"WorldLoom pipeline: preset {cfg.preset}")
-    report.data["config"] = to_json_dict(cfg)
+    report = Report(f"WorldLoom pipeline: preset {cfg.preset}", root=Path(cfg.out).resolve())
+    report.data["config"] = redact_json(to_json_dict(cfg))
     report.data["preset"] = to_json_dict(cfg.resolved_sizes)
     stats = _dataset_rows(paths, paths["figures"], report.section(
         "Datasets", f"Recorded by Ray actors playing {ENV_TITLES.get(cfg.env, cfg.env)} with the mixture player; "

@@ -3,13 +3,18 @@
 A stage's key is a hash of its config and of the keys of the stages it reads, so changing the
 IDM preset redoes the IDM and everything downstream of it, and nothing upstream. Completed
 stages are recorded in `<out>/pipeline.json` (written to a temporary name, then renamed) with
-their outputs, figures, wall time and core-seconds.
+their outputs, figures, wall time and core-seconds. A stage's outputs are paths (every string in
+them): stored relative to the run directory, and on reading checked to stay inside it
+(`worldloom.paths.inside`), so a copied or edited pipeline.json cannot point the report at a
+file elsewhere on the machine.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +24,9 @@ from typing import Any
 
 import psutil
 
+from worldloom.errors import UserError
 from worldloom.io import atomic_write_json
+from worldloom.paths import inside, is_inside
 
 
 def stage_key(config: Any, upstream_keys: list[str]) -> str:
@@ -91,11 +98,35 @@ class StageRunner:
         self.order = order
         self.records: dict[str, StageRecord] = {}
         if self.path.exists():
-            raw = json.loads(self.path.read_text())
-            self.records = {k: StageRecord(**v) for k, v in raw.get("stages", {}).items()}
+            self.records = self._load()
         if redo_from is not None:
             for name in order[order.index(redo_from):]:
                 self.records.pop(name, None)
+
+    def _load(self) -> dict[str, StageRecord]:
+        """The completed stages in pipeline.json, their outputs as absolute paths inside the run."""
+        fix = "delete it to run every stage again"
+        try:
+            raw = json.loads(self.path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+            raise UserError(f"{self.path}: not readable JSON ({err}); {fix}") from None
+        stages = raw.get("stages") if isinstance(raw, dict) else None
+        if not isinstance(stages, dict):
+            raise UserError(f"{self.path}: 'stages' is missing or not an object; {fix}")
+        def check(rel: str, field: str) -> str:
+            return str(inside(self.out_dir, rel, source=self.path, field=field))
+
+        records = {}
+        for name, rec in stages.items():
+            where = f"stages.{name}"
+            if name not in self.order or not isinstance(rec, dict) or set(rec) != {f.name for f in dataclasses.fields(StageRecord)}:
+                raise UserError(f"{self.path}: {where} is not a record of a pipeline stage; {fix}")
+            if not (isinstance(rec["key"], str) and isinstance(rec["outputs"], dict) and isinstance(rec["figures"], dict)
+                    and all(isinstance(rec[k], (int, float)) and not isinstance(rec[k], bool) for k in ("wall_s", "core_s"))):
+                raise UserError(f"{self.path}: {where} has a field of the wrong type; {fix}")
+            outputs = _map_paths(rec["outputs"], check, f"{where}.outputs")
+            records[name] = StageRecord(rec["key"], outputs, rec["figures"], float(rec["wall_s"]), float(rec["core_s"]))
+        return records
 
     def run(self, name: str, key: str, fn: Callable[[], tuple[dict, dict]]) -> StageRecord:
         """Run `fn` (returning outputs, figures) unless `name` already completed with `key`."""
@@ -114,5 +145,19 @@ class StageRunner:
         return record
 
     def _save(self) -> None:
-        data = {"stages": {k: vars(v) for k, v in self.records.items()}}
-        atomic_write_json(self.path, data)
+        def relative(path: str, field: str) -> str:
+            if not (isinstance(path, str) and os.path.isabs(path) and is_inside(self.out_dir, path)):
+                raise ValueError(f"{field} is {path!r}: a stage's outputs are paths inside the run directory {self.out_dir}")
+            return os.path.relpath(os.path.realpath(path), os.path.realpath(self.out_dir))
+
+        stages = {k: {**vars(v), "outputs": _map_paths(v.outputs, relative, f"{k}.outputs")} for k, v in self.records.items()}
+        atomic_write_json(self.path, {"stages": stages})
+
+
+def _map_paths(value: Any, fn: Callable[[str, str], str], field: str) -> Any:
+    """`value` (outputs: nested dicts and lists of path strings) with `fn(path, field)` applied to each path."""
+    if isinstance(value, dict):
+        return {k: _map_paths(v, fn, f"{field}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_paths(v, fn, f"{field}[{i}]") for i, v in enumerate(value)]
+    return fn(value, field)

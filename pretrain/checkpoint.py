@@ -52,15 +52,33 @@ def load_checkpoint(run_dir: Path, model, ema, opt, device="cpu") -> dict:
 def load_world_model(run_dir: str | Path, which: str = "ema", device="cpu"):
     """A trained run as (WorldModel in eval mode with `which` weights, config.json dict, frame codec)."""
     from .autoencoder import load_codec
-    from .model import WorldModel, WorldModelConfig
+    from .model import WorldModel
 
     run_dir = Path(run_dir)
-    doc = read_config(run_dir)
-    try:
-        cfg = WorldModelConfig(**doc["model"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise UserError(f"{run_dir / ckpt.CONFIG_FILE}: its model config is not valid ({err})") from None
-    tensors, _ = ckpt.load_checkpoint(run_dir, KIND, (which,), device=device)
-    model = WorldModel(cfg)
-    ckpt.load_weights_into(model, tensors[which], run_dir / CHECKPOINT_DIR / f"{which}.safetensors")
+    doc = read_config(run_dir)  # the format version and the kind
+    cfg = check_config(doc, run_dir / ckpt.CONFIG_FILE)["model"]  # every section typed and checked
+    model = ckpt.load_model(run_dir, KIND, lambda: WorldModel(cfg), which=which, device=device)
     return model.to(device).eval(), doc, load_codec(run_dir, cfg, device)
+
+
+def check_config(doc: object, path: Path) -> dict:
+    """config.json's sections as their dataclasses (train, model, flow, data), each value typed and
+    checked; UserError naming the file and the field otherwise (worldloom.untrusted)."""
+    from worldloom.datasets import LABEL_SOURCES
+    from worldloom.untrusted import MAX_CONFIG_INT, MAX_EXACT_INT, dataclass_from_json
+
+    from .data import SourceSpec
+    from .flow import FlowConfig
+    from .model import WorldModelConfig
+    from .train import TrainConfig
+
+    if not isinstance(doc, dict):
+        raise UserError(f"{path}: holds a JSON {type(doc).__name__}, expected an object; restore the run from its source")
+    classes = {"train": (TrainConfig, False, MAX_EXACT_INT), "model": (WorldModelConfig, True, MAX_CONFIG_INT),
+               "flow": (FlowConfig, False, MAX_CONFIG_INT), "data": (SourceSpec, True, MAX_EXACT_INT)}
+    sections = {name: dataclass_from_json(cls, doc.get(name), source=path, field=name, require_all=strict, max_int=bound)
+                for name, (cls, strict, bound) in classes.items()}
+    unknown = sorted(set(sections["data"].label_sources) - set(LABEL_SOURCES))
+    if unknown:
+        raise UserError(f"{path}: data.label_sources holds {unknown[0]!r}, not one of {LABEL_SOURCES}; restore the run from its source")
+    return sections

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from worldloom.config import doc
 from worldloom.errors import UserError
 from worldloom.io import atomic_path, atomic_write_text
+from worldloom.paths import redact_json
 
 from .checkpoint import load_world_model
 from .data import frames_to_model, model_to_frames
@@ -42,7 +43,8 @@ from .model import encode_actions, shift_actions
 class EvalConfig:
     model: str = doc("world model run directory")
     data: tuple[str, ...] = doc("held-out labeled dataset directories")
-    idm: str | None = doc("IDM run for controllability (not the one that labeled the training data)", None)
+    idm: str | None = doc("IDM run for controllability (not the one that labeled the training data), or "
+                          "vpt:PATH/4x_idm.weights: OpenAI's IDM, the published judge", None)
     out: str | None = doc("output directory (default: MODEL/eval)", None)
     horizon: int = doc("rollout frames after the context", 16)
     num_clips: int = doc("clips scored (evenly spread over the episodes)", 32)
@@ -198,7 +200,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     context = model.cfg.num_frames - 1
     clips = eval_clips(cfg.data, context + cfg.horizon, cfg.num_clips)
     gen = generate(model, codec, clips, cfg, model.cfg.image_size)
-    report = {"model": str(cfg.model), "data": list(cfg.data), "num_clips": int(len(clips["frames"])), "context": context,
+    report = {"model": str(cfg.model), "data": redact_json(list(cfg.data)), "num_clips": int(len(clips["frames"])), "context": context,
               "horizon": cfg.horizon, "sample": dataclasses.asdict(cfg.sample),
               "label_sources_trained": run_doc.get("data", {}).get("label_sources"),
               "use_actions": run_doc["train"].get("use_actions", True),

@@ -198,8 +198,9 @@ def resolve_camera(cfg: TrainConfig) -> TrainConfig:
     """cfg with a known camera field of view: given, kept from the run being resumed, or fitted now."""
     if cfg.camera_fov_deg is not None:
         return cfg
-    if checkpoint.has_checkpoint(Path(cfg.out)):
-        fov = checkpoint.read_config(cfg.out)["model"].get("camera_fov_deg", 0.0)
+    if checkpoint.has_checkpoint(Path(cfg.out)):  # the run's own, checked (a damaged file: one line)
+        doc = checkpoint.read_config(cfg.out)
+        fov = checkpoint.check_config(doc, Path(cfg.out) / ckpt.CONFIG_FILE)["model"].camera_fov_deg
     else:
         fov = fit_camera(cfg)
     return dataclasses.replace(cfg, camera_fov_deg=fov)

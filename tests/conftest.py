@@ -54,3 +54,70 @@ def small_dataset(tmp_path):
                 w.add_episode(f"ep-{i}", pixel_frames(n, 32, 32, seed=i), buttons=buttons, camera=camera,
                               rewards=np.arange(n, dtype=np.float32), env="synthetic", seed=i, player="random")
     return root
+
+
+def is_loopback(ip: str) -> bool:
+    """127.0.0.0/8, ::1, or IPv4-mapped loopback (::ffff:127.x.y.z: a dual-stack socket bound to 127.x)."""
+    import ipaddress
+
+    address = ipaddress.ip_address(ip.split("%")[0])
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+class ListeningSockets:
+    """Every listening TCP socket and bound UDP socket of this process and all its descendants
+    (a local Ray cluster: GCS, raylet, agents, workers), sampled by a thread while the block runs,
+    so that sockets a worker holds for a moment are seen too.
+
+        with ListeningSockets() as sockets:
+            capture(...)
+        assert not sockets.outside_loopback()
+    """
+
+    def __init__(self, interval_s: float = 0.2):
+        import threading
+
+        self.interval_s = interval_s
+        self.seen: dict[tuple[str, int, str], set[str]] = {}  # (ip, port, tcp|udp) -> process titles
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                cmdline = proc.cmdline()
+                title = os.path.basename(cmdline[0]) if cmdline else proc.name()
+                if title.startswith("python") and len(cmdline) > 1:  # Ray's Python daemons: name them by script
+                    title = next((os.path.basename(a) for a in cmdline[1:] if a.endswith(".py")), title)
+                for conn in proc.net_connections(kind="inet"):
+                    udp = conn.type == 2
+                    if conn.laddr and (conn.status == psutil.CONN_LISTEN or (udp and not conn.raddr)):
+                        key = (conn.laddr.ip, conn.laddr.port, "udp" if udp else "tcp")
+                        self.seen.setdefault(key, set()).add(title[:48])
+            except (psutil.Error, IndexError):
+                continue
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def __enter__(self) -> ListeningSockets:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def outside_loopback(self) -> dict[tuple[str, int, str], set[str]]:
+        return {key: titles for key, titles in self.seen.items() if not is_loopback(key[0])}
+
+    def table(self) -> str:
+        return "\n".join(f"{ip:>24} {port:>6} {proto}  {', '.join(sorted(titles))}"
+                         for (ip, port, proto), titles in sorted(self.seen.items(), key=lambda kv: sorted(kv[1])))

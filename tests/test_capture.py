@@ -112,7 +112,7 @@ def test_specs_are_deterministic_and_distinct():
     ("steps", -5, ["steps"]),
     ("resolution", 4, ["resolution"]),
     ("resolution", 100_000, ["resolution"]),
-    ("workers", 0, ["workers"]),
+    ("num_workers", 0, ["num_workers"]),
     ("episodes_per_shard", 0, ["episodes_per_shard"]),
     ("steps", 100_000, ["steps", "resolution", "GiB"]),
     ("codec", "gif", ["raw", "png", "jpeg"]),  # 100k frames of 128x128 held in memory
@@ -147,6 +147,29 @@ def test_recorder_without_ray_writes_what_play_episode_plays(tmp_path):
     assert clip.truncated[-1] and not clip.truncated[:-1].any()  # the job's step limit
 
 
+def test_antialias_reaches_the_env_and_the_dataset(tmp_path):
+    cfg = CaptureConfig(out=str(tmp_path / "d"), episodes=1, steps=6, resolution=RES, antialias=True)
+    assert dataclass_from_args(CaptureConfig, _parse(["capture", "run", "--out", cfg.out, "--antialias"])).antialias
+    spec = expand_specs(cfg)[0]
+    rec = Recorder({"env": cfg.out}, "voxel", RES, RES, env_options=cfg.env_options)
+    commit_shards(cfg.out, rec.record([(spec, ("env",))])["shards"]["env"])
+    ds = Dataset(cfg.out)
+    assert json.loads(ds.episodes.column("env_config")[0].as_py()) == {"height": RES, "width": RES, "antialias": True}
+    env = make_env("voxel", height=RES, width=RES, antialias=True)
+    np.testing.assert_array_equal(ds.frames(spec.episode_id).frames,
+                                  play_episode(env, make_player("mixture", seed=spec.seed), spec).frames)
+    with pytest.raises(ValueError, match="antialias"):
+        CaptureConfig(out=cfg.out, env="crafter", antialias=True)
+    # A dataset captured before the option existed is resumed by a job that leaves it off.
+    from worldloom.capture.config import config_mismatch, dataset_config
+
+    plain = CaptureConfig(out=cfg.out, episodes=1, steps=6, resolution=RES)
+    old = dataset_config(plain, "env")
+    del old["capture"]["antialias"]
+    assert config_mismatch(plain, "env", old) is None
+    assert "antialias" in config_mismatch(cfg, "env", old)
+
+
 def _make_dataset(cfg: CaptureConfig, count: int) -> None:
     """Commit the first `count` episodes of `cfg` without Ray, as an interrupted job would have."""
     from worldloom.capture.driver import prepare_target
@@ -161,6 +184,7 @@ def _make_dataset(cfg: CaptureConfig, count: int) -> None:
     ({"resolution": 80}, ["resolution"]),
     ({"player": "random"}, ["player"]),
     ({"codec": "png"}, ["codec"]),
+    ({"antialias": True}, ["antialias"]),
     ({"strip_actions": "truth"}, ["label_source"]),
 ])
 def test_output_holding_a_different_dataset_is_refused_untouched(tmp_path, change, words):

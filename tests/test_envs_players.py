@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from worldloom.envs import PLAYER_NAMES, actions, make_env, make_player
+from worldloom import actions
+from worldloom.envs import PLAYER_NAMES, make_env, make_player
 from worldloom.envs.players import action_histogram, report
 
 STEPS = 2000

@@ -8,6 +8,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+from conftest import ListeningSockets
 from test_idm import play, write_dataset
 from videos import frame_index, on_screen, truncate, write_video
 
@@ -106,9 +107,12 @@ def test_a_pool_of_ray_actors_labels_a_folder(run, clip, tmp_path):
     for i in range(3):
         write_mp4(videos / f"v{i}.mp4", clip[i * 5:i * 5 + 30], fps=20)
     try:
-        summary = label(LabelConfig(model=run, data=str(videos), out=str(tmp_path / "out"), num_workers=2, threads=1))
+        with ListeningSockets() as sockets:  # the pool's session (ray_session, local): on loopback only
+            summary = label(LabelConfig(model=run, data=str(videos), out=str(tmp_path / "out"), num_workers=2, threads=1))
     finally:
         ray.shutdown()
+    assert not sockets.outside_loopback(), "listening beyond loopback:\n" + sockets.table()
+    assert any(t.startswith("ray::Labeler") for ts in sockets.seen.values() for t in ts), sockets.table()
     assert sorted(summary["labeled"]) == ["v0.mp4", "v1.mp4", "v2.mp4"] and not summary["failed"]
     ds = Dataset(tmp_path / "out")
     assert sorted(ds.episode_ids) == ["v0.mp4:0000", "v1.mp4:0000", "v2.mp4:0000"] and ds.num_frames == 90

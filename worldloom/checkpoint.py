@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from worldloom.io import atomic_path, atomic_write_json
 from worldloom.training import TrainingDiverged
 
 __all__ = ["FORMAT_VERSION", "CONFIG_FILE", "CHECKPOINT_DIR", "STATE_FILE", "write_run_config", "read_run_config",
-           "save_checkpoint", "load_checkpoint", "has_checkpoint", "read_state", "checkpoint_id", "first_non_finite", "load_weights_into"]
+           "save_checkpoint", "load_checkpoint", "has_checkpoint", "read_state", "checkpoint_id", "first_non_finite", "load_weights_into", "load_model"]
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -62,6 +63,18 @@ def _check_version(doc: Any, path: Path, kind: str) -> dict:
     return doc
 
 
+def _run_file(run_dir: str | Path, *parts: str) -> Path:
+    """RUN/parts...: the names are fixed, but a file may be a symlink; UserError if it (or the
+    checkpoint directory) leads outside the run, before a byte is read (worldloom.paths)."""
+    from worldloom.paths import is_inside
+
+    path = Path(run_dir).joinpath(*parts)
+    if (path.exists() or path.is_symlink()) and not is_inside(run_dir, path):
+        raise UserError(f"{path}: links outside its run directory {run_dir} (to {os.path.realpath(path)}); "
+                        "a run's files stay inside it: restore the run from its source")
+    return path
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
@@ -76,7 +89,7 @@ def write_run_config(run_dir: str | Path, kind: str, doc: Mapping[str, Any]) -> 
 
 def read_run_config(run_dir: str | Path, kind: str) -> dict:
     """RUN/config.json, checked: UserError (one line) if missing, foreign or of another version."""
-    path = Path(run_dir) / CONFIG_FILE
+    path = _run_file(run_dir, CONFIG_FILE)
     if not path.is_file():
         raise UserError(f"{run_dir}: not {_kind_name(kind)} run ({CONFIG_FILE} is missing)")
     return _check_version(_read_json(path), path, kind)
@@ -149,7 +162,7 @@ def has_checkpoint(run_dir: str | Path) -> bool:
 
 def read_state(run_dir: str | Path, kind: str) -> dict:
     """checkpoint/state.json, checked: UserError (one line) if missing, foreign or of another version."""
-    path = Path(run_dir) / CHECKPOINT_DIR / STATE_FILE
+    path = _run_file(run_dir, CHECKPOINT_DIR, STATE_FILE)
     if not path.is_file():
         raise UserError(f"{run_dir}: no checkpoint yet ({CHECKPOINT_DIR}/{STATE_FILE} is missing); train the run first")
     state = _check_version(_read_json(path), path, kind)
@@ -174,7 +187,7 @@ def load_checkpoint(run_dir: str | Path, kind: str, which: Sequence[str] = ("mod
     for name in names:
         if name not in TENSOR_FILES:
             raise ValueError(f"which must name files among {TENSOR_FILES}, got {name!r}")
-        path = ckpt / f"{name}.safetensors"
+        path = _run_file(run_dir, CHECKPOINT_DIR, f"{name}.safetensors")
         if not path.is_file():
             raise UserError(f"{path} is missing: the checkpoint is incomplete; retrain or restore the run")
         try:
@@ -202,9 +215,27 @@ def load_weights_into(module, tensors: Mapping[str, Any], path: Path) -> None:
         raise UserError(f"{path}: the weights do not fit the model its config describes ({first})") from None
 
 
+def load_model(run_dir: str | Path, kind: str, build, which: str = "model", device: Any = "cpu"):
+    """`build()` (a module from the run's config) with checkpoint/`which`.safetensors loaded, after
+    the checks a downloaded run needs: the format version and kind, every tensor's name and shape
+    compared on the meta device with the file's header (before any weight is read or memory is
+    allocated for a model the file does not justify), and every tensor finite. One-line UserErrors."""
+    from worldloom.untrusted import check_fits
+
+    read_state(run_dir, kind)
+    path = _run_file(run_dir, CHECKPOINT_DIR, f"{which}.safetensors")
+    if not path.is_file():
+        raise UserError(f"{path} is missing: the checkpoint is incomplete; retrain or restore the run")
+    check_fits(build, path, source=Path(run_dir) / CONFIG_FILE)
+    tensors, _ = load_checkpoint(run_dir, kind, (which,), device=device)
+    model = build()
+    load_weights_into(model, tensors[which], path)
+    return model
+
+
 def checkpoint_id(run_dir: str | Path, kind: str) -> str:
     """`<run name>@step<N>-<first 12 hex of the weights' sha256>`: names the exact weights."""
     run_dir = Path(run_dir)
     state = read_state(run_dir, kind)
-    digest = hashlib.sha256((run_dir / CHECKPOINT_DIR / "model.safetensors").read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256(_run_file(run_dir, CHECKPOINT_DIR, "model.safetensors").read_bytes()).hexdigest()[:12]
     return f"{run_dir.resolve().name}@step{state['step']}-{digest}"

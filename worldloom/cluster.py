@@ -8,20 +8,35 @@ A stage that needs Ray calls `ray_session` too: if a session is already up (the 
 one, or the user called `ray.init`), it is used as it is and left running, so `--address` and
 the worker count given to the pipeline reach every stage. A session this function started is
 shut down when its block ends.
+
+A local cluster listens on loopback only. Ray 2.x binds its servers (GCS, raylet and object
+manager, every worker's gRPC server, the dashboard agent's gRPC and HTTP servers, the metrics
+export, the runtime-env agent) to the node's IP, or to all interfaces when that IP is not
+loopback; and `ray.init` turns a loopback `_node_ip_address` into the machine's own address
+unless Ray runs in its single-machine mode (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, the default
+on macOS and Windows). So `ray_session` starts a local cluster in that mode (`LOOPBACK_ENV`, set
+for the start and inherited by every Ray process) with the node IP 127.0.0.1 and no dashboard.
+A cluster joined with `--address` keeps the settings it was started with (`ray start` binds to
+the machine's address: that is how other nodes reach it). tests/test_trust.py lists the
+listening sockets of every process of a local session.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Iterator
 
 from worldloom.errors import UserError
 
-__all__ = ["ray_session", "check_reachable", "cluster_resources", "LOCAL_ADDRESS"]
+__all__ = ["ray_session", "check_reachable", "cluster_resources", "LOCAL_ADDRESS", "LOOPBACK_ENV"]
 
 LOCAL_ADDRESS = "127.0.0.1"
+# Ray's single-machine mode: services.get_node_ip_address() answers 127.0.0.1 instead of the
+# address other machines would use, so ray.init keeps the loopback node IP it is given.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 @contextlib.contextmanager
@@ -42,14 +57,39 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     try:
         if address:
             ray.init(address=address, logging_level=logging.WARNING, **quiet)
-        else:  # our own cluster: its start-up notices are noise
-            ray.init(num_cpus=num_cpus, _node_ip_address=LOCAL_ADDRESS, logging_level=logging.ERROR, **quiet)
+        else:  # our own cluster, on loopback; its start-up notices are noise
+            with loopback_only():
+                ray.init(num_cpus=num_cpus, _node_ip_address=LOCAL_ADDRESS, logging_level=logging.ERROR, **quiet)
     except (ConnectionError, TimeoutError, ValueError) as err:
         raise UserError(f"cannot start or join Ray (address={address!r}): {err}") from None
     try:
         yield
     finally:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def loopback_only() -> Iterator[None]:
+    """Ray in its single-machine mode while a local cluster starts: `LOOPBACK_ENV` in the
+    environment (the Ray processes started now inherit it) and in Ray's constant, which was read
+    when `ray` was imported. Both are restored afterwards."""
+    from ray._private import ray_constants
+
+    saved_env = {k: os.environ.get(k) for k in LOOPBACK_ENV}
+    saved_flag = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)  # None: a Ray without it (the test tells)
+    os.environ.update(LOOPBACK_ENV)
+    if saved_flag is not None:
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if saved_flag is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:

@@ -1,0 +1,567 @@
+"""Bring recordings in: VPT contractor data, MineRL v0 trajectories or any video, into a dataset.
+
+    worldloom dataset ingest --format vpt --data recordings/ --out data/vpt --resolution 128
+    worldloom dataset ingest --format vpt --data a.mp4 b.jsonl pairs.txt --out data/vpt
+    worldloom dataset ingest --format minerl --data MineRLTreechop-v0/ --out data/minerl
+    worldloom dataset ingest --format video --data footage/ --out data/footage --fps 20 --num-workers 4
+
+One work item per recording (a VPT mp4 + jsonl pair, a MineRL trajectory folder, a video file),
+one episode per item, streamed in parts so a 5-minute 640x360 segment never sits in memory whole.
+Items run in this process or on a pool of Ray actors (`--num-workers`); each writes its own
+shards and the driver commits them, item by item, with progress. Resuming is by content
+(`worldloom.datasets.sources`): an item whose files are unchanged (path, size and mtime, or the
+same bytes elsewhere) is skipped; a changed one is ingested again and replaces its old episode in
+one commit. Each episode's `env_config` names its source files, their identity (blake2b of the
+bytes), how they decoded and what the conversion changed (`docs/ingest.md`).
+
+Frames keep the source's size unless `--resolution` names one: INTER_AREA when shrinking,
+INTER_LINEAR when growing (recorded in the manifest's config). A bad input (a malformed jsonl
+line, a missing partner file, a file that is not video, a video that stops early, an npz without
+a required key) is skipped and reported with one line; the rest of the job is kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import queue
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from worldloom.cluster import ray_session
+from worldloom.config import doc, parse_resolution, to_json_dict
+from worldloom.errors import UserError
+
+from . import codecs, minerl, vpt
+from .sources import HASH_PREFIX, ResumeIndex, Source, file_hash
+from .video import PER_FRAME, RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReader
+
+FORMATS = ("vpt", "minerl", "video")
+PART_BYTES = 48 << 20  # decoded source pixels per streamed part (640x360: 64 frames)
+RESIZE = {"down": "INTER_AREA", "up": "INTER_LINEAR"}
+VPT_FPS = 20.0  # the recorder logs one jsonl line per frame at 20 Hz
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """What to ingest, in which format, into where."""
+
+    data: tuple[str, ...] = doc("inputs: folders (searched recursively), files, or .txt lists of files (one per line; "
+                                "vpt: `VIDEO JSONL` pairs or either file of a pair)")
+    out: str = doc("output dataset directory (resumed if it exists)")
+    format: str = doc(f"input format: {', '.join(FORMATS)} (vpt: mp4 + jsonl pairs; minerl: MineRL v0 trajectory "
+                      "folders; video: any video, no actions)", "vpt")
+    resolution: str | None = doc("store frames at N or WIDTHxHEIGHT pixels (INTER_AREA down, INTER_LINEAR up); "
+                                 "unset: the source's size", None)
+    fps: float = doc("video format: steps per second, frames picked by presentation timestamps "
+                     "(vpt and minerl store one step per recorded frame)", 20.0)
+    codec: str = doc(f"frame codec of a new dataset: {', '.join(sorted(codecs.CODECS))}", "raw")
+    recorder_version: str | None = doc("vpt: the recorder version that sets the GUI mouse scaler (default: each "
+                                       "recording's folder name, as in the published `<version>/<name>` layout)", None)
+    keep_truncated: bool = doc("keep what decodes of a video that stops before its container's end (with a "
+                               "warning) instead of skipping it", False)
+    num_workers: int = doc("Ray actors (1: ingest in this process)", 1)
+    address: str | None = doc("Ray cluster to join (HOST:PORT or auto); unset: a local one on loopback", None)
+    threads: int = doc("decoder threads per worker (0: FFmpeg's choice)", 0)
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"IngestConfig.format must be one of {FORMATS}, got {self.format!r}")
+        if not self.data:
+            raise ValueError("IngestConfig.data must name at least one folder or file")
+        if self.resolution is not None:
+            parse_resolution(self.resolution)
+        codecs.get_codec(self.codec)
+        if self.fps <= 0 or self.num_workers < 1 or self.threads < 0:
+            raise ValueError("IngestConfig: fps > 0, num_workers >= 1 and threads >= 0 required")
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """(height, width) to store, or None for the source's size."""
+        return None if self.resolution is None else parse_resolution(self.resolution)
+
+
+# ---- discovery: inputs -> items ----------------------------------------------------------------
+
+class FilesSource(Source):
+    """An input made of several files (a VPT pair, a MineRL trajectory): its content is all of them."""
+
+    files: tuple[str, ...] = ()
+    checksums: dict[str, str] | None = None
+
+    def content_key(self) -> str:
+        if self.key is None:
+            self.checksums = {path: file_hash(path) for path in self.files}
+            digest = hashlib.blake2b(digest_size=16)
+            for path in self.files:
+                digest.update(self.checksums[path].encode())
+            self.key = HASH_PREFIX + digest.hexdigest()
+        return self.key
+
+    def identity(self, name: str) -> dict:
+        """Source.identity, plus each file's blake2b checksum."""
+        record = super().identity(name)
+        record["file_checksums"] = self.checksums
+        return record
+
+
+def files_source(main: Path, files: list[Path], root: Path, name: str) -> FilesSource:
+    """A Source named `name`, changed when any of `files` changes size or modification time."""
+    stats = [f.stat() for f in files]
+    source = FilesSource(origin=str(main.resolve()), name=name, relpath=name,
+                         size_bytes=sum(s.st_size for s in stats), mtime_ns=max(s.st_mtime_ns for s in stats))
+    source.files = tuple(str(f.resolve()) for f in files)
+    return source
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
+def _inputs(cfg: IngestConfig) -> list[tuple[Path, Path, Path | None]]:
+    """(path, the root its name is relative to, its partner file or None) of every input: folders stay
+    folders; a .txt list gives a file per line, or a pair (`VIDEO JSONL`) when a line names two."""
+    out = []
+    for entry in cfg.data:
+        path = Path(entry)
+        if not path.exists():
+            raise UserError(f"--data {entry}: no such file or folder")
+        if not (path.is_file() and path.suffix.lower() == ".txt"):
+            out.append((path, path if path.is_dir() else path.parent, None))
+            continue
+        for number, text in enumerate(path.read_text().splitlines(), 1):
+            listed = [path.parent / part for part in text.split()]  # an absolute part stays absolute
+            for f in listed:
+                if not f.exists():
+                    raise UserError(f"{path} line {number}: {f} does not exist")
+            if len(listed) > 2:
+                raise UserError(f"{path} line {number}: one file or a `VIDEO JSONL` pair per line, got {len(listed)}")
+            if listed:
+                out.append((listed[0], listed[0].parent, listed[1] if len(listed) == 2 else None))
+    return out
+
+
+def discover(cfg: IngestConfig) -> tuple[list[tuple[dict, Source]], list[dict]]:
+    """([(work item, its Source)], [inputs that cannot form an item, with the reason])."""
+    found = {"vpt": _discover_vpt, "minerl": _discover_minerl, "video": _discover_video}[cfg.format](_inputs(cfg))
+    items, bad, seen = [], [], set()
+    for item, source, error in found:
+        if error:
+            bad.append({"item": item, "ok": False, "error": error})
+        elif source.origin not in seen:
+            seen.add(source.origin)
+            items.append((item, source))
+    if not items and not bad:
+        what = {"vpt": "VPT recordings (.mp4 + .jsonl)", "minerl": "MineRL trajectories (rendered.npz)",
+                "video": f"video files ({', '.join(VIDEO_SUFFIXES)})"}[cfg.format]
+        raise UserError(f"--data {' '.join(cfg.data)}: holds no {what}")
+    return items, bad
+
+
+def _discover_vpt(inputs: list[tuple[Path, Path, Path | None]]):
+    pairs: dict[Path, tuple[Path, Path, Path]] = {}  # stem path -> (root, video, jsonl)
+    for path, root, partner in inputs:
+        if path.is_dir():
+            for f in sorted(path.rglob("*")):
+                if f.suffix.lower() in (".mp4", ".jsonl") and f.is_file():
+                    pairs.setdefault(f.with_suffix(""), (root, f.with_suffix(".mp4"), f.with_suffix(".jsonl")))
+        elif partner is not None:  # a listed pair: the files may have different names
+            video, jsonl = (path, partner) if path.suffix.lower() != ".jsonl" else (partner, path)
+            pairs[video.with_suffix("")] = (root, video, jsonl)
+        else:
+            pairs.setdefault(path.with_suffix(""), (root, path.with_suffix(".mp4"), path.with_suffix(".jsonl")))
+    for stem, (root, video, jsonl) in sorted(pairs.items()):
+        name = _relative(stem, root)
+        item = {"kind": "vpt", "source": str(video if video.exists() else jsonl), "video": str(video), "jsonl": str(jsonl)}
+        if not jsonl.is_file():
+            yield item, None, f"{video}: no {jsonl.name} beside it (a VPT recording is an .mp4 and a .jsonl of the same name)"
+        elif not video.is_file():
+            yield item, None, f"{jsonl}: no {video.name} beside it (a VPT recording is an .mp4 and a .jsonl of the same name)"
+        else:
+            yield item, files_source(video, [video, jsonl], root, name), None
+
+
+def _discover_minerl(inputs: list[tuple[Path, Path, Path | None]]):
+    folders: dict[Path, Path] = {}
+    for path, root, _ in inputs:
+        if path.is_dir():
+            hits = [path] if (path / minerl.NPZ_NAME).exists() else [p.parent for p in sorted(path.rglob(minerl.NPZ_NAME))]
+            for folder in hits:
+                folders.setdefault(folder, root if folder != path else path.parent)
+        else:
+            folders.setdefault(path.parent, path.parent.parent)
+    for folder, root in sorted(folders.items()):
+        video, npz, meta = folder / minerl.VIDEO_NAME, folder / minerl.NPZ_NAME, folder / minerl.METADATA_NAME
+        item = {"kind": "minerl", "source": str(folder), "video": str(video), "npz": str(npz), "metadata": str(meta)}
+        missing = [p.name for p in (video, npz) if not p.is_file()]
+        if missing:
+            yield item, None, f"{folder}: no {' and no '.join(missing)} (a MineRL v0 trajectory folder holds " \
+                              f"{minerl.VIDEO_NAME}, {minerl.NPZ_NAME} and {minerl.METADATA_NAME})"
+            continue
+        files = [video, npz] + ([meta] if meta.is_file() else [])
+        yield item, files_source(folder, files, root, _relative(folder, root)), None
+
+
+def _discover_video(inputs: list[tuple[Path, Path, Path | None]]):
+    inputs = [(p, root, None) for path, root, partner in inputs for p in (path, partner) if p is not None]
+    for path, root, _ in inputs:
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES) \
+            if path.is_dir() else [path]
+        for f in files:
+            name = _relative(f, root)
+            yield ({"kind": "video", "source": str(f), "video": str(f)},
+                   files_source(f, [f], root, name), None)
+
+
+def plan(cfg: IngestConfig, found: list[tuple[dict, Source]]) -> tuple[list[dict], int, list[dict]]:
+    """(items to ingest, with their episode name, identity and the episodes they replace;
+    number already done; inputs that could not be read)."""
+    index = ResumeIndex.of(cfg.out)
+    todo, failed, num_done = [], [], 0
+    for item, source in found:
+        try:
+            decision = index.decide(source)
+        except OSError as err:
+            failed.append({"item": item, "ok": False, "error": f"{item['source']}: cannot read it ({err.strerror or err})"})
+            continue
+        if decision.done:
+            num_done += 1
+            continue
+        todo.append({**item, "name": decision.name, "replaces": list(decision.replaces),
+                     "identity": source.identity(decision.name), "files": list(getattr(source, "files", ()))})
+    return todo, num_done, failed
+
+
+# ---- frames ------------------------------------------------------------------------------------
+
+def resize(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """(h, w, 3) -> (H, W, 3) for size (H, W): INTER_AREA when shrinking, INTER_LINEAR otherwise.
+
+    INTER_AREA runs as two separable passes in float32 (across, then down): the same weights as
+    cv2's one pass, bit for bit but for rare rounding ties (+-1), and 1.5x faster at 640x360 ->
+    128x128 (the pass across a whole multiple takes OpenCV's fast path)."""
+    if size is None or frame.shape[:2] == size:
+        return frame
+    height, width = size
+    if height > frame.shape[0] or width > frame.shape[1]:
+        return cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
+    across = cv2.resize(frame.astype(np.float32), (width, frame.shape[0]), interpolation=cv2.INTER_AREA)
+    down = cv2.resize(across, (width, height), interpolation=cv2.INTER_AREA)
+    return np.rint(down, out=down).astype(np.uint8)
+
+
+def part_steps(height: int, width: int) -> int:
+    """Steps per streamed part: about PART_BYTES of stored pixels, a multiple of 32 (h264 chunks), 32..256."""
+    steps = PART_BYTES // (height * width * 3)
+    return int(min(256, max(32, steps // 32 * 32)))
+
+
+class Prefetch:
+    """Iterate a frame iterator in a background thread, `depth` frames ahead: PyAV decodes and converts
+    without the GIL, so decoding overlaps the resize, the encoding and the Parquet writes."""
+
+    _END = object()
+
+    def __init__(self, frames: Iterator[np.ndarray], depth: int = 16) -> None:
+        self.queue: queue.Queue = queue.Queue(depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(frames,), daemon=True, name="ingest-decode")
+        self.thread.start()
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, frames: Iterator[np.ndarray]) -> None:
+        try:
+            for frame in frames:
+                if not self._put(frame):
+                    return
+            self._put(self._END)
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, raised there
+            self._put(err)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while True:
+            item = self.queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def __enter__(self) -> Prefetch:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def stored_parts(reader, size: tuple[int, int] | None, limit: int | None = None, first: int = 0,
+                 draw=None) -> Iterator[tuple[int, np.ndarray]]:
+    """(first step, frames (n, H, W, 3)) of the reader's steps [first, limit), each drawn on at the source
+    size by `draw(step, frame)` when given, then resized: parts of `part_steps` steps. Steps past
+    `limit` are decoded (the report counts them) and dropped."""
+    report = reader.report
+    height, width = size or (report.height, report.width)
+    n = part_steps(height, width)
+    batch: list[np.ndarray] = []
+    start = first
+    with Prefetch(reader.steps()) as frames:
+        for step, frame in enumerate(frames):
+            if step < first or (limit is not None and step >= limit):
+                continue
+            if draw is not None:
+                draw(step, frame)
+            batch.append(resize(frame, size))
+            if len(batch) == n:
+                yield start, np.stack(batch)
+                start, batch = start + n, []
+    if batch:
+        yield start, np.stack(batch)
+
+
+def decode_summary(report) -> dict:
+    data = report.to_json()
+    return {k: data[k] for k in ("backend", "container", "codec", "timestamps", "decoded_frames", "expected_frames",
+                                 "truncated", "decode_errors", "tried")}
+
+
+# ---- the worker ----------------------------------------------------------------------------------
+
+class Ingester:
+    """Ingests items into its own shards; a plain class, wrapped by `ray.remote` for the pool."""
+
+    def __init__(self, cfg: IngestConfig, job_config: dict) -> None:
+        self.cfg, self.job_config = cfg, job_config
+        self.writers: dict[tuple, object] = {}
+
+    def _writer(self, height: int, width: int, fps: float, item: dict):
+        from .writer import DatasetWriter
+
+        if self.cfg.size is not None:
+            height, width = self.cfg.size
+        key = (height, width, fps)
+        if key not in self.writers:
+            try:
+                self.writers[key] = DatasetWriter(self.cfg.out, height=height, width=width, fps=fps, codec=self.cfg.codec,
+                                                  config=self.job_config, autocommit=False)
+            except UserError as err:
+                hint = "" if self.cfg.size else "; pass --resolution to store every input at one size"
+                raise UserError(f"{item['source']} is {width}x{height} at {fps:g} fps: {err}{hint}") from None
+        self.writers[key].release_ids(item["replaces"])  # this item's episode replaces them at commit
+        return self.writers[key]
+
+    def ingest(self, item: dict) -> dict:
+        """Ingest one item; returns its shards (JSON, to commit) or the error that skipped it."""
+        warnings: list[str] = []
+        try:
+            num_steps = {"vpt": self._vpt, "minerl": self._minerl, "video": self._video}[item["kind"]](item, warnings)
+        except Exception as err:  # noqa: BLE001 - one bad item is reported and skipped, never ends the job
+            for writer in self.writers.values():
+                writer.abort()
+            self.writers.clear()  # shards it finished for this item stay uncommitted: never part of the data
+            message = str(err) if isinstance(err, (UserError, VideoError)) else f"{type(err).__name__}: {err}"
+            if not any(item.get(k) and item[k] in message for k in ("source", "video", "jsonl", "npz")):
+                message = f"{item['source']}: {message}"
+            return {"item": item, "ok": False, "error": message, "shards": []}
+        shards = [info.to_json() for writer in self.writers.values() for info in writer.flush()]
+        return {"item": item, "ok": True, "num_steps": num_steps, "shards": shards, "warnings": warnings}
+
+    # -- VPT: mp4 + jsonl ---------------------------------------------------------------------------
+    def _vpt(self, item: dict, warnings: list[str]) -> int:
+        lines = vpt.read_jsonl(item["jsonl"])
+        version = self.cfg.recorder_version or vpt.recorder_version(item["jsonl"])
+        steps = vpt.convert(lines, version)
+        with VideoReader(item["video"], fps=VPT_FPS, threads=self.cfg.threads, timing="frames") as reader:
+            report = reader.report
+            writer = self._writer(report.height, report.width, VPT_FPS, item)
+            cursors = [0]
+
+            def draw(step: int, frame: np.ndarray) -> None:  # at the source size, as VPT draws it
+                cursors[0] += vpt.draw_cursors(frame[None], steps, step)
+
+            def parts() -> Iterator[dict]:
+                # frames after the last jsonl line are decoded (counted) and dropped, as VPT ignores them
+                for start, frames in stored_parts(reader, self.cfg.size, steps.num_steps, draw=draw):
+                    yield {"frames": frames, **steps.part(start, start + len(frames))}
+                self._check_truncated(item["video"], report)
+
+            def env_config() -> dict:
+                kept = min(report.num_steps, steps.num_steps)
+                if report.num_steps != steps.num_steps:
+                    warnings.append(f"{item['source']}: the video has {report.num_steps} frames and the jsonl "
+                                    f"{steps.num_steps} lines: kept the first {kept} steps (frame i pairs with line i)")
+                if steps.counts["unknown_keys"]:
+                    warnings.append(f"{item['jsonl']}: ignored keys VPT does not map: "
+                                    + ", ".join(f"{k} x{n}" for k, n in sorted(steps.counts["unknown_keys"].items())))
+                return self._env_config(item, report, {
+                    "format": "vpt", "jsonl": item["jsonl"], "video": item["video"], "recorder_version": version,
+                    "gui_mouse_scaler": vpt.gui_scaler(version), "num_jsonl_lines": steps.num_steps,
+                    "num_video_frames": report.num_steps, "num_steps": kept, "cursor_frames": cursors[0],
+                    "conversion": steps.counts, "time": PER_FRAME})
+
+            return writer.add_episode_parts(item["name"], parts(), label_source="env", env="vpt",
+                                            env_config=env_config, player="human", split=None)
+
+    # -- MineRL v0: recording.mp4 + rendered.npz + metadata.json -------------------------------------
+    def _minerl(self, item: dict, warnings: list[str]) -> int:
+        npz = minerl.read_npz(item["npz"])
+        steps = minerl.convert(npz, item["npz"])
+        meta = _read_json(item["metadata"]) if Path(item["metadata"]).is_file() else {}
+        with VideoReader(item["video"], fps=VPT_FPS, threads=self.cfg.threads, timing="frames") as reader:
+            report = reader.report
+            count = meta.get("true_video_frame_count") if isinstance(meta.get("true_video_frame_count"), int) else None
+            count = count or report.listed_frames
+            skip = minerl.first_frame(steps.num_actions, count)
+            writer = self._writer(report.height, report.width, VPT_FPS, item)
+
+            def parts() -> Iterator[dict]:
+                for start, frames in stored_parts(reader, self.cfg.size, skip + steps.num_actions, first=skip):
+                    t = start - skip  # step t shows state t: video frame skip + t
+                    part = {"frames": frames, **steps.part(t, t + len(frames))}
+                    if t + len(frames) == steps.num_actions:
+                        part["terminated"] = np.arange(t, t + len(frames)) == steps.num_actions - 1
+                    yield part
+                self._check_truncated(item["video"], report)
+
+            def env_config() -> dict:
+                states = max(0, report.num_steps - skip)
+                kept = min(states, steps.num_actions)
+                if count is not None and report.num_steps != count or states < steps.num_actions + 1:
+                    warnings.append(f"{item['source']}: {minerl.VIDEO_NAME} decodes {report.num_steps} frames "
+                                    f"(metadata: {count}), {minerl.NPZ_NAME} has {steps.num_actions} actions and "
+                                    f"{steps.num_actions + 1} states: kept {kept} steps")
+                for name, n in sorted(steps.counts["unmapped_action_steps"].items()):
+                    if n:
+                        warnings.append(f"{item['npz']}: {n} steps used action {name!r}, which has no VPT key (not mapped)")
+                return self._env_config(item, report, {
+                    "format": "minerl", "environment": meta.get("environment") or Path(item["source"]).parent.name,
+                    "metadata": meta, "num_actions": steps.num_actions, "true_video_frame_count": count,
+                    "num_video_frames": report.num_steps, "first_frame": skip, "num_steps": kept,
+                    "conversion": steps.counts, "time": PER_FRAME})
+
+            env = "minerl:" + Path(item["source"]).parent.name
+            return writer.add_episode_parts(item["name"], parts(), label_source="env", env=env, env_config=env_config,
+                                            player="human", split=None)
+
+    # -- any video: frames only ----------------------------------------------------------------------
+    def _video(self, item: dict, warnings: list[str]) -> int:
+        with VideoReader(item["video"], fps=self.cfg.fps, threads=self.cfg.threads) as reader:
+            report = reader.report
+            writer = self._writer(report.height, report.width, reader.fps, item)
+
+            def parts() -> Iterator[dict]:
+                for _, frames in stored_parts(reader, self.cfg.size):
+                    yield {"frames": frames}
+                self._check_truncated(item["video"], report)
+
+            def env_config() -> dict:
+                warnings.extend(f"{item['source']}: {line}" for line in report.warnings())
+                return self._env_config(item, report, {"format": "video", "fps": reader.fps,
+                                                       "source_fps": report.header_fps, "time_resampling": RESAMPLING})
+
+            return writer.add_episode_parts(item["name"], parts(), label_source="none", env="video",
+                                            env_config=env_config, split=None)
+
+    def _check_truncated(self, path: str, report) -> None:
+        if report.truncated and not self.cfg.keep_truncated:
+            raise VideoError(f"{path}: truncated: {report.truncation()}; skipped (re-download it, or pass "
+                             "--keep-truncated to keep what decodes)")
+
+    def _env_config(self, item: dict, report, extra: dict) -> dict:
+        return {**extra, "source": item["source"], "source_files": item["files"], "source_identity": item["identity"],
+                "source_size": [report.width, report.height],
+                "resize": None if self.cfg.size is None or self.cfg.size == (report.height, report.width) else
+                {"from": [report.width, report.height], "to": [self.cfg.size[1], self.cfg.size[0]],
+                 "interpolation": RESIZE["down"] if self.cfg.size[0] <= report.height and self.cfg.size[1] <= report.width
+                 else RESIZE["up"]},
+                "decode": decode_summary(report), "truncated": report.truncated}
+
+
+def _read_json(path: str) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a JSON object expected, got {type(data).__name__}")
+    return data
+
+
+# ---- the driver --------------------------------------------------------------------------------
+
+def run_items(cfg: IngestConfig, items: list[dict], job_config: dict) -> Iterator[dict]:
+    """Yield each item's result, in this process or from a pool of Ray actors."""
+    if cfg.num_workers <= 1 or len(items) <= 1:
+        ingester = Ingester(cfg, job_config)
+        yield from (ingester.ingest(item) for item in items)
+        return
+    import ray
+    from ray.util import ActorPool
+
+    with ray_session(cfg.address, cfg.num_workers):  # the pipeline's session, or a local one on loopback
+        remote = ray.remote(Ingester).options(num_cpus=1, max_restarts=1)
+        actor_cfg = dataclasses.replace(cfg, threads=cfg.threads or 1)  # one CPU each: never oversubscribe
+        actors = [remote.remote(actor_cfg, job_config) for _ in range(min(cfg.num_workers, len(items)))]
+        yield from ActorPool(actors).map_unordered(lambda actor, item: actor.ingest.remote(item), items)
+
+
+def job_config_of(cfg: IngestConfig) -> dict:
+    """What the dataset's manifest records about this job."""
+    size = cfg.size
+    config = {"job": "worldloom dataset ingest", "ingest": to_json_dict(cfg),
+              "resize": None if size is None else {"width": size[1], "height": size[0], **RESIZE},
+              "time": RESAMPLING if cfg.format == "video" else PER_FRAME}
+    if cfg.format == "vpt":
+        config["action_conversion"] = {"source": "openai/Video-Pre-Training data_loader.py + json_action_to_env_action",
+                                       "degrees_per_pixel": vpt.DEGREES_PER_PIXEL, "gui_scalers": vpt.GUI_SCALERS,
+                                       "divergences": "docs/ingest.md"}
+    return config
+
+
+def ingest(cfg: IngestConfig) -> dict:
+    """Ingest everything under cfg.data not yet in cfg.out; returns a summary (done, skipped, failed)."""
+    from tqdm import tqdm
+
+    from .writer import commit_shards
+
+    found, bad = discover(cfg)
+    todo, num_done, unreadable = plan(cfg, found)
+    job_config = job_config_of(cfg)
+    summary = {"out": cfg.out, "format": cfg.format, "num_items": len(found) + len(bad), "skipped_done": num_done,
+               "ingested": [], "replaced": [], "failed": [], "warnings": [], "num_steps": 0}
+    results = tqdm(run_items(cfg, todo, job_config), total=len(todo), desc="dataset ingest", unit="item")
+    for result in [*bad, *unreadable, *results]:
+        item = result["item"]
+        if result["ok"]:
+            commit_shards(cfg.out, result["shards"], replace=item["replaces"])
+            summary["ingested"].append(item["name"])
+            summary["num_steps"] += result["num_steps"]
+            if item["replaces"]:
+                summary["replaced"].append({"input": item["source"], "episodes": item["replaces"]})
+            for line in result["warnings"]:
+                summary["warnings"].append(line)
+                print(f"dataset ingest: warning: {line}", file=sys.stderr)
+        else:
+            summary["failed"].append({"input": item["source"], "error": result["error"]})
+            print(f"dataset ingest: skipped: {result['error']}", file=sys.stderr)
+    if summary["failed"] and not summary["ingested"] and not summary["skipped_done"]:
+        raise UserError(f"nothing was ingested: {summary['failed'][0]['error']}")
+    return summary

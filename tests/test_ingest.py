@@ -1,0 +1,313 @@
+"""`worldloom dataset ingest`: VPT recordings against VPT's own code (golden), MineRL v0 trajectories,
+plain video, resuming by content, bad inputs, and the datasets training an IDM."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from recordings import frame_number, frames_of, vpt_line, write_minerl, write_vpt
+from videos import truncate, write_audio_only, write_video
+
+from worldloom.actions import BUTTONS
+from worldloom.datasets import Dataset, schema, vpt
+from worldloom.datasets.ingest import IngestConfig, ingest
+from worldloom.datasets.manifest import action_space
+from worldloom.datasets.validate import validate
+from worldloom.datasets.video import VideoReader
+from worldloom.errors import UserError
+from worldloom.pipeline.cli import main
+
+GOLDEN = Path(__file__).parent / "fixtures" / "vpt"
+
+
+def run(data, out, **kwargs) -> dict:
+    return ingest(IngestConfig(data=tuple(str(d) for d in data), out=str(out), **kwargs))
+
+
+# ---- the VPT conversion against VPT's own code ------------------------------------------------
+
+def expected_step(entry: dict) -> tuple[dict, np.ndarray, bool]:
+    """(buttons and extra buttons by name, camera, null) WorldLoom must give on a golden line: VPT's
+    worker output (zero for a step VPT drops), then the documented divergences."""
+    action = entry["vpt_worker_action"] or {name: 0 for name in [*BUTTONS, *schema.EXTRA_BUTTONS]} | {"camera": [0, 0]}
+    pressed = {name: bool(action[name]) for name in [*BUTTONS, *schema.EXTRA_BUTTONS]}
+    camera, null = np.asarray(action["camera"], np.float32), not entry["vpt_worker_keeps"]
+    for d in entry["divergences"]:
+        if d["field"] == "camera":
+            camera = np.asarray(d["worldloom"], np.float32)
+        elif d["field"] == "null_action":
+            null = d["worldloom"]
+        else:
+            pressed[d["field"]] = bool(d["worldloom"])
+    return pressed, camera, null
+
+
+def test_vpt_conversion_matches_vpts_own_code_line_by_line():
+    golden = json.loads((GOLDEN / "golden.json").read_text())
+    lines = vpt.read_jsonl(GOLDEN / golden["jsonl"])
+    steps = vpt.convert(lines, vpt.recorder_version(GOLDEN / golden["jsonl"]))
+    assert vpt.recorder_version(GOLDEN / golden["jsonl"]) == golden["recorder_version"] == "6.8"
+    assert vpt.gui_scaler("6.8") == golden["gui_scaler"]
+    num_divergent = 0
+    for entry in golden["lines"]:
+        t = entry["line"]
+        pressed, camera, null = expected_step(entry)
+        ours = {**{b: bool(steps.buttons[t, i]) for i, b in enumerate(BUTTONS)},
+                **{b: bool(steps.extra_buttons[t, i]) for i, b in enumerate(schema.EXTRA_BUTTONS)}}
+        assert ours == pressed, (t, {k for k in ours if ours[k] != pressed[k]})
+        np.testing.assert_array_equal(steps.camera[t], camera, err_msg=f"line {t}")
+        assert bool(steps.null_action[t]) == null, t
+        num_divergent += bool(entry["divergences"])
+    # The divergences the fixture pins (docs/ingest.md): whole-degree truncation (0.6 -> 0), the GUI
+    # scaler, a 225-degree glitch zeroed, no hotbar press at step 0, scroll-only steps kept.
+    assert num_divergent == 10
+    fields = {d["field"] for e in golden["lines"] for d in e["divergences"]}
+    assert fields == {"camera", "hotbar.2", "hotbar.3", "hotbar.1", "null_action"}
+    assert steps.counts["stuck_attack_steps"] == 2 and steps.counts["unknown_keys"] == {"key.keyboard.f3": 1, "key.keyboard.t": 1}
+
+
+def test_vpt_cursor_frames_match_vpts_own_code_bit_for_bit():
+    golden = json.loads((GOLDEN / "golden.json").read_text())
+    steps = vpt.convert(vpt.read_jsonl(GOLDEN / golden["jsonl"]), "6.8")
+    with VideoReader(GOLDEN / golden["mp4"], timing="frames") as reader:
+        frames = np.stack(list(reader.steps()))
+    plain = frames.copy()
+    assert vpt.draw_cursors(frames, steps, 0) == int(steps.gui_open.sum()) == 4
+    with np.load(GOLDEN / "golden_frames.npz") as vpt_out:
+        kept, vpt_frames = vpt_out["steps"].tolist(), vpt_out["frames"]
+    assert kept == golden["worker_kept_steps"]
+    for t, theirs in zip(kept, vpt_frames, strict=True):
+        np.testing.assert_array_equal(frames[t], theirs, err_msg=f"step {t}")
+    drawn = [t for t in range(len(frames)) if (frames[t] != plain[t]).any()]
+    assert drawn == [3, 4, 12, 13]  # GUI open; 12: clipped by the corner; 13: at the origin
+    # VPT's helper before commit fb373d3 clipped with `min` where `max` was needed and drew nothing.
+    assert golden["cursor_helper_before_fb373d3_draws"] is False
+
+
+def test_cursor_is_clipped_on_every_side():
+    frame = np.zeros((36, 64, 3), np.uint8)
+    vpt.draw_cursor(frame, -5, -3)  # VPT's helper fails on a negative position; ours draws the visible part
+    rgb, alpha = vpt.cursor_image()
+    expected = (rgb[3:, 5:] * alpha[3:, 5:]).astype(np.uint8)
+    np.testing.assert_array_equal(frame[:13, :11], expected)
+    vpt.draw_cursor(frame, 70, 40)  # entirely outside: nothing
+
+
+# ---- ingesting folders -----------------------------------------------------------------------
+
+@pytest.fixture
+def vpt_folder(tmp_path):
+    root = tmp_path / "vpt"
+    write_vpt(root / "6.8", "alpha-000000000001-20220101-000000", 40, size=64, seed=1)
+    write_vpt(root / "10.0", "beta-000000000002-20220101-000000", 36, num_lines=37, size=64, seed=2)
+    return root
+
+
+def test_vpt_folder_ingests_with_state_resumes_and_replaces(vpt_folder, tmp_path):
+    out = tmp_path / "ds"
+    summary = run([vpt_folder], out, resolution="32")
+    assert sorted(summary["ingested"]) == ["10.0/beta-000000000002-20220101-000000", "6.8/alpha-000000000001-20220101-000000"]
+    assert not summary["failed"] and summary["num_steps"] == 40 + 36
+    assert any("37 lines: kept the first 36 steps" in w for w in summary["warnings"]), summary["warnings"]
+    assert validate(out) == []
+    ds = Dataset(out)
+    assert ds.version == schema.FORMAT_VERSION and (ds.spec.height, ds.spec.width, ds.spec.fps) == (32, 32, 20)
+    alpha = "6.8/alpha-000000000001-20220101-000000"
+    clip = ds.frames(alpha)
+    assert clip.label_source == "env" and clip.buttons.shape == (40, 20)
+    table = ds.read_table(alpha, columns=["state_x", "state_yaw", "state_tick", "state_gui_open", "state_hotbar_slot",
+                                          "state_inventory", "null_action", "action_esc"])
+    assert table.column("state_tick").to_pylist() == list(range(40))
+    assert table.column("state_yaw").to_pylist()[3] == 13.0 and table.column("state_x").to_pylist()[0] == 100.5
+    assert table.column("state_gui_open").to_pylist()[20:24] == [True] * 4
+    assert table.column("state_inventory").to_pylist()[0] == [{"item": "oak_log", "count": 2}]
+    assert table.column("action_esc").null_count == 0 and table.column("null_action").null_count == 0
+    env_config = json.loads(ds.episodes.to_pylist()[ds.episode_ids.index(alpha)]["env_config"])
+    assert env_config["recorder_version"] == "6.8" and env_config["gui_mouse_scaler"] == 2.0
+    assert env_config["resize"] == {"from": [64, 64], "to": [32, 32], "interpolation": "INTER_AREA"}
+    assert env_config["source_identity"]["file_checksums"] and env_config["cursor_frames"] == 4
+    manifest = json.loads((out / "dataset.json").read_text())
+    assert manifest["config"]["resize"]["down"] == "INTER_AREA"
+    from worldloom.datasets.summary import summarize
+
+    assert summarize(out)["state_rows"]["state_tick"] == 76 and "state_biome" not in summarize(out)["state_rows"]
+    # Again: nothing to do. A changed jsonl: that recording again, replacing its episode.
+    assert run([vpt_folder], out, resolution="32")["skipped_done"] == 2
+    jsonl = vpt_folder / "6.8" / "alpha-000000000001-20220101-000000.jsonl"
+    lines = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    lines[5]["keyboard"]["keys"] = ["key.keyboard.q"]
+    jsonl.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    again = run([vpt_folder], out, resolution="32")
+    assert again["ingested"] == [alpha] and again["replaced"][0]["episodes"] == [alpha] and again["skipped_done"] == 1
+    assert Dataset(out).frames(alpha).buttons[5, BUTTONS.index("drop")] and validate(out) == []
+
+
+def test_vpt_frames_at_source_size_carry_the_cursor(tmp_path):
+    lines = [vpt_line(t, gui=t == 2, x=640.0, y=360.0) for t in range(4)]
+    _, jsonl = write_vpt(tmp_path / "in", "rec", 4, size=64, lines=lines)
+    (tmp_path / "actions").mkdir()
+    jsonl.rename(tmp_path / "actions" / "rec-actions.jsonl")  # a pair with two names, given in a list
+    (tmp_path / "pairs.txt").write_text("in/rec.mp4 actions/rec-actions.jsonl\n")
+    assert run([tmp_path / "pairs.txt"], tmp_path / "ds")["ingested"] == ["rec"]
+    stored = Dataset(tmp_path / "ds").frames("rec").frames
+    with VideoReader(tmp_path / "in" / "rec.mp4", timing="frames") as reader:
+        decoded = np.stack(list(reader.steps()))
+    assert frame_number(stored) == [0, 1, 2, 3]
+    changed = [t for t in range(4) if (stored[t] != decoded[t]).any()]
+    assert changed == [2]  # cursor at int((640, 360) * 64 / 720) = (56, 32): only its top-left 8x16 fits
+    diff = np.argwhere((stored[2] != decoded[2]).any(-1))
+    assert diff.min(0).tolist() >= [32, 56] and diff.max(0).tolist() <= [47, 63]
+
+
+def test_bad_inputs_are_skipped_with_one_line_each_and_the_rest_kept(tmp_path, capsys):
+    root = tmp_path / "in"
+    write_vpt(root, "good", 12, seed=3)
+    video, jsonl = write_vpt(root, "malformed", 12, seed=4)
+    text = jsonl.read_text().splitlines()
+    text[6] = text[6][:40]
+    jsonl.write_text("\n".join(text) + "\n")
+    write_vpt(root, "no-video", 12, seed=5)[0].unlink()
+    write_vpt(root, "no-jsonl", 12, seed=6)[1].unlink()
+    audio = write_audio_only(root / "audio.mp4")
+    (root / "audio.jsonl").write_text(json.dumps(vpt_line(0)) + "\n")
+    whole = write_video(tmp_path / "whole.mp4", num_frames=40, container_options={"movflags": "faststart"})
+    truncate(whole, root / "cut.mp4")  # a broken download: the index promises 40 frames, fewer decode
+    (root / "cut.jsonl").write_text("".join(json.dumps(vpt_line(t)) + "\n" for t in range(40)))
+    lines = [vpt_line(t, keys=["f3", "w"] if t == 1 else ()) for t in range(12)]
+    write_vpt(root, "unknown-keys", 12, lines=lines)
+    code = main(["dataset", "ingest", "--data", str(root), "--out", str(tmp_path / "ds")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    skipped = [line for line in err.splitlines() if "skipped:" in line]
+    assert len(skipped) == 5, "\n".join(skipped)
+    assert any("malformed.jsonl line 7: not valid JSON" in line for line in skipped), skipped
+    assert any("no-jsonl.mp4: no no-jsonl.jsonl beside it" in line for line in skipped), skipped
+    assert any("no-video.jsonl: no no-video.mp4 beside it" in line for line in skipped), skipped
+    assert any(f"{audio}: no video stream" in line for line in skipped), skipped
+    assert any("cut.mp4: truncated: decoded" in line for line in skipped), skipped
+    assert any("unknown-keys.jsonl: ignored keys VPT does not map: key.keyboard.f3 x1" in line for line in err.splitlines())
+    ds = Dataset(tmp_path / "ds")
+    assert sorted(ds.episode_ids) == ["good", "unknown-keys"] and validate(tmp_path / "ds") == []
+    assert ds.frames("unknown-keys").buttons[1, BUTTONS.index("forward")]
+    # another size without --resolution: skipped, saying what to pass
+    write_vpt(tmp_path / "big", "big", 8, size=96)
+    with pytest.raises(UserError, match="big.mp4 is 96x96 at 20 fps: .*height is 64 .*pass --resolution"):
+        run([tmp_path / "big"], tmp_path / "ds")  # the only input failed: one line, nothing ingested
+    # --keep-truncated keeps what decodes of the cut one, with the mismatch reported
+    kept = run([root / "cut.mp4"], tmp_path / "ds", keep_truncated=True)
+    assert kept["ingested"] == ["cut"] and any("40 lines: kept the first" in w for w in kept["warnings"]), kept
+
+
+# ---- MineRL v0 ---------------------------------------------------------------------------------
+
+def test_minerl_trajectory_aligns_actions_with_states(tmp_path):
+    env = tmp_path / "MineRLTreechop-v0"
+    write_minerl(env / "v3_absolute_grape_changeling-6_37339-46767", 30, lead_frames=3, seed=1)
+    write_minerl(env / "v3_other-1", 20, lead_frames=0, seed=2, metadata=False)
+    summary = run([tmp_path], tmp_path / "ds", format="minerl")
+    assert not summary["failed"] and summary["num_steps"] == 50, summary
+    assert any("'craft'" in w for w in summary["warnings"])
+    assert validate(tmp_path / "ds") == []
+    ds = Dataset(tmp_path / "ds")
+    name = "MineRLTreechop-v0/v3_absolute_grape_changeling-6_37339-46767"
+    clip = ds.frames(name)
+    assert frame_number(clip.frames) == list(range(3, 33))  # frames 3.. are the states; the last state has no action
+    npz = np.load(env / "v3_absolute_grape_changeling-6_37339-46767" / "rendered.npz")
+    np.testing.assert_array_equal(clip.buttons[:, BUTTONS.index("forward")], npz["action$forward"] > 0)
+    np.testing.assert_array_equal(clip.buttons[:, BUTTONS.index("use")], npz["action$place"] != "none")
+    np.testing.assert_allclose(clip.camera, npz["action$camera"])
+    np.testing.assert_array_equal(clip.rewards, npz["reward"])
+    assert clip.terminated[-1] and not clip.terminated[:-1].any()
+    table = ds.read_table(name, columns=["state_inventory", "state_held_item"])
+    assert table.column("state_inventory").to_pylist()[7] == [{"item": "dirt", "count": 3}, {"item": "log", "count": 1}]
+    assert table.column("state_held_item").to_pylist()[0] == "none"
+    env_config = json.loads(ds.episodes.to_pylist()[ds.episode_ids.index(name)]["env_config"])
+    assert env_config["first_frame"] == 3 and env_config["conversion"]["unmapped_action_steps"] == {"craft": 1}
+    assert env_config["conversion"]["unmapped_keys"] == ["observation$compassAngle"]
+    assert ds.episodes.to_pylist()[0]["env"] == "minerl:MineRLTreechop-v0"
+
+
+def test_minerl_missing_key_and_short_video_are_reported(tmp_path):
+    env = tmp_path / "MineRLNavigate-v0"
+    write_minerl(env / "t-missing", 10, drop=("action$forward",))
+    folder = write_minerl(env / "t-short", 10, lead_frames=0)
+    (folder / "metadata.json").write_text(json.dumps({"true_video_frame_count": 15}))  # says 15, decodes 11
+    write_minerl(env / "t-good", 10)
+    summary = run([env], tmp_path / "ds", format="minerl")
+    assert [f["error"] for f in summary["failed"]] == [
+        f"{env / 't-missing' / 'rendered.npz'}: has no 'action$forward'; every MineRL v0 trajectory records the "
+        "reward, the camera and the 8 movement keys (forward, back, left, right, jump, sneak, sprint, attack)"]
+    assert any("t-short: recording.mp4 decodes 11 frames (metadata: 15)" in w for w in summary["warnings"]), summary
+
+
+# ---- plain video, Ray workers ----------------------------------------------------------------------
+
+@pytest.mark.ray
+def test_video_folder_on_ray_workers(tmp_path):
+    from worldloom.io import write_video
+
+    for i, n in enumerate((30, 25, 20)):
+        write_video(tmp_path / "clips" / f"c{i}.mp4", frames_of(n, 64, first=i), fps=20, pix_fmt="yuv444p", crf=10)
+    summary = run([tmp_path / "clips"], tmp_path / "ds", format="video", resolution="48x32", num_workers=2)
+    assert sorted(summary["ingested"]) == ["c0.mp4", "c1.mp4", "c2.mp4"] and summary["num_steps"] == 75
+    ds = Dataset(tmp_path / "ds")
+    assert validate(tmp_path / "ds") == [] and (ds.spec.width, ds.spec.height) == (48, 32)
+    clip = ds.frames("c1.mp4")
+    assert clip.label_source == "none" and clip.buttons is None and len(clip.frames) == 25
+
+
+# ---- format version 1 still reads ----------------------------------------------------------------
+
+def write_version_1(root: Path) -> np.ndarray:
+    """A format-version-1 dataset as WorldLoom 0.1 wrote it: its manifest, and shards of the 31 v1 columns."""
+    from worldloom.datasets import DatasetWriter
+
+    root.mkdir()
+    manifest = {"format": "worldloom-dataset", "format_version": 1, "height": 32, "width": 32, "fps": 20, "codec": "raw",
+                "channels": 3, "rows_per_group": 256, "action_space": action_space(1), "label_sources": [],
+                "num_episodes": 0, "num_frames": 0, "shards": [], "config": {"made_by": "0.1"}}
+    (root / "dataset.json").write_text(json.dumps(manifest))
+    (root / "frames").mkdir()
+    frames = frames_of(12, 32)
+    with DatasetWriter(root, 32, 32) as w:  # appending keeps the dataset's version: 1
+        w.add_episode("old", frames, buttons=np.zeros((12, 20), bool), camera=np.zeros((12, 2), np.float32))
+        with pytest.raises(UserError, match="has state_x values, which a format version 1 dataset cannot hold"):
+            w.add_episode("new", frames, buttons=np.zeros((12, 20), bool), camera=np.zeros((12, 2), np.float32),
+                          state={"x": np.arange(12.0)})
+    return frames
+
+
+def test_version_1_reads_validates_and_upgrades_by_merge(tmp_path):
+    import pyarrow.parquet as pq
+
+    frames = write_version_1(tmp_path / "v1")
+    shard = next((tmp_path / "v1" / "frames").glob("*.parquet"))
+    assert pq.read_schema(shard).names == schema.FRAME_SCHEMA_V1.names
+    ds = Dataset(tmp_path / "v1")
+    assert ds.version == 1 and validate(tmp_path / "v1") == []
+    np.testing.assert_array_equal(ds.frames("old").frames, frames)
+    assert ds.read_table("old", columns=["step", "state_x", "null_action"]).column("state_x").null_count == 12
+    assert main(["dataset", "inspect", str(tmp_path / "v1")]) == 0
+    assert main(["dataset", "merge", str(tmp_path / "v1"), "--out", str(tmp_path / "v2")]) == 0
+    up = Dataset(tmp_path / "v2")
+    assert up.version == 2 and validate(tmp_path / "v2") == []
+    np.testing.assert_array_equal(up.frames("old").frames, frames)
+    assert pq.read_schema(next((tmp_path / "v2" / "frames").glob("*.parquet"))).names == schema.FRAME_SCHEMA.names
+
+
+# ---- what the issue is for: recordings in, an IDM trained on them ----------------------------------
+
+@pytest.mark.slow
+def test_vpt_and_minerl_datasets_train_an_idm(vpt_folder, tmp_path):
+    write_minerl(tmp_path / "minerl" / "MineRLTreechop-v0" / "t1", 40, seed=3)
+    run([vpt_folder], tmp_path / "vpt-ds", resolution="64")
+    run([tmp_path / "minerl"], tmp_path / "minerl-ds", format="minerl")
+    out = tmp_path / "idm"
+    code = main(["idm", "train", "--data", str(tmp_path / "vpt-ds"), str(tmp_path / "minerl-ds"), "--preset", "micro",
+                 "--out", str(out), "--max-steps", "2", "--batch-size", "2", "--threads", "1"])
+    assert code == 0 and (out / "checkpoint" / "model.safetensors").is_file()
+    assert os.path.getsize(out / "metrics.csv") > 0
