@@ -285,13 +285,19 @@ def world_model_run(root, image_size: int = 64) -> str:
     """An untrained tiny WorldModel in the world-model checkpoint format."""
     from worldloom import checkpoint as ckpt
     from worldloom.config import to_json_dict
+    from worldloom.pretrain.data import SourceSpec
     from worldloom.pretrain.model import WorldModel, WorldModelConfig
+    from worldloom.pretrain.train import TrainConfig as WMTrainConfig
 
     root.mkdir(parents=True, exist_ok=True)
     cfg = WorldModelConfig(image_size=image_size, patch_size=8, width=32, depth=1, num_heads=2, num_frames=3)
+    train = WMTrainConfig(data=("data",), out=str(root), model=cfg)
     torch.manual_seed(0)
     state = WorldModel(cfg).state_dict()
-    ckpt.write_run_config(root, "world_model", {"model": to_json_dict(cfg)})
+    spec = SourceSpec(height=image_size, width=image_size, fps=20.0, num_episodes=1, num_frames=40,
+                      label_sources=("env",))
+    ckpt.write_run_config(root, "world_model", {"train": to_json_dict(train), "model": to_json_dict(cfg),
+                                                "flow": to_json_dict(train.flow), "data": to_json_dict(spec)})
     ckpt.save_checkpoint(root, "world_model", {"model": state, "ema": state}, {"step": 0})
     return str(root)
 
@@ -329,7 +335,10 @@ def test_a_world_model_at_another_resolution_is_one_line_naming_both(data, polic
 @pytest.mark.ray
 def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path):
     out = tmp_path / "study"
-    assert cli(["agent", "study", "--preset", "micro", "--tasks", "explore", "find_water", "--out", str(out)]) == 0
+    argv = ["agent", "study", "--preset", "micro", "--tasks", "explore", "find_water", "--out", str(out),
+            "--sizes.steps", "24", "--sizes.time-limit", "24", "--sizes.eval-episodes", "2",
+            "--sizes.idm-max-steps", "2", "--sizes.bc-max-steps", "2"]  # the micro preset made smaller still
+    assert cli(argv) == 0
     report = json.loads((out / "report.json").read_text())
     players = {"bc-env", "bc-idm", "bc-noop", "random", "scripted:mixture"}
     assert {k.split("|")[0] for k in report["eval"]} == players
@@ -341,4 +350,4 @@ def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path):
     html = (out / "report.html").read_text()
     assert "bc-idm / bc-env" in html and "<video" in html
     # run again: every stage is cached
-    assert cli(["agent", "study", "--preset", "micro", "--tasks", "explore", "find_water", "--out", str(out)]) == 0
+    assert cli(argv) == 0
