@@ -37,7 +37,7 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="behaviour cloning on labeled or pseudo-labeled datasets (resumes an existing --out)")
     add_dataclass_args(p, TrainConfig)
     p.set_defaults(handler=run_train)
-    p = sub.add_parser("eval", help="play a policy, random or scripted:NAME on a task: success and return with 95% CIs, "
+    p = sub.add_parser("eval", help="play a policy, random or scripted:NAME on a task: success and return with 95%% CIs, "
                                     "videos; --in-world-model plays inside a world model")
     add_dataclass_args(p, EvalConfig)
     p.set_defaults(handler=run_eval)

@@ -355,3 +355,10 @@ def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path):
     before = (out / "study.json").read_text()
     assert cli(argv) == 0
     assert (out / "study.json").read_text() == before
+
+
+def test_help_of_the_agent_stage_and_every_verb(capsys):
+    for argv in (["agent", "--help"], *(["agent", verb, "--help"] for verb in ("train", "eval", "study"))):
+        with pytest.raises(SystemExit) as exit_:
+            cli(argv)
+        assert exit_.value.code == 0 and "usage: worldloom agent" in capsys.readouterr().out, argv
