@@ -362,3 +362,18 @@ def test_help_of_the_agent_stage_and_every_verb(capsys):
         with pytest.raises(SystemExit) as exit_:
             cli(argv)
         assert exit_.value.code == 0 and "usage: worldloom agent" in capsys.readouterr().out, argv
+
+
+def test_goal_checks_compare_idm_with_env_labels_and_random():
+    from worldloom.pipeline.agent_report import goal_checks
+
+    ci = lambda mean, low, high: {"mean": mean, "low": low, "high": high}  # noqa: E731
+    evals = {("bc-env", "explore"): {"success_rate": ci(0.5, 0.3, 0.7), "return": ci(10.0, 8.0, 12.0)},
+             ("bc-idm", "explore"): {"success_rate": ci(0.4, 0.2, 0.6), "return": ci(9.5, 7.0, 11.0)},
+             ("random", "explore"): {"success_rate": ci(0.0, 0.0, 0.0), "return": ci(3.0, 2.0, 7.5)}}
+    success, ret = goal_checks(evals, ("explore",))
+    assert success["idm_over_env"] == pytest.approx(0.8) and not success["ratio_met"]
+    assert success["env_above_random"] and success["idm_above_random"]
+    assert ret["idm_over_env"] == pytest.approx(0.95) and ret["ratio_met"]
+    assert ret["env_above_random"] and not ret["idm_above_random"]  # 7.0 does not clear random's 7.5
+    assert goal_checks(evals, ("find_water",)) == []
