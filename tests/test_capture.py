@@ -257,7 +257,7 @@ def test_driver_killed_and_started_again_resumes(tmp_path, ray_cluster):
     out = tmp_path / "d"
     # 600 steps an episode: long enough that the job cannot finish between two looks at the
     # dataset (with 200 it once committed all 12 episodes between two polls on a quiet machine)
-    argv = ["capture", "run", "--env", "voxel", "--episodes", "12", "--steps", "600", "--resolution", str(RES),
+    argv = ["capture", "run", "--env", "voxel", "--episodes", "6", "--steps", "600", "--resolution", str(RES),
             "--num-workers", "2", "--out", str(out), "--no-progress"]
     ray_tmp = tempfile.mkdtemp(prefix="wld", dir="/tmp")
     env = {**os.environ, "RAY_TMPDIR": ray_tmp}
@@ -269,7 +269,7 @@ def test_driver_killed_and_started_again_resumes(tmp_path, ray_cluster):
             time.sleep(0.1)
         done = committed_episode_ids(out)
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        assert 1 <= len(done) < 12
+        assert 1 <= len(done) < 6
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     finally:
@@ -278,7 +278,7 @@ def test_driver_killed_and_started_again_resumes(tmp_path, ray_cluster):
         shutil.rmtree(ray_tmp, ignore_errors=True)
     cfg = dataclass_from_args(CaptureConfig, _parse(argv))
     result = capture(cfg)  # on the module's cluster
-    assert result.num_skipped >= len(done) and result.num_skipped + result.num_recorded == 12
+    assert result.num_skipped >= len(done) and result.num_skipped + result.num_recorded == 6
     assert_exactly_once(out, cfg)
 
 

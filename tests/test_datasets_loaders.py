@@ -85,10 +85,8 @@ def test_clip_dataset_random_access(small_dataset):
 
 @pytest.mark.ray
 def test_ray_data_reads_committed_rows(small_dataset):
-    ray = pytest.importorskip("ray")
-    from worldloom.datasets import to_ray_dataset
-
     from worldloom.cluster import ray_session
+    from worldloom.datasets import to_ray_dataset
 
     with ray_session(num_cpus=2):
         rows = to_ray_dataset(small_dataset, columns=["episode_id", "step", "frame", "action_attack"]).take_all()
