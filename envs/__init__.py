@@ -3,6 +3,7 @@
     import gymnasium, worldloom.envs
     env = gymnasium.make("worldloom/VoxelWorld-v0", height=64, width=64)
     env = worldloom.envs.make_env("voxel", height=64, width=64)      # voxel, crafter, minerl, minetest
+    env = gymnasium.make("worldloom/CollectLogs-v0")                  # tasks: envs/tasks.py
     player = worldloom.envs.make_player("mixture", seed=3)           # random, explorer, miner, builder, mixture
     obs, info = env.reset(seed=3); obs, reward, terminated, truncated, info = env.step(player.act(obs, info))
 
@@ -19,6 +20,11 @@ ENVS: dict[str, tuple[str, str]] = {
     "crafter": ("worldloom/Crafter-v0", "worldloom.envs.crafter_env:CrafterEnv"),
     "minerl": ("worldloom/MineRL-v0", "worldloom.envs.minerl_env:MineRLEnv"),
     "minetest": ("worldloom/Minetest-v0", "worldloom.envs.minetest_env:MinetestEnv"),
+    # Tasks (envs/tasks.py): VoxelWorld with a reward, a success criterion and a time limit.
+    "collect_logs": ("worldloom/CollectLogs-v0", "worldloom.envs.tasks:CollectLogs"),
+    "mine_stone": ("worldloom/MineStone-v0", "worldloom.envs.tasks:MineStone"),
+    "explore": ("worldloom/Explore-v0", "worldloom.envs.tasks:Explore"),
+    "find_water": ("worldloom/FindWater-v0", "worldloom.envs.tasks:FindWater"),
 }
 ENV_NAMES: tuple[str, ...] = tuple(ENVS)
 ENV_IDS: tuple[str, ...] = tuple(env_id for env_id, _ in ENVS.values())

@@ -31,6 +31,7 @@ STAGES = (
     ("dataset", "worldloom.datasets.cli", "inspect, validate, export, merge and split datasets"),
     ("idm", "worldloom.idm.cli", "inverse dynamics model: train, eval, label, scaling"),
     ("pretrain", "worldloom.pretrain.cli", "the video world model: train, eval, rollout"),
+    ("agent", "worldloom.pipeline.agent_study", "agents: behaviour cloning, closed-loop evaluation, dreaming, the VPT study"),
     ("pipeline", "worldloom.pipeline.job", "the whole loop: capture, IDM, label, pretrain, report"),
 )
 

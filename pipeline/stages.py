@@ -92,9 +92,9 @@ class StageRecord:
 class StageRunner:
     """Runs stages in order, skipping those whose key matches a completed record."""
 
-    def __init__(self, out_dir: Path, redo_from: str | None, order: tuple[str, ...]):
+    def __init__(self, out_dir: Path, redo_from: str | None, order: tuple[str, ...], state_file: str = "pipeline.json"):
         self.out_dir = out_dir
-        self.path = out_dir / "pipeline.json"
+        self.path = out_dir / state_file
         self.order = order
         self.records: dict[str, StageRecord] = {}
         if self.path.exists():
@@ -132,16 +132,16 @@ class StageRunner:
         """Run `fn` (returning outputs, figures) unless `name` already completed with `key`."""
         done = self.records.get(name)
         if done is not None and done.key == key:
-            print(f"[pipeline] {name}: cached ({done.wall_s:.0f} s when it ran)", flush=True)
+            print(f"[{self.path.stem}] {name}: cached ({done.wall_s:.0f} s when it ran)", flush=True)
             return done
-        print(f"[pipeline] {name}: running", flush=True)
+        print(f"[{self.path.stem}] {name}: running", flush=True)
         start = time.perf_counter()
         with CoreClock() as clock:
             outputs, figures = fn()
         record = StageRecord(key, outputs, figures, time.perf_counter() - start, clock.core_s)
         self.records[name] = record
         self._save()
-        print(f"[pipeline] {name}: done in {record.wall_s:.0f} s ({record.core_s:.0f} core-s)", flush=True)
+        print(f"[{self.path.stem}] {name}: done in {record.wall_s:.0f} s ({record.core_s:.0f} core-s)", flush=True)
         return record
 
     def _save(self) -> None:

@@ -2,7 +2,7 @@
 
 ```
 RUN/
-├── config.json                  {"format_version": 1, "kind": "idm" | "world_model", ...the configs}
+├── config.json                  {"format_version": 1, "kind": "idm" | "world_model" | "policy", ...}
 ├── checkpoint/                  the last good checkpoint, replaced whole (temporary name, then rename)
 │   ├── model.safetensors        weights
 │   ├── ema.safetensors          EMA weights (optional; what sampling uses when present)
@@ -42,7 +42,7 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
 TENSOR_FILES = ("model", "ema", "optimizer")
-KIND_NAMES = {"idm": "an IDM", "world_model": "a world model"}  # for messages
+KIND_NAMES = {"idm": "an IDM", "world_model": "a world model", "policy": "a policy"}  # for messages
 
 
 def _kind_name(kind: str) -> str:

@@ -1,0 +1,346 @@
+"""Dreaming: play a player inside a trained world model and score what it imagines.
+
+    worldloom agent eval --policy runs/bc-env --task worldloom/Explore-v0 --in-world-model runs/wm \
+        --data data/truth-explore --episodes 8 --horizon 48
+
+Each episode starts in the real task env (its world seed as in closed-loop evaluation): the
+player plays the first `num_frames - 1` steps there, which become the world model's context.
+From the last real frame the episode forks. In the imagined branch the world model generates
+each next frame from the player's action (`worldloom.pretrain.flow.next_frame`, a sliding
+window of the model's context) and a policy chooses its next action from the generated frame:
+a policy dreams in closed loop. The random and scripted players cannot see a generated world
+(scripted ones read the engine's state), so their imagined branch replays the actions they take
+in the real branch: the world model renders their play. In the real branch the env goes on for
+the same `horizon` steps, for the real score at the same horizon.
+
+The imagined score is a reward head's: a small network (the policy's frame encoder on a pair of
+frames) trained by regression on real transitions of the task, recorded with their engine
+rewards (`--data`: datasets captured in the task's world, e.g. the study's truth-<task>). It
+predicts the reward of each generated transition; the imagined return is their sum over the
+horizon, compared with the real return over the same steps. Reward events (an item gained, the
+water reached) are rare, so a quarter of each training batch is drawn from them: the head's sum
+ranks players but is not calibrated. The scorer is saved (kind "task_scorer") in
+WM_RUN/scorer-<Task> and reused.
+
+`rank_agreement` gives Spearman's rank correlation between players' imagined and real scores.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worldloom import checkpoint as ckpt
+from worldloom.config import doc, to_json_dict
+from worldloom.errors import UserError
+from worldloom.io import atomic_write_json, write_video
+from worldloom.training import check_finite
+
+from .model import FrameEncoder, PolicyConfig
+from .players import is_reference, make_controller, spec_name
+
+SCORER_KIND = "task_scorer"
+EVENT_SHARE = 0.25  # of each scorer batch drawn from transitions with a reward event
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    """The reward head: a frame encoder on frames t and t+1, an MLP to the step's reward."""
+
+    height: int = doc("frame height", 64)
+    width: int = doc("frame width", 64)
+    steps: int = doc("training steps", 300)
+    batch_size: int = doc("transitions per step", 64)
+    lr: float = doc("learning rate", 2e-3)
+    seed: int = doc("seed", 0)
+
+    @property
+    def encoder(self) -> PolicyConfig:
+        return PolicyConfig(height=self.height, width=self.width, memory=2, stem_channels=8, stack_channels=(8, 16, 16),
+                            frame_dim=64, hidden=64, num_layers=1, num_heads=1)
+
+
+class RewardHead(nn.Module):
+    """(frame t, frame t+1) uint8 -> the reward of the step between them."""
+
+    def __init__(self, cfg: ScorerConfig):
+        super().__init__()
+        self.encoder = FrameEncoder(cfg.encoder)
+        d = cfg.encoder.hidden
+        self.mlp = nn.Sequential(nn.Linear(3 * d, d), nn.GELU(), nn.Linear(d, 1))
+
+    def forward(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        """before, after (N, H, W, 3) uint8 -> (N,) rewards."""
+        a, b = self.encoder(before), self.encoder(after)  # (N, D) each
+        return self.mlp(torch.cat([a, b, b - a], -1))[:, 0]
+
+
+def load_transitions(paths: tuple[str, ...], height: int, width: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Frames (N, H, W, 3) and rewards (N - 1,) of every episode with recorded rewards."""
+    from worldloom.idm.data import open_dataset
+
+    frames, rewards = [], []
+    for path in paths:
+        ds = open_dataset(path)
+        if ds.spec.height != height or ds.spec.width != width:
+            raise UserError(f"{path} holds {ds.spec.width}x{ds.spec.height} frames but the policy and world model take "
+                            f"{width}x{height}: record the scorer's data at {height}")
+        for ep in ds.episode_ids:
+            clip = ds.frames(ep)
+            r = np.nan_to_num(np.asarray(clip.rewards, np.float32))
+            if len(clip.frames) >= 2:
+                frames.append(np.asarray(clip.frames, np.uint8))
+                rewards.append(r[: len(clip.frames) - 1])
+    if not frames:
+        raise UserError(f"no episode with two or more frames in {', '.join(paths)} to train the task scorer on")
+    return frames, rewards
+
+
+def train_scorer(cfg: ScorerConfig, task_id: str, data: tuple[str, ...], out: Path) -> Path:
+    """Fit a RewardHead on the datasets' transitions and save it as a run directory."""
+    frames, rewards = load_transitions(data, cfg.height, cfg.width)
+    index = np.array([(e, t) for e, r in enumerate(rewards) for t in range(len(r))])  # (N, 2)
+    flat = np.concatenate(rewards)
+    events = np.flatnonzero(np.abs(flat) >= 0.5)
+    torch.manual_seed(cfg.seed)
+    model = RewardHead(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    rng = np.random.default_rng([cfg.seed, 0x5C0])
+    n_event = int(round(cfg.batch_size * EVENT_SHARE)) if events.size else 0
+    for step in range(cfg.steps):
+        pick = np.concatenate([rng.integers(0, len(index), cfg.batch_size - n_event),
+                               rng.choice(events, n_event) if n_event else np.zeros(0, np.int64)])
+        before = torch.from_numpy(np.stack([frames[e][t] for e, t in index[pick]]))
+        after = torch.from_numpy(np.stack([frames[e][t + 1] for e, t in index[pick]]))
+        target = torch.from_numpy(flat[pick])
+        loss = F.mse_loss(model(before, after), target)
+        check_finite(loss.item(), None, step, None)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt.write_run_config(out, SCORER_KIND, {"scorer": to_json_dict(cfg), "task": task_id, "data": list(data),
+                                            "transitions": int(len(index)), "events": int(events.size)})
+    ckpt.save_checkpoint(out, SCORER_KIND, {"model": model.state_dict()}, {"step": cfg.steps, "loss": loss.item()})
+    return out
+
+
+def load_scorer(run_dir: Path, task_id: str) -> tuple[RewardHead, ScorerConfig]:
+    doc_ = ckpt.read_run_config(run_dir, SCORER_KIND)
+    if doc_.get("task") != task_id:
+        raise UserError(f"{run_dir} scores {doc_.get('task')}, not {task_id}: pass --scorer for this task")
+    cfg = ScorerConfig(**doc_["scorer"])
+    tensors, _ = ckpt.load_checkpoint(run_dir, SCORER_KIND, ("model",))
+    model = RewardHead(cfg)
+    ckpt.load_weights_into(model, tensors["model"], Path(run_dir) / ckpt.CHECKPOINT_DIR / "model.safetensors")
+    return model.eval(), cfg
+
+
+def scorer_for(cfg, resolution: int) -> tuple[RewardHead, str]:
+    """The eval's task scorer: --scorer, else WM_RUN/scorer-<Task>, trained from --data when missing."""
+    task = cfg.task_spec
+    run = Path(cfg.scorer) if cfg.scorer else Path(cfg.in_world_model) / f"scorer-{task.name}"
+    if not ckpt.has_checkpoint(run):
+        if not cfg.data:
+            raise UserError(f"no task scorer in {run}: pass --data with datasets recorded in {task.env_id}'s world "
+                            f"(e.g. `worldloom capture run --env {task.env_id} --resolution {resolution} --out DIR`) to "
+                            "train one, or --scorer RUN")
+        print(f"agent dream: training the {task.name} scorer on {', '.join(cfg.data)}", file=sys.stderr)
+        train_scorer(ScorerConfig(height=resolution, width=resolution, steps=cfg.scorer_steps, seed=cfg.seed), task.env_id,
+                     cfg.data, run)
+    model, scfg = load_scorer(run, task.env_id)
+    if (scfg.height, scfg.width) != (resolution, resolution):
+        raise UserError(f"scorer {run} takes {scfg.width}x{scfg.height} frames, the policy {resolution}x{resolution}")
+    return model, str(run)
+
+
+def check_world_model(wm_cfg, wm_run: str, resolution: int, policy: str) -> None:
+    """UserError naming both sides when the world model's frames are not the player's."""
+    if wm_cfg.image_size != resolution:
+        raise UserError(f"world model {wm_run} generates {wm_cfg.image_size}x{wm_cfg.image_size} frames but {policy} plays "
+                        f"at {resolution}x{resolution}: use a world model trained at {resolution} "
+                        f"(`worldloom pretrain train --model.image-size {resolution}`) or a policy at {wm_cfg.image_size}")
+
+
+class Imagination:
+    """B episodes' world-model state: the frames so far in model space and the actions between them."""
+
+    def __init__(self, model, codec, context: torch.Tensor, actions: torch.Tensor, sample):
+        self.model, self.codec, self.sample = model, codec, sample
+        self.frames = list(codec.encode(context).unbind(1))  # each (B, C, h, w)
+        self.actions = list(actions.unbind(1))  # each (B, 24): actions[k] taken after frames[k]
+        self.levels = [sample.context_noise] * len(self.frames)
+
+    @torch.no_grad()
+    def step(self, action: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Take `action` (B, 24) after the last frame; -> the generated frame (B, 3, S, S) in [-1, 1]."""
+        from worldloom.pretrain.flow import next_frame
+        from worldloom.pretrain.model import shift_actions
+
+        window = self.model.cfg.num_frames - 1
+        lo = max(0, len(self.frames) - window)
+        ctx = torch.stack(self.frames[lo:], 1)  # (B, W, C, h, w)
+        acts = torch.stack(self.actions[lo:] + [action], 1)  # (B, W, 24): the action after each context frame
+        has = torch.ones(acts.shape[:2], dtype=torch.bool)
+        a_ctx, m_ctx = shift_actions(acts, has)  # context frame k gets the action that made it
+        new = next_frame(self.model, ctx, a_ctx, m_ctx, action, has[:, -1], self.sample, generator,
+                         self.levels[lo:]).clamp(-1, 1)
+        self.frames.append(new)
+        self.actions.append(action)
+        self.levels.append(self.sample.generated_noise)
+        return self.codec.decode(new[:, None])[:, 0]
+
+
+def _to_arrays(actions: list[dict]) -> torch.Tensor:
+    from worldloom.actions import to_arrays
+    from worldloom.pretrain.model import encode_actions
+
+    buttons, camera = to_arrays(actions)
+    return encode_actions(torch.from_numpy(buttons), torch.from_numpy(camera))  # (B, 24)
+
+
+def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, scorer: RewardHead) -> list[dict]:
+    """Play `work` [(index, seed)] with a real branch and an imagined one; -> one row per episode."""
+    from worldloom.envs.tasks import make_task_env
+    from worldloom.pretrain.data import frames_to_model, model_to_frames
+    from worldloom.pretrain.flow import SampleConfig
+
+    B, context, H = len(work), wm.cfg.num_frames - 1, cfg.horizon
+    limit = {"max_steps": cfg.time_limit} if cfg.time_limit else {}
+    envs = [make_task_env(cfg.task, height=resolution, width=resolution, **limit) for _ in work]
+    real = make_controller(cfg.policy, B, cfg.temperature)
+    dreamer = None if is_reference(cfg.policy) else make_controller(cfg.policy, B, cfg.temperature)
+    obs = np.zeros((B, resolution, resolution, 3), np.uint8)
+    infos: list[dict] = [{} for _ in work]
+    done = np.zeros(B, bool)
+    for k, (_, seed) in enumerate(work):
+        obs[k], infos[k] = envs[k].reset(seed=seed)
+        real.begin(k, seed)
+        if dreamer is not None:
+            dreamer.begin(k, seed)
+    ctx_frames, ctx_actions = [], []
+
+    def step_real(actions: list[dict]) -> None:
+        for k in range(B):
+            if not done[k]:
+                obs[k], _, term, trunc, infos[k] = envs[k].step(actions[k])
+                done[k] = term or trunc
+
+    for t in range(context):  # the real context: both controllers see the same frames and draw the same actions
+        actions = real.act(obs, infos)
+        if dreamer is not None:
+            dreamer.act(obs, infos)
+        ctx_frames.append(obs.copy())
+        ctx_actions.append(actions)
+        if t < context - 1:
+            step_real(actions)
+    start_progress = np.array([info["task"]["progress"] for info in infos])
+    x = frames_to_model(torch.from_numpy(np.stack(ctx_frames, 1)), wm.cfg.image_size)  # (B, C, 3, S, S)
+    imagination = Imagination(wm, codec, x, torch.stack([_to_arrays(a) for a in ctx_actions[:-1]], 1)
+                              if context > 1 else torch.zeros(B, 0, 24), SampleConfig(num_steps=cfg.sample_steps))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    last_img, predicted = torch.from_numpy(ctx_frames[-1]), torch.zeros(B)
+    action_real = action_img = ctx_actions[-1]
+    film_real, film_img = [ctx_frames[-1].copy()], [ctx_frames[-1].copy()]
+    for _ in range(H):
+        step_real(action_real)
+        new = model_to_frames(imagination.step(_to_arrays(action_img), gen))  # (B, S, S, 3) uint8
+        with torch.no_grad():
+            predicted += scorer(last_img, new)
+        last_img = new
+        film_real.append(obs.copy())
+        film_img.append(new.numpy())
+        action_real = real.act(obs, infos)
+        action_img = dreamer.act(new.numpy(), infos) if dreamer is not None else action_real
+    end_progress = np.array([info["task"]["progress"] for info in infos])
+    rows = []
+    for k, (index, seed) in enumerate(work):
+        rows.append({"index": index, "seed": seed, "imagined": round(float(predicted[k]), 4),
+                     "real": round(float(end_progress[k] - start_progress[k]), 4),
+                     "frames": (np.stack([f[k] for f in film_real]), np.stack([f[k] for f in film_img]))})
+    return rows
+
+
+def dream(cfg) -> dict:
+    """Imagined against real scores of one player on one task; writes OUT/eval.json (+ videos)."""
+    from worldloom.pretrain.checkpoint import load_world_model
+    from worldloom.pretrain.rollout import side_by_side
+
+    from .evaluate import bootstrap_ci, episode_seed, policy_id, resolve_resolution
+
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    resolution = resolve_resolution(cfg)
+    wm, wm_doc, codec = load_world_model(cfg.in_world_model)
+    check_world_model(wm.cfg, cfg.in_world_model, resolution, cfg.policy)
+    scorer, scorer_run = scorer_for(cfg, resolution)
+    work = [(i, episode_seed(cfg.seed, i)) for i in range(cfg.episodes)]
+    rows = []
+    for lo in range(0, len(work), cfg.envs_per_worker):
+        rows += dream_batch(cfg, work[lo:lo + cfg.envs_per_worker], resolution, wm, codec, scorer)
+    out = cfg.out_dir
+    videos = []
+    for row in rows[:cfg.videos]:
+        path = out / "videos" / f"{spec_name(cfg.policy)}-{cfg.task_spec.name}-dream{row['index']:04d}.{cfg.video_format}"
+        real_frames, imagined = row["frames"]
+        write_video(path, side_by_side(real_frames, imagined, 1, 4), 20.0)
+        videos.append(str(path))
+    for row in rows:
+        del row["frames"]
+    imagined = np.array([r["imagined"] for r in rows])
+    real_scores = np.array([r["real"] for r in rows])
+    summary = {"policy": cfg.policy, "player": spec_name(cfg.policy), "policy_id": policy_id(cfg.policy),
+               "task": cfg.task_spec.env_id, "mode": "dream", "episodes": len(rows),
+               "imagined": dict(zip(("mean", "low", "high"), bootstrap_ci(imagined, cfg.seed), strict=True)),
+               "real": dict(zip(("mean", "low", "high"), bootstrap_ci(real_scores, cfg.seed), strict=True)),
+               "context": wm.cfg.num_frames - 1, "horizon": cfg.horizon, "world_model": cfg.in_world_model,
+               "scorer": scorer_run, "videos": videos, "wall_s": round(time.perf_counter() - t0, 2),
+               "config": to_json_dict(cfg), "rows": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "eval.json", summary)
+    summary["out"] = str(out)
+    return summary
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation with average ranks for ties; NaN when either side is constant."""
+    def ranks(x: np.ndarray) -> np.ndarray:
+        order = np.argsort(x, kind="stable")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x), dtype=np.float64)
+        for value in np.unique(x):  # ties share their mean rank
+            same = x == value
+            r[same] = r[same].mean()
+        return r
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+
+
+def rank_agreement(players: dict[str, dict], closed_loop: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Per task (and "all", the mean over tasks): Spearman of the players' mean imagined score
+    against their mean real return at the same horizon and, when given, in closed-loop evaluation."""
+    by_task: dict[str, list[tuple[str, dict]]] = {}
+    for key, v in players.items():
+        by_task.setdefault(key.split("|")[1], []).append((key, v))
+    out = {}
+    for task, items in by_task.items():
+        imagined = np.array([v["imagined"]["mean"] for _, v in items])
+        row = {"num_players": len(items), "spearman": spearman(imagined, np.array([v["real"]["mean"] for _, v in items]))}
+        if closed_loop:
+            full = [closed_loop.get(k, {}).get("return", {}).get("mean", np.nan) for k, _ in items]
+            row["spearman_closed_loop"] = spearman(imagined, np.array(full))
+        out[task] = row
+    for name in ("spearman", "spearman_closed_loop"):
+        values = [r[name] for r in out.values() if name in r and r[name] == r[name]]
+        out.setdefault("all", {"num_players": len(players)})[name] = float(np.mean(values)) if values else float("nan")
+    return out

@@ -1,0 +1,355 @@
+"""Closed-loop evaluation: play a policy (or a reference player) on a task in parallel Ray actors.
+
+    worldloom agent eval --policy runs/bc-env --task worldloom/CollectLogs-v0 --episodes 32 --num-workers 2
+    worldloom agent eval --policy random --task worldloom/Explore-v0 --episodes 32
+    worldloom agent eval --policy scripted:mixture --task worldloom/MineStone-v0 --episodes 32 --videos 2
+    worldloom agent eval --policy runs/bc-env --task worldloom/Explore-v0 --in-world-model runs/wm   # dreaming (dream.py)
+
+Episode i plays the world seed `episode_seed(seed, i)` (disjoint from capture's seeds), so every
+player meets the same worlds. The episodes are dealt to `--num-workers` actors; each plays
+`--envs-per-worker` of them side by side, a policy choosing all their actions in one batched
+forward pass per step. The success rate and the mean return come with 95% bootstrap confidence
+intervals over the episodes (10,000 resamples, percentile intervals), and the first `--videos`
+episodes are written as mp4 or gif with the action drawn under each frame.
+
+OUT/ (default: RUN/eval-<Task> for a policy run, eval-<player>-<Task> for a reference)
+  eval.json                  the summary, the config and one row per episode
+  videos/<player>-<Task>-ep0000.mp4
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from worldloom.config import doc, to_json_dict
+from worldloom.errors import UserError
+from worldloom.io import atomic_write_json
+from worldloom.training import check_device_name
+
+from .players import check_compatible, is_reference, make_controller, spec_name
+
+BOOTSTRAP_RESAMPLES = 10_000
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One closed-loop (or, with in_world_model, imagined) evaluation of one player on one task."""
+
+    policy: str = doc("a policy run directory, `random`, or `scripted:NAME` (mixture, explorer, miner, builder)")
+    task: str = doc("task id (worldloom/CollectLogs-v0, worldloom/MineStone-v0, worldloom/Explore-v0, "
+                    "worldloom/FindWater-v0) or its short name")
+    episodes: int = doc("episodes to play (each on its own world seed)", 16)
+    num_workers: int = doc("Ray actors playing episodes in parallel (0: one per CPU of the cluster)", 2)
+    envs_per_worker: int = doc("episodes an actor plays side by side (a policy batches their frames)", 16)
+    temperature: float = doc("sampling temperature of a policy's buttons and camera (0: the most likely action)", 1.0)
+    resolution: int | None = doc("frame height and width the task renders (default: the policy's, 64 for references)", None)
+    time_limit: int = doc("steps before an episode is cut (0: the task's own time limit)", 0)
+    videos: int = doc("episodes written as videos with the action overlay (the first ones)", 2)
+    video_format: str = doc("video type: mp4 or gif", "mp4")
+    out: str | None = doc("report directory (default: RUN/eval-<Task>, or eval-<player>-<Task> for references)", None)
+    seed: int = doc("seed of the episodes' worlds and of the players' sampling", 0)
+    device: str = doc("where a policy runs: auto, cpu, cuda or cuda:N (actors ask Ray for a GPU then)", "cpu")
+    address: str | None = doc("Ray cluster to join (HOST:PORT or auto); unset: a local one on loopback", None)
+    in_world_model: str | None = doc("a world-model run: play inside it instead of the env (dreaming; agent/dream.py)", None)
+    horizon: int = doc("dreaming: imagined steps after the real context", 48)
+    sample_steps: int = doc("dreaming: Euler steps per generated frame", 1)
+    scorer: str | None = doc("dreaming: a task-scorer run (default: WM_RUN/scorer-<Task>, trained on --data if missing)", None)
+    data: tuple[str, ...] = doc("dreaming: datasets recorded on the task (with rewards) to train the task scorer on", ())
+    scorer_steps: int = doc("dreaming: training steps of a new task scorer", 300)
+
+    def __post_init__(self) -> None:
+        from worldloom.envs.tasks import task_by_name
+
+        try:
+            task_by_name(self.task)
+        except ValueError as err:
+            raise ValueError(str(err)) from None
+        for name in ("episodes", "envs_per_worker", "horizon", "sample_steps", "scorer_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_workers < 0 or self.videos < 0 or self.time_limit < 0:
+            raise ValueError(f"num_workers, videos and time_limit must be >= 0, got {self.num_workers}, {self.videos}, "
+                             f"{self.time_limit}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.video_format not in ("mp4", "gif"):
+            raise ValueError(f"video_format must be mp4 or gif, got {self.video_format!r}")
+        check_device_name(self.device)
+
+    @property
+    def task_spec(self):
+        from worldloom.envs.tasks import task_by_name
+
+        return task_by_name(self.task)
+
+    @property
+    def out_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        where = "dream" if self.in_world_model else "eval"
+        if is_reference(self.policy):
+            return Path(f"{where}-{spec_name(self.policy)}-{self.task_spec.name}")
+        return Path(self.policy) / f"{where}-{self.task_spec.name}"
+
+
+def episode_seed(seed: int, index: int) -> int:
+    """World seed of evaluation episode `index`; a 3-word entropy, so never one of capture's."""
+    return int(np.random.SeedSequence([seed, 0xE7A1, index]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def bootstrap_ci(values: np.ndarray, seed: int = 0, level: float = 0.95,
+                 resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float, float]:
+    """(mean, low, high): the percentile bootstrap interval of the mean over episodes."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng([seed, 0xB007])
+    means = values[rng.integers(0, values.size, (resamples, values.size))].mean(1)  # (resamples,)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(values.mean()), float(lo), float(hi)
+
+
+@dataclass
+class _Slot:
+    index: int
+    seed: int
+    ret: float = 0.0
+    steps: int = 0
+    frames: list | None = None  # (frame, buttons, camera) per step when this episode is filmed
+
+
+class EpisodeRunner:
+    """Plays episodes of one task with one player, `batch` at a time; a plain class (Ray wraps it)."""
+
+    def __init__(self, policy: str, task: str, resolution: int, batch: int, temperature: float = 1.0,
+                 device: str = "cpu", video_dir: str | None = None, video_format: str = "mp4", time_limit: int = 0,
+                 make_env=None):
+        from worldloom.envs.tasks import make_task_env, task_by_name
+
+        if not is_reference(policy):
+            import torch
+
+            torch.set_num_threads(1)  # parallelism comes from actors (DESIGN section 4)
+        self.task = task_by_name(task)
+        self.policy, self.video_dir, self.video_format = policy, video_dir, video_format
+        self.controller = make_controller(policy, batch, temperature, device)
+        limit = {"max_steps": time_limit} if time_limit else {}
+        build = make_env or (lambda: make_task_env(task, height=resolution, width=resolution, **limit))
+        self.envs = [build() for _ in range(batch)]
+        check_compatible(self.controller, self.envs[0], policy, self.task.env_id)
+
+    def run(self, work: list[tuple[int, int]], filmed: set[int] | frozenset = frozenset()) -> dict:
+        """Play `work` [(episode index, world seed)]; -> {"episodes": rows, "steps", "cpu_s", "wall_s"}."""
+        t0, c0 = time.perf_counter(), time.process_time()
+        pending, rows, steps = deque(work), [], 0
+        B = len(self.envs)
+        slots: list[_Slot | None] = [None] * B
+        obs = np.zeros((B, *self.envs[0].observation_space.shape), np.uint8)
+        infos: list[dict] = [{} for _ in range(B)]
+
+        def start(k: int) -> None:
+            if not pending:
+                slots[k] = None
+                return
+            index, seed = pending.popleft()
+            obs[k], infos[k] = self.envs[k].reset(seed=seed)
+            self.controller.begin(k, seed)
+            slots[k] = _Slot(index, seed, frames=[] if index in filmed else None)
+
+        for k in range(B):
+            start(k)
+        while any(s is not None for s in slots):
+            actions = self.controller.act(obs, infos)
+            for k, slot in enumerate(slots):
+                if slot is None:
+                    continue
+                if slot.frames is not None:
+                    slot.frames.append((obs[k].copy(), actions[k]))
+                obs[k], reward, terminated, truncated, infos[k] = self.envs[k].step(actions[k])
+                slot.ret += reward
+                slot.steps += 1
+                steps += 1
+                if terminated or truncated:
+                    rows.append(self._finish(slot, infos[k], obs[k]))
+                    start(k)
+        return {"episodes": rows, "steps": steps, "cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - t0}
+
+    def _finish(self, slot: _Slot, info: dict, last: np.ndarray) -> dict:
+        task = info["task"]
+        row = {"index": slot.index, "seed": slot.seed, "return": round(slot.ret, 4), "success": bool(task["success"]),
+               "progress": round(float(task["progress"]), 4), "steps": slot.steps, "video": None}
+        if slot.frames is not None and self.video_dir:
+            row["video"] = self._film(slot, last)
+        return row
+
+    def _film(self, slot: _Slot, last: np.ndarray) -> str:
+        from worldloom.actions import BUTTONS
+        from worldloom.datasets.export import draw_action, upscale
+        from worldloom.io import write_video
+
+        frames = [draw_action(upscale(f, 4), np.array([a[b] for b in BUTTONS], bool), a["camera"], t)
+                  for t, (f, a) in enumerate(slot.frames)]
+        frames.append(draw_action(upscale(last, 4), None, None, len(slot.frames)))
+        path = Path(self.video_dir) / f"{spec_name(self.policy)}-{self.task.name}-ep{slot.index:04d}.{self.video_format}"
+        write_video(path, frames, 20.0)
+        return str(path)
+
+
+def deal(cfg: EvalConfig, num_actors: int) -> list[list[tuple[int, int]]]:
+    """Episodes (index, seed) dealt round-robin to the actors."""
+    work = [(i, episode_seed(cfg.seed, i)) for i in range(cfg.episodes)]
+    return [work[k::num_actors] for k in range(num_actors) if work[k::num_actors]]
+
+
+def resolve_resolution(cfg: EvalConfig) -> int:
+    """The task's frame size: --resolution, else the policy's (64 for references)."""
+    if is_reference(cfg.policy):
+        return cfg.resolution or 64
+    from .checkpoint import model_config
+
+    pcfg = model_config(cfg.policy)
+    return cfg.resolution or pcfg.height
+
+
+class EvalWorker:
+    """A long-lived actor: plays the work it is given with a runner kept for the next call with
+    the same player and task (actors start once per Ray session; torch and numba load once)."""
+
+    def __init__(self):
+        self.key, self.runner = None, None
+
+    def run(self, args: tuple, work: list[tuple[int, int]], filmed: set[int]) -> dict:
+        if args != self.key:
+            self.key, self.runner = None, None  # free the last one first
+            self.runner, self.key = EpisodeRunner(*args), args
+        return self.runner.run(work, filmed)
+
+
+_POOLS: dict[str, list] = {}  # "<node id>/<job id>:<gpus per actor>" -> its EvalWorker actors
+
+
+def worker_pool(num: int, gpu: float) -> list:
+    """`num` EvalWorker actors of this Ray session, started on first use and kept until
+    `release_workers` (each holds a CPU: other Ray work waits while they live)."""
+    import ray
+
+    context = ray.get_runtime_context()
+    session = f"{context.get_node_id()}/{context.get_job_id()}"  # a restarted local cluster reuses job ids
+    for stale in [k for k in _POOLS if not k.startswith(f"{session}:")]:
+        del _POOLS[stale]  # actors of a session that has ended
+    pool = _POOLS.setdefault(f"{session}:{gpu}", [])
+    while len(pool) < num:
+        pool.append(ray.remote(num_cpus=1, num_gpus=gpu)(EvalWorker).remote())
+    return pool[:num]
+
+
+def release_workers() -> None:
+    """End every EvalWorker actor this process started, giving their CPUs back to the cluster."""
+    import ray
+
+    for pool in _POOLS.values():
+        for actor in pool:
+            if ray.is_initialized():
+                ray.kill(actor)
+    _POOLS.clear()
+
+
+def play(cfg: EvalConfig, keep_workers: bool = False) -> dict:
+    """Run the episodes in Ray actors (one Ray session: `worldloom.cluster.ray_session`).
+
+    keep_workers: leave the actors up for the next evaluation in this session (the study's
+    many evaluations); the caller then calls `release_workers`."""
+    import ray
+
+    from worldloom.cluster import cluster_resources, ray_session
+    from worldloom.training import resolve_device
+
+    resolution = resolve_resolution(cfg)
+    device = str(resolve_device(cfg.device)) if not is_reference(cfg.policy) else "cpu"
+    video_dir = str(cfg.out_dir / "videos") if cfg.videos else None
+    filmed = set(range(cfg.videos))
+    with ray_session(cfg.address, cfg.num_workers or None):
+        actors_wanted = cfg.num_workers or max(1, int(cluster_resources().get("CPU", os.cpu_count() or 1)))
+        work = deal(cfg, actors_wanted)
+        actors = worker_pool(len(work), 1 if device.startswith("cuda") else 0)
+        calls = [a.run.remote((cfg.policy, cfg.task, resolution, min(cfg.envs_per_worker, len(w)), cfg.temperature,
+                               device, video_dir, cfg.video_format, cfg.time_limit), w, filmed)
+                 for a, w in zip(actors, work, strict=True)]
+        try:
+            results = ray.get(calls)
+        except ray.exceptions.RayTaskError as err:
+            cause = err.as_instanceof_cause()
+            if isinstance(cause, UserError):
+                raise UserError(str(cause).splitlines()[-1]) from None
+            raise
+        finally:
+            if not keep_workers:
+                release_workers()
+    return {"resolution": resolution, "actors": len(work), "results": results}
+
+
+def summarize(cfg: EvalConfig, played: dict, wall_s: float) -> dict:
+    """eval.json: success rate and mean return with their 95% intervals, and every episode."""
+    rows = sorted((r for res in played["results"] for r in res["episodes"]), key=lambda r: r["index"])
+    success = np.array([r["success"] for r in rows], dtype=np.float64)
+    returns = np.array([r["return"] for r in rows], dtype=np.float64)
+    steps = sum(res["steps"] for res in played["results"])
+    cpu_s = sum(res["cpu_s"] for res in played["results"])
+    return {"policy": cfg.policy, "player": spec_name(cfg.policy), "policy_id": policy_id(cfg.policy),
+            "task": cfg.task_spec.env_id, "mode": "env", "episodes": len(rows),
+            "success_rate": dict(zip(("mean", "low", "high"), bootstrap_ci(success, cfg.seed), strict=True)),
+            "return": dict(zip(("mean", "low", "high"), bootstrap_ci(returns, cfg.seed), strict=True)),
+            "steps": steps, "cpu_s": round(cpu_s, 2), "wall_s": round(wall_s, 2),
+            "steps_per_cpu_s": round(steps / max(cpu_s, 1e-9), 1), "resolution": played["resolution"],
+            "actors": played["actors"], "videos": [r["video"] for r in rows if r["video"]],
+            "config": to_json_dict(cfg), "rows": rows}
+
+
+def policy_id(spec: str) -> str:
+    """The exact weights of a policy run (its checkpoint id), or the reference's name."""
+    if is_reference(spec):
+        return spec
+    from .checkpoint import checkpoint_id
+
+    return checkpoint_id(spec)
+
+
+def evaluate(cfg: EvalConfig, keep_workers: bool = False) -> dict:
+    """Play (or dream) the episodes, write OUT/eval.json, and return the summary (keep_workers: `play`)."""
+    if cfg.in_world_model:
+        from .dream import dream
+
+        return dream(cfg)
+    t0 = time.perf_counter()
+    summary = summarize(cfg, play(cfg, keep_workers), time.perf_counter() - t0)
+    out = cfg.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "eval.json", summary)
+    summary["out"] = str(out)
+    return summary
+
+
+def format_summary(s: dict) -> str:
+    """One line: player, task, success rate and mean return (dreaming: imagined and real return) with intervals."""
+    if s["mode"] == "dream":
+        im, real = s["imagined"], s["real"]
+        return (f"{s['player']:<22} {s['task']:<26} imagined {im['mean']:.3f} [{im['low']:.3f}, {im['high']:.3f}]  "
+                f"real {real['mean']:.3f} [{real['low']:.3f}, {real['high']:.3f}]  ({s['episodes']} episodes, "
+                f"{s['horizon']} steps dreamt)")
+    sr, ret = s["success_rate"], s["return"]
+    return (f"{s['player']:<22} {s['task']:<26} success {sr['mean']:.2f} [{sr['low']:.2f}, {sr['high']:.2f}]  "
+            f"return {ret['mean']:.2f} [{ret['low']:.2f}, {ret['high']:.2f}]  ({s['episodes']} episodes, {s['mode']})")
+
+
+def main(cfg: EvalConfig) -> dict:
+    summary = evaluate(cfg)
+    print(format_summary(summary))
+    print(f"agent eval: eval.json{' and videos' if summary.get('videos') else ''} in {summary['out']}", file=sys.stderr)
+    return summary

@@ -1,0 +1,263 @@
+"""The policy: frames -> the next action, VPT's foundation-model shape at small scale.
+
+    from worldloom.agent.model import Policy, PolicyConfig, PRESETS
+    policy = Policy(PRESETS["tiny"])
+    out = policy(frames)                     # (B, T, H, W, 3) uint8 -> {"buttons": (B, T, 20), "camera": (B, T, 2, 11)}
+    state = policy.initial_state(batch=8)    # per-episode memory for closed-loop play
+    logits, state = policy.step(obs, state)  # obs (B, H, W, 3) uint8, one step of B episodes
+
+The shape of openai/Video-Pre-Training's `lib/policy.py` (the foundation model behind its
+behaviour-cloned agents), made small: each frame goes through the IDM's per-frame encoder
+(`worldloom.idm.model.ImpalaStack`: the same IMPALA stacks, then two dense layers into the
+transformer width: shared code, not a copy), a causal transformer attends over the last
+`memory` frames (VPT: 128 frames of Transformer-XL memory; here a sliding window), and one
+linear head gives the 20 button logits and the 2 x 11 mu-law camera bin logits of the IDM.
+
+Causal on purpose: the action at step t is predicted from frames 0..t only (the IDM sees the
+frame after it). Attention is a sliding window of `memory` frames with rotary positions
+(Mistral's sliding-window attention): closed-loop play keeps each block's keys and values of
+the last `memory - 1` frames and runs only the newest frame through the network, and training
+on windows longer than the memory with the same band mask computes exactly what play computes
+(tests/test_agent.py checks step-by-step play against the whole-window forward pass). The stem
+takes `pool` x `pool` patches (a 32x32 map of a 64x64 frame): a 4x cheaper encoder keeps
+closed-loop evaluation near the bare env's speed (benchmarks/bench_agent.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worldloom.actions import BUTTONS, NUM_BUTTONS, NUM_CAMERA_BINS, dequantize_camera
+from worldloom.config import doc
+from worldloom.idm.model import ImpalaStack
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The policy's shape; `PRESETS` names the usual ones."""
+
+    height: int = doc("frame height in pixels the policy takes (the env's observation)", 64)
+    width: int = doc("frame width in pixels", 64)
+    pool: int = doc("the stem's patch size: it maps each pool x pool patch of a frame to one pixel (1: per pixel)", 2)
+    memory: int = doc("frames the transformer attends over (the window trained on and played with)", 16)
+    stem_channels: int = doc("channels of the per-pixel stem before the IMPALA stacks", 8)
+    stack_channels: tuple[int, ...] = doc("channels of each IMPALA stack (each halves H and W)", (8, 16, 32))
+    blocks_per_stack: int = doc("residual blocks per IMPALA stack", 1)
+    strided_stacks: int = doc("the first this many stacks halve H and W with a stride-2 conv", 2)
+    frame_dim: int = doc("width of the first dense layer after the ResNet", 128)
+    hidden: int = doc("transformer width", 128)
+    num_layers: int = doc("causal transformer layers", 2)
+    num_heads: int = doc("attention heads", 4)
+    mlp_ratio: int = doc("transformer MLP width as a multiple of `hidden`", 2)
+    dropout: float = doc("dropout in the transformer", 0.1)
+
+    def __post_init__(self) -> None:
+        for name in ("height", "width", "pool", "memory", "stem_channels", "blocks_per_stack", "frame_dim", "hidden",
+                     "num_layers", "num_heads", "mlp_ratio"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"PolicyConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if not isinstance(self.stack_channels, tuple) or not self.stack_channels or min(self.stack_channels) < 1:
+            raise ValueError(f"PolicyConfig.stack_channels must be a tuple of positive ints, got {self.stack_channels!r}")
+        if not 0 <= self.strided_stacks <= len(self.stack_channels):
+            raise ValueError(f"PolicyConfig.strided_stacks must lie in 0..{len(self.stack_channels)}, got {self.strided_stacks}")
+        if self.height % self.pool or self.width % self.pool:
+            raise ValueError(f"PolicyConfig.pool ({self.pool}) must divide height and width ({self.height}x{self.width})")
+        if self.hidden % self.num_heads:
+            raise ValueError(f"PolicyConfig.hidden ({self.hidden}) must be divisible by num_heads ({self.num_heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"PolicyConfig.dropout must lie in [0, 1), got {self.dropout}")
+
+    @property
+    def feature_hw(self) -> tuple[int, int]:
+        """(H, W) after the patch stem and the IMPALA stacks (each halves, rounding up)."""
+        h, w = self.height // self.pool, self.width // self.pool
+        for _ in self.stack_channels:
+            h, w = (h + 1) // 2, (w + 1) // 2
+        return h, w
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PolicyConfig:
+        """A config from its JSON form."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
+
+
+PRESETS: dict[str, PolicyConfig] = {
+    # Tests and CI: a second of CPU per few steps.
+    "micro": PolicyConfig(memory=8, stem_channels=4, stack_channels=(8, 8, 16), frame_dim=64, hidden=64,
+                          num_layers=1, num_heads=2),
+    # The study's tiny preset: minutes on 2 CPU cores, about 0.4M parameters.
+    "tiny": PolicyConfig(),
+    # A workstation: VPT's 128x128 input at full resolution, a longer memory.
+    "small": PolicyConfig(height=128, width=128, pool=1, memory=64, stem_channels=16, stack_channels=(32, 64, 64),
+                          blocks_per_stack=2, frame_dim=512, hidden=512, num_layers=4, num_heads=8, mlp_ratio=4),
+}
+
+
+class FrameEncoder(nn.Module):
+    """One frame -> one token: a patch stem, the IDM's IMPALA stacks, two dense layers."""
+
+    def __init__(self, cfg: PolicyConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        # The IDM's stem with a temporal kernel of 1, over pool x pool patches: a learned area pooling
+        # (pooling the uint8 frames first cost as much as the whole ResNet on a CPU).
+        self.stem = nn.Conv2d(3, cfg.stem_channels, cfg.pool, stride=cfg.pool)
+        channels = (cfg.stem_channels, *cfg.stack_channels)
+        self.stacks = nn.Sequential(*(ImpalaStack(channels[i], channels[i + 1], cfg.blocks_per_stack, i < cfg.strided_stacks)
+                                      for i in range(len(cfg.stack_channels))))
+        fh, fw = cfg.feature_hw
+        self.frame_dense = nn.Linear(cfg.stack_channels[-1] * fh * fw, cfg.frame_dim)
+        self.hidden_dense = nn.Linear(cfg.frame_dim, cfg.hidden)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames (N, H, W, 3) uint8 -> (N, hidden)."""
+        cfg = self.cfg
+        if tuple(frames.shape[1:]) != (cfg.height, cfg.width, 3):
+            raise ValueError(f"the policy takes ({cfg.height}, {cfg.width}, 3) frames, got {tuple(frames.shape[1:])}")
+        x = frames.permute(0, 3, 1, 2).float() * (1.0 / 255.0)  # (N, 3, H, W)
+        x = F.relu(self.stacks(self.stem(x)))  # (N, C', h, w): the stem maps each pool x pool patch to a pixel
+        x = F.relu(self.frame_dense(x.flatten(1)))  # (N, frame_dim)
+        return self.hidden_dense(x)  # (N, D)
+
+
+def rotate(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding: x (B, h, T, d) rotated by positions pos (B, T) (RoFormer).
+
+    Attention then depends on how far apart two frames are, not on where a window starts, so
+    closed-loop play can keep the keys of past frames instead of recomputing the window."""
+    half = x.shape[-1] // 2
+    freqs = 100.0 ** (torch.arange(half, device=x.device, dtype=torch.float32) / -half)  # (half,)
+    angle = pos.float()[:, None, :, None] * freqs  # (B, 1, T, half)
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1)
+
+
+class CausalBlock(nn.Module):
+    """Pre-norm transformer block whose attention sees only the past (and the present) frame."""
+
+    def __init__(self, cfg: PolicyConfig) -> None:
+        super().__init__()
+        self.num_heads, self.dropout = cfg.num_heads, cfg.dropout
+        self.norm1 = nn.LayerNorm(cfg.hidden)
+        self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
+        self.proj = nn.Linear(cfg.hidden, cfg.hidden)
+        self.norm2 = nn.LayerNorm(cfg.hidden)
+        self.mlp = nn.Sequential(nn.Linear(cfg.hidden, cfg.mlp_ratio * cfg.hidden), nn.GELU(),
+                                 nn.Linear(cfg.mlp_ratio * cfg.hidden, cfg.hidden), nn.Dropout(cfg.dropout))
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """x (B, T, D) at positions pos (B, T); `past` keys and values (B, h, P, d) of earlier frames,
+        `mask` (B, 1, T, P + T) which of them each frame may see (None: causal over x alone).
+        -> x (B, T, D) and this block's keys and values (B, h, P + T, d)."""
+        B, T, D = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(B, T, 3, self.num_heads, D // self.num_heads).unbind(2)  # 3 x (B, T, h, d)
+        q, k, v = rotate(q.transpose(1, 2), pos), rotate(k.transpose(1, 2), pos), v.transpose(1, 2)  # (B, h, T, d)
+        if past is not None:
+            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)  # (B, h, P + T, d)
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                             dropout_p=self.dropout if self.training else 0.0)  # (B, h, T, d)
+        x = x + self.proj(att.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
+        return x + self.mlp(self.norm2(x)), (k, v)
+
+
+@dataclass
+class PolicyState:
+    """Closed-loop memory of B episodes: each block's keys and values of the last memory - 1 frames."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per block: (B, h, memory - 1, d) twice, oldest first
+    count: torch.Tensor  # (B,) int64 frames seen since the episode began
+
+
+class Policy(nn.Module):
+    """Frame encoder -> causal transformer over the memory window -> button and camera logits."""
+
+    def __init__(self, cfg: PolicyConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = FrameEncoder(cfg)
+        self.blocks = nn.ModuleList(CausalBlock(cfg) for _ in range(cfg.num_layers))
+        self.norm = nn.LayerNorm(cfg.hidden)
+        self.head = nn.Linear(cfg.hidden, NUM_BUTTONS + 2 * NUM_CAMERA_BINS)
+
+    def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Transformer outputs (B, T, D) -> {"buttons": (B, T, 20), "camera": (B, T, 2, 11)}."""
+        out = self.head(self.norm(x))  # (B, T, 42)
+        return {"buttons": out[..., :NUM_BUTTONS], "camera": out[..., NUM_BUTTONS:].unflatten(-1, (2, NUM_CAMERA_BINS))}
+
+    def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """frames (B, T, H, W, 3) uint8, oldest first -> logits (B, T, ...) of the action after each
+        frame, each attending over the `memory` frames up to it (a sliding window when T > memory)."""
+        B, T = frames.shape[:2]
+        x = self.encoder(frames.flatten(0, 1)).view(B, T, -1)  # (B, T, D)
+        pos = torch.arange(T, device=x.device).expand(B, T)
+        mask = None
+        if T > self.cfg.memory:
+            i = torch.arange(T, device=x.device)
+            mask = (i[None] <= i[:, None]) & (i[:, None] - i[None] < self.cfg.memory)  # (T, T) the band
+        for block in self.blocks:
+            x, _ = block(x, pos, mask=mask)
+        return self.logits(x)
+
+    def initial_state(self, batch: int, device: torch.device | str = "cpu") -> PolicyState:
+        cfg = self.cfg
+        shape = (batch, cfg.num_heads, cfg.memory - 1, cfg.hidden // cfg.num_heads)
+        return PolicyState([(torch.zeros(shape, device=device), torch.zeros(shape, device=device))
+                            for _ in self.blocks], torch.zeros(batch, dtype=torch.int64, device=device))
+
+    @torch.no_grad()
+    def step(self, obs: torch.Tensor, state: PolicyState, reset: torch.Tensor | None = None
+             ) -> tuple[dict[str, torch.Tensor], PolicyState]:
+        """One step of B episodes: obs (B, H, W, 3) uint8; `reset` (B,) bool starts those episodes'
+        memory afresh. -> logits {"buttons": (B, 20), "camera": (B, 2, 11)} and the new state."""
+        count = state.count if reset is None else torch.where(reset.to(state.count.device), 0, state.count)
+        B, P = obs.shape[0], self.cfg.memory - 1
+        x = self.encoder(obs)[:, None]  # (B, 1, D)
+        # cached frame j (oldest first) is visible when it belongs to this episode: the last min(count, P)
+        seen = torch.arange(P, device=x.device)[None] >= P - count.clamp(max=P)[:, None]  # (B, P)
+        mask = torch.cat([seen, torch.ones(B, 1, dtype=torch.bool, device=x.device)], 1)[:, None, None]  # (B, 1, 1, P + 1)
+        kv = []
+        for block, past in zip(self.blocks, state.kv, strict=True):
+            x, (k, v) = block(x, count[:, None], past, mask)
+            kv.append((k[:, :, 1:], v[:, :, 1:]))  # keep the newest P
+        out = self.logits(x)
+        return {"buttons": out["buttons"][:, 0], "camera": out["camera"][:, 0]}, PolicyState(kv, count + 1)
+
+
+def sample_actions(logits: dict[str, torch.Tensor], temperature: float, rngs: list[np.random.Generator]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of B steps -> buttons (B, 20) bool and camera (B, 2) degrees, each episode drawing
+    from its own generator (the same draws however episodes are batched). Temperature 0: the
+    most likely action (buttons with p > 0.5, the argmax camera bin)."""
+    b_logits = logits["buttons"].float().cpu().numpy()  # (B, 20)
+    c_logits = logits["camera"].float().cpu().numpy()  # (B, 2, 11)
+    if temperature <= 0:
+        return b_logits > 0, dequantize_camera(c_logits.argmax(-1))
+    p_buttons = 1.0 / (1.0 + np.exp(-b_logits / temperature))
+    z = c_logits / temperature
+    p_camera = np.exp(z - z.max(-1, keepdims=True))
+    p_camera /= p_camera.sum(-1, keepdims=True)  # (B, 2, 11)
+    buttons = np.empty(b_logits.shape, bool)
+    bins = np.empty(c_logits.shape[:2], np.int64)
+    for i, rng in enumerate(rngs):
+        buttons[i] = rng.random(NUM_BUTTONS) < p_buttons[i]
+        cdf = p_camera[i].cumsum(-1)  # (2, 11)
+        bins[i] = np.minimum((rng.random((2, 1)) > cdf).sum(-1), NUM_CAMERA_BINS - 1)
+    return buttons, dequantize_camera(bins)
+
+
+def action_space_doc() -> dict:
+    """The action space a policy is trained for (stored in its run; checked against an env's)."""
+    return {"buttons": list(BUTTONS), "camera_bins": NUM_CAMERA_BINS}
+
+
+def num_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,110 @@
+"""Who plays a task: a trained policy, a scripted player or the random player, behind one interface.
+
+    controller = make_controller("runs/bc-env", batch=8)       # or "random", "scripted:mixture"
+    controller.begin(slot=0, seed=123)                          # a new episode in slot 0
+    actions = controller.act(obs, infos)                        # obs (B, H, W, 3) uint8 -> B action dicts
+
+A controller plays B episodes side by side (slots); a policy runs one batched forward pass per
+step for all of them, and each slot samples from its own generator seeded by its episode, so an
+episode's actions do not depend on which other episodes shared the batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium
+import numpy as np
+
+from worldloom import actions as act
+from worldloom.envs import PLAYER_NAMES, make_player
+from worldloom.errors import UserError
+
+REFERENCES = ("random", *(f"scripted:{name}" for name in PLAYER_NAMES if name != "random"))
+
+
+def is_reference(spec: str) -> bool:
+    """True for the players that need no training: random and scripted:NAME."""
+    return spec == "random" or spec.startswith("scripted:")
+
+
+def spec_name(spec: str) -> str:
+    """A short, file-safe name: the run directory's name, `random` or `scripted-mixture`."""
+    return spec.replace(":", "-") if is_reference(spec) else Path(spec).resolve().name
+
+
+class ScriptedController:
+    """One scripted (or random) player per slot, each seeded by its episode."""
+
+    frame_shape: tuple[int, int] | None = None  # plays at any resolution
+
+    def __init__(self, name: str, batch: int):
+        if name not in PLAYER_NAMES:
+            raise UserError(f"unknown scripted player {name!r}; known: {', '.join(PLAYER_NAMES)} "
+                            "(--policy random or --policy scripted:NAME)")
+        self.name, self.players = name, [make_player(name, seed=0) for _ in range(batch)]
+
+    def begin(self, slot: int, seed: int) -> None:
+        self.players[slot] = make_player(self.name, seed=seed)
+
+    def act(self, obs: np.ndarray, infos: list[dict]) -> list[dict]:
+        return [player.act(o, info) for player, o, info in zip(self.players, obs, infos, strict=True)]
+
+
+class PolicyController:
+    """A trained policy playing B slots with one batched forward pass per step."""
+
+    def __init__(self, run_dir: str, batch: int, temperature: float = 1.0, device: str = "cpu"):
+        import torch
+
+        from .checkpoint import load_policy
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.policy, self.cfg = load_policy(run_dir, self.device)
+        self.frame_shape = (self.cfg.height, self.cfg.width)
+        self.temperature = temperature
+        self.state = self.policy.initial_state(batch, self.device)
+        self.fresh = np.zeros(batch, bool)
+        self.rngs = [np.random.default_rng(0) for _ in range(batch)]
+
+    def begin(self, slot: int, seed: int) -> None:
+        self.fresh[slot] = True
+        self.rngs[slot] = np.random.default_rng([seed, 0x5A3])
+
+    def act(self, obs: np.ndarray, infos: list[dict]) -> list[dict]:
+        from .model import sample_actions
+
+        torch = self.torch
+        frames = torch.from_numpy(np.ascontiguousarray(obs)).to(self.device)  # (B, H, W, 3) uint8
+        logits, self.state = self.policy.step(frames, self.state, torch.from_numpy(self.fresh))
+        self.fresh[:] = False
+        buttons, camera = sample_actions(logits, self.temperature, self.rngs)
+        return [act.from_arrays(b, c) for b, c in zip(buttons, camera, strict=True)]
+
+
+def make_controller(spec: str, batch: int, temperature: float = 1.0, device: str = "cpu"):
+    """`random`, `scripted:NAME` or a policy run directory -> a controller of `batch` slots."""
+    if spec == "random":
+        return ScriptedController("random", batch)
+    if spec.startswith("scripted:"):
+        return ScriptedController(spec.split(":", 1)[1], batch)
+    return PolicyController(spec, batch, temperature, device)
+
+
+def check_compatible(controller, env: gymnasium.Env, spec: str, task_id: str) -> None:
+    """UserError naming both sides when the env's observations or actions are not what the player takes."""
+    shape = tuple(env.observation_space.shape or ())
+    want = controller.frame_shape
+    if len(shape) == 4:
+        raise UserError(f"{task_id} gives stacks of {shape[0]} frames per observation {shape}, but {spec} takes one "
+                        f"frame per step and keeps its own memory: evaluate on the unwrapped task")
+    if want is not None and shape[:2] != want:
+        raise UserError(f"{spec} takes {want[1]}x{want[0]} frames but {task_id} renders {shape[1]}x{shape[0]}: evaluate "
+                        f"with --resolution {want[0]} (the policy's) or train a policy at {shape[0]}")
+    keys = set(getattr(env.action_space, "spaces", {}) or {})
+    expected = {*act.BUTTONS, "camera"}
+    if keys != expected:
+        missing, extra = sorted(expected - keys), sorted(keys - expected)
+        raise UserError(f"{task_id}'s action space differs from the one {spec} acts in (WorldLoom's 20 buttons + camera): "
+                        f"it lacks {missing or 'nothing'} and adds {extra or 'nothing'}")

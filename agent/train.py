@@ -1,0 +1,276 @@
+"""Behaviour cloning: train a policy to predict the action a player took after each frame.
+
+    worldloom agent train --data data/truth --out runs/bc-env --minutes 5
+    worldloom agent train --data data/pseudo --out runs/bc-idm --minutes 5        # IDM pseudo-labels
+    worldloom agent train --data data/footage --labels noop --out runs/bc-noop     # the no-op baseline
+    worldloom agent train --data data/truth --preset tiny --model.memory 32 --out runs/bc32
+
+VPT's behaviour cloning at small scale: windows of frames with the actions taken after them,
+the policy's causal predictions scored by the IDM's losses (binary cross-entropy per button,
+two-hot cross-entropy over the 11 mu-law camera bins per axis), AdamW with warmup and a cosine
+decay, bf16 autocast on CUDA. Where the labels came from (env, idm and which IDM checkpoint, or
+no-op) is stored in config.json. Resumable like the IDM's trainer (idm/train.py): the batch at
+step s and the dropout noise are pure functions of (seed, s), so a killed run started again with
+the same --out ends where an uninterrupted one would; a non-finite loss or gradient stops the
+run with the last good checkpoint kept.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from worldloom import checkpoint as ckpt
+from worldloom.actions import two_hot
+from worldloom.config import doc, to_json_dict
+from worldloom.errors import UserError
+from worldloom.idm import data as idm_data
+from worldloom.idm import metrics
+from worldloom.training import (
+    DEVICES,
+    MetricsLog,
+    TimeBudget,
+    check_device_name,
+    check_finite,
+    lr_at,
+    resolve_device,
+)
+
+from . import data as bc_data
+from .checkpoint import KIND, read_config
+from .model import PRESETS, Policy, PolicyConfig, action_space_doc, num_parameters
+
+METRIC_FIELDS = ("step", "lr", "loss", "button_loss", "camera_loss", "val_loss", "val_button_accuracy",
+                 "val_button_macro_f1", "val_camera_bin_accuracy", "elapsed_s", "windows_per_s")
+CURVE_PANELS = (("loss", ("loss", "val_loss"), True),
+                ("validation", ("val_button_accuracy", "val_button_macro_f1", "val_camera_bin_accuracy"), False))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train a policy by behaviour cloning; stored in config.json in the run directory."""
+
+    data: tuple[str, ...] = doc("WorldLoom dataset directories: labeled (env) or pseudo-labeled (idm) play")
+    out: str = doc("run directory: checkpoint, metrics.csv, curves.png (resumed if it exists)")
+    preset: str = doc(f"policy size: one of {sorted(PRESETS)}", "tiny")
+    model: PolicyConfig | None = doc("the policy's shape, flag by flag on top of the preset's (e.g. --model.memory 32)", None)
+    labels: str = doc(f"which actions to clone: {' or '.join(bc_data.LABELS)} (dataset: the labels the data carries; "
+                      "noop: every action replaced by the no-op, the baseline)", "dataset")
+    max_steps: int | None = doc("optimizer steps: the cosine schedule's length (default: 2000, or as many as "
+                                "--minutes allows)", None)
+    minutes: float = doc("wall-clock budget in minutes, all resumes included (0: none); the schedule is fitted to it", 0.0)
+    batch_size: int = doc("windows per step", 16)
+    window: int = doc("frames per training window (0: twice the policy's memory, so most steps see a full memory)", 0)
+    lr: float = doc("peak learning rate", 2e-3)
+    min_lr_ratio: float = doc("final learning rate as a fraction of the peak", 0.05)
+    warmup_steps: int = doc("linear warmup steps", 20)
+    weight_decay: float = doc("AdamW weight decay", 0.05)
+    camera_weight: float = doc("weight of the camera cross-entropy beside the button loss", 1.0)
+    val_fraction: float = doc("fraction of episodes held out for validation", 0.1)
+    val_windows: int = doc("validation windows scored at each evaluation", 32)
+    eval_every: int = doc("steps between validation passes", 100)
+    checkpoint_every: int = doc("steps between checkpoints", 100)
+    seed: int = doc("seed of the model init, the split and the batches", 0)
+    device: str = doc(f"where to train: {DEVICES}", "auto")
+    threads: int = doc("torch CPU threads (0: torch's default)", 0)
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            raise ValueError("data must name at least one dataset directory")
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        if self.labels not in bc_data.LABELS:
+            raise ValueError(f"labels must be one of {', '.join(bc_data.LABELS)}, got {self.labels!r}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        for name in ("batch_size", "eval_every", "checkpoint_every", "val_windows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("threads", "minutes", "window", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
+        if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"lr must be > 0 and min_lr_ratio in [0, 1], got {self.lr}, {self.min_lr_ratio}")
+        check_device_name(self.device)
+
+    @classmethod
+    def nested_default(cls, name: str, values: dict) -> PolicyConfig | None:
+        """`--model.*` flags apply on top of the preset's policy (worldloom.config)."""
+        return PRESETS.get(values.get("preset", "tiny")) if name == "model" else None
+
+    @property
+    def model_config(self) -> PolicyConfig:
+        return self.model if self.model is not None else PRESETS[self.preset]
+
+    @property
+    def window_frames(self) -> int:
+        return self.window or 2 * self.model_config.memory
+
+
+def losses(out: dict[str, torch.Tensor], buttons: torch.Tensor, camera_pos: torch.Tensor,
+           mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(button loss, camera loss) over the unmasked steps: the IDM's losses (idm/train.py) at a
+    press weight of 1, so the sigmoid is the press probability that sampling draws from."""
+    m = mask.float()
+    n = m.sum().clamp(min=1.0)
+    button = F.binary_cross_entropy_with_logits(out["buttons"].float(), buttons, reduction="none").sum(-1)  # (B, T)
+    logits = out["camera"].float()  # (B, T, 2, 11)
+    camera = -(two_hot(camera_pos, logits.shape[-1]) * F.log_softmax(logits, -1)).sum((-1, -2))  # (B, T)
+    return (button * m).sum() / n, (camera * m).sum() / n
+
+
+def to_device(batch: dict[str, np.ndarray], device: torch.device) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.from_numpy(batch[k]).to(device) for k in ("frames", "buttons", "camera_pos", "mask"))
+
+
+@torch.no_grad()
+def validate(model: Policy, batch: dict[str, np.ndarray], cfg: TrainConfig, device: torch.device) -> dict[str, float]:
+    """Loss and scores of the most likely action on the fixed validation windows."""
+    if not batch:
+        return {}
+    model.eval()
+    total, preds = 0.0, []
+    for i in range(0, len(batch["frames"]), cfg.batch_size):
+        frames, buttons, camera_pos, mask = to_device({k: v[i:i + cfg.batch_size] for k, v in batch.items()}, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = model(frames)
+        b_loss, c_loss = losses(out, buttons, camera_pos, mask)
+        total += float(b_loss + cfg.camera_weight * c_loss) * len(frames)
+        preds.append((out["buttons"].float().cpu() > 0, out["camera"].float().argmax(-1).cpu()))
+    model.train()
+    mask = batch["mask"].reshape(-1)
+    pred_buttons = torch.cat([p[0] for p in preds]).flatten(0, 1).numpy()[mask]
+    pred_bins = torch.cat([p[1] for p in preds]).flatten(0, 1).numpy()[mask]
+    true_buttons = batch["buttons"].reshape(-1, batch["buttons"].shape[-1])[mask] > 0.5
+    true_bins = np.rint(batch["camera_pos"].reshape(-1, 2)[mask]).astype(np.int64)
+    f1, occurs = metrics.f1_scores(pred_buttons, true_buttons), true_buttons.any(0)
+    return {"val_loss": total / len(batch["frames"]),
+            "val_button_accuracy": float((pred_buttons == true_buttons).mean()),
+            "val_button_macro_f1": float(np.nanmean(f1[occurs])) if occurs.any() else float("nan"),
+            "val_camera_bin_accuracy": float((pred_bins == true_bins).mean())}
+
+
+# May change when a run is resumed: how long and where it runs, not what it learns.
+RESUMABLE_FIELDS = {"minutes", "max_steps", "device", "threads"}
+
+
+def prepare_run_dir(cfg: TrainConfig, sources: list[bc_data.SourceInfo]) -> Path:
+    """Create the run directory and write config.json, or check that a resumed run's config matches."""
+    run_dir = Path(cfg.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    wanted = {"train": to_json_dict(cfg), "model": to_json_dict(cfg.model_config), "action_space": action_space_doc(),
+              "data": {"labels": cfg.labels, "sources": [s.to_json() for s in sources],
+                       "label_source": label_source(cfg.labels, sources)}}
+    if (run_dir / ckpt.CONFIG_FILE).exists():
+        have = read_config(run_dir)
+        diff = sorted(k for k in wanted["train"] if k not in RESUMABLE_FIELDS and k != "model"
+                      and have.get("train", {}).get(k) != wanted["train"][k])
+        if diff or have.get("model") != wanted["model"]:
+            raise UserError(f"{run_dir} holds a run with a different config ({', '.join(diff) or 'model'}): "
+                            "use a new --out, or the same flags to resume it")
+    ckpt.write_run_config(run_dir, KIND, wanted)
+    return run_dir
+
+
+def label_source(labels: str, sources: list[bc_data.SourceInfo]) -> str:
+    """What the cloned actions are: noop, env, idm, or a mix such as "env+idm"."""
+    if labels == "noop":
+        return "noop"
+    return "+".join(sorted({s for info in sources for s in info.label_sources if s != "none"}))
+
+
+def make_optimizer(model: Policy, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; no weight decay on biases and norms."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def init_state(cfg: TrainConfig, run_dir: Path, device: torch.device) -> tuple[Policy, torch.optim.AdamW, dict]:
+    """A fresh policy and optimizer, or both restored from the run's last checkpoint."""
+    torch.manual_seed(cfg.seed)
+    model = Policy(cfg.model_config).to(device)
+    optimizer = make_optimizer(model, cfg)
+    if not ckpt.has_checkpoint(run_dir):
+        return model, optimizer, {"step": 0, "elapsed_s": 0.0, "planned_steps": None}
+    tensors, state = ckpt.load_checkpoint(run_dir, KIND, ("model",), optimizer=optimizer, device=device)
+    ckpt.load_weights_into(model, tensors["model"], run_dir / ckpt.CHECKPOINT_DIR / "model.safetensors")
+    return model, optimizer, state
+
+
+def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
+    """Train (or resume) and return the run directory. `stop_after` simulates a kill (tests)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    mcfg, T = cfg.model_config, cfg.window_frames
+    episodes, sources = bc_data.load_bc_episodes(cfg.data, cfg.labels)
+    idm_data.check_frame_size(episodes, mcfg.height, mcfg.width, "training")
+    run_dir = prepare_run_dir(cfg, sources)
+    train_eps, val_eps = idm_data.split_episodes(episodes, cfg.val_fraction, cfg.seed)
+    val_batch = bc_data.fixed_windows(val_eps, cfg.val_windows, T, cfg.seed)
+    model, optimizer, state = init_state(cfg, run_dir, device)
+    budget = TimeBudget(cfg.minutes, cfg.max_steps, state.get("planned_steps"))
+    log = MetricsLog(run_dir, METRIC_FIELDS, resume_step=state["step"], panels=CURVE_PANELS)
+    print(f"agent train: {num_parameters(model) / 1e6:.2f}M parameters, {len(train_eps)} train / {len(val_eps)} val "
+          f"episodes, {sum(e.num_steps for e in train_eps)} steps of play labeled "
+          f"{label_source(cfg.labels, sources)}, device {device}", file=sys.stderr)
+    model.train()
+    start_step, t0, last_log = state["step"], time.perf_counter(), time.perf_counter()
+    elapsed0, step = state["elapsed_s"], state["step"]
+    last_good = f"{run_dir / ckpt.CHECKPOINT_DIR} (step {start_step})" if start_step else None
+    bar = tqdm(total=budget.total_steps, initial=start_step, desc="agent train", unit="step", dynamic_ncols=True)
+    try:
+        while not budget.done(step, elapsed0 + time.perf_counter() - t0):
+            batch = bc_data.sample_windows(train_eps, cfg.batch_size, T, np.random.default_rng([cfg.seed, step]))
+            frames, buttons, camera_pos, mask = to_device(batch, device)
+            lr = lr_at(step, peak_lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=budget.total_steps,
+                       min_lr_ratio=cfg.min_lr_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout noise as a function of the step
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                out = model(frames)
+            b_loss, c_loss = losses(out, buttons, camera_pos, mask)
+            loss = b_loss + cfg.camera_weight * c_loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            check_finite(loss.item(), float(grad_norm), step, last_good)
+            optimizer.step()
+            step += 1
+            elapsed = elapsed0 + time.perf_counter() - t0
+            if budget.update(step, elapsed, step - start_step):
+                bar.total = budget.total_steps
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}")
+            if stop_after is not None and step >= stop_after:
+                return run_dir  # a kill: nothing after the last checkpoint survives
+            final = budget.done(step, elapsed)
+            if step % cfg.eval_every == 0 or final:
+                now = time.perf_counter()
+                row = {"step": step, "lr": lr, "loss": loss.item(), "button_loss": b_loss.item(),
+                       "camera_loss": c_loss.item(), "elapsed_s": round(elapsed, 2),
+                       "windows_per_s": round(cfg.batch_size * cfg.eval_every / max(1e-9, now - last_log), 2)}
+                row.update(validate(model, val_batch, cfg, device))
+                log.row(**row)
+                last_log = time.perf_counter()
+                bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            if step % cfg.checkpoint_every == 0 or final:
+                ckpt.save_checkpoint(run_dir, KIND, {"model": model.state_dict()},
+                                     {"step": step, "elapsed_s": elapsed, **budget.state()}, optimizer=optimizer)
+                last_good = f"{run_dir / ckpt.CHECKPOINT_DIR} (step {step})"
+                log.write()
+    finally:
+        bar.close()
+    return run_dir

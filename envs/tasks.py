@@ -1,0 +1,173 @@
+"""Tasks: VoxelWorld with a reward, a success criterion and a time limit, each a gymnasium id.
+
+    import gymnasium, worldloom.envs
+    env = gymnasium.make("worldloom/CollectLogs-v0", height=64, width=64)
+    obs, info = env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    info["task"]     # {"name": "CollectLogs", "progress": 0.0, "success": False}
+    worldloom envs play --env collect_logs --player mixture --steps 400 --out logs.gif
+
+Reward and success come from the engine's state (the player's inventory gains, its position,
+the block at its feet), never from pixels, so a policy's score is exact. Every task is a row of
+`TASKS` (game rules as data): what it measures (`metric`), where an episode starts (`biome`, a
+VoxelWorld reset option), how long it lasts and when it counts as a success. Episodes are
+VoxelWorld's: the same seed and actions give the same frames and the same score.
+
+| id | metric (the return) | success | starts | time limit |
+|---|---|---|---|---|
+| worldloom/CollectLogs-v0 | logs gained (mined from trees) | >= 1 log | forest | 600 steps |
+| worldloom/MineStone-v0 | cobblestone gained (mined stone) | >= 1 cobblestone | a pit dug to the stone | 600 steps |
+| worldloom/Explore-v0 | horizontal distance from spawn at the end, blocks | >= 16 blocks | high ground | 400 steps |
+| worldloom/FindWater-v0 | 1 once in water (the episode ends) | in water | high ground | 600 steps |
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from worldloom.envs.blocks import AIR, BLOCK_ID
+from worldloom.envs.voxel import VoxelWorldEnv
+
+__all__ = ["Task", "TASKS", "TASK_IDS", "TaskEnv", "task_by_name", "make_task_env"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task's rules: `metric` is what the return adds up to."""
+
+    name: str  # CamelCase, as in the gymnasium id
+    metric: str  # "collect" (items gained), "distance" (farthest from spawn), "reach" (a block at the feet)
+    target: float  # success: the metric reaches this
+    max_steps: int  # the time limit (20 steps = 1 s of game time)
+    items: tuple[str, ...] = ()  # collect: the items that count
+    biome: str | None = None  # where an episode starts (VoxelWorld's reset option); None: high ground near the centre
+    quarry: int = 0  # > 0: the start is the floor of a pit of this radius dug down to the stone
+    end_on_success: bool = False  # reach: the episode ends at the goal
+    summary: str = ""
+
+    @property
+    def env_id(self) -> str:
+        return f"worldloom/{self.name}-v0"
+
+
+TASKS: dict[str, Task] = {
+    "collect_logs": Task("CollectLogs", "collect", 1.0, 600, items=("log",), biome="forest",
+                         summary="logs gained by mining trees; starts in a forest"),
+    "mine_stone": Task("MineStone", "collect", 1.0, 600, items=("cobblestone",), quarry=2,
+                       summary="cobblestone gained by mining stone; starts on the floor of a 5x5 pit dug to the stone"),
+    "explore": Task("Explore", "distance", 16.0, 400,
+                    summary="horizontal distance from the spawn point at the episode's end, in blocks"),
+    "find_water": Task("FindWater", "reach", 1.0, 600, end_on_success=True,
+                       summary="1 when the player's feet are in water (the episode ends there)"),
+}
+TASK_IDS: tuple[str, ...] = tuple(t.env_id for t in TASKS.values())
+
+
+def task_by_name(name: str) -> Task:
+    """A task by short name (collect_logs), id (worldloom/CollectLogs-v0) or CamelCase name."""
+    for short, task in TASKS.items():
+        if name in (short, task.env_id, task.name, f"{task.name}-v0"):
+            return task
+    raise ValueError(f"unknown task {name!r}; known: {', '.join(TASK_IDS)}")
+
+
+def progress(task: Task, collected_total: dict[str, int], position: np.ndarray, spawn: np.ndarray,
+             in_water: bool, previous: float) -> float:
+    """The task's metric after a step, from engine state: items gained so far, the distance
+    from spawn now, or 1 once the goal block was reached."""
+    if task.metric == "collect":
+        return float(sum(collected_total.get(item, 0) for item in task.items))
+    if task.metric == "distance":
+        return float(math.hypot(position[0] - spawn[0], position[2] - spawn[2]))
+    return max(previous, 1.0 if in_water else 0.0)
+
+
+class TaskEnv(VoxelWorldEnv):
+    """VoxelWorld playing one task: reward = the metric's increase, `info["task"]` = its state.
+
+    Keyword arguments are VoxelConfig's (height, width, world_size, ...); `max_steps` defaults
+    to the task's time limit. The env's own `task` reward option is not used.
+    """
+
+    task_spec: Task
+
+    def __init__(self, task: str | Task = "collect_logs", render_mode: str | None = "rgb_array", **kwargs):
+        self.task_spec = task if isinstance(task, Task) else task_by_name(task)
+        kwargs.setdefault("max_steps", self.task_spec.max_steps)
+        super().__init__(render_mode=render_mode, **kwargs)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        options = dict(options or {})
+        if self.task_spec.biome is not None:
+            options.setdefault("biome", self.task_spec.biome)
+        obs, info = super().reset(seed=seed, options=options)
+        if self.task_spec.quarry:
+            self.player.position[:] = dig_quarry(self.world, self.player.position, self.task_spec.quarry)
+            self.player.update_target(self.world)
+            obs, info = self._observe(), self._info()
+        self.spawn = self.player.position.copy()
+        self.collected_total: dict[str, int] = {}
+        self.progress = 0.0
+        info["task"] = self._task_info()
+        return obs, info
+
+    def step(self, action: dict):
+        obs, _, terminated, truncated, info = super().step(action)
+        for item, n in self.player.collected.items():
+            self.collected_total[item] = self.collected_total.get(item, 0) + n
+        before = self.progress
+        self.progress = progress(self.task_spec, self.collected_total, self.player.position, self.spawn,
+                                 bool(info["in_water"]), before)
+        reward = self.progress - before
+        success = self.progress >= self.task_spec.target
+        if success and self.task_spec.end_on_success:
+            terminated, truncated = True, False
+        info["task"] = self._task_info()
+        return obs, reward, terminated, truncated, info
+
+    def _task_info(self) -> dict:
+        return {"name": self.task_spec.name, "progress": self.progress,
+                "success": bool(self.progress >= self.task_spec.target)}
+
+
+def dig_quarry(world, feet: np.ndarray, radius: int) -> np.ndarray:
+    """Clear every block above the stone in the (2r+1)^2 columns around `feet`; -> the new feet
+    position (3,) on the centre column's stone. Columns without stone are left as they are."""
+    cx, cz = int(math.floor(feet[0])), int(math.floor(feet[2]))
+    sx, sy, sz = world.shape
+    floor = None
+    for x in range(max(cx - radius, 0), min(cx + radius + 1, sx)):
+        for z in range(max(cz - radius, 0), min(cz + radius + 1, sz)):
+            stone = np.flatnonzero(world.blocks[x, :, z] == BLOCK_ID["stone"])
+            if not stone.size:
+                continue
+            top = int(stone[-1])
+            for y in range(sy - 1, top, -1):
+                if world.blocks[x, y, z] != AIR:
+                    world.set(x, y, z, AIR)
+            if (x, z) == (cx, cz):
+                floor = top + 1
+    return np.array([cx + 0.5, float(floor if floor is not None else feet[1]), cz + 0.5])
+
+
+def make_task_env(name: str, **kwargs) -> TaskEnv:
+    """A task env by short name or id."""
+    return TaskEnv(task_by_name(name), **kwargs)
+
+
+def _factory(short: str):
+    def make(**kwargs) -> TaskEnv:
+        return TaskEnv(TASKS[short], **kwargs)
+
+    make.__name__ = make.__qualname__ = TASKS[short].name
+    make.metadata = VoxelWorldEnv.metadata  # env_metadata reads it
+    return make
+
+
+CollectLogs = _factory("collect_logs")
+MineStone = _factory("mine_stone")
+Explore = _factory("explore")
+FindWater = _factory("find_water")

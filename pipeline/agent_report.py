@@ -1,0 +1,153 @@
+"""The agent study's report: every player on every task with 95% intervals, the goals, a CI plot.
+
+    from worldloom.pipeline.agent_report import write_study_report
+    write_study_report(cfg, paths, runner.records)      # OUT/report.html, report.md, report.json
+
+Written with the pipeline's `Report` (one self-contained HTML page, a Markdown twin, the JSON
+every number comes from).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from worldloom.config import to_json_dict
+from worldloom.io import atomic_path
+
+from .report import Report
+from .stages import StageRecord
+
+GOAL_RATIO = 0.9  # BC on IDM labels reaches 90% of BC on true labels (issue 15)
+
+
+def _interval(d: dict) -> str:
+    return f"{d['mean']:.2f} [{d['low']:.2f}, {d['high']:.2f}]"
+
+
+def _evals(records: dict[str, StageRecord]) -> dict[tuple[str, str], dict]:
+    rec = records.get("eval")
+    return {} if rec is None else {tuple(k.split("|")): v for k, v in rec.figures.items()}
+
+
+def goal_checks(evals: dict[tuple[str, str], dict], tasks: tuple[str, ...]) -> list[dict]:
+    """Per task and metric: BC-idm / BC-env, and whether each BC's interval lies above random's."""
+    rows = []
+    for task in tasks:
+        for metric in ("success_rate", "return"):
+            env, idm, rnd = (evals.get((player, task), {}).get(metric) for player in ("bc-env", "bc-idm", "random"))
+            if env is None or idm is None or rnd is None:
+                continue
+            ratio = idm["mean"] / env["mean"] if env["mean"] > 0 else float("nan")
+            rows.append({"task": task, "metric": metric, "bc_env": env["mean"], "bc_idm": idm["mean"],
+                         "random": rnd["mean"], "idm_over_env": ratio,
+                         "ratio_met": bool(ratio >= GOAL_RATIO) if env["mean"] > 0 else idm["mean"] >= env["mean"],
+                         "env_above_random": env["low"] > rnd["high"], "idm_above_random": idm["low"] > rnd["high"]})
+    return rows
+
+
+def ci_plot(evals: dict[tuple[str, str], dict], players: list[str], tasks: tuple[str, ...], out_png: Path) -> Path:
+    """Success rate and mean return of every player on every task with their 95% intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(tasks), figsize=(3.2 * len(tasks), 5.4), squeeze=False)
+    for j, task in enumerate(tasks):
+        for i, metric in enumerate(("success_rate", "return")):
+            ax = axes[i][j]
+            for k, player in enumerate(players):
+                d = evals.get((player, task), {}).get(metric)
+                if d is None:
+                    continue
+                ax.errorbar([k], [d["mean"]], yerr=[[d["mean"] - d["low"]], [d["high"] - d["mean"]]], fmt="o", capsize=4)
+            ax.set_xticks(range(len(players)), players, rotation=45, ha="right", fontsize=7)
+            ax.set_title(f"{task}: {'success' if i == 0 else 'return'}", fontsize=9)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return out_png
+
+
+def _players(evals: dict[tuple[str, str], dict]) -> list[str]:
+    order = ["bc-env", "bc-idm", "bc-noop", "random", "scripted:mixture"]
+    seen = {p for p, _ in evals}
+    return [p for p in order if p in seen] + sorted(seen - set(order))
+
+
+def _cost(records: dict[str, StageRecord]) -> tuple[list[list[Any]], float]:
+    rows = [[name, round(r.wall_s, 1), round(r.core_s, 1)] for name, r in records.items()]
+    total = sum(r.core_s for r in records.values())
+    return rows + [["total", round(sum(r.wall_s for r in records.values()), 1), round(total, 1)]], total
+
+
+def write_study_report(cfg, paths: dict[str, Any], records: dict[str, StageRecord]) -> Path:
+    """report.html / report.md / report.json in the study's run directory."""
+    tasks = cfg.task_names
+    evals = _evals(records)
+    players = _players(evals)
+    report = Report(f"WorldLoom agent study: preset {cfg.preset}")
+    report.data.update({"config": to_json_dict(cfg), "sizes": to_json_dict(cfg.resolved_sizes)})
+    report.data["eval"] = {f"{p}|{t}": v for (p, t), v in evals.items()}
+    for metric, title in (("success_rate", "Success rate"), ("return", "Mean return")):
+        s = report.section(f"{title} with 95% bootstrap intervals",
+                           "Each cell: mean [low, high] over the episodes (one world seed each, the same seeds for "
+                           "every player). bc-env, bc-idm and bc-noop were cloned from the same footage with the "
+                           "true actions, the IDM's pseudo-labels and no-op labels.")
+        rows = [[p] + [_interval(evals[(p, t)][metric]) if (p, t) in evals else "" for t in tasks] for p in players]
+        keys = [[""] + [f"eval.{p}|{t}.{metric}.mean" if (p, t) in evals else "" for t in tasks] for p in players]
+        s.table(["player", *tasks], rows, keys)
+    goals = goal_checks(evals, tasks)
+    report.data["goals"] = goals
+    s = report.section("Goals", f"BC on IDM pseudo-labels at least {GOAL_RATIO:.0%} of BC on true labels on every "
+                                "task metric, and both above random with 95% intervals that do not overlap.")
+    s.table(["task", "metric", "bc-env", "bc-idm", "random", "bc-idm / bc-env", ">= 90%", "env > random", "idm > random"],
+            [[g["task"], g["metric"], round(g["bc_env"], 3), round(g["bc_idm"], 3), round(g["random"], 3),
+              round(g["idm_over_env"], 3), g["ratio_met"], g["env_above_random"], g["idm_above_random"]] for g in goals])
+    if evals:
+        s.image(ci_plot(evals, players, tasks, paths["figures"] / "ci.png"), "success and return, 95% intervals")
+    _dream_section(report, records)
+    s = report.section("Training", "Behaviour cloning (and the IDM that made the pseudo-labels): loss and validation "
+                                   "scores of the most likely action.")
+    for name, run in paths["policies"].items():
+        s.image(Path(run) / "curves.png", name)
+    s.image(Path(paths["idm"]) / "curves.png", "IDM")
+    if "label" in records:
+        report.data["label"] = records["label"].figures
+    s = report.section("Videos", "The first episode of each policy on each task, the action drawn under each frame.")
+    videos = [(p, t, v) for (p, t), e in evals.items() for v in e.get("videos", [])[:1]]
+    for p, t, v in videos:
+        if p in ("bc-env", "bc-idm") and t == tasks[0]:
+            s.video(v, f"{p} on {t}")
+    s.code("\n".join(f"{p:<18} {t:<14} {os.path.relpath(v, cfg.out)}" for p, t, v in videos) or "(none)")
+    rows, total = _cost(records)
+    report.data["cost"] = {"core_s": round(total, 1), "load_average": os.getloadavg()}
+    s = report.section("Cost", f"Wall time and CPU-seconds (this process and every process below it, Ray actors "
+                               f"included) per stage; load average when the report was written: "
+                               f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores.")
+    s.table(["stage", "wall s", "CPU s"], rows)
+    report.section("Config").code(json.dumps({"study": report.data["config"], "sizes": report.data["sizes"]}, indent=2))
+    return report.write(Path(cfg.out).resolve())
+
+
+def _dream_section(report: Report, records: dict[str, StageRecord]) -> None:
+    rec = records.get("dream")
+    if rec is None:
+        return
+    agreement = rec.figures["agreement"]
+    report.data["dream"] = rec.figures
+    s = report.section("Dreaming: imagined against real scores",
+                       "Each player played inside the world model from a context of real frames; the imagined score "
+                       "is the task scorer's (agent/dream.py) sum over the generated frames. Spearman's rank "
+                       "correlation of imagined against real scores over the players, per task and pooled.")
+    rows = [[t, a["num_players"], round(a["spearman"], 3) if a["spearman"] == a["spearman"] else "n/a"]
+            for t, a in agreement.items()]
+    s.table(["task", "players", "Spearman"], rows)
+    players = rec.figures["players"]
+    s.table(["player", "task", "imagined", "real (same horizon)"],
+            [[v["player"], v["task"], _interval(v["imagined"]), _interval(v["real"])] for v in players.values()])

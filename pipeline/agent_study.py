@@ -1,0 +1,333 @@
+"""VPT at small scale in one command: BC on true labels, on IDM pseudo-labels and on no-op labels.
+
+    worldloom agent study --preset tiny --out runs/agent                    # about 30 CPU-minutes on 2 cores
+    worldloom agent study --preset micro --out runs/agent-ci                # CI: a minute or two
+    worldloom agent study --preset tiny --out runs/agent --world-model runs/wm   # also dream in a world model
+    worldloom agent study --preset tiny --sizes.eval-episodes 64 --out runs/agent64
+
+VPT's experiment, on WorldLoom's own data, through the pipeline's stages (their public
+functions, nothing new): `capture` records a little labeled play in VoxelWorld (the contractor
+data) and footage of the mixture player in every task's world with its actions withheld (the
+true actions kept aside); `idm train` fits an IDM to the labeled play; `idm label` pseudo-labels
+the footage. Three policies are then cloned from the same footage: on the true actions (env),
+on the IDM's pseudo-labels (idm) and on no-op labels (the floor), and all three, the random
+player and the scripted mixture player are evaluated in closed loop on every task with 95%
+bootstrap intervals. With --world-model, each player is also played inside the world model
+and its imagined score is ranked against its real one (Spearman; agent/dream.py).
+
+Stages are cached in OUT/study.json like the pipeline's (`--from STAGE` redoes one onwards). The
+report (OUT/report.html, .md, .json) sits beside what the pipeline writes: a table of every
+player on every task with intervals, the goal checks, a CI plot, training curves and videos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from worldloom.config import add_dataclass_args, dataclass_from_args, doc, to_json_dict
+from worldloom.errors import UserError
+from worldloom.pipeline.stages import StageRunner, stage_key
+
+STAGES = ("capture", "train", "label", "bc-idm", "eval", "dream", "report")
+POLICIES = ("bc-env", "bc-idm", "bc-noop")
+REFERENCE_PLAYERS = ("random", "scripted:mixture")
+
+
+@dataclass(frozen=True)
+class StudySizes:
+    """Sizes of one study; presets only change sizes (DESIGN section 10)."""
+
+    resolution: int = doc("frame height and width of every dataset, the IDM and the policies", 64)
+    steps: int = doc("steps per recorded episode (a task's own time limit may end it sooner)", 400)
+    idm_episodes: int = doc("episodes of labeled VoxelWorld play the IDM trains on (the contractor data)", 16)
+    footage_episodes: int = doc("episodes of footage recorded in each task's world (actions withheld)", 12)
+    idm_preset: str = doc("the IDM's preset", "tiny")
+    idm_max_steps: int = doc("IDM optimizer steps", 400)
+    bc_preset: str = doc("the policies' preset", "tiny")
+    bc_max_steps: int = doc("optimizer steps of each behaviour-cloning run", 1000)
+    bc_batch_size: int = doc("windows per behaviour-cloning step", 16)
+    eval_episodes: int = doc("episodes per player and task (each on its own world seed)", 32)
+    time_limit: int = doc("steps before an evaluation episode is cut (0: each task's own time limit)", 0)
+    temperature: float = doc("the policies' sampling temperature in evaluation", 1.0)
+    videos: int = doc("episodes filmed per player and task", 1)
+    dream_episodes: int = doc("with --world-model: imagined episodes per player and task", 8)
+    dream_horizon: int = doc("with --world-model: imagined steps after the real context", 48)
+    scorer_steps: int = doc("with --world-model: training steps of each task's reward head", 300)
+    expected: str = doc("time and hardware, for --help", "")
+
+    def __post_init__(self) -> None:
+        from worldloom.agent.model import PRESETS as BC_PRESETS
+        from worldloom.idm.model import PRESETS as IDM_PRESETS
+
+        for name in ("resolution", "steps", "idm_episodes", "footage_episodes", "idm_max_steps", "bc_max_steps",
+                     "bc_batch_size", "eval_episodes", "dream_episodes", "dream_horizon", "scorer_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"sizes.{name} must be >= 1, got {getattr(self, name)}")
+        if self.idm_preset not in IDM_PRESETS or self.bc_preset not in BC_PRESETS:
+            raise ValueError(f"sizes.idm_preset must be one of {sorted(IDM_PRESETS)} and sizes.bc_preset one of "
+                             f"{sorted(BC_PRESETS)}, got {self.idm_preset!r}, {self.bc_preset!r}")
+        if self.temperature < 0 or self.videos < 0 or self.time_limit < 0:
+            raise ValueError("sizes.temperature, sizes.videos and sizes.time_limit must be >= 0")
+
+
+PRESETS: dict[str, StudySizes] = {
+    "micro": StudySizes(steps=48, idm_episodes=3, footage_episodes=2, idm_preset="micro", idm_max_steps=8,
+                        bc_preset="micro", bc_max_steps=8, bc_batch_size=4, eval_episodes=4, time_limit=48, videos=1,
+                        dream_episodes=2, dream_horizon=6, scorer_steps=4, expected="CI: about a minute on 2 CPU cores"),
+    "tiny": StudySizes(expected="at most 30 minutes of 2 CPU cores (3,600 CPU-seconds)"),
+    "small": StudySizes(steps=1000, idm_episodes=200, footage_episodes=200, idm_preset="small", idm_max_steps=20000,
+                        bc_preset="small", bc_max_steps=20000, bc_batch_size=32, eval_episodes=200, videos=2,
+                        dream_episodes=32, dream_horizon=64, expected="a workstation with a GPU: a few hours"),
+}
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """One run of the agent study."""
+
+    out: str = doc("run directory: datasets, IDM, policies, evaluations, report.html")
+    preset: str = doc(f"sizes: {', '.join(f'{k} ({v.expected})' for k, v in PRESETS.items())}", "tiny")
+    sizes: StudySizes | None = doc("the preset's sizes, flag by flag (e.g. --sizes.eval-episodes 64)", None)
+    tasks: tuple[str, ...] = doc("tasks to record footage in and evaluate on (default: all)", ())
+    world_model: str | None = doc("a world-model run to dream in (ranks the players by imagined scores)", None)
+    seed: int = doc("seed of every stage", 0)
+    num_workers: int = doc("Ray actors for capture, labeling and evaluation", 2)
+    address: str | None = doc("Ray cluster to join (HOST:PORT or auto); default: a local one on loopback", None)
+    device: str = doc("where the models train: auto, cpu or cuda", "auto")
+    from_stage: str | None = doc(f"redo this stage and every one after it: {', '.join(STAGES)}", None)
+
+    def __post_init__(self) -> None:
+        from worldloom.envs.tasks import task_by_name
+        from worldloom.training import check_device_name
+
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        for task in self.tasks:
+            task_by_name(task)
+        if self.num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
+        if self.from_stage is not None and self.from_stage not in STAGES:
+            raise ValueError(f"from must be one of {', '.join(STAGES)}, got {self.from_stage!r}")
+        check_device_name(self.device)
+
+    @classmethod
+    def nested_default(cls, name: str, values: dict) -> StudySizes | None:
+        return PRESETS.get(values.get("preset", "tiny")) if name == "sizes" else None
+
+    @property
+    def resolved_sizes(self) -> StudySizes:
+        return self.sizes if self.sizes is not None else PRESETS[self.preset]
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        """Short names (collect_logs, ...) of the study's tasks."""
+        from worldloom.envs.tasks import TASKS, task_by_name
+
+        if not self.tasks:
+            return tuple(TASKS)
+        return tuple(short for short, t in TASKS.items() if t in {task_by_name(n) for n in self.tasks})
+
+
+def study_paths(out: Path, tasks: tuple[str, ...]) -> dict[str, Any]:
+    data = out / "data"
+    return {"labeled": data / "labeled", "footage": {t: data / f"footage-{t}" for t in tasks},
+            "truth": {t: data / f"truth-{t}" for t in tasks}, "pseudo": {t: data / f"pseudo-{t}" for t in tasks},
+            "idm": out / "idm", "policies": {p: out / "policies" / p for p in POLICIES},
+            "eval": out / "eval", "dream": out / "dream", "figures": out / "figures"}
+
+
+def stage_configs(cfg: StudyConfig, paths: dict[str, Any]) -> dict[str, Any]:
+    """Every stage's config from the study's: one resolution, one seed scheme (pure; runs nothing)."""
+    from worldloom.agent.evaluate import EvalConfig
+    from worldloom.agent.model import PRESETS as BC_PRESETS
+    from worldloom.agent.train import TrainConfig as BCConfig
+    from worldloom.capture import CaptureConfig
+    from worldloom.envs.tasks import TASKS
+    from worldloom.idm.label import LabelConfig
+    from worldloom.idm.model import PRESETS as IDM_PRESETS
+    from worldloom.idm.train import TrainConfig as IDMConfig
+
+    s, res, workers = cfg.resolved_sizes, cfg.resolved_sizes.resolution, cfg.num_workers
+    capture = {"labeled": CaptureConfig(out=str(paths["labeled"]), env="voxel", episodes=s.idm_episodes, steps=s.steps,
+                                        resolution=res, seed=cfg.seed * 100 + 1, num_workers=workers, address=cfg.address)}
+    for k, t in enumerate(cfg.task_names):
+        capture[t] = CaptureConfig(out=str(paths["footage"][t]), env=t, episodes=s.footage_episodes, steps=s.steps,
+                                   resolution=res, seed=cfg.seed * 100 + 10 + k, num_workers=workers,
+                                   address=cfg.address, strip_actions=str(paths["truth"][t]))
+    idm_model = dataclasses.replace(IDM_PRESETS[s.idm_preset], height=res, width=res)
+    idm = IDMConfig(data=(str(paths["labeled"]),), out=str(paths["idm"]), preset=s.idm_preset, model=idm_model,
+                    max_steps=s.idm_max_steps, seed=cfg.seed, device=cfg.device, eval_every=max(1, s.idm_max_steps // 4),
+                    checkpoint_every=max(1, s.idm_max_steps // 4), threads=1)
+    label = {t: LabelConfig(model=str(paths["idm"]), data=str(paths["footage"][t]), out=str(paths["pseudo"][t]),
+                            num_workers=1, threads=1) for t in cfg.task_names}
+    bc_model = dataclasses.replace(BC_PRESETS[s.bc_preset], height=res, width=res)
+    data_of = {"bc-env": ("truth", "dataset"), "bc-idm": ("pseudo", "dataset"), "bc-noop": ("footage", "noop")}
+    bc = {p: BCConfig(data=tuple(str(paths[kind][t]) for t in cfg.task_names), out=str(paths["policies"][p]),
+                      preset=s.bc_preset, model=bc_model, labels=labels, max_steps=s.bc_max_steps,
+                      batch_size=s.bc_batch_size, seed=cfg.seed, device=cfg.device, threads=1,
+                      eval_every=max(1, s.bc_max_steps // 5), checkpoint_every=max(1, s.bc_max_steps // 5))
+          for p, (kind, labels) in data_of.items()}
+    players = {**{p: str(paths["policies"][p]) for p in POLICIES}, **{r: r for r in REFERENCE_PLAYERS}}
+    evals = {(name, t): EvalConfig(policy=spec if name in REFERENCE_PLAYERS else str(paths["policies"][name]),
+                                   task=TASKS[t].env_id, episodes=s.eval_episodes, num_workers=workers,
+                                   temperature=s.temperature, resolution=res, videos=s.videos, seed=cfg.seed,
+                                   time_limit=s.time_limit,
+                                   out=str(paths["eval"] / f"{name.replace(':', '-')}-{t}"), address=cfg.address)
+             for name, spec in players.items() for t in cfg.task_names}
+    return {"capture": capture, "idm": idm, "label": label, "bc": bc, "eval": evals}
+
+
+def run_capture(configs: dict) -> tuple[dict, dict]:
+    from worldloom.capture import capture
+
+    figures = {}
+    for name, c in configs["capture"].items():
+        result = capture(c)
+        figures[name] = {"episodes": result.num_episodes, "frames": result.num_frames, "cpu_s": round(result.cpu_s, 1)}
+    return {k: c.out for k, c in configs["capture"].items()}, figures
+
+
+def _in_parallel(calls: dict[str, tuple]) -> dict[str, Any]:
+    """{name: (function, config)} run as Ray tasks of one CPU each (one torch thread: on a busy
+    2-core machine two threads ran a step 5-10x slower than one); -> {name: result}."""
+    import ray
+
+    refs = {name: ray.remote(num_cpus=1, max_retries=0)(fn).remote(c) for name, (fn, c) in calls.items()}
+    try:
+        return dict(zip(refs, ray.get(list(refs.values())), strict=True))
+    except ray.exceptions.RayTaskError as err:
+        cause = err.as_instanceof_cause()
+        if isinstance(cause, UserError):
+            raise UserError(str(cause).splitlines()[-1]) from None
+        raise
+
+
+def run_train(configs: dict) -> tuple[dict, dict]:
+    """The IDM and the two policies that need no pseudo-labels, side by side."""
+    from worldloom.agent.train import main as bc_main
+    from worldloom.idm.train import train as idm_train
+
+    done = _in_parallel({"idm": (idm_train, configs["idm"]), "bc-env": (bc_main, configs["bc"]["bc-env"]),
+                         "bc-noop": (bc_main, configs["bc"]["bc-noop"])})
+    return {k: str(v) for k, v in done.items()}, {}
+
+
+def run_label(configs: dict) -> tuple[dict, dict]:
+    from worldloom.idm.label import label
+
+    done = _in_parallel({t: (label, c) for t, c in configs["label"].items()})
+    figures = {t: {k: v for k, v in summary.items() if k in ("num_steps", "label_model", "failed")}
+               for t, summary in done.items()}
+    return {t: c.out for t, c in configs["label"].items()}, figures
+
+
+def run_bc_idm(configs: dict) -> tuple[dict, dict]:
+    from worldloom.agent.train import main
+
+    return {"bc-idm": str(main(configs["bc"]["bc-idm"]))}, {}
+
+
+def run_eval(configs: dict) -> tuple[dict, dict]:
+    from worldloom.agent.evaluate import evaluate, format_summary, release_workers
+
+    figures = {}
+    try:
+        for (name, task), c in configs["eval"].items():
+            summary = evaluate(c, keep_workers=True)  # the actors (torch, numba loaded) serve every evaluation
+            print(format_summary(summary), flush=True)
+            figures[f"{name}|{task}"] = {k: summary[k] for k in ("player", "task", "episodes", "success_rate",
+                                                                 "return", "steps", "cpu_s", "videos", "policy_id")}
+    finally:
+        release_workers()
+    return {}, figures
+
+
+def run_dream(cfg: StudyConfig, configs: dict, paths: dict[str, Any]) -> tuple[dict, dict]:
+    """Each player inside the world model on each task; Spearman of imagined against real scores."""
+    from worldloom.agent.dream import rank_agreement
+    from worldloom.agent.evaluate import evaluate
+
+    s = cfg.resolved_sizes
+    figures = {}
+    for (name, task), c in configs["eval"].items():
+        dream_cfg = dataclasses.replace(c, in_world_model=cfg.world_model, episodes=s.dream_episodes,
+                                        horizon=s.dream_horizon, videos=min(c.videos, 1), scorer_steps=s.scorer_steps,
+                                        data=(str(paths["truth"][task]),),
+                                        out=str(paths["dream"] / f"{name.replace(':', '-')}-{task}"))
+        summary = evaluate(dream_cfg)
+        figures[f"{name}|{task}"] = {k: summary[k] for k in ("player", "task", "episodes", "imagined", "real", "videos")}
+    closed_loop = StageRunner(Path(cfg.out).resolve(), None, STAGES, state_file="study.json").records.get("eval")
+    return {}, {"players": figures, "agreement": rank_agreement(figures, closed_loop.figures if closed_loop else None)}
+
+
+def main(cfg: StudyConfig) -> Path:
+    """Run (or resume) every stage, then write the report; returns report.html's path."""
+    from worldloom.cluster import ray_session
+
+    from .agent_report import write_study_report
+
+    out = Path(cfg.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    paths = study_paths(out, cfg.task_names)
+    configs = stage_configs(cfg, paths)
+    runner = StageRunner(out, cfg.from_stage, STAGES, state_file="study.json")
+    keys: dict[str, str] = {}
+
+    def stage(name: str, config: Any, upstream: tuple[str, ...], fn) -> Any:
+        keys[name] = stage_key(_json(config), [keys[u] for u in upstream])
+        return runner.run(name, keys[name], fn)
+
+    with ray_session(cfg.address, cfg.num_workers):
+        stage("capture", configs["capture"], (), lambda: run_capture(configs))
+        stage("train", {"idm": configs["idm"], "bc-env": configs["bc"]["bc-env"], "bc-noop": configs["bc"]["bc-noop"]},
+              ("capture",), lambda: run_train(configs))
+        stage("label", configs["label"], ("train",), lambda: run_label(configs))
+        stage("bc-idm", configs["bc"]["bc-idm"], ("label",), lambda: run_bc_idm(configs))
+        stage("eval", {f"{k[0]}|{k[1]}": v for k, v in configs["eval"].items()}, ("bc-idm",), lambda: run_eval(configs))
+        if cfg.world_model:
+            stage("dream", {"world_model": cfg.world_model, "sizes": to_json_dict(cfg.resolved_sizes)}, ("eval",),
+                  lambda: run_dream(cfg, configs, paths))
+    html = write_study_report(cfg, paths, runner.records)
+    print(f"[agent study] report: {html}", flush=True)
+    return html
+
+
+EXECUTION_FIELDS = {"num_workers", "address", "device", "progress", "threads"}
+
+
+def _json(config: Any) -> Any:
+    """Configs as JSON-able data for stage keys, without the fields that only say how they run."""
+    if dataclasses.is_dataclass(config):
+        return {k: v for k, v in to_json_dict(config).items() if k not in EXECUTION_FIELDS}
+    if isinstance(config, dict):
+        return {k: _json(v) for k, v in config.items()}
+    return config
+
+
+def run_study(args: argparse.Namespace) -> int:
+    main(dataclass_from_args(StudyConfig, args))
+    return 0
+
+
+def register(subparsers, name: str, help_text: str) -> None:
+    """`worldloom agent {train,eval,study}`: the agent room's verbs, and the study that uses every stage."""
+    from worldloom.agent import cli as agent_cli
+
+    parser = subparsers.add_parser(name, help=help_text, description=agent_cli.__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="agent_command", metavar="COMMAND")
+    agent_cli.add_verbs(sub)
+    p = sub.add_parser("study", help="VPT at small scale: BC on env, IDM and no-op labels of the same footage, "
+                                     "evaluated on every task beside the references (report.html)",
+                       description=__doc__.split("\n\n")[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataclass_args(p, StudyConfig, skip=("from_stage",))
+    p.add_argument("--from", dest="from_stage", choices=STAGES, default=None, help="redo this stage and every one after it")
+    p.set_defaults(handler=run_study)
+    parser.set_defaults(handler=lambda args: parser.print_help() or 2)
+
+
+__all__ = ["PRESETS", "STAGES", "StudyConfig", "StudySizes", "main", "stage_configs"]

@@ -1,0 +1,379 @@
+"""The agent room: tasks scored from engine state, the policy, behaviour cloning, closed-loop
+evaluation with Ray actors, dreaming in a world model, bad input, and a micro study end to end.
+
+Data is real play of the task envs (64x64, the mixture player) written with DatasetWriter;
+models are the `micro` presets (the real architectures made small). The world model that the
+dreaming test plays in is untrained (a real WorldModel in the real checkpoint format): its frames
+are the previous frame warped, which is all the machinery needs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from worldloom import actions
+from worldloom.agent import dream
+from worldloom.agent.data import load_bc_episodes, sample_windows
+from worldloom.agent.evaluate import EpisodeRunner, EvalConfig, bootstrap_ci, episode_seed, evaluate
+from worldloom.agent.model import Policy, PolicyConfig, sample_actions
+from worldloom.agent.train import TrainConfig
+from worldloom.agent.train import main as train_main
+from worldloom.datasets import DatasetWriter
+from worldloom.envs.blocks import BLOCK_ID, WATER
+from worldloom.envs.tasks import TASK_IDS, TASKS
+from worldloom.errors import UserError
+from worldloom.pipeline.cli import main as cli
+
+
+def play(task: str, num_steps: int, seed: int, size: int = 64):
+    """Real play of a task env: frames (T, H, W, 3), buttons, camera, rewards (engine rewards)."""
+    from worldloom.envs import make_env, make_player
+
+    env, player = make_env(task, height=size, width=size), make_player("mixture", seed=seed)
+    obs, info = env.reset(seed=seed)
+    frames, acts, rewards = [], [], []
+    for _ in range(num_steps):
+        action = player.act(obs, info)
+        frames.append(obs)
+        acts.append(action)
+        obs, reward, terminated, truncated, info = env.step(action)
+        rewards.append(reward)
+        if terminated or truncated:
+            break
+    buttons, camera = actions.to_arrays(acts)
+    return np.stack(frames), buttons, camera, np.array(rewards, np.float32)
+
+
+def write_dataset(root, episodes, labeled: bool = True) -> str:
+    size = episodes[0][0].shape[1]
+    with DatasetWriter(root, size, size, fps=20) as w:
+        for i, (frames, buttons, camera, rewards) in enumerate(episodes):
+            labels = dict(buttons=buttons, camera=camera) if labeled else dict(label_source="none")
+            w.add_episode(f"ep-{i}", frames, rewards=rewards, env="explore", seed=i, player="mixture", **labels)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Three labeled Explore episodes of 40 steps, the same footage unlabeled, an empty dataset, a 96x96 one."""
+    root = tmp_path_factory.mktemp("agent")
+    episodes = [play("explore", 40, seed) for seed in range(3)]
+    with DatasetWriter(root / "empty", 64, 64, fps=20):
+        pass
+    return {"episodes": episodes, "labeled": write_dataset(root / "labeled", episodes),
+            "unlabeled": write_dataset(root / "unlabeled", episodes, labeled=False),
+            "empty": str(root / "empty"), "big": write_dataset(root / "big", [play("explore", 20, 9, size=96)])}
+
+
+def micro_cfg(data_dir, out, **kw) -> TrainConfig:
+    base = dict(data=(data_dir,), out=str(out), preset="micro", max_steps=6, batch_size=2, warmup_steps=2, window=12,
+                eval_every=3, checkpoint_every=2, val_windows=4, seed=0, threads=1)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray cluster for this module's Ray tests: the commands use the session that is up."""
+    from worldloom.cluster import ray_session
+
+    with ray_session(num_cpus=2):
+        yield
+
+
+@pytest.fixture(scope="module")
+def policy_run(data, tmp_path_factory):
+    return str(train_main(micro_cfg(data["labeled"], tmp_path_factory.mktemp("bc") / "bc")))
+
+
+# --- tasks --------------------------------------------------------------------------------------
+def _look_down(env):
+    p = env.unwrapped.player
+    p.pitch = 90.0
+    p.update_target(env.unwrapped.world)
+    return p
+
+
+def test_task_ids_are_gymnasium_envs_with_engine_rewards():
+    assert set(TASK_IDS) == {"worldloom/CollectLogs-v0", "worldloom/MineStone-v0", "worldloom/Explore-v0",
+                             "worldloom/FindWater-v0"}
+    noop, attack = actions.noop(), {**actions.noop(), "attack": 1}
+    # CollectLogs: a log under the feet, mined with held attack -> one log gained, a success
+    env = gymnasium.make("worldloom/CollectLogs-v0", height=64, width=64)
+    env.reset(seed=1)
+    p = _look_down(env)
+    x, y, z = (int(np.floor(v)) for v in p.position)
+    env.unwrapped.world.set(x, y - 1, z, BLOCK_ID["log"])
+    p.update_target(env.unwrapped.world)
+    total, info = 0.0, None
+    for _ in range(17):
+        _, reward, _, _, info = env.step(attack)
+        total += reward
+    assert total == 1.0 and info["task"] == {"name": "CollectLogs", "progress": 1.0, "success": True}
+    # MineStone: the start is a pit dug to the stone, so the block under the feet is stone
+    env = gymnasium.make("worldloom/MineStone-v0", height=64, width=64)
+    env.reset(seed=2)
+    p = _look_down(env)
+    assert p.target is not None and p.target[0] == BLOCK_ID["stone"]
+    rewards = [env.step(attack)[1] for _ in range(25)]
+    assert sum(rewards) == 1.0 and env.unwrapped.collected_total.get("cobblestone") == 1
+    # Explore: the return is the horizontal distance from spawn, whatever the path
+    env = gymnasium.make("worldloom/Explore-v0", height=64, width=64)
+    env.reset(seed=3)
+    env.unwrapped.player.position[[0, 2]] += (3.0, 4.0)
+    _, reward, _, _, info = env.step(noop)
+    assert reward == pytest.approx(5.0, abs=0.05) and not info["task"]["success"]
+    # FindWater: water at the feet ends the episode with a success
+    env = gymnasium.make("worldloom/FindWater-v0", height=64, width=64)
+    env.reset(seed=4)
+    x, y, z = (int(np.floor(v)) for v in env.unwrapped.player.position)
+    env.unwrapped.world.set(x, y, z, WATER)
+    _, reward, terminated, truncated, info = env.step(noop)
+    assert reward == 1.0 and terminated and not truncated and info["task"]["success"]
+    assert env.spec.max_episode_steps is None and env.unwrapped.cfg.max_steps == TASKS["find_water"].max_steps
+
+
+def test_tasks_are_deterministic_and_capture_can_record_them():
+    from worldloom.envs import ENV_NAMES
+
+    assert {"collect_logs", "mine_stone", "explore", "find_water"} <= set(ENV_NAMES)
+    a, b = play("mine_stone", 30, seed=5), play("mine_stone", 30, seed=5)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+# --- the policy ---------------------------------------------------------------------------------
+def test_closed_loop_step_computes_what_training_computes():
+    """Playing frame by frame (kept keys and values, resets) equals the band-masked forward pass
+    over the episode so far, past the memory and across two layers."""
+    torch.manual_seed(0)
+    cfg = PolicyConfig(memory=4, stem_channels=4, stack_channels=(8, 8), frame_dim=32, hidden=32, num_layers=2,
+                       num_heads=2, dropout=0.0)
+    policy = Policy(cfg).eval()
+    frames = torch.randint(0, 255, (2, 10, 64, 64, 3), dtype=torch.uint8)
+    state, outs = policy.initial_state(2), []
+    for t in range(10):
+        logits, state = policy.step(frames[:, t], state, reset=torch.tensor([t == 0, t == 6]))
+        outs.append(logits)
+    for t in range(10):
+        for b in range(2):
+            start = 6 if b == 1 and t >= 6 else 0
+            with torch.no_grad():
+                ref = policy(frames[b:b + 1, start:t + 1])
+            assert torch.allclose(ref["buttons"][0, -1], outs[t]["buttons"][b], atol=1e-5), (t, b)
+            assert torch.allclose(ref["camera"][0, -1], outs[t]["camera"][b], atol=1e-5), (t, b)
+
+
+def test_sampling_is_per_episode_and_temperature_zero_is_the_mode():
+    logits = {"buttons": torch.tensor([[4.0] + [-4.0] * 19, [0.0] * 20]),
+              "camera": torch.zeros(2, 2, 11).index_fill_(-1, torch.tensor([7]), 5.0)}
+    buttons, camera = sample_actions(logits, 0.0, [np.random.default_rng(0)] * 2)
+    assert buttons[0, 0] and not buttons[0, 1:].any() and not buttons[1].any()
+    assert np.allclose(camera, actions.dequantize_camera(np.full((2, 2), 7)))
+    one = sample_actions({k: v[1:] for k, v in logits.items()}, 1.0, [np.random.default_rng(3)])
+    both = sample_actions(logits, 1.0, [np.random.default_rng(9), np.random.default_rng(3)])
+    assert np.array_equal(one[0][0], both[0][1]) and np.array_equal(one[1][0], both[1][1])
+
+
+# --- behaviour cloning --------------------------------------------------------------------------
+def test_train_records_labels_and_resumes_to_the_same_weights(data, policy_run, tmp_path):
+    doc = json.loads(open(f"{policy_run}/config.json").read())
+    assert doc["kind"] == "policy" and doc["data"]["label_source"] == "env" and doc["data"]["labels"] == "dataset"
+    assert doc["action_space"]["buttons"] == list(actions.BUTTONS)
+    partial = tmp_path / "partial"
+    train_main(micro_cfg(data["labeled"], partial), stop_after=5)  # killed after step 5: checkpoint at 4
+    assert json.loads((partial / "checkpoint" / "state.json").read_text())["step"] == 4
+    train_main(micro_cfg(data["labeled"], partial))
+    a = load_file(f"{policy_run}/checkpoint/model.safetensors")
+    b = load_file(str(partial / "checkpoint" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["step"] for r in csv.DictReader((partial / "metrics.csv").open())] == ["3", "6"]
+    assert (partial / "curves.png").stat().st_size > 1000
+
+
+def test_noop_labels_train_on_unlabeled_footage_and_windows_mask_short_episodes(data, tmp_path):
+    episodes, infos = load_bc_episodes([data["unlabeled"]], labels="noop")
+    assert infos[0].label_sources == ("none",) and not any(ep.buttons.any() for ep in episodes)
+    batch = sample_windows(episodes, 3, 64, np.random.default_rng(0))  # longer than every episode
+    assert batch["frames"].shape == (3, 64, 64, 64, 3) and batch["mask"].sum(1).tolist() == [40, 40, 40]
+    run = train_main(micro_cfg(data["unlabeled"], tmp_path / "noop", labels="noop", max_steps=2))
+    assert json.loads((run / "config.json").read_text())["data"]["label_source"] == "noop"
+
+
+def test_bad_training_data_is_one_line_naming_it(data, tmp_path, capsys):
+    base = ["agent", "train", "--out", str(tmp_path / "r"), "--preset", "micro", "--max-steps", "1"]
+    assert cli([*base, "--data", data["unlabeled"]]) == 2
+    err = capsys.readouterr().err
+    assert "no action labels" in err and data["unlabeled"] in err and "--labels noop" in err and err.count("\n") == 1
+    assert cli([*base, "--data", data["empty"]]) == 2
+    assert "holds no episodes" in capsys.readouterr().err
+    assert cli([*base, "--data", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(UserError, match="96x96.*64x64"):
+        train_main(micro_cfg(data["big"], tmp_path / "big"))
+
+
+# --- closed-loop evaluation ---------------------------------------------------------------------
+def test_bootstrap_interval_and_episode_seeds():
+    mean, lo, hi = bootstrap_ci(np.array([1.0] * 16 + [0.0] * 16))
+    assert mean == 0.5 and 0.3 < lo < 0.4 and 0.6 < hi < 0.7
+    assert bootstrap_ci(np.full(8, 2.0)) == (2.0, 2.0, 2.0)
+    assert len({episode_seed(0, i) for i in range(100)}) == 100 and episode_seed(0, 3) == episode_seed(0, 3)
+
+
+def test_batched_play_gives_each_episode_the_same_actions(policy_run):
+    """A policy's episode does not depend on which episodes shared its batch."""
+    work = [(i, episode_seed(0, i)) for i in range(3)]
+    one = EpisodeRunner(policy_run, "explore", 64, batch=1, time_limit=25).run(work)
+    three = EpisodeRunner(policy_run, "explore", 64, batch=3, time_limit=25).run(work)
+    key = lambda rows: sorted((r["index"], r["return"], r["steps"]) for r in rows)  # noqa: E731
+    assert key(one["episodes"]) == key(three["episodes"]) and three["steps"] == 75
+
+
+@pytest.mark.ray
+def test_eval_with_ray_actors_writes_cis_and_a_video(policy_run, ray_cluster, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert cli(["agent", "eval", "--policy", policy_run, "--task", "worldloom/Explore-v0", "--episodes", "4",
+                "--num-workers", "2", "--envs-per-worker", "2", "--time-limit", "20", "--videos", "1",
+                "--out", str(out)]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert report["episodes"] == 4 and report["actors"] == 2 and report["steps"] == 80
+    for metric in ("success_rate", "return"):
+        assert report[metric]["low"] <= report[metric]["mean"] <= report[metric]["high"]
+    assert [r["index"] for r in report["rows"]] == [0, 1, 2, 3] and report["policy_id"].startswith("bc@step6-")
+    import av
+
+    with av.open(report["videos"][0]) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 21  # 20 steps and the last frame
+    assert "success" in capsys.readouterr().out
+    # the references play through the same command
+    assert cli(["agent", "eval", "--policy", "scripted:explorer", "--task", "explore", "--episodes", "2",
+                "--num-workers", "1", "--time-limit", "10", "--videos", "0", "--out", str(tmp_path / "ref")]) == 0
+
+
+def test_mismatched_player_and_task_are_one_line_naming_both(policy_run, ray_cluster, tmp_path, capsys):
+    assert cli(["agent", "eval", "--policy", policy_run, "--task", "explore", "--resolution", "96", "--episodes", "1",
+                "--num-workers", "1", "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "takes 64x64 frames" in err and "renders 96x96" in err and err.count("\n") == 1
+    stacked = lambda: gymnasium.wrappers.FrameStackObservation(gymnasium.make("worldloom/Explore-v0", height=64, width=64), 4)  # noqa: E731
+    with pytest.raises(UserError, match="stacks of 4 frames.*one frame per step"):
+        EpisodeRunner(policy_run, "explore", 64, batch=1, make_env=stacked)
+    bad = tmp_path / "other-actions"
+    import shutil
+
+    shutil.copytree(policy_run, bad)
+    doc = json.loads((bad / "config.json").read_text())
+    doc["action_space"]["buttons"] = doc["action_space"]["buttons"][:-1]
+    (bad / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(UserError, match="acts in .*not in this WorldLoom's action space"):
+        EpisodeRunner(str(bad), "explore", 64, batch=1)
+    assert cli(["agent", "eval", "--policy", "scripted:dancer", "--task", "explore", "--num-workers", "1",
+                "--out", str(tmp_path / "d")]) == 2
+    assert "unknown scripted player 'dancer'" in capsys.readouterr().err
+    assert cli(["agent", "eval", "--policy", "random", "--task", "worldloom/Fly-v0"]) == 2
+    assert "unknown task" in capsys.readouterr().err
+
+
+# --- dreaming -----------------------------------------------------------------------------------
+def world_model_run(root, image_size: int = 64) -> str:
+    """An untrained tiny WorldModel in the world-model checkpoint format."""
+    from worldloom import checkpoint as ckpt
+    from worldloom.config import to_json_dict
+    from worldloom.pretrain.data import SourceSpec
+    from worldloom.pretrain.model import WorldModel, WorldModelConfig
+    from worldloom.pretrain.train import TrainConfig as WMTrainConfig
+
+    root.mkdir(parents=True, exist_ok=True)
+    cfg = WorldModelConfig(image_size=image_size, patch_size=8, width=32, depth=1, num_heads=2, num_frames=3)
+    train = WMTrainConfig(data=("data",), out=str(root), model=cfg)
+    torch.manual_seed(0)
+    state = WorldModel(cfg).state_dict()
+    spec = SourceSpec(height=image_size, width=image_size, fps=20.0, num_episodes=1, num_frames=40,
+                      label_sources=("env",))
+    ckpt.write_run_config(root, "world_model", {"train": to_json_dict(train), "model": to_json_dict(cfg),
+                                                "flow": to_json_dict(train.flow), "data": to_json_dict(spec)})
+    ckpt.save_checkpoint(root, "world_model", {"model": state, "ema": state}, {"step": 0})
+    return str(root)
+
+
+def test_dreaming_scores_imagined_play_and_ranks_it(data, policy_run, tmp_path):
+    wm = world_model_run(tmp_path / "wm")
+    cfg = EvalConfig(policy=policy_run, task="explore", episodes=3, envs_per_worker=2, in_world_model=wm, horizon=5,
+                     data=(data["labeled"],), scorer_steps=4, videos=1, time_limit=30, out=str(tmp_path / "dream"))
+    summary = evaluate(cfg)
+    assert summary["mode"] == "dream" and summary["episodes"] == 3 and summary["context"] == 2
+    assert len(summary["rows"]) == 3 and all(np.isfinite(r["imagined"]) for r in summary["rows"])
+    assert (tmp_path / "wm" / "scorer-Explore" / "checkpoint" / "model.safetensors").exists()  # trained once, kept
+    import av
+
+    with av.open(summary["videos"][0]) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 6  # the last real frame and 5 dreamt ones
+    ref = evaluate(EvalConfig(policy="random", task="explore", episodes=2, in_world_model=wm, horizon=3, videos=0,
+                              out=str(tmp_path / "dream-random")))
+    assert ref["episodes"] == 2 and ref["scorer"].endswith("scorer-Explore")
+    assert dream.spearman(np.array([1, 2, 3, 4]), np.array([10, 20, 30, 40])) == pytest.approx(1.0)
+    assert dream.spearman(np.array([1, 2, 3]), np.array([3, 2, 1])) == pytest.approx(-1.0)
+    assert dream.spearman(np.array([0, 0, 1]), np.array([5, 5, 9])) == pytest.approx(1.0)  # ties share ranks
+    assert np.isnan(dream.spearman(np.array([1, 2]), np.array([3, 3])))
+
+
+def test_a_world_model_at_another_resolution_is_one_line_naming_both(data, policy_run, tmp_path, capsys):
+    wm = world_model_run(tmp_path / "wm32", image_size=32)
+    assert cli(["agent", "eval", "--policy", policy_run, "--task", "explore", "--in-world-model", wm,
+                "--data", data["labeled"], "--episodes", "1", "--scorer-steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "generates 32x32 frames" in err and "at 64x64" in err and err.count("\n") == 1
+
+
+# --- the study ----------------------------------------------------------------------------------
+@pytest.mark.ray
+@pytest.mark.slow  # capture, IDM, labeling, three BC runs and 5 evaluations end to end: about 2 minutes on 2 busy cores
+def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path):
+    out = tmp_path / "study"
+    argv = ["agent", "study", "--preset", "micro", "--tasks", "explore", "--out", str(out),
+            "--sizes.steps", "24", "--sizes.time-limit", "24", "--sizes.eval-episodes", "2",
+            "--sizes.idm-max-steps", "2", "--sizes.bc-max-steps", "2"]  # the micro preset made smaller still
+    assert cli(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    players = {"bc-env", "bc-idm", "bc-noop", "random", "scripted:mixture"}
+    assert {k.split("|")[0] for k in report["eval"]} == players
+    assert {k.split("|")[1] for k in report["eval"]} == {"explore"}
+    assert [(g["task"], g["metric"]) for g in report["goals"]] == [("explore", "success_rate"), ("explore", "return")]
+    assert (out / "figures" / "ci.png").exists()
+    for name, label_source in (("bc-env", "env"), ("bc-idm", "idm"), ("bc-noop", "noop")):
+        doc = json.loads((out / "policies" / name / "config.json").read_text())
+        assert doc["data"]["label_source"] == label_source
+    html = (out / "report.html").read_text()
+    assert "bc-idm / bc-env" in html and "<video" in html
+    # run again: every stage is cached (study.json, rewritten after each stage that runs, is unchanged)
+    before = (out / "study.json").read_text()
+    assert cli(argv) == 0
+    assert (out / "study.json").read_text() == before
+
+
+def test_help_of_the_agent_stage_and_every_verb(capsys):
+    for argv in (["agent", "--help"], *(["agent", verb, "--help"] for verb in ("train", "eval", "study"))):
+        with pytest.raises(SystemExit) as exit_:
+            cli(argv)
+        assert exit_.value.code == 0 and "usage: worldloom agent" in capsys.readouterr().out, argv
+
+
+def test_goal_checks_compare_idm_with_env_labels_and_random():
+    from worldloom.pipeline.agent_report import goal_checks
+
+    ci = lambda mean, low, high: {"mean": mean, "low": low, "high": high}  # noqa: E731
+    evals = {("bc-env", "explore"): {"success_rate": ci(0.5, 0.3, 0.7), "return": ci(10.0, 8.0, 12.0)},
+             ("bc-idm", "explore"): {"success_rate": ci(0.4, 0.2, 0.6), "return": ci(9.5, 7.0, 11.0)},
+             ("random", "explore"): {"success_rate": ci(0.0, 0.0, 0.0), "return": ci(3.0, 2.0, 7.5)}}
+    success, ret = goal_checks(evals, ("explore",))
+    assert success["idm_over_env"] == pytest.approx(0.8) and not success["ratio_met"]
+    assert success["env_above_random"] and success["idm_above_random"]
+    assert ret["idm_over_env"] == pytest.approx(0.95) and ret["ratio_met"]
+    assert ret["env_above_random"] and not ret["idm_above_random"]  # 7.0 does not clear random's 7.5
+    assert goal_checks(evals, ("find_water",)) == []
