@@ -153,6 +153,22 @@ class VoxelWorldEnv(gymnasium.Env):
     def render(self):
         return self._frame.copy() if self.render_mode == "rgb_array" else None
 
+    def get_state(self) -> bytes:
+        """Everything that decides what comes next (world edits, player, animals, items, rng, time) as
+        bytes; `set_state` in any VoxelWorldEnv with the same world size, day/night and task continues
+        with the same frames (format and checks: `envs/snapshot.py`)."""
+        from worldloom.envs import snapshot
+
+        return snapshot.save(self)
+
+    def set_state(self, state: bytes) -> tuple[np.ndarray, dict]:
+        """Restore `get_state()`'s bytes; returns the observation and info at that state, as reset does.
+        A blob that is not a whole VoxelWorld state: `snapshot.StateError` (one line), env untouched."""
+        from worldloom.envs import snapshot
+
+        snapshot.restore(self, state)
+        return self._observe(), self._info()
+
     def _view(self) -> View:
         p = self.player
         sun, light = sun_state(self.step_count, self.cfg)
