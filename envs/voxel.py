@@ -80,9 +80,14 @@ def action_space() -> spaces.Dict:
     return spaces.Dict(entries)
 
 
+def time_of_day(step: int, cfg: VoxelConfig) -> float:
+    """Fraction of the day since sunrise, [0, 1): 0.25 is noon, 0.5 sunset; 0.15 (mid-morning) without day/night."""
+    return (step / cfg.day_length + 0.15) % 1.0 if cfg.day_night else 0.15
+
+
 def sun_state(step: int, cfg: VoxelConfig) -> tuple[np.ndarray, float]:
     """Sun direction (unit (3,)) and daylight 0..1; a fixed mid-morning sun without day/night."""
-    phase = (step / cfg.day_length + 0.15) if cfg.day_night else 0.15  # 0.25 = noon
+    phase = (step / cfg.day_length + 0.15) if cfg.day_night else 0.15  # 0.25 = noon (time_of_day, unwrapped)
     angle = 2 * math.pi * phase
     sun = np.array([math.cos(angle) * 0.8, math.sin(angle), 0.45])
     sun /= np.linalg.norm(sun)
@@ -210,6 +215,7 @@ class VoxelWorldEnv(gymnasium.Env):
             "air": p.air,
             "biome": biome,
             "step": self.step_count,
+            "time_of_day": time_of_day(self.step_count, self.cfg),
             "world_size": self.cfg.world_size,
             "mining_progress": p.crack_stage / 9.0,
         }
