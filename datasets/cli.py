@@ -5,6 +5,7 @@
     worldloom dataset export data/run1 --episode ep-000 [--start 0 --stop 64] --out ep.mp4|ep.gif|sheet.png
     worldloom dataset merge data/a data/b --out data/ab
     worldloom dataset split data/ab --out data/splits --fractions train=0.9 val=0.1 [--seed 0]
+    worldloom dataset captions data/run1 --out data/run1-captions.jsonl [--clip-seconds 2]
     worldloom dataset ingest --format vpt|minerl|video --data recordings/ --out data/vpt [--resolution 128] [--num-workers 4]
 """
 
@@ -73,6 +74,14 @@ def cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_captions(args: argparse.Namespace) -> int:
+    from .captions import caption_dataset
+
+    result = caption_dataset(args.path, args.out, clip_seconds=args.clip_seconds)
+    print(f"{redact_uri(args.out)}: {result['clips']} captions of {result['clip_frames']} frames, {result['episodes']} episodes")
+    return 0
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from worldloom.config import dataclass_from_args
 
@@ -120,6 +129,12 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     p.add_argument("--fractions", nargs="+", default=["train=0.9", "val=0.1"], help="name=fraction pairs (default: train=0.9 val=0.1)")
     p.add_argument("--seed", type=int, default=0, help="hash seed of the assignment (default: 0)")
     p.set_defaults(handler=cmd_split)
+
+    p = sub.add_parser("captions", help="engine-exact captions per clip from the state columns, as JSON lines (docs/captions.md)")
+    p.add_argument("path", help="dataset directory or URI")
+    p.add_argument("--out", required=True, help="output .jsonl file (one object per clip)")
+    p.add_argument("--clip-seconds", type=float, default=2.0, help="clip length in seconds (default: 2)")
+    p.set_defaults(handler=cmd_captions)
 
     from worldloom.config import add_dataclass_args
 
