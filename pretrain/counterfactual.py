@@ -200,3 +200,40 @@ def counterfactual_scores(model, codec, cases: list[EngineCase], sample=None, se
         out[name] = {"controllability": controllability(frames, engine)["by_horizon"], "psnr": psnr_by_horizon(frames, engine)}
     out["pairs"] = controllability(engine, engine)["pairs"]
     return out
+
+
+COUNTERFACTUAL_SEED = 1_000_000  # state i is played in the world of seed COUNTERFACTUAL_SEED + i
+WARMUP = 20  # steps the player plays before the context starts
+
+
+def evaluate_counterfactual(model, codec, cfg) -> dict:
+    """`worldloom pretrain eval --counterfactual K`: counterfactual_scores on `cfg.num_clips` states
+    of VoxelWorld at the size of the first dataset in `cfg.data` (which must come from VoxelWorld),
+    `cfg.horizon` steps, the first K of BRANCHES, the eval's sampling config and seed."""
+    from worldloom.datasets import Dataset
+    from worldloom.envs import make_env
+
+    ds = Dataset(cfg.data[0])
+    envs = set(ds.episodes.column("env").to_pylist())
+    if envs != {"voxel"}:
+        raise UserError(f"{cfg.data[0]}: episodes from {sorted(map(str, envs))}; --counterfactual plays VoxelWorld "
+                        "states, so give held-out VoxelWorld data")
+    env = make_env("voxel", height=ds.spec.height, width=ds.spec.width)
+    seeds = range(COUNTERFACTUAL_SEED, COUNTERFACTUAL_SEED + cfg.num_clips)
+    cases = engine_cases(env, "mixture", seeds, context=model.cfg.num_frames - 1, horizon=cfg.horizon, warmup=WARMUP,
+                         branches=BRANCHES[:cfg.counterfactual])
+    return counterfactual_scores(model, codec, cases, cfg.sample, cfg.seed)
+
+
+def counterfactual_markdown(r: dict) -> list[str]:
+    """eval.md's engine-truth table: controllability and PSNR against the engine, by horizon."""
+    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+    lines = [f"Engine-truth controllability: {r['states']} saved VoxelWorld states, branches {', '.join(r['branches'])} "
+             "(fraction of ordered branch pairs where the rollout under A is closer to the engine's A than to its B).", "",
+             "| horizon | " + " | ".join(str(h + 1) for h in range(r["horizon"])) + " |", "|---|" + "---|" * r["horizon"]]
+    names = {"model": "model", "shuffled_actions": "model, shuffled actions", "copy_last": "copy-last", "engine": "engine"}
+    for key, label in names.items():
+        lines.append(f"| controllability, {label} | " + " | ".join(fmt(v) for v in r[key]["controllability"]) + " |")
+    for key in ("model", "shuffled_actions", "copy_last"):
+        lines.append(f"| PSNR vs engine, {names[key]} | " + " | ".join(f"{v:.1f}" for v in r[key]["psnr"]) + " |")
+    return lines + [""]

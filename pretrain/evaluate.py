@@ -1,6 +1,7 @@
 """Score a trained world model on held-out episodes, beside baselines.
 
     worldloom pretrain eval --model runs/wm --data data/heldout [--idm runs/idm-b] [--out DIR] [--sample.num-steps 4]
+    worldloom pretrain eval --model runs/wm --data data/heldout --counterfactual 4 --horizon 8
 
     from worldloom.pretrain.evaluate import EvalConfig, evaluate
     report = evaluate(EvalConfig(model="runs/wm", data=("data/heldout",)))
@@ -12,6 +13,9 @@ What it measures (DESIGN section 8), on clips of context + horizon frames from l
 - IDM controllability (MineWorld's protocol): an IDM that did not label the training data
   predicts the commanded actions from generated frames and from real frames (button F1,
   camera R²); their ratio is the score;
+- engine-truth controllability (with --counterfactual K, `counterfactual.py`): from saved
+  VoxelWorld states, K action sequences played in the engine and in the model; how often the
+  model under A is closer to the engine under A than under B, beside shuffled actions and copy-last;
 - generated frames per second (batched rollout, this machine).
 Writes eval.json, eval.md and eval.png into --out (default RUN/eval).
 """
@@ -52,8 +56,12 @@ class EvalConfig:
     sample: SampleConfig = doc("how frames are sampled", SampleConfig(num_steps=1, context_noise=0.0))
     next_frame_positions: int = doc("teacher-forced next-frame predictions per clip", 4)
     seed: int = doc("sampling seed", 0)
+    counterfactual: int = doc("engine-truth controllability: K branches (2..4 of player, turn, walk, still) played from "
+                              "num_clips saved VoxelWorld states in the engine and in the model; 0 = off", 0)
 
     def __post_init__(self):
+        if self.counterfactual and not 2 <= self.counterfactual <= 4:
+            raise ValueError(f"counterfactual must be 0 (off) or 2..4 branches, got {self.counterfactual}")
         if not self.data:
             raise ValueError("no dataset given: pass --data DIR")
         for name in ("horizon", "num_clips", "batch_size", "next_frame_positions"):
@@ -208,6 +216,10 @@ def evaluate(cfg: EvalConfig) -> dict:
               "frames_per_s": gen["frames_per_s"], "threads": torch.get_num_threads()}
     if cfg.idm:
         report["controllability"] = controllability(cfg.idm, gen, clips, context, cfg.horizon)
+    if cfg.counterfactual:
+        from .counterfactual import evaluate_counterfactual
+
+        report["counterfactual"] = evaluate_counterfactual(model, codec, cfg)
     out = Path(cfg.out) if cfg.out else Path(cfg.model) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "eval.json", json.dumps(report, indent=1))
@@ -240,6 +252,10 @@ def to_markdown(r: dict) -> str:
             lines += ["", "Per-button F1 of the IDM (real / generated): "
                       + ", ".join(f"{b} {fmt(v)} / {fmt(f1_gen.get(b))}" for b, v in f1_real.items())]
         lines.append("")
+    if "counterfactual" in r:
+        from .counterfactual import counterfactual_markdown
+
+        lines += counterfactual_markdown(r["counterfactual"])
     lines += ["| horizon | " + " | ".join(str(h + 1) for h in range(r["horizon"])) + " |",
               "|---|" + "---|" * r["horizon"],
               "| PSNR | " + " | ".join(f"{v:.1f}" for v in ro["psnr"]) + " |",

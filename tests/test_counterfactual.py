@@ -89,3 +89,43 @@ def test_micro_counterfactual_eval_of_a_world_model(cases):
 def test_an_env_without_saved_states_is_refused():
     with pytest.raises(UserError, match="cannot save and restore"):
         engine_cases(make_env("crafter", height=64, width=64), "mixture", seeds=[0], context=2, horizon=2)
+
+
+def test_pretrain_eval_counterfactual_through_the_cli(tmp_path):
+    """A small world model trained 1 step on VoxelWorld clips, scored with --counterfactual 3."""
+    import json
+
+    from worldloom.capture import Recorder
+    from worldloom.capture.config import EpisodeSpec
+    from worldloom.datasets import commit_shards
+    from worldloom.pipeline.cli import main as cli
+
+    data = str(tmp_path / "data")
+    rec = Recorder({"env": data}, env="voxel", height=64, width=64)
+    specs = [EpisodeSpec(f"ep-{i}", i, "voxel", seed=i, player="mixture", steps=24, height=64, width=64) for i in range(2)]
+    commit_shards(data, rec.record([(s, ("env",)) for s in specs])["shards"]["env"])
+    run = tmp_path / "wm"
+    assert cli(["pretrain", "train", "--data", data, "--out", str(run), "--max-steps", "1", "--batch-size", "2",
+                "--model.image-size", "32", "--model.width", "32", "--model.depth", "1", "--model.num-heads", "2",
+                "--model.num-frames", "3", "--camera-fov-deg", "70", "--threads", "1"]) == 0
+    out = tmp_path / "ev"
+    assert cli(["pretrain", "eval", "--model", str(run), "--data", data, "--num-clips", "2", "--horizon", "3",
+                "--next-frame-positions", "1", "--sample.num-steps", "1", "--counterfactual", "3", "--out", str(out)]) == 0
+    report = json.loads((out / "eval.json").read_text())["counterfactual"]
+    assert report["states"] == 2 and report["branches"] == ["player", "turn", "walk"] and report["horizon"] == 3
+    assert report["copy_last"]["controllability"] == [0.5] * 3 and report["engine"]["controllability"] == [1.0] * 3
+    assert all(0.0 <= v <= 1.0 for v in report["model"]["controllability"])
+    assert "Engine-truth controllability: 2 saved VoxelWorld states" in (out / "eval.md").read_text()
+    assert cli(["pretrain", "eval", "--model", str(run), "--data", data, "--counterfactual", "5"]) == 2
+
+
+def test_the_counterfactual_eval_needs_voxelworld_data(tmp_path):
+    from worldloom.datasets import DatasetWriter
+    from worldloom.pretrain.counterfactual import evaluate_counterfactual
+    from worldloom.pretrain.evaluate import EvalConfig
+
+    with DatasetWriter(tmp_path / "d", height=64, width=64) as w:
+        w.add_episode("ep", np.zeros((2, 64, 64, 3), np.uint8), label_source="none", env="crafter")
+    model = WorldModel(WorldModelConfig(image_size=32, width=48, depth=2, num_heads=2, num_frames=3))
+    with pytest.raises(UserError, match="plays VoxelWorld states"):
+        evaluate_counterfactual(model, PixelCodec(), EvalConfig(model="m", data=(str(tmp_path / "d"),), counterfactual=2))
