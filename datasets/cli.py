@@ -2,7 +2,7 @@
 
     worldloom dataset inspect data/run1 [--json]
     worldloom dataset validate data/run1 [--skip-frames]
-    worldloom dataset export data/run1 --episode ep-000 [--start 0 --stop 64] --out ep.mp4|ep.gif|sheet.png
+    worldloom dataset export data/run1 --episode ep-000 [--start 0 --stop 64] [--captions] --out ep.mp4|ep.gif|sheet.png
     worldloom dataset merge data/a data/b --out data/ab
     worldloom dataset split data/ab --out data/splits --fractions train=0.9 val=0.1 [--seed 0]
     worldloom dataset captions data/run1 --out data/run1-captions.jsonl [--clip-seconds 2]
@@ -52,7 +52,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         if args.episode is None:
             raise UserError("--episode is needed to export a video (or give --out NAME.png for a contact sheet)")
-        out = export_clip(ds, args.episode, args.out, args.start, args.stop, overlay=not args.no_overlay, scale=args.scale)
+        out = export_clip(ds, args.episode, args.out, args.start, args.stop, overlay=not args.no_overlay, scale=args.scale,
+                          captions=args.captions)
     print(f"wrote {out}")
     return 0
 
@@ -114,6 +115,7 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     p.add_argument("--stop", type=int, default=None, help="one past the last step (default: the end)")
     p.add_argument("--out", required=True, help="output file: .mp4, .gif or .png")
     p.add_argument("--no-overlay", action="store_true", help="frames only, no action drawn")
+    p.add_argument("--captions", action="store_true", help="draw the engine-exact caption of each 2 s clip above the frames")
     p.add_argument("--scale", type=int, default=4, help="upscale factor (default: 4)")
     p.add_argument("--num", type=int, default=32, help="frames in a contact sheet (default: 32)")
     p.set_defaults(handler=cmd_export)

@@ -156,3 +156,26 @@ def test_footage_has_nothing_to_caption(captured, capsys):
     assert "no engine state" in err and "\n" not in err and not out.exists()
     assert cli_main(["dataset", "captions", targets["env"], "--out", str(out), "--clip-seconds", "0"]) == 2
     assert "--clip-seconds must be a positive" in capsys.readouterr().err
+
+
+def test_export_draws_the_captions_above_the_frames(captured, capsys):
+    import numpy as np
+    from PIL import Image
+
+    root, targets = captured
+    gif = root / "captioned.gif"
+    assert cli_main(["dataset", "export", targets["env"], "--episode", "ep-0", "--stop", "50", "--scale", "2",
+                     "--captions", "--out", str(gif)]) == 0
+    plain = root / "plain.gif"
+    assert cli_main(["dataset", "export", targets["env"], "--episode", "ep-0", "--stop", "50", "--scale", "2",
+                     "--out", str(plain)]) == 0
+    with Image.open(gif) as im, Image.open(plain) as base:
+        assert im.n_frames == base.n_frames == 50
+        bar = im.size[1] - base.size[1]
+        assert im.size[0] == base.size[0] == 128 and bar >= 20
+        im.seek(0)
+        top = np.asarray(im.convert("RGB"))[:bar]
+        assert (top.sum(axis=-1) > 300).sum() > 50  # the caption's light text on the black bar
+    capsys.readouterr()
+    assert cli_main(["dataset", "export", targets["none"], "--episode", "ep-0", "--captions", "--out", str(gif)]) == 2
+    assert "no engine state to caption" in capsys.readouterr().err
