@@ -1,17 +1,18 @@
 """Engine-truth controllability: a world model's rollouts scored against its own engine's, from saved states.
 
-    from worldloom.envs import make_env
-    from worldloom.pretrain.checkpoint import load_world_model
-    from worldloom.pretrain.counterfactual import counterfactual_scores, engine_cases
-    model, _, codec = load_world_model("runs/wm")
-    cases = engine_cases(make_env("voxel", height=64, width=64), "mixture", seeds=range(8), context=5, horizon=8)
-    scores = counterfactual_scores(model, codec, cases)  # controllability and PSNR by horizon, beside baselines
+    worldloom capture branches --episodes 16 --context 5 --horizon 8 --resolution 64 --out data/branches.safetensors
+    worldloom pretrain eval --model runs/wm --data data/heldout --counterfactual data/branches.safetensors
+
+    from worldloom.datasets.branches import load_branches
+    from worldloom.pretrain.counterfactual import counterfactual_scores
+    scores = counterfactual_scores(model, codec, load_branches("data/branches.safetensors"))
 
 An inverse dynamics model reading generated frames (MineWorld, GameWorld; `evaluate.controllability`)
 is a proxy for whether a world model obeys its actions. VoxelWorld saves and restores its whole
-state (`envs/snapshot.py`), so the truth is at hand: from one saved state, K action sequences
-(BRANCHES: the scripted player's own next actions, a turn, a walk, standing still) are played in
-the engine and, from the same context frames, in the model.
+state, so the truth is at hand: from one saved state, K action sequences (the scripted player's
+own next actions, a turn, a walk, standing still) are played in the engine (`capture branches`,
+capture/branches.py, written as data: datasets/branches.py) and, from the same context frames,
+in the model (here).
 
 The engine-truth controllability at horizon h is the fraction of (state, ordered pair of
 sequences A != B) for which the model's frame h under A is closer (mean squared error) to the
@@ -24,88 +25,11 @@ model given another branch's actions (a derangement), copy-last and the engine.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-from worldloom import actions as act
+from worldloom.datasets.branches import Branches
 from worldloom.errors import UserError
-
-BRANCHES: tuple[str, ...] = ("player", "turn", "walk", "still")
-TURN_DEG = 6.0  # yaw degrees per step of the turn branch (a full turn in 3 s at 20 fps)
-
-
-@dataclass
-class EngineCase:
-    """One saved state, the context frames that led to it and what the engine showed next under each branch."""
-
-    seed: int
-    context_frames: np.ndarray  # (C, H, W, 3) uint8; the last is the frame at the saved state
-    context_actions: list[dict]  # the C - 1 actions between the context frames
-    state: bytes  # VoxelWorldEnv.get_state() at the last context frame
-    branches: dict[str, list[dict]]  # branch name -> its `horizon` actions, the first taken at the saved state
-    frames: np.ndarray  # (K, horizon, H, W, 3) uint8: the engine's frames after each action, in `branches` order
-
-
-def branch_actions(name: str, horizon: int, player_actions: list[dict] | None = None) -> list[dict]:
-    """`horizon` actions of a branch: player (its recorded actions), turn (yaw right), walk (forward), still."""
-    if name == "player":
-        if player_actions is None or len(player_actions) < horizon:
-            raise ValueError(f"the player branch needs {horizon} recorded actions")
-        return list(player_actions[:horizon])
-    step = act.noop()
-    if name == "turn":
-        step["camera"] = np.array([0.0, TURN_DEG], np.float32)
-    elif name == "walk":
-        step["forward"] = 1
-    elif name != "still":
-        raise ValueError(f"unknown branch {name!r}; known: {', '.join(BRANCHES)}")
-    return [dict(step) for _ in range(horizon)]
-
-
-def play_from(env, state: bytes, sequence: list[dict]) -> np.ndarray:
-    """Restore `state` and play `sequence`: the frame after each action, (T, H, W, 3) uint8."""
-    env.set_state(state)
-    return np.stack([env.step(a)[0] for a in sequence])
-
-
-def engine_cases(env, player: str, seeds, context: int, horizon: int, warmup: int = 20,
-                 branches: tuple[str, ...] = BRANCHES) -> list[EngineCase]:
-    """A saved state per seed: `player` plays `warmup + context - 1` steps from `env.reset(seed)`
-    (the last `context` frames are the model's context), the state is saved, and every branch is
-    played `horizon` steps from it. A seed whose episode ends before that is skipped. `env` must
-    save and restore its state (VoxelWorld); UserError otherwise."""
-    from worldloom.envs import make_player
-
-    if not (hasattr(env, "get_state") and hasattr(env, "set_state")):
-        raise UserError(f"{type(env).__name__} cannot save and restore its state; the counterfactual eval needs VoxelWorld")
-    if context < 1 or horizon < 1:
-        raise ValueError(f"context and horizon must be >= 1, got {context} and {horizon}")
-    cases = []
-    for seed in seeds:
-        obs, info = env.reset(seed=int(seed))
-        p = make_player(player, seed=int(seed))
-        frames, taken, ended = [obs], [], False
-        for _ in range(warmup + context - 1 + horizon):
-            if len(taken) == warmup + context - 1:
-                state = env.get_state()
-            a = p.act(obs, info)
-            obs, _, term, trunc, info = env.step(a)
-            frames.append(obs)
-            taken.append(a)
-            if term or trunc:
-                ended = True
-                break
-        if ended:
-            continue
-        cut = warmup + context - 1
-        own = {"player": np.stack(frames[cut + 1:])}  # the player went on from the state: no replay needed
-        sequences = {name: branch_actions(name, horizon, taken[cut:]) for name in branches}
-        played = [own[name] if name in own else play_from(env, state, sequences[name]) for name in branches]
-        cases.append(EngineCase(int(seed), np.stack(frames[cut - context + 1:cut + 1]), taken[cut - context + 1:cut],
-                                state, sequences, np.stack(played)))
-    return cases
 
 
 def resize(frames: np.ndarray, image_size: int) -> np.ndarray:
@@ -118,31 +42,34 @@ def resize(frames: np.ndarray, image_size: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def model_branches(model, codec, case: EngineCase, sample=None, seed: int = 0,
-                   sequences: list[list[dict]] | None = None) -> np.ndarray:
-    """The model's rollouts from the case's context under each branch's actions (or `sequences`):
-    (K, horizon, S, S, 3) uint8 at the model's size. UserError if the case's context is shorter
-    than the model's (num_frames - 1)."""
+def model_branches(model, codec, branches: Branches, state: int, sample=None, seed: int = 0,
+                   order: list[int] | None = None) -> np.ndarray:
+    """The model's rollouts from state `state`'s context under each branch's actions (branch
+    `order[k]`'s actions in slot k, if given): (K, T, S, S, 3) uint8 at the model's size.
+    UserError if the file's context is shorter than the model's (num_frames - 1)."""
     from .data import frames_to_model, model_to_frames
     from .flow import SampleConfig, rollout
     from .model import encode_actions
 
     sample = sample or SampleConfig(num_steps=1, context_noise=0.0)
     context = model.cfg.num_frames - 1
-    if len(case.context_frames) < context:
-        raise UserError(f"the cases have {len(case.context_frames)} context frames; the model needs {context}: "
-                        f"make them with context={context}")
-    sequences = sequences or list(case.branches.values())
-    horizon = len(sequences[0])
-    k = len(sequences)
-    x = frames_to_model(torch.from_numpy(case.context_frames[-context:])[None], model.cfg.image_size)  # (1, Tc, 3, S, S)
-    past = case.context_actions[len(case.context_actions) - (context - 1):] if context > 1 else []
-    buttons, camera = zip(*(act.to_arrays(past + list(seq)) for seq in sequences), strict=True)
-    action = encode_actions(torch.from_numpy(np.stack(buttons)), torch.from_numpy(np.stack(camera)))  # (K, Tc-1+H, 24)
+    have = branches.context_frames.shape[1]
+    if have < context:
+        raise UserError(f"the branches file has {have} context frames; the model needs {context}: "
+                        f"make it with `worldloom capture branches --context {context}`")
+    k, horizon = branches.frames.shape[1:3]
+    order = list(range(k)) if order is None else order
+    x = frames_to_model(torch.from_numpy(branches.context_frames[state, -context:])[None], model.cfg.image_size)
+    past_b = np.repeat(branches.context_buttons[state, have - context:][None], k, axis=0)  # (K, Tc-1, 20)
+    past_c = np.repeat(branches.context_camera[state, have - context:][None], k, axis=0)
+    buttons = np.concatenate([past_b, branches.branch_buttons[state, order]], axis=1)  # (K, Tc-1+T, 20)
+    camera = np.concatenate([past_c, branches.branch_camera[state, order]], axis=1)
+    action = encode_actions(torch.from_numpy(buttons.astype(np.float32)), torch.from_numpy(camera))  # (K, Tc-1+T, 24)
     has = torch.ones(action.shape[:2], dtype=torch.bool)
     gen = torch.Generator().manual_seed(seed)
-    latent = codec.encode(x).expand(k, *([-1] * (x.dim() - 1)))
-    out = codec.decode(rollout(model, latent, action, has, horizon, sample, gen))  # (K, H, 3, S, S)
+    latent = codec.encode(x)
+    latent = latent.expand(k, *latent.shape[1:])
+    out = codec.decode(rollout(model, latent, action, has, horizon, sample, gen))  # (K, T, 3, S, S)
     return model_to_frames(out).numpy()
 
 
@@ -175,54 +102,36 @@ def psnr_by_horizon(generated: np.ndarray, engine: np.ndarray) -> list[float]:
     return (10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))).clip(max=60.0).mean(axis=(0, 1)).tolist()
 
 
-def counterfactual_scores(model, codec, cases: list[EngineCase], sample=None, seed: int = 0) -> dict:
+def counterfactual_scores(model, codec, branches: Branches, sample=None, seed: int = 0) -> dict:
     """The model, the model given a derangement of the branches' actions, copy-last and the engine,
-    each as {"controllability": by horizon, "psnr": by horizon}, on the cases (engine frames at
-    the model's size); plus the number of states and branches."""
-    if not cases:
-        raise UserError("no saved states to score (every episode ended before the context and horizon were played)")
+    each as {"controllability": by horizon, "psnr": by horizon}, against the engine's frames (at
+    the model's size); plus the number of states, the branch names and the counted pairs."""
     size = model.cfg.image_size
-    engine = resize(np.stack([c.frames for c in cases]), size)  # (S, K, H, S, S, 3)
-    k = engine.shape[1]
-    if k < 2:
-        raise ValueError("controllability needs at least two branches")
+    engine = resize(branches.frames, size)  # (S, K, T, S, S, 3)
+    num_states, k = engine.shape[:2]
+    shifted = [(i + 1) % k for i in range(k)]  # slot i generated under branch i+1's actions
     runs = {
-        "model": [model_branches(model, codec, c, sample, seed) for c in cases],
-        # branch i generated under branch i+1's actions and compared with the engine's branch i
-        "shuffled_actions": [model_branches(model, codec, c, sample, seed,
-                                            [list(c.branches.values())[(i + 1) % k] for i in range(k)]) for c in cases],
-        "copy_last": [np.broadcast_to(resize(c.context_frames[-1], size), engine.shape[1:]) for c in cases],
-        "engine": list(engine),
+        "model": np.stack([model_branches(model, codec, branches, s, sample, seed) for s in range(num_states)]),
+        "shuffled_actions": np.stack([model_branches(model, codec, branches, s, sample, seed, shifted)
+                                      for s in range(num_states)]),
+        "copy_last": np.ascontiguousarray(np.broadcast_to(
+            resize(branches.context_frames[:, -1], size)[:, None, None], engine.shape)),
+        "engine": engine,
     }
-    out = {"states": len(cases), "branches": list(cases[0].branches), "horizon": engine.shape[2]}
+    out = {"states": num_states, "branches": branches.names, "horizon": engine.shape[2]}
     for name, frames in runs.items():
-        frames = np.stack(frames)
         out[name] = {"controllability": controllability(frames, engine)["by_horizon"], "psnr": psnr_by_horizon(frames, engine)}
     out["pairs"] = controllability(engine, engine)["pairs"]
     return out
 
 
-COUNTERFACTUAL_SEED = 1_000_000  # state i is played in the world of seed COUNTERFACTUAL_SEED + i
-WARMUP = 20  # steps the player plays before the context starts
+def evaluate_counterfactual(model, codec, path: str, branches: Branches | None = None, sample=None, seed: int = 0) -> dict:
+    """`worldloom pretrain eval --counterfactual FILE`: counterfactual_scores on a branches file
+    (`branches`: the file already read)."""
+    from worldloom.datasets.branches import load_branches
 
-
-def evaluate_counterfactual(model, codec, cfg) -> dict:
-    """`worldloom pretrain eval --counterfactual K`: counterfactual_scores on `cfg.num_clips` states
-    of VoxelWorld at the size of the first dataset in `cfg.data` (which must come from VoxelWorld),
-    `cfg.horizon` steps, the first K of BRANCHES, the eval's sampling config and seed."""
-    from worldloom.datasets import Dataset
-    from worldloom.envs import make_env
-
-    ds = Dataset(cfg.data[0])
-    envs = set(ds.episodes.column("env").to_pylist())
-    if envs != {"voxel"}:
-        raise UserError(f"{cfg.data[0]}: episodes from {sorted(map(str, envs))}; --counterfactual plays VoxelWorld "
-                        "states, so give held-out VoxelWorld data")
-    env = make_env("voxel", height=ds.spec.height, width=ds.spec.width)
-    seeds = range(COUNTERFACTUAL_SEED, COUNTERFACTUAL_SEED + cfg.num_clips)
-    cases = engine_cases(env, "mixture", seeds, context=model.cfg.num_frames - 1, horizon=cfg.horizon, warmup=WARMUP,
-                         branches=BRANCHES[:cfg.counterfactual])
-    return counterfactual_scores(model, codec, cases, cfg.sample, cfg.seed)
+    branches = branches if branches is not None else load_branches(path)
+    return {"file": str(path), **counterfactual_scores(model, codec, branches, sample, seed)}
 
 
 def counterfactual_markdown(r: dict) -> list[str]:

@@ -1,7 +1,7 @@
 """Score a trained world model on held-out episodes, beside baselines.
 
     worldloom pretrain eval --model runs/wm --data data/heldout [--idm runs/idm-b] [--out DIR] [--sample.num-steps 4]
-    worldloom pretrain eval --model runs/wm --data data/heldout --counterfactual 4 --horizon 8
+    worldloom pretrain eval --model runs/wm --data data/heldout --counterfactual data/branches.safetensors
 
     from worldloom.pretrain.evaluate import EvalConfig, evaluate
     report = evaluate(EvalConfig(model="runs/wm", data=("data/heldout",)))
@@ -13,9 +13,10 @@ What it measures (DESIGN section 8), on clips of context + horizon frames from l
 - IDM controllability (MineWorld's protocol): an IDM that did not label the training data
   predicts the commanded actions from generated frames and from real frames (button F1,
   camera R²); their ratio is the score;
-- engine-truth controllability (with --counterfactual K, `counterfactual.py`): from saved
-  VoxelWorld states, K action sequences played in the engine and in the model; how often the
-  model under A is closer to the engine under A than under B, beside shuffled actions and copy-last;
+- engine-truth controllability (with --counterfactual FILE, `counterfactual.py`): from saved
+  VoxelWorld states, K action sequences played in the engine (`worldloom capture branches`) and
+  in the model; how often the model under A is closer to the engine under A than under B, beside
+  shuffled actions and copy-last;
 - generated frames per second (batched rollout, this machine).
 Writes eval.json, eval.md and eval.png into --out (default RUN/eval).
 """
@@ -56,12 +57,10 @@ class EvalConfig:
     sample: SampleConfig = doc("how frames are sampled", SampleConfig(num_steps=1, context_noise=0.0))
     next_frame_positions: int = doc("teacher-forced next-frame predictions per clip", 4)
     seed: int = doc("sampling seed", 0)
-    counterfactual: int = doc("engine-truth controllability: K branches (2..4 of player, turn, walk, still) played from "
-                              "num_clips saved VoxelWorld states in the engine and in the model; 0 = off", 0)
+    counterfactual: str | None = doc("engine branches file (`worldloom capture branches`): score engine-truth "
+                                     "controllability against it (docs/pretrain.md)", None)
 
     def __post_init__(self):
-        if self.counterfactual and not 2 <= self.counterfactual <= 4:
-            raise ValueError(f"counterfactual must be 0 (off) or 2..4 branches, got {self.counterfactual}")
         if not self.data:
             raise ValueError("no dataset given: pass --data DIR")
         for name in ("horizon", "num_clips", "batch_size", "next_frame_positions"):
@@ -206,6 +205,11 @@ def evaluate(cfg: EvalConfig) -> dict:
     torch.manual_seed(cfg.seed)
     model, run_doc, codec = load_world_model(cfg.model)
     context = model.cfg.num_frames - 1
+    branches = None
+    if cfg.counterfactual:  # read and checked before anything is generated
+        from worldloom.datasets.branches import load_branches
+
+        branches = load_branches(cfg.counterfactual)
     clips = eval_clips(cfg.data, context + cfg.horizon, cfg.num_clips)
     gen = generate(model, codec, clips, cfg, model.cfg.image_size)
     report = {"model": str(cfg.model), "data": redact_json(list(cfg.data)), "num_clips": int(len(clips["frames"])), "context": context,
@@ -216,10 +220,10 @@ def evaluate(cfg: EvalConfig) -> dict:
               "frames_per_s": gen["frames_per_s"], "threads": torch.get_num_threads()}
     if cfg.idm:
         report["controllability"] = controllability(cfg.idm, gen, clips, context, cfg.horizon)
-    if cfg.counterfactual:
+    if branches is not None:
         from .counterfactual import evaluate_counterfactual
 
-        report["counterfactual"] = evaluate_counterfactual(model, codec, cfg)
+        report["counterfactual"] = evaluate_counterfactual(model, codec, cfg.counterfactual, branches, cfg.sample, cfg.seed)
     out = Path(cfg.out) if cfg.out else Path(cfg.model) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "eval.json", json.dumps(report, indent=1))
