@@ -28,7 +28,7 @@ demo: install
 test: install
 	bash tests/setup_browser.sh
 	bash tests/setup_minetest.sh
-	$(VENV)/bin/pytest -q tests
+	$(VENV)/bin/pytest -q --durations=25 tests
 
 lint: install
 	$(VENV)/bin/ruff check .

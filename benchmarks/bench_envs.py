@@ -1,26 +1,29 @@
-"""Env speed per core: VoxelWorld beside Crafter, in the same run, as ratios.
+"""Env speed per core: VoxelWorld (plain and antialiased) beside Crafter, at each size, in the same run.
 
-    taskset -c 0 python benchmarks/bench_envs.py                 # one core, the figure the goals use
-    python benchmarks/bench_envs.py --steps 3000 --sizes 64 128 --out bench_envs.json
-    python benchmarks/bench_envs.py --sizes 128 --minetest       # + Minetest, 1 and 2 instances (all cores)
+    nice -n 10 taskset -c 1 python benchmarks/bench_envs.py          # one core: the figures the goals use
+    python benchmarks/bench_envs.py --steps 600 --sizes 64x64 128x128 --players random --out bench_envs.json
+    python benchmarks/bench_envs.py --sizes 128x128 --minetest       # + Minetest, 1 and 2 instances (all cores)
 
 Steps/s include everything a capture job pays: the player's act(), env.step() (physics,
 animals, rendering, HUD) and the resets when episodes end (VoxelWorld's default 1000-step
 episodes; Crafter's end when its player dies or at 10000 steps). The peer is Crafter 1.8.3
 (danijar/crafter) with a uniform random policy over its 17 actions, called directly (no
-adapter), at the same frame size. Reset time is the mean of fresh `reset(seed)` calls; memory
-is what one env holds after reset (tracemalloc peak of building and resetting it).
-Numba compiles (or loads its cache) before timing starts.
+adapter), at the same frame size (W x H). Numba compiles (or loads its cache) before timing.
 
-Steps/s are steps per second of this process's CPU time (`time.process_time`, one thread), so
-other work on a shared machine does not count against either env; wall-clock figures are
-printed beside them. Run it on an otherwise idle core for wall figures that mean the same.
+The three envs of a size run in interleaved rounds of `--round` steps each, so a busy shared
+machine slows all three alike and the ratios hold; steps/s are steps per second of this
+process's CPU time (`time.process_time`, one thread). `render %` is the share of VoxelWorld's
+CPU time spent making the observation (gathering the view, re-meshing edited chunks, drawing
+the frame and the HUD). `AA cost` is antialiased render time over
+plain render time. Reset time is the mean of fresh `reset(seed)` calls; memory is what one env
+holds after reset (tracemalloc peak of building and resetting it). Wall-clock steps/s go to the
+JSON too; `--minetest` prints lock-step Minetest (wall-clock, its engine and Xvfb counted) beside
+this run's 128x128 VoxelWorld and Crafter.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 import tracemalloc
@@ -29,56 +32,86 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+SIZES = ("64x64", "128x128", "256x256", "640x360")
 
-class Clock:
-    """CPU seconds and wall seconds since start."""
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'WxH' -> (height, width)."""
+    w, _, h = text.partition("x")
+    return int(h or w), int(w)
+
+
+class RenderClock:
+    """Wraps VoxelWorld's `_observe` (gather the view, re-mesh edited chunks, render, copy) to add up its CPU seconds per env."""
 
     def __init__(self):
-        self.cpu, self.wall = time.process_time(), time.perf_counter()
+        from worldloom.envs.voxel import VoxelWorldEnv
 
-    def rates(self, steps: int) -> tuple[float, float]:
-        return steps / (time.process_time() - self.cpu), steps / (time.perf_counter() - self.wall)
+        self.seconds: dict[int, float] = {}
+        inner = VoxelWorldEnv._observe
 
+        def timed(env):
+            start = time.process_time()
+            out = inner(env)
+            self.seconds[id(env)] = self.seconds.get(id(env), 0.0) + time.process_time() - start
+            return out
 
-def bench_voxel(size: int, player_name: str, steps: int, seed: int = 0) -> tuple[float, float]:
-    from worldloom.envs import make_env, make_player
-
-    env = make_env("voxel", height=size, width=size)
-    player = make_player(player_name, seed=seed)
-    obs, info = env.reset(seed=seed)
-    for _ in range(50):  # warm up (numba cache load, first allocations)
-        obs, _, term, trunc, info = env.step(player.act(obs, info))
-    obs, info = env.reset(seed=seed + 1)
-    clock = Clock()
-    for _ in range(steps):
-        obs, _, term, trunc, info = env.step(player.act(obs, info))
-        if term or trunc:
-            obs, info = env.reset()
-            player.reset()
-    return clock.rates(steps)
+        VoxelWorldEnv._observe = timed
 
 
-def bench_crafter(size: int, steps: int, seed: int = 0) -> tuple[float, float]:
-    import crafter
+class VoxelRunner:
+    def __init__(self, h: int, w: int, player: str, antialias: bool, clock: RenderClock, seed: int = 0):
+        from worldloom.envs import make_env, make_player
 
-    env = crafter.Env(size=(size, size), seed=seed)
-    rng = np.random.default_rng(seed)
-    env.reset()
-    clock = Clock()
-    for _ in range(steps):
-        _, _, done, _ = env.step(int(rng.integers(0, 17)))
-        if done:
-            env.reset()
-    return clock.rates(steps)
+        self.env = make_env("voxel", height=h, width=w, **({"antialias": True} if antialias else {}))
+        self.player = make_player(player, seed=seed)
+        self.clock, self.cpu, self.wall = clock, 0.0, 0.0
+        self.obs, self.info = self.env.reset(seed=seed)
+        self.steps(50)  # warm up (numba cache load, first allocations)
+        self.obs, self.info = self.env.reset(seed=seed + 1)
+        self.cpu, self.wall, self.clock.seconds[id(self.env)] = 0.0, 0.0, 0.0
+
+    def steps(self, n: int) -> None:
+        start, wall = time.process_time(), time.perf_counter()
+        for _ in range(n):
+            self.obs, _, term, trunc, self.info = self.env.step(self.player.act(self.obs, self.info))
+            if term or trunc:
+                self.obs, self.info = self.env.reset()
+                self.player.reset()
+        self.cpu += time.process_time() - start
+        self.wall += time.perf_counter() - wall
+
+    @property
+    def render_s(self) -> float:
+        return self.clock.seconds[id(self.env)]
 
 
-def reset_and_memory(name: str, size: int, num_resets: int = 10) -> tuple[float, float]:
+class CrafterRunner:
+    def __init__(self, h: int, w: int, seed: int = 0):
+        import crafter
+
+        self.env = crafter.Env(size=(w, h), seed=seed)  # crafter's size is (width, height)
+        self.rng = np.random.default_rng(seed)
+        self.env.reset()
+        self.cpu, self.wall = 0.0, 0.0
+
+    def steps(self, n: int) -> None:
+        start, wall = time.process_time(), time.perf_counter()
+        for _ in range(n):
+            _, _, done, _ = self.env.step(int(self.rng.integers(0, 17)))
+            if done:
+                self.env.reset()
+        self.cpu += time.process_time() - start
+        self.wall += time.perf_counter() - wall
+
+
+def reset_and_memory(name: str, h: int, w: int, num_resets: int = 10) -> tuple[float, float]:
     """(mean reset seconds, MB held by one env after reset)."""
     if name == "voxel":
         from worldloom.envs import make_env
 
         def build():
-            return make_env("voxel", height=size, width=size)
+            return make_env("voxel", height=h, width=w)
 
         def reset(env, s):
             env.reset(seed=s)
@@ -86,7 +119,7 @@ def reset_and_memory(name: str, size: int, num_resets: int = 10) -> tuple[float,
         import crafter
 
         def build():
-            return crafter.Env(size=(size, size), seed=0)
+            return crafter.Env(size=(w, h), seed=0)
 
         def reset(env, s):
             env._seed = s
@@ -103,6 +136,42 @@ def reset_and_memory(name: str, size: int, num_resets: int = 10) -> tuple[float,
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return reset_s, peak / 2**20
+
+
+def steps_for(h: int, w: int, steps: int) -> int:
+    """Timed steps at a size: `steps` up to 128x128, fewer above (the big frames are slow for both envs)."""
+    return max(steps // 5, min(steps, steps * 128 * 128 * 3 // (h * w)))
+
+
+def bench_size(text: str, player: str, args: argparse.Namespace, clock: RenderClock) -> dict:
+    h, w = parse_size(text)
+    plain, peer = VoxelRunner(h, w, player, False, clock), CrafterRunner(h, w)
+    try:
+        aa = VoxelRunner(h, w, player, True, clock)
+    except ValueError:  # a VoxelWorld from before the antialias option (to measure the old renderer)
+        aa = None
+    steps = steps_for(h, w, args.steps)
+    done = 0
+    while done < steps:
+        n = min(args.round, steps - done)
+        for runner in (peer, plain, aa):
+            if runner is not None:
+                runner.steps(n)
+        done += n
+    if aa is None:
+        aa = plain
+    c_reset, c_mem = reset_and_memory("crafter", h, w)
+    v_reset, v_mem = reset_and_memory("voxel", h, w)
+    return {"size": text, "player": player, "steps": steps,
+            "voxel_steps_per_s": round(steps / plain.cpu, 1), "voxel_aa_steps_per_s": round(steps / aa.cpu, 1),
+            "crafter_steps_per_s": round(steps / peer.cpu, 1),
+            "voxel_wall_steps_per_s": round(steps / plain.wall, 1), "crafter_wall_steps_per_s": round(steps / peer.wall, 1),
+            "ratio": round(peer.cpu / plain.cpu, 2), "ratio_aa": round(peer.cpu / aa.cpu, 2),
+            "render_share": round(plain.render_s / plain.cpu, 3), "render_share_aa": round(aa.render_s / aa.cpu, 3),
+            "render_ms": round(plain.render_s / steps * 1e3, 3), "render_aa_ms": round(aa.render_s / steps * 1e3, 3),
+            "aa_cost": round(aa.render_s / plain.render_s, 2),
+            "voxel_reset_ms": round(v_reset * 1e3, 2), "crafter_reset_ms": round(c_reset * 1e3, 2),
+            "voxel_env_mb": round(v_mem, 2), "crafter_env_mb": round(c_mem, 2)}
 
 
 def _minetest_worker(size: int, steps: int, seed: int, barrier, results) -> None:
@@ -161,7 +230,7 @@ def minetest_rows(args: argparse.Namespace, rows: list[dict]) -> list[dict]:
     """Minetest at 128x128, one instance and two at once, printed beside this run's VoxelWorld and Crafter."""
     steps = min(args.steps, 2000)
     out = [bench_minetest(128, steps, n) for n in (1, 2)]
-    peers = {r["player"]: r for r in rows if r["size"] == 128}
+    peers = {r["player"]: r for r in rows if r["size"] == "128x128"}
     peer = peers.get("mixture") or next(iter(peers.values()), None)
     print("Minetest 5.6, lock-step (one 50 ms engine frame per step), 128x128, mixture player; wall-clock steps/s")
     for r in out:
@@ -178,47 +247,37 @@ def minetest_rows(args: argparse.Namespace, rows: list[dict]) -> list[dict]:
 
 
 def main(args: argparse.Namespace) -> dict:
-    rows = []
-    for size in args.sizes:
-        crafter_sps, crafter_wall = bench_crafter(size, args.steps)
-        c_reset, c_mem = reset_and_memory("crafter", size)
-        v_reset, v_mem = reset_and_memory("voxel", size)
-        for player in args.players:
-            sps, wall = bench_voxel(size, player, args.steps)
-            rows.append({"size": size, "player": player, "voxel_steps_per_s": round(sps, 1),
-                         "crafter_steps_per_s": round(crafter_sps, 1), "ratio": round(sps / crafter_sps, 2),
-                         "voxel_wall_steps_per_s": round(wall, 1), "crafter_wall_steps_per_s": round(crafter_wall, 1),
-                         "voxel_reset_ms": round(v_reset * 1e3, 2), "crafter_reset_ms": round(c_reset * 1e3, 2),
-                         "voxel_env_mb": round(v_mem, 2), "crafter_env_mb": round(c_mem, 2)})
-    print("steps/s per CPU second (wall-clock steps/s in brackets); Crafter: random policy, same size")
-    print(f"{'size':>7} {'player':>8} {'voxel st/s':>16} {'crafter st/s':>16} {'ratio':>6} "
-          f"{'reset ms v/c':>14} {'env MB v/c':>12}")
+    clock = RenderClock()
+    rows = [bench_size(size, player, args, clock) for size in args.sizes for player in args.players]
+    print("steps per CPU second, one thread; Crafter: random policy, same size, interleaved in the same run")
+    print(f"{'size':>8} {'player':>8} {'steps':>5} {'voxel':>7} {'AA':>7} {'crafter':>7} {'ratio':>6} {'AA ratio':>8} "
+          f"{'render ms':>9} {'AA ms':>6} {'AA cost':>7} {'render %':>8} {'AA %':>5} {'reset ms v/c':>13} {'env MB v/c':>11}")
     for r in rows:
-        voxel = f"{r['voxel_steps_per_s']:.0f} ({r['voxel_wall_steps_per_s']:.0f})"
-        peer = f"{r['crafter_steps_per_s']:.0f} ({r['crafter_wall_steps_per_s']:.0f})"
-        print(f"{r['size']:>4}x{r['size']:<3d}{r['player']:>8} {voxel:>16} {peer:>16} {r['ratio']:>6.2f} "
-              f"{r['voxel_reset_ms']:>6.1f}/{r['crafter_reset_ms']:<7.1f} {r['voxel_env_mb']:>5.1f}/{r['crafter_env_mb']:<5.1f}")
+        print(f"{r['size']:>8} {r['player']:>8} {r['steps']:>5} {r['voxel_steps_per_s']:>7.0f} {r['voxel_aa_steps_per_s']:>7.0f} "
+              f"{r['crafter_steps_per_s']:>7.0f} {r['ratio']:>6.2f} {r['ratio_aa']:>8.2f} {r['render_ms']:>9.3f} "
+              f"{r['render_aa_ms']:>6.3f} {r['aa_cost']:>7.2f} {100 * r['render_share']:>7.0f}% {100 * r['render_share_aa']:>4.0f}% "
+              f"{r['voxel_reset_ms']:>6.1f}/{r['crafter_reset_ms']:<6.1f} {r['voxel_env_mb']:>5.1f}/{r['crafter_env_mb']:<5.1f}")
     import resource
 
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"process peak RSS (Python + numba + crafter + both envs): {rss_mb:.0f} MB")
-    result = {"cpu_affinity": sorted(os.sched_getaffinity(0)), "steps": args.steps, "rows": rows,
+    print(f"process peak RSS (Python + numba + crafter + the envs): {rss_mb:.0f} MB; load average {os.getloadavg()[0]:.1f}")
+    result = {"cpu_affinity": sorted(os.sched_getaffinity(0)), "load_average": os.getloadavg()[0], "rows": rows,
               "peak_rss_mb": round(rss_mb, 1)}
     if args.minetest:
         result["minetest"] = minetest_rows(args, rows)
     if args.out:
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=2)
-        os.replace(tmp, args.out)
+        from worldloom.io import atomic_write_json
+
+        atomic_write_json(args.out, result)
     return result
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3000, help="timed steps per configuration")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
-    parser.add_argument("--players", nargs="+", default=["random", "mixture"])
+    parser.add_argument("--steps", type=int, default=1500, help="timed steps per env up to 128x128 (fewer above)")
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), help="frame sizes, WxH")
+    parser.add_argument("--players", nargs="+", default=["mixture"], help="VoxelWorld players: random, mixture, ...")
+    parser.add_argument("--round", type=int, default=50, help="steps per env per interleaved round")
     parser.add_argument("--out", default="", help="also write the rows as JSON here")
     parser.add_argument("--minetest", action="store_true",
                         help="also time worldloom/Minetest-v0 at 128x128, 1 and 2 instances (needs tests/setup_minetest.sh)")

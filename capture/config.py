@@ -40,6 +40,7 @@ class CaptureConfig:
     episodes: int = doc("number of episodes to record", 8)
     steps: int = doc("steps (frames) per episode; an episode that ends earlier is kept shorter", 200)
     resolution: int = doc("frame height and width in pixels (square frames)", 128)
+    antialias: bool = doc("voxel env: 2x2 samples per pixel, averaged (see docs/envs.md)", False)
     seed: int = doc("job seed: episode i plays seed derived from (seed, i)", 0)
     num_workers: int = doc("number of recorder actors (one CPU each)", 2)
     address: str | None = doc("Ray cluster to join (HOST:PORT or auto); unset: start a local one for this job", None)
@@ -70,6 +71,8 @@ class CaptureConfig:
                              f"{self.episode_bytes / 1024**3:.1f} GiB; record shorter episodes")
         if self.strip_actions is not None and _same_place(self.strip_actions, self.out):
             raise ValueError(f"strip_actions must be another dataset than out, got {self.strip_actions!r} for both")
+        if self.antialias and self.env != "voxel":
+            raise ValueError(f"antialias applies to the voxel env only, got env={self.env!r}")
         if self.codec not in CODECS:
             raise ValueError(f"codec must be one of {', '.join(CODECS)}; got {self.codec!r}")
         if not self.split or "/" in self.split:
@@ -79,6 +82,11 @@ class CaptureConfig:
     def label_source(self) -> str:
         """What the frames in `out` are labeled with: `none` when the actions are stripped."""
         return "none" if self.strip_actions is not None else "env"
+
+    @property
+    def env_options(self) -> dict:
+        """Keyword arguments of make_env beyond the frame size."""
+        return {"antialias": True} if self.antialias else {}
 
     @property
     def episode_bytes(self) -> int:
@@ -166,8 +174,10 @@ def config_mismatch(cfg: CaptureConfig, label_source: str, stored: dict | None) 
     theirs = content_fields(stored)
     if not theirs:
         return "it was not made by `worldloom capture` (its config has no capture settings)"
+    # A field added after the dataset was made (e.g. antialias) had its default value there.
+    defaults = {f.name: f.default for f in dataclasses.fields(CaptureConfig) if f.default is not dataclasses.MISSING}
     for key in sorted(set(ours) | set(theirs)):
-        if ours.get(key) != theirs.get(key):
+        if ours.get(key) != theirs.get(key, defaults.get(key)):
             return f"{key} is {theirs.get(key)!r} in the dataset but {ours.get(key)!r} in this job"
     return None
 

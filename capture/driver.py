@@ -91,7 +91,7 @@ def check_env(cfg: CaptureConfig) -> None:
     from worldloom.envs import make_env
 
     try:
-        env = make_env(cfg.env, height=cfg.resolution, width=cfg.resolution)
+        env = make_env(cfg.env, height=cfg.resolution, width=cfg.resolution, **cfg.env_options)
         env.reset(seed=0)
         env.close()
     except (ValueError, ImportError, UserError) as err:
@@ -197,7 +197,8 @@ def start_recorders(cfg: CaptureConfig, roots: dict[str, str], num_tasks: int, r
     actor_class = remote_recorder()
     return [
         actor_class.options(scheduling_strategy="SPREAD").remote(
-            roots, cfg.env, cfg.resolution, cfg.resolution, FPS, cfg.split, f"{run_token}-w{i}", environ=environ
+            roots, cfg.env, cfg.resolution, cfg.resolution, FPS, cfg.split, f"{run_token}-w{i}",
+            env_options=cfg.env_options, environ=environ,
         )
         for i in range(count)
     ]

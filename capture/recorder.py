@@ -80,10 +80,10 @@ def play_episode(env: Any, player: Any, spec: EpisodeSpec) -> Episode:
     return Episode(frames[:num], buttons, camera, rewards[:num], terminated[:num], truncated[:num], state_columns(infos))
 
 
-def _default_make_env(name: str, height: int, width: int) -> Any:
+def _default_make_env(name: str, height: int, width: int, **options: Any) -> Any:
     from worldloom.envs import make_env
 
-    return make_env(name, height=height, width=width)
+    return make_env(name, height=height, width=width, **options)
 
 
 def _default_make_player(name: str, seed: int) -> Any:
@@ -99,7 +99,7 @@ class Recorder:
         self, targets: dict[str, str], env: str, height: int, width: int, fps: float = FPS,
         split: str = "train", writer_prefix: str = "rec",
         make_env: Callable[..., Any] = _default_make_env, make_player: Callable[..., Any] = _default_make_player,
-        environ: dict[str, str] | None = None,
+        env_options: dict | None = None, environ: dict[str, str] | None = None,
     ):
         init_start = time.perf_counter()
         # Object-store credentials from the driver's environment arrive as an argument, not as a
@@ -109,7 +109,8 @@ class Recorder:
         # names of its previous life, so nothing it wrote (committed or not) is overwritten.
         self.writer_id = f"{writer_prefix}-{uuid.uuid4().hex[:8]}"
         self.env_name, self.height, self.width, self.split = env, height, width, split
-        self.env = make_env(env, height, width)  # expensive (world gen, numba compile): once per actor
+        self.env_options = dict(env_options or {})  # e.g. {"antialias": True}
+        self.env = make_env(env, height, width, **self.env_options)  # expensive (world gen, numba compile): once per actor
         self.env.reset(seed=0)  # the first reset loads compiled code and caches: not an episode's cost
         self.num_replayed = 0  # episodes played again after their env crashed
         self.make_player = make_player
@@ -183,7 +184,7 @@ class Recorder:
             rewards=episode.rewards if labeled else None,
             terminated=episode.terminated if labeled else None, truncated=episode.truncated if labeled else None,
             state=episode.state if labeled else None,
-            label_source=label, env=spec.env, env_config={"height": spec.height, "width": spec.width},
+            label_source=label, env=spec.env, env_config={"height": spec.height, "width": spec.width, **self.env_options},
             seed=spec.seed, player=spec.player, split=self.split,
         )
 

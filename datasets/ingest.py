@@ -35,18 +35,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from worldloom.actions import FPS
 from worldloom.cluster import ray_session
 from worldloom.config import doc, parse_resolution, to_json_dict
 from worldloom.errors import UserError
 
 from . import codecs, minerl, vpt
-from .sources import HASH_PREFIX, ResumeIndex, Source, file_hash
+from .sources import HASH_PREFIX, Source, file_hash, plan_resume
 from .video import PER_FRAME, RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReader
 
 FORMATS = ("vpt", "minerl", "video")
 PART_BYTES = 48 << 20  # decoded source pixels per streamed part (640x360: 64 frames)
 RESIZE = {"down": "INTER_AREA", "up": "INTER_LINEAR"}
-VPT_FPS = 20.0  # the recorder logs one jsonl line per frame at 20 Hz
+VPT_FPS = float(FPS)  # the recorder logs one jsonl line per frame, at the game's 20 Hz
 
 
 @dataclass(frozen=True)
@@ -221,25 +222,6 @@ def _discover_video(inputs: list[tuple[Path, Path, Path | None]]):
             name = _relative(f, root)
             yield ({"kind": "video", "source": str(f), "video": str(f)},
                    files_source(f, [f], root, name), None)
-
-
-def plan(cfg: IngestConfig, found: list[tuple[dict, Source]]) -> tuple[list[dict], int, list[dict]]:
-    """(items to ingest, with their episode name, identity and the episodes they replace;
-    number already done; inputs that could not be read)."""
-    index = ResumeIndex.of(cfg.out)
-    todo, failed, num_done = [], [], 0
-    for item, source in found:
-        try:
-            decision = index.decide(source)
-        except OSError as err:
-            failed.append({"item": item, "ok": False, "error": f"{item['source']}: cannot read it ({err.strerror or err})"})
-            continue
-        if decision.done:
-            num_done += 1
-            continue
-        todo.append({**item, "name": decision.name, "replaces": list(decision.replaces),
-                     "identity": source.identity(decision.name), "files": list(getattr(source, "files", ()))})
-    return todo, num_done, failed
 
 
 # ---- frames ------------------------------------------------------------------------------------
@@ -543,7 +525,7 @@ def ingest(cfg: IngestConfig) -> dict:
     from .writer import commit_shards
 
     found, bad = discover(cfg)
-    todo, num_done, unreadable = plan(cfg, found)
+    todo, num_done, unreadable = plan_resume(cfg.out, found)
     job_config = job_config_of(cfg)
     summary = {"out": cfg.out, "format": cfg.format, "num_items": len(found) + len(bad), "skipped_done": num_done,
                "ingested": [], "replaced": [], "failed": [], "warnings": [], "num_steps": 0}

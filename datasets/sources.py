@@ -159,3 +159,26 @@ def _group_of(episode_id: str, env_config: dict) -> _Group:
     if isinstance(env_config.get("idm_source"), dict):
         return _Group(episode_id, None, origin=f"{env_config['idm_source'].get('dataset')}#{episode_id}")
     return _Group(SEGMENT.sub("", episode_id), None)
+
+
+def plan_resume(out: str | os.PathLike, found: list[tuple[dict, Source]]) -> tuple[list[dict], int, list[dict]]:
+    """What a resumable job (ingest, label) still has to do in the dataset at `out`.
+
+    found: (item, its Source) for every input. Returns (the items to do, each with its episode
+    `name`, `identity`, the episodes it `replaces` and its source `files`; how many are already
+    done; a failure record for each input that could not be read).
+    """
+    index = ResumeIndex.of(out)
+    todo, failed, num_done = [], [], 0
+    for item, source in found:
+        try:
+            decision = index.decide(source)
+        except OSError as err:
+            failed.append({"item": item, "ok": False, "error": f"{item['source']}: cannot read it ({err.strerror or err})"})
+            continue
+        if decision.done:
+            num_done += 1
+            continue
+        todo.append({**item, "name": decision.name, "replaces": list(decision.replaces),
+                     "identity": source.identity(decision.name), "files": list(getattr(source, "files", ()))})
+    return todo, num_done, failed

@@ -49,13 +49,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from worldloom.actions import FPS
+
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".gif")
 BACKENDS = ("pyav", "opencv")
 RESAMPLING = ("presentation timestamps: step k shows the last frame with time <= k / fps "
               "(ffmpeg -vf fps, round down); frames without a usable timestamp are placed at the header rate")
 PER_FRAME = "one step per decoded frame, in decode order (timestamps only time the report)"
 TIMINGS = ("timestamps", "frames")
-DEFAULT_FPS = 20.0  # when a video gives no rate at all and none is asked
+DEFAULT_FPS = float(FPS)  # when a video gives no rate at all and none is asked: the game's
 TIME_EPS_S = 1e-6  # timestamps within a microsecond of a step's time count as on screen at it
 # Decoder names -> the codec they decode (the report names the codec, not the library).
 CODEC_OF_DECODER = {"libdav1d": "av1", "libaom-av1": "av1", "libvpx": "vp8", "libvpx-vp9": "vp9", "libopenh264": "h264"}

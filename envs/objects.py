@@ -27,7 +27,7 @@ from worldloom.envs.blocks import (
     START_HOTBAR,
     WATER,
 )
-from worldloom.envs.render import ray_box
+from worldloom.envs.raycast import ray_box
 from worldloom.envs.world import collides, move_body, trace_ray
 
 HALF_WIDTH, HEIGHT = 0.3, 1.8

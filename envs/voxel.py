@@ -50,6 +50,7 @@ class VoxelConfig:
     day_night: bool = doc("cycle the sun through a day of `day_length` steps", False)
     day_length: int = doc("steps in a full day when day_night is on", 2400)
     task: str = doc(f"reward task: {', '.join(TASKS)}", "none")
+    antialias: bool = doc("2x2 samples per pixel, averaged (edges and far textures blend as in real footage)", False)
 
     def __post_init__(self):
         if not 64 <= self.height <= 360:
@@ -182,13 +183,15 @@ class VoxelWorldEnv(gymnasium.Env):
             boxes = np.concatenate([boxes, self.items.render_array()])
         target = np.array(p.mining if p.mining else (-1, -1, -1), dtype=np.int64)
         fov = self.cfg.fov_deg * (1.1 if p.sprinting else 1.0)  # Minecraft widens the view when sprinting
+        mesh = self.world.mesh
+        mesh.update()  # re-mesh the chunks that block edits changed
         return View(self.world.blocks, self.world.coarse, self.world.max_top, p.eye, math.radians(p.yaw), math.radians(p.pitch),
                     fov, self.cfg.view_distance, sun, light, target, p.crack_stage, boxes, p.underwater,
                     p.hud_array(), p.hotbar_slot, p.gui_open, p.cursor, p.inventory_array(), p.air,
-                    p.swing, p.swing_kind, p.hand_held)
+                    p.swing, p.swing_kind, p.hand_held, mesh.quads, mesh.chunks)
 
     def _observe(self) -> np.ndarray:
-        render(self._view(), self._frame)
+        render(self._view(), self._frame, self.cfg.antialias)
         return self._frame.copy()
 
     def _info(self) -> dict:

@@ -17,6 +17,7 @@ import numpy as np
 
 from worldloom.envs import worldgen
 from worldloom.envs.blocks import AIR, BLOCK_ID, SOLID, WATER
+from worldloom.envs.mesh import Mesh
 
 # Blocks a player may spawn on (not water, tree tops or cacti).
 GROUND = tuple(BLOCK_ID[n] for n in ("grass", "dirt", "sand", "snow", "stone", "gravel"))
@@ -181,6 +182,7 @@ class World:
         self.tops = worldgen.column_tops(blocks)  # (SX, SZ) int32
         self.max_top = int(self.tops.max())
         self.coarse = coarse_tops(self.tops)  # (SX/4, SZ/4) int32, the ray caster's skip map
+        self.mesh = Mesh(blocks)  # the visible faces as quads, what the rasterizer draws
         self.solid = SOLID
 
     @classmethod
@@ -214,7 +216,7 @@ class World:
         return int(self.blocks[x, y, z]) if self.inside(x, y, z) else AIR
 
     def set(self, x: int, y: int, z: int, block: int) -> None:
-        """Change one block, keeping the column tops and the world top current."""
+        """Change one block, keeping the column tops, the world top and the skip map current (the mesh on its next update)."""
         self.blocks[x, y, z] = block
         if block != AIR:
             self.tops[x, z] = max(self.tops[x, z], y + 1)
@@ -224,6 +226,7 @@ class World:
             self.tops[x, z] = int(column[-1]) + 1 if column.size else 0
         cx, cz = x // COARSE * COARSE, z // COARSE * COARSE
         self.coarse[x // COARSE, z // COARSE] = self.tops[cx:cx + COARSE, cz:cz + COARSE].max()
+        self.mesh.touch(x, y, z)
 
     def ground(self, x: int, z: int) -> int:
         """The y one above the highest block of column (x, z)."""

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from worldloom.cluster import ray_session
 from worldloom.config import doc, to_json_dict
-from worldloom.datasets.sources import ResumeIndex, Source, episode_source, file_source
+from worldloom.datasets.sources import Source, episode_source, file_source, plan_resume
 from worldloom.datasets.video import RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReader
 from worldloom.errors import UserError
 from worldloom.idm.checkpoint import checkpoint_id, load_idm, model_config
@@ -96,25 +96,6 @@ def discover(cfg: LabelConfig) -> tuple[str, list[tuple[dict, Source]]]:
     if not files:
         raise UserError(f"{src} holds no dataset.json and no video files ({', '.join(VIDEO_SUFFIXES)})")
     return "videos", [({"kind": "video", "source": str(p)}, file_source(p, root=src)) for p in files]
-
-
-def plan(cfg: LabelConfig, found: list[tuple[dict, Source]]) -> tuple[list[dict], int, list[dict]]:
-    """(items to label, each with its episode name, identity and the episodes it replaces;
-    number already done; inputs that could not be read)."""
-    index = ResumeIndex.of(cfg.out)
-    todo, failed, num_done = [], [], 0
-    for item, source in found:
-        try:
-            decision = index.decide(source)
-        except OSError as err:
-            failed.append({"item": item, "ok": False, "error": f"{item['source']}: cannot read it ({err.strerror or err})"})
-            continue
-        if decision.done:
-            num_done += 1
-            continue
-        todo.append({**item, "name": decision.name, "replaces": list(decision.replaces),
-                     "identity": source.identity(decision.name)})
-    return todo, num_done, failed
 
 
 class Labeler:
@@ -266,7 +247,7 @@ def label(cfg: LabelConfig) -> dict:
     kind, found = discover(cfg)
     model_id = checkpoint_id(cfg.model)
     model_cfg = model_config(cfg.model)
-    todo, num_done, unreadable = plan(cfg, found)
+    todo, num_done, unreadable = plan_resume(cfg.out, found)
     job_config = {"job": "worldloom idm label", "label_model": model_id, "input_kind": kind,
                   "label": to_json_dict(cfg),
                   "model_input": {"height": model_cfg.height, "width": model_cfg.width, "interpolation": "INTER_LINEAR",

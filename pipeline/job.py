@@ -20,6 +20,7 @@ run killed midway resumes (capture and training resume inside a stage too).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import time
@@ -205,7 +206,8 @@ def stage_configs(cfg: PipelineConfig, paths: dict[str, Path]) -> dict[str, Any]
         "pretrain_eval": EvalConfig(model=str(paths["wm"]), data=(str(paths["heldout"]),),
                                     idm=str(paths["judge"]) if "judge" in idm else None,
                                     num_clips=s.eval_clips, horizon=s.eval_horizon, seed=cfg.seed,
-                                    next_frame_positions=min(4, s.eval_horizon)),
+                                    next_frame_positions=min(4, s.eval_horizon),
+                                    stability_horizon=max(s.eval_horizon, s.rollout_horizon)),
     }
 
 
@@ -277,13 +279,24 @@ def main(cfg: PipelineConfig) -> Path:
     runner = StageRunner(out, cfg.from_stage, STAGES)
     keys: dict[str, str] = {}
 
+    session, started = contextlib.ExitStack(), []
+
+    def with_ray(fn):
+        """`fn` inside the run's one Ray session, started on first use: a run whose stages are
+        all cached starts no cluster."""
+        def run():
+            if not started:
+                started.append(session.enter_context(ray_session(cfg.address, cfg.workers)))
+            return fn()
+        return run
+
     def stage(name: str, config: Any, upstream: tuple[str, ...], fn) -> Any:
         keys[name] = stage_key(_json(config), [keys[u] for u in upstream])
-        return runner.run(name, keys[name], fn)
+        return runner.run(name, keys[name], with_ray(fn) if name != "report" else fn)
 
     # One session for every stage (capture, label, Ray Train): --address and the worker count
     # reach them all; a local cluster is started once and bound to loopback.
-    with ray_session(cfg.address, cfg.workers):
+    with session:
         stage("capture", configs["capture"], (), lambda: run_capture(cfg, configs))
         stage("idm", configs["idm"], ("capture",), lambda: run_idm(configs))
         stage("idm_eval", {}, ("idm",), lambda: run_idm_eval(paths))

@@ -85,6 +85,10 @@ class Section:
     def code(self, text: str) -> None:
         self.blocks.append(("code", text))
 
+    def lines(self, items: list[str]) -> None:
+        """A short list of plain sentences (verdicts, notes)."""
+        self.blocks.append(("lines", list(items)))
+
 
 @dataclass
 class Report:
@@ -155,6 +159,8 @@ def _html_block(kind: str, payload: Any, root: Path | None = None) -> str:
         else:
             media = f"<img src='{uri}' alt='{html.escape(caption or path.name)}'>"
         return f"<figure>{media}<figcaption>{html.escape(caption)}</figcaption></figure>"
+    if kind == "lines":
+        return "<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in payload) + "</ul>"
     return f"<pre>{html.escape(str(payload))}</pre>"
 
 
@@ -171,5 +177,7 @@ def _markdown_block(kind: str, payload: Any, out: Path) -> list[str]:
         except ValueError:
             rel = str(path)
         return [f"![{caption}]({rel})"]
+    if kind == "lines":
+        return [f"- {item}" for item in payload]
     return ["```", str(payload), "```"]
 

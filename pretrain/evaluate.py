@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from worldloom.config import doc
 from worldloom.errors import UserError
-from worldloom.io import atomic_path, atomic_write_text
+from worldloom.io import atomic_path, atomic_write_text, write_image
 from worldloom.paths import redact_json
 
 from .checkpoint import load_world_model
@@ -56,6 +56,8 @@ class EvalConfig:
     batch_size: int = doc("clips generated at once", 16)
     sample: SampleConfig = doc("how frames are sampled", SampleConfig(num_steps=1, context_noise=0.0))
     next_frame_positions: int = doc("teacher-forced next-frame predictions per clip", 4)
+    stability_horizon: int = doc("frames the true-action rollout runs for the stability score (colour histogram and "
+                                 "edges against the real frames, per horizon); cut to what the episodes hold", 64)
     seed: int = doc("sampling seed", 0)
     counterfactual: str | None = doc("engine branches file (`worldloom capture branches`): score engine-truth "
                                      "controllability against it (docs/pretrain.md)", None)
@@ -63,7 +65,7 @@ class EvalConfig:
     def __post_init__(self):
         if not self.data:
             raise ValueError("no dataset given: pass --data DIR")
-        for name in ("horizon", "num_clips", "batch_size", "next_frame_positions"):
+        for name in ("horizon", "num_clips", "batch_size", "next_frame_positions", "stability_horizon"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.next_frame_positions > self.horizon:
@@ -95,13 +97,85 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5)
     return s.mean(dim=(1, 2, 3)).reshape(lead)
 
 
+HIST_BINS = 4  # per channel: a 4x4x4 joint RGB histogram (64 colours)
+
+
+def colour_histogram(frames: torch.Tensor, bins: int = HIST_BINS) -> torch.Tensor:
+    """Joint RGB histogram of each frame, normalised. uint8 (…, H, W, 3) -> (…, bins**3), sums to 1."""
+    q = (frames.long() * bins) // 256  # (…, H, W, 3) in [0, bins)
+    code = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]  # (…, H, W)
+    flat = code.reshape(-1, code.shape[-2] * code.shape[-1])
+    hist = torch.zeros(flat.shape[0], bins**3).scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float32))
+    return (hist / flat.shape[1]).reshape(*frames.shape[:-3], bins**3)
+
+
+def histogram_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Total variation distance between the colour histograms of paired frames, in [0, 1]. (…, H, W, 3) x2 -> (…).
+
+    0: the same colours in the same proportions; 1: no colour in common. A rollout that collapses
+    into flat saturated colours scores near 1 against the real frames.
+    """
+    return 0.5 * (colour_histogram(a) - colour_histogram(b)).abs().sum(-1)
+
+
+def edge_energy(frames: torch.Tensor) -> torch.Tensor:
+    """Root mean square of the differences between neighbouring pixels (both axes, all channels), in levels.
+    (…, H, W, 3) -> (…). Blocky textures and sharp edges score high, a blurred or flat frame low (a blur
+    spreads a step over several pixels: the same total change, a smaller sum of squares).
+    """
+    x = frames.float()
+    dy = (x[..., 1:, :, :] - x[..., :-1, :, :]).pow(2).mean((-3, -2, -1))
+    dx = (x[..., :, 1:, :] - x[..., :, :-1, :]).pow(2).mean((-3, -2, -1))
+    return (0.5 * (dy + dx)).sqrt()
+
+
+def stability_scores(generated: torch.Tensor, target: torch.Tensor, last: torch.Tensor) -> dict:
+    """Per horizon: colour-histogram distance to the real frames and edge energy relative to them, beside copy-last.
+
+    generated, target (N, H, S, S, 3) uint8: the rollout and the real frames at horizons 1..H; last (N, S, S, 3):
+    the last real context frame (what copy-last repeats). Lists of length H, means over the N clips.
+    """
+    copy = last[:, None].expand_as(target)
+    real_edges = edge_energy(target).mean(0).clamp_min(1e-6)  # (H,)
+    return {"hist_distance": histogram_distance(generated, target).mean(0).tolist(),
+            "copy_last_hist_distance": histogram_distance(copy, target).mean(0).tolist(),
+            "edge_ratio": (edge_energy(generated).mean(0) / real_edges).tolist(),
+            "copy_last_edge_ratio": (edge_energy(copy).mean(0) / real_edges).tolist()}
+
+
+def steady_horizon(psnr_by_horizon: list[float], drop_db: float = 3.0) -> int:
+    """The last horizon up to which every PSNR stays within `drop_db` of the horizon-1 PSNR (0 for an empty list)."""
+    h = 0
+    for value in psnr_by_horizon:
+        if value < psnr_by_horizon[0] - drop_db:
+            break
+        h += 1
+    return h
+
+
+def longest_labeled(paths) -> int:
+    """Steps of the longest labeled (env or idm) episode in the datasets (0: none)."""
+    from worldloom.datasets import Dataset
+
+    longest = 0
+    for path in paths:
+        table = Dataset(str(path)).episodes
+        for n, source in zip(table.column("num_steps").to_pylist(), table.column("label_source").to_pylist(), strict=True):
+            if source in ("env", "idm"):
+                longest = max(longest, int(n))
+    return longest
+
+
 def eval_clips(paths, clip_len: int, num_clips: int) -> dict:
-    """Up to num_clips labeled clips, evenly spread and deterministic. -> collated dict."""
+    """Up to num_clips labeled clips, evenly spread and deterministic (overlapping where the episodes hold
+    fewer whole ones). -> collated dict."""
     from worldloom.datasets import ClipDataset
 
     ds = ClipDataset(list(paths), clip_len=clip_len, label_sources=["env", "idm"])
     if len(ds) == 0:
         raise UserError(f"{list(paths)}: no labeled episode with {clip_len} steps (context + horizon) to score")
+    if len(ds) < num_clips:
+        ds = ClipDataset(list(paths), clip_len=clip_len, stride=max(1, clip_len // 4), label_sources=["env", "idm"])
     idx = np.unique(np.linspace(0, len(ds) - 1, min(num_clips, len(ds))).round().astype(int))
     items = [ds[int(i)] for i in idx]
     return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in ("frames", "buttons", "camera")}
@@ -117,15 +191,20 @@ def teacher_forced(model, x, action, has, context: int, positions: int, sample: 
     return torch.stack(out, dim=1)
 
 
-def generate(model, codec, clips: dict, cfg: EvalConfig, image_size: int) -> dict:
-    """Teacher-forced next frames, rollouts with true and shuffled actions (uint8), and timing."""
+def generate(model, codec, clips: dict, cfg: EvalConfig, image_size: int, long_horizon: int | None = None) -> dict:
+    """Teacher-forced next frames, rollouts with true and shuffled actions (uint8), and timing.
+
+    The true-action rollout runs to `long_horizon` (default cfg.horizon) frames for the stability
+    score; "true" keeps its first cfg.horizon frames and "long" all of them.
+    """
     context = model.cfg.num_frames - 1
+    long_horizon = max(cfg.horizon, long_horizon or cfg.horizon)
     sample = cfg.sample
     gen = torch.Generator().manual_seed(cfg.seed)
     order = torch.randperm(len(clips["frames"]), generator=torch.Generator().manual_seed(cfg.seed + 1))
     perm = torch.empty_like(order)
     perm[order] = torch.roll(order, 1)  # a derangement (for 2+ clips): no clip keeps its own actions
-    out = {"next": [], "true": [], "shuffled": []}
+    out = {"next": [], "long": [], "shuffled": []}
     gen_time, gen_frames = 0.0, 0
     pixels = frames_to_model(clips["frames"], image_size)  # (N, T, 3, S, S)
     x_all = torch.cat([codec.encode(pixels[i:i + cfg.batch_size]) for i in range(0, len(pixels), cfg.batch_size)])
@@ -136,13 +215,16 @@ def generate(model, codec, clips: dict, cfg: EvalConfig, image_size: int) -> dic
         has = torch.ones(a.shape[:2], dtype=torch.bool)
         out["next"].append(teacher_forced(model, x, a, has, context, cfg.next_frame_positions, sample, gen))
         t0 = time.perf_counter()
-        out["true"].append(rollout(model, x[:, :context], a[:, :-1], has[:, :-1], cfg.horizon, sample, gen))
+        out["long"].append(rollout(model, x[:, :context], a[:, :context + long_horizon - 1], has[:, :context + long_horizon - 1],
+                                   long_horizon, sample, gen))
         gen_time += time.perf_counter() - t0
-        gen_frames += x.shape[0] * cfg.horizon
+        gen_frames += x.shape[0] * long_horizon
         a_shuf = a.clone()
         a_shuf[:, context - 1:] = a_all[perm[sl]][:, context - 1:]  # context keeps its own past actions
-        out["shuffled"].append(rollout(model, x[:, :context], a_shuf[:, :-1], has[:, :-1], cfg.horizon, sample, gen))
+        out["shuffled"].append(rollout(model, x[:, :context], a_shuf[:, :context + cfg.horizon - 1],
+                                       has[:, :context + cfg.horizon - 1], cfg.horizon, sample, gen))
     result = {k: model_to_frames(codec.decode(torch.cat(v))) for k, v in out.items()}
+    result["true"] = result["long"][:, :cfg.horizon]
     result["frames_per_s"] = gen_frames / gen_time
     result["truth"] = model_to_frames(pixels)  # (N, T, S, S, 3) at the model's size
     return result
@@ -164,6 +246,43 @@ def image_scores(gen: dict, context: int, horizon: int, positions: int) -> dict:
                     "copy_last_psnr": by_h(psnr, last), "copy_last_ssim": by_h(ssim, last)},
         "delta_psnr": {"by_horizon": [t - s for t, s in zip(p_true, p_shuf, strict=True)], "mean": float(np.mean(p_true) - np.mean(p_shuf))},
     }
+
+
+def stability(gen: dict, context: int, horizon: int) -> dict:
+    """The long rollout against the real frames and copy-last: PSNR, colour-histogram distance and edge ratio per
+    horizon, and the horizons up to which PSNR stays within 3 dB of its horizon-1 value."""
+    truth = gen["truth"]
+    target = truth[:, context:context + horizon]  # (N, L, S, S, 3)
+    last = truth[:, context - 1]
+    p_model = psnr(gen["long"], target).mean(0).tolist()
+    p_copy = psnr(last[:, None].expand_as(target), target).mean(0).tolist()
+    return {"horizon": horizon, "psnr": p_model, "copy_last_psnr": p_copy, **stability_scores(gen["long"], target, last),
+            "steady_horizon": steady_horizon(p_model), "copy_last_steady_horizon": steady_horizon(p_copy)}
+
+
+STRIP_HORIZONS = (1, 4, 16, 64)
+
+
+def frame_strip(gen: dict, context: int, path: Path, clips: int = 4, scale: int = 2) -> list[int]:
+    """strip.png: for a few clips, the real frames (top) and the model's (bottom) at horizons 1, 4, 16, 64 of the
+    true-action rollout, after the last real context frame. Returns the horizons shown."""
+
+    horizons = [h for h in STRIP_HORIZONS if h <= gen["long"].shape[1]]
+    truth, fake = gen["truth"], gen["long"]
+    n = min(clips, len(fake))
+    S, gap = truth.shape[2], 2
+    cols = 1 + len(horizons)
+    img = np.full((n * (2 * S + gap) + (n - 1) * 3 * gap, cols * (S + gap) - gap, 3), 255, np.uint8)
+    for i in range(n):
+        top = i * (2 * S + 4 * gap)
+        for j, frame_pair in enumerate([(truth[i, context - 1], truth[i, context - 1])]
+                                       + [(truth[i, context + h - 1], fake[i, h - 1]) for h in horizons]):
+            left = j * (S + gap)
+            img[top:top + S, left:left + S] = frame_pair[0].numpy()
+            img[top + S + gap:top + 2 * S + gap, left:left + S] = frame_pair[1].numpy()
+    img = img.repeat(scale, 0).repeat(scale, 1)
+    write_image(path, img)
+    return horizons
 
 
 CONTROL_KEYS = ("button_macro_f1", "button_accuracy_mean", "camera_r2_pitch", "camera_r2_yaw", "camera_bin_accuracy")
@@ -210,13 +329,15 @@ def evaluate(cfg: EvalConfig) -> dict:
         from worldloom.datasets.branches import load_branches
 
         branches = load_branches(cfg.counterfactual)
-    clips = eval_clips(cfg.data, context + cfg.horizon, cfg.num_clips)
-    gen = generate(model, codec, clips, cfg, model.cfg.image_size)
+    long_horizon = max(cfg.horizon, min(cfg.stability_horizon, longest_labeled(cfg.data) - context))
+    clips = eval_clips(cfg.data, context + long_horizon, cfg.num_clips)
+    gen = generate(model, codec, clips, cfg, model.cfg.image_size, long_horizon)
     report = {"model": str(cfg.model), "data": redact_json(list(cfg.data)), "num_clips": int(len(clips["frames"])), "context": context,
               "horizon": cfg.horizon, "sample": dataclasses.asdict(cfg.sample),
               "label_sources_trained": run_doc.get("data", {}).get("label_sources"),
               "use_actions": run_doc["train"].get("use_actions", True),
               **image_scores(gen, context, cfg.horizon, cfg.next_frame_positions),
+              "stability": stability(gen, context, long_horizon),
               "frames_per_s": gen["frames_per_s"], "threads": torch.get_num_threads()}
     if cfg.idm:
         report["controllability"] = controllability(cfg.idm, gen, clips, context, cfg.horizon)
@@ -229,6 +350,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     atomic_write_text(out / "eval.json", json.dumps(report, indent=1))
     atomic_write_text(out / "eval.md", to_markdown(report))
     plot(report, out / "eval.png")
+    frame_strip(gen, context, out / "strip.png")
     return report
 
 
@@ -256,6 +378,19 @@ def to_markdown(r: dict) -> str:
             lines += ["", "Per-button F1 of the IDM (real / generated): "
                       + ", ".join(f"{b} {fmt(v)} / {fmt(f1_gen.get(b))}" for b, v in f1_real.items())]
         lines.append("")
+    if "stability" in r:
+        st = r["stability"]
+        shown = [h for h in (1, 2, 4, 8, 16, 32, 48, 64) if h <= st["horizon"]]
+        lines += [f"Stability over {st['horizon']} frames (true actions): PSNR stays within 3 dB of its horizon-1 value up to "
+                  f"horizon {st['steady_horizon']} (copy-last {st['copy_last_steady_horizon']}). Colour: total variation "
+                  "distance between 4x4x4 RGB histograms of generated and real frames (0 same colours, 1 none shared); "
+                  "edges: edge energy relative to the real frames (1 as sharp, 0 flat).", "",
+                  "| horizon | " + " | ".join(map(str, shown)) + " |", "|---|" + "---|" * len(shown)]
+        for label, key, fmt in (("PSNR", "psnr", ".1f"), ("PSNR copy-last", "copy_last_psnr", ".1f"),
+                                ("colour distance", "hist_distance", ".3f"), ("colour distance copy-last", "copy_last_hist_distance", ".3f"),
+                                ("edge ratio", "edge_ratio", ".2f"), ("edge ratio copy-last", "copy_last_edge_ratio", ".2f")):
+            lines.append(f"| {label} | " + " | ".join(format(st[key][h - 1], fmt) for h in shown) + " |")
+        lines.append("")
     if "counterfactual" in r:
         from .counterfactual import counterfactual_markdown
 
@@ -276,12 +411,21 @@ def plot(r: dict, path: Path) -> None:
 
     h = np.arange(1, r["horizon"] + 1)
     ro = r["rollout"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    st = r.get("stability")
+    fig, axes = plt.subplots(1, 3 if st else 2, figsize=(15 if st else 10, 3.5))
     for key, label in (("psnr", "true actions"), ("shuffled_psnr", "shuffled actions"), ("copy_last_psnr", "copy last frame")):
         axes[0].plot(h, ro[key], marker="o", ms=3, label=label)
     axes[1].plot(h, ro["ssim"], marker="o", ms=3, label="true actions")
     axes[1].plot(h, ro["copy_last_ssim"], marker="o", ms=3, label="copy last frame")
-    for ax, name in zip(axes, ("PSNR (dB)", "SSIM"), strict=True):
+    names = ["PSNR (dB)", "SSIM"]
+    if st:
+        hl = np.arange(1, st["horizon"] + 1)
+        axes[2].plot(hl, st["hist_distance"], label="colour distance, model")
+        axes[2].plot(hl, st["copy_last_hist_distance"], label="colour distance, copy last")
+        axes[2].plot(hl, st["edge_ratio"], ls="--", label="edge ratio, model")
+        axes[2].set_ylim(0, max(1.05, max(st["edge_ratio"]) + 0.05))
+        names.append("stability (vs real frames)")
+    for ax, name in zip(axes, names, strict=True):
         ax.set_xlabel("horizon (frames)")
         ax.set_title(f"rollout {name}")
         ax.legend()

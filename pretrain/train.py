@@ -256,7 +256,7 @@ def train_worker(cfg: TrainConfig) -> dict:
     batches = train_batches(cfg.data, mcfg.num_frames, cfg.batch_size, cfg.seed,  # ClipStream deals by rank
                             cfg.weights, cfg.loader_workers, skip=state["step"])
     log = MetricsLog(run, METRIC_FIELDS, resume_step=state["step"], panels=CURVE_PANELS, enabled=rank == 0)
-    bar = tqdm(total=budget.total_steps, initial=state["step"], desc="pretrain", unit="step", disable=rank != 0,
+    bar = tqdm(total=budget.shown_total, initial=state["step"], desc="pretrain", unit="step", disable=rank != 0,
                dynamic_ncols=True)
     start_time, start_elapsed, step = time.perf_counter(), state["elapsed_s"], state["step"]
     step0, last_log = step, time.perf_counter()
@@ -284,7 +284,7 @@ def train_worker(cfg: TrainConfig) -> dict:
             elapsed = start_elapsed + time.perf_counter() - start_time
             if budget.update(step, elapsed, step - step0):
                 budget.planned_steps = _agree(budget.planned_steps, device)  # rank 0's plan on every rank
-                bar.total = budget.total_steps
+                bar.total = budget.shown_total
             out_of_time = bool(_agree(int(budget.out_of_time(elapsed)), device))
             stopping = out_of_time or (cfg.stop_after > 0 and step - step0 >= cfg.stop_after)
             if step % cfg.log_every == 0 or step == budget.total_steps or stopping:

@@ -147,6 +147,29 @@ def test_recorder_without_ray_writes_what_play_episode_plays(tmp_path):
     assert clip.truncated[-1] and not clip.truncated[:-1].any()  # the job's step limit
 
 
+def test_antialias_reaches_the_env_and_the_dataset(tmp_path):
+    cfg = CaptureConfig(out=str(tmp_path / "d"), episodes=1, steps=6, resolution=RES, antialias=True)
+    assert dataclass_from_args(CaptureConfig, _parse(["capture", "run", "--out", cfg.out, "--antialias"])).antialias
+    spec = expand_specs(cfg)[0]
+    rec = Recorder({"env": cfg.out}, "voxel", RES, RES, env_options=cfg.env_options)
+    commit_shards(cfg.out, rec.record([(spec, ("env",))])["shards"]["env"])
+    ds = Dataset(cfg.out)
+    assert json.loads(ds.episodes.column("env_config")[0].as_py()) == {"height": RES, "width": RES, "antialias": True}
+    env = make_env("voxel", height=RES, width=RES, antialias=True)
+    np.testing.assert_array_equal(ds.frames(spec.episode_id).frames,
+                                  play_episode(env, make_player("mixture", seed=spec.seed), spec).frames)
+    with pytest.raises(ValueError, match="antialias"):
+        CaptureConfig(out=cfg.out, env="crafter", antialias=True)
+    # A dataset captured before the option existed is resumed by a job that leaves it off.
+    from worldloom.capture.config import config_mismatch, dataset_config
+
+    plain = CaptureConfig(out=cfg.out, episodes=1, steps=6, resolution=RES)
+    old = dataset_config(plain, "env")
+    del old["capture"]["antialias"]
+    assert config_mismatch(plain, "env", old) is None
+    assert "antialias" in config_mismatch(cfg, "env", old)
+
+
 def _make_dataset(cfg: CaptureConfig, count: int) -> None:
     """Commit the first `count` episodes of `cfg` without Ray, as an interrupted job would have."""
     from worldloom.capture.driver import prepare_target
@@ -161,6 +184,7 @@ def _make_dataset(cfg: CaptureConfig, count: int) -> None:
     ({"resolution": 80}, ["resolution"]),
     ({"player": "random"}, ["player"]),
     ({"codec": "png"}, ["codec"]),
+    ({"antialias": True}, ["antialias"]),
     ({"strip_actions": "truth"}, ["label_source"]),
 ])
 def test_output_holding_a_different_dataset_is_refused_untouched(tmp_path, change, words):
@@ -233,7 +257,7 @@ def test_driver_killed_and_started_again_resumes(tmp_path, ray_cluster):
     out = tmp_path / "d"
     # 600 steps an episode: long enough that the job cannot finish between two looks at the
     # dataset (with 200 it once committed all 12 episodes between two polls on a quiet machine)
-    argv = ["capture", "run", "--env", "voxel", "--episodes", "12", "--steps", "600", "--resolution", str(RES),
+    argv = ["capture", "run", "--env", "voxel", "--episodes", "6", "--steps", "600", "--resolution", str(RES),
             "--num-workers", "2", "--out", str(out), "--no-progress"]
     ray_tmp = tempfile.mkdtemp(prefix="wld", dir="/tmp")
     env = {**os.environ, "RAY_TMPDIR": ray_tmp}
@@ -245,7 +269,7 @@ def test_driver_killed_and_started_again_resumes(tmp_path, ray_cluster):
             time.sleep(0.1)
         done = committed_episode_ids(out)
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        assert 1 <= len(done) < 12
+        assert 1 <= len(done) < 6
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     finally:
@@ -254,7 +278,7 @@ def test_driver_killed_and_started_again_resumes(tmp_path, ray_cluster):
         shutil.rmtree(ray_tmp, ignore_errors=True)
     cfg = dataclass_from_args(CaptureConfig, _parse(argv))
     result = capture(cfg)  # on the module's cluster
-    assert result.num_skipped >= len(done) and result.num_skipped + result.num_recorded == 12
+    assert result.num_skipped >= len(done) and result.num_skipped + result.num_recorded == 6
     assert_exactly_once(out, cfg)
 
 

@@ -85,17 +85,14 @@ def test_clip_dataset_random_access(small_dataset):
 
 @pytest.mark.ray
 def test_ray_data_reads_committed_rows(small_dataset):
-    ray = pytest.importorskip("ray")
+    from worldloom.cluster import ray_session
     from worldloom.datasets import to_ray_dataset
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        rows = to_ray_dataset(small_dataset, columns=["episode_id", "step", "frame", "action_attack"])
-        assert rows.count() == 143
-        (row,) = [r for r in rows.take_all() if r["episode_id"] == "ep-1" and r["step"] == 5]
-        np.testing.assert_array_equal(row["frame"], pixel_frames(33, 32, 32, seed=1)[5])
-    finally:
-        ray.shutdown()
+    with ray_session(num_cpus=2):
+        rows = to_ray_dataset(small_dataset, columns=["episode_id", "step", "frame", "action_attack"]).take_all()
+    assert len(rows) == 143  # one execution: each Ray Data execution starts its own tasks
+    (row,) = [r for r in rows if r["episode_id"] == "ep-1" and r["step"] == 5]
+    np.testing.assert_array_equal(row["frame"], pixel_frames(33, 32, 32, seed=1)[5])
 
 
 def test_clip_stream_over_chunked_h264(tmp_path):

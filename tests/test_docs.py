@@ -91,7 +91,7 @@ SMALLER = [(r"--episodes \d+", "--episodes 2"), (r"--steps 400", "--steps 48"), 
            (r"--minutes \d+", "--max-steps 2 --batch-size 2"), (r"--horizon 32", "--horizon 3")]
 EXTRA = {"idm train": ["--preset", "micro", "--warmup-steps", "1", "--val-windows", "2"],
          "pretrain train": ["--warmup-steps", "1"],
-         "pretrain eval": ["--horizon", "2", "--num-clips", "2", "--next-frame-positions", "1"]}
+         "pretrain eval": ["--horizon", "2", "--num-clips", "2", "--next-frame-positions", "1", "--stability-horizon", "4"]}
 
 
 def walkthrough() -> list[str]:

@@ -163,6 +163,8 @@ def test_action_t_lies_between_frame_t_and_frame_t_plus_1(env):
     """Large turns, replayed on open grassland: the image shift from frame t to t+1 matches the
     camera of action t, not that of the action before or after it."""
     obs, _ = env.reset(seed=0, options={"position": (-828, -526), "yaw": 200.0})  # a plain of map 42
+    for _ in range(20):  # the terrain around a teleport arrives over a few frames on a slow machine
+        obs, *_ = env.step(turn(0.0))
     rng = np.random.default_rng(1)
     yaws = rng.choice([-12.0, 0.0, 12.0], 40)
     frames, executed = [obs], []
@@ -173,7 +175,8 @@ def test_action_t_lies_between_frame_t_and_frame_t_plus_1(env):
     focal = 32 / math.tan(math.radians(env.engine.cfg.fov_y_deg) / 2)  # pixels, at 64 px
     measured = np.array([horizontal_shift(frames[t], frames[t + 1]) for t in range(len(yaws))])
     predicted = -focal * np.tan(np.radians(executed))  # a right turn moves the picture left
-    errors = {lag: np.abs(measured[2:-2] - np.roll(predicted, -lag)[2:-2]).mean() for lag in (-1, 0, 1)}
+    # the median: a frame whose terrain is still arriving must not decide which lag fits
+    errors = {lag: np.median(np.abs(measured[2:-2] - np.roll(predicted, -lag)[2:-2])) for lag in (-1, 0, 1)}
     assert errors[0] < 2.0 and errors[0] * 3 < min(errors[-1], errors[1]), errors
 
 
@@ -299,7 +302,7 @@ def test_capture_with_two_actors_records_the_executed_actions_and_the_licence(tm
     from worldloom.datasets import Dataset
 
     cfg = CaptureConfig(out=str(tmp_path / "mt"), env="minetest", player="mixture", episodes=2, steps=16,
-                        resolution=64, workers=2, progress=False)
+                        resolution=64, num_workers=2, progress=False)
     result = capture(cfg)
     assert result.num_recorded == 2 and len(result.pids) == 2
     ds = Dataset(cfg.out)

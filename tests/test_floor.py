@@ -87,6 +87,12 @@ def test_time_budget_fits_the_schedule_to_the_measured_speed():
     for step in range(1, 4):
         fast.update(step, 0.001 * step, step)
     assert fast.total_steps == 100  # never past --max-steps
+    # the progress bar: a plain count until a time budget is fitted, then the fitted length
+    unfitted = TimeBudget(minutes=1.0, plan_after=3)
+    assert unfitted.shown_total is None and TimeBudget(max_steps=7).shown_total == 7
+    for step in range(1, 4):
+        unfitted.update(step, 0.5 * step, step)
+    assert unfitted.shown_total == unfitted.total_steps < 10**6
 
 
 def test_non_finite_loss_or_gradient_stops_with_the_step_and_the_checkpoint():

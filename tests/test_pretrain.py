@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from worldloom.actions import BUTTONS as ACTION_BUTTONS
@@ -200,7 +201,8 @@ def test_micro_train_rollout_eval_through_the_cli(data, tmp_path):
     assert cli(["idm", "train", "--data", data["train"], "--preset", "micro", "--out", str(judge), "--max-steps", "2",
                 "--batch-size", "2", "--warmup-steps", "1", "--eval-every", "2", "--checkpoint-every", "2", "--val-windows", "2"]) == 0
     assert cli(["pretrain", "eval", "--model", str(run), "--data", data["heldout"], "--num-clips", "2", "--idm", str(judge),
-                "--horizon", "2", "--next-frame-positions", "1", "--sample.num-steps", "1", "--out", str(tmp_path / "ev")]) == 0
+                "--horizon", "2", "--next-frame-positions", "1", "--sample.num-steps", "1", "--stability-horizon", "4",
+                "--out", str(tmp_path / "ev")]) == 0
     report = json.loads((tmp_path / "ev" / "eval.json").read_text())
     control = report["controllability"]
     for side in ("real", "generated"):
@@ -213,6 +215,31 @@ def test_micro_train_rollout_eval_through_the_cli(data, tmp_path):
     assert 0 < report["next_frame"]["copy_last_psnr"] <= 60 and np.isfinite(report["delta_psnr"]["mean"])
     assert report["frames_per_s"] > 0 and (tmp_path / "ev" / "eval.png").exists()
     assert "next-frame PSNR" in (tmp_path / "ev" / "eval.md").read_text()
+    st = report["stability"]  # the true-action rollout runs on to the stability horizon
+    assert st["horizon"] == 4 and len(st["hist_distance"]) == len(st["edge_ratio"]) == len(st["psnr"]) == 4
+    assert st["psnr"][:2] == pytest.approx(report["rollout"]["psnr"]) and 0 <= st["steady_horizon"] <= 4
+    with Image.open(tmp_path / "ev" / "strip.png") as im:  # last real frame + horizons 1 and 4, two rows per clip
+        assert im.size == (2 * (3 * 66 - 2), 2 * (2 * (2 * 64 + 2) + 6))
+
+
+def test_stability_score_sees_collapse_and_blur():
+    g = torch.Generator().manual_seed(0)
+    real = (torch.rand(3, 8, 8, 3, generator=g) * 255).to(torch.uint8).repeat_interleave(8, 1).repeat_interleave(8, 2)  # blocky
+    assert torch.allclose(ev.histogram_distance(real, real), torch.zeros(3))
+    flat = torch.zeros_like(real)
+    flat[..., 1] = 255  # a rollout collapsed into flat saturated green
+    assert (ev.histogram_distance(flat, real) > 0.9).all() and (ev.edge_energy(flat) == 0).all()
+    blurred = F.avg_pool2d(real.permute(0, 3, 1, 2).float(), 5, 1, 2, count_include_pad=False).round().to(torch.uint8).permute(0, 2, 3, 1)
+    assert (ev.edge_energy(blurred) < 0.6 * ev.edge_energy(real)).all()
+    target = real[None].expand(2, 3, -1, -1, -1)  # 2 clips, horizons 1-3: the real frames stay the same
+    scores = ev.stability_scores(target.clone(), target, real[:2])
+    assert scores["hist_distance"] == pytest.approx([0, 0, 0]) and scores["edge_ratio"] == pytest.approx([1, 1, 1])
+    collapsed = target.clone()
+    collapsed[:, 1:] = flat[0]  # the rollout collapses from horizon 2
+    scores = ev.stability_scores(collapsed, target, real[:2])
+    assert scores["hist_distance"][0] == pytest.approx(0) and min(scores["hist_distance"][1:]) > 0.9
+    assert scores["edge_ratio"][2] == 0 and len(scores["copy_last_hist_distance"]) == 3
+    assert ev.steady_horizon([20.0, 19.0, 17.5, 16.9, 18.0]) == 3 and ev.steady_horizon([]) == 0
 
 
 def test_resume_is_exact(data, tmp_path):

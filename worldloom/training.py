@@ -100,6 +100,11 @@ class TimeBudget:
         """The schedule's length now."""
         return self.planned_steps if self.planned_steps is not None else self.limit
 
+    @property
+    def shown_total(self) -> int | None:
+        """The progress bar's total: None (a plain count) while a time budget is not yet fitted."""
+        return None if self.minutes and self.planned_steps is None and self.max_steps is None else self.total_steps
+
     def update(self, step: int, elapsed_s: float, steps_this_call: int) -> bool:
         """After optimizer step `step` (the count done), `elapsed_s` into the run; True when the plan changed."""
         if not self.minutes:
