@@ -201,6 +201,7 @@ class World:
         world = cls.__new__(cls)
         world.blocks, world.biome, world.seed = blocks, biome, seed
         world.tops, world.coarse, world.max_top = tops, coarse, max_top
+        world.mesh = Mesh(blocks)  # derived from the blocks alone: meshed afresh (restored frames equal: test_envs_state)
         world.solid = SOLID
         return world
 
