@@ -2,6 +2,7 @@
 
     worldloom capture run --env voxel --player mixture --episodes 8 --steps 200 --resolution 128 \\
         --num-workers 2 --out data/run1 [--seed 0] [--address HOST:PORT] [--strip-actions data/truth]
+    worldloom capture branches --episodes 16 --context 5 --horizon 8 --resolution 64 --out data/branches.safetensors
 
 Running the same command again completes only what is missing.
 """
@@ -26,6 +27,12 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
                          "output completes only what is missing; the config is stored in the dataset.")
     add_dataclass_args(run, CaptureConfig, deprecated={"--workers": "num_workers"})
     run.set_defaults(handler=handle)
+    from .branches import BranchesConfig
+
+    branches = sub.add_parser("branches", help="saved VoxelWorld states, each played under several action sequences "
+                              "(engine truth for `pretrain eval --counterfactual`)")
+    add_dataclass_args(branches, BranchesConfig)
+    branches.set_defaults(handler=handle_branches)
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)
 
 
@@ -45,4 +52,14 @@ def handle(args: argparse.Namespace) -> int:
           f"{result.num_skipped + result.num_recorded}/{result.num_episodes} done")
     if result.truth_path:
         print(f"{redact_uri(result.truth_path)}: the true actions of the same episodes (label_source env)")
+    return 0
+
+
+def handle_branches(args: argparse.Namespace) -> int:
+    from .branches import BranchesConfig, record_branches
+
+    cfg = dataclass_from_args(BranchesConfig, args)
+    b = record_branches(cfg)
+    print(f"{cfg.out}: {b.frames.shape[0]} saved states x {len(b.names)} branches ({', '.join(b.names)}) x "
+          f"{b.frames.shape[2]} steps, {b.context_frames.shape[1]} context frames each")
     return 0

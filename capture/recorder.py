@@ -27,6 +27,7 @@ from worldloom.actions import FPS
 from worldloom.datasets import DatasetWriter
 
 from .config import EpisodeSpec
+from .state import state_columns
 
 # An actor killed by the OS (SIGKILL, OOM) is started again and its unfinished tasks run again,
 # up to these counts; a task that raised an exception is not retried (it would fail again).
@@ -50,6 +51,7 @@ class Episode:
     rewards: np.ndarray  # (T,) float32
     terminated: np.ndarray  # (T,) bool
     truncated: np.ndarray  # (T,) bool
+    state: dict[str, list]  # the dataset's state_* columns (T values each) from the env's infos; {} if none
 
 
 def play_episode(env: Any, player: Any, spec: EpisodeSpec) -> Episode:
@@ -58,11 +60,12 @@ def play_episode(env: Any, player: Any, spec: EpisodeSpec) -> Episode:
     rewards = np.zeros(spec.steps, np.float32)
     terminated = np.zeros(spec.steps, bool)
     truncated = np.zeros(spec.steps, bool)
-    taken = []
+    taken, infos = [], []
     obs, info = env.reset(seed=spec.seed)
     num = spec.steps
     for t in range(spec.steps):
         frames[t] = obs
+        infos.append(info)  # the state at frame t, before its action
         action = player.act(obs, info)
         obs, reward, term, trunc, info = env.step(action)
         # An env may report what its engine executed (Minetest: the engine's own camera change).
@@ -74,7 +77,7 @@ def play_episode(env: Any, player: Any, spec: EpisodeSpec) -> Episode:
     # The job's step limit ends the episode the way gymnasium's TimeLimit does: truncated.
     truncated[num - 1] |= not terminated[num - 1]
     buttons, camera = actions.to_arrays(taken)  # (T, 20) bool, (T, 2) float32
-    return Episode(frames[:num], buttons, camera, rewards[:num], terminated[:num], truncated[:num])
+    return Episode(frames[:num], buttons, camera, rewards[:num], terminated[:num], truncated[:num], state_columns(infos))
 
 
 def _default_make_env(name: str, height: int, width: int, **options: Any) -> Any:
@@ -177,9 +180,10 @@ class Recorder:
         self.writers[label].add_episode(
             spec.episode_id, episode.frames,
             buttons=episode.buttons if labeled else None, camera=episode.camera if labeled else None,
-            # Footage keeps only what a video shows: no actions, rewards or episode ends.
+            # Footage keeps only what a video shows: no actions, rewards, episode ends or engine state.
             rewards=episode.rewards if labeled else None,
             terminated=episode.terminated if labeled else None, truncated=episode.truncated if labeled else None,
+            state=episode.state if labeled else None,
             label_source=label, env=spec.env, env_config={"height": spec.height, "width": spec.width, **self.env_options},
             seed=spec.seed, player=spec.player, split=self.split,
         )

@@ -2,9 +2,10 @@
 
     worldloom dataset inspect data/run1 [--json]
     worldloom dataset validate data/run1 [--skip-frames]
-    worldloom dataset export data/run1 --episode ep-000 [--start 0 --stop 64] --out ep.mp4|ep.gif|sheet.png
+    worldloom dataset export data/run1 --episode ep-000 [--start 0 --stop 64] [--captions] --out ep.mp4|ep.gif|sheet.png
     worldloom dataset merge data/a data/b --out data/ab
     worldloom dataset split data/ab --out data/splits --fractions train=0.9 val=0.1 [--seed 0]
+    worldloom dataset captions data/run1 --out data/run1-captions.jsonl [--clip-seconds 2]
     worldloom dataset ingest --format vpt|minerl|video --data recordings/ --out data/vpt [--resolution 128] [--num-workers 4]
 """
 
@@ -51,7 +52,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         if args.episode is None:
             raise UserError("--episode is needed to export a video (or give --out NAME.png for a contact sheet)")
-        out = export_clip(ds, args.episode, args.out, args.start, args.stop, overlay=not args.no_overlay, scale=args.scale)
+        out = export_clip(ds, args.episode, args.out, args.start, args.stop, overlay=not args.no_overlay, scale=args.scale,
+                          captions=args.captions)
     print(f"wrote {out}")
     return 0
 
@@ -70,6 +72,14 @@ def cmd_split(args: argparse.Namespace) -> int:
     result = split(args.path, args.out, parse_fractions(args.fractions), seed=args.seed)
     for name, ids in result.items():
         print(f"{redact_uri(args.out)}/{name}: {len(ids)} episodes")
+    return 0
+
+
+def cmd_captions(args: argparse.Namespace) -> int:
+    from .captions import caption_dataset
+
+    result = caption_dataset(args.path, args.out, clip_seconds=args.clip_seconds)
+    print(f"{redact_uri(args.out)}: {result['clips']} captions of {result['clip_frames']} frames, {result['episodes']} episodes")
     return 0
 
 
@@ -105,6 +115,7 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     p.add_argument("--stop", type=int, default=None, help="one past the last step (default: the end)")
     p.add_argument("--out", required=True, help="output file: .mp4, .gif or .png")
     p.add_argument("--no-overlay", action="store_true", help="frames only, no action drawn")
+    p.add_argument("--captions", action="store_true", help="draw the engine-exact caption of each 2 s clip above the frames")
     p.add_argument("--scale", type=int, default=4, help="upscale factor (default: 4)")
     p.add_argument("--num", type=int, default=32, help="frames in a contact sheet (default: 32)")
     p.set_defaults(handler=cmd_export)
@@ -120,6 +131,12 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     p.add_argument("--fractions", nargs="+", default=["train=0.9", "val=0.1"], help="name=fraction pairs (default: train=0.9 val=0.1)")
     p.add_argument("--seed", type=int, default=0, help="hash seed of the assignment (default: 0)")
     p.set_defaults(handler=cmd_split)
+
+    p = sub.add_parser("captions", help="engine-exact captions per clip from the state columns, as JSON lines (docs/captions.md)")
+    p.add_argument("path", help="dataset directory or URI")
+    p.add_argument("--out", required=True, help="output .jsonl file (one object per clip)")
+    p.add_argument("--clip-seconds", type=float, default=2.0, help="clip length in seconds (default: 2)")
+    p.set_defaults(handler=cmd_captions)
 
     from worldloom.config import add_dataclass_args
 

@@ -2,6 +2,7 @@
 
     worldloom dataset export data/run1 --episode ep-000 --out ep.mp4          # or .gif
     worldloom dataset export data/run1 --episode ep-000 --start 40 --stop 80 --out clip.gif
+    worldloom dataset export data/run1 --episode ep-000 --captions --out ep.mp4  # engine-exact captions above
     worldloom dataset export data/run1 --out sheet.png                         # contact sheet
 
 The overlay shows the pressed buttons under the frame and an arrow for the camera move of the
@@ -50,15 +51,51 @@ def draw_action(frame: np.ndarray, buttons: np.ndarray | None, camera: np.ndarra
     return out
 
 
-def render_clip(clip: Clip, overlay: bool = True, scale: int = 4) -> list[np.ndarray]:
-    """The clip's frames, upscaled, with the action overlay if asked."""
+CAPTION_FONT, CAPTION_SCALE, CAPTION_LINE_PX = cv2.FONT_HERSHEY_SIMPLEX, 0.4, 14
+
+
+def wrap_text(text: str, width_px: int) -> list[str]:
+    """Greedy word wrap of `text` into lines that fit `width_px` in the caption font."""
+    lines, line = [], ""
+    for word in text.split():
+        trial = f"{line} {word}".strip()
+        if line and cv2.getTextSize(trial, CAPTION_FONT, CAPTION_SCALE, 1)[0][0] > width_px:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    return lines + [line] if line else lines
+
+
+def draw_caption(frame: np.ndarray, lines: list[str], num_lines: int) -> np.ndarray:
+    """`(H, W, 3)` frame -> `(num_lines * 14 + 6 + H, W, 3)` with the caption's lines above it."""
+    bar = num_lines * CAPTION_LINE_PX + 6
+    out = np.zeros((bar + frame.shape[0], frame.shape[1], 3), np.uint8)
+    out[bar:] = frame
+    for k, line in enumerate(lines):
+        cv2.putText(out, line, (4, 3 + (k + 1) * CAPTION_LINE_PX - 3), CAPTION_FONT, CAPTION_SCALE, (255, 255, 160), 1, cv2.LINE_AA)
+    return out
+
+
+def render_clip(clip: Clip, overlay: bool = True, scale: int = 4, captions: list | None = None) -> list[np.ndarray]:
+    """The clip's frames, upscaled, with the action overlay if asked, and the caption of the
+    clip each step falls in above it when `captions` (datasets.captions.Caption) are given."""
     frames = []
+    by_step, num_lines = {}, 0
+    if captions:
+        width = clip.frames.shape[2] * scale - 8
+        for c in captions:
+            lines = wrap_text(c.text, width)
+            num_lines = max(num_lines, len(lines))
+            by_step.update({s: lines for s in range(c.start, c.stop)})
     for t in range(clip.frames.shape[0]):
         big = upscale(clip.frames[t], scale)
         if overlay:
             buttons = None if clip.buttons is None else clip.buttons[t]
             camera = None if clip.camera is None else clip.camera[t]
             big = draw_action(big, buttons, camera, clip.start + t)
+        if captions:
+            big = draw_caption(big, by_step.get(clip.start + t, []), num_lines)
         frames.append(big)
     return frames
 
@@ -76,15 +113,23 @@ def write_clip(frames: list[np.ndarray], path: str, fps: float) -> None:
 
 
 def export_clip(ds: Dataset, episode_id: str, out: str, start: int = 0, stop: int | None = None,
-                overlay: bool = True, scale: int = 4) -> str:
-    """Write steps `[start, stop)` of an episode to `out` (.mp4 or .gif)."""
+                overlay: bool = True, scale: int = 4, captions: bool = False) -> str:
+    """Write steps `[start, stop)` of an episode to `out` (.mp4 or .gif), with its engine-exact
+    captions (datasets/captions.py, 2 s clips) above the frames if asked."""
     if episode_id not in ds.episode_ids:
         raise UserError(f"{ds.location.uri}: no episode {episode_id!r}; `worldloom dataset inspect` lists them")
     n = ds.episode(episode_id).num_steps
     stop = n if stop is None else min(stop, n)
     if not 0 <= start < stop:
         raise UserError(f"episode {episode_id!r} has steps 0..{n - 1}; --start {start} --stop {stop} selects none")
-    write_clip(render_clip(ds.frames(episode_id, start, stop), overlay, scale), out, ds.spec.fps)
+    clip_captions = None
+    if captions:
+        from .captions import caption_episode
+
+        clip_captions = caption_episode(ds, episode_id)
+        if not any(c.text for c in clip_captions):
+            raise UserError(f"episode {episode_id!r} has no engine state to caption (its state_* columns are null)")
+    write_clip(render_clip(ds.frames(episode_id, start, stop), overlay, scale, clip_captions), out, ds.spec.fps)
     return out
 
 

@@ -25,6 +25,8 @@ different frames in two processes (worlds at reset are the same; episodes drift 
 
 from __future__ import annotations
 
+import math
+
 import gymnasium
 import numpy as np
 from gymnasium import spaces
@@ -43,6 +45,19 @@ SLOT_ACTIONS: tuple[str, ...] = (
 MOVES: tuple[tuple[str, str], ...] = (
     ("forward", "move_up"), ("back", "move_down"), ("left", "move_left"), ("right", "move_right"),
 )
+
+
+VITALS = ("health", "food", "drink", "energy")  # in Crafter's inventory, but not items
+VITAL_MAX = 9
+CRAFTER_DAY = 300  # steps (crafter/env.py `_update_time`)
+# Crafter's daylight is 1 - |cos(pi * p)|^3 with p = (step / 300) % 1 + 0.3: darkest at p = 1; it
+# rises through 0.5 at p = 1 + arccos(0.5^(1/3)) / pi ~ 1.2084, which is sunrise here.
+CRAFTER_SUNRISE = 1.0 + math.acos(0.5 ** (1 / 3)) / math.pi
+
+
+def crafter_time_of_day(step: int | None) -> float:
+    """Fraction of Crafter's day since sunrise, [0, 1) (the dataset's state_time_of_day)."""
+    return ((((step or 0) / CRAFTER_DAY) % 1.0 + 0.3) - CRAFTER_SUNRISE) % 1.0
 
 
 def select_slot(action: dict, slot: int) -> int:
@@ -111,12 +126,21 @@ class CrafterEnv(gymnasium.Env):
 
     def _info(self, info: dict) -> dict:
         player = self._env._player
+        facing = tuple(int(v) for v in player.facing)
+        material, _ = self._env._world[(player.pos[0] + facing[0], player.pos[1] + facing[1])]
         return {
-            "position": np.array(player.pos, dtype=np.float64),
-            "facing": tuple(int(v) for v in player.facing),
-            "inventory": {k: int(v) for k, v in player.inventory.items() if v},
+            "position": np.array(player.pos, dtype=np.float64),  # (x, y) cell of the 2D map
+            "facing": facing,
+            "inventory": {k: int(v) for k, v in player.inventory.items() if v and k not in VITALS},
             "achievements": sorted(k for k, v in info.get("achievements", {}).items() if v),
             "hotbar_slot": self.slot,
+            # What the engine knows that VoxelWorld's info also carries (the dataset's state_* columns).
+            "target_block": material or "",  # the cell the player faces; "" off the map
+            "target_distance": 1.0 if material else float("inf"),
+            "health": float(player.inventory["health"]) * 20.0 / VITAL_MAX,  # Crafter's 0..9 as hit points
+            "vitals": {k: int(player.inventory[k]) for k in VITALS},
+            "time_of_day": crafter_time_of_day(self._env._step),
+            "step": self._step,
         }
 
     def render(self):

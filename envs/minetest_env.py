@@ -344,7 +344,10 @@ class MinetestEnv(gymnasium.Env):
             "cursor": cursor,
             "air": s.breath / 10.0,
             "hp": s.hp,
-            "time_of_day": s.time_of_day,
+            "health": float(s.hp),  # hit points, 20 = full (the dataset's state_health)
+            "time_of_day": s.time_of_day,  # Minetest's own: 0 midnight, 0.5 noon
+            # The dataset's state_time_of_day: the fraction of the day since sunrise (06:00 = 0.25).
+            "time_since_sunrise": (s.time_of_day - 0.25) % 1.0,
             "controls": sorted(s.controls),
             "step": self.step_count,
             "frame": s.frame,  # the engine's own frame counter (the client mod's)

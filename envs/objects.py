@@ -74,6 +74,28 @@ class Player:
         self._prev_swing_key = False
         self.hand_held = 0
 
+    # ------------------------------------------------------------------ saved states
+    def state_dict(self) -> dict:
+        """Every attribute as JSON (`envs/snapshot.py` keeps the types): the player's whole state."""
+        from worldloom.envs.snapshot import to_json_value
+
+        return {name: to_json_value(value) for name, value in vars(self).items()}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> Player:
+        """The player `state_dict` described; StateError when an attribute is missing, extra or mistyped."""
+        from worldloom.envs.snapshot import StateError, from_json_value
+
+        player = cls(np.zeros(3), 0.0)
+        names = set(vars(player))
+        if not isinstance(state, dict) or set(state) != names:
+            got = set(state) if isinstance(state, dict) else set()
+            raise StateError(f"damaged VoxelWorld state: player attributes differ (missing {sorted(names - got)}, "
+                             f"unknown {sorted(got - names)})")
+        for name in names:
+            setattr(player, name, from_json_value(state[name], getattr(player, name), name))
+        return player
+
     # ------------------------------------------------------------------ view
     @property
     def eye(self) -> np.ndarray:
@@ -295,6 +317,13 @@ class Animals:
                 rows.append([x + 0.5, top, z + 0.5, 0.0, kind, ANIMALS[kind].health, 0, 0])
         # x, y, z, heading (radians), kind, health, hurt timer, walking (0/1)
         self.state = np.array(rows, dtype=np.float64).reshape(-1, 8)
+
+    @classmethod
+    def from_state(cls, seed: int, state: np.ndarray) -> Animals:
+        """Animals with these rows (x, y, z, heading, kind, health, hurt timer, walking) and hash seed."""
+        animals = cls.__new__(cls)
+        animals.seed, animals.state = seed, state
+        return animals
 
     def update(self, world, step: int) -> None:
         for k in range(self.state.shape[0]):

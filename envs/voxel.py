@@ -81,9 +81,14 @@ def action_space() -> spaces.Dict:
     return spaces.Dict(entries)
 
 
+def time_of_day(step: int, cfg: VoxelConfig) -> float:
+    """Fraction of the day since sunrise, [0, 1): 0.25 is noon, 0.5 sunset; 0.15 (mid-morning) without day/night."""
+    return (step / cfg.day_length + 0.15) % 1.0 if cfg.day_night else 0.15
+
+
 def sun_state(step: int, cfg: VoxelConfig) -> tuple[np.ndarray, float]:
     """Sun direction (unit (3,)) and daylight 0..1; a fixed mid-morning sun without day/night."""
-    phase = (step / cfg.day_length + 0.15) if cfg.day_night else 0.15  # 0.25 = noon
+    phase = (step / cfg.day_length + 0.15) if cfg.day_night else 0.15  # 0.25 = noon (time_of_day, unwrapped)
     angle = 2 * math.pi * phase
     sun = np.array([math.cos(angle) * 0.8, math.sin(angle), 0.45])
     sun /= np.linalg.norm(sun)
@@ -154,6 +159,22 @@ class VoxelWorldEnv(gymnasium.Env):
     def render(self):
         return self._frame.copy() if self.render_mode == "rgb_array" else None
 
+    def get_state(self) -> bytes:
+        """Everything that decides what comes next (world edits, player, animals, items, rng, time) as
+        bytes; `set_state` in any VoxelWorldEnv with the same world size, day/night and task continues
+        with the same frames (format and checks: `envs/snapshot.py`)."""
+        from worldloom.envs import snapshot
+
+        return snapshot.save(self)
+
+    def set_state(self, state: bytes) -> tuple[np.ndarray, dict]:
+        """Restore `get_state()`'s bytes; returns the observation and info at that state, as reset does.
+        A blob that is not a whole VoxelWorld state: `snapshot.StateError` (one line), env untouched."""
+        from worldloom.envs import snapshot
+
+        snapshot.restore(self, state)
+        return self._observe(), self._info()
+
     def _view(self) -> View:
         p = self.player
         sun, light = sun_state(self.step_count, self.cfg)
@@ -197,6 +218,7 @@ class VoxelWorldEnv(gymnasium.Env):
             "air": p.air,
             "biome": biome,
             "step": self.step_count,
+            "time_of_day": time_of_day(self.step_count, self.cfg),
             "world_size": self.cfg.world_size,
             "mining_progress": p.crack_stage / 9.0,
         }

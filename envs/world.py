@@ -190,6 +190,21 @@ class World:
         gen = worldgen.generate(seed, *size)
         return cls(gen.blocks, gen.biome, seed)
 
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """What `from_state` needs to rebuild this world exactly: the grid and what is derived from it."""
+        return {"blocks": self.blocks, "biome": self.biome, "tops": self.tops, "coarse": self.coarse}
+
+    @classmethod
+    def from_state(cls, blocks: np.ndarray, biome: np.ndarray, tops: np.ndarray, coarse: np.ndarray,
+                   seed: int, max_top: int) -> World:
+        """The world `state_arrays` described, as it was (its derived values too, not recomputed)."""
+        world = cls.__new__(cls)
+        world.blocks, world.biome, world.seed = blocks, biome, seed
+        world.tops, world.coarse, world.max_top = tops, coarse, max_top
+        world.mesh = Mesh(blocks)  # derived from the blocks alone: meshed afresh (restored frames equal: test_envs_state)
+        world.solid = SOLID
+        return world
+
     @property
     def shape(self) -> tuple[int, int, int]:
         return self.blocks.shape

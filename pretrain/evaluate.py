@@ -1,6 +1,7 @@
 """Score a trained world model on held-out episodes, beside baselines.
 
     worldloom pretrain eval --model runs/wm --data data/heldout [--idm runs/idm-b] [--out DIR] [--sample.num-steps 4]
+    worldloom pretrain eval --model runs/wm --data data/heldout --counterfactual data/branches.safetensors
 
     from worldloom.pretrain.evaluate import EvalConfig, evaluate
     report = evaluate(EvalConfig(model="runs/wm", data=("data/heldout",)))
@@ -12,6 +13,10 @@ What it measures (DESIGN section 8), on clips of context + horizon frames from l
 - IDM controllability (MineWorld's protocol): an IDM that did not label the training data
   predicts the commanded actions from generated frames and from real frames (button F1,
   camera R²); their ratio is the score;
+- engine-truth controllability (with --counterfactual FILE, `counterfactual.py`): from saved
+  VoxelWorld states, K action sequences played in the engine (`worldloom capture branches`) and
+  in the model; how often the model under A is closer to the engine under A than under B, beside
+  shuffled actions and copy-last;
 - generated frames per second (batched rollout, this machine).
 Writes eval.json, eval.md and eval.png into --out (default RUN/eval).
 """
@@ -54,6 +59,8 @@ class EvalConfig:
     stability_horizon: int = doc("frames the true-action rollout runs for the stability score (colour histogram and "
                                  "edges against the real frames, per horizon); cut to what the episodes hold", 64)
     seed: int = doc("sampling seed", 0)
+    counterfactual: str | None = doc("engine branches file (`worldloom capture branches`): score engine-truth "
+                                     "controllability against it (docs/pretrain.md)", None)
 
     def __post_init__(self):
         if not self.data:
@@ -317,6 +324,11 @@ def evaluate(cfg: EvalConfig) -> dict:
     torch.manual_seed(cfg.seed)
     model, run_doc, codec = load_world_model(cfg.model)
     context = model.cfg.num_frames - 1
+    branches = None
+    if cfg.counterfactual:  # read and checked before anything is generated
+        from worldloom.datasets.branches import load_branches
+
+        branches = load_branches(cfg.counterfactual)
     long_horizon = max(cfg.horizon, min(cfg.stability_horizon, longest_labeled(cfg.data) - context))
     clips = eval_clips(cfg.data, context + long_horizon, cfg.num_clips)
     gen = generate(model, codec, clips, cfg, model.cfg.image_size, long_horizon)
@@ -329,6 +341,10 @@ def evaluate(cfg: EvalConfig) -> dict:
               "frames_per_s": gen["frames_per_s"], "threads": torch.get_num_threads()}
     if cfg.idm:
         report["controllability"] = controllability(cfg.idm, gen, clips, context, cfg.horizon)
+    if branches is not None:
+        from .counterfactual import evaluate_counterfactual
+
+        report["counterfactual"] = evaluate_counterfactual(model, codec, cfg.counterfactual, branches, cfg.sample, cfg.seed)
     out = Path(cfg.out) if cfg.out else Path(cfg.model) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "eval.json", json.dumps(report, indent=1))
@@ -375,6 +391,10 @@ def to_markdown(r: dict) -> str:
                                 ("edge ratio", "edge_ratio", ".2f"), ("edge ratio copy-last", "copy_last_edge_ratio", ".2f")):
             lines.append(f"| {label} | " + " | ".join(format(st[key][h - 1], fmt) for h in shown) + " |")
         lines.append("")
+    if "counterfactual" in r:
+        from .counterfactual import counterfactual_markdown
+
+        lines += counterfactual_markdown(r["counterfactual"])
     lines += ["| horizon | " + " | ".join(str(h + 1) for h in range(r["horizon"])) + " |",
               "|---|" + "---|" * r["horizon"],
               "| PSNR | " + " | ".join(f"{v:.1f}" for v in ro["psnr"]) + " |",

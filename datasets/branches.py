@@ -1,0 +1,110 @@
+"""Engine branches: what an engine showed under several action sequences from the same saved states.
+
+    from worldloom.datasets.branches import load_branches
+    branches = load_branches("data/branches.safetensors")   # Branches: arrays by (state, branch, step)
+
+Written by `worldloom capture branches` (capture/branches.py), read by `worldloom pretrain eval
+--counterfactual FILE` (pretrain/counterfactual.py): the engine's truth as data, so the world
+model's stage scores against an engine without importing one. One safetensors file (no pickle):
+
+| tensor | shape, dtype | meaning |
+|---|---|---|
+| `context_frames` | (S, C, H, W, 3) uint8 | the C frames before each saved state; the last is the frame at the state |
+| `context_buttons`, `context_camera` | (S, C-1, 20) uint8, (S, C-1, 2) float32 | the actions between them |
+| `branch_buttons`, `branch_camera` | (S, K, T, 20) uint8, (S, K, T, 2) float32 | branch k's T actions, the first taken at the state |
+| `frames` | (S, K, T, H, W, 3) uint8 | the engine's frame after each of those actions |
+
+The metadata holds `format` (`worldloom-branches`), `version` (1) and `info`: JSON with the
+branch names, env, player, seeds and resolution. A file that is not this: UserError, one line.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from worldloom.actions import NUM_BUTTONS
+from worldloom.errors import UserError
+
+FORMAT, VERSION = "worldloom-branches", 1
+TENSORS = ("context_frames", "context_buttons", "context_camera", "branch_buttons", "branch_camera", "frames")
+
+
+@dataclass
+class Branches:
+    """S saved states x K branches x T steps of engine truth (shapes in the module docstring)."""
+
+    context_frames: np.ndarray
+    context_buttons: np.ndarray
+    context_camera: np.ndarray
+    branch_buttons: np.ndarray
+    branch_camera: np.ndarray
+    frames: np.ndarray
+    info: dict  # names (K branch names), env, player, seeds, resolution
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.info["names"])
+
+    def check(self, where: str = "branches") -> Branches:
+        """Shapes and dtypes agree (UserError naming the tensor otherwise); returns self."""
+        s, c = self.context_frames.shape[:2]
+        k, t = self.frames.shape[1:3]
+        h, w = self.context_frames.shape[2:4]
+        want = {"context_frames": ((s, c, h, w, 3), np.uint8), "context_buttons": ((s, c - 1, NUM_BUTTONS), np.uint8),
+                "context_camera": ((s, c - 1, 2), np.float32), "branch_buttons": ((s, k, t, NUM_BUTTONS), np.uint8),
+                "branch_camera": ((s, k, t, 2), np.float32), "frames": ((s, k, t, h, w, 3), np.uint8)}
+        for name, (shape, dtype) in want.items():
+            array = getattr(self, name)
+            if array.shape != shape or array.dtype != dtype:
+                raise UserError(f"{where}: {name} is {array.dtype} {array.shape}, expected {np.dtype(dtype)} {shape}; "
+                                "make the file again with `worldloom capture branches`")
+        if not isinstance(self.info.get("names"), list) or len(self.info["names"]) != k:
+            raise UserError(f"{where}: info names {self.info.get('names')!r} do not match the {k} branches")
+        if s < 1 or k < 2 or t < 1 or c < 1:
+            raise UserError(f"{where}: needs at least 1 state, 2 branches, 1 step and 1 context frame; has {s}, {k}, {t}, {c}")
+        if not (np.isfinite(self.context_camera).all() and np.isfinite(self.branch_camera).all()):
+            raise UserError(f"{where}: camera actions must be finite")
+        return self
+
+
+def save_branches(path: str | Path, branches: Branches) -> None:
+    """Write `branches` (checked first) as one safetensors file, atomically."""
+    from safetensors.numpy import save
+
+    from worldloom.io import atomic_write_bytes
+
+    branches.check(str(path))
+    tensors = {name: np.ascontiguousarray(getattr(branches, name)) for name in TENSORS}
+    meta = {"format": FORMAT, "version": str(VERSION), "info": json.dumps(branches.info)}
+    atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def load_branches(path: str | Path) -> Branches:
+    """Read and check a branches file; UserError (one line, naming the file) for anything else."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    where = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise UserError(f"{where}: cannot read it ({err.strerror or err}); make it with `worldloom capture branches`") from None
+    try:
+        size = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8:8 + size]).get("__metadata__", {}) if 8 < 8 + size <= len(data) else {}
+        if meta.get("format") != FORMAT:
+            raise UserError(f"{where}: not a WorldLoom branches file; make it with `worldloom capture branches`")
+        if meta.get("version") != str(VERSION):
+            raise UserError(f"{where}: branches format version {meta.get('version')!r}; this WorldLoom reads {VERSION}")
+        tensors = load(data)
+        info = json.loads(meta.get("info", "{}"))
+    except (SafetensorError, ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"{where}: damaged branches file ({str(err).splitlines()[0][:120]})") from None
+    missing = [name for name in TENSORS if name not in tensors]
+    if missing or not isinstance(info, dict):
+        raise UserError(f"{where}: missing {', '.join(missing) or 'info'}; make it again with `worldloom capture branches`")
+    return Branches(**{name: tensors[name] for name in TENSORS}, info=info).check(where)

@@ -1,0 +1,292 @@
+"""Engine-exact captions: a sentence per clip, made by rules from the `state_*` and action columns.
+
+    worldloom dataset captions data/run1 --out data/run1-captions.jsonl [--clip-seconds 2]
+
+    from worldloom.datasets.captions import caption_episode, read_caption
+    captions = caption_episode(Dataset("data/run1"), "ep-000000")   # [Caption(start, stop, text, facts)]
+    read_caption(captions[0].text)                                  # the facts the text names, back
+
+Every caption is made from what the engine knew (docs/dataset-format.md), never from pixels:
+what the player does (stands still, walks, sprints, swims; looks or turns around), where (the
+biome), when (dawn, day, dusk, night from the time of day), what it holds, what it looks at at
+the clip's end, and what it collected or placed (inventory changes), e.g. "sprints through a
+snowy tundra at dusk, holding a pickaxe, then collects log; looking at stone". Each fact has a
+few phrasings; which one a clip gets is a hash of (episode, start), so captions are
+deterministic and varied. Every phrasing names one value only, so `read_caption` recovers the
+facts from the text (the tests check it against the state). A fact the dataset does not know
+(a null column) is left out of the sentence.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from worldloom.errors import UserError
+
+from .reader import Dataset
+
+STATE_NEEDED = ("state_x", "state_z", "state_yaw", "state_in_water", "state_held_item", "state_target_block",
+                "state_biome", "state_time_of_day", "state_inventory")
+ACTION_NEEDED = ("action_forward", "action_back", "action_left", "action_right", "action_sprint")
+
+# Rules, in blocks per second and degrees per clip (VoxelWorld walks at 4.3 b/s, sprints at 5.6).
+STILL_SPEED = 0.6  # under this the player stands still
+SPRINT_SPEED = 4.6  # over this, with sprint held, it sprints
+TURN_AROUND_DEG = 270.0  # total yaw swept in the clip
+LOOK_AROUND_DEG = 90.0
+
+# Each fact value -> its phrasings. No phrasing is part of another value's phrasing (read_caption).
+ACTIVITY = {
+    "still": ("stands still", "waits", "stays put"),
+    "walk": ("walks", "strolls", "moves along"),
+    "sprint": ("sprints", "runs", "dashes"),
+    "swim": ("swims", "paddles"),
+}
+TURN = {
+    "turn_around": ("turns all the way around", "spins around"),
+    "look_around": ("looks around", "glances about"),
+}
+BIOME = {
+    "plains": ("in the plains", "on open grassland"),
+    "forest": ("in a forest", "among the trees"),
+    "desert": ("in the desert", "on the sand dunes"),
+    "snow": ("in a snowy tundra", "on the snowfields"),
+    "water": ("on open water", "out on the lake"),
+}
+TIME = {
+    "dawn": ("at dawn", "at sunrise"),
+    "day": ("in daylight", "by day"),
+    "dusk": ("at dusk", "at sunset"),
+    "night": ("at night", "in the dark"),
+}
+HELD = ("holding {}", "with {} in hand")
+EMPTY_HANDED = ("empty-handed", "with bare hands")
+COLLECT = ("then collects {}", "then gathers {}")
+PLACE = ("then places {}", "then puts down {}")
+TARGET = ("looking at {}", "facing {}")
+
+
+def time_name(fraction: float) -> str:
+    """dawn, day, dusk or night of a time of day (fraction of the day since sunrise, 0.5 sunset)."""
+    f = fraction % 1.0
+    if f < 0.05 or f >= 0.95:
+        return "dawn"
+    if f < 0.45:
+        return "day"
+    if f < 0.55:
+        return "dusk"
+    return "night"
+
+
+def item_name(item: str) -> str:
+    """An engine's item id as words: `default:iron_lump` -> `iron lump`."""
+    return item.rsplit(":", 1)[-1].replace("_", " ")
+
+
+@dataclass(frozen=True)
+class Caption:
+    """Steps `[start, stop)` of an episode described by `text`; `facts` are what the text names."""
+
+    episode_id: str
+    start: int
+    stop: int
+    text: str
+    facts: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"episode_id": self.episode_id, "start": self.start, "stop": self.stop, "caption": self.text,
+                "facts": self.facts}
+
+
+def _majority(values: list) -> object | None:
+    known = [v for v in values if v is not None]
+    return Counter(known).most_common(1)[0][0] if known else None
+
+
+def _inventory(entries: list | None) -> dict[str, int] | None:
+    return None if entries is None else {e["item"]: int(e["count"]) for e in entries}
+
+
+def clip_facts(columns: dict[str, list], start: int, stop: int, fps: float) -> dict:
+    """The facts of rows `[start, stop)` of an episode's columns (lists; the row at `stop`, if
+    there, is the state after the clip's last action). Keys of unknown facts are left out."""
+    rows = slice(start, stop)
+    facts: dict = {}
+    x, z = columns["state_x"][rows], columns["state_z"][rows]
+    seconds = max(stop - start - 1, 1) / fps
+    water = _majority(columns["state_in_water"][rows])
+    if all(v is not None for v in x + z):
+        path = float(np.hypot(np.diff(x), np.diff(z)).sum())  # blocks walked in the clip
+        speed = path / seconds
+        sprinting = _majority(columns["action_sprint"][rows])
+        if speed < STILL_SPEED:
+            facts["activity"] = "still"
+        elif water:
+            facts["activity"] = "swim"
+        elif speed > SPRINT_SPEED and sprinting:
+            facts["activity"] = "sprint"
+        else:
+            facts["activity"] = "walk"
+    yaw = columns["state_yaw"][rows]
+    if all(v is not None for v in yaw) and len(yaw) > 1:
+        swept = float(np.abs((np.diff(yaw) + 180.0) % 360.0 - 180.0).sum())  # degrees, wrapped steps
+        if swept >= TURN_AROUND_DEG:
+            facts["turn"] = "turn_around"
+        elif swept >= LOOK_AROUND_DEG:
+            facts["turn"] = "look_around"
+    biome = _majority(columns["state_biome"][rows])
+    if biome in BIOME:
+        facts["biome"] = biome
+    tod = _majority([None if v is None else time_name(v) for v in columns["state_time_of_day"][rows]])
+    if tod is not None:
+        facts["time"] = tod
+    held = _majority(columns["state_held_item"][rows])
+    if held is not None:
+        facts["held"] = item_name(held)
+    # Inventory changes: the first frame against the one after the clip's last action.
+    end = min(stop, len(columns["state_inventory"]) - 1)
+    before, after = _inventory(columns["state_inventory"][start]), _inventory(columns["state_inventory"][end])
+    if before is not None and after is not None:
+        items = sorted(set(before) | set(after))
+        gained = [item_name(i) for i in items if after.get(i, 0) > before.get(i, 0)]
+        spent = [item_name(i) for i in items if after.get(i, 0) < before.get(i, 0)]
+        if gained:
+            facts["collected"] = gained
+        if spent:
+            facts["placed"] = spent
+    target = columns["state_target_block"][stop - 1]
+    if target:
+        facts["target"] = item_name(target)
+    return facts
+
+
+def _pick(options: tuple[str, ...], key: str, slot: str) -> str:
+    """One of `options`, the same for the same (clip key, slot) in every run and process."""
+    return options[zlib.crc32(f"{key}/{slot}".encode()) % len(options)]
+
+
+# Items counted one by one get an article ("holding a stone pickaxe"); blocks read as mass nouns ("holding dirt").
+COUNTABLE = ("pickaxe", "axe", "shovel", "sword", "hoe", "torch", "bucket", "sapling", "table", "furnace", "bow")
+
+
+def _article(name: str) -> str:
+    if not name.endswith(COUNTABLE):
+        return name
+    return ("an " if name[0] in "aeiou" else "a ") + name
+
+
+def caption_text(facts: dict, key: str) -> str:
+    """The sentence of `facts` (clip_facts), phrasings chosen by `key` (e.g. "ep-000/40"); "" for no facts."""
+    if not facts:
+        return ""
+    parts = []
+    if "activity" in facts:
+        parts.append(_pick(ACTIVITY[facts["activity"]], key, "activity"))
+    if "turn" in facts:
+        turn = _pick(TURN[facts["turn"]], key, "turn")
+        parts.append(f"and {turn}" if parts else turn)
+    if not parts:
+        parts.append("is")
+    if "biome" in facts:
+        parts.append(_pick(BIOME[facts["biome"]], key, "biome"))
+    if "time" in facts:
+        parts.append(_pick(TIME[facts["time"]], key, "time"))
+    text = " ".join(parts)
+    if "held" in facts:
+        held = facts["held"]
+        text += ", " + (_pick(EMPTY_HANDED, key, "held") if held == "air" else _pick(HELD, key, "held").format(_article(held)))
+    if facts.get("collected"):
+        text += ", " + _pick(COLLECT, key, "collected").format(" and ".join(facts["collected"]))
+    if facts.get("placed"):
+        text += ", " + _pick(PLACE, key, "placed").format(" and ".join(facts["placed"]))
+    if "target" in facts:
+        text += "; " + _pick(TARGET, key, "target").format(facts["target"])
+    return text
+
+
+def _find(table: dict[str, tuple[str, ...]], text: str) -> str | None:
+    found = [value for value, phrases in table.items() if any(re.search(rf"(^|\W){re.escape(p)}(\W|$)", text)
+                                                               for p in phrases)]
+    if len(found) > 1:
+        raise ValueError(f"caption {text!r} names more than one of {sorted(found)}")
+    return found[0] if found else None
+
+
+def read_caption(text: str) -> dict:
+    """The facts a caption names (the inverse of caption_text on activity, turn, biome, time, held,
+    target; collected and placed items as lists)."""
+    facts: dict = {}
+    for name, table in (("activity", ACTIVITY), ("turn", TURN), ("biome", BIOME), ("time", TIME)):
+        value = _find(table, text)
+        if value is not None:
+            facts[name] = value
+    if any(p in text for p in EMPTY_HANDED):
+        facts["held"] = "air"
+    held = re.search(r"(?:holding |with (?!bare hands))(?:an? )?(.+?)(?: in hand)?(?:,|;|$)", text)
+    if held:
+        facts["held"] = held.group(1)
+    for name, phrases in (("collected", COLLECT), ("placed", PLACE)):
+        for phrase in phrases:
+            found = re.search(re.escape(phrase.format("")) + r"(.+?)(?:,|;|$)", text)
+            if found:
+                facts[name] = found.group(1).split(" and ")
+    for phrase in TARGET:
+        found = re.search(re.escape(phrase.format("")) + r"(.+)$", text)
+        if found:
+            facts["target"] = found.group(1)
+    return facts
+
+
+def episode_columns(ds: Dataset, episode_id: str) -> dict[str, list]:
+    """The columns captions read, as Python lists (nulls as None; actions null when unlabeled)."""
+    table = ds.read_table(episode_id, columns=list(STATE_NEEDED + ACTION_NEEDED))
+    return table.to_pydict()
+
+
+def caption_episode(ds: Dataset, episode_id: str, clip_frames: int | None = None) -> list[Caption]:
+    """A caption for each `clip_frames` steps of an episode (default: 2 s at the dataset's fps;
+    a shorter last clip of at least half that is kept)."""
+    fps = float(ds.spec.fps)
+    clip_frames = clip_frames or max(1, round(2.0 * fps))
+    columns = episode_columns(ds, episode_id)
+    num = len(columns["state_x"])
+    out = []
+    for start in range(0, num, clip_frames):
+        stop = min(start + clip_frames, num)
+        if stop - start < max(1, clip_frames // 2) and start > 0:
+            break
+        facts = clip_facts(columns, start, stop, fps)
+        out.append(Caption(episode_id, start, stop, caption_text(facts, f"{episode_id}/{start}"), facts))
+    return out
+
+
+def caption_dataset(path: str, out: str, clip_seconds: float = 2.0) -> dict:
+    """Captions of every episode of the dataset at `path`, written as JSON lines to `out`
+    (one object per clip: episode_id, start, stop, caption, facts). UserError when the dataset
+    has no engine state at all (footage, or recordings without state)."""
+    from worldloom.io import atomic_write_text
+
+    if not (math.isfinite(clip_seconds) and clip_seconds > 0):
+        raise UserError(f"--clip-seconds must be a positive number of seconds, got {clip_seconds}")
+    ds = Dataset(path)
+    clip_frames = max(1, round(clip_seconds * float(ds.spec.fps)))
+    lines, num_known = [], 0
+    for episode_id in ds.episode_ids:
+        for caption in caption_episode(ds, episode_id, clip_frames):
+            lines.append(json.dumps(caption.to_json()))
+            num_known += bool(caption.facts)
+    if lines and not num_known:
+        raise UserError(f"{path}: no engine state in any episode (the state_* columns are null); captions need a "
+                        "dataset written by `worldloom capture` with actions (not --strip-actions footage)")
+    atomic_write_text(out, "".join(line + "\n" for line in lines))
+    return {"clips": len(lines), "episodes": len(ds), "clip_frames": clip_frames, "out": out}
+
+
+__all__ = ["Caption", "caption_dataset", "caption_episode", "caption_text", "clip_facts", "read_caption", "time_name"]

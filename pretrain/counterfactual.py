@@ -1,0 +1,148 @@
+"""Engine-truth controllability: a world model's rollouts scored against its own engine's, from saved states.
+
+    worldloom capture branches --episodes 16 --context 5 --horizon 8 --resolution 64 --out data/branches.safetensors
+    worldloom pretrain eval --model runs/wm --data data/heldout --counterfactual data/branches.safetensors
+
+    from worldloom.datasets.branches import load_branches
+    from worldloom.pretrain.counterfactual import counterfactual_scores
+    scores = counterfactual_scores(model, codec, load_branches("data/branches.safetensors"))
+
+An inverse dynamics model reading generated frames (MineWorld, GameWorld; `evaluate.controllability`)
+is a proxy for whether a world model obeys its actions. VoxelWorld saves and restores its whole
+state, so the truth is at hand: from one saved state, K action sequences (the scripted player's
+own next actions, a turn, a walk, standing still) are played in the engine (`capture branches`,
+capture/branches.py, written as data: datasets/branches.py) and, from the same context frames,
+in the model (here).
+
+The engine-truth controllability at horizon h is the fraction of (state, ordered pair of
+sequences A != B) for which the model's frame h under A is closer (mean squared error) to the
+engine's frame h under A than to the engine's frame h under B. Pairs whose engine frames are
+equal at h (a walk into a wall and standing still) say nothing and are left out; an exact tie
+counts one half. Copying the last context frame scores 0.5 by construction (of a pair and its
+reverse exactly one wins); the engine itself scores 1. Beside the model, in the same run: the
+model given another branch's actions (a derangement), copy-last and the engine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from worldloom.datasets.branches import Branches
+from worldloom.errors import UserError
+
+
+def resize(frames: np.ndarray, image_size: int) -> np.ndarray:
+    """uint8 (..., H, W, 3) frames at the model's size (area), as the model sees and makes them."""
+    from .data import frames_to_model, model_to_frames
+
+    lead = frames.shape[:-3]
+    x = torch.from_numpy(np.ascontiguousarray(frames.reshape(1, -1, *frames.shape[-3:])))
+    return model_to_frames(frames_to_model(x, image_size))[0].numpy().reshape(*lead, image_size, image_size, 3)
+
+
+@torch.no_grad()
+def model_branches(model, codec, branches: Branches, state: int, sample=None, seed: int = 0,
+                   order: list[int] | None = None) -> np.ndarray:
+    """The model's rollouts from state `state`'s context under each branch's actions (branch
+    `order[k]`'s actions in slot k, if given): (K, T, S, S, 3) uint8 at the model's size.
+    UserError if the file's context is shorter than the model's (num_frames - 1)."""
+    from .data import frames_to_model, model_to_frames
+    from .flow import SampleConfig, rollout
+    from .model import encode_actions
+
+    sample = sample or SampleConfig(num_steps=1, context_noise=0.0)
+    context = model.cfg.num_frames - 1
+    have = branches.context_frames.shape[1]
+    if have < context:
+        raise UserError(f"the branches file has {have} context frames; the model needs {context}: "
+                        f"make it with `worldloom capture branches --context {context}`")
+    k, horizon = branches.frames.shape[1:3]
+    order = list(range(k)) if order is None else order
+    x = frames_to_model(torch.from_numpy(branches.context_frames[state, -context:])[None], model.cfg.image_size)
+    past_b = np.repeat(branches.context_buttons[state, have - context:][None], k, axis=0)  # (K, Tc-1, 20)
+    past_c = np.repeat(branches.context_camera[state, have - context:][None], k, axis=0)
+    buttons = np.concatenate([past_b, branches.branch_buttons[state, order]], axis=1)  # (K, Tc-1+T, 20)
+    camera = np.concatenate([past_c, branches.branch_camera[state, order]], axis=1)
+    action = encode_actions(torch.from_numpy(buttons.astype(np.float32)), torch.from_numpy(camera))  # (K, Tc-1+T, 24)
+    has = torch.ones(action.shape[:2], dtype=torch.bool)
+    gen = torch.Generator().manual_seed(seed)
+    latent = codec.encode(x)
+    latent = latent.expand(k, *latent.shape[1:])
+    out = codec.decode(rollout(model, latent, action, has, horizon, sample, gen))  # (K, T, 3, S, S)
+    return model_to_frames(out).numpy()
+
+
+def controllability(generated: np.ndarray, engine: np.ndarray) -> dict:
+    """Engine-truth controllability by horizon of generated vs engine frames, both (S, K, H, h, w, 3)
+    uint8 (state, branch, horizon): {"by_horizon": [H fractions], "pairs": [H counted pairs]};
+    a horizon with no informative pair gives None."""
+    if generated.shape != engine.shape or generated.ndim != 6:
+        raise ValueError(f"generated {generated.shape} and engine {engine.shape} must both be (S, K, H, h, w, 3)")
+    g, e = generated.astype(np.float32), engine.astype(np.float32)
+    num_branches, horizon = g.shape[1], g.shape[2]
+    wins, counted = np.zeros(horizon), np.zeros(horizon, int)
+    own = ((g - e) ** 2).mean(axis=(3, 4, 5))  # (S, K, H): model under A vs engine under A
+    for a in range(num_branches):
+        for b in range(num_branches):
+            if a == b:
+                continue
+            other = ((g[:, a] - e[:, b]) ** 2).mean(axis=(2, 3, 4))  # (S, H): model under A vs engine under B
+            informative = (e[:, a] != e[:, b]).any(axis=(2, 3, 4))  # (S, H)
+            score = (own[:, a] < other) + 0.5 * (own[:, a] == other)
+            wins += (score * informative).sum(axis=0)
+            counted += informative.sum(axis=0)
+    return {"by_horizon": [float(w / c) if c else None for w, c in zip(wins, counted, strict=True)],
+            "pairs": counted.tolist()}
+
+
+def psnr_by_horizon(generated: np.ndarray, engine: np.ndarray) -> list[float]:
+    """Mean PSNR (dB, capped at 60) of (S, K, H, h, w, 3) frames against the engine's, by horizon."""
+    mse = ((generated.astype(np.float32) - engine.astype(np.float32)) ** 2).mean(axis=(3, 4, 5))  # (S, K, H)
+    return (10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))).clip(max=60.0).mean(axis=(0, 1)).tolist()
+
+
+def counterfactual_scores(model, codec, branches: Branches, sample=None, seed: int = 0) -> dict:
+    """The model, the model given a derangement of the branches' actions, copy-last and the engine,
+    each as {"controllability": by horizon, "psnr": by horizon}, against the engine's frames (at
+    the model's size); plus the number of states, the branch names and the counted pairs."""
+    size = model.cfg.image_size
+    engine = resize(branches.frames, size)  # (S, K, T, S, S, 3)
+    num_states, k = engine.shape[:2]
+    shifted = [(i + 1) % k for i in range(k)]  # slot i generated under branch i+1's actions
+    runs = {
+        "model": np.stack([model_branches(model, codec, branches, s, sample, seed) for s in range(num_states)]),
+        "shuffled_actions": np.stack([model_branches(model, codec, branches, s, sample, seed, shifted)
+                                      for s in range(num_states)]),
+        "copy_last": np.ascontiguousarray(np.broadcast_to(
+            resize(branches.context_frames[:, -1], size)[:, None, None], engine.shape)),
+        "engine": engine,
+    }
+    out = {"states": num_states, "branches": branches.names, "horizon": engine.shape[2]}
+    for name, frames in runs.items():
+        out[name] = {"controllability": controllability(frames, engine)["by_horizon"], "psnr": psnr_by_horizon(frames, engine)}
+    out["pairs"] = controllability(engine, engine)["pairs"]
+    return out
+
+
+def evaluate_counterfactual(model, codec, path: str, branches: Branches | None = None, sample=None, seed: int = 0) -> dict:
+    """`worldloom pretrain eval --counterfactual FILE`: counterfactual_scores on a branches file
+    (`branches`: the file already read)."""
+    from worldloom.datasets.branches import load_branches
+
+    branches = branches if branches is not None else load_branches(path)
+    return {"file": str(path), **counterfactual_scores(model, codec, branches, sample, seed)}
+
+
+def counterfactual_markdown(r: dict) -> list[str]:
+    """eval.md's engine-truth table: controllability and PSNR against the engine, by horizon."""
+    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+    lines = [f"Engine-truth controllability: {r['states']} saved VoxelWorld states, branches {', '.join(r['branches'])} "
+             "(fraction of ordered branch pairs where the rollout under A is closer to the engine's A than to its B).", "",
+             "| horizon | " + " | ".join(str(h + 1) for h in range(r["horizon"])) + " |", "|---|" + "---|" * r["horizon"]]
+    names = {"model": "model", "shuffled_actions": "model, shuffled actions", "copy_last": "copy-last", "engine": "engine"}
+    for key, label in names.items():
+        lines.append(f"| controllability, {label} | " + " | ".join(fmt(v) for v in r[key]["controllability"]) + " |")
+    for key in ("model", "shuffled_actions", "copy_last"):
+        lines.append(f"| PSNR vs engine, {names[key]} | " + " | ".join(f"{v:.1f}" for v in r[key]["psnr"]) + " |")
+    return lines + [""]

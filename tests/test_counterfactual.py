@@ -1,0 +1,149 @@
+"""Engine-truth controllability: branches played from saved VoxelWorld states, their file (round
+trip, damaged or foreign files refused in one line), the score's construction (the engine scores
+1, copy-last 0.5, swapped branches 0), and micro evals of small world models beside their baselines.
+
+    pytest tests/test_counterfactual.py -q
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from worldloom.capture.branches import BRANCHES, engine_cases, play_from, to_branches
+from worldloom.datasets.branches import load_branches, save_branches
+from worldloom.envs import make_env
+from worldloom.errors import UserError
+from worldloom.pretrain.autoencoder import PixelCodec
+from worldloom.pretrain.counterfactual import controllability, counterfactual_scores, model_branches
+from worldloom.pretrain.model import WorldModel, WorldModelConfig
+
+CONTEXT, HORIZON = 3, 4
+
+
+@pytest.fixture(scope="module")
+def env():
+    return make_env("voxel", height=64, width=64, world_size=(32, 32, 32))
+
+
+@pytest.fixture(scope="module")
+def cases(env):
+    return engine_cases(env, "mixture", seeds=[1, 2], context=CONTEXT, horizon=HORIZON, warmup=10)
+
+
+def test_branches_are_played_from_the_saved_state(env, cases):
+    assert len(cases) == 2
+    for case in cases:
+        assert case.context_frames.shape == (CONTEXT, 64, 64, 3) and len(case.context_actions) == CONTEXT - 1
+        assert list(case.branches) == list(BRANCHES) and case.frames.shape == (len(BRANCHES), HORIZON, 64, 64, 3)
+        # the player's branch, recorded while it played on, is what restoring the state and replaying gives
+        assert np.array_equal(play_from(env, case.state, case.branches["player"]), case.frames[0])
+        obs, _ = env.set_state(case.state)
+        assert np.array_equal(obs, case.context_frames[-1])
+        # a turn, a walk and standing still show different things after HORIZON steps
+        last = case.frames[1:, -1].reshape(len(BRANCHES) - 1, -1)
+        assert all(not np.array_equal(last[i], last[j]) for i in range(3) for j in range(i + 1, 3))
+
+
+def test_the_score_by_construction(cases):
+    engine = np.stack([c.frames for c in cases])  # (S, K, H, 64, 64, 3)
+    assert controllability(engine, engine)["by_horizon"] == [1.0] * HORIZON
+    copy_last = np.broadcast_to(np.stack([c.context_frames[-1] for c in cases])[:, None, None], engine.shape)
+    assert controllability(np.ascontiguousarray(copy_last), engine)["by_horizon"] == [0.5] * HORIZON
+    swapped = engine[:, [1, 0]]  # two branches, each generated as the other
+    assert controllability(swapped, engine[:, :2])["by_horizon"] == [0.0] * HORIZON
+    # pairs whose engine frames are equal say nothing
+    same = np.repeat(engine[:, :1], 2, axis=1)
+    assert controllability(same, same) == {"by_horizon": [None] * HORIZON, "pairs": [0] * HORIZON}
+    with pytest.raises(ValueError, match="must both be"):
+        controllability(engine[:, :, :2], engine)
+
+
+@pytest.fixture(scope="module")
+def branches(cases, tmp_path_factory):
+    """The cases written to a branches file and read back."""
+    path = tmp_path_factory.mktemp("branches") / "b.safetensors"
+    save_branches(path, to_branches(cases, {"env": "voxel"}))
+    return load_branches(path)
+
+
+def test_the_branches_file_round_trips_and_refuses_bad_files(cases, branches, tmp_path):
+    assert branches.names == list(BRANCHES) and branches.info["seeds"] == [1, 2]
+    assert np.array_equal(branches.frames, np.stack([c.frames for c in cases]))
+    assert np.array_equal(branches.context_frames, np.stack([c.context_frames for c in cases]))
+    assert branches.branch_buttons.shape == (2, len(BRANCHES), HORIZON, 20) and branches.context_camera.shape == (2, CONTEXT - 1, 2)
+    turn = BRANCHES.index("turn")
+    assert (branches.branch_camera[:, turn, :, 1] > 0).all() and branches.branch_buttons[:, BRANCHES.index("walk"), :, 2].all()
+    good = tmp_path / "good.safetensors"
+    save_branches(good, branches)
+    data = good.read_bytes()
+    for name, blob, message in (("cut", data[: len(data) // 2], "damaged"), ("text", b"hello world, not a file", "not a WorldLoom"),
+                                ("none", None, "cannot read it")):
+        bad = tmp_path / name
+        if blob is not None:
+            bad.write_bytes(blob)
+        with pytest.raises(UserError, match=message) as err:
+            load_branches(bad)
+        assert "\n" not in str(err.value)
+
+
+def test_micro_counterfactual_eval_of_a_world_model(branches):
+    import torch
+
+    torch.manual_seed(0)
+    model = WorldModel(WorldModelConfig(image_size=32, width=48, depth=2, num_heads=2, num_frames=CONTEXT + 1)).eval()
+    codec = PixelCodec()
+    frames = model_branches(model, codec, branches, 0, seed=3)
+    assert frames.shape == (len(BRANCHES), HORIZON, 32, 32, 3) and frames.dtype == np.uint8
+    assert np.array_equal(frames, model_branches(model, codec, branches, 0, seed=3))  # seeded: the same frames
+    scores = counterfactual_scores(model, codec, branches)
+    assert scores["states"] == 2 and scores["branches"] == list(BRANCHES) and scores["horizon"] == HORIZON
+    assert scores["engine"]["controllability"] == [1.0] * HORIZON and scores["engine"]["psnr"] == [60.0] * HORIZON
+    assert scores["copy_last"]["controllability"] == [0.5] * HORIZON
+    for name in ("model", "shuffled_actions"):
+        assert all(0.0 <= v <= 1.0 for v in scores[name]["controllability"])
+        assert all(5.0 < v < 60.0 for v in scores[name]["psnr"])
+    assert all(p > 0 for p in scores["pairs"])
+    longer = WorldModel(WorldModelConfig(image_size=32, width=48, depth=2, num_heads=2, num_frames=CONTEXT + 3))
+    with pytest.raises(UserError, match="needs 5"):
+        model_branches(longer, codec, branches, 0)
+
+
+def test_capture_branches_then_pretrain_eval_counterfactual_through_the_cli(tmp_path, capsys):
+    """`capture branches` writes the engine's truth; a small world model trained 1 step on
+    VoxelWorld clips is scored against it by `pretrain eval --counterfactual`."""
+    import json
+
+    from worldloom.capture import Recorder
+    from worldloom.capture.config import EpisodeSpec
+    from worldloom.datasets import commit_shards
+    from worldloom.pipeline.cli import main as cli
+
+    data = str(tmp_path / "data")
+    rec = Recorder({"env": data}, env="voxel", height=64, width=64)
+    specs = [EpisodeSpec(f"ep-{i}", i, "voxel", seed=i, player="mixture", steps=24, height=64, width=64) for i in range(2)]
+    commit_shards(data, rec.record([(s, ("env",)) for s in specs])["shards"]["env"])
+    run = tmp_path / "wm"
+    assert cli(["pretrain", "train", "--data", data, "--out", str(run), "--max-steps", "1", "--batch-size", "2",
+                "--model.image-size", "32", "--model.width", "32", "--model.depth", "1", "--model.num-heads", "2",
+                "--model.num-frames", "3", "--camera-fov-deg", "70", "--threads", "1"]) == 0
+    states = tmp_path / "branches.safetensors"
+    assert cli(["capture", "branches", "--episodes", "2", "--context", "2", "--horizon", "3", "--branches", "player", "turn",
+                "walk", "--warmup", "5", "--resolution", "64", "--out", str(states)]) == 0
+    assert "2 saved states x 3 branches (player, turn, walk) x 3 steps, 2 context frames" in capsys.readouterr().out
+    out = tmp_path / "ev"
+    assert cli(["pretrain", "eval", "--model", str(run), "--data", data, "--num-clips", "2", "--horizon", "2",
+                "--next-frame-positions", "1", "--sample.num-steps", "1", "--counterfactual", str(states), "--out", str(out)]) == 0
+    report = json.loads((out / "eval.json").read_text())["counterfactual"]
+    assert report["states"] == 2 and report["branches"] == ["player", "turn", "walk"] and report["horizon"] == 3
+    assert report["copy_last"]["controllability"] == [0.5] * 3 and report["engine"]["controllability"] == [1.0] * 3
+    assert all(0.0 <= v <= 1.0 for v in report["model"]["controllability"])
+    assert "Engine-truth controllability: 2 saved VoxelWorld states" in (out / "eval.md").read_text()
+    capsys.readouterr()
+    # bad input: one line each, exit 2
+    assert cli(["pretrain", "eval", "--model", str(run), "--data", data, "--counterfactual", str(tmp_path / "nope")]) == 2
+    assert cli(["capture", "branches", "--branches", "turn", "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert cli(["capture", "branches", "--env", "crafter", "--out", str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and "cannot read it" in err[0] and "branches must be" in err[1] and "cannot save and restore" in err[2]
+    assert not (tmp_path / "x.safetensors").exists()
