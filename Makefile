@@ -28,7 +28,9 @@ demo: install
 test: install
 	bash tests/setup_browser.sh
 	bash tests/setup_minetest.sh
-	$(VENV)/bin/pytest -q --durations=25 tests
+	# test files run in parallel, one per process (--dist loadfile: a file's Ray cluster stays in
+	# its process), a process per logical CPU up to 4: 1.75x faster on 2 cores than one process
+	$(VENV)/bin/pytest -q -n logical --maxprocesses 4 --dist loadfile --durations=25 tests
 
 lint: install
 	$(VENV)/bin/ruff check .

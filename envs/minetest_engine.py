@@ -461,7 +461,7 @@ class Engine:
 
     def reset_pose(self, x: float, z: float, yaw_rad: float, pitch_rad: float, time_of_day: float) -> np.ndarray:
         """Teleport to a standing spot near (x, z) (wlsrv: emerge, kit, look, time); steps frames
-        until the client shows the new position; the spot (3,). The map generation it waits for
+        until the client shows the new position and time of day; the spot (3,). The map generation it waits for
         runs in real time, so the limit is real time (start_timeout_s), and frames are stepped
         with short pauses that leave the CPU to the engine's map threads."""
         self._seq += 1
@@ -473,7 +473,10 @@ class Engine:
             self.step()
             if seq in self.reset_acks:
                 spot = self.reset_acks[seq]
-                if np.abs(self.state.position[[0, 2]] - spot[[0, 2]]).max() < 0.5:
+                # the client learns the time of day from its own packet, which can arrive some
+                # frames after the position on a busy machine: wait for both
+                off = abs((self.state.time_of_day - time_of_day + 0.5) % 1.0 - 0.5)
+                if np.abs(self.state.position[[0, 2]] - spot[[0, 2]]).max() < 0.5 and off < 1e-3:
                     return spot
             else:
                 time.sleep(0.005)
