@@ -377,3 +377,7 @@ def test_goal_checks_compare_idm_with_env_labels_and_random():
     assert ret["idm_over_env"] == pytest.approx(0.95) and ret["ratio_met"]
     assert ret["env_above_random"] and not ret["idm_above_random"]  # 7.0 does not clear random's 7.5
     assert goal_checks(evals, ("find_water",)) == []
+    zero = ci(0.0, 0.0, 0.0)  # BC on true labels never succeeds: the ratio is undefined, not met, JSON null
+    (row,) = [r for r in goal_checks({**evals, ("bc-env", "explore"): {"success_rate": zero}}, ("explore",))
+              if r["metric"] == "success_rate"]
+    assert row["idm_over_env"] is None and not row["ratio_met"]
