@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -13,11 +14,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 import pytest
 
-from worldloom.capture import CaptureConfig, capture
+from worldloom.capture import CaptureConfig
 from worldloom.datasets import Dataset
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -32,6 +34,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _ray_start(args: list[str], marker: str) -> None:
+    """`ray start ARGS`, its output in the failure message (Ray's own start-up waits can run
+    out on a busy machine: one more try, after stopping what the first left, before failing)."""
+    for _ in range(2):
+        proc = subprocess.run([RAY, "start", *args], capture_output=True, text=True, timeout=180)
+        if proc.returncode == 0:
+            return
+        kill_tree_matching(marker)
+    raise AssertionError(f"ray start {' '.join(args)} failed twice:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+
+
 @pytest.fixture
 def two_node_cluster(monkeypatch):
     """The address of a head node and a second node, both on this machine; torn down after."""
@@ -42,11 +55,10 @@ def two_node_cluster(monkeypatch):
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
     try:
-        subprocess.run([RAY, "start", "--head", f"--port={port}", f"--temp-dir={ray_tmp}", "--include-dashboard=false",
-                        "--resources", json.dumps({"head_node": 1}), *common],
-                       check=True, capture_output=True, timeout=120)
-        subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", "--resources", json.dumps({"second_node": 1}),
-                        *common], check=True, capture_output=True, timeout=120)
+        _ray_start(["--head", f"--port={port}", f"--temp-dir={ray_tmp}", "--include-dashboard=false",
+                    "--resources", json.dumps({"head_node": 1}), *common], ray_tmp)
+        _ray_start([f"--address=127.0.0.1:{port}", "--resources", json.dumps({"second_node": 1}), *common],
+                   "second_node")
         yield f"127.0.0.1:{port}"
     finally:
         # `ray stop` would stop every Ray on the machine; stop only this cluster's processes.
@@ -56,20 +68,28 @@ def two_node_cluster(monkeypatch):
 
 
 def test_one_job_records_on_both_nodes(tmp_path, two_node_cluster):
-    import ray
-
     cfg = CaptureConfig(out=str(tmp_path / "d"), episodes=6, steps=40, resolution=64, num_workers=2,
                         address=two_node_cluster, progress=False)
-    try:
-        result = capture(cfg)  # joins the cluster with ray.init(address=...), leaves it after
+    # The driver runs in a process of its own, as a user's would: Ray reads RAY_AUTH_MODE when it
+    # is imported, and this test process may have imported it before the fixture set it.
+    script = textwrap.dedent(f"""
+        import json, ray
+        from worldloom.capture import CaptureConfig, capture
+        result = capture(CaptureConfig(**{dataclasses.asdict(cfg)!r}))  # joins, records, leaves
         assert not ray.is_initialized()
-        ray.init(address=two_node_cluster)
-        nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
-    finally:
+        ray.init(address={two_node_cluster!r})
+        nodes = {{n["NodeID"]: sorted(n["Resources"]) for n in ray.nodes() if n["Alive"]}}
         ray.shutdown()
+        print(json.dumps({{"node_ids": sorted(result.node_ids), "recorded": result.num_recorded, "nodes": nodes}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "RAY_AUTH_MODE": "token"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    nodes = out["nodes"]
     assert len(nodes) == 2 and {"head_node", "second_node"} <= {k for r in nodes.values() for k in r}
-    assert result.node_ids == set(nodes)  # each node's recorder wrote shards
-    assert result.num_recorded == 6
+    assert set(out["node_ids"]) == set(nodes)  # each node's recorder wrote shards
+    assert out["recorded"] == 6
     assert_exactly_once(cfg.out, cfg)
     assert Dataset(cfg.out).manifest["config"]["capture"]["address"] == two_node_cluster
     assert os.path.isdir(cfg.out)
