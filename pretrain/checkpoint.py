@@ -76,6 +76,12 @@ def check_config(doc: object, path: Path) -> dict:
         raise UserError(f"{path}: holds a JSON {type(doc).__name__}, expected an object; restore the run from its source")
     classes = {"train": (TrainConfig, False, MAX_EXACT_INT), "model": (WorldModelConfig, True, MAX_CONFIG_INT),
                "flow": (FlowConfig, False, MAX_CONFIG_INT), "data": (SourceSpec, True, MAX_EXACT_INT)}
+    flow = doc.get("flow")
+    if isinstance(flow, dict) and "loss_weight" in flow:  # a field until 2026-11-30; its value then was the only one kept
+        if flow["loss_weight"] != "x0":
+            raise UserError(f"{path}: flow.loss_weight is {flow['loss_weight']!r}, a loss this version no longer has "
+                            "(only x0); train the run again")
+        doc = {**doc, "flow": {k: v for k, v in flow.items() if k != "loss_weight"}}
     sections = {name: dataclass_from_json(cls, doc.get(name), source=path, field=name, require_all=strict, max_int=bound)
                 for name, (cls, strict, bound) in classes.items()}
     unknown = sorted(set(sections["data"].label_sources) - set(LABEL_SOURCES))

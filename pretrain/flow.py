@@ -33,11 +33,8 @@ class FlowConfig:
     p_pure_noise: float = doc("fraction of sampling-pattern windows whose last frame is pure noise (t = 1), the "
                               "only level that one-step sampling reads", 0.5)
     action_dropout: float = doc("probability that a frame's action is replaced by the null action", 0.1)
-    loss_weight: str = doc("v: plain velocity MSE; x0: velocity MSE times t^2 (= clean-frame MSE, even over t)", "x0")
 
     def __post_init__(self):
-        if self.loss_weight not in ("v", "x0"):
-            raise ValueError(f"loss_weight must be v or x0, got {self.loss_weight!r}")
         for name in ("p_sampling_pattern", "context_noise_max", "p_pure_noise", "action_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -67,8 +64,9 @@ def flow_loss(model: WorldModel, x0, action, has_action, cfg: FlowConfig, genera
     keep = torch.rand(B, T, generator=generator, device=x0.device) >= cfg.action_dropout
     v = model(xt, t, cond, mask & keep)  # (B, T, C, H, W)
     err = F.mse_loss(v.float(), noise - x0, reduction="none").mean(dim=(2, 3, 4))  # (B, T)
-    if cfg.loss_weight == "x0":  # |v - v*|^2 = |x0 - x0*|^2 / t^2: undo the 1/t^2 that buries large t
-        weight = weight * t.clamp_min(T_MIN) ** 2
+    # velocity MSE times t^2 = clean-frame MSE, even over noise levels: |v - v*|^2 = |x0 - x0*|^2 / t^2,
+    # undo the 1/t^2 that buries large t (measured: docs/pretrain.md)
+    weight = weight * t.clamp_min(T_MIN) ** 2
     return (err * weight).sum() / weight.sum()
 
 

@@ -132,9 +132,11 @@ def test_actions_change_predictions_and_null_action_is_distinct():
     assert encode_actions(torch.zeros(20), torch.tensor([100.0, -0.0])).tolist()[-4:] == [1.0, 0.0, 9.0, 0.0]
 
 
-def test_flow_loss_trains_and_rollout_shapes():
+@pytest.mark.parametrize("variant", [{}, {"prediction": "v", "turned_input": False}], ids=["x_skip", "v"])
+def test_flow_loss_trains_and_rollout_shapes(variant):
+    """The default x_skip output and the named variant `--model.prediction v` (plain velocity)."""
     torch.manual_seed(0)
-    cfg = WorldModelConfig(image_size=32, width=48, depth=2, num_heads=2, num_frames=4)
+    cfg = WorldModelConfig(image_size=32, width=48, depth=2, num_heads=2, num_frames=4, **variant)
     model = WorldModel(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     x = torch.rand(4, 4, 1, 1, 1).expand(4, 4, 3, 32, 32) * 2 - 1  # flat frames: easy to fit
@@ -317,3 +319,22 @@ def test_latent_preset_trains_its_autoencoder_then_the_model(data, tmp_path):
     report = ev.evaluate(ev.EvalConfig(model=str(run), data=(data["heldout"],), num_clips=1, horizon=2,
                                        next_frame_positions=1, sample=SampleConfig(num_steps=1), out=str(tmp_path / "ev")))
     assert report["context"] == 3 and 0 < report["next_frame"]["psnr"] <= 60
+
+
+def test_a_run_written_with_the_removed_loss_weight_field_still_loads(tmp_path):
+    """`flow.loss_weight` was a switch until 2026-11-30 ("x0", kept as the only loss, or "v");
+    runs that stored "x0" load as before, "v" is a one-line error naming the file."""
+    from worldloom.config import to_json_dict
+    from worldloom.pretrain.checkpoint import check_config
+    from worldloom.pretrain.data import SourceSpec
+    from worldloom.pretrain.model import WorldModelConfig
+    from worldloom.pretrain.train import TrainConfig as WMTrainConfig
+
+    train = WMTrainConfig(data=("data",), out=str(tmp_path), model=WorldModelConfig())
+    spec = SourceSpec(height=64, width=64, fps=20.0, num_episodes=1, num_frames=40, label_sources=("env",))
+    doc = {"train": to_json_dict(train), "model": to_json_dict(train.model_config), "data": to_json_dict(spec)}
+    path = tmp_path / "config.json"
+    old = check_config({**doc, "flow": {**to_json_dict(train.flow), "loss_weight": "x0"}}, path)
+    assert old["flow"] == train.flow
+    with pytest.raises(UserError, match=r"config.json: flow.loss_weight is 'v'.*train the run again"):
+        check_config({**doc, "flow": {**to_json_dict(train.flow), "loss_weight": "v"}}, path)
