@@ -121,3 +121,13 @@ class ListeningSockets:
     def table(self) -> str:
         return "\n".join(f"{ip:>24} {port:>6} {proto}  {', '.join(sorted(titles))}"
                          for (ip, port, proto), titles in sorted(self.seen.items(), key=lambda kv: sorted(kv[1])))
+
+
+# The longest files first: with `pytest -n N --dist loadfile` (make test) each file runs whole in one
+# process, taken in this order, so the long ones start at once and the short ones fill in after.
+LONGEST_FIRST = ("test_docs.py", "test_agent.py", "test_pipeline.py", "test_capture.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order is kept

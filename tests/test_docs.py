@@ -88,7 +88,7 @@ def test_links_resolve_and_nothing_points_outside_the_repo(doc):
 
 # The README walkthrough at test size: the same commands in the same order, sizes cut down.
 SMALLER = [(r"--episodes \d+", "--episodes 2"), (r"--steps 400", "--steps 48"), (r"--seeds 0-7", "--seeds 0-1"),
-           (r"--minutes \d+", "--max-steps 2 --batch-size 2"), (r"--horizon 32", "--horizon 3")]
+           (r"--minutes \d+", "--max-steps 2 --batch-size 2"), (r"--horizon 32", "--horizon 3"), (r"--num-workers 2", "--num-workers 1")]
 EXTRA = {"idm train": ["--preset", "micro", "--warmup-steps", "1", "--val-windows", "2"],
          "pretrain train": ["--warmup-steps", "1"],
          "pretrain eval": ["--horizon", "2", "--num-clips", "2", "--next-frame-positions", "1", "--stability-horizon", "4"]}
