@@ -80,7 +80,7 @@ def main(cfg: ScalingConfig) -> list[dict]:
         report = evaluate(run, list(cfg.eval_data), out=run / "eval")
         rows.append({"hours": hours, **{k: report["idm"][k] for k in FIELDS if k in report["idm"]},
                      "noop_button_macro_f1": report["always_noop"]["button_macro_f1"], "run": str(run)})
-    with (out / "scaling.csv").open("w", newline="") as f:
+    with atomic_path(out / "scaling.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(rows)
