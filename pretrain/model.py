@@ -75,6 +75,8 @@ class WorldModelConfig:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if self.turned_input and self.prediction != "x_skip":
             raise ValueError("turned_input needs prediction x_skip")
+        if not 0.0 < self.mlp_ratio <= 64.0:
+            raise ValueError(f"mlp_ratio must be in (0, 64], got {self.mlp_ratio}")
         if not 0.0 <= self.camera_fov_deg < 180.0:
             raise ValueError(f"camera_fov_deg must be in [0, 180), got {self.camera_fov_deg}")
         if self.latent_channels and self.image_size % self.latent_downsample:

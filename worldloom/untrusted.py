@@ -174,7 +174,8 @@ def _meta_shapes(build: Callable[[], Any], limit: int, source: str) -> dict[str,
         raise UserError(f"{source}: describes a model with more than {limit} tensors, far more than its weights "
                         "file holds; restore the file from its source") from None
     except (ValueError, TypeError, RuntimeError, ArithmeticError, MemoryError, IndexError, KeyError) as err:
-        raise UserError(f"{source}: cannot build the model it describes ({type(err).__name__}: {err}); "
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""  # torch appends a C++ backtrace
+        raise UserError(f"{source}: cannot build the model it describes ({type(err).__name__}: {first}); "
                         "restore the file from its source") from None
     finally:
         for handle in handles:
