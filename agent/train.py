@@ -229,7 +229,7 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
     start_step, t0, last_log = state["step"], time.perf_counter(), time.perf_counter()
     elapsed0, step = state["elapsed_s"], state["step"]
     last_good = f"{run_dir / ckpt.CHECKPOINT_DIR} (step {start_step})" if start_step else None
-    bar = tqdm(total=budget.total_steps, initial=start_step, desc="agent train", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=budget.shown_total, initial=start_step, desc="agent train", unit="step", dynamic_ncols=True)
     try:
         while not budget.done(step, elapsed0 + time.perf_counter() - t0):
             batch = bc_data.sample_windows(train_eps, cfg.batch_size, T, np.random.default_rng([cfg.seed, step]))
@@ -251,7 +251,7 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
             step += 1
             elapsed = elapsed0 + time.perf_counter() - t0
             if budget.update(step, elapsed, step - start_step):
-                bar.total = budget.total_steps
+                bar.total = budget.shown_total
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}")
             if stop_after is not None and step >= stop_after:
