@@ -90,11 +90,14 @@ def to_model_inputs(batch: dict, image_size: int, use_actions: bool = True):
 
 
 def train_batches(sources: Sequence[str], clip_len: int, batch_size: int, seed: int,
-                  weights: Sequence[float] | None = None, num_workers: int = 0, skip: int = 0) -> Iterator[dict]:
-    """Endless collated batches of clips; `skip` batches are drawn and dropped (exact resume)."""
+                  weights: Sequence[float] | None = None, num_workers: int = 0, skip: int = 0,
+                  label_sources: Sequence[str] | None = None) -> Iterator[dict]:
+    """Endless collated batches of clips; `skip` batches are drawn and dropped (exact resume);
+    `label_sources` keeps only episodes labeled so (e.g. ("env",): the game's own actions)."""
     from worldloom.datasets import ClipStream
 
-    stream = ClipStream(list(sources), clip_len=clip_len, seed=seed, weights=list(weights) if weights else None)
+    stream = ClipStream(list(sources), clip_len=clip_len, seed=seed, weights=list(weights) if weights else None,
+                        label_sources=label_sources)
     loader = torch.utils.data.DataLoader(stream, batch_size=batch_size, num_workers=num_workers,
                                          collate_fn=collate, drop_last=True)
     done, epoch = 0, 0

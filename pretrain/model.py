@@ -60,6 +60,11 @@ class WorldModelConfig:
                                 "this vertical field of view (`worldloom pretrain` fits it to the data; 0 = no turn)", 0.0)
     turned_input: bool = doc("x_skip: the network also sees the previous frame turned by the camera action, as extra "
                              "input channels (the base it corrects, pixel-aligned)", True)
+    signal_input: bool = doc("the network sees each noisy frame scaled by (1 - t), its signal's share: a pure-noise frame "
+                             "enters as zeros, so one-step sampling from t = 1 is deterministic and no noise leaks into "
+                             "the output", False)
+    dead_zone: float = doc("x_skip: corrections smaller than this many 8-bit levels are dropped (soft threshold forward, "
+                           "identity backward): where nothing changes the previous frame comes through exactly", 0.0)
 
     def __post_init__(self):
         for name in ("image_size", "patch_size", "width", "depth", "num_heads", "num_frames"):
@@ -77,6 +82,10 @@ class WorldModelConfig:
             raise ValueError("turned_input needs prediction x_skip")
         if not 0.0 < self.mlp_ratio <= 64.0:
             raise ValueError(f"mlp_ratio must be in (0, 64], got {self.mlp_ratio}")
+        if not 0.0 <= self.dead_zone <= 64.0:
+            raise ValueError(f"dead_zone must be in [0, 64] 8-bit levels, got {self.dead_zone}")
+        if self.dead_zone and self.prediction != "x_skip":
+            raise ValueError("dead_zone needs prediction x_skip")
         if not 0.0 <= self.camera_fov_deg < 180.0:
             raise ValueError(f"camera_fov_deg must be in [0, 180), got {self.camera_fov_deg}")
         if self.latent_channels and self.image_size % self.latent_downsample:
@@ -116,7 +125,7 @@ class WorldModelConfig:
 
 # Presets change sizes only (DESIGN section 10). tiny: a few M params, trains on 2 CPU cores.
 PRESETS: dict[str, WorldModelConfig] = {
-    "tiny": WorldModelConfig(),
+    "tiny": WorldModelConfig(num_frames=3, signal_input=True, dead_zone=1.0),  # measured: issue 18's log, section 7
     "small": WorldModelConfig(image_size=64, patch_size=4, width=384, depth=8, num_heads=6, num_frames=16),
     "large": WorldModelConfig(image_size=128, patch_size=2, latent_channels=8, latent_downsample=8,
                               width=768, depth=12, num_heads=12, num_frames=32),
@@ -295,7 +304,7 @@ class WorldModel(nn.Module):
         (x_skip only; none: the first frame has no skip).
         """
         T, cfg = x.shape[1], self.cfg
-        seen = x  # (B, T, C, H, W)
+        seen = x * (1 - t)[..., None, None, None] if cfg.signal_input else x  # (B, T, C, H, W)
         if cfg.prediction == "x_skip":
             before, levels = previous_frames(x, t, prev, prev_t)
             turned = rotate_frames(before, camera_from_actions(action, action_mask), cfg.camera_fov_deg)
@@ -314,7 +323,11 @@ class WorldModel(nn.Module):
         C = cfg.channels
         if cfg.prediction == "x_skip":
             turn = out[:, :, C:] if cfg.turns_camera else None
-            out = skip_velocity(x, t, out[:, :, :C], turn, before, turned, levels)
+            correction = out[:, :, :C]
+            if cfg.dead_zone > 0:  # soft threshold forward, identity backward (the net still learns inside the zone)
+                tau = cfg.dead_zone * 2.0 / 255.0  # 8-bit levels in model units ([-1, 1])
+                correction = correction + (correction.sign() * (correction.abs() - tau).clamp_min(0) - correction).detach()
+            out = skip_velocity(x, t, correction, turn, before, turned, levels)
         return (out, new_kv) if return_kv else out
 
 
