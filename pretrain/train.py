@@ -52,7 +52,7 @@ from .model import PRESETS, WorldModel, WorldModelConfig, num_params
 # its last frame from pure noise (t = 1, the one level one-step sampling reads) under a per-frame
 # log-MSE: +1.47 dB next-frame PSNR over copy-last at 5 CPU-minutes, where the diffusion-forcing
 # mix (the FlowConfig defaults, kept for the larger presets, which sample in several steps) was
-# 0.6-2 dB below it (docs/log/2026-11-30-issue18.md, section 7).
+# 0.6-4.6 dB below it (docs/log/2026-11-30-issue18.md, sections 5 and 7).
 OBJECTIVES: dict[str, dict] = {"tiny": {"p_sampling_pattern": 1.0, "p_pure_noise": 1.0, "log_mse": True}}
 FIT_PAIRS = 512  # frame pairs the camera field of view is fitted on (a few seconds on one core)
 KIND = checkpoint.KIND
