@@ -186,7 +186,11 @@ def read_episodes(loc: Location) -> pa.Table:
     if not exists(loc, path):
         return schema.EPISODE_SCHEMA.empty_table()
     try:
-        return pq.read_table(path, filesystem=loc.fs)
+        # One open file: the dataset reader behind `pq.read_table(path)` may open the path twice
+        # (footer, then pages), and a writer's rename in between pairs one file's footer with
+        # another's pages ("Page was smaller than expected"); an open handle keeps its inode.
+        with loc.fs.open_input_file(path) as f:
+            return pq.read_table(f)
     except (pa.ArrowInvalid, OSError) as err:
         raise UserError(
             f"{loc.uri}/{schema.EPISODES_NAME}: cannot read ({err}); run `worldloom dataset validate {loc.uri}`"

@@ -208,7 +208,8 @@ def check_episodes_table(loc: storage.Location, listed: dict, shard_episodes: di
     if not storage.exists(loc, loc.join(name)):
         return [Problem(name, None, "missing; it lists the episodes of the shards; restore it from a copy")] if listed else []
     try:
-        table = pq.read_table(loc.join(name), filesystem=loc.fs)
+        with loc.fs.open_input_file(loc.join(name)) as f:  # one handle: see storage.read_episodes
+            table = pq.read_table(f)
     except (pa.ArrowInvalid, OSError) as err:
         return [Problem(name, None, f"not a readable Parquet file ({err}); restore it from a copy")]
     differences = schema_differences(table.schema, schema.EPISODE_SCHEMA)
