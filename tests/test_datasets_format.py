@@ -159,6 +159,40 @@ def test_concurrent_writer_processes(tmp_path):
     assert not [p for p in os.listdir(os.path.join(root, "frames")) if p.endswith(".tmp")]
 
 
+REWRITER = textwrap.dedent("""
+    import pyarrow as pa
+    from worldloom.datasets import schema, storage
+    loc = storage.resolve({root!r})
+    for i in range(1500):
+        rows = [{{"episode_id": f"e{{k}}-" + "x" * (i % 13), "num_frames": k + 1}} for k in range(i % 40 + 1)]
+        table = pa.Table.from_pylist(rows).cast(pa.schema([("episode_id", pa.string()), ("num_frames", pa.int64())]))
+        storage.write_table_atomic(loc, loc.join(schema.EPISODES_NAME), table)
+""")
+
+
+def test_episodes_table_read_while_another_process_replaces_it(tmp_path):
+    # Found by CI (test_concurrent_writer_processes, once): a reader that opened the path twice
+    # (footer, then pages) paired two versions across a writer's rename: "Page was smaller than
+    # expected". One handle reads one version, whichever it is; here a rename lands every ~2 ms.
+    from worldloom.datasets import storage
+
+    root = tmp_path / "d"
+    root.mkdir()
+    loc = storage.resolve(root)
+    proc = subprocess.Popen([sys.executable, "-c", REWRITER.format(root=str(root))], stderr=subprocess.PIPE)
+    reads = 0
+    try:
+        while proc.poll() is None:
+            if storage.exists(loc, loc.join(schema.EPISODES_NAME)):
+                table = storage.read_episodes(loc)  # raises UserError on a torn read
+                assert table.num_rows >= 1
+                reads += 1
+    finally:
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert reads > 50  # the reads overlapped the renames
+
+
 def test_s3_through_moto(tmp_path, monkeypatch):
     moto_server = pytest.importorskip("moto.server")
     import boto3

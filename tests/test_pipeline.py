@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(900)  # the whole loop runs in the first test's
 WORLDLOOM = str(Path(sys.executable).parent / "worldloom")  # the console command a user runs
 # `small` at CI size: episodes just longer than the small IDM's 64-frame window, seconds of training
 CUT_DOWN = {"steps": 72, "labeled-episodes": 4, "footage-episodes": 3, "heldout-episodes": 2, "judge-episodes": 3,
-            "idm-minutes": 0.15, "judge-minutes": 0.05, "wm-minutes": 0.2, "eval-clips": 2, "eval-horizon": 1,
+            "idm-minutes": 0.08, "judge-minutes": 0.03, "wm-minutes": 0.1, "eval-clips": 2, "eval-horizon": 1,
             "rollout-horizon": 1, "rollout-videos": 1, "idm-batch-size": 2, "wm-batch-size": 2}
 CLI = [WORLDLOOM, "pipeline", "run", "--preset", "small", "--num-workers", "2",
        *[a for k, v in CUT_DOWN.items() for a in (f"--sizes.{k}", str(v))]]

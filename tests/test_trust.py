@@ -798,3 +798,40 @@ def test_credentials_in_a_uri_are_never_written_or_shown(base, ray_local, tmp_pa
         leaks = [name for name, data in written.items() if marker.encode() in data]
         assert not leaks, f"{marker} written to {leaks}"
     assert "s3://***@worldloom-creds/runs/d" in shown.out and "***" in shown.err
+
+
+def test_a_local_ray_that_starts_late_is_retried_then_named_in_one_line(monkeypatch):
+    """Ray waits a fixed 30 s for its raylet and raises a bare Exception after that (seen with 4
+    suites' Ray sessions starting at once on 2 cores). Ray's own slowness cannot be produced on
+    demand, so `ray.init` is replaced here (and only here) by one that fails as Ray does."""
+    import ray
+
+    from worldloom.cluster import LOCAL_START_ATTEMPTS, ray_session
+    from worldloom.errors import UserError
+
+    calls = []
+
+    def slow_init(**kwargs):
+        calls.append(kwargs)
+        if len(calls) < fail_times:
+            raise Exception("The current node timed out during startup. This could happen because ...")  # noqa: TRY002
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setattr(ray, "init", slow_init)
+    fail_times = LOCAL_START_ATTEMPTS  # fails all but the last try: the session opens
+    with ray_session(None, 2):
+        assert len(calls) == LOCAL_START_ATTEMPTS
+    calls.clear()
+    fail_times = LOCAL_START_ATTEMPTS + 1  # fails every try: one line that says what to do
+    with pytest.raises(UserError, match=r"did not start in 2 tries .* --address") as err:
+        with ray_session(None, 2):
+            pass
+    assert "\n" not in str(err.value) and len(calls) == LOCAL_START_ATTEMPTS
+    calls.clear()
+    fail_times = 10
+    with pytest.raises(UserError):  # an address given: Ray is not ours to restart, so no retry
+        monkeypatch.setattr("worldloom.cluster.check_reachable", lambda address: None)
+        monkeypatch.setattr(ray, "init", lambda **kw: (_ for _ in ()).throw(ConnectionError("refused")))
+        with ray_session("127.0.0.1:1", None):
+            pass

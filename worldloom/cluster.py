@@ -39,6 +39,11 @@ LOCAL_ADDRESS = "127.0.0.1"
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
+# Ray waits a fixed 30 s for its raylet (ray/_private/node.py); on a 2-core machine running other
+# Ray sessions beside it that wait ran out (seen in the test suite with 4 processes): one retry.
+LOCAL_START_ATTEMPTS = 2
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
     """Use the Ray that is up, join `address` (HOST:PORT, auto, ray://...), or start a local
@@ -54,14 +59,24 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     quiet = {"include_dashboard": False, "log_to_driver": True}  # actors' errors still reach the user
     if address:
         check_reachable(address)
-    try:
-        if address:
-            ray.init(address=address, logging_level=logging.WARNING, **quiet)
-        else:  # our own cluster, on loopback; its start-up notices are noise
-            with loopback_only():
-                ray.init(num_cpus=num_cpus, _node_ip_address=LOCAL_ADDRESS, logging_level=logging.ERROR, **quiet)
-    except (ConnectionError, TimeoutError, ValueError) as err:
-        raise UserError(f"cannot start or join Ray (address={address!r}): {err}") from None
+    for attempt in range(1 if address else LOCAL_START_ATTEMPTS):
+        try:
+            if address:
+                ray.init(address=address, logging_level=logging.WARNING, **quiet)
+            else:  # our own cluster, on loopback; its start-up notices are noise
+                with loopback_only():
+                    ray.init(num_cpus=num_cpus, _node_ip_address=LOCAL_ADDRESS, logging_level=logging.ERROR, **quiet)
+            break
+        except (ConnectionError, TimeoutError, ValueError) as err:
+            raise UserError(f"cannot start or join Ray (address={address!r}): {err}") from None
+        except Exception as err:  # noqa: BLE001 -- Ray raises a bare Exception when its raylet is slow to start
+            if "timed out during startup" not in str(err):
+                raise
+            ray.shutdown()  # stops what did start
+            if attempt + 1 == LOCAL_START_ATTEMPTS:
+                raise UserError(f"a local Ray cluster did not start in {LOCAL_START_ATTEMPTS} tries of 30 s each "
+                                "(Ray's raylet wait; a machine this busy starts it late): run the command again "
+                                "when the machine is less loaded, or start Ray yourself and pass --address") from None
     try:
         yield
     finally:
