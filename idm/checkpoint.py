@@ -47,7 +47,7 @@ def model_config(run_dir: str | Path) -> IDMConfig:
     if vpt.is_spec(run_dir):
         return vpt.model_config(run_dir)[0]
     return dataclass_from_json(IDMConfig, read_config(run_dir).get("model"), source=Path(run_dir) / ckpt.CONFIG_FILE,
-                               field="model")
+                               field="model", require_all=False)  # a run from before a field: its default
 
 
 def load_idm(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[IDM, IDMConfig]:

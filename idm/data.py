@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worldloom.actions import NUM_BUTTONS, camera_to_bin_position
+from worldloom.actions import BUTTONS, NUM_BUTTONS, NUM_CAMERA_BINS, camera_to_bin_position
 from worldloom.errors import UserError
 
 
@@ -143,12 +143,28 @@ def window_targets(ep: Episode, start: int, num_frames: int, context: int) -> tu
     return padded_frames(ep.frames, start - context, end + context), buttons, camera_to_bin_position(camera).astype(np.float32)
 
 
+# A mirrored window: the world seen left-right reversed is played with left and right swapped, the
+# yaw negated and the hotbar read from its other end (slot k is where slot 10 - k was).
+_MIRROR_NAMES = {"left": "right", "right": "left", **{f"hotbar.{k}": f"hotbar.{10 - k}" for k in range(1, 10)}}
+MIRROR_BUTTONS = np.array([BUTTONS.index(_MIRROR_NAMES.get(name, name)) for name in BUTTONS])
+
+
+def mirror_window(frames: np.ndarray, buttons: np.ndarray, camera_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A window (frames (N, H, W, 3), buttons (T, 20), camera bin positions (T, 2)) mirrored left-right."""
+    camera_pos = camera_pos.copy()
+    camera_pos[:, 1] = (NUM_CAMERA_BINS - 1) - camera_pos[:, 1]  # mu-law bins are symmetric about the middle one
+    return np.ascontiguousarray(frames[:, :, ::-1]), buttons[:, MIRROR_BUTTONS], camera_pos
+
+
 def sample_windows(episodes: list[Episode], batch_size: int, num_frames: int, context: int,
-                   rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """A batch of random windows, episodes drawn in proportion to their number of windows."""
+                   rng: np.random.Generator, mirror: float = 0.0) -> dict[str, np.ndarray]:
+    """A batch of random windows, episodes drawn in proportion to their number of windows; each
+    mirrored left-right (`mirror_window`) with probability `mirror`."""
     counts = np.array([ep.num_steps - num_frames + 1 for ep in episodes], dtype=np.float64)
     picks = rng.choice(len(episodes), size=batch_size, p=counts / counts.sum())
     items = [window_targets(episodes[i], int(rng.integers(0, counts[i])), num_frames, context) for i in picks]
+    if mirror > 0:
+        items = [mirror_window(*it) if flip else it for it, flip in zip(items, rng.random(len(items)) < mirror, strict=True)]
     return {"frames": np.stack([it[0] for it in items]),  # (B, T + 2 * context, H, W, 3) uint8
             "buttons": np.stack([it[1] for it in items]),  # (B, T, 20) float32
             "camera_pos": np.stack([it[2] for it in items])}  # (B, T, 2) float32 bin positions

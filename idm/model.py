@@ -56,6 +56,7 @@ class IDMConfig:
     motion_channels: int = doc("hidden width of the motion branch's MLP (0: no motion branch)", 0)
     motion_radius: int = doc("largest displacement the motion branch matches, in pixels at 1/2 and 1/4 resolution", 4)
     motion_grid: int = doc("the motion branch averages its matches over a grid of this many cells a side", 4)
+    motion_scales: tuple[int, ...] = doc("the motion branch matches frames averaged down by each of these factors", (2, 4))
 
     def __post_init__(self) -> None:
         for name in ("height", "width", "num_frames", "stem_channels", "frame_dim", "hidden",
@@ -81,6 +82,9 @@ class IDMConfig:
                              f"{self.motion_channels}, {self.motion_radius}, {self.motion_grid}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"IDMConfig.dropout must lie in [0, 1), got {self.dropout}")
+        if not self.motion_scales or not all(isinstance(k, int) and k >= 1 and self.height % k == 0 and self.width % k == 0
+                                             for k in self.motion_scales):
+            raise ValueError(f"IDMConfig.motion_scales must be factors that divide height and width, got {self.motion_scales!r}")
         if not isinstance(self.stack_channels, tuple):
             raise ValueError(f"IDMConfig.stack_channels must be a tuple of ints, got {self.stack_channels!r}")
 
@@ -185,7 +189,7 @@ class ImpalaStack(nn.Module):
 class MotionBranch(nn.Module):
     """Where each part of frame t went in frame t+1: block matching at two scales, read by an MLP.
 
-    Frames are averaged down 2x and 4x; at each scale each cell of a `grid` x `grid` grid of frame t
+    Frames are averaged down by `motion_scales` (2x and 4x in every preset); at each scale each cell of a `grid` x `grid` grid of frame t
     is compared with frame t+1 moved by every displacement within `radius` (mean absolute RGB
     difference: the block matching of video codecs). The costs, z-scored over the displacements,
     and each cell's soft-argmin (its expected displacement under softmax(-cost / temperature) at
@@ -197,12 +201,11 @@ class MotionBranch(nn.Module):
     branch").
     """
 
-    scales = (2, 4)
     temperatures = (0.5, 2.0)
 
     def __init__(self, cfg: IDMConfig) -> None:
         super().__init__()
-        self.radius, self.grid = cfg.motion_radius, cfg.motion_grid
+        self.radius, self.grid, self.scales = cfg.motion_radius, cfg.motion_grid, tuple(cfg.motion_scales)
         d = (2 * self.radius + 1) ** 2
         per_scale = (d + 2 * len(self.temperatures)) * self.grid ** 2
         num = per_scale * len(self.scales)
@@ -231,7 +234,7 @@ class MotionBranch(nn.Module):
         frames = x.transpose(1, 2).reshape(B * N1, 3, H, W)
         feats = []
         for scale in self.scales:
-            f = F.avg_pool2d(frames, scale).view(B, N1, 3, H // scale, W // scale)
+            f = (frames if scale == 1 else F.avg_pool2d(frames, scale)).view(B, N1, 3, H // scale, W // scale)
             feats.append(self.match(f[:, :-1].flatten(0, 1), f[:, 1:].flatten(0, 1)).flatten(1))  # (B*N, F)
         return self.mlp(self.norm(torch.cat(feats, 1))).view(B, N1 - 1, -1)  # (B, N, hidden)
 

@@ -83,6 +83,8 @@ class TrainConfig:
     weight_decay: float = doc("AdamW weight decay", 0.05)
     camera_weight: float = doc("weight of the camera cross-entropy beside the button loss", 1.0)
     button_pos_weight: float = doc("BCE weight of a pressed button against a released one (rare presses: F1)", 3.0)
+    mirror: float = doc("probability that a training window is mirrored left-right (left/right swapped, yaw "
+                        "negated, hotbar reversed): twice the labeled play for free", 0.0)
     max_hours: float = doc("train on at most this many hours of labeled play (0: all; for scaling curves)", 0.0)
     val_fraction: float = doc("fraction of episodes held out for validation", 0.1)
     val_windows: int = doc("validation windows scored at each evaluation", 32)
@@ -109,6 +111,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
+        if not 0 <= self.mirror <= 1:
+            raise ValueError(f"mirror must lie in [0, 1], got {self.mirror}")
         if self.button_pos_weight <= 0:
             raise ValueError(f"button_pos_weight must be > 0, got {self.button_pos_weight}")
         if self.lr is not None and self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
@@ -245,7 +249,7 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
     try:
         while not budget.done(step, elapsed0 + time.perf_counter() - t0):
             batch = idm_data.sample_windows(train_eps, hp.batch_size, mcfg.num_frames, mcfg.context,
-                                            np.random.default_rng([cfg.seed, step]))
+                                            np.random.default_rng([cfg.seed, step]), mirror=cfg.mirror)
             frames, buttons, camera_pos = to_device(batch, device)
             lr = lr_at(step, peak_lr=hp.lr, warmup_steps=hp.warmup_steps, total_steps=budget.total_steps,
                        min_lr_ratio=cfg.min_lr_ratio)

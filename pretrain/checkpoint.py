@@ -74,7 +74,7 @@ def check_config(doc: object, path: Path) -> dict:
 
     if not isinstance(doc, dict):
         raise UserError(f"{path}: holds a JSON {type(doc).__name__}, expected an object; restore the run from its source")
-    classes = {"train": (TrainConfig, False, MAX_EXACT_INT), "model": (WorldModelConfig, True, MAX_CONFIG_INT),
+    classes = {"train": (TrainConfig, False, MAX_EXACT_INT), "model": (WorldModelConfig, False, MAX_CONFIG_INT),
                "flow": (FlowConfig, False, MAX_CONFIG_INT), "data": (SourceSpec, True, MAX_EXACT_INT)}
     flow = doc.get("flow")
     if isinstance(flow, dict) and "loss_weight" in flow:  # a field until 2026-11-30; its value then was the only one kept

@@ -125,7 +125,7 @@ class WorldModelConfig:
 
 # Presets change sizes only (DESIGN section 10). tiny: a few M params, trains on 2 CPU cores.
 PRESETS: dict[str, WorldModelConfig] = {
-    "tiny": WorldModelConfig(num_frames=3, signal_input=True, dead_zone=1.0),  # measured: issue 18's log, section 7
+    "tiny": WorldModelConfig(num_frames=3, signal_input=True, dead_zone=3.0),  # measured: issue 18's log, sections 7-8
     "small": WorldModelConfig(image_size=64, patch_size=4, width=384, depth=8, num_heads=6, num_frames=16),
     "large": WorldModelConfig(image_size=128, patch_size=2, latent_channels=8, latent_downsample=8,
                               width=768, depth=12, num_heads=12, num_frames=32),

@@ -109,6 +109,43 @@ def test_shared_features_equal_whole_windows(voxel):
         np.testing.assert_allclose(fast[keep_from:keep_to], probs[keep_from - start:keep_to - start], atol=1e-5)
 
 
+def test_a_mirrored_window_is_what_the_mirrored_play_would_show():
+    """Real VoxelWorld frames: a turn right, mirrored, moves the picture the way a turn left does
+    (phase correlation of the two pairs: opposite horizontal shifts); its labels say a turn left."""
+    import cv2
+
+    from worldloom import actions
+    from worldloom.envs import make_env
+    from worldloom.idm.data import MIRROR_BUTTONS, mirror_window
+
+    env = make_env("voxel", height=64, width=64)
+    obs, _ = env.reset(seed=3)
+    frames = [obs]
+    for yaw in (6.0, -6.0):
+        act = actions.noop()
+        act["camera"] = np.array([0.0, yaw], np.float32)
+        frames.append(env.step(act)[0])
+    env.close()
+    frames = np.stack(frames)
+    buttons = np.zeros((2, 20), np.float32)
+    buttons[0, actions.BUTTONS.index("right")] = 1
+    buttons[1, actions.BUTTONS.index("hotbar.2")] = 1
+    pos = actions.camera_to_bin_position(np.array([[0.0, 6.0], [0.0, -6.0]], np.float32))
+    m_frames, m_buttons, m_pos = mirror_window(frames, buttons, pos)
+
+    def dx(a, b):
+        gray = [cv2.cvtColor(np.ascontiguousarray(f[:40]), cv2.COLOR_RGB2GRAY).astype(np.float64) for f in (a, b)]  # above the HUD
+        return cv2.phaseCorrelate(*gray)[0][0]
+
+    assert dx(frames[0], frames[1]) < -4 and dx(m_frames[0], m_frames[1]) > 4  # 6 degrees: about 5.5 pixels
+    assert np.array_equal(m_frames[0], frames[0][:, ::-1])
+    assert m_buttons[0, actions.BUTTONS.index("left")] == 1 and m_buttons[0, actions.BUTTONS.index("right")] == 0
+    assert m_buttons[1, actions.BUTTONS.index("hotbar.8")] == 1  # slot 2 from the left is slot 8 from the right
+    np.testing.assert_allclose(m_pos[:, 1], pos[::-1, 1], atol=1e-5)  # +6 degrees reads as -6
+    np.testing.assert_array_equal(m_pos[:, 0], pos[:, 0])
+    assert sorted(MIRROR_BUTTONS) == list(range(20)) and (MIRROR_BUTTONS[MIRROR_BUTTONS] == np.arange(20)).all()
+
+
 def test_motion_branch_finds_a_shift():
     """Frame t+1 = frame t moved 2 rows down and 3 columns left (at half resolution): every cell's
     best match is that displacement, and its soft-argmin points that way."""
@@ -212,6 +249,27 @@ def test_train_eval_label_loop(voxel, tmp_path):
 
     summary = label(LabelConfig(model=str(run), data=voxel["unlabeled"], out=str(out)))
     assert summary["skipped_done"] == 3 and summary["labeled"] == []
+
+
+def test_a_run_written_before_a_field_existed_loads_as_it_was_trained(voxel, tmp_path):
+    """Fields added later (`mirror` in train, `motion_scales` in the model) default to what the
+    code did before them: a config.json without them loads, to the same predictions."""
+    run = train_main(micro_cfg(voxel["labeled"], tmp_path / "run", max_steps=2))
+    model, _ = checkpoint.load_idm(run)
+    before = infer.predict(model, voxel["episodes"][0][0])
+    doc = json.loads((run / "config.json").read_text())
+    for section in (doc["model"], doc["train"]["model"] or {"motion_scales": None}):  # train.model: None = the preset's
+        del section["motion_scales"]
+    del doc["train"]["mirror"]
+    (run / "config.json").write_text(json.dumps(doc))
+    model, cfg = checkpoint.load_idm(run)
+    assert cfg.motion_scales == (2, 4)
+    after = infer.predict(model, voxel["episodes"][0][0])
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    doc["model"]["motion_scale"] = [2, 4]  # a key no version had: still refused, in one line
+    (run / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(UserError, match=r"model.motion_scale is not a field"):
+        checkpoint.load_idm(run)
 
 
 def test_killed_run_resumes_to_the_same_weights(voxel, tmp_path):

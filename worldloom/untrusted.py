@@ -95,8 +95,8 @@ def _typed(value: Any, annotation: Any, name: str, max_int: int) -> Any:
         if not isinstance(value, dict):
             raise ValueError(f"{name} is {_short(value)}, expected an object")
         return value
-    if dataclasses.is_dataclass(annotation):
-        return _dataclass(annotation, value, name, max_int, require_all=True)
+    if dataclasses.is_dataclass(annotation):  # a nested config: fields added since it was written take their defaults
+        return _dataclass(annotation, value, name, max_int, require_all=False)
     return value  # Any or a type JSON cannot carry: the dataclass's own checks decide
 
 
@@ -126,7 +126,9 @@ def dataclass_from_json(cls: type[T], data: Any, *, source: str | os.PathLike, f
                         require_all: bool = True, max_int: int = MAX_CONFIG_INT) -> T:
     """`cls` built from JSON `data` (the `field` of the file `source`): every value of the type
     its annotation says (ints not bools, floats finite, lists for tuples, nested dataclasses),
-    no unknown key, every key present unless `require_all` is False (then defaults fill in), and
+    no unknown key, every key present unless `require_all` is False (then defaults fill in: a
+    file written before a field existed; a field is only ever added with a default that does what
+    the code did before it, so an old run loads as it was trained), and
     ints bounded by `max_int`; then the dataclass's own `__post_init__` checks. UserError naming
     the file and the field otherwise."""
     try:
