@@ -8,6 +8,7 @@ RUN/
   config.json                   format_version, kind "idm", the TrainConfig and IDMConfig
   checkpoint/model.safetensors  weights
   checkpoint/optimizer.safetensors, checkpoint/state.json   AdamW state; step, schedule, elapsed time
+  checkpoint/button_thresholds.json   press thresholds fitted on the validation episodes (train's end)
   metrics.csv, curves.png       written by train
 
 Runs travel (downloaded, copied from a colleague), so loading checks what it reads: the format
@@ -18,16 +19,22 @@ inside a run are fixed, so no path is ever taken from a run's JSON.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from worldloom import checkpoint as ckpt
+from worldloom.actions import BUTTONS, NUM_BUTTONS
+from worldloom.errors import UserError
 from worldloom.idm import vpt
 from worldloom.idm.model import IDM, IDMConfig
+from worldloom.io import atomic_write_json
 from worldloom.untrusted import MAX_EXACT_INT, dataclass_from_json
 
 KIND = "idm"
+THRESHOLDS_FILE = "button_thresholds.json"
 
 
 def read_config(run_dir: str | Path) -> dict:
@@ -57,7 +64,37 @@ def load_idm(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[I
         return vpt.load_vpt_idm(run_dir, device)
     cfg = model_config(run_dir)
     model = ckpt.load_model(run_dir, KIND, lambda: IDM(cfg))
+    model.button_thresholds = button_thresholds(run_dir)  # read by infer's decoding; None: 0.5 each
     return model.to(device).eval(), cfg
+
+
+def button_thresholds(run_dir: str | Path) -> np.ndarray | None:
+    """The (20,) press thresholds the run fitted on its validation episodes for these weights
+    (`checkpoint/button_thresholds.json`, written by training), or None: absent (a run from
+    before them, or one without validation episodes) or fitted on other weights (a run resumed
+    and stopped before it refitted). A malformed file: one-line UserError naming it."""
+    path = Path(run_dir) / ckpt.CHECKPOINT_DIR / THRESHOLDS_FILE
+    if not path.exists():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+        values = np.asarray(doc["thresholds"], dtype=np.float64)
+        weights = str(doc["checkpoint"])
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise UserError(f"{path}: not a thresholds file ({type(err).__name__}: {err}); delete it (0.5 is used "
+                        "without it) or train the run again") from None
+    if values.shape != (NUM_BUTTONS,) or not np.all((values > 0) & (values < 1)):
+        raise UserError(f"{path}: thresholds must be {NUM_BUTTONS} numbers in (0, 1); delete the file (0.5 is used "
+                        "without it) or train the run again")
+    return values if weights == checkpoint_id(run_dir) else None
+
+
+def write_button_thresholds(run_dir: str | Path, thresholds: np.ndarray, fitted_on: dict) -> Path:
+    """Write `checkpoint/button_thresholds.json` for the run's current weights (atomic)."""
+    path = Path(run_dir) / ckpt.CHECKPOINT_DIR / THRESHOLDS_FILE
+    atomic_write_json(path, {"checkpoint": checkpoint_id(run_dir), "buttons": list(BUTTONS),
+                             "thresholds": [float(t) for t in thresholds], **fitted_on})
+    return path
 
 
 def checkpoint_id(run_dir: str | Path) -> str:

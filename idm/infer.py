@@ -84,17 +84,20 @@ def window_probs(model: IDM, windows: torch.Tensor) -> tuple[np.ndarray, np.ndar
     return torch.sigmoid(out["buttons"].float()).cpu().numpy(), torch.softmax(out["camera"].float(), -1).cpu().numpy()
 
 
-def decode(buttons_prob: np.ndarray, camera_prob: np.ndarray, camera_decoding: str = "expected") -> dict[str, np.ndarray]:
+def decode(buttons_prob: np.ndarray, camera_prob: np.ndarray, camera_decoding: str = "expected",
+           thresholds: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Probabilities -> the action dict of `predict`.
 
-    Buttons and camera bins are decoded by argmax, as VPT. `camera_deg` decodes the expected bin
+    A button is pressed where its probability exceeds its threshold: `thresholds` (20,), those
+    the run fitted on its validation episodes (`checkpoint.button_thresholds`), else 0.5 (VPT's
+    argmax of press / no press). Camera bins are decoded by argmax, as VPT. `camera_deg` decodes the expected bin
     position: the model is trained on two-hot targets (worldloom.actions.two_hot), so the expected position is
     the move itself, not a bin centre, and where the model cannot tell a turn's direction it answers
     near 0 instead of a confident wrong side (docs/idm.md). Labels store `camera_deg`. A model that
     says `camera_decoding = "argmax"` (OpenAI's VPT IDM, trained on one-hot bins) gets the argmax
     bin's centre, as VPT decodes.
     """
-    buttons = buttons_prob > 0.5
+    buttons = buttons_prob > (0.5 if thresholds is None else thresholds)
     camera_bins = camera_prob.argmax(-1)
     if camera_decoding == "argmax":
         camera_deg = dequantize_camera(camera_bins)
@@ -127,6 +130,7 @@ class StreamPredictor:
         self.finished = False
         self.pad_short = getattr(model, "pads_short_windows", True)  # VPT's IDM runs short windows as they are
         self.camera_decoding = getattr(model, "camera_decoding", "expected")
+        self.thresholds = getattr(model, "button_thresholds", None)  # set by checkpoint.load_idm
 
     def push(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         """Add the next frames (n, H, W, 3) uint8, any size; the predictions of the steps now final."""
@@ -210,8 +214,9 @@ class StreamPredictor:
             probs_c.append(c[keep_from - start:keep_to - start])
         self.num_returned_windows = max(self.num_returned_windows, upto)
         if not probs_b:
-            return decode(np.zeros((0, 20), np.float32), np.zeros((0, 2, 11), np.float32), self.camera_decoding)
-        return decode(np.concatenate(probs_b), np.concatenate(probs_c), self.camera_decoding)
+            return decode(np.zeros((0, 20), np.float32), np.zeros((0, 2, 11), np.float32), self.camera_decoding,
+                          self.thresholds)
+        return decode(np.concatenate(probs_b), np.concatenate(probs_c), self.camera_decoding, self.thresholds)
 
 
 def concat_predictions(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -31,7 +31,7 @@ from worldloom.config import doc, to_json_dict
 from worldloom.errors import UserError
 from worldloom.idm import data as idm_data
 from worldloom.idm import metrics
-from worldloom.idm.checkpoint import KIND, read_config
+from worldloom.idm.checkpoint import KIND, load_idm, read_config, write_button_thresholds
 from worldloom.idm.model import IDM, PRESETS, IDMConfig, num_parameters
 from worldloom.training import (
     DEVICES,
@@ -290,7 +290,39 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
                 log.write()
     finally:
         bar.close()
+    if val_eps:  # the loop ends only when the budget is spent (a kill or an error returns or raises above)
+        fit_button_thresholds(run_dir, val_eps, device)
     return run_dir
+
+
+# Where the fit looks, and how many presses a button needs in the validation episodes before its
+# own threshold is trusted over 0.5 (issue 18's log, section 8: on two demo runs, held-out macro F1
+# 0.438 -> 0.491 and 0.324 -> 0.371, the hotbar keys with 5-11 validation presses included).
+THRESHOLD_GRID = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+THRESHOLD_MIN_PRESSES = 3
+
+
+def fit_button_thresholds(run_dir: Path, val_eps: list, device: torch.device) -> np.ndarray:
+    """Per button, the press threshold with the best F1 on the validation episodes (whole
+    episodes, decoded as labeling decodes them); 0.5 for a button pressed fewer than
+    THRESHOLD_MIN_PRESSES times there. Macro F1 counts rare buttons (a hotbar key: 0.2% of steps)
+    as much as frequent ones, and a model trained for minutes is under-confident on them.
+    Written next to the weights (checkpoint.write_button_thresholds); returns the (20,) values."""
+    from worldloom.idm.infer import predict
+
+    model, _ = load_idm(run_dir, device=device)
+    model.button_thresholds = None  # fit on the raw probabilities
+    probs = np.concatenate([predict(model, ep.frames)["buttons_prob"] for ep in val_eps])  # (N, 20)
+    true = np.concatenate([ep.buttons for ep in val_eps]).astype(bool)  # (N, 20)
+    presses = true.sum(0)
+    thresholds = np.full(true.shape[1], 0.5)
+    for k in np.flatnonzero(presses >= THRESHOLD_MIN_PRESSES):
+        f1 = [metrics.f1_scores(probs[:, k:k + 1] > g, true[:, k:k + 1])[0] for g in THRESHOLD_GRID]
+        thresholds[k] = THRESHOLD_GRID[int(np.nanargmax(f1))]
+    path = write_button_thresholds(run_dir, thresholds, {"fitted_on_steps": int(len(true)),
+                                                         "validation_presses": presses.astype(int).tolist()})
+    print(f"idm train: press thresholds fitted on {len(true)} validation steps -> {path}", file=sys.stderr)
+    return thresholds
 
 
 def train(cfg: TrainConfig) -> Path:

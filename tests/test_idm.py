@@ -272,6 +272,29 @@ def test_a_run_written_before_a_field_existed_loads_as_it_was_trained(voxel, tmp
         checkpoint.load_idm(run)
 
 
+def test_press_thresholds_are_fitted_on_validation_and_used_where_the_run_is_read(voxel, tmp_path):
+    from worldloom.idm.train import THRESHOLD_GRID
+
+    run = train_main(micro_cfg(voxel["labeled"], tmp_path / "run", max_steps=3))
+    doc = json.loads((run / "checkpoint" / "button_thresholds.json").read_text())
+    assert doc["checkpoint"] == checkpoint.checkpoint_id(run) and doc["fitted_on_steps"] == 40  # the 1 val episode
+    assert set(doc["thresholds"]) <= set(THRESHOLD_GRID)
+    model, _ = checkpoint.load_idm(run)
+    np.testing.assert_array_equal(model.button_thresholds, doc["thresholds"])
+    out = infer.predict(model, voxel["episodes"][0][0])
+    assert np.array_equal(out["buttons"], out["buttons_prob"] > np.array(doc["thresholds"]))
+    # Where it is read: labels are decoded with them too.
+    assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(tmp_path / "p")]) == 0
+    assert np.array_equal(Dataset(tmp_path / "p").frames("ep-0").buttons, out["buttons"])
+    # Fitted on other weights (resumed, not refitted): ignored; not a thresholds file: one line.
+    path = run / "checkpoint" / "button_thresholds.json"
+    path.write_text(json.dumps({**doc, "checkpoint": "run@step1-000000000000"}))
+    assert checkpoint.button_thresholds(run) is None
+    path.write_text(json.dumps({**doc, "thresholds": [0.5] * 19 + [7.0]}))
+    with pytest.raises(UserError, match=r"button_thresholds.json: thresholds must be 20 numbers in \(0, 1\)"):
+        checkpoint.load_idm(run)
+
+
 def test_killed_run_resumes_to_the_same_weights(voxel, tmp_path):
     full = train_main(micro_cfg(voxel["labeled"], tmp_path / "full"))
     partial = tmp_path / "partial"
