@@ -54,7 +54,7 @@ class IDMConfig:
     mlp_ratio: int = doc("transformer MLP width as a multiple of `hidden`", 4)
     dropout: float = doc("dropout in the transformer", 0.0)
     motion_channels: int = doc("hidden width of the motion branch's MLP (0: no motion branch)", 0)
-    motion_radius: int = doc("largest displacement the motion branch matches, in pixels at 1/2 and 1/4 resolution", 4)
+    motion_radius: int = doc("largest displacement the motion branch matches, in pixels at each of motion_scales", 4)
     motion_grid: int = doc("the motion branch averages its matches over a grid of this many cells a side", 4)
     motion_scales: tuple[int, ...] = doc("the motion branch matches frames averaged down by each of these factors", (2, 4))
 
@@ -189,8 +189,8 @@ class ImpalaStack(nn.Module):
 class MotionBranch(nn.Module):
     """Where each part of frame t went in frame t+1: block matching at two scales, read by an MLP.
 
-    Frames are averaged down by `motion_scales` (2x and 4x in every preset); at each scale each cell of a `grid` x `grid` grid of frame t
-    is compared with frame t+1 moved by every displacement within `radius` (mean absolute RGB
+    Frames are averaged down by `motion_scales` (2x and 4x in every preset); at each scale each
+    cell of a `grid` x `grid` grid of frame t is compared with frame t+1 moved by every displacement within `radius` (mean absolute RGB
     difference: the block matching of video codecs). The costs, z-scored over the displacements,
     and each cell's soft-argmin (its expected displacement under softmax(-cost / temperature) at
     two temperatures) form a coarse motion field with its uncertainty. A
