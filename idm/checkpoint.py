@@ -44,7 +44,7 @@ def read_config(run_dir: str | Path) -> dict:
     from worldloom.idm.train import TrainConfig  # here: train imports this module
 
     dataclass_from_json(TrainConfig, doc.get("train"), source=Path(run_dir) / ckpt.CONFIG_FILE, field="train",
-                        require_all=False, max_int=MAX_EXACT_INT)
+                        require_all=False, max_int=MAX_EXACT_INT, version=doc["format_version"])
     return doc
 
 
@@ -53,8 +53,9 @@ def model_config(run_dir: str | Path) -> IDMConfig:
     `vpt:PATH`, read without the weights)."""
     if vpt.is_spec(run_dir):
         return vpt.model_config(run_dir)[0]
-    return dataclass_from_json(IDMConfig, read_config(run_dir).get("model"), source=Path(run_dir) / ckpt.CONFIG_FILE,
-                               field="model", require_all=False)  # a run from before a field: its default
+    doc = read_config(run_dir)
+    return dataclass_from_json(IDMConfig, doc.get("model"), source=Path(run_dir) / ckpt.CONFIG_FILE, field="model",
+                               version=doc["format_version"])
 
 
 def load_idm(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[IDM, IDMConfig]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +58,9 @@ class IDMConfig:
     motion_radius: int = doc("largest displacement the motion branch matches, in pixels at each of motion_scales", 4)
     motion_grid: int = doc("the motion branch averages its matches over a grid of this many cells a side", 4)
     motion_scales: tuple[int, ...] = doc("the motion branch matches frames averaged down by each of these factors", (2, 4))
+
+    # Fields a checkpoint of an older format may lack (worldloom.checkpoint.FORMAT_VERSION): the version that added each.
+    FIELDS_ADDED: ClassVar[dict[str, int]] = {"motion_scales": 2}
 
     def __post_init__(self) -> None:
         for name in ("height", "width", "num_frames", "stem_channels", "frame_dim", "hidden",

@@ -74,7 +74,7 @@ def check_config(doc: object, path: Path) -> dict:
 
     if not isinstance(doc, dict):
         raise UserError(f"{path}: holds a JSON {type(doc).__name__}, expected an object; restore the run from its source")
-    classes = {"train": (TrainConfig, False, MAX_EXACT_INT), "model": (WorldModelConfig, False, MAX_CONFIG_INT),
+    classes = {"train": (TrainConfig, False, MAX_EXACT_INT), "model": (WorldModelConfig, True, MAX_CONFIG_INT),
                "flow": (FlowConfig, False, MAX_CONFIG_INT), "data": (SourceSpec, True, MAX_EXACT_INT)}
     flow = doc.get("flow")
     if isinstance(flow, dict) and "loss_weight" in flow:  # a field until 2026-11-30; its value then was the only one kept
@@ -82,7 +82,9 @@ def check_config(doc: object, path: Path) -> dict:
             raise UserError(f"{path}: flow.loss_weight is {flow['loss_weight']!r}, a loss this version no longer has "
                             "(only x0); train the run again")
         doc = {**doc, "flow": {k: v for k, v in flow.items() if k != "loss_weight"}}
-    sections = {name: dataclass_from_json(cls, doc.get(name), source=path, field=name, require_all=strict, max_int=bound)
+    version = doc.get("format_version")
+    sections = {name: dataclass_from_json(cls, doc.get(name), source=path, field=name, require_all=strict, max_int=bound,
+                                          version=version if type(version) is int else None)
                 for name, (cls, strict, bound) in classes.items()}
     unknown = sorted(set(sections["data"].label_sources) - set(LABEL_SOURCES))
     if unknown:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -65,6 +66,9 @@ class WorldModelConfig:
                              "the output", False)
     dead_zone: float = doc("x_skip: corrections smaller than this many 8-bit levels are dropped (soft threshold forward, "
                            "identity backward): where nothing changes the previous frame comes through exactly", 0.0)
+
+    # Fields a checkpoint of an older format may lack (worldloom.checkpoint.FORMAT_VERSION): the version that added each.
+    FIELDS_ADDED: ClassVar[dict[str, int]] = {"signal_input": 2, "dead_zone": 2}
 
     def __post_init__(self):
         for name in ("image_size", "patch_size", "width", "depth", "num_heads", "num_frames"):

@@ -220,7 +220,7 @@ def test_train_eval_label_loop(voxel, tmp_path):
     assert cli(["idm", "train", "--data", voxel["labeled"], "--out", str(run), "--preset", "micro", "--max-steps", "4",
                 "--batch-size", "2", "--eval-every", "2", "--checkpoint-every", "2", "--warmup-steps", "1"]) == 0
     state = json.loads((run / "checkpoint" / "state.json").read_text())
-    assert state["step"] == 4 and state["format_version"] == 1 and state["kind"] == "idm"
+    assert state["step"] == 4 and state["format_version"] == 2 and state["kind"] == "idm"
     assert (run / "checkpoint" / "model.safetensors").exists() and (run / "curves.png").exists()
     assert [r["step"] for r in csv.DictReader((run / "metrics.csv").open())] == ["2", "4"]
 
@@ -252,8 +252,9 @@ def test_train_eval_label_loop(voxel, tmp_path):
 
 
 def test_a_run_written_before_a_field_existed_loads_as_it_was_trained(voxel, tmp_path):
-    """Fields added later (`mirror` in train, `motion_scales` in the model) default to what the
-    code did before them: a config.json without them loads, to the same predictions."""
+    """A run of checkpoint format 1 has no `motion_scales` (added in format 2) nor `mirror`: it loads
+    with their defaults, which do what the code did before them, to the same predictions. A format-2
+    run without them is damaged: refused in one line."""
     run = train_main(micro_cfg(voxel["labeled"], tmp_path / "run", max_steps=2))
     model, _ = checkpoint.load_idm(run)
     before = infer.predict(model, voxel["episodes"][0][0])
@@ -261,6 +262,10 @@ def test_a_run_written_before_a_field_existed_loads_as_it_was_trained(voxel, tmp
     for section in (doc["model"], doc["train"]["model"] or {"motion_scales": None}):  # train.model: None = the preset's
         del section["motion_scales"]
     del doc["train"]["mirror"]
+    (run / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(UserError, match=r"config.json: model.motion_scales is missing"):
+        checkpoint.load_idm(run)
+    doc["format_version"] = 1
     (run / "config.json").write_text(json.dumps(doc))
     model, cfg = checkpoint.load_idm(run)
     assert cfg.motion_scales == (2, 4)

@@ -400,8 +400,10 @@ def test_a_run_written_with_the_removed_loss_weight_field_still_loads(tmp_path):
     assert old["flow"] == train.flow
     with pytest.raises(UserError, match=r"config.json: flow.loss_weight is 'v'.*train the run again"):
         check_config({**doc, "flow": {**to_json_dict(train.flow), "loss_weight": "v"}}, path)
-    # Fields added since (2026-11-30: model.signal_input, model.dead_zone) default to what the
-    # code did before them, so a run written earlier loads as it was trained.
+    # Fields added in checkpoint format 2 (model.signal_input, model.dead_zone) default to what the
+    # code did before them in a format-1 run; a format-2 run without them is damaged.
     before = {k: v for k, v in doc["model"].items() if k not in ("signal_input", "dead_zone")}
-    loaded = check_config({**doc, "model": before, "flow": to_json_dict(train.flow)}, path)["model"]
+    loaded = check_config({**doc, "format_version": 1, "model": before, "flow": to_json_dict(train.flow)}, path)["model"]
     assert (loaded.signal_input, loaded.dead_zone) == (False, 0.0) and loaded == WorldModelConfig()
+    with pytest.raises(UserError, match=r"config.json: model.signal_input is missing"):
+        check_config({**doc, "format_version": 2, "model": before, "flow": to_json_dict(train.flow)}, path)

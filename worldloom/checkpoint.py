@@ -37,7 +37,10 @@ from worldloom.training import TrainingDiverged
 __all__ = ["FORMAT_VERSION", "CONFIG_FILE", "CHECKPOINT_DIR", "STATE_FILE", "write_run_config", "read_run_config",
            "save_checkpoint", "load_checkpoint", "has_checkpoint", "read_state", "checkpoint_id", "first_non_finite", "load_weights_into", "load_model"]
 
-FORMAT_VERSION = 1
+# 2 (2026-12-01): configs may hold fields added since 1; a version-1 file lacking such a field (a
+# dataclass's FIELDS_ADDED names them) reads as its default, which does what the code did before.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
@@ -53,10 +56,10 @@ def _check_version(doc: Any, path: Path, kind: str) -> dict:
     if not isinstance(doc, dict):
         raise UserError(f"{path}: not a WorldLoom run file (a JSON object expected, got {type(doc).__name__})")
     version = doc.get("format_version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version not in READABLE_VERSIONS:
         said = "no format_version (written by WorldLoom 0.1 or another tool)" if version is None else f"format_version {version!r}"
-        raise UserError(f"{path}: {said}; this WorldLoom reads checkpoint format {FORMAT_VERSION}: retrain the run "
-                        f"with this version")
+        raise UserError(f"{path}: {said}; this WorldLoom reads checkpoint formats {READABLE_VERSIONS[0]}-{FORMAT_VERSION}: "
+                        "retrain the run with this version")
     if doc.get("kind") != kind:
         raise UserError(f"{path}: {_kind_name(str(doc.get('kind')))} run, not {_kind_name(kind)} run; pass {_kind_name(kind)} "
                         "run directory")

@@ -55,7 +55,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _typed(value: Any, annotation: Any, name: str, max_int: int) -> Any:
+def _typed(value: Any, annotation: Any, name: str, max_int: int, version: int | None = None) -> Any:
     """`value` converted to `annotation` (lists to tuples), or ValueError saying why not."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -65,7 +65,7 @@ def _typed(value: Any, annotation: Any, name: str, max_int: int) -> Any:
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
-                return _typed(value, arg, name, max_int)
+                return _typed(value, arg, name, max_int, version)
             except ValueError as err:
                 errors.append(str(err))
         raise ValueError(errors[0] if errors else f"{name} is {_short(value)}")
@@ -73,7 +73,7 @@ def _typed(value: Any, annotation: Any, name: str, max_int: int) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{name} is {_short(value)}, expected a list")
         args = [a for a in typing.get_args(annotation) if a is not Ellipsis] or [Any]
-        items = [_typed(v, args[min(i, len(args) - 1)], f"{name}[{i}]", max_int) for i, v in enumerate(value)]
+        items = [_typed(v, args[min(i, len(args) - 1)], f"{name}[{i}]", max_int, version) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if annotation is bool:
         if not isinstance(value, bool):
@@ -95,12 +95,12 @@ def _typed(value: Any, annotation: Any, name: str, max_int: int) -> Any:
         if not isinstance(value, dict):
             raise ValueError(f"{name} is {_short(value)}, expected an object")
         return value
-    if dataclasses.is_dataclass(annotation):  # a nested config: fields added since it was written take their defaults
-        return _dataclass(annotation, value, name, max_int, require_all=False)
+    if dataclasses.is_dataclass(annotation):
+        return _dataclass(annotation, value, name, max_int, require_all=True, version=version)
     return value  # Any or a type JSON cannot carry: the dataclass's own checks decide
 
 
-def _dataclass(cls: type[T], data: Any, name: str, max_int: int, require_all: bool) -> T:
+def _dataclass(cls: type[T], data: Any, name: str, max_int: int, require_all: bool, version: int | None = None) -> T:
     if not isinstance(data, dict):
         raise ValueError(f"{name} is {_short(data)}, expected an object")
     hints = typing.get_type_hints(cls)
@@ -109,13 +109,15 @@ def _dataclass(cls: type[T], data: Any, name: str, max_int: int, require_all: bo
     if unknown:
         raise ValueError(f"{name}.{unknown[0]} is not a field of {cls.__name__}")
     values = {}
+    added = getattr(cls, "FIELDS_ADDED", {})  # field -> the format version that added it
     for key, f in fields.items():
         if key not in data:
             has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-            if require_all or not has_default:
+            older = version is not None and key in added and version < added[key]  # written before the field
+            if (require_all and not older) or not has_default:
                 raise ValueError(f"{name}.{key} is missing")
             continue
-        values[key] = _typed(data[key], hints[key], f"{name}.{key}", max_int)
+        values[key] = _typed(data[key], hints[key], f"{name}.{key}", max_int, version)
     try:
         return cls(**values)
     except (ValueError, TypeError, UserError, ArithmeticError) as err:
@@ -123,16 +125,16 @@ def _dataclass(cls: type[T], data: Any, name: str, max_int: int, require_all: bo
 
 
 def dataclass_from_json(cls: type[T], data: Any, *, source: str | os.PathLike, field: str,
-                        require_all: bool = True, max_int: int = MAX_CONFIG_INT) -> T:
+                        require_all: bool = True, max_int: int = MAX_CONFIG_INT, version: int | None = None) -> T:
     """`cls` built from JSON `data` (the `field` of the file `source`): every value of the type
     its annotation says (ints not bools, floats finite, lists for tuples, nested dataclasses),
-    no unknown key, every key present unless `require_all` is False (then defaults fill in: a
-    file written before a field existed; a field is only ever added with a default that does what
-    the code did before it, so an old run loads as it was trained), and
+    no unknown key, every key present unless `require_all` is False (then defaults fill in) or the
+    file's format `version` predates the field (the class's FIELDS_ADDED maps a field to the
+    version that added it; such a field's default does what the code did before it), and
     ints bounded by `max_int`; then the dataclass's own `__post_init__` checks. UserError naming
     the file and the field otherwise."""
     try:
-        return _dataclass(cls, data, field, max_int, require_all)
+        return _dataclass(cls, data, field, max_int, require_all, version)
     except ValueError as err:
         raise UserError(f"{source}: {err}; restore the file from its source or retrain") from None
 
