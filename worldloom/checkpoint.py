@@ -2,12 +2,12 @@
 
 ```
 RUN/
-├── config.json                  {"format_version": 1, "kind": "idm" | "world_model" | "policy", ...}
+├── config.json                  {"format_version": 2, "kind": "idm" | "world_model" | "policy", ...}
 ├── checkpoint/                  the last good checkpoint, replaced whole (temporary name, then rename)
 │   ├── model.safetensors        weights
 │   ├── ema.safetensors          EMA weights (optional; what sampling uses when present)
 │   ├── optimizer.safetensors    AdamW moments, one tensor per (parameter index, name) (optional)
-│   └── state.json               {"format_version": 1, "kind", "step", "param_groups", ...the loop's state}
+│   └── state.json               {"format_version": 2, "kind", "step", "param_groups", ...the loop's state}
 ├── metrics.csv, curves.png      worldloom.training.MetricsLog
 ```
 
