@@ -84,7 +84,8 @@ class TrainConfig:
     camera_weight: float = doc("weight of the camera cross-entropy beside the button loss", 1.0)
     button_pos_weight: float = doc("BCE weight of a pressed button against a released one (rare presses: F1)", 3.0)
     mirror: float = doc("probability that a training window is mirrored left-right (left/right swapped, yaw "
-                        "negated, hotbar reversed): twice the labeled play for free", 0.0)
+                        "negated, hotbar reversed); measured worse on VoxelWorld, whose HUD is not symmetric "
+                        "(docs/idm.md)", 0.0)
     max_hours: float = doc("train on at most this many hours of labeled play (0: all; for scaling curves)", 0.0)
     val_fraction: float = doc("fraction of episodes held out for validation", 0.1)
     val_windows: int = doc("validation windows scored at each evaluation", 32)
