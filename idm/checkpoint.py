@@ -74,7 +74,7 @@ def button_thresholds(run_dir: str | Path) -> np.ndarray | None:
     (`checkpoint/button_thresholds.json`, written by training), or None: absent (a run from
     before them, or one without validation episodes) or fitted on other weights (a run resumed
     and stopped before it refitted). A malformed file: one-line UserError naming it."""
-    path = Path(run_dir) / ckpt.CHECKPOINT_DIR / THRESHOLDS_FILE
+    path = ckpt._run_file(run_dir, ckpt.CHECKPOINT_DIR, THRESHOLDS_FILE)  # a link leading outside the run: refused
     if not path.exists():
         return None
     try:
