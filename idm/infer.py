@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 import torch
 
-from worldloom.actions import bin_position_to_camera, dequantize_camera
+from worldloom.actions import dequantize_camera
 from worldloom.idm.data import padded_frames
 from worldloom.idm.model import IDM
 
@@ -90,10 +90,11 @@ def decode(buttons_prob: np.ndarray, camera_prob: np.ndarray, camera_decoding: s
 
     A button is pressed where its probability exceeds its threshold: `thresholds` (20,), those
     the run fitted on its validation episodes (`checkpoint.button_thresholds`), else 0.5 (VPT's
-    argmax of press / no press). Camera bins are decoded by argmax, as VPT. `camera_deg` decodes the expected bin
-    position: the model is trained on two-hot targets (worldloom.actions.two_hot), so the expected position is
-    the move itself, not a bin centre, and where the model cannot tell a turn's direction it answers
-    near 0 instead of a confident wrong side (docs/idm.md). Labels store `camera_deg`. A model that
+    argmax of press / no press). Camera bins are decoded by argmax, as VPT. `camera_deg` is the expected
+    move over the bins' centres in degrees: the model is trained on two-hot targets linear in degrees
+    (worldloom.actions.two_hot), so a sure answer decodes to the move itself, not a bin centre, and an
+    unsure one to its mean in degrees (where the model cannot tell a turn's direction, near 0 instead
+    of a confident wrong side; docs/idm.md). Labels store `camera_deg`. A model that
     says `camera_decoding = "argmax"` (OpenAI's VPT IDM, trained on one-hot bins) gets the argmax
     bin's centre, as VPT decodes.
     """
@@ -102,8 +103,8 @@ def decode(buttons_prob: np.ndarray, camera_prob: np.ndarray, camera_decoding: s
     if camera_decoding == "argmax":
         camera_deg = dequantize_camera(camera_bins)
     else:
-        position = (camera_prob * np.arange(camera_prob.shape[-1])).sum(-1)  # (..., 2) expected bin position
-        camera_deg = bin_position_to_camera(position)
+        centres = dequantize_camera(np.arange(camera_prob.shape[-1]))  # (bins,) degrees
+        camera_deg = (camera_prob * centres).sum(-1)  # (..., 2) expected move in degrees
     # The probability of the whole decoded action, heads taken as independent.
     confidence = np.where(buttons, buttons_prob, 1 - buttons_prob).prod(-1) * camera_prob.max(-1).prod(-1)
     return {"buttons_prob": buttons_prob.astype(np.float32), "buttons": buttons,

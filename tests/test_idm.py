@@ -209,6 +209,12 @@ def test_scores_and_baselines_on_known_actions():
     assert torch.allclose(target.sum(-1), torch.ones(2, 2)) and int((target > 0).sum()) <= 8
     back = infer.decode(np.zeros((2, 20), np.float32), target.numpy())["camera_deg"]
     np.testing.assert_allclose(back, moves, atol=1e-4)
+    # Unsure between two moves: the answer is their mean in degrees (what camera R² rewards), not a
+    # mean in the mu-law's bin positions (which falls short of it: 1.9 here, not 3.65).
+    either = torch.from_numpy(camera_to_bin_position(np.array([[7.3, 0.0]], np.float32))).float()
+    mixed = (two_hot(either[:, :1], 11) + two_hot(either[:, 1:], 11)) / 2  # (1, 11)
+    half = infer.decode(np.zeros((1, 20), np.float32), mixed.expand(1, 2, 11).numpy())["camera_deg"]
+    np.testing.assert_allclose(half, [[3.65, 3.65]], atol=1e-4)
     assert metrics.score(true_b, wrong, true_b, true_c)["camera_r2_yaw"] < metrics.score(
         true_b, wrong, true_b, true_c, decoded["camera_deg"])["camera_r2_yaw"]
 
