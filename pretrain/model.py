@@ -299,13 +299,15 @@ class WorldModel(nn.Module):
         x = x.reshape(B, T, g, g, C, p, p).permute(0, 1, 4, 2, 5, 3, 6)
         return x.reshape(B, T, C, g * p, g * p)  # (B, T, C, H, W)
 
-    def forward(self, x, t, action, action_mask, past_kv=None, start=0, return_kv=False, prev=None, prev_t=None):
+    def forward(self, x, t, action, action_mask, past_kv=None, start=0, return_kv=False, prev=None, prev_t=None,
+                dead_zone=None):
         """x (B, T, C, H, W), t (B, T), action (B, T, A), action_mask (B, T) bool -> v (B, T, C, H, W).
 
         past_kv: per-block temporal K/V of earlier frames (from a previous call with
         return_kv=True); start: frame index of x[:, 0], so RoPE sees absolute positions;
         prev (B, C, H, W) and prev_t (B,): the frame before x[:, 0] as the model saw it
-        (x_skip only; none: the first frame has no skip).
+        (x_skip only; none: the first frame has no skip); dead_zone: 8-bit levels of correction
+        dropped (x_skip; none: the config's, the one it was trained with; samplers pass their own).
         """
         T, cfg = x.shape[1], self.cfg
         seen = x * (1 - t)[..., None, None, None] if cfg.signal_input else x  # (B, T, C, H, W)
@@ -328,8 +330,9 @@ class WorldModel(nn.Module):
         if cfg.prediction == "x_skip":
             turn = out[:, :, C:] if cfg.turns_camera else None
             correction = out[:, :, :C]
-            if cfg.dead_zone > 0:  # soft threshold forward, identity backward (the net still learns inside the zone)
-                tau = cfg.dead_zone * 2.0 / 255.0  # 8-bit levels in model units ([-1, 1])
+            zone = cfg.dead_zone if dead_zone is None else dead_zone
+            if zone > 0:  # soft threshold forward, identity backward (the net still learns inside the zone)
+                tau = zone * 2.0 / 255.0  # 8-bit levels in model units ([-1, 1])
                 correction = correction + (correction.sign() * (correction.abs() - tau).clamp_min(0) - correction).detach()
             out = skip_velocity(x, t, correction, turn, before, turned, levels)
         return (out, new_kv) if return_kv else out

@@ -24,6 +24,7 @@ from worldloom.pretrain.flow import (
     FlowConfig,
     SampleConfig,
     flow_loss,
+    next_frame,
     rollout,
     sample_noise_levels,
 )
@@ -172,6 +173,15 @@ def test_dead_zone_signal_input_and_the_tiny_objective():
         model.final.bias.fill_(0.9 / 127.5)  # a correction of 0.9 levels everywhere: under the zone
         x0 = x - model(x, t, a, m) * t[..., None, None, None]  # x_t - t v at t = 1: the predicted clean frame
     torch.testing.assert_close(x0[:, 2], x[:, 1])  # the previous frame, exactly
+    # Sampling drops corrections under max(SampleConfig.dead_zone, the trained zone): 2 levels pass the
+    # trained zone of 1 but not a sampling zone of 6; a sampling zone of 0 keeps the trained one.
+    with torch.no_grad():
+        model.final.bias.fill_(2.0 / 127.5)
+    ctx, ctx_a, ctx_m = x[:, :2], a[:, :2], m[:, :2]
+    zoned, trained = (next_frame(model, ctx, ctx_a, ctx_m, a[:, 2], m[:, 2], SampleConfig(num_steps=1, context_noise=0.0,
+                                 dead_zone=zone), torch.Generator().manual_seed(0)) for zone in (6.0, 0.0))
+    torch.testing.assert_close(zoned, x[:, 1])
+    assert (trained - x[:, 1]).abs().max() > 1.0 / 127.5
     with torch.no_grad():
         model.final.bias.fill_(3.0 / 127.5)  # 3 levels: 2 pass
         for p in model.parameters():
