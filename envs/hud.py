@@ -39,6 +39,41 @@ def _slot(frame, y0, x0, s, colour, count, selected):
         _fill(frame, y0 + s - 2, y0 + s - 1, x0 + 1, x0 + 1 + bar, 255, 255, 255, 1.0)
 
 
+CURSOR_SAMPLES = 4  # subsamples per pixel side: the cursor moves by fractions of a pixel, as a mouse does
+
+
+@numba.njit(cache=True)
+def _cursor(frame, x, y, size):
+    """The mouse pointer over an open screen: a white arrow outlined in black, its tip at (x, y)
+    in pixels (float), `size` pixels tall, each pixel blended by how much of it the arrow covers.
+
+    A desktop pointer moves in screen pixels, a fraction of a pixel of a downscaled recording
+    (VPT's 640x360 to 128x128), so a small mouse move still changes the frame: the area-weighted
+    drawing keeps that, where a pointer snapped to whole pixels hid moves under a pixel (about
+    1 degree of camera here, `objects.GUI_CURSOR_DEG`).
+    """
+    h, w = frame.shape[0], frame.shape[1]
+    n = CURSOR_SAMPLES
+    slope, border = 0.6, max(size / 7.0, 0.8)  # arrow width per unit of height; outline width
+    for i in range(max(int(y) - 1, 0), min(int(y + size) + 2, h)):
+        for j in range(max(int(x) - 1, 0), min(int(x + size * slope) + 2, w)):
+            white = black = 0.0
+            for a in range(n):
+                for b in range(n):
+                    v, u = i + (a + 0.5) / n - y, j + (b + 0.5) / n - x  # below and right of the tip
+                    if v < 0.0 or v > size or u < 0.0 or u > v * slope:
+                        continue
+                    inner = v < size - border and u > border * 0.5 and u < v * slope - border
+                    if inner:
+                        white += 1.0
+                    else:
+                        black += 1.0
+            cover = (white + black) / (n * n)
+            if cover > 0.0:
+                for k in range(3):
+                    frame[i, j, k] = int(frame[i, j, k] * (1.0 - cover) + 255.0 * white / (n * n) + 0.5)
+
+
 @numba.njit(cache=True)
 def _hand(frame, colour, swing, swing_kind, held):
     """The held item (or bare hand) at the bottom right; it swings on attack and pushes on use,
@@ -90,10 +125,7 @@ def draw_hud(frame, hud, hotbar_slot, gui_open, cursor, inventory, underwater, a
         for k in range(inventory.shape[0]):
             r, c = k // 9, k % 9
             _slot(frame, py0 + 2 + r * cell, px0 + 1 + c * cell, cell, inventory[k, 0], inventory[k, 1], False)
-        cx, cy = int(cursor[0] * (w - 1)), int(cursor[1] * (h - 1))
-        _fill(frame, cy - arm, cy + arm + 1, cx, cx + 1, 255, 255, 255, 1.0)
-        _fill(frame, cy, cy + 1, cx - arm, cx + arm + 1, 255, 255, 255, 1.0)
-        _fill(frame, cy + 1, cy + arm + 1, cx + 1, cx + 2, 0, 0, 0, 1.0)
+        _cursor(frame, cursor[0] * (w - 1), cursor[1] * (h - 1), max(0.09 * m, 5.0))
     else:
         ci, cj = h // 2, w // 2
         _fill(frame, ci, ci + 1, cj - arm, cj + arm + 1, 255, 255, 255, 0.8)

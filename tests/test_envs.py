@@ -484,6 +484,26 @@ def test_hud_scales_with_the_short_side():
     assert right - left + 1 == 9 * (360 // 14) and abs((left + right + 1) / 2 - 320) <= 1
 
 
+def test_the_inventory_cursor_shows_moves_under_a_pixel():
+    """A mouse move of a quarter pixel changes the frame (the pointer is drawn by area, not snapped),
+    its tip is where the cursor is, and it is outlined so it shows on the light panel."""
+    from worldloom.envs.hud import draw_hud
+
+    hud, inventory = np.full((9, 4), -1, np.int32), np.zeros((0, 2), np.int32)
+
+    def frame_with(cursor):
+        frame = np.full((64, 64, 3), 198, np.uint8)
+        draw_hud(frame, hud, 0, True, np.asarray(cursor, np.float64), inventory, False, 1.0, 0.0, 0, 0)
+        return frame
+
+    a, b = frame_with([0.5, 0.5]), frame_with([0.5 + 0.25 / 63, 0.5])
+    assert not np.array_equal(a, b)
+    tip = (int(0.5 * 63), int(0.5 * 63))
+    near = a[tip[0]:tip[0] + 6, tip[1]:tip[1] + 4].reshape(-1, 3).astype(int)
+    assert near.max() > 225 and near.min() < 80  # white inside, black outline (the panel is 198)
+    assert (a[:tip[0] - 1] == frame_with([0.9, 0.9])[:tip[0] - 1]).all()  # nothing above the tip
+
+
 def test_reset_can_start_in_a_biome():
     env = make_env("voxel", height=64, width=64)
     _, info = env.reset(seed=4, options={"biome": "snow"})
