@@ -67,6 +67,8 @@ class EvalConfig:
                                      "controllability against it (docs/pretrain.md)", None)
     revisit: str | None = doc("engine revisit paths file (`worldloom capture revisits`): score the model where a path "
                               "returns to where it started against where it is farthest (docs/pretrain.md)", None)
+    revisit_whole_path: bool = doc("--revisit also plays the model seeing the whole path (window = context + path; "
+                                   "about path / 2 times the model's cost)", True)
 
     def __post_init__(self):
         if not self.data:
@@ -363,7 +365,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     if revisits is not None:
         from .revisit import evaluate_revisit
 
-        report["revisit"] = evaluate_revisit(model, codec, cfg.revisit, revisits, cfg.sample, cfg.seed)
+        report["revisit"] = evaluate_revisit(model, codec, cfg.revisit, revisits, cfg.sample, cfg.seed,
+                                              cfg.revisit_whole_path)
         revisit_frames = {**report["revisit"], "frames": report["revisit"].pop("frames")}
     out = Path(cfg.out) if cfg.out else Path(cfg.model) / "eval"
     out.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,8 @@ animals that moved:
   least 3 dB); one that forgot has to make the place up again and does not.
 - the same for the model whose window is cut to its last 4 frames (memory beyond 4 frames removed;
   the same as the model when its context is 4 frames or fewer), and for the model seeing the whole
-  path (window = context + path: memory it was not trained with; RoPE over frame index lets it run);
+  path (window = context + path: memory it was not trained with; RoPE over frame index lets it run;
+  about path / 2 times the model's cost, `--revisit-whole-path false` leaves it out);
 - copy-last (exact at the return by construction, so not the peer for memory, but the floor at the
   farthest point) and the engine (its return frame against the first visit: how exact the truth is);
 - the steady horizon along each path: the last step up to which the model's PSNR stays within 3 dB
@@ -72,33 +73,38 @@ def path_scores(frames: np.ndarray, engine: np.ndarray, first: np.ndarray, paths
     return out
 
 
-def revisit_runs(model, codec, branches: Branches, sample=None, seed: int = 0) -> dict:
+def revisit_runs(model, codec, branches: Branches, sample=None, seed: int = 0, whole_path: bool = True) -> dict:
     """Frames (S, K, T, s, s, 3) uint8 at the model's size of: the model, the model cut to CUT_WINDOW frames,
-    the model seeing the whole path, copy-last and the engine; and the windows used."""
+    the model seeing the whole path (if `whole_path`: about T / 2 times the model's cost), copy-last and the
+    engine; and the windows used."""
     from .counterfactual import model_branches, resize
 
     size, context = model.cfg.image_size, model.cfg.num_frames - 1
     engine = resize(branches.frames, size)
     num_states, horizon = engine.shape[0], engine.shape[2]
-    windows = {"model": context, "model_cut": min(CUT_WINDOW, context), "model_long": context + horizon}
+    windows = {"model": context, "model_cut": min(CUT_WINDOW, context)}
+    if whole_path:
+        windows["model_long"] = context + horizon
 
     def play(window: int) -> np.ndarray:
         return np.stack([model_branches(model, codec, branches, s, sample, seed, window=window) for s in range(num_states)])
 
     runs = {"model": play(context)}
     runs["model_cut"] = runs["model"] if windows["model_cut"] == context else play(windows["model_cut"])
-    runs["model_long"] = play(windows["model_long"])
+    if whole_path:
+        runs["model_long"] = play(windows["model_long"])
     first = resize(branches.context_frames[:, -1], size)  # (S, s, s, 3): the first visit
     runs["copy_last"] = np.ascontiguousarray(np.broadcast_to(first[:, None, None], engine.shape))
     runs["engine"] = engine
     return {"runs": runs, "first": first, "windows": windows}
 
 
-def revisit_scores(model, codec, branches: Branches, sample=None, seed: int = 0, where: str = "revisits") -> dict:
+def revisit_scores(model, codec, branches: Branches, sample=None, seed: int = 0, where: str = "revisits",
+                   whole_path: bool = True) -> dict:
     """Scores of revisit_runs per runner and path, the windows, the paths and whether the goal (model gain at
     least 3 dB on every path) is met; "frames" holds the runs for the picture (not written to eval.json)."""
     paths = check_revisits(branches, where)
-    played = revisit_runs(model, codec, branches, sample, seed)
+    played = revisit_runs(model, codec, branches, sample, seed, whole_path)
     engine, first = played["runs"]["engine"], played["first"]
     out = {"states": int(engine.shape[0]), "paths": paths, "windows": played["windows"], "goal_db": GOAL_DB,
            "seeds": branches.info.get("seeds")}
@@ -117,23 +123,26 @@ def remembered(steps: dict, window: int) -> bool:
 def revisit_markdown(r: dict) -> list[str]:
     """eval.md's revisit table: per path, PSNR at the farthest point and at the return, by runner."""
     w = r["windows"]
+    runners = [k for k in ("model", "model_cut", "model_long") if k in w]
+    long = f"long: {w['model_long']} frames (the whole path, beyond its training window)." if "model_long" in w else ""
     lines = [f"Revisit consistency: {r['states']} saved VoxelWorld states; paths that return to where they started, "
              "scored against the engine's frame at each step (PSNR dB at the farthest point / at the return, gain = "
              f"return - farthest; goal: model gain >= {r['goal_db']:g} dB). Model window {w['model']} frames; "
              f"cut: last {w['model_cut']} frames{' (the same as the model)' if w['model_cut'] == w['model'] else ''}; "
-             f"long: {w['model_long']} frames (the whole path, beyond its training window).", "",
-             "| path | steps out / return | remembered (model, cut, long) | model | model, cut | model, long | copy-last | "
-             "engine return vs first visit | model steady horizon |", "|---|---|---|---|---|---|---|---|---|"]
+             + long, "",
+             f"| path | steps out / return | remembered ({', '.join(k[6:] or 'model' for k in runners)}) | "
+             + " | ".join(k.replace("_", ", ") for k in runners) + " | copy-last | engine return vs first visit | "
+             "model steady horizon |", "|---|---|---|" + "---|" * len(runners) + "---|---|---|"]
 
     def cell(runner: str, path: str) -> str:
         s = r[runner][path]
         return f"{s['psnr_far']:.1f} / {s['psnr_return']:.1f} ({s['gain_db']:+.1f})"
 
     for path, steps in r["paths"].items():
-        mem = ", ".join("yes" if remembered(steps, w[k]) else "no" for k in ("model", "model_cut", "model_long"))
+        mem = ", ".join("yes" if remembered(steps, w[k]) else "no" for k in runners)
         eng = r["engine"][path]
-        lines.append(f"| {path} | {steps['far']} / {steps['return']} | {mem} | {cell('model', path)} | "
-                     f"{cell('model_cut', path)} | {cell('model_long', path)} | {cell('copy_last', path)} | "
+        lines.append(f"| {path} | {steps['far']} / {steps['return']} | {mem} | "
+                     + " | ".join(cell(k, path) for k in runners) + f" | {cell('copy_last', path)} | "
                      f"{eng['psnr_return_vs_first_visit']:.1f} dB, SSIM {eng['ssim_return_vs_first_visit']:.3f} | "
                      f"{r['model'][path]['steady_horizon']} |")
     met = [p for p, ok in r["goal_met"].items() if ok]
@@ -146,7 +155,7 @@ def revisit_strip(r: dict, path, state: int = 0, scale: int = 2) -> None:
     from worldloom.io import write_image
 
     runs, first = r["frames"]["runs"], r["frames"]["first"]
-    names = ["engine", "model", "model_cut", "model_long"]
+    names = [k for k in ("engine", "model", "model_cut", "model_long") if k in runs]
     if r["windows"]["model_cut"] == r["windows"]["model"]:
         names.remove("model_cut")
     s, gap = first.shape[1], 2
@@ -163,6 +172,6 @@ def revisit_strip(r: dict, path, state: int = 0, scale: int = 2) -> None:
     write_image(path, img.repeat(scale, 0).repeat(scale, 1))
 
 
-def evaluate_revisit(model, codec, path: str, branches: Branches, sample=None, seed: int = 0) -> dict:
+def evaluate_revisit(model, codec, path: str, branches: Branches, sample=None, seed: int = 0, whole_path: bool = True) -> dict:
     """`worldloom pretrain eval --revisit FILE`: revisit_scores on a revisit file already read and checked."""
-    return {"file": str(path), **revisit_scores(model, codec, branches, sample, seed, str(path))}
+    return {"file": str(path), **revisit_scores(model, codec, branches, sample, seed, str(path), whole_path)}

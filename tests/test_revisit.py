@@ -17,7 +17,12 @@ from worldloom.envs import make_env
 from worldloom.errors import UserError
 from worldloom.pretrain.autoencoder import PixelCodec
 from worldloom.pretrain.model import WorldModel, WorldModelConfig
-from worldloom.pretrain.revisit import check_revisits, revisit_markdown, revisit_scores, revisit_strip
+from worldloom.pretrain.revisit import (
+    check_revisits,
+    revisit_markdown,
+    revisit_scores,
+    revisit_strip,
+)
 
 CONTEXT = 5
 PATHS = ("walk1", "look1", "turn360")
@@ -89,6 +94,10 @@ def test_micro_revisit_eval_of_a_world_model(revisits, tmp_path):
     assert set(r["goal_met"]) == set(PATHS)
     table = "\n".join(revisit_markdown(r))
     assert "| turn360 | 18 / 36 | no, no, yes |" in table and "| walk1 | 1 / 2 | yes, yes, yes |" in table
+    short = revisit_scores(model, PixelCodec(), branches, whole_path=False)  # the model's runs, without the costly one
+    assert "model_long" not in short and "model_long" not in short["windows"]
+    assert short["model"]["turn360"] == r["model"]["turn360"]  # seeded: the same frames
+    assert "| turn360 | 18 / 36 | no, no |" in "\n".join(revisit_markdown(short))
     revisit_strip(r, tmp_path / "revisit.png")
     from PIL import Image
 
