@@ -12,9 +12,10 @@ walks forward N steps and back N, `lookN` turns right N steps and left N. Its fa
 step 18 of a turn360 (facing backwards) and step N of the others; its return is its last step,
 where the engine shows the first visit again (the frame at the saved state) up to animals that
 moved. After its return a path stands still up to the longest path's length, so all paths share
-one horizon. A state from which a path does not return to the same position, yaw and pitch (a
-walk into a wall or down a slope, a jump in flight at the state, an open inventory) is skipped and the next world
-tried. Written in the branches format (datasets/branches.py) with `info["kind"] = "revisit"` and
+one horizon. The last `settle` steps before the state stand still, so the first visit shows no
+arm swing or block cracks that would fade. A state from which a path does not return to the
+same position, yaw and pitch (a walk that slides along a wall or goes down a slope, a jump in
+flight), or with a screen open, is skipped and the next world tried. Written in the branches format (datasets/branches.py) with `info["kind"] = "revisit"` and
 each path's `far` and `return` step, for `worldloom pretrain eval --revisit FILE`
 (pretrain/revisit.py).
 

@@ -57,7 +57,7 @@ def model_branches(model, codec, branches: Branches, state: int, sample=None, se
     have = branches.context_frames.shape[1]
     if have < context:
         raise UserError(f"the branches file has {have} context frames; the model needs {context}: "
-                        f"make it with `worldloom capture branches --context {context}`")
+                        f"make it with `worldloom capture branches --context {context}` (or `capture revisits`)")
     k, horizon = branches.frames.shape[1:3]
     order = list(range(k)) if order is None else order
     x = frames_to_model(torch.from_numpy(branches.context_frames[state, -context:])[None], model.cfg.image_size)
