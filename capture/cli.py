@@ -3,6 +3,7 @@
     worldloom capture run --env voxel --player mixture --episodes 8 --steps 200 --resolution 128 \\
         --num-workers 2 --out data/run1 [--seed 0] [--address HOST:PORT] [--strip-actions data/truth]
     worldloom capture branches --episodes 16 --context 5 --horizon 8 --resolution 64 --out data/branches.safetensors
+    worldloom capture revisits --episodes 8 --context 5 --resolution 64 --out data/revisits.safetensors
 
 Running the same command again completes only what is missing.
 """
@@ -33,6 +34,12 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
                               "(engine truth for `pretrain eval --counterfactual`)")
     add_dataclass_args(branches, BranchesConfig)
     branches.set_defaults(handler=handle_branches)
+    from .revisits import RevisitsConfig
+
+    revisits = sub.add_parser("revisits", help="saved VoxelWorld states, each played under paths that return to where "
+                              "they started (engine truth for `pretrain eval --revisit`)")
+    add_dataclass_args(revisits, RevisitsConfig)
+    revisits.set_defaults(handler=handle_revisits)
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)
 
 
@@ -62,4 +69,15 @@ def handle_branches(args: argparse.Namespace) -> int:
     b = record_branches(cfg)
     print(f"{cfg.out}: {b.frames.shape[0]} saved states x {len(b.names)} branches ({', '.join(b.names)}) x "
           f"{b.frames.shape[2]} steps, {b.context_frames.shape[1]} context frames each")
+    return 0
+
+
+def handle_revisits(args: argparse.Namespace) -> int:
+    from .revisits import RevisitsConfig, record_revisits
+
+    cfg = dataclass_from_args(RevisitsConfig, args)
+    b = record_revisits(cfg)
+    steps = ", ".join(f"{name} {p['return']}" for name, p in b.info["paths"].items())
+    print(f"{cfg.out}: {b.frames.shape[0]} saved states ({b.info['worlds_tried']} worlds tried) x {len(b.names)} paths "
+          f"(steps to return: {steps}), {b.context_frames.shape[1]} context frames each")
     return 0

@@ -43,10 +43,11 @@ def resize(frames: np.ndarray, image_size: int) -> np.ndarray:
 
 @torch.no_grad()
 def model_branches(model, codec, branches: Branches, state: int, sample=None, seed: int = 0,
-                   order: list[int] | None = None) -> np.ndarray:
+                   order: list[int] | None = None, window: int | None = None) -> np.ndarray:
     """The model's rollouts from state `state`'s context under each branch's actions (branch
-    `order[k]`'s actions in slot k, if given): (K, T, S, S, 3) uint8 at the model's size.
-    UserError if the file's context is shorter than the model's (num_frames - 1)."""
+    `order[k]`'s actions in slot k, if given; seeing `window` frames, default its context):
+    (K, T, S, S, 3) uint8 at the model's size. UserError if the file's context is shorter than
+    the model's (num_frames - 1)."""
     from .data import frames_to_model, model_to_frames
     from .flow import SampleConfig, rollout
     from .model import encode_actions
@@ -56,7 +57,7 @@ def model_branches(model, codec, branches: Branches, state: int, sample=None, se
     have = branches.context_frames.shape[1]
     if have < context:
         raise UserError(f"the branches file has {have} context frames; the model needs {context}: "
-                        f"make it with `worldloom capture branches --context {context}`")
+                        f"make it with `worldloom capture branches --context {context}` (or `capture revisits`)")
     k, horizon = branches.frames.shape[1:3]
     order = list(range(k)) if order is None else order
     x = frames_to_model(torch.from_numpy(branches.context_frames[state, -context:])[None], model.cfg.image_size)
@@ -69,7 +70,7 @@ def model_branches(model, codec, branches: Branches, state: int, sample=None, se
     gen = torch.Generator().manual_seed(seed)
     latent = codec.encode(x)
     latent = latent.expand(k, *latent.shape[1:])
-    out = codec.decode(rollout(model, latent, action, has, horizon, sample, gen))  # (K, T, 3, S, S)
+    out = codec.decode(rollout(model, latent, action, has, horizon, sample, gen, window))  # (K, T, 3, S, S)
     return model_to_frames(out).numpy()
 
 

@@ -2,6 +2,7 @@
 
     worldloom pretrain eval --model runs/wm --data data/heldout [--idm runs/idm-b] [--out DIR] [--sample.num-steps 4]
     worldloom pretrain eval --model runs/wm --data data/heldout --counterfactual data/branches.safetensors
+    worldloom pretrain eval --model runs/wm --data data/heldout --revisit data/revisits.safetensors
 
     from worldloom.pretrain.evaluate import EvalConfig, evaluate
     report = evaluate(EvalConfig(model="runs/wm", data=("data/heldout",)))
@@ -17,6 +18,9 @@ What it measures (DESIGN section 8), on clips of context + horizon frames from l
   VoxelWorld states, K action sequences played in the engine (`worldloom capture branches`) and
   in the model; how often the model under A is closer to the engine under A than under B, beside
   shuffled actions and copy-last;
+- revisit consistency (with --revisit FILE, `revisit.py`): paths that return to where they started
+  (`worldloom capture revisits`), PSNR at the return against the farthest point, beside the model
+  cut to 4 frames of memory, copy-last and the engine (revisit.png: the frames);
 - generated frames per second (batched rollout, this machine).
 Writes eval.json, eval.md and eval.png into --out (default RUN/eval).
 """
@@ -61,6 +65,10 @@ class EvalConfig:
     seed: int = doc("sampling seed", 0)
     counterfactual: str | None = doc("engine branches file (`worldloom capture branches`): score engine-truth "
                                      "controllability against it (docs/pretrain.md)", None)
+    revisit: str | None = doc("engine revisit paths file (`worldloom capture revisits`): score the model where a path "
+                              "returns to where it started against where it is farthest (docs/pretrain.md)", None)
+    revisit_whole_path: bool = doc("--revisit also plays the model seeing the whole path (window = context + path; "
+                                   "about path / 2 times the model's cost)", True)
 
     def __post_init__(self):
         if not self.data:
@@ -329,6 +337,14 @@ def evaluate(cfg: EvalConfig) -> dict:
         from worldloom.datasets.branches import load_branches
 
         branches = load_branches(cfg.counterfactual)
+    revisits = None
+    if cfg.revisit:
+        from worldloom.datasets.branches import load_branches
+
+        from .revisit import check_revisits
+
+        revisits = load_branches(cfg.revisit)
+        check_revisits(revisits, cfg.revisit)
     long_horizon = max(cfg.horizon, min(cfg.stability_horizon, longest_labeled(cfg.data) - context))
     clips = eval_clips(cfg.data, context + long_horizon, cfg.num_clips)
     gen = generate(model, codec, clips, cfg, model.cfg.image_size, long_horizon)
@@ -345,8 +361,19 @@ def evaluate(cfg: EvalConfig) -> dict:
         from .counterfactual import evaluate_counterfactual
 
         report["counterfactual"] = evaluate_counterfactual(model, codec, cfg.counterfactual, branches, cfg.sample, cfg.seed)
+    revisit_frames = None
+    if revisits is not None:
+        from .revisit import evaluate_revisit
+
+        report["revisit"] = evaluate_revisit(model, codec, cfg.revisit, revisits, cfg.sample, cfg.seed,
+                                              cfg.revisit_whole_path)
+        revisit_frames = {**report["revisit"], "frames": report["revisit"].pop("frames")}
     out = Path(cfg.out) if cfg.out else Path(cfg.model) / "eval"
     out.mkdir(parents=True, exist_ok=True)
+    if revisit_frames is not None:
+        from .revisit import revisit_strip
+
+        revisit_strip(revisit_frames, out / "revisit.png")
     atomic_write_text(out / "eval.json", json.dumps(report, indent=1))
     atomic_write_text(out / "eval.md", to_markdown(report))
     plot(report, out / "eval.png")
@@ -395,6 +422,10 @@ def to_markdown(r: dict) -> str:
         from .counterfactual import counterfactual_markdown
 
         lines += counterfactual_markdown(r["counterfactual"])
+    if "revisit" in r:
+        from .revisit import revisit_markdown
+
+        lines += revisit_markdown(r["revisit"])
     lines += ["| horizon | " + " | ".join(str(h + 1) for h in range(r["horizon"])) + " |",
               "|---|" + "---|" * r["horizon"],
               "| PSNR | " + " | ".join(f"{v:.1f}" for v in ro["psnr"]) + " |",

@@ -163,13 +163,15 @@ def next_frame(model: WorldModel, context, context_action, context_mask, action,
 
 
 @torch.no_grad()
-def rollout(model: WorldModel, context, actions, has_action, horizon: int, cfg: SampleConfig, generator=None):
+def rollout(model: WorldModel, context, actions, has_action, horizon: int, cfg: SampleConfig, generator=None,
+            window: int | None = None):
     """Generate `horizon` frames after `context`, one at a time, with a sliding window.
 
     context (B, Tc, C, H, W) real frames; actions (B, Tc + horizon - 1, A) and has_action
     (B, Tc + horizon - 1): action[t] is applied between frame t and t+1. -> (B, horizon, C, H, W).
+    window: frames the model sees (default its context, num_frames - 1; fewer cuts its memory).
     """
-    window = model.cfg.num_frames - 1
+    window = window or model.cfg.num_frames - 1
     Tc = context.shape[1]
     if actions.shape[1] < Tc + horizon - 1:
         raise ValueError(f"need {Tc + horizon - 1} actions for {Tc} context frames and horizon {horizon}, got {actions.shape[1]}")

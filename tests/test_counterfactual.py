@@ -131,19 +131,30 @@ def test_capture_branches_then_pretrain_eval_counterfactual_through_the_cli(tmp_
     assert cli(["capture", "branches", "--episodes", "2", "--context", "2", "--horizon", "3", "--branches", "player", "turn",
                 "walk", "--warmup", "5", "--resolution", "64", "--out", str(states)]) == 0
     assert "2 saved states x 3 branches (player, turn, walk) x 3 steps, 2 context frames" in capsys.readouterr().out
+    paths = tmp_path / "revisits.safetensors"
+    assert cli(["capture", "revisits", "--episodes", "1", "--context", "2", "--paths", "walk1", "look2", "--warmup", "5",
+                "--resolution", "64", "--out", str(paths)]) == 0
+    assert "1 saved states" in capsys.readouterr().out and load_branches(paths).info["paths"]["look2"] == {"far": 2, "return": 4}
     out = tmp_path / "ev"
     assert cli(["pretrain", "eval", "--model", str(run), "--data", data, "--num-clips", "2", "--horizon", "2",
-                "--next-frame-positions", "1", "--sample.num-steps", "1", "--counterfactual", str(states), "--out", str(out)]) == 0
+                "--next-frame-positions", "1", "--sample.num-steps", "1", "--counterfactual", str(states),
+                "--revisit", str(paths), "--out", str(out)]) == 0
     report = json.loads((out / "eval.json").read_text())["counterfactual"]
     assert report["states"] == 2 and report["branches"] == ["player", "turn", "walk"] and report["horizon"] == 3
     assert report["copy_last"]["controllability"] == [0.5] * 3 and report["engine"]["controllability"] == [1.0] * 3
     assert all(0.0 <= v <= 1.0 for v in report["model"]["controllability"])
     assert "Engine-truth controllability: 2 saved VoxelWorld states" in (out / "eval.md").read_text()
+    revisit = json.loads((out / "eval.json").read_text())["revisit"]  # tests/test_revisit.py checks the scores
+    assert revisit["windows"] == {"model": 2, "model_cut": 2, "model_long": 6} and "frames" not in revisit
+    assert revisit["engine"]["look2"]["psnr_return"] == 60.0 and (out / "revisit.png").exists()
+    assert "| look2 | 2 / 4 | no, no, yes |" in (out / "eval.md").read_text()
     capsys.readouterr()
     # bad input: one line each, exit 2
     assert cli(["pretrain", "eval", "--model", str(run), "--data", data, "--counterfactual", str(tmp_path / "nope")]) == 2
+    assert cli(["pretrain", "eval", "--model", str(run), "--data", data, "--revisit", str(states)]) == 2
     assert cli(["capture", "branches", "--branches", "turn", "--out", str(tmp_path / "x.safetensors")]) == 2
     assert cli(["capture", "branches", "--env", "crafter", "--out", str(tmp_path / "x.safetensors")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and "cannot read it" in err[0] and "branches must be" in err[1] and "cannot save and restore" in err[2]
+    assert len(err) == 4 and "cannot read it" in err[0] and "not a revisit file" in err[1]
+    assert "branches must be" in err[2] and "cannot save and restore" in err[3]
     assert not (tmp_path / "x.safetensors").exists()
