@@ -261,8 +261,8 @@ def learning_curves(args) -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # unet_peer.py, beside this file
     budgets = sorted(set(args.curve_minutes))
-    if budgets[0] <= 0:
-        raise SystemExit(f"--curve-minutes must be > 0, got {args.curve_minutes}")
+    if budgets[0] < 0 or budgets[-1] <= 0:
+        raise SystemExit(f"--curve-minutes must be >= 0 (0: the untrained model) with one > 0, got {args.curve_minutes}")
     if (args.data is None) != (args.heldout is None):
         raise SystemExit("give --data and --heldout together (or neither: a small set is recorded)")
     tmp = None
@@ -286,12 +286,13 @@ def learning_curves(args) -> None:
         todo = {r.name: list(budgets) for r in runs}
         while any(todo.values()):
             run = min((r for r in runs if todo[r.name]), key=lambda r: r.cpu_s)  # the one behind goes next
-            run.train_step()
+            if todo[run.name][0] > 0:  # 0: score the untrained model first
+                run.train_step()
             if run.cpu_s >= todo[run.name][0] * 60:
                 minutes = todo[run.name].pop(0)
                 cut = most - contexts[run.name]  # the same target frames whatever the model's context
                 p = {"minutes": minutes, "steps": run.step, "cpu_s": run.cpu_s,
-                     "loss": statistics.fmean(run.losses[-20:]),
+                     "loss": statistics.fmean(run.losses[-20:]) if run.losses else None,
                      **score_point(run.ema, {k: v[:, cut:] for k, v in clips.items()}, args.horizons, long_horizon,
                                    args.clips, args.seed)}
                 points[run.name].append(p)
