@@ -1,8 +1,25 @@
-"""Benchmark the world model: training clips/s and tokens/s, generated frames/s, GPU MFU.
+"""Benchmark the world model: learning curves beside a U-Net peer; training clips/s and tokens/s, generated frames/s, GPU MFU.
 
-    python benchmarks/bench_pretrain.py [--preset tiny] [--batch-size 8] [--repeats 5] [--gpu]
+    python benchmarks/bench_pretrain.py [--preset tiny] [--batch-size 8] [--repeats 5] [--gpu]       # speed
+    python benchmarks/bench_pretrain.py --curve-minutes 2 5 10 20 --threads 1                        # quality per CPU-minute
+    python benchmarks/bench_pretrain.py --curve-minutes 1 2 5 --data data/labeled --heldout data/heldout --json curves.json
 
-Each figure is printed beside a peer measured in the same run, as a ratio:
+Learning curves (--curve-minutes): the product's world model (the `tiny` DiT with the objective
+`worldloom pretrain train --preset tiny` uses: pretrain/train.py PRESETS, OBJECTIVES, its learning
+rate, warmup, cosine fitted to the time budget, clipping and EMA) and its convolutional peer, a
+DIAMOND-style U-Net of about the same parameter count (unet_peer.py: 4 context frames as channels,
+noise level and actions through adaptive group norms; the same x_skip output, loss and sampler), are
+trained in one process, a step of one then a step of the other (whichever has used less CPU time),
+so a busy machine slows both alike. At each listed budget of CPU-minutes (this process's CPU time,
+data loading included, evaluation excluded; one run per model, its cosine fitted to the largest
+budget, so earlier points are mid-schedule) the EMA weights are scored on fixed held-out clips as
+`worldloom pretrain eval` scores them (one Euler step, clean context): next-frame PSNR beside
+copy-last-frame, rollout PSNR at a few horizons beside copy-last, ΔPSNR true vs shuffled actions,
+and the colour distance to the real frames at the long horizon (the stability score) beside
+copy-last's. Without --data it first records a small VoxelWorld set (mixture player, 64x64; training
+and held-out on different world seeds) into a temporary directory.
+
+Speed (without --curve-minutes): each figure is printed beside a peer measured in the same run, as a ratio:
 - training step: our factorised block (spatial attention in a frame, causal temporal attention
   per patch) against the same model with one full spacetime attention over all T*N tokens
   (frame-causal block mask), the naive Sora-style alternative;
@@ -15,10 +32,15 @@ device's bf16 dense peak. The machine's other load makes CPU timings noisy: read
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
+import os
 import statistics
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -118,6 +140,179 @@ def naive_rollout(model, context, actions, has, horizon, num_steps):
     return torch.stack(frames[context.shape[1]:], 1)
 
 
+# ---- learning curves: the DiT and its U-Net peer, quality per CPU-minute ----
+
+UNET_CONTEXT = 4  # DIAMOND's context frames
+
+
+def capture_data(root: Path, episodes: int, heldout: int, steps: int, seed: int) -> tuple[list[str], str]:
+    """A small VoxelWorld training set and a held-out one on other world seeds (as `worldloom pipeline` records)."""
+    from worldloom.capture import CaptureConfig, capture
+
+    for name, n, offset in (("train", episodes, 1), ("heldout", heldout, 3)):
+        capture(CaptureConfig(out=str(root / name), env="voxel", player="mixture", episodes=n, steps=steps,
+                              resolution=64, seed=seed * 10 + offset, num_workers=2, progress=False))
+    return [str(root / "train")], str(root / "heldout")
+
+
+class CurveRun:
+    """One model trained as pretrain/train.py trains (AdamW, warmup, cosine fitted to the time budget, clipping,
+    EMA), one step at a time, counting its own CPU seconds."""
+
+    def __init__(self, name: str, model, flow, cfg, data: list[str], minutes: float):
+        from worldloom.pretrain.data import train_batches
+        from worldloom.training import TimeBudget
+
+        self.name, self.model, self.flow, self.cfg = name, model, flow, cfg
+        self.ema = copy.deepcopy(model).requires_grad_(False)
+        self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+        self.batches = train_batches(data, model.cfg.num_frames, cfg.batch_size, cfg.seed)
+        self.budget = TimeBudget(minutes=minutes)
+        self.step, self.cpu_s, self.losses = 0, 0.0, []
+
+    def train_step(self) -> None:
+        from worldloom.pretrain.data import to_model_inputs
+        from worldloom.pretrain.train import ema_decay_at, lr_for, update_ema
+
+        t0 = time.process_time()
+        cfg = self.cfg
+        x, action, has = to_model_inputs(next(self.batches), self.model.cfg.image_size, cfg.use_actions)
+        for g in self.opt.param_groups:
+            g["lr"] = lr_for(self.step, cfg, self.budget.total_steps)
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
+        loss = flow_loss(self.model, x, action, has, self.flow, generator=gen)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        update_ema(self.ema, self.model, ema_decay_at(self.step, cfg.ema_decay))
+        self.step += 1
+        self.losses.append(loss.item())
+        self.cpu_s += time.process_time() - t0
+        self.budget.update(self.step, self.cpu_s, self.step)
+
+
+@torch.no_grad()
+def score_point(model, clips: dict, horizons: list[int], long_horizon: int, num_clips: int, seed: int) -> dict:
+    """The curve's figures for one model on fixed held-out clips, scored by pretrain/evaluate.py."""
+    from worldloom.pretrain import evaluate as ev
+    from worldloom.pretrain.autoencoder import PixelCodec
+
+    horizon = max(horizons)
+    cfg = ev.EvalConfig(model="-", data=("-",), horizon=horizon, num_clips=num_clips, seed=seed,
+                        next_frame_positions=min(4, horizon), stability_horizon=max(long_horizon, horizon))
+    context = model.cfg.num_frames - 1
+    gen = ev.generate(model, PixelCodec(), clips, cfg, model.cfg.image_size, long_horizon)
+    s = ev.image_scores(gen, context, horizon, cfg.next_frame_positions)
+    nf, ro = s["next_frame"], s["rollout"]
+    out = {"next_frame_psnr": nf["psnr"], "copy_last_psnr": nf["copy_last_psnr"],
+           "next_frame_gain_db": nf["psnr"] - nf["copy_last_psnr"],
+           "rollout_psnr": {h: ro["psnr"][h - 1] for h in horizons},
+           "rollout_copy_last_psnr": {h: ro["copy_last_psnr"][h - 1] for h in horizons},
+           "rollout_worst_gain_db": min(m - c for m, c in zip(ro["psnr"], ro["copy_last_psnr"], strict=True)),
+           "delta_psnr_db": s["delta_psnr"]["mean"], "frames_per_s": gen["frames_per_s"]}
+    if long_horizon > horizon:
+        st = ev.stability(gen, context, long_horizon)
+        out.update({"long_horizon": long_horizon, "psnr_long": st["psnr"][-1], "copy_last_psnr_long": st["copy_last_psnr"][-1],
+                    "colour_long": st["hist_distance"][-1], "copy_last_colour_long": st["copy_last_hist_distance"][-1],
+                    "steady_horizon": st["steady_horizon"]})
+    return out
+
+
+def curve_models(args, data: list[str]):
+    """The tiny DiT as `worldloom pretrain train --preset tiny` builds it, and the U-Net peer; their train config."""
+    from unet_peer import UNetConfig, UNetPeer
+
+    from worldloom.pretrain.train import TrainConfig, fit_camera
+
+    cfg = TrainConfig(data=tuple(data), out="-", preset="tiny", batch_size=args.batch_size, seed=args.seed)
+    cfg = dataclasses.replace(cfg, camera_fov_deg=fit_camera(cfg))  # fitted on the training data, as train.py does
+    torch.manual_seed(cfg.seed)
+    dit = WorldModel(cfg.model_config)
+    torch.manual_seed(cfg.seed)
+    unet = UNetPeer(UNetConfig(image_size=cfg.model_config.image_size, num_frames=args.unet_context + 1,
+                               camera_fov_deg=cfg.model_config.camera_fov_deg))
+    peer_flow = dataclasses.replace(cfg.flow, p_sampling_pattern=1.0)  # the tiny objective already; the peer scores the last frame only
+    return cfg, {"dit": (dit, cfg.flow), "unet": (unet, peer_flow)}
+
+
+def curve_table(points: dict[str, list[dict]], horizons: list[int]) -> list[str]:
+    """The curves as a Markdown table: one row per budget and model."""
+    first = next(iter(points.values()))[0]
+    long = first.get("long_horizon")
+    head = (["CPU-min", "model", "steps", "next frame (copy-last)", "gain"] + [f"rollout h{h} (copy-last)" for h in horizons]
+            + ["ΔPSNR shuffled"] + ([f"colour h{long} (copy-last)", "steady h"] if long else []) + ["frames/s"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = sorted((p["minutes"], name, p) for name, pts in points.items() for p in pts)
+    for minutes, name, p in rows:
+        cells = [f"{minutes:g}", name, str(p["steps"]), f"{p['next_frame_psnr']:.2f} ({p['copy_last_psnr']:.2f})",
+                 f"{p['next_frame_gain_db']:+.2f}"]
+        cells += [f"{p['rollout_psnr'][h]:.2f} ({p['rollout_copy_last_psnr'][h]:.2f})" for h in horizons]
+        cells.append(f"{p['delta_psnr_db']:.2f}")
+        if long:
+            cells += [f"{p['colour_long']:.3f} ({p['copy_last_colour_long']:.3f})", str(p["steady_horizon"])]
+        cells.append(f"{p['frames_per_s']:.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def learning_curves(args) -> None:
+    from worldloom.pretrain import evaluate as ev
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # unet_peer.py, beside this file
+    budgets = sorted(set(args.curve_minutes))
+    if budgets[0] < 0 or budgets[-1] <= 0:
+        raise SystemExit(f"--curve-minutes must be >= 0 (0: the untrained model) with one > 0, got {args.curve_minutes}")
+    if (args.data is None) != (args.heldout is None):
+        raise SystemExit("give --data and --heldout together (or neither: a small set is recorded)")
+    tmp = None
+    data, heldout = args.data, args.heldout
+    if data is None:
+        tmp = tempfile.TemporaryDirectory(prefix="bench-pretrain-")
+        print(f"recording {args.episodes} + {args.heldout_episodes} VoxelWorld episodes of {args.steps} steps ...", flush=True)
+        data, heldout = capture_data(Path(tmp.name), args.episodes, args.heldout_episodes, args.steps, args.seed)
+    try:
+        cfg, models = curve_models(args, data)
+        runs = [CurveRun(name, model, flow, cfg, data, budgets[-1]) for name, (model, flow) in models.items()]
+        contexts = {r.name: r.model.cfg.num_frames - 1 for r in runs}
+        most = max(contexts.values())
+        long_horizon = args.long_horizon
+        clips = ev.eval_clips([heldout], most + max(max(args.horizons), long_horizon), args.clips)
+        print(f"CPU, {torch.get_num_threads()} thread(s), batch {cfg.batch_size}, camera field of view "
+              f"{cfg.model_config.camera_fov_deg:g} degrees, {len(clips['frames'])} held-out clips; budgets {budgets} CPU-min")
+        for r in runs:
+            print(f"  {r.name}: {num_params(r.model) / 1e6:.2f}M params, {contexts[r.name]} context frames", flush=True)
+        points: dict[str, list[dict]] = {r.name: [] for r in runs}
+        todo = {r.name: list(budgets) for r in runs}
+        while any(todo.values()):
+            run = min((r for r in runs if todo[r.name]), key=lambda r: r.cpu_s)  # the one behind goes next
+            if todo[run.name][0] > 0:  # 0: score the untrained model first
+                run.train_step()
+            if run.cpu_s >= todo[run.name][0] * 60:
+                minutes = todo[run.name].pop(0)
+                cut = most - contexts[run.name]  # the same target frames whatever the model's context
+                p = {"minutes": minutes, "steps": run.step, "cpu_s": run.cpu_s,
+                     "loss": statistics.fmean(run.losses[-20:]) if run.losses else None,
+                     **score_point(run.ema, {k: v[:, cut:] for k, v in clips.items()}, args.horizons, long_horizon,
+                                   args.clips, args.seed)}
+                points[run.name].append(p)
+                print(f"  {run.name} at {minutes:g} CPU-min ({run.step} steps): next frame {p['next_frame_psnr']:.2f} dB "
+                      f"({p['next_frame_gain_db']:+.2f} over copy-last), worst rollout gain {p['rollout_worst_gain_db']:+.2f} dB, "
+                      f"load {os.getloadavg()[0]:.1f}", flush=True)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    print("\nlearning curves (held-out clips; PSNR in dB, copy-last-frame in brackets; gain = next frame - copy-last):")
+    print("\n".join(curve_table(points, args.horizons)))
+    if args.json:
+        result = {"threads": torch.get_num_threads(), "batch_size": cfg.batch_size,
+                  "camera_fov_deg": cfg.model_config.camera_fov_deg, "data": data, "heldout": heldout,
+                  "params": {r.name: num_params(r.model) for r in runs}, "curves": points}
+        from worldloom.io import atomic_write_json
+
+        atomic_write_json(args.json, result)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="tiny", choices=[k for k, v in PRESETS.items() if not v.latent_channels])
@@ -127,7 +322,26 @@ def main() -> None:
     p.add_argument("--num-steps", type=int, default=4, help="Euler steps per frame")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--gpu", action="store_true")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    c = p.add_argument_group("learning curves (--curve-minutes)")
+    c.add_argument("--curve-minutes", type=float, nargs="+", default=None,
+                   help="train the tiny DiT and its U-Net peer, scoring both at these CPU-minutes (e.g. 2 5 10 20)")
+    c.add_argument("--data", nargs="+", default=None, help="training datasets (default: record a small VoxelWorld set)")
+    c.add_argument("--heldout", default=None, help="held-out labeled dataset scored at each point (with --data)")
+    c.add_argument("--horizons", type=int, nargs="+", default=[1, 4, 16], help="rollout horizons shown")
+    c.add_argument("--long-horizon", type=int, default=64, help="stability horizon (colour distance); 0: none")
+    c.add_argument("--clips", type=int, default=16, help="held-out clips scored at each point")
+    c.add_argument("--unet-context", type=int, default=UNET_CONTEXT, help="context frames the U-Net peer reads")
+    c.add_argument("--episodes", type=int, default=24, help="episodes recorded for training (without --data)")
+    c.add_argument("--heldout-episodes", type=int, default=4, help="episodes recorded for held-out scoring (without --data)")
+    c.add_argument("--steps", type=int, default=400, help="steps per recorded episode (without --data)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--json", default=None, help="also write the curves as JSON to this file")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.curve_minutes:
+        return learning_curves(args)
     gpu = args.gpu or torch.cuda.is_available()
     device = torch.device("cuda" if gpu else "cpu")
     sync = torch.cuda.synchronize if gpu else (lambda: None)
