@@ -140,7 +140,7 @@ class UNetPeer(nn.Module):
                 h = block(h, c)
         return self.conv_out(F.silu(self.norm_out(h)))
 
-    def _frame(self, x_new, t_new, context, t_ctx, action, mask):
+    def _frame(self, x_new, t_new, context, t_ctx, action, mask, dead_zone=None):
         """The new frame's velocity. x_new (B, C, H, W) at levels t_new (B,); context (B, K', C, H, W) at levels
         t_ctx (B, K'); action (B, K'+1, A), mask (B, K'+1): the action into each context frame, then the new one's.
         -> (B, C, H, W)."""
@@ -165,16 +165,19 @@ class UNetPeer(nn.Module):
         out = self._net(torch.cat(inp, 1), c)[:, None]  # (B, 1, C[+1], H, W)
         C = x_new.shape[1]
         correction = out[:, :, :C]
-        if self.cfg.dead_zone > 0:  # soft threshold forward, identity backward, as the DiT's
-            tau = self.cfg.dead_zone * 2.0 / 255.0
+        zone = self.cfg.dead_zone if dead_zone is None else dead_zone
+        if zone > 0:  # soft threshold forward, identity backward, as the DiT's
+            tau = zone * 2.0 / 255.0
             correction = correction + (correction.sign() * (correction.abs() - tau).clamp_min(0) - correction).detach()
         gate = out[:, :, C:] if self.cfg.turns_camera else None
         v = skip_velocity(x_new[:, None], t_new[:, None], correction, gate, prev[:, None], turned[:, None], prev_t[:, None])
         return v[:, 0]
 
-    def forward(self, x, t, action, action_mask, past_kv=None, start=0, return_kv=False, prev=None, prev_t=None):
+    def forward(self, x, t, action, action_mask, past_kv=None, start=0, return_kv=False, prev=None, prev_t=None,
+                dead_zone=None):
         """WorldModel's call: x (B, T, C, H, W), t (B, T), action (B, T, A) (frame t's: the action that produced it),
-        action_mask (B, T) -> v (B, T, C, H, W); see the module docstring for past_kv and return_kv."""
+        action_mask (B, T) -> v (B, T, C, H, W); see the module docstring for past_kv and return_kv; dead_zone:
+        the sampler's (none: the config's)."""
         if return_kv:  # the sampler's context pass: keep the frames, actions, masks and levels for the next call
             meta = torch.cat([action, action_mask[..., None].to(action.dtype), t[..., None].to(action.dtype)], -1)
             return torch.zeros_like(x), [(x, meta)]  # (B, Tc, C, H, W), (B, Tc, A + 2)
@@ -183,7 +186,7 @@ class UNetPeer(nn.Module):
             A = action.shape[-1]
             acts = torch.cat([meta[..., :A], action[:, :1]], 1)
             masks = torch.cat([meta[..., A] > 0.5, action_mask[:, :1]], 1)
-            return self._frame(x[:, 0], t[:, 0], ctx, meta[..., A + 1], acts, masks)[:, None]
+            return self._frame(x[:, 0], t[:, 0], ctx, meta[..., A + 1], acts, masks, dead_zone)[:, None]
         # training: the last frame of the window from the frames before it
         v = self._frame(x[:, -1], t[:, -1], x[:, :-1], t[:, :-1], action, action_mask)
         out = torch.zeros_like(x)
