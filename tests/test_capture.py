@@ -237,11 +237,15 @@ def test_a_second_job_on_the_same_output_is_refused(tmp_path):
             capture(cfg)
 
 
-def test_an_address_where_no_cluster_listens_fails_fast(tmp_path):
+def test_an_address_where_no_cluster_listens_fails_fast(tmp_path, monkeypatch):
     start = time.monotonic()
     with pytest.raises(UserError, match="no Ray cluster answers"):
         capture(CaptureConfig(out=str(tmp_path / "d"), episodes=1, steps=4, resolution=RES, address="127.0.0.1:1"))
     assert time.monotonic() - start < 30
+    # Ray's own convention: without --address, RAY_ADDRESS names the cluster to join (and the message says so).
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    with pytest.raises(UserError, match="RAY_ADDRESS 127.0.0.1:1: no Ray cluster answers .* unset RAY_ADDRESS"):
+        capture(CaptureConfig(out=str(tmp_path / "d"), episodes=1, steps=4, resolution=RES))
 
 
 def test_unwritable_output_is_a_clear_error(tmp_path):

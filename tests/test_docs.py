@@ -8,8 +8,10 @@ import argparse
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -102,11 +104,48 @@ def walkthrough() -> list[str]:
     return [line for line in lines if line]
 
 
+@pytest.fixture
+def ray_head():
+    """A Ray head on this machine (`ray start --head`, 2 CPUs) for the walkthrough's commands to join
+    through RAY_ADDRESS, Ray's convention, as a user with a cluster up would: one start-up instead of
+    one per command (each local start costs 15-20 s here; the commands' own local starts are tested
+    in test_capture and test_trust). Yields (address, the driver environment); torn down after."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_capture import kill_tree_matching
+    from test_capture_cluster import _free_port, _ray_start
+
+    ray_tmp, port = tempfile.mkdtemp(prefix="wlw", dir="/tmp"), _free_port()  # short: Ray's socket paths
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}  # Ray 2.60's `ray start` turns token auth on
+    old = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        _ray_start(["--head", f"--port={port}", f"--temp-dir={ray_tmp}", "--include-dashboard=false",
+                    "--node-ip-address=127.0.0.1", "--num-cpus=2", "--disable-usage-stats"], ray_tmp)
+        yield f"127.0.0.1:{port}", {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+    finally:
+        if old is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = old
+        kill_tree_matching(ray_tmp)
+        kill_tree_matching(f":{port}")
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def drivers_seen(address: str, env: dict) -> int:
+    """How many drivers (jobs) the cluster at `address` has had, asked from a process of its own."""
+    script = f"import ray; ray.init(address={address!r}); from ray._private import state; print(len(state.jobs()))"
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return int(proc.stdout.strip().splitlines()[-1]) - 1  # less the asking one
+
+
 @pytest.mark.timeout(900)
-def test_readme_walkthrough_runs_top_to_bottom(tmp_path):
+def test_readme_walkthrough_runs_top_to_bottom(tmp_path, ray_head):
     lines = walkthrough()
     assert lines[0] == "source .venv/bin/activate", "the walkthrough starts by activating the environment"
-    env = {**os.environ, "PATH": f"{Path(WORLDLOOM).parent}{os.pathsep}{os.environ['PATH']}"}
+    address, ray_env = ray_head
+    env = {**ray_env, "PATH": f"{Path(WORLDLOOM).parent}{os.pathsep}{os.environ['PATH']}"}
     for line in lines[1:]:
         for pattern, repl in SMALLER:
             line = re.sub(pattern, repl, line)
@@ -121,3 +160,5 @@ def test_readme_walkthrough_runs_top_to_bottom(tmp_path):
         assert proc.returncode == 0, f"{line}\n{proc.stderr[-3000:]}"
     assert (tmp_path / "runs/walk/rollout.mp4").stat().st_size > 0
     assert (tmp_path / "runs/walk/episode.mp4").stat().st_size > 0
+    # The three recordings joined the cluster named by RAY_ADDRESS instead of starting their own.
+    assert drivers_seen(address, ray_env) >= sum(line.startswith("worldloom capture run") for line in lines)

@@ -46,8 +46,9 @@ LOCAL_START_ATTEMPTS = 2
 
 @contextlib.contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
-    """Use the Ray that is up, join `address` (HOST:PORT, auto, ray://...), or start a local
-    cluster with `num_cpus` CPUs (None: all of this machine's) bound to loopback.
+    """Use the Ray that is up, join `address` (HOST:PORT, auto, ray://...; unset: the RAY_ADDRESS
+    environment variable, Ray's own convention, when it is set), or start a local cluster with
+    `num_cpus` CPUs (None: all of this machine's) bound to loopback.
 
     Raises UserError (one line) when the cluster cannot be started or reached.
     """
@@ -56,9 +57,11 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     if ray.is_initialized():
         yield
         return
+    named = "--address" if address else "RAY_ADDRESS"
+    address = address or os.environ.get("RAY_ADDRESS") or None
     quiet = {"include_dashboard": False, "log_to_driver": True}  # actors' errors still reach the user
     if address:
-        check_reachable(address)
+        check_reachable(address, named=named)
     for attempt in range(1 if address else LOCAL_START_ATTEMPTS):
         try:
             if address:
@@ -68,7 +71,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
                     ray.init(num_cpus=num_cpus, _node_ip_address=LOCAL_ADDRESS, logging_level=logging.ERROR, **quiet)
             break
         except (ConnectionError, TimeoutError, ValueError) as err:
-            raise UserError(f"cannot start or join Ray (address={address!r}): {err}") from None
+            where = f"join Ray at {named} {address}" if address else "start a local Ray cluster"
+            raise UserError(f"cannot {where}: {err}") from None
         except Exception as err:  # noqa: BLE001 -- Ray raises a bare Exception when its raylet is slow to start
             if "timed out during startup" not in str(err):
                 raise
@@ -107,16 +111,18 @@ def loopback_only() -> Iterator[None]:
                 os.environ[key] = value
 
 
-def check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """UserError at once if nothing listens at HOST:PORT (ray.init would retry for minutes)."""
+def check_reachable(address: str, timeout_s: float = 5.0, named: str = "--address") -> None:
+    """UserError at once if nothing listens at HOST:PORT (ray.init would retry for minutes);
+    `named`: where the address came from (the flag, or RAY_ADDRESS), as the message says."""
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or "://" in address:
         return  # "auto", ray://..., left to Ray
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as err:
-        raise UserError(f"--address {address}: no Ray cluster answers there ({err}); start one with "
-                        f"`ray start --head --port={port}` or leave --address out to start a local one") from None
+        unset = "leave --address out" if named == "--address" else "unset RAY_ADDRESS"
+        raise UserError(f"{named} {address}: no Ray cluster answers there ({err}); start one with "
+                        f"`ray start --head --port={port}` or {unset} to start a local one") from None
 
 
 def cluster_resources() -> dict[str, float]:
