@@ -831,7 +831,7 @@ def test_a_local_ray_that_starts_late_is_retried_then_named_in_one_line(monkeypa
     calls.clear()
     fail_times = 10
     with pytest.raises(UserError):  # an address given: Ray is not ours to restart, so no retry
-        monkeypatch.setattr("worldloom.cluster.check_reachable", lambda address: None)
+        monkeypatch.setattr("worldloom.cluster.check_reachable", lambda address, named: None)
         monkeypatch.setattr(ray, "init", lambda **kw: (_ for _ in ()).throw(ConnectionError("refused")))
         with ray_session("127.0.0.1:1", None):
             pass
