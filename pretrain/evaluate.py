@@ -374,8 +374,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     if branches is not None:
         from .counterfactual import counterfactual_grid
 
-        report["counterfactual"]["grid"] = dict(zip(("a", "b"), counterfactual_grid(counterfactual_frames,
-                                                                                      out / "counterfactual.png")))
+        a, b = counterfactual_grid(counterfactual_frames, out / "counterfactual.png")
+        report["counterfactual"]["grid"] = {"a": a, "b": b}
     if revisit_frames is not None:
         from .revisit import revisit_strip
 
