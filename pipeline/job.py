@@ -64,8 +64,10 @@ class Preset:
     rollout_horizon: int = doc("frames generated for each rollout video", 48)
     rollout_videos: int = doc("held-out episodes rolled out into videos for the report", 2)
     engine_states: int = doc("saved states on held-out world seeds, each played in the engine and the world model under "
-                             "4 action sequences: engine-truth controllability (0: none)", 8)
+                             "the engine_branches action sequences: engine-truth controllability (0: none)", 8)
     engine_horizon: int = doc("steps played from each saved state (the goal is read at 8)", 8)
+    engine_branches: tuple[str, ...] = doc("action sequences played from each saved state: player, turn, walk, still",
+                                           ("player", "turn", "walk", "still"))
     revisit_states: int = doc("saved states on held-out world seeds whose paths return to where they started, played "
                               "in the engine and the world model: revisit consistency (0: none)", 0)
     expected: str = doc("time and hardware, for the docs and --help", "")
@@ -203,7 +205,8 @@ def stage_configs(cfg: PipelineConfig, paths: dict[str, Path]) -> dict[str, Any]
     engine = {}
     if s.engine_states and cfg.env == "voxel":
         engine["branches"] = BranchesConfig(out=str(paths["branches"]), env=cfg.env, episodes=s.engine_states,
-                                            context=context, horizon=s.engine_horizon, resolution=res, seed=cfg.seed * 10 + 5)
+                                            context=context, horizon=s.engine_horizon, branches=tuple(s.engine_branches),
+                                            resolution=res, seed=cfg.seed * 10 + 5)
     if s.revisit_states and cfg.env == "voxel":
         engine["revisits"] = RevisitsConfig(out=str(paths["revisits"]), env=cfg.env, episodes=s.revisit_states,
                                             context=context, resolution=res, seed=cfg.seed * 10 + 6)

@@ -360,14 +360,18 @@ def evaluate(cfg: EvalConfig) -> dict:
     if branches is not None:
         from .counterfactual import evaluate_counterfactual
 
+        t0 = time.perf_counter()
         report["counterfactual"] = evaluate_counterfactual(model, codec, cfg.counterfactual, branches, cfg.sample, cfg.seed)
+        report["counterfactual"]["wall_s"] = time.perf_counter() - t0
         counterfactual_frames = {**report["counterfactual"], "frames": report["counterfactual"].pop("frames")}
     revisit_frames = None
     if revisits is not None:
         from .revisit import evaluate_revisit
 
+        t0 = time.perf_counter()
         report["revisit"] = evaluate_revisit(model, codec, cfg.revisit, revisits, cfg.sample, cfg.seed,
                                               cfg.revisit_whole_path)
+        report["revisit"]["wall_s"] = time.perf_counter() - t0
         revisit_frames = {**report["revisit"], "frames": report["revisit"].pop("frames")}
     out = Path(cfg.out) if cfg.out else Path(cfg.model) / "eval"
     out.mkdir(parents=True, exist_ok=True)
