@@ -314,7 +314,8 @@ def _engine_section(report: Report, records: dict[str, StageRecord]) -> None:
         s.table(["path (PSNR dB vs the engine)", *[f"{names[k]}: {w}" for k in runners for w in ("farthest", "return")],
                  "engine: return vs first visit"], rows, keys)
         s.image(Path(rec.outputs["eval"]) / "revisit.png",
-                "per path, one saved state: first visit, farthest point, return; rows: engine, model, model cut")
+                "per path, one saved state: first visit, farthest point, return; rows: engine, model (then the "
+                "model cut to its last frames, where that differs)")
 
 
 CAPTION_EPISODES, CAPTIONS_PER_EPISODE, FRAMES_PER_CAPTION = 2, 3, 4
