@@ -257,8 +257,10 @@ def engine_truth_verdict(cf: dict) -> str:
 
 def revisit_verdict(rv: dict) -> str:
     """One plain sentence on revisit consistency (pretrain/revisit.py's scores): the model's gain at
-    the return over the farthest point on each path, beside the model cut to 4 frames of memory."""
-    gains = ", ".join(f"{p} {_db(rv['model'][p]['gain_db'])} (cut {_db(rv['model_cut'][p]['gain_db'])})"
+    the return over the farthest point on each path, beside the model cut to 4 frames of memory
+    (when its window is longer than that)."""
+    cut = "model_cut" in rv and rv["windows"]["model_cut"] != rv["windows"]["model"]  # else the same runs
+    gains = ", ".join(f"{p} {_db(rv['model'][p]['gain_db'])}" + (f" (cut {_db(rv['model_cut'][p]['gain_db'])})" if cut else "")
                       for p in rv["paths"])
     met = [p for p, ok in rv["goal_met"].items() if ok]
     return (f"Revisit: PSNR at the return minus at the farthest point: {gains} (goal +{rv['goal_db']:g} dB on every path)"
@@ -298,7 +300,8 @@ def _engine_section(report: Report, records: dict[str, StageRecord]) -> None:
                     f"({cf['states']} states x {len(cf['branches'])} sequences: {', '.join(cf['branches'])})")
     if rv:
         s.lines([revisit_verdict(rv)])
-        runners = [k for k in ("model", "model_cut", "model_long", "copy_last") if k in rv]
+        runners = [k for k in ("model", "model_cut", "model_long", "copy_last") if k in rv
+                   and not (k == "model_cut" and rv["windows"]["model_cut"] == rv["windows"]["model"])]
         rows, keys = [], []
         for path, steps in rv["paths"].items():
             row, krow = [f"{path} ({steps['far']} out, back at {steps['return']})"], [""]

@@ -78,6 +78,7 @@ def test_engine_truth_verdict_reads_horizon_8_against_the_goal():
 
 def test_revisit_verdict_gives_each_path_beside_the_cut_model():
     rv = {"paths": {"walk1": {}, "turn360": {}}, "goal_db": 3.0, "goal_met": {"walk1": True, "turn360": False},
+          "windows": {"model": 15, "model_cut": 4},
           "model": {"walk1": {"gain_db": 4.0}, "turn360": {"gain_db": -1.5}},
           "model_cut": {"walk1": {"gain_db": 0.5}, "turn360": {"gain_db": -2.0}}}
     line = revisit_verdict(rv)
@@ -85,6 +86,8 @@ def test_revisit_verdict_gives_each_path_beside_the_cut_model():
     assert line.endswith("(goal +3 dB on every path): not met (met on walk1).")
     rv["goal_met"]["turn360"] = True
     assert revisit_verdict(rv).endswith("on every path).")
+    rv["windows"]["model"] = 4  # the cut model is the model: not shown twice
+    assert "walk1 +4.00 dB, turn360 -1.50 dB (goal" in revisit_verdict(rv)
 
 
 def test_engine_truth_section_tables_point_at_report_json(tmp_path):
@@ -110,7 +113,7 @@ def test_engine_truth_section_tables_point_at_report_json(tmp_path):
     _engine_section(report, {"pretrain_eval": record})
     html = report._html()
     cells = re.findall(r"<td data-key='([^']+)'>([^<]*)</td>", html)
-    assert len(cells) == 3 * 4 - 1 + 3 * 3 + 2 * (2 * 3 + 1)
+    assert len(cells) == 3 * 4 - 1 + 3 * 3 + 2 * (2 * 2 + 1)  # the cut model's window is the model's: not shown
     data = json.loads(json.dumps(report.data))
     for key, shown in cells:
         value = data
