@@ -63,6 +63,13 @@ class Preset:
     eval_horizon: int = doc("rollout frames scored by PSNR/SSIM per horizon", 16)
     rollout_horizon: int = doc("frames generated for each rollout video", 48)
     rollout_videos: int = doc("held-out episodes rolled out into videos for the report", 2)
+    engine_states: int = doc("saved states on held-out world seeds, each played in the engine and the world model under "
+                             "the engine_branches action sequences: engine-truth controllability (0: none)", 8)
+    engine_horizon: int = doc("steps played from each saved state (the goal is read at 8)", 8)
+    engine_branches: tuple[str, ...] = doc("action sequences played from each saved state: player, turn, walk, still",
+                                           ("player", "turn", "walk", "still"))
+    revisit_states: int = doc("saved states on held-out world seeds whose paths return to where they started, played "
+                              "in the engine and the world model: revisit consistency (0: none)", 0)
     expected: str = doc("time and hardware, for the docs and --help", "")
 
     def __post_init__(self) -> None:
@@ -73,6 +80,8 @@ class Preset:
                      "eval_horizon", "rollout_horizon", "rollout_videos"):
             if getattr(self, name) < 1:
                 raise ValueError(f"sizes.{name} must be >= 1, got {getattr(self, name)}")
+        if self.engine_states < 0 or self.revisit_states < 0 or self.engine_horizon < 1:
+            raise ValueError("sizes.engine_states and sizes.revisit_states must be >= 0, sizes.engine_horizon >= 1")
         if self.wm_batch_size < 1 or self.idm_batch_size is not None and self.idm_batch_size < 1:
             raise ValueError("sizes.wm_batch_size and sizes.idm_batch_size must be >= 1")
         if self.judge_episodes < 0 or min(self.idm_minutes, self.judge_minutes, self.wm_minutes) < 0:
@@ -86,19 +95,20 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "micro": Preset(resolution=64, steps=64, labeled_episodes=4, footage_episodes=4, heldout_episodes=2,
                     judge_episodes=3, idm_preset="micro", idm_minutes=0.35, judge_minutes=0.15, wm_preset="tiny",
-                    wm_minutes=0.4, eval_clips=4, eval_horizon=8, rollout_horizon=12, expected="CI: about 2 minutes on 2 CPU cores"),
+                    wm_minutes=0.4, eval_clips=4, eval_horizon=8, rollout_horizon=12, engine_states=2, engine_horizon=4,
+                    expected="CI: about 2 minutes on 2 CPU cores"),
     "tiny": Preset(resolution=64, steps=400, labeled_episodes=64, footage_episodes=48, heldout_episodes=8,
                    judge_episodes=16, idm_preset="tiny", idm_minutes=5.0, judge_minutes=2.0, wm_preset="tiny",
                    wm_minutes=6.0, wm_batch_size=8, eval_clips=32, eval_horizon=16, rollout_horizon=48,
-                   expected="make demo: under 20 minutes on 2 CPU cores"),
+                   revisit_states=2, expected="make demo: under 20 minutes on 2 CPU cores"),
     "small": Preset(resolution=64, steps=1000, labeled_episodes=200, footage_episodes=800, heldout_episodes=40,
                     judge_episodes=100, idm_preset="small", idm_minutes=30.0, judge_minutes=15.0, wm_preset="small",
                     wm_minutes=60.0, eval_clips=128, eval_horizon=16, rollout_horizon=64,
-                    expected="about 2 hours on a 16-core workstation; a GPU (--device cuda) shortens training"),
+                    engine_states=16, revisit_states=8, expected="about 2 hours on a 16-core workstation; a GPU (--device cuda) shortens training"),
     "large": Preset(resolution=128, steps=2000, labeled_episodes=2000, footage_episodes=20000, heldout_episodes=200,
                     judge_episodes=500, idm_preset="vpt", idm_minutes=600.0, judge_minutes=120.0, wm_preset="large",
                     wm_minutes=1440.0, eval_clips=512, eval_horizon=16, rollout_horizon=64,
-                    expected="a Ray cluster with GPUs (--address auto --device cuda): about a day on 8 GPUs"),
+                    engine_states=64, engine_horizon=16, revisit_states=32, expected="a Ray cluster with GPUs (--address auto --device cuda): about a day on 8 GPUs"),
 }
 
 STAGES = ("capture", "idm", "idm_eval", "label", "pretrain", "pretrain_eval", "report")
@@ -161,13 +171,16 @@ def _paths(out: Path) -> dict[str, Path]:
     data = out / "data"
     return {"labeled": data / "labeled", "footage": data / "footage", "truth": data / "footage-truth",
             "heldout": data / "heldout", "judge_data": data / "judge", "pseudo": data / "pseudo",
-            "idm": out / "idm", "judge": out / "idm-judge", "wm": out / "world-model", "figures": out / "figures"}
+            "idm": out / "idm", "judge": out / "idm-judge", "wm": out / "world-model", "figures": out / "figures",
+            "branches": data / "engine-branches.safetensors", "revisits": data / "engine-revisits.safetensors"}
 
 
 def stage_configs(cfg: PipelineConfig, paths: dict[str, Path]) -> dict[str, Any]:
     """Every stage's config, derived from the pipeline's: one resolution, one seed scheme, one
     cluster. Pure (builds configs, runs nothing), so a test can check that they agree."""
     from worldloom.capture import CaptureConfig
+    from worldloom.capture.branches import BranchesConfig
+    from worldloom.capture.revisits import RevisitsConfig
     from worldloom.idm.label import LabelConfig
     from worldloom.idm.model import PRESETS as IDM_PRESETS
     from worldloom.idm.train import TrainConfig as IDMTrainConfig
@@ -186,6 +199,17 @@ def stage_configs(cfg: PipelineConfig, paths: dict[str, Path]) -> dict[str, Any]
         out=str(paths[name]), env=cfg.env, player="mixture", episodes=episodes, steps=s.steps, resolution=res,
         seed=cfg.seed * 10 + offset, num_workers=cfg.workers, address=cfg.address, strip_actions=strip)
         for name, (episodes, offset, strip) in jobs.items() if episodes > 0}
+    # engine truth on held-out world seeds (1000000 + seed + i, apart from capture's hashed seeds), with
+    # as many context frames as the world model reads; only VoxelWorld saves and restores its state
+    context = WM_PRESETS[s.wm_preset].num_frames - 1
+    engine = {}
+    if s.engine_states and cfg.env == "voxel":
+        engine["branches"] = BranchesConfig(out=str(paths["branches"]), env=cfg.env, episodes=s.engine_states,
+                                            context=context, horizon=s.engine_horizon, branches=tuple(s.engine_branches),
+                                            resolution=res, seed=cfg.seed * 10 + 5)
+    if s.revisit_states and cfg.env == "voxel":
+        engine["revisits"] = RevisitsConfig(out=str(paths["revisits"]), env=cfg.env, episodes=s.revisit_states,
+                                            context=context, resolution=res, seed=cfg.seed * 10 + 6)
     idm_model = dataclasses.replace(IDM_PRESETS[s.idm_preset], height=res, width=res)
     idm_batch = s.idm_batch_size or IDMTrainConfig(data=("-",), out="-", preset=s.idm_preset).hparams.batch_size
     idm = {name: IDMTrainConfig(data=(str(paths[data]),), out=str(paths[name]), preset=s.idm_preset, model=idm_model,
@@ -199,7 +223,7 @@ def stage_configs(cfg: PipelineConfig, paths: dict[str, Path]) -> dict[str, Any]
                        batch_size=s.wm_batch_size,
                        seed=cfg.seed, device=cfg.device, address=cfg.address, num_workers=0 if cfg.multi_gpu else 1)
     return {
-        "capture": capture, "idm": idm,
+        "capture": capture, "engine": engine, "idm": idm,
         "label": LabelConfig(model=str(paths["idm"]), data=str(paths["footage"]), out=str(paths["pseudo"]),
                              num_workers=cfg.workers, address=cfg.address),
         "pretrain": wm,
@@ -207,20 +231,30 @@ def stage_configs(cfg: PipelineConfig, paths: dict[str, Path]) -> dict[str, Any]
                                     idm=str(paths["judge"]) if "judge" in idm else None,
                                     num_clips=s.eval_clips, horizon=s.eval_horizon, seed=cfg.seed,
                                     next_frame_positions=min(4, s.eval_horizon),
-                                    stability_horizon=max(s.eval_horizon, s.rollout_horizon)),
+                                    stability_horizon=max(s.eval_horizon, s.rollout_horizon),
+                                    counterfactual=engine["branches"].out if "branches" in engine else None,
+                                    revisit=engine["revisits"].out if "revisits" in engine else None,
+                                    revisit_whole_path=False),
     }
 
 
 def run_capture(cfg: PipelineConfig, configs: dict) -> tuple[dict, dict]:
-    """Record the datasets (one Ray session for all of them, opened by `main`)."""
+    """Record the datasets (one Ray session for all of them, opened by `main`), then the engine's
+    truth from saved held-out states (branches and revisits files, in this process)."""
     from worldloom.capture import capture
+    from worldloom.capture.branches import record_branches
+    from worldloom.capture.revisits import record_revisits
 
     figures = {}
     for name, capture_cfg in configs["capture"].items():
         t0 = time.perf_counter()
         capture(capture_cfg)
         figures[name] = {"episodes": capture_cfg.episodes, "wall_s": time.perf_counter() - t0}
-    return {k: c.out for k, c in configs["capture"].items()}, figures
+    for name, engine_cfg in configs["engine"].items():
+        t0 = time.perf_counter()
+        recorded = (record_branches if name == "branches" else record_revisits)(engine_cfg)
+        figures[name] = {"states": int(recorded.frames.shape[0]), "wall_s": time.perf_counter() - t0}
+    return {k: c.out for k, c in (configs["capture"] | configs["engine"]).items()}, figures
 
 
 def run_idm(configs: dict) -> tuple[dict, dict]:
@@ -297,7 +331,7 @@ def main(cfg: PipelineConfig) -> Path:
     # One session for every stage (capture, label, Ray Train): --address and the worker count
     # reach them all; a local cluster is started once and bound to loopback.
     with session:
-        stage("capture", configs["capture"], (), lambda: run_capture(cfg, configs))
+        stage("capture", {**configs["capture"], **configs["engine"]}, (), lambda: run_capture(cfg, configs))
         stage("idm", configs["idm"], ("capture",), lambda: run_idm(configs))
         stage("idm_eval", {}, ("idm",), lambda: run_idm_eval(paths))
         stage("label", configs["label"], ("idm",), lambda: run_label(configs))

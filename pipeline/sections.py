@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from worldloom.actions import FPS
 from worldloom.config import to_json_dict
 from worldloom.paths import redact_json
@@ -229,6 +231,127 @@ def _wm_section(report: Report, records: dict[str, StageRecord], paths: dict[str
     s.image(paths["wm"] / "curves.png", "world model training curves")
 
 
+CONTROLLABILITY_GOAL = 0.9  # engine-truth controllability at horizon 8 (issue 16)
+CONTROLLABILITY_HORIZON = 8
+BRANCH_LABELS = {"model": "model", "shuffled_actions": "model, shuffled actions", "copy_last": "copy-last-frame",
+                 "engine": "engine"}
+
+
+def _score(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def engine_truth_verdict(cf: dict) -> str:
+    """One plain sentence on engine-truth controllability (pretrain/counterfactual.py's scores), read
+    at horizon 8 (or the last the run played), beside shuffled actions, copy-last and the engine."""
+    h = min(CONTROLLABILITY_HORIZON, cf["horizon"])
+    at = {k: cf[k]["controllability"][h - 1] for k in BRANCH_LABELS}
+    line = (f"Engine truth: at horizon {h} the rollout under one action sequence is closer to the engine's under it "
+            f"than under another in {_score(at['model'])} of branch pairs (goal {CONTROLLABILITY_GOAL:g} at horizon "
+            f"{CONTROLLABILITY_HORIZON}; shuffled actions {_score(at['shuffled_actions'])}, copy-last "
+            f"{_score(at['copy_last'])}, engine {_score(at['engine'])})")
+    if h < CONTROLLABILITY_HORIZON:
+        return line + f": this run plays {h} steps, so the goal is not read."
+    return line + ("." if at["model"] is not None and at["model"] >= CONTROLLABILITY_GOAL else ": not met.")
+
+
+def revisit_verdict(rv: dict) -> str:
+    """One plain sentence on revisit consistency (pretrain/revisit.py's scores): the model's gain at
+    the return over the farthest point on each path, beside the model cut to 4 frames of memory
+    (when its window is longer than that)."""
+    cut = "model_cut" in rv and rv["windows"]["model_cut"] != rv["windows"]["model"]  # else the same runs
+    gains = ", ".join(f"{p} {_db(rv['model'][p]['gain_db'])}" + (f" (cut {_db(rv['model_cut'][p]['gain_db'])})" if cut else "")
+                      for p in rv["paths"])
+    met = [p for p, ok in rv["goal_met"].items() if ok]
+    return (f"Revisit: PSNR at the return minus at the farthest point: {gains} (goal +{rv['goal_db']:g} dB on every path)"
+            + ("." if len(met) == len(rv["paths"]) else f": not met{' (met on ' + ', '.join(met) + ')' if met else ''}."))
+
+
+def _engine_section(report: Report, records: dict[str, StageRecord]) -> None:
+    rec = records.get("pretrain_eval")
+    r = rec.figures["world_model"] if rec is not None else {}
+    cf, rv = r.get("counterfactual"), r.get("revisit")
+    if not (cf or rv):
+        return
+    s = report.section("Engine truth",
+                       "Scores no proxy can fake: from saved VoxelWorld states on held-out world seeds, action "
+                       "sequences are played in the engine and in the world model from the same context frames. "
+                       "Controllability at horizon h: over ordered pairs of sequences (A, B) the engine tells apart, "
+                       "how often the model's frame under A is closer to the engine's under A than under B (copy-last "
+                       "scores 0.5 by construction, the engine 1).")
+    if cf:
+        s.lines([engine_truth_verdict(cf)])
+        n = cf["horizon"]
+        rows, keys = [], []
+        for name, label in BRANCH_LABELS.items():
+            values = cf[name]["controllability"]
+            rows.append([f"controllability, {label}", *[_score(v) if v is None else v for v in values]])
+            keys.append(["", *[f"world_model.counterfactual.{name}.controllability.{h}" if v is not None else ""
+                               for h, v in enumerate(values)]])
+        for name in ("model", "shuffled_actions", "copy_last"):
+            rows.append([f"PSNR vs engine (dB), {BRANCH_LABELS[name]}", *cf[name]["psnr"]])
+            keys.append(["", *[f"world_model.counterfactual.{name}.psnr.{h}" for h in range(n)]])
+        s.table(["horizon", *[str(h + 1) for h in range(n)]], rows, keys)
+        grid = cf.get("grid")
+        if grid:
+            s.image(Path(rec.outputs["eval"]) / "counterfactual.png",
+                    f"one saved state: the frame at the state, then the steps played; rows: engine under {grid['a']}, "
+                    f"model under {grid['a']}, engine under {grid['b']}, model under {grid['b']} "
+                    f"({cf['states']} states x {len(cf['branches'])} sequences: {', '.join(cf['branches'])})")
+    if rv:
+        s.lines([revisit_verdict(rv)])
+        runners = [k for k in ("model", "model_cut", "model_long", "copy_last") if k in rv
+                   and not (k == "model_cut" and rv["windows"]["model_cut"] == rv["windows"]["model"])]
+        rows, keys = [], []
+        for path, steps in rv["paths"].items():
+            row, krow = [f"{path} ({steps['far']} out, back at {steps['return']})"], [""]
+            for k in runners:
+                row += [rv[k][path]["psnr_far"], rv[k][path]["psnr_return"]]
+                krow += [f"world_model.revisit.{k}.{path}.psnr_far", f"world_model.revisit.{k}.{path}.psnr_return"]
+            row.append(rv["engine"][path]["psnr_return_vs_first_visit"])
+            krow.append(f"world_model.revisit.engine.{path}.psnr_return_vs_first_visit")
+            rows.append(row)
+            keys.append(krow)
+        names = {"model": "model", "model_cut": f"model, last {rv['windows']['model_cut']} frames",
+                 "model_long": "model, whole path", "copy_last": "copy-last"}
+        s.table(["path (PSNR dB vs the engine)", *[f"{names[k]}: {w}" for k in runners for w in ("farthest", "return")],
+                 "engine: return vs first visit"], rows, keys)
+        s.image(Path(rec.outputs["eval"]) / "revisit.png",
+                "per path, one saved state: first visit, farthest point, return; rows: engine, model (then the "
+                "model cut to its last frames, where that differs)")
+
+
+CAPTION_EPISODES, CAPTIONS_PER_EPISODE, FRAMES_PER_CAPTION = 2, 3, 4
+
+
+def _captions_section(report: Report, paths: dict[str, Path], figures_dir: Path) -> None:
+    """A few held-out clips, each as frames across it, beside its engine-exact caption (datasets/captions.py)."""
+    from worldloom.datasets import Dataset
+    from worldloom.datasets.captions import caption_episode
+    from worldloom.io import write_image
+
+    if not (paths["heldout"] / "dataset.json").exists():
+        return
+    s = report.section("Captions", "Engine-exact captions of held-out clips (2 s each), made by rules from the "
+                       f"engine's state and the actions, never from pixels; {FRAMES_PER_CAPTION} frames across each clip.")
+    ds, shown = Dataset(str(paths["heldout"])), []
+    for eid in ds.episode_ids[:CAPTION_EPISODES]:
+        captions = [c for c in caption_episode(ds, eid) if c.facts]
+        for c in [captions[i] for i in sorted({round(x) for x in np.linspace(0, len(captions) - 1, CAPTIONS_PER_EPISODE)})
+                  ] if captions else []:
+            idx = np.linspace(c.start, c.stop - 1, FRAMES_PER_CAPTION).round().astype(int)
+            frames = ds.frames(eid, c.start, c.stop).frames[idx - c.start]  # (F, H, W, 3)
+            gap = np.full((frames.shape[1], 2, 3), 255, np.uint8)
+            strip = np.concatenate([x for f in frames for x in (f, gap)][:-1], axis=1)
+            png = figures_dir / f"caption-{len(shown)}.png"
+            write_image(png, strip.repeat(2, 0).repeat(2, 1))
+            s.image(png, f"{c.text} ({eid}, steps {c.start}-{c.stop})")
+            shown.append(c.to_json())
+    report.data["captions"] = shown
+    if not shown:
+        s.lines(["No captions: the held-out dataset has no engine state (the env does not expose it)."])
+
+
 def _cost_section(report: Report, records: dict[str, StageRecord], stats: dict) -> None:
     s = report.section("Time and cost per stage", "Wall time and core-seconds of this process and every process "
                        "below it (Ray workers included).")
@@ -262,6 +385,8 @@ def write_report(cfg, paths: dict[str, Path], records: dict[str, StageRecord]) -
     report.data["datasets"] = stats
     _idm_section(report, records, paths)
     _wm_section(report, records, paths)
+    _engine_section(report, records)
+    _captions_section(report, paths, paths["figures"])
     _cost_section(report, records, stats)
     report.section("Config").code(json.dumps({"pipeline": report.data["config"], "preset": report.data["preset"]}, indent=2))
     return report.write(Path(cfg.out).resolve())

@@ -106,7 +106,8 @@ def psnr_by_horizon(generated: np.ndarray, engine: np.ndarray) -> list[float]:
 def counterfactual_scores(model, codec, branches: Branches, sample=None, seed: int = 0) -> dict:
     """The model, the model given a derangement of the branches' actions, copy-last and the engine,
     each as {"controllability": by horizon, "psnr": by horizon}, against the engine's frames (at
-    the model's size); plus the number of states, the branch names and the counted pairs."""
+    the model's size); plus the number of states, the branch names and the counted pairs; "frames"
+    holds the last context frames and the engine's and model's rollouts for the picture (not JSON)."""
     size = model.cfg.image_size
     engine = resize(branches.frames, size)  # (S, K, T, S, S, 3)
     num_states, k = engine.shape[:2]
@@ -123,7 +124,42 @@ def counterfactual_scores(model, codec, branches: Branches, sample=None, seed: i
     for name, frames in runs.items():
         out[name] = {"controllability": controllability(frames, engine)["by_horizon"], "psnr": psnr_by_horizon(frames, engine)}
     out["pairs"] = controllability(engine, engine)["pairs"]
+    out["frames"] = {"context": runs["copy_last"][:, 0, 0], "engine": engine, "model": runs["model"]}
     return out
+
+
+def contrasting_pair(engine: np.ndarray, state: int = 0) -> tuple[int, int]:
+    """The two branches whose engine frames differ most at the last step from state `state`
+    (engine: (S, K, T, h, w, 3) uint8): the pair a picture of controllability shows best."""
+    last = engine[state, :, -1].astype(np.float32)  # (K, h, w, 3)
+    k = last.shape[0]
+    pairs = [(a, b) for a in range(k) for b in range(a + 1, k)]
+    return max(pairs, key=lambda p: float(((last[p[0]] - last[p[1]]) ** 2).mean()))
+
+
+def counterfactual_grid(r: dict, path, state: int = 0, max_columns: int = 8, scale: int = 2) -> tuple[str, str]:
+    """counterfactual.png: from one saved state, rows engine A / model A / engine B / model B and
+    columns the frame at the state, then up to `max_columns` horizons; A and B are the branches the
+    engine tells apart most (`contrasting_pair`). `r` holds "frames" (counterfactual_scores'); returns (A, B)."""
+    from worldloom.io import write_image
+
+    frames, names = r["frames"], r["branches"]
+    a, b = contrasting_pair(frames["engine"], state)
+    horizon = frames["engine"].shape[2]
+    steps = np.unique(np.linspace(0, horizon - 1, min(max_columns, horizon)).round().astype(int))
+    s, gap = frames["engine"].shape[3], 2
+    rows = []
+    for k in (a, b):
+        for who in ("engine", "model"):
+            cells = [frames["context"][state], *frames[who][state, k, steps]]
+            row = np.full((s, len(cells) * (s + gap) - gap, 3), 255, np.uint8)
+            for j, cell in enumerate(cells):
+                row[:, j * (s + gap):j * (s + gap) + s] = cell
+            rows += [row, np.full((gap, row.shape[1], 3), 255, np.uint8)]
+        rows.append(np.full((2 * gap, rows[-1].shape[1], 3), 255, np.uint8))
+    img = np.concatenate(rows[:-2])
+    write_image(path, img.repeat(scale, 0).repeat(scale, 1))
+    return names[a], names[b]
 
 
 def evaluate_counterfactual(model, codec, path: str, branches: Branches | None = None, sample=None, seed: int = 0) -> dict:

@@ -17,7 +17,7 @@ What it measures (DESIGN section 8), on clips of context + horizon frames from l
 - engine-truth controllability (with --counterfactual FILE, `counterfactual.py`): from saved
   VoxelWorld states, K action sequences played in the engine (`worldloom capture branches`) and
   in the model; how often the model under A is closer to the engine under A than under B, beside
-  shuffled actions and copy-last;
+  shuffled actions and copy-last (counterfactual.png: engine and model under two of them from one state);
 - revisit consistency (with --revisit FILE, `revisit.py`): paths that return to where they started
   (`worldloom capture revisits`), PSNR at the return against the farthest point, beside the model
   cut to 4 frames of memory, copy-last and the engine (revisit.png: the frames);
@@ -360,16 +360,26 @@ def evaluate(cfg: EvalConfig) -> dict:
     if branches is not None:
         from .counterfactual import evaluate_counterfactual
 
+        t0 = time.perf_counter()
         report["counterfactual"] = evaluate_counterfactual(model, codec, cfg.counterfactual, branches, cfg.sample, cfg.seed)
+        report["counterfactual"]["wall_s"] = time.perf_counter() - t0
+        counterfactual_frames = {**report["counterfactual"], "frames": report["counterfactual"].pop("frames")}
     revisit_frames = None
     if revisits is not None:
         from .revisit import evaluate_revisit
 
+        t0 = time.perf_counter()
         report["revisit"] = evaluate_revisit(model, codec, cfg.revisit, revisits, cfg.sample, cfg.seed,
                                               cfg.revisit_whole_path)
+        report["revisit"]["wall_s"] = time.perf_counter() - t0
         revisit_frames = {**report["revisit"], "frames": report["revisit"].pop("frames")}
     out = Path(cfg.out) if cfg.out else Path(cfg.model) / "eval"
     out.mkdir(parents=True, exist_ok=True)
+    if branches is not None:
+        from .counterfactual import counterfactual_grid
+
+        a, b = counterfactual_grid(counterfactual_frames, out / "counterfactual.png")
+        report["counterfactual"]["grid"] = {"a": a, "b": b}
     if revisit_frames is not None:
         from .revisit import revisit_strip
 

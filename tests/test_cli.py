@@ -97,6 +97,12 @@ def test_every_preset_builds_stage_configs_that_agree(preset, tmp_path):
     wm = configs["pretrain"].model_config
     assert wm.image_size == res and wm.image_size % wm.patch_size == 0
     assert sizes.steps >= wm.num_frames - 1 + configs["pretrain_eval"].horizon  # context + horizon fit an episode
+    # engine truth: as many context frames as the world model reads, at its resolution, scored by the eval
+    for engine in configs["engine"].values():
+        assert engine.context == wm.num_frames - 1 and engine.resolution == res, (preset, engine)
+    ev = configs["pretrain_eval"]
+    assert (ev.counterfactual is not None) == (sizes.engine_states > 0) and not ev.revisit_whole_path
+    assert (ev.revisit is not None) == (sizes.revisit_states > 0)
     import torch
 
     from worldloom.idm.model import IDM

@@ -144,6 +144,9 @@ def test_capture_branches_then_pretrain_eval_counterfactual_through_the_cli(tmp_
     assert report["copy_last"]["controllability"] == [0.5] * 3 and report["engine"]["controllability"] == [1.0] * 3
     assert all(0.0 <= v <= 1.0 for v in report["model"]["controllability"])
     assert "Engine-truth controllability: 2 saved VoxelWorld states" in (out / "eval.md").read_text()
+    # the picture: engine and model under the two branches the engine tells apart most, from one state
+    assert set(report["grid"].values()) <= {"player", "turn", "walk"} and report["grid"]["a"] != report["grid"]["b"]
+    assert "frames" not in report and (out / "counterfactual.png").exists()
     revisit = json.loads((out / "eval.json").read_text())["revisit"]  # tests/test_revisit.py checks the scores
     assert revisit["windows"] == {"model": 2, "model_cut": 2, "model_long": 6} and "frames" not in revisit
     assert revisit["engine"]["look2"]["psnr_return"] == 60.0 and (out / "revisit.png").exists()

@@ -18,9 +18,11 @@ WORLDLOOM = str(Path(sys.executable).parent / "worldloom")  # the console comman
 # `small` at CI size: episodes just longer than the small IDM's 64-frame window, seconds of training
 CUT_DOWN = {"steps": 72, "labeled-episodes": 4, "footage-episodes": 3, "heldout-episodes": 2, "judge-episodes": 3,
             "idm-minutes": 0.08, "judge-minutes": 0.03, "wm-minutes": 0.1, "eval-clips": 2, "eval-horizon": 1,
-            "rollout-horizon": 1, "rollout-videos": 1, "idm-batch-size": 2, "wm-batch-size": 2}
+            "rollout-horizon": 1, "rollout-videos": 1, "idm-batch-size": 2, "wm-batch-size": 2,
+            "engine-states": 1, "engine-horizon": 1, "revisit-states": 0}
 CLI = [WORLDLOOM, "pipeline", "run", "--preset", "small", "--num-workers", "2",
-       *[a for k, v in CUT_DOWN.items() for a in (f"--sizes.{k}", str(v))]]
+       *[a for k, v in CUT_DOWN.items() for a in (f"--sizes.{k}", str(v))],
+       "--sizes.engine-branches", "turn", "walk"]  # engine truth: 2 sequences from 1 state, 1 step (the small model is costly)
 
 
 def _run(out, *extra):
@@ -57,10 +59,21 @@ def test_report_shows_every_stage_and_opens_in_a_browser(demo):
     assert data["datasets"]["footage"]["label_sources"] == ["none"]
     assert data["idm"]["heldout"]["idm"]["num_steps"] > 0
     assert "psnr" in data["world_model"]["next_frame"]
+    # engine truth: a branches file from a saved held-out state, scored by the eval, shown with its picture
+    cf = data["world_model"]["counterfactual"]
+    assert cf["states"] == 1 and cf["horizon"] == CUT_DOWN["engine-horizon"] and cf["branches"] == ["turn", "walk"]
+    assert cf["copy_last"]["controllability"] == [0.5] and cf["engine"]["controllability"] == [1.0]
+    assert (out / "data" / "engine-branches.safetensors").exists() and (out / "world-model" / "eval" / "counterfactual.png").exists()
+    assert "revisit" not in data["world_model"]  # revisit-states 0: no revisits file, none scored
+    # captions beside the held-out clips they describe, each caption's text in the page
+    assert 1 <= len(data["captions"]) <= 6 and all(c["caption"] and c["stop"] > c["start"] for c in data["captions"])
+    md = (out / "report.md").read_text()
+    assert "## Engine truth" in md and "Engine truth: at horizon 1" in md and "## Captions" in md
+    assert all(c["caption"] in md for c in data["captions"])
 
     dom = dump_dom(out / "report.html", budget_ms=10000)
     check = dict(re.findall(r'data-([a-z-]+)="(\d+)"', re.search(r'<p id="media-check"([^>]*)>', dom).group(1)))
-    assert int(check["images"]) >= 6, check  # frame grids, curves, confusion, rollouts
+    assert int(check["images"]) >= 8, check  # frame grids, curves, confusion, rollouts, engine grid, captions
     assert check["bad-images"] == "0" and check["bad-videos"] == "0", check
     cells = re.findall(r'<td data-key="([^"]+)">([^<]*)</td>', dom)
     assert len(cells) >= 20

@@ -6,7 +6,9 @@ from worldloom.pipeline.sections import (
     JUDGE_FLOOR,
     PERSISTENCE_NOTE,
     controllability_ratios,
+    engine_truth_verdict,
     idm_verdict,
+    revisit_verdict,
     world_model_verdict,
 )
 
@@ -56,3 +58,67 @@ def test_a_ratio_over_a_judge_that_reads_noise_is_hidden():
     assert ratios["button_macro_f1"] == pytest.approx(0.032)  # the judge reads real frames well: the ratio stands
     assert ratios["camera_r2_pitch"] is None and ratios["camera_r2_yaw"] is None and ratios["button_accuracy_mean"] is None
     assert len(notes) == 2 and f"below {JUDGE_FLOOR:g}" in notes[0] and "0.13" in notes[0]
+
+
+def _cf(model, horizon=8):
+    return {"horizon": horizon, "model": {"controllability": [model] * horizon},
+            "shuffled_actions": {"controllability": [0.48] * horizon}, "copy_last": {"controllability": [0.5] * horizon},
+            "engine": {"controllability": [1.0] * horizon}}
+
+
+def test_engine_truth_verdict_reads_horizon_8_against_the_goal():
+    met = engine_truth_verdict(_cf(0.93))
+    assert met.startswith("Engine truth: at horizon 8") and " 0.93 of branch pairs (goal 0.9 at horizon 8; " in met
+    assert "shuffled actions 0.48, copy-last 0.50, engine 1.00)." in met and met.endswith(").")
+    assert engine_truth_verdict(_cf(0.72)).endswith(": not met.")
+    assert engine_truth_verdict(_cf(None)).endswith(": not met.") and " n/a of branch pairs" in engine_truth_verdict(_cf(None))
+    short = engine_truth_verdict(_cf(0.95, horizon=2))  # a run that plays fewer steps does not claim the goal
+    assert "at horizon 2" in short and short.endswith("this run plays 2 steps, so the goal is not read.")
+
+
+def test_revisit_verdict_gives_each_path_beside_the_cut_model():
+    rv = {"paths": {"walk1": {}, "turn360": {}}, "goal_db": 3.0, "goal_met": {"walk1": True, "turn360": False},
+          "windows": {"model": 15, "model_cut": 4},
+          "model": {"walk1": {"gain_db": 4.0}, "turn360": {"gain_db": -1.5}},
+          "model_cut": {"walk1": {"gain_db": 0.5}, "turn360": {"gain_db": -2.0}}}
+    line = revisit_verdict(rv)
+    assert "walk1 +4.00 dB (cut +0.50 dB), turn360 -1.50 dB (cut -2.00 dB)" in line
+    assert line.endswith("(goal +3 dB on every path): not met (met on walk1).")
+    rv["goal_met"]["turn360"] = True
+    assert revisit_verdict(rv).endswith("on every path).")
+    rv["windows"]["model"] = 4  # the cut model is the model: not shown twice
+    assert "walk1 +4.00 dB, turn360 -1.50 dB (goal" in revisit_verdict(rv)
+
+
+def test_engine_truth_section_tables_point_at_report_json(tmp_path):
+    """The Engine truth section with both evaluations: every number shown names its report.json key."""
+    import json
+    import re
+
+    from worldloom.pipeline.report import Report
+    from worldloom.pipeline.sections import _engine_section
+    from worldloom.pipeline.stages import StageRecord
+
+    paths = {"walk1": {"far": 1, "return": 2}, "look9": {"far": 9, "return": 18}}
+    score = {"psnr_far": 14.0, "psnr_return": 19.0, "gain_db": 5.0, "psnr_return_vs_first_visit": 60.0}
+    rv = {"paths": paths, "goal_db": 3.0, "goal_met": {"walk1": True, "look9": False}, "windows": {"model": 2, "model_cut": 2},
+          **{k: {p: dict(score) for p in paths} for k in ("model", "model_cut", "copy_last", "engine")}}
+    cf = {**_cf(0.75, horizon=3), "states": 2, "branches": ["turn", "walk"], "grid": {"a": "turn", "b": "walk"}}
+    for k in ("model", "shuffled_actions", "copy_last"):
+        cf[k]["psnr"] = [20.0, 18.5, 17.25]
+    cf["model"]["controllability"][0] = None  # no informative pair at horizon 1: shown as n/a, no key
+    record = StageRecord("k", {"eval": str(tmp_path / "eval")}, {"world_model": {"counterfactual": cf, "revisit": rv}})
+    report = Report("t", root=tmp_path)
+    report.data["world_model"] = record.figures["world_model"]
+    _engine_section(report, {"pretrain_eval": record})
+    html = report._html()
+    cells = re.findall(r"<td data-key='([^']+)'>([^<]*)</td>", html)
+    assert len(cells) == 3 * 4 - 1 + 3 * 3 + 2 * (2 * 2 + 1)  # the cut model's window is the model's: not shown
+    data = json.loads(json.dumps(report.data))
+    for key, shown in cells:
+        value = data
+        for part in key.split("."):
+            value = value[int(part)] if isinstance(value, list) else value[part]
+        assert float(shown) == pytest.approx(value, abs=1e-3), key
+    assert "Engine truth: at horizon 3" in html and "Revisit: PSNR at the return" in html and ">n/a<" in html
+    assert "model under turn, engine under walk" in report._markdown(tmp_path)  # the picture's caption
