@@ -147,19 +147,25 @@ def counterfactual_grid(r: dict, path, state: int = 0, max_columns: int = 8, sca
     a, b = contrasting_pair(frames["engine"], state)
     horizon = frames["engine"].shape[2]
     steps = np.unique(np.linspace(0, horizon - 1, min(max_columns, horizon)).round().astype(int))
-    s, gap = frames["engine"].shape[3], 2
+    gap = 2
     rows = []
     for k in (a, b):
         for who in ("engine", "model"):
-            cells = [frames["context"][state], *frames[who][state, k, steps]]
-            row = np.full((s, len(cells) * (s + gap) - gap, 3), 255, np.uint8)
-            for j, cell in enumerate(cells):
-                row[:, j * (s + gap):j * (s + gap) + s] = cell
+            row = frame_row([frames["context"][state], *frames[who][state, k, steps]], gap)
             rows += [row, np.full((gap, row.shape[1], 3), 255, np.uint8)]
         rows.append(np.full((2 * gap, rows[-1].shape[1], 3), 255, np.uint8))
     img = np.concatenate(rows[:-2])
     write_image(path, img.repeat(scale, 0).repeat(scale, 1))
     return names[a], names[b]
+
+
+def frame_row(cells, gap: int) -> np.ndarray:
+    """(S, S, 3) uint8 frames side by side, `gap` white pixels apart -> (S, n * (S + gap) - gap, 3)."""
+    s = cells[0].shape[0]
+    row = np.full((s, len(cells) * (s + gap) - gap, 3), 255, np.uint8)
+    for j, cell in enumerate(cells):
+        row[:, j * (s + gap):j * (s + gap) + s] = cell
+    return row
 
 
 def evaluate_counterfactual(model, codec, path: str, branches: Branches | None = None, sample=None, seed: int = 0) -> dict:

@@ -35,6 +35,8 @@ import torch
 from worldloom.datasets.branches import Branches
 from worldloom.errors import UserError
 
+from .counterfactual import frame_row
+
 CUT_WINDOW = 4  # the memory-less peer sees the last 4 frames (issue 16's goal)
 GOAL_DB = 3.0
 
@@ -158,14 +160,12 @@ def revisit_strip(r: dict, path, state: int = 0, scale: int = 2) -> None:
     names = [k for k in ("engine", "model", "model_cut", "model_long") if k in runs]
     if r["windows"]["model_cut"] == r["windows"]["model"]:
         names.remove("model_cut")
-    s, gap = first.shape[1], 2
+    gap = 2
     rows = []
     for k, steps in enumerate(r["paths"].values()):
         for name in names:
-            cells = [first[state], runs[name][state, k, steps["far"] - 1], runs[name][state, k, steps["return"] - 1]]
-            row = np.full((s, 3 * s + 2 * gap, 3), 255, np.uint8)
-            for j, cell in enumerate(cells):
-                row[:, j * (s + gap):j * (s + gap) + s] = cell
+            row = frame_row([first[state], runs[name][state, k, steps["far"] - 1],
+                             runs[name][state, k, steps["return"] - 1]], gap)
             rows += [row, np.full((gap, row.shape[1], 3), 255, np.uint8)]
         rows.append(np.full((3 * gap, rows[-1].shape[1], 3), 255, np.uint8))
     img = np.concatenate(rows[:-2])
