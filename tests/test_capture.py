@@ -259,9 +259,12 @@ def test_unwritable_output_is_a_clear_error(tmp_path):
 
 def test_driver_killed_and_started_again_resumes(tmp_path, ray_cluster):
     out = tmp_path / "d"
-    # 600 steps an episode: long enough that the job cannot finish between two looks at the
-    # dataset (with 200 it once committed all 12 episodes between two polls on a quiet machine)
-    argv = ["capture", "run", "--env", "voxel", "--episodes", "6", "--steps", "600", "--resolution", str(RES),
+    # The driver commits at once, then every COMMIT_EVERY_S seconds, then at the end. 6 episodes
+    # of 600 steps once all committed between two looks at the dataset on a fast, busy CI machine
+    # (the recorders finished the rest within a second of the first commit); 30 leave several
+    # seconds and a few commits after the first, and SIGSTOP freezes the driver before counting.
+    episodes = 30
+    argv = ["capture", "run", "--env", "voxel", "--episodes", str(episodes), "--steps", "600", "--resolution", str(RES),
             "--num-workers", "2", "--out", str(out), "--no-progress"]
     ray_tmp = tempfile.mkdtemp(prefix="wld", dir="/tmp")
     env = {**os.environ, "RAY_TMPDIR": ray_tmp}
@@ -270,10 +273,11 @@ def test_driver_killed_and_started_again_resumes(tmp_path, ray_cluster):
     try:
         deadline = time.monotonic() + 120
         while not committed_episode_ids(out) and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.1)
-        done = committed_episode_ids(out)
+            time.sleep(0.02)
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        assert 1 <= len(done) < 6
+        proc.send_signal(signal.SIGSTOP)  # no commit can land between this count and the kill
+        done = committed_episode_ids(out)
+        assert 1 <= len(done) < episodes
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     finally:
@@ -282,7 +286,7 @@ def test_driver_killed_and_started_again_resumes(tmp_path, ray_cluster):
         shutil.rmtree(ray_tmp, ignore_errors=True)
     cfg = dataclass_from_args(CaptureConfig, _parse(argv))
     result = capture(cfg)  # on the module's cluster
-    assert result.num_skipped >= len(done) and result.num_skipped + result.num_recorded == 6
+    assert result.num_skipped >= len(done) and result.num_skipped + result.num_recorded == episodes
     assert_exactly_once(out, cfg)
 
 
