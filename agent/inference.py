@@ -108,10 +108,10 @@ class FastPolicy:
     """`Policy.step`: one step of B episodes, only the newest frame through the network.
 
     Each block's keys and values of the last `memory` frames are kept in a ring (PolicyState.kv,
-    (B, h, memory, d), frame n of an episode at slot n % memory, already rotated to its
-    position); the newest frame's are written in place and it attends over the slots of its
-    own episode. The blocks run as plain functional calls on the weights, which were gathered
-    once: a step costs little more than its arithmetic."""
+    (B, 2, h, memory, d), frame n of an episode at slot n % memory, keys already rotated to
+    their positions); the newest frame's are written in place and it attends over the slots of
+    its own episode. The blocks run as plain functional calls on weights gathered once, the
+    rotary embedding as one batched matrix product: a step costs little more than its arithmetic."""
 
     def __init__(self, policy: nn.Module):
         cfg = policy.cfg
@@ -122,8 +122,14 @@ class FastPolicy:
         self.blocks = [Block(b) for b in policy.blocks]
         self.norm, self.head = _plain(policy.norm), _plain(policy.head)
         device = self.params[0].device
-        half = cfg.hidden // cfg.num_heads // 2
+        d = cfg.hidden // cfg.num_heads
+        half = d // 2
         self.freqs = 100.0 ** (torch.arange(half, device=device, dtype=torch.float64) / -half)  # as `rotary`
+        # x @ (cos I + sin J) rotates x's pairs (i, i + d/2) as `rotate` does
+        self.eye = torch.eye(d, device=device)
+        self.turn = torch.zeros(d, d, device=device)
+        self.turn[torch.arange(half) + half, torch.arange(half)] = -1.0
+        self.turn[torch.arange(half), torch.arange(half) + half] = 1.0
         self.slots = torch.arange(cfg.memory, device=device)
         self.rows: dict[int, torch.Tensor] = {}
 
@@ -147,10 +153,11 @@ class FastPolicy:
             rows = self.rows[B] = torch.arange(B, device=x.device)
         slot = count % M  # (B,) where this frame's keys and values go
         visible = ((slot[:, None] - self.slots) % M <= count[:, None])[:, None, None]  # (B, 1, 1, M): the last count + 1
-        angle = count.to(torch.float64)[:, None, None, None] * self.freqs  # (B, 1, 1, d / 2) as `rotary`
-        cos, sin = angle.cos().float(), angle.sin().float()
+        angle = count.to(torch.float64)[:, None] * self.freqs  # (B, d / 2) as `rotary`
+        cos, sin = angle.cos().float().repeat(1, 2), angle.sin().float().repeat(1, 2)  # (B, d)
+        turn = cos[:, None] * self.eye + sin[:, None] * self.turn  # (B, d, d) each episode's rotation
         for block, cache in zip(self.blocks, state.kv, strict=True):
-            x = block(x, cos, sin, cache, rows, slot, visible, self.heads)
+            x = block(x, turn, cache, rows, slot, visible, self.heads)
         x = F.layer_norm(x, (self.hidden,), *self.norm)
         return split_logits(F.linear(x, *self.head)), PolicyState(state.kv, count + 1)
 
@@ -167,18 +174,15 @@ class Block:
         self.norm1, self.qkv, self.proj = _plain(block.norm1), _plain(block.qkv), _plain(block.proj)
         self.norm2, self.up, self.down = _plain(block.norm2), _plain(block.mlp[0]), _plain(block.mlp[2])
 
-    def __call__(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor],
-                 rows: torch.Tensor, slot: torch.Tensor, visible: torch.Tensor, heads: int) -> torch.Tensor:
-        """x (B, D); cos, sin (B, 1, 1, d / 2); cache: keys and values (B, h, M, d), this frame's
-        written at [rows, :, slot]; visible (B, 1, 1, M) bool -> (B, D)."""
-        from .model import rotate
-
+    def __call__(self, x: torch.Tensor, turn: torch.Tensor, cache: torch.Tensor, rows: torch.Tensor, slot: torch.Tensor,
+                 visible: torch.Tensor, heads: int) -> torch.Tensor:
+        """x (B, D); turn (B, d, d) rotations; cache: keys and values (B, 2, h, M, d), this frame's
+        written at [rows, :, :, slot]; visible (B, 1, 1, M) bool -> (B, D)."""
         B, D = x.shape
         qkv = F.linear(F.layer_norm(x, (D,), *self.norm1), *self.qkv).view(B, 3, heads, D // heads)  # (B, 3, h, d)
-        qk = rotate(qkv[:, :2], cos, sin)  # (B, 2, h, d) queries and keys at their positions
-        cache[0][rows, :, slot] = qk[:, 1]
-        cache[1][rows, :, slot] = qkv[:, 2]
-        att = F.scaled_dot_product_attention(qk[:, 0, :, None], cache[0], cache[1], attn_mask=visible)  # (B, h, 1, d)
+        qkv[:, :2] = torch.bmm(qkv[:, :2].reshape(B, 2 * heads, -1), turn).view(B, 2, heads, -1)  # at their positions
+        cache[rows, :, :, slot] = qkv[:, 1:]  # keys and values (B, 2, h, d)
+        att = F.scaled_dot_product_attention(qkv[:, 0, :, None], cache[:, 0], cache[:, 1], attn_mask=visible)  # (B, h, 1, d)
         x = x + F.linear(att.view(B, D), *self.proj)  # (B, D)
         h = F.gelu(F.linear(F.layer_norm(x, (D,), *self.norm2), *self.up))  # (B, mlp_ratio D)
         return x + F.linear(h, *self.down)

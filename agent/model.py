@@ -16,11 +16,14 @@ linear head gives the 20 button logits and the 2 x 11 mu-law camera bin logits o
 Causal on purpose: the action at step t is predicted from frames 0..t only (the IDM sees the
 frame after it). Attention is a sliding window of `memory` frames with rotary positions
 (Mistral's sliding-window attention): closed-loop play keeps each block's keys and values of
-the last `memory - 1` frames and runs only the newest frame through the network, and training
-on windows longer than the memory with the same band mask computes exactly what play computes
-(tests/test_agent.py checks step-by-step play against the whole-window forward pass). The stem
-takes `pool` x `pool` patches (a 32x32 map of a 64x64 frame): a 4x cheaper encoder keeps
-closed-loop evaluation near the bare env's speed (benchmarks/bench_agent.py).
+the last `memory` frames in a ring and runs only the newest frame through the network
+(`Policy.step`, arranged for speed in agent/inference.py), and training on windows longer than
+the memory with the same band mask computes exactly what play computes (tests/test_agent.py
+checks step-by-step play against the whole-window forward pass). The stem takes `pool` x `pool`
+patches (a 32x32 map of a 64x64 frame): a 4x cheaper encoder for closed-loop evaluation
+(benchmarks/bench_agent.py). The convolutions run on channels-last maps, each GroupNorm on an
+NCHW copy (torch's CPU GroupNorm of a channels-last map with one channel per group is up to 10x
+slower): the same arithmetic as `ImpalaStack.forward`, faster in training and play.
 """
 
 from __future__ import annotations
@@ -199,7 +202,7 @@ class CausalBlock(nn.Module):
 class PolicyState:
     """Closed-loop memory of B episodes: each block's keys and values of the last `memory` frames."""
 
-    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per block: keys, values (B, h, memory, d), a ring: frame n at slot n % memory
+    kv: list[torch.Tensor]  # per block (B, 2, h, memory, d): keys, values; a ring, frame n at slot n % memory
     count: torch.Tensor  # (B,) int64 frames seen since the episode began
 
 
@@ -235,9 +238,9 @@ class Policy(nn.Module):
 
     def initial_state(self, batch: int, device: torch.device | str = "cpu") -> PolicyState:
         cfg = self.cfg
-        shape = (batch, cfg.num_heads, cfg.memory, cfg.hidden // cfg.num_heads)
-        return PolicyState([(torch.zeros(shape, device=device), torch.zeros(shape, device=device))
-                            for _ in self.blocks], torch.zeros(batch, dtype=torch.int64, device=device))
+        shape = (batch, 2, cfg.num_heads, cfg.memory, cfg.hidden // cfg.num_heads)
+        return PolicyState([torch.zeros(shape, device=device) for _ in self.blocks],
+                           torch.zeros(batch, dtype=torch.int64, device=device))
 
     def player(self):
         """This policy arranged for closed-loop play (agent/inference.py), rebuilt when its weights change."""
