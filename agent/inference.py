@@ -21,6 +21,7 @@ A few tenths of a millisecond per step of 16 frames each (benchmarks/bench_agent
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -121,16 +122,17 @@ class FastPolicy:
         self.heads, self.memory, self.hidden = cfg.num_heads, cfg.memory, cfg.hidden
         self.blocks = [Block(b) for b in policy.blocks]
         self.norm, self.head = _plain(policy.norm), _plain(policy.head)
-        device = self.params[0].device
+        self.device = self.params[0].device
         d = cfg.hidden // cfg.num_heads
         half = d // 2
-        self.freqs = 100.0 ** (torch.arange(half, device=device, dtype=torch.float64) / -half)  # as `rotary`
+        # the per-episode bookkeeping is a few tiny arrays: numpy on the host costs a tenth of torch's op overhead
+        self.freqs = 100.0 ** (np.arange(half, dtype=np.float64) / -half)  # (d / 2,) as `rotary`
         # x @ (cos I + sin J) rotates x's pairs (i, i + d/2) as `rotate` does
-        self.eye = torch.eye(d, device=device)
-        self.turn = torch.zeros(d, d, device=device)
-        self.turn[torch.arange(half) + half, torch.arange(half)] = -1.0
-        self.turn[torch.arange(half), torch.arange(half) + half] = 1.0
-        self.slots = torch.arange(cfg.memory, device=device)
+        self.eye = np.eye(d, dtype=np.float32)
+        self.turn = np.zeros((d, d), np.float32)
+        self.turn[np.arange(half) + half, np.arange(half)] = -1.0
+        self.turn[np.arange(half), np.arange(half) + half] = 1.0
+        self.slots = np.arange(cfg.memory)
         self.rows: dict[int, torch.Tensor] = {}
 
     def current(self) -> bool:
@@ -145,21 +147,25 @@ class FastPolicy:
         bool or None -> logits {"buttons": (B, 20), "camera": (B, 2, 11)} and the new state."""
         from .model import PolicyState, split_logits
 
-        count = state.count if reset is None else torch.where(reset.to(state.count.device), 0, state.count)  # (B,)
-        x = self.encoder(obs)  # (B, D): every episode's frame in one call
-        B, M = x.shape[0], self.memory
+        count = state.count.cpu().numpy()  # (B,) frames each episode has seen
+        if reset is not None:
+            count = np.where(reset.cpu().numpy(), 0, count)
+        B, M, device = len(count), self.memory, self.device
+        slot = count % M  # (B,) where this frame's keys and values go
+        visible = (slot[:, None] - self.slots) % M <= count[:, None]  # (B, M): this episode's last count + 1 frames
+        angle = count[:, None] * self.freqs  # (B, d / 2) as `rotary`
+        cos, sin = np.tile(np.cos(angle), 2).astype(np.float32), np.tile(np.sin(angle), 2).astype(np.float32)  # (B, d)
+        turn = cos[:, None] * self.eye + sin[:, None] * self.turn  # (B, d, d) each episode's rotation
         rows = self.rows.get(B)
         if rows is None:
-            rows = self.rows[B] = torch.arange(B, device=x.device)
-        slot = count % M  # (B,) where this frame's keys and values go
-        visible = ((slot[:, None] - self.slots) % M <= count[:, None])[:, None, None]  # (B, 1, 1, M): the last count + 1
-        angle = count.to(torch.float64)[:, None] * self.freqs  # (B, d / 2) as `rotary`
-        cos, sin = angle.cos().float().repeat(1, 2), angle.sin().float().repeat(1, 2)  # (B, d)
-        turn = cos[:, None] * self.eye + sin[:, None] * self.turn  # (B, d, d) each episode's rotation
+            rows = self.rows[B] = torch.arange(B, device=device)
+        slot_t, turn_t = torch.from_numpy(slot).to(device), torch.from_numpy(turn).to(device)
+        visible_t = torch.from_numpy(visible).to(device)[:, None, None]  # (B, 1, 1, M)
+        x = self.encoder(obs)  # (B, D): every episode's frame in one call
         for block, cache in zip(self.blocks, state.kv, strict=True):
-            x = block(x, turn, cache, rows, slot, visible, self.heads)
+            x = block(x, turn_t, cache, rows, slot_t, visible_t, self.heads)
         x = F.layer_norm(x, (self.hidden,), *self.norm)
-        return split_logits(F.linear(x, *self.head)), PolicyState(state.kv, count + 1)
+        return split_logits(F.linear(x, *self.head)), PolicyState(state.kv, torch.from_numpy(count + 1).to(device))
 
 
 def _plain(module: nn.Module) -> tuple:
