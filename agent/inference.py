@@ -1,22 +1,30 @@
-"""The frame encoder of closed-loop play, arranged for speed (`Policy.step` runs every frame through it).
+"""Closed-loop play arranged for speed: what `Policy.step` runs (the eval's actors call it every step).
 
-    fast = FastEncoder(policy.encoder)      # weights rearranged once; `current` says when to rebuild
-    x = fast(obs)                           # obs (B, H, W, 3) uint8 -> (B, hidden), as policy.encoder(obs)
+    player = policy.player()                          # FastPolicy: weights gathered once (again when they change)
+    logits, state = player.step(obs, state, reset)    # as policy.step: obs (B, H, W, 3) uint8, B episodes
+    x = player.encoder(obs)                           # FastEncoder: (B, hidden), as policy.encoder(obs)
 
-The same arithmetic as `FrameEncoder.forward`, up to float rounding (tests/test_agent.py checks
-them against each other and closed-loop play against the whole-window forward pass to 1e-5),
-for inference only (no gradients):
+The same arithmetic as `Policy.forward` over the memory window, up to float rounding
+(tests/test_agent.py checks the encoders against each other and step-by-step play against the
+whole-window forward pass to 1e-5, past the window and across resets), inference only:
+- Only the newest frame goes through the network: each block keeps the keys and values of the
+  last `memory` frames in a ring (`PolicyState.kv`), so a step attends over them instead of
+  recomputing the window.
 - The stem (pool x pool patches) and the first stack's 3x3 convolution are both linear with
   nothing between them, so they run as one convolution: kernel 3 pool, stride pool x the
   stack's stride, the 1/255 of the uint8 frames folded into its weights, plus a bias map (the
   zero padding between the two convolutions makes the stem's bias reach the border pixels
-  through fewer taps). One 16x16 map of 8 channels instead of a 32x32 map, one call fewer.
+  through fewer taps). One call and one map fewer.
 - On a CPU with oneDNN, each convolution's weights are reordered once into oneDNN's blocked
   layout (`torch.ops.mkldnn._convolution_pointwise`, the op torch.compile's CPU backend calls)
   instead of on every call: about 15% of each small convolution.
-- The maps stay channels-last (oneDNN's fastest layout for few channels); each GroupNorm runs on
-  an NCHW copy (torch's CPU GroupNorm of a channels-last map is up to 10x slower at these sizes).
-A few tenths of a millisecond per step of 16 frames each (benchmarks/bench_agent.py).
+- The maps stay channels-last (oneDNN's fastest layout for few channels), each GroupNorm on an
+  NCHW copy (torch's CPU GroupNorm of a channels-last map is up to 10x slower at these sizes).
+- The blocks are plain functional calls on the weights, the rotary embedding one batched
+  matrix product, the per-episode bookkeeping (ring slots, what each frame sees, rotations) numpy.
+Alone and warm, the tiny preset's step of 16 episodes takes about 0.65x the time it took
+before this module (the encoder 0.67x; both timed interleaved in one process); in the eval loop
+the gain is smaller (docs/agent.md has benchmarks/bench_agent.py's figures).
 """
 
 from __future__ import annotations
@@ -102,7 +110,6 @@ class FastEncoder:
                 x = x + conv2(norm_relu(norm2, conv1(norm_relu(norm1, x))))  # the residual block
         x = F.relu(F.linear(x.relu_().flatten(1), self.frame_dense.weight, self.frame_dense.bias))  # (N, frame_dim)
         return F.linear(x, self.hidden_dense.weight, self.hidden_dense.bias)  # (N, D)
-
 
 
 class FastPolicy:
