@@ -16,11 +16,14 @@ linear head gives the 20 button logits and the 2 x 11 mu-law camera bin logits o
 Causal on purpose: the action at step t is predicted from frames 0..t only (the IDM sees the
 frame after it). Attention is a sliding window of `memory` frames with rotary positions
 (Mistral's sliding-window attention): closed-loop play keeps each block's keys and values of
-the last `memory - 1` frames and runs only the newest frame through the network, and training
-on windows longer than the memory with the same band mask computes exactly what play computes
-(tests/test_agent.py checks step-by-step play against the whole-window forward pass). The stem
-takes `pool` x `pool` patches (a 32x32 map of a 64x64 frame): a 4x cheaper encoder keeps
-closed-loop evaluation near the bare env's speed (benchmarks/bench_agent.py).
+the last `memory` frames in a ring and runs only the newest frame through the network
+(`Policy.step`, arranged for speed in agent/inference.py), and training on windows longer than
+the memory with the same band mask computes exactly what play computes (tests/test_agent.py
+checks step-by-step play against the whole-window forward pass). The stem takes `pool` x `pool`
+patches (a 32x32 map of a 64x64 frame): a 4x cheaper encoder for closed-loop evaluation
+(benchmarks/bench_agent.py). The convolutions run on channels-last maps, each GroupNorm on an
+NCHW copy (torch's CPU GroupNorm of a channels-last map with one channel per group is up to 10x
+slower): the same arithmetic as `ImpalaStack.forward`, faster in training and play.
 """
 
 from __future__ import annotations
@@ -121,21 +124,50 @@ class FrameEncoder(nn.Module):
         cfg = self.cfg
         if tuple(frames.shape[1:]) != (cfg.height, cfg.width, 3):
             raise ValueError(f"the policy takes ({cfg.height}, {cfg.width}, 3) frames, got {tuple(frames.shape[1:])}")
-        x = frames.permute(0, 3, 1, 2).float() * (1.0 / 255.0)  # (N, 3, H, W)
-        x = F.relu(self.stacks(self.stem(x)))  # (N, C', h, w): the stem maps each pool x pool patch to a pixel
-        x = F.relu(self.frame_dense(x.flatten(1)))  # (N, frame_dim)
+        # (N, 3, H, W) with channels-last strides (a view of the frames): the convolutions stay channels-last
+        x = frames.permute(0, 3, 1, 2).float() * (1.0 / 255.0)
+        x = self.stem(x)  # (N, C, H/pool, W/pool): the stem maps each pool x pool patch to a pixel
+        for stack in self.stacks:
+            x = impala_stack(stack, x)  # (N, C', h, w)
+        x = F.relu(self.frame_dense(F.relu(x).flatten(1)))  # (N, frame_dim)
         return self.hidden_dense(x)  # (N, D)
 
 
-def rotate(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """Rotary position embedding: x (B, h, T, d) rotated by positions pos (B, T) (RoFormer).
+def impala_stack(stack: ImpalaStack, x: torch.Tensor) -> torch.Tensor:
+    """`stack(x)` for channels-last maps, computed as `ImpalaStack.forward` computes it (the same
+    modules and weights; tests/test_agent.py checks they agree): the convolutions run on the
+    channels-last maps, each GroupNorm on a contiguous copy (torch's CPU GroupNorm of a
+    channels-last map with one channel per group is about 10x slower than of an NCHW one)."""
+    x = stack.conv(x)  # (N, C, H, W), or (N, C, H/2, W/2) strided
+    if not stack.strided:
+        x = F.max_pool2d(x, 3, stride=2, padding=1)  # (N, C, H/2, W/2)
+    for block in stack.blocks:
+        h = block.conv1(norm_relu(block.norm1, x))
+        x = x + block.conv2(norm_relu(block.norm2, h))  # (N, C, h, w)
+    return x
 
-    Attention then depends on how far apart two frames are, not on where a window starts, so
-    closed-loop play can keep the keys of past frames instead of recomputing the window."""
+
+def norm_relu(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    """relu(norm(x)) of a channels-last map (N, C, H, W), normalised in NCHW, returned channels-last."""
+    y = F.group_norm(x.contiguous(), norm.num_groups, norm.weight, norm.bias, norm.eps)
+    return F.relu(y).contiguous(memory_format=torch.channels_last)
+
+
+def rotary(pos: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (*pos.shape, dim // 2) float32 of the rotary angles of positions `pos` (RoFormer);
+    the angles are taken in float64, so a frame thousands of steps into an episode keeps its
+    relative angles to float32 precision."""
+    half = dim // 2
+    freqs = 100.0 ** (torch.arange(half, device=pos.device, dtype=torch.float64) / -half)  # (half,)
+    angle = pos.to(torch.float64)[..., None] * freqs  # (*pos.shape, half)
+    return angle.cos().float(), angle.sin().float()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding: x (..., d) rotated by the angles whose cos and sin (..., d // 2)
+    broadcast against it. Attention then depends on how far apart two frames are, not on where a
+    window starts, so closed-loop play can keep the keys of past frames instead of recomputing them."""
     half = x.shape[-1] // 2
-    freqs = 100.0 ** (torch.arange(half, device=x.device, dtype=torch.float32) / -half)  # (half,)
-    angle = pos.float()[:, None, :, None] * freqs  # (B, 1, T, half)
-    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1)
 
@@ -153,27 +185,24 @@ class CausalBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(cfg.hidden, cfg.mlp_ratio * cfg.hidden), nn.GELU(),
                                  nn.Linear(cfg.mlp_ratio * cfg.hidden, cfg.hidden), nn.Dropout(cfg.dropout))
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None,
-                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """x (B, T, D) at positions pos (B, T); `past` keys and values (B, h, P, d) of earlier frames,
-        `mask` (B, 1, T, P + T) which of them each frame may see (None: causal over x alone).
-        -> x (B, T, D) and this block's keys and values (B, h, P + T, d)."""
+    def forward(self, x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """x (B, T, D); rot: cos and sin (1, 1, T, d // 2) of the frames' positions; `mask` (T, T)
+        which frames each frame may see (None: causal) -> (B, T, D)."""
         B, T, D = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(B, T, 3, self.num_heads, D // self.num_heads).unbind(2)  # 3 x (B, T, h, d)
-        q, k, v = rotate(q.transpose(1, 2), pos), rotate(k.transpose(1, 2), pos), v.transpose(1, 2)  # (B, h, T, d)
-        if past is not None:
-            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)  # (B, h, P + T, d)
+        q, k, v = rotate(q.transpose(1, 2), *rot), rotate(k.transpose(1, 2), *rot), v.transpose(1, 2)  # (B, h, T, d)
         att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
                                              dropout_p=self.dropout if self.training else 0.0)  # (B, h, T, d)
         x = x + self.proj(att.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
-        return x + self.mlp(self.norm2(x)), (k, v)
+        return x + self.mlp(self.norm2(x))
 
 
 @dataclass
 class PolicyState:
-    """Closed-loop memory of B episodes: each block's keys and values of the last memory - 1 frames."""
+    """Closed-loop memory of B episodes: each block's keys and values of the last `memory` frames."""
 
-    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per block: (B, h, memory - 1, d) twice, oldest first
+    kv: list[torch.Tensor]  # per block (B, 2, h, memory, d): keys, values; a ring, frame n at slot n % memory
     count: torch.Tensor  # (B,) int64 frames seen since the episode began
 
 
@@ -187,49 +216,53 @@ class Policy(nn.Module):
         self.blocks = nn.ModuleList(CausalBlock(cfg) for _ in range(cfg.num_layers))
         self.norm = nn.LayerNorm(cfg.hidden)
         self.head = nn.Linear(cfg.hidden, NUM_BUTTONS + 2 * NUM_CAMERA_BINS)
+        self._fast = None  # closed-loop play's arrangement (agent/inference.py), built on the first step
 
     def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Transformer outputs (B, T, D) -> {"buttons": (B, T, 20), "camera": (B, T, 2, 11)}."""
-        out = self.head(self.norm(x))  # (B, T, 42)
-        return {"buttons": out[..., :NUM_BUTTONS], "camera": out[..., NUM_BUTTONS:].unflatten(-1, (2, NUM_CAMERA_BINS))}
+        """Transformer outputs (..., D) -> {"buttons": (..., 20), "camera": (..., 2, 11)}."""
+        return split_logits(self.head(self.norm(x)))
 
     def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
         """frames (B, T, H, W, 3) uint8, oldest first -> logits (B, T, ...) of the action after each
         frame, each attending over the `memory` frames up to it (a sliding window when T > memory)."""
         B, T = frames.shape[:2]
         x = self.encoder(frames.flatten(0, 1)).view(B, T, -1)  # (B, T, D)
-        pos = torch.arange(T, device=x.device).expand(B, T)
+        i = torch.arange(T, device=x.device)
+        rot = tuple(r[None, None] for r in rotary(i, self.cfg.hidden // self.cfg.num_heads))  # (1, 1, T, d / 2) each
         mask = None
         if T > self.cfg.memory:
-            i = torch.arange(T, device=x.device)
             mask = (i[None] <= i[:, None]) & (i[:, None] - i[None] < self.cfg.memory)  # (T, T) the band
         for block in self.blocks:
-            x, _ = block(x, pos, mask=mask)
+            x = block(x, rot, mask)
         return self.logits(x)
 
     def initial_state(self, batch: int, device: torch.device | str = "cpu") -> PolicyState:
         cfg = self.cfg
-        shape = (batch, cfg.num_heads, cfg.memory - 1, cfg.hidden // cfg.num_heads)
-        return PolicyState([(torch.zeros(shape, device=device), torch.zeros(shape, device=device))
-                            for _ in self.blocks], torch.zeros(batch, dtype=torch.int64, device=device))
+        shape = (batch, 2, cfg.num_heads, cfg.memory, cfg.hidden // cfg.num_heads)
+        return PolicyState([torch.zeros(shape, device=device) for _ in self.blocks],
+                           torch.zeros(batch, dtype=torch.int64, device=device))
 
-    @torch.no_grad()
+    def player(self):
+        """This policy arranged for closed-loop play (agent/inference.py), rebuilt when its weights change."""
+        from .inference import FastPolicy
+
+        if self._fast is None or not self._fast.current():
+            self._fast = FastPolicy(self)
+        return self._fast
+
+    @torch.inference_mode()
     def step(self, obs: torch.Tensor, state: PolicyState, reset: torch.Tensor | None = None
              ) -> tuple[dict[str, torch.Tensor], PolicyState]:
         """One step of B episodes: obs (B, H, W, 3) uint8; `reset` (B,) bool starts those episodes'
-        memory afresh. -> logits {"buttons": (B, 20), "camera": (B, 2, 11)} and the new state."""
-        count = state.count if reset is None else torch.where(reset.to(state.count.device), 0, state.count)
-        B, P = obs.shape[0], self.cfg.memory - 1
-        x = self.encoder(obs)[:, None]  # (B, 1, D)
-        # cached frame j (oldest first) is visible when it belongs to this episode: the last min(count, P)
-        seen = torch.arange(P, device=x.device)[None] >= P - count.clamp(max=P)[:, None]  # (B, P)
-        mask = torch.cat([seen, torch.ones(B, 1, dtype=torch.bool, device=x.device)], 1)[:, None, None]  # (B, 1, 1, P + 1)
-        kv = []
-        for block, past in zip(self.blocks, state.kv, strict=True):
-            x, (k, v) = block(x, count[:, None], past, mask)
-            kv.append((k[:, :, 1:], v[:, :, 1:]))  # keep the newest P
-        out = self.logits(x)
-        return {"buttons": out["buttons"][:, 0], "camera": out["camera"][:, 0]}, PolicyState(kv, count + 1)
+        memory afresh. -> logits {"buttons": (B, 20), "camera": (B, 2, 11)} and the new state (its
+        key and value rings are `state`'s, updated in place). Only the newest frame runs through
+        the network: each block attends over its kept keys and values of the earlier frames."""
+        return self.player().step(obs, state, reset)
+
+
+def split_logits(out: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The head's outputs (..., 42) -> {"buttons": (..., 20), "camera": (..., 2, 11)}."""
+    return {"buttons": out[..., :NUM_BUTTONS], "camera": out[..., NUM_BUTTONS:].unflatten(-1, (2, NUM_CAMERA_BINS))}
 
 
 def sample_actions(logits: dict[str, torch.Tensor], temperature: float, rngs: list[np.random.Generator]
@@ -241,16 +274,14 @@ def sample_actions(logits: dict[str, torch.Tensor], temperature: float, rngs: li
     c_logits = logits["camera"].float().cpu().numpy()  # (B, 2, 11)
     if temperature <= 0:
         return b_logits > 0, dequantize_camera(c_logits.argmax(-1))
-    p_buttons = 1.0 / (1.0 + np.exp(-b_logits / temperature))
+    p_buttons = 1.0 / (1.0 + np.exp(-b_logits / temperature))  # (B, 20)
     z = c_logits / temperature
     p_camera = np.exp(z - z.max(-1, keepdims=True))
     p_camera /= p_camera.sum(-1, keepdims=True)  # (B, 2, 11)
-    buttons = np.empty(b_logits.shape, bool)
-    bins = np.empty(c_logits.shape[:2], np.int64)
-    for i, rng in enumerate(rngs):
-        buttons[i] = rng.random(NUM_BUTTONS) < p_buttons[i]
-        cdf = p_camera[i].cumsum(-1)  # (2, 11)
-        bins[i] = np.minimum((rng.random((2, 1)) > cdf).sum(-1), NUM_CAMERA_BINS - 1)
+    # each episode's 20 button draws, then its 2 camera draws: one call per generator
+    u = np.stack([rng.random(NUM_BUTTONS + 2) for rng in rngs]) if rngs else np.empty((0, NUM_BUTTONS + 2))  # (B, 22)
+    buttons = u[:, :NUM_BUTTONS] < p_buttons
+    bins = np.minimum((u[:, NUM_BUTTONS:, None] > p_camera.cumsum(-1)).sum(-1), NUM_CAMERA_BINS - 1)  # (B, 2)
     return buttons, dequantize_camera(bins)
 
 

@@ -62,6 +62,7 @@ class PolicyController:
         self.torch = torch
         self.device = torch.device(device)
         self.policy, self.cfg = load_policy(run_dir, self.device)
+        self.player = self.policy.player()  # Policy.step's fast path, built once: the weights stay as loaded
         self.frame_shape = (self.cfg.height, self.cfg.width)
         self.temperature = temperature
         self.state = self.policy.initial_state(batch, self.device)
@@ -77,10 +78,19 @@ class PolicyController:
 
         torch = self.torch
         frames = torch.from_numpy(np.ascontiguousarray(obs)).to(self.device)  # (B, H, W, 3) uint8
-        logits, self.state = self.policy.step(frames, self.state, torch.from_numpy(self.fresh))
+        reset = torch.from_numpy(self.fresh.copy()) if self.fresh.any() else None
+        with torch.inference_mode():
+            logits, self.state = self.player.step(frames, self.state, reset)
         self.fresh[:] = False
         buttons, camera = sample_actions(logits, self.temperature, self.rngs)
-        return [act.from_arrays(b, c) for b, c in zip(buttons, camera, strict=True)]
+        return actions_from_arrays(buttons, camera)
+
+
+def actions_from_arrays(buttons: np.ndarray, camera: np.ndarray) -> list[dict]:
+    """Buttons (B, 20) and camera (B, 2) degrees -> B action dicts, as `actions.from_arrays` makes each."""
+    camera = np.asarray(camera, dtype=np.float32)
+    return [{**dict(zip(act.BUTTONS, row, strict=True)), "camera": camera[i].copy()}
+            for i, row in enumerate(np.asarray(buttons, bool).astype(np.int64).tolist())]
 
 
 def make_controller(spec: str, batch: int, temperature: float = 1.0, device: str = "cpu"):

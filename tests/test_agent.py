@@ -169,6 +169,40 @@ def test_closed_loop_step_computes_what_training_computes():
             assert torch.allclose(ref["camera"][0, -1], outs[t]["camera"][b], atol=1e-5), (t, b)
 
 
+def test_play_fast_path_equals_the_modules_and_follows_new_weights():
+    """Closed-loop play's encoder (stem fused into the first convolution, prepacked convolutions,
+    channels-last maps) equals `FrameEncoder.forward` and the IDM's `ImpalaStack.forward`, for
+    per-pixel and pooled stems, strided and max-pooled first stacks, and another batch size than
+    the one its weights were packed for; after the weights change, play uses the new ones."""
+    from worldloom.agent.model import impala_stack
+
+    frames = torch.randint(0, 255, (5, 32, 32, 3), dtype=torch.uint8)
+    for pool, strided in ((2, 2), (1, 0), (4, 1)):
+        torch.manual_seed(pool)
+        cfg = PolicyConfig(height=32, width=32, pool=pool, strided_stacks=strided, memory=3, stem_channels=4,
+                           stack_channels=(8, 16), frame_dim=32, hidden=32, num_heads=2, dropout=0.0)
+        policy = Policy(cfg).eval()
+        with torch.no_grad():
+            for p in policy.parameters():  # GroupNorm's affine away from 1 and 0, so it is exercised
+                p.add_(0.1 * torch.randn_like(p))
+            x = policy.encoder.stem(frames.permute(0, 3, 1, 2).float() / 255)  # channels-last strides
+            stack = policy.encoder.stacks[0]
+            assert torch.allclose(impala_stack(stack, x), stack(x.contiguous()), atol=1e-5)
+            ref = policy.encoder(frames)
+            fast = policy.player().encoder
+            assert torch.allclose(fast(frames[:3]), ref[:3], atol=1e-5), pool  # packed for 3 frames
+            assert torch.allclose(fast(frames), ref, atol=1e-5), pool  # then given 5
+    state = policy.initial_state(5)
+    before, _ = policy.step(frames, state)
+    other = Policy(cfg)
+    policy.load_state_dict(other.state_dict())
+    after, _ = policy.step(frames, policy.initial_state(5))
+    with torch.no_grad():
+        want = other.eval()(frames[:, None])
+    assert not torch.allclose(before["buttons"], after["buttons"], atol=1e-3)
+    assert torch.allclose(after["buttons"], want["buttons"][:, 0], atol=1e-5)
+
+
 def test_sampling_is_per_episode_and_temperature_zero_is_the_mode():
     logits = {"buttons": torch.tensor([[4.0] + [-4.0] * 19, [0.0] * 20]),
               "camera": torch.zeros(2, 2, 11).index_fill_(-1, torch.tensor([7]), 5.0)}
@@ -178,6 +212,29 @@ def test_sampling_is_per_episode_and_temperature_zero_is_the_mode():
     one = sample_actions({k: v[1:] for k, v in logits.items()}, 1.0, [np.random.default_rng(3)])
     both = sample_actions(logits, 1.0, [np.random.default_rng(9), np.random.default_rng(3)])
     assert np.array_equal(one[0][0], both[0][1]) and np.array_equal(one[1][0], both[1][1])
+
+
+def test_sampling_draws_what_each_episode_drew_one_by_one():
+    """The batched draws are the per-episode ones (20 button draws, then 2 camera draws from each
+    episode's generator), so evaluations keep their actions; and the action dicts are
+    `actions.from_arrays`'s."""
+    from worldloom.agent.players import actions_from_arrays
+
+    gen = torch.Generator().manual_seed(0)
+    logits = {"buttons": torch.randn(6, 20, generator=gen) * 3, "camera": torch.randn(6, 2, 11, generator=gen) * 3}
+    buttons, camera = sample_actions(logits, 0.7, [np.random.default_rng([i, 5]) for i in range(6)])
+    for i in range(6):
+        rng = np.random.default_rng([i, 5])
+        p = 1 / (1 + np.exp(-logits["buttons"][i].numpy() / 0.7))
+        assert np.array_equal(buttons[i], rng.random(20) < p)
+        z = logits["camera"][i].numpy() / 0.7
+        cdf = (np.exp(z - z.max(-1, keepdims=True)) / np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)).cumsum(-1)
+        bins = np.minimum((rng.random((2, 1)) > cdf).sum(-1), 10)
+        assert np.allclose(camera[i], actions.dequantize_camera(bins))
+    dicts = actions_from_arrays(buttons, camera)
+    for d, b, c in zip(dicts, buttons, camera, strict=True):
+        ref = actions.from_arrays(b, c)
+        assert list(d) == list(ref) and all(np.array_equal(d[k], ref[k]) and type(d[k]) is type(ref[k]) for k in ref)
 
 
 # --- behaviour cloning --------------------------------------------------------------------------
