@@ -32,7 +32,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from worldloom.actions import FPS
@@ -41,6 +40,7 @@ from worldloom.config import doc, parse_resolution, to_json_dict
 from worldloom.errors import UserError
 
 from . import codecs, minerl, vpt
+from .resize import resize
 from .sources import HASH_PREFIX, Source, file_hash, plan_resume
 from .video import PER_FRAME, RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReader
 
@@ -226,22 +226,6 @@ def _discover_video(inputs: list[tuple[Path, Path, Path | None]]):
 
 # ---- frames ------------------------------------------------------------------------------------
 
-def resize(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    """(h, w, 3) -> (H, W, 3) for size (H, W): INTER_AREA when shrinking, INTER_LINEAR otherwise.
-
-    INTER_AREA runs as two separable passes in float32 (across, then down): the same weights as
-    cv2's one pass, bit for bit but for rare rounding ties (+-1), and 1.5x faster at 640x360 ->
-    128x128 (the pass across a whole multiple takes OpenCV's fast path)."""
-    if size is None or frame.shape[:2] == size:
-        return frame
-    height, width = size
-    if height > frame.shape[0] or width > frame.shape[1]:
-        return cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
-    across = cv2.resize(frame.astype(np.float32), (width, frame.shape[0]), interpolation=cv2.INTER_AREA)
-    down = cv2.resize(across, (width, height), interpolation=cv2.INTER_AREA)
-    return np.rint(down, out=down).astype(np.uint8)
-
-
 def part_steps(height: int, width: int) -> int:
     """Steps per streamed part: about PART_BYTES of stored pixels, a multiple of 32 (h264 chunks), 32..256."""
     steps = PART_BYTES // (height * width * 3)
@@ -249,15 +233,17 @@ def part_steps(height: int, width: int) -> int:
 
 
 class Prefetch:
-    """Iterate a frame iterator in a background thread, `depth` frames ahead: PyAV decodes and converts
-    without the GIL, so decoding overlaps the resize, the encoding and the Parquet writes."""
+    """Iterate an iterator in a background thread, `depth` items ahead. Ingest runs its whole frame stage
+    there (decode, convert, cursor, resize: PyAV and the resize kernel release the GIL) and hands over
+    finished parts, so the main thread's encoding and Parquet writes overlap it; one hand-over per
+    part, not per frame (per frame, the queue cost about 5% of ingest's CPU time)."""
 
     _END = object()
 
-    def __init__(self, frames: Iterator[np.ndarray], depth: int = 16) -> None:
+    def __init__(self, items: Iterator, depth: int = 1) -> None:
         self.queue: queue.Queue = queue.Queue(depth)
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(frames,), daemon=True, name="ingest-decode")
+        self.thread = threading.Thread(target=self._run, args=(items,), daemon=True, name="ingest-decode")
         self.thread.start()
 
     def _put(self, item) -> bool:
@@ -269,16 +255,16 @@ class Prefetch:
                 continue
         return False
 
-    def _run(self, frames: Iterator[np.ndarray]) -> None:
+    def _run(self, items: Iterator) -> None:
         try:
-            for frame in frames:
-                if not self._put(frame):
+            for item in items:
+                if not self._put(item):
                     return
             self._put(self._END)
         except BaseException as err:  # noqa: BLE001 - handed to the consumer, raised there
             self._put(err)
 
-    def __iter__(self) -> Iterator[np.ndarray]:
+    def __iter__(self) -> Iterator:
         while True:
             item = self.queue.get()
             if item is self._END:
@@ -295,28 +281,34 @@ class Prefetch:
         self.thread.join()
 
 
+def _parts(reader, size: tuple[int, int] | None, limit: int | None, first: int, draw,
+           num: int) -> Iterator[tuple[int, np.ndarray]]:
+    """stored_parts' frame stage: (first step, frames (n, H, W, 3)) of at most `num` steps."""
+    batch: list[np.ndarray] = []
+    start = first
+    for step, frame in enumerate(reader.steps()):
+        if step < first or (limit is not None and step >= limit):
+            continue
+        if draw is not None:
+            draw(step, frame)
+        batch.append(resize(frame, size))
+        if len(batch) == num:
+            yield start, np.stack(batch)
+            start, batch = start + num, []
+    if batch:
+        yield start, np.stack(batch)
+
+
 def stored_parts(reader, size: tuple[int, int] | None, limit: int | None = None, first: int = 0,
                  draw=None) -> Iterator[tuple[int, np.ndarray]]:
     """(first step, frames (n, H, W, 3)) of the reader's steps [first, limit), each drawn on at the source
-    size by `draw(step, frame)` when given, then resized: parts of `part_steps` steps. Steps past
-    `limit` are decoded (the report counts them) and dropped."""
+    size by `draw(step, frame)` when given (in the decode thread, in step order), then resized: parts
+    of `part_steps` steps, made one part ahead in a thread. Steps past `limit` are decoded (the
+    report counts them) and dropped."""
     report = reader.report
     height, width = size or (report.height, report.width)
-    n = part_steps(height, width)
-    batch: list[np.ndarray] = []
-    start = first
-    with Prefetch(reader.steps()) as frames:
-        for step, frame in enumerate(frames):
-            if step < first or (limit is not None and step >= limit):
-                continue
-            if draw is not None:
-                draw(step, frame)
-            batch.append(resize(frame, size))
-            if len(batch) == n:
-                yield start, np.stack(batch)
-                start, batch = start + n, []
-    if batch:
-        yield start, np.stack(batch)
+    with Prefetch(_parts(reader, size, limit, first, draw, part_steps(height, width))) as parts:
+        yield from parts
 
 
 def decode_summary(report) -> dict:

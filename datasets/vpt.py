@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -133,11 +134,9 @@ def convert(lines: list[dict], recorder_version: str | None = None) -> Steps:
     num = len(lines)
     buttons = np.zeros((num, NUM_BUTTONS), bool)
     extra = np.zeros((num, len(EXTRA_BUTTONS)), bool)
-    camera = np.zeros((num, 2), np.float32)
     gui = np.zeros(num, bool)
-    mouse_xy = np.zeros((num, 2), np.float64)
-    counts = {"unknown_keys": collections.Counter(), "stuck_attack_steps": 0, "hotbar_scrolls": 0,
-              "camera_zeroed_over_180": 0, "gui_scaled_steps": 0}
+    pointer = np.zeros((num, 4), np.float64)  # mouse dy, dx, x, y; the camera is computed for all lines at once
+    counts = {"unknown_keys": collections.Counter(), "stuck_attack_steps": 0, "hotbar_scrolls": 0}
     scaler = gui_scaler(recorder_version)
     attack_stuck = lines[0]["mouse"].get("newButtons") == [0]
     last_hotbar = lines[0].get("hotbar")
@@ -164,13 +163,15 @@ def convert(lines: list[dict], recorder_version: str | None = None) -> Steps:
             counts["hotbar_scrolls"] += 1
         last_hotbar = hotbar
         gui[t] = bool(line.get("isGuiOpen"))
-        scale = DEGREES_PER_PIXEL * (scaler if gui[t] else 1.0)
-        counts["gui_scaled_steps"] += int(gui[t] and scaler != 1.0)
-        move = np.array([_number(mouse["dy"]), _number(mouse["dx"])]) * scale  # [pitch, yaw]
-        over = np.abs(move) > CAMERA_LIMIT  # a recorder glitch, not a turn (VPT meant to drop these)
-        counts["camera_zeroed_over_180"] += int(over.any())
-        camera[t] = np.where(over, 0.0, move)
-        mouse_xy[t] = (_number(mouse.get("x", 0.0)), _number(mouse.get("y", 0.0)))
+        pointer[t] = (_number(mouse["dy"]), _number(mouse["dx"]), _number(mouse.get("x", 0.0)),
+                      _number(mouse.get("y", 0.0)))
+    scale = DEGREES_PER_PIXEL * np.where(gui, scaler, 1.0)  # (T,): the GUI scaler while a GUI is open
+    counts["gui_scaled_steps"] = int(gui.sum()) if scaler != 1.0 else 0
+    move = pointer[:, :2] * scale[:, None]  # (T, 2) [pitch, yaw] degrees, float64
+    over = np.abs(move) > CAMERA_LIMIT  # a recorder glitch, not a turn (VPT meant to drop these)
+    counts["camera_zeroed_over_180"] = int(over.any(1).sum())
+    camera = np.where(over, 0.0, move).astype(np.float32)
+    mouse_xy = np.ascontiguousarray(pointer[:, 2:])
     null = ~buttons.any(1) & ~extra.any(1) & ~camera.any(1)
     counts["unknown_keys"] = dict(counts["unknown_keys"])
     counts["null_action_steps"] = int(null.sum())
@@ -189,7 +190,7 @@ def _number(value) -> float:
         number = float(value)
     except (TypeError, ValueError):
         return 0.0
-    return number if np.isfinite(number) else 0.0
+    return number if math.isfinite(number) else 0.0
 
 
 def engine_state(lines: list[dict]) -> dict[str, list]:
