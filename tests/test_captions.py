@@ -243,3 +243,14 @@ def test_an_older_dataset_reads_exports_and_upgrades_with_captions(captured, tmp
     for eid in src.episode_ids:
         assert up.read_table(eid, columns=["caption"]).column("caption").to_pylist() == \
             src.read_table(eid, columns=["caption"]).column("caption").to_pylist()
+
+
+def test_capture_day_length_turns_the_sun():
+    from worldloom.capture.config import CaptureConfig
+
+    assert CaptureConfig(out="x").env_options == {}
+    assert CaptureConfig(out="x", day_length=400).env_options == {"day_night": True, "day_length": 400}
+    with pytest.raises(ValueError, match="day_length applies to the voxel env only"):
+        CaptureConfig(out="x", env="crafter", day_length=400)
+    with pytest.raises(ValueError, match="day_length must be an integer in 2.."):
+        CaptureConfig(out="x", day_length=1)

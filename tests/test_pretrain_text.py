@@ -126,6 +126,17 @@ def test_train_with_captions_save_load_and_prompt_rollouts(captioned, tmp_path, 
                 targets["env"], "--episode", "ep-0", "--horizon", "3", "--out", str(both), "--scale", "1"]) == 0
     with Image.open(both) as im:
         assert im.n_frames == 2 + 3 and im.size[0] == 2 * 32 + 2
+    # the retrieval score: a state classifier on real frames reads prompt-only rollouts and real clips
+    out = tmp_path / "retrieval"
+    assert cli(["pretrain", "retrieval", "--model", str(run), "--data", targets["env"], "--heldout", targets["env"],
+                "--num-clips", "3", "--horizon", "2", "--classifier-steps", "3", "--classifier-frames", "32",
+                "--batch-size", "2", "--out", str(out)]) == 0
+    report = json.loads((out / "retrieval.json").read_text())
+    assert report["num_clips"] == 3 and report["classifier"]["frames"] >= 32
+    for fact in ("biome", "time"):
+        s = report["scores"][fact]
+        assert all(0 <= s[k] <= 1 for k in ("real", "prompt", "null")) and s["classes_in_prompts"]
+    assert "prompt / real" in (out / "retrieval.md").read_text()
     # resuming keeps the vocabulary; the plain rollout of a text model still runs (null caption)
     assert cli(["pretrain", "train", "--data", targets["env"], "--out", str(run), "--max-steps", "4", "--text", *MICRO]) == 0
     assert json.loads((run / "config.json").read_text())["text"]["vocab"] == vocab
@@ -145,6 +156,8 @@ def test_bad_input(captioned, tmp_path, capsys):
                 "--text", *MICRO]) == 2
     err = capsys.readouterr().err.strip()
     assert "no captions" in err and "\n" not in err
+    assert cli(["pretrain", "retrieval", "--model", str(plain), "--data", targets["env"], "--heldout", targets["env"]]) == 2
+    assert "trained without captions" in capsys.readouterr().err
     # neither a prompt nor an episode
     assert cli(["pretrain", "rollout", "--model", str(plain), "--out", str(tmp_path / "p.gif")]) == 2
     assert "--prompt" in capsys.readouterr().err
