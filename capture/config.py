@@ -41,6 +41,8 @@ class CaptureConfig:
     steps: int = doc("steps (frames) per episode; an episode that ends earlier is kept shorter", 200)
     resolution: int = doc("frame height and width in pixels (square frames)", 128)
     antialias: bool = doc("voxel env: 2x2 samples per pixel, averaged (see docs/envs.md)", False)
+    day_length: int = doc("voxel env: steps in a day-night cycle, the sun moving from mid-morning (0: a fixed "
+                          "mid-morning sun); with it the captions name dawn, day, dusk and night", 0)
     seed: int = doc("job seed: episode i plays seed derived from (seed, i)", 0)
     num_workers: int = doc("number of recorder actors (one CPU each)", 2)
     address: str | None = doc("Ray cluster to join (HOST:PORT or auto); unset: start a local one for this job", None)
@@ -73,6 +75,10 @@ class CaptureConfig:
             raise ValueError(f"strip_actions must be another dataset than out, got {self.strip_actions!r} for both")
         if self.antialias and self.env != "voxel":
             raise ValueError(f"antialias applies to the voxel env only, got env={self.env!r}")
+        if self.day_length and self.env != "voxel":
+            raise ValueError(f"day_length applies to the voxel env only, got env={self.env!r}")
+        if self.day_length:
+            _check_int("day_length", self.day_length, 2, MAX_STEPS)
         if self.codec not in CODECS:
             raise ValueError(f"codec must be one of {', '.join(CODECS)}; got {self.codec!r}")
         if not self.split or "/" in self.split:
@@ -86,7 +92,10 @@ class CaptureConfig:
     @property
     def env_options(self) -> dict:
         """Keyword arguments of make_env beyond the frame size."""
-        return {"antialias": True} if self.antialias else {}
+        options: dict = {"antialias": True} if self.antialias else {}
+        if self.day_length:
+            options.update(day_night=True, day_length=self.day_length)
+        return options
 
     @property
     def episode_bytes(self) -> int:

@@ -27,7 +27,7 @@ from worldloom.actions import FPS
 from worldloom.datasets import DatasetWriter
 
 from .config import EpisodeSpec
-from .state import state_columns
+from .state import captions_of, state_columns
 
 # An actor killed by the OS (SIGKILL, OOM) is started again and its unfinished tasks run again,
 # up to these counts; a task that raised an exception is not retried (it would fail again).
@@ -108,7 +108,7 @@ class Recorder:
         # A fresh writer id per process: an actor restarted after a kill never reuses the shard
         # names of its previous life, so nothing it wrote (committed or not) is overwritten.
         self.writer_id = f"{writer_prefix}-{uuid.uuid4().hex[:8]}"
-        self.env_name, self.height, self.width, self.split = env, height, width, split
+        self.env_name, self.height, self.width, self.split, self.fps = env, height, width, split, fps
         self.env_options = dict(env_options or {})  # e.g. {"antialias": True}
         self.env = make_env(env, height, width, **self.env_options)  # expensive (world gen, numba compile): once per actor
         self.env.reset(seed=0)  # the first reset loads compiled code and caches: not an episode's cost
@@ -184,6 +184,7 @@ class Recorder:
             rewards=episode.rewards if labeled else None,
             terminated=episode.terminated if labeled else None, truncated=episode.truncated if labeled else None,
             state=episode.state if labeled else None,
+            caption=captions_of(episode.state, episode.buttons, spec.episode_id, self.fps) if labeled else None,
             label_source=label, env=spec.env, env_config={"height": spec.height, "width": spec.width, **self.env_options},
             seed=spec.seed, player=spec.player, split=self.split,
         )

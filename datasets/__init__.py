@@ -1,4 +1,4 @@
-"""worldloom.datasets: the Parquet dataset format (version 2; version 1 still read), its writer, readers and tools.
+"""worldloom.datasets: the Parquet dataset format (version 3; versions 1 and 2 still read), its writer, readers and tools.
 
     worldloom dataset inspect data/run1 [--json]
     worldloom dataset validate data/run1
@@ -31,7 +31,8 @@ order), `action_camera_pitch`, `action_camera_yaw` (float32 degrees per step), `
 (float32), `terminated`, `truncated` (bool), `label_source` (`env` | `idm` | `none`),
 `label_model` (string, null for env), `label_confidence` (float32, null for env); version 2 adds
 `action_esc`, `action_swap_hands`, `action_pick_item`, `null_action` and the `state_*` engine
-state (`schema.STATE_FIELDS`), null where unknown. Action columns are null where `label_source`
+state (`schema.STATE_FIELDS`), null where unknown; version 3 adds `caption`, each row's clip caption
+(`captions.py`). Action columns are null where `label_source`
 is `none`. `action[t]` is applied between `frame[t]` and `frame[t+1]`.
 
     from worldloom.datasets import DatasetWriter, Dataset, commit_shards, committed_episode_ids

@@ -2,9 +2,13 @@
 
     worldloom dataset captions data/run1 --out data/run1-captions.jsonl [--clip-seconds 2]
 
-    from worldloom.datasets.captions import caption_episode, read_caption
+    from worldloom.datasets.captions import caption_episode, read_caption, row_captions
     captions = caption_episode(Dataset("data/run1"), "ep-000000")   # [Caption(start, stop, text, facts)]
     read_caption(captions[0].text)                                  # the facts the text names, back
+    row_captions(columns, "ep-000000", fps=20)                     # the `caption` column: one per row
+
+Capture stores each row's clip caption in the dataset's `caption` column (format version 3,
+docs/dataset-format.md); `stored_captions` reads it back as clips.
 
 Every caption is made from what the engine knew (docs/dataset-format.md), never from pixels:
 what the player does (stands still, walks, sprints, swims; looks or turns around), where (the
@@ -31,6 +35,7 @@ import numpy as np
 from worldloom.errors import UserError
 
 from .reader import Dataset
+from .schema import CAPTION_COLUMN
 
 STATE_NEEDED = ("state_x", "state_z", "state_yaw", "state_in_water", "state_held_item", "state_target_block",
                 "state_biome", "state_time_of_day", "state_inventory")
@@ -250,13 +255,13 @@ def episode_columns(ds: Dataset, episode_id: str) -> dict[str, list]:
     return table.to_pydict()
 
 
-def caption_episode(ds: Dataset, episode_id: str, clip_frames: int | None = None) -> list[Caption]:
-    """A caption for each `clip_frames` steps of an episode (default: 2 s at the dataset's fps;
-    a shorter last clip of at least half that is kept)."""
-    fps = float(ds.spec.fps)
-    clip_frames = clip_frames or max(1, round(2.0 * fps))
-    columns = episode_columns(ds, episode_id)
-    num = len(columns["state_x"])
+def caption_clips(columns: dict[str, list], episode_id: str, fps: float, clip_frames: int | None = None) -> list[Caption]:
+    """A caption for each `clip_frames` steps (default: 2 s at `fps`) of an episode's columns
+    (STATE_NEEDED and ACTION_NEEDED as lists of T values; a missing key counts as unknown);
+    a shorter last clip of at least half that is kept."""
+    clip_frames = clip_frames or default_clip_frames(fps)
+    num = max((len(v) for v in columns.values()), default=0)
+    columns = {name: columns.get(name) or [None] * num for name in STATE_NEEDED + ACTION_NEEDED}
     out = []
     for start in range(0, num, clip_frames):
         stop = min(start + clip_frames, num)
@@ -264,6 +269,41 @@ def caption_episode(ds: Dataset, episode_id: str, clip_frames: int | None = None
             break
         facts = clip_facts(columns, start, stop, fps)
         out.append(Caption(episode_id, start, stop, caption_text(facts, f"{episode_id}/{start}"), facts))
+    return out
+
+
+def default_clip_frames(fps: float) -> int:
+    """Frames of a 2 s clip at `fps` (the clip length of the `caption` column)."""
+    return max(1, round(2.0 * float(fps)))
+
+
+def row_captions(columns: dict[str, list], episode_id: str, fps: float, clip_frames: int | None = None) -> list[str | None]:
+    """The `caption` column of an episode: each row gets its clip's caption (None where the clip's
+    facts are unknown, and on a last clip too short to keep). Same columns, same captions."""
+    num = max((len(v) for v in columns.values()), default=0)
+    out: list[str | None] = [None] * num
+    for c in caption_clips(columns, episode_id, fps, clip_frames):
+        out[c.start : c.stop] = [c.text or None] * (c.stop - c.start)
+    return out
+
+
+def caption_episode(ds: Dataset, episode_id: str, clip_frames: int | None = None) -> list[Caption]:
+    """A caption for each `clip_frames` steps of an episode (default: 2 s at the dataset's fps;
+    a shorter last clip of at least half that is kept), made from its state and action columns."""
+    return caption_clips(episode_columns(ds, episode_id), episode_id, float(ds.spec.fps), clip_frames)
+
+
+def stored_captions(ds: Dataset, episode_id: str) -> list[Caption]:
+    """The episode's `caption` column as clips: runs of rows with the same caption (empty for a
+    dataset before format version 3 or an episode written without captions). `facts` are the
+    ones `read_caption` finds in the text."""
+    values = ds.read_table(episode_id, columns=[CAPTION_COLUMN]).column(CAPTION_COLUMN).to_pylist()
+    out, start = [], 0
+    for k in range(1, len(values) + 1):
+        if k == len(values) or values[k] != values[start]:
+            if values[start]:
+                out.append(Caption(episode_id, start, k, values[start], read_caption(values[start])))
+            start = k
     return out
 
 
@@ -289,4 +329,5 @@ def caption_dataset(path: str, out: str, clip_seconds: float = 2.0) -> dict:
     return {"clips": len(lines), "episodes": len(ds), "clip_frames": clip_frames, "out": out}
 
 
-__all__ = ["Caption", "caption_dataset", "caption_episode", "caption_text", "clip_facts", "read_caption", "time_name"]
+__all__ = ["Caption", "caption_clips", "caption_dataset", "caption_episode", "caption_text", "clip_facts",
+           "default_clip_frames", "read_caption", "row_captions", "stored_captions", "time_name"]

@@ -4,9 +4,10 @@
     worldloom dataset split data/ab --out data/splits --fractions train=0.8 val=0.1 test=0.1
 
 `merge` copies whole shard files byte for byte (their checksums are checked after the copy) and
-commits them into the output in one step. A format-version-1 source merged into a version-2
-output has its shards rewritten with the version-2 columns as nulls (frame bytes unchanged): this
-is how a version-1 dataset is upgraded. `split` assigns each episode by a hash of the seed and
+commits them into the output in one step. A source of an older format version merged into a
+version-3 output has its shards rewritten with the columns it lacks as nulls (frame bytes
+unchanged), and the `caption` column made from its state columns (datasets/captions.py): this
+is how an older dataset is upgraded. `split` assigns each episode by a hash of the seed and
 its id (stable: adding episodes never moves the others), then copies its rows, frame bytes as
 stored, into `<out>/<split name>/`. Sources are only read; nothing existing is overwritten.
 """
@@ -18,6 +19,7 @@ import os
 import uuid
 from collections.abc import Sequence
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from worldloom.errors import UserError
@@ -122,8 +124,10 @@ def merge(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> dict:
 
 def upgrade_shard(ds: Dataset, shard: dict, rows: list[dict], dst: storage.Location, rel: str,
                   rows_per_group: int) -> tuple[str, int]:
-    """Write a version-1 shard's episodes as a version-2 shard at `dst`/`rel` (frame bytes as stored,
-    the new columns null, one episode per row group run); returns (checksum, size in bytes)."""
+    """Write an older shard's episodes as a current-version shard at `dst`/`rel` (frame bytes as stored,
+    the new columns null but the captions, made from the state columns; one episode per row group
+    run); returns (checksum, size in bytes)."""
+    from .captions import episode_columns, row_captions
     checksum, _ = file_checksum(ds.location.fs, ds.location.join(shard["path"]))
     if checksum != shard["checksum"]:
         raise UserError(f"{ds.location.uri}/{shard['path']}: checksum differs from its dataset.json (corrupt); "
@@ -132,10 +136,15 @@ def upgrade_shard(ds: Dataset, shard: dict, rows: list[dict], dst: storage.Locat
     tmp = storage.tmp_name(path)
     with dst.fs.open_output_stream(tmp) as stream:
         writer = pq.ParquetWriter(stream, schema.FRAME_SCHEMA, **parquet_options(ds.spec.codec))
-        for row in rows:  # a row group at a time: an episode may not fit in memory
+        for row in rows:  # a row group at a time: an episode may not fit in memory (its state columns do)
+            eid = row["episode_id"]
+            captions = row_captions(episode_columns(ds, eid), eid, float(ds.spec.fps)) if ds.version >= 2 else None
             for start in range(0, row["num_steps"], rows_per_group):
                 stop = min(start + rows_per_group, row["num_steps"])
-                table = ds.read_table(row["episode_id"], start, stop)  # version-2 columns as nulls
+                table = ds.read_table(eid, start, stop)  # the columns added since as nulls
+                if captions is not None and ds.version < 3:
+                    i = table.schema.get_field_index(schema.CAPTION_COLUMN)
+                    table = table.set_column(i, schema.CAPTION_COLUMN, pa.array(captions[start:stop], pa.string()))
                 writer.write_table(table.cast(schema.FRAME_SCHEMA), row_group_size=rows_per_group)
         writer.close()
     dst.fs.move(tmp, path)

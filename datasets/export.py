@@ -115,7 +115,8 @@ def write_clip(frames: list[np.ndarray], path: str, fps: float) -> None:
 def export_clip(ds: Dataset, episode_id: str, out: str, start: int = 0, stop: int | None = None,
                 overlay: bool = True, scale: int = 4, captions: bool = False) -> str:
     """Write steps `[start, stop)` of an episode to `out` (.mp4 or .gif), with its engine-exact
-    captions (datasets/captions.py, 2 s clips) above the frames if asked."""
+    captions (its `caption` column, or made from its state columns: datasets/captions.py) above
+    the frames if asked."""
     if episode_id not in ds.episode_ids:
         raise UserError(f"{ds.location.uri}: no episode {episode_id!r}; `worldloom dataset inspect` lists them")
     n = ds.episode(episode_id).num_steps
@@ -123,12 +124,13 @@ def export_clip(ds: Dataset, episode_id: str, out: str, start: int = 0, stop: in
     if not 0 <= start < stop:
         raise UserError(f"episode {episode_id!r} has steps 0..{n - 1}; --start {start} --stop {stop} selects none")
     clip_captions = None
-    if captions:
-        from .captions import caption_episode
+    if captions:  # the stored caption column (format version 3); else made now from the state columns
+        from .captions import caption_episode, stored_captions
 
-        clip_captions = caption_episode(ds, episode_id)
+        clip_captions = stored_captions(ds, episode_id) or caption_episode(ds, episode_id)
         if not any(c.text for c in clip_captions):
-            raise UserError(f"episode {episode_id!r} has no engine state to caption (its state_* columns are null)")
+            raise UserError(f"episode {episode_id!r} has no captions and no engine state to caption (its caption and "
+                            "state_* columns are null)")
     write_clip(render_clip(ds.frames(episode_id, start, stop), overlay, scale, clip_captions), out, ds.spec.fps)
     return out
 

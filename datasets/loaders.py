@@ -75,10 +75,13 @@ def clip_items(clip: Clip, clip_len: int, source: int) -> list[dict]:
     items = []
     for k in range(num):
         sl = slice(k * clip_len, (k + 1) * clip_len)
+        last = (k + 1) * clip_len - 1
         items.append({
             "frames": frames[sl], "buttons": buttons[sl], "camera": camera[sl],
             "has_action": torch.tensor(has_action), "episode_id": clip.episode_id,
             "start": clip.start + k * clip_len, "source": source,
+            # the caption of the clip's last step (the frame a world model predicts); "" when none
+            "caption": (clip.captions[last] or "") if clip.captions is not None else "",
         })
     return items
 

@@ -41,6 +41,7 @@ class Clip:
     label_source: str
     label_model: str | None
     label_confidence: np.ndarray | None  # (T,) float32 for idm labels
+    captions: list[str | None] | None = None  # (T,) each step's clip caption; None when the dataset has none
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class Dataset:
             raise UserError(f"{self.location.uri}: no {schema.MANIFEST_NAME} here; is this a WorldLoom dataset directory?")
         self.manifest = manifest
         self.spec = storage.spec_of(manifest)
-        self.version = storage.version_of(manifest)  # 1: the columns added in version 2 read as nulls
+        self.version = storage.version_of(manifest)  # 1, 2: the columns added since read as nulls
         where = f"{self.location.uri}/{schema.EPISODES_NAME}"
         self.episodes: pa.Table = committed_episodes(storage.read_episodes(self.location), manifest, where)
         cols = self.episodes.select(["episode_id", "shard", "row_start", "num_steps", "label_source", "label_model"]).to_pydict()
@@ -162,6 +163,9 @@ class Dataset:
         ref = self.episode(episode_id)
         labeled = ref.label_source != "none"
         columns = ["frame", "reward", "terminated", "truncated", "label_confidence"]
+        captioned = self.version >= 3  # older datasets have no caption column: no read, no nulls to make
+        if captioned:
+            columns.append(schema.CAPTION_COLUMN)
         if labeled:
             columns += list(schema.ACTION_COLUMNS)
         stop = ref.num_steps if stop is None else stop
@@ -191,6 +195,7 @@ class Dataset:
             terminated=table.column("terminated").to_numpy(zero_copy_only=False).astype(bool),
             truncated=table.column("truncated").to_numpy(zero_copy_only=False).astype(bool),
             label_source=ref.label_source, label_model=ref.label_model, label_confidence=confidence,
+            captions=_captions(table) if captioned else None,
         )
 
 
@@ -203,6 +208,12 @@ def with_null_columns(table: pa.Table, names: list[str]) -> pa.Table:
                 raise KeyError(f"no column {name!r} in the dataset format")
             table = table.append_column(pa.field(name, types[name]), pa.nulls(table.num_rows, types[name]))
     return table.select(names)
+
+
+def _captions(table: pa.Table) -> list[str | None] | None:
+    """The caption column as a list, or None when every row is null."""
+    column = table.column(schema.CAPTION_COLUMN)
+    return None if column.null_count == table.num_rows else column.to_pylist()
 
 
 def _floats(column: pa.ChunkedArray) -> np.ndarray:

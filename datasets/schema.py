@@ -1,10 +1,11 @@
-"""Format-level constants of a WorldLoom dataset (format version 2): columns, labels, file names.
+"""Format-level constants of a WorldLoom dataset (format version 3): columns, labels, file names.
 
 The action columns are derived from the action space in `worldloom.actions` (VPT's
 `Buttons.ALL` order, camera `[pitch, yaw]` in degrees per step): one typed column per button,
 two camera columns. Version 2 adds the three MineRL keys that are recorded but not predicted
 (ESC, swapHands, pickItem), VPT's null-action mark and typed engine-state columns (`state_*`),
-all null where unknown. Version 1 datasets (without them) are still read: `frame_schema(1)`.
+all null where unknown. Version 3 adds the engine-exact `caption` of the clip each row belongs
+to (datasets/captions.py). Versions 1 and 2 are still read: `frame_schema(1)`, `frame_schema(2)`.
 """
 
 import pyarrow as pa
@@ -23,10 +24,10 @@ __all__ = ["ACTION_ALIGNMENT", "BUTTONS", "CAMERA_AXES", "CAMERA_UNITS", "NUM_BU
            "FORMAT_VERSION", "LABEL_SOURCES", "BUTTON_COLUMNS", "CAMERA_COLUMNS", "ACTION_COLUMNS",
            "FRAME_SCHEMA", "FRAME_SCHEMA_V1", "EPISODE_SCHEMA", "READABLE_VERSIONS", "EXTRA_BUTTONS",
            "EXTRA_BUTTON_COLUMNS", "NULL_ACTION_COLUMN", "STATE_FIELDS", "STATE_COLUMNS", "INVENTORY_TYPE",
-           "frame_schema", "V2_COLUMNS"]
+           "frame_schema", "V2_COLUMNS", "V3_COLUMNS", "CAPTION_COLUMN", "FRAME_SCHEMA_V2", "COLUMNS_ADDED"]
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # a reader of version 2 reads version 1 (its v2 columns read as nulls)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # a reader of version 3 reads versions 1 and 2 (the columns they lack read as nulls)
 
 LABEL_SOURCES: tuple[str, ...] = ("env", "idm", "none")
 
@@ -80,7 +81,7 @@ STATE_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
 STATE_COLUMNS: tuple[str, ...] = tuple(name for name, _ in STATE_FIELDS)
 V2_COLUMNS: tuple[str, ...] = EXTRA_BUTTON_COLUMNS + (NULL_ACTION_COLUMN,) + STATE_COLUMNS
 
-FRAME_SCHEMA = pa.schema(
+FRAME_SCHEMA_V2 = pa.schema(
     [
         *FRAME_SCHEMA_V1,
         *(pa.field(c, pa.bool_()) for c in EXTRA_BUTTON_COLUMNS),
@@ -89,14 +90,23 @@ FRAME_SCHEMA = pa.schema(
     ]
 )
 
+# ---- Added in format version 3 -----------------------------------------------------------------
+# The engine-exact caption (datasets/captions.py) of the clip the row belongs to: the same text on
+# every row of a clip (2 s by default), dictionary-encoded, so a clip's caption costs a few bytes
+# and any Parquet reader gets it with `SELECT DISTINCT episode_id, caption`. Null where unknown.
+CAPTION_COLUMN = "caption"
+V3_COLUMNS: tuple[str, ...] = (CAPTION_COLUMN,)
+COLUMNS_ADDED: dict[int, tuple[str, ...]] = {2: V2_COLUMNS, 3: V3_COLUMNS}  # version -> the columns it added
+
+FRAME_SCHEMA = pa.schema([*FRAME_SCHEMA_V2, pa.field(CAPTION_COLUMN, pa.string())])
+
 
 def frame_schema(version: int) -> pa.Schema:
     """The frame rows' schema of a format version this WorldLoom reads."""
-    if version == 1:
-        return FRAME_SCHEMA_V1
-    if version == 2:
-        return FRAME_SCHEMA
-    raise ValueError(f"format version must be one of {READABLE_VERSIONS}, got {version!r}")
+    schemas = {1: FRAME_SCHEMA_V1, 2: FRAME_SCHEMA_V2, 3: FRAME_SCHEMA}
+    if version not in schemas:
+        raise ValueError(f"format version must be one of {READABLE_VERSIONS}, got {version!r}")
+    return schemas[version]
 
 
 EPISODE_SCHEMA = pa.schema(

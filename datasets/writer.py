@@ -85,6 +85,7 @@ def new_manifest(spec: storage.FrameSpec, config: dict | None, rows_per_group: i
         "rows_per_group": rows_per_group,
         "action_space": action_space(),
         "state_columns": list(schema.STATE_COLUMNS),
+        "caption_column": schema.CAPTION_COLUMN,
         "label_sources": [],
         "num_episodes": 0,
         "num_frames": 0,
@@ -217,10 +218,12 @@ def build_frame_table(
     spec: storage.FrameSpec, episode_id: str, frames: np.ndarray, buttons: Any, camera: Any, rewards: Any,
     terminated: Any, truncated: Any, label_source: str, label_model: str | None, label_confidence: Any,
     start: int = 0, extra_buttons: Any = None, null_action: Any = None, state: dict | None = None,
+    caption: Any = None,
 ) -> pa.Table:
-    """Rows of steps `start, start + 1, ...` of one episode (format version 2), checked against the
+    """Rows of steps `start, start + 1, ...` of one episode (format version 3), checked against the
     spec; UserError naming the bad argument. `extra_buttons` (T, 3) holds ESC, swapHands, pickItem;
-    `state` maps `state_*` column names (or the names without the prefix) to T values each."""
+    `state` maps `state_*` column names (or the names without the prefix) to T values each;
+    `caption` holds T strings (None: unknown), each row's clip caption (datasets/captions.py)."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[1:] != (spec.height, spec.width, 3) or frames.dtype != np.uint8:
         raise UserError(
@@ -279,7 +282,21 @@ def build_frame_table(
     columns[schema.NULL_ACTION_COLUMN] = (pa.nulls(num, pa.bool_()) if null_action is None
                                           else pa.array(_as_array("null_action", null_action, (num,), bool, episode_id)))
     columns.update(state_columns(state, num, episode_id))
+    columns[schema.CAPTION_COLUMN] = caption_column(caption, num, episode_id)
     return pa.Table.from_pydict(columns, schema=schema.FRAME_SCHEMA)
+
+
+def caption_column(caption: Any, num: int, episode_id: str) -> pa.Array:
+    """The `caption` array of `num` rows from T strings or None (all null)."""
+    if caption is None:
+        return pa.nulls(num, pa.string())
+    try:
+        array = caption if isinstance(caption, pa.Array) else pa.array(list(caption), pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as err:
+        raise UserError(f"episode {episode_id!r}: caption must be strings or None per step ({err})") from None
+    if len(array) != num:
+        raise UserError(f"episode {episode_id!r}: caption has {len(array)} values, expected {num}")
+    return array
 
 
 def state_columns(state: dict | None, num: int, episode_id: str) -> dict[str, pa.Array]:
@@ -309,23 +326,28 @@ def state_columns(state: dict | None, num: int, episode_id: str) -> dict[str, pa
 
 
 def to_version(table: pa.Table, version: int, episode_id: str) -> pa.Table:
-    """Version-2 rows as rows of `version`: a version-1 dataset takes them only if every
-    version-2 column is null (UserError naming the column otherwise)."""
+    """Current-version rows as rows of `version`: an older dataset takes them only if every column
+    added after its version is null (UserError naming the column otherwise). Captions are the
+    exception: they are made from the state columns (datasets/captions.py), so an older dataset
+    drops them and loses nothing (`worldloom dataset merge OLD --out NEW` upgrades and captions it)."""
     if version == schema.FORMAT_VERSION:
         return table
-    for name in schema.V2_COLUMNS:
-        if name in table.column_names and table.column(name).null_count != table.num_rows:
-            raise UserError(f"episode {episode_id!r} has {name} values, which a format version {version} dataset "
-                            f"cannot hold; write to a new directory (version {schema.FORMAT_VERSION}) or upgrade this one "
-                            "with `worldloom dataset merge OLD --out NEW`")
+    for added, names in schema.COLUMNS_ADDED.items():
+        for name in names:
+            if (added > version and name != schema.CAPTION_COLUMN and name in table.column_names
+                    and table.column(name).null_count != table.num_rows):
+                raise UserError(f"episode {episode_id!r} has {name} values, which a format version {version} dataset "
+                                f"cannot hold; write to a new directory (version {schema.FORMAT_VERSION}) or upgrade this "
+                                "one with `worldloom dataset merge OLD --out NEW`")
     return table.select(schema.frame_schema(version).names)
 
 
-DICTIONARY_COLUMNS = ("episode_id", "label_source", "label_model", "state_held_item", "state_target_block", "state_biome")
+DICTIONARY_COLUMNS = ("episode_id", "label_source", "label_model", "state_held_item", "state_target_block", "state_biome",
+                      schema.CAPTION_COLUMN)
 
 
 def upgrade_table(table: pa.Table) -> pa.Table:
-    """Frame rows of any readable version as version-2 rows (the columns version 1 lacks as nulls)."""
+    """Frame rows of any readable version as current-version rows (the columns older versions lack as nulls)."""
     missing = [f for f in schema.FRAME_SCHEMA if f.name not in table.column_names]
     for f in missing:
         table = table.append_column(f, pa.nulls(table.num_rows, f.type))
@@ -406,16 +428,17 @@ class DatasetWriter:
         terminated: Any = None, truncated: Any = None, label_source: str | None = None,
         label_model: str | None = None, label_confidence: Any = None, env: str | None = None,
         env_config: dict | None = None, seed: int | None = None, player: str | None = None, split: str | None = "train",
-        extra_buttons: Any = None, null_action: Any = None, state: dict | None = None,
+        extra_buttons: Any = None, null_action: Any = None, state: dict | None = None, caption: Any = None,
     ) -> None:
         """Append one whole episode: frames `(T, H, W, 3)` uint8, buttons `(T, 20)`, camera `(T, 2)` degrees;
-        optionally extra_buttons `(T, 3)` (ESC, swapHands, pickItem), null_action `(T,)` and state
-        `{column: (T,) values}` (format version 2)."""
+        optionally extra_buttons `(T, 3)` (ESC, swapHands, pickItem), null_action `(T,)`, state
+        `{column: (T,) values}` (format version 2) and caption `(T,)` strings (version 3)."""
         episode_id = self._check_new_id(episode_id)
         if label_source is None:
             label_source = "none" if buttons is None else "env"
         table = build_frame_table(self.spec, episode_id, frames, buttons, camera, rewards, terminated, truncated,
-                                  label_source, label_model, label_confidence, 0, extra_buttons, null_action, state)
+                                  label_source, label_model, label_confidence, 0, extra_buttons, null_action, state,
+                                  caption)
         self._write_episode(to_version(table, self.version, episode_id),
                             self._episode_row(episode_id, label_source, label_model, env, env_config, seed, player, split))
 
@@ -426,7 +449,7 @@ class DatasetWriter:
     ) -> int:
         """Append one episode streamed in parts: each part is a dict of `add_episode`'s per-step
         arguments (frames, buttons, camera, rewards, terminated, truncated, label_confidence,
-        extra_buttons, null_action, state) for the next steps. Only one part is in memory at a time.
+        extra_buttons, null_action, state, caption) for the next steps. Only one part is in memory at a time.
         The episode gets a shard of its own; if a part fails, nothing of the episode is written
         and the error propagates. `env_config` may be a callable, called once the last part is
         written (to record what was learned while reading). Returns the number of steps."""
@@ -443,7 +466,7 @@ class DatasetWriter:
                     self.spec, episode_id, part.pop("frames"), part.pop("buttons", None), part.pop("camera", None),
                     part.pop("rewards", None), part.pop("terminated", None), part.pop("truncated", None), source,
                     label_model, part.pop("label_confidence", None), num, part.pop("extra_buttons", None),
-                    part.pop("null_action", None), part.pop("state", None))
+                    part.pop("null_action", None), part.pop("state", None), part.pop("caption", None))
                 if part:
                     raise UserError(f"episode {episode_id!r}: unknown part field(s) {sorted(part)}")
                 if self._shard is None:

@@ -2,7 +2,8 @@
 
 ```
 RUN/
-├── config.json              format_version, kind, the TrainConfig, model and flow configs that made the run
+├── config.json              format_version, kind, the TrainConfig, model and flow configs that made the run;
+│                            text runs: the caption encoder's config and vocabulary ("text", pretrain/text.py)
 ├── autoencoder.safetensors  latent presets only: the frame autoencoder (autoencoder.py)
 ├── checkpoint/              the last good checkpoint (replaced whole)
 │   ├── model.safetensors    raw weights
@@ -56,20 +57,23 @@ def load_world_model(run_dir: str | Path, which: str = "ema", device="cpu"):
 
     run_dir = Path(run_dir)
     doc = read_config(run_dir)  # the format version and the kind
-    cfg = check_config(doc, run_dir / ckpt.CONFIG_FILE)["model"]  # every section typed and checked
-    model = ckpt.load_model(run_dir, KIND, lambda: WorldModel(cfg), which=which, device=device)
+    sections = check_config(doc, run_dir / ckpt.CONFIG_FILE)  # every section typed and checked
+    cfg, text = sections["model"], sections["text"]
+    model = ckpt.load_model(run_dir, KIND, lambda: WorldModel(cfg, text), which=which, device=device)
     return model.to(device).eval(), doc, load_codec(run_dir, cfg, device)
 
 
 def check_config(doc: object, path: Path) -> dict:
-    """config.json's sections as their dataclasses (train, model, flow, data), each value typed and
-    checked; UserError naming the file and the field otherwise (worldloom.untrusted)."""
+    """config.json's sections as their dataclasses (train, model, flow, data; text, None for runs
+    without a caption encoder), each value typed and checked; UserError naming the file and the
+    field otherwise (worldloom.untrusted)."""
     from worldloom.datasets import LABEL_SOURCES
     from worldloom.untrusted import MAX_CONFIG_INT, MAX_EXACT_INT, dataclass_from_json
 
     from .data import SourceSpec
     from .flow import FlowConfig
     from .model import WorldModelConfig
+    from .text import TextConfig
     from .train import TrainConfig
 
     if not isinstance(doc, dict):
@@ -86,6 +90,8 @@ def check_config(doc: object, path: Path) -> dict:
     sections = {name: dataclass_from_json(cls, doc.get(name), source=path, field=name, require_all=strict, max_int=bound,
                                           version=version if type(version) is int else None)
                 for name, (cls, strict, bound) in classes.items()}
+    sections["text"] = None if doc.get("text") is None else dataclass_from_json(
+        TextConfig, doc["text"], source=path, field="text", require_all=True, max_int=MAX_CONFIG_INT)
     unknown = sorted(set(sections["data"].label_sources) - set(LABEL_SOURCES))
     if unknown:
         raise UserError(f"{path}: data.label_sources holds {unknown[0]!r}, not one of {LABEL_SOURCES}; restore the run from its source")

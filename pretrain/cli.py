@@ -4,6 +4,8 @@
     worldloom pretrain train --data data/env data/idm --weights 1 3 --out runs/wm
     worldloom pretrain eval --model runs/wm --data data/heldout [--idm runs/idm-b] [--sample.num-steps 1]
     worldloom pretrain rollout --model runs/wm --data data/heldout --episode ep-000 --horizon 64 --out rollout.mp4
+    worldloom pretrain rollout --model runs/wm-text --prompt "desert at night, walking forward" --out prompt.gif
+    worldloom pretrain retrieval --model runs/wm-text --data data/env --heldout data/heldout
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 from worldloom.config import add_dataclass_args, dataclass_from_args, deprecated_flag
 
 from .evaluate import EvalConfig
+from .retrieval import RetrievalConfig
 from .rollout import RolloutConfig
 from .train import TrainConfig
 
@@ -30,6 +33,9 @@ def register(subparsers, name: str = "pretrain", help_text: str = "") -> argpars
     r = sub.add_parser("rollout", help="play a trained model on an episode's actions, beside the truth, into a video")
     add_dataclass_args(r, RolloutConfig)
     r.set_defaults(handler=run_rollout)
+    q = sub.add_parser("retrieval", help="text models: do prompt-only rollouts show the biome and time of day they name?")
+    add_dataclass_args(q, RetrievalConfig)
+    q.set_defaults(handler=run_retrieval)
     p.set_defaults(handler=lambda args: p.print_help() or 2)
     return p
 
@@ -55,4 +61,11 @@ def run_rollout(args: argparse.Namespace) -> int:
     result = rollout_episode(dataclass_from_args(RolloutConfig, args))
     print(f"rollout: {result['horizon']} frames after {result['context']} real ones at {result['frames_per_s']:.1f} "
           f"frames/s -> {result['out']}")
+    return 0
+
+
+def run_retrieval(args: argparse.Namespace) -> int:
+    from .retrieval import retrieval, to_markdown
+
+    print(to_markdown(retrieval(dataclass_from_args(RetrievalConfig, args))))
     return 0

@@ -41,9 +41,15 @@ class FlowConfig:
     own_previous: float = doc("fraction of sampling-pattern windows whose frame before the last is the model's own "
                               "one-step prediction (from pure noise, given the real frames before it; no gradient): it "
                               "learns to continue from what it generates, as a rollout does (self forcing)", 0.0)
+    caption_dropout: float = doc("text models: probability that a window's caption is replaced by the null caption "
+                                 "(classifier-free guidance on captions, as on actions)", 0.1)
+    context_dropout: float = doc("text models: probability that a window's frames before the last are blanks (pure "
+                                 "noise, t = 1, no actions), so the model learns to make a first frame from the caption "
+                                 "alone (a prompt-only rollout)", 0.1)
 
     def __post_init__(self):
-        for name in ("p_sampling_pattern", "context_noise_max", "p_pure_noise", "action_dropout", "own_previous"):
+        for name in ("p_sampling_pattern", "context_noise_max", "p_pure_noise", "action_dropout", "own_previous",
+                     "caption_dropout", "context_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -61,13 +67,16 @@ def sample_noise_levels(B: int, T: int, cfg: FlowConfig, generator=None, device=
     return t, weight
 
 
-def flow_loss(model: WorldModel, x0, action, has_action, cfg: FlowConfig, generator=None):
-    """Mean squared velocity error. x0 (B, T, C, H, W) in model space; action (B, T, A) per step."""
+def flow_loss(model: WorldModel, x0, action, has_action, cfg: FlowConfig, generator=None, text=None):
+    """Mean squared velocity error. x0 (B, T, C, H, W) in model space; action (B, T, A) per step;
+    text (B, L) word ids of each window's caption (text models only; pretrain/text.py)."""
     B, T = x0.shape[:2]
     t, weight = sample_noise_levels(B, T, cfg, generator, x0.device)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device)
     cond, mask = shift_actions(action, has_action)  # frame t gets action[t-1]
     keep = torch.rand(B, T, generator=generator, device=x0.device) >= cfg.action_dropout
+    if text is not None:
+        text, t, weight, keep = drop_text_and_context(text, t, weight, keep, cfg, generator)
     own = (weight[:, 0] == 0) & (torch.rand(B, generator=generator, device=x0.device) < cfg.own_previous)  # (B,)
     if T >= 3 and own.any():  # self forcing: the frame before the last is the model's own
         x0 = x0.clone()
@@ -76,7 +85,7 @@ def flow_loss(model: WorldModel, x0, action, has_action, cfg: FlowConfig, genera
                                         (mask & keep)[own, :T - 1])
     tt = t[:, :, None, None, None]
     xt = (1 - tt) * x0 + tt * noise
-    v = model(xt, t, cond, mask & keep)  # (B, T, C, H, W)
+    v = model(xt, t, cond, mask & keep, **({"text": text} if text is not None else {}))  # (B, T, C, H, W)
     err = F.mse_loss(v.float(), noise - x0, reduction="none").mean(dim=(2, 3, 4))  # (B, T)
     # velocity MSE times t^2 = clean-frame MSE, even over noise levels: |v - v*|^2 = |x0 - x0*|^2 / t^2,
     # undo the 1/t^2 that buries large t (measured: docs/pretrain.md)
@@ -86,6 +95,24 @@ def flow_loss(model: WorldModel, x0, action, has_action, cfg: FlowConfig, genera
         e = (err * t.clamp_min(T_MIN) ** 2).detach()  # clean-frame MSE (B, T)
         weight = torch.where(pure, weight * (e[pure].mean() + LOG_FLOOR) / (e + LOG_FLOOR), weight)
     return (err * weight).sum() / weight.sum()
+
+
+def drop_text_and_context(text, t, weight, keep, cfg: FlowConfig, generator=None):
+    """Caption dropout (a window's words all PAD: the null caption) and context dropout (a window's
+    frames before the last at t = 1, unscored, without actions: blanks, what a prompt-only rollout
+    starts from). text (B, L), t and weight and keep (B, T) -> the same, changed."""
+    B, T = t.shape
+    dev = t.device
+    dropped = torch.rand(B, generator=generator, device=dev) < cfg.caption_dropout  # (B,)
+    text = torch.where(dropped[:, None], torch.zeros_like(text), text)
+    blank = (torch.rand(B, 1, generator=generator, device=dev) < cfg.context_dropout) & (
+        torch.arange(T, device=dev) < T - 1)  # (B, T): the frames before the last of blank windows
+    t = torch.where(blank, torch.ones_like(t), t)
+    weight = torch.where(blank, torch.zeros_like(weight), weight)
+    last = torch.arange(T, device=dev) == T - 1
+    weight = torch.where(blank.any(dim=1, keepdim=True) & last, torch.ones_like(weight), weight)
+    keep = keep & ~blank.any(dim=1, keepdim=True)  # no action leads out of a blank
+    return text, t, weight, keep
 
 
 @torch.no_grad()
@@ -104,7 +131,7 @@ def own_prediction(model: WorldModel, x0, t, noise, action, action_mask):
 class SampleConfig:
     num_steps: int = doc("Euler steps per frame", 4)
     context_noise: float = doc("noise level the real context frames are kept at (0 = clean)", 0.02)
-    guidance: float = doc("classifier-free guidance on actions (1 = none)", 1.0)
+    guidance: float = doc("classifier-free guidance on actions, and on the caption for text models (1 = none)", 1.0)
     generated_noise: float = doc("noise level generated frames are kept at when a rollout feeds them back as "
                                  "context, as diffusion forcing does (docs/pretrain.md: measured, off by default)", 0.0)
     dead_zone: float = doc("x_skip models trained with a dead zone: corrections under max(this, the model's own) "
@@ -125,13 +152,14 @@ class SampleConfig:
 
 @torch.no_grad()
 def next_frame(model: WorldModel, context, context_action, context_mask, action, has_action,
-               cfg: SampleConfig, generator=None, context_levels=None):
+               cfg: SampleConfig, generator=None, context_levels=None, text=None):
     """One new frame after a context.
 
     context (B, Tc, C, H, W) clean frames; context_action (B, Tc, A) and context_mask (B, Tc):
     the action that produced each context frame; action (B, A), has_action (B,): the action
     taken after the last context frame; context_levels (Tc,): the noise level each context
-    frame is kept at (default: `cfg.context_noise` for all). -> (B, C, H, W).
+    frame is kept at (default: `cfg.context_noise` for all; 1: a blank); text (B, L): the
+    caption's word ids (text models). -> (B, C, H, W).
     """
     B, Tc = context.shape[:2]
     dev = context.device
@@ -139,10 +167,18 @@ def next_frame(model: WorldModel, context, context_action, context_mask, action,
     t_ctx = levels.to(dev)[None].expand(B, Tc)
     tt = t_ctx[:, :, None, None, None]
     ctx = (1 - tt) * context + tt * torch.randn(context.shape, generator=generator, device=dev)
-    _, kv = model(ctx, t_ctx, context_action, context_mask, return_kv=True)
     guided = cfg.guidance != 1.0
-    if guided:  # second half of the batch: the same context, the null action
-        kv = [(torch.cat([k, k]), torch.cat([v, v])) for k, v in kv]
+    extra = {}
+    if text is not None and guided:  # the context seen under the caption, then under the null caption
+        extra = {"text": torch.cat([text, torch.zeros_like(text)])}
+        _, kv = model(torch.cat([ctx, ctx]), torch.cat([t_ctx, t_ctx]), torch.cat([context_action, context_action]),
+                      torch.cat([context_mask, context_mask]), return_kv=True, **extra)
+    else:
+        extra = {} if text is None else {"text": text}
+        _, kv = model(ctx, t_ctx, context_action, context_mask, return_kv=True, **extra)
+    if guided:  # second half of the batch: the same context, the null action (and the null caption)
+        if text is None:
+            kv = [(torch.cat([k, k]), torch.cat([v, v])) for k, v in kv]
         action = torch.cat([action, action])
         has_action = torch.cat([has_action, torch.zeros_like(has_action)])
     x = torch.randn((B, 1, *context.shape[2:]), generator=generator, device=dev)  # (B, 1, C, H, W)
@@ -155,7 +191,8 @@ def next_frame(model: WorldModel, context, context_action, context_mask, action,
         prev, prev_t = ctx[:, -1], t_ctx[:, -1]
         if guided:
             prev, prev_t = torch.cat([prev, prev]), torch.cat([prev_t, prev_t])
-        v = model(xin, t, action[:, None], has_action[:, None], past_kv=kv, start=Tc, prev=prev, prev_t=prev_t, **zone).float()
+        v = model(xin, t, action[:, None], has_action[:, None], past_kv=kv, start=Tc, prev=prev, prev_t=prev_t, **zone,
+                  **extra).float()
         if guided:
             v = v[B:] + cfg.guidance * (v[:B] - v[B:])
         x = x + (t_next - t_now) * v
@@ -164,25 +201,41 @@ def next_frame(model: WorldModel, context, context_action, context_mask, action,
 
 @torch.no_grad()
 def rollout(model: WorldModel, context, actions, has_action, horizon: int, cfg: SampleConfig, generator=None,
-            window: int | None = None):
+            window: int | None = None, text=None, context_levels=None):
     """Generate `horizon` frames after `context`, one at a time, with a sliding window.
 
     context (B, Tc, C, H, W) real frames; actions (B, Tc + horizon - 1, A) and has_action
     (B, Tc + horizon - 1): action[t] is applied between frame t and t+1. -> (B, horizon, C, H, W).
     window: frames the model sees (default its context, num_frames - 1; fewer cuts its memory).
+    text (B, L): the caption's word ids (text models); context_levels (Tc,): the noise level of
+    each context frame (default cfg.context_noise; 1.0: a blank, as prompt_rollout starts from).
     """
     window = window or model.cfg.num_frames - 1
     Tc = context.shape[1]
     if actions.shape[1] < Tc + horizon - 1:
         raise ValueError(f"need {Tc + horizon - 1} actions for {Tc} context frames and horizon {horizon}, got {actions.shape[1]}")
     frames = list(context.unbind(1))
-    levels = [cfg.context_noise] * Tc  # real frames; generated ones are kept noisier
+    levels = [cfg.context_noise] * Tc if context_levels is None else [float(v) for v in context_levels]
     for _ in range(horizon):
         n = len(frames)
         lo = max(0, n - window)
         ctx = torch.stack(frames[lo:], dim=1)  # (B, W, C, H, W)
         a_ctx, m_ctx = shift_actions(actions[:, lo:n], has_action[:, lo:n])  # window frame 0: null
-        new = next_frame(model, ctx, a_ctx, m_ctx, actions[:, n - 1], has_action[:, n - 1], cfg, generator, levels[lo:])
+        new = next_frame(model, ctx, a_ctx, m_ctx, actions[:, n - 1], has_action[:, n - 1], cfg, generator, levels[lo:],
+                         text)
         frames.append(new.clamp(-1, 1))
         levels.append(cfg.generated_noise)
     return torch.stack(frames[Tc:], dim=1)
+
+
+@torch.no_grad()
+def prompt_rollout(model: WorldModel, text, horizon: int, cfg: SampleConfig, generator=None):
+    """Generate `horizon` frames from captions alone (text models): the context is blanks (pure
+    noise at t = 1, as context dropout trains), every action the null action.
+    text (B, L) word ids. -> (B, horizon, C, H, W)."""
+    B, Tc = text.shape[0], model.cfg.num_frames - 1
+    size = model.cfg.input_size
+    context = torch.zeros(B, Tc, model.cfg.channels, size, size, device=text.device)
+    actions = torch.zeros(B, Tc + horizon - 1, model.a_embed[0].in_features, device=text.device)
+    has = torch.zeros(B, Tc + horizon - 1, dtype=torch.bool, device=text.device)
+    return rollout(model, context, actions, has, horizon, cfg, generator, text=text, context_levels=[1.0] * Tc)

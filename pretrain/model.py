@@ -3,6 +3,8 @@
     from worldloom.pretrain.model import WorldModel, WorldModelConfig, PRESETS
     model = WorldModel(PRESETS["tiny"])
     v = model(x, t, action, action_mask)         # velocity for frames x at noise levels t
+    model = WorldModel(PRESETS["tiny"], text=TextConfig(vocab=vocab))   # text-conditioned (pretrain/text.py)
+    v = model(x, t, action, action_mask, text=tokens)                   # tokens (B, L): one caption per window
 
 Sora's recipe made playable, as Oasis and Genie do: each frame (pixels, or latents of the
 package's autoencoder) is cut into patches; a block is spatial attention inside a frame, then
@@ -23,6 +25,12 @@ training data, camera.py) the previous frame is first turned by the frame's came
 per-pixel gate the network outputs chooses between the turned and the unturned frame (the HUD,
 an open inventory and a pitch stopped at 90 degrees do not turn), and the network sees the
 turned frame as input beside the noisy one (turned_input).
+
+With a caption encoder (`text`, pretrain/text.py; none by default, so presets and checkpoints
+without one are unchanged) a window's caption embedding is added to every frame's condition, as
+the noise level and the action are: a global, per-window condition through adaLN (what a
+caption names, biome, time of day and activity, holds for the whole clip). No caption, or one
+dropped for guidance, is the encoder's learned null embedding.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from worldloom.actions import WORLD_MODEL_ACTION_DIM, world_model_camera, world_
 from worldloom.config import doc
 
 from .camera import rotate_frames
+from .text import TextConfig, TextEncoder
 
 ACTION_DIM = WORLD_MODEL_ACTION_DIM  # 20 buttons, mu-law and linear pitch and yaw (worldloom.actions)
 PREDICTIONS = ("v", "x_skip")
@@ -249,11 +258,11 @@ class Block(nn.Module):
 
 
 class WorldModel(nn.Module):
-    """Velocity v(x_t, t, action) for every frame of a window, causal in time."""
+    """Velocity v(x_t, t, action[, caption]) for every frame of a window, causal in time."""
 
-    def __init__(self, cfg: WorldModelConfig):
+    def __init__(self, cfg: WorldModelConfig, text: TextConfig | None = None):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.text_cfg = cfg, text
         p, D = cfg.patch_size, cfg.width
         self.patch_embed = nn.Linear(cfg.in_channels * p * p, D)
         self.register_buffer("pos_embed", sincos_2d(cfg.grid_size, D), persistent=False)
@@ -265,6 +274,7 @@ class WorldModel(nn.Module):
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
         self.final = nn.Linear(D, cfg.out_channels * p * p)
         self._init_weights()
+        self.text = None if text is None else TextEncoder(text, D)  # its own init (pretrain/text.py)
 
     def _init_weights(self):
         for m in self.modules():
@@ -279,12 +289,22 @@ class WorldModel(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def condition(self, t, action, action_mask):
-        """Per-frame condition: noise level + action (or the null action). -> (B, T, D)."""
-        # t (B, T); action (B, T, A) features of the action that produced each frame; action_mask (B, T)
+    def condition(self, t, action, action_mask, text=None):
+        """Per-frame condition: noise level + action (or the null action) [+ caption]. -> (B, T, D)."""
+        # t (B, T); action (B, T, A) features of the action that produced each frame; action_mask (B, T);
+        # text (B, L) word ids of each window's caption (all PAD or None: the null caption)
         a = self.a_embed(action)  # (B, T, D)
         a = torch.where(action_mask[..., None], a, self.null_action.to(a.dtype))
-        return self.t_embed(timestep_embedding(t, 256)) + a
+        c = self.t_embed(timestep_embedding(t, 256)) + a
+        if self.text is not None:
+            if text is None:
+                e = self.text.null.to(c.dtype).expand(c.shape[0], -1)  # (B, D)
+            else:
+                e = self.text(text)  # (B, D)
+            c = c + e[:, None].to(c.dtype)
+        elif text is not None:
+            raise ValueError("this world model has no caption encoder (trained without --text); pass text=None")
+        return c
 
     def patchify(self, x):
         B, T, C, H, W = x.shape  # (B, T, C, H, W)
@@ -300,14 +320,15 @@ class WorldModel(nn.Module):
         return x.reshape(B, T, C, g * p, g * p)  # (B, T, C, H, W)
 
     def forward(self, x, t, action, action_mask, past_kv=None, start=0, return_kv=False, prev=None, prev_t=None,
-                dead_zone=None):
+                dead_zone=None, text=None):
         """x (B, T, C, H, W), t (B, T), action (B, T, A), action_mask (B, T) bool -> v (B, T, C, H, W).
 
         past_kv: per-block temporal K/V of earlier frames (from a previous call with
         return_kv=True); start: frame index of x[:, 0], so RoPE sees absolute positions;
         prev (B, C, H, W) and prev_t (B,): the frame before x[:, 0] as the model saw it
         (x_skip only; none: the first frame has no skip); dead_zone: 8-bit levels of correction
-        dropped (x_skip; none: the config's, the one it was trained with; samplers pass their own).
+        dropped (x_skip; none: the config's, the one it was trained with; samplers pass their own);
+        text (B, L): word ids of each window's caption (pretrain/text.py; models with a caption encoder).
         """
         T, cfg = x.shape[1], self.cfg
         seen = x * (1 - t)[..., None, None, None] if cfg.signal_input else x  # (B, T, C, H, W)
@@ -317,7 +338,7 @@ class WorldModel(nn.Module):
             if cfg.turned_input:
                 seen = torch.cat([seen, turned], dim=2)  # (B, T, 2C, H, W)
         h = self.patch_embed(self.patchify(seen)) + self.pos_embed  # (B, T, N, D)
-        c = self.condition(t, action, action_mask)  # (B, T, D)
+        c = self.condition(t, action, action_mask, text)  # (B, T, D)
         pos = torch.arange(start, start + T, device=x.device)
         new_kv = []
         for i, block in enumerate(self.blocks):

@@ -1,6 +1,8 @@
 """Roll a trained world model out on an episode's actions, beside the real frames, into a video.
 
     worldloom pretrain rollout --model runs/wm --data data/heldout --episode ep-000 --horizon 64 --out rollout.mp4
+    worldloom pretrain rollout --model runs/wm-text --prompt "desert at night, walking forward" --out prompt.gif
+    worldloom pretrain rollout --model runs/wm-text --prompt "..." --data data/heldout --episode ep-000 --out both.gif
 
     from worldloom.pretrain.rollout import RolloutConfig, rollout_episode
     path = rollout_episode(RolloutConfig(model="runs/wm", data="data/heldout", episode="ep-000", out="r.gif"))
@@ -8,6 +10,11 @@
 Context: the episode's first num_frames - 1 frames (from --start). Actions: the episode's own
 (its labels, env or idm). Left: the truth; right: the model (a green bar over real context
 frames, a red bar over generated ones). mp4 (H.264 via PyAV) or gif, by the extension of --out.
+
+`--prompt` (models trained with `--text`, pretrain/text.py) conditions every generated frame on
+the caption. Alone, it generates from blanks (no context frame, null actions: what context
+dropout trains); with --data and --episode, after the episode's context under its actions. The
+video shows the prompt above the frames.
 """
 
 from __future__ import annotations
@@ -25,16 +32,18 @@ from worldloom.io import write_video
 
 from .checkpoint import load_world_model
 from .data import frames_to_model, model_to_frames
-from .flow import SampleConfig, rollout
+from .flow import SampleConfig, prompt_rollout, rollout
 from .model import encode_actions
+from .text import tokenize
 
 
 @dataclasses.dataclass(frozen=True)
 class RolloutConfig:
     model: str = doc("world model run directory")
-    data: str = doc("dataset directory holding the episode")
-    episode: str = doc("episode id")
     out: str = doc("output video: .mp4 or .gif")
+    data: str | None = doc("dataset directory holding the episode (optional with --prompt)", None)
+    episode: str | None = doc("episode id (optional with --prompt)", None)
+    prompt: str | None = doc("a caption to condition on (models trained with --text); alone: generate from it only", None)
     horizon: int = doc("frames to generate", 64)
     start: int = doc("first context step in the episode", 0)
     sample: SampleConfig = doc("how frames are sampled (as `pretrain eval` scores them; the tiny preset trains only the "
@@ -46,6 +55,8 @@ class RolloutConfig:
     def __post_init__(self):
         if Path(self.out).suffix.lower() not in (".mp4", ".gif"):
             raise ValueError(f"out must end in .mp4 or .gif, got {self.out!r}")
+        if (self.data is None or self.episode is None) and (self.prompt is None or (self.data, self.episode) != (None, None)):
+            raise ValueError("give --data and --episode (a context from an episode), --prompt, or all three")
         if self.horizon < 1 or self.start < 0 or self.scale < 1:
             raise ValueError(f"need horizon >= 1, start >= 0, scale >= 1; got {self.horizon}, {self.start}, {self.scale}")
 
@@ -63,11 +74,46 @@ def side_by_side(truth: np.ndarray, generated: np.ndarray, context: int, scale: 
     return out
 
 
+def prompt_tokens(model, cfg: RolloutConfig) -> dict:
+    """{"text": (1, L) word ids of --prompt} for a text model, {} without a prompt; UserError for a
+    prompt to a model without a caption encoder."""
+    if cfg.prompt is None:
+        return {}
+    if model.text_cfg is None:
+        raise UserError(f"{cfg.model}: this world model was trained without captions, so --prompt has nothing to "
+                        "condition on; train one with `worldloom pretrain train --text ...` or leave out --prompt")
+    return {"text": tokenize([cfg.prompt], model.text_cfg)}
+
+
+def with_prompt(frames: np.ndarray, prompt: str) -> np.ndarray:
+    """(T, H, W, 3) video frames -> the same with the prompt, word-wrapped, in a bar above them."""
+    from worldloom.datasets.export import draw_caption, wrap_text
+
+    lines = wrap_text(prompt, frames.shape[2] - 8)
+    return np.stack([draw_caption(f, lines, len(lines)) for f in frames])
+
+
+def rollout_prompt(cfg: RolloutConfig) -> dict:
+    """Generate cfg.horizon frames from the prompt alone and write the video."""
+    model, doc_, codec = load_world_model(cfg.model)
+    text = prompt_tokens(model, cfg)["text"]
+    t0 = time.perf_counter()
+    frames = codec.decode(prompt_rollout(model, text, cfg.horizon, cfg.sample, torch.Generator().manual_seed(cfg.seed)))
+    seconds = time.perf_counter() - t0
+    video = model_to_frames(frames[0]).numpy()  # (T, S, S, 3)
+    video = video.repeat(cfg.scale, axis=1).repeat(cfg.scale, axis=2)
+    write_video(cfg.out, with_prompt(video, cfg.prompt), cfg.fps or doc_.get("data", {}).get("fps", 20.0))
+    return {"out": cfg.out, "horizon": cfg.horizon, "context": 0, "frames_per_s": cfg.horizon / seconds}
+
+
 def rollout_episode(cfg: RolloutConfig) -> dict:
-    """Generate cfg.horizon frames after the episode's real context and write the video."""
+    """Generate cfg.horizon frames after the episode's real context (or from --prompt alone) and write the video."""
     from worldloom.datasets import Dataset
 
+    if cfg.data is None:
+        return rollout_prompt(cfg)
     model, _, codec = load_world_model(cfg.model)
+    text = prompt_tokens(model, cfg)
     context = model.cfg.num_frames - 1
     ds = Dataset(cfg.data)
     if cfg.episode not in ds.episode_ids:
@@ -85,10 +131,11 @@ def rollout_episode(cfg: RolloutConfig) -> dict:
     gen = torch.Generator().manual_seed(cfg.seed)
     t0 = time.perf_counter()
     frames = rollout(model, codec.encode(x[:, :context]), action[:, :-1], has[:, :-1], horizon,
-                     cfg.sample, gen)
+                     cfg.sample, gen, **text)
     frames = codec.decode(frames)
     seconds = time.perf_counter() - t0
     truth = model_to_frames(x[0]).numpy()
     generated = np.concatenate([truth[:context], model_to_frames(frames[0]).numpy()])
-    write_video(cfg.out, side_by_side(truth, generated, context, cfg.scale), cfg.fps or ds.spec.fps)
+    video = side_by_side(truth, generated, context, cfg.scale)
+    write_video(cfg.out, with_prompt(video, cfg.prompt) if cfg.prompt else video, cfg.fps or ds.spec.fps)
     return {"out": cfg.out, "horizon": horizon, "context": context, "frames_per_s": horizon / seconds}

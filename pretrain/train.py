@@ -3,6 +3,7 @@
     worldloom pretrain train --data data/env --preset tiny --out runs/wm --minutes 20
     worldloom pretrain train --data data/env data/idm --weights 1 3 --out runs/wm --num-workers 2
     worldloom pretrain train --data data/env --preset large --out runs/wm-large --device cuda --num-workers 0 --address auto
+    worldloom pretrain train --data data/env --out runs/wm-text --text       # conditioned on the captions too
 
     from worldloom.pretrain.train import TrainConfig, main
     main(TrainConfig(data=("data/env",), out="runs/wm", max_steps=200))
@@ -47,6 +48,7 @@ from .camera import fit_fov_deg
 from .data import check_sources, frames_to_model, to_model_inputs, train_batches
 from .flow import FlowConfig, flow_loss
 from .model import PRESETS, WorldModel, WorldModelConfig, num_params
+from .text import TextConfig, build_vocab, tokenize
 
 # The objective per model preset, chosen by quality per CPU-minute. tiny: every window is scored on
 # its last frame from pure noise (t = 1, the one level one-step sampling reads) under a per-frame
@@ -97,6 +99,12 @@ class TrainConfig:
     threads: int = doc("torch CPU threads per worker (0 = cores / workers)", 0)
     ae_steps: int = doc("autoencoder training steps before the world model (latent presets only)", 2000)
     stop_after: int = doc("stop (as if killed, checkpoint kept) after this many steps in this call; 0 = never", 0)
+    text: bool = doc("condition on the datasets' captions too (a caption encoder trained from scratch, pretrain/text.py)", False)
+    text_layers: int = doc("transformer blocks of the caption encoder (0: a bag of word embeddings and an MLP)", 1)
+    caption_dropout: float = doc("--text: probability a window's caption is replaced by the null caption (guidance)", 0.1)
+    context_dropout: float = doc("--text: probability a window's frames before the last are blanks (prompt-only rollouts)", 0.1)
+    text_vocab: tuple[str, ...] = doc("--text: the encoder's words (default: the captions' words, found at the start and "
+                                      "kept in config.json)", ())
 
     def __post_init__(self):
         if not self.data:
@@ -137,7 +145,13 @@ class TrainConfig:
         """The training objective: the preset's (OBJECTIVES), with any field given here on top."""
         given = {name: getattr(self, name) for name in ("p_sampling_pattern", "p_pure_noise", "log_mse")}
         objective = {**OBJECTIVES.get(self.preset, {}), **{k: v for k, v in given.items() if v is not None}}
-        return FlowConfig(action_dropout=self.action_dropout, own_previous=self.own_previous, **objective)
+        return FlowConfig(action_dropout=self.action_dropout, own_previous=self.own_previous,  # dropouts: text runs only
+                          caption_dropout=self.caption_dropout, context_dropout=self.context_dropout, **objective)
+
+    @property
+    def text_config(self) -> TextConfig | None:
+        """The caption encoder (--text), with its vocabulary once it is known (resolve_text sets it)."""
+        return TextConfig(layers=self.text_layers, vocab=self.text_vocab) if self.text else None
 
     @property
     def gpu(self) -> bool:
@@ -228,18 +242,31 @@ def resolve_camera(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(cfg, camera_fov_deg=fov)
 
 
+def resolve_text(cfg: TrainConfig) -> TrainConfig:
+    """cfg with the caption encoder's vocabulary: given, kept from the run being resumed, or the data's captions' words."""
+    if not cfg.text or cfg.text_vocab:
+        return cfg
+    if checkpoint.has_checkpoint(Path(cfg.out)):
+        text = checkpoint.check_config(checkpoint.read_config(cfg.out), Path(cfg.out) / ckpt.CONFIG_FILE)["text"]
+        if text is not None:
+            return dataclasses.replace(cfg, text_vocab=text.vocab)
+    return dataclasses.replace(cfg, text_vocab=build_vocab(cfg.data))
+
+
 def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, Path]:
     """Validate data and memory, fit the camera warp, write config.json (or check it matches a run being resumed)."""
     spec = check_sources(cfg.data, min_steps=cfg.model_config.num_frames)
     need = check_memory(cfg)
-    cfg = resolve_camera(cfg)
+    cfg = resolve_text(resolve_camera(cfg))
     run = Path(cfg.out)
     run.mkdir(parents=True, exist_ok=True)
     doc_ = {"train": to_json_dict(cfg), "model": to_json_dict(cfg.model_config), "flow": to_json_dict(cfg.flow),
             "data": dataclasses.asdict(spec), "memory_estimate_bytes": need}
+    if cfg.text_config is not None:  # only text runs have the section: other runs' config.json is as it was
+        doc_["text"] = to_json_dict(cfg.text_config)
     if checkpoint.has_checkpoint(run):
         old = checkpoint.read_config(run)
-        if old.get("model") != doc_["model"]:
+        if old.get("model") != doc_["model"] or old.get("text") != doc_.get("text"):
             raise UserError(f"{run} holds a run of another model ({old.get('train', {}).get('preset')}); pick a new --out")
     ckpt.write_run_config(run, KIND, doc_)
     return cfg, run
@@ -266,7 +293,7 @@ def train_worker(cfg: TrainConfig) -> dict:
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // (1 if cfg.gpu else world)))
     torch.manual_seed(cfg.seed)
     run, mcfg = Path(cfg.out), cfg.model_config
-    model = WorldModel(mcfg).to(device)
+    model = WorldModel(mcfg, cfg.text_config).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     state = {"step": 0, "elapsed_s": 0.0, "planned_steps": None}
@@ -288,12 +315,13 @@ def train_worker(cfg: TrainConfig) -> dict:
             batch = next(batches)
             x, action, has = (t.to(device) for t in to_model_inputs(batch, mcfg.image_size, cfg.use_actions))
             x = codec.encode(x)  # pixels, or autoencoder latents
+            text = {"text": tokenize(batch["caption"], cfg.text_config).to(device)} if cfg.text else {}
             lr = lr_for(step, cfg, budget.total_steps)
             for g in opt.param_groups:
                 g["lr"] = lr
             gen = torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step * world + rank)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.gpu):
-                loss = flow_loss(net, x, action, has, cfg.flow, generator=gen)
+                loss = flow_loss(net, x, action, has, cfg.flow, generator=gen, **text)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             loss_all = _mean(loss.detach(), world)
@@ -394,8 +422,9 @@ def main(cfg: TrainConfig) -> Path:
     device = resolve_device(cfg.device)  # warns loudly when a GPU was asked for and is absent
     cfg, run = prepare_run(cfg)
     mcfg = cfg.model_config
-    print(f"pretrain: {cfg.preset} ({num_params(WorldModel(mcfg)) / 1e6:.2f}M params) on {len(cfg.data)} dataset(s) -> {run}; "
-          f"device {device}; camera field of view {mcfg.camera_fov_deg:g} degrees")
+    words = f"; captions: {len(cfg.text_vocab)} words" if cfg.text else ""
+    print(f"pretrain: {cfg.preset} ({num_params(WorldModel(mcfg, cfg.text_config)) / 1e6:.2f}M params) on {len(cfg.data)} "
+          f"dataset(s) -> {run}; device {device}; camera field of view {mcfg.camera_fov_deg:g} degrees{words}")
     if cfg.num_workers != 1:
         run_ray(cfg)
     else:

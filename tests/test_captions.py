@@ -179,3 +179,78 @@ def test_export_draws_the_captions_above_the_frames(captured, capsys):
     capsys.readouterr()
     assert cli_main(["dataset", "export", targets["none"], "--episode", "ep-0", "--captions", "--out", str(gif)]) == 2
     assert "no engine state to caption" in capsys.readouterr().err
+
+
+# ---- the caption column (format version 3) ---------------------------------------------------------
+
+def test_capture_stores_each_rows_clip_caption(captured):
+    """Every labeled row holds its 2 s clip's caption, the one the rules make from the state columns;
+    footage holds none; plain Parquet readers and the clip loaders see it."""
+    import pyarrow.parquet as pq
+
+    from worldloom.datasets import ClipDataset
+    from worldloom.datasets.captions import caption_episode, stored_captions
+
+    root, targets = captured
+    ds = Dataset(targets["env"])
+    assert ds.version == 3 and ds.manifest["caption_column"] == "caption"
+    for eid in ds.episode_ids:
+        column = ds.read_table(eid, columns=["caption"]).column("caption").to_pylist()
+        made = caption_episode(ds, eid)  # 40, 40 and a kept last clip of 20 steps
+        assert [(c.start, c.stop) for c in made] == [(0, 40), (40, 80), (80, 100)]
+        assert column == [c.text for c in made for _ in range(c.start, c.stop)] and all(column)
+        assert [c.text for c in stored_captions(ds, eid)] == [c.text for c in made]
+    none = Dataset(targets["none"])
+    assert all(none.read_table(e, columns=["caption"]).column("caption").null_count == 100 for e in none.episode_ids)
+    # no WorldLoom code: one distinct caption per clip
+    table = pq.read_table([str(p) for p in (root / "env" / "frames").glob("*.parquet")], columns=["episode_id", "caption"])
+    assert len({(e, c) for e, c in zip(*table.to_pydict().values(), strict=True)}) == 6
+    items = ClipDataset(targets["env"], clip_len=8, stride=40)  # clips [0, 8), [40, 48), [80, 88): their last step's caption
+    assert [items[i]["caption"] for i in range(len(items)) if items[i]["episode_id"] == eid] == [c.text for c in made]
+    assert ClipDataset(targets["none"], clip_len=8)[0]["caption"] == ""
+
+
+def test_an_older_dataset_reads_exports_and_upgrades_with_captions(captured, tmp_path, capsys):
+    """A version-2 dataset (no caption column) reads and exports as before (captions made from its
+    state); appending keeps version 2 (captions dropped: the state holds them); merge upgrades it
+    to version 3 with the captions capture would have written."""
+    import pyarrow.parquet as pq
+
+    from worldloom.datasets import DatasetWriter, schema
+    from worldloom.datasets.captions import stored_captions
+
+    _, targets = captured
+    src = Dataset(targets["env"])
+    old = tmp_path / "v2"
+    DatasetWriter(old, 64, 64).close()  # a new manifest, made version 2 by hand as a WorldLoom of 2026-11 wrote it
+    manifest = json.loads((old / "dataset.json").read_text())
+    manifest["format_version"] = 2
+    del manifest["caption_column"]
+    (old / "dataset.json").write_text(json.dumps(manifest))
+    with DatasetWriter(old, 64, 64) as w:
+        for eid in src.episode_ids:
+            clip = src.frames(eid)
+            state = src.read_table(eid, columns=list(schema.STATE_COLUMNS)).to_pydict()
+            w.add_episode(eid, clip.frames, buttons=clip.buttons, camera=clip.camera, state=state, caption=clip.captions)
+    assert pq.read_schema(next((old / "frames").glob("*.parquet"))).names == schema.FRAME_SCHEMA_V2.names
+    ds = Dataset(old)
+    assert ds.version == 2 and ds.frames("ep-0", 0, 4).captions is None and stored_captions(ds, "ep-0") == []
+    gif = tmp_path / "old.gif"
+    assert cli_main(["dataset", "export", str(old), "--episode", "ep-0", "--stop", "4", "--captions", "--out", str(gif)]) == 0
+    assert cli_main(["dataset", "merge", str(old), "--out", str(tmp_path / "v3")]) == 0
+    up = Dataset(tmp_path / "v3")
+    assert up.version == 3
+    for eid in src.episode_ids:
+        assert up.read_table(eid, columns=["caption"]).column("caption").to_pylist() == \
+            src.read_table(eid, columns=["caption"]).column("caption").to_pylist()
+
+
+def test_capture_day_length_turns_the_sun():
+    from worldloom.capture.config import CaptureConfig
+
+    assert CaptureConfig(out="x").env_options == {}
+    assert CaptureConfig(out="x", day_length=400).env_options == {"day_night": True, "day_length": 400}
+    with pytest.raises(ValueError, match="day_length applies to the voxel env only"):
+        CaptureConfig(out="x", env="crafter", day_length=400)
+    with pytest.raises(ValueError, match="day_length must be an integer in 2.."):
+        CaptureConfig(out="x", day_length=1)

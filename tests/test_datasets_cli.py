@@ -109,15 +109,15 @@ def test_wrong_frame_size_non_monotonic_and_duplicate_steps(small_dataset, capsy
 
 def test_wrong_format_version_is_one_line_without_traceback(small_dataset, capsys):
     manifest = json.loads((small_dataset / "dataset.json").read_text())
-    manifest["format_version"] = 3  # a later format than this WorldLoom reads
+    manifest["format_version"] = 4  # a later format than this WorldLoom reads
     (small_dataset / "dataset.json").write_text(json.dumps(manifest))
     code, lines = run_validate(small_dataset, capsys)
-    assert code == 1 and "format_version is 3" in lines[0]
+    assert code == 1 and "format_version is 4" in lines[0]
     out = subprocess.run([sys.executable, "-m", "worldloom.pipeline.cli", "dataset", "inspect", str(small_dataset)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     (line,) = out.stderr.strip().splitlines()
-    assert "dataset.json: format_version is 3" in line and "WorldLoom" in line
+    assert "dataset.json: format_version is 4" in line and "WorldLoom" in line
 
 
 def test_inspect_json(small_dataset, capsys):

@@ -360,7 +360,7 @@ def test_version_1_reads_validates_and_upgrades_by_merge(tmp_path):
     assert main(["dataset", "inspect", str(tmp_path / "v1")]) == 0
     assert main(["dataset", "merge", str(tmp_path / "v1"), "--out", str(tmp_path / "v2")]) == 0
     up = Dataset(tmp_path / "v2")
-    assert up.version == 2 and validate(tmp_path / "v2") == []
+    assert up.version == schema.FORMAT_VERSION and validate(tmp_path / "v2") == []
     np.testing.assert_array_equal(up.frames("old").frames, frames)
     assert pq.read_schema(next((tmp_path / "v2" / "frames").glob("*.parquet"))).names == schema.FRAME_SCHEMA.names
 

@@ -410,7 +410,7 @@ def mutate_manifest(rng, m: dict) -> tuple[str, object, bool]:
         return f"codec {m['codec']!r}", m, False
     field, values = _pick(rng, [
         ("fps", [0, -20, NAN, INF, 1e9, "20", None, [20], True]),
-        ("format_version", [0, 3, "2", 2.0, True, None, -1, 10**20]),
+        ("format_version", [0, 4, "2", 2.0, True, None, -1, 10**20]),
         ("format", ["x", None, 5, ""]),
         ("channels", [4, 1, "3", 3.0, None]),
         ("rows_per_group", [0, -1, 10**7, "256", None, 1.5, True]),

@@ -1,0 +1,163 @@
+"""The text-conditioned world model: the caption encoder, training on a captured dataset's captions,
+save and load, prompt-only and prompt-plus-context rollouts, and a prompt to a model without captions.
+
+    pytest tests/test_pretrain_text.py -q
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from worldloom.capture import Recorder
+from worldloom.capture.config import EpisodeSpec
+from worldloom.datasets import commit_shards
+from worldloom.envs import make_env
+from worldloom.pipeline.cli import main as cli
+from worldloom.pretrain.checkpoint import load_world_model
+from worldloom.pretrain.flow import (
+    FlowConfig,
+    SampleConfig,
+    drop_text_and_context,
+    prompt_rollout,
+    rollout,
+)
+from worldloom.pretrain.model import WorldModel, WorldModelConfig
+from worldloom.pretrain.text import PAD, UNK, TextConfig, TextEncoder, rule_words, tokenize
+
+MICRO = ["--model.width", "32", "--model.depth", "1", "--model.num-heads", "2", "--model.image-size", "32",
+         "--camera-fov-deg", "0", "--threads", "1", "--batch-size", "4", "--checkpoint-every", "2"]
+
+
+@pytest.fixture(scope="module")
+def captioned(tmp_path_factory):
+    """Two 60-step VoxelWorld episodes (small world, 64x64) with their captions, and the same as footage."""
+    root = tmp_path_factory.mktemp("text")
+    targets = {"env": str(root / "env"), "none": str(root / "none")}
+    specs = [EpisodeSpec(f"ep-{i}", i, "voxel", seed=3 + i, player="mixture", steps=60, height=64, width=64)
+             for i in range(2)]
+    rec = Recorder(targets, env="voxel", height=64, width=64,
+                   make_env=lambda name, h, w: make_env(name, height=h, width=w, world_size=(32, 32, 32)))
+    result = rec.record([(spec, ("env", "none")) for spec in specs])
+    for label, where in targets.items():
+        commit_shards(where, result["shards"][label])
+    return root, targets
+
+
+def test_tokens_encoder_and_dropout():
+    cfg = TextConfig(vocab=tuple(sorted(rule_words())), max_words=6)
+    tokens = tokenize(["Walks in the DESERT at night!", "", "zebra walks"], cfg)
+    assert tokens.shape == (3, 6) and tokens.dtype == torch.int64
+    assert (tokens[0, :6] > UNK).all() and (tokens[1] == PAD).all() and tokens[2, 0] == UNK and tokens[2, 2] == PAD
+    for layers in (0, 1):
+        enc = TextEncoder(dataclass_replace(cfg, layers=layers), width=16)
+        e = enc(tokens)
+        assert e.shape == (3, 16) and torch.isfinite(e).all()
+        assert torch.equal(e[1], enc.null) and not torch.equal(e[0], enc.null)
+    # caption dropout empties a window's words; context dropout blanks its frames before the last, unscored
+    text = tokens[:1].expand(4000, -1)
+    t, weight, keep = torch.rand(4000, 3) * 0.1, torch.zeros(4000, 3), torch.ones(4000, 3, dtype=torch.bool)
+    weight[:, -1] = 1
+    out, t2, w2, k2 = drop_text_and_context(text, t, weight, keep, FlowConfig(caption_dropout=0.1, context_dropout=0.2),
+                                            torch.Generator().manual_seed(0))
+    assert 0.07 < (out == PAD).all(dim=1).float().mean() < 0.13
+    blank = (t2[:, :2] == 1).all(dim=1)
+    assert 0.17 < blank.float().mean() < 0.23 and (w2[blank, :2] == 0).all() and (w2[:, -1] == 1).all()
+    assert not k2[blank].any() and k2[~blank].all()
+
+
+def dataclass_replace(cfg, **kw):
+    import dataclasses
+
+    return dataclasses.replace(cfg, **kw)
+
+
+def test_the_caption_changes_the_prediction_and_guidance_runs():
+    torch.manual_seed(0)
+    cfg = WorldModelConfig(image_size=16, patch_size=8, width=32, depth=1, num_heads=2, num_frames=3)
+    model = WorldModel(cfg, TextConfig(vocab=tuple(sorted(rule_words())))).eval()
+    for p in model.parameters():  # adaLN-zero starts every branch at identity: perturb so the condition shows
+        p.data.add_(torch.randn_like(p) * 0.05)
+    text = tokenize(["walks in the desert at night", "swims on open water by day"], model.text_cfg)
+    x, t = torch.randn(2, 3, 3, 16, 16), torch.rand(2, 3)
+    a, m = torch.zeros(2, 3, 24), torch.zeros(2, 3, dtype=torch.bool)
+    v = model(x, t, a, m, text=text)
+    assert not torch.allclose(v, model(x, t, a, m, text=text.flip(0)))
+    assert torch.allclose(model(x, t, a, m), model(x, t, a, m, text=torch.zeros_like(text)))  # None: the null caption
+    with pytest.raises(ValueError, match="no caption encoder"):
+        WorldModel(cfg)(x, t, a, m, text=text)
+    g = torch.Generator().manual_seed(1)
+    out = prompt_rollout(model, text, 3, SampleConfig(num_steps=1, guidance=2.0, context_noise=0.0), g)
+    assert out.shape == (2, 3, 3, 16, 16) and torch.isfinite(out).all()
+    ctx = torch.rand(2, 2, 3, 16, 16) * 2 - 1
+    out = rollout(model, ctx, torch.zeros(2, 4, 24), torch.zeros(2, 4, dtype=torch.bool), 3,
+                  SampleConfig(num_steps=2, guidance=1.5), g, text=text)
+    assert out.shape == (2, 3, 3, 16, 16)
+
+
+def test_train_with_captions_save_load_and_prompt_rollouts(captioned, tmp_path, capsys):
+    _, targets = captioned
+    run = tmp_path / "wm-text"
+    assert cli(["pretrain", "train", "--data", targets["env"], "--out", str(run), "--max-steps", "3", "--text", *MICRO]) == 0
+    doc = json.loads((run / "config.json").read_text())
+    vocab = doc["text"]["vocab"]
+    assert {"desert", "night", "walks", "holding"} <= set(vocab) and doc["text"]["layers"] == 1
+    with safe_open(str(run / "checkpoint" / "ema.safetensors"), framework="pt") as f:
+        assert any(k.startswith("text.embed") for k in f.keys())
+    model, _, _ = load_world_model(run)
+    assert model.text_cfg.vocab == tuple(vocab)
+    # a prompt alone: frames from blanks
+    gif = tmp_path / "prompt.gif"
+    assert cli(["pretrain", "rollout", "--model", str(run), "--prompt", "desert at night, walking forward", "--horizon", "4",
+                "--out", str(gif), "--scale", "2"]) == 0
+    assert "4 frames after 0 real ones" in capsys.readouterr().out
+    with Image.open(gif) as im:  # (GIF merges equal frames: an untrained model's from a blank are)
+        assert im.size[0] == 64 and im.size[1] > 64  # 32 px x 2, the prompt's bar above
+    text = tokenize(["desert at night, walking forward"], model.text_cfg)
+    frames = prompt_rollout(model, text, 4, SampleConfig(num_steps=1), torch.Generator().manual_seed(0))
+    assert frames.shape == (1, 4, 3, 32, 32) and torch.isfinite(frames).all()
+    # a prompt and an episode's context
+    both = tmp_path / "both.gif"
+    assert cli(["pretrain", "rollout", "--model", str(run), "--prompt", "sprints in a forest by day", "--data",
+                targets["env"], "--episode", "ep-0", "--horizon", "3", "--out", str(both), "--scale", "1"]) == 0
+    with Image.open(both) as im:
+        assert im.n_frames == 2 + 3 and im.size[0] == 2 * 32 + 2
+    # the retrieval score: a state classifier on real frames reads prompt-only rollouts and real clips
+    out = tmp_path / "retrieval"
+    assert cli(["pretrain", "retrieval", "--model", str(run), "--data", targets["env"], "--heldout", targets["env"],
+                "--num-clips", "3", "--horizon", "2", "--classifier-steps", "3", "--classifier-frames", "32",
+                "--batch-size", "2", "--out", str(out)]) == 0
+    report = json.loads((out / "retrieval.json").read_text())
+    assert report["num_clips"] == 3 and report["classifier"]["frames"] >= 32
+    for fact in ("biome", "time"):
+        s = report["scores"][fact]
+        assert all(0 <= s[k] <= 1 for k in ("real", "prompt", "null")) and s["classes_in_prompts"]
+    assert "prompt / real" in (out / "retrieval.md").read_text()
+    # resuming keeps the vocabulary; the plain rollout of a text model still runs (null caption)
+    assert cli(["pretrain", "train", "--data", targets["env"], "--out", str(run), "--max-steps", "4", "--text", *MICRO]) == 0
+    assert json.loads((run / "config.json").read_text())["text"]["vocab"] == vocab
+
+
+def test_bad_input(captioned, tmp_path, capsys):
+    _, targets = captioned
+    plain = tmp_path / "wm"
+    assert cli(["pretrain", "train", "--data", targets["env"], "--out", str(plain), "--max-steps", "1", *MICRO]) == 0
+    assert "text" not in json.loads((plain / "config.json").read_text())  # off by default: config as before
+    capsys.readouterr()
+    assert cli(["pretrain", "rollout", "--model", str(plain), "--prompt", "walks", "--out", str(tmp_path / "p.gif")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(plain) in err and "trained without captions" in err and "--text" in err
+    # --text on footage (no caption column values): one line, nothing trained
+    assert cli(["pretrain", "train", "--data", targets["none"], "--out", str(tmp_path / "f"), "--max-steps", "1",
+                "--text", *MICRO]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no captions" in err and "\n" not in err
+    assert cli(["pretrain", "retrieval", "--model", str(plain), "--data", targets["env"], "--heldout", targets["env"]]) == 2
+    assert "trained without captions" in capsys.readouterr().err
+    # neither a prompt nor an episode
+    assert cli(["pretrain", "rollout", "--model", str(plain), "--out", str(tmp_path / "p.gif")]) == 2
+    assert "--prompt" in capsys.readouterr().err
