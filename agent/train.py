@@ -31,6 +31,7 @@ from worldloom import checkpoint as ckpt
 from worldloom.actions import two_hot
 from worldloom.config import doc, to_json_dict
 from worldloom.errors import UserError
+from worldloom.folders import check_out
 from worldloom.idm import data as idm_data
 from worldloom.idm import metrics
 from worldloom.training import (
@@ -165,6 +166,7 @@ RESUMABLE_FIELDS = {"minutes", "max_steps", "device", "threads"}
 
 def prepare_run_dir(cfg: TrainConfig, sources: list[bc_data.SourceInfo]) -> Path:
     """Create the run directory and write config.json, or check that a resumed run's config matches."""
+    check_out(cfg.out, KIND)
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     wanted = {"train": to_json_dict(cfg), "model": to_json_dict(cfg.model_config), "action_space": action_space_doc(),

@@ -31,6 +31,7 @@ from worldloom.actions import FPS
 from worldloom.cluster import ray_session
 from worldloom.datasets import DatasetWriter, commit_shards, committed_episode_ids, schema, storage
 from worldloom.errors import UserError
+from worldloom.folders import check_out
 
 from .config import (
     CaptureConfig,
@@ -101,6 +102,7 @@ def check_env(cfg: CaptureConfig) -> None:
 def prepare_target(cfg: CaptureConfig, label: str, root: str) -> set[str]:
     """Create the dataset at `root` or check that it is this job's (UserError naming the
     difference, nothing written); its committed episode ids."""
+    check_out(root, "dataset")
     loc = storage.resolve(root)
     manifest = storage.read_manifest(loc)
     if manifest is None and loc.is_local and os.path.isdir(loc.path) and _has_files(loc.path):

@@ -41,13 +41,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import contact_sheet, export_clip
+    from .export import check_episode, contact_sheet, export_clip
     from .reader import Dataset
 
     ds = Dataset(args.path)
     if args.out.lower().endswith(".png"):
-        if args.episode is not None and args.episode not in ds.episode_ids:
-            raise UserError(f"{args.path}: no episode {args.episode!r}; `worldloom dataset inspect` lists them")
+        if args.episode is not None:
+            check_episode(ds, args.episode)
         out = contact_sheet(ds, args.out, episode_id=args.episode, num=args.num)
     else:
         if args.episode is None:

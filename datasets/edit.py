@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from worldloom.errors import UserError
+from worldloom.folders import check_out
 
 from . import schema, storage
 from .reader import Dataset
@@ -75,6 +76,7 @@ def merge(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> dict:
     """Copy the committed shards of `sources` into `out` (new, or a dataset of the same spec)."""
     if not sources:
         raise UserError("merge needs at least one source dataset")
+    check_out(out, "dataset")
     datasets = [Dataset(s) for s in sources]
     check_same_spec(datasets)
     owner: dict[str, str] = {}

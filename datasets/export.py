@@ -112,13 +112,21 @@ def write_clip(frames: list[np.ndarray], path: str, fps: float) -> None:
         raise UserError(f"{path}: cannot write it ({err}); choose another --out") from None
 
 
+def check_episode(ds: Dataset, episode_id: str) -> None:
+    """UserError naming the dataset and a few of its episode ids if `episode_id` is not in it."""
+    if episode_id not in ds.episode_ids:
+        raise UserError(f"episode {episode_id!r} is not in {ds.location.uri} (it has {len(ds)} episodes, "
+                        f"e.g. {ds.episode_ids[:3]})")
+
+
 def export_clip(ds: Dataset, episode_id: str, out: str, start: int = 0, stop: int | None = None,
                 overlay: bool = True, scale: int = 4, captions: bool = False) -> str:
     """Write steps `[start, stop)` of an episode to `out` (.mp4 or .gif), with its engine-exact
     captions (its `caption` column, or made from its state columns: datasets/captions.py) above
-    the frames if asked."""
-    if episode_id not in ds.episode_ids:
-        raise UserError(f"{ds.location.uri}: no episode {episode_id!r}; `worldloom dataset inspect` lists them")
+    the frames if asked. UserError for an unknown episode, an empty step range or scale < 1."""
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise UserError(f"--scale must be a whole number >= 1 (pixels per stored pixel), got {scale!r}")
+    check_episode(ds, episode_id)
     n = ds.episode(episode_id).num_steps
     stop = n if stop is None else min(stop, n)
     if not 0 <= start < stop:

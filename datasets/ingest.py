@@ -38,6 +38,7 @@ from worldloom.actions import FPS
 from worldloom.cluster import ray_session
 from worldloom.config import doc, parse_resolution, to_json_dict
 from worldloom.errors import UserError
+from worldloom.folders import check_out
 
 from . import codecs, minerl, vpt
 from .resize import resize
@@ -185,7 +186,8 @@ def _discover_vpt(inputs: list[tuple[Path, Path, Path | None]]):
         name = _relative(stem, root)
         item = {"kind": "vpt", "source": str(video if video.exists() else jsonl), "video": str(video), "jsonl": str(jsonl)}
         if not jsonl.is_file():
-            yield item, None, f"{video}: no {jsonl.name} beside it (a VPT recording is an .mp4 and a .jsonl of the same name)"
+            yield item, None, (f"{video}: no {jsonl.name} beside it (a VPT recording is an .mp4 and a .jsonl of the same "
+                               "name); for plain videos without actions pass --format video")
         elif not video.is_file():
             yield item, None, f"{jsonl}: no {video.name} beside it (a VPT recording is an .mp4 and a .jsonl of the same name)"
         else:
@@ -516,6 +518,7 @@ def ingest(cfg: IngestConfig) -> dict:
 
     from .writer import commit_shards
 
+    check_out(cfg.out, "dataset")
     found, bad = discover(cfg)
     todo, num_done, unreadable = plan_resume(cfg.out, found)
     job_config = job_config_of(cfg)

@@ -44,6 +44,7 @@ from worldloom.config import doc, to_json_dict
 from worldloom.datasets.sources import Source, episode_source, file_source, plan_resume
 from worldloom.datasets.video import RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReader
 from worldloom.errors import UserError
+from worldloom.folders import check_out
 from worldloom.idm.checkpoint import checkpoint_id, load_idm, model_config
 from worldloom.idm.data import open_dataset
 from worldloom.idm.infer import StreamPredictor, concat_predictions, predict_sequence, resize_frames
@@ -240,10 +241,29 @@ def warnings_of(result: dict) -> list[str]:
     return [f"{result['item']['source']}: {line}" for line in report.warnings()]
 
 
+def check_label_out(out: str) -> None:
+    """UserError (one line, nothing written) unless `out` is new, empty, or a dataset whose episodes
+    are all IDM-labeled (resumed): never mixes pseudo-labels into env-labeled or unlabeled data."""
+    from worldloom.datasets import storage
+
+    check_out(out, "dataset")
+    if storage.read_manifest(storage.resolve(out)) is None:
+        return
+    counts: dict[str, int] = {}
+    for source in open_dataset(out).episodes.column("label_source").to_pylist():
+        counts[source] = counts.get(source, 0) + 1
+    other = {source: n for source, n in sorted(counts.items()) if source != "idm"}
+    if other:
+        held = ", ".join(f"{n} episode(s) of label_source {source}" for source, n in other.items())
+        raise UserError(f"--out {redact_text(out)} holds a dataset with {held}; IDM pseudo-labels are never mixed "
+                        "into it: give a new --out (a dataset of IDM labels is resumed)")
+
+
 def label(cfg: LabelConfig) -> dict:
     """Label everything under cfg.data not yet in cfg.out; returns a summary (done, skipped, failed)."""
     from worldloom.datasets import commit_shards
 
+    check_label_out(cfg.out)
     kind, found = discover(cfg)
     model_id = checkpoint_id(cfg.model)
     model_cfg = model_config(cfg.model)

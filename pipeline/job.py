@@ -304,8 +304,10 @@ def run_pretrain_eval(cfg: PipelineConfig, configs: dict, paths: dict[str, Path]
 def main(cfg: PipelineConfig) -> Path:
     """Run (or resume) every stage in one Ray session, then write the report; returns report.html's path."""
     from worldloom.cluster import ray_session
+    from worldloom.folders import check_out
     from worldloom.pipeline.sections import write_report
 
+    check_out(cfg.out, "pipeline")
     out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     paths = _paths(out)

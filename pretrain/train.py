@@ -32,6 +32,7 @@ from worldloom.cluster import cluster_resources, ray_session
 from worldloom.config import doc, to_json_dict
 from worldloom.datasets import Dataset
 from worldloom.errors import UserError
+from worldloom.folders import check_out
 from worldloom.training import (
     DEVICES,
     MetricsLog,
@@ -255,6 +256,7 @@ def resolve_text(cfg: TrainConfig) -> TrainConfig:
 
 def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, Path]:
     """Validate data and memory, fit the camera warp, write config.json (or check it matches a run being resumed)."""
+    check_out(cfg.out, KIND)
     spec = check_sources(cfg.data, min_steps=cfg.model_config.num_frames)
     need = check_memory(cfg)
     cfg = resolve_text(resolve_camera(cfg))

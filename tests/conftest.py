@@ -33,6 +33,16 @@ def random_actions(num: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return rng.random((num, 20)) < 0.2, rng.normal(0, 3, (num, 2)).astype(np.float32)
 
 
+def tree_digest(root) -> dict[str, str]:
+    """{relative path: sha256} of every file under `root`: equal before and after means nothing was written."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(root)
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 @pytest.fixture
 def make_frames():
     return pixel_frames

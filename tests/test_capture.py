@@ -425,3 +425,18 @@ def test_full_disk_stops_with_a_clear_error_and_committed_shards_intact(tmp_path
         assert all("extra shard" in p or "temporary file" in p for p in problems), problems
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_capture_into_a_run_folder_is_one_line_and_nothing_is_written(tmp_path, capsys):
+    from worldloom.checkpoint import write_run_config
+    from worldloom.pipeline.cli import main
+
+    run = tmp_path / "idm"
+    run.mkdir()
+    write_run_config(run, "idm", {})
+    before = tree_digest(run)
+    assert main(["capture", "run", "--env", "voxel", "--episodes", "1", "--steps", "8", "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f'worldloom capture: error: --out {run} holds an IDM run (config.json with "kind": "idm"), not a '
+                   "WorldLoom dataset; give a new --out (or the folder of a WorldLoom dataset to resume it)"), err
+    assert tree_digest(run) == before

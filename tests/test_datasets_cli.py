@@ -141,7 +141,32 @@ def test_export_video_gif_and_contact_sheet(small_dataset, tmp_path, capsys):
     assert main(["dataset", "export", str(small_dataset), "--out", str(png)]) == 0
     assert Image.open(png).size == (4 * 66, 66)
     assert main(["dataset", "export", str(small_dataset), "--episode", "nope", "--out", str(gif)]) == 2
-    assert "no episode 'nope'" in capsys.readouterr().err
+    assert "episode 'nope' is not in" in capsys.readouterr().err
+
+
+def test_export_bad_scale_or_episode_is_one_line_naming_some_ids(small_dataset, tmp_path, capsys):
+    mp4, png = tmp_path / "c.mp4", tmp_path / "sheet.png"
+    for args in (["--episode", "ep-1", "--scale", "0", "--out", str(mp4)], ["--episode", "ep-9", "--out", str(mp4)],
+                 ["--episode", "ep-9", "--out", str(png)]):
+        assert main(["dataset", "export", str(small_dataset), *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "Traceback" not in err and err.startswith("worldloom dataset: error:"), err
+        assert ("--scale must be a whole number >= 1" in err if "0" in args else
+                "episode 'ep-9' is not in" in err and "(it has 4 episodes, e.g. ['ep-0', 'ep-1', 'ep-2'])" in err), err
+    assert not mp4.exists() and not png.exists()
+
+
+def test_merge_into_a_run_folder_is_refused(small_dataset, tmp_path, capsys):
+    from worldloom.checkpoint import write_run_config
+
+    run = tmp_path / "idm"
+    run.mkdir()
+    write_run_config(run, "idm", {})
+    before = tree_digest(run)
+    assert main(["dataset", "merge", str(small_dataset), "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"--out {run} holds an IDM run (config.json with \"kind\": \"idm\"), not a WorldLoom dataset" in err
+    assert tree_digest(run) == before
 
 
 def test_merge_and_split_copy_frames_bytes(small_dataset, tmp_path, capsys):

@@ -247,3 +247,31 @@ def test_both_models_encodings_come_from_the_action_space():
     target = actions.two_hot(pos)
     assert target.shape == (1, 2, actions.NUM_CAMERA_BINS) and target[0, 0, 6] == pytest.approx(1.0, abs=1e-3)  # 0.615 is bin 6's centre
     assert actions.FPS == 20 and actions.NUM_CAMERA_BINS == 11
+
+
+def test_folder_kind_says_what_a_folder_holds(tmp_path):
+    from worldloom.folders import check_out, folder_kind
+
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "dataset.json").write_text("{}")
+    (tmp_path / "pipe").mkdir()
+    (tmp_path / "pipe" / "pipeline.json").write_text("{}")
+    for kind in ("idm", "world_model", "policy"):
+        (tmp_path / kind).mkdir()
+        checkpoint.write_run_config(tmp_path / kind, kind, {})
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "config.json").write_text("not json")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    kinds = {name: folder_kind(tmp_path / name) for name in
+             ("ds", "pipe", "idm", "world_model", "policy", "foreign", "empty", "file.txt", "missing")}
+    assert kinds == {"ds": "dataset", "pipe": "pipeline", "idm": "idm", "world_model": "world_model", "policy": "policy",
+                     "foreign": "other", "empty": None, "file.txt": "file", "missing": None}
+    assert folder_kind("s3://bucket/data") is None  # remote: the dataset writer checks its manifest
+    for name in ("idm", "empty", "missing", "foreign"):
+        check_out(tmp_path / name, "idm")  # same kind (resumed), new, empty or unknown: passes
+    with pytest.raises(UserError, match=r"^--data .*/policy holds a policy run \(config.json with \"kind\": \"policy\"\), "
+                                        r"not a WorldLoom dataset; give a new --data \(or the folder"):
+        check_out(tmp_path / "policy", "dataset", flag="--data")
+    with pytest.raises(UserError, match=r"file.txt is a file, not a folder; give a new folder for an IDM run$"):
+        check_out(tmp_path / "file.txt", "idm")

@@ -391,3 +391,21 @@ def test_non_finite_loss_stops_training_and_a_nan_checkpoint_is_refused(voxel, t
     assert "model.safetensors: tensor" in capsys.readouterr().err
     assert cli(["idm", "label", "--model", str(good), "--data", voxel["unlabeled"], "--out", str(tmp_path / "p")]) == 2
     assert "holds NaN or infinite values" in capsys.readouterr().err
+
+
+def test_train_into_a_dataset_or_another_run_is_one_line_and_nothing_is_written(voxel, tmp_path, capsys):
+    from conftest import tree_digest
+
+    from worldloom.checkpoint import write_run_config
+
+    wm = tmp_path / "wm"
+    wm.mkdir()
+    write_run_config(wm, "world_model", {})
+    expected = {voxel["unlabeled"]: "holds a WorldLoom dataset (dataset.json), not an IDM run; give a new --out",
+                str(wm): 'holds a world model run (config.json with "kind": "world_model"), not an IDM run'}
+    for out, message in expected.items():
+        before = tree_digest(out)
+        assert cli(["idm", "train", "--data", voxel["labeled"], "--out", out, "--preset", "micro", "--max-steps", "1"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith(f"worldloom idm: error: --out {out} {message}"), err
+        assert tree_digest(out) == before  # no checkpoint/ or config.json written into it

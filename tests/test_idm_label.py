@@ -187,3 +187,32 @@ def test_episodes_of_two_datasets_with_the_same_ids_are_distinct(run, tmp_path):
         label(LabelConfig(model=run, data=data, out=out, all_episodes=True))
     ds = Dataset(out)
     assert sorted(ds.episode_ids)[0] == "ep-0" and sorted(ds.episode_ids)[1].startswith("ep-0~") and len(ds) == 2
+
+
+def test_out_of_another_label_source_or_kind_is_refused_and_idm_labels_resume(run, tmp_path, capsys):
+    from conftest import tree_digest
+
+    from worldloom.checkpoint import write_run_config
+
+    truth = write_dataset(tmp_path / "truth", [play(12, 0)])  # env labels (the ground truth)
+    footage = write_dataset(tmp_path / "footage", [play(12, 1)], labeled=False)
+    wm = tmp_path / "wm"
+    wm.mkdir()
+    write_run_config(wm, "world_model", {})  # what `pretrain train` writes first
+    refused = {truth: "holds a dataset with 1 episode(s) of label_source env; IDM pseudo-labels are never mixed",
+               footage: "holds a dataset with 1 episode(s) of label_source none",
+               run: 'holds an IDM run (config.json with "kind": "idm"), not a WorldLoom dataset; give a new --out',
+               str(wm): 'holds a world model run (config.json with "kind": "world_model"), not a WorldLoom dataset'}
+    for out, message in refused.items():
+        before = tree_digest(out)
+        assert cli(["idm", "label", "--model", run, "--data", footage, "--out", out]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and f"worldloom idm: error: --out {out} {message}" in err, err
+        assert tree_digest(out) == before  # nothing written into the wrong folder
+    assert Dataset(truth).episodes.column("label_source").to_pylist() == ["env"]
+    # An IDM-labeled dataset is resumed: more IDM labels from the same model go into it.
+    pseudo = str(tmp_path / "pseudo")
+    more = write_dataset(tmp_path / "more", [play(12, 2)], labeled=False)
+    assert cli(["idm", "label", "--model", run, "--data", footage, "--out", pseudo]) == 0
+    assert cli(["idm", "label", "--model", run, "--data", more, "--out", pseudo]) == 0
+    assert Dataset(pseudo).episodes.column("label_source").to_pylist() == ["idm", "idm"]

@@ -377,3 +377,22 @@ def test_vpt_and_minerl_datasets_train_an_idm(vpt_folder, tmp_path):
                  "--out", str(out), "--max-steps", "2", "--batch-size", "2", "--threads", "1"])
     assert code == 0 and (out / "checkpoint" / "model.safetensors").is_file()
     assert os.path.getsize(out / "metrics.csv") > 0
+
+
+def test_plain_videos_as_vpt_suggest_format_video_and_a_run_folder_is_refused(tmp_path, capsys):
+    from worldloom.io import write_video
+
+    write_video(tmp_path / "clips" / "c0.mp4", frames_of(12, 64), fps=20, pix_fmt="yuv444p", crf=10)
+    code = main(["dataset", "ingest", "--data", str(tmp_path / "clips"), "--out", str(tmp_path / "ds")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and err.startswith("worldloom dataset: error: nothing was ingested:"), err
+    assert "c0.mp4: no c0.jsonl beside it" in err and "for plain videos without actions pass --format video" in err
+    assert not (tmp_path / "ds" / "dataset.json").exists()
+    # --out a pipeline run: refused in one line, nothing written there
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "pipeline.json").write_text('{"stages": {}}')
+    code = main(["dataset", "ingest", "--format", "video", "--data", str(tmp_path / "clips"), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0, err
+    assert f"--out {tmp_path / 'run'} holds a pipeline run (pipeline.json), not a WorldLoom dataset; give a new --out" in err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["pipeline.json"]

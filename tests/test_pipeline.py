@@ -118,3 +118,29 @@ def test_unknown_preset_is_one_line(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "micro" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_out_of_another_kind_or_a_file_is_one_line_and_nothing_is_written(tmp_path, capsys):
+    from conftest import pixel_frames, tree_digest
+
+    from worldloom.checkpoint import write_run_config
+    from worldloom.datasets import DatasetWriter
+    from worldloom.pipeline.cli import main
+
+    labeled, idm, readme = tmp_path / "walk" / "labeled", tmp_path / "walk" / "idm", tmp_path / "README.md"
+    with DatasetWriter(labeled, 32, 32) as w:
+        w.add_episode("ep-0", pixel_frames(4, 32, 32))
+    idm.mkdir()
+    write_run_config(idm, "idm", {})
+    readme.write_text("# notes\n")
+    expected = {labeled: "holds a WorldLoom dataset (dataset.json), not a pipeline run; give a new --out "
+                "(or the folder of a pipeline run to resume it)",
+                idm: 'holds an IDM run (config.json with "kind": "idm"), not a pipeline run; give a new --out '
+                "(or the folder of a pipeline run to resume it)",
+                readme: "is a file, not a folder; give a new folder for a pipeline run"}
+    before = tree_digest(tmp_path)
+    for out, message in expected.items():
+        assert main(["pipeline", "run", "--preset", "micro", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"worldloom pipeline: error: --out {out} {message}", err
+    assert tree_digest(tmp_path) == before

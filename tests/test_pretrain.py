@@ -417,3 +417,21 @@ def test_a_run_written_with_the_removed_loss_weight_field_still_loads(tmp_path):
     assert (loaded.signal_input, loaded.dead_zone) == (False, 0.0) and loaded == WorldModelConfig()
     with pytest.raises(UserError, match=r"config.json: model.signal_input is missing"):
         check_config({**doc, "format_version": 2, "model": before, "flow": to_json_dict(train.flow)}, path)
+
+
+def test_train_into_a_dataset_or_another_run_is_one_line_and_nothing_is_written(data, tmp_path, capsys):
+    from conftest import tree_digest
+
+    from worldloom.checkpoint import write_run_config
+
+    policy = tmp_path / "bc"
+    policy.mkdir()
+    write_run_config(policy, "policy", {})
+    expected = {data["heldout"]: "holds a WorldLoom dataset (dataset.json), not a world model run; give a new --out",
+                str(policy): 'holds a policy run (config.json with "kind": "policy"), not a world model run'}
+    for out, message in expected.items():
+        before = tree_digest(out)
+        assert cli(["pretrain", "train", "--data", data["train"], "--out", out, "--max-steps", "1"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith(f"worldloom pretrain: error: --out {out} {message}"), err
+        assert tree_digest(out) == before

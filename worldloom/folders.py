@@ -1,0 +1,87 @@
+"""What a folder holds, so that every command that writes a run or a dataset refuses, in one line
+and before writing anything, an --out of the wrong kind (a typo'd dataset, another stage's run).
+
+    from worldloom.folders import folder_kind, check_out
+    folder_kind("runs/walk/labeled")    # "dataset"
+    check_out(cfg.out, "idm")           # UserError naming the folder, what it holds and what to do
+
+Kinds, recognised by the file that marks them:
+
+- "dataset": `dataset.json`, a WorldLoom dataset (`capture run`, `dataset ingest|merge`, `idm label`);
+- "idm" | "world_model" | "policy": `config.json` with that "kind", a run of `idm|pretrain|agent train`;
+- "pipeline": `pipeline.json`, a `worldloom pipeline run`;
+- "file": not a folder; None: nothing there yet, or an empty folder; "other": a folder holding
+  none of these (a folder of runs, a project): left to each command.
+
+Only local paths are looked at: a URI (s3://...) answers None, and the dataset writer checks a
+remote dataset's manifest itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from worldloom.errors import UserError
+
+__all__ = ["KINDS", "folder_kind", "describe", "check_out"]
+
+# kind: (what it is, in words; the file that marks it)
+KINDS = {
+    "dataset": ("a WorldLoom dataset", "dataset.json"),
+    "idm": ("an IDM run", 'config.json with "kind": "idm"'),
+    "world_model": ("a world model run", 'config.json with "kind": "world_model"'),
+    "policy": ("a policy run", 'config.json with "kind": "policy"'),
+    "pipeline": ("a pipeline run", "pipeline.json"),
+}
+
+
+def _config_kind(path: Path) -> str | None:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    kind = doc.get("kind") if isinstance(doc, dict) else None
+    return kind if kind in ("idm", "world_model", "policy") else None
+
+
+def folder_kind(path: str | os.PathLike) -> str | None:
+    """What `path` holds: a key of KINDS, "file", "other", or None (missing or empty). Reads at
+    most one small JSON file; never raises for what it finds."""
+    if "://" in os.fspath(path):
+        return None
+    p = Path(path)
+    if not p.exists():
+        return None
+    if not p.is_dir():
+        return "file"
+    if (p / "dataset.json").is_file():
+        return "dataset"
+    if (p / "pipeline.json").is_file():
+        return "pipeline"
+    if (p / "config.json").is_file():
+        kind = _config_kind(p / "config.json")
+        if kind is not None:
+            return kind
+    return "other" if any(not name.startswith(".") for name in os.listdir(p)) else None
+
+
+def describe(kind: str) -> str:
+    """`kind` in words with the file that marks it: 'a WorldLoom dataset (dataset.json)'."""
+    what, mark = KINDS[kind]
+    return f"{what} ({mark})"
+
+
+def check_out(path: str | os.PathLike, want: str, flag: str = "--out") -> None:
+    """UserError (one line, nothing written) if `path` is a file or a folder holding something other
+    than `want` (a key of KINDS); a new, empty or same-kind folder (resumed) passes, and so does a
+    folder of no WorldLoom kind (each command decides about those)."""
+    kind = folder_kind(path)
+    if kind in (None, "other", want):
+        return
+    what = KINDS[want][0]
+    if kind == "file":
+        raise UserError(f"{flag} {path} is a file, not a folder; give a new folder for {what}")
+    raise UserError(f"{flag} {path} holds {describe(kind)}, not {what}; give a new {flag} "
+                    f"(or the folder of {what} to resume it)")
