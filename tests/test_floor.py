@@ -275,3 +275,5 @@ def test_folder_kind_says_what_a_folder_holds(tmp_path):
         check_out(tmp_path / "policy", "dataset", flag="--data")
     with pytest.raises(UserError, match=r"file.txt is a file, not a folder; give a new folder for an IDM run$"):
         check_out(tmp_path / "file.txt", "idm")
+    with pytest.raises(UserError, match=r"file.txt/run/x: .*file.txt is a file, so no folder can be made there"):
+        check_out(tmp_path / "file.txt" / "run" / "x", "idm")  # a file where a parent folder must go

@@ -77,10 +77,14 @@ def check_out(path: str | os.PathLike, want: str, flag: str = "--out") -> None:
     """UserError (one line, nothing written) if `path` is a file or a folder holding something other
     than `want` (a key of KINDS); a new, empty or same-kind folder (resumed) passes, and so does a
     folder of no WorldLoom kind (each command decides about those)."""
+    what = KINDS[want][0]
+    if "://" not in os.fspath(path):
+        blocker = next((q for q in Path(path).absolute().parents if q.exists() and not q.is_dir()), None)
+        if blocker is not None:  # `--out README.md/x`: the folder could never be made
+            raise UserError(f"{flag} {path}: {blocker} is a file, so no folder can be made there; give a new folder for {what}")
     kind = folder_kind(path)
     if kind in (None, "other", want):
         return
-    what = KINDS[want][0]
     if kind == "file":
         raise UserError(f"{flag} {path} is a file, not a folder; give a new folder for {what}")
     raise UserError(f"{flag} {path} holds {describe(kind)}, not {what}; give a new {flag} "
