@@ -70,7 +70,7 @@ def world_model_verdict(r: dict) -> list[str]:
     gain = nf["psnr"] - nf["copy_last_psnr"]
     if gain >= NEXT_FRAME_GAIN_DB:
         out.append(f"Next frame: beats copy-last-frame by {_db(gain)} ({nf['psnr']:.2f} vs {nf['copy_last_psnr']:.2f} dB; "
-                   f"goal +{NEXT_FRAME_GAIN_DB:g}).")
+                   f"goal +{NEXT_FRAME_GAIN_DB:g}): met.")
     elif gain > 0:
         out.append(f"Next frame: above copy-last-frame by only {_db(gain)} ({nf['psnr']:.2f} vs {nf['copy_last_psnr']:.2f} dB; "
                    f"goal +{NEXT_FRAME_GAIN_DB:g}): not met.")
@@ -82,7 +82,7 @@ def world_model_verdict(r: dict) -> list[str]:
     n = len(ro["psnr"])
     if not behind:
         worst = min(m - c for m, c in zip(ro["psnr"], ro["copy_last_psnr"], strict=True))
-        out.append(f"Rollout: beats copy-last-frame at every horizon 1-{n} (by {_db(worst)} at the closest).")
+        out.append(f"Rollout: beats copy-last-frame at every horizon 1-{n} (by {_db(worst)} at the closest): met.")
     else:
         out.append(f"Rollout: at or below copy-last-frame at {len(behind)} of {n} horizons ({_horizons(behind)}): not met.")
     st = r.get("stability")
@@ -91,7 +91,7 @@ def world_model_verdict(r: dict) -> list[str]:
         bad = [h + 1 for h, (m, c) in enumerate(zip(st["hist_distance"], st["copy_last_hist_distance"], strict=True))
                if m > c + COLOUR_MARGIN]
         if not bad:
-            out.append(f"Stability: holds its colours for all {L} frames (colour distance to the real frames "
+            out.append(f"Stability: holds its colours for all {L} frames: met (colour distance to the real frames "
                        f"{st['hist_distance'][-1]:.2f} at {L}, copy-last {st['copy_last_hist_distance'][-1]:.2f}); "
                        f"PSNR within 3 dB of horizon 1 up to horizon {st['steady_horizon']}; "
                        f"sharpness at {L}: {st['edge_ratio'][-1]:.2f} of the real frames' edges.")
@@ -101,10 +101,16 @@ def world_model_verdict(r: dict) -> list[str]:
                        f"vs copy-last {st['copy_last_hist_distance'][h - 1]:.2f}): not met.")
     d = r["delta_psnr"]["mean"]
     out.append(f"Actions: the true actions score {_db(d)} over shuffled ones (goal +{DELTA_PSNR_DB:g})"
-               + ("." if d >= DELTA_PSNR_DB else ": not met."))
+               + (": met." if d >= DELTA_PSNR_DB else ": not met."))
     fps = r["frames_per_s"]
-    out.append(f"Speed: {fps:.0f} generated frames/s (goal {FRAMES_PER_S:g})" + ("." if fps >= FRAMES_PER_S else ": not met."))
+    out.append(f"Speed: {fps:.0f} generated frames/s (goal {FRAMES_PER_S:g})" + (": met." if fps >= FRAMES_PER_S else ": not met."))
     return out
+
+
+def _and(items: list) -> str:
+    """[1, 4, 16] -> '1, 4 and 16'."""
+    items = [str(x) for x in items]
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def _horizons(hs: list[int]) -> str:
@@ -119,7 +125,7 @@ def idm_verdict(heldout: dict) -> list[str]:
                        ("camera R² yaw", "camera_r2_yaw")):
         a, b = idm[key], per[key]
         word = "beats" if a > b else "below"
-        out.append(f"{label}: {a:.3f}, {word} persistence ({b:.3f})" + ("." if a > b else ": not met."))
+        out.append(f"{label}: {a:.3f}, {word} persistence ({b:.3f})" + (": met." if a > b else ": not met."))
     out.append(PERSISTENCE_NOTE)
     return out
 
@@ -209,7 +215,8 @@ def _wm_section(report: Report, records: dict[str, StageRecord], paths: dict[str
     s.table(["metric", "world model", "copy-last-frame"], rows, keys)
     strip = Path(rec.outputs["eval"]) / "strip.png"
     if strip.exists():
-        s.image(strip, "held-out clips: the last real frame, then horizons 1, 4, 16 and 64 of the rollout "
+        shown = r.get("strip_horizons") or [1, 4, 16, 64]  # runs evaluated before the figure said which
+        s.image(strip, f"held-out clips: the last real frame, then horizons {_and(shown)} of the rollout "
                        "(top: real, bottom: the world model)")
     for gif in rec.outputs.get("rollouts", []):
         s.video(gif, "left: truth, right: the world model (context from real frames, then generated)")
@@ -252,7 +259,7 @@ def engine_truth_verdict(cf: dict) -> str:
             f"{_score(at['copy_last'])}, engine {_score(at['engine'])})")
     if h < CONTROLLABILITY_HORIZON:
         return line + f": this run plays {h} steps, so the goal is not read."
-    return line + ("." if at["model"] is not None and at["model"] >= CONTROLLABILITY_GOAL else ": not met.")
+    return line + (": met." if at["model"] is not None and at["model"] >= CONTROLLABILITY_GOAL else ": not met.")
 
 
 def revisit_verdict(rv: dict) -> str:
@@ -264,7 +271,7 @@ def revisit_verdict(rv: dict) -> str:
                       for p in rv["paths"])
     met = [p for p, ok in rv["goal_met"].items() if ok]
     return (f"Revisit: PSNR at the return minus at the farthest point: {gains} (goal +{rv['goal_db']:g} dB on every path)"
-            + ("." if len(met) == len(rv["paths"]) else f": not met{' (met on ' + ', '.join(met) + ')' if met else ''}."))
+            + (": met." if len(met) == len(rv["paths"]) else f": not met{' (met on ' + ', '.join(met) + ')' if met else ''}."))
 
 
 def _engine_section(report: Report, records: dict[str, StageRecord]) -> None:

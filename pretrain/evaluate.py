@@ -384,10 +384,10 @@ def evaluate(cfg: EvalConfig) -> dict:
         from .revisit import revisit_strip
 
         revisit_strip(revisit_frames, out / "revisit.png")
+    report["strip_horizons"] = frame_strip(gen, context, out / "strip.png")  # the horizons strip.png shows
     atomic_write_text(out / "eval.json", json.dumps(report, indent=1))
     atomic_write_text(out / "eval.md", to_markdown(report))
     plot(report, out / "eval.png")
-    frame_strip(gen, context, out / "strip.png")
     return report
 
 

@@ -24,10 +24,10 @@ def _wm(next_psnr=24.0, copy=23.0, rollout=(22.0, 20.0, 18.0), copy_rollout=(21.
 
 def test_a_world_model_that_meets_every_goal_reads_so():
     lines = world_model_verdict(_wm())
-    assert len(lines) == 5 and not any("not met" in line for line in lines)
+    assert len(lines) == 5 and all(": met" in line and "not met" not in line for line in lines)
     assert lines[0].startswith("Next frame: beats copy-last-frame by +1.00 dB")
-    assert lines[1] == "Rollout: beats copy-last-frame at every horizon 1-3 (by +1.00 dB at the closest)."
-    assert lines[2].startswith("Stability: holds its colours for all 3 frames")
+    assert lines[1] == "Rollout: beats copy-last-frame at every horizon 1-3 (by +1.00 dB at the closest): met."
+    assert lines[2].startswith("Stability: holds its colours for all 3 frames: met (")
 
 
 def test_a_world_model_that_loses_says_where():
@@ -45,9 +45,9 @@ def test_idm_verdict_sets_the_idm_beside_persistence_and_says_what_persistence_i
     heldout = {"idm": {"button_macro_f1": 0.64, "camera_r2_pitch": 0.34, "camera_r2_yaw": 0.80},
                "persistence": {"button_macro_f1": 0.37, "camera_r2_pitch": 0.69, "camera_r2_yaw": 0.76}}
     lines = idm_verdict(heldout)
-    assert lines[0] == "button macro F1: 0.640, beats persistence (0.370)."
+    assert lines[0] == "button macro F1: 0.640, beats persistence (0.370): met."
     assert lines[1] == "camera R² pitch: 0.340, below persistence (0.690): not met."
-    assert lines[2].endswith("beats persistence (0.760).") and lines[-1] == PERSISTENCE_NOTE
+    assert lines[2].endswith("beats persistence (0.760): met.") and lines[-1] == PERSISTENCE_NOTE
 
 
 def test_a_ratio_over_a_judge_that_reads_noise_is_hidden():
@@ -69,7 +69,7 @@ def _cf(model, horizon=8):
 def test_engine_truth_verdict_reads_horizon_8_against_the_goal():
     met = engine_truth_verdict(_cf(0.93))
     assert met.startswith("Engine truth: at horizon 8") and " 0.93 of branch pairs (goal 0.9 at horizon 8; " in met
-    assert "shuffled actions 0.48, copy-last 0.50, engine 1.00)." in met and met.endswith(").")
+    assert met.endswith("shuffled actions 0.48, copy-last 0.50, engine 1.00): met.")
     assert engine_truth_verdict(_cf(0.72)).endswith(": not met.")
     assert engine_truth_verdict(_cf(None)).endswith(": not met.") and " n/a of branch pairs" in engine_truth_verdict(_cf(None))
     short = engine_truth_verdict(_cf(0.95, horizon=2))  # a run that plays fewer steps does not claim the goal
@@ -85,7 +85,7 @@ def test_revisit_verdict_gives_each_path_beside_the_cut_model():
     assert "walk1 +4.00 dB (cut +0.50 dB), turn360 -1.50 dB (cut -2.00 dB)" in line
     assert line.endswith("(goal +3 dB on every path): not met (met on walk1).")
     rv["goal_met"]["turn360"] = True
-    assert revisit_verdict(rv).endswith("on every path).")
+    assert revisit_verdict(rv).endswith("on every path): met.")
     rv["windows"]["model"] = 4  # the cut model is the model: not shown twice
     assert "walk1 +4.00 dB, turn360 -1.50 dB (goal" in revisit_verdict(rv)
 
