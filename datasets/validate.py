@@ -90,19 +90,23 @@ def check_shard(loc: storage.Location, rel: str, entry: dict, spec: storage.Fram
     except UserError as err:
         return [Problem(rel, None, str(err).split(": ", 1)[-1])], None
     if not storage.exists(loc, path):
-        return [Problem(rel, None, "listed in dataset.json but missing; restore it from a copy, or re-capture its episodes")], None
+        return [Problem(rel, None, "listed in dataset.json but missing; restore it from a copy, or run `worldloom dataset repair` "
+                                 "and re-run the capture command")], None
     problems = []
     checksum, size = file_checksum(loc.fs, path)
     if size != entry.get("size_bytes"):
         problems.append(Problem(rel, None, f"size is {size} bytes, dataset.json says {entry.get('size_bytes')} (truncated or "
-                                           "changed); restore it from a copy or re-capture its episodes"))
+                                           "changed); restore it from a copy, or run `worldloom dataset repair` "
+                                           "and re-run the capture command"))
     elif checksum != entry.get("checksum"):
         problems.append(Problem(rel, None, f"checksum {checksum} differs from dataset.json's {entry.get('checksum')} (corrupt or "
-                                           "changed); restore it from a copy or re-capture its episodes"))
+                                           "changed); restore it from a copy, or run `worldloom dataset repair` "
+                                           "and re-run the capture command"))
     try:
         file = pq.ParquetFile(loc.fs.open_input_file(path))
     except (pa.ArrowInvalid, OSError) as err:
-        return problems + [Problem(rel, None, f"not a readable Parquet file ({err}); restore it from a copy or re-capture its episodes")], None
+        return problems + [Problem(rel, None, f"not a readable Parquet file ({err}); restore it from a copy, or "
+                                   "run `worldloom dataset repair` and re-run the capture command")], None
     differences = schema_differences(file.schema_arrow, schema.frame_schema(version), version)
     if differences:
         return problems + [Problem(rel, None, f"schema mismatch: {d}") for d in differences], None
