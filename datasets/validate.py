@@ -27,6 +27,11 @@ from . import codecs, schema, storage
 from .manifest import committed_episodes, schema_differences
 from .writer import file_checksum
 
+# `capture run` deletes every unlisted file under frames/ of its (locked, local) output when it
+# ends (capture.driver.sweep_orphans); other writers leave them.
+LEFTOVER_HINT = ("if `worldloom capture run` made this dataset, re-run the same command: it resumes, records "
+                 "those episodes and removes such files; otherwise delete it once no writer runs")
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -74,11 +79,12 @@ def check_extra_files(loc: storage.Location, listed: dict) -> list[Problem]:
         if info.type != pafs.FileType.File or rel in listed:
             continue
         if rel.endswith(".tmp"):
-            problems.append(Problem(rel, None, "temporary file of a writer that is still running or was interrupted, not part of the dataset; delete it once no writer runs"))
+            problems.append(Problem(rel, None, "temporary file of a writer that is still running or was interrupted, not part "
+                                               "of the dataset; " + LEFTOVER_HINT))
         else:
-            problems.append(Problem(rel, None, "extra shard not listed in dataset.json (a writer crashed before its commit, "
-                                               "or it was copied in): its episodes are not in the dataset; delete it or "
-                                               "commit it with worldloom.datasets.commit_shards"))
+            problems.append(Problem(rel, None, "extra shard not listed in dataset.json (a writer was interrupted before its "
+                                               "commit, or it was copied in): its episodes are not in the dataset; "
+                                               + LEFTOVER_HINT))
     return problems
 
 

@@ -357,6 +357,14 @@ def test_damaged_shard_refused_then_repaired_and_recaptured(tmp_path, ray_cluste
     assert capture(cfg).num_recorded == 2
     assert_exactly_once(cfg.out, cfg)
     assert cli_main(["dataset", "repair", cfg.out]) == 0 and "nothing to repair" in capsys.readouterr().out
+    # A shard an interrupted run wrote but did not commit: validate says the same command removes it, and it does.
+    stray = tmp_path / "d" / "frames" / "part-interrupted-00000.parquet"
+    shutil.copyfile(tmp_path / "d" / json.loads((tmp_path / "d" / "dataset.json").read_text())["shards"][0]["path"], stray)
+    capsys.readouterr()
+    assert cli_main(["dataset", "validate", cfg.out]) == 1
+    assert "re-run the same command: it resumes, records those episodes and removes such files" in capsys.readouterr().err
+    assert capture(cfg).num_orphans_removed == 1 and not stray.exists()
+    assert validate(cfg.out) == []
 
 
 def test_actor_killed_mid_episode_is_restarted_and_its_episode_redone(tmp_path, ray_cluster):
