@@ -269,6 +269,9 @@ def resolve_text(cfg: TrainConfig) -> TrainConfig:
 def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, Path]:
     """Validate data and memory, fit the camera warp, write config.json (or check it matches a run being resumed)."""
     spec = check_sources(cfg.data, min_steps=cfg.model_config.num_frames)
+    if cfg.use_actions and set(spec.label_sources) <= {"none"}:
+        raise UserError(f"{', '.join(cfg.data)}: no episode carries actions (label_source none) but the model is conditioned "
+                        "on them; label the footage with `worldloom idm label` first, or pass --no-use-actions")
     need = check_memory(cfg)
     cfg = resolve_text(resolve_camera(cfg))
     run = Path(cfg.out)

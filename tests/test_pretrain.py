@@ -395,6 +395,11 @@ def test_bad_input(data, tmp_path):
     with pytest.raises(UserError, match="config.json: no format_version"):
         ev.evaluate(ev.EvalConfig(model=str(old), data=(data["heldout"],)))
     assert cli(["pretrain", "train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "e")]) == 2
+    # Footage without actions: refused before anything is written, with the way out.
+    with pytest.raises(UserError, match="no episode carries actions.*worldloom idm label.*--no-use-actions"):
+        main(TrainConfig(data=(data["unlabeled"],), out=str(tmp_path / "f")))
+    assert not (tmp_path / "f").exists()
+    main(TrainConfig(data=(data["unlabeled"],), out=str(tmp_path / "g"), use_actions=False, max_steps=1, **MICRO))  # the way out
     assert cli(["pretrain", "rollout", "--model", str(tmp_path / "nope"), "--data", data["heldout"], "--episode", "x",
                 "--out", "r.avi"]) == 2
 
