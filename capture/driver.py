@@ -30,6 +30,7 @@ from tqdm import tqdm
 from worldloom.actions import FPS
 from worldloom.cluster import ray_session
 from worldloom.datasets import DatasetWriter, commit_shards, committed_episode_ids, schema, storage
+from worldloom.datasets.repair import damaged_shards
 from worldloom.errors import UserError
 from worldloom.folders import check_out
 
@@ -120,6 +121,18 @@ def prepare_target(cfg: CaptureConfig, label: str, root: str) -> set[str]:
     except OSError as err:
         raise UserError(f"{root}: cannot write the dataset here ({err})") from None
     return committed_episode_ids(root)
+
+
+def check_skipped_shards(roots: dict[str, str], committed: dict[str, set[str]], wanted: set[str]) -> None:
+    """UserError if a shard holding an episode this run would skip is missing or has another size
+    than dataset.json says (cheap: no byte is read); `worldloom dataset repair` drops them."""
+    for label, root in roots.items():
+        bad = damaged_shards(root, committed[label] & wanted)
+        if bad:
+            rel, problem = next(iter(bad.items()))
+            more = f" (and {len(bad) - 1} more shard(s))" if len(bad) > 1 else ""
+            raise UserError(f"{root}/{rel}: {problem}{more}; its episodes count as recorded, so run "
+                            f"`worldloom dataset repair {root}`, then this command again to re-record them")
 
 
 def _has_files(path: str) -> bool:
@@ -214,6 +227,7 @@ def capture(cfg: CaptureConfig) -> CaptureResult:
     committed = {label: prepare_target(cfg, label, root) for label, root in roots.items()}
     with job_lock(list(roots.values())):
         committed = {label: committed_episode_ids(root) for label, root in roots.items()}  # now locked
+        check_skipped_shards(roots, committed, {s.episode_id for s in specs})
         tasks = plan_tasks(specs, committed, cfg.episodes_per_shard)
         wanted = {s.episode_id for s in specs}
         result = CaptureResult(

@@ -2,6 +2,7 @@
 
     worldloom dataset inspect data/run1 [--json]
     worldloom dataset validate data/run1 [--skip-frames]
+    worldloom dataset repair data/run1      # drop damaged/missing shards' episodes; capture re-records them
     worldloom dataset export data/run1 --episode ep-000 [--start 0 --stop 64] [--captions] --out ep.mp4|ep.gif|sheet.png
     worldloom dataset merge data/a data/b --out data/ab
     worldloom dataset split data/ab --out data/splits --fractions train=0.9 val=0.1 [--seed 0]
@@ -37,6 +38,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"{len(problems)} problem(s) found; nothing was changed", file=sys.stderr)
         return 1
     print(f"{redact_uri(args.path)}: valid")
+    return 0
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    from .repair import repair
+
+    where = redact_uri(args.path)
+    result = repair(args.path)
+    if not result["shards"]:
+        print(f"{where}: every shard matches dataset.json; nothing to repair")
+        return 0
+    for rel, problem in result["shards"].items():
+        aside = f"; moved to {result['moved'][rel]}" if rel in result["moved"] else ""
+        print(f"{where}/{rel}: {problem}; dropped from the dataset{aside}")
+    print(f"dropped {len(result['episodes'])} episode(s): {', '.join(result['episodes'])}")
+    print("re-run the capture command that made them to record them again")
     return 0
 
 
@@ -107,6 +124,11 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     p.add_argument("path", help="dataset directory or URI")
     p.add_argument("--skip-frames", action="store_true", help="do not decode frames (faster)")
     p.set_defaults(handler=cmd_validate)
+
+    p = sub.add_parser("repair", help="drop the episodes of missing or damaged shards (moved to damaged/) so that "
+                       "re-running the capture command records them again")
+    p.add_argument("path", help="dataset directory or URI")
+    p.set_defaults(handler=cmd_repair)
 
     p = sub.add_parser("export", help="an episode or clip to .mp4/.gif with the action drawn, or a contact-sheet .png")
     p.add_argument("path", help="dataset directory or URI")

@@ -27,6 +27,11 @@ from . import codecs, schema, storage
 from .manifest import committed_episodes, schema_differences
 from .writer import file_checksum
 
+# `capture run` deletes every unlisted file under frames/ of its (locked, local) output when it
+# ends (capture.driver.sweep_orphans); other writers leave them.
+LEFTOVER_HINT = ("if `worldloom capture run` made this dataset, re-run the same command: it resumes, records "
+                 "those episodes and removes such files; otherwise delete it once no writer runs")
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -74,11 +79,12 @@ def check_extra_files(loc: storage.Location, listed: dict) -> list[Problem]:
         if info.type != pafs.FileType.File or rel in listed:
             continue
         if rel.endswith(".tmp"):
-            problems.append(Problem(rel, None, "temporary file of a writer that is still running or was interrupted, not part of the dataset; delete it once no writer runs"))
+            problems.append(Problem(rel, None, "temporary file of a writer that is still running or was interrupted, not part "
+                                               "of the dataset; " + LEFTOVER_HINT))
         else:
-            problems.append(Problem(rel, None, "extra shard not listed in dataset.json (a writer crashed before its commit, "
-                                               "or it was copied in): its episodes are not in the dataset; delete it or "
-                                               "commit it with worldloom.datasets.commit_shards"))
+            problems.append(Problem(rel, None, "extra shard not listed in dataset.json (a writer was interrupted before its "
+                                               "commit, or it was copied in): its episodes are not in the dataset; "
+                                               + LEFTOVER_HINT))
     return problems
 
 
@@ -90,19 +96,23 @@ def check_shard(loc: storage.Location, rel: str, entry: dict, spec: storage.Fram
     except UserError as err:
         return [Problem(rel, None, str(err).split(": ", 1)[-1])], None
     if not storage.exists(loc, path):
-        return [Problem(rel, None, "listed in dataset.json but missing; restore it from a copy, or re-capture its episodes")], None
+        return [Problem(rel, None, "listed in dataset.json but missing; restore it from a copy, or run `worldloom dataset repair` "
+                                 "and re-run the capture command")], None
     problems = []
     checksum, size = file_checksum(loc.fs, path)
     if size != entry.get("size_bytes"):
         problems.append(Problem(rel, None, f"size is {size} bytes, dataset.json says {entry.get('size_bytes')} (truncated or "
-                                           "changed); restore it from a copy or re-capture its episodes"))
+                                           "changed); restore it from a copy, or run `worldloom dataset repair` "
+                                           "and re-run the capture command"))
     elif checksum != entry.get("checksum"):
         problems.append(Problem(rel, None, f"checksum {checksum} differs from dataset.json's {entry.get('checksum')} (corrupt or "
-                                           "changed); restore it from a copy or re-capture its episodes"))
+                                           "changed); restore it from a copy, or run `worldloom dataset repair` "
+                                           "and re-run the capture command"))
     try:
         file = pq.ParquetFile(loc.fs.open_input_file(path))
     except (pa.ArrowInvalid, OSError) as err:
-        return problems + [Problem(rel, None, f"not a readable Parquet file ({err}); restore it from a copy or re-capture its episodes")], None
+        return problems + [Problem(rel, None, f"not a readable Parquet file ({err}); restore it from a copy, or "
+                                   "run `worldloom dataset repair` and re-run the capture command")], None
     differences = schema_differences(file.schema_arrow, schema.frame_schema(version), version)
     if differences:
         return problems + [Problem(rel, None, f"schema mismatch: {d}") for d in differences], None

@@ -51,6 +51,9 @@ VOCABULARY = {
 }
 # Old spelling -> the vocabulary word (accepted for one release, hidden from --help).
 DEPRECATED_FLAGS = {"--workers": "--num-workers", "--gpu": "--device cuda", "--ckpt-every": "--checkpoint-every"}
+# Commands that pick up where they stopped when run again with the same arguments: Ctrl-C says so.
+RESUMABLE = {("capture", "run"), ("dataset", "ingest"), ("idm", "train"), ("idm", "label"), ("pretrain", "train"),
+             ("pipeline", "run")}
 # A stage given flags without a verb (WorldLoom 0.1's grammar) -> the verb it meant.
 DEFAULT_VERBS = {"capture": "run", "pipeline": "run", "pretrain": "train"}
 
@@ -96,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"worldloom {args.stage}: error: {redact_text(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"worldloom {args.stage}: interrupted", file=sys.stderr)
+        resume = "; re-run the same command to resume" if tuple(argv[:2]) in RESUMABLE else ""
+        print(f"worldloom {args.stage}: interrupted{resume}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `worldloom dataset inspect ... | head`: the reader left, not an error
         sys.stderr.close()

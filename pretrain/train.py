@@ -160,9 +160,22 @@ class TrainConfig:
         return self.device.startswith("cuda") and torch.cuda.is_available()
 
 
-def lr_for(step: int, cfg: TrainConfig, total_steps: int) -> float:
-    """Linear warmup, then cosine decay to a tenth of the peak at total_steps (worldloom.training.lr_at)."""
-    return lr_at(step, peak_lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=total_steps, min_lr_ratio=0.1)
+WARMUP_FRACTION = 0.1  # a time-budgeted run's warmup: at most this share of the steps it plans
+
+
+def warmup_for(cfg: TrainConfig, budget: TimeBudget) -> int:
+    """`cfg.warmup_steps`, but once a time budget has planned the run at most WARMUP_FRACTION of
+    the planned steps (and not under the steps taken before the plan, so the ramp still ends at
+    the peak): a short run must reach its peak rate. A function of the saved plan: resumes exact."""
+    if not cfg.minutes or budget.planned_steps is None:
+        return cfg.warmup_steps
+    return min(cfg.warmup_steps, max(budget.plan_after, int(WARMUP_FRACTION * budget.planned_steps)))
+
+
+def lr_for(step: int, cfg: TrainConfig, budget: TimeBudget) -> float:
+    """Linear warmup, then cosine decay to a tenth of the peak at the budget's total steps (worldloom.training.lr_at)."""
+    return lr_at(step, peak_lr=cfg.lr, warmup_steps=warmup_for(cfg, budget), total_steps=budget.total_steps,
+                 min_lr_ratio=0.1)
 
 
 @torch.no_grad()
@@ -258,6 +271,9 @@ def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, Path]:
     """Validate data and memory, fit the camera warp, write config.json (or check it matches a run being resumed)."""
     check_out(cfg.out, KIND)
     spec = check_sources(cfg.data, min_steps=cfg.model_config.num_frames)
+    if cfg.use_actions and set(spec.label_sources) <= {"none"}:
+        raise UserError(f"{', '.join(cfg.data)}: no episode carries actions (label_source none) but the model is conditioned "
+                        "on them; label the footage with `worldloom idm label` first, or pass --no-use-actions")
     need = check_memory(cfg)
     cfg = resolve_text(resolve_camera(cfg))
     run = Path(cfg.out)
@@ -318,7 +334,7 @@ def train_worker(cfg: TrainConfig) -> dict:
             x, action, has = (t.to(device) for t in to_model_inputs(batch, mcfg.image_size, cfg.use_actions))
             x = codec.encode(x)  # pixels, or autoencoder latents
             text = {"text": tokenize(batch["caption"], cfg.text_config).to(device)} if cfg.text else {}
-            lr = lr_for(step, cfg, budget.total_steps)
+            lr = lr_for(step, cfg, budget)
             for g in opt.param_groups:
                 g["lr"] = lr
             gen = torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step * world + rank)

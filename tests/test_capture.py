@@ -323,6 +323,50 @@ def test_rerun_completes_only_what_is_missing(tmp_path, ray_cluster):
     assert (again.num_skipped, again.num_recorded) == (5, 0)
 
 
+def test_damaged_shard_refused_then_repaired_and_recaptured(tmp_path, ray_cluster, capsys):
+    cfg = CaptureConfig(out=str(tmp_path / "d"), episodes=4, steps=12, resolution=RES, num_workers=2,
+                        episodes_per_shard=2, progress=False)
+    capture(cfg)
+    manifest = json.loads((tmp_path / "d" / "dataset.json").read_text())
+    assert len(manifest["shards"]) == 2
+    rel = manifest["shards"][0]["path"]
+    lost = set(Dataset(cfg.out).episodes.filter(pq.ParquetFile(tmp_path / "d" / "episodes.parquet").read()
+                                                .column("shard").to_numpy() == rel).column("episode_id").to_pylist())
+    assert len(lost) == 2
+    os.truncate(tmp_path / "d" / rel, 5000)  # as `truncate -s` does
+    with pytest.raises(UserError, match=f"size is 5000 bytes.*worldloom dataset repair {cfg.out}"):
+        capture(cfg)
+    capsys.readouterr()
+    assert cli_main(["dataset", "validate", cfg.out]) == 1
+    assert "worldloom dataset repair" in capsys.readouterr().err
+    assert cli_main(["dataset", "repair", cfg.out]) == 0
+    printed = capsys.readouterr().out
+    assert all(eid in printed for eid in lost) and "damaged/" in printed
+    assert (tmp_path / "d" / "damaged" / os.path.basename(rel)).stat().st_size == 5000  # set aside, not deleted
+    assert committed_episode_ids(cfg.out) == {s.episode_id for s in expand_specs(cfg)} - lost
+    assert validate(cfg.out) == []
+    again = capture(cfg)
+    assert (again.num_skipped, again.num_recorded) == (2, 2)
+    assert_exactly_once(cfg.out, cfg)
+    assert validate(cfg.out) == []
+    # A shard deleted outright: the same way out.
+    os.remove(tmp_path / "d" / json.loads((tmp_path / "d" / "dataset.json").read_text())["shards"][0]["path"])
+    with pytest.raises(UserError, match="missing.*worldloom dataset repair"):
+        capture(cfg)
+    assert cli_main(["dataset", "repair", cfg.out]) == 0
+    assert capture(cfg).num_recorded == 2
+    assert_exactly_once(cfg.out, cfg)
+    assert cli_main(["dataset", "repair", cfg.out]) == 0 and "nothing to repair" in capsys.readouterr().out
+    # A shard an interrupted run wrote but did not commit: validate says the same command removes it, and it does.
+    stray = tmp_path / "d" / "frames" / "part-interrupted-00000.parquet"
+    shutil.copyfile(tmp_path / "d" / json.loads((tmp_path / "d" / "dataset.json").read_text())["shards"][0]["path"], stray)
+    capsys.readouterr()
+    assert cli_main(["dataset", "validate", cfg.out]) == 1
+    assert "re-run the same command: it resumes, records those episodes and removes such files" in capsys.readouterr().err
+    assert capture(cfg).num_orphans_removed == 1 and not stray.exists()
+    assert validate(cfg.out) == []
+
+
 def test_actor_killed_mid_episode_is_restarted_and_its_episode_redone(tmp_path, ray_cluster):
     cfg = CaptureConfig(out=str(tmp_path / "d"), episodes=4, steps=300, resolution=96, num_workers=2, progress=False)
     import psutil

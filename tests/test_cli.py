@@ -144,3 +144,21 @@ def test_readme_preset_table_matches_presets():
         text = rows[name]
         assert f"{preset.resolution}x{preset.resolution}" in text, (name, text)
         assert f"{preset.steps:,} steps" in text or f"{preset.steps} steps" in text, (name, text)
+
+
+def test_ctrl_c_in_a_resumable_command_says_how_to_resume(monkeypatch, capsys, tmp_path):
+    # Ctrl-C is raised from inside the capture driver (a user's key press cannot be sent here
+    # without a terminal); everything around it, parser and handler, is the real one.
+    import worldloom.capture.driver as driver
+
+    def pressed(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(driver, "capture", pressed)
+    assert main(["capture", "run", "--out", str(tmp_path / "d")]) == 130
+    assert capsys.readouterr().err.strip() == "worldloom capture: interrupted; re-run the same command to resume"
+    import worldloom.datasets.summary as summary
+
+    monkeypatch.setattr(summary, "summarize", pressed)
+    assert main(["dataset", "inspect", str(tmp_path / "d")]) == 130
+    assert capsys.readouterr().err.strip() == "worldloom dataset: interrupted"

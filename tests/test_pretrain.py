@@ -331,6 +331,30 @@ def test_resume_is_exact(data, tmp_path):
             assert torch.equal(a[k], b[k]), f"{name}.{k} differs after resume"
 
 
+def test_a_short_budgeted_run_finishes_its_warmup():
+    from worldloom.pretrain.train import lr_for
+    from worldloom.training import TimeBudget
+
+    # The micro pipeline's case: --minutes leaves room for 17 steps, the configured warmup is 50.
+    cfg = TrainConfig(data=("a",), out="x", minutes=0.2, warmup_steps=50, lr=5e-4)
+
+    def schedule(budget, start=0, stop=17):
+        lrs = []
+        for step in range(start, stop):
+            lrs.append(lr_for(step, cfg, budget))
+            if step + 1 - start == budget.plan_after:  # when TimeBudget.update fits the plan
+                budget.planned_steps = 17  # what the fit said on the slow machine of the report
+        return lrs
+
+    lrs = schedule(TimeBudget(cfg.minutes, None))
+    assert max(lrs) == pytest.approx(5e-4)  # the peak is reached (it stayed at 1.7e-4 with a 50-step warmup)
+    assert lrs[-1] < max(lrs)  # and the cosine decays after it
+    resumed = TimeBudget(cfg.minutes, None, planned_steps=17)  # a resume at step 12, from the saved state
+    assert [lr_for(step, cfg, resumed) for step in range(12, 17)] == lrs[12:]
+    unbudgeted = TrainConfig(data=("a",), out="x", max_steps=17, warmup_steps=50)
+    assert lr_for(16, unbudgeted, TimeBudget(0.0, 17)) < unbudgeted.lr / 2  # --max-steps keeps the warmup it was given
+
+
 def test_nan_loss_keeps_the_last_good_checkpoint(data, tmp_path):
     run = tmp_path / "wm"
     main(TrainConfig(data=(data["train"],), out=str(run), max_steps=10, stop_after=1, **MICRO))
@@ -371,6 +395,11 @@ def test_bad_input(data, tmp_path):
     with pytest.raises(UserError, match="config.json: no format_version"):
         ev.evaluate(ev.EvalConfig(model=str(old), data=(data["heldout"],)))
     assert cli(["pretrain", "train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "e")]) == 2
+    # Footage without actions: refused before anything is written, with the way out.
+    with pytest.raises(UserError, match="no episode carries actions.*worldloom idm label.*--no-use-actions"):
+        main(TrainConfig(data=(data["unlabeled"],), out=str(tmp_path / "f")))
+    assert not (tmp_path / "f").exists()
+    main(TrainConfig(data=(data["unlabeled"],), out=str(tmp_path / "g"), use_actions=False, max_steps=1, **MICRO))  # the way out
     assert cli(["pretrain", "rollout", "--model", str(tmp_path / "nope"), "--data", data["heldout"], "--episode", "x",
                 "--out", "r.avi"]) == 2
 
