@@ -100,7 +100,7 @@ PRESETS: dict[str, Preset] = {
     "tiny": Preset(resolution=64, steps=400, labeled_episodes=64, footage_episodes=48, heldout_episodes=8,
                    judge_episodes=16, idm_preset="tiny", idm_minutes=5.0, judge_minutes=2.0, wm_preset="tiny",
                    wm_minutes=6.0, wm_batch_size=8, eval_clips=32, eval_horizon=16, rollout_horizon=64,
-                   revisit_states=2, expected="make demo: under 20 minutes on 2 CPU cores"),
+                   revisit_states=2, expected="make demo: about 20 minutes on 2 CPU cores, the install included"),
     "small": Preset(resolution=64, steps=1000, labeled_episodes=200, footage_episodes=800, heldout_episodes=40,
                     judge_episodes=100, idm_preset="small", idm_minutes=30.0, judge_minutes=15.0, wm_preset="small",
                     wm_minutes=60.0, eval_clips=128, eval_horizon=16, rollout_horizon=64,
