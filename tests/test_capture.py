@@ -250,7 +250,7 @@ def test_an_address_where_no_cluster_listens_fails_fast(tmp_path, monkeypatch):
 
 def test_unwritable_output_is_a_clear_error(tmp_path):
     (tmp_path / "file").write_text("x")
-    with pytest.raises(UserError, match="cannot write"):
+    with pytest.raises(UserError, match=r"file/d: .*file is a file, so no folder can be made there"):
         capture(CaptureConfig(out=str(tmp_path / "file" / "d"), episodes=1, steps=4, resolution=RES))
 
 

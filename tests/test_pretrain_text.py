@@ -151,9 +151,10 @@ def test_bad_input(captioned, tmp_path, capsys):
     assert cli(["pretrain", "rollout", "--model", str(plain), "--prompt", "walks", "--out", str(tmp_path / "p.gif")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and str(plain) in err and "trained without captions" in err and "--text" in err
-    # --text on footage (no caption column values): one line, nothing trained
+    # --text on footage (no caption column values): one line, nothing trained (without actions too,
+    # else the refusal of footage without actions comes first)
     assert cli(["pretrain", "train", "--data", targets["none"], "--out", str(tmp_path / "f"), "--max-steps", "1",
-                "--text", *MICRO]) == 2
+                "--text", "--no-use-actions", *MICRO]) == 2
     err = capsys.readouterr().err.strip()
     assert "no captions" in err and "\n" not in err
     assert cli(["pretrain", "retrieval", "--model", str(plain), "--data", targets["env"], "--heldout", targets["env"]]) == 2
