@@ -43,6 +43,26 @@ def tree_digest(root) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def make_run(folder, kind: str) -> str:
+    """An empty run folder of `kind` ("idm", "world_model", "policy"): its config.json, nothing else."""
+    from worldloom.checkpoint import write_run_config
+
+    folder.mkdir()
+    write_run_config(folder, kind, {})
+    return str(folder)
+
+
+def assert_out_refused(cli, argv: list[str], out, message: str, capsys, one_line: bool = False) -> None:
+    """`cli(argv + ["--out", out])` exits 2 with an error whose last line is `worldloom STAGE: error: --out OUT MESSAGE...`
+    (the only line if `one_line`) and writes nothing into `out`."""
+    before = tree_digest(out)
+    assert cli([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines()[-1].startswith(f"worldloom {argv[0]}: error: --out {out} {message}"), err
+    assert not one_line or err.count("\n") == 0, err
+    assert tree_digest(out) == before  # no checkpoint/, config.json or shard written into it
+
+
 @pytest.fixture
 def make_frames():
     return pixel_frames

@@ -440,18 +440,10 @@ def test_goal_checks_compare_idm_with_env_labels_and_random():
 
 
 def test_train_into_a_dataset_or_another_run_is_one_line_and_nothing_is_written(data, tmp_path, capsys):
-    from conftest import tree_digest
+    from conftest import assert_out_refused, make_run
 
-    from worldloom.checkpoint import write_run_config
-
-    idm = tmp_path / "idm"
-    idm.mkdir()
-    write_run_config(idm, "idm", {})
     expected = {data["unlabeled"]: "holds a WorldLoom dataset (dataset.json), not a policy run; give a new --out",
-                str(idm): 'holds an IDM run (config.json with "kind": "idm"), not a policy run; give a new --out'}
+                make_run(tmp_path / "idm", "idm"): 'holds an IDM run (config.json with "kind": "idm"), not a policy run; give a new --out'}
     for out, message in expected.items():
-        before = tree_digest(out)
-        assert cli(["agent", "train", "--data", data["labeled"], "--out", out, "--preset", "micro", "--max-steps", "1"]) == 2
-        err = capsys.readouterr().err.strip().splitlines()[-1]
-        assert err.startswith(f"worldloom agent: error: --out {out} {message}"), err
-        assert tree_digest(out) == before
+        assert_out_refused(cli, ["agent", "train", "--data", data["labeled"], "--preset", "micro", "--max-steps", "1"],
+                           out, message, capsys)

@@ -394,18 +394,10 @@ def test_non_finite_loss_stops_training_and_a_nan_checkpoint_is_refused(voxel, t
 
 
 def test_train_into_a_dataset_or_another_run_is_one_line_and_nothing_is_written(voxel, tmp_path, capsys):
-    from conftest import tree_digest
+    from conftest import assert_out_refused, make_run
 
-    from worldloom.checkpoint import write_run_config
-
-    wm = tmp_path / "wm"
-    wm.mkdir()
-    write_run_config(wm, "world_model", {})
     expected = {voxel["unlabeled"]: "holds a WorldLoom dataset (dataset.json), not an IDM run; give a new --out",
-                str(wm): 'holds a world model run (config.json with "kind": "world_model"), not an IDM run'}
+                make_run(tmp_path / "wm", "world_model"): 'holds a world model run (config.json with "kind": "world_model"), not an IDM run'}
     for out, message in expected.items():
-        before = tree_digest(out)
-        assert cli(["idm", "train", "--data", voxel["labeled"], "--out", out, "--preset", "micro", "--max-steps", "1"]) == 2
-        err = capsys.readouterr().err.strip().splitlines()[-1]
-        assert err.startswith(f"worldloom idm: error: --out {out} {message}"), err
-        assert tree_digest(out) == before  # no checkpoint/ or config.json written into it
+        assert_out_refused(cli, ["idm", "train", "--data", voxel["labeled"], "--preset", "micro", "--max-steps", "1"],
+                           out, message, capsys)

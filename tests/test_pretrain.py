@@ -449,18 +449,10 @@ def test_a_run_written_with_the_removed_loss_weight_field_still_loads(tmp_path):
 
 
 def test_train_into_a_dataset_or_another_run_is_one_line_and_nothing_is_written(data, tmp_path, capsys):
-    from conftest import tree_digest
+    from conftest import assert_out_refused, make_run
 
-    from worldloom.checkpoint import write_run_config
-
-    policy = tmp_path / "bc"
-    policy.mkdir()
-    write_run_config(policy, "policy", {})
     expected = {data["heldout"]: "holds a WorldLoom dataset (dataset.json), not a world model run; give a new --out",
-                str(policy): 'holds a policy run (config.json with "kind": "policy"), not a world model run'}
+                make_run(tmp_path / "bc", "policy"): 'holds a policy run (config.json with "kind": "policy"), not a world model run'}
     for out, message in expected.items():
-        before = tree_digest(out)
-        assert cli(["pretrain", "train", "--data", data["train"], "--out", out, "--max-steps", "1"]) == 2
-        err = capsys.readouterr().err.strip()
-        assert err.count("\n") == 0 and err.startswith(f"worldloom pretrain: error: --out {out} {message}"), err
-        assert tree_digest(out) == before
+        assert_out_refused(cli, ["pretrain", "train", "--data", data["train"], "--max-steps", "1"], out, message, capsys,
+                           one_line=True)
