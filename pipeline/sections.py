@@ -332,31 +332,46 @@ CAPTION_EPISODES, CAPTIONS_PER_EPISODE, FRAMES_PER_CAPTION = 2, 3, 4
 
 
 def _captions_section(report: Report, paths: dict[str, Path], figures_dir: Path) -> None:
-    """A few held-out clips, each as frames across it, beside its engine-exact caption (datasets/captions.py)."""
+    """A few held-out clips, each as frames across it, beside its engine-exact caption (datasets/captions.py):
+    the dataset's stored `caption` column (what `pretrain train --text` reads); made from the state
+    columns only for a dataset older than format version 3, which has no such column (the text says so)."""
     from worldloom.datasets import Dataset
-    from worldloom.datasets.captions import caption_episode
-    from worldloom.io import write_image
+    from worldloom.datasets.captions import caption_episode, stored_captions
 
     if not (paths["heldout"] / "dataset.json").exists():
         return
-    s = report.section("Captions", "Engine-exact captions of held-out clips (2 s each), made by rules from the "
-                       f"engine's state and the actions, never from pixels; {FRAMES_PER_CAPTION} frames across each clip.")
-    ds, shown = Dataset(str(paths["heldout"])), []
+    ds = Dataset(str(paths["heldout"]))
+    stored = ds.version >= 3
+    how = ("as stored in the held-out dataset's caption column (what text-conditioned training reads), made at capture "
+           "by rules from the engine's state and the actions, never from pixels" if stored else
+           f"made now by rules from the engine's state and the actions (the held-out dataset is format version "
+           f"{ds.version}, which has no caption column), never from pixels")
+    s = report.section("Captions", f"Engine-exact captions of held-out clips (2 s each), {how}; "
+                       f"{FRAMES_PER_CAPTION} frames across each clip.")
+    shown = []
     for eid in ds.episode_ids[:CAPTION_EPISODES]:
-        captions = [c for c in caption_episode(ds, eid) if c.facts]
+        captions = [c for c in (stored_captions(ds, eid) if stored else caption_episode(ds, eid)) if c.text]
         for c in [captions[i] for i in sorted({round(x) for x in np.linspace(0, len(captions) - 1, CAPTIONS_PER_EPISODE)})
                   ] if captions else []:
-            idx = np.linspace(c.start, c.stop - 1, FRAMES_PER_CAPTION).round().astype(int)
-            frames = ds.frames(eid, c.start, c.stop).frames[idx - c.start]  # (F, H, W, 3)
-            gap = np.full((frames.shape[1], 2, 3), 255, np.uint8)
-            strip = np.concatenate([x for f in frames for x in (f, gap)][:-1], axis=1)
             png = figures_dir / f"caption-{len(shown)}.png"
-            write_image(png, strip.repeat(2, 0).repeat(2, 1))
+            _caption_strip(ds, eid, c, png)
             s.image(png, f"{c.text} ({eid}, steps {c.start}-{c.stop})")
-            shown.append(c.to_json())
+            shown.append(c.to_json() | {"source": "stored" if stored else "made from state"})
     report.data["captions"] = shown
     if not shown:
-        s.lines(["No captions: the held-out dataset has no engine state (the env does not expose it)."])
+        s.lines(["No captions: the held-out dataset's caption column is empty (the env reports no engine state)." if stored
+                 else "No captions: the held-out dataset has no engine state (the env does not expose it)."])
+
+
+def _caption_strip(ds, episode_id: str, c, png: Path) -> None:
+    """FRAMES_PER_CAPTION frames across clip `c` side by side, 2x, written to `png`."""
+    from worldloom.io import write_image
+
+    idx = np.linspace(c.start, c.stop - 1, FRAMES_PER_CAPTION).round().astype(int)
+    frames = ds.frames(episode_id, c.start, c.stop).frames[idx - c.start]  # (F, H, W, 3)
+    gap = np.full((frames.shape[1], 2, 3), 255, np.uint8)
+    strip = np.concatenate([x for f in frames for x in (f, gap)][:-1], axis=1)
+    write_image(png, strip.repeat(2, 0).repeat(2, 1))
 
 
 def _cost_section(report: Report, records: dict[str, StageRecord], stats: dict) -> None:

@@ -122,3 +122,62 @@ def test_engine_truth_section_tables_point_at_report_json(tmp_path):
         assert float(shown) == pytest.approx(value, abs=1e-3), key
     assert "Engine truth: at horizon 3" in html and "Revisit: PSNR at the return" in html and ">n/a<" in html
     assert "model under turn, engine under walk" in report._markdown(tmp_path)  # the picture's caption
+
+
+def _walking_state(num: int) -> dict[str, list]:
+    """A player walking east across the plains by day at 4 blocks/s, 20 steps a second."""
+    return {"state_x": [0.2 * t for t in range(num)], "state_z": [0.0] * num, "state_yaw": [0.0] * num,
+            "state_in_water": [False] * num, "state_biome": ["plains"] * num, "state_time_of_day": [0.25] * num}
+
+
+def _captioned_heldout(root, caption, version: int = 3) -> str:
+    """A held-out dataset of one 80-step labeled episode with the walking state and `caption` as its
+    caption column; `version` 2 writes it as a WorldLoom of 2026-11 did (no caption column)."""
+    import json
+
+    from conftest import pixel_frames, random_actions
+
+    from worldloom.datasets import DatasetWriter
+
+    if version == 2:
+        DatasetWriter(root, 32, 32, fps=20).close()
+        manifest = json.loads((root / "dataset.json").read_text())
+        manifest["format_version"] = 2
+        del manifest["caption_column"]
+        (root / "dataset.json").write_text(json.dumps(manifest))
+    buttons, camera = random_actions(80, seed=0)
+    with DatasetWriter(root, 32, 32, fps=20) as w:
+        w.add_episode("ep-0", pixel_frames(80, 32, 32), buttons=buttons, camera=camera, state=_walking_state(80),
+                      caption=caption)
+    return str(root)
+
+
+def test_the_captions_section_shows_the_stored_captions_and_says_when_it_makes_them(tmp_path):
+    """The report shows the dataset's caption column (what --text training reads), even where today's
+    rules would say otherwise; a version-2 dataset (no column) gets captions made from its state, and
+    the section's text says which."""
+    from worldloom.datasets import Dataset
+    from worldloom.datasets.captions import caption_episode
+    from worldloom.pipeline.report import Report
+    from worldloom.pipeline.sections import _captions_section
+
+    stored = ["sprints in the desert at night"] * 40 + ["swims on open water by day"] * 40  # not what the state says
+    for version, expected, how in ((3, stored[::40], "as stored in the held-out dataset's caption column"),
+                                   (2, None, "made now by rules from the engine's state")):
+        heldout = tmp_path / f"v{version}"
+        _captioned_heldout(heldout, stored, version)
+        ds = Dataset(heldout)
+        assert ds.version == version
+        made = [c.text for c in caption_episode(ds, "ep-0")]
+        assert all("walks" in t or "strolls" in t or "moves along" in t for t in made) and set(made).isdisjoint(stored)
+        (tmp_path / f"fig{version}").mkdir()
+        report = Report("t", root=tmp_path)
+        _captions_section(report, {"heldout": heldout}, tmp_path / f"fig{version}")
+        shown = report.data["captions"]
+        assert [c["caption"] for c in shown] == (expected or made)
+        assert [(c["start"], c["stop"]) for c in shown] == [(0, 40), (40, 80)]
+        assert {c["source"] for c in shown} == {"stored" if version == 3 else "made from state"}
+        section = report.sections[-1]
+        assert section.title == "Captions" and how in section.text
+        assert all(c["caption"] in report._markdown(tmp_path) for c in shown)
+        assert len(list((tmp_path / f"fig{version}").glob("caption-*.png"))) == 2
