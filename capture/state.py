@@ -4,6 +4,8 @@
     columns = state_columns(infos)       # {"state_x": [...], ...}: DatasetWriter.add_episode(state=...)
     captions = captions_of(columns, buttons, "ep-000", fps=20)   # DatasetWriter.add_episode(caption=...)
 
+(`captions_of` lives in datasets/captions.py, shared with ingest; re-exported here.)
+
 Envs report their ground truth in `info` under shared names (VoxelWorld, Minetest and Crafter's
 adapter: `position`, `yaw`, `pitch`, `on_ground`, `in_water`, `gui_open`, `hotbar`,
 `hotbar_slot`, `target_block`, `target_distance`, `biome`, `time_of_day`, `health`, `inventory`,
@@ -19,14 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
-import pyarrow as pa
-
-from worldloom.actions import BUTTONS
-from worldloom.datasets.captions import row_captions
-from worldloom.datasets.schema import STATE_FIELDS
-
-FLOAT32_STATE = tuple(name for name, type_ in STATE_FIELDS if type_ == pa.float32())
+from worldloom.datasets.captions import captions_of  # noqa: F401 - capture's caption column (re-exported)
 
 
 def _position(infos: Sequence[dict]) -> dict[str, list]:
@@ -76,16 +71,3 @@ def state_columns(infos: Sequence[dict]) -> dict[str, list]:
     if "step" in first:
         out["state_tick"] = [int(info["step"]) for info in infos]
     return out
-
-
-def captions_of(state: dict[str, list], buttons: np.ndarray, episode_id: str, fps: float) -> list[str | None] | None:
-    """The `caption` column of an episode (each row its 2 s clip's caption, datasets/captions.py)
-    from its state columns and buttons `(T, 20)`; None when the env reports no state."""
-    if not state:
-        return None
-    # Caption the values as stored (float32 yaw and time of day): a time of day on a dawn/day boundary
-    # rounds to one side, and the captions read back from the dataset must be these.
-    stored = {name: pa.array(state[name], pa.float32()).to_pylist() if name in state else None for name in FLOAT32_STATE}
-    columns = {**state, **{k: v for k, v in stored.items() if v is not None},
-               "action_sprint": np.asarray(buttons)[:, BUTTONS.index("sprint")].astype(bool).tolist()}
-    return row_captions(columns, episode_id, fps)

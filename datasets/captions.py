@@ -31,6 +31,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 
 from worldloom.errors import UserError
 
@@ -76,6 +77,10 @@ EMPTY_HANDED = ("empty-handed", "with bare hands")
 COLLECT = ("then collects {}", "then gathers {}")
 PLACE = ("then places {}", "then puts down {}")
 TARGET = ("looking at {}", "facing {}")
+
+
+EMPTY_ITEMS = ("air", "none")  # an empty hand: VoxelWorld's and Minecraft's air, MineRL's mainhand `none`
+UNNAMED_ITEMS = ("other",)  # MineRL's mainhand `other`: an item it does not name (left out, as unknown)
 
 
 def time_name(fraction: float) -> str:
@@ -153,7 +158,9 @@ def clip_facts(columns: dict[str, list], start: int, stop: int, fps: float) -> d
     if tod is not None:
         facts["time"] = tod
     held = _majority(columns["state_held_item"][rows])
-    if held is not None:
+    if held in EMPTY_ITEMS:
+        facts["held"] = "air"
+    elif held is not None and held not in UNNAMED_ITEMS:
         facts["held"] = item_name(held)
     # Inventory changes: the first frame against the one after the clip's last action.
     end = min(stop, len(columns["state_inventory"]) - 1)
@@ -197,22 +204,26 @@ def caption_text(facts: dict, key: str) -> str:
     if "turn" in facts:
         turn = _pick(TURN[facts["turn"]], key, "turn")
         parts.append(f"and {turn}" if parts else turn)
-    if not parts:
+    if not parts and ("biome" in facts or "time" in facts):
         parts.append("is")
     if "biome" in facts:
         parts.append(_pick(BIOME[facts["biome"]], key, "biome"))
     if "time" in facts:
         parts.append(_pick(TIME[facts["time"]], key, "time"))
-    text = " ".join(parts)
+    clauses = []  # (separator, clause); the first one's separator is dropped when nothing precedes it
     if "held" in facts:
         held = facts["held"]
-        text += ", " + (_pick(EMPTY_HANDED, key, "held") if held == "air" else _pick(HELD, key, "held").format(_article(held)))
+        clauses.append((", ", _pick(EMPTY_HANDED, key, "held") if held == "air" else
+                        _pick(HELD, key, "held").format(_article(held))))
     if facts.get("collected"):
-        text += ", " + _pick(COLLECT, key, "collected").format(" and ".join(facts["collected"]))
+        clauses.append((", ", _pick(COLLECT, key, "collected").format(" and ".join(facts["collected"]))))
     if facts.get("placed"):
-        text += ", " + _pick(PLACE, key, "placed").format(" and ".join(facts["placed"]))
+        clauses.append((", ", _pick(PLACE, key, "placed").format(" and ".join(facts["placed"]))))
     if "target" in facts:
-        text += "; " + _pick(TARGET, key, "target").format(facts["target"])
+        clauses.append(("; ", _pick(TARGET, key, "target").format(facts["target"])))
+    text = " ".join(parts)
+    for sep, clause in clauses:
+        text += (sep if text else "") + clause
     return text
 
 
@@ -287,6 +298,26 @@ def row_captions(columns: dict[str, list], episode_id: str, fps: float, clip_fra
     return out
 
 
+def captions_of(state: dict[str, list] | None, buttons, episode_id: str, fps: float) -> list[str | None] | None:
+    """The `caption` column of an episode being written (each row its 2 s clip's caption) from its
+    `state_*` columns (lists of T values; missing ones unknown) and buttons `(T, 20)` (None: no
+    actions, so sprinting is unknown); None when there is no state at all. Used by capture and
+    ingest, so a written column equals what `caption_episode` makes from the stored dataset."""
+    from worldloom.actions import BUTTONS
+
+    from .schema import STATE_FIELDS
+
+    if not state or not any(any(v is not None for v in values) for values in state.values()):
+        return None
+    # Caption the values as stored (float32 yaw and time of day): a time of day on a dawn/day boundary
+    # rounds to one side, and the captions read back from the dataset must be these.
+    float32 = [name for name, type_ in STATE_FIELDS if type_ == pa.float32() and name in state]
+    columns = {**state, **{name: pa.array(state[name], pa.float32()).to_pylist() for name in float32}}
+    if buttons is not None:
+        columns["action_sprint"] = np.asarray(buttons)[:, BUTTONS.index("sprint")].astype(bool).tolist()
+    return row_captions(columns, episode_id, fps)
+
+
 def caption_episode(ds: Dataset, episode_id: str, clip_frames: int | None = None) -> list[Caption]:
     """A caption for each `clip_frames` steps of an episode (default: 2 s at the dataset's fps;
     a shorter last clip of at least half that is kept), made from its state and action columns."""
@@ -329,5 +360,6 @@ def caption_dataset(path: str, out: str, clip_seconds: float = 2.0) -> dict:
     return {"clips": len(lines), "episodes": len(ds), "clip_frames": clip_frames, "out": out}
 
 
-__all__ = ["Caption", "caption_clips", "caption_dataset", "caption_episode", "caption_text", "clip_facts",
+__all__ = ["Caption", "caption_clips", "caption_dataset", "caption_episode", "caption_text", "captions_of",
+           "clip_facts",
            "default_clip_frames", "read_caption", "row_captions", "stored_captions", "time_name"]

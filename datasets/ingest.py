@@ -14,6 +14,11 @@ same bytes elsewhere) is skipped; a changed one is ingested again and replaces i
 one commit. Each episode's `env_config` names its source files, their identity (blake2b of the
 bytes), how they decoded and what the conversion changed (`docs/ingest.md`).
 
+VPT and MineRL recordings carry per-frame state (VPT: position, yaw, pitch, GUI, hotbar slot,
+inventory, tick; MineRL: inventory, held item): each row also gets its 2 s clip's caption,
+made from what is known (datasets/captions.py leaves out a fact whose column is null, e.g.
+"walks, then collects oak log"). Plain video knows nothing: its captions are null.
+
 Frames keep the source's size unless `--resolution` names one: INTER_AREA when shrinking,
 INTER_LINEAR when growing (recorded in the manifest's config). A bad input (a malformed jsonl
 line, a missing partner file, a file that is not video, a video that stops early, an npz without
@@ -41,6 +46,7 @@ from worldloom.errors import UserError
 from worldloom.folders import check_out
 
 from . import codecs, minerl, vpt
+from .captions import captions_of
 from .resize import resize
 from .sources import HASH_PREFIX, Source, file_hash, plan_resume
 from .video import PER_FRAME, RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReader
@@ -365,6 +371,7 @@ class Ingester:
         lines = vpt.read_jsonl(item["jsonl"])
         version = self.cfg.recorder_version or vpt.recorder_version(item["jsonl"])
         steps = vpt.convert(lines, version)
+        captions = captions_of(steps.state, steps.buttons, item["name"], VPT_FPS)  # from the jsonl's state and keys
         with VideoReader(item["video"], fps=VPT_FPS, threads=self.cfg.threads, timing="frames") as reader:
             report = reader.report
             writer = self._writer(report.height, report.width, VPT_FPS, item)
@@ -376,7 +383,8 @@ class Ingester:
             def parts() -> Iterator[dict]:
                 # frames after the last jsonl line are decoded (counted) and dropped, as VPT ignores them
                 for start, frames in stored_parts(reader, self.cfg.size, steps.num_steps, draw=draw):
-                    yield {"frames": frames, **steps.part(start, start + len(frames))}
+                    yield {"frames": frames, **steps.part(start, start + len(frames)),
+                           "caption": None if captions is None else captions[start : start + len(frames)]}
                 self._check_truncated(item["video"], report)
 
             def env_config() -> dict:
@@ -400,6 +408,7 @@ class Ingester:
     def _minerl(self, item: dict, warnings: list[str]) -> int:
         npz = minerl.read_npz(item["npz"])
         steps = minerl.convert(npz, item["npz"])
+        captions = captions_of(steps.state, steps.buttons, item["name"], VPT_FPS)  # inventory and held item only
         meta = _read_json(item["metadata"]) if Path(item["metadata"]).is_file() else {}
         with VideoReader(item["video"], fps=VPT_FPS, threads=self.cfg.threads, timing="frames") as reader:
             report = reader.report
@@ -411,7 +420,8 @@ class Ingester:
             def parts() -> Iterator[dict]:
                 for start, frames in stored_parts(reader, self.cfg.size, skip + steps.num_actions, first=skip):
                     t = start - skip  # step t shows state t: video frame skip + t
-                    part = {"frames": frames, **steps.part(t, t + len(frames))}
+                    part = {"frames": frames, **steps.part(t, t + len(frames)),
+                            "caption": None if captions is None else captions[t : t + len(frames)]}
                     if t + len(frames) == steps.num_actions:
                         part["terminated"] = np.arange(t, t + len(frames)) == steps.num_actions - 1
                     yield part

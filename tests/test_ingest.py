@@ -396,3 +396,53 @@ def test_plain_videos_as_vpt_suggest_format_video_and_a_run_folder_is_refused(tm
     assert code == 2 and err.count("\n") == 0, err
     assert f"--out {tmp_path / 'run'} holds a pipeline run (pipeline.json), not a WorldLoom dataset; give a new --out" in err
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["pipeline.json"]
+
+
+# ---- captions from what a recording knows ----------------------------------------------------------
+
+def caption_lines(num: int = 80) -> list[dict]:
+    """A VPT segment: 2 s walking forward (2 blocks/s) while turning right 5 degrees a frame and
+    picking up oak logs, then 2 s standing still, holding the logs."""
+    lines = []
+    for t in range(num):
+        line = vpt_line(t, keys=["w"] if t < 40 else [])
+        moving = min(t, 40)
+        line.update(xpos=100.5 + 0.1 * moving, yaw=10.0 + 5 * moving)
+        line["inventory"] = [{"type": "oak_log", "quantity": 2 + moving // 10}]
+        lines.append(line)
+    return lines
+
+
+def test_ingested_recordings_get_captions_of_what_they_know(tmp_path):
+    """VPT's partial state (no biome, time of day, water, target or held item) and MineRL's (inventory,
+    held item) caption each 2 s clip with the facts they have and nothing else; plain video gets none.
+    The stored captions are the ones the rules make from the stored columns."""
+    from worldloom.datasets.captions import caption_episode, read_caption, stored_captions
+
+    write_vpt(tmp_path / "vpt" / "6.13", "walker", 80, lines=caption_lines(), size=64)
+    run([tmp_path / "vpt"], tmp_path / "vpt-ds", resolution="32")
+    ds = Dataset(tmp_path / "vpt-ds")
+    clips = stored_captions(ds, "6.13/walker")
+    assert [(c.start, c.stop) for c in clips] == [(0, 40), (40, 80)]
+    assert clips[0].facts == {"activity": "walk", "turn": "look_around", "collected": ["oak log"]}, clips[0].text
+    assert clips[1].facts == {"activity": "still"}, clips[1].text  # still, and the logs stay held in the inventory
+    assert clips[0].text.split(" ")[0] in ("walks", "strolls", "moves") and "then" in clips[0].text
+    for text in (c.text for c in clips):  # no fact the recording does not have
+        assert not {"biome", "time", "held", "target"} & set(read_caption(text)), text
+        assert not any(w in text for w in ("plains", "forest", "daylight", "night", "dusk", "holding", "looking at"))
+    assert [c.text for c in clips] == [c.text for c in caption_episode(ds, "6.13/walker")]
+    # MineRL: no position, so no motion; an empty hand and the logs it gathered
+    write_minerl(tmp_path / "minerl" / "MineRLTreechop-v0" / "t1", 30, seed=1)
+    run([tmp_path / "minerl"], tmp_path / "minerl-ds", format="minerl")
+    mds = Dataset(tmp_path / "minerl-ds")
+    (clip,) = stored_captions(mds, "MineRLTreechop-v0/t1")
+    assert (clip.start, clip.stop) == (0, 30) and clip.facts == {"held": "air", "collected": ["log"]}, clip.text
+    assert clip.text.startswith(("empty-handed, then", "with bare hands, then")), clip.text
+    # plain video: nothing known, the caption column stays null
+    from worldloom.io import write_video
+
+    write_video(tmp_path / "clips" / "c0.mp4", frames_of(60, 64), fps=20, pix_fmt="yuv444p", crf=10)
+    run([tmp_path / "clips"], tmp_path / "video-ds", format="video", resolution="32")
+    vds = Dataset(tmp_path / "video-ds")
+    assert vds.read_table("c0.mp4", columns=["caption"]).column("caption").null_count == 60
+    assert stored_captions(vds, "c0.mp4") == []

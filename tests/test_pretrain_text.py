@@ -162,3 +162,36 @@ def test_bad_input(captioned, tmp_path, capsys):
     # neither a prompt nor an episode
     assert cli(["pretrain", "rollout", "--model", str(plain), "--out", str(tmp_path / "p.gif")]) == 2
     assert "--prompt" in capsys.readouterr().err
+
+
+def test_a_text_model_trains_on_datasets_with_and_without_captions(captioned, tmp_path):
+    """Captured data (captions) beside ingested plain video (no captions, no actions): the video's
+    clips get the empty caption, which the encoder reads as its null embedding, and --text trains on both."""
+    from recordings import frames_of
+
+    from worldloom.datasets.ingest import IngestConfig, ingest
+    from worldloom.io import write_video
+    from worldloom.pretrain.data import train_batches
+
+    _, targets = captioned
+    write_video(tmp_path / "clips" / "c0.mp4", frames_of(60, 64), fps=20, pix_fmt="yuv444p", crf=10)
+    video = str(tmp_path / "video")
+    ingest(IngestConfig(data=(str(tmp_path / "clips"),), out=video, format="video"))
+    batches = train_batches([targets["env"], video], clip_len=4, batch_size=8, seed=0)
+    captions, sources = [], []
+    for _ in range(4):
+        batch = next(batches)
+        captions += batch["caption"]
+        sources += batch["source"]
+    assert {s for s, c in zip(sources, captions, strict=True) if not c} == {1}  # the video's clips: no caption
+    assert all(captions[k] for k, s in enumerate(sources) if s == 0) and 0 in sources and 1 in sources
+    cfg = TextConfig(vocab=tuple(sorted(rule_words())))
+    enc = TextEncoder(cfg, width=16)
+    e = enc(tokenize(captions, cfg))
+    empty = torch.tensor([not c for c in captions])
+    assert torch.equal(e[empty], enc.null.expand(int(empty.sum()), -1)) and not torch.equal(e[~empty][0], enc.null)
+    run = tmp_path / "wm-mix"
+    assert cli(["pretrain", "train", "--data", targets["env"], video, "--out", str(run), "--max-steps", "2", "--text",
+                *MICRO]) == 0
+    assert (run / "checkpoint" / "ema.safetensors").is_file()
+    assert {"walks", "holding"} <= set(json.loads((run / "config.json").read_text())["text"]["vocab"])
