@@ -7,7 +7,10 @@
 The output is a WorldLoom dataset whose frames are the input's frames unchanged (decoded
 pixels stored losslessly; `--frames model` stores them at the model's size instead), with
 label_source `idm`, label_model = the checkpoint id and a per-step confidence (the model's
-probability of the whole decoded action). The model sees frames resized with INTER_LINEAR to its
+probability of the whole decoded action). A dataset's episodes keep their engine truth, which
+the IDM does not predict: the `state_*` columns and the `caption` column (made by the rules from
+the state where the input has state but no captions, e.g. format version 2); the actions are the
+IDM's. The model sees frames resized with INTER_LINEAR to its
 size (as VPT resizes). Videos are read by `worldloom.datasets.video`: time from presentation
 timestamps, step k showing the frame on screen at k / --fps seconds (the rule is written into
 the dataset's config), PyAV then OpenCV as decoders. Each episode's env_config names its source
@@ -130,6 +133,26 @@ class Labeler:
         writer.add_episode(episode_id, self._store(frames), buttons=pred["buttons"], camera=pred["camera_deg"],
                            label_source="idm", label_model=self.model_id, label_confidence=pred["confidence"], **meta)
 
+    @staticmethod
+    def _truth(ds, episode_id: str) -> dict:
+        """The footage's own engine truth, which the IDM does not predict: its `state_*` columns (those
+        not all null) and its `caption` column; captions made by the rules from its state (and its own
+        actions, if any) where it has state but no stored captions (format version 2, or older writers)."""
+        from worldloom.datasets.captions import episode_columns, row_captions
+        from worldloom.datasets.schema import CAPTION_COLUMN, STATE_COLUMNS
+
+        if ds.version < 2:
+            return {}
+        names = [*STATE_COLUMNS, CAPTION_COLUMN] if ds.version >= 3 else list(STATE_COLUMNS)
+        table = ds.read_table(episode_id, columns=names)
+        state = {n: table.column(n).to_pylist() for n in STATE_COLUMNS if table.column(n).null_count < len(table)}
+        if not state:
+            return {}
+        caption = table.column(CAPTION_COLUMN).to_pylist() if ds.version >= 3 else []
+        if not any(caption):
+            caption = row_captions(episode_columns(ds, episode_id), episode_id, float(ds.spec.fps))
+        return {"state": state, "caption": caption if any(caption) else None}
+
     def label_episode(self, item: dict) -> tuple[int, dict]:
         ds = open_dataset(item["source"])
         clip = ds.frames(item["episode_id"])
@@ -142,7 +165,7 @@ class Labeler:
                                     "size": [ds.spec.width, ds.spec.height]}
         env_config["source_identity"] = item["identity"]
         meta = {"env": row.get("env"), "env_config": env_config, "seed": row.get("seed"),
-                "player": row.get("player"), "split": row.get("split")}
+                "player": row.get("player"), "split": row.get("split"), **self._truth(ds, item["episode_id"])}
         writer = self._writer(ds.spec.height, ds.spec.width, ds.spec.fps, codec, item)
         self._add(writer, item["name"], clip.frames, pred, meta)
         return len(clip.frames), {}

@@ -216,3 +216,60 @@ def test_out_of_another_label_source_or_kind_is_refused_and_idm_labels_resume(ru
     assert cli(["idm", "label", "--model", run, "--data", footage, "--out", pseudo]) == 0
     assert cli(["idm", "label", "--model", run, "--data", more, "--out", pseudo]) == 0
     assert Dataset(pseudo).episodes.column("label_source").to_pylist() == ["idm", "idm"]
+
+
+# ---- the footage's engine truth goes with its frames -------------------------------------------------
+
+def _footage_with_truth(root, source: Dataset, version: int) -> str:
+    """`source`'s episodes as footage (label_source none) that keeps its state columns, and its
+    captions (version 3) or no caption column at all (version 2, as a WorldLoom of 2026-11 wrote it)."""
+    from worldloom.datasets import DatasetWriter, schema
+
+    if version == 2:
+        DatasetWriter(root, 64, 64).close()
+        manifest = json.loads((root / "dataset.json").read_text())
+        manifest["format_version"] = 2
+        del manifest["caption_column"]
+        (root / "dataset.json").write_text(json.dumps(manifest))
+    with DatasetWriter(root, 64, 64) as w:
+        for eid in source.episode_ids:
+            clip = source.frames(eid)
+            state = source.read_table(eid, columns=list(schema.STATE_COLUMNS)).to_pydict()
+            w.add_episode(eid, clip.frames, label_source="none", state=state, caption=clip.captions)
+    return str(root)
+
+
+def test_labeled_footage_keeps_its_state_and_captions(run, tmp_path):
+    """The IDM gives the actions; the state columns and captions are the footage's own and come
+    through unchanged; footage with state but no captions (format version 2) gets them made."""
+    from worldloom.capture import Recorder
+    from worldloom.capture.config import EpisodeSpec
+    from worldloom.datasets import commit_shards, schema
+    from worldloom.datasets.captions import caption_episode
+    from worldloom.envs import make_env
+
+    target = {"env": str(tmp_path / "env")}
+    rec = Recorder(target, env="voxel", height=64, width=64, make_env=lambda name, h, w: make_env(
+        name, height=h, width=w, world_size=(32, 32, 32), day_night=True, day_length=100))
+    specs = [EpisodeSpec(f"ep-{i}", i, "voxel", seed=5 + i, player="mixture", steps=50, height=64, width=64)
+             for i in range(2)]
+    commit_shards(target["env"], rec.record([(spec, ("env",)) for spec in specs])["shards"]["env"])
+    truth = Dataset(target["env"])
+    footage = {3: _footage_with_truth(tmp_path / "footage3", truth, 3), 2: _footage_with_truth(tmp_path / "footage2", truth, 2)}
+    state_names = [n for n in schema.STATE_COLUMNS if truth.read_table("ep-0", columns=[n]).column(n).null_count == 0]
+    assert {"state_x", "state_biome", "state_time_of_day", "state_inventory"} <= set(state_names)
+    for name, data, extra in (("footage3", footage[3], []), ("footage2", footage[2], []),
+                              ("relabeled", target["env"], ["--all-episodes"])):
+        out = tmp_path / f"pseudo-{name}"
+        assert cli(["idm", "label", "--model", run, "--data", data, "--out", str(out), *extra]) == 0
+        ds, src = Dataset(out), Dataset(data)
+        assert ds.version == 3 and ds.episode_ids == ["ep-0", "ep-1"] and validate(out) == []
+        for eid in ds.episode_ids:
+            captions = ds.read_table(eid, columns=["caption"]).column("caption").to_pylist()
+            expected = truth.read_table(eid, columns=["caption"]).column("caption").to_pylist()
+            assert captions == expected and all(captions[:40]), name  # a 2 s clip, then 10 steps (too short: null)
+            if name == "footage2":  # no caption column in the input: made by the rules from its state
+                assert src.version == 2 and [c.text for c in caption_episode(src, eid)][0] == captions[0]
+            assert ds.read_table(eid, columns=state_names).to_pydict() == truth.read_table(eid, columns=state_names).to_pydict()
+            clip = ds.frames(eid)
+            assert clip.label_source == "idm" and clip.label_model == checkpoint.checkpoint_id(run)
