@@ -254,3 +254,18 @@ def test_capture_day_length_turns_the_sun():
         CaptureConfig(out="x", env="crafter", day_length=400)
     with pytest.raises(ValueError, match="day_length must be an integer in 2.."):
         CaptureConfig(out="x", day_length=1)
+
+
+def test_a_caption_of_partial_facts_names_only_them():
+    """Recordings know some facts (VPT: motion and inventory; MineRL: held item and inventory): the
+    sentence starts at what is known and reads back to exactly those facts; MineRL's empty hand is `none`."""
+    for facts in ({"held": "iron pickaxe", "target": "stone"}, {"collected": ["log"]}, {"target": "stone"},
+                  {"activity": "walk", "turn": "look_around", "collected": ["oak log"]}, {"biome": "desert"}):
+        for key in ("a/0", "b/40", "c/80"):
+            text = caption_text(facts, key)
+            assert read_caption(text) == facts and not text.startswith((",", ";", " ")), text
+    assert caption_text({"target": "stone"}, "a/0") in ("looking at stone", "facing stone")
+    assert caption_text({"biome": "desert"}, "a/0").startswith("is ")
+    rows = [{"state_held_item": "none"} for _ in range(40)]
+    assert clip_facts(columns_of(rows), 0, 40, FPS) == {"held": "air"}
+    assert clip_facts(columns_of([{"state_held_item": "other"} for _ in range(40)]), 0, 40, FPS) == {}
