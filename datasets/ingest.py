@@ -28,6 +28,8 @@ import json
 import queue
 import sys
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,7 @@ from worldloom.errors import UserError
 from worldloom.folders import check_out
 
 from . import codecs, minerl, vpt
+from .jobs import job_lock, sweep_orphans
 from .resize import resize
 from .sources import HASH_PREFIX, Source, file_hash, plan_resume
 from .video import PER_FRAME, RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReader
@@ -514,12 +517,25 @@ def job_config_of(cfg: IngestConfig) -> dict:
 
 def ingest(cfg: IngestConfig) -> dict:
     """Ingest everything under cfg.data not yet in cfg.out; returns a summary (done, skipped, failed)."""
+    check_out(cfg.out, "dataset")
+    found, bad = discover(cfg)
+    with job_lock([cfg.out], "dataset ingest"):
+        run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew
+        summary = _ingest_locked(cfg, found, bad)
+        # Last, under the lock: shards and temporary files of a killed earlier run (or of items
+        # that failed in this one) are in no manifest: deleted (datasets/jobs.py).
+        summary["num_orphans_removed"] = sweep_orphans(cfg.out, run_token, started_at)
+    if summary["failed"] and not summary["ingested"] and not summary["skipped_done"]:
+        raise UserError(f"nothing was ingested: {summary['failed'][0]['error']}")
+    return summary
+
+
+def _ingest_locked(cfg: IngestConfig, found: list, bad: list[dict]) -> dict:
+    """Ingest and commit every item not yet in cfg.out (the caller holds the job lock)."""
     from tqdm import tqdm
 
     from .writer import commit_shards
 
-    check_out(cfg.out, "dataset")
-    found, bad = discover(cfg)
     todo, num_done, unreadable = plan_resume(cfg.out, found)
     job_config = job_config_of(cfg)
     summary = {"out": cfg.out, "format": cfg.format, "num_items": len(found) + len(bad), "skipped_done": num_done,
@@ -539,6 +555,4 @@ def ingest(cfg: IngestConfig) -> dict:
         else:
             summary["failed"].append({"input": item["source"], "error": result["error"]})
             print(f"dataset ingest: skipped: {result['error']}", file=sys.stderr)
-    if summary["failed"] and not summary["ingested"] and not summary["skipped_done"]:
-        raise UserError(f"nothing was ingested: {summary['failed'][0]['error']}")
     return summary

@@ -31,6 +31,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from tqdm import tqdm
 
 from worldloom.cluster import ray_session
 from worldloom.config import doc, to_json_dict
+from worldloom.datasets.jobs import job_lock, sweep_orphans
 from worldloom.datasets.sources import Source, episode_source, file_source, plan_resume
 from worldloom.datasets.video import RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReader
 from worldloom.errors import UserError
@@ -261,11 +264,24 @@ def check_label_out(out: str) -> None:
 
 def label(cfg: LabelConfig) -> dict:
     """Label everything under cfg.data not yet in cfg.out; returns a summary (done, skipped, failed)."""
-    from worldloom.datasets import commit_shards
-
     check_label_out(cfg.out)
     kind, found = discover(cfg)
     model_id = checkpoint_id(cfg.model)
+    with job_lock([cfg.out], "idm label"):
+        run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew
+        summary = _label_locked(cfg, kind, found, model_id)
+        # Last, under the lock: shards and temporary files of a killed earlier run (or of items
+        # that failed in this one) are in no manifest: deleted (datasets/jobs.py).
+        summary["num_orphans_removed"] = sweep_orphans(cfg.out, run_token, started_at)
+    if summary["failed"] and not summary["labeled"] and not summary["skipped_done"]:
+        raise UserError(f"nothing was labeled: {summary['failed'][0]['error']}")
+    return summary
+
+
+def _label_locked(cfg: LabelConfig, kind: str, found: list, model_id: str) -> dict:
+    """Label and commit every item not yet in cfg.out (the caller holds the job lock)."""
+    from worldloom.datasets import commit_shards
+
     model_cfg = model_config(cfg.model)
     todo, num_done, unreadable = plan_resume(cfg.out, found)
     job_config = {"job": "worldloom idm label", "label_model": model_id, "input_kind": kind,
@@ -294,6 +310,4 @@ def label(cfg: LabelConfig) -> dict:
         else:
             summary["failed"].append({"input": item["source"], "error": redact_text(result["error"])})
             print(f"idm label: skipped: {redact_text(result['error'])}", file=sys.stderr)
-    if (todo or unreadable) and not summary["labeled"] and not summary["skipped_done"]:
-        raise UserError(f"nothing was labeled: {summary['failed'][0]['error']}")
     return summary

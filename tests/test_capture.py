@@ -231,9 +231,12 @@ def test_a_second_job_on_the_same_output_is_refused(tmp_path):
 
     cfg = CaptureConfig(out=str(tmp_path / "d"), episodes=1, steps=4, resolution=RES, progress=False)
     _make_dataset(cfg, 0)
-    with open(tmp_path / "d" / ".capture.lock", "w") as held:  # as a running job holds it
+    from worldloom.datasets.jobs import JOB_LOCK_NAME
+
+    with open(tmp_path / "d" / JOB_LOCK_NAME, "w") as held:  # as a running job holds it
         fcntl.flock(held, fcntl.LOCK_EX)
-        with pytest.raises(UserError, match="another capture job"):
+        with pytest.raises(UserError, match="another job .* is writing here; wait for it to end or stop it before "
+                                            "this capture run"):
             capture(cfg)
 
 

@@ -396,3 +396,30 @@ def test_plain_videos_as_vpt_suggest_format_video_and_a_run_folder_is_refused(tm
     assert code == 2 and err.count("\n") == 0, err
     assert f"--out {tmp_path / 'run'} holds a pipeline run (pipeline.json), not a WorldLoom dataset; give a new --out" in err
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["pipeline.json"]
+
+
+def plant_orphans(root: Path) -> list[Path]:
+    """What a killed writer leaves under frames/: a half-written temporary and a whole, uncommitted shard."""
+    orphans = [root / "frames" / ".part-dead-00000.parquet.0badf00d.tmp", root / "frames" / "part-dead-00000.parquet"]
+    for path in orphans:
+        path.write_bytes(b"left by a killed run")
+    return orphans
+
+
+def test_a_rerun_sweeps_what_a_killed_ingest_left_and_a_second_job_is_refused(tmp_path):
+    import fcntl
+
+    from worldloom.datasets.jobs import JOB_LOCK_NAME
+    from worldloom.io import write_video
+
+    write_video(tmp_path / "clips" / "c0.mp4", frames_of(12, 64), fps=20, pix_fmt="yuv444p", crf=10)
+    run([tmp_path / "clips"], tmp_path / "ds", format="video")
+    orphans = plant_orphans(tmp_path / "ds")
+    assert len(validate(tmp_path / "ds")) == 2  # both reported as leftovers
+    summary = run([tmp_path / "clips"], tmp_path / "ds", format="video")  # the same command again
+    assert summary["skipped_done"] == 1 and summary["num_orphans_removed"] == 2
+    assert not any(p.exists() for p in orphans) and validate(tmp_path / "ds") == []
+    with open(tmp_path / "ds" / JOB_LOCK_NAME, "w") as held:  # as a running capture, ingest or label job holds it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(UserError, match="ds: another job .* is writing here"):
+            run([tmp_path / "clips"], tmp_path / "ds", format="video")
