@@ -191,12 +191,12 @@ class EpisodeRunner:
 
     def _film(self, slot: _Slot, last: np.ndarray) -> str:
         from worldloom.actions import BUTTONS
-        from worldloom.datasets.export import draw_action, upscale
+        from worldloom.datasets.export import draw_action, scale_frame
         from worldloom.io import write_video
 
-        frames = [draw_action(upscale(f, 4), np.array([a[b] for b in BUTTONS], bool), a["camera"], t)
+        frames = [draw_action(scale_frame(f, 4), np.array([a[b] for b in BUTTONS], bool), a["camera"], t)
                   for t, (f, a) in enumerate(slot.frames)]
-        frames.append(draw_action(upscale(last, 4), None, None, len(slot.frames)))
+        frames.append(draw_action(scale_frame(last, 4), None, None, len(slot.frames)))
         path = Path(self.video_dir) / f"{spec_name(self.policy)}-{self.task.name}-ep{slot.index:04d}.{self.video_format}"
         write_video(path, frames, 20.0)
         return str(path)
