@@ -90,7 +90,8 @@ class TrainConfig:
     max_hours: float = doc("train on at most this many hours of labeled play (0: all; for scaling curves)", 0.0)
     val_fraction: float = doc("fraction of episodes held out for validation", 0.1)
     val_windows: int = doc("validation windows scored at each evaluation", 32)
-    eval_every: int = doc("steps between validation passes", 100)
+    log_every: int = doc("steps between metrics rows (metrics.csv rewritten at each, curves.png at most every 30 s)", 10)
+    eval_every: int = doc("steps between validation passes (their rows add the val_* columns)", 100)
     checkpoint_every: int = doc("steps between checkpoints", 100)
     seed: int = doc("seed of the model init, the split and the batches", 0)
     device: str = doc(f"where to train: {DEVICES}", "auto")
@@ -105,7 +106,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < (0 if name == "warmup_steps" else 1):
                 raise ValueError(f"{name} must be >= {0 if name == 'warmup_steps' else 1}, got {value}")
-        for name in ("eval_every", "checkpoint_every", "val_windows"):
+        for name in ("log_every", "eval_every", "checkpoint_every", "val_windows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("threads", "minutes", "max_hours"):
@@ -186,7 +187,7 @@ def validate(model: IDM, batch: dict[str, np.ndarray], cfg: TrainConfig, device:
 
 
 # May change when a run is resumed: how long and where it runs, not what it learns.
-RESUMABLE_FIELDS = {"out", "minutes", "max_steps", "device", "threads"}  # "out": a run may be moved
+RESUMABLE_FIELDS = {"out", "minutes", "max_steps", "device", "threads", "log_every"}  # "out": a run may be moved
 
 
 def prepare_run_dir(cfg: TrainConfig) -> Path:
@@ -245,6 +246,7 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
           f"{sum(e.num_steps for e in train_eps)} train steps of play, device {device}", file=sys.stderr)
     model.train()
     start_step, t0, last_log = state["step"], time.perf_counter(), time.perf_counter()
+    last_log_step = start_step
     elapsed0 = state["elapsed_s"]
     last_good = f"{run_dir / ckpt.CHECKPOINT_DIR} (step {start_step})" if start_step else None
     bar = tqdm(total=budget.shown_total, initial=start_step, desc="idm train", unit="step", dynamic_ncols=True)
@@ -277,20 +279,24 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
             if stop_after is not None and step >= stop_after:
                 return run_dir  # a kill: nothing after the last checkpoint survives
             final = budget.done(step, elapsed)
-            if step % cfg.eval_every == 0 or final:
+            evaluating, saving = step % cfg.eval_every == 0 or final, step % cfg.checkpoint_every == 0 or final
+            if step % cfg.log_every == 0 or evaluating:
                 now = time.perf_counter()
                 row = {"step": step, "lr": lr, "loss": loss.item(), "button_loss": b_loss.item(),
                        "camera_loss": c_loss.item(), "elapsed_s": round(elapsed, 2),
-                       "windows_per_s": round(hp.batch_size * cfg.eval_every / max(1e-9, now - last_log), 2)}
-                row.update(validate(model, val_batch, cfg, device))
+                       "windows_per_s": round(hp.batch_size * (step - last_log_step) / max(1e-9, now - last_log), 2)}
+                if evaluating:
+                    row.update(validate(model, val_batch, cfg, device))
+                    bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
                 log.row(**row)
-                last_log = time.perf_counter()
-                bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-            if step % cfg.checkpoint_every == 0 or final:
+                last_log, last_log_step = time.perf_counter(), step
+                if not saving:
+                    log.write()  # metrics.csv at every row, curves.png every 30 s (the checkpoint below: both)
+            if saving:
                 ckpt.save_checkpoint(run_dir, KIND, {"model": model.state_dict()},
                                      {"step": step, "elapsed_s": elapsed, **budget.state()}, optimizer=optimizer)
                 last_good = f"{run_dir / ckpt.CHECKPOINT_DIR} (step {step})"
-                log.write()
+                log.write(plot=True)
     finally:
         bar.close()
     if val_eps:  # the loop ends only when the budget is spent (a kill or an error returns or raises above)

@@ -83,7 +83,7 @@ class TrainConfig:
     ema_decay: float = doc("EMA decay (warmed up as (1+s)/(10+s))", 0.999)
     seed: int = doc("seed for data order, noise and init", 0)
     checkpoint_every: int = doc("steps between checkpoints", 100)
-    log_every: int = doc("steps between metrics rows", 10)
+    log_every: int = doc("steps between metrics rows (metrics.csv rewritten at each, curves.png at most every 30 s)", 10)
     loader_workers: int = doc("DataLoader worker processes per training worker", 0)
     use_actions: bool = doc("condition on actions (off: every clip trains with the null action)", True)
     action_dropout: float = doc("probability a frame's action is replaced by the null action", 0.1)
@@ -326,7 +326,7 @@ def train_worker(cfg: TrainConfig) -> dict:
     bar = tqdm(total=budget.shown_total, initial=state["step"], desc="pretrain", unit="step", disable=rank != 0,
                dynamic_ncols=True)
     start_time, start_elapsed, step = time.perf_counter(), state["elapsed_s"], state["step"]
-    step0, last_log = step, time.perf_counter()
+    step0, last_log, last_log_step = step, time.perf_counter(), step
     last_good = f"{run / checkpoint.CHECKPOINT_DIR} (step {step})" if step else None
     try:
         while step < budget.total_steps:
@@ -355,17 +355,20 @@ def train_worker(cfg: TrainConfig) -> dict:
                 bar.total = budget.shown_total
             out_of_time = bool(_agree(int(budget.out_of_time(elapsed)), device))
             stopping = out_of_time or (cfg.stop_after > 0 and step - step0 >= cfg.stop_after)
+            saving = step % cfg.checkpoint_every == 0 or step == budget.total_steps or stopping
             if step % cfg.log_every == 0 or step == budget.total_steps or stopping:
                 now = time.perf_counter()
-                clips_s = cfg.batch_size * world * min(cfg.log_every, step - step0) / max(1e-9, now - last_log)
-                last_log = now
+                clips_s = cfg.batch_size * world * (step - last_log_step) / max(1e-9, now - last_log)
+                last_log, last_log_step = now, step
                 log.row(step=step, loss=loss_all.item(), lr=lr, grad_norm=float(grad_norm), clips_per_s=clips_s, elapsed_s=elapsed)
                 bar.set_postfix(loss=f"{loss_all.item():.4f}", lr=f"{lr:.1e}")
-            if step % cfg.checkpoint_every == 0 or step == budget.total_steps or stopping:
+                if not saving:
+                    log.write()  # metrics.csv at every row, curves.png every 30 s (the checkpoint below: both)
+            if saving:
                 if rank == 0:
                     checkpoint.save_checkpoint(run, model, ema, opt, {"step": step, "elapsed_s": elapsed,
                                                                       "world_size": world, **budget.state()})
-                    log.write()
+                    log.write(plot=True)
                 last_good = f"{run / checkpoint.CHECKPOINT_DIR} (step {step})"
                 if world > 1:
                     dist.barrier()

@@ -238,6 +238,14 @@ def test_sampling_draws_what_each_episode_drew_one_by_one():
 
 
 # --- behaviour cloning --------------------------------------------------------------------------
+def test_metrics_show_every_log_every_steps_before_the_first_checkpoint(data, tmp_path):
+    run = tmp_path / "run"
+    train_main(micro_cfg(data["labeled"], run, log_every=2, eval_every=100, checkpoint_every=100), stop_after=5)
+    assert not (run / "checkpoint").exists()  # killed after step 5, long before the checkpoint at 100
+    assert [r["step"] for r in csv.DictReader((run / "metrics.csv").open())] == ["2", "4"]
+    assert (run / "curves.png").stat().st_size > 1000
+
+
 def test_train_records_labels_and_resumes_to_the_same_weights(data, policy_run, tmp_path):
     doc = json.loads(open(f"{policy_run}/config.json").read())
     assert doc["kind"] == "policy" and doc["data"]["label_source"] == "env" and doc["data"]["labels"] == "dataset"

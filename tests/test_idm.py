@@ -319,6 +319,15 @@ def test_killed_run_resumes_to_the_same_weights(voxel, tmp_path):
     assert rows == ["3", "6"]
 
 
+def test_metrics_show_every_log_every_steps_before_the_first_checkpoint(voxel, tmp_path):
+    run = tmp_path / "run"
+    train_main(micro_cfg(voxel["labeled"], run, log_every=2, eval_every=100, checkpoint_every=100), stop_after=5)
+    assert not (run / "checkpoint").exists()  # killed after step 5, long before the checkpoint at 100
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [r["step"] for r in rows] == ["2", "4"] and rows[0]["val_loss"] == ""  # training rows; validation at 100
+    assert (run / "curves.png").stat().st_size > 1000
+
+
 def test_predict_batches_and_resizes(voxel, tmp_path):
     torch.manual_seed(0)
     model = IDM(PRESETS["micro"]).eval()

@@ -6,6 +6,7 @@ real DatasetWriter; the model is the real `tiny` preset trained for a handful of
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -353,6 +354,27 @@ def test_a_short_budgeted_run_finishes_its_warmup():
     assert [lr_for(step, cfg, resumed) for step in range(12, 17)] == lrs[12:]
     unbudgeted = TrainConfig(data=("a",), out="x", max_steps=17, warmup_steps=50)
     assert lr_for(16, unbudgeted, TimeBudget(0.0, 17)) < unbudgeted.lr / 2  # --max-steps keeps the warmup it was given
+
+
+def test_metrics_show_every_log_every_steps_before_the_first_checkpoint(data, tmp_path, monkeypatch):
+    import worldloom.pretrain.train as train
+
+    calls, real_loss = [], train.flow_loss
+
+    def crashes_at_step_4(*args, **kwargs):  # a run that dies (a fault injected) before its first checkpoint
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("crashed")
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train, "flow_loss", crashes_at_step_4)
+    run = tmp_path / "wm"
+    with pytest.raises(RuntimeError, match="crashed"):
+        main(TrainConfig(data=(data["train"],), out=str(run), max_steps=10, checkpoint_every=100,
+                         camera_fov_deg=0.0, **MICRO))
+    assert not (run / "checkpoint").exists()
+    assert [r["step"] for r in csv.DictReader((run / "metrics.csv").open())] == ["1", "2", "3"]  # log_every 1
+    assert (run / "curves.png").stat().st_size > 1000
 
 
 def test_nan_loss_keeps_the_last_good_checkpoint(data, tmp_path):

@@ -21,6 +21,7 @@ import csv
 import io
 import math
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,14 +155,20 @@ def check_finite(loss: float, grad_norm: float | None, step: int, last_checkpoin
 class MetricsLog:
     """metrics.csv (one row per logged step; rewritten atomically) and curves.png, in a run directory.
 
-    On resume the rows after `resume_step` are dropped (they belong to the steps being redone).
-    `panels` are (title, metric names, log scale) for curves.png, one subplot each.
+    Both trainers call `write()` at every logged row (`--log-every`), so a run shows its curve
+    from its first rows on; curves.png is redrawn at most every `plot_every_s` seconds (a plot
+    costs 0.3-1 s on a busy CPU, a tiny model's 10 steps about as much), and always when
+    `write(plot=True)` (checkpoints, the end). On resume the rows after `resume_step` are dropped
+    (they belong to the steps being redone). `panels` are (title, metric names, log scale) for
+    curves.png, one subplot each.
     """
 
     def __init__(self, run_dir: str | Path, fields: Sequence[str], resume_step: int = 0,
-                 panels: Sequence[tuple[str, Sequence[str], bool]] = (), enabled: bool = True):
+                 panels: Sequence[tuple[str, Sequence[str], bool]] = (), enabled: bool = True,
+                 plot_every_s: float = 30.0):
         self.run_dir, self.fields, self.panels, self.enabled = Path(run_dir), tuple(fields), tuple(panels), enabled
         self.path = self.run_dir / "metrics.csv"
+        self.plot_every_s, self._plotted_at = plot_every_s, -math.inf
         self.rows: list[dict[str, Any]] = []
         if enabled and resume_step > 0 and self.path.exists():
             with self.path.open() as f:
@@ -171,8 +178,9 @@ class MetricsLog:
         if self.enabled:
             self.rows.append(values)
 
-    def write(self) -> None:
-        """metrics.csv and curves.png, both atomically."""
+    def write(self, plot: bool | None = None) -> None:
+        """metrics.csv and curves.png, both atomically; curves.png when `plot`, or with None when
+        `plot_every_s` have passed since it was last drawn."""
         if not self.enabled:
             return
         buf = io.StringIO()
@@ -181,8 +189,10 @@ class MetricsLog:
         for r in self.rows:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
         atomic_write_text(self.path, buf.getvalue())
-        if self.panels:
+        now = time.monotonic()
+        if self.panels and (plot or plot is None and now - self._plotted_at >= self.plot_every_s):
             self.plot(self.run_dir / "curves.png")
+            self._plotted_at = now
 
     def series(self, key: str) -> tuple[list[int], list[float]]:
         pts = []
