@@ -36,6 +36,7 @@ from worldloom.idm.checkpoint import KIND, load_idm, read_config, write_button_t
 from worldloom.idm.model import IDM, PRESETS, IDMConfig, num_parameters
 from worldloom.training import (
     DEVICES,
+    CtrlC,
     MetricsLog,
     TimeBudget,
     check_device_name,
@@ -250,6 +251,7 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
     elapsed0 = state["elapsed_s"]
     last_good = f"{run_dir / ckpt.CHECKPOINT_DIR} (step {start_step})" if start_step else None
     bar = tqdm(total=budget.shown_total, initial=start_step, desc="idm train", unit="step", dynamic_ncols=True)
+    ctrl_c = CtrlC().install()  # Ctrl-C from here on: at the end of its step
     step = start_step
     try:
         while not budget.done(step, elapsed0 + time.perf_counter() - t0):
@@ -278,8 +280,8 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}")
             if stop_after is not None and step >= stop_after:
                 return run_dir  # a kill: nothing after the last checkpoint survives
-            final = budget.done(step, elapsed)
-            evaluating, saving = step % cfg.eval_every == 0 or final, step % cfg.checkpoint_every == 0 or final
+            final, pressed = budget.done(step, elapsed), ctrl_c.pressed  # Ctrl-C: save this step, then stop
+            evaluating, saving = step % cfg.eval_every == 0 or final, step % cfg.checkpoint_every == 0 or final or pressed
             if step % cfg.log_every == 0 or evaluating:
                 now = time.perf_counter()
                 row = {"step": step, "lr": lr, "loss": loss.item(), "button_loss": b_loss.item(),
@@ -297,7 +299,10 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
                                      {"step": step, "elapsed_s": elapsed, **budget.state()}, optimizer=optimizer)
                 last_good = f"{run_dir / ckpt.CHECKPOINT_DIR} (step {step})"
                 log.write(plot=True)
+            if pressed:
+                raise ctrl_c.stopped(step, run_dir / ckpt.CHECKPOINT_DIR)
     finally:
+        ctrl_c.restore()
         bar.close()
     if val_eps:  # the loop ends only when the budget is spent (a kill or an error returns or raises above)
         fit_button_thresholds(run_dir, val_eps, device)

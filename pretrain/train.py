@@ -35,6 +35,7 @@ from worldloom.errors import UserError
 from worldloom.folders import check_out
 from worldloom.training import (
     DEVICES,
+    CtrlC,
     MetricsLog,
     TimeBudget,
     check_device_name,
@@ -325,6 +326,7 @@ def train_worker(cfg: TrainConfig) -> dict:
     log = MetricsLog(run, METRIC_FIELDS, resume_step=state["step"], panels=CURVE_PANELS, enabled=rank == 0)
     bar = tqdm(total=budget.shown_total, initial=state["step"], desc="pretrain", unit="step", disable=rank != 0,
                dynamic_ncols=True)
+    ctrl_c = CtrlC().install() if world == 1 else CtrlC()  # Ctrl-C at the end of its step; Ray Train's: the driver's
     start_time, start_elapsed, step = time.perf_counter(), state["elapsed_s"], state["step"]
     step0, last_log, last_log_step = step, time.perf_counter(), step
     last_good = f"{run / checkpoint.CHECKPOINT_DIR} (step {step})" if step else None
@@ -354,7 +356,8 @@ def train_worker(cfg: TrainConfig) -> dict:
                 budget.planned_steps = _agree(budget.planned_steps, device)  # rank 0's plan on every rank
                 bar.total = budget.shown_total
             out_of_time = bool(_agree(int(budget.out_of_time(elapsed)), device))
-            stopping = out_of_time or (cfg.stop_after > 0 and step - step0 >= cfg.stop_after)
+            pressed = ctrl_c.pressed  # Ctrl-C (this process, no Ray Train): save this step, then stop
+            stopping = out_of_time or (cfg.stop_after > 0 and step - step0 >= cfg.stop_after) or pressed
             saving = step % cfg.checkpoint_every == 0 or step == budget.total_steps or stopping
             if step % cfg.log_every == 0 or step == budget.total_steps or stopping:
                 now = time.perf_counter()
@@ -372,9 +375,12 @@ def train_worker(cfg: TrainConfig) -> dict:
                 last_good = f"{run / checkpoint.CHECKPOINT_DIR} (step {step})"
                 if world > 1:
                     dist.barrier()
+            if pressed:
+                raise ctrl_c.stopped(step, run / checkpoint.CHECKPOINT_DIR)
             if stopping:
                 break
     finally:
+        ctrl_c.restore()
         bar.close()
     return {"step": step, "planned_steps": budget.total_steps}
 

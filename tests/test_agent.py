@@ -246,6 +246,27 @@ def test_metrics_show_every_log_every_steps_before_the_first_checkpoint(data, tm
     assert (run / "curves.png").stat().st_size > 1000
 
 
+def test_ctrl_c_saves_the_step_it_fell_in(data, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import worldloom.agent.data as bc_data
+
+    calls, real_sample = [], bc_data.sample_windows
+
+    def ctrl_c_in_step_2(*args, **kwargs):  # a real SIGINT to this process, as the terminal sends on Ctrl-C
+        calls.append(1)
+        if len(calls) == 3:  # the validation windows' draw, then steps 1 and 2
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(bc_data, "sample_windows", ctrl_c_in_step_2)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt, match=r"checkpoint saved at step 2 \(.*run/checkpoint\)"):
+        train_main(micro_cfg(data["labeled"], run, checkpoint_every=100))
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 2
+
+
 def test_train_records_labels_and_resumes_to_the_same_weights(data, policy_run, tmp_path):
     doc = json.loads(open(f"{policy_run}/config.json").read())
     assert doc["kind"] == "policy" and doc["data"]["label_source"] == "env" and doc["data"]["labels"] == "dataset"

@@ -328,6 +328,37 @@ def test_metrics_show_every_log_every_steps_before_the_first_checkpoint(voxel, t
     assert (run / "curves.png").stat().st_size > 1000
 
 
+def test_ctrl_c_saves_the_step_it_fell_in_and_the_rerun_resumes_exactly(voxel, tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    import worldloom.idm.data as idm_data
+
+    full = train_main(micro_cfg(voxel["labeled"], tmp_path / "full", checkpoint_every=100))
+    calls, real_sample = [], idm_data.sample_windows
+
+    def ctrl_c_in_step_3(*args, **kwargs):  # a real SIGINT to this process, as the terminal sends on Ctrl-C
+        calls.append(1)
+        if len(calls) == 4:  # the validation windows' draw, then steps 1, 2 and 3
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(idm_data, "sample_windows", ctrl_c_in_step_3)
+    run = tmp_path / "run"
+    argv = ["idm", "train", "--data", voxel["labeled"], "--out", str(run), "--preset", "micro", "--max-steps", "6",
+            "--batch-size", "2", "--warmup-steps", "2", "--eval-every", "3", "--checkpoint-every", "100",
+            "--val-windows", "4"]
+    assert cli(argv) == 130  # before the first checkpoint (at 100)
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"worldloom idm: interrupted; checkpoint saved at step 3 ({run / 'checkpoint'}); re-run the same command to resume")
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 3
+    monkeypatch.setattr(idm_data, "sample_windows", real_sample)
+    assert cli(argv) == 0  # the same command: resumes at step 3, ends where the uninterrupted run did
+    a = load_file(str(full / "checkpoint" / "model.safetensors"))
+    b = load_file(str(run / "checkpoint" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_predict_batches_and_resizes(voxel, tmp_path):
     torch.manual_seed(0)
     model = IDM(PRESETS["micro"]).eval()

@@ -377,6 +377,32 @@ def test_metrics_show_every_log_every_steps_before_the_first_checkpoint(data, tm
     assert (run / "curves.png").stat().st_size > 1000
 
 
+def test_ctrl_c_before_the_first_checkpoint_saves_the_step_it_fell_in(data, tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    import worldloom.pretrain.train as train
+    from worldloom.pipeline.cli import main as cli
+
+    calls, real_loss = [], train.flow_loss
+
+    def ctrl_c_in_step_2(*args, **kwargs):  # a real SIGINT to this process, as the terminal sends on Ctrl-C
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train, "flow_loss", ctrl_c_in_step_2)
+    run = tmp_path / "wm"
+    assert cli(["pretrain", "train", "--data", data["train"], "--out", str(run), "--max-steps", "10", "--batch-size", "2",
+                "--warmup-steps", "2", "--checkpoint-every", "100", "--camera-fov-deg", "0"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"worldloom pretrain: interrupted; checkpoint saved at step 2 ({run / 'checkpoint'}); re-run the same command "
+        "to resume")
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 2
+    assert [r["step"] for r in csv.DictReader((run / "metrics.csv").open())] == ["2"]
+
+
 def test_nan_loss_keeps_the_last_good_checkpoint(data, tmp_path):
     run = tmp_path / "wm"
     main(TrainConfig(data=(data["train"],), out=str(run), max_steps=10, stop_after=1, **MICRO))

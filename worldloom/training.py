@@ -20,7 +20,9 @@ from __future__ import annotations
 import csv
 import io
 import math
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,7 +32,7 @@ from typing import Any
 from worldloom.errors import UserError
 from worldloom.io import atomic_path, atomic_write_text
 
-__all__ = ["lr_at", "resolve_device", "TimeBudget", "MetricsLog", "TrainingDiverged", "check_finite",
+__all__ = ["lr_at", "resolve_device", "TimeBudget", "MetricsLog", "CtrlC", "TrainingDiverged", "check_finite",
            "DEFAULT_MAX_STEPS", "DEVICES"]
 
 # Without --minutes and --max-steps a run takes this many optimizer steps.
@@ -133,6 +135,57 @@ class TimeBudget:
 
     def state(self) -> dict[str, Any]:
         return {"planned_steps": self.planned_steps}
+
+
+class CtrlC:
+    """Ctrl-C in a training loop, taken at the end of the step it falls in, so that the loop can
+    save a checkpoint of a whole step (a resume stays exact) before it stops:
+
+        with CtrlC() as ctrl_c:                      # or ctrl_c = CtrlC().install() ... finally: ctrl_c.restore()
+            while ...:
+                ...                                   # one optimizer step
+                pressed = ctrl_c.pressed
+                if pressed or step % checkpoint_every == 0:
+                    save_checkpoint(...)
+                if pressed:
+                    raise ctrl_c.stopped(step, run / "checkpoint")
+
+    A second Ctrl-C stops at once. Only the main thread can take signals: elsewhere (a Ray Train
+    worker) `pressed` stays False and Ctrl-C is the caller's. The CLI prints the raised
+    KeyboardInterrupt's words in its one line: `interrupted; checkpoint saved at step 37 (RUN/
+    checkpoint); re-run the same command to resume` (pipeline/cli.py).
+    """
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._previous = None
+
+    def _handler(self, signum, frame) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+
+    def install(self) -> CtrlC:
+        """Take SIGINT (main thread only); `restore()` gives it back."""
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def __enter__(self) -> CtrlC:
+        return self.install()
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+    @staticmethod
+    def stopped(step: int, checkpoint_dir: str | Path) -> KeyboardInterrupt:
+        """The KeyboardInterrupt to raise once the checkpoint of `step` is saved."""
+        return KeyboardInterrupt(f"checkpoint saved at step {step} ({checkpoint_dir})")
 
 
 class TrainingDiverged(UserError):
