@@ -30,12 +30,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from worldloom.config import doc
 from worldloom.errors import UserError
@@ -161,6 +163,12 @@ def steady_horizon(psnr_by_horizon: list[float], drop_db: float = 3.0) -> int:
     return h
 
 
+def say(what: str) -> None:
+    """One stage line on stderr (`pretrain eval: ...`), as the other commands print theirs: the
+    slow parts (reading clips, the IDM judge, engine branches) show before they start."""
+    print(f"pretrain eval: {what}", file=sys.stderr, flush=True)
+
+
 def longest_labeled(paths) -> int:
     """Steps of the longest labeled (env or idm) episode in the datasets (0: none)."""
     from worldloom.datasets import Dataset
@@ -217,20 +225,27 @@ def generate(model, codec, clips: dict, cfg: EvalConfig, image_size: int, long_h
     pixels = frames_to_model(clips["frames"], image_size)  # (N, T, 3, S, S)
     x_all = torch.cat([codec.encode(pixels[i:i + cfg.batch_size]) for i in range(0, len(pixels), cfg.batch_size)])
     a_all = encode_actions(clips["buttons"], clips["camera"])  # (N, T, 24)
-    for lo in range(0, len(x_all), cfg.batch_size):
-        sl = slice(lo, lo + cfg.batch_size)
-        x, a = x_all[sl], a_all[sl]
-        has = torch.ones(a.shape[:2], dtype=torch.bool)
-        out["next"].append(teacher_forced(model, x, a, has, context, cfg.next_frame_positions, sample, gen))
-        t0 = time.perf_counter()
-        out["long"].append(rollout(model, x[:, :context], a[:, :context + long_horizon - 1], has[:, :context + long_horizon - 1],
-                                   long_horizon, sample, gen))
-        gen_time += time.perf_counter() - t0
-        gen_frames += x.shape[0] * long_horizon
-        a_shuf = a.clone()
-        a_shuf[:, context - 1:] = a_all[perm[sl]][:, context - 1:]  # context keeps its own past actions
-        out["shuffled"].append(rollout(model, x[:, :context], a_shuf[:, :context + cfg.horizon - 1],
-                                       has[:, :context + cfg.horizon - 1], cfg.horizon, sample, gen))
+    # Progress in generated frames: per clip the teacher-forced ones, the long rollout, the shuffled one.
+    bar = tqdm(total=len(x_all) * (cfg.next_frame_positions + long_horizon + cfg.horizon), desc="pretrain eval",
+               unit="frame", dynamic_ncols=True)
+    with bar:
+        for lo in range(0, len(x_all), cfg.batch_size):
+            sl = slice(lo, lo + cfg.batch_size)
+            x, a = x_all[sl], a_all[sl]
+            has = torch.ones(a.shape[:2], dtype=torch.bool)
+            out["next"].append(teacher_forced(model, x, a, has, context, cfg.next_frame_positions, sample, gen))
+            bar.update(len(x) * cfg.next_frame_positions)
+            t0 = time.perf_counter()
+            out["long"].append(rollout(model, x[:, :context], a[:, :context + long_horizon - 1],
+                                       has[:, :context + long_horizon - 1], long_horizon, sample, gen))
+            gen_time += time.perf_counter() - t0
+            gen_frames += x.shape[0] * long_horizon
+            bar.update(len(x) * long_horizon)
+            a_shuf = a.clone()
+            a_shuf[:, context - 1:] = a_all[perm[sl]][:, context - 1:]  # context keeps its own past actions
+            out["shuffled"].append(rollout(model, x[:, :context], a_shuf[:, :context + cfg.horizon - 1],
+                                           has[:, :context + cfg.horizon - 1], cfg.horizon, sample, gen))
+            bar.update(len(x) * cfg.horizon)
     result = {k: model_to_frames(codec.decode(torch.cat(v))) for k, v in out.items()}
     result["true"] = result["long"][:, :cfg.horizon]
     result["frames_per_s"] = gen_frames / gen_time
@@ -330,6 +345,7 @@ def _ratio(a: float, b: float) -> float | None:
 def evaluate(cfg: EvalConfig) -> dict:
     """Generate, score, and write eval.json / eval.md / eval.png; returns the report dict."""
     torch.manual_seed(cfg.seed)
+    say(f"loading the world model {cfg.model}")
     model, run_doc, codec = load_world_model(cfg.model)
     context = model.cfg.num_frames - 1
     branches = None
@@ -346,7 +362,9 @@ def evaluate(cfg: EvalConfig) -> dict:
         revisits = load_branches(cfg.revisit)
         check_revisits(revisits, cfg.revisit)
     long_horizon = max(cfg.horizon, min(cfg.stability_horizon, longest_labeled(cfg.data) - context))
+    say(f"reading up to {cfg.num_clips} clips of {context} + {long_horizon} frames from {', '.join(redact_json(list(cfg.data)))}")
     clips = eval_clips(cfg.data, context + long_horizon, cfg.num_clips)
+    say(f"generating: teacher-forced next frames, rollouts with true and shuffled actions ({len(clips['frames'])} clips)")
     gen = generate(model, codec, clips, cfg, model.cfg.image_size, long_horizon)
     report = {"model": str(cfg.model), "data": redact_json(list(cfg.data)), "num_clips": int(len(clips["frames"])), "context": context,
               "horizon": cfg.horizon, "sample": dataclasses.asdict(cfg.sample),
@@ -356,10 +374,12 @@ def evaluate(cfg: EvalConfig) -> dict:
               "stability": stability(gen, context, long_horizon),
               "frames_per_s": gen["frames_per_s"], "threads": torch.get_num_threads()}
     if cfg.idm:
+        say(f"IDM controllability: {redact_json(cfg.idm)} reads the real and the generated frames")
         report["controllability"] = controllability(cfg.idm, gen, clips, context, cfg.horizon)
     if branches is not None:
         from .counterfactual import evaluate_counterfactual
 
+        say(f"engine-truth controllability: the model plays the branches of {redact_json(cfg.counterfactual)}")
         t0 = time.perf_counter()
         report["counterfactual"] = evaluate_counterfactual(model, codec, cfg.counterfactual, branches, cfg.sample, cfg.seed)
         report["counterfactual"]["wall_s"] = time.perf_counter() - t0
@@ -368,6 +388,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     if revisits is not None:
         from .revisit import evaluate_revisit
 
+        say(f"revisit consistency: the model plays the paths of {redact_json(cfg.revisit)}")
         t0 = time.perf_counter()
         report["revisit"] = evaluate_revisit(model, codec, cfg.revisit, revisits, cfg.sample, cfg.seed,
                                               cfg.revisit_whole_path)
@@ -388,6 +409,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     atomic_write_text(out / "eval.json", json.dumps(report, indent=1))
     atomic_write_text(out / "eval.md", to_markdown(report))
     plot(report, out / "eval.png")
+    say(f"eval.json, eval.md, eval.png in {out}")
     return report
 
 

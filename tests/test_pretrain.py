@@ -255,7 +255,7 @@ def test_image_metrics():
     assert (ev.ssim(a, noisy) < 0.9).all() and (ev.psnr(a, noisy) < 25).all() and (ev.psnr(a, a) == 60).all()
 
 
-def test_micro_train_rollout_eval_through_the_cli(data, tmp_path):
+def test_micro_train_rollout_eval_through_the_cli(data, tmp_path, capsys):
     run = tmp_path / "wm"
     assert cli(["pretrain", "train", "--data", data["train"], data["unlabeled"], "--weights", "3", "1", "--out", str(run),
                 "--max-steps", "3", "--batch-size", "2", "--checkpoint-every", "2"]) == 0
@@ -275,9 +275,16 @@ def test_micro_train_rollout_eval_through_the_cli(data, tmp_path):
     judge = tmp_path / "judge"
     assert cli(["idm", "train", "--data", data["train"], "--preset", "micro", "--out", str(judge), "--max-steps", "2",
                 "--batch-size", "2", "--warmup-steps", "1", "--eval-every", "2", "--checkpoint-every", "2", "--val-windows", "2"]) == 0
+    capsys.readouterr()
     assert cli(["pretrain", "eval", "--model", str(run), "--data", data["heldout"], "--num-clips", "2", "--idm", str(judge),
                 "--horizon", "2", "--next-frame-positions", "1", "--sample.num-steps", "1", "--stability-horizon", "4",
                 "--out", str(tmp_path / "ev")]) == 0
+    # progress from the start: a line per stage before it runs, and a bar over the generated frames (2 clips x (1 + 4 + 2))
+    err = capsys.readouterr().err
+    stages = ["pretrain eval: loading the world model", "pretrain eval: reading up to 2 clips of", "pretrain eval: generating",
+              "pretrain eval: IDM controllability", "pretrain eval: eval.json, eval.md, eval.png in"]
+    assert all(stage in err for stage in stages) and sorted(stages, key=err.index) == stages, err
+    assert "pretrain eval: 100%" in err and "14/14" in err, err
     report = json.loads((tmp_path / "ev" / "eval.json").read_text())
     control = report["controllability"]
     for side in ("real", "generated"):
