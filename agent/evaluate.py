@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from worldloom.config import doc, to_json_dict
+from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE
+from worldloom.config import check_range, doc, to_json_dict
 from worldloom.errors import UserError
 from worldloom.io import atomic_write_json
 from worldloom.training import check_device_name
@@ -74,9 +75,9 @@ class EvalConfig:
         for name in ("episodes", "envs_per_worker", "horizon", "sample_steps", "scorer_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_workers < 0 or self.videos < 0 or self.time_limit < 0:
-            raise ValueError(f"num_workers, videos and time_limit must be >= 0, got {self.num_workers}, {self.videos}, "
-                             f"{self.time_limit}")
+        check_range("num_workers", self.num_workers, 0, MAX_WORKERS, NUM_WORKERS_RANGE)
+        if self.videos < 0 or self.time_limit < 0:
+            raise ValueError(f"videos and time_limit must be >= 0, got {self.videos}, {self.time_limit}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.video_format not in ("mp4", "gif"):

@@ -23,7 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from worldloom.actions import FPS
-from worldloom.cluster import ray_session
+from worldloom.cluster import num_actors, ray_session
 from worldloom.datasets import DatasetWriter, commit_shards, committed_episode_ids, storage
 from worldloom.datasets.jobs import job_lock, sweep_orphans
 from worldloom.datasets.repair import damaged_shards
@@ -156,8 +156,9 @@ def start_recorders(cfg: CaptureConfig, roots: dict[str, str], num_tasks: int, r
     import ray
 
     cluster_cpus = int(ray.cluster_resources().get("CPU", 0))
-    count = max(1, min(cfg.num_workers, num_tasks, cluster_cpus or cfg.num_workers))
-    if count < min(cfg.num_workers, num_tasks):
+    wanted = num_actors(cfg.num_workers)  # 0: one per CPU of the cluster
+    count = max(1, min(wanted, num_tasks, cluster_cpus or wanted))
+    if cfg.num_workers and count < min(cfg.num_workers, num_tasks):
         tqdm.write(f"worldloom capture: the cluster has {cluster_cpus} CPUs; starting {count} recorders, not {cfg.num_workers}")
     # Credentials travel as an actor argument (kept in memory), never as a runtime_env (logged to disk).
     environ = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
@@ -190,7 +191,7 @@ def capture(cfg: CaptureConfig) -> CaptureResult:
         )
         run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew
         if tasks:
-            with ray_session(cfg.address, cfg.num_workers):
+            with ray_session(cfg.address, cfg.num_workers or None):
                 actors = start_recorders(cfg, roots, len(tasks), run_token)
                 try:
                     _drive(cfg, roots, actors, tasks, result)

@@ -28,8 +28,8 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from worldloom import checkpoint as ckpt
-from worldloom.cluster import cluster_resources, ray_session
-from worldloom.config import doc, to_json_dict
+from worldloom.cluster import MAX_WORKERS, cluster_resources, ray_session
+from worldloom.config import check_range, doc, to_json_dict
 from worldloom.datasets import Dataset
 from worldloom.errors import UserError
 from worldloom.folders import check_out
@@ -122,8 +122,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.num_workers < 0 or self.num_workers == 0 and not self.device.startswith("cuda"):
-            raise ValueError(f"num_workers must be >= 1 (0: one per GPU, with --device cuda), got {self.num_workers}")
+        check_range("num_workers", self.num_workers, 0 if self.device.startswith("cuda") else 1, MAX_WORKERS,
+                    "1: this process; 0 with --device cuda: one per GPU of the cluster")
         if self.minutes < 0 or self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip <= 0:
             raise ValueError(f"need minutes >= 0, lr > 0, warmup_steps >= 0, grad_clip > 0; got {self.minutes}, {self.lr}, {self.warmup_steps}, {self.grad_clip}")
         if not 0.0 <= self.ema_decay < 1.0:

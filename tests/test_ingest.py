@@ -318,7 +318,8 @@ def test_video_folder_on_ray_workers(tmp_path):
 
     for i, n in enumerate((30, 25, 20)):
         write_video(tmp_path / "clips" / f"c{i}.mp4", frames_of(n, 64, first=i), fps=20, pix_fmt="yuv444p", crf=10)
-    summary = run([tmp_path / "clips"], tmp_path / "ds", format="video", resolution="48x32", num_workers=2)
+    # --num-workers 0: one actor per CPU of the (local) cluster, as in every command of Ray actors
+    summary = run([tmp_path / "clips"], tmp_path / "ds", format="video", resolution="48x32", num_workers=0)
     assert sorted(summary["ingested"]) == ["c0.mp4", "c1.mp4", "c2.mp4"] and summary["num_steps"] == 75
     ds = Dataset(tmp_path / "ds")
     assert validate(tmp_path / "ds") == [] and (ds.spec.width, ds.spec.height) == (48, 32)
