@@ -96,6 +96,25 @@ class Preset:
             raise ValueError(f"sizes.wm_preset must be one of {sorted(WM_PRESETS)}, got {self.wm_preset!r}")
         low, why = self.min_steps
         check_range("sizes.steps", self.steps, low, MAX_STEPS, f"steps per episode; at least {why}")
+        most, why = self.max_wm_batch
+        check_range("sizes.wm_batch_size", self.wm_batch_size, 1, most, f"clips per step; at most {why}")
+
+    @property
+    def max_wm_batch(self) -> tuple[int, str]:
+        """The most clips a world-model batch can hold, and why: the datasets' whole clips per epoch
+        (pretrain/data.py drops a partial batch; an epoch without a full one stops training)."""
+        from worldloom.pretrain.model import PRESETS as WM_PRESETS
+
+        model = WM_PRESETS[self.wm_preset]
+        played = self.labeled_episodes + self.footage_episodes
+        limits = [(played * (self.steps // model.num_frames),
+                   f"the {played} x {self.steps // model.num_frames} clips of {model.num_frames} steps in "
+                   f"--sizes.labeled-episodes + --sizes.footage-episodes of --sizes.steps {self.steps}")]
+        if model.prediction == "x_skip":  # the camera warp is fitted on pairs from the labeled episodes first
+            limits.append((self.labeled_episodes * (self.steps // 2),
+                           f"the {self.labeled_episodes} x {self.steps // 2} frame pairs of the labeled episodes the "
+                           "camera field of view is fitted on"))
+        return min(limits)
 
     @property
     def min_steps(self) -> tuple[int, str]:

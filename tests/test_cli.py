@@ -186,6 +186,9 @@ RANGE_CASES = [
     (["pipeline", "run", "--preset", "micro", "--sizes.idm-preset", "tiny", "--sizes.steps", "12"],
      "--sizes.steps must be a whole number in 16..1000000 (steps per episode; at least the IDM's window of 16 frames"),
     (["pipeline", "run", "--sizes.resolution", "32"], "--sizes.resolution must be a whole number in 64..360"),
+    (["pipeline", "run", "--preset", "micro", "--sizes.steps", "10", "--sizes.labeled-episodes", "2"],
+     "--sizes.wm-batch-size must be a whole number in 1..10 (clips per step; at most the 2 x 5 frame pairs of the "
+     "labeled episodes the camera field of view is fitted on), got 16"),
 ]
 
 
