@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from worldloom.errors import UserError
 from worldloom.idm import metrics
@@ -48,9 +50,18 @@ def truth_for(episodes: list[Episode], truth: list[str] | None) -> list[Episode]
     return out
 
 
+def say(what: str) -> None:
+    """One stage line on stderr (`idm eval: ...`), as the other commands print theirs."""
+    print(f"idm eval: {what}", file=sys.stderr, flush=True)
+
+
 def run_model(model, episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Predicted buttons (N, 20) bool, camera bins (N, 2) and expected camera degrees (N, 2), concatenated."""
-    preds = [predict_sequence(model, ep.frames) for ep in episodes]
+    preds = []
+    with tqdm(total=sum(ep.num_steps for ep in episodes), desc="idm eval", unit="step", dynamic_ncols=True) as bar:
+        for ep in episodes:
+            preds.append(predict_sequence(model, ep.frames))
+            bar.update(ep.num_steps)
     return tuple(np.concatenate([p[k] for p in preds]) for k in ("buttons", "camera_bins", "camera_deg"))
 
 
@@ -110,6 +121,7 @@ def plot_confusion(path: Path, confusion: np.ndarray, per_button: dict) -> None:
 def evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None = None,
              out: str | Path | None = None) -> dict:
     """Score the run's latest checkpoint on `data`; write eval.json, eval.md, confusion.png to `out`."""
+    say(f"loading the IDM {redact_text(str(model_dir))} and the episodes of {', '.join(redact_text(str(d)) for d in data)}")
     model, cfg = load_idm(model_dir)
     episodes = load_episodes(list(data), require_labels=False)
     if not episodes:
@@ -142,4 +154,5 @@ def evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None = N
     confusion = metrics.camera_confusion(pred_bins, metrics.quantize_camera(true_camera))
     plot_confusion(out_dir / "confusion.png", confusion, report["idm"]["per_button"])
     report["out"] = str(out_dir)
+    say(f"eval.json, eval.md, confusion.png in {out_dir}")
     return report

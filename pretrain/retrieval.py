@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -172,19 +173,28 @@ def prompt_clips(heldout: str, num: int, horizon: int) -> list[tuple[str, int, s
     return [found[i] for i in sorted(set(picks.tolist()))]
 
 
+def say(what: str) -> None:
+    """One stage line on stderr (`pretrain retrieval: ...`) before each slow stage, as the other commands print theirs."""
+    print(f"pretrain retrieval: {what}", file=sys.stderr, flush=True)
+
+
 def retrieval(cfg: RetrievalConfig) -> dict:
     """Generate the prompt-only and null-prompt clips, train the state classifiers, score; write the report."""
+    say(f"loading the world model {cfg.model}")
     model, _, codec = load_world_model(cfg.model)
     if model.text_cfg is None:
         raise UserError(f"{cfg.model}: this world model was trained without captions, so it has no prompt to follow; "
                         "train one with `worldloom pretrain train --text ...`")
     classes, size = fact_classes(), model.cfg.image_size
     clips = prompt_clips(cfg.heldout, cfg.num_clips, cfg.horizon)
+    say(f"generating {len(clips)} prompt-only and null-prompt rollouts of {cfg.horizon} frames")
     runs = scored_clips(model, codec, clips, cfg)
     truth = {f: np.array([_index(classes[f], facts[f]) for _, _, _, facts in clips]) for f in FACTS}
+    say(f"reading {cfg.classifier_frames} labeled frames of {cfg.data} for the state classifiers")
     x, labels = labeled_frames(cfg.data, cfg.classifier_frames, size, classes)
     per_judge = []  # one judge's accuracies per fact and kind of clip
     for k in range(cfg.classifiers):
+        say(f"training state classifier {k + 1} of {cfg.classifiers} ({cfg.classifier_steps} steps) and scoring")
         judge = train_classifier(x, labels, classes, cfg.classifier_steps, cfg.batch_size, cfg.seed + k)
         predicted = {kind: classify_clips(judge, frames) for kind, frames in runs.items()}
         per_judge.append({f: {kind: float(np.mean(predicted[kind][f] == truth[f])) for kind in runs} for f in FACTS})
@@ -203,6 +213,7 @@ def retrieval(cfg: RetrievalConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "retrieval.json", json.dumps(report, indent=1))
     atomic_write_text(out / "retrieval.md", to_markdown(report))
+    say(f"retrieval.json, retrieval.md in {out}")
     return report
 
 

@@ -336,7 +336,10 @@ def test_eval_with_ray_actors_writes_cis_and_a_video(policy_run, ray_cluster, tm
 
     with av.open(report["videos"][0]) as container:
         assert sum(1 for _ in container.decode(video=0)) == 21  # 20 steps and the last frame
-    assert "success" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "success" in captured.out
+    # progress from the start: what is played where, then a bar over the episodes as the actors finish
+    assert "agent eval: 4 episodes of worldloom/Explore-v0 on 2 Ray actor(s)" in captured.err and "4/4" in captured.err
     # the references play through the same command
     assert cli(["agent", "eval", "--policy", "scripted:explorer", "--task", "explore", "--episodes", "2",
                 "--num-workers", "1", "--time-limit", "10", "--videos", "0", "--out", str(tmp_path / "ref")]) == 0

@@ -221,7 +221,7 @@ def test_scores_and_baselines_on_known_actions():
 
 # --- train, eval, label on real VoxelWorld play --------------------------------------------------
 
-def test_train_eval_label_loop(voxel, tmp_path):
+def test_train_eval_label_loop(voxel, tmp_path, capsys):
     run = tmp_path / "run"
     assert cli(["idm", "train", "--data", voxel["labeled"], "--out", str(run), "--preset", "micro", "--max-steps", "4",
                 "--batch-size", "2", "--eval-every", "2", "--checkpoint-every", "2", "--warmup-steps", "1"]) == 0
@@ -230,8 +230,12 @@ def test_train_eval_label_loop(voxel, tmp_path):
     assert (run / "checkpoint" / "model.safetensors").exists() and (run / "curves.png").exists()
     assert [r["step"] for r in csv.DictReader((run / "metrics.csv").open())] == ["2", "4"]
 
+    capsys.readouterr()
     assert cli(["idm", "eval", "--model", str(run), "--data", voxel["unlabeled"], "--truth", voxel["labeled"],
                 "--out", str(tmp_path / "eval")]) == 0
+    err = capsys.readouterr().err  # progress from the start: a line before loading, a bar over the steps predicted
+    assert err.index("idm eval: loading the IDM") < err.index("idm eval: 100%") < err.index("idm eval: eval.json"), err
+    assert "120/120" in err
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert report["num_steps"] == 120 and (tmp_path / "eval" / "confusion.png").exists()
     true_b = np.concatenate([ep[1] for ep in voxel["episodes"]])
