@@ -215,6 +215,20 @@ def test_merge_and_split_copy_frames_bytes(small_dataset, tmp_path, capsys):
     assert set(Dataset(again / "train").episode_ids) == ids["train"]  # deterministic
 
 
+def test_a_merge_sweeps_what_a_killed_merge_left(small_dataset, tmp_path):
+    merged = tmp_path / "merged"
+    assert main(["dataset", "merge", str(small_dataset), "--out", str(merged)]) == 0
+    orphans = [merged / "frames" / ".part-merge-dead00-00000.parquet.0badf00d.tmp",
+               merged / "frames" / "part-merge-dead00-00000.parquet"]  # a merge killed mid-copy
+    for path in orphans:
+        path.write_bytes(b"left by a killed merge")
+    other = tmp_path / "other"
+    with DatasetWriter(other, 32, 32) as w:
+        w.add_episode("x-0", pixel_frames(4, 32, 32, seed=5))
+    assert main(["dataset", "merge", str(other), "--out", str(merged)]) == 0
+    assert not any(p.exists() for p in orphans) and validate(merged) == []
+
+
 def test_merge_refuses_schema_and_spec_mismatch(small_dataset, tmp_path, capsys):
     bigger = tmp_path / "bigger"
     with DatasetWriter(bigger, 64, 64) as w:
