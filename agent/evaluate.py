@@ -281,13 +281,11 @@ def play(cfg: EvalConfig, keep_workers: bool = False) -> dict:
         actors_wanted = cfg.num_workers or max(1, int(cluster_resources().get("CPU", os.cpu_count() or 1)))
         work = deal(cfg, actors_wanted)
         actors = worker_pool(len(work), 1 if device.startswith("cuda") else 0)
-        print(f"agent eval: {sum(len(w) for w in work)} episodes of {cfg.task} on {len(work)} Ray actor(s)",
-              file=sys.stderr, flush=True)
         calls = [a.run.remote((cfg.policy, cfg.task, resolution, min(cfg.envs_per_worker, len(w)), cfg.temperature,
                                device, video_dir, cfg.video_format, cfg.time_limit), w, filmed)
                  for a, w in zip(actors, work, strict=True)]
         try:
-            results = wait_with_progress(calls, [len(w) for w in work])
+            results = wait_with_progress(calls, [len(w) for w in work], f"{cfg.task} on {len(work)} Ray actor(s)")
         except ray.exceptions.RayTaskError as err:
             cause = err.as_instanceof_cause()
             if isinstance(cause, UserError):
@@ -299,17 +297,22 @@ def play(cfg: EvalConfig, keep_workers: bool = False) -> dict:
     return {"resolution": resolution, "actors": len(work), "results": results}
 
 
-def wait_with_progress(calls: list, episodes: list[int]) -> list:
-    """ray.get(calls) in their order, with a bar over the episodes that advances as each actor's share ends."""
+def wait_with_progress(calls: list, episodes: list[int], what: str) -> list:
+    """ray.get(calls) in their order, with a bar over the episodes (`what` beside it) that advances as each
+    actor's share ends."""
     import ray
 
     size = dict(zip(calls, episodes, strict=True))
     pending = list(calls)
-    with tqdm(total=sum(episodes), desc="agent eval", unit="episode", dynamic_ncols=True) as bar:
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            ray.get(done)  # an actor's error surfaces here, at once
-            bar.update(size[done[0]])
+    with tqdm(total=sum(episodes), desc="agent eval", unit="episode", postfix=what, dynamic_ncols=True) as bar:
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                ray.get(done)  # an actor's error surfaces here, at once
+                bar.update(size[done[0]])
+        except BaseException:
+            bar.leave = False  # wiped: the error is the one line left
+            raise
     return ray.get(calls)
 
 

@@ -27,6 +27,7 @@ from worldloom.idm.data import Episode, load_episodes
 from worldloom.idm.infer import predict_sequence
 from worldloom.io import atomic_path, atomic_write_json, atomic_write_text
 from worldloom.paths import redact_json, redact_text
+from worldloom.progress import Stages
 
 
 def truth_for(episodes: list[Episode], truth: list[str] | None) -> list[Episode]:
@@ -48,11 +49,6 @@ def truth_for(episodes: list[Episode], truth: list[str] | None) -> list[Episode]
             raise UserError(f"episode {ep.episode_id}: {ep.num_steps} steps in --data but {ref.num_steps} in --truth")
         out.append(ref)
     return out
-
-
-def say(what: str) -> None:
-    """One stage line on stderr (`idm eval: ...`), as the other commands print theirs."""
-    print(f"idm eval: {what}", file=sys.stderr, flush=True)
 
 
 def run_model(model, episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -120,8 +116,17 @@ def plot_confusion(path: Path, confusion: np.ndarray, per_button: dict) -> None:
 
 def evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None = None,
              out: str | Path | None = None) -> dict:
-    """Score the run's latest checkpoint on `data`; write eval.json, eval.md, confusion.png to `out`."""
-    say(f"loading the IDM {redact_text(str(model_dir))} and the episodes of {', '.join(redact_text(str(d)) for d in data)}")
+    """Score the run's latest checkpoint on `data`; write eval.json, eval.md, confusion.png to `out`.
+    Its stages show as a bar from the first second (worldloom.progress), the steps predicted as another."""
+    with Stages("idm eval", ["loading the IDM and the episodes", "predicting", "writing the report"]) as stages:
+        report = _evaluate(model_dir, data, truth, out, stages)
+    print(f"idm eval: eval.json, eval.md, confusion.png in {report['out']}", file=sys.stderr, flush=True)
+    return report
+
+
+def _evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None, out: str | Path | None,
+              stages: Stages) -> dict:
+    stages.start("loading the IDM and the episodes")
     model, cfg = load_idm(model_dir)
     episodes = load_episodes(list(data), require_labels=False)
     if not episodes:
@@ -136,7 +141,9 @@ def evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None = N
     true_buttons = np.concatenate([t.buttons for t in truths])
     true_camera = np.concatenate([t.camera for t in truths])
     starts = np.cumsum([0] + [ep.num_steps for ep in episodes[:-1]])
+    stages.start("predicting")
     pred_buttons, pred_bins, pred_deg = run_model(model, episodes)
+    stages.start("writing the report")
     report = {
         "model": checkpoint_id(model_dir), "data": [redact_text(str(d)) for d in data], "truth": redact_json(truth),
         "num_episodes": len(episodes), "num_steps": int(len(true_buttons)),
@@ -154,5 +161,4 @@ def evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None = N
     confusion = metrics.camera_confusion(pred_bins, metrics.quantize_camera(true_camera))
     plot_confusion(out_dir / "confusion.png", confusion, report["idm"]["per_button"])
     report["out"] = str(out_dir)
-    say(f"eval.json, eval.md, confusion.png in {out_dir}")
     return report

@@ -43,6 +43,7 @@ from worldloom.config import doc
 from worldloom.errors import UserError
 from worldloom.io import atomic_path, atomic_write_text, write_image
 from worldloom.paths import redact_json
+from worldloom.progress import Stages
 
 from .checkpoint import load_world_model
 from .data import frames_to_model, model_to_frames
@@ -161,12 +162,6 @@ def steady_horizon(psnr_by_horizon: list[float], drop_db: float = 3.0) -> int:
             break
         h += 1
     return h
-
-
-def say(what: str) -> None:
-    """One stage line on stderr (`pretrain eval: ...`), as the other commands print theirs: the
-    slow parts (reading clips, the IDM judge, engine branches) show before they start."""
-    print(f"pretrain eval: {what}", file=sys.stderr, flush=True)
 
 
 def longest_labeled(paths) -> int:
@@ -343,9 +338,21 @@ def _ratio(a: float, b: float) -> float | None:
 
 
 def evaluate(cfg: EvalConfig) -> dict:
-    """Generate, score, and write eval.json / eval.md / eval.png; returns the report dict."""
+    """Generate, score, and write eval.json / eval.md / eval.png; returns the report dict. Its
+    stages show as a bar from the first second (worldloom.progress), the frames generated as another."""
+    names = ["loading the world model", "reading clips", "generating", *(["IDM controllability"] if cfg.idm else []),
+             *(["engine branches"] if cfg.counterfactual else []), *(["revisit paths"] if cfg.revisit else []),
+             "writing the report"]
+    with Stages("pretrain eval", names) as stages:
+        report = _evaluate(cfg, stages)
+    out = Path(cfg.out) if cfg.out else Path(cfg.model) / "eval"
+    print(f"pretrain eval: eval.json, eval.md, eval.png in {out}", file=sys.stderr, flush=True)
+    return report
+
+
+def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
     torch.manual_seed(cfg.seed)
-    say(f"loading the world model {cfg.model}")
+    stages.start("loading the world model")
     model, run_doc, codec = load_world_model(cfg.model)
     context = model.cfg.num_frames - 1
     branches = None
@@ -362,9 +369,9 @@ def evaluate(cfg: EvalConfig) -> dict:
         revisits = load_branches(cfg.revisit)
         check_revisits(revisits, cfg.revisit)
     long_horizon = max(cfg.horizon, min(cfg.stability_horizon, longest_labeled(cfg.data) - context))
-    say(f"reading up to {cfg.num_clips} clips of {context} + {long_horizon} frames from {', '.join(redact_json(list(cfg.data)))}")
+    stages.start("reading clips")
     clips = eval_clips(cfg.data, context + long_horizon, cfg.num_clips)
-    say(f"generating: teacher-forced next frames, rollouts with true and shuffled actions ({len(clips['frames'])} clips)")
+    stages.start("generating")
     gen = generate(model, codec, clips, cfg, model.cfg.image_size, long_horizon)
     report = {"model": str(cfg.model), "data": redact_json(list(cfg.data)), "num_clips": int(len(clips["frames"])), "context": context,
               "horizon": cfg.horizon, "sample": dataclasses.asdict(cfg.sample),
@@ -374,12 +381,12 @@ def evaluate(cfg: EvalConfig) -> dict:
               "stability": stability(gen, context, long_horizon),
               "frames_per_s": gen["frames_per_s"], "threads": torch.get_num_threads()}
     if cfg.idm:
-        say(f"IDM controllability: {redact_json(cfg.idm)} reads the real and the generated frames")
+        stages.start("IDM controllability")
         report["controllability"] = controllability(cfg.idm, gen, clips, context, cfg.horizon)
     if branches is not None:
         from .counterfactual import evaluate_counterfactual
 
-        say(f"engine-truth controllability: the model plays the branches of {redact_json(cfg.counterfactual)}")
+        stages.start("engine branches")
         t0 = time.perf_counter()
         report["counterfactual"] = evaluate_counterfactual(model, codec, cfg.counterfactual, branches, cfg.sample, cfg.seed)
         report["counterfactual"]["wall_s"] = time.perf_counter() - t0
@@ -388,12 +395,13 @@ def evaluate(cfg: EvalConfig) -> dict:
     if revisits is not None:
         from .revisit import evaluate_revisit
 
-        say(f"revisit consistency: the model plays the paths of {redact_json(cfg.revisit)}")
+        stages.start("revisit paths")
         t0 = time.perf_counter()
         report["revisit"] = evaluate_revisit(model, codec, cfg.revisit, revisits, cfg.sample, cfg.seed,
                                               cfg.revisit_whole_path)
         report["revisit"]["wall_s"] = time.perf_counter() - t0
         revisit_frames = {**report["revisit"], "frames": report["revisit"].pop("frames")}
+    stages.start("writing the report")
     out = Path(cfg.out) if cfg.out else Path(cfg.model) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     if branches is not None:
@@ -409,7 +417,6 @@ def evaluate(cfg: EvalConfig) -> dict:
     atomic_write_text(out / "eval.json", json.dumps(report, indent=1))
     atomic_write_text(out / "eval.md", to_markdown(report))
     plot(report, out / "eval.png")
-    say(f"eval.json, eval.md, eval.png in {out}")
     return report
 
 

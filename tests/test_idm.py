@@ -233,9 +233,10 @@ def test_train_eval_label_loop(voxel, tmp_path, capsys):
     capsys.readouterr()
     assert cli(["idm", "eval", "--model", str(run), "--data", voxel["unlabeled"], "--truth", voxel["labeled"],
                 "--out", str(tmp_path / "eval")]) == 0
-    err = capsys.readouterr().err  # progress from the start: a line before loading, a bar over the steps predicted
-    assert err.index("idm eval: loading the IDM") < err.index("idm eval: 100%") < err.index("idm eval: eval.json"), err
-    assert "120/120" in err
+    err = capsys.readouterr().err  # progress from the start: a bar over the stages, one over the steps predicted
+    stages = [", loading the IDM and the episodes]", ", predicting]", "120/120 [", ", writing the report]",
+              "idm eval: eval.json, eval.md, confusion.png in"]
+    assert all(stage in err for stage in stages) and sorted(stages, key=err.index) == stages, err
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert report["num_steps"] == 120 and (tmp_path / "eval" / "confusion.png").exists()
     true_b = np.concatenate([ep[1] for ep in voxel["episodes"]])
