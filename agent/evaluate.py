@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from worldloom.config import doc, to_json_dict
+from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE
+from worldloom.config import check_range, doc, to_json_dict
 from worldloom.errors import UserError
 from worldloom.io import atomic_write_json
 from worldloom.training import check_device_name
@@ -74,9 +76,9 @@ class EvalConfig:
         for name in ("episodes", "envs_per_worker", "horizon", "sample_steps", "scorer_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_workers < 0 or self.videos < 0 or self.time_limit < 0:
-            raise ValueError(f"num_workers, videos and time_limit must be >= 0, got {self.num_workers}, {self.videos}, "
-                             f"{self.time_limit}")
+        check_range("num_workers", self.num_workers, 0, MAX_WORKERS, NUM_WORKERS_RANGE)
+        if self.videos < 0 or self.time_limit < 0:
+            raise ValueError(f"videos and time_limit must be >= 0, got {self.videos}, {self.time_limit}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.video_format not in ("mp4", "gif"):
@@ -191,12 +193,12 @@ class EpisodeRunner:
 
     def _film(self, slot: _Slot, last: np.ndarray) -> str:
         from worldloom.actions import BUTTONS
-        from worldloom.datasets.export import draw_action, upscale
+        from worldloom.datasets.export import draw_action, scale_frame
         from worldloom.io import write_video
 
-        frames = [draw_action(upscale(f, 4), np.array([a[b] for b in BUTTONS], bool), a["camera"], t)
+        frames = [draw_action(scale_frame(f, 4), np.array([a[b] for b in BUTTONS], bool), a["camera"], t)
                   for t, (f, a) in enumerate(slot.frames)]
-        frames.append(draw_action(upscale(last, 4), None, None, len(slot.frames)))
+        frames.append(draw_action(scale_frame(last, 4), None, None, len(slot.frames)))
         path = Path(self.video_dir) / f"{spec_name(self.policy)}-{self.task.name}-ep{slot.index:04d}.{self.video_format}"
         write_video(path, frames, 20.0)
         return str(path)
@@ -283,7 +285,7 @@ def play(cfg: EvalConfig, keep_workers: bool = False) -> dict:
                                device, video_dir, cfg.video_format, cfg.time_limit), w, filmed)
                  for a, w in zip(actors, work, strict=True)]
         try:
-            results = ray.get(calls)
+            results = wait_with_progress(calls, [len(w) for w in work], f"{cfg.task} on {len(work)} Ray actor(s)")
         except ray.exceptions.RayTaskError as err:
             cause = err.as_instanceof_cause()
             if isinstance(cause, UserError):
@@ -293,6 +295,25 @@ def play(cfg: EvalConfig, keep_workers: bool = False) -> dict:
             if not keep_workers:
                 release_workers()
     return {"resolution": resolution, "actors": len(work), "results": results}
+
+
+def wait_with_progress(calls: list, episodes: list[int], what: str) -> list:
+    """ray.get(calls) in their order, with a bar over the episodes (`what` beside it) that advances as each
+    actor's share ends."""
+    import ray
+
+    size = dict(zip(calls, episodes, strict=True))
+    pending = list(calls)
+    with tqdm(total=sum(episodes), desc="agent eval", unit="episode", postfix=what, dynamic_ncols=True) as bar:
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                ray.get(done)  # an actor's error surfaces here, at once
+                bar.update(size[done[0]])
+        except BaseException:
+            bar.leave = False  # wiped: the error is the one line left
+            raise
+    return ray.get(calls)
 
 
 def summarize(cfg: EvalConfig, played: dict, wall_s: float) -> dict:

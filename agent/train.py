@@ -36,6 +36,7 @@ from worldloom.idm import data as idm_data
 from worldloom.idm import metrics
 from worldloom.training import (
     DEVICES,
+    CtrlC,
     MetricsLog,
     TimeBudget,
     check_device_name,
@@ -76,7 +77,8 @@ class TrainConfig:
     camera_weight: float = doc("weight of the camera cross-entropy beside the button loss", 1.0)
     val_fraction: float = doc("fraction of episodes held out for validation", 0.1)
     val_windows: int = doc("validation windows scored at each evaluation", 32)
-    eval_every: int = doc("steps between validation passes", 100)
+    log_every: int = doc("steps between metrics rows (metrics.csv rewritten at each, curves.png at most every 30 s)", 10)
+    eval_every: int = doc("steps between validation passes (their rows add the val_* columns)", 100)
     checkpoint_every: int = doc("steps between checkpoints", 100)
     seed: int = doc("seed of the model init, the split and the batches", 0)
     device: str = doc(f"where to train: {DEVICES}", "auto")
@@ -91,7 +93,7 @@ class TrainConfig:
             raise ValueError(f"labels must be one of {', '.join(bc_data.LABELS)}, got {self.labels!r}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
-        for name in ("batch_size", "eval_every", "checkpoint_every", "val_windows"):
+        for name in ("batch_size", "log_every", "eval_every", "checkpoint_every", "val_windows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("threads", "minutes", "window", "warmup_steps"):
@@ -161,7 +163,7 @@ def validate(model: Policy, batch: dict[str, np.ndarray], cfg: TrainConfig, devi
 
 
 # May change when a run is resumed: how long and where it runs, not what it learns.
-RESUMABLE_FIELDS = {"minutes", "max_steps", "device", "threads"}
+RESUMABLE_FIELDS = {"minutes", "max_steps", "device", "threads", "log_every"}
 
 
 def prepare_run_dir(cfg: TrainConfig, sources: list[bc_data.SourceInfo]) -> Path:
@@ -229,9 +231,11 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
           f"{label_source(cfg.labels, sources)}, device {device}", file=sys.stderr)
     model.train()
     start_step, t0, last_log = state["step"], time.perf_counter(), time.perf_counter()
+    last_log_step = start_step
     elapsed0, step = state["elapsed_s"], state["step"]
     last_good = f"{run_dir / ckpt.CHECKPOINT_DIR} (step {start_step})" if start_step else None
     bar = tqdm(total=budget.shown_total, initial=start_step, desc="agent train", unit="step", dynamic_ncols=True)
+    ctrl_c = CtrlC().install()  # Ctrl-C from here on: at the end of its step
     try:
         while not budget.done(step, elapsed0 + time.perf_counter() - t0):
             batch = bc_data.sample_windows(train_eps, cfg.batch_size, T, np.random.default_rng([cfg.seed, step]))
@@ -258,21 +262,28 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}")
             if stop_after is not None and step >= stop_after:
                 return run_dir  # a kill: nothing after the last checkpoint survives
-            final = budget.done(step, elapsed)
-            if step % cfg.eval_every == 0 or final:
+            final, pressed = budget.done(step, elapsed), ctrl_c.pressed  # Ctrl-C: save this step, then stop
+            evaluating, saving = step % cfg.eval_every == 0 or final, step % cfg.checkpoint_every == 0 or final or pressed
+            if step % cfg.log_every == 0 or evaluating:
                 now = time.perf_counter()
                 row = {"step": step, "lr": lr, "loss": loss.item(), "button_loss": b_loss.item(),
                        "camera_loss": c_loss.item(), "elapsed_s": round(elapsed, 2),
-                       "windows_per_s": round(cfg.batch_size * cfg.eval_every / max(1e-9, now - last_log), 2)}
-                row.update(validate(model, val_batch, cfg, device))
+                       "windows_per_s": round(cfg.batch_size * (step - last_log_step) / max(1e-9, now - last_log), 2)}
+                if evaluating:
+                    row.update(validate(model, val_batch, cfg, device))
+                    bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
                 log.row(**row)
-                last_log = time.perf_counter()
-                bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-            if step % cfg.checkpoint_every == 0 or final:
+                last_log, last_log_step = time.perf_counter(), step
+                if not saving:
+                    log.write()  # metrics.csv at every row, curves.png every 30 s (the checkpoint below: both)
+            if saving:
                 ckpt.save_checkpoint(run_dir, KIND, {"model": model.state_dict()},
                                      {"step": step, "elapsed_s": elapsed, **budget.state()}, optimizer=optimizer)
                 last_good = f"{run_dir / ckpt.CHECKPOINT_DIR} (step {step})"
-                log.write()
+                log.write(plot=True)
+            if pressed:
+                raise ctrl_c.stopped(step, run_dir / ckpt.CHECKPOINT_DIR)
     finally:
+        ctrl_c.restore()
         bar.close()
     return run_dir

@@ -22,6 +22,7 @@ import numpy as np
 from worldloom import actions as act
 from worldloom.config import doc
 from worldloom.datasets.branches import Branches, save_branches
+from worldloom.envs import check_resolution
 from worldloom.errors import UserError
 
 BRANCHES: tuple[str, ...] = ("player", "turn", "walk", "still")
@@ -39,7 +40,7 @@ class BranchesConfig:
     horizon: int = doc("steps played from each state in each branch", 8)
     branches: tuple[str, ...] = doc("branches, from player, turn, walk, still", BRANCHES)
     warmup: int = doc("steps the player plays before the context starts", 20)
-    resolution: int = doc("frame height and width in pixels", 64)
+    resolution: int = doc("frame height and width in pixels (voxel: 64..360)", 64)
     seed: int = doc("state i is played in the world of seed 1000000 + seed + i", 0)
 
     def __post_init__(self):
@@ -48,6 +49,7 @@ class BranchesConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        check_resolution(self.env, self.resolution)  # the env's own range, refused now and not once it starts
         unknown = sorted(set(self.branches) - set(BRANCHES))
         if unknown or len(set(self.branches)) < 2 or len(set(self.branches)) != len(self.branches):
             raise ValueError(f"branches must be 2..4 different names of {', '.join(BRANCHES)}, got {list(self.branches)}")

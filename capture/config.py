@@ -17,14 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from worldloom.actions import FPS
-from worldloom.config import doc, to_json_dict
+from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE
+from worldloom.config import check_range, doc, to_json_dict
 from worldloom.datasets.codecs import CODECS
-from worldloom.envs import ENV_NAMES, PLAYER_NAMES, env_metadata
+from worldloom.envs import ENV_NAMES, PLAYER_NAMES, check_resolution, env_metadata
 
 # Fields that say how a job runs, not what it writes: a resumed job may change them freely.
 # ("workers": the name of num_workers in datasets written by WorldLoom 0.1.)
 EXECUTION_FIELDS = ("out", "num_workers", "workers", "address", "strip_actions", "episodes_per_shard", "progress")
-MAX_RESOLUTION = 1024
 MAX_STEPS = 1_000_000
 # A recorder holds one whole episode's frames before writing it (the writer takes whole episodes).
 MAX_EPISODE_BYTES = 2 * 1024**3
@@ -39,12 +39,13 @@ class CaptureConfig:
     player: str = doc(f"scripted player: {', '.join(PLAYER_NAMES)}", "mixture")
     episodes: int = doc("number of episodes to record", 8)
     steps: int = doc("steps (frames) per episode; an episode that ends earlier is kept shorter", 200)
-    resolution: int = doc("frame height and width in pixels (square frames)", 128)
+    resolution: int = doc("frame height and width in pixels (square frames; voxel 64..360, minetest 64..512, "
+                          "crafter and minerl 16..1024)", 128)
     antialias: bool = doc("voxel env: 2x2 samples per pixel, averaged (see docs/envs.md)", False)
     day_length: int = doc("voxel env: steps in a day-night cycle, the sun moving from mid-morning (0: a fixed "
                           "mid-morning sun); with it the captions name dawn, day, dusk and night", 0)
     seed: int = doc("job seed: episode i plays seed derived from (seed, i)", 0)
-    num_workers: int = doc("number of recorder actors (one CPU each)", 2)
+    num_workers: int = doc("recorder actors, one CPU each (0: one per CPU of the cluster)", 2)
     address: str | None = doc("Ray cluster to join (HOST:PORT or auto); unset: start a local one for this job", None)
     strip_actions: str | None = doc(
         "write the footage without actions (label_source none) to OUT and the true actions to this dataset", None
@@ -61,12 +62,12 @@ class CaptureConfig:
             raise ValueError(f"env must be one of {', '.join(ENV_NAMES)}; got {self.env!r}")
         if self.player not in PLAYER_NAMES:
             raise ValueError(f"player must be one of {', '.join(PLAYER_NAMES)}; got {self.player!r}")
-        _check_int("episodes", self.episodes, 1, 10_000_000)
-        _check_int("steps", self.steps, 1, MAX_STEPS)
-        _check_int("resolution", self.resolution, 16, MAX_RESOLUTION)
-        _check_int("seed", self.seed, 0, 2**31 - 1)
-        _check_int("num_workers", self.num_workers, 1, 4096)
-        _check_int("episodes_per_shard", self.episodes_per_shard, 1, 10_000)
+        check_range("episodes", self.episodes, 1, 10_000_000)
+        check_range("steps", self.steps, 1, MAX_STEPS)
+        check_resolution(self.env, self.resolution)  # the env's own range, not a wider one it refuses later
+        check_range("seed", self.seed, 0, 2**31 - 1)
+        check_range("num_workers", self.num_workers, 0, MAX_WORKERS, NUM_WORKERS_RANGE)
+        check_range("episodes_per_shard", self.episodes_per_shard, 1, 10_000)
         if self.episode_bytes > MAX_EPISODE_BYTES:
             raise ValueError(f"steps x resolution^2 x 3 bytes must be at most 2 GiB (one episode is held in memory), "
                              f"got steps={self.steps}, resolution={self.resolution}: "
@@ -78,7 +79,7 @@ class CaptureConfig:
         if self.day_length and self.env != "voxel":
             raise ValueError(f"day_length applies to the voxel env only, got env={self.env!r}")
         if self.day_length:
-            _check_int("day_length", self.day_length, 2, MAX_STEPS)
+            check_range("day_length", self.day_length, 2, MAX_STEPS)
         if self.codec not in CODECS:
             raise ValueError(f"codec must be one of {', '.join(CODECS)}; got {self.codec!r}")
         if not self.split or "/" in self.split:
@@ -118,11 +119,6 @@ class EpisodeSpec:
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def _check_int(name: str, value: object, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
-        raise ValueError(f"{name} must be an integer in {low}..{high}, got {value!r}")
 
 
 def _same_place(a: str, b: str) -> bool:

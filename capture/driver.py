@@ -13,23 +13,19 @@ uncommitted shards behind, which the next run ignores while it records those epi
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
-import posixpath
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.fs as pafs
 from tqdm import tqdm
 
 from worldloom.actions import FPS
-from worldloom.cluster import ray_session
-from worldloom.datasets import DatasetWriter, commit_shards, committed_episode_ids, schema, storage
+from worldloom.cluster import num_actors, ray_session
+from worldloom.datasets import DatasetWriter, commit_shards, committed_episode_ids, storage
+from worldloom.datasets.jobs import job_lock, sweep_orphans
 from worldloom.datasets.repair import damaged_shards
 from worldloom.errors import UserError
 from worldloom.folders import check_out
@@ -44,7 +40,6 @@ from .config import (
 )
 from .recorder import MAX_RESTARTS, remote_recorder
 
-JOB_LOCK_NAME = ".capture.lock"
 COMMIT_EVERY_S = 2.0  # a killed driver loses at most this much committed work
 TASKS_IN_FLIGHT_PER_ACTOR = 2  # one running, one queued: an actor never waits for the driver
 FORWARDED_ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")  # object store credentials for the actors
@@ -156,54 +151,14 @@ def plan_tasks(specs: list[EpisodeSpec], committed: dict[str, set[str]], per_tas
     return batch_specs(items, per_task)
 
 
-@contextlib.contextmanager
-def job_lock(roots: list[str]) -> Iterator[None]:
-    """One capture job at a time per local output (the lock dies with its process);
-    object stores have no locks, so there the user keeps jobs apart."""
-    fds = []
-    try:
-        for root in roots:
-            loc = storage.resolve(root)
-            if not loc.is_local:
-                continue
-            fds.append(os.open(loc.join(JOB_LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644))
-            try:
-                fcntl.flock(fds[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise UserError(f"{root}: another capture job is writing here; wait for it to end or stop it") from None
-        yield
-    finally:
-        for fd in fds:
-            os.close(fd)
-
-
-def sweep_orphans(root: str, run_token: str, started_at: float) -> int:
-    """Delete what crashes left under frames/ (files the manifest does not list); returns how many.
-    A local output is locked by this job, so every such file is garbage; on an object store a
-    file newer than this run that is not this run's may belong to another job and stays."""
-    loc = storage.resolve(root)
-    manifest = storage.read_manifest(loc)
-    listed = {posixpath.basename(s["path"]) for s in (manifest or {}).get("shards", [])}
-    selector = pafs.FileSelector(loc.join(schema.FRAMES_DIR), allow_not_found=True)
-    removed = 0
-    for info in loc.fs.get_file_info(selector):
-        name = posixpath.basename(info.path)
-        if info.type != pafs.FileType.File or name in listed:
-            continue
-        mtime = info.mtime.timestamp() if info.mtime is not None else started_at
-        if loc.is_local or f"-{run_token}-" in name or mtime < started_at:
-            loc.fs.delete_file(info.path)
-            removed += 1
-    return removed
-
-
 def start_recorders(cfg: CaptureConfig, roots: dict[str, str], num_tasks: int, run_token: str) -> list:
     """min(num_workers, tasks, cluster CPUs) recorder actors, spread over the cluster's nodes."""
     import ray
 
     cluster_cpus = int(ray.cluster_resources().get("CPU", 0))
-    count = max(1, min(cfg.num_workers, num_tasks, cluster_cpus or cfg.num_workers))
-    if count < min(cfg.num_workers, num_tasks):
+    wanted = num_actors(cfg.num_workers)  # 0: one per CPU of the cluster
+    count = max(1, min(wanted, num_tasks, cluster_cpus or wanted))
+    if cfg.num_workers and count < min(cfg.num_workers, num_tasks):
         tqdm.write(f"worldloom capture: the cluster has {cluster_cpus} CPUs; starting {count} recorders, not {cfg.num_workers}")
     # Credentials travel as an actor argument (kept in memory), never as a runtime_env (logged to disk).
     environ = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
@@ -225,7 +180,7 @@ def capture(cfg: CaptureConfig) -> CaptureResult:
     specs = expand_specs(cfg)
     check_env(cfg)
     committed = {label: prepare_target(cfg, label, root) for label, root in roots.items()}
-    with job_lock(list(roots.values())):
+    with job_lock(list(roots.values()), "capture run"):
         committed = {label: committed_episode_ids(root) for label, root in roots.items()}  # now locked
         check_skipped_shards(roots, committed, {s.episode_id for s in specs})
         tasks = plan_tasks(specs, committed, cfg.episodes_per_shard)
@@ -236,7 +191,7 @@ def capture(cfg: CaptureConfig) -> CaptureResult:
         )
         run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew
         if tasks:
-            with ray_session(cfg.address, cfg.num_workers):
+            with ray_session(cfg.address, cfg.num_workers or None):
                 actors = start_recorders(cfg, roots, len(tasks), run_token)
                 try:
                     _drive(cfg, roots, actors, tasks, result)

@@ -34,6 +34,7 @@ import numpy as np
 from worldloom import actions as act
 from worldloom.config import doc
 from worldloom.datasets.branches import Branches, save_branches
+from worldloom.envs import check_resolution
 from worldloom.errors import UserError
 
 from .branches import SEED_BASE, EngineCase, to_branches
@@ -56,7 +57,7 @@ class RevisitsConfig:
     warmup: int = doc("steps the player plays before the context starts", 20)
     settle: int = doc("the last steps before the state stand still (a swing ends, cracks fade, a jump lands), so the "
                       "first visit is a frame the engine shows again on return", 4)
-    resolution: int = doc("frame height and width in pixels", 64)
+    resolution: int = doc("frame height and width in pixels (voxel: 64..360)", 64)
     seed: int = doc("worlds are tried from seed 1000000 + seed on", 0)
     max_tries: int = doc("worlds tried per saved state before giving up", 20)
 
@@ -66,6 +67,7 @@ class RevisitsConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup < 0 or self.settle < 0:
             raise ValueError(f"warmup and settle must be >= 0, got {self.warmup} and {self.settle}")
+        check_resolution(self.env, self.resolution)  # the env's own range, refused now and not once it starts
         bad = [p for p in self.paths if not PATTERN.match(p)]
         if bad or len(self.paths) < 2 or len(set(self.paths)) != len(self.paths):
             raise ValueError(f"paths must be 2 or more different names like turn360, walk4, look9; got {list(self.paths)}")

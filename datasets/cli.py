@@ -65,7 +65,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.out.lower().endswith(".png"):
         if args.episode is not None:
             check_episode(ds, args.episode)
-        out = contact_sheet(ds, args.out, episode_id=args.episode, num=args.num)
+        out = contact_sheet(ds, args.out, episode_id=args.episode, num=args.num, scale=args.scale)
     else:
         if args.episode is None:
             raise UserError("--episode is needed to export a video (or give --out NAME.png for a contact sheet)")
@@ -138,7 +138,10 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     p.add_argument("--out", required=True, help="output file: .mp4, .gif or .png")
     p.add_argument("--no-overlay", action="store_true", help="frames only, no action drawn")
     p.add_argument("--captions", action="store_true", help="draw the engine-exact caption of each 2 s clip above the frames")
-    p.add_argument("--scale", type=int, default=4, help="upscale factor (default: 4)")
+    p.add_argument("--scale", type=int, default=None,
+                   help="whole upscale factor, pixels per stored pixel (default: a video's frames get a longer side of "
+                        "512 px, x8 for 64x64 frames, larger ones such as 1080p downscaled to it; a contact sheet's "
+                        "tiles 128 px)")
     p.add_argument("--num", type=int, default=32, help="frames in a contact sheet (default: 32)")
     p.set_defaults(handler=cmd_export)
 

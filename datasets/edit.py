@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -26,6 +27,7 @@ from worldloom.errors import UserError
 from worldloom.folders import check_out
 
 from . import schema, storage
+from .jobs import job_lock, sweep_orphans
 from .reader import Dataset
 from .validate import schema_differences
 from .writer import (
@@ -78,6 +80,18 @@ def merge(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> dict:
         raise UserError("merge needs at least one source dataset")
     check_out(out, "dataset")
     datasets = [Dataset(s) for s in sources]
+    owner = check_sources(datasets)
+    writer_id = f"merge-{uuid.uuid4().hex[:6]}"
+    with job_lock([str(out)], "dataset merge"):
+        started_at = time.time() - 1.0  # 1 s of clock skew
+        manifest = _merge_locked(datasets, owner, out, writer_id)
+        # Under the lock: what a killed merge (or capture, ingest, label) left under frames/ (datasets/jobs.py).
+        sweep_orphans(str(out), writer_id.split("-")[1], started_at)
+    return manifest
+
+
+def check_sources(datasets: list[Dataset]) -> dict[str, str]:
+    """{episode id: its source}; UserError for sources of another spec or schema, or a shared episode id."""
     check_same_spec(datasets)
     owner: dict[str, str] = {}
     for ds in datasets:
@@ -87,6 +101,11 @@ def merge(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> dict:
                 raise UserError(f"{ds.location.uri}: episode {eid!r} is also in {owner[eid]}; episode ids must be "
                                 "unique across merged datasets (split one off or re-capture with other ids)")
             owner[eid] = ds.location.uri
+    return owner
+
+
+def _merge_locked(datasets: list[Dataset], owner: dict[str, str], out: str | os.PathLike, writer_id: str) -> dict:
+    """merge's copy and commit (the caller holds the job lock)."""
     dst = storage.resolve(out)
     clash = committed_episode_ids(dst.path, dst.fs) & owner.keys()
     if clash:
@@ -98,7 +117,6 @@ def merge(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> dict:
         if ds.version > dst_version:
             raise UserError(f"{dst.uri}: a format version {dst_version} dataset cannot take {ds.location.uri} (version "
                             f"{ds.version}); merge into a new directory")
-    writer_id = f"merge-{uuid.uuid4().hex[:6]}"
     infos = []
     for k, ds in enumerate(datasets):
         rows_by_shard: dict[str, list[dict]] = {}

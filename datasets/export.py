@@ -23,10 +23,30 @@ from .reader import Clip, Dataset
 SHORT_NAMES = {"attack": "ATK", "back": "S", "forward": "W", "jump": "JMP", "left": "A", "right": "D", "sneak": "SNK",
                "sprint": "SPR", "use": "USE", "drop": "Q", "inventory": "INV", **{f"hotbar.{i}": str(i) for i in range(1, 10)}}
 BAR_PX = 28
+# Without --scale: a video's frames get a longer side of this many pixels (a 64x64 frame x8, pixel
+# art kept sharp; 1080p footage downscaled, not x4 to 7680x4320), a contact sheet's tiles this many.
+CLIP_LONG_SIDE_PX = 512
+SHEET_LONG_SIDE_PX = 128
 
 
-def upscale(frame: np.ndarray, scale: int) -> np.ndarray:
-    return cv2.resize(frame, (frame.shape[1] * scale, frame.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
+def auto_scale(height: int, width: int, long_side_px: int) -> float:
+    """The default --scale: the largest whole upscale whose longer side fits in `long_side_px`
+    (nearest neighbour: pixel art stays sharp), or for a larger frame the downscale to it."""
+    longer = max(height, width)
+    return float(max(1, long_side_px // longer)) if longer <= long_side_px else long_side_px / longer
+
+
+def scale_frame(frame: np.ndarray, scale: float) -> np.ndarray:
+    """`(H, W, 3)` -> `(round(H * scale), round(W * scale), 3)`: nearest neighbour up, area average down."""
+    size = (max(1, round(frame.shape[1] * scale)), max(1, round(frame.shape[0] * scale)))
+    return cv2.resize(frame, size, interpolation=cv2.INTER_NEAREST if scale >= 1 else cv2.INTER_AREA)
+
+
+def check_scale(scale: int | None) -> None:
+    """UserError unless `scale` is None (automatic) or a whole number >= 1."""
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 1):
+        raise UserError(f"--scale must be a whole number >= 1 (pixels per stored pixel), got {scale!r}; leave it out "
+                        f"to fit the frame's longer side to {CLIP_LONG_SIDE_PX} px")
 
 
 def draw_action(frame: np.ndarray, buttons: np.ndarray | None, camera: np.ndarray | None, step: int) -> np.ndarray:
@@ -77,19 +97,19 @@ def draw_caption(frame: np.ndarray, lines: list[str], num_lines: int) -> np.ndar
     return out
 
 
-def render_clip(clip: Clip, overlay: bool = True, scale: int = 4, captions: list | None = None) -> list[np.ndarray]:
-    """The clip's frames, upscaled, with the action overlay if asked, and the caption of the
+def render_clip(clip: Clip, overlay: bool = True, scale: float = 4, captions: list | None = None) -> list[np.ndarray]:
+    """The clip's frames, scaled by `scale`, with the action overlay if asked, and the caption of the
     clip each step falls in above it when `captions` (datasets.captions.Caption) are given."""
     frames = []
     by_step, num_lines = {}, 0
     if captions:
-        width = clip.frames.shape[2] * scale - 8
+        width = round(clip.frames.shape[2] * scale) - 8
         for c in captions:
             lines = wrap_text(c.text, width)
             num_lines = max(num_lines, len(lines))
             by_step.update({s: lines for s in range(c.start, c.stop)})
     for t in range(clip.frames.shape[0]):
-        big = upscale(clip.frames[t], scale)
+        big = scale_frame(clip.frames[t], scale)
         if overlay:
             buttons = None if clip.buttons is None else clip.buttons[t]
             camera = None if clip.camera is None else clip.camera[t]
@@ -120,12 +140,12 @@ def check_episode(ds: Dataset, episode_id: str) -> None:
 
 
 def export_clip(ds: Dataset, episode_id: str, out: str, start: int = 0, stop: int | None = None,
-                overlay: bool = True, scale: int = 4, captions: bool = False) -> str:
+                overlay: bool = True, scale: int | None = None, captions: bool = False) -> str:
     """Write steps `[start, stop)` of an episode to `out` (.mp4 or .gif), with its engine-exact
     captions (its `caption` column, or made from its state columns: datasets/captions.py) above
-    the frames if asked. UserError for an unknown episode, an empty step range or scale < 1."""
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
-        raise UserError(f"--scale must be a whole number >= 1 (pixels per stored pixel), got {scale!r}")
+    the frames if asked; `scale` None: the frame's longer side fitted to CLIP_LONG_SIDE_PX
+    (auto_scale). UserError for an unknown episode, an empty step range or scale < 1."""
+    check_scale(scale)
     check_episode(ds, episode_id)
     n = ds.episode(episode_id).num_steps
     stop = n if stop is None else min(stop, n)
@@ -139,12 +159,16 @@ def export_clip(ds: Dataset, episode_id: str, out: str, start: int = 0, stop: in
         if not any(c.text for c in clip_captions):
             raise UserError(f"episode {episode_id!r} has no captions and no engine state to caption (its caption and "
                             "state_* columns are null)")
-    write_clip(render_clip(ds.frames(episode_id, start, stop), overlay, scale, clip_captions), out, ds.spec.fps)
+    factor = scale or auto_scale(ds.spec.height, ds.spec.width, CLIP_LONG_SIDE_PX)
+    write_clip(render_clip(ds.frames(episode_id, start, stop), overlay, factor, clip_captions), out, ds.spec.fps)
     return out
 
 
-def contact_sheet(ds: Dataset, out: str, episode_id: str | None = None, num: int = 32, cols: int = 8, scale: int = 2) -> str:
-    """A PNG grid: `num` frames evenly spaced over one episode, or the first frames of many."""
+def contact_sheet(ds: Dataset, out: str, episode_id: str | None = None, num: int = 32, cols: int = 8,
+                  scale: int | None = None) -> str:
+    """A PNG grid: `num` frames evenly spaced over one episode, or the first frames of many;
+    `scale` None: each tile's longer side fitted to SHEET_LONG_SIDE_PX (auto_scale)."""
+    check_scale(scale)
     if episode_id is not None:
         clip = ds.frames(episode_id)
         idx = np.linspace(0, clip.frames.shape[0] - 1, min(num, clip.frames.shape[0])).round().astype(int)
@@ -156,12 +180,13 @@ def contact_sheet(ds: Dataset, out: str, episode_id: str | None = None, num: int
             tiles.append(ds.frames(eid, n // 2, n // 2 + 1).frames[0])
     if not tiles:
         raise UserError(f"{ds.location.uri}: no frames to draw")
-    h, w = tiles[0].shape[0] * scale, tiles[0].shape[1] * scale
+    scale = scale or auto_scale(tiles[0].shape[0], tiles[0].shape[1], SHEET_LONG_SIDE_PX)
+    h, w = scale_frame(tiles[0], scale).shape[:2]
     rows = (len(tiles) + cols - 1) // cols
     sheet = np.full((rows * (h + 2), min(cols, len(tiles)) * (w + 2), 3), 32, np.uint8)
     for k, tile in enumerate(tiles):
         r, c = divmod(k, cols)
-        sheet[r * (h + 2) : r * (h + 2) + h, c * (w + 2) : c * (w + 2) + w] = upscale(tile, scale)
+        sheet[r * (h + 2) : r * (h + 2) + h, c * (w + 2) : c * (w + 2) + w] = scale_frame(tile, scale)
     try:
         write_image(out, sheet)
     except OSError as err:

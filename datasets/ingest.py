@@ -33,6 +33,8 @@ import json
 import queue
 import sys
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,21 +42,24 @@ from pathlib import Path
 import numpy as np
 
 from worldloom.actions import FPS
-from worldloom.cluster import ray_session
-from worldloom.config import doc, parse_resolution, to_json_dict
+from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE, num_actors, ray_session
+from worldloom.config import check_range, doc, parse_resolution, to_json_dict
 from worldloom.errors import UserError
 from worldloom.folders import check_out
 
 from . import codecs, minerl, vpt
 from .captions import captions_of
+from .jobs import job_lock, sweep_orphans
 from .resize import resize
 from .sources import HASH_PREFIX, Source, file_hash, plan_resume
-from .video import PER_FRAME, RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReader
+from .video import FPS_RANGE, PER_FRAME, RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReader
 
 FORMATS = ("vpt", "minerl", "video")
 PART_BYTES = 48 << 20  # decoded source pixels per streamed part (640x360: 64 frames)
 RESIZE = {"down": "INTER_AREA", "up": "INTER_LINEAR"}
 VPT_FPS = float(FPS)  # the recorder logs one jsonl line per frame, at the game's 20 Hz
+SIDE_RANGE = (16, 4096)  # --resolution: pixels a side a dataset stores (4K at most)
+MAX_THREADS = 256
 
 
 @dataclass(frozen=True)
@@ -68,14 +73,14 @@ class IngestConfig:
                       "folders; video: any video, no actions)", "vpt")
     resolution: str | None = doc("store frames at N or WIDTHxHEIGHT pixels (INTER_AREA down, INTER_LINEAR up); "
                                  "unset: the source's size", None)
-    fps: float = doc("video format: steps per second, frames picked by presentation timestamps "
+    fps: float = doc("video format: steps per second (1..240), frames picked by presentation timestamps "
                      "(vpt and minerl store one step per recorded frame)", 20.0)
     codec: str = doc(f"frame codec of a new dataset: {', '.join(sorted(codecs.CODECS))}", "raw")
     recorder_version: str | None = doc("vpt: the recorder version that sets the GUI mouse scaler (default: each "
                                        "recording's folder name, as in the published `<version>/<name>` layout)", None)
     keep_truncated: bool = doc("keep what decodes of a video that stops before its container's end (with a "
                                "warning) instead of skipping it", False)
-    num_workers: int = doc("Ray actors (1: ingest in this process)", 1)
+    num_workers: int = doc("Ray actors (1: ingest in this process; 0: one per CPU of the cluster)", 1)
     address: str | None = doc("Ray cluster to join (HOST:PORT or auto); unset: a local one on loopback", None)
     threads: int = doc("decoder threads per worker (0: FFmpeg's choice)", 0)
 
@@ -85,10 +90,12 @@ class IngestConfig:
         if not self.data:
             raise ValueError("IngestConfig.data must name at least one folder or file")
         if self.resolution is not None:
-            parse_resolution(self.resolution)
+            for side in parse_resolution(self.resolution):
+                check_range("resolution", side, *SIDE_RANGE, f"pixels a side, N or WIDTHxHEIGHT; got {self.resolution}")
         codecs.get_codec(self.codec)
-        if self.fps <= 0 or self.num_workers < 1 or self.threads < 0:
-            raise ValueError("IngestConfig: fps > 0, num_workers >= 1 and threads >= 0 required")
+        check_range("fps", self.fps, *FPS_RANGE, "steps per second", integer=False)
+        check_range("num_workers", self.num_workers, 0, MAX_WORKERS, f"1: this process; {NUM_WORKERS_RANGE}")
+        check_range("threads", self.threads, 0, MAX_THREADS, "0: FFmpeg's choice")
 
     @property
     def size(self) -> tuple[int, int] | None:
@@ -495,17 +502,17 @@ def _read_json(path: str) -> dict:
 
 def run_items(cfg: IngestConfig, items: list[dict], job_config: dict) -> Iterator[dict]:
     """Yield each item's result, in this process or from a pool of Ray actors."""
-    if cfg.num_workers <= 1 or len(items) <= 1:
+    if cfg.num_workers == 1 or len(items) <= 1:
         ingester = Ingester(cfg, job_config)
         yield from (ingester.ingest(item) for item in items)
         return
     import ray
     from ray.util import ActorPool
 
-    with ray_session(cfg.address, cfg.num_workers):  # the pipeline's session, or a local one on loopback
+    with ray_session(cfg.address, cfg.num_workers or None):  # the pipeline's session, or a local one on loopback
         remote = ray.remote(Ingester).options(num_cpus=1, max_restarts=1)
         actor_cfg = dataclasses.replace(cfg, threads=cfg.threads or 1)  # one CPU each: never oversubscribe
-        actors = [remote.remote(actor_cfg, job_config) for _ in range(min(cfg.num_workers, len(items)))]
+        actors = [remote.remote(actor_cfg, job_config) for _ in range(min(num_actors(cfg.num_workers), len(items)))]
         yield from ActorPool(actors).map_unordered(lambda actor, item: actor.ingest.remote(item), items)
 
 
@@ -524,12 +531,25 @@ def job_config_of(cfg: IngestConfig) -> dict:
 
 def ingest(cfg: IngestConfig) -> dict:
     """Ingest everything under cfg.data not yet in cfg.out; returns a summary (done, skipped, failed)."""
+    check_out(cfg.out, "dataset")
+    found, bad = discover(cfg)
+    with job_lock([cfg.out], "dataset ingest"):
+        run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew
+        summary = _ingest_locked(cfg, found, bad)
+        # Last, under the lock: shards and temporary files of a killed earlier run (or of items
+        # that failed in this one) are in no manifest: deleted (datasets/jobs.py).
+        summary["num_orphans_removed"] = sweep_orphans(cfg.out, run_token, started_at)
+    if summary["failed"] and not summary["ingested"] and not summary["skipped_done"]:
+        raise UserError(f"nothing was ingested: {summary['failed'][0]['error']}")
+    return summary
+
+
+def _ingest_locked(cfg: IngestConfig, found: list, bad: list[dict]) -> dict:
+    """Ingest and commit every item not yet in cfg.out (the caller holds the job lock)."""
     from tqdm import tqdm
 
     from .writer import commit_shards
 
-    check_out(cfg.out, "dataset")
-    found, bad = discover(cfg)
     todo, num_done, unreadable = plan_resume(cfg.out, found)
     job_config = job_config_of(cfg)
     summary = {"out": cfg.out, "format": cfg.format, "num_items": len(found) + len(bad), "skipped_done": num_done,
@@ -549,6 +569,4 @@ def ingest(cfg: IngestConfig) -> dict:
         else:
             summary["failed"].append({"input": item["source"], "error": result["error"]})
             print(f"dataset ingest: skipped: {result['error']}", file=sys.stderr)
-    if summary["failed"] and not summary["ingested"] and not summary["skipped_done"]:
-        raise UserError(f"nothing was ingested: {summary['failed'][0]['error']}")
     return summary

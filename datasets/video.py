@@ -58,6 +58,9 @@ RESAMPLING = ("presentation timestamps: step k shows the last frame with time <=
 PER_FRAME = "one step per decoded frame, in decode order (timestamps only time the report)"
 TIMINGS = ("timestamps", "frames")
 DEFAULT_FPS = float(FPS)  # when a video gives no rate at all and none is asked: the game's
+# `--fps` of `dataset ingest` and `idm label`: a step rate to resample footage to (the game's is 20;
+# 240 is the fastest common camera rate).
+FPS_RANGE = (1, 240)
 TIME_EPS_S = 1e-6  # timestamps within a microsecond of a step's time count as on screen at it
 # Decoder names -> the codec they decode (the report names the codec, not the library).
 CODEC_OF_DECODER = {"libdav1d": "av1", "libaom-av1": "av1", "libvpx": "vp8", "libvpx-vp9": "vp9", "libopenh264": "h264"}

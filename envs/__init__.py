@@ -26,11 +26,17 @@ ENVS: dict[str, tuple[str, str]] = {
     "explore": ("worldloom/Explore-v0", "worldloom.envs.tasks:Explore"),
     "find_water": ("worldloom/FindWater-v0", "worldloom.envs.tasks:FindWater"),
 }
+# name -> (smallest, largest) side in pixels of the square frames `capture run --resolution` asks of
+# it: what the env's own config accepts (VoxelConfig: height 64..360; MinetestConfig: 64..512;
+# Crafter and MineRL resize to any size, so capture's own 16..1024), read here without importing it.
+RESOLUTIONS: dict[str, tuple[int, int]] = {"voxel": (64, 360), "crafter": (16, 1024), "minerl": (16, 1024),
+                                           "minetest": (64, 512), "collect_logs": (64, 360), "mine_stone": (64, 360),
+                                           "explore": (64, 360), "find_water": (64, 360)}
 ENV_NAMES: tuple[str, ...] = tuple(ENVS)
 ENV_IDS: tuple[str, ...] = tuple(env_id for env_id, _ in ENVS.values())
 PLAYER_NAMES: tuple[str, ...] = ("random", "explorer", "miner", "builder", "mixture")
 
-__all__ = ["ENVS", "ENV_NAMES", "ENV_IDS", "PLAYER_NAMES", "EnvCrashed", "make_env", "make_player", "register_envs",
+__all__ = ["ENVS", "ENV_NAMES", "ENV_IDS", "PLAYER_NAMES", "RESOLUTIONS", "check_resolution", "EnvCrashed", "make_env", "make_player", "register_envs",
            "env_metadata"]
 
 
@@ -50,6 +56,16 @@ def _resolve(name: str) -> str:
         if name in (short, env_id, env_id.split("/")[-1]):
             return short
     raise ValueError(f"unknown env {name!r}; known: {', '.join(ENV_NAMES)} (ids: {', '.join(ENV_IDS)})")
+
+
+def check_resolution(env: str, resolution: object, name: str = "resolution") -> None:
+    """ValueError in one line naming the flag, the value and the range env `env` renders square
+    frames at (RESOLUTIONS), for the configs' `__post_init__`: refused while the flags are parsed,
+    not by the env once the job has started."""
+    from worldloom.config import check_range
+
+    low, high = RESOLUTIONS[_resolve(env)]
+    check_range(name, resolution, low, high, f"pixels, for env {_resolve(env)!r}")
 
 
 def make_env(name: str, **kwargs):

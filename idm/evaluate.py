@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from worldloom.errors import UserError
 from worldloom.idm import metrics
@@ -25,6 +27,7 @@ from worldloom.idm.data import Episode, load_episodes
 from worldloom.idm.infer import predict_sequence
 from worldloom.io import atomic_path, atomic_write_json, atomic_write_text
 from worldloom.paths import redact_json, redact_text
+from worldloom.progress import Stages
 
 
 def truth_for(episodes: list[Episode], truth: list[str] | None) -> list[Episode]:
@@ -50,7 +53,11 @@ def truth_for(episodes: list[Episode], truth: list[str] | None) -> list[Episode]
 
 def run_model(model, episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Predicted buttons (N, 20) bool, camera bins (N, 2) and expected camera degrees (N, 2), concatenated."""
-    preds = [predict_sequence(model, ep.frames) for ep in episodes]
+    preds = []
+    with tqdm(total=sum(ep.num_steps for ep in episodes), desc="idm eval", unit="step", dynamic_ncols=True) as bar:
+        for ep in episodes:
+            preds.append(predict_sequence(model, ep.frames))
+            bar.update(ep.num_steps)
     return tuple(np.concatenate([p[k] for p in preds]) for k in ("buttons", "camera_bins", "camera_deg"))
 
 
@@ -109,7 +116,17 @@ def plot_confusion(path: Path, confusion: np.ndarray, per_button: dict) -> None:
 
 def evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None = None,
              out: str | Path | None = None) -> dict:
-    """Score the run's latest checkpoint on `data`; write eval.json, eval.md, confusion.png to `out`."""
+    """Score the run's latest checkpoint on `data`; write eval.json, eval.md, confusion.png to `out`.
+    Its stages show as a bar from the first second (worldloom.progress), the steps predicted as another."""
+    with Stages("idm eval", ["loading the IDM and the episodes", "predicting", "writing the report"]) as stages:
+        report = _evaluate(model_dir, data, truth, out, stages)
+    print(f"idm eval: eval.json, eval.md, confusion.png in {report['out']}", file=sys.stderr, flush=True)
+    return report
+
+
+def _evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None, out: str | Path | None,
+              stages: Stages) -> dict:
+    stages.start("loading the IDM and the episodes")
     model, cfg = load_idm(model_dir)
     episodes = load_episodes(list(data), require_labels=False)
     if not episodes:
@@ -124,7 +141,9 @@ def evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None = N
     true_buttons = np.concatenate([t.buttons for t in truths])
     true_camera = np.concatenate([t.camera for t in truths])
     starts = np.cumsum([0] + [ep.num_steps for ep in episodes[:-1]])
+    stages.start("predicting")
     pred_buttons, pred_bins, pred_deg = run_model(model, episodes)
+    stages.start("writing the report")
     report = {
         "model": checkpoint_id(model_dir), "data": [redact_text(str(d)) for d in data], "truth": redact_json(truth),
         "num_episodes": len(episodes), "num_steps": int(len(true_buttons)),

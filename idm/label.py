@@ -34,6 +34,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,16 +44,19 @@ import pyarrow.compute as pc
 import torch
 from tqdm import tqdm
 
-from worldloom.cluster import ray_session
-from worldloom.config import doc, to_json_dict
+from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE, num_actors, ray_session
+from worldloom.config import check_range, doc, to_json_dict
+from worldloom.datasets.jobs import job_lock, sweep_orphans
 from worldloom.datasets.sources import Source, episode_source, file_source, plan_resume
-from worldloom.datasets.video import RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReader
+from worldloom.datasets.video import FPS_RANGE, RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReader
 from worldloom.errors import UserError
 from worldloom.folders import check_out
 from worldloom.idm.checkpoint import checkpoint_id, load_idm, model_config
 from worldloom.idm.data import open_dataset
 from worldloom.idm.infer import StreamPredictor, concat_predictions, predict_sequence, resize_frames
 from worldloom.paths import redact_text
+
+MAX_CHUNK_STEPS = 72_000  # an hour at 20 steps per second
 
 
 @dataclass(frozen=True)
@@ -61,12 +66,12 @@ class LabelConfig:
     model: str = doc("IDM run directory (from `worldloom idm train`), or vpt:PATH/4x_idm.weights (OpenAI's IDM)")
     data: str = doc("what to label: a WorldLoom dataset, a video file, or a directory of videos")
     out: str = doc("output dataset directory (resumed if it exists)")
-    fps: float = doc("steps per second for videos (0: each video's header rate)", 20.0)
+    fps: float = doc("steps per second for videos (1..240; the IDM's actions are per step of the game's 20)", 20.0)
     frames: str = doc("stored frames: original (unchanged) or model (resized to the model's size)", "original")
     chunk_steps: int = doc("steps per stored episode when splitting long videos (labels do not depend on it)", 2400)
     all_episodes: bool = doc("dataset input: also relabel episodes that have env labels", False)
     keep_truncated: bool = doc("label what decodes of a truncated video (with a warning) instead of skipping it", False)
-    num_workers: int = doc("Ray actors (1: label in this process)", 1)
+    num_workers: int = doc("Ray actors (1: label in this process; 0: one per CPU of the cluster)", 1)
     address: str | None = doc("Ray cluster to join (HOST:PORT or auto); unset: a local one on loopback", None)
     batch_size: int = doc("windows per forward pass", 8)
     threads: int = doc("torch CPU threads per worker (0: torch's default)", 0)
@@ -74,8 +79,11 @@ class LabelConfig:
     def __post_init__(self) -> None:
         if self.frames not in ("original", "model"):
             raise ValueError(f"LabelConfig.frames must be 'original' or 'model', got {self.frames!r}")
-        if self.fps < 0 or self.chunk_steps < 1 or self.num_workers < 1 or self.batch_size < 1 or self.threads < 0:
-            raise ValueError("LabelConfig: fps >= 0, chunk_steps, num_workers, batch_size >= 1, threads >= 0 required")
+        check_range("fps", self.fps, *FPS_RANGE, "steps per second", integer=False)
+        check_range("chunk_steps", self.chunk_steps, 1, MAX_CHUNK_STEPS, "steps per stored episode, an hour at most")
+        check_range("num_workers", self.num_workers, 0, MAX_WORKERS, f"1: this process; {NUM_WORKERS_RANGE}")
+        check_range("batch_size", self.batch_size, 1, 4096, "windows per forward pass")
+        check_range("threads", self.threads, 0, 256, "0: torch's default")
 
 
 def discover(cfg: LabelConfig) -> tuple[str, list[tuple[dict, Source]]]:
@@ -172,7 +180,7 @@ class Labeler:
 
     def label_video(self, item: dict) -> tuple[int, dict]:
         """Stream one video through the model; episodes of chunk_steps steps. Returns (steps, decode report)."""
-        with VideoReader(item["source"], fps=self.cfg.fps or None, threads=self.cfg.threads) as reader:
+        with VideoReader(item["source"], fps=self.cfg.fps, threads=self.cfg.threads) as reader:
             report, fps, chunk = reader.report, reader.fps, self.cfg.chunk_steps
             writer = self._writer(report.height, report.width, fps, "raw", item)
             stream = StreamPredictor(self.model, self.cfg.batch_size)
@@ -237,18 +245,19 @@ class Labeler:
 
 def run_items(cfg: LabelConfig, items: list[dict], model_id: str, job_config: dict):
     """Yield each item's result, in this process or from a pool of Ray actors."""
-    if cfg.num_workers <= 1 or len(items) <= 1:
+    if cfg.num_workers == 1 or len(items) <= 1:
         labeler = Labeler(cfg, model_id, job_config)
         yield from (labeler.label(item) for item in items)
         return
     import ray
     from ray.util import ActorPool
 
-    with ray_session(cfg.address, cfg.num_workers):  # the pipeline's session, or a local one on loopback
-        gpu = 1.0 / cfg.num_workers if torch.cuda.is_available() else 0
+    with ray_session(cfg.address, cfg.num_workers or None):  # the pipeline's session, or a local one on loopback
+        count = min(num_actors(cfg.num_workers), len(items))  # 0: one per CPU of the cluster
+        gpu = 1.0 / count if torch.cuda.is_available() else 0
         remote = ray.remote(Labeler).options(num_cpus=1, num_gpus=gpu, max_restarts=1)
         actor_cfg = dataclasses.replace(cfg, threads=cfg.threads or 1)  # one CPU each: never oversubscribe
-        actors = [remote.remote(actor_cfg, model_id, job_config) for _ in range(min(cfg.num_workers, len(items)))]
+        actors = [remote.remote(actor_cfg, model_id, job_config) for _ in range(count)]
         yield from ActorPool(actors).map_unordered(lambda actor, item: actor.label.remote(item), items)
 
 
@@ -284,18 +293,31 @@ def check_label_out(out: str) -> None:
 
 def label(cfg: LabelConfig) -> dict:
     """Label everything under cfg.data not yet in cfg.out; returns a summary (done, skipped, failed)."""
-    from worldloom.datasets import commit_shards
-
     check_label_out(cfg.out)
     kind, found = discover(cfg)
     model_id = checkpoint_id(cfg.model)
+    with job_lock([cfg.out], "idm label"):
+        run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew
+        summary = _label_locked(cfg, kind, found, model_id)
+        # Last, under the lock: shards and temporary files of a killed earlier run (or of items
+        # that failed in this one) are in no manifest: deleted (datasets/jobs.py).
+        summary["num_orphans_removed"] = sweep_orphans(cfg.out, run_token, started_at)
+    if summary["failed"] and not summary["labeled"] and not summary["skipped_done"]:
+        raise UserError(f"nothing was labeled: {summary['failed'][0]['error']}")
+    return summary
+
+
+def _label_locked(cfg: LabelConfig, kind: str, found: list, model_id: str) -> dict:
+    """Label and commit every item not yet in cfg.out (the caller holds the job lock)."""
+    from worldloom.datasets import commit_shards
+
     model_cfg = model_config(cfg.model)
     todo, num_done, unreadable = plan_resume(cfg.out, found)
     job_config = {"job": "worldloom idm label", "label_model": model_id, "input_kind": kind,
                   "label": to_json_dict(cfg),
                   "model_input": {"height": model_cfg.height, "width": model_cfg.width, "interpolation": "INTER_LINEAR",
                                   "note": "frames resized to the model's size for prediction only; stored frames unchanged"},
-                  "time_resampling": {"rule": RESAMPLING, "fps": cfg.fps or "each video's header rate"}}
+                  "time_resampling": {"rule": RESAMPLING, "fps": cfg.fps}}
     summary = {"out": redact_text(cfg.out), "label_model": model_id, "num_items": len(found), "skipped_done": num_done,
                "labeled": [], "replaced": [], "failed": [], "truncated": [], "warnings": [], "num_steps": 0}
     results = tqdm(run_items(cfg, todo, model_id, job_config), total=len(todo), desc="idm label", unit="item")
@@ -317,6 +339,4 @@ def label(cfg: LabelConfig) -> dict:
         else:
             summary["failed"].append({"input": item["source"], "error": redact_text(result["error"])})
             print(f"idm label: skipped: {redact_text(result['error'])}", file=sys.stderr)
-    if (todo or unreadable) and not summary["labeled"] and not summary["skipped_done"]:
-        raise UserError(f"nothing was labeled: {summary['failed'][0]['error']}")
     return summary

@@ -36,6 +36,7 @@ from worldloom.idm.checkpoint import KIND, load_idm, read_config, write_button_t
 from worldloom.idm.model import IDM, PRESETS, IDMConfig, num_parameters
 from worldloom.training import (
     DEVICES,
+    CtrlC,
     MetricsLog,
     TimeBudget,
     check_device_name,
@@ -90,7 +91,8 @@ class TrainConfig:
     max_hours: float = doc("train on at most this many hours of labeled play (0: all; for scaling curves)", 0.0)
     val_fraction: float = doc("fraction of episodes held out for validation", 0.1)
     val_windows: int = doc("validation windows scored at each evaluation", 32)
-    eval_every: int = doc("steps between validation passes", 100)
+    log_every: int = doc("steps between metrics rows (metrics.csv rewritten at each, curves.png at most every 30 s)", 10)
+    eval_every: int = doc("steps between validation passes (their rows add the val_* columns)", 100)
     checkpoint_every: int = doc("steps between checkpoints", 100)
     seed: int = doc("seed of the model init, the split and the batches", 0)
     device: str = doc(f"where to train: {DEVICES}", "auto")
@@ -105,7 +107,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < (0 if name == "warmup_steps" else 1):
                 raise ValueError(f"{name} must be >= {0 if name == 'warmup_steps' else 1}, got {value}")
-        for name in ("eval_every", "checkpoint_every", "val_windows"):
+        for name in ("log_every", "eval_every", "checkpoint_every", "val_windows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("threads", "minutes", "max_hours"):
@@ -186,7 +188,7 @@ def validate(model: IDM, batch: dict[str, np.ndarray], cfg: TrainConfig, device:
 
 
 # May change when a run is resumed: how long and where it runs, not what it learns.
-RESUMABLE_FIELDS = {"out", "minutes", "max_steps", "device", "threads"}  # "out": a run may be moved
+RESUMABLE_FIELDS = {"out", "minutes", "max_steps", "device", "threads", "log_every"}  # "out": a run may be moved
 
 
 def prepare_run_dir(cfg: TrainConfig) -> Path:
@@ -245,9 +247,11 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
           f"{sum(e.num_steps for e in train_eps)} train steps of play, device {device}", file=sys.stderr)
     model.train()
     start_step, t0, last_log = state["step"], time.perf_counter(), time.perf_counter()
+    last_log_step = start_step
     elapsed0 = state["elapsed_s"]
     last_good = f"{run_dir / ckpt.CHECKPOINT_DIR} (step {start_step})" if start_step else None
     bar = tqdm(total=budget.shown_total, initial=start_step, desc="idm train", unit="step", dynamic_ncols=True)
+    ctrl_c = CtrlC().install()  # Ctrl-C from here on: at the end of its step
     step = start_step
     try:
         while not budget.done(step, elapsed0 + time.perf_counter() - t0):
@@ -276,22 +280,29 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}")
             if stop_after is not None and step >= stop_after:
                 return run_dir  # a kill: nothing after the last checkpoint survives
-            final = budget.done(step, elapsed)
-            if step % cfg.eval_every == 0 or final:
+            final, pressed = budget.done(step, elapsed), ctrl_c.pressed  # Ctrl-C: save this step, then stop
+            evaluating, saving = step % cfg.eval_every == 0 or final, step % cfg.checkpoint_every == 0 or final or pressed
+            if step % cfg.log_every == 0 or evaluating:
                 now = time.perf_counter()
                 row = {"step": step, "lr": lr, "loss": loss.item(), "button_loss": b_loss.item(),
                        "camera_loss": c_loss.item(), "elapsed_s": round(elapsed, 2),
-                       "windows_per_s": round(hp.batch_size * cfg.eval_every / max(1e-9, now - last_log), 2)}
-                row.update(validate(model, val_batch, cfg, device))
+                       "windows_per_s": round(hp.batch_size * (step - last_log_step) / max(1e-9, now - last_log), 2)}
+                if evaluating:
+                    row.update(validate(model, val_batch, cfg, device))
+                    bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
                 log.row(**row)
-                last_log = time.perf_counter()
-                bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-            if step % cfg.checkpoint_every == 0 or final:
+                last_log, last_log_step = time.perf_counter(), step
+                if not saving:
+                    log.write()  # metrics.csv at every row, curves.png every 30 s (the checkpoint below: both)
+            if saving:
                 ckpt.save_checkpoint(run_dir, KIND, {"model": model.state_dict()},
                                      {"step": step, "elapsed_s": elapsed, **budget.state()}, optimizer=optimizer)
                 last_good = f"{run_dir / ckpt.CHECKPOINT_DIR} (step {step})"
-                log.write()
+                log.write(plot=True)
+            if pressed:
+                raise ctrl_c.stopped(step, run_dir / ckpt.CHECKPOINT_DIR)
     finally:
+        ctrl_c.restore()
         bar.close()
     if val_eps:  # the loop ends only when the budget is spent (a kill or an error returns or raises above)
         fit_button_thresholds(run_dir, val_eps, device)

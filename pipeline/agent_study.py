@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worldloom.config import add_dataclass_args, dataclass_from_args, doc, to_json_dict
+from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE
+from worldloom.config import add_dataclass_args, check_range, dataclass_from_args, doc, to_json_dict
+from worldloom.envs import check_resolution
 from worldloom.errors import UserError
 from worldloom.pipeline.stages import StageRunner, stage_key
 
@@ -72,6 +74,7 @@ class StudySizes:
                              f"{sorted(BC_PRESETS)}, got {self.idm_preset!r}, {self.bc_preset!r}")
         if self.temperature < 0 or self.videos < 0 or self.time_limit < 0:
             raise ValueError("sizes.temperature, sizes.videos and sizes.time_limit must be >= 0")
+        check_resolution("voxel", self.resolution, "sizes.resolution")  # the tasks are VoxelWorld's
 
 
 PRESETS: dict[str, StudySizes] = {
@@ -95,7 +98,7 @@ class StudyConfig:
     tasks: tuple[str, ...] = doc("tasks to record footage in and evaluate on (default: all)", ())
     world_model: str | None = doc("a world-model run to dream in (ranks the players by imagined scores)", None)
     seed: int = doc("seed of every stage", 0)
-    num_workers: int = doc("Ray actors for capture, labeling and evaluation", 2)
+    num_workers: int = doc("Ray actors for capture, labeling and evaluation (0: one per CPU of the cluster)", 2)
     address: str | None = doc("Ray cluster to join (HOST:PORT or auto); default: a local one on loopback", None)
     device: str = doc("where the models train: auto, cpu or cuda", "auto")
     from_stage: str | None = doc(f"redo this stage and every one after it: {', '.join(STAGES)}", None)
@@ -108,8 +111,7 @@ class StudyConfig:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         for task in self.tasks:
             task_by_name(task)
-        if self.num_workers < 1:
-            raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
+        check_range("num_workers", self.num_workers, 0, MAX_WORKERS, NUM_WORKERS_RANGE)
         if self.from_stage is not None and self.from_stage not in STAGES:
             raise ValueError(f"from must be one of {', '.join(STAGES)}, got {self.from_stage!r}")
         check_device_name(self.device)
@@ -281,7 +283,7 @@ def main(cfg: StudyConfig) -> Path:
         keys[name] = stage_key(_json(config), [keys[u] for u in upstream])
         return runner.run(name, keys[name], fn)
 
-    with ray_session(cfg.address, cfg.num_workers):
+    with ray_session(cfg.address, cfg.num_workers or None):
         stage("capture", configs["capture"], (), lambda: run_capture(configs))
         stage("train", {"idm": configs["idm"], "bc-env": configs["bc"]["bc-env"], "bc-noop": configs["bc"]["bc-noop"]},
               ("capture",), lambda: run_train(configs))

@@ -53,7 +53,7 @@ VOCABULARY = {
 DEPRECATED_FLAGS = {"--workers": "--num-workers", "--gpu": "--device cuda", "--ckpt-every": "--checkpoint-every"}
 # Commands that pick up where they stopped when run again with the same arguments: Ctrl-C says so.
 RESUMABLE = {("capture", "run"), ("dataset", "ingest"), ("idm", "train"), ("idm", "label"), ("pretrain", "train"),
-             ("pipeline", "run")}
+             ("agent", "train"), ("pipeline", "run")}
 # A stage given flags without a verb (WorldLoom 0.1's grammar) -> the verb it meant.
 DEFAULT_VERBS = {"capture": "run", "pipeline": "run", "pretrain": "train"}
 
@@ -98,9 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"worldloom {args.stage}: error: {redact_text(str(err))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # a trainer's says what it saved (worldloom.training.CtrlC)
+        saved = f"; {redact_text(str(err))}" if str(err) else ""
         resume = "; re-run the same command to resume" if tuple(argv[:2]) in RESUMABLE else ""
-        print(f"worldloom {args.stage}: interrupted{resume}", file=sys.stderr)
+        print(f"worldloom {args.stage}: interrupted{saved}{resume}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `worldloom dataset inspect ... | head`: the reader left, not an error
         sys.stderr.close()

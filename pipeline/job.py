@@ -28,8 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from worldloom.capture.config import MAX_STEPS
+from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE
 from worldloom.config import (
     add_dataclass_args,
+    check_range,
     dataclass_from_args,
     deprecated_flag,
     doc,
@@ -47,7 +50,8 @@ class Preset:
     """
 
     resolution: int = doc("frame height and width in pixels of every dataset and both models", 64)
-    steps: int = doc("steps per episode (20 per second of game time)", 400)
+    steps: int = doc("steps per episode (20 per second of game time; at least the IDM's window and the world model's "
+                     "context + eval horizon)", 400)
     labeled_episodes: int = doc("episodes of labeled play (the contractor data)", 24)
     footage_episodes: int = doc("episodes recorded with actions withheld (truth kept aside), pseudo-labeled by the IDM", 48)
     heldout_episodes: int = doc("episodes on world seeds no model trains on: every score is measured there", 8)
@@ -90,6 +94,41 @@ class Preset:
             raise ValueError(f"sizes.idm_preset must be one of {sorted(IDM_PRESETS)}, got {self.idm_preset!r}")
         if self.wm_preset not in WM_PRESETS:
             raise ValueError(f"sizes.wm_preset must be one of {sorted(WM_PRESETS)}, got {self.wm_preset!r}")
+        low, why = self.min_steps
+        check_range("sizes.steps", self.steps, low, MAX_STEPS, f"steps per episode; at least {why}")
+        most, why = self.max_wm_batch
+        check_range("sizes.wm_batch_size", self.wm_batch_size, 1, most, f"clips per step; at most {why}")
+
+    @property
+    def max_wm_batch(self) -> tuple[int, str]:
+        """The most clips a world-model batch can hold, and why: the datasets' whole clips per epoch
+        (pretrain/data.py drops a partial batch; an epoch without a full one stops training)."""
+        from worldloom.pretrain.model import PRESETS as WM_PRESETS
+
+        model = WM_PRESETS[self.wm_preset]
+        played = self.labeled_episodes + self.footage_episodes
+        limits = [(played * (self.steps // model.num_frames),
+                   f"the {played} x {self.steps // model.num_frames} clips of {model.num_frames} steps in "
+                   f"--sizes.labeled-episodes + --sizes.footage-episodes of --sizes.steps {self.steps}")]
+        if model.prediction == "x_skip":  # the camera warp is fitted on pairs from the labeled episodes first
+            limits.append((self.labeled_episodes * (self.steps // 2),
+                           f"the {self.labeled_episodes} x {self.steps // 2} frame pairs of the labeled episodes the "
+                           "camera field of view is fitted on"))
+        return min(limits)
+
+    @property
+    def min_steps(self) -> tuple[int, str]:
+        """The fewest steps per episode every stage can use, and the stage that needs them: checked
+        while the flags are parsed, not when a later stage finds the episodes too short."""
+        from worldloom.idm.model import PRESETS as IDM_PRESETS
+        from worldloom.pretrain.model import PRESETS as WM_PRESETS
+
+        window, context = IDM_PRESETS[self.idm_preset].num_frames, WM_PRESETS[self.wm_preset].num_frames - 1
+        needs = [(window, f"the IDM's window of {window} frames ({self.idm_preset})"),
+                 (context + self.eval_horizon, f"the world model's {context} context frames and the eval horizon of "
+                                               f"{self.eval_horizon}"),
+                 (9, "8 + 1 for the rollout videos")]
+        return max(needs)
 
 
 PRESETS: dict[str, Preset] = {
@@ -130,17 +169,17 @@ class PipelineConfig:
     from_stage: str | None = doc(f"redo this stage and every one after it: {', '.join(STAGES)}", None)
 
     def __post_init__(self) -> None:
-        from worldloom.envs import ENV_NAMES
+        from worldloom.envs import ENV_NAMES, check_resolution
         from worldloom.training import check_device_name
 
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         if self.from_stage is not None and self.from_stage not in STAGES:
             raise ValueError(f"from must be one of {', '.join(STAGES)}, got {self.from_stage!r}")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        check_range("num_workers", self.num_workers, 0, MAX_WORKERS, NUM_WORKERS_RANGE)
         if self.env not in ENV_NAMES:
             raise ValueError(f"env must be one of {', '.join(ENV_NAMES)}, got {self.env!r}")
+        check_resolution(self.env, self.resolved_sizes.resolution, "sizes.resolution")  # capture's range, checked now
         check_device_name(self.device)
 
     @classmethod

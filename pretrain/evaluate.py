@@ -30,17 +30,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from worldloom.config import doc
 from worldloom.errors import UserError
 from worldloom.io import atomic_path, atomic_write_text, write_image
 from worldloom.paths import redact_json
+from worldloom.progress import Stages
 
 from .checkpoint import load_world_model
 from .data import frames_to_model, model_to_frames
@@ -217,20 +220,27 @@ def generate(model, codec, clips: dict, cfg: EvalConfig, image_size: int, long_h
     pixels = frames_to_model(clips["frames"], image_size)  # (N, T, 3, S, S)
     x_all = torch.cat([codec.encode(pixels[i:i + cfg.batch_size]) for i in range(0, len(pixels), cfg.batch_size)])
     a_all = encode_actions(clips["buttons"], clips["camera"])  # (N, T, 24)
-    for lo in range(0, len(x_all), cfg.batch_size):
-        sl = slice(lo, lo + cfg.batch_size)
-        x, a = x_all[sl], a_all[sl]
-        has = torch.ones(a.shape[:2], dtype=torch.bool)
-        out["next"].append(teacher_forced(model, x, a, has, context, cfg.next_frame_positions, sample, gen))
-        t0 = time.perf_counter()
-        out["long"].append(rollout(model, x[:, :context], a[:, :context + long_horizon - 1], has[:, :context + long_horizon - 1],
-                                   long_horizon, sample, gen))
-        gen_time += time.perf_counter() - t0
-        gen_frames += x.shape[0] * long_horizon
-        a_shuf = a.clone()
-        a_shuf[:, context - 1:] = a_all[perm[sl]][:, context - 1:]  # context keeps its own past actions
-        out["shuffled"].append(rollout(model, x[:, :context], a_shuf[:, :context + cfg.horizon - 1],
-                                       has[:, :context + cfg.horizon - 1], cfg.horizon, sample, gen))
+    # Progress in generated frames: per clip the teacher-forced ones, the long rollout, the shuffled one.
+    bar = tqdm(total=len(x_all) * (cfg.next_frame_positions + long_horizon + cfg.horizon), desc="pretrain eval",
+               unit="frame", dynamic_ncols=True)
+    with bar:
+        for lo in range(0, len(x_all), cfg.batch_size):
+            sl = slice(lo, lo + cfg.batch_size)
+            x, a = x_all[sl], a_all[sl]
+            has = torch.ones(a.shape[:2], dtype=torch.bool)
+            out["next"].append(teacher_forced(model, x, a, has, context, cfg.next_frame_positions, sample, gen))
+            bar.update(len(x) * cfg.next_frame_positions)
+            t0 = time.perf_counter()
+            out["long"].append(rollout(model, x[:, :context], a[:, :context + long_horizon - 1],
+                                       has[:, :context + long_horizon - 1], long_horizon, sample, gen))
+            gen_time += time.perf_counter() - t0
+            gen_frames += x.shape[0] * long_horizon
+            bar.update(len(x) * long_horizon)
+            a_shuf = a.clone()
+            a_shuf[:, context - 1:] = a_all[perm[sl]][:, context - 1:]  # context keeps its own past actions
+            out["shuffled"].append(rollout(model, x[:, :context], a_shuf[:, :context + cfg.horizon - 1],
+                                           has[:, :context + cfg.horizon - 1], cfg.horizon, sample, gen))
+            bar.update(len(x) * cfg.horizon)
     result = {k: model_to_frames(codec.decode(torch.cat(v))) for k, v in out.items()}
     result["true"] = result["long"][:, :cfg.horizon]
     result["frames_per_s"] = gen_frames / gen_time
@@ -328,8 +338,21 @@ def _ratio(a: float, b: float) -> float | None:
 
 
 def evaluate(cfg: EvalConfig) -> dict:
-    """Generate, score, and write eval.json / eval.md / eval.png; returns the report dict."""
+    """Generate, score, and write eval.json / eval.md / eval.png; returns the report dict. Its
+    stages show as a bar from the first second (worldloom.progress), the frames generated as another."""
+    names = ["loading the world model", "reading clips", "generating", *(["IDM controllability"] if cfg.idm else []),
+             *(["engine branches"] if cfg.counterfactual else []), *(["revisit paths"] if cfg.revisit else []),
+             "writing the report"]
+    with Stages("pretrain eval", names) as stages:
+        report = _evaluate(cfg, stages)
+    out = Path(cfg.out) if cfg.out else Path(cfg.model) / "eval"
+    print(f"pretrain eval: eval.json, eval.md, eval.png in {out}", file=sys.stderr, flush=True)
+    return report
+
+
+def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
     torch.manual_seed(cfg.seed)
+    stages.start("loading the world model")
     model, run_doc, codec = load_world_model(cfg.model)
     context = model.cfg.num_frames - 1
     branches = None
@@ -346,7 +369,9 @@ def evaluate(cfg: EvalConfig) -> dict:
         revisits = load_branches(cfg.revisit)
         check_revisits(revisits, cfg.revisit)
     long_horizon = max(cfg.horizon, min(cfg.stability_horizon, longest_labeled(cfg.data) - context))
+    stages.start("reading clips")
     clips = eval_clips(cfg.data, context + long_horizon, cfg.num_clips)
+    stages.start("generating")
     gen = generate(model, codec, clips, cfg, model.cfg.image_size, long_horizon)
     report = {"model": str(cfg.model), "data": redact_json(list(cfg.data)), "num_clips": int(len(clips["frames"])), "context": context,
               "horizon": cfg.horizon, "sample": dataclasses.asdict(cfg.sample),
@@ -356,10 +381,12 @@ def evaluate(cfg: EvalConfig) -> dict:
               "stability": stability(gen, context, long_horizon),
               "frames_per_s": gen["frames_per_s"], "threads": torch.get_num_threads()}
     if cfg.idm:
+        stages.start("IDM controllability")
         report["controllability"] = controllability(cfg.idm, gen, clips, context, cfg.horizon)
     if branches is not None:
         from .counterfactual import evaluate_counterfactual
 
+        stages.start("engine branches")
         t0 = time.perf_counter()
         report["counterfactual"] = evaluate_counterfactual(model, codec, cfg.counterfactual, branches, cfg.sample, cfg.seed)
         report["counterfactual"]["wall_s"] = time.perf_counter() - t0
@@ -368,11 +395,13 @@ def evaluate(cfg: EvalConfig) -> dict:
     if revisits is not None:
         from .revisit import evaluate_revisit
 
+        stages.start("revisit paths")
         t0 = time.perf_counter()
         report["revisit"] = evaluate_revisit(model, codec, cfg.revisit, revisits, cfg.sample, cfg.seed,
                                               cfg.revisit_whole_path)
         report["revisit"]["wall_s"] = time.perf_counter() - t0
         revisit_frames = {**report["revisit"], "frames": report["revisit"].pop("frames")}
+    stages.start("writing the report")
     out = Path(cfg.out) if cfg.out else Path(cfg.model) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     if branches is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 from worldloom.config import doc
 from worldloom.errors import UserError
 from worldloom.io import atomic_write_text
+from worldloom.progress import Stages
 
 from .checkpoint import load_world_model
 from .data import frames_to_model
@@ -173,18 +175,32 @@ def prompt_clips(heldout: str, num: int, horizon: int) -> list[tuple[str, int, s
 
 
 def retrieval(cfg: RetrievalConfig) -> dict:
-    """Generate the prompt-only and null-prompt clips, train the state classifiers, score; write the report."""
+    """Generate the prompt-only and null-prompt clips, train the state classifiers, score; write the report.
+    Its stages show as a bar from the first second (worldloom.progress)."""
+    names = ["loading the world model", "generating rollouts", "reading labeled frames",
+             *[f"state classifier {k + 1} of {cfg.classifiers}" for k in range(cfg.classifiers)], "writing the report"]
+    with Stages("pretrain retrieval", names) as stages:
+        report, out = _retrieval(cfg, stages)
+    print(f"pretrain retrieval: retrieval.json, retrieval.md in {out}", file=sys.stderr, flush=True)
+    return report
+
+
+def _retrieval(cfg: RetrievalConfig, stages: Stages) -> tuple[dict, Path]:
+    stages.start("loading the world model")
     model, _, codec = load_world_model(cfg.model)
     if model.text_cfg is None:
         raise UserError(f"{cfg.model}: this world model was trained without captions, so it has no prompt to follow; "
                         "train one with `worldloom pretrain train --text ...`")
     classes, size = fact_classes(), model.cfg.image_size
     clips = prompt_clips(cfg.heldout, cfg.num_clips, cfg.horizon)
+    stages.start("generating rollouts")
     runs = scored_clips(model, codec, clips, cfg)
     truth = {f: np.array([_index(classes[f], facts[f]) for _, _, _, facts in clips]) for f in FACTS}
+    stages.start("reading labeled frames")
     x, labels = labeled_frames(cfg.data, cfg.classifier_frames, size, classes)
     per_judge = []  # one judge's accuracies per fact and kind of clip
     for k in range(cfg.classifiers):
+        stages.start(f"state classifier {k + 1} of {cfg.classifiers}")
         judge = train_classifier(x, labels, classes, cfg.classifier_steps, cfg.batch_size, cfg.seed + k)
         predicted = {kind: classify_clips(judge, frames) for kind, frames in runs.items()}
         per_judge.append({f: {kind: float(np.mean(predicted[kind][f] == truth[f])) for kind in runs} for f in FACTS})
@@ -199,11 +215,12 @@ def retrieval(cfg: RetrievalConfig) -> dict:
     report = {"model": cfg.model, "heldout": cfg.heldout, "num_clips": len(clips), "horizon": cfg.horizon,
               "classifier": {"frames": int(x.shape[0]), "steps": cfg.classifier_steps, "count": cfg.classifiers},
               "scores": scores, "goal": "prompt / real >= 0.8 for biome and time of day (issue 16)"}
+    stages.start("writing the report")
     out = Path(cfg.out or Path(cfg.model) / "retrieval")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "retrieval.json", json.dumps(report, indent=1))
     atomic_write_text(out / "retrieval.md", to_markdown(report))
-    return report
+    return report, out
 
 
 def scored_clips(model, codec, clips: list, cfg: RetrievalConfig) -> dict[str, torch.Tensor]:

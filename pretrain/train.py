@@ -28,13 +28,14 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from worldloom import checkpoint as ckpt
-from worldloom.cluster import cluster_resources, ray_session
-from worldloom.config import doc, to_json_dict
+from worldloom.cluster import MAX_WORKERS, cluster_resources, ray_session
+from worldloom.config import check_range, doc, to_json_dict
 from worldloom.datasets import Dataset
 from worldloom.errors import UserError
 from worldloom.folders import check_out
 from worldloom.training import (
     DEVICES,
+    CtrlC,
     MetricsLog,
     TimeBudget,
     check_device_name,
@@ -83,7 +84,7 @@ class TrainConfig:
     ema_decay: float = doc("EMA decay (warmed up as (1+s)/(10+s))", 0.999)
     seed: int = doc("seed for data order, noise and init", 0)
     checkpoint_every: int = doc("steps between checkpoints", 100)
-    log_every: int = doc("steps between metrics rows", 10)
+    log_every: int = doc("steps between metrics rows (metrics.csv rewritten at each, curves.png at most every 30 s)", 10)
     loader_workers: int = doc("DataLoader worker processes per training worker", 0)
     use_actions: bool = doc("condition on actions (off: every clip trains with the null action)", True)
     action_dropout: float = doc("probability a frame's action is replaced by the null action", 0.1)
@@ -121,8 +122,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.num_workers < 0 or self.num_workers == 0 and not self.device.startswith("cuda"):
-            raise ValueError(f"num_workers must be >= 1 (0: one per GPU, with --device cuda), got {self.num_workers}")
+        check_range("num_workers", self.num_workers, 0 if self.device.startswith("cuda") else 1, MAX_WORKERS,
+                    "1: this process; 0 with --device cuda: one per GPU of the cluster")
         if self.minutes < 0 or self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip <= 0:
             raise ValueError(f"need minutes >= 0, lr > 0, warmup_steps >= 0, grad_clip > 0; got {self.minutes}, {self.lr}, {self.warmup_steps}, {self.grad_clip}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -325,8 +326,9 @@ def train_worker(cfg: TrainConfig) -> dict:
     log = MetricsLog(run, METRIC_FIELDS, resume_step=state["step"], panels=CURVE_PANELS, enabled=rank == 0)
     bar = tqdm(total=budget.shown_total, initial=state["step"], desc="pretrain", unit="step", disable=rank != 0,
                dynamic_ncols=True)
+    ctrl_c = CtrlC().install() if world == 1 else CtrlC()  # Ctrl-C at the end of its step; Ray Train's: the driver's
     start_time, start_elapsed, step = time.perf_counter(), state["elapsed_s"], state["step"]
-    step0, last_log = step, time.perf_counter()
+    step0, last_log, last_log_step = step, time.perf_counter(), step
     last_good = f"{run / checkpoint.CHECKPOINT_DIR} (step {step})" if step else None
     try:
         while step < budget.total_steps:
@@ -354,24 +356,31 @@ def train_worker(cfg: TrainConfig) -> dict:
                 budget.planned_steps = _agree(budget.planned_steps, device)  # rank 0's plan on every rank
                 bar.total = budget.shown_total
             out_of_time = bool(_agree(int(budget.out_of_time(elapsed)), device))
-            stopping = out_of_time or (cfg.stop_after > 0 and step - step0 >= cfg.stop_after)
+            pressed = ctrl_c.pressed  # Ctrl-C (this process, no Ray Train): save this step, then stop
+            stopping = out_of_time or (cfg.stop_after > 0 and step - step0 >= cfg.stop_after) or pressed
+            saving = step % cfg.checkpoint_every == 0 or step == budget.total_steps or stopping
             if step % cfg.log_every == 0 or step == budget.total_steps or stopping:
                 now = time.perf_counter()
-                clips_s = cfg.batch_size * world * min(cfg.log_every, step - step0) / max(1e-9, now - last_log)
-                last_log = now
+                clips_s = cfg.batch_size * world * (step - last_log_step) / max(1e-9, now - last_log)
+                last_log, last_log_step = now, step
                 log.row(step=step, loss=loss_all.item(), lr=lr, grad_norm=float(grad_norm), clips_per_s=clips_s, elapsed_s=elapsed)
                 bar.set_postfix(loss=f"{loss_all.item():.4f}", lr=f"{lr:.1e}")
-            if step % cfg.checkpoint_every == 0 or step == budget.total_steps or stopping:
+                if not saving:
+                    log.write()  # metrics.csv at every row, curves.png every 30 s (the checkpoint below: both)
+            if saving:
                 if rank == 0:
                     checkpoint.save_checkpoint(run, model, ema, opt, {"step": step, "elapsed_s": elapsed,
                                                                       "world_size": world, **budget.state()})
-                    log.write()
+                    log.write(plot=True)
                 last_good = f"{run / checkpoint.CHECKPOINT_DIR} (step {step})"
                 if world > 1:
                     dist.barrier()
+            if pressed:
+                raise ctrl_c.stopped(step, run / checkpoint.CHECKPOINT_DIR)
             if stopping:
                 break
     finally:
+        ctrl_c.restore()
         bar.close()
     return {"step": step, "planned_steps": budget.total_steps}
 

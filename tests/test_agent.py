@@ -238,6 +238,35 @@ def test_sampling_draws_what_each_episode_drew_one_by_one():
 
 
 # --- behaviour cloning --------------------------------------------------------------------------
+def test_metrics_show_every_log_every_steps_before_the_first_checkpoint(data, tmp_path):
+    run = tmp_path / "run"
+    train_main(micro_cfg(data["labeled"], run, log_every=2, eval_every=100, checkpoint_every=100), stop_after=5)
+    assert not (run / "checkpoint").exists()  # killed after step 5, long before the checkpoint at 100
+    assert [r["step"] for r in csv.DictReader((run / "metrics.csv").open())] == ["2", "4"]
+    assert (run / "curves.png").stat().st_size > 1000
+
+
+def test_ctrl_c_saves_the_step_it_fell_in(data, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import worldloom.agent.data as bc_data
+
+    calls, real_sample = [], bc_data.sample_windows
+
+    def ctrl_c_in_step_2(*args, **kwargs):  # a real SIGINT to this process, as the terminal sends on Ctrl-C
+        calls.append(1)
+        if len(calls) == 3:  # the validation windows' draw, then steps 1 and 2
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(bc_data, "sample_windows", ctrl_c_in_step_2)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt, match=r"checkpoint saved at step 2 \(.*run/checkpoint\)"):
+        train_main(micro_cfg(data["labeled"], run, checkpoint_every=100))
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 2
+
+
 def test_train_records_labels_and_resumes_to_the_same_weights(data, policy_run, tmp_path):
     doc = json.loads(open(f"{policy_run}/config.json").read())
     assert doc["kind"] == "policy" and doc["data"]["label_source"] == "env" and doc["data"]["labels"] == "dataset"
@@ -307,7 +336,10 @@ def test_eval_with_ray_actors_writes_cis_and_a_video(policy_run, ray_cluster, tm
 
     with av.open(report["videos"][0]) as container:
         assert sum(1 for _ in container.decode(video=0)) == 21  # 20 steps and the last frame
-    assert "success" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "success" in captured.out
+    # progress: a bar over the episodes as the actors finish, naming what is played where
+    assert "4/4 [" in captured.err and "worldloom/Explore-v0 on 2 Ray actor(s)]" in captured.err, captured.err
     # the references play through the same command
     assert cli(["agent", "eval", "--policy", "scripted:explorer", "--task", "explore", "--episodes", "2",
                 "--num-workers", "1", "--time-limit", "10", "--videos", "0", "--out", str(tmp_path / "ref")]) == 0

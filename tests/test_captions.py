@@ -252,7 +252,7 @@ def test_capture_day_length_turns_the_sun():
     assert CaptureConfig(out="x", day_length=400).env_options == {"day_night": True, "day_length": 400}
     with pytest.raises(ValueError, match="day_length applies to the voxel env only"):
         CaptureConfig(out="x", env="crafter", day_length=400)
-    with pytest.raises(ValueError, match="day_length must be an integer in 2.."):
+    with pytest.raises(ValueError, match="--day-length must be a whole number in 2.."):
         CaptureConfig(out="x", day_length=1)
 
 

@@ -112,8 +112,8 @@ def test_specs_are_deterministic_and_distinct():
     ("steps", -5, ["steps"]),
     ("resolution", 4, ["resolution"]),
     ("resolution", 100_000, ["resolution"]),
-    ("num_workers", 0, ["num_workers"]),
-    ("episodes_per_shard", 0, ["episodes_per_shard"]),
+    ("num_workers", -1, ["--num-workers", "0..4096", "0: one per CPU of the cluster"]),  # 0 is one per CPU
+    ("episodes_per_shard", 0, ["--episodes-per-shard"]),
     ("steps", 100_000, ["steps", "resolution", "GiB"]),
     ("codec", "gif", ["raw", "png", "jpeg"]),  # 100k frames of 128x128 held in memory
 ])
@@ -221,7 +221,8 @@ def test_output_not_made_by_capture_or_not_empty_is_refused(tmp_path):
 
 
 def test_a_size_the_env_does_not_support_is_refused_before_writing(tmp_path):
-    with pytest.raises(UserError, match="voxel.*32.*64"):  # the voxel world renders 64..360 rows
+    # the voxel world renders 64..360 rows: refused by the config (while the flags are parsed), in its own range
+    with pytest.raises(ValueError, match=r"--resolution must be a whole number in 64..360 \(pixels, for env 'voxel'\), got 32"):
         capture(CaptureConfig(out=str(tmp_path / "d"), episodes=1, steps=4, resolution=32))
     assert not (tmp_path / "d").exists()
 
@@ -231,9 +232,12 @@ def test_a_second_job_on_the_same_output_is_refused(tmp_path):
 
     cfg = CaptureConfig(out=str(tmp_path / "d"), episodes=1, steps=4, resolution=RES, progress=False)
     _make_dataset(cfg, 0)
-    with open(tmp_path / "d" / ".capture.lock", "w") as held:  # as a running job holds it
+    from worldloom.datasets.jobs import JOB_LOCK_NAME
+
+    with open(tmp_path / "d" / JOB_LOCK_NAME, "w") as held:  # as a running job holds it
         fcntl.flock(held, fcntl.LOCK_EX)
-        with pytest.raises(UserError, match="another capture job"):
+        with pytest.raises(UserError, match="another job .* is writing here; wait for it to end or stop it before "
+                                            "this capture run"):
             capture(cfg)
 
 

@@ -162,3 +162,68 @@ def test_ctrl_c_in_a_resumable_command_says_how_to_resume(monkeypatch, capsys, t
     monkeypatch.setattr(summary, "summarize", pressed)
     assert main(["dataset", "inspect", str(tmp_path / "d")]) == 130
     assert capsys.readouterr().err.strip() == "worldloom dataset: interrupted"
+
+
+# Numeric flags refused while the flags are parsed (the config's __post_init__), in one line naming the
+# flag, the value and the range, with nothing written: not accepted by one check and refused by another later.
+RANGE_CASES = [
+    (["idm", "label", "--model", "m", "--data", "d", "--fps", "0"], "--fps must be a number in 1..240 (steps per second), got 0.0"),
+    (["idm", "label", "--model", "m", "--data", "d", "--fps", "-5"], "--fps must be a number in 1..240"),
+    (["idm", "label", "--model", "m", "--data", "d", "--fps", "1e9"], "--fps must be a number in 1..240"),
+    (["idm", "label", "--model", "m", "--data", "d", "--num-workers", "-1"],
+     "--num-workers must be a whole number in 0..4096 (1: this process; 0: one per CPU of the cluster), got -1"),
+    (["dataset", "ingest", "--data", "d", "--fps", "0"], "--fps must be a number in 1..240 (steps per second), got 0.0"),
+    (["dataset", "ingest", "--data", "d", "--resolution", "8x8"], "--resolution must be a whole number in 16..4096"),
+    (["capture", "run", "--resolution", "32"],
+     "--resolution must be a whole number in 64..360 (pixels, for env 'voxel'), got 32"),
+    (["capture", "run", "--env", "minetest", "--resolution", "600"], "--resolution must be a whole number in 64..512"),
+    (["capture", "run", "--num-workers", "-1"],
+     "--num-workers must be a whole number in 0..4096 (0: one per CPU of the cluster), got -1"),
+    (["capture", "branches", "--resolution", "0"], "--resolution must be a whole number in 64..360"),
+    (["pipeline", "run", "--sizes.steps", "3"],
+     "--sizes.steps must be a whole number in 18..1000000 (steps per episode; at least the world model's 2 context "
+     "frames and the eval horizon of 16), got 3"),
+    (["pipeline", "run", "--preset", "micro", "--sizes.idm-preset", "tiny", "--sizes.steps", "12"],
+     "--sizes.steps must be a whole number in 16..1000000 (steps per episode; at least the IDM's window of 16 frames"),
+    (["pipeline", "run", "--sizes.resolution", "32"], "--sizes.resolution must be a whole number in 64..360"),
+    (["pipeline", "run", "--preset", "micro", "--sizes.steps", "10", "--sizes.labeled-episodes", "2"],
+     "--sizes.wm-batch-size must be a whole number in 1..10 (clips per step; at most the 2 x 5 frame pairs of the "
+     "labeled episodes the camera field of view is fitted on), got 16"),
+]
+
+
+@pytest.mark.parametrize("argv,message", RANGE_CASES, ids=[" ".join(c[0][:2] + c[0][-2:]) for c in RANGE_CASES])
+def test_a_numeric_flag_out_of_range_is_refused_while_parsing(argv, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"worldloom {argv[0]}: error: {message}"), err
+    assert not out.exists()
+
+
+def test_num_workers_0_is_one_per_cpu_of_the_cluster_in_every_command_of_ray_actors():
+    from worldloom.agent.evaluate import EvalConfig as AgentEvalConfig
+    from worldloom.capture import CaptureConfig
+    from worldloom.datasets.ingest import IngestConfig
+    from worldloom.idm.label import LabelConfig
+    from worldloom.pipeline.agent_study import StudyConfig
+
+    configs = [CaptureConfig(out="o", num_workers=0), IngestConfig(data=("d",), out="o", num_workers=0),
+               LabelConfig(model="m", data="d", out="o", num_workers=0), PipelineConfig(out="o", num_workers=0),
+               StudyConfig(out="o", num_workers=0), AgentEvalConfig(policy="p", task="explore", num_workers=0)]
+    for cfg in configs:
+        help_text = next(f.metadata["help"] for f in cfg.__dataclass_fields__.values() if f.name == "num_workers")
+        assert "0: one per CPU of the cluster" in help_text, (type(cfg), help_text)
+
+
+def test_env_resolution_ranges_are_the_envs_own():
+    from worldloom.envs import ENV_NAMES, RESOLUTIONS
+    from worldloom.envs.minetest_env import MinetestConfig
+    from worldloom.envs.voxel import VoxelConfig
+
+    assert set(RESOLUTIONS) == set(ENV_NAMES)
+    for config, (low, high) in ((VoxelConfig, RESOLUTIONS["voxel"]), (MinetestConfig, RESOLUTIONS["minetest"])):
+        config(height=low, width=low), config(height=high, width=high)  # accepted at both ends
+        for bad in (low - 1, high + 1):
+            with pytest.raises(ValueError):
+                config(height=bad, width=bad)

@@ -139,9 +139,25 @@ def test_export_video_gif_and_contact_sheet(small_dataset, tmp_path, capsys):
     assert main(["dataset", "export", str(small_dataset), "--episode", "ep-3", "--out", str(mp4)]) == 0
     assert mp4.stat().st_size > 1000
     assert main(["dataset", "export", str(small_dataset), "--out", str(png)]) == 0
-    assert Image.open(png).size == (4 * 66, 66)
+    assert Image.open(png).size == (4 * 130, 130)  # 32x32 tiles x4: a longer side of 128 px, 1 px border
     assert main(["dataset", "export", str(small_dataset), "--episode", "nope", "--out", str(gif)]) == 2
     assert "episode 'nope' is not in" in capsys.readouterr().err
+
+
+def test_export_fits_the_frame_to_512_px_unless_scale_is_given(small_dataset, tmp_path):
+    from worldloom.datasets import DatasetWriter
+    from worldloom.datasets.export import BAR_PX
+
+    gif = tmp_path / "c.gif"
+    assert main(["dataset", "export", str(small_dataset), "--episode", "ep-1", "--stop", "2", "--out", str(gif)]) == 0
+    assert Image.open(gif).size == (512, 512 + BAR_PX)  # 32x32 x16, pixel art kept sharp
+    assert main(["dataset", "export", str(small_dataset), "--episode", "ep-1", "--stop", "2", "--scale", "3",
+                 "--out", str(gif)]) == 0
+    assert Image.open(gif).size == (96, 96 + BAR_PX)
+    with DatasetWriter(tmp_path / "hd", 360, 640, fps=20) as w:  # footage larger than 512: downscaled, not x4
+        w.add_episode("ep-0", np.zeros((2, 360, 640, 3), np.uint8), label_source="none")
+    assert main(["dataset", "export", str(tmp_path / "hd"), "--episode", "ep-0", "--out", str(gif)]) == 0
+    assert Image.open(gif).size == (512, 288 + BAR_PX)
 
 
 def test_export_bad_scale_or_episode_is_one_line_naming_some_ids(small_dataset, tmp_path, capsys):
@@ -197,6 +213,20 @@ def test_merge_and_split_copy_frames_bytes(small_dataset, tmp_path, capsys):
     again = tmp_path / "again"
     main(["dataset", "split", str(merged), "--out", str(again), "--fractions", "train=0.6", "val=0.4", "--seed", "1"])
     assert set(Dataset(again / "train").episode_ids) == ids["train"]  # deterministic
+
+
+def test_a_merge_sweeps_what_a_killed_merge_left(small_dataset, tmp_path):
+    merged = tmp_path / "merged"
+    assert main(["dataset", "merge", str(small_dataset), "--out", str(merged)]) == 0
+    orphans = [merged / "frames" / ".part-merge-dead00-00000.parquet.0badf00d.tmp",
+               merged / "frames" / "part-merge-dead00-00000.parquet"]  # a merge killed mid-copy
+    for path in orphans:
+        path.write_bytes(b"left by a killed merge")
+    other = tmp_path / "other"
+    with DatasetWriter(other, 32, 32) as w:
+        w.add_episode("x-0", pixel_frames(4, 32, 32, seed=5))
+    assert main(["dataset", "merge", str(other), "--out", str(merged)]) == 0
+    assert not any(p.exists() for p in orphans) and validate(merged) == []
 
 
 def test_merge_refuses_schema_and_spec_mismatch(small_dataset, tmp_path, capsys):

@@ -277,3 +277,17 @@ def test_folder_kind_says_what_a_folder_holds(tmp_path):
         check_out(tmp_path / "file.txt", "idm")
     with pytest.raises(UserError, match=r"file.txt/run/x: .*file.txt is a file, so no folder can be made there"):
         check_out(tmp_path / "file.txt" / "run" / "x", "idm")  # a file where a parent folder must go
+
+
+def test_stages_bar_names_the_running_stage_and_is_wiped_on_an_error(capsys):
+    from worldloom.progress import Stages
+
+    with Stages("job", ["reading", "writing"]) as stages:
+        stages.start("reading")
+        stages.start("writing")
+    err = capsys.readouterr().err
+    assert err.index(", reading]") < err.index(", writing]") and "2/2 [" in err and err.endswith("\n")
+    with pytest.raises(ValueError), Stages("job", ["reading", "writing"]) as stages:
+        stages.start("reading")
+        raise ValueError("a user's mistake")
+    assert "\n" not in capsys.readouterr().err  # no bar left behind: the CLI's error is the one line

@@ -221,7 +221,7 @@ def test_scores_and_baselines_on_known_actions():
 
 # --- train, eval, label on real VoxelWorld play --------------------------------------------------
 
-def test_train_eval_label_loop(voxel, tmp_path):
+def test_train_eval_label_loop(voxel, tmp_path, capsys):
     run = tmp_path / "run"
     assert cli(["idm", "train", "--data", voxel["labeled"], "--out", str(run), "--preset", "micro", "--max-steps", "4",
                 "--batch-size", "2", "--eval-every", "2", "--checkpoint-every", "2", "--warmup-steps", "1"]) == 0
@@ -230,8 +230,13 @@ def test_train_eval_label_loop(voxel, tmp_path):
     assert (run / "checkpoint" / "model.safetensors").exists() and (run / "curves.png").exists()
     assert [r["step"] for r in csv.DictReader((run / "metrics.csv").open())] == ["2", "4"]
 
+    capsys.readouterr()
     assert cli(["idm", "eval", "--model", str(run), "--data", voxel["unlabeled"], "--truth", voxel["labeled"],
                 "--out", str(tmp_path / "eval")]) == 0
+    err = capsys.readouterr().err  # progress from the start: a bar over the stages, one over the steps predicted
+    stages = [", loading the IDM and the episodes]", ", predicting]", "120/120 [", ", writing the report]",
+              "idm eval: eval.json, eval.md, confusion.png in"]
+    assert all(stage in err for stage in stages) and sorted(stages, key=err.index) == stages, err
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert report["num_steps"] == 120 and (tmp_path / "eval" / "confusion.png").exists()
     true_b = np.concatenate([ep[1] for ep in voxel["episodes"]])
@@ -317,6 +322,46 @@ def test_killed_run_resumes_to_the_same_weights(voxel, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     rows = [r["step"] for r in csv.DictReader((partial / "metrics.csv").open())]
     assert rows == ["3", "6"]
+
+
+def test_metrics_show_every_log_every_steps_before_the_first_checkpoint(voxel, tmp_path):
+    run = tmp_path / "run"
+    train_main(micro_cfg(voxel["labeled"], run, log_every=2, eval_every=100, checkpoint_every=100), stop_after=5)
+    assert not (run / "checkpoint").exists()  # killed after step 5, long before the checkpoint at 100
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [r["step"] for r in rows] == ["2", "4"] and rows[0]["val_loss"] == ""  # training rows; validation at 100
+    assert (run / "curves.png").stat().st_size > 1000
+
+
+def test_ctrl_c_saves_the_step_it_fell_in_and_the_rerun_resumes_exactly(voxel, tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    import worldloom.idm.data as idm_data
+
+    full = train_main(micro_cfg(voxel["labeled"], tmp_path / "full", checkpoint_every=100))
+    calls, real_sample = [], idm_data.sample_windows
+
+    def ctrl_c_in_step_3(*args, **kwargs):  # a real SIGINT to this process, as the terminal sends on Ctrl-C
+        calls.append(1)
+        if len(calls) == 4:  # the validation windows' draw, then steps 1, 2 and 3
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(idm_data, "sample_windows", ctrl_c_in_step_3)
+    run = tmp_path / "run"
+    argv = ["idm", "train", "--data", voxel["labeled"], "--out", str(run), "--preset", "micro", "--max-steps", "6",
+            "--batch-size", "2", "--warmup-steps", "2", "--eval-every", "3", "--checkpoint-every", "100",
+            "--val-windows", "4"]
+    assert cli(argv) == 130  # before the first checkpoint (at 100)
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"worldloom idm: interrupted; checkpoint saved at step 3 ({run / 'checkpoint'}); re-run the same command to resume")
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 3
+    monkeypatch.setattr(idm_data, "sample_windows", real_sample)
+    assert cli(argv) == 0  # the same command: resumes at step 3, ends where the uninterrupted run did
+    a = load_file(str(full / "checkpoint" / "model.safetensors"))
+    b = load_file(str(run / "checkpoint" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_predict_batches_and_resizes(voxel, tmp_path):

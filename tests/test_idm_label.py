@@ -82,6 +82,18 @@ def test_bad_files_are_reported_and_skipped(run, clip, tmp_path):
     assert cli(["idm", "label", "--model", run, "--data", str(videos), "--out", str(tmp_path / "out")]) == 1
 
 
+def test_a_rerun_sweeps_what_a_killed_label_job_left(run, clip, tmp_path):
+    from test_ingest import plant_orphans
+
+    video = write_mp4(tmp_path / "play.mp4", clip[:20], fps=20)
+    out = tmp_path / "pseudo"
+    assert label(LabelConfig(model=run, data=video, out=str(out)))["labeled"] == ["play.mp4"]
+    orphans = plant_orphans(out)
+    summary = label(LabelConfig(model=run, data=video, out=str(out)))  # the same command again
+    assert summary["skipped_done"] == 1 and summary["num_orphans_removed"] == 2
+    assert not any(p.exists() for p in orphans) and validate(out) == []
+
+
 def test_one_unreadable_file_is_a_one_line_error(run, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("not a video")
     assert cli(["idm", "label", "--model", run, "--data", str(tmp_path / "notes.txt"), "--out", str(tmp_path / "o")]) == 2

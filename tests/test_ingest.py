@@ -318,7 +318,8 @@ def test_video_folder_on_ray_workers(tmp_path):
 
     for i, n in enumerate((30, 25, 20)):
         write_video(tmp_path / "clips" / f"c{i}.mp4", frames_of(n, 64, first=i), fps=20, pix_fmt="yuv444p", crf=10)
-    summary = run([tmp_path / "clips"], tmp_path / "ds", format="video", resolution="48x32", num_workers=2)
+    # --num-workers 0: one actor per CPU of the (local) cluster, as in every command of Ray actors
+    summary = run([tmp_path / "clips"], tmp_path / "ds", format="video", resolution="48x32", num_workers=0)
     assert sorted(summary["ingested"]) == ["c0.mp4", "c1.mp4", "c2.mp4"] and summary["num_steps"] == 75
     ds = Dataset(tmp_path / "ds")
     assert validate(tmp_path / "ds") == [] and (ds.spec.width, ds.spec.height) == (48, 32)
@@ -446,3 +447,30 @@ def test_ingested_recordings_get_captions_of_what_they_know(tmp_path):
     vds = Dataset(tmp_path / "video-ds")
     assert vds.read_table("c0.mp4", columns=["caption"]).column("caption").null_count == 60
     assert stored_captions(vds, "c0.mp4") == []
+
+
+def plant_orphans(root: Path) -> list[Path]:
+    """What a killed writer leaves under frames/: a half-written temporary and a whole, uncommitted shard."""
+    orphans = [root / "frames" / ".part-dead-00000.parquet.0badf00d.tmp", root / "frames" / "part-dead-00000.parquet"]
+    for path in orphans:
+        path.write_bytes(b"left by a killed run")
+    return orphans
+
+
+def test_a_rerun_sweeps_what_a_killed_ingest_left_and_a_second_job_is_refused(tmp_path):
+    import fcntl
+
+    from worldloom.datasets.jobs import JOB_LOCK_NAME
+    from worldloom.io import write_video
+
+    write_video(tmp_path / "clips" / "c0.mp4", frames_of(12, 64), fps=20, pix_fmt="yuv444p", crf=10)
+    run([tmp_path / "clips"], tmp_path / "ds", format="video")
+    orphans = plant_orphans(tmp_path / "ds")
+    assert len(validate(tmp_path / "ds")) == 2  # both reported as leftovers
+    summary = run([tmp_path / "clips"], tmp_path / "ds", format="video")  # the same command again
+    assert summary["skipped_done"] == 1 and summary["num_orphans_removed"] == 2
+    assert not any(p.exists() for p in orphans) and validate(tmp_path / "ds") == []
+    with open(tmp_path / "ds" / JOB_LOCK_NAME, "w") as held:  # as a running capture, ingest or label job holds it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(UserError, match="ds: another job .* is writing here"):
+            run([tmp_path / "clips"], tmp_path / "ds", format="video")

@@ -6,6 +6,7 @@ real DatasetWriter; the model is the real `tiny` preset trained for a handful of
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -254,7 +255,7 @@ def test_image_metrics():
     assert (ev.ssim(a, noisy) < 0.9).all() and (ev.psnr(a, noisy) < 25).all() and (ev.psnr(a, a) == 60).all()
 
 
-def test_micro_train_rollout_eval_through_the_cli(data, tmp_path):
+def test_micro_train_rollout_eval_through_the_cli(data, tmp_path, capsys):
     run = tmp_path / "wm"
     assert cli(["pretrain", "train", "--data", data["train"], data["unlabeled"], "--weights", "3", "1", "--out", str(run),
                 "--max-steps", "3", "--batch-size", "2", "--checkpoint-every", "2"]) == 0
@@ -274,9 +275,17 @@ def test_micro_train_rollout_eval_through_the_cli(data, tmp_path):
     judge = tmp_path / "judge"
     assert cli(["idm", "train", "--data", data["train"], "--preset", "micro", "--out", str(judge), "--max-steps", "2",
                 "--batch-size", "2", "--warmup-steps", "1", "--eval-every", "2", "--checkpoint-every", "2", "--val-windows", "2"]) == 0
+    capsys.readouterr()
     assert cli(["pretrain", "eval", "--model", str(run), "--data", data["heldout"], "--num-clips", "2", "--idm", str(judge),
                 "--horizon", "2", "--next-frame-positions", "1", "--sample.num-steps", "1", "--stability-horizon", "4",
                 "--out", str(tmp_path / "ev")]) == 0
+    # progress from the start: a bar over the stages naming the one running, a bar over the generated frames
+    # (2 clips x (1 + 4 + 2)), then where the files went
+    err = capsys.readouterr().err
+    stages = [", loading the world model]", ", reading clips]", ", generating]", ", IDM controllability]",
+              ", writing the report]", "pretrain eval: eval.json, eval.md, eval.png in"]
+    assert all(stage in err for stage in stages) and sorted(stages, key=err.index) == stages, err
+    assert "5/5 [" in err and "14/14 [" in err, err
     report = json.loads((tmp_path / "ev" / "eval.json").read_text())
     control = report["controllability"]
     for side in ("real", "generated"):
@@ -353,6 +362,53 @@ def test_a_short_budgeted_run_finishes_its_warmup():
     assert [lr_for(step, cfg, resumed) for step in range(12, 17)] == lrs[12:]
     unbudgeted = TrainConfig(data=("a",), out="x", max_steps=17, warmup_steps=50)
     assert lr_for(16, unbudgeted, TimeBudget(0.0, 17)) < unbudgeted.lr / 2  # --max-steps keeps the warmup it was given
+
+
+def test_metrics_show_every_log_every_steps_before_the_first_checkpoint(data, tmp_path, monkeypatch):
+    import worldloom.pretrain.train as train
+
+    calls, real_loss = [], train.flow_loss
+
+    def crashes_at_step_4(*args, **kwargs):  # a run that dies (a fault injected) before its first checkpoint
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("crashed")
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train, "flow_loss", crashes_at_step_4)
+    run = tmp_path / "wm"
+    with pytest.raises(RuntimeError, match="crashed"):
+        main(TrainConfig(data=(data["train"],), out=str(run), max_steps=10, checkpoint_every=100,
+                         camera_fov_deg=0.0, **MICRO))
+    assert not (run / "checkpoint").exists()
+    assert [r["step"] for r in csv.DictReader((run / "metrics.csv").open())] == ["1", "2", "3"]  # log_every 1
+    assert (run / "curves.png").stat().st_size > 1000
+
+
+def test_ctrl_c_before_the_first_checkpoint_saves_the_step_it_fell_in(data, tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    import worldloom.pretrain.train as train
+    from worldloom.pipeline.cli import main as cli
+
+    calls, real_loss = [], train.flow_loss
+
+    def ctrl_c_in_step_2(*args, **kwargs):  # a real SIGINT to this process, as the terminal sends on Ctrl-C
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train, "flow_loss", ctrl_c_in_step_2)
+    run = tmp_path / "wm"
+    assert cli(["pretrain", "train", "--data", data["train"], "--out", str(run), "--max-steps", "10", "--batch-size", "2",
+                "--warmup-steps", "2", "--checkpoint-every", "100", "--camera-fov-deg", "0"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"worldloom pretrain: interrupted; checkpoint saved at step 2 ({run / 'checkpoint'}); re-run the same command "
+        "to resume")
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 2
+    assert [r["step"] for r in csv.DictReader((run / "metrics.csv").open())] == ["2"]
 
 
 def test_nan_loss_keeps_the_last_good_checkpoint(data, tmp_path):

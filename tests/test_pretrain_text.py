@@ -128,9 +128,14 @@ def test_train_with_captions_save_load_and_prompt_rollouts(captioned, tmp_path, 
         assert im.n_frames == 2 + 3 and im.size[0] == 2 * 32 + 2
     # the retrieval score: a state classifier on real frames reads prompt-only rollouts and real clips
     out = tmp_path / "retrieval"
+    capsys.readouterr()
     assert cli(["pretrain", "retrieval", "--model", str(run), "--data", targets["env"], "--heldout", targets["env"],
                 "--num-clips", "3", "--horizon", "2", "--classifier-steps", "3", "--classifier-frames", "32",
                 "--batch-size", "2", "--out", str(out)]) == 0
+    err = capsys.readouterr().err  # a bar over the stages, naming the one running, in order
+    stages = [", loading the world model]", ", generating rollouts]", ", reading labeled frames]",
+              ", state classifier 1 of 3]", ", writing the report]", "pretrain retrieval: retrieval.json, retrieval.md in"]
+    assert all(stage in err for stage in stages) and sorted(stages, key=err.index) == stages, err
     report = json.loads((out / "retrieval.json").read_text())
     assert report["num_clips"] == 3 and report["classifier"]["frames"] >= 32
     for fact in ("biome", "time"):

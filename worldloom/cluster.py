@@ -33,6 +33,10 @@ from worldloom.errors import UserError
 
 __all__ = ["ray_session", "check_reachable", "cluster_resources", "LOCAL_ADDRESS", "LOOPBACK_ENV"]
 
+# `--num-workers` of every command whose workers are Ray actors (capture run, dataset ingest, idm
+# label, agent eval, the pipelines): the same range and the same 0 everywhere (`num_actors`).
+MAX_WORKERS = 4096
+NUM_WORKERS_RANGE = "0: one per CPU of the cluster"
 LOCAL_ADDRESS = "127.0.0.1"
 # Ray's single-machine mode: services.get_node_ip_address() answers 127.0.0.1 instead of the
 # address other machines would use, so ray.init keeps the loopback node IP it is given.
@@ -132,3 +136,9 @@ def cluster_resources() -> dict[str, float]:
     if not ray.is_initialized():
         return {}
     return {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+
+
+def num_actors(num_workers: int) -> int:
+    """`--num-workers` as a count of actors: itself, or for 0 one per CPU of the running session
+    (this machine's CPUs when none is up)."""
+    return num_workers or max(1, int(cluster_resources().get("CPU", os.cpu_count() or 1)))

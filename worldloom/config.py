@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import numbers
 import sys
 import types
 import typing
@@ -30,7 +31,8 @@ from worldloom.errors import UserError
 
 T = TypeVar("T")
 
-__all__ = ["doc", "add_dataclass_args", "dataclass_from_args", "to_json_dict", "flag_name", "deprecated_flag"]
+__all__ = ["doc", "add_dataclass_args", "dataclass_from_args", "to_json_dict", "flag_name", "deprecated_flag",
+           "check_range"]
 
 
 def doc(help: str, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
@@ -39,6 +41,20 @@ def doc(help: str, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata={"help": help}, **kwargs)
     return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+
+
+def check_range(name: str, value: Any, low: float, high: float, unit: str = "", integer: bool = True) -> None:
+    """ValueError in one line naming the flag, the value and the accepted range unless `low <= value
+    <= high` (and a whole number when `integer`): `--fps must be a number in 1..240 (steps per
+    second), got 0`. `name` is the field's (`num_workers`, `sizes.steps`); for every numeric
+    flag's check in a config's `__post_init__`, so the CLI refuses it while parsing."""
+    kind_ok = isinstance(value, numbers.Integral if integer else numbers.Real) and not isinstance(value, bool)
+    if kind_ok and low <= value <= high:
+        return
+    flag = "--" + name.replace("_", "-")
+    kind = "a whole number" if integer else "a number"
+    text = lambda x: str(int(x)) if float(x).is_integer() else f"{x:g}"  # noqa: E731
+    raise ValueError(f"{flag} must be {kind} in {text(low)}..{text(high)}{f' ({unit})' if unit else ''}, got {value!r}")
 
 
 def flag_name(field_name: str, prefix: str = "") -> str:

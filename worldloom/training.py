@@ -20,7 +20,10 @@ from __future__ import annotations
 import csv
 import io
 import math
+import signal
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +32,7 @@ from typing import Any
 from worldloom.errors import UserError
 from worldloom.io import atomic_path, atomic_write_text
 
-__all__ = ["lr_at", "resolve_device", "TimeBudget", "MetricsLog", "TrainingDiverged", "check_finite",
+__all__ = ["lr_at", "resolve_device", "TimeBudget", "MetricsLog", "CtrlC", "TrainingDiverged", "check_finite",
            "DEFAULT_MAX_STEPS", "DEVICES"]
 
 # Without --minutes and --max-steps a run takes this many optimizer steps.
@@ -134,6 +137,57 @@ class TimeBudget:
         return {"planned_steps": self.planned_steps}
 
 
+class CtrlC:
+    """Ctrl-C in a training loop, taken at the end of the step it falls in, so that the loop can
+    save a checkpoint of a whole step (a resume stays exact) before it stops:
+
+        with CtrlC() as ctrl_c:                      # or ctrl_c = CtrlC().install() ... finally: ctrl_c.restore()
+            while ...:
+                ...                                   # one optimizer step
+                pressed = ctrl_c.pressed
+                if pressed or step % checkpoint_every == 0:
+                    save_checkpoint(...)
+                if pressed:
+                    raise ctrl_c.stopped(step, run / "checkpoint")
+
+    A second Ctrl-C stops at once. Only the main thread can take signals: elsewhere (a Ray Train
+    worker) `pressed` stays False and Ctrl-C is the caller's. The CLI prints the raised
+    KeyboardInterrupt's words in its one line: `interrupted; checkpoint saved at step 37 (RUN/
+    checkpoint); re-run the same command to resume` (pipeline/cli.py).
+    """
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._previous = None
+
+    def _handler(self, signum, frame) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+
+    def install(self) -> CtrlC:
+        """Take SIGINT (main thread only); `restore()` gives it back."""
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def __enter__(self) -> CtrlC:
+        return self.install()
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+    @staticmethod
+    def stopped(step: int, checkpoint_dir: str | Path) -> KeyboardInterrupt:
+        """The KeyboardInterrupt to raise once the checkpoint of `step` is saved."""
+        return KeyboardInterrupt(f"checkpoint saved at step {step} ({checkpoint_dir})")
+
+
 class TrainingDiverged(UserError):
     """The loss or gradient became NaN or infinite; the last good checkpoint is kept."""
 
@@ -154,14 +208,20 @@ def check_finite(loss: float, grad_norm: float | None, step: int, last_checkpoin
 class MetricsLog:
     """metrics.csv (one row per logged step; rewritten atomically) and curves.png, in a run directory.
 
-    On resume the rows after `resume_step` are dropped (they belong to the steps being redone).
-    `panels` are (title, metric names, log scale) for curves.png, one subplot each.
+    Both trainers call `write()` at every logged row (`--log-every`), so a run shows its curve
+    from its first rows on; curves.png is redrawn at most every `plot_every_s` seconds (a plot
+    costs 0.3-1 s on a busy CPU, a tiny model's 10 steps about as much), and always when
+    `write(plot=True)` (checkpoints, the end). On resume the rows after `resume_step` are dropped
+    (they belong to the steps being redone). `panels` are (title, metric names, log scale) for
+    curves.png, one subplot each.
     """
 
     def __init__(self, run_dir: str | Path, fields: Sequence[str], resume_step: int = 0,
-                 panels: Sequence[tuple[str, Sequence[str], bool]] = (), enabled: bool = True):
+                 panels: Sequence[tuple[str, Sequence[str], bool]] = (), enabled: bool = True,
+                 plot_every_s: float = 30.0):
         self.run_dir, self.fields, self.panels, self.enabled = Path(run_dir), tuple(fields), tuple(panels), enabled
         self.path = self.run_dir / "metrics.csv"
+        self.plot_every_s, self._plotted_at = plot_every_s, -math.inf
         self.rows: list[dict[str, Any]] = []
         if enabled and resume_step > 0 and self.path.exists():
             with self.path.open() as f:
@@ -171,8 +231,9 @@ class MetricsLog:
         if self.enabled:
             self.rows.append(values)
 
-    def write(self) -> None:
-        """metrics.csv and curves.png, both atomically."""
+    def write(self, plot: bool | None = None) -> None:
+        """metrics.csv and curves.png, both atomically; curves.png when `plot`, or with None when
+        `plot_every_s` have passed since it was last drawn."""
         if not self.enabled:
             return
         buf = io.StringIO()
@@ -181,8 +242,10 @@ class MetricsLog:
         for r in self.rows:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
         atomic_write_text(self.path, buf.getvalue())
-        if self.panels:
+        now = time.monotonic()
+        if self.panels and (plot or plot is None and now - self._plotted_at >= self.plot_every_s):
             self.plot(self.run_dir / "curves.png")
+            self._plotted_at = now
 
     def series(self, key: str) -> tuple[list[int], list[float]]:
         pts = []

@@ -1,0 +1,72 @@
+"""One writing job at a time per local dataset, and the sweep of what killed jobs left behind.
+
+    from worldloom.datasets.jobs import job_lock, sweep_orphans
+    with job_lock([out], "dataset ingest"):
+        ...                                   # write shards, commit them
+        sweep_orphans(out, run_token, started_at)
+
+The jobs that write shards into a dataset (`capture run`, `dataset ingest|merge`, `idm label`) write them
+and commit them to the manifest; a job killed between the two leaves whole but unlisted shards
+and hidden `.*.tmp` files under frames/. Each of those jobs holds the lock while it writes and
+sweeps frames/ when it ends, so a re-run of a killed command leaves a dataset that validates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import posixpath
+from collections.abc import Iterator
+
+import pyarrow.fs as pafs
+
+from worldloom.errors import UserError
+
+from . import schema, storage
+
+JOB_LOCK_NAME = ".job.lock"
+
+
+@contextlib.contextmanager
+def job_lock(roots: list[str], job: str) -> Iterator[None]:
+    """One writing job at a time per local output (the lock dies with its process); object stores
+    have no locks, so there the user keeps jobs apart. `job` names the command for the error."""
+    fds = []
+    try:
+        for root in roots:
+            loc = storage.resolve(root)
+            if not loc.is_local:
+                continue
+            os.makedirs(loc.path, exist_ok=True)
+            fds.append(os.open(loc.join(JOB_LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644))
+            try:
+                fcntl.flock(fds[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(f"{root}: another job (capture run, dataset ingest|merge or idm label) is writing here; "
+                                f"wait for it to end or stop it before this {job}") from None
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def sweep_orphans(root: str, run_token: str, started_at: float) -> int:
+    """Delete what crashes left under frames/ (files the manifest does not list); returns how many.
+    A local output is locked by this job (job_lock), so every such file is garbage; on an object
+    store a file newer than this run that is not this run's (`-{run_token}-` in its name) may
+    belong to another job and stays."""
+    loc = storage.resolve(root)
+    manifest = storage.read_manifest(loc)
+    listed = {posixpath.basename(s["path"]) for s in (manifest or {}).get("shards", [])}
+    selector = pafs.FileSelector(loc.join(schema.FRAMES_DIR), allow_not_found=True)
+    removed = 0
+    for info in loc.fs.get_file_info(selector):
+        name = posixpath.basename(info.path)
+        if info.type != pafs.FileType.File or name in listed:
+            continue
+        mtime = info.mtime.timestamp() if info.mtime is not None else started_at
+        if loc.is_local or f"-{run_token}-" in name or mtime < started_at:
+            loc.fs.delete_file(info.path)
+            removed += 1
+    return removed
