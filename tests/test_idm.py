@@ -364,6 +364,46 @@ def test_ctrl_c_saves_the_step_it_fell_in_and_the_rerun_resumes_exactly(voxel, t
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_signal_before_the_first_step_stops_at_once_and_sigterm_saves_like_ctrl_c(voxel, tmp_path, monkeypatch,
+                                                                                      capsys):
+    import os
+    import signal
+
+    import worldloom.idm.data as idm_data
+
+    run = tmp_path / "run"
+    argv = ["idm", "train", "--data", voxel["labeled"], "--out", str(run), "--preset", "micro", "--max-steps", "6",
+            "--batch-size", "2", "--warmup-steps", "2", "--eval-every", "3", "--checkpoint-every", "100",
+            "--val-windows", "4"]
+    real_load, real_sample, calls = idm_data.load_episodes, idm_data.sample_windows, []
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)  # (Ray's SIGTERM one, if it ran)
+
+    def ctrl_c_while_loading(*args, **kwargs):  # a real SIGINT while the data loads: before any step
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(idm_data, "load_episodes", ctrl_c_while_loading)
+    assert cli(argv) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "worldloom idm: interrupted before the first training step; no checkpoint saved")
+    assert not (run / "checkpoint").exists()
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # given back
+
+    def sigterm_in_step_2(*args, **kwargs):  # what `timeout`, `kill` and schedulers send
+        calls.append(1)
+        if len(calls) == 3:  # the validation windows' draw, then steps 1 and 2
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(idm_data, "load_episodes", real_load)
+    monkeypatch.setattr(idm_data, "sample_windows", sigterm_in_step_2)
+    assert cli(argv) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"worldloom idm: interrupted; checkpoint saved at step 2 ({run / 'checkpoint'}); re-run the same command to resume")
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 2
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+
+
 def test_predict_batches_and_resizes(voxel, tmp_path):
     torch.manual_seed(0)
     model = IDM(PRESETS["micro"]).eval()
