@@ -240,12 +240,13 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     mcfg, hp = cfg.model_config, cfg.hparams
-    run_dir = prepare_run_dir(cfg)
-    episodes = idm_data.load_episodes(cfg.data, require_labels=True)
+    check_out(cfg.out, KIND)  # the inputs are checked before anything is written into --out: a failed
+    episodes = idm_data.load_episodes(cfg.data, require_labels=True)  # command leaves no config.json behind
     idm_data.check_frame_size(episodes, mcfg.height, mcfg.width, "training")
     train_eps, val_eps = idm_data.split_episodes(idm_data.usable(episodes, mcfg.num_frames), cfg.val_fraction, cfg.seed)
     train_eps = idm_data.take_hours(train_eps, cfg.max_hours, cfg.seed)
     val_batch = idm_data.fixed_windows(val_eps, mcfg.num_frames, mcfg.context, cfg.val_windows, cfg.seed)
+    run_dir = prepare_run_dir(cfg)
     model, optimizer, state = init_state(cfg, run_dir, device)
     budget = TimeBudget(cfg.minutes, cfg.max_steps, state.get("planned_steps"))
     log = MetricsLog(run_dir, METRIC_FIELDS, resume_step=state["step"], panels=CURVE_PANELS)

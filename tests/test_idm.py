@@ -424,6 +424,18 @@ def test_training_without_labels_is_a_clear_error(voxel, tmp_path, capsys):
     assert "no labeled episodes" in capsys.readouterr().err
 
 
+def test_a_failed_train_writes_nothing_into_out_so_the_corrected_command_runs(voxel, tmp_path, capsys):
+    run = tmp_path / "r"
+    flags = ["--out", str(run), "--preset", "micro", "--max-steps", "1", "--batch-size", "2", "--warmup-steps", "1",
+             "--val-windows", "2"]
+    for data, words in ((tmp_path / "nope", "does not exist"), (voxel["unlabeled"], "no labeled episodes")):
+        assert cli(["idm", "train", "--data", str(data), *flags]) == 2
+        assert words in capsys.readouterr().err
+        assert not run.exists() or not any(run.iterdir()), sorted(p.name for p in run.iterdir())
+    assert cli(["idm", "train", "--data", voxel["labeled"], *flags]) == 0  # the typo fixed: not "a different config"
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 1
+
+
 def test_resolution_mismatch_is_a_clear_error(voxel, tmp_path):
     with pytest.raises(UserError, match="96x96.*64x64"):
         train_main(micro_cfg(voxel["small"], tmp_path / "r"))
