@@ -213,7 +213,13 @@ def init_state(cfg: TrainConfig, run_dir: Path, device: torch.device) -> tuple[P
 
 
 def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
-    """Train (or resume) and return the run directory. `stop_after` simulates a kill (tests)."""
+    """Train (or resume) and return the run directory. `stop_after` simulates a kill (tests).
+    Ctrl-C or SIGTERM stops at once before the first step, else at the end of its step (CtrlC)."""
+    with CtrlC() as ctrl_c:
+        return _train(cfg, ctrl_c, stop_after)
+
+
+def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -235,7 +241,7 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
     elapsed0, step = state["elapsed_s"], state["step"]
     last_good = f"{run_dir / ckpt.CHECKPOINT_DIR} (step {start_step})" if start_step else None
     bar = tqdm(total=budget.shown_total, initial=start_step, desc="agent train", unit="step", dynamic_ncols=True)
-    ctrl_c = CtrlC().install()  # Ctrl-C from here on: at the end of its step
+    ctrl_c.begin_steps()  # Ctrl-C / SIGTERM from here on: at the end of its step
     try:
         while not budget.done(step, elapsed0 + time.perf_counter() - t0):
             batch = bc_data.sample_windows(train_eps, cfg.batch_size, T, np.random.default_rng([cfg.seed, step]))

@@ -141,7 +141,7 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     p.add_argument("--scale", type=int, default=None,
                    help="whole upscale factor, pixels per stored pixel (default: a video's frames get a longer side of "
                         "512 px, x8 for 64x64 frames, larger ones such as 1080p downscaled to it; a contact sheet's "
-                        "tiles 128 px)")
+                        "tiles 128 px; at most 4096 px a side, x64 for 64x64 frames)")
     p.add_argument("--num", type=int, default=32, help="frames in a contact sheet (default: 32)")
     p.set_defaults(handler=cmd_export)
 

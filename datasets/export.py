@@ -27,6 +27,9 @@ BAR_PX = 28
 # art kept sharp; 1080p footage downscaled, not x4 to 7680x4320), a contact sheet's tiles this many.
 CLIP_LONG_SIDE_PX = 512
 SHEET_LONG_SIDE_PX = 128
+# The largest output frame (a video's frame, a contact sheet), pixels a side: --scale 1000 on 64x64
+# frames would be 64000x64000 px, 12 GB a frame.
+MAX_OUTPUT_PX = 4096
 
 
 def auto_scale(height: int, width: int, long_side_px: int) -> float:
@@ -47,6 +50,21 @@ def check_scale(scale: int | None) -> None:
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 1):
         raise UserError(f"--scale must be a whole number >= 1 (pixels per stored pixel), got {scale!r}; leave it out "
                         f"to fit the frame's longer side to {CLIP_LONG_SIDE_PX} px")
+
+
+def check_output_size(scale: int | None, height: int, width: int, rows: int = 1, cols: int = 1, border: int = 0) -> None:
+    """UserError unless a `rows` x `cols` grid of `(height, width)` frames at a whole `scale` (with
+    `border` px after each tile) fits in MAX_OUTPUT_PX a side; checked before anything is allocated."""
+    if scale is None:
+        return
+    out_h, out_w = rows * (height * scale + border), cols * (width * scale + border)
+    if max(out_h, out_w) <= MAX_OUTPUT_PX:
+        return
+    fits = min((MAX_OUTPUT_PX // rows - border) // height, (MAX_OUTPUT_PX // cols - border) // width)
+    made = f"{out_w}x{out_h} px frames" if rows == cols == 1 else f"a {out_w}x{out_h} px contact sheet of {rows}x{cols} tiles"
+    hint = f"use --scale {fits} or less" if fits >= 1 else "leave --scale out"
+    raise UserError(f"--scale {scale} makes {made} from this dataset's {width}x{height} frames; at most "
+                    f"{MAX_OUTPUT_PX} px a side: {hint}")
 
 
 def draw_action(frame: np.ndarray, buttons: np.ndarray | None, camera: np.ndarray | None, step: int) -> np.ndarray:
@@ -146,6 +164,7 @@ def export_clip(ds: Dataset, episode_id: str, out: str, start: int = 0, stop: in
     the frames if asked; `scale` None: the frame's longer side fitted to CLIP_LONG_SIDE_PX
     (auto_scale). UserError for an unknown episode, an empty step range or scale < 1."""
     check_scale(scale)
+    check_output_size(scale, ds.spec.height, ds.spec.width)
     check_episode(ds, episode_id)
     n = ds.episode(episode_id).num_steps
     stop = n if stop is None else min(stop, n)
@@ -180,6 +199,8 @@ def contact_sheet(ds: Dataset, out: str, episode_id: str | None = None, num: int
             tiles.append(ds.frames(eid, n // 2, n // 2 + 1).frames[0])
     if not tiles:
         raise UserError(f"{ds.location.uri}: no frames to draw")
+    check_output_size(scale, tiles[0].shape[0], tiles[0].shape[1], (len(tiles) + cols - 1) // cols,
+                      min(cols, len(tiles)), border=2)
     scale = scale or auto_scale(tiles[0].shape[0], tiles[0].shape[1], SHEET_LONG_SIDE_PX)
     h, w = scale_frame(tiles[0], scale).shape[:2]
     rows = (len(tiles) + cols - 1) // cols

@@ -23,7 +23,7 @@ from worldloom.config import parse_resolution
 from worldloom.envs import ENV_NAMES, PLAYER_NAMES, make_env, make_player
 from worldloom.envs.worldgen import BIOMES
 from worldloom.errors import UserError
-from worldloom.io import write_image, write_video
+from worldloom.io import check_image_out, write_image, write_video
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -100,6 +100,7 @@ def record(env_name: str, player: str, steps: int, seed: int, height: int, width
 
 
 def show(args: argparse.Namespace) -> int:
+    check_image_out(args.out)  # before the seconds of rendering
     grid = contact_sheet(args.env, parse_seeds(args.seeds), *_size(args), args.warmup, args.player)
     write_image(args.out, grid)
     print(f"wrote {args.out} ({grid.shape[1]}x{grid.shape[0]})")
@@ -154,7 +155,7 @@ def register(subparsers, name: str, help_text: str) -> None:
     q.add_argument("--seeds", default="0-7", help="seeds: 0-7 or 1,5,9")
     q.add_argument("--warmup", type=int, default=0, help="steps a player plays before each frame is taken")
     q.add_argument("--player", default="explorer", choices=PLAYER_NAMES)
-    q.add_argument("--out", required=True, help="PNG path")
+    q.add_argument("--out", required=True, help="image file: .png (or another extension Pillow writes)")
     q.set_defaults(handler=show)
 
     q = sub.add_parser("play", help="record a player's episode to mp4")

@@ -229,17 +229,24 @@ def init_state(cfg: TrainConfig, run_dir: Path, device: torch.device) -> tuple[I
 
 
 def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
-    """Train (or resume) and return the run directory. `stop_after` simulates a kill (tests)."""
+    """Train (or resume) and return the run directory. `stop_after` simulates a kill (tests).
+    Ctrl-C or SIGTERM stops at once before the first step, else at the end of its step (CtrlC)."""
+    with CtrlC() as ctrl_c:
+        return _train(cfg, ctrl_c, stop_after)
+
+
+def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     mcfg, hp = cfg.model_config, cfg.hparams
-    run_dir = prepare_run_dir(cfg)
-    episodes = idm_data.load_episodes(cfg.data, require_labels=True)
+    check_out(cfg.out, KIND)  # the inputs are checked before anything is written into --out: a failed
+    episodes = idm_data.load_episodes(cfg.data, require_labels=True)  # command leaves no config.json behind
     idm_data.check_frame_size(episodes, mcfg.height, mcfg.width, "training")
     train_eps, val_eps = idm_data.split_episodes(idm_data.usable(episodes, mcfg.num_frames), cfg.val_fraction, cfg.seed)
     train_eps = idm_data.take_hours(train_eps, cfg.max_hours, cfg.seed)
     val_batch = idm_data.fixed_windows(val_eps, mcfg.num_frames, mcfg.context, cfg.val_windows, cfg.seed)
+    run_dir = prepare_run_dir(cfg)
     model, optimizer, state = init_state(cfg, run_dir, device)
     budget = TimeBudget(cfg.minutes, cfg.max_steps, state.get("planned_steps"))
     log = MetricsLog(run_dir, METRIC_FIELDS, resume_step=state["step"], panels=CURVE_PANELS)
@@ -251,7 +258,7 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
     elapsed0 = state["elapsed_s"]
     last_good = f"{run_dir / ckpt.CHECKPOINT_DIR} (step {start_step})" if start_step else None
     bar = tqdm(total=budget.shown_total, initial=start_step, desc="idm train", unit="step", dynamic_ncols=True)
-    ctrl_c = CtrlC().install()  # Ctrl-C from here on: at the end of its step
+    ctrl_c.begin_steps()  # Ctrl-C / SIGTERM from here on: at the end of its step
     step = start_step
     try:
         while not budget.done(step, elapsed0 + time.perf_counter() - t0):

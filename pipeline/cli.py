@@ -99,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"worldloom {args.stage}: error: {redact_text(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:  # a trainer's says what it saved (worldloom.training.CtrlC)
-        saved = f"; {redact_text(str(err))}" if str(err) else ""
-        resume = "; re-run the same command to resume" if tuple(argv[:2]) in RESUMABLE else ""
+        words = redact_text(str(err))
+        early = words.startswith("before")  # CtrlC.BEFORE_FIRST_STEP: a trainer has nothing to resume from
+        saved = f" {words}" if early else f"; {words}" if words else ""
+        resumable = tuple(argv[:2]) in RESUMABLE and not (early and argv[1:2] == ["train"])
+        resume = "; re-run the same command to resume" if resumable else ""
         print(f"worldloom {args.stage}: interrupted{saved}{resume}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `worldloom dataset inspect ... | head`: the reader left, not an error

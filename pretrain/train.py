@@ -305,8 +305,9 @@ def prepare_codec(cfg: TrainConfig, run: Path, rank: int, world: int, device):
     return load_codec(run, mcfg, device)
 
 
-def train_worker(cfg: TrainConfig) -> dict:
-    """The training loop every worker runs (rank 0 writes); distributed when a process group exists."""
+def train_worker(cfg: TrainConfig, ctrl_c: CtrlC | None = None) -> dict:
+    """The training loop every worker runs (rank 0 writes); distributed when a process group exists.
+    `ctrl_c`: the caller's (installed at the command's start), else one is installed here (one process)."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     device = torch.device(f"cuda:{torch.cuda.current_device()}") if cfg.gpu else torch.device("cpu")
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // (1 if cfg.gpu else world)))
@@ -326,7 +327,9 @@ def train_worker(cfg: TrainConfig) -> dict:
     log = MetricsLog(run, METRIC_FIELDS, resume_step=state["step"], panels=CURVE_PANELS, enabled=rank == 0)
     bar = tqdm(total=budget.shown_total, initial=state["step"], desc="pretrain", unit="step", disable=rank != 0,
                dynamic_ncols=True)
-    ctrl_c = CtrlC().install() if world == 1 else CtrlC()  # Ctrl-C at the end of its step; Ray Train's: the driver's
+    if ctrl_c is None:  # Ctrl-C / SIGTERM at the end of its step; Ray Train's: the driver's
+        ctrl_c = CtrlC().install() if world == 1 else CtrlC()
+    ctrl_c.begin_steps()
     start_time, start_elapsed, step = time.perf_counter(), state["elapsed_s"], state["step"]
     step0, last_log, last_log_step = step, time.perf_counter(), step
     last_good = f"{run / checkpoint.CHECKPOINT_DIR} (step {step})" if step else None
@@ -445,15 +448,19 @@ def _abs(path: str) -> str:
 
 
 def main(cfg: TrainConfig) -> Path:
-    """Check inputs, fit the camera warp, train (in-process or on Ray Train), return the run directory."""
-    device = resolve_device(cfg.device)  # warns loudly when a GPU was asked for and is absent
-    cfg, run = prepare_run(cfg)
-    mcfg = cfg.model_config
-    words = f"; captions: {len(cfg.text_vocab)} words" if cfg.text else ""
-    print(f"pretrain: {cfg.preset} ({num_params(WorldModel(mcfg, cfg.text_config)) / 1e6:.2f}M params) on {len(cfg.data)} "
-          f"dataset(s) -> {run}; device {device}; camera field of view {mcfg.camera_fov_deg:g} degrees{words}")
-    if cfg.num_workers != 1:
-        run_ray(cfg)
-    else:
-        train_worker(cfg)
+    """Check inputs, fit the camera warp, train (in-process or on Ray Train), return the run directory.
+    Ctrl-C or SIGTERM stops at once before the first step, else at the end of its step (CtrlC)."""
+    with CtrlC() as ctrl_c:
+        device = resolve_device(cfg.device)  # warns loudly when a GPU was asked for and is absent
+        cfg, run = prepare_run(cfg)
+        mcfg = cfg.model_config
+        words = f"; captions: {len(cfg.text_vocab)} words" if cfg.text else ""
+        print(f"pretrain: {cfg.preset} ({num_params(WorldModel(mcfg, cfg.text_config)) / 1e6:.2f}M params) on "
+              f"{len(cfg.data)} dataset(s) -> {run}; device {device}; camera field of view {mcfg.camera_fov_deg:g} "
+              f"degrees{words}")
+        if cfg.num_workers != 1:
+            ctrl_c.restore()  # Ray Train's driver takes Ctrl-C
+            run_ray(cfg)
+        else:
+            train_worker(cfg, ctrl_c)
     return run

@@ -18,6 +18,7 @@ from PIL import Image
 from worldloom.datasets import Dataset, DatasetWriter
 from worldloom.datasets.validate import validate
 from worldloom.datasets.writer import file_checksum, parquet_options
+from worldloom.errors import UserError
 from worldloom.pipeline.cli import main
 
 
@@ -263,3 +264,22 @@ def test_validate_decodes_h264_chunks(tmp_path, capsys):
     code, lines = run_validate(root, capsys)
     assert code == 1 and any(f"{rel} row 32: H.264 chunk" in line for line in lines), lines
     assert lines[-1].startswith("1 problem(s)")  # chunks spanning row groups are fine
+
+
+def test_export_refuses_a_scale_whose_frames_pass_4096_px_before_drawing(small_dataset, tmp_path, capsys):
+    mp4, png = tmp_path / "c.mp4", tmp_path / "sheet.png"
+    # 32x32 frames: x128 is 4096 px (allowed), x1000 32000x32000 px (~3 GB a frame); a sheet of
+    # 8 tiles across with 2 px borders: x15
+    for out, scale, fits in ((mp4, "1000", "--scale 128 or less"), (png, "1000", "--scale 15 or less")):
+        assert main(["dataset", "export", str(small_dataset), "--episode", "ep-1", "--scale", scale,
+                     "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "Traceback" not in err, err
+        assert "--scale 1000 makes" in err and "32x32 frames" in err and "4096 px a side" in err and fits in err, err
+        assert not out.exists()
+    from worldloom.datasets.export import check_output_size
+
+    check_output_size(128, 32, 32)  # the boundary: 4096 px passes, 4128 does not
+    check_output_size(15, 32, 32, rows=4, cols=8, border=2)
+    with pytest.raises(UserError, match="use --scale 128 or less"):
+        check_output_size(129, 32, 32)

@@ -112,6 +112,20 @@ def test_cli_show_and_play(tmp_path, capsys):
     assert main(["envs", "show", "--seeds", "x-y", "--out", str(grid)]) == 2
 
 
+def test_cli_show_checks_out_before_rendering(tmp_path, capsys, monkeypatch):
+    import worldloom.envs.cli as envs_cli
+
+    monkeypatch.setattr(envs_cli, "contact_sheet", lambda *a, **k: pytest.fail("rendered before --out was checked"))
+    for out, words in ((tmp_path, f"--out {tmp_path} is a folder; give an image file name, e.g. {tmp_path / 'sheet.png'}"),
+                       (tmp_path / "grid.xyz", "cannot write an image with the extension '.xyz'; use .png or another"),
+                       (tmp_path / "grid", "the extension '(none)'")):
+        assert main(["envs", "show", "--seeds", "0", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "Traceback" not in err and words in err, err
+        assert ".png" in err and (out == tmp_path or ".jpg" in err and ".webp" in err), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("name", ["random", "explorer", "miner", "builder", "mixture"])
 def test_every_player_plays_crafter(name):
     """Players only read info keys every env has, or fall back: Crafter has no yaw, pitch or z."""

@@ -364,6 +364,46 @@ def test_ctrl_c_saves_the_step_it_fell_in_and_the_rerun_resumes_exactly(voxel, t
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_signal_before_the_first_step_stops_at_once_and_sigterm_saves_like_ctrl_c(voxel, tmp_path, monkeypatch,
+                                                                                      capsys):
+    import os
+    import signal
+
+    import worldloom.idm.data as idm_data
+
+    run = tmp_path / "run"
+    argv = ["idm", "train", "--data", voxel["labeled"], "--out", str(run), "--preset", "micro", "--max-steps", "6",
+            "--batch-size", "2", "--warmup-steps", "2", "--eval-every", "3", "--checkpoint-every", "100",
+            "--val-windows", "4"]
+    real_load, real_sample, calls = idm_data.load_episodes, idm_data.sample_windows, []
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)  # (Ray's SIGTERM one, if it ran)
+
+    def ctrl_c_while_loading(*args, **kwargs):  # a real SIGINT while the data loads: before any step
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(idm_data, "load_episodes", ctrl_c_while_loading)
+    assert cli(argv) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "worldloom idm: interrupted before the first training step; no checkpoint saved")
+    assert not (run / "checkpoint").exists()
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # given back
+
+    def sigterm_in_step_2(*args, **kwargs):  # what `timeout`, `kill` and schedulers send
+        calls.append(1)
+        if len(calls) == 3:  # the validation windows' draw, then steps 1 and 2
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(idm_data, "load_episodes", real_load)
+    monkeypatch.setattr(idm_data, "sample_windows", sigterm_in_step_2)
+    assert cli(argv) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"worldloom idm: interrupted; checkpoint saved at step 2 ({run / 'checkpoint'}); re-run the same command to resume")
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 2
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+
+
 def test_predict_batches_and_resizes(voxel, tmp_path):
     torch.manual_seed(0)
     model = IDM(PRESETS["micro"]).eval()
@@ -382,6 +422,18 @@ def test_predict_batches_and_resizes(voxel, tmp_path):
 def test_training_without_labels_is_a_clear_error(voxel, tmp_path, capsys):
     assert cli(["idm", "train", "--data", voxel["unlabeled"], "--out", str(tmp_path / "r"), "--preset", "micro"]) == 2
     assert "no labeled episodes" in capsys.readouterr().err
+
+
+def test_a_failed_train_writes_nothing_into_out_so_the_corrected_command_runs(voxel, tmp_path, capsys):
+    run = tmp_path / "r"
+    flags = ["--out", str(run), "--preset", "micro", "--max-steps", "1", "--batch-size", "2", "--warmup-steps", "1",
+             "--val-windows", "2"]
+    for data, words in ((tmp_path / "nope", "does not exist"), (voxel["unlabeled"], "no labeled episodes")):
+        assert cli(["idm", "train", "--data", str(data), *flags]) == 2
+        assert words in capsys.readouterr().err
+        assert not run.exists() or not any(run.iterdir()), sorted(p.name for p in run.iterdir())
+    assert cli(["idm", "train", "--data", voxel["labeled"], *flags]) == 0  # the typo fixed: not "a different config"
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 1
 
 
 def test_resolution_mismatch_is_a_clear_error(voxel, tmp_path):

@@ -411,6 +411,29 @@ def test_ctrl_c_before_the_first_checkpoint_saves_the_step_it_fell_in(data, tmp_
     assert [r["step"] for r in csv.DictReader((run / "metrics.csv").open())] == ["2"]
 
 
+def test_sigterm_before_the_first_step_stops_at_once_with_nothing_saved(data, tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    import worldloom.pretrain.train as train
+    from worldloom.pipeline.cli import main as cli
+
+    real_codec, handler = train.prepare_codec, signal.getsignal(signal.SIGTERM)  # (Ray's, if a test started it)
+
+    def sigterm_while_preparing(*args, **kwargs):  # `timeout`/`kill` while the model is built: no step yet
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_codec(*args, **kwargs)
+
+    monkeypatch.setattr(train, "prepare_codec", sigterm_while_preparing)
+    monkeypatch.setattr(train, "flow_loss", lambda *a, **k: pytest.fail("a step ran after SIGTERM"))
+    run = tmp_path / "wm"
+    assert cli(["pretrain", "train", "--data", data["train"], "--out", str(run), "--max-steps", "10", "--batch-size", "2",
+                "--warmup-steps", "2", "--camera-fov-deg", "0"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "worldloom pretrain: interrupted before the first training step; no checkpoint saved")
+    assert not (run / "checkpoint").exists() and signal.getsignal(signal.SIGTERM) == handler  # given back
+
+
 def test_nan_loss_keeps_the_last_good_checkpoint(data, tmp_path):
     run = tmp_path / "wm"
     main(TrainConfig(data=(data["train"],), out=str(run), max_steps=10, stop_after=1, **MICRO))

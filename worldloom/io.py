@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "temporary_name",
-           "write_video", "write_image", "VIDEO_WRITE_SUFFIXES"]
+           "write_video", "write_image", "check_image_out", "VIDEO_WRITE_SUFFIXES"]
 
 VIDEO_WRITE_SUFFIXES = (".mp4", ".gif")
 
@@ -91,6 +91,29 @@ def write_image(path: str | os.PathLike, image) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp)
+    return path
+
+
+def image_write_suffixes() -> list[str]:
+    """The file name extensions Pillow can write (sorted, with the dot)."""
+    from PIL import Image
+
+    Image.init()
+    return sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE)
+
+
+def check_image_out(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """`path` as a Path, checked before anything is computed: UserError (one line naming `flag`) for
+    a folder, or for a name whose extension Pillow cannot write (it lists the ones it can)."""
+    from worldloom.errors import UserError
+
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give an image file name, e.g. {path / 'sheet.png'}")
+    suffixes = image_write_suffixes()
+    if path.suffix.lower() not in suffixes:
+        raise UserError(f"{flag} {path}: cannot write an image with the extension {path.suffix or '(none)'!r}; "
+                        f"use .png or another Pillow can write: {' '.join(suffixes)}")
     return path
 
 

@@ -138,10 +138,14 @@ class TimeBudget:
 
 
 class CtrlC:
-    """Ctrl-C in a training loop, taken at the end of the step it falls in, so that the loop can
-    save a checkpoint of a whole step (a resume stays exact) before it stops:
+    """Ctrl-C (SIGINT) and SIGTERM (`timeout`, `kill`, a batch scheduler) in a trainer. Installed
+    when the command starts, a signal stops it at once until the loop's first step begins (there is
+    nothing to save yet); from `begin_steps()` on it is taken at the end of the step it falls in, so
+    that the loop can save a checkpoint of a whole step (a resume stays exact) before it stops:
 
-        with CtrlC() as ctrl_c:                      # or ctrl_c = CtrlC().install() ... finally: ctrl_c.restore()
+        with CtrlC() as ctrl_c:                      # at the top: loading data, building the model ...
+            ...
+            ctrl_c.begin_steps()
             while ...:
                 ...                                   # one optimizer step
                 pressed = ctrl_c.pressed
@@ -150,31 +154,45 @@ class CtrlC:
                 if pressed:
                     raise ctrl_c.stopped(step, run / "checkpoint")
 
-    A second Ctrl-C stops at once. Only the main thread can take signals: elsewhere (a Ray Train
-    worker) `pressed` stays False and Ctrl-C is the caller's. The CLI prints the raised
+    A second signal stops at once. Only the main thread can take signals: elsewhere (a Ray Train
+    worker) `pressed` stays False and the signals are the caller's. The CLI prints the raised
     KeyboardInterrupt's words in its one line: `interrupted; checkpoint saved at step 37 (RUN/
-    checkpoint); re-run the same command to resume` (pipeline/cli.py).
+    checkpoint); re-run the same command to resume`, or `interrupted before the first step;
+    nothing saved` (pipeline/cli.py).
     """
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+    BEFORE_FIRST_STEP = "before the first training step; no checkpoint saved"
 
     def __init__(self) -> None:
         self.pressed = False
-        self._previous = None
+        self.stepping = False
+        self._previous: dict[int, Any] = {}
 
     def _handler(self, signum, frame) -> None:
+        if not self.stepping:
+            raise KeyboardInterrupt(self.BEFORE_FIRST_STEP)
         if self.pressed:
             raise KeyboardInterrupt
         self.pressed = True
 
     def install(self) -> CtrlC:
-        """Take SIGINT (main thread only); `restore()` gives it back."""
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+        """Take SIGINT and SIGTERM (main thread only); `restore()` gives them back."""
+        if threading.current_thread() is threading.main_thread() and not self._previous:
+            for name in self.SIGNALS:
+                signum = getattr(signal, name)
+                self._previous[signum] = signal.signal(signum, self._handler)
+        return self
+
+    def begin_steps(self) -> CtrlC:
+        """From here on a signal is taken at the end of its step (`pressed`)."""
+        self.stepping = True
         return self
 
     def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        self._previous = {}
 
     def __enter__(self) -> CtrlC:
         return self.install()
