@@ -280,14 +280,26 @@ def test_folder_kind_says_what_a_folder_holds(tmp_path):
 
 
 def test_stages_bar_names_the_running_stage_and_is_wiped_on_an_error(capsys):
+    import time
+
     from worldloom.progress import Stages
 
-    with Stages("job", ["reading", "writing"]) as stages:
+    with Stages("job", ["reading", "writing"], show_after_s=0.0) as stages:
         stages.start("reading")
         stages.start("writing")
     err = capsys.readouterr().err
     assert err.index(", reading]") < err.index(", writing]") and "2/2 [" in err and err.endswith("\n")
+    with pytest.raises(ValueError), Stages("job", ["reading", "writing"], show_after_s=0.0) as stages:
+        stages.start("reading")
+        raise ValueError("a user's mistake")
+    assert "\n" not in capsys.readouterr().err  # no bar left behind on a terminal: the CLI's error is the one line
+    # a mistake found in the first half second (input checks) writes nothing at all, in a pipe or a log file too
     with pytest.raises(ValueError), Stages("job", ["reading", "writing"]) as stages:
         stages.start("reading")
         raise ValueError("a user's mistake")
-    assert "\n" not in capsys.readouterr().err  # no bar left behind: the CLI's error is the one line
+    assert capsys.readouterr().err == ""
+    # a long first stage that calls nothing is still shown, half a second in
+    with Stages("job", ["loading", "writing"], show_after_s=0.2) as stages:
+        stages.start("loading")
+        time.sleep(0.6)
+        assert ", loading]" in capsys.readouterr().err

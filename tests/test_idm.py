@@ -221,7 +221,8 @@ def test_scores_and_baselines_on_known_actions():
 
 # --- train, eval, label on real VoxelWorld play --------------------------------------------------
 
-def test_train_eval_label_loop(voxel, tmp_path, capsys):
+def test_train_eval_label_loop(voxel, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("worldloom.progress.SHOW_AFTER_S", 0.0)  # every stage on the bar, however quick
     run = tmp_path / "run"
     assert cli(["idm", "train", "--data", voxel["labeled"], "--out", str(run), "--preset", "micro", "--max-steps", "4",
                 "--batch-size", "2", "--eval-every", "2", "--checkpoint-every", "2", "--warmup-steps", "1"]) == 0

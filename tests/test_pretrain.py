@@ -255,7 +255,8 @@ def test_image_metrics():
     assert (ev.ssim(a, noisy) < 0.9).all() and (ev.psnr(a, noisy) < 25).all() and (ev.psnr(a, a) == 60).all()
 
 
-def test_micro_train_rollout_eval_through_the_cli(data, tmp_path, capsys):
+def test_micro_train_rollout_eval_through_the_cli(data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("worldloom.progress.SHOW_AFTER_S", 0.0)  # every stage on the bar, however quick
     run = tmp_path / "wm"
     assert cli(["pretrain", "train", "--data", data["train"], data["unlabeled"], "--weights", "3", "1", "--out", str(run),
                 "--max-steps", "3", "--batch-size", "2", "--checkpoint-every", "2"]) == 0

@@ -99,7 +99,8 @@ def test_the_caption_changes_the_prediction_and_guidance_runs():
     assert out.shape == (2, 3, 3, 16, 16)
 
 
-def test_train_with_captions_save_load_and_prompt_rollouts(captioned, tmp_path, capsys):
+def test_train_with_captions_save_load_and_prompt_rollouts(captioned, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("worldloom.progress.SHOW_AFTER_S", 0.0)  # every stage on the bar, however quick
     _, targets = captioned
     run = tmp_path / "wm-text"
     assert cli(["pretrain", "train", "--data", targets["env"], "--out", str(run), "--max-steps", "3", "--text", *MICRO]) == 0

@@ -7,41 +7,65 @@
         stages.start("reading clips")         # the one before is done
         ...
 
-A bar, not printed lines: it redraws in place on a terminal, shows from the command's first
-second (so a slow start is never silent), and a user's mistake still ends in exactly one error
-line (tests/test_trust.py reads stderr with the bars' redraws removed).
+A bar, not printed lines: it redraws in place on a terminal and shows half a second after the
+command starts (`SHOW_AFTER_S`; so a slow start is never silent), and a user's mistake, found in
+that first half second as the checks of inputs are, writes nothing of it: the error is the one
+line on stderr, on a terminal, in a pipe or in a log file alike (tests/test_floor.py).
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Sequence
 
 from tqdm import tqdm
 
-__all__ = ["Stages"]
+__all__ = ["SHOW_AFTER_S", "Stages"]
+
+SHOW_AFTER_S = 0.5  # the bar's first drawing: later than a mistake's error, sooner than a wait a user notices
 
 
 class Stages:
     """tqdm over named stages; `start(name)` ends the running stage and shows `name`."""
 
-    def __init__(self, desc: str, names: Sequence[str]) -> None:
+    def __init__(self, desc: str, names: Sequence[str], show_after_s: float | None = None) -> None:
+        show_after_s = SHOW_AFTER_S if show_after_s is None else show_after_s  # read now: tests set it to 0
         self.names = list(names)
-        self.bar = tqdm(total=len(self.names), desc=desc, unit="stage", dynamic_ncols=True)
+        self.bar = tqdm(total=len(self.names), desc=desc, unit="stage", dynamic_ncols=True, delay=show_after_s)
         self.running: str | None = None
+        self._lock = threading.Lock()
+        self._shown = False
+        self._born = time.monotonic()
+        self._timer = threading.Timer(show_after_s, self._show)  # a first stage may be long and call nothing
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _show(self) -> None:
+        with self._lock:
+            if not self.bar.disable and self._timer is not None:
+                self._shown = True
+                self.bar.refresh()
 
     def start(self, name: str) -> None:
-        if self.running is not None:
-            self.bar.update(1)
-        self.running = name
-        self.bar.set_postfix_str(name.replace("]", ")"), refresh=True)
+        with self._lock:
+            if self.running is not None:
+                self.bar.update(1)
+            self.running = name
+            late = time.monotonic() - self._born >= self.bar.delay
+            self.bar.set_postfix_str(name.replace("]", ")"), refresh=self._shown or late)
+            self._shown = self._shown or late
 
     def close(self, done: bool = True) -> None:
         """Close the bar; `done`: the running stage ended. On an error the bar is wiped, so the
-        error is the one line left on the terminal."""
-        if done and self.running is not None and self.bar.n < self.bar.total:
-            self.bar.update(1)
-        self.bar.leave = done
-        self.bar.close()
+        error is the one line left on the terminal (and a bar not yet shown never is)."""
+        with self._lock:
+            self._timer.cancel()
+            self._timer = None
+            if done and self.running is not None and self.bar.n < self.bar.total:
+                self.bar.update(1)
+            self.bar.leave = done
+            self.bar.close()
 
     def __enter__(self) -> Stages:
         return self
