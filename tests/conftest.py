@@ -43,6 +43,22 @@ def tree_digest(root) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def start_v2_dataset(root) -> None:
+    """An empty dataset whose manifest is format version 2 (no caption column), as a WorldLoom of
+    2026-11 wrote it; open a `DatasetWriter` on `root` to add episodes to it."""
+    import json
+    from pathlib import Path
+
+    from worldloom.datasets import DatasetWriter
+
+    DatasetWriter(root, 64, 64).close()
+    path = Path(root) / "dataset.json"
+    manifest = json.loads(path.read_text())
+    manifest["format_version"] = 2
+    del manifest["caption_column"]
+    path.write_text(json.dumps(manifest))
+
+
 def make_run(folder, kind: str) -> str:
     """An empty run folder of `kind` ("idm", "world_model", "policy"): its config.json, nothing else."""
     from worldloom.checkpoint import write_run_config

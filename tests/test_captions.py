@@ -222,11 +222,9 @@ def test_an_older_dataset_reads_exports_and_upgrades_with_captions(captured, tmp
     _, targets = captured
     src = Dataset(targets["env"])
     old = tmp_path / "v2"
-    DatasetWriter(old, 64, 64).close()  # a new manifest, made version 2 by hand as a WorldLoom of 2026-11 wrote it
-    manifest = json.loads((old / "dataset.json").read_text())
-    manifest["format_version"] = 2
-    del manifest["caption_column"]
-    (old / "dataset.json").write_text(json.dumps(manifest))
+    from conftest import start_v2_dataset
+
+    start_v2_dataset(old)
     with DatasetWriter(old, 64, 64) as w:
         for eid in src.episode_ids:
             clip = src.frames(eid)

@@ -8,7 +8,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from conftest import ListeningSockets
+from conftest import ListeningSockets, start_v2_dataset
 from test_idm import play, write_dataset
 from videos import frame_index, on_screen, truncate, write_video
 
@@ -238,11 +238,7 @@ def _footage_with_truth(root, source: Dataset, version: int) -> str:
     from worldloom.datasets import DatasetWriter, schema
 
     if version == 2:
-        DatasetWriter(root, 64, 64).close()
-        manifest = json.loads((root / "dataset.json").read_text())
-        manifest["format_version"] = 2
-        del manifest["caption_column"]
-        (root / "dataset.json").write_text(json.dumps(manifest))
+        start_v2_dataset(root)
     with DatasetWriter(root, 64, 64) as w:
         for eid in source.episode_ids:
             clip = source.frames(eid)
