@@ -29,11 +29,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .validate import validate
+    from .validate import format_problems, validate
 
     problems = validate(args.path, check_frames=not args.skip_frames)
-    for problem in problems:
-        print(f"{redact_uri(args.path)}/{problem}", file=sys.stderr)
+    for line in format_problems(redact_uri(args.path), problems):
+        print(line, file=sys.stderr)
     if problems:
         print(f"{len(problems)} problem(s) found; nothing was changed", file=sys.stderr)
         return 1

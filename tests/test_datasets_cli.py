@@ -88,6 +88,18 @@ def test_missing_extra_corrupt_and_truncated_shards(small_dataset, capsys, tmp_p
     assert f"{rel}: cannot read this shard" in err and "worldloom dataset validate" in err
 
 
+def test_validate_says_a_shared_fix_once_and_lists_the_shards(small_dataset, capsys):
+    _, manifest = first_shard(small_dataset)
+    strays = [f"frames/part-stray-{i:05d}.parquet" for i in range(3)]
+    for rel in strays:
+        shutil.copy(small_dataset / manifest["shards"][0]["path"], small_dataset / rel)
+    code, lines = run_validate(small_dataset, capsys)
+    text = "\n".join(lines)
+    assert code == 1 and lines[-1].startswith("3 problem(s)"), lines
+    assert text.count("extra shard") == 1 and text.count("re-run the same command") == 1, lines
+    assert all(line.count("part-stray-") in (0, 3) for line in lines), lines  # every shard named where it is said
+
+
 def test_wrong_frame_size_non_monotonic_and_duplicate_steps(small_dataset, capsys):
     def damage(cols):
         frames = cols["frame"].to_pylist()
