@@ -25,7 +25,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     summary = summarize(args.path)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
-    return 0
+    return 0 if summary["complete"] else 1
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

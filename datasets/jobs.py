@@ -70,3 +70,22 @@ def sweep_orphans(root: str, run_token: str, started_at: float) -> int:
             loc.fs.delete_file(info.path)
             removed += 1
     return removed
+
+
+def job_running(root: str) -> bool:
+    """Whether a writing job (capture run, dataset ingest|merge, idm label) holds `root`'s lock now;
+    False for an object store (no locks there). Never writes."""
+    loc = storage.resolve(root)
+    if not loc.is_local:
+        return False
+    try:
+        fd = os.open(loc.join(JOB_LOCK_NAME), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

@@ -145,6 +145,26 @@ def test_inspect_json(small_dataset, capsys):
     assert "143 frames" in capsys.readouterr().out
 
 
+def test_inspect_of_a_capture_still_running_or_killed_says_so_instead_of_histograms(small_dataset, capsys):
+    from worldloom.datasets.jobs import job_lock
+
+    manifest = json.loads((small_dataset / "dataset.json").read_text())
+    capture = {"out": str(small_dataset), "env": "voxel", "episodes": 6, "steps": 50, "seed": 0, "progress": True}
+    manifest["config"] = {"capture": capture, "label_source": "env"}
+    (small_dataset / "dataset.json").write_text(json.dumps(manifest))
+    assert main(["dataset", "inspect", str(small_dataset)]) == 1  # 4 of the job's 6 episodes: killed
+    out = capsys.readouterr().out
+    assert "incomplete" in out and "4 of 6 episodes committed" in out and "button press rate" not in out
+    assert f"run: worldloom capture run --env voxel --episodes 6 --steps 50 --seed 0 --out {small_dataset}" in out
+    with job_lock([str(small_dataset)], "capture run"):
+        assert main(["dataset", "inspect", str(small_dataset)]) == 1
+    out = capsys.readouterr().out
+    assert "in progress: a job is writing it now" in out and "button press rate" not in out
+    manifest["config"]["capture"]["episodes"] = 4
+    (small_dataset / "dataset.json").write_text(json.dumps(manifest))
+    assert main(["dataset", "inspect", str(small_dataset)]) == 0 and "button press rate" in capsys.readouterr().out
+
+
 def test_export_video_gif_and_contact_sheet(small_dataset, tmp_path, capsys):
     gif, mp4, png = tmp_path / "c.gif", tmp_path / "c.mp4", tmp_path / "sheet.png"
     assert main(["dataset", "export", str(small_dataset), "--episode", "ep-1", "--start", "3", "--stop", "13", "--out", str(gif)]) == 0
