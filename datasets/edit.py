@@ -48,8 +48,10 @@ def check_same_spec(datasets: Sequence[Dataset]) -> None:
         for field in ("height", "width", "fps", "codec"):
             a, b = getattr(first.spec, field), getattr(other.spec, field)
             if a != b:
+                hint = storage.record_at_hint(first.spec.width, first.spec.height) if field in ("height", "width") else \
+                    "record it again to match"
                 raise UserError(f"{other.location.uri}: {field} is {b!r} but {first.location.uri} has {a!r}; "
-                                "datasets merge only with the same frame spec (re-capture or convert one)")
+                                f"datasets merge only with the same frame spec: leave one out, or {hint}")
 
 
 def check_shard_schemas(ds: Dataset) -> None:

@@ -270,6 +270,7 @@ def test_merge_refuses_schema_and_spec_mismatch(small_dataset, tmp_path, capsys)
     assert main(["dataset", "merge", str(small_dataset), str(bigger), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "height is 64" in err and len(err.splitlines()) == 1 and not out.exists()
+    assert "`worldloom capture run ... --resolution 32`" in err  # the flag that records it at the size of the first
 
     odd = tmp_path / "odd"
     with DatasetWriter(odd, 32, 32) as w:
