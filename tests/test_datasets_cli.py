@@ -177,6 +177,16 @@ def test_export_video_gif_and_contact_sheet(small_dataset, tmp_path, capsys):
     assert "episode 'nope' is not in" in capsys.readouterr().err
 
 
+def test_export_into_a_folder_names_the_video_after_the_episode(small_dataset, tmp_path, capsys):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    assert main(["dataset", "export", str(small_dataset), "--episode", "ep-1", "--stop", "4", "--out", str(folder)]) == 0
+    assert (folder / "ep-1.mp4").stat().st_size > 100 and f"wrote {folder / 'ep-1.mp4'}" in capsys.readouterr().out
+    assert main(["dataset", "export", str(small_dataset), "--episode", "ep-1", "--out", str(tmp_path / "nope")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()  # no folder, no suffix: ambiguous
+    assert "--out" in line and ".mp4 or .gif" in line and "unknown video type" not in line
+
+
 def test_export_fits_the_frame_to_512_px_unless_scale_is_given(small_dataset, tmp_path):
     from worldloom.datasets import DatasetWriter
     from worldloom.datasets.export import BAR_PX
