@@ -27,9 +27,9 @@ from . import codecs, schema, storage
 from .manifest import committed_episodes, schema_differences
 from .writer import file_checksum
 
-# `capture run`, `dataset ingest|merge` and `idm label` delete every unlisted file under frames/ of
+# `capture run`, `dataset ingest|merge|split` and `idm label` delete every unlisted file under frames/ of
 # their (locked, local) output when they end (datasets.jobs.sweep_orphans); other writers leave them.
-LEFTOVER_HINT = ("if `worldloom capture run`, `dataset ingest|merge` or `idm label` made this dataset, re-run the "
+LEFTOVER_HINT = ("if `worldloom capture run`, `dataset ingest|merge|split` or `idm label` made this dataset, re-run the "
                  "same command: it resumes, records those episodes and removes such files; otherwise delete them once "
                  "no writer runs")
 

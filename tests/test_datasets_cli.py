@@ -258,6 +258,30 @@ def test_merge_and_split_copy_frames_bytes(small_dataset, tmp_path, capsys):
     assert set(Dataset(again / "train").episode_ids) == ids["train"]  # deterministic
 
 
+def test_an_interrupted_split_is_finished_by_the_same_command(small_dataset, tmp_path, capsys):
+    from worldloom.datasets.edit import assign_split
+
+    flags = ["--fractions", "train=0.5", "val=0.5", "--seed", "3"]
+    fresh = tmp_path / "fresh"
+    assert main(["dataset", "split", str(small_dataset), "--out", str(fresh), *flags]) == 0
+    # What a split killed part-way leaves: one train episode committed, a shard never committed, no val yet.
+    src, splits = Dataset(small_dataset), tmp_path / "splits"
+    config = {"split_of": src.location.uri, "fractions": {"train": 0.5, "val": 0.5}, "seed": 3}
+    first = next(r for r in src.episodes.to_pylist() if assign_split(r["episode_id"], config["fractions"], 3) == "train")
+    with DatasetWriter(splits / "train", 32, 32, config=config, writer_id="split-dead00-train") as w:
+        w.add_encoded_episode(src.read_table(first["episode_id"]), {**first, "split": "train"})
+    orphan = splits / "train" / "frames" / "part-split-dead00-train-00009.parquet"
+    orphan.write_bytes(b"left by a killed split")
+    assert main(["dataset", "split", str(small_dataset), "--out", str(splits), *flags]) == 0
+    for name in ("train", "val"):
+        assert sorted(Dataset(splits / name).episode_ids) == sorted(Dataset(fresh / name).episode_ids)
+        assert validate(splits / name) == []
+    assert not orphan.exists()
+    capsys.readouterr()
+    assert main(["dataset", "split", str(small_dataset), "--out", str(splits), "--fractions", "train=0.5", "val=0.5"]) == 2
+    assert "holds another dataset than this split" in capsys.readouterr().err  # another seed: not resumed into it
+
+
 def test_a_merge_sweeps_what_a_killed_merge_left(small_dataset, tmp_path):
     merged = tmp_path / "merged"
     assert main(["dataset", "merge", str(small_dataset), "--out", str(merged)]) == 0
