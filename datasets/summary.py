@@ -148,7 +148,8 @@ def format_summary(s: dict) -> str:
     if not s["complete"]:
         return "\n".join(lines + [incomplete_line(s)])
     if not s["labeled_frames"]:
-        return "\n".join(lines + ["  no labeled frames (label_source none): no action histograms"])
+        why = "no episodes yet" if not s["episodes"] else "every episode has label_source none"
+        return "\n".join(lines + [f"  no labeled frames ({why}): no action histograms"])
     lines.append(f"  button press rate over {s['labeled_frames']} labeled frames:")
     for button, rate in s["button_press_rate"].items():
         lines.append(f"    {button:<10} {rate:6.1%} {'#' * round(rate * 40)}")
