@@ -1,6 +1,6 @@
 """Look at a dataset: an episode or clip as mp4/gif with the action drawn on it, a contact sheet.
 
-    worldloom dataset export data/run1 --episode ep-000 --out ep.mp4          # or .gif
+    worldloom dataset export data/run1 --episode ep-000 --out ep.mp4          # or .gif, or a folder: ep-000.mp4 in it
     worldloom dataset export data/run1 --episode ep-000 --start 40 --stop 80 --out clip.gif
     worldloom dataset export data/run1 --episode ep-000 --captions --out ep.mp4  # engine-exact captions above
     worldloom dataset export data/run1 --out sheet.png                         # contact sheet
