@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from worldloom.actions import NUM_BUTTONS, camera_to_bin_position
+from worldloom.datasets.storage import record_at_hint
 from worldloom.errors import UserError
 from worldloom.idm import data as idm_data
 from worldloom.idm.data import Episode
@@ -74,7 +75,9 @@ def load_bc_episodes(paths: tuple[str, ...] | list[str], labels: str = "dataset"
             episodes.append(ep)
     sizes = {ep.frames.shape[1:3] for ep in episodes}
     if len(sizes) > 1:
-        raise UserError(f"the datasets' frames differ in size ({sorted(sizes)}): train on datasets of one frame size")
+        h, w = episodes[0].frames.shape[1:3]
+        raise UserError(f"the datasets' frames differ in size ({sorted(sizes)}): train on datasets of one frame size: "
+                        f"leave some out of --data, or {record_at_hint(w, h)}")
     return episodes, infos
 
 

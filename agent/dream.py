@@ -157,7 +157,8 @@ def scorer_for(cfg, resolution: int) -> tuple[RewardHead, str]:
                      cfg.data, run)
     model, scfg = load_scorer(run, task.env_id)
     if (scfg.height, scfg.width) != (resolution, resolution):
-        raise UserError(f"scorer {run} takes {scfg.width}x{scfg.height} frames, the policy {resolution}x{resolution}")
+        raise UserError(f"scorer {run} takes {scfg.width}x{scfg.height} frames, the policy {resolution}x{resolution}: "
+                        f"pass --scorer NEW_FOLDER with --data to train one at {resolution}x{resolution}")
     return model, str(run)
 
 

@@ -167,14 +167,15 @@ RESUMABLE_FIELDS = {"minutes", "max_steps", "device", "threads", "log_every"}
 
 
 def prepare_run_dir(cfg: TrainConfig, sources: list[bc_data.SourceInfo]) -> Path:
-    """Create the run directory and write config.json, or check that a resumed run's config matches."""
+    """Create the run directory and write config.json, or check that a resumed run's config matches.
+    A run that stopped before its first checkpoint has nothing to resume: its folder is reused."""
     check_out(cfg.out, KIND)
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     wanted = {"train": to_json_dict(cfg), "model": to_json_dict(cfg.model_config), "action_space": action_space_doc(),
               "data": {"labels": cfg.labels, "sources": [s.to_json() for s in sources],
                        "label_source": label_source(cfg.labels, sources)}}
-    if (run_dir / ckpt.CONFIG_FILE).exists():
+    if ckpt.has_checkpoint(run_dir):
         have = read_config(run_dir)
         diff = sorted(k for k in wanted["train"] if k not in RESUMABLE_FIELDS and k != "model"
                       and have.get("train", {}).get(k) != wanted["train"][k])

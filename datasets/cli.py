@@ -25,15 +25,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     summary = summarize(args.path)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
-    return 0
+    return 0 if summary["complete"] else 1
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .validate import validate
+    from .validate import format_problems, validate
 
     problems = validate(args.path, check_frames=not args.skip_frames)
-    for problem in problems:
-        print(f"{redact_uri(args.path)}/{problem}", file=sys.stderr)
+    for line in format_problems(redact_uri(args.path), problems):
+        print(line, file=sys.stderr)
     if problems:
         print(f"{len(problems)} problem(s) found; nothing was changed", file=sys.stderr)
         return 1
@@ -135,7 +135,7 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     p.add_argument("--episode", help="episode id (a .png without it: one frame of each episode)")
     p.add_argument("--start", type=int, default=0, help="first step (default: 0)")
     p.add_argument("--stop", type=int, default=None, help="one past the last step (default: the end)")
-    p.add_argument("--out", required=True, help="output file: .mp4, .gif or .png")
+    p.add_argument("--out", required=True, help="output file: .mp4, .gif or .png; or an existing folder (the video is then EPISODE.mp4 in it)")
     p.add_argument("--no-overlay", action="store_true", help="frames only, no action drawn")
     p.add_argument("--captions", action="store_true", help="draw the engine-exact caption of each 2 s clip above the frames")
     p.add_argument("--scale", type=int, default=None,

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from worldloom.errors import UserError
 from worldloom.folders import check_out
+from worldloom.paths import redact_json
 
 from . import schema, storage
 from .jobs import job_lock, sweep_orphans
@@ -48,8 +49,10 @@ def check_same_spec(datasets: Sequence[Dataset]) -> None:
         for field in ("height", "width", "fps", "codec"):
             a, b = getattr(first.spec, field), getattr(other.spec, field)
             if a != b:
+                hint = storage.record_at_hint(first.spec.width, first.spec.height) if field in ("height", "width") else \
+                    "record it again to match"
                 raise UserError(f"{other.location.uri}: {field} is {b!r} but {first.location.uri} has {a!r}; "
-                                "datasets merge only with the same frame spec (re-capture or convert one)")
+                                f"datasets merge only with the same frame spec: leave one out, or {hint}")
 
 
 def check_shard_schemas(ds: Dataset) -> None:
@@ -200,20 +203,32 @@ def assign_split(episode_id: str, fractions: dict[str, float], seed: int) -> str
 
 
 def split(source: str | os.PathLike, out: str | os.PathLike, fractions: dict[str, float], seed: int = 0) -> dict[str, list[str]]:
-    """Write `<out>/<name>` datasets holding each split's episodes; returns their episode ids."""
+    """Write `<out>/<name>` datasets holding each split's episodes; returns their episode ids.
+    Resumable: a re-run of an interrupted split (same source, fractions, seed) adds only the
+    episodes not yet committed and sweeps what the interrupted one left (datasets/jobs.py)."""
     ds = Dataset(source)
     check_shard_schemas(ds)
     base = storage.resolve(out)
-    for name in fractions:
-        if storage.read_manifest(storage.resolve(base.join(name), base.fs)) is not None:
-            raise UserError(f"{base.uri}/{name}: a dataset is already there; choose a new --out")
+    config = {"split_of": ds.location.uri, "fractions": fractions, "seed": seed}
+    roots = {name: base.join(name) for name in fractions}
+    for name, root in roots.items():
+        manifest = storage.read_manifest(storage.resolve(root, base.fs))
+        if manifest is not None and manifest.get("config") != redact_json(config):
+            raise UserError(f"{base.uri}/{name}: holds another dataset than this split ({manifest.get('config')}); "
+                            "choose a new --out, or the same source, --fractions and --seed to finish it")
     rows = ds.episodes.to_pylist()
     assigned = {name: [r for r in rows if assign_split(r["episode_id"], fractions, seed) == name] for name in fractions}
-    config = {"split_of": ds.location.uri, "fractions": fractions, "seed": seed}
-    spec = ds.spec
-    for name, members in assigned.items():
-        with DatasetWriter(base.join(name), spec.height, spec.width, spec.fps, spec.codec, config=config,
-                           writer_id=f"split-{name}", filesystem=base.fs) as w:
-            for row in members:
-                w.add_encoded_episode(ds.read_table(row["episode_id"]), {**row, "split": name})
+    spec, token = ds.spec, uuid.uuid4().hex[:6]
+    local = list(roots.values()) if base.is_local else []  # object stores have no locks: the user keeps jobs apart
+    with job_lock(local, "dataset split"):
+        started_at = time.time() - 1.0  # 1 s of clock skew
+        for name, members in assigned.items():
+            done = committed_episode_ids(roots[name], base.fs)
+            with DatasetWriter(roots[name], spec.height, spec.width, spec.fps, spec.codec, config=config,
+                               writer_id=f"split-{token}-{name}", filesystem=base.fs) as w:
+                for row in members:
+                    if row["episode_id"] not in done:
+                        w.add_encoded_episode(ds.read_table(row["episode_id"]), {**row, "split": name})
+        for root in local:
+            sweep_orphans(root, token, started_at)
     return {name: [r["episode_id"] for r in members] for name, members in assigned.items()}

@@ -1,6 +1,6 @@
 """Look at a dataset: an episode or clip as mp4/gif with the action drawn on it, a contact sheet.
 
-    worldloom dataset export data/run1 --episode ep-000 --out ep.mp4          # or .gif
+    worldloom dataset export data/run1 --episode ep-000 --out ep.mp4          # or .gif, or a folder: ep-000.mp4 in it
     worldloom dataset export data/run1 --episode ep-000 --start 40 --stop 80 --out clip.gif
     worldloom dataset export data/run1 --episode ep-000 --captions --out ep.mp4  # engine-exact captions above
     worldloom dataset export data/run1 --out sheet.png                         # contact sheet
@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from worldloom.errors import UserError
-from worldloom.io import write_image, write_video
+from worldloom.io import check_video_out, write_image, write_video
 
 from . import schema
 from .reader import Clip, Dataset
@@ -159,13 +159,15 @@ def check_episode(ds: Dataset, episode_id: str) -> None:
 
 def export_clip(ds: Dataset, episode_id: str, out: str, start: int = 0, stop: int | None = None,
                 overlay: bool = True, scale: int | None = None, captions: bool = False) -> str:
-    """Write steps `[start, stop)` of an episode to `out` (.mp4 or .gif), with its engine-exact
+    """Write steps `[start, stop)` of an episode to `out` (.mp4 or .gif; a folder: EPISODE.mp4 in it), with its engine-exact
     captions (its `caption` column, or made from its state columns: datasets/captions.py) above
     the frames if asked; `scale` None: the frame's longer side fitted to CLIP_LONG_SIDE_PX
     (auto_scale). UserError for an unknown episode, an empty step range or scale < 1."""
     check_scale(scale)
     check_output_size(scale, ds.spec.height, ds.spec.width)
     check_episode(ds, episode_id)
+    if "://" not in out:
+        out = str(check_video_out(out, episode_id))
     n = ds.episode(episode_id).num_steps
     stop = n if stop is None else min(stop, n)
     if not 0 <= start < stop:

@@ -52,6 +52,7 @@ from .captions import captions_of
 from .jobs import job_lock, sweep_orphans
 from .resize import resize
 from .sources import HASH_PREFIX, Source, file_hash, plan_resume
+from .storage import SpecMismatch
 from .video import FPS_RANGE, PER_FRAME, RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReader
 
 FORMATS = ("vpt", "minerl", "video")
@@ -351,9 +352,10 @@ class Ingester:
             try:
                 self.writers[key] = DatasetWriter(self.cfg.out, height=height, width=width, fps=fps, codec=self.cfg.codec,
                                                   config=self.job_config, autocommit=False)
-            except UserError as err:
-                hint = "" if self.cfg.size else "; pass --resolution to store every input at one size"
-                raise UserError(f"{item['source']} is {width}x{height} at {fps:g} fps: {err}{hint}") from None
+            except SpecMismatch as err:
+                have = err.dataset
+                hint = "" if self.cfg.size else f", or pass --resolution {have.width}x{have.height} to store every input at its size"
+                raise UserError(f"{item['source']}: {err}{hint}") from None
         self.writers[key].release_ids(item["replaces"])  # this item's episode replaces them at commit
         return self.writers[key]
 

@@ -5,7 +5,7 @@
         ...                                   # write shards, commit them
         sweep_orphans(out, run_token, started_at)
 
-The jobs that write shards into a dataset (`capture run`, `dataset ingest|merge`, `idm label`) write them
+The jobs that write shards into a dataset (`capture run`, `dataset ingest|merge|split`, `idm label`) write them
 and commit them to the manifest; a job killed between the two leaves whole but unlisted shards
 and hidden `.*.tmp` files under frames/. Each of those jobs holds the lock while it writes and
 sweeps frames/ when it ends, so a re-run of a killed command leaves a dataset that validates.
@@ -43,7 +43,7 @@ def job_lock(roots: list[str], job: str) -> Iterator[None]:
             try:
                 fcntl.flock(fds[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise UserError(f"{root}: another job (capture run, dataset ingest|merge or idm label) is writing here; "
+                raise UserError(f"{root}: another job (capture run, dataset ingest|merge|split or idm label) is writing here; "
                                 f"wait for it to end or stop it before this {job}") from None
         yield
     finally:
@@ -70,3 +70,22 @@ def sweep_orphans(root: str, run_token: str, started_at: float) -> int:
             loc.fs.delete_file(info.path)
             removed += 1
     return removed
+
+
+def job_running(root: str) -> bool:
+    """Whether a writing job (capture run, dataset ingest|merge, idm label) holds `root`'s lock now;
+    False for an object store (no locks there). Never writes."""
+    loc = storage.resolve(root)
+    if not loc.is_local:
+        return False
+    try:
+        fd = os.open(loc.join(JOB_LOCK_NAME), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

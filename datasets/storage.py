@@ -151,16 +151,31 @@ def spec_of(manifest: dict) -> FrameSpec:
     )
 
 
+def record_at_hint(width: int, height: int) -> str:
+    """The commands that make a dataset of `width` x `height` frames, for a size-mismatch message."""
+    capture = f"`worldloom capture run ... --resolution {width}`, " if width == height else ""
+    return f"record it again at {width}x{height} ({capture}`worldloom dataset ingest ... --resolution {width}x{height}`)"
+
+
+class SpecMismatch(UserError):
+    """Frames of another size, fps or codec than the dataset's; `dataset` is the dataset's spec."""
+
+    def __init__(self, message: str, dataset: FrameSpec):
+        super().__init__(message)
+        self.dataset = dataset
+
+
 def check_spec(loc: Location, manifest: dict, spec: FrameSpec) -> None:
-    """UserError naming the first field where `spec` differs from the dataset's."""
+    """SpecMismatch naming the first field where `spec` differs from the dataset's; a command that
+    can store its input at another size adds its own flag for that (ingest --resolution, label --frames)."""
     have = spec_of(manifest)
     for field in ("height", "width", "fps", "codec"):
         theirs, ours = getattr(have, field), getattr(spec, field)
         if theirs != ours:
-            raise UserError(
-                f"{loc.uri}/{schema.MANIFEST_NAME}: {field} is {theirs!r} in the dataset but the writer "
-                f"has {ours!r}; write to a new directory or use {field}={theirs!r}"
-            )
+            raise SpecMismatch(
+                f"{loc.uri}/{schema.MANIFEST_NAME}: the dataset stores {have.width}x{have.height} frames at "
+                f"{have.fps:g} fps ({have.codec}), these are {spec.width}x{spec.height} at {spec.fps:g} fps "
+                f"({spec.codec}): {field} differs, and a dataset holds one kind of frame; give a new --out", have)
 
 
 @contextlib.contextmanager

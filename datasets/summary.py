@@ -12,7 +12,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from worldloom.config import flag_name
+
 from . import schema
+from .jobs import job_running
 from .reader import Dataset
 
 CAMERA_EDGES_DEG = (-180, -10, -5, -2, -0.5, -0.05, 0.05, 0.5, 2, 5, 10, 180)
@@ -38,9 +41,35 @@ def summarize(root: str | os.PathLike | Dataset) -> dict:
         "envs": dict(collections.Counter(str(e["env"]) for e in episodes)),
         "players": dict(collections.Counter(str(e["player"]) for e in episodes)),
     }
+    out.update(completion(ds, len(episodes)))
     out.update(action_summary(ds))
     out["state_rows"] = state_summary(ds)
     return out
+
+
+# Capture fields that say how a job runs, not what it records: left out of the command that finishes it.
+_RUN_FIELDS = ("out", "strip_actions", "num_workers", "workers", "address", "episodes_per_shard", "progress")
+
+
+def completion(ds: Dataset, num_episodes: int) -> dict:
+    """Whether the job that makes the dataset is done: `job_running` (it holds the dataset's lock
+    now), `planned_episodes` (a capture's --episodes; None when unknown), `complete`, and
+    `finish`, the command that completes it (None when complete or unknown)."""
+    running = job_running(ds.location.uri)
+    config = ds.manifest.get("config")
+    capture = config.get("capture") if isinstance(config, dict) else None
+    planned = capture.get("episodes") if isinstance(capture, dict) else None
+    planned = planned if isinstance(planned, int) else None
+    complete = not running and (planned is None or num_episodes >= planned)
+    finish = None
+    if not complete and planned is not None:
+        flags = [f"{flag_name(k)} {v}" for k, v in capture.items() if k not in _RUN_FIELDS and v is not None and v is not False]
+        out, truth = ds.location.uri, capture.get("strip_actions")
+        if truth and config.get("label_source") == "env":  # the true actions of a footage job
+            out, truth = capture.get("out"), ds.location.uri
+        flags += [f"--strip-actions {truth}"] if truth else []
+        finish = f"worldloom capture run {' '.join(flags)} --out {out}"
+    return {"job_running": running, "planned_episodes": planned, "complete": complete, "finish": finish}
 
 
 def state_summary(ds: Dataset) -> dict:
@@ -93,6 +122,15 @@ def _stats(values: list[float]) -> dict:
             "p90": float(np.percentile(a, 90)), "max": float(a.max())}
 
 
+def incomplete_line(s: dict) -> str:
+    """What a person reads instead of the histograms of a dataset still being written or left unfinished."""
+    of = f" of {s['planned_episodes']}" if s["planned_episodes"] is not None else ""
+    state = "in progress: a job is writing it now" if s["job_running"] else "incomplete: its job stopped before the end"
+    then = (f"; to finish it run: {s['finish']}" if s["finish"] and not s["job_running"]
+            else "; inspect it again when the job ends")
+    return f"{s['path']}: {state}, {s['episodes']}{of} episodes committed; no action histograms until it is complete{then}"
+
+
 def format_summary(s: dict) -> str:
     """The summary as text for a person."""
     lines = [
@@ -107,6 +145,11 @@ def format_summary(s: dict) -> str:
     for name in ("label_sources", "splits", "envs", "players"):
         items = s[name].items()
         lines.append(f"  {name}: " + ", ".join(f"{k} {v['episodes'] if isinstance(v, dict) else v}" for k, v in items))
+    if not s["complete"]:
+        return "\n".join(lines + [incomplete_line(s)])
+    if not s["labeled_frames"]:
+        why = "no episodes yet" if not s["episodes"] else "every episode has label_source none"
+        return "\n".join(lines + [f"  no labeled frames ({why}): no action histograms"])
     lines.append(f"  button press rate over {s['labeled_frames']} labeled frames:")
     for button, rate in s["button_press_rate"].items():
         lines.append(f"    {button:<10} {rate:6.1%} {'#' * round(rate * 40)}")

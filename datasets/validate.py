@@ -27,22 +27,30 @@ from . import codecs, schema, storage
 from .manifest import committed_episodes, schema_differences
 from .writer import file_checksum
 
-# `capture run`, `dataset ingest|merge` and `idm label` delete every unlisted file under frames/ of
+# `capture run`, `dataset ingest|merge|split` and `idm label` delete every unlisted file under frames/ of
 # their (locked, local) output when they end (datasets.jobs.sweep_orphans); other writers leave them.
-LEFTOVER_HINT = ("if `worldloom capture run`, `dataset ingest|merge` or `idm label` made this dataset, re-run the "
-                 "same command: it resumes, records those episodes and removes such files; otherwise delete it once "
+LEFTOVER_HINT = ("if `worldloom capture run`, `dataset ingest|merge|split` or `idm label` made this dataset, re-run the "
+                 "same command: it resumes, records those episodes and removes such files; otherwise delete them once "
                  "no writer runs")
+
+
+# What to do about a shard that differs from dataset.json (said once for all such shards).
+REPAIR_HINT = "restore the file(s) from a copy, or run `worldloom dataset repair` and re-run the capture command"
 
 
 @dataclass(frozen=True)
 class Problem:
     file: str  # relative to the dataset root
     row: int | None
-    message: str  # what is wrong, then what to do
+    message: str  # what is wrong
+    fix: str = ""  # what to do, when many problems share it (the CLI says it once); else in `message`
+
+    @property
+    def where(self) -> str:
+        return self.file if self.row is None else f"{self.file} row {self.row}"
 
     def __str__(self) -> str:
-        where = self.file if self.row is None else f"{self.file} row {self.row}"
-        return f"{where}: {self.message}"
+        return f"{self.where}: {self.message}" + (f"; {self.fix}" if self.fix else "")
 
 
 def validate(root: str | os.PathLike, filesystem: pafs.FileSystem | None = None, check_frames: bool = True) -> list[Problem]:
@@ -72,6 +80,20 @@ def validate(root: str | os.PathLike, filesystem: pafs.FileSystem | None = None,
     return problems
 
 
+def format_problems(root: str, problems: list[Problem]) -> list[str]:
+    """One line per distinct problem (files sharing a message are listed on one line), then each
+    distinct fix once with the files it is for: a hundred leftover shards print no hundred paragraphs."""
+    by_message: dict[tuple[str, int | None], list[str]] = {}
+    by_fix: dict[str, list[str]] = {}
+    for p in problems:
+        by_message.setdefault((p.message, p.row), []).append(p.file)
+        if p.fix:
+            by_fix.setdefault(p.fix, []).append(p.file)
+    lines = [f"{root}/{', '.join(files)}{'' if row is None else f' row {row}'}: {message}"
+             for (message, row), files in by_message.items()]
+    return lines + [f"{root}: what to do for {', '.join(files)}: {fix}" for fix, files in by_fix.items()]
+
+
 def check_extra_files(loc: storage.Location, listed: dict) -> list[Problem]:
     selector = pafs.FileSelector(loc.join(schema.FRAMES_DIR), allow_not_found=True)
     problems = []
@@ -81,11 +103,11 @@ def check_extra_files(loc: storage.Location, listed: dict) -> list[Problem]:
             continue
         if rel.endswith(".tmp"):
             problems.append(Problem(rel, None, "temporary file of a writer that is still running or was interrupted, not part "
-                                               "of the dataset; " + LEFTOVER_HINT))
+                                               "of the dataset", LEFTOVER_HINT))
         else:
             problems.append(Problem(rel, None, "extra shard not listed in dataset.json (a writer was interrupted before its "
-                                               "commit, or it was copied in): its episodes are not in the dataset; "
-                                               + LEFTOVER_HINT))
+                                               "commit, or it was copied in): its episodes are not in the dataset",
+                                    LEFTOVER_HINT))
     return problems
 
 
@@ -97,23 +119,19 @@ def check_shard(loc: storage.Location, rel: str, entry: dict, spec: storage.Fram
     except UserError as err:
         return [Problem(rel, None, str(err).split(": ", 1)[-1])], None
     if not storage.exists(loc, path):
-        return [Problem(rel, None, "listed in dataset.json but missing; restore it from a copy, or run `worldloom dataset repair` "
-                                 "and re-run the capture command")], None
+        return [Problem(rel, None, "listed in dataset.json but missing", REPAIR_HINT)], None
     problems = []
     checksum, size = file_checksum(loc.fs, path)
     if size != entry.get("size_bytes"):
         problems.append(Problem(rel, None, f"size is {size} bytes, dataset.json says {entry.get('size_bytes')} (truncated or "
-                                           "changed); restore it from a copy, or run `worldloom dataset repair` "
-                                           "and re-run the capture command"))
+                                           "changed)", REPAIR_HINT))
     elif checksum != entry.get("checksum"):
         problems.append(Problem(rel, None, f"checksum {checksum} differs from dataset.json's {entry.get('checksum')} (corrupt or "
-                                           "changed); restore it from a copy, or run `worldloom dataset repair` "
-                                           "and re-run the capture command"))
+                                           "changed)", REPAIR_HINT))
     try:
         file = pq.ParquetFile(loc.fs.open_input_file(path))
     except (pa.ArrowInvalid, OSError) as err:
-        return problems + [Problem(rel, None, f"not a readable Parquet file ({err}); restore it from a copy, or "
-                                   "run `worldloom dataset repair` and re-run the capture command")], None
+        return problems + [Problem(rel, None, f"not a readable Parquet file ({err})", REPAIR_HINT)], None
     differences = schema_differences(file.schema_arrow, schema.frame_schema(version), version)
     if differences:
         return problems + [Problem(rel, None, f"schema mismatch: {d}") for d in differences], None

@@ -23,7 +23,7 @@ from worldloom.config import parse_resolution
 from worldloom.envs import ENV_NAMES, PLAYER_NAMES, make_env, make_player
 from worldloom.envs.worldgen import BIOMES
 from worldloom.errors import UserError
-from worldloom.io import check_image_out, write_image, write_video
+from worldloom.io import check_image_out, check_video_out, write_image, write_video
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -110,9 +110,10 @@ def show(args: argparse.Namespace) -> int:
 def play(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise UserError(f"--steps must be >= 1, got {args.steps}")
+    out = check_video_out(args.out, f"{args.env}-{args.player}-seed{args.seed}")  # before the seconds of play
     frames = record(args.env, args.player, args.steps, args.seed, *_size(args))
-    write_video(args.out, frames, FPS, pix_fmt="yuv444p")  # yuv444p: pixel-art colours kept exact
-    print(f"wrote {args.out} ({len(frames)} frames)")
+    write_video(out, frames, FPS, pix_fmt="yuv444p")  # yuv444p: pixel-art colours kept exact
+    print(f"wrote {out} ({len(frames)} frames)")
     return 0
 
 

@@ -48,6 +48,7 @@ from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE, num_actors, ray_se
 from worldloom.config import check_range, doc, to_json_dict
 from worldloom.datasets.jobs import job_lock, sweep_orphans
 from worldloom.datasets.sources import Source, episode_source, file_source, plan_resume
+from worldloom.datasets.storage import FrameSpec, SpecMismatch
 from worldloom.datasets.video import FPS_RANGE, RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReader
 from worldloom.errors import UserError
 from worldloom.folders import check_out
@@ -129,10 +130,23 @@ class Labeler:
             height, width = self.model_cfg.height, self.model_cfg.width
         key = (height, width, fps, codec)
         if key not in self.writers:
-            self.writers[key] = DatasetWriter(self.cfg.out, height=height, width=width, fps=fps, codec=codec,
-                                              config=self.job_config, autocommit=False)
+            try:
+                self.writers[key] = DatasetWriter(self.cfg.out, height=height, width=width, fps=fps, codec=codec,
+                                                  config=self.job_config, autocommit=False)
+            except SpecMismatch as err:
+                raise UserError(f"{item['source']}: {err}{self._fit_hint(err.dataset, item)}") from None
         self.writers[key].release_ids(item["replaces"])  # this item's new episodes replace them at commit
         return self.writers[key]
+
+    def _fit_hint(self, dataset: FrameSpec, item: dict) -> str:
+        """The flags that store this input in `dataset` (its size, its fps), where there are such flags."""
+        hints = []
+        size = (self.model_cfg.height, self.model_cfg.width)
+        if self.cfg.frames == "original" and (dataset.height, dataset.width) == size:
+            hints.append(f"--frames model (every input stored at the model's {size[1]}x{size[0]})")
+        if item["kind"] == "video" and dataset.fps != self.cfg.fps:
+            hints.append(f"--fps {dataset.fps:g}")
+        return f", or pass {' and '.join(hints)}" if hints else ""
 
     def _store(self, frames: np.ndarray) -> np.ndarray:
         return resize_frames(frames, self.model_cfg.height, self.model_cfg.width) if self.cfg.frames == "model" else frames

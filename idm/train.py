@@ -192,12 +192,13 @@ RESUMABLE_FIELDS = {"out", "minutes", "max_steps", "device", "threads", "log_eve
 
 
 def prepare_run_dir(cfg: TrainConfig) -> Path:
-    """Create the run directory and write config.json, or check that a resumed run's config matches."""
+    """Create the run directory and write config.json, or check that a resumed run's config matches.
+    A run that stopped before its first checkpoint has nothing to resume: its folder is reused."""
     check_out(cfg.out, KIND)
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     wanted = {"train": to_json_dict(cfg), "model": to_json_dict(cfg.model_config)}
-    if (run_dir / ckpt.CONFIG_FILE).exists():
+    if ckpt.has_checkpoint(run_dir):
         have = read_config(run_dir)
         diff = sorted(k for k in wanted["train"] if k not in RESUMABLE_FIELDS and k != "model"
                       and have.get("train", {}).get(k) != wanted["train"][k])

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from worldloom.actions import BUTTONS
 from worldloom.datasets import Dataset
+from worldloom.datasets.storage import record_at_hint
 from worldloom.errors import UserError
 
 from .model import encode_actions
@@ -55,7 +56,8 @@ def check_sources(paths: Sequence[str], min_steps: int = 2) -> SourceSpec:
         elif here != first[1]:
             raise UserError(
                 f"datasets disagree: {first[0]} is {first[1][1]}x{first[1][0]} at {first[1][2]:g} fps, "
-                f"{path} is {here[1]}x{here[0]} at {here[2]:g} fps; train on datasets with one frame size and fps"
+                f"{path} is {here[1]}x{here[0]} at {here[2]:g} fps; train on datasets with one frame size and fps: "
+                f"leave one out of --data, or {record_at_hint(first[1][1], first[1][0])} at {first[1][2]:g} fps"
             )
         episodes += len(ds)
         frames += ds.num_frames

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -268,6 +269,15 @@ def resolve_text(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(cfg, text_vocab=build_vocab(cfg.data))
 
 
+def _stale_codec(run: Path, doc_: dict) -> bool:
+    """Whether the autoencoder a checkpoint-less run left in `run` was trained for another model or data."""
+    try:
+        old = json.loads((run / ckpt.CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return True
+    return not isinstance(old, dict) or any(old.get(k) != json.loads(json.dumps(doc_[k])) for k in ("model", "data"))
+
+
 def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, Path]:
     """Validate data and memory, fit the camera warp, write config.json (or check it matches a run being resumed)."""
     check_out(cfg.out, KIND)
@@ -287,6 +297,8 @@ def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, Path]:
         old = checkpoint.read_config(run)
         if old.get("model") != doc_["model"] or old.get("text") != doc_.get("text"):
             raise UserError(f"{run} holds a run of another model ({old.get('train', {}).get('preset')}); pick a new --out")
+    elif (run / AE_FILE).exists() and _stale_codec(run, doc_):
+        (run / AE_FILE).unlink()  # a run stopped before its first checkpoint, of another model or data: retrained
     ckpt.write_run_config(run, KIND, doc_)
     return cfg, run
 

@@ -88,6 +88,18 @@ def test_missing_extra_corrupt_and_truncated_shards(small_dataset, capsys, tmp_p
     assert f"{rel}: cannot read this shard" in err and "worldloom dataset validate" in err
 
 
+def test_validate_says_a_shared_fix_once_and_lists_the_shards(small_dataset, capsys):
+    _, manifest = first_shard(small_dataset)
+    strays = [f"frames/part-stray-{i:05d}.parquet" for i in range(3)]
+    for rel in strays:
+        shutil.copy(small_dataset / manifest["shards"][0]["path"], small_dataset / rel)
+    code, lines = run_validate(small_dataset, capsys)
+    text = "\n".join(lines)
+    assert code == 1 and lines[-1].startswith("3 problem(s)"), lines
+    assert text.count("extra shard") == 1 and text.count("re-run the same command") == 1, lines
+    assert all(line.count("part-stray-") in (0, 3) for line in lines), lines  # every shard named where it is said
+
+
 def test_wrong_frame_size_non_monotonic_and_duplicate_steps(small_dataset, capsys):
     def damage(cols):
         frames = cols["frame"].to_pylist()
@@ -133,6 +145,26 @@ def test_inspect_json(small_dataset, capsys):
     assert "143 frames" in capsys.readouterr().out
 
 
+def test_inspect_of_a_capture_still_running_or_killed_says_so_instead_of_histograms(small_dataset, capsys):
+    from worldloom.datasets.jobs import job_lock
+
+    manifest = json.loads((small_dataset / "dataset.json").read_text())
+    capture = {"out": str(small_dataset), "env": "voxel", "episodes": 6, "steps": 50, "seed": 0, "progress": True}
+    manifest["config"] = {"capture": capture, "label_source": "env"}
+    (small_dataset / "dataset.json").write_text(json.dumps(manifest))
+    assert main(["dataset", "inspect", str(small_dataset)]) == 1  # 4 of the job's 6 episodes: killed
+    out = capsys.readouterr().out
+    assert "incomplete" in out and "4 of 6 episodes committed" in out and "button press rate" not in out
+    assert f"run: worldloom capture run --env voxel --episodes 6 --steps 50 --seed 0 --out {small_dataset}" in out
+    with job_lock([str(small_dataset)], "capture run"):
+        assert main(["dataset", "inspect", str(small_dataset)]) == 1
+    out = capsys.readouterr().out
+    assert "in progress: a job is writing it now" in out and "button press rate" not in out
+    manifest["config"]["capture"]["episodes"] = 4
+    (small_dataset / "dataset.json").write_text(json.dumps(manifest))
+    assert main(["dataset", "inspect", str(small_dataset)]) == 0 and "button press rate" in capsys.readouterr().out
+
+
 def test_export_video_gif_and_contact_sheet(small_dataset, tmp_path, capsys):
     gif, mp4, png = tmp_path / "c.gif", tmp_path / "c.mp4", tmp_path / "sheet.png"
     assert main(["dataset", "export", str(small_dataset), "--episode", "ep-1", "--start", "3", "--stop", "13", "--out", str(gif)]) == 0
@@ -143,6 +175,16 @@ def test_export_video_gif_and_contact_sheet(small_dataset, tmp_path, capsys):
     assert Image.open(png).size == (4 * 130, 130)  # 32x32 tiles x4: a longer side of 128 px, 1 px border
     assert main(["dataset", "export", str(small_dataset), "--episode", "nope", "--out", str(gif)]) == 2
     assert "episode 'nope' is not in" in capsys.readouterr().err
+
+
+def test_export_into_a_folder_names_the_video_after_the_episode(small_dataset, tmp_path, capsys):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    assert main(["dataset", "export", str(small_dataset), "--episode", "ep-1", "--stop", "4", "--out", str(folder)]) == 0
+    assert (folder / "ep-1.mp4").stat().st_size > 100 and f"wrote {folder / 'ep-1.mp4'}" in capsys.readouterr().out
+    assert main(["dataset", "export", str(small_dataset), "--episode", "ep-1", "--out", str(tmp_path / "nope")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()  # no folder, no suffix: ambiguous
+    assert "--out" in line and ".mp4 or .gif" in line and "unknown video type" not in line
 
 
 def test_export_fits_the_frame_to_512_px_unless_scale_is_given(small_dataset, tmp_path):
@@ -216,6 +258,30 @@ def test_merge_and_split_copy_frames_bytes(small_dataset, tmp_path, capsys):
     assert set(Dataset(again / "train").episode_ids) == ids["train"]  # deterministic
 
 
+def test_an_interrupted_split_is_finished_by_the_same_command(small_dataset, tmp_path, capsys):
+    from worldloom.datasets.edit import assign_split
+
+    flags = ["--fractions", "train=0.5", "val=0.5", "--seed", "3"]
+    fresh = tmp_path / "fresh"
+    assert main(["dataset", "split", str(small_dataset), "--out", str(fresh), *flags]) == 0
+    # What a split killed part-way leaves: one train episode committed, a shard never committed, no val yet.
+    src, splits = Dataset(small_dataset), tmp_path / "splits"
+    config = {"split_of": src.location.uri, "fractions": {"train": 0.5, "val": 0.5}, "seed": 3}
+    first = next(r for r in src.episodes.to_pylist() if assign_split(r["episode_id"], config["fractions"], 3) == "train")
+    with DatasetWriter(splits / "train", 32, 32, config=config, writer_id="split-dead00-train") as w:
+        w.add_encoded_episode(src.read_table(first["episode_id"]), {**first, "split": "train"})
+    orphan = splits / "train" / "frames" / "part-split-dead00-train-00009.parquet"
+    orphan.write_bytes(b"left by a killed split")
+    assert main(["dataset", "split", str(small_dataset), "--out", str(splits), *flags]) == 0
+    for name in ("train", "val"):
+        assert sorted(Dataset(splits / name).episode_ids) == sorted(Dataset(fresh / name).episode_ids)
+        assert validate(splits / name) == []
+    assert not orphan.exists()
+    capsys.readouterr()
+    assert main(["dataset", "split", str(small_dataset), "--out", str(splits), "--fractions", "train=0.5", "val=0.5"]) == 2
+    assert "holds another dataset than this split" in capsys.readouterr().err  # another seed: not resumed into it
+
+
 def test_a_merge_sweeps_what_a_killed_merge_left(small_dataset, tmp_path):
     merged = tmp_path / "merged"
     assert main(["dataset", "merge", str(small_dataset), "--out", str(merged)]) == 0
@@ -238,6 +304,7 @@ def test_merge_refuses_schema_and_spec_mismatch(small_dataset, tmp_path, capsys)
     assert main(["dataset", "merge", str(small_dataset), str(bigger), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "height is 64" in err and len(err.splitlines()) == 1 and not out.exists()
+    assert "`worldloom capture run ... --resolution 32`" in err  # the flag that records it at the size of the first
 
     odd = tmp_path / "odd"
     with DatasetWriter(odd, 32, 32) as w:

@@ -437,6 +437,16 @@ def test_a_failed_train_writes_nothing_into_out_so_the_corrected_command_runs(vo
     assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 1
 
 
+def test_a_run_stopped_before_its_first_checkpoint_leaves_its_folder_reusable(voxel, tmp_path):
+    run = tmp_path / "r"
+    train_main(micro_cfg(voxel["labeled"], run, checkpoint_every=100), stop_after=1)  # killed at step 1
+    assert (run / "config.json").exists() and not (run / "checkpoint").exists()
+    train_main(micro_cfg(voxel["labeled"], run, max_steps=2, seed=1))  # another config: nothing to resume, so it runs
+    assert json.loads((run / "config.json").read_text())["train"]["seed"] == 1
+    with pytest.raises(UserError, match="different config"):  # a run with a checkpoint stays protected
+        train_main(micro_cfg(voxel["labeled"], run, max_steps=2, seed=2))
+
+
 def test_resolution_mismatch_is_a_clear_error(voxel, tmp_path):
     with pytest.raises(UserError, match="96x96.*64x64"):
         train_main(micro_cfg(voxel["small"], tmp_path / "r"))

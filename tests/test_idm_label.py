@@ -82,6 +82,19 @@ def test_bad_files_are_reported_and_skipped(run, clip, tmp_path):
     assert cli(["idm", "label", "--model", run, "--data", str(videos), "--out", str(tmp_path / "out")]) == 1
 
 
+def test_footage_of_another_size_than_out_names_the_flags_that_fit_it(run, clip, tmp_path, capsys):
+    out = tmp_path / "pseudo"
+    square = write_mp4(tmp_path / "square.mp4", play(20, 5, size=64)[0], fps=20)  # the model's 64x64
+    assert cli(["idm", "label", "--model", run, "--data", square, "--out", str(out)]) == 0
+    wide = write_mp4(tmp_path / "wide.mp4", clip[:20], fps=30)  # 96x64 at 30 fps into a 64x64, 20 fps dataset
+    code = cli(["idm", "label", "--model", run, "--data", wide, "--out", str(out), "--fps", "30"])
+    err = capsys.readouterr().err
+    assert code != 0 and "96x64" in err and "--frames model" in err and "--fps 20" in err and "--out" in err, err
+    assert "height=" not in err
+    assert cli(["idm", "label", "--model", run, "--data", wide, "--out", str(out), "--frames", "model"]) == 0
+    assert sorted(Dataset(out).episode_ids) == ["square.mp4:0000", "wide.mp4:0000"]
+
+
 def test_a_rerun_sweeps_what_a_killed_label_job_left(run, clip, tmp_path):
     from test_ingest import plant_orphans
 

@@ -261,7 +261,7 @@ def test_bad_inputs_are_skipped_with_one_line_each_and_the_rest_kept(tmp_path, c
     assert ds.frames("unknown-keys").buttons[1, BUTTONS.index("forward")]
     # another size without --resolution: skipped, saying what to pass
     write_vpt(tmp_path / "big", "big", 8, size=96)
-    with pytest.raises(UserError, match="big.mp4 is 96x96 at 20 fps: .*height is 64 .*pass --resolution"):
+    with pytest.raises(UserError, match="big.mp4: .*stores 64x64 frames .*these are 96x96 .*pass --resolution 64x64"):
         run([tmp_path / "big"], tmp_path / "ds")  # the only input failed: one line, nothing ingested
     # --keep-truncated keeps what decodes of the cut one, with the mismatch reported
     kept = run([root / "cut.mp4"], tmp_path / "ds", keep_truncated=True)

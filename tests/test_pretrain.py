@@ -7,6 +7,7 @@ real DatasetWriter; the model is the real `tiny` preset trained for a handful of
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -500,6 +501,24 @@ def test_latent_preset_trains_its_autoencoder_then_the_model(data, tmp_path):
     report = ev.evaluate(ev.EvalConfig(model=str(run), data=(data["heldout"],), num_clips=1, horizon=2,
                                        next_frame_positions=1, sample=SampleConfig(num_steps=1), out=str(tmp_path / "ev")))
     assert report["context"] == 3 and 0 < report["next_frame"]["psnr"] <= 60
+
+
+def test_a_run_stopped_before_its_first_checkpoint_leaves_no_autoencoder_for_another_model(data, tmp_path):
+    from worldloom.pretrain.train import prepare_run
+
+    latent = WorldModelConfig(image_size=64, patch_size=2, latent_channels=4, latent_downsample=8, width=32, depth=1,
+                              num_heads=2, num_frames=4)
+    run, fov = tmp_path / "wm", 70.0  # given: no camera fit
+    cfg = TrainConfig(data=(data["train"],), out=str(run), preset="large", model=latent, max_steps=1, camera_fov_deg=fov,
+                      **MICRO)
+    prepare_run(cfg)  # config.json written; the run then trains its autoencoder and stops before a checkpoint
+    ae = run / "autoencoder.safetensors"
+    ae.write_bytes(b"an autoencoder of 4 latent channels")
+    prepare_run(cfg)  # the same run again: its autoencoder is kept
+    assert ae.exists()
+    other = dataclasses.replace(cfg, model=dataclasses.replace(latent, latent_channels=2))
+    prepare_run(other)  # another model into the folder: that autoencoder would not fit it
+    assert not ae.exists() and json.loads((run / "config.json").read_text())["model"]["latent_channels"] == 2
 
 
 def test_a_run_written_with_the_removed_loss_weight_field_still_loads(tmp_path):

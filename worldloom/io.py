@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "temporary_name",
-           "write_video", "write_image", "check_image_out", "VIDEO_WRITE_SUFFIXES"]
+           "write_video", "write_image", "check_image_out", "check_video_out", "VIDEO_WRITE_SUFFIXES"]
 
 VIDEO_WRITE_SUFFIXES = (".mp4", ".gif")
 
@@ -114,6 +114,21 @@ def check_image_out(path: str | os.PathLike, flag: str = "--out") -> Path:
     if path.suffix.lower() not in suffixes:
         raise UserError(f"{flag} {path}: cannot write an image with the extension {path.suffix or '(none)'!r}; "
                         f"use .png or another Pillow can write: {' '.join(suffixes)}")
+    return path
+
+
+def check_video_out(path: str | os.PathLike, name: str, flag: str = "--out") -> Path:
+    """Where a video goes, checked before anything is computed: `path` itself when it ends in a
+    suffix of VIDEO_WRITE_SUFFIXES, `path/NAME.mp4` when it is an existing folder (`name` without
+    '/'); else a UserError (one line naming `flag` and the suffixes it takes)."""
+    from worldloom.errors import UserError
+
+    path = Path(path)
+    if path.is_dir():
+        return path / f"{name.replace('/', '_')}.mp4"
+    if path.suffix.lower() not in VIDEO_WRITE_SUFFIXES:
+        raise UserError(f"{flag} {path}: give a video file name ending in {' or '.join(VIDEO_WRITE_SUFFIXES)}, "
+                        f"or an existing folder (the video is then {name.replace('/', '_')}.mp4 in it)")
     return path
 
 
