@@ -33,7 +33,7 @@ from worldloom.errors import UserError
 from worldloom.io import atomic_path, atomic_write_text
 
 __all__ = ["lr_at", "resolve_device", "TimeBudget", "MetricsLog", "CtrlC", "TrainingDiverged", "check_finite",
-           "DEFAULT_MAX_STEPS", "DEVICES"]
+           "DEFAULT_MAX_STEPS", "DEVICES", "exit_code"]
 
 # Without --minutes and --max-steps a run takes this many optimizer steps.
 DEFAULT_MAX_STEPS = 2000
@@ -158,7 +158,8 @@ class CtrlC:
     worker) `pressed` stays False and the signals are the caller's. The CLI prints the raised
     KeyboardInterrupt's words in its one line: `interrupted; checkpoint saved at step 37 (RUN/
     checkpoint); re-run the same command to resume`, or `interrupted before the first step;
-    nothing saved` (pipeline/cli.py).
+    nothing saved` (pipeline/cli.py), and exits 128 + its `signum` (`exit_code`): 130 after
+    SIGINT, 143 after SIGTERM, as a shell reports a process that signal ended.
     """
 
     SIGNALS = ("SIGINT", "SIGTERM")
@@ -167,14 +168,22 @@ class CtrlC:
     def __init__(self) -> None:
         self.pressed = False
         self.stepping = False
+        self.signum = signal.SIGINT  # the last signal taken: the exit code says which it was
         self._previous: dict[int, Any] = {}
 
     def _handler(self, signum, frame) -> None:
+        self.signum = signal.Signals(signum)
         if not self.stepping:
-            raise KeyboardInterrupt(self.BEFORE_FIRST_STEP)
+            raise self._interrupt(self.BEFORE_FIRST_STEP)
         if self.pressed:
-            raise KeyboardInterrupt
+            raise self._interrupt()
         self.pressed = True
+
+    def _interrupt(self, words: str = "") -> KeyboardInterrupt:
+        """A KeyboardInterrupt with `words` that carries the signal taken (`exit_code` reads it)."""
+        err = KeyboardInterrupt(words) if words else KeyboardInterrupt()
+        err.signum = self.signum
+        return err
 
     def install(self) -> CtrlC:
         """Take SIGINT and SIGTERM (main thread only); `restore()` gives them back."""
@@ -200,10 +209,15 @@ class CtrlC:
     def __exit__(self, *exc) -> None:
         self.restore()
 
-    @staticmethod
-    def stopped(step: int, checkpoint_dir: str | Path) -> KeyboardInterrupt:
+    def stopped(self, step: int, checkpoint_dir: str | Path) -> KeyboardInterrupt:
         """The KeyboardInterrupt to raise once the checkpoint of `step` is saved."""
-        return KeyboardInterrupt(f"checkpoint saved at step {step} ({checkpoint_dir})")
+        return self._interrupt(f"checkpoint saved at step {step} ({checkpoint_dir})")
+
+
+def exit_code(err: KeyboardInterrupt) -> int:
+    """128 + the signal that stopped the command: 130 for Ctrl-C (a plain KeyboardInterrupt),
+    143 for SIGTERM (a CtrlC's, which carries `signum`)."""
+    return 128 + int(getattr(err, "signum", signal.SIGINT))
 
 
 class TrainingDiverged(UserError):
