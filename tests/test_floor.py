@@ -95,6 +95,14 @@ def test_time_budget_fits_the_schedule_to_the_measured_speed():
     assert unfitted.shown_total == unfitted.total_steps < 10**6
 
 
+def test_a_time_budget_shows_its_clock_and_a_resume_says_where_it_picks_up():
+    timed = TimeBudget(minutes=5)
+    assert timed.clock(90.0) == {"time": "1.5/5 min"} and TimeBudget(max_steps=7).clock(90.0) == {}
+    assert timed.resuming("idm train", 12, 90.0, "run/checkpoint") == (
+        "idm train: resuming from step 12, 1.5 of 5 minutes spent (run/checkpoint)")  # not yet fitted: no total
+    assert TimeBudget(max_steps=40).resuming("agent train", 12, 90.0, "c") == "agent train: resuming from step 12 of 40 (c)"
+
+
 def test_non_finite_loss_or_gradient_stops_with_the_step_and_the_checkpoint():
     check_finite(0.5, 1.0, 3, None)
     with pytest.raises(TrainingDiverged, match=r"loss nan at step 7: .*last good checkpoint is runs/x \(step 5\)"):
@@ -266,6 +274,16 @@ def test_sigterm_exits_143_and_ctrl_c_130():
             os.kill(os.getpid(), signum)
             assert ctrl_c.pressed
         assert exit_code(ctrl_c.stopped(3, "run/checkpoint")) == code
+
+
+def test_a_job_over_many_inputs_ends_with_one_line_in_words():
+    from worldloom.progress import job_summary
+
+    summary = {"out": "data/pseudo", "num_items": 4, "num_steps": 2400, "skipped_done": 1, "labeled": ["a", "b"],
+               "replaced": [], "truncated": [{"input": "b"}], "failed": [{"input": "c", "error": "empty"}]}
+    assert job_summary("idm label", "labeled", summary, how="by runs/idm") == (
+        "idm label: labeled 2 of 4 inputs (2,400 steps, 2.0 min of play) into data/pseudo by runs/idm; "
+        "1 already there; 1 cut short by a damaged file; 1 failed (reported above)")
 
 
 def test_resolution_values():

@@ -326,13 +326,15 @@ def test_stability_score_sees_collapse_and_blur():
     assert ev.steady_horizon([20.0, 19.0, 17.5, 16.9, 18.0]) == 3 and ev.steady_horizon([]) == 0
 
 
-def test_resume_is_exact(data, tmp_path):
+def test_resume_is_exact(data, tmp_path, capsys):
     cfg = TrainConfig(data=(data["train"],), out=str(tmp_path / "straight"), max_steps=4, checkpoint_every=10, **MICRO)
     main(cfg)
     resumed = TrainConfig(data=(data["train"],), out=str(tmp_path / "resumed"), max_steps=4, checkpoint_every=10, stop_after=2, **MICRO)
     main(resumed)
     assert json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())["step"] == 2
+    capsys.readouterr()
     main(resumed)  # runs on from step 2 to 4
+    assert f"pretrain train: resuming from step 2 of 4 ({tmp_path / 'resumed' / 'checkpoint'})" in capsys.readouterr().err
     for name in ("model", "ema", "optimizer"):
         a = load_file(tmp_path / "straight" / "checkpoint" / f"{name}.safetensors")
         b = load_file(tmp_path / "resumed" / "checkpoint" / f"{name}.safetensors")

@@ -136,6 +136,17 @@ class TimeBudget:
     def state(self) -> dict[str, Any]:
         return {"planned_steps": self.planned_steps}
 
+    def clock(self, elapsed_s: float) -> dict[str, str]:
+        """The progress bar's time against `--minutes` (`{"time": "2.1/5 min"}`; none without it):
+        the step total is known only once the schedule is fitted, the end in time always."""
+        return {"time": f"{elapsed_s / 60:.1f}/{self.minutes:g} min"} if self.minutes else {}
+
+    def resuming(self, command: str, step: int, elapsed_s: float, checkpoint_dir: str | Path) -> str:
+        """`idm train: resuming from step 120 of 400, 1.5 of 5 minutes spent (RUN/checkpoint)`."""
+        total = f" of {self.total_steps}" if self.shown_total is not None else ""
+        spent = f", {elapsed_s / 60:.1f} of {self.minutes:g} minutes spent" if self.minutes else ""
+        return f"{command}: resuming from step {step}{total}{spent} ({checkpoint_dir})"
+
 
 class CtrlC:
     """Ctrl-C (SIGINT) and SIGTERM (`timeout`, `kill`, a batch scheduler) in a trainer. Installed
