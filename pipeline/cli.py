@@ -18,13 +18,15 @@ steps) still work in this release and print one deprecation line each.
 from __future__ import annotations
 
 import argparse
-import difflib
 import importlib
 import sys
 
 from worldloom.errors import UserError
 from worldloom.paths import redact_text
-from worldloom.training import exit_code
+
+# This module's own imports stay few and small: a Ctrl-C before main() starts (about 0.1 s after
+# the command does) is Python's traceback; from main() on it is one line (difflib and
+# worldloom.training, 0.1 s more, load where they are used).
 
 # (subcommand, module with register(subparsers, name, help), one-line help)
 STAGES = (
@@ -75,6 +77,8 @@ class Parser(argparse.ArgumentParser):
 def unknown_flag_message(extras: list[str], actions: dict[str, argparse.Action]) -> str:
     """`unrecognized argument --batchsize; did you mean --batch-size?`: the first unknown flag in
     `extras` and the closest flag in `actions` (hidden, deprecated spellings never suggested)."""
+    import difflib
+
     flag = next((word for word in extras if word.startswith("-")), None)
     if flag is None:
         return f"unrecognized arguments: {' '.join(extras)}"
@@ -125,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"worldloom {argv[0]}: error: {redact_text(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:  # a trainer's says what it saved (worldloom.training.CtrlC)
+        from worldloom.training import exit_code
+
         print(interrupted_line(argv, err), file=sys.stderr)
         return exit_code(err)
     except BrokenPipeError:  # `worldloom dataset inspect ... | head`: the reader left, not an error
