@@ -244,6 +244,7 @@ def test_config_errors_name_the_flags_the_user_typed():
         "--model.width must be a whole number in 1..9")
     assert flag_words("model.width must be 64: the data's width", Outer) == "--model.width must be 64: the data's width"
     assert flag_words("out must not be the preset of width", Outer) == "--out must not be the preset of width"
+    assert flag_words("need num_workers >= 1, preset != ''", Outer) == "need --num-workers >= 1, --preset != ''"
 
 
 def test_help_shows_each_default_once():

@@ -218,6 +218,8 @@ def dataclass_from_args(cls: type[T], ns: argparse.Namespace, **overrides: Any) 
 # A field's name in a message: `batch_size`, `sizes.steps`, `IDMConfig.width`, or a flag `--width`
 # (check_range's, from a nested class); not part of a longer word, a flag or a dotted name.
 _NAME = re.compile(r"(?<![\w.'\"-])(--)?(?:([A-Za-z]\w*)\.)?([a-z][a-z0-9_-]*)(?![\w.-]*\w)")
+# A name with a bound after it is a field's wherever it stands: "need minutes >= 0, lr > 0".
+_COMPARED = re.compile(r"\s*(?:[<>]=?|==|!=)")
 # Where a message's subject ends: "batch_size and lr must be ...", "width 64 is not ...".
 _VERB = re.compile(r"\b(?:must|is|are|has|have|should)\b|:")
 
@@ -243,7 +245,8 @@ def flag_words(message: str, cls: type, prefix: str = "") -> str:
         mine = owner in (cls.__name__, prefix) if owner else bool(dashes and prefix)  # Inner.width, --width in --model.*
         if field not in fields or field in by_class.values() or owner and not mine or dashes and not mine:
             return match.group(0)
-        if mine or "_" in field or match.start() < subject_end:
+        compared = _COMPARED.match(message, match.end())  # "need minutes >= 0, lr > 0"
+        if mine or "_" in field or compared or match.start() < subject_end:
             return flag_name(field, prefix)
         return match.group(0)
 
