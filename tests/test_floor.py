@@ -252,11 +252,13 @@ def test_help_shows_each_default_once():
     class Said:
         lr: float | None = doc("peak rate (default: the preset's)", None)
         steps: int = doc("steps", 3)
+        address: str | None = doc("cluster to join (unset: a local one)", None)
 
     parser = argparse.ArgumentParser()
     add_dataclass_args(parser, Said)
     text = " ".join(parser.format_help().split())
     assert "peak rate (default: the preset's) --steps" in text and text.count("(default: 3)") == 1
+    assert "(default: None)" not in text
 
 
 def test_sigterm_exits_143_and_ctrl_c_130():

@@ -129,7 +129,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...
         said = "default" in help_text  # the help says it in words ("default: the preset's, 16 for tiny")
         if prefix and not said:  # nested: the parent's default instance, else the preset's (nested_default)
             help_text += f" (default: {getattr(base, f.name)})" if base is not None else " (default: the preset's)"
-        elif has_default and not said:
+        elif has_default and default is not None and not said:  # None: unset, which the help explains
             help_text += f" (default: {default})"
         flag = flag_name(f.name, prefix)
         required = not has_default and not prefix
