@@ -738,6 +738,18 @@ def ray_local():
 
 
 @pytest.mark.ray
+def test_sigterm_in_a_ray_session_stops_as_ctrl_c_does_and_exits_143(ray_local):
+    """ray.init's own SIGTERM handler exits with code 15, skipping the CLI's line; ray_session's
+    raises the interrupt that unwinds to it (and to ray.shutdown) instead."""
+    from worldloom.training import exit_code
+
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler runs at the next bytecode; this never ends
+    assert exit_code(stopped.value) == 143
+
+
+@pytest.mark.ray
 def test_a_local_ray_session_listens_on_loopback_only(base, ray_local, tmp_path):
     """Every socket of every process of the session (GCS, raylet and object manager, dashboard
     agent, runtime-env agent, metrics, autoscaler monitor, workers and actors) while capture

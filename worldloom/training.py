@@ -33,7 +33,7 @@ from worldloom.errors import UserError
 from worldloom.io import atomic_path, atomic_write_text
 
 __all__ = ["lr_at", "resolve_device", "TimeBudget", "MetricsLog", "CtrlC", "TrainingDiverged", "check_finite",
-           "DEFAULT_MAX_STEPS", "DEVICES", "exit_code"]
+           "DEFAULT_MAX_STEPS", "DEVICES", "exit_code", "interrupt", "sigterm_as_interrupt"]
 
 # Without --minutes and --max-steps a run takes this many optimizer steps.
 DEFAULT_MAX_STEPS = 2000
@@ -191,10 +191,7 @@ class CtrlC:
         self.pressed = True
 
     def _interrupt(self, words: str = "") -> KeyboardInterrupt:
-        """A KeyboardInterrupt with `words` that carries the signal taken (`exit_code` reads it)."""
-        err = KeyboardInterrupt(words) if words else KeyboardInterrupt()
-        err.signum = self.signum
-        return err
+        return interrupt(self.signum, words)
 
     def install(self) -> CtrlC:
         """Take SIGINT and SIGTERM (main thread only); `restore()` gives them back."""
@@ -223,6 +220,19 @@ class CtrlC:
     def stopped(self, step: int, checkpoint_dir: str | Path) -> KeyboardInterrupt:
         """The KeyboardInterrupt to raise once the checkpoint of `step` is saved."""
         return self._interrupt(f"checkpoint saved at step {step} ({checkpoint_dir})")
+
+
+def interrupt(signum: int, words: str = "") -> KeyboardInterrupt:
+    """A KeyboardInterrupt with `words` that carries the signal that stopped the command (`exit_code`)."""
+    err = KeyboardInterrupt(words) if words else KeyboardInterrupt()
+    err.signum = signal.Signals(signum)
+    return err
+
+
+def sigterm_as_interrupt(signum, frame) -> None:
+    """A SIGTERM handler: stop as Ctrl-C does, through every `finally` (a Ray session is shut down
+    on the way out), to the CLI's one line and exit code 143."""
+    raise interrupt(signum)
 
 
 def exit_code(err: KeyboardInterrupt) -> int:
