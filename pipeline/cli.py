@@ -149,5 +149,6 @@ def interrupted_line(argv: list[str], err: KeyboardInterrupt) -> str:
     resume = "; re-run the same command to resume" if resumable else ""
     return f"worldloom{f' {stage}' if stage else ''}: interrupted{saved}{resume}"
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -233,7 +233,6 @@ def flag_words(message: str, cls: type, prefix: str = "") -> str:
     fields = {f.name: _base_type(hints[f.name])[0] for f in dataclasses.fields(cls) if f.init}
     verb = _VERB.search(message)
     subject_end = verb.start() if verb else 0
-
     by_class = {kind.__name__: name for name, kind in fields.items() if dataclasses.is_dataclass(kind)}
 
     def replace(match: re.Match) -> str:
