@@ -222,10 +222,16 @@ class CtrlC:
         return self._interrupt(f"checkpoint saved at step {step} ({checkpoint_dir})")
 
 
+# Signals our handlers took that no exit code has reported yet: `ray.get` re-raises a bare
+# KeyboardInterrupt in place of the one a handler raised, so the exception cannot always carry it.
+_taken: list[signal.Signals] = []
+
+
 def interrupt(signum: int, words: str = "") -> KeyboardInterrupt:
     """A KeyboardInterrupt with `words` that carries the signal that stopped the command (`exit_code`)."""
     err = KeyboardInterrupt(words) if words else KeyboardInterrupt()
     err.signum = signal.Signals(signum)
+    _taken.append(err.signum)
     return err
 
 
@@ -236,9 +242,11 @@ def sigterm_as_interrupt(signum, frame) -> None:
 
 
 def exit_code(err: KeyboardInterrupt) -> int:
-    """128 + the signal that stopped the command: 130 for Ctrl-C (a plain KeyboardInterrupt),
-    143 for SIGTERM (a CtrlC's, which carries `signum`)."""
-    return 128 + int(getattr(err, "signum", signal.SIGINT))
+    """128 + the signal that stopped the command: the one `err` carries, else the last one our
+    handlers took, else SIGINT (Python's own Ctrl-C): 130 for Ctrl-C, 143 for SIGTERM."""
+    signum = getattr(err, "signum", None) or (_taken[-1] if _taken else signal.SIGINT)
+    _taken.clear()
+    return 128 + int(signum)
 
 
 class TrainingDiverged(UserError):
