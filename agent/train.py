@@ -241,6 +241,8 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
     last_log_step = start_step
     elapsed0, step = state["elapsed_s"], state["step"]
     last_good = f"{run_dir / ckpt.CHECKPOINT_DIR} (step {start_step})" if start_step else None
+    if start_step:
+        print(budget.resuming("agent train", start_step, elapsed0, run_dir / ckpt.CHECKPOINT_DIR), file=sys.stderr)
     bar = tqdm(total=budget.shown_total, initial=start_step, desc="agent train", unit="step", dynamic_ncols=True)
     ctrl_c.begin_steps()  # Ctrl-C / SIGTERM from here on: at the end of its step
     try:
@@ -266,7 +268,7 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
             if budget.update(step, elapsed, step - start_step):
                 bar.total = budget.shown_total
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}", **budget.clock(elapsed))
             if stop_after is not None and step >= stop_after:
                 return run_dir  # a kill: nothing after the last checkpoint survives
             final, pressed = budget.done(step, elapsed), ctrl_c.pressed  # Ctrl-C: save this step, then stop

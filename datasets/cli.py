@@ -102,12 +102,13 @@ def cmd_captions(args: argparse.Namespace) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from worldloom.config import dataclass_from_args
+    from worldloom.progress import job_summary
 
     from .ingest import IngestConfig, ingest
 
     summary = ingest(dataclass_from_args(IngestConfig, args))
-    print(json.dumps({k: v for k, v in summary.items() if k != "ingested"} | {"num_ingested": len(summary["ingested"])},
-                     indent=2))
+    print(job_summary("dataset ingest", "ingested", summary | {"out": redact_uri(summary["out"])},
+                      how=f"from {summary['format']} recordings"))
     return 1 if summary["failed"] else 0
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from worldloom import actions
 from worldloom.actions import FPS
 from worldloom.config import parse_resolution
-from worldloom.envs import ENV_NAMES, PLAYER_NAMES, make_env, make_player
+from worldloom.envs import ENV_NAMES, PLAYER_NAMES, check_resolution, make_env, make_player
 from worldloom.envs.worldgen import BIOMES
 from worldloom.errors import UserError
 from worldloom.io import check_image_out, check_video_out, write_image, write_video
@@ -125,12 +125,19 @@ def _resolution(text: str) -> tuple[int, int]:
 
 
 def _size(args: argparse.Namespace) -> tuple[int, int]:
-    """(height, width): --resolution, or the deprecated --height / --width."""
-    if args.height is None and args.width is None:
-        return args.resolution
-    print("worldloom: --height and --width are deprecated and go in the next release; use --resolution WIDTHxHEIGHT",
-          file=sys.stderr)
-    return args.height or args.resolution[0], args.width or args.resolution[1]
+    """(height, width): --resolution, or the deprecated --height / --width; each in the env's range
+    (a UserError naming --resolution, not the env's own words about its `height`)."""
+    size = args.resolution
+    if args.height is not None or args.width is not None:
+        print("worldloom: --height and --width are deprecated and go in the next release; use --resolution "
+              "WIDTHxHEIGHT", file=sys.stderr)
+        size = args.height or args.resolution[0], args.width or args.resolution[1]
+    try:
+        for pixels in size:
+            check_resolution(args.env, pixels)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    return size
 
 
 def players(args: argparse.Namespace) -> int:

@@ -10,10 +10,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from worldloom.config import add_dataclass_args, dataclass_from_args
+from worldloom.progress import job_summary
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -37,16 +37,20 @@ def run_label(args: argparse.Namespace) -> int:
     from worldloom.idm.label import LabelConfig, label
 
     summary = label(dataclass_from_args(LabelConfig, args))
-    print(json.dumps({k: v for k, v in summary.items() if k != "labeled"} | {"num_labeled": len(summary["labeled"])}, indent=2))
+    print(job_summary("idm label", "labeled", summary, how=f"by {summary['label_model']}"))
     return 1 if summary["failed"] else 0
 
 
 def run_scaling(args: argparse.Namespace) -> int:
     from worldloom.idm.scaling import ScalingConfig, main
 
-    rows = main(dataclass_from_args(ScalingConfig, args))
-    for row in rows:
-        print(json.dumps(row))
+    cfg = dataclass_from_args(ScalingConfig, args)
+    rows = main(cfg)
+    print("| hours | button macro F1 | always no-op F1 | camera R² pitch | camera R² yaw |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['hours']:g} | {r['button_macro_f1']:.3f} | {r['noop_button_macro_f1']:.3f} | "
+              f"{r['camera_r2_pitch']:.3f} | {r['camera_r2_yaw']:.3f} |")
+    print(f"idm scaling: {len(rows)} runs, scaling.csv and scaling.png in {cfg.out}", file=sys.stderr)
     return 0
 
 

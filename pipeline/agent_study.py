@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from worldloom.capture.config import MAX_STEPS
 from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE
 from worldloom.config import add_dataclass_args, check_range, dataclass_from_args, doc, to_json_dict
 from worldloom.envs import check_resolution
@@ -65,17 +66,34 @@ class StudySizes:
         from worldloom.agent.model import PRESETS as BC_PRESETS
         from worldloom.idm.model import PRESETS as IDM_PRESETS
 
-        for name in ("resolution", "steps", "idm_episodes", "footage_episodes", "idm_max_steps", "bc_max_steps",
-                     "bc_batch_size", "eval_episodes", "dream_episodes", "dream_horizon", "scorer_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"sizes.{name} must be >= 1, got {getattr(self, name)}")
         if self.idm_preset not in IDM_PRESETS or self.bc_preset not in BC_PRESETS:
             raise ValueError(f"sizes.idm_preset must be one of {sorted(IDM_PRESETS)} and sizes.bc_preset one of "
                              f"{sorted(BC_PRESETS)}, got {self.idm_preset!r}, {self.bc_preset!r}")
-        if self.temperature < 0 or self.videos < 0 or self.time_limit < 0:
-            raise ValueError("sizes.temperature, sizes.videos and sizes.time_limit must be >= 0")
         check_resolution("voxel", self.resolution, "sizes.resolution")  # the tasks are VoxelWorld's
+        window = IDM_PRESETS[self.idm_preset].num_frames  # shorter episodes give the IDM no window to train on
+        check_range("sizes.steps", self.steps, window, MAX_STEPS,
+                    f"steps per episode; at least the IDM's window of {window} frames ({self.idm_preset})")
+        for name, low, high, unit in SIZE_RANGES:
+            check_range(f"sizes.{name}", getattr(self, name), low, high, unit, integer=name != "temperature")
 
+
+MAX_EPISODES = 10_000_000  # capture's own ceiling (capture/config.py)
+MAX_OPTIMIZER_STEPS = 100_000_000
+# (size, least, most, unit) of every StudySizes number but resolution and steps, checked on parsing.
+SIZE_RANGES = (
+    ("idm_episodes", 1, MAX_EPISODES, "episodes"),
+    ("footage_episodes", 1, MAX_EPISODES, "episodes per task"),
+    ("idm_max_steps", 1, MAX_OPTIMIZER_STEPS, "optimizer steps"),
+    ("bc_max_steps", 1, MAX_OPTIMIZER_STEPS, "optimizer steps"),
+    ("bc_batch_size", 1, 4096, "windows per step"),
+    ("eval_episodes", 1, MAX_EPISODES, "episodes per player and task"),
+    ("time_limit", 0, MAX_STEPS, "steps; 0: each task's own"),
+    ("temperature", 0, 100, "0: the most likely action"),
+    ("videos", 0, 1000, "episodes per player and task"),
+    ("dream_episodes", 1, MAX_EPISODES, "episodes per player and task"),
+    ("dream_horizon", 1, MAX_STEPS, "steps"),
+    ("scorer_steps", 1, MAX_OPTIMIZER_STEPS, "optimizer steps"),
+)
 
 PRESETS: dict[str, StudySizes] = {
     "micro": StudySizes(steps=48, idm_episodes=3, footage_episodes=2, idm_preset="micro", idm_max_steps=8,

@@ -24,6 +24,10 @@ import sys
 from worldloom.errors import UserError
 from worldloom.paths import redact_text
 
+# This module's own imports stay few and small: a Ctrl-C before main() starts (about 0.1 s after
+# the command does) is Python's traceback; from main() on it is one line (difflib and
+# worldloom.training, 0.1 s more, load where they are used).
+
 # (subcommand, module with register(subparsers, name, help), one-line help)
 STAGES = (
     ("envs", "worldloom.envs.cli", "look at worlds: contact sheets and recorded plays"),
@@ -58,10 +62,35 @@ RESUMABLE = {("capture", "run"), ("dataset", "ingest"), ("idm", "train"), ("idm"
 DEFAULT_VERBS = {"capture": "run", "pipeline": "run", "pretrain": "train"}
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, where the (sub)command given an unknown flag refuses it itself: its own usage, the
+    flag, and the nearest valid spelling (every subcommand's parser is of this class: argparse
+    makes a subparser of its parent's class)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(unknown_flag_message(extras, self._option_string_actions))
+        return namespace, extras
+
+
+def unknown_flag_message(extras: list[str], actions: dict[str, argparse.Action]) -> str:
+    """`unrecognized argument --batchsize; did you mean --batch-size?`: the first unknown flag in
+    `extras` and the closest flag in `actions` (hidden, deprecated spellings never suggested)."""
+    import difflib
+
+    flag = next((word for word in extras if word.startswith("-")), None)
+    if flag is None:
+        return f"unrecognized arguments: {' '.join(extras)}"
+    shown = [name for name, action in actions.items() if action.help != argparse.SUPPRESS]
+    near = difflib.get_close_matches(flag.split("=", 1)[0], shown, n=1, cutoff=0.6)
+    return f"unrecognized argument {flag}" + (f"; did you mean {near[0]}?" if near else "; see the usage above")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser; with `only`, that stage's flags in full and the others by name (a command
     imports just its own stage: `worldloom dataset inspect` never loads torch)."""
-    parser = argparse.ArgumentParser(prog="worldloom", description="Game rendering into training data for world models.")
+    parser = Parser(prog="worldloom", description="Game rendering into training data for world models.")
     sub = parser.add_subparsers(dest="stage", metavar="STAGE")
     for name, module_name, help_text in STAGES:
         if only is not None and name != only:
@@ -86,29 +115,39 @@ def upgrade_argv(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = upgrade_argv(list(sys.argv[1:] if argv is None else argv))
-    stage = argv[0] if argv and argv[0] in {name for name, _, _ in STAGES} else None
-    parser = build_parser(only=stage)
-    args = parser.parse_args(argv)
-    if not getattr(args, "handler", None):
-        parser.print_help()
-        return 0 if args.stage is None else 2
-    try:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:  # from the first line: Ctrl-C while the stage's modules load (seconds for torch) is one line too
+        argv = upgrade_argv(argv)
+        stage = argv[0] if argv and argv[0] in {name for name, _, _ in STAGES} else None
+        parser = build_parser(only=stage)
+        args = parser.parse_args(argv)
+        if not getattr(args, "handler", None):
+            parser.print_help()
+            return 0 if args.stage is None else 2
         return int(args.handler(args) or 0)
     except UserError as err:
-        print(f"worldloom {args.stage}: error: {redact_text(str(err))}", file=sys.stderr)
+        print(f"worldloom {argv[0]}: error: {redact_text(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:  # a trainer's says what it saved (worldloom.training.CtrlC)
-        words = redact_text(str(err))
-        early = words.startswith("before")  # CtrlC.BEFORE_FIRST_STEP: a trainer has nothing to resume from
-        saved = f" {words}" if early else f"; {words}" if words else ""
-        resumable = tuple(argv[:2]) in RESUMABLE and not (early and argv[1:2] == ["train"])
-        resume = "; re-run the same command to resume" if resumable else ""
-        print(f"worldloom {args.stage}: interrupted{saved}{resume}", file=sys.stderr)
-        return 130
+        from worldloom.training import exit_code
+
+        print(interrupted_line(argv, err), file=sys.stderr)
+        return exit_code(err)
     except BrokenPipeError:  # `worldloom dataset inspect ... | head`: the reader left, not an error
         sys.stderr.close()
         return 0
+
+
+def interrupted_line(argv: list[str], err: KeyboardInterrupt) -> str:
+    """`worldloom idm: interrupted; checkpoint saved at step 37 (RUN/checkpoint); re-run the same
+    command to resume`: what was saved (a trainer's words) and whether running again resumes."""
+    stage = argv[0] if argv and argv[0] in {name for name, _, _ in STAGES} else None
+    words = redact_text(str(err))
+    early = words.startswith("before")  # CtrlC.BEFORE_FIRST_STEP: a trainer has nothing to resume from
+    saved = f" {words}" if early else f"; {words}" if words else ""
+    resumable = tuple(argv[:2]) in RESUMABLE and not (early and argv[1:2] == ["train"])
+    resume = "; re-run the same command to resume" if resumable else ""
+    return f"worldloom{f' {stage}' if stage else ''}: interrupted{saved}{resume}"
 
 
 if __name__ == "__main__":

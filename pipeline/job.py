@@ -80,16 +80,10 @@ class Preset:
         from worldloom.idm.model import PRESETS as IDM_PRESETS
         from worldloom.pretrain.model import PRESETS as WM_PRESETS
 
-        for name in ("resolution", "steps", "labeled_episodes", "footage_episodes", "heldout_episodes", "eval_clips",
-                     "eval_horizon", "rollout_horizon", "rollout_videos"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"sizes.{name} must be >= 1, got {getattr(self, name)}")
-        if self.engine_states < 0 or self.revisit_states < 0 or self.engine_horizon < 1:
-            raise ValueError("sizes.engine_states and sizes.revisit_states must be >= 0, sizes.engine_horizon >= 1")
-        if self.wm_batch_size < 1 or self.idm_batch_size is not None and self.idm_batch_size < 1:
-            raise ValueError("sizes.wm_batch_size and sizes.idm_batch_size must be >= 1")
-        if self.judge_episodes < 0 or min(self.idm_minutes, self.judge_minutes, self.wm_minutes) < 0:
-            raise ValueError("sizes.judge_episodes and the minutes must be >= 0")
+        for name, low, high, unit in SIZE_RANGES:
+            check_range(f"sizes.{name}", getattr(self, name), low, high, unit, integer="minutes" not in name)
+        if self.idm_batch_size is not None:
+            check_range("sizes.idm_batch_size", self.idm_batch_size, 1, 4096, "windows per step")
         if self.idm_preset not in IDM_PRESETS:
             raise ValueError(f"sizes.idm_preset must be one of {sorted(IDM_PRESETS)}, got {self.idm_preset!r}")
         if self.wm_preset not in WM_PRESETS:
@@ -130,6 +124,27 @@ class Preset:
                  (9, "8 + 1 for the rollout videos")]
         return max(needs)
 
+
+MAX_EPISODES = 10_000_000  # capture's own ceiling (capture/config.py)
+# (size, least, most, unit) of the Preset numbers checked on parsing; steps and wm_batch_size have
+# ranges that depend on the other sizes (Preset.min_steps, Preset.max_wm_batch).
+SIZE_RANGES = (
+    ("resolution", 1, 4096, "pixels"),
+    ("labeled_episodes", 1, MAX_EPISODES, "episodes"),
+    ("footage_episodes", 1, MAX_EPISODES, "episodes"),
+    ("heldout_episodes", 1, MAX_EPISODES, "episodes"),
+    ("judge_episodes", 0, MAX_EPISODES, "episodes; 0: no judge"),
+    ("idm_minutes", 0, 10**6, "minutes"),
+    ("judge_minutes", 0, 10**6, "minutes"),
+    ("wm_minutes", 0, 10**6, "minutes"),
+    ("eval_clips", 1, 1_000_000, "clips"),
+    ("eval_horizon", 1, MAX_STEPS, "frames"),
+    ("rollout_horizon", 1, MAX_STEPS, "frames"),
+    ("rollout_videos", 1, 1000, "videos"),
+    ("engine_states", 0, 1_000_000, "saved states; 0: none"),
+    ("engine_horizon", 1, MAX_STEPS, "steps"),
+    ("revisit_states", 0, 1_000_000, "saved states; 0: none"),
+)
 
 PRESETS: dict[str, Preset] = {
     "micro": Preset(resolution=64, steps=64, labeled_episodes=4, footage_episodes=4, heldout_episodes=2,

@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -337,6 +338,9 @@ def train_worker(cfg: TrainConfig, ctrl_c: CtrlC | None = None) -> dict:
     batches = train_batches(cfg.data, mcfg.num_frames, cfg.batch_size, cfg.seed,  # ClipStream deals by rank
                             cfg.weights, cfg.loader_workers, skip=state["step"])
     log = MetricsLog(run, METRIC_FIELDS, resume_step=state["step"], panels=CURVE_PANELS, enabled=rank == 0)
+    if state["step"] and rank == 0:
+        print(budget.resuming("pretrain train", state["step"], state["elapsed_s"], run / checkpoint.CHECKPOINT_DIR),
+              file=sys.stderr)
     bar = tqdm(total=budget.shown_total, initial=state["step"], desc="pretrain", unit="step", disable=rank != 0,
                dynamic_ncols=True)
     if ctrl_c is None:  # Ctrl-C / SIGTERM at the end of its step; Ray Train's: the driver's
@@ -379,7 +383,7 @@ def train_worker(cfg: TrainConfig, ctrl_c: CtrlC | None = None) -> dict:
                 clips_s = cfg.batch_size * world * (step - last_log_step) / max(1e-9, now - last_log)
                 last_log, last_log_step = now, step
                 log.row(step=step, loss=loss_all.item(), lr=lr, grad_norm=float(grad_norm), clips_per_s=clips_s, elapsed_s=elapsed)
-                bar.set_postfix(loss=f"{loss_all.item():.4f}", lr=f"{lr:.1e}")
+                bar.set_postfix(loss=f"{loss_all.item():.4f}", lr=f"{lr:.1e}", **budget.clock(elapsed))
                 if not saving:
                     log.write()  # metrics.csv at every row, curves.png every 30 s (the checkpoint below: both)
             if saving:

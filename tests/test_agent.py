@@ -267,14 +267,16 @@ def test_ctrl_c_saves_the_step_it_fell_in(data, tmp_path, monkeypatch):
     assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 2
 
 
-def test_train_records_labels_and_resumes_to_the_same_weights(data, policy_run, tmp_path):
+def test_train_records_labels_and_resumes_to_the_same_weights(data, policy_run, tmp_path, capsys):
     doc = json.loads(open(f"{policy_run}/config.json").read())
     assert doc["kind"] == "policy" and doc["data"]["label_source"] == "env" and doc["data"]["labels"] == "dataset"
     assert doc["action_space"]["buttons"] == list(actions.BUTTONS)
     partial = tmp_path / "partial"
     train_main(micro_cfg(data["labeled"], partial), stop_after=5)  # killed after step 5: checkpoint at 4
     assert json.loads((partial / "checkpoint" / "state.json").read_text())["step"] == 4
+    capsys.readouterr()
     train_main(micro_cfg(data["labeled"], partial))
+    assert f"agent train: resuming from step 4 of 6 ({partial / 'checkpoint'})" in capsys.readouterr().err
     a = load_file(f"{policy_run}/checkpoint/model.safetensors")
     b = load_file(str(partial / "checkpoint" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -189,6 +189,15 @@ RANGE_CASES = [
     (["pipeline", "run", "--preset", "micro", "--sizes.steps", "10", "--sizes.labeled-episodes", "2"],
      "--sizes.wm-batch-size must be a whole number in 1..10 (clips per step; at most the 2 x 5 frame pairs of the "
      "labeled episodes the camera field of view is fitted on), got 16"),
+    (["pipeline", "run", "--sizes.eval-clips", "0"], "--sizes.eval-clips must be a whole number in 1..1000000 (clips), got 0"),
+    (["agent", "study", "--sizes.steps", "0"],
+     "--sizes.steps must be a whole number in 16..1000000 (steps per episode; at least the IDM's window of 16 frames "
+     "(tiny)), got 0"),
+    (["agent", "study", "--sizes.bc-max-steps", "0"], "--sizes.bc-max-steps must be a whole number in 1..100000000"),
+    (["agent", "study", "--sizes.videos", "-1"], "--sizes.videos must be a whole number in 0..1000"),
+    # a config's own check names the flag typed, not the dataclass field (nested ones too)
+    (["idm", "train", "--data", "d", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (["idm", "train", "--data", "d", "--model.width", "0"], "--model.width must be >= 1, got 0"),
 ]
 
 
@@ -227,3 +236,34 @@ def test_env_resolution_ranges_are_the_envs_own():
         for bad in (low - 1, high + 1):
             with pytest.raises(ValueError):
                 config(height=bad, width=bad)
+
+
+def test_an_unknown_flag_is_refused_by_its_subcommand_with_the_nearest_spelling(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["idm", "train", "--data", "d", "--out", "o", "--batchsize", "3"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("usage: worldloom idm train ")
+    assert err.strip().splitlines()[-1] == (
+        "worldloom idm train: error: unrecognized argument --batchsize; did you mean --batch-size?")
+    with pytest.raises(SystemExit):
+        main(["dataset", "inspect", "d", "--zzz"])
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "worldloom dataset inspect: error: unrecognized argument --zzz; see the usage above")
+
+
+def test_ctrl_c_while_the_stage_loads_is_one_line_and_130(monkeypatch, capsys):
+    import importlib
+    import os
+    import signal
+
+    import worldloom.pipeline.cli as cli
+
+    real_import = importlib.import_module
+
+    def ctrl_c_while_importing(name, *args):  # a real SIGINT, as the terminal sends it, mid-import
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_import(name, *args)
+
+    monkeypatch.setattr(cli.importlib, "import_module", ctrl_c_while_importing)
+    assert main(["dataset", "inspect", "d"]) == 130
+    assert capsys.readouterr().err.strip() == "worldloom dataset: interrupted"

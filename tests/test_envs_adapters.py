@@ -123,6 +123,9 @@ def test_cli_show_checks_out_before_rendering(tmp_path, capsys, monkeypatch):
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "Traceback" not in err and words in err, err
         assert ".png" in err and (out == tmp_path or ".jpg" in err and ".webp" in err), err
+    assert main(["envs", "show", "--seeds", "0", "--resolution", "32", "--out", str(tmp_path / "g.png")]) == 2
+    assert capsys.readouterr().err.strip() == (  # the flag typed, not the env's field (height)
+        "worldloom envs: error: --resolution must be a whole number in 64..360 (pixels, for env 'voxel'), got 32")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 

@@ -95,6 +95,14 @@ def test_time_budget_fits_the_schedule_to_the_measured_speed():
     assert unfitted.shown_total == unfitted.total_steps < 10**6
 
 
+def test_a_time_budget_shows_its_clock_and_a_resume_says_where_it_picks_up():
+    timed = TimeBudget(minutes=5)
+    assert timed.clock(90.0) == {"time": "1.5/5 min"} and TimeBudget(max_steps=7).clock(90.0) == {}
+    assert timed.resuming("idm train", 12, 90.0, "run/checkpoint") == (
+        "idm train: resuming from step 12, 1.5 of 5 minutes spent (run/checkpoint)")  # not yet fitted: no total
+    assert TimeBudget(max_steps=40).resuming("agent train", 12, 90.0, "c") == "agent train: resuming from step 12 of 40 (c)"
+
+
 def test_non_finite_loss_or_gradient_stops_with_the_step_and_the_checkpoint():
     check_finite(0.5, 1.0, 3, None)
     with pytest.raises(TrainingDiverged, match=r"loss nan at step 7: .*last good checkpoint is runs/x \(step 5\)"):
@@ -221,10 +229,64 @@ def test_nested_flags_apply_on_top_of_the_preset(capsys):
     cfg = _parse(["--out", "x", "--preset", "b", "--model.flag", "true"])
     assert cfg.model == Inner(width=32, flag=True)
     assert _parse(["--out", "x", "--model.width", "4"]).model == Inner(width=4)
-    with pytest.raises(UserError, match="width must be >= 1, got 0"):  # the config's ValueError, as one line
+    with pytest.raises(UserError, match="^--model.width must be >= 1, got 0$"):  # as one line, naming the flag
         _parse(["--out", "x", "--model.width", "0"])
     assert _parse(["--out", "x", "--workers", "3"]).num_workers == 3
     assert "--workers is deprecated and goes in the next release; use --num-workers" in capsys.readouterr().err
+
+
+def test_config_errors_name_the_flags_the_user_typed():
+    from worldloom.config import flag_words
+
+    assert flag_words("num_workers and preset must agree, got 0", Outer) == "--num-workers and --preset must agree, got 0"
+    assert flag_words("Inner.width and flag must agree", Inner, prefix="model") == "--model.width and --model.flag must agree"
+    assert flag_words("--width must be a whole number in 1..9", Inner, prefix="model") == (
+        "--model.width must be a whole number in 1..9")
+    assert flag_words("model.width must be 64: the data's width", Outer) == "--model.width must be 64: the data's width"
+    assert flag_words("out must not be the preset of width", Outer) == "--out must not be the preset of width"
+    assert flag_words("need num_workers >= 1, preset != ''", Outer) == "need --num-workers >= 1, --preset != ''"
+
+
+def test_help_shows_each_default_once():
+    @dataclasses.dataclass(frozen=True)
+    class Said:
+        lr: float | None = doc("peak rate (default: the preset's)", None)
+        steps: int = doc("steps", 3)
+        address: str | None = doc("cluster to join (unset: a local one)", None)
+
+    parser = argparse.ArgumentParser()
+    add_dataclass_args(parser, Said)
+    text = " ".join(parser.format_help().split())
+    assert "peak rate (default: the preset's) --steps" in text and text.count("(default: 3)") == 1
+    assert "(default: None)" not in text
+
+
+def test_sigterm_exits_143_and_ctrl_c_130():
+    import os
+    import signal
+
+    from worldloom.training import CtrlC, exit_code
+
+    assert exit_code(KeyboardInterrupt()) == 130
+    for signum, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+        with CtrlC() as ctrl_c, pytest.raises(KeyboardInterrupt) as stopped:
+            os.kill(os.getpid(), signum)  # before the first step: at once
+        assert exit_code(stopped.value) == code
+        ctrl_c.begin_steps()
+        with ctrl_c:  # from the first step on: at the end of the step, with the checkpoint's words
+            os.kill(os.getpid(), signum)
+            assert ctrl_c.pressed
+        assert exit_code(ctrl_c.stopped(3, "run/checkpoint")) == code
+
+
+def test_a_job_over_many_inputs_ends_with_one_line_in_words():
+    from worldloom.progress import job_summary
+
+    summary = {"out": "data/pseudo", "num_items": 4, "num_steps": 2400, "skipped_done": 1, "labeled": ["a", "b"],
+               "replaced": [], "truncated": [{"input": "b"}], "failed": [{"input": "c", "error": "empty"}]}
+    assert job_summary("idm label", "labeled", summary, how="by runs/idm") == (
+        "idm label: labeled 2 of 4 inputs (2,400 steps, 2.0 min of play) into data/pseudo by runs/idm; "
+        "1 already there; 1 cut short by a damaged file; 1 failed (reported above)")
 
 
 def test_resolution_values():

@@ -245,7 +245,10 @@ def test_train_eval_label_loop(voxel, tmp_path, monkeypatch, capsys):
     assert "| button_macro_f1 |" in (tmp_path / "eval" / "eval.md").read_text()
 
     out = tmp_path / "pseudo"
+    capsys.readouterr()
     assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (  # a summary in words, not a dict
+        f"idm label: labeled 3 of 3 inputs (120 steps, 0.1 min of play) into {out} by {checkpoint.checkpoint_id(run)}")
     ds, src = Dataset(out), Dataset(voxel["unlabeled"])
     assert sorted(ds.episode_ids) == ["ep-0", "ep-1", "ep-2"]
     clip = ds.frames("ep-1")
@@ -360,6 +363,7 @@ def test_ctrl_c_saves_the_step_it_fell_in_and_the_rerun_resumes_exactly(voxel, t
     assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 3
     monkeypatch.setattr(idm_data, "sample_windows", real_sample)
     assert cli(argv) == 0  # the same command: resumes at step 3, ends where the uninterrupted run did
+    assert f"idm train: resuming from step 3 of 6 ({run / 'checkpoint'})" in capsys.readouterr().err
     a = load_file(str(full / "checkpoint" / "model.safetensors"))
     b = load_file(str(run / "checkpoint" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -398,7 +402,7 @@ def test_a_signal_before_the_first_step_stops_at_once_and_sigterm_saves_like_ctr
 
     monkeypatch.setattr(idm_data, "load_episodes", real_load)
     monkeypatch.setattr(idm_data, "sample_windows", sigterm_in_step_2)
-    assert cli(argv) == 130
+    assert cli(argv) == 143  # 128 + SIGTERM, as a shell reports it (Ctrl-C: 130)
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"worldloom idm: interrupted; checkpoint saved at step 2 ({run / 'checkpoint'}); re-run the same command to resume")
     assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 2

@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # package -> folder in the repository (pyproject.toml's package-dir)
@@ -95,6 +97,21 @@ def test_the_checker_sees_a_broken_rule(tmp_path, monkeypatch):
     bad = violations()
     assert any("idm -> worldloom.pipeline" in b and "roof" in b for b in bad), bad
     assert any("idm -> worldloom.capture" in b and "sideways" in b for b in bad), bad
+
+
+def test_pyproject_lists_every_folder_it_installs_so_an_install_is_quiet():
+    """setuptools warns at every install (30 lines each) about a folder inside a package that its
+    `packages` does not list, and about a `license` table; both would bury a real warning."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert isinstance(config["project"]["license"], str)  # an SPDX expression
+    tool = config["tool"]["setuptools"]
+    listed, folders = set(tool["packages"]), tool["package-dir"]
+    for package, folder in folders.items():
+        for sub in (ROOT / folder).rglob("*"):
+            if sub.is_dir() and sub.name != "__pycache__" and any(f.is_file() for f in sub.iterdir()):
+                name = ".".join([package, *sub.relative_to(ROOT / folder).parts])
+                assert name in listed, f"{sub.relative_to(ROOT)} is installed but not in pyproject's packages as {name}"
 
 
 if __name__ == "__main__":

@@ -327,13 +327,15 @@ def test_stability_score_sees_collapse_and_blur():
     assert ev.steady_horizon([20.0, 19.0, 17.5, 16.9, 18.0]) == 3 and ev.steady_horizon([]) == 0
 
 
-def test_resume_is_exact(data, tmp_path):
+def test_resume_is_exact(data, tmp_path, capsys):
     cfg = TrainConfig(data=(data["train"],), out=str(tmp_path / "straight"), max_steps=4, checkpoint_every=10, **MICRO)
     main(cfg)
     resumed = TrainConfig(data=(data["train"],), out=str(tmp_path / "resumed"), max_steps=4, checkpoint_every=10, stop_after=2, **MICRO)
     main(resumed)
     assert json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())["step"] == 2
+    capsys.readouterr()
     main(resumed)  # runs on from step 2 to 4
+    assert f"pretrain train: resuming from step 2 of 4 ({tmp_path / 'resumed' / 'checkpoint'})" in capsys.readouterr().err
     for name in ("model", "ema", "optimizer"):
         a = load_file(tmp_path / "straight" / "checkpoint" / f"{name}.safetensors")
         b = load_file(tmp_path / "resumed" / "checkpoint" / f"{name}.safetensors")
@@ -430,7 +432,7 @@ def test_sigterm_before_the_first_step_stops_at_once_with_nothing_saved(data, tm
     monkeypatch.setattr(train, "flow_loss", lambda *a, **k: pytest.fail("a step ran after SIGTERM"))
     run = tmp_path / "wm"
     assert cli(["pretrain", "train", "--data", data["train"], "--out", str(run), "--max-steps", "10", "--batch-size", "2",
-                "--warmup-steps", "2", "--camera-fov-deg", "0"]) == 130
+                "--warmup-steps", "2", "--camera-fov-deg", "0"]) == 143  # 128 + SIGTERM
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "worldloom pretrain: interrupted before the first training step; no checkpoint saved")
     assert not (run / "checkpoint").exists() and signal.getsignal(signal.SIGTERM) == handler  # given back

@@ -738,6 +738,26 @@ def ray_local():
 
 
 @pytest.mark.ray
+def test_sigterm_in_a_ray_session_stops_as_ctrl_c_does_and_exits_143(ray_local):
+    """ray.init's own SIGTERM handler exits with code 15, skipping the CLI's line; ray_session's
+    raises the interrupt that unwinds to it (and to ray.shutdown) instead, also out of a ray.get
+    (which re-raises it as a bare KeyboardInterrupt)."""
+    import threading
+
+    import ray
+
+    from worldloom.training import exit_code
+
+    nap = ray.remote(lambda seconds: time.sleep(seconds))
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()  # the driver waits in ray.get
+    napping = nap.remote(10)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        ray.get(napping)
+    ray.cancel(napping, force=True)  # its CPU back for the tests after this one
+    assert exit_code(stopped.value) == 143 and exit_code(KeyboardInterrupt()) == 130
+
+
+@pytest.mark.ray
 def test_a_local_ray_session_listens_on_loopback_only(base, ray_local, tmp_path):
     """Every socket of every process of the session (GCS, raylet and object manager, dashboard
     agent, runtime-env agent, metrics, autoscaler monitor, workers and actors) while capture

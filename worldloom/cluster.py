@@ -19,6 +19,11 @@ for the start and inherited by every Ray process) with the node IP 127.0.0.1 and
 A cluster joined with `--address` keeps the settings it was started with (`ray start` binds to
 the machine's address: that is how other nodes reach it). tests/test_trust.py lists the
 listening sockets of every process of a local session.
+
+`ray.init` takes SIGTERM with a handler that exits with code 15; inside a session this function
+started, SIGTERM stops the command as Ctrl-C does instead (the session is shut down on the way
+out, exit code 143: worldloom.training.sigterm_as_interrupt), and the handler from before is
+given back when the session ends.
 """
 
 from __future__ import annotations
@@ -26,10 +31,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
+import threading
 from collections.abc import Iterator
 
 from worldloom.errors import UserError
+from worldloom.training import sigterm_as_interrupt
 
 __all__ = ["ray_session", "check_reachable", "cluster_resources", "LOCAL_ADDRESS", "LOOPBACK_ENV"]
 
@@ -66,6 +74,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     quiet = {"include_dashboard": False, "log_to_driver": True}  # actors' errors still reach the user
     if address:
         check_reachable(address, named=named)
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     for attempt in range(1 if address else LOCAL_START_ATTEMPTS):
         try:
             if address:
@@ -85,10 +94,15 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
                 raise UserError(f"a local Ray cluster did not start in {LOCAL_START_ATTEMPTS} tries of 30 s each "
                                 "(Ray's raylet wait; a machine this busy starts it late): run the command again "
                                 "when the machine is less loaded, or start Ray yourself and pass --address") from None
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:
+        signal.signal(signal.SIGTERM, sigterm_as_interrupt)
     try:
         yield
     finally:
         ray.shutdown()
+        if main_thread:
+            signal.signal(signal.SIGTERM, on_sigterm if on_sigterm is not None else signal.SIG_DFL)
 
 
 @contextlib.contextmanager

@@ -12,8 +12,9 @@ of nesting: its fields become `--field.sub` flags (tyro's spelling), built on to
 default the parent class names in `nested_default(name, values)` (e.g. a model preset), or the
 field's default, or the nested class's own defaults. Validation stays in the dataclasses'
 `__post_init__`, which raise ValueError naming the field; `dataclass_from_args` alone turns that
-into a UserError, the one-line message the CLI prints. So the Python API and the CLI reject the
-same values with the same words.
+into a UserError, the one-line message the CLI prints, with each field named as the flag the user
+typed (`batch_size` -> `--batch-size`, `IDMConfig.width` -> `--model.width`: `flag_words`). So the
+Python API and the CLI reject the same values, each in its own spelling.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import dataclasses
 import json
 import numbers
+import re
 import sys
 import types
 import typing
@@ -32,7 +34,7 @@ from worldloom.errors import UserError
 T = TypeVar("T")
 
 __all__ = ["doc", "add_dataclass_args", "dataclass_from_args", "to_json_dict", "flag_name", "deprecated_flag",
-           "check_range"]
+           "check_range", "flag_words"]
 
 
 def doc(help: str, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
@@ -124,9 +126,10 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...
             _add_fields(group, kind, (), prefix=f.name, base=field_default)
             continue
         has_default, default = _default(f)
-        if prefix:  # nested: the parent's default instance, else the preset's (nested_default)
+        said = "default" in help_text  # the help says it in words ("default: the preset's, 16 for tiny")
+        if prefix and not said:  # nested: the parent's default instance, else the preset's (nested_default)
             help_text += f" (default: {getattr(base, f.name)})" if base is not None else " (default: the preset's)"
-        elif has_default:
+        elif has_default and default is not None and not said:  # None: unset, which the help explains
             help_text += f" (default: {default})"
         flag = flag_name(f.name, prefix)
         required = not has_default and not prefix
@@ -198,15 +201,55 @@ def dataclass_from_args(cls: type[T], ns: argparse.Namespace, **overrides: Any) 
                if f.init and f.name not in values and f.name not in overrides and not _default(f)[0]]
     if missing:
         raise UserError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required")
-    try:
-        for name, value in list(values.items()):
-            if isinstance(value, _Nested):
-                base = _nested_base(cls, name, value.kind, values)
+    for name, value in list(values.items()):
+        if isinstance(value, _Nested):
+            base = _nested_base(cls, name, value.kind, values)
+            try:
                 values[name] = dataclasses.replace(base, **value.values)
-        values.update(overrides)
+            except (ValueError, TypeError) as err:
+                raise UserError(flag_words(str(err), value.kind, prefix=name)) from None
+    values.update(overrides)
+    try:
         return cls(**values)
     except (ValueError, TypeError) as err:
-        raise UserError(str(err)) from None
+        raise UserError(flag_words(str(err), cls)) from None
+
+
+# A field's name in a message: `batch_size`, `sizes.steps`, `IDMConfig.width`, or a flag `--width`
+# (check_range's, from a nested class); not part of a longer word, a flag or a dotted name.
+_NAME = re.compile(r"(?<![\w.'\"-])(--)?(?:([A-Za-z]\w*)\.)?([a-z][a-z0-9_-]*)(?![\w.-]*\w)")
+# A name with a bound after it is a field's wherever it stands: "need minutes >= 0, lr > 0".
+_COMPARED = re.compile(r"\s*(?:[<>]=?|==|!=)")
+# Where a message's subject ends: "batch_size and lr must be ...", "width 64 is not ...".
+_VERB = re.compile(r"\b(?:must|is|are|has|have|should)\b|:")
+
+
+def flag_words(message: str, cls: type, prefix: str = "") -> str:
+    """A config's ValueError in the command line's words: each field of `cls` it names becomes the
+    flag that sets it (`batch_size must be >= 1` -> `--batch-size must be >= 1`; with prefix
+    `model`, `IDMConfig.width` or `--width` -> `--model.width`; `sizes.steps` -> `--sizes.steps`).
+    A plain word (`width`) is taken for a field only in the subject, before the verb."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: _base_type(hints[f.name])[0] for f in dataclasses.fields(cls) if f.init}
+    verb = _VERB.search(message)
+    subject_end = verb.start() if verb else 0
+    by_class = {kind.__name__: name for name, kind in fields.items() if dataclasses.is_dataclass(kind)}
+
+    def replace(match: re.Match) -> str:
+        dashes, owner, name = match.groups()
+        field, owner = name.replace("-", "_"), by_class.get(owner, owner)  # IDMConfig.width: --model.width
+        if owner in fields and not prefix:  # sizes.steps, --sizes.steps
+            nested = {f.name for f in dataclasses.fields(fields[owner])} if owner in by_class.values() else ()
+            return flag_name(field, owner) if field in nested else match.group(0)
+        mine = owner in (cls.__name__, prefix) if owner else bool(dashes and prefix)  # Inner.width, --width in --model.*
+        if field not in fields or field in by_class.values() or owner and not mine or dashes and not mine:
+            return match.group(0)
+        compared = _COMPARED.match(message, match.end())  # "need minutes >= 0, lr > 0"
+        if mine or "_" in field or compared or match.start() < subject_end:
+            return flag_name(field, prefix)
+        return match.group(0)
+
+    return _NAME.sub(replace, message)
 
 
 def _nested_base(cls: type, name: str, kind: type, values: dict[str, Any]) -> Any:

@@ -7,6 +7,9 @@
         stages.start("reading clips")         # the one before is done
         ...
 
+A job over many inputs (`idm label`, `dataset ingest`) ends with `job_summary`: one line of what
+was written where, and a count of what was skipped, replaced or failed.
+
 A bar, not printed lines: it redraws in place on a terminal and shows half a second after the
 command starts (`SHOW_AFTER_S`; so a slow start is never silent), and a user's mistake, found in
 that first half second as the checks of inputs are, writes nothing of it: the error is the one
@@ -21,7 +24,9 @@ from collections.abc import Sequence
 
 from tqdm import tqdm
 
-__all__ = ["SHOW_AFTER_S", "Stages"]
+from worldloom.actions import FPS
+
+__all__ = ["SHOW_AFTER_S", "Stages", "job_summary"]
 
 SHOW_AFTER_S = 0.5  # the bar's first drawing: later than a mistake's error, sooner than a wait a user notices
 
@@ -72,3 +77,16 @@ class Stages:
 
     def __exit__(self, exc_type, *exc) -> None:
         self.close(done=exc_type is None)
+
+
+def job_summary(command: str, done: str, summary: dict, how: str = "") -> str:
+    """`idm label: labeled 3 of 4 inputs (1,200 steps, 1.0 min of play) into data/pseudo by runs/idm;
+    1 already there; 1 failed (reported above)`: the end of a job whose `summary` counts `num_items`,
+    `num_steps`, `skipped_done` and lists `done` (item names), `replaced`, `truncated`, `failed`."""
+    steps = summary["num_steps"]
+    line = (f"{command}: {done} {len(summary[done])} of {summary['num_items']} inputs ({steps:,} steps, "
+            f"{steps / FPS / 60:.1f} min of play) into {summary['out']}{f' {how}' if how else ''}")
+    counts = [(summary.get("skipped_done", 0), "already there"), (len(summary.get("replaced", ())), "replaced"),
+              (len(summary.get("truncated", ())), "cut short by a damaged file"),
+              (len(summary.get("failed", ())), "failed (reported above)")]
+    return "; ".join([line, *(f"{n} {what}" for n, what in counts if n)])

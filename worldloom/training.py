@@ -33,7 +33,7 @@ from worldloom.errors import UserError
 from worldloom.io import atomic_path, atomic_write_text
 
 __all__ = ["lr_at", "resolve_device", "TimeBudget", "MetricsLog", "CtrlC", "TrainingDiverged", "check_finite",
-           "DEFAULT_MAX_STEPS", "DEVICES"]
+           "DEFAULT_MAX_STEPS", "DEVICES", "exit_code", "interrupt", "sigterm_as_interrupt"]
 
 # Without --minutes and --max-steps a run takes this many optimizer steps.
 DEFAULT_MAX_STEPS = 2000
@@ -136,6 +136,17 @@ class TimeBudget:
     def state(self) -> dict[str, Any]:
         return {"planned_steps": self.planned_steps}
 
+    def clock(self, elapsed_s: float) -> dict[str, str]:
+        """The progress bar's time against `--minutes` (`{"time": "2.1/5 min"}`; none without it):
+        the step total is known only once the schedule is fitted, the end in time always."""
+        return {"time": f"{elapsed_s / 60:.1f}/{self.minutes:g} min"} if self.minutes else {}
+
+    def resuming(self, command: str, step: int, elapsed_s: float, checkpoint_dir: str | Path) -> str:
+        """`idm train: resuming from step 120 of 400, 1.5 of 5 minutes spent (RUN/checkpoint)`."""
+        total = f" of {self.total_steps}" if self.shown_total is not None else ""
+        spent = f", {elapsed_s / 60:.1f} of {self.minutes:g} minutes spent" if self.minutes else ""
+        return f"{command}: resuming from step {step}{total}{spent} ({checkpoint_dir})"
+
 
 class CtrlC:
     """Ctrl-C (SIGINT) and SIGTERM (`timeout`, `kill`, a batch scheduler) in a trainer. Installed
@@ -158,7 +169,8 @@ class CtrlC:
     worker) `pressed` stays False and the signals are the caller's. The CLI prints the raised
     KeyboardInterrupt's words in its one line: `interrupted; checkpoint saved at step 37 (RUN/
     checkpoint); re-run the same command to resume`, or `interrupted before the first step;
-    nothing saved` (pipeline/cli.py).
+    nothing saved` (pipeline/cli.py), and exits 128 + its `signum` (`exit_code`): 130 after
+    SIGINT, 143 after SIGTERM, as a shell reports a process that signal ended.
     """
 
     SIGNALS = ("SIGINT", "SIGTERM")
@@ -167,14 +179,19 @@ class CtrlC:
     def __init__(self) -> None:
         self.pressed = False
         self.stepping = False
+        self.signum = signal.SIGINT  # the last signal taken: the exit code says which it was
         self._previous: dict[int, Any] = {}
 
     def _handler(self, signum, frame) -> None:
+        self.signum = signal.Signals(signum)
         if not self.stepping:
-            raise KeyboardInterrupt(self.BEFORE_FIRST_STEP)
+            raise self._interrupt(self.BEFORE_FIRST_STEP)
         if self.pressed:
-            raise KeyboardInterrupt
+            raise self._interrupt()
         self.pressed = True
+
+    def _interrupt(self, words: str = "") -> KeyboardInterrupt:
+        return interrupt(self.signum, words)
 
     def install(self) -> CtrlC:
         """Take SIGINT and SIGTERM (main thread only); `restore()` gives them back."""
@@ -200,10 +217,36 @@ class CtrlC:
     def __exit__(self, *exc) -> None:
         self.restore()
 
-    @staticmethod
-    def stopped(step: int, checkpoint_dir: str | Path) -> KeyboardInterrupt:
+    def stopped(self, step: int, checkpoint_dir: str | Path) -> KeyboardInterrupt:
         """The KeyboardInterrupt to raise once the checkpoint of `step` is saved."""
-        return KeyboardInterrupt(f"checkpoint saved at step {step} ({checkpoint_dir})")
+        return self._interrupt(f"checkpoint saved at step {step} ({checkpoint_dir})")
+
+
+# Signals our handlers took that no exit code has reported yet: `ray.get` re-raises a bare
+# KeyboardInterrupt in place of the one a handler raised, so the exception cannot always carry it.
+_taken: list[signal.Signals] = []
+
+
+def interrupt(signum: int, words: str = "") -> KeyboardInterrupt:
+    """A KeyboardInterrupt with `words` that carries the signal that stopped the command (`exit_code`)."""
+    err = KeyboardInterrupt(words) if words else KeyboardInterrupt()
+    err.signum = signal.Signals(signum)
+    _taken.append(err.signum)
+    return err
+
+
+def sigterm_as_interrupt(signum, frame) -> None:
+    """A SIGTERM handler: stop as Ctrl-C does, through every `finally` (a Ray session is shut down
+    on the way out), to the CLI's one line and exit code 143."""
+    raise interrupt(signum)
+
+
+def exit_code(err: KeyboardInterrupt) -> int:
+    """128 + the signal that stopped the command: the one `err` carries, else the last one our
+    handlers took, else SIGINT (Python's own Ctrl-C): 130 for Ctrl-C, 143 for SIGTERM."""
+    signum = getattr(err, "signum", None) or (_taken[-1] if _taken else signal.SIGINT)
+    _taken.clear()
+    return 128 + int(signum)
 
 
 class TrainingDiverged(UserError):
