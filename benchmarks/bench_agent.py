@@ -4,14 +4,22 @@
     python benchmarks/bench_agent.py --task explore --batch 16 --preset tiny --rounds 4 --out bench_agent.json
 
 The peer is the bare task env (`worldloom.envs.tasks.make_task_env`) stepped by the random
-player, one env, nothing else. Beside it, `EpisodeRunner` (what each `worldloom agent eval` actor
-runs) plays `--batch` episodes side by side: with the random player (the runner's own cost), and
-with a policy of `--preset` (an untrained one in the policy checkpoint format: speed does not
-depend on the weights), choosing all the batch's actions in one forward pass per step, one torch
-thread. Every episode is cut at `--episode-steps` steps, in the peer too. The three run in
+player, one env, nothing else, on the same worlds as the runners (the eval's episode seeds,
+each episode's player seeded by it as the eval's are). Beside it, `EpisodeRunner` (what each
+`worldloom agent eval` actor runs) plays `--batch` episodes side by side: with the random player
+(the runner's own cost), and with a policy of `--preset` (an untrained one in the policy
+checkpoint format), choosing all the batch's actions in one forward pass per step, one torch
+thread. Every episode is cut at `--episode-steps` steps, in the peers too. The players run in
 interleaved rounds, so a busy shared machine slows all alike; steps/s are env steps per second
 of this process's CPU time (`time.process_time`). The goal (issue 15): the policy's closed-loop
 steps/s at least 0.8x the bare env's.
+
+The env's cost depends on the actions: the untrained policy presses every button half the time
+and turns the camera by a random bin every step, and those steps cost the env more than the
+random player's (a sticky, sparser press). So a second peer replays the policy's own actions
+(recorded in a pass before the timed rounds; the policy is deterministic given the episode
+seeds) in the bare env, on the same worlds: the same env steps without the policy, and the
+column `x same steps` divides by it: what the policy and the runner cost, apart from the env.
 """
 
 from __future__ import annotations
@@ -44,24 +52,50 @@ def untrained_policy_run(root: Path, preset: str, size: int) -> str:
 
 
 class BareEnv:
-    """The peer: one task env and the random player."""
+    """A peer: one task env playing given episodes, nothing else."""
 
     def __init__(self, task: str, size: int, limit: int):
-        from worldloom.envs import make_player
         from worldloom.envs.tasks import make_task_env
 
         self.env = make_task_env(task, height=size, width=size, max_steps=limit)
-        self.player = make_player("random", seed=0)
-        self.obs, self.info = self.env.reset(seed=0)
-        self.episode = 0
 
-    def steps(self, n: int) -> None:
-        for _ in range(n):
-            self.obs, _, term, trunc, self.info = self.env.step(self.player.act(self.obs, self.info))
-            if term or trunc:
-                self.episode += 1
-                self.obs, self.info = self.env.reset(seed=self.episode)
-                self.player.reset()
+    def random_player(self, seeds: list[int]) -> int:
+        """Each world seed's episode played by the random player seeded by it; -> env steps."""
+        from worldloom.envs import make_player
+
+        steps = 0
+        for seed in seeds:
+            player, (obs, info), done = make_player("random", seed=seed), self.env.reset(seed=seed), False
+            while not done:
+                obs, _, term, trunc, info = self.env.step(player.act(obs, info))
+                done, steps = term or trunc, steps + 1
+        return steps
+
+    def replay(self, seeds: list[int], script: dict[int, list[dict]]) -> int:
+        """Each world seed's episode played with the actions `script` holds for it; -> env steps."""
+        for seed in seeds:
+            self.env.reset(seed=seed)
+            for action in script[seed]:
+                self.env.step(action)
+        return sum(len(script[seed]) for seed in seeds)
+
+
+def recording_env(task: str, size: int, limit: int, script: dict[int, list[dict]]):
+    """A task env that keeps each episode's actions in `script` under its world seed."""
+    import gymnasium
+
+    from worldloom.envs.tasks import make_task_env
+
+    class Recording(gymnasium.Wrapper):
+        def reset(self, *, seed=None, options=None):
+            self.actions = script[seed] = []
+            return self.env.reset(seed=seed, options=options)
+
+        def step(self, action):
+            self.actions.append(action)
+            return self.env.step(action)
+
+    return Recording(make_task_env(task, height=size, width=size, max_steps=limit))
 
 
 def main() -> None:
@@ -80,40 +114,43 @@ def main() -> None:
     from worldloom.agent.evaluate import EpisodeRunner, episode_seed
 
     torch.set_num_threads(1)
+    rounds = [[(i, episode_seed(k, i)) for i in range(args.batch)] for k in range(args.rounds + 1)]  # 0: warm-up
     with tempfile.TemporaryDirectory() as tmp:
         run = untrained_policy_run(Path(tmp) / "policy", args.preset, args.size)
+        policy_name = f"eval, {args.preset} policy"
+        script: dict[int, list[dict]] = {}  # world seed -> the policy's actions in that episode
+        EpisodeRunner(run, args.task, args.size, batch=args.batch, time_limit=args.episode_steps,
+                      make_env=lambda: recording_env(args.task, args.size, args.episode_steps, script)
+                      ).run([w for r in rounds for w in r])
         bare = BareEnv(args.task, args.size, args.episode_steps)
+        peers = {"bare env, random player": bare.random_player,
+                 "bare env, the policy's actions": lambda seeds: bare.replay(seeds, script)}
         runners = {name: EpisodeRunner(spec, args.task, args.size, batch=args.batch, time_limit=args.episode_steps)
-                   for name, spec in (("eval, random player", "random"), (f"eval, {args.preset} policy", run))}
-        work = [(i, episode_seed(0, i)) for i in range(args.batch)]
-        bare.steps(50)  # numba cache load, first allocations
-        for r in runners.values():
-            r.run(work[:1])
-        cpu = {"bare env, random player": 0.0, **{k: 0.0 for k in runners}}
+                   for name, spec in (("eval, random player", "random"), (policy_name, run))}
+        cpu = dict.fromkeys([*peers, *runners], 0.0)
         steps = dict.fromkeys(cpu, 0)
-        per_round = args.batch * args.episode_steps
-        for k in range(args.rounds):
-            t = time.process_time()
-            bare.steps(per_round)
-            cpu["bare env, random player"] += time.process_time() - t
-            steps["bare env, random player"] += per_round
-            for name, runner in runners.items():
-                round_work = [(i, episode_seed(k + 1, i)) for i in range(args.batch)]
+        for k, work in enumerate(rounds):  # round 0 warms up: numba cache load, first allocations
+            seeds = [seed for _, seed in work]
+            for name, play in [*peers.items(), *((n, r.run) for n, r in runners.items())]:
                 t = time.process_time()
-                steps[name] += runner.run(round_work)["steps"]
-                cpu[name] += time.process_time() - t
+                n = play(seeds) if name in peers else play(work)["steps"]
+                if k:
+                    cpu[name] += time.process_time() - t
+                    steps[name] += n
     rate = {k: steps[k] / max(cpu[k], 1e-9) for k in cpu}
-    peer = rate["bare env, random player"]
+    peer, same = rate["bare env, random player"], {policy_name: rate["bare env, the policy's actions"],
+                                                  "eval, random player": rate["bare env, random player"]}
     print(f"{args.task} at {args.size}x{args.size}, {args.batch} episodes side by side, {args.episode_steps} steps each, "
           f"{args.rounds} rounds")
-    print(f"{'who':<28} {'steps/s per core':>17} {'x bare env':>11}")
+    print(f"{'who':<32} {'steps/s per core':>17} {'x bare env':>11} {'x same steps':>13}")
     for k, v in rate.items():
-        print(f"{k:<28} {v:>17.0f} {v / peer:>11.2f}")
+        print(f"{k:<32} {v:>17.0f} {v / peer:>11.2f} {f'{v / same[k]:.2f}' if k in same else '':>13}")
     if args.out:
         from worldloom.io import atomic_write_json
 
-        atomic_write_json(Path(args.out), {"config": vars(args), "steps_per_cpu_s": rate,
-                                           "ratio_to_bare": {k: v / peer for k, v in rate.items()}})
+        atomic_write_json(Path(args.out), {"config": vars(args), "steps": steps, "steps_per_cpu_s": rate,
+                                           "ratio_to_bare": {k: v / peer for k, v in rate.items()},
+                                           "ratio_to_same_steps": {k: rate[k] / same[k] for k in same}})
 
 
 if __name__ == "__main__":

@@ -203,6 +203,42 @@ def test_play_fast_path_equals_the_modules_and_follows_new_weights():
     assert torch.allclose(after["buttons"], want["buttons"][:, 0], atol=1e-5)
 
 
+def test_eval_actions_of_the_fast_path_are_the_reference_paths(tmp_path):
+    """What an eval actor plays (`PolicyController`: the prepacked, fused fast path, batched, an
+    episode restarting mid-way) are the actions drawn from `Policy.forward` over each episode's
+    frames so far, with the same per-episode generators."""
+    from worldloom import checkpoint as ckpt
+    from worldloom.agent.model import action_space_doc
+    from worldloom.agent.players import PolicyController, actions_from_arrays
+    from worldloom.config import to_json_dict
+
+    torch.manual_seed(0)
+    cfg = PolicyConfig(height=32, width=32, memory=3, stem_channels=4, stack_channels=(8, 16), frame_dim=32,
+                       hidden=32, num_heads=2)
+    ckpt.write_run_config(tmp_path, "policy", {"model": to_json_dict(cfg), "action_space": action_space_doc()})
+    model = Policy(cfg)
+    with torch.no_grad():
+        model.head.weight.mul_(30.0)  # logits of a few units: a wrong frame or window changes the draws
+    ckpt.save_checkpoint(tmp_path, "policy", {"model": model.state_dict()}, {"step": 0})
+    controller = PolicyController(str(tmp_path), batch=3, temperature=1.0)
+    policy = controller.policy
+    frames = torch.randint(0, 255, (3, 6, 32, 32, 3), dtype=torch.uint8)
+    starts, rngs = [0, 0, 0], [np.random.default_rng([s, 0x5A3]) for s in (7, 8, 9)]
+    for k, seed in enumerate((7, 8, 9)):
+        controller.begin(k, seed)
+    for t in range(6):
+        if t == 4:  # episode 1 ends; slot 1 plays a new one
+            controller.begin(1, 10)
+            starts[1], rngs[1] = 4, np.random.default_rng([10, 0x5A3])
+        played = controller.act(frames[:, t].numpy(), [{}] * 3)
+        with torch.no_grad():
+            ref = [policy(frames[b:b + 1, starts[b]:t + 1]) for b in range(3)]
+        logits = {k: torch.cat([r[k][:, -1] for r in ref]) for k in ("buttons", "camera")}
+        want = actions_from_arrays(*sample_actions(logits, 1.0, rngs))
+        for got, exp in zip(played, want, strict=True):
+            assert all(np.array_equal(got[k], exp[k]) for k in exp), t
+
+
 def test_sampling_is_per_episode_and_temperature_zero_is_the_mode():
     logits = {"buttons": torch.tensor([[4.0] + [-4.0] * 19, [0.0] * 20]),
               "camera": torch.zeros(2, 2, 11).index_fill_(-1, torch.tensor([7]), 5.0)}
