@@ -404,7 +404,7 @@ def test_mismatched_player_and_task_are_one_line_naming_both(policy_run, ray_clu
                 "--out", str(tmp_path / "d")]) == 2
     assert "unknown scripted player 'dancer'" in capsys.readouterr().err
     assert cli(["agent", "eval", "--policy", "random", "--task", "worldloom/Fly-v0"]) == 2
-    assert "unknown task" in capsys.readouterr().err
+    assert "unknown --task" in capsys.readouterr().err
 
 
 # --- dreaming -----------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def test_reopen_appends_and_refuses_other_spec(tmp_path):
     assert Dataset(root).episode_ids == ["e0", "e1"]
     for kwargs, field in (({"height": 64}, "height"), ({"fps": 30}, "fps"), ({"codec": "png"}, "codec")):
         args = {"height": 32, "width": 32, "fps": 20, **kwargs}
-        with pytest.raises(UserError, match=f"{field} is"):
+        with pytest.raises(UserError, match=f"{field} differs"):
             DatasetWriter(root, **args)
     with pytest.raises(UserError, match=r"frames are uint8 \(4, 16, 16, 3\)"):
         with DatasetWriter(root, 32, 32) as w:
