@@ -223,6 +223,10 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
 def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    check_out(cfg.out, KIND)
+    if finished := ckpt.finished_run(cfg.out, KIND, "agent train", cfg.minutes, cfg.max_steps):
+        print(finished, file=sys.stderr)  # its curves and config are left as they are
+        return Path(cfg.out)
     device = resolve_device(cfg.device)
     mcfg, T = cfg.model_config, cfg.window_frames
     episodes, sources = bc_data.load_bc_episodes(cfg.data, cfg.labels)

@@ -242,6 +242,9 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
     device = resolve_device(cfg.device)
     mcfg, hp = cfg.model_config, cfg.hparams
     check_out(cfg.out, KIND)  # the inputs are checked before anything is written into --out: a failed
+    if finished := ckpt.finished_run(cfg.out, KIND, "idm train", cfg.minutes, cfg.max_steps):
+        print(finished, file=sys.stderr)  # its thresholds, curves and config are left as they are
+        return Path(cfg.out)
     episodes = idm_data.load_episodes(cfg.data, require_labels=True)  # command leaves no config.json behind
     idm_data.check_frame_size(episodes, mcfg.height, mcfg.width, "training")
     train_eps, val_eps = idm_data.split_episodes(idm_data.usable(episodes, mcfg.num_frames), cfg.val_fraction, cfg.seed)

@@ -467,6 +467,10 @@ def main(cfg: TrainConfig) -> Path:
     """Check inputs, fit the camera warp, train (in-process or on Ray Train), return the run directory.
     Ctrl-C or SIGTERM stops at once before the first step, else at the end of its step (CtrlC)."""
     with CtrlC() as ctrl_c:
+        check_out(cfg.out, KIND)
+        if finished := ckpt.finished_run(cfg.out, KIND, "pretrain train", cfg.minutes, cfg.max_steps):
+            print(finished, file=sys.stderr)  # its samples, curves and config are left as they are
+            return Path(cfg.out)
         device = resolve_device(cfg.device)  # warns loudly when a GPU was asked for and is absent
         cfg, run = prepare_run(cfg)
         mcfg = cfg.model_config

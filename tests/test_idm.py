@@ -328,6 +328,18 @@ def test_killed_run_resumes_to_the_same_weights(voxel, tmp_path):
     assert rows == ["3", "6"]
 
 
+def test_a_finished_run_run_again_trains_nothing_and_rewrites_nothing(voxel, tmp_path, capsys):
+    run = train_main(micro_cfg(voxel["labeled"], tmp_path / "run", max_steps=2))
+    written = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert train_main(micro_cfg(voxel["labeled"], run, max_steps=2)) == run
+    assert capsys.readouterr().err == (f"idm train: {run} is already finished: 2 steps in 0.0 minutes, its budget "
+                                       "--max-steps 2; nothing to train (a longer budget needs a new --out)\n")
+    with pytest.raises(UserError, match="finished schedule is not extended; to train with --max-steps 4, use a new --out"):
+        train_main(micro_cfg(voxel["labeled"], run, max_steps=4))
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == written  # thresholds, curves, config
+
+
 def test_metrics_show_every_log_every_steps_before_the_first_checkpoint(voxel, tmp_path):
     run = tmp_path / "run"
     train_main(micro_cfg(voxel["labeled"], run, log_every=2, eval_every=100, checkpoint_every=100), stop_after=5)

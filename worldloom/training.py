@@ -147,6 +147,13 @@ class TimeBudget:
         spent = f", {elapsed_s / 60:.1f} of {self.minutes:g} minutes spent" if self.minutes else ""
         return f"{command}: resuming from step {step}{total}{spent} ({checkpoint_dir})"
 
+    @property
+    def flags(self) -> str:
+        """The budget as the flags that set it: `--minutes 3`, `--max-steps 40`, or the default."""
+        words = ([f"--minutes {self.minutes:g}"] if self.minutes else []) + (
+            [f"--max-steps {self.max_steps}"] if self.max_steps is not None else [])
+        return " ".join(words) or f"the default {DEFAULT_MAX_STEPS} steps"
+
 
 class CtrlC:
     """Ctrl-C (SIGINT) and SIGTERM (`timeout`, `kill`, a batch scheduler) in a trainer. Installed
