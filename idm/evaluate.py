@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -119,9 +118,7 @@ def evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None = N
     """Score the run's latest checkpoint on `data`; write eval.json, eval.md, confusion.png to `out`.
     Its stages show as a bar from the first second (worldloom.progress), the steps predicted as another."""
     with Stages("idm eval", ["loading the IDM and the episodes", "predicting", "writing the report"]) as stages:
-        report = _evaluate(model_dir, data, truth, out, stages)
-    print(f"idm eval: eval.json, eval.md, confusion.png in {report['out']}", file=sys.stderr, flush=True)
-    return report
+        return _evaluate(model_dir, data, truth, out, stages)
 
 
 def _evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None, out: str | Path | None,

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -344,10 +343,7 @@ def evaluate(cfg: EvalConfig) -> dict:
              *(["engine branches"] if cfg.counterfactual else []), *(["revisit paths"] if cfg.revisit else []),
              "writing the report"]
     with Stages("pretrain eval", names) as stages:
-        report = _evaluate(cfg, stages)
-    out = Path(cfg.out) if cfg.out else Path(cfg.model) / "eval"
-    print(f"pretrain eval: eval.json, eval.md, eval.png in {out}", file=sys.stderr, flush=True)
-    return report
+        return _evaluate(cfg, stages)
 
 
 def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
@@ -417,6 +413,7 @@ def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
     atomic_write_text(out / "eval.json", json.dumps(report, indent=1))
     atomic_write_text(out / "eval.md", to_markdown(report))
     plot(report, out / "eval.png")
+    report["out"] = str(out)  # where the CLI says the files are, once, after the table
     return report
 
 

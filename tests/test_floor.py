@@ -354,7 +354,8 @@ def test_stages_bar_names_the_running_stage_and_is_wiped_on_an_error(capsys):
     with pytest.raises(ValueError), Stages("job", ["reading", "writing"], show_after_s=0.0) as stages:
         stages.start("reading")
         raise ValueError("a user's mistake")
-    assert "\n" not in capsys.readouterr().err  # no bar left behind on a terminal: the CLI's error is the one line
+    err = capsys.readouterr().err  # a pipe keeps the bar's text: its line is ended, so the CLI's error starts its own
+    assert ", reading]" in err and err.endswith("\n") and err.count("\n") == 1
     # a mistake found in the first half second (input checks) writes nothing at all, in a pipe or a log file too
     with pytest.raises(ValueError), Stages("job", ["reading", "writing"]) as stages:
         stages.start("reading")
@@ -365,3 +366,8 @@ def test_stages_bar_names_the_running_stage_and_is_wiped_on_an_error(capsys):
         stages.start("loading")
         time.sleep(0.6)
         assert ", loading]" in capsys.readouterr().err
+    with pytest.raises(ValueError), Stages("job", ["loading", "writing"], show_after_s=0.2) as stages:
+        stages.start("loading")
+        time.sleep(0.3)  # shown by the timer alone, then a mistake: the error still starts its own line
+        raise ValueError("a user's mistake")
+    assert capsys.readouterr().err.endswith("\n")

@@ -236,8 +236,9 @@ def test_train_eval_label_loop(voxel, tmp_path, monkeypatch, capsys):
                 "--out", str(tmp_path / "eval")]) == 0
     err = capsys.readouterr().err  # progress from the start: a bar over the stages, one over the steps predicted
     stages = [", loading the IDM and the episodes]", ", predicting]", "120/120 [", ", writing the report]",
-              "idm eval: eval.json, eval.md, confusion.png in"]
+              "idm eval: eval.json, eval.md and confusion.png in"]
     assert all(stage in err for stage in stages) and sorted(stages, key=err.index) == stages, err
+    assert err.count("idm eval: eval.json") == 1, err  # said once
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert report["num_steps"] == 120 and (tmp_path / "eval" / "confusion.png").exists()
     true_b = np.concatenate([ep[1] for ep in voxel["episodes"]])

@@ -62,15 +62,22 @@ class Stages:
             self._shown = self._shown or late
 
     def close(self, done: bool = True) -> None:
-        """Close the bar; `done`: the running stage ended. On an error the bar is wiped, so the
-        error is the one line left on the terminal (and a bar not yet shown never is)."""
+        """Close the bar; `done`: the running stage ended. On an error a shown bar is wiped on a
+        terminal and its line ended in a pipe or a log file (which keep its text), so the error
+        starts its own line (and a bar not yet shown never is)."""
         with self._lock:
             self._timer.cancel()
             self._timer = None
             if done and self.running is not None and self.bar.n < self.bar.total:
                 self.bar.update(1)
             self.bar.leave = done
+            wipe = self._shown and not done
+            if wipe:  # tqdm's close skips a bar only `_show` drew: refresh() sets no print time
+                self.bar.clear()
+            fp = self.bar.fp
             self.bar.close()
+            if wipe and not fp.isatty():
+                fp.write("\n")
 
     def __enter__(self) -> Stages:
         return self
