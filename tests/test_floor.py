@@ -279,6 +279,33 @@ def test_sigterm_exits_143_and_ctrl_c_130():
         assert exit_code(ctrl_c.stopped(3, "run/checkpoint")) == code
 
 
+def test_a_signal_a_library_turned_into_another_error_or_dropped_still_ends_the_command_as_interrupted():
+    import signal
+    import time
+
+    from worldloom.errors import UserError
+    from worldloom.interrupts import interrupt, signals_as_interrupts
+    from worldloom.pipeline.cli import error_line
+
+    assert error_line(["capture", "run"], RuntimeError("a bug")) is None  # no signal: its traceback shows
+    assert error_line(["capture", "run"], UserError("bad")) == ("worldloom capture: error: bad", 2)
+    with signals_as_interrupts():
+        try:  # numba's first compile, interrupted in an llvmlite callback
+            os.kill(os.getpid(), signal.SIGTERM)
+        except KeyboardInterrupt:
+            err = RuntimeError("no compiled object yet for <Library 'shade_frame'>")
+        assert error_line(["capture", "run"], err) == ("worldloom capture: interrupted; re-run the same command to resume", 143)
+
+        class Finalizer:
+            def __del__(self):
+                raise interrupt(signal.SIGINT)  # Python can only print and drop this one: it is raised again
+
+        with pytest.raises(KeyboardInterrupt) as again:
+            Finalizer()
+            time.sleep(0.1)
+        assert error_line(["capture", "run"], again.value)[1] == 130
+
+
 def test_a_job_over_many_inputs_ends_with_one_line_in_words():
     from worldloom.progress import job_summary
 
