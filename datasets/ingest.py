@@ -52,7 +52,7 @@ from .captions import captions_of
 from .jobs import job_lock, sweep_orphans
 from .resize import resize
 from .sources import HASH_PREFIX, Source, file_hash, plan_resume
-from .storage import SpecMismatch
+from .storage import SpecMismatch, resize_words
 from .video import FPS_RANGE, PER_FRAME, RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReader
 
 FORMATS = ("vpt", "minerl", "video")
@@ -490,6 +490,17 @@ class Ingester:
                 "decode": decode_summary(report), "truncated": report.truncated}
 
 
+def resizes_of(shards: list[dict]) -> list[str]:
+    """The resizes of the episodes in `shards` (their env_config's `resize`), in words (`resize_words`)."""
+    words = []
+    for row in (row for shard in shards for row in shard["episodes"]):
+        resize = json.loads(row["env_config"] or "{}").get("resize")
+        if resize:
+            (w0, h0), (w1, h1) = resize["from"], resize["to"]
+            words.append(resize_words((h0, w0), (h1, w1)))
+    return words
+
+
 def _read_json(path: str) -> dict:
     try:
         data = json.loads(Path(path).read_text())
@@ -557,10 +568,14 @@ def _ingest_locked(cfg: IngestConfig, found: list, bad: list[dict]) -> dict:
     summary = {"out": cfg.out, "format": cfg.format, "num_items": len(found) + len(bad), "skipped_done": num_done,
                "ingested": [], "replaced": [], "failed": [], "warnings": [], "num_steps": 0}
     results = tqdm(run_items(cfg, todo, job_config), total=len(todo), desc="dataset ingest", unit="item")
+    said: set[str] = set()
     for result in [*bad, *unreadable, *results]:
         item = result["item"]
         if result["ok"]:
             commit_shards(cfg.out, result["shards"], replace=item["replaces"])
+            for line in sorted(set(resizes_of(result["shards"])) - said):
+                said.add(line)
+                results.write(f"dataset ingest: {line} (--resolution)", file=sys.stderr)
             summary["ingested"].append(item["name"])
             summary["num_steps"] += result["num_steps"]
             if item["replaces"]:

@@ -146,12 +146,13 @@ def test_area_resize_equals_opencv_inter_area_within_one_level(tmp_path):
         area_taps(10, 20)
 
 
-def test_ingest_resizes_after_drawing_the_cursor(tmp_path):
+def test_ingest_resizes_after_drawing_the_cursor(tmp_path, capsys):
     import cv2
 
     (tmp_path / "in" / "6.8").mkdir(parents=True)
     video = recording_640x360(tmp_path / "in" / "6.8", 4, gui_at=2)
     assert run([tmp_path / "in"], tmp_path / "ds", resolution="128")["num_steps"] == 4
+    assert "dataset ingest: frames 640x360 -> 128x128 (aspect 1.78 -> 1) (--resolution)\n" in capsys.readouterr().err
     stored = Dataset(tmp_path / "ds").frames("6.8/rec").frames
     with VideoReader(video, timing="frames") as reader:
         decoded = np.stack(list(reader.steps()))
