@@ -137,7 +137,9 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     p.add_argument("--start", type=int, default=0, help="first step (default: 0)")
     p.add_argument("--stop", type=int, default=None, help="one past the last step (default: the end)")
     p.add_argument("--out", required=True, help="output file: .mp4, .gif or .png; or an existing folder (the video is then EPISODE.mp4 in it)")
-    p.add_argument("--no-overlay", action="store_true", help="frames only, no action drawn")
+    p.add_argument("--no-overlay", action="store_true",
+                   help="frames only, no action drawn; use it (with --scale 1) for footage meant for `dataset ingest` "
+                        "or `idm label`, which would feed the overlay to the IDM")
     p.add_argument("--captions", action="store_true", help="draw the engine-exact caption of each 2 s clip above the frames")
     p.add_argument("--scale", type=int, default=None,
                    help="whole upscale factor, pixels per stored pixel (default: a video's frames get a longer side of "
