@@ -46,6 +46,7 @@ from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE, num_actors, ray_se
 from worldloom.config import check_range, doc, parse_resolution, to_json_dict
 from worldloom.errors import UserError
 from worldloom.folders import check_out
+from worldloom.progress import nothing_done
 
 from . import codecs, minerl, vpt
 from .captions import captions_of
@@ -553,7 +554,7 @@ def ingest(cfg: IngestConfig) -> dict:
         # that failed in this one) are in no manifest: deleted (datasets/jobs.py).
         summary["num_orphans_removed"] = sweep_orphans(cfg.out, run_token, started_at)
     if summary["failed"] and not summary["ingested"] and not summary["skipped_done"]:
-        raise UserError(f"nothing was ingested: {summary['failed'][0]['error']}")
+        raise UserError(nothing_done("ingested", summary))
     return summary
 
 
@@ -585,5 +586,6 @@ def _ingest_locked(cfg: IngestConfig, found: list, bad: list[dict]) -> dict:
                 print(f"dataset ingest: warning: {line}", file=sys.stderr)
         else:
             summary["failed"].append({"input": item["source"], "error": result["error"]})
-            print(f"dataset ingest: skipped: {result['error']}", file=sys.stderr)
+            if summary["num_items"] > 1:  # the only input's reason is the job's error (nothing_done)
+                results.write(f"dataset ingest: skipped: {result['error']}", file=sys.stderr)
     return summary

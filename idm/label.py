@@ -56,6 +56,7 @@ from worldloom.idm.checkpoint import checkpoint_id, load_idm, model_config
 from worldloom.idm.data import open_dataset
 from worldloom.idm.infer import StreamPredictor, concat_predictions, predict_sequence, resize_frames
 from worldloom.paths import redact_text
+from worldloom.progress import nothing_done
 
 MAX_CHUNK_STEPS = 72_000  # an hour at 20 steps per second
 
@@ -319,7 +320,7 @@ def label(cfg: LabelConfig) -> dict:
         # that failed in this one) are in no manifest: deleted (datasets/jobs.py).
         summary["num_orphans_removed"] = sweep_orphans(cfg.out, run_token, started_at)
     if summary["failed"] and not summary["labeled"] and not summary["skipped_done"]:
-        raise UserError(f"nothing was labeled: {summary['failed'][0]['error']}")
+        raise UserError(nothing_done("labeled", summary))
     return summary
 
 
@@ -360,5 +361,6 @@ def _label_locked(cfg: LabelConfig, kind: str, found: list, model_id: str) -> di
                 print(f"idm label: warning: {line}", file=sys.stderr)
         else:
             summary["failed"].append({"input": item["source"], "error": redact_text(result["error"])})
-            print(f"idm label: skipped: {redact_text(result['error'])}", file=sys.stderr)
+            if summary["num_items"] > 1:  # the only input's reason is the job's error (nothing_done)
+                results.write(f"idm label: skipped: {redact_text(result['error'])}", file=sys.stderr)
     return summary

@@ -386,10 +386,18 @@ def test_plain_videos_as_vpt_suggest_format_video_and_a_run_folder_is_refused(tm
 
     write_video(tmp_path / "clips" / "c0.mp4", frames_of(12, 64), fps=20, pix_fmt="yuv444p", crf=10)
     code = main(["dataset", "ingest", "--data", str(tmp_path / "clips"), "--out", str(tmp_path / "ds")])
-    err = capsys.readouterr().err.strip().splitlines()[-1]
+    everything = capsys.readouterr().err
+    err = everything.strip().splitlines()[-1]
     assert code == 2 and err.startswith("worldloom dataset: error: nothing was ingested:"), err
     assert "c0.mp4: no c0.jsonl beside it" in err and "for plain videos without actions pass --format video" in err
-    assert not (tmp_path / "ds" / "dataset.json").exists()
+    assert everything.count("no c0.jsonl beside it") == 1, everything  # said once: no `skipped:` line before it
+    assert not (tmp_path / "ds").exists()  # nothing ingested: no folder left behind (not even the job's lock)
+    write_video(tmp_path / "clips" / "c1.mp4", frames_of(12, 64), fps=20, pix_fmt="yuv444p", crf=10)
+    assert main(["dataset", "ingest", "--data", str(tmp_path / "clips"), "--out", str(tmp_path / "ds")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-3:] == [
+        f"dataset ingest: skipped: {tmp_path / 'clips' / f'c{i}.mp4'}: no c{i}.jsonl beside it (a VPT recording is an .mp4 "
+        "and a .jsonl of the same name); for plain videos without actions pass --format video" for i in (0, 1)] + [
+        "worldloom dataset: error: nothing was ingested: 2 inputs skipped, for the reasons above"]
     # --out a pipeline run: refused in one line, nothing written there
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "pipeline.json").write_text('{"stages": {}}')

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from worldloom.actions import FPS
 
-__all__ = ["SHOW_AFTER_S", "Stages", "job_summary"]
+__all__ = ["SHOW_AFTER_S", "Stages", "counted", "job_summary", "nothing_done"]
 
 SHOW_AFTER_S = 0.5  # the bar's first drawing: later than a mistake's error, sooner than a wait a user notices
 
@@ -97,3 +97,17 @@ def job_summary(command: str, done: str, summary: dict, how: str = "") -> str:
               (len(summary.get("truncated", ())), "cut short by a damaged file"),
               (len(summary.get("failed", ())), "failed (reported above)")]
     return "; ".join([line, *(f"{n} {what}" for n, what in counts if n)])
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 episode`, `2 episodes`, `1,200 steps`: a count and its noun in the number it takes."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
+def nothing_done(done: str, summary: dict) -> str:
+    """The error of a job that did nothing: the reason of its only input (whose `skipped:` line is
+    not printed, so the sentence is said once), or how many inputs were skipped, each said above."""
+    failed = summary["failed"]
+    if summary["num_items"] == 1:
+        return f"nothing was {done}: {failed[0]['error']}"
+    return f"nothing was {done}: {counted(len(failed), 'input')} skipped, for the reasons above"
