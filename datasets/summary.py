@@ -37,9 +37,9 @@ def summarize(root: str | os.PathLike | Dataset) -> dict:
         "episode_steps": _stats([e["num_steps"] for e in episodes]),
         "label_sources": {k: {"episodes": v, "frames": sum(e["num_steps"] for e in episodes if e["label_source"] == k)}
                           for k, v in collections.Counter(e["label_source"] for e in episodes).items()},
-        "splits": dict(collections.Counter(str(e["split"]) for e in episodes)),
-        "envs": dict(collections.Counter(str(e["env"]) for e in episodes)),
-        "players": dict(collections.Counter(str(e["player"]) for e in episodes)),
+        "splits": category_counts(e["split"] for e in episodes),
+        "envs": category_counts(e["env"] for e in episodes),
+        "players": category_counts(e["player"] for e in episodes),
     }
     out.update(completion(ds, len(episodes)))
     out.update(action_summary(ds))
@@ -49,6 +49,15 @@ def summarize(root: str | os.PathLike | Dataset) -> dict:
 
 # Capture fields that say how a job runs, not what it records: left out of the command that finishes it.
 _RUN_FIELDS = ("out", "strip_actions", "num_workers", "workers", "address", "episodes_per_shard", "progress")
+
+
+# A category an episode leaves null (a plain video's player, a split before `dataset split`).
+UNSET = "unset"
+
+
+def category_counts(values) -> dict[str, int]:
+    """Episodes per value of a category column, a null one counted as `unset` (never `None`)."""
+    return dict(collections.Counter(UNSET if v is None else str(v) for v in values))
 
 
 def completion(ds: Dataset, num_episodes: int) -> dict:

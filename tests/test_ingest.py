@@ -474,6 +474,10 @@ def test_a_rerun_sweeps_what_a_killed_ingest_left_and_a_second_job_is_refused(tm
 
     write_video(tmp_path / "clips" / "c0.mp4", frames_of(12, 64), fps=20, pix_fmt="yuv444p", crf=10)
     run([tmp_path / "clips"], tmp_path / "ds", format="video")
+    from worldloom.datasets.summary import format_summary, summarize
+
+    summary = summarize(tmp_path / "ds")  # a plain video: no known player, no split yet; never `None`
+    assert summary["players"] == summary["splits"] == {"unset": 1} and "None" not in format_summary(summary)
     orphans = plant_orphans(tmp_path / "ds")
     assert len(validate(tmp_path / "ds")) == 2  # both reported as leftovers
     summary = run([tmp_path / "clips"], tmp_path / "ds", format="video")  # the same command again
