@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from worldloom.config import flag_name
+from worldloom.progress import counted
 
 from . import schema
 from .jobs import job_running
@@ -137,16 +138,17 @@ def incomplete_line(s: dict) -> str:
     state = "in progress: a job is writing it now" if s["job_running"] else "incomplete: its job stopped before the end"
     then = (f"; to finish it run: {s['finish']}" if s["finish"] and not s["job_running"]
             else "; inspect it again when the job ends")
-    return f"{s['path']}: {state}, {s['episodes']}{of} episodes committed; no action histograms until it is complete{then}"
+    committed = f"{s['episodes']}{of} episode{'s' * ((s['planned_episodes'] or s['episodes']) != 1)}"
+    return f"{s['path']}: {state}, {committed} committed; no action histograms until it is complete{then}"
 
 
 def format_summary(s: dict) -> str:
     """The summary as text for a person."""
     lines = [
         f"{s['path']}  (format v{s['format_version']})",
-        f"  {s['episodes']} episodes, {s['frames']} frames = {s['hours']:.3f} h at {s['fps']:g} fps, "
+        f"  {counted(s['episodes'], 'episode')}, {counted(s['frames'], 'frame')} = {s['hours']:.3f} h at {s['fps']:g} fps, "
         f"{s['width']}x{s['height']} {s['codec']}",
-        f"  {s['shards']} shards, {s['size_bytes'] / 1e6:.2f} MB, {s['bytes_per_frame']:.0f} bytes/frame",
+        f"  {counted(s['shards'], 'shard')}, {s['size_bytes'] / 1e6:.2f} MB, {s['bytes_per_frame']:.0f} bytes/frame",
     ]
     st = s["episode_steps"]
     if st["count"]:

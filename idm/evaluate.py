@@ -26,7 +26,7 @@ from worldloom.idm.data import Episode, load_episodes
 from worldloom.idm.infer import predict_sequence
 from worldloom.io import atomic_path, atomic_write_json, atomic_write_text
 from worldloom.paths import redact_json, redact_text
-from worldloom.progress import Stages
+from worldloom.progress import Stages, counted
 
 
 def truth_for(episodes: list[Episode], truth: list[str] | None) -> list[Episode]:
@@ -69,8 +69,8 @@ def markdown_table(report: dict) -> str:
     def fmt(x) -> str:
         return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
-    lines = [f"Model `{report['model']}` on {', '.join(report['data'])}: {report['num_episodes']} episodes, "
-             f"{report['num_steps']} steps{report['resize_note']}.", "",
+    lines = [f"Model `{report['model']}` on {', '.join(report['data'])}: "
+             f"{counted(report['num_episodes'], 'episode')}, {counted(report['num_steps'], 'step')}{report['resize_note']}.", "",
              "| metric | IDM | always no-op | persistence |", "| --- | --- | --- | --- |"]
     lines += [f"| {k} | " + " | ".join(fmt(report[c][k]) for c in cols) + " |" for k in keys]
     ceiling = report["camera_quantization_ceiling"]

@@ -186,7 +186,7 @@ def finished_run(run_dir: str | Path, kind: str, command: str, minutes: float, m
     step, elapsed_s = state["step"], float(state.get("elapsed_s", 0.0))
     if not had.done(step, elapsed_s):
         return None
-    words = (f"{run_dir} is already finished: {step} steps in {elapsed_s / 60:.1f} minutes, its budget "
+    words = (f"{run_dir} is already finished: {step} step{'s' * (step != 1)} in {elapsed_s / 60:.1f} minutes, its budget "
              f"{had.flags}")
     asked = TimeBudget(minutes, max_steps)
     if asked.flags != had.flags:

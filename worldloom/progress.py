@@ -91,7 +91,8 @@ def job_summary(command: str, done: str, summary: dict, how: str = "") -> str:
     1 already there; 1 failed (reported above)`: the end of a job whose `summary` counts `num_items`,
     `num_steps`, `skipped_done` and lists `done` (item names), `replaced`, `truncated`, `failed`."""
     steps = summary["num_steps"]
-    line = (f"{command}: {done} {len(summary[done])} of {summary['num_items']} inputs ({steps:,} steps, "
+    line = (f"{command}: {done} {len(summary[done])} of {counted(summary['num_items'], 'input')} ({steps:,} "
+            f"step{'s' * (steps != 1)}, "
             f"{steps / FPS / 60:.1f} min of play) into {summary['out']}{f' {how}' if how else ''}")
     counts = [(summary.get("skipped_done", 0), "already there"), (len(summary.get("replaced", ())), "replaced"),
               (len(summary.get("truncated", ())), "cut short by a damaged file"),
@@ -100,8 +101,8 @@ def job_summary(command: str, done: str, summary: dict, how: str = "") -> str:
 
 
 def counted(n: int, noun: str, plural: str | None = None) -> str:
-    """`1 episode`, `2 episodes`, `1,200 steps`: a count and its noun in the number it takes."""
-    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+    """`1 episode`, `2 episodes`: a count and its noun in the number it takes (every count printed)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def nothing_done(done: str, summary: dict) -> str:
