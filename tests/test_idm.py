@@ -338,6 +338,8 @@ def test_a_finished_run_run_again_trains_nothing_and_rewrites_nothing(voxel, tmp
                                        "--max-steps 2; nothing to train (a longer budget needs a new --out)\n")
     with pytest.raises(UserError, match="finished schedule is not extended; to train with --max-steps 4, use a new --out"):
         train_main(micro_cfg(voxel["labeled"], run, max_steps=4))
+    with pytest.raises(UserError, match="holds a run with a different config \\(seed\\)"):  # said before "finished"
+        train_main(micro_cfg(voxel["labeled"], run, max_steps=2, seed=1))
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == written  # thresholds, curves, config
 
 
