@@ -33,6 +33,7 @@ from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE
 from worldloom.config import check_range, doc, to_json_dict
 from worldloom.errors import UserError
 from worldloom.io import atomic_write_json
+from worldloom.progress import counted
 from worldloom.training import check_device_name
 
 from .players import check_compatible, is_reference, make_controller, spec_name
@@ -362,11 +363,11 @@ def format_summary(s: dict) -> str:
     if s["mode"] == "dream":
         im, real = s["imagined"], s["real"]
         return (f"{s['player']:<22} {s['task']:<26} imagined {im['mean']:.3f} [{im['low']:.3f}, {im['high']:.3f}]  "
-                f"real {real['mean']:.3f} [{real['low']:.3f}, {real['high']:.3f}]  ({s['episodes']} episodes, "
-                f"{s['horizon']} steps dreamt)")
+                f"real {real['mean']:.3f} [{real['low']:.3f}, {real['high']:.3f}]  ({counted(s['episodes'], 'episode')}, "
+                f"{counted(s['horizon'], 'step')} dreamt)")
     sr, ret = s["success_rate"], s["return"]
     return (f"{s['player']:<22} {s['task']:<26} success {sr['mean']:.2f} [{sr['low']:.2f}, {sr['high']:.2f}]  "
-            f"return {ret['mean']:.2f} [{ret['low']:.2f}, {ret['high']:.2f}]  ({s['episodes']} episodes, {s['mode']})")
+            f"return {ret['mean']:.2f} [{ret['low']:.2f}, {ret['high']:.2f}]  ({counted(s['episodes'], 'episode')}, {s['mode']})")
 
 
 def main(cfg: EvalConfig) -> dict:

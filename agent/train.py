@@ -166,22 +166,28 @@ def validate(model: Policy, batch: dict[str, np.ndarray], cfg: TrainConfig, devi
 RESUMABLE_FIELDS = {"minutes", "max_steps", "device", "threads", "log_every"}
 
 
+def check_resumable(cfg: TrainConfig) -> None:
+    """UserError (one line) if cfg.out holds a checkpoint of a run with another config."""
+    train, model = to_json_dict(cfg), to_json_dict(cfg.model_config)
+    if ckpt.has_checkpoint(cfg.out):
+        have = read_config(cfg.out)
+        diff = sorted(k for k in train if k not in RESUMABLE_FIELDS and k != "model"
+                      and have.get("train", {}).get(k) != train[k])
+        if diff or have.get("model") != model:
+            raise UserError(f"{cfg.out} holds a run with a different config ({', '.join(diff) or 'model'}): "
+                            "use a new --out, or the same flags to resume it")
+
+
 def prepare_run_dir(cfg: TrainConfig, sources: list[bc_data.SourceInfo]) -> Path:
     """Create the run directory and write config.json, or check that a resumed run's config matches.
     A run that stopped before its first checkpoint has nothing to resume: its folder is reused."""
     check_out(cfg.out, KIND)
+    check_resumable(cfg)
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     wanted = {"train": to_json_dict(cfg), "model": to_json_dict(cfg.model_config), "action_space": action_space_doc(),
               "data": {"labels": cfg.labels, "sources": [s.to_json() for s in sources],
                        "label_source": label_source(cfg.labels, sources)}}
-    if ckpt.has_checkpoint(run_dir):
-        have = read_config(run_dir)
-        diff = sorted(k for k in wanted["train"] if k not in RESUMABLE_FIELDS and k != "model"
-                      and have.get("train", {}).get(k) != wanted["train"][k])
-        if diff or have.get("model") != wanted["model"]:
-            raise UserError(f"{run_dir} holds a run with a different config ({', '.join(diff) or 'model'}): "
-                            "use a new --out, or the same flags to resume it")
     ckpt.write_run_config(run_dir, KIND, wanted)
     return run_dir
 
@@ -223,6 +229,11 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
 def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    check_out(cfg.out, KIND)
+    check_resumable(cfg)  # another config: that error, before "already finished"
+    if finished := ckpt.finished_run(cfg.out, KIND, "agent train", cfg.minutes, cfg.max_steps):
+        print(finished, file=sys.stderr)  # its curves and config are left as they are
+        return Path(cfg.out)
     device = resolve_device(cfg.device)
     mcfg, T = cfg.model_config, cfg.window_frames
     episodes, sources = bc_data.load_bc_episodes(cfg.data, cfg.labels)

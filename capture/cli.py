@@ -15,6 +15,7 @@ import sys
 
 from worldloom.config import add_dataclass_args, dataclass_from_args
 from worldloom.paths import redact_text, redact_uri
+from worldloom.progress import counted
 
 from .config import CaptureConfig
 
@@ -54,7 +55,8 @@ def handle(args: argparse.Namespace) -> int:
         return 1
     rate = result.num_frames / result.duration_s if result.duration_s else 0.0
     nodes = f" on {len(result.node_ids)} node{'s' * (len(result.node_ids) != 1)}" if result.node_ids else ""
-    print(f"{redact_uri(result.path)}: recorded {result.num_recorded} episodes ({result.num_frames} frames, "
+    print(f"{redact_uri(result.path)}: recorded {counted(result.num_recorded, 'episode')} "
+          f"({counted(result.num_frames, 'frame')}, "
           f"{rate:.0f} frames/s{nodes}), {result.num_skipped} were already there, "
           f"{result.num_skipped + result.num_recorded}/{result.num_episodes} done")
     if result.truth_path:

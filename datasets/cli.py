@@ -18,6 +18,7 @@ import sys
 
 from worldloom.errors import UserError
 from worldloom.paths import redact_uri
+from worldloom.progress import counted
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -79,7 +80,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from .edit import merge
 
     manifest = merge(args.sources, args.out)
-    print(f"{redact_uri(args.out)}: {manifest['num_episodes']} episodes, {manifest['num_frames']} frames")
+    print(f"{redact_uri(args.out)}: {counted(manifest['num_episodes'], 'episode')}, "
+          f"{counted(manifest['num_frames'], 'frame')}")
     return 0
 
 
@@ -88,7 +90,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 
     result = split(args.path, args.out, parse_fractions(args.fractions), seed=args.seed)
     for name, ids in result.items():
-        print(f"{redact_uri(args.out)}/{name}: {len(ids)} episodes")
+        print(f"{redact_uri(args.out)}/{name}: {counted(len(ids), 'episode')}")
     return 0
 
 
@@ -96,7 +98,8 @@ def cmd_captions(args: argparse.Namespace) -> int:
     from .captions import caption_dataset
 
     result = caption_dataset(args.path, args.out, clip_seconds=args.clip_seconds)
-    print(f"{redact_uri(args.out)}: {result['clips']} captions of {result['clip_frames']} frames, {result['episodes']} episodes")
+    print(f"{redact_uri(args.out)}: {counted(result['clips'], 'clip caption')} ({result['clip_frames']} frames each), "
+          f"{counted(result['episodes'], 'episode')}")
     return 0
 
 
@@ -137,7 +140,9 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     p.add_argument("--start", type=int, default=0, help="first step (default: 0)")
     p.add_argument("--stop", type=int, default=None, help="one past the last step (default: the end)")
     p.add_argument("--out", required=True, help="output file: .mp4, .gif or .png; or an existing folder (the video is then EPISODE.mp4 in it)")
-    p.add_argument("--no-overlay", action="store_true", help="frames only, no action drawn")
+    p.add_argument("--no-overlay", action="store_true",
+                   help="frames only, no action drawn; use it (with --scale 1) for footage meant for `dataset ingest` "
+                        "or `idm label`, which would feed the overlay to the IDM")
     p.add_argument("--captions", action="store_true", help="draw the engine-exact caption of each 2 s clip above the frames")
     p.add_argument("--scale", type=int, default=None,
                    help="whole upscale factor, pixels per stored pixel (default: a video's frames get a longer side of "

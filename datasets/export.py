@@ -16,6 +16,7 @@ import numpy as np
 
 from worldloom.errors import UserError
 from worldloom.io import check_video_out, write_image, write_video
+from worldloom.progress import counted
 
 from . import schema
 from .reader import Clip, Dataset
@@ -153,7 +154,7 @@ def write_clip(frames: list[np.ndarray], path: str, fps: float) -> None:
 def check_episode(ds: Dataset, episode_id: str) -> None:
     """UserError naming the dataset and a few of its episode ids if `episode_id` is not in it."""
     if episode_id not in ds.episode_ids:
-        raise UserError(f"episode {episode_id!r} is not in {ds.location.uri} (it has {len(ds)} episodes, "
+        raise UserError(f"episode {episode_id!r} is not in {ds.location.uri} (it has {counted(len(ds), 'episode')}, "
                         f"e.g. {ds.episode_ids[:3]})")
 
 

@@ -46,13 +46,14 @@ from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE, num_actors, ray_se
 from worldloom.config import check_range, doc, parse_resolution, to_json_dict
 from worldloom.errors import UserError
 from worldloom.folders import check_out
+from worldloom.progress import nothing_done
 
 from . import codecs, minerl, vpt
 from .captions import captions_of
 from .jobs import job_lock, sweep_orphans
 from .resize import resize
 from .sources import HASH_PREFIX, Source, file_hash, plan_resume
-from .storage import SpecMismatch
+from .storage import SpecMismatch, resize_words
 from .video import FPS_RANGE, PER_FRAME, RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReader
 
 FORMATS = ("vpt", "minerl", "video")
@@ -490,6 +491,17 @@ class Ingester:
                 "decode": decode_summary(report), "truncated": report.truncated}
 
 
+def resizes_of(shards: list[dict]) -> list[str]:
+    """The resizes of the episodes in `shards` (their env_config's `resize`), in words (`resize_words`)."""
+    words = []
+    for row in (row for shard in shards for row in shard["episodes"]):
+        resize = json.loads(row["env_config"] or "{}").get("resize")
+        if resize:
+            (w0, h0), (w1, h1) = resize["from"], resize["to"]
+            words.append(resize_words((h0, w0), (h1, w1)))
+    return words
+
+
 def _read_json(path: str) -> dict:
     try:
         data = json.loads(Path(path).read_text())
@@ -542,7 +554,7 @@ def ingest(cfg: IngestConfig) -> dict:
         # that failed in this one) are in no manifest: deleted (datasets/jobs.py).
         summary["num_orphans_removed"] = sweep_orphans(cfg.out, run_token, started_at)
     if summary["failed"] and not summary["ingested"] and not summary["skipped_done"]:
-        raise UserError(f"nothing was ingested: {summary['failed'][0]['error']}")
+        raise UserError(nothing_done("ingested", summary))
     return summary
 
 
@@ -557,10 +569,14 @@ def _ingest_locked(cfg: IngestConfig, found: list, bad: list[dict]) -> dict:
     summary = {"out": cfg.out, "format": cfg.format, "num_items": len(found) + len(bad), "skipped_done": num_done,
                "ingested": [], "replaced": [], "failed": [], "warnings": [], "num_steps": 0}
     results = tqdm(run_items(cfg, todo, job_config), total=len(todo), desc="dataset ingest", unit="item")
+    said: set[str] = set()
     for result in [*bad, *unreadable, *results]:
         item = result["item"]
         if result["ok"]:
             commit_shards(cfg.out, result["shards"], replace=item["replaces"])
+            for line in sorted(set(resizes_of(result["shards"])) - said):
+                said.add(line)
+                results.write(f"dataset ingest: {line} (--resolution)", file=sys.stderr)
             summary["ingested"].append(item["name"])
             summary["num_steps"] += result["num_steps"]
             if item["replaces"]:
@@ -570,5 +586,6 @@ def _ingest_locked(cfg: IngestConfig, found: list, bad: list[dict]) -> dict:
                 print(f"dataset ingest: warning: {line}", file=sys.stderr)
         else:
             summary["failed"].append({"input": item["source"], "error": result["error"]})
-            print(f"dataset ingest: skipped: {result['error']}", file=sys.stderr)
+            if summary["num_items"] > 1:  # the only input's reason is the job's error (nothing_done)
+                results.write(f"dataset ingest: skipped: {result['error']}", file=sys.stderr)
     return summary

@@ -31,13 +31,16 @@ JOB_LOCK_NAME = ".job.lock"
 @contextlib.contextmanager
 def job_lock(roots: list[str], job: str) -> Iterator[None]:
     """One writing job at a time per local output (the lock dies with its process); object stores
-    have no locks, so there the user keeps jobs apart. `job` names the command for the error."""
-    fds = []
+    have no locks, so there the user keeps jobs apart. `job` names the command for the error. A
+    folder the lock made and the job left empty is removed: a failed job leaves nothing behind."""
+    fds, made = [], []
     try:
         for root in roots:
             loc = storage.resolve(root)
             if not loc.is_local:
                 continue
+            if not os.path.isdir(loc.path):
+                made.append(loc)
             os.makedirs(loc.path, exist_ok=True)
             fds.append(os.open(loc.join(JOB_LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644))
             try:
@@ -47,6 +50,10 @@ def job_lock(roots: list[str], job: str) -> Iterator[None]:
                                 f"wait for it to end or stop it before this {job}") from None
         yield
     finally:
+        for loc in made:  # a job that wrote nothing leaves no folder behind (removed while still locked)
+            if os.listdir(loc.path) == [JOB_LOCK_NAME]:
+                os.unlink(loc.join(JOB_LOCK_NAME))
+                os.rmdir(loc.path)
         for fd in fds:
             os.close(fd)
 

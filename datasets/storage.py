@@ -157,6 +157,15 @@ def record_at_hint(width: int, height: int) -> str:
     return f"record it again at {width}x{height} ({capture}`worldloom dataset ingest ... --resolution {width}x{height}`)"
 
 
+def resize_words(from_hw: tuple[int, int], to_hw: tuple[int, int]) -> str:
+    """`frames 512x540 -> 64x64 (aspect 0.95 -> 1)`: a resize of (height, width) frames in words,
+    WIDTHxHEIGHT as everywhere, the aspect ratio (width / height) named when it changes."""
+    (h0, w0), (h1, w1) = from_hw, to_hw
+    aspect = round(w0 / h0, 2), round(w1 / h1, 2)
+    squashed = f" (aspect {aspect[0]:g} -> {aspect[1]:g})" if aspect[0] != aspect[1] else ""
+    return f"frames {w0}x{h0} -> {w1}x{h1}{squashed}"
+
+
 class SpecMismatch(UserError):
     """Frames of another size, fps or codec than the dataset's; `dataset` is the dataset's spec."""
 

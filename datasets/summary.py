@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from worldloom.config import flag_name
+from worldloom.progress import counted
 
 from . import schema
 from .jobs import job_running
@@ -37,9 +38,9 @@ def summarize(root: str | os.PathLike | Dataset) -> dict:
         "episode_steps": _stats([e["num_steps"] for e in episodes]),
         "label_sources": {k: {"episodes": v, "frames": sum(e["num_steps"] for e in episodes if e["label_source"] == k)}
                           for k, v in collections.Counter(e["label_source"] for e in episodes).items()},
-        "splits": dict(collections.Counter(str(e["split"]) for e in episodes)),
-        "envs": dict(collections.Counter(str(e["env"]) for e in episodes)),
-        "players": dict(collections.Counter(str(e["player"]) for e in episodes)),
+        "splits": category_counts(e["split"] for e in episodes),
+        "envs": category_counts(e["env"] for e in episodes),
+        "players": category_counts(e["player"] for e in episodes),
     }
     out.update(completion(ds, len(episodes)))
     out.update(action_summary(ds))
@@ -49,6 +50,15 @@ def summarize(root: str | os.PathLike | Dataset) -> dict:
 
 # Capture fields that say how a job runs, not what it records: left out of the command that finishes it.
 _RUN_FIELDS = ("out", "strip_actions", "num_workers", "workers", "address", "episodes_per_shard", "progress")
+
+
+# A category an episode leaves null (a plain video's player, a split before `dataset split`).
+UNSET = "unset"
+
+
+def category_counts(values) -> dict[str, int]:
+    """Episodes per value of a category column, a null one counted as `unset` (never `None`)."""
+    return dict(collections.Counter(UNSET if v is None else str(v) for v in values))
 
 
 def completion(ds: Dataset, num_episodes: int) -> dict:
@@ -128,16 +138,17 @@ def incomplete_line(s: dict) -> str:
     state = "in progress: a job is writing it now" if s["job_running"] else "incomplete: its job stopped before the end"
     then = (f"; to finish it run: {s['finish']}" if s["finish"] and not s["job_running"]
             else "; inspect it again when the job ends")
-    return f"{s['path']}: {state}, {s['episodes']}{of} episodes committed; no action histograms until it is complete{then}"
+    committed = f"{s['episodes']}{of} episode{'s' * ((s['planned_episodes'] or s['episodes']) != 1)}"
+    return f"{s['path']}: {state}, {committed} committed; no action histograms until it is complete{then}"
 
 
 def format_summary(s: dict) -> str:
     """The summary as text for a person."""
     lines = [
         f"{s['path']}  (format v{s['format_version']})",
-        f"  {s['episodes']} episodes, {s['frames']} frames = {s['hours']:.3f} h at {s['fps']:g} fps, "
+        f"  {counted(s['episodes'], 'episode')}, {counted(s['frames'], 'frame')} = {s['hours']:.3f} h at {s['fps']:g} fps, "
         f"{s['width']}x{s['height']} {s['codec']}",
-        f"  {s['shards']} shards, {s['size_bytes'] / 1e6:.2f} MB, {s['bytes_per_frame']:.0f} bytes/frame",
+        f"  {counted(s['shards'], 'shard')}, {s['size_bytes'] / 1e6:.2f} MB, {s['bytes_per_frame']:.0f} bytes/frame",
     ]
     st = s["episode_steps"]
     if st["count"]:

@@ -24,6 +24,7 @@ from worldloom.envs import ENV_NAMES, PLAYER_NAMES, check_resolution, make_env, 
 from worldloom.envs.worldgen import BIOMES
 from worldloom.errors import UserError
 from worldloom.io import check_image_out, check_video_out, write_image, write_video
+from worldloom.progress import counted
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -113,7 +114,7 @@ def play(args: argparse.Namespace) -> int:
     out = check_video_out(args.out, f"{args.env}-{args.player}-seed{args.seed}")  # before the seconds of play
     frames = record(args.env, args.player, args.steps, args.seed, *_size(args))
     write_video(out, frames, FPS, pix_fmt="yuv444p")  # yuv444p: pixel-art colours kept exact
-    print(f"wrote {out} ({len(frames)} frames)")
+    print(f"wrote {out} ({counted(len(frames), 'frame')})")
     return 0
 
 

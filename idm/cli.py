@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from worldloom.config import add_dataclass_args, dataclass_from_args
-from worldloom.progress import job_summary
+from worldloom.progress import counted, job_summary
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -50,7 +50,7 @@ def run_scaling(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"| {r['hours']:g} | {r['button_macro_f1']:.3f} | {r['noop_button_macro_f1']:.3f} | "
               f"{r['camera_r2_pitch']:.3f} | {r['camera_r2_yaw']:.3f} |")
-    print(f"idm scaling: {len(rows)} runs, scaling.csv and scaling.png in {cfg.out}", file=sys.stderr)
+    print(f"idm scaling: {counted(len(rows), 'run')}, scaling.csv and scaling.png in {cfg.out}", file=sys.stderr)
     return 0
 
 

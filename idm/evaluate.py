@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from worldloom.idm.data import Episode, load_episodes
 from worldloom.idm.infer import predict_sequence
 from worldloom.io import atomic_path, atomic_write_json, atomic_write_text
 from worldloom.paths import redact_json, redact_text
-from worldloom.progress import Stages
+from worldloom.progress import Stages, counted
 
 
 def truth_for(episodes: list[Episode], truth: list[str] | None) -> list[Episode]:
@@ -70,8 +69,8 @@ def markdown_table(report: dict) -> str:
     def fmt(x) -> str:
         return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
-    lines = [f"Model `{report['model']}` on {', '.join(report['data'])}: {report['num_episodes']} episodes, "
-             f"{report['num_steps']} steps{report['resize_note']}.", "",
+    lines = [f"Model `{report['model']}` on {', '.join(report['data'])}: "
+             f"{counted(report['num_episodes'], 'episode')}, {counted(report['num_steps'], 'step')}{report['resize_note']}.", "",
              "| metric | IDM | always no-op | persistence |", "| --- | --- | --- | --- |"]
     lines += [f"| {k} | " + " | ".join(fmt(report[c][k]) for c in cols) + " |" for k in keys]
     ceiling = report["camera_quantization_ceiling"]
@@ -119,9 +118,7 @@ def evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None = N
     """Score the run's latest checkpoint on `data`; write eval.json, eval.md, confusion.png to `out`.
     Its stages show as a bar from the first second (worldloom.progress), the steps predicted as another."""
     with Stages("idm eval", ["loading the IDM and the episodes", "predicting", "writing the report"]) as stages:
-        report = _evaluate(model_dir, data, truth, out, stages)
-    print(f"idm eval: eval.json, eval.md, confusion.png in {report['out']}", file=sys.stderr, flush=True)
-    return report
+        return _evaluate(model_dir, data, truth, out, stages)
 
 
 def _evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None, out: str | Path | None,

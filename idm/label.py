@@ -48,7 +48,7 @@ from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE, num_actors, ray_se
 from worldloom.config import check_range, doc, to_json_dict
 from worldloom.datasets.jobs import job_lock, sweep_orphans
 from worldloom.datasets.sources import Source, episode_source, file_source, plan_resume
-from worldloom.datasets.storage import FrameSpec, SpecMismatch
+from worldloom.datasets.storage import FrameSpec, SpecMismatch, resize_words
 from worldloom.datasets.video import FPS_RANGE, RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReader
 from worldloom.errors import UserError
 from worldloom.folders import check_out
@@ -56,6 +56,7 @@ from worldloom.idm.checkpoint import checkpoint_id, load_idm, model_config
 from worldloom.idm.data import open_dataset
 from worldloom.idm.infer import StreamPredictor, concat_predictions, predict_sequence, resize_frames
 from worldloom.paths import redact_text
+from worldloom.progress import nothing_done
 
 MAX_CHUNK_STEPS = 72_000  # an hour at 20 steps per second
 
@@ -190,7 +191,7 @@ class Labeler:
                 "player": row.get("player"), "split": row.get("split"), **self._truth(ds, item["episode_id"])}
         writer = self._writer(ds.spec.height, ds.spec.width, ds.spec.fps, codec, item)
         self._add(writer, item["name"], clip.frames, pred, meta)
-        return len(clip.frames), {}
+        return len(clip.frames), {}, (ds.spec.height, ds.spec.width)
 
     def label_video(self, item: dict) -> tuple[int, dict]:
         """Stream one video through the model; episodes of chunk_steps steps. Returns (steps, decode report)."""
@@ -228,7 +229,7 @@ class Labeler:
                 raise VideoError(f"{item['source']}: truncated: {report.truncation()}; skipped (re-download or "
                                  "repair it, or pass --keep-truncated to label what decodes)")
             store(final=True)
-        return num_stored, report.to_json()
+        return num_stored, report.to_json(), (report.height, report.width)
 
     def _check_length(self, num_steps: int, item: dict) -> None:
         if num_steps < self.model_cfg.num_frames:
@@ -238,7 +239,8 @@ class Labeler:
     def label(self, item: dict) -> dict:
         """Label one item; returns its committed-to-be shards (JSON) or the error that skipped it."""
         try:
-            num_steps, decoded = self.label_episode(item) if item["kind"] == "episode" else self.label_video(item)
+            num_steps, decoded, source_hw = (self.label_episode(item) if item["kind"] == "episode"
+                                             else self.label_video(item))
         except Exception as err:  # noqa: BLE001 - one bad item is reported and skipped, never ends the job
             for writer in self.writers.values():
                 writer.abort()
@@ -254,7 +256,8 @@ class Labeler:
                     env_config = json.loads(row["env_config"])
                     row["env_config"] = json.dumps({**env_config, "decode": summary, "truncated": decoded["truncated"]},
                                                    sort_keys=True, default=str)
-        return {"item": item, "ok": True, "num_steps": num_steps, "shards": shards, "decoded": decoded}
+        return {"item": item, "ok": True, "num_steps": num_steps, "shards": shards, "decoded": decoded,
+                "source_hw": source_hw}
 
 
 def run_items(cfg: LabelConfig, items: list[dict], model_id: str, job_config: dict):
@@ -317,7 +320,7 @@ def label(cfg: LabelConfig) -> dict:
         # that failed in this one) are in no manifest: deleted (datasets/jobs.py).
         summary["num_orphans_removed"] = sweep_orphans(cfg.out, run_token, started_at)
     if summary["failed"] and not summary["labeled"] and not summary["skipped_done"]:
-        raise UserError(f"nothing was labeled: {summary['failed'][0]['error']}")
+        raise UserError(nothing_done("labeled", summary))
     return summary
 
 
@@ -335,8 +338,14 @@ def _label_locked(cfg: LabelConfig, kind: str, found: list, model_id: str) -> di
     summary = {"out": redact_text(cfg.out), "label_model": model_id, "num_items": len(found), "skipped_done": num_done,
                "labeled": [], "replaced": [], "failed": [], "truncated": [], "warnings": [], "num_steps": 0}
     results = tqdm(run_items(cfg, todo, model_id, job_config), total=len(todo), desc="idm label", unit="item")
+    model_hw, said = (model_cfg.height, model_cfg.width), set()
     for result in [*unreadable, *results]:
         item = result["item"]
+        if result["ok"] and tuple(result["source_hw"]) not in said | {model_hw}:
+            said.add(tuple(result["source_hw"]))
+            stored = "stored resized (--frames model)" if cfg.frames == "model" else "stored as they are"
+            results.write(f"idm label: {resize_words(tuple(result['source_hw']), model_hw)} for the model's input; "
+                          f"{stored}", file=sys.stderr)
         if result["ok"]:
             commit_shards(cfg.out, result["shards"], replace=item["replaces"])
             summary["labeled"].append(item["name"])
@@ -352,5 +361,6 @@ def _label_locked(cfg: LabelConfig, kind: str, found: list, model_id: str) -> di
                 print(f"idm label: warning: {line}", file=sys.stderr)
         else:
             summary["failed"].append({"input": item["source"], "error": redact_text(result["error"])})
-            print(f"idm label: skipped: {redact_text(result['error'])}", file=sys.stderr)
+            if summary["num_items"] > 1:  # the only input's reason is the job's error (nothing_done)
+                results.write(f"idm label: skipped: {redact_text(result['error'])}", file=sys.stderr)
     return summary

@@ -191,21 +191,26 @@ def validate(model: IDM, batch: dict[str, np.ndarray], cfg: TrainConfig, device:
 RESUMABLE_FIELDS = {"out", "minutes", "max_steps", "device", "threads", "log_every"}  # "out": a run may be moved
 
 
+def check_resumable(cfg: TrainConfig) -> None:
+    """UserError (one line) if cfg.out holds a checkpoint of a run with another config."""
+    wanted = {"train": to_json_dict(cfg), "model": to_json_dict(cfg.model_config)}
+    if ckpt.has_checkpoint(cfg.out):
+        have = read_config(cfg.out)
+        diff = sorted(k for k in wanted["train"] if k not in RESUMABLE_FIELDS and k != "model"
+                      and have.get("train", {}).get(k) != wanted["train"][k])
+        if diff or have.get("model") != wanted["model"]:
+            raise UserError(f"{cfg.out} holds a run with a different config ({', '.join(diff) or 'model'}): "
+                            "use a new --out, or the same flags to resume it")
+
+
 def prepare_run_dir(cfg: TrainConfig) -> Path:
     """Create the run directory and write config.json, or check that a resumed run's config matches.
     A run that stopped before its first checkpoint has nothing to resume: its folder is reused."""
     check_out(cfg.out, KIND)
+    check_resumable(cfg)
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    wanted = {"train": to_json_dict(cfg), "model": to_json_dict(cfg.model_config)}
-    if ckpt.has_checkpoint(run_dir):
-        have = read_config(run_dir)
-        diff = sorted(k for k in wanted["train"] if k not in RESUMABLE_FIELDS and k != "model"
-                      and have.get("train", {}).get(k) != wanted["train"][k])
-        if diff or have.get("model") != wanted["model"]:
-            raise UserError(f"{run_dir} holds a run with a different config ({', '.join(diff) or 'model'}): "
-                            "use a new --out, or the same flags to resume it")
-    ckpt.write_run_config(run_dir, KIND, wanted)
+    ckpt.write_run_config(run_dir, KIND, {"train": to_json_dict(cfg), "model": to_json_dict(cfg.model_config)})
     return run_dir
 
 
@@ -242,6 +247,10 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
     device = resolve_device(cfg.device)
     mcfg, hp = cfg.model_config, cfg.hparams
     check_out(cfg.out, KIND)  # the inputs are checked before anything is written into --out: a failed
+    check_resumable(cfg)  # another config: that error, before "already finished"
+    if finished := ckpt.finished_run(cfg.out, KIND, "idm train", cfg.minutes, cfg.max_steps):
+        print(finished, file=sys.stderr)  # its thresholds, curves and config are left as they are
+        return Path(cfg.out)
     episodes = idm_data.load_episodes(cfg.data, require_labels=True)  # command leaves no config.json behind
     idm_data.check_frame_size(episodes, mcfg.height, mcfg.width, "training")
     train_eps, val_eps = idm_data.split_episodes(idm_data.usable(episodes, mcfg.num_frames), cfg.val_fraction, cfg.seed)

@@ -22,6 +22,7 @@ import importlib
 import sys
 
 from worldloom.errors import UserError
+from worldloom.interrupts import exit_code, quiet_until_exit, signal_taken, signals_as_interrupts
 from worldloom.paths import redact_text
 
 # This module's own imports stay few and small: a Ctrl-C before main() starts (about 0.1 s after
@@ -115,27 +116,49 @@ def upgrade_argv(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:  # from the first line: Ctrl-C while the stage's modules load (seconds for torch) is one line too
-        argv = upgrade_argv(argv)
-        stage = argv[0] if argv and argv[0] in {name for name, _, _ in STAGES} else None
-        parser = build_parser(only=stage)
-        args = parser.parse_args(argv)
-        if not getattr(args, "handler", None):
-            parser.print_help()
-            return 0 if args.stage is None else 2
-        return int(args.handler(args) or 0)
-    except UserError as err:
-        print(f"worldloom {argv[0]}: error: {redact_text(str(err))}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as err:  # a trainer's says what it saved (worldloom.training.CtrlC)
-        from worldloom.training import exit_code
+    """Run one command; `argv` None: this process's own (the `worldloom` script, which exits next)."""
+    code = run_command(list(sys.argv[1:] if argv is None else argv))
+    if argv is None and code > 128:  # interrupted: nothing may print after the one line
+        quiet_until_exit()
+    return code
 
-        print(interrupted_line(argv, err), file=sys.stderr)
-        return exit_code(err)
-    except BrokenPipeError:  # `worldloom dataset inspect ... | head`: the reader left, not an error
-        sys.stderr.close()
-        return 0
+
+def run_command(argv: list[str]) -> int:
+    with signals_as_interrupts():  # from the first line: Ctrl-C while the stage's modules load (seconds for torch) is one line too
+        try:
+            argv = upgrade_argv(argv)
+            stage = argv[0] if argv and argv[0] in {name for name, _, _ in STAGES} else None
+            parser = build_parser(only=stage)
+            args = parser.parse_args(argv)
+            if not getattr(args, "handler", None):
+                parser.print_help()
+                return 0 if args.stage is None else 2
+            code = int(args.handler(args) or 0)
+            if not signal_taken():
+                return code
+            raise KeyboardInterrupt  # a library dropped the interrupt and went on: the command was still stopped
+        except BrokenPipeError:  # `worldloom dataset inspect ... | head`: the reader left, not an error
+            sys.stderr.close()
+            return 0
+        except (Exception, KeyboardInterrupt) as err:
+            ended = error_line(argv, err)
+            if ended is None:
+                raise
+            print(ended[0], file=sys.stderr)
+            return ended[1]
+
+
+def error_line(argv: list[str], err: BaseException) -> tuple[str, int] | None:
+    """The one line and the exit code for an exception that ended a command, None for a bug (its
+    traceback shows): after a signal, whatever a library turned the interrupt into is the
+    interruption (worldloom.interrupts); a UserError is bad input, exit code 2."""
+    if isinstance(err, KeyboardInterrupt):  # a trainer's says what it saved (worldloom.training.CtrlC)
+        return interrupted_line(argv, err), exit_code(err)
+    if signal_taken():
+        return interrupted_line(argv, KeyboardInterrupt()), exit_code(err)
+    if isinstance(err, UserError):
+        return f"worldloom {argv[0]}: error: {redact_text(str(err))}", 2
+    return None
 
 
 def interrupted_line(argv: list[str], err: KeyboardInterrupt) -> str:

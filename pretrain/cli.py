@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from worldloom.config import add_dataclass_args, dataclass_from_args, deprecated_flag
 
@@ -51,7 +52,9 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, to_markdown
 
-    print(to_markdown(evaluate(dataclass_from_args(EvalConfig, args))))
+    report = evaluate(dataclass_from_args(EvalConfig, args))
+    print(to_markdown(report))
+    print(f"pretrain eval: eval.json, eval.md, eval.png and strip.png in {report['out']}", file=sys.stderr)
     return 0
 
 

@@ -21,6 +21,7 @@ from worldloom.actions import BUTTONS
 from worldloom.datasets import Dataset
 from worldloom.datasets.storage import record_at_hint
 from worldloom.errors import UserError
+from worldloom.progress import counted
 
 from .model import encode_actions
 
@@ -46,7 +47,7 @@ def check_sources(paths: Sequence[str], min_steps: int = 2) -> SourceSpec:
         ds = Dataset(path)
         longest = max((ds.episode(e).num_steps for e in ds.episode_ids), default=0)
         if len(ds) == 0 or longest < min_steps:
-            raise UserError(f"{path}: no episode with at least {min_steps} steps ({len(ds)} episodes); capture more data first")
+            raise UserError(f"{path}: no episode with at least {min_steps} steps ({counted(len(ds), 'episode')}); capture more data first")
         buttons = tuple(ds.manifest.get("action_space", {}).get("buttons", BUTTONS))
         if buttons != BUTTONS:
             raise UserError(f"{path}: action space {list(buttons)} differs from WorldLoom's {list(BUTTONS)}")

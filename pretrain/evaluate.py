@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from worldloom.config import doc
+from worldloom.datasets.storage import resize_words
 from worldloom.errors import UserError
 from worldloom.io import atomic_path, atomic_write_text, write_image
 from worldloom.paths import redact_json
@@ -344,10 +345,7 @@ def evaluate(cfg: EvalConfig) -> dict:
              *(["engine branches"] if cfg.counterfactual else []), *(["revisit paths"] if cfg.revisit else []),
              "writing the report"]
     with Stages("pretrain eval", names) as stages:
-        report = _evaluate(cfg, stages)
-    out = Path(cfg.out) if cfg.out else Path(cfg.model) / "eval"
-    print(f"pretrain eval: eval.json, eval.md, eval.png in {out}", file=sys.stderr, flush=True)
-    return report
+        return _evaluate(cfg, stages)
 
 
 def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
@@ -371,6 +369,9 @@ def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
     long_horizon = max(cfg.horizon, min(cfg.stability_horizon, longest_labeled(cfg.data) - context))
     stages.start("reading clips")
     clips = eval_clips(cfg.data, context + long_horizon, cfg.num_clips)
+    size, clip_hw = model.cfg.image_size, tuple(clips["frames"].shape[2:4])  # (B, T, H, W, 3)
+    if clip_hw != (size, size):  # frames_to_model resizes them; scores are at the model's size
+        tqdm.write(f"pretrain eval: {resize_words(clip_hw, (size, size))} for the model's input (area)", file=sys.stderr)
     stages.start("generating")
     gen = generate(model, codec, clips, cfg, model.cfg.image_size, long_horizon)
     report = {"model": str(cfg.model), "data": redact_json(list(cfg.data)), "num_clips": int(len(clips["frames"])), "context": context,
@@ -417,6 +418,7 @@ def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
     atomic_write_text(out / "eval.json", json.dumps(report, indent=1))
     atomic_write_text(out / "eval.md", to_markdown(report))
     plot(report, out / "eval.png")
+    report["out"] = str(out)  # where the CLI says the files are, once, after the table
     return report
 
 

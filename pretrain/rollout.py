@@ -29,6 +29,7 @@ import torch
 from worldloom.config import doc
 from worldloom.errors import UserError
 from worldloom.io import write_video
+from worldloom.progress import counted
 
 from .checkpoint import load_world_model
 from .data import frames_to_model, model_to_frames
@@ -117,7 +118,7 @@ def rollout_episode(cfg: RolloutConfig) -> dict:
     context = model.cfg.num_frames - 1
     ds = Dataset(cfg.data)
     if cfg.episode not in ds.episode_ids:
-        raise UserError(f"episode {cfg.episode!r} is not in {cfg.data} (it has {len(ds)} episodes, e.g. {ds.episode_ids[:3]})")
+        raise UserError(f"episode {cfg.episode!r} is not in {cfg.data} (it has {counted(len(ds), 'episode')}, e.g. {ds.episode_ids[:3]})")
     num_steps = ds.episode(cfg.episode).num_steps
     horizon = min(cfg.horizon, num_steps - cfg.start - context)
     if horizon < 1:

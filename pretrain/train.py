@@ -33,6 +33,7 @@ from worldloom import checkpoint as ckpt
 from worldloom.cluster import MAX_WORKERS, cluster_resources, ray_session
 from worldloom.config import check_range, doc, to_json_dict
 from worldloom.datasets import Dataset
+from worldloom.datasets.storage import resize_words
 from worldloom.errors import UserError
 from worldloom.folders import check_out
 from worldloom.training import (
@@ -283,6 +284,10 @@ def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, Path]:
     """Validate data and memory, fit the camera warp, write config.json (or check it matches a run being resumed)."""
     check_out(cfg.out, KIND)
     spec = check_sources(cfg.data, min_steps=cfg.model_config.num_frames)
+    size = cfg.model_config.image_size
+    if (spec.height, spec.width) != (size, size):  # frames_to_model resizes every batch
+        print(f"pretrain train: {resize_words((spec.height, spec.width), (size, size))} for the model's input (area)",
+              file=sys.stderr)
     if cfg.use_actions and set(spec.label_sources) <= {"none"}:
         raise UserError(f"{', '.join(cfg.data)}: no episode carries actions (label_source none) but the model is conditioned "
                         "on them; label the footage with `worldloom idm label` first, or pass --no-use-actions")
@@ -467,6 +472,10 @@ def main(cfg: TrainConfig) -> Path:
     """Check inputs, fit the camera warp, train (in-process or on Ray Train), return the run directory.
     Ctrl-C or SIGTERM stops at once before the first step, else at the end of its step (CtrlC)."""
     with CtrlC() as ctrl_c:
+        check_out(cfg.out, KIND)
+        if finished := ckpt.finished_run(cfg.out, KIND, "pretrain train", cfg.minutes, cfg.max_steps):
+            print(finished, file=sys.stderr)  # its samples, curves and config are left as they are
+            return Path(cfg.out)
         device = resolve_device(cfg.device)  # warns loudly when a GPU was asked for and is absent
         cfg, run = prepare_run(cfg)
         mcfg = cfg.model_config

@@ -122,7 +122,7 @@ def test_captions_of_a_captured_dataset_name_its_state(captured, capsys):
     root, targets = captured
     out = root / "captions.jsonl"
     assert cli_main(["dataset", "captions", targets["env"], "--out", str(out), "--clip-seconds", "0.5"]) == 0
-    assert "20 captions of 10 frames, 2 episodes" in capsys.readouterr().out
+    assert "20 clip captions (10 frames each), 2 episodes" in capsys.readouterr().out
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(c["episode_id"], c["start"], c["stop"]) for c in lines] == \
         [(f"ep-{i}", s, s + 10) for i in range(2) for s in range(0, 100, 10)]

@@ -279,6 +279,33 @@ def test_sigterm_exits_143_and_ctrl_c_130():
         assert exit_code(ctrl_c.stopped(3, "run/checkpoint")) == code
 
 
+def test_a_signal_a_library_turned_into_another_error_or_dropped_still_ends_the_command_as_interrupted():
+    import signal
+    import time
+
+    from worldloom.errors import UserError
+    from worldloom.interrupts import interrupt, signals_as_interrupts
+    from worldloom.pipeline.cli import error_line
+
+    assert error_line(["capture", "run"], RuntimeError("a bug")) is None  # no signal: its traceback shows
+    assert error_line(["capture", "run"], UserError("bad")) == ("worldloom capture: error: bad", 2)
+    with signals_as_interrupts():
+        try:  # numba's first compile, interrupted in an llvmlite callback
+            os.kill(os.getpid(), signal.SIGTERM)
+        except KeyboardInterrupt:
+            err = RuntimeError("no compiled object yet for <Library 'shade_frame'>")
+        assert error_line(["capture", "run"], err) == ("worldloom capture: interrupted; re-run the same command to resume", 143)
+
+        class Finalizer:
+            def __del__(self):
+                raise interrupt(signal.SIGINT)  # Python can only print and drop this one: it is raised again
+
+        with pytest.raises(KeyboardInterrupt) as again:
+            Finalizer()
+            time.sleep(0.1)
+        assert error_line(["capture", "run"], again.value)[1] == 130
+
+
 def test_a_job_over_many_inputs_ends_with_one_line_in_words():
     from worldloom.progress import job_summary
 
@@ -287,6 +314,8 @@ def test_a_job_over_many_inputs_ends_with_one_line_in_words():
     assert job_summary("idm label", "labeled", summary, how="by runs/idm") == (
         "idm label: labeled 2 of 4 inputs (2,400 steps, 2.0 min of play) into data/pseudo by runs/idm; "
         "1 already there; 1 cut short by a damaged file; 1 failed (reported above)")
+    one = {"out": "o", "num_items": 1, "num_steps": 1, "labeled": ["a"]}  # counts in the number they take
+    assert job_summary("idm label", "labeled", one).startswith("idm label: labeled 1 of 1 input (1 step, ")
 
 
 def test_resolution_values():
@@ -354,7 +383,8 @@ def test_stages_bar_names_the_running_stage_and_is_wiped_on_an_error(capsys):
     with pytest.raises(ValueError), Stages("job", ["reading", "writing"], show_after_s=0.0) as stages:
         stages.start("reading")
         raise ValueError("a user's mistake")
-    assert "\n" not in capsys.readouterr().err  # no bar left behind on a terminal: the CLI's error is the one line
+    err = capsys.readouterr().err  # a pipe keeps the bar's text: its line is ended, so the CLI's error starts its own
+    assert ", reading]" in err and err.endswith("\n") and err.count("\n") == 1
     # a mistake found in the first half second (input checks) writes nothing at all, in a pipe or a log file too
     with pytest.raises(ValueError), Stages("job", ["reading", "writing"]) as stages:
         stages.start("reading")
@@ -365,3 +395,8 @@ def test_stages_bar_names_the_running_stage_and_is_wiped_on_an_error(capsys):
         stages.start("loading")
         time.sleep(0.6)
         assert ", loading]" in capsys.readouterr().err
+    with pytest.raises(ValueError), Stages("job", ["loading", "writing"], show_after_s=0.2) as stages:
+        stages.start("loading")
+        time.sleep(0.3)  # shown by the timer alone, then a mistake: the error still starts its own line
+        raise ValueError("a user's mistake")
+    assert capsys.readouterr().err.endswith("\n")

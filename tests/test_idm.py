@@ -236,8 +236,9 @@ def test_train_eval_label_loop(voxel, tmp_path, monkeypatch, capsys):
                 "--out", str(tmp_path / "eval")]) == 0
     err = capsys.readouterr().err  # progress from the start: a bar over the stages, one over the steps predicted
     stages = [", loading the IDM and the episodes]", ", predicting]", "120/120 [", ", writing the report]",
-              "idm eval: eval.json, eval.md, confusion.png in"]
+              "idm eval: eval.json, eval.md and confusion.png in"]
     assert all(stage in err for stage in stages) and sorted(stages, key=err.index) == stages, err
+    assert err.count("idm eval: eval.json") == 1, err  # said once
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert report["num_steps"] == 120 and (tmp_path / "eval" / "confusion.png").exists()
     true_b = np.concatenate([ep[1] for ep in voxel["episodes"]])
@@ -326,6 +327,20 @@ def test_killed_run_resumes_to_the_same_weights(voxel, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     rows = [r["step"] for r in csv.DictReader((partial / "metrics.csv").open())]
     assert rows == ["3", "6"]
+
+
+def test_a_finished_run_run_again_trains_nothing_and_rewrites_nothing(voxel, tmp_path, capsys):
+    run = train_main(micro_cfg(voxel["labeled"], tmp_path / "run", max_steps=2))
+    written = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert train_main(micro_cfg(voxel["labeled"], run, max_steps=2)) == run
+    assert capsys.readouterr().err == (f"idm train: {run} is already finished: 2 steps in 0.0 minutes, its budget "
+                                       "--max-steps 2; nothing to train (a longer budget needs a new --out)\n")
+    with pytest.raises(UserError, match="finished schedule is not extended; to train with --max-steps 4, use a new --out"):
+        train_main(micro_cfg(voxel["labeled"], run, max_steps=4))
+    with pytest.raises(UserError, match="holds a run with a different config \\(seed\\)"):  # said before "finished"
+        train_main(micro_cfg(voxel["labeled"], run, max_steps=2, seed=1))
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == written  # thresholds, curves, config
 
 
 def test_metrics_show_every_log_every_steps_before_the_first_checkpoint(voxel, tmp_path):

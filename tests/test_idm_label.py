@@ -86,6 +86,7 @@ def test_footage_of_another_size_than_out_names_the_flags_that_fit_it(run, clip,
     out = tmp_path / "pseudo"
     square = write_mp4(tmp_path / "square.mp4", play(20, 5, size=64)[0], fps=20)  # the model's 64x64
     assert cli(["idm", "label", "--model", run, "--data", square, "--out", str(out)]) == 0
+    assert "-> 64x64" not in capsys.readouterr().err  # the model's size: nothing resized, nothing said
     wide = write_mp4(tmp_path / "wide.mp4", clip[:20], fps=30)  # 96x64 at 30 fps into a 64x64, 20 fps dataset
     code = cli(["idm", "label", "--model", run, "--data", wide, "--out", str(out), "--fps", "30"])
     err = capsys.readouterr().err
@@ -93,6 +94,8 @@ def test_footage_of_another_size_than_out_names_the_flags_that_fit_it(run, clip,
     assert "height=" not in err
     assert cli(["idm", "label", "--model", run, "--data", wide, "--out", str(out), "--frames", "model"]) == 0
     assert sorted(Dataset(out).episode_ids) == ["square.mp4:0000", "wide.mp4:0000"]
+    assert ("idm label: frames 96x64 -> 64x64 (aspect 1.5 -> 1) for the model's input; stored resized (--frames model)\n"
+            in capsys.readouterr().err)
 
 
 def test_a_rerun_sweeps_what_a_killed_label_job_left(run, clip, tmp_path):

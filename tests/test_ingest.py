@@ -146,12 +146,13 @@ def test_area_resize_equals_opencv_inter_area_within_one_level(tmp_path):
         area_taps(10, 20)
 
 
-def test_ingest_resizes_after_drawing_the_cursor(tmp_path):
+def test_ingest_resizes_after_drawing_the_cursor(tmp_path, capsys):
     import cv2
 
     (tmp_path / "in" / "6.8").mkdir(parents=True)
     video = recording_640x360(tmp_path / "in" / "6.8", 4, gui_at=2)
     assert run([tmp_path / "in"], tmp_path / "ds", resolution="128")["num_steps"] == 4
+    assert "dataset ingest: frames 640x360 -> 128x128 (aspect 1.78 -> 1) (--resolution)\n" in capsys.readouterr().err
     stored = Dataset(tmp_path / "ds").frames("6.8/rec").frames
     with VideoReader(video, timing="frames") as reader:
         decoded = np.stack(list(reader.steps()))
@@ -385,10 +386,18 @@ def test_plain_videos_as_vpt_suggest_format_video_and_a_run_folder_is_refused(tm
 
     write_video(tmp_path / "clips" / "c0.mp4", frames_of(12, 64), fps=20, pix_fmt="yuv444p", crf=10)
     code = main(["dataset", "ingest", "--data", str(tmp_path / "clips"), "--out", str(tmp_path / "ds")])
-    err = capsys.readouterr().err.strip().splitlines()[-1]
+    everything = capsys.readouterr().err
+    err = everything.strip().splitlines()[-1]
     assert code == 2 and err.startswith("worldloom dataset: error: nothing was ingested:"), err
     assert "c0.mp4: no c0.jsonl beside it" in err and "for plain videos without actions pass --format video" in err
-    assert not (tmp_path / "ds" / "dataset.json").exists()
+    assert everything.count("no c0.jsonl beside it") == 1, everything  # said once: no `skipped:` line before it
+    assert not (tmp_path / "ds").exists()  # nothing ingested: no folder left behind (not even the job's lock)
+    write_video(tmp_path / "clips" / "c1.mp4", frames_of(12, 64), fps=20, pix_fmt="yuv444p", crf=10)
+    assert main(["dataset", "ingest", "--data", str(tmp_path / "clips"), "--out", str(tmp_path / "ds")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-3:] == [
+        f"dataset ingest: skipped: {tmp_path / 'clips' / f'c{i}.mp4'}: no c{i}.jsonl beside it (a VPT recording is an .mp4 "
+        "and a .jsonl of the same name); for plain videos without actions pass --format video" for i in (0, 1)] + [
+        "worldloom dataset: error: nothing was ingested: 2 inputs skipped, for the reasons above"]
     # --out a pipeline run: refused in one line, nothing written there
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "pipeline.json").write_text('{"stages": {}}')
@@ -465,6 +474,10 @@ def test_a_rerun_sweeps_what_a_killed_ingest_left_and_a_second_job_is_refused(tm
 
     write_video(tmp_path / "clips" / "c0.mp4", frames_of(12, 64), fps=20, pix_fmt="yuv444p", crf=10)
     run([tmp_path / "clips"], tmp_path / "ds", format="video")
+    from worldloom.datasets.summary import format_summary, summarize
+
+    summary = summarize(tmp_path / "ds")  # a plain video: no known player, no split yet; never `None`
+    assert summary["players"] == summary["splits"] == {"unset": 1} and "None" not in format_summary(summary)
     orphans = plant_orphans(tmp_path / "ds")
     assert len(validate(tmp_path / "ds")) == 2  # both reported as leftovers
     summary = run([tmp_path / "clips"], tmp_path / "ds", format="video")  # the same command again

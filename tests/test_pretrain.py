@@ -285,8 +285,9 @@ def test_micro_train_rollout_eval_through_the_cli(data, tmp_path, monkeypatch, c
     # (2 clips x (1 + 4 + 2)), then where the files went
     err = capsys.readouterr().err
     stages = [", loading the world model]", ", reading clips]", ", generating]", ", IDM controllability]",
-              ", writing the report]", "pretrain eval: eval.json, eval.md, eval.png in"]
+              ", writing the report]", "pretrain eval: eval.json, eval.md, eval.png and strip.png in"]
     assert all(stage in err for stage in stages) and sorted(stages, key=err.index) == stages, err
+    assert err.count("pretrain eval: eval.json") == 1, err  # said once
     assert "5/5 [" in err and "14/14 [" in err, err
     report = json.loads((tmp_path / "ev" / "eval.json").read_text())
     control = report["controllability"]

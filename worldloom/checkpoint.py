@@ -32,9 +32,9 @@ from typing import Any
 
 from worldloom.errors import UserError
 from worldloom.io import atomic_path, atomic_write_json
-from worldloom.training import TrainingDiverged
+from worldloom.training import TimeBudget, TrainingDiverged
 
-__all__ = ["FORMAT_VERSION", "CONFIG_FILE", "CHECKPOINT_DIR", "STATE_FILE", "write_run_config", "read_run_config",
+__all__ = ["FORMAT_VERSION", "CONFIG_FILE", "CHECKPOINT_DIR", "STATE_FILE", "write_run_config", "read_run_config", "finished_run",
            "save_checkpoint", "load_checkpoint", "has_checkpoint", "read_state", "checkpoint_id", "first_non_finite", "load_weights_into", "load_model"]
 
 # 2 (2026-12-01): configs may hold fields added since 1; a version-1 file lacking such a field (a
@@ -173,6 +173,26 @@ def read_state(run_dir: str | Path, kind: str) -> dict:
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise UserError(f"{path}: step must be a whole number >= 0, got {step!r}")
     return state
+
+
+def finished_run(run_dir: str | Path, kind: str, command: str, minutes: float, max_steps: int | None) -> str | None:
+    """The line for a run whose last checkpoint already ended its budget (None: no checkpoint, or
+    steps left), asked again with the same budget; a UserError when a longer one is asked: a finished
+    schedule is not extended (its learning rate has decayed to the end), a new --out trains anew."""
+    if not has_checkpoint(run_dir):
+        return None
+    train, state = read_run_config(run_dir, kind).get("train", {}), read_state(run_dir, kind)
+    had = TimeBudget(train.get("minutes", 0.0), train.get("max_steps"), state.get("planned_steps"))
+    step, elapsed_s = state["step"], float(state.get("elapsed_s", 0.0))
+    if not had.done(step, elapsed_s):
+        return None
+    words = (f"{run_dir} is already finished: {step} step{'s' * (step != 1)} in {elapsed_s / 60:.1f} minutes, its budget "
+             f"{had.flags}")
+    asked = TimeBudget(minutes, max_steps)
+    if asked.flags != had.flags:
+        raise UserError(f"{words}, and a finished schedule is not extended; to train with {asked.flags}, "
+                        "use a new --out")
+    return f"{command}: {words}; nothing to train (a longer budget needs a new --out)"
 
 
 def load_checkpoint(run_dir: str | Path, kind: str, which: Sequence[str] = ("model",), optimizer=None,

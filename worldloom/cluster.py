@@ -22,7 +22,7 @@ listening sockets of every process of a local session.
 
 `ray.init` takes SIGTERM with a handler that exits with code 15; inside a session this function
 started, SIGTERM stops the command as Ctrl-C does instead (the session is shut down on the way
-out, exit code 143: worldloom.training.sigterm_as_interrupt), and the handler from before is
+out, exit code 143: worldloom.interrupts.sigterm_as_interrupt), and the handler from before is
 given back when the session ends.
 """
 
@@ -37,7 +37,7 @@ import threading
 from collections.abc import Iterator
 
 from worldloom.errors import UserError
-from worldloom.training import sigterm_as_interrupt
+from worldloom.interrupts import sigterm_as_interrupt
 
 __all__ = ["ray_session", "check_reachable", "cluster_resources", "LOCAL_ADDRESS", "LOOPBACK_ENV"]
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from worldloom.actions import FPS
 
-__all__ = ["SHOW_AFTER_S", "Stages", "job_summary"]
+__all__ = ["SHOW_AFTER_S", "Stages", "counted", "job_summary", "nothing_done"]
 
 SHOW_AFTER_S = 0.5  # the bar's first drawing: later than a mistake's error, sooner than a wait a user notices
 
@@ -62,15 +62,22 @@ class Stages:
             self._shown = self._shown or late
 
     def close(self, done: bool = True) -> None:
-        """Close the bar; `done`: the running stage ended. On an error the bar is wiped, so the
-        error is the one line left on the terminal (and a bar not yet shown never is)."""
+        """Close the bar; `done`: the running stage ended. On an error a shown bar is wiped on a
+        terminal and its line ended in a pipe or a log file (which keep its text), so the error
+        starts its own line (and a bar not yet shown never is)."""
         with self._lock:
             self._timer.cancel()
             self._timer = None
             if done and self.running is not None and self.bar.n < self.bar.total:
                 self.bar.update(1)
             self.bar.leave = done
+            wipe = self._shown and not done
+            if wipe:  # tqdm's close skips a bar only `_show` drew: refresh() sets no print time
+                self.bar.clear()
+            fp = self.bar.fp
             self.bar.close()
+            if wipe and not fp.isatty():
+                fp.write("\n")
 
     def __enter__(self) -> Stages:
         return self
@@ -84,9 +91,24 @@ def job_summary(command: str, done: str, summary: dict, how: str = "") -> str:
     1 already there; 1 failed (reported above)`: the end of a job whose `summary` counts `num_items`,
     `num_steps`, `skipped_done` and lists `done` (item names), `replaced`, `truncated`, `failed`."""
     steps = summary["num_steps"]
-    line = (f"{command}: {done} {len(summary[done])} of {summary['num_items']} inputs ({steps:,} steps, "
+    line = (f"{command}: {done} {len(summary[done])} of {counted(summary['num_items'], 'input')} ({steps:,} "
+            f"step{'s' * (steps != 1)}, "
             f"{steps / FPS / 60:.1f} min of play) into {summary['out']}{f' {how}' if how else ''}")
     counts = [(summary.get("skipped_done", 0), "already there"), (len(summary.get("replaced", ())), "replaced"),
               (len(summary.get("truncated", ())), "cut short by a damaged file"),
               (len(summary.get("failed", ())), "failed (reported above)")]
     return "; ".join([line, *(f"{n} {what}" for n, what in counts if n)])
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 episode`, `2 episodes`: a count and its noun in the number it takes (every count printed)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def nothing_done(done: str, summary: dict) -> str:
+    """The error of a job that did nothing: the reason of its only input (whose `skipped:` line is
+    not printed, so the sentence is said once), or how many inputs were skipped, each said above."""
+    failed = summary["failed"]
+    if summary["num_items"] == 1:
+        return f"nothing was {done}: {failed[0]['error']}"
+    return f"nothing was {done}: {counted(len(failed), 'input')} skipped, for the reasons above"

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from worldloom.errors import UserError
+from worldloom.interrupts import exit_code, interrupt, sigterm_as_interrupt
 from worldloom.io import atomic_path, atomic_write_text
 
 __all__ = ["lr_at", "resolve_device", "TimeBudget", "MetricsLog", "CtrlC", "TrainingDiverged", "check_finite",
@@ -147,6 +148,13 @@ class TimeBudget:
         spent = f", {elapsed_s / 60:.1f} of {self.minutes:g} minutes spent" if self.minutes else ""
         return f"{command}: resuming from step {step}{total}{spent} ({checkpoint_dir})"
 
+    @property
+    def flags(self) -> str:
+        """The budget as the flags that set it: `--minutes 3`, `--max-steps 40`, or the default."""
+        words = ([f"--minutes {self.minutes:g}"] if self.minutes else []) + (
+            [f"--max-steps {self.max_steps}"] if self.max_steps is not None else [])
+        return " ".join(words) or f"the default {DEFAULT_MAX_STEPS} steps"
+
 
 class CtrlC:
     """Ctrl-C (SIGINT) and SIGTERM (`timeout`, `kill`, a batch scheduler) in a trainer. Installed
@@ -220,33 +228,6 @@ class CtrlC:
     def stopped(self, step: int, checkpoint_dir: str | Path) -> KeyboardInterrupt:
         """The KeyboardInterrupt to raise once the checkpoint of `step` is saved."""
         return self._interrupt(f"checkpoint saved at step {step} ({checkpoint_dir})")
-
-
-# Signals our handlers took that no exit code has reported yet: `ray.get` re-raises a bare
-# KeyboardInterrupt in place of the one a handler raised, so the exception cannot always carry it.
-_taken: list[signal.Signals] = []
-
-
-def interrupt(signum: int, words: str = "") -> KeyboardInterrupt:
-    """A KeyboardInterrupt with `words` that carries the signal that stopped the command (`exit_code`)."""
-    err = KeyboardInterrupt(words) if words else KeyboardInterrupt()
-    err.signum = signal.Signals(signum)
-    _taken.append(err.signum)
-    return err
-
-
-def sigterm_as_interrupt(signum, frame) -> None:
-    """A SIGTERM handler: stop as Ctrl-C does, through every `finally` (a Ray session is shut down
-    on the way out), to the CLI's one line and exit code 143."""
-    raise interrupt(signum)
-
-
-def exit_code(err: KeyboardInterrupt) -> int:
-    """128 + the signal that stopped the command: the one `err` carries, else the last one our
-    handlers took, else SIGINT (Python's own Ctrl-C): 130 for Ctrl-C, 143 for SIGTERM."""
-    signum = getattr(err, "signum", None) or (_taken[-1] if _taken else signal.SIGINT)
-    _taken.clear()
-    return 128 + int(signum)
 
 
 class TrainingDiverged(UserError):
