@@ -71,6 +71,23 @@ def rotate_frames(frames: torch.Tensor, camera_deg: torch.Tensor, fov_deg: float
     return out.view(*lead, C, H, W)
 
 
+HUD_LEVELS = 4.0  # 8-bit levels: a change under this is none
+HUD_MIN_PAIRS = 8  # pairs whose turn should move a pixel, needed to call it HUD
+
+
+def fit_hud_mask(prev: torch.Tensor, nxt: torch.Tensor, camera_deg: torch.Tensor, fov_deg: float) -> torch.Tensor:
+    """Pixels that stay put where the turn should have moved them: the HUD (hotbar, held item), which the
+    warp must not move. A pixel counts over the pairs where the turned frame differs there from the
+    frame itself (a turn over a flat sky says nothing); HUD where, over at least HUD_MIN_PAIRS such
+    pairs, the median change is under HUD_LEVELS. (N, C, H, W) x2, (N, 2) degrees -> (H, W) in {0, 1}.
+    """
+    tol = HUD_LEVELS * 2.0 / 255.0
+    moved = (rotate_frames(prev, camera_deg, fov_deg) - prev).abs().amax(dim=1) > tol  # (N, H, W)
+    change = (nxt - prev).abs().amax(dim=1).masked_fill(~moved, float("nan"))
+    stayed = change.nanmedian(dim=0).values < tol  # NaN (no informative pair) compares False
+    return (stayed & (moved.sum(dim=0) >= HUD_MIN_PAIRS)).float()
+
+
 def fit_fov_deg(prev: torch.Tensor, nxt: torch.Tensor, camera_deg: torch.Tensor) -> float:
     """The field of view whose warp best predicts nxt from prev (0: no warp helps). (N, C, H, W) x2, (N, 2).
 

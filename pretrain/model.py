@@ -76,8 +76,12 @@ class WorldModelConfig:
     dead_zone: float = doc("x_skip: corrections smaller than this many 8-bit levels are dropped (soft threshold forward, "
                            "identity backward): where nothing changes the previous frame comes through exactly", 0.0)
 
+    hud_mask: bool = doc("x_skip with a camera warp: pixels that stay put while the view turns in the training data (the "
+                         "HUD: hotbar, held item), fitted at the start and kept in the weights, are never turned (issue "
+                         "18's log, section 12: the HUD kept for 64 frames)", False)
+
     # Fields a checkpoint of an older format may lack (worldloom.checkpoint.FORMAT_VERSION): the version that added each.
-    FIELDS_ADDED: ClassVar[dict[str, int]] = {"signal_input": 2, "dead_zone": 2}
+    FIELDS_ADDED: ClassVar[dict[str, int]] = {"signal_input": 2, "dead_zone": 2, "hud_mask": 3}
 
     def __post_init__(self):
         for name in ("image_size", "patch_size", "width", "depth", "num_heads", "num_frames"):
@@ -99,6 +103,8 @@ class WorldModelConfig:
             raise ValueError(f"dead_zone must be in [0, 64] 8-bit levels, got {self.dead_zone}")
         if self.dead_zone and self.prediction != "x_skip":
             raise ValueError("dead_zone needs prediction x_skip")
+        if self.hud_mask and (self.prediction != "x_skip" or self.latent_channels):
+            raise ValueError("hud_mask needs prediction x_skip on pixels (latent_channels 0)")
         if not 0.0 <= self.camera_fov_deg < 180.0:
             raise ValueError(f"camera_fov_deg must be in [0, 180), got {self.camera_fov_deg}")
         if self.latent_channels and self.image_size % self.latent_downsample:
@@ -138,7 +144,7 @@ class WorldModelConfig:
 
 # Presets change sizes only (DESIGN section 10). tiny: a few M params, trains on 2 CPU cores.
 PRESETS: dict[str, WorldModelConfig] = {
-    "tiny": WorldModelConfig(num_frames=3, signal_input=True, dead_zone=3.0),  # measured: issue 18's log, sections 7-8
+    "tiny": WorldModelConfig(num_frames=3, signal_input=True, dead_zone=3.0, hud_mask=True),  # issue 18's log, 7-8, 12
     "small": WorldModelConfig(image_size=64, patch_size=4, width=384, depth=8, num_heads=6, num_frames=16),
     "large": WorldModelConfig(image_size=128, patch_size=2, latent_channels=8, latent_downsample=8,
                               width=768, depth=12, num_heads=12, num_frames=32),
@@ -273,6 +279,8 @@ class WorldModel(nn.Module):
         self.final_norm = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
         self.final = nn.Linear(D, cfg.out_channels * p * p)
+        if cfg.hud_mask:  # (H, W) 1 where the picture never turns (set by training), saved with the weights
+            self.register_buffer("hud", torch.zeros(cfg.input_size, cfg.input_size))
         self._init_weights()
         self.text = None if text is None else TextEncoder(text, D)  # its own init (pretrain/text.py)
 
@@ -335,6 +343,8 @@ class WorldModel(nn.Module):
         if cfg.prediction == "x_skip":
             before, levels = previous_frames(x, t, prev, prev_t)
             turned = rotate_frames(before, camera_from_actions(action, action_mask), cfg.camera_fov_deg)
+            if cfg.hud_mask:  # the HUD stays where it is, whatever the turn
+                turned = torch.where(self.hud > 0.5, before, turned)
             if cfg.turned_input:
                 seen = torch.cat([seen, turned], dim=2)  # (B, T, 2C, H, W)
         h = self.patch_embed(self.patchify(seen)) + self.pos_embed  # (B, T, N, D)

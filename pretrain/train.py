@@ -49,7 +49,7 @@ from worldloom.training import (
 
 from . import checkpoint
 from .autoencoder import AE_FILE, PixelCodec, load_codec, save_codec, train_autoencoder
-from .camera import fit_fov_deg
+from .camera import fit_fov_deg, fit_hud_mask
 from .data import check_sources, frames_to_model, to_model_inputs, train_batches
 from .flow import FlowConfig, flow_loss
 from .model import PRESETS, WorldModel, WorldModelConfig, num_params
@@ -234,6 +234,13 @@ def fit_camera(cfg: TrainConfig) -> float:
     mcfg = cfg.model_config
     if not cfg.use_actions or mcfg.prediction != "x_skip":
         return 0.0
+    return fit_fov_deg(*camera_pairs(cfg))
+
+
+def camera_pairs(cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """About FIT_PAIRS consecutive frame pairs with their camera action, from the episodes with true actions
+    where there are any. -> prev, next (N, 3, S, S) in model units, camera (N, 2) degrees."""
+    mcfg = cfg.model_config
     true = [path for path in cfg.data if "env" in Dataset(path).episodes.column("label_source").to_pylist()]
     data, weights, sources = (true, None, ("env",)) if true else (cfg.data, cfg.weights, None)
     batches = train_batches(data, 2, cfg.batch_size, cfg.seed + 2, weights, label_sources=sources)
@@ -245,7 +252,7 @@ def fit_camera(cfg: TrainConfig) -> float:
         prev.append(x[:, 0])
         nxt.append(x[:, 1])
         camera.append(torch.as_tensor(b["camera"])[keep][:, 0].float())  # applied between the two frames
-    return fit_fov_deg(torch.cat(prev), torch.cat(nxt), torch.cat(camera))
+    return torch.cat(prev), torch.cat(nxt), torch.cat(camera)
 
 
 def resolve_camera(cfg: TrainConfig) -> TrainConfig:
@@ -332,6 +339,8 @@ def train_worker(cfg: TrainConfig, ctrl_c: CtrlC | None = None) -> dict:
     torch.manual_seed(cfg.seed)
     run, mcfg = Path(cfg.out), cfg.model_config
     model = WorldModel(mcfg, cfg.text_config).to(device)
+    if mcfg.hud_mask and mcfg.turns_camera and not checkpoint.has_checkpoint(run):  # resumed: the saved one
+        model.hud.copy_(fit_hud_mask(*camera_pairs(cfg), mcfg.camera_fov_deg).to(device))
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     state = {"step": 0, "elapsed_s": 0.0, "planned_steps": None}

@@ -21,7 +21,7 @@ from worldloom.actions import BUTTONS as ACTION_BUTTONS
 from worldloom.errors import UserError
 from worldloom.pipeline.cli import main as cli
 from worldloom.pretrain import evaluate as ev
-from worldloom.pretrain.camera import fit_fov_deg, rotate_frames
+from worldloom.pretrain.camera import fit_fov_deg, fit_hud_mask, rotate_frames
 from worldloom.pretrain.flow import (
     FlowConfig,
     SampleConfig,
@@ -232,6 +232,37 @@ def test_camera_fov_is_fitted_on_the_games_own_actions(data, tmp_path):
     alone = fit_camera(TrainConfig(data=(data["train"],), out="-"))
     assert fit_camera(TrainConfig(data=(str(tmp_path / "idm"), data["train"]), out="-")) == alone
     assert abs(fit_camera(TrainConfig(data=(str(tmp_path / "idm"),), out="-")) - 70.0) > abs(alone - 70.0)  # no env: all
+
+
+def test_the_hud_mask_is_what_stays_put_under_turns_and_is_never_turned():
+    import worldloom.envs as envs
+    from worldloom import actions
+
+    env = envs.make_env("voxel", height=64, width=64)
+    prev, nxt, cams = [], [], []
+    for seed in range(6):  # turns over six worlds: the scene moves, the HUD does not
+        obs, _ = env.reset(seed=seed)
+        for i in range(8):
+            a = actions.noop()
+            a["camera"] = np.array([3.0 * (-1) ** seed, 15.0 * (-1) ** i], dtype=np.float32)
+            new, *_ = env.step(a)
+            prev.append(obs), nxt.append(new), cams.append(a["camera"])
+            obs = new
+    model_units = lambda frames: torch.as_tensor(np.stack(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1  # noqa: E731
+    hud = fit_hud_mask(model_units(prev), model_units(nxt), torch.as_tensor(np.stack(cams)), 70.0)  # (64, 64)
+    assert hud[60].sum() >= 45  # the hotbar's row
+    assert hud[:28].mean() < 0.02 and 200 < hud.sum() < 800  # the sky and the scene are not HUD
+    # A model with the mask never turns those pixels; the rest is turned (at init: half turned)
+    model = WorldModel(dataclasses.replace(PRESETS["tiny"], camera_fov_deg=70.0, hud_mask=True)).eval()
+    model.hud.copy_(hud)
+    x = model_units(prev[:2])[None]  # (1, 2, 3, 64, 64)
+    action = torch.zeros(1, 2, ACTION_DIM)
+    turn = encode_actions(torch.zeros(1, 20), torch.tensor([[0.0, 20.0]]))
+    out = next_frame(model, x, action, torch.zeros(1, 2, dtype=torch.bool), turn, torch.ones(1, dtype=torch.bool),
+                     SampleConfig(num_steps=1, context_noise=0.0))[0]  # (3, 64, 64)
+    kept = hud.bool()
+    assert torch.allclose(out[:, kept], x[0, -1][:, kept], atol=1e-6)  # (one Euler step: x - (x - x0))
+    assert (out[:, ~kept] - x[0, -1][:, ~kept]).abs().mean() > 0.05
 
 
 def test_noise_levels_follow_the_sampling_pattern():
@@ -548,6 +579,9 @@ def test_a_run_written_with_the_removed_loss_weight_field_still_loads(tmp_path):
     assert (loaded.signal_input, loaded.dead_zone) == (False, 0.0) and loaded == WorldModelConfig()
     with pytest.raises(UserError, match=r"config.json: model.signal_input is missing"):
         check_config({**doc, "format_version": 2, "model": before, "flow": to_json_dict(train.flow)}, path)
+    # format 3 added model.hud_mask: a format-2 run had none
+    v2 = {k: v for k, v in doc["model"].items() if k != "hud_mask"}
+    assert check_config({**doc, "format_version": 2, "model": v2, "flow": to_json_dict(train.flow)}, path)["model"].hud_mask is False
 
 
 def test_train_into_a_dataset_or_another_run_is_one_line_and_nothing_is_written(data, tmp_path, capsys):
