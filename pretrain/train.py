@@ -291,10 +291,6 @@ def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, Path]:
     """Validate data and memory, fit the camera warp, write config.json (or check it matches a run being resumed)."""
     check_out(cfg.out, KIND)
     spec = check_sources(cfg.data, min_steps=cfg.model_config.num_frames)
-    size = cfg.model_config.image_size
-    if (spec.height, spec.width) != (size, size):  # frames_to_model resizes every batch
-        print(f"pretrain train: {resize_words((spec.height, spec.width), (size, size))} for the model's input (area)",
-              file=sys.stderr)
     if cfg.use_actions and set(spec.label_sources) <= {"none"}:
         raise UserError(f"{', '.join(cfg.data)}: no episode carries actions (label_source none) but the model is conditioned "
                         "on them; label the footage with `worldloom idm label` first, or pass --no-use-actions")
@@ -366,6 +362,8 @@ def train_worker(cfg: TrainConfig, ctrl_c: CtrlC | None = None) -> dict:
     try:
         while step < budget.total_steps:
             batch = next(batches)
+            if step == step0 and rank == 0:  # said once the data has read well (a bad shard: its one line only)
+                announce_resize(tuple(batch["frames"].shape[-3:-1]), mcfg.image_size)
             x, action, has = (t.to(device) for t in to_model_inputs(batch, mcfg.image_size, cfg.use_actions))
             x = codec.encode(x)  # pixels, or autoencoder latents
             text = {"text": tokenize(batch["caption"], cfg.text_config).to(device)} if cfg.text else {}
@@ -416,6 +414,12 @@ def train_worker(cfg: TrainConfig, ctrl_c: CtrlC | None = None) -> dict:
         ctrl_c.restore()
         bar.close()
     return {"step": step, "planned_steps": budget.total_steps}
+
+
+def announce_resize(frame_hw: tuple[int, int], size: int) -> None:
+    """One line when the datasets' frames are resized to the model's input (frames_to_model, every batch)."""
+    if tuple(frame_hw) != (size, size):
+        tqdm.write(f"pretrain train: {resize_words(frame_hw, (size, size))} for the model's input (area)", file=sys.stderr)
 
 
 def _mean(value: torch.Tensor, world: int) -> torch.Tensor:

@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from worldloom import checkpoint as run_format
 from worldloom.datasets import Dataset, DatasetWriter
 from worldloom.errors import UserError
 from worldloom.idm import checkpoint, infer, metrics
@@ -227,7 +228,7 @@ def test_train_eval_label_loop(voxel, tmp_path, monkeypatch, capsys):
     assert cli(["idm", "train", "--data", voxel["labeled"], "--out", str(run), "--preset", "micro", "--max-steps", "4",
                 "--batch-size", "2", "--eval-every", "2", "--checkpoint-every", "2", "--warmup-steps", "1"]) == 0
     state = json.loads((run / "checkpoint" / "state.json").read_text())
-    assert state["step"] == 4 and state["format_version"] == checkpoint.FORMAT_VERSION and state["kind"] == "idm"
+    assert state["step"] == 4 and state["format_version"] == run_format.FORMAT_VERSION and state["kind"] == "idm"
     assert (run / "checkpoint" / "model.safetensors").exists() and (run / "curves.png").exists()
     assert [r["step"] for r in csv.DictReader((run / "metrics.csv").open())] == ["2", "4"]
 

@@ -275,6 +275,9 @@ def test_an_idm_run_whose_files_link_outside_is_refused(base, tmp_path, name):
 
 def test_idm_resume_never_reads_or_deletes_a_file_outside_the_run(base, tmp_path):
     run = copy_idm_run(base, tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    config["train"]["max_steps"] = 4  # a run planned for 4 steps and stopped at 2: the resume reads its optimizer
+    (run / "config.json").write_text(json.dumps(config))
     victim = make_sentinel(tmp_path / "victim.safetensors", (run / "checkpoint" / "optimizer.safetensors").read_bytes())
     (run / "checkpoint" / "optimizer.safetensors").unlink()
     (run / "checkpoint" / "optimizer.safetensors").symlink_to(victim)

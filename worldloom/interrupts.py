@@ -65,12 +65,22 @@ def _redeliver(previous_hook):
     def hook(unraisable) -> None:
         err = unraisable.exc_value
         if isinstance(err, KeyboardInterrupt):  # sent again a little later, once this hook has returned
-            resend = threading.Timer(REDELIVER_AFTER_S, os.kill, (os.getpid(), getattr(err, "signum", signal.SIGINT)))
+            resend = threading.Timer(REDELIVER_AFTER_S, _resend, (getattr(err, "signum", signal.SIGINT),))
             resend.daemon = True
             resend.start()
         else:
             previous_hook(unraisable)
     return hook
+
+
+def _resend(signum: int) -> None:
+    """The second delivery, only while a `signals_as_interrupts` block still turns it into an interrupt
+    (once the block has ended, a late timer must not stop whatever runs next)."""
+    if _blocks:
+        os.kill(os.getpid(), signum)
+
+
+_blocks: list[bool] = []  # one entry per open signals_as_interrupts block
 
 
 @contextlib.contextmanager
@@ -84,9 +94,11 @@ def signals_as_interrupts() -> Iterator[None]:
     previous = {s: signal.signal(s, sigterm_as_interrupt) for s in SIGNALS}
     previous_hook = sys.unraisablehook
     sys.unraisablehook = _redeliver(previous_hook)
+    _blocks.append(True)
     try:
         yield
     finally:
+        _blocks.pop()
         sys.unraisablehook = previous_hook
         for s, handler in previous.items():
             signal.signal(s, handler if handler is not None else signal.SIG_DFL)
