@@ -103,7 +103,8 @@ def test_train_with_captions_save_load_and_prompt_rollouts(captioned, tmp_path, 
     monkeypatch.setattr("worldloom.progress.SHOW_AFTER_S", 0.0)  # every stage on the bar, however quick
     _, targets = captioned
     run = tmp_path / "wm-text"
-    assert cli(["pretrain", "train", "--data", targets["env"], "--out", str(run), "--max-steps", "3", "--text", *MICRO]) == 0
+    assert cli(["pretrain", "train", "--data", targets["env"], "--out", str(run), "--max-steps", "4", "--stop-after", "3",
+                "--text", *MICRO]) == 0  # stopped at 3 of 4: resumed at the end
     doc = json.loads((run / "config.json").read_text())
     vocab = doc["text"]["vocab"]
     assert {"desert", "night", "walks", "holding"} <= set(vocab) and doc["text"]["layers"] == 1
