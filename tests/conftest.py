@@ -171,11 +171,11 @@ class ListeningSockets:
 
 # The longest files first: with `pytest -n N --dist loadfile` (make test) each file runs whole in one
 # process, taken in this order, so the long ones start at once and the short ones fill in after.
-# Measured with `--durations` on 2 cores (2026-12-01): 200, 200, 105, 85, 75, 67, 66, 57 s; the capture and
-# Minetest files, each alone on the shared machine after their split: 95, 56, 63, 44, 38 s.
-LONGEST_FIRST = ("test_pipeline.py", "test_docs.py", "test_capture_faults.py", "test_pretrain.py",
-                 "test_envs_minetest_capture.py", "test_agent.py", "test_trust.py", "test_capture.py",
-                 "test_pretrain_ray.py", "test_envs_minetest_faults.py", "test_envs_minetest.py")
+# Measured with `--durations` on 2 cores (2026-12-01): 200, 200, 105, 85, 75, 67, 66, 57 s; the capture
+# files, each alone on the shared machine after their split: 95, 56 s. The Minetest tests stay in one file
+# (one process): each checks that no engine outlives it, which engines of a second file running beside it would fail.
+LONGEST_FIRST = ("test_envs_minetest.py", "test_pipeline.py", "test_docs.py", "test_capture_faults.py", "test_pretrain.py",
+                 "test_agent.py", "test_trust.py", "test_capture.py", "test_pretrain_ray.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,28 +1,71 @@
-"""worldloom/Minetest-v0 on the real Debian engine: contract, lock-step, alignment, scripted players.
+"""worldloom/Minetest-v0 on the real Debian engine: contract, lock-step, alignment, faults, capture.
 
-    bash tests/setup_minetest.sh && pytest tests/test_envs_minetest*.py -q
+    bash tests/setup_minetest.sh && pytest tests/test_envs_minetest.py -q
 
 Every test runs the real minetest binary under Xvfb (setup_minetest.sh installs them; make test
-runs it first). Faults are in test_envs_minetest_faults.py and capture in
-test_envs_minetest_capture.py: three files, so that `pytest -n --dist loadfile` runs them side by
-side. Afterwards no minetest or Xvfb process that a test started is left (minetest_engines.py).
+runs it first). Afterwards no minetest or Xvfb process that a test started is left, whether its
+env was closed, its process SIGKILLed, or its engine crashed or hung.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import gymnasium
 import numpy as np
+import psutil
 import pytest
-from minetest_engines import (
-    FAST,
-    nothing_left_behind,  # noqa: F401 (autouse, module-wide)
-    turn,
-)
 
 from worldloom import actions as act
-from worldloom.envs import env_metadata, make_env, make_player
+from worldloom.envs import EnvCrashed, env_metadata, make_env, make_player
+from worldloom.envs import minetest_engine as me
+from worldloom.envs import minetest_procs as procs
+from worldloom.envs.minetest_env import MinetestEnv
+from worldloom.errors import UserError
+
+FAST = {"spawn_radius": 40, "settle_steps": 5}  # near the map's origin: little new terrain to generate
+
+
+def engine_processes() -> list[psutil.Process]:
+    """Live minetest and Xvfb processes that an Engine started (they carry its marker)."""
+    found = []
+    for p in psutil.process_iter(["name"]):
+        if p.info["name"] not in ("minetest", "Xvfb"):
+            continue
+        try:
+            with open(f"/proc/{p.pid}/environ", "rb") as f:
+                if procs.MARKER.encode() in f.read() and p.status() != psutil.STATUS_ZOMBIE:
+                    found.append(p)
+        except (OSError, psutil.NoSuchProcess):
+            pass
+    return found
+
+
+def wait_gone(pids: list[int], timeout_s: float = 15.0) -> list[int]:
+    """The pids still alive (not zombies) after waiting up to `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def nothing_left_behind():
+    """Module-wide (the shared env lives across tests); each fault test checks its own processes."""
+    before = {p.pid for p in engine_processes()}
+    yield
+    left = [p.pid for p in engine_processes() if p.pid not in before]
+    assert wait_gone(left) == [], "a minetest or Xvfb process outlived its test"
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +73,13 @@ def env():
     env = make_env("minetest", height=64, width=64, **FAST)
     yield env
     env.close()
+
+
+def turn(yaw: float, pitch: float = 0.0, **buttons) -> dict:
+    a = act.noop()
+    a["camera"] = np.array([pitch, yaw], np.float32)
+    a.update(buttons)
+    return a
 
 
 # ---- contract ---------------------------------------------------------------------------------
@@ -130,7 +180,171 @@ def test_action_t_lies_between_frame_t_and_frame_t_plus_1(env):
     assert errors[0] < 2.0 and errors[0] * 3 < min(errors[-1], errors[1]), errors
 
 
-# ---- players -----------------------------------------------------------------------------------
+# ---- faults ---------------------------------------------------------------------------------------
+
+
+def test_a_killed_process_leaves_no_engine_behind(tmp_path):
+    code = textwrap.dedent(f"""
+        import json, time
+        from worldloom.envs import make_env
+        env = make_env("minetest", height=64, width=64, **{FAST!r})
+        env.reset(seed=0)
+        e = env.engine
+        print(json.dumps([e.proc.pid, e.xvfb.pid, str(e.dir)]), flush=True)
+        time.sleep(600)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        minetest_pid, xvfb_pid, root = json.loads(child.stdout.readline())
+    finally:
+        child.kill()  # SIGKILL: no cleanup code of the child runs
+        child.wait(timeout=10)
+    assert wait_gone([minetest_pid, xvfb_pid]) == []
+    deadline = time.monotonic() + 10
+    while Path(root).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(root).exists()
+
+
+def test_a_crashed_or_hung_engine_is_detected_and_restarted():
+    env = make_env("minetest", height=64, width=64, step_timeout_s=3.0, **FAST)
+    try:
+        env.reset(seed=0)
+        for fault in (signal.SIGKILL, signal.SIGSTOP):
+            starts = env.num_starts
+            env.step(act.noop())
+            old = env.engine.proc.pid
+            os.kill(old, fault)  # a crash, then a hang
+            start = time.monotonic()
+            with pytest.raises(EnvCrashed, match="exited|did not finish|closed"):
+                for _ in range(5):
+                    env.step(act.noop())
+            assert time.monotonic() - start < 10
+            assert wait_gone([old], 5.0) == []
+            obs, info = env.reset(seed=0)  # a fresh engine
+            assert env.num_starts >= starts + 1 and env.engine.proc.pid != old and obs.std() > 5
+    finally:
+        env.close()
+
+
+def test_missing_packages_name_them(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(procs, "BINARY_PATHS", ())
+    with pytest.raises(UserError, match="setup_minetest.sh.*minetest minetest-data xvfb gcc.*missing: minetest, Xvfb"):
+        MinetestEnv(height=64, width=64)
+
+
+def test_a_missing_world_template_is_a_one_line_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(procs, "FILES", tmp_path / "minetest_files")
+    with pytest.raises(UserError, match="minetest_files.*wlsrv"):
+        MinetestEnv(height=64, width=64)
+
+
+def test_xvfb_that_cannot_start_is_a_one_line_error_after_retries(monkeypatch):
+    real = me.find_install()
+    monkeypatch.setattr("worldloom.envs.minetest_env.find_install",
+                        lambda: me.Install(real.binary, "/bin/false", real.game_dir, real.shim))
+    env = MinetestEnv(height=64, width=64, start_tries=2, **FAST)
+    start = time.monotonic()
+    with pytest.raises(UserError, match="did not start in 2 tries: Xvfb did not start"):
+        env.reset(seed=0)
+    assert time.monotonic() - start < 10 and env.engine is None
+
+
+def test_a_port_collision_is_retried_and_close_leaves_nothing(monkeypatch):
+    """The colliding port cannot be forced (singleplayer draws it at random), so its log line is
+    fed to a real engine's reader, and the env's retry is shown with a first start that collides."""
+    engine = me.Engine.__new__(me.Engine)
+    engine.lines, engine.state = [], None
+    with pytest.raises(me.PortInUse):
+        engine._take("2026-11-30 12:00:00: ERROR[Main]: Bind failed: Address already in use (127.0.0.1:53766)")
+    calls = []
+    real_engine = me.Engine
+
+    def first_collides(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise me.PortInUse("minetest could not bind its singleplayer port")
+        return real_engine(*args, **kwargs)
+
+    monkeypatch.setattr("worldloom.envs.minetest_env.Engine", first_collides)
+    env = MinetestEnv(height=64, width=64, **FAST)
+    try:
+        obs, _ = env.reset(seed=0)
+        assert len(calls) == 2 and env.num_starts == 2 and obs.std() > 5
+        pids = [env.engine.proc.pid, env.engine.xvfb.pid, env.engine.reaper.proc.pid]
+        root = env.engine.dir
+    finally:
+        env.close()
+    assert wait_gone(pids, 5.0) == [] and not root.exists()  # close() leaves no process or directory
+
+
+def test_the_real_time_fallback_runs_without_the_shim():
+    env = make_env("minetest", height=64, width=64, lockstep=False, **FAST)
+    try:
+        with open(f"/proc/{env._engine().proc.pid}/environ", "rb") as f:
+            assert b"LD_PRELOAD" not in f.read()
+        _, info = env.reset(seed=0)
+        frames = [info["frame"]]
+        for _ in range(10):
+            obs, _, _, _, info = env.step(turn(1.0))
+            frames.append(info["frame"])
+        assert obs.std() > 5 and np.all(np.diff(frames) >= 0) and frames[-1] > frames[0]
+    finally:
+        env.close()
+
+
+# ---- capture ------------------------------------------------------------------------------------
+
+
+def test_capture_with_two_actors_records_the_executed_actions_and_the_licence(tmp_path):
+    from worldloom.capture import CaptureConfig, capture
+    from worldloom.datasets import Dataset
+
+    cfg = CaptureConfig(out=str(tmp_path / "mt"), env="minetest", player="mixture", episodes=2, steps=16,
+                        resolution=64, num_workers=2, progress=False)
+    result = capture(cfg)
+    assert result.num_recorded == 2 and len(result.pids) == 2
+    ds = Dataset(cfg.out)
+    assert ds.manifest["config"]["licence"]["frames"].startswith("CC BY-SA 3.0")
+    ep = ds.frames(ds.episodes.column("episode_id")[0].as_py())
+    assert ep.frames.shape == (16, 64, 64, 3) and ep.frames.std() > 5
+    # The camera is the engine's own change: whole pixels at its degrees per pixel (0.15; 0.176
+    # while sprinting widens the view 1.1x), not the player's floats.
+    yaw = np.asarray(ep.camera, dtype=np.float64)[:, 1]
+    sprint_fov = me.EngineConfig().fov_y_deg * 1.1
+    dpp = np.array([0.15, me.EngineConfig().mouse_sensitivity * math.tan(math.radians(sprint_fov) / 2) * me.SENSITIVITY_SCALE])
+    off_grid = np.abs(yaw[:, None] / dpp - np.round(yaw[:, None] / dpp)).min(axis=1)
+    assert np.abs(yaw).sum() > 0 and off_grid.max() < 1e-3
+
+
+def test_the_recorder_replays_an_episode_whose_engine_crashed(tmp_path):
+    """The engine is SIGKILLed mid-episode: the recorder gets EnvCrashed, the env starts a fresh
+    engine at the next reset, and the episode is played again from its spec, whole."""
+    from worldloom.capture import Recorder
+    from worldloom.capture.config import EpisodeSpec
+
+    rec = None
+
+    class KillsTheEngineOnce:
+        def __init__(self, seed):
+            self.inner, self.t = make_player("explorer", seed=seed), 0
+
+        def act(self, obs, info):
+            self.t += 1
+            if self.t == 5 and rec.env.num_starts == 1:
+                os.kill(rec.env.engine.proc.pid, signal.SIGKILL)
+            return self.inner.act(obs, info)
+
+    rec = Recorder({"env": str(tmp_path / "d")}, env="minetest", height=64, width=64,
+                   make_env=lambda name, h, w: make_env(name, height=h, width=w, **FAST),
+                   make_player=lambda name, seed: KillsTheEngineOnce(seed))
+    spec = EpisodeSpec("minetest-e0", 0, "minetest", seed=5, player="explorer", steps=12, height=64, width=64)
+    try:
+        result = rec.record([(spec, ("env",))])
+    finally:
+        rec.env.close()
+    assert result["replayed"] == 1 and result["frames"] == 12 and rec.env.num_starts >= 2
 
 
 def test_scripted_players_play_it(env):
