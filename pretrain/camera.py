@@ -88,6 +88,24 @@ def fit_hud_mask(prev: torch.Tensor, nxt: torch.Tensor, camera_deg: torch.Tensor
     return (stayed & (moved.sum(dim=0) >= HUD_MIN_PAIRS)).float()
 
 
+def hud_fill_index(hud: torch.Tensor) -> torch.Tensor:
+    """For each pixel of an (H, W) HUD mask, the flat index of the nearest pixel outside it (itself outside it).
+
+    The warp's source with the HUD filled from the scene beside it: `frame.flatten(-2)[..., index]`.
+    (H, W) in {0, 1} -> (H * W,) long. No pixel outside the mask: every pixel is its own.
+    """
+    H, W = hud.shape
+    flat = hud.flatten() > 0.5
+    index = torch.arange(H * W, device=hud.device)
+    if not flat.any() or flat.all():
+        return index
+    ys, xs = torch.div(index, W, rounding_mode="floor").float(), (index % W).float()
+    inside, outside = index[flat], index[~flat]
+    d = (ys[inside, None] - ys[None, outside]) ** 2 + (xs[inside, None] - xs[None, outside]) ** 2  # (n_in, n_out)
+    index[inside] = outside[d.argmin(dim=1)]
+    return index
+
+
 def fit_fov_deg(prev: torch.Tensor, nxt: torch.Tensor, camera_deg: torch.Tensor) -> float:
     """The field of view whose warp best predicts nxt from prev (0: no warp helps). (N, C, H, W) x2, (N, 2).
 

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from worldloom.actions import WORLD_MODEL_ACTION_DIM, world_model_camera, world_model_features
 from worldloom.config import doc
 
-from .camera import rotate_frames
+from .camera import hud_fill_index, rotate_frames
 from .text import TextConfig, TextEncoder
 
 ACTION_DIM = WORLD_MODEL_ACTION_DIM  # 20 buttons, mu-law and linear pitch and yaw (worldloom.actions)
@@ -79,9 +79,12 @@ class WorldModelConfig:
     hud_mask: bool = doc("x_skip with a camera warp: pixels that stay put while the view turns in the training data (the "
                          "HUD: hotbar, held item), fitted at the start and kept in the weights, are never turned (issue "
                          "18's log, section 12: the HUD kept for 64 frames)", False)
+    hud_fill: bool = doc("hud_mask: before the warp turns the previous frame, its HUD pixels are filled from the nearest "
+                         "scene pixel, so a turn moves no copy of the HUD into the scene (issue 18's log, section 13: "
+                         "no ghost crosshairs or hotbars, +0.2 dB next frame)", False)
 
     # Fields a checkpoint of an older format may lack (worldloom.checkpoint.FORMAT_VERSION): the version that added each.
-    FIELDS_ADDED: ClassVar[dict[str, int]] = {"signal_input": 2, "dead_zone": 2, "hud_mask": 3}
+    FIELDS_ADDED: ClassVar[dict[str, int]] = {"signal_input": 2, "dead_zone": 2, "hud_mask": 3, "hud_fill": 4}
 
     def __post_init__(self):
         for name in ("image_size", "patch_size", "width", "depth", "num_heads", "num_frames"):
@@ -105,6 +108,8 @@ class WorldModelConfig:
             raise ValueError("dead_zone needs prediction x_skip")
         if self.hud_mask and (self.prediction != "x_skip" or self.latent_channels):
             raise ValueError("hud_mask needs prediction x_skip on pixels (latent_channels 0)")
+        if self.hud_fill and not self.hud_mask:
+            raise ValueError("hud_fill needs hud_mask (the pixels it fills)")
         if not 0.0 <= self.camera_fov_deg < 180.0:
             raise ValueError(f"camera_fov_deg must be in [0, 180), got {self.camera_fov_deg}")
         if self.latent_channels and self.image_size % self.latent_downsample:
@@ -144,7 +149,7 @@ class WorldModelConfig:
 
 # Presets change sizes only (DESIGN section 10). tiny: a few M params, trains on 2 CPU cores.
 PRESETS: dict[str, WorldModelConfig] = {
-    "tiny": WorldModelConfig(num_frames=3, signal_input=True, dead_zone=3.0, hud_mask=True),  # issue 18's log, 7-8, 12
+    "tiny": WorldModelConfig(num_frames=3, signal_input=True, dead_zone=3.0, hud_mask=True, hud_fill=True),  # issue 18's log, 7-8, 12-13
     "small": WorldModelConfig(image_size=64, patch_size=4, width=384, depth=8, num_heads=6, num_frames=16),
     "large": WorldModelConfig(image_size=128, patch_size=2, latent_channels=8, latent_downsample=8,
                               width=768, depth=12, num_heads=12, num_frames=32),
@@ -284,6 +289,13 @@ class WorldModel(nn.Module):
         self._init_weights()
         self.text = None if text is None else TextEncoder(text, D)  # its own init (pretrain/text.py)
 
+    def hud_fill_index(self):
+        """hud_fill_index of the HUD mask, cached until the mask changes (training sets it after init)."""
+        cached = getattr(self, "_hud_fill", None)
+        if cached is None or cached[0].device != self.hud.device or not torch.equal(cached[0], self.hud):
+            self._hud_fill = (self.hud.clone(), hud_fill_index(self.hud))
+        return self._hud_fill[1]
+
     def _init_weights(self):
         for m in self.modules():
             if isinstance(m, nn.Linear):
@@ -342,7 +354,10 @@ class WorldModel(nn.Module):
         seen = x * (1 - t)[..., None, None, None] if cfg.signal_input else x  # (B, T, C, H, W)
         if cfg.prediction == "x_skip":
             before, levels = previous_frames(x, t, prev, prev_t)
-            turned = rotate_frames(before, camera_from_actions(action, action_mask), cfg.camera_fov_deg)
+            source = before
+            if cfg.hud_fill:  # the HUD is not part of the scene: fill it from beside it before turning
+                source = before.flatten(-2)[..., self.hud_fill_index()].view_as(before)
+            turned = rotate_frames(source, camera_from_actions(action, action_mask), cfg.camera_fov_deg)
             if cfg.hud_mask:  # the HUD stays where it is, whatever the turn
                 turned = torch.where(self.hud > 0.5, before, turned)
             if cfg.turned_input:

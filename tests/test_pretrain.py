@@ -263,6 +263,21 @@ def test_the_hud_mask_is_what_stays_put_under_turns_and_is_never_turned():
     kept = hud.bool()
     assert torch.allclose(out[:, kept], x[0, -1][:, kept], atol=1e-6)  # (one Euler step: x - (x - x0))
     assert (out[:, ~kept] - x[0, -1][:, ~kept]).abs().mean() > 0.05
+    # With hud_fill a turn brings no copy of the HUD into the scene: a grey scene under a magenta HUD
+    # stays grey outside the mask (without the fill the warp samples magenta into it)
+    marked = torch.zeros_like(x)
+    marked[..., kept] = torch.tensor([1.0, -1.0, 1.0])[:, None]
+    filled = WorldModel(dataclasses.replace(PRESETS["tiny"], camera_fov_deg=70.0)).eval()
+    assert filled.cfg.hud_mask and filled.cfg.hud_fill  # the tiny preset's
+    unfilled = WorldModel(dataclasses.replace(PRESETS["tiny"], camera_fov_deg=70.0, hud_fill=False)).eval()
+    for m in (filled, unfilled):
+        m.hud.copy_(hud)
+    turn = encode_actions(torch.zeros(1, 20), torch.tensor([[15.0, 20.0]]))  # look down: the hotbar's rows move up
+    for m, ghosts in ((unfilled, True), (filled, False)):
+        base = next_frame(m, marked, action, torch.zeros(1, 2, dtype=torch.bool), turn, torch.ones(1, dtype=torch.bool),
+                          SampleConfig(num_steps=1, context_noise=0.0))[0]  # at init: the base the network corrects
+        assert torch.allclose(base[:, kept], marked[0, -1][:, kept], atol=1e-6)  # the HUD itself stays
+        assert (base[:, ~kept].abs().amax() > 0.3) == ghosts
 
 
 def test_noise_levels_follow_the_sampling_pattern():
@@ -580,8 +595,11 @@ def test_a_run_written_with_the_removed_loss_weight_field_still_loads(tmp_path):
     with pytest.raises(UserError, match=r"config.json: model.signal_input is missing"):
         check_config({**doc, "format_version": 2, "model": before, "flow": to_json_dict(train.flow)}, path)
     # format 3 added model.hud_mask: a format-2 run had none
-    v2 = {k: v for k, v in doc["model"].items() if k != "hud_mask"}
+    v2 = {k: v for k, v in doc["model"].items() if k not in ("hud_mask", "hud_fill")}
     assert check_config({**doc, "format_version": 2, "model": v2, "flow": to_json_dict(train.flow)}, path)["model"].hud_mask is False
+    # format 4 added model.hud_fill: a format-3 run turned its frames with the HUD in them
+    v3 = {**v2, "hud_mask": True}
+    assert check_config({**doc, "format_version": 3, "model": v3, "flow": to_json_dict(train.flow)}, path)["model"].hud_fill is False
 
 
 def test_train_into_a_dataset_or_another_run_is_one_line_and_nothing_is_written(data, tmp_path, capsys):
