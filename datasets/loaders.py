@@ -30,6 +30,8 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import IterableDataset, get_worker_info
 
+from worldloom.errors import UserError
+
 from . import codecs, schema
 from .reader import Clip, Dataset
 
@@ -43,10 +45,14 @@ def open_sources(sources: Source | Sequence[Source]) -> list[Dataset]:
         sources = [sources]
     datasets = [s if isinstance(s, Dataset) else Dataset(s) for s in sources]
     if not datasets:
-        raise ValueError("sources must name at least one dataset")
+        raise UserError("no dataset given: name at least one dataset directory or URI")
     sizes = {(d.spec.height, d.spec.width) for d in datasets}
     if len(sizes) > 1:
-        raise ValueError(f"sources have different frame sizes {sorted(sizes)}; resize them to one size first")
+        said = ", ".join(f"{d.location.uri} is {d.spec.height}x{d.spec.width}" for d in datasets)
+        h, w = datasets[0].spec.height, datasets[0].spec.width
+        raise UserError(f"datasets differ in frame size: {said}; read datasets of one size: leave some out, or record "
+                        f"them again at {h}x{w} (`worldloom capture run ... --resolution {h}`, "
+                        f"`worldloom dataset ingest ... --resolution {h}x{w}`)")
     return datasets
 
 

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from worldloom.config import doc
 from worldloom.errors import UserError
-from worldloom.io import write_video
+from worldloom.io import check_video_out, write_video
 from worldloom.progress import counted
 
 from .checkpoint import load_world_model
@@ -41,7 +40,7 @@ from .text import tokenize
 @dataclasses.dataclass(frozen=True)
 class RolloutConfig:
     model: str = doc("world model run directory")
-    out: str = doc("output video: .mp4 or .gif")
+    out: str = doc("output video: .mp4 or .gif; or an existing folder (the video is then EPISODE.mp4, or prompt.mp4, in it)")
     data: str | None = doc("dataset directory holding the episode (optional with --prompt)", None)
     episode: str | None = doc("episode id (optional with --prompt)", None)
     prompt: str | None = doc("a caption to condition on (models trained with --text); alone: generate from it only", None)
@@ -54,8 +53,6 @@ class RolloutConfig:
     seed: int = doc("sampling seed", 0)
 
     def __post_init__(self):
-        if Path(self.out).suffix.lower() not in (".mp4", ".gif"):
-            raise ValueError(f"out must end in .mp4 or .gif, got {self.out!r}")
         if (self.data is None or self.episode is None) and (self.prompt is None or (self.data, self.episode) != (None, None)):
             raise ValueError("give --data and --episode (a context from an episode), --prompt, or all three")
         if self.horizon < 1 or self.start < 0 or self.scale < 1:
@@ -111,6 +108,8 @@ def rollout_episode(cfg: RolloutConfig) -> dict:
     """Generate cfg.horizon frames after the episode's real context (or from --prompt alone) and write the video."""
     from worldloom.datasets import Dataset
 
+    # the video's path, checked before anything is loaded (a folder: EPISODE.mp4 in it; else a UserError naming --out)
+    cfg = dataclasses.replace(cfg, out=str(check_video_out(cfg.out, cfg.episode or "prompt")))
     if cfg.data is None:
         return rollout_prompt(cfg)
     model, _, codec = load_world_model(cfg.model)

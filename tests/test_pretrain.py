@@ -319,6 +319,16 @@ def test_micro_train_rollout_eval_through_the_cli(data, tmp_path, monkeypatch, c
 
     with Image.open(video) as im:
         assert im.n_frames == PRESETS["tiny"].num_frames - 1 + 3 and im.size == (2 * 64 + 2, 64 + 2)
+    folder = tmp_path / "videos"
+    folder.mkdir()  # an existing folder: the video is EPISODE.mp4 in it, as `dataset export` writes
+    assert cli(["pretrain", "rollout", "--model", str(run), "--data", data["heldout"], "--episode", "ep-90", "--horizon", "2",
+                "--out", str(folder), "--scale", "1"]) == 0
+    assert (folder / "ep-90.mp4").stat().st_size > 0
+    capsys.readouterr()
+    assert cli(["pretrain", "rollout", "--model", str(run), "--data", data["heldout"], "--episode", "ep-90",
+                "--out", str(tmp_path / "r.avi")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--out" in err and ".mp4" in err and "Traceback" not in err
     # a micro IDM as the controllability judge (MineWorld's protocol): scored on real and generated frames
     judge = tmp_path / "judge"
     assert cli(["idm", "train", "--data", data["train"], "--preset", "micro", "--out", str(judge), "--max-steps", "2",
