@@ -32,7 +32,13 @@ from worldloom.errors import UserError
 from worldloom.folders import check_out
 from worldloom.idm import data as idm_data
 from worldloom.idm import metrics
-from worldloom.idm.checkpoint import KIND, load_idm, read_config, write_button_thresholds
+from worldloom.idm.checkpoint import (
+    KIND,
+    button_thresholds,
+    load_idm,
+    read_config,
+    write_button_thresholds,
+)
 from worldloom.idm.model import IDM, PRESETS, IDMConfig, num_parameters
 from worldloom.training import (
     DEVICES,
@@ -248,12 +254,18 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
     mcfg, hp = cfg.model_config, cfg.hparams
     check_out(cfg.out, KIND)  # the inputs are checked before anything is written into --out: a failed
     check_resumable(cfg)  # another config: that error, before "already finished"
-    if finished := ckpt.finished_run(cfg.out, KIND, "idm train", cfg.minutes, cfg.max_steps):
+    finished = ckpt.finished_run(cfg.out, KIND, "idm train", cfg.minutes, cfg.max_steps)
+    if finished and button_thresholds(cfg.out) is not None:
         print(finished, file=sys.stderr)  # its thresholds, curves and config are left as they are
         return Path(cfg.out)
     episodes = idm_data.load_episodes(cfg.data, require_labels=True)  # command leaves no config.json behind
     idm_data.check_frame_size(episodes, mcfg.height, mcfg.width, "training")
     train_eps, val_eps = idm_data.split_episodes(idm_data.usable(episodes, mcfg.num_frames), cfg.val_fraction, cfg.seed)
+    if finished:  # stopped on its last step (Ctrl-C, a kill) before its press thresholds were fitted: fit them now
+        print(f"{finished}; fitting the press thresholds it stopped before", file=sys.stderr)
+        if val_eps:
+            fit_button_thresholds(Path(cfg.out), val_eps, device)
+        return Path(cfg.out)
     train_eps = idm_data.take_hours(train_eps, cfg.max_hours, cfg.seed)
     val_batch = idm_data.fixed_windows(val_eps, mcfg.num_frames, mcfg.context, cfg.val_windows, cfg.seed)
     run_dir = prepare_run_dir(cfg)

@@ -342,6 +342,15 @@ def test_a_finished_run_run_again_trains_nothing_and_rewrites_nothing(voxel, tmp
     with pytest.raises(UserError, match="holds a run with a different config \\(seed\\)"):  # said before "finished"
         train_main(micro_cfg(voxel["labeled"], run, max_steps=2, seed=1))
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == written  # thresholds, curves, config
+    # Stopped on its last step (Ctrl-C there saves the checkpoint and stops) before the press thresholds
+    # were fitted: run again, it fits them and trains nothing
+    thresholds = run / "checkpoint" / "button_thresholds.json"
+    saved = thresholds.read_text()
+    thresholds.unlink()
+    capsys.readouterr()
+    assert train_main(micro_cfg(voxel["labeled"], run, max_steps=2)) == run
+    assert "fitting the press thresholds it stopped before" in capsys.readouterr().err
+    assert thresholds.read_text() == saved  # the same weights, the same validation episodes
 
 
 def test_metrics_show_every_log_every_steps_before_the_first_checkpoint(voxel, tmp_path):
