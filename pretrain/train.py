@@ -496,6 +496,9 @@ def main(cfg: TrainConfig) -> Path:
         print(f"pretrain: {cfg.preset} ({num_params(WorldModel(mcfg, cfg.text_config)) / 1e6:.2f}M params) on "
               f"{len(cfg.data)} dataset(s) -> {run}; device {device}; camera field of view {mcfg.camera_fov_deg:g} "
               f"degrees{words}")
+        if not cfg.minutes and cfg.max_steps is None:  # an hour or more on a CPU: said before it starts
+            print(f"pretrain: budget {TimeBudget().flags} (set one with --minutes or --max-steps); Ctrl-C stops "
+                  "after the step it is in and keeps the checkpoint")
         if cfg.num_workers != 1:
             ctrl_c.restore()  # Ray Train's driver takes Ctrl-C
             run_ray(cfg)
