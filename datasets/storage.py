@@ -101,17 +101,34 @@ def tmp_name(path: str) -> str:
     return posixpath.join(head, f".{tail}.{uuid.uuid4().hex[:8]}.tmp")
 
 
+def sync_local(loc: Location, path: str) -> None:
+    """On a local disk, flush `path` (a file, or the folder a rename changed) to the disk: a power cut
+    after a commit keeps the committed file, not an empty one. Object stores commit on close."""
+    if isinstance(loc.fs, pafs.LocalFileSystem):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def write_bytes_atomic(loc: Location, path: str, data: bytes) -> None:
+    """`data` to `path` under a temporary name, flushed to disk, then renamed (readers see all or nothing)."""
     tmp = tmp_name(path)
     with loc.fs.open_output_stream(tmp) as out:
         out.write(data)
+    sync_local(loc, tmp)
     loc.fs.move(tmp, path)
+    sync_local(loc, posixpath.dirname(path))
 
 
 def write_table_atomic(loc: Location, path: str, table: pa.Table) -> None:
+    """A Parquet table to `path`, the same way as write_bytes_atomic."""
     tmp = tmp_name(path)
     pq.write_table(table, tmp, filesystem=loc.fs, compression="zstd")
+    sync_local(loc, tmp)
     loc.fs.move(tmp, path)
+    sync_local(loc, posixpath.dirname(path))
 
 
 def read_manifest(loc: Location) -> dict | None:
