@@ -549,6 +549,7 @@ class DatasetWriter:
             self._next_seq += 1
             for row in shard["episodes"]:
                 row["shard"] = shard["rel"]
+        storage.sync_local(self.location, shard["tmp"])  # on disk before a manifest names it
         fs.move(shard["tmp"], shard["path"])
         info = ShardInfo(shard["rel"], shard["rows"], size, checksum, self.writer_id, tuple(shard["episodes"]))
         self.shards.append(info)
