@@ -95,4 +95,8 @@ def check_config(doc: object, path: Path) -> dict:
     unknown = sorted(set(sections["data"].label_sources) - set(LABEL_SOURCES))
     if unknown:
         raise UserError(f"{path}: data.label_sources holds {unknown[0]!r}, not one of {LABEL_SOURCES}; restore the run from its source")
+    written = tuple(sorted(set(sections["data"].label_sources)))  # training writes each source once, sorted
+    if tuple(sections["data"].label_sources) != written:
+        raise UserError(f"{path}: data.label_sources is {list(sections['data'].label_sources)}, not each source once in "
+                        f"order as training writes it ({list(written)}); restore the run from its source")
     return sections
