@@ -178,7 +178,7 @@ class CurveRun:
         cfg = self.cfg
         x, action, has = to_model_inputs(next(self.batches), self.model.cfg.image_size, cfg.use_actions)
         for g in self.opt.param_groups:
-            g["lr"] = lr_for(self.step, cfg, self.budget.total_steps)
+            g["lr"] = lr_for(self.step, cfg, self.budget)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
         loss = flow_loss(self.model, x, action, has, self.flow, generator=gen)
         loss.backward()

@@ -78,3 +78,31 @@ def test_peer_learns_on_a_tiny_batch():
         opt.zero_grad()
         losses.append(loss.item())
     assert losses[-1] < 0.75 * losses[0], losses  # measured: 0.45 -> 0.28
+
+
+def test_learning_curve_runs_take_steps_as_pretrain_trains(tmp_path):
+    """bench_pretrain.py --curve-minutes trains through pretrain/train.py's own schedule helpers
+    (lr_for, ema_decay_at, update_ema): a change of their signatures must break here, not in the
+    middle of an hour-long benchmark (it did once: lr_for came to take the TimeBudget)."""
+    import argparse
+
+    import numpy as np
+    from bench_pretrain import CurveRun, curve_models
+
+    from worldloom.datasets import DatasetWriter
+
+    rng = np.random.default_rng(0)
+    with DatasetWriter(tmp_path / "d", height=64, width=64, fps=20) as w:
+        w.add_episode("ep-0", rng.integers(0, 255, (24, 64, 64, 3), np.uint8),
+                      buttons=(rng.random((24, NUM_BUTTONS)) < 0.1), camera=rng.normal(0, 2, (24, 2)).astype(np.float32),
+                      label_source="env")
+    args = argparse.Namespace(batch_size=2, seed=0, unet_context=4)
+    cfg, models = curve_models(args, [str(tmp_path / "d")])
+    for name, (model, flow) in models.items():
+        run = CurveRun(name, model, flow, cfg, [str(tmp_path / "d")], minutes=0.5)
+        before = [p.detach().clone() for p in run.model.parameters()]
+        run.train_step()
+        run.train_step()
+        assert run.step == 2 and all(np.isfinite(run.losses)) and run.cpu_s > 0, name
+        assert run.opt.param_groups[0]["lr"] > 0, name
+        assert any(not torch.equal(a, b) for a, b in zip(before, run.model.parameters(), strict=True)), name
