@@ -262,8 +262,8 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
     idm_data.check_frame_size(episodes, mcfg.height, mcfg.width, "training")
     train_eps, val_eps = idm_data.split_episodes(idm_data.usable(episodes, mcfg.num_frames), cfg.val_fraction, cfg.seed)
     if finished:  # stopped on its last step (Ctrl-C, a kill) before its press thresholds were fitted: fit them now
-        print(f"{finished}; fitting the press thresholds it stopped before", file=sys.stderr)
-        if val_eps:
+        print(f"{finished}; fitting the press thresholds it stopped before" if val_eps else finished, file=sys.stderr)
+        if val_eps:  # (no validation episodes: a run that never had thresholds)
             fit_button_thresholds(Path(cfg.out), val_eps, device)
         return Path(cfg.out)
     train_eps = idm_data.take_hours(train_eps, cfg.max_hours, cfg.seed)
