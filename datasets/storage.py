@@ -104,12 +104,18 @@ def tmp_name(path: str) -> str:
 def sync_local(loc: Location, path: str) -> None:
     """On a local disk, flush `path` (a file, or the folder a rename changed) to the disk: a power cut
     after a commit keeps the committed file, not an empty one. Object stores commit on close."""
-    if isinstance(loc.fs, pafs.LocalFileSystem):
+    if not isinstance(loc.fs, pafs.LocalFileSystem):
+        return
+    try:
         fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    except OSError:  # a folder on a system that does not open folders (Windows): the rename stands unflushed
+        if os.path.isdir(path):
+            return
+        raise
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_bytes_atomic(loc: Location, path: str, data: bytes) -> None:
