@@ -174,14 +174,14 @@ def bench_size(text: str, player: str, args: argparse.Namespace, clock: RenderCl
             "voxel_env_mb": round(v_mem, 2), "crafter_env_mb": round(c_mem, 2)}
 
 
-def _minetest_worker(size: int, steps: int, seed: int, barrier, results) -> None:
+def _minetest_worker(size: int, steps: int, seed: int, viewing_range: int, barrier, results) -> None:
     """One lock-step Minetest env in this process: start, reset, warm up, wait for the others, time."""
     import psutil
 
     from worldloom.envs import make_env, make_player
 
     start = time.perf_counter()
-    env = make_env("minetest", height=size, width=size)
+    env = make_env("minetest", height=size, width=size, viewing_range=viewing_range)
     obs, info = env.reset(seed=seed)
     ready_s = time.perf_counter() - start
     player = make_player("mixture", seed=seed)
@@ -204,7 +204,7 @@ def _minetest_worker(size: int, steps: int, seed: int, barrier, results) -> None
     env.close()
 
 
-def bench_minetest(size: int, steps: int, instances: int) -> dict:
+def bench_minetest(size: int, steps: int, instances: int, viewing_range: int = 40) -> dict:
     """Lock-step Minetest (worldloom/Minetest-v0, mixture player): `instances` envs in their own
     processes, timed together. Steps/s are wall-clock per instance and summed; CPU counts the
     engine, its Xvfb and the controller process."""
@@ -212,14 +212,14 @@ def bench_minetest(size: int, steps: int, instances: int) -> dict:
 
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(instances), ctx.Queue()
-    workers = [ctx.Process(target=_minetest_worker, args=(size, steps, 100 + i, barrier, results)) for i in range(instances)]
+    workers = [ctx.Process(target=_minetest_worker, args=(size, steps, 100 + i, viewing_range, barrier, results)) for i in range(instances)]
     for w in workers:
         w.start()
     rows = [results.get(timeout=1800) for _ in workers]
     for w in workers:
         w.join(timeout=60)
     total = sum(r["wall_steps_per_s"] for r in rows)
-    return {"size": size, "instances": instances, "total_wall_steps_per_s": round(total, 1),
+    return {"size": size, "instances": instances, "viewing_range": viewing_range, "total_wall_steps_per_s": round(total, 1),
             "per_instance_wall_steps_per_s": [round(r["wall_steps_per_s"], 1) for r in rows],
             "steps_per_cpu_s": round(float(np.mean([r["steps_per_cpu_s"] for r in rows])), 1),
             "cores": round(sum(r["cores"] for r in rows), 2),
@@ -229,16 +229,18 @@ def bench_minetest(size: int, steps: int, instances: int) -> dict:
 def minetest_rows(args: argparse.Namespace, rows: list[dict]) -> list[dict]:
     """Minetest at 128x128, one instance and two at once, printed beside this run's VoxelWorld and Crafter."""
     steps = min(args.steps, 2000)
-    out = [bench_minetest(128, steps, n) for n in (1, 2)]
+    out = [bench_minetest(128, steps, n, vr) for vr in args.minetest_viewing_range for n in (1, 2)]
     peers = {r["player"]: r for r in rows if r["size"] == "128x128"}
     peer = peers.get("mixture") or next(iter(peers.values()), None)
     print("Minetest 5.6, lock-step (one 50 ms engine frame per step), 128x128, mixture player; wall-clock steps/s")
+    one = {}
     for r in out:
-        line = (f"  {r['instances']} instance(s): {r['total_wall_steps_per_s']:.0f} steps/s "
+        one.setdefault(r["viewing_range"], r)
+        line = (f"  viewing range {r['viewing_range']}, {r['instances']} instance(s): {r['total_wall_steps_per_s']:.0f} steps/s "
                 f"({' + '.join(f'{v:.0f}' for v in r['per_instance_wall_steps_per_s'])}), "
                 f"{r['steps_per_cpu_s']:.0f} steps per CPU s, {r['cores']:.2f} cores, start-up {r['engine_start_s']:.2f} s")
         if r["instances"] == 2:
-            line += f"; {r['total_wall_steps_per_s'] / out[0]['total_wall_steps_per_s']:.2f}x one instance"
+            line += f"; {r['total_wall_steps_per_s'] / one[r['viewing_range']]['total_wall_steps_per_s']:.2f}x one instance"
         print(line)
     if peer:
         print(f"  same run, 128x128, one process: VoxelWorld {peer['voxel_wall_steps_per_s']:.0f} steps/s "
@@ -281,4 +283,6 @@ if __name__ == "__main__":
     parser.add_argument("--out", default="", help="also write the rows as JSON here")
     parser.add_argument("--minetest", action="store_true",
                         help="also time worldloom/Minetest-v0 at 128x128, 1 and 2 instances (needs tests/setup_minetest.sh)")
+    parser.add_argument("--minetest-viewing-range", type=int, nargs="+", default=[40],
+                        help="Minetest's viewing_range in nodes, one timing per value (the env's default: 40)")
     main(parser.parse_args())
