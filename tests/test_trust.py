@@ -757,9 +757,9 @@ def test_sigterm_in_a_ray_session_stops_as_ctrl_c_does_and_exits_143(ray_local):
     # finalizer (a weakref callback of Ray's) and is dropped there. Set here, inside the test, because
     # pytest puts its own hook in place around each test's call (CI on a loaded machine: the signal
     # landed in one, and the hook that caught it was pytest's).
+    napping = nap.remote(10)  # submitted first: on a loaded machine submitting can take longer than the timer
     with signals_as_interrupts(), pytest.raises(KeyboardInterrupt) as stopped:
         threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()  # the driver waits in ray.get
-        napping = nap.remote(10)
         ray.get(napping)
     ray.cancel(napping, force=True)  # its CPU back for the tests after this one
     assert exit_code(stopped.value) == 143 and exit_code(KeyboardInterrupt()) == 130
