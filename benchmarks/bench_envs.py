@@ -3,6 +3,7 @@
     nice -n 10 taskset -c 1 python benchmarks/bench_envs.py          # one core: the figures the goals use
     python benchmarks/bench_envs.py --steps 600 --sizes 64x64 128x128 --players random --out bench_envs.json
     python benchmarks/bench_envs.py --sizes 128x128 --minetest       # + Minetest, 1 and 2 instances (all cores)
+    python benchmarks/bench_envs.py --sizes 128x128 --minetest --minetest-viewing-range 40 25   # + a shorter view
 
 Steps/s include everything a capture job pays: the player's act(), env.step() (physics,
 animals, rendering, HUD) and the resets when episodes end (VoxelWorld's default 1000-step
@@ -227,7 +228,8 @@ def bench_minetest(size: int, steps: int, instances: int, viewing_range: int = 4
 
 
 def minetest_rows(args: argparse.Namespace, rows: list[dict]) -> list[dict]:
-    """Minetest at 128x128, one instance and two at once, printed beside this run's VoxelWorld and Crafter."""
+    """Minetest at 128x128, one instance and two at once for each viewing range asked, printed beside
+    this run's VoxelWorld and Crafter."""
     steps = min(args.steps, 2000)
     out = [bench_minetest(128, steps, n, vr) for vr in args.minetest_viewing_range for n in (1, 2)]
     peers = {r["player"]: r for r in rows if r["size"] == "128x128"}
