@@ -20,9 +20,9 @@ import math
 import numpy as np
 
 from worldloom import actions as act
-from worldloom.envs.objects import GUI_CURSOR_DEG
+from worldloom.envs.objects import GUI_CURSOR_DEG, REACH
 
-__all__ = ["RandomPlayer", "Explorer", "Miner", "Builder", "Mixture", "make_player", "action_histogram",
+__all__ = ["RandomPlayer", "Explorer", "Miner", "Builder", "Mixture", "Expert", "make_player", "action_histogram",
            "visible_presses", "report", "PLAYERS"]
 
 
@@ -310,6 +310,58 @@ class Mixture(ScriptedPlayer):
         member.behave(a, info)
 
 
+class Expert(ScriptedPlayer):
+    """Plays the task it is in, as a player told the goal would: turns to the nearest goal block
+    (`info["task"]["goal"]`, worldloom.envs.tasks), walks to it, and mines it (CollectLogs,
+    MineStone) or walks into it (FindWater); explores where the task names no block (Explore) or
+    none is near, and plays as the explorer outside a task. Mining holds `attack` with the camera
+    still until the block breaks, so its footage shows the whole of what a task needs; fewer
+    habits than the other players (a player with a goal gets distracted less)."""
+
+    habit_rate = 0.3
+
+    def __init__(self, seed: int = 0):
+        super().__init__(seed)
+        self.explorer = Explorer(seed + 1)
+        self.explorer.rng, self.explorer.hand, self.explorer.habits = self.rng, self.hand, self.habits
+
+    def behave(self, a: dict, info: dict) -> None:
+        task = info.get("task") or {}
+        goal = task.get("goal")
+        if goal is None or goal[0] < 0 or info.get("position") is None:
+            e = self.explorer
+            e.t, e.stuck, e.last_pos = self.t, self.stuck, self.last_pos
+            e.behave(a, info)
+            return
+        eye = np.asarray(info["position"], np.float64) + (0.0, 1.62, 0.0)
+        d = np.asarray(goal, np.float64) + 0.5 - eye
+        horizontal = float(np.hypot(d[0], d[2]))
+        turn = (math.degrees(math.atan2(d[0], d[2])) - info.get("yaw", 0.0) + 180.0) % 360.0 - 180.0
+        tilt = -math.degrees(math.atan2(d[1], horizontal)) - info.get("pitch", 0.0)
+        target, target_pos = info.get("target_block", ""), np.asarray(info.get("target_pos", (-1, -1, -1)))
+        on_goal = bool(target) and (target == task.get("goal_block") or bool(np.all(target_pos == goal)))
+        if on_goal and task.get("goal_block") != "water":
+            a["attack"] = 1  # held, the camera still, until the block breaks
+            self.hand.queue.clear()
+            return
+        if not self.hand.busy() and max(abs(turn), abs(tilt)) > 5.0:
+            self.hand.stroke(tilt, turn, int(np.clip(max(abs(turn), abs(tilt)) / 9.0, 2, 12)))
+        in_reach = task.get("goal_distance", math.inf) < REACH - 0.3
+        if in_reach:  # stand and aim; dig through what is in the way (leaves, dirt)
+            if target and target != "water" and not self.hand.busy():
+                a["attack"] = 1
+            if task.get("goal_block") == "water":
+                a["forward"] = 1
+            return
+        if abs(turn) < 50.0:
+            a["forward"] = 1
+            a["sprint"] = int(horizontal > 8.0 and abs(turn) < 15.0)
+            blocked = bool(target) and info.get("target_distance", 9.0) < 1.6
+            a["jump"] = int(self.stuck > 2 or blocked or info.get("in_water", False))
+        if target and target != "water" and info.get("target_distance", 9.0) < 2.0 and self.stuck > 8:
+            a["attack"] = 1  # boxed in: dig through
+
+
 class RandomPlayer:
     """Random actions with sticky buttons and a sticky camera velocity drawn over all 11 bins."""
 
@@ -344,7 +396,8 @@ class RandomPlayer:
         return act.from_arrays(self.buttons, self.camera)
 
 
-PLAYERS = {"random": RandomPlayer, "explorer": Explorer, "miner": Miner, "builder": Builder, "mixture": Mixture}
+PLAYERS = {"random": RandomPlayer, "explorer": Explorer, "miner": Miner, "builder": Builder, "mixture": Mixture,
+           "expert": Expert}
 
 
 def make_player(name: str, seed: int = 0, **kwargs):

@@ -4,7 +4,7 @@
     env = gymnasium.make("worldloom/CollectLogs-v0", height=64, width=64)
     obs, info = env.reset(seed=0)
     obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
-    info["task"]     # {"name": "CollectLogs", "progress": 0.0, "success": False}
+    info["task"]     # {"name": "CollectLogs", "progress": 0.0, "success": False, "goal": array([x, y, z]), ...}
     worldloom envs play --env collect_logs --player mixture --steps 400 --out logs.gif
 
 Reward and success come from the engine's state (the player's inventory gains, its position,
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from worldloom.envs.blocks import AIR, BLOCK_ID
+from worldloom.envs.blocks import AIR, BLOCK_ID, BLOCKS, WATER
 from worldloom.envs.voxel import VoxelWorldEnv
 
 __all__ = ["Task", "TASKS", "TASK_IDS", "TaskEnv", "task_by_name", "make_task_env"]
@@ -51,6 +51,15 @@ class Task:
     @property
     def env_id(self) -> str:
         return f"worldloom/{self.name}-v0"
+
+    @property
+    def goal_blocks(self) -> tuple[int, ...]:
+        """Block ids the task is about: those that drop a collected item, water for FindWater, none for Explore."""
+        if self.metric == "collect":
+            return tuple(i for i, b in enumerate(BLOCKS) if b.drop and b.drop in self.items)
+        if self.metric == "reach":
+            return (WATER,)
+        return ()
 
 
 TASKS: dict[str, Task] = {
@@ -129,8 +138,52 @@ class TaskEnv(VoxelWorldEnv):
         return obs, reward, terminated, truncated, info
 
     def _task_info(self) -> dict:
+        eye, ids = self.player.eye, self.task_spec.goal_blocks
+        candidates = None
+        if ids:  # the goal blocks around the eye's cell, searched again when the cell or the world changes
+            cell = np.floor(eye).astype(np.int64)
+            key = (self.world, self.world.edits, *cell.tolist())  # the world itself: a new one never matches
+            old = getattr(self, "_goal_key", None)
+            if old is None or old[0] is not self.world or old[1:] != key[1:]:
+                self._goal_key, self._goal_candidates = key, goal_candidates(self.world.blocks, cell, ids)
+            candidates = self._goal_candidates
+        goal, distance = nearest_block(self.world.blocks, eye, ids, candidates)
         return {"name": self.task_spec.name, "progress": self.progress,
-                "success": bool(self.progress >= self.task_spec.target)}
+                "success": bool(self.progress >= self.task_spec.target),
+                "goal": goal, "goal_block": BLOCKS[self.world.blocks[tuple(goal)]].name if goal[0] >= 0 else "",
+                "goal_distance": distance}
+
+
+GOAL_RADIUS = (16, 8)  # blocks searched around the eye for the nearest goal block: horizontally, vertically
+
+
+def goal_candidates(blocks: np.ndarray, cell: np.ndarray, ids: tuple[int, ...]) -> np.ndarray:
+    """(N, 3) int64 positions of the blocks of `ids` within GOAL_RADIUS of the block `cell`."""
+    r, ry = GOAL_RADIUS
+    lo = np.maximum(cell - (r, ry, r), 0)
+    hi = np.minimum(cell + (r + 1, ry + 1, r + 1), blocks.shape)
+    box = blocks[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    hit = box == ids[0]
+    for i in ids[1:]:
+        hit |= box == i
+    return np.argwhere(hit) + lo
+
+
+def nearest_block(blocks: np.ndarray, eye: np.ndarray, ids: tuple[int, ...],
+                  candidates: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """The nearest block of one of `ids` to `eye` within GOAL_RADIUS: ((x, y, z) int64, distance to its
+    centre in blocks), or ((-1, -1, -1), inf) when there is none. What a scripted player that knows
+    the task walks to (`info["task"]["goal"]`); engine truth, not what the frame shows.
+    `candidates`: `goal_candidates` of the eye's cell, when the caller has them."""
+    if not ids:
+        return np.full(3, -1, np.int64), math.inf
+    if candidates is None:
+        candidates = goal_candidates(blocks, np.floor(eye).astype(np.int64), ids)
+    if not len(candidates):
+        return np.full(3, -1, np.int64), math.inf
+    d2 = ((candidates + 0.5 - eye) ** 2).sum(axis=1)
+    k = int(np.argmin(d2))
+    return candidates[k].copy(), float(math.sqrt(d2[k]))
 
 
 def dig_quarry(world, feet: np.ndarray, radius: int) -> np.ndarray:

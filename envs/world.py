@@ -184,6 +184,7 @@ class World:
         self.coarse = coarse_tops(self.tops)  # (SX/4, SZ/4) int32, the ray caster's skip map
         self.mesh = Mesh(blocks)  # the visible faces as quads, what the rasterizer draws
         self.solid = SOLID
+        self.edits = 0  # blocks changed by `set` so far: what a cache of block positions keys on
 
     @classmethod
     def generate(cls, seed: int, size: tuple[int, int, int]) -> World:
@@ -203,6 +204,7 @@ class World:
         world.tops, world.coarse, world.max_top = tops, coarse, max_top
         world.mesh = Mesh(blocks)  # derived from the blocks alone: meshed afresh (restored frames equal: test_envs_state)
         world.solid = SOLID
+        world.edits = 0
         return world
 
     @property
@@ -219,6 +221,7 @@ class World:
     def set(self, x: int, y: int, z: int, block: int) -> None:
         """Change one block, keeping the column tops, the world top and the skip map current (the mesh on its next update)."""
         self.blocks[x, y, z] = block
+        self.edits += 1
         if block != AIR:
             self.tops[x, z] = max(self.tops[x, z], y + 1)
             self.max_top = max(self.max_top, y + 1)

@@ -76,7 +76,7 @@ def ci_plot(evals: dict[tuple[str, str], dict], players: list[str], tasks: tuple
 
 
 def _players(evals: dict[tuple[str, str], dict]) -> list[str]:
-    order = ["bc-env", "bc-idm", "bc-noop", "random", "scripted:mixture"]
+    order = ["bc-env", "bc-idm", "bc-noop", "random", "scripted:mixture", "scripted:expert"]
     seen = {p for p, _ in evals}
     return [p for p in order if p in seen] + sorted(seen - set(order))
 

@@ -7,12 +7,14 @@
 
 VPT's experiment, on WorldLoom's own data, through the pipeline's stages (their public
 functions, nothing new): `capture` records a little labeled play in VoxelWorld (the contractor
-data) and footage of the mixture player in every task's world with its actions withheld (the
-true actions kept aside); `idm train` fits an IDM to the labeled play; `idm label` pseudo-labels
-the footage. Three policies are then cloned from the same footage: on the true actions (env),
-on the IDM's pseudo-labels (idm) and on no-op labels (the floor), and all three, the random
-player and the scripted mixture player are evaluated in closed loop on every task with 95%
-bootstrap intervals. With --world-model, each player is also played inside the world model
+data: the mixture player's aimless play) and footage in every task's world with its actions
+withheld (the true actions kept aside), played by `--footage-player` (default `expert`, which
+plays the task: VPT's contractors were asked to play the early game, not to wander); `idm
+train` fits an IDM to the labeled play; `idm label` pseudo-labels the footage. Three policies
+are then cloned from the same footage: on the true actions (env), on the IDM's pseudo-labels
+(idm) and on no-op labels (the floor), and all three, the random player, the scripted mixture
+player and the footage's player are evaluated in closed loop on every task with 95% bootstrap
+intervals. With --world-model, each player is also played inside the world model
 and its imagined score is ranked against its real one (Spearman; agent/dream.py).
 
 Stages are cached in OUT/study.json like the pipeline's (`--from STAGE` redoes one onwards). The
@@ -37,7 +39,7 @@ from worldloom.pipeline.stages import StageRunner, stage_key
 
 STAGES = ("capture", "train", "label", "bc-idm", "eval", "dream", "report")
 POLICIES = ("bc-env", "bc-idm", "bc-noop")
-REFERENCE_PLAYERS = ("random", "scripted:mixture")
+REFERENCE_PLAYERS = ("random", "scripted:mixture")  # beside the footage player, scripted:<footage_player>
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,8 @@ class StudyConfig:
     preset: str = doc(f"sizes: {', '.join(f'{k} ({v.expected})' for k, v in PRESETS.items())}", "tiny")
     sizes: StudySizes | None = doc("the preset's sizes, flag by flag (e.g. --sizes.eval-episodes 64)", None)
     tasks: tuple[str, ...] = doc("tasks to record footage in and evaluate on (default: all)", ())
+    footage_player: str = doc("scripted player of the footage in each task's world: expert plays the task (walks to "
+                              "the nearest log, stone or water and mines it or walks in), mixture plays aimlessly", "expert")
     world_model: str | None = doc("a world-model run to dream in (ranks the players by imagined scores)", None)
     seed: int = doc("seed of every stage", 0)
     num_workers: int = doc("Ray actors for capture, labeling and evaluation (0: one per CPU of the cluster)", 2)
@@ -133,6 +137,15 @@ class StudyConfig:
         if self.from_stage is not None and self.from_stage not in STAGES:
             raise ValueError(f"from must be one of {', '.join(STAGES)}, got {self.from_stage!r}")
         check_device_name(self.device)
+        from worldloom.envs import PLAYER_NAMES
+
+        if self.footage_player not in PLAYER_NAMES:
+            raise ValueError(f"footage_player must be one of {', '.join(PLAYER_NAMES)}, got {self.footage_player!r}")
+
+    @property
+    def reference_players(self) -> tuple[str, ...]:
+        """random, scripted:mixture and the footage's own player (what BC imitates: its ceiling)."""
+        return tuple(dict.fromkeys((*REFERENCE_PLAYERS, f"scripted:{self.footage_player}")))
 
     @classmethod
     def nested_default(cls, name: str, values: dict) -> StudySizes | None:
@@ -176,7 +189,7 @@ def stage_configs(cfg: StudyConfig, paths: dict[str, Any]) -> dict[str, Any]:
                                         resolution=res, seed=cfg.seed * 100 + 1, num_workers=workers, address=cfg.address)}
     for k, t in enumerate(cfg.task_names):
         capture[t] = CaptureConfig(out=str(paths["footage"][t]), env=t, episodes=s.footage_episodes, steps=s.steps,
-                                   resolution=res, seed=cfg.seed * 100 + 10 + k, num_workers=workers,
+                                   resolution=res, seed=cfg.seed * 100 + 10 + k, num_workers=workers, player=cfg.footage_player,
                                    address=cfg.address, strip_actions=str(paths["truth"][t]))
     idm_model = dataclasses.replace(IDM_PRESETS[s.idm_preset], height=res, width=res)
     idm = IDMConfig(data=(str(paths["labeled"]),), out=str(paths["idm"]), preset=s.idm_preset, model=idm_model,
@@ -191,8 +204,8 @@ def stage_configs(cfg: StudyConfig, paths: dict[str, Any]) -> dict[str, Any]:
                       batch_size=s.bc_batch_size, seed=cfg.seed, device=cfg.device, threads=1,
                       eval_every=max(1, s.bc_max_steps // 5), checkpoint_every=max(1, s.bc_max_steps // 5))
           for p, (kind, labels) in data_of.items()}
-    players = {**{p: str(paths["policies"][p]) for p in POLICIES}, **{r: r for r in REFERENCE_PLAYERS}}
-    evals = {(name, t): EvalConfig(policy=spec if name in REFERENCE_PLAYERS else str(paths["policies"][name]),
+    players = {**{p: str(paths["policies"][p]) for p in POLICIES}, **{r: r for r in cfg.reference_players}}
+    evals = {(name, t): EvalConfig(policy=spec if name in cfg.reference_players else str(paths["policies"][name]),
                                    task=TASKS[t].env_id, episodes=s.eval_episodes, num_workers=workers,
                                    temperature=s.temperature, resolution=res, videos=s.videos, seed=cfg.seed,
                                    time_limit=s.time_limit,

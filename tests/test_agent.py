@@ -115,7 +115,8 @@ def test_task_ids_are_gymnasium_envs_with_engine_rewards():
     for _ in range(17):
         _, reward, _, _, info = env.step(attack)
         total += reward
-    assert total == 1.0 and info["task"] == {"name": "CollectLogs", "progress": 1.0, "success": True}
+    assert total == 1.0 and {k: info["task"][k] for k in ("name", "progress", "success")} == {
+        "name": "CollectLogs", "progress": 1.0, "success": True}
     # MineStone: the start is a pit dug to the stone, so the block under the feet is stone
     env = gymnasium.make("worldloom/MineStone-v0", height=64, width=64)
     env.reset(seed=2)
@@ -137,6 +138,42 @@ def test_task_ids_are_gymnasium_envs_with_engine_rewards():
     _, reward, terminated, truncated, info = env.step(noop)
     assert reward == 1.0 and terminated and not truncated and info["task"]["success"]
     assert env.spec.max_episode_steps is None and env.unwrapped.cfg.max_steps == TASKS["find_water"].max_steps
+
+
+def test_task_goal_is_the_nearest_block_of_the_task_and_the_expert_completes_the_mining_tasks():
+    from worldloom.envs import make_player
+    from worldloom.envs.tasks import GOAL_RADIUS
+
+    env = gymnasium.make("worldloom/CollectLogs-v0", height=64, width=64)
+    _, info = env.reset(seed=0)
+    blocks, eye = env.unwrapped.world.blocks, env.unwrapped.player.eye
+    logs = np.argwhere(blocks == BLOCK_ID["log"])
+    logs = logs[(np.abs(logs[:, [0, 2]] - np.floor(eye[[0, 2]])) <= GOAL_RADIUS[0]).all(1)
+                & (np.abs(logs[:, 1] - np.floor(eye[1])) <= GOAL_RADIUS[1])]
+    dist = np.sqrt(((logs + 0.5 - eye) ** 2).sum(1))
+    goal = info["task"]["goal"]
+    assert info["task"]["goal_block"] == "log" and blocks[tuple(goal)] == BLOCK_ID["log"]
+    assert info["task"]["goal_distance"] == pytest.approx(dist.min()) and tuple(goal) == tuple(logs[dist.argmin()])
+    env.unwrapped.world.set(*goal, 0)  # the goal mined (air): the next step names another log
+    _, _, _, _, info = env.step(actions.noop())
+    assert tuple(info["task"]["goal"]) != tuple(goal) and blocks[tuple(info["task"]["goal"])] == BLOCK_ID["log"]
+    _, info = gymnasium.make("worldloom/Explore-v0", height=64, width=64).reset(seed=0)
+    assert info["task"]["goal"].tolist() == [-1, -1, -1] and info["task"]["goal_distance"] == np.inf
+    # The expert walks to the goal and mines it; the aimless mixture player, same worlds, is the comparison.
+    steps = {}
+    for task, limit in (("worldloom/CollectLogs-v0", 300), ("worldloom/MineStone-v0", 150)):
+        for name in ("expert", "mixture"):
+            env = gymnasium.make(task, height=64, width=64)
+            for seed in range(2):
+                player = make_player(name, seed=seed)
+                obs, info = env.reset(seed=seed)
+                taken = 0
+                while taken < limit and not info["task"]["success"]:
+                    obs, _, _, _, info = env.step(player.act(obs, info))
+                    taken += 1
+                steps[task, name, seed] = taken if info["task"]["success"] else None
+    assert all(steps[task, "expert", seed] for task, _, seed in steps), steps
+    assert sum(steps[k] is None for k in steps if k[1] == "mixture") >= 2, steps
 
 
 def test_tasks_are_deterministic_and_capture_can_record_them():
@@ -468,7 +505,7 @@ def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path):
             "--sizes.idm-max-steps", "2", "--sizes.bc-max-steps", "2"]  # the micro preset made smaller still
     assert cli(argv) == 0
     report = json.loads((out / "report.json").read_text())
-    players = {"bc-env", "bc-idm", "bc-noop", "random", "scripted:mixture"}
+    players = {"bc-env", "bc-idm", "bc-noop", "random", "scripted:mixture", "scripted:expert"}
     assert {k.split("|")[0] for k in report["eval"]} == players
     assert {k.split("|")[1] for k in report["eval"]} == {"explore"}
     assert [(g["task"], g["metric"]) for g in report["goals"]] == [("explore", "success_rate"), ("explore", "return")]
