@@ -48,8 +48,8 @@ class StudySizes:
 
     resolution: int = doc("frame height and width of every dataset, the IDM and the policies", 64)
     steps: int = doc("steps per recorded episode (a task's own time limit may end it sooner)", 400)
-    idm_episodes: int = doc("episodes of labeled VoxelWorld play the IDM trains on (the contractor data)", 16)
-    footage_episodes: int = doc("episodes of footage recorded in each task's world (actions withheld)", 12)
+    idm_episodes: int = doc("episodes of labeled VoxelWorld play the IDM trains on (the contractor data)", 64)
+    footage_episodes: int = doc("episodes of footage recorded in each task's world (actions withheld)", 32)
     idm_preset: str = doc("the IDM's preset", "tiny")
     idm_max_steps: int = doc("IDM optimizer steps", 400)
     bc_preset: str = doc("the policies' preset", "tiny")
