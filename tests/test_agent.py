@@ -159,6 +159,10 @@ def test_task_goal_is_the_nearest_block_of_the_task_and_the_expert_completes_the
     assert tuple(info["task"]["goal"]) != tuple(goal) and blocks[tuple(info["task"]["goal"])] == BLOCK_ID["log"]
     _, info = gymnasium.make("worldloom/Explore-v0", height=64, width=64).reset(seed=0)
     assert info["task"]["goal"].tolist() == [-1, -1, -1] and info["task"]["goal_distance"] == np.inf
+    # gymnasium's vector envs stack the task's state, the goal included
+    vec = gymnasium.vector.SyncVectorEnv([lambda: gymnasium.make("worldloom/CollectLogs-v0", height=64, width=64)] * 2)
+    _, infos = vec.reset(seed=[0, 1])
+    assert infos["task"]["goal"].shape == (2, 3) and infos["task"]["goal"][0].tolist() == goal.tolist()
     # The expert walks to the goal and mines it; the aimless mixture player, same worlds, is the comparison.
     steps = {}
     for task, limit in (("worldloom/CollectLogs-v0", 300), ("worldloom/MineStone-v0", 150)):
