@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from worldloom import actions as act
-from worldloom.envs.objects import GUI_CURSOR_DEG, REACH
+from worldloom.envs.objects import EYE, GUI_CURSOR_DEG, REACH
 
 __all__ = ["RandomPlayer", "Explorer", "Miner", "Builder", "Mixture", "Expert", "make_player", "action_histogram",
            "visible_presses", "report", "PLAYERS"]
@@ -333,7 +333,7 @@ class Expert(ScriptedPlayer):
             e.t, e.stuck, e.last_pos = self.t, self.stuck, self.last_pos
             e.behave(a, info)
             return
-        eye = np.asarray(info["position"], np.float64) + (0.0, 1.62, 0.0)
+        eye = np.asarray(info["position"], np.float64) + (0.0, EYE, 0.0)
         d = np.asarray(goal, np.float64) + 0.5 - eye
         horizontal = float(np.hypot(d[0], d[2]))
         turn = (math.degrees(math.atan2(d[0], d[2])) - info.get("yaw", 0.0) + 180.0) % 360.0 - 180.0

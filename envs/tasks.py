@@ -140,13 +140,13 @@ class TaskEnv(VoxelWorldEnv):
     def _task_info(self) -> dict:
         eye, ids = self.player.eye, self.task_spec.goal_blocks
         candidates = None
-        if ids:  # the goal blocks around the eye's cell, searched again when the cell or the world changes
+        if ids:  # the goal blocks around the eye's cell, searched again when the cell, the world or its blocks change
             cell = np.floor(eye).astype(np.int64)
-            key = (self.world, self.world.edits, *cell.tolist())  # the world itself: a new one never matches
-            old = getattr(self, "_goal_key", None)
-            if old is None or old[0] is not self.world or old[1:] != key[1:]:
-                self._goal_key, self._goal_candidates = key, goal_candidates(self.world.blocks, cell, ids)
-            candidates = self._goal_candidates
+            stamp = (self.world.edits, *cell.tolist())
+            world, old_stamp, candidates = getattr(self, "_goal_cache", (None, None, None))
+            if world is not self.world or old_stamp != stamp:
+                candidates = goal_candidates(self.world.blocks, cell, ids)
+                self._goal_cache = (self.world, stamp, candidates)
         goal, distance = nearest_block(self.world.blocks, eye, ids, candidates)
         return {"name": self.task_spec.name, "progress": self.progress,
                 "success": bool(self.progress >= self.task_spec.target),
