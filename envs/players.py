@@ -177,6 +177,11 @@ class ScriptedPlayer:
     def behave(self, a: dict, info: dict) -> None:
         raise NotImplementedError
 
+    def delegate(self, member: ScriptedPlayer, a: dict, info: dict) -> None:
+        """Let `member` (sharing this player's rng, hand and habits) choose this step, as of this player's state."""
+        member.t, member.stuck, member.last_pos = self.t, self.stuck, self.last_pos
+        member.behave(a, info)
+
     def look_home(self, info: dict, margin: float = 8.0) -> bool:
         """Turn towards the world's centre when near its edge; True if it did."""
         pos, size = info.get("position"), info.get("world_size")
@@ -305,9 +310,7 @@ class Mixture(ScriptedPlayer):
             if not self.hand.busy() and self.rng.random() < 0.1:
                 self.hand.stroke(self.rng.normal(0, 10) - info.get("pitch", 0.0) * 0.3, self.rng.normal(0, 60), self.rng.integers(10, 30))
             return
-        member = self.members[self.current]
-        member.t, member.stuck, member.last_pos = self.t, self.stuck, self.last_pos
-        member.behave(a, info)
+        self.delegate(self.members[self.current], a, info)
 
 
 class Expert(ScriptedPlayer):
@@ -329,9 +332,7 @@ class Expert(ScriptedPlayer):
         task = info.get("task") or {}
         goal = task.get("goal")
         if goal is None or goal[0] < 0 or info.get("position") is None:
-            e = self.explorer
-            e.t, e.stuck, e.last_pos = self.t, self.stuck, self.last_pos
-            e.behave(a, info)
+            self.delegate(self.explorer, a, info)
             return
         eye = np.asarray(info["position"], np.float64) + (0.0, EYE, 0.0)
         d = np.asarray(goal, np.float64) + 0.5 - eye

@@ -126,6 +126,7 @@ class StudyConfig:
     from_stage: str | None = doc(f"redo this stage and every one after it: {', '.join(STAGES)}", None)
 
     def __post_init__(self) -> None:
+        from worldloom.envs import PLAYER_NAMES
         from worldloom.envs.tasks import task_by_name
         from worldloom.training import check_device_name
 
@@ -137,8 +138,6 @@ class StudyConfig:
         if self.from_stage is not None and self.from_stage not in STAGES:
             raise ValueError(f"from must be one of {', '.join(STAGES)}, got {self.from_stage!r}")
         check_device_name(self.device)
-        from worldloom.envs import PLAYER_NAMES
-
         if self.footage_player not in PLAYER_NAMES:
             raise ValueError(f"footage_player must be one of {', '.join(PLAYER_NAMES)}, got {self.footage_player!r}")
 
