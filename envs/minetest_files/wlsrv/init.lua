@@ -4,7 +4,8 @@
 --   <seq> reset <x> <z> <yaw_deg> <pitch_deg> <time_of_day>
 -- It answers on stdout (minetest.log "action"):
 --   WLRESET <seq> <x> <y> <z>      the player stands at a spawn level near (x, z), kit given
---   WLINV <json>                   the main list whenever it changes: ["name count", ...]
+--   WLINV <json>                   the main list whenever it changes: ["name count", ...], and
+--                                  always just before a WLRESET
 local COMMAND_PATH = minetest.get_worldpath() .. "/wl_command"
 local KIT = {
 	"default:pick_stone", "default:shovel_stone", "default:axe_stone", "default:dirt 40",
@@ -46,6 +47,18 @@ local function spawn_level(x, z)
 	return x, 20, z
 end
 
+local function log_inventory(player)
+	local items = {}
+	for i, stack in ipairs(player:get_inventory():get_list("main")) do
+		items[i] = stack:get_name() .. " " .. stack:get_count()
+	end
+	local text = minetest.write_json(items)
+	if text ~= last_inv then
+		last_inv = text
+		minetest.log("action", "WLINV " .. text)
+	end
+end
+
 local function reset(player, seq, x, z, yaw, pitch, tod)
 	local px, py, pz = spawn_level(x, z)
 	local pos = {x = px, y = py, z = pz}
@@ -66,20 +79,13 @@ local function reset(player, seq, x, z, yaw, pitch, tod)
 		player:set_look_horizontal(math.rad(yaw))
 		player:set_look_vertical(math.rad(pitch))
 		minetest.set_timeofday(tod)
+		-- the kit's WLINV line goes out before the WLRESET acknowledgement, so a controller that
+		-- has seen the acknowledgement has seen the new inventory (the globalstep's own log runs
+		-- later, and not at all if the kit equals the last list)
+		last_inv = ""
+		log_inventory(player)
 		minetest.log("action", string.format("WLRESET %d %.3f %.3f %.3f", seq, px, py, pz))
 	end)
-end
-
-local function log_inventory(player)
-	local items = {}
-	for i, stack in ipairs(player:get_inventory():get_list("main")) do
-		items[i] = stack:get_name() .. " " .. stack:get_count()
-	end
-	local text = minetest.write_json(items)
-	if text ~= last_inv then
-		last_inv = text
-		minetest.log("action", "WLINV " .. text)
-	end
 end
 
 local function update_sprint(player)
