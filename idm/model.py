@@ -58,9 +58,11 @@ class IDMConfig:
     motion_radius: int = doc("largest displacement the motion branch matches, in pixels at each of motion_scales", 4)
     motion_grid: int = doc("the motion branch averages its matches over a grid of this many cells a side", 4)
     motion_scales: tuple[int, ...] = doc("the motion branch matches frames averaged down by each of these factors", (2, 4))
+    motion_sparse_window: int = doc("the motion branch's sparse-change reader (a pointer over a still screen): the odd "
+                                    "window, in pixels, of its local background estimate (0: off)", 0)
 
     # Fields a checkpoint of an older format may lack (worldloom.checkpoint.FORMAT_VERSION): the version that added each.
-    FIELDS_ADDED: ClassVar[dict[str, int]] = {"motion_scales": 2}
+    FIELDS_ADDED: ClassVar[dict[str, int]] = {"motion_scales": 2, "motion_sparse_window": 5}
 
     def __post_init__(self) -> None:
         for name in ("height", "width", "num_frames", "stem_channels", "frame_dim", "hidden",
@@ -81,6 +83,8 @@ class IDMConfig:
             raise ValueError("IDMConfig.motion_channels needs stem_kernel_t >= 3 (the frame after the last step)")
         if self.temporal_conv_layers < 0:
             raise ValueError(f"IDMConfig.temporal_conv_layers must be >= 0, got {self.temporal_conv_layers}")
+        if self.motion_sparse_window < 0 or (self.motion_sparse_window and self.motion_sparse_window % 2 == 0):
+            raise ValueError(f"IDMConfig.motion_sparse_window must be 0 or odd, got {self.motion_sparse_window}")
         if self.motion_channels < 0 or self.motion_radius < 1 or self.motion_grid < 1:
             raise ValueError(f"IDMConfig.motion_channels must be >= 0 and motion_radius, motion_grid >= 1, got "
                              f"{self.motion_channels}, {self.motion_radius}, {self.motion_grid}")
@@ -206,6 +210,9 @@ class MotionBranch(nn.Module):
     """
 
     temperatures = (0.5, 2.0)
+    SPARSE_FRACTION = 0.03  # the sparse reader answers where at most this share of the pixels changed
+    SPARSE_THRESHOLD = 6 / 255  # a pixel changed where a channel moved by more than this
+    SPARSE_FEATURES = 6
 
     def __init__(self, cfg: IDMConfig) -> None:
         super().__init__()
@@ -215,6 +222,15 @@ class MotionBranch(nn.Module):
         num = per_scale * len(self.scales)
         self.norm = nn.LayerNorm(num)
         self.mlp = nn.Sequential(nn.Linear(num, cfg.motion_channels), nn.GELU(), nn.Linear(cfg.motion_channels, cfg.hidden))
+        self.sparse_window = cfg.motion_sparse_window
+        if self.sparse_window:
+            self.sparse_mlp = nn.Sequential(nn.Linear(self.SPARSE_FEATURES, 64), nn.GELU(), nn.Linear(64, cfg.hidden))
+            # and straight to the action logits, past the trunk: trained through the trunk alone, the
+            # 4% of steps with the inventory open were not learned at the demo's budget (section 16)
+            self.sparse_logits = nn.Sequential(nn.Linear(self.SPARSE_FEATURES, 64), nn.GELU(),
+                                               nn.Linear(64, NUM_BUTTONS + 2 * NUM_CAMERA_BINS))
+            nn.init.zeros_(self.sparse_logits[2].weight)
+            nn.init.zeros_(self.sparse_logits[2].bias)
         r = torch.arange(-self.radius, self.radius + 1, dtype=torch.float32)
         self.register_buffer("offsets", torch.stack(torch.meshgrid(r, r, indexing="ij"), -1).view(-1, 2), persistent=False)
 
@@ -232,15 +248,60 @@ class MotionBranch(nn.Module):
             cells.append(torch.einsum("mdhw,dk->mkhw", p, self.offsets) / r)  # (M, 2, g, g): its expected (dy, dx)
         return torch.cat(cells, 1)
 
+    @torch.no_grad()
+    def sparse_motion(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Frames t and t+1 (M, 3, H, W) -> (M, 6): where a few changed pixels went.
+
+        A pointer of a few pixels moving over a still inventory screen is outvoted in the grid's
+        cell averages and too aliased at 64x64 for block matching (docs/log, issue 18, section 16).
+        Where at most SPARSE_FRACTION of the pixels changed, the still pixels around each changed
+        one (a `motion_sparse_window` box) estimate the background there; a changed pixel where
+        frame t stands out from that background more than t+1 held the thing in frame t, else it
+        holds it in t+1. The move is the shift of the contrast-weighted centroid from the first
+        kind to the second. Returns [answered, 30 x changed fraction, dy / 2, dx / 2 (pixels),
+        log1p of each kind's weight / 4]; zeros but the fraction where it did not answer.
+        """
+        M, _, H, W = a.shape
+        k = self.sparse_window
+        changed = ((a - b).abs().amax(1, keepdim=True) > self.SPARSE_THRESHOLD).float()  # (M, 1, H, W)
+        fraction = changed.flatten(1).mean(1)  # (M,)
+        out = a.new_zeros(M, self.SPARSE_FEATURES)
+        out[:, 1] = fraction * 30.0
+        rows = torch.nonzero((fraction > 0) & (fraction <= self.SPARSE_FRACTION)).flatten()
+        if len(rows) == 0:
+            return out
+        a, b, changed = a[rows], b[rows], changed[rows]
+        still = 1.0 - changed
+        background = F.avg_pool2d(a * still, k, 1, k // 2, count_include_pad=False) / \
+            F.avg_pool2d(still, k, 1, k // 2, count_include_pad=False).clamp_min(1e-6)  # (m, 3, H, W)
+        stand_a, stand_b = (a - background).abs().sum(1), (b - background).abs().sum(1)  # (m, H, W)
+        was = ((stand_a - stand_b).clamp_min(0) * changed[:, 0]).flatten(1)  # (m, H*W): the thing in frame t
+        now = ((stand_b - stand_a).clamp_min(0) * changed[:, 0]).flatten(1)  # (m, H*W): the thing in frame t+1
+        ys, xs = torch.meshgrid(torch.arange(H, dtype=a.dtype), torch.arange(W, dtype=a.dtype), indexing="ij")
+        grid = torch.stack([ys.flatten(), xs.flatten()], 1)  # (H*W, 2)
+        ok = (was.sum(1) > 1e-3) & (now.sum(1) > 1e-3)  # (m,)
+        shift = now @ grid / now.sum(1, keepdim=True).clamp_min(1e-6) - was @ grid / was.sum(1, keepdim=True).clamp_min(1e-6)
+        # scaled to about unit size: Adam moves a first layer's response in proportion to its inputs
+        feats = torch.cat([ok[:, None].to(a.dtype), fraction[rows, None] * 30.0, shift / 2.0 * ok[:, None],
+                           torch.log1p(was.sum(1, keepdim=True)) / 4.0, torch.log1p(now.sum(1, keepdim=True)) / 4.0], 1)
+        out[rows] = feats
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, 3, N + 1, H, W) in [0, 1] -> motion features (B, N, hidden) of the N steps t -> t+1."""
+        """x (B, 3, N + 1, H, W) in [0, 1] -> motion features (B, N, hidden) of the N steps t -> t+1,
+        and with the sparse reader on, its logits after them: (B, N, hidden + 20 + 22)."""
         B, _, N1, H, W = x.shape
         frames = x.transpose(1, 2).reshape(B * N1, 3, H, W)
         feats = []
         for scale in self.scales:
             f = (frames if scale == 1 else F.avg_pool2d(frames, scale)).view(B, N1, 3, H // scale, W // scale)
             feats.append(self.match(f[:, :-1].flatten(0, 1), f[:, 1:].flatten(0, 1)).flatten(1))  # (B*N, F)
-        return self.mlp(self.norm(torch.cat(feats, 1))).view(B, N1 - 1, -1)  # (B, N, hidden)
+        out = self.mlp(self.norm(torch.cat(feats, 1)))  # (B*N, hidden)
+        if self.sparse_window:
+            f = frames.view(B, N1, 3, H, W)
+            sparse = self.sparse_motion(f[:, :-1].flatten(0, 1), f[:, 1:].flatten(0, 1))  # (B*N, 6)
+            out = torch.cat([out + self.sparse_mlp(sparse), self.sparse_logits(sparse)], 1)
+        return out.view(B, N1 - 1, -1)  # (B, N, hidden [+ 42])
 
 
 class Block(nn.Module):
@@ -309,7 +370,8 @@ class IDM(nn.Module):
         init_difference_stem(self.stem)
 
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames (B, N + 2 * context, H, W, 3) uint8 -> per-frame features (B, N, hidden)."""
+        """frames (B, N + 2 * context, H, W, 3) uint8 -> per-frame features (B, N, hidden), or
+        (B, N, hidden + 42) with the motion branch's sparse reader on (`heads` takes either)."""
         cfg = self.cfg
         B, N_in, H, W, _ = frames.shape
         if (H, W) != (cfg.height, cfg.width) or N_in <= 2 * cfg.context:
@@ -323,18 +385,25 @@ class IDM(nn.Module):
         x = F.relu(self.frame_dense(x.contiguous().flatten(1)))  # (B*N, frame_dim), flattened in (C, H, W) order
         x = self.hidden_dense(x).view(B, N, -1)  # (B, N, D)
         if self.motion is not None:  # frame t -> t+1 for each of the N frames
-            x = x + self.motion(pixels[:, :, cfg.context:cfg.context + N + 1])
+            motion = self.motion(pixels[:, :, cfg.context:cfg.context + N + 1])  # (B, N, D [+ 42])
+            x = x + motion[..., :cfg.hidden]
+            if motion.shape[-1] > cfg.hidden:  # the sparse reader's logits ride along for `heads`
+                x = torch.cat([x, motion[..., cfg.hidden:]], -1)
         return x
 
     def heads(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Features of one window (B, T, D), T <= num_frames -> logits {"buttons", "camera"}."""
+        """Features of one window (B, T, D), T <= num_frames -> logits {"buttons", "camera"}.
+        With the sparse reader on, D is hidden + 42: its logits, added to the head's."""
         B, T, _ = features.shape
         if T > self.cfg.num_frames:
             raise ValueError(f"a window holds at most {self.cfg.num_frames} frames, got {T}")
+        features, direct = features[..., :self.cfg.hidden], features[..., self.cfg.hidden:]
         x = self.temporal(features + self.pos[:, :T])  # (B, T, D)
         for block in self.blocks:
             x = block(x)  # (B, T, D)
         logits = self.head(self.norm(x))  # (B, T, 20 + 22)
+        if direct.shape[-1]:
+            logits = logits + direct
         return {
             "buttons": logits[..., :NUM_BUTTONS],  # (B, T, 20)
             "camera": logits[..., NUM_BUTTONS:].reshape(B, T, 2, NUM_CAMERA_BINS),  # (B, T, 2, 11)

@@ -7,6 +7,7 @@ the `micro` preset (the real architecture made small) so each training run takes
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 
@@ -162,6 +163,63 @@ def test_motion_branch_finds_a_shift():
     flow = feats[0, d:d + 2] * r  # (2, g, g) expected (dy, dx) at the lowest temperature
     assert (flow[0] > 0.5).all() and (flow[1] < -0.5).all()
     assert not feats.requires_grad  # matching is fixed: no gradient flows into it
+
+
+def test_sparse_reader_follows_the_inventory_cursor():
+    """VoxelWorld's pointer (about 3 x 6 pixels at 64x64) moved by the camera over the open
+    inventory: the block matcher's cell averages miss it; the sparse reader's shift follows the
+    pointer's own move in pixels, and it stays silent where the whole picture moves."""
+    from worldloom import actions
+    from worldloom.envs import make_env
+
+    branch = MotionBranch(dataclasses.replace(PRESETS["tiny"], motion_sparse_window=3))
+    env = make_env("voxel", height=64, width=64)
+    env.reset(seed=3)
+    opened = actions.noop()
+    opened["inventory"] = 1
+    obs, _, _, _, info = env.step(opened)
+    rng = np.random.default_rng(0)
+    pairs, moves = [], []
+    for _ in range(40):
+        a = actions.noop()
+        a["camera"] = rng.uniform(-6, 6, 2).astype(np.float32)  # (pitch, yaw) degrees
+        before = info["cursor"].copy()
+        nxt, _, _, _, info = env.step(a)
+        pairs.append((obs, nxt))
+        moves.append((info["cursor"] - before)[::-1] * 63)  # (dy, dx) pixels: the pointer's tip
+        obs = nxt
+    env.close()
+
+    def pixels(frames):
+        return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255  # (M, 3, H, W)
+
+    feats = branch.sparse_motion(pixels([p[0] for p in pairs]), pixels([p[1] for p in pairs])).numpy()
+    moves = np.array(moves)
+    assert feats[:, 0].mean() > 0.9  # answered: only the pointer changed
+    for axis in range(2):
+        assert np.corrcoef(feats[:, 2 + axis] * 2, moves[:, axis])[0, 1] > 0.8
+    world = torch.rand(1, 3, 64, 64)
+    still = branch.sparse_motion(world, torch.roll(world, 2, dims=3))  # a turn: every pixel changed
+    assert still[0, 0] == 0 and still[0, 1] > 15
+
+
+def test_sparse_reader_logits_ride_with_the_frame_features():
+    """With the sparse reader on, frame features carry its logits after the hidden width (the
+    labeling path caches frame features and runs `heads` per window); they start at zero, so a
+    new run starts as the model without them, and `heads` adds them once trained."""
+    cfg = dataclasses.replace(PRESETS["micro"], motion_sparse_window=3)
+    torch.manual_seed(0)
+    model = IDM(cfg).eval()
+    frames = torch.randint(0, 255, (1, cfg.num_frames + 2 * cfg.context, 64, 64, 3), dtype=torch.uint8)
+    frames[:, 3:] = frames[:, 2:3]  # still frames, then a few changed pixels: the reader answers
+    frames[:, 4:, 10:13, 20:22] = 255
+    with torch.no_grad():
+        feats = model.frame_features(frames)
+        assert feats.shape == (1, cfg.num_frames, cfg.hidden + 42)
+        assert torch.equal(feats[..., cfg.hidden:], torch.zeros_like(feats[..., cfg.hidden:]))
+        torch.nn.init.normal_(model.motion.sparse_logits[2].weight)
+        whole = model(frames)
+    assert not torch.equal(whole["camera"], model.heads(model.frame_features(frames)[..., :cfg.hidden])["camera"])
 
 
 @pytest.mark.parametrize("num_steps", [8, 9, 12, 31, 32, 33, 100])
