@@ -123,7 +123,7 @@ class StreamPredictor:
         self.block = self.window_batch * cfg.num_frames  # frames per ResNet call
         self.frames = np.zeros((0, cfg.height, cfg.width, 3), np.uint8)  # frames [frames_from, num_frames)
         self.frames_from = self.num_frames = 0
-        self.features = torch.zeros(0, cfg.hidden, device=_model_device(model))  # of frames [features_from, num_features)
+        self.features = torch.zeros(0, cfg.feature_dim, device=_model_device(model))  # of frames [features_from, num_features)
         self.features_from = self.num_features = 0
         self.num_windows = 0  # windows run (a multiple of window_batch until finish)
         self.window_out: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # window index -> probs, until returned

@@ -97,6 +97,11 @@ class IDMConfig:
             raise ValueError(f"IDMConfig.stack_channels must be a tuple of ints, got {self.stack_channels!r}")
 
     @property
+    def feature_dim(self) -> int:
+        """Width of `IDM.frame_features`: hidden, and the sparse reader's 42 logits when it is on."""
+        return self.hidden + (NUM_BUTTONS + 2 * NUM_CAMERA_BINS if self.motion_channels and self.motion_sparse_window else 0)
+
+    @property
     def context(self) -> int:
         """Extra frames the stem needs on each side of a window."""
         return self.stem_kernel_t // 2

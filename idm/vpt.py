@@ -94,6 +94,10 @@ class VPTConfig:
         return self.hidsize
 
     @property
+    def feature_dim(self) -> int:
+        return self.hidsize
+
+    @property
     def stack_channels(self) -> tuple[int, ...]:
         return tuple(c * self.impala_width for c in self.impala_chans)
 
