@@ -121,23 +121,23 @@ class IDMConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
 
 
-# Every preset but `vpt` has the same architecture switches on (the motion branch, a stride-2 first
-# stack, the temporal convs: measured on tiny, docs/idm.md) and differs only in size; `vpt` is the
-# named variant that is VPT's released 4x_idm exactly.
+# Every preset but `vpt` has the same architecture switches on (the motion branch and its sparse
+# reader, a stride-2 first stack, the temporal convs: measured on tiny, docs/idm.md) and differs
+# only in size; `vpt` is the named variant that is VPT's released 4x_idm exactly.
 PRESETS: dict[str, IDMConfig] = {
     # Tests and CI smoke runs: seconds on one core; not meant to score well.
     "micro": IDMConfig(num_frames=8, stem_channels=8, stack_channels=(8, 16, 16), blocks_per_stack=1,
                        frame_dim=64, hidden=64, num_layers=1, num_heads=2, motion_channels=64, strided_stacks=1,
-                       temporal_conv_layers=2),
+                       temporal_conv_layers=2, motion_sparse_window=3),
     # Minutes on 2 CPU cores; about 2.2M parameters. One residual block per stack and an 8-channel
     # stem: 2.5x less CPU time per step than VPT's 2 blocks; windows of 16 frames (trained in
     # batches of 16): more windows per second of CPU and faster learning than 32 (docs/idm.md).
     # The motion branch (block matching, below) is what makes the camera learnable in that time.
-    "tiny": IDMConfig(num_frames=16, motion_channels=256, strided_stacks=1, temporal_conv_layers=2),
+    "tiny": IDMConfig(num_frames=16, motion_channels=256, strided_stacks=1, temporal_conv_layers=2, motion_sparse_window=3),
     # An hour on a workstation (VPT's input size, 128x128, unless the pipeline names another).
     "small": IDMConfig(height=128, width=128, num_frames=64, stem_channels=32, stack_channels=(32, 64, 64), blocks_per_stack=2,
                        frame_dim=512, hidden=512, num_layers=4, num_heads=8, motion_channels=256, strided_stacks=1,
-                       temporal_conv_layers=2),
+                       temporal_conv_layers=2, motion_sparse_window=3),
     # The named variant: VPT's released 4x_idm (REFERENCES.md), about 0.5B parameters.
     "vpt": IDMConfig(height=128, width=128, num_frames=128, stem_channels=128, stack_channels=(256, 512, 512), blocks_per_stack=2,
                      frame_dim=256, hidden=4096, num_layers=2, num_heads=32),
