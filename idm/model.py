@@ -266,6 +266,10 @@ class MotionBranch(nn.Module):
         kind to the second. Returns [answered, 30 x changed fraction, dy / 2, dx / 2 (pixels),
         log1p of each kind's weight / 4]; zeros but the fraction where it did not answer.
         """
+        with torch.autocast(a.device.type, enabled=False):  # centroids in float32: bf16 keeps 1/4 pixel at 64
+            return self._sparse_motion(a.float(), b.float())
+
+    def _sparse_motion(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         M, _, H, W = a.shape
         k = self.sparse_window
         changed = ((a - b).abs().amax(1, keepdim=True) > self.SPARSE_THRESHOLD).float()  # (M, 1, H, W)
