@@ -40,7 +40,8 @@ __all__ = ["FORMAT_VERSION", "CONFIG_FILE", "CHECKPOINT_DIR", "STATE_FILE", "wri
 # 2 (2026-12-01): configs may hold fields added since 1; a version-1 file lacking such a field (a
 # dataclass's FIELDS_ADDED names them) reads as its default, which does what the code did before.
 # 3 (2026-12-01): the world model's hud_mask (pretrain/model.py); a version-2 run had none.
-# 5 (2026-12-02): the IDM's motion_sparse_radius (idm/model.py); a version-4 run had none.
+# 4: the world model's hud_fill (pretrain/model.py).
+# 5 (2026-12-02): the IDM's motion_sparse_window (idm/model.py); a version-4 run had none.
 FORMAT_VERSION = 5
 READABLE_VERSIONS = (1, 2, 3, 4, 5)
 CONFIG_FILE = "config.json"
