@@ -36,7 +36,7 @@ from worldloom.io import atomic_write_json
 from worldloom.progress import counted
 from worldloom.training import check_device_name
 
-from .players import check_compatible, is_reference, make_controller, spec_name
+from .players import check_compatible, frame_shape_of, is_reference, make_controller, spec_name
 
 BOOTSTRAP_RESAMPLES = 10_000
 
@@ -146,7 +146,7 @@ class EpisodeRunner:
         limit = {"max_steps": time_limit} if time_limit else {}
         build = make_env or (lambda: make_task_env(task, height=resolution, width=resolution, **limit))
         self.envs = [build() for _ in range(batch)]
-        check_compatible(self.controller, self.envs[0], policy, self.task.env_id)
+        check_compatible(self.controller.frame_shape, self.envs[0], policy, self.task.env_id)
 
     def run(self, work: list[tuple[int, int]], filmed: set[int] | frozenset = frozenset()) -> dict:
         """Play `work` [(episode index, world seed)]; -> {"episodes": rows, "steps", "cpu_s", "wall_s"}."""
@@ -278,6 +278,7 @@ def play(cfg: EvalConfig, keep_workers: bool = False) -> dict:
     device = str(resolve_device(cfg.device)) if not is_reference(cfg.policy) else "cpu"
     video_dir = str(cfg.out_dir / "videos") if cfg.videos else None
     filmed = set(range(cfg.videos))
+    preflight(cfg, resolution)
     with ray_session(cfg.address, cfg.num_workers or None):
         actors_wanted = cfg.num_workers or max(1, int(cluster_resources().get("CPU", os.cpu_count() or 1)))
         work = deal(cfg, actors_wanted)
@@ -296,6 +297,20 @@ def play(cfg: EvalConfig, keep_workers: bool = False) -> dict:
             if not keep_workers:
                 release_workers()
     return {"resolution": resolution, "actors": len(work), "results": results}
+
+
+def preflight(cfg: EvalConfig, resolution: int) -> None:
+    """The player/task compatibility check (`check_compatible`) here, before any Ray actor starts:
+    a mismatch is a one-line error in a fraction of a second, with nothing of Ray's start-up
+    (its log lines included) before it. The actors check again on the envs they build."""
+    from worldloom.envs.tasks import make_task_env
+
+    limit = {"max_steps": cfg.time_limit} if cfg.time_limit else {}
+    env = make_task_env(cfg.task, height=resolution, width=resolution, **limit)
+    try:
+        check_compatible(frame_shape_of(cfg.policy), env, cfg.policy, cfg.task_spec.env_id)
+    finally:
+        env.close()
 
 
 def wait_with_progress(calls: list, episodes: list[int], what: str) -> list:

@@ -102,10 +102,21 @@ def make_controller(spec: str, batch: int, temperature: float = 1.0, device: str
     return PolicyController(spec, batch, temperature, device)
 
 
-def check_compatible(controller, env: gymnasium.Env, spec: str, task_id: str) -> None:
-    """UserError naming both sides when the env's observations or actions are not what the player takes."""
+def frame_shape_of(spec: str) -> tuple[int, int] | None:
+    """The (height, width) a player takes, read from its run's config without loading weights; None: any."""
+    if is_reference(spec):
+        return None
+    from .checkpoint import model_config
+
+    cfg = model_config(spec)
+    return (cfg.height, cfg.width)
+
+
+def check_compatible(want: tuple[int, int] | None, env: gymnasium.Env, spec: str, task_id: str) -> None:
+    """UserError naming both sides when the env's observations or actions are not what the player takes.
+
+    want: the player's (height, width) (`frame_shape_of`, a controller's `frame_shape`); None: any size."""
     shape = tuple(env.observation_space.shape or ())
-    want = controller.frame_shape
     if len(shape) == 4:
         raise UserError(f"{task_id} gives stacks of {shape[0]} frames per observation {shape}, but {spec} takes one "
                         f"frame per step and keeps its own memory: evaluate on the unwrapped task")
