@@ -429,6 +429,7 @@ def test_mismatched_player_and_task_are_one_line_naming_both(policy_run, ray_clu
                 "--num-workers", "1", "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err
     assert "takes 64x64 frames" in err and "renders 96x96" in err and err.count("\n") == 1
+    assert "Ray actor" not in err  # told before any actor started (its bar names them), so no Ray output above it
     stacked = lambda: gymnasium.wrappers.FrameStackObservation(gymnasium.make("worldloom/Explore-v0", height=64, width=64), 4)  # noqa: E731
     with pytest.raises(UserError, match="stacks of 4 frames.*one frame per step"):
         EpisodeRunner(policy_run, "explore", 64, batch=1, make_env=stacked)
