@@ -137,6 +137,8 @@ class SampleConfig:
     dead_zone: float = doc("x_skip models trained with a dead zone: corrections under max(this, the model's own) "
                            "8-bit levels are dropped when sampling (issue 18's log, section 9: 6 against the tiny "
                            "preset's 3 raised next-frame PSNR by 0.2 dB and 64-frame PSNR by 1.4-2.1 dB on two runs)", 6.0)
+    memory: int = doc("pose memory: before the model reads a generated frame, the real context frames up to this many "
+                      "steps older that saw the same place from the same spot redraw it (pretrain/memory.py; 0: off)", 0)
 
     def __post_init__(self):
         if not 0.0 <= self.dead_zone <= 64.0:
@@ -148,18 +150,21 @@ class SampleConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.guidance < 0:
             raise ValueError(f"guidance must be >= 0, got {self.guidance}")
+        if self.memory < 0:
+            raise ValueError(f"memory must be >= 0 steps, got {self.memory}")
 
 
 @torch.no_grad()
 def next_frame(model: WorldModel, context, context_action, context_mask, action, has_action,
-               cfg: SampleConfig, generator=None, context_levels=None, text=None):
+               cfg: SampleConfig, generator=None, context_levels=None, text=None, recall=None):
     """One new frame after a context.
 
     context (B, Tc, C, H, W) clean frames; context_action (B, Tc, A) and context_mask (B, Tc):
     the action that produced each context frame; action (B, A), has_action (B,): the action
     taken after the last context frame; context_levels (Tc,): the noise level each context
     frame is kept at (default: `cfg.context_noise` for all; 1: a blank); text (B, L): the
-    caption's word ids (text models). -> (B, C, H, W).
+    caption's word ids (text models); recall: a pose memory's view of the new frame (WorldModel.forward).
+    -> (B, C, H, W).
     """
     B, Tc = context.shape[:2]
     dev = context.device
@@ -189,10 +194,14 @@ def next_frame(model: WorldModel, context, context_action, context_mask, action,
         xin = torch.cat([x, x]) if guided else x
         t = torch.full((xin.shape[0], 1), t_now, device=dev)
         prev, prev_t = ctx[:, -1], t_ctx[:, -1]
+        seen = recall
         if guided:
             prev, prev_t = torch.cat([prev, prev]), torch.cat([prev_t, prev_t])
+            if recall is not None and recall[0] is not None:
+                seen = (torch.cat([recall[0], recall[0]]), torch.cat([recall[1], recall[1]]))
+        mem = {} if seen is None or seen[0] is None else {"recall": seen}
         v = model(xin, t, action[:, None], has_action[:, None], past_kv=kv, start=Tc, prev=prev, prev_t=prev_t, **zone,
-                  **extra).float()
+                  **extra, **mem).float()
         if guided:
             v = v[B:] + cfg.guidance * (v[:B] - v[B:])
         x = x + (t_next - t_now) * v
@@ -216,16 +225,37 @@ def rollout(model: WorldModel, context, actions, has_action, horizon: int, cfg: 
         raise ValueError(f"need {Tc + horizon - 1} actions for {Tc} context frames and horizon {horizon}, got {actions.shape[1]}")
     frames = list(context.unbind(1))
     levels = [cfg.context_noise] * Tc if context_levels is None else [float(v) for v in context_levels]
+    blanks = any(v >= 1.0 for v in levels[:Tc])  # a prompt-only rollout's context shows nothing to recall
+    memory = None if blanks else pose_memory(model, context, actions[:, :Tc + horizon - 1], has_action[:, :Tc + horizon - 1],
+                                             cfg.memory)
     for _ in range(horizon):
         n = len(frames)
         lo = max(0, n - window)
         ctx = torch.stack(frames[lo:], dim=1)  # (B, W, C, H, W)
         a_ctx, m_ctx = shift_actions(actions[:, lo:n], has_action[:, lo:n])  # window frame 0: null
+        recall = None if memory is None else memory.recall(frames, n)
         new = next_frame(model, ctx, a_ctx, m_ctx, actions[:, n - 1], has_action[:, n - 1], cfg, generator, levels[lo:],
-                         text)
+                         text, recall)
         frames.append(new.clamp(-1, 1))
         levels.append(cfg.generated_noise)
+        if memory is not None:
+            memory.observe(frames, n)
     return torch.stack(frames[Tc:], dim=1)
+
+
+def pose_memory(model: WorldModel, context, actions, has_action, max_age: int):
+    """The rollout's PoseMemory (pretrain/memory.py) over its real `context` frames (B, Tc, C, H, W), or
+    None where it recalls nothing: memory off, a latent model, a model without a camera warp."""
+    fov = getattr(model.cfg, "camera_fov_deg", 0.0)
+    if max_age <= 0 or model.cfg.latent_channels or fov <= 0:
+        return None
+    from .memory import PoseMemory, track_poses
+
+    hud = model.hud.cpu() if getattr(model.cfg, "hud_mask", False) else None
+    fill = model.hud_fill_index().cpu() if getattr(model.cfg, "hud_fill", False) else None
+    memory = PoseMemory(track_poses(actions.cpu(), has_action.cpu()), context.shape[1], max_age, fov, hud, fill)
+    memory.check_context(context, actions, has_action)
+    return memory
 
 
 @torch.no_grad()

@@ -340,7 +340,7 @@ class WorldModel(nn.Module):
         return x.reshape(B, T, C, g * p, g * p)  # (B, T, C, H, W)
 
     def forward(self, x, t, action, action_mask, past_kv=None, start=0, return_kv=False, prev=None, prev_t=None,
-                dead_zone=None, text=None):
+                dead_zone=None, text=None, recall=None):
         """x (B, T, C, H, W), t (B, T), action (B, T, A), action_mask (B, T) bool -> v (B, T, C, H, W).
 
         past_kv: per-block temporal K/V of earlier frames (from a previous call with
@@ -348,7 +348,9 @@ class WorldModel(nn.Module):
         prev (B, C, H, W) and prev_t (B,): the frame before x[:, 0] as the model saw it
         (x_skip only; none: the first frame has no skip); dead_zone: 8-bit levels of correction
         dropped (x_skip; none: the config's, the one it was trained with; samplers pass their own);
-        text (B, L): word ids of each window's caption (pretrain/text.py; models with a caption encoder).
+        text (B, L): word ids of each window's caption (pretrain/text.py; models with a caption encoder);
+        recall (seen (B, C, H, W), take (B, H, W) bool) or None: what a pose memory shows of the last frame's
+        view (pretrain/memory.py), which replaces the turned previous frame where `take` (x_skip with a warp).
         """
         T, cfg = x.shape[1], self.cfg
         seen = x * (1 - t)[..., None, None, None] if cfg.signal_input else x  # (B, T, C, H, W)
@@ -360,6 +362,9 @@ class WorldModel(nn.Module):
             turned = rotate_frames(source, camera_from_actions(action, action_mask), cfg.camera_fov_deg)
             if cfg.hud_mask:  # the HUD stays where it is, whatever the turn
                 turned = torch.where(self.hud > 0.5, before, turned)
+            if recall is not None and recall[0] is not None:  # a remembered view of the newest frame: the better base
+                last = torch.where(recall[1][:, None], recall[0].to(turned.dtype), turned[:, -1])
+                turned = torch.cat([turned[:, :-1], last[:, None]], dim=1)
             if cfg.turned_input:
                 seen = torch.cat([seen, turned], dim=2)  # (B, T, 2C, H, W)
         h = self.patch_embed(self.patchify(seen)) + self.pos_embed  # (B, T, N, D)

@@ -81,6 +81,12 @@ def revisit_runs(model, codec, branches: Branches, sample=None, seed: int = 0, w
     engine; and the windows used."""
     from .counterfactual import model_branches, resize
 
+    import dataclasses
+
+    from .flow import SampleConfig
+
+    sample = sample or SampleConfig(num_steps=1, context_noise=0.0)
+    cut_sample = dataclasses.replace(sample, memory=min(sample.memory, CUT_WINDOW))  # no recall past the cut either
     size, context = model.cfg.image_size, model.cfg.num_frames - 1
     engine = resize(branches.frames, size)
     num_states, horizon = engine.shape[0], engine.shape[2]
@@ -88,11 +94,12 @@ def revisit_runs(model, codec, branches: Branches, sample=None, seed: int = 0, w
     if whole_path:
         windows["model_long"] = context + horizon
 
-    def play(window: int) -> np.ndarray:
-        return np.stack([model_branches(model, codec, branches, s, sample, seed, window=window) for s in range(num_states)])
+    def play(window: int, how=sample) -> np.ndarray:
+        return np.stack([model_branches(model, codec, branches, s, how, seed, window=window) for s in range(num_states)])
 
     runs = {"model": play(context)}
-    runs["model_cut"] = runs["model"] if windows["model_cut"] == context else play(windows["model_cut"])
+    same = windows["model_cut"] == context and cut_sample == sample
+    runs["model_cut"] = runs["model"] if same else play(windows["model_cut"], cut_sample)
     if whole_path:
         runs["model_long"] = play(windows["model_long"])
     first = resize(branches.context_frames[:, -1], size)  # (S, s, s, 3): the first visit

@@ -102,3 +102,28 @@ def test_micro_revisit_eval_of_a_world_model(revisits, tmp_path):
     from PIL import Image
 
     assert Image.open(tmp_path / "revisit.png").size[0] == 2 * (3 * 32 + 2 * 2)
+
+
+def test_pose_memory_brings_the_first_visit_back_and_the_cut_peer_does_not(revisits):
+    """A rollout with pose memory (pretrain/memory.py) recalls the first visit when a 360-degree turn
+    comes back to it; the peer cut to 4 frames recalls nothing past them; memory 0 is the rollout without it."""
+    import dataclasses
+
+    import torch
+
+    from worldloom.pretrain.flow import SampleConfig
+
+    cases, _ = revisits
+    branches = to_branches(cases[:1], {"env": "voxel", **revisit_info(PATHS, 10.0)})
+    torch.manual_seed(0)
+    model = WorldModel(WorldModelConfig(image_size=32, width=32, depth=1, num_heads=2, num_frames=CONTEXT + 1,
+                                        camera_fov_deg=70.0)).eval()
+    plain = SampleConfig(num_steps=1, context_noise=0.0)
+    off = revisit_scores(model, PixelCodec(), branches, plain, whole_path=False)
+    on = revisit_scores(model, PixelCodec(), branches, dataclasses.replace(plain, memory=64), whole_path=False)
+    turn_on, turn_off = on["model"]["turn360"], off["model"]["turn360"]
+    assert turn_on["psnr_return"] > turn_off["psnr_return"] + 3.0, (turn_on, turn_off)
+    # the cut peer recalls only the last 4 frames: the turn's start is 36 steps back
+    assert on["model_cut"]["turn360"]["psnr_return"] < turn_on["psnr_return"] - 3.0
+    assert turn_on["psnr_return_vs_first_visit"] > turn_off["psnr_return_vs_first_visit"] + 3.0
+    assert turn_on["psnr_far"] == pytest.approx(turn_off["psnr_far"], abs=1.0)  # at 180 degrees nothing is in memory
