@@ -266,7 +266,9 @@ def revisit_verdict(rv: dict) -> str:
     """One plain sentence on revisit consistency (pretrain/revisit.py's scores): the model's gain at
     the return over the farthest point on each path, beside the model cut to 4 frames of memory
     (when its window is longer than that)."""
-    cut = "model_cut" in rv and rv["windows"]["model_cut"] != rv["windows"]["model"]  # else the same runs
+    from worldloom.pretrain.revisit import cut_is_model
+
+    cut = "model_cut" in rv and not cut_is_model(rv)  # else the same runs
     gains = ", ".join(f"{p} {_db(rv['model'][p]['gain_db'])}" + (f" (cut {_db(rv['model_cut'][p]['gain_db'])})" if cut else "")
                       for p in rv["paths"])
     met = [p for p, ok in rv["goal_met"].items() if ok]
@@ -307,8 +309,10 @@ def _engine_section(report: Report, records: dict[str, StageRecord]) -> None:
                     f"({cf['states']} states x {len(cf['branches'])} sequences: {', '.join(cf['branches'])})")
     if rv:
         s.lines([revisit_verdict(rv)])
+        from worldloom.pretrain.revisit import cut_is_model
+
         runners = [k for k in ("model", "model_cut", "model_long", "copy_last") if k in rv
-                   and not (k == "model_cut" and rv["windows"]["model_cut"] == rv["windows"]["model"])]
+                   and not (k == "model_cut" and cut_is_model(rv))]
         rows, keys = [], []
         for path, steps in rv["paths"].items():
             row, krow = [f"{path} ({steps['far']} out, back at {steps['return']})"], [""]
@@ -319,7 +323,9 @@ def _engine_section(report: Report, records: dict[str, StageRecord]) -> None:
             krow.append(f"world_model.revisit.engine.{path}.psnr_return_vs_first_visit")
             rows.append(row)
             keys.append(krow)
-        names = {"model": "model", "model_cut": f"model, last {rv['windows']['model_cut']} frames",
+        mem = rv.get("memory") or {}
+        names = {"model": f"model{', pose memory ' + str(mem['model']) + ' steps' if mem.get('model') else ''}",
+                 "model_cut": f"model, last {rv['windows']['model_cut']} frames",
                  "model_long": "model, whole path", "copy_last": "copy-last"}
         s.table(["path (PSNR dB vs the engine)", *[f"{names[k]}: {w}" for k in runners for w in ("farthest", "return")],
                  "engine: return vs first visit"], rows, keys)

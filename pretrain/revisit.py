@@ -98,6 +98,9 @@ def revisit_runs(model, codec, branches: Branches, sample=None, seed: int = 0, w
         return np.stack([model_branches(model, codec, branches, s, how, seed, window=window) for s in range(num_states)])
 
     runs = {"model": play(context)}
+    from .flow import can_recall
+
+    memory = {"model": sample.memory, "model_cut": cut_sample.memory} if can_recall(model) else {"model": 0, "model_cut": 0}
     same = windows["model_cut"] == context and cut_sample == sample
     runs["model_cut"] = runs["model"] if same else play(windows["model_cut"], cut_sample)
     if whole_path:
@@ -105,7 +108,7 @@ def revisit_runs(model, codec, branches: Branches, sample=None, seed: int = 0, w
     first = resize(branches.context_frames[:, -1], size)  # (S, s, s, 3): the first visit
     runs["copy_last"] = np.ascontiguousarray(np.broadcast_to(first[:, None, None], engine.shape))
     runs["engine"] = engine
-    return {"runs": runs, "first": first, "windows": windows}
+    return {"runs": runs, "first": first, "windows": windows, "memory": memory}
 
 
 def revisit_scores(model, codec, branches: Branches, sample=None, seed: int = 0, where: str = "revisits",
@@ -115,8 +118,8 @@ def revisit_scores(model, codec, branches: Branches, sample=None, seed: int = 0,
     paths = check_revisits(branches, where)
     played = revisit_runs(model, codec, branches, sample, seed, whole_path)
     engine, first = played["runs"]["engine"], played["first"]
-    out = {"states": int(engine.shape[0]), "paths": paths, "windows": played["windows"], "goal_db": GOAL_DB,
-           "seeds": branches.info.get("seeds")}
+    out = {"states": int(engine.shape[0]), "paths": paths, "windows": played["windows"], "memory": played["memory"],
+           "goal_db": GOAL_DB, "seeds": branches.info.get("seeds")}
     for name, frames in played["runs"].items():
         out[name] = path_scores(frames, engine, first, paths)
     out["goal_met"] = {p: out["model"][p]["gain_db"] >= GOAL_DB for p in paths}
@@ -124,9 +127,25 @@ def revisit_scores(model, codec, branches: Branches, sample=None, seed: int = 0,
     return out
 
 
-def remembered(steps: dict, window: int) -> bool:
-    """Whether the first visit is still in a `window`-frame context when the path returns."""
-    return steps["return"] <= window
+def remembered(steps: dict, window: int, memory: int = 0) -> bool:
+    """Whether the first visit is still in a `window`-frame context when the path returns, or within
+    the pose memory's `memory` steps (pretrain/memory.py)."""
+    return steps["return"] <= max(window, memory)
+
+
+def cut_is_model(r: dict) -> bool:
+    """Whether the peer cut to CUT_WINDOW frames played the model's own runs (same window, same memory)."""
+    memory = r.get("memory") or {}
+    return r["windows"]["model_cut"] == r["windows"]["model"] and memory.get("model_cut", 0) == memory.get("model", 0)
+
+
+def memory_note(r: dict) -> str:
+    """A sentence on the pose memory the runs recalled with (empty without one)."""
+    memory = r.get("memory") or {}
+    if not memory.get("model"):
+        return ""
+    return (f" Pose memory (pretrain/memory.py): the model recalls real frames up to {memory['model']} steps back by "
+            f"camera pose, the cut peer up to {memory.get('model_cut', 0)}.")
 
 
 def revisit_markdown(r: dict) -> list[str]:
@@ -137,8 +156,8 @@ def revisit_markdown(r: dict) -> list[str]:
     lines = [f"Revisit consistency: {r['states']} saved VoxelWorld states; paths that return to where they started, "
              "scored against the engine's frame at each step (PSNR dB at the farthest point / at the return, gain = "
              f"return - farthest; goal: model gain >= {r['goal_db']:g} dB). Model window {w['model']} frames; "
-             f"cut: last {w['model_cut']} frames{' (the same as the model)' if w['model_cut'] == w['model'] else ''}; "
-             + long, "",
+             f"cut: last {w['model_cut']} frames{' (the same as the model)' if cut_is_model(r) else ''}; "
+             + long + memory_note(r), "",
              f"| path | steps out / return | remembered ({', '.join(k[6:] or 'model' for k in runners)}) | "
              + " | ".join(k.replace("_", ", ") for k in runners) + " | copy-last | engine return vs first visit | "
              "model steady horizon |", "|---|---|---|" + "---|" * len(runners) + "---|---|---|"]
@@ -148,7 +167,7 @@ def revisit_markdown(r: dict) -> list[str]:
         return f"{s['psnr_far']:.1f} / {s['psnr_return']:.1f} ({s['gain_db']:+.1f})"
 
     for path, steps in r["paths"].items():
-        mem = ", ".join("yes" if remembered(steps, w[k]) else "no" for k in runners)
+        mem = ", ".join("yes" if remembered(steps, w[k], (r.get("memory") or {}).get(k, 0)) else "no" for k in runners)
         eng = r["engine"][path]
         lines.append(f"| {path} | {steps['far']} / {steps['return']} | {mem} | "
                      + " | ".join(cell(k, path) for k in runners) + f" | {cell('copy_last', path)} | "
@@ -165,7 +184,7 @@ def revisit_strip(r: dict, path, state: int = 0, scale: int = 2) -> None:
 
     runs, first = r["frames"]["runs"], r["frames"]["first"]
     names = [k for k in ("engine", "model", "model_cut", "model_long") if k in runs]
-    if r["windows"]["model_cut"] == r["windows"]["model"]:
+    if cut_is_model(r):
         names.remove("model_cut")
     gap = 2
     rows = []

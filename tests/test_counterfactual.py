@@ -150,7 +150,9 @@ def test_capture_branches_then_pretrain_eval_counterfactual_through_the_cli(tmp_
     revisit = json.loads((out / "eval.json").read_text())["revisit"]  # tests/test_revisit.py checks the scores
     assert revisit["windows"] == {"model": 2, "model_cut": 2, "model_long": 6} and "frames" not in revisit
     assert revisit["engine"]["look2"]["psnr_return"] == 60.0 and (out / "revisit.png").exists()
-    assert "| look2 | 2 / 4 | no, no, yes |" in (out / "eval.md").read_text()
+    # pose memory (on by default, 64 steps; the cut peer 4) recalls the first visit at the return, 4 steps on
+    assert revisit["memory"] == {"model": 64, "model_cut": 4}
+    assert "| look2 | 2 / 4 | yes, yes, yes |" in (out / "eval.md").read_text()
     capsys.readouterr()
     # bad input: one line each, exit 2
     assert cli(["pretrain", "eval", "--model", str(run), "--data", data, "--counterfactual", str(tmp_path / "nope")]) == 2

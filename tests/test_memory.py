@@ -90,3 +90,24 @@ def test_a_real_frame_recalled_into_a_turned_view_matches_the_engine():
 def test_memory_must_be_a_number_of_steps():
     with pytest.raises(ValueError, match="memory must be >= 0"):
         SampleConfig(memory=-1)
+
+
+def test_a_rollout_whose_view_does_not_turn_with_the_mouse_recalls_nothing():
+    """The inventory may be open before a rollout begins (the actions cannot say): the mouse moves a cursor,
+    not the view. The first generated frame that should have turned 1.5 pixels tells: drawn as it was, the
+    rollout's memory goes off; drawn turned, it stays on."""
+    torch.manual_seed(0)
+    real = torch.rand(1, 3, 64, 64) * 2 - 1
+    turns = [step(camera=(0.0, 1.0))] * 5  # a degree a step: 1.5 pixels after two steps at 70 degrees
+    poses = track_poses(*features(turns))
+    for drawn_turned in (False, True):
+        memory = PoseMemory(poses, real=1, max_age=16, fov_deg=70.0)
+        frames = [real]
+        for k in range(1, 5):
+            rot = memory.rot[:, k]
+            grid, _ = view_grid(memory.rot[:, 0], rot, 70.0, 64, 64)
+            turned = torch.nn.functional.grid_sample(real, grid, padding_mode="border", align_corners=False)
+            frames.append(turned if drawn_turned else real.clone())
+            memory.observe(frames, k)
+        seen, _ = memory.recall(frames, 5)
+        assert (seen is not None) == drawn_turned

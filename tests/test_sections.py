@@ -88,6 +88,8 @@ def test_revisit_verdict_gives_each_path_beside_the_cut_model():
     assert revisit_verdict(rv).endswith("on every path): met.")
     rv["windows"]["model"] = 4  # the cut model is the model: not shown twice
     assert "walk1 +4.00 dB, turn360 -1.50 dB (goal" in revisit_verdict(rv)
+    rv["memory"] = {"model": 64, "model_cut": 4}  # the same window, but pose memory reaches further than the cut's
+    assert "turn360 -1.50 dB (cut -2.00 dB)" in revisit_verdict(rv)
 
 
 def test_engine_truth_section_tables_point_at_report_json(tmp_path):
