@@ -247,7 +247,7 @@ def rollout(model: WorldModel, context, actions, has_action, horizon: int, cfg: 
 
 def can_recall(model: WorldModel) -> bool:
     """Whether pose memory works for this model: pixel frames and a camera warp (a fitted field of view)."""
-    return not model.cfg.latent_channels and getattr(model.cfg, "camera_fov_deg", 0.0) > 0
+    return not getattr(model.cfg, "latent_channels", 0) and getattr(model.cfg, "camera_fov_deg", 0.0) > 0
 
 
 def pose_memory(model: WorldModel, context, actions, has_action, max_age: int):

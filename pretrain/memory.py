@@ -7,15 +7,18 @@ A world model with a window of a few frames forgets a place as soon as it turns 
 after a 360-degree turn it has to make the place up again (docs/pretrain.md, "Revisit
 consistency"). The actions say where the camera went, though. From them `track_poses` follows
 each frame's camera (yaw and pitch in degrees, the horizontal position in steps walked, whether
-the inventory is open, a count of the clicks that may have changed the world), and before the
-model reads a generated frame, `composite` redraws the parts of it that a remembered real frame
-shows from the same spot: the remembered frame turned into the generated frame's view (the
-rotation's homography, as the camera warp turns the previous frame: pretrain/camera.py), its
-pixels taking the place of the generated ones where it covers the view, the HUD kept. The
-model then continues from what was really there. This is the memory of WorldMem (Xiao et al.
-2025: frames stored with their poses and retrieved by view overlap), done by geometry instead
-of learned attention: nothing is trained, the network is unchanged, and a rollout with
-`memory=0` (the default) is bit for bit the rollout without it.
+the inventory is open, a count of the clicks that may have changed the world). Before each new
+frame, `PoseMemory.recall` turns the real context frames taken from the new frame's spot into
+its view (the rotation's homography, as the camera warp turns the previous frame:
+pretrain/camera.py) and hands the model what they cover, the HUD kept, in place of the turned
+previous frame: the base its correction starts from (`WorldModel.forward`'s `recall`), which
+the network also sees and its gate still weighs per pixel. At the end of a 360-degree turn the
+base is the first visit itself. This is the memory of WorldMem (Xiao et al. 2025: frames stored
+with their poses and retrieved by view overlap), done by geometry instead of learned attention:
+nothing is trained, the network is unchanged, and a rollout with `memory=0` is bit for bit the
+rollout without it (the default is 64 steps). `flow.rollout` recalls (eval, `pretrain rollout`,
+the revisit and counterfactual scores); the agent's closed-loop dreams (agent/dream.py, one
+`next_frame` at a time) do not yet.
 
 What it assumes, and where a recall is refused:
 - The frames are pixels (a latent model recalls nothing) and the camera is the model's fitted
@@ -27,8 +30,13 @@ What it assumes, and where a recall is refused:
   then draws a place from the wrong spot (walking out and back along open ground, the engine's
   revisit paths, is what it is for).
 - Frames within `AIRBORNE_STEPS` of a jump, with the inventory open, or sprinting (the view
-  widens) are neither stored nor redrawn, and an `attack` or `use` press forgets everything
-  before it (a block may have gone or come). Animals move; memory shows them where they were.
+  widens) are neither recalled nor recalled into, and an `attack` or `use` press forgets
+  everything before it (a block may have gone or come). Animals move; memory shows them where
+  they were.
+- The inventory may be open before the rollout begins, where the mouse moves a cursor and not
+  the view; the actions cannot say. `check_context` (a camera move between context frames that
+  the frames do not show) and `observe` (the first generated frame that should have turned 1.5
+  pixels, drawn by the model closer to the real frame unturned) switch such a rollout's memory off.
 """
 
 from __future__ import annotations
@@ -191,15 +199,6 @@ class PoseMemory:
         off = ask & (turn_err > still_err)
         self.decided |= ask
         self.poses = dict(P, recallable=P["recallable"] & ~off[:, None])
-
-    def composite(self, frames: list[torch.Tensor], index: int) -> torch.Tensor:
-        """frames[index] (B, C, H, W) with what the remembered real frames show of its view; the frame
-        itself where none does, where it is real, or with memory off."""
-        frame = frames[index]
-        if index < self.real:
-            return frame
-        seen, take = self.recall(frames, index, frame)
-        return frame if seen is None else torch.where(take[:, None], seen.to(frame.dtype), frame)
 
     def recall(self, frames: list[torch.Tensor], index: int, like: torch.Tensor | None = None):
         """What the remembered real frames show of frame `index`'s view (it need not exist yet: the
