@@ -140,7 +140,7 @@ class UNetPeer(nn.Module):
                 h = block(h, c)
         return self.conv_out(F.silu(self.norm_out(h)))
 
-    def _frame(self, x_new, t_new, context, t_ctx, action, mask, dead_zone=None):
+    def _frame(self, x_new, t_new, context, t_ctx, action, mask, dead_zone=None, recall=None):
         """The new frame's velocity. x_new (B, C, H, W) at levels t_new (B,); context (B, K', C, H, W) at levels
         t_ctx (B, K'); action (B, K'+1, A), mask (B, K'+1): the action into each context frame, then the new one's.
         -> (B, C, H, W)."""
@@ -155,6 +155,8 @@ class UNetPeer(nn.Module):
         context, t_ctx, action, mask = context[:, -K:], t_ctx[:, -K:], action[:, -K - 1:], mask[:, -K - 1:]
         prev, prev_t = context[:, -1], t_ctx[:, -1]
         turned = rotate_frames(prev, camera_from_actions(action[:, -1], mask[:, -1]), self.cfg.camera_fov_deg)
+        if recall is not None and recall[0] is not None:  # pose memory's view of the new frame (pretrain/memory.py)
+            turned = torch.where(recall[1][:, None], recall[0].to(turned.dtype), turned)
         if self.cfg.signal_input:
             x_in, ctx_in = x_new * (1 - t_new)[:, None, None, None], context * (1 - t_ctx)[..., None, None, None]
         else:
@@ -174,10 +176,10 @@ class UNetPeer(nn.Module):
         return v[:, 0]
 
     def forward(self, x, t, action, action_mask, past_kv=None, start=0, return_kv=False, prev=None, prev_t=None,
-                dead_zone=None):
+                dead_zone=None, recall=None):
         """WorldModel's call: x (B, T, C, H, W), t (B, T), action (B, T, A) (frame t's: the action that produced it),
         action_mask (B, T) -> v (B, T, C, H, W); see the module docstring for past_kv and return_kv; dead_zone:
-        the sampler's (none: the config's)."""
+        the sampler's (none: the config's); recall: the sampler's pose memory, as WorldModel takes it."""
         if return_kv:  # the sampler's context pass: keep the frames, actions, masks and levels for the next call
             meta = torch.cat([action, action_mask[..., None].to(action.dtype), t[..., None].to(action.dtype)], -1)
             return torch.zeros_like(x), [(x, meta)]  # (B, Tc, C, H, W), (B, Tc, A + 2)
@@ -186,7 +188,7 @@ class UNetPeer(nn.Module):
             A = action.shape[-1]
             acts = torch.cat([meta[..., :A], action[:, :1]], 1)
             masks = torch.cat([meta[..., A] > 0.5, action_mask[:, :1]], 1)
-            return self._frame(x[:, 0], t[:, 0], ctx, meta[..., A + 1], acts, masks, dead_zone)[:, None]
+            return self._frame(x[:, 0], t[:, 0], ctx, meta[..., A + 1], acts, masks, dead_zone, recall)[:, None]
         # training: the last frame of the window from the frames before it
         v = self._frame(x[:, -1], t[:, -1], x[:, :-1], t[:, :-1], action, action_mask)
         out = torch.zeros_like(x)
