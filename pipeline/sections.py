@@ -325,7 +325,8 @@ def _engine_section(report: Report, records: dict[str, StageRecord]) -> None:
             keys.append(krow)
         mem = rv.get("memory") or {}
         names = {"model": f"model{', pose memory ' + str(mem['model']) + ' steps' if mem.get('model') else ''}",
-                 "model_cut": f"model, last {rv['windows']['model_cut']} frames",
+                 "model_cut": f"model, last {rv['windows']['model_cut']} frames"
+                              + (f", {mem['model_cut']} steps of pose memory" if mem.get("model_cut") else ""),
                  "model_long": "model, whole path", "copy_last": "copy-last"}
         s.table(["path (PSNR dB vs the engine)", *[f"{names[k]}: {w}" for k in runners for w in ("farthest", "return")],
                  "engine: return vs first visit"], rows, keys)

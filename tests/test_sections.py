@@ -124,6 +124,13 @@ def test_engine_truth_section_tables_point_at_report_json(tmp_path):
         assert float(shown) == pytest.approx(value, abs=1e-3), key
     assert "Engine truth: at horizon 3" in html and "Revisit: PSNR at the return" in html and ">n/a<" in html
     assert "model under turn, engine under walk" in report._markdown(tmp_path)  # the picture's caption
+    # with pose memory the cut peer (same window, 4 steps of memory) is its own runner, named with its memory
+    rv["memory"] = {"model": 64, "model_cut": 4}
+    report = Report("t", root=tmp_path)
+    report.data["world_model"] = record.figures["world_model"]
+    _engine_section(report, {"pretrain_eval": record})
+    html = report._html()
+    assert "model, pose memory 64 steps: return" in html and "model, last 2 frames, 4 steps of pose memory: return" in html
 
 
 def _walking_state(num: int) -> dict[str, list]:
