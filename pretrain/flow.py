@@ -139,8 +139,8 @@ class SampleConfig:
                            "preset's 3 raised next-frame PSNR by 0.2 dB and 64-frame PSNR by 1.4-2.1 dB on two runs)", 6.0)
     memory: int = doc("pose memory: the real context frames up to this many steps back that saw the new frame's view "
                       "from the same spot, turned into it, are the base the model corrects in place of the turned "
-                      "previous frame (pretrain/memory.py; 0: off; issue 16's log: revisit gains +13 to +16 dB, "
-                      "other rollouts unchanged)", 64)
+                      "previous frame (pretrain/memory.py; 0: off; docs/pretrain.md, 'Pose memory': revisit gains of 15-21 dB, "
+                      "other rollout figures within 0.15 dB)", 64)
 
     def __post_init__(self):
         if not 0.0 <= self.dead_zone <= 64.0:

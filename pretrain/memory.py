@@ -48,6 +48,8 @@ import torch.nn.functional as F
 
 from worldloom.actions import BUTTONS, NUM_BUTTONS, world_model_camera
 
+from .camera import centre_shift_px, rotate_frames
+
 POSITION_TOLERANCE = 0.25  # steps walked: a remembered frame is recalled from at most this far
 AIRBORNE_STEPS = 12  # a jump is in the air for about 0.6 s (12 steps at 20 Hz) in Minecraft
 SPRINT_SPEED, SNEAK_SPEED = 1.3, 0.3  # per step, against walking's 1 (Minecraft: 5.6 and 1.3 against 4.3 m/s)
@@ -126,6 +128,12 @@ def view_grid(src: torch.Tensor, dst: torch.Tensor, fov_deg: float, height: int,
     return torch.stack([gx, gy], -1), covered
 
 
+def turn_deg(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """The rotation between views src and dst (N, 3, 3) camera_to_world, in degrees. -> (N,)."""
+    trace = (src.transpose(1, 2) @ dst).diagonal(dim1=1, dim2=2).sum(-1)
+    return torch.rad2deg(torch.arccos(((trace - 1) / 2).clamp(-1, 1)))
+
+
 class PoseMemory:
     """The real frames of one rollout, recalled into generated frames by pose (module docstring).
 
@@ -149,8 +157,6 @@ class PoseMemory:
         pixel or more between two context frames that the frames do not show (the inventory was open
         before the rollout began: the mouse moved a cursor). context (B, Tc, C, H, W) real frames, actions
         (B, >= Tc - 1, A) and has_action: the rollout's. -> (B,) bool: the rollouts that keep their memory."""
-        from .camera import centre_shift_px, rotate_frames
-
         B, Tc, C, H, W = context.shape
         keep = torch.ones(B, dtype=torch.bool)
         scene = torch.ones(H, W, dtype=torch.bool) if self.hud is None else ~self.hud
@@ -182,9 +188,8 @@ class PoseMemory:
         if open_:
             self.decided = torch.zeros(B, dtype=torch.bool)
         same = (P["position"][:, last] - P["position"][:, index]).norm(dim=-1) <= POSITION_TOLERANCE
-        trace = (self.rot[:, last].transpose(1, 2) @ self.rot[:, index]).diagonal(dim1=1, dim2=2).sum(-1)
-        angle = torch.rad2deg(torch.arccos(((trace - 1) / 2).clamp(-1, 1)))
-        px = torch.tan(torch.deg2rad(angle)) * (H / 2) / math.tan(math.radians(self.fov) / 2)
+        angle = turn_deg(self.rot[:, last], self.rot[:, index])
+        px = centre_shift_px(torch.stack([angle, torch.zeros_like(angle)], -1), self.fov, H)
         ask = ~self.decided & same & P["recallable"][:, index] & (px >= 1.5)
         if not ask.any():
             return
@@ -217,8 +222,7 @@ class PoseMemory:
             if not same.any():
                 continue
             grid, covered = view_grid(self.rot[:, j], self.rot[:, index], self.fov, H, W)  # (B, H, W, 2), (B, H, W)
-            trace = (self.rot[:, j].transpose(1, 2) @ self.rot[:, index]).diagonal(dim1=1, dim2=2).sum(-1)
-            angle = torch.rad2deg(torch.arccos(((trace - 1) / 2).clamp(-1, 1)))  # (B,) the turn between the views
+            angle = turn_deg(self.rot[:, j], self.rot[:, index])  # (B,) the turn between the views
             take = covered.to(dev) & same.to(dev)[:, None, None] & (angle.to(dev)[:, None, None] < best)
             if self.hud is not None:
                 take &= ~self.hud.to(dev)

@@ -29,6 +29,8 @@ animals that moved:
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -36,6 +38,7 @@ from worldloom.datasets.branches import Branches
 from worldloom.errors import UserError
 
 from .counterfactual import frame_row
+from .flow import SampleConfig, can_recall
 
 CUT_WINDOW = 4  # the memory-less peer sees the last 4 frames (issue 16's goal)
 GOAL_DB = 3.0
@@ -81,10 +84,6 @@ def revisit_runs(model, codec, branches: Branches, sample=None, seed: int = 0, w
     engine; and the windows used."""
     from .counterfactual import model_branches, resize
 
-    import dataclasses
-
-    from .flow import SampleConfig
-
     sample = sample or SampleConfig(num_steps=1, context_noise=0.0)
     cut_sample = dataclasses.replace(sample, memory=min(sample.memory, CUT_WINDOW))  # no recall past the cut either
     size, context = model.cfg.image_size, model.cfg.num_frames - 1
@@ -98,8 +97,6 @@ def revisit_runs(model, codec, branches: Branches, sample=None, seed: int = 0, w
         return np.stack([model_branches(model, codec, branches, s, how, seed, window=window) for s in range(num_states)])
 
     runs = {"model": play(context)}
-    from .flow import can_recall
-
     memory = {"model": sample.memory, "model_cut": cut_sample.memory} if can_recall(model) else {"model": 0, "model_cut": 0}
     same = windows["model_cut"] == context and cut_sample == sample
     runs["model_cut"] = runs["model"] if same else play(windows["model_cut"], cut_sample)

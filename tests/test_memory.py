@@ -13,7 +13,13 @@ import torch
 from worldloom import actions as act
 from worldloom.envs import make_env
 from worldloom.pretrain.flow import SampleConfig
-from worldloom.pretrain.memory import AIRBORNE_STEPS, PoseMemory, track_poses, view_grid, camera_to_world
+from worldloom.pretrain.memory import (
+    AIRBORNE_STEPS,
+    PoseMemory,
+    camera_to_world,
+    track_poses,
+    view_grid,
+)
 from worldloom.pretrain.model import encode_actions
 
 B = act.BUTTONS.index
