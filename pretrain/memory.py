@@ -184,8 +184,7 @@ class PoseMemory:
         P, last = self.poses, self.real - 1
         frame = frames[index]
         B, C, H, W = frame.shape
-        open_ = self.decided is None
-        if open_:
+        if self.decided is None:
             self.decided = torch.zeros(B, dtype=torch.bool)
         same = (P["position"][:, last] - P["position"][:, index]).norm(dim=-1) <= POSITION_TOLERANCE
         angle = turn_deg(self.rot[:, last], self.rot[:, index])
@@ -205,15 +204,14 @@ class PoseMemory:
         self.decided |= ask
         self.poses = dict(P, recallable=P["recallable"] & ~off[:, None])
 
-    def recall(self, frames: list[torch.Tensor], index: int, like: torch.Tensor | None = None):
+    def recall(self, frames: list[torch.Tensor], index: int):
         """What the remembered real frames show of frame `index`'s view (it need not exist yet: the
         frame about to be generated). -> (seen (B, C, H, W), take (B, H, W) bool: the pixels recalled),
-        or (None, None) where nothing is. like: a tensor of the frames' shape and device (default frames[0])."""
-        like = frames[0] if like is None else like
+        or (None, None) where nothing is."""
         if self.max_age <= 0 or self.fov <= 0:
             return None, None
-        B, C, H, W = like.shape
-        dev, P = like.device, self.poses
+        B, C, H, W = frames[0].shape
+        dev, P = frames[0].device, self.poses
         best = torch.full((B, H, W), math.inf, device=dev)
         seen = torch.zeros(B, C, H, W, device=dev)
         for j in range(max(0, index - self.max_age), min(self.real, index)):
