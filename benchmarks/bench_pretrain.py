@@ -231,7 +231,7 @@ def curve_models(args, data: list[str]):
     dit = WorldModel(cfg.model_config)
     torch.manual_seed(cfg.seed)
     unet = UNetPeer(UNetConfig(image_size=cfg.model_config.image_size, num_frames=args.unet_context + 1,
-                               camera_fov_deg=cfg.model_config.camera_fov_deg))
+                               camera_fov_deg=cfg.model_config.camera_fov_deg, move_flow=cfg.model_config.move_flow))
     peer_flow = dataclasses.replace(cfg.flow, p_sampling_pattern=1.0)  # the tiny objective already; the peer scores the last frame only
     return cfg, {"dit": (dit, cfg.flow), "unet": (unet, peer_flow)}
 

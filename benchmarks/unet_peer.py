@@ -9,7 +9,7 @@ an adaptive group norm. This peer keeps that backbone and shares everything else
 DiT (pretrain/model.py), so `benchmarks/bench_pretrain.py --curve-minutes` compares backbones, not
 recipes: the same rectified-flow loss and objective, the same x_skip output (a correction to the
 previous frame turned by the camera action, a per-pixel turn gate, zero at initialisation, the
-dead zone), the same signal input (a noisy frame enters scaled by 1 - t) and the same sampler.
+dead zone, the flows of the movement keys), the same signal input (a noisy frame enters scaled by 1 - t) and the same sampler.
 
 To run flow.py's sampler unchanged it answers the DiT's call signature: called on the context with
 `return_kv=True` it returns the context as its "keys and values" (frames; actions, masks and noise
@@ -31,7 +31,9 @@ import torch.nn.functional as F
 from worldloom.pretrain.camera import rotate_frames
 from worldloom.pretrain.model import (
     ACTION_DIM,
+    MOVE_COMPONENTS,
     camera_from_actions,
+    movement,
     skip_velocity,
     timestep_embedding,
 )
@@ -48,6 +50,7 @@ class UNetConfig:
     turned_input: bool = True  # the turned previous frame as extra input channels
     signal_input: bool = True  # a noisy frame enters scaled by (1 - t), as the tiny DiT's
     dead_zone: float = 3.0  # corrections under this many 8-bit levels are dropped, as the tiny DiT's
+    move_flow: float = 0.0  # as WorldModelConfig's: the base moved by per-pixel flows times the movement keys
     color_channels: int = 3
 
     def __post_init__(self):
@@ -117,7 +120,8 @@ class UNetPeer(nn.Module):
             out = ch[i - 1] if i else ch[0]
             self.up.append(nn.ModuleList(ResBlock(2 * ch[i] if b == 0 else out, out, cd) for b in range(cfg.blocks)))
         self.norm_out = nn.GroupNorm(math.gcd(ch[0], 8), ch[0])
-        self.conv_out = nn.Conv2d(ch[0], C + int(cfg.turns_camera), 3, padding=1)  # correction (+ turn gate)
+        flows = 2 * MOVE_COMPONENTS if cfg.move_flow else 0
+        self.conv_out = nn.Conv2d(ch[0], C + int(cfg.turns_camera) + flows, 3, padding=1)  # correction (+ gate, flows)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
@@ -171,8 +175,15 @@ class UNetPeer(nn.Module):
         if zone > 0:  # soft threshold forward, identity backward, as the DiT's
             tau = zone * 2.0 / 255.0
             correction = correction + (correction.sign() * (correction.abs() - tau).clamp_min(0) - correction).detach()
-        gate = out[:, :, C:] if self.cfg.turns_camera else None
-        v = skip_velocity(x_new[:, None], t_new[:, None], correction, gate, prev[:, None], turned[:, None], prev_t[:, None])
+        gate = out[:, :, C:C + 1] if self.cfg.turns_camera else None
+        flow = moving = None
+        if self.cfg.move_flow:  # as WorldModel.forward: the fields per step walked and strafed, times the keys
+            fields = torch.tanh(out[:, :, C + int(self.cfg.turns_camera):].float()) * self.cfg.move_flow
+            keys = movement(action[:, -1:], mask[:, -1:])  # (B, 1, K)
+            flow = (fields.unflatten(2, (MOVE_COMPONENTS, 2)) * keys[..., None, None, None]).sum(2)
+            moving = (keys != 0).any(-1)
+        v = skip_velocity(x_new[:, None], t_new[:, None], correction, gate, prev[:, None], turned[:, None], prev_t[:, None],
+                          flow, moving)
         return v[:, 0]
 
     def forward(self, x, t, action, action_mask, past_kv=None, start=0, return_kv=False, prev=None, prev_t=None,

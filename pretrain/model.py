@@ -24,7 +24,10 @@ prediction at steps 100-425 (docs/pretrain.md). With a camera field of view (fit
 training data, camera.py) the previous frame is first turned by the frame's camera action, and a
 per-pixel gate the network outputs chooses between the turned and the unturned frame (the HUD,
 an open inventory and a pitch stopped at 90 degrees do not turn), and the network sees the
-turned frame as input beside the noisy one (turned_input).
+turned frame as input beside the noisy one (turned_input). With move_flow the network also
+outputs per-pixel flows for one step walked forward and one strafed right, and the base is moved
+by them times the step's movement keys (`movement`): nothing moves without a key held, and the
+frames say how far away each pixel's surface is (docs/pretrain.md, "movement flow").
 
 With a caption encoder (`text`, pretrain/text.py; none by default, so presets and checkpoints
 without one are unchanged) a window's caption embedding is added to every frame's condition, as
@@ -43,7 +46,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from worldloom.actions import WORLD_MODEL_ACTION_DIM, world_model_camera, world_model_features
+from worldloom.actions import (
+    BUTTONS,
+    NUM_BUTTONS,
+    WORLD_MODEL_ACTION_DIM,
+    world_model_camera,
+    world_model_features,
+)
 from worldloom.config import doc
 
 from .camera import hud_fill_index, rotate_frames
@@ -51,6 +60,7 @@ from .text import TextConfig, TextEncoder
 
 ACTION_DIM = WORLD_MODEL_ACTION_DIM  # 20 buttons, mu-law and linear pitch and yaw (worldloom.actions)
 PREDICTIONS = ("v", "x_skip")
+MOVE_COMPONENTS = 2  # walked forward, strafed right (VoxelWorld moves horizontally at once, no inertia: envs/objects.py)
 T_MIN = 0.05  # x-prediction -> velocity divides by t; clamped as in JiT (Li & He 2025)
 
 
@@ -82,9 +92,13 @@ class WorldModelConfig:
     hud_fill: bool = doc("hud_mask: before the warp turns the previous frame, its HUD pixels are filled from the nearest "
                          "scene pixel, so a turn moves no copy of the HUD into the scene (issue 18's log, section 13: "
                          "no ghost crosshairs or hotbars, +0.2 dB next frame)", False)
+    move_flow: float = doc("x_skip: the network also outputs, per pixel, how far the picture moves for one step walked "
+                           "forward and one strafed right (at most this many pixels each, tanh); the base is moved by "
+                           "them times the step's movement keys (worldloom.pretrain.model.movement), so releasing the "
+                           "keys moves nothing (0 = off)", 0.0)
 
     # Fields a checkpoint of an older format may lack (worldloom.checkpoint.FORMAT_VERSION): the version that added each.
-    FIELDS_ADDED: ClassVar[dict[str, int]] = {"signal_input": 2, "dead_zone": 2, "hud_mask": 3, "hud_fill": 4}
+    FIELDS_ADDED: ClassVar[dict[str, int]] = {"signal_input": 2, "dead_zone": 2, "hud_mask": 3, "hud_fill": 4, "move_flow": 6}
 
     def __post_init__(self):
         for name in ("image_size", "patch_size", "width", "depth", "num_heads", "num_frames"):
@@ -110,6 +124,8 @@ class WorldModelConfig:
             raise ValueError("hud_mask needs prediction x_skip on pixels (latent_channels 0)")
         if self.hud_fill and not self.hud_mask:
             raise ValueError("hud_fill needs hud_mask (the pixels it fills)")
+        if not 0.0 <= self.move_flow <= 16.0 or (self.move_flow and (self.prediction != "x_skip" or self.latent_channels)):
+            raise ValueError(f"move_flow must be in [0, 16] pixels, and needs prediction x_skip on pixels; got {self.move_flow}")
         if not 0.0 <= self.camera_fov_deg < 180.0:
             raise ValueError(f"camera_fov_deg must be in [0, 180), got {self.camera_fov_deg}")
         if self.latent_channels and self.image_size % self.latent_downsample:
@@ -131,8 +147,8 @@ class WorldModelConfig:
 
     @property
     def out_channels(self) -> int:
-        """Correction (C), then the turn gate's logit where the camera turns."""
-        return self.channels + int(self.turns_camera)
+        """Correction (C), the turn gate's logit where the camera turns, then the movement flows (2 x 2)."""
+        return self.channels + int(self.turns_camera) + (2 * MOVE_COMPONENTS if self.move_flow else 0)
 
     @property
     def in_channels(self) -> int:
@@ -149,7 +165,8 @@ class WorldModelConfig:
 
 # Presets change sizes only (DESIGN section 10). tiny: a few M params, trains on 2 CPU cores.
 PRESETS: dict[str, WorldModelConfig] = {
-    "tiny": WorldModelConfig(num_frames=3, signal_input=True, dead_zone=3.0, hud_mask=True, hud_fill=True),  # issue 18's log, 7-8, 12-13
+    "tiny": WorldModelConfig(num_frames=3, signal_input=True, dead_zone=3.0, hud_mask=True, hud_fill=True,
+                             move_flow=2.0),  # issue 18's log, 7-8, 12-13, 21
     "small": WorldModelConfig(image_size=64, patch_size=4, width=384, depth=8, num_heads=6, num_frames=16),
     "large": WorldModelConfig(image_size=128, patch_size=2, latent_channels=8, latent_downsample=8,
                               width=768, depth=12, num_heads=12, num_frames=32),
@@ -164,6 +181,36 @@ def encode_actions(buttons: torch.Tensor, camera_deg: torch.Tensor) -> torch.Ten
 def camera_from_actions(action: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
     """Camera degrees of action features (…, 24), zero where the mask drops the action. -> (…, 2)."""
     return world_model_camera(action) * action_mask[..., None]
+
+
+_B = {name: BUTTONS.index(name) for name in ("back", "forward", "left", "right", "sneak", "sprint")}
+SPRINT_SPEED, SNEAK_SPEED = 1.3, 0.3  # per step, against walking's 1 (envs/objects.py: 0.28, 0.065 and 0.215 blocks)
+
+
+def movement(action: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
+    """How far each step's keys move the player, in walking steps: (forward, right) (…, 2), from action
+    features (…, 24) (sprinting forward 1.3, sneaking 0.3, diagonals 0.71 each); zero where the mask drops
+    the action. An open inventory also stops movement in the engine; the frames show it, the keys do not."""
+    b = action[..., :NUM_BUTTONS] > 0.5
+    fwd = b[..., _B["forward"]].float() - b[..., _B["back"]].float()
+    side = b[..., _B["right"]].float() - b[..., _B["left"]].float()
+    sneak = b[..., _B["sneak"]]
+    speed = torch.where(sneak, SNEAK_SPEED, torch.where(b[..., _B["sprint"]] & (fwd > 0), SPRINT_SPEED, 1.0))
+    speed = speed * torch.where((fwd != 0) & (side != 0), 0.7071, 1.0)
+    return torch.stack([fwd, side], -1) * (speed * action_mask.float())[..., None]
+
+
+def move_frames(frames: torch.Tensor, flow_px: torch.Tensor) -> torch.Tensor:
+    """frames (N, C, H, W) resampled where each pixel's flow (N, 2, H, W), (dx, dy) in pixels, points:
+    out(p) = frames(p + flow(p)), bilinear, the border repeated (as the camera warp's)."""
+    N, C, H, W = frames.shape
+    ys = (torch.arange(H, device=frames.device, dtype=flow_px.dtype) + 0.5) / H * 2 - 1
+    xs = (torch.arange(W, device=frames.device, dtype=flow_px.dtype) + 0.5) / W * 2 - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    flow_px = flow_px.nan_to_num(0.0, 0.0, 0.0)  # a diverged network's NaN: grid_sample reads memory out of bounds on one
+    grid = torch.stack([gx + flow_px[:, 0] * (2.0 / W), gy + flow_px[:, 1] * (2.0 / H)], dim=-1)  # (N, H, W, 2)
+    return F.grid_sample(frames.float(), grid, mode="bilinear", padding_mode="border", align_corners=False
+                         ).to(frames.dtype)
 
 
 def shift_actions(action: torch.Tensor, has_action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -379,13 +426,22 @@ class WorldModel(nn.Module):
         out = self.unpatchify(self.final(h))  # (B, T, out_channels, H, W)
         C = cfg.channels
         if cfg.prediction == "x_skip":
-            turn = out[:, :, C:] if cfg.turns_camera else None
+            turn = out[:, :, C:C + 1] if cfg.turns_camera else None
             correction = out[:, :, :C]
+            flow = moving = None
+            if cfg.move_flow:  # (B, T, 2, H, W) pixels: the fields per step walked and strafed, times the keys
+                fields = torch.tanh(out[:, :, C + int(cfg.turns_camera):].float()) * cfg.move_flow
+                fields = fields.unflatten(2, (MOVE_COMPONENTS, 2))  # (B, T, K, 2, H, W)
+                keys = movement(action, action_mask)  # (B, T, K)
+                flow, moving = (fields * keys[..., None, None, None]).sum(2), (keys != 0).any(-1)
+                if recall is not None and recall[0] is not None:  # a remembered view is already where the keys led
+                    flow = torch.cat([flow[:, :-1], flow[:, -1:] * ~recall[1][:, None, None]], dim=1)
             zone = cfg.dead_zone if dead_zone is None else dead_zone
             if zone > 0:  # soft threshold forward, identity backward (the net still learns inside the zone)
                 tau = zone * 2.0 / 255.0  # 8-bit levels in model units ([-1, 1])
                 correction = correction + (correction.sign() * (correction.abs() - tau).clamp_min(0) - correction).detach()
-            out = skip_velocity(x, t, correction, turn, before, turned, levels)
+            out = skip_velocity(x, t, correction, turn, before, turned, levels, flow, moving,
+                                self.hud_fill_index() if cfg.hud_fill else None, self.hud if cfg.hud_mask else None)
         return (out, new_kv) if return_kv else out
 
 
@@ -399,18 +455,31 @@ def previous_frames(x, t, prev=None, prev_t=None):
     return torch.cat([prev[:, None], x[:, :-1]], dim=1), torch.cat([prev_t[:, None], t[:, :-1]], dim=1)
 
 
-def skip_velocity(x, t, correction, turn, before, turned, levels):
+def skip_velocity(x, t, correction, turn, before, turned, levels, flow=None, moving=None, fill=None, hud=None):
     """x_skip: clean frame = (1 - t_prev) * base + correction, base = the previous frame, turned where the
     turn gate says; -> velocity (x_t - x_0) / t.
 
     At initialisation (correction 0, gate 0.5) the model predicts the previous frame half turned by
     the camera action, and it learns only what changes (the strong baseline of slow video, and the
     motion-compensated prediction of video codecs). A noisy previous frame counts less.
-    correction (B, T, C, H, W); turn (B, T, 1, H, W) logits, or None without a camera warp.
+    correction (B, T, C, H, W); turn (B, T, 1, H, W) logits, or None without a camera warp; flow
+    (B, T, 2, H, W) pixels the base is moved by in the frames where `moving` (B, T) (the movement keys
+    are held; elsewhere the flow is zero and the base stays exact), its source with the HUD filled
+    (`fill`, a hud_fill_index) and the HUD (`hud` (H, W)) left in place; None: no movement flow.
     """
     base = before
     if turn is not None:
         base = before + torch.sigmoid(turn.float()) * (turned - before)  # 1: turned, 0: as it was
+    if flow is not None:
+        if moving.any():  # (also at a zero flow: the warp's gradient is how the flow learns)
+            src = base[moving]  # (N, C, H, W)
+            if fill is not None:
+                src = src.flatten(-2)[..., fill].view_as(src)
+            moved = move_frames(src, flow[moving])
+            if hud is not None:
+                moved = torch.where(hud > 0.5, base[moving], moved)
+            base = base.clone()
+            base[moving] = moved.to(base.dtype)
     x0 = (1 - levels)[..., None, None, None] * base + correction
     return (x - x0) / t.clamp_min(T_MIN)[..., None, None, None]
 

@@ -280,6 +280,41 @@ def test_the_hud_mask_is_what_stays_put_under_turns_and_is_never_turned():
         assert (base[:, ~kept].abs().amax() > 0.3) == ghosts
 
 
+def test_movement_keys_move_the_base_by_the_flow_and_releasing_them_moves_nothing():
+    from worldloom.pretrain.model import movement
+
+    # forward + sprint is 1.3 steps, sneaking back 0.3, a diagonal 0.71 on each axis; a dropped action none
+    names = {"forward": 0, "sprint": 0, "back": 1, "sneak": 1, "left": 2}
+    buttons = torch.zeros(4, 20)
+    for name, row in names.items():
+        buttons[row, ACTION_BUTTONS.index(name)] = 1
+    buttons[2, ACTION_BUTTONS.index("forward")] = 1
+    feats = encode_actions(buttons, torch.zeros(4, 2))
+    m = movement(feats, torch.tensor([True, True, True, False]))
+    assert torch.allclose(m, torch.tensor([[1.3, 0.0], [-0.3, 0.0], [0.7071, -0.7071], [0.0, 0.0]]), atol=1e-4)
+    # A model whose flow for a step forward is one pixel to the right everywhere (its output bias):
+    # with forward held the base (what the network corrects) is the previous frame moved a pixel,
+    # the HUD left in place; with no key held it is the previous frame, bit for bit.
+    cfg = dataclasses.replace(PRESETS["tiny"], camera_fov_deg=70.0, move_flow=2.0)
+    model = WorldModel(cfg).eval()
+    p = cfg.patch_size
+    fwd_dx = cfg.channels + 1  # correction, turn gate, then (dx, dy) per unit forward, (dx, dy) per unit right
+    with torch.no_grad():
+        model.final.bias[fwd_dx * p * p:(fwd_dx + 1) * p * p] = float(np.arctanh(0.5))  # tanh * 2 px = 1 px
+        model.hud[56:] = 1.0  # the bottom rows stand for the HUD
+    x = torch.linspace(-1, 1, 64).expand(1, 2, 3, 64, 64).clone()  # a ramp left to right
+    still = encode_actions(torch.zeros(1, 20), torch.zeros(1, 2))
+    walk = encode_actions(F.one_hot(torch.tensor([ACTION_BUTTONS.index("forward")]), 20), torch.zeros(1, 2))
+    ctx = (x, torch.zeros(1, 2, ACTION_DIM), torch.zeros(1, 2, dtype=torch.bool))
+    sample = SampleConfig(num_steps=1, context_noise=0.0, dead_zone=0.0, memory=0)
+    base_still = next_frame(model, *ctx, still, torch.ones(1, dtype=torch.bool), sample)[0]
+    base_walk = next_frame(model, *ctx, walk, torch.ones(1, dtype=torch.bool), sample)[0]
+    assert torch.allclose(base_still, x[0, -1], atol=1e-6)  # (one Euler step: x - (x - x0))
+    assert torch.allclose(base_walk[:, :56, :63], x[0, -1][:, :56, 1:], atol=1e-5)  # content from a pixel right
+    assert torch.allclose(base_walk[:, :56, 63], x[0, -1][:, :56, 63])  # the border repeats
+    assert torch.allclose(base_walk[:, 56:], x[0, -1][:, 56:], atol=1e-6)  # the HUD stays
+
+
 def test_noise_levels_follow_the_sampling_pattern():
     g = torch.Generator().manual_seed(0)
     t, w = sample_noise_levels(4000, 5, FlowConfig(p_sampling_pattern=0.75, p_pure_noise=0.5), generator=g)
@@ -610,6 +645,9 @@ def test_a_run_written_with_the_removed_loss_weight_field_still_loads(tmp_path):
     # format 4 added model.hud_fill: a format-3 run turned its frames with the HUD in them
     v3 = {**v2, "hud_mask": True}
     assert check_config({**doc, "format_version": 3, "model": v3, "flow": to_json_dict(train.flow)}, path)["model"].hud_fill is False
+    # format 6 added model.move_flow: a format-5 run's base did not move with the movement keys
+    v5 = {k: v for k, v in doc["model"].items() if k != "move_flow"}
+    assert check_config({**doc, "format_version": 5, "model": v5, "flow": to_json_dict(train.flow)}, path)["model"].move_flow == 0
 
 
 def test_train_into_a_dataset_or_another_run_is_one_line_and_nothing_is_written(data, tmp_path, capsys):

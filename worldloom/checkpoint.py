@@ -42,8 +42,9 @@ __all__ = ["FORMAT_VERSION", "CONFIG_FILE", "CHECKPOINT_DIR", "STATE_FILE", "wri
 # 3 (2026-12-01): the world model's hud_mask (pretrain/model.py); a version-2 run had none.
 # 4: the world model's hud_fill (pretrain/model.py).
 # 5 (2026-12-02): the IDM's motion_sparse_window (idm/model.py); a version-4 run had none.
-FORMAT_VERSION = 5
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+# 6 (2026-12-02): the world model's move_flow (pretrain/model.py); a version-5 run had none.
+FORMAT_VERSION = 6
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
