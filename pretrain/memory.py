@@ -49,10 +49,10 @@ import torch.nn.functional as F
 from worldloom.actions import BUTTONS, NUM_BUTTONS, world_model_camera
 
 from .camera import centre_shift_px, rotate_frames
+from .model import SNEAK_SPEED, SPRINT_SPEED
 
 POSITION_TOLERANCE = 0.25  # steps walked: a remembered frame is recalled from at most this far
 AIRBORNE_STEPS = 12  # a jump is in the air for about 0.6 s (12 steps at 20 Hz) in Minecraft
-SPRINT_SPEED, SNEAK_SPEED = 1.3, 0.3  # per step, against walking's 1 (Minecraft: 5.6 and 1.3 against 4.3 m/s)
 _I = {name: BUTTONS.index(name) for name in ("attack", "back", "forward", "jump", "left", "right", "sneak", "sprint",
                                              "use", "inventory")}
 
