@@ -33,7 +33,7 @@ from worldloom.pretrain.model import (
     ACTION_DIM,
     MOVE_COMPONENTS,
     camera_from_actions,
-    movement,
+    movement_flow,
     skip_velocity,
     timestep_embedding,
 )
@@ -178,10 +178,8 @@ class UNetPeer(nn.Module):
         gate = out[:, :, C:C + 1] if self.cfg.turns_camera else None
         flow = moving = None
         if self.cfg.move_flow:  # as WorldModel.forward: the fields per step walked and strafed, times the keys
-            fields = torch.tanh(out[:, :, C + int(self.cfg.turns_camera):].float()) * self.cfg.move_flow
-            keys = movement(action[:, -1:], mask[:, -1:])  # (B, 1, K)
-            flow = (fields.unflatten(2, (MOVE_COMPONENTS, 2)) * keys[..., None, None, None]).sum(2)
-            moving = (keys != 0).any(-1)
+            flow, moving = movement_flow(out[:, :, C + int(self.cfg.turns_camera):], action[:, -1:], mask[:, -1:],
+                                         self.cfg.move_flow)
         v = skip_velocity(x_new[:, None], t_new[:, None], correction, gate, prev[:, None], turned[:, None], prev_t[:, None],
                           flow, moving)
         return v[:, 0]

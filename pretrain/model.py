@@ -201,6 +201,16 @@ def movement(action: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
     return torch.stack([fwd, side], -1) * (speed * action_mask.float())[..., None]
 
 
+def movement_flow(raw: torch.Tensor, action: torch.Tensor, action_mask: torch.Tensor, max_px: float
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network's flow channels (B, T, 2 MOVE_COMPONENTS, H, W) and each frame's action features
+    (B, T, 24), mask (B, T) -> the base's flow (B, T, 2, H, W) in pixels, (dx, dy): each field (at
+    most max_px, tanh) times its movement key (`movement`), and which frames move at all (B, T) bool."""
+    fields = torch.tanh(raw.float()).unflatten(2, (MOVE_COMPONENTS, 2)) * max_px  # (B, T, K, 2, H, W)
+    keys = movement(action, action_mask)  # (B, T, K)
+    return (fields * keys[..., None, None, None]).sum(2), (keys != 0).any(-1)
+
+
 def move_frames(frames: torch.Tensor, flow_px: torch.Tensor) -> torch.Tensor:
     """frames (N, C, H, W) resampled where each pixel's flow (N, 2, H, W), (dx, dy) in pixels, points:
     out(p) = frames(p + flow(p)), bilinear, the border repeated (as the camera warp's)."""
@@ -431,10 +441,7 @@ class WorldModel(nn.Module):
             correction = out[:, :, :C]
             flow = moving = None
             if cfg.move_flow:  # (B, T, 2, H, W) pixels: the fields per step walked and strafed, times the keys
-                fields = torch.tanh(out[:, :, C + int(cfg.turns_camera):].float()) * cfg.move_flow
-                fields = fields.unflatten(2, (MOVE_COMPONENTS, 2))  # (B, T, K, 2, H, W)
-                keys = movement(action, action_mask)  # (B, T, K)
-                flow, moving = (fields * keys[..., None, None, None]).sum(2), (keys != 0).any(-1)
+                flow, moving = movement_flow(out[:, :, C + int(cfg.turns_camera):], action, action_mask, cfg.move_flow)
                 if recall is not None and recall[0] is not None:  # a remembered view is already where the keys led
                     flow = torch.cat([flow[:, :-1], flow[:, -1:] * ~recall[1][:, None, None]], dim=1)
             zone = cfg.dead_zone if dead_zone is None else dead_zone
