@@ -9,7 +9,8 @@ an adaptive group norm. This peer keeps that backbone and shares everything else
 DiT (pretrain/model.py), so `benchmarks/bench_pretrain.py --curve-minutes` compares backbones, not
 recipes: the same rectified-flow loss and objective, the same x_skip output (a correction to the
 previous frame turned by the camera action, a per-pixel turn gate, zero at initialisation, the
-dead zone, the flows of the movement keys), the same signal input (a noisy frame enters scaled by 1 - t) and the same sampler.
+dead zone, the flows of the movement keys), the same signal input (a noisy frame enters scaled by
+1 - t) and the same sampler.
 
 To run flow.py's sampler unchanged it answers the DiT's call signature: called on the context with
 `return_kv=True` it returns the context as its "keys and values" (frames; actions, masks and noise
