@@ -41,6 +41,7 @@ the start) is not truncated.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -202,7 +203,17 @@ def _flush(codec_context) -> list:
         return []
 
 
+def _quiet_opencv() -> None:
+    """OpenCV's and its bundled FFmpeg's own log lines off (errors kept): what went wrong with a file is
+    the report's one line naming it, not "moov atom not found" and a cap.cpp warning before it.
+    A user who sets OPENCV_FFMPEG_LOGLEVEL or OPENCV_LOG_LEVEL keeps theirs."""
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET, read when the FFmpeg backend opens a file
+
+
 def _opencv_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tuple[float | None, np.ndarray]]:
+    _quiet_opencv()
     params = [cv2.CAP_PROP_N_THREADS, threads] if threads else []
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
     if not cap.isOpened():

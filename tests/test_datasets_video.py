@@ -130,7 +130,7 @@ def test_a_backend_that_decodes_nothing_hands_over_to_the_other(tmp_path, monkey
     assert "av1" in message and "mp4" in message and "install" in message and "corrupt" not in message
 
 
-def test_files_no_backend_decodes_name_their_cause(tmp_path):
+def test_files_no_backend_decodes_name_their_cause(tmp_path, capfd):
     whole = write_video(tmp_path / "whole.mp4", num_frames=40)  # moov at the end: a cut file has none
     cases = {
         "audio.m4a": (write_audio_only(tmp_path / "audio.m4a"), "no video stream"),
@@ -148,6 +148,8 @@ def test_files_no_backend_decodes_name_their_cause(tmp_path):
             VideoReader(path)
         assert name in str(err.value) and cause in str(err.value), str(err.value)
     assert "corrupt" not in str(pytest.raises(VideoError, VideoReader, cases["audio.m4a"][0]).value)
+    native = capfd.readouterr().err  # the one line above is the whole story: no FFmpeg or OpenCV log line beside it
+    assert "moov atom" not in native and "WARN" not in native and "Invalid data" not in native, native
 
 
 def test_truncated_files_are_reported_and_whole_ones_are_not(tmp_path):
