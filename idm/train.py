@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from worldloom import checkpoint as ckpt
 from worldloom.actions import two_hot
@@ -46,9 +44,9 @@ from worldloom.training import (
     MetricsLog,
     TimeBudget,
     check_device_name,
-    check_finite,
     lr_at,
     resolve_device,
+    run_steps,
 )
 
 
@@ -275,66 +273,25 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
     print(f"idm train: {num_parameters(model) / 1e6:.2f}M parameters, {len(train_eps)} train / {len(val_eps)} val episodes, "
           f"{sum(e.num_steps for e in train_eps)} train steps of play, device {device}", file=sys.stderr)
     model.train()
-    start_step, t0, last_log = state["step"], time.perf_counter(), time.perf_counter()
-    last_log_step = start_step
-    elapsed0 = state["elapsed_s"]
-    last_good = f"{run_dir / ckpt.CHECKPOINT_DIR} (step {start_step})" if start_step else None
-    if start_step:
-        print(budget.resuming("idm train", start_step, elapsed0, run_dir / ckpt.CHECKPOINT_DIR), file=sys.stderr)
-    bar = tqdm(total=budget.shown_total, initial=start_step, desc="idm train", unit="step", dynamic_ncols=True)
-    ctrl_c.begin_steps()  # Ctrl-C / SIGTERM from here on: at the end of its step
-    step = start_step
-    try:
-        while not budget.done(step, elapsed0 + time.perf_counter() - t0):
-            batch = idm_data.sample_windows(train_eps, hp.batch_size, mcfg.num_frames, mcfg.context,
-                                            np.random.default_rng([cfg.seed, step]), mirror=cfg.mirror)
-            frames, buttons, camera_pos = to_device(batch, device)
-            lr = lr_at(step, peak_lr=hp.lr, warmup_steps=hp.warmup_steps, total_steps=budget.total_steps,
-                       min_lr_ratio=cfg.min_lr_ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout noise as a function of the step
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                out = model(frames)
-            b_loss, c_loss = losses(out, buttons, camera_pos, cfg.button_pos_weight)
-            loss = b_loss + cfg.camera_weight * c_loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            check_finite(loss.item(), float(grad_norm), step, last_good)
-            optimizer.step()
-            step += 1
-            elapsed = elapsed0 + time.perf_counter() - t0
-            if budget.update(step, elapsed, step - start_step):
-                bar.total = budget.shown_total
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}", **budget.clock(elapsed))
-            if stop_after is not None and step >= stop_after:
-                return run_dir  # a kill: nothing after the last checkpoint survives
-            final, pressed = budget.done(step, elapsed), ctrl_c.pressed  # Ctrl-C: save this step, then stop
-            evaluating, saving = step % cfg.eval_every == 0 or final, step % cfg.checkpoint_every == 0 or final or pressed
-            if step % cfg.log_every == 0 or evaluating:
-                now = time.perf_counter()
-                row = {"step": step, "lr": lr, "loss": loss.item(), "button_loss": b_loss.item(),
-                       "camera_loss": c_loss.item(), "elapsed_s": round(elapsed, 2),
-                       "windows_per_s": round(hp.batch_size * (step - last_log_step) / max(1e-9, now - last_log), 2)}
-                if evaluating:
-                    row.update(validate(model, val_batch, cfg, device))
-                    bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-                log.row(**row)
-                last_log, last_log_step = time.perf_counter(), step
-                if not saving:
-                    log.write()  # metrics.csv at every row, curves.png every 30 s (the checkpoint below: both)
-            if saving:
-                ckpt.save_checkpoint(run_dir, KIND, {"model": model.state_dict()},
-                                     {"step": step, "elapsed_s": elapsed, **budget.state()}, optimizer=optimizer)
-                last_good = f"{run_dir / ckpt.CHECKPOINT_DIR} (step {step})"
-                log.write(plot=True)
-            if pressed:
-                raise ctrl_c.stopped(step, run_dir / ckpt.CHECKPOINT_DIR)
-    finally:
-        ctrl_c.restore()
-        bar.close()
+
+    def loss_of(step: int):
+        batch = idm_data.sample_windows(train_eps, hp.batch_size, mcfg.num_frames, mcfg.context,
+                                        np.random.default_rng([cfg.seed, step]), mirror=cfg.mirror)
+        frames, buttons, camera_pos = to_device(batch, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = model(frames)
+        b_loss, c_loss = losses(out, buttons, camera_pos, cfg.button_pos_weight)
+        return b_loss + cfg.camera_weight * c_loss, {"button_loss": b_loss, "camera_loss": c_loss}
+
+    def lr_of(step: int, total_steps: int) -> float:
+        return lr_at(step, peak_lr=hp.lr, warmup_steps=hp.warmup_steps, total_steps=total_steps,
+                     min_lr_ratio=cfg.min_lr_ratio)
+
+    if not run_steps("idm train", KIND, run_dir, model, optimizer, state, budget, log, ctrl_c, loss_of,
+                     lambda: validate(model, val_batch, cfg, device), lr_of=lr_of, seed=cfg.seed,
+                     windows_per_step=hp.batch_size, log_every=cfg.log_every, eval_every=cfg.eval_every,
+                     checkpoint_every=cfg.checkpoint_every, stop_after=stop_after):
+        return run_dir  # a kill (tests): nothing after the last checkpoint survives
     if val_eps:  # the loop ends only when the budget is spent (a kill or an error returns or raises above)
         fit_button_thresholds(run_dir, val_eps, device)
     return run_dir

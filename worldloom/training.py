@@ -11,8 +11,9 @@
         budget.update(step + 1, elapsed_s)
         if budget.done(step + 1, elapsed_s): break
 
-The IDM and the world model keep two readable loops (idm/train.py, pretrain/train.py) that call
-these; the checkpoint format is `worldloom.checkpoint`.
+`run_steps` is the step loop of `idm train` and `agent train` (the same windows-of-frames
+supervised loop); the world model keeps its own (pretrain/train.py: distributed, EMA). The
+checkpoint format is `worldloom.checkpoint`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from worldloom.interrupts import exit_code, interrupt, sigterm_as_interrupt
 from worldloom.io import atomic_path, atomic_write_text
 
 __all__ = ["lr_at", "resolve_device", "TimeBudget", "MetricsLog", "CtrlC", "TrainingDiverged", "check_finite",
-           "DEFAULT_MAX_STEPS", "DEVICES", "exit_code", "interrupt", "sigterm_as_interrupt"]
+           "run_steps", "DEFAULT_MAX_STEPS", "DEVICES", "exit_code", "interrupt", "sigterm_as_interrupt"]
 
 # Without --minutes and --max-steps a run takes this many optimizer steps.
 DEFAULT_MAX_STEPS = 2000
@@ -322,3 +323,80 @@ class MetricsLog:
         with atomic_path(out_png) as tmp:
             fig.savefig(tmp, dpi=80)
         plt.close(fig)
+
+
+def run_steps(name: str, kind: str, run_dir: Path, model, optimizer, state: dict[str, Any], budget: TimeBudget,
+              log: MetricsLog, ctrl_c: CtrlC, loss_of: Callable[[int], tuple[Any, dict[str, Any]]],
+              validate: Callable[[], dict[str, float]], *, lr_of: Callable[[int, int], float], seed: int,
+              windows_per_step: int, log_every: int, eval_every: int, checkpoint_every: int,
+              stop_after: int | None = None) -> bool:
+    """Train `model` from `state` (the checkpoint's: step, elapsed_s) until `budget` is spent.
+
+    Each step: the learning rate `lr_of(step, total_steps)`, torch's seed from (seed, step) (dropout
+    as a function of the step: an exact resume), `loss_of(step)` -> (loss, named parts: its own batch
+    of that step, forward and loss), backward, gradient clipped at 1, a NaN stop (TrainingDiverged,
+    the last good checkpoint named), the optimizer step. Rows go to `log` every `log_every` steps
+    (loss, parts, lr, elapsed_s, windows_per_s from `windows_per_step`) with `validate()`'s scores
+    every `eval_every`; a checkpoint of `kind` every `checkpoint_every` and at the end. A progress
+    bar named `name` ("idm train") shows the time budget. Returns True when the budget is spent,
+    False where `stop_after` (a simulated kill, for tests) ended it with nothing saved after the
+    last checkpoint. A Ctrl-C or SIGTERM (`ctrl_c`) saves its step, then raises `ctrl_c.stopped`.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from worldloom import checkpoint as ckpt
+
+    start_step = step = state["step"]
+    elapsed0, t0 = state["elapsed_s"], time.perf_counter()
+    last_log, last_log_step = t0, start_step
+    last_good = f"{run_dir / ckpt.CHECKPOINT_DIR} (step {start_step})" if start_step else None
+    if start_step:
+        print(budget.resuming(name, start_step, elapsed0, run_dir / ckpt.CHECKPOINT_DIR), file=sys.stderr)
+    bar = tqdm(total=budget.shown_total, initial=start_step, desc=name, unit="step", dynamic_ncols=True)
+    ctrl_c.begin_steps()  # Ctrl-C / SIGTERM from here on: at the end of its step
+    try:
+        while not budget.done(step, elapsed0 + time.perf_counter() - t0):
+            lr = lr_of(step, budget.total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            torch.manual_seed(seed * 1_000_003 + step)  # dropout noise as a function of the step
+            loss, parts = loss_of(step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            check_finite(loss.item(), float(grad_norm), step, last_good)
+            optimizer.step()
+            step += 1
+            elapsed = elapsed0 + time.perf_counter() - t0
+            if budget.update(step, elapsed, step - start_step):
+                bar.total = budget.shown_total
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.1e}", **budget.clock(elapsed))
+            if stop_after is not None and step >= stop_after:
+                return False  # a kill: nothing after the last checkpoint survives
+            final, pressed = budget.done(step, elapsed), ctrl_c.pressed  # Ctrl-C: save this step, then stop
+            evaluating, saving = step % eval_every == 0 or final, step % checkpoint_every == 0 or final or pressed
+            if step % log_every == 0 or evaluating:
+                now = time.perf_counter()
+                row = {"step": step, "lr": lr, "loss": loss.item(), **{k: v.item() for k, v in parts.items()},
+                       "elapsed_s": round(elapsed, 2),
+                       "windows_per_s": round(windows_per_step * (step - last_log_step) / max(1e-9, now - last_log), 2)}
+                if evaluating:
+                    row.update(validate())
+                    bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+                log.row(**row)
+                last_log, last_log_step = time.perf_counter(), step
+                if not saving:
+                    log.write()  # metrics.csv at every row, curves.png every 30 s (the checkpoint below: both)
+            if saving:
+                ckpt.save_checkpoint(run_dir, kind, {"model": model.state_dict()},
+                                     {"step": step, "elapsed_s": elapsed, **budget.state()}, optimizer=optimizer)
+                last_good = f"{run_dir / ckpt.CHECKPOINT_DIR} (step {step})"
+                log.write(plot=True)
+            if pressed:
+                raise ctrl_c.stopped(step, run_dir / ckpt.CHECKPOINT_DIR)
+    finally:
+        ctrl_c.restore()
+        bar.close()
+    return True
