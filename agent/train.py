@@ -37,6 +37,7 @@ from worldloom.training import (
     CtrlC,
     MetricsLog,
     TimeBudget,
+    adamw,
     check_device_name,
     lr_at,
     resolve_device,
@@ -197,24 +198,12 @@ def label_source(labels: str, sources: list[bc_data.SourceInfo]) -> str:
     return "+".join(sorted({s for info in sources for s in info.label_sources if s != "none"}))
 
 
-def make_optimizer(model: Policy, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; no weight decay on biases and norms."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-
-
 def init_state(cfg: TrainConfig, run_dir: Path, device: torch.device) -> tuple[Policy, torch.optim.AdamW, dict]:
     """A fresh policy and optimizer, or both restored from the run's last checkpoint."""
     torch.manual_seed(cfg.seed)
     model = Policy(cfg.model_config).to(device)
-    optimizer = make_optimizer(model, cfg)
-    if not ckpt.has_checkpoint(run_dir):
-        return model, optimizer, {"step": 0, "elapsed_s": 0.0, "planned_steps": None}
-    tensors, state = ckpt.load_checkpoint(run_dir, KIND, ("model",), optimizer=optimizer, device=device)
-    ckpt.load_weights_into(model, tensors["model"], run_dir / ckpt.CHECKPOINT_DIR / "model.safetensors")
-    return model, optimizer, state
+    optimizer = adamw(model, cfg.lr, cfg.weight_decay)  # no weight decay on biases and norms
+    return model, optimizer, ckpt.resume_or_start(run_dir, KIND, model, optimizer, device)
 
 
 def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:

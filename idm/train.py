@@ -43,6 +43,7 @@ from worldloom.training import (
     CtrlC,
     MetricsLog,
     TimeBudget,
+    adamw,
     check_device_name,
     lr_at,
     resolve_device,
@@ -218,24 +219,12 @@ def prepare_run_dir(cfg: TrainConfig) -> Path:
     return run_dir
 
 
-def make_optimizer(model: IDM, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; no weight decay on biases and norms."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.hparams.lr, betas=(0.9, 0.95))
-
-
 def init_state(cfg: TrainConfig, run_dir: Path, device: torch.device) -> tuple[IDM, torch.optim.AdamW, dict]:
     """A fresh model and optimizer, or both restored from the run's last checkpoint."""
     torch.manual_seed(cfg.seed)
     model = IDM(cfg.model_config).to(device)
-    optimizer = make_optimizer(model, cfg)
-    if not ckpt.has_checkpoint(run_dir):
-        return model, optimizer, {"step": 0, "elapsed_s": 0.0, "planned_steps": None}
-    tensors, state = ckpt.load_checkpoint(run_dir, KIND, ("model",), optimizer=optimizer, device=device)
-    ckpt.load_weights_into(model, tensors["model"], run_dir / ckpt.CHECKPOINT_DIR / "model.safetensors")
-    return model, optimizer, state
+    optimizer = adamw(model, cfg.hparams.lr, cfg.weight_decay)  # no weight decay on biases and norms
+    return model, optimizer, ckpt.resume_or_start(run_dir, KIND, model, optimizer, device)
 
 
 def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:

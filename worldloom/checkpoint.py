@@ -35,7 +35,7 @@ from worldloom.io import atomic_path, atomic_write_json
 from worldloom.training import TimeBudget, TrainingDiverged
 
 __all__ = ["FORMAT_VERSION", "CONFIG_FILE", "CHECKPOINT_DIR", "STATE_FILE", "write_run_config", "read_run_config", "finished_run",
-           "save_checkpoint", "load_checkpoint", "has_checkpoint", "read_state", "checkpoint_id", "first_non_finite", "load_weights_into", "load_model"]
+           "save_checkpoint", "load_checkpoint", "has_checkpoint", "resume_or_start", "read_state", "checkpoint_id", "first_non_finite", "load_weights_into", "load_model"]
 
 # 2 (2026-12-01): configs may hold fields added since 1; a version-1 file lacking such a field (a
 # dataclass's FIELDS_ADDED names them) reads as its default, which does what the code did before.
@@ -231,6 +231,16 @@ def load_checkpoint(run_dir: str | Path, kind: str, which: Sequence[str] = ("mod
             raise UserError(f"{ckpt / STATE_FILE}: param_groups missing; the optimizer state cannot be restored")
         _load_optimizer(optimizer, loaded.pop("optimizer"), groups, ckpt / "optimizer.safetensors")
     return loaded, {k: v for k, v in state.items() if k != "param_groups"}
+
+
+def resume_or_start(run_dir: str | Path, kind: str, model, optimizer, device: Any = "cpu") -> dict:
+    """The run's last checkpoint (model "model" and optimizer) loaded in place, and its state JSON (step,
+    elapsed_s, planned_steps, ...); a new run's state where there is none. UserError as load_checkpoint."""
+    if not has_checkpoint(run_dir):
+        return {"step": 0, "elapsed_s": 0.0, "planned_steps": None}
+    tensors, state = load_checkpoint(run_dir, kind, ("model",), optimizer=optimizer, device=device)
+    load_weights_into(model, tensors["model"], Path(run_dir) / CHECKPOINT_DIR / "model.safetensors")
+    return state
 
 
 def load_weights_into(module, tensors: Mapping[str, Any], path: Path) -> None:

@@ -35,7 +35,7 @@ from worldloom.interrupts import exit_code, interrupt, sigterm_as_interrupt
 from worldloom.io import atomic_path, atomic_write_text
 
 __all__ = ["lr_at", "resolve_device", "TimeBudget", "MetricsLog", "CtrlC", "TrainingDiverged", "check_finite",
-           "run_steps", "DEFAULT_MAX_STEPS", "DEVICES", "exit_code", "interrupt", "sigterm_as_interrupt"]
+           "run_steps", "adamw", "DEFAULT_MAX_STEPS", "DEVICES", "exit_code", "interrupt", "sigterm_as_interrupt"]
 
 # Without --minutes and --max-steps a run takes this many optimizer steps.
 DEFAULT_MAX_STEPS = 2000
@@ -323,6 +323,16 @@ class MetricsLog:
         with atomic_path(out_png) as tmp:
             fig.savefig(tmp, dpi=80)
         plt.close(fig)
+
+
+def adamw(model, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.95)):
+    """AdamW over `model`'s parameters, with no weight decay on biases and norms (1-D parameters)."""
+    import torch
+
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=betas)
 
 
 def run_steps(name: str, kind: str, run_dir: Path, model, optimizer, state: dict[str, Any], budget: TimeBudget,
