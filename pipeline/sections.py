@@ -241,7 +241,7 @@ def _wm_section(report: Report, records: dict[str, StageRecord], paths: dict[str
 CONTROLLABILITY_GOAL = 0.9  # engine-truth controllability at horizon 8 (issue 16)
 CONTROLLABILITY_HORIZON = 8
 BRANCH_LABELS = {"model": "model", "shuffled_actions": "model, shuffled actions", "copy_last": "copy-last-frame",
-                 "engine": "engine"}
+                 "engine": "engine", "seen_only": "engine where the context saw, its nearest seen pixel elsewhere"}
 
 
 def _score(v: float | None) -> str:
@@ -250,13 +250,16 @@ def _score(v: float | None) -> str:
 
 def engine_truth_verdict(cf: dict) -> str:
     """One plain sentence on engine-truth controllability (pretrain/counterfactual.py's scores), read
-    at horizon 8 (or the last the run played), beside shuffled actions, copy-last and the engine."""
+    at horizon 8 (or the last the run played), beside shuffled actions, copy-last, the engine and,
+    where scored, the engine's frames with what no context frame saw filled from what one did."""
     h = min(CONTROLLABILITY_HORIZON, cf["horizon"])
-    at = {k: cf[k]["controllability"][h - 1] for k in BRANCH_LABELS}
+    at = {k: cf[k]["controllability"][h - 1] for k in BRANCH_LABELS if k in cf}
+    seen = (f"; the engine exact only where the context saw, {_score(at['seen_only'])}: what a model that makes "
+            "nothing up can reach" if "seen_only" in at else "")
     line = (f"Engine truth: at horizon {h} the rollout under one action sequence is closer to the engine's under it "
             f"than under another in {_score(at['model'])} of branch pairs (goal {CONTROLLABILITY_GOAL:g} at horizon "
             f"{CONTROLLABILITY_HORIZON}; shuffled actions {_score(at['shuffled_actions'])}, copy-last "
-            f"{_score(at['copy_last'])}, engine {_score(at['engine'])})")
+            f"{_score(at['copy_last'])}, engine {_score(at['engine'])}{seen})")
     if h < CONTROLLABILITY_HORIZON:
         return line + f": this run plays {h} steps, so the goal is not read."
     return line + (": met." if at["model"] is not None and at["model"] >= CONTROLLABILITY_GOAL else ": not met.")
@@ -293,6 +296,8 @@ def _engine_section(report: Report, records: dict[str, StageRecord]) -> None:
         n = cf["horizon"]
         rows, keys = [], []
         for name, label in BRANCH_LABELS.items():
+            if name not in cf:
+                continue
             values = cf[name]["controllability"]
             rows.append([f"controllability, {label}", *[_score(v) if v is None else v for v in values]])
             keys.append(["", *[f"world_model.counterfactual.{name}.controllability.{h}" if v is not None else ""

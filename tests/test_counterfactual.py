@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from worldloom.capture.branches import BRANCHES, engine_cases, play_from, to_branches
 from worldloom.datasets.branches import load_branches, save_branches
 from worldloom.envs import make_env
 from worldloom.errors import UserError
 from worldloom.pretrain.autoencoder import PixelCodec
-from worldloom.pretrain.counterfactual import controllability, counterfactual_scores, model_branches
+from worldloom.pretrain.counterfactual import (
+    controllability,
+    counterfactual_scores,
+    model_branches,
+    seen_only_frames,
+)
 from worldloom.pretrain.model import WorldModel, WorldModelConfig
 
 CONTEXT, HORIZON = 3, 4
@@ -87,6 +93,28 @@ def test_the_branches_file_round_trips_and_refuses_bad_files(cases, branches, tm
         assert "\n" not in str(err.value)
 
 
+def test_the_seen_only_reference_fills_what_no_context_frame_saw_from_what_one_did(cases):
+    engine = np.stack([c.frames for c in cases])  # (S, K, H, 64, 64, 3)
+    camera = np.zeros((*engine.shape[:3], 2), np.float32)
+    assert np.array_equal(seen_only_frames(engine, camera, 70.0), engine)  # nothing turned: nothing unseen
+    assert np.array_equal(seen_only_frames(engine, camera + 6.0, 0.0), engine)  # no camera model: as it is
+    camera[:, 1, :, 1] = 6.0  # branch 1 turns right 6 degrees a step: new view comes in on the right
+    ref = seen_only_frames(engine, camera, 70.0)
+    assert np.array_equal(ref[:, [0, 2, 3]], engine[:, [0, 2, 3]])
+    from worldloom.pretrain.camera import rotation_grid
+
+    unseen = (rotation_grid(torch.tensor([[0.0, 24.0]]), 70.0, 64, 64).abs() > 1).any(-1)[0].numpy()  # after 4 steps
+    assert unseen[:, 41:].all() and not unseen[:, :24].any()  # the right third (and corners: perspective)
+    for s in range(len(cases)):
+        last, truth = ref[s, 1, -1], engine[s, 1, -1]
+        assert np.array_equal(last[~unseen], truth[~unseen])  # what was seen is the engine's
+        seen_colours = {tuple(c) for c in truth[~unseen]}
+        assert all(tuple(c) in seen_colours for c in last[unseen])  # the rest only repeats it
+    assert not np.array_equal(ref[:, 1, -1], engine[:, 1, -1])
+    ref_scores = controllability(ref, engine)["by_horizon"]
+    assert ref_scores[0] == 1.0 and all(0.5 <= v <= 1.0 for v in ref_scores)
+
+
 def test_micro_counterfactual_eval_of_a_world_model(branches):
     import torch
 
@@ -100,6 +128,7 @@ def test_micro_counterfactual_eval_of_a_world_model(branches):
     assert scores["states"] == 2 and scores["branches"] == list(BRANCHES) and scores["horizon"] == HORIZON
     assert scores["engine"]["controllability"] == [1.0] * HORIZON and scores["engine"]["psnr"] == [60.0] * HORIZON
     assert scores["copy_last"]["controllability"] == [0.5] * HORIZON
+    assert "seen_only" not in scores  # a model with no camera warp: no field of view to say what was seen
     for name in ("model", "shuffled_actions"):
         assert all(0.0 <= v <= 1.0 for v in scores[name]["controllability"])
         assert all(5.0 < v < 60.0 for v in scores[name]["psnr"])

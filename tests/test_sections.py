@@ -72,6 +72,9 @@ def test_engine_truth_verdict_reads_horizon_8_against_the_goal():
     assert met.endswith("shuffled actions 0.48, copy-last 0.50, engine 1.00): met.")
     assert engine_truth_verdict(_cf(0.72)).endswith(": not met.")
     assert engine_truth_verdict(_cf(None)).endswith(": not met.") and " n/a of branch pairs" in engine_truth_verdict(_cf(None))
+    seen = {**_cf(0.72), "seen_only": {"controllability": [0.94] * 8}}
+    assert engine_truth_verdict(seen).endswith("engine 1.00; the engine exact only where the context saw, 0.94: what a "
+                                               "model that makes nothing up can reach): not met.")
     short = engine_truth_verdict(_cf(0.95, horizon=2))  # a run that plays fewer steps does not claim the goal
     assert "at horizon 2" in short and short.endswith("this run plays 2 steps, so the goal is not read.")
 
