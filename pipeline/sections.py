@@ -251,7 +251,8 @@ def _score(v: float | None) -> str:
 def engine_truth_verdict(cf: dict) -> str:
     """One plain sentence on engine-truth controllability (pretrain/counterfactual.py's scores), read
     at horizon 8 (or the last the run played), beside shuffled actions, copy-last, the engine and,
-    where scored, the engine's frames with what no context frame saw filled from what one did."""
+    where scored, the engine's frames with what the last context frame did not see filled from what
+    it did."""
     h = min(CONTROLLABILITY_HORIZON, cf["horizon"])
     at = {k: cf[k]["controllability"][h - 1] for k in BRANCH_LABELS if k in cf}
     seen = (f"; the engine exact only where the context saw, {_score(at['seen_only'])}: what a model that makes "

@@ -21,10 +21,10 @@ equal at h (a walk into a wall and standing still) say nothing and are left out;
 counts one half. Copying the last context frame scores 0.5 by construction (of a pair and its
 reverse exactly one wins); the engine itself scores 1. Beside the model, in the same run: the
 model given another branch's actions (a derangement), copy-last, the engine, and the engine's
-frames with what no context frame showed filled from what it did (`seen_only_frames`): what a
-model exact on all its context saw scores when it continues that into the rest, without making
-any of it up. By horizon 8 a turn of 6 degrees a step has brought about 60% of a 70-degree view
-into sight that no context frame held (issue 18's log, section 25).
+frames with what the last context frame did not show filled from what it did
+(`seen_only_frames`): what a model exact on all its context saw scores when it continues that
+into the rest, without making any of it up. By horizon 8 a turn of 6 degrees a step has brought about 60% of a 70-degree view
+into sight that the last context frame did not hold (issue 18's log, section 25).
 """
 
 from __future__ import annotations
@@ -142,8 +142,8 @@ def psnr_by_horizon(generated: np.ndarray, engine: np.ndarray) -> list[float]:
 
 def counterfactual_scores(model, codec, branches: Branches, sample=None, seed: int = 0) -> dict:
     """The model, the model given a derangement of the branches' actions, copy-last, the engine and,
-    for a model with a camera warp, the engine's frames with what no context frame saw filled from what
-    it did ("seen_only", `seen_only_frames`), each as {"controllability": by horizon, "psnr": by
+    for a model with a camera warp, the engine's frames with what the last context frame did not see
+    filled from what it did ("seen_only", `seen_only_frames`), each as {"controllability": by horizon, "psnr": by
     horizon}, against the engine's frames (at the model's size); plus the number of states, the branch
     names and the counted pairs; "frames" holds the last context frames and the engine's and model's
     rollouts for the picture (not JSON)."""
