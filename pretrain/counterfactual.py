@@ -23,8 +23,9 @@ reverse exactly one wins); the engine itself scores 1. Beside the model, in the 
 model given another branch's actions (a derangement), copy-last, the engine, and the engine's
 frames with what the last context frame did not show filled from what it did
 (`seen_only_frames`): what a model exact on all its context saw scores when it continues that
-into the rest, without making any of it up. By horizon 8 a turn of 6 degrees a step has brought about 60% of a 70-degree view
-into sight that the last context frame did not hold (issue 18's log, section 25).
+into the rest, without making any of it up. By horizon 8 a turn of 6 degrees a step has brought
+about 60% of a 70-degree view into sight that the last context frame did not hold (issue 18's
+log, section 25).
 """
 
 from __future__ import annotations
@@ -45,12 +46,12 @@ def resize(frames: np.ndarray, image_size: int) -> np.ndarray:
     return model_to_frames(frames_to_model(x, image_size))[0].numpy().reshape(*lead, image_size, image_size, 3)
 
 
-def seen_only_frames(engine: np.ndarray, branch_camera: np.ndarray, fov_deg: float) -> np.ndarray:
-    """The engine's frames (S, K, T, h, w, 3) uint8 where the last context frame saw the same view,
-    and the nearest such pixel where it did not (never seen: turned into view by the branch's camera
-    actions (S, K, T, 2) degrees, summed from the state; the rotation of the model's warp, at pitch 0,
-    so what walking brings into view counts as seen). A frame nothing of which was seen keeps the
-    engine's mean colour. fov_deg 0 (no camera model): the engine's frames as they are."""
+def seen_only_frames(engine: np.ndarray, branch_camera: np.ndarray, fov_deg: float, context: np.ndarray) -> np.ndarray:
+    """The engine's frames (S, K, T, h, w, 3) uint8 where the last context frame (S, h, w, 3) saw the
+    same view, and the nearest such pixel where it did not (never seen: turned into view by the
+    branch's camera actions (S, K, T, 2) degrees, summed from the state; the rotation of the model's
+    warp, at pitch 0, so what walking brings into view counts as seen). A frame nothing of which was
+    seen is the context frame's mean colour. fov_deg 0 (no camera model): the engine's frames."""
     import cv2
 
     from .camera import rotation_grid
@@ -67,10 +68,10 @@ def seen_only_frames(engine: np.ndarray, branch_camera: np.ndarray, fov_deg: flo
         if not mask.any():
             continue
         if mask.all():
-            flat_out[i] = flat_out[i].mean(axis=0).round().astype(np.uint8)
+            flat_out[i] = context[i // (K * T)].reshape(-1, 3).mean(axis=0).round().astype(np.uint8)
             continue
-        _, labels = cv2.distanceTransformWithLabels(mask.astype(np.uint8), cv2.DIST_L2, 5,
-                                                    labelType=cv2.DIST_LABEL_PIXEL)  # each pixel: its nearest seen one's label
+        _, labels = cv2.distanceTransformWithLabels(mask.astype(np.uint8), cv2.DIST_L2, 5,  # each pixel: the
+                                                    labelType=cv2.DIST_LABEL_PIXEL)  # label of its nearest seen one
         seen_at = np.flatnonzero(~mask)
         pixel_of = np.zeros(labels.max() + 1, np.int64)
         pixel_of[labels.reshape(-1)[seen_at]] = seen_at
@@ -143,10 +144,10 @@ def psnr_by_horizon(generated: np.ndarray, engine: np.ndarray) -> list[float]:
 def counterfactual_scores(model, codec, branches: Branches, sample=None, seed: int = 0) -> dict:
     """The model, the model given a derangement of the branches' actions, copy-last, the engine and,
     for a model with a camera warp, the engine's frames with what the last context frame did not see
-    filled from what it did ("seen_only", `seen_only_frames`), each as {"controllability": by horizon, "psnr": by
-    horizon}, against the engine's frames (at the model's size); plus the number of states, the branch
-    names and the counted pairs; "frames" holds the last context frames and the engine's and model's
-    rollouts for the picture (not JSON)."""
+    filled from what it did ("seen_only", `seen_only_frames`), each as {"controllability": by
+    horizon, "psnr": by horizon}, against the engine's frames (at the model's size); plus the number
+    of states, the branch names and the counted pairs; "frames" holds the last context frames and the
+    engine's and model's rollouts for the picture (not JSON)."""
     size = model.cfg.image_size
     engine = resize(branches.frames, size)  # (S, K, T, S, S, 3)
     num_states, k = engine.shape[:2]
@@ -160,7 +161,8 @@ def counterfactual_scores(model, codec, branches: Branches, sample=None, seed: i
         "engine": engine,
     }
     if model.cfg.camera_fov_deg > 0:
-        runs["seen_only"] = seen_only_frames(engine, branches.branch_camera, model.cfg.camera_fov_deg)
+        runs["seen_only"] = seen_only_frames(engine, branches.branch_camera, model.cfg.camera_fov_deg,
+                                             runs["copy_last"][:, 0, 0])
     out = {"states": num_states, "branches": branches.names, "horizon": engine.shape[2]}
     for name, frames in runs.items():
         out[name] = {"controllability": controllability(frames, engine)["by_horizon"], "psnr": psnr_by_horizon(frames, engine)}

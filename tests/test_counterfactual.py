@@ -95,11 +95,16 @@ def test_the_branches_file_round_trips_and_refuses_bad_files(cases, branches, tm
 
 def test_the_seen_only_reference_fills_what_no_context_frame_saw_from_what_one_did(cases):
     engine = np.stack([c.frames for c in cases])  # (S, K, H, 64, 64, 3)
+    context = np.stack([c.context_frames[-1] for c in cases])
     camera = np.zeros((*engine.shape[:3], 2), np.float32)
-    assert np.array_equal(seen_only_frames(engine, camera, 70.0), engine)  # nothing turned: nothing unseen
-    assert np.array_equal(seen_only_frames(engine, camera + 6.0, 0.0), engine)  # no camera model: as it is
+    assert np.array_equal(seen_only_frames(engine, camera, 70.0, context), engine)  # nothing turned: nothing unseen
+    assert np.array_equal(seen_only_frames(engine, camera + 6.0, 0.0, context), engine)  # no camera model: as it is
+    around = camera.copy()
+    around[:, 0, -1, 1] = 180.0  # turned away: nothing seen, the context's mean colour, not the engine's
+    behind = seen_only_frames(engine, around, 70.0, context)[:, 0, -1]
+    assert (behind == context.reshape(len(cases), -1, 3).mean(1).round().astype(np.uint8)[:, None, None]).all()
     camera[:, 1, :, 1] = 6.0  # branch 1 turns right 6 degrees a step: new view comes in on the right
-    ref = seen_only_frames(engine, camera, 70.0)
+    ref = seen_only_frames(engine, camera, 70.0, context)
     assert np.array_equal(ref[:, [0, 2, 3]], engine[:, [0, 2, 3]])
     from worldloom.pretrain.camera import rotation_grid
 
