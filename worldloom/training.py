@@ -1,4 +1,4 @@
-"""The training plumbing both trainers share: schedule, time budget, device, metrics, NaN stop.
+"""The training plumbing the trainers share: schedule, time budget, device, metrics, NaN stop.
 
     from worldloom import training
     device = training.resolve_device("auto")                 # a loud warning if a GPU was asked for and is absent
