@@ -141,6 +141,10 @@ class SampleConfig:
                       "from the same spot, turned into it, are the base the model corrects in place of the turned "
                       "previous frame (pretrain/memory.py; 0: off; docs/pretrain.md, 'Pose memory': revisit gains of 15-21 dB, "
                       "other rollout figures within 0.15 dB)", 64)
+    canvas: bool = doc("rollouts sample the last real frame once through all the warps since, instead of resampling "
+                       "each generated frame (pretrain/canvas.py; models with a camera warp, no text guidance; issue 18's "
+                       "log, section 28: textures kept, the colour drift at 33-64 frames halved, rollout PSNR 0.4-0.6 dB lower)",
+                       True)
 
     def __post_init__(self):
         if not 0.0 <= self.dead_zone <= 64.0:
@@ -158,14 +162,16 @@ class SampleConfig:
 
 @torch.no_grad()
 def next_frame(model: WorldModel, context, context_action, context_mask, action, has_action,
-               cfg: SampleConfig, generator=None, context_levels=None, text=None, recall=None):
+               cfg: SampleConfig, generator=None, context_levels=None, text=None, recall=None, canvas=None):
     """One new frame after a context.
 
     context (B, Tc, C, H, W) clean frames; context_action (B, Tc, A) and context_mask (B, Tc):
     the action that produced each context frame; action (B, A), has_action (B,): the action
     taken after the last context frame; context_levels (Tc,): the noise level each context
     frame is kept at (default: `cfg.context_noise` for all; 1: a blank); text (B, L): the
-    caption's word ids (text models); recall: a pose memory's view of the new frame (WorldModel.forward).
+    caption's word ids (text models); recall: a pose memory's view of the new frame (WorldModel.forward);
+    canvas: the rollout's pretrain/canvas.Canvas of the last context frame (not with guidance; its `pending`
+    is the new frame's after the call).
     -> (B, C, H, W).
     """
     B, Tc = context.shape[:2]
@@ -202,6 +208,8 @@ def next_frame(model: WorldModel, context, context_action, context_mask, action,
             if recall is not None and recall[0] is not None:
                 seen = (torch.cat([recall[0], recall[0]]), torch.cat([recall[1], recall[1]]))
         mem = {} if seen is None or seen[0] is None else {"recall": seen}
+        if canvas is not None and not guided:
+            mem["canvas"] = canvas
         v = model(xin, t, action[:, None], has_action[:, None], past_kv=kv, start=Tc, prev=prev, prev_t=prev_t, **zone,
                   **extra, **mem).float()
         if guided:
@@ -230,6 +238,7 @@ def rollout(model: WorldModel, context, actions, has_action, horizon: int, cfg: 
     blanks = any(v >= 1.0 for v in levels[:Tc])  # a prompt-only rollout's context shows nothing to recall
     memory = None if blanks else pose_memory(model, context, actions[:, :Tc + horizon - 1], has_action[:, :Tc + horizon - 1],
                                              cfg.memory)
+    canvas = None if blanks or not cfg.canvas or cfg.guidance != 1.0 or not can_recall(model) else make_canvas(model, context[:, -1])
     for _ in range(horizon):
         n = len(frames)
         lo = max(0, n - window)
@@ -237,7 +246,9 @@ def rollout(model: WorldModel, context, actions, has_action, horizon: int, cfg: 
         a_ctx, m_ctx = shift_actions(actions[:, lo:n], has_action[:, lo:n])  # window frame 0: null
         recall = None if memory is None else memory.recall(frames, n)
         new = next_frame(model, ctx, a_ctx, m_ctx, actions[:, n - 1], has_action[:, n - 1], cfg, generator, levels[lo:],
-                         text, recall)
+                         text, recall, canvas)
+        if canvas is not None:
+            canvas.commit()
         frames.append(new.clamp(-1, 1))
         levels.append(cfg.generated_noise)
         if memory is not None:
@@ -248,6 +259,15 @@ def rollout(model: WorldModel, context, actions, has_action, horizon: int, cfg: 
 def can_recall(model: WorldModel) -> bool:
     """Whether pose memory works for this model: pixel frames and a camera warp (a fitted field of view)."""
     return not getattr(model.cfg, "latent_channels", 0) and getattr(model.cfg, "camera_fov_deg", 0.0) > 0
+
+
+def make_canvas(model: WorldModel, real: torch.Tensor):
+    """The pretrain/canvas.Canvas of a rollout starting after the real frame `real` (B, C, H, W)."""
+    from .canvas import Canvas
+
+    hud = model.hud if getattr(model.cfg, "hud_mask", False) else None
+    fill = model.hud_fill_index() if getattr(model.cfg, "hud_fill", False) else None
+    return Canvas(real, hud, fill)
 
 
 def pose_memory(model: WorldModel, context, actions, has_action, max_age: int):

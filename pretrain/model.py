@@ -398,7 +398,7 @@ class WorldModel(nn.Module):
         return x.reshape(B, T, C, g * p, g * p)  # (B, T, C, H, W)
 
     def forward(self, x, t, action, action_mask, past_kv=None, start=0, return_kv=False, prev=None, prev_t=None,
-                dead_zone=None, text=None, recall=None):
+                dead_zone=None, text=None, recall=None, canvas=None):
         """x (B, T, C, H, W), t (B, T), action (B, T, A), action_mask (B, T) bool -> v (B, T, C, H, W).
 
         past_kv: per-block temporal K/V of earlier frames (from a previous call with
@@ -408,12 +408,16 @@ class WorldModel(nn.Module):
         dropped (x_skip; none: the config's, the one it was trained with; samplers pass their own);
         text (B, L): word ids of each window's caption (pretrain/text.py; models with a caption encoder);
         recall (seen (B, C, H, W), take (B, H, W) bool) or None: what a pose memory shows of the last frame's
-        view (pretrain/memory.py), which replaces the turned previous frame where `take` (x_skip with a warp).
+        view (pretrain/memory.py), which replaces the turned previous frame where `take` (x_skip with a warp);
+        canvas: a rollout's pretrain/canvas.Canvas of `prev` (one new frame, x_skip with a warp): the warps
+        move its coordinates with the frame, and the base samples the real frame once (its `pending` is the new one's).
         """
         T, cfg = x.shape[1], self.cfg
         seen = x * (1 - t)[..., None, None, None] if cfg.signal_input else x  # (B, T, C, H, W)
         if cfg.prediction == "x_skip":
             before, levels = previous_frames(x, t, prev, prev_t)
+            if canvas is not None:  # (B, 1, 2C + 2, H, W): the frame, its sharp layer, their coordinates
+                before = canvas.stack(before[:, 0])[:, None]
             source = before
             if cfg.hud_fill:  # the HUD is not part of the scene: fill it from beside it before turning
                 source = before.flatten(-2)[..., self.hud_fill_index()].view_as(before)
@@ -421,10 +425,14 @@ class WorldModel(nn.Module):
             if cfg.hud_mask:  # the HUD stays where it is, whatever the turn
                 turned = torch.where(self.hud > 0.5, before, turned)
             if recall is not None and recall[0] is not None:  # a remembered view of the newest frame: the better base
-                last = torch.where(recall[1][:, None], recall[0].to(turned.dtype), turned[:, -1])
+                if canvas is not None:
+                    last = canvas.with_recall(turned[:, -1], recall[0], recall[1])
+                else:
+                    last = torch.where(recall[1][:, None], recall[0].to(turned.dtype), turned[:, -1])
                 turned = torch.cat([turned[:, :-1], last[:, None]], dim=1)
             if cfg.turned_input:
-                seen = torch.cat([seen, turned], dim=2)  # (B, T, 2C, H, W)
+                shown = turned if canvas is None else canvas.collapse(turned[:, 0])[:, None].to(x.dtype)
+                seen = torch.cat([seen, shown], dim=2)  # (B, T, 2C, H, W)
         h = self.patch_embed(self.patchify(seen)) + self.pos_embed  # (B, T, N, D)
         c = self.condition(t, action, action_mask, text)  # (B, T, D)
         pos = torch.arange(start, start + T, device=x.device)
@@ -449,7 +457,8 @@ class WorldModel(nn.Module):
                 tau = zone * 2.0 / 255.0  # 8-bit levels in model units ([-1, 1])
                 correction = correction + (correction.sign() * (correction.abs() - tau).clamp_min(0) - correction).detach()
             out = skip_velocity(x, t, correction, turn, before, turned, levels, flow, moving,
-                                self.hud_fill_index() if cfg.hud_fill else None, self.hud if cfg.hud_mask else None)
+                                self.hud_fill_index() if cfg.hud_fill else None, self.hud if cfg.hud_mask else None,
+                                canvas)
         return (out, new_kv) if return_kv else out
 
 
@@ -463,7 +472,8 @@ def previous_frames(x, t, prev=None, prev_t=None):
     return torch.cat([prev[:, None], x[:, :-1]], dim=1), torch.cat([prev_t[:, None], t[:, :-1]], dim=1)
 
 
-def skip_velocity(x, t, correction, turn, before, turned, levels, flow=None, moving=None, fill=None, hud=None):
+def skip_velocity(x, t, correction, turn, before, turned, levels, flow=None, moving=None, fill=None, hud=None,
+                  canvas=None):
     """x_skip: clean frame = (1 - t_prev) * base + correction, base = the previous frame, turned where the
     turn gate says; -> velocity (x_t - x_0) / t.
 
@@ -474,9 +484,13 @@ def skip_velocity(x, t, correction, turn, before, turned, levels, flow=None, mov
     (B, T, 2, H, W) pixels the base is moved by in the frames where `moving` (B, T) (the movement keys
     are held; elsewhere the flow is zero and the base stays exact), its source with the HUD filled
     (`fill`, a hud_fill_index) and the HUD (`hud` (H, W)) left in place; None: no movement flow.
+    canvas (pretrain/canvas.py): before and turned are its stacks (B, 1, 2C + 2, H, W) of one new frame;
+    the base is the stack collapsed after the gate and the flow.
     """
     base = before
-    if turn is not None:
+    if turn is not None and canvas is not None:
+        base = canvas.mix(before[:, 0], turned[:, 0], torch.sigmoid(turn[:, 0].float()))[:, None]
+    elif turn is not None:
         base = before + torch.sigmoid(turn.float()) * (turned - before)  # 1: turned, 0: as it was
     if flow is not None:
         if moving.any():  # (also at a zero flow: the warp's gradient is how the flow learns)
@@ -488,6 +502,8 @@ def skip_velocity(x, t, correction, turn, before, turned, levels, flow=None, mov
                 moved = torch.where(hud > 0.5, base[moving], moved)
             base = base.clone()
             base[moving] = moved.to(base.dtype)
+    if canvas is not None:
+        base = canvas.collapse(base[:, 0])[:, None].to(x.dtype)
     x0 = (1 - levels)[..., None, None, None] * base + correction
     return (x - x0) / t.clamp_min(T_MIN)[..., None, None, None]
 
