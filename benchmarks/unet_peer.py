@@ -145,7 +145,7 @@ class UNetPeer(nn.Module):
                 h = block(h, c)
         return self.conv_out(F.silu(self.norm_out(h)))
 
-    def _frame(self, x_new, t_new, context, t_ctx, action, mask, dead_zone=None, recall=None):
+    def _frame(self, x_new, t_new, context, t_ctx, action, mask, dead_zone=None, recall=None, canvas=None):
         """The new frame's velocity. x_new (B, C, H, W) at levels t_new (B,); context (B, K', C, H, W) at levels
         t_ctx (B, K'); action (B, K'+1, A), mask (B, K'+1): the action into each context frame, then the new one's.
         -> (B, C, H, W)."""
@@ -159,14 +159,17 @@ class UNetPeer(nn.Module):
             mask = torch.cat([mask.new_zeros(B, pad), mask], 1)
         context, t_ctx, action, mask = context[:, -K:], t_ctx[:, -K:], action[:, -K - 1:], mask[:, -K - 1:]
         prev, prev_t = context[:, -1], t_ctx[:, -1]
-        turned = rotate_frames(prev, camera_from_actions(action[:, -1], mask[:, -1]), self.cfg.camera_fov_deg)
+        before = prev if canvas is None else canvas.stack(prev)  # the sampler's canvas: the same warps, as the DiT's
+        turned = rotate_frames(before, camera_from_actions(action[:, -1], mask[:, -1]), self.cfg.camera_fov_deg)
         if recall is not None and recall[0] is not None:  # pose memory's view of the new frame (pretrain/memory.py)
-            turned = torch.where(recall[1][:, None], recall[0].to(turned.dtype), turned)
+            turned = (torch.where(recall[1][:, None], recall[0].to(turned.dtype), turned) if canvas is None
+                      else canvas.with_recall(turned, recall[0], recall[1]))
+        shown = turned if canvas is None else canvas.collapse(turned)
         if self.cfg.signal_input:
             x_in, ctx_in = x_new * (1 - t_new)[:, None, None, None], context * (1 - t_ctx)[..., None, None, None]
         else:
             x_in, ctx_in = x_new, context
-        inp = [x_in, ctx_in.flatten(1, 2)] + ([turned] if self.cfg.turned_input else [])  # (B, C*(1+K[+1]), H, W)
+        inp = [x_in, ctx_in.flatten(1, 2)] + ([shown] if self.cfg.turned_input else [])  # (B, C*(1+K[+1]), H, W)
         a = torch.where(mask[..., None], self.a_embed(action), self.null_action)  # (B, K+1, cd)
         c = self.t_embed(timestep_embedding(t_new, 256)) + self.a_mix(a.flatten(1))  # (B, cd)
         out = self._net(torch.cat(inp, 1), c)[:, None]  # (B, 1, C[+1], H, W)
@@ -181,15 +184,15 @@ class UNetPeer(nn.Module):
         if self.cfg.move_flow:  # as WorldModel.forward: the fields per step walked and strafed, times the keys
             flow, moving = movement_flow(out[:, :, C + int(self.cfg.turns_camera):], action[:, -1:], mask[:, -1:],
                                          self.cfg.move_flow)
-        v = skip_velocity(x_new[:, None], t_new[:, None], correction, gate, prev[:, None], turned[:, None], prev_t[:, None],
-                          flow, moving)
+        v = skip_velocity(x_new[:, None], t_new[:, None], correction, gate, before[:, None], turned[:, None], prev_t[:, None],
+                          flow, moving, canvas=canvas)
         return v[:, 0]
 
     def forward(self, x, t, action, action_mask, past_kv=None, start=0, return_kv=False, prev=None, prev_t=None,
-                dead_zone=None, recall=None):
+                dead_zone=None, recall=None, canvas=None):
         """WorldModel's call: x (B, T, C, H, W), t (B, T), action (B, T, A) (frame t's: the action that produced it),
         action_mask (B, T) -> v (B, T, C, H, W); see the module docstring for past_kv and return_kv; dead_zone:
-        the sampler's (none: the config's); recall: the sampler's pose memory, as WorldModel takes it."""
+        the sampler's (none: the config's); recall and canvas: the sampler's pose memory and canvas, as WorldModel takes them."""
         if return_kv:  # the sampler's context pass: keep the frames, actions, masks and levels for the next call
             meta = torch.cat([action, action_mask[..., None].to(action.dtype), t[..., None].to(action.dtype)], -1)
             return torch.zeros_like(x), [(x, meta)]  # (B, Tc, C, H, W), (B, Tc, A + 2)
@@ -198,7 +201,7 @@ class UNetPeer(nn.Module):
             A = action.shape[-1]
             acts = torch.cat([meta[..., :A], action[:, :1]], 1)
             masks = torch.cat([meta[..., A] > 0.5, action_mask[:, :1]], 1)
-            return self._frame(x[:, 0], t[:, 0], ctx, meta[..., A + 1], acts, masks, dead_zone, recall)[:, None]
+            return self._frame(x[:, 0], t[:, 0], ctx, meta[..., A + 1], acts, masks, dead_zone, recall, canvas)[:, None]
         # training: the last frame of the window from the frames before it
         v = self._frame(x[:, -1], t[:, -1], x[:, :-1], t[:, :-1], action, action_mask)
         out = torch.zeros_like(x)

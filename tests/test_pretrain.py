@@ -315,6 +315,42 @@ def test_movement_keys_move_the_base_by_the_flow_and_releasing_them_moves_nothin
     assert torch.allclose(base_walk[:, 56:], x[0, -1][:, 56:], atol=1e-6)  # the HUD stays
 
 
+@pytest.mark.parametrize("move", ["turn", "walk"])
+def test_the_canvas_samples_the_real_frame_once_however_many_warps_a_rollout_chains(move):
+    # A model that is its warps alone (no correction; the gate fully turned; a step forward moves the picture
+    # half a pixel to the left) rolled out 16 steps on a blocky texture: with the canvas each frame is the
+    # real frame warped once by the sum of the moves (turns about one axis compose; so do even flows);
+    # resampled step by step, each fraction of a pixel blurs it again.
+    cfg = dataclasses.replace(PRESETS["tiny"], camera_fov_deg=70.0, move_flow=2.0)
+    model = WorldModel(cfg).eval()
+    p, C = cfg.patch_size, cfg.channels
+    with torch.no_grad():
+        model.final.bias[C * p * p:(C + 1) * p * p] = 20.0  # the turn gate: sigmoid(20), turned
+        model.final.bias[(C + 1) * p * p:(C + 2) * p * p] = float(np.arctanh(0.25))  # forward: dx 0.5 px
+    g = torch.Generator().manual_seed(0)
+    blocks = torch.rand(1, 3, 8, 8, generator=g) * 2 - 1
+    real = F.interpolate(blocks, size=(64, 64), mode="nearest")  # (1, 3, 64, 64), 8-pixel blocks
+    context = real[:, None].expand(1, 2, 3, 64, 64)
+    steps = 16
+    if move == "turn":  # 1.3 degrees of yaw a step: about 1.04 pixels at 64 px and 70 degrees
+        act = encode_actions(torch.zeros(1, 20), torch.tensor([[0.0, 1.3]]))
+        once = rotate_frames(real, torch.tensor([[0.0, 1.3 * steps]]), 70.0)[0]
+        cols = slice(0, 40)  # what stays in view
+    else:
+        act = encode_actions(F.one_hot(torch.tensor([ACTION_BUTTONS.index("forward")]), 20).float(), torch.zeros(1, 2))
+        once = torch.cat([real[0, :, :, 8:], real[0, :, :, -1:].expand(3, 64, 8)], dim=-1)  # 8 pixels left
+        cols = slice(0, 48)
+    actions = act[:, None].expand(1, 2 + steps - 1, ACTION_DIM)
+    has = torch.ones(1, 2 + steps - 1, dtype=torch.bool)
+    err = {}
+    for canvas in (True, False):
+        sample = SampleConfig(num_steps=1, context_noise=0.0, dead_zone=0.0, memory=0, canvas=canvas)
+        last = rollout(model, context, actions, has, steps, sample)[0, -1]  # (3, 64, 64)
+        err[canvas] = (last - once)[..., cols].abs().mean().item()
+    assert err[True] < 0.01  # one resample: the texture as the summed move shows it
+    assert err[False] > 5 * err[True]  # sixteen: blurred
+
+
 def test_noise_levels_follow_the_sampling_pattern():
     g = torch.Generator().manual_seed(0)
     t, w = sample_noise_levels(4000, 5, FlowConfig(p_sampling_pattern=0.75, p_pure_noise=0.5), generator=g)
