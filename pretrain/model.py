@@ -416,7 +416,7 @@ class WorldModel(nn.Module):
         seen = x * (1 - t)[..., None, None, None] if cfg.signal_input else x  # (B, T, C, H, W)
         if cfg.prediction == "x_skip":
             before, levels = previous_frames(x, t, prev, prev_t)
-            if canvas is not None:  # (B, 1, 2C + 2, H, W): the frame, its sharp layer, their coordinates
+            if canvas is not None:  # (B, 1, 2C + 3, H, W): the frame, its sharp layer, coordinates and share
                 before = canvas.stack(before[:, 0])[:, None]
             source = before
             if cfg.hud_fill:  # the HUD is not part of the scene: fill it from beside it before turning
@@ -484,7 +484,7 @@ def skip_velocity(x, t, correction, turn, before, turned, levels, flow=None, mov
     (B, T, 2, H, W) pixels the base is moved by in the frames where `moving` (B, T) (the movement keys
     are held; elsewhere the flow is zero and the base stays exact), its source with the HUD filled
     (`fill`, a hud_fill_index) and the HUD (`hud` (H, W)) left in place; None: no movement flow.
-    canvas (pretrain/canvas.py): before and turned are its stacks (B, 1, 2C + 2, H, W) of one new frame;
+    canvas (pretrain/canvas.py): before and turned are its stacks (B, 1, 2C + 3, H, W) of one new frame;
     the base is the stack collapsed after the gate and the flow.
     """
     base = before

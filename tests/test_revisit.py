@@ -129,3 +129,11 @@ def test_pose_memory_brings_the_first_visit_back_and_the_cut_peer_does_not(revis
     assert on["model_cut"]["turn360"]["psnr_return"] < turn_on["psnr_return"] - 3.0
     assert turn_on["psnr_return_vs_first_visit"] > turn_off["psnr_return_vs_first_visit"] + 3.0
     assert turn_on["psnr_far"] == pytest.approx(turn_off["psnr_far"], abs=1.0)  # at 180 degrees nothing is in memory
+    # with the canvas (the default sampler) the recall is still the base: a model whose gate turns (its output
+    # bias) brings the first visit back with memory; without it the canvas's coordinates have turned out of view
+    p, C = model.cfg.patch_size, model.cfg.channels
+    with torch.no_grad():
+        model.final.bias[C * p * p:(C + 1) * p * p] = 20.0
+    canvas = {m: revisit_scores(model, PixelCodec(), branches, dataclasses.replace(plain, memory=m, canvas=True),
+                                whole_path=False)["model"]["turn360"] for m in (0, 64)}
+    assert canvas[64]["psnr_return"] > canvas[0]["psnr_return"] + 3.0, canvas
