@@ -25,8 +25,8 @@ image (a per-pixel share, moved with the coordinates, says how much of the sharp
 last real frame's).
 
 What it is not: it does not make up content. What a turn brings into view is the border of `R`
-repeated, plus the network's correction, as before. Text-guided sampling (a doubled batch) and
-latent models do not use it (`usable`).
+repeated, plus the network's correction, as before. Text-guided sampling (a doubled batch), latent
+models and models without a camera warp do not use it (`flow.rollout` decides, as for pose memory).
 """
 
 from __future__ import annotations

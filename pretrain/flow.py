@@ -143,7 +143,7 @@ class SampleConfig:
                       "other rollout figures within 0.15 dB)", 64)
     canvas: bool = doc("rollouts sample the last real frame once through all the warps since, instead of resampling "
                        "each generated frame (pretrain/canvas.py; models with a camera warp, no text guidance; issue 18's "
-                       "log, section 28: textures kept, the colour drift at 33-64 frames halved, rollout PSNR 0.4-0.6 dB lower)",
+                       "log, section 28: textures kept, the colour drift at 33-64 frames cut by 0.04-0.05, rollout PSNR 0.1-0.5 dB lower)",
                        True)
 
     def __post_init__(self):
