@@ -155,8 +155,24 @@ class Dataset:
         names = list(columns or schema.FRAME_SCHEMA.names)
         stored = schema.frame_schema(self.version)
         have = [n for n in names if n in stored.names]
-        table = self._shard(ref.shard).read_rows(ref.row_start + start, ref.row_start + stop, have)
-        return with_null_columns(table, names)
+        keys = [k for k in ("episode_id", "step") if k not in have]
+        table = self._shard(ref.shard).read_rows(ref.row_start + start, ref.row_start + stop, have + keys)
+        self._check_rows(table, episode_id, ref, start)
+        return with_null_columns(table.drop_columns(keys), names)
+
+    def _check_rows(self, table: pa.Table, episode_id: str, ref: EpisodeRef, start: int) -> None:
+        """UserError naming the row unless the rows are steps start, start + 1, ... of `episode_id`: a
+        shard rewritten by another tool (rows reordered, a step repeated or dropped) or an episodes
+        table that points at the wrong rows would otherwise hand a trainer frames out of order."""
+        ids = table.column("episode_id").cast(pa.string()).to_numpy(zero_copy_only=False)
+        steps = table.column("step").to_numpy(zero_copy_only=False)
+        bad = np.flatnonzero((ids != episode_id) | (steps != np.arange(start, start + len(steps))))
+        if len(bad):
+            i = int(bad[0])
+            raise UserError(f"{self.location.uri}/{ref.shard} row {ref.row_start + start + i}: holds step {steps[i]} of "
+                            f"episode {ids[i]!r}, but {schema.EPISODES_NAME} puts step {start + i} of {episode_id!r} "
+                            "there (rows reordered, repeated or dropped by another tool?); run "
+                            f"`worldloom dataset validate {self.location.uri}`")
 
     def frames(self, episode_id: str, start: int = 0, stop: int | None = None) -> Clip:
         """Steps `[start, stop)` of an episode, decoded (the whole episode by default)."""
@@ -185,6 +201,7 @@ class Dataset:
         if labeled:
             buttons = np.stack([table.column(c).to_numpy(zero_copy_only=False) for c in schema.BUTTON_COLUMNS], axis=1)
             camera = np.stack([table.column(c).to_numpy(zero_copy_only=False) for c in schema.CAMERA_COLUMNS], axis=1)
+            self._check_actions(table, ref, start)
             buttons, camera = buttons.astype(bool), camera.astype(np.float32)  # (T, 20), (T, 2)
         confidence = None
         if table.column("label_confidence").null_count < table.num_rows:
@@ -197,6 +214,24 @@ class Dataset:
             label_source=ref.label_source, label_model=ref.label_model, label_confidence=confidence,
             captions=_captions(table) if captioned else None,
         )
+
+
+    def _check_actions(self, table: pa.Table, ref: EpisodeRef, start: int) -> None:
+        """UserError naming the row and column of a labeled step whose action is null, NaN, infinite or
+        beyond the camera's [-180, 180] degrees: such a value is corrupt data, not an action, and it would
+        reach a trainer's loss as a NaN (or an overflow) far from the file that holds it."""
+        for name in schema.ACTION_COLUMNS:
+            column = table.column(name)
+            bad = column.is_null().to_numpy(zero_copy_only=False)
+            if name in schema.CAMERA_COLUMNS:
+                values = column.fill_null(0.0).to_numpy().astype(np.float64)
+                bad = bad | ~(np.abs(values) <= schema.CAMERA_LIMIT)  # NaN fails the comparison
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise UserError(f"{self.location.uri}/{ref.shard} row {ref.row_start + start + i}: {name} is "
+                                f"{_shown(column[i].as_py())} in an episode labeled {ref.label_source!r} (camera: finite "
+                                f"degrees in [-{schema.CAMERA_LIMIT:g}, {schema.CAMERA_LIMIT:g}]; buttons: not null); "
+                                f"fix the value, or run `worldloom dataset validate {self.location.uri}` for every such row")
 
 
 def with_null_columns(table: pa.Table, names: list[str]) -> pa.Table:
@@ -218,3 +253,7 @@ def _captions(table: pa.Table) -> list[str | None] | None:
 
 def _floats(column: pa.ChunkedArray) -> np.ndarray:
     return column.fill_null(float("nan")).to_numpy().astype(np.float32)
+
+
+def _shown(value) -> str:
+    return "null" if value is None else repr(value)

@@ -226,3 +226,46 @@ def test_writer_error_keeps_finished_episodes(tmp_path):
             w.add_episode("kept", pixel_frames(5, 32, 32))
             raise RuntimeError("the env crashed")
     assert Dataset(root).episode_ids == ["kept"]
+
+
+def _rewrite_first_shard(root, edit) -> str:
+    """Rewrite the dataset's first shard with pyarrow, as another tool would; its relative path."""
+    rel = json.loads((root / "dataset.json").read_text())["shards"][0]["path"]
+    table = pq.read_table(root / rel)
+    pq.write_table(edit(table), root / rel)
+    return rel
+
+
+def _set(table, name, index, value):
+    import pyarrow as pa
+
+    values = table.column(name).to_pylist()
+    values[index] = value
+    return table.set_column(table.schema.get_field_index(name), name, pa.array(values, table.schema.field(name).type))
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda t: _set(t, "action_camera_yaw", 5, float("nan")), "row 5: action_camera_yaw is nan"),
+    (lambda t: _set(t, "action_camera_pitch", 5, float("inf")), "row 5: action_camera_pitch is inf"),
+    (lambda t: _set(t, "action_camera_yaw", 5, 1e30), "row 5: action_camera_yaw is 1.0000000150474662e+30"),
+    (lambda t: _set(t, "action_camera_yaw", 5, None), "row 5: action_camera_yaw is null"),
+    (lambda t: _set(t, "action_jump", 5, None), "row 5: action_jump is null"),
+    (lambda t: _set(t, "step", 6, 5), "row 6: holds step 5 of episode 'ep-0'"),  # a step repeated
+    (lambda t: t.take(list(range(3)) + [4, 3] + list(range(5, t.num_rows))), "row 3: holds step 4"),  # reordered
+    (lambda t: _set(t, "step", 39, 40), "row 39: holds step 40"),  # a gap
+], ids=["nan", "inf", "huge", "null-camera", "null-button", "duplicate-step", "reordered", "gap"])
+def test_training_readers_refuse_rows_another_tool_broke(small_dataset, edit, words):
+    """A labeled step whose action is not a finite, in-range value, or rows that are not the episode's
+    steps in order, are refused where they are read, naming the shard and row: never a traceback
+    (NaN two-hot targets), a loss of NaN blamed on the learning rate, or frames trained out of order."""
+    from worldloom.agent.data import load_bc_episodes
+    from worldloom.idm.data import load_episodes
+
+    rel = _rewrite_first_shard(small_dataset, edit)
+    for read in (lambda: Dataset(small_dataset).frames("ep-0"),
+                 lambda: load_episodes([str(small_dataset)]),
+                 lambda: load_bc_episodes([str(small_dataset)], "dataset")):
+        with pytest.raises(UserError, match="dataset validate") as err:
+            read()
+        assert f"{small_dataset}/{rel} {words}" in str(err.value) and "\n" not in str(err.value)
+    assert Dataset(small_dataset).frames("ep-1").frames.shape == (33, 32, 32, 3)  # the other shard reads as before
