@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 
+from worldloom.config import finite_float
 from worldloom.errors import UserError
 from worldloom.paths import redact_uri
 from worldloom.progress import counted
@@ -166,7 +167,7 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     p = sub.add_parser("captions", help="engine-exact captions per clip from the state columns, as JSON lines (docs/captions.md)")
     p.add_argument("path", help="dataset directory or URI")
     p.add_argument("--out", required=True, help="output .jsonl file (one object per clip)")
-    p.add_argument("--clip-seconds", type=float, default=2.0, help="clip length in seconds (default: 2)")
+    p.add_argument("--clip-seconds", type=finite_float, default=2.0, help="clip length in seconds (default: 2)")
     p.set_defaults(handler=cmd_captions)
 
     from worldloom.config import add_dataclass_args

@@ -267,3 +267,22 @@ def test_ctrl_c_while_the_stage_loads_is_one_line_and_130(monkeypatch, capsys):
     monkeypatch.setattr(cli.importlib, "import_module", ctrl_c_while_importing)
     assert main(["dataset", "inspect", "d"]) == 130
     assert capsys.readouterr().err.strip() == "worldloom dataset: interrupted"
+
+
+def test_every_number_flag_refuses_nan_and_inf_while_parsing():
+    """`--lr nan` passed every `lr <= 0` check after it (a comparison with NaN is false) and reached the
+    optimizer as a traceback; every float flag of every command now refuses NaN and infinities itself."""
+    checked = []
+    for path, action in _walk(build_parser()):
+        try:
+            is_float = isinstance(action.type("0.5"), float)
+        except Exception:  # noqa: BLE001 - not a number flag (str, int, JSON, ...)
+            continue
+        if not is_float:
+            continue
+        for bad in ("nan", "inf", "-inf", "NaN"):
+            with pytest.raises(argparse.ArgumentTypeError, match="finite"):
+                action.type(bad)
+        checked.append((*path, action.option_strings[0]))
+    assert ("idm", "train", "--lr") in checked and ("pretrain", "train", "--lr") in checked
+    assert ("agent", "train", "--lr") in checked and ("dataset", "captions", "--clip-seconds") in checked

@@ -33,7 +33,7 @@ from worldloom.errors import UserError
 
 T = TypeVar("T")
 
-__all__ = ["doc", "add_dataclass_args", "dataclass_from_args", "to_json_dict", "flag_name", "deprecated_flag",
+__all__ = ["doc", "add_dataclass_args", "dataclass_from_args", "to_json_dict", "flag_name", "deprecated_flag", "finite_float",
            "check_range", "flag_words"]
 
 
@@ -94,6 +94,18 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def finite_float(text: str) -> float:
+    """A float flag's value: `nan` and `inf` are refused while parsing, since every range check
+    after it (`lr <= 0`, `low <= value <= high`) is false for a NaN and lets it through to the run."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (),
                        deprecated: dict[str, str] | None = None) -> None:
     """Add one flag per field of the dataclass `cls` (one level of nesting for dataclass fields).
@@ -141,7 +153,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...
                 parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                     help=help_text)
             continue
-        parse = kind if kind in (int, float, str) else str
+        parse = finite_float if kind is float else kind if kind in (int, str) else str
         if kind is dict:
             parse = json.loads
         parser.add_argument(flag, dest=dest, type=parse, nargs="+" if many else None, default=argparse.SUPPRESS,
