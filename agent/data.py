@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from worldloom.actions import NUM_BUTTONS, camera_to_bin_position
-from worldloom.datasets.storage import record_at_hint
 from worldloom.errors import UserError
 from worldloom.idm import data as idm_data
 from worldloom.idm.data import Episode
@@ -60,6 +59,7 @@ def load_bc_episodes(paths: tuple[str, ...] | list[str], labels: str = "dataset"
     one without labels (label_source none: label it with the IDM, or train with --labels noop)."""
     if labels not in LABELS:
         raise UserError(f"labels must be one of {', '.join(LABELS)}, got {labels!r}")
+    idm_data.open_datasets(paths, same_frames=True)  # none twice, one frame size and fps
     infos = [describe(p) for p in paths]
     episodes: list[Episode] = []
     for info in infos:
@@ -73,11 +73,6 @@ def load_bc_episodes(paths: tuple[str, ...] | list[str], labels: str = "dataset"
                 ep.buttons = np.zeros((ep.num_steps, NUM_BUTTONS), bool)
                 ep.camera = np.zeros((ep.num_steps, 2), np.float32)
             episodes.append(ep)
-    sizes = {ep.frames.shape[1:3] for ep in episodes}
-    if len(sizes) > 1:
-        h, w = episodes[0].frames.shape[1:3]
-        raise UserError(f"the datasets' frames differ in size ({sorted(sizes)}): train on datasets of one frame size: "
-                        f"leave some out of --data, or {record_at_hint(w, h)}")
     return episodes, infos
 
 

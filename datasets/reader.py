@@ -234,6 +234,49 @@ class Dataset:
                                 f"fix the value, or run `worldloom dataset validate {self.location.uri}` for every such row")
 
 
+def check_distinct(datasets: list[Dataset]) -> None:
+    """UserError when datasets given together hold the same data twice: one folder named twice, or a
+    copy (an episode in two of them: the same id, length, seed and env_config, which for ingested
+    video names the source file's hash): its episodes would count twice, and a split by episode
+    could put one copy in training and the other in validation."""
+    folders: dict[str, str] = {}
+    owner: dict[tuple, str] = {}
+    for ds in datasets:
+        loc = ds.location
+        key = os.path.realpath(loc.path) if loc.is_local else loc.path
+        if key in folders:
+            raise UserError(f"{loc.uri} is given twice (also as {folders[key]}): its episodes would count twice; "
+                            "give each dataset once")
+        folders[key] = loc.uri
+        for key in _episode_keys(ds.episodes):
+            if key in owner:
+                raise UserError(f"{loc.uri}: episode {key[0]!r} is also in {owner[key]} (a copy of the same data?): it "
+                                "would count twice, and could be trained on and validated on at once; leave one out")
+            owner[key] = loc.uri
+
+
+def _episode_keys(episodes: pa.Table) -> list[tuple]:
+    """(episode_id, num_steps, seed, env_config) of each episode: what makes two of them the same play."""
+    names = ("episode_id", "num_steps", "seed", "env_config")
+    columns = [episodes.column(n).to_pylist() if n in episodes.column_names else [None] * episodes.num_rows
+               for n in names]
+    return list(zip(*columns, strict=True))
+
+
+def check_same_frames(datasets: list[Dataset], what: str = "train on") -> None:
+    """UserError naming the two datasets when their frames differ in size or rate: an action is a
+    step's, so a model trained on both would learn two meanings for the same camera degrees."""
+    first = datasets[0]
+    want = (first.spec.height, first.spec.width, float(first.spec.fps))
+    for ds in datasets[1:]:
+        have = (ds.spec.height, ds.spec.width, float(ds.spec.fps))
+        if have != want:
+            raise UserError(f"datasets disagree: {first.location.uri} is {want[1]}x{want[0]} at {want[2]:g} fps, "
+                            f"{ds.location.uri} is {have[1]}x{have[0]} at {have[2]:g} fps; {what} datasets with one "
+                            f"frame size and fps: leave one out of --data, or "
+                            f"{storage.record_at_hint(want[1], want[0])} at {want[2]:g} fps")
+
+
 def with_null_columns(table: pa.Table, names: list[str]) -> pa.Table:
     """`table` with `names` in order, the ones it lacks (columns added in a later format version) as nulls."""
     types = {f.name: f.type for f in schema.FRAME_SCHEMA}

@@ -56,12 +56,25 @@ def _column(table, name: str, default=None) -> list:
     return table.column(name).to_pylist() if name in table.column_names else [default] * table.num_rows
 
 
+def open_datasets(sources: list[str] | tuple[str, ...], same_frames: bool = False) -> list:
+    """`open_dataset` of each, after the checks of datasets given together: none given twice (nor a copy),
+    and with `same_frames` (training) one frame size and fps. UserError (one line) naming them."""
+    from worldloom.datasets.reader import check_distinct, check_same_frames
+
+    datasets = [open_dataset(root) for root in sources]
+    check_distinct(datasets)
+    if same_frames and datasets:
+        check_same_frames(datasets)
+    return datasets
+
+
 def load_episodes(sources: list[str] | tuple[str, ...], require_labels: bool = True,
-                  label_sources: tuple[str, ...] = ("env",), max_episodes: int | None = None) -> list[Episode]:
-    """Every episode of `sources` whose label_source is in `label_sources` (all if unlabeled ok)."""
+                  label_sources: tuple[str, ...] = ("env",), max_episodes: int | None = None,
+                  same_frames: bool = False) -> list[Episode]:
+    """Every episode of `sources` whose label_source is in `label_sources` (all if unlabeled ok);
+    `same_frames` for training (open_datasets)."""
     episodes: list[Episode] = []
-    for root in sources:
-        ds = open_dataset(root)
+    for root, ds in zip(sources, open_datasets(sources, same_frames), strict=True):
         table = ds.episodes
         ids, sources_col = _column(table, "episode_id"), _column(table, "label_source", "env")
         seeds, splits, steps = _column(table, "seed"), _column(table, "split"), _column(table, "num_steps", 0)

@@ -245,7 +245,7 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
     if finished and button_thresholds(cfg.out) is not None:
         print(finished, file=sys.stderr)  # its thresholds, curves and config are left as they are
         return Path(cfg.out)
-    episodes = idm_data.load_episodes(cfg.data, require_labels=True)  # command leaves no config.json behind
+    episodes = idm_data.load_episodes(cfg.data, require_labels=True, same_frames=True)  # command leaves no config.json behind
     idm_data.check_frame_size(episodes, mcfg.height, mcfg.width, "training")
     train_eps, val_eps = idm_data.split_episodes(idm_data.usable(episodes, mcfg.num_frames), cfg.val_fraction, cfg.seed)
     if finished:  # stopped on its last step (Ctrl-C, a kill) before its press thresholds were fitted: fit them now

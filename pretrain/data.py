@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from worldloom.actions import BUTTONS
 from worldloom.datasets import Dataset
-from worldloom.datasets.storage import record_at_hint
+from worldloom.datasets.reader import check_distinct, check_same_frames
 from worldloom.errors import UserError
 from worldloom.progress import counted
 
@@ -40,30 +40,23 @@ def check_sources(paths: Sequence[str], min_steps: int = 2) -> SourceSpec:
     """Open every dataset; refuse empty ones and ones that disagree on size, fps or action space."""
     if not paths:
         raise UserError("no dataset given: pass --data DIR [DIR ...]")
-    first = None
+    datasets = [Dataset(path) for path in paths]
+    check_distinct(datasets)
+    check_same_frames(datasets)
     episodes = frames = 0
     labels: set[str] = set()
-    for path in paths:
-        ds = Dataset(path)
+    for path, ds in zip(paths, datasets, strict=True):
         longest = max((ds.episode(e).num_steps for e in ds.episode_ids), default=0)
         if len(ds) == 0 or longest < min_steps:
             raise UserError(f"{path}: no episode with at least {min_steps} steps ({counted(len(ds), 'episode')}); capture more data first")
         buttons = tuple(ds.manifest.get("action_space", {}).get("buttons", BUTTONS))
         if buttons != BUTTONS:
             raise UserError(f"{path}: action space {list(buttons)} differs from WorldLoom's {list(BUTTONS)}")
-        here = (ds.spec.height, ds.spec.width, float(ds.spec.fps))
-        if first is None:
-            first = (path, here)
-        elif here != first[1]:
-            raise UserError(
-                f"datasets disagree: {first[0]} is {first[1][1]}x{first[1][0]} at {first[1][2]:g} fps, "
-                f"{path} is {here[1]}x{here[0]} at {here[2]:g} fps; train on datasets with one frame size and fps: "
-                f"leave one out of --data, or {record_at_hint(first[1][1], first[1][0])} at {first[1][2]:g} fps"
-            )
         episodes += len(ds)
         frames += ds.num_frames
         labels.update(ds.episodes.column("label_source").to_pylist())
-    return SourceSpec(first[1][0], first[1][1], first[1][2], episodes, frames, tuple(sorted(labels)))
+    spec = datasets[0].spec
+    return SourceSpec(spec.height, spec.width, float(spec.fps), episodes, frames, tuple(sorted(labels)))
 
 
 def frames_to_model(frames: torch.Tensor, image_size: int) -> torch.Tensor:

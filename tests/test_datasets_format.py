@@ -269,3 +269,30 @@ def test_training_readers_refuse_rows_another_tool_broke(small_dataset, edit, wo
             read()
         assert f"{small_dataset}/{rel} {words}" in str(err.value) and "\n" not in str(err.value)
     assert Dataset(small_dataset).frames("ep-1").frames.shape == (33, 32, 32, 3)  # the other shard reads as before
+
+
+def test_every_trainer_refuses_datasets_that_cannot_be_used_together(small_dataset, tmp_path):
+    """The same dataset given twice (by another spelling of its path, or as a copy) would count
+    twice and could put one copy in training and the other in validation; two frame rates would
+    give the same camera degrees two meanings. All three trainers refuse both, in one line."""
+    import shutil
+
+    from worldloom.agent.data import load_bc_episodes
+    from worldloom.idm.data import load_episodes
+    from worldloom.pretrain.data import check_sources
+
+    shutil.copytree(small_dataset, tmp_path / "copy")
+    with DatasetWriter(tmp_path / "slow", 32, 32, fps=10) as w:
+        buttons, camera = random_actions(40, seed=9)
+        w.add_episode("other", pixel_frames(40, 32, 32, seed=9), buttons=buttons, camera=camera)
+    same, copy, slow = str(small_dataset), str(tmp_path / "copy"), str(tmp_path / "slow")
+    cases = [([same, same + "/"], f"{same}/ is given twice (also as {same})"),
+             ([same, copy], f"{copy}: episode 'ep-0' is also in {same} (a copy of the same data?)"),
+             ([same, slow], f"datasets disagree: {same} is 32x32 at 20 fps, {slow} is 32x32 at 10 fps")]
+    trainers = (lambda d: load_episodes(d, same_frames=True), lambda d: load_bc_episodes(d), check_sources)
+    for data, words in cases:
+        for train in trainers:
+            with pytest.raises(UserError) as err:
+                train(data)
+            assert str(err.value).startswith(words) and "\n" not in str(err.value), err.value
+    assert len(load_episodes([same, slow])) == 4  # evaluation may mix rates (and sizes: it resizes)
