@@ -149,10 +149,12 @@ def read_manifest(loc: Location) -> dict | None:
         raise UserError(f"{loc.uri}/{schema.MANIFEST_NAME}: not valid JSON ({err}); restore it from a backup or re-create the dataset") from None
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if isinstance(version, bool) or version not in schema.READABLE_VERSIONS:
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > max(schema.READABLE_VERSIONS)
         raise UserError(
             f"{loc.uri}/{schema.MANIFEST_NAME}: format_version is {version!r}, this WorldLoom reads "
-            f"versions {' and '.join(map(str, schema.READABLE_VERSIONS))}; use the WorldLoom release that wrote it "
-            "or convert the dataset"
+            f"versions {' and '.join(map(str, schema.READABLE_VERSIONS))}; "
+            + ("it was written by a newer WorldLoom: upgrade WorldLoom to read it" if newer else
+               "use the WorldLoom release that wrote it or convert the dataset")
         )
     check_manifest(manifest, f"{loc.uri}/{schema.MANIFEST_NAME}")
     return manifest

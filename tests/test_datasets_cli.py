@@ -130,7 +130,7 @@ def test_wrong_format_version_is_one_line_without_traceback(small_dataset, capsy
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     (line,) = out.stderr.strip().splitlines()
-    assert "dataset.json: format_version is 4" in line and "WorldLoom" in line
+    assert "dataset.json: format_version is 4" in line and "written by a newer WorldLoom: upgrade WorldLoom" in line
 
 
 def test_inspect_json(small_dataset, capsys):

@@ -177,16 +177,19 @@ def test_older_or_foreign_runs_are_one_line_errors(tmp_path):
     state.write_text(json.dumps({k: v for k, v in doc.items() if k != "format_version"}))
     with pytest.raises(UserError, match=rf"state.json: no format_version .* reads checkpoint formats 1-{checkpoint.FORMAT_VERSION}"):
         checkpoint.load_checkpoint(tmp_path, "idm")
-    state.write_text(json.dumps({**doc, "format_version": 99}))
-    with pytest.raises(UserError, match="format_version 99"):
+    with pytest.raises(UserError, match="retrain the run"):
         checkpoint.load_checkpoint(tmp_path, "idm")
+    state.write_text(json.dumps({**doc, "format_version": 99}))  # a newer run: upgrading keeps it, retraining would not
+    with pytest.raises(UserError, match="format_version 99; .* written by a newer WorldLoom: upgrade WorldLoom") as err:
+        checkpoint.load_checkpoint(tmp_path, "idm")
+    assert "retrain" not in str(err.value)
     state.write_text(json.dumps(doc))
     with pytest.raises(UserError, match="an IDM run, not a world model run"):
         checkpoint.read_run_config(tmp_path, "world_model")
     with pytest.raises(UserError, match="not a world model run"):
         checkpoint.read_run_config(tmp_path / "elsewhere", "world_model")
     state.write_text("{not json")
-    with pytest.raises(UserError, match="cannot read it as JSON"):
+    with pytest.raises(UserError, match="cannot read it as JSON .*; restore the run from its source"):
         checkpoint.load_checkpoint(tmp_path, "idm")
 
 

@@ -62,8 +62,11 @@ def _check_version(doc: Any, path: Path, kind: str) -> dict:
     version = doc.get("format_version")
     if type(version) is not int or version not in READABLE_VERSIONS:
         said = "no format_version (written by WorldLoom 0.1 or another tool)" if version is None else f"format_version {version!r}"
+        # A newer run is kept and read by a newer WorldLoom: retraining it would throw its training away.
+        todo = ("written by a newer WorldLoom: upgrade WorldLoom to use it" if type(version) is int and version > FORMAT_VERSION
+                else "retrain the run with this version")
         raise UserError(f"{path}: {said}; this WorldLoom reads checkpoint formats {READABLE_VERSIONS[0]}-{FORMAT_VERSION}: "
-                        "retrain the run with this version")
+                        f"{todo}")
     if doc.get("kind") != kind:
         raise UserError(f"{path}: {_kind_name(str(doc.get('kind')))} run, not {_kind_name(kind)} run; pass {_kind_name(kind)} "
                         "run directory")
@@ -85,8 +88,9 @@ def _run_file(run_dir: str | Path, *parts: str) -> Path:
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise UserError(f"{path}: cannot read it as JSON ({err})") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise UserError(f"{path}: cannot read it as JSON ({err}); restore the run from its source, or train "
+                        "it again with a new --out") from None
 
 
 def write_run_config(run_dir: str | Path, kind: str, doc: Mapping[str, Any]) -> None:
