@@ -170,6 +170,39 @@ def test_non_finite_tensors_are_never_written_and_refused_on_load(tmp_path):
         checkpoint.load_checkpoint(tmp_path, "idm")
 
 
+@pytest.mark.parametrize("how", ["ctrl-c between the renames", "error in the second rename"])
+def test_a_checkpoint_replaced_while_interrupted_keeps_a_whole_one_under_its_name(tmp_path, monkeypatch, how):
+    """Replacing checkpoint/ takes two renames; a Ctrl-C or an error between them left no checkpoint/
+    at all (a resume restarted from step 0). Now a signal waits for the second rename, and an error
+    in it puts the old checkpoint back; either way no hidden temporary is left behind."""
+    import signal
+
+    from worldloom import io
+
+    _save(tmp_path)  # step 4
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        if not os.path.isdir(src):  # config.json's own rename
+            return real(src, dst)
+        calls.append(dst)
+        if how.startswith("ctrl-c") and len(calls) == 1:
+            real(src, dst)
+            os.kill(os.getpid(), signal.SIGINT)  # Python's handler: KeyboardInterrupt at the next bytecode
+            return
+        if how.startswith("error") and len(calls) == 2:
+            raise OSError("disk full")
+        real(src, dst)
+
+    monkeypatch.setattr(io.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt if how.startswith("ctrl-c") else OSError):
+        _save(tmp_path, step=5)
+    monkeypatch.setattr(io.os, "replace", real)
+    assert checkpoint.read_state(tmp_path, "idm")["step"] == (5 if how.startswith("ctrl-c") else 4)
+    assert checkpoint.load_checkpoint(tmp_path, "idm")[0]["model"]["weight"].shape == (2, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "config.json"]
+
+
 def test_older_or_foreign_runs_are_one_line_errors(tmp_path):
     _save(tmp_path)
     state = tmp_path / "checkpoint" / "state.json"

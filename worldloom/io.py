@@ -45,15 +45,56 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         if tmp.is_dir() and path.is_dir():
-            old = temporary_name(path)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            _remove(old)
+            _swap_dirs(tmp, path)
         else:
             os.replace(tmp, path)
     except BaseException:
         _remove(tmp)
         raise
+
+
+def _swap_dirs(new: Path, path: Path) -> None:
+    """Put the directory `new` at `path` and delete the old one there. A directory cannot be renamed
+    over another, so it takes two renames; between them `path` would name nothing, and a second
+    Ctrl-C there lost the last good checkpoint (a resume started from step 0). SIGINT and SIGTERM
+    wait until both are done, and an error in the second puts the old directory back."""
+    old = temporary_name(path)
+    swapped = False
+    try:
+        with _signals_held():
+            os.replace(path, old)
+            try:
+                os.replace(new, path)
+            except BaseException:
+                os.replace(old, path)
+                raise
+            swapped = True
+    finally:
+        if swapped:  # also when a held signal is delivered on the way out: the new one is in place
+            _remove(old)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM taken inside the block reach their handlers when it ends (main thread only,
+    where Python runs every signal handler: masking the thread would not do, since the kernel hands a
+    signal to any thread of the process that does not block it, and torch starts several)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    taken: list[int] = []
+    signums = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda signum, frame: taken.append(signum)) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        for signum in taken:
+            signal.raise_signal(signum)
 
 
 def _remove(path: Path) -> None:
