@@ -95,7 +95,7 @@ class TrainConfig:
         for name in ("batch_size", "log_every", "eval_every", "checkpoint_every", "val_windows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("threads", "minutes", "window", "warmup_steps"):
+        for name in ("threads", "minutes", "window", "warmup_steps", "weight_decay", "camera_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.val_fraction < 1:

@@ -115,7 +115,7 @@ class TrainConfig:
         for name in ("log_every", "eval_every", "checkpoint_every", "val_windows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("threads", "minutes", "max_hours"):
+        for name in ("threads", "minutes", "max_hours", "weight_decay", "camera_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.val_fraction < 1:

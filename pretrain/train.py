@@ -123,6 +123,9 @@ class TrainConfig:
         for name in ("batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("threads", "loader_workers", "ae_steps", "stop_after", "text_layers", "weight_decay"):
+            if getattr(self, name) < 0:  # else torch's own error, as a traceback, after config.json is written
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         check_range("num_workers", self.num_workers, 0 if self.device.startswith("cuda") else 1, MAX_WORKERS,

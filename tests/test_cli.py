@@ -198,6 +198,13 @@ RANGE_CASES = [
     # a config's own check names the flag typed, not the dataclass field (nested ones too)
     (["idm", "train", "--data", "d", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
     (["idm", "train", "--data", "d", "--model.width", "0"], "--model.width must be >= 1, got 0"),
+    # refused while parsing, not by torch once the run's config.json is written (a traceback)
+    (["pretrain", "train", "--data", "d", "--threads", "-1"], "--threads must be >= 0, got -1"),
+    (["pretrain", "train", "--data", "d", "--loader-workers", "-1"], "--loader-workers must be >= 0, got -1"),
+    (["pretrain", "train", "--data", "d", "--weight-decay", "-1"], "--weight-decay must be >= 0, got -1.0"),
+    (["pretrain", "train", "--data", "d", "--ae-steps", "-1"], "--ae-steps must be >= 0, got -1"),
+    (["idm", "train", "--data", "d", "--weight-decay", "-0.5"], "--weight-decay must be >= 0, got -0.5"),
+    (["agent", "train", "--data", "d", "--camera-weight", "-1"], "--camera-weight must be >= 0, got -1.0"),
 ]
 
 
