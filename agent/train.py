@@ -34,6 +34,7 @@ from worldloom.idm import data as idm_data
 from worldloom.idm import metrics
 from worldloom.training import (
     DEVICES,
+    RESUMABLE_FIELDS,
     CtrlC,
     MetricsLog,
     TimeBudget,
@@ -161,8 +162,6 @@ def validate(model: Policy, batch: dict[str, np.ndarray], cfg: TrainConfig, devi
             "val_camera_bin_accuracy": float((pred_bins == true_bins).mean())}
 
 
-# May change when a run is resumed: how long and where it runs, not what it learns.
-RESUMABLE_FIELDS = {"minutes", "max_steps", "device", "threads", "log_every"}
 
 
 def check_resumable(cfg: TrainConfig) -> None:

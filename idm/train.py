@@ -40,6 +40,7 @@ from worldloom.idm.checkpoint import (
 from worldloom.idm.model import IDM, PRESETS, IDMConfig, num_parameters
 from worldloom.training import (
     DEVICES,
+    RESUMABLE_FIELDS,
     CtrlC,
     MetricsLog,
     TimeBudget,
@@ -192,8 +193,6 @@ def validate(model: IDM, batch: dict[str, np.ndarray], cfg: TrainConfig, device:
             "val_camera_bin_accuracy": float((pred_bins == true_bins).mean())}
 
 
-# May change when a run is resumed: how long and where it runs, not what it learns.
-RESUMABLE_FIELDS = {"out", "minutes", "max_steps", "device", "threads", "log_every"}  # "out": a run may be moved
 
 
 def check_resumable(cfg: TrainConfig) -> None:

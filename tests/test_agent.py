@@ -352,6 +352,7 @@ def test_train_records_labels_and_resumes_to_the_same_weights(data, policy_run, 
     train_main(micro_cfg(data["labeled"], partial), stop_after=5)  # killed after step 5: checkpoint at 4
     assert json.loads((partial / "checkpoint" / "state.json").read_text())["step"] == 4
     capsys.readouterr()
+    partial = partial.rename(tmp_path / "moved")  # a run moved (or copied) before its resume: --out may change
     train_main(micro_cfg(data["labeled"], partial))
     assert f"agent train: resuming from step 4 of 6 ({partial / 'checkpoint'})" in capsys.readouterr().err
     a = load_file(f"{policy_run}/checkpoint/model.safetensors")

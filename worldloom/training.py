@@ -35,7 +35,11 @@ from worldloom.interrupts import exit_code, interrupt, sigterm_as_interrupt
 from worldloom.io import atomic_path, atomic_write_text
 
 __all__ = ["lr_at", "resolve_device", "TimeBudget", "MetricsLog", "CtrlC", "TrainingDiverged", "check_finite",
-           "run_steps", "adamw", "DEFAULT_MAX_STEPS", "DEVICES", "exit_code", "interrupt", "sigterm_as_interrupt"]
+           "run_steps", "adamw", "DEFAULT_MAX_STEPS", "RESUMABLE_FIELDS", "DEVICES", "exit_code", "interrupt", "sigterm_as_interrupt"]
+
+# The flags a resumed run may change: how long and where it runs, not what it learns ("out": a run
+# may be moved or copied). One set for the trainers that check a resume's config (idm, agent).
+RESUMABLE_FIELDS = frozenset({"out", "minutes", "max_steps", "device", "threads", "log_every"})
 
 # Without --minutes and --max-steps a run takes this many optimizer steps.
 DEFAULT_MAX_STEPS = 2000
