@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import queue
 import sys
@@ -570,7 +571,9 @@ def _ingest_locked(cfg: IngestConfig, found: list, bad: list[dict]) -> dict:
                "ingested": [], "replaced": [], "failed": [], "warnings": [], "num_steps": 0}
     results = tqdm(run_items(cfg, todo, job_config), total=len(todo), desc="dataset ingest", unit="item")
     said: set[str] = set()
-    for result in [*bad, *unreadable, *results]:
+    # Each item is committed as its result arrives (never a list of all of them first): a Ctrl-C or a
+    # kill half way keeps every item finished before it.
+    for result in itertools.chain(bad, unreadable, results):
         item = result["item"]
         if result["ok"]:
             commit_shards(cfg.out, result["shards"], replace=item["replaces"])

@@ -32,6 +32,7 @@ actors labels items in parallel (each a fraction of a GPU when there is one).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import sys
 import time
@@ -339,7 +340,9 @@ def _label_locked(cfg: LabelConfig, kind: str, found: list, model_id: str) -> di
                "labeled": [], "replaced": [], "failed": [], "truncated": [], "warnings": [], "num_steps": 0}
     results = tqdm(run_items(cfg, todo, model_id, job_config), total=len(todo), desc="idm label", unit="item")
     model_hw, said = (model_cfg.height, model_cfg.width), set()
-    for result in [*unreadable, *results]:
+    # Each item is committed as its result arrives (never a list of all of them first): a Ctrl-C or a
+    # kill half way keeps every item finished before it.
+    for result in itertools.chain(unreadable, results):
         item = result["item"]
         if result["ok"] and tuple(result["source_hw"]) not in said | {model_hw}:
             said.add(tuple(result["source_hw"]))

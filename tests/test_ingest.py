@@ -487,3 +487,26 @@ def test_a_rerun_sweeps_what_a_killed_ingest_left_and_a_second_job_is_refused(tm
         fcntl.flock(held, fcntl.LOCK_EX)
         with pytest.raises(UserError, match="ds: another job .* is writing here"):
             run([tmp_path / "clips"], tmp_path / "ds", format="video")
+
+
+def test_a_ctrl_c_half_way_keeps_the_inputs_ingested_before_it(tmp_path, monkeypatch):
+    """Each input is committed as it finishes: a Ctrl-C during the second keeps the first."""
+    from worldloom.datasets.ingest import Ingester
+    from worldloom.io import write_video
+
+    for i in range(2):
+        write_video(tmp_path / "clips" / f"c{i}.mp4", frames_of(12, 64, first=i), fps=20, pix_fmt="yuv444p", crf=10)
+    real = Ingester.ingest
+
+    def interrupted_at_the_second(self, item):
+        if item["name"] == "c1.mp4":
+            raise KeyboardInterrupt  # what a Ctrl-C raises while the second input is read
+        return real(self, item)
+
+    monkeypatch.setattr(Ingester, "ingest", interrupted_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        run([tmp_path / "clips"], tmp_path / "ds", format="video")
+    assert Dataset(tmp_path / "ds").episode_ids == ["c0.mp4"]
+    monkeypatch.setattr(Ingester, "ingest", real)
+    summary = run([tmp_path / "clips"], tmp_path / "ds", format="video")
+    assert summary["skipped_done"] == 1 and summary["ingested"] == ["c1.mp4"]
