@@ -16,8 +16,9 @@ screen at k / fps seconds, the last one with t_i <= k / fps (what `ffmpeg -vf fp
 gives), and steps run while k / fps is before the end of the last frame (its start plus the
 interval before it). So variable frame rates, jittered timestamps, a missing or wrong header
 rate and a non-zero start all give, at each step, the frame a viewer saw then; frames are never
-blended. A frame with no timestamp, or one not after the previous frame's, is placed one
-header-rate interval after the previous frame: a video with no usable timestamps is timed by its
+blended, and are upright as a player shows them (a display matrix, a phone video's rotation or a
+mirror, is applied as ffmpeg's autorotate does). A frame with no timestamp, or one not after the
+previous frame's, is placed one header-rate interval after the previous frame: a video with no usable timestamps is timed by its
 header rate, and the report's warnings say so. With `timing="frames"` every decoded frame is one
 step, in decode order, whatever its timestamp: what a recording with one logged action per frame
 needs (VPT's jsonl lines, MineRL's npz rows), and what VPT's own loader does (cv2 reads frame by
@@ -190,7 +191,26 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
             for frame in frames:
                 size = size or (frame.width, frame.height)  # a stream that changes size keeps its first size
                 resize = {} if (frame.width, frame.height) == size else {"width": size[0], "height": size[1]}
-                yield frame.time, reformatter.reformat(frame, format="rgb24", **resize).to_ndarray()
+                yield frame.time, _upright(reformatter.reformat(frame, format="rgb24", **resize).to_ndarray(), frame)
+
+
+def _upright(rgb: np.ndarray, frame) -> np.ndarray:
+    """The frame as a player shows it: its display matrix applied (a phone held upright or sideways, a
+    mirrored front camera), as ffmpeg's autorotate does. PyAV decodes the stored picture; OpenCV turns
+    it by the matrix's angle only (mirrors not), and `frame.rotation` reads a mirror as a half turn."""
+    import av
+
+    matrix = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
+    if matrix is None:
+        return rgb
+    # FFmpeg's 3x3 [a b u; c d v; x y w] (libavutil/display.h): display (x', y') = (a x + c y, b x + d y)
+    # + offset, for x along a row and y down; an axis-aligned turn or mirror has a, b, c, d in {-1, 0, 1}.
+    a, b, _, c, d = np.frombuffer(bytes(matrix), np.int32)[:5].tolist()
+    if abs(b) + abs(c) > abs(a) + abs(d):  # a quarter turn: x' from y and y' from x
+        rgb, rows, cols = rgb.transpose(1, 0, 2), b, c
+    else:
+        rows, cols = d, a
+    return np.ascontiguousarray(rgb[::-1 if rows < 0 else 1, ::-1 if cols < 0 else 1])
 
 
 def _flush(codec_context) -> list:

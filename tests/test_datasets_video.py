@@ -75,6 +75,29 @@ def test_a_gif_is_timed_by_its_frame_delays(tmp_path):
     assert report.timestamps == "pts"
 
 
+@pytest.mark.parametrize("mirror", [False, True])
+@pytest.mark.parametrize("degrees", [0, 90, 180, 270])
+def test_frames_are_upright_as_a_player_shows_them(tmp_path, degrees, mirror):
+    """A phone video stores its picture sideways with a display matrix: every backend gives the turned
+    (and mirrored) picture, at its displayed size; OpenCV turns but does not mirror, so PyAV's is checked."""
+    picture = np.zeros((64, 96, 3), np.uint8)
+    picture[:16, :16], picture[-8:, -24:] = 200, 100  # a bright top-left corner, a grey bottom-right strip
+    path = tmp_path / "phone.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=20)
+        stream.width, stream.height, stream.pix_fmt, stream.options = 96, 64, "yuv444p", {"qp": "0"}
+        stream.set_display_rotation(degrees, hflip=mirror)  # counter-clockwise, then mirrored left-right
+        for packet in [*stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")), *stream.encode()]:
+            out.mux(packet)
+    shown = np.rot90(picture, degrees // 90)
+    shown = shown[:, ::-1] if mirror else shown
+    backends = ("pyav",) if mirror else ("pyav", "opencv")
+    for backend in backends:
+        frames, report = read_video(path, fps=20, backends=(backend,))
+        assert (report.width, report.height) == (shown.shape[1], shown.shape[0]), backend
+        assert np.abs(frames[0].astype(int) - shown).max() <= 8, (backend, degrees, mirror)
+
+
 def test_no_timestamps_fall_back_to_the_header_rate_with_a_warning(tmp_path):
     stream = write_h264_stream(tmp_path / "raw.h264", 30, rate=20)  # Annex B: frames carry no timestamps
     frames, report = read_video(stream, fps=20)
