@@ -41,6 +41,7 @@ the start) is not truncated.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -97,6 +98,8 @@ class DecodeReport:
     decoded_s: float = 0.0  # time the decoded frames cover, from the first frame's start to the last's end
     num_untimed: int = 0  # frames placed at the header rate (no timestamp, or not after the previous frame's)
     decode_errors: int = 0  # packets that did not decode (skipped)
+    ffmpeg_errors: int = 0  # error messages FFmpeg logged while reading it: damaged or cut-short data
+    ffmpeg_last_error: str = ""  # the last of them, e.g. "matroska,webm: File ended prematurely"
     num_steps: int = 0
     tried: list[str] = field(default_factory=list)  # backends tried before `backend`, and why they gave nothing
 
@@ -143,6 +146,9 @@ class DecodeReport:
                        f"(missing, or not after the previous frame's): placed at the header rate")
         if self.decode_errors:
             out.append(f"{self.decode_errors} packets did not decode and were skipped")
+        if self.ffmpeg_errors and not self.truncated:
+            out.append(f"damaged or cut short: FFmpeg reported {self.ffmpeg_errors} error(s) reading it (last: "
+                       f"{self.ffmpeg_last_error}); frames may be missing or broken (re-download or re-export it)")
         return out
 
     def to_json(self) -> dict:
@@ -157,11 +163,12 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
     from av.video.reformatter import VideoReformatter
 
     av.logging.set_level(av.logging.PANIC)  # damaged packets are counted in the report, not printed
+    errors_before = av.logging.get_last_error()[0]  # FFmpeg's error lines so far, counted even when not printed
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as err:
         raise _NoFrame(f"cannot open it ({_ffmpeg_reason(err)})") from None
-    with container:
+    with container, _counting_errors(report, errors_before):
         if not container.streams.video:
             raise _NoFrame("no video stream")
         stream = container.streams.video[0]
@@ -192,6 +199,23 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
                 size = size or (frame.width, frame.height)  # a stream that changes size keeps its first size
                 resize = {} if (frame.width, frame.height) == size else {"width": size[0], "height": size[1]}
                 yield frame.time, _upright(reformatter.reformat(frame, format="rgb24", **resize).to_ndarray(), frame)
+
+
+@contextlib.contextmanager
+def _counting_errors(report: DecodeReport, errors_before: int) -> Iterator[None]:
+    """Fill the report's count of FFmpeg's error lines once reading stops. A file cut short where its
+    container states no length (a crashed recorder's mkv, a cut .ts or .gif, a fragmented mp4) decodes
+    what it holds without an exception; only FFmpeg's log says so ("File ended prematurely",
+    "LZW decode failed", a broken last macroblock). Whole files log none."""
+    import av
+
+    try:
+        yield
+    finally:
+        count, last = av.logging.get_last_error()
+        report.ffmpeg_errors = count - errors_before
+        if report.ffmpeg_errors and last:
+            report.ffmpeg_last_error = f"{last[1]}: {last[2].strip()}"
 
 
 def _upright(rgb: np.ndarray, frame) -> np.ndarray:

@@ -251,7 +251,8 @@ class Labeler:
         shards = [info.to_json() for writer in self.writers.values() for info in writer.flush()]
         if decoded:  # known only once the whole file is read: added to each of its episodes' rows
             summary = {k: decoded[k] for k in ("backend", "container", "codec", "timestamps", "decoded_frames",
-                                               "expected_frames", "truncated", "decode_errors", "tried")}
+                                               "expected_frames", "truncated", "decode_errors", "ffmpeg_errors",
+                                               "ffmpeg_last_error", "tried")}
             for shard in shards:
                 for row in shard["episodes"]:
                     env_config = json.loads(row["env_config"])
