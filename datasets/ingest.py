@@ -586,7 +586,7 @@ def _ingest_locked(cfg: IngestConfig, found: list, bad: list[dict]) -> dict:
                 summary["replaced"].append({"input": item["source"], "episodes": item["replaces"]})
             for line in result["warnings"]:
                 summary["warnings"].append(line)
-                print(f"dataset ingest: warning: {line}", file=sys.stderr)
+                results.write(f"dataset ingest: warning: {line}", file=sys.stderr)  # on its own line, not after the bar
         else:
             summary["failed"].append({"input": item["source"], "error": result["error"]})
             if summary["num_items"] > 1:  # the only input's reason is the job's error (nothing_done)

@@ -362,7 +362,7 @@ def _label_locked(cfg: LabelConfig, kind: str, found: list, model_id: str) -> di
                                              "expected_frames": decoded["expected_frames"]})
             for line in warnings_of(result):
                 summary["warnings"].append(line)
-                print(f"idm label: warning: {line}", file=sys.stderr)
+                results.write(f"idm label: warning: {line}", file=sys.stderr)  # on its own line, not after the bar
         else:
             summary["failed"].append({"input": item["source"], "error": redact_text(result["error"])})
             if summary["num_items"] > 1:  # the only input's reason is the job's error (nothing_done)
