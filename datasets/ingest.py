@@ -55,7 +55,16 @@ from .jobs import job_lock, sweep_orphans
 from .resize import resize
 from .sources import HASH_PREFIX, Source, file_hash, plan_resume
 from .storage import SpecMismatch, resize_words
-from .video import FPS_RANGE, PER_FRAME, RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReader
+from .video import (
+    FPS_RANGE,
+    PER_FRAME,
+    RESAMPLING,
+    VIDEO_SUFFIXES,
+    VideoError,
+    VideoReader,
+    left_out_words,
+    video_files,
+)
 
 FORMATS = ("vpt", "minerl", "video")
 PART_BYTES = 48 << 20  # decoded source pixels per streamed part (640x360: 64 frames)
@@ -234,8 +243,9 @@ def _discover_minerl(inputs: list[tuple[Path, Path, Path | None]]):
 def _discover_video(inputs: list[tuple[Path, Path, Path | None]]):
     inputs = [(p, root, None) for path, root, partner in inputs for p in (path, partner) if p is not None]
     for path, root, _ in inputs:
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES) \
-            if path.is_dir() else [path]
+        files, left_out = video_files(path) if path.is_dir() else ([path], [])
+        if left_out:  # never silently: a camera's clips under a suffix not listed would be missing from the data
+            print(f"dataset ingest: {left_out_words(path, left_out)}", file=sys.stderr)
         for f in files:
             name = _relative(f, root)
             yield ({"kind": "video", "source": str(f), "video": str(f)},
@@ -569,7 +579,8 @@ def _ingest_locked(cfg: IngestConfig, found: list, bad: list[dict]) -> dict:
     job_config = job_config_of(cfg)
     summary = {"out": cfg.out, "format": cfg.format, "num_items": len(found) + len(bad), "skipped_done": num_done,
                "ingested": [], "replaced": [], "failed": [], "warnings": [], "num_steps": 0}
-    results = tqdm(run_items(cfg, todo, job_config), total=len(todo), desc="dataset ingest", unit="item")
+    results = tqdm(run_items(cfg, todo, job_config), total=len(todo), desc="dataset ingest", unit="item",
+                   disable=not todo)  # no "0item" bar after the lines of inputs that could not start
     said: set[str] = set()
     # Each item is committed as its result arrives (never a list of all of them first): a Ctrl-C or a
     # kill half way keeps every item finished before it.

@@ -54,7 +54,12 @@ import numpy as np
 
 from worldloom.actions import FPS
 
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".gif")
+# A folder's video files, by suffix: phones' and cameras' own (.3gp, AVCHD's .mts/.m2ts, .mxf, .dv),
+# raw streams (.h264, timed by the header rate) and the common ones. Its other files and hidden ones
+# (macOS's `._clip.mp4` beside a copied clip is no video) are left out, and counted (`video_files`).
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".gif",
+                  ".mts", ".m2ts", ".3gp", ".3g2", ".ogv", ".mxf", ".vob", ".dv", ".asf", ".f4v", ".y4m",
+                  ".h264", ".264", ".h265", ".265", ".hevc")
 BACKENDS = ("pyav", "opencv")
 RESAMPLING = ("presentation timestamps: step k shows the last frame with time <= k / fps "
               "(ffmpeg -vf fps, round down); frames without a usable timestamp are placed at the header rate")
@@ -71,6 +76,25 @@ CODEC_OF_DECODER = {"libdav1d": "av1", "libaom-av1": "av1", "libvpx": "vp8", "li
 CONTAINER_MAGIC = ((4, b"ftyp", "MP4/MOV"), (0, b"\x1a\x45\xdf\xa3", "Matroska/WebM"), (0, b"RIFF", "AVI"),
                    (0, b"GIF8", "GIF"), (0, b"\x00\x00\x01\xba", "MPEG-PS"), (0, b"FLV", "FLV"),
                    (0, b"\x30\x26\xb2\x75", "ASF/WMV"))
+
+
+def video_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(the video files under `folder`, by suffix; its other files, left out), each sorted."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    hidden = {p for p in files if any(part.startswith(".") for part in p.relative_to(folder).parts)}
+    videos = [p for p in files if p not in hidden and p.suffix.lower() in VIDEO_SUFFIXES]
+    return videos, [p for p in files if p not in videos]
+
+
+def left_out_words(folder: Path, left_out: list[Path]) -> str:
+    """'left out 3 files of videos/ that are not videos by their suffix (.json 2, .webp 1; hidden 1); ...'."""
+    counts: dict[str, int] = {}
+    for p in left_out:
+        key = "hidden" if any(part.startswith(".") for part in p.relative_to(folder).parts) else p.suffix or "no suffix"
+        counts[key] = counts.get(key, 0) + 1
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))
+    return (f"left out {len(left_out)} file(s) of {folder} not named as videos ({kinds}); "
+            "pass one as the input to read it anyway")
 
 
 class VideoError(ValueError):

@@ -135,6 +135,20 @@ def test_a_ctrl_c_half_way_keeps_the_videos_labeled_before_it(run, clip, tmp_pat
     assert summary["skipped_done"] == 1 and summary["labeled"] == ["v1.mp4"]
 
 
+def test_a_folder_finds_cameras_suffixes_and_says_what_it_left_out(tmp_path, capsys):
+    from worldloom.idm.label import discover
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_video(clips / "CAM0001.MTS", num_frames=12, container_format="mpegts")
+    (clips / "sub" / ".hidden.mp4").parent.mkdir()
+    (clips / "sub" / ".hidden.mp4").write_bytes(b"not one")
+    (clips / "cover.jpg").write_bytes(b"\xff\xd8")
+    kind, found = discover(LabelConfig(model="unused", data=str(clips), out=str(tmp_path / "out")))
+    assert kind == "videos" and [item["source"] for item, _ in found] == [str(clips / "CAM0001.MTS")]
+    assert "left out 2 file(s) of" in capsys.readouterr().err
+
+
 def test_one_unreadable_file_is_a_one_line_error(run, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("not a video")
     assert cli(["idm", "label", "--model", run, "--data", str(tmp_path / "notes.txt"), "--out", str(tmp_path / "o")]) == 2

@@ -510,3 +510,17 @@ def test_a_ctrl_c_half_way_keeps_the_inputs_ingested_before_it(tmp_path, monkeyp
     monkeypatch.setattr(Ingester, "ingest", real)
     summary = run([tmp_path / "clips"], tmp_path / "ds", format="video")
     assert summary["skipped_done"] == 1 and summary["ingested"] == ["c1.mp4"]
+
+
+def test_a_folder_reads_cameras_suffixes_and_says_what_it_left_out(tmp_path, capsys):
+    """AVCHD's .MTS and a phone's .3gp are videos; a macOS `._` file and notes are not: left out, and said."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_video(clips / "CAM0001.MTS", num_frames=12, container_format="mpegts")
+    write_video(clips / "phone.3gp", num_frames=10, container_format="mp4")
+    (clips / "._phone.3gp").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # what a copy from a Mac leaves
+    (clips / "notes.txt").write_text("day 1")
+    summary = run([clips], tmp_path / "ds", format="video")
+    assert sorted(summary["ingested"]) == ["CAM0001.MTS", "phone.3gp"] and not summary["failed"]
+    assert (f"dataset ingest: left out 2 file(s) of {clips} not named as videos (.txt 1, hidden 1)"
+            in capsys.readouterr().err)
