@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import queue
 import sys
@@ -54,7 +55,16 @@ from .jobs import job_lock, sweep_orphans
 from .resize import resize
 from .sources import HASH_PREFIX, Source, file_hash, plan_resume
 from .storage import SpecMismatch, resize_words
-from .video import FPS_RANGE, PER_FRAME, RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReader
+from .video import (
+    FPS_RANGE,
+    PER_FRAME,
+    RESAMPLING,
+    VIDEO_SUFFIXES,
+    VideoError,
+    VideoReader,
+    left_out_words,
+    video_files,
+)
 
 FORMATS = ("vpt", "minerl", "video")
 PART_BYTES = 48 << 20  # decoded source pixels per streamed part (640x360: 64 frames)
@@ -233,8 +243,9 @@ def _discover_minerl(inputs: list[tuple[Path, Path, Path | None]]):
 def _discover_video(inputs: list[tuple[Path, Path, Path | None]]):
     inputs = [(p, root, None) for path, root, partner in inputs for p in (path, partner) if p is not None]
     for path, root, _ in inputs:
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES) \
-            if path.is_dir() else [path]
+        files, left_out = video_files(path) if path.is_dir() else ([path], [])
+        if left_out:  # never silently: a camera's clips under a suffix not listed would be missing from the data
+            print(f"dataset ingest: {left_out_words(path, left_out)}", file=sys.stderr)
         for f in files:
             name = _relative(f, root)
             yield ({"kind": "video", "source": str(f), "video": str(f)},
@@ -331,7 +342,7 @@ def stored_parts(reader, size: tuple[int, int] | None, limit: int | None = None,
 def decode_summary(report) -> dict:
     data = report.to_json()
     return {k: data[k] for k in ("backend", "container", "codec", "timestamps", "decoded_frames", "expected_frames",
-                                 "truncated", "decode_errors", "tried")}
+                                 "truncated", "decode_errors", "ffmpeg_errors", "ffmpeg_last_error", "tried")}
 
 
 # ---- the worker ----------------------------------------------------------------------------------
@@ -568,9 +579,12 @@ def _ingest_locked(cfg: IngestConfig, found: list, bad: list[dict]) -> dict:
     job_config = job_config_of(cfg)
     summary = {"out": cfg.out, "format": cfg.format, "num_items": len(found) + len(bad), "skipped_done": num_done,
                "ingested": [], "replaced": [], "failed": [], "warnings": [], "num_steps": 0}
-    results = tqdm(run_items(cfg, todo, job_config), total=len(todo), desc="dataset ingest", unit="item")
+    results = tqdm(run_items(cfg, todo, job_config), total=len(todo), desc="dataset ingest", unit="item",
+                   disable=not todo)  # no "0item" bar after the lines of inputs that could not start
     said: set[str] = set()
-    for result in [*bad, *unreadable, *results]:
+    # Each item is committed as its result arrives (never a list of all of them first): a Ctrl-C or a
+    # kill half way keeps every item finished before it.
+    for result in itertools.chain(bad, unreadable, results):
         item = result["item"]
         if result["ok"]:
             commit_shards(cfg.out, result["shards"], replace=item["replaces"])
@@ -583,7 +597,7 @@ def _ingest_locked(cfg: IngestConfig, found: list, bad: list[dict]) -> dict:
                 summary["replaced"].append({"input": item["source"], "episodes": item["replaces"]})
             for line in result["warnings"]:
                 summary["warnings"].append(line)
-                print(f"dataset ingest: warning: {line}", file=sys.stderr)
+                results.write(f"dataset ingest: warning: {line}", file=sys.stderr)  # on its own line, not after the bar
         else:
             summary["failed"].append({"input": item["source"], "error": result["error"]})
             if summary["num_items"] > 1:  # the only input's reason is the job's error (nothing_done)

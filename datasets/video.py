@@ -16,8 +16,9 @@ screen at k / fps seconds, the last one with t_i <= k / fps (what `ffmpeg -vf fp
 gives), and steps run while k / fps is before the end of the last frame (its start plus the
 interval before it). So variable frame rates, jittered timestamps, a missing or wrong header
 rate and a non-zero start all give, at each step, the frame a viewer saw then; frames are never
-blended. A frame with no timestamp, or one not after the previous frame's, is placed one
-header-rate interval after the previous frame: a video with no usable timestamps is timed by its
+blended, and are upright as a player shows them (a display matrix, a phone video's rotation or a
+mirror, is applied as ffmpeg's autorotate does). A frame with no timestamp, or one not after the
+previous frame's, is placed one header-rate interval after the previous frame: a video with no usable timestamps is timed by its
 header rate, and the report's warnings say so. With `timing="frames"` every decoded frame is one
 step, in decode order, whatever its timestamp: what a recording with one logged action per frame
 needs (VPT's jsonl lines, MineRL's npz rows), and what VPT's own loader does (cv2 reads frame by
@@ -40,6 +41,7 @@ the start) is not truncated.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -52,7 +54,12 @@ import numpy as np
 
 from worldloom.actions import FPS
 
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".gif")
+# A folder's video files, by suffix: phones' and cameras' own (.3gp, AVCHD's .mts/.m2ts, .mxf, .dv),
+# raw streams (.h264, timed by the header rate) and the common ones. Its other files and hidden ones
+# (macOS's `._clip.mp4` beside a copied clip is no video) are left out, and counted (`video_files`).
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".gif",
+                  ".mts", ".m2ts", ".3gp", ".3g2", ".ogv", ".mxf", ".vob", ".dv", ".asf", ".f4v", ".y4m",
+                  ".h264", ".264", ".h265", ".265", ".hevc")
 BACKENDS = ("pyav", "opencv")
 RESAMPLING = ("presentation timestamps: step k shows the last frame with time <= k / fps "
               "(ffmpeg -vf fps, round down); frames without a usable timestamp are placed at the header rate")
@@ -69,6 +76,25 @@ CODEC_OF_DECODER = {"libdav1d": "av1", "libaom-av1": "av1", "libvpx": "vp8", "li
 CONTAINER_MAGIC = ((4, b"ftyp", "MP4/MOV"), (0, b"\x1a\x45\xdf\xa3", "Matroska/WebM"), (0, b"RIFF", "AVI"),
                    (0, b"GIF8", "GIF"), (0, b"\x00\x00\x01\xba", "MPEG-PS"), (0, b"FLV", "FLV"),
                    (0, b"\x30\x26\xb2\x75", "ASF/WMV"))
+
+
+def video_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(the video files under `folder`, by suffix; its other files, left out), each sorted."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    hidden = {p for p in files if any(part.startswith(".") for part in p.relative_to(folder).parts)}
+    videos = [p for p in files if p not in hidden and p.suffix.lower() in VIDEO_SUFFIXES]
+    return videos, [p for p in files if p not in videos]
+
+
+def left_out_words(folder: Path, left_out: list[Path]) -> str:
+    """'left out 3 files of videos/ that are not videos by their suffix (.json 2, .webp 1; hidden 1); ...'."""
+    counts: dict[str, int] = {}
+    for p in left_out:
+        key = "hidden" if any(part.startswith(".") for part in p.relative_to(folder).parts) else p.suffix or "no suffix"
+        counts[key] = counts.get(key, 0) + 1
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))
+    return (f"left out {len(left_out)} file(s) of {folder} not named as videos ({kinds}); "
+            "pass one as the input to read it anyway")
 
 
 class VideoError(ValueError):
@@ -96,6 +122,8 @@ class DecodeReport:
     decoded_s: float = 0.0  # time the decoded frames cover, from the first frame's start to the last's end
     num_untimed: int = 0  # frames placed at the header rate (no timestamp, or not after the previous frame's)
     decode_errors: int = 0  # packets that did not decode (skipped)
+    ffmpeg_errors: int = 0  # error messages FFmpeg logged while reading it: damaged or cut-short data
+    ffmpeg_last_error: str = ""  # the last of them, e.g. "matroska,webm: File ended prematurely"
     num_steps: int = 0
     tried: list[str] = field(default_factory=list)  # backends tried before `backend`, and why they gave nothing
 
@@ -142,6 +170,9 @@ class DecodeReport:
                        f"(missing, or not after the previous frame's): placed at the header rate")
         if self.decode_errors:
             out.append(f"{self.decode_errors} packets did not decode and were skipped")
+        if self.ffmpeg_errors and not self.truncated:
+            out.append(f"damaged or cut short: FFmpeg reported {self.ffmpeg_errors} error(s) reading it (last: "
+                       f"{self.ffmpeg_last_error}); frames may be missing or broken (re-download or re-export it)")
         return out
 
     def to_json(self) -> dict:
@@ -156,11 +187,12 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
     from av.video.reformatter import VideoReformatter
 
     av.logging.set_level(av.logging.PANIC)  # damaged packets are counted in the report, not printed
+    errors_before = av.logging.get_last_error()[0]  # FFmpeg's error lines so far, counted even when not printed
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as err:
         raise _NoFrame(f"cannot open it ({_ffmpeg_reason(err)})") from None
-    with container:
+    with container, _counting_errors(report, errors_before):
         if not container.streams.video:
             raise _NoFrame("no video stream")
         stream = container.streams.video[0]
@@ -190,7 +222,43 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
             for frame in frames:
                 size = size or (frame.width, frame.height)  # a stream that changes size keeps its first size
                 resize = {} if (frame.width, frame.height) == size else {"width": size[0], "height": size[1]}
-                yield frame.time, reformatter.reformat(frame, format="rgb24", **resize).to_ndarray()
+                yield frame.time, _upright(reformatter.reformat(frame, format="rgb24", **resize).to_ndarray(), frame)
+
+
+@contextlib.contextmanager
+def _counting_errors(report: DecodeReport, errors_before: int) -> Iterator[None]:
+    """Fill the report's count of FFmpeg's error lines once reading stops. A file cut short where its
+    container states no length (a crashed recorder's mkv, a cut .ts or .gif, a fragmented mp4) decodes
+    what it holds without an exception; only FFmpeg's log says so ("File ended prematurely",
+    "LZW decode failed", a broken last macroblock). Whole files log none."""
+    import av
+
+    try:
+        yield
+    finally:
+        count, last = av.logging.get_last_error()
+        report.ffmpeg_errors = count - errors_before
+        if report.ffmpeg_errors and last:
+            report.ffmpeg_last_error = f"{last[1]}: {last[2].strip()}"
+
+
+def _upright(rgb: np.ndarray, frame) -> np.ndarray:
+    """The frame as a player shows it: its display matrix applied (a phone held upright or sideways, a
+    mirrored front camera), as ffmpeg's autorotate does. PyAV decodes the stored picture; OpenCV turns
+    it by the matrix's angle only (mirrors not), and `frame.rotation` reads a mirror as a half turn."""
+    import av
+
+    matrix = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
+    if matrix is None:
+        return rgb
+    # FFmpeg's 3x3 [a b u; c d v; x y w] (libavutil/display.h): display (x', y') = (a x + c y, b x + d y)
+    # + offset, for x along a row and y down; an axis-aligned turn or mirror has a, b, c, d in {-1, 0, 1}.
+    a, b, _, c, d = np.frombuffer(bytes(matrix), np.int32)[:5].tolist()
+    if abs(b) + abs(c) > abs(a) + abs(d):  # a quarter turn: x' from y and y' from x
+        rgb, rows, cols = rgb.transpose(1, 0, 2), b, c
+    else:
+        rows, cols = d, a
+    return np.ascontiguousarray(rgb[::-1 if rows < 0 else 1, ::-1 if cols < 0 else 1])
 
 
 def _flush(codec_context) -> list:

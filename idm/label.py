@@ -32,6 +32,7 @@ actors labels items in parallel (each a fraction of a GPU when there is one).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import sys
 import time
@@ -49,7 +50,15 @@ from worldloom.config import check_range, doc, to_json_dict
 from worldloom.datasets.jobs import job_lock, sweep_orphans
 from worldloom.datasets.sources import Source, episode_source, file_source, plan_resume
 from worldloom.datasets.storage import FrameSpec, SpecMismatch, resize_words
-from worldloom.datasets.video import FPS_RANGE, RESAMPLING, VIDEO_SUFFIXES, VideoError, VideoReader
+from worldloom.datasets.video import (
+    FPS_RANGE,
+    RESAMPLING,
+    VIDEO_SUFFIXES,
+    VideoError,
+    VideoReader,
+    left_out_words,
+    video_files,
+)
 from worldloom.errors import UserError
 from worldloom.folders import check_out
 from worldloom.idm.checkpoint import checkpoint_id, load_idm, model_config
@@ -106,9 +115,11 @@ def discover(cfg: LabelConfig) -> tuple[str, list[tuple[dict, Source]]]:
         return "dataset", items
     if src.is_file():
         return "videos", [({"kind": "video", "source": str(src)}, file_source(src))]
-    files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    files, left_out = video_files(src)
     if not files:
         raise UserError(f"{src} holds no dataset.json and no video files ({', '.join(VIDEO_SUFFIXES)})")
+    if left_out:  # never silently: a camera's clips under a suffix not listed would be missing from the data
+        print(f"idm label: {left_out_words(src, left_out)}", file=sys.stderr)
     return "videos", [({"kind": "video", "source": str(p)}, file_source(p, root=src)) for p in files]
 
 
@@ -250,7 +261,8 @@ class Labeler:
         shards = [info.to_json() for writer in self.writers.values() for info in writer.flush()]
         if decoded:  # known only once the whole file is read: added to each of its episodes' rows
             summary = {k: decoded[k] for k in ("backend", "container", "codec", "timestamps", "decoded_frames",
-                                               "expected_frames", "truncated", "decode_errors", "tried")}
+                                               "expected_frames", "truncated", "decode_errors", "ffmpeg_errors",
+                                               "ffmpeg_last_error", "tried")}
             for shard in shards:
                 for row in shard["episodes"]:
                     env_config = json.loads(row["env_config"])
@@ -337,9 +349,12 @@ def _label_locked(cfg: LabelConfig, kind: str, found: list, model_id: str) -> di
                   "time_resampling": {"rule": RESAMPLING, "fps": cfg.fps}}
     summary = {"out": redact_text(cfg.out), "label_model": model_id, "num_items": len(found), "skipped_done": num_done,
                "labeled": [], "replaced": [], "failed": [], "truncated": [], "warnings": [], "num_steps": 0}
-    results = tqdm(run_items(cfg, todo, model_id, job_config), total=len(todo), desc="idm label", unit="item")
+    results = tqdm(run_items(cfg, todo, model_id, job_config), total=len(todo), desc="idm label", unit="item",
+                   disable=not todo)  # no "0item" bar after the lines of inputs that could not start
     model_hw, said = (model_cfg.height, model_cfg.width), set()
-    for result in [*unreadable, *results]:
+    # Each item is committed as its result arrives (never a list of all of them first): a Ctrl-C or a
+    # kill half way keeps every item finished before it.
+    for result in itertools.chain(unreadable, results):
         item = result["item"]
         if result["ok"] and tuple(result["source_hw"]) not in said | {model_hw}:
             said.add(tuple(result["source_hw"]))
@@ -358,7 +373,7 @@ def _label_locked(cfg: LabelConfig, kind: str, found: list, model_id: str) -> di
                                              "expected_frames": decoded["expected_frames"]})
             for line in warnings_of(result):
                 summary["warnings"].append(line)
-                print(f"idm label: warning: {line}", file=sys.stderr)
+                results.write(f"idm label: warning: {line}", file=sys.stderr)  # on its own line, not after the bar
         else:
             summary["failed"].append({"input": item["source"], "error": redact_text(result["error"])})
             if summary["num_items"] > 1:  # the only input's reason is the job's error (nothing_done)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import av
 import cv2
@@ -73,6 +74,29 @@ def test_a_gif_is_timed_by_its_frame_delays(tmp_path):
     frames, report = read_video(tmp_path / "vfr.gif", fps=20)
     assert frame_index(frames) == on_screen([int(t) for t in np.cumsum([0] + delays_ms[:-1])], 20)
     assert report.timestamps == "pts"
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+@pytest.mark.parametrize("degrees", [0, 90, 180, 270])
+def test_frames_are_upright_as_a_player_shows_them(tmp_path, degrees, mirror):
+    """A phone video stores its picture sideways with a display matrix: every backend gives the turned
+    (and mirrored) picture, at its displayed size; OpenCV turns but does not mirror, so PyAV's is checked."""
+    picture = np.zeros((64, 96, 3), np.uint8)
+    picture[:16, :16], picture[-8:, -24:] = 200, 100  # a bright top-left corner, a grey bottom-right strip
+    path = tmp_path / "phone.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=20)
+        stream.width, stream.height, stream.pix_fmt, stream.options = 96, 64, "yuv444p", {"qp": "0"}
+        stream.set_display_rotation(degrees, hflip=mirror)  # counter-clockwise, then mirrored left-right
+        for packet in [*stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")), *stream.encode()]:
+            out.mux(packet)
+    shown = np.rot90(picture, degrees // 90)
+    shown = shown[:, ::-1] if mirror else shown
+    backends = ("pyav",) if mirror else ("pyav", "opencv")
+    for backend in backends:
+        frames, report = read_video(path, fps=20, backends=(backend,))
+        assert (report.width, report.height) == (shown.shape[1], shown.shape[0]), backend
+        assert np.abs(frames[0].astype(int) - shown).max() <= 8, (backend, degrees, mirror)
 
 
 def test_no_timestamps_fall_back_to_the_header_rate_with_a_warning(tmp_path):
@@ -150,6 +174,36 @@ def test_files_no_backend_decodes_name_their_cause(tmp_path, capfd):
     assert "corrupt" not in str(pytest.raises(VideoError, VideoReader, cases["audio.m4a"][0]).value)
     native = capfd.readouterr().err  # the one line above is the whole story: no FFmpeg or OpenCV log line beside it
     assert "moov atom" not in native and "WARN" not in native and "Invalid data" not in native, native
+
+
+def write_gif(path, num_frames: int) -> str:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("gif", rate=20)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "rgb8"
+        for i in range(num_frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(painted(i), format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["mpegts", "gif", "live mkv"])
+def test_files_cut_short_that_state_no_length_are_not_taken_as_whole(tmp_path, kind):
+    """A .ts, a .gif or a recorder's live mkv (as a crash leaves it) states no length to miss: cut, it
+    decodes what it holds without an exception. FFmpeg's error lines say so: a warning."""
+    if kind == "gif":
+        whole = write_gif(tmp_path / "whole.gif", 40)
+    else:
+        fmt, options, suffix = {"mpegts": ("mpegts", {}, ".ts"), "live mkv": ("matroska", {"live": "1"}, ".mkv")}[kind]
+        whole = write_video(tmp_path / f"whole{suffix}", num_frames=40, container_format=fmt, container_options=options)
+    frames, report = read_video(whole, fps=20)
+    assert len(frames) == 40 and not report.warnings() and not report.ffmpeg_errors
+    cut = truncate(whole, tmp_path / f"cut{Path(whole).suffix}")
+    frames, report = read_video(cut, fps=20)
+    assert len(frames) < 30 and not report.truncated  # nothing promised, so nothing measurably missing
+    assert report.ffmpeg_errors and any("damaged or cut short" in w for w in report.warnings()), report
 
 
 def test_truncated_files_are_reported_and_whole_ones_are_not(tmp_path):

@@ -110,6 +110,45 @@ def test_a_rerun_sweeps_what_a_killed_label_job_left(run, clip, tmp_path):
     assert not any(p.exists() for p in orphans) and validate(out) == []
 
 
+def test_a_ctrl_c_half_way_keeps_the_videos_labeled_before_it(run, clip, tmp_path, monkeypatch):
+    """Each video is committed as it finishes: a Ctrl-C during the second keeps the first, and the re-run
+    labels only the second."""
+    from worldloom.idm.label import Labeler
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(2):
+        write_mp4(videos / f"v{i}.mp4", clip[i * 20:i * 20 + 20], fps=20)  # two contents: two inputs
+    real = Labeler.label
+
+    def interrupted_at_the_second(self, item):
+        if item["name"] == "v1.mp4":
+            raise KeyboardInterrupt  # what a Ctrl-C raises while the second video is labeled
+        return real(self, item)
+
+    monkeypatch.setattr(Labeler, "label", interrupted_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        label(LabelConfig(model=run, data=str(videos), out=str(tmp_path / "out")))
+    assert Dataset(tmp_path / "out").episode_ids == ["v0.mp4:0000"]
+    monkeypatch.setattr(Labeler, "label", real)
+    summary = label(LabelConfig(model=run, data=str(videos), out=str(tmp_path / "out")))
+    assert summary["skipped_done"] == 1 and summary["labeled"] == ["v1.mp4"]
+
+
+def test_a_folder_finds_cameras_suffixes_and_says_what_it_left_out(tmp_path, capsys):
+    from worldloom.idm.label import discover
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_video(clips / "CAM0001.MTS", num_frames=12, container_format="mpegts")
+    (clips / "sub" / ".hidden.mp4").parent.mkdir()
+    (clips / "sub" / ".hidden.mp4").write_bytes(b"not one")
+    (clips / "cover.jpg").write_bytes(b"\xff\xd8")
+    kind, found = discover(LabelConfig(model="unused", data=str(clips), out=str(tmp_path / "out")))
+    assert kind == "videos" and [item["source"] for item, _ in found] == [str(clips / "CAM0001.MTS")]
+    assert "left out 2 file(s) of" in capsys.readouterr().err
+
+
 def test_one_unreadable_file_is_a_one_line_error(run, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("not a video")
     assert cli(["idm", "label", "--model", run, "--data", str(tmp_path / "notes.txt"), "--out", str(tmp_path / "o")]) == 2

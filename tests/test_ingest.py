@@ -487,3 +487,40 @@ def test_a_rerun_sweeps_what_a_killed_ingest_left_and_a_second_job_is_refused(tm
         fcntl.flock(held, fcntl.LOCK_EX)
         with pytest.raises(UserError, match="ds: another job .* is writing here"):
             run([tmp_path / "clips"], tmp_path / "ds", format="video")
+
+
+def test_a_ctrl_c_half_way_keeps_the_inputs_ingested_before_it(tmp_path, monkeypatch):
+    """Each input is committed as it finishes: a Ctrl-C during the second keeps the first."""
+    from worldloom.datasets.ingest import Ingester
+    from worldloom.io import write_video
+
+    for i in range(2):
+        write_video(tmp_path / "clips" / f"c{i}.mp4", frames_of(12, 64, first=i), fps=20, pix_fmt="yuv444p", crf=10)
+    real = Ingester.ingest
+
+    def interrupted_at_the_second(self, item):
+        if item["name"] == "c1.mp4":
+            raise KeyboardInterrupt  # what a Ctrl-C raises while the second input is read
+        return real(self, item)
+
+    monkeypatch.setattr(Ingester, "ingest", interrupted_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        run([tmp_path / "clips"], tmp_path / "ds", format="video")
+    assert Dataset(tmp_path / "ds").episode_ids == ["c0.mp4"]
+    monkeypatch.setattr(Ingester, "ingest", real)
+    summary = run([tmp_path / "clips"], tmp_path / "ds", format="video")
+    assert summary["skipped_done"] == 1 and summary["ingested"] == ["c1.mp4"]
+
+
+def test_a_folder_reads_cameras_suffixes_and_says_what_it_left_out(tmp_path, capsys):
+    """AVCHD's .MTS and a phone's .3gp are videos; a macOS `._` file and notes are not: left out, and said."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_video(clips / "CAM0001.MTS", num_frames=12, container_format="mpegts")
+    write_video(clips / "phone.3gp", num_frames=10, container_format="mp4")
+    (clips / "._phone.3gp").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # what a copy from a Mac leaves
+    (clips / "notes.txt").write_text("day 1")
+    summary = run([clips], tmp_path / "ds", format="video")
+    assert sorted(summary["ingested"]) == ["CAM0001.MTS", "phone.3gp"] and not summary["failed"]
+    assert (f"dataset ingest: left out 2 file(s) of {clips} not named as videos (.txt 1, hidden 1)"
+            in capsys.readouterr().err)
