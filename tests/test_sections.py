@@ -3,6 +3,7 @@
 import pytest
 
 from worldloom.pipeline.sections import (
+    IDM_TRADE_NOTE,
     JUDGE_FLOOR,
     PERSISTENCE_NOTE,
     controllability_ratios,
@@ -48,6 +49,9 @@ def test_idm_verdict_sets_the_idm_beside_persistence_and_says_what_persistence_i
     assert lines[0] == "button macro F1: 0.640, beats persistence (0.370): met."
     assert lines[1] == "camera R² pitch: 0.340, below persistence (0.690): not met."
     assert lines[2].endswith("beats persistence (0.760): met.") and lines[-1] == PERSISTENCE_NOTE
+    assert lines[3] == IDM_TRADE_NOTE  # a goal missed: the report says what budget meets it
+    heldout["idm"]["camera_r2_pitch"] = 0.70
+    assert IDM_TRADE_NOTE not in idm_verdict(heldout)
 
 
 def test_a_ratio_over_a_judge_that_reads_noise_is_hidden():
