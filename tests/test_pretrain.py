@@ -472,6 +472,27 @@ def test_resume_is_exact(data, tmp_path, capsys):
             assert torch.equal(a[k], b[k]), f"{name}.{k} differs after resume"
 
 
+def test_a_resume_with_other_training_flags_is_refused_and_keeps_the_config(data, tmp_path, capsys):
+    """`idm train` and `agent train` refused a resume with another --lr; `pretrain train` took it and
+    config.json then recorded the new rate, though the steps saved were taken with the old one."""
+    run = tmp_path / "wm"
+    flags = ["pretrain", "train", "--data", data["train"], "--max-steps", "4", "--batch-size", "2",
+             "--warmup-steps", "2", "--threads", "1"]  # no --camera-fov-deg: fitted, kept in config.json
+    assert cli([*flags, "--out", str(run), "--stop-after", "2"]) == 0
+    saved = (run / "config.json").read_text()
+    assert json.loads(saved)["train"]["camera_fov_deg"] is not None
+    capsys.readouterr()
+    assert cli([*flags, "--out", str(run), "--lr", "0.05", "--minutes", "5"]) == 2  # --minutes: how long, may change
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"worldloom pretrain: error: {run} holds a run with a different config (lr): use a new --out, or the same "
+        "flags to resume it"]
+    assert (run / "config.json").read_text() == saved
+    moved = run.rename(tmp_path / "moved")  # a run moved (or copied) before its resume: --out may change
+    assert cli([*flags, "--out", str(moved)]) == 0  # the same flags: it goes on
+    assert f"pretrain train: resuming from step 2 of 4 ({moved / 'checkpoint'})" in capsys.readouterr().err
+    assert json.loads((moved / "checkpoint" / "state.json").read_text())["step"] == 4
+
+
 def test_a_short_budgeted_run_finishes_its_warmup():
     from worldloom.pretrain.train import lr_for
     from worldloom.training import TimeBudget

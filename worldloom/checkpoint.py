@@ -23,18 +23,20 @@ WorldLoom, or by something else, is refused with one line naming the file and it
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from worldloom.errors import UserError
 from worldloom.io import atomic_path, atomic_write_json
-from worldloom.training import TimeBudget, TrainingDiverged
+from worldloom.training import RESUMABLE_FIELDS, TimeBudget, TrainingDiverged
 
 __all__ = ["FORMAT_VERSION", "CONFIG_FILE", "CHECKPOINT_DIR", "STATE_FILE", "write_run_config", "read_run_config", "finished_run",
+           "changed_fields", "check_resumable",
            "save_checkpoint", "load_checkpoint", "has_checkpoint", "resume_or_start", "read_state", "checkpoint_id", "first_non_finite", "load_weights_into", "load_model"]
 
 # 2 (2026-12-01): configs may hold fields added since 1; a version-1 file lacking such a field (a
@@ -104,6 +106,38 @@ def read_run_config(run_dir: str | Path, kind: str) -> dict:
     if not path.is_file():
         raise UserError(f"{run_dir}: not {_kind_name(kind)} run ({CONFIG_FILE} is missing)")
     return _check_version(_read_json(path), path, kind)
+
+
+def _as_json(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))  # as config.json holds it: tuples as lists
+
+
+def changed_fields(have: Mapping[str, Any], cfg: Any, sections: Mapping[str, Any],
+                   resumable: Collection[str] = RESUMABLE_FIELDS) -> list[str]:
+    """The names in which a resume asked with the trainer config `cfg` (a dataclass) and the config.json
+    `sections` it would write (e.g. {"model": ...}, compared whole) differ from the run's config.json
+    `have`: its `train` fields, beside those a resume may change (`resumable`) and those a section
+    covers (`train.model`: the flags on top of the preset; the section: the model they made). A field
+    the file lacks (written before the field was added) reads as its default, as loading reads it."""
+    train = have.get("train") if isinstance(have.get("train"), dict) else {}
+    asked = _as_json(dataclasses.asdict(cfg))
+    defaults = {f.name: _as_json(f.default) for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
+    diff = [name for name, value in asked.items() if name not in resumable and name not in sections
+            and train.get(name, defaults.get(name)) != value]
+    return sorted(diff + [name for name, value in sections.items() if have.get(name) != _as_json(value)])
+
+
+def check_resumable(run_dir: str | Path, cfg: Any, sections: Mapping[str, Any], read: Callable[[str | Path], dict],
+                    resumable: Collection[str] = RESUMABLE_FIELDS) -> None:
+    """UserError (one line naming the run and the fields) if `run_dir` holds a checkpoint of a run
+    made with another config (changed_fields; `read` is the trainer's checked config.json reader):
+    its steps were taken with the old values, which config.json must keep recording."""
+    if not has_checkpoint(run_dir):
+        return
+    diff = changed_fields(read(run_dir), cfg, sections, resumable)
+    if diff:
+        raise UserError(f"{run_dir} holds a run with a different config ({', '.join(diff)}): use a new --out, "
+                        "or the same flags to resume it")
 
 
 def first_non_finite(tensors: Mapping[str, Any]) -> str | None:
