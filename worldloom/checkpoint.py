@@ -15,6 +15,10 @@ RUN/
     tensors, state = load_checkpoint(run, "idm", ("model",), optimizer=opt)
     checkpoint_id(run)   # "idm-run@step100-3fa2c9d1e0b4": names the exact weights (label_model)
 
+Replacing checkpoint/ takes two renames (worldloom.io); a run killed between them (SIGKILL, power
+loss) has none, but its old and new copies under hidden temporary names: `has_checkpoint` and
+`read_state` put the newest whole one back first, with one line on stderr.
+
 Never pickle: optimizer state is flattened to tensors plus JSON, and nothing here calls
 torch.load. A non-finite tensor is never written (TrainingDiverged instead) and a file that
 holds one is refused on load, naming the file and the tensor. A run written by an older
@@ -27,12 +31,14 @@ import dataclasses
 import hashlib
 import json
 import os
+import struct
+import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from worldloom.errors import UserError
-from worldloom.io import atomic_path, atomic_write_json
+from worldloom.io import atomic_path, atomic_write_json, restore_dir
 from worldloom.training import RESUMABLE_FIELDS, TimeBudget, TrainingDiverged
 
 __all__ = ["FORMAT_VERSION", "CONFIG_FILE", "CHECKPOINT_DIR", "STATE_FILE", "write_run_config", "read_run_config", "finished_run",
@@ -201,12 +207,62 @@ def save_checkpoint(run_dir: str | Path, kind: str, weights: Mapping[str, Mappin
     return final
 
 
+def _tensor_file_step(path: Path) -> str | None:
+    """The step a safetensors file was saved at (its metadata), if the file is whole: its header reads
+    and its length is the header's plus the tensors' bytes (a file cut short by a kill: None)."""
+    try:
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(size)) if size <= 100 * 2**20 else None
+        ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+        if os.path.getsize(path) != 8 + size + max(ends, default=0):
+            return None
+        return (header.get("__metadata__") or {}).get("step")
+    except (OSError, ValueError, struct.error, TypeError, KeyError, IndexError, AttributeError):
+        return None
+
+
+def _whole_checkpoint(directory: Path) -> tuple[int, float] | None:
+    """(step, state.json's mtime) of a checkpoint directory whose files are all there and whole, else
+    None. state.json is written last (save_checkpoint); the weights, and the optimizer its param_groups
+    name, must be whole and saved at its step."""
+    try:
+        state = json.loads((directory / STATE_FILE).read_text())
+        step, mtime = state["step"], (directory / STATE_FILE).stat().st_mtime
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, TypeError, KeyError):
+        return None
+    if isinstance(step, bool) or not isinstance(step, int):
+        return None
+    needed = ["model"] + (["optimizer"] if "param_groups" in state else [])
+    present = [name for name in TENSOR_FILES if (directory / f"{name}.safetensors").exists()]
+    if not set(needed) <= set(present):
+        return None
+    if any(_tensor_file_step(directory / f"{name}.safetensors") != str(step) for name in present):
+        return None
+    return step, mtime
+
+
+def _restore_checkpoint(run_dir: str | Path) -> None:
+    """A run killed (SIGKILL, power loss) between the two renames that replace checkpoint/ has none,
+    but its old and new copies under temporary names (worldloom.io._swap_dirs): the newest whole one
+    is put back, said in one line, and the other leftovers deleted."""
+    final = Path(run_dir) / CHECKPOINT_DIR
+    restored = restore_dir(final, _whole_checkpoint)
+    if restored is not None:
+        step = (_whole_checkpoint(final) or ("?",))[0]
+        print(f"{run_dir}: {CHECKPOINT_DIR}/ was missing (a run killed while replacing it); put back the whole copy "
+              f"of step {step} it left as {restored.name}, and removed the other leftovers", file=sys.stderr)
+
+
 def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether the run has a checkpoint (one a kill left under a temporary name is put back first)."""
+    _restore_checkpoint(run_dir)
     return (Path(run_dir) / CHECKPOINT_DIR / STATE_FILE).is_file()
 
 
 def read_state(run_dir: str | Path, kind: str) -> dict:
     """checkpoint/state.json, checked: UserError (one line) if missing, foreign or of another version."""
+    _restore_checkpoint(run_dir)
     path = _run_file(run_dir, CHECKPOINT_DIR, STATE_FILE)
     if not path.is_file():
         raise UserError(f"{run_dir}: no checkpoint yet ({CHECKPOINT_DIR}/{STATE_FILE} is missing); train the run first")
