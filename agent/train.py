@@ -28,13 +28,11 @@ import torch.nn.functional as F
 from worldloom import checkpoint as ckpt
 from worldloom.actions import two_hot
 from worldloom.config import doc, to_json_dict
-from worldloom.errors import UserError
 from worldloom.folders import check_out
 from worldloom.idm import data as idm_data
 from worldloom.idm import metrics
 from worldloom.training import (
     DEVICES,
-    RESUMABLE_FIELDS,
     CtrlC,
     MetricsLog,
     TimeBudget,
@@ -165,15 +163,8 @@ def validate(model: Policy, batch: dict[str, np.ndarray], cfg: TrainConfig, devi
 
 
 def check_resumable(cfg: TrainConfig) -> None:
-    """UserError (one line) if cfg.out holds a checkpoint of a run with another config."""
-    train, model = to_json_dict(cfg), to_json_dict(cfg.model_config)
-    if ckpt.has_checkpoint(cfg.out):
-        have = read_config(cfg.out)
-        diff = sorted(k for k in train if k not in RESUMABLE_FIELDS and k != "model"
-                      and have.get("train", {}).get(k) != train[k])
-        if diff or have.get("model") != model:
-            raise UserError(f"{cfg.out} holds a run with a different config ({', '.join(diff) or 'model'}): "
-                            "use a new --out, or the same flags to resume it")
+    """UserError (one line) if cfg.out holds a checkpoint of a run with another config (worldloom.checkpoint)."""
+    ckpt.check_resumable(cfg.out, cfg, {"model": to_json_dict(cfg.model_config)}, read_config)
 
 
 def prepare_run_dir(cfg: TrainConfig, sources: list[bc_data.SourceInfo]) -> Path:

@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from worldloom import checkpoint as ckpt
 from worldloom.actions import two_hot
 from worldloom.config import doc, to_json_dict
-from worldloom.errors import UserError
 from worldloom.folders import check_out
 from worldloom.idm import data as idm_data
 from worldloom.idm import metrics
@@ -40,7 +39,6 @@ from worldloom.idm.checkpoint import (
 from worldloom.idm.model import IDM, PRESETS, IDMConfig, num_parameters
 from worldloom.training import (
     DEVICES,
-    RESUMABLE_FIELDS,
     CtrlC,
     MetricsLog,
     TimeBudget,
@@ -196,15 +194,8 @@ def validate(model: IDM, batch: dict[str, np.ndarray], cfg: TrainConfig, device:
 
 
 def check_resumable(cfg: TrainConfig) -> None:
-    """UserError (one line) if cfg.out holds a checkpoint of a run with another config."""
-    wanted = {"train": to_json_dict(cfg), "model": to_json_dict(cfg.model_config)}
-    if ckpt.has_checkpoint(cfg.out):
-        have = read_config(cfg.out)
-        diff = sorted(k for k in wanted["train"] if k not in RESUMABLE_FIELDS and k != "model"
-                      and have.get("train", {}).get(k) != wanted["train"][k])
-        if diff or have.get("model") != wanted["model"]:
-            raise UserError(f"{cfg.out} holds a run with a different config ({', '.join(diff) or 'model'}): "
-                            "use a new --out, or the same flags to resume it")
+    """UserError (one line) if cfg.out holds a checkpoint of a run with another config (worldloom.checkpoint)."""
+    ckpt.check_resumable(cfg.out, cfg, {"model": to_json_dict(cfg.model_config)}, read_config)
 
 
 def prepare_run_dir(cfg: TrainConfig) -> Path:

@@ -38,6 +38,7 @@ from worldloom.errors import UserError
 from worldloom.folders import check_out
 from worldloom.training import (
     DEVICES,
+    RESUMABLE_FIELDS,
     CtrlC,
     MetricsLog,
     TimeBudget,
@@ -65,6 +66,11 @@ FIT_PAIRS = 512  # frame pairs the camera field of view is fitted on (a few seco
 KIND = checkpoint.KIND
 METRIC_FIELDS = ("step", "loss", "lr", "grad_norm", "clips_per_s", "elapsed_s")
 CURVE_PANELS = (("loss", ("loss",), True), ("learning rate", ("lr",), False), ("clips/s", ("clips_per_s",), False))
+# A resume may also stop early again (--stop-after counts this call's steps) or join another Ray cluster.
+# --num-workers and --loader-workers are not among them: they change the batches (ClipStream deals by rank).
+RESUMABLE = RESUMABLE_FIELDS | {"stop_after", "address"}
+# Fitted from the data when not given, and kept in config.json (train and model or text sections).
+FITTED_FIELDS = ("camera_fov_deg", "text_vocab")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,6 +296,21 @@ def _stale_codec(run: Path, doc_: dict) -> bool:
     return not isinstance(old, dict) or any(old.get(k) != json.loads(json.dumps(doc_[k])) for k in ("model", "data"))
 
 
+def run_sections(cfg: TrainConfig) -> dict:
+    """The sections of config.json the flags make beside `train`, compared whole on resume."""
+    return {"model": to_json_dict(cfg.model_config), "text": to_json_dict(cfg.text_config) if cfg.text else None}
+
+
+def check_resumable(cfg: TrainConfig) -> None:
+    """UserError (one line) if cfg.out holds a checkpoint of a run with another config (worldloom.checkpoint).
+    The camera field of view and the caption vocabulary, fitted from the data and kept in config.json,
+    are compared as flags only where one gives them (resolve_camera, resolve_text: the run's own otherwise)."""
+    if checkpoint.has_checkpoint(Path(cfg.out)):
+        not_given = {name for name in FITTED_FIELDS if getattr(cfg, name) in (None, ())}
+        resolved = resolve_text(resolve_camera(cfg))
+        ckpt.check_resumable(cfg.out, resolved, run_sections(resolved), checkpoint.read_config, RESUMABLE | not_given)
+
+
 def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, Path]:
     """Validate data and memory, fit the camera warp, write config.json (or check it matches a run being resumed)."""
     check_out(cfg.out, KIND)
@@ -298,6 +319,7 @@ def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, Path]:
         raise UserError(f"{', '.join(cfg.data)}: no episode carries actions (label_source none) but the model is conditioned "
                         "on them; label the footage with `worldloom idm label` first, or pass --no-use-actions")
     need = check_memory(cfg)
+    check_resumable(cfg)  # before config.json is written: it records the flags the steps were taken with
     cfg = resolve_text(resolve_camera(cfg))
     run = Path(cfg.out)
     run.mkdir(parents=True, exist_ok=True)
@@ -305,11 +327,7 @@ def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, Path]:
             "data": dataclasses.asdict(spec), "memory_estimate_bytes": need}
     if cfg.text_config is not None:  # only text runs have the section: other runs' config.json is as it was
         doc_["text"] = to_json_dict(cfg.text_config)
-    if checkpoint.has_checkpoint(run):
-        old = checkpoint.read_config(run)
-        if old.get("model") != doc_["model"] or old.get("text") != doc_.get("text"):
-            raise UserError(f"{run} holds a run of another model ({old.get('train', {}).get('preset')}); pick a new --out")
-    elif (run / AE_FILE).exists() and _stale_codec(run, doc_):
+    if not checkpoint.has_checkpoint(run) and (run / AE_FILE).exists() and _stale_codec(run, doc_):
         (run / AE_FILE).unlink()  # a run stopped before its first checkpoint, of another model or data: retrained
     ckpt.write_run_config(run, KIND, doc_)
     return cfg, run
@@ -489,6 +507,7 @@ def main(cfg: TrainConfig) -> Path:
     Ctrl-C or SIGTERM stops at once before the first step, else at the end of its step (CtrlC)."""
     with CtrlC() as ctrl_c:
         check_out(cfg.out, KIND)
+        check_resumable(cfg)  # another config: that error, before "already finished"
         if finished := ckpt.finished_run(cfg.out, KIND, "pretrain train", cfg.minutes, cfg.max_steps):
             print(finished, file=sys.stderr)  # its samples, curves and config are left as they are
             return Path(cfg.out)

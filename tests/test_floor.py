@@ -203,6 +203,37 @@ def test_a_checkpoint_replaced_while_interrupted_keeps_a_whole_one_under_its_nam
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "config.json"]
 
 
+@pytest.mark.parametrize("cut_short", [None, "new", "both"])
+def test_a_checkpoint_a_kill_left_under_temporary_names_is_put_back(tmp_path, capsys, cut_short):
+    """A SIGKILL (or power loss) between the two renames that replace checkpoint/ leaves no checkpoint/,
+    only the old and the new copy under hidden temporary names: the newest whole one is put back, in one
+    line on stderr, and the other leftovers deleted. A copy with a file cut short is not whole."""
+    from worldloom.io import temporary_name
+
+    final = tmp_path / "checkpoint"
+    _save(tmp_path)
+    old = final.rename(temporary_name(final))  # step 4: the first rename of the swap
+    _save(tmp_path, step=5)
+    new = final.rename(temporary_name(final))  # step 5, written whole under its temporary name: killed here
+    writing = temporary_name(final)  # a third, killed while its files were written (state.json comes last)
+    writing.mkdir()
+    (writing / "model.safetensors").write_bytes((new / "model.safetensors").read_bytes()[:50])
+    for copy in {"new": [new], "both": [new, old]}.get(cut_short, []):
+        with open(copy / "optimizer.safetensors", "r+b") as f:
+            f.truncate(os.path.getsize(copy / "optimizer.safetensors") - 1)
+    assert not checkpoint.has_checkpoint(tmp_path) if cut_short == "both" else checkpoint.has_checkpoint(tmp_path)
+    err = capsys.readouterr().err.strip().splitlines()
+    if cut_short == "both":  # nothing whole to put back: nothing is touched
+        assert err == [] and sorted(tmp_path.iterdir()) == sorted([old, new, writing, tmp_path / "config.json"])
+        return
+    step, restored = (4, old) if cut_short else (5, new)
+    assert err == [f"{tmp_path}: checkpoint/ was missing (a run killed while replacing it); put back the whole copy of "
+                   f"step {step} it left as {restored.name}, and removed the other leftovers"]
+    assert checkpoint.read_state(tmp_path, "idm")["step"] == step
+    assert checkpoint.load_checkpoint(tmp_path, "idm", optimizer=torch.optim.AdamW(torch.nn.Linear(3, 2).parameters()))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "config.json"]
+
+
 def test_older_or_foreign_runs_are_one_line_errors(tmp_path):
     _save(tmp_path)
     state = tmp_path / "checkpoint" / "state.json"

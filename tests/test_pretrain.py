@@ -472,6 +472,53 @@ def test_resume_is_exact(data, tmp_path, capsys):
             assert torch.equal(a[k], b[k]), f"{name}.{k} differs after resume"
 
 
+def test_a_resume_with_other_training_flags_is_refused_and_keeps_the_config(data, tmp_path, capsys):
+    """`idm train` and `agent train` refused a resume with another --lr; `pretrain train` took it and
+    config.json then recorded the new rate, though the steps saved were taken with the old one."""
+    run = tmp_path / "wm"
+    flags = ["pretrain", "train", "--data", data["train"], "--max-steps", "4", "--batch-size", "2",
+             "--warmup-steps", "2", "--threads", "1"]  # no --camera-fov-deg: fitted, kept in config.json
+    assert cli([*flags, "--out", str(run), "--stop-after", "2"]) == 0
+    saved = (run / "config.json").read_text()
+    assert json.loads(saved)["train"]["camera_fov_deg"] is not None
+    capsys.readouterr()
+    assert cli([*flags, "--out", str(run), "--lr", "0.05", "--minutes", "5"]) == 2  # --minutes: how long, may change
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"worldloom pretrain: error: {run} holds a run with a different config (lr): use a new --out, or the same "
+        "flags to resume it"]
+    assert (run / "config.json").read_text() == saved
+    moved = run.rename(tmp_path / "moved")  # a run moved (or copied) before its resume: --out may change
+    assert cli([*flags, "--out", str(moved)]) == 0  # the same flags: it goes on
+    assert f"pretrain train: resuming from step 2 of 4 ({moved / 'checkpoint'})" in capsys.readouterr().err
+    assert json.loads((moved / "checkpoint" / "state.json").read_text())["step"] == 4
+
+
+def test_a_run_killed_between_the_renames_that_replace_its_checkpoint_resumes_from_it(data, tmp_path, capsys):
+    """SIGKILL between the two renames that replace checkpoint/ (worldloom.io._swap_dirs) left no checkpoint/,
+    only the old and the new copy under hidden temporary names: the resume started again from step 0."""
+    import shutil
+
+    from worldloom.io import temporary_name
+
+    run = tmp_path / "wm"
+    cfg = TrainConfig(data=(data["train"],), out=str(run), max_steps=4, stop_after=1, camera_fov_deg=0.0, threads=1,
+                      **MICRO)
+    main(cfg)  # step 1
+    final = run / "checkpoint"
+    shutil.copytree(final, temporary_name(final))  # the swap's first rename: the old checkpoint aside
+    main(cfg)  # step 2, written under a temporary name, then killed before its rename to checkpoint/:
+    new = final.rename(temporary_name(final))
+    assert not final.exists() and len(list(run.glob(".checkpoint.tmp-*"))) == 2
+    capsys.readouterr()
+    main(dataclasses.replace(cfg, stop_after=0))
+    err = capsys.readouterr().err
+    assert (f"{run}: checkpoint/ was missing (a run killed while replacing it); put back the whole copy of step 2 it "
+            f"left as {new.name}, and removed the other leftovers") in err
+    assert f"pretrain train: resuming from step 2 of 4 ({final})" in err  # not from step 0
+    assert json.loads((final / "state.json").read_text())["step"] == 4
+    assert not list(run.glob(".checkpoint.tmp-*"))
+
+
 def test_a_short_budgeted_run_finishes_its_warmup():
     from worldloom.pretrain.train import lr_for
     from worldloom.training import TimeBudget

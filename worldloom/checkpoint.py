@@ -15,6 +15,10 @@ RUN/
     tensors, state = load_checkpoint(run, "idm", ("model",), optimizer=opt)
     checkpoint_id(run)   # "idm-run@step100-3fa2c9d1e0b4": names the exact weights (label_model)
 
+Replacing checkpoint/ takes two renames (worldloom.io); a run killed between them (SIGKILL, power
+loss) has none, but its old and new copies under hidden temporary names: `has_checkpoint` and
+`read_state` put the newest whole one back first, with one line on stderr.
+
 Never pickle: optimizer state is flattened to tensors plus JSON, and nothing here calls
 torch.load. A non-finite tensor is never written (TrainingDiverged instead) and a file that
 holds one is refused on load, naming the file and the tensor. A run written by an older
@@ -23,18 +27,22 @@ WorldLoom, or by something else, is refused with one line naming the file and it
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+import struct
+import sys
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from worldloom.errors import UserError
-from worldloom.io import atomic_path, atomic_write_json
-from worldloom.training import TimeBudget, TrainingDiverged
+from worldloom.io import atomic_path, atomic_write_json, restore_dir
+from worldloom.training import RESUMABLE_FIELDS, TimeBudget, TrainingDiverged
 
 __all__ = ["FORMAT_VERSION", "CONFIG_FILE", "CHECKPOINT_DIR", "STATE_FILE", "write_run_config", "read_run_config", "finished_run",
+           "changed_fields", "check_resumable",
            "save_checkpoint", "load_checkpoint", "has_checkpoint", "resume_or_start", "read_state", "checkpoint_id", "first_non_finite", "load_weights_into", "load_model"]
 
 # 2 (2026-12-01): configs may hold fields added since 1; a version-1 file lacking such a field (a
@@ -106,6 +114,38 @@ def read_run_config(run_dir: str | Path, kind: str) -> dict:
     return _check_version(_read_json(path), path, kind)
 
 
+def _as_json(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))  # as config.json holds it: tuples as lists
+
+
+def changed_fields(have: Mapping[str, Any], cfg: Any, sections: Mapping[str, Any],
+                   resumable: Collection[str] = RESUMABLE_FIELDS) -> list[str]:
+    """The names in which a resume asked with the trainer config `cfg` (a dataclass) and the config.json
+    `sections` it would write (e.g. {"model": ...}, compared whole) differ from the run's config.json
+    `have`: its `train` fields, beside those a resume may change (`resumable`) and those a section
+    covers (`train.model`: the flags on top of the preset; the section: the model they made). A field
+    the file lacks (written before the field was added) reads as its default, as loading reads it."""
+    train = have.get("train") if isinstance(have.get("train"), dict) else {}
+    asked = _as_json(dataclasses.asdict(cfg))
+    defaults = {f.name: _as_json(f.default) for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
+    diff = [name for name, value in asked.items() if name not in resumable and name not in sections
+            and train.get(name, defaults.get(name)) != value]
+    return sorted(diff + [name for name, value in sections.items() if have.get(name) != _as_json(value)])
+
+
+def check_resumable(run_dir: str | Path, cfg: Any, sections: Mapping[str, Any], read: Callable[[str | Path], dict],
+                    resumable: Collection[str] = RESUMABLE_FIELDS) -> None:
+    """UserError (one line naming the run and the fields) if `run_dir` holds a checkpoint of a run
+    made with another config (changed_fields; `read` is the trainer's checked config.json reader):
+    its steps were taken with the old values, which config.json must keep recording."""
+    if not has_checkpoint(run_dir):
+        return
+    diff = changed_fields(read(run_dir), cfg, sections, resumable)
+    if diff:
+        raise UserError(f"{run_dir} holds a run with a different config ({', '.join(diff)}): use a new --out, "
+                        "or the same flags to resume it")
+
+
 def first_non_finite(tensors: Mapping[str, Any]) -> str | None:
     """The name of the first floating tensor holding a NaN or an infinity, or None."""
     import torch
@@ -167,12 +207,62 @@ def save_checkpoint(run_dir: str | Path, kind: str, weights: Mapping[str, Mappin
     return final
 
 
+def _tensor_file_step(path: Path) -> str | None:
+    """The step a safetensors file was saved at (its metadata), if the file is whole: its header reads
+    and its length is the header's plus the tensors' bytes (a file cut short by a kill: None)."""
+    try:
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(size)) if size <= 100 * 2**20 else None
+        ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+        if os.path.getsize(path) != 8 + size + max(ends, default=0):
+            return None
+        return (header.get("__metadata__") or {}).get("step")
+    except (OSError, ValueError, struct.error, TypeError, KeyError, IndexError, AttributeError):
+        return None
+
+
+def _whole_checkpoint(directory: Path) -> tuple[int, float] | None:
+    """(step, state.json's mtime) of a checkpoint directory whose files are all there and whole, else
+    None. state.json is written last (save_checkpoint); the weights, and the optimizer its param_groups
+    name, must be whole and saved at its step."""
+    try:
+        state = json.loads((directory / STATE_FILE).read_text())
+        step, mtime = state["step"], (directory / STATE_FILE).stat().st_mtime
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, TypeError, KeyError):
+        return None
+    if isinstance(step, bool) or not isinstance(step, int):
+        return None
+    needed = ["model"] + (["optimizer"] if "param_groups" in state else [])
+    present = [name for name in TENSOR_FILES if (directory / f"{name}.safetensors").exists()]
+    if not set(needed) <= set(present):
+        return None
+    if any(_tensor_file_step(directory / f"{name}.safetensors") != str(step) for name in present):
+        return None
+    return step, mtime
+
+
+def _restore_checkpoint(run_dir: str | Path) -> None:
+    """A run killed (SIGKILL, power loss) between the two renames that replace checkpoint/ has none,
+    but its old and new copies under temporary names (worldloom.io._swap_dirs): the newest whole one
+    is put back, said in one line, and the other leftovers deleted."""
+    final = Path(run_dir) / CHECKPOINT_DIR
+    restored = restore_dir(final, _whole_checkpoint)
+    if restored is not None:
+        step = (_whole_checkpoint(final) or ("?",))[0]
+        print(f"{run_dir}: {CHECKPOINT_DIR}/ was missing (a run killed while replacing it); put back the whole copy "
+              f"of step {step} it left as {restored.name}, and removed the other leftovers", file=sys.stderr)
+
+
 def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether the run has a checkpoint (one a kill left under a temporary name is put back first)."""
+    _restore_checkpoint(run_dir)
     return (Path(run_dir) / CHECKPOINT_DIR / STATE_FILE).is_file()
 
 
 def read_state(run_dir: str | Path, kind: str) -> dict:
     """checkpoint/state.json, checked: UserError (one line) if missing, foreign or of another version."""
+    _restore_checkpoint(run_dir)
     path = _run_file(run_dir, CHECKPOINT_DIR, STATE_FILE)
     if not path.is_file():
         raise UserError(f"{run_dir}: no checkpoint yet ({CHECKPOINT_DIR}/{STATE_FILE} is missing); train the run first")

@@ -7,7 +7,9 @@
 
 A reader sees the old file or the new one, never half of one; a crash or an exception leaves
 the old file and no temporary behind (the temporary is hidden, `.NAME.tmp-PID-TOKEN.SUFFIX`,
-so listings and globs skip it). Object stores are written whole by pyarrow and need none of
+so listings and globs skip it). Only a kill no handler sees (SIGKILL, power loss) leaves one;
+between the two renames that replace a directory it leaves none at NAME, which `restore_dir` repairs
+(worldloom.checkpoint calls it where it looks for a run's checkpoint/). Object stores are written whole by pyarrow and need none of
 this (`worldloom.datasets.storage`).
 """
 
@@ -16,12 +18,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "temporary_name",
+           "temporaries", "restore_dir",
            "write_video", "write_image", "check_image_out", "check_video_out", "VIDEO_WRITE_SUFFIXES"]
 
 VIDEO_WRITE_SUFFIXES = (".mp4", ".gif")
@@ -31,6 +35,38 @@ def temporary_name(path: str | os.PathLike) -> Path:
     """A hidden sibling of `path` unique to this process and call, with the same suffix."""
     path = Path(path)
     return path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
+
+
+def temporaries(path: str | os.PathLike) -> list[Path]:
+    """The hidden siblings of `path` named by temporary_name (a writer's, or one a kill left behind)."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.stem)}\.tmp-\d+-[0-9a-f]{{8}}{re.escape(path.suffix)}")
+    try:
+        return sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name))
+    except OSError:  # no such folder, or not readable: nothing of ours there
+        return []
+
+
+def restore_dir(path: str | os.PathLike, rank: Callable[[Path], Any]) -> Path | None:
+    """Put a directory back at `path` when a kill (SIGKILL, power loss) between _swap_dirs' two renames
+    left it missing, with the old and the new copy under temporary names: of the temporaries that are
+    directories, the one `rank` ranks highest (None: incomplete, never chosen) is renamed to `path`
+    and the others deleted. Returns the name it had; None (nothing touched) when `path` exists or no
+    copy is complete (a writer may still be filling its temporary)."""
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        return None
+    ranked = [(key, p) for p in temporaries(path) if p.is_dir() and not p.is_symlink() and (key := rank(p)) is not None]
+    if not ranked:
+        return None
+    best = max(ranked, key=lambda kp: kp[0])[1]
+    try:
+        os.replace(best, path)
+    except OSError:  # another process put one back first
+        return None
+    for leftover in temporaries(path):
+        _remove(leftover)
+    return best
 
 
 @contextlib.contextmanager
@@ -57,7 +93,8 @@ def _swap_dirs(new: Path, path: Path) -> None:
     """Put the directory `new` at `path` and delete the old one there. A directory cannot be renamed
     over another, so it takes two renames; between them `path` would name nothing, and a second
     Ctrl-C there lost the last good checkpoint (a resume started from step 0). SIGINT and SIGTERM
-    wait until both are done, and an error in the second puts the old directory back."""
+    wait until both are done, and an error in the second puts the old directory back. SIGKILL cannot
+    wait: after one there, `restore_dir` puts the newer whole copy back."""
     old = temporary_name(path)
     swapped = False
     try:

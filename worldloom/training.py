@@ -38,7 +38,8 @@ __all__ = ["lr_at", "resolve_device", "TimeBudget", "MetricsLog", "CtrlC", "Trai
            "run_steps", "adamw", "DEFAULT_MAX_STEPS", "RESUMABLE_FIELDS", "DEVICES", "exit_code", "interrupt", "sigterm_as_interrupt"]
 
 # The flags a resumed run may change: how long and where it runs, not what it learns ("out": a run
-# may be moved or copied). One set for the trainers that check a resume's config (idm, agent).
+# may be moved or copied). One set for the trainers, which check a resume's config with
+# worldloom.checkpoint.check_resumable (idm, agent; pretrain adds its own few).
 RESUMABLE_FIELDS = frozenset({"out", "minutes", "max_steps", "device", "threads", "log_every"})
 
 # Without --minutes and --max-steps a run takes this many optimizer steps.
