@@ -28,15 +28,29 @@ MIN_GAIN = 0.02  # a fitted warp must cut the moving pairs' error by 2%, else no
 MIN_SHIFT_PX = 0.5  # turns that move the centre less than this are left out: the frame stays exact
 
 
+def pixel_centres(height: int, width: int, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """grid_sample coordinates of every pixel centre (align_corners=False): y (H, W) down and x (H, W)
+    right, in [-1, 1]. The one grid every warp here (turn, recall, movement flow, canvas) starts from."""
+    ys = (torch.arange(height, device=device, dtype=dtype) + 0.5) / height * 2 - 1
+    xs = (torch.arange(width, device=device, dtype=dtype) + 0.5) / width * 2 - 1
+    return torch.meshgrid(ys, xs, indexing="ij")
+
+
+def view_rays(fov_deg: float, height: int, width: int, device=None) -> torch.Tensor:
+    """Each pixel centre's ray in the camera's axes (right, up, forward), forward 1: (H, W, 3), for a
+    pinhole of vertical field of view `fov_deg` and square pixels."""
+    half = math.tan(math.radians(fov_deg) / 2)
+    yn, xn = pixel_centres(height, width, device)
+    aspect = width / height
+    return torch.stack([xn * half * aspect, -yn * half, torch.ones_like(xn)], dim=-1)
+
+
 def rotation_grid(camera_deg: torch.Tensor, fov_deg: float, height: int, width: int) -> torch.Tensor:
     """Where each pixel of the turned view was in the previous view. (N, 2) -> (N, H, W, 2) in [-1, 1]."""
     dev = camera_deg.device
     half = math.tan(math.radians(fov_deg) / 2)
     aspect = width / height
-    ys = (torch.arange(height, device=dev) + 0.5) / height * 2 - 1  # align_corners=False pixel centres
-    xs = (torch.arange(width, device=dev) + 0.5) / width * 2 - 1
-    yn, xn = torch.meshgrid(ys, xs, indexing="ij")  # (H, W), y down
-    ray = torch.stack([xn * half * aspect, -yn * half, torch.ones_like(xn)], dim=-1)  # (H, W, 3) right, up, forward
+    ray = view_rays(fov_deg, height, width, dev)  # (H, W, 3) right, up, forward
     pitch, yaw = torch.deg2rad(camera_deg.float()).unbind(-1)  # (N,)
     cp, sp, cy, sy = pitch.cos(), pitch.sin(), yaw.cos(), yaw.sin()
     zero, one = torch.zeros_like(cp), torch.ones_like(cp)

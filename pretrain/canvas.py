@@ -34,12 +34,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .camera import pixel_centres
+
 
 def identity_coords(B: int, H: int, W: int, device=None) -> torch.Tensor:
     """grid_sample coordinates of every pixel centre (align_corners=False): (B, 2, H, W), (x, y) in [-1, 1]."""
-    ys = (torch.arange(H, device=device) + 0.5) / H * 2 - 1
-    xs = (torch.arange(W, device=device) + 0.5) / W * 2 - 1
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    gy, gx = pixel_centres(H, W, device)
     return torch.stack([gx, gy])[None].expand(B, 2, H, W).clone()
 
 

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 
 from worldloom.actions import BUTTONS, NUM_BUTTONS, world_model_camera
 
-from .camera import centre_shift_px, rotate_frames
+from .camera import centre_shift_px, rotate_frames, view_rays
 from .model import SNEAK_SPEED, SPRINT_SPEED
 
 POSITION_TOLERANCE = 0.25  # steps walked: a remembered frame is recalled from at most this far
@@ -115,10 +115,7 @@ def view_grid(src: torch.Tensor, dst: torch.Tensor, fov_deg: float, height: int,
     grid (N, H, W, 2) in [-1, 1] (grid_sample's) and covered (N, H, W) bool (in front of src, inside it)."""
     half = math.tan(math.radians(fov_deg) / 2)
     aspect = width / height
-    ys = (torch.arange(height) + 0.5) / height * 2 - 1
-    xs = (torch.arange(width) + 0.5) / width * 2 - 1
-    yn, xn = torch.meshgrid(ys, xs, indexing="ij")
-    ray = torch.stack([xn * half * aspect, -yn * half, torch.ones_like(xn)], -1)  # (H, W, 3)
+    ray = view_rays(fov_deg, height, width)  # (H, W, 3)
     rel = src.transpose(1, 2) @ dst  # (N, 3, 3): dst's rays in src's axes
     d = torch.einsum("nij,hwj->nhwi", rel, ray)
     z = d[..., 2]

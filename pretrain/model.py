@@ -55,7 +55,7 @@ from worldloom.actions import (
 )
 from worldloom.config import doc
 
-from .camera import hud_fill_index, rotate_frames
+from .camera import hud_fill_index, pixel_centres, rotate_frames
 from .text import TextConfig, TextEncoder
 
 ACTION_DIM = WORLD_MODEL_ACTION_DIM  # 20 buttons, mu-law and linear pitch and yaw (worldloom.actions)
@@ -215,9 +215,7 @@ def move_frames(frames: torch.Tensor, flow_px: torch.Tensor) -> torch.Tensor:
     """frames (N, C, H, W) resampled where each pixel's flow (N, 2, H, W), (dx, dy) in pixels, points:
     out(p) = frames(p + flow(p)), bilinear, the border repeated (as the camera warp's)."""
     N, C, H, W = frames.shape
-    ys = (torch.arange(H, device=frames.device, dtype=flow_px.dtype) + 0.5) / H * 2 - 1
-    xs = (torch.arange(W, device=frames.device, dtype=flow_px.dtype) + 0.5) / W * 2 - 1
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    gy, gx = pixel_centres(H, W, frames.device, flow_px.dtype)
     flow_px = flow_px.nan_to_num(0.0, 0.0, 0.0)  # a diverged network's NaN: grid_sample reads memory out of bounds on one
     grid = torch.stack([gx + flow_px[:, 0] * (2.0 / W), gy + flow_px[:, 1] * (2.0 / H)], dim=-1)  # (N, H, W, 2)
     return F.grid_sample(frames.float(), grid, mode="bilinear", padding_mode="border", align_corners=False
