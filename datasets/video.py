@@ -271,13 +271,31 @@ def _flush(codec_context) -> list:
         return []
 
 
+AV_LOG_QUIET = -8  # libavutil/log.h
+
+
 def _quiet_opencv() -> None:
     """OpenCV's and its bundled FFmpeg's own log lines off (errors kept): what went wrong with a file is
     the report's one line naming it, not "moov atom not found" and a cap.cpp warning before it.
+    OpenCV reads OPENCV_FFMPEG_LOGLEVEL once, when it first uses FFmpeg in a process (a VideoCapture or
+    a VideoWriter, the user's own before this reader), and sets AV_LOG_ERROR when it is unset: so the
+    level of its FFmpeg (its wheel bundles its own libavutil, beside PyAV's) is also set directly.
     A user who sets OPENCV_FFMPEG_LOGLEVEL or OPENCV_LOG_LEVEL keeps theirs."""
     if "OPENCV_LOG_LEVEL" not in os.environ:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET, read when the FFmpeg backend opens a file
+    if os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", str(AV_LOG_QUIET)) == str(AV_LOG_QUIET):
+        _set_opencv_ffmpeg_level(AV_LOG_QUIET)
+
+
+def _set_opencv_ffmpeg_level(level: int) -> None:
+    """av_log_set_level in the FFmpeg OpenCV's binary links (found from its own library); none: nothing to set."""
+    import ctypes
+
+    binary = next((p for p in Path(cv2.__file__).parent.glob("cv2*") if p.suffix in (".so", ".pyd")), None)
+    try:
+        ctypes.CDLL(str(binary)).av_log_set_level(level)  # already loaded: dlopen returns the same handle
+    except (OSError, AttributeError):
+        pass  # no binary found, or OpenCV built without FFmpeg (or loading it as a plugin): nothing logs
 
 
 def _opencv_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tuple[float | None, np.ndarray]]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -175,6 +178,31 @@ def test_files_no_backend_decodes_name_their_cause(tmp_path, capfd):
     native = capfd.readouterr().err  # the one line above is the whole story: no FFmpeg or OpenCV log line beside it
     assert "moov atom" not in native and "WARN" not in native and "Invalid data" not in native, native
 
+
+
+def test_the_reader_is_quiet_after_opencv_used_ffmpeg_in_the_process(tmp_path):
+    """OpenCV sets its FFmpeg's log level once, when it first uses FFmpeg (a VideoWriter here, as a user's
+    code or another test does): the reader quiets it all the same, and still counts FFmpeg's errors."""
+    cut = truncate(write_video(tmp_path / "whole.mp4", num_frames=40), tmp_path / "cut.mp4")
+    cut_ts = truncate(write_video(tmp_path / "whole.ts", num_frames=40, container_format="mpegts"),
+                      tmp_path / "cut.ts")
+    script = f"""
+import os, cv2
+os.environ.pop("OPENCV_FFMPEG_LOGLEVEL", None)
+writer = cv2.VideoWriter({str(tmp_path / "cv2.mp4")!r}, cv2.VideoWriter_fourcc(*"mp4v"), 20, (64, 64))
+writer.release()
+from worldloom.datasets.video import VideoError, VideoReader, read_video
+try:
+    VideoReader({cut!r})
+except VideoError as err:
+    print("error:", err)
+print("ffmpeg_errors:", read_video({cut_ts!r})[1].ffmpeg_errors)
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_LOG_LEVEL")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert "error:" in done.stdout and "cut.mp4: corrupt or truncated" in done.stdout, done
+    assert int(done.stdout.split("ffmpeg_errors:")[1]) > 0, done.stdout
+    assert "moov atom" not in done.stderr and "Invalid data" not in done.stderr, done.stderr
 
 def write_gif(path, num_frames: int) -> str:
     with av.open(str(path), "w") as out:
