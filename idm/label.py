@@ -262,7 +262,7 @@ class Labeler:
         if decoded:  # known only once the whole file is read: added to each of its episodes' rows
             summary = {k: decoded[k] for k in ("backend", "container", "codec", "timestamps", "decoded_frames",
                                                "expected_frames", "truncated", "decode_errors", "ffmpeg_errors",
-                                               "ffmpeg_last_error", "tried")}
+                                               "ffmpeg_last_error", "tried", "video_stream", "num_video_streams")}
             for shard in shards:
                 for row in shard["episodes"]:
                     env_config = json.loads(row["env_config"])

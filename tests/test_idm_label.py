@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 from conftest import ListeningSockets, start_v2_dataset
 from test_idm import play, write_dataset
-from videos import frame_index, on_screen, truncate, write_video
+from videos import (
+    frame_index,
+    on_screen,
+    truncate,
+    write_audio_with_cover,
+    write_video,
+    write_with_cover,
+)
 
 from worldloom.datasets import Dataset
 from worldloom.datasets.validate import validate
@@ -148,6 +155,20 @@ def test_a_folder_finds_cameras_suffixes_and_says_what_it_left_out(tmp_path, cap
     assert kind == "videos" and [item["source"] for item, _ in found] == [str(clips / "CAM0001.MTS")]
     assert "left out 2 file(s) of" in capsys.readouterr().err
 
+
+
+def test_the_video_is_labeled_not_its_cover_art(run, tmp_path, capsys):
+    clip = write_with_cover(tmp_path / "clip.mp4", "mp4 cover first", num_frames=12)  # the picture is stream #0
+    summary = label(LabelConfig(model=run, data=clip, out=str(tmp_path / "out")))
+    assert summary["labeled"] == ["clip.mp4"] and summary["num_steps"] == 12
+    ds = Dataset(tmp_path / "out")
+    assert (ds.spec.height, ds.spec.width) == (64, 64) and frame_index(ds.frames("clip.mp4:0000").frames) == list(range(12))
+    decode = json.loads(ds.episodes.column("env_config")[0].as_py())["decode"]
+    assert decode["video_stream"] == 1 and decode["num_video_streams"] == 2
+    song = write_audio_with_cover(tmp_path / "song.m4a")  # only cover art: was labeled as "1 steps"
+    assert cli(["idm", "label", "--model", run, "--data", song, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{song}: no video stream (only an attached picture)" in err and "Traceback" not in err, err
 
 def test_one_unreadable_file_is_a_one_line_error(run, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("not a video")
