@@ -342,7 +342,8 @@ def stored_parts(reader, size: tuple[int, int] | None, limit: int | None = None,
 def decode_summary(report) -> dict:
     data = report.to_json()
     return {k: data[k] for k in ("backend", "container", "codec", "timestamps", "decoded_frames", "expected_frames",
-                                 "truncated", "decode_errors", "ffmpeg_errors", "ffmpeg_last_error", "tried")}
+                                 "truncated", "decode_errors", "ffmpeg_errors", "ffmpeg_last_error", "tried",
+                                 "video_stream", "num_video_streams")}
 
 
 # ---- the worker ----------------------------------------------------------------------------------

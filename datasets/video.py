@@ -31,6 +31,13 @@ stream (an audio-only file), a codec no installed decoder reads (with the contai
 and what to install), not a video file, or "corrupt" when a decoder exists and the bytes do not
 decode (or the container's own structure is broken).
 
+Streams: the video stream read is the one ffmpeg reads by default (`video_stream`): never an attached
+picture (the cover art of an .m4a, a downloaded video's thumbnail; a stream listing one frame beside
+others counts as one), then one flagged default, then the most pixels. A file with only an attached
+picture has "no video stream (only an attached picture)". OpenCV reads the first video stream, whatever
+it is: it is not used on a file whose first is not the one to read, and where a file holds several the
+report's warnings say so.
+
 Truncation: a file whose decoded frames cover less time than its container promises (the video
 stream's duration, its DURATION tag, or the file's duration) by more than two frame intervals is
 reported as truncated (`DecodeReport.truncated`; PyAV only, OpenCV states no reliable promise),
@@ -61,6 +68,7 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpe
                   ".mts", ".m2ts", ".3gp", ".3g2", ".ogv", ".mxf", ".vob", ".dv", ".asf", ".f4v", ".y4m",
                   ".h264", ".264", ".h265", ".265", ".hevc")
 BACKENDS = ("pyav", "opencv")
+NO_VIDEO_ONLY_PICTURE = "no video stream (only an attached picture)"
 RESAMPLING = ("presentation timestamps: step k shows the last frame with time <= k / fps "
               "(ffmpeg -vf fps, round down); frames without a usable timestamp are placed at the header rate")
 PER_FRAME = "one step per decoded frame, in decode order (timestamps only time the report)"
@@ -125,6 +133,8 @@ class DecodeReport:
     ffmpeg_errors: int = 0  # error messages FFmpeg logged while reading it: damaged or cut-short data
     ffmpeg_last_error: str = ""  # the last of them, e.g. "matroska,webm: File ended prematurely"
     num_steps: int = 0
+    video_stream: int | None = None  # the container's index of the stream read (None: OpenCV's, unknown)
+    num_video_streams: int | None = None  # video streams in the file, attached pictures included (None: unknown)
     tried: list[str] = field(default_factory=list)  # backends tried before `backend`, and why they gave nothing
 
     @property
@@ -168,6 +178,9 @@ class DecodeReport:
         elif self.num_untimed:
             out.append(f"{self.num_untimed} of {self.decoded_frames} frames had no usable timestamp "
                        f"(missing, or not after the previous frame's): placed at the header rate")
+        if self.backend == "opencv" and (self.num_video_streams or 0) > 1:
+            out.append(f"{self.num_video_streams} video streams: OpenCV, which read it, cannot choose one and read the "
+                       f"first (#{self.video_stream}, the one ffmpeg picks too); the others were left out")
         if self.decode_errors:
             out.append(f"{self.decode_errors} packets did not decode and were skipped")
         if self.ffmpeg_errors and not self.truncated:
@@ -193,9 +206,10 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as err:
         raise _NoFrame(f"cannot open it ({_ffmpeg_reason(err)})") from None
     with container, _counting_errors(report, errors_before):
-        if not container.streams.video:
-            raise _NoFrame("no video stream")
-        stream = container.streams.video[0]
+        stream = video_stream(container)
+        if stream is None:
+            raise _NoFrame(NO_VIDEO_ONLY_PICTURE if container.streams.video else "no video stream")
+        report.video_stream, report.num_video_streams = stream.index, len(container.streams.video)
         report.container = container.format.name
         codec_context = stream.codec_context
         if codec_context is None:
@@ -271,17 +285,36 @@ def _flush(codec_context) -> list:
         return []
 
 
+AV_LOG_QUIET = -8  # libavutil/log.h
+
+
 def _quiet_opencv() -> None:
     """OpenCV's and its bundled FFmpeg's own log lines off (errors kept): what went wrong with a file is
     the report's one line naming it, not "moov atom not found" and a cap.cpp warning before it.
+    OpenCV reads OPENCV_FFMPEG_LOGLEVEL once, when it first uses FFmpeg in a process (a VideoCapture or
+    a VideoWriter, the user's own before this reader), and sets AV_LOG_ERROR when it is unset: so the
+    level of its FFmpeg (its wheel bundles its own libavutil, beside PyAV's) is also set directly.
     A user who sets OPENCV_FFMPEG_LOGLEVEL or OPENCV_LOG_LEVEL keeps theirs."""
     if "OPENCV_LOG_LEVEL" not in os.environ:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET, read when the FFmpeg backend opens a file
+    if os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", str(AV_LOG_QUIET)) == str(AV_LOG_QUIET):
+        _set_opencv_ffmpeg_level(AV_LOG_QUIET)
+
+
+def _set_opencv_ffmpeg_level(level: int) -> None:
+    """av_log_set_level in the FFmpeg OpenCV's binary links (found from its own library); none: nothing to set."""
+    import ctypes
+
+    binary = next((p for p in Path(cv2.__file__).parent.glob("cv2*") if p.suffix in (".so", ".pyd")), None)
+    try:
+        ctypes.CDLL(str(binary)).av_log_set_level(level)  # already loaded: dlopen returns the same handle
+    except (OSError, AttributeError):
+        pass  # no binary found, or OpenCV built without FFmpeg (or loading it as a plugin): nothing logs
 
 
 def _opencv_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tuple[float | None, np.ndarray]]:
     _quiet_opencv()
+    _check_opencv_stream(path, report)
     params = [cv2.CAP_PROP_N_THREADS, threads] if threads else []
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
     if not cap.isOpened():
@@ -309,6 +342,49 @@ def _rate(value) -> float | None:
     except (TypeError, ZeroDivisionError):
         return None
     return rate if 0 < rate < 10_000 else None
+
+
+def video_stream(container):
+    """The video stream ffmpeg reads by default (fftools' map_auto_video): never an attached picture (cover
+    art, a thumbnail), nor a stream listing one frame beside others; then one flagged default, then the most
+    pixels; the first of equals. None when the file holds no video stream but attached pictures."""
+    import av
+
+    moving = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    if not moving:
+        return None
+    return max(moving, key=lambda s: (s.frames != 1, bool(s.disposition & av.stream.Disposition.default),
+                                      (s.width or 0) * (s.height or 0)))
+
+
+def _check_opencv_stream(path: Path, report: DecodeReport) -> None:
+    """OpenCV reads the first video stream, whatever it is: refuse a file where that is not the video
+    (as PyAV, which opens more than it decodes, lists its streams), and count its video streams."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:  # indices and words taken while it is open (streams die with it)
+            chosen = video_stream(container)
+            chosen = None if chosen is None else (chosen.index, _stream_words(chosen))
+            streams = [(s.index, _stream_words(s)) for s in container.streams.video]
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError):
+        return  # PyAV cannot list its streams: OpenCV reads what it finds
+    if streams and chosen is None:
+        raise _NoFrame(NO_VIDEO_ONLY_PICTURE)
+    if chosen is not None and chosen != streams[0]:
+        raise _NoFrame(f"it reads only the first of the {len(streams)} video streams (#{streams[0][0]}, "
+                       f"{streams[0][1]}), not the video (#{chosen[0]}, {chosen[1]})")
+    report.video_stream = streams[0][0] if streams else None
+    report.num_video_streams = len(streams)
+
+
+def _stream_words(stream) -> str:
+    """'64x64 h264', '32x32 mjpeg attached picture'."""
+    import av
+
+    name = stream.codec_context.name if stream.codec_context else "unknown codec"
+    still = " attached picture" if stream.disposition & av.stream.Disposition.attached_pic else ""
+    return f"{stream.width}x{stream.height} {name}{still}"
 
 
 def _promised_duration(container, stream) -> float | None:
@@ -465,10 +541,15 @@ def diagnose(path: Path, tried: list[str], reports: dict[str, DecodeReport]) -> 
 
         with av.open(str(path)) as container:
             fmt = _container_name(container.format.name)
-            kinds = [f"{s.type} ({s.codec_context.name if s.codec_context else '?'})" for s in container.streams]
-            if not container.streams.video:
+            kinds = [f"{s.type} ({s.codec_context.name if s.codec_context else '?'}"
+                     f"{', attached picture' if s.disposition & av.stream.Disposition.attached_pic else ''})"
+                     for s in container.streams]
+            stream = video_stream(container)
+            if stream is None and container.streams.video:
+                return (f"{path}: {NO_VIDEO_ONLY_PICTURE}; the {fmt} file holds {', '.join(kinds)}: its picture is "
+                        "cover art or a thumbnail, not footage")
+            if stream is None:
                 return f"{path}: no video stream (the {fmt} file holds {', '.join(kinds) or 'no streams'})"
-            stream = container.streams.video[0]
             decoder = stream.codec_context.codec.name if stream.codec_context else None
             codec = CODEC_OF_DECODER.get(decoder, decoder) or getattr(stream, "codec_tag", "") or "unknown"
             listed = int(stream.frames)

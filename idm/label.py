@@ -24,7 +24,9 @@ Each video (or input episode) is one work item; long videos are stored as episod
 or its hash) was committed whole; a changed file is labeled again and its new episodes replace
 the old ones in one commit; same names in different folders stay distinct. A file that decodes
 fewer frames than its container promises is reported as truncated and skipped (`--keep-truncated`
-keeps what decodes, with a warning in the summary and `truncated` in its env_config). A bad file
+keeps what decodes, with a warning in the summary and `truncated` in its env_config). A clip shorter
+than the model's window is labeled as `infer.predict` labels one (its last frame repeated to fill the
+window, the padded steps dropped), with a warning in the summary. A bad file
 is reported and skipped; the others' labels are kept. With `--num-workers N > 1`, a pool of Ray
 actors labels items in parallel (each a fraction of a GPU when there is one).
 """
@@ -187,11 +189,11 @@ class Labeler:
             caption = row_captions(episode_columns(ds, episode_id), episode_id, float(ds.spec.fps))
         return {"state": state, "caption": caption if any(caption) else None}
 
-    def label_episode(self, item: dict) -> tuple[int, dict]:
+    def label_episode(self, item: dict, warnings: list[str]) -> tuple[int, dict]:
         ds = open_dataset(item["source"])
         clip = ds.frames(item["episode_id"])
         row = ds.episodes.filter(pc.equal(ds.episodes.column("episode_id"), item["episode_id"])).to_pylist()[0]
-        self._check_length(len(clip.frames), item)
+        warnings.extend(self._check_length(len(clip.frames), float(ds.spec.fps), item))
         pred = predict_sequence(self.model, clip.frames, self.cfg.batch_size)
         codec = ds.spec.codec if ds.spec.codec != "jpeg" else "png"  # never lose pixels to a re-encode
         env_config = json.loads(row["env_config"]) if row.get("env_config") else {}
@@ -204,7 +206,7 @@ class Labeler:
         self._add(writer, item["name"], clip.frames, pred, meta)
         return len(clip.frames), {}, (ds.spec.height, ds.spec.width)
 
-    def label_video(self, item: dict) -> tuple[int, dict]:
+    def label_video(self, item: dict, warnings: list[str]) -> tuple[int, dict]:
         """Stream one video through the model; episodes of chunk_steps steps. Returns (steps, decode report)."""
         with VideoReader(item["source"], fps=self.cfg.fps, threads=self.cfg.threads) as reader:
             report, fps, chunk = reader.report, reader.fps, self.cfg.chunk_steps
@@ -234,7 +236,7 @@ class Labeler:
                 frames.append(chunk_frames)
                 preds.append(stream.push(chunk_frames))
                 store(final=False)
-            self._check_length(report.num_steps, item)
+            warnings.extend(self._check_length(report.num_steps, fps, item))
             preds.append(stream.finish())
             if report.truncated and not self.cfg.keep_truncated:
                 raise VideoError(f"{item['source']}: truncated: {report.truncation()}; skipped (re-download or "
@@ -242,16 +244,29 @@ class Labeler:
             store(final=True)
         return num_stored, report.to_json(), (report.height, report.width)
 
-    def _check_length(self, num_steps: int, item: dict) -> None:
-        if num_steps < self.model_cfg.num_frames:
-            raise UserError(f"{item['source']}: {num_steps} steps, fewer than the model's window of "
-                            f"{self.model_cfg.num_frames}")
+    def _check_length(self, num_steps: int, fps: float, item: dict) -> list[str]:
+        """Refuse a clip of one step (no motion to read an action from); a warning line for one shorter than the
+        model's window, which is labeled all the same: as `infer.StreamPredictor` runs any sequence's first window
+        (its real steps at the window's first positions), its last frame repeated after its end (the padded
+        steps' predictions dropped), or, for VPT's IDM, a window of its own length."""
+        window = self.model_cfg.num_frames
+        if num_steps < 2:
+            raise UserError(f"{item['source']}: {num_steps} step(s) at {fps:g} fps: an IDM reads an action from the "
+                            "motion between frames, so a clip needs 2 steps at least; nothing to label")
+        if num_steps >= window:
+            return []
+        how = ("its last frame repeated to fill the window (the padded steps dropped)"
+               if getattr(self.model, "pads_short_windows", True) else "a window of its own length, as VPT runs one")
+        return [f"{item['source']}: {num_steps} steps ({num_steps / fps:.2f} s at {fps:g} fps), shorter than the "
+                f"model's window of {window} ({window / fps:.2f} s): labeled with {how}; its last steps' labels are "
+                "the least sure"]
 
     def label(self, item: dict) -> dict:
         """Label one item; returns its committed-to-be shards (JSON) or the error that skipped it."""
+        warnings: list[str] = []  # lines for the summary (a clip shorter than the window)
         try:
-            num_steps, decoded, source_hw = (self.label_episode(item) if item["kind"] == "episode"
-                                             else self.label_video(item))
+            num_steps, decoded, source_hw = (self.label_episode(item, warnings) if item["kind"] == "episode"
+                                             else self.label_video(item, warnings))
         except Exception as err:  # noqa: BLE001 - one bad item is reported and skipped, never ends the job
             for writer in self.writers.values():
                 writer.abort()
@@ -262,14 +277,14 @@ class Labeler:
         if decoded:  # known only once the whole file is read: added to each of its episodes' rows
             summary = {k: decoded[k] for k in ("backend", "container", "codec", "timestamps", "decoded_frames",
                                                "expected_frames", "truncated", "decode_errors", "ffmpeg_errors",
-                                               "ffmpeg_last_error", "tried")}
+                                               "ffmpeg_last_error", "tried", "video_stream", "num_video_streams")}
             for shard in shards:
                 for row in shard["episodes"]:
                     env_config = json.loads(row["env_config"])
                     row["env_config"] = json.dumps({**env_config, "decode": summary, "truncated": decoded["truncated"]},
                                                    sort_keys=True, default=str)
         return {"item": item, "ok": True, "num_steps": num_steps, "shards": shards, "decoded": decoded,
-                "source_hw": source_hw}
+                "source_hw": source_hw, "warnings": warnings}
 
 
 def run_items(cfg: LabelConfig, items: list[dict], model_id: str, job_config: dict):
@@ -291,15 +306,15 @@ def run_items(cfg: LabelConfig, items: list[dict], model_id: str, job_config: di
 
 
 def warnings_of(result: dict) -> list[str]:
-    """The decode warnings of one labeled video, one line each, naming the file."""
+    """The warnings of one labeled item, one line each, naming the file: its own, then its decode's."""
     from worldloom.datasets.video import DecodeReport
 
     decoded = result.get("decoded") or {}
     if not decoded:
-        return []
+        return list(result.get("warnings", []))
     fields = {f.name for f in dataclasses.fields(DecodeReport)}
     report = DecodeReport(**{k: v for k, v in decoded.items() if k in fields})
-    return [f"{result['item']['source']}: {line}" for line in report.warnings()]
+    return [*result.get("warnings", []), *(f"{result['item']['source']}: {line}" for line in report.warnings())]
 
 
 def check_label_out(out: str) -> None:

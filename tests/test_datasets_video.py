@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -16,8 +19,10 @@ from videos import (
     painted,
     truncate,
     write_audio_only,
+    write_audio_with_cover,
     write_h264_stream,
     write_video,
+    write_with_cover,
 )
 
 from worldloom.datasets.video import VideoError, VideoReader, read_video
@@ -175,6 +180,61 @@ def test_files_no_backend_decodes_name_their_cause(tmp_path, capfd):
     native = capfd.readouterr().err  # the one line above is the whole story: no FFmpeg or OpenCV log line beside it
     assert "moov atom" not in native and "WARN" not in native and "Invalid data" not in native, native
 
+
+
+
+COVER_LAYOUTS = {"mp4 cover after": (".mp4", 1), "mp4 cover first": (".mp4", 0), "mkv still first": (".mkv", 0)}
+
+
+@pytest.mark.parametrize("layout", sorted(COVER_LAYOUTS))
+def test_the_video_is_read_not_its_thumbnail_whichever_stream_comes_first(tmp_path, layout):
+    suffix, still_index = COVER_LAYOUTS[layout]
+    path = write_with_cover(tmp_path / f"clip{suffix}", layout)
+    frames, report = read_video(path, fps=20)
+    assert frame_index(frames) == list(range(12)) and report.codec == "h264" and not report.warnings()
+    assert report.video_stream == 1 - still_index and report.num_video_streams == 2
+    # OpenCV reads the first video stream: the picture where it comes first (refused), else the video, said
+    if still_index == 0:
+        with pytest.raises(VideoError, match=r"reads only the first of the 2 video streams \(#0, 32x32 mjpeg"):
+            read_video(path, fps=20, backends=("opencv",))
+    else:
+        frames, report = read_video(path, fps=20, backends=("opencv",))
+        assert frame_index(frames) == list(range(12))
+        assert any("2 video streams: OpenCV" in w and "(#0" in w for w in report.warnings()), report.warnings()
+
+
+def test_an_audio_file_with_cover_art_has_no_video_stream(tmp_path):
+    path = write_audio_with_cover(tmp_path / "song.m4a")
+    for backends in (("pyav", "opencv"), ("opencv",)):  # OpenCV alone would decode the picture as 1 step
+        with pytest.raises(VideoError) as err:
+            VideoReader(path, backends=backends)
+        message = str(err.value)
+        assert message.startswith(f"{path}: no video stream (only an attached picture)"), message
+        assert "attached picture" in message.split("holds")[1] and "\n" not in message
+
+def test_the_reader_is_quiet_after_opencv_used_ffmpeg_in_the_process(tmp_path):
+    """OpenCV sets its FFmpeg's log level once, when it first uses FFmpeg (a VideoWriter here, as a user's
+    code or another test does): the reader quiets it all the same, and still counts FFmpeg's errors."""
+    cut = truncate(write_video(tmp_path / "whole.mp4", num_frames=40), tmp_path / "cut.mp4")
+    cut_ts = truncate(write_video(tmp_path / "whole.ts", num_frames=40, container_format="mpegts"),
+                      tmp_path / "cut.ts")
+    script = f"""
+import os, cv2
+os.environ.pop("OPENCV_FFMPEG_LOGLEVEL", None)
+writer = cv2.VideoWriter({str(tmp_path / "cv2.mp4")!r}, cv2.VideoWriter_fourcc(*"mp4v"), 20, (64, 64))
+writer.release()
+from worldloom.datasets.video import VideoError, VideoReader, read_video
+try:
+    VideoReader({cut!r})
+except VideoError as err:
+    print("error:", err)
+print("ffmpeg_errors:", read_video({cut_ts!r})[1].ffmpeg_errors)
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_LOG_LEVEL")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert "error:" in done.stdout and "cut.mp4: corrupt or truncated" in done.stdout, done
+    assert int(done.stdout.split("ffmpeg_errors:")[1]) > 0, done.stdout
+    assert "moov atom" not in done.stderr and "Invalid data" not in done.stderr, done.stderr
 
 def write_gif(path, num_frames: int) -> str:
     with av.open(str(path), "w") as out:

@@ -10,12 +10,19 @@ import numpy as np
 import pytest
 from conftest import ListeningSockets, start_v2_dataset
 from test_idm import play, write_dataset
-from videos import frame_index, on_screen, truncate, write_video
+from videos import (
+    frame_index,
+    on_screen,
+    truncate,
+    write_audio_with_cover,
+    write_video,
+    write_with_cover,
+)
 
 from worldloom.datasets import Dataset
 from worldloom.datasets.validate import validate
 from worldloom.datasets.video import read_video
-from worldloom.idm import checkpoint
+from worldloom.idm import checkpoint, load_idm, predict
 from worldloom.idm.label import LabelConfig, label
 from worldloom.idm.train import TrainConfig
 from worldloom.idm.train import main as train_main
@@ -70,17 +77,38 @@ def test_bad_files_are_reported_and_skipped(run, clip, tmp_path):
     videos = tmp_path / "videos"
     videos.mkdir()
     write_mp4(videos / "good.mp4", clip[:20], fps=20)
-    write_mp4(videos / "short.mp4", clip[:5], fps=20)  # fewer frames than the window of 8
     (videos / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 50)
     (videos / "empty.mp4").write_bytes(b"")
     summary = label(LabelConfig(model=run, data=str(videos), out=str(tmp_path / "out")))
     errors = {f["input"].split("/")[-1]: f["error"] for f in summary["failed"]}
-    assert summary["labeled"] == ["good.mp4"] and sorted(errors) == ["corrupt.mp4", "empty.mp4", "short.mp4"]
-    assert "empty" in errors["empty.mp4"] and "fewer than the model's window" in errors["short.mp4"]
+    assert summary["labeled"] == ["good.mp4"] and sorted(errors) == ["corrupt.mp4", "empty.mp4"]
+    assert "empty" in errors["empty.mp4"]
     assert Dataset(tmp_path / "out").episode_ids == ["good.mp4:0000"]
     # Run again: the good file is skipped as done, the bad ones fail again; the exit code says so.
     assert cli(["idm", "label", "--model", run, "--data", str(videos), "--out", str(tmp_path / "out")]) == 1
 
+
+
+def test_a_clip_shorter_than_the_window_is_labeled_with_a_warning(run, clip, tmp_path, capsys):
+    """Its real steps are predicted as any video's first window is (what `predict` gives), the window filled
+    with its last frame; the summary says so. One step has no motion to label: refused in one line."""
+    short = write_mp4(tmp_path / "short.mp4", clip[:5], fps=20)  # 5 steps; the micro model's window is 8
+    summary = label(LabelConfig(model=run, data=short, out=str(tmp_path / "out")))
+    assert summary["labeled"] == ["short.mp4"] and summary["num_steps"] == 5
+    assert summary["warnings"] == [
+        f"{short}: 5 steps (0.25 s at 20 fps), shorter than the model's window of 8 (0.40 s): labeled with its last "
+        "frame repeated to fill the window (the padded steps dropped); its last steps' labels are the least sure"]
+    stored = Dataset(tmp_path / "out").frames("short.mp4:0000")
+    frames, _ = read_video(short, fps=20)
+    expected = predict(load_idm(run, device="cpu")[0], frames)
+    assert np.array_equal(stored.frames, frames) and np.array_equal(stored.label_confidence, expected["confidence"])
+    short_again = write_mp4(tmp_path / "again.mp4", clip[5:10], fps=20)
+    assert cli(["idm", "label", "--model", run, "--data", short_again, "--out", str(tmp_path / "out")]) == 0
+    assert f"idm label: warning: {short_again}: 5 steps (0.25 s at 20 fps), shorter than" in capsys.readouterr().err
+    one = write_mp4(tmp_path / "one.mp4", clip[:1], fps=20)
+    assert cli(["idm", "label", "--model", run, "--data", one, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{one}: 1 step(s) at 20 fps: an IDM reads an action from the motion between frames" in err, err
 
 def test_footage_of_another_size_than_out_names_the_flags_that_fit_it(run, clip, tmp_path, capsys):
     out = tmp_path / "pseudo"
@@ -148,6 +176,20 @@ def test_a_folder_finds_cameras_suffixes_and_says_what_it_left_out(tmp_path, cap
     assert kind == "videos" and [item["source"] for item, _ in found] == [str(clips / "CAM0001.MTS")]
     assert "left out 2 file(s) of" in capsys.readouterr().err
 
+
+
+def test_the_video_is_labeled_not_its_cover_art(run, tmp_path, capsys):
+    clip = write_with_cover(tmp_path / "clip.mp4", "mp4 cover first", num_frames=12)  # the picture is stream #0
+    summary = label(LabelConfig(model=run, data=clip, out=str(tmp_path / "out")))
+    assert summary["labeled"] == ["clip.mp4"] and summary["num_steps"] == 12
+    ds = Dataset(tmp_path / "out")
+    assert (ds.spec.height, ds.spec.width) == (64, 64) and frame_index(ds.frames("clip.mp4:0000").frames) == list(range(12))
+    decode = json.loads(ds.episodes.column("env_config")[0].as_py())["decode"]
+    assert decode["video_stream"] == 1 and decode["num_video_streams"] == 2
+    song = write_audio_with_cover(tmp_path / "song.m4a")  # only cover art: was labeled as "1 steps"
+    assert cli(["idm", "label", "--model", run, "--data", song, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{song}: no video stream (only an attached picture)" in err and "Traceback" not in err, err
 
 def test_one_unreadable_file_is_a_one_line_error(run, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("not a video")

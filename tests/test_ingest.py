@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from recordings import frame_number, frames_of, vpt_line, write_minerl, write_vpt
-from videos import truncate, write_audio_only, write_video
+from videos import (
+    frame_index,
+    truncate,
+    write_audio_only,
+    write_audio_with_cover,
+    write_video,
+    write_with_cover,
+)
 
 from worldloom.actions import BUTTONS
 from worldloom.datasets import Dataset, schema, vpt
@@ -268,6 +275,18 @@ def test_bad_inputs_are_skipped_with_one_line_each_and_the_rest_kept(tmp_path, c
     kept = run([root / "cut.mp4"], tmp_path / "ds", keep_truncated=True)
     assert kept["ingested"] == ["cut"] and any("40 lines: kept the first" in w for w in kept["warnings"]), kept
 
+
+
+def test_plain_videos_ingest_the_video_not_its_cover_art(tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    write_with_cover(root / "clip.mkv", "mkv still first", num_frames=12)  # a one-frame 32x32 track first
+    write_audio_with_cover(root / "song.m4a")
+    summary = run([root, root / "song.m4a"], tmp_path / "ds", format="video")  # .m4a: not a video by its suffix
+    assert summary["ingested"] == ["clip.mkv"], summary
+    assert [f["error"] for f in summary["failed"]][0].startswith(f"{root / 'song.m4a'}: no video stream (only an attached")
+    ds = Dataset(tmp_path / "ds")
+    assert (ds.spec.height, ds.spec.width) == (64, 64) and frame_index(ds.frames("clip.mkv").frames) == list(range(12))
 
 # ---- MineRL v0 ---------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ codec did to the texture.
 
 from __future__ import annotations
 
+import struct
 from fractions import Fraction
 
 import av
@@ -85,6 +86,85 @@ def write_audio_only(path) -> str:
     out.close()
     return str(path)
 
+
+
+COVER_GREY = 250  # the picture of `write_with_cover`: 32x32, all this grey (no frame index paints it)
+
+
+def _cover_stream(out, attached: bool = True):
+    stream = out.add_stream("mjpeg", rate=1)
+    stream.width = stream.height = 32
+    stream.pix_fmt = "yuvj420p"
+    if attached:
+        stream.disposition = av.stream.Disposition.attached_pic
+    return stream
+
+
+def _mux_cover(out, stream) -> None:
+    picture = av.VideoFrame.from_ndarray(np.full((32, 32, 3), COVER_GREY, np.uint8), format="rgb24")
+    for packet in [*stream.encode(picture.reformat(format="yuvj420p")), *stream.encode()]:
+        out.mux(packet)
+
+
+def write_with_cover(path, layout: str, num_frames: int = 12) -> str:
+    """Frames 0, 1, ... at 20 fps beside a 32x32 still, as downloads and cameras add thumbnails:
+    "mp4 cover after": an attached picture (mp4 `covr`) listed after the video, as FFmpeg writes it;
+    "mp4 cover first": the same with its moov's udta moved before the trak (as some taggers write it), so
+    the picture is stream #0; "mkv still first": a one-frame mjpeg track before the video (no flag)."""
+    fmt = "matroska" if layout == "mkv still first" else "mp4"
+    out = av.open(str(path), "w", format=fmt)
+    still = _cover_stream(out, attached=fmt == "mp4") if layout != "mp4 cover after" else None
+    video = out.add_stream("libx264", rate=20)
+    video.width = video.height = 64
+    video.pix_fmt, video.options = "yuv444p", {"crf": "10", "bf": "0"}
+    still = still or _cover_stream(out)
+    _mux_cover(out, still)
+    for i in range(num_frames):
+        for packet in video.encode(av.VideoFrame.from_ndarray(painted(i), format="rgb24")):
+            out.mux(packet)
+    for packet in video.encode():
+        out.mux(packet)
+    out.close()
+    if layout == "mp4 cover first":
+        _move_udta_first(path)
+    return str(path)
+
+
+def _boxes(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
+    """(type, start, end) of the ISO BMFF boxes in data[start:end]."""
+    out = []
+    while start < end:
+        size, kind = struct.unpack(">I4s", data[start:start + 8])
+        out.append((kind, start, start + size))
+        start += size
+    return out
+
+
+def _move_udta_first(path) -> None:
+    """Move moov's udta (its tags and cover art) before its tracks: sizes and sample offsets unchanged."""
+    data = open(path, "rb").read()
+    _, start, end = next(b for b in _boxes(data, 0, len(data)) if b[0] == b"moov")
+    children = _boxes(data, start + 8, end)
+    ordered = sorted(children, key=lambda b: b[0] != b"udta")
+    moov = data[start:start + 8] + b"".join(data[a:b] for _, a, b in ordered)
+    with open(path, "wb") as f:
+        f.write(data[:start] + moov + data[end:])
+
+
+def write_audio_with_cover(path) -> str:
+    """An .m4a file: one AAC stream and cover art (an attached picture), no video."""
+    out = av.open(str(path), "w", format="mp4")  # the ipod muxer (.m4a) takes no picture through PyAV
+    audio = out.add_stream("aac", rate=16000)
+    _mux_cover(out, _cover_stream(out))
+    for i in range(8):
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, i * 1024
+        for packet in audio.encode(frame):
+            out.mux(packet)
+    for packet in audio.encode():
+        out.mux(packet)
+    out.close()
+    return str(path)
 
 def truncate(src, dst, fraction: float = 0.6) -> str:
     """Copy the first `fraction` of a file's bytes (what a broken download leaves)."""
