@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worldloom.actions import NUM_BUTTONS, NUM_CAMERA_BINS
+from worldloom.actions import NUM_BUTTONS, NUM_CAMERA_BINS, two_hot_degrees
 from worldloom.config import doc
 
 
@@ -60,9 +60,13 @@ class IDMConfig:
     motion_scales: tuple[int, ...] = doc("the motion branch matches frames averaged down by each of these factors", (2, 4))
     motion_sparse_window: int = doc("the motion branch's sparse-change reader (a pointer over a still screen): the odd "
                                     "window, in pixels, of its local background estimate (0: off)", 0)
+    motion_sparse_prior: float = doc("the sparse reader's pointer move, read as a camera move (POINTER_SWEEP_DEG across "
+                                     "the frame), goes straight into the camera logits through a per-axis bins x bins "
+                                     "map that starts as this times the identity and is learned (0: off)", 0.0)
 
     # Fields a checkpoint of an older format may lack (worldloom.checkpoint.FORMAT_VERSION): the version that added each.
-    FIELDS_ADDED: ClassVar[dict[str, int]] = {"motion_scales": 2, "motion_sparse_window": 5}
+    FIELDS_ADDED: ClassVar[dict[str, int]] = {"motion_scales": 2, "motion_sparse_window": 5,
+                                                  "motion_sparse_prior": 7}
 
     def __post_init__(self) -> None:
         for name in ("height", "width", "num_frames", "stem_channels", "frame_dim", "hidden",
@@ -83,6 +87,9 @@ class IDMConfig:
             raise ValueError("IDMConfig.motion_channels needs stem_kernel_t >= 3 (the frame after the last step)")
         if self.temporal_conv_layers < 0:
             raise ValueError(f"IDMConfig.temporal_conv_layers must be >= 0, got {self.temporal_conv_layers}")
+        if not self.motion_sparse_prior >= 0 or (self.motion_sparse_prior and not self.motion_sparse_window):
+            raise ValueError(f"IDMConfig.motion_sparse_prior must be >= 0, and needs motion_sparse_window, got "
+                             f"{self.motion_sparse_prior} with motion_sparse_window {self.motion_sparse_window}")
         if self.motion_sparse_window < 0 or (self.motion_sparse_window and self.motion_sparse_window % 2 == 0):
             raise ValueError(f"IDMConfig.motion_sparse_window must be 0 or odd, got {self.motion_sparse_window}")
         if self.motion_channels < 0 or self.motion_radius < 1 or self.motion_grid < 1:
@@ -128,16 +135,17 @@ PRESETS: dict[str, IDMConfig] = {
     # Tests and CI smoke runs: seconds on one core; not meant to score well.
     "micro": IDMConfig(num_frames=8, stem_channels=8, stack_channels=(8, 16, 16), blocks_per_stack=1,
                        frame_dim=64, hidden=64, num_layers=1, num_heads=2, motion_channels=64, strided_stacks=1,
-                       temporal_conv_layers=2, motion_sparse_window=3),
+                       temporal_conv_layers=2, motion_sparse_window=3, motion_sparse_prior=3.0),
     # Minutes on 2 CPU cores; about 2.2M parameters. One residual block per stack and an 8-channel
     # stem: 2.5x less CPU time per step than VPT's 2 blocks; windows of 16 frames (trained in
     # batches of 16): more windows per second of CPU and faster learning than 32 (docs/idm.md).
     # The motion branch (block matching, below) is what makes the camera learnable in that time.
-    "tiny": IDMConfig(num_frames=16, motion_channels=256, strided_stacks=1, temporal_conv_layers=2, motion_sparse_window=3),
+    "tiny": IDMConfig(num_frames=16, motion_channels=256, strided_stacks=1, temporal_conv_layers=2, motion_sparse_window=3,
+                      motion_sparse_prior=3.0),
     # An hour on a workstation (VPT's input size, 128x128, unless the pipeline names another).
     "small": IDMConfig(height=128, width=128, num_frames=64, stem_channels=32, stack_channels=(32, 64, 64), blocks_per_stack=2,
                        frame_dim=512, hidden=512, num_layers=4, num_heads=8, motion_channels=256, strided_stacks=1,
-                       temporal_conv_layers=2, motion_sparse_window=3),
+                       temporal_conv_layers=2, motion_sparse_window=3, motion_sparse_prior=3.0),
     # The named variant: VPT's released 4x_idm (REFERENCES.md), about 0.5B parameters.
     "vpt": IDMConfig(height=128, width=128, num_frames=128, stem_channels=128, stack_channels=(256, 512, 512), blocks_per_stack=2,
                      frame_dim=256, hidden=4096, num_layers=2, num_heads=32),
@@ -199,6 +207,11 @@ class ImpalaStack(nn.Module):
         return self.blocks(x)
 
 
+# How far a camera move moves the pointer with a screen open: VoxelWorld's cursor crosses the frame
+# in 60 degrees (envs/objects.py, GUI_CURSOR_DEG); the sparse prior's map learns another game's.
+POINTER_SWEEP_DEG = 60.0
+
+
 class MotionBranch(nn.Module):
     """Where each part of frame t went in frame t+1: block matching at two scales, read by an MLP.
 
@@ -236,6 +249,14 @@ class MotionBranch(nn.Module):
                                                nn.Linear(64, NUM_BUTTONS + 2 * NUM_CAMERA_BINS))
             nn.init.zeros_(self.sparse_logits[2].weight)
             nn.init.zeros_(self.sparse_logits[2].bias)
+        self.sparse_prior = cfg.motion_sparse_prior
+        if self.sparse_prior:
+            # (2, bins, bins): per axis, the two-hot of the measured move (degrees) -> camera logits. A linear
+            # read of the reader's move fits the camera on open-inventory steps far better than the demo's IDM
+            # learned to through the MLP above in its 459 steps (issue 18's log, section 31).
+            self.sparse_prior_map = nn.Parameter(torch.eye(NUM_CAMERA_BINS).repeat(2, 1, 1) * self.sparse_prior)
+            self.register_buffer("deg_per_px", torch.tensor([POINTER_SWEEP_DEG / cfg.height, POINTER_SWEEP_DEG / cfg.width]),
+                                 persistent=False)
         r = torch.arange(-self.radius, self.radius + 1, dtype=torch.float32)
         self.register_buffer("offsets", torch.stack(torch.meshgrid(r, r, indexing="ij"), -1).view(-1, 2), persistent=False)
 
@@ -296,6 +317,12 @@ class MotionBranch(nn.Module):
         out[rows] = feats
         return out
 
+    def prior_logits(self, sparse: torch.Tensor) -> torch.Tensor:
+        """The sparse reader's features (M, 6) -> camera logits (M, 2, bins): where it answered, its
+        pointer move in pixels (dy, dx) read as degrees (pitch, yaw), two-hot, through the learned map."""
+        move = sparse[:, 2:4] * 2.0 * self.deg_per_px  # (M, 2): [pitch, yaw] degrees, 0 where it did not answer
+        return torch.einsum("mab,abc->mac", two_hot_degrees(move), self.sparse_prior_map) * sparse[:, :1, None]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, 3, N + 1, H, W) in [0, 1] -> motion features (B, N, hidden) of the N steps t -> t+1,
         and with the sparse reader on, its logits after them: (B, N, hidden + 20 + 22)."""
@@ -309,7 +336,10 @@ class MotionBranch(nn.Module):
         if self.sparse_window:
             f = frames.view(B, N1, 3, H, W)
             sparse = self.sparse_motion(f[:, :-1].flatten(0, 1), f[:, 1:].flatten(0, 1))  # (B*N, 6)
-            out = torch.cat([out + self.sparse_mlp(sparse), self.sparse_logits(sparse)], 1)
+            direct = self.sparse_logits(sparse)  # (B*N, 42)
+            if self.sparse_prior:
+                direct = direct + F.pad(self.prior_logits(sparse).flatten(1), (NUM_BUTTONS, 0))
+            out = torch.cat([out + self.sparse_mlp(sparse), direct], 1)
         return out.view(B, N1 - 1, -1)  # (B, N, hidden [+ 42])
 
 

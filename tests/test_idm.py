@@ -165,36 +165,43 @@ def test_motion_branch_finds_a_shift():
     assert not feats.requires_grad  # matching is fixed: no gradient flows into it
 
 
-def test_sparse_reader_follows_the_inventory_cursor():
-    """VoxelWorld's pointer (about 3 x 6 pixels at 64x64) moved by the camera over the open
-    inventory: the block matcher's cell averages miss it; the sparse reader's shift follows the
-    pointer's own move in pixels, and it stays silent where the whole picture moves."""
+def _inventory_pointer_pairs(num: int = 40):
+    """Frame pairs of VoxelWorld's open inventory with the camera moving its pointer: (frames t, frames
+    t+1) as (M, 3, 64, 64) floats, the pointer's moves (M, 2) in pixels (dy, dx), the camera (M, 2)."""
     from worldloom import actions
     from worldloom.envs import make_env
 
-    branch = MotionBranch(dataclasses.replace(PRESETS["tiny"], motion_sparse_window=3))
     env = make_env("voxel", height=64, width=64)
     env.reset(seed=3)
     opened = actions.noop()
     opened["inventory"] = 1
     obs, _, _, _, info = env.step(opened)
     rng = np.random.default_rng(0)
-    pairs, moves = [], []
-    for _ in range(40):
+    pairs, moves, cameras = [], [], []
+    for _ in range(num):
         a = actions.noop()
         a["camera"] = rng.uniform(-6, 6, 2).astype(np.float32)  # (pitch, yaw) degrees
         before = info["cursor"].copy()
         nxt, _, _, _, info = env.step(a)
         pairs.append((obs, nxt))
         moves.append((info["cursor"] - before)[::-1] * 63)  # (dy, dx) pixels: the pointer's tip
+        cameras.append(a["camera"])
         obs = nxt
     env.close()
 
     def pixels(frames):
         return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255  # (M, 3, H, W)
 
-    feats = branch.sparse_motion(pixels([p[0] for p in pairs]), pixels([p[1] for p in pairs])).numpy()
-    moves = np.array(moves)
+    return pixels([p[0] for p in pairs]), pixels([p[1] for p in pairs]), np.array(moves), np.array(cameras)
+
+
+def test_sparse_reader_follows_the_inventory_cursor():
+    """VoxelWorld's pointer (about 3 x 6 pixels at 64x64) moved by the camera over the open
+    inventory: the block matcher's cell averages miss it; the sparse reader's shift follows the
+    pointer's own move in pixels, and it stays silent where the whole picture moves."""
+    branch = MotionBranch(dataclasses.replace(PRESETS["tiny"], motion_sparse_window=3))
+    before, after, moves, _ = _inventory_pointer_pairs()
+    feats = branch.sparse_motion(before, after).numpy()
     assert feats[:, 0].mean() > 0.9  # answered: only the pointer changed
     for axis in range(2):
         assert np.corrcoef(feats[:, 2 + axis] * 2, moves[:, axis])[0, 1] > 0.8
@@ -203,11 +210,35 @@ def test_sparse_reader_follows_the_inventory_cursor():
     assert still[0, 0] == 0 and still[0, 1] > 15
 
 
+def test_the_sparse_prior_reads_the_pointer_move_as_the_camera_move():
+    """The prior's logits alone, decoded as the IDM decodes (expected move over the bins' centres),
+    give the camera move that moved the pointer: its pixels times POINTER_SWEEP_DEG over the frame,
+    VoxelWorld's own cursor speed; nothing where the reader did not answer."""
+    from worldloom.actions import dequantize_camera
+    from worldloom.envs.objects import GUI_CURSOR_DEG
+    from worldloom.idm.model import POINTER_SWEEP_DEG
+
+    assert POINTER_SWEEP_DEG == GUI_CURSOR_DEG
+    branch = MotionBranch(dataclasses.replace(PRESETS["tiny"], motion_sparse_window=3, motion_sparse_prior=30.0))
+    before, after, _, cameras = _inventory_pointer_pairs()
+    sparse = branch.sparse_motion(before, after)
+    with torch.no_grad():
+        probs = torch.softmax(branch.prior_logits(sparse), -1).numpy()  # (M, 2, bins)
+    decoded = (probs * dequantize_camera(np.arange(probs.shape[-1]))).sum(-1)  # (M, 2) degrees
+    answered = sparse[:, 0].numpy() > 0
+    for axis in range(2):
+        assert np.corrcoef(decoded[answered, axis], cameras[answered, axis])[0, 1] > 0.85
+        assert np.median(np.abs(decoded[answered, axis] - cameras[answered, axis])) < 1.0
+    world = torch.rand(1, 3, 64, 64)
+    turned = branch.sparse_motion(world, torch.roll(world, 2, dims=3))  # not answered: no prior
+    assert torch.equal(branch.prior_logits(turned), torch.zeros(1, 2, 11))
+
+
 def test_sparse_reader_logits_ride_with_the_frame_features():
     """With the sparse reader on, frame features carry its logits after the hidden width (the
     labeling path caches frame features and runs `heads` per window); they start at zero, so a
     new run starts as the model without them, and `heads` adds them once trained."""
-    cfg = dataclasses.replace(PRESETS["micro"], motion_sparse_window=3)
+    cfg = dataclasses.replace(PRESETS["micro"], motion_sparse_window=3, motion_sparse_prior=0.0)
     torch.manual_seed(0)
     model = IDM(cfg).eval()
     frames = torch.randint(0, 255, (1, cfg.num_frames + 2 * cfg.context, 64, 64, 3), dtype=torch.uint8)

@@ -172,6 +172,16 @@ def world_model_camera(features):
     return features[..., -2:].float() * CAMERA_MAXVAL
 
 
+def two_hot_degrees(camera_deg):
+    """Camera degrees (...) torch tensor -> (..., 11) two-hot over VPT's mu-law bins (`two_hot` of
+    `camera_to_bin_position`, in torch): moves past CAMERA_MAXVAL are clipped to it."""
+    import torch
+
+    cam = camera_deg.clamp(-CAMERA_MAXVAL, CAMERA_MAXVAL) / CAMERA_MAXVAL
+    encoded = cam.sign() * torch.log1p(CAMERA_MU * cam.abs()) / math.log1p(CAMERA_MU)
+    return two_hot((encoded * CAMERA_MAXVAL + CAMERA_MAXVAL) / CAMERA_BINSIZE)
+
+
 def two_hot(position, num_bins: int = NUM_CAMERA_BINS):
     """IDM camera targets: bin positions (...) in [0, num_bins - 1] -> (..., num_bins) two-hot.
 
