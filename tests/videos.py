@@ -72,10 +72,8 @@ def write_h264_stream(path, num_frames: int, rate: int = 20) -> str:
     return str(path)
 
 
-def write_audio_only(path) -> str:
-    """An .m4a file with one AAC stream and no video."""
-    out = av.open(str(path), "w")
-    stream = out.add_stream("aac", rate=16000)
+def _mux_silence(out, stream) -> None:
+    """Eight frames of mono silence (1024 samples at 16 kHz each) encoded into `stream` and muxed, flushed."""
     for i in range(8):
         frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
         frame.sample_rate, frame.pts = 16000, i * 1024
@@ -83,6 +81,13 @@ def write_audio_only(path) -> str:
             out.mux(packet)
     for packet in stream.encode():
         out.mux(packet)
+
+
+def write_audio_only(path) -> str:
+    """An .m4a file with one AAC stream and no video."""
+    out = av.open(str(path), "w")
+    stream = out.add_stream("aac", rate=16000)
+    _mux_silence(out, stream)
     out.close()
     return str(path)
 
@@ -156,13 +161,7 @@ def write_audio_with_cover(path) -> str:
     out = av.open(str(path), "w", format="mp4")  # the ipod muxer (.m4a) takes no picture through PyAV
     audio = out.add_stream("aac", rate=16000)
     _mux_cover(out, _cover_stream(out))
-    for i in range(8):
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = 16000, i * 1024
-        for packet in audio.encode(frame):
-            out.mux(packet)
-    for packet in audio.encode():
-        out.mux(packet)
+    _mux_silence(out, audio)
     out.close()
     return str(path)
 
