@@ -189,10 +189,11 @@ class UNetPeer(nn.Module):
         return v[:, 0]
 
     def forward(self, x, t, action, action_mask, past_kv=None, start=0, return_kv=False, prev=None, prev_t=None,
-                dead_zone=None, recall=None, canvas=None):
+                dead_zone=None, recall=None, canvas=None, prev_action=None):
         """WorldModel's call: x (B, T, C, H, W), t (B, T), action (B, T, A) (frame t's: the action that produced it),
         action_mask (B, T) -> v (B, T, C, H, W); see the module docstring for past_kv and return_kv; dead_zone:
-        the sampler's (none: the config's); recall and canvas: the sampler's pose memory and canvas, as WorldModel takes them."""
+        the sampler's (none: the config's); recall and canvas: the sampler's pose memory and canvas, as WorldModel takes them;
+        prev_action: unused (the peer's warp turns, it does not zoom)."""
         if return_kv:  # the sampler's context pass: keep the frames, actions, masks and levels for the next call
             meta = torch.cat([action, action_mask[..., None].to(action.dtype), t[..., None].to(action.dtype)], -1)
             return torch.zeros_like(x), [(x, meta)]  # (B, Tc, C, H, W), (B, Tc, A + 2)

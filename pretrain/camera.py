@@ -2,13 +2,17 @@
 
     fov = fit_fov_deg(prev, nxt, camera_deg)          # 1-D search on frame pairs of the training data
     base = rotate_frames(prev, camera_deg, fov)       # (…, C, H, W): what a turn of the view shows
+    sprint = fit_sprint_fov_deg(prev, nxt, camera_deg, sprint_before, sprint_after, fov)  # the view while sprinting
 
 A camera action [pitch, yaw] in degrees (MineRL convention: pitch positive looks down, yaw
 positive turns right) rotates a pinhole camera about its centre, so the next frame is the
 previous one moved by the rotation's homography, the motion-compensated prediction of video
 codecs. Only the vertical field of view is unknown; it is fitted from data, so the same code
 serves any env with camera actions (VoxelWorld renders at 70 degrees, Minecraft's default), and
-a fitted 0 means no warp. The yaw turns about the view's vertical axis, exact at pitch 0 (the
+a fitted 0 means no warp. Sprinting widens the view (VoxelWorld renders it at 1.1 times the field of
+view; Minecraft widens it too), so where a frame starts or stops sprinting the warp also zooms, by a
+sprint field of view fitted the same way (the frames of a stopped sprint are 1,500 8-bit levels²
+from the last one on VoxelWorld, issue 16's counterfactual states, where a copy or a turn is 0). The yaw turns about the view's vertical axis, exact at pitch 0 (the
 frame alone does not say how far up or down the player looks). The warp is bilinear (on
 VoxelWorld's held-out pairs the best of copy and turn scores 20.27 dB on turning frames
 bilinear, 19.96 nearest, 19.25 copy alone); a turn that moves the centre by under half a pixel
@@ -45,20 +49,34 @@ def view_rays(fov_deg: float, height: int, width: int, device=None) -> torch.Ten
     return torch.stack([xn * half * aspect, -yn * half, torch.ones_like(xn)], dim=-1)
 
 
-def rotation_grid(camera_deg: torch.Tensor, fov_deg: float, height: int, width: int) -> torch.Tensor:
-    """Where each pixel of the turned view was in the previous view. (N, 2) -> (N, H, W, 2) in [-1, 1]."""
-    dev = camera_deg.device
-    half = math.tan(math.radians(fov_deg) / 2)
+def rotation_grid(camera_deg: torch.Tensor, fov_deg, height: int, width: int, fov_from_deg=None) -> torch.Tensor:
+    """Where each pixel of the turned view was in the previous view. (N, 2) -> (N, H, W, 2) in [-1, 1].
+
+    fov_deg: the turned view's vertical field of view, a float or (N,) degrees; fov_from_deg: the
+    previous view's (default the same): a change of field of view (sprinting's, `view_fov_deg`) zooms.
+    """
+    dev, n = camera_deg.device, camera_deg.shape[0]
+    half_to, half_from = _half_extent(fov_deg, n, dev), _half_extent(fov_deg if fov_from_deg is None else fov_from_deg, n, dev)
     aspect = width / height
-    ray = view_rays(fov_deg, height, width, dev)  # (H, W, 3) right, up, forward
+    yn, xn = pixel_centres(height, width, dev)  # (H, W) in [-1, 1]
+    # each pixel's ray (right, up, forward): (H, W, 3), or (N, H, W, 3) with a field of view per view
+    ray = torch.stack([xn * half_to * aspect, -yn * half_to, torch.ones_like(xn * half_to)], dim=-1)
     pitch, yaw = torch.deg2rad(camera_deg.float()).unbind(-1)  # (N,)
     cp, sp, cy, sy = pitch.cos(), pitch.sin(), yaw.cos(), yaw.sin()
     zero, one = torch.zeros_like(cp), torch.ones_like(cp)
     look_down = torch.stack([one, zero, zero, zero, cp, -sp, zero, sp, cp], -1).view(-1, 3, 3)
     turn_right = torch.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], -1).view(-1, 3, 3)
-    old = torch.einsum("nij,hwj->nhwi", turn_right @ look_down, ray)  # (N, H, W, 3) in the previous view
+    old = torch.einsum("nij,hwj->nhwi" if ray.dim() == 3 else "nij,nhwj->nhwi", turn_right @ look_down, ray)  # (N, H, W, 3)
     z = old[..., 2].clamp_min(1e-3)
-    return torch.stack([old[..., 0] / z / (half * aspect), -old[..., 1] / z / half], dim=-1)
+    return torch.stack([old[..., 0] / z / (half_from * aspect), -old[..., 1] / z / half_from], dim=-1)
+
+
+def _half_extent(fov_deg, n: int, device):
+    """tan(fov / 2): a float for one field of view, an (N, 1, 1) tensor for one per view."""
+    if isinstance(fov_deg, (int, float)):
+        return math.tan(math.radians(fov_deg) / 2)
+    fov = torch.as_tensor(fov_deg, dtype=torch.float32, device=device).expand(n)
+    return torch.tan(torch.deg2rad(fov) / 2)[:, None, None]
 
 
 def centre_shift_px(camera_deg: torch.Tensor, fov_deg: float, height: int) -> torch.Tensor:
@@ -66,19 +84,25 @@ def centre_shift_px(camera_deg: torch.Tensor, fov_deg: float, height: int) -> to
     return torch.tan(torch.deg2rad(camera_deg.float().abs())).amax(-1) * (height / 2) / math.tan(math.radians(fov_deg) / 2)
 
 
-def rotate_frames(frames: torch.Tensor, camera_deg: torch.Tensor, fov_deg: float) -> torch.Tensor:
+def rotate_frames(frames: torch.Tensor, camera_deg: torch.Tensor, fov_deg: float, view_fov_deg=None) -> torch.Tensor:
     """Each frame as the view after its camera action. frames (…, C, H, W), camera_deg (…, 2) -> (…, C, H, W).
 
-    fov_deg 0, or a turn under half a pixel, returns the frame itself, bit for bit.
+    view_fov_deg: None, or each frame's (field of view before, after) in degrees, two (…) tensors
+    (`view_fov_deg`: sprinting widens the view), so a change of it zooms as well as turns.
+    fov_deg 0, or a turn under half a pixel with no change of field of view, returns the frame itself, bit for bit.
     """
     if fov_deg <= 0:
         return frames
     lead, (C, H, W) = frames.shape[:-3], frames.shape[-3:]
     flat, cam = frames.reshape(-1, C, H, W), camera_deg.reshape(-1, 2)
     moved = centre_shift_px(cam, fov_deg, H) >= MIN_SHIFT_PX  # (N,)
+    since = to = None
+    if view_fov_deg is not None:
+        since, to = (v.reshape(-1).to(cam.device).float() for v in view_fov_deg)
+        moved = moved | (since != to)
     if not moved.any():
         return frames
-    grid = rotation_grid(cam[moved], fov_deg, H, W)
+    grid = rotation_grid(cam[moved], fov_deg if to is None else to[moved], H, W, None if since is None else since[moved])
     out = flat.clone()
     out[moved] = F.grid_sample(flat[moved].float(), grid, mode="bilinear", padding_mode="border",
                                align_corners=False).to(frames.dtype)
@@ -139,3 +163,30 @@ def fit_fov_deg(prev: torch.Tensor, nxt: torch.Tensor, camera_deg: torch.Tensor)
     errs = {fov: err(fov) for fov in FOV_CANDIDATES_DEG}
     best = min(errs, key=errs.get)
     return float(best) if errs[best] < (1 - MIN_GAIN) * copy_err.mean().item() else 0.0
+
+
+SPRINT_FOV_CANDIDATES = tuple(x / 100 for x in range(100, 141))  # sprinting's field of view over walking's, 1% apart
+MIN_SPRINT_PAIRS = 8  # pairs where sprinting starts or stops, needed to fit its field of view
+
+
+def fit_sprint_fov_deg(prev: torch.Tensor, nxt: torch.Tensor, camera_deg: torch.Tensor, sprint_before: torch.Tensor,
+                       sprint_after: torch.Tensor, fov_deg: float) -> float:
+    """The vertical field of view while sprinting whose zoom best predicts nxt from prev where sprinting starts or
+    stops between them (0: no zoom helps, too few such pairs, or no warp). (N, C, H, W) x2, camera (N, 2) degrees,
+    sprint_before, sprint_after (N,) bool, fov_deg the fitted walking field of view. VoxelWorld renders a sprint at
+    1.1 times its field of view (envs/voxel.py), which this finds from the frames; a zoom must cut the median
+    pair's error by MIN_GAIN against the turn alone (the median: the same pairs also walk, jump and turn, and a
+    few whose content changes most would outweigh the rest; on the demo's play, 1.01 by the mean, 1.1 by the median)."""
+    changed = sprint_before.bool() != sprint_after.bool()
+    if fov_deg <= 0 or changed.sum() < MIN_SPRINT_PAIRS:
+        return 0.0
+    prev, nxt, cam = prev[changed], nxt[changed], camera_deg[changed]
+    before, after = sprint_before.bool()[changed], sprint_after.bool()[changed]
+
+    def err(sprint_fov: float) -> float:
+        views = (torch.where(before, sprint_fov, fov_deg), torch.where(after, sprint_fov, fov_deg))
+        return (rotate_frames(prev, cam, fov_deg, views) - nxt).pow(2).mean(dim=(1, 2, 3)).median().item()
+
+    errs = {ratio: err(fov_deg * ratio) for ratio in SPRINT_FOV_CANDIDATES if fov_deg * ratio < 180.0}
+    best = min(errs, key=errs.get)
+    return round(fov_deg * best, 2) if best > 1.0 and errs[best] < (1 - MIN_GAIN) * errs[1.0] else 0.0

@@ -202,15 +202,17 @@ def next_frame(model: WorldModel, context, context_action, context_mask, action,
         xin = torch.cat([x, x]) if guided else x
         t = torch.full((xin.shape[0], 1), t_now, device=dev)
         prev, prev_t = ctx[:, -1], t_ctx[:, -1]
+        prev_action = (context_action[:, -1], context_mask[:, -1])  # what made the frame before: its field of view
         seen = recall
         if guided:
             prev, prev_t = torch.cat([prev, prev]), torch.cat([prev_t, prev_t])
+            prev_action = tuple(torch.cat([p, p]) for p in prev_action)
             if recall is not None and recall[0] is not None:
                 seen = (torch.cat([recall[0], recall[0]]), torch.cat([recall[1], recall[1]]))
         mem = {} if seen is None or seen[0] is None else {"recall": seen}
         if canvas is not None and not guided:
             mem["canvas"] = canvas
-        v = model(xin, t, action[:, None], has_action[:, None], past_kv=kv, start=Tc, prev=prev, prev_t=prev_t, **zone,
+        v = model(xin, t, action[:, None], has_action[:, None], past_kv=kv, start=Tc, prev=prev, prev_t=prev_t, prev_action=prev_action, **zone,
                   **extra, **mem).float()
         if guided:
             v = v[B:] + cfg.guidance * (v[:B] - v[B:])

@@ -96,9 +96,14 @@ class WorldModelConfig:
                            "forward and one strafed right (at most this many pixels each, tanh); the base is moved by "
                            "them times the step's movement keys (worldloom.pretrain.model.movement), so releasing the "
                            "keys moves nothing (0 = off)", 0.0)
+    sprint_fov_deg: float = doc("x_skip with a camera warp: the vertical field of view while sprinting forward (VoxelWorld "
+                                "renders 1.1 times its 70 degrees, Minecraft widens the view too): where a frame starts or "
+                                "stops sprinting, the warp zooms the previous frame by the change (`view_fov_deg`; "
+                                "`worldloom pretrain` fits it to the data; 0 = the view never changes)", 0.0)
 
     # Fields a checkpoint of an older format may lack (worldloom.checkpoint.FORMAT_VERSION): the version that added each.
-    FIELDS_ADDED: ClassVar[dict[str, int]] = {"signal_input": 2, "dead_zone": 2, "hud_mask": 3, "hud_fill": 4, "move_flow": 6}
+    FIELDS_ADDED: ClassVar[dict[str, int]] = {"signal_input": 2, "dead_zone": 2, "hud_mask": 3, "hud_fill": 4, "move_flow": 6,
+                                            "sprint_fov_deg": 8}
 
     def __post_init__(self):
         for name in ("image_size", "patch_size", "width", "depth", "num_heads", "num_frames"):
@@ -126,8 +131,9 @@ class WorldModelConfig:
             raise ValueError("hud_fill needs hud_mask (the pixels it fills)")
         if not 0.0 <= self.move_flow <= 16.0 or (self.move_flow and (self.prediction != "x_skip" or self.latent_channels)):
             raise ValueError(f"move_flow must be in [0, 16] pixels, and needs prediction x_skip on pixels; got {self.move_flow}")
-        if not 0.0 <= self.camera_fov_deg < 180.0:
-            raise ValueError(f"camera_fov_deg must be in [0, 180), got {self.camera_fov_deg}")
+        for name in ("camera_fov_deg", "sprint_fov_deg"):
+            if not 0.0 <= getattr(self, name) < 180.0:
+                raise ValueError(f"{name} must be in [0, 180) degrees, got {getattr(self, name)}")
         if self.latent_channels and self.image_size % self.latent_downsample:
             raise ValueError(f"latent_downsample {self.latent_downsample} must divide image_size {self.image_size}")
 
@@ -184,6 +190,32 @@ def camera_from_actions(action: torch.Tensor, action_mask: torch.Tensor) -> torc
 
 
 _B = {name: BUTTONS.index(name) for name in ("back", "forward", "left", "right", "sneak", "sprint")}
+
+
+def sprinting(action: torch.Tensor) -> torch.Tensor:
+    """Whether each action sprints, as VoxelWorld and Minecraft decide it: sprint held while moving forward,
+    not sneaking (envs/objects.py, apply_movement). Action features (…, 24) -> (…) bool."""
+    b = action[..., :NUM_BUTTONS] > 0.5
+    return b[..., _B["sprint"]] & b[..., _B["forward"]] & ~b[..., _B["back"]] & ~b[..., _B["sneak"]]
+
+
+def view_fov_deg(action: torch.Tensor, action_mask: torch.Tensor, cfg, prev_action=None):
+    """Each frame's vertical field of view before and after its action, for a config with a sprint field of view
+    (sprinting widens it): two (B, T) tensors in degrees, or None (the view never changes). action (B, T, 24),
+    action_mask (B, T); prev_action: (action (B, 24), mask (B,)) of the frame before frame 0, or None. Where an
+    action is unknown (masked), the view is taken not to change across it."""
+    if not getattr(cfg, "sprint_fov_deg", 0.0) or cfg.camera_fov_deg <= 0:
+        return None
+    base, sprint = cfg.camera_fov_deg, cfg.sprint_fov_deg
+    after = torch.where(sprinting(action) & action_mask, sprint, base).float()  # (B, T)
+    if prev_action is None:
+        first, first_known = after[:, :1], torch.zeros_like(action_mask[:, :1])
+    else:
+        first = torch.where(sprinting(prev_action[0]) & prev_action[1], sprint, base).float()[:, None]
+        first_known = prev_action[1][:, None].bool()
+    before = torch.cat([first, after[:, :-1]], dim=1)
+    known = action_mask.bool() & torch.cat([first_known, action_mask[:, :-1].bool()], dim=1)
+    return torch.where(known, before, after), after
 SPRINT_SPEED, SNEAK_SPEED = 1.3, 0.3  # per step, against walking's 1 (envs/objects.py: 0.28, 0.065 and 0.215 blocks;
                                       # Minecraft: 5.6 and 1.3 against 4.3 m/s); also pose memory's (memory.py)
 
@@ -396,7 +428,7 @@ class WorldModel(nn.Module):
         return x.reshape(B, T, C, g * p, g * p)  # (B, T, C, H, W)
 
     def forward(self, x, t, action, action_mask, past_kv=None, start=0, return_kv=False, prev=None, prev_t=None,
-                dead_zone=None, text=None, recall=None, canvas=None):
+                dead_zone=None, text=None, recall=None, canvas=None, prev_action=None):
         """x (B, T, C, H, W), t (B, T), action (B, T, A), action_mask (B, T) bool -> v (B, T, C, H, W).
 
         past_kv: per-block temporal K/V of earlier frames (from a previous call with
@@ -408,7 +440,8 @@ class WorldModel(nn.Module):
         recall (seen (B, C, H, W), take (B, H, W) bool) or None: what a pose memory shows of the last frame's
         view (pretrain/memory.py), which replaces the turned previous frame where `take` (x_skip with a warp);
         canvas: a rollout's pretrain/canvas.Canvas of `prev` (one new frame, x_skip with a warp): the warps
-        move its coordinates with the frame, and the base samples the real frame once (its `pending` is the new one's).
+        move its coordinates with the frame, and the base samples the real frame once (its `pending` is the new one's);
+        prev_action: (action (B, A), mask (B,)) that produced the frame before x[:, 0] (its field of view: `view_fov_deg`).
         """
         T, cfg = x.shape[1], self.cfg
         seen = x * (1 - t)[..., None, None, None] if cfg.signal_input else x  # (B, T, C, H, W)
@@ -419,7 +452,8 @@ class WorldModel(nn.Module):
             source = before
             if cfg.hud_fill:  # the HUD is not part of the scene: fill it from beside it before turning
                 source = before.flatten(-2)[..., self.hud_fill_index()].view_as(before)
-            turned = rotate_frames(source, camera_from_actions(action, action_mask), cfg.camera_fov_deg)
+            turned = rotate_frames(source, camera_from_actions(action, action_mask), cfg.camera_fov_deg,
+                                   view_fov_deg(action, action_mask, cfg, prev_action))
             if cfg.hud_mask:  # the HUD stays where it is, whatever the turn
                 turned = torch.where(self.hud > 0.5, before, turned)
             if recall is not None and recall[0] is not None:  # a remembered view of the newest frame: the better base

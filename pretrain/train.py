@@ -50,10 +50,10 @@ from worldloom.training import (
 
 from . import checkpoint
 from .autoencoder import AE_FILE, PixelCodec, load_codec, save_codec, train_autoencoder
-from .camera import fit_fov_deg, fit_hud_mask
+from .camera import fit_fov_deg, fit_hud_mask, fit_sprint_fov_deg
 from .data import check_sources, frames_to_model, to_model_inputs, train_batches
 from .flow import FlowConfig, flow_loss
-from .model import PRESETS, WorldModel, WorldModelConfig, num_params
+from .model import PRESETS, WorldModel, WorldModelConfig, encode_actions, num_params, sprinting
 from .text import TextConfig, build_vocab, tokenize
 
 # The objective per model preset, chosen by quality per CPU-minute. tiny: every window is scored on
@@ -63,6 +63,7 @@ from .text import TextConfig, build_vocab, tokenize
 # 0.6-4.6 dB below it (docs/log/2026-11-30-issue18.md, sections 5 and 7).
 OBJECTIVES: dict[str, dict] = {"tiny": {"p_sampling_pattern": 1.0, "p_pure_noise": 1.0, "log_mse": True}}
 FIT_PAIRS = 512  # frame pairs the camera field of view is fitted on (a few seconds on one core)
+SPRINT_PAIRS, SPRINT_WINDOWS = 64, 4096  # pairs the sprint field of view is fitted on, found in at most this many windows
 KIND = checkpoint.KIND
 METRIC_FIELDS = ("step", "loss", "lr", "grad_norm", "clips_per_s", "elapsed_s")
 CURVE_PANELS = (("loss", ("loss",), True), ("learning rate", ("lr",), False), ("clips/s", ("clips_per_s",), False))
@@ -70,7 +71,7 @@ CURVE_PANELS = (("loss", ("loss",), True), ("learning rate", ("lr",), False), ("
 # --num-workers and --loader-workers are not among them: they change the batches (ClipStream deals by rank).
 RESUMABLE = RESUMABLE_FIELDS | {"stop_after", "address"}
 # Fitted from the data when not given, and kept in config.json (train and model or text sections).
-FITTED_FIELDS = ("camera_fov_deg", "text_vocab")
+FITTED_FIELDS = ("camera_fov_deg", "sprint_fov_deg", "text_vocab")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +108,9 @@ class TrainConfig:
                                "default: the preset's objective", None)
     camera_fov_deg: float | None = doc("field of view that turns the previous frame by the camera action (x_skip); "
                                        "default: fitted to the training data at the start and kept in config.json; 0: no turn", None)
+    sprint_fov_deg: float | None = doc("field of view while sprinting, which the warp zooms to and from where sprinting starts "
+                                       "or stops (x_skip with a turn); default: fitted to the training data at the start and "
+                                       "kept in config.json; 0: the view never zooms", None)
     threads: int = doc("torch CPU threads per worker (0 = cores / workers)", 0)
     ae_steps: int = doc("autoencoder training steps before the world model (latent presets only)", 2000)
     stop_after: int = doc("stop (as if killed, checkpoint kept) after this many steps in this call; 0 = never", 0)
@@ -152,7 +156,7 @@ class TrainConfig:
     def model_config(self) -> WorldModelConfig:
         """The preset (or `model`), with the camera field of view once it is known (resolve_camera sets it)."""
         base = self.model if self.model is not None else PRESETS[self.preset]
-        return dataclasses.replace(base, camera_fov_deg=self.camera_fov_deg or 0.0)
+        return dataclasses.replace(base, camera_fov_deg=self.camera_fov_deg or 0.0, sprint_fov_deg=self.sprint_fov_deg or 0.0)
 
     @property
     def flow(self) -> FlowConfig:
@@ -264,16 +268,54 @@ def camera_pairs(cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return torch.cat(prev), torch.cat(nxt), torch.cat(camera)
 
 
+def sprint_pairs(cfg: TrainConfig, fov_deg: float) -> float:
+    """The sprint field of view (fit_sprint_fov_deg) on consecutive frame pairs where sprinting starts or stops, from
+    the episodes with true actions where there are any: windows of three frames (the first action says whether the
+    pair's first frame sprints) until SPRINT_PAIRS such pairs or SPRINT_WINDOWS windows (players hold sprint for
+    long stretches: 4 changes in 512 pairs of the demo's labeled play)."""
+    mcfg = cfg.model_config
+    true = [path for path in cfg.data if "env" in Dataset(path).episodes.column("label_source").to_pylist()]
+    data, weights, sources = (true, None, ("env",)) if true else (cfg.data, cfg.weights, None)
+    batches = train_batches(data, 3, cfg.batch_size, cfg.seed + 3, weights, label_sources=sources)
+    prev, nxt, camera, before, after = [], [], [], [], []
+    found = 0
+    for _ in range(max(1, SPRINT_WINDOWS // cfg.batch_size)):
+        b = next(batches)
+        action = encode_actions(torch.as_tensor(b["buttons"]).float(), torch.as_tensor(b["camera"]).float())  # (n, 3, 24)
+        sprints = sprinting(action)
+        keep = torch.as_tensor(b["has_action"]).bool() & (sprints[:, 0] != sprints[:, 1])
+        if not keep.any():
+            continue
+        x = frames_to_model(torch.as_tensor(b["frames"])[keep], mcfg.image_size)  # (n, 3, 3, S, S)
+        prev.append(x[:, 1])
+        nxt.append(x[:, 2])
+        camera.append(torch.as_tensor(b["camera"])[keep][:, 1].float())  # applied between frames 1 and 2
+        before.append(sprints[keep][:, 0])  # the action that made frame 1
+        after.append(sprints[keep][:, 1])  # the one between frames 1 and 2
+        found += int(keep.sum())
+        if found >= SPRINT_PAIRS:
+            break
+    if not found:
+        return 0.0
+    return fit_sprint_fov_deg(torch.cat(prev), torch.cat(nxt), torch.cat(camera), torch.cat(before), torch.cat(after), fov_deg)
+
+
 def resolve_camera(cfg: TrainConfig) -> TrainConfig:
-    """cfg with a known camera field of view: given, kept from the run being resumed, or fitted now."""
-    if cfg.camera_fov_deg is not None:
+    """cfg with a known camera field of view and sprint field of view: given, kept from the run being resumed, or
+    fitted now (a run of an older format has no sprint field of view: 0)."""
+    if cfg.camera_fov_deg is not None and cfg.sprint_fov_deg is not None:
         return cfg
     if checkpoint.has_checkpoint(Path(cfg.out)):  # the run's own, checked (a damaged file: one line)
         doc = checkpoint.read_config(cfg.out)
-        fov = checkpoint.check_config(doc, Path(cfg.out) / ckpt.CONFIG_FILE)["model"].camera_fov_deg
+        model = checkpoint.check_config(doc, Path(cfg.out) / ckpt.CONFIG_FILE)["model"]
+        fov, sprint = model.camera_fov_deg, model.sprint_fov_deg
     else:
-        fov = fit_camera(cfg)
-    return dataclasses.replace(cfg, camera_fov_deg=fov)
+        fov = cfg.camera_fov_deg if cfg.camera_fov_deg is not None else fit_camera(cfg)
+        sprint = cfg.sprint_fov_deg
+        if sprint is None:
+            sprint = sprint_pairs(cfg, fov) if fov > 0 and cfg.use_actions and cfg.model_config.prediction == "x_skip" else 0.0
+    return dataclasses.replace(cfg, camera_fov_deg=fov if cfg.camera_fov_deg is None else cfg.camera_fov_deg,
+                               sprint_fov_deg=sprint if cfg.sprint_fov_deg is None else cfg.sprint_fov_deg)
 
 
 def resolve_text(cfg: TrainConfig) -> TrainConfig:
@@ -515,9 +557,10 @@ def main(cfg: TrainConfig) -> Path:
         cfg, run = prepare_run(cfg)
         mcfg = cfg.model_config
         words = f"; captions: {len(cfg.text_vocab)} words" if cfg.text else ""
+        sprint = f" ({mcfg.sprint_fov_deg:g} sprinting)" if mcfg.sprint_fov_deg else ""
         print(f"pretrain: {cfg.preset} ({num_params(WorldModel(mcfg, cfg.text_config)) / 1e6:.2f}M params) on "
               f"{len(cfg.data)} dataset(s) -> {run}; device {device}; camera field of view {mcfg.camera_fov_deg:g} "
-              f"degrees{words}")
+              f"degrees{sprint}{words}")
         if not cfg.minutes and cfg.max_steps is None:  # an hour or more on a CPU: said before it starts
             print(f"pretrain: budget {TimeBudget().flags} (set one with --minutes or --max-steps); Ctrl-C stops "
                   "after the step it is in and keeps the checkpoint")

@@ -82,17 +82,22 @@ def data(tmp_path_factory):
 
 
 @pytest.mark.parametrize("skip", [{"turned_input": False}, {"camera_fov_deg": 70.0, "turned_input": False},
-                                  {"camera_fov_deg": 70.0}])
+                                  {"camera_fov_deg": 70.0}, {"camera_fov_deg": 70.0, "sprint_fov_deg": 77.0}])
 def test_cached_context_equals_full_causal_forward(skip):
     torch.manual_seed(0)
     model = WorldModel(WorldModelConfig(image_size=32, width=48, depth=2, num_heads=2, num_frames=6, **skip))
     for p in model.parameters():  # leave the adaLN-zero start, where every block is the identity
         p.data += 0.05 * torch.randn_like(p)
     x, t = torch.randn(2, 6, 3, 32, 32), torch.rand(2, 6)
-    a, m = encode_actions(torch.rand(2, 6, 20) > 0.5, 8 * torch.randn(2, 6, 2)), torch.rand(2, 6) > 0.3
+    buttons = torch.rand(2, 6, 20) > 0.5
+    for name, column in (("forward", 1), ("back", 0), ("sneak", 0)):
+        buttons[..., ACTION_BUTTONS.index(name)] = bool(column)
+    buttons[..., ACTION_BUTTONS.index("sprint")] = torch.tensor([[0, 1, 1, 1, 0, 1], [1, 0, 1, 0, 1, 0]]).bool()
+    a, m = encode_actions(buttons, 8 * torch.randn(2, 6, 2)), torch.tensor([[1, 1, 1, 1, 1, 1], [1, 0, 1, 1, 1, 1]]).bool()
     full = model(x, t, a, m)
     _, kv = model(x[:, :4], t[:, :4], a[:, :4], m[:, :4], return_kv=True)
-    tail = model(x[:, 4:], t[:, 4:], a[:, 4:], m[:, 4:], past_kv=kv, start=4, prev=x[:, 3], prev_t=t[:, 3])
+    tail = model(x[:, 4:], t[:, 4:], a[:, 4:], m[:, 4:], past_kv=kv, start=4, prev=x[:, 3], prev_t=t[:, 3],
+                 prev_action=(a[:, 3], m[:, 3]))
     torch.testing.assert_close(tail, full[:, 4:], atol=1e-5, rtol=1e-4)
     x2 = x.clone()
     x2[:, 5] += 1.0  # a later frame never changes an earlier one
@@ -219,6 +224,50 @@ def test_dead_zone_signal_input_and_the_tiny_objective():
     assert (tiny.p_sampling_pattern, tiny.p_pure_noise, tiny.log_mse) == (1.0, 1.0, True)
     small = TrainConfig(data=("x",), out="y", preset="small", p_pure_noise=0.25).flow
     assert (small.p_sampling_pattern, small.p_pure_noise, small.log_mse) == (0.75, 0.25, False)
+
+
+def test_sprinting_zooms_the_view_as_the_engine_renders_it_and_its_field_of_view_is_recovered():
+    """VoxelWorld renders a sprint at 1.1 times its field of view; the warp zooms between the two views, and
+    fit_sprint_fov_deg finds 77 degrees from frames of the same states rendered both ways."""
+    import worldloom.envs as envs
+    from worldloom import actions
+    from worldloom.pretrain.camera import fit_sprint_fov_deg
+    from worldloom.pretrain.model import view_fov_deg
+
+    walking, sprinting = [], []
+    for seed in range(10):  # the same state seen at the walking and at the sprinting field of view
+        for fov, out in ((70.0, walking), (77.0, sprinting)):
+            env = envs.make_env("voxel", height=64, width=64, fov_deg=fov)
+            obs, _ = env.reset(seed=seed)
+            out.append(torch.from_numpy(env.step(actions.noop())[0]).permute(2, 0, 1).float() / 127.5 - 1)
+            env.close()
+    walk, sprint = torch.stack(walking), torch.stack(sprinting)  # (10, 3, 64, 64)
+    still = torch.zeros(10, 2)
+    zoomed = rotate_frames(sprint, still, 70.0, (torch.full((10,), 77.0), torch.full((10,), 70.0)))  # sprint stops
+    scene = slice(0, 48)  # above the hotbar and the hand, which the HUD mask keeps in place
+    copy_err = (sprint - walk)[..., scene, :].pow(2).mean().item()
+    zoom_err = (zoomed - walk)[..., scene, :].pow(2).mean().item()
+    assert zoom_err < copy_err / 3, (zoom_err, copy_err)  # 0.019 against 0.081 when written
+    assert torch.equal(rotate_frames(sprint, still, 70.0, (torch.full((10,), 77.0),) * 2), sprint)  # no change: a copy
+    on, off = torch.ones(20, dtype=torch.bool), torch.zeros(20, dtype=torch.bool)
+    prev, nxt = torch.cat([sprint, walk]), torch.cat([walk, sprint])
+    assert abs(fit_sprint_fov_deg(prev, nxt, torch.zeros(20, 2), torch.cat([on[:10], off[:10]]),
+                                  torch.cat([off[:10], on[:10]]), 70.0) - 77.0) <= 0.71  # the candidates are 1% apart
+    assert fit_sprint_fov_deg(walk, walk, still, on[:10], off[:10], 70.0) == 0.0  # nothing zooms: no sprint view
+    assert fit_sprint_fov_deg(sprint, walk, still, on[:10], off[:10], 0.0) == 0.0  # no warp at all
+
+    # which frames zoom: sprint held forward (not back, not sneaking), starting or stopping; an unknown action none
+    buttons = torch.zeros(1, 5, 20, dtype=torch.bool)
+    buttons[..., ACTION_BUTTONS.index("forward")] = True
+    buttons[0, :, ACTION_BUTTONS.index("sprint")] = torch.tensor([1, 1, 0, 1, 1]).bool()
+    buttons[0, 4, ACTION_BUTTONS.index("sneak")] = True  # sneaking cancels the sprint
+    a = encode_actions(buttons, torch.zeros(1, 5, 2))
+    cfg = WorldModelConfig(camera_fov_deg=70.0, sprint_fov_deg=77.0)
+    before, after = view_fov_deg(a, torch.ones(1, 5, dtype=torch.bool), cfg, (a[:, 2], torch.ones(1, dtype=torch.bool)))
+    assert after.tolist() == [[77.0, 77.0, 70.0, 77.0, 70.0]] and before.tolist() == [[70.0, 77.0, 77.0, 70.0, 77.0]]
+    before, after = view_fov_deg(a, torch.tensor([[True, True, False, True, True]]), cfg)
+    assert (before == after).tolist() == [[True, True, True, True, False]]  # frame 0 (no action before) and the unknown
+    assert view_fov_deg(a, torch.ones(1, 5, dtype=torch.bool), WorldModelConfig(camera_fov_deg=70.0)) is None
 
 
 def test_camera_fov_is_fitted_on_the_games_own_actions(data, tmp_path):
