@@ -223,10 +223,10 @@ def curve_models(args, data: list[str]):
     """The tiny DiT as `worldloom pretrain train --preset tiny` builds it, and the U-Net peer; their train config."""
     from unet_peer import UNetConfig, UNetPeer
 
-    from worldloom.pretrain.train import TrainConfig, fit_camera
+    from worldloom.pretrain.train import TrainConfig, resolve_camera
 
     cfg = TrainConfig(data=tuple(data), out="-", preset="tiny", batch_size=args.batch_size, seed=args.seed)
-    cfg = dataclasses.replace(cfg, camera_fov_deg=fit_camera(cfg))  # fitted on the training data, as train.py does
+    cfg = resolve_camera(cfg)  # the fields of view fitted on the training data, as train.py does
     torch.manual_seed(cfg.seed)
     dit = WorldModel(cfg.model_config)
     torch.manual_seed(cfg.seed)
@@ -345,7 +345,7 @@ def main() -> None:
     gpu = args.gpu or torch.cuda.is_available()
     device = torch.device("cuda" if gpu else "cpu")
     sync = torch.cuda.synchronize if gpu else (lambda: None)
-    cfg = dataclasses.replace(PRESETS[args.preset], camera_fov_deg=70.0)  # what training fits on VoxelWorld
+    cfg = dataclasses.replace(PRESETS[args.preset], camera_fov_deg=70.0, sprint_fov_deg=77.0)  # what training fits on VoxelWorld
     name = torch.cuda.get_device_name() if gpu else f"CPU, {torch.get_num_threads()} threads"
     torch.manual_seed(0)
     ours, peer = WorldModel(cfg).to(device), full_attention_model(cfg).to(device)
