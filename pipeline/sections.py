@@ -264,8 +264,10 @@ def engine_truth_verdict(cf: dict) -> str:
     at = {k: cf[k]["controllability"][h - 1] for k in BRANCH_LABELS if k in cf}
     seen = (f"; the engine exact only where the context saw, {_score(at['seen_only'])}: what a model that makes "
             "nothing up can reach" if "seen_only" in at else "")
+    ci = (cf["model"].get("ci95") or [None] * h)[h - 1]  # runs written before the intervals have none
+    spread = f" (95% interval over the {cf['states']} saved states {ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
     line = (f"Engine truth: at horizon {h} the rollout under one action sequence is closer to the engine's under it "
-            f"than under another in {_score(at['model'])} of branch pairs (goal {CONTROLLABILITY_GOAL:g} at horizon "
+            f"than under another in {_score(at['model'])}{spread} of branch pairs (goal {CONTROLLABILITY_GOAL:g} at horizon "
             f"{CONTROLLABILITY_HORIZON}; shuffled actions {_score(at['shuffled_actions'])}, copy-last "
             f"{_score(at['copy_last'])}, engine {_score(at['engine'])}{seen})")
     if h < CONTROLLABILITY_HORIZON:
@@ -310,6 +312,10 @@ def _engine_section(report: Report, records: dict[str, StageRecord]) -> None:
             rows.append([f"controllability, {label}", *[_score(v) if v is None else v for v in values]])
             keys.append(["", *[f"world_model.counterfactual.{name}.controllability.{h}" if v is not None else ""
                                for h, v in enumerate(values)]])
+            if name == "model" and cf[name].get("ci95"):
+                rows.append(["95% interval over the saved states",
+                             *["n/a" if c is None else f"{c[0]:.2f}-{c[1]:.2f}" for c in cf[name]["ci95"]]])
+                keys.append([""] * (n + 1))
         for name in ("model", "shuffled_actions", "copy_last"):
             rows.append([f"PSNR vs engine (dB), {BRANCH_LABELS[name]}", *cf[name]["psnr"]])
             keys.append(["", *[f"world_model.counterfactual.{name}.psnr.{h}" for h in range(n)]])

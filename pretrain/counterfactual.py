@@ -25,7 +25,9 @@ frames with what the last context frame did not show filled from what it did
 (`seen_only_frames`): what a model exact on all its context saw scores when it continues that
 into the rest, without making any of it up. By horizon 8 a turn of 6 degrees a step has brought
 about 60% of a 70-degree view into sight that the last context frame did not hold (issue 18's
-log, section 25).
+log, section 25). Each score comes with a 95% bootstrap interval over the saved states: over 8
+states a model's 0.67 at horizon 8 spans 0.56-0.78, over 48 states the same weights' 0.70 spans
+0.65-0.74 (issue 18's log, section 33), so `tiny` pipelines save 32.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ import torch
 
 from worldloom.datasets.branches import Branches
 from worldloom.errors import UserError
+
+BOOTSTRAP_RESAMPLES = 1000  # draws of the saved states for each score's 95% interval
 
 
 def resize(frames: np.ndarray, image_size: int) -> np.ndarray:
@@ -112,15 +116,17 @@ def model_branches(model, codec, branches: Branches, state: int, sample=None, se
     return model_to_frames(out).numpy()
 
 
-def controllability(generated: np.ndarray, engine: np.ndarray) -> dict:
+def controllability(generated: np.ndarray, engine: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
     """Engine-truth controllability by horizon of generated vs engine frames, both (S, K, H, h, w, 3)
-    uint8 (state, branch, horizon): {"by_horizon": [H fractions], "pairs": [H counted pairs]};
-    a horizon with no informative pair gives None."""
+    uint8 (state, branch, horizon): {"by_horizon": [H fractions], "pairs": [H counted pairs], "ci95":
+    [H [low, high]]: the 2.5 and 97.5 percentiles of the fraction over `resamples` bootstrap draws of
+    the states (seeded; a state's pairs are drawn together, as they share its context)}; a horizon
+    with no informative pair gives None (its interval too)."""
     if generated.shape != engine.shape or generated.ndim != 6:
         raise ValueError(f"generated {generated.shape} and engine {engine.shape} must both be (S, K, H, h, w, 3)")
     g, e = generated.astype(np.float32), engine.astype(np.float32)
-    num_branches, horizon = g.shape[1], g.shape[2]
-    wins, counted = np.zeros(horizon), np.zeros(horizon, int)
+    num_states, num_branches, horizon = g.shape[:3]
+    wins, counted = np.zeros((num_states, horizon)), np.zeros((num_states, horizon), int)
     own = ((g - e) ** 2).mean(axis=(3, 4, 5))  # (S, K, H): model under A vs engine under A
     for a in range(num_branches):
         for b in range(num_branches):
@@ -129,10 +135,20 @@ def controllability(generated: np.ndarray, engine: np.ndarray) -> dict:
             other = ((g[:, a] - e[:, b]) ** 2).mean(axis=(2, 3, 4))  # (S, H): model under A vs engine under B
             informative = (e[:, a] != e[:, b]).any(axis=(2, 3, 4))  # (S, H)
             score = (own[:, a] < other) + 0.5 * (own[:, a] == other)
-            wins += (score * informative).sum(axis=0)
-            counted += informative.sum(axis=0)
-    return {"by_horizon": [float(w / c) if c else None for w, c in zip(wins, counted, strict=True)],
-            "pairs": counted.tolist()}
+            wins += score * informative
+            counted += informative
+    draws = np.random.default_rng(0).integers(0, num_states, size=(resamples, num_states))  # (R, S)
+    drawn_wins, drawn_counts = wins[draws].sum(axis=1), counted[draws].sum(axis=1)  # (R, H)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fractions = drawn_wins / drawn_counts
+    ci = []
+    for h in range(horizon):
+        ok = drawn_counts[:, h] > 0
+        ci.append([float(np.percentile(fractions[ok, h], 2.5)), float(np.percentile(fractions[ok, h], 97.5))]
+                  if counted[:, h].sum() else None)
+    total_wins, total = wins.sum(axis=0), counted.sum(axis=0)
+    return {"by_horizon": [float(w / c) if c else None for w, c in zip(total_wins, total, strict=True)],
+            "pairs": total.tolist(), "ci95": ci}
 
 
 def psnr_by_horizon(generated: np.ndarray, engine: np.ndarray) -> list[float]:
@@ -165,7 +181,8 @@ def counterfactual_scores(model, codec, branches: Branches, sample=None, seed: i
                                              runs["copy_last"][:, 0, 0])
     out = {"states": num_states, "branches": branches.names, "horizon": engine.shape[2]}
     for name, frames in runs.items():
-        out[name] = {"controllability": controllability(frames, engine)["by_horizon"], "psnr": psnr_by_horizon(frames, engine)}
+        scores = controllability(frames, engine)
+        out[name] = {"controllability": scores["by_horizon"], "ci95": scores["ci95"], "psnr": psnr_by_horizon(frames, engine)}
     out["pairs"] = controllability(engine, engine)["pairs"]
     out["frames"] = {"context": runs["copy_last"][:, 0, 0], "engine": engine, "model": runs["model"]}
     return out
@@ -232,6 +249,9 @@ def counterfactual_markdown(r: dict) -> list[str]:
         if key not in r:
             continue
         lines.append(f"| controllability, {label} | " + " | ".join(fmt(v) for v in r[key]["controllability"]) + " |")
+        if key == "model" and r[key].get("ci95"):  # runs written before the intervals have none
+            lines.append("| 95% interval over the states | "
+                         + " | ".join("n/a" if c is None else f"{c[0]:.2f}-{c[1]:.2f}" for c in r[key]["ci95"]) + " |")
     for key in ("model", "shuffled_actions", "copy_last"):
         lines.append(f"| PSNR vs engine, {names[key]} | " + " | ".join(f"{v:.1f}" for v in r[key]["psnr"]) + " |")
     return lines + [""]

@@ -60,7 +60,18 @@ def test_the_score_by_construction(cases):
     assert controllability(swapped, engine[:, :2])["by_horizon"] == [0.0] * HORIZON
     # pairs whose engine frames are equal say nothing
     same = np.repeat(engine[:, :1], 2, axis=1)
-    assert controllability(same, same) == {"by_horizon": [None] * HORIZON, "pairs": [0] * HORIZON}
+    assert controllability(same, same) == {"by_horizon": [None] * HORIZON, "pairs": [0] * HORIZON, "ci95": [None] * HORIZON}
+    # the 95% interval: a bootstrap over the states, exact where every state scores the same
+    assert controllability(engine, engine)["ci95"] == [[1.0, 1.0]] * HORIZON
+    assert controllability(np.ascontiguousarray(copy_last), engine)["ci95"] == [[0.5, 0.5]] * HORIZON
+    mixed = engine[:, :2].copy()
+    mixed[0] = mixed[0, [1, 0]]  # state 0 generated swapped (scores 0), state 1 as the engine (1)
+    two = controllability(mixed, engine[:, :2])
+    eight = controllability(np.concatenate([mixed] * 4), np.concatenate([engine[:, :2]] * 4))
+    for h in range(HORIZON):
+        assert two["ci95"][h][0] <= two["by_horizon"][h] <= two["ci95"][h][1]
+        assert two["ci95"][h] == [0.0, 1.0]  # two states that disagree: anything between
+        assert 0.0 < eight["ci95"][h][0] < eight["by_horizon"][h] < eight["ci95"][h][1] < 1.0  # more states, narrower
     with pytest.raises(ValueError, match="must both be"):
         controllability(engine[:, :, :2], engine)
 

@@ -79,6 +79,9 @@ def test_engine_truth_verdict_reads_horizon_8_against_the_goal():
     seen = {**_cf(0.72), "seen_only": {"controllability": [0.94] * 8}}
     assert engine_truth_verdict(seen).endswith("engine 1.00; the engine exact only where the context saw, 0.94: what a "
                                                "model that makes nothing up can reach): not met.")
+    spread = {**_cf(0.72), "states": 32}
+    spread["model"]["ci95"] = [[0.61, 0.8]] * 8
+    assert " 0.72 (95% interval over the 32 saved states 0.61-0.80) of branch pairs " in engine_truth_verdict(spread)
     short = engine_truth_verdict(_cf(0.95, horizon=2))  # a run that plays fewer steps does not claim the goal
     assert "at horizon 2" in short and short.endswith("this run plays 2 steps, so the goal is not read.")
 
