@@ -12,8 +12,12 @@ serves any env with camera actions (VoxelWorld renders at 70 degrees, Minecraft'
 a fitted 0 means no warp. Sprinting widens the view (VoxelWorld renders it at 1.1 times the field of
 view; Minecraft widens it too), so where a frame starts or stops sprinting the warp also zooms, by a
 sprint field of view fitted the same way (the frames of a stopped sprint are 1,500 8-bit levels²
-from the last one on VoxelWorld, issue 16's counterfactual states, where a copy or a turn is 0). The yaw turns about the view's vertical axis, exact at pitch 0 (the
-frame alone does not say how far up or down the player looks). The warp is bilinear (on
+from the last one on VoxelWorld, issue 16's counterfactual states, where a copy or a turn is 0).
+The model's yaw turns about the view's vertical axis, exact at pitch 0 (the frame alone does not
+say how far up or down the player looks); Minecraft turns it about the world's vertical, and
+`rotation_grid` does too when given the previous view's absolute pitch (`pitch_deg`): looking down
+40 degrees, a yaw of 8 is predicted 2-3 times closer (tested on VoxelWorld). The world model does
+not pass a pitch yet (issue 18's log, section 34: how a pitch is known without the engine). The warp is bilinear (on
 VoxelWorld's held-out pairs the best of copy and turn scores 20.27 dB on turning frames
 bilinear, 19.96 nearest, 19.25 copy alone); a turn that moves the centre by under half a pixel
 (the players' jitter) leaves the frame as it is, bit for bit. What turns into view repeats the
@@ -49,11 +53,16 @@ def view_rays(fov_deg: float, height: int, width: int, device=None) -> torch.Ten
     return torch.stack([xn * half * aspect, -yn * half, torch.ones_like(xn)], dim=-1)
 
 
-def rotation_grid(camera_deg: torch.Tensor, fov_deg, height: int, width: int, fov_from_deg=None) -> torch.Tensor:
+def rotation_grid(camera_deg: torch.Tensor, fov_deg, height: int, width: int, fov_from_deg=None,
+                  pitch_deg: torch.Tensor | None = None) -> torch.Tensor:
     """Where each pixel of the turned view was in the previous view. (N, 2) -> (N, H, W, 2) in [-1, 1].
 
     fov_deg: the turned view's vertical field of view, a float or (N,) degrees; fov_from_deg: the
     previous view's (default the same): a change of field of view (sprinting's, `view_fov_deg`) zooms.
+    pitch_deg: (N,) the previous view's absolute pitch (degrees, positive looks down), or None: the yaw
+    then turns about the view's own vertical axis, which is the world's only at pitch 0. Given, the
+    yaw turns about the world's vertical, as Minecraft's does (the new pitch clamped to +-90): looking
+    down, a yaw swings the picture about the point below the player (issue 18's log, section 34).
     """
     dev, n = camera_deg.device, camera_deg.shape[0]
     half_to, half_from = _half_extent(fov_deg, n, dev), _half_extent(fov_deg if fov_from_deg is None else fov_from_deg, n, dev)
@@ -62,13 +71,27 @@ def rotation_grid(camera_deg: torch.Tensor, fov_deg, height: int, width: int, fo
     # each pixel's ray (right, up, forward): (H, W, 3), or (N, H, W, 3) with a field of view per view
     ray = torch.stack([xn * half_to * aspect, -yn * half_to, torch.ones_like(xn * half_to)], dim=-1)
     pitch, yaw = torch.deg2rad(camera_deg.float()).unbind(-1)  # (N,)
-    cp, sp, cy, sy = pitch.cos(), pitch.sin(), yaw.cos(), yaw.sin()
-    zero, one = torch.zeros_like(cp), torch.ones_like(cp)
-    look_down = torch.stack([one, zero, zero, zero, cp, -sp, zero, sp, cp], -1).view(-1, 3, 3)
-    turn_right = torch.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], -1).view(-1, 3, 3)
-    old = torch.einsum("nij,hwj->nhwi" if ray.dim() == 3 else "nij,nhwj->nhwi", turn_right @ look_down, ray)  # (N, H, W, 3)
+    if pitch_deg is None:
+        rotation = _yaw(yaw) @ _look_down(pitch)
+    else:  # the new view in the old one: un-pitch the old view, turn about the vertical, pitch to the new view
+        before = pitch_deg.float().to(dev)
+        after = (before + camera_deg[:, 0].float()).clamp(-90.0, 90.0)
+        rotation = _look_down(-torch.deg2rad(before)) @ _yaw(yaw) @ _look_down(torch.deg2rad(after))
+    old = torch.einsum("nij,hwj->nhwi" if ray.dim() == 3 else "nij,nhwj->nhwi", rotation, ray)  # (N, H, W, 3)
     z = old[..., 2].clamp_min(1e-3)
     return torch.stack([old[..., 0] / z / (half_from * aspect), -old[..., 1] / z / half_from], dim=-1)
+
+
+def _look_down(pitch: torch.Tensor) -> torch.Tensor:
+    """(N,) radians -> (N, 3, 3): a view pitched down by each angle, in the axes (right, up, forward)."""
+    c, s, zero, one = pitch.cos(), pitch.sin(), torch.zeros_like(pitch), torch.ones_like(pitch)
+    return torch.stack([one, zero, zero, zero, c, -s, zero, s, c], -1).view(-1, 3, 3)
+
+
+def _yaw(yaw: torch.Tensor) -> torch.Tensor:
+    """(N,) radians -> (N, 3, 3): a view turned right by each angle about its up axis."""
+    c, s, zero, one = yaw.cos(), yaw.sin(), torch.zeros_like(yaw), torch.ones_like(yaw)
+    return torch.stack([c, zero, s, zero, one, zero, -s, zero, c], -1).view(-1, 3, 3)
 
 
 def _half_extent(fov_deg, n: int, device):
