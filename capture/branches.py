@@ -87,6 +87,7 @@ class EngineCase:
     state: bytes  # env.get_state() at the last context frame
     branches: dict[str, list[dict]]  # branch name -> its horizon actions, the first taken at the saved state
     frames: np.ndarray  # (K, horizon, H, W, 3) uint8: the engine's frame after each action, in `branches` order
+    context_pitch: list[float] | None = None  # (C,) the view's pitch at each context frame (degrees, positive looks down)
 
 
 def engine_cases(env, player: str, seeds, context: int, horizon: int, warmup: int = 20,
@@ -103,12 +104,14 @@ def engine_cases(env, player: str, seeds, context: int, horizon: int, warmup: in
         obs, info = env.reset(seed=int(seed))
         p = make_player(player, seed=int(seed))
         frames, taken, ended, state = [obs], [], False, b""
+        pitches = [info.get("pitch")]
         for _ in range(cut + horizon):
             if len(taken) == cut:
                 state = env.get_state()
             a = p.act(obs, info)
             obs, _, term, trunc, info = env.step(a)
             frames.append(obs)
+            pitches.append(info.get("pitch"))
             taken.append(a)
             if term or trunc:
                 ended = True
@@ -118,8 +121,10 @@ def engine_cases(env, player: str, seeds, context: int, horizon: int, warmup: in
         own = {"player": np.stack(frames[cut + 1:])}  # the player went on from the state: no replay needed
         sequences = {name: branch_actions(name, horizon, taken[cut:]) for name in branches}
         played = [own[name] if name in own else play_from(env, state, sequences[name]) for name in branches]
+        pitch = pitches[cut - context + 1:cut + 1]
         cases.append(EngineCase(int(seed), np.stack(frames[cut - context + 1:cut + 1]), taken[cut - context + 1:cut],
-                                state, sequences, np.stack(played)))
+                                state, sequences, np.stack(played),
+                                None if any(v is None for v in pitch) else [float(v) for v in pitch]))
     return cases
 
 
@@ -137,9 +142,10 @@ def to_branches(cases: list[EngineCase], info: dict) -> Branches:
     names = list(cases[0].branches)
     br_b, br_c = arrays([c.branches[n] for c in cases for n in names])
     s, k = len(cases), len(names)
+    pitch = {"context_pitch": [c.context_pitch for c in cases]} if all(c.context_pitch for c in cases) else {}
     return Branches(np.stack([c.context_frames for c in cases]), ctx_b, ctx_c,
                     br_b.reshape(s, k, *br_b.shape[1:]), br_c.reshape(s, k, *br_c.shape[1:]),
-                    np.stack([c.frames for c in cases]), {**info, "names": names, "seeds": [c.seed for c in cases]})
+                    np.stack([c.frames for c in cases]), {**info, "names": names, "seeds": [c.seed for c in cases], **pitch})
 
 
 def record_branches(cfg: BranchesConfig) -> Branches:

@@ -128,11 +128,12 @@ def revisit_case(env, player: str, seed: int, context: int, paths: tuple[str, ..
     cut = warmup + context - 1
     obs, info = env.reset(seed=int(seed))
     p = make_player(player, seed=int(seed))
-    frames, taken = [obs], []
+    frames, taken, pitches = [obs], [], [info.get("pitch")]
     for i in range(cut):
         a = p.act(obs, info) if i < cut - settle else act.noop()
         obs, _, term, trunc, info = env.step(a)
         frames.append(obs)
+        pitches.append(info.get("pitch"))
         taken.append(a)
         if term or trunc:
             return None
@@ -149,8 +150,9 @@ def revisit_case(env, player: str, seed: int, context: int, paths: tuple[str, ..
         if not back:
             return None
         played.append(out)
+    pitch = pitches[cut - context + 1:]
     return EngineCase(int(seed), np.stack(frames[cut - context + 1:]), taken[cut - context + 1:], state, sequences,
-                      np.stack(played))
+                      np.stack(played), None if any(v is None for v in pitch) else [float(v) for v in pitch])
 
 
 def revisit_info(paths: tuple[str, ...], turn_deg: float) -> dict:

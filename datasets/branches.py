@@ -15,7 +15,9 @@ model's stage scores against an engine without importing one. One safetensors fi
 | `frames` | (S, K, T, H, W, 3) uint8 | the engine's frame after each of those actions |
 
 The metadata holds `format` (`worldloom-branches`), `version` (1) and `info`: JSON with the
-branch names, env, player, seeds and resolution. A file that is not this: UserError, one line.
+branch names, env, player, seeds and resolution, and `context_pitch` (S x C degrees: the view's pitch
+at each context frame, which a world model that turns about the world's vertical starts from; files
+written before it have none). A file that is not this: UserError, one line.
 """
 
 from __future__ import annotations
@@ -48,6 +50,21 @@ class Branches:
     @property
     def names(self) -> list[str]:
         return list(self.info["names"])
+
+    @property
+    def context_pitch(self) -> np.ndarray | None:
+        """(S, C) float32: the view's pitch at each context frame in degrees (positive looks down), NaN where a
+        value is not a finite number in [-90, 90]; None for a file written without it (info "context_pitch")."""
+        values = self.info.get("context_pitch")
+        shape = self.context_frames.shape[:2]
+        try:
+            pitch = np.array(values, dtype=np.float32) if values is not None else None
+        except (TypeError, ValueError):
+            return None
+        if pitch is None or pitch.shape != shape:
+            return None
+        pitch[~(np.abs(pitch) <= 90.0)] = np.nan
+        return pitch
 
     def check(self, where: str = "branches") -> Branches:
         """Shapes and dtypes agree (UserError naming the tensor otherwise); returns self."""

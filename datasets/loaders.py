@@ -78,6 +78,7 @@ def clip_items(clip: Clip, clip_len: int, source: int) -> list[dict]:
     else:
         buttons = torch.zeros(num * clip_len, schema.NUM_BUTTONS)
         camera = torch.zeros(num * clip_len, 2)
+    pitch = torch.full((num * clip_len,), float("nan")) if clip.pitch is None else torch.from_numpy(clip.pitch)
     items = []
     for k in range(num):
         sl = slice(k * clip_len, (k + 1) * clip_len)
@@ -88,6 +89,8 @@ def clip_items(clip: Clip, clip_len: int, source: int) -> list[dict]:
             "start": clip.start + k * clip_len, "source": source,
             # the caption of the clip's last step (the frame a world model predicts); "" when none
             "caption": (clip.captions[last] or "") if clip.captions is not None else "",
+            # each frame's view pitch in degrees (state_pitch), NaN where the dataset did not record it
+            "pitch": pitch[sl],
         })
     return items
 

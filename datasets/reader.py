@@ -42,6 +42,8 @@ class Clip:
     label_model: str | None
     label_confidence: np.ndarray | None  # (T,) float32 for idm labels
     captions: list[str | None] | None = None  # (T,) each step's clip caption; None when the dataset has none
+    pitch: np.ndarray | None = None  # (T,) float32 degrees, the view's pitch at each frame (state_pitch; positive
+                                     # looks down), NaN where not recorded; None when the dataset has no state columns
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,9 @@ class Dataset:
         captioned = self.version >= 3  # older datasets have no caption column: no read, no nulls to make
         if captioned:
             columns.append(schema.CAPTION_COLUMN)
+        stated = self.version >= 2  # the engine's state columns came with version 2
+        if stated:
+            columns.append("state_pitch")
         if labeled:
             columns += list(schema.ACTION_COLUMNS)
         stop = ref.num_steps if stop is None else stop
@@ -213,6 +218,7 @@ class Dataset:
             truncated=table.column("truncated").to_numpy(zero_copy_only=False).astype(bool),
             label_source=ref.label_source, label_model=ref.label_model, label_confidence=confidence,
             captions=_captions(table) if captioned else None,
+            pitch=_pitch(table) if stated else None,
         )
 
 
@@ -286,6 +292,16 @@ def with_null_columns(table: pa.Table, names: list[str]) -> pa.Table:
                 raise KeyError(f"no column {name!r} in the dataset format")
             table = table.append_column(pa.field(name, types[name]), pa.nulls(table.num_rows, types[name]))
     return table.select(names)
+
+
+def _pitch(table: pa.Table) -> np.ndarray | None:
+    """The state_pitch column as float32 degrees (T,), NaN where null or out of [-90, 90]; None when all are."""
+    column = table.column("state_pitch")
+    if column.null_count == table.num_rows:
+        return None
+    values = column.to_numpy(zero_copy_only=False).astype(np.float32)  # nulls become NaN
+    values[~(np.abs(values) <= 90.0)] = np.nan
+    return values
 
 
 def _captions(table: pa.Table) -> list[str | None] | None:

@@ -107,11 +107,14 @@ def centre_shift_px(camera_deg: torch.Tensor, fov_deg: float, height: int) -> to
     return torch.tan(torch.deg2rad(camera_deg.float().abs())).amax(-1) * (height / 2) / math.tan(math.radians(fov_deg) / 2)
 
 
-def rotate_frames(frames: torch.Tensor, camera_deg: torch.Tensor, fov_deg: float, view_fov_deg=None) -> torch.Tensor:
+def rotate_frames(frames: torch.Tensor, camera_deg: torch.Tensor, fov_deg: float, view_fov_deg=None,
+                  pitch_deg: torch.Tensor | None = None) -> torch.Tensor:
     """Each frame as the view after its camera action. frames (…, C, H, W), camera_deg (…, 2) -> (…, C, H, W).
 
     view_fov_deg: None, or each frame's (field of view before, after) in degrees, two (…) tensors
     (`view_fov_deg`: sprinting widens the view), so a change of it zooms as well as turns.
+    pitch_deg: None, or (…) each frame's absolute pitch in degrees before its action: the yaw then turns
+    about the world's vertical (`rotation_grid`).
     fov_deg 0, or a turn under half a pixel with no change of field of view, returns the frame itself, bit for bit.
     """
     if fov_deg <= 0:
@@ -125,7 +128,9 @@ def rotate_frames(frames: torch.Tensor, camera_deg: torch.Tensor, fov_deg: float
         moved = moved | (since != to)
     if not moved.any():
         return frames
-    grid = rotation_grid(cam[moved], fov_deg if to is None else to[moved], H, W, None if since is None else since[moved])
+    pitch = None if pitch_deg is None else pitch_deg.reshape(-1).to(cam.device).float()[moved]
+    grid = rotation_grid(cam[moved], fov_deg if to is None else to[moved], H, W, None if since is None else since[moved],
+                         pitch)
     out = flat.clone()
     out[moved] = F.grid_sample(flat[moved].float(), grid, mode="bilinear", padding_mode="border",
                                align_corners=False).to(frames.dtype)

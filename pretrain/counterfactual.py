@@ -112,7 +112,9 @@ def model_branches(model, codec, branches: Branches, state: int, sample=None, se
     gen = torch.Generator().manual_seed(seed)
     latent = codec.encode(x)
     latent = latent.expand(k, *latent.shape[1:])
-    out = codec.decode(rollout(model, latent, action, has, horizon, sample, gen, window))  # (K, T, 3, S, S)
+    pitch = branches.context_pitch  # (S, C) or None: where the context's views looked, up or down
+    start = None if pitch is None else torch.from_numpy(pitch[state, -context:])[None].expand(k, -1)
+    out = codec.decode(rollout(model, latent, action, has, horizon, sample, gen, window, context_pitch=start))  # (K, T, 3, S, S)
     return model_to_frames(out).numpy()
 
 

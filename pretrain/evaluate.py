@@ -180,7 +180,7 @@ def longest_labeled(paths) -> int:
 
 def eval_clips(paths, clip_len: int, num_clips: int) -> dict:
     """Up to num_clips labeled clips, evenly spread and deterministic (overlapping where the episodes hold
-    fewer whole ones). -> collated dict."""
+    fewer whole ones). -> collated dict: frames, buttons, camera and pitch (NaN where not recorded)."""
     from worldloom.datasets import ClipDataset
 
     ds = ClipDataset(list(paths), clip_len=clip_len, label_sources=["env", "idm"])
@@ -190,16 +190,19 @@ def eval_clips(paths, clip_len: int, num_clips: int) -> dict:
         ds = ClipDataset(list(paths), clip_len=clip_len, stride=max(1, clip_len // 4), label_sources=["env", "idm"])
     idx = np.unique(np.linspace(0, len(ds) - 1, min(num_clips, len(ds))).round().astype(int))
     items = [ds[int(i)] for i in idx]
-    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in ("frames", "buttons", "camera")}
+    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in ("frames", "buttons", "camera", "pitch")}
 
 
-def teacher_forced(model, x, action, has, context: int, positions: int, sample: SampleConfig, gen) -> torch.Tensor:
-    """Next frame at context..context+positions-1, each from the real frames before it. -> (B, P, C, H, W)."""
+def teacher_forced(model, x, action, has, context: int, positions: int, sample: SampleConfig, gen,
+                   pitch=None) -> torch.Tensor:
+    """Next frame at context..context+positions-1, each from the real frames before it (pitch (B, T): each
+    frame's view pitch, NaN where unknown). -> (B, P, C, H, W)."""
     out = []
     for p in range(context, context + positions):
         lo = p - context
         a_ctx, m_ctx = shift_actions(action[:, lo:p], has[:, lo:p])
-        out.append(next_frame(model, x[:, lo:p], a_ctx, m_ctx, action[:, p - 1], has[:, p - 1], sample, gen))
+        out.append(next_frame(model, x[:, lo:p], a_ctx, m_ctx, action[:, p - 1], has[:, p - 1], sample, gen,
+                              context_pitch=None if pitch is None else pitch[:, lo:p]))
     return torch.stack(out, dim=1)
 
 
@@ -228,19 +231,21 @@ def generate(model, codec, clips: dict, cfg: EvalConfig, image_size: int, long_h
         for lo in range(0, len(x_all), cfg.batch_size):
             sl = slice(lo, lo + cfg.batch_size)
             x, a = x_all[sl], a_all[sl]
+            pitch = clips["pitch"][sl].float() if "pitch" in clips else None
+            start = None if pitch is None else pitch[:, :context]
             has = torch.ones(a.shape[:2], dtype=torch.bool)
-            out["next"].append(teacher_forced(model, x, a, has, context, cfg.next_frame_positions, sample, gen))
+            out["next"].append(teacher_forced(model, x, a, has, context, cfg.next_frame_positions, sample, gen, pitch))
             bar.update(len(x) * cfg.next_frame_positions)
             t0 = time.perf_counter()
             out["long"].append(rollout(model, x[:, :context], a[:, :context + long_horizon - 1],
-                                       has[:, :context + long_horizon - 1], long_horizon, sample, gen))
+                                       has[:, :context + long_horizon - 1], long_horizon, sample, gen, context_pitch=start))
             gen_time += time.perf_counter() - t0
             gen_frames += x.shape[0] * long_horizon
             bar.update(len(x) * long_horizon)
             a_shuf = a.clone()
             a_shuf[:, context - 1:] = a_all[perm[sl]][:, context - 1:]  # context keeps its own past actions
             out["shuffled"].append(rollout(model, x[:, :context], a_shuf[:, :context + cfg.horizon - 1],
-                                           has[:, :context + cfg.horizon - 1], cfg.horizon, sample, gen))
+                                           has[:, :context + cfg.horizon - 1], cfg.horizon, sample, gen, context_pitch=start))
             bar.update(len(x) * cfg.horizon)
     result = {k: model_to_frames(codec.decode(torch.cat(v))) for k, v in out.items()}
     result["true"] = result["long"][:, :cfg.horizon]

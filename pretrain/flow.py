@@ -21,6 +21,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
+from worldloom.actions import BUTTONS, world_model_camera
 from worldloom.config import doc
 
 from .model import T_MIN, WorldModel, shift_actions
@@ -67,13 +68,15 @@ def sample_noise_levels(B: int, T: int, cfg: FlowConfig, generator=None, device=
     return t, weight
 
 
-def flow_loss(model: WorldModel, x0, action, has_action, cfg: FlowConfig, generator=None, text=None):
+def flow_loss(model: WorldModel, x0, action, has_action, cfg: FlowConfig, generator=None, text=None, pitch=None):
     """Mean squared velocity error. x0 (B, T, C, H, W) in model space; action (B, T, A) per step;
-    text (B, L) word ids of each window's caption (text models only; pretrain/text.py)."""
+    text (B, L) word ids of each window's caption (text models only; pretrain/text.py); pitch (B, T) each
+    frame's view pitch in degrees, NaN where unknown (the dataset's state_pitch; world_yaw models turn with it)."""
     B, T = x0.shape[:2]
     t, weight = sample_noise_levels(B, T, cfg, generator, x0.device)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device)
     cond, mask = shift_actions(action, has_action)  # frame t gets action[t-1]
+    pitched = {} if pitch is None else {"view_pitch": torch.cat([pitch[:, :1], pitch[:, :-1]], dim=1)}  # the frame before's
     keep = torch.rand(B, T, generator=generator, device=x0.device) >= cfg.action_dropout
     if text is not None:
         text, t, weight, keep = drop_text_and_context(text, t, weight, keep, cfg, generator)
@@ -82,10 +85,11 @@ def flow_loss(model: WorldModel, x0, action, has_action, cfg: FlowConfig, genera
         x0 = x0.clone()
         fresh = torch.randn(x0[own, :T - 1].shape, generator=generator, device=x0.device)
         x0[own, T - 2] = own_prediction(model, x0[own, :T - 1], t[own, :T - 1], fresh, cond[own, :T - 1],
-                                        (mask & keep)[own, :T - 1])
+                                        (mask & keep)[own, :T - 1],
+                                        None if pitch is None else pitched["view_pitch"][own, :T - 1])
     tt = t[:, :, None, None, None]
     xt = (1 - tt) * x0 + tt * noise
-    v = model(xt, t, cond, mask & keep, **({"text": text} if text is not None else {}))  # (B, T, C, H, W)
+    v = model(xt, t, cond, mask & keep, **({"text": text} if text is not None else {}), **pitched)  # (B, T, C, H, W)
     err = F.mse_loss(v.float(), noise - x0, reduction="none").mean(dim=(2, 3, 4))  # (B, T)
     # velocity MSE times t^2 = clean-frame MSE, even over noise levels: |v - v*|^2 = |x0 - x0*|^2 / t^2,
     # undo the 1/t^2 that buries large t (measured: docs/pretrain.md)
@@ -116,14 +120,15 @@ def drop_text_and_context(text, t, weight, keep, cfg: FlowConfig, generator=None
 
 
 @torch.no_grad()
-def own_prediction(model: WorldModel, x0, t, noise, action, action_mask):
+def own_prediction(model: WorldModel, x0, t, noise, action, action_mask, view_pitch=None):
     """The model's one-step prediction of the last frame of x0 (B, T', C, H, W) from pure noise, the frames
-    before it noised at their levels t (B, T'); noise (B, T', C, H, W). -> (B, C, H, W) in [-1, 1]."""
+    before it noised at their levels t (B, T'); noise (B, T', C, H, W); view_pitch (B, T') as WorldModel takes it.
+    -> (B, C, H, W) in [-1, 1]."""
     t = t.clone()
     t[:, -1] = 1.0
     tt = t[:, :, None, None, None]
     x = (1 - tt) * x0 + tt * noise
-    v = model(x, t, action, action_mask)[:, -1].float()
+    v = model(x, t, action, action_mask, **({} if view_pitch is None else {"view_pitch": view_pitch}))[:, -1].float()
     return (x[:, -1] - v).clamp(-1, 1)  # one Euler step from t = 1 to 0
 
 
@@ -162,7 +167,8 @@ class SampleConfig:
 
 @torch.no_grad()
 def next_frame(model: WorldModel, context, context_action, context_mask, action, has_action,
-               cfg: SampleConfig, generator=None, context_levels=None, text=None, recall=None, canvas=None):
+               cfg: SampleConfig, generator=None, context_levels=None, text=None, recall=None, canvas=None,
+               context_pitch=None):
     """One new frame after a context.
 
     context (B, Tc, C, H, W) clean frames; context_action (B, Tc, A) and context_mask (B, Tc):
@@ -171,7 +177,8 @@ def next_frame(model: WorldModel, context, context_action, context_mask, action,
     frame is kept at (default: `cfg.context_noise` for all; 1: a blank); text (B, L): the
     caption's word ids (text models); recall: a pose memory's view of the new frame (WorldModel.forward);
     canvas: the rollout's pretrain/canvas.Canvas of the last context frame (not with guidance; its `pending`
-    is the new frame's after the call).
+    is the new frame's after the call); context_pitch (B, Tc): each context frame's view pitch in degrees, NaN
+    where unknown (`track_pitch`; world_yaw models turn the yaw about the world's vertical from it).
     -> (B, C, H, W).
     """
     B, Tc = context.shape[:2]
@@ -181,14 +188,16 @@ def next_frame(model: WorldModel, context, context_action, context_mask, action,
     tt = t_ctx[:, :, None, None, None]
     ctx = (1 - tt) * context + tt * torch.randn(context.shape, generator=generator, device=dev)
     guided = cfg.guidance != 1.0
+    pitched = {} if context_pitch is None else {"view_pitch": torch.cat([context_pitch[:, :1], context_pitch[:, :-1]], 1)}
     extra = {}
     if text is not None and guided:  # the context seen under the caption, then under the null caption
         extra = {"text": torch.cat([text, torch.zeros_like(text)])}
+        twice = {k: torch.cat([v, v]) for k, v in pitched.items()}
         _, kv = model(torch.cat([ctx, ctx]), torch.cat([t_ctx, t_ctx]), torch.cat([context_action, context_action]),
-                      torch.cat([context_mask, context_mask]), return_kv=True, **extra)
+                      torch.cat([context_mask, context_mask]), return_kv=True, **extra, **twice)
     else:
         extra = {} if text is None else {"text": text}
-        _, kv = model(ctx, t_ctx, context_action, context_mask, return_kv=True, **extra)
+        _, kv = model(ctx, t_ctx, context_action, context_mask, return_kv=True, **extra, **pitched)
     if guided:  # second half of the batch: the same context, the null action (and the null caption)
         if text is None:
             kv = [(torch.cat([k, k]), torch.cat([v, v])) for k, v in kv]
@@ -203,16 +212,18 @@ def next_frame(model: WorldModel, context, context_action, context_mask, action,
         t = torch.full((xin.shape[0], 1), t_now, device=dev)
         prev, prev_t = ctx[:, -1], t_ctx[:, -1]
         prev_action = (context_action[:, -1], context_mask[:, -1])  # what made the frame before: its field of view
+        turn_from = {} if context_pitch is None else {"view_pitch": context_pitch[:, -1:]}  # (B, 1): the frame before's
         seen = recall
         if guided:
             prev, prev_t = torch.cat([prev, prev]), torch.cat([prev_t, prev_t])
             prev_action = tuple(torch.cat([p, p]) for p in prev_action)
+            turn_from = {k: torch.cat([v, v]) for k, v in turn_from.items()}
             if recall is not None and recall[0] is not None:
                 seen = (torch.cat([recall[0], recall[0]]), torch.cat([recall[1], recall[1]]))
         mem = {} if seen is None or seen[0] is None else {"recall": seen}
         if canvas is not None and not guided:
             mem["canvas"] = canvas
-        v = model(xin, t, action[:, None], has_action[:, None], past_kv=kv, start=Tc, prev=prev, prev_t=prev_t, prev_action=prev_action, **zone,
+        v = model(xin, t, action[:, None], has_action[:, None], past_kv=kv, start=Tc, prev=prev, prev_t=prev_t, prev_action=prev_action, **turn_from, **zone,
                   **extra, **mem).float()
         if guided:
             v = v[B:] + cfg.guidance * (v[:B] - v[B:])
@@ -222,14 +233,16 @@ def next_frame(model: WorldModel, context, context_action, context_mask, action,
 
 @torch.no_grad()
 def rollout(model: WorldModel, context, actions, has_action, horizon: int, cfg: SampleConfig, generator=None,
-            window: int | None = None, text=None, context_levels=None):
+            window: int | None = None, text=None, context_levels=None, context_pitch=None):
     """Generate `horizon` frames after `context`, one at a time, with a sliding window.
 
     context (B, Tc, C, H, W) real frames; actions (B, Tc + horizon - 1, A) and has_action
     (B, Tc + horizon - 1): action[t] is applied between frame t and t+1. -> (B, horizon, C, H, W).
     window: frames the model sees (default its context, num_frames - 1; fewer cuts its memory).
     text (B, L): the caption's word ids (text models); context_levels (Tc,): the noise level of
-    each context frame (default cfg.context_noise; 1.0: a blank, as prompt_rollout starts from).
+    each context frame (default cfg.context_noise; 1.0: a blank, as prompt_rollout starts from);
+    context_pitch (B, Tc): each context frame's view pitch in degrees (a dataset's state_pitch), NaN or None
+    where unknown; the generated frames' follow the actions (`track_pitch`).
     """
     window = window or model.cfg.num_frames - 1
     Tc = context.shape[1]
@@ -238,9 +251,14 @@ def rollout(model: WorldModel, context, actions, has_action, horizon: int, cfg: 
     frames = list(context.unbind(1))
     levels = [cfg.context_noise] * Tc if context_levels is None else [float(v) for v in context_levels]
     blanks = any(v >= 1.0 for v in levels[:Tc])  # a prompt-only rollout's context shows nothing to recall
+    start = None if context_pitch is None else torch.as_tensor(context_pitch, dtype=torch.float32)[:, 0]
     memory = None if blanks else pose_memory(model, context, actions[:, :Tc + horizon - 1], has_action[:, :Tc + horizon - 1],
-                                             cfg.memory)
+                                             cfg.memory, start)
     canvas = None if blanks or not cfg.canvas or cfg.guidance != 1.0 or not can_recall(model) else make_canvas(model, context[:, -1])
+    pitches = None
+    if context_pitch is not None and getattr(model.cfg, "world_yaw", False):
+        pitches = track_pitch(torch.as_tensor(context_pitch, dtype=torch.float32, device=context.device),
+                              actions[:, :Tc + horizon - 1], has_action[:, :Tc + horizon - 1])  # (B, Tc + horizon)
     for _ in range(horizon):
         n = len(frames)
         lo = max(0, n - window)
@@ -248,7 +266,7 @@ def rollout(model: WorldModel, context, actions, has_action, horizon: int, cfg: 
         a_ctx, m_ctx = shift_actions(actions[:, lo:n], has_action[:, lo:n])  # window frame 0: null
         recall = None if memory is None else memory.recall(frames, n)
         new = next_frame(model, ctx, a_ctx, m_ctx, actions[:, n - 1], has_action[:, n - 1], cfg, generator, levels[lo:],
-                         text, recall, canvas)
+                         text, recall, canvas, None if pitches is None else pitches[:, lo:n])
         if canvas is not None:
             canvas.commit()
         frames.append(new.clamp(-1, 1))
@@ -256,6 +274,26 @@ def rollout(model: WorldModel, context, actions, has_action, horizon: int, cfg: 
         if memory is not None:
             memory.observe(frames, n)
     return torch.stack(frames[Tc:], dim=1)
+
+
+def track_pitch(context_pitch: torch.Tensor, actions: torch.Tensor, has_action: torch.Tensor) -> torch.Tensor:
+    """Each frame's view pitch through a rollout: the context's (B, Tc) degrees as given (NaN where unknown),
+    then each generated frame's the one before plus its action's camera pitch, clamped to +-90 (VoxelWorld's and
+    Minecraft's limit), still while the inventory is open (toggled by its key from the last context frame on,
+    taken closed there) and where the action is unknown. actions (B, Tc + H - 1, A) world-model features,
+    action[t] between frame t and t + 1; has_action (B, Tc + H - 1). -> (B, Tc + H)."""
+    B, Tc = context_pitch.shape
+    steps = actions.shape[1] + 1
+    out = torch.full((B, steps), float("nan"), device=context_pitch.device)
+    out[:, :Tc] = context_pitch
+    gui = torch.zeros(B, dtype=torch.bool, device=context_pitch.device)
+    inventory = BUTTONS.index("inventory")
+    for t in range(Tc - 1, steps - 1):
+        known = has_action[:, t].bool()
+        gui = gui ^ (known & (actions[:, t, inventory] > 0.5))
+        turn = torch.where(known & ~gui, world_model_camera(actions[:, t].float())[:, 0], torch.zeros(B, device=out.device))
+        out[:, t + 1] = (out[:, t] + turn).clamp(-90.0, 90.0)
+    return out
 
 
 def can_recall(model: WorldModel) -> bool:
@@ -272,9 +310,10 @@ def make_canvas(model: WorldModel, real: torch.Tensor):
     return Canvas(real, hud, fill)
 
 
-def pose_memory(model: WorldModel, context, actions, has_action, max_age: int):
+def pose_memory(model: WorldModel, context, actions, has_action, max_age: int, start_pitch=None):
     """The rollout's PoseMemory (pretrain/memory.py) over its real `context` frames (B, Tc, C, H, W), or
-    None where it recalls nothing: memory off, a latent model, a model without a camera warp."""
+    None where it recalls nothing: memory off, a latent model, a model without a camera warp. start_pitch (B,):
+    the first context frame's absolute pitch where known (degrees; track_poses)."""
     if max_age <= 0 or not can_recall(model):
         return None
     fov = model.cfg.camera_fov_deg
@@ -282,7 +321,7 @@ def pose_memory(model: WorldModel, context, actions, has_action, max_age: int):
 
     hud = model.hud.cpu() if getattr(model.cfg, "hud_mask", False) else None
     fill = model.hud_fill_index().cpu() if getattr(model.cfg, "hud_fill", False) else None
-    memory = PoseMemory(track_poses(actions.cpu(), has_action.cpu()), context.shape[1], max_age, fov, hud, fill)
+    memory = PoseMemory(track_poses(actions.cpu(), has_action.cpu(), start_pitch), context.shape[1], max_age, fov, hud, fill)
     memory.check_context(context, actions, has_action)
     return memory
 

@@ -22,8 +22,10 @@ the revisit and counterfactual scores); the agent's closed-loop dreams (agent/dr
 
 What it assumes, and where a recall is refused:
 - The frames are pixels (a latent model recalls nothing) and the camera is the model's fitted
-  pinhole (`camera_fov_deg`; 0: no recall). Pitch starts at 0 at the first context frame: a turn
-  is exact at pitch 0, as the warp's is.
+  pinhole (`camera_fov_deg`; 0: no recall). Pitch starts at the first context frame's absolute
+  pitch where the rollout knows it (a dataset's `state_pitch`, a branches file's `context_pitch`),
+  so a turn swings about the world's vertical as the game's does; else at 0, where a turn is
+  exact only at pitch 0.
 - Positions come from the movement keys, one unit a step (sprinting forward 1.3, sneaking 0.3),
   along the view's heading; a remembered frame is recalled only from within `POSITION_TOLERANCE`
   of where it was taken. A walk into a wall, a fall or a slope breaks the estimate; the recall
@@ -57,13 +59,16 @@ _I = {name: BUTTONS.index(name) for name in ("attack", "back", "forward", "jump"
                                              "use", "inventory")}
 
 
-def track_poses(actions: torch.Tensor, has_action: torch.Tensor) -> dict[str, torch.Tensor]:
+def track_poses(actions: torch.Tensor, has_action: torch.Tensor, start_pitch: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
     """Each frame's camera pose from the actions between frames (world-model action features).
 
     actions (B, T - 1, A) world-model features (worldloom.actions.world_model_features: buttons,
     then the camera), has_action (B, T - 1): action[t] moves frame t to frame t + 1; a missing
-    action is the null action. -> {"yaw", "pitch"} (B, T) degrees (frame 0: 0, 0; pitch clamped to
-    +-90, still while the inventory is open, where the mouse moves the cursor), "position" (B, T, 2)
+    action is the null action; start_pitch (B,): frame 0's absolute pitch in degrees where known
+    (a dataset's state_pitch; NaN or None: 0, level). -> {"yaw", "pitch"} (B, T) degrees (frame 0:
+    yaw 0, its pitch; pitch clamped to +-90, still while the inventory is open, where the mouse moves
+    the cursor; an absolute pitch makes a turn's recall swing about the world's vertical as the game's does), "position" (B, T, 2)
     steps walked (x right, z forward of frame 0's heading), "recallable" (B, T) bool (not in the
     air, inventory closed, not sprinting), "epoch" (B, T) the number of attack or use presses
     before the frame.
@@ -74,6 +79,8 @@ def track_poses(actions: torch.Tensor, has_action: torch.Tensor) -> dict[str, to
     camera = world_model_camera(act)  # (B, T-1, 2) pitch, yaw degrees
     yaw = torch.zeros(B, n + 1)
     pitch = torch.zeros(B, n + 1)
+    if start_pitch is not None:
+        pitch[:, 0] = start_pitch.float().cpu().nan_to_num(0.0).clamp(-90.0, 90.0)
     pos = torch.zeros(B, n + 1, 2)
     recallable = torch.ones(B, n + 1, dtype=torch.bool)
     epoch = torch.zeros(B, n + 1, dtype=torch.long)

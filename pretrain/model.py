@@ -100,10 +100,14 @@ class WorldModelConfig:
                                 "renders 1.1 times its 70 degrees, Minecraft widens the view too): where a frame starts or "
                                 "stops sprinting, the warp zooms the previous frame by the change (`view_fov_deg`; "
                                 "`worldloom pretrain` fits it to the data; 0 = the view never changes)", 0.0)
+    world_yaw: bool = doc("x_skip with a camera warp: where a frame's absolute pitch is known (a dataset's state_pitch, "
+                          "a rollout's context), the warp turns the yaw about the world's vertical, as Minecraft does, "
+                          "not about the view's own (the same at pitch 0; issue 18's log, section 34); unknown pitch: 0",
+                          False)
 
     # Fields a checkpoint of an older format may lack (worldloom.checkpoint.FORMAT_VERSION): the version that added each.
     FIELDS_ADDED: ClassVar[dict[str, int]] = {"signal_input": 2, "dead_zone": 2, "hud_mask": 3, "hud_fill": 4, "move_flow": 6,
-                                            "sprint_fov_deg": 8}
+                                            "sprint_fov_deg": 8, "world_yaw": 8}
 
     def __post_init__(self):
         for name in ("image_size", "patch_size", "width", "depth", "num_heads", "num_frames"):
@@ -172,7 +176,7 @@ class WorldModelConfig:
 # Presets change sizes only (DESIGN section 10). tiny: a few M params, trains on 2 CPU cores.
 PRESETS: dict[str, WorldModelConfig] = {
     "tiny": WorldModelConfig(num_frames=3, signal_input=True, dead_zone=3.0, hud_mask=True, hud_fill=True,
-                             move_flow=2.0),  # issue 18's log, 7-8, 12-13, 21
+                             move_flow=2.0, world_yaw=True),  # issue 18's log, 7-8, 12-13, 21, 34
     "small": WorldModelConfig(image_size=64, patch_size=4, width=384, depth=8, num_heads=6, num_frames=16),
     "large": WorldModelConfig(image_size=128, patch_size=2, latent_channels=8, latent_downsample=8,
                               width=768, depth=12, num_heads=12, num_frames=32),
@@ -428,7 +432,7 @@ class WorldModel(nn.Module):
         return x.reshape(B, T, C, g * p, g * p)  # (B, T, C, H, W)
 
     def forward(self, x, t, action, action_mask, past_kv=None, start=0, return_kv=False, prev=None, prev_t=None,
-                dead_zone=None, text=None, recall=None, canvas=None, prev_action=None):
+                dead_zone=None, text=None, recall=None, canvas=None, prev_action=None, view_pitch=None):
         """x (B, T, C, H, W), t (B, T), action (B, T, A), action_mask (B, T) bool -> v (B, T, C, H, W).
 
         past_kv: per-block temporal K/V of earlier frames (from a previous call with
@@ -441,7 +445,9 @@ class WorldModel(nn.Module):
         view (pretrain/memory.py), which replaces the turned previous frame where `take` (x_skip with a warp);
         canvas: a rollout's pretrain/canvas.Canvas of `prev` (one new frame, x_skip with a warp): the warps
         move its coordinates with the frame, and the base samples the real frame once (its `pending` is the new one's);
-        prev_action: (action (B, A), mask (B,)) that produced the frame before x[:, 0] (its field of view: `view_fov_deg`).
+        prev_action: (action (B, A), mask (B,)) that produced the frame before x[:, 0] (its field of view: `view_fov_deg`);
+        view_pitch: (B, T) the absolute pitch in degrees of the frame before each frame (positive looks down; NaN where
+        unknown), which a `world_yaw` model's warp turns the yaw about the world's vertical from; None: unknown.
         """
         T, cfg = x.shape[1], self.cfg
         seen = x * (1 - t)[..., None, None, None] if cfg.signal_input else x  # (B, T, C, H, W)
@@ -452,8 +458,9 @@ class WorldModel(nn.Module):
             source = before
             if cfg.hud_fill:  # the HUD is not part of the scene: fill it from beside it before turning
                 source = before.flatten(-2)[..., self.hud_fill_index()].view_as(before)
+            pitch = view_pitch.nan_to_num(0.0) if view_pitch is not None and getattr(cfg, "world_yaw", False) else None
             turned = rotate_frames(source, camera_from_actions(action, action_mask), cfg.camera_fov_deg,
-                                   view_fov_deg(action, action_mask, cfg, prev_action))
+                                   view_fov_deg(action, action_mask, cfg, prev_action), pitch)
             if cfg.hud_mask:  # the HUD stays where it is, whatever the turn
                 turned = torch.where(self.hud > 0.5, before, turned)
             if recall is not None and recall[0] is not None:  # a remembered view of the newest frame: the better base

@@ -130,8 +130,9 @@ def rollout_episode(cfg: RolloutConfig) -> dict:
     has = torch.ones(action.shape[:2], dtype=torch.bool)
     gen = torch.Generator().manual_seed(cfg.seed)
     t0 = time.perf_counter()
+    pitch = None if clip.pitch is None else torch.from_numpy(clip.pitch[:context])[None]  # the view's, where recorded
     frames = rollout(model, codec.encode(x[:, :context]), action[:, :-1], has[:, :-1], horizon,
-                     cfg.sample, gen, **text)
+                     cfg.sample, gen, **text, context_pitch=pitch)
     frames = codec.decode(frames)
     seconds = time.perf_counter() - t0
     truth = model_to_frames(x[0]).numpy()

@@ -429,13 +429,15 @@ def train_worker(cfg: TrainConfig, ctrl_c: CtrlC | None = None) -> dict:
                 announce_resize(tuple(batch["frames"].shape[-3:-1]), mcfg.image_size)
             x, action, has = (t.to(device) for t in to_model_inputs(batch, mcfg.image_size, cfg.use_actions))
             x = codec.encode(x)  # pixels, or autoencoder latents
-            text = {"text": tokenize(batch["caption"], cfg.text_config).to(device)} if cfg.text else {}
+            inputs = {"text": tokenize(batch["caption"], cfg.text_config).to(device)} if cfg.text else {}
+            if "pitch" in batch:  # each frame's view pitch where the dataset recorded it (world_yaw models turn with it)
+                inputs["pitch"] = torch.as_tensor(batch["pitch"]).float().to(device)
             lr = lr_for(step, cfg, budget)
             for g in opt.param_groups:
                 g["lr"] = lr
             gen = torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step * world + rank)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.gpu):
-                loss = flow_loss(net, x, action, has, cfg.flow, generator=gen, **text)
+                loss = flow_loss(net, x, action, has, cfg.flow, generator=gen, **inputs)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             loss_all = _mean(loss.detach(), world)

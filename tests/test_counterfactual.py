@@ -44,8 +44,9 @@ def test_branches_are_played_from_the_saved_state(env, cases):
         assert list(case.branches) == list(BRANCHES) and case.frames.shape == (len(BRANCHES), HORIZON, 64, 64, 3)
         # the player's branch, recorded while it played on, is what restoring the state and replaying gives
         assert np.array_equal(play_from(env, case.state, case.branches["player"]), case.frames[0])
-        obs, _ = env.set_state(case.state)
+        obs, info = env.set_state(case.state)
         assert np.array_equal(obs, case.context_frames[-1])
+        assert len(case.context_pitch) == CONTEXT and case.context_pitch[-1] == info["pitch"]  # the view's, per frame
         # a turn, a walk and standing still show different things after HORIZON steps
         last = case.frames[1:, -1].reshape(len(BRANCHES) - 1, -1)
         assert all(not np.array_equal(last[i], last[j]) for i in range(3) for j in range(i + 1, 3))
@@ -91,6 +92,10 @@ def test_the_branches_file_round_trips_and_refuses_bad_files(cases, branches, tm
     assert branches.branch_buttons.shape == (2, len(BRANCHES), HORIZON, 20) and branches.context_camera.shape == (2, CONTEXT - 1, 2)
     turn = BRANCHES.index("turn")
     assert (branches.branch_camera[:, turn, :, 1] > 0).all() and branches.branch_buttons[:, BRANCHES.index("walk"), :, 2].all()
+    assert np.array_equal(branches.context_pitch, np.array([c.context_pitch for c in cases], np.float32))  # JSON round trip
+    old = to_branches(cases, {"env": "voxel"})
+    old.info.pop("context_pitch")  # a file written before the pitch was kept: none, so no world-vertical turn
+    assert old.context_pitch is None
     good = tmp_path / "good.safetensors"
     save_branches(good, branches)
     data = good.read_bytes()

@@ -57,6 +57,15 @@ def test_poses_follow_turns_walks_the_inventory_jumps_and_clicks():
     assert p["epoch"][0, jump + AIRBORNE_STEPS] == 0 and p["epoch"][0, -1] == 1  # the attack press may have changed the world
 
 
+def test_poses_start_from_the_views_absolute_pitch_where_it_is_known():
+    """A rollout whose context records its pitch (state_pitch) starts its poses there, so pitch clamps where the
+    game's does and a turn swings about the world's vertical; unknown (NaN) starts level, as before."""
+    steps = [step(camera=(30, 0)), step(camera=(30, 0))]
+    p = track_poses(*features(steps), start_pitch=torch.tensor([45.0]))
+    assert p["pitch"][0].tolist() == [45.0, 75.0, 90.0]
+    assert track_poses(*features(steps), start_pitch=torch.tensor([float("nan")]))["pitch"][0].tolist() == [0.0, 30.0, 60.0]
+
+
 def test_the_same_pose_is_the_identity_and_a_turn_uncovers_one_side():
     rot = camera_to_world(torch.tensor([30.0]), torch.tensor([10.0]))
     grid, covered = view_grid(rot, rot, 70.0, 8, 8)

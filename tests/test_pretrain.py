@@ -82,7 +82,8 @@ def data(tmp_path_factory):
 
 
 @pytest.mark.parametrize("skip", [{"turned_input": False}, {"camera_fov_deg": 70.0, "turned_input": False},
-                                  {"camera_fov_deg": 70.0}, {"camera_fov_deg": 70.0, "sprint_fov_deg": 77.0}])
+                                  {"camera_fov_deg": 70.0}, {"camera_fov_deg": 70.0, "sprint_fov_deg": 77.0},
+                                  {"camera_fov_deg": 70.0, "world_yaw": True}])
 def test_cached_context_equals_full_causal_forward(skip):
     torch.manual_seed(0)
     model = WorldModel(WorldModelConfig(image_size=32, width=48, depth=2, num_heads=2, num_frames=6, **skip))
@@ -94,15 +95,19 @@ def test_cached_context_equals_full_causal_forward(skip):
         buttons[..., ACTION_BUTTONS.index(name)] = bool(column)
     buttons[..., ACTION_BUTTONS.index("sprint")] = torch.tensor([[0, 1, 1, 1, 0, 1], [1, 0, 1, 0, 1, 0]]).bool()
     a, m = encode_actions(buttons, 8 * torch.randn(2, 6, 2)), torch.tensor([[1, 1, 1, 1, 1, 1], [1, 0, 1, 1, 1, 1]]).bool()
-    full = model(x, t, a, m)
-    _, kv = model(x[:, :4], t[:, :4], a[:, :4], m[:, :4], return_kv=True)
+    pitch = torch.tensor([[30.0, 45.0, float("nan"), -20.0, 60.0, 10.0], [0.0, 5.0, 80.0, 85.0, -60.0, 40.0]])
+    full = model(x, t, a, m, view_pitch=pitch)
+    _, kv = model(x[:, :4], t[:, :4], a[:, :4], m[:, :4], return_kv=True, view_pitch=pitch[:, :4])
     tail = model(x[:, 4:], t[:, 4:], a[:, 4:], m[:, 4:], past_kv=kv, start=4, prev=x[:, 3], prev_t=t[:, 3],
-                 prev_action=(a[:, 3], m[:, 3]))
+                 prev_action=(a[:, 3], m[:, 3]), view_pitch=pitch[:, 4:])
     torch.testing.assert_close(tail, full[:, 4:], atol=1e-5, rtol=1e-4)
+    level = model(x, t, a, m)  # no pitch: the view's own vertical, as before
+    assert torch.equal(model(x, t, a, m, view_pitch=torch.zeros(2, 6)), level)  # pitch 0: the same axis
+    assert torch.allclose(full, level) != bool(skip.get("world_yaw"))  # only a world_yaw model turns with it
     x2 = x.clone()
     x2[:, 5] += 1.0  # a later frame never changes an earlier one
-    torch.testing.assert_close(model(x2, t, a, m)[:, :5], full[:, :5])
-    assert not torch.allclose(model(x2, t, a, m)[:, 5], full[:, 5])
+    torch.testing.assert_close(model(x2, t, a, m, view_pitch=pitch)[:, :5], full[:, :5])
+    assert not torch.allclose(model(x2, t, a, m, view_pitch=pitch)[:, 5], full[:, 5])
 
 
 def test_camera_turn_moves_the_view_and_fov_is_recovered():
@@ -298,6 +303,53 @@ def test_given_the_pitch_the_yaw_turns_about_the_worlds_vertical_as_the_engine_d
         assert errors[1] < 0.6 * errors[0], (seed, errors)
     level = torch.tensor([[5.0, 12.0], [-3.0, -7.0]])  # at pitch 0 both axes are the same: the same grid
     torch.testing.assert_close(rotation_grid(level, 70.0, 32, 32, pitch_deg=torch.zeros(2)), rotation_grid(level, 70.0, 32, 32))
+
+
+def test_a_rollout_tracks_the_pitch_through_its_actions():
+    """The context's pitch as given, then each step's camera pitch added, clamped at +-90 as the engine clamps
+    it, still while the inventory is open or the action unknown; unknown stays unknown."""
+    from worldloom.pretrain.flow import track_pitch
+
+    buttons = torch.zeros(2, 6, 20, dtype=torch.bool)
+    camera = torch.tensor([[10.0, 5.0]] * 6).expand(2, 6, 2).clone()
+    camera[0, 3, 0], camera[0, 4, 0] = -30.0, 60.0  # an unknown action, then past the bottom: clamped
+    buttons[1, 3, ACTION_BUTTONS.index("inventory")] = True  # the inventory opens at step 3: the view stops
+    has = torch.ones(2, 6, dtype=torch.bool)
+    has[0, 3] = False  # an unknown action: no change
+    out = track_pitch(torch.tensor([[0.0, 20.0], [float("nan"), -5.0]]), encode_actions(buttons, camera), has)
+    assert out.shape == (2, 7)  # action t moves frame t to t + 1; the first generated frame follows action 1
+    assert out[0].tolist() == [0.0, 20.0, 30.0, 40.0, 40.0, 90.0, 90.0]
+    assert torch.isnan(out[1, 0]) and out[1, 1:].tolist() == [-5.0, 5.0, 15.0, 15.0, 15.0, 15.0]
+
+
+def test_training_clips_carry_each_frames_pitch_from_the_dataset(tmp_path):
+    """Datasets with the engine's state (capture writes it) record state_pitch; a clip's "pitch" is that column,
+    and NaN where a dataset has none."""
+    import worldloom.envs as envs
+    from worldloom import actions
+    from worldloom.datasets import ClipDataset, DatasetWriter
+
+    env, player = envs.make_env("voxel", height=64, width=64), envs.make_player("mixture", seed=4)
+    obs, info = env.reset(seed=4)
+    frames, acts, pitch = [obs], [], [info["pitch"]]
+    for _ in range(15):
+        acts.append(player.act(obs, info))
+        obs, _, _, _, info = env.step(acts[-1])
+        frames.append(obs)
+        pitch.append(info["pitch"])
+    acts.append(actions.noop())
+    buttons, camera = actions.to_arrays(acts)
+    pitch = np.array(pitch, np.float32)
+    assert np.abs(pitch).max() > 0  # the player looked up or down
+    with DatasetWriter(tmp_path / "stated", height=64, width=64, fps=20) as w:
+        w.add_episode("ep-4", np.stack(frames), buttons=buttons, camera=camera, env="voxel", seed=4,
+                      state={"state_pitch": pitch})
+        w.add_episode("ep-5", np.stack(frames), buttons=buttons, camera=camera, env="voxel", seed=5)  # no state
+    clips = ClipDataset([str(tmp_path / "stated")], clip_len=8)
+    items = {(it["episode_id"], it["start"]): it for it in (clips[i] for i in range(len(clips)))}
+    assert np.array_equal(items["ep-4", 0]["pitch"].numpy(), pitch[:8])
+    assert np.array_equal(items["ep-4", 8]["pitch"].numpy(), pitch[8:])
+    assert torch.isnan(items["ep-5", 0]["pitch"]).all()
 
 
 def test_camera_fov_is_fitted_on_the_games_own_actions(data, tmp_path):
