@@ -390,7 +390,10 @@ class Ingester:
 
     # -- VPT: mp4 + jsonl ---------------------------------------------------------------------------
     def _vpt(self, item: dict, warnings: list[str]) -> int:
-        lines = vpt.read_jsonl(item["jsonl"])
+        lines, notes = vpt.parse_jsonl(item["jsonl"])
+        if notes["partial_last_line"]:
+            warnings.append(f"{item['jsonl']}: its last line is cut off (the recording stopped mid-write): "
+                            f"read the {len(lines)} whole lines before it")
         version = self.cfg.recorder_version or vpt.recorder_version(item["jsonl"])
         steps = vpt.convert(lines, version)
         captions = captions_of(steps.state, steps.buttons, item["name"], VPT_FPS)  # from the jsonl's state and keys
@@ -421,7 +424,7 @@ class Ingester:
                     "format": "vpt", "jsonl": item["jsonl"], "video": item["video"], "recorder_version": version,
                     "gui_mouse_scaler": vpt.gui_scaler(version), "num_jsonl_lines": steps.num_steps,
                     "num_video_frames": report.num_steps, "num_steps": kept, "cursor_frames": cursors[0],
-                    "conversion": steps.counts, "time": PER_FRAME})
+                    "jsonl_passed_over": notes, "conversion": steps.counts, "time": PER_FRAME})
 
             return writer.add_episode_parts(item["name"], parts(), label_source="env", env="vpt",
                                             env_config=env_config, player="human", split=None)
@@ -516,7 +519,7 @@ def resizes_of(shards: list[dict]) -> list[str]:
 
 def _read_json(path: str) -> dict:
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))  # -sig: a BOM is not part of the JSON
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise UserError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(data, dict):
