@@ -53,7 +53,7 @@ from . import codecs, minerl, vpt
 from .captions import captions_of
 from .jobs import job_lock, sweep_orphans
 from .resize import resize
-from .sources import HASH_PREFIX, Source, file_hash, plan_resume
+from .sources import HASH_PREFIX, Source, file_hash, plan_resume, relative_name
 from .storage import SpecMismatch, resize_words
 from .video import (
     FPS_RANGE,
@@ -62,6 +62,7 @@ from .video import (
     VIDEO_SUFFIXES,
     VideoError,
     VideoReader,
+    files_under,
     left_out_words,
     video_files,
 )
@@ -148,13 +149,6 @@ def files_source(main: Path, files: list[Path], root: Path, name: str) -> FilesS
     return source
 
 
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return path.name
-
-
 def _inputs(cfg: IngestConfig) -> list[tuple[Path, Path, Path | None]]:
     """(path, the root its name is relative to, its partner file or None) of every input: folders stay
     folders; a .txt list gives a file per line, or a pair (`VIDEO JSONL`) when a line names two."""
@@ -199,8 +193,8 @@ def _discover_vpt(inputs: list[tuple[Path, Path, Path | None]]):
     pairs: dict[Path, tuple[Path, Path, Path]] = {}  # stem path -> (root, video, jsonl)
     for path, root, partner in inputs:
         if path.is_dir():
-            for f in sorted(path.rglob("*")):
-                if f.suffix.lower() in (".mp4", ".jsonl") and f.is_file():
+            for f in files_under(path):
+                if f.suffix.lower() in (".mp4", ".jsonl"):
                     pairs.setdefault(f.with_suffix(""), (root, f.with_suffix(".mp4"), f.with_suffix(".jsonl")))
         elif partner is not None:  # a listed pair: the files may have different names
             video, jsonl = (path, partner) if path.suffix.lower() != ".jsonl" else (partner, path)
@@ -208,7 +202,7 @@ def _discover_vpt(inputs: list[tuple[Path, Path, Path | None]]):
         else:
             pairs.setdefault(path.with_suffix(""), (root, path.with_suffix(".mp4"), path.with_suffix(".jsonl")))
     for stem, (root, video, jsonl) in sorted(pairs.items()):
-        name = _relative(stem, root)
+        name = relative_name(stem, root)
         item = {"kind": "vpt", "source": str(video if video.exists() else jsonl), "video": str(video), "jsonl": str(jsonl)}
         if not jsonl.is_file():
             yield item, None, (f"{video}: no {jsonl.name} beside it (a VPT recording is an .mp4 and a .jsonl of the same "
@@ -223,7 +217,8 @@ def _discover_minerl(inputs: list[tuple[Path, Path, Path | None]]):
     folders: dict[Path, Path] = {}
     for path, root, _ in inputs:
         if path.is_dir():
-            hits = [path] if (path / minerl.NPZ_NAME).exists() else [p.parent for p in sorted(path.rglob(minerl.NPZ_NAME))]
+            hits = [path] if (path / minerl.NPZ_NAME).exists() else [p.parent for p in files_under(path)
+                                                                      if p.name == minerl.NPZ_NAME]
             for folder in hits:
                 folders.setdefault(folder, root if folder != path else path.parent)
         else:
@@ -237,7 +232,7 @@ def _discover_minerl(inputs: list[tuple[Path, Path, Path | None]]):
                               f"{minerl.VIDEO_NAME}, {minerl.NPZ_NAME} and {minerl.METADATA_NAME})"
             continue
         files = [video, npz] + ([meta] if meta.is_file() else [])
-        yield item, files_source(folder, files, root, _relative(folder, root)), None
+        yield item, files_source(folder, files, root, relative_name(folder, root)), None
 
 
 def _discover_video(inputs: list[tuple[Path, Path, Path | None]]):
@@ -247,7 +242,7 @@ def _discover_video(inputs: list[tuple[Path, Path, Path | None]]):
         if left_out:  # never silently: a camera's clips under a suffix not listed would be missing from the data
             print(f"dataset ingest: {left_out_words(path, left_out)}", file=sys.stderr)
         for f in files:
-            name = _relative(f, root)
+            name = relative_name(f, root)
             yield ({"kind": "video", "source": str(f), "video": str(f)},
                    files_source(f, [f], root, name), None)
 

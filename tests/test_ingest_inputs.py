@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from recordings import frame_number, vpt_lines, write_minerl, write_vpt
+from recordings import frame_number, frames_of, vpt_lines, write_minerl, write_vpt
 
 from worldloom.datasets import Dataset
 from worldloom.datasets.ingest import IngestConfig, ingest
@@ -43,3 +43,36 @@ def test_jsonl_with_bom_crlf_blank_lines_and_a_cut_off_last_line_ingests(tmp_pat
     minerl_summary = run([tmp_path / "minerl"], tmp_path / "ds-minerl", format="minerl")
     assert minerl_summary["ingested"] == ["MineRLTreechop-v0/t"] and validate(tmp_path / "ds-minerl") == []
     np.testing.assert_array_equal(Dataset(tmp_path / "ds-minerl").frames("MineRLTreechop-v0/t").terminated[-1], True)
+
+
+# ---- folders as people assemble them ----------------------------------------------------------------
+
+def test_symlinked_folders_are_searched_once_and_keep_their_names(tmp_path):
+    """Recordings gathered as links to other disks are found (Path.rglob skipped them); a link back to
+    an ancestor does not loop, and a folder linked twice is read once."""
+    from test_idm_vpt import released_files
+
+    from worldloom.io import write_video
+    from worldloom.pipeline.cli import main
+
+    disk = tmp_path / "disk"
+    write_vpt(disk / "6.8", "rec", 12)
+    write_minerl(disk / "minerl" / "MineRLTreechop-v0" / "t", 10)
+    write_video(disk / "clips" / "a.mp4", frames_of(10), fps=20, pix_fmt="yuv444p", crf=10)
+    data = tmp_path / "data"
+    for name in ("vpt", "minerl", "video"):
+        (data / name).mkdir(parents=True)
+    (data / "vpt" / "6.8").symlink_to(disk / "6.8")
+    (data / "vpt" / "again").symlink_to(disk / "6.8")  # the same folder twice
+    (data / "vpt" / "loop").symlink_to(data)  # a link to an ancestor
+    (data / "minerl" / "MineRLTreechop-v0").symlink_to(disk / "minerl" / "MineRLTreechop-v0")
+    (data / "video" / "clips").symlink_to(disk / "clips")
+    vpt = run([data / "vpt"], tmp_path / "ds")
+    assert vpt["ingested"] == ["6.8/rec"] and not vpt["failed"], vpt
+    assert json.loads(Dataset(tmp_path / "ds").episodes.to_pylist()[0]["env_config"])["recorder_version"] == "6.8"
+    assert run([data / "minerl"], tmp_path / "ds-minerl", format="minerl")["ingested"] == ["MineRLTreechop-v0/t"]
+    assert run([data / "video"], tmp_path / "ds-video", format="video")["ingested"] == ["clips/a.mp4"]
+    (tmp_path / "model").mkdir()
+    spec = f"vpt:{released_files(tmp_path / 'model', 'tiny')}"
+    assert main(["idm", "label", "--model", spec, "--data", str(data / "video"), "--out", str(tmp_path / "lab")]) == 0
+    assert Dataset(tmp_path / "lab").episode_ids == ["clips/a.mp4:0000"]
