@@ -70,6 +70,7 @@ from .video import (
 FORMATS = ("vpt", "minerl", "video")
 PART_BYTES = 48 << 20  # decoded source pixels per streamed part (640x360: 64 frames)
 RESIZE = {"down": "INTER_AREA", "up": "INTER_LINEAR"}
+VPT_SUFFIXES = (".mp4", ".jsonl")  # a VPT recording's two files, in any case
 VPT_FPS = float(FPS)  # the recorder logs one jsonl line per frame, at the game's 20 Hz
 SIDE_RANGE = (16, 4096)  # --resolution: pixels a side a dataset stores (4K at most)
 MAX_THREADS = 256
@@ -192,15 +193,16 @@ def discover(cfg: IngestConfig) -> tuple[list[tuple[dict, Source]], list[dict]]:
 def _discover_vpt(inputs: list[tuple[Path, Path, Path | None]]):
     pairs: dict[Path, tuple[Path, Path, Path]] = {}  # stem path -> (root, video, jsonl)
     for path, root, partner in inputs:
-        if path.is_dir():
-            for f in files_under(path):
-                if f.suffix.lower() in (".mp4", ".jsonl"):
-                    pairs.setdefault(f.with_suffix(""), (root, f.with_suffix(".mp4"), f.with_suffix(".jsonl")))
-        elif partner is not None:  # a listed pair: the files may have different names
+        if partner is not None:  # a listed pair: the files may have different names
             video, jsonl = (path, partner) if path.suffix.lower() != ".jsonl" else (partner, path)
             pairs[video.with_suffix("")] = (root, video, jsonl)
-        else:
-            pairs.setdefault(path.with_suffix(""), (root, path.with_suffix(".mp4"), path.with_suffix(".jsonl")))
+            continue
+        files = files_under(path) if path.is_dir() else [path]
+        siblings = _by_folded_stem(files if path.is_dir() else [p for p in path.parent.iterdir() if p.is_file()])
+        for f in files:
+            if f.suffix.lower() in VPT_SUFFIXES or not path.is_dir():
+                video, jsonl = _vpt_pair(f, siblings)
+                pairs.setdefault(video.with_suffix(""), (root, video, jsonl))
     for stem, (root, video, jsonl) in sorted(pairs.items()):
         name = relative_name(stem, root)
         item = {"kind": "vpt", "source": str(video if video.exists() else jsonl), "video": str(video), "jsonl": str(jsonl)}
@@ -211,6 +213,28 @@ def _discover_vpt(inputs: list[tuple[Path, Path, Path | None]]):
             yield item, None, f"{jsonl}: no {video.name} beside it (a VPT recording is an .mp4 and a .jsonl of the same name)"
         else:
             yield item, files_source(video, [video, jsonl], root, name), None
+
+
+def _by_folded_stem(files: list[Path]) -> dict[tuple[Path, str], list[Path]]:
+    """The VPT files (.mp4, .jsonl in any case) among `files`, by (folder, name without suffix, lower case)."""
+    out: dict[tuple[Path, str], list[Path]] = {}
+    for f in files:
+        if f.suffix.lower() in VPT_SUFFIXES:
+            out.setdefault((f.parent, f.stem.lower()), []).append(f)
+    return out
+
+
+def _vpt_pair(f: Path, siblings: dict[tuple[Path, str], list[Path]]) -> tuple[Path, Path]:
+    """(video, jsonl) of the recording `f` belongs to: the same name with .mp4 and .jsonl, matched
+    regardless of case when its folder holds one of each under that name (`REC.MP4` beside `rec.jsonl`,
+    as copies through Windows, FAT drives and cameras leave them); else the exact names."""
+    group = siblings.get((f.parent, f.stem.lower()), [])
+    videos = [p for p in group if p.suffix.lower() == ".mp4"]
+    jsonls = [p for p in group if p.suffix.lower() == ".jsonl"]
+    if len(videos) == 1 and len(jsonls) == 1:
+        return videos[0], jsonls[0]
+    video = f if f.suffix.lower() == ".mp4" else f.parent / (f.stem + ".mp4")
+    return video, f if f.suffix.lower() == ".jsonl" else f.parent / (f.stem + ".jsonl")
 
 
 def _discover_minerl(inputs: list[tuple[Path, Path, Path | None]]):

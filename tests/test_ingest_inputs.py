@@ -76,3 +76,20 @@ def test_symlinked_folders_are_searched_once_and_keep_their_names(tmp_path):
     spec = f"vpt:{released_files(tmp_path / 'model', 'tiny')}"
     assert main(["idm", "label", "--model", spec, "--data", str(data / "video"), "--out", str(tmp_path / "lab")]) == 0
     assert Dataset(tmp_path / "lab").episode_ids == ["clips/a.mp4:0000"]
+
+
+def test_vpt_pairs_whose_names_differ_in_case_are_paired(tmp_path):
+    """`REC.MP4` beside `rec.jsonl` (copied through Windows or a FAT drive) is one recording, in a folder
+    and given as a file; where two videos differ only in case, only the exact names pair."""
+    folder = tmp_path / "in" / "6.8"
+    video, _ = write_vpt(folder, "rec", 12)
+    video.rename(folder / "REC.MP4")
+    write_vpt(folder, "b", 10, seed=1)[1].rename(folder / "b.JSONL")
+    write_vpt(folder, "c", 8, seed=2)
+    write_vpt(folder, "C", 8, seed=3)[1].unlink()  # C.mp4 and c.mp4: two videos, one jsonl (c's)
+    summary = run([tmp_path / "in"], tmp_path / "ds")
+    assert sorted(summary["ingested"]) == ["6.8/REC", "6.8/b", "6.8/c"], summary
+    assert [f["error"].split(":")[0] for f in summary["failed"]] == [str(folder / "C.mp4")]
+    assert Dataset(tmp_path / "ds").frames("6.8/REC").buttons.shape == (12, 20)
+    single = run([folder / "REC.MP4"], tmp_path / "ds-single")
+    assert single["ingested"] == ["REC"] and not single["failed"]
