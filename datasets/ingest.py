@@ -32,6 +32,8 @@ import hashlib
 import itertools
 import json
 import queue
+import re
+import shlex
 import sys
 import threading
 import time
@@ -81,7 +83,7 @@ class IngestConfig:
     """What to ingest, in which format, into where."""
 
     data: tuple[str, ...] = doc("inputs: folders (searched recursively), files, or .txt lists of files (one per line; "
-                                "vpt: `VIDEO JSONL` pairs or either file of a pair)")
+                                "vpt: `VIDEO JSONL` pairs or either file of a pair; `#` comments)")
     out: str = doc("output dataset directory (resumed if it exists)")
     format: str = doc(f"input format: {', '.join(FORMATS)} (vpt: mp4 + jsonl pairs; minerl: MineRL v0 trajectory "
                       "folders; video: any video, no actions)", "vpt")
@@ -155,22 +157,54 @@ def _inputs(cfg: IngestConfig) -> list[tuple[Path, Path, Path | None]]:
     folders; a .txt list gives a file per line, or a pair (`VIDEO JSONL`) when a line names two."""
     out = []
     for entry in cfg.data:
-        path = Path(entry)
+        path = Path(entry).expanduser()
         if not path.exists():
             raise UserError(f"--data {entry}: no such file or folder")
         if not (path.is_file() and path.suffix.lower() == ".txt"):
             out.append((path, path if path.is_dir() else path.parent, None))
             continue
-        for number, text in enumerate(path.read_text().splitlines(), 1):
-            listed = [path.parent / part for part in text.split()]  # an absolute part stays absolute
-            for f in listed:
-                if not f.exists():
-                    raise UserError(f"{path} line {number}: {f} does not exist")
-            if len(listed) > 2:
-                raise UserError(f"{path} line {number}: one file or a `VIDEO JSONL` pair per line, got {len(listed)}")
-            if listed:
-                out.append((listed[0], listed[0].parent, listed[1] if len(listed) == 2 else None))
+        for listed in _listed_files(path):
+            out.append((listed[0], listed[0].parent, listed[1] if len(listed) == 2 else None))
     return out
+
+
+def _listed_files(path: Path) -> Iterator[list[Path]]:
+    """The files of each line of a .txt list: one file, or a `VIDEO JSONL` pair. Lines are as people
+    write them: blank lines and `#` comments skipped, a BOM, CRLF, names with spaces (whole, or quoted),
+    `~`; a relative path is relative to the list's folder. UserError naming the line otherwise."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: cannot be read as a text list of files ({err})") from None
+
+    def file(part: str) -> Path:
+        return path.parent / Path(part).expanduser()  # an absolute part stays absolute
+
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if file(line).exists():  # one file, spaces and all
+            yield [file(line)]
+            continue
+        try:
+            parts = shlex.split(line)  # "my recs/a.mp4" "my recs/a.jsonl"
+        except ValueError:
+            parts = line.split()
+        if len(parts) <= 2 and all(file(part).exists() for part in parts):
+            yield [file(part) for part in parts]
+            continue
+        splits = [[file(line[:m.start()]), file(line[m.end():])] for m in re.finditer(r"\s+", line)]
+        pair = next((two for two in splits if all(f.exists() for f in two)), None)  # a pair, unquoted spaces
+        if pair:
+            yield pair
+        elif len(parts) > 2:
+            raise UserError(f"{path} line {number}: one file or a `VIDEO JSONL` pair per line, got {len(parts)} "
+                            "names (quote a name that has spaces)")
+        else:  # a pair with one file missing names it; else the line is taken as one name
+            found = [file(part).exists() for part in parts]
+            missing = file(parts[found.index(False)]) if any(found) else file(line)
+            raise UserError(f"{path} line {number}: {missing} does not exist")
 
 
 def discover(cfg: IngestConfig) -> tuple[list[tuple[dict, Source]], list[dict]]:

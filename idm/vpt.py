@@ -499,7 +499,7 @@ def is_spec(model: str | Path) -> bool:
 
 def weights_path(model: str | Path) -> Path:
     """The weights file of a `vpt:PATH` spec; UserError if it does not exist."""
-    path = Path(str(model)[len(PREFIX):])
+    path = Path(str(model)[len(PREFIX):]).expanduser()  # the shell does not expand `~` after `vpt:`
     if not path.is_file():
         raise UserError(f"{model}: no such file; pass vpt:PATH/4x_idm.weights (OpenAI's released IDM)")
     return path

@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from recordings import frame_number, frames_of, vpt_lines, write_minerl, write_vpt
 
 from worldloom.datasets import Dataset
 from worldloom.datasets.ingest import IngestConfig, ingest
 from worldloom.datasets.validate import validate
+from worldloom.errors import UserError
 
 
 def run(data, out, **kwargs) -> dict:
@@ -93,3 +95,30 @@ def test_vpt_pairs_whose_names_differ_in_case_are_paired(tmp_path):
     assert Dataset(tmp_path / "ds").frames("6.8/REC").buttons.shape == (12, 20)
     single = run([folder / "REC.MP4"], tmp_path / "ds-single")
     assert single["ingested"] == ["REC"] and not single["failed"]
+
+
+# ---- paths as people write them -----------------------------------------------------------------
+
+def test_lists_take_comments_spaces_and_home_and_vpt_paths_take_home(tmp_path, monkeypatch):
+    """A hand-written .txt list (a BOM, CRLF, `#` comments, blank lines, names with spaces, `~`) reads
+    as written; `--model vpt:~/...` finds the weights as the shell would."""
+    from test_idm_vpt import released_files
+
+    from worldloom.idm import checkpoint
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    write_vpt(tmp_path / "my recs", "rec one", 12)
+    write_vpt(tmp_path / "home" / "recs", "b", 10, seed=1)
+    video, jsonl = write_vpt(tmp_path / "pairs", "c", 8, seed=2)
+    jsonl.rename(tmp_path / "pairs" / "c actions.jsonl")
+    lines = ["# recordings of day 1", "", "my recs/rec one.mp4", "~/recs/b.jsonl",
+             "pairs/c.mp4 pairs/c actions.jsonl  ", '"pairs/c.mp4" "pairs/c actions.jsonl"']
+    (tmp_path / "list.txt").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode())
+    summary = run([tmp_path / "list.txt"], tmp_path / "ds")
+    assert sorted(summary["ingested"]) == ["b", "c", "rec one"] and not summary["failed"], summary
+    (tmp_path / "bad.txt").write_text("# fine\nmy recs/rec one.mp4\nmy recs/absent.mp4\n")
+    with pytest.raises(UserError, match=r"bad.txt line 3: .*my recs/absent.mp4 does not exist"):
+        run([tmp_path / "bad.txt"], tmp_path / "ds")
+    (tmp_path / "home" / "models").mkdir()
+    released_files(tmp_path / "home" / "models", "tiny")
+    assert checkpoint.model_config("vpt:~/models/tiny.weights").num_frames == 8
