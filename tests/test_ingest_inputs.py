@@ -122,3 +122,31 @@ def test_lists_take_comments_spaces_and_home_and_vpt_paths_take_home(tmp_path, m
     (tmp_path / "home" / "models").mkdir()
     released_files(tmp_path / "home" / "models", "tiny")
     assert checkpoint.model_config("vpt:~/models/tiny.weights").num_frames == 8
+
+
+# ---- MineRL arrays that disagree ------------------------------------------------------------------
+
+def test_minerl_arrays_of_other_lengths_are_one_line_and_column_vectors_read(tmp_path):
+    """An observation array shorter than the trajectory's states is one line naming the key (it was a
+    bare `ValueError: all input arrays must have the same shape`); a reward stored as (N, 1), bool keys
+    and float64 arrays read as (N,)."""
+    env = tmp_path / "MineRLTreechop-v0"
+    for name in ("short-obs", "column"):
+        write_minerl(env / name, 10)
+    path = env / "short-obs" / "rendered.npz"
+    arrays = dict(np.load(path))
+    arrays["observation$inventory$log"] = arrays["observation$inventory$log"][:6]
+    np.savez(path, **arrays)
+    path = env / "column" / "rendered.npz"
+    arrays = dict(np.load(path))
+    arrays["reward"] = arrays["reward"].astype(np.float64)[:, None]
+    arrays["action$forward"] = arrays["action$forward"].astype(bool)
+    np.savez(path, **arrays)
+    summary = run([env], tmp_path / "ds", format="minerl")
+    assert summary["ingested"] == ["column"], summary
+    assert [f["error"] for f in summary["failed"]] == [
+        f"{env / 'short-obs' / 'rendered.npz'}: 'observation$inventory$log' has 6 rows, 11 (one per state) expected: "
+        "'reward' has 10; the trajectory is inconsistent (re-download it)"]
+    clip = Dataset(tmp_path / "ds").frames("column")
+    np.testing.assert_array_equal(clip.rewards, arrays["reward"][:, 0])
+    assert validate(tmp_path / "ds") == []
