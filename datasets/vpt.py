@@ -126,10 +126,35 @@ def parse_jsonl(path: str | Path) -> tuple[list[dict], dict]:
         for group, key in REQUIRED:
             if not isinstance(data.get(group), dict) or key not in data[group]:
                 raise UserError(f"{path} line {number}: field {group}.{key} is missing; is this a VPT action file?")
+        problem = _bad_field(data)
+        if problem:
+            raise UserError(f"{path} line {number}: {problem}; is this a VPT action file? (the recorder writes "
+                            'e.g. "keyboard": {"keys": ["key.keyboard.w"]}, "mouse": {"buttons": [0]})')
         lines.append(data)
     if not lines:
         raise UserError(f"{path}: holds no action lines")
     return lines, notes
+
+
+# The fields `convert` reads, with the types VPT's recorder writes (null is read as absent everywhere).
+FIELD_TYPES = (("mouse", "buttons", "a list of mouse button numbers", int), ("mouse", "newButtons",
+               "a list of mouse button numbers", int), ("keyboard", "keys", "a list of key names", str))
+
+
+def _bad_field(line: dict) -> str | None:
+    """What is wrong with a line's field types, in words, or None: a field of another type would be misread
+    silently (a string of keys read letter by letter, "false" read as true) or end in a bare TypeError."""
+    for group, key, words, kind in FIELD_TYPES:
+        value = line[group].get(key)
+        if value is not None and not (isinstance(value, list) and all(
+                isinstance(v, kind) and not isinstance(v, bool) for v in value)):
+            return f"field {group}.{key} is {json.dumps(value)[:60]}, {words} expected"
+    for key, words in (("isGuiOpen", "true or false"), ("hotbar", "a slot number 0..8")):
+        value = line.get(key)
+        wrong = not isinstance(value, bool) if key == "isGuiOpen" else isinstance(value, bool) or not isinstance(value, int)
+        if value is not None and wrong:
+            return f"field {key} is {json.dumps(value)[:60]}, {words} expected"
+    return None
 
 
 def recorder_version(path: str | Path) -> str | None:

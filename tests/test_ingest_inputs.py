@@ -150,3 +150,24 @@ def test_minerl_arrays_of_other_lengths_are_one_line_and_column_vectors_read(tmp
     clip = Dataset(tmp_path / "ds").frames("column")
     np.testing.assert_array_equal(clip.rewards, arrays["reward"][:, 0])
     assert validate(tmp_path / "ds") == []
+
+
+def test_jsonl_fields_of_another_type_are_one_line_naming_the_field(tmp_path):
+    """A field of another type than the recorder writes was misread silently ("false" as an open GUI, a
+    string of keys letter by letter) or ended in a bare TypeError; now one line names line and field."""
+    cases = {"mixed-keys": ("keyboard", "keys", [None, "key.keyboard.w", 5]),
+             "string-keys": ("keyboard", "keys", "key.keyboard.w"), "gui-text": (None, "isGuiOpen", "false"),
+             "button-text": ("mouse", "buttons", ["0"])}
+    for name, (group, key, value) in cases.items():
+        lines = vpt_lines(12)
+        (lines[4][group] if group else lines[4])[key] = value
+        write_vpt(tmp_path / "in", name, 12, lines=lines)
+    write_vpt(tmp_path / "in", "good", 12)
+    summary = run([tmp_path / "in"], tmp_path / "ds")
+    assert summary["ingested"] == ["good"]
+    errors = sorted(f["error"] for f in summary["failed"])
+    assert [e.split(": field ")[0] for e in errors] == [
+        str(tmp_path / "in" / f"{name}.jsonl line 5") for name in sorted(cases)], errors
+    assert all("TypeError" not in e for e in errors)
+    assert any('field keyboard.keys is "key.keyboard.w", a list of key names expected' in e for e in errors), errors
+    assert any('field isGuiOpen is "false", true or false expected' in e for e in errors), errors
