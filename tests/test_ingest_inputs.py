@@ -124,6 +124,22 @@ def test_lists_take_comments_spaces_and_home_and_vpt_paths_take_home(tmp_path, m
     assert checkpoint.model_config("vpt:~/models/tiny.weights").num_frames == 8
 
 
+def test_vpt_spec_naming_the_download_folder_uses_its_one_weights_file(tmp_path):
+    """`vpt:models/` (the folder 4x_idm.weights and .model were downloaded into) said 'no such file'."""
+    from test_idm_vpt import released_files
+
+    from worldloom.idm import checkpoint
+
+    (tmp_path / "models").mkdir()
+    released_files(tmp_path / "models", "tiny")
+    assert checkpoint.model_config(f"vpt:{tmp_path / 'models'}").num_frames == 8
+    assert checkpoint.checkpoint_id(f"vpt:{tmp_path / 'models'}").startswith("vpt:tiny.weights@sha256-")
+    released_files(tmp_path / "models", "tiny-memory")
+    with pytest.raises(UserError, match=r"models: a folder holding 2 .weights/.safetensors files \(tiny-memory.weights, "
+                                        r"tiny.weights\); pass vpt:PATH/4x_idm.weights"):
+        checkpoint.model_config(f"vpt:{tmp_path / 'models'}")
+
+
 # ---- MineRL arrays that disagree ------------------------------------------------------------------
 
 def test_minerl_arrays_of_other_lengths_are_one_line_and_column_vectors_read(tmp_path):
