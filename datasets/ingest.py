@@ -275,8 +275,11 @@ def _discover_minerl(inputs: list[tuple[Path, Path, Path | None]]):
     folders: dict[Path, Path] = {}
     for path, root, _ in inputs:
         if path.is_dir():
-            hits = [path] if (path / minerl.NPZ_NAME).exists() else [p.parent for p in files_under(path)
-                                                                      if p.name == minerl.NPZ_NAME]
+            # a folder with either main file is a trajectory: one missing its npz (a partial download) is
+            # reported, never passed over in silence
+            names = (minerl.NPZ_NAME, minerl.VIDEO_NAME)
+            hits = [path] if any((path / n).exists() for n in names) else sorted({p.parent for p in files_under(path)
+                                                                                  if p.name in names})
             for folder in hits:
                 folders.setdefault(folder, root if folder != path else path.parent)
         else:

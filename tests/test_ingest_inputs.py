@@ -187,3 +187,16 @@ def test_jsonl_fields_of_another_type_are_one_line_naming_the_field(tmp_path):
     assert all("TypeError" not in e for e in errors)
     assert any('field keyboard.keys is "key.keyboard.w", a list of key names expected' in e for e in errors), errors
     assert any('field isGuiOpen is "false", true or false expected' in e for e in errors), errors
+
+
+def test_a_minerl_folder_missing_its_npz_is_reported_not_passed_over(tmp_path):
+    """A partial download (recording.mp4 and metadata.json, no rendered.npz) was not found at all: the job
+    said 'ingested 1 of 1 input' and exited 0."""
+    env = tmp_path / "MineRLTreechop-v0"
+    write_minerl(env / "good", 10)
+    (write_minerl(env / "partial", 10) / "rendered.npz").unlink()
+    summary = run([tmp_path], tmp_path / "ds", format="minerl")
+    assert summary["ingested"] == ["MineRLTreechop-v0/good"] and summary["num_items"] == 2
+    assert [f["error"] for f in summary["failed"]] == [
+        f"{env / 'partial'}: no rendered.npz (a MineRL v0 trajectory folder holds recording.mp4, rendered.npz and "
+        "metadata.json)"]
