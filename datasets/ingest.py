@@ -51,7 +51,7 @@ from worldloom.errors import UserError
 from worldloom.folders import check_out
 from worldloom.progress import nothing_done
 
-from . import codecs, minerl, vpt
+from . import codecs, minerl, storage, vpt
 from .captions import captions_of
 from .jobs import job_lock, sweep_orphans
 from .resize import resize
@@ -617,6 +617,7 @@ def job_config_of(cfg: IngestConfig) -> dict:
 def ingest(cfg: IngestConfig) -> dict:
     """Ingest everything under cfg.data not yet in cfg.out; returns a summary (done, skipped, failed)."""
     check_out(cfg.out, "dataset")
+    check_resolution(cfg)
     found, bad = discover(cfg)
     with job_lock([cfg.out], "dataset ingest"):
         run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew
@@ -627,6 +628,18 @@ def ingest(cfg: IngestConfig) -> dict:
     if summary["failed"] and not summary["ingested"] and not summary["skipped_done"]:
         raise UserError(nothing_done("ingested", summary))
     return summary
+
+
+def check_resolution(cfg: IngestConfig) -> None:
+    """UserError when --resolution differs from the frames the existing --out dataset stores: the inputs
+    already in it would be skipped as done, at their old size, and every new one refused."""
+    manifest = None if cfg.size is None else storage.read_manifest(storage.resolve(cfg.out))
+    if manifest is None:
+        return
+    have = storage.spec_of(manifest)
+    if (have.height, have.width) != cfg.size:
+        raise UserError(f"--resolution {cfg.resolution}: {cfg.out} stores {have.width}x{have.height} frames (a dataset "
+                        f"holds one size); pass --resolution {have.width}x{have.height} to add to it, or give a new --out")
 
 
 def _ingest_locked(cfg: IngestConfig, found: list, bad: list[dict]) -> dict:

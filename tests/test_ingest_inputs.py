@@ -200,3 +200,17 @@ def test_a_minerl_folder_missing_its_npz_is_reported_not_passed_over(tmp_path):
     assert [f["error"] for f in summary["failed"]] == [
         f"{env / 'partial'}: no rendered.npz (a MineRL v0 trajectory folder holds recording.mp4, rendered.npz and "
         "metadata.json)"]
+
+
+# ---- re-runs ---------------------------------------------------------------------------------------
+
+def test_a_rerun_at_another_resolution_is_refused_up_front(tmp_path):
+    """The same command again with another --resolution said 'ingested 0 of 1 input; 1 already there'
+    and exited 0: the user believed the dataset was now at the new size."""
+    write_vpt(tmp_path / "in" / "6.8", "rec", 12)
+    assert run([tmp_path / "in"], tmp_path / "ds", resolution="32")["ingested"] == ["6.8/rec"]
+    with pytest.raises(UserError, match=r"^--resolution 48: .*ds stores 32x32 frames \(a dataset holds one size\); "
+                                        r"pass --resolution 32x32 to add to it, or give a new --out$"):
+        run([tmp_path / "in"], tmp_path / "ds", resolution="48")
+    assert run([tmp_path / "in"], tmp_path / "ds", resolution="32x32")["skipped_done"] == 1
+    assert Dataset(tmp_path / "ds").spec.height == 32
