@@ -109,6 +109,10 @@ class IngestConfig:
             for side in parse_resolution(self.resolution):
                 check_range("resolution", side, *SIDE_RANGE, f"pixels a side, N or WIDTHxHEIGHT; got {self.resolution}")
         codecs.get_codec(self.codec)
+        if self.recorder_version is not None and vpt.version_name(self.recorder_version) is None:
+            # anything else would silently mean "no scaler" (1.0): GUI mouse moves off by 2x for 6.7-6.9
+            raise ValueError(f"--recorder-version must be a version as VPT's folders name it ({', '.join(vpt.GUI_SCALERS)}, "
+                             f"10.0, ...), got {self.recorder_version!r}")
         check_range("fps", self.fps, *FPS_RANGE, "steps per second", integer=False)
         check_range("num_workers", self.num_workers, 0, MAX_WORKERS, f"1: this process; {NUM_WORKERS_RANGE}")
         check_range("threads", self.threads, 0, MAX_THREADS, "0: FFmpeg's choice")

@@ -160,7 +160,11 @@ def _bad_field(line: dict) -> str | None:
 def recorder_version(path: str | Path) -> str | None:
     """The recorder version of a recording in the published layout `<version>/<name>.jsonl`
     (e.g. "6.8"), or None when its folder is not named like one."""
-    name = Path(path).parent.name
+    return version_name(Path(path).parent.name)
+
+
+def version_name(name: str) -> str | None:
+    """`name` if it is a recorder version as VPT's folders are named (`6.8`, `10.0`), else None."""
     head, dot, tail = name.partition(".")
     return name if dot and head.isdigit() and tail.isdigit() else None
 

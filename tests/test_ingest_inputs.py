@@ -214,3 +214,18 @@ def test_a_rerun_at_another_resolution_is_refused_up_front(tmp_path):
         run([tmp_path / "in"], tmp_path / "ds", resolution="48")
     assert run([tmp_path / "in"], tmp_path / "ds", resolution="32x32")["skipped_done"] == 1
     assert Dataset(tmp_path / "ds").spec.height == 32
+
+
+def test_a_recorder_version_vpt_never_named_is_refused(tmp_path, capsys):
+    """`--recorder-version v6.8` silently meant "no GUI scaler" (1.0 where 6.8 needs 2.0)."""
+    from worldloom.pipeline.cli import main
+
+    write_vpt(tmp_path / "in", "rec", 12)
+    code = main(["dataset", "ingest", "--data", str(tmp_path / "in"), "--out", str(tmp_path / "ds"),
+                 "--recorder-version", "v6.8"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and not (tmp_path / "ds").exists()
+    assert "--recorder-version must be a version as VPT's folders name it (5.7, 5.8, 6.7, 6.8, 6.9, 10.0, ...), " \
+           "got 'v6.8'" in err
+    assert run([tmp_path / "in"], tmp_path / "ds", recorder_version="6.8")["ingested"] == ["rec"]
+    assert json.loads(Dataset(tmp_path / "ds").episodes.to_pylist()[0]["env_config"])["gui_mouse_scaler"] == 2.0
