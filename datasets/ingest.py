@@ -456,6 +456,11 @@ class Ingester:
                             f"read the {len(lines)} whole lines before it")
         version = self.cfg.recorder_version or vpt.recorder_version(item["jsonl"])
         steps = vpt.convert(lines, version)
+        if version is None and (steps.gui_open & steps.camera.any(1)).any():  # the scaler may be 0.5 or 2, unsaid
+            warnings.append(f"{item['jsonl']}: recorder version unknown (its folder "
+                            f"{Path(item['jsonl']).parent.name!r} is not one, as in VPT's <version>/<name> layout): "
+                            f"{int((steps.gui_open & steps.camera.any(1)).sum())} mouse moves with a GUI open kept at "
+                            "scale 1, where 5.7-5.8 need 0.5 and 6.7-6.9 need 2 (pass --recorder-version)")
         captions = captions_of(steps.state, steps.buttons, item["name"], VPT_FPS)  # from the jsonl's state and keys
         with VideoReader(item["video"], fps=VPT_FPS, threads=self.cfg.threads, timing="frames") as reader:
             report = reader.report

@@ -229,3 +229,16 @@ def test_a_recorder_version_vpt_never_named_is_refused(tmp_path, capsys):
            "got 'v6.8'" in err
     assert run([tmp_path / "in"], tmp_path / "ds", recorder_version="6.8")["ingested"] == ["rec"]
     assert json.loads(Dataset(tmp_path / "ds").episodes.to_pylist()[0]["env_config"])["gui_mouse_scaler"] == 2.0
+
+
+def test_an_unknown_recorder_version_with_gui_mouse_moves_is_said(tmp_path):
+    """Recordings saved flat (not under their `<version>/` folder) had their GUI mouse moves kept at
+    scale 1 in silence; now a warning says how many and what to pass."""
+    write_vpt(tmp_path / "flat", "rec", 12)
+    write_vpt(tmp_path / "flat" / "6.8", "rec", 12, seed=1)
+    summary = run([tmp_path / "flat"], tmp_path / "ds")
+    assert sorted(summary["ingested"]) == ["6.8/rec", "rec"]
+    said = [w for w in summary["warnings"] if "recorder version unknown" in w]
+    assert len(said) == 1 and said[0].startswith(f"{tmp_path / 'flat' / 'rec.jsonl'}: recorder version unknown "
+                                                 "(its folder 'flat' is not one"), said
+    assert "mouse moves with a GUI open kept at scale 1" in said[0] and "(pass --recorder-version)" in said[0]
