@@ -32,6 +32,8 @@ import hashlib
 import itertools
 import json
 import queue
+import re
+import shlex
 import sys
 import threading
 import time
@@ -49,11 +51,11 @@ from worldloom.errors import UserError
 from worldloom.folders import check_out
 from worldloom.progress import nothing_done
 
-from . import codecs, minerl, vpt
+from . import codecs, minerl, storage, vpt
 from .captions import captions_of
 from .jobs import job_lock, sweep_orphans
 from .resize import resize
-from .sources import HASH_PREFIX, Source, file_hash, plan_resume
+from .sources import HASH_PREFIX, Source, file_hash, plan_resume, relative_name
 from .storage import SpecMismatch, resize_words
 from .video import (
     FPS_RANGE,
@@ -62,6 +64,7 @@ from .video import (
     VIDEO_SUFFIXES,
     VideoError,
     VideoReader,
+    files_under,
     left_out_words,
     video_files,
 )
@@ -69,6 +72,7 @@ from .video import (
 FORMATS = ("vpt", "minerl", "video")
 PART_BYTES = 48 << 20  # decoded source pixels per streamed part (640x360: 64 frames)
 RESIZE = {"down": "INTER_AREA", "up": "INTER_LINEAR"}
+VPT_SUFFIXES = (".mp4", ".jsonl")  # a VPT recording's two files, in any case
 VPT_FPS = float(FPS)  # the recorder logs one jsonl line per frame, at the game's 20 Hz
 SIDE_RANGE = (16, 4096)  # --resolution: pixels a side a dataset stores (4K at most)
 MAX_THREADS = 256
@@ -79,7 +83,7 @@ class IngestConfig:
     """What to ingest, in which format, into where."""
 
     data: tuple[str, ...] = doc("inputs: folders (searched recursively), files, or .txt lists of files (one per line; "
-                                "vpt: `VIDEO JSONL` pairs or either file of a pair)")
+                                "vpt: `VIDEO JSONL` pairs or either file of a pair; `#` comments)")
     out: str = doc("output dataset directory (resumed if it exists)")
     format: str = doc(f"input format: {', '.join(FORMATS)} (vpt: mp4 + jsonl pairs; minerl: MineRL v0 trajectory "
                       "folders; video: any video, no actions)", "vpt")
@@ -105,6 +109,10 @@ class IngestConfig:
             for side in parse_resolution(self.resolution):
                 check_range("resolution", side, *SIDE_RANGE, f"pixels a side, N or WIDTHxHEIGHT; got {self.resolution}")
         codecs.get_codec(self.codec)
+        if self.recorder_version is not None and vpt.version_name(self.recorder_version) is None:
+            # anything else would silently mean "no scaler" (1.0): GUI mouse moves off by 2x for 6.7-6.9
+            raise ValueError(f"--recorder-version must be a version as VPT's folders name it ({', '.join(vpt.GUI_SCALERS)}, "
+                             f"10.0, ...), got {self.recorder_version!r}")
         check_range("fps", self.fps, *FPS_RANGE, "steps per second", integer=False)
         check_range("num_workers", self.num_workers, 0, MAX_WORKERS, f"1: this process; {NUM_WORKERS_RANGE}")
         check_range("threads", self.threads, 0, MAX_THREADS, "0: FFmpeg's choice")
@@ -148,34 +156,59 @@ def files_source(main: Path, files: list[Path], root: Path, name: str) -> FilesS
     return source
 
 
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return path.name
-
-
 def _inputs(cfg: IngestConfig) -> list[tuple[Path, Path, Path | None]]:
     """(path, the root its name is relative to, its partner file or None) of every input: folders stay
     folders; a .txt list gives a file per line, or a pair (`VIDEO JSONL`) when a line names two."""
     out = []
     for entry in cfg.data:
-        path = Path(entry)
+        path = Path(entry).expanduser()
         if not path.exists():
             raise UserError(f"--data {entry}: no such file or folder")
         if not (path.is_file() and path.suffix.lower() == ".txt"):
             out.append((path, path if path.is_dir() else path.parent, None))
             continue
-        for number, text in enumerate(path.read_text().splitlines(), 1):
-            listed = [path.parent / part for part in text.split()]  # an absolute part stays absolute
-            for f in listed:
-                if not f.exists():
-                    raise UserError(f"{path} line {number}: {f} does not exist")
-            if len(listed) > 2:
-                raise UserError(f"{path} line {number}: one file or a `VIDEO JSONL` pair per line, got {len(listed)}")
-            if listed:
-                out.append((listed[0], listed[0].parent, listed[1] if len(listed) == 2 else None))
+        for listed in _listed_files(path):
+            out.append((listed[0], listed[0].parent, listed[1] if len(listed) == 2 else None))
     return out
+
+
+def _listed_files(path: Path) -> Iterator[list[Path]]:
+    """The files of each line of a .txt list: one file, or a `VIDEO JSONL` pair. Lines are as people
+    write them: blank lines and `#` comments skipped, a BOM, CRLF, names with spaces (whole, or quoted),
+    `~`; a relative path is relative to the list's folder. UserError naming the line otherwise."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: cannot be read as a text list of files ({err})") from None
+
+    def file(part: str) -> Path:
+        return path.parent / Path(part).expanduser()  # an absolute part stays absolute
+
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if file(line).exists():  # one file, spaces and all
+            yield [file(line)]
+            continue
+        try:
+            parts = shlex.split(line)  # "my recs/a.mp4" "my recs/a.jsonl"
+        except ValueError:
+            parts = line.split()
+        if len(parts) <= 2 and all(file(part).exists() for part in parts):
+            yield [file(part) for part in parts]
+            continue
+        splits = [[file(line[:m.start()]), file(line[m.end():])] for m in re.finditer(r"\s+", line)]
+        pair = next((two for two in splits if all(f.exists() for f in two)), None)  # a pair, unquoted spaces
+        if pair:
+            yield pair
+        elif len(parts) > 2:
+            raise UserError(f"{path} line {number}: one file or a `VIDEO JSONL` pair per line, got {len(parts)} "
+                            "names (quote a name that has spaces)")
+        else:  # a pair with one file missing names it; else the line is taken as one name
+            found = [file(part).exists() for part in parts]
+            missing = file(parts[found.index(False)]) if any(found) else file(line)
+            raise UserError(f"{path} line {number}: {missing} does not exist")
 
 
 def discover(cfg: IngestConfig) -> tuple[list[tuple[dict, Source]], list[dict]]:
@@ -198,17 +231,18 @@ def discover(cfg: IngestConfig) -> tuple[list[tuple[dict, Source]], list[dict]]:
 def _discover_vpt(inputs: list[tuple[Path, Path, Path | None]]):
     pairs: dict[Path, tuple[Path, Path, Path]] = {}  # stem path -> (root, video, jsonl)
     for path, root, partner in inputs:
-        if path.is_dir():
-            for f in sorted(path.rglob("*")):
-                if f.suffix.lower() in (".mp4", ".jsonl") and f.is_file():
-                    pairs.setdefault(f.with_suffix(""), (root, f.with_suffix(".mp4"), f.with_suffix(".jsonl")))
-        elif partner is not None:  # a listed pair: the files may have different names
+        if partner is not None:  # a listed pair: the files may have different names
             video, jsonl = (path, partner) if path.suffix.lower() != ".jsonl" else (partner, path)
             pairs[video.with_suffix("")] = (root, video, jsonl)
-        else:
-            pairs.setdefault(path.with_suffix(""), (root, path.with_suffix(".mp4"), path.with_suffix(".jsonl")))
+            continue
+        files = files_under(path) if path.is_dir() else [path]
+        siblings = _by_folded_stem(files if path.is_dir() else [p for p in path.parent.iterdir() if p.is_file()])
+        for f in files:
+            if f.suffix.lower() in VPT_SUFFIXES or not path.is_dir():
+                video, jsonl = _vpt_pair(f, siblings)
+                pairs.setdefault(video.with_suffix(""), (root, video, jsonl))
     for stem, (root, video, jsonl) in sorted(pairs.items()):
-        name = _relative(stem, root)
+        name = relative_name(stem, root)
         item = {"kind": "vpt", "source": str(video if video.exists() else jsonl), "video": str(video), "jsonl": str(jsonl)}
         if not jsonl.is_file():
             yield item, None, (f"{video}: no {jsonl.name} beside it (a VPT recording is an .mp4 and a .jsonl of the same "
@@ -219,11 +253,37 @@ def _discover_vpt(inputs: list[tuple[Path, Path, Path | None]]):
             yield item, files_source(video, [video, jsonl], root, name), None
 
 
+def _by_folded_stem(files: list[Path]) -> dict[tuple[Path, str], list[Path]]:
+    """The VPT files (.mp4, .jsonl in any case) among `files`, by (folder, name without suffix, lower case)."""
+    out: dict[tuple[Path, str], list[Path]] = {}
+    for f in files:
+        if f.suffix.lower() in VPT_SUFFIXES:
+            out.setdefault((f.parent, f.stem.lower()), []).append(f)
+    return out
+
+
+def _vpt_pair(f: Path, siblings: dict[tuple[Path, str], list[Path]]) -> tuple[Path, Path]:
+    """(video, jsonl) of the recording `f` belongs to: the same name with .mp4 and .jsonl, matched
+    regardless of case when its folder holds one of each under that name (`REC.MP4` beside `rec.jsonl`,
+    as copies through Windows, FAT drives and cameras leave them); else the exact names."""
+    group = siblings.get((f.parent, f.stem.lower()), [])
+    videos = [p for p in group if p.suffix.lower() == ".mp4"]
+    jsonls = [p for p in group if p.suffix.lower() == ".jsonl"]
+    if len(videos) == 1 and len(jsonls) == 1:
+        return videos[0], jsonls[0]
+    video = f if f.suffix.lower() == ".mp4" else f.parent / (f.stem + ".mp4")
+    return video, f if f.suffix.lower() == ".jsonl" else f.parent / (f.stem + ".jsonl")
+
+
 def _discover_minerl(inputs: list[tuple[Path, Path, Path | None]]):
     folders: dict[Path, Path] = {}
     for path, root, _ in inputs:
         if path.is_dir():
-            hits = [path] if (path / minerl.NPZ_NAME).exists() else [p.parent for p in sorted(path.rglob(minerl.NPZ_NAME))]
+            # a folder with either main file is a trajectory: one missing its npz (a partial download) is
+            # reported, never passed over in silence
+            names = (minerl.NPZ_NAME, minerl.VIDEO_NAME)
+            hits = [path] if any((path / n).exists() for n in names) else sorted({p.parent for p in files_under(path)
+                                                                                  if p.name in names})
             for folder in hits:
                 folders.setdefault(folder, root if folder != path else path.parent)
         else:
@@ -237,7 +297,7 @@ def _discover_minerl(inputs: list[tuple[Path, Path, Path | None]]):
                               f"{minerl.VIDEO_NAME}, {minerl.NPZ_NAME} and {minerl.METADATA_NAME})"
             continue
         files = [video, npz] + ([meta] if meta.is_file() else [])
-        yield item, files_source(folder, files, root, _relative(folder, root)), None
+        yield item, files_source(folder, files, root, relative_name(folder, root)), None
 
 
 def _discover_video(inputs: list[tuple[Path, Path, Path | None]]):
@@ -247,7 +307,7 @@ def _discover_video(inputs: list[tuple[Path, Path, Path | None]]):
         if left_out:  # never silently: a camera's clips under a suffix not listed would be missing from the data
             print(f"dataset ingest: {left_out_words(path, left_out)}", file=sys.stderr)
         for f in files:
-            name = _relative(f, root)
+            name = relative_name(f, root)
             yield ({"kind": "video", "source": str(f), "video": str(f)},
                    files_source(f, [f], root, name), None)
 
@@ -390,9 +450,17 @@ class Ingester:
 
     # -- VPT: mp4 + jsonl ---------------------------------------------------------------------------
     def _vpt(self, item: dict, warnings: list[str]) -> int:
-        lines = vpt.read_jsonl(item["jsonl"])
+        lines, notes = vpt.parse_jsonl(item["jsonl"])
+        if notes["partial_last_line"]:
+            warnings.append(f"{item['jsonl']}: its last line is cut off (the recording stopped mid-write): "
+                            f"read the {len(lines)} whole lines before it")
         version = self.cfg.recorder_version or vpt.recorder_version(item["jsonl"])
         steps = vpt.convert(lines, version)
+        if version is None and (steps.gui_open & steps.camera.any(1)).any():  # the scaler may be 0.5 or 2, unsaid
+            warnings.append(f"{item['jsonl']}: recorder version unknown (its folder "
+                            f"{Path(item['jsonl']).parent.name!r} is not one, as in VPT's <version>/<name> layout): "
+                            f"{int((steps.gui_open & steps.camera.any(1)).sum())} mouse moves with a GUI open kept at "
+                            "scale 1, where 5.7-5.8 need 0.5 and 6.7-6.9 need 2 (pass --recorder-version)")
         captions = captions_of(steps.state, steps.buttons, item["name"], VPT_FPS)  # from the jsonl's state and keys
         with VideoReader(item["video"], fps=VPT_FPS, threads=self.cfg.threads, timing="frames") as reader:
             report = reader.report
@@ -421,7 +489,7 @@ class Ingester:
                     "format": "vpt", "jsonl": item["jsonl"], "video": item["video"], "recorder_version": version,
                     "gui_mouse_scaler": vpt.gui_scaler(version), "num_jsonl_lines": steps.num_steps,
                     "num_video_frames": report.num_steps, "num_steps": kept, "cursor_frames": cursors[0],
-                    "conversion": steps.counts, "time": PER_FRAME})
+                    "jsonl_passed_over": notes, "conversion": steps.counts, "time": PER_FRAME})
 
             return writer.add_episode_parts(item["name"], parts(), label_source="env", env="vpt",
                                             env_config=env_config, player="human", split=None)
@@ -516,7 +584,7 @@ def resizes_of(shards: list[dict]) -> list[str]:
 
 def _read_json(path: str) -> dict:
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))  # -sig: a BOM is not part of the JSON
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise UserError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(data, dict):
@@ -558,6 +626,7 @@ def job_config_of(cfg: IngestConfig) -> dict:
 def ingest(cfg: IngestConfig) -> dict:
     """Ingest everything under cfg.data not yet in cfg.out; returns a summary (done, skipped, failed)."""
     check_out(cfg.out, "dataset")
+    check_resolution(cfg)
     found, bad = discover(cfg)
     with job_lock([cfg.out], "dataset ingest"):
         run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew
@@ -568,6 +637,18 @@ def ingest(cfg: IngestConfig) -> dict:
     if summary["failed"] and not summary["ingested"] and not summary["skipped_done"]:
         raise UserError(nothing_done("ingested", summary))
     return summary
+
+
+def check_resolution(cfg: IngestConfig) -> None:
+    """UserError when --resolution differs from the frames the existing --out dataset stores: the inputs
+    already in it would be skipped as done, at their old size, and every new one refused."""
+    manifest = None if cfg.size is None else storage.read_manifest(storage.resolve(cfg.out))
+    if manifest is None:
+        return
+    have = storage.spec_of(manifest)
+    if (have.height, have.width) != cfg.size:
+        raise UserError(f"--resolution {cfg.resolution}: {cfg.out} stores {have.width}x{have.height} frames (a dataset "
+                        f"holds one size); pass --resolution {have.width}x{have.height} to add to it, or give a new --out")
 
 
 def _ingest_locked(cfg: IngestConfig, found: list, bad: list[dict]) -> dict:

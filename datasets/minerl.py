@@ -99,7 +99,8 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
 
 def convert(npz: dict[str, np.ndarray | None], path: str | Path = NPZ_NAME) -> Steps:
     """The steps of one trajectory's npz arrays (module docstring for the mapping)."""
-    num = len(npz["reward"])
+    reward = np.asarray(npz["reward"])
+    num = len(reward.reshape(-1)) if reward.ndim == 2 and 1 in reward.shape else len(reward)  # (N,) or (N, 1)
     buttons = np.zeros((num, NUM_BUTTONS), bool)
     for name in MOVE_BUTTONS:
         buttons[:, _INDEX[name]] = _column(npz, f"action${name}", num, path) > 0
@@ -119,22 +120,32 @@ def convert(npz: dict[str, np.ndarray | None], path: str | Path = NPZ_NAME) -> S
             unmapped |= used
     known = {*REQUIRED_KEYS, "action$place", *(f"action${n}" for n in UNMAPPED_ACTIONS), *HELD_KEYS}
     counts["unmapped_keys"] = sorted(k for k in npz if k not in known and not k.startswith(INVENTORY_PREFIX))
-    rewards = np.nan_to_num(np.asarray(npz["reward"], np.float32))
+    rewards = np.nan_to_num(np.asarray(_column(npz, "reward", num, path), np.float32))
     null = ~buttons.any(1) & ~camera.any(1) & ~unmapped
     counts["null_action_steps"] = int(null.sum())
-    return Steps(buttons, camera, rewards, null, observations(npz, num), counts)
+    return Steps(buttons, camera, rewards, null, observations(npz, num, path), counts)
 
 
-def _column(npz: dict, key: str, num: int, path) -> np.ndarray:
+def _column(npz: dict, key: str, num: int, path, states: bool = False) -> np.ndarray:
+    """npz[key], one row per action (`states`: per state, N + 1, or N); a per-step scalar stored as (N, 1)
+    is flattened. UserError naming the key and both lengths when they disagree."""
     values = np.asarray(npz[key])
-    if len(values) != num:
-        raise UserError(f"{path}: {key!r} has {len(values)} rows but 'reward' has {num}; the trajectory is inconsistent")
-    return values
+    if values.dtype == object:
+        raise UserError(f"{path}: {key!r} is stored as Python objects, which WorldLoom never unpickles")
+    if values.ndim == 0:
+        raise UserError(f"{path}: {key!r} is a single value, not one per step; the trajectory is inconsistent")
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if len(values) == num or states and len(values) == num + 1:
+        return values[:num]
+    want = f"{num + 1} (one per state)" if states else f"{num} (one per action)"
+    raise UserError(f"{path}: {key!r} has {len(values)} rows, {want} expected: 'reward' has {num}; the trajectory "
+                    "is inconsistent (re-download it)")
 
 
 def _used(values: np.ndarray, name: str, num: int, path) -> np.ndarray:
     """(num,) bool: the enum action `name` chose something other than "none"."""
-    values = np.asarray(values)[:num]
+    values = _column({f"action${name}": values}, f"action${name}", num, path)
     if values.dtype.kind in "US":
         return values.astype(str) != "none"
     if values.dtype.kind in "iu":
@@ -142,19 +153,18 @@ def _used(values: np.ndarray, name: str, num: int, path) -> np.ndarray:
     raise UserError(f"{path}: 'action${name}' holds {values.dtype} values, expected text or enum indices")
 
 
-def observations(npz: dict, num: int) -> dict[str, list]:
+def observations(npz: dict, num: int, path=NPZ_NAME) -> dict[str, list]:
     """state_inventory and state_held_item of observations 0..num-1 (the state each action starts from)."""
     items = sorted(k[len(INVENTORY_PREFIX):] for k, v in npz.items() if k.startswith(INVENTORY_PREFIX) and v is not None)
     state: dict[str, list] = {}
     if items:
-        counts = np.stack([np.asarray(npz[INVENTORY_PREFIX + i]).reshape(-1)[:num] for i in items], 1)  # (N, items)
-        if len(counts) == num:
-            state["state_inventory"] = [[{"item": i, "count": int(c)} for i, c in zip(items, row, strict=True) if c > 0]
-                                        for row in counts]
+        counts = np.stack([_column(npz, INVENTORY_PREFIX + i, num, path, states=True) for i in items], 1)  # (N, items)
+        state["state_inventory"] = [[{"item": i, "count": int(c)} for i, c in zip(items, row, strict=True) if c > 0]
+                                    for row in counts]
     for key in HELD_KEYS:
         held = npz.get(key)
-        if held is not None and np.asarray(held).dtype.kind in "US" and len(held) >= num:
-            state["state_held_item"] = [str(h) for h in np.asarray(held)[:num]]
+        if held is not None and np.asarray(held).dtype.kind in "US":
+            state["state_held_item"] = [str(h) for h in _column(npz, key, num, path, states=True)]
     return state
 
 

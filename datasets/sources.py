@@ -72,10 +72,22 @@ class Source:
 
 def file_source(path: str | os.PathLike, root: str | os.PathLike | None = None) -> Source:
     """A video file as a Source, named by its path relative to `root` (its own name without one)."""
+    relpath = relative_name(path, root) if root is not None else Path(path).name
     path = Path(path).resolve()
     stat = path.stat()
-    relpath = path.relative_to(Path(root).resolve()).as_posix() if root is not None else path.name
     return Source(origin=str(path), name=relpath, relpath=relpath, size_bytes=stat.st_size, mtime_ns=stat.st_mtime_ns)
+
+
+def relative_name(path: str | os.PathLike, root: str | os.PathLike) -> str:
+    """`path` relative to `root`, as found under it (through a symlinked folder the name stays the one
+    under root, not the link's target), else as both resolve, else the file's own name."""
+    path, root = Path(path), Path(root)
+    for a, b in ((Path(os.path.abspath(path)), Path(os.path.abspath(root))), (path.resolve(), root.resolve())):
+        try:
+            return a.relative_to(b).as_posix()
+        except ValueError:
+            continue
+    return path.name
 
 
 def episode_source(dataset_uri: str, episode_id: str, shard_checksum: str, row_start: int, num_steps: int) -> Source:

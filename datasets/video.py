@@ -86,9 +86,27 @@ CONTAINER_MAGIC = ((4, b"ftyp", "MP4/MOV"), (0, b"\x1a\x45\xdf\xa3", "Matroska/W
                    (0, b"\x30\x26\xb2\x75", "ASF/WMV"))
 
 
+def files_under(folder: Path) -> list[Path]:
+    """Every file under `folder`, sorted, through symlinked folders too (recordings are often gathered as
+    links to other disks; `Path.rglob` silently skips them), each real folder read once, never a link
+    back to a folder that holds it (a loop)."""
+    files, seen = [], set()
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []  # reached again through another link
+            continue
+        seen.add(real)
+        inside = [os.path.realpath(os.path.join(top, d)) for d in dirs]
+        dirs[:] = sorted(d for d, target in zip(dirs, inside, strict=True)
+                         if not (real == target or real.startswith(target.rstrip(os.sep) + os.sep)))
+        files.extend(Path(top, name) for name in names if os.path.isfile(os.path.join(top, name)))
+    return sorted(files)
+
+
 def video_files(folder: Path) -> tuple[list[Path], list[Path]]:
     """(the video files under `folder`, by suffix; its other files, left out), each sorted."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    files = files_under(folder)
     hidden = {p for p in files if any(part.startswith(".") for part in p.relative_to(folder).parts)}
     videos = [p for p in files if p not in hidden and p.suffix.lower() in VIDEO_SUFFIXES]
     return videos, [p for p in files if p not in videos]

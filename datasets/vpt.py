@@ -4,6 +4,7 @@
 
     from worldloom.datasets import vpt
     lines = vpt.read_jsonl("rec.jsonl")              # one dict per video frame (UserError names a bad line)
+    lines, notes = vpt.parse_jsonl("rec.jsonl")      # and the blank lines and cut-off last line passed over
     steps = vpt.convert(lines, recorder_version="6.8")
     steps.buttons, steps.camera, steps.extra_buttons, steps.null_action, steps.state
     vpt.draw_cursors(frames, steps, first_step=0)    # the GUI cursor the recorder did not capture
@@ -90,20 +91,34 @@ class Steps:
 
 def read_jsonl(path: str | Path) -> list[dict]:
     """The action lines of a VPT jsonl file; UserError naming the file and line of a malformed one."""
+    return parse_jsonl(path)[0]
+
+
+def parse_jsonl(path: str | Path) -> tuple[list[dict], dict]:
+    """(the action lines of a VPT jsonl file, what was passed over: `blank_lines`, `partial_last_line`).
+    Accepted as text editors and interrupted recorders leave them: a UTF-8 BOM, CRLF endings, blank
+    lines (not frames: they shift nothing), and a last line cut off before its newline (the recorder
+    stopped mid-write; the frames after the last whole line are dropped anyway). Any other malformed
+    line is a UserError naming the file and line."""
     path = Path(path)
-    lines = []
-    with open(path, encoding="utf-8", errors="strict") as f:
-        try:
-            text = f.read()
-        except UnicodeDecodeError as err:
-            raise UserError(f"{path}: not UTF-8 text ({err}); is it a VPT .jsonl file?") from None
-    raw = text.split("\n")
-    if raw and raw[-1].strip() == "":
-        raw.pop()  # the newline that ends the last line
+    lines: list[dict] = []
+    notes = {"blank_lines": 0, "partial_last_line": False}
+    try:
+        text = path.read_text(encoding="utf-8-sig", errors="strict")  # -sig: a BOM is not part of line 1
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text ({err}); is it a VPT .jsonl file?") from None
+    raw = text.split("\n")  # never str.splitlines: U+2028 and friends may sit inside a JSON string
+    last = max((i for i, line in enumerate(raw) if line.strip()), default=-1)
     for number, line in enumerate(raw, 1):
+        if not line.strip():
+            notes["blank_lines"] += number <= last + 1  # the newlines that end the file are not worth a note
+            continue
         try:
             data = json.loads(line)
         except json.JSONDecodeError as err:
+            if number == last + 1 and not text.endswith(("\n", "\r")) and lines:
+                notes["partial_last_line"] = True
+                break
             raise UserError(f"{path} line {number}: not valid JSON ({err.msg} at column {err.colno}); "
                             "every line must be one action object (re-download the file)") from None
         if not isinstance(data, dict):
@@ -111,16 +126,45 @@ def read_jsonl(path: str | Path) -> list[dict]:
         for group, key in REQUIRED:
             if not isinstance(data.get(group), dict) or key not in data[group]:
                 raise UserError(f"{path} line {number}: field {group}.{key} is missing; is this a VPT action file?")
+        problem = _bad_field(data)
+        if problem:
+            raise UserError(f"{path} line {number}: {problem}; is this a VPT action file? (the recorder writes "
+                            'e.g. "keyboard": {"keys": ["key.keyboard.w"]}, "mouse": {"buttons": [0]})')
         lines.append(data)
     if not lines:
         raise UserError(f"{path}: holds no action lines")
-    return lines
+    return lines, notes
+
+
+# The fields `convert` reads, with the types VPT's recorder writes (null is read as absent everywhere).
+FIELD_TYPES = (("mouse", "buttons", "a list of mouse button numbers", int), ("mouse", "newButtons",
+               "a list of mouse button numbers", int), ("keyboard", "keys", "a list of key names", str))
+
+
+def _bad_field(line: dict) -> str | None:
+    """What is wrong with a line's field types, in words, or None: a field of another type would be misread
+    silently (a string of keys read letter by letter, "false" read as true) or end in a bare TypeError."""
+    for group, key, words, kind in FIELD_TYPES:
+        value = line[group].get(key)
+        if value is not None and not (isinstance(value, list) and all(
+                isinstance(v, kind) and not isinstance(v, bool) for v in value)):
+            return f"field {group}.{key} is {json.dumps(value)[:60]}, {words} expected"
+    for key, words in (("isGuiOpen", "true or false"), ("hotbar", "a slot number 0..8")):
+        value = line.get(key)
+        wrong = not isinstance(value, bool) if key == "isGuiOpen" else isinstance(value, bool) or not isinstance(value, int)
+        if value is not None and wrong:
+            return f"field {key} is {json.dumps(value)[:60]}, {words} expected"
+    return None
 
 
 def recorder_version(path: str | Path) -> str | None:
     """The recorder version of a recording in the published layout `<version>/<name>.jsonl`
     (e.g. "6.8"), or None when its folder is not named like one."""
-    name = Path(path).parent.name
+    return version_name(Path(path).parent.name)
+
+
+def version_name(name: str) -> str | None:
+    """`name` if it is a recorder version as VPT's folders are named (`6.8`, `10.0`), else None."""
     head, dot, tail = name.partition(".")
     return name if dot and head.isdigit() and tail.isdigit() else None
 

@@ -499,7 +499,13 @@ def is_spec(model: str | Path) -> bool:
 
 def weights_path(model: str | Path) -> Path:
     """The weights file of a `vpt:PATH` spec; UserError if it does not exist."""
-    path = Path(str(model)[len(PREFIX):])
+    path = Path(str(model)[len(PREFIX):]).expanduser()  # the shell does not expand `~` after `vpt:`
+    if path.is_dir():  # the folder the weights were downloaded into: its one weights file
+        found = sorted(p for p in path.iterdir() if p.suffix in (".weights", ".safetensors") and p.is_file())
+        if len(found) != 1:
+            raise UserError(f"{model}: a folder holding {len(found)} .weights/.safetensors files "
+                            f"({', '.join(p.name for p in found[:4]) or 'none'}); pass vpt:PATH/4x_idm.weights")
+        path = found[0]
     if not path.is_file():
         raise UserError(f"{model}: no such file; pass vpt:PATH/4x_idm.weights (OpenAI's released IDM)")
     return path

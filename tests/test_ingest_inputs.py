@@ -1,0 +1,244 @@
+"""`worldloom dataset ingest` and `idm label` on inputs as real downloads and folders have them: text
+files written by other tools, symlinked folders, names that differ in case, hand-written lists,
+trajectories whose arrays disagree. Good-but-unusual input just works; bad input is one line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from recordings import frame_number, frames_of, vpt_lines, write_minerl, write_vpt
+
+from worldloom.datasets import Dataset
+from worldloom.datasets.ingest import IngestConfig, ingest
+from worldloom.datasets.validate import validate
+from worldloom.errors import UserError
+
+
+def run(data, out, **kwargs) -> dict:
+    return ingest(IngestConfig(data=tuple(str(d) for d in data), out=str(out), **kwargs))
+
+
+# ---- text as other tools write it ----------------------------------------------------------------
+
+def test_jsonl_with_bom_crlf_blank_lines_and_a_cut_off_last_line_ingests(tmp_path):
+    """A jsonl saved by a Windows editor (BOM, CRLF, a stray blank line) from a recording stopped
+    mid-write (13 lines for 12 frames, the 13th cut off) is read line for line, with a warning."""
+    lines = vpt_lines(13)
+    _, jsonl = write_vpt(tmp_path / "in" / "6.8", "rec", 12, lines=lines)
+    text = [json.dumps(line) for line in lines]
+    text.insert(5, "")  # not a frame: shifts nothing
+    text[-1] = text[-1][:50]  # no newline after it: the recorder stopped there
+    jsonl.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(text).encode())
+    minerl = write_minerl(tmp_path / "minerl" / "MineRLTreechop-v0" / "t", 10)
+    meta = minerl / "metadata.json"
+    meta.write_bytes(b"\xef\xbb\xbf" + meta.read_bytes())
+    summary = run([tmp_path / "in"], tmp_path / "ds")
+    assert summary["ingested"] == ["6.8/rec"] and not summary["failed"], summary
+    assert any("rec.jsonl: its last line is cut off" in w and "12 whole lines" in w for w in summary["warnings"])
+    ds = Dataset(tmp_path / "ds")
+    assert ds.read_table("6.8/rec", columns=["state_tick"]).column("state_tick").to_pylist() == list(range(12))
+    assert frame_number(ds.frames("6.8/rec").frames) == list(range(12))
+    env_config = json.loads(ds.episodes.to_pylist()[0]["env_config"])
+    assert env_config["jsonl_passed_over"] == {"blank_lines": 1, "partial_last_line": True}
+    minerl_summary = run([tmp_path / "minerl"], tmp_path / "ds-minerl", format="minerl")
+    assert minerl_summary["ingested"] == ["MineRLTreechop-v0/t"] and validate(tmp_path / "ds-minerl") == []
+    np.testing.assert_array_equal(Dataset(tmp_path / "ds-minerl").frames("MineRLTreechop-v0/t").terminated[-1], True)
+
+
+# ---- folders as people assemble them ----------------------------------------------------------------
+
+def test_symlinked_folders_are_searched_once_and_keep_their_names(tmp_path):
+    """Recordings gathered as links to other disks are found (Path.rglob skipped them); a link back to
+    an ancestor does not loop, and a folder linked twice is read once."""
+    from test_idm_vpt import released_files
+
+    from worldloom.io import write_video
+    from worldloom.pipeline.cli import main
+
+    disk = tmp_path / "disk"
+    write_vpt(disk / "6.8", "rec", 12)
+    write_minerl(disk / "minerl" / "MineRLTreechop-v0" / "t", 10)
+    write_video(disk / "clips" / "a.mp4", frames_of(10), fps=20, pix_fmt="yuv444p", crf=10)
+    data = tmp_path / "data"
+    for name in ("vpt", "minerl", "video"):
+        (data / name).mkdir(parents=True)
+    (data / "vpt" / "6.8").symlink_to(disk / "6.8")
+    (data / "vpt" / "again").symlink_to(disk / "6.8")  # the same folder twice
+    (data / "vpt" / "loop").symlink_to(data)  # a link to an ancestor
+    (data / "minerl" / "MineRLTreechop-v0").symlink_to(disk / "minerl" / "MineRLTreechop-v0")
+    (data / "video" / "clips").symlink_to(disk / "clips")
+    vpt = run([data / "vpt"], tmp_path / "ds")
+    assert vpt["ingested"] == ["6.8/rec"] and not vpt["failed"], vpt
+    assert json.loads(Dataset(tmp_path / "ds").episodes.to_pylist()[0]["env_config"])["recorder_version"] == "6.8"
+    assert run([data / "minerl"], tmp_path / "ds-minerl", format="minerl")["ingested"] == ["MineRLTreechop-v0/t"]
+    assert run([data / "video"], tmp_path / "ds-video", format="video")["ingested"] == ["clips/a.mp4"]
+    (tmp_path / "model").mkdir()
+    spec = f"vpt:{released_files(tmp_path / 'model', 'tiny')}"
+    assert main(["idm", "label", "--model", spec, "--data", str(data / "video"), "--out", str(tmp_path / "lab")]) == 0
+    assert Dataset(tmp_path / "lab").episode_ids == ["clips/a.mp4:0000"]
+
+
+def test_vpt_pairs_whose_names_differ_in_case_are_paired(tmp_path):
+    """`REC.MP4` beside `rec.jsonl` (copied through Windows or a FAT drive) is one recording, in a folder
+    and given as a file; where two videos differ only in case, only the exact names pair."""
+    folder = tmp_path / "in" / "6.8"
+    video, _ = write_vpt(folder, "rec", 12)
+    video.rename(folder / "REC.MP4")
+    write_vpt(folder, "b", 10, seed=1)[1].rename(folder / "b.JSONL")
+    write_vpt(folder, "c", 8, seed=2)
+    write_vpt(folder, "C", 8, seed=3)[1].unlink()  # C.mp4 and c.mp4: two videos, one jsonl (c's)
+    summary = run([tmp_path / "in"], tmp_path / "ds")
+    assert sorted(summary["ingested"]) == ["6.8/REC", "6.8/b", "6.8/c"], summary
+    assert [f["error"].split(":")[0] for f in summary["failed"]] == [str(folder / "C.mp4")]
+    assert Dataset(tmp_path / "ds").frames("6.8/REC").buttons.shape == (12, 20)
+    single = run([folder / "REC.MP4"], tmp_path / "ds-single")
+    assert single["ingested"] == ["REC"] and not single["failed"]
+
+
+# ---- paths as people write them -----------------------------------------------------------------
+
+def test_lists_take_comments_spaces_and_home_and_vpt_paths_take_home(tmp_path, monkeypatch):
+    """A hand-written .txt list (a BOM, CRLF, `#` comments, blank lines, names with spaces, `~`) reads
+    as written; `--model vpt:~/...` finds the weights as the shell would."""
+    from test_idm_vpt import released_files
+
+    from worldloom.idm import checkpoint
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    write_vpt(tmp_path / "my recs", "rec one", 12)
+    write_vpt(tmp_path / "home" / "recs", "b", 10, seed=1)
+    video, jsonl = write_vpt(tmp_path / "pairs", "c", 8, seed=2)
+    jsonl.rename(tmp_path / "pairs" / "c actions.jsonl")
+    lines = ["# recordings of day 1", "", "my recs/rec one.mp4", "~/recs/b.jsonl",
+             "pairs/c.mp4 pairs/c actions.jsonl  ", '"pairs/c.mp4" "pairs/c actions.jsonl"']
+    (tmp_path / "list.txt").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode())
+    summary = run([tmp_path / "list.txt"], tmp_path / "ds")
+    assert sorted(summary["ingested"]) == ["b", "c", "rec one"] and not summary["failed"], summary
+    (tmp_path / "bad.txt").write_text("# fine\nmy recs/rec one.mp4\nmy recs/absent.mp4\n")
+    with pytest.raises(UserError, match=r"bad.txt line 3: .*my recs/absent.mp4 does not exist"):
+        run([tmp_path / "bad.txt"], tmp_path / "ds")
+    (tmp_path / "home" / "models").mkdir()
+    released_files(tmp_path / "home" / "models", "tiny")
+    assert checkpoint.model_config("vpt:~/models/tiny.weights").num_frames == 8
+
+
+def test_vpt_spec_naming_the_download_folder_uses_its_one_weights_file(tmp_path):
+    """`vpt:models/` (the folder 4x_idm.weights and .model were downloaded into) said 'no such file'."""
+    from test_idm_vpt import released_files
+
+    from worldloom.idm import checkpoint
+
+    (tmp_path / "models").mkdir()
+    released_files(tmp_path / "models", "tiny")
+    assert checkpoint.model_config(f"vpt:{tmp_path / 'models'}").num_frames == 8
+    assert checkpoint.checkpoint_id(f"vpt:{tmp_path / 'models'}").startswith("vpt:tiny.weights@sha256-")
+    released_files(tmp_path / "models", "tiny-memory")
+    with pytest.raises(UserError, match=r"models: a folder holding 2 .weights/.safetensors files \(tiny-memory.weights, "
+                                        r"tiny.weights\); pass vpt:PATH/4x_idm.weights"):
+        checkpoint.model_config(f"vpt:{tmp_path / 'models'}")
+
+
+# ---- MineRL arrays that disagree ------------------------------------------------------------------
+
+def test_minerl_arrays_of_other_lengths_are_one_line_and_column_vectors_read(tmp_path):
+    """An observation array shorter than the trajectory's states is one line naming the key (it was a
+    bare `ValueError: all input arrays must have the same shape`); a reward stored as (N, 1), bool keys
+    and float64 arrays read as (N,)."""
+    env = tmp_path / "MineRLTreechop-v0"
+    for name in ("short-obs", "column"):
+        write_minerl(env / name, 10)
+    path = env / "short-obs" / "rendered.npz"
+    arrays = dict(np.load(path))
+    arrays["observation$inventory$log"] = arrays["observation$inventory$log"][:6]
+    np.savez(path, **arrays)
+    path = env / "column" / "rendered.npz"
+    arrays = dict(np.load(path))
+    arrays["reward"] = arrays["reward"].astype(np.float64)[:, None]
+    arrays["action$forward"] = arrays["action$forward"].astype(bool)
+    np.savez(path, **arrays)
+    summary = run([env], tmp_path / "ds", format="minerl")
+    assert summary["ingested"] == ["column"], summary
+    assert [f["error"] for f in summary["failed"]] == [
+        f"{env / 'short-obs' / 'rendered.npz'}: 'observation$inventory$log' has 6 rows, 11 (one per state) expected: "
+        "'reward' has 10; the trajectory is inconsistent (re-download it)"]
+    clip = Dataset(tmp_path / "ds").frames("column")
+    np.testing.assert_array_equal(clip.rewards, arrays["reward"][:, 0])
+    assert validate(tmp_path / "ds") == []
+
+
+def test_jsonl_fields_of_another_type_are_one_line_naming_the_field(tmp_path):
+    """A field of another type than the recorder writes was misread silently ("false" as an open GUI, a
+    string of keys letter by letter) or ended in a bare TypeError; now one line names line and field."""
+    cases = {"mixed-keys": ("keyboard", "keys", [None, "key.keyboard.w", 5]),
+             "string-keys": ("keyboard", "keys", "key.keyboard.w"), "gui-text": (None, "isGuiOpen", "false"),
+             "button-text": ("mouse", "buttons", ["0"])}
+    for name, (group, key, value) in cases.items():
+        lines = vpt_lines(12)
+        (lines[4][group] if group else lines[4])[key] = value
+        write_vpt(tmp_path / "in", name, 12, lines=lines)
+    write_vpt(tmp_path / "in", "good", 12)
+    summary = run([tmp_path / "in"], tmp_path / "ds")
+    assert summary["ingested"] == ["good"]
+    errors = sorted(f["error"] for f in summary["failed"])
+    assert [e.split(": field ")[0] for e in errors] == [
+        str(tmp_path / "in" / f"{name}.jsonl line 5") for name in sorted(cases)], errors
+    assert all("TypeError" not in e for e in errors)
+    assert any('field keyboard.keys is "key.keyboard.w", a list of key names expected' in e for e in errors), errors
+    assert any('field isGuiOpen is "false", true or false expected' in e for e in errors), errors
+
+
+def test_a_minerl_folder_missing_its_npz_is_reported_not_passed_over(tmp_path):
+    """A partial download (recording.mp4 and metadata.json, no rendered.npz) was not found at all: the job
+    said 'ingested 1 of 1 input' and exited 0."""
+    env = tmp_path / "MineRLTreechop-v0"
+    write_minerl(env / "good", 10)
+    (write_minerl(env / "partial", 10) / "rendered.npz").unlink()
+    summary = run([tmp_path], tmp_path / "ds", format="minerl")
+    assert summary["ingested"] == ["MineRLTreechop-v0/good"] and summary["num_items"] == 2
+    assert [f["error"] for f in summary["failed"]] == [
+        f"{env / 'partial'}: no rendered.npz (a MineRL v0 trajectory folder holds recording.mp4, rendered.npz and "
+        "metadata.json)"]
+
+
+# ---- re-runs ---------------------------------------------------------------------------------------
+
+def test_a_rerun_at_another_resolution_is_refused_up_front(tmp_path):
+    """The same command again with another --resolution said 'ingested 0 of 1 input; 1 already there'
+    and exited 0: the user believed the dataset was now at the new size."""
+    write_vpt(tmp_path / "in" / "6.8", "rec", 12)
+    assert run([tmp_path / "in"], tmp_path / "ds", resolution="32")["ingested"] == ["6.8/rec"]
+    with pytest.raises(UserError, match=r"^--resolution 48: .*ds stores 32x32 frames \(a dataset holds one size\); "
+                                        r"pass --resolution 32x32 to add to it, or give a new --out$"):
+        run([tmp_path / "in"], tmp_path / "ds", resolution="48")
+    assert run([tmp_path / "in"], tmp_path / "ds", resolution="32x32")["skipped_done"] == 1
+    assert Dataset(tmp_path / "ds").spec.height == 32
+
+
+def test_a_recorder_version_vpt_never_named_is_refused(tmp_path, capsys):
+    """`--recorder-version v6.8` silently meant "no GUI scaler" (1.0 where 6.8 needs 2.0)."""
+    from worldloom.pipeline.cli import main
+
+    write_vpt(tmp_path / "in", "rec", 12)
+    code = main(["dataset", "ingest", "--data", str(tmp_path / "in"), "--out", str(tmp_path / "ds"),
+                 "--recorder-version", "v6.8"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and not (tmp_path / "ds").exists()
+    assert "--recorder-version must be a version as VPT's folders name it (5.7, 5.8, 6.7, 6.8, 6.9, 10.0, ...), " \
+           "got 'v6.8'" in err
+    assert run([tmp_path / "in"], tmp_path / "ds", recorder_version="6.8")["ingested"] == ["rec"]
+    assert json.loads(Dataset(tmp_path / "ds").episodes.to_pylist()[0]["env_config"])["gui_mouse_scaler"] == 2.0
+
+
+def test_an_unknown_recorder_version_with_gui_mouse_moves_is_said(tmp_path):
+    """Recordings saved flat (not under their `<version>/` folder) had their GUI mouse moves kept at
+    scale 1 in silence; now a warning says how many and what to pass."""
+    write_vpt(tmp_path / "flat", "rec", 12)
+    write_vpt(tmp_path / "flat" / "6.8", "rec", 12, seed=1)
+    summary = run([tmp_path / "flat"], tmp_path / "ds")
+    assert sorted(summary["ingested"]) == ["6.8/rec", "rec"]
+    said = [w for w in summary["warnings"] if "recorder version unknown" in w]
+    assert len(said) == 1 and said[0].startswith(f"{tmp_path / 'flat' / 'rec.jsonl'}: recorder version unknown "
+                                                 "(its folder 'flat' is not one"), said
+    assert "mouse moves with a GUI open kept at scale 1" in said[0] and "(pass --recorder-version)" in said[0]
