@@ -81,6 +81,7 @@ class StudySizes:
 
 MAX_EPISODES = 10_000_000  # capture's own ceiling (capture/config.py)
 MAX_OPTIMIZER_STEPS = 100_000_000
+MAX_STUDY_SEED = (2**31 - 1) // 100 - 1  # stage_configs: capture seeds 100 x seed + 1 and + 10 + task
 # (size, least, most, unit) of every StudySizes number but resolution and steps, checked on parsing.
 SIZE_RANGES = (
     ("idm_episodes", 1, MAX_EPISODES, "episodes"),
@@ -135,6 +136,7 @@ class StudyConfig:
         for task in self.tasks:
             task_by_name(task)
         check_range("num_workers", self.num_workers, 0, MAX_WORKERS, NUM_WORKERS_RANGE)
+        check_range("seed", self.seed, 0, MAX_STUDY_SEED, "each capture's seed is 100 x seed + a few, capture's at most 2^31 - 1")
         if self.from_stage is not None and self.from_stage not in STAGES:
             raise ValueError(f"from must be one of {', '.join(STAGES)}, got {self.from_stage!r}")
         check_device_name(self.device)

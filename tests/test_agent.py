@@ -560,3 +560,35 @@ def test_train_into_a_dataset_or_another_run_is_one_line_and_nothing_is_written(
     for out, message in expected.items():
         assert_out_refused(cli, ["agent", "train", "--data", data["labeled"], "--preset", "micro", "--max-steps", "1"],
                            out, message, capsys)
+
+
+# --- flags past any sensible range, reports and studies in the wrong folder ---------------------
+def test_absurd_numbers_are_refused_while_parsing_naming_the_flag(data, tmp_path, capsys):
+    """Values that reached numpy (a negative seed), the env (a 1,000,000-pixel frame) or an
+    allocation (a batch of 1e9 windows) as a traceback, or that filled memory (the set of 1e11
+    filmed episodes), are one line naming the flag and its range, before anything runs."""
+    for flag, value in (("--seed", "-1"), ("--resolution", "1000000"), ("--resolution", "-5")):
+        assert cli(["agent", "eval", "--policy", "random", "--task", "explore", flag, value,
+                    "--out", str(tmp_path / "e")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"worldloom agent: error: {flag} must be a whole number in ") and err.count("\n") == 1, err
+    for field, value in (("videos", 10**11), ("episodes", 10**12), ("time_limit", 10**12), ("horizon", 10**12)):
+        with pytest.raises(ValueError, match=f"^--{field.replace('_', '-')} must be a whole number in "):
+            EvalConfig(policy="random", task="explore", **{field: value})
+    base = ["agent", "train", "--data", data["labeled"], "--preset", "micro", "--max-steps", "1", "--threads", "1"]
+    for flag, value in (("--batch-size", "1000000000"), ("--seed", "-1"), ("--val-windows", "1000000000")):
+        assert cli([*base, flag, value, "--out", str(tmp_path / "bc")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"worldloom agent: error: {flag} must be a whole number in ") and err.count("\n") == 1, err
+    for value in ("-1", "99999999999"):  # the study's seed makes capture seeds 100 x seed + a few: told as its own
+        assert cli(["agent", "study", "--preset", "micro", "--seed", value, "--out", str(tmp_path / "s")]) == 2
+        assert capsys.readouterr().err.startswith("worldloom agent: error: --seed must be a whole number in 0..21474835 ")
+    assert not (tmp_path / "bc").exists() and not (tmp_path / "e").exists() and not (tmp_path / "s").exists()
+
+
+def test_a_window_longer_than_every_episode_trains_on_the_longest(data, tmp_path):
+    """--window 1000000 on 40-step episodes: the steps past an episode's end are masked, so a
+    serious trainer cuts the window to the longest episode instead of allocating 16 x 1e6 frames."""
+    run = train_main(micro_cfg(data["labeled"], tmp_path / "long", window=1_000_000, batch_size=16, val_windows=16,
+                               max_steps=1, eval_every=1, checkpoint_every=1))
+    assert (run / "checkpoint" / "model.safetensors").exists()
