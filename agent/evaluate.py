@@ -32,7 +32,6 @@ from tqdm import tqdm
 from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE
 from worldloom.config import check_range, doc, to_json_dict
 from worldloom.envs import check_resolution
-from worldloom.errors import UserError
 from worldloom.io import atomic_write_json
 from worldloom.progress import counted
 from worldloom.training import check_device_name
@@ -286,7 +285,7 @@ def play(cfg: EvalConfig, keep_workers: bool = False) -> dict:
     many evaluations); the caller then calls `release_workers`."""
     import ray
 
-    from worldloom.cluster import cluster_resources, ray_session
+    from worldloom.cluster import cluster_resources, ray_session, user_error_of
     from worldloom.training import resolve_device
 
     resolution = resolve_resolution(cfg)
@@ -304,9 +303,8 @@ def play(cfg: EvalConfig, keep_workers: bool = False) -> dict:
         try:
             results = wait_with_progress(calls, [len(w) for w in work], f"{cfg.task} on {len(work)} Ray actor(s)")
         except ray.exceptions.RayTaskError as err:
-            cause = err.as_instanceof_cause()
-            if isinstance(cause, UserError):
-                raise UserError(str(cause).splitlines()[-1]) from None
+            if (user_error := user_error_of(err)) is not None:
+                raise user_error from None
             raise
         finally:
             if not keep_workers:

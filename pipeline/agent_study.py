@@ -34,7 +34,6 @@ from worldloom.capture.config import MAX_STEPS
 from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE
 from worldloom.config import add_dataclass_args, check_range, dataclass_from_args, doc, to_json_dict
 from worldloom.envs import check_resolution
-from worldloom.errors import UserError
 from worldloom.pipeline.stages import StageRunner, stage_key
 
 STAGES = ("capture", "train", "label", "bc-idm", "eval", "dream", "report")
@@ -230,13 +229,14 @@ def _in_parallel(calls: dict[str, tuple]) -> dict[str, Any]:
     2-core machine two threads ran a step 5-10x slower than one); -> {name: result}."""
     import ray
 
+    from worldloom.cluster import user_error_of
+
     refs = {name: ray.remote(num_cpus=1, max_retries=0)(fn).remote(c) for name, (fn, c) in calls.items()}
     try:
         return dict(zip(refs, ray.get(list(refs.values())), strict=True))
     except ray.exceptions.RayTaskError as err:
-        cause = err.as_instanceof_cause()
-        if isinstance(cause, UserError):
-            raise UserError(str(cause).splitlines()[-1]) from None
+        if (user_error := user_error_of(err)) is not None:
+            raise user_error from None
         raise
 
 

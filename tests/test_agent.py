@@ -592,3 +592,19 @@ def test_a_window_longer_than_every_episode_trains_on_the_longest(data, tmp_path
     run = train_main(micro_cfg(data["labeled"], tmp_path / "long", window=1_000_000, batch_size=16, val_windows=16,
                                max_steps=1, eval_every=1, checkpoint_every=1))
     assert (run / "checkpoint" / "model.safetensors").exists()
+
+
+@pytest.mark.ray
+def test_an_actors_bad_input_is_the_same_one_line_as_a_local_one(policy_run, ray_cluster, tmp_path, capsys):
+    """A UserError raised inside a Ray actor (a checkpoint truncated by a full disk) reads as it
+    would locally, not as `worldloom.errors.UserError: ...` from the remote traceback."""
+    import shutil
+
+    broken = tmp_path / "truncated"
+    shutil.copytree(policy_run, broken)
+    weights = broken / "checkpoint" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert cli(["agent", "eval", "--policy", str(broken), "--task", "explore", "--episodes", "1", "--num-workers", "1",
+                "--time-limit", "2", "--videos", "0", "--out", str(tmp_path / "e")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"worldloom agent: error: {weights}: not a readable safetensors file"), last
