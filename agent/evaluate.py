@@ -32,6 +32,7 @@ from tqdm import tqdm
 from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE
 from worldloom.config import check_range, doc, to_json_dict
 from worldloom.envs import check_resolution
+from worldloom.folders import check_out
 from worldloom.io import atomic_write_json
 from worldloom.progress import counted
 from worldloom.training import check_device_name
@@ -373,6 +374,7 @@ def policy_id(spec: str) -> str:
 
 def evaluate(cfg: EvalConfig, keep_workers: bool = False) -> dict:
     """Play (or dream) the episodes, write OUT/eval.json, and return the summary (keep_workers: `play`)."""
+    check_out(cfg.out_dir, "eval")  # before any episode is played; a report of its own kind is rewritten
     if cfg.in_world_model:
         from .dream import dream
 

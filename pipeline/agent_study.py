@@ -34,6 +34,7 @@ from worldloom.capture.config import MAX_STEPS
 from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE
 from worldloom.config import add_dataclass_args, check_range, dataclass_from_args, doc, to_json_dict
 from worldloom.envs import check_resolution
+from worldloom.folders import check_out
 from worldloom.pipeline.stages import StageRunner, stage_key
 
 STAGES = ("capture", "train", "label", "bc-idm", "eval", "dream", "report")
@@ -304,6 +305,7 @@ def main(cfg: StudyConfig) -> Path:
 
     from .agent_report import write_study_report
 
+    check_out(cfg.out, "study")  # a file, a dataset, a run: refused before anything is written into it
     out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     paths = study_paths(out, cfg.task_names)

@@ -608,3 +608,30 @@ def test_an_actors_bad_input_is_the_same_one_line_as_a_local_one(policy_run, ray
                 "--time-limit", "2", "--videos", "0", "--out", str(tmp_path / "e")]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith(f"worldloom agent: error: {weights}: not a readable safetensors file"), last
+
+
+@pytest.mark.ray
+def test_eval_and_study_into_a_file_a_dataset_or_a_run_are_refused_and_nothing_is_written(data, policy_run, ray_cluster,
+                                                                                         tmp_path, capsys):
+    """The report of an eval (eval.json, videos/) and a study's tree go into a folder of their own:
+    a file is refused before any episode is played (it was a traceback after them), and a dataset
+    or a run is left as it was (eval.json and videos/ were written into it)."""
+    from conftest import assert_out_refused
+
+    from worldloom.folders import folder_kind
+
+    (tmp_path / "notes.txt").write_text("x")
+    eval_argv = ["agent", "eval", "--policy", "random", "--task", "explore", "--episodes", "1", "--num-workers", "1",
+                 "--time-limit", "2", "--videos", "1"]
+    expected = {tmp_path / "notes.txt": "is a file, not a folder",
+                data["labeled"]: "holds a WorldLoom dataset (dataset.json), not an evaluation report",
+                policy_run: 'holds a policy run (config.json with "kind": "policy"), not an evaluation report'}
+    for out, message in expected.items():
+        assert_out_refused(cli, eval_argv, out, message, capsys, one_line=True)
+    assert cli([*eval_argv, "--out", str(tmp_path / "report")]) == 0  # a report of its own kind is rewritten
+    assert folder_kind(tmp_path / "report") == "eval" and cli([*eval_argv, "--out", str(tmp_path / "report")]) == 0
+    capsys.readouterr()
+    study_argv = ["agent", "study", "--preset", "micro", "--tasks", "explore", "--num-workers", "1"]
+    assert_out_refused(cli, study_argv, tmp_path / "notes.txt", "is a file, not a folder", capsys, one_line=True)
+    assert_out_refused(cli, study_argv, data["labeled"], "holds a WorldLoom dataset (dataset.json), not an agent study",
+                       capsys, one_line=True)

@@ -10,6 +10,8 @@ Kinds, recognised by the file that marks them:
 - "dataset": `dataset.json`, a WorldLoom dataset (`capture run`, `dataset ingest|merge`, `idm label`);
 - "idm" | "world_model" | "policy": `config.json` with that "kind", a run of `idm|pretrain|agent train`;
 - "pipeline": `pipeline.json`, a `worldloom pipeline run`;
+- "study": `study.json`, a `worldloom agent study`;
+- "eval": `eval.json`, the report of one `worldloom agent eval` (closed loop or dreamt) or `idm eval`;
 - "file": not a folder; None: nothing there yet, or an empty folder; "other": a folder holding
   none of these (a folder of runs, a project): left to each command.
 
@@ -34,6 +36,8 @@ KINDS = {
     "world_model": ("a world model run", 'config.json with "kind": "world_model"'),
     "policy": ("a policy run", 'config.json with "kind": "policy"'),
     "pipeline": ("a pipeline run", "pipeline.json"),
+    "study": ("an agent study", "study.json"),
+    "eval": ("an evaluation report", "eval.json"),
 }
 
 
@@ -63,6 +67,9 @@ def folder_kind(path: str | os.PathLike) -> str | None:
     if (p / "config.json").is_file():
         kind = _config_kind(p / "config.json")
         if kind is not None:
+            return kind
+    for kind in ("study", "eval"):
+        if (p / KINDS[kind][1]).is_file():
             return kind
     return "other" if any(not name.startswith(".") for name in os.listdir(p)) else None
 
