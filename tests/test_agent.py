@@ -635,3 +635,22 @@ def test_eval_and_study_into_a_file_a_dataset_or_a_run_are_refused_and_nothing_i
     assert_out_refused(cli, study_argv, tmp_path / "notes.txt", "is a file, not a folder", capsys, one_line=True)
     assert_out_refused(cli, study_argv, data["labeled"], "holds a WorldLoom dataset (dataset.json), not an agent study",
                        capsys, one_line=True)
+
+
+def test_rollout_numbers_past_their_range_are_one_line_before_any_frame_is_sampled(data, tmp_path, capsys):
+    """`worldloom rollout --scale 1e9` was numpy's 'array is too big' and `--fps 1e12` PyAV's
+    OverflowError, both after the frames were sampled; a scale whose video frame passes 4096 px
+    a side (export's MAX_OUTPUT_PX) is told with the largest that fits."""
+    wm = world_model_run(tmp_path / "wm")
+    base = ["pretrain", "rollout", "--model", wm, "--data", data["labeled"], "--episode", "ep-0", "--horizon", "1",
+            "--out", str(tmp_path / "r.mp4")]
+    expected = {("--scale", "1000000000"): "--scale must be a whole number in 1..4096",
+                ("--fps", "1e12"): "--fps must be a number in 0..240",
+                ("--scale", "40"): "--scale 40 makes a 5120x2560 px contact sheet of 1x2 tiles from this dataset's 64x64 "
+                                   "frames; at most 4096 px a side: use --scale 32 or less"}
+    for (flag, value), message in expected.items():
+        assert cli([*base, flag, value]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"worldloom pretrain: error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "r.mp4").exists()
+    assert cli([*base, "--scale", "32", "--fps", "0.5"]) == 0 and (tmp_path / "r.mp4").exists()  # the largest that fits
