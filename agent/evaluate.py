@@ -375,6 +375,8 @@ def policy_id(spec: str) -> str:
 def evaluate(cfg: EvalConfig, keep_workers: bool = False) -> dict:
     """Play (or dream) the episodes, write OUT/eval.json, and return the summary (keep_workers: `play`)."""
     check_out(cfg.out_dir, "eval")  # before any episode is played; a report of its own kind is rewritten
+    if cfg.in_world_model and cfg.scorer:
+        check_out(cfg.scorer, "task_scorer", flag="--scorer")  # a new one is trained into it (agent/dream.py)
     if cfg.in_world_model:
         from .dream import dream
 

@@ -654,3 +654,27 @@ def test_rollout_numbers_past_their_range_are_one_line_before_any_frame_is_sampl
         assert err.startswith(f"worldloom pretrain: error: {message}") and err.count("\n") == 1, err
     assert not (tmp_path / "r.mp4").exists()
     assert cli([*base, "--scale", "32", "--fps", "0.5"]) == 0 and (tmp_path / "r.mp4").exists()  # the largest that fits
+
+
+def test_a_new_task_scorer_is_not_trained_into_a_dataset_a_run_or_a_file(data, policy_run, tmp_path, capsys):
+    """--scorer names the folder a missing reward head is trained into: a dataset got a scorer's
+    config.json and checkpoint/ written into it, a file was a traceback after the training."""
+    from conftest import tree_digest
+
+    from worldloom.folders import folder_kind
+
+    (tmp_path / "notes.txt").write_text("x")
+    wm = world_model_run(tmp_path / "wm")
+    argv = ["agent", "eval", "--policy", "random", "--task", "explore", "--in-world-model", wm, "--data", data["labeled"],
+            "--episodes", "1", "--horizon", "1", "--scorer-steps", "1", "--videos", "0", "--out", str(tmp_path / "dream")]
+    expected = {str(tmp_path / "notes.txt"): "is a file, not a folder",
+                data["unlabeled"]: "holds a WorldLoom dataset (dataset.json), not a task scorer run",
+                policy_run: 'holds a policy run (config.json with "kind": "policy"), not a task scorer run'}
+    for scorer, message in expected.items():
+        before = tree_digest(scorer)
+        assert cli([*argv, "--scorer", scorer]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"worldloom agent: error: --scorer {scorer} {message}") and err.count("\n") == 1, err
+        assert tree_digest(scorer) == before
+    assert cli([*argv, "--scorer", str(tmp_path / "scorer")]) == 0  # a new folder: the scorer is trained there
+    assert folder_kind(tmp_path / "scorer") == "task_scorer"

@@ -9,6 +9,7 @@ Kinds, recognised by the file that marks them:
 
 - "dataset": `dataset.json`, a WorldLoom dataset (`capture run`, `dataset ingest|merge`, `idm label`);
 - "idm" | "world_model" | "policy": `config.json` with that "kind", a run of `idm|pretrain|agent train`;
+- "task_scorer": `config.json` with that "kind", the reward head `agent eval --in-world-model` trains;
 - "pipeline": `pipeline.json`, a `worldloom pipeline run`;
 - "study": `study.json`, a `worldloom agent study`;
 - "eval": `eval.json`, the report of one `worldloom agent eval` (closed loop or dreamt) or `idm eval`;
@@ -35,10 +36,13 @@ KINDS = {
     "idm": ("an IDM run", 'config.json with "kind": "idm"'),
     "world_model": ("a world model run", 'config.json with "kind": "world_model"'),
     "policy": ("a policy run", 'config.json with "kind": "policy"'),
+    "task_scorer": ("a task scorer run", 'config.json with "kind": "task_scorer"'),
     "pipeline": ("a pipeline run", "pipeline.json"),
     "study": ("an agent study", "study.json"),
     "eval": ("an evaluation report", "eval.json"),
 }
+
+RUN_KINDS = ("idm", "world_model", "policy", "task_scorer")  # marked by their config.json's "kind"
 
 
 def _config_kind(path: Path) -> str | None:
@@ -47,7 +51,7 @@ def _config_kind(path: Path) -> str | None:
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return None
     kind = doc.get("kind") if isinstance(doc, dict) else None
-    return kind if kind in ("idm", "world_model", "policy") else None
+    return kind if kind in RUN_KINDS else None
 
 
 def folder_kind(path: str | os.PathLike) -> str | None:
