@@ -678,3 +678,24 @@ def test_a_new_task_scorer_is_not_trained_into_a_dataset_a_run_or_a_file(data, p
         assert tree_digest(scorer) == before
     assert cli([*argv, "--scorer", str(tmp_path / "scorer")]) == 0  # a new folder: the scorer is trained there
     assert folder_kind(tmp_path / "scorer") == "task_scorer"
+
+
+def test_policy_shapes_past_their_range_are_one_line_naming_the_flag(data, tmp_path, capsys):
+    """--model.hidden 1e9 was an allocator's traceback (a 256 GB weight); --model.memory 1e9 made
+    a policy whose closed-loop memory ring could never be allocated."""
+    base = ["agent", "train", "--data", data["labeled"], "--preset", "micro", "--max-steps", "1", "--threads", "1",
+            "--out", str(tmp_path / "bc")]
+    for flag, value, message in (("--model.hidden", "1000000000", "--model.hidden must be a whole number in 1..8192"),
+                                 ("--model.memory", "1000000000", "--model.memory must be a whole number in 1..4096"),
+                                 ("--model.stack-channels", "100000", "--model.stack-channels must be a tuple of ints in "
+                                                                      "1..1024")):
+        assert cli([*base, flag, value]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"worldloom agent: error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "bc").exists()
+    import dataclasses
+
+    from worldloom.agent.model import PRESETS
+
+    for preset in PRESETS.values():  # every preset (and so every config stored by one) stays inside the ranges
+        assert PolicyConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(preset)))) == preset
