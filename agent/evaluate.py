@@ -31,7 +31,8 @@ from tqdm import tqdm
 
 from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE
 from worldloom.config import check_range, doc, to_json_dict
-from worldloom.errors import UserError
+from worldloom.envs import check_resolution
+from worldloom.folders import check_out
 from worldloom.io import atomic_write_json
 from worldloom.progress import counted
 from worldloom.training import check_device_name
@@ -39,6 +40,23 @@ from worldloom.training import check_device_name
 from .players import check_compatible, frame_shape_of, is_reference, make_controller, spec_name
 
 BOOTSTRAP_RESAMPLES = 10_000
+MAX_EPISODES = 10_000_000  # capture's own ceiling; the episode list is built whole (`deal`)
+MAX_STEPS = 1_000_000  # capture's ceiling on an episode's steps (capture/config.py)
+MAX_SEED = 2**31 - 1  # capture's (capture/config.py): numpy's SeedSequence takes no negative seed
+# (field, least, most, unit) of every EvalConfig number but num_workers and resolution, checked on
+# parsing: a value past these is a typo, and left through it fills memory (`--videos 1e11` builds
+# the set of filmed episodes) or plays for days before saying so.
+EVAL_RANGES = (
+    ("episodes", 1, MAX_EPISODES, "episodes"),
+    ("envs_per_worker", 1, 4096, "episodes an actor plays side by side"),
+    ("temperature", 0, 100, "0: the most likely action"),
+    ("time_limit", 0, MAX_STEPS, "steps; 0: the task's own"),
+    ("videos", 0, 1000, "episodes filmed"),
+    ("seed", 0, MAX_SEED, ""),
+    ("horizon", 1, MAX_STEPS, "steps"),
+    ("sample_steps", 1, 1000, "Euler steps per frame"),
+    ("scorer_steps", 1, 100_000_000, "optimizer steps"),
+)
 
 
 @dataclass(frozen=True)
@@ -74,14 +92,11 @@ class EvalConfig:
             task_by_name(self.task)
         except ValueError as err:
             raise ValueError(str(err)) from None
-        for name in ("episodes", "envs_per_worker", "horizon", "sample_steps", "scorer_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name, low, high, unit in EVAL_RANGES:
+            check_range(name, getattr(self, name), low, high, unit, integer=name != "temperature")
         check_range("num_workers", self.num_workers, 0, MAX_WORKERS, NUM_WORKERS_RANGE)
-        if self.videos < 0 or self.time_limit < 0:
-            raise ValueError(f"videos and time_limit must be >= 0, got {self.videos}, {self.time_limit}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.resolution is not None:
+            check_resolution("voxel", self.resolution)  # the tasks are VoxelWorld's
         if self.video_format not in ("mp4", "gif"):
             raise ValueError(f"video_format must be mp4 or gif, got {self.video_format!r}")
         check_device_name(self.device)
@@ -271,7 +286,7 @@ def play(cfg: EvalConfig, keep_workers: bool = False) -> dict:
     many evaluations); the caller then calls `release_workers`."""
     import ray
 
-    from worldloom.cluster import cluster_resources, ray_session
+    from worldloom.cluster import cluster_resources, ray_session, user_error_of
     from worldloom.training import resolve_device
 
     resolution = resolve_resolution(cfg)
@@ -289,9 +304,8 @@ def play(cfg: EvalConfig, keep_workers: bool = False) -> dict:
         try:
             results = wait_with_progress(calls, [len(w) for w in work], f"{cfg.task} on {len(work)} Ray actor(s)")
         except ray.exceptions.RayTaskError as err:
-            cause = err.as_instanceof_cause()
-            if isinstance(cause, UserError):
-                raise UserError(str(cause).splitlines()[-1]) from None
+            if (user_error := user_error_of(err)) is not None:
+                raise user_error from None
             raise
         finally:
             if not keep_workers:
@@ -360,6 +374,9 @@ def policy_id(spec: str) -> str:
 
 def evaluate(cfg: EvalConfig, keep_workers: bool = False) -> dict:
     """Play (or dream) the episodes, write OUT/eval.json, and return the summary (keep_workers: `play`)."""
+    check_out(cfg.out_dir, "eval")  # before any episode is played; a report of its own kind is rewritten
+    if cfg.in_world_model and cfg.scorer:
+        check_out(cfg.scorer, "task_scorer", flag="--scorer")  # a new one is trained into it (agent/dream.py)
     if cfg.in_world_model:
         from .dream import dream
 

@@ -37,8 +37,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from worldloom.actions import BUTTONS, NUM_BUTTONS, NUM_CAMERA_BINS, dequantize_camera
-from worldloom.config import doc
+from worldloom.config import check_range, doc
 from worldloom.idm.model import ImpalaStack
+
+MAX_CHANNELS = 1024
+# (field, most, unit) of every PolicyConfig size, at least 1 each: a typo past these (--model.hidden
+# 1e9: a 256 GB weight; --model.num-layers 1e8) was an allocator's traceback or hours of building
+# layers. Generous beside the presets (small: 128x128 frames, memory 64; VPT: 128 frames).
+SHAPE_RANGES = (
+    ("height", 4096, "pixels"), ("width", 4096, "pixels"), ("pool", 64, "pixels a side per stem pixel"),
+    ("memory", 4096, "frames"), ("stem_channels", MAX_CHANNELS, "channels"), ("blocks_per_stack", 64, "blocks"),
+    ("frame_dim", 8192, "features"), ("hidden", 8192, "features"), ("num_layers", 256, "layers"),
+    ("num_heads", 256, "heads"), ("mlp_ratio", 16, "x hidden"),
+)
 
 
 @dataclass(frozen=True)
@@ -61,12 +72,12 @@ class PolicyConfig:
     dropout: float = doc("dropout in the transformer", 0.1)
 
     def __post_init__(self) -> None:
-        for name in ("height", "width", "pool", "memory", "stem_channels", "blocks_per_stack", "frame_dim", "hidden",
-                     "num_layers", "num_heads", "mlp_ratio"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"PolicyConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        if not isinstance(self.stack_channels, tuple) or not self.stack_channels or min(self.stack_channels) < 1:
-            raise ValueError(f"PolicyConfig.stack_channels must be a tuple of positive ints, got {self.stack_channels!r}")
+        for name, high, unit in SHAPE_RANGES:
+            check_range(name, getattr(self, name), 1, high, unit)
+        if (not isinstance(self.stack_channels, tuple) or not self.stack_channels
+                or not all(isinstance(c, int) and 1 <= c <= MAX_CHANNELS for c in self.stack_channels)):
+            raise ValueError(f"PolicyConfig.stack_channels must be a tuple of ints in 1..{MAX_CHANNELS}, "
+                             f"got {self.stack_channels!r}")
         if not 0 <= self.strided_stacks <= len(self.stack_channels):
             raise ValueError(f"PolicyConfig.strided_stacks must lie in 0..{len(self.stack_channels)}, got {self.strided_stacks}")
         if self.height % self.pool or self.width % self.pool:

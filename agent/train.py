@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from worldloom import checkpoint as ckpt
 from worldloom.actions import two_hot
-from worldloom.config import doc, to_json_dict
+from worldloom.config import check_range, doc, to_json_dict
 from worldloom.folders import check_out
 from worldloom.idm import data as idm_data
 from worldloom.idm import metrics
@@ -47,6 +47,17 @@ from . import data as bc_data
 from .checkpoint import KIND, read_config
 from .model import PRESETS, Policy, PolicyConfig, action_space_doc, num_parameters
 
+MAX_OPTIMIZER_STEPS = 100_000_000
+# (field, least, most, unit) of the numbers that size memory or seed numpy, checked on parsing: a
+# typo past these would allocate batch_size x window frames (`--batch-size 1e9`: 179 TiB) or
+# reach numpy's SeedSequence, which takes no negative seed, as a traceback.
+TRAIN_RANGES = (
+    ("batch_size", 1, 4096, "windows per step"),
+    ("window", 0, 1_000_000, "frames; 0: twice the policy's memory; longer than the longest episode: that episode"),
+    ("val_windows", 1, 4096, "windows"),
+    ("seed", 0, 2**31 - 1, ""),
+    ("threads", 0, 1024, "0: torch's default"),
+)
 METRIC_FIELDS = ("step", "lr", "loss", "button_loss", "camera_loss", "val_loss", "val_button_accuracy",
                  "val_button_macro_f1", "val_camera_bin_accuracy", "elapsed_s", "windows_per_s")
 CURVE_PANELS = (("loss", ("loss", "val_loss"), True),
@@ -89,12 +100,14 @@ class TrainConfig:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
         if self.labels not in bc_data.LABELS:
             raise ValueError(f"labels must be one of {', '.join(bc_data.LABELS)}, got {self.labels!r}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
-        for name in ("batch_size", "log_every", "eval_every", "checkpoint_every", "val_windows"):
+        if self.max_steps is not None:
+            check_range("max_steps", self.max_steps, 1, MAX_OPTIMIZER_STEPS, "optimizer steps")
+        for name, low, high, unit in TRAIN_RANGES:
+            check_range(name, getattr(self, name), low, high, unit)
+        for name in ("log_every", "eval_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("threads", "minutes", "window", "warmup_steps", "weight_decay", "camera_weight"):
+        for name in ("minutes", "warmup_steps", "weight_decay", "camera_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.val_fraction < 1:
@@ -162,6 +175,13 @@ def validate(model: Policy, batch: dict[str, np.ndarray], cfg: TrainConfig, devi
 
 
 
+def window_length(window_frames: int, episodes: list) -> int:
+    """Frames per training window: the asked-for window, cut to the longest episode (the steps past
+    an episode's end are masked out of the loss and, the policy being causal, change nothing
+    before them: a longer window only costs memory and time)."""
+    return max(1, min(window_frames, max((ep.num_steps for ep in episodes), default=window_frames)))
+
+
 def check_resumable(cfg: TrainConfig) -> None:
     """UserError (one line) if cfg.out holds a checkpoint of a run with another config (worldloom.checkpoint)."""
     ckpt.check_resumable(cfg.out, cfg, {"model": to_json_dict(cfg.model_config)}, read_config)
@@ -212,8 +232,9 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
         print(finished, file=sys.stderr)  # its curves and config are left as they are
         return Path(cfg.out)
     device = resolve_device(cfg.device)
-    mcfg, T = cfg.model_config, cfg.window_frames
+    mcfg = cfg.model_config
     episodes, sources = bc_data.load_bc_episodes(cfg.data, cfg.labels)
+    T = window_length(cfg.window_frames, episodes)
     idm_data.check_frame_size(episodes, mcfg.height, mcfg.width, "training")
     run_dir = prepare_run_dir(cfg, sources)
     train_eps, val_eps = idm_data.split_episodes(episodes, cfg.val_fraction, cfg.seed)

@@ -34,7 +34,7 @@ from worldloom.capture.config import MAX_STEPS
 from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE
 from worldloom.config import add_dataclass_args, check_range, dataclass_from_args, doc, to_json_dict
 from worldloom.envs import check_resolution
-from worldloom.errors import UserError
+from worldloom.folders import check_out
 from worldloom.pipeline.stages import StageRunner, stage_key
 
 STAGES = ("capture", "train", "label", "bc-idm", "eval", "dream", "report")
@@ -81,6 +81,7 @@ class StudySizes:
 
 MAX_EPISODES = 10_000_000  # capture's own ceiling (capture/config.py)
 MAX_OPTIMIZER_STEPS = 100_000_000
+MAX_STUDY_SEED = (2**31 - 1) // 100 - 1  # stage_configs: capture seeds 100 x seed + 1 and + 10 + task
 # (size, least, most, unit) of every StudySizes number but resolution and steps, checked on parsing.
 SIZE_RANGES = (
     ("idm_episodes", 1, MAX_EPISODES, "episodes"),
@@ -135,6 +136,7 @@ class StudyConfig:
         for task in self.tasks:
             task_by_name(task)
         check_range("num_workers", self.num_workers, 0, MAX_WORKERS, NUM_WORKERS_RANGE)
+        check_range("seed", self.seed, 0, MAX_STUDY_SEED, "each capture's seed is 100 x seed + a few, capture's at most 2^31 - 1")
         if self.from_stage is not None and self.from_stage not in STAGES:
             raise ValueError(f"from must be one of {', '.join(STAGES)}, got {self.from_stage!r}")
         check_device_name(self.device)
@@ -228,13 +230,14 @@ def _in_parallel(calls: dict[str, tuple]) -> dict[str, Any]:
     2-core machine two threads ran a step 5-10x slower than one); -> {name: result}."""
     import ray
 
+    from worldloom.cluster import user_error_of
+
     refs = {name: ray.remote(num_cpus=1, max_retries=0)(fn).remote(c) for name, (fn, c) in calls.items()}
     try:
         return dict(zip(refs, ray.get(list(refs.values())), strict=True))
     except ray.exceptions.RayTaskError as err:
-        cause = err.as_instanceof_cause()
-        if isinstance(cause, UserError):
-            raise UserError(str(cause).splitlines()[-1]) from None
+        if (user_error := user_error_of(err)) is not None:
+            raise user_error from None
         raise
 
 
@@ -302,6 +305,7 @@ def main(cfg: StudyConfig) -> Path:
 
     from .agent_report import write_study_report
 
+    check_out(cfg.out, "study")  # a file, a dataset, a run: refused before anything is written into it
     out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     paths = study_paths(out, cfg.task_names)

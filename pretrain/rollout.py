@@ -25,7 +25,9 @@ import time
 import numpy as np
 import torch
 
-from worldloom.config import doc
+from worldloom.config import check_range, doc
+from worldloom.datasets.export import MAX_OUTPUT_PX, check_output_size
+from worldloom.datasets.video import FPS_RANGE
 from worldloom.errors import UserError
 from worldloom.io import check_video_out, write_video
 from worldloom.progress import counted
@@ -57,6 +59,10 @@ class RolloutConfig:
             raise ValueError("give --data and --episode (a context from an episode), --prompt, or all three")
         if self.horizon < 1 or self.start < 0 or self.scale < 1:
             raise ValueError(f"need horizon >= 1, start >= 0, scale >= 1; got {self.horizon}, {self.start}, {self.scale}")
+        # a frame past MAX_OUTPUT_PX a side (check_output_size, once the frame size is known) or a rate
+        # past the datasets' was a numpy or PyAV traceback after the frames were sampled
+        check_range("scale", self.scale, 1, MAX_OUTPUT_PX, "pixels per generated pixel")
+        check_range("fps", self.fps, 0, FPS_RANGE[1], "frames per second; 0: the dataset's", integer=False)
 
 
 def side_by_side(truth: np.ndarray, generated: np.ndarray, context: int, scale: int) -> np.ndarray:
@@ -94,6 +100,7 @@ def with_prompt(frames: np.ndarray, prompt: str) -> np.ndarray:
 def rollout_prompt(cfg: RolloutConfig) -> dict:
     """Generate cfg.horizon frames from the prompt alone and write the video."""
     model, doc_, codec = load_world_model(cfg.model)
+    check_output_size(cfg.scale, model.cfg.image_size, model.cfg.image_size)
     text = prompt_tokens(model, cfg)["text"]
     t0 = time.perf_counter()
     frames = codec.decode(prompt_rollout(model, text, cfg.horizon, cfg.sample, torch.Generator().manual_seed(cfg.seed)))
@@ -113,6 +120,7 @@ def rollout_episode(cfg: RolloutConfig) -> dict:
     if cfg.data is None:
         return rollout_prompt(cfg)
     model, _, codec = load_world_model(cfg.model)
+    check_output_size(cfg.scale, model.cfg.image_size, model.cfg.image_size, cols=2)  # truth beside generated
     text = prompt_tokens(model, cfg)
     context = model.cfg.num_frames - 1
     ds = Dataset(cfg.data)

@@ -560,3 +560,142 @@ def test_train_into_a_dataset_or_another_run_is_one_line_and_nothing_is_written(
     for out, message in expected.items():
         assert_out_refused(cli, ["agent", "train", "--data", data["labeled"], "--preset", "micro", "--max-steps", "1"],
                            out, message, capsys)
+
+
+# --- flags past any sensible range, reports and studies in the wrong folder ---------------------
+def test_absurd_numbers_are_refused_while_parsing_naming_the_flag(data, tmp_path, capsys):
+    """Values that reached numpy (a negative seed), the env (a 1,000,000-pixel frame) or an
+    allocation (a batch of 1e9 windows) as a traceback, or that filled memory (the set of 1e11
+    filmed episodes), are one line naming the flag and its range, before anything runs."""
+    for flag, value in (("--seed", "-1"), ("--resolution", "1000000"), ("--resolution", "-5")):
+        assert cli(["agent", "eval", "--policy", "random", "--task", "explore", flag, value,
+                    "--out", str(tmp_path / "e")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"worldloom agent: error: {flag} must be a whole number in ") and err.count("\n") == 1, err
+    for field, value in (("videos", 10**11), ("episodes", 10**12), ("time_limit", 10**12), ("horizon", 10**12)):
+        with pytest.raises(ValueError, match=f"^--{field.replace('_', '-')} must be a whole number in "):
+            EvalConfig(policy="random", task="explore", **{field: value})
+    base = ["agent", "train", "--data", data["labeled"], "--preset", "micro", "--max-steps", "1", "--threads", "1"]
+    for flag, value in (("--batch-size", "1000000000"), ("--seed", "-1"), ("--val-windows", "1000000000")):
+        assert cli([*base, flag, value, "--out", str(tmp_path / "bc")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"worldloom agent: error: {flag} must be a whole number in ") and err.count("\n") == 1, err
+    for value in ("-1", "99999999999"):  # the study's seed makes capture seeds 100 x seed + a few: told as its own
+        assert cli(["agent", "study", "--preset", "micro", "--seed", value, "--out", str(tmp_path / "s")]) == 2
+        assert capsys.readouterr().err.startswith("worldloom agent: error: --seed must be a whole number in 0..21474835 ")
+    assert not (tmp_path / "bc").exists() and not (tmp_path / "e").exists() and not (tmp_path / "s").exists()
+
+
+def test_a_window_longer_than_every_episode_trains_on_the_longest(data, tmp_path):
+    """--window 1000000 on 40-step episodes: the steps past an episode's end are masked, so a
+    serious trainer cuts the window to the longest episode instead of allocating 16 x 1e6 frames."""
+    run = train_main(micro_cfg(data["labeled"], tmp_path / "long", window=1_000_000, batch_size=16, val_windows=16,
+                               max_steps=1, eval_every=1, checkpoint_every=1))
+    assert (run / "checkpoint" / "model.safetensors").exists()
+
+
+@pytest.mark.ray
+def test_an_actors_bad_input_is_the_same_one_line_as_a_local_one(policy_run, ray_cluster, tmp_path, capsys):
+    """A UserError raised inside a Ray actor (a checkpoint truncated by a full disk) reads as it
+    would locally, not as `worldloom.errors.UserError: ...` from the remote traceback."""
+    import shutil
+
+    broken = tmp_path / "truncated"
+    shutil.copytree(policy_run, broken)
+    weights = broken / "checkpoint" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert cli(["agent", "eval", "--policy", str(broken), "--task", "explore", "--episodes", "1", "--num-workers", "1",
+                "--time-limit", "2", "--videos", "0", "--out", str(tmp_path / "e")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"worldloom agent: error: {weights}: not a readable safetensors file"), last
+
+
+@pytest.mark.ray
+def test_eval_and_study_into_a_file_a_dataset_or_a_run_are_refused_and_nothing_is_written(data, policy_run, ray_cluster,
+                                                                                         tmp_path, capsys):
+    """The report of an eval (eval.json, videos/) and a study's tree go into a folder of their own:
+    a file is refused before any episode is played (it was a traceback after them), and a dataset
+    or a run is left as it was (eval.json and videos/ were written into it)."""
+    from conftest import assert_out_refused
+
+    from worldloom.folders import folder_kind
+
+    (tmp_path / "notes.txt").write_text("x")
+    eval_argv = ["agent", "eval", "--policy", "random", "--task", "explore", "--episodes", "1", "--num-workers", "1",
+                 "--time-limit", "2", "--videos", "1"]
+    expected = {tmp_path / "notes.txt": "is a file, not a folder",
+                data["labeled"]: "holds a WorldLoom dataset (dataset.json), not an evaluation report",
+                policy_run: 'holds a policy run (config.json with "kind": "policy"), not an evaluation report'}
+    for out, message in expected.items():
+        assert_out_refused(cli, eval_argv, out, message, capsys, one_line=True)
+    assert cli([*eval_argv, "--out", str(tmp_path / "report")]) == 0  # a report of its own kind is rewritten
+    assert folder_kind(tmp_path / "report") == "eval" and cli([*eval_argv, "--out", str(tmp_path / "report")]) == 0
+    capsys.readouterr()
+    study_argv = ["agent", "study", "--preset", "micro", "--tasks", "explore", "--num-workers", "1"]
+    assert_out_refused(cli, study_argv, tmp_path / "notes.txt", "is a file, not a folder", capsys, one_line=True)
+    assert_out_refused(cli, study_argv, data["labeled"], "holds a WorldLoom dataset (dataset.json), not an agent study",
+                       capsys, one_line=True)
+
+
+def test_rollout_numbers_past_their_range_are_one_line_before_any_frame_is_sampled(data, tmp_path, capsys):
+    """`worldloom rollout --scale 1e9` was numpy's 'array is too big' and `--fps 1e12` PyAV's
+    OverflowError, both after the frames were sampled; a scale whose video frame passes 4096 px
+    a side (export's MAX_OUTPUT_PX) is told with the largest that fits."""
+    wm = world_model_run(tmp_path / "wm")
+    base = ["pretrain", "rollout", "--model", wm, "--data", data["labeled"], "--episode", "ep-0", "--horizon", "1",
+            "--out", str(tmp_path / "r.mp4")]
+    expected = {("--scale", "1000000000"): "--scale must be a whole number in 1..4096",
+                ("--fps", "1e12"): "--fps must be a number in 0..240",
+                ("--scale", "40"): "--scale 40 makes a 5120x2560 px contact sheet of 1x2 tiles from this dataset's 64x64 "
+                                   "frames; at most 4096 px a side: use --scale 32 or less"}
+    for (flag, value), message in expected.items():
+        assert cli([*base, flag, value]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"worldloom pretrain: error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "r.mp4").exists()
+    assert cli([*base, "--scale", "32", "--fps", "0.5"]) == 0 and (tmp_path / "r.mp4").exists()  # the largest that fits
+
+
+def test_a_new_task_scorer_is_not_trained_into_a_dataset_a_run_or_a_file(data, policy_run, tmp_path, capsys):
+    """--scorer names the folder a missing reward head is trained into: a dataset got a scorer's
+    config.json and checkpoint/ written into it, a file was a traceback after the training."""
+    from conftest import tree_digest
+
+    from worldloom.folders import folder_kind
+
+    (tmp_path / "notes.txt").write_text("x")
+    wm = world_model_run(tmp_path / "wm")
+    argv = ["agent", "eval", "--policy", "random", "--task", "explore", "--in-world-model", wm, "--data", data["labeled"],
+            "--episodes", "1", "--horizon", "1", "--scorer-steps", "1", "--videos", "0", "--out", str(tmp_path / "dream")]
+    expected = {str(tmp_path / "notes.txt"): "is a file, not a folder",
+                data["unlabeled"]: "holds a WorldLoom dataset (dataset.json), not a task scorer run",
+                policy_run: 'holds a policy run (config.json with "kind": "policy"), not a task scorer run'}
+    for scorer, message in expected.items():
+        before = tree_digest(scorer)
+        assert cli([*argv, "--scorer", scorer]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"worldloom agent: error: --scorer {scorer} {message}") and err.count("\n") == 1, err
+        assert tree_digest(scorer) == before
+    assert cli([*argv, "--scorer", str(tmp_path / "scorer")]) == 0  # a new folder: the scorer is trained there
+    assert folder_kind(tmp_path / "scorer") == "task_scorer"
+
+
+def test_policy_shapes_past_their_range_are_one_line_naming_the_flag(data, tmp_path, capsys):
+    """--model.hidden 1e9 was an allocator's traceback (a 256 GB weight); --model.memory 1e9 made
+    a policy whose closed-loop memory ring could never be allocated."""
+    base = ["agent", "train", "--data", data["labeled"], "--preset", "micro", "--max-steps", "1", "--threads", "1",
+            "--out", str(tmp_path / "bc")]
+    for flag, value, message in (("--model.hidden", "1000000000", "--model.hidden must be a whole number in 1..8192"),
+                                 ("--model.memory", "1000000000", "--model.memory must be a whole number in 1..4096"),
+                                 ("--model.stack-channels", "100000", "--model.stack-channels must be a tuple of ints in "
+                                                                      "1..1024")):
+        assert cli([*base, flag, value]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"worldloom agent: error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "bc").exists()
+    import dataclasses
+
+    from worldloom.agent.model import PRESETS
+
+    for preset in PRESETS.values():  # every preset (and so every config stored by one) stays inside the ranges
+        assert PolicyConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(preset)))) == preset

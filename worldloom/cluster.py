@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from worldloom.errors import UserError
 from worldloom.interrupts import sigterm_as_interrupt
 
-__all__ = ["ray_session", "check_reachable", "cluster_resources", "LOCAL_ADDRESS", "LOOPBACK_ENV"]
+__all__ = ["ray_session", "check_reachable", "cluster_resources", "user_error_of", "LOCAL_ADDRESS", "LOOPBACK_ENV"]
 
 # `--num-workers` of every command whose workers are Ray actors (capture run, dataset ingest, idm
 # label, agent eval, the pipelines): the same range and the same 0 everywhere (`num_actors`).
@@ -156,3 +156,11 @@ def num_actors(num_workers: int) -> int:
     """`--num-workers` as a count of actors: itself, or for 0 one per CPU of the running session
     (this machine's CPUs when none is up)."""
     return num_workers or max(1, int(cluster_resources().get("CPU", os.cpu_count() or 1)))
+
+
+def user_error_of(err: BaseException) -> UserError | None:
+    """The UserError a Ray task or actor raised, as a local one with the same one-line message (a
+    RayTaskError's own text is a remote traceback ending in `worldloom.errors.UserError: ...`);
+    None for any other failure, which stays a bug with its traceback."""
+    cause = getattr(err, "cause", None)
+    return UserError(str(cause)) if isinstance(cause, UserError) else None

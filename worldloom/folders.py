@@ -9,7 +9,10 @@ Kinds, recognised by the file that marks them:
 
 - "dataset": `dataset.json`, a WorldLoom dataset (`capture run`, `dataset ingest|merge`, `idm label`);
 - "idm" | "world_model" | "policy": `config.json` with that "kind", a run of `idm|pretrain|agent train`;
+- "task_scorer": `config.json` with that "kind", the reward head `agent eval --in-world-model` trains;
 - "pipeline": `pipeline.json`, a `worldloom pipeline run`;
+- "study": `study.json`, a `worldloom agent study`;
+- "eval": `eval.json`, the report of one `worldloom agent eval` (closed loop or dreamt) or `idm eval`;
 - "file": not a folder; None: nothing there yet, or an empty folder; "other": a folder holding
   none of these (a folder of runs, a project): left to each command.
 
@@ -33,8 +36,13 @@ KINDS = {
     "idm": ("an IDM run", 'config.json with "kind": "idm"'),
     "world_model": ("a world model run", 'config.json with "kind": "world_model"'),
     "policy": ("a policy run", 'config.json with "kind": "policy"'),
+    "task_scorer": ("a task scorer run", 'config.json with "kind": "task_scorer"'),
     "pipeline": ("a pipeline run", "pipeline.json"),
+    "study": ("an agent study", "study.json"),
+    "eval": ("an evaluation report", "eval.json"),
 }
+
+RUN_KINDS = ("idm", "world_model", "policy", "task_scorer")  # marked by their config.json's "kind"
 
 
 def _config_kind(path: Path) -> str | None:
@@ -43,7 +51,7 @@ def _config_kind(path: Path) -> str | None:
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return None
     kind = doc.get("kind") if isinstance(doc, dict) else None
-    return kind if kind in ("idm", "world_model", "policy") else None
+    return kind if kind in RUN_KINDS else None
 
 
 def folder_kind(path: str | os.PathLike) -> str | None:
@@ -63,6 +71,9 @@ def folder_kind(path: str | os.PathLike) -> str | None:
     if (p / "config.json").is_file():
         kind = _config_kind(p / "config.json")
         if kind is not None:
+            return kind
+    for kind in ("study", "eval"):
+        if (p / KINDS[kind][1]).is_file():
             return kind
     return "other" if any(not name.startswith(".") for name in os.listdir(p)) else None
 
