@@ -131,8 +131,19 @@ def changed_fields(have: Mapping[str, Any], cfg: Any, sections: Mapping[str, Any
     asked = _as_json(dataclasses.asdict(cfg))
     defaults = {f.name: _as_json(f.default) for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
     diff = [name for name, value in asked.items() if name not in resumable and name not in sections
-            and train.get(name, defaults.get(name)) != value]
+            and _spelled(name, train.get(name, defaults.get(name))) != _spelled(name, value)]
     return sorted(diff + [name for name, value in sections.items() if have.get(name) != _as_json(value)])
+
+
+PATH_FIELDS = ("data",)  # trainer fields that list input folders: the same folder however it is spelled
+
+
+def _spelled(name: str, value: Any) -> Any:
+    """A field's value as compared on resume: the folders of a PATH_FIELDS list as real absolute paths (from the
+    current folder), so `--data d1` and `--data /abs/d1` are one dataset; anything else as it is."""
+    if name in PATH_FIELDS and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [v if "://" in v else os.path.realpath(os.path.expanduser(v)) for v in value]
+    return value
 
 
 def check_resumable(run_dir: str | Path, cfg: Any, sections: Mapping[str, Any], read: Callable[[str | Path], dict],
