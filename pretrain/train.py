@@ -250,12 +250,18 @@ def fit_camera(cfg: TrainConfig) -> float:
     return fit_fov_deg(*camera_pairs(cfg))
 
 
+def fit_sources(cfg: TrainConfig) -> tuple[tuple[str, ...], tuple[float, ...] | None, tuple[str, ...] | None]:
+    """What the fields of view are fitted on: (datasets, weights, label sources) for train_batches, the episodes
+    whose actions the game recorded (label_source env) where there are any, else all the data as trained."""
+    true = tuple(path for path in cfg.data if "env" in Dataset(path).episodes.column("label_source").to_pylist())
+    return (true, None, ("env",)) if true else (cfg.data, cfg.weights, None)
+
+
 def camera_pairs(cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """About FIT_PAIRS consecutive frame pairs with their camera action, from the episodes with true actions
     where there are any. -> prev, next (N, 3, S, S) in model units, camera (N, 2) degrees."""
     mcfg = cfg.model_config
-    true = [path for path in cfg.data if "env" in Dataset(path).episodes.column("label_source").to_pylist()]
-    data, weights, sources = (true, None, ("env",)) if true else (cfg.data, cfg.weights, None)
+    data, weights, sources = fit_sources(cfg)
     batches = train_batches(data, 2, cfg.batch_size, cfg.seed + 2, weights, label_sources=sources)
     prev, nxt, camera = [], [], []
     for _ in range(max(1, FIT_PAIRS // cfg.batch_size)):
@@ -274,8 +280,7 @@ def sprint_pairs(cfg: TrainConfig, fov_deg: float) -> float:
     pair's first frame sprints) until SPRINT_PAIRS such pairs or SPRINT_WINDOWS windows (players hold sprint for
     long stretches: 4 changes in 512 pairs of the demo's labeled play)."""
     mcfg = cfg.model_config
-    true = [path for path in cfg.data if "env" in Dataset(path).episodes.column("label_source").to_pylist()]
-    data, weights, sources = (true, None, ("env",)) if true else (cfg.data, cfg.weights, None)
+    data, weights, sources = fit_sources(cfg)
     batches = train_batches(data, 3, cfg.batch_size, cfg.seed + 3, weights, label_sources=sources)
     prev, nxt, camera, before, after = [], [], [], [], []
     found = 0
