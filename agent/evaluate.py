@@ -310,7 +310,7 @@ def play(cfg: EvalConfig, keep_workers: bool = False) -> dict:
         finally:
             if not keep_workers:
                 release_workers()
-    return {"resolution": resolution, "actors": len(work), "results": results}
+    return {"resolution": resolution, "actors": len(work), "results": results, "device": device}
 
 
 def preflight(cfg: EvalConfig, resolution: int) -> None:
@@ -359,7 +359,8 @@ def summarize(cfg: EvalConfig, played: dict, wall_s: float) -> dict:
             "return": dict(zip(("mean", "low", "high"), bootstrap_ci(returns, cfg.seed), strict=True)),
             "steps": steps, "cpu_s": round(cpu_s, 2), "wall_s": round(wall_s, 2),
             "steps_per_cpu_s": round(steps / max(cpu_s, 1e-9), 1), "resolution": played["resolution"],
-            "actors": played["actors"], "videos": [r["video"] for r in rows if r["video"]],
+            "actors": played["actors"], "device": played.get("device", "cpu"),  # the one used: config says the one asked for
+            "videos": [r["video"] for r in rows if r["video"]],
             "config": to_json_dict(cfg), "rows": rows}
 
 

@@ -406,9 +406,13 @@ def test_eval_with_ray_actors_writes_cis_and_a_video(policy_run, ray_cluster, tm
     out = tmp_path / "eval"
     assert cli(["agent", "eval", "--policy", policy_run, "--task", "worldloom/Explore-v0", "--episodes", "4",
                 "--num-workers", "2", "--envs-per-worker", "2", "--time-limit", "20", "--videos", "1",
-                "--out", str(out)]) == 0
+                "--device", "cuda", "--out", str(out)]) == 0
     report = json.loads((out / "eval.json").read_text())
     assert report["episodes"] == 4 and report["actors"] == 2 and report["steps"] == 80
+    # the device the episodes ran on, beside the one asked for (without a GPU: the CPU, with a warning)
+    import torch
+
+    assert report["config"]["device"] == "cuda" and report["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     for metric in ("success_rate", "return"):
         assert report[metric]["low"] <= report[metric]["mean"] <= report[metric]["high"]
     assert [r["index"] for r in report["rows"]] == [0, 1, 2, 3] and report["policy_id"].startswith("bc@step6-")
