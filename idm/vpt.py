@@ -529,7 +529,7 @@ def read_weights(path: Path) -> dict:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-            raise UserError(f"{path}: not a readable safetensors file ({err})") from None
+            raise UserError(f"{path}: not a readable safetensors file ({err}); re-download it") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for truncated or foreign files

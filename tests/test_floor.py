@@ -238,6 +238,23 @@ def test_a_checkpoint_a_kill_left_under_temporary_names_is_put_back(tmp_path, ca
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "config.json"]
 
 
+def test_a_damaged_tensor_file_says_what_to_do_next(tmp_path):
+    """A cut optimizer state stops training only: the message says the weights still serve, and how to go on."""
+    _save(tmp_path)
+    opt_file = tmp_path / "checkpoint" / "optimizer.safetensors"
+    opt_file.write_bytes(opt_file.read_bytes()[:40])
+    fresh_opt = torch.optim.AdamW(torch.nn.Linear(3, 2).parameters())
+    with pytest.raises(UserError, match=r"optimizer.safetensors: not a readable safetensors file .*; the weights "
+                                        r"\(model.safetensors\) do not need it: .* train a new --out") as err:
+        checkpoint.load_checkpoint(tmp_path, "idm", ("model",), optimizer=fresh_opt)
+    assert "\n" not in str(err.value)
+    assert checkpoint.load_checkpoint(tmp_path, "idm", ("model",))[0]["model"]["weight"].shape == (2, 3)
+    model_file = tmp_path / "checkpoint" / "model.safetensors"
+    model_file.write_bytes(model_file.read_bytes()[:40])
+    with pytest.raises(UserError, match=r"model.safetensors: not a readable .*; put back a whole copy of this file"):
+        checkpoint.load_checkpoint(tmp_path, "idm", ("model",))
+
+
 def test_older_or_foreign_runs_are_one_line_errors(tmp_path):
     _save(tmp_path)
     state = tmp_path / "checkpoint" / "state.json"

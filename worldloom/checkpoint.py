@@ -327,10 +327,10 @@ def load_checkpoint(run_dir: str | Path, kind: str, which: Sequence[str] = ("mod
         try:
             tensors = load_file(str(path), device=str(device))
         except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-            raise UserError(f"{path}: not a readable safetensors file ({err})") from None
+            raise UserError(f"{path}: not a readable safetensors file ({err}); {_next_step(name)}") from None
         bad = first_non_finite(tensors)
         if bad is not None:
-            raise UserError(f"{path}: tensor {bad!r} holds NaN or infinite values; this checkpoint cannot be used")
+            raise UserError(f"{path}: tensor {bad!r} holds NaN or infinite values; {_next_step(name)}")
         loaded[name] = tensors
     if optimizer is not None:
         groups = state.get("param_groups")
@@ -338,6 +338,14 @@ def load_checkpoint(run_dir: str | Path, kind: str, which: Sequence[str] = ("mod
             raise UserError(f"{ckpt / STATE_FILE}: param_groups missing; the optimizer state cannot be restored")
         _load_optimizer(optimizer, loaded.pop("optimizer"), groups, ckpt / "optimizer.safetensors")
     return loaded, {k: v for k, v in state.items() if k != "param_groups"}
+
+
+def _next_step(name: str) -> str:
+    """What a user can do about a damaged tensor file of a checkpoint (one of TENSOR_FILES)."""
+    if name == "optimizer":
+        return ("the weights (model.safetensors) do not need it: eval, label and rollout still read the run; to train "
+                "on, put back a whole copy of this file, or train a new --out")
+    return "put back a whole copy of this file (a backup, or the run's source), or train the run again into a new --out"
 
 
 def resume_or_start(run_dir: str | Path, kind: str, model, optimizer, device: Any = "cpu") -> dict:
