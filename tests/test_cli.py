@@ -37,6 +37,28 @@ def test_every_command_is_stage_then_verb():
         assert all(re.fullmatch(r"[a-z]+", v) for v in verbs[0].choices), (stage, list(verbs[0].choices))
 
 
+def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """(command path, parser) for the top command and every stage and verb under it."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, (*path, name))
+
+
+def test_every_commands_help_prints(capsys):
+    """`--help` of every command exits 0 with its text: argparse %-formats help strings, and a doc
+    saying "5%" made `worldloom pipeline run --help` a TypeError traceback."""
+    commands = list(_commands(build_parser()))
+    assert len(commands) > 30
+    for path, _ in commands:
+        with pytest.raises(SystemExit) as done:
+            main([*path, "--help"])
+        assert done.value.code == 0, path
+        out = capsys.readouterr().out
+        assert out.startswith("usage: worldloom") and "Traceback" not in out, path
+
+
 def test_flags_use_one_vocabulary():
     seen: dict[str, set] = {}
     for path, action in _walk(build_parser()):

@@ -144,6 +144,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...
         elif has_default and default is not None and not said:  # None: unset, which the help explains
             help_text += f" (default: {default})"
         flag = flag_name(f.name, prefix)
+        help_text = help_text.replace("%", "%%")  # argparse %-formats help ("at most 5% more" was a TypeError on --help)
         required = not has_default and not prefix
         if kind is bool and not many:
             if prefix:  # --model.flag true|false: BooleanOptionalAction cannot spell --no-model.flag
