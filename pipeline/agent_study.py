@@ -315,7 +315,13 @@ def main(cfg: StudyConfig) -> Path:
 
     def stage(name: str, config: Any, upstream: tuple[str, ...], fn) -> Any:
         keys[name] = stage_key(_json(config), [keys[u] for u in upstream])
-        return runner.run(name, keys[name], fn)
+        return runner.run(name, keys[name], fn, writes.get(name, ()))
+
+    tasks = cfg.task_names
+    writes = {"capture": [paths["labeled"], *(paths[k][t] for k in ("footage", "truth") for t in tasks)],
+              "train": [paths["idm"], paths["policies"]["bc-env"], paths["policies"]["bc-noop"]],
+              "label": [paths["pseudo"][t] for t in tasks], "bc-idm": [paths["policies"]["bc-idm"]],
+              "eval": [paths["eval"]], "dream": [paths["dream"]]}
 
     with ray_session(cfg.address, cfg.num_workers or None):
         stage("capture", configs["capture"], (), lambda: run_capture(configs))

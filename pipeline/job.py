@@ -383,7 +383,12 @@ def main(cfg: PipelineConfig) -> Path:
 
     def stage(name: str, config: Any, upstream: tuple[str, ...], fn) -> Any:
         keys[name] = stage_key(_json(config), [keys[u] for u in upstream])
-        return runner.run(name, keys[name], with_ray(fn) if name != "report" else fn)
+        return runner.run(name, keys[name], with_ray(fn) if name != "report" else fn, writes.get(name, ()))
+
+    writes = {"capture": [paths[k] for k in ("labeled", "footage", "truth", "heldout", "judge_data", "branches", "revisits")],
+              "idm": [paths["idm"], paths["judge"]], "idm_eval": [paths["idm"] / "eval-heldout", paths["idm"] / "eval-footage"],
+              "label": [paths["pseudo"]], "pretrain": [paths["wm"]],
+              "pretrain_eval": [paths["wm"] / "eval", paths["figures"] / "rollout-*.gif"]}  # the report rewrites its own
 
     # One session for every stage (capture, label, Ray Train): --address and the worker count
     # reach them all; a local cluster is started once and bound to loopback.

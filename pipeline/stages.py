@@ -7,14 +7,23 @@ their outputs, figures, wall time and core-seconds. A stage's outputs are paths 
 them): stored relative to the run directory, and on reading checked to stay inside it
 (`worldloom.paths.inside`), so a copied or edited pipeline.json cannot point the report at a
 file elsewhere on the machine.
+
+A stage that runs again with another key (its config, or a stage it reads, changed; or `--from`
+names it or a stage before it) first removes what it wrote the last time (`writes`: its datasets
+and runs, inside the run directory), saying so in one line: the capture would otherwise find a
+dataset of another config in its place, and a trainer a run it may not resume. The key of a stage
+that started is saved before it runs, so a stage interrupted and asked again with another config
+is cleaned up too; asked again with the same one it resumes where it was.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -97,14 +106,14 @@ class StageRunner:
         self.path = out_dir / state_file
         self.order = order
         self.records: dict[str, StageRecord] = {}
+        self.started: dict[str, str] = {}  # stage -> the key it started with, until it completes
         if self.path.exists():
-            self.records = self._load()
-        if redo_from is not None:
-            for name in order[order.index(redo_from):]:
-                self.records.pop(name, None)
+            self.records, self.started = self._load()
+        self.redo = set(order[order.index(redo_from):]) if redo_from is not None else set()
 
-    def _load(self) -> dict[str, StageRecord]:
-        """The completed stages in pipeline.json, their outputs as absolute paths inside the run."""
+    def _load(self) -> tuple[dict[str, StageRecord], dict[str, str]]:
+        """The completed stages in pipeline.json, their outputs as absolute paths inside the run, and the
+        keys of the stages that started and did not complete."""
         fix = "delete it to run every stage again"
         try:
             raw = json.loads(self.path.read_text())
@@ -126,20 +135,34 @@ class StageRunner:
                 raise UserError(f"{self.path}: {where} has a field of the wrong type; {fix}")
             outputs = _map_paths(rec["outputs"], check, f"{where}.outputs")
             records[name] = StageRecord(rec["key"], outputs, rec["figures"], float(rec["wall_s"]), float(rec["core_s"]))
-        return records
+        started = raw.get("started", {})
+        if not (isinstance(started, dict) and all(k in self.order and isinstance(v, str) for k, v in started.items())):
+            raise UserError(f"{self.path}: 'started' is not an object of stage keys; {fix}")
+        return records, started
 
-    def run(self, name: str, key: str, fn: Callable[[], tuple[dict, dict]]) -> StageRecord:
-        """Run `fn` (returning outputs, figures) unless `name` already completed with `key`."""
+    def run(self, name: str, key: str, fn: Callable[[], tuple[dict, dict]], writes=()) -> StageRecord:
+        """Run `fn` (returning outputs, figures) unless `name` already completed with `key`.
+
+        writes: the paths the stage writes (inside the run directory; a '*' in a name matches as a glob),
+        removed before it runs again with another key or under `--from` (module docstring)."""
         done = self.records.get(name)
-        if done is not None and done.key == key:
+        if done is not None and done.key == key and name not in self.redo:
             print(f"[{self.path.stem}] {name}: cached ({done.wall_s:.0f} s when it ran)", flush=True)
             return done
+        before = done.key if done is not None else self.started.get(name)
+        if before is not None and (before != key or name in self.redo):
+            self._remove(name, writes, "asked to run again" if before == key else "its config or its inputs changed")
+        self.redo.discard(name)
+        self.records.pop(name, None)
+        self.started[name] = key
+        self._save()
         print(f"[{self.path.stem}] {name}: running", flush=True)
         start = time.perf_counter()
         with CoreClock() as clock:
             outputs, figures = fn()
         record = StageRecord(key, outputs, figures, time.perf_counter() - start, clock.core_s)
         self.records[name] = record
+        self.started.pop(name, None)
         self._save()
         print(f"[{self.path.stem}] {name}: done in {record.wall_s:.0f} s ({record.core_s:.0f} core-s)", flush=True)
         return record
@@ -151,7 +174,29 @@ class StageRunner:
             return os.path.relpath(os.path.realpath(path), os.path.realpath(self.out_dir))
 
         stages = {k: {**vars(v), "outputs": _map_paths(v.outputs, relative, f"{k}.outputs")} for k, v in self.records.items()}
-        atomic_write_json(self.path, {"stages": stages})
+        atomic_write_json(self.path, {"stages": stages, **({"started": self.started} if self.started else {})})
+
+    def _remove(self, name: str, writes, why: str) -> None:
+        """Delete what stage `name` wrote before (`writes`), each path checked to lie inside the run directory and
+        not to be it or the state file; one line says what went."""
+        gone = []
+        for spec in writes:
+            spec = str(spec)
+            for path in sorted(glob.glob(spec)) if "*" in Path(spec).name else [spec]:
+                real = os.path.realpath(path)
+                if not is_inside(self.out_dir, path) or real in (os.path.realpath(self.out_dir), os.path.realpath(self.path)):
+                    raise ValueError(f"{name} writes {path}: a stage writes inside the run directory {self.out_dir}, "
+                                     "not the directory itself or its state file")
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                elif os.path.lexists(path):
+                    os.remove(path)
+                else:
+                    continue
+                gone.append(os.path.relpath(real, os.path.realpath(self.out_dir)))
+        if gone:
+            print(f"[{self.path.stem}] {name}: {why} since it ran; removed what it wrote then: {', '.join(gone)}",
+                  flush=True)
 
 
 def _map_paths(value: Any, fn: Callable[[str, str], str], field: str) -> Any:

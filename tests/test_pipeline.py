@@ -113,6 +113,55 @@ def test_from_a_stage_redoes_it_and_every_later_one(tmp_path):
     assert ran == ["b", "c", "a"]
 
 
+def test_a_stage_run_again_first_removes_what_it_wrote_before(tmp_path, capsys):
+    """A redone stage (another config, or --from) starts from nothing: the capture would find a dataset of
+    another config where it writes, a trainer a run it may not resume (`pipeline run` again with other
+    --sizes.* into the same --out stopped at the capture). An interrupted stage asked again with the
+    same config keeps its outputs (it resumes); with another, they go."""
+    import pytest
+
+    from worldloom.pipeline.stages import StageRunner
+
+    data, gifs = tmp_path / "data" / "d", tmp_path / "figures"
+    def writer(tag):
+        def fn():
+            assert not data.exists(), "the stage found what it wrote before"
+            data.mkdir(parents=True)
+            (data / "rows").write_text(tag)
+            gifs.mkdir(exist_ok=True)
+            (gifs / f"rollout-{tag}.gif").write_text(tag)
+            return {"d": str(data)}, {}
+        return fn
+    writes = [data, gifs / "rollout-*.gif"]
+    keep = tmp_path / "figures" / "other.png"
+    StageRunner(tmp_path, None, ("a", "b")).run("a", "k1", writer("1"), writes)
+    keep.write_text("not the stage's")
+    StageRunner(tmp_path, None, ("a", "b")).run("a", "k1", writer("x"), writes)  # cached: nothing removed
+    assert (data / "rows").read_text() == "1"
+    StageRunner(tmp_path, None, ("a", "b")).run("a", "k2", writer("2"), writes)
+    assert (data / "rows").read_text() == "2" and sorted(p.name for p in gifs.iterdir()) == ["other.png", "rollout-2.gif"]
+    assert "a: its config or its inputs changed since it ran; removed what it wrote then: data/d, figures/rollout-1.gif" \
+        in capsys.readouterr().out
+    StageRunner(tmp_path, "a", ("a", "b")).run("a", "k2", writer("3"), writes)  # --from a: redone from nothing
+    assert (data / "rows").read_text() == "3" and "a: asked to run again since it ran" in capsys.readouterr().out
+
+    def interrupted():
+        data.mkdir(parents=True, exist_ok=True)
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        StageRunner(tmp_path, None, ("a", "b")).run("a", "k4", lambda: (writer("4")(), interrupted())[1], writes)
+    def resumed():
+        assert (data / "rows").read_text() == "4"  # the same config again: what it wrote is kept, to resume
+        return {}, {}
+    StageRunner(tmp_path, None, ("a", "b")).run("a", "k4", resumed, writes)
+    with pytest.raises(KeyboardInterrupt):
+        StageRunner(tmp_path, None, ("a", "b")).run("a", "k5", lambda: (writer("5")(), interrupted())[1], writes)
+    StageRunner(tmp_path, None, ("a", "b")).run("a", "k6", writer("6"), writes)  # another config: cleaned first
+    assert (data / "rows").read_text() == "6" and keep.read_text() == "not the stage's"
+    with pytest.raises(ValueError, match="inside the run directory"):
+        StageRunner(tmp_path, "a", ("a", "b")).run("a", "k6", writer("7"), [tmp_path])
+
+
 def test_unknown_preset_is_one_line(tmp_path):
     proc = subprocess.run([WORLDLOOM, "pipeline", "run", "--preset", "huge", "--out", str(tmp_path)],
                           capture_output=True, text=True)
