@@ -50,11 +50,15 @@ def resize(frames: np.ndarray, image_size: int) -> np.ndarray:
     return model_to_frames(frames_to_model(x, image_size))[0].numpy().reshape(*lead, image_size, image_size, 3)
 
 
-def seen_only_frames(engine: np.ndarray, branch_camera: np.ndarray, fov_deg: float, context: np.ndarray) -> np.ndarray:
+def seen_only_frames(engine: np.ndarray, branch_camera: np.ndarray, fov_deg: float, context: np.ndarray,
+                     pitch_deg: np.ndarray | None = None, view_fov: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """The engine's frames (S, K, T, h, w, 3) uint8 where the last context frame (S, h, w, 3) saw the
     same view, and the nearest such pixel where it did not (never seen: turned into view by the
     branch's camera actions (S, K, T, 2) degrees, summed from the state; the rotation of the model's
-    warp, at pitch 0, so what walking brings into view counts as seen). A frame nothing of which was
+    warp, so what walking brings into view counts as seen). pitch_deg (S,): the last context frame's
+    absolute pitch (NaN or None: level), about which the yaw turns the world's vertical as the engine's
+    does; view_fov: (the last context frame's field of view (S,), each branch frame's (S, K, T)) in
+    degrees where sprinting widens the view (None: fov_deg throughout). A frame nothing of which was
     seen is the context frame's mean colour. fov_deg 0 (no camera model): the engine's frames."""
     import cv2
 
@@ -65,7 +69,15 @@ def seen_only_frames(engine: np.ndarray, branch_camera: np.ndarray, fov_deg: flo
         return out
     S, K, T, h, w, _ = engine.shape
     turned = np.cumsum(branch_camera.astype(np.float64), axis=2).reshape(-1, 2)  # from the last context frame's view
-    grid = rotation_grid(torch.from_numpy(turned).float(), fov_deg, h, w)  # (S*K*T, h, w, 2): where in that view
+    n = turned.shape[0]
+    pitch = None if pitch_deg is None else torch.from_numpy(
+        np.repeat(np.nan_to_num(np.asarray(pitch_deg, np.float64)), K * T)).float()  # (S*K*T,)
+    to = since = None
+    if view_fov is not None:
+        since = torch.from_numpy(np.repeat(np.asarray(view_fov[0], np.float64), K * T)).float()
+        to = torch.from_numpy(np.asarray(view_fov[1], np.float64).reshape(n)).float()
+    grid = rotation_grid(torch.from_numpy(turned).float(), fov_deg if to is None else to, h, w, since,
+                         pitch)  # (S*K*T, h, w, 2): where in that view
     unseen = (grid.abs() > 1).any(-1).numpy().reshape(S, K, T, h, w)
     flat_out = out.reshape(-1, h * w, 3)
     for i, mask in enumerate(unseen.reshape(-1, h, w)):
@@ -179,8 +191,10 @@ def counterfactual_scores(model, codec, branches: Branches, sample=None, seed: i
         "engine": engine,
     }
     if model.cfg.camera_fov_deg > 0:
+        pitch = branches.context_pitch
         runs["seen_only"] = seen_only_frames(engine, branches.branch_camera, model.cfg.camera_fov_deg,
-                                             runs["copy_last"][:, 0, 0])
+                                             runs["copy_last"][:, 0, 0], None if pitch is None else pitch[:, -1],
+                                             branch_views(branches, model.cfg))
     out = {"states": num_states, "branches": branches.names, "horizon": engine.shape[2]}
     for name, frames in runs.items():
         scores = controllability(frames, engine)
@@ -188,6 +202,24 @@ def counterfactual_scores(model, codec, branches: Branches, sample=None, seed: i
     out["pairs"] = controllability(engine, engine)["pairs"]
     out["frames"] = {"context": runs["copy_last"][:, 0, 0], "engine": engine, "model": runs["model"]}
     return out
+
+
+def branch_views(branches: Branches, cfg) -> tuple[np.ndarray, np.ndarray] | None:
+    """The field of view of the last context frame (S,) and of each branch frame (S, K, T), in degrees, as the
+    model's config says sprinting widens it (`model.sprinting`); None for a model whose view never changes."""
+    from worldloom.actions import BUTTONS
+
+    if not getattr(cfg, "sprint_fov_deg", 0.0):
+        return None
+
+    def sprinting(buttons: np.ndarray) -> np.ndarray:
+        b = buttons.astype(bool)
+        held = [b[..., BUTTONS.index(name)] for name in ("sprint", "forward", "back", "sneak")]
+        return held[0] & held[1] & ~held[2] & ~held[3]
+
+    last = branches.context_buttons[:, -1] if branches.context_buttons.shape[1] else np.zeros((len(branches.frames), 20))
+    fov = lambda sprint: np.where(sprint, cfg.sprint_fov_deg, cfg.camera_fov_deg)  # noqa: E731
+    return fov(sprinting(last)), fov(sprinting(branches.branch_buttons))
 
 
 def contrasting_pair(engine: np.ndarray, state: int = 0) -> tuple[int, int]:

@@ -134,6 +134,17 @@ def test_the_seen_only_reference_fills_what_no_context_frame_saw_from_what_one_d
     assert not np.array_equal(ref[:, 1, -1], engine[:, 1, -1])
     ref_scores = controllability(ref, engine)["by_horizon"]
     assert ref_scores[0] == 1.0 and all(0.5 <= v <= 1.0 for v in ref_scores)
+    # as the engine turns and zooms: looking down 60 degrees a yaw swings the view about the point below,
+    # so what turns into view is not the right third; a sprint that stops narrows the view (a zoom in:
+    # everything was seen), one that starts widens it (the border was not)
+    level = seen_only_frames(engine, camera, 70.0, context)
+    down = seen_only_frames(engine, camera, 70.0, context, np.full(len(cases), 60.0))
+    assert not np.array_equal(level[:, 1, -1], down[:, 1, -1]) and np.array_equal(down[:, [0, 2, 3]], engine[:, [0, 2, 3]])
+    still = np.zeros_like(camera)
+    fov_from, fov_to = np.full(len(cases), 77.0), np.full(engine.shape[:3], 70.0)
+    assert np.array_equal(seen_only_frames(engine, still, 70.0, context, None, (fov_from, fov_to)), engine)
+    widened = seen_only_frames(engine, still, 70.0, context, None, (fov_to[:, 0, 0], np.full(engine.shape[:3], 77.0)))
+    assert not np.array_equal(widened, engine) and np.array_equal(widened[..., 20:44, 20:44, :], engine[..., 20:44, 20:44, :])
 
 
 def test_micro_counterfactual_eval_of_a_world_model(branches):
