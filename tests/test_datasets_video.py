@@ -284,3 +284,25 @@ def test_truncated_files_are_reported_and_whole_ones_are_not(tmp_path):
     cut = truncate(whole_mp4, tmp_path / "cut-opencv.mp4")
     shutil.copy(cut, tmp_path / "copy.mp4")
     assert read_video(tmp_path / "copy.mp4", backends=("pyav",))[1].truncated
+
+
+@pytest.mark.parametrize("suffix,fmt", [(".mp4", None), (".mkv", "matroska"), (".webm", "webm")])
+def test_a_last_frame_held_longer_lasts_its_stated_duration_and_is_not_truncated(tmp_path, suffix, fmt):
+    """A screen recorder holds the last frame (here 1 s after ten 50 ms frames): the container states its
+    duration, and the video lasts 1.5 s. Its end is that frame's end, not the interval before it, so it
+    gives 30 steps at 20 fps, as ffmpeg's fps filter does, and is whole, not 'truncated'."""
+    pts = [50 * i for i in range(11)]
+    path = write_video(tmp_path / f"held{suffix}", pts_ms=pts, container_format=fmt, last_ms=1000,
+                       codec="libvpx-vp9" if fmt == "webm" else "libx264")
+    frames, report = read_video(path, fps=20, backends=("pyav",))
+    assert frame_index(frames) == on_screen(pts, 20, last_ms=1000) == list(range(11)) + [10] * 19
+    assert not report.truncated and not report.warnings() and report.decoded_s == pytest.approx(1.5)
+    frames, _ = read_video(path, fps=7, backends=("pyav",))
+    assert frame_index(frames) == on_screen(pts, 7, last_ms=1000)  # 10 steps: the last whole one ends at 1.43 s
+
+
+def test_steps_end_with_the_last_whole_step_as_ffmpeg_fps_ends(tmp_path):
+    """40 frames at 30 fps last 1.333 s: 26 whole steps of 1/20 s, the 27th would outlast the video."""
+    path = write_video(tmp_path / "v30.mp4", num_frames=40, rate=30)
+    assert len(read_video(path, fps=20)[0]) == 26
+    assert len(read_video(path, fps=7)[0]) == 9
