@@ -114,47 +114,58 @@ class _Group:
     mtime_ns: int | None = None
     origin: str = ""
     episode_ids: list[str] = field(default_factory=list)
+    made_by: str | None = None  # what made its episodes from it where that decides them: the labeling model
 
 
 class ResumeIndex:
     """The inputs behind a dataset's committed episodes, by origin and by content key."""
 
-    def __init__(self, groups: list[_Group]) -> None:
+    def __init__(self, groups: list[_Group], made_by: str | None = None) -> None:
         self.by_origin = {g.origin: g for g in groups if g.origin}
-        self.by_key = {g.key: g for g in groups if g.key}
         self.names = {g.name for g in groups}
+        # Done means made whole from the same content by the same maker: episodes another model labeled are
+        # not this job's (a retrained IDM under the same run name, another --model), whatever their input.
+        self.made_by = made_by
+        self.by_key = {g.key: g for g in groups if g.key and self._same_maker(g)}
+
+    def _same_maker(self, group: _Group) -> bool:
+        return self.made_by is None or group.made_by == self.made_by
 
     @classmethod
-    def of(cls, root: str | os.PathLike) -> ResumeIndex:
-        """The index of the dataset at `root` (empty when there is none yet)."""
+    def of(cls, root: str | os.PathLike, made_by: str | None = None) -> ResumeIndex:
+        """The index of the dataset at `root` (empty when there is none yet); `made_by`: the label_model this
+        job writes (an input whose episodes another model labeled is not done)."""
         loc = storage.resolve(root)
         manifest = storage.read_manifest(loc)
         if manifest is None:
-            return cls([])
-        rows = _committed_episodes(loc, manifest).select(["episode_id", "env_config"]).to_pylist()
+            return cls([], made_by)
+        episodes = _committed_episodes(loc, manifest)
+        columns = ["episode_id", "env_config"] + (["label_model"] if "label_model" in episodes.column_names else [])
         groups: dict[tuple, _Group] = {}
-        for row in rows:
+        for row in episodes.select(columns).to_pylist():
             group = _group_of(row["episode_id"], json.loads(row["env_config"]) if row["env_config"] else {})
-            found = groups.setdefault((group.origin, group.key, group.name), group)
+            group.made_by = row.get("label_model")
+            found = groups.setdefault((group.origin, group.key, group.name, group.made_by), group)
             found.episode_ids.append(row["episode_id"])
-        return cls(list(groups.values()))
+        return cls(list(groups.values()), made_by)
 
     def decide(self, source: Source) -> Decision:
         """Done, or the name and replaced episodes of the input's new episodes; remembers the answer,
         so that a second input with the same content in the same job is done too."""
         same_place = self.by_origin.get(source.origin)
-        if (same_place is not None and source.size_bytes is not None
+        if (same_place is not None and source.size_bytes is not None and self._same_maker(same_place)
                 and (same_place.size_bytes, same_place.mtime_ns) == (source.size_bytes, source.mtime_ns)):
             return Decision(True, same_place.name, reason="unchanged")
         key = source.content_key()
         if key in self.by_key:
             return Decision(True, self.by_key[key].name, reason=f"same content as {self.by_key[key].origin}")
         if same_place is not None:
-            decision = Decision(False, same_place.name, tuple(same_place.episode_ids), "changed")
+            why = "changed" if self._same_maker(same_place) else f"made by {same_place.made_by}"
+            decision = Decision(False, same_place.name, tuple(same_place.episode_ids), why)
         else:
             name = source.name if source.name not in self.names else f"{source.name}~{key.rsplit(':', 1)[-1][:8]}"
             decision = Decision(False, name, reason="new")
-        group = _Group(decision.name, key, source.size_bytes, source.mtime_ns, source.origin)
+        group = _Group(decision.name, key, source.size_bytes, source.mtime_ns, source.origin, made_by=self.made_by)
         self.by_origin[source.origin] = self.by_key[key] = group
         self.names.add(decision.name)
         return decision
@@ -173,14 +184,16 @@ def _group_of(episode_id: str, env_config: dict) -> _Group:
     return _Group(SEGMENT.sub("", episode_id), None)
 
 
-def plan_resume(out: str | os.PathLike, found: list[tuple[dict, Source]]) -> tuple[list[dict], int, list[dict]]:
+def plan_resume(out: str | os.PathLike, found: list[tuple[dict, Source]],
+                made_by: str | None = None) -> tuple[list[dict], int, list[dict]]:
     """What a resumable job (ingest, label) still has to do in the dataset at `out`.
 
-    found: (item, its Source) for every input. Returns (the items to do, each with its episode
-    `name`, `identity`, the episodes it `replaces` and its source `files`; how many are already
-    done; a failure record for each input that could not be read).
+    found: (item, its Source) for every input; made_by: the label_model the job writes (label), None
+    where the input alone decides. Returns (the items to do, each with its episode `name`, `identity`,
+    the episodes it `replaces`, why (`reason`) and its source `files`; how many are already done; a
+    failure record for each input that could not be read).
     """
-    index = ResumeIndex.of(out)
+    index = ResumeIndex.of(out, made_by)
     todo, failed, num_done = [], [], 0
     for item, source in found:
         try:
@@ -191,6 +204,6 @@ def plan_resume(out: str | os.PathLike, found: list[tuple[dict, Source]]) -> tup
         if decision.done:
             num_done += 1
             continue
-        todo.append({**item, "name": decision.name, "replaces": list(decision.replaces),
+        todo.append({**item, "name": decision.name, "replaces": list(decision.replaces), "reason": decision.reason,
                      "identity": source.identity(decision.name), "files": list(getattr(source, "files", ()))})
     return todo, num_done, failed

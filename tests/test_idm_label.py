@@ -4,6 +4,7 @@ resume by content, truncated files, bad files, the Ray pool."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -286,6 +287,36 @@ def test_done_by_content_truncated_then_repaired_and_same_names_elsewhere(run, t
     write_video(tmp_path / "run2" / "clip.mp4", num_frames=30)  # same name, another recording
     summary = label(LabelConfig(model=run, data=str(tmp_path / "run2"), out=out))
     assert summary["labeled"][0].startswith("clip.mp4~") and Dataset(out).num_frames == 70
+
+
+def test_inputs_another_model_labeled_are_not_done(run, tmp_path, capsys):
+    """'Done' is the same input labeled by the same weights: after the IDM is retrained (another checkpoint
+    id under any run name), a rerun into the same --out labels every input again and its episodes replace
+    the old model's (they were all 'already there', and new inputs mixed in beside them)."""
+    import torch
+
+    from worldloom.idm.checkpoint import save_idm
+
+    model, _ = load_idm(run)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    trained_on = json.loads((Path(run) / "config.json").read_text())["train"]
+    retrained = str(save_idm(tmp_path / "retrained", model, train=trained_on, step=3))
+    (tmp_path / "videos").mkdir()
+    write_video(tmp_path / "videos" / "a.mp4", num_frames=30)
+    footage = write_dataset(tmp_path / "footage", [play(12, 1)], labeled=False)
+    for data in (str(tmp_path / "videos"), footage):
+        out = str(tmp_path / f"out-{len(data)}")
+        assert label(LabelConfig(model=run, data=data, out=out))["labeled"]
+        capsys.readouterr()
+        summary = label(LabelConfig(model=retrained, data=data, out=out))
+        assert summary["skipped_done"] == 0 and len(summary["labeled"]) == len(summary["replaced"]) == 1
+        assert "were labeled by another model" in capsys.readouterr().err
+        ds = Dataset(out)
+        assert len(ds) == 1 and set(ds.episodes.column("label_model").to_pylist()) == {checkpoint.checkpoint_id(retrained)}
+        assert validate(out) == []
+        assert label(LabelConfig(model=retrained, data=data, out=out))["skipped_done"] == 1
 
 
 def test_episodes_of_two_datasets_with_the_same_ids_are_distinct(run, tmp_path):
