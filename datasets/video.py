@@ -29,7 +29,8 @@ Backends: PyAV (its FFmpeg decodes AV1 with dav1d, VP9, HEVC, ...) first, then O
 cannot open the file or decodes no frame of it (OpenCV gives each frame's time in ms). When no
 backend decodes a frame, `VideoError` names the cause: no such file, an empty file, no video
 stream (an audio-only file), a codec no installed decoder reads (with the container, the codec
-and what to install), not a video file, or "corrupt" when a decoder exists and the bytes do not
+and what to install; a decoder that answers "not implemented", ENOSYS, counts as none: FFmpeg's native
+av1 decoder, all a PyAV built without dav1d has, needs hardware acceleration), not a video file, or "corrupt" when a decoder exists and the bytes do not
 decode (or the container's own structure is broken).
 
 Streams: the video stream read is the one ffmpeg reads by default (`video_stream`): never an attached
@@ -79,6 +80,9 @@ DEFAULT_FPS = float(FPS)  # when a video gives no rate at all and none is asked:
 # 240 is the fastest common camera rate).
 FPS_RANGE = (1, 240)
 TIME_EPS_S = 1e-6  # timestamps within a microsecond of a step's time count as on screen at it
+# Decoders to use instead of FFmpeg's default for a codec, e.g. {"av1": "libaom-av1"}: empty, FFmpeg's choice
+# (tests name the native "av1" decoder, which needs hardware acceleration, as a PyAV without dav1d has it).
+DECODERS: dict[str, str] = {}
 # Decoder names -> the codec they decode (the report names the codec, not the library).
 CODEC_OF_DECODER = {"libdav1d": "av1", "libaom-av1": "av1", "libvpx": "vp8", "libvpx-vp9": "vp9", "libopenh264": "h264"}
 # First bytes of container formats: a file that starts like one and does not open is corrupt.
@@ -149,6 +153,8 @@ class DecodeReport:
     decoded_s: float = 0.0  # time the decoded frames cover, from the first frame's start to the last's end
     num_untimed: int = 0  # frames placed at the header rate (no timestamp, or not after the previous frame's)
     decode_errors: int = 0  # packets that did not decode (skipped)
+    unsupported: str = ""  # the decoder's "not implemented" (ENOSYS): it cannot decode this stream here, e.g.
+    # FFmpeg's native av1 decoder, which needs hardware acceleration; not damage
     ffmpeg_errors: int = 0  # error messages FFmpeg logged while reading it: damaged or cut-short data
     ffmpeg_last_error: str = ""  # the last of them, e.g. "matroska,webm: File ended prematurely"
     num_steps: int = 0
@@ -231,7 +237,7 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
             raise _NoFrame(NO_VIDEO_ONLY_PICTURE if container.streams.video else "no video stream")
         report.video_stream, report.num_video_streams = stream.index, len(container.streams.video)
         report.container = container.format.name
-        codec_context = stream.codec_context
+        codec_context = _decoder(stream)
         if codec_context is None:
             raise _NoFrame("no decoder for its video codec")
         report.codec = CODEC_OF_DECODER.get(codec_context.codec.name, codec_context.codec.name)
@@ -242,18 +248,26 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
         # around a damaged packet here (9 instead of 11 of a cut file) and add latency
         reformatter = VideoReformatter()  # reused: 2x faster than a new conversion per frame
         size: tuple[int, int] | None = None
-        packets = container.demux(stream)
+        packets, num_frames = container.demux(stream), 0
         while True:
             try:
-                frames = next(packets).decode()
+                frames = codec_context.decode(next(packets))
             except StopIteration:
                 frames = _flush(codec_context)  # the frames still in the decoder if the demuxer stopped early
                 if not frames:
                     return
+            except av.error.NotImplementedError as err:  # ENOSYS: the decoder cannot do it here; the bytes may be fine
+                report.unsupported = f"{codec_context.codec.name}: {err.strerror}"
+                if not num_frames:
+                    raise _NoFrame(f"its {report.codec} decoder ({report.unsupported}) cannot decode it here "
+                                   "(a decoder that needs hardware acceleration, or a feature this FFmpeg lacks)") from None
+                report.decode_errors += 1
+                continue
             except (av.error.FFmpegError, OSError):
                 report.decode_errors += 1  # a damaged packet: skip it (a truncated file ends soon after)
                 continue
             for frame in frames:
+                num_frames += 1
                 size = size or (frame.width, frame.height)  # a stream that changes size keeps its first size
                 resize = {} if (frame.width, frame.height) == size else {"width": size[0], "height": size[1]}
                 yield (frame.time, _upright(reformatter.reformat(frame, format="rgb24", **resize).to_ndarray(), frame),
@@ -294,6 +308,19 @@ def _upright(rgb: np.ndarray, frame) -> np.ndarray:
     else:
         rows, cols = d, a
     return np.ascontiguousarray(rgb[::-1 if rows < 0 else 1, ::-1 if cols < 0 else 1])
+
+
+def _decoder(stream):
+    """The stream's decoder: FFmpeg's default for its codec, or the one `DECODERS` names for it."""
+    import av
+
+    default = stream.codec_context
+    name = default and DECODERS.get(CODEC_OF_DECODER.get(default.codec.name, default.codec.name))
+    if not name:
+        return default
+    chosen = av.CodecContext.create(name, "r")
+    chosen.extradata = default.extradata
+    return chosen
 
 
 def _flush(codec_context) -> list:
@@ -606,6 +633,10 @@ def diagnose(path: Path, tried: list[str], reports: dict[str, DecodeReport]) -> 
         return (f"{path}: a {fmt} file with {codec} video that no tried decoder reads ({how}; {installed}); "
                 f"install a decoder for {codec}: `pip install --upgrade av` (PyAV's wheels decode AV1 with dav1d, "
                 "VP9, HEVC) or an FFmpeg build that has it")
+    if pyav is not None and pyav.unsupported:
+        return (f"{path}: a {fmt} file with {codec} video that no tried decoder reads ({how}); the file may well be "
+                f"whole: install a software decoder for {codec}: `pip install --upgrade av` (PyAV's "
+                "wheels decode AV1 with dav1d, VP9, HEVC) or an FFmpeg build that has one")
     if pyav is not None and pyav.decode_errors:
         return (f"{path}: corrupt: its {codec} video ({fmt}) does not decode ({pyav.decode_errors} damaged packets; "
                 f"{how}); re-download or re-export it")

@@ -159,6 +159,24 @@ def test_a_backend_that_decodes_nothing_hands_over_to_the_other(tmp_path, monkey
     assert "av1" in message and "mp4" in message and "install" in message and "corrupt" not in message
 
 
+def test_a_decoder_that_cannot_decode_here_is_not_called_corrupt(tmp_path, monkeypatch):
+    """A PyAV built on an FFmpeg without dav1d (a distro's or conda's) has only FFmpeg's native av1 decoder,
+    which needs hardware acceleration: every packet fails with ENOSYS. That is a missing decoder, said
+    as one with what to install, never "corrupt: N damaged packets"; OpenCV, where it decodes, takes over."""
+    from worldloom.datasets import video
+
+    path = write_video(tmp_path / "av1.mkv", num_frames=24, codec=av1_encoder(), container_format="matroska")
+    monkeypatch.setitem(video.DECODERS, "av1", "av1")  # the native decoder, as such a PyAV picks it
+    with pytest.raises(VideoError) as err:
+        read_video(path, backends=("pyav",))
+    message = str(err.value)
+    assert "corrupt" not in message and "damaged" not in message, message
+    assert "av1" in message and "install a software decoder for av1" in message and "Function not implemented" in message
+    if opencv_decodes(path):
+        frames, report = read_video(path)
+        assert len(frames) == 24 and report.backend == "opencv" and "cannot decode it here" in report.tried[0]
+
+
 def test_files_no_backend_decodes_name_their_cause(tmp_path, capfd):
     whole = write_video(tmp_path / "whole.mp4", num_frames=40)  # moov at the end: a cut file has none
     cases = {
