@@ -640,15 +640,22 @@ def ingest(cfg: IngestConfig) -> dict:
 
 
 def check_resolution(cfg: IngestConfig) -> None:
-    """UserError when --resolution differs from the frames the existing --out dataset stores: the inputs
-    already in it would be skipped as done, at their old size, and every new one refused."""
-    manifest = None if cfg.size is None else storage.read_manifest(storage.resolve(cfg.out))
+    """UserError when --resolution, or the step rate (--fps of video; VPT's and MineRL's 20), differs from what the
+    existing --out dataset stores: the inputs already in it would be skipped as done, at their old size or rate,
+    and every new one refused."""
+    manifest = storage.read_manifest(storage.resolve(cfg.out))
     if manifest is None:
         return
     have = storage.spec_of(manifest)
-    if (have.height, have.width) != cfg.size:
+    if cfg.size is not None and (have.height, have.width) != cfg.size:
         raise UserError(f"--resolution {cfg.resolution}: {cfg.out} stores {have.width}x{have.height} frames (a dataset "
                         f"holds one size); pass --resolution {have.width}x{have.height} to add to it, or give a new --out")
+    fps = cfg.fps if cfg.format == "video" else VPT_FPS
+    if float(have.fps) != float(fps):
+        how = (f"pass --fps {have.fps:g} to add to it" if cfg.format == "video"
+               else f"{cfg.format} recordings are stored at {fps:g}")
+        raise UserError(f"--fps {fps:g}: {cfg.out} stores {have.fps:g} steps per second (a dataset holds one rate); "
+                        f"{how}, or give a new --out")
 
 
 def _ingest_locked(cfg: IngestConfig, found: list, bad: list[dict]) -> dict:

@@ -336,10 +336,23 @@ def check_label_out(out: str) -> None:
                         "into it: give a new --out (a dataset of IDM labels is resumed)")
 
 
+def check_fps(cfg: LabelConfig, kind: str) -> None:
+    """UserError when videos would be stored at another --fps than the existing --out dataset's: the videos
+    already in it would be skipped as done, at the old rate, and every new one refused."""
+    from worldloom.datasets import storage
+
+    manifest = storage.read_manifest(storage.resolve(cfg.out)) if kind == "videos" else None
+    if manifest is not None and float(storage.spec_of(manifest).fps) != float(cfg.fps):
+        have = storage.spec_of(manifest).fps
+        raise UserError(f"--fps {cfg.fps:g}: {redact_text(cfg.out)} stores {have:g} steps per second (a dataset holds "
+                        f"one rate); pass --fps {have:g} to add to it, or give a new --out")
+
+
 def label(cfg: LabelConfig) -> dict:
     """Label everything under cfg.data not yet in cfg.out; returns a summary (done, skipped, failed)."""
     check_label_out(cfg.out)
     kind, found = discover(cfg)
+    check_fps(cfg, kind)
     model_id = checkpoint_id(cfg.model)
     with job_lock([cfg.out], "idm label"):
         run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew

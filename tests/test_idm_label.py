@@ -319,6 +319,18 @@ def test_inputs_another_model_labeled_are_not_done(run, tmp_path, capsys):
         assert label(LabelConfig(model=retrained, data=data, out=out))["skipped_done"] == 1
 
 
+def test_a_rerun_at_another_fps_is_refused_up_front(run, tmp_path, capsys):
+    """`--fps 10` into labels stored at 20 said 'labeled 0 of 1 input; 1 already there' and exited 0."""
+    write_video(tmp_path / "clip.mp4", num_frames=20)
+    out = str(tmp_path / "out")
+    assert cli(["idm", "label", "--model", run, "--data", str(tmp_path / "clip.mp4"), "--out", out]) == 0
+    capsys.readouterr()
+    assert cli(["idm", "label", "--model", run, "--data", str(tmp_path / "clip.mp4"), "--out", out, "--fps", "10"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.endswith("error: --fps 10: " + out + " stores 20 steps per second (a dataset holds one rate); "
+                         "pass --fps 20 to add to it, or give a new --out"), line
+
+
 def test_episodes_of_two_datasets_with_the_same_ids_are_distinct(run, tmp_path):
     first = write_dataset(tmp_path / "a", [play(12, 0)])
     second = write_dataset(tmp_path / "b", [play(12, 1)])
