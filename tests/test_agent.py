@@ -382,6 +382,16 @@ def test_bad_training_data_is_one_line_naming_it(data, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(UserError, match="96x96.*64x64"):
         train_main(micro_cfg(data["big"], tmp_path / "big"))
+    # Footage ingested at 10 steps per second: each label is 1/10 s of play, and the policy acts every 1/20 s
+    # (a turn per step twice as large as the player's); it trained, by step index, without a word.
+    slow = DatasetWriter(tmp_path / "slow", 64, 64, fps=10)
+    with slow as w:
+        frames, buttons, camera, _ = play("explore", 12, 0)
+        w.add_episode("ep-0", frames, buttons=buttons, camera=camera)
+    assert cli([*base, "--data", str(tmp_path / "slow")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "slow holds 10 steps per second; a policy acts once per step of the game's 20" in line and "--fps 20" in line
+    assert not (tmp_path / "r").exists()
 
 
 # --- closed-loop evaluation ---------------------------------------------------------------------
