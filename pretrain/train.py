@@ -340,7 +340,8 @@ def _stale_codec(run: Path, doc_: dict) -> bool:
         old = json.loads((run / ckpt.CONFIG_FILE).read_text())
     except (OSError, ValueError):
         return True
-    return not isinstance(old, dict) or any(old.get(k) != json.loads(json.dumps(doc_[k])) for k in ("model", "data"))
+    return not isinstance(old, dict) or any(old.get(k) != json.loads(json.dumps(doc_.get(k)))
+                                            for k in ("model", "data", ckpt.DATA_CONTENT))  # counts alike, shards not
 
 
 def run_sections(cfg: TrainConfig) -> dict:

@@ -902,3 +902,16 @@ def test_eval_frames_do_not_depend_on_the_batch_size():
         for kind in ("next", "long", "shuffled"):
             diff = (runs[0][kind].int() - other[kind].int()).abs()
             assert diff.max() <= 1, (kind, diff.max())  # float rounding of other batch shapes at most
+
+
+def test_an_autoencoder_left_by_a_run_on_other_data_of_the_same_size_is_stale(tmp_path):
+    """A run stopped before its first checkpoint leaves its autoencoder; it was reused when the next run's
+    model and data counts matched, though --data was captured again under the same name (other shards)."""
+    from worldloom.checkpoint import DATA_CONTENT
+    from worldloom.pretrain.train import _stale_codec
+
+    doc_ = {"model": {"latent_channels": 4}, "data": {"num_episodes": 3, "num_frames": 120},
+            DATA_CONTENT: {"data": "blake2b-64:0000000000000001"}}
+    (tmp_path / "config.json").write_text(json.dumps(doc_))
+    assert not _stale_codec(tmp_path, doc_)
+    assert _stale_codec(tmp_path, {**doc_, DATA_CONTENT: {"data": "blake2b-64:0000000000000002"}})
