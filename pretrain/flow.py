@@ -176,9 +176,10 @@ def noise(shape: tuple[int, ...], generator, device) -> torch.Tensor:
     return torch.randn(shape, generator=generator, device=device)
 
 
-def clip_generators(seed: int, num_clips: int) -> list[torch.Generator]:
-    """One generator per clip, clip i's seeded from (seed, i): for `noise` in batches of any size."""
-    return [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in range(num_clips)]
+def clip_generators(seed: int, clips) -> list[torch.Generator]:
+    """One generator per clip, clip i's seeded from (seed, i): for `noise` in batches of any size. `clips`: a
+    number of clips (0, 1, ...), or the clips' own indices (an episode's index in an evaluation)."""
+    return [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in (range(clips) if isinstance(clips, int) else clips)]
 
 
 @torch.no_grad()
