@@ -1,4 +1,6 @@
-"""Cached, timed stages for the pipeline: a stage reruns only when its key changes.
+"""Cached, timed stages for the pipeline: a stage reruns only when its key changes, or when a path it
+made is gone (a deleted dataset or run folder: its record is not the thing), and then every later
+stage with it, as `--from` that stage would.
 
 A stage's key is a hash of its config and of the keys of the stages it reads, so changing the
 IDM preset redoes the IDM and everything downstream of it, and nothing upstream. Completed
@@ -102,6 +104,7 @@ class StageRunner:
         if redo_from is not None:
             for name in order[order.index(redo_from):]:
                 self.records.pop(name, None)
+        self.redoing = False  # a stage ran again for want of its outputs: every later one runs again too
 
     def _load(self) -> dict[str, StageRecord]:
         """The completed stages in pipeline.json, their outputs as absolute paths inside the run."""
@@ -131,10 +134,16 @@ class StageRunner:
     def run(self, name: str, key: str, fn: Callable[[], tuple[dict, dict]]) -> StageRecord:
         """Run `fn` (returning outputs, figures) unless `name` already completed with `key`."""
         done = self.records.get(name)
-        if done is not None and done.key == key:
+        gone = [] if done is None else _missing(done.outputs)
+        if done is not None and done.key == key and not gone and not self.redoing:
             print(f"[{self.path.stem}] {name}: cached ({done.wall_s:.0f} s when it ran)", flush=True)
             return done
-        print(f"[{self.path.stem}] {name}: running", flush=True)
+        if done is not None and done.key == key:  # done once, but what it made is gone (or what it read ran again)
+            why = f"{gone[0]} is gone" if gone else "an earlier stage ran again"
+            print(f"[{self.path.stem}] {name}: running again ({why}; this stage and every later one)", flush=True)
+            self.redoing = True
+        else:
+            print(f"[{self.path.stem}] {name}: running", flush=True)
         start = time.perf_counter()
         with CoreClock() as clock:
             outputs, figures = fn()
@@ -152,6 +161,19 @@ class StageRunner:
 
         stages = {k: {**vars(v), "outputs": _map_paths(v.outputs, relative, f"{k}.outputs")} for k, v in self.records.items()}
         atomic_write_json(self.path, {"stages": stages})
+
+
+def _missing(outputs: dict[str, Any]) -> list[str]:
+    """The output paths of a completed stage that no longer exist: "done" is what it made, not its record."""
+    gone: list[str] = []
+
+    def check(path: str, field: str) -> str:
+        if not os.path.exists(path):
+            gone.append(path)
+        return path
+
+    _map_paths(outputs, check, "outputs")
+    return gone
 
 
 def _map_paths(value: Any, fn: Callable[[str, str], str], field: str) -> Any:

@@ -113,6 +113,38 @@ def test_from_a_stage_redoes_it_and_every_later_one(tmp_path):
     assert ran == ["b", "c", "a"]
 
 
+def test_a_stage_whose_outputs_are_gone_runs_again_with_every_later_one(tmp_path, capsys):
+    """A deleted dataset or model folder was 'cached' by its record in pipeline.json: the later stages and the
+    report then read a folder that was not there."""
+    import shutil
+
+    from worldloom.pipeline.stages import StageRunner
+
+    ran = []
+
+    def fn(name):
+        def make():
+            ran.append(name)
+            (tmp_path / name).mkdir(exist_ok=True)
+            return {"dir": str(tmp_path / name)}, {}
+        return make
+
+    for _ in range(2):
+        runner = StageRunner(tmp_path, None, ("a", "b", "c"))
+        for name in ("a", "b", "c"):
+            runner.run(name, f"key-{name}", fn(name))
+    assert ran == ["a", "b", "c"]
+    shutil.rmtree(tmp_path / "b")
+    capsys.readouterr()
+    runner = StageRunner(tmp_path, None, ("a", "b", "c"))
+    for name in ("a", "b", "c"):
+        runner.run(name, f"key-{name}", fn(name))
+    assert ran == ["a", "b", "c", "b", "c"] and (tmp_path / "b").is_dir()
+    out = capsys.readouterr().out
+    assert "a: cached" in out and f"b: running again ({tmp_path / 'b'} is gone" in out
+    assert "c: running again (an earlier stage ran again" in out
+
+
 def test_unknown_preset_is_one_line(tmp_path):
     proc = subprocess.run([WORLDLOOM, "pipeline", "run", "--preset", "huge", "--out", str(tmp_path)],
                           capture_output=True, text=True)
