@@ -338,7 +338,7 @@ def check_label_out(out: str) -> None:
 
 def check_fps(cfg: LabelConfig, kind: str) -> None:
     """UserError when videos would be stored at another --fps than the existing --out dataset's: the videos
-    already in it would be skipped as done, at the old rate, and every new one refused."""
+    already in it would be skipped as done, at the old rate (a new one is refused as it is written)."""
     from worldloom.datasets import storage
 
     manifest = storage.read_manifest(storage.resolve(cfg.out)) if kind == "videos" else None
@@ -352,7 +352,6 @@ def label(cfg: LabelConfig) -> dict:
     """Label everything under cfg.data not yet in cfg.out; returns a summary (done, skipped, failed)."""
     check_label_out(cfg.out)
     kind, found = discover(cfg)
-    check_fps(cfg, kind)
     model_id = checkpoint_id(cfg.model)
     with job_lock([cfg.out], "idm label"):
         run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew
@@ -371,6 +370,8 @@ def _label_locked(cfg: LabelConfig, kind: str, found: list, model_id: str) -> di
 
     model_cfg = model_config(cfg.model)
     todo, num_done, unreadable = plan_resume(cfg.out, found, made_by=model_id)
+    if not todo:  # all there: nothing would be written to refuse the rate (an input to write names both flags)
+        check_fps(cfg, kind)
     others = sorted({item["reason"].removeprefix("made by ") for item in todo if item["reason"].startswith("made by ")})
     if others:  # said before the work: the old labels are replaced as each input is labeled again
         count = sum(item["reason"].startswith("made by ") for item in todo)
