@@ -20,7 +20,7 @@ Each video (or input episode) is one work item; long videos are stored as episod
 `--chunk-steps` steps. The labels do not depend on the chunking: the video streams through
 `StreamPredictor`, which gives every window its real frames on both sides, so any
 `--chunk-steps` gives the same labels at every step, bit for bit on CPU. Resuming is by content
-(`worldloom.datasets.sources`): an input is skipped only if the same file (path, size and mtime,
+(`worldloom.datasets.sources`): an input is skipped only if the same file (path, size, mtime and ctime,
 or its hash) was committed whole, labeled by the same model (weights); a changed file, or one another
 model labeled (a retrained IDM under the same run name, another --model), is labeled again and its new episodes replace
 the old ones in one commit; same names in different folders stay distinct. A file that decodes

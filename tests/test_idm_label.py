@@ -331,6 +331,43 @@ def test_a_rerun_at_another_fps_is_refused_up_front(run, tmp_path, capsys):
                          "pass --fps 20 to add to it, or give a new --out"), line
 
 
+def _y4m(path, first: int) -> str:
+    """20 uncompressed frames painted first, first + 1, ...: any two such files have the same size."""
+    import av
+    from videos import painted
+
+    with av.open(str(path), "w", format="yuv4mpegpipe") as out:
+        stream = out.add_stream("rawvideo", rate=20)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for i in range(20):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(painted(first + i), format="rgb24")))
+        out.mux(stream.encode())
+    return str(path)
+
+
+def test_a_file_replaced_keeping_its_size_and_mtime_is_labeled_again(run, tmp_path):
+    """Another take copied over a clip with its times kept (`cp -p`, `rsync -t`, an archive's stored times)
+    and the same size (uncompressed video of the same length) was 'already there' by size and mtime: its
+    old labels stayed. The change time, which no copy sets, sends it to the hash."""
+    import os
+    import shutil
+
+    (tmp_path / "videos").mkdir()
+    clip = _y4m(tmp_path / "videos" / "clip.y4m", 0)
+    out = str(tmp_path / "out")
+    assert label(LabelConfig(model=run, data=str(tmp_path / "videos"), out=out))["labeled"] == ["clip.y4m"]
+    before = os.stat(clip)
+    shutil.copyfile(_y4m(tmp_path / "take2.y4m", 10), clip)
+    os.utime(clip, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(clip)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    summary = label(LabelConfig(model=run, data=str(tmp_path / "videos"), out=out))
+    assert summary["skipped_done"] == 0 and summary["replaced"][0]["episodes"] == ["clip.y4m:0000"]
+    assert frame_index(labels(out)["frames"]) == list(range(10, 30))
+    assert label(LabelConfig(model=run, data=str(tmp_path / "videos"), out=out))["skipped_done"] == 1
+
+
 def test_episodes_of_two_datasets_with_the_same_ids_are_distinct(run, tmp_path):
     first = write_dataset(tmp_path / "a", [play(12, 0)])
     second = write_dataset(tmp_path / "b", [play(12, 1)])
