@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from worldloom.actions import NUM_BUTTONS, camera_to_bin_position
+from worldloom.actions import FPS, NUM_BUTTONS, camera_to_bin_position
 from worldloom.errors import UserError
 from worldloom.idm import data as idm_data
 from worldloom.idm.data import Episode
@@ -59,7 +59,11 @@ def load_bc_episodes(paths: tuple[str, ...] | list[str], labels: str = "dataset"
     one without labels (label_source none: label it with the IDM, or train with --labels noop)."""
     if labels not in LABELS:
         raise UserError(f"labels must be one of {', '.join(LABELS)}, got {labels!r}")
-    idm_data.open_datasets(paths, same_frames=True)  # none twice, one frame size and fps
+    for ds in idm_data.open_datasets(paths, same_frames=True):  # none twice, one frame size and fps
+        if float(ds.spec.fps) != float(FPS):  # step t's action is what was done for 1/fps s after frame t
+            raise UserError(f"{ds.location.uri} holds {ds.spec.fps:g} steps per second; a policy acts once per step of "
+                            f"the game's {FPS} (every env, closed-loop eval): record, ingest or label the footage at "
+                            f"--fps {FPS}")
     infos = [describe(p) for p in paths]
     episodes: list[Episode] = []
     for info in infos:

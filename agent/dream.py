@@ -211,7 +211,7 @@ def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, sc
     """Play `work` [(index, seed)] with a real branch and an imagined one; -> one row per episode."""
     from worldloom.envs.tasks import make_task_env
     from worldloom.pretrain.data import frames_to_model, model_to_frames
-    from worldloom.pretrain.flow import SampleConfig
+    from worldloom.pretrain.flow import SampleConfig, clip_generators
 
     B, context, H = len(work), wm.cfg.num_frames - 1, cfg.horizon
     limit = {"max_steps": cfg.time_limit} if cfg.time_limit else {}
@@ -246,7 +246,7 @@ def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, sc
     x = frames_to_model(torch.from_numpy(np.stack(ctx_frames, 1)), wm.cfg.image_size)  # (B, C, 3, S, S)
     imagination = Imagination(wm, codec, x, torch.stack([_to_arrays(a) for a in ctx_actions[:-1]], 1)
                               if context > 1 else torch.zeros(B, 0, 24), SampleConfig(num_steps=cfg.sample_steps))
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = clip_generators(cfg.seed, [index for index, _ in work])  # an episode's dream whatever its batch
     last_img, predicted = torch.from_numpy(ctx_frames[-1]), torch.zeros(B)
     action_real = action_img = ctx_actions[-1]
     film_real, film_img = [ctx_frames[-1].copy()], [ctx_frames[-1].copy()]

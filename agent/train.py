@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from worldloom import checkpoint as ckpt
 from worldloom.actions import two_hot
 from worldloom.config import check_range, doc, to_json_dict
+from worldloom.datasets.storage import content_ids
 from worldloom.folders import check_out
 from worldloom.idm import data as idm_data
 from worldloom.idm import metrics
@@ -184,7 +185,8 @@ def window_length(window_frames: int, episodes: list) -> int:
 
 def check_resumable(cfg: TrainConfig) -> None:
     """UserError (one line) if cfg.out holds a checkpoint of a run with another config (worldloom.checkpoint)."""
-    ckpt.check_resumable(cfg.out, cfg, {"model": to_json_dict(cfg.model_config)}, read_config)
+    ckpt.check_resumable(cfg.out, cfg, {"model": to_json_dict(cfg.model_config)}, read_config,
+                         data_content=content_ids(cfg.data))
 
 
 def prepare_run_dir(cfg: TrainConfig, sources: list[bc_data.SourceInfo]) -> Path:
@@ -196,7 +198,7 @@ def prepare_run_dir(cfg: TrainConfig, sources: list[bc_data.SourceInfo]) -> Path
     run_dir.mkdir(parents=True, exist_ok=True)
     wanted = {"train": to_json_dict(cfg), "model": to_json_dict(cfg.model_config), "action_space": action_space_doc(),
               "data": {"labels": cfg.labels, "sources": [s.to_json() for s in sources],
-                       "label_source": label_source(cfg.labels, sources)}}
+                       "label_source": label_source(cfg.labels, sources)}, ckpt.DATA_CONTENT: content_ids(cfg.data)}
     ckpt.write_run_config(run_dir, KIND, wanted)
     return run_dir
 

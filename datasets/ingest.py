@@ -9,7 +9,7 @@ One work item per recording (a VPT mp4 + jsonl pair, a MineRL trajectory folder,
 one episode per item, streamed in parts so a 5-minute 640x360 segment never sits in memory whole.
 Items run in this process or on a pool of Ray actors (`--num-workers`); each writes its own
 shards and the driver commits them, item by item, with progress. Resuming is by content
-(`worldloom.datasets.sources`): an item whose files are unchanged (path, size and mtime, or the
+(`worldloom.datasets.sources`): an item whose files are unchanged (path, size, mtime and ctime, or the
 same bytes elsewhere) is skipped; a changed one is ingested again and replaces its old episode in
 one commit. Each episode's `env_config` names its source files, their identity (blake2b of the
 bytes), how they decoded and what the conversion changed (`docs/ingest.md`).
@@ -151,7 +151,8 @@ def files_source(main: Path, files: list[Path], root: Path, name: str) -> FilesS
     """A Source named `name`, changed when any of `files` changes size or modification time."""
     stats = [f.stat() for f in files]
     source = FilesSource(origin=str(main.resolve()), name=name, relpath=name,
-                         size_bytes=sum(s.st_size for s in stats), mtime_ns=max(s.st_mtime_ns for s in stats))
+                         size_bytes=sum(s.st_size for s in stats), mtime_ns=max(s.st_mtime_ns for s in stats),
+                         ctime_ns=max(s.st_ctime_ns for s in stats))
     source.files = tuple(str(f.resolve()) for f in files)
     return source
 
@@ -640,15 +641,22 @@ def ingest(cfg: IngestConfig) -> dict:
 
 
 def check_resolution(cfg: IngestConfig) -> None:
-    """UserError when --resolution differs from the frames the existing --out dataset stores: the inputs
-    already in it would be skipped as done, at their old size, and every new one refused."""
-    manifest = None if cfg.size is None else storage.read_manifest(storage.resolve(cfg.out))
+    """UserError when --resolution, or the step rate (--fps of video; VPT's and MineRL's 20), differs from what the
+    existing --out dataset stores: the inputs already in it would be skipped as done, at their old size or rate,
+    and every new one refused."""
+    manifest = storage.read_manifest(storage.resolve(cfg.out))
     if manifest is None:
         return
     have = storage.spec_of(manifest)
-    if (have.height, have.width) != cfg.size:
+    if cfg.size is not None and (have.height, have.width) != cfg.size:
         raise UserError(f"--resolution {cfg.resolution}: {cfg.out} stores {have.width}x{have.height} frames (a dataset "
                         f"holds one size); pass --resolution {have.width}x{have.height} to add to it, or give a new --out")
+    fps = cfg.fps if cfg.format == "video" else VPT_FPS
+    if float(have.fps) != float(fps):
+        how = (f"pass --fps {have.fps:g} to add to it" if cfg.format == "video"
+               else f"{cfg.format} recordings are stored at {fps:g}")
+        raise UserError(f"--fps {fps:g}: {cfg.out} stores {have.fps:g} steps per second (a dataset holds one rate); "
+                        f"{how}, or give a new --out")
 
 
 def _ingest_locked(cfg: IngestConfig, found: list, bad: list[dict]) -> dict:

@@ -122,6 +122,7 @@ def mix_blocks(per_source: list[list[Block]], weights: Sequence[float] | None, r
         return [blocks[i] for i in rng.permutation(len(blocks))]
     live = [i for i, blocks in enumerate(per_source) if blocks]
     p = np.array([weights[i] for i in live], float)
+    p = p / p.max() if live and p.max() > 0 else p  # relative weights: 1e308 1e308 summed to inf, p to NaN
     total = sum(len(b) for b in per_source)
     if not live or total == 0:
         return []

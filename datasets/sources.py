@@ -6,8 +6,8 @@
     decision.done, decision.name, decision.replaces             # skip it? name its episodes? replace which?
 
 An input (a video file, or an episode of another dataset) is done only if the same content was
-committed whole: for a file, the same path with the same size and modification time (decided
-without reading it), or else the same blake2b hash of its bytes (a file moved or copied since);
+committed whole: for a file, the same path with the same size, modification time and change time (decided
+without reading it, as git's index decides), or else the same blake2b hash of its bytes (a file moved or copied since);
 for a dataset episode, the same shard checksum and rows. Two inputs with the same name in
 different folders or runs are distinct: the second gets a name with its hash (`clip.mp4~1a2b3c4d`).
 An input at a known path whose size, mtime or hash changed is done again under its old name, and
@@ -16,7 +16,9 @@ dataset never holds both, nor neither.
 
 Every episode written from an input records it in `env_config["source_identity"]` (`origin`: the
 file's absolute path or `<dataset>#<episode>`; `name`; `key`: `blake2b-128:<hex>` or
-`shard:<checksum>:<row>:<steps>`; `relpath`, `size_bytes`, `mtime_ns` for files). Capture needs
+`shard:<checksum>:<row>:<steps>`; `relpath`, `size_bytes`, `mtime_ns`, `ctime_ns` for files). The
+change time is what no copy tool sets: a file replaced by one of the same size whose modification time
+was kept (`cp -p`, `rsync -t`, an archive's stored times, `touch -r`) is hashed, not taken as unchanged. Capture needs
 none of this: its episodes are pure functions of their spec, the dataset's config must equal the
 job's (`capture.driver.prepare_target`), so an episode id names one content for good.
 """
@@ -56,6 +58,7 @@ class Source:
     relpath: str | None = None
     size_bytes: int | None = None
     mtime_ns: int | None = None
+    ctime_ns: int | None = None  # the inode's change time: set by the kernel on every write or replacement
 
     def content_key(self) -> str:
         if self.key is None:
@@ -66,7 +69,7 @@ class Source:
         """The record written into each episode's env_config["source_identity"]."""
         record = {"origin": self.origin, "name": name, "key": self.content_key()}
         if self.size_bytes is not None:
-            record.update(relpath=self.relpath, size_bytes=self.size_bytes, mtime_ns=self.mtime_ns)
+            record.update(relpath=self.relpath, size_bytes=self.size_bytes, mtime_ns=self.mtime_ns, ctime_ns=self.ctime_ns)
         return record
 
 
@@ -75,7 +78,8 @@ def file_source(path: str | os.PathLike, root: str | os.PathLike | None = None) 
     relpath = relative_name(path, root) if root is not None else Path(path).name
     path = Path(path).resolve()
     stat = path.stat()
-    return Source(origin=str(path), name=relpath, relpath=relpath, size_bytes=stat.st_size, mtime_ns=stat.st_mtime_ns)
+    return Source(origin=str(path), name=relpath, relpath=relpath, size_bytes=stat.st_size, mtime_ns=stat.st_mtime_ns,
+                  ctime_ns=stat.st_ctime_ns)
 
 
 def relative_name(path: str | os.PathLike, root: str | os.PathLike) -> str:
@@ -113,48 +117,62 @@ class _Group:
     size_bytes: int | None = None
     mtime_ns: int | None = None
     origin: str = ""
+    ctime_ns: int | None = None
     episode_ids: list[str] = field(default_factory=list)
+    made_by: str | None = None  # what made its episodes from it where that decides them: the labeling model
 
 
 class ResumeIndex:
     """The inputs behind a dataset's committed episodes, by origin and by content key."""
 
-    def __init__(self, groups: list[_Group]) -> None:
+    def __init__(self, groups: list[_Group], made_by: str | None = None) -> None:
         self.by_origin = {g.origin: g for g in groups if g.origin}
-        self.by_key = {g.key: g for g in groups if g.key}
         self.names = {g.name for g in groups}
+        # Done means made whole from the same content by the same maker: episodes another model labeled are
+        # not this job's (a retrained IDM under the same run name, another --model), whatever their input.
+        self.made_by = made_by
+        self.by_key = {g.key: g for g in groups if g.key and self._same_maker(g)}
+
+    def _same_maker(self, group: _Group) -> bool:
+        return self.made_by is None or group.made_by == self.made_by
 
     @classmethod
-    def of(cls, root: str | os.PathLike) -> ResumeIndex:
-        """The index of the dataset at `root` (empty when there is none yet)."""
+    def of(cls, root: str | os.PathLike, made_by: str | None = None) -> ResumeIndex:
+        """The index of the dataset at `root` (empty when there is none yet); `made_by`: the label_model this
+        job writes (an input whose episodes another model labeled is not done)."""
         loc = storage.resolve(root)
         manifest = storage.read_manifest(loc)
         if manifest is None:
-            return cls([])
-        rows = _committed_episodes(loc, manifest).select(["episode_id", "env_config"]).to_pylist()
+            return cls([], made_by)
+        episodes = _committed_episodes(loc, manifest)
+        columns = ["episode_id", "env_config"] + (["label_model"] if "label_model" in episodes.column_names else [])
         groups: dict[tuple, _Group] = {}
-        for row in rows:
+        for row in episodes.select(columns).to_pylist():
             group = _group_of(row["episode_id"], json.loads(row["env_config"]) if row["env_config"] else {})
-            found = groups.setdefault((group.origin, group.key, group.name), group)
+            group.made_by = row.get("label_model")
+            found = groups.setdefault((group.origin, group.key, group.name, group.made_by), group)
             found.episode_ids.append(row["episode_id"])
-        return cls(list(groups.values()))
+        return cls(list(groups.values()), made_by)
 
     def decide(self, source: Source) -> Decision:
         """Done, or the name and replaced episodes of the input's new episodes; remembers the answer,
         so that a second input with the same content in the same job is done too."""
         same_place = self.by_origin.get(source.origin)
-        if (same_place is not None and source.size_bytes is not None
-                and (same_place.size_bytes, same_place.mtime_ns) == (source.size_bytes, source.mtime_ns)):
+        if (same_place is not None and source.size_bytes is not None and self._same_maker(same_place)
+                and (same_place.size_bytes, same_place.mtime_ns, same_place.ctime_ns)
+                == (source.size_bytes, source.mtime_ns, source.ctime_ns)):
             return Decision(True, same_place.name, reason="unchanged")
         key = source.content_key()
         if key in self.by_key:
             return Decision(True, self.by_key[key].name, reason=f"same content as {self.by_key[key].origin}")
         if same_place is not None:
-            decision = Decision(False, same_place.name, tuple(same_place.episode_ids), "changed")
+            why = "changed" if self._same_maker(same_place) else f"made by {same_place.made_by}"
+            decision = Decision(False, same_place.name, tuple(same_place.episode_ids), why)
         else:
             name = source.name if source.name not in self.names else f"{source.name}~{key.rsplit(':', 1)[-1][:8]}"
             decision = Decision(False, name, reason="new")
-        group = _Group(decision.name, key, source.size_bytes, source.mtime_ns, source.origin)
+        group = _Group(decision.name, key, source.size_bytes, source.mtime_ns, source.origin, made_by=self.made_by,
+                       ctime_ns=source.ctime_ns)
         self.by_origin[source.origin] = self.by_key[key] = group
         self.names.add(decision.name)
         return decision
@@ -165,7 +183,8 @@ def _group_of(episode_id: str, env_config: dict) -> _Group:
     before identities were written, from its recorded source path: relabeled once, replacing)."""
     ident = env_config.get("source_identity")
     if ident:
-        return _Group(ident["name"], ident.get("key"), ident.get("size_bytes"), ident.get("mtime_ns"), ident.get("origin", ""))
+        return _Group(ident["name"], ident.get("key"), ident.get("size_bytes"), ident.get("mtime_ns"), ident.get("origin", ""),
+                      ctime_ns=ident.get("ctime_ns"))
     if isinstance(env_config.get("source"), str):
         return _Group(SEGMENT.sub("", episode_id), None, origin=str(Path(env_config["source"]).resolve()))
     if isinstance(env_config.get("idm_source"), dict):
@@ -173,14 +192,16 @@ def _group_of(episode_id: str, env_config: dict) -> _Group:
     return _Group(SEGMENT.sub("", episode_id), None)
 
 
-def plan_resume(out: str | os.PathLike, found: list[tuple[dict, Source]]) -> tuple[list[dict], int, list[dict]]:
+def plan_resume(out: str | os.PathLike, found: list[tuple[dict, Source]],
+                made_by: str | None = None) -> tuple[list[dict], int, list[dict]]:
     """What a resumable job (ingest, label) still has to do in the dataset at `out`.
 
-    found: (item, its Source) for every input. Returns (the items to do, each with its episode
-    `name`, `identity`, the episodes it `replaces` and its source `files`; how many are already
-    done; a failure record for each input that could not be read).
+    found: (item, its Source) for every input; made_by: the label_model the job writes (label), None
+    where the input alone decides. Returns (the items to do, each with its episode `name`, `identity`,
+    the episodes it `replaces`, why (`reason`) and its source `files`; how many are already done; a
+    failure record for each input that could not be read).
     """
-    index = ResumeIndex.of(out)
+    index = ResumeIndex.of(out, made_by)
     todo, failed, num_done = [], [], 0
     for item, source in found:
         try:
@@ -191,6 +212,6 @@ def plan_resume(out: str | os.PathLike, found: list[tuple[dict, Source]]) -> tup
         if decision.done:
             num_done += 1
             continue
-        todo.append({**item, "name": decision.name, "replaces": list(decision.replaces),
+        todo.append({**item, "name": decision.name, "replaces": list(decision.replaces), "reason": decision.reason,
                      "identity": source.identity(decision.name), "files": list(getattr(source, "files", ()))})
     return todo, num_done, failed

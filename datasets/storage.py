@@ -160,6 +160,24 @@ def read_manifest(loc: Location) -> dict | None:
     return manifest
 
 
+def content_id(root: str | os.PathLike) -> str | None:
+    """'blake2b-64:<hex>' of the shards a dataset has committed (their paths and checksums): what a trainer's
+    run records of its data, so that another capture, label or edit under the same name is not taken for the
+    data it was trained on; None where no dataset is there."""
+    import hashlib
+
+    manifest = read_manifest(resolve(root))
+    if manifest is None:
+        return None
+    shards = sorted((str(s.get("path")), str(s.get("checksum"))) for s in manifest.get("shards", []))
+    return "blake2b-64:" + hashlib.blake2b(json.dumps(shards).encode(), digest_size=8).hexdigest()
+
+
+def content_ids(roots) -> dict[str, str | None]:
+    """{dataset folder as given: its content_id}: what a trainer records in its run's config.json."""
+    return {str(root): content_id(root) for root in roots}
+
+
 def version_of(manifest: dict) -> int:
     """The format version of a manifest read by `read_manifest` (1 or 2)."""
     return int(manifest["format_version"])

@@ -13,8 +13,9 @@ Time comes from presentation timestamps (`RESAMPLING`). Frame i is on screen fro
 t_i = (pts_i - pts_0) * time_base seconds until the next frame; libavformat has already applied
 the container's edit list, the B-frame reordering and the start offset. Step k shows the frame on
 screen at k / fps seconds, the last one with t_i <= k / fps (what `ffmpeg -vf fps=F:round=down`
-gives), and steps run while k / fps is before the end of the last frame (its start plus the
-interval before it). So variable frame rates, jittered timestamps, a missing or wrong header
+gives), and steps end as ffmpeg's fps filter ends them: the last step is the last whose whole interval
+fits before the end of the last frame (its start plus its duration where the container states one, a
+last frame held for a second included, else the interval before it). So variable frame rates, jittered timestamps, a missing or wrong header
 rate and a non-zero start all give, at each step, the frame a viewer saw then; frames are never
 blended, and are upright as a player shows them (a display matrix, a phone video's rotation or a
 mirror, is applied as ffmpeg's autorotate does). A frame with no timestamp, or one not after the
@@ -28,7 +29,8 @@ Backends: PyAV (its FFmpeg decodes AV1 with dav1d, VP9, HEVC, ...) first, then O
 cannot open the file or decodes no frame of it (OpenCV gives each frame's time in ms). When no
 backend decodes a frame, `VideoError` names the cause: no such file, an empty file, no video
 stream (an audio-only file), a codec no installed decoder reads (with the container, the codec
-and what to install), not a video file, or "corrupt" when a decoder exists and the bytes do not
+and what to install; a decoder that answers "not implemented", ENOSYS, counts as none: FFmpeg's native
+av1 decoder, all a PyAV built without dav1d has, needs hardware acceleration), not a video file, or "corrupt" when a decoder exists and the bytes do not
 decode (or the container's own structure is broken).
 
 Streams: the video stream read is the one ffmpeg reads by default (`video_stream`): never an attached
@@ -78,6 +80,9 @@ DEFAULT_FPS = float(FPS)  # when a video gives no rate at all and none is asked:
 # 240 is the fastest common camera rate).
 FPS_RANGE = (1, 240)
 TIME_EPS_S = 1e-6  # timestamps within a microsecond of a step's time count as on screen at it
+# Decoders to use instead of FFmpeg's default for a codec, e.g. {"av1": "libaom-av1"}: empty, FFmpeg's choice
+# (tests name the native "av1" decoder, which needs hardware acceleration, as a PyAV without dav1d has it).
+DECODERS: dict[str, str] = {}
 # Decoder names -> the codec they decode (the report names the codec, not the library).
 CODEC_OF_DECODER = {"libdav1d": "av1", "libaom-av1": "av1", "libvpx": "vp8", "libvpx-vp9": "vp9", "libopenh264": "h264"}
 # First bytes of container formats: a file that starts like one and does not open is corrupt.
@@ -148,6 +153,8 @@ class DecodeReport:
     decoded_s: float = 0.0  # time the decoded frames cover, from the first frame's start to the last's end
     num_untimed: int = 0  # frames placed at the header rate (no timestamp, or not after the previous frame's)
     decode_errors: int = 0  # packets that did not decode (skipped)
+    unsupported: str = ""  # the decoder's "not implemented" (ENOSYS): it cannot decode this stream here, e.g.
+    # FFmpeg's native av1 decoder, which needs hardware acceleration; not damage
     ffmpeg_errors: int = 0  # error messages FFmpeg logged while reading it: damaged or cut-short data
     ffmpeg_last_error: str = ""  # the last of them, e.g. "matroska,webm: File ended prematurely"
     num_steps: int = 0
@@ -211,7 +218,8 @@ class DecodeReport:
                 "expected_frames": self.expected_frames}
 
 
-# ---- backends: each yields (time in seconds or None, RGB frame), filling the report --------------
+# ---- backends: each yields (time in seconds or None, RGB frame, its stated duration in seconds or None),
+# filling the report ------------------------------------------------------------------------------
 
 def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tuple[float | None, np.ndarray]]:
     import av
@@ -229,7 +237,7 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
             raise _NoFrame(NO_VIDEO_ONLY_PICTURE if container.streams.video else "no video stream")
         report.video_stream, report.num_video_streams = stream.index, len(container.streams.video)
         report.container = container.format.name
-        codec_context = stream.codec_context
+        codec_context = _decoder(stream)
         if codec_context is None:
             raise _NoFrame("no decoder for its video codec")
         report.codec = CODEC_OF_DECODER.get(codec_context.codec.name, codec_context.codec.name)
@@ -240,21 +248,30 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
         # around a damaged packet here (9 instead of 11 of a cut file) and add latency
         reformatter = VideoReformatter()  # reused: 2x faster than a new conversion per frame
         size: tuple[int, int] | None = None
-        packets = container.demux(stream)
+        packets, num_frames = container.demux(stream), 0
         while True:
             try:
-                frames = next(packets).decode()
+                frames = codec_context.decode(next(packets))
             except StopIteration:
                 frames = _flush(codec_context)  # the frames still in the decoder if the demuxer stopped early
                 if not frames:
                     return
+            except av.error.NotImplementedError as err:  # ENOSYS: the decoder cannot do it here; the bytes may be fine
+                report.unsupported = f"{codec_context.codec.name}: {err.strerror}"
+                if not num_frames:
+                    raise _NoFrame(f"its {report.codec} decoder ({report.unsupported}) cannot decode it here "
+                                   "(a decoder that needs hardware acceleration, or a feature this FFmpeg lacks)") from None
+                report.decode_errors += 1
+                continue
             except (av.error.FFmpegError, OSError):
                 report.decode_errors += 1  # a damaged packet: skip it (a truncated file ends soon after)
                 continue
             for frame in frames:
+                num_frames += 1
                 size = size or (frame.width, frame.height)  # a stream that changes size keeps its first size
                 resize = {} if (frame.width, frame.height) == size else {"width": size[0], "height": size[1]}
-                yield frame.time, _upright(reformatter.reformat(frame, format="rgb24", **resize).to_ndarray(), frame)
+                yield (frame.time, _upright(reformatter.reformat(frame, format="rgb24", **resize).to_ndarray(), frame),
+                       _duration_s(frame))
 
 
 @contextlib.contextmanager
@@ -291,6 +308,19 @@ def _upright(rgb: np.ndarray, frame) -> np.ndarray:
     else:
         rows, cols = d, a
     return np.ascontiguousarray(rgb[::-1 if rows < 0 else 1, ::-1 if cols < 0 else 1])
+
+
+def _decoder(stream):
+    """The stream's decoder: FFmpeg's default for its codec, or the one `DECODERS` names for it."""
+    import av
+
+    default = stream.codec_context
+    name = default and DECODERS.get(CODEC_OF_DECODER.get(default.codec.name, default.codec.name))
+    if not name:
+        return default
+    chosen = av.CodecContext.create(name, "r")
+    chosen.extradata = default.extradata
+    return chosen
 
 
 def _flush(codec_context) -> list:
@@ -346,7 +376,7 @@ def _opencv_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[t
             ok, frame = cap.read()
             if not ok or frame is None:
                 return
-            yield cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            yield cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), None
     finally:
         cap.release()
 
@@ -434,12 +464,13 @@ def _ffmpeg_reason(err: Exception) -> str:
 
 # ---- time: timestamps -> step clock ----------------------------------------------------------
 
-def _timed(frames: Iterator[tuple[float | None, np.ndarray]], report: DecodeReport,
-           fallback_fps: float) -> Iterator[tuple[float, np.ndarray]]:
-    """(time since the first frame in seconds, frame): missing or non-increasing times at the header rate."""
+def _timed(frames: Iterator[tuple[float | None, np.ndarray, float | None]], report: DecodeReport,
+           fallback_fps: float) -> Iterator[tuple[float, np.ndarray, float | None]]:
+    """(time since the first frame in seconds, frame, its stated duration): missing or non-increasing
+    times at the header rate."""
     interval = 1.0 / (report.header_fps or fallback_fps)
     origin, last = None, 0.0
-    for t, frame in frames:
+    for t, frame, duration_s in frames:
         if origin is None:
             origin, now = (t if t is not None else 0.0), 0.0
         elif t is None or t - origin <= last:
@@ -449,41 +480,60 @@ def _timed(frames: Iterator[tuple[float | None, np.ndarray]], report: DecodeRepo
             now = t - origin
         report.decoded_frames += 1
         last = now
-        yield now, frame
+        yield now, frame, duration_s
 
 
-def _each_frame(timed: Iterator[tuple[float, np.ndarray]], fps: float, report: DecodeReport) -> Iterator[np.ndarray]:
+def _end_s(last_t: float, duration_s: float | None, interval: float | None, report: DecodeReport, fps: float) -> float:
+    """When the last frame leaves the screen: its start plus its own duration where the container states
+    one (a recorder that holds the last frame for a second says so), else the interval before it, else
+    one header-rate interval. ffmpeg's fps filter ends the stream at the same time."""
+    return last_t + (duration_s or interval or 1.0 / (report.header_fps or fps))
+
+
+def _each_frame(timed: Iterator[tuple[float, np.ndarray, float | None]], fps: float,
+                report: DecodeReport) -> Iterator[np.ndarray]:
     """Every decoded frame as one step; the time they cover is measured as `_steps` measures it."""
-    prev_t, interval = None, None
-    for t, frame in timed:
+    prev_t, interval, duration_s = None, None, None
+    for t, frame, stated_s in timed:
         if prev_t is not None:
             interval = t - prev_t
-        prev_t = t
+        prev_t, duration_s = t, stated_s
         report.num_steps += 1
         yield frame
     if prev_t is not None:
-        report.decoded_s = prev_t + (interval if interval else 1.0 / (report.header_fps or fps))
+        report.decoded_s = _end_s(prev_t, duration_s, interval, report, fps)
 
 
-def _steps(timed: Iterator[tuple[float, np.ndarray]], fps: float, report: DecodeReport) -> Iterator[np.ndarray]:
-    """Step k's frame: the last one whose time is <= k / fps; steps end with the last frame's interval."""
-    k, prev, prev_t, interval = 0, None, 0.0, None
-    for t, frame in timed:
+def _steps(timed: Iterator[tuple[float, np.ndarray, float | None]], fps: float,
+           report: DecodeReport) -> Iterator[np.ndarray]:
+    """Step k's frame: the last one whose time is <= k / fps. Steps end with the last frame: the last
+    step is the last whose whole interval fits before that frame's end (`_end_s`), as ffmpeg's fps filter
+    rounds the end down to its clock; a video shorter than one step has one."""
+    k, prev, prev_t, interval, duration_s = 0, None, 0.0, None, None
+    waiting: list[np.ndarray] = []  # steps whose frame is known, not yet whether the video lasts their interval
+    for t, frame, stated_s in timed:
         if prev is not None:
             interval = t - prev_t
-            while k / fps + TIME_EPS_S < t:  # step k's time comes before this frame appears
-                yield prev
+            while (k + len(waiting)) / fps + TIME_EPS_S < t:  # the step's time comes before this frame appears
+                waiting.append(prev)
+            while waiting and (k + 1) / fps <= t + TIME_EPS_S:  # the video lasts the step's whole interval
+                yield waiting.pop(0)
                 k += 1
                 report.num_steps = k
-        prev, prev_t = frame, t
+        prev, prev_t, duration_s = frame, t, stated_s
     if prev is None:
         return
-    end = prev_t + (interval if interval else 1.0 / (report.header_fps or fps))
-    report.decoded_s = end
-    while k / fps < end - TIME_EPS_S:
-        yield prev
+    end = report.decoded_s = _end_s(prev_t, duration_s, interval, report, fps)
+    while (k + 1) / fps <= end + TIME_EPS_S or k == 0:
+        yield waiting.pop(0) if waiting else prev
         k += 1
         report.num_steps = k
+
+
+def _duration_s(frame) -> float | None:
+    """The frame's duration as its container states it (mp4's sample, Matroska's block), None if none."""
+    duration, time_base = getattr(frame, "duration", None), frame.time_base
+    return float(duration * time_base) if duration and time_base else None
 
 
 # ---- the reader ------------------------------------------------------------------------------
@@ -583,6 +633,10 @@ def diagnose(path: Path, tried: list[str], reports: dict[str, DecodeReport]) -> 
         return (f"{path}: a {fmt} file with {codec} video that no tried decoder reads ({how}; {installed}); "
                 f"install a decoder for {codec}: `pip install --upgrade av` (PyAV's wheels decode AV1 with dav1d, "
                 "VP9, HEVC) or an FFmpeg build that has it")
+    if pyav is not None and pyav.unsupported:
+        return (f"{path}: a {fmt} file with {codec} video that no tried decoder reads ({how}); the file may well be "
+                f"whole: install a software decoder for {codec}: `pip install --upgrade av` (PyAV's "
+                "wheels decode AV1 with dav1d, VP9, HEVC) or an FFmpeg build that has one")
     if pyav is not None and pyav.decode_errors:
         return (f"{path}: corrupt: its {codec} video ({fmt}) does not decode ({pyav.decode_errors} damaged packets; "
                 f"{how}); re-download or re-export it")

@@ -20,8 +20,9 @@ Each video (or input episode) is one work item; long videos are stored as episod
 `--chunk-steps` steps. The labels do not depend on the chunking: the video streams through
 `StreamPredictor`, which gives every window its real frames on both sides, so any
 `--chunk-steps` gives the same labels at every step, bit for bit on CPU. Resuming is by content
-(`worldloom.datasets.sources`): an input is skipped only if the same file (path, size and mtime,
-or its hash) was committed whole; a changed file is labeled again and its new episodes replace
+(`worldloom.datasets.sources`): an input is skipped only if the same file (path, size, mtime and ctime,
+or its hash) was committed whole, labeled by the same model (weights); a changed file, or one another
+model labeled (a retrained IDM under the same run name, another --model), is labeled again and its new episodes replace
 the old ones in one commit; same names in different folders stay distinct. A file that decodes
 fewer frames than its container promises is reported as truncated and skipped (`--keep-truncated`
 keeps what decodes, with a warning in the summary and `truncated` in its env_config). A clip shorter
@@ -335,6 +336,18 @@ def check_label_out(out: str) -> None:
                         "into it: give a new --out (a dataset of IDM labels is resumed)")
 
 
+def check_fps(cfg: LabelConfig, kind: str) -> None:
+    """UserError when videos would be stored at another --fps than the existing --out dataset's: the videos
+    already in it would be skipped as done, at the old rate (a new one is refused as it is written)."""
+    from worldloom.datasets import storage
+
+    manifest = storage.read_manifest(storage.resolve(cfg.out)) if kind == "videos" else None
+    if manifest is not None and float(storage.spec_of(manifest).fps) != float(cfg.fps):
+        have = storage.spec_of(manifest).fps
+        raise UserError(f"--fps {cfg.fps:g}: {redact_text(cfg.out)} stores {have:g} steps per second (a dataset holds "
+                        f"one rate); pass --fps {have:g} to add to it, or give a new --out")
+
+
 def label(cfg: LabelConfig) -> dict:
     """Label everything under cfg.data not yet in cfg.out; returns a summary (done, skipped, failed)."""
     check_label_out(cfg.out)
@@ -356,7 +369,15 @@ def _label_locked(cfg: LabelConfig, kind: str, found: list, model_id: str) -> di
     from worldloom.datasets import commit_shards
 
     model_cfg = model_config(cfg.model)
-    todo, num_done, unreadable = plan_resume(cfg.out, found)
+    todo, num_done, unreadable = plan_resume(cfg.out, found, made_by=model_id)
+    if not todo:  # all there: nothing would be written to refuse the rate (an input to write names both flags)
+        check_fps(cfg, kind)
+    others = sorted({item["reason"].removeprefix("made by ") for item in todo if item["reason"].startswith("made by ")})
+    if others:  # said before the work: the old labels are replaced as each input is labeled again
+        count = sum(item["reason"].startswith("made by ") for item in todo)
+        print(f"idm label: {count} input(s) in {redact_text(cfg.out)} were labeled by another model "
+              f"({', '.join(map(str, others))}): labeled again by {model_id}, their episodes replaced "
+              "(give another --out to keep both)", file=sys.stderr)
     job_config = {"job": "worldloom idm label", "label_model": model_id, "input_kind": kind,
                   "label": to_json_dict(cfg),
                   "model_input": {"height": model_cfg.height, "width": model_cfg.width, "interpolation": "INTER_LINEAR",

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from worldloom import checkpoint as ckpt
 from worldloom.actions import two_hot
 from worldloom.config import doc, to_json_dict
+from worldloom.datasets.storage import content_ids
 from worldloom.folders import check_out
 from worldloom.idm import data as idm_data
 from worldloom.idm import metrics
@@ -199,7 +200,8 @@ def validate(model: IDM, batch: dict[str, np.ndarray], cfg: TrainConfig, device:
 
 def check_resumable(cfg: TrainConfig) -> None:
     """UserError (one line) if cfg.out holds a checkpoint of a run with another config (worldloom.checkpoint)."""
-    ckpt.check_resumable(cfg.out, cfg, {"model": to_json_dict(cfg.model_config)}, read_config)
+    ckpt.check_resumable(cfg.out, cfg, {"model": to_json_dict(cfg.model_config)}, read_config,
+                         data_content=content_ids(cfg.data))
 
 
 def prepare_run_dir(cfg: TrainConfig) -> Path:
@@ -209,7 +211,8 @@ def prepare_run_dir(cfg: TrainConfig) -> Path:
     check_resumable(cfg)
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt.write_run_config(run_dir, KIND, {"train": to_json_dict(cfg), "model": to_json_dict(cfg.model_config)})
+    ckpt.write_run_config(run_dir, KIND, {"train": to_json_dict(cfg), "model": to_json_dict(cfg.model_config),
+                                          ckpt.DATA_CONTENT: content_ids(cfg.data)})
     return run_dir
 
 

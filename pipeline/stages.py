@@ -1,4 +1,6 @@
-"""Cached, timed stages for the pipeline: a stage reruns only when its key changes.
+"""Cached, timed stages for the pipeline: a stage reruns only when its key changes, or when a path it
+made is gone (a deleted dataset or run folder: its record is not the thing), and then every later
+stage with it, as `--from` that stage would.
 
 A stage's key is a hash of its config and of the keys of the stages it reads, so changing the
 IDM preset redoes the IDM and everything downstream of it, and nothing upstream. Completed
@@ -110,6 +112,7 @@ class StageRunner:
         if self.path.exists():
             self.records, self.started = self._load()
         self.redo = set(order[order.index(redo_from):]) if redo_from is not None else set()
+        self.redoing = False  # a stage ran again for want of its outputs: every later one runs again too
 
     def _load(self) -> tuple[dict[str, StageRecord], dict[str, str]]:
         """The completed stages in pipeline.json, their outputs as absolute paths inside the run, and the
@@ -146,12 +149,18 @@ class StageRunner:
         writes: the paths the stage writes (inside the run directory; a '*' in a name matches as a glob),
         removed before it runs again with another key or under `--from` (module docstring)."""
         done = self.records.get(name)
-        if done is not None and done.key == key and name not in self.redo:
+        gone = [] if done is None else _missing(done.outputs)
+        if done is not None and done.key == key and name not in self.redo and not gone and not self.redoing:
             print(f"[{self.path.stem}] {name}: cached ({done.wall_s:.0f} s when it ran)", flush=True)
             return done
         before = done.key if done is not None else self.started.get(name)
-        if before is not None and (before != key or name in self.redo):
-            self._remove(name, writes, "asked to run again" if before == key else "its config or its inputs changed")
+        if done is not None and done.key == key and name not in self.redo:  # done once, but what it made is gone
+            why = f"{_relative(gone[0], self.out_dir)} is gone" if gone else "an earlier stage ran again"
+            print(f"[{self.path.stem}] {name}: running again ({why}; this stage and every later one)", flush=True)
+            self.redoing = True
+            self._remove(name, writes, "part of what it made is gone" if gone else "an earlier stage ran again")
+        elif before is not None and (before != key or name in self.redo):
+            self._remove(name, writes, "asked to run again (--from)" if before == key else "its config or its inputs changed")
         self.redo.discard(name)
         self.records.pop(name, None)
         self.started[name] = key
@@ -195,8 +204,24 @@ class StageRunner:
                     continue
                 gone.append(os.path.relpath(real, os.path.realpath(self.out_dir)))
         if gone:
-            print(f"[{self.path.stem}] {name}: {why} since it ran; removed what it wrote then: {', '.join(gone)}",
-                  flush=True)
+            print(f"[{self.path.stem}] {name}: {why}; removed what it wrote before: {', '.join(gone)}", flush=True)
+
+
+def _relative(path: str, root: Path) -> str:
+    return os.path.relpath(os.path.realpath(path), os.path.realpath(root))
+
+
+def _missing(outputs: dict[str, Any]) -> list[str]:
+    """The output paths of a completed stage that no longer exist: "done" is what it made, not its record."""
+    gone: list[str] = []
+
+    def check(path: str, field: str) -> str:
+        if not os.path.exists(path):
+            gone.append(path)
+        return path
+
+    _map_paths(outputs, check, "outputs")
+    return gone
 
 
 def _map_paths(value: Any, fn: Callable[[str, str], str], field: str) -> Any:

@@ -48,7 +48,7 @@ from worldloom.progress import Stages
 
 from .checkpoint import load_world_model
 from .data import frames_to_model, model_to_frames
-from .flow import SampleConfig, next_frame, rollout
+from .flow import SampleConfig, clip_generators, next_frame, rollout
 from .model import encode_actions, shift_actions
 
 
@@ -215,7 +215,7 @@ def generate(model, codec, clips: dict, cfg: EvalConfig, image_size: int, long_h
     context = model.cfg.num_frames - 1
     long_horizon = max(cfg.horizon, long_horizon or cfg.horizon)
     sample = cfg.sample
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gens = clip_generators(cfg.seed, len(clips["frames"]))  # a clip's noise whatever its batch
     order = torch.randperm(len(clips["frames"]), generator=torch.Generator().manual_seed(cfg.seed + 1))
     perm = torch.empty_like(order)
     perm[order] = torch.roll(order, 1)  # a derangement (for 2+ clips): no clip keeps its own actions
@@ -230,7 +230,7 @@ def generate(model, codec, clips: dict, cfg: EvalConfig, image_size: int, long_h
     with bar:
         for lo in range(0, len(x_all), cfg.batch_size):
             sl = slice(lo, lo + cfg.batch_size)
-            x, a = x_all[sl], a_all[sl]
+            x, a, gen = x_all[sl], a_all[sl], gens[sl]
             pitch = clips["pitch"][sl].float() if "pitch" in clips else None
             start = None if pitch is None else pitch[:, :context]
             has = torch.ones(a.shape[:2], dtype=torch.bool)

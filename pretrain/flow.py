@@ -211,6 +211,23 @@ class SampleConfig:
             raise ValueError(f"memory must be >= 0 steps, got {self.memory}")
 
 
+def noise(shape: tuple[int, ...], generator, device) -> torch.Tensor:
+    """Gaussian noise of `shape` (B, ...) from `generator`, or, given one generator per row (`clip_generators`),
+    row b from generator b: then a clip's noise, and so its frames, do not depend on which clips share its
+    batch (scores that changed with `--batch-size` before)."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
+        return torch.stack([torch.randn(shape[1:], generator=g, device=device) for g in generator])
+    return torch.randn(shape, generator=generator, device=device)
+
+
+def clip_generators(seed: int, clips) -> list[torch.Generator]:
+    """One generator per clip, clip i's seeded from (seed, i): for `noise` in batches of any size. `clips`: a
+    number of clips (0, 1, ...), or the clips' own indices (an episode's index in an evaluation)."""
+    return [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in (range(clips) if isinstance(clips, int) else clips)]
+
+
 @torch.no_grad()
 def next_frame(model: WorldModel, context, context_action, context_mask, action, has_action,
                cfg: SampleConfig, generator=None, context_levels=None, text=None, recall=None, canvas=None,
@@ -232,7 +249,7 @@ def next_frame(model: WorldModel, context, context_action, context_mask, action,
     levels = torch.full((Tc,), cfg.context_noise) if context_levels is None else torch.as_tensor(context_levels, dtype=torch.float32)
     t_ctx = levels.to(dev)[None].expand(B, Tc)
     tt = t_ctx[:, :, None, None, None]
-    ctx = (1 - tt) * context + tt * torch.randn(context.shape, generator=generator, device=dev)
+    ctx = (1 - tt) * context + tt * noise(context.shape, generator, dev)
     guided = cfg.guidance != 1.0
     pitched = {} if context_pitch is None else {"view_pitch": torch.cat([context_pitch[:, :1], context_pitch[:, :-1]], 1)}
     extra = {}
@@ -249,7 +266,7 @@ def next_frame(model: WorldModel, context, context_action, context_mask, action,
             kv = [(torch.cat([k, k]), torch.cat([v, v])) for k, v in kv]
         action = torch.cat([action, action])
         has_action = torch.cat([has_action, torch.zeros_like(has_action)])
-    x = torch.randn((B, 1, *context.shape[2:]), generator=generator, device=dev)  # (B, 1, C, H, W)
+    x = noise((B, 1, *context.shape[2:]), generator, dev)  # (B, 1, C, H, W)
     trained_zone = getattr(model.cfg, "dead_zone", 0.0)
     zone = {"dead_zone": max(trained_zone, cfg.dead_zone)} if trained_zone > 0 else {}
     times = torch.linspace(1.0, 0.0, cfg.num_steps + 1)

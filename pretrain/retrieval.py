@@ -39,7 +39,7 @@ from worldloom.progress import Stages
 
 from .checkpoint import load_world_model
 from .data import frames_to_model
-from .flow import SampleConfig, prompt_rollout
+from .flow import SampleConfig, clip_generators, prompt_rollout
 from .text import tokenize
 
 FACTS = ("biome", "time")
@@ -229,10 +229,10 @@ def scored_clips(model, codec, clips: list, cfg: RetrievalConfig) -> dict[str, t
     from worldloom.datasets import Dataset
 
     ds, size = Dataset(cfg.heldout), model.cfg.image_size
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gens = clip_generators(cfg.seed, len(clips))  # a clip's noise whatever its batch
     runs: dict[str, list] = {"real": [], "prompt": [], "null": []}
     for first in range(0, len(clips), cfg.batch_size):
-        part = clips[first : first + cfg.batch_size]
+        part, gen = clips[first : first + cfg.batch_size], gens[first : first + cfg.batch_size]
         runs["real"].append(torch.stack([frames_to_model(torch.from_numpy(ds.frames(eid, s, s + cfg.horizon).frames)[None],
                                                          size)[0] for eid, s, _, _ in part]))
         text = tokenize([caption for _, _, caption, _ in part], model.text_cfg)

@@ -33,7 +33,7 @@ from worldloom import checkpoint as ckpt
 from worldloom.cluster import MAX_WORKERS, cluster_resources, ray_session
 from worldloom.config import check_range, doc, to_json_dict
 from worldloom.datasets import Dataset
-from worldloom.datasets.storage import resize_words
+from worldloom.datasets.storage import content_ids, resize_words
 from worldloom.errors import UserError
 from worldloom.folders import check_out
 from worldloom.training import (
@@ -342,7 +342,8 @@ def _stale_codec(run: Path, doc_: dict) -> bool:
         old = json.loads((run / ckpt.CONFIG_FILE).read_text())
     except (OSError, ValueError):
         return True
-    return not isinstance(old, dict) or any(old.get(k) != json.loads(json.dumps(doc_[k])) for k in ("model", "data"))
+    return not isinstance(old, dict) or any(old.get(k) != json.loads(json.dumps(doc_.get(k)))
+                                            for k in ("model", "data", ckpt.DATA_CONTENT))  # counts alike, shards not
 
 
 def run_sections(cfg: TrainConfig) -> dict:
@@ -357,7 +358,8 @@ def check_resumable(cfg: TrainConfig) -> None:
     if checkpoint.has_checkpoint(Path(cfg.out)):
         not_given = {name for name in FITTED_FIELDS if getattr(cfg, name) in (None, ())}
         resolved = resolve_text(resolve_camera(cfg))
-        ckpt.check_resumable(cfg.out, resolved, run_sections(resolved), checkpoint.read_config, RESUMABLE | not_given)
+        ckpt.check_resumable(cfg.out, resolved, run_sections(resolved), checkpoint.read_config, RESUMABLE | not_given,
+                             data_content=content_ids(cfg.data))
 
 
 def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, Path]:
@@ -373,7 +375,7 @@ def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, Path]:
     run = Path(cfg.out)
     run.mkdir(parents=True, exist_ok=True)
     doc_ = {"train": to_json_dict(cfg), "model": to_json_dict(cfg.model_config), "flow": to_json_dict(cfg.flow),
-            "data": dataclasses.asdict(spec), "memory_estimate_bytes": need}
+            "data": dataclasses.asdict(spec), "memory_estimate_bytes": need, ckpt.DATA_CONTENT: content_ids(cfg.data)}
     if cfg.text_config is not None:  # only text runs have the section: other runs' config.json is as it was
         doc_["text"] = to_json_dict(cfg.text_config)
     if not checkpoint.has_checkpoint(run) and (run / AE_FILE).exists() and _stale_codec(run, doc_):

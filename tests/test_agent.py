@@ -10,6 +10,7 @@ are the previous frame warped, which is all the machinery needs.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import gymnasium
@@ -382,6 +383,16 @@ def test_bad_training_data_is_one_line_naming_it(data, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(UserError, match="96x96.*64x64"):
         train_main(micro_cfg(data["big"], tmp_path / "big"))
+    # Footage ingested at 10 steps per second: each label is 1/10 s of play, and the policy acts every 1/20 s
+    # (a turn per step twice as large as the player's); it trained, by step index, without a word.
+    slow = DatasetWriter(tmp_path / "slow", 64, 64, fps=10)
+    with slow as w:
+        frames, buttons, camera, _ = play("explore", 12, 0)
+        w.add_episode("ep-0", frames, buttons=buttons, camera=camera)
+    assert cli([*base, "--data", str(tmp_path / "slow")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "slow holds 10 steps per second; a policy acts once per step of the game's 20" in line and "--fps 20" in line
+    assert not (tmp_path / "r").exists()
 
 
 # --- closed-loop evaluation ---------------------------------------------------------------------
@@ -491,6 +502,13 @@ def test_dreaming_scores_imagined_play_and_ranks_it(data, policy_run, tmp_path):
     ref = evaluate(EvalConfig(policy="random", task="explore", episodes=2, in_world_model=wm, horizon=3, videos=0,
                               out=str(tmp_path / "dream-random")))
     assert ref["episodes"] == 2 and ref["scorer"].endswith("scorer-Explore")
+    # An episode's dream does not depend on which episodes shared its batch (one generator fed them in turn)
+    alone = evaluate(dataclasses.replace(cfg, envs_per_worker=1, videos=0, out=str(tmp_path / "dream-1")))
+    together = evaluate(dataclasses.replace(cfg, envs_per_worker=3, videos=0, out=str(tmp_path / "dream-3")))
+    for run_ in (alone, together):
+        assert [r["index"] for r in run_["rows"]] == [0, 1, 2]
+        for mine, theirs in zip(run_["rows"], summary["rows"], strict=True):  # float rounding of other batch shapes
+            assert mine["imagined"] == pytest.approx(theirs["imagined"], abs=2e-3) and mine["real"] == theirs["real"]
     assert dream.spearman(np.array([1, 2, 3, 4]), np.array([10, 20, 30, 40])) == pytest.approx(1.0)
     assert dream.spearman(np.array([1, 2, 3]), np.array([3, 2, 1])) == pytest.approx(-1.0)
     assert dream.spearman(np.array([0, 0, 1]), np.array([5, 5, 9])) == pytest.approx(1.0)  # ties share ranks

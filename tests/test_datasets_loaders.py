@@ -106,3 +106,15 @@ def test_clip_stream_over_chunked_h264(tmp_path):
     for it in items:  # clips start inside chunks of 32; pixels equal the whole-episode decode
         start = int(it["start"])
         np.testing.assert_array_equal(it["frames"].numpy(), whole[start : start + 10])
+
+
+def test_source_weights_are_relative_however_large():
+    """`--weights 1e308 1e308` (each finite) summed to inf and drew from NaN probabilities (a traceback in a
+    loader worker): weights are relative, so they mean what 1 1 means."""
+    from worldloom.datasets.loaders import mix_blocks
+
+    per_source = [[("a", i) for i in range(3)], [("b", i) for i in range(5)]]
+    for weights in ([1e308, 1e308], [1e308, 3e307], [5e-324, 5e-324]):
+        small = [w / max(weights) for w in weights]
+        assert mix_blocks(per_source, weights, np.random.default_rng(0)) == mix_blocks(per_source, small,
+                                                                                      np.random.default_rng(0))

@@ -159,6 +159,24 @@ def test_a_backend_that_decodes_nothing_hands_over_to_the_other(tmp_path, monkey
     assert "av1" in message and "mp4" in message and "install" in message and "corrupt" not in message
 
 
+def test_a_decoder_that_cannot_decode_here_is_not_called_corrupt(tmp_path, monkeypatch):
+    """A PyAV built on an FFmpeg without dav1d (a distro's or conda's) has only FFmpeg's native av1 decoder,
+    which needs hardware acceleration: every packet fails with ENOSYS. That is a missing decoder, said
+    as one with what to install, never "corrupt: N damaged packets"; OpenCV, where it decodes, takes over."""
+    from worldloom.datasets import video
+
+    path = write_video(tmp_path / "av1.mkv", num_frames=24, codec=av1_encoder(), container_format="matroska")
+    monkeypatch.setitem(video.DECODERS, "av1", "av1")  # the native decoder, as such a PyAV picks it
+    with pytest.raises(VideoError) as err:
+        read_video(path, backends=("pyav",))
+    message = str(err.value)
+    assert "corrupt" not in message and "damaged" not in message, message
+    assert "av1" in message and "install a software decoder for av1" in message and "Function not implemented" in message
+    if opencv_decodes(path):
+        frames, report = read_video(path)
+        assert len(frames) == 24 and report.backend == "opencv" and "cannot decode it here" in report.tried[0]
+
+
 def test_files_no_backend_decodes_name_their_cause(tmp_path, capfd):
     whole = write_video(tmp_path / "whole.mp4", num_frames=40)  # moov at the end: a cut file has none
     cases = {
@@ -284,3 +302,25 @@ def test_truncated_files_are_reported_and_whole_ones_are_not(tmp_path):
     cut = truncate(whole_mp4, tmp_path / "cut-opencv.mp4")
     shutil.copy(cut, tmp_path / "copy.mp4")
     assert read_video(tmp_path / "copy.mp4", backends=("pyav",))[1].truncated
+
+
+@pytest.mark.parametrize("suffix,fmt", [(".mp4", None), (".mkv", "matroska"), (".webm", "webm")])
+def test_a_last_frame_held_longer_lasts_its_stated_duration_and_is_not_truncated(tmp_path, suffix, fmt):
+    """A screen recorder holds the last frame (here 1 s after ten 50 ms frames): the container states its
+    duration, and the video lasts 1.5 s. Its end is that frame's end, not the interval before it, so it
+    gives 30 steps at 20 fps, as ffmpeg's fps filter does, and is whole, not 'truncated'."""
+    pts = [50 * i for i in range(11)]
+    path = write_video(tmp_path / f"held{suffix}", pts_ms=pts, container_format=fmt, last_ms=1000,
+                       codec="libvpx-vp9" if fmt == "webm" else "libx264")
+    frames, report = read_video(path, fps=20, backends=("pyav",))
+    assert frame_index(frames) == on_screen(pts, 20, last_ms=1000) == list(range(11)) + [10] * 19
+    assert not report.truncated and not report.warnings() and report.decoded_s == pytest.approx(1.5)
+    frames, _ = read_video(path, fps=7, backends=("pyav",))
+    assert frame_index(frames) == on_screen(pts, 7, last_ms=1000)  # 10 steps: the last whole one ends at 1.43 s
+
+
+def test_steps_end_with_the_last_whole_step_as_ffmpeg_fps_ends(tmp_path):
+    """40 frames at 30 fps last 1.333 s: 26 whole steps of 1/20 s, the 27th would outlast the video."""
+    path = write_video(tmp_path / "v30.mp4", num_frames=40, rate=30)
+    assert len(read_video(path, fps=20)[0]) == 26
+    assert len(read_video(path, fps=7)[0]) == 9

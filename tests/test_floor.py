@@ -66,6 +66,36 @@ def test_write_video_mp4_and_gif(tmp_path):
         write_video(tmp_path / "a.avi", frames, 20)
 
 
+@pytest.mark.parametrize("fps", [30, 29.97, 24, 15, 7.5, 60])
+@pytest.mark.parametrize("suffix", [".gif", ".mp4"])
+def test_a_written_video_shows_frame_k_at_k_over_fps_and_lasts_n_over_fps(tmp_path, fps, suffix):
+    """What `dataset export` and `pretrain rollout` write is timed by the clip's fps: read back on that
+    clock, step k shows frame k (a GIF's delays are whole centiseconds: one round(100 / fps) cs delay
+    played a 30 fps clip at 33.3 and a 60 fps one at 100), and the file lasts n / fps. Above 50 fps a
+    GIF cannot show every frame (browsers play delays under 2 cs as 10 cs): each step shows the frame
+    on screen then, never a later one."""
+    from PIL import Image
+
+    from worldloom.datasets.video import read_video
+
+    frames = np.zeros((40, 32, 32, 3), np.uint8)
+    frames[:] = (10 + 6 * np.arange(40))[:, None, None, None]
+    path = write_video(tmp_path / f"clip{suffix}", frames, fps)
+    got, _ = read_video(path, fps=fps)
+    index = np.rint((got[:, :, :, 0].reshape(len(got), -1).mean(1) - 10) / 6).astype(int).tolist()
+    if suffix == ".gif" and fps > 50:
+        assert len(index) == 40 and all(k - 1 <= i <= k for k, i in enumerate(index)) and index[-1] == 39
+    else:
+        assert index == list(range(40))
+    if suffix == ".gif":
+        with Image.open(path) as gif:
+            delays_ms = []
+            for k in range(gif.n_frames):
+                gif.seek(k)
+                delays_ms.append(gif.info["duration"])
+        assert sum(delays_ms) == pytest.approx(1000 * 40 / fps, abs=10) and min(delays_ms) >= 20
+
+
 # --- training plumbing ----------------------------------------------------------------------------
 
 

@@ -442,6 +442,30 @@ def test_a_finished_run_run_again_trains_nothing_and_rewrites_nothing(voxel, tmp
     assert thresholds.read_text() == saved  # the same weights, the same validation episodes
 
 
+def test_a_dataset_replaced_under_the_same_name_is_not_the_data_a_run_was_trained_on(voxel, tmp_path):
+    """A finished run was 'already finished' (and a killed one resumed) after its --data folder was captured
+    again with other play: its model, of the old data, stood for the new. The run records its data's
+    content and refuses, in one line, with nothing rewritten; the same data resumes and finishes as before."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(voxel["labeled"], data)
+    run = train_main(micro_cfg(str(data), tmp_path / "run", max_steps=2))
+    killed = tmp_path / "killed"
+    train_main(micro_cfg(str(data), killed, max_steps=6), stop_after=3)  # a checkpoint at step 2
+    written = {p: p.read_bytes() for p in (*run.rglob("*"), *killed.rglob("*")) if p.is_file()}
+    shutil.rmtree(data)
+    write_dataset(data, [play(40, seed) for seed in (5, 6, 7)])  # captured again: same name, other play
+    for out, steps in ((run, 2), (killed, 6)):
+        with pytest.raises(UserError, match=f"{out} was trained on {data} as it was then, and its content has "
+                                            "changed since .*: use a new --out"):
+            train_main(micro_cfg(str(data), out, max_steps=steps))
+    assert {p: p.read_bytes() for p in (*run.rglob("*"), *killed.rglob("*")) if p.is_file()} == written
+    shutil.rmtree(data)
+    shutil.copytree(voxel["labeled"], data)  # restored: the same shards, whatever their files' times
+    assert train_main(micro_cfg(str(data), killed, max_steps=6)) == killed
+
+
 def test_metrics_show_every_log_every_steps_before_the_first_checkpoint(voxel, tmp_path):
     run = tmp_path / "run"
     train_main(micro_cfg(voxel["labeled"], run, log_every=2, eval_every=100, checkpoint_every=100), stop_after=5)

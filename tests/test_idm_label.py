@@ -4,6 +4,7 @@ resume by content, truncated files, bad files, the Ray pool."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -286,6 +287,85 @@ def test_done_by_content_truncated_then_repaired_and_same_names_elsewhere(run, t
     write_video(tmp_path / "run2" / "clip.mp4", num_frames=30)  # same name, another recording
     summary = label(LabelConfig(model=run, data=str(tmp_path / "run2"), out=out))
     assert summary["labeled"][0].startswith("clip.mp4~") and Dataset(out).num_frames == 70
+
+
+def test_inputs_another_model_labeled_are_not_done(run, tmp_path, capsys):
+    """'Done' is the same input labeled by the same weights: after the IDM is retrained (another checkpoint
+    id under any run name), a rerun into the same --out labels every input again and its episodes replace
+    the old model's (they were all 'already there', and new inputs mixed in beside them)."""
+    import torch
+
+    from worldloom.idm.checkpoint import save_idm
+
+    model, _ = load_idm(run)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    trained_on = json.loads((Path(run) / "config.json").read_text())["train"]
+    retrained = str(save_idm(tmp_path / "retrained", model, train=trained_on, step=3))
+    (tmp_path / "videos").mkdir()
+    write_video(tmp_path / "videos" / "a.mp4", num_frames=30)
+    footage = write_dataset(tmp_path / "footage", [play(12, 1)], labeled=False)
+    for data in (str(tmp_path / "videos"), footage):
+        out = str(tmp_path / f"out-{len(data)}")
+        assert label(LabelConfig(model=run, data=data, out=out))["labeled"]
+        capsys.readouterr()
+        summary = label(LabelConfig(model=retrained, data=data, out=out))
+        assert summary["skipped_done"] == 0 and len(summary["labeled"]) == len(summary["replaced"]) == 1
+        assert "were labeled by another model" in capsys.readouterr().err
+        ds = Dataset(out)
+        assert len(ds) == 1 and set(ds.episodes.column("label_model").to_pylist()) == {checkpoint.checkpoint_id(retrained)}
+        assert validate(out) == []
+        assert label(LabelConfig(model=retrained, data=data, out=out))["skipped_done"] == 1
+
+
+def test_a_rerun_at_another_fps_is_refused_up_front(run, tmp_path, capsys):
+    """`--fps 10` into labels stored at 20 said 'labeled 0 of 1 input; 1 already there' and exited 0."""
+    write_video(tmp_path / "clip.mp4", num_frames=20)
+    out = str(tmp_path / "out")
+    assert cli(["idm", "label", "--model", run, "--data", str(tmp_path / "clip.mp4"), "--out", out]) == 0
+    capsys.readouterr()
+    assert cli(["idm", "label", "--model", run, "--data", str(tmp_path / "clip.mp4"), "--out", out, "--fps", "10"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.endswith("error: --fps 10: " + out + " stores 20 steps per second (a dataset holds one rate); "
+                         "pass --fps 20 to add to it, or give a new --out"), line
+
+
+def _y4m(path, first: int) -> str:
+    """20 uncompressed frames painted first, first + 1, ...: any two such files have the same size."""
+    import av
+    from videos import painted
+
+    with av.open(str(path), "w", format="yuv4mpegpipe") as out:
+        stream = out.add_stream("rawvideo", rate=20)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for i in range(20):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(painted(first + i), format="rgb24")))
+        out.mux(stream.encode())
+    return str(path)
+
+
+def test_a_file_replaced_keeping_its_size_and_mtime_is_labeled_again(run, tmp_path):
+    """Another take copied over a clip with its times kept (`cp -p`, `rsync -t`, an archive's stored times)
+    and the same size (uncompressed video of the same length) was 'already there' by size and mtime: its
+    old labels stayed. The change time, which no copy sets, sends it to the hash."""
+    import os
+    import shutil
+
+    (tmp_path / "videos").mkdir()
+    clip = _y4m(tmp_path / "videos" / "clip.y4m", 0)
+    out = str(tmp_path / "out")
+    assert label(LabelConfig(model=run, data=str(tmp_path / "videos"), out=out))["labeled"] == ["clip.y4m"]
+    before = os.stat(clip)
+    shutil.copyfile(_y4m(tmp_path / "take2.y4m", 10), clip)
+    os.utime(clip, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(clip)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    summary = label(LabelConfig(model=run, data=str(tmp_path / "videos"), out=out))
+    assert summary["skipped_done"] == 0 and summary["replaced"][0]["episodes"] == ["clip.y4m:0000"]
+    assert frame_index(labels(out)["frames"]) == list(range(10, 30))
+    assert label(LabelConfig(model=run, data=str(tmp_path / "videos"), out=out))["skipped_done"] == 1
 
 
 def test_episodes_of_two_datasets_with_the_same_ids_are_distinct(run, tmp_path):

@@ -216,6 +216,26 @@ def test_a_rerun_at_another_resolution_is_refused_up_front(tmp_path):
     assert Dataset(tmp_path / "ds").spec.height == 32
 
 
+def test_a_rerun_at_another_fps_is_refused_up_front(tmp_path):
+    """`--fps 10` into a dataset of video stored at 20 said 'ingested 0 of 1 input; 1 already there' and exited
+    0 (the video was never resampled to 10): refused in one line, writing nothing."""
+    from videos import write_video
+
+    (tmp_path / "in").mkdir()
+    write_video(tmp_path / "in" / "clip.mp4", num_frames=20)
+    assert run([tmp_path / "in"], tmp_path / "ds", format="video", fps=20)["ingested"] == ["clip.mp4"]
+    manifest = (tmp_path / "ds" / "dataset.json").read_text()
+    with pytest.raises(UserError, match=r"^--fps 10: .*ds stores 20 steps per second \(a dataset holds one rate\); "
+                                        r"pass --fps 20 to add to it, or give a new --out$"):
+        run([tmp_path / "in"], tmp_path / "ds", format="video", fps=10)
+    write_vpt(tmp_path / "vpt", "rec", 12)
+    with pytest.raises(UserError, match=r"^--fps 20: .*ds10 stores 10 steps per second .*vpt recordings are stored at 20"):
+        run([tmp_path / "in"], tmp_path / "ds10", format="video", fps=10)
+        run([tmp_path / "vpt"], tmp_path / "ds10")
+    assert (tmp_path / "ds" / "dataset.json").read_text() == manifest
+    assert run([tmp_path / "in"], tmp_path / "ds", format="video", fps=20)["skipped_done"] == 1
+
+
 def test_a_recorder_version_vpt_never_named_is_refused(tmp_path, capsys):
     """`--recorder-version v6.8` silently meant "no GUI scaler" (1.0 where 6.8 needs 2.0)."""
     from worldloom.pipeline.cli import main

@@ -140,10 +140,10 @@ def test_a_stage_run_again_first_removes_what_it_wrote_before(tmp_path, capsys):
     assert (data / "rows").read_text() == "1"
     StageRunner(tmp_path, None, ("a", "b")).run("a", "k2", writer("2"), writes)
     assert (data / "rows").read_text() == "2" and sorted(p.name for p in gifs.iterdir()) == ["other.png", "rollout-2.gif"]
-    assert "a: its config or its inputs changed since it ran; removed what it wrote then: data/d, figures/rollout-1.gif" \
+    assert "a: its config or its inputs changed; removed what it wrote before: data/d, figures/rollout-1.gif" \
         in capsys.readouterr().out
     StageRunner(tmp_path, "a", ("a", "b")).run("a", "k2", writer("3"), writes)  # --from a: redone from nothing
-    assert (data / "rows").read_text() == "3" and "a: asked to run again since it ran" in capsys.readouterr().out
+    assert (data / "rows").read_text() == "3" and "a: asked to run again (--from); removed" in capsys.readouterr().out
 
     def interrupted():
         data.mkdir(parents=True, exist_ok=True)
@@ -160,6 +160,38 @@ def test_a_stage_run_again_first_removes_what_it_wrote_before(tmp_path, capsys):
     assert (data / "rows").read_text() == "6" and keep.read_text() == "not the stage's"
     with pytest.raises(ValueError, match="inside the run directory"):
         StageRunner(tmp_path, "a", ("a", "b")).run("a", "k6", writer("7"), [tmp_path])
+
+
+def test_a_stage_whose_outputs_are_gone_runs_again_with_every_later_one(tmp_path, capsys):
+    """A deleted dataset or model folder was 'cached' by its record in pipeline.json: the later stages and the
+    report then read a folder that was not there."""
+    import shutil
+
+    from worldloom.pipeline.stages import StageRunner
+
+    ran = []
+
+    def fn(name):
+        def make():
+            ran.append(name)
+            (tmp_path / name).mkdir(exist_ok=True)
+            return {"dir": str(tmp_path / name)}, {}
+        return make
+
+    for _ in range(2):
+        runner = StageRunner(tmp_path, None, ("a", "b", "c"))
+        for name in ("a", "b", "c"):
+            runner.run(name, f"key-{name}", fn(name))
+    assert ran == ["a", "b", "c"]
+    shutil.rmtree(tmp_path / "b")
+    capsys.readouterr()
+    runner = StageRunner(tmp_path, None, ("a", "b", "c"))
+    for name in ("a", "b", "c"):
+        runner.run(name, f"key-{name}", fn(name))
+    assert ran == ["a", "b", "c", "b", "c"] and (tmp_path / "b").is_dir()
+    out = capsys.readouterr().out
+    assert "a: cached" in out and "b: running again (b is gone" in out
+    assert "c: running again (an earlier stage ran again" in out
 
 
 def test_unknown_preset_is_one_line(tmp_path):

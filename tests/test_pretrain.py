@@ -982,3 +982,40 @@ def test_train_into_a_dataset_or_another_run_is_one_line_and_nothing_is_written(
     for out, message in expected.items():
         assert_out_refused(cli, ["pretrain", "train", "--data", data["train"], "--max-steps", "1"], out, message, capsys,
                            one_line=True)
+
+
+def test_eval_frames_do_not_depend_on_the_batch_size():
+    """`pretrain eval --batch-size` only says how many clips go through at once: each clip's teacher-forced
+    frames and rollouts (true and shuffled actions) are the same in a batch of 1, 2 or all 4 (one
+    generator drew every batch's noise in turn, so clip 2's noise, and its scores, changed with it)."""
+    from worldloom.pretrain.autoencoder import PixelCodec
+
+    torch.manual_seed(0)
+    model = WorldModel(WorldModelConfig(image_size=32, width=48, depth=2, num_heads=2, num_frames=4)).eval()
+    for p in model.parameters():  # leave the adaLN-zero start, where every block is the identity
+        p.data += 0.05 * torch.randn_like(p)
+    g = torch.Generator().manual_seed(1)
+    clips = {"frames": torch.randint(0, 256, (4, 6, 32, 32, 3), generator=g, dtype=torch.uint8),
+             "buttons": torch.rand(4, 6, 20, generator=g) > 0.7, "camera": 5 * torch.randn(4, 6, 2, generator=g)}
+    runs = []
+    for batch_size in (4, 2, 1):
+        cfg = ev.EvalConfig(model="m", data=("d",), horizon=2, num_clips=4, batch_size=batch_size, next_frame_positions=2,
+                            stability_horizon=3, sample=SampleConfig(num_steps=2))
+        runs.append(ev.generate(model, PixelCodec(), clips, cfg, 32, long_horizon=3))
+    for other in runs[1:]:
+        for kind in ("next", "long", "shuffled"):
+            diff = (runs[0][kind].int() - other[kind].int()).abs()
+            assert diff.max() <= 1, (kind, diff.max())  # float rounding of other batch shapes at most
+
+
+def test_an_autoencoder_left_by_a_run_on_other_data_of_the_same_size_is_stale(tmp_path):
+    """A run stopped before its first checkpoint leaves its autoencoder; it was reused when the next run's
+    model and data counts matched, though --data was captured again under the same name (other shards)."""
+    from worldloom.checkpoint import DATA_CONTENT
+    from worldloom.pretrain.train import _stale_codec
+
+    doc_ = {"model": {"latent_channels": 4}, "data": {"num_episodes": 3, "num_frames": 120},
+            DATA_CONTENT: {"data": "blake2b-64:0000000000000001"}}
+    (tmp_path / "config.json").write_text(json.dumps(doc_))
+    assert not _stale_codec(tmp_path, doc_)
+    assert _stale_codec(tmp_path, {**doc_, DATA_CONTENT: {"data": "blake2b-64:0000000000000002"}})

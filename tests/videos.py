@@ -31,8 +31,10 @@ def frame_index(frames: np.ndarray) -> list[int]:
 
 def write_video(path, pts_ms: list[int] | None = None, num_frames: int | None = None, rate: int = 20,
                 codec: str = "libx264", container_format: str | None = None, bframes: int = 0,
-                container_options: dict | None = None) -> str:
-    """Frames 0, 1, ... at presentation times `pts_ms` (ms), or `num_frames` at a constant `rate`."""
+                container_options: dict | None = None, last_ms: int | None = None) -> str:
+    """Frames 0, 1, ... at presentation times `pts_ms` (ms), or `num_frames` at a constant `rate`. With
+    `pts_ms` each frame's stated duration is the time to the next one, the last's `last_ms` (default: the
+    interval before it), as a recorder states them."""
     out = av.open(str(path), "w", format=container_format, options=container_options or {})
     stream = out.add_stream(codec, rate=None if pts_ms is not None else rate)
     if pts_ms is not None:
@@ -43,14 +45,23 @@ def write_video(path, pts_ms: list[int] | None = None, num_frames: int | None = 
     else:
         stream.pix_fmt = "yuv420p"
     times = pts_ms if pts_ms is not None else [None] * num_frames
+    durations = {}
+    if pts_ms is not None:
+        gaps = [b - a for a, b in zip(pts_ms, pts_ms[1:], strict=False)]
+        durations = dict(zip(pts_ms, [*gaps, last_ms or gaps[-1]], strict=True))
+
+    def mux(packets) -> None:
+        for packet in packets:
+            if packet.pts in durations:
+                packet.duration = durations[packet.pts]
+            out.mux(packet)
+
     for i, t in enumerate(times):
         frame = av.VideoFrame.from_ndarray(painted(i), format="rgb24")
         if t is not None:
             frame.pts, frame.time_base = t, MS
-        for packet in stream.encode(frame):
-            out.mux(packet)
-    for packet in stream.encode():
-        out.mux(packet)
+        mux(stream.encode(frame))
+    mux(stream.encode())
     out.close()
     return str(path)
 
@@ -173,13 +184,14 @@ def truncate(src, dst, fraction: float = 0.6) -> str:
     return str(dst)
 
 
-def on_screen(pts_ms: list[int], fps: float) -> list[int]:
+def on_screen(pts_ms: list[int], fps: float, last_ms: int | None = None) -> list[int]:
     """The reference rule: step k shows the last frame with time <= k / fps (times from the first
-    frame); steps run until the last frame's end (its start plus the interval before it)."""
+    frame); the last step is the last whose whole interval ends by the last frame's end (its start plus
+    its stated duration `last_ms`, default the interval before it), as ffmpeg's fps filter ends."""
     t = [(p - pts_ms[0]) / 1000 for p in pts_ms]
-    end = t[-1] + (t[-1] - t[-2])
+    end = t[-1] + (last_ms / 1000 if last_ms else t[-1] - t[-2])
     steps, k = [], 0
-    while k / fps < end - 1e-9:
+    while (k + 1) / fps <= end + 1e-9 or k == 0:
         steps.append(max(i for i, ti in enumerate(t) if ti <= k / fps + 1e-9))
         k += 1
     return steps

@@ -147,16 +147,38 @@ def _spelled(name: str, value: Any) -> Any:
 
 
 def check_resumable(run_dir: str | Path, cfg: Any, sections: Mapping[str, Any], read: Callable[[str | Path], dict],
-                    resumable: Collection[str] = RESUMABLE_FIELDS) -> None:
+                    resumable: Collection[str] = RESUMABLE_FIELDS, data_content: Mapping[str, str | None] | None = None) -> None:
     """UserError (one line naming the run and the fields) if `run_dir` holds a checkpoint of a run
     made with another config (changed_fields; `read` is the trainer's checked config.json reader):
-    its steps were taken with the old values, which config.json must keep recording."""
+    its steps were taken with the old values, which config.json must keep recording. Likewise if a
+    dataset of `data_content` ({folder: its content id}, what config.json's DATA_CONTENT records) holds
+    other content than when the run was trained: the same name is not the same data, and a finished
+    run on the old data is no model of the new."""
     if not has_checkpoint(run_dir):
         return
-    diff = changed_fields(read(run_dir), cfg, sections, resumable)
+    have = read(run_dir)
+    diff = changed_fields(have, cfg, sections, resumable)
     if diff:
         raise UserError(f"{run_dir} holds a run with a different config ({', '.join(diff)}): use a new --out, "
                         "or the same flags to resume it")
+    changed = changed_data(have, data_content or {})
+    if changed:
+        raise UserError(f"{run_dir} was trained on {', '.join(changed)} as {'it was' if len(changed) == 1 else 'they were'} "
+                        "then, and its content has changed since (other shards under the same name): use a new --out "
+                        "to train on it as it is now, or restore it to resume the run")
+
+
+DATA_CONTENT = "data_content"  # config.json's {dataset folder: its content id when the run trained on it}
+
+
+def changed_data(have: Mapping[str, Any], data_content: Mapping[str, str | None]) -> list[str]:
+    """The folders of `data_content` whose content id differs from the one the run's config.json `have`
+    records for the same folder (however spelled); none for a run written before ids were recorded."""
+    recorded = have.get(DATA_CONTENT)
+    if not isinstance(recorded, dict):
+        return []
+    old = {_spelled("data", [k])[0]: v for k, v in recorded.items()}
+    return [path for path, cid in data_content.items() if old.get(_spelled("data", [path])[0], cid) != cid]
 
 
 def first_non_finite(tensors: Mapping[str, Any]) -> str | None:

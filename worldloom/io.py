@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import uuid
@@ -230,11 +231,33 @@ def write_video(path: str | os.PathLike, frames, fps: float, *, crf: int = 18, p
         if suffix == ".gif":
             from PIL import Image
 
-            images = [Image.fromarray(np.asarray(f)) for f in frames]
-            images[0].save(tmp, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+            shown, delays_ms = gif_timing(len(frames), fps)
+            images = [Image.fromarray(np.asarray(frames[k])) for k in shown]
+            images[0].save(tmp, save_all=True, append_images=images[1:], duration=delays_ms, loop=0)
         else:
             _write_h264(tmp, frames, fps, crf, pix_fmt)
     return path
+
+
+# A GIF states each frame's delay in whole centiseconds, and browsers play a delay under 2 cs as 10 cs
+# (WebKit's and Firefox's "too fast" rule); so a GIF's frames last 2 cs at least: 50 frames a second.
+GIF_MIN_DELAY_CS = 2
+
+
+def gif_timing(num_frames: int, fps: float) -> tuple[list[int], list[int]]:
+    """(the frames a GIF shows, each one's delay in ms, whole centiseconds): frame k starts at
+    floor(100 k / fps) cs, the last ends at ceil(100 n / fps) cs, so every step k / fps shows frame k and the
+    clip lasts its n / fps seconds; one delay of round(100 / fps) cs drifted (30 fps played at 33.3).
+    Above 50 fps, frames that would last under 2 cs are left out (the frame on screen at each kept start)."""
+    starts = [math.floor(100 * k / fps + 1e-9) for k in range(num_frames)]
+    end = math.ceil(100 * num_frames / fps - 1e-9)
+    shown: list[int] = []
+    for k, start in enumerate(starts):
+        if shown and start - starts[shown[-1]] < GIF_MIN_DELAY_CS:
+            continue
+        shown.append(k)
+    stops = [starts[k] for k in shown[1:]] + [max(end, starts[shown[-1]] + GIF_MIN_DELAY_CS)]
+    return shown, [10 * (stop - starts[k]) for k, stop in zip(shown, stops, strict=True)]
 
 
 def _write_h264(path: Path, frames, fps: float, crf: int, pix_fmt: str) -> None:
