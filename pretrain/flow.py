@@ -42,11 +42,6 @@ class FlowConfig:
     own_previous: float = doc("fraction of sampling-pattern windows whose frame before the last is the model's own "
                               "one-step prediction (from pure noise, given the real frames before it; no gradient): it "
                               "learns to continue from what it generates, as a rollout does (self forcing)", 0.0)
-    flow_blur: float = doc("move_flow models: the movement flow learns from frames blurred by a Gaussian of this many "
-                           "pixels (the base moved by the flow against the frame it predicts, both blurred; HUD left "
-                           "in place), not from the sharp error the correction learns from: on one-ray-per-pixel "
-                           "textures the sharp error is smallest for about half the true move (issue 18's log, "
-                           "section 37); 0: the flow learns from the main loss", 0.0)
     caption_dropout: float = doc("text models: probability that a window's caption is replaced by the null caption "
                                  "(classifier-free guidance on captions, as on actions)", 0.1)
     context_dropout: float = doc("text models: probability that a window's frames before the last are blanks (pure "
@@ -58,8 +53,6 @@ class FlowConfig:
                      "caption_dropout", "context_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if not 0.0 <= self.flow_blur <= 8.0:
-            raise ValueError(f"flow_blur must be in [0, 8] pixels, got {self.flow_blur}")
 
 
 def sample_noise_levels(B: int, T: int, cfg: FlowConfig, generator=None, device="cpu"):
@@ -96,9 +89,7 @@ def flow_loss(model: WorldModel, x0, action, has_action, cfg: FlowConfig, genera
                                         None if pitch is None else pitched["view_pitch"][own, :T - 1])
     tt = t[:, :, None, None, None]
     xt = (1 - tt) * x0 + tt * noise
-    motion = [] if cfg.flow_blur > 0 and getattr(model.cfg, "move_flow", 0.0) else None
-    v = model(xt, t, cond, mask & keep, **({"text": text} if text is not None else {}), **pitched,
-              **({"motion_out": motion} if motion is not None else {}))  # (B, T, C, H, W)
+    v = model(xt, t, cond, mask & keep, **({"text": text} if text is not None else {}), **pitched)  # (B, T, C, H, W)
     err = F.mse_loss(v.float(), noise - x0, reduction="none").mean(dim=(2, 3, 4))  # (B, T)
     # velocity MSE times t^2 = clean-frame MSE, even over noise levels: |v - v*|^2 = |x0 - x0*|^2 / t^2,
     # undo the 1/t^2 that buries large t (measured: docs/pretrain.md)
@@ -107,44 +98,7 @@ def flow_loss(model: WorldModel, x0, action, has_action, cfg: FlowConfig, genera
     if cfg.log_mse and pure.any():  # d log(e + floor) = de / (e + floor); rescaled to keep the mean weight
         e = (err * t.clamp_min(T_MIN) ** 2).detach()  # clean-frame MSE (B, T)
         weight = torch.where(pure, weight * (e[pure].mean() + LOG_FLOOR) / (e + LOG_FLOOR), weight)
-    loss = (err * weight).sum() / weight.sum()
-    if motion:
-        loss = loss + blurred_flow_loss(model, motion[0], x0, t, weight, cfg)
-    return loss
-
-
-def blurred_flow_loss(model: WorldModel, motion, x0, t, weight, cfg: FlowConfig) -> torch.Tensor:
-    """The movement flow's own loss (FlowConfig.flow_blur): over the scored frames that move and whose frame before
-    is nearly clean (noise level at most context_noise_max), the MSE between the frame before (as the warp turned
-    it, no gradient) moved by the flow and the clean frame, both blurred by a Gaussian of flow_blur pixels.
-    motion: (source (B, T, C, H, W), flow (B, T, 2, H, W), moving (B, T), levels of the frames before (B, T)) as
-    WorldModel.forward leaves them in `motion_out`. -> a scalar (0 where no frame qualifies)."""
-    from .model import move_frames
-
-    source, flow, moving, levels = motion
-    use = moving & (weight > 0) & (levels <= cfg.context_noise_max + 1e-6) & (t > 0)
-    if not use.any():
-        return flow.sum() * 0.0
-    src = source[use].float()
-    if getattr(model.cfg, "hud_fill", False):
-        src = src.flatten(-2)[..., model.hud_fill_index()].view_as(src)
-    moved = move_frames(src, flow[use].float())
-    target = x0[use].float()
-    if getattr(model.cfg, "hud_mask", False):  # the HUD does not move: left out of the comparison
-        scene = (model.hud < 0.5).float()
-        moved, target = moved * scene, target * scene
-    return (gaussian_blur(moved, cfg.flow_blur) - gaussian_blur(target, cfg.flow_blur)).pow(2).mean()
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """x (N, C, H, W) blurred by a separable Gaussian of `sigma` pixels (radius 3 sigma, the border repeated)."""
-    radius = max(1, int(3 * sigma + 0.5))
-    k = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype) / sigma) ** 2)
-    k = k / k.sum()
-    C = x.shape[1]
-    x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C)
+    return (err * weight).sum() / weight.sum()
 
 
 def drop_text_and_context(text, t, weight, keep, cfg: FlowConfig, generator=None):
@@ -319,7 +273,7 @@ def rollout(model: WorldModel, context, actions, has_action, horizon: int, cfg: 
                                              cfg.memory, start)
     canvas = None if blanks or not cfg.canvas or cfg.guidance != 1.0 or not can_recall(model) else make_canvas(model, context[:, -1])
     pitches = None
-    if context_pitch is not None and (getattr(model.cfg, "world_yaw", False) or getattr(model.cfg, "move_depth", False)):
+    if context_pitch is not None and getattr(model.cfg, "world_yaw", False):
         pitches = track_pitch(torch.as_tensor(context_pitch, dtype=torch.float32, device=context.device),
                               actions[:, :Tc + horizon - 1], has_action[:, :Tc + horizon - 1])  # (B, Tc + horizon)
     for _ in range(horizon):

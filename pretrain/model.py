@@ -100,12 +100,6 @@ class WorldModelConfig:
                                 "renders 1.1 times its 70 degrees, Minecraft widens the view too): where a frame starts or "
                                 "stops sprinting, the warp zooms the previous frame by the change (`view_fov_deg`; "
                                 "`worldloom pretrain` fits it to the data; 0 = the view never changes)", 0.0)
-    move_depth: bool = doc("move_flow: the flow comes from one channel per pixel, how near the surface there is (its "
-                           "inverse depth), and the step's movement keys (`depth_flow`): which way each pixel moves "
-                           "follows from the camera (away from the point the player heads for), only the depth is "
-                           "learned, starting from the ground at the eye's height below the view at the frame's pitch (0 "
-                           "where unknown); move_flow is then the largest move in pixels (issue 18's log, section 37)",
-                           False)
     world_yaw: bool = doc("x_skip with a camera warp: where a frame's absolute pitch is known (a dataset's state_pitch, "
                           "a rollout's context), the warp turns the yaw about the world's vertical, as Minecraft does, "
                           "not about the view's own (the same at pitch 0; issue 18's log, section 34); unknown pitch: 0",
@@ -113,7 +107,7 @@ class WorldModelConfig:
 
     # Fields a checkpoint of an older format may lack (worldloom.checkpoint.FORMAT_VERSION): the version that added each.
     FIELDS_ADDED: ClassVar[dict[str, int]] = {"signal_input": 2, "dead_zone": 2, "hud_mask": 3, "hud_fill": 4, "move_flow": 6,
-                                            "sprint_fov_deg": 8, "world_yaw": 8, "move_depth": 9}
+                                            "sprint_fov_deg": 8, "world_yaw": 8}
 
     def __post_init__(self):
         for name in ("image_size", "patch_size", "width", "depth", "num_heads", "num_frames"):
@@ -141,8 +135,6 @@ class WorldModelConfig:
             raise ValueError("hud_fill needs hud_mask (the pixels it fills)")
         if not 0.0 <= self.move_flow <= 16.0 or (self.move_flow and (self.prediction != "x_skip" or self.latent_channels)):
             raise ValueError(f"move_flow must be in [0, 16] pixels, and needs prediction x_skip on pixels; got {self.move_flow}")
-        if self.move_depth and not self.move_flow:
-            raise ValueError("move_depth needs move_flow (the largest move in pixels)")
         for name in ("camera_fov_deg", "sprint_fov_deg"):
             if not 0.0 <= getattr(self, name) < 180.0:
                 raise ValueError(f"{name} must be in [0, 180) degrees, got {getattr(self, name)}")
@@ -165,10 +157,8 @@ class WorldModelConfig:
 
     @property
     def out_channels(self) -> int:
-        """Correction (C), the turn gate's logit where the camera turns, then the movement flows (2 x 2), or with
-        move_depth the inverse depth (1)."""
-        moves = (1 if self.move_depth else 2 * MOVE_COMPONENTS) if self.move_flow else 0
-        return self.channels + int(self.turns_camera) + moves
+        """Correction (C), the turn gate's logit where the camera turns, then the movement flows (2 x 2)."""
+        return self.channels + int(self.turns_camera) + (2 * MOVE_COMPONENTS if self.move_flow else 0)
 
     @property
     def in_channels(self) -> int:
@@ -255,56 +245,6 @@ def movement_flow(raw: torch.Tensor, action: torch.Tensor, action_mask: torch.Te
     fields = torch.tanh(raw.float()).unflatten(2, (MOVE_COMPONENTS, 2)) * max_px  # (B, T, K, 2, H, W)
     keys = movement(action, action_mask)  # (B, T, K)
     return (fields * keys[..., None, None, None]).sum(2), (keys != 0).any(-1)
-
-
-EYE_HEIGHT_BLOCKS = 1.62  # the eye above the feet: Minecraft's, and VoxelWorld's (envs/objects.py EYE)
-WALK_BLOCKS = 0.215  # blocks a walking step moves: Minecraft's 4.317 m/s at 20 steps/s (envs/objects.py WALK)
-INVERSE_DEPTH_MAX = 5.0  # 1/blocks: no face comes nearer the eye than the body allows (0.18 blocks, envs/raster.py)
-INVERSE_DEPTH_FLOOR = 0.02  # 1/blocks: the prior where the ground is not in view (the sky, 50 blocks away)
-UNKNOWN_FOV_DEG = 70.0  # a model without a fitted field of view moves pixels as Minecraft's default camera
-
-
-def ground_inverse_depth(pitch_deg: torch.Tensor, fov_deg, height: int, width: int) -> torch.Tensor:
-    """1 / depth (along the view axis, blocks) of the flat ground under the feet, EYE_HEIGHT_BLOCKS below the eye,
-    seen at each pixel of a view pitched by pitch_deg (…) degrees (positive looks down) with vertical field of view
-    fov_deg (a float or (…) degrees); 0 where a pixel sees no ground (above the horizon). -> (…, H, W)."""
-    yn, xn = pixel_centres(height, width, pitch_deg.device)
-    half = torch.tan(torch.deg2rad(torch.as_tensor(fov_deg, dtype=torch.float32, device=pitch_deg.device)) / 2)
-    p = torch.deg2rad(pitch_deg.float())[..., None, None]
-    up = -yn * half[..., None, None] if half.dim() else -yn * half  # each pixel's ray (x, up, 1) in the view's axes
-    return (torch.sin(p) - torch.cos(p) * up).clamp_min(0.0) / EYE_HEIGHT_BLOCKS
-
-
-def depth_flow(raw: torch.Tensor, action: torch.Tensor, action_mask: torch.Tensor, pitch_deg: torch.Tensor,
-               fov_deg, max_px: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The base's flow from the network's inverse-depth channel (move_depth): each pixel of the new view goes back
-    to where the old view saw its surface, given the step's move (`movement` times WALK_BLOCKS: forward along the
-    heading, right across it, level with the world) and the view's pitch after the step.
-
-    raw (B, T, 1, H, W): the network's channel; inverse depth = softplus(raw + softplus⁻¹(the ground's, at least a floor)),
-    at most INVERSE_DEPTH_MAX, so an untrained network moves the flat ground under the eye exactly
-    (`ground_inverse_depth`). action (B, T, 24), action_mask (B, T); pitch_deg (B, T) the view's pitch after each
-    step's action (0 where unknown); fov_deg a float or (B, T) degrees, the view's after the step.
-    -> flow (B, T, 2, H, W) in pixels (dx, dy), each component at most max_px, zero where no key moves;
-    moving (B, T) bool."""
-    B, T, _, H, W = raw.shape
-    keys = movement(action, action_mask) * WALK_BLOCKS  # (B, T, 2) blocks: forward, right
-    moving = (keys != 0).any(-1)
-    fov = torch.as_tensor(fov_deg, dtype=torch.float32, device=raw.device).expand(B, T)
-    prior = ground_inverse_depth(pitch_deg, fov, H, W).clamp_min(INVERSE_DEPTH_FLOOR)  # (B, T, H, W)
-    rho = F.softplus(raw[:, :, 0].float() + torch.log(torch.expm1(prior))).clamp(max=INVERSE_DEPTH_MAX)
-    half = torch.tan(torch.deg2rad(fov) / 2)[..., None, None]  # (B, T, 1, 1)
-    yn, xn = pixel_centres(H, W, raw.device)
-    x, up = xn * half * (W / H), -yn * half  # (B, T, H, W): the ray (x, up, 1) of each new pixel
-    p = torch.deg2rad(pitch_deg.float())
-    fwd, right = keys.unbind(-1)
-    move = [right, torch.sin(p) * fwd, torch.cos(p) * fwd]  # the step in the view's axes (right, up, forward)
-    tx, ty, tz = (m[..., None, None] for m in move)
-    depth_ratio = (1 + rho * tz).clamp_min(0.05)  # the surface's depth from the old eye over that from the new
-    dx = ((x + rho * tx) / depth_ratio - x) / (half * W / H) * (W / 2)
-    dy = -((up + rho * ty) / depth_ratio - up) / half * (H / 2)
-    flow = torch.stack([dx, dy], 2).clamp(-max_px, max_px) * moving[..., None, None, None]
-    return flow, moving
 
 
 def move_frames(frames: torch.Tensor, flow_px: torch.Tensor) -> torch.Tensor:
@@ -492,7 +432,7 @@ class WorldModel(nn.Module):
         return x.reshape(B, T, C, g * p, g * p)  # (B, T, C, H, W)
 
     def forward(self, x, t, action, action_mask, past_kv=None, start=0, return_kv=False, prev=None, prev_t=None,
-                dead_zone=None, text=None, recall=None, canvas=None, prev_action=None, view_pitch=None, motion_out=None):
+                dead_zone=None, text=None, recall=None, canvas=None, prev_action=None, view_pitch=None):
         """x (B, T, C, H, W), t (B, T), action (B, T, A), action_mask (B, T) bool -> v (B, T, C, H, W).
 
         past_kv: per-block temporal K/V of earlier frames (from a previous call with
@@ -508,8 +448,6 @@ class WorldModel(nn.Module):
         prev_action: (action (B, A), mask (B,)) that produced the frame before x[:, 0] (its field of view: `view_fov_deg`);
         view_pitch: (B, T) the absolute pitch in degrees of the frame before each frame (positive looks down; NaN where
         unknown), which a `world_yaw` model's warp turns the yaw about the world's vertical from; None: unknown.
-        motion_out: a list (training with FlowConfig.flow_blur): the movement flow is appended with what it moves
-        (source, flow, moving, levels: flow.blurred_flow_loss) and goes into the velocity without its gradient.
         """
         T, cfg = x.shape[1], self.cfg
         seen = x * (1 - t)[..., None, None, None] if cfg.signal_input else x  # (B, T, C, H, W)
@@ -521,8 +459,8 @@ class WorldModel(nn.Module):
             if cfg.hud_fill:  # the HUD is not part of the scene: fill it from beside it before turning
                 source = before.flatten(-2)[..., self.hud_fill_index()].view_as(before)
             pitch = view_pitch.nan_to_num(0.0) if view_pitch is not None and getattr(cfg, "world_yaw", False) else None
-            views = view_fov_deg(action, action_mask, cfg, prev_action)
-            turned = rotate_frames(source, camera_from_actions(action, action_mask), cfg.camera_fov_deg, views, pitch)
+            turned = rotate_frames(source, camera_from_actions(action, action_mask), cfg.camera_fov_deg,
+                                   view_fov_deg(action, action_mask, cfg, prev_action), pitch)
             if cfg.hud_mask:  # the HUD stays where it is, whatever the turn
                 turned = torch.where(self.hud > 0.5, before, turned)
             if recall is not None and recall[0] is not None:  # a remembered view of the newest frame: the better base
@@ -549,18 +487,10 @@ class WorldModel(nn.Module):
             turn = out[:, :, C:C + 1] if cfg.turns_camera else None
             correction = out[:, :, :C]
             flow = moving = None
-            if cfg.move_flow and getattr(cfg, "move_depth", False):  # (B, T, 2, H, W) pixels from the inverse depth
-                after = pitch_after(view_pitch, action, action_mask)
-                fov = views[1] if views is not None else (cfg.camera_fov_deg or UNKNOWN_FOV_DEG)
-                flow, moving = depth_flow(out[:, :, C + int(cfg.turns_camera):], action, action_mask, after, fov,
-                                          cfg.move_flow)
-            elif cfg.move_flow:  # (B, T, 2, H, W) pixels: the fields per step walked and strafed, times the keys
+            if cfg.move_flow:  # (B, T, 2, H, W) pixels: the fields per step walked and strafed, times the keys
                 flow, moving = movement_flow(out[:, :, C + int(cfg.turns_camera):], action, action_mask, cfg.move_flow)
                 if recall is not None and recall[0] is not None:  # a remembered view is already where the keys led
                     flow = torch.cat([flow[:, :-1], flow[:, -1:] * ~recall[1][:, None, None]], dim=1)
-            if motion_out is not None and flow is not None:  # the flow learns from its own, blurred loss
-                motion_out.append(((turned if cfg.turns_camera else before).detach(), flow, moving, levels))
-                flow = flow.detach()
             zone = cfg.dead_zone if dead_zone is None else dead_zone
             if zone > 0:  # soft threshold forward, identity backward (the net still learns inside the zone)
                 tau = zone * 2.0 / 255.0  # 8-bit levels in model units ([-1, 1])
@@ -569,15 +499,6 @@ class WorldModel(nn.Module):
                                 self.hud_fill_index() if cfg.hud_fill else None, self.hud if cfg.hud_mask else None,
                                 canvas)
         return (out, new_kv) if return_kv else out
-
-
-def pitch_after(view_pitch, action: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
-    """Each frame's view pitch after its action, in degrees: the frame before's (view_pitch (B, T), NaN where
-    unknown) plus the action's camera pitch, clamped to +-90; 0 where the pitch before is unknown (a level view)."""
-    if view_pitch is None:
-        return torch.zeros(action.shape[:2], device=action.device)
-    turned = (view_pitch.float() + camera_from_actions(action, action_mask)[..., 0]).clamp(-90.0, 90.0)
-    return turned.nan_to_num(0.0)
 
 
 def previous_frames(x, t, prev=None, prev_t=None):

@@ -106,8 +106,6 @@ class TrainConfig:
                               "model's own one-step prediction", 0.0)
     log_mse: bool | None = doc("weight pure-noise frames by a per-frame log-MSE (the per-frame PSNR eval scores); "
                                "default: the preset's objective", None)
-    flow_blur: float | None = doc("move_flow models: the movement flow learns from frames blurred by a Gaussian of this "
-                                  "many pixels (FlowConfig.flow_blur); default: the preset's objective", None)
     camera_fov_deg: float | None = doc("field of view that turns the previous frame by the camera action (x_skip); "
                                        "default: fitted to the training data at the start and kept in config.json; 0: no turn", None)
     sprint_fov_deg: float | None = doc("field of view while sprinting, which the warp zooms to and from where sprinting starts "
@@ -163,7 +161,7 @@ class TrainConfig:
     @property
     def flow(self) -> FlowConfig:
         """The training objective: the preset's (OBJECTIVES), with any field given here on top."""
-        given = {name: getattr(self, name) for name in ("p_sampling_pattern", "p_pure_noise", "log_mse", "flow_blur")}
+        given = {name: getattr(self, name) for name in ("p_sampling_pattern", "p_pure_noise", "log_mse")}
         objective = {**OBJECTIVES.get(self.preset, {}), **{k: v for k, v in given.items() if v is not None}}
         return FlowConfig(action_dropout=self.action_dropout, own_previous=self.own_previous,  # dropouts: text runs only
                           caption_dropout=self.caption_dropout, context_dropout=self.context_dropout, **objective)

@@ -446,107 +446,6 @@ def test_movement_keys_move_the_base_by_the_flow_and_releasing_them_moves_nothin
     assert torch.allclose(base_walk[:, 56:], x[0, -1][:, 56:], atol=1e-6)  # the HUD stays
 
 
-def test_an_untrained_depth_flow_moves_the_ground_as_voxelworld_draws_it():
-    """move_depth: with the network's channel at zero, the inverse depth is the flat ground's under the eye, which
-    is VoxelWorld's own depth buffer where the player stands on flat ground; a step forward then moves each
-    ground pixel to where the engine draws it (checked against points projected from the engine's depth), the
-    direction of every pixel's move comes from the camera (a step back reverses it, a strafe moves sideways), and
-    releasing the keys moves nothing."""
-    from worldloom.actions import noop
-    from worldloom.envs import raster
-    from worldloom.envs import render as engine_render
-    from worldloom.envs.voxel import VoxelWorldEnv
-    from worldloom.pretrain.model import (
-        EYE_HEIGHT_BLOCKS,
-        WALK_BLOCKS,
-        depth_flow,
-        ground_inverse_depth,
-    )
-
-    env = VoxelWorldEnv(height=64, width=64)
-    env.reset(seed=13)
-    for _ in range(10):
-        env.step(noop())
-    env.player.pitch, env.player.yaw = 45.0, 0.0
-    view = env._view()
-    zbuf, ids = engine_render._buffers(64, 64)
-    raster.rasterize(view.quads, view.chunks, raster.box_quads(view.animals), view.eye, view.yaw, view.pitch,
-                     view.fov_deg, view.view_distance, view.underwater, zbuf, ids)  # zbuf: 1 / depth along the view
-    prior = ground_inverse_depth(torch.tensor(45.0), 70.0, 64, 64)
-    ground = (torch.from_numpy(zbuf) - prior).abs() < 1e-3
-    assert ground.sum() > 500 and (prior[:32, :] < prior[32:, :].amin()).all()  # nearer further down
-    keys = {"forward": (1.0, 0.0), "back": (-1.0, 0.0), "right": (0.0, 1.0), None: (0.0, 0.0)}
-    flows = {}
-    for key in keys:
-        buttons = torch.zeros(1, 20)
-        if key:
-            buttons[0, ACTION_BUTTONS.index(key)] = 1
-        act = encode_actions(buttons, torch.zeros(1, 2))[None]  # (1, 1, 24)
-        flows[key], moving = depth_flow(torch.zeros(1, 1, 1, 64, 64), act, torch.ones(1, 1, dtype=torch.bool),
-                                        torch.tensor([[45.0]]), 70.0, 16.0)
-        assert moving.item() == (key is not None)
-    assert (flows[None] == 0).all()
-    # where the old view saw each ground pixel of the new one: the engine's depth, the step, the projection
-    half = np.tan(np.radians(35.0))
-    ys, xs = np.mgrid[0:64, 0:64]
-    x, up = ((xs + 0.5) / 32 - 1) * half, -((ys + 0.5) / 32 - 1) * half
-    z = 1 / np.maximum(zbuf, 1e-9)
-    s, c = np.sin(np.radians(45.0)), np.cos(np.radians(45.0))
-    for key, (fwd, right) in keys.items():
-        if key is None:
-            continue
-        t = np.array([right, s * fwd, c * fwd]) * WALK_BLOCKS  # the step in the view's axes (right, up, forward)
-        old = np.stack([x * z, up * z, z]) + t[:, None, None]
-        want_dx = (old[0] / old[2] - x) / half * 32
-        want_dy = -(old[1] / old[2] - up) / half * 32
-        got = flows[key][0, 0].numpy()
-        g = ground.numpy()
-        assert np.abs(got[0][g] - want_dx[g]).max() < 0.1 and np.abs(got[1][g] - want_dy[g]).max() < 0.1, key
-    assert flows["forward"][0, 0, 1, 63].mean() < -5  # the ground under the feet comes from rows above, 5+ px
-    assert (flows["back"][0, 0, 1, 48:] > 0).all()  # a step back: the ground comes from rows below
-    assert flows["right"][0, 0, 0, 48:].mean() > 2 * flows["right"][0, 0, 1, 48:].abs().mean()  # sideways
-    assert EYE_HEIGHT_BLOCKS == 1.62 and WALK_BLOCKS == 0.215  # VoxelWorld's (envs/objects.py EYE and WALK)
-
-
-def test_with_flow_blur_the_flow_learns_from_blurred_frames_and_the_correction_from_sharp_ones():
-    """FlowConfig.flow_blur: the movement flow's gradient comes from its own loss on blurred frames (the frame
-    before moved by the flow against the frame, both blurred), none from the main loss; without it, the main
-    loss is all there is. Checked on the inverse-depth channel's output bias of a move_depth model."""
-    from worldloom.pretrain.flow import blurred_flow_loss, gaussian_blur
-    from worldloom.pretrain.model import shift_actions
-
-    cfg = dataclasses.replace(PRESETS["tiny"], camera_fov_deg=70.0, move_flow=8.0, move_depth=True)
-    torch.manual_seed(0)
-    model = WorldModel(cfg)
-    p, C = cfg.patch_size, cfg.channels
-    depth_bias = slice((C + 1) * p * p, (C + 2) * p * p)  # correction, turn gate, then the inverse depth
-    g = torch.Generator().manual_seed(0)
-    x0 = (F.interpolate(torch.rand(2, 3, 3, 8, 8, generator=g).flatten(0, 1), size=(64, 64)) * 2 - 1).view(2, 3, 3, 64, 64)
-    walk = encode_actions(F.one_hot(torch.tensor([ACTION_BUTTONS.index("forward")] * 6), 20).float(), torch.zeros(6, 2))
-    action, has = walk.view(2, 3, -1), torch.ones(2, 3, dtype=torch.bool)
-    grads = {}
-    for blur in (0.0, 1.5):
-        model.zero_grad()
-        fcfg = FlowConfig(p_sampling_pattern=1.0, p_pure_noise=1.0, action_dropout=0.0, flow_blur=blur)
-        flow_loss(model, x0, action, has, fcfg, generator=torch.Generator().manual_seed(1)).backward()
-        grads[blur] = model.final.bias.grad[depth_bias].abs().sum().item()
-    assert grads[0.0] > 0 and grads[1.5] > 0
-    # the flow's own loss alone gives the flow its whole gradient: the main loss passes it none
-    model.zero_grad()
-    motion = []
-    xt = x0.clone()
-    t = torch.tensor([[0.0, 0.0, 1.0]] * 2)
-    cond, mask = shift_actions(action, has)
-    model(xt, t, cond, mask, motion_out=motion).sum().backward()
-    assert model.final.bias.grad[depth_bias].abs().sum().item() == 0.0
-    model.zero_grad()
-    v = model(xt, t, cond, mask, motion_out=motion)
-    blurred_flow_loss(model, motion[-1], x0, t, torch.tensor([[0.0, 0.0, 1.0]] * 2), FlowConfig(flow_blur=1.5)).backward()
-    assert model.final.bias.grad[depth_bias].abs().sum().item() > 0 and v.shape == x0.shape
-    flat = torch.full((1, 3, 16, 16), 0.25)
-    assert torch.allclose(gaussian_blur(flat, 1.5), flat, atol=1e-6)  # the border repeated: a flat frame stays
-
-
 @pytest.mark.parametrize("move", ["turn", "walk"])
 def test_the_canvas_samples_the_real_frame_once_however_many_warps_a_rollout_chains(move):
     # A model that is its warps alone (no correction; the gate fully turned; a step forward moves the picture
@@ -969,9 +868,6 @@ def test_a_run_written_with_the_removed_loss_weight_field_still_loads(tmp_path):
     # format 6 added model.move_flow: a format-5 run's base did not move with the movement keys
     v5 = {k: v for k, v in doc["model"].items() if k != "move_flow"}
     assert check_config({**doc, "format_version": 5, "model": v5, "flow": to_json_dict(train.flow)}, path)["model"].move_flow == 0
-    # format 9 added model.move_depth: a format-8 run's flow was the network's own, per movement key
-    v8 = {k: v for k, v in doc["model"].items() if k != "move_depth"}
-    assert check_config({**doc, "format_version": 8, "model": v8, "flow": to_json_dict(train.flow)}, path)["model"].move_depth is False
 
 
 def test_train_into_a_dataset_or_another_run_is_one_line_and_nothing_is_written(data, tmp_path, capsys):
