@@ -206,10 +206,30 @@ def test_a_killed_process_leaves_no_engine_behind(tmp_path):
     assert not Path(root).exists()
 
 
-def test_a_crashed_or_hung_engine_is_detected_and_restarted():
-    env = make_env("minetest", height=64, width=64, step_timeout_s=3.0, **FAST)
+def test_a_port_collision_crash_or_hang_is_retried_or_restarted_and_close_leaves_nothing(monkeypatch):
+    """One env through every fault (each engine start costs seconds): a first start whose port
+    collides is retried; a crashed (SIGKILL) and then a hung (SIGSTOP) engine is detected within the
+    step timeout and a fresh one starts at the next reset; close() leaves no process or directory.
+    The colliding port cannot be forced (singleplayer draws it at random), so its log line is fed to
+    a real engine's reader, and the env's retry is shown with a first start that collides."""
+    engine = me.Engine.__new__(me.Engine)
+    engine.lines, engine.state = [], None
+    with pytest.raises(me.PortInUse):
+        engine._take("2026-11-30 12:00:00: ERROR[Main]: Bind failed: Address already in use (127.0.0.1:53766)")
+    calls = []
+    real_engine = me.Engine
+
+    def first_collides(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise me.PortInUse("minetest could not bind its singleplayer port")
+        return real_engine(*args, **kwargs)
+
+    monkeypatch.setattr("worldloom.envs.minetest_env.Engine", first_collides)
+    env = MinetestEnv(height=64, width=64, step_timeout_s=3.0, **FAST)
     try:
-        env.reset(seed=0)
+        obs, _ = env.reset(seed=0)
+        assert len(calls) == 2 and env.num_starts == 2 and obs.std() > 5
         for fault in (signal.SIGKILL, signal.SIGSTOP):
             starts = env.num_starts
             env.step(act.noop())
@@ -223,8 +243,11 @@ def test_a_crashed_or_hung_engine_is_detected_and_restarted():
             assert wait_gone([old], 5.0) == []
             obs, info = env.reset(seed=0)  # a fresh engine
             assert env.num_starts >= starts + 1 and env.engine.proc.pid != old and obs.std() > 5
+        pids = [env.engine.proc.pid, env.engine.xvfb.pid, env.engine.reaper.proc.pid]
+        root = env.engine.dir
     finally:
         env.close()
+    assert wait_gone(pids, 5.0) == [] and not root.exists()  # close() leaves no process or directory
 
 
 def test_missing_packages_name_them(monkeypatch):
@@ -249,34 +272,6 @@ def test_xvfb_that_cannot_start_is_a_one_line_error_after_retries(monkeypatch):
     with pytest.raises(UserError, match="did not start in 2 tries: Xvfb did not start"):
         env.reset(seed=0)
     assert time.monotonic() - start < 10 and env.engine is None
-
-
-def test_a_port_collision_is_retried_and_close_leaves_nothing(monkeypatch):
-    """The colliding port cannot be forced (singleplayer draws it at random), so its log line is
-    fed to a real engine's reader, and the env's retry is shown with a first start that collides."""
-    engine = me.Engine.__new__(me.Engine)
-    engine.lines, engine.state = [], None
-    with pytest.raises(me.PortInUse):
-        engine._take("2026-11-30 12:00:00: ERROR[Main]: Bind failed: Address already in use (127.0.0.1:53766)")
-    calls = []
-    real_engine = me.Engine
-
-    def first_collides(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 1:
-            raise me.PortInUse("minetest could not bind its singleplayer port")
-        return real_engine(*args, **kwargs)
-
-    monkeypatch.setattr("worldloom.envs.minetest_env.Engine", first_collides)
-    env = MinetestEnv(height=64, width=64, **FAST)
-    try:
-        obs, _ = env.reset(seed=0)
-        assert len(calls) == 2 and env.num_starts == 2 and obs.std() > 5
-        pids = [env.engine.proc.pid, env.engine.xvfb.pid, env.engine.reaper.proc.pid]
-        root = env.engine.dir
-    finally:
-        env.close()
-    assert wait_gone(pids, 5.0) == [] and not root.exists()  # close() leaves no process or directory
 
 
 def test_the_real_time_fallback_runs_without_the_shim():

@@ -71,6 +71,13 @@ def micro_cfg(data, out, **kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
+@pytest.fixture(scope="module")
+def full_run(voxel, tmp_path_factory):
+    """`micro_cfg`'s 6 steps, uninterrupted: what every stopped and resumed run must end at, weight for weight
+    (whatever its own --checkpoint-every: saving a checkpoint draws no random number)."""
+    return train_main(micro_cfg(voxel["labeled"], tmp_path_factory.mktemp("full") / "full"))
+
+
 # --- model ------------------------------------------------------------------------------------
 
 def test_presets_have_the_documented_sizes():
@@ -406,13 +413,12 @@ def test_press_thresholds_are_fitted_on_validation_and_used_where_the_run_is_rea
         checkpoint.load_idm(run)
 
 
-def test_killed_run_resumes_to_the_same_weights(voxel, tmp_path):
-    full = train_main(micro_cfg(voxel["labeled"], tmp_path / "full"))
+def test_killed_run_resumes_to_the_same_weights(voxel, full_run, tmp_path):
     partial = tmp_path / "partial"
     train_main(micro_cfg(voxel["labeled"], partial), stop_after=5)  # killed after step 5: checkpoint at 4
     assert json.loads((partial / "checkpoint" / "state.json").read_text())["step"] == 4
     train_main(micro_cfg(voxel["labeled"], partial))
-    a = load_file(str(full / "checkpoint" / "model.safetensors"))
+    a = load_file(str(full_run / "checkpoint" / "model.safetensors"))
     b = load_file(str(partial / "checkpoint" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     rows = [r["step"] for r in csv.DictReader((partial / "metrics.csv").open())]
@@ -475,13 +481,13 @@ def test_metrics_show_every_log_every_steps_before_the_first_checkpoint(voxel, t
     assert (run / "curves.png").stat().st_size > 1000
 
 
-def test_ctrl_c_saves_the_step_it_fell_in_and_the_rerun_resumes_exactly(voxel, tmp_path, monkeypatch, capsys):
+def test_ctrl_c_saves_the_step_it_fell_in_and_the_rerun_resumes_exactly(voxel, full_run, tmp_path, monkeypatch,
+                                                                          capsys):
     import os
     import signal
 
     import worldloom.idm.data as idm_data
 
-    full = train_main(micro_cfg(voxel["labeled"], tmp_path / "full", checkpoint_every=100))
     calls, real_sample = [], idm_data.sample_windows
 
     def ctrl_c_in_step_3(*args, **kwargs):  # a real SIGINT to this process, as the terminal sends on Ctrl-C
@@ -502,7 +508,7 @@ def test_ctrl_c_saves_the_step_it_fell_in_and_the_rerun_resumes_exactly(voxel, t
     monkeypatch.setattr(idm_data, "sample_windows", real_sample)
     assert cli(argv) == 0  # the same command: resumes at step 3, ends where the uninterrupted run did
     assert f"idm train: resuming from step 3 of 6 ({run / 'checkpoint'})" in capsys.readouterr().err
-    a = load_file(str(full / "checkpoint" / "model.safetensors"))
+    a = load_file(str(full_run / "checkpoint" / "model.safetensors"))
     b = load_file(str(run / "checkpoint" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
