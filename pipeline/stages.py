@@ -154,18 +154,22 @@ class StageRunner:
             print(f"[{self.path.stem}] {name}: cached ({done.wall_s:.0f} s when it ran)", flush=True)
             return done
         before = done.key if done is not None else self.started.get(name)
+        why = None  # why a stage that ran (or started) before runs again
         if done is not None and done.key == key and name not in self.redo:  # done once, but what it made is gone
-            why = f"{_relative(gone[0], self.out_dir)} is gone" if gone else "an earlier stage ran again"
-            print(f"[{self.path.stem}] {name}: running again ({why}; this stage and every later one)", flush=True)
+            why = (f"{_relative(gone[0], self.out_dir)} is gone" if gone else "an earlier stage ran again") + \
+                "; this stage and every later one"
             self.redoing = True
-            self._remove(name, writes, "part of what it made is gone" if gone else "an earlier stage ran again")
-        elif before is not None and (before != key or name in self.redo):
-            self._remove(name, writes, "asked to run again (--from)" if before == key else "its config or its inputs changed")
+        elif before is not None and before != key:
+            why = "its config or its inputs changed"
+        elif before is not None and name in self.redo:
+            why = "asked to by --from"
+        print(f"[{self.path.stem}] {name}: running" + (f" again ({why})" if why else ""), flush=True)
+        if why is not None:
+            self._remove(name, writes)
         self.redo.discard(name)
         self.records.pop(name, None)
         self.started[name] = key
         self._save()
-        print(f"[{self.path.stem}] {name}: running", flush=True)
         start = time.perf_counter()
         with CoreClock() as clock:
             outputs, figures = fn()
@@ -185,7 +189,7 @@ class StageRunner:
         stages = {k: {**vars(v), "outputs": _map_paths(v.outputs, relative, f"{k}.outputs")} for k, v in self.records.items()}
         atomic_write_json(self.path, {"stages": stages, **({"started": self.started} if self.started else {})})
 
-    def _remove(self, name: str, writes, why: str) -> None:
+    def _remove(self, name: str, writes) -> None:
         """Delete what stage `name` wrote before (`writes`), each path checked to lie inside the run directory and
         not to be it or the state file; one line says what went."""
         gone = []
@@ -204,7 +208,7 @@ class StageRunner:
                     continue
                 gone.append(os.path.relpath(real, os.path.realpath(self.out_dir)))
         if gone:
-            print(f"[{self.path.stem}] {name}: {why}; removed what it wrote before: {', '.join(gone)}", flush=True)
+            print(f"[{self.path.stem}] {name}: removed what it wrote before: {', '.join(gone)}", flush=True)
 
 
 def _relative(path: str, root: Path) -> str:

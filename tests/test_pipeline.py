@@ -140,10 +140,11 @@ def test_a_stage_run_again_first_removes_what_it_wrote_before(tmp_path, capsys):
     assert (data / "rows").read_text() == "1"
     StageRunner(tmp_path, None, ("a", "b")).run("a", "k2", writer("2"), writes)
     assert (data / "rows").read_text() == "2" and sorted(p.name for p in gifs.iterdir()) == ["other.png", "rollout-2.gif"]
-    assert "a: its config or its inputs changed; removed what it wrote before: data/d, figures/rollout-1.gif" \
-        in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "a: running again (its config or its inputs changed)" in out
+    assert "a: removed what it wrote before: data/d, figures/rollout-1.gif" in out
     StageRunner(tmp_path, "a", ("a", "b")).run("a", "k2", writer("3"), writes)  # --from a: redone from nothing
-    assert (data / "rows").read_text() == "3" and "a: asked to run again (--from); removed" in capsys.readouterr().out
+    assert (data / "rows").read_text() == "3" and "a: running again (asked to by --from)\n[pipeline] a: removed" in capsys.readouterr().out
 
     def interrupted():
         data.mkdir(parents=True, exist_ok=True)
