@@ -159,7 +159,7 @@ class StageRunner:
             why = (f"{_relative(gone[0], self.out_dir)} is gone" if gone else "an earlier stage ran again") + \
                 "; this stage and every later one"
             self.redoing = True
-        elif before is not None and before != key:
+        elif before is not None and before != key and writes:  # (the report's key is its time: it always runs)
             why = "its config or its inputs changed"
         elif before is not None and name in self.redo:
             why = "asked to by --from"
