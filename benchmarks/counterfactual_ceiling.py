@@ -22,11 +22,11 @@ HUD_ROWS = 48  # at 64x64 the hotbar and hand are below this row (the context's 
 
 
 def camera_axes(yaw_deg: float, pitch_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(forward, right, up) of a view, as envs/raycast.py's camera() builds them."""
-    y, p = math.radians(yaw_deg), math.radians(pitch_deg)
-    return (np.array([math.cos(p) * math.sin(y), -math.sin(p), math.cos(p) * math.cos(y)]),
-            np.array([math.cos(y), 0.0, -math.sin(y)]),
-            np.array([math.sin(p) * math.sin(y), math.cos(p), math.sin(p) * math.cos(y)]))
+    """(forward, right, up) of a view: the engine's own (envs/raycast.py camera())."""
+    from worldloom.envs.raycast import camera
+
+    fwd, right, up, _ = camera(math.radians(yaw_deg), math.radians(pitch_deg), 70.0)
+    return np.array(fwd), np.array(right), np.array(up)
 
 
 def view_and_depth(env):
