@@ -184,7 +184,7 @@ class StageRunner:
         def relative(path: str, field: str) -> str:
             if not (isinstance(path, str) and os.path.isabs(path) and is_inside(self.out_dir, path)):
                 raise ValueError(f"{field} is {path!r}: a stage's outputs are paths inside the run directory {self.out_dir}")
-            return os.path.relpath(os.path.realpath(path), os.path.realpath(self.out_dir))
+            return _relative(path, self.out_dir)
 
         stages = {k: {**vars(v), "outputs": _map_paths(v.outputs, relative, f"{k}.outputs")} for k, v in self.records.items()}
         atomic_write_json(self.path, {"stages": stages, **({"started": self.started} if self.started else {})})
@@ -206,7 +206,7 @@ class StageRunner:
                     os.remove(path)
                 else:
                     continue
-                gone.append(os.path.relpath(real, os.path.realpath(self.out_dir)))
+                gone.append(_relative(path, self.out_dir))
         if gone:
             print(f"[{self.path.stem}] {name}: removed what it wrote before: {', '.join(gone)}", flush=True)
 
