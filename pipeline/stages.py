@@ -168,7 +168,7 @@ class StageRunner:
         before = done.key if done is not None else self.started.get(name)
         why = None  # why a stage that ran (or started) before runs again
         if done is not None and done.key == key and name not in self.redo:  # done once, but what it made is gone
-            why = (f"{_relative(gone[0], self.out_dir)} is gone" if gone else "an earlier stage ran again") + \
+            why = ("an earlier stage ran again" if self.redoing else f"{_relative(gone[0], self.out_dir)} is gone") + \
                 "; this stage and every later one"
             self.redoing = True
         elif before is not None and before != key and writes:  # (the report's key is its time: it always runs)

@@ -220,10 +220,11 @@ def test_a_stage_whose_outputs_are_gone_runs_again_with_every_later_one(tmp_path
     ran = []
 
     def fn(name):
-        def make():
+        def make():  # c writes inside b's folder, as pretrain_eval inside pretrain's world-model
             ran.append(name)
-            (tmp_path / name).mkdir(exist_ok=True)
-            return {"dir": str(tmp_path / name)}, {}
+            folder = tmp_path / ("b/c" if name == "c" else name)
+            folder.mkdir(parents=True, exist_ok=True)
+            return {"dir": str(folder)}, {}
         return make
 
     for _ in range(2):
@@ -239,7 +240,7 @@ def test_a_stage_whose_outputs_are_gone_runs_again_with_every_later_one(tmp_path
     assert ran == ["a", "b", "c", "b", "c"] and (tmp_path / "b").is_dir()
     out = capsys.readouterr().out
     assert "a: cached" in out and "b: running again (b is gone" in out
-    assert "c: running again (an earlier stage ran again" in out
+    assert "c: running again (an earlier stage ran again" in out  # not 'b/c is gone': the user deleted b
 
 
 def test_unknown_preset_is_one_line(tmp_path):
