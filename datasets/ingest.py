@@ -91,7 +91,8 @@ class IngestConfig:
                                  "unset: the source's size", None)
     fps: float = doc("video format: steps per second (1..240), frames picked by presentation timestamps "
                      "(vpt and minerl store one step per recorded frame)", 20.0)
-    codec: str = doc(f"frame codec of a new dataset: {', '.join(sorted(codecs.CODECS))}", "raw")
+    codec: str | None = doc(f"frame codec: {', '.join(sorted(codecs.CODECS))} (unset: the --out dataset's, raw for a "
+                            "new one)", None)
     recorder_version: str | None = doc("vpt: the recorder version that sets the GUI mouse scaler (default: each "
                                        "recording's folder name, as in the published `<version>/<name>` layout)", None)
     keep_truncated: bool = doc("keep what decodes of a video that stops before its container's end (with a "
@@ -108,7 +109,8 @@ class IngestConfig:
         if self.resolution is not None:
             for side in parse_resolution(self.resolution):
                 check_range("resolution", side, *SIDE_RANGE, f"pixels a side, N or WIDTHxHEIGHT; got {self.resolution}")
-        codecs.get_codec(self.codec)
+        if self.codec is not None:
+            codecs.get_codec(self.codec)
         if self.recorder_version is not None and vpt.version_name(self.recorder_version) is None:
             # anything else would silently mean "no scaler" (1.0): GUI mouse moves off by 2x for 6.7-6.9
             raise ValueError(f"--recorder-version must be a version as VPT's folders name it ({', '.join(vpt.GUI_SCALERS)}, "
@@ -627,7 +629,7 @@ def job_config_of(cfg: IngestConfig) -> dict:
 def ingest(cfg: IngestConfig) -> dict:
     """Ingest everything under cfg.data not yet in cfg.out; returns a summary (done, skipped, failed)."""
     check_out(cfg.out, "dataset")
-    check_resolution(cfg)
+    cfg = fit_to_out(cfg)
     found, bad = discover(cfg)
     with job_lock([cfg.out], "dataset ingest"):
         run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew
@@ -640,13 +642,13 @@ def ingest(cfg: IngestConfig) -> dict:
     return summary
 
 
-def check_resolution(cfg: IngestConfig) -> None:
-    """UserError when --resolution, or the step rate (--fps of video; VPT's and MineRL's 20), differs from what the
-    existing --out dataset stores: the inputs already in it would be skipped as done, at their old size or rate,
-    and every new one refused."""
+def fit_to_out(cfg: IngestConfig) -> IngestConfig:
+    """`cfg` with --codec, where unset, the existing --out dataset's (raw for a new one). UserError when --resolution,
+    --codec or the step rate (--fps of video; VPT's and MineRL's 20) differs from what --out stores: the inputs
+    already in it would be skipped as done, in their old kind of frame, and every new one refused."""
     manifest = storage.read_manifest(storage.resolve(cfg.out))
     if manifest is None:
-        return
+        return cfg if cfg.codec is not None else dataclasses.replace(cfg, codec="raw")
     have = storage.spec_of(manifest)
     if cfg.size is not None and (have.height, have.width) != cfg.size:
         raise UserError(f"--resolution {cfg.resolution}: {cfg.out} stores {have.width}x{have.height} frames (a dataset "
@@ -657,6 +659,10 @@ def check_resolution(cfg: IngestConfig) -> None:
                else f"{cfg.format} recordings are stored at {fps:g}")
         raise UserError(f"--fps {fps:g}: {cfg.out} stores {have.fps:g} steps per second (a dataset holds one rate); "
                         f"{how}, or give a new --out")
+    if cfg.codec is not None and cfg.codec != have.codec:
+        raise UserError(f"--codec {cfg.codec}: {cfg.out} stores {have.codec} frames (a dataset holds one codec); "
+                        f"leave --codec out (or pass --codec {have.codec}) to add to it, or give a new --out")
+    return dataclasses.replace(cfg, codec=have.codec)
 
 
 def _ingest_locked(cfg: IngestConfig, found: list, bad: list[dict]) -> dict:

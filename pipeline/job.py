@@ -182,7 +182,7 @@ class PipelineConfig:
     address: str | None = doc("Ray cluster to join (HOST:PORT or auto); default: a local one on loopback", None)
     device: str = doc("where the models train: auto, cpu or cuda (with --address and cuda: one Ray Train "
                       "worker per GPU of the cluster)", "auto")
-    from_stage: str | None = doc(f"redo this stage and every one after it: {', '.join(STAGES)}", None)
+    from_stage: str | None = doc(f"redo this stage and every one after it (a --from run interrupted and asked again resumes): {', '.join(STAGES)}", None)
 
     def __post_init__(self) -> None:
         from worldloom.envs import ENV_NAMES, check_resolution

@@ -16,6 +16,10 @@ and runs, inside the run directory), saying so in one line: the capture would ot
 dataset of another config in its place, and a trainer a run it may not resume. The key of a stage
 that started is saved before it runs, so a stage interrupted and asked again with another config
 is cleaned up too; asked again with the same one it resumes where it was.
+
+The stages a `--from` run has still to redo are saved too (`redo`), so that the run interrupted and
+asked again (with the same `--from`, or none) resumes: the stage it stopped in keeps what it wrote,
+the stages it redid stay done, and the later ones are still redone, never 'cached' from before.
 """
 
 from __future__ import annotations
@@ -109,14 +113,18 @@ class StageRunner:
         self.order = order
         self.records: dict[str, StageRecord] = {}
         self.started: dict[str, str] = {}  # stage -> the key it started with, until it completes
+        left: dict = {}  # an interrupted --from run's: {"from": stage, "stages": those it had still to redo}
         if self.path.exists():
-            self.records, self.started = self._load()
-        self.redo = set(order[order.index(redo_from):]) if redo_from is not None else set()
+            self.records, self.started, left = self._load()
+        self.redo_from = redo_from if redo_from is not None else left.get("from")
+        self.redo = set(left.get("stages", ()))
+        if redo_from is not None and redo_from != left.get("from"):  # a new --from, not the interrupted one again
+            self.redo |= set(order[order.index(redo_from):])
         self.redoing = False  # a stage ran again for want of its outputs: every later one runs again too
 
-    def _load(self) -> tuple[dict[str, StageRecord], dict[str, str]]:
-        """The completed stages in pipeline.json, their outputs as absolute paths inside the run, and the
-        keys of the stages that started and did not complete."""
+    def _load(self) -> tuple[dict[str, StageRecord], dict[str, str], dict]:
+        """The completed stages in pipeline.json, their outputs as absolute paths inside the run, the
+        keys of the stages that started and did not complete, and what an interrupted --from run left to redo."""
         fix = "delete it to run every stage again"
         try:
             raw = json.loads(self.path.read_text())
@@ -141,7 +149,11 @@ class StageRunner:
         started = raw.get("started", {})
         if not (isinstance(started, dict) and all(k in self.order and isinstance(v, str) for k, v in started.items())):
             raise UserError(f"{self.path}: 'started' is not an object of stage keys; {fix}")
-        return records, started
+        left = raw.get("redo", {})
+        if left != {} and not (isinstance(left, dict) and set(left) == {"from", "stages"} and left["from"] in self.order
+                and isinstance(left.get("stages"), list) and all(k in self.order for k in left["stages"])):
+            raise UserError(f"{self.path}: 'redo' is not a --from stage and a list of stages; {fix}")
+        return records, started, left
 
     def run(self, name: str, key: str, fn: Callable[[], tuple[dict, dict]], writes=()) -> StageRecord:
         """Run `fn` (returning outputs, figures) unless `name` already completed with `key`.
@@ -156,13 +168,13 @@ class StageRunner:
         before = done.key if done is not None else self.started.get(name)
         why = None  # why a stage that ran (or started) before runs again
         if done is not None and done.key == key and name not in self.redo:  # done once, but what it made is gone
-            why = (f"{_relative(gone[0], self.out_dir)} is gone" if gone else "an earlier stage ran again") + \
+            why = ("an earlier stage ran again" if self.redoing else f"{_relative(gone[0], self.out_dir)} is gone") + \
                 "; this stage and every later one"
             self.redoing = True
         elif before is not None and before != key and writes:  # (the report's key is its time: it always runs)
             why = "its config or its inputs changed"
         elif before is not None and name in self.redo:
-            why = "asked to by --from"
+            why = f"asked to by --from {self.redo_from}"
         print(f"[{self.path.stem}] {name}: running" + (f" again ({why})" if why else ""), flush=True)
         if why is not None:
             self._remove(name, writes)
@@ -187,7 +199,8 @@ class StageRunner:
             return _relative(path, self.out_dir)
 
         stages = {k: {**vars(v), "outputs": _map_paths(v.outputs, relative, f"{k}.outputs")} for k, v in self.records.items()}
-        atomic_write_json(self.path, {"stages": stages, **({"started": self.started} if self.started else {})})
+        left = {"redo": {"from": self.redo_from, "stages": [k for k in self.order if k in self.redo]}} if self.redo else {}
+        atomic_write_json(self.path, {"stages": stages, **({"started": self.started} if self.started else {}), **left})
 
     def _remove(self, name: str, writes) -> None:
         """Delete what stage `name` wrote before (`writes`), each path checked to lie inside the run directory and

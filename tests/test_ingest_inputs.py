@@ -236,6 +236,24 @@ def test_a_rerun_at_another_fps_is_refused_up_front(tmp_path):
     assert run([tmp_path / "in"], tmp_path / "ds", format="video", fps=20)["skipped_done"] == 1
 
 
+def test_a_rerun_adds_in_the_datasets_codec_and_refuses_another_up_front(tmp_path):
+    """A jpeg dataset's command run again for a new recording without --codec (the help said 'of a new
+    dataset') refused it with 'give a new --out'; another --codec with nothing new said '1 already there'."""
+    write_vpt(tmp_path / "in" / "6.8", "a", 12)
+    assert run([tmp_path / "in"], tmp_path / "ds", resolution="32", codec="jpeg")["ingested"] == ["6.8/a"]
+    write_vpt(tmp_path / "in" / "6.8", "b", 12, seed=1)
+    manifest = (tmp_path / "ds" / "dataset.json").read_text()
+    with pytest.raises(UserError, match=r"^--codec png: .*ds stores jpeg frames \(a dataset holds one codec\); "
+                                        r"leave --codec out \(or pass --codec jpeg\) to add to it, or give a new --out$"):
+        run([tmp_path / "in"], tmp_path / "ds", resolution="32", codec="png")
+    assert (tmp_path / "ds" / "dataset.json").read_text() == manifest
+    summary = run([tmp_path / "in"], tmp_path / "ds", resolution="32")
+    assert (summary["ingested"], summary["skipped_done"], summary["failed"]) == (["6.8/b"], 1, [])
+    assert Dataset(tmp_path / "ds").spec.codec == "jpeg" and validate(tmp_path / "ds") == []
+    assert run([tmp_path / "in"], tmp_path / "new", resolution="32")["ingested"] and \
+        Dataset(tmp_path / "new").spec.codec == "raw"  # a new dataset's default
+
+
 def test_a_recorder_version_vpt_never_named_is_refused(tmp_path, capsys):
     """`--recorder-version v6.8` silently meant "no GUI scaler" (1.0 where 6.8 needs 2.0)."""
     from worldloom.pipeline.cli import main

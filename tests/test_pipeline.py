@@ -144,7 +144,7 @@ def test_a_stage_run_again_first_removes_what_it_wrote_before(tmp_path, capsys):
     assert "a: running again (its config or its inputs changed)" in out
     assert "a: removed what it wrote before: data/d, figures/rollout-1.gif" in out
     StageRunner(tmp_path, "a", ("a", "b")).run("a", "k2", writer("3"), writes)  # --from a: redone from nothing
-    assert (data / "rows").read_text() == "3" and "a: running again (asked to by --from)\n[pipeline] a: removed" in capsys.readouterr().out
+    assert (data / "rows").read_text() == "3" and "a: running again (asked to by --from a)\n[pipeline] a: removed" in capsys.readouterr().out
 
     def interrupted():
         data.mkdir(parents=True, exist_ok=True)
@@ -160,7 +160,54 @@ def test_a_stage_run_again_first_removes_what_it_wrote_before(tmp_path, capsys):
     StageRunner(tmp_path, None, ("a", "b")).run("a", "k6", writer("6"), writes)  # another config: cleaned first
     assert (data / "rows").read_text() == "6" and keep.read_text() == "not the stage's"
     with pytest.raises(ValueError, match="inside the run directory"):
-        StageRunner(tmp_path, "a", ("a", "b")).run("a", "k6", writer("7"), [tmp_path])
+        StageRunner(tmp_path, "a", ("a", "b")).run("a", "k7", writer("7"), [tmp_path])
+
+
+def _interrupt_a_from_run_and_ask_again(out, again, capsys) -> None:
+    """Run stages a, b, c; then --from a, Ctrl-C'd in b after its first checkpoint; then `again` (a --from or None)."""
+    import pytest
+
+    from worldloom.pipeline.stages import StageRunner
+
+    order, ran = ("a", "b", "c"), []
+
+    def stage(name, stop=False):
+        def fn():
+            (out / name).mkdir(exist_ok=True)
+            ran.append((name, sorted(p.name for p in (out / name).iterdir())))
+            (out / name / f"step{len(ran)}").write_text("")
+            if stop:
+                raise KeyboardInterrupt
+            return {name: str(out / name)}, {}
+        return fn
+
+    def run_all(redo_from, stop=None):
+        runner = StageRunner(out, redo_from, order)
+        for name in order:
+            runner.run(name, f"key-{name}", stage(name, stop == name), [out / name])
+
+    out.mkdir()
+    run_all(None)
+    ran.clear()
+    with pytest.raises(KeyboardInterrupt):
+        run_all("a", stop="b")
+    assert ran == [("a", []), ("b", [])]
+    ran.clear()
+    capsys.readouterr()
+    run_all(again)
+    assert ran == [("b", ["step2"]), ("c", [])], again  # a stays done, b resumes, c is still redone
+    assert "[pipeline] a: cached" in capsys.readouterr().out
+    assert "redo" not in (out / "pipeline.json").read_text()  # finished: a later run caches everything
+    ran.clear()
+    run_all(None)
+    assert ran == []
+
+
+def test_a_from_run_interrupted_and_asked_again_resumes(tmp_path, capsys):
+    """`pipeline run --from pretrain` Ctrl-C'd said 're-run the same command to resume'; that command removed
+    the checkpoint it had saved and trained from step 0 (and a re-run without --from 'cached' the old eval)."""
+    _interrupt_a_from_run_and_ask_again(tmp_path / "same", "a", capsys)
+    _interrupt_a_from_run_and_ask_again(tmp_path / "plain", None, capsys)
 
 
 def test_a_stage_whose_outputs_are_gone_runs_again_with_every_later_one(tmp_path, capsys):
@@ -173,10 +220,11 @@ def test_a_stage_whose_outputs_are_gone_runs_again_with_every_later_one(tmp_path
     ran = []
 
     def fn(name):
-        def make():
+        def make():  # c writes inside b's folder, as pretrain_eval inside pretrain's world-model
             ran.append(name)
-            (tmp_path / name).mkdir(exist_ok=True)
-            return {"dir": str(tmp_path / name)}, {}
+            folder = tmp_path / ("b/c" if name == "c" else name)
+            folder.mkdir(parents=True, exist_ok=True)
+            return {"dir": str(folder)}, {}
         return make
 
     for _ in range(2):
@@ -192,7 +240,7 @@ def test_a_stage_whose_outputs_are_gone_runs_again_with_every_later_one(tmp_path
     assert ran == ["a", "b", "c", "b", "c"] and (tmp_path / "b").is_dir()
     out = capsys.readouterr().out
     assert "a: cached" in out and "b: running again (b is gone" in out
-    assert "c: running again (an earlier stage ran again" in out
+    assert "c: running again (an earlier stage ran again" in out  # not 'b/c is gone': the user deleted b
 
 
 def test_unknown_preset_is_one_line(tmp_path):
