@@ -35,7 +35,7 @@ from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE
 from worldloom.config import add_dataclass_args, check_range, dataclass_from_args, doc, to_json_dict
 from worldloom.envs import check_resolution
 from worldloom.folders import check_out
-from worldloom.pipeline.stages import StageRunner, stage_key
+from worldloom.pipeline.stages import StageRunner, portable, stage_key
 
 STAGES = ("capture", "train", "label", "bc-idm", "eval", "dream", "report")
 POLICIES = ("bc-env", "bc-idm", "bc-noop")
@@ -313,9 +313,12 @@ def main(cfg: StudyConfig) -> Path:
     runner = StageRunner(out, cfg.from_stage, STAGES, state_file="study.json")
     keys: dict[str, str] = {}
 
+    legacy: dict[str, str] = {}  # the keys with absolute paths (runs written before keys were `portable`)
+
     def stage(name: str, config: Any, upstream: tuple[str, ...], fn) -> Any:
-        keys[name] = stage_key(_json(config), [keys[u] for u in upstream])
-        return runner.run(name, keys[name], fn, writes.get(name, ()))
+        keys[name] = stage_key(portable(_json(config), out), [keys[u] for u in upstream])
+        legacy[name] = stage_key(_json(config), [legacy[u] for u in upstream])
+        return runner.run(name, keys[name], fn, writes.get(name, ()), legacy[name])
 
     tasks = cfg.task_names
     writes = {"capture": [paths["labeled"], *(paths[k][t] for k in ("footage", "truth") for t in tasks)],

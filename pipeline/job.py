@@ -38,7 +38,7 @@ from worldloom.config import (
     doc,
     to_json_dict,
 )
-from worldloom.pipeline.stages import StageRunner, stage_key
+from worldloom.pipeline.stages import StageRunner, portable, stage_key
 
 
 @dataclass(frozen=True)
@@ -381,9 +381,12 @@ def main(cfg: PipelineConfig) -> Path:
             return fn()
         return run
 
+    legacy: dict[str, str] = {}  # the keys with absolute paths (runs written before keys were `portable`)
+
     def stage(name: str, config: Any, upstream: tuple[str, ...], fn) -> Any:
-        keys[name] = stage_key(_json(config), [keys[u] for u in upstream])
-        return runner.run(name, keys[name], with_ray(fn) if name != "report" else fn, writes.get(name, ()))
+        keys[name] = stage_key(portable(_json(config), out), [keys[u] for u in upstream])
+        legacy[name] = stage_key(_json(config), [legacy[u] for u in upstream])
+        return runner.run(name, keys[name], with_ray(fn) if name != "report" else fn, writes.get(name, ()), legacy[name])
 
     writes = {"capture": [paths[k] for k in ("labeled", "footage", "truth", "heldout", "judge_data", "branches", "revisits")],
               "idm": [paths["idm"], paths["judge"]], "idm_eval": [paths["idm"] / "eval-heldout", paths["idm"] / "eval-footage"],

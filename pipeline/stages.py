@@ -50,6 +50,19 @@ def stage_key(config: Any, upstream_keys: list[str]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def portable(config: Any, out_dir: Path) -> Any:
+    """`config` (JSON-able) with every path inside the run directory written relative to it ("<out>/data/..."), so a
+    run moved or copied elsewhere keeps its stages' keys (its stages stay done, and nothing is removed to redo them)."""
+    root = str(out_dir)
+    if isinstance(config, dict):
+        return {k: portable(v, out_dir) for k, v in config.items()}
+    if isinstance(config, (list, tuple)):
+        return [portable(v, out_dir) for v in config]
+    if isinstance(config, str) and (config == root or config.startswith(root + os.sep)):
+        return "<out>" + config[len(root):]
+    return config
+
+
 class CoreClock:
     """Core-seconds spent by this process and every process below it (Ray workers included).
 
@@ -155,11 +168,18 @@ class StageRunner:
             raise UserError(f"{self.path}: 'redo' is not a --from stage and a list of stages; {fix}")
         return records, started, left
 
-    def run(self, name: str, key: str, fn: Callable[[], tuple[dict, dict]], writes=()) -> StageRecord:
+    def run(self, name: str, key: str, fn: Callable[[], tuple[dict, dict]], writes=(), legacy: str | None = None
+            ) -> StageRecord:
         """Run `fn` (returning outputs, figures) unless `name` already completed with `key`.
 
         writes: the paths the stage writes (inside the run directory; a '*' in a name matches as a glob),
-        removed before it runs again with another key or under `--from` (module docstring)."""
+        removed before it runs again with another key or under `--from` (module docstring). legacy: the key an
+        older WorldLoom gave the same stage (its paths absolute, not `portable`): a record of it is this key's."""
+        if legacy is not None:
+            if name in self.records and self.records[name].key == legacy:
+                self.records[name].key = key
+            if self.started.get(name) == legacy:
+                self.started[name] = key
         done = self.records.get(name)
         gone = [] if done is None else _missing(done.outputs)
         if done is not None and done.key == key and name not in self.redo and not gone and not self.redoing:

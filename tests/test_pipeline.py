@@ -93,6 +93,31 @@ def test_second_run_reuses_every_stage_and_from_redoes_the_rest(demo):
     assert "report: running" in stdout
     after = json.loads((out / "pipeline.json").read_text())["stages"]
     assert {k: v for k, v in after.items() if k != "report"} == {k: v for k, v in before.items() if k != "report"}
+    # a run copied (or moved) elsewhere keeps its stages: their keys hold paths relative to the run
+    import shutil
+
+    moved = out.parent / "moved"
+    shutil.copytree(out, moved, symlinks=True)
+    stdout = _run(moved)
+    for stage in ("capture", "idm", "idm_eval", "label", "pretrain", "pretrain_eval"):
+        assert f"{stage}: cached" in stdout, stdout
+    assert "removed" not in stdout and (moved / "world-model" / "checkpoint").is_dir()
+
+
+def test_a_record_under_the_older_absolute_key_is_the_same_stage(tmp_path):
+    """Runs written before keys were `portable` keep their stages (not redone, nothing removed) and are rewritten
+    with the new keys."""
+    from worldloom.pipeline.stages import StageRunner, portable, stage_key
+
+    config = {"out": str(tmp_path / "data" / "d"), "episodes": 4, "elsewhere": "/data/x"}
+    assert portable(config, tmp_path) == {"out": "<out>/data/d", "episodes": 4, "elsewhere": "/data/x"}
+    old, new = stage_key(config, []), stage_key(portable(config, tmp_path), [])
+    (tmp_path / "data" / "d").mkdir(parents=True)
+    StageRunner(tmp_path, None, ("a",)).run("a", old, lambda: ({"d": str(tmp_path / "data" / "d")}, {}))
+    ran = []
+    StageRunner(tmp_path, None, ("a",)).run("a", new, lambda: (ran.append(1), ({}, {}))[1], [tmp_path / "data" / "d"], old)
+    assert not ran and (tmp_path / "data" / "d").is_dir()
+    assert json.loads((tmp_path / "pipeline.json").read_text())["stages"]["a"]["key"] in (old, new)
 
 
 def test_from_a_stage_redoes_it_and_every_later_one(tmp_path):
