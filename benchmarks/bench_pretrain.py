@@ -176,11 +176,14 @@ class CurveRun:
 
         t0 = time.process_time()
         cfg = self.cfg
-        x, action, has = to_model_inputs(next(self.batches), self.model.cfg.image_size, cfg.use_actions)
+        batch = next(self.batches)
+        x, action, has = to_model_inputs(batch, self.model.cfg.image_size, cfg.use_actions)
+        # each frame's view pitch where the dataset recorded it, as train.py gives it (world_yaw models turn with it)
+        pitch = {"pitch": torch.as_tensor(batch["pitch"]).float()} if "pitch" in batch else {}
         for g in self.opt.param_groups:
             g["lr"] = lr_for(self.step, cfg, self.budget)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
-        loss = flow_loss(self.model, x, action, has, self.flow, generator=gen)
+        loss = flow_loss(self.model, x, action, has, self.flow, generator=gen, **pitch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.opt.step()
@@ -230,8 +233,9 @@ def curve_models(args, data: list[str]):
     torch.manual_seed(cfg.seed)
     dit = WorldModel(cfg.model_config)
     torch.manual_seed(cfg.seed)
-    unet = UNetPeer(UNetConfig(image_size=cfg.model_config.image_size, num_frames=args.unet_context + 1,
-                               camera_fov_deg=cfg.model_config.camera_fov_deg, move_flow=cfg.model_config.move_flow))
+    m = cfg.model_config
+    unet = UNetPeer(UNetConfig(image_size=m.image_size, num_frames=args.unet_context + 1, camera_fov_deg=m.camera_fov_deg,
+                               move_flow=m.move_flow, sprint_fov_deg=m.sprint_fov_deg, world_yaw=m.world_yaw))
     peer_flow = dataclasses.replace(cfg.flow, p_sampling_pattern=1.0)  # the tiny objective already; the peer scores the last frame only
     return cfg, {"dit": (dit, cfg.flow), "unet": (unet, peer_flow)}
 

@@ -8,7 +8,8 @@ stacked as channels, with the noise level and the actions entering every residua
 an adaptive group norm. This peer keeps that backbone and shares everything else with the `tiny`
 DiT (pretrain/model.py), so `benchmarks/bench_pretrain.py --curve-minutes` compares backbones, not
 recipes: the same rectified-flow loss and objective, the same x_skip output (a correction to the
-previous frame turned by the camera action, a per-pixel turn gate, zero at initialisation, the
+previous frame turned by the camera action, about the world's vertical where the frame's pitch is
+known and zoomed by sprinting's field of view, a per-pixel turn gate, zero at initialisation, the
 dead zone, the flows of the movement keys), the same signal input (a noisy frame enters scaled by
 1 - t) and the same sampler.
 
@@ -37,6 +38,7 @@ from worldloom.pretrain.model import (
     movement_flow,
     skip_velocity,
     timestep_embedding,
+    view_fov_deg,
 )
 
 
@@ -52,6 +54,8 @@ class UNetConfig:
     signal_input: bool = True  # a noisy frame enters scaled by (1 - t), as the tiny DiT's
     dead_zone: float = 3.0  # corrections under this many 8-bit levels are dropped, as the tiny DiT's
     move_flow: float = 0.0  # as WorldModelConfig's: the base moved by per-pixel flows times the movement keys
+    sprint_fov_deg: float = 0.0  # as WorldModelConfig's: sprinting widens the view (0: it does not change)
+    world_yaw: bool = False  # as WorldModelConfig's: where a frame's pitch is known, the yaw turns about the world's vertical
     color_channels: int = 3
 
     def __post_init__(self):
@@ -145,10 +149,10 @@ class UNetPeer(nn.Module):
                 h = block(h, c)
         return self.conv_out(F.silu(self.norm_out(h)))
 
-    def _frame(self, x_new, t_new, context, t_ctx, action, mask, dead_zone=None, recall=None, canvas=None):
+    def _frame(self, x_new, t_new, context, t_ctx, action, mask, dead_zone=None, recall=None, canvas=None, pitch=None):
         """The new frame's velocity. x_new (B, C, H, W) at levels t_new (B,); context (B, K', C, H, W) at levels
-        t_ctx (B, K'); action (B, K'+1, A), mask (B, K'+1): the action into each context frame, then the new one's.
-        -> (B, C, H, W)."""
+        t_ctx (B, K'); action (B, K'+1, A), mask (B, K'+1): the action into each context frame, then the new one's;
+        pitch (B,) degrees: the frame before's absolute pitch, or None. -> (B, C, H, W)."""
         B, Kc = context.shape[:2]
         K = self.cfg.num_frames - 1
         if Kc < K:  # fewer frames than the model reads (an episode's start): zeros at noise level 1 before them
@@ -160,7 +164,9 @@ class UNetPeer(nn.Module):
         context, t_ctx, action, mask = context[:, -K:], t_ctx[:, -K:], action[:, -K - 1:], mask[:, -K - 1:]
         prev, prev_t = context[:, -1], t_ctx[:, -1]
         before = prev if canvas is None else canvas.stack(prev)  # the sampler's canvas: the same warps, as the DiT's
-        turned = rotate_frames(before, camera_from_actions(action[:, -1], mask[:, -1]), self.cfg.camera_fov_deg)
+        views = view_fov_deg(action, mask, self.cfg)  # (B, K+1) each, or None: the field of view before and after
+        turned = rotate_frames(before, camera_from_actions(action[:, -1], mask[:, -1]), self.cfg.camera_fov_deg,
+                               None if views is None else (views[0][:, -1], views[1][:, -1]), pitch)
         if recall is not None and recall[0] is not None:  # pose memory's view of the new frame (pretrain/memory.py)
             turned = (torch.where(recall[1][:, None], recall[0].to(turned.dtype), turned) if canvas is None
                       else canvas.with_recall(turned, recall[0], recall[1]))
@@ -189,11 +195,15 @@ class UNetPeer(nn.Module):
         return v[:, 0]
 
     def forward(self, x, t, action, action_mask, past_kv=None, start=0, return_kv=False, prev=None, prev_t=None,
-                dead_zone=None, recall=None, canvas=None, prev_action=None):
+                dead_zone=None, recall=None, canvas=None, prev_action=None, view_pitch=None):
         """WorldModel's call: x (B, T, C, H, W), t (B, T), action (B, T, A) (frame t's: the action that produced it),
         action_mask (B, T) -> v (B, T, C, H, W); see the module docstring for past_kv and return_kv; dead_zone:
         the sampler's (none: the config's); recall and canvas: the sampler's pose memory and canvas, as WorldModel takes them;
-        prev_action: unused (the peer's warp turns, it does not zoom)."""
+        view_pitch (B, T) degrees, the frame before each frame's (NaN: unknown), as WorldModel takes it; prev_action:
+        unused (the kept context holds the actions before the new frame, which its field of view comes from)."""
+        pitch = None
+        if view_pitch is not None and self.cfg.world_yaw and not return_kv:
+            pitch = view_pitch[:, -1].nan_to_num(0.0)  # (B,): the frame before the predicted one
         if return_kv:  # the sampler's context pass: keep the frames, actions, masks and levels for the next call
             meta = torch.cat([action, action_mask[..., None].to(action.dtype), t[..., None].to(action.dtype)], -1)
             return torch.zeros_like(x), [(x, meta)]  # (B, Tc, C, H, W), (B, Tc, A + 2)
@@ -202,9 +212,9 @@ class UNetPeer(nn.Module):
             A = action.shape[-1]
             acts = torch.cat([meta[..., :A], action[:, :1]], 1)
             masks = torch.cat([meta[..., A] > 0.5, action_mask[:, :1]], 1)
-            return self._frame(x[:, 0], t[:, 0], ctx, meta[..., A + 1], acts, masks, dead_zone, recall, canvas)[:, None]
+            return self._frame(x[:, 0], t[:, 0], ctx, meta[..., A + 1], acts, masks, dead_zone, recall, canvas, pitch)[:, None]
         # training: the last frame of the window from the frames before it
-        v = self._frame(x[:, -1], t[:, -1], x[:, :-1], t[:, :-1], action, action_mask)
+        v = self._frame(x[:, -1], t[:, -1], x[:, :-1], t[:, :-1], action, action_mask, pitch=pitch)
         out = torch.zeros_like(x)
         out[:, -1] = v
         return out

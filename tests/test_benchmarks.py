@@ -9,6 +9,7 @@ training path, `bench_pretrain.py --curve-minutes` would score a model other tha
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -92,17 +93,59 @@ def test_learning_curve_runs_take_steps_as_pretrain_trains(tmp_path):
     from worldloom.datasets import DatasetWriter
 
     rng = np.random.default_rng(0)
-    with DatasetWriter(tmp_path / "d", height=64, width=64, fps=20) as w:
+    with DatasetWriter(tmp_path / "d", height=64, width=64, fps=20) as w:  # with the view's pitch, as captures have it
         w.add_episode("ep-0", rng.integers(0, 255, (24, 64, 64, 3), np.uint8),
                       buttons=(rng.random((24, NUM_BUTTONS)) < 0.1), camera=rng.normal(0, 2, (24, 2)).astype(np.float32),
-                      label_source="env")
+                      label_source="env", state={"state_pitch": rng.uniform(-60, 60, 24).astype(np.float32)})
     args = argparse.Namespace(batch_size=2, seed=0, unet_context=4)
     cfg, models = curve_models(args, [str(tmp_path / "d")])
+    assert models["dit"][0].cfg.world_yaw and models["unet"][0].cfg.world_yaw  # the peer warps as the DiT does
     for name, (model, flow) in models.items():
         run = CurveRun(name, model, flow, cfg, [str(tmp_path / "d")], minutes=0.5)
         before = [p.detach().clone() for p in run.model.parameters()]
+        seen = []  # train.py gives the model each frame's view pitch where the data has it: so must the curve's step
+        run.model.register_forward_pre_hook(lambda mod, a, kw, seen=seen: seen.append(kw.get("view_pitch") is not None), with_kwargs=True)
         run.train_step()
         run.train_step()
         assert run.step == 2 and all(np.isfinite(run.losses)) and run.cpu_s > 0, name
+        assert seen and all(seen), name
         assert run.opt.param_groups[0]["lr"] > 0, name
         assert any(not torch.equal(a, b) for a, b in zip(before, run.model.parameters(), strict=True)), name
+
+
+def test_learning_curve_scores_both_models_on_clips_with_pitch(tmp_path):
+    """The curve's scoring (pretrain/evaluate.py's rollouts) calls each model with the clips' view pitch, as
+    `pretrain eval` does: the peer must take it (it once stopped the benchmark after its first point)."""
+    import numpy as np
+    from bench_pretrain import score_point
+
+    from worldloom.pretrain.model import WorldModel, WorldModelConfig
+
+    rng = np.random.default_rng(1)
+    B, T = 2, 8
+    clips = {"frames": torch.as_tensor(rng.integers(0, 255, (B, T, 16, 16, 3), np.uint8)),
+             "buttons": torch.as_tensor(rng.random((B, T, NUM_BUTTONS)) < 0.1),
+             "camera": torch.as_tensor(rng.normal(0, 4, (B, T, 2)).astype(np.float32)),
+             "has_action": torch.ones(B, T, dtype=torch.bool),
+             "pitch": torch.as_tensor(rng.uniform(-60, 60, (B, T)).astype(np.float32))}
+    peer = UNetPeer(dataclasses.replace(CFG, world_yaw=True, sprint_fov_deg=77.0))
+    dit = WorldModel(WorldModelConfig(image_size=16, patch_size=4, width=32, depth=1, num_heads=2, num_frames=3,
+                                      camera_fov_deg=70.0, world_yaw=True))
+    for model in (peer, dit):
+        out = score_point(model, clips, [1, 2], 4, B, 0)
+        assert np.isfinite(out["next_frame_psnr"]) and set(out["rollout_psnr"]) == {1, 2}, type(model).__name__
+
+
+def test_peer_turns_about_the_worlds_vertical_where_the_pitch_is_known():
+    """world_yaw: a yaw seen from a frame looking down turns the picture differently from one seen level,
+    as the DiT's warp does (pretrain/camera.py); without world_yaw the pitch changes nothing."""
+    x, action, has = inputs(B=2, T=3, seed=2)
+    x, a, m = x, *shift_actions(action, has)
+    t = torch.tensor([[0.0, 0.0, 0.7], [0.0, 0.0, 0.7]])
+    level, down = torch.zeros(2, 3), torch.full((2, 3), 50.0)
+    for world_yaw in (False, True):
+        torch.manual_seed(0)
+        model = UNetPeer(dataclasses.replace(CFG, world_yaw=world_yaw))
+        with torch.no_grad():
+            v_level, v_down = model(x, t, a, m, view_pitch=level)[:, -1], model(x, t, a, m, view_pitch=down)[:, -1]
+        assert (v_level - v_down).abs().max() > 1e-3 if world_yaw else torch.equal(v_level, v_down), world_yaw
