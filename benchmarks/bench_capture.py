@@ -93,16 +93,16 @@ def capture_run(cfg: CaptureConfig) -> dict:
     all_cpu_s = meter.cpu_s
     busy_s = result.play_s + result.write_s
     return {
-        "workers": cfg.workers, "frames": result.num_frames, "wall_s": result.duration_s,
+        "workers": cfg.num_workers, "frames": result.num_frames, "wall_s": result.duration_s,
         "frames_per_s": result.num_frames / result.duration_s,
-        "frames_per_s_per_core": result.num_frames / result.duration_s / cfg.workers,
+        "frames_per_s_per_core": result.num_frames / result.duration_s / cfg.num_workers,
         "frames_per_cpu_s": result.num_frames / result.cpu_s,  # robust to other load on the machine
         # everything: actor start-up, Ray's raylet/GCS, the driver, commits
         "frames_per_cpu_s_all": result.num_frames / all_cpu_s,
-        "play_share": result.play_s / (result.duration_s * cfg.workers),
-        "write_share": result.write_s / (result.duration_s * cfg.workers),
-        "init_share": result.init_s / (result.duration_s * cfg.workers),  # actor start: env, writers
-        "other_share": 1 - (busy_s + result.init_s) / (result.duration_s * cfg.workers),  # Ray, commits, idle
+        "play_share": result.play_s / (result.duration_s * cfg.num_workers),
+        "write_share": result.write_s / (result.duration_s * cfg.num_workers),
+        "init_share": result.init_s / (result.duration_s * cfg.num_workers),  # actor start: env, writers
+        "other_share": 1 - (busy_s + result.init_s) / (result.duration_s * cfg.num_workers),  # Ray, commits, idle
     }
 
 

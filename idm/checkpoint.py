@@ -113,11 +113,13 @@ def run_folder(run_dir: str | Path) -> Path:
 
 def save_idm(run_dir: str | Path, model: IDM, train: dict | None = None, step: int = 0) -> Path:
     """Write `model` as an IDM run (config.json + checkpoint/) that load_idm, eval and label read:
-    for weights made elsewhere (imported, or untrained for a benchmark)."""
+    for weights made elsewhere (imported, or untrained for a benchmark). `train`: its TrainConfig
+    fields, as far as known; a run given none records `data` ["-"] (trained on no dataset here) and itself as `out`."""
     from worldloom.config import to_json_dict
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt.write_run_config(run_dir, KIND, {"train": train or {}, "model": to_json_dict(model.cfg)})
+    train = {"data": ["-"], "out": str(run_dir), **(train or {})}  # read_config needs both; "-": no data of ours
+    ckpt.write_run_config(run_dir, KIND, {"train": train, "model": to_json_dict(model.cfg)})
     ckpt.save_checkpoint(run_dir, KIND, {"model": model.state_dict()}, {"step": step, "elapsed_s": 0.0})
     return run_dir

@@ -657,3 +657,18 @@ def test_train_into_a_dataset_or_another_run_is_one_line_and_nothing_is_written(
     for out, message in expected.items():
         assert_out_refused(cli, ["idm", "train", "--data", voxel["labeled"], "--preset", "micro", "--max-steps", "1"],
                            out, message, capsys)
+
+
+def test_weights_saved_from_elsewhere_load_as_a_run(tmp_path):
+    """save_idm writes a run for weights made outside `idm train` (untrained for a benchmark, imported):
+    without a train section it once wrote one that load_idm refused ('train.data is missing'), which
+    stopped benchmarks/bench_idm.py. Given some train fields, they are kept."""
+    torch.manual_seed(0)
+    model = IDM(PRESETS["micro"])
+    for train in (None, {"preset": "micro"}):
+        run = checkpoint.save_idm(tmp_path / f"run-{train is None}", model, train)
+        loaded, cfg = checkpoint.load_idm(run)
+        assert cfg == model.cfg
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True))
+        saved = json.loads((run / "config.json").read_text())["train"]
+        assert saved["data"] == ["-"] and (train is None or saved["preset"] == "micro")
