@@ -20,13 +20,15 @@ predicts the reward of each generated transition; the imagined return is their s
 horizon, compared with the real return over the same steps. Reward events (an item gained, the
 water reached) are rare, so a quarter of each training batch is drawn from them: the head's sum
 ranks players but is not calibrated. The scorer is saved (kind "task_scorer") in
-WM_RUN/scorer-<Task> and reused.
+WM_RUN/scorer-<Task> (or --scorer) with the datasets' content, and reused; asked again with --data,
+it is reused only for the same datasets, content and --scorer-steps (else one line: another --scorer).
 
 `rank_agreement` gives Spearman's rank correlation between players' imagined and real scores.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -39,6 +41,7 @@ from torch import nn
 
 from worldloom import checkpoint as ckpt
 from worldloom.config import doc, to_json_dict
+from worldloom.datasets.storage import content_ids
 from worldloom.errors import UserError
 from worldloom.io import atomic_write_json, write_video
 from worldloom.training import check_finite
@@ -127,6 +130,7 @@ def train_scorer(cfg: ScorerConfig, task_id: str, data: tuple[str, ...], out: Pa
         opt.step()
     out.mkdir(parents=True, exist_ok=True)
     ckpt.write_run_config(out, SCORER_KIND, {"scorer": to_json_dict(cfg), "task": task_id, "data": list(data),
+                                            ckpt.DATA_CONTENT: content_ids(data),
                                             "transitions": int(len(index)), "events": int(events.size)})
     ckpt.save_checkpoint(out, SCORER_KIND, {"model": model.state_dict()}, {"step": cfg.steps, "loss": loss.item()})
     return out
@@ -155,11 +159,35 @@ def scorer_for(cfg, resolution: int) -> tuple[RewardHead, str]:
         print(f"agent dream: training the {task.name} scorer on {', '.join(cfg.data)}", file=sys.stderr)
         train_scorer(ScorerConfig(height=resolution, width=resolution, steps=cfg.scorer_steps, seed=cfg.seed), task.env_id,
                      cfg.data, run)
+    elif cfg.data:
+        check_scorer_data(run, cfg.data, cfg.scorer_steps)
     model, scfg = load_scorer(run, task.env_id)
     if (scfg.height, scfg.width) != (resolution, resolution):
         raise UserError(f"scorer {run} takes {scfg.width}x{scfg.height} frames, the policy {resolution}x{resolution}: "
                         f"pass --scorer NEW_FOLDER with --data to train one at {resolution}x{resolution}")
     return model, str(run)
+
+
+def check_scorer_data(run: Path, data: tuple[str, ...], steps: int) -> None:
+    """UserError (one line) when the scorer at `run` was trained on other datasets, on other content under
+    the same names, or for another --scorer-steps than asked: reusing it would score with the old data."""
+    have = ckpt.read_run_config(run, SCORER_KIND)
+    trained = have.get("data") or []
+    if sorted(map(_real, trained)) != sorted(map(_real, data)):
+        why = f"was trained on {' '.join(trained) or 'unrecorded data'}, not on --data {' '.join(data)}"
+    elif changed := ckpt.changed_data(have, content_ids(data)):
+        why = f"was trained on {' '.join(changed)} as it was then, and its content has changed since"
+    elif have.get("scorer", {}).get("steps") != steps:
+        why = f"was trained for {have.get('scorer', {}).get('steps')} steps, not the --scorer-steps {steps} asked"
+    else:
+        return
+    raise UserError(f"task scorer {run} {why}: pass --scorer NEW_FOLDER to train one as asked, "
+                    "or leave out --data to score with this one")
+
+
+def _real(folder: str) -> str:
+    """A dataset folder however spelled (relative, ~, through a link), as a resume compares it."""
+    return folder if "://" in folder else os.path.realpath(os.path.expanduser(folder))
 
 
 def check_world_model(wm_cfg, wm_run: str, resolution: int, policy: str) -> None:
