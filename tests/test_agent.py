@@ -737,6 +737,31 @@ def test_a_task_scorer_is_reused_only_for_the_data_and_steps_it_was_trained_on(d
     assert cli([*argv, "--data", str(mine), "--scorer-steps", "1", "--scorer", str(tmp_path / "new")]) == 0
 
 
+def test_dreaming_at_another_step_rate_than_the_games_is_one_line(data, tmp_path, capsys):
+    """A world model trained on 10-step-per-second footage dreamt a player acting every 1/20 s, and a scorer
+    learned 10 fps transitions' rewards as one game step's: both ran, exit 0. Now each is one line."""
+    wm = world_model_run(tmp_path / "wm")
+    slow_wm = world_model_run(tmp_path / "wm10")
+    config = json.loads((tmp_path / "wm10" / "config.json").read_text())
+    config["data"]["fps"] = 10.0
+    (tmp_path / "wm10" / "config.json").write_text(json.dumps(config))
+    frames, buttons, camera, rewards = data["episodes"][0]
+    with DatasetWriter(tmp_path / "slow", 64, 64, fps=10) as w:
+        w.add_episode("ep-0", frames, buttons=buttons, camera=camera, rewards=rewards, env="explore")
+    argv = ["agent", "eval", "--policy", "random", "--task", "explore", "--episodes", "1", "--horizon", "1",
+            "--videos", "0", "--scorer-steps", "1", "--out", str(tmp_path / "dream")]
+    for extra, words in ((["--in-world-model", slow_wm, "--data", data["labeled"]],
+                          f"world model {slow_wm} learned 10 steps per second, but a player acts once per step of the "
+                          "game's 20"),
+                         (["--in-world-model", wm, "--data", str(tmp_path / "slow")],
+                          f"{tmp_path / 'slow'} holds 10 steps per second; the task scorer learns the reward of one step "
+                          "of the game's 20")):
+        assert cli([*argv, *extra]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
+    assert not (tmp_path / "wm" / "scorer-Explore").exists() and not (tmp_path / "dream").exists()
+
+
 def test_policy_shapes_past_their_range_are_one_line_naming_the_flag(data, tmp_path, capsys):
     """--model.hidden 1e9 was an allocator's traceback (a 256 GB weight); --model.memory 1e9 made
     a policy whose closed-loop memory ring could never be allocated."""
