@@ -20,13 +20,15 @@ predicts the reward of each generated transition; the imagined return is their s
 horizon, compared with the real return over the same steps. Reward events (an item gained, the
 water reached) are rare, so a quarter of each training batch is drawn from them: the head's sum
 ranks players but is not calibrated. The scorer is saved (kind "task_scorer") in
-WM_RUN/scorer-<Task> and reused.
+WM_RUN/scorer-<Task> (or --scorer) with the datasets' content, and reused; asked again with --data,
+it is reused only for the same datasets, content and --scorer-steps (else one line: another --scorer).
 
 `rank_agreement` gives Spearman's rank correlation between players' imagined and real scores.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -38,7 +40,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from worldloom import checkpoint as ckpt
+from worldloom.actions import FPS
 from worldloom.config import doc, to_json_dict
+from worldloom.datasets.storage import content_ids
 from worldloom.errors import UserError
 from worldloom.io import atomic_write_json, write_video
 from worldloom.training import check_finite
@@ -84,14 +88,8 @@ class RewardHead(nn.Module):
 
 def load_transitions(paths: tuple[str, ...], height: int, width: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Frames (N, H, W, 3) and rewards (N - 1,) of every episode with recorded rewards."""
-    from worldloom.idm.data import open_dataset
-
     frames, rewards = [], []
-    for path in paths:
-        ds = open_dataset(path)
-        if ds.spec.height != height or ds.spec.width != width:
-            raise UserError(f"{path} holds {ds.spec.width}x{ds.spec.height} frames but the policy and world model take "
-                            f"{width}x{height}: record the scorer's data at {height}")
+    for ds in check_scorer_datasets(paths, height, width):
         for ep in ds.episode_ids:
             clip = ds.frames(ep)
             r = np.nan_to_num(np.asarray(clip.rewards, np.float32))
@@ -101,6 +99,24 @@ def load_transitions(paths: tuple[str, ...], height: int, width: int) -> tuple[l
     if not frames:
         raise UserError(f"no episode with two or more frames in {', '.join(paths)} to train the task scorer on")
     return frames, rewards
+
+
+def check_scorer_datasets(paths: tuple[str, ...], height: int, width: int) -> list:
+    """The datasets a task scorer would train on, opened; UserError (one line) for one of another frame size or
+    step rate than the player's (before anything is said or trained)."""
+    from worldloom.idm.data import open_dataset
+
+    datasets = []
+    for path in paths:
+        ds = open_dataset(path)
+        if ds.spec.height != height or ds.spec.width != width:
+            raise UserError(f"{path} holds {ds.spec.width}x{ds.spec.height} frames but the policy and world model take "
+                            f"{width}x{height}: record the scorer's data at {height}")
+        if float(ds.spec.fps) != FPS:  # a reward per step of the game: a 10 fps step holds two
+            raise UserError(f"{path} holds {ds.spec.fps:g} steps per second; the task scorer learns the reward of one "
+                            f"step of the game's {FPS}: record the scorer's data in the task env (at {FPS})")
+        datasets.append(ds)
+    return datasets
 
 
 def train_scorer(cfg: ScorerConfig, task_id: str, data: tuple[str, ...], out: Path) -> Path:
@@ -127,6 +143,7 @@ def train_scorer(cfg: ScorerConfig, task_id: str, data: tuple[str, ...], out: Pa
         opt.step()
     out.mkdir(parents=True, exist_ok=True)
     ckpt.write_run_config(out, SCORER_KIND, {"scorer": to_json_dict(cfg), "task": task_id, "data": list(data),
+                                            ckpt.DATA_CONTENT: content_ids(data),
                                             "transitions": int(len(index)), "events": int(events.size)})
     ckpt.save_checkpoint(out, SCORER_KIND, {"model": model.state_dict()}, {"step": cfg.steps, "loss": loss.item()})
     return out
@@ -152,14 +169,39 @@ def scorer_for(cfg, resolution: int) -> tuple[RewardHead, str]:
             raise UserError(f"no task scorer in {run}: pass --data with datasets recorded in {task.env_id}'s world "
                             f"(e.g. `worldloom capture run --env {task.env_id} --resolution {resolution} --out DIR`) to "
                             "train one, or --scorer RUN")
+        check_scorer_datasets(cfg.data, resolution, resolution)
         print(f"agent dream: training the {task.name} scorer on {', '.join(cfg.data)}", file=sys.stderr)
         train_scorer(ScorerConfig(height=resolution, width=resolution, steps=cfg.scorer_steps, seed=cfg.seed), task.env_id,
                      cfg.data, run)
+    elif cfg.data:
+        check_scorer_data(run, cfg.data, cfg.scorer_steps)
     model, scfg = load_scorer(run, task.env_id)
     if (scfg.height, scfg.width) != (resolution, resolution):
         raise UserError(f"scorer {run} takes {scfg.width}x{scfg.height} frames, the policy {resolution}x{resolution}: "
                         f"pass --scorer NEW_FOLDER with --data to train one at {resolution}x{resolution}")
     return model, str(run)
+
+
+def check_scorer_data(run: Path, data: tuple[str, ...], steps: int) -> None:
+    """UserError (one line) when the scorer at `run` was trained on other datasets, on other content under
+    the same names, or for another --scorer-steps than asked: reusing it would score with the old data."""
+    have = ckpt.read_run_config(run, SCORER_KIND)
+    trained = have.get("data") or []
+    if sorted(map(_real, trained)) != sorted(map(_real, data)):
+        why = f"was trained on {' '.join(trained) or 'unrecorded data'}, not on --data {' '.join(data)}"
+    elif changed := ckpt.changed_data(have, content_ids(data)):
+        why = f"was trained on {' '.join(changed)} as it was then, and its content has changed since"
+    elif have.get("scorer", {}).get("steps") != steps:
+        why = f"was trained for {have.get('scorer', {}).get('steps')} steps, not the --scorer-steps {steps} asked"
+    else:
+        return
+    raise UserError(f"task scorer {run} {why}: pass --scorer NEW_FOLDER to train one as asked, "
+                    "or leave out --data to score with this one")
+
+
+def _real(folder: str) -> str:
+    """A dataset folder however spelled (relative, ~, through a link), as a resume compares it."""
+    return folder if "://" in folder else os.path.realpath(os.path.expanduser(folder))
 
 
 def check_world_model(wm_cfg, wm_run: str, resolution: int, policy: str) -> None:
@@ -271,7 +313,7 @@ def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, sc
 
 def dream(cfg) -> dict:
     """Imagined against real scores of one player on one task; writes OUT/eval.json (+ videos)."""
-    from worldloom.pretrain.checkpoint import load_world_model
+    from worldloom.pretrain.checkpoint import load_world_model, step_rate
     from worldloom.pretrain.rollout import side_by_side
 
     from .evaluate import bootstrap_ci, episode_seed, policy_id, resolve_resolution
@@ -281,6 +323,9 @@ def dream(cfg) -> dict:
     resolution = resolve_resolution(cfg)
     wm, wm_doc, codec = load_world_model(cfg.in_world_model)
     check_world_model(wm.cfg, cfg.in_world_model, resolution, cfg.policy)
+    if step_rate(wm_doc) != FPS:  # the task env and the player step at the game's rate
+        raise UserError(f"world model {cfg.in_world_model} learned {step_rate(wm_doc):g} steps per second, but a player "
+                        f"acts once per step of the game's {FPS}: dream in a world model trained at {FPS} steps per second")
     scorer, scorer_run = scorer_for(cfg, resolution)
     work = [(i, episode_seed(cfg.seed, i)) for i in range(cfg.episodes)]
     rows = []

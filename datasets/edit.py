@@ -15,7 +15,9 @@ stored, into `<out>/<split name>/`. Sources are only read; nothing existing is o
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -34,6 +36,7 @@ from .validate import schema_differences
 from .writer import (
     DatasetWriter,
     ShardInfo,
+    _committed_episodes,
     commit_shards,
     committed_episode_ids,
     file_checksum,
@@ -204,8 +207,10 @@ def assign_split(episode_id: str, fractions: dict[str, float], seed: int) -> str
 
 def split(source: str | os.PathLike, out: str | os.PathLike, fractions: dict[str, float], seed: int = 0) -> dict[str, list[str]]:
     """Write `<out>/<name>` datasets holding each split's episodes; returns their episode ids.
-    Resumable: a re-run of an interrupted split (same source, fractions, seed) adds only the
-    episodes not yet committed and sweeps what the interrupted one left (datasets/jobs.py)."""
+    Resumable by content: a re-run (same source, fractions, seed) adds the episodes not yet committed,
+    copies again the ones whose source content changed since (a relabeled or re-ingested episode: its
+    shard checksum and rows, `env_config["split_source"]`), drops the ones the source no longer has,
+    and sweeps what an interrupted run left (datasets/jobs.py)."""
     ds = Dataset(source)
     check_shard_schemas(ds)
     base = storage.resolve(out)
@@ -216,13 +221,24 @@ def split(source: str | os.PathLike, out: str | os.PathLike, fractions: dict[str
         if manifest is not None and manifest.get("config") != redact_json(config):
             raise UserError(f"{base.uri}/{name}: holds another dataset than this split ({manifest.get('config')}); "
                             "choose a new --out, or the same source, --fractions and --seed to finish it")
-    rows = ds.episodes.to_pylist()
+    checksums = {s["path"]: s["checksum"] for s in ds.manifest["shards"]}
+    rows = [with_split_source(r, checksums[r["shard"]]) for r in ds.episodes.to_pylist()]
     assigned = {name: [r for r in rows if assign_split(r["episode_id"], fractions, seed) == name] for name in fractions}
     spec, token = ds.spec, uuid.uuid4().hex[:6]
     local = list(roots.values()) if base.is_local else []  # object stores have no locks: the user keeps jobs apart
     with job_lock(local, "dataset split"):
         started_at = time.time() - 1.0  # 1 s of clock skew
         for name, members in assigned.items():
+            changed, stale = stale_episodes(roots[name], base.fs, {r["episode_id"]: split_source_of(r) for r in rows})
+            if stale:
+                say_stale(f"{base.uri}/{name}", ds.location.uri, changed, stale, {r["episode_id"] for r in members})
+                with DatasetWriter(roots[name], spec.height, spec.width, spec.fps, spec.codec, config=config,
+                                   writer_id=f"split-{token}-{name}-again", filesystem=base.fs, autocommit=False) as w:
+                    w.release_ids(stale)
+                    for row in members:
+                        if row["episode_id"] in stale:
+                            w.add_encoded_episode(ds.read_table(row["episode_id"]), {**row, "split": name})
+                commit_shards(roots[name], w.shards, base.fs, replace=stale)  # one manifest write: old or new
             done = committed_episode_ids(roots[name], base.fs)
             with DatasetWriter(roots[name], spec.height, spec.width, spec.fps, spec.codec, config=config,
                                writer_id=f"split-{token}-{name}", filesystem=base.fs) as w:
@@ -232,3 +248,39 @@ def split(source: str | os.PathLike, out: str | os.PathLike, fractions: dict[str
         for root in local:
             sweep_orphans(root, token, started_at)
     return {name: [r["episode_id"] for r in members] for name, members in assigned.items()}
+
+
+def say_stale(where: str, source: str, changed: set[str], retired: set[str], members: set[str]) -> None:
+    """One line: which committed episodes of a split are copied again and which dropped, and why."""
+    again, gone, mates = sorted(changed & members), sorted(changed - members), len(retired - changed)
+    parts = [f"{len(again)} episode(s) changed in {source} since they were split (e.g. {again[0]!r}): copied again"] if again else []
+    parts += [f"{len(gone)} no longer in {source} (e.g. {gone[0]!r}): dropped"] if gone else []
+    mates_words = f" ({mates} other(s) of their shards copied again with them)" if mates else ""
+    print(f"dataset split: {where}: {'; '.join(parts)}{mates_words}", file=sys.stderr)
+
+
+def with_split_source(row: dict, shard_checksum: str) -> dict:
+    """A source episode row whose env_config records what was split: its shard's checksum and rows."""
+    env_config = json.loads(row["env_config"]) if row["env_config"] else {}
+    env_config["split_source"] = f"shard:{shard_checksum}:{row['row_start']}:{row['num_steps']}"
+    return {**row, "env_config": json.dumps(env_config, sort_keys=True)}
+
+
+def split_source_of(row: dict) -> str | None:
+    """The `split_source` an episode row records (None for a row of a split made before it was recorded)."""
+    return json.loads(row["env_config"]).get("split_source") if row["env_config"] else None
+
+
+def stale_episodes(root: str, fs, sources: dict[str, str | None]) -> tuple[set[str], set[str]]:
+    """(changed, retired): the committed episodes of the split at `root` whose source content changed or is
+    gone (or was not recorded), and those with every other episode of their shards (a replaced episode
+    leaves with its whole shard)."""
+    loc = storage.resolve(root, fs)
+    manifest = storage.read_manifest(loc)
+    if manifest is None:
+        return set(), set()
+    episodes = _committed_episodes(loc, manifest).to_pylist()
+    changed = {r["episode_id"] for r in episodes
+               if split_source_of(r) is None or split_source_of(r) != sources.get(r["episode_id"])}
+    shards = {r["shard"] for r in episodes if r["episode_id"] in changed}
+    return changed, {r["episode_id"] for r in episodes if r["shard"] in shards}

@@ -223,12 +223,22 @@ def discover(cfg: IngestConfig) -> tuple[list[tuple[dict, Source]], list[dict]]:
             bad.append({"item": item, "ok": False, "error": error})
         elif source.origin not in seen:
             seen.add(source.origin)
+            source.made_by = made_by(cfg, item)
             items.append((item, source))
     if not items and not bad:
         what = {"vpt": "VPT recordings (.mp4 + .jsonl)", "minerl": "MineRL trajectories (rendered.npz)",
                 "video": f"video files ({', '.join(VIDEO_SUFFIXES)})"}[cfg.format]
         raise UserError(f"--data {' '.join(cfg.data)}: holds no {what}")
     return items, bad
+
+
+def made_by(cfg: IngestConfig, item: dict) -> str | None:
+    """How this job converts the input where a flag decides it (`sources.conversion` reads it back from an
+    episode): a VPT recording's recorder version, --recorder-version or its folder's (it sets the GUI mouse
+    scaler), so that one ingested under another version is not done. None for MineRL and plain video."""
+    if item["kind"] != "vpt":
+        return None
+    return f"recorder version {cfg.recorder_version or vpt.recorder_version(item['jsonl']) or 'unknown'}"
 
 
 def _discover_vpt(inputs: list[tuple[Path, Path, Path | None]]):
@@ -672,6 +682,11 @@ def _ingest_locked(cfg: IngestConfig, found: list, bad: list[dict]) -> dict:
     from .writer import commit_shards
 
     todo, num_done, unreadable = plan_resume(cfg.out, found)
+    redone = [item for item in todo if item["reason"].startswith("made by ")]
+    if redone:  # said before the work: their episodes are replaced as each is ingested again
+        print(f"dataset ingest: {len(redone)} input(s) in {cfg.out} were converted otherwise (e.g. {redone[0]['source']}: "
+              f"{redone[0]['reason'].removeprefix('made by ')}, now {made_by(cfg, redone[0])}): ingested again, their "
+              "episodes replaced (give another --out to keep both)", file=sys.stderr)
     job_config = job_config_of(cfg)
     summary = {"out": cfg.out, "format": cfg.format, "num_items": len(found) + len(bad), "skipped_done": num_done,
                "ingested": [], "replaced": [], "failed": [], "warnings": [], "num_steps": 0}

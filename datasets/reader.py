@@ -97,7 +97,10 @@ class Dataset:
         self.spec = storage.spec_of(manifest)
         self.version = storage.version_of(manifest)  # 1, 2: the columns added since read as nulls
         where = f"{self.location.uri}/{schema.EPISODES_NAME}"
-        self.episodes: pa.Table = committed_episodes(storage.read_episodes(self.location), manifest, where)
+        # In episode id order, not commit order: workers commit as they finish (a capture, ingest or label with
+        # --num-workers 2 commits e1 before e0, or not, run to run), and the seeded splits, subsets, clip orders and
+        # eval clips drawn from this order must follow the data, not which worker was quicker.
+        self.episodes: pa.Table = committed_episodes(storage.read_episodes(self.location), manifest, where).sort_by("episode_id")
         cols = self.episodes.select(["episode_id", "shard", "row_start", "num_steps", "label_source", "label_model"]).to_pydict()
         self._refs = {
             eid: EpisodeRef(shard, int(row), int(num), src, model)

@@ -59,6 +59,7 @@ class Source:
     size_bytes: int | None = None
     mtime_ns: int | None = None
     ctime_ns: int | None = None  # the inode's change time: set by the kernel on every write or replacement
+    made_by: str | None = None  # how this job makes its episodes where that decides them (ingest: `conversion`)
 
     def content_key(self) -> str:
         if self.key is None:
@@ -131,10 +132,17 @@ class ResumeIndex:
         # Done means made whole from the same content by the same maker: episodes another model labeled are
         # not this job's (a retrained IDM under the same run name, another --model), whatever their input.
         self.made_by = made_by
-        self.by_key = {g.key: g for g in groups if g.key and self._same_maker(g)}
+        self.by_key: dict[str, list[_Group]] = {}
+        for g in groups:
+            if g.key:
+                self.by_key.setdefault(g.key, []).append(g)
 
-    def _same_maker(self, group: _Group) -> bool:
-        return self.made_by is None or group.made_by == self.made_by
+    def _maker(self, source: Source) -> str | None:
+        return source.made_by if source.made_by is not None else self.made_by
+
+    @staticmethod
+    def _same_maker(group: _Group, maker: str | None) -> bool:
+        return maker is None or group.made_by == maker
 
     @classmethod
     def of(cls, root: str | os.PathLike, made_by: str | None = None) -> ResumeIndex:
@@ -148,8 +156,9 @@ class ResumeIndex:
         columns = ["episode_id", "env_config"] + (["label_model"] if "label_model" in episodes.column_names else [])
         groups: dict[tuple, _Group] = {}
         for row in episodes.select(columns).to_pylist():
-            group = _group_of(row["episode_id"], json.loads(row["env_config"]) if row["env_config"] else {})
-            group.made_by = row.get("label_model")
+            env_config = json.loads(row["env_config"]) if row["env_config"] else {}
+            group = _group_of(row["episode_id"], env_config)
+            group.made_by = row.get("label_model") or conversion(env_config)
             found = groups.setdefault((group.origin, group.key, group.name, group.made_by), group)
             found.episode_ids.append(row["episode_id"])
         return cls(list(groups.values()), made_by)
@@ -157,25 +166,36 @@ class ResumeIndex:
     def decide(self, source: Source) -> Decision:
         """Done, or the name and replaced episodes of the input's new episodes; remembers the answer,
         so that a second input with the same content in the same job is done too."""
+        maker = self._maker(source)
         same_place = self.by_origin.get(source.origin)
-        if (same_place is not None and source.size_bytes is not None and self._same_maker(same_place)
+        if (same_place is not None and source.size_bytes is not None and self._same_maker(same_place, maker)
                 and (same_place.size_bytes, same_place.mtime_ns, same_place.ctime_ns)
                 == (source.size_bytes, source.mtime_ns, source.ctime_ns)):
             return Decision(True, same_place.name, reason="unchanged")
         key = source.content_key()
-        if key in self.by_key:
-            return Decision(True, self.by_key[key].name, reason=f"same content as {self.by_key[key].origin}")
+        same = next((g for g in self.by_key.get(key, ()) if self._same_maker(g, maker)), None)
+        if same is not None:
+            return Decision(True, same.name, reason=f"same content as {same.origin}")
         if same_place is not None:
-            why = "changed" if self._same_maker(same_place) else f"made by {same_place.made_by}"
+            why = "changed" if self._same_maker(same_place, maker) else f"made by {same_place.made_by}"
             decision = Decision(False, same_place.name, tuple(same_place.episode_ids), why)
         else:
             name = source.name if source.name not in self.names else f"{source.name}~{key.rsplit(':', 1)[-1][:8]}"
             decision = Decision(False, name, reason="new")
-        group = _Group(decision.name, key, source.size_bytes, source.mtime_ns, source.origin, made_by=self.made_by,
+        group = _Group(decision.name, key, source.size_bytes, source.mtime_ns, source.origin, made_by=maker,
                        ctime_ns=source.ctime_ns)
-        self.by_origin[source.origin] = self.by_key[key] = group
+        self.by_origin[source.origin] = group
+        self.by_key[key] = [group]
         self.names.add(decision.name)
         return decision
+
+
+def conversion(env_config: dict) -> str | None:
+    """How an ingested episode was made from its input where a flag decides it, as `Source.made_by` says it:
+    a VPT recording's recorder version (it sets the GUI mouse scaler); None for everything else."""
+    if env_config.get("format") == "vpt":
+        return f"recorder version {env_config.get('recorder_version') or 'unknown'}"
+    return None
 
 
 def _group_of(episode_id: str, env_config: dict) -> _Group:

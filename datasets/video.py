@@ -17,8 +17,9 @@ gives), and steps end as ffmpeg's fps filter ends them: the last step is the las
 fits before the end of the last frame (its start plus its duration where the container states one, a
 last frame held for a second included, else the interval before it). So variable frame rates, jittered timestamps, a missing or wrong header
 rate and a non-zero start all give, at each step, the frame a viewer saw then; frames are never
-blended, and are upright as a player shows them (a display matrix, a phone video's rotation or a
-mirror, is applied as ffmpeg's autorotate does). A frame with no timestamp, or one not after the
+blended, and are upright and as wide as a player shows them (a display matrix, a phone video's rotation or a
+mirror, is applied as ffmpeg's autorotate does; non-square pixels, a sample aspect ratio such as anamorphic
+DV's or HDV's, are widened or narrowed to square ones, ffmpeg's `scale=iw*sar:ih`, before the turn). A frame with no timestamp, or one not after the
 previous frame's, is placed one header-rate interval after the previous frame: a video with no usable timestamps is timed by its
 header rate, and the report's warnings say so. With `timing="frames"` every decoded frame is one
 step, in decode order, whatever its timestamp: what a recording with one logged action per frame
@@ -158,6 +159,7 @@ class DecodeReport:
     ffmpeg_errors: int = 0  # error messages FFmpeg logged while reading it: damaged or cut-short data
     ffmpeg_last_error: str = ""  # the last of them, e.g. "matroska,webm: File ended prematurely"
     num_steps: int = 0
+    sample_aspect_ratio: str = ""  # the pixels' shape where not square ("4:3": widened to square pixels), else ""
     video_stream: int | None = None  # the container's index of the stream read (None: OpenCV's, unknown)
     num_video_streams: int | None = None  # video streams in the file, attached pictures included (None: unknown)
     tried: list[str] = field(default_factory=list)  # backends tried before `backend`, and why they gave nothing
@@ -206,6 +208,8 @@ class DecodeReport:
         if self.backend == "opencv" and (self.num_video_streams or 0) > 1:
             out.append(f"{self.num_video_streams} video streams: OpenCV, which read it, cannot choose one and read the "
                        f"first (#{self.video_stream}, the one ffmpeg picks too); the others were left out")
+        if self.sample_aspect_ratio.startswith("ignored"):
+            out.append(f"sample aspect ratio {self.sample_aspect_ratio}: frames kept at their stored size")
         if self.decode_errors:
             out.append(f"{self.decode_errors} packets did not decode and were skipped")
         if self.ffmpeg_errors and not self.truncated:
@@ -244,6 +248,7 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
         report.header_fps = _rate(stream.guessed_rate) or _rate(stream.average_rate)
         report.listed_frames = int(stream.frames) or None
         report.promised_s = _promised_duration(container, stream)
+        sar = _sample_aspect(stream.sample_aspect_ratio or codec_context.sample_aspect_ratio, report)
         codec_context.thread_count = threads  # slice threads (PyAV's default): frame threads dropped frames
         # around a damaged packet here (9 instead of 11 of a cut file) and add latency
         reformatter = VideoReformatter()  # reused: 2x faster than a new conversion per frame
@@ -270,8 +275,8 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
                 num_frames += 1
                 size = size or (frame.width, frame.height)  # a stream that changes size keeps its first size
                 resize = {} if (frame.width, frame.height) == size else {"width": size[0], "height": size[1]}
-                yield (frame.time, _upright(reformatter.reformat(frame, format="rgb24", **resize).to_ndarray(), frame),
-                       _duration_s(frame))
+                rgb = _square_pixels(reformatter.reformat(frame, format="rgb24", **resize).to_ndarray(), sar)
+                yield frame.time, _upright(rgb, frame), _duration_s(frame)
 
 
 @contextlib.contextmanager
@@ -289,6 +294,33 @@ def _counting_errors(report: DecodeReport, errors_before: int) -> Iterator[None]
         report.ffmpeg_errors = count - errors_before
         if report.ffmpeg_errors and last:
             report.ffmpeg_last_error = f"{last[1]}: {last[2].strip()}"
+
+
+def _sample_aspect(sar, report: DecodeReport):
+    """The stream's sample aspect ratio (a pixel's width over its height) as a Fraction when its pixels are not
+    square and it is plausible (1/8..8), else None; the report says which. The container's value first (an mp4
+    'pasp' box), then the codec's, as ffmpeg's av_guess_sample_aspect_ratio reads them."""
+    from fractions import Fraction
+
+    if sar is None or not sar.numerator or not sar.denominator or sar == 1:
+        return None
+    sar = Fraction(sar.numerator, sar.denominator)
+    if not Fraction(1, 8) <= sar <= 8:
+        report.sample_aspect_ratio = f"ignored ({sar.numerator}:{sar.denominator}, not a pixel shape any camera makes)"
+        return None
+    report.sample_aspect_ratio = f"{sar.numerator}:{sar.denominator}"
+    return sar
+
+
+def _square_pixels(rgb: np.ndarray, sar) -> np.ndarray:
+    """A frame of non-square pixels (anamorphic footage: DV, HDV, some phones and screen recorders) at the
+    size a player shows it: the width times the sample aspect ratio, the height kept (ffmpeg's
+    `scale=iw*sar:ih`); INTER_AREA when narrowing, INTER_LINEAR when widening, as every resize here."""
+    if sar is None:
+        return rgb
+    h, w = rgb.shape[:2]
+    width = max(1, round(w * sar))
+    return cv2.resize(rgb, (width, h), interpolation=cv2.INTER_AREA if width < w else cv2.INTER_LINEAR)
 
 
 def _upright(rgb: np.ndarray, frame) -> np.ndarray:
@@ -372,13 +404,26 @@ def _opencv_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[t
         report.codec = report.codec or fourcc.lower()
         report.container = report.container or path.suffix.lstrip(".").lower()
         report.header_fps = _rate(cap.get(cv2.CAP_PROP_FPS))
+        sar = _sample_aspect(_opencv_sar(cap), report)
+        # OpenCV has turned a quarter-turned picture already: its stored rows are now columns
+        turned = int(cap.get(cv2.CAP_PROP_ORIENTATION_AUTO)) and int(cap.get(cv2.CAP_PROP_ORIENTATION_META)) % 180 == 90
         while True:
             ok, frame = cap.read()
             if not ok or frame is None:
                 return
-            yield cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), None
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            rgb = _square_pixels(rgb.transpose(1, 0, 2), sar).transpose(1, 0, 2) if turned else _square_pixels(rgb, sar)
+            yield cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, np.ascontiguousarray(rgb), None
     finally:
         cap.release()
+
+
+def _opencv_sar(cap):
+    """OpenCV's sample aspect ratio of the stream (a Fraction), None when it states none."""
+    from fractions import Fraction
+
+    num, den = int(cap.get(cv2.CAP_PROP_SAR_NUM) or 0), int(cap.get(cv2.CAP_PROP_SAR_DEN) or 0)
+    return Fraction(num, den) if num > 0 and den > 0 else None
 
 
 SOURCES = {"pyav": _pyav_frames, "opencv": _opencv_frames}

@@ -134,8 +134,8 @@ def commit_shards(root: str | os.PathLike, infos: list[ShardInfo], filesystem: p
 
     `replace`: committed episode ids that the new shards supersede (a relabeled input). They leave
     the dataset in the same manifest write that adds the new shards, so a reader sees the old
-    episodes or the new ones, never both and never neither. Their shards must hold nothing else;
-    they are deleted after the commit.
+    episodes or the new ones, never both and never neither (with no shards given they just leave).
+    Their shards must hold nothing else; they are deleted after the commit.
     """
     loc = storage.resolve(root, filesystem)
     infos = [ShardInfo.from_json(i) if isinstance(i, dict) else i for i in infos]
@@ -156,10 +156,12 @@ def commit_shards(root: str | os.PathLike, infos: list[ShardInfo], filesystem: p
             if not storage.exists(loc, path):
                 raise UserError(f"{loc.uri}/{info.path}: shard to commit does not exist; re-run the episodes it held")
             new.append(info)
-        if not new:
+        if not new and (infos or not replace):  # committed already (a commit with no shards only retires)
             return manifest
         episodes = _committed_episodes(loc, manifest)
         retired_ids = set(replace) & set(episodes.column("episode_id").to_pylist())
+        if not new and not retired_ids:
+            return manifest
         retired_shards = _retired_shards(loc, episodes, retired_ids)
         kept = episodes.filter(pa.compute.invert(pa.compute.is_in(episodes.column("episode_id"),
                                                                   value_set=pa.array(sorted(retired_ids), pa.string()))))

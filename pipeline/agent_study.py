@@ -292,6 +292,7 @@ def run_dream(cfg: StudyConfig, configs: dict, paths: dict[str, Any]) -> tuple[d
         dream_cfg = dataclasses.replace(c, in_world_model=cfg.world_model, episodes=s.dream_episodes,
                                         horizon=s.dream_horizon, videos=min(c.videos, 1), scorer_steps=s.scorer_steps,
                                         data=(str(paths["truth"][task]),),
+                                        scorer=str(paths["dream"] / f"scorer-{task}"),  # trained on this study's truth
                                         out=str(paths["dream"] / f"{name.replace(':', '-')}-{task}"))
         summary = evaluate(dream_cfg)
         figures[f"{name}|{task}"] = {k: summary[k] for k in ("player", "task", "episodes", "imagined", "real", "videos")}

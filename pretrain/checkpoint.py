@@ -63,6 +63,27 @@ def load_world_model(run_dir: str | Path, which: str = "ema", device="cpu"):
     return model.to(device).eval(), doc, load_codec(run_dir, cfg, device)
 
 
+def step_rate(doc: dict) -> float:
+    """The steps per second a run's world model learned (its datasets'; the game's 20 where unrecorded)."""
+    from worldloom.actions import FPS
+
+    return float(doc.get("data", {}).get("fps", FPS))
+
+
+def check_step_rate(doc: dict, run_dir: str | Path, data: list[str] | tuple[str, ...]) -> None:
+    """UserError (one line) when a dataset holds another step rate than the world model learned: it is scored and
+    rolled out step for step, so a 10 fps clip's step (1/10 s of play) would be read as one 1/20 s step."""
+    from worldloom.datasets import Dataset
+
+    fps = step_rate(doc)
+    for path in data:
+        have = float(Dataset(path).spec.fps)
+        if have != fps:
+            raise UserError(f"{path} holds {have:g} steps per second, but world model {run_dir} learned {fps:g} (it "
+                            f"generates step for step): ingest, label or record the data at --fps {fps:g}, or use a "
+                            f"world model trained at {have:g} steps per second")
+
+
 def check_config(doc: object, path: Path) -> dict:
     """config.json's sections as their dataclasses (train, model, flow, data; text, None for runs
     without a caption encoder), each value typed and checked; UserError naming the file and the

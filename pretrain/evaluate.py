@@ -46,7 +46,7 @@ from worldloom.io import atomic_path, atomic_write_text, write_image
 from worldloom.paths import redact_json
 from worldloom.progress import Stages
 
-from .checkpoint import load_world_model
+from .checkpoint import check_step_rate, load_world_model
 from .data import frames_to_model, model_to_frames
 from .flow import SampleConfig, clip_generators, next_frame, rollout
 from .model import encode_actions, shift_actions
@@ -357,6 +357,7 @@ def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
     torch.manual_seed(cfg.seed)
     stages.start("loading the world model")
     model, run_doc, codec = load_world_model(cfg.model)
+    check_step_rate(run_doc, cfg.model, cfg.data)
     context = model.cfg.num_frames - 1
     branches = None
     if cfg.counterfactual:  # read and checked before anything is generated

@@ -32,7 +32,7 @@ from worldloom.errors import UserError
 from worldloom.io import check_video_out, write_video
 from worldloom.progress import counted
 
-from .checkpoint import load_world_model
+from .checkpoint import check_step_rate, load_world_model
 from .data import frames_to_model, model_to_frames
 from .flow import SampleConfig, prompt_rollout, rollout
 from .model import encode_actions
@@ -119,7 +119,8 @@ def rollout_episode(cfg: RolloutConfig) -> dict:
     cfg = dataclasses.replace(cfg, out=str(check_video_out(cfg.out, cfg.episode or "prompt")))
     if cfg.data is None:
         return rollout_prompt(cfg)
-    model, _, codec = load_world_model(cfg.model)
+    model, run_doc, codec = load_world_model(cfg.model)
+    check_step_rate(run_doc, cfg.model, [cfg.data])
     check_output_size(cfg.scale, model.cfg.image_size, model.cfg.image_size, cols=2)  # truth beside generated
     text = prompt_tokens(model, cfg)
     context = model.cfg.num_frames - 1

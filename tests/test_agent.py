@@ -702,6 +702,66 @@ def test_a_new_task_scorer_is_not_trained_into_a_dataset_a_run_or_a_file(data, p
     assert folder_kind(tmp_path / "scorer") == "task_scorer"
 
 
+def test_a_task_scorer_is_reused_only_for_the_data_and_steps_it_was_trained_on(data, tmp_path, capsys):
+    """WM_RUN/scorer-<Task> was reused whatever --data and --scorer-steps asked (other datasets, the same
+    folder recaptured, more steps): imagined scores came from a head trained on the old data. Now each of
+    those is one line naming what differs; without --data the scorer is reused as it is."""
+    import shutil
+
+    from conftest import tree_digest
+
+    wm = world_model_run(tmp_path / "wm")
+    mine = tmp_path / "truth"
+    shutil.copytree(data["labeled"], mine)
+    argv = ["agent", "eval", "--policy", "random", "--task", "explore", "--in-world-model", wm, "--episodes", "1",
+            "--horizon", "1", "--videos", "0", "--out", str(tmp_path / "dream")]
+    assert cli([*argv, "--data", str(mine), "--scorer-steps", "1"]) == 0
+    capsys.readouterr()
+    scorer = tmp_path / "wm" / "scorer-Explore"
+    before = tree_digest(scorer)
+
+    def refused(extra: list[str], words: str) -> None:
+        assert cli([*argv, *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"task scorer {scorer} " in err and words in err and "--scorer NEW_FOLDER" in err, err
+        assert err.count("\n") == 1 and tree_digest(scorer) == before, err
+
+    refused(["--data", str(mine), "--scorer-steps", "2"], "trained for 1 steps, not the --scorer-steps 2 asked")
+    refused(["--data", data["labeled"], "--scorer-steps", "1"], f"was trained on {mine}, not on --data ")
+    frames, buttons, camera, rewards = data["episodes"][0]
+    with DatasetWriter(mine, 64, 64, fps=20) as w:  # the same folder, other content (captured again, appended to)
+        w.add_episode("ep-new", frames, buttons=buttons, camera=camera, rewards=rewards, env="explore")
+    refused(["--data", str(mine), "--scorer-steps", "1"], f"was trained on {mine} as it was then, and its content "
+                                                           "has changed since")
+    assert cli(argv) == 0  # no --data: the scorer there is used as it is
+    assert cli([*argv, "--data", str(mine), "--scorer-steps", "1", "--scorer", str(tmp_path / "new")]) == 0
+
+
+def test_dreaming_at_another_step_rate_than_the_games_is_one_line(data, tmp_path, capsys):
+    """A world model trained on 10-step-per-second footage dreamt a player acting every 1/20 s, and a scorer
+    learned 10 fps transitions' rewards as one game step's: both ran, exit 0. Now each is one line."""
+    wm = world_model_run(tmp_path / "wm")
+    slow_wm = world_model_run(tmp_path / "wm10")
+    config = json.loads((tmp_path / "wm10" / "config.json").read_text())
+    config["data"]["fps"] = 10.0
+    (tmp_path / "wm10" / "config.json").write_text(json.dumps(config))
+    frames, buttons, camera, rewards = data["episodes"][0]
+    with DatasetWriter(tmp_path / "slow", 64, 64, fps=10) as w:
+        w.add_episode("ep-0", frames, buttons=buttons, camera=camera, rewards=rewards, env="explore")
+    argv = ["agent", "eval", "--policy", "random", "--task", "explore", "--episodes", "1", "--horizon", "1",
+            "--videos", "0", "--scorer-steps", "1", "--out", str(tmp_path / "dream")]
+    for extra, words in ((["--in-world-model", slow_wm, "--data", data["labeled"]],
+                          f"world model {slow_wm} learned 10 steps per second, but a player acts once per step of the "
+                          "game's 20"),
+                         (["--in-world-model", wm, "--data", str(tmp_path / "slow")],
+                          f"{tmp_path / 'slow'} holds 10 steps per second; the task scorer learns the reward of one step "
+                          "of the game's 20")):
+        assert cli([*argv, *extra]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
+    assert not (tmp_path / "wm" / "scorer-Explore").exists() and not (tmp_path / "dream").exists()
+
+
 def test_policy_shapes_past_their_range_are_one_line_naming_the_flag(data, tmp_path, capsys):
     """--model.hidden 1e9 was an allocator's traceback (a 256 GB weight); --model.memory 1e9 made
     a policy whose closed-loop memory ring could never be allocated."""

@@ -282,6 +282,48 @@ def test_an_interrupted_split_is_finished_by_the_same_command(small_dataset, tmp
     assert "holds another dataset than this split" in capsys.readouterr().err  # another seed: not resumed into it
 
 
+def test_a_split_run_again_copies_episodes_whose_source_changed_and_drops_gone_ones(tmp_path, capsys):
+    """A source relabeled (an episode's content replaced under its id, as `idm label` does) or repaired
+    (an episode dropped) since it was split: the same split command gives what a fresh split gives
+    (it said 'N episodes' and kept the old labels, as they were 'already there' by id)."""
+    from worldloom.datasets.writer import commit_shards
+
+    src = tmp_path / "src"
+    with DatasetWriter(src, 32, 32, shard_max_frames=1) as w:  # a shard per episode, as idm label writes
+        for i in range(6):
+            w.add_episode(f"ep-{i}", pixel_frames(12, 32, 32, seed=i), buttons=np.zeros((12, 20), bool),
+                          camera=np.full((12, 2), i, np.float32), label_source="env")
+    flags = ["--fractions", "train=0.5", "val=0.5", "--seed", "1", "--out"]
+    splits = tmp_path / "splits"
+    assert main(["dataset", "split", str(src), *flags, str(splits)]) == 0
+    relabeled = Dataset(splits / "train").episode_ids[0]
+    gone = sorted(Dataset(splits / "train").episode_ids + Dataset(splits / "val").episode_ids)[-1]
+    if gone == relabeled:
+        gone = Dataset(splits / "val").episode_ids[0]
+    with DatasetWriter(src, 32, 32, autocommit=False) as w:
+        w.release_ids([relabeled])
+        w.add_episode(relabeled, pixel_frames(12, 32, 32, seed=9), buttons=np.zeros((12, 20), bool),
+                      camera=np.full((12, 2), 9, np.float32), label_source="env")
+    commit_shards(src, w.shards, replace=[relabeled])
+    commit_shards(src, [], replace=[gone])  # as `dataset repair` drops an episode
+    capsys.readouterr()
+    assert main(["dataset", "split", str(src), *flags, str(splits)]) == 0
+    err = capsys.readouterr().err
+    assert f"1 episode(s) changed in {src} since they were split (e.g. {relabeled!r}): copied again" in err, err
+    assert f"1 no longer in {src} (e.g. {gone!r}): dropped" in err and len(err.splitlines()) <= 2, err
+    assert main(["dataset", "split", str(src), *flags, str(tmp_path / "fresh")]) == 0
+    source = Dataset(src)
+    for name in ("train", "val"):
+        again, fresh = Dataset(splits / name), Dataset(tmp_path / "fresh" / name)
+        assert sorted(again.episode_ids) == sorted(fresh.episode_ids) and validate(splits / name) == []
+        for eid in again.episode_ids:
+            np.testing.assert_array_equal(again.frames(eid).camera, source.frames(eid).camera)
+            np.testing.assert_array_equal(again.frames(eid).frames, source.frames(eid).frames)
+    capsys.readouterr()
+    assert main(["dataset", "split", str(src), *flags, str(splits)]) == 0
+    assert "copied again" not in capsys.readouterr().err  # nothing changed: nothing copied
+
+
 def test_a_merge_sweeps_what_a_killed_merge_left(small_dataset, tmp_path):
     merged = tmp_path / "merged"
     assert main(["dataset", "merge", str(small_dataset), "--out", str(merged)]) == 0

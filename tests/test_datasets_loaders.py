@@ -118,3 +118,35 @@ def test_source_weights_are_relative_however_large():
         small = [w / max(weights) for w in weights]
         assert mix_blocks(per_source, weights, np.random.default_rng(0)) == mix_blocks(per_source, small,
                                                                                       np.random.default_rng(0))
+
+
+def test_what_is_drawn_from_a_dataset_follows_its_episodes_not_their_commit_order(tmp_path):
+    """Workers commit episodes as they finish: the same capture with --num-workers 2 stored e1 before e0 (or
+    not, run to run), and the IDM's train/val split, its --max-hours subset, the world model's clip order
+    and eval's clips, all drawn by position, changed with it (the same data trained another model). The
+    reader gives episodes in id order: the same episodes give the same draws, whatever order committed them."""
+    from worldloom.idm.data import load_episodes, split_episodes, take_hours
+    from worldloom.pretrain.evaluate import eval_clips
+
+    ids = [f"ep-{i:02d}" for i in range(12)]
+    roots = {}
+    for name, order in (("ordered", ids), ("as-workers-finished", ids[1::2] + ids[::2])):
+        roots[name] = tmp_path / name
+        with DatasetWriter(roots[name], 32, 32, fps=20, shard_max_frames=1) as w:  # a shard per episode, as a worker
+            for eid in order:
+                n = 20 + int(eid[-2:])
+                w.add_episode(eid, pixel_frames(n, 32, 32, seed=int(eid[-2:])), buttons=np.zeros((n, 20), bool),
+                              camera=np.zeros((n, 2), np.float32), label_source="env")
+    a, b = (Dataset(roots[name]) for name in ("ordered", "as-workers-finished"))
+    assert a.episode_ids == b.episode_ids == ids
+    draws = []
+    for root in roots.values():
+        episodes = load_episodes([str(root)])
+        train, val = split_episodes(episodes, 0.25, seed=0)
+        stream = ClipStream(str(root), clip_len=8, seed=0)
+        draws.append(([e.episode_id for e in train], [e.episode_id for e in val],
+                      [e.episode_id for e in take_hours(episodes, 0.002, seed=0)], keys(stream),
+                      eval_clips([str(root)], 8, 5)["frames"]))
+    (*lists_a, clips_a), (*lists_b, clips_b) = draws
+    assert lists_a == lists_b
+    assert torch.equal(clips_a, clips_b)

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -102,6 +103,34 @@ def test_frames_are_upright_as_a_player_shows_them(tmp_path, degrees, mirror):
         frames, report = read_video(path, fps=20, backends=(backend,))
         assert (report.width, report.height) == (shown.shape[1], shown.shape[0]), backend
         assert np.abs(frames[0].astype(int) - shown).max() <= 8, (backend, degrees, mirror)
+
+
+@pytest.mark.parametrize("suffix, sar, degrees", [(".mp4", (4, 3), 0), (".mkv", (4, 3), 0), (".mov", (2, 3), 0),
+                                                   (".mp4", (4, 3), 90)])
+def test_non_square_pixels_are_shown_as_wide_as_a_player_shows_them(tmp_path, suffix, sar, degrees):
+    """Anamorphic footage (DV, HDV, some phones and screen recorders) stores 96x64 pixels that a player
+    shows 128 wide (sample aspect ratio 4:3): both backends gave the stored 96x64, squashed; now the
+    width times the ratio (ffmpeg's scale=iw*sar:ih), before a display matrix's turn."""
+    picture = np.zeros((64, 96, 3), np.uint8)
+    picture[:, ::8] = 200  # vertical stripes every 8 pixels, a grey block at the top left
+    picture[:16, :24] = 100
+    path = tmp_path / f"anamorphic{suffix}"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=20)
+        stream.width, stream.height, stream.pix_fmt, stream.options = 96, 64, "yuv444p", {"qp": "0"}
+        stream.codec_context.sample_aspect_ratio = Fraction(*sar)
+        if degrees:
+            stream.set_display_rotation(degrees)
+        for packet in [*stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")), *stream.encode()]:
+            out.mux(packet)
+    width = round(96 * sar[0] / sar[1])
+    shown = cv2.resize(picture, (width, 64), interpolation=cv2.INTER_LINEAR if width > 96 else cv2.INTER_AREA)
+    shown = np.rot90(shown, degrees // 90)
+    for backend in ("pyav", "opencv"):
+        frames, report = read_video(path, fps=20, backends=(backend,))
+        assert frames.shape[1:3] == shown.shape[:2] and (report.width, report.height) == (shown.shape[1], shown.shape[0])
+        assert np.abs(frames[0].astype(int) - shown).max() <= 8, backend
+        assert report.sample_aspect_ratio == f"{sar[0]}:{sar[1]}" and report.warnings() == []
 
 
 def test_no_timestamps_fall_back_to_the_header_rate_with_a_warning(tmp_path):

@@ -280,3 +280,27 @@ def test_an_unknown_recorder_version_with_gui_mouse_moves_is_said(tmp_path):
     assert len(said) == 1 and said[0].startswith(f"{tmp_path / 'flat' / 'rec.jsonl'}: recorder version unknown "
                                                  "(its folder 'flat' is not one"), said
     assert "mouse moves with a GUI open kept at scale 1" in said[0] and "(pass --recorder-version)" in said[0]
+
+
+def test_a_rerun_with_the_recorder_version_asked_for_converts_again(tmp_path, capsys):
+    """The warning above says 'pass --recorder-version'; the same command with it was '1 already there'
+    (same files), and the GUI mouse moves stayed at scale 1. The version is part of how the input is
+    made: another one ingests it again and replaces its episode, said in one line; the same is done."""
+    write_vpt(tmp_path / "flat", "rec", 12)
+    write_vpt(tmp_path / "flat" / "6.8", "other", 12, seed=1)  # its folder names the version: unchanged by the flag
+
+    def scalers() -> dict:
+        return {e["episode_id"]: json.loads(e["env_config"])["gui_mouse_scaler"]
+                for e in Dataset(tmp_path / "ds").episodes.to_pylist()}
+
+    assert sorted(run([tmp_path / "flat"], tmp_path / "ds")["ingested"]) == ["6.8/other", "rec"]
+    assert scalers() == {"rec": 1.0, "6.8/other": 2.0}
+    capsys.readouterr()
+    summary = run([tmp_path / "flat" / "rec.jsonl"], tmp_path / "ds", recorder_version="6.8")
+    assert summary["ingested"] == ["rec"] and summary["replaced"][0]["episodes"] == ["rec"]
+    assert scalers() == {"rec": 2.0, "6.8/other": 2.0} and validate(tmp_path / "ds") == []
+    err = capsys.readouterr().err
+    assert "1 input(s) in" in err and "recorder version unknown, now recorder version 6.8): ingested again" in err
+    assert run([tmp_path / "flat" / "rec.jsonl"], tmp_path / "ds", recorder_version="6.8")["skipped_done"] == 1
+    again = run([tmp_path / "flat" / "6.8"], tmp_path / "ds", recorder_version="6.8")  # the folder's own version
+    assert again["skipped_done"] == 1 and again["ingested"] == []

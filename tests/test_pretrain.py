@@ -799,6 +799,24 @@ def test_bad_input(data, tmp_path):
                 "--out", "r.avi"]) == 2
 
 
+def test_eval_and_rollout_on_data_at_another_step_rate_are_one_line(data, tmp_path, capsys):
+    """A world model learned 20 steps per second; footage labeled at --fps 10 was scored and rolled out
+    step for step (each 1/10 s step taken as a 1/20 s one), exit 0. Now one line names both rates."""
+    run = tmp_path / "wm"
+    main(TrainConfig(data=(data["train"],), out=str(run), max_steps=1, **MICRO))
+    slow = write(tmp_path / "slow", (7,), 16, fps=10)
+    for argv in (["pretrain", "eval", "--model", str(run), "--data", slow, "--num-clips", "1", "--horizon", "2",
+                  "--next-frame-positions", "1", "--out", str(tmp_path / "ev")],
+                 ["pretrain", "rollout", "--model", str(run), "--data", slow, "--episode", "ep-7", "--horizon", "2",
+                  "--out", str(tmp_path / "r.mp4")]):
+        capsys.readouterr()
+        assert cli(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{slow} holds 10 steps per second, but world model {run} learned 20" in err and "--fps 20" in err, err
+        assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "ev").exists() and not (tmp_path / "r.mp4").exists()
+
+
 def test_presets_are_valid_and_sized():
     sizes = {name: sum(p.numel() for p in WorldModel(cfg).parameters()) for name, cfg in PRESETS.items() if name != "large"}
     assert 2e6 < sizes["tiny"] < 6e6 < sizes["small"]
