@@ -47,10 +47,14 @@ class FlowConfig:
     context_dropout: float = doc("text models: probability that a window's frames before the last are blanks (pure "
                                  "noise, t = 1, no actions), so the model learns to make a first frame from the caption "
                                  "alone (a prompt-only rollout)", 0.1)
+    prompt_levels: float = doc("text models: fraction of blank-context windows whose frame is noised to a uniform "
+                               "random level rather than the objective's (pure noise in `tiny`), so a prompt-only first "
+                               "frame can be drawn in several Euler steps (SampleConfig.prompt_steps) instead of one "
+                               "step's conditional mean", 0.0)
 
     def __post_init__(self):
         for name in ("p_sampling_pattern", "context_noise_max", "p_pure_noise", "action_dropout", "own_previous",
-                     "caption_dropout", "context_dropout"):
+                     "caption_dropout", "context_dropout", "prompt_levels"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -114,6 +118,9 @@ def drop_text_and_context(text, t, weight, keep, cfg: FlowConfig, generator=None
     t = torch.where(blank, torch.ones_like(t), t)
     weight = torch.where(blank, torch.zeros_like(weight), weight)
     last = torch.arange(T, device=dev) == T - 1
+    if cfg.prompt_levels > 0:  # some blank windows' frame at any level: a prompt-only frame drawn in several steps
+        level = blank.any(dim=1, keepdim=True) & (torch.rand(B, 1, generator=generator, device=dev) < cfg.prompt_levels)
+        t = torch.where(level & last, torch.rand(B, 1, generator=generator, device=dev), t)
     weight = torch.where(blank.any(dim=1, keepdim=True) & last, torch.ones_like(weight), weight)
     keep = keep & ~blank.any(dim=1, keepdim=True)  # no action leads out of a blank
     return text, t, weight, keep
@@ -146,6 +153,8 @@ class SampleConfig:
                       "from the same spot, turned into it, are the base the model corrects in place of the turned "
                       "previous frame (pretrain/memory.py; 0: off; docs/pretrain.md, 'Pose memory': revisit gains of 15-21 dB, "
                       "other rollout figures within 0.15 dB)", 64)
+    prompt_steps: int = doc("Euler steps for a prompt-only rollout's first frame (text models trained with "
+                            "prompt_levels; 0: num_steps)", 0)
     canvas: bool = doc("rollouts sample the last real frame once through all the warps since, instead of resampling "
                        "each generated frame (pretrain/canvas.py; models with a camera warp, no text guidance; issue 18's "
                        "log, section 28: textures kept, the colour drift at 33-64 frames cut by 0.04-0.05, rollout PSNR 0.1-0.5 dB lower)",
@@ -156,6 +165,8 @@ class SampleConfig:
             raise ValueError(f"dead_zone must be in [0, 64] 8-bit levels, got {self.dead_zone}")
         if self.num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
+        if self.prompt_steps < 0:
+            raise ValueError(f"prompt_steps must be >= 0 (0: num_steps), got {self.prompt_steps}")
         for name in ("context_noise", "generated_noise"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -353,4 +364,14 @@ def prompt_rollout(model: WorldModel, text, horizon: int, cfg: SampleConfig, gen
     context = torch.zeros(B, Tc, model.cfg.channels, size, size, device=text.device)
     actions = torch.zeros(B, Tc + horizon - 1, model.a_embed[0].in_features, device=text.device)
     has = torch.zeros(B, Tc + horizon - 1, dtype=torch.bool, device=text.device)
-    return rollout(model, context, actions, has, horizon, cfg, generator, text=text, context_levels=[1.0] * Tc)
+    if not cfg.prompt_steps or cfg.prompt_steps == cfg.num_steps:
+        return rollout(model, context, actions, has, horizon, cfg, generator, text=text, context_levels=[1.0] * Tc)
+    # the first frame in its own number of steps, the rest continuing from it as any rollout does
+    first = rollout(model, context, actions[:, :Tc], has[:, :Tc], 1, dataclasses.replace(cfg, num_steps=cfg.prompt_steps),
+                    generator, text=text, context_levels=[1.0] * Tc)  # (B, 1, C, H, W)
+    if horizon == 1:
+        return first
+    context = torch.cat([context[:, 1:], first], dim=1)
+    rest = rollout(model, context, actions[:, 1:], has[:, 1:], horizon - 1, cfg, generator, text=text,
+                   context_levels=[1.0] * (Tc - 1) + [cfg.generated_noise])
+    return torch.cat([first, rest], dim=1)

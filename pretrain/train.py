@@ -118,6 +118,8 @@ class TrainConfig:
     text_layers: int = doc("transformer blocks of the caption encoder (0: a bag of word embeddings and an MLP)", 1)
     caption_dropout: float = doc("--text: probability a window's caption is replaced by the null caption (guidance)", 0.1)
     context_dropout: float = doc("--text: probability a window's frames before the last are blanks (prompt-only rollouts)", 0.1)
+    prompt_levels: float = doc("--text: fraction of blank windows whose frame is at a random noise level, for "
+                               "prompt-only first frames drawn in several steps (--sample.prompt-steps)", 0.0)
     text_vocab: tuple[str, ...] = doc("--text: the encoder's words (default: the captions' words, found at the start and "
                                       "kept in config.json)", ())
 
@@ -164,7 +166,8 @@ class TrainConfig:
         given = {name: getattr(self, name) for name in ("p_sampling_pattern", "p_pure_noise", "log_mse")}
         objective = {**OBJECTIVES.get(self.preset, {}), **{k: v for k, v in given.items() if v is not None}}
         return FlowConfig(action_dropout=self.action_dropout, own_previous=self.own_previous,  # dropouts: text runs only
-                          caption_dropout=self.caption_dropout, context_dropout=self.context_dropout, **objective)
+                          caption_dropout=self.caption_dropout, context_dropout=self.context_dropout,
+                          prompt_levels=self.prompt_levels, **objective)
 
     @property
     def text_config(self) -> TextConfig | None:

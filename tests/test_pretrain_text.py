@@ -202,3 +202,32 @@ def test_a_text_model_trains_on_datasets_with_and_without_captions(captioned, tm
                 *MICRO]) == 0
     assert (run / "checkpoint" / "ema.safetensors").is_file()
     assert {"walks", "holding"} <= set(json.loads((run / "config.json").read_text())["text"]["vocab"])
+
+
+def test_prompt_levels_and_prompt_steps():
+    """prompt_levels puts the frame of some blank windows at a random noise level (the rest at the objective's),
+    so prompt_rollout can draw its first frame in `prompt_steps` Euler steps and continue as any rollout does."""
+    text = torch.ones(4000, 4, dtype=torch.int64)
+    t, weight, keep = torch.rand(4000, 3) * 0.1, torch.zeros(4000, 3), torch.ones(4000, 3, dtype=torch.bool)
+    t[:, -1], weight[:, -1] = 1.0, 1.0  # the tiny objective: clean context, the frame at pure noise
+    _, t2, w2, _ = drop_text_and_context(text, t, weight, keep, FlowConfig(context_dropout=0.5, prompt_levels=0.5),
+                                         torch.Generator().manual_seed(0))
+    blank = (t2[:, :2] == 1).all(dim=1)
+    levelled = t2[:, -1] < 1
+    assert not levelled[~blank].any() and 0.4 < levelled[blank].float().mean() < 0.6  # only blank windows, half
+    assert 0.4 < t2[levelled, -1].mean() < 0.6 and (w2[:, -1] == 1).all()  # uniform levels, scored
+    torch.manual_seed(0)
+    model = WorldModel(WorldModelConfig(image_size=16, patch_size=8, width=32, depth=1, num_heads=2, num_frames=3),
+                       TextConfig(vocab=tuple(sorted(rule_words())))).eval()
+    for p in model.parameters():
+        p.data.add_(torch.randn_like(p) * 0.05)
+    words = tokenize(["walks in the desert at night", "swims on open water by day"], model.text_cfg)
+    one = SampleConfig(num_steps=1, context_noise=0.0)
+    plain = prompt_rollout(model, words, 3, one, torch.Generator().manual_seed(1))
+    same = prompt_rollout(model, words, 3, dataclass_replace(one, prompt_steps=1), torch.Generator().manual_seed(1))
+    torch.testing.assert_close(plain, same)  # prompt_steps = num_steps: the one rollout as before
+    first = prompt_rollout(model, words, 1, dataclass_replace(one, num_steps=6), torch.Generator().manual_seed(1))
+    split = prompt_rollout(model, words, 3, dataclass_replace(one, prompt_steps=6), torch.Generator().manual_seed(1))
+    assert split.shape == (2, 3, 3, 16, 16) and torch.isfinite(split).all()
+    torch.testing.assert_close(split[:, :1], first)  # the first frame in 6 steps, the rest continue from it
+    assert not torch.allclose(split[:, 0], plain[:, 0])
