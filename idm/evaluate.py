@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from worldloom.errors import UserError
 from worldloom.idm import metrics
-from worldloom.idm.checkpoint import checkpoint_id, load_idm, run_folder
+from worldloom.idm.checkpoint import check_step_rate, checkpoint_id, load_idm, run_folder
 from worldloom.idm.data import Episode, load_episodes
 from worldloom.idm.infer import predict_sequence
 from worldloom.io import atomic_path, atomic_write_json, atomic_write_text
@@ -125,6 +125,7 @@ def _evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None, o
               stages: Stages) -> dict:
     stages.start("loading the IDM and the episodes")
     model, cfg = load_idm(model_dir)
+    check_step_rate(model_dir, [*data, *(truth or [])])  # before any frame is read
     episodes = load_episodes(list(data), require_labels=False)
     if not episodes:
         raise UserError(f"no episodes in {', '.join(map(str, data))}")

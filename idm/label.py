@@ -64,7 +64,7 @@ from worldloom.datasets.video import (
 )
 from worldloom.errors import UserError
 from worldloom.folders import check_out
-from worldloom.idm.checkpoint import checkpoint_id, load_idm, model_config
+from worldloom.idm.checkpoint import check_step_rate, checkpoint_id, load_idm, model_config
 from worldloom.idm.data import open_dataset
 from worldloom.idm.infer import StreamPredictor, concat_predictions, predict_sequence, resize_frames
 from worldloom.paths import redact_text
@@ -352,6 +352,8 @@ def label(cfg: LabelConfig) -> dict:
     """Label everything under cfg.data not yet in cfg.out; returns a summary (done, skipped, failed)."""
     check_label_out(cfg.out)
     kind, found = discover(cfg)
+    if kind == "dataset":  # videos are resampled to --fps as they are read
+        check_step_rate(cfg.model, [cfg.data])
     model_id = checkpoint_id(cfg.model)
     with job_lock([cfg.out], "idm label"):
         run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew

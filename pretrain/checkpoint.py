@@ -72,16 +72,10 @@ def step_rate(doc: dict) -> float:
 
 def check_step_rate(doc: dict, run_dir: str | Path, data: list[str] | tuple[str, ...]) -> None:
     """UserError (one line) when a dataset holds another step rate than the world model learned: it is scored and
-    rolled out step for step, so a 10 fps clip's step (1/10 s of play) would be read as one 1/20 s step."""
-    from worldloom.datasets import Dataset
+    rolled out step for step (worldloom.datasets.reader.check_step_rate)."""
+    from worldloom.datasets.reader import check_step_rate as check
 
-    fps = step_rate(doc)
-    for path in data:
-        have = float(Dataset(path).spec.fps)
-        if have != fps:
-            raise UserError(f"{path} holds {have:g} steps per second, but world model {run_dir} learned {fps:g} (it "
-                            f"generates step for step): ingest, label or record the data at --fps {fps:g}, or use a "
-                            f"world model trained at {have:g} steps per second")
+    check(data, step_rate(doc), f"world model {run_dir}", "generates", "a world model")
 
 
 def check_config(doc: object, path: Path) -> dict:

@@ -358,6 +358,10 @@ def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
     stages.start("loading the world model")
     model, run_doc, codec = load_world_model(cfg.model)
     check_step_rate(run_doc, cfg.model, cfg.data)
+    if cfg.idm:  # the controllability IDM reads the same clips' steps: at the rate it learned, too
+        from worldloom.idm.checkpoint import check_step_rate as check_idm_step_rate
+
+        check_idm_step_rate(cfg.idm, cfg.data)
     context = model.cfg.num_frames - 1
     branches = None
     if cfg.counterfactual:  # read and checked before anything is generated

@@ -815,6 +815,19 @@ def test_eval_and_rollout_on_data_at_another_step_rate_are_one_line(data, tmp_pa
         assert f"{slow} holds 10 steps per second, but world model {run} learned 20" in err and "--fps 20" in err, err
         assert err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "ev").exists() and not (tmp_path / "r.mp4").exists()
+    # the controllability IDM reads the same clips step for step: one that learned 10 steps per second is refused
+    from worldloom.idm.checkpoint import save_idm
+    from worldloom.idm.model import IDM
+    from worldloom.idm.model import PRESETS as IDM_PRESETS
+
+    judge = save_idm(tmp_path / "judge", IDM(IDM_PRESETS["micro"]))
+    doc = json.loads((judge / "config.json").read_text())
+    (judge / "config.json").write_text(json.dumps({**doc, "data": {"fps": 10.0}}))
+    assert cli(["pretrain", "eval", "--model", str(run), "--data", data["train"], "--num-clips", "1", "--horizon", "2",
+                "--next-frame-positions", "1", "--idm", str(judge), "--out", str(tmp_path / "ev")]) == 2
+    err = capsys.readouterr().err
+    assert f"{data['train']} holds 20 steps per second, but IDM {judge} learned 10" in err, err
+    assert err.count("\n") == 1 and not (tmp_path / "ev").exists()
 
 
 def test_presets_are_valid_and_sized():
