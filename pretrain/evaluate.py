@@ -376,9 +376,18 @@ def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
 
         revisits = load_branches(cfg.revisit)
         check_revisits(revisits, cfg.revisit)
-    long_horizon = max(cfg.horizon, min(cfg.stability_horizon, longest_labeled(cfg.data) - context))
+    longest = longest_labeled(cfg.data)
+    long_horizon = max(cfg.horizon, min(cfg.stability_horizon, longest - context))
     stages.start("reading clips")
     clips = eval_clips(cfg.data, context + long_horizon, cfg.num_clips)
+    if long_horizon < cfg.stability_horizon:  # said before the work, not only as stability.horizon in eval.json
+        tqdm.write(f"pretrain eval: the longest labeled episode holds {longest} steps: the stability rollout runs "
+                   f"{long_horizon} of the --stability-horizon {cfg.stability_horizon} frames after {context} context "
+                   "frames", file=sys.stderr)
+    if len(clips["frames"]) < cfg.num_clips:
+        tqdm.write(f"pretrain eval: the data holds {len(clips['frames'])} distinct clip(s) of {context + long_horizon} "
+                   f"steps (context + horizon): {len(clips['frames'])} of the --num-clips {cfg.num_clips} are scored",
+                   file=sys.stderr)
     size, clip_hw = model.cfg.image_size, tuple(clips["frames"].shape[2:4])  # (B, T, H, W, 3)
     if clip_hw != (size, size):  # frames_to_model resizes them; scores are at the model's size
         tqdm.write(f"pretrain eval: {resize_words(clip_hw, (size, size))} for the model's input (area)", file=sys.stderr)
