@@ -405,4 +405,7 @@ def rank_agreement(players: dict[str, dict], closed_loop: dict[str, dict] | None
     for name in ("spearman", "spearman_closed_loop"):
         values = [r[name] for r in out.values() if name in r and r[name] == r[name]]
         out.setdefault("all", {"num_players": len(players)})[name] = float(np.mean(values)) if values else float("nan")
+    for row in out.values():  # null in JSON: why, beside it
+        row["undefined"] = {k: "undefined: fewer than 2 players, or every player scored the same" for k in
+                            ("spearman", "spearman_closed_loop") if k in row and row[k] != row[k]}
     return out

@@ -12,7 +12,6 @@ Frames of another size are resized as labeling resizes them (INTER_LINEAR), and 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -154,7 +153,7 @@ def _evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None, o
     }
     out_dir = Path(out) if out else run_folder(model_dir) / f"eval-{Path(str(data[0]).rstrip('/')).name}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / "eval.json", json.loads(json.dumps(report, default=float)))
+    atomic_write_json(out_dir / "eval.json", report)  # strict JSON: a NaN score as null
     atomic_write_text(out_dir / "eval.md", markdown_table(report))
     confusion = metrics.camera_confusion(pred_bins, metrics.quantize_camera(true_camera))
     plot_confusion(out_dir / "confusion.png", confusion, report["idm"]["per_button"])

@@ -67,6 +67,7 @@ from worldloom.folders import check_out
 from worldloom.idm.checkpoint import check_step_rate, checkpoint_id, load_idm, model_config
 from worldloom.idm.data import open_dataset
 from worldloom.idm.infer import StreamPredictor, concat_predictions, predict_sequence, resize_frames
+from worldloom.io import json_text
 from worldloom.paths import redact_text
 from worldloom.progress import nothing_done
 
@@ -282,8 +283,8 @@ class Labeler:
             for shard in shards:
                 for row in shard["episodes"]:
                     env_config = json.loads(row["env_config"])
-                    row["env_config"] = json.dumps({**env_config, "decode": summary, "truncated": decoded["truncated"]},
-                                                   sort_keys=True, default=str)
+                    row["env_config"] = json_text({**env_config, "decode": summary, "truncated": decoded["truncated"]},
+                                                   indent=None, sort_keys=True)
         return {"item": item, "ok": True, "num_steps": num_steps, "shards": shards, "decoded": decoded,
                 "source_hw": source_hw, "warnings": warnings}
 

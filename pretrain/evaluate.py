@@ -28,7 +28,6 @@ Writes eval.json, eval.md and eval.png into --out (default RUN/eval).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -42,7 +41,7 @@ from tqdm import tqdm
 from worldloom.config import doc
 from worldloom.datasets.storage import resize_words
 from worldloom.errors import UserError
-from worldloom.io import atomic_path, atomic_write_text, write_image
+from worldloom.io import atomic_path, atomic_write_text, json_text, write_image
 from worldloom.paths import redact_json
 from worldloom.progress import Stages
 
@@ -334,6 +333,7 @@ def controllability(idm_run: str, gen: dict, clips: dict, context: int, horizon:
                   true_buttons, true_camera, pred["camera_deg"][:, steps].reshape(-1, 2))
         out[name] = {k: s[k] for k in CONTROL_KEYS}
         out[name]["button_f1"] = {b: v["f1"] for b, v in s["per_button"].items() if v["occurs"]}
+        out[name]["undefined"] = {k: why for k, why in s["undefined"].items() if k in CONTROL_KEYS}  # null: why
     ratio = lambda k: _ratio(out["generated"][k], out["real"][k])  # noqa: E731
     out["ratio"] = {k: ratio(k) for k in CONTROL_KEYS}
     return out
@@ -434,7 +434,7 @@ def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
 
         revisit_strip(revisit_frames, out / "revisit.png")
     report["strip_horizons"] = frame_strip(gen, context, out / "strip.png")  # the horizons strip.png shows
-    atomic_write_text(out / "eval.json", json.dumps(report, indent=1))
+    atomic_write_text(out / "eval.json", json_text(report, indent=1))
     atomic_write_text(out / "eval.md", to_markdown(report))
     plot(report, out / "eval.png")
     report["out"] = str(out)  # where the CLI says the files are, once, after the table

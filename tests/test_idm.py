@@ -631,6 +631,34 @@ def test_eval_and_label_of_data_at_another_step_rate_than_the_idm_learned_are_on
     assert cli(["idm", "label", "--model", str(old), "--data", str(slow), "--out", str(tmp_path / "pseudo")]) == 0
 
 
+def strict_json(path) -> object:
+    """A JSON file as jq, JavaScript or pyarrow read it: NaN and Infinity (which Python's json writes) refused."""
+    def refuse(name):
+        raise ValueError(f"{path}: {name} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_eval_json_of_a_camera_that_never_moved_is_strict_json(voxel, full_run, tmp_path):
+    """Camera R² with a camera that never moved is undefined: eval.json held `NaN`, which jq, JavaScript and
+    pyarrow's JSON reader refuse. Now it is null, with the reason beside it; every JSON file of the run is strict."""
+    frames, buttons, _ = voxel["episodes"][0]
+    still = tmp_path / "still"
+    with DatasetWriter(still, 64, 64, fps=20) as w:
+        w.add_episode("ep-0", frames, buttons=buttons, camera=np.zeros((len(frames), 2), np.float32), env="voxel")
+    assert cli(["idm", "eval", "--model", str(full_run), "--data", str(still), "--out", str(tmp_path / "ev")]) == 0
+    report = strict_json(tmp_path / "ev" / "eval.json")
+    for side in ("idm", "always_noop", "persistence"):
+        assert report[side]["camera_r2_pitch"] is None and report[side]["camera_r2_yaw"] is None
+        assert report[side]["undefined"]["camera_r2_pitch"] == ("undefined: the camera never moved in pitch (R² divides "
+                                                                "by the true moves' variance)")
+    assert report["camera_quantization_ceiling"]["camera_r2_yaw"] is None
+    assert report["idm"]["camera_bin_accuracy"] is not None and report["idm"]["button_macro_f1"] is not None
+    assert "| camera_r2_pitch | n/a |" in (tmp_path / "ev" / "eval.md").read_text()
+    for path in [*full_run.rglob("*.json"), *still.rglob("*.json")]:
+        strict_json(path)
+
+
 def test_resolution_mismatch_is_a_clear_error(voxel, tmp_path):
     with pytest.raises(UserError, match="96x96.*64x64"):
         train_main(micro_cfg(voxel["small"], tmp_path / "r"))

@@ -867,6 +867,12 @@ def test_rollout_and_eval_say_up_front_what_a_short_episode_cuts(data, tmp_path,
            "are scored" in err, err
     assert err.index("--num-clips 4") < err.index(", generating]"), err  # before the work
 
+    def refuse(name):  # NaN and Infinity, which Python's json writes and jq, JavaScript and pyarrow refuse
+        raise ValueError(f"{name} is not JSON")
+
+    for path in [*(tmp_path / "ev").glob("*.json"), *run.rglob("*.json")]:
+        json.loads(path.read_text(), parse_constant=refuse)
+
 
 def test_presets_are_valid_and_sized():
     sizes = {name: sum(p.numel() for p in WorldModel(cfg).parameters()) for name, cfg in PRESETS.items() if name != "large"}
