@@ -51,7 +51,13 @@ from tqdm import tqdm
 from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE, num_actors, ray_session
 from worldloom.config import check_range, doc, to_json_dict
 from worldloom.datasets.jobs import job_lock, sweep_orphans
-from worldloom.datasets.sources import Source, episode_source, file_source, plan_resume
+from worldloom.datasets.sources import (
+    Source,
+    episode_source,
+    file_source,
+    plan_resume,
+    say_kept_truncated,
+)
 from worldloom.datasets.storage import FrameSpec, SpecMismatch, resize_words
 from worldloom.datasets.video import (
     FPS_RANGE,
@@ -372,7 +378,8 @@ def _label_locked(cfg: LabelConfig, kind: str, found: list, model_id: str) -> di
     from worldloom.datasets import commit_shards
 
     model_cfg = model_config(cfg.model)
-    todo, num_done, unreadable = plan_resume(cfg.out, found, made_by=model_id)
+    todo, num_done, unreadable = plan_resume(cfg.out, found, made_by=model_id, keep_truncated=cfg.keep_truncated)
+    say_kept_truncated("idm label", cfg.out, todo)
     if not todo:  # all there: nothing would be written to refuse the rate (an input to write names both flags)
         check_fps(cfg, kind)
     others = sorted({item["reason"].removeprefix("made by ") for item in todo if item["reason"].startswith("made by ")})
