@@ -123,8 +123,8 @@ def evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None = N
 def _evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None, out: str | Path | None,
               stages: Stages) -> dict:
     stages.start("loading the IDM and the episodes")
+    check_step_rate(model_dir, [*data, *(truth or [])])  # from config.json: before any weight or frame is read
     model, cfg = load_idm(model_dir)
-    check_step_rate(model_dir, [*data, *(truth or [])])  # before any frame is read
     episodes = load_episodes(list(data), require_labels=False)
     if not episodes:
         raise UserError(f"no episodes in {', '.join(map(str, data))}")

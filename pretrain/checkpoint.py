@@ -70,11 +70,14 @@ def step_rate(doc: dict) -> float:
     return float(doc.get("data", {}).get("fps", FPS))
 
 
-def check_step_rate(doc: dict, run_dir: str | Path, data: list[str] | tuple[str, ...]) -> None:
+def check_step_rate(run_dir: str | Path, data: list[str] | tuple[str, ...]) -> None:
     """UserError (one line) when a dataset holds another step rate than the world model learned: it is scored and
-    rolled out step for step (worldloom.datasets.reader.check_step_rate)."""
+    rolled out step for step (worldloom.datasets.reader.check_step_rate). Read from config.json alone, before any
+    weight is: the mistake is said at once, before a progress bar."""
     from worldloom.datasets.reader import check_step_rate as check
 
+    doc = read_config(run_dir)
+    check_config(doc, Path(run_dir) / ckpt.CONFIG_FILE)  # data.fps typed and checked
     check(data, step_rate(doc), f"world model {run_dir}", "generates", "a world model")
 
 

@@ -356,12 +356,12 @@ def evaluate(cfg: EvalConfig) -> dict:
 def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
     torch.manual_seed(cfg.seed)
     stages.start("loading the world model")
-    model, run_doc, codec = load_world_model(cfg.model)
-    check_step_rate(run_doc, cfg.model, cfg.data)
+    check_step_rate(cfg.model, cfg.data)
     if cfg.idm:  # the controllability IDM reads the same clips' steps: at the rate it learned, too
         from worldloom.idm.checkpoint import check_step_rate as check_idm_step_rate
 
         check_idm_step_rate(cfg.idm, cfg.data)
+    model, run_doc, codec = load_world_model(cfg.model)
     context = model.cfg.num_frames - 1
     branches = None
     if cfg.counterfactual:  # read and checked before anything is generated

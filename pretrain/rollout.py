@@ -120,8 +120,8 @@ def rollout_episode(cfg: RolloutConfig) -> dict:
     cfg = dataclasses.replace(cfg, out=str(check_video_out(cfg.out, cfg.episode or "prompt")))
     if cfg.data is None:
         return rollout_prompt(cfg)
-    model, run_doc, codec = load_world_model(cfg.model)
-    check_step_rate(run_doc, cfg.model, [cfg.data])
+    check_step_rate(cfg.model, [cfg.data])
+    model, _, codec = load_world_model(cfg.model)
     check_output_size(cfg.scale, model.cfg.image_size, model.cfg.image_size, cols=2)  # truth beside generated
     text = prompt_tokens(model, cfg)
     context = model.cfg.num_frames - 1
