@@ -212,6 +212,21 @@ def check_world_model(wm_cfg, wm_run: str, resolution: int, policy: str) -> None
                         f"(`worldloom pretrain train --model.image-size {resolution}`) or a policy at {wm_cfg.image_size}")
 
 
+def check_time_limit(cfg, context: int) -> None:
+    """UserError (one line) when the task's time limit ends the real branch before the dream's end: the real env takes
+    context - 1 steps then --horizon more, and a real score over fewer steps is no match for the imagined one."""
+    limit = cfg.time_limit or cfg.task_spec.max_steps
+    need = context - 1 + cfg.horizon
+    if need <= limit:
+        return
+    what = f"--time-limit {limit}" if cfg.time_limit else f"{cfg.task_spec.env_id}'s time limit of {limit} steps"
+    fix = f"pass --horizon {limit - context + 1} at most, or --time-limit {need}" if limit >= context else \
+        f"pass --time-limit {need}"
+    raise UserError(f"--horizon {cfg.horizon} after the world model's {context} context frames takes {need} real steps, "
+                    f"but {what} ends each real episode first (its real score would cover fewer steps than the "
+                    f"imagined one): {fix}")
+
+
 class Imagination:
     """B episodes' world-model state: the frames so far in model space and the actions between them."""
 
@@ -326,6 +341,7 @@ def dream(cfg) -> dict:
     if step_rate(wm_doc) != FPS:  # the task env and the player step at the game's rate
         raise UserError(f"world model {cfg.in_world_model} learned {step_rate(wm_doc):g} steps per second, but a player "
                         f"acts once per step of the game's {FPS}: dream in a world model trained at {FPS} steps per second")
+    check_time_limit(cfg, wm.cfg.num_frames - 1)
     scorer, scorer_run = scorer_for(cfg, resolution)
     work = [(i, episode_seed(cfg.seed, i)) for i in range(cfg.episodes)]
     rows = []
@@ -389,4 +405,7 @@ def rank_agreement(players: dict[str, dict], closed_loop: dict[str, dict] | None
     for name in ("spearman", "spearman_closed_loop"):
         values = [r[name] for r in out.values() if name in r and r[name] == r[name]]
         out.setdefault("all", {"num_players": len(players)})[name] = float(np.mean(values)) if values else float("nan")
+    for row in out.values():  # null in JSON: why, beside it
+        row["undefined"] = {k: "undefined: fewer than 2 players, or every player scored the same" for k in
+                            ("spearman", "spearman_closed_loop") if k in row and row[k] != row[k]}
     return out

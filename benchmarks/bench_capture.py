@@ -15,7 +15,6 @@ hour of 20 fps 128x128 footage. Timings on a shared machine are noisy: run it tw
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -28,6 +27,7 @@ import ray
 from worldloom.actions import FPS
 from worldloom.capture import CaptureConfig, capture, expand_specs
 from worldloom.envs import make_env, make_player
+from worldloom.io import json_text
 
 
 def bare_env(cfg: CaptureConfig) -> dict:
@@ -168,7 +168,7 @@ def main() -> None:
           f"(bare env alone {figures['core_hours_per_footage_hour_bare_env']:.3f}; goal <= 0.1)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(figures, f, indent=2)
+            f.write(json_text(figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from worldloom.actions import FPS  # noqa: E402
 from worldloom.datasets import ClipStream, Dataset, DatasetWriter, schema  # noqa: E402
 from worldloom.datasets.codecs import CODECS  # noqa: E402
 from worldloom.datasets.manifest import action_space, check_manifest, committed_episodes  # noqa: E402
+from worldloom.io import json_text  # noqa: E402
 
 pa.set_cpu_count(1)
 pa.set_io_thread_count(1)
@@ -262,7 +263,7 @@ def main() -> None:
           f"{raw64['write_wall_fps']:.0f} per wall second (goal >= 10,000)")
     print_index(results["index"])
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        Path(args.json).write_text(json_text(results, indent=2))
 
 
 if __name__ == "__main__":

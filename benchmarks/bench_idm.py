@@ -12,7 +12,6 @@ The video is real VoxelWorld play (mixture player) written with OpenCV.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
@@ -27,6 +26,7 @@ from worldloom.idm.infer import predict
 from worldloom.idm.label import LabelConfig, label
 from worldloom.idm.model import IDM, PRESETS
 from worldloom.idm.train import losses
+from worldloom.io import json_text
 
 
 def device_name() -> str:
@@ -137,7 +137,7 @@ def main() -> None:
     print(f"label, end to end:     {result['label_end_to_end_frames_per_s']:8.0f} frames/s  "
           f"= {result['label_vs_decode_ratio']:.2f}x the decode-only rate")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        Path(args.json).write_text(json_text(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from worldloom.datasets.ingest import IngestConfig, ingest
+from worldloom.io import json_text
 
 
 def write_recording(folder: Path, name: str, num_frames: int, seed: int) -> Path:
@@ -136,7 +137,7 @@ def main() -> None:
     print(f"  ingest / decode with a reused reformatter: {result['ratio_reused_wall']:.2f}x wall, "
           f"{result['ratio_reused_cpu']:.2f}x CPU (information)")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        Path(args.json).write_text(json_text(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ decode report on top of a PyAV decode with a reused reformatter (or OpenCV, its 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import cv2
 import numpy as np
 
 from worldloom.datasets.video import VideoReader
+from worldloom.io import json_text
 
 
 def write_clip(path: Path, width: int, height: int, num_frames: int) -> Path:
@@ -96,7 +96,7 @@ def main() -> None:
             for name, rate in rates.items():
                 print(f"  {name:30s} {rate:8.0f}   {rate / peer:.2f}x bare OpenCV")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        Path(args.json).write_text(json_text(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import numpy as np
 
 from worldloom.actions import NUM_BUTTONS
 from worldloom.errors import UserError
+from worldloom.io import json_text
 
 FORMAT, VERSION = "worldloom-branches", 1
 TENSORS = ("context_frames", "context_buttons", "context_camera", "branch_buttons", "branch_camera", "frames")
@@ -96,7 +97,7 @@ def save_branches(path: str | Path, branches: Branches) -> None:
 
     branches.check(str(path))
     tensors = {name: np.ascontiguousarray(getattr(branches, name)) for name in TENSORS}
-    meta = {"format": FORMAT, "version": str(VERSION), "info": json.dumps(branches.info)}
+    meta = {"format": FORMAT, "version": str(VERSION), "info": json_text(branches.info, indent=None)}
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
 

@@ -23,7 +23,6 @@ facts from the text (the tests check it against the state). A fact the dataset d
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import zlib
@@ -34,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from worldloom.errors import UserError
+from worldloom.io import json_text
 
 from .reader import Dataset
 from .schema import CAPTION_COLUMN
@@ -351,7 +351,7 @@ def caption_dataset(path: str, out: str, clip_seconds: float = 2.0) -> dict:
     lines, num_known = [], 0
     for episode_id in ds.episode_ids:
         for caption in caption_episode(ds, episode_id, clip_frames):
-            lines.append(json.dumps(caption.to_json()))
+            lines.append(json_text(caption.to_json(), indent=None))
             num_known += bool(caption.facts)
     if lines and not num_known:
         raise UserError(f"{path}: no engine state in any episode (the state_* columns are null); captions need a "

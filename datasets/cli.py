@@ -13,11 +13,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from worldloom.config import finite_float
 from worldloom.errors import UserError
+from worldloom.io import json_text
 from worldloom.paths import redact_uri
 from worldloom.progress import counted
 
@@ -26,7 +26,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .summary import format_summary, summarize
 
     summary = summarize(args.path)
-    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    print(json_text(summary, indent=2) if args.json else format_summary(summary))
     return 0 if summary["complete"] else 1
 
 

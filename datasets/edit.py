@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from worldloom.errors import UserError
 from worldloom.folders import check_out
+from worldloom.io import json_text
 from worldloom.paths import redact_json
 
 from . import schema, storage
@@ -263,7 +264,7 @@ def with_split_source(row: dict, shard_checksum: str) -> dict:
     """A source episode row whose env_config records what was split: its shard's checksum and rows."""
     env_config = json.loads(row["env_config"]) if row["env_config"] else {}
     env_config["split_source"] = f"shard:{shard_checksum}:{row['row_start']}:{row['num_steps']}"
-    return {**row, "env_config": json.dumps(env_config, sort_keys=True)}
+    return {**row, "env_config": json_text(env_config, indent=None, sort_keys=True)}
 
 
 def split_source_of(row: dict) -> str | None:

@@ -11,6 +11,8 @@ step (right = yaw right, down = pitch down; `action[t]` is applied after `frame[
 
 from __future__ import annotations
 
+import sys
+
 import cv2
 import numpy as np
 
@@ -170,9 +172,13 @@ def export_clip(ds: Dataset, episode_id: str, out: str, start: int = 0, stop: in
     if "://" not in out:
         out = str(check_video_out(out, episode_id))
     n = ds.episode(episode_id).num_steps
-    stop = n if stop is None else min(stop, n)
+    asked, stop = stop, n if stop is None else min(stop, n)
     if not 0 <= start < stop:
-        raise UserError(f"episode {episode_id!r} has steps 0..{n - 1}; --start {start} --stop {stop} selects none")
+        raise UserError(f"episode {episode_id!r} has steps 0..{n - 1}; --start {start}"
+                        f"{'' if asked is None else f' --stop {asked}'} selects none")
+    if asked is not None and asked > n:  # said before the work: the video is shorter than asked
+        print(f"dataset export: episode {episode_id!r} holds {n} steps: steps {start}..{n - 1} exported "
+              f"({stop - start} of the {asked - start} that --start {start} --stop {asked} asked)", file=sys.stderr)
     clip_captions = None
     if captions:  # the stored caption column (format version 3); else made now from the state columns
         from .captions import caption_episode, stored_captions

@@ -55,7 +55,7 @@ from . import codecs, minerl, storage, vpt
 from .captions import captions_of
 from .jobs import job_lock, sweep_orphans
 from .resize import resize
-from .sources import HASH_PREFIX, Source, file_hash, plan_resume, relative_name
+from .sources import HASH_PREFIX, Source, file_hash, plan_resume, relative_name, say_kept_truncated
 from .storage import SpecMismatch, resize_words
 from .video import (
     FPS_RANGE,
@@ -681,7 +681,8 @@ def _ingest_locked(cfg: IngestConfig, found: list, bad: list[dict]) -> dict:
 
     from .writer import commit_shards
 
-    todo, num_done, unreadable = plan_resume(cfg.out, found)
+    todo, num_done, unreadable = plan_resume(cfg.out, found, keep_truncated=cfg.keep_truncated)
+    say_kept_truncated("dataset ingest", cfg.out, todo)
     redone = [item for item in todo if item["reason"].startswith("made by ")]
     if redone:  # said before the work: their episodes are replaced as each is ingested again
         print(f"dataset ingest: {len(redone)} input(s) in {cfg.out} were converted otherwise (e.g. {redone[0]['source']}: "

@@ -286,6 +286,20 @@ def check_same_frames(datasets: list[Dataset], what: str = "train on") -> None:
                             f"{storage.record_at_hint(want[1], want[0])} at {want[2]:g} fps")
 
 
+def check_step_rate(paths: list[str] | tuple[str, ...], fps: float | None, model: str, reads: str, other: str) -> None:
+    """UserError (one line, naming both rates) when a dataset of `paths` holds another step rate than `fps`, the
+    rate `model` learned: a model reads or makes its data step for step, so a 10 fps step (1/10 s of play) would be
+    taken for one 1/20 s step. `fps` None (a run that did not record its rate): unknown, nothing refused."""
+    if fps is None:
+        return
+    for path in paths:
+        have = float(Dataset(path).spec.fps)
+        if have != float(fps):
+            raise UserError(f"{path} holds {have:g} steps per second, but {model} learned {fps:g} (it {reads} step "
+                            f"for step): ingest, label or record the data at --fps {fps:g}, or use {other} trained at "
+                            f"{have:g} steps per second")
+
+
 def with_null_columns(table: pa.Table, names: list[str]) -> pa.Table:
     """`table` with `names` in order, the ones it lacks (columns added in a later format version) as nulls."""
     types = {f.name: f.type for f in schema.FRAME_SCHEMA}

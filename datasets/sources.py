@@ -29,8 +29,11 @@ import hashlib
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from worldloom.paths import redact_text
 
 from . import storage
 from .writer import _committed_episodes
@@ -121,13 +124,17 @@ class _Group:
     ctime_ns: int | None = None
     episode_ids: list[str] = field(default_factory=list)
     made_by: str | None = None  # what made its episodes from it where that decides them: the labeling model
+    truncated: bool = False  # kept partially (`--keep-truncated`): its input decoded short of its container's end
 
 
 class ResumeIndex:
     """The inputs behind a dataset's committed episodes, by origin and by content key."""
 
-    def __init__(self, groups: list[_Group], made_by: str | None = None) -> None:
+    def __init__(self, groups: list[_Group], made_by: str | None = None, keep_truncated: bool = True) -> None:
         self.by_origin = {g.origin: g for g in groups if g.origin}
+        # An input kept partially by a run with --keep-truncated is done only for a job that keeps truncated inputs:
+        # one without the flag treats it as a run without the flag would (made again, or skipped as truncated).
+        self.keep_truncated = keep_truncated
         self.names = {g.name for g in groups}
         # Done means made whole from the same content by the same maker: episodes another model labeled are
         # not this job's (a retrained IDM under the same run name, another --model), whatever their input.
@@ -140,18 +147,23 @@ class ResumeIndex:
     def _maker(self, source: Source) -> str | None:
         return source.made_by if source.made_by is not None else self.made_by
 
+    def _counts(self, group: _Group, maker: str | None) -> bool:
+        """Whether `group`'s episodes are what this job would make: the same maker, and whole unless truncated ones are kept."""
+        return self._same_maker(group, maker) and (self.keep_truncated or not group.truncated)
+
     @staticmethod
     def _same_maker(group: _Group, maker: str | None) -> bool:
         return maker is None or group.made_by == maker
 
     @classmethod
-    def of(cls, root: str | os.PathLike, made_by: str | None = None) -> ResumeIndex:
+    def of(cls, root: str | os.PathLike, made_by: str | None = None, keep_truncated: bool = True) -> ResumeIndex:
         """The index of the dataset at `root` (empty when there is none yet); `made_by`: the label_model this
-        job writes (an input whose episodes another model labeled is not done)."""
+        job writes (an input whose episodes another model labeled is not done); `keep_truncated` False: an input
+        kept partially (env_config `truncated`) is not done."""
         loc = storage.resolve(root)
         manifest = storage.read_manifest(loc)
         if manifest is None:
-            return cls([], made_by)
+            return cls([], made_by, keep_truncated)
         episodes = _committed_episodes(loc, manifest)
         columns = ["episode_id", "env_config"] + (["label_model"] if "label_model" in episodes.column_names else [])
         groups: dict[tuple, _Group] = {}
@@ -161,23 +173,27 @@ class ResumeIndex:
             group.made_by = row.get("label_model") or conversion(env_config)
             found = groups.setdefault((group.origin, group.key, group.name, group.made_by), group)
             found.episode_ids.append(row["episode_id"])
-        return cls(list(groups.values()), made_by)
+            found.truncated = found.truncated or env_config.get("truncated") is True
+        return cls(list(groups.values()), made_by, keep_truncated)
 
     def decide(self, source: Source) -> Decision:
         """Done, or the name and replaced episodes of the input's new episodes; remembers the answer,
         so that a second input with the same content in the same job is done too."""
         maker = self._maker(source)
         same_place = self.by_origin.get(source.origin)
-        if (same_place is not None and source.size_bytes is not None and self._same_maker(same_place, maker)
+        if (same_place is not None and source.size_bytes is not None and self._counts(same_place, maker)
                 and (same_place.size_bytes, same_place.mtime_ns, same_place.ctime_ns)
                 == (source.size_bytes, source.mtime_ns, source.ctime_ns)):
             return Decision(True, same_place.name, reason="unchanged")
         key = source.content_key()
-        same = next((g for g in self.by_key.get(key, ()) if self._same_maker(g, maker)), None)
+        same = next((g for g in self.by_key.get(key, ()) if self._counts(g, maker)), None)
         if same is not None:
             return Decision(True, same.name, reason=f"same content as {same.origin}")
         if same_place is not None:
-            why = "changed" if self._same_maker(same_place, maker) else f"made by {same_place.made_by}"
+            if not self._same_maker(same_place, maker):
+                why = f"made by {same_place.made_by}"
+            else:  # the same content, kept partially by a run with --keep-truncated (this one keeps none): again
+                why = "kept truncated" if same_place.truncated and same_place.key in (key, None) else "changed"
             decision = Decision(False, same_place.name, tuple(same_place.episode_ids), why)
         else:
             name = source.name if source.name not in self.names else f"{source.name}~{key.rsplit(':', 1)[-1][:8]}"
@@ -212,16 +228,17 @@ def _group_of(episode_id: str, env_config: dict) -> _Group:
     return _Group(SEGMENT.sub("", episode_id), None)
 
 
-def plan_resume(out: str | os.PathLike, found: list[tuple[dict, Source]],
-                made_by: str | None = None) -> tuple[list[dict], int, list[dict]]:
+def plan_resume(out: str | os.PathLike, found: list[tuple[dict, Source]], made_by: str | None = None,
+                keep_truncated: bool = True) -> tuple[list[dict], int, list[dict]]:
     """What a resumable job (ingest, label) still has to do in the dataset at `out`.
 
     found: (item, its Source) for every input; made_by: the label_model the job writes (label), None
-    where the input alone decides. Returns (the items to do, each with its episode `name`, `identity`,
-    the episodes it `replaces`, why (`reason`) and its source `files`; how many are already done; a
-    failure record for each input that could not be read).
+    where the input alone decides; keep_truncated False (a job without --keep-truncated): an input kept
+    partially by an earlier run with it is not done (reason "kept truncated"). Returns (the items to do,
+    each with its episode `name`, `identity`, the episodes it `replaces`, why (`reason`) and its source
+    `files`; how many are already done; a failure record for each input that could not be read).
     """
-    index = ResumeIndex.of(out, made_by)
+    index = ResumeIndex.of(out, made_by, keep_truncated)
     todo, failed, num_done = [], [], 0
     for item, source in found:
         try:
@@ -235,3 +252,14 @@ def plan_resume(out: str | os.PathLike, found: list[tuple[dict, Source]],
         todo.append({**item, "name": decision.name, "replaces": list(decision.replaces), "reason": decision.reason,
                      "identity": source.identity(decision.name), "files": list(getattr(source, "files", ()))})
     return todo, num_done, failed
+
+
+def say_kept_truncated(command: str, out: str, todo: list[dict]) -> None:
+    """One line before the work for inputs an earlier run kept partially with --keep-truncated: this run, without
+    the flag, reads them again as a run without it would (a file still cut short is skipped as truncated)."""
+    kept = [item for item in todo if item["reason"] == "kept truncated"]
+    if kept:
+        print(f"{command}: {len(kept)} input(s) in {redact_text(out)} were kept truncated by a run with --keep-truncated "
+              f"(e.g. {kept[0]['source']}): not done without the flag, so read again; one still cut short is skipped as "
+              "truncated and its kept episodes stay as they are (pass --keep-truncated to count them as done)",
+              file=sys.stderr)

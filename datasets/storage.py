@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from worldloom import paths
 from worldloom.errors import UserError
+from worldloom.io import json_text
 
 from . import schema
 from .codecs import get_codec
@@ -184,7 +185,7 @@ def version_of(manifest: dict) -> int:
 
 
 def write_manifest(loc: Location, manifest: dict) -> None:
-    data = (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode("utf-8")
+    data = (json_text(manifest, indent=2) + "\n").encode("utf-8")
     write_bytes_atomic(loc, loc.join(schema.MANIFEST_NAME), data)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import posixpath
 import socket
@@ -31,6 +30,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from worldloom.errors import UserError
+from worldloom.io import json_text
 from worldloom.paths import redact_json
 
 from . import codecs, schema, storage
@@ -503,7 +503,7 @@ class DatasetWriter:
                      env_config: dict | None, seed: int | None, player: str | None, split: str | None) -> dict:
         return {
             "episode_id": episode_id, "env": env,
-            "env_config": None if env_config is None else json.dumps(env_config, sort_keys=True, default=str),
+            "env_config": None if env_config is None else json_text(env_config, indent=None, sort_keys=True),
             "seed": None if seed is None else int(seed), "player": player, "label_source": label_source,
             "label_model": label_model, "split": split,
         }

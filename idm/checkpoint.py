@@ -5,7 +5,8 @@
     load_idm("vpt:models/4x_idm.weights")      # OpenAI's released IDM (worldloom.idm.vpt), wherever a run goes
 
 RUN/
-  config.json                   format_version, kind "idm", the TrainConfig and IDMConfig
+  config.json                   format_version, kind "idm", the TrainConfig and IDMConfig; data: {"fps": steps
+                                per second of the datasets it learned} (absent in runs trained before it)
   checkpoint/model.safetensors  weights
   checkpoint/optimizer.safetensors, checkpoint/state.json   AdamW state; step, schedule, elapsed time
   checkpoint/button_thresholds.json   press thresholds fitted on the validation episodes (train's end)
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from worldloom import checkpoint as ckpt
-from worldloom.actions import BUTTONS, NUM_BUTTONS
+from worldloom.actions import BUTTONS, FPS, NUM_BUTTONS
 from worldloom.errors import UserError
 from worldloom.idm import vpt
 from worldloom.idm.model import IDM, IDMConfig
@@ -67,6 +68,30 @@ def load_idm(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[I
     model = ckpt.load_model(run_dir, KIND, lambda: IDM(cfg))
     model.button_thresholds = button_thresholds(run_dir)  # read by infer's decoding; None: 0.5 each
     return model.to(device).eval(), cfg
+
+
+def step_rate(run_dir: str | Path) -> float | None:
+    """The steps per second a run's IDM learned (config.json's data.fps: its datasets'), the game's 20 for
+    OpenAI's IDM (VPT's data is 20 Hz), or None: a run trained before the rate was recorded (unknown)."""
+    if vpt.is_spec(run_dir):
+        return float(FPS)
+    doc = read_config(run_dir)
+    fps = doc.get("data", {}).get("fps") if isinstance(doc.get("data"), dict) else None
+    if fps is None:
+        return None
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 1000:
+        raise UserError(f"{Path(run_dir) / ckpt.CONFIG_FILE}: data.fps must be a number of steps per second, got "
+                        f"{fps!r}; restore the run from its source, or train it again")
+    return float(fps)
+
+
+def check_step_rate(run_dir: str | Path, data: list[str] | tuple[str, ...]) -> None:
+    """UserError (one line naming both rates) when a dataset holds another step rate than the IDM learned: it
+    reads an action per step, so a 10 fps step (1/10 s of play) would be read as one 1/20 s step. A run that
+    did not record its rate is not refused (worldloom.datasets.reader.check_step_rate)."""
+    from worldloom.datasets.reader import check_step_rate as check
+
+    check(data, step_rate(run_dir), f"IDM {run_dir}", "reads an action", "an IDM")
 
 
 def button_thresholds(run_dir: str | Path) -> np.ndarray | None:

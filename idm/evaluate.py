@@ -12,7 +12,6 @@ Frames of another size are resized as labeling resizes them (INTER_LINEAR), and 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from tqdm import tqdm
 
 from worldloom.errors import UserError
 from worldloom.idm import metrics
-from worldloom.idm.checkpoint import checkpoint_id, load_idm, run_folder
+from worldloom.idm.checkpoint import check_step_rate, checkpoint_id, load_idm, run_folder
 from worldloom.idm.data import Episode, load_episodes
 from worldloom.idm.infer import predict_sequence
 from worldloom.io import atomic_path, atomic_write_json, atomic_write_text
@@ -124,6 +123,7 @@ def evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None = N
 def _evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None, out: str | Path | None,
               stages: Stages) -> dict:
     stages.start("loading the IDM and the episodes")
+    check_step_rate(model_dir, [*data, *(truth or [])])  # from config.json: before any weight or frame is read
     model, cfg = load_idm(model_dir)
     episodes = load_episodes(list(data), require_labels=False)
     if not episodes:
@@ -153,7 +153,7 @@ def _evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None, o
     }
     out_dir = Path(out) if out else run_folder(model_dir) / f"eval-{Path(str(data[0]).rstrip('/')).name}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / "eval.json", json.loads(json.dumps(report, default=float)))
+    atomic_write_json(out_dir / "eval.json", report)  # strict JSON: a NaN score as null
     atomic_write_text(out_dir / "eval.md", markdown_table(report))
     confusion = metrics.camera_confusion(pred_bins, metrics.quantize_camera(true_camera))
     plot_confusion(out_dir / "confusion.png", confusion, report["idm"]["per_button"])

@@ -51,7 +51,13 @@ from tqdm import tqdm
 from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE, num_actors, ray_session
 from worldloom.config import check_range, doc, to_json_dict
 from worldloom.datasets.jobs import job_lock, sweep_orphans
-from worldloom.datasets.sources import Source, episode_source, file_source, plan_resume
+from worldloom.datasets.sources import (
+    Source,
+    episode_source,
+    file_source,
+    plan_resume,
+    say_kept_truncated,
+)
 from worldloom.datasets.storage import FrameSpec, SpecMismatch, resize_words
 from worldloom.datasets.video import (
     FPS_RANGE,
@@ -64,9 +70,10 @@ from worldloom.datasets.video import (
 )
 from worldloom.errors import UserError
 from worldloom.folders import check_out
-from worldloom.idm.checkpoint import checkpoint_id, load_idm, model_config
+from worldloom.idm.checkpoint import check_step_rate, checkpoint_id, load_idm, model_config
 from worldloom.idm.data import open_dataset
 from worldloom.idm.infer import StreamPredictor, concat_predictions, predict_sequence, resize_frames
+from worldloom.io import json_text
 from worldloom.paths import redact_text
 from worldloom.progress import nothing_done
 
@@ -282,8 +289,8 @@ class Labeler:
             for shard in shards:
                 for row in shard["episodes"]:
                     env_config = json.loads(row["env_config"])
-                    row["env_config"] = json.dumps({**env_config, "decode": summary, "truncated": decoded["truncated"]},
-                                                   sort_keys=True, default=str)
+                    row["env_config"] = json_text({**env_config, "decode": summary, "truncated": decoded["truncated"]},
+                                                   indent=None, sort_keys=True)
         return {"item": item, "ok": True, "num_steps": num_steps, "shards": shards, "decoded": decoded,
                 "source_hw": source_hw, "warnings": warnings}
 
@@ -352,6 +359,8 @@ def label(cfg: LabelConfig) -> dict:
     """Label everything under cfg.data not yet in cfg.out; returns a summary (done, skipped, failed)."""
     check_label_out(cfg.out)
     kind, found = discover(cfg)
+    if kind == "dataset":  # videos are resampled to --fps as they are read
+        check_step_rate(cfg.model, [cfg.data])
     model_id = checkpoint_id(cfg.model)
     with job_lock([cfg.out], "idm label"):
         run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew
@@ -369,7 +378,8 @@ def _label_locked(cfg: LabelConfig, kind: str, found: list, model_id: str) -> di
     from worldloom.datasets import commit_shards
 
     model_cfg = model_config(cfg.model)
-    todo, num_done, unreadable = plan_resume(cfg.out, found, made_by=model_id)
+    todo, num_done, unreadable = plan_resume(cfg.out, found, made_by=model_id, keep_truncated=cfg.keep_truncated)
+    say_kept_truncated("idm label", cfg.out, todo)
     if not todo:  # all there: nothing would be written to refuse the rate (an input to write names both flags)
         check_fps(cfg, kind)
     others = sorted({item["reason"].removeprefix("made by ") for item in todo if item["reason"].startswith("made by ")})

@@ -36,6 +36,18 @@ def r2(pred: np.ndarray, true: np.ndarray) -> float:
     return float("nan") if ss_tot == 0 else 1.0 - float(((true - pred) ** 2).sum()) / ss_tot
 
 
+# Why a score can have no value: JSON writes it as null (worldloom.io.finite_json), and a report says why here.
+UNDEFINED = {"button_macro_f1": "no button was pressed in the data",
+             "camera_r2_pitch": "the camera never moved in pitch (R² divides by the true moves' variance)",
+             "camera_r2_yaw": "the camera never moved in yaw (R² divides by the true moves' variance)"}
+UNDEFINED |= {"camera_r2_bins_pitch": UNDEFINED["camera_r2_pitch"], "camera_r2_bins_yaw": UNDEFINED["camera_r2_yaw"]}
+
+
+def undefined(scores: dict) -> dict[str, str]:
+    """{score: why it has no value} for each NaN score of `scores` ("undefined: the camera never moved ...")."""
+    return {k: f"undefined: {why}" for k, why in UNDEFINED.items() if k in scores and scores[k] != scores[k]}
+
+
 def score(pred_buttons: np.ndarray, pred_bins: np.ndarray, true_buttons: np.ndarray,
           true_camera: np.ndarray, pred_deg: np.ndarray | None = None) -> dict:
     """Every reported score of (N, 20) bool / (N, 2) bin predictions against (N, 20) / (N, 2) degrees.
@@ -51,7 +63,7 @@ def score(pred_buttons: np.ndarray, pred_bins: np.ndarray, true_buttons: np.ndar
     accuracy = (pred_buttons == true_buttons).mean(0)
     f1 = f1_scores(pred_buttons, true_buttons)
     occurs = true_buttons.any(0)
-    return {
+    scores = {
         "num_steps": int(true_buttons.shape[0]),
         "button_accuracy_mean": float(accuracy.mean()),
         "button_macro_f1": float(np.nanmean(np.where(occurs, f1, np.nan))) if occurs.any() else float("nan"),
@@ -65,6 +77,7 @@ def score(pred_buttons: np.ndarray, pred_bins: np.ndarray, true_buttons: np.ndar
                               "true_rate": float(true_buttons[:, i].mean()), "occurs": bool(occurs[i])}
                        for i, name in enumerate(BUTTONS)},
     }
+    return {**scores, "undefined": undefined(scores)}
 
 
 def noop_prediction(num_steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +99,8 @@ def quantization_ceiling(true_camera: np.ndarray) -> dict:
     """Camera R² of perfect bin predictions: binning alone costs this much against true degrees."""
     true_deg = np.clip(true_camera, -CAMERA_MAXVAL, CAMERA_MAXVAL)
     deg = dequantize_camera(quantize_camera(true_camera))
-    return {"camera_r2_pitch": r2(deg[:, 0], true_deg[:, 0]), "camera_r2_yaw": r2(deg[:, 1], true_deg[:, 1])}
+    scores = {"camera_r2_pitch": r2(deg[:, 0], true_deg[:, 0]), "camera_r2_yaw": r2(deg[:, 1], true_deg[:, 1])}
+    return {**scores, "undefined": undefined(scores)}
 
 
 def camera_confusion(pred_bins: np.ndarray, true_bins: np.ndarray, num_bins: int = 11) -> np.ndarray:

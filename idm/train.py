@@ -204,15 +204,16 @@ def check_resumable(cfg: TrainConfig) -> None:
                          data_content=content_ids(cfg.data))
 
 
-def prepare_run_dir(cfg: TrainConfig) -> Path:
-    """Create the run directory and write config.json, or check that a resumed run's config matches.
-    A run that stopped before its first checkpoint has nothing to resume: its folder is reused."""
+def prepare_run_dir(cfg: TrainConfig, fps: float) -> Path:
+    """Create the run directory and write config.json (with `fps`, the datasets' step rate, which eval and
+    label check their data against), or check that a resumed run's config matches. A run that stopped
+    before its first checkpoint has nothing to resume: its folder is reused."""
     check_out(cfg.out, KIND)
     check_resumable(cfg)
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt.write_run_config(run_dir, KIND, {"train": to_json_dict(cfg), "model": to_json_dict(cfg.model_config),
-                                          ckpt.DATA_CONTENT: content_ids(cfg.data)})
+                                          "data": {"fps": float(fps)}, ckpt.DATA_CONTENT: content_ids(cfg.data)})
     return run_dir
 
 
@@ -252,7 +253,7 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
         return Path(cfg.out)
     train_eps = idm_data.take_hours(train_eps, cfg.max_hours, cfg.seed)
     val_batch = idm_data.fixed_windows(val_eps, mcfg.num_frames, mcfg.context, cfg.val_windows, cfg.seed)
-    run_dir = prepare_run_dir(cfg)
+    run_dir = prepare_run_dir(cfg, episodes[0].fps)  # load_episodes(same_frames): one rate
     model, optimizer, state = init_state(cfg, run_dir, device)
     budget = TimeBudget(cfg.minutes, cfg.max_steps, state.get("planned_steps"))
     log = MetricsLog(run_dir, METRIC_FIELDS, resume_step=state["step"], panels=CURVE_PANELS)

@@ -146,7 +146,7 @@ def _dream_section(report: Report, records: dict[str, StageRecord]) -> None:
                        "Each player played inside the world model from a context of real frames; the imagined score "
                        "is the task scorer's (agent/dream.py) sum over the generated frames. Spearman's rank "
                        "correlation of imagined against real scores over the players, per task and pooled.")
-    rows = [[t, a["num_players"], round(a["spearman"], 3) if a["spearman"] == a["spearman"] else "n/a"]
+    rows = [[t, a["num_players"], round(a["spearman"], 3) if a["spearman"] is not None and a["spearman"] == a["spearman"] else "n/a"]
             for t, a in agreement.items()]
     s.table(["task", "players", "Spearman"], rows)
     players = rec.figures["players"]

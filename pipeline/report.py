@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import mimetypes
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worldloom.io import atomic_write_text
+from worldloom.io import atomic_write_text, json_text
 from worldloom.paths import is_inside
 
 CSS = """
@@ -106,7 +105,7 @@ class Report:
         """Write report.html, report.md and report.json into `out_dir`; return the HTML path."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "report.json", json.dumps(self.data, indent=2, default=str))
+        atomic_write_text(out / "report.json", json_text(self.data, indent=2))
         atomic_write_text(out / "report.md", self._markdown(out))
         atomic_write_text(out / "report.html", self._html())
         return out / "report.html"

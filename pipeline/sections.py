@@ -9,6 +9,7 @@ into report.json unchanged, so every number on the page can be traced to a file.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,9 @@ def idm_verdict(heldout: dict) -> list[str]:
     for label, key in (("button macro F1", "button_macro_f1"), ("camera R² pitch", "camera_r2_pitch"),
                        ("camera R² yaw", "camera_r2_yaw")):
         a, b = idm[key], per[key]
+        if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):  # null in eval.json: see its "undefined"
+            out.append(f"{label}: undefined on this data ({idm.get('undefined', {}).get(key, 'no value')}): not met.")
+            continue
         word = "beats" if a > b else "below"
         out.append(f"{label}: {a:.3f}, {word} persistence ({b:.3f})" + (": met." if a > b else ": not met."))
     if any(line.endswith("not met.") for line in out):

@@ -70,18 +70,15 @@ def step_rate(doc: dict) -> float:
     return float(doc.get("data", {}).get("fps", FPS))
 
 
-def check_step_rate(doc: dict, run_dir: str | Path, data: list[str] | tuple[str, ...]) -> None:
+def check_step_rate(run_dir: str | Path, data: list[str] | tuple[str, ...]) -> None:
     """UserError (one line) when a dataset holds another step rate than the world model learned: it is scored and
-    rolled out step for step, so a 10 fps clip's step (1/10 s of play) would be read as one 1/20 s step."""
-    from worldloom.datasets import Dataset
+    rolled out step for step (worldloom.datasets.reader.check_step_rate). Read from config.json alone, before any
+    weight is: the mistake is said at once, before a progress bar."""
+    from worldloom.datasets.reader import check_step_rate as check
 
-    fps = step_rate(doc)
-    for path in data:
-        have = float(Dataset(path).spec.fps)
-        if have != fps:
-            raise UserError(f"{path} holds {have:g} steps per second, but world model {run_dir} learned {fps:g} (it "
-                            f"generates step for step): ingest, label or record the data at --fps {fps:g}, or use a "
-                            f"world model trained at {have:g} steps per second")
+    doc = read_config(run_dir)
+    check_config(doc, Path(run_dir) / ckpt.CONFIG_FILE)  # data.fps typed and checked
+    check(data, step_rate(doc), f"world model {run_dir}", "generates", "a world model")
 
 
 def check_config(doc: object, path: Path) -> dict:

@@ -28,7 +28,6 @@ Writes eval.json, eval.md and eval.png into --out (default RUN/eval).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -42,7 +41,7 @@ from tqdm import tqdm
 from worldloom.config import doc
 from worldloom.datasets.storage import resize_words
 from worldloom.errors import UserError
-from worldloom.io import atomic_path, atomic_write_text, write_image
+from worldloom.io import atomic_path, atomic_write_text, json_text, write_image
 from worldloom.paths import redact_json
 from worldloom.progress import Stages
 
@@ -334,6 +333,7 @@ def controllability(idm_run: str, gen: dict, clips: dict, context: int, horizon:
                   true_buttons, true_camera, pred["camera_deg"][:, steps].reshape(-1, 2))
         out[name] = {k: s[k] for k in CONTROL_KEYS}
         out[name]["button_f1"] = {b: v["f1"] for b, v in s["per_button"].items() if v["occurs"]}
+        out[name]["undefined"] = {k: why for k, why in s["undefined"].items() if k in CONTROL_KEYS}  # null: why
     ratio = lambda k: _ratio(out["generated"][k], out["real"][k])  # noqa: E731
     out["ratio"] = {k: ratio(k) for k in CONTROL_KEYS}
     return out
@@ -356,8 +356,12 @@ def evaluate(cfg: EvalConfig) -> dict:
 def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
     torch.manual_seed(cfg.seed)
     stages.start("loading the world model")
+    check_step_rate(cfg.model, cfg.data)
+    if cfg.idm:  # the controllability IDM reads the same clips' steps: at the rate it learned, too
+        from worldloom.idm.checkpoint import check_step_rate as check_idm_step_rate
+
+        check_idm_step_rate(cfg.idm, cfg.data)
     model, run_doc, codec = load_world_model(cfg.model)
-    check_step_rate(run_doc, cfg.model, cfg.data)
     context = model.cfg.num_frames - 1
     branches = None
     if cfg.counterfactual:  # read and checked before anything is generated
@@ -372,9 +376,18 @@ def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
 
         revisits = load_branches(cfg.revisit)
         check_revisits(revisits, cfg.revisit)
-    long_horizon = max(cfg.horizon, min(cfg.stability_horizon, longest_labeled(cfg.data) - context))
+    longest = longest_labeled(cfg.data)
+    long_horizon = max(cfg.horizon, min(cfg.stability_horizon, longest - context))
     stages.start("reading clips")
     clips = eval_clips(cfg.data, context + long_horizon, cfg.num_clips)
+    if long_horizon < cfg.stability_horizon:  # said before the work, not only as stability.horizon in eval.json
+        tqdm.write(f"pretrain eval: the longest labeled episode holds {longest} steps: the stability rollout runs "
+                   f"{long_horizon} of the --stability-horizon {cfg.stability_horizon} frames after {context} context "
+                   "frames", file=sys.stderr)
+    if len(clips["frames"]) < cfg.num_clips:
+        tqdm.write(f"pretrain eval: the data holds {len(clips['frames'])} distinct clip(s) of {context + long_horizon} "
+                   f"steps (context + horizon): {len(clips['frames'])} of the --num-clips {cfg.num_clips} are scored",
+                   file=sys.stderr)
     size, clip_hw = model.cfg.image_size, tuple(clips["frames"].shape[2:4])  # (B, T, H, W, 3)
     if clip_hw != (size, size):  # frames_to_model resizes them; scores are at the model's size
         tqdm.write(f"pretrain eval: {resize_words(clip_hw, (size, size))} for the model's input (area)", file=sys.stderr)
@@ -421,7 +434,7 @@ def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
 
         revisit_strip(revisit_frames, out / "revisit.png")
     report["strip_horizons"] = frame_strip(gen, context, out / "strip.png")  # the horizons strip.png shows
-    atomic_write_text(out / "eval.json", json.dumps(report, indent=1))
+    atomic_write_text(out / "eval.json", json_text(report, indent=1))
     atomic_write_text(out / "eval.md", to_markdown(report))
     plot(report, out / "eval.png")
     report["out"] = str(out)  # where the CLI says the files are, once, after the table

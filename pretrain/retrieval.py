@@ -23,7 +23,6 @@ MODEL/retrieval).
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 
 from worldloom.config import doc
 from worldloom.errors import UserError
-from worldloom.io import atomic_write_text
+from worldloom.io import atomic_write_text, json_text
 from worldloom.progress import Stages
 
 from .checkpoint import load_world_model
@@ -218,7 +217,7 @@ def _retrieval(cfg: RetrievalConfig, stages: Stages) -> tuple[dict, Path]:
     stages.start("writing the report")
     out = Path(cfg.out or Path(cfg.model) / "retrieval")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "retrieval.json", json.dumps(report, indent=1))
+    atomic_write_text(out / "retrieval.json", json_text(report, indent=1))
     atomic_write_text(out / "retrieval.md", to_markdown(report))
     return report, out
 

@@ -20,6 +20,7 @@ video shows the prompt above the frames.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 
 import numpy as np
@@ -119,8 +120,8 @@ def rollout_episode(cfg: RolloutConfig) -> dict:
     cfg = dataclasses.replace(cfg, out=str(check_video_out(cfg.out, cfg.episode or "prompt")))
     if cfg.data is None:
         return rollout_prompt(cfg)
-    model, run_doc, codec = load_world_model(cfg.model)
-    check_step_rate(run_doc, cfg.model, [cfg.data])
+    check_step_rate(cfg.model, [cfg.data])
+    model, _, codec = load_world_model(cfg.model)
     check_output_size(cfg.scale, model.cfg.image_size, model.cfg.image_size, cols=2)  # truth beside generated
     text = prompt_tokens(model, cfg)
     context = model.cfg.num_frames - 1
@@ -130,7 +131,15 @@ def rollout_episode(cfg: RolloutConfig) -> dict:
     num_steps = ds.episode(cfg.episode).num_steps
     horizon = min(cfg.horizon, num_steps - cfg.start - context)
     if horizon < 1:
-        raise UserError(f"episode {cfg.episode!r} has {num_steps} steps: too short for {context} context frames from step {cfg.start}")
+        raise UserError(f"episode {cfg.episode!r} holds {num_steps} steps: {context} context frames from step {cfg.start} "
+                        f"leave none to generate (a rollout needs {context + 1} steps from --start): give a --start "
+                        f"of at most {num_steps - context - 1}, or a longer episode" if num_steps > context else
+                        f"episode {cfg.episode!r} holds {num_steps} steps, fewer than the model's {context} context "
+                        f"frames and one to generate: roll out a longer episode")
+    if horizon < cfg.horizon:  # said before the work, not only in the summary after it
+        print(f"pretrain rollout: episode {cfg.episode!r} holds {num_steps} steps: after {context} context frames from "
+              f"step {cfg.start}, {horizon} of the --horizon {cfg.horizon} frames are generated (the episode's end)",
+              file=sys.stderr)
     clip = ds.frames(cfg.episode, cfg.start, cfg.start + context + horizon)
     if clip.buttons is None:
         raise UserError(f"episode {cfg.episode!r} is unlabeled (label_source none): a rollout needs its actions; label it with the IDM first")

@@ -762,6 +762,24 @@ def test_dreaming_at_another_step_rate_than_the_games_is_one_line(data, tmp_path
     assert not (tmp_path / "wm" / "scorer-Explore").exists() and not (tmp_path / "dream").exists()
 
 
+def test_a_dream_longer_than_the_tasks_time_limit_is_one_line(data, tmp_path, capsys):
+    """`--horizon 5 --time-limit 3` dreamt 5 steps while the real episode was cut after 3: the real score
+    covered fewer steps than the imagined one, exit 0. Now one line says so, before a scorer is trained."""
+    wm = world_model_run(tmp_path / "wm")
+    argv = ["agent", "eval", "--policy", "random", "--task", "explore", "--episodes", "1", "--videos", "0",
+            "--in-world-model", wm, "--data", data["labeled"], "--scorer-steps", "1", "--out", str(tmp_path / "dream")]
+    for extra, words in ((["--horizon", "5", "--time-limit", "3"],
+                          "--horizon 5 after the world model's 2 context frames takes 6 real steps, but --time-limit 3 "
+                          "ends each real episode first"),
+                         (["--horizon", "500"], "but worldloom/Explore-v0's time limit of 400 steps ends each real "
+                                                "episode first")):
+        assert cli([*argv, *extra]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
+    assert "pass --horizon 2 at most, or --time-limit 6" not in err
+    assert not (tmp_path / "wm" / "scorer-Explore").exists() and not (tmp_path / "dream").exists()
+
+
 def test_policy_shapes_past_their_range_are_one_line_naming_the_flag(data, tmp_path, capsys):
     """--model.hidden 1e9 was an allocator's traceback (a 256 GB weight); --model.memory 1e9 made
     a policy whose closed-loop memory ring could never be allocated."""

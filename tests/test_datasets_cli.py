@@ -177,6 +177,23 @@ def test_export_video_gif_and_contact_sheet(small_dataset, tmp_path, capsys):
     assert "episode 'nope' is not in" in capsys.readouterr().err
 
 
+def test_export_past_an_episodes_end_says_what_it_cut(small_dataset, tmp_path, capsys):
+    """`--start 10 --stop 64` on a 20-step episode wrote 10 frames and said `wrote c.gif`; a range past
+    the end named a --stop the user never gave. Now one line says what was cut, before the video is made."""
+    gif = tmp_path / "c.gif"
+    capsys.readouterr()
+    argv = ["dataset", "export", str(small_dataset), "--episode", "ep-2", "--out", str(gif)]
+    assert main([*argv, "--start", "10", "--stop", "64"]) == 0
+    assert Image.open(gif).n_frames == 10
+    assert ("dataset export: episode 'ep-2' holds 20 steps: steps 10..19 exported (10 of the 54 that --start 10 "
+            "--stop 64 asked)") in capsys.readouterr().err
+    assert main([*argv, "--start", "10", "--stop", "20"]) == 0
+    assert "holds 20 steps" not in capsys.readouterr().err  # nothing cut: nothing said
+    assert main([*argv, "--start", "30", "--stop", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "episode 'ep-2' has steps 0..19; --start 30 --stop 64 selects none" in err and err.count("\n") == 1, err
+
+
 def test_export_into_a_folder_names_the_video_after_the_episode(small_dataset, tmp_path, capsys):
     folder = tmp_path / "clips"
     folder.mkdir()

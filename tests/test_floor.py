@@ -15,7 +15,7 @@ import torch
 from worldloom import actions, checkpoint
 from worldloom.config import add_dataclass_args, dataclass_from_args, doc, parse_resolution
 from worldloom.errors import UserError
-from worldloom.io import atomic_path, atomic_write_json, write_video
+from worldloom.io import atomic_path, atomic_write_json, json_text, write_video
 from worldloom.training import (
     MetricsLog,
     TimeBudget,
@@ -36,6 +36,24 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         raise RuntimeError("killed")
     assert json.loads(path.read_text()) == {"step": 1}
     assert os.listdir(tmp_path) == ["state.json"]  # no temporary left behind
+
+
+def test_json_is_written_strict_with_non_finite_numbers_as_null(tmp_path):
+    """atomic_write_json wrote `NaN` and `Infinity` (Python's json does), which jq, JavaScript's JSON.parse and
+    pyarrow's JSON reader refuse; numpy floats went in as strings. Now null, and numbers as numbers."""
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    path = tmp_path / "r.json"
+    atomic_write_json(path, {"r2": float("nan"), "top": [float("inf"), -float("inf"), 1.5], "np": np.float32("nan"),
+                             "arr": np.array([0.25, np.nan]), "n": np.int64(3), "t": (1, 2), "ok": True, "p": tmp_path})
+    assert json.loads(path.read_text(), parse_constant=refuse) == {
+        "r2": None, "top": [None, None, 1.5], "np": None, "arr": [0.25, None], "n": 3, "t": [1, 2], "ok": True,
+        "p": str(tmp_path)}
+    import pyarrow.json as pajson
+
+    (tmp_path / "lines.json").write_text(json_text({"r2": float("nan")}, indent=None) + "\n")
+    assert pajson.read_json(tmp_path / "lines.json").to_pylist() == [{"r2": None}]
 
 
 def test_atomic_directory_swap_and_suffix_kept(tmp_path):

@@ -595,6 +595,70 @@ def test_a_run_stopped_before_its_first_checkpoint_leaves_its_folder_reusable(vo
         train_main(micro_cfg(voxel["labeled"], run, max_steps=2, seed=2))
 
 
+def test_eval_and_label_of_data_at_another_step_rate_than_the_idm_learned_are_one_line(voxel, full_run, tmp_path,
+                                                                                         capsys):
+    """An IDM trained on 20-step-per-second play scored and labeled 10 fps footage step for step (each
+    1/10 s step read as a 1/20 s one), exit 0: its run never recorded the rate. Now `idm train` records
+    it, and eval and label of a dataset at another rate are one line naming both; a run trained before
+    (no rate recorded) is not refused."""
+    import shutil
+
+    assert json.loads((full_run / "config.json").read_text())["data"] == {"fps": 20.0}
+    assert checkpoint.step_rate(full_run) == 20.0
+    slow = tmp_path / "slow"
+    with DatasetWriter(slow, 64, 64, fps=10) as w:
+        w.add_episode("ep-0", voxel["episodes"][0][0], label_source="none", env="voxel")
+    with DatasetWriter(tmp_path / "slow-truth", 64, 64, fps=10) as w:
+        w.add_episode("ep-0", *voxel["episodes"][0][:1], buttons=voxel["episodes"][0][1],
+                      camera=voxel["episodes"][0][2], env="voxel")
+    for argv in (["idm", "eval", "--model", str(full_run), "--data", str(slow), "--truth", str(tmp_path / "slow-truth"),
+                  "--out", str(tmp_path / "ev")],
+                 ["idm", "eval", "--model", str(full_run), "--data", voxel["unlabeled"], "--truth",
+                  str(tmp_path / "slow-truth"), "--out", str(tmp_path / "ev")],
+                 ["idm", "label", "--model", str(full_run), "--data", str(slow), "--out", str(tmp_path / "pseudo")]):
+        capsys.readouterr()
+        assert cli(argv) == 2
+        err = capsys.readouterr().err
+        assert "holds 10 steps per second, but IDM " + str(full_run) + " learned 20" in err and "--fps 20" in err, err
+        assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "ev").exists() and not (tmp_path / "pseudo").exists()
+    old = tmp_path / "old"  # a run trained before the rate was recorded: unknown, so not refused
+    shutil.copytree(full_run, old)
+    doc = json.loads((old / "config.json").read_text())
+    del doc["data"]
+    (old / "config.json").write_text(json.dumps(doc))
+    assert checkpoint.step_rate(old) is None
+    assert cli(["idm", "label", "--model", str(old), "--data", str(slow), "--out", str(tmp_path / "pseudo")]) == 0
+
+
+def strict_json(path) -> object:
+    """A JSON file as jq, JavaScript or pyarrow read it: NaN and Infinity (which Python's json writes) refused."""
+    def refuse(name):
+        raise ValueError(f"{path}: {name} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_eval_json_of_a_camera_that_never_moved_is_strict_json(voxel, full_run, tmp_path):
+    """Camera R² with a camera that never moved is undefined: eval.json held `NaN`, which jq, JavaScript and
+    pyarrow's JSON reader refuse. Now it is null, with the reason beside it; every JSON file of the run is strict."""
+    frames, buttons, _ = voxel["episodes"][0]
+    still = tmp_path / "still"
+    with DatasetWriter(still, 64, 64, fps=20) as w:
+        w.add_episode("ep-0", frames, buttons=buttons, camera=np.zeros((len(frames), 2), np.float32), env="voxel")
+    assert cli(["idm", "eval", "--model", str(full_run), "--data", str(still), "--out", str(tmp_path / "ev")]) == 0
+    report = strict_json(tmp_path / "ev" / "eval.json")
+    for side in ("idm", "always_noop", "persistence"):
+        assert report[side]["camera_r2_pitch"] is None and report[side]["camera_r2_yaw"] is None
+        assert report[side]["undefined"]["camera_r2_pitch"] == ("undefined: the camera never moved in pitch (R² divides "
+                                                                "by the true moves' variance)")
+    assert report["camera_quantization_ceiling"]["camera_r2_yaw"] is None
+    assert report["idm"]["camera_bin_accuracy"] is not None and report["idm"]["button_macro_f1"] is not None
+    assert "| camera_r2_pitch | n/a |" in (tmp_path / "ev" / "eval.md").read_text()
+    for path in [*full_run.rglob("*.json"), *still.rglob("*.json")]:
+        strict_json(path)
+
+
 def test_resolution_mismatch_is_a_clear_error(voxel, tmp_path):
     with pytest.raises(UserError, match="96x96.*64x64"):
         train_main(micro_cfg(voxel["small"], tmp_path / "r"))

@@ -258,6 +258,30 @@ def test_any_chunk_steps_gives_the_same_labels_at_every_step(run, clip, tmp_path
             assert np.array_equal(results[chunk][key], value), (chunk, key)
 
 
+def test_an_input_kept_truncated_is_not_done_for_a_rerun_without_the_flag(run, tmp_path, capsys):
+    """A cut download labeled with --keep-truncated stayed "already there" on a rerun without the flag, which
+    would have skipped it as truncated: the flag's choice outlived the run that made it. Now the rerun reads
+    it again, as a run without the flag would (skipped as truncated, the kept episodes left as they are), and
+    one line says why; a rerun with the flag counts it as done."""
+    whole = write_video(tmp_path / "whole.mp4", num_frames=40, container_options={"movflags": "faststart"})
+    (tmp_path / "videos").mkdir()
+    truncate(whole, tmp_path / "videos" / "clip.mp4")
+    out = str(tmp_path / "out")
+    argv = ["idm", "label", "--model", run, "--data", str(tmp_path / "videos"), "--out", out]
+    assert cli([*argv, "--keep-truncated"]) == 0
+    kept = Dataset(out).num_frames
+    assert 0 < kept < 40
+    capsys.readouterr()
+    assert cli(argv) == 2  # as a run without the flag on a new --out: the only input skipped as truncated
+    err = capsys.readouterr().err
+    assert (f"idm label: 1 input(s) in {out} were kept truncated by a run with --keep-truncated (e.g. "
+            f"{tmp_path / 'videos' / 'clip.mp4'}): not done without the flag, so read again") in err, err
+    assert "clip.mp4: truncated: decoded" in err and "already" not in err, err
+    assert Dataset(out).num_frames == kept and validate(out) == []  # nothing already written is lost
+    summary = label(LabelConfig(model=run, data=str(tmp_path / "videos"), out=out, keep_truncated=True))
+    assert summary["skipped_done"] == 1 and summary["labeled"] == []
+
+
 def test_done_by_content_truncated_then_repaired_and_same_names_elsewhere(run, tmp_path, capsys):
     """Field case 05: a cut download is reported, not counted as done; the repaired file replaces it;
     the same name in another folder is another input."""

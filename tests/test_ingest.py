@@ -277,6 +277,26 @@ def test_bad_inputs_are_skipped_with_one_line_each_and_the_rest_kept(tmp_path, c
 
 
 
+def test_a_video_kept_truncated_is_not_done_for_a_rerun_without_the_flag(tmp_path, capsys):
+    """`dataset ingest --keep-truncated` of a cut download, then the same command without the flag: "already
+    there", though a run without the flag skips it as truncated. Now it is read again (skipped as truncated, its
+    kept episodes left), said in one line; with the flag it is done."""
+    root = tmp_path / "in"
+    root.mkdir()
+    whole = write_video(tmp_path / "whole.mp4", num_frames=40, container_options={"movflags": "faststart"})
+    truncate(whole, root / "cut.mp4")
+    kept = run([root], tmp_path / "ds", format="video", keep_truncated=True)
+    assert kept["ingested"] == ["cut.mp4"]
+    frames = Dataset(tmp_path / "ds").num_frames
+    capsys.readouterr()
+    with pytest.raises(UserError, match="cut.mp4: truncated: decoded"):
+        run([root], tmp_path / "ds", format="video")
+    assert (f"dataset ingest: 1 input(s) in {tmp_path / 'ds'} were kept truncated by a run with --keep-truncated (e.g. "
+            f"{root / 'cut.mp4'}): not done without the flag") in capsys.readouterr().err
+    assert Dataset(tmp_path / "ds").num_frames == frames and validate(tmp_path / "ds") == []
+    assert run([root], tmp_path / "ds", format="video", keep_truncated=True)["skipped_done"] == 1
+
+
 def test_plain_videos_ingest_the_video_not_its_cover_art(tmp_path):
     root = tmp_path / "in"
     root.mkdir()

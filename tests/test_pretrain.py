@@ -815,6 +815,63 @@ def test_eval_and_rollout_on_data_at_another_step_rate_are_one_line(data, tmp_pa
         assert f"{slow} holds 10 steps per second, but world model {run} learned 20" in err and "--fps 20" in err, err
         assert err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "ev").exists() and not (tmp_path / "r.mp4").exists()
+    # the controllability IDM reads the same clips step for step: one that learned 10 steps per second is refused
+    from worldloom.idm.checkpoint import save_idm
+    from worldloom.idm.model import IDM
+    from worldloom.idm.model import PRESETS as IDM_PRESETS
+
+    judge = save_idm(tmp_path / "judge", IDM(IDM_PRESETS["micro"]))
+    doc = json.loads((judge / "config.json").read_text())
+    (judge / "config.json").write_text(json.dumps({**doc, "data": {"fps": 10.0}}))
+    assert cli(["pretrain", "eval", "--model", str(run), "--data", data["train"], "--num-clips", "1", "--horizon", "2",
+                "--next-frame-positions", "1", "--idm", str(judge), "--out", str(tmp_path / "ev")]) == 2
+    err = capsys.readouterr().err
+    assert f"{data['train']} holds 20 steps per second, but IDM {judge} learned 10" in err, err
+    assert err.count("\n") == 1 and not (tmp_path / "ev").exists()
+
+
+def test_rollout_and_eval_say_up_front_what_a_short_episode_cuts(data, tmp_path, capsys, monkeypatch):
+    """`pretrain rollout --horizon 8` on a 5-step episode made 3 frames, said only by the summary after
+    the work; `pretrain eval` scored fewer clips than --num-clips and a shorter stability rollout than
+    --stability-horizon without a word. Now each is one line before the work; nothing to generate is an error."""
+    run = tmp_path / "wm"
+    main(TrainConfig(data=(data["train"],), out=str(run), max_steps=1, **MICRO))
+    short = write(tmp_path / "short", (7,), 5)
+    tiny = write(tmp_path / "tiny", (8,), 2)
+    rollout = ["pretrain", "rollout", "--model", str(run), "--data", short, "--episode", "ep-7", "--scale", "1"]
+    capsys.readouterr()
+    assert cli([*rollout, "--horizon", "8", "--out", str(tmp_path / "r.gif")]) == 0
+    out, err = capsys.readouterr()
+    assert ("pretrain rollout: episode 'ep-7' holds 5 steps: after 2 context frames from step 0, 3 of the --horizon 8 "
+            "frames are generated (the episode's end)") in err, err
+    assert "3 frames after 2 real ones" in out + err
+    assert cli([*rollout, "--horizon", "3", "--out", str(tmp_path / "r3.gif")]) == 0
+    assert "--horizon" not in capsys.readouterr().err  # nothing cut: nothing said
+    for argv, words in (([*rollout, "--start", "3"], "episode 'ep-7' holds 5 steps: 2 context frames from step 3 leave "
+                                                     "none to generate (a rollout needs 3 steps from --start): give a "
+                                                     "--start of at most 2"),
+                        (["pretrain", "rollout", "--model", str(run), "--data", tiny, "--episode", "ep-8"],
+                         "episode 'ep-8' holds 2 steps, fewer than the model's 2 context frames and one to generate")):
+        assert cli([*argv, "--out", str(tmp_path / "none.gif")]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
+    assert not (tmp_path / "none.gif").exists()
+    monkeypatch.setattr("worldloom.progress.SHOW_AFTER_S", 0.0)  # every stage on the bar, however quick
+    assert cli(["pretrain", "eval", "--model", str(run), "--data", short, "--num-clips", "4", "--horizon", "2",
+                "--stability-horizon", "8", "--next-frame-positions", "1", "--sample.num-steps", "1",
+                "--out", str(tmp_path / "ev")]) == 0
+    err = capsys.readouterr().err
+    assert ("pretrain eval: the longest labeled episode holds 5 steps: the stability rollout runs 3 of the "
+            "--stability-horizon 8 frames after 2 context frames") in err, err
+    assert "pretrain eval: the data holds 1 distinct clip(s) of 5 steps (context + horizon): 1 of the --num-clips 4 " \
+           "are scored" in err, err
+    assert err.index("--num-clips 4") < err.index(", generating]"), err  # before the work
+
+    def refuse(name):  # NaN and Infinity, which Python's json writes and jq, JavaScript and pyarrow refuse
+        raise ValueError(f"{name} is not JSON")
+
+    for path in [*(tmp_path / "ev").glob("*.json"), *run.rglob("*.json")]:
+        json.loads(path.read_text(), parse_constant=refuse)
 
 
 def test_presets_are_valid_and_sized():

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from worldloom.errors import UserError
-from worldloom.io import atomic_path, atomic_write_json, restore_dir
+from worldloom.io import atomic_path, atomic_write_json, json_text, restore_dir
 from worldloom.training import RESUMABLE_FIELDS, TimeBudget, TrainingDiverged
 
 __all__ = ["FORMAT_VERSION", "CONFIG_FILE", "CHECKPOINT_DIR", "STATE_FILE", "write_run_config", "read_run_config", "finished_run",
@@ -238,7 +238,7 @@ def save_checkpoint(run_dir: str | Path, kind: str, weights: Mapping[str, Mappin
         doc = {"format_version": FORMAT_VERSION, "kind": kind, **state}
         if groups is not None:
             doc["param_groups"] = groups
-        (tmp / STATE_FILE).write_text(json.dumps(doc, indent=1))
+        (tmp / STATE_FILE).write_text(json_text(doc, indent=1))
     return final
 
 

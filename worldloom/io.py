@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "temporary_name",
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "finite_json", "json_text",
+           "temporary_name",
            "temporaries", "restore_dir",
            "write_video", "write_image", "check_image_out", "check_video_out", "VIDEO_WRITE_SUFFIXES"]
 
@@ -157,9 +158,29 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def finite_json(value: Any) -> Any:
+    """`value` as strict JSON holds it: every NaN or infinity as None (Python's json writes `NaN`, which jq,
+    JavaScript's JSON.parse and pyarrow's JSON reader refuse), numpy scalars and arrays as Python's, tuples as lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    if hasattr(value, "tolist") and type(value).__module__ == "numpy":  # np.float32(nan), arrays
+        return finite_json(value.tolist())
+    return value
+
+
+def json_text(data: Any, indent: int | None = 2, **kwargs: Any) -> str:
+    """`data` as strict JSON text (finite_json; non-JSON values, e.g. paths, as strings): what every report,
+    manifest and config the project writes is made with, so any JSON reader reads it."""
+    return json.dumps(finite_json(data), indent=indent, default=str, allow_nan=False, **kwargs)
+
+
 def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = 2) -> None:
-    """Write `data` as JSON to `path` atomically (non-JSON values, e.g. paths, as strings)."""
-    atomic_write_text(path, json.dumps(data, indent=indent, default=str))
+    """Write `data` as strict JSON (json_text: a NaN or an infinity as null) to `path` atomically."""
+    atomic_write_text(path, json_text(data, indent))
 
 
 def write_image(path: str | os.PathLike, image) -> Path:
