@@ -64,7 +64,10 @@ class RetrievalConfig:
     classifiers: int = doc("state classifiers trained (seeds seed, seed + 1, ...): scores are their mean, the "
                            "ratio's range is shown (one judge's reading of blurry generated frames varies)", 3)
     batch_size: int = doc("frames per classifier step, clips generated at once", 32)
-    sample: SampleConfig = doc("how frames are sampled", SampleConfig(num_steps=1, context_noise=0.0))
+    sample: SampleConfig = doc("how frames are sampled (the first of a prompt-only rollout in 8 Euler steps: models "
+                               "trained with --prompt-levels; pass --sample.prompt-steps 1 for --text models trained "
+                               "before 2026-12-03, whose prompt-only frames are one step's)",
+                               SampleConfig(num_steps=1, context_noise=0.0, prompt_steps=8))
     seed: int = doc("seed of the classifier and the sampling", 0)
 
     def __post_init__(self):
