@@ -28,7 +28,6 @@ it is reused only for the same datasets, content and --scorer-steps (else one li
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -187,7 +186,7 @@ def check_scorer_data(run: Path, data: tuple[str, ...], steps: int) -> None:
     the same names, or for another --scorer-steps than asked: reusing it would score with the old data."""
     have = ckpt.read_run_config(run, SCORER_KIND)
     trained = have.get("data") or []
-    if sorted(map(_real, trained)) != sorted(map(_real, data)):
+    if sorted(ckpt.real_folders(trained)) != sorted(ckpt.real_folders(data)):
         why = f"was trained on {' '.join(trained) or 'unrecorded data'}, not on --data {' '.join(data)}"
     elif changed := ckpt.changed_data(have, content_ids(data)):
         why = f"was trained on {' '.join(changed)} as it was then, and its content has changed since"
@@ -197,11 +196,6 @@ def check_scorer_data(run: Path, data: tuple[str, ...], steps: int) -> None:
         return
     raise UserError(f"task scorer {run} {why}: pass --scorer NEW_FOLDER to train one as asked, "
                     "or leave out --data to score with this one")
-
-
-def _real(folder: str) -> str:
-    """A dataset folder however spelled (relative, ~, through a link), as a resume compares it."""
-    return folder if "://" in folder else os.path.realpath(os.path.expanduser(folder))
 
 
 def check_world_model(wm_cfg, wm_run: str, resolution: int, policy: str) -> None:

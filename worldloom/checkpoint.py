@@ -33,7 +33,7 @@ import json
 import os
 import struct
 import sys
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,8 +142,14 @@ def _spelled(name: str, value: Any) -> Any:
     """A field's value as compared on resume: the folders of a PATH_FIELDS list as real absolute paths (from the
     current folder), so `--data d1` and `--data /abs/d1` are one dataset; anything else as it is."""
     if name in PATH_FIELDS and isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return [v if "://" in v else os.path.realpath(os.path.expanduser(v)) for v in value]
+        return real_folders(value)
     return value
+
+
+def real_folders(folders: Iterable[str]) -> list[str]:
+    """Dataset folders however spelled (relative, ~, through a link) as real absolute paths from the current
+    folder, URIs as they are: so `d1` and `/abs/d1` compare as one dataset."""
+    return [v if "://" in v else os.path.realpath(os.path.expanduser(v)) for v in folders]
 
 
 def check_resumable(run_dir: str | Path, cfg: Any, sections: Mapping[str, Any], read: Callable[[str | Path], dict],
