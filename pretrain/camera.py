@@ -188,9 +188,27 @@ def fit_fov_deg(prev: torch.Tensor, nxt: torch.Tensor, camera_deg: torch.Tensor)
         warp_err = (rotate_frames(prev, cam, fov) - nxt).pow(2).mean(dim=(1, 2, 3))
         return torch.minimum(warp_err, copy_err).mean().item()
 
-    errs = {fov: err(fov) for fov in FOV_CANDIDATES_DEG}
+    errs = coarse_to_fine(err, FOV_CANDIDATES_DEG)
     best = min(errs, key=errs.get)
     return float(best) if errs[best] < (1 - MIN_GAIN) * copy_err.mean().item() else 0.0
+
+
+COARSE_STRIDE = 5  # coarse_to_fine's first pass: every 5th candidate
+
+
+def coarse_to_fine(err, candidates: tuple, stride: int = COARSE_STRIDE) -> dict:
+    """{candidate: err(candidate)} over every `stride`-th candidate (and the first and last), then every
+    candidate within `stride` places of the best of those: the grid's minimum where err has one valley
+    wider than the stride, as the fields of view's errors have (10 degrees, 5%), in about a third of the
+    calls (20 of 56 for FOV_CANDIDATES_DEG; the same fits as the whole grid on the demo's data, 2026-12-03)."""
+    errs, n = {}, len(candidates)
+    for i in sorted({*range(0, n, stride), n - 1}):
+        errs[candidates[i]] = err(candidates[i])
+    at = candidates.index(min(errs, key=errs.get))
+    for i in range(max(0, at - stride + 1), min(n, at + stride)):
+        if candidates[i] not in errs:
+            errs[candidates[i]] = err(candidates[i])
+    return errs
 
 
 SPRINT_FOV_CANDIDATES = tuple(x / 100 for x in range(100, 141))  # sprinting's field of view over walking's, 1% apart
@@ -215,6 +233,6 @@ def fit_sprint_fov_deg(prev: torch.Tensor, nxt: torch.Tensor, camera_deg: torch.
         views = (torch.where(before, sprint_fov, fov_deg), torch.where(after, sprint_fov, fov_deg))
         return (rotate_frames(prev, cam, fov_deg, views) - nxt).pow(2).mean(dim=(1, 2, 3)).median().item()
 
-    errs = {ratio: err(fov_deg * ratio) for ratio in SPRINT_FOV_CANDIDATES if fov_deg * ratio < 180.0}
+    errs = coarse_to_fine(lambda ratio: err(fov_deg * ratio), tuple(r for r in SPRINT_FOV_CANDIDATES if fov_deg * r < 180.0))
     best = min(errs, key=errs.get)
     return round(fov_deg * best, 2) if best > 1.0 and errs[best] < (1 - MIN_GAIN) * errs[1.0] else 0.0

@@ -282,13 +282,19 @@ def sprint_pairs(cfg: TrainConfig, fov_deg: float) -> float:
     """The sprint field of view (fit_sprint_fov_deg) on consecutive frame pairs where sprinting starts or stops, from
     the episodes with true actions where there are any: windows of three frames (the first action says whether the
     pair's first frame sprints) until SPRINT_PAIRS such pairs or SPRINT_WINDOWS windows (players hold sprint for
-    long stretches: 4 changes in 512 pairs of the demo's labeled play)."""
+    long stretches: 4 changes in 512 pairs of the demo's labeled play), or as many windows as the data has frames
+    (about three passes over it: a small dataset's changes are all seen long before SPRINT_WINDOWS)."""
     mcfg = cfg.model_config
     data, weights, sources = fit_sources(cfg)
+    frames = 0
+    for path in data:
+        episodes = Dataset(path).episodes
+        keep = [sources is None or s in sources for s in episodes.column("label_source").to_pylist()]
+        frames += sum(n for n, k in zip(episodes.column("num_steps").to_pylist(), keep) if k)
     batches = train_batches(data, 3, cfg.batch_size, cfg.seed + 3, weights, label_sources=sources)
     prev, nxt, camera, before, after = [], [], [], [], []
     found = 0
-    for _ in range(max(1, SPRINT_WINDOWS // cfg.batch_size)):
+    for _ in range(max(1, min(SPRINT_WINDOWS, frames) // cfg.batch_size)):
         b = next(batches)
         action = encode_actions(torch.as_tensor(b["buttons"]).float(), torch.as_tensor(b["camera"]).float())  # (n, 3, 24)
         sprints = sprinting(action)

@@ -21,7 +21,7 @@ from worldloom.actions import BUTTONS as ACTION_BUTTONS
 from worldloom.errors import UserError
 from worldloom.pipeline.cli import main as cli
 from worldloom.pretrain import evaluate as ev
-from worldloom.pretrain.camera import fit_fov_deg, fit_hud_mask, rotate_frames
+from worldloom.pretrain.camera import FOV_CANDIDATES_DEG, coarse_to_fine, fit_fov_deg, fit_hud_mask, rotate_frames
 from worldloom.pretrain.flow import (
     FlowConfig,
     SampleConfig,
@@ -350,6 +350,17 @@ def test_training_clips_carry_each_frames_pitch_from_the_dataset(tmp_path):
     assert np.array_equal(items["ep-4", 0]["pitch"].numpy(), pitch[:8])
     assert np.array_equal(items["ep-4", 8]["pitch"].numpy(), pitch[8:])
     assert torch.isnan(items["ep-5", 0]["pitch"]).all()
+
+
+@pytest.mark.parametrize("valley", [20, 22, 58, 70, 72, 128, 130])
+def test_the_coarse_to_fine_search_finds_the_whole_grids_minimum_in_fewer_calls(valley):
+    def curve(fov):  # one valley, with bumps off the coarse grid away from it
+        return abs(fov - valley) ** 1.5 + (3.0 if fov % 10 and abs(fov - valley) > 6 else 0.0)
+
+    calls = []
+    errs = coarse_to_fine(lambda fov: calls.append(fov) or curve(fov), FOV_CANDIDATES_DEG)
+    assert min(errs, key=errs.get) == valley == min(FOV_CANDIDATES_DEG, key=curve)
+    assert len(calls) <= 21 < len(FOV_CANDIDATES_DEG) and len(set(calls)) == len(calls)  # each asked once
 
 
 def test_camera_fov_is_fitted_on_the_games_own_actions(data, tmp_path):
