@@ -290,7 +290,7 @@ def sprint_pairs(cfg: TrainConfig, fov_deg: float) -> float:
     for path in data:
         episodes = Dataset(path).episodes
         keep = [sources is None or s in sources for s in episodes.column("label_source").to_pylist()]
-        frames += sum(n for n, k in zip(episodes.column("num_steps").to_pylist(), keep) if k)
+        frames += sum(n for n, k in zip(episodes.column("num_steps").to_pylist(), keep, strict=False) if k)
     batches = train_batches(data, 3, cfg.batch_size, cfg.seed + 3, weights, label_sources=sources)
     prev, nxt, camera, before, after = [], [], [], [], []
     found = 0

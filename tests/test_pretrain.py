@@ -21,7 +21,13 @@ from worldloom.actions import BUTTONS as ACTION_BUTTONS
 from worldloom.errors import UserError
 from worldloom.pipeline.cli import main as cli
 from worldloom.pretrain import evaluate as ev
-from worldloom.pretrain.camera import FOV_CANDIDATES_DEG, coarse_to_fine, fit_fov_deg, fit_hud_mask, rotate_frames
+from worldloom.pretrain.camera import (
+    FOV_CANDIDATES_DEG,
+    coarse_to_fine,
+    fit_fov_deg,
+    fit_hud_mask,
+    rotate_frames,
+)
 from worldloom.pretrain.flow import (
     FlowConfig,
     SampleConfig,
