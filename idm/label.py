@@ -70,7 +70,7 @@ from worldloom.datasets.video import (
 )
 from worldloom.errors import UserError
 from worldloom.folders import check_out
-from worldloom.idm.checkpoint import check_step_rate, checkpoint_id, load_idm, model_config
+from worldloom.idm.checkpoint import check_step_rate, checkpoint_id, load_idm, model_config, step_rate
 from worldloom.idm.data import open_dataset
 from worldloom.idm.infer import StreamPredictor, concat_predictions, predict_sequence, resize_frames
 from worldloom.io import json_text
@@ -361,6 +361,10 @@ def label(cfg: LabelConfig) -> dict:
     kind, found = discover(cfg)
     if kind == "dataset":  # videos are resampled to --fps as they are read
         check_step_rate(cfg.model, [cfg.data])
+    elif (learned := step_rate(cfg.model)) is not None and learned != float(cfg.fps):
+        raise UserError(f"--fps {cfg.fps:g}: IDM {cfg.model} learned {learned:g} steps per second (it reads an action "
+                        f"step for step, so a {cfg.fps:g} fps step would be read as a 1/{learned:g} s one); pass --fps "
+                        f"{learned:g}: videos are resampled to it as they are read")
     model_id = checkpoint_id(cfg.model)
     with job_lock([cfg.out], "idm label"):
         run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew

@@ -116,10 +116,10 @@ def test_footage_of_another_size_than_out_names_the_flags_that_fit_it(run, clip,
     square = write_mp4(tmp_path / "square.mp4", play(20, 5, size=64)[0], fps=20)  # the model's 64x64
     assert cli(["idm", "label", "--model", run, "--data", square, "--out", str(out)]) == 0
     assert "-> 64x64" not in capsys.readouterr().err  # the model's size: nothing resized, nothing said
-    wide = write_mp4(tmp_path / "wide.mp4", clip[:20], fps=30)  # 96x64 at 30 fps into a 64x64, 20 fps dataset
-    code = cli(["idm", "label", "--model", run, "--data", wide, "--out", str(out), "--fps", "30"])
+    wide = write_mp4(tmp_path / "wide.mp4", clip[:20], fps=30)  # 96x64 (resampled to 20 fps) into a 64x64 dataset
+    code = cli(["idm", "label", "--model", run, "--data", wide, "--out", str(out)])
     err = capsys.readouterr().err
-    assert code != 0 and "96x64" in err and "--frames model" in err and "--fps 20" in err and "--out" in err, err
+    assert code != 0 and "96x64" in err and "--frames model" in err and "--out" in err, err
     assert "height=" not in err
     assert cli(["idm", "label", "--model", run, "--data", wide, "--out", str(out), "--frames", "model"]) == 0
     assert sorted(Dataset(out).episode_ids) == ["square.mp4:0000", "wide.mp4:0000"]
@@ -343,13 +343,34 @@ def test_inputs_another_model_labeled_are_not_done(run, tmp_path, capsys):
         assert label(LabelConfig(model=retrained, data=data, out=out))["skipped_done"] == 1
 
 
+def test_videos_at_another_fps_than_the_idm_learned_are_refused_up_front(run, tmp_path, capsys):
+    """`--fps 10` labeled videos with an IDM that learned 20 steps per second: each 1/10 s step read as a
+    1/20 s one, exit 0 (datasets at another rate were refused; videos, resampled to --fps, were not)."""
+    video = write_video(tmp_path / "clip.mp4", num_frames=20)
+    out = tmp_path / "out"
+    assert cli(["idm", "label", "--model", run, "--data", video, "--out", str(out), "--fps", "10"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.endswith(f"error: --fps 10: IDM {run} learned 20 steps per second (it reads an action step for step, "
+                         "so a 10 fps step would be read as a 1/20 s one); pass --fps 20: videos are resampled to it "
+                         "as they are read"), line
+    assert not out.exists()
+
+
 def test_a_rerun_at_another_fps_is_refused_up_front(run, tmp_path, capsys):
-    """`--fps 10` into labels stored at 20 said 'labeled 0 of 1 input; 1 already there' and exited 0."""
+    """`--fps 10` into labels stored at 20 said 'labeled 0 of 1 input; 1 already there' and exited 0
+    (an IDM that did not record its rate, so that the videos' own rate is not refused first)."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    doc = json.loads((old / "config.json").read_text())
+    del doc["data"]
+    (old / "config.json").write_text(json.dumps(doc))
     write_video(tmp_path / "clip.mp4", num_frames=20)
     out = str(tmp_path / "out")
-    assert cli(["idm", "label", "--model", run, "--data", str(tmp_path / "clip.mp4"), "--out", out]) == 0
+    assert cli(["idm", "label", "--model", str(old), "--data", str(tmp_path / "clip.mp4"), "--out", out]) == 0
     capsys.readouterr()
-    assert cli(["idm", "label", "--model", run, "--data", str(tmp_path / "clip.mp4"), "--out", out, "--fps", "10"]) == 2
+    assert cli(["idm", "label", "--model", str(old), "--data", str(tmp_path / "clip.mp4"), "--out", out, "--fps", "10"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.endswith("error: --fps 10: " + out + " stores 20 steps per second (a dataset holds one rate); "
                          "pass --fps 20 to add to it, or give a new --out"), line
