@@ -70,7 +70,13 @@ from worldloom.datasets.video import (
 )
 from worldloom.errors import UserError
 from worldloom.folders import check_out
-from worldloom.idm.checkpoint import check_step_rate, checkpoint_id, load_idm, model_config, step_rate
+from worldloom.idm.checkpoint import (
+    check_step_rate,
+    checkpoint_id,
+    load_idm,
+    model_config,
+    step_rate,
+)
 from worldloom.idm.data import open_dataset
 from worldloom.idm.infer import StreamPredictor, concat_predictions, predict_sequence, resize_frames
 from worldloom.io import json_text
