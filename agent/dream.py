@@ -206,6 +206,19 @@ def check_world_model(wm_cfg, wm_run: str, resolution: int, policy: str) -> None
                         f"(`worldloom pretrain train --model.image-size {resolution}`) or a policy at {wm_cfg.image_size}")
 
 
+def check_dream(cfg, wm_cfg, wm_doc: dict, resolution: int) -> None:
+    """The checks a dream makes before any work, from the world model's config alone (the study makes them before
+    its first stage): its frame size against the player's, its step rate against the game's, the time limit
+    against the context and --horizon. One-line UserError naming both sides."""
+    from worldloom.pretrain.checkpoint import step_rate
+
+    check_world_model(wm_cfg, cfg.in_world_model, resolution, cfg.policy)
+    if step_rate(wm_doc) != FPS:  # the task env and the player step at the game's rate
+        raise UserError(f"world model {cfg.in_world_model} learned {step_rate(wm_doc):g} steps per second, but a player "
+                        f"acts once per step of the game's {FPS}: dream in a world model trained at {FPS} steps per second")
+    check_time_limit(cfg, wm_cfg.num_frames - 1)
+
+
 def check_time_limit(cfg, context: int) -> None:
     """UserError (one line) when the task's time limit ends the real branch before the dream's end: the real env takes
     context - 1 steps then --horizon more, and a real score over fewer steps is no match for the imagined one."""
@@ -322,7 +335,7 @@ def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, sc
 
 def dream(cfg) -> dict:
     """Imagined against real scores of one player on one task; writes OUT/eval.json (+ videos)."""
-    from worldloom.pretrain.checkpoint import load_world_model, step_rate
+    from worldloom.pretrain.checkpoint import load_world_model
     from worldloom.pretrain.rollout import side_by_side
 
     from .evaluate import bootstrap_ci, episode_seed, policy_id, resolve_resolution
@@ -331,11 +344,7 @@ def dream(cfg) -> dict:
     torch.manual_seed(cfg.seed)
     resolution = resolve_resolution(cfg)
     wm, wm_doc, codec = load_world_model(cfg.in_world_model)
-    check_world_model(wm.cfg, cfg.in_world_model, resolution, cfg.policy)
-    if step_rate(wm_doc) != FPS:  # the task env and the player step at the game's rate
-        raise UserError(f"world model {cfg.in_world_model} learned {step_rate(wm_doc):g} steps per second, but a player "
-                        f"acts once per step of the game's {FPS}: dream in a world model trained at {FPS} steps per second")
-    check_time_limit(cfg, wm.cfg.num_frames - 1)
+    check_dream(cfg, wm.cfg, wm_doc, resolution)
     scorer, scorer_run = scorer_for(cfg, resolution)
     work = [(i, episode_seed(cfg.seed, i)) for i in range(cfg.episodes)]
     rows = []

@@ -281,19 +281,36 @@ def run_eval(configs: dict) -> tuple[dict, dict]:
     return {}, figures
 
 
+def dream_configs(cfg: StudyConfig, configs: dict, paths: dict[str, Any]) -> dict:
+    """{(player, task): the eval config that plays it inside cfg.world_model} (pure)."""
+    s = cfg.resolved_sizes
+    return {(name, task): dataclasses.replace(c, in_world_model=cfg.world_model, episodes=s.dream_episodes,
+                                              horizon=s.dream_horizon, videos=min(c.videos, 1),
+                                              scorer_steps=s.scorer_steps, data=(str(paths["truth"][task]),),
+                                              scorer=str(paths["dream"] / f"scorer-{task}"),  # on this study's truth
+                                              out=str(paths["dream"] / f"{name.replace(':', '-')}-{task}"))
+            for (name, task), c in configs["eval"].items()}
+
+
+def check_world_model_up_front(cfg: StudyConfig, configs: dict, paths: dict[str, Any]) -> None:
+    """--world-model's frame size, step rate and context against the study's dream stage, from its config.json
+    alone: a mismatch is one line before the first stage, not after the half hour of the others."""
+    from worldloom.agent.dream import check_dream
+    from worldloom.pretrain.checkpoint import check_config, read_config
+
+    doc = read_config(cfg.world_model)
+    wm_cfg = check_config(doc, Path(cfg.world_model) / "config.json")["model"]
+    for dream_cfg in dream_configs(cfg, configs, paths).values():
+        check_dream(dream_cfg, wm_cfg, doc, cfg.resolved_sizes.resolution)
+
+
 def run_dream(cfg: StudyConfig, configs: dict, paths: dict[str, Any]) -> tuple[dict, dict]:
     """Each player inside the world model on each task; Spearman of imagined against real scores."""
     from worldloom.agent.dream import rank_agreement
     from worldloom.agent.evaluate import evaluate
 
-    s = cfg.resolved_sizes
     figures = {}
-    for (name, task), c in configs["eval"].items():
-        dream_cfg = dataclasses.replace(c, in_world_model=cfg.world_model, episodes=s.dream_episodes,
-                                        horizon=s.dream_horizon, videos=min(c.videos, 1), scorer_steps=s.scorer_steps,
-                                        data=(str(paths["truth"][task]),),
-                                        scorer=str(paths["dream"] / f"scorer-{task}"),  # trained on this study's truth
-                                        out=str(paths["dream"] / f"{name.replace(':', '-')}-{task}"))
+    for (name, task), dream_cfg in dream_configs(cfg, configs, paths).items():
         summary = evaluate(dream_cfg)
         figures[f"{name}|{task}"] = {k: summary[k] for k in ("player", "task", "episodes", "imagined", "real", "videos")}
     closed_loop = StageRunner(Path(cfg.out).resolve(), None, STAGES, state_file="study.json").records.get("eval")
@@ -308,9 +325,11 @@ def main(cfg: StudyConfig) -> Path:
 
     check_out(cfg.out, "study")  # a file, a dataset, a run: refused before anything is written into it
     out = Path(cfg.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     paths = study_paths(out, cfg.task_names)
     configs = stage_configs(cfg, paths)
+    if cfg.world_model:
+        check_world_model_up_front(cfg, configs, paths)
+    out.mkdir(parents=True, exist_ok=True)
     runner = StageRunner(out, cfg.from_stage, STAGES, state_file="study.json")
     keys: dict[str, str] = {}
 

@@ -523,6 +523,25 @@ def test_a_world_model_at_another_resolution_is_one_line_naming_both(data, polic
     assert "generates 32x32 frames" in err and "at 64x64" in err and err.count("\n") == 1
 
 
+def test_a_study_whose_world_model_cannot_dream_its_tasks_is_refused_before_its_first_stage(tmp_path, capsys):
+    """`agent study --world-model` with a dream horizon the task's time limit cuts short (or a world model at
+    another size) ran capture, training, labeling and the closed-loop evaluations, then stopped at the dream
+    stage. Both are one line before anything is written."""
+    wm = world_model_run(tmp_path / "wm")  # 3 frames: a context of 2
+    wm32 = world_model_run(tmp_path / "wm32", image_size=32)
+    base = ["agent", "study", "--preset", "micro", "--tasks", "explore", "--sizes.steps", "24"]
+    cases = [(wm, ["--sizes.time-limit", "10", "--sizes.dream-horizon", "12"],
+              ["--horizon 12 after the world model's 2 context frames takes 13 real steps", "--time-limit 10"]),
+             (wm32, [], ["generates 32x32 frames", "at 64x64"])]
+    for i, (model, sizes, words) in enumerate(cases):
+        out = tmp_path / f"study{i}"
+        capsys.readouterr()
+        assert cli([*base, *sizes, "--world-model", model, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert all(w in err for w in words) and err.count("\n") == 1, err
+        assert not out.exists()
+
+
 # --- the study ----------------------------------------------------------------------------------
 @pytest.mark.ray
 @pytest.mark.slow  # capture, IDM, labeling, three BC runs and 5 evaluations end to end: about 2 minutes on 2 busy cores
