@@ -67,7 +67,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.out.lower().endswith(".png"):
         if args.episode is not None:
             check_episode(ds, args.episode)
-        out = contact_sheet(ds, args.out, episode_id=args.episode, num=args.num, scale=args.scale)
+        out = contact_sheet(ds, args.out, episode_id=args.episode, num=32 if args.num is None else args.num,
+                            scale=args.scale, say_fewer=args.num is not None)
     else:
         if args.episode is None:
             raise UserError("--episode is needed to export a video (or give --out NAME.png for a contact sheet)")
@@ -149,7 +150,8 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
                    help="whole upscale factor, pixels per stored pixel (default: a video's frames get a longer side of "
                         "512 px, x8 for 64x64 frames, larger ones such as 1080p downscaled to it; a contact sheet's "
                         "tiles 128 px; at most 4096 px a side, x64 for 64x64 frames)")
-    p.add_argument("--num", type=int, default=32, help="frames in a contact sheet (default: 32)")
+    p.add_argument("--num", type=int, default=None, help="frames in a contact sheet, 1 to 4096 (default: 32, or as many "
+                   "as there are; fewer than asked are said)")
     p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("merge", help="merge datasets of the same frame spec (copies shards, no re-encoding)")

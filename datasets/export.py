@@ -192,17 +192,30 @@ def export_clip(ds: Dataset, episode_id: str, out: str, start: int = 0, stop: in
     return out
 
 
+MAX_SHEET_TILES = 4096  # frames in one contact sheet (64 rows of 64 at most; check_output_size bounds its pixels)
+
+
 def contact_sheet(ds: Dataset, out: str, episode_id: str | None = None, num: int = 32, cols: int = 8,
-                  scale: int | None = None) -> str:
-    """A PNG grid: `num` frames evenly spaced over one episode, or the first frames of many;
+                  scale: int | None = None, say_fewer: bool = False) -> str:
+    """A PNG grid: `num` frames evenly spaced over one episode, or the middle frames of the first `num`
+    episodes (fewer where there are fewer; `say_fewer`: a line on stderr says so, for a --num a user gave);
     `scale` None: each tile's longer side fitted to SHEET_LONG_SIDE_PX (auto_scale)."""
     check_scale(scale)
+    if isinstance(num, bool) or not isinstance(num, int) or not 1 <= num <= MAX_SHEET_TILES:
+        raise UserError(f"--num {num}: a contact sheet draws 1 to {MAX_SHEET_TILES} frames")
     if episode_id is not None:
         clip = ds.frames(episode_id)
-        idx = np.linspace(0, clip.frames.shape[0] - 1, min(num, clip.frames.shape[0])).round().astype(int)
+        n = clip.frames.shape[0]
+        if say_fewer and n < num:
+            print(f"dataset export: episode {episode_id!r} holds {n} steps: the sheet draws all {n}, not --num {num}",
+                  file=sys.stderr)
+        idx = np.linspace(0, n - 1, min(num, n)).round().astype(int)
         tiles = [clip.frames[i] for i in idx]
     else:
         tiles = []
+        if say_fewer and len(ds.episode_ids) < num:
+            print(f"dataset export: {ds.location.uri} holds {len(ds.episode_ids)} episode(s): the sheet draws the middle "
+                  f"frame of each, not --num {num}", file=sys.stderr)
         for eid in ds.episode_ids[:num]:
             n = ds.episode(eid).num_steps
             tiles.append(ds.frames(eid, n // 2, n // 2 + 1).frames[0])

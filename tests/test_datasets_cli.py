@@ -194,6 +194,27 @@ def test_export_past_an_episodes_end_says_what_it_cut(small_dataset, tmp_path, c
     assert "episode 'ep-2' has steps 0..19; --start 30 --stop 64 selects none" in err and err.count("\n") == 1, err
 
 
+def test_a_contact_sheet_says_when_it_draws_fewer_frames_than_num_and_refuses_a_num_below_one(small_dataset, tmp_path,
+                                                                                              capsys):
+    """`--num 64` on a 20-step episode drew 20 tiles and said nothing; `--num -3` drew all episodes but the last
+    three, `--num 0` said 'no frames to draw'."""
+    png = tmp_path / "sheet.png"
+    base = ["dataset", "export", str(small_dataset), "--out", str(png)]
+    capsys.readouterr()
+    assert main([*base, "--episode", "ep-2", "--num", "64"]) == 0
+    assert Image.open(png).size == (8 * 130, 3 * 130)  # all 20 steps, 8 a row
+    assert "dataset export: episode 'ep-2' holds 20 steps: the sheet draws all 20, not --num 64" in capsys.readouterr().err
+    assert main([*base, "--num", "10"]) == 0
+    assert "holds 4 episode(s): the sheet draws the middle frame of each, not --num 10" in capsys.readouterr().err
+    assert main(base) == 0 and capsys.readouterr().err == ""  # the default is a cap: nothing said
+    png.unlink()
+    for num in ("0", "-3"):
+        assert main([*base, "--num", num]) == 2
+        err = capsys.readouterr().err
+        assert f"--num {num}: a contact sheet draws 1 to 4096 frames" in err and err.count("\n") == 1, err
+        assert not png.exists()
+
+
 def test_export_into_a_folder_names_the_video_after_the_episode(small_dataset, tmp_path, capsys):
     folder = tmp_path / "clips"
     folder.mkdir()
