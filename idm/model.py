@@ -209,6 +209,10 @@ class ImpalaStack(nn.Module):
 
 # How far a camera move moves the pointer with a screen open: VoxelWorld's cursor crosses the frame
 # in 60 degrees (envs/objects.py, GUI_CURSOR_DEG); the sparse prior's map learns another game's.
+# Constants are made on the CPU, and nothing is initialised, where a model is built on the meta device for its
+# shapes (untrusted.check_fits, before a checkpoint is loaded): arange, eye and normal_ there take torch's Python
+# decompositions, whose first use imports dynamo, 1.6 s of every process that loads an IDM.
+CPU = torch.device("cpu")
 POINTER_SWEEP_DEG = 60.0
 
 
@@ -254,10 +258,10 @@ class MotionBranch(nn.Module):
             # (2, bins, bins): per axis, the two-hot of the measured move (degrees) -> camera logits. A linear
             # read of the reader's move fits the camera on open-inventory steps far better than the demo's IDM
             # learned to through the MLP above in its 459 steps (issue 18's log, section 31).
-            self.sparse_prior_map = nn.Parameter(torch.eye(NUM_CAMERA_BINS).repeat(2, 1, 1) * self.sparse_prior)
+            self.sparse_prior_map = nn.Parameter(torch.eye(NUM_CAMERA_BINS, device=CPU).repeat(2, 1, 1) * self.sparse_prior)
             self.register_buffer("deg_per_px", torch.tensor([POINTER_SWEEP_DEG / cfg.height, POINTER_SWEEP_DEG / cfg.width]),
                                  persistent=False)
-        r = torch.arange(-self.radius, self.radius + 1, dtype=torch.float32)
+        r = torch.arange(-self.radius, self.radius + 1, dtype=torch.float32, device=CPU)
         self.register_buffer("offsets", torch.stack(torch.meshgrid(r, r, indexing="ij"), -1).view(-1, 2), persistent=False)
 
     @torch.no_grad()
@@ -405,8 +409,9 @@ class IDM(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.norm = nn.LayerNorm(cfg.hidden)
         self.head = nn.Linear(cfg.hidden, NUM_BUTTONS + 2 * NUM_CAMERA_BINS)
-        nn.init.normal_(self.pos, std=0.02)
-        init_difference_stem(self.stem)
+        if not self.pos.is_meta:  # built for its shapes only (CPU above: see CPU)
+            nn.init.normal_(self.pos, std=0.02)
+            init_difference_stem(self.stem)
 
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
         """frames (B, N + 2 * context, H, W, 3) uint8 -> per-frame features (B, N, hidden), or

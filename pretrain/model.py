@@ -277,11 +277,13 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 
 def sincos_2d(grid: int, dim: int) -> torch.Tensor:
-    """Fixed 2D sin-cos position embedding (MAE / DiT). -> (grid*grid, dim)."""
-    coords = torch.arange(grid, dtype=torch.float32)
+    """Fixed 2D sin-cos position embedding (MAE / DiT). -> (grid*grid, dim), on the CPU: a constant, also where the
+    model is built on the meta device for its shapes (arange there takes torch's Python decompositions, whose first
+    use imports them: 1.6 s of every process that checks a checkpoint against its config; untrusted.check_fits)."""
+    coords = torch.arange(grid, dtype=torch.float32, device="cpu")
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
     quarter = dim // 4
-    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter)
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float32, device="cpu") / quarter)
     out = [f(pos.reshape(-1, 1) * omega) for pos in (yy, xx) for f in (torch.sin, torch.cos)]
     emb = torch.cat(out, dim=1)  # (N, 4*quarter)
     return F.pad(emb, (0, dim - emb.shape[1]))
@@ -389,6 +391,8 @@ class WorldModel(nn.Module):
         return self._hud_fill[1]
 
     def _init_weights(self):
+        if self.null_action.is_meta:  # built for its shapes (untrusted.check_fits): no values to draw, and meta's
+            return  # normal_ takes torch's Python decompositions, whose first use imports dynamo (3 s a process)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
