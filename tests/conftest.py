@@ -18,6 +18,15 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _stage_bars_wait_for_a_busy_machine(monkeypatch):
+    """A command's stage bar shows after SHOW_AFTER_S (0.5 s): a one-line error found later, as on a CI
+    machine running two test processes beside CLI subprocesses, had the bar's line above it, and the
+    tests that count the error's lines failed by the machine's speed. In-process tests wait 60 s here;
+    the tests of the bar itself set their own delay (0: every stage drawn)."""
+    monkeypatch.setattr("worldloom.progress.SHOW_AFTER_S", 60.0)
+
+
 def pixel_frames(num: int, height: int = 64, width: int = 64, seed: int = 0) -> np.ndarray:
     """`(num, H, W, 3)` uint8 frames that look like pixel art: 8x8 tiles from a small palette,
     scrolling one pixel per frame, with the frame index drawn in the top row (so every frame
