@@ -72,6 +72,9 @@ def repair(root: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -
     {"shards": {path: problem}, "episodes": [ids dropped], "moved": {path: where it went}}.
     UserError if there is no dataset, or its index files are themselves unreadable."""
     loc = storage.resolve(root, filesystem)
+    # Checked before the lock, which makes the folder: a typo'd path or a file is refused with nothing made.
+    if storage.read_manifest(loc) is None:
+        raise UserError(f"{loc.uri}: no {schema.MANIFEST_NAME} here; give the directory of a WorldLoom dataset")
     with storage.locked(loc):
         manifest = storage.read_manifest(loc)
         if manifest is None:

@@ -430,3 +430,15 @@ def test_export_refuses_a_scale_whose_frames_pass_4096_px_before_drawing(small_d
     check_output_size(15, 32, 32, rows=4, cols=8, border=2)
     with pytest.raises(UserError, match="use --scale 128 or less"):
         check_output_size(129, 32, 32)
+
+
+def test_repair_of_a_file_or_a_missing_folder_is_one_line_and_makes_nothing(tmp_path, capsys):
+    """`dataset repair notes.txt` was a FileExistsError traceback; `dataset repair typo` made the folder
+    `typo/` with a lock file in it before saying there was no dataset there."""
+    note = tmp_path / "notes.txt"
+    note.write_text("not a dataset")
+    for path in (note, tmp_path / "typo"):
+        assert main(["dataset", "repair", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and f"{path}: no dataset.json here" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"] and note.read_text() == "not a dataset"
