@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import posixpath
 import sys
 import time
 import uuid
@@ -26,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from worldloom.errors import UserError
-from worldloom.folders import check_out
+from worldloom.folders import KINDS, check_out, describe, folder_kind
 from worldloom.io import json_text
 from worldloom.paths import redact_json
 
@@ -183,12 +185,17 @@ def parse_fractions(items: Sequence[str]) -> dict[str, float]:
     fractions = {}
     for item in items:
         name, sep, value = item.partition("=")
+        if name in fractions:
+            raise UserError(f"--fractions names {name!r} twice; give each split once, like train=0.9 val=0.1")
         try:
             fractions[name] = float(value)
         except ValueError:
             raise UserError(f"--fractions takes name=fraction pairs like train=0.9, got {item!r}") from None
-        if not sep or not name or fractions[name] < 0:
+        if not sep or not name or not math.isfinite(fractions[name]) or fractions[name] < 0:
             raise UserError(f"--fractions takes name=fraction pairs like train=0.9, got {item!r}")
+        if name.startswith(".") or not all(c.isalnum() or c in "-_." for c in name):
+            raise UserError(f"--fractions: a split name is a folder under --out: letters, digits, '-', '_', '.' "
+                            f"(not first), got {name!r}")
     if not fractions or abs(sum(fractions.values()) - 1.0) > 1e-6:
         raise UserError(f"--fractions must sum to 1, got {fractions}")
     return fractions
@@ -212,6 +219,13 @@ def split(source: str | os.PathLike, out: str | os.PathLike, fractions: dict[str
     copies again the ones whose source content changed since (a relabeled or re-ingested episode: its
     shard checksum and rows, `env_config["split_source"]`), drops the ones the source no longer has,
     and sweeps what an interrupted run left (datasets/jobs.py)."""
+    kind = folder_kind(out)
+    if kind == "file" or kind in KINDS:  # OUT/train, OUT/val would be datasets nested inside a dataset or a run
+        what = "is a file" if kind == "file" else f"holds {describe(kind)}"
+        raise UserError(f"--out {out} {what}; split writes one dataset per split under --out "
+                        f"({posixpath.join(str(out), next(iter(fractions)))}, ...): give a new folder")
+    for name in fractions:  # a file or a run where a split dataset goes: refused before anything is written
+        check_out(posixpath.join(str(out), name), "dataset")
     ds = Dataset(source)
     check_shard_schemas(ds)
     base = storage.resolve(out)

@@ -442,3 +442,30 @@ def test_repair_of_a_file_or_a_missing_folder_is_one_line_and_makes_nothing(tmp_
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and f"{path}: no dataset.json here" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"] and note.read_text() == "not a dataset"
+
+
+def test_split_refuses_a_bad_out_or_fractions_in_one_line_writing_nothing(small_dataset, tmp_path, capsys):
+    """`split --out notes.txt` was a NotADirectoryError traceback; `--out` a dataset or an IDM run got
+    train/ and val/ datasets nested inside it (exit 0); `--fractions train=nan` put every episode in
+    train; `--fractions a/b=0.5 c=0.5` said "writer_id may hold letters..." after making sp/a/b."""
+    from worldloom.checkpoint import write_run_config
+
+    note = tmp_path / "notes.txt"
+    note.write_text("not a folder")
+    run = tmp_path / "idm"
+    run.mkdir()
+    write_run_config(run, "idm", {})
+    other = tmp_path / "other"
+    with DatasetWriter(other, 32, 32) as w:
+        w.add_episode("x-0", pixel_frames(8, 32, 32))
+    before = {p: tree_digest(p) for p in (small_dataset, run, other)}
+    cases = [(note, ["train=0.9", "val=0.1"], "is a file"), (run, ["train=0.9", "val=0.1"], "holds an IDM run"),
+             (other, ["train=0.9", "val=0.1"], "holds a WorldLoom dataset"),
+             (tmp_path / "sp", ["train=nan"], "name=fraction pairs"), (tmp_path / "sp", ["a/b=0.5", "c=0.5"], "'a/b'"),
+             (tmp_path / "sp", ["..=1"], "'..'"), (tmp_path / "sp", ["train=1", "train=0"], "'train' twice")]
+    for out, fractions, words in cases:
+        assert main(["dataset", "split", str(small_dataset), "--out", str(out), "--fractions", *fractions]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and words in err and "Traceback" not in err, err
+    assert {p: tree_digest(p) for p in before} == before and note.read_text() == "not a folder"
+    assert not (tmp_path / "sp").exists()
