@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from worldloom.errors import UserError
+from worldloom.folders import check_out
 from worldloom.idm import metrics
 from worldloom.idm.checkpoint import check_step_rate, checkpoint_id, load_idm, run_folder
 from worldloom.idm.data import Episode, load_episodes
@@ -123,8 +124,12 @@ def evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None = N
 def _evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None, out: str | Path | None,
               stages: Stages) -> dict:
     stages.start("loading the IDM and the episodes")
+    if out:  # a file, a dataset or a run: refused before the work, not after it
+        check_out(out, "eval")
     check_step_rate(model_dir, [*data, *(truth or [])])  # from config.json: before any weight or frame is read
     model, cfg = load_idm(model_dir)
+    out_dir = Path(out) if out else run_folder(model_dir) / f"eval-{Path(str(data[0]).rstrip('/')).name}"
+    check_out(out_dir, "eval")
     episodes = load_episodes(list(data), require_labels=False)
     if not episodes:
         raise UserError(f"no episodes in {', '.join(map(str, data))}")
@@ -151,7 +156,6 @@ def _evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None, o
         "persistence": metrics.score(*metrics.persistence_prediction(true_buttons, true_camera, starts), true_buttons, true_camera),
         "camera_quantization_ceiling": metrics.quantization_ceiling(true_camera),
     }
-    out_dir = Path(out) if out else run_folder(model_dir) / f"eval-{Path(str(data[0]).rstrip('/')).name}"
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "eval.json", report)  # strict JSON: a NaN score as null
     atomic_write_text(out_dir / "eval.md", markdown_table(report))

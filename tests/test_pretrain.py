@@ -847,6 +847,25 @@ def test_eval_and_rollout_on_data_at_another_step_rate_are_one_line(data, tmp_pa
     assert err.count("\n") == 1 and not (tmp_path / "ev").exists()
 
 
+def test_eval_refuses_an_out_that_is_a_file_a_dataset_or_a_run_before_the_work(data, tmp_path, capsys):
+    """`pretrain eval --out notes.txt` generated and scored every clip, then ended in a FileExistsError
+    traceback; `--out` a dataset got eval.json, eval.png and strip.png among its shards, exit 0. Now one line up front."""
+    from conftest import assert_out_refused, make_run
+
+    run = tmp_path / "wm"
+    main(TrainConfig(data=(data["train"],), out=str(run), max_steps=1, **MICRO))
+    note = tmp_path / "notes.txt"
+    note.write_text("not a folder")
+    argv = ["pretrain", "eval", "--model", str(run), "--data", data["heldout"], "--num-clips", "1", "--horizon", "2",
+            "--next-frame-positions", "1"]
+    assert cli([*argv, "--out", str(note)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"--out {note} is a file, not a folder; give a new folder for an evaluation report"), err
+    assert "Traceback" not in err and note.read_text() == "not a folder"
+    assert_out_refused(cli, argv, Path(data["train"]), "holds a WorldLoom dataset", capsys, one_line=True)
+    assert_out_refused(cli, argv, make_run(tmp_path / "idm", "idm"), "holds an IDM run", capsys, one_line=True)
+
+
 def test_rollout_and_eval_say_up_front_what_a_short_episode_cuts(data, tmp_path, capsys, monkeypatch):
     """`pretrain rollout --horizon 8` on a 5-step episode made 3 frames, said only by the summary after
     the work; `pretrain eval` scored fewer clips than --num-clips and a shorter stability rollout than
