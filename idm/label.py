@@ -126,7 +126,9 @@ def discover(cfg: LabelConfig) -> tuple[str, list[tuple[dict, Source]]]:
         items = [({"kind": "episode", "source": str(src), "episode_id": row["episode_id"]},
                   episode_source(origin, row["episode_id"], checksums[row["shard"]], row["row_start"], row["num_steps"]))
                  for row in table if cfg.all_episodes or row["label_source"] == "none"]
-        if not items and len(ds):
+        if not len(ds):  # an empty dataset (a capture that recorded nothing yet): nothing would be labeled, exit 0
+            raise UserError(f"{src}: the dataset holds no episodes; nothing to label (record or ingest footage into it first)")
+        if not items:
             raise UserError(f"{src}: every episode already has labels; pass --all-episodes to relabel them")
         return "dataset", items
     if src.is_file():

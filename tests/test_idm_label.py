@@ -503,3 +503,17 @@ def test_labeled_footage_keeps_its_state_and_captions(run, tmp_path):
             assert ds.read_table(eid, columns=state_names).to_pydict() == truth.read_table(eid, columns=state_names).to_pydict()
             clip = ds.frames(eid)
             assert clip.label_source == "idm" and clip.label_model == checkpoint.checkpoint_id(run)
+
+
+def test_labeling_an_empty_dataset_is_one_line_not_exit_0(run, tmp_path, capsys):
+    """`idm label --data EMPTY` (a capture that recorded nothing yet) printed "labeled 0 of 0 inputs", exit 0,
+    as if the footage were labeled. Now one line naming the dataset, exit 2, and no --out made."""
+    from worldloom.datasets import DatasetWriter
+
+    empty = tmp_path / "empty"
+    DatasetWriter(empty, 64, 64).close()
+    out = tmp_path / "pseudo"
+    assert cli(["idm", "label", "--model", run, "--data", str(empty), "--out", str(out), "--num-workers", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{empty}: the dataset holds no episodes; nothing to label" in err, err
+    assert not out.exists()
