@@ -168,7 +168,7 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
 
     p = sub.add_parser("captions", help="engine-exact captions per clip from the state columns, as JSON lines (docs/captions.md)")
     p.add_argument("path", help="dataset directory or URI")
-    p.add_argument("--out", required=True, help="output .jsonl file (one object per clip)")
+    p.add_argument("--out", required=True, help="output .jsonl file (one object per clip; its folder is made if missing)")
     p.add_argument("--clip-seconds", type=finite_float, default=2.0, help="clip length in seconds (default: 2)")
     p.set_defaults(handler=cmd_captions)
 
