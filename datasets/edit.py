@@ -89,6 +89,8 @@ def merge(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> dict:
         raise UserError("merge needs at least one source dataset")
     check_out(out, "dataset")
     datasets = [Dataset(s) for s in sources]
+    if not any(len(ds) for ds in datasets):  # else an empty --out is made and the merge says exit 0
+        raise UserError(f"{', '.join(ds.location.uri for ds in datasets)}: no episodes in any source; nothing to merge")
     owner = check_sources(datasets)
     writer_id = f"merge-{uuid.uuid4().hex[:6]}"
     with job_lock([str(out)], "dataset merge"):
@@ -231,11 +233,15 @@ def split(source: str | os.PathLike, out: str | os.PathLike, fractions: dict[str
     base = storage.resolve(out)
     config = {"split_of": ds.location.uri, "fractions": fractions, "seed": seed}
     roots = {name: base.join(name) for name in fractions}
+    made = False
     for name, root in roots.items():
         manifest = storage.read_manifest(storage.resolve(root, base.fs))
         if manifest is not None and manifest.get("config") != redact_json(config):
             raise UserError(f"{base.uri}/{name}: holds another dataset than this split ({manifest.get('config')}); "
                             "choose a new --out, or the same source, --fractions and --seed to finish it")
+        made = made or manifest is not None
+    if not len(ds) and not made:  # else empty split datasets are made, exit 0 (a split made before follows its source)
+        raise UserError(f"{ds.location.uri}: the dataset holds no episodes; nothing to split")
     checksums = {s["path"]: s["checksum"] for s in ds.manifest["shards"]}
     rows = [with_split_source(r, checksums[r["shard"]]) for r in ds.episodes.to_pylist()]
     assigned = {name: [r for r in rows if assign_split(r["episode_id"], fractions, seed) == name] for name in fractions}

@@ -469,3 +469,19 @@ def test_split_refuses_a_bad_out_or_fractions_in_one_line_writing_nothing(small_
         assert err.count("\n") == 0 and words in err and "Traceback" not in err, err
     assert {p: tree_digest(p) for p in before} == before and note.read_text() == "not a folder"
     assert not (tmp_path / "sp").exists()
+
+
+def test_merge_or_split_of_empty_datasets_is_one_line_not_exit_0(small_dataset, tmp_path, capsys):
+    """`dataset merge EMPTY --out m` made an empty dataset and `dataset split EMPTY --out sp` two empty ones,
+    exit 0, as if something were merged or split. Now one line, exit 2, nothing made; an empty source
+    beside one with episodes still merges."""
+    empty = tmp_path / "empty"
+    DatasetWriter(empty, 32, 32).close()
+    for argv, words in ((["merge", str(empty), str(empty), "--out", str(tmp_path / "m")], "no episodes in any source"),
+                        (["split", str(empty), "--out", str(tmp_path / "sp")], "the dataset holds no episodes")):
+        assert main(["dataset", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and words in err, err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "sp").exists()
+    assert main(["dataset", "merge", str(empty), str(small_dataset), "--out", str(tmp_path / "m")]) == 0
+    assert len(Dataset(tmp_path / "m")) == 4
