@@ -365,6 +365,11 @@ def check_fps(cfg: LabelConfig, kind: str) -> None:
 
 def label(cfg: LabelConfig) -> dict:
     """Label everything under cfg.data not yet in cfg.out; returns a summary (done, skipped, failed)."""
+    from worldloom.checkpoint import real_folders
+
+    if real_folders([str(cfg.data)]) == real_folders([str(cfg.out)]):  # its labels would sit beside the episodes they label
+        raise UserError(f"--out {redact_text(cfg.out)} is the --data being labeled; give a new --out (the labels are a "
+                        "dataset of their own)")
     check_label_out(cfg.out)
     kind, found = discover(cfg)
     if kind == "dataset":  # videos are resampled to --fps as they are read

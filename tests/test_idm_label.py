@@ -517,3 +517,22 @@ def test_labeling_an_empty_dataset_is_one_line_not_exit_0(run, tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and f"{empty}: the dataset holds no episodes; nothing to label" in err, err
     assert not out.exists()
+
+
+def test_labeling_a_dataset_into_itself_is_one_line(run, tmp_path, capsys):
+    """`idm label --data DS --out DS --all-episodes` wrote the new labels beside the episodes they label
+    (ep-0 and ep-0~24: the footage twice, under two ids), exit 0. Now one line, nothing written."""
+    from conftest import tree_digest
+
+    from worldloom.datasets import DatasetWriter
+
+    ds = tmp_path / "pseudo"
+    with DatasetWriter(ds, 64, 64) as w:
+        frames, buttons, camera = play(24, 2)
+        w.add_episode("ep-0", frames, buttons, camera, label_source="idm", label_model="m")  # resumable as --out
+    before = tree_digest(ds)
+    assert cli(["idm", "label", "--model", run, "--data", str(ds), "--out", f"{ds}/", "--all-episodes",
+                "--num-workers", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"--out {ds}/ is the --data being labeled; give a new --out" in err, err
+    assert tree_digest(ds) == before
