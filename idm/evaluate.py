@@ -22,7 +22,7 @@ from worldloom.errors import UserError
 from worldloom.folders import check_out
 from worldloom.idm import metrics
 from worldloom.idm.checkpoint import check_step_rate, checkpoint_id, load_idm, run_folder
-from worldloom.idm.data import Episode, load_episodes
+from worldloom.idm.data import Episode, load_episodes, open_dataset
 from worldloom.idm.infer import predict_sequence
 from worldloom.io import atomic_path, atomic_write_json, atomic_write_text
 from worldloom.paths import redact_json, redact_text
@@ -37,6 +37,9 @@ def truth_for(episodes: list[Episode], truth: list[str] | None) -> list[Episode]
             raise UserError(f"{len(unlabeled)} episode(s) have no recorded actions (e.g. {unlabeled[0]}): "
                             "give --truth DIR with the same episode ids and their env labels")
         return episodes
+    if not any("env" in open_dataset(t).episodes.column("label_source").to_pylist() for t in truth):
+        raise UserError(f"--truth {', '.join(map(redact_text, truth))}: no episode there has actions recorded by the env; "
+                        "give the dataset of true actions (the one `capture run --strip-actions TRUTH` wrote)")
     by_id = {ep.episode_id: ep for ep in load_episodes(truth, require_labels=True)}
     missing = [ep.episode_id for ep in episodes if ep.episode_id not in by_id]
     if missing:

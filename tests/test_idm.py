@@ -690,6 +690,19 @@ def test_eval_refuses_an_out_that_is_a_file_a_dataset_or_a_run_before_the_work(v
     assert_out_refused(cli, argv, make_run(tmp_path / "wm", "world_model"), "holds a world model run", capsys, one_line=True)
 
 
+def test_eval_with_a_truth_that_holds_no_env_labels_names_truth(voxel, full_run, tmp_path, capsys):
+    """`idm eval --data FOOTAGE --truth FOOTAGE` (the footage given twice, not the truth capture wrote beside it)
+    said "no labeled episodes ... the IDM trains on actions recorded by the env", as if training. Now it names
+    --truth and the dataset it wants."""
+    assert cli(["idm", "eval", "--model", str(full_run), "--data", voxel["unlabeled"], "--truth", voxel["unlabeled"],
+                "--out", str(tmp_path / "ev")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines()[-1] == (f"worldloom idm: error: --truth {voxel['unlabeled']}: no episode there has actions "
+                                    "recorded by the env; give the dataset of true actions (the one `capture run "
+                                    "--strip-actions TRUTH` wrote)"), err
+    assert not (tmp_path / "ev").exists()
+
+
 def test_minutes_budget_shortens_the_schedule(voxel, tmp_path):
     run = train_main(micro_cfg(voxel["labeled"], tmp_path / "r", max_steps=100_000, minutes=0.05, eval_every=5, checkpoint_every=5))
     state = json.loads((run / "checkpoint" / "state.json").read_text())
