@@ -56,7 +56,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
         aside = f"; moved to {result['moved'][rel]}" if rel in result["moved"] else ""
         print(f"{where}/{rel}: {problem}; dropped from the dataset{aside}")
     print(f"dropped {len(result['episodes'])} episode(s): {', '.join(result['episodes'])}")
-    print("re-run the capture command that made them to record them again")
+    print(result["hint"])
     return 0
 
 

@@ -485,3 +485,20 @@ def test_merge_or_split_of_empty_datasets_is_one_line_not_exit_0(small_dataset, 
     assert not (tmp_path / "m").exists() and not (tmp_path / "sp").exists()
     assert main(["dataset", "merge", str(empty), str(small_dataset), "--out", str(tmp_path / "m")]) == 0
     assert len(Dataset(tmp_path / "m")) == 4
+
+
+def test_repair_says_how_to_get_the_episodes_back_for_what_made_the_dataset(small_dataset, tmp_path, capsys):
+    """`dataset repair` of a merged dataset said "re-run the capture command that made them", and re-running
+    the merge into it is refused ("already holds episode"): now it names the merge's sources and a new --out;
+    a split says to re-run the split, which copies them again."""
+    merged, splits = tmp_path / "merged", tmp_path / "splits"
+    assert main(["dataset", "merge", str(small_dataset), "--out", str(merged)]) == 0
+    assert main(["dataset", "split", str(small_dataset), "--out", str(splits), "--fractions", "train=1"]) == 0
+    for root, words in ((merged, f"merge its sources ({small_dataset}) again into a new --out to get them back"),
+                        (splits / "train", "re-run the `worldloom dataset split` command that made it to copy them again")):
+        (root / first_shard(root)[0]).unlink()
+        capsys.readouterr()
+        assert main(["dataset", "repair", str(root)]) == 0
+        assert words in capsys.readouterr().out
+    assert main(["dataset", "split", str(small_dataset), "--out", str(splits), "--fractions", "train=1"]) == 0
+    assert len(Dataset(splits / "train")) == 4 and validate(splits / "train") == []
