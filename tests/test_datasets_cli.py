@@ -498,8 +498,8 @@ def test_repair_says_how_to_get_the_episodes_back_for_what_made_the_dataset(smal
                         (splits / "train", "re-run the `worldloom dataset split` command that made it to copy them again")):
         (root / first_shard(root)[0]).unlink()
         code, lines = run_validate(root, capsys)  # it points to repair, not to a capture that never made this data
-        assert code == 1 and "run `worldloom dataset repair` (it says which command" in lines[0] and \
-            "capture" not in "\n".join(lines), lines
+        text = "\n".join(lines)
+        assert code == 1 and "run `worldloom dataset repair` (it says which command" in text and "capture" not in text, lines
         assert main(["dataset", "repair", str(root)]) == 0
         assert words in capsys.readouterr().out
     assert main(["dataset", "split", str(small_dataset), "--out", str(splits), "--fractions", "train=1"]) == 0
