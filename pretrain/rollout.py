@@ -27,12 +27,11 @@ import numpy as np
 import torch
 
 from worldloom.config import check_range, doc
-from worldloom.datasets.export import MAX_OUTPUT_PX, check_output_size
+from worldloom.datasets.export import MAX_OUTPUT_PX, check_episode, check_output_size
 from worldloom.datasets.storage import resize_words
 from worldloom.datasets.video import FPS_RANGE
 from worldloom.errors import UserError
 from worldloom.io import check_video_out, write_video
-from worldloom.progress import counted
 
 from .checkpoint import check_step_rate, load_world_model
 from .data import frames_to_model, model_to_frames
@@ -127,8 +126,7 @@ def rollout_episode(cfg: RolloutConfig) -> dict:
     text = prompt_tokens(model, cfg)
     context = model.cfg.num_frames - 1
     ds = Dataset(cfg.data)
-    if cfg.episode not in ds.episode_ids:
-        raise UserError(f"episode {cfg.episode!r} is not in {cfg.data} (it has {counted(len(ds), 'episode')}, e.g. {ds.episode_ids[:3]})")
+    check_episode(ds, cfg.episode)
     num_steps = ds.episode(cfg.episode).num_steps
     horizon = min(cfg.horizon, num_steps - cfg.start - context)
     if horizon < 1:

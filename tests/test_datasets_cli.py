@@ -504,3 +504,11 @@ def test_repair_says_how_to_get_the_episodes_back_for_what_made_the_dataset(smal
         assert words in capsys.readouterr().out
     assert main(["dataset", "split", str(small_dataset), "--out", str(splits), "--fractions", "train=1"]) == 0
     assert len(Dataset(splits / "train")) == 4 and validate(splits / "train") == []
+
+
+def test_export_of_an_episode_of_an_empty_dataset_says_it_is_empty(tmp_path, capsys):
+    """`dataset export EMPTY --episode ep-0` said "(it has 0 episodes, e.g. [])"; now it says the dataset is empty."""
+    DatasetWriter(tmp_path / "empty", 32, 32).close()
+    assert main(["dataset", "export", str(tmp_path / "empty"), "--episode", "ep-0", "--out", str(tmp_path / "e.mp4")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"worldloom dataset: error: episode 'ep-0' is not in {tmp_path / 'empty'}: the dataset holds no episodes"
