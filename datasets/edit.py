@@ -34,7 +34,7 @@ from worldloom.paths import redact_json
 
 from . import schema, storage
 from .jobs import job_lock, sweep_orphans
-from .reader import Dataset
+from .reader import Dataset, check_distinct
 from .validate import schema_differences
 from .writer import (
     DatasetWriter,
@@ -103,6 +103,7 @@ def merge(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> dict:
 
 def check_sources(datasets: list[Dataset]) -> dict[str, str]:
     """{episode id: its source}; UserError for sources of another spec or schema, or a shared episode id."""
+    check_distinct(datasets)  # one folder named twice, or a copy: not two datasets whose ids clash
     check_same_spec(datasets)
     owner: dict[str, str] = {}
     for ds in datasets:

@@ -512,3 +512,18 @@ def test_export_of_an_episode_of_an_empty_dataset_says_it_is_empty(tmp_path, cap
     assert main(["dataset", "export", str(tmp_path / "empty"), "--episode", "ep-0", "--out", str(tmp_path / "e.mp4")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"worldloom dataset: error: episode 'ep-0' is not in {tmp_path / 'empty'}: the dataset holds no episodes"
+
+
+def test_merge_of_one_dataset_twice_or_into_a_dataset_folder_is_one_line(small_dataset, tmp_path, capsys):
+    """`dataset merge DS DS` said "episode ids must be unique across merged datasets (split one off or
+    re-capture with other ids)"; `merge DS --out DS/frames` made a dataset inside DS's frames/ (validate then
+    listed its files as extra shards, and a re-run writer's sweep deletes them). Now one line each."""
+    before = tree_digest(small_dataset)
+    for argv, words in (([str(small_dataset), f"{small_dataset}/", "--out", str(tmp_path / "m")],
+                         f"{small_dataset}/ is given twice (also as {small_dataset})"),
+                        ([str(small_dataset), "--out", str(small_dataset / "frames")],
+                         f"lies inside the WorldLoom dataset {small_dataset}; give a new folder outside it")):
+        assert main(["dataset", "merge", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and words in err, err
+    assert tree_digest(small_dataset) == before and not (tmp_path / "m").exists()
