@@ -164,7 +164,7 @@ class Labeler:
                 self.writers[key] = DatasetWriter(self.cfg.out, height=height, width=width, fps=fps, codec=codec,
                                                   config=self.job_config, autocommit=False)
             except SpecMismatch as err:
-                raise UserError(f"{item['source']}: {err}{self._fit_hint(err.dataset, item)}") from None
+                raise UserError(f"{item_words(item)}: {err}{self._fit_hint(err.dataset, item)}") from None
         self.writers[key].release_ids(item["replaces"])  # this item's new episodes replace them at commit
         return self.writers[key]
 
@@ -267,13 +267,13 @@ class Labeler:
         steps' predictions dropped), or, for VPT's IDM, a window of its own length."""
         window = self.model_cfg.num_frames
         if num_steps < 2:
-            raise UserError(f"{item['source']}: {num_steps} step(s) at {fps:g} fps: an IDM reads an action from the "
+            raise UserError(f"{item_words(item)}: {num_steps} step(s) at {fps:g} fps: an IDM reads an action from the "
                             "motion between frames, so a clip needs 2 steps at least; nothing to label")
         if num_steps >= window:
             return []
         how = ("its last frame repeated to fill the window (the padded steps dropped)"
                if getattr(self.model, "pads_short_windows", True) else "a window of its own length, as VPT runs one")
-        return [f"{item['source']}: {num_steps} steps ({num_steps / fps:.2f} s at {fps:g} fps), shorter than the "
+        return [f"{item_words(item)}: {num_steps} steps ({num_steps / fps:.2f} s at {fps:g} fps), shorter than the "
                 f"model's window of {window} ({window / fps:.2f} s): labeled with {how}; its last steps' labels are "
                 "the least sure"]
 
@@ -331,6 +331,11 @@ def warnings_of(result: dict) -> list[str]:
     fields = {f.name for f in dataclasses.fields(DecodeReport)}
     report = DecodeReport(**{k: v for k, v in decoded.items() if k in fields})
     return [*result.get("warnings", []), *(f"{result['item']['source']}: {line}" for line in report.warnings())]
+
+
+def item_words(item: dict) -> str:
+    """How a line names one input: its video file, or its dataset and episode (a dataset has many)."""
+    return f"{item['source']} episode {item['episode_id']!r}" if item.get("kind") == "episode" else item["source"]
 
 
 def check_label_out(out: str) -> None:

@@ -536,3 +536,19 @@ def test_labeling_a_dataset_into_itself_is_one_line(run, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and f"--out {ds}/ is the --data being labeled; give a new --out" in err, err
     assert tree_digest(ds) == before
+
+
+def test_lines_about_one_episode_of_a_dataset_name_the_episode(run, tmp_path, capsys):
+    """Labeling a dataset, a 1-step episode was "skipped: DS: 1 step(s) ..." and a short one "warning: DS: 3
+    steps ...": the dataset, not which of its episodes. Now each line names the episode."""
+    from worldloom.datasets import DatasetWriter
+
+    frames = play(4, 3)[0]
+    with DatasetWriter(tmp_path / "short", 64, 64) as w:
+        w.add_episode("s-1", frames[:1])
+        w.add_episode("s-3", frames[:3])
+    assert cli(["idm", "label", "--model", run, "--data", str(tmp_path / "short"), "--out", str(tmp_path / "pseudo"),
+                "--num-workers", "1"]) == 1
+    err = capsys.readouterr().err
+    assert f"idm label: skipped: {tmp_path / 'short'} episode 's-1': 1 step(s) at 20 fps" in err, err
+    assert f"idm label: warning: {tmp_path / 'short'} episode 's-3': 3 steps (0.15 s at 20 fps)" in err, err
