@@ -127,6 +127,8 @@ def rollout_episode(cfg: RolloutConfig) -> dict:
     context = model.cfg.num_frames - 1
     ds = Dataset(cfg.data)
     check_episode(ds, cfg.episode)
+    if ds.episode(cfg.episode).label_source == "none":  # before any line about what the rollout will make
+        raise UserError(f"episode {cfg.episode!r} is unlabeled (label_source none): a rollout needs its actions; label it with the IDM first")
     num_steps = ds.episode(cfg.episode).num_steps
     horizon = min(cfg.horizon, num_steps - cfg.start - context)
     if horizon < 1:

@@ -889,6 +889,19 @@ def test_eval_and_rollout_of_frames_of_another_size_say_the_resize(data, tmp_pat
     assert (tmp_path / "r.mp4").stat().st_size > 0
 
 
+def test_rollout_of_an_unlabeled_episode_is_only_the_error(data, tmp_path, capsys):
+    """`pretrain rollout` of an unlabeled episode past its end first said "N of the --horizon frames are
+    generated", then refused the episode as unlabeled. Now the refusal is the only line."""
+    run = tmp_path / "wm"
+    main(TrainConfig(data=(data["train"],), out=str(run), max_steps=1, **MICRO))
+    capsys.readouterr()
+    assert cli(["pretrain", "rollout", "--model", str(run), "--data", data["unlabeled"], "--episode", "ep-3",
+                "--horizon", "100", "--out", str(tmp_path / "r.mp4")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("worldloom pretrain: error: episode 'ep-3' is unlabeled (label_source none): a rollout needs its "
+                   "actions; label it with the IDM first"), err
+
+
 def test_rollout_and_eval_say_up_front_what_a_short_episode_cuts(data, tmp_path, capsys, monkeypatch):
     """`pretrain rollout --horizon 8` on a 5-step episode made 3 frames, said only by the summary after
     the work; `pretrain eval` scored fewer clips than --num-clips and a shorter stability rollout than
