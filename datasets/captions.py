@@ -28,6 +28,7 @@ import re
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -338,6 +339,19 @@ def stored_captions(ds: Dataset, episode_id: str) -> list[Caption]:
     return out
 
 
+def check_jsonl_out(out: str) -> None:
+    """UserError (one line) unless `out` names a .jsonl file that can be made: a folder, another suffix
+    (`--out data/run1/dataset.json` would replace the dataset's manifest) or a parent that is a file is refused."""
+    path = Path(out)
+    if path.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name ending in .jsonl, e.g. {path.with_name(path.name + '-captions.jsonl')}")
+    if path.suffix.lower() != ".jsonl":
+        raise UserError(f"--out {out}: give a file name ending in .jsonl (one JSON object per clip)")
+    blocker = next((q for q in path.absolute().parents if q.exists() and not q.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"--out {out}: {blocker} is a file, so no folder can be made there; choose another --out")
+
+
 def caption_dataset(path: str, out: str, clip_seconds: float = 2.0) -> dict:
     """Captions of every episode of the dataset at `path`, written as JSON lines to `out`
     (one object per clip: episode_id, start, stop, caption, facts). UserError when the dataset
@@ -346,7 +360,10 @@ def caption_dataset(path: str, out: str, clip_seconds: float = 2.0) -> dict:
 
     if not (math.isfinite(clip_seconds) and clip_seconds > 0):
         raise UserError(f"--clip-seconds must be a positive number of seconds, got {clip_seconds}")
+    check_jsonl_out(out)
     ds = Dataset(path)
+    if not len(ds):
+        raise UserError(f"{path}: the dataset holds no episodes; nothing to caption")
     clip_frames = max(1, round(clip_seconds * float(ds.spec.fps)))
     lines, num_known = [], 0
     for episode_id in ds.episode_ids:
@@ -356,6 +373,7 @@ def caption_dataset(path: str, out: str, clip_seconds: float = 2.0) -> dict:
     if lines and not num_known:
         raise UserError(f"{path}: no engine state in any episode (the state_* columns are null); captions need a "
                         "dataset written by `worldloom capture` with actions (not --strip-actions footage)")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, "".join(line + "\n" for line in lines))
     return {"clips": len(lines), "episodes": len(ds), "clip_frames": clip_frames, "out": out}
 

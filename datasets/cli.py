@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from worldloom.config import finite_float
 from worldloom.errors import UserError
-from worldloom.io import json_text
+from worldloom.io import check_parents, json_text
 from worldloom.paths import redact_uri
 from worldloom.progress import counted
 
@@ -55,7 +56,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
         aside = f"; moved to {result['moved'][rel]}" if rel in result["moved"] else ""
         print(f"{where}/{rel}: {problem}; dropped from the dataset{aside}")
     print(f"dropped {len(result['episodes'])} episode(s): {', '.join(result['episodes'])}")
-    print("re-run the capture command that made them to record them again")
+    print(result["hint"])
     return 0
 
 
@@ -65,6 +66,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     ds = Dataset(args.path)
     if args.out.lower().endswith(".png"):
+        check_parents(Path(args.out))  # before the frames are read and drawn
         if args.episode is not None:
             check_episode(ds, args.episode)
         out = contact_sheet(ds, args.out, episode_id=args.episode, num=32 if args.num is None else args.num,
@@ -168,7 +170,7 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
 
     p = sub.add_parser("captions", help="engine-exact captions per clip from the state columns, as JSON lines (docs/captions.md)")
     p.add_argument("path", help="dataset directory or URI")
-    p.add_argument("--out", required=True, help="output .jsonl file (one object per clip)")
+    p.add_argument("--out", required=True, help="output .jsonl file (one object per clip; its folder is made if missing)")
     p.add_argument("--clip-seconds", type=finite_float, default=2.0, help="clip length in seconds (default: 2)")
     p.set_defaults(handler=cmd_captions)
 

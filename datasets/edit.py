@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import posixpath
 import sys
 import time
 import uuid
@@ -26,13 +28,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from worldloom.errors import UserError
-from worldloom.folders import check_out
+from worldloom.folders import KINDS, check_out, describe, folder_kind
 from worldloom.io import json_text
 from worldloom.paths import redact_json
 
 from . import schema, storage
 from .jobs import job_lock, sweep_orphans
-from .reader import Dataset
+from .reader import Dataset, check_distinct
 from .validate import schema_differences
 from .writer import (
     DatasetWriter,
@@ -87,6 +89,8 @@ def merge(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> dict:
         raise UserError("merge needs at least one source dataset")
     check_out(out, "dataset")
     datasets = [Dataset(s) for s in sources]
+    if not any(len(ds) for ds in datasets):  # else an empty --out is made and the merge says exit 0
+        raise UserError(f"{', '.join(ds.location.uri for ds in datasets)}: no episodes in any source; nothing to merge")
     owner = check_sources(datasets)
     writer_id = f"merge-{uuid.uuid4().hex[:6]}"
     with job_lock([str(out)], "dataset merge"):
@@ -99,6 +103,7 @@ def merge(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> dict:
 
 def check_sources(datasets: list[Dataset]) -> dict[str, str]:
     """{episode id: its source}; UserError for sources of another spec or schema, or a shared episode id."""
+    check_distinct(datasets)  # one folder named twice, or a copy: not two datasets whose ids clash
     check_same_spec(datasets)
     owner: dict[str, str] = {}
     for ds in datasets:
@@ -183,12 +188,17 @@ def parse_fractions(items: Sequence[str]) -> dict[str, float]:
     fractions = {}
     for item in items:
         name, sep, value = item.partition("=")
+        if name in fractions:
+            raise UserError(f"--fractions names {name!r} twice; give each split once, like train=0.9 val=0.1")
         try:
             fractions[name] = float(value)
         except ValueError:
             raise UserError(f"--fractions takes name=fraction pairs like train=0.9, got {item!r}") from None
-        if not sep or not name or fractions[name] < 0:
+        if not sep or not name or not math.isfinite(fractions[name]) or fractions[name] < 0:
             raise UserError(f"--fractions takes name=fraction pairs like train=0.9, got {item!r}")
+        if name.startswith(".") or not all(c.isalnum() or c in "-_." for c in name):
+            raise UserError(f"--fractions: a split name is a folder under --out: letters, digits, '-', '_', '.' "
+                            f"(not first), got {name!r}")
     if not fractions or abs(sum(fractions.values()) - 1.0) > 1e-6:
         raise UserError(f"--fractions must sum to 1, got {fractions}")
     return fractions
@@ -212,16 +222,27 @@ def split(source: str | os.PathLike, out: str | os.PathLike, fractions: dict[str
     copies again the ones whose source content changed since (a relabeled or re-ingested episode: its
     shard checksum and rows, `env_config["split_source"]`), drops the ones the source no longer has,
     and sweeps what an interrupted run left (datasets/jobs.py)."""
+    kind = folder_kind(out)
+    if kind == "file" or kind in KINDS:  # OUT/train, OUT/val would be datasets nested inside a dataset or a run
+        what = "is a file" if kind == "file" else f"holds {describe(kind)}"
+        raise UserError(f"--out {out} {what}; split writes one dataset per split under --out "
+                        f"({posixpath.join(str(out), next(iter(fractions)))}, ...): give a new folder")
+    for name in fractions:  # a file or a run where a split dataset goes: refused before anything is written
+        check_out(posixpath.join(str(out), name), "dataset")
     ds = Dataset(source)
     check_shard_schemas(ds)
     base = storage.resolve(out)
     config = {"split_of": ds.location.uri, "fractions": fractions, "seed": seed}
     roots = {name: base.join(name) for name in fractions}
+    made = False
     for name, root in roots.items():
         manifest = storage.read_manifest(storage.resolve(root, base.fs))
         if manifest is not None and manifest.get("config") != redact_json(config):
             raise UserError(f"{base.uri}/{name}: holds another dataset than this split ({manifest.get('config')}); "
                             "choose a new --out, or the same source, --fractions and --seed to finish it")
+        made = made or manifest is not None
+    if not len(ds) and not made:  # else empty split datasets are made, exit 0 (a split made before follows its source)
+        raise UserError(f"{ds.location.uri}: the dataset holds no episodes; nothing to split")
     checksums = {s["path"]: s["checksum"] for s in ds.manifest["shards"]}
     rows = [with_split_source(r, checksums[r["shard"]]) for r in ds.episodes.to_pylist()]
     assigned = {name: [r for r in rows if assign_split(r["episode_id"], fractions, seed) == name] for name in fractions}

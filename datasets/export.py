@@ -155,6 +155,8 @@ def write_clip(frames: list[np.ndarray], path: str, fps: float) -> None:
 
 def check_episode(ds: Dataset, episode_id: str) -> None:
     """UserError naming the dataset and a few of its episode ids if `episode_id` is not in it."""
+    if not len(ds):
+        raise UserError(f"episode {episode_id!r} is not in {ds.location.uri}: the dataset holds no episodes")
     if episode_id not in ds.episode_ids:
         raise UserError(f"episode {episode_id!r} is not in {ds.location.uri} (it has {counted(len(ds), 'episode')}, "
                         f"e.g. {ds.episode_ids[:3]})")

@@ -69,9 +69,12 @@ def damaged_shards(root: str | os.PathLike, episode_ids: set[str] | None = None,
 
 def repair(root: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> dict:
     """Drop the damaged shards of the dataset at `root` and their episodes; returns
-    {"shards": {path: problem}, "episodes": [ids dropped], "moved": {path: where it went}}.
-    UserError if there is no dataset, or its index files are themselves unreadable."""
+    {"shards": {path: problem}, "episodes": [ids dropped], "moved": {path: where it went},
+    "hint": how to get them back}. UserError if there is no dataset, or its index files are themselves unreadable."""
     loc = storage.resolve(root, filesystem)
+    # Checked before the lock, which makes the folder: a typo'd path or a file is refused with nothing made.
+    if storage.read_manifest(loc) is None:
+        raise UserError(f"{loc.uri}: no {schema.MANIFEST_NAME} here; give the directory of a WorldLoom dataset")
     with storage.locked(loc):
         manifest = storage.read_manifest(loc)
         if manifest is None:
@@ -79,7 +82,7 @@ def repair(root: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -
         episodes = _committed_episodes(loc, manifest)  # UserError naming the file if unreadable
         bad = {e["path"]: p for e in manifest["shards"] if (p := shard_problem(loc, e, check_sums=True)) is not None}
         if not bad:
-            return {"shards": {}, "episodes": [], "moved": {}}
+            return {"shards": {}, "episodes": [], "moved": {}, "hint": ""}
         in_bad = pc.is_in(episodes.column("shard"), value_set=pa.array(sorted(bad), pa.string()))
         dropped = sorted(episodes.filter(in_bad).column("episode_id").to_pylist())
         kept = episodes.filter(pc.invert(in_bad))
@@ -97,7 +100,21 @@ def repair(root: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -
         for rel, problem in bad.items():
             if problem != "missing":
                 moved[rel] = _move_aside(loc, rel)
-    return {"shards": bad, "episodes": dropped, "moved": moved}
+    return {"shards": bad, "episodes": dropped, "moved": moved, "hint": remake_hint(manifest.get("config"))}
+
+
+def remake_hint(config: object) -> str:
+    """How to get dropped episodes back, from the dataset's `config` (free-form: anything may be there)."""
+    config = config if isinstance(config, dict) else {}
+    sources = config.get("merged_from")
+    if isinstance(sources, list) and sources:  # a merge into this dataset refuses the episodes it still holds
+        return (f"merge its sources ({', '.join(map(str, sources))}) again into a new --out to get them back "
+                "(a merge into this dataset refuses the episodes it still holds)")
+    if "split_of" in config:
+        return "re-run the `worldloom dataset split` command that made it to copy them again"
+    if config.get("job") in ("worldloom idm label", "worldloom dataset ingest"):
+        return f"re-run the `{config['job']}` command that made them to record them again"
+    return "re-run the capture command that made them to record them again"
 
 
 def _move_aside(loc: storage.Location, rel: str) -> str:

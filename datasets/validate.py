@@ -35,7 +35,8 @@ LEFTOVER_HINT = ("if `worldloom capture run`, `dataset ingest|merge|split` or `i
 
 
 # What to do about a shard that differs from dataset.json (said once for all such shards).
-REPAIR_HINT = "restore the file(s) from a copy, or run `worldloom dataset repair` and re-run the capture command"
+REPAIR_HINT = ("restore the file(s) from a copy, or run `worldloom dataset repair` (it says which command makes "
+               "the dropped episodes again)")
 
 
 @dataclass(frozen=True)

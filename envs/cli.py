@@ -41,6 +41,8 @@ def parse_seeds(text: str) -> list[int]:
         raise UserError(f"--seeds must look like 0-7 or 1,5,9, got {text!r}") from err
     if not seeds or len(seeds) > 256:
         raise UserError(f"--seeds must name 1..256 seeds, got {len(seeds)} from {text!r}")
+    if min(seeds) < 0:  # the envs seed numpy and gymnasium, which take none below 0
+        raise UserError(f"--seeds are whole numbers >= 0, got {min(seeds)} from {text!r}")
     return seeds
 
 
@@ -62,22 +64,28 @@ def _label(frame: np.ndarray, text: str) -> np.ndarray:
 def contact_sheet(env_name: str, seeds: list[int], height: int = 128, width: int = 128, warmup: int = 0,
                   player: str = "explorer", cols: int = 4) -> np.ndarray:
     """One labelled frame per seed after `warmup` steps of `player`, tiled in a grid (RGB uint8)."""
+    if warmup < 0:
+        raise UserError(f"--warmup must be a whole number of steps >= 0, got {warmup}")
     env = _make(env_name, height, width)
-    tiles = []
+    tiles, ended = [], []
     for k, seed in enumerate(seeds):
         # Voxel worlds: each tile starts in the next biome, so the sheet shows all of them.
         options = {"biome": BIOMES[k % len(BIOMES)]} if env_name == "voxel" else None
         obs, info = env.reset(seed=seed, options=options)
         p = make_player(player, seed=seed)
-        for _ in range(warmup):
+        for step in range(warmup):
             obs, _, terminated, truncated, info = env.step(p.act(obs, info))
             if terminated or truncated:
+                ended.append(f"seed {seed} after {step + 1}")
                 break
         if info.get("gui_open"):  # a sheet of worlds, not of inventory screens: close it
             close = actions.noop()
             close["inventory"] = 1
             obs, _, _, _, info = env.step(close)
         tiles.append(_label(obs, f"seed {seed} {info.get('biome', '')}"))
+    if ended:  # the tile shows the episode's last frame, not one after --warmup steps
+        print(f"envs show: {counted(len(ended), 'episode')} ended before --warmup {warmup} ({', '.join(ended)} steps): "
+              "their tiles show the last frame", file=sys.stderr)
     cols = min(cols, len(tiles))
     rows = -(-len(tiles) // cols)
     tiles += [np.zeros_like(tiles[0])] * (rows * cols - len(tiles))
@@ -111,6 +119,8 @@ def show(args: argparse.Namespace) -> int:
 def play(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise UserError(f"--steps must be >= 1, got {args.steps}")
+    if args.seed < 0:  # numpy and gymnasium take no seed below 0
+        raise UserError(f"--seed must be a whole number >= 0, got {args.seed}")
     out = check_video_out(args.out, f"{args.env}-{args.player}-seed{args.seed}")  # before the seconds of play
     frames = record(args.env, args.player, args.steps, args.seed, *_size(args))
     write_video(out, frames, FPS, pix_fmt="yuv444p")  # yuv444p: pixel-art colours kept exact

@@ -19,9 +19,10 @@ import numpy as np
 from tqdm import tqdm
 
 from worldloom.errors import UserError
+from worldloom.folders import check_out
 from worldloom.idm import metrics
 from worldloom.idm.checkpoint import check_step_rate, checkpoint_id, load_idm, run_folder
-from worldloom.idm.data import Episode, load_episodes
+from worldloom.idm.data import Episode, load_episodes, open_dataset
 from worldloom.idm.infer import predict_sequence
 from worldloom.io import atomic_path, atomic_write_json, atomic_write_text
 from worldloom.paths import redact_json, redact_text
@@ -36,6 +37,9 @@ def truth_for(episodes: list[Episode], truth: list[str] | None) -> list[Episode]
             raise UserError(f"{len(unlabeled)} episode(s) have no recorded actions (e.g. {unlabeled[0]}): "
                             "give --truth DIR with the same episode ids and their env labels")
         return episodes
+    if not any("env" in open_dataset(t).episodes.column("label_source").to_pylist() for t in truth):
+        raise UserError(f"--truth {', '.join(map(redact_text, truth))}: no episode there has actions recorded by the env; "
+                        "give the dataset of true actions (the one `capture run --strip-actions TRUTH` wrote)")
     by_id = {ep.episode_id: ep for ep in load_episodes(truth, require_labels=True)}
     missing = [ep.episode_id for ep in episodes if ep.episode_id not in by_id]
     if missing:
@@ -123,8 +127,12 @@ def evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None = N
 def _evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None, out: str | Path | None,
               stages: Stages) -> dict:
     stages.start("loading the IDM and the episodes")
+    if out:  # a file, a dataset or a run: refused before the work, not after it
+        check_out(out, "eval")
     check_step_rate(model_dir, [*data, *(truth or [])])  # from config.json: before any weight or frame is read
     model, cfg = load_idm(model_dir)
+    out_dir = Path(out) if out else run_folder(model_dir) / f"eval-{Path(str(data[0]).rstrip('/')).name}"
+    check_out(out_dir, "eval")
     episodes = load_episodes(list(data), require_labels=False)
     if not episodes:
         raise UserError(f"no episodes in {', '.join(map(str, data))}")
@@ -151,7 +159,6 @@ def _evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None, o
         "persistence": metrics.score(*metrics.persistence_prediction(true_buttons, true_camera, starts), true_buttons, true_camera),
         "camera_quantization_ceiling": metrics.quantization_ceiling(true_camera),
     }
-    out_dir = Path(out) if out else run_folder(model_dir) / f"eval-{Path(str(data[0]).rstrip('/')).name}"
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "eval.json", report)  # strict JSON: a NaN score as null
     atomic_write_text(out_dir / "eval.md", markdown_table(report))

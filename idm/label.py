@@ -126,7 +126,9 @@ def discover(cfg: LabelConfig) -> tuple[str, list[tuple[dict, Source]]]:
         items = [({"kind": "episode", "source": str(src), "episode_id": row["episode_id"]},
                   episode_source(origin, row["episode_id"], checksums[row["shard"]], row["row_start"], row["num_steps"]))
                  for row in table if cfg.all_episodes or row["label_source"] == "none"]
-        if not items and len(ds):
+        if not len(ds):  # an empty dataset (a capture that recorded nothing yet): nothing would be labeled, exit 0
+            raise UserError(f"{src}: the dataset holds no episodes; nothing to label (record or ingest footage into it first)")
+        if not items:
             raise UserError(f"{src}: every episode already has labels; pass --all-episodes to relabel them")
         return "dataset", items
     if src.is_file():
@@ -162,7 +164,7 @@ class Labeler:
                 self.writers[key] = DatasetWriter(self.cfg.out, height=height, width=width, fps=fps, codec=codec,
                                                   config=self.job_config, autocommit=False)
             except SpecMismatch as err:
-                raise UserError(f"{item['source']}: {err}{self._fit_hint(err.dataset, item)}") from None
+                raise UserError(f"{item_words(item)}: {err}{self._fit_hint(err.dataset, item)}") from None
         self.writers[key].release_ids(item["replaces"])  # this item's new episodes replace them at commit
         return self.writers[key]
 
@@ -265,13 +267,13 @@ class Labeler:
         steps' predictions dropped), or, for VPT's IDM, a window of its own length."""
         window = self.model_cfg.num_frames
         if num_steps < 2:
-            raise UserError(f"{item['source']}: {num_steps} step(s) at {fps:g} fps: an IDM reads an action from the "
+            raise UserError(f"{item_words(item)}: {num_steps} step(s) at {fps:g} fps: an IDM reads an action from the "
                             "motion between frames, so a clip needs 2 steps at least; nothing to label")
         if num_steps >= window:
             return []
         how = ("its last frame repeated to fill the window (the padded steps dropped)"
                if getattr(self.model, "pads_short_windows", True) else "a window of its own length, as VPT runs one")
-        return [f"{item['source']}: {num_steps} steps ({num_steps / fps:.2f} s at {fps:g} fps), shorter than the "
+        return [f"{item_words(item)}: {num_steps} steps ({num_steps / fps:.2f} s at {fps:g} fps), shorter than the "
                 f"model's window of {window} ({window / fps:.2f} s): labeled with {how}; its last steps' labels are "
                 "the least sure"]
 
@@ -331,6 +333,11 @@ def warnings_of(result: dict) -> list[str]:
     return [*result.get("warnings", []), *(f"{result['item']['source']}: {line}" for line in report.warnings())]
 
 
+def item_words(item: dict) -> str:
+    """How a line names one input: its video file, or its dataset and episode (a dataset has many)."""
+    return f"{item['source']} episode {item['episode_id']!r}" if item.get("kind") == "episode" else item["source"]
+
+
 def check_label_out(out: str) -> None:
     """UserError (one line, nothing written) unless `out` is new, empty, or a dataset whose episodes
     are all IDM-labeled (resumed): never mixes pseudo-labels into env-labeled or unlabeled data."""
@@ -363,6 +370,11 @@ def check_fps(cfg: LabelConfig, kind: str) -> None:
 
 def label(cfg: LabelConfig) -> dict:
     """Label everything under cfg.data not yet in cfg.out; returns a summary (done, skipped, failed)."""
+    from worldloom.checkpoint import real_folders
+
+    if real_folders([str(cfg.data)]) == real_folders([str(cfg.out)]):  # its labels would sit beside the episodes they label
+        raise UserError(f"--out {redact_text(cfg.out)} is the --data being labeled; give a new --out (the labels are a "
+                        "dataset of their own)")
     check_label_out(cfg.out)
     kind, found = discover(cfg)
     if kind == "dataset":  # videos are resampled to --fps as they are read

@@ -41,6 +41,7 @@ from tqdm import tqdm
 from worldloom.config import doc
 from worldloom.datasets.storage import resize_words
 from worldloom.errors import UserError
+from worldloom.folders import check_out
 from worldloom.io import atomic_path, atomic_write_text, json_text, write_image
 from worldloom.paths import redact_json
 from worldloom.progress import Stages
@@ -356,12 +357,16 @@ def evaluate(cfg: EvalConfig) -> dict:
 def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
     torch.manual_seed(cfg.seed)
     stages.start("loading the world model")
+    if cfg.out:  # a file, a dataset or a run: refused before the work, not after it
+        check_out(cfg.out, "eval")
     check_step_rate(cfg.model, cfg.data)
     if cfg.idm:  # the controllability IDM reads the same clips' steps: at the rate it learned, too
         from worldloom.idm.checkpoint import check_step_rate as check_idm_step_rate
 
         check_idm_step_rate(cfg.idm, cfg.data)
     model, run_doc, codec = load_world_model(cfg.model)
+    out = Path(cfg.out) if cfg.out else Path(cfg.model) / "eval"
+    check_out(out, "eval")
     context = model.cfg.num_frames - 1
     branches = None
     if cfg.counterfactual:  # read and checked before anything is generated
@@ -422,7 +427,6 @@ def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
         report["revisit"]["wall_s"] = time.perf_counter() - t0
         revisit_frames = {**report["revisit"], "frames": report["revisit"].pop("frames")}
     stages.start("writing the report")
-    out = Path(cfg.out) if cfg.out else Path(cfg.model) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     if branches is not None:
         from .counterfactual import counterfactual_grid

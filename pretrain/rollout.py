@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from worldloom.config import check_range, doc
-from worldloom.datasets.export import MAX_OUTPUT_PX, check_output_size
+from worldloom.datasets.export import MAX_OUTPUT_PX, check_episode, check_output_size
+from worldloom.datasets.storage import resize_words
 from worldloom.datasets.video import FPS_RANGE
 from worldloom.errors import UserError
 from worldloom.io import check_video_out, write_video
-from worldloom.progress import counted
 
 from .checkpoint import check_step_rate, load_world_model
 from .data import frames_to_model, model_to_frames
@@ -126,8 +126,9 @@ def rollout_episode(cfg: RolloutConfig) -> dict:
     text = prompt_tokens(model, cfg)
     context = model.cfg.num_frames - 1
     ds = Dataset(cfg.data)
-    if cfg.episode not in ds.episode_ids:
-        raise UserError(f"episode {cfg.episode!r} is not in {cfg.data} (it has {counted(len(ds), 'episode')}, e.g. {ds.episode_ids[:3]})")
+    check_episode(ds, cfg.episode)
+    if ds.episode(cfg.episode).label_source == "none":  # before any line about what the rollout will make
+        raise UserError(f"episode {cfg.episode!r} is unlabeled (label_source none): a rollout needs its actions; label it with the IDM first")
     num_steps = ds.episode(cfg.episode).num_steps
     horizon = min(cfg.horizon, num_steps - cfg.start - context)
     if horizon < 1:
@@ -140,6 +141,10 @@ def rollout_episode(cfg: RolloutConfig) -> dict:
         print(f"pretrain rollout: episode {cfg.episode!r} holds {num_steps} steps: after {context} context frames from "
               f"step {cfg.start}, {horizon} of the --horizon {cfg.horizon} frames are generated (the episode's end)",
               file=sys.stderr)
+    size = model.cfg.image_size
+    if (ds.spec.height, ds.spec.width) != (size, size):  # frames_to_model resizes them: the video is at the model's size
+        print(f"pretrain rollout: {resize_words((ds.spec.height, ds.spec.width), (size, size))} for the model's input "
+              "(area); the real frames beside the generated ones too", file=sys.stderr)
     clip = ds.frames(cfg.episode, cfg.start, cfg.start + context + horizon)
     if clip.buttons is None:
         raise UserError(f"episode {cfg.episode!r} is unlabeled (label_source none): a rollout needs its actions; label it with the IDM first")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -156,6 +157,33 @@ def test_footage_has_nothing_to_caption(captured, capsys):
     assert "no engine state" in err and "\n" not in err and not out.exists()
     assert cli_main(["dataset", "captions", targets["env"], "--out", str(out), "--clip-seconds", "0"]) == 2
     assert "--clip-seconds must be a positive" in capsys.readouterr().err
+
+
+def test_captions_out_must_be_a_jsonl_file_and_an_empty_dataset_is_refused(captured, tmp_path, capsys):
+    """`dataset captions DS --out DS/dataset.json` replaced the dataset's manifest with the captions (the dataset
+    was gone); `--out DS` was an IsADirectoryError traceback, `--out new/c.jsonl` a FileNotFoundError one, and an
+    empty dataset wrote an empty file, exit 0. Now one line each, nothing written; a missing folder is made."""
+    from conftest import tree_digest
+
+    from worldloom.datasets import DatasetWriter
+
+    _, targets = captured
+    env = Path(targets["env"])
+    before = tree_digest(env)
+    note = tmp_path / "notes.txt"
+    note.write_text("mine")
+    empty = tmp_path / "empty"
+    DatasetWriter(empty, 64, 64).close()
+    for data, out, words in ((env, env / "dataset.json", "give a file name ending in .jsonl"),
+                             (env, env, "is a folder"), (env, note, "give a file name ending in .jsonl"),
+                             (env, note / "c.jsonl", f"{note} is a file"),
+                             (empty, tmp_path / "e.jsonl", "the dataset holds no episodes; nothing to caption")):
+        assert cli_main(["dataset", "captions", str(data), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and words in err and "Traceback" not in err, err
+    assert tree_digest(env) == before and note.read_text() == "mine" and not (tmp_path / "e.jsonl").exists()
+    assert cli_main(["dataset", "captions", str(env), "--out", str(tmp_path / "new" / "c.jsonl")]) == 0
+    assert (tmp_path / "new" / "c.jsonl").read_text().count("\n") == 6  # 2 episodes of 100 steps, 40-step clips
 
 
 def test_export_draws_the_captions_above_the_frames(captured, capsys):

@@ -430,3 +430,100 @@ def test_export_refuses_a_scale_whose_frames_pass_4096_px_before_drawing(small_d
     check_output_size(15, 32, 32, rows=4, cols=8, border=2)
     with pytest.raises(UserError, match="use --scale 128 or less"):
         check_output_size(129, 32, 32)
+
+
+def test_repair_of_a_file_or_a_missing_folder_is_one_line_and_makes_nothing(tmp_path, capsys):
+    """`dataset repair notes.txt` was a FileExistsError traceback; `dataset repair typo` made the folder
+    `typo/` with a lock file in it before saying there was no dataset there."""
+    note = tmp_path / "notes.txt"
+    note.write_text("not a dataset")
+    for path in (note, tmp_path / "typo"):
+        assert main(["dataset", "repair", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and f"{path}: no dataset.json here" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"] and note.read_text() == "not a dataset"
+
+
+def test_split_refuses_a_bad_out_or_fractions_in_one_line_writing_nothing(small_dataset, tmp_path, capsys):
+    """`split --out notes.txt` was a NotADirectoryError traceback; `--out` a dataset or an IDM run got
+    train/ and val/ datasets nested inside it (exit 0); `--fractions train=nan` put every episode in
+    train; `--fractions a/b=0.5 c=0.5` said "writer_id may hold letters..." after making sp/a/b."""
+    from worldloom.checkpoint import write_run_config
+
+    note = tmp_path / "notes.txt"
+    note.write_text("not a folder")
+    run = tmp_path / "idm"
+    run.mkdir()
+    write_run_config(run, "idm", {})
+    other = tmp_path / "other"
+    with DatasetWriter(other, 32, 32) as w:
+        w.add_episode("x-0", pixel_frames(8, 32, 32))
+    before = {p: tree_digest(p) for p in (small_dataset, run, other)}
+    cases = [(note, ["train=0.9", "val=0.1"], "is a file"), (run, ["train=0.9", "val=0.1"], "holds an IDM run"),
+             (other, ["train=0.9", "val=0.1"], "holds a WorldLoom dataset"),
+             (tmp_path / "sp", ["train=nan"], "name=fraction pairs"), (tmp_path / "sp", ["a/b=0.5", "c=0.5"], "'a/b'"),
+             (tmp_path / "sp", ["..=1"], "'..'"), (tmp_path / "sp", ["train=1", "train=0"], "'train' twice")]
+    for out, fractions, words in cases:
+        assert main(["dataset", "split", str(small_dataset), "--out", str(out), "--fractions", *fractions]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and words in err and "Traceback" not in err, err
+    assert {p: tree_digest(p) for p in before} == before and note.read_text() == "not a folder"
+    assert not (tmp_path / "sp").exists()
+
+
+def test_merge_or_split_of_empty_datasets_is_one_line_not_exit_0(small_dataset, tmp_path, capsys):
+    """`dataset merge EMPTY --out m` made an empty dataset and `dataset split EMPTY --out sp` two empty ones,
+    exit 0, as if something were merged or split. Now one line, exit 2, nothing made; an empty source
+    beside one with episodes still merges."""
+    empty = tmp_path / "empty"
+    DatasetWriter(empty, 32, 32).close()
+    for argv, words in ((["merge", str(empty), str(empty), "--out", str(tmp_path / "m")], "no episodes in any source"),
+                        (["split", str(empty), "--out", str(tmp_path / "sp")], "the dataset holds no episodes")):
+        assert main(["dataset", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and words in err, err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "sp").exists()
+    assert main(["dataset", "merge", str(empty), str(small_dataset), "--out", str(tmp_path / "m")]) == 0
+    assert len(Dataset(tmp_path / "m")) == 4
+
+
+def test_repair_says_how_to_get_the_episodes_back_for_what_made_the_dataset(small_dataset, tmp_path, capsys):
+    """`dataset repair` of a merged dataset said "re-run the capture command that made them", and re-running
+    the merge into it is refused ("already holds episode"): now it names the merge's sources and a new --out;
+    a split says to re-run the split, which copies them again."""
+    merged, splits = tmp_path / "merged", tmp_path / "splits"
+    assert main(["dataset", "merge", str(small_dataset), "--out", str(merged)]) == 0
+    assert main(["dataset", "split", str(small_dataset), "--out", str(splits), "--fractions", "train=1"]) == 0
+    for root, words in ((merged, f"merge its sources ({small_dataset}) again into a new --out to get them back"),
+                        (splits / "train", "re-run the `worldloom dataset split` command that made it to copy them again")):
+        (root / first_shard(root)[0]).unlink()
+        code, lines = run_validate(root, capsys)  # it points to repair, not to a capture that never made this data
+        text = "\n".join(lines)
+        assert code == 1 and "run `worldloom dataset repair` (it says which command" in text and "capture" not in text, lines
+        assert main(["dataset", "repair", str(root)]) == 0
+        assert words in capsys.readouterr().out
+    assert main(["dataset", "split", str(small_dataset), "--out", str(splits), "--fractions", "train=1"]) == 0
+    assert len(Dataset(splits / "train")) == 4 and validate(splits / "train") == []
+
+
+def test_export_of_an_episode_of_an_empty_dataset_says_it_is_empty(tmp_path, capsys):
+    """`dataset export EMPTY --episode ep-0` said "(it has 0 episodes, e.g. [])"; now it says the dataset is empty."""
+    DatasetWriter(tmp_path / "empty", 32, 32).close()
+    assert main(["dataset", "export", str(tmp_path / "empty"), "--episode", "ep-0", "--out", str(tmp_path / "e.mp4")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"worldloom dataset: error: episode 'ep-0' is not in {tmp_path / 'empty'}: the dataset holds no episodes"
+
+
+def test_merge_of_one_dataset_twice_or_into_a_dataset_folder_is_one_line(small_dataset, tmp_path, capsys):
+    """`dataset merge DS DS` said "episode ids must be unique across merged datasets (split one off or
+    re-capture with other ids)"; `merge DS --out DS/frames` made a dataset inside DS's frames/ (validate then
+    listed its files as extra shards, and a re-run writer's sweep deletes them). Now one line each."""
+    before = tree_digest(small_dataset)
+    for argv, words in (([str(small_dataset), f"{small_dataset}/", "--out", str(tmp_path / "m")],
+                         f"{small_dataset}/ is given twice (also as {small_dataset})"),
+                        ([str(small_dataset), "--out", str(small_dataset / "frames")],
+                         f"lies inside the WorldLoom dataset {small_dataset}; give a new folder outside it")):
+        assert main(["dataset", "merge", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and words in err, err
+    assert tree_digest(small_dataset) == before and not (tmp_path / "m").exists()

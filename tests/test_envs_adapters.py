@@ -129,6 +129,42 @@ def test_cli_show_checks_out_before_rendering(tmp_path, capsys, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_cli_bad_seeds_warmup_and_out_under_a_file_are_one_line(tmp_path, capsys):
+    """`envs show --seeds -3` and `envs play --seed -3` were gymnasium/numpy tracebacks; `--warmup -5` drew
+    the sheet as if 0, exit 0; `--out notes.txt/grid.png` (envs show and play, dataset export) rendered, then
+    ended in a FileExistsError traceback. Now one line each, before any rendering, nothing written."""
+    from conftest import pixel_frames
+
+    from worldloom.datasets import DatasetWriter
+
+    note = tmp_path / "notes.txt"
+    note.write_text("mine")
+    with DatasetWriter(tmp_path / "ds", 64, 64) as w:
+        w.add_episode("ep-0", pixel_frames(4))
+    cases = [(["envs", "show", "--seeds", "-3", "--out", str(tmp_path / "g.png")], "--seeds are whole numbers >= 0, got -3"),
+             (["envs", "show", "--seeds", "0,-1", "--out", str(tmp_path / "g.png")], "got -1 from '0,-1'"),
+             (["envs", "play", "--seed", "-3", "--steps", "2", "--out", str(tmp_path / "p.mp4")], "--seed must be a whole"),
+             (["envs", "show", "--seeds", "0", "--warmup", "-5", "--out", str(tmp_path / "g.png")], "--warmup must be"),
+             *[(argv, f"{note} is a file, so no folder can be made there") for argv in (
+                 ["envs", "show", "--seeds", "0", "--out", str(note / "g.png")],
+                 ["envs", "play", "--steps", "2", "--out", str(note / "p.mp4")],
+                 ["dataset", "export", str(tmp_path / "ds"), "--out", str(note / "sheet.png")],
+                 ["dataset", "export", str(tmp_path / "ds"), "--episode", "ep-0", "--out", str(note / "ep.mp4")])]]
+    for argv, words in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "Traceback" not in err and words in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "notes.txt"] and note.read_text() == "mine"
+
+
+def test_cli_show_says_a_warmup_past_the_episodes_end(tmp_path, capsys):
+    """A --warmup longer than the episode (VoxelWorld ends at 1,000 steps) drew its last frame without a word."""
+    assert main(["envs", "show", "--seeds", "0", "--warmup", "1005", "--resolution", "64",
+                 "--out", str(tmp_path / "g.png")]) == 0
+    assert "envs show: 1 episode ended before --warmup 1005 (seed 0 after 1000 steps): their tiles show the last frame" \
+        in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", ["random", "explorer", "miner", "builder", "mixture"])
 def test_every_player_plays_crafter(name):
     """Players only read info keys every env has, or fall back: Crafter has no yaw, pitch or z."""

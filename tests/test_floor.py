@@ -505,6 +505,12 @@ def test_folder_kind_says_what_a_folder_holds(tmp_path):
         check_out(tmp_path / "file.txt", "idm")
     with pytest.raises(UserError, match=r"file.txt/run/x: .*file.txt is a file, so no folder can be made there"):
         check_out(tmp_path / "file.txt" / "run" / "x", "idm")  # a file where a parent folder must go
+    # a folder inside a dataset (`merge --out data/run1/frames` made a dataset there, which a writer's sweep of
+    # frames/ would delete as leftovers): refused for every kind
+    for inside, want in ((tmp_path / "ds" / "frames", "dataset"), (tmp_path / "ds" / "runs" / "idm", "idm")):
+        with pytest.raises(UserError, match=rf"^--out {inside} lies inside the WorldLoom dataset {tmp_path / 'ds'}; "
+                                            "give a new folder outside it$"):
+            check_out(inside, want)
 
 
 def test_stages_bar_names_the_running_stage_and_is_wiped_on_an_error(capsys):

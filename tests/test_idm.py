@@ -672,6 +672,37 @@ def test_bad_flags_and_missing_paths(voxel, tmp_path, capsys):
     assert cli(["idm", "eval", "--model", str(tmp_path), "--data", str(tmp_path / "missing")]) == 2
 
 
+def test_eval_refuses_an_out_that_is_a_file_a_dataset_or_a_run_before_the_work(voxel, full_run, tmp_path, capsys):
+    """`idm eval --out notes.txt` scored every episode, then ended in a FileExistsError traceback; `--out` a
+    dataset got eval.json, eval.md and confusion.png written among its shards, exit 0. Now one line up front."""
+    from conftest import assert_out_refused, make_run
+
+    note = tmp_path / "notes.txt"
+    note.write_text("not a folder")
+    argv = ["idm", "eval", "--model", str(full_run), "--data", voxel["labeled"]]
+    assert cli([*argv, "--out", str(note)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"--out {note} is a file, not a folder; give a new folder for an evaluation report"), err
+    assert "Traceback" not in err and note.read_text() == "not a folder"
+    with DatasetWriter(tmp_path / "data", 64, 64) as w:
+        w.add_episode("x-0", voxel["episodes"][0][0])
+    assert_out_refused(cli, argv, tmp_path / "data", "holds a WorldLoom dataset", capsys, one_line=True)
+    assert_out_refused(cli, argv, make_run(tmp_path / "wm", "world_model"), "holds a world model run", capsys, one_line=True)
+
+
+def test_eval_with_a_truth_that_holds_no_env_labels_names_truth(voxel, full_run, tmp_path, capsys):
+    """`idm eval --data FOOTAGE --truth FOOTAGE` (the footage given twice, not the truth capture wrote beside it)
+    said "no labeled episodes ... the IDM trains on actions recorded by the env", as if training. Now it names
+    --truth and the dataset it wants."""
+    assert cli(["idm", "eval", "--model", str(full_run), "--data", voxel["unlabeled"], "--truth", voxel["unlabeled"],
+                "--out", str(tmp_path / "ev")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines()[-1] == (f"worldloom idm: error: --truth {voxel['unlabeled']}: no episode there has actions "
+                                    "recorded by the env; give the dataset of true actions (the one `capture run "
+                                    "--strip-actions TRUTH` wrote)"), err
+    assert not (tmp_path / "ev").exists()
+
+
 def test_minutes_budget_shortens_the_schedule(voxel, tmp_path):
     run = train_main(micro_cfg(voxel["labeled"], tmp_path / "r", max_steps=100_000, minutes=0.05, eval_every=5, checkpoint_every=5))
     state = json.loads((run / "checkpoint" / "state.json").read_text())

@@ -503,3 +503,52 @@ def test_labeled_footage_keeps_its_state_and_captions(run, tmp_path):
             assert ds.read_table(eid, columns=state_names).to_pydict() == truth.read_table(eid, columns=state_names).to_pydict()
             clip = ds.frames(eid)
             assert clip.label_source == "idm" and clip.label_model == checkpoint.checkpoint_id(run)
+
+
+def test_labeling_an_empty_dataset_is_one_line_not_exit_0(run, tmp_path, capsys):
+    """`idm label --data EMPTY` (a capture that recorded nothing yet) printed "labeled 0 of 0 inputs", exit 0,
+    as if the footage were labeled. Now one line naming the dataset, exit 2, and no --out made."""
+    from worldloom.datasets import DatasetWriter
+
+    empty = tmp_path / "empty"
+    DatasetWriter(empty, 64, 64).close()
+    out = tmp_path / "pseudo"
+    assert cli(["idm", "label", "--model", run, "--data", str(empty), "--out", str(out), "--num-workers", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{empty}: the dataset holds no episodes; nothing to label" in err, err
+    assert not out.exists()
+
+
+def test_labeling_a_dataset_into_itself_is_one_line(run, tmp_path, capsys):
+    """`idm label --data DS --out DS --all-episodes` wrote the new labels beside the episodes they label
+    (ep-0 and ep-0~24: the footage twice, under two ids), exit 0. Now one line, nothing written."""
+    from conftest import tree_digest
+
+    from worldloom.datasets import DatasetWriter
+
+    ds = tmp_path / "pseudo"
+    with DatasetWriter(ds, 64, 64) as w:
+        frames, buttons, camera = play(24, 2)
+        w.add_episode("ep-0", frames, buttons, camera, label_source="idm", label_model="m")  # resumable as --out
+    before = tree_digest(ds)
+    assert cli(["idm", "label", "--model", run, "--data", str(ds), "--out", f"{ds}/", "--all-episodes",
+                "--num-workers", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"--out {ds}/ is the --data being labeled; give a new --out" in err, err
+    assert tree_digest(ds) == before
+
+
+def test_lines_about_one_episode_of_a_dataset_name_the_episode(run, tmp_path, capsys):
+    """Labeling a dataset, a 1-step episode was "skipped: DS: 1 step(s) ..." and a short one "warning: DS: 3
+    steps ...": the dataset, not which of its episodes. Now each line names the episode."""
+    from worldloom.datasets import DatasetWriter
+
+    frames = play(4, 3)[0]
+    with DatasetWriter(tmp_path / "short", 64, 64) as w:
+        w.add_episode("s-1", frames[:1])
+        w.add_episode("s-3", frames[:3])
+    assert cli(["idm", "label", "--model", run, "--data", str(tmp_path / "short"), "--out", str(tmp_path / "pseudo"),
+                "--num-workers", "1"]) == 1
+    err = capsys.readouterr().err
+    assert f"idm label: skipped: {tmp_path / 'short'} episode 's-1': 1 step(s) at 20 fps" in err, err
+    assert f"idm label: warning: {tmp_path / 'short'} episode 's-3': 3 steps (0.15 s at 20 fps)" in err, err

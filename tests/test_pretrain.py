@@ -847,6 +847,61 @@ def test_eval_and_rollout_on_data_at_another_step_rate_are_one_line(data, tmp_pa
     assert err.count("\n") == 1 and not (tmp_path / "ev").exists()
 
 
+def test_eval_refuses_an_out_that_is_a_file_a_dataset_or_a_run_before_the_work(data, tmp_path, capsys):
+    """`pretrain eval --out notes.txt` generated and scored every clip, then ended in a FileExistsError
+    traceback; `--out` a dataset got eval.json, eval.png and strip.png among its shards, exit 0. Now one line up front."""
+    from conftest import assert_out_refused, make_run
+
+    run = tmp_path / "wm"
+    main(TrainConfig(data=(data["train"],), out=str(run), max_steps=1, **MICRO))
+    note = tmp_path / "notes.txt"
+    note.write_text("not a folder")
+    argv = ["pretrain", "eval", "--model", str(run), "--data", data["heldout"], "--num-clips", "1", "--horizon", "2",
+            "--next-frame-positions", "1"]
+    assert cli([*argv, "--out", str(note)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"--out {note} is a file, not a folder; give a new folder for an evaluation report"), err
+    assert "Traceback" not in err and note.read_text() == "not a folder"
+    assert_out_refused(cli, argv, Path(data["train"]), "holds a WorldLoom dataset", capsys, one_line=True)
+    assert_out_refused(cli, argv, make_run(tmp_path / "idm", "idm"), "holds an IDM run", capsys, one_line=True)
+
+
+def test_eval_and_rollout_of_frames_of_another_size_say_the_resize(data, tmp_path, capsys):
+    """A world model of 64x64 frames rolled out a 32x32 episode resized to 64x64, truth and generated, without
+    a word (eval said it). Now both say it in one line on stderr."""
+    run = tmp_path / "wm"
+    main(TrainConfig(data=(data["train"],), out=str(run), max_steps=1, **MICRO))
+    from conftest import pixel_frames, random_actions
+
+    from worldloom.datasets import DatasetWriter
+
+    small = str(tmp_path / "small")
+    with DatasetWriter(small, 32, 32, fps=20) as w:
+        w.add_episode("ep-7", pixel_frames(16, 32, 32), *random_actions(16))
+    capsys.readouterr()
+    for argv in (["pretrain", "eval", "--model", str(run), "--data", small, "--num-clips", "1", "--horizon", "2",
+                  "--next-frame-positions", "1", "--out", str(tmp_path / "ev")],
+                 ["pretrain", "rollout", "--model", str(run), "--data", small, "--episode", "ep-7", "--horizon", "2",
+                  "--sample.num-steps", "1", "--out", str(tmp_path / "r.mp4")]):
+        assert cli(argv) == 0
+        err = capsys.readouterr().err
+        assert f"pretrain {argv[1]}: frames 32x32 -> 64x64 for the model's input (area)" in err, err
+    assert (tmp_path / "r.mp4").stat().st_size > 0
+
+
+def test_rollout_of_an_unlabeled_episode_is_only_the_error(data, tmp_path, capsys):
+    """`pretrain rollout` of an unlabeled episode past its end first said "N of the --horizon frames are
+    generated", then refused the episode as unlabeled. Now the refusal is the only line."""
+    run = tmp_path / "wm"
+    main(TrainConfig(data=(data["train"],), out=str(run), max_steps=1, **MICRO))
+    capsys.readouterr()
+    assert cli(["pretrain", "rollout", "--model", str(run), "--data", data["unlabeled"], "--episode", "ep-3",
+                "--horizon", "100", "--out", str(tmp_path / "r.mp4")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("worldloom pretrain: error: episode 'ep-3' is unlabeled (label_source none): a rollout needs its "
+                   "actions; label it with the IDM first"), err
+
+
 def test_rollout_and_eval_say_up_front_what_a_short_episode_cuts(data, tmp_path, capsys, monkeypatch):
     """`pretrain rollout --horizon 8` on a 5-step episode made 3 frames, said only by the summary after
     the work; `pretrain eval` scored fewer clips than --num-clips and a shorter stability rollout than

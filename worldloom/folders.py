@@ -93,6 +93,10 @@ def check_out(path: str | os.PathLike, want: str, flag: str = "--out") -> None:
         blocker = next((q for q in Path(path).absolute().parents if q.exists() and not q.is_dir()), None)
         if blocker is not None:  # `--out README.md/x`: the folder could never be made
             raise UserError(f"{flag} {path}: {blocker} is a file, so no folder can be made there; give a new folder for {what}")
+        # `--out data/run1/frames`: a dataset's folder holds only its own files (a writer's sweep deletes the rest)
+        dataset = next((q for q in Path(path).absolute().parents if (q / KINDS["dataset"][1]).is_file()), None)
+        if dataset is not None:
+            raise UserError(f"{flag} {path} lies inside the WorldLoom dataset {dataset}; give a new folder outside it")
     kind = folder_kind(path)
     if kind in (None, "other", want):
         return

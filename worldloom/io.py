@@ -202,6 +202,16 @@ def image_write_suffixes() -> list[str]:
     return sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE)
 
 
+def check_parents(path: Path, flag: str = "--out") -> None:
+    """UserError (one line naming `flag`) when a folder above `path` is a file: its folder could never be
+    made, and writing would end in a traceback after the work (`--out notes.txt/sheet.png`)."""
+    from worldloom.errors import UserError
+
+    blocker = next((q for q in path.absolute().parents if q.exists() and not q.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"{flag} {path}: {blocker} is a file, so no folder can be made there; choose another {flag}")
+
+
 def check_image_out(path: str | os.PathLike, flag: str = "--out") -> Path:
     """`path` as a Path, checked before anything is computed: UserError (one line naming `flag`) for
     a folder, or for a name whose extension Pillow cannot write (it lists the ones it can)."""
@@ -214,6 +224,7 @@ def check_image_out(path: str | os.PathLike, flag: str = "--out") -> Path:
     if path.suffix.lower() not in suffixes:
         raise UserError(f"{flag} {path}: cannot write an image with the extension {path.suffix or '(none)'!r}; "
                         f"use .png or another Pillow can write: {' '.join(suffixes)}")
+    check_parents(path, flag)
     return path
 
 
@@ -229,6 +240,7 @@ def check_video_out(path: str | os.PathLike, name: str, flag: str = "--out") -> 
     if path.suffix.lower() not in VIDEO_WRITE_SUFFIXES:
         raise UserError(f"{flag} {path}: give a video file name ending in {' or '.join(VIDEO_WRITE_SUFFIXES)}, "
                         f"or an existing folder (the video is then {name.replace('/', '_')}.mp4 in it)")
+    check_parents(path, flag)
     return path
 
 
