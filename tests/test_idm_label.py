@@ -430,11 +430,13 @@ def test_out_of_another_label_source_or_kind_is_refused_and_idm_labels_resume(ru
 
     truth = write_dataset(tmp_path / "truth", [play(12, 0)])  # env labels (the ground truth)
     footage = write_dataset(tmp_path / "footage", [play(12, 1)], labeled=False)
+    other_footage = write_dataset(tmp_path / "other-footage", [play(12, 3)], labeled=False)
     wm = tmp_path / "wm"
     wm.mkdir()
     write_run_config(wm, "world_model", {})  # what `pretrain train` writes first
     refused = {truth: "holds a dataset with 1 episode(s) of label_source env; IDM pseudo-labels are never mixed",
-               footage: "holds a dataset with 1 episode(s) of label_source none",
+               other_footage: "holds a dataset with 1 episode(s) of label_source none",
+               footage: "is the --data being labeled; give a new --out (the labels are a dataset of their own)",
                run: 'holds an IDM run (config.json with "kind": "idm"), not a WorldLoom dataset; give a new --out',
                str(wm): 'holds a world model run (config.json with "kind": "world_model"), not a WorldLoom dataset'}
     for out, message in refused.items():
