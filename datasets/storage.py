@@ -141,11 +141,14 @@ def write_table_atomic(loc: Location, path: str, table: pa.Table) -> None:
 def read_manifest(loc: Location) -> dict | None:
     """The parsed `dataset.json`, or None if the directory holds no dataset yet."""
     path = loc.join(schema.MANIFEST_NAME)
-    if not exists(loc, path):
-        return None
-    try:
+    try:  # the first byte a command reads of a dataset: an object store out of reach or refusing is said here
+        if not exists(loc, path):
+            return None
         with loc.fs.open_input_stream(path) as f:
             manifest = json.loads(f.read().decode("utf-8"))
+    except OSError as err:
+        where = "check the URI's address (endpoint_override) and credentials" if not loc.is_local else "check its permissions"
+        raise UserError(f"{loc.uri}: cannot read its {schema.MANIFEST_NAME} ({paths.redact_text(str(err))}); {where}") from None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise UserError(f"{loc.uri}/{schema.MANIFEST_NAME}: not valid JSON ({err}); restore it from a backup or re-create the dataset") from None
     version = manifest.get("format_version") if isinstance(manifest, dict) else None

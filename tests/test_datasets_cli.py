@@ -527,3 +527,19 @@ def test_merge_of_one_dataset_twice_or_into_a_dataset_folder_is_one_line(small_d
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and words in err, err
     assert tree_digest(small_dataset) == before and not (tmp_path / "m").exists()
+
+
+def test_an_object_store_out_of_reach_is_one_line(tmp_path, capsys):
+    """`dataset inspect|validate|repair|export|merge s3://...` of an endpoint nothing listens on was a pyarrow
+    OSError traceback (AWS Error NETWORK_CONNECTION); now one line naming the URI and what to check."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: bound, never listened
+        s.bind(("127.0.0.1", 0))
+        uri = f"s3://bucket/data?endpoint_override=127.0.0.1:{s.getsockname()[1]}&scheme=http"
+        # (each call takes the S3 client's retries, about 10 s: one reader here; they all read the manifest first)
+        assert main(["dataset", "export", uri, "--episode", "ep-0", "--out", str(tmp_path / "e.mp4")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and f"{uri}: cannot read its dataset.json (" in err, err
+        assert err.endswith("check the URI's address (endpoint_override) and credentials"), err
+    assert not (tmp_path / "e.mp4").exists()
