@@ -143,6 +143,37 @@ def test_time_budget_fits_the_schedule_to_the_measured_speed():
     assert unfitted.shown_total == unfitted.total_steps < 10**6
 
 
+def test_the_step_that_ends_a_timed_run_is_saved_when_time_runs_out_while_validating(tmp_path):
+    """The budget was tested after each step and again at the loop's top: time spent validating (or
+    writing curves) in between ended the run with its last steps unsaved; a pipeline's 2-second judge
+    IDM ended with no checkpoint at all."""
+    import time
+
+    from worldloom.training import CtrlC, run_steps
+
+    checkpoint.write_run_config(tmp_path, "idm", {})
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    budget = TimeBudget(minutes=0.5 / 60)  # 0.5 s (0.525 with the grace)
+
+    def validate():
+        time.sleep(0.6)  # the budget is spent here, after step 2 was found not final
+        return {}
+
+    taken = []
+
+    def loss_of(step):
+        taken.append(step)
+        return model(torch.ones(1, 2)).sum(), {}
+
+    with CtrlC() as ctrl_c:
+        assert run_steps("t", "idm", tmp_path, model, opt, {"step": 0, "elapsed_s": 0.0}, budget,
+                         MetricsLog(tmp_path, ["step"], enabled=False), ctrl_c, loss_of, validate,
+                         lr_of=lambda s, n: 0.1, seed=0, windows_per_step=1, log_every=100, eval_every=2,
+                         checkpoint_every=100)
+    assert len(taken) >= 2 and checkpoint.read_state(tmp_path, "idm")["step"] == len(taken)  # the last step saved
+
+
 def test_a_time_budget_shows_its_clock_and_a_resume_says_where_it_picks_up():
     timed = TimeBudget(minutes=5)
     assert timed.clock(90.0) == {"time": "1.5/5 min"} and TimeBudget(max_steps=7).clock(90.0) == {}

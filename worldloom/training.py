@@ -371,7 +371,10 @@ def run_steps(name: str, kind: str, run_dir: Path, model, optimizer, state: dict
     bar = tqdm(total=budget.shown_total, initial=start_step, desc=name, unit="step", dynamic_ncols=True)
     ctrl_c.begin_steps()  # Ctrl-C / SIGTERM from here on: at the end of its step
     try:
-        while not budget.done(step, elapsed0 + time.perf_counter() - t0):
+        # The one test of the budget is after a step, so the step that ends a run is always saved (tested
+        # at the loop's top as well, time spent logging or validating ended the loop with steps unsaved).
+        final = budget.done(step, elapsed0)  # a resumed run whose budget is spent takes no step
+        while not final:
             lr = lr_of(step, budget.total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
