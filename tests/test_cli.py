@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -315,3 +317,16 @@ def test_every_number_flag_refuses_nan_and_inf_while_parsing():
         checked.append((*path, action.option_strings[0]))
     assert ("idm", "train", "--lr") in checked and ("pretrain", "train", "--lr") in checked
     assert ("agent", "train", "--lr") in checked and ("dataset", "captions", "--clip-seconds") in checked
+
+
+@pytest.mark.parametrize("argv, unloaded", [(["--help"], ("torch", "numba", "ray")), ([], ("torch", "numba", "ray")),
+                                             (["dataset", "--help"], ("torch", "ray"))])
+def test_help_and_a_torch_free_stage_load_no_torch(argv, unloaded):
+    """`worldloom --help` imported every stage (torch, numba: 5 s before the list of stages showed);
+    it loads none of them now, and the dataset stage no torch."""
+    script = ("import sys; from worldloom.pipeline.cli import main\n"
+              f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+              f"print(sorted(m for m in {unloaded!r} if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "STAGE" in proc.stdout + proc.stderr, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
