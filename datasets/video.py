@@ -29,7 +29,8 @@ needs (VPT's jsonl lines, MineRL's npz rows), and what VPT's own loader does (cv
 frame).
 
 Backends: PyAV (its FFmpeg decodes AV1 with dav1d, VP9, HEVC, ...) first, then OpenCV when PyAV
-cannot open the file or decodes no frame of it (OpenCV gives each frame's time in ms). When no
+cannot open the file or decodes no frame of it (OpenCV gives each frame's time in ms). An image
+file (a PNG or JPEG named .mp4) is a `VideoError` naming it, not a one-frame video. When no
 backend decodes a frame, `VideoError` names the cause: no such file, an empty file, no video
 stream (an audio-only file), a codec no installed decoder reads (with the container, the codec
 and what to install; a decoder that answers "not implemented", ENOSYS, counts as none: FFmpeg's native
@@ -666,6 +667,12 @@ class VideoReader:
                 tried.append(f"{name}: {str(err) or 'decoded no frame'}")
                 continue
             report.width, report.height = first[1].shape[1], first[1].shape[0]
+            still = _still_image(self.path, report)
+            if still:
+                frames.close()
+                raise VideoError(f"{self.path}: a {still.removesuffix('_pipe').upper()} image, not a video (FFmpeg "
+                                 f"reads one still picture from it, as {still}); pass a video file, or give it its "
+                                 "image suffix to leave it out of a folder")
             self.report = report
             self.fps = float(fps) if fps else (report.header_fps or DEFAULT_FPS)
             timed = _timed(itertools.chain([first], frames), report, self.fps)
@@ -694,6 +701,21 @@ class VideoReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _still_image(path: Path, report: DecodeReport) -> str | None:
+    """FFmpeg's format name when the file is one still picture (png_pipe, jpeg_pipe, webp_pipe, ...), whatever its
+    suffix says, else None. Moving pictures have their own formats (gif, apng, mjpeg) and are videos."""
+    container = report.container
+    if report.backend != "pyav":  # OpenCV names no format: ask PyAV's FFmpeg
+        import av
+
+        try:
+            with av.open(str(path)) as probe:
+                container = probe.format.name
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError):
+            return None
+    return container if container.endswith("_pipe") else None
 
 
 def read_video(path: str | Path, fps: float | None = None, **kwargs) -> tuple[np.ndarray, DecodeReport]:

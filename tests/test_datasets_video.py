@@ -227,6 +227,20 @@ def test_a_decoder_that_cannot_decode_here_is_not_called_corrupt(tmp_path, monke
         assert len(frames) == 24 and report.backend == "opencv" and "cannot decode it here" in report.tried[0]
 
 
+@pytest.mark.parametrize("suffix,kind", [(".png", "PNG"), (".jpg", "JPEG")])
+def test_an_image_named_as_a_video_is_said_to_be_an_image(tmp_path, suffix, kind):
+    """A PNG or JPEG renamed .mp4 (a thumbnail saved under the video's name) was read as a one-frame video:
+    `idm label` said '1 step(s) at 20 fps: ... a clip needs 2 steps', `dataset ingest --format video` stored a
+    1-step episode. The cause is that it is an image: the message says so, for OpenCV as well."""
+    cv2.imwrite(str(tmp_path / f"still{suffix}"), painted(0))
+    path = tmp_path / "clip.mp4"
+    shutil.copy(tmp_path / f"still{suffix}", path)
+    for backends in (("pyav", "opencv"), ("opencv",)):
+        with pytest.raises(VideoError, match=rf"^{path}: a {kind} image, not a video \(FFmpeg reads one still picture"):
+            VideoReader(path, backends=backends)
+    assert len(read_video(write_video(tmp_path / "two.mp4", num_frames=2))[0]) == 2  # a 2-frame video is one
+
+
 def test_files_no_backend_decodes_name_their_cause(tmp_path, capfd):
     whole = write_video(tmp_path / "whole.mp4", num_frames=40)  # moov at the end: a cut file has none
     cases = {
