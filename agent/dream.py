@@ -136,7 +136,7 @@ def train_scorer(cfg: ScorerConfig, task_id: str, data: tuple[str, ...], out: Pa
         after = torch.from_numpy(np.stack([frames[e][t + 1] for e, t in index[pick]]))
         target = torch.from_numpy(flat[pick])
         loss = F.mse_loss(model(before, after), target)
-        check_finite(loss.item(), None, step, None)
+        check_finite(loss.item(), None, step + 1, None)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -34,6 +34,7 @@ from worldloom.idm import data as idm_data
 from worldloom.idm import metrics
 from worldloom.training import (
     DEVICES,
+    LR_MAX,
     CtrlC,
     MetricsLog,
     TimeBudget,
@@ -113,8 +114,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
-        if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"lr must be > 0 and min_lr_ratio in [0, 1], got {self.lr}, {self.min_lr_ratio}")
+        if not 0 < self.lr <= LR_MAX or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"lr must be a number in (0, {LR_MAX:.3g}] (float32's largest) and min_lr_ratio in [0, 1], "
+                             f"got {self.lr}, {self.min_lr_ratio}")
         check_device_name(self.device)
 
     @classmethod

@@ -12,7 +12,9 @@ for a dataset episode, the same shard checksum and rows. Two inputs with the sam
 different folders or runs are distinct: the second gets a name with its hash (`clip.mp4~1a2b3c4d`).
 An input at a known path whose size, mtime or hash changed is done again under its old name, and
 its new episodes replace the old ones in one commit (`commit_shards(..., replace=ids)`): the
-dataset never holds both, nor neither.
+dataset never holds both, nor neither. An input is done only while the shards of its episodes are whole: one
+missing or of another size than dataset.json says (a copy cut short) is a one-line error pointing to
+`worldloom dataset repair`, never "already there".
 
 Every episode written from an input records it in `env_config["source_identity"]` (`origin`: the
 file's absolute path or `<dataset>#<episode>`; `name`; `key`: `blake2b-128:<hex>` or
@@ -33,9 +35,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from worldloom.errors import UserError
 from worldloom.paths import redact_text
 
 from . import storage
+from .repair import damaged_shards
 from .writer import _committed_episodes
 
 HASH_PREFIX = "blake2b-128:"
@@ -110,6 +114,7 @@ class Decision:
     name: str  # name for the input's episodes (video segments append :0000, :0001, ...)
     replaces: tuple[str, ...] = ()  # committed episode ids the new episodes replace
     reason: str = ""  # "unchanged", "same content as <origin>", "changed", "new"
+    done_ids: tuple[str, ...] = ()  # done: the committed episodes that make it done (their shards must be whole)
 
 
 @dataclass
@@ -184,11 +189,11 @@ class ResumeIndex:
         if (same_place is not None and source.size_bytes is not None and self._counts(same_place, maker)
                 and (same_place.size_bytes, same_place.mtime_ns, same_place.ctime_ns)
                 == (source.size_bytes, source.mtime_ns, source.ctime_ns)):
-            return Decision(True, same_place.name, reason="unchanged")
+            return Decision(True, same_place.name, reason="unchanged", done_ids=tuple(same_place.episode_ids))
         key = source.content_key()
         same = next((g for g in self.by_key.get(key, ()) if self._counts(g, maker)), None)
         if same is not None:
-            return Decision(True, same.name, reason=f"same content as {same.origin}")
+            return Decision(True, same.name, reason=f"same content as {same.origin}", done_ids=tuple(same.episode_ids))
         if same_place is not None:
             if not self._same_maker(same_place, maker):
                 why = f"made by {same_place.made_by}"
@@ -239,7 +244,7 @@ def plan_resume(out: str | os.PathLike, found: list[tuple[dict, Source]], made_b
     `files`; how many are already done; a failure record for each input that could not be read).
     """
     index = ResumeIndex.of(out, made_by, keep_truncated)
-    todo, failed, num_done = [], [], 0
+    todo, failed, num_done, done_ids = [], [], 0, set()
     for item, source in found:
         try:
             decision = index.decide(source)
@@ -248,10 +253,24 @@ def plan_resume(out: str | os.PathLike, found: list[tuple[dict, Source]], made_b
             continue
         if decision.done:
             num_done += 1
+            done_ids.update(decision.done_ids)
             continue
         todo.append({**item, "name": decision.name, "replaces": list(decision.replaces), "reason": decision.reason,
                      "identity": source.identity(decision.name), "files": list(getattr(source, "files", ()))})
+    check_done_shards(out, done_ids)
     return todo, num_done, failed
+
+
+def check_done_shards(out: str | os.PathLike, done_ids: set[str]) -> None:
+    """UserError (one line) if a shard holding an episode that makes an input done is missing or has another size
+    than dataset.json says (cheap: no byte is read): a shard cut short or lost since must not count as done."""
+    bad = damaged_shards(out, done_ids) if done_ids else {}
+    if bad:
+        rel, problem = next(iter(bad.items()))
+        more = f" (and {len(bad) - 1} more shard(s))" if len(bad) > 1 else ""
+        out = redact_text(str(out))
+        raise UserError(f"{out}/{rel}: {problem}{more}; its episodes count as done, so run "
+                        f"`worldloom dataset repair {out}`, then this command again to make them again")
 
 
 def say_kept_truncated(command: str, out: str, todo: list[dict]) -> None:

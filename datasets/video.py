@@ -11,7 +11,9 @@
 
 Time comes from presentation timestamps (`RESAMPLING`). Frame i is on screen from
 t_i = (pts_i - pts_0) * time_base seconds until the next frame; libavformat has already applied
-the container's edit list, the B-frame reordering and the start offset. Step k shows the frame on
+the container's edit list, the B-frame reordering and the start offset. The pts is ffmpeg's best-effort
+one (`_BestEffortClock`): a file whose pts go backwards in display order (an .avi of B-frames, whose pts are
+packet numbers in decode order) is timed by its dts, as ffmpeg and OpenCV time it. Step k shows the frame on
 screen at k / fps seconds, the last one with t_i <= k / fps (what `ffmpeg -vf fps=F:round=down`
 gives), and steps end as ffmpeg's fps filter ends them: the last step is the last whose whole interval
 fits before the end of the last frame (its start plus its duration where the container states one, a
@@ -27,7 +29,8 @@ needs (VPT's jsonl lines, MineRL's npz rows), and what VPT's own loader does (cv
 frame).
 
 Backends: PyAV (its FFmpeg decodes AV1 with dav1d, VP9, HEVC, ...) first, then OpenCV when PyAV
-cannot open the file or decodes no frame of it (OpenCV gives each frame's time in ms). When no
+cannot open the file or decodes no frame of it (OpenCV gives each frame's time in ms). An image
+file (a PNG or JPEG named .mp4) is a `VideoError` naming it, not a one-frame video. When no
 backend decodes a frame, `VideoError` names the cause: no such file, an empty file, no video
 stream (an audio-only file), a codec no installed decoder reads (with the container, the codec
 and what to install; a decoder that answers "not implemented", ENOSYS, counts as none: FFmpeg's native
@@ -253,14 +256,12 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
         # around a damaged packet here (9 instead of 11 of a cut file) and add latency
         reformatter = VideoReformatter()  # reused: 2x faster than a new conversion per frame
         size: tuple[int, int] | None = None
-        packets, num_frames = container.demux(stream), 0
-        while True:
+        packets, num_frames, clock, ending = container.demux(stream), 0, _BestEffortClock(), False
+        while not ending:
             try:
                 frames = codec_context.decode(next(packets))
             except StopIteration:
-                frames = _flush(codec_context)  # the frames still in the decoder if the demuxer stopped early
-                if not frames:
-                    return
+                frames, ending = _flush(codec_context), True  # the frames still in the decoder if the demuxer stopped early
             except av.error.NotImplementedError as err:  # ENOSYS: the decoder cannot do it here; the bytes may be fine
                 report.unsupported = f"{codec_context.codec.name}: {err.strerror}"
                 if not num_frames:
@@ -271,12 +272,71 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
             except (av.error.FFmpegError, OSError):
                 report.decode_errors += 1  # a damaged packet: skip it (a truncated file ends soon after)
                 continue
-            for frame in frames:
-                num_frames += 1
+            num_frames += len(frames)
+            for frame, t in clock.timed(frames, flush=ending):
                 size = size or (frame.width, frame.height)  # a stream that changes size keeps its first size
                 resize = {} if (frame.width, frame.height) == size else {"width": size[0], "height": size[1]}
                 rgb = _square_pixels(reformatter.reformat(frame, format="rgb24", **resize).to_ndarray(), sar)
-                yield frame.time, _upright(rgb, frame), _duration_s(frame)
+                yield t, _upright(rgb, frame), _duration_s(frame)
+
+
+class _BestEffortClock:
+    """Each decoded frame's time in seconds as ffmpeg's best-effort timestamp gives it (libavcodec's
+    guess_correct_pts: the frame's pts, or its packet's dts once pts have gone backwards more often than
+    dts), which ffmpeg's CLI and OpenCV use. A PyAV frame's pts is the raw one: an .avi (no pts of its own:
+    the demuxer numbers packets in decode order) of H.264 or MPEG-4 with B-frames gives frames in display
+    order whose pts run 1, 3, 2, 5, 4, ..., while their dts count 2, 3, 4, ...; read as pts, frames were
+    shown twice and others dropped. The first `LOOKAHEAD` frames are held until the choice is known, so the
+    video's start is timed as its rest (ffmpeg times the frames before the first backward pts by their pts)."""
+
+    LOOKAHEAD = 16  # frames: more than any B-frame pyramid's reordering
+
+    def __init__(self) -> None:
+        self.faulty_pts = self.faulty_dts = 0
+        self.last_pts: int | None = None
+        self.last_dts: int | None = None
+        self.held: list | None = []  # the first frames, until the choice is known; then None
+        self.timed_dts: int | None = None  # the last dts a frame was timed by, and the step between the last two
+        self.dts_step: int | None = None
+
+    def _count(self, pts: int | None, dts: int | None) -> None:
+        if dts is not None:
+            self.faulty_dts += self.last_dts is not None and dts <= self.last_dts
+            self.last_dts = dts
+        elif pts is not None:
+            self.last_dts = pts
+        if pts is not None:
+            self.faulty_pts += self.last_pts is not None and pts <= self.last_pts
+            self.last_pts = pts
+        elif dts is not None:
+            self.last_pts = dts
+
+    def _time(self, frame) -> float | None:
+        pts, dts = frame.pts, frame.dts
+        by_dts = self.faulty_pts > self.faulty_dts or pts is None
+        if by_dts and dts is None and self.dts_step:
+            dts = self.timed_dts + self.dts_step  # the frames flushed from the decoder at the end carry no dts
+        if by_dts and dts is not None:
+            if self.timed_dts is not None and dts > self.timed_dts:
+                self.dts_step = dts - self.timed_dts
+            self.timed_dts, chosen = dts, dts
+        else:
+            chosen = pts
+        return None if chosen is None or frame.time_base is None else float(chosen * frame.time_base)
+
+    def timed(self, frames, flush: bool = False) -> Iterator[tuple]:
+        """(frame, its time in seconds or None) for `frames`, the first ones held back; `flush`: the last call."""
+        out = []
+        for frame in frames:
+            self._count(frame.pts, frame.dts)
+            if self.held is None:
+                out.append((frame, self._time(frame)))
+            else:
+                self.held.append(frame)
+        if self.held is not None and (flush or len(self.held) >= self.LOOKAHEAD):
+            out = [(frame, self._time(frame)) for frame in self.held] + out
+            self.held = None
+        return iter(out)
 
 
 @contextlib.contextmanager
@@ -607,6 +667,12 @@ class VideoReader:
                 tried.append(f"{name}: {str(err) or 'decoded no frame'}")
                 continue
             report.width, report.height = first[1].shape[1], first[1].shape[0]
+            still = _still_image(self.path, report)
+            if still:
+                frames.close()
+                raise VideoError(f"{self.path}: a {still.removesuffix('_pipe').upper()} image, not a video (FFmpeg "
+                                 f"reads one still picture from it, as {still}); pass a video file, or give it its "
+                                 "image suffix to leave it out of a folder")
             self.report = report
             self.fps = float(fps) if fps else (report.header_fps or DEFAULT_FPS)
             timed = _timed(itertools.chain([first], frames), report, self.fps)
@@ -635,6 +701,21 @@ class VideoReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _still_image(path: Path, report: DecodeReport) -> str | None:
+    """FFmpeg's format name when the file is one still picture (png_pipe, jpeg_pipe, webp_pipe, ...), whatever its
+    suffix says, else None. Moving pictures have their own formats (gif, apng, mjpeg) and are videos."""
+    container = report.container
+    if report.backend != "pyav":  # OpenCV names no format: ask PyAV's FFmpeg
+        import av
+
+        try:
+            with av.open(str(path)) as probe:
+                container = probe.format.name
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError):
+            return None
+    return container if container.endswith("_pipe") else None
 
 
 def read_video(path: str | Path, fps: float | None = None, **kwargs) -> tuple[np.ndarray, DecodeReport]:

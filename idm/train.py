@@ -40,6 +40,7 @@ from worldloom.idm.checkpoint import (
 from worldloom.idm.model import IDM, PRESETS, IDMConfig, num_parameters
 from worldloom.training import (
     DEVICES,
+    LR_MAX,
     CtrlC,
     MetricsLog,
     TimeBudget,
@@ -128,8 +129,9 @@ class TrainConfig:
             raise ValueError(f"mirror must lie in [0, 1], got {self.mirror}")
         if self.button_pos_weight <= 0:
             raise ValueError(f"button_pos_weight must be > 0, got {self.button_pos_weight}")
-        if self.lr is not None and self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"lr must be > 0 and min_lr_ratio in [0, 1], got {self.lr}, {self.min_lr_ratio}")
+        if self.lr is not None and not 0 < self.lr <= LR_MAX or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"lr must be a number in (0, {LR_MAX:.3g}] (float32's largest) and min_lr_ratio in [0, 1], "
+                             f"got {self.lr}, {self.min_lr_ratio}")
         check_device_name(self.device)
 
     @classmethod

@@ -103,7 +103,7 @@ def train_autoencoder(model_cfg, frame_batches, steps: int, lr: float, device) -
     for step in range(steps):
         x = next(frame_batches).flatten(0, 1).to(device)
         loss = autoencoder_loss(ae, x)
-        check_finite(loss.item(), None, step, None)
+        check_finite(loss.item(), None, step + 1, None)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -38,6 +38,7 @@ from worldloom.errors import UserError
 from worldloom.folders import check_out
 from worldloom.training import (
     DEVICES,
+    LR_MAX,
     RESUMABLE_FIELDS,
     CtrlC,
     MetricsLog,
@@ -143,8 +144,9 @@ class TrainConfig:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         check_range("num_workers", self.num_workers, 0 if self.device.startswith("cuda") else 1, MAX_WORKERS,
                     "1: this process; 0 with --device cuda: one per GPU of the cluster")
-        if self.minutes < 0 or self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip <= 0:
-            raise ValueError(f"need minutes >= 0, lr > 0, warmup_steps >= 0, grad_clip > 0; got {self.minutes}, {self.lr}, {self.warmup_steps}, {self.grad_clip}")
+        if self.minutes < 0 or not 0 < self.lr <= LR_MAX or self.warmup_steps < 0 or self.grad_clip <= 0:
+            raise ValueError(f"need minutes >= 0, lr in (0, {LR_MAX:.3g}] (float32's largest), warmup_steps >= 0, grad_clip > 0; "
+                             f"got {self.minutes}, {self.lr}, {self.warmup_steps}, {self.grad_clip}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         check_device_name(self.device)
@@ -458,7 +460,7 @@ def train_worker(cfg: TrainConfig, ctrl_c: CtrlC | None = None) -> dict:
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             loss_all = _mean(loss.detach(), world)
-            check_finite(loss_all.item(), float(grad_norm), step, last_good)  # every rank sees the same mean
+            check_finite(loss_all.item(), float(grad_norm), step + 1, last_good)  # every rank sees the same mean
             opt.step()
             opt.zero_grad(set_to_none=True)
             update_ema(ema, model, ema_decay_at(step, cfg.ema_decay))

@@ -68,6 +68,27 @@ def test_step_k_shows_the_frame_on_screen_at_k_over_fps(timelines, name, backend
         assert report.backend == backend and report.timestamps == "pts" and not report.warnings()
 
 
+def test_an_avi_with_b_frames_is_timed_by_its_best_effort_timestamps(tmp_path):
+    """An .avi stores no pts: the demuxer numbers packets in decode order, so with B-frames the frames (in
+    display order) came with pts 1, 3, 2, 5, 4, ...; read as their times, PyAV's steps showed frame 0 twice and
+    dropped others (121 steps of 120 frames, "77 frames had no usable timestamp"). ffmpeg and OpenCV time them
+    by the best-effort timestamp (the dts once pts go backwards): every frame once, in order, no warning."""
+    out = av.open(str(tmp_path / "b.avi"), "w")
+    stream = out.add_stream("libx264", rate=20)
+    stream.width = stream.height = 64
+    stream.pix_fmt, stream.options = "yuv420p", {"crf": "10", "bf": "3"}
+    for i in range(40):
+        for packet in stream.encode(av.VideoFrame.from_ndarray(painted(i), format="rgb24")):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+    out.close()
+    for backend in ("opencv", "pyav"):
+        frames, report = read_video(tmp_path / "b.avi", fps=20, backends=(backend,))
+        assert frame_index(frames) == list(range(40)), backend
+    assert not report.warnings() and report.timestamps == "pts"  # OpenCV's last 2 frames come untimed, placed
+
+
 def test_the_rule_by_hand_on_field_case_01():
     """10 fps for 2 s then 40 fps: at 20 steps/s each early frame twice, then every other frame."""
     assert on_screen(VFR, 20) == [k // 2 for k in range(40)] + [20 + 2 * j for j in range(10)]
@@ -204,6 +225,20 @@ def test_a_decoder_that_cannot_decode_here_is_not_called_corrupt(tmp_path, monke
     if opencv_decodes(path):
         frames, report = read_video(path)
         assert len(frames) == 24 and report.backend == "opencv" and "cannot decode it here" in report.tried[0]
+
+
+@pytest.mark.parametrize("suffix,kind", [(".png", "PNG"), (".jpg", "JPEG")])
+def test_an_image_named_as_a_video_is_said_to_be_an_image(tmp_path, suffix, kind):
+    """A PNG or JPEG renamed .mp4 (a thumbnail saved under the video's name) was read as a one-frame video:
+    `idm label` said '1 step(s) at 20 fps: ... a clip needs 2 steps', `dataset ingest --format video` stored a
+    1-step episode. The cause is that it is an image: the message says so, for OpenCV as well."""
+    cv2.imwrite(str(tmp_path / f"still{suffix}"), painted(0))
+    path = tmp_path / "clip.mp4"
+    shutil.copy(tmp_path / f"still{suffix}", path)
+    for backends in (("pyav", "opencv"), ("opencv",)):
+        with pytest.raises(VideoError, match=rf"^{path}: a {kind} image, not a video \(FFmpeg reads one still picture"):
+            VideoReader(path, backends=backends)
+    assert len(read_video(write_video(tmp_path / "two.mp4", num_frames=2))[0]) == 2  # a 2-frame video is one
 
 
 def test_files_no_backend_decodes_name_their_cause(tmp_path, capfd):

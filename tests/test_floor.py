@@ -191,6 +191,67 @@ def test_non_finite_loss_or_gradient_stops_with_the_step_and_the_checkpoint():
     assert issubclass(TrainingDiverged, UserError)  # the CLI prints it as one line, exit 2
 
 
+def _diverging_run(tmp_path, nan_at: int | None, val_nan_after: int | None, max_steps: int):
+    """run_steps on a 2->1 linear model: the loss of step index `nan_at` (0-based) is NaN; validation after
+    step `val_nan_after` (counted from 1) gives a NaN val_loss; a checkpoint and a validation every step."""
+    from worldloom.training import CtrlC, run_steps
+
+    checkpoint.write_run_config(tmp_path, "idm", {})
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    taken = []
+
+    def loss_of(step):
+        taken.append(step)
+        loss = model(torch.ones(1, 2)).sum()
+        return (loss * float("nan") if step == nan_at else loss), {}
+
+    def validate():
+        return {"val_loss": float("nan") if len(taken) == val_nan_after else 0.5}
+
+    with CtrlC() as ctrl_c:
+        run_steps("t", "idm", tmp_path, model, opt, {"step": 0, "elapsed_s": 0.0}, TimeBudget(max_steps=max_steps),
+                  MetricsLog(tmp_path, ["step", "loss", "val_loss"], enabled=False), ctrl_c, loss_of, validate,
+                  lr_of=lambda s, n: 0.1, seed=0, windows_per_step=1, log_every=1, eval_every=1, checkpoint_every=1)
+
+
+def test_a_divergence_names_the_step_as_metrics_and_checkpoints_number_it(tmp_path):
+    """The third step's loss NaN (steps 1 and 2 logged and saved) was reported 'loss nan at step 2: ... the last
+    good checkpoint is ... (step 2)': the step named was a good one. Steps count from 1 everywhere."""
+    with pytest.raises(TrainingDiverged, match=r"^loss nan and gradient norm nan at step 3: training stopped; the last good checkpoint is "
+                                               r".*checkpoint \(step 2\)"):
+        _diverging_run(tmp_path, nan_at=2, val_nan_after=None, max_steps=5)
+    assert checkpoint.read_state(tmp_path, "idm")["step"] == 2
+
+
+def test_weights_whose_validation_loss_is_not_finite_are_never_saved(tmp_path):
+    """`idm train --lr 1e30 --max-steps 1`: the step's loss and gradient were finite, the update left weights of
+    1e30 whose validation loss was NaN, and they were saved as the model, exit 0 (`idm label` then failed far
+    away). Now the run stops there, naming the step and the last good checkpoint."""
+    with pytest.raises(TrainingDiverged, match=r"^validation loss nan after step 3: training stopped; the last good "
+                                               r"checkpoint is .*checkpoint \(step 2\)"):
+        _diverging_run(tmp_path, nan_at=None, val_nan_after=3, max_steps=3)
+    assert checkpoint.read_state(tmp_path, "idm")["step"] == 2  # step 3's weights were not written
+    (tmp_path / "fresh").mkdir()
+    with pytest.raises(TrainingDiverged, match=r"after step 1: .*no checkpoint was written"):
+        _diverging_run(tmp_path / "fresh", nan_at=None, val_nan_after=1, max_steps=1)
+    assert not (tmp_path / "fresh" / "checkpoint").exists()
+
+
+@pytest.mark.parametrize("lr", [1e39, 0.0, -1.0])
+def test_a_learning_rate_float32_cannot_hold_is_refused_by_every_trainer(lr):
+    """`idm train --lr 1e39` was a RuntimeError traceback ('value cannot be converted to type float without
+    overflow') at the first optimizer step, after the run folder was made."""
+    from worldloom.agent.train import TrainConfig as BCConfig
+    from worldloom.idm.train import TrainConfig as IDMTrainConfig
+    from worldloom.pretrain.train import TrainConfig as PretrainConfig
+
+    for make in (lambda: IDMTrainConfig(data=("d",), out="o", lr=lr), lambda: BCConfig(data=("d",), out="o", lr=lr),
+                 lambda: PretrainConfig(data=("d",), out="o", lr=lr)):
+        with pytest.raises(ValueError, match=r"lr.* \(0, 3\.4e\+38\] \(float32's largest\)"):
+            make()
+
+
 def test_device_choice_warns_loudly_when_a_gpu_is_asked_for_and_absent(capsys):
     assert resolve_device("cpu").type == "cpu"
     if not torch.cuda.is_available():

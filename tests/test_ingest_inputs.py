@@ -236,6 +236,28 @@ def test_a_rerun_at_another_fps_is_refused_up_front(tmp_path):
     assert run([tmp_path / "in"], tmp_path / "ds", format="video", fps=20)["skipped_done"] == 1
 
 
+def test_a_rerun_over_a_shard_cut_short_is_not_already_there(tmp_path):
+    """The --out's shard cut to half (a copy or sync broken off), the same command again said 'ingested 0 of 1
+    inputs; 1 already there', exit 0: the input was counted done by its committed episode while its frames were
+    lost. Now one line names the shard and the repair; after the repair the command makes it again."""
+    from videos import write_video
+
+    (tmp_path / "in").mkdir()
+    write_video(tmp_path / "in" / "clip.mp4", num_frames=20)
+    assert run([tmp_path / "in"], tmp_path / "ds", format="video")["ingested"] == ["clip.mp4"]
+    shard = next((tmp_path / "ds" / "frames").glob("*.parquet"))
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'ds'}/frames/{shard.name}: size is \d+ bytes, dataset.json "
+                                        rf"says \d+; its episodes count as done, so run `worldloom dataset repair "
+                                        rf"{tmp_path / 'ds'}`, then this command again"):
+        run([tmp_path / "in"], tmp_path / "ds", format="video")
+    from worldloom.datasets.repair import repair
+
+    repair(tmp_path / "ds")
+    assert run([tmp_path / "in"], tmp_path / "ds", format="video")["ingested"] == ["clip.mp4"]
+    assert Dataset(tmp_path / "ds").num_frames == 20 and validate(tmp_path / "ds") == []
+
+
 def test_a_rerun_adds_in_the_datasets_codec_and_refuses_another_up_front(tmp_path):
     """A jpeg dataset's command run again for a new recording without --codec (the help said 'of a new
     dataset') refused it with 'give a new --out'; another --codec with nothing new said '1 already there'."""

@@ -7,7 +7,7 @@
     for step in range(start, ...):
         lr = training.lr_at(step, peak_lr=3e-3, warmup_steps=10, total_steps=budget.total_steps)
         ...
-        training.check_finite(loss, grad_norm, step, last_checkpoint)   # TrainingDiverged at once
+        training.check_finite(loss, grad_norm, step + 1, last_checkpoint)   # TrainingDiverged at once
         budget.update(step + 1, elapsed_s)
         if budget.done(step + 1, elapsed_s): break
 
@@ -35,7 +35,11 @@ from worldloom.interrupts import exit_code, interrupt, sigterm_as_interrupt
 from worldloom.io import atomic_path, atomic_write_text
 
 __all__ = ["lr_at", "resolve_device", "TimeBudget", "MetricsLog", "CtrlC", "TrainingDiverged", "check_finite",
-           "run_steps", "adamw", "DEFAULT_MAX_STEPS", "RESUMABLE_FIELDS", "DEVICES", "exit_code", "interrupt", "sigterm_as_interrupt"]
+           "check_finite_scores", "LR_MAX", "run_steps", "adamw", "DEFAULT_MAX_STEPS", "RESUMABLE_FIELDS", "DEVICES", "exit_code", "interrupt", "sigterm_as_interrupt"]
+
+# The largest learning rate a config takes: float32's largest number. Above it torch cannot apply the update
+# (a RuntimeError traceback at the first optimizer step); nan or inf would make every weight NaN.
+LR_MAX = 3.4028234663852886e38
 
 # The flags a resumed run may change: how long and where it runs, not what it learns ("out": a run
 # may be moved or copied). One set for the trainers, which check a resume's config with
@@ -242,15 +246,30 @@ class TrainingDiverged(UserError):
 
 def check_finite(loss: float, grad_norm: float | None, step: int, last_checkpoint: str | None) -> None:
     """TrainingDiverged naming the step and the last good checkpoint when the loss or the gradient
-    norm is not finite (checked before the optimizer step, so the weights stay good)."""
+    norm is not finite (checked before the optimizer step, so the weights stay good). `step` counts
+    from 1, as metrics.csv and checkpoints number steps: the step whose loss this is."""
     bad = [] if math.isfinite(loss) else [f"loss {loss}"]
     if grad_norm is not None and not math.isfinite(grad_norm):
         bad.append(f"gradient norm {grad_norm}")
     if not bad:
         return
-    kept = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written"
-    raise TrainingDiverged(f"{' and '.join(bad)} at step {step}: training stopped; {kept}; "
+    raise TrainingDiverged(f"{' and '.join(bad)} at step {step}: training stopped; {_kept(last_checkpoint)}; "
                            "lower the learning rate or check the data for non-finite values")
+
+
+def check_finite_scores(scores: dict[str, float], step: int, last_checkpoint: str | None) -> None:
+    """TrainingDiverged when validation after `step` (counted from 1) gives a non-finite `val_loss`: the
+    step's update was taken on a finite loss and gradient but left weights that give NaN or infinity
+    (a learning rate far too high), and they must not be saved as the model."""
+    loss = scores.get("val_loss")
+    if loss is None or math.isfinite(loss):
+        return
+    raise TrainingDiverged(f"validation loss {loss} after step {step}: training stopped; {_kept(last_checkpoint)}; "
+                           "lower the learning rate or check the data for non-finite values")
+
+
+def _kept(last_checkpoint: str | None) -> str:
+    return f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written"
 
 
 class MetricsLog:
@@ -383,7 +402,7 @@ def run_steps(name: str, kind: str, run_dir: Path, model, optimizer, state: dict
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            check_finite(loss.item(), float(grad_norm), step, last_good)
+            check_finite(loss.item(), float(grad_norm), step + 1, last_good)  # numbered as its metrics row
             optimizer.step()
             step += 1
             elapsed = elapsed0 + time.perf_counter() - t0
@@ -401,7 +420,9 @@ def run_steps(name: str, kind: str, run_dir: Path, model, optimizer, state: dict
                        "elapsed_s": round(elapsed, 2),
                        "windows_per_s": round(windows_per_step * (step - last_log_step) / max(1e-9, now - last_log), 2)}
                 if evaluating:
-                    row.update(validate())
+                    scores = validate()
+                    check_finite_scores(scores, step, last_good)  # weights giving NaN are never saved
+                    row.update(scores)
                     bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
                 log.row(**row)
                 last_log, last_log_step = time.perf_counter(), step
