@@ -781,6 +781,24 @@ def test_dreaming_at_another_step_rate_than_the_games_is_one_line(data, tmp_path
     assert not (tmp_path / "wm" / "scorer-Explore").exists() and not (tmp_path / "dream").exists()
 
 
+def test_a_task_scorer_is_not_trained_on_another_envs_rewards(data, tmp_path, capsys):
+    """`--data` captured in plain VoxelWorld (`capture run --env voxel`, rewards all 0) or in another task's world
+    trained the Explore scorer on those rewards, exit 0: it scored every dream 0. Now one line names the env."""
+    wm = world_model_run(tmp_path / "wm")
+    frames, buttons, camera, rewards = data["episodes"][0]
+    argv = ["agent", "eval", "--policy", "random", "--task", "explore", "--in-world-model", wm, "--episodes", "1",
+            "--horizon", "1", "--videos", "0", "--scorer-steps", "1", "--out", str(tmp_path / "dream")]
+    for env in ("voxel", "collect_logs", "video"):
+        with DatasetWriter(tmp_path / env, 64, 64, fps=20) as w:
+            w.add_episode("ep-0", frames, buttons=buttons, camera=camera, rewards=rewards, env=env)
+        assert cli([*argv, "--data", data["labeled"], str(tmp_path / env)]) == 2
+        err = capsys.readouterr().err
+        assert (f"{tmp_path / env} holds episodes recorded in {env}, not in worldloom/Explore-v0's world" in err
+                and "--env explore" in err and err.count("\n") == 1), err
+    assert not (tmp_path / "wm" / "scorer-Explore").exists() and not (tmp_path / "dream").exists()
+    assert cli([*argv, "--data", data["labeled"]]) == 0  # recorded in the task's world (env "explore")
+
+
 def test_a_dream_longer_than_the_tasks_time_limit_is_one_line(data, tmp_path, capsys):
     """`--horizon 5 --time-limit 3` dreamt 5 steps while the real episode was cut after 3: the real score
     covered fewer steps than the imagined one, exit 0. Now one line says so, before a scorer is trained."""
