@@ -363,6 +363,22 @@ def test_train_records_labels_and_resumes_to_the_same_weights(data, policy_run, 
     assert (partial / "curves.png").stat().st_size > 1000
 
 
+def test_a_stopped_run_resumed_with_a_budget_it_has_passed_is_one_line(data, tmp_path, capsys):
+    """A run stopped at step 4 of --max-steps 6, run again with --max-steps 2: exit 0 with the 4-step weights
+    and config.json rewritten to say 2 steps. Now one line names both budgets, and the run is left as it was."""
+    from conftest import tree_digest
+
+    run = tmp_path / "run"
+    train_main(micro_cfg(data["labeled"], run), stop_after=5)  # killed after step 5: checkpoint at 4
+    before, _ = tree_digest(run), capsys.readouterr()
+    assert cli(["agent", "train", "--data", data["labeled"], "--out", str(run), "--preset", "micro", "--max-steps", "2",
+                "--batch-size", "2", "--warmup-steps", "2", "--window", "12", "--eval-every", "3",
+                "--checkpoint-every", "2", "--val-windows", "4", "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{run} stopped at 4 steps in " in err and "its budget --max-steps 6, already past --max-steps 2" in err, err
+    assert err.count("\n") == 1 and tree_digest(run) == before
+
+
 def test_noop_labels_train_on_unlabeled_footage_and_windows_mask_short_episodes(data, tmp_path):
     episodes, infos = load_bc_episodes([data["unlabeled"]], labels="noop")
     assert infos[0].label_sources == ("none",) and not any(ep.buttons.any() for ep in episodes)
