@@ -482,7 +482,7 @@ def test_mismatched_player_and_task_are_one_line_naming_both(policy_run, ray_clu
 
 
 # --- dreaming -----------------------------------------------------------------------------------
-def world_model_run(root, image_size: int = 64) -> str:
+def world_model_run(root, image_size: int = 64, seed: int = 0) -> str:
     """An untrained tiny WorldModel in the world-model checkpoint format."""
     from worldloom import checkpoint as ckpt
     from worldloom.config import to_json_dict
@@ -493,7 +493,7 @@ def world_model_run(root, image_size: int = 64) -> str:
     root.mkdir(parents=True, exist_ok=True)
     cfg = WorldModelConfig(image_size=image_size, patch_size=8, width=32, depth=1, num_heads=2, num_frames=3)
     train = WMTrainConfig(data=("data",), out=str(root), model=cfg)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     state = WorldModel(cfg).state_dict()
     spec = SourceSpec(height=image_size, width=image_size, fps=20.0, num_episodes=1, num_frames=40,
                       label_sources=("env",))
@@ -559,6 +559,21 @@ def test_a_study_whose_world_model_cannot_dream_its_tasks_is_refused_before_its_
 
 
 # --- the study ----------------------------------------------------------------------------------
+def test_a_studys_dream_stage_is_redone_for_a_world_model_trained_again_in_the_same_folder(tmp_path):
+    """`agent study --world-model runs/wm` after runs/wm was trained again (other weights, the same folder): the
+    dream stage said "cached" and the report kept the old model's dreams. Now its key covers the weights."""
+    from worldloom.pipeline.agent_study import StudyConfig, dream_stage_config
+    from worldloom.pipeline.stages import stage_key
+
+    def key(wm: str) -> str:
+        return stage_key(dream_stage_config(StudyConfig(out=str(tmp_path / "study"), preset="micro", tasks=("explore",),
+                                                        world_model=wm)), [])
+
+    wm = world_model_run(tmp_path / "wm")
+    first = key(wm)
+    assert key(world_model_run(tmp_path / "wm")) == first  # the same weights: cached
+    assert key(world_model_run(tmp_path / "wm", seed=1)) != first  # other weights in the same folder: redone
+
 @pytest.mark.ray
 @pytest.mark.slow  # capture, IDM, labeling, three BC runs and 5 evaluations end to end: about 2 minutes on 2 busy cores
 def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path):
