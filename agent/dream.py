@@ -224,11 +224,14 @@ def check_world_model(wm_cfg, wm_run: str, resolution: int, policy: str) -> None
 
 def check_dream(cfg, wm_cfg, wm_doc: dict, resolution: int) -> None:
     """The checks a dream makes before any work, from the world model's config alone (the study makes them before
-    its first stage): its frame size against the player's, its step rate against the game's, the time limit
-    against the context and --horizon. One-line UserError naming both sides."""
+    its first stage): its frame size against the player's, that it learned actions, its step rate against the game's,
+    the time limit against the context and --horizon. One-line UserError naming both sides."""
     from worldloom.pretrain.checkpoint import step_rate
 
     check_world_model(wm_cfg, cfg.in_world_model, resolution, cfg.policy)
+    if not wm_doc.get("train", {}).get("use_actions", True):  # it learned the null action only: no action steers it
+        raise UserError(f"world model {cfg.in_world_model} was trained without actions (--no-use-actions), so its dreams "
+                        f"do not follow what {cfg.policy} does: dream in a world model trained with actions")
     if step_rate(wm_doc) != FPS:  # the task env and the player step at the game's rate
         raise UserError(f"world model {cfg.in_world_model} learned {step_rate(wm_doc):g} steps per second, but a player "
                         f"acts once per step of the game's {FPS}: dream in a world model trained at {FPS} steps per second")

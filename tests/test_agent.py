@@ -830,6 +830,22 @@ def test_a_task_scorer_is_not_trained_on_another_envs_rewards(data, tmp_path, ca
     assert cli([*argv, "--data", data["labeled"]]) == 0  # recorded in the task's world (env "explore")
 
 
+def test_dreaming_in_a_world_model_trained_without_actions_is_one_line(data, tmp_path, capsys):
+    """A world model trained with --no-use-actions (the null action on every frame) dreamt a policy's play,
+    exit 0: its frames did not follow the player's actions, so the imagined scores ranked nothing. Now one line."""
+    wm = world_model_run(tmp_path / "wm")
+    config = json.loads((tmp_path / "wm" / "config.json").read_text())
+    config["train"]["use_actions"] = False
+    (tmp_path / "wm" / "config.json").write_text(json.dumps(config))
+    assert cli(["agent", "eval", "--policy", "random", "--task", "explore", "--episodes", "1", "--horizon", "1",
+                "--videos", "0", "--in-world-model", wm, "--data", data["labeled"], "--scorer-steps", "1",
+                "--out", str(tmp_path / "dream")]) == 2
+    err = capsys.readouterr().err
+    assert f"world model {wm} was trained without actions (--no-use-actions), so its dreams do not follow what random " \
+           "does" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "wm" / "scorer-Explore").exists() and not (tmp_path / "dream").exists()
+
+
 def test_a_dream_longer_than_the_tasks_time_limit_is_one_line(data, tmp_path, capsys):
     """`--horizon 5 --time-limit 3` dreamt 5 steps while the real episode was cut after 3: the real score
     covered fewer steps than the imagined one, exit 0. Now one line says so, before a scorer is trained."""
