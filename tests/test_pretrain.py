@@ -920,6 +920,22 @@ def test_a_rollout_video_is_not_written_into_a_dataset(data, tmp_path, capsys):
     assert tree_digest(data["train"]) == before
 
 
+def test_eval_on_unlabeled_or_short_data_says_what_to_do(data, tmp_path, capsys):
+    """`pretrain eval --data FOOTAGE` (label_source none) said "['FOOTAGE']: no labeled episode with 18 steps", a
+    Python list and a length where the fault was the missing labels. Now one line for each case saying what to do."""
+    run = tmp_path / "wm"
+    main(TrainConfig(data=(data["train"],), out=str(run), max_steps=1, **MICRO))
+    capsys.readouterr()
+    for source, words in ((data["unlabeled"], f"{data['unlabeled']}: no labeled episode to score (label_source none"),
+                          (data["train"], f"{data['train']}: no labeled episode with 1002 steps (context + horizon) "
+                                          "to score (the longest holds 40): pass a shorter --horizon")):
+        assert cli(["pretrain", "eval", "--model", str(run), "--data", source, "--horizon", "1000",
+                    "--out", str(tmp_path / "ev")]) == 2
+        err = capsys.readouterr().err
+        assert words in err and "[" not in err and err.count("\n") == 1, err
+    assert not (tmp_path / "ev").exists()
+
+
 def test_rollout_and_eval_say_up_front_what_a_short_episode_cuts(data, tmp_path, capsys, monkeypatch):
     """`pretrain rollout --horizon 8` on a 5-step episode made 3 frames, said only by the summary after
     the work; `pretrain eval` scored fewer clips than --num-clips and a shorter stability rollout than
