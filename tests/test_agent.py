@@ -363,6 +363,19 @@ def test_train_records_labels_and_resumes_to_the_same_weights(data, policy_run, 
     assert (partial / "curves.png").stat().st_size > 1000
 
 
+def test_a_policy_that_is_no_path_says_what_policy_takes(tmp_path, capsys):
+    """`--policy Random` (or `scripted-mixture`, a typo'd run) said "Random: not a policy run (config.json is
+    missing)", as if a run were damaged. Now one line says there is no such run and names the near reference."""
+    for policy, hint in (("Random", " (did you mean --policy random?)"), ("scripted-mixture", " (did you mean "
+                         "--policy scripted:mixture?)"), (str(tmp_path / "runs" / "bc"), "")):
+        assert cli(["agent", "eval", "--policy", policy, "--task", "explore", "--episodes", "1",
+                    "--out", str(tmp_path / "ev")]) == 2
+        err = capsys.readouterr().err
+        assert f"--policy {policy}: no such policy run{hint}; give a policy run directory, `random`, or " in err, err
+        assert err.count("\n") == 1
+    assert not (tmp_path / "ev").exists()
+
+
 def test_a_stopped_run_resumed_with_a_budget_it_has_passed_is_one_line(data, tmp_path, capsys):
     """A run stopped at step 4 of --max-steps 6, run again with --max-steps 2: exit 0 with the 4-step weights
     and config.json rewritten to say 2 steps. Now one line names both budgets, and the run is left as it was."""
