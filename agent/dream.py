@@ -85,10 +85,11 @@ class RewardHead(nn.Module):
         return self.mlp(torch.cat([a, b, b - a], -1))[:, 0]
 
 
-def load_transitions(paths: tuple[str, ...], height: int, width: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def load_transitions(paths: tuple[str, ...], height: int, width: int,
+                     task_id: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Frames (N, H, W, 3) and rewards (N - 1,) of every episode with recorded rewards."""
     frames, rewards = [], []
-    for ds in check_scorer_datasets(paths, height, width):
+    for ds in check_scorer_datasets(paths, height, width, task_id):
         for ep in ds.episode_ids:
             clip = ds.frames(ep)
             r = np.nan_to_num(np.asarray(clip.rewards, np.float32))
@@ -100,9 +101,10 @@ def load_transitions(paths: tuple[str, ...], height: int, width: int) -> tuple[l
     return frames, rewards
 
 
-def check_scorer_datasets(paths: tuple[str, ...], height: int, width: int) -> list:
+def check_scorer_datasets(paths: tuple[str, ...], height: int, width: int, task_id: str) -> list:
     """The datasets a task scorer would train on, opened; UserError (one line) for one of another frame size or
-    step rate than the player's (before anything is said or trained)."""
+    step rate than the player's, or with episodes recorded in another env than the task's (before anything is said
+    or trained)."""
     from worldloom.idm.data import open_dataset
 
     datasets = []
@@ -114,13 +116,27 @@ def check_scorer_datasets(paths: tuple[str, ...], height: int, width: int) -> li
         if float(ds.spec.fps) != FPS:  # a reward per step of the game: a 10 fps step holds two
             raise UserError(f"{path} holds {ds.spec.fps:g} steps per second; the task scorer learns the reward of one "
                             f"step of the game's {FPS}: record the scorer's data in the task env (at {FPS})")
+        check_scorer_env(path, ds, task_id)
         datasets.append(ds)
     return datasets
 
 
+def check_scorer_env(path: str, ds, task_id: str) -> None:
+    """UserError (one line) when an episode of `ds` was recorded in another env than the task's: its rewards are
+    that env's (VoxelWorld's are all 0), so a scorer fitted on them scores every dream 0 whatever is played."""
+    from worldloom.envs import ENVS
+
+    envs = ds.episodes.column("env").to_pylist() if "env" in ds.episodes.column_names else []
+    other = sorted({env for env in envs if env is not None and ENVS.get(env, (env,))[0] != task_id})  # None: unrecorded
+    if other:
+        short = next(name for name, (env_id, _) in ENVS.items() if env_id == task_id)
+        raise UserError(f"{path} holds episodes recorded in {', '.join(other)}, not in {task_id}'s world: the task "
+                        f"scorer learns that task's rewards; record its data with `worldloom capture run --env {short}`")
+
+
 def train_scorer(cfg: ScorerConfig, task_id: str, data: tuple[str, ...], out: Path) -> Path:
     """Fit a RewardHead on the datasets' transitions and save it as a run directory."""
-    frames, rewards = load_transitions(data, cfg.height, cfg.width)
+    frames, rewards = load_transitions(data, cfg.height, cfg.width, task_id)
     index = np.array([(e, t) for e, r in enumerate(rewards) for t in range(len(r))])  # (N, 2)
     flat = np.concatenate(rewards)
     events = np.flatnonzero(np.abs(flat) >= 0.5)
@@ -168,7 +184,7 @@ def scorer_for(cfg, resolution: int) -> tuple[RewardHead, str]:
             raise UserError(f"no task scorer in {run}: pass --data with datasets recorded in {task.env_id}'s world "
                             f"(e.g. `worldloom capture run --env {task.env_id} --resolution {resolution} --out DIR`) to "
                             "train one, or --scorer RUN")
-        check_scorer_datasets(cfg.data, resolution, resolution)
+        check_scorer_datasets(cfg.data, resolution, resolution, task.env_id)
         print(f"agent dream: training the {task.name} scorer on {', '.join(cfg.data)}", file=sys.stderr)
         train_scorer(ScorerConfig(height=resolution, width=resolution, steps=cfg.scorer_steps, seed=cfg.seed), task.env_id,
                      cfg.data, run)
@@ -208,11 +224,14 @@ def check_world_model(wm_cfg, wm_run: str, resolution: int, policy: str) -> None
 
 def check_dream(cfg, wm_cfg, wm_doc: dict, resolution: int) -> None:
     """The checks a dream makes before any work, from the world model's config alone (the study makes them before
-    its first stage): its frame size against the player's, its step rate against the game's, the time limit
-    against the context and --horizon. One-line UserError naming both sides."""
+    its first stage): its frame size against the player's, that it learned actions, its step rate against the game's,
+    the time limit against the context and --horizon. One-line UserError naming both sides."""
     from worldloom.pretrain.checkpoint import step_rate
 
     check_world_model(wm_cfg, cfg.in_world_model, resolution, cfg.policy)
+    if not wm_doc.get("train", {}).get("use_actions", True):  # it learned the null action only: no action steers it
+        raise UserError(f"world model {cfg.in_world_model} was trained without actions (--no-use-actions), so its dreams "
+                        f"do not follow what {cfg.policy} does: dream in a world model trained with actions")
     if step_rate(wm_doc) != FPS:  # the task env and the player step at the game's rate
         raise UserError(f"world model {cfg.in_world_model} learned {step_rate(wm_doc):g} steps per second, but a player "
                         f"acts once per step of the game's {FPS}: dream in a world model trained at {FPS} steps per second")

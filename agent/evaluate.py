@@ -31,7 +31,8 @@ from tqdm import tqdm
 
 from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE
 from worldloom.config import check_range, doc, to_json_dict
-from worldloom.envs import check_resolution
+from worldloom.envs import PLAYER_NAMES, check_resolution
+from worldloom.errors import UserError
 from worldloom.folders import check_out
 from worldloom.io import atomic_write_json
 from worldloom.progress import counted
@@ -230,6 +231,12 @@ def resolve_resolution(cfg: EvalConfig) -> int:
     """The task's frame size: --resolution, else the policy's (64 for references)."""
     if is_reference(cfg.policy):
         return cfg.resolution or 64
+    if "://" not in cfg.policy and not Path(cfg.policy).exists():  # `Random`, `scripted-mixture`, a typo'd run
+        near = [name for name in ("random", *(f"scripted:{p}" for p in PLAYER_NAMES if p != "random"))
+                if name.replace(":", "").lower() == cfg.policy.replace(":", "").replace("-", "").lower()]
+        hint = f" (did you mean --policy {near[0]}?)" if near else ""
+        raise UserError(f"--policy {cfg.policy}: no such policy run{hint}; give a policy run directory, `random`, or "
+                        "`scripted:NAME`")
     from .checkpoint import model_config
 
     pcfg = model_config(cfg.policy)

@@ -12,12 +12,13 @@ step (right = yaw right, down = pitch down; `action[t]` is applied after `frame[
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from worldloom.errors import UserError
-from worldloom.io import check_video_out, write_image, write_video
+from worldloom.io import check_not_in_dataset, check_video_out, write_image, write_video
 from worldloom.progress import counted
 
 from . import schema
@@ -203,6 +204,7 @@ def contact_sheet(ds: Dataset, out: str, episode_id: str | None = None, num: int
     episodes (fewer where there are fewer; `say_fewer`: a line on stderr says so, for a --num a user gave);
     `scale` None: each tile's longer side fitted to SHEET_LONG_SIDE_PX (auto_scale)."""
     check_scale(scale)
+    check_not_in_dataset(Path(out))
     if isinstance(num, bool) or not isinstance(num, int) or not 1 <= num <= MAX_SHEET_TILES:
         raise UserError(f"--num {num}: a contact sheet draws 1 to {MAX_SHEET_TILES} frames")
     if episode_id is not None:

@@ -304,6 +304,16 @@ def check_world_model_up_front(cfg: StudyConfig, configs: dict, paths: dict[str,
         check_dream(dream_cfg, wm_cfg, doc, cfg.resolved_sizes.resolution)
 
 
+def dream_stage_config(cfg: StudyConfig) -> dict:
+    """What the dream stage's key covers: the world model's weights as well as its folder (a world model trained
+    again into the same folder left the stage cached, and the report showed the old model's dreams)."""
+    from worldloom.checkpoint import checkpoint_id
+    from worldloom.pretrain.checkpoint import KIND
+
+    return {"world_model": cfg.world_model, "weights": checkpoint_id(cfg.world_model, KIND),
+            "sizes": to_json_dict(cfg.resolved_sizes)}
+
+
 def run_dream(cfg: StudyConfig, configs: dict, paths: dict[str, Any]) -> tuple[dict, dict]:
     """Each player inside the world model on each task; Spearman of imagined against real scores."""
     from worldloom.agent.dream import rank_agreement
@@ -354,8 +364,7 @@ def main(cfg: StudyConfig) -> Path:
         stage("bc-idm", configs["bc"]["bc-idm"], ("label",), lambda: run_bc_idm(configs))
         stage("eval", {f"{k[0]}|{k[1]}": v for k, v in configs["eval"].items()}, ("bc-idm",), lambda: run_eval(configs))
         if cfg.world_model:
-            stage("dream", {"world_model": cfg.world_model, "sizes": to_json_dict(cfg.resolved_sizes)}, ("eval",),
-                  lambda: run_dream(cfg, configs, paths))
+            stage("dream", dream_stage_config(cfg), ("eval",), lambda: run_dream(cfg, configs, paths))
     html = write_study_report(cfg, paths, runner.records)
     print(f"[agent study] report: {html}", flush=True)
     return html

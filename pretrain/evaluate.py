@@ -185,7 +185,13 @@ def eval_clips(paths, clip_len: int, num_clips: int) -> dict:
 
     ds = ClipDataset(list(paths), clip_len=clip_len, label_sources=["env", "idm"])
     if len(ds) == 0:
-        raise UserError(f"{list(paths)}: no labeled episode with {clip_len} steps (context + horizon) to score")
+        where, longest = ", ".join(map(str, paths)), longest_labeled(paths)
+        if not longest:  # footage without actions: what to run, not a length, is the fix
+            raise UserError(f"{where}: no labeled episode to score (label_source none: the world model is scored on "
+                            "the actions it follows); label it with `worldloom idm label --data DATASET --model IDM_RUN "
+                            "--out DIR` and evaluate on DIR")
+        raise UserError(f"{where}: no labeled episode with {clip_len} steps (context + horizon) to score (the longest "
+                        f"holds {longest}): pass a shorter --horizon, or data with longer episodes")
     if len(ds) < num_clips:
         ds = ClipDataset(list(paths), clip_len=clip_len, stride=max(1, clip_len // 4), label_sources=["env", "idm"])
     idx = np.unique(np.linspace(0, len(ds) - 1, min(num_clips, len(ds))).round().astype(int))

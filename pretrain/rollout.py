@@ -37,7 +37,7 @@ from .checkpoint import check_step_rate, load_world_model
 from .data import frames_to_model, model_to_frames
 from .flow import SampleConfig, prompt_rollout, rollout
 from .model import encode_actions
-from .text import tokenize
+from .text import tokenize, words
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +87,24 @@ def prompt_tokens(model, cfg: RolloutConfig) -> dict:
     if model.text_cfg is None:
         raise UserError(f"{cfg.model}: this world model was trained without captions, so --prompt has nothing to "
                         "condition on; train one with `worldloom pretrain train --text ...` or leave out --prompt")
+    check_prompt_words(cfg.prompt, model.text_cfg, cfg.model)
     return {"text": tokenize([cfg.prompt], model.text_cfg)}
+
+
+def check_prompt_words(prompt: str, text_cfg, run: str) -> None:
+    """UserError (one line) for a prompt of no word the model knows (each unknown word is one `<unk>` id, so it
+    rolled out as if unprompted); a line on stderr names the unknown and the cut words of a prompt it partly knows."""
+    said = words(prompt)
+    unknown = [w for w in dict.fromkeys(said) if w not in set(text_cfg.vocab)]
+    if len(unknown) == len(set(said)):
+        what = f"none of its words ({' '.join(unknown)}) is" if said else "it holds no word, and no word is"
+        raise UserError(f"--prompt {prompt!r}: {what} in {run}'s vocabulary of {len(text_cfg.vocab)} caption words "
+                        f"(e.g. {' '.join(text_cfg.vocab[:6])}): describe the scene in the captions' words, or leave "
+                        "out --prompt")
+    notes = ([f"unknown to {run}, read as <unk>: {' '.join(unknown)}"] if unknown else []) + (
+        [f"only its first {text_cfg.max_words} words are read"] if len(said) > text_cfg.max_words else [])
+    if notes:
+        print(f"pretrain rollout: --prompt: {'; '.join(notes)}", file=sys.stderr)
 
 
 def with_prompt(frames: np.ndarray, prompt: str) -> np.ndarray:

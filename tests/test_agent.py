@@ -363,6 +363,35 @@ def test_train_records_labels_and_resumes_to_the_same_weights(data, policy_run, 
     assert (partial / "curves.png").stat().st_size > 1000
 
 
+def test_a_policy_that_is_no_path_says_what_policy_takes(tmp_path, capsys):
+    """`--policy Random` (or `scripted-mixture`, a typo'd run) said "Random: not a policy run (config.json is
+    missing)", as if a run were damaged. Now one line says there is no such run and names the near reference."""
+    for policy, hint in (("Random", " (did you mean --policy random?)"), ("scripted-mixture", " (did you mean "
+                         "--policy scripted:mixture?)"), (str(tmp_path / "runs" / "bc"), "")):
+        assert cli(["agent", "eval", "--policy", policy, "--task", "explore", "--episodes", "1",
+                    "--out", str(tmp_path / "ev")]) == 2
+        err = capsys.readouterr().err
+        assert f"--policy {policy}: no such policy run{hint}; give a policy run directory, `random`, or " in err, err
+        assert err.count("\n") == 1
+    assert not (tmp_path / "ev").exists()
+
+
+def test_a_stopped_run_resumed_with_a_budget_it_has_passed_is_one_line(data, tmp_path, capsys):
+    """A run stopped at step 4 of --max-steps 6, run again with --max-steps 2: exit 0 with the 4-step weights
+    and config.json rewritten to say 2 steps. Now one line names both budgets, and the run is left as it was."""
+    from conftest import tree_digest
+
+    run = tmp_path / "run"
+    train_main(micro_cfg(data["labeled"], run), stop_after=5)  # killed after step 5: checkpoint at 4
+    before, _ = tree_digest(run), capsys.readouterr()
+    assert cli(["agent", "train", "--data", data["labeled"], "--out", str(run), "--preset", "micro", "--max-steps", "2",
+                "--batch-size", "2", "--warmup-steps", "2", "--window", "12", "--eval-every", "3",
+                "--checkpoint-every", "2", "--val-windows", "4", "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{run} stopped at 4 steps in " in err and "its budget --max-steps 6, already past --max-steps 2" in err, err
+    assert err.count("\n") == 1 and tree_digest(run) == before
+
+
 def test_noop_labels_train_on_unlabeled_footage_and_windows_mask_short_episodes(data, tmp_path):
     episodes, infos = load_bc_episodes([data["unlabeled"]], labels="noop")
     assert infos[0].label_sources == ("none",) and not any(ep.buttons.any() for ep in episodes)
@@ -466,7 +495,7 @@ def test_mismatched_player_and_task_are_one_line_naming_both(policy_run, ray_clu
 
 
 # --- dreaming -----------------------------------------------------------------------------------
-def world_model_run(root, image_size: int = 64) -> str:
+def world_model_run(root, image_size: int = 64, seed: int = 0) -> str:
     """An untrained tiny WorldModel in the world-model checkpoint format."""
     from worldloom import checkpoint as ckpt
     from worldloom.config import to_json_dict
@@ -477,7 +506,7 @@ def world_model_run(root, image_size: int = 64) -> str:
     root.mkdir(parents=True, exist_ok=True)
     cfg = WorldModelConfig(image_size=image_size, patch_size=8, width=32, depth=1, num_heads=2, num_frames=3)
     train = WMTrainConfig(data=("data",), out=str(root), model=cfg)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     state = WorldModel(cfg).state_dict()
     spec = SourceSpec(height=image_size, width=image_size, fps=20.0, num_episodes=1, num_frames=40,
                       label_sources=("env",))
@@ -543,6 +572,21 @@ def test_a_study_whose_world_model_cannot_dream_its_tasks_is_refused_before_its_
 
 
 # --- the study ----------------------------------------------------------------------------------
+def test_a_studys_dream_stage_is_redone_for_a_world_model_trained_again_in_the_same_folder(tmp_path):
+    """`agent study --world-model runs/wm` after runs/wm was trained again (other weights, the same folder): the
+    dream stage said "cached" and the report kept the old model's dreams. Now its key covers the weights."""
+    from worldloom.pipeline.agent_study import StudyConfig, dream_stage_config
+    from worldloom.pipeline.stages import stage_key
+
+    def key(wm: str) -> str:
+        return stage_key(dream_stage_config(StudyConfig(out=str(tmp_path / "study"), preset="micro", tasks=("explore",),
+                                                        world_model=wm)), [])
+
+    wm = world_model_run(tmp_path / "wm")
+    first = key(wm)
+    assert key(world_model_run(tmp_path / "wm")) == first  # the same weights: cached
+    assert key(world_model_run(tmp_path / "wm", seed=1)) != first  # other weights in the same folder: redone
+
 @pytest.mark.ray
 @pytest.mark.slow  # capture, IDM, labeling, three BC runs and 5 evaluations end to end: about 2 minutes on 2 busy cores
 def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path):
@@ -778,6 +822,40 @@ def test_dreaming_at_another_step_rate_than_the_games_is_one_line(data, tmp_path
         assert cli([*argv, *extra]) == 2
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1, err
+    assert not (tmp_path / "wm" / "scorer-Explore").exists() and not (tmp_path / "dream").exists()
+
+
+def test_a_task_scorer_is_not_trained_on_another_envs_rewards(data, tmp_path, capsys):
+    """`--data` captured in plain VoxelWorld (`capture run --env voxel`, rewards all 0) or in another task's world
+    trained the Explore scorer on those rewards, exit 0: it scored every dream 0. Now one line names the env."""
+    wm = world_model_run(tmp_path / "wm")
+    frames, buttons, camera, rewards = data["episodes"][0]
+    argv = ["agent", "eval", "--policy", "random", "--task", "explore", "--in-world-model", wm, "--episodes", "1",
+            "--horizon", "1", "--videos", "0", "--scorer-steps", "1", "--out", str(tmp_path / "dream")]
+    for env in ("voxel", "collect_logs", "video"):
+        with DatasetWriter(tmp_path / env, 64, 64, fps=20) as w:
+            w.add_episode("ep-0", frames, buttons=buttons, camera=camera, rewards=rewards, env=env)
+        assert cli([*argv, "--data", data["labeled"], str(tmp_path / env)]) == 2
+        err = capsys.readouterr().err
+        assert (f"{tmp_path / env} holds episodes recorded in {env}, not in worldloom/Explore-v0's world" in err
+                and "--env explore" in err and err.count("\n") == 1), err
+    assert not (tmp_path / "wm" / "scorer-Explore").exists() and not (tmp_path / "dream").exists()
+    assert cli([*argv, "--data", data["labeled"]]) == 0  # recorded in the task's world (env "explore")
+
+
+def test_dreaming_in_a_world_model_trained_without_actions_is_one_line(data, tmp_path, capsys):
+    """A world model trained with --no-use-actions (the null action on every frame) dreamt a policy's play,
+    exit 0: its frames did not follow the player's actions, so the imagined scores ranked nothing. Now one line."""
+    wm = world_model_run(tmp_path / "wm")
+    config = json.loads((tmp_path / "wm" / "config.json").read_text())
+    config["train"]["use_actions"] = False
+    (tmp_path / "wm" / "config.json").write_text(json.dumps(config))
+    assert cli(["agent", "eval", "--policy", "random", "--task", "explore", "--episodes", "1", "--horizon", "1",
+                "--videos", "0", "--in-world-model", wm, "--data", data["labeled"], "--scorer-steps", "1",
+                "--out", str(tmp_path / "dream")]) == 2
+    err = capsys.readouterr().err
+    assert f"world model {wm} was trained without actions (--no-use-actions), so its dreams do not follow what random " \
+           "does" in err and err.count("\n") == 1, err
     assert not (tmp_path / "wm" / "scorer-Explore").exists() and not (tmp_path / "dream").exists()
 
 

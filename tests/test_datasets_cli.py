@@ -165,6 +165,20 @@ def test_inspect_of_a_capture_still_running_or_killed_says_so_instead_of_histogr
     assert main(["dataset", "inspect", str(small_dataset)]) == 0 and "button press rate" in capsys.readouterr().out
 
 
+def test_export_into_the_dataset_itself_is_one_line(small_dataset, capsys):
+    """`dataset export DS --out DS/sheet.png` wrote the sheet among the dataset's own files, exit 0 (a video
+    there too). Now one line, and the dataset's folder is left as it was."""
+    from conftest import tree_digest
+
+    before = tree_digest(small_dataset)
+    for out, episode in ((small_dataset / "sheet.png", []), (small_dataset / "frames" / "c.gif", ["--episode", "ep-1"])):
+        assert main(["dataset", "export", str(small_dataset), *episode, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"lies inside the WorldLoom dataset {small_dataset}; write it to a folder outside it" in err, err
+        assert err.count("\n") == 1
+    assert tree_digest(small_dataset) == before
+
+
 def test_export_video_gif_and_contact_sheet(small_dataset, tmp_path, capsys):
     gif, mp4, png = tmp_path / "c.gif", tmp_path / "c.mp4", tmp_path / "sheet.png"
     assert main(["dataset", "export", str(small_dataset), "--episode", "ep-1", "--start", "3", "--stop", "13", "--out", str(gif)]) == 0

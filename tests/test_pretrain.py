@@ -902,6 +902,40 @@ def test_rollout_of_an_unlabeled_episode_is_only_the_error(data, tmp_path, capsy
                    "actions; label it with the IDM first"), err
 
 
+def test_a_rollout_video_is_not_written_into_a_dataset(data, tmp_path, capsys):
+    """`pretrain rollout --out DATASET/r.mp4` (or `--out DATASET`, or its frames/ folder) wrote the video among the
+    dataset's own files, exit 0, where `agent eval --out` into a dataset is refused. Now one line, nothing written."""
+    from conftest import tree_digest
+
+    run = tmp_path / "wm"
+    main(TrainConfig(data=(data["train"],), out=str(run), max_steps=1, **MICRO))
+    capsys.readouterr()
+    before = tree_digest(data["train"])
+    for out in (f"{data['train']}/r.mp4", data["train"], f"{data['train']}/frames", f"{data['train']}/new/r.gif"):
+        assert cli(["pretrain", "rollout", "--model", str(run), "--data", data["train"], "--episode", "ep-0",
+                    "--horizon", "1", "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert f"lies inside the WorldLoom dataset {Path(data['train']).absolute()}; write it to a folder outside it" \
+            in err and err.count("\n") == 1, err
+    assert tree_digest(data["train"]) == before
+
+
+def test_eval_on_unlabeled_or_short_data_says_what_to_do(data, tmp_path, capsys):
+    """`pretrain eval --data FOOTAGE` (label_source none) said "['FOOTAGE']: no labeled episode with 18 steps", a
+    Python list and a length where the fault was the missing labels. Now one line for each case saying what to do."""
+    run = tmp_path / "wm"
+    main(TrainConfig(data=(data["train"],), out=str(run), max_steps=1, **MICRO))
+    capsys.readouterr()
+    for source, words in ((data["unlabeled"], f"{data['unlabeled']}: no labeled episode to score (label_source none"),
+                          (data["train"], f"{data['train']}: no labeled episode with 1002 steps (context + horizon) "
+                                          "to score (the longest holds 40): pass a shorter --horizon")):
+        assert cli(["pretrain", "eval", "--model", str(run), "--data", source, "--horizon", "1000",
+                    "--out", str(tmp_path / "ev")]) == 2
+        err = capsys.readouterr().err
+        assert words in err and "[" not in err and err.count("\n") == 1, err
+    assert not (tmp_path / "ev").exists()
+
+
 def test_rollout_and_eval_say_up_front_what_a_short_episode_cuts(data, tmp_path, capsys, monkeypatch):
     """`pretrain rollout --horizon 8` on a 5-step episode made 3 frames, said only by the summary after
     the work; `pretrain eval` scored fewer clips than --num-clips and a shorter stability rollout than

@@ -204,6 +204,24 @@ def test_a_text_model_trains_on_datasets_with_and_without_captions(captioned, tm
     assert {"walks", "holding"} <= set(json.loads((run / "config.json").read_text())["text"]["vocab"])
 
 
+def test_a_prompt_of_no_known_word_is_one_line(captioned, tmp_path, capsys):
+    """`rollout --prompt "zzz qqq"` (or "", or a typo of every word) rolled out from <unk> ids alone, exit 0: a
+    video as if unprompted under the prompt's title. Now one line; a prompt partly known names its unknown words."""
+    _, targets = captioned
+    run = tmp_path / "wm-text"
+    assert cli(["pretrain", "train", "--data", targets["env"], "--out", str(run), "--max-steps", "1", "--text", *MICRO]) == 0
+    capsys.readouterr()
+    argv = ["pretrain", "rollout", "--model", str(run), "--horizon", "1", "--out", str(tmp_path / "p.gif")]
+    for prompt, words in (("zzz qqq", "none of its words (zzz qqq) is in"), ("", "it holds no word, and no word is in"),
+                          ("42 !", "it holds no word")):
+        assert cli([*argv, "--prompt", prompt]) == 2
+        err = capsys.readouterr().err
+        assert f"--prompt {prompt!r}: {words}" in err and f"{run}'s vocabulary" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "p.gif").exists()
+    assert cli([*argv, "--prompt", "desert at nite"]) == 0
+    assert f"pretrain rollout: --prompt: unknown to {run}, read as <unk>: nite" in capsys.readouterr().err
+
+
 def test_prompt_levels_and_prompt_steps():
     """prompt_levels puts the frame of some blank windows at a random noise level (the rest at the objective's),
     so prompt_rollout can draw its first frame in `prompt_steps` Euler steps and continue as any rollout does."""

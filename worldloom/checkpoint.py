@@ -317,17 +317,22 @@ def read_state(run_dir: str | Path, kind: str) -> dict:
 def finished_run(run_dir: str | Path, kind: str, command: str, minutes: float, max_steps: int | None) -> str | None:
     """The line for a run whose last checkpoint already ended its budget (None: no checkpoint, or
     steps left), asked again with the same budget; a UserError when a longer one is asked: a finished
-    schedule is not extended (its learning rate has decayed to the end), a new --out trains anew."""
+    schedule is not extended (its learning rate has decayed to the end), a new --out trains anew; and
+    one for an unfinished run asked for a budget it has already passed (it is not cut back)."""
     if not has_checkpoint(run_dir):
         return None
     train, state = read_run_config(run_dir, kind).get("train", {}), read_state(run_dir, kind)
     had = TimeBudget(train.get("minutes", 0.0), train.get("max_steps"), state.get("planned_steps"))
     step, elapsed_s = state["step"], float(state.get("elapsed_s", 0.0))
+    asked = TimeBudget(minutes, max_steps)
     if not had.done(step, elapsed_s):
+        if asked.done(step, elapsed_s):  # it would stop at once, its weights past the budget config.json would say
+            raise UserError(f"{run_dir} stopped at {step} step{'s' * (step != 1)} in {elapsed_s / 60:.1f} minutes of "
+                            f"its budget {had.flags}, already past {asked.flags}: a run is not cut back; resume it "
+                            f"with {had.flags}, or use a new --out to train with {asked.flags}")
         return None
     words = (f"{run_dir} is already finished: {step} step{'s' * (step != 1)} in {elapsed_s / 60:.1f} minutes, its budget "
              f"{had.flags}")
-    asked = TimeBudget(minutes, max_steps)
     if asked.flags != had.flags:
         raise UserError(f"{words}, and a finished schedule is not extended; to train with {asked.flags}, "
                         "use a new --out")

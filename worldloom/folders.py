@@ -28,7 +28,7 @@ from pathlib import Path
 
 from worldloom.errors import UserError
 
-__all__ = ["KINDS", "folder_kind", "describe", "check_out"]
+__all__ = ["KINDS", "folder_kind", "describe", "check_out", "dataset_holding"]
 
 # kind: (what it is, in words; the file that marks it)
 KINDS = {
@@ -84,6 +84,14 @@ def describe(kind: str) -> str:
     return f"{what} ({mark})"
 
 
+def dataset_holding(folder: str | os.PathLike) -> Path | None:
+    """The WorldLoom dataset that `folder` is, or lies inside (None: neither; a URI is not looked at)."""
+    if "://" in os.fspath(folder):
+        return None
+    folder = Path(folder).absolute()
+    return next((q for q in (folder, *folder.parents) if (q / KINDS["dataset"][1]).is_file()), None)
+
+
 def check_out(path: str | os.PathLike, want: str, flag: str = "--out") -> None:
     """UserError (one line, nothing written) if `path` is a file or a folder holding something other
     than `want` (a key of KINDS); a new, empty or same-kind folder (resumed) passes, and so does a
@@ -94,8 +102,7 @@ def check_out(path: str | os.PathLike, want: str, flag: str = "--out") -> None:
         if blocker is not None:  # `--out README.md/x`: the folder could never be made
             raise UserError(f"{flag} {path}: {blocker} is a file, so no folder can be made there; give a new folder for {what}")
         # `--out data/run1/frames`: a dataset's folder holds only its own files (a writer's sweep deletes the rest)
-        dataset = next((q for q in Path(path).absolute().parents if (q / KINDS["dataset"][1]).is_file()), None)
-        if dataset is not None:
+        if (dataset := dataset_holding(Path(path).absolute().parent)) is not None:
             raise UserError(f"{flag} {path} lies inside the WorldLoom dataset {dataset}; give a new folder outside it")
     kind = folder_kind(path)
     if kind in (None, "other", want):

@@ -28,7 +28,8 @@ from typing import Any
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "finite_json", "json_text",
            "temporary_name",
            "temporaries", "restore_dir",
-           "write_video", "write_image", "check_image_out", "check_video_out", "VIDEO_WRITE_SUFFIXES"]
+           "write_video", "write_image", "check_image_out", "check_video_out", "check_not_in_dataset",
+           "VIDEO_WRITE_SUFFIXES"]
 
 VIDEO_WRITE_SUFFIXES = (".mp4", ".gif")
 
@@ -225,6 +226,7 @@ def check_image_out(path: str | os.PathLike, flag: str = "--out") -> Path:
         raise UserError(f"{flag} {path}: cannot write an image with the extension {path.suffix or '(none)'!r}; "
                         f"use .png or another Pillow can write: {' '.join(suffixes)}")
     check_parents(path, flag)
+    check_not_in_dataset(path, flag)
     return path
 
 
@@ -236,12 +238,25 @@ def check_video_out(path: str | os.PathLike, name: str, flag: str = "--out") -> 
 
     path = Path(path)
     if path.is_dir():
+        check_not_in_dataset(path / f"{name.replace('/', '_')}.mp4", flag)
         return path / f"{name.replace('/', '_')}.mp4"
     if path.suffix.lower() not in VIDEO_WRITE_SUFFIXES:
         raise UserError(f"{flag} {path}: give a video file name ending in {' or '.join(VIDEO_WRITE_SUFFIXES)}, "
                         f"or an existing folder (the video is then {name.replace('/', '_')}.mp4 in it)")
     check_parents(path, flag)
+    check_not_in_dataset(path, flag)
     return path
+
+
+def check_not_in_dataset(path: Path, flag: str = "--out") -> None:
+    """UserError (one line naming `flag`) for a file to be written into a WorldLoom dataset's folder: a dataset
+    holds only its own files (a writer's sweep deletes what frames/ does not list), so the file would be lost
+    or mixed into the data."""
+    from worldloom.errors import UserError
+    from worldloom.folders import dataset_holding
+
+    if (dataset := dataset_holding(path.parent)) is not None:
+        raise UserError(f"{flag} {path} lies inside the WorldLoom dataset {dataset}; write it to a folder outside it")
 
 
 def write_video(path: str | os.PathLike, frames, fps: float, *, crf: int = 18, pix_fmt: str = "yuv420p") -> Path:
