@@ -8,7 +8,9 @@ training does. `labels="dataset"` trains on the actions the datasets carry, what
 (label_source `env`: recorded by the env; `idm`: pseudo-labels); `labels="noop"` replaces every
 action with the no-op (the baseline that shows what frames alone teach). A window may run past
 an episode's end (short episodes, such as a FindWater episode that ended at the water): those
-steps are masked out of the loss, so no episode is too short to learn from.
+steps are masked out of the loss, so no episode is too short to learn from. Each window carries
+its episode's task (`data_tasks`: the tasks among the datasets' envs), which a task-conditioned
+policy takes as an embedding (PolicyConfig.tasks).
 """
 
 from __future__ import annotations
@@ -80,20 +82,37 @@ def load_bc_episodes(paths: tuple[str, ...] | list[str], labels: str = "dataset"
     return episodes, infos
 
 
-def sample_windows(episodes: list[Episode], batch_size: int, num_frames: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def data_tasks(paths: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The tasks (short names, envs/tasks.py) whose worlds recorded episodes of `paths`, in the
+    registry's order: the envs column of each dataset's episodes table (a label or split keeps it)."""
+    from worldloom.envs.tasks import TASKS
+
+    envs = set()
+    for ds in idm_data.open_datasets(paths):
+        table = ds.episodes
+        if "env" in table.column_names:
+            envs.update(str(e) for e in table.column("env").to_pylist() if e)
+    return tuple(t for t in TASKS if t in envs)
+
+
+def sample_windows(episodes: list[Episode], batch_size: int, num_frames: int, rng: np.random.Generator,
+                   tasks: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """A batch of windows of `num_frames` steps, episodes drawn in proportion to their length.
 
     -> frames (B, T, H, W, 3) uint8, buttons (B, T, 20) float32, camera_pos (B, T, 2) float32
-    (continuous mu-law bin positions), mask (B, T) bool (False past an episode's end)."""
+    (continuous mu-law bin positions), mask (B, T) bool (False past an episode's end), task (B,)
+    int64: 1 + the place of the episode's env in `tasks`, 0 where it is none of them."""
     lengths = np.array([ep.num_steps for ep in episodes], dtype=np.float64)
     picks = rng.choice(len(episodes), size=batch_size, p=lengths / lengths.sum())
     h, w = episodes[0].frames.shape[1:3]
     out = {"frames": np.zeros((batch_size, num_frames, h, w, 3), np.uint8),
            "buttons": np.zeros((batch_size, num_frames, NUM_BUTTONS), np.float32),
            "camera_pos": np.full((batch_size, num_frames, 2), 5.0, np.float32),
-           "mask": np.zeros((batch_size, num_frames), bool)}
+           "mask": np.zeros((batch_size, num_frames), bool),
+           "task": np.zeros(batch_size, np.int64)}
     for b, i in enumerate(picks):
         ep = episodes[i]
+        out["task"][b] = tasks.index(ep.env) + 1 if ep.env in tasks else 0
         start = int(rng.integers(0, max(ep.num_steps - num_frames, 0) + 1))
         n = min(num_frames, ep.num_steps - start)
         out["frames"][b, :n] = ep.frames[start:start + n]
@@ -103,8 +122,9 @@ def sample_windows(episodes: list[Episode], batch_size: int, num_frames: int, rn
     return out
 
 
-def fixed_windows(episodes: list[Episode], batch_size: int, num_frames: int, seed: int) -> dict[str, np.ndarray]:
+def fixed_windows(episodes: list[Episode], batch_size: int, num_frames: int, seed: int,
+                  tasks: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """The same validation windows at every evaluation (empty without episodes)."""
     if not episodes:
         return {}
-    return sample_windows(episodes, batch_size, num_frames, np.random.default_rng([seed, 7919]))
+    return sample_windows(episodes, batch_size, num_frames, np.random.default_rng([seed, 7919]), tasks)

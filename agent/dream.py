@@ -292,15 +292,16 @@ def _to_arrays(actions: list[dict]) -> torch.Tensor:
 
 def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, scorer: RewardHead) -> list[dict]:
     """Play `work` [(index, seed)] with a real branch and an imagined one; -> one row per episode."""
-    from worldloom.envs.tasks import make_task_env
+    from worldloom.envs.tasks import make_task_env, short_name
     from worldloom.pretrain.data import frames_to_model, model_to_frames
     from worldloom.pretrain.flow import SampleConfig, clip_generators
 
     B, context, H = len(work), wm.cfg.num_frames - 1, cfg.horizon
     limit = {"max_steps": cfg.time_limit} if cfg.time_limit else {}
     envs = [make_task_env(cfg.task, height=resolution, width=resolution, **limit) for _ in work]
-    real = make_controller(cfg.policy, B, cfg.temperature)
-    dreamer = None if is_reference(cfg.policy) else make_controller(cfg.policy, B, cfg.temperature)
+    task = short_name(cfg.task)
+    real = make_controller(cfg.policy, B, cfg.temperature, task=task)
+    dreamer = None if is_reference(cfg.policy) else make_controller(cfg.policy, B, cfg.temperature, task=task)
     obs = np.zeros((B, resolution, resolution, 3), np.uint8)
     infos: list[dict] = [{} for _ in work]
     done = np.zeros(B, bool)

@@ -38,7 +38,14 @@ from worldloom.io import atomic_write_json
 from worldloom.progress import counted
 from worldloom.training import check_device_name
 
-from .players import check_compatible, frame_shape_of, is_reference, make_controller, spec_name
+from .players import (
+    check_compatible,
+    conditioning,
+    frame_shape_of,
+    is_reference,
+    make_controller,
+    spec_name,
+)
 
 BOOTSTRAP_RESAMPLES = 10_000
 MAX_EPISODES = 10_000_000  # capture's own ceiling; the episode list is built whole (`deal`)
@@ -150,7 +157,7 @@ class EpisodeRunner:
     def __init__(self, policy: str, task: str, resolution: int, batch: int, temperature: float = 1.0,
                  device: str = "cpu", video_dir: str | None = None, video_format: str = "mp4", time_limit: int = 0,
                  make_env=None):
-        from worldloom.envs.tasks import make_task_env, task_by_name
+        from worldloom.envs.tasks import make_task_env, short_name, task_by_name
 
         if not is_reference(policy):
             import torch
@@ -158,7 +165,7 @@ class EpisodeRunner:
             torch.set_num_threads(1)  # parallelism comes from actors (DESIGN section 4)
         self.task = task_by_name(task)
         self.policy, self.video_dir, self.video_format = policy, video_dir, video_format
-        self.controller = make_controller(policy, batch, temperature, device)
+        self.controller = make_controller(policy, batch, temperature, device, short_name(task))
         limit = {"max_steps": time_limit} if time_limit else {}
         build = make_env or (lambda: make_task_env(task, height=resolution, width=resolution, **limit))
         self.envs = [build() for _ in range(batch)]
@@ -324,7 +331,7 @@ def preflight(cfg: EvalConfig, resolution: int) -> None:
     """The player/task compatibility check (`check_compatible`) here, before any Ray actor starts:
     a mismatch is a one-line error in a fraction of a second, with nothing of Ray's start-up
     (its log lines included) before it. The actors check again on the envs they build."""
-    from worldloom.envs.tasks import make_task_env
+    from worldloom.envs.tasks import make_task_env, short_name
 
     limit = {"max_steps": cfg.time_limit} if cfg.time_limit else {}
     env = make_task_env(cfg.task, height=resolution, width=resolution, **limit)
@@ -332,6 +339,11 @@ def preflight(cfg: EvalConfig, resolution: int) -> None:
         check_compatible(frame_shape_of(cfg.policy), env, cfg.policy, cfg.task_spec.env_id)
     finally:
         env.close()
+    if conditioning(cfg.policy, short_name(cfg.task)) == "none":
+        from .checkpoint import model_config
+
+        print(f"agent eval: note: {cfg.policy} is conditioned on {', '.join(model_config(cfg.policy).tasks)}, not on "
+              f"{cfg.task_spec.env_id}: it plays with its no-task embedding", file=sys.stderr)
 
 
 def wait_with_progress(calls: list, episodes: list[int], what: str) -> list:
@@ -355,6 +367,8 @@ def wait_with_progress(calls: list, episodes: list[int], what: str) -> list:
 
 def summarize(cfg: EvalConfig, played: dict, wall_s: float) -> dict:
     """eval.json: success rate and mean return with their 95% intervals, and every episode."""
+    from worldloom.envs.tasks import short_name
+
     rows = sorted((r for res in played["results"] for r in res["episodes"]), key=lambda r: r["index"])
     success = np.array([r["success"] for r in rows], dtype=np.float64)
     returns = np.array([r["return"] for r in rows], dtype=np.float64)
@@ -362,6 +376,7 @@ def summarize(cfg: EvalConfig, played: dict, wall_s: float) -> dict:
     cpu_s = sum(res["cpu_s"] for res in played["results"])
     return {"policy": cfg.policy, "player": spec_name(cfg.policy), "policy_id": policy_id(cfg.policy),
             "task": cfg.task_spec.env_id, "mode": "env", "episodes": len(rows),
+            "conditioning": conditioning(cfg.policy, short_name(cfg.task)),
             "success_rate": dict(zip(("mean", "low", "high"), bootstrap_ci(success, cfg.seed), strict=True)),
             "return": dict(zip(("mean", "low", "high"), bootstrap_ci(returns, cfg.seed), strict=True)),
             "steps": steps, "cpu_s": round(cpu_s, 2), "wall_s": round(wall_s, 2),

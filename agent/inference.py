@@ -135,6 +135,7 @@ class FastPolicy:
         self.heads, self.memory, self.hidden = cfg.num_heads, cfg.memory, cfg.hidden
         self.blocks = [Block(b) for b in policy.blocks]
         self.norm, self.head = _plain(policy.norm), _plain(policy.head)
+        self.task_embed = None if policy.task_embed is None else policy.task_embed.weight  # (tasks + 1, D)
         self.device = self.params[0].device
         d = cfg.hidden // cfg.num_heads
         half = d // 2
@@ -155,9 +156,10 @@ class FastPolicy:
     def __deepcopy__(self, memo):  # a copied policy builds its own (oneDNN's packed weights do not copy)
         return None
 
-    def step(self, obs: torch.Tensor, state, reset: torch.Tensor | None = None):
+    def step(self, obs: torch.Tensor, state, reset: torch.Tensor | None = None, task: torch.Tensor | None = None):
         """obs (B, H, W, 3) uint8, state: a PolicyState (its rings updated in place), reset (B,)
-        bool or None -> logits {"buttons": (B, 20), "camera": (B, 2, 11)} and the new state."""
+        bool or None, task (B,) int64 embedding rows or None (no task) -> logits {"buttons": (B, 20),
+        "camera": (B, 2, 11)} and the new state."""
         from .model import PolicyState, split_logits
 
         count = state.count.cpu().numpy()  # (B,) frames each episode has seen
@@ -175,6 +177,8 @@ class FastPolicy:
         slot_t, turn_t = torch.from_numpy(slot).to(device), torch.from_numpy(turn).to(device)
         visible_t = torch.from_numpy(visible).to(device)[:, None, None]  # (B, 1, 1, M)
         x = self.encoder(obs)  # (B, D): every episode's frame in one call
+        if self.task_embed is not None:
+            x = x + (self.task_embed[task] if task is not None else self.task_embed[0])
         for block, cache in zip(self.blocks, state.kv, strict=True):
             x = block(x, turn_t, cache, rows, slot_t, visible_t, self.heads)
         x = F.layer_norm(x, (self.hidden,), *self.norm)

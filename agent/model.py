@@ -70,6 +70,9 @@ class PolicyConfig:
     num_heads: int = doc("attention heads", 4)
     mlp_ratio: int = doc("transformer MLP width as a multiple of `hidden`", 2)
     dropout: float = doc("dropout in the transformer", 0.1)
+    tasks: tuple[str, ...] = doc("tasks the policy is conditioned on (short names such as collect_logs; agent train "
+                                 "fills it from the data's envs): a learned embedding per task added to every frame's "
+                                 "token, and one for no task; empty: an unconditioned policy", ())
 
     def __post_init__(self) -> None:
         for name, high, unit in SHAPE_RANGES:
@@ -86,6 +89,14 @@ class PolicyConfig:
             raise ValueError(f"PolicyConfig.hidden ({self.hidden}) must be divisible by num_heads ({self.num_heads})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"PolicyConfig.dropout must lie in [0, 1), got {self.dropout}")
+        if (not isinstance(self.tasks, tuple) or not all(isinstance(t, str) and t for t in self.tasks)
+                or len(set(self.tasks)) != len(self.tasks)):
+            raise ValueError(f"PolicyConfig.tasks must be a tuple of distinct task names, got {self.tasks!r}")
+
+    def task_index(self, task: str | None) -> int:
+        """The embedding row of a task's short name: 1 + its place in `tasks`; 0 (no task) for None or a
+        task the policy was not conditioned on."""
+        return self.tasks.index(task) + 1 if task in self.tasks else 0
 
     @property
     def feature_hw(self) -> tuple[int, int]:
@@ -224,6 +235,10 @@ class Policy(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = FrameEncoder(cfg)
+        # row 0: no task (unconditioned play, a task the policy never saw, task dropout in training)
+        self.task_embed = nn.Embedding(len(cfg.tasks) + 1, cfg.hidden) if cfg.tasks else None
+        if self.task_embed is not None:
+            nn.init.normal_(self.task_embed.weight, std=0.02)
         self.blocks = nn.ModuleList(CausalBlock(cfg) for _ in range(cfg.num_layers))
         self.norm = nn.LayerNorm(cfg.hidden)
         self.head = nn.Linear(cfg.hidden, NUM_BUTTONS + 2 * NUM_CAMERA_BINS)
@@ -233,11 +248,15 @@ class Policy(nn.Module):
         """Transformer outputs (..., D) -> {"buttons": (..., 20), "camera": (..., 2, 11)}."""
         return split_logits(self.head(self.norm(x)))
 
-    def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
-        """frames (B, T, H, W, 3) uint8, oldest first -> logits (B, T, ...) of the action after each
-        frame, each attending over the `memory` frames up to it (a sliding window when T > memory)."""
+    def forward(self, frames: torch.Tensor, task: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """frames (B, T, H, W, 3) uint8, oldest first; task (B,) int64 rows of `cfg.task_index` (None:
+        no task) -> logits (B, T, ...) of the action after each frame, each attending over the
+        `memory` frames up to it (a sliding window when T > memory)."""
         B, T = frames.shape[:2]
         x = self.encoder(frames.flatten(0, 1)).view(B, T, -1)  # (B, T, D)
+        if self.task_embed is not None:
+            rows = task if task is not None else torch.zeros(B, dtype=torch.int64, device=x.device)
+            x = x + self.task_embed(rows)[:, None]  # the task, added to every frame's token
         i = torch.arange(T, device=x.device)
         rot = tuple(r[None, None] for r in rotary(i, self.cfg.hidden // self.cfg.num_heads))  # (1, 1, T, d / 2) each
         mask = None
@@ -262,13 +281,14 @@ class Policy(nn.Module):
         return self._fast
 
     @torch.inference_mode()
-    def step(self, obs: torch.Tensor, state: PolicyState, reset: torch.Tensor | None = None
-             ) -> tuple[dict[str, torch.Tensor], PolicyState]:
+    def step(self, obs: torch.Tensor, state: PolicyState, reset: torch.Tensor | None = None,
+             task: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], PolicyState]:
         """One step of B episodes: obs (B, H, W, 3) uint8; `reset` (B,) bool starts those episodes'
-        memory afresh. -> logits {"buttons": (B, 20), "camera": (B, 2, 11)} and the new state (its
-        key and value rings are `state`'s, updated in place). Only the newest frame runs through
-        the network: each block attends over its kept keys and values of the earlier frames."""
-        return self.player().step(obs, state, reset)
+        memory afresh; `task` (B,) int64 as in `forward`. -> logits {"buttons": (B, 20), "camera":
+        (B, 2, 11)} and the new state (its key and value rings are `state`'s, updated in place).
+        Only the newest frame runs through the network: each block attends over its kept keys and
+        values of the earlier frames."""
+        return self.player().step(obs, state, reset, task)
 
 
 def split_logits(out: torch.Tensor) -> dict[str, torch.Tensor]:

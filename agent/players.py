@@ -1,12 +1,13 @@
 """Who plays a task: a trained policy, a scripted player or the random player, behind one interface.
 
-    controller = make_controller("runs/bc-env", batch=8)       # or "random", "scripted:mixture"
+    controller = make_controller("runs/bc-env", batch=8, task="collect_logs")  # or "random", "scripted:mixture"
     controller.begin(slot=0, seed=123)                          # a new episode in slot 0
     actions = controller.act(obs, infos)                        # obs (B, H, W, 3) uint8 -> B action dicts
 
 A controller plays B episodes side by side (slots); a policy runs one batched forward pass per
 step for all of them, and each slot samples from its own generator seeded by its episode, so an
-episode's actions do not depend on which other episodes shared the batch.
+episode's actions do not depend on which other episodes shared the batch. A task-conditioned
+policy is given the task it plays (its embedding; "no task" for one it was not trained on).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class ScriptedController:
 class PolicyController:
     """A trained policy playing B slots with one batched forward pass per step."""
 
-    def __init__(self, run_dir: str, batch: int, temperature: float = 1.0, device: str = "cpu"):
+    def __init__(self, run_dir: str, batch: int, temperature: float = 1.0, device: str = "cpu",
+                 task: str | None = None):
         import torch
 
         from .checkpoint import load_policy
@@ -68,6 +70,10 @@ class PolicyController:
         self.state = self.policy.initial_state(batch, self.device)
         self.fresh = np.zeros(batch, bool)
         self.rngs = [np.random.default_rng(0) for _ in range(batch)]
+        # the task's embedding row (0: no task, for a task this policy was not conditioned on)
+        self.conditioned = task is not None and task in self.cfg.tasks
+        self.task = torch.full((batch,), self.cfg.task_index(task), dtype=torch.int64, device=self.device) \
+            if self.cfg.tasks else None
 
     def begin(self, slot: int, seed: int) -> None:
         self.fresh[slot] = True
@@ -80,7 +86,7 @@ class PolicyController:
         frames = torch.from_numpy(np.ascontiguousarray(obs)).to(self.device)  # (B, H, W, 3) uint8
         reset = torch.from_numpy(self.fresh.copy()) if self.fresh.any() else None
         with torch.inference_mode():
-            logits, self.state = self.player.step(frames, self.state, reset)
+            logits, self.state = self.player.step(frames, self.state, reset, self.task)
         self.fresh[:] = False
         buttons, camera = sample_actions(logits, self.temperature, self.rngs)
         return actions_from_arrays(buttons, camera)
@@ -93,13 +99,14 @@ def actions_from_arrays(buttons: np.ndarray, camera: np.ndarray) -> list[dict]:
             for i, row in enumerate(np.asarray(buttons, bool).astype(np.int64).tolist())]
 
 
-def make_controller(spec: str, batch: int, temperature: float = 1.0, device: str = "cpu"):
-    """`random`, `scripted:NAME` or a policy run directory -> a controller of `batch` slots."""
+def make_controller(spec: str, batch: int, temperature: float = 1.0, device: str = "cpu", task: str | None = None):
+    """`random`, `scripted:NAME` or a policy run directory -> a controller of `batch` slots; `task`:
+    the short name of the task played (a task-conditioned policy's embedding; None: no task)."""
     if spec == "random":
         return ScriptedController("random", batch)
     if spec.startswith("scripted:"):
         return ScriptedController(spec.split(":", 1)[1], batch)
-    return PolicyController(spec, batch, temperature, device)
+    return PolicyController(spec, batch, temperature, device, task)
 
 
 def frame_shape_of(spec: str) -> tuple[int, int] | None:
@@ -110,6 +117,18 @@ def frame_shape_of(spec: str) -> tuple[int, int] | None:
 
     cfg = model_config(spec)
     return (cfg.height, cfg.width)
+
+
+def conditioning(spec: str, task: str) -> str:
+    """How `spec` is told the task (short name) it plays: "task" (its own embedding), "none" (a task-conditioned
+    policy that was not trained on this task: it plays with the no-task embedding), "unconditioned" (a policy
+    without task embeddings) or "reference" (random and scripted players, which read `info`)."""
+    if is_reference(spec):
+        return "reference"
+    from .checkpoint import model_config
+
+    tasks = model_config(spec).tasks
+    return "unconditioned" if not tasks else "task" if task in tasks else "none"
 
 
 def check_compatible(want: tuple[int, int] | None, env: gymnasium.Env, spec: str, task_id: str) -> None:

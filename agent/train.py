@@ -4,12 +4,18 @@
     worldloom agent train --data data/pseudo --out runs/bc-idm --minutes 5        # IDM pseudo-labels
     worldloom agent train --data data/footage --labels noop --out runs/bc-noop     # the no-op baseline
     worldloom agent train --data data/truth --preset tiny --model.memory 32 --out runs/bc32
+    worldloom agent train --data data/truth-* --out runs/bc --task-conditioned false   # one policy for every task
 
 VPT's behaviour cloning at small scale: windows of frames with the actions taken after them,
 the policy's causal predictions scored by the IDM's losses (binary cross-entropy per button,
 two-hot cross-entropy over the 11 mu-law camera bins per axis), AdamW with warmup and a cosine
 decay, bf16 autocast on CUDA. Where the labels came from (env, idm and which IDM checkpoint, or
-no-op) is stored in config.json. Resumable like the IDM's trainer (idm/train.py): the batch at
+no-op) is stored in config.json. Footage recorded in several tasks' worlds (the study's) trains
+a task-conditioned policy (a goal-conditioned BC, as STEVE-1 conditions VPT on its goal): each
+window's task is an embedding added to every frame's token, dropped to "no task" in
+`--task-dropout` of the windows, so the policy also plays a task it was not given. Without it
+one policy must guess from the first frames whether to mine, walk far or seek water, and the
+study's policies traded tasks against each other between runs (docs/agent.md). Resumable like the IDM's trainer (idm/train.py): the batch at
 step s and the dropout noise are pure functions of (seed, s), so a killed run started again with
 the same --out ends where an uninterrupted one would; a non-finite loss or gradient stops the
 run with the last good checkpoint kept.
@@ -17,6 +23,7 @@ run with the last good checkpoint kept.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +93,11 @@ class TrainConfig:
     warmup_steps: int = doc("linear warmup steps", 20)
     weight_decay: float = doc("AdamW weight decay", 0.05)
     camera_weight: float = doc("weight of the camera cross-entropy beside the button loss", 1.0)
+    task_conditioned: bool = doc("condition the policy on the task whose world recorded each episode (the datasets' "
+                                 "env column; VoxelWorld tasks only), unless --model.tasks names them; false: one "
+                                 "unconditioned policy", True)
+    task_dropout: float = doc("fraction of training windows shown as no task (the embedding a policy plays a task "
+                              "it was not conditioned on with)", 0.1)
     val_fraction: float = doc("fraction of episodes held out for validation", 0.1)
     val_windows: int = doc("validation windows scored at each evaluation", 32)
     log_every: int = doc("steps between metrics rows (metrics.csv rewritten at each, curves.png at most every 30 s)", 10)
@@ -112,6 +124,8 @@ class TrainConfig:
         for name in ("minutes", "warmup_steps", "weight_decay", "camera_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.task_dropout <= 1:
+            raise ValueError(f"task_dropout must lie in [0, 1], got {self.task_dropout}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
         if not 0 < self.lr <= LR_MAX or not 0 <= self.min_lr_ratio <= 1:
@@ -133,6 +147,15 @@ class TrainConfig:
         return self.window or 2 * self.model_config.memory
 
 
+def resolve_model(cfg: TrainConfig) -> PolicyConfig:
+    """The policy's shape: the preset's (or --model.*), conditioned on the tasks among the data's envs
+    when cfg.task_conditioned and --model.tasks names none."""
+    model = cfg.model_config
+    if cfg.task_conditioned and not model.tasks:
+        model = dataclasses.replace(model, tasks=bc_data.data_tasks(cfg.data))
+    return model
+
+
 def losses(out: dict[str, torch.Tensor], buttons: torch.Tensor, camera_pos: torch.Tensor,
            mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(button loss, camera loss) over the unmasked steps: the IDM's losses (idm/train.py) at a
@@ -146,7 +169,8 @@ def losses(out: dict[str, torch.Tensor], buttons: torch.Tensor, camera_pos: torc
 
 
 def to_device(batch: dict[str, np.ndarray], device: torch.device) -> tuple[torch.Tensor, ...]:
-    return tuple(torch.from_numpy(batch[k]).to(device) for k in ("frames", "buttons", "camera_pos", "mask"))
+    """frames, buttons, camera_pos, mask, task of a batch (agent/data.py) on `device`."""
+    return tuple(torch.from_numpy(batch[k]).to(device) for k in ("frames", "buttons", "camera_pos", "mask", "task"))
 
 
 @torch.no_grad()
@@ -157,9 +181,9 @@ def validate(model: Policy, batch: dict[str, np.ndarray], cfg: TrainConfig, devi
     model.eval()
     total, preds = 0.0, []
     for i in range(0, len(batch["frames"]), cfg.batch_size):
-        frames, buttons, camera_pos, mask = to_device({k: v[i:i + cfg.batch_size] for k, v in batch.items()}, device)
+        frames, buttons, camera_pos, mask, task = to_device({k: v[i:i + cfg.batch_size] for k, v in batch.items()}, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = model(frames)
+            out = model(frames, task)
         b_loss, c_loss = losses(out, buttons, camera_pos, mask)
         total += float(b_loss + cfg.camera_weight * c_loss) * len(frames)
         preds.append((out["buttons"].float().cpu() > 0, out["camera"].float().argmax(-1).cpu()))
@@ -187,7 +211,7 @@ def window_length(window_frames: int, episodes: list) -> int:
 
 def check_resumable(cfg: TrainConfig) -> None:
     """UserError (one line) if cfg.out holds a checkpoint of a run with another config (worldloom.checkpoint)."""
-    ckpt.check_resumable(cfg.out, cfg, {"model": to_json_dict(cfg.model_config)}, read_config,
+    ckpt.check_resumable(cfg.out, cfg, {"model": to_json_dict(resolve_model(cfg))}, read_config,
                          data_content=content_ids(cfg.data))
 
 
@@ -198,7 +222,7 @@ def prepare_run_dir(cfg: TrainConfig, sources: list[bc_data.SourceInfo]) -> Path
     check_resumable(cfg)
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    wanted = {"train": to_json_dict(cfg), "model": to_json_dict(cfg.model_config), "action_space": action_space_doc(),
+    wanted = {"train": to_json_dict(cfg), "model": to_json_dict(resolve_model(cfg)), "action_space": action_space_doc(),
               "data": {"labels": cfg.labels, "sources": [s.to_json() for s in sources],
                        "label_source": label_source(cfg.labels, sources)}, ckpt.DATA_CONTENT: content_ids(cfg.data)}
     ckpt.write_run_config(run_dir, KIND, wanted)
@@ -212,10 +236,11 @@ def label_source(labels: str, sources: list[bc_data.SourceInfo]) -> str:
     return "+".join(sorted({s for info in sources for s in info.label_sources if s != "none"}))
 
 
-def init_state(cfg: TrainConfig, run_dir: Path, device: torch.device) -> tuple[Policy, torch.optim.AdamW, dict]:
-    """A fresh policy and optimizer, or both restored from the run's last checkpoint."""
+def init_state(cfg: TrainConfig, mcfg: PolicyConfig, run_dir: Path, device: torch.device
+               ) -> tuple[Policy, torch.optim.AdamW, dict]:
+    """A fresh policy of shape `mcfg` and its optimizer, or both restored from the run's last checkpoint."""
     torch.manual_seed(cfg.seed)
-    model = Policy(cfg.model_config).to(device)
+    model = Policy(mcfg).to(device)
     optimizer = adamw(model, cfg.lr, cfg.weight_decay)  # no weight decay on biases and norms
     return model, optimizer, ckpt.resume_or_start(run_dir, KIND, model, optimizer, device)
 
@@ -236,26 +261,29 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
         print(finished, file=sys.stderr)  # its curves and config are left as they are
         return Path(cfg.out)
     device = resolve_device(cfg.device)
-    mcfg = cfg.model_config
+    mcfg = resolve_model(cfg)
     episodes, sources = bc_data.load_bc_episodes(cfg.data, cfg.labels)
     T = window_length(cfg.window_frames, episodes)
     idm_data.check_frame_size(episodes, mcfg.height, mcfg.width, "training")
     run_dir = prepare_run_dir(cfg, sources)
     train_eps, val_eps = idm_data.split_episodes(episodes, cfg.val_fraction, cfg.seed)
-    val_batch = bc_data.fixed_windows(val_eps, cfg.val_windows, T, cfg.seed)
-    model, optimizer, state = init_state(cfg, run_dir, device)
+    val_batch = bc_data.fixed_windows(val_eps, cfg.val_windows, T, cfg.seed, mcfg.tasks)
+    model, optimizer, state = init_state(cfg, mcfg, run_dir, device)
     budget = TimeBudget(cfg.minutes, cfg.max_steps, state.get("planned_steps"))
     log = MetricsLog(run_dir, METRIC_FIELDS, resume_step=state["step"], panels=CURVE_PANELS)
     print(f"agent train: {num_parameters(model) / 1e6:.2f}M parameters, {len(train_eps)} train / {len(val_eps)} val "
           f"episodes, {sum(e.num_steps for e in train_eps)} steps of play labeled "
-          f"{label_source(cfg.labels, sources)}, device {device}", file=sys.stderr)
+          f"{label_source(cfg.labels, sources)}, {'conditioned on ' + ', '.join(mcfg.tasks) if mcfg.tasks else 'no task'}, "
+          f"device {device}", file=sys.stderr)
     model.train()
 
     def loss_of(step: int):
-        batch = bc_data.sample_windows(train_eps, cfg.batch_size, T, np.random.default_rng([cfg.seed, step]))
-        frames, buttons, camera_pos, mask = to_device(batch, device)
+        rng = np.random.default_rng([cfg.seed, step])
+        batch = bc_data.sample_windows(train_eps, cfg.batch_size, T, rng, mcfg.tasks)
+        batch["task"][rng.random(cfg.batch_size) < cfg.task_dropout] = 0  # shown as no task
+        frames, buttons, camera_pos, mask, task = to_device(batch, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = model(frames)
+            out = model(frames, task)
         b_loss, c_loss = losses(out, buttons, camera_pos, mask)
         return b_loss + cfg.camera_weight * c_loss, {"button_loss": b_loss, "camera_loss": c_loss}
 

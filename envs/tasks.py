@@ -31,7 +31,7 @@ import numpy as np
 from worldloom.envs.blocks import AIR, BLOCK_ID, BLOCKS, WATER
 from worldloom.envs.voxel import VoxelWorldEnv
 
-__all__ = ["Task", "TASKS", "TASK_IDS", "TaskEnv", "task_by_name", "make_task_env"]
+__all__ = ["Task", "TASKS", "TASK_IDS", "TaskEnv", "short_name", "task_by_name", "make_task_env"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,13 @@ TASKS: dict[str, Task] = {
                        summary="1 when the player's feet are in water (the episode ends there)"),
 }
 TASK_IDS: tuple[str, ...] = tuple(t.env_id for t in TASKS.values())
+
+
+def short_name(name: str) -> str:
+    """A task's short name (collect_logs: the TASKS key, the env column of its datasets) from any of
+    the names `task_by_name` takes; ValueError for an unknown task."""
+    task = task_by_name(name)
+    return next(short for short, t in TASKS.items() if t is task)
 
 
 def task_by_name(name: str) -> Task:

@@ -32,6 +32,7 @@ class Episode:
     seed: int | None = None
     split: str | None = None
     fps: float = 20.0
+    env: str | None = None  # the env that recorded it (the episodes table's env: voxel, collect_logs, ...)
 
     @property
     def num_steps(self) -> int:
@@ -78,7 +79,9 @@ def load_episodes(sources: list[str] | tuple[str, ...], require_labels: bool = T
         table = ds.episodes
         ids, sources_col = _column(table, "episode_id"), _column(table, "label_source", "env")
         seeds, splits, steps = _column(table, "seed"), _column(table, "split"), _column(table, "num_steps", 0)
-        for ep_id, label_source, seed, split, num_steps in zip(ids, sources_col, seeds, splits, steps, strict=False):
+        envs = _column(table, "env")
+        for ep_id, label_source, seed, split, num_steps, env in zip(ids, sources_col, seeds, splits, steps, envs,
+                                                                    strict=False):
             if require_labels and label_source not in label_sources:
                 continue
             clip = ds.frames(ep_id, 0, int(num_steps))
@@ -87,7 +90,7 @@ def load_episodes(sources: list[str] | tuple[str, ...], require_labels: bool = T
                 episode_id=str(ep_id), frames=np.asarray(clip.frames, dtype=np.uint8),
                 buttons=np.asarray(clip.buttons, dtype=bool) if labeled else None,
                 camera=np.asarray(clip.camera, dtype=np.float32) if labeled else None,
-                source=str(root), seed=seed, split=split, fps=float(ds.spec.fps)))
+                source=str(root), seed=seed, split=split, fps=float(ds.spec.fps), env=env))
             if max_episodes is not None and len(episodes) >= max_episodes:
                 return episodes
     if require_labels and not episodes:

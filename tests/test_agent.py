@@ -196,19 +196,21 @@ def test_closed_loop_step_computes_what_training_computes():
     torch.manual_seed(0)
     cfg = PolicyConfig(memory=4, stem_channels=4, stack_channels=(8, 8), frame_dim=32, hidden=32, num_layers=2,
                        num_heads=2, dropout=0.0)
-    policy = Policy(cfg).eval()
     frames = torch.randint(0, 255, (2, 10, 64, 64, 3), dtype=torch.uint8)
-    state, outs = policy.initial_state(2), []
-    for t in range(10):
-        logits, state = policy.step(frames[:, t], state, reset=torch.tensor([t == 0, t == 6]))
-        outs.append(logits)
-    for t in range(10):
-        for b in range(2):
-            start = 6 if b == 1 and t >= 6 else 0
-            with torch.no_grad():
-                ref = policy(frames[b:b + 1, start:t + 1])
-            assert torch.allclose(ref["buttons"][0, -1], outs[t]["buttons"][b], atol=1e-5), (t, b)
-            assert torch.allclose(ref["camera"][0, -1], outs[t]["camera"][b], atol=1e-5), (t, b)
+    for tasks in ((), ("explore", "find_water")):  # unconditioned, and conditioned on a task per episode
+        policy = Policy(dataclasses.replace(cfg, tasks=tasks)).eval()
+        task = torch.tensor([2, 1]) if tasks else None
+        state, outs = policy.initial_state(2), []
+        for t in range(10):
+            logits, state = policy.step(frames[:, t], state, reset=torch.tensor([t == 0, t == 6]), task=task)
+            outs.append(logits)
+        for t in range(10):
+            for b in range(2):
+                start = 6 if b == 1 and t >= 6 else 0
+                with torch.no_grad():
+                    ref = policy(frames[b:b + 1, start:t + 1], None if task is None else task[b:b + 1])
+                assert torch.allclose(ref["buttons"][0, -1], outs[t]["buttons"][b], atol=1e-5), (t, b)
+                assert torch.allclose(ref["camera"][0, -1], outs[t]["camera"][b], atol=1e-5), (t, b)
 
 
 def test_play_fast_path_equals_the_modules_and_follows_new_weights():
@@ -363,6 +365,51 @@ def test_train_records_labels_and_resumes_to_the_same_weights(data, policy_run, 
     assert (partial / "curves.png").stat().st_size > 1000
 
 
+def test_a_policy_is_conditioned_on_the_task_whose_world_recorded_each_episode(data, tmp_path, capsys):
+    """The same frames, recorded as MineStone footage with attack held and as Explore footage with
+    forward held: the task-conditioned policy (the default) learns each task's action from its
+    embedding, in training's forward pass and in closed-loop play given the task; one policy for
+    both (--task-conditioned false) cannot tell them apart. config.json names the tasks in the
+    registry's order; a task the policy never saw plays with the no-task embedding."""
+    from worldloom.agent.checkpoint import load_policy, model_config
+    from worldloom.agent.players import conditioning, make_controller
+
+    frames = [ep[0] for ep in data["episodes"]]
+
+    def footage(name: str, env: str, button: str) -> str:
+        with DatasetWriter(tmp_path / name, 64, 64, fps=20) as w:
+            for i, f in enumerate(frames):
+                buttons = np.zeros((len(f), actions.NUM_BUTTONS), bool)
+                buttons[:, actions.BUTTONS.index(button)] = True
+                w.add_episode(f"{name}-{i}", f, buttons=buttons, camera=np.zeros((len(f), 2), np.float32), env=env,
+                              seed=i, player="expert")
+        return str(tmp_path / name)
+
+    sources = (footage("explore", "explore", "forward"), footage("stone", "mine_stone", "attack"))
+    kw = dict(max_steps=40, batch_size=4, window=8, eval_every=40, checkpoint_every=40, val_fraction=0.0,
+              task_dropout=0.0, lr=3e-3)
+    run = train_main(dataclasses.replace(micro_cfg(sources[0], tmp_path / "cond", **kw), data=sources))
+    assert "conditioned on mine_stone, explore" in capsys.readouterr().err
+    assert model_config(run).tasks == ("mine_stone", "explore")  # the registry's order, not the --data order
+    policy, cfg = load_policy(run)
+    x = torch.from_numpy(frames[0][None, :8])
+    with torch.no_grad():
+        p = {t: torch.sigmoid(policy(x, torch.tensor([cfg.task_index(t)]))["buttons"][0, -1]) for t in cfg.tasks}
+    attack, forward = actions.BUTTONS.index("attack"), actions.BUTTONS.index("forward")
+    assert p["mine_stone"][attack] > 0.5 > p["explore"][attack], p
+    assert p["explore"][forward] > 0.5 > p["mine_stone"][forward], p
+    obs, infos = np.repeat(frames[0][:1], 2, 0), [{}, {}]
+    for task, button in (("mine_stone", "attack"), ("explore", "forward")):
+        controller = make_controller(str(run), batch=2, temperature=0, task=task)
+        assert all(a[button] == 1 for a in controller.act(obs, infos)), task
+    assert [conditioning(str(run), t) for t in ("explore", "find_water")] == ["task", "none"]
+    assert conditioning("random", "explore") == "reference"
+    plain = train_main(dataclasses.replace(micro_cfg(sources[0], tmp_path / "plain", **kw), data=sources,
+                                           task_conditioned=False))
+    assert model_config(plain).tasks == () and load_policy(plain)[0].task_embed is None
+    assert conditioning(str(plain), "explore") == "unconditioned"
+
+
 def test_a_policy_that_is_no_path_says_what_policy_takes(tmp_path, capsys):
     """`--policy Random` (or `scripted-mixture`, a typo'd run) said "Random: not a policy run (config.json is
     missing)", as if a run were damaged. Now one line says there is no such run and names the near reference."""
@@ -456,6 +503,7 @@ def test_eval_with_ray_actors_writes_cis_and_a_video(policy_run, ray_cluster, tm
     for metric in ("success_rate", "return"):
         assert report[metric]["low"] <= report[metric]["mean"] <= report[metric]["high"]
     assert [r["index"] for r in report["rows"]] == [0, 1, 2, 3] and report["policy_id"].startswith("bc@step6-")
+    assert report["conditioning"] == "task"  # trained on Explore footage: given the task it plays
     import av
 
     with av.open(report["videos"][0]) as container:
