@@ -71,7 +71,6 @@ class PolicyController:
         self.fresh = np.zeros(batch, bool)
         self.rngs = [np.random.default_rng(0) for _ in range(batch)]
         # the task's embedding row (0: no task, for a task this policy was not conditioned on)
-        self.conditioned = task is not None and task in self.cfg.tasks
         self.task = torch.full((batch,), self.cfg.task_index(task), dtype=torch.int64, device=self.device) \
             if self.cfg.tasks else None
 

@@ -34,7 +34,8 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 
 def untrained_policy_run(root: Path, preset: str, size: int) -> str:
-    """A policy run directory holding a freshly initialised policy of `preset` at size x size."""
+    """A policy run directory holding a freshly initialised policy of `preset` at size x size, conditioned on
+    every task as the study's policies are (its task embedding is part of each step)."""
     import dataclasses
 
     import torch
@@ -42,9 +43,10 @@ def untrained_policy_run(root: Path, preset: str, size: int) -> str:
     from worldloom import checkpoint as ckpt
     from worldloom.agent.model import PRESETS, Policy, action_space_doc
     from worldloom.config import to_json_dict
+    from worldloom.envs.tasks import TASKS
 
     root.mkdir(parents=True, exist_ok=True)
-    cfg = dataclasses.replace(PRESETS[preset], height=size, width=size)
+    cfg = dataclasses.replace(PRESETS[preset], height=size, width=size, tasks=tuple(TASKS))
     torch.manual_seed(0)
     ckpt.write_run_config(root, "policy", {"model": to_json_dict(cfg), "action_space": action_space_doc()})
     ckpt.save_checkpoint(root, "policy", {"model": Policy(cfg).state_dict()}, {"step": 0})

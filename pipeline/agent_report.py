@@ -17,6 +17,7 @@ from typing import Any
 from worldloom.config import to_json_dict
 from worldloom.io import atomic_path
 
+from .agent_study import POLICIES
 from .report import Report
 from .stages import StageRecord
 
@@ -95,11 +96,16 @@ def write_study_report(cfg, paths: dict[str, Any], records: dict[str, StageRecor
     report = Report(f"WorldLoom agent study: preset {cfg.preset}")
     report.data.update({"config": to_json_dict(cfg), "sizes": to_json_dict(cfg.resolved_sizes)})
     report.data["eval"] = {f"{p}|{t}": v for (p, t), v in evals.items()}
+    told = sorted({e.get("conditioning") for (p, _), e in evals.items() if p in POLICIES} - {None})
+    how = {"task": "each plays with the embedding of the task it plays (task-conditioned BC, docs/agent.md)",
+           "unconditioned": "one policy for every task, not told the task", "none": "a task it was not trained on "
+           "plays with the no-task embedding"}
     for metric, title in (("success_rate", "Success rate"), ("return", "Mean return")):
         s = report.section(f"{title} with 95% bootstrap intervals",
                            "Each cell: mean [low, high] over the episodes (one world seed each, the same seeds for "
                            "every player). bc-env, bc-idm and bc-noop were cloned from the same footage with the "
-                           "true actions, the IDM's pseudo-labels and no-op labels.")
+                           "true actions, the IDM's pseudo-labels and no-op labels"
+                           + (f"; {'; '.join(how[t] for t in told)}." if told else "."))
         rows = [[p] + [_interval(evals[(p, t)][metric]) if (p, t) in evals else "" for t in tasks] for p in players]
         keys = [[""] + [f"eval.{p}|{t}.{metric}.mean" if (p, t) in evals else "" for t in tasks] for p in players]
         s.table(["player", *tasks], rows, keys)

@@ -275,7 +275,8 @@ def run_eval(configs: dict) -> tuple[dict, dict]:
             summary = evaluate(c, keep_workers=True)  # the actors (torch, numba loaded) serve every evaluation
             print(format_summary(summary), flush=True)
             figures[f"{name}|{task}"] = {k: summary[k] for k in ("player", "task", "episodes", "success_rate",
-                                                                 "return", "steps", "cpu_s", "videos", "policy_id")}
+                                                                 "return", "steps", "cpu_s", "videos", "policy_id")
+                                                   if k in summary} | {"conditioning": summary.get("conditioning")}
     finally:
         release_workers()
     return {}, figures

@@ -652,8 +652,10 @@ def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path):
     for name, label_source in (("bc-env", "env"), ("bc-idm", "idm"), ("bc-noop", "noop")):
         doc = json.loads((out / "policies" / name / "config.json").read_text())
         assert doc["data"]["label_source"] == label_source
+        assert doc["model"]["tasks"] == ["explore"]  # the footage's task: each policy is told the task it plays
+        assert report["eval"][f"{name}|explore"]["conditioning"] == "task"
     html = (out / "report.html").read_text()
-    assert "bc-idm / bc-env" in html and "<video" in html
+    assert "bc-idm / bc-env" in html and "<video" in html and "task-conditioned BC" in html
     # a second run reuses every stage through the pipeline's StageRunner (tests/test_pipeline.py);
     # here: the record it reads is there, one per stage
     assert set(json.loads((out / "study.json").read_text())["stages"]) >= {"eval"}
