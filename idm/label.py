@@ -10,7 +10,9 @@ label_source `idm`, label_model = the checkpoint id and a per-step confidence (t
 probability of the whole decoded action). A dataset's episodes keep their engine truth, which
 the IDM does not predict: the `state_*` columns and the `caption` column (made by the rules from
 the state where the input has state but no captions, e.g. format version 2); the actions are the
-IDM's. The model sees frames resized with INTER_LINEAR to its
+IDM's. A button is labeled pressed where the IDM's probability passes 0.5 (the most likely
+action, as VPT labels; `--presses fitted` uses the run's F1-fitted thresholds instead, which
+flood another player's footage with rare presses: docs/idm.md). The model sees frames resized with INTER_LINEAR to its
 size (as VPT resizes). Videos are read by `worldloom.datasets.video`: time from presentation
 timestamps, step k showing the frame on screen at k / --fps seconds (the rule is written into
 the dataset's config), PyAV then OpenCV as decoders. Each episode's env_config names its source
@@ -86,6 +88,9 @@ from worldloom.progress import nothing_done
 MAX_CHUNK_STEPS = 72_000  # an hour at 20 steps per second
 
 
+PRESSES = ("likely", "fitted")
+
+
 @dataclass(frozen=True)
 class LabelConfig:
     """What to label, with which model, into where."""
@@ -102,8 +107,13 @@ class LabelConfig:
     address: str | None = doc("Ray cluster to join (HOST:PORT or auto); unset: a local one on loopback", None)
     batch_size: int = doc("windows per forward pass", 8)
     threads: int = doc("torch CPU threads per worker (0: torch's default)", 0)
+    presses: str = doc("when a button is labeled pressed: likely (its probability above 0.5: the most likely "
+                       "action, as VPT labels; what behaviour cloning needs) or fitted (the run's per-button "
+                       "thresholds that maximise validation F1, which press rare buttons far more often)", "likely")
 
     def __post_init__(self) -> None:
+        if self.presses not in PRESSES:
+            raise ValueError(f"LabelConfig.presses must be one of {', '.join(PRESSES)}, got {self.presses!r}")
         if self.frames not in ("original", "model"):
             raise ValueError(f"LabelConfig.frames must be 'original' or 'model', got {self.frames!r}")
         check_range("fps", self.fps, *FPS_RANGE, "steps per second", integer=False)
@@ -111,6 +121,13 @@ class LabelConfig:
         check_range("num_workers", self.num_workers, 0, MAX_WORKERS, f"1: this process; {NUM_WORKERS_RANGE}")
         check_range("batch_size", self.batch_size, 1, 4096, "windows per forward pass")
         check_range("threads", self.threads, 0, 256, "0: torch's default")
+
+
+def label_model_id(cfg: LabelConfig) -> str:
+    """The label_model written with each label: the checkpoint id, and `+fitted-presses` where the run's fitted
+    thresholds decided the presses (labels of one model made both ways differ; resuming tells them apart)."""
+    model_id = checkpoint_id(cfg.model)
+    return model_id + "+fitted-presses" if cfg.presses == "fitted" else model_id
 
 
 def discover(cfg: LabelConfig) -> tuple[str, list[tuple[dict, Source]]]:
@@ -150,6 +167,8 @@ class Labeler:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.cfg = cfg
         self.model, self.model_cfg = load_idm(cfg.model, device=device)
+        if cfg.presses == "likely":
+            self.model.button_thresholds = None  # decoded at 0.5 (infer.decode)
         self.model_id, self.job_config = model_id, job_config
         self.writers: dict[tuple, object] = {}
 
@@ -383,7 +402,7 @@ def label(cfg: LabelConfig) -> dict:
         raise UserError(f"--fps {cfg.fps:g}: IDM {cfg.model} learned {learned:g} steps per second (it reads an action "
                         f"step for step, so a {cfg.fps:g} fps step would be read as a 1/{learned:g} s one); pass --fps "
                         f"{learned:g}: videos are resampled to it as they are read")
-    model_id = checkpoint_id(cfg.model)
+    model_id = label_model_id(cfg)
     with job_lock([cfg.out], "idm label"):
         run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew
         summary = _label_locked(cfg, kind, found, model_id)

@@ -72,6 +72,7 @@ def test_actor_killed_mid_episode_is_restarted_and_its_episode_redone(tmp_path, 
     import psutil
 
     killed: list[int] = []
+    born: list[float] = []  # its start time: a pid alone may be taken again by a new process on a busy machine
 
     def kill_one_recorder_in_a_task() -> None:
         deadline = time.monotonic() + 120
@@ -79,6 +80,7 @@ def test_actor_killed_mid_episode_is_restarted_and_its_episode_redone(tmp_path, 
             for p in psutil.process_iter(["cmdline"]):
                 # Ray titles a busy actor process "ray::Recorder.record" (idle: "ray::Recorder")
                 if (p.info["cmdline"] or [""])[0].startswith("ray::Recorder.record"):
+                    born.append(p.create_time())
                     p.send_signal(signal.SIGKILL)
                     killed.append(p.pid)
                     return
@@ -89,7 +91,8 @@ def test_actor_killed_mid_episode_is_restarted_and_its_episode_redone(tmp_path, 
     result = capture(cfg)
     killer.join()
     assert killed, "no recorder was seen recording"
-    assert not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == psutil.STATUS_ZOMBIE
+    assert not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).create_time() != born[0] \
+        or psutil.Process(killed[0]).status() == psutil.STATUS_ZOMBIE
     # the killed process returned nothing; its actor lived on in a new process (same actor slot)
     assert killed[0] not in result.pids and len(result.pids) == len(result.writer_ids) == 2
     assert result.num_recorded == 4

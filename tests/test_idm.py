@@ -401,9 +401,17 @@ def test_press_thresholds_are_fitted_on_validation_and_used_where_the_run_is_rea
     np.testing.assert_array_equal(model.button_thresholds, doc["thresholds"])
     out = infer.predict(model, voxel["episodes"][0][0])
     assert np.array_equal(out["buttons"], out["buttons_prob"] > np.array(doc["thresholds"]))
-    # Where it is read: labels are decoded with them too.
-    assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(tmp_path / "p")]) == 0
-    assert np.array_equal(Dataset(tmp_path / "p").frames("ep-0").buttons, out["buttons"])
+    # Labels are the most likely action (p > 0.5, as VPT labels: the fitted thresholds press rare buttons far
+    # more often, and cloned policies sneaked); --presses fitted decodes with them, and says so in label_model.
+    pseudo = tmp_path / "p"
+    assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(pseudo)]) == 0
+    assert np.array_equal(Dataset(pseudo).frames("ep-0").buttons, out["buttons_prob"] > 0.5)
+    assert set(Dataset(pseudo).episodes.column("label_model").to_pylist()) == {checkpoint.checkpoint_id(run)}
+    assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(pseudo),
+                "--presses", "fitted"]) == 0  # the same --out: labeled again, not "already there"
+    assert np.array_equal(Dataset(pseudo).frames("ep-0").buttons, out["buttons"])
+    assert set(Dataset(pseudo).episodes.column("label_model").to_pylist()) == {
+        checkpoint.checkpoint_id(run) + "+fitted-presses"}
     # Fitted on other weights (resumed, not refitted): ignored; not a thresholds file: one line.
     path = run / "checkpoint" / "button_thresholds.json"
     path.write_text(json.dumps({**doc, "checkpoint": "run@step1-000000000000"}))
