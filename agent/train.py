@@ -132,6 +132,13 @@ class TrainConfig:
             raise ValueError(f"lr must be a number in (0, {LR_MAX:.3g}] (float32's largest) and min_lr_ratio in [0, 1], "
                              f"got {self.lr}, {self.min_lr_ratio}")
         check_device_name(self.device)
+        if self.model is not None and self.model.tasks:
+            from worldloom.envs.tasks import TASKS
+
+            unknown = [t for t in self.model.tasks if t not in TASKS]
+            if unknown:
+                raise ValueError(f"model.tasks names {', '.join(map(repr, unknown))}, not a task's short name: "
+                                 f"one of {', '.join(TASKS)}")
 
     @classmethod
     def nested_default(cls, name: str, values: dict) -> PolicyConfig | None:

@@ -935,7 +935,9 @@ def test_policy_shapes_past_their_range_are_one_line_naming_the_flag(data, tmp_p
     for flag, value, message in (("--model.hidden", "1000000000", "--model.hidden must be a whole number in 1..8192"),
                                  ("--model.memory", "1000000000", "--model.memory must be a whole number in 1..4096"),
                                  ("--model.stack-channels", "100000", "--model.stack-channels must be a tuple of ints in "
-                                                                      "1..1024")):
+                                                                      "1..1024"),
+                                 ("--model.tasks", "CollectLogs", "--model.tasks names 'CollectLogs', not a task's short "
+                                                                  "name: one of collect_logs")):
         assert cli([*base, flag, value]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"worldloom agent: error: {message}") and err.count("\n") == 1, err
