@@ -274,9 +274,8 @@ def run_eval(configs: dict) -> tuple[dict, dict]:
         for (name, task), c in configs["eval"].items():
             summary = evaluate(c, keep_workers=True)  # the actors (torch, numba loaded) serve every evaluation
             print(format_summary(summary), flush=True)
-            figures[f"{name}|{task}"] = {k: summary[k] for k in ("player", "task", "episodes", "success_rate",
-                                                                 "return", "steps", "cpu_s", "videos", "policy_id")
-                                                   if k in summary} | {"conditioning": summary.get("conditioning")}
+            figures[f"{name}|{task}"] = {k: summary[k] for k in ("player", "task", "episodes", "success_rate", "return",
+                                                                 "steps", "cpu_s", "videos", "policy_id", "conditioning")}
     finally:
         release_workers()
     return {}, figures
