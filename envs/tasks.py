@@ -18,7 +18,7 @@ VoxelWorld's: the same seed and actions give the same frames and the same score.
 | worldloom/CollectLogs-v0 | logs gained (mined from trees) | >= 1 log | forest | 600 steps |
 | worldloom/MineStone-v0 | cobblestone gained (mined stone) | >= 1 cobblestone | a pit dug to the stone | 600 steps |
 | worldloom/Explore-v0 | horizontal distance from spawn at the end, blocks | >= 16 blocks | high ground | 400 steps |
-| worldloom/FindWater-v0 | 1 once in water (the episode ends) | in water | high ground | 600 steps |
+| worldloom/FindWater-v0 | 1 once in water (the episode ends) | in water | dry ground 9-14 blocks from water, facing any way | 600 steps |
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ class Task:
     items: tuple[str, ...] = ()  # collect: the items that count
     biome: str | None = None  # where an episode starts (VoxelWorld's reset option); None: high ground near the centre
     quarry: int = 0  # > 0: the start is the floor of a pit of this radius dug down to the stone
+    # (near, far): the start is the highest dry ground whose nearest goal block at the surface is near..far
+    # blocks away horizontally (a world with no such ground keeps the default start)
+    start_from_goal: tuple[float, float] | None = None
     end_on_success: bool = False  # reach: the episode ends at the goal
     summary: str = ""
 
@@ -69,8 +72,9 @@ TASKS: dict[str, Task] = {
                        summary="cobblestone gained by mining stone; starts on the floor of a 5x5 pit dug to the stone"),
     "explore": Task("Explore", "distance", 16.0, 400,
                     summary="horizontal distance from the spawn point at the episode's end, in blocks"),
-    "find_water": Task("FindWater", "reach", 1.0, 600, end_on_success=True,
-                       summary="1 when the player's feet are in water (the episode ends there)"),
+    "find_water": Task("FindWater", "reach", 1.0, 600, end_on_success=True, start_from_goal=(9.0, 14.0),
+                       summary="1 when the player's feet are in water (the episode ends there); starts on dry "
+                               "ground 9 to 14 blocks from the nearest water, facing any way"),
 }
 TASK_IDS: tuple[str, ...] = tuple(t.env_id for t in TASKS.values())
 
@@ -120,8 +124,16 @@ class TaskEnv(VoxelWorldEnv):
         if self.task_spec.biome is not None:
             options.setdefault("biome", self.task_spec.biome)
         obs, info = super().reset(seed=seed, options=options)
+        moved = None
+        if self.task_spec.start_from_goal is not None:
+            allowed = columns_near(self.world, self.task_spec.goal_blocks, *self.task_spec.start_from_goal)
+            if allowed.any():
+                sx, _, sz = self.world.shape
+                moved = self.world.spawn_point(radius=max(sx, sz), allowed=allowed)
         if self.task_spec.quarry:
-            self.player.position[:] = dig_quarry(self.world, self.player.position, self.task_spec.quarry)
+            moved = dig_quarry(self.world, self.player.position, self.task_spec.quarry)
+        if moved is not None:
+            self.player.position[:] = moved
             self.player.update_target(self.world)
             obs, info = self._observe(), self._info()
         self.spawn = self.player.position.copy()
@@ -191,6 +203,34 @@ def nearest_block(blocks: np.ndarray, eye: np.ndarray, ids: tuple[int, ...],
     d2 = ((candidates + 0.5 - eye) ** 2).sum(axis=1)
     k = int(np.argmin(d2))
     return candidates[k].copy(), float(math.sqrt(d2[k]))
+
+
+def columns_near(world, ids: tuple[int, ...], near: float, far: float) -> np.ndarray:
+    """(sx, sz) bool: the columns topped by dry ground (`world.GROUND`) whose nearest column topped by one
+    of `ids` is `near` to `far` blocks away, centre to centre, and whose ground is at most 5 blocks above
+    that column's top (so the goal is inside `GOAL_RADIUS` from the start, and the way down is a walk).
+    All false when no column is topped by `ids`."""
+    from worldloom.envs.world import GROUND
+
+    sx, sy, sz = world.shape
+    top = world.blocks[np.arange(sx)[:, None], np.clip(world.tops - 1, 0, sy - 1), np.arange(sz)[None, :]]
+    goal = np.argwhere(np.isin(top, ids))
+    dry = np.isin(top, GROUND) & (world.tops > 0)
+    out = np.zeros((sx, sz), bool)
+    if not len(goal):
+        return out
+    cells = np.argwhere(dry)
+    nearest, drop = np.full(len(cells), np.inf), np.zeros(len(cells))
+    for i in range(0, len(goal), 256):  # (cells x 256) distances at a time
+        d = np.sqrt(((cells[:, None, :] - goal[None, i:i + 256, :]) ** 2).sum(-1))
+        k = d.argmin(axis=1)
+        closer = d[np.arange(len(cells)), k] < nearest
+        nearest[closer] = d[np.arange(len(cells)), k][closer]
+        g = goal[i + k[closer]]
+        drop[closer] = world.tops[cells[closer, 0], cells[closer, 1]] - world.tops[g[:, 0], g[:, 1]]
+    keep = cells[(nearest >= near) & (nearest <= far) & (drop <= 5)]
+    out[keep[:, 0], keep[:, 1]] = True
+    return out
 
 
 def dig_quarry(world, feet: np.ndarray, radius: int) -> np.ndarray:

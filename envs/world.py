@@ -245,8 +245,10 @@ class World:
         k = int(np.argmin((xs - sx // 2) ** 2 + (zs - sz // 2) ** 2))
         return int(xs[k]), int(zs[k])
 
-    def spawn_point(self, radius: int = 10, near: tuple[int, int] | None = None) -> np.ndarray:
-        """Feet position (3,) on the highest dry ground within `radius` of `near` (default: the centre).
+    def spawn_point(self, radius: int = 10, near: tuple[int, int] | None = None,
+                    allowed: np.ndarray | None = None) -> np.ndarray:
+        """Feet position (3,) on the highest dry ground within `radius` of `near` (default: the centre),
+        among the columns where `allowed` ((sx, sz) bool, default all) is true.
 
         High ground first, so the first frames look out over the world rather than into a tree.
         """
@@ -256,7 +258,7 @@ class World:
         for x in range(max(cx - radius, 0), min(cx + radius + 1, sx)):
             for z in range(max(cz - radius, 0), min(cz + radius + 1, sz)):
                 top = int(self.tops[x, z])
-                if 0 < top < sy - 2 and self.blocks[x, top - 1, z] in GROUND:
+                if (allowed is None or allowed[x, z]) and 0 < top < sy - 2 and self.blocks[x, top - 1, z] in GROUND:
                     # Not pressed against a tree or a wall: that first frame would be all leaves.
                     around = self.tops[max(x - 1, 0):x + 2, max(z - 1, 0):z + 2]
                     score = top - 0.05 * float(np.hypot(x - cx, z - cz)) - 100.0 * (around.max() > top + 1)

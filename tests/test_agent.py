@@ -141,6 +141,35 @@ def test_task_ids_are_gymnasium_envs_with_engine_rewards():
     assert env.spec.max_episode_steps is None and env.unwrapped.cfg.max_steps == TASKS["find_water"].max_steps
 
 
+def test_find_water_starts_on_dry_ground_within_its_band_of_the_nearest_water():
+    """The FindWater start is engine truth about the world: dry ground, the nearest surface water 9 to 14 blocks
+    away horizontally and at most 5 blocks below; the same seed gives the same start, and the yaw is any way."""
+    from worldloom.envs.tasks import columns_near
+    from worldloom.envs.world import GROUND
+
+    env = gymnasium.make("worldloom/FindWater-v0", height=64, width=64)
+    near, far = TASKS["find_water"].start_from_goal
+    yaws = []
+    for seed in range(6):
+        _, info = env.reset(seed=seed)
+        world, feet = env.unwrapped.world, env.unwrapped.player.position
+        x, z = int(np.floor(feet[0])), int(np.floor(feet[2]))
+        sx, sy, sz = world.shape
+        tops = world.tops
+        surface = world.blocks[np.arange(sx)[:, None], np.clip(tops - 1, 0, sy - 1), np.arange(sz)[None, :]]
+        water = np.argwhere(surface == WATER)
+        d = np.hypot(water[:, 0] - x, water[:, 1] - z)
+        assert near <= d.min() <= far, (seed, d.min())
+        assert world.blocks[x, tops[x, z] - 1, z] in GROUND and feet[1] == tops[x, z]
+        assert tops[x, z] - tops[tuple(water[d.argmin()])] <= 5
+        assert info["task"]["goal_block"] == "water" and info["task"]["goal_distance"] < 16
+        assert columns_near(world, (WATER,), near, far)[x, z]
+        yaws.append(env.unwrapped.player.yaw)
+        env.reset(seed=seed)
+        assert np.array_equal(env.unwrapped.player.position, feet)
+    assert np.ptp(yaws) > 30.0  # not always facing the water
+
+
 def test_task_goal_is_the_nearest_block_of_the_task_and_the_expert_completes_the_mining_tasks():
     from worldloom.envs import make_player
     from worldloom.envs.tasks import GOAL_RADIUS
