@@ -96,14 +96,21 @@ def data_tasks(paths: tuple[str, ...] | list[str]) -> tuple[str, ...]:
 
 
 def sample_windows(episodes: list[Episode], batch_size: int, num_frames: int, rng: np.random.Generator,
-                   tasks: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    """A batch of windows of `num_frames` steps, episodes drawn in proportion to their length.
+                   tasks: tuple[str, ...] = (), balance: bool = False) -> dict[str, np.ndarray]:
+    """A batch of windows of `num_frames` steps, episodes drawn in proportion to their length; with
+    `balance`, every world (the episodes' env) is drawn equally often first, then its episodes by
+    length (a task whose episodes end at the goal, FindWater's, recorded a quarter of the others' steps).
 
     -> frames (B, T, H, W, 3) uint8, buttons (B, T, 20) float32, camera_pos (B, T, 2) float32
     (continuous mu-law bin positions), mask (B, T) bool (False past an episode's end), task (B,)
     int64: 1 + the place of the episode's env in `tasks`, 0 where it is none of them."""
     lengths = np.array([ep.num_steps for ep in episodes], dtype=np.float64)
-    picks = rng.choice(len(episodes), size=batch_size, p=lengths / lengths.sum())
+    weights = lengths / lengths.sum()
+    if balance:
+        envs = [ep.env for ep in episodes]
+        per_env = {e: weights[[k for k, x in enumerate(envs) if x == e]].sum() for e in set(envs)}
+        weights = np.array([w / per_env[e] / len(per_env) for w, e in zip(weights, envs, strict=True)])
+    picks = rng.choice(len(episodes), size=batch_size, p=weights / weights.sum())
     h, w = episodes[0].frames.shape[1:3]
     out = {"frames": np.zeros((batch_size, num_frames, h, w, 3), np.uint8),
            "buttons": np.zeros((batch_size, num_frames, NUM_BUTTONS), np.float32),

@@ -96,6 +96,8 @@ class TrainConfig:
     task_conditioned: bool = doc("condition the policy on the task whose world recorded each episode (the datasets' "
                                  "env column; VoxelWorld tasks only), unless --model.tasks names them; false: one "
                                  "unconditioned policy", True)
+    task_balance: bool = doc("draw training windows from every world's footage (the datasets' env column) equally "
+                             "often, then its episodes by length; false: every step of play equally often", True)
     task_dropout: float = doc("fraction of training windows shown as no task (the embedding a policy plays a task "
                               "it was not conditioned on with)", 0.1)
     val_fraction: float = doc("fraction of episodes held out for validation", 0.1)
@@ -286,7 +288,7 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
 
     def loss_of(step: int):
         rng = np.random.default_rng([cfg.seed, step])
-        batch = bc_data.sample_windows(train_eps, cfg.batch_size, T, rng, mcfg.tasks)
+        batch = bc_data.sample_windows(train_eps, cfg.batch_size, T, rng, mcfg.tasks, cfg.task_balance)
         batch["task"][rng.random(cfg.batch_size) < cfg.task_dropout] = 0  # shown as no task
         frames, buttons, camera_pos, mask, task = to_device(batch, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):

@@ -6,8 +6,9 @@
     worldloom agent study --preset tiny --sizes.eval-episodes 64 --out runs/agent64
 
 VPT's experiment, on WorldLoom's own data, through the pipeline's stages (their public
-functions, nothing new): `capture` records a little labeled play in VoxelWorld (the contractor
-data: the mixture player's aimless play) and footage in every task's world with its actions
+functions, nothing new): `capture` records a little labeled play (the contractor data: the
+mixture player's aimless play, spread over the tasks' worlds: `--labeled-worlds`) and footage in
+every task's world, on other seeds, with its actions
 withheld (the true actions kept aside), played by `--footage-player` (default `expert`, which
 plays the task: VPT's contractors were asked to play the early game, not to wander); `idm
 train` fits an IDM to the labeled play; `idm label` pseudo-labels the footage. Three policies
@@ -39,6 +40,7 @@ from worldloom.pipeline.stages import StageRunner, portable, stage_key
 
 STAGES = ("capture", "train", "label", "bc-idm", "eval", "dream", "report")
 POLICIES = ("bc-env", "bc-idm", "bc-noop")
+LABELED_WORLDS = ("tasks", "voxel")
 REFERENCE_PLAYERS = ("random", "scripted:mixture")  # beside the footage player, scripted:<footage_player>
 
 
@@ -48,7 +50,8 @@ class StudySizes:
 
     resolution: int = doc("frame height and width of every dataset, the IDM and the policies", 64)
     steps: int = doc("steps per recorded episode (a task's own time limit may end it sooner)", 400)
-    idm_episodes: int = doc("episodes of labeled VoxelWorld play the IDM trains on (the contractor data)", 64)
+    idm_episodes: int = doc("episodes of labeled play the IDM trains on (the contractor data; --labeled-worlds "
+                            "says where it is played)", 64)
     footage_episodes: int = doc("episodes of footage recorded in each task's world (actions withheld)", 32)
     idm_preset: str = doc("the IDM's preset", "tiny")
     idm_max_steps: int = doc("IDM optimizer steps", 400)
@@ -119,6 +122,9 @@ class StudyConfig:
     tasks: tuple[str, ...] = doc("tasks to record footage in and evaluate on (default: all)", ())
     footage_player: str = doc("scripted player of the footage in each task's world: expert plays the task (walks to "
                               "the nearest log, stone or water and mines it or walks in), mixture plays aimlessly", "expert")
+    labeled_worlds: str = doc("where the IDM's labeled play is recorded: tasks (split evenly over the studied tasks' "
+                              "worlds: the game's forests, pits and shores, played by the mixture player on other "
+                              "seeds than the footage) or voxel (VoxelWorld's default start only)", "tasks")
     world_model: str | None = doc("a world-model run to dream in (ranks the players by imagined scores)", None)
     seed: int = doc("seed of every stage", 0)
     num_workers: int = doc("Ray actors for capture, labeling and evaluation (0: one per CPU of the cluster)", 2)
@@ -140,6 +146,8 @@ class StudyConfig:
         if self.from_stage is not None and self.from_stage not in STAGES:
             raise ValueError(f"from must be one of {', '.join(STAGES)}, got {self.from_stage!r}")
         check_device_name(self.device)
+        if self.labeled_worlds not in LABELED_WORLDS:
+            raise ValueError(f"labeled_worlds must be one of {', '.join(LABELED_WORLDS)}, got {self.labeled_worlds!r}")
         if self.footage_player not in PLAYER_NAMES:
             raise ValueError(f"footage_player must be one of {', '.join(PLAYER_NAMES)}, got {self.footage_player!r}")
 
@@ -157,6 +165,17 @@ class StudyConfig:
         return self.sizes if self.sizes is not None else PRESETS[self.preset]
 
     @property
+    def labeled_split(self) -> dict[str, int]:
+        """{env: episodes} of the IDM's labeled play: every studied task's world an even share of
+        `idm_episodes` (the first ones one more where it does not divide), or all in VoxelWorld."""
+        n = self.resolved_sizes.idm_episodes
+        if self.labeled_worlds == "voxel":
+            return {"voxel": n}
+        tasks = self.task_names
+        shares = {t: n // len(tasks) + (k < n % len(tasks)) for k, t in enumerate(tasks)}
+        return {t: k for t, k in shares.items() if k}
+
+    @property
     def task_names(self) -> tuple[str, ...]:
         """Short names (collect_logs, ...) of the study's tasks."""
         from worldloom.envs.tasks import TASKS, task_by_name
@@ -166,9 +185,12 @@ class StudyConfig:
         return tuple(short for short, t in TASKS.items() if t in {task_by_name(n) for n in self.tasks})
 
 
-def study_paths(out: Path, tasks: tuple[str, ...]) -> dict[str, Any]:
+def study_paths(out: Path, tasks: tuple[str, ...], labeled: tuple[str, ...] = ("voxel",)) -> dict[str, Any]:
+    """Where each stage writes; `labeled`: the worlds of the IDM's labeled play (data/labeled for
+    VoxelWorld's, data/labeled-<task> for a task's)."""
     data = out / "data"
-    return {"labeled": data / "labeled", "footage": {t: data / f"footage-{t}" for t in tasks},
+    return {"labeled": {w: data / ("labeled" if w == "voxel" else f"labeled-{w}") for w in labeled},
+            "footage": {t: data / f"footage-{t}" for t in tasks},
             "truth": {t: data / f"truth-{t}" for t in tasks}, "pseudo": {t: data / f"pseudo-{t}" for t in tasks},
             "idm": out / "idm", "policies": {p: out / "policies" / p for p in POLICIES},
             "eval": out / "eval", "dream": out / "dream", "figures": out / "figures"}
@@ -186,14 +208,16 @@ def stage_configs(cfg: StudyConfig, paths: dict[str, Any]) -> dict[str, Any]:
     from worldloom.idm.train import TrainConfig as IDMConfig
 
     s, res, workers = cfg.resolved_sizes, cfg.resolved_sizes.resolution, cfg.num_workers
-    capture = {"labeled": CaptureConfig(out=str(paths["labeled"]), env="voxel", episodes=s.idm_episodes, steps=s.steps,
-                                        resolution=res, seed=cfg.seed * 100 + 1, num_workers=workers, address=cfg.address)}
+    capture = {("labeled" if w == "voxel" else f"labeled-{w}"): CaptureConfig(
+        out=str(paths["labeled"][w]), env=w, episodes=n, steps=s.steps, resolution=res,
+        seed=cfg.seed * 100 + (1 if w == "voxel" else 50 + cfg.task_names.index(w)), num_workers=workers,
+        address=cfg.address) for w, n in cfg.labeled_split.items()}
     for k, t in enumerate(cfg.task_names):
         capture[t] = CaptureConfig(out=str(paths["footage"][t]), env=t, episodes=s.footage_episodes, steps=s.steps,
                                    resolution=res, seed=cfg.seed * 100 + 10 + k, num_workers=workers, player=cfg.footage_player,
                                    address=cfg.address, strip_actions=str(paths["truth"][t]))
     idm_model = dataclasses.replace(IDM_PRESETS[s.idm_preset], height=res, width=res)
-    idm = IDMConfig(data=(str(paths["labeled"]),), out=str(paths["idm"]), preset=s.idm_preset, model=idm_model,
+    idm = IDMConfig(data=tuple(str(p) for p in paths["labeled"].values()), out=str(paths["idm"]), preset=s.idm_preset, model=idm_model,
                     max_steps=s.idm_max_steps, seed=cfg.seed, device=cfg.device, eval_every=max(1, s.idm_max_steps // 4),
                     checkpoint_every=max(1, s.idm_max_steps // 4), threads=1)
     label = {t: LabelConfig(model=str(paths["idm"]), data=str(paths["footage"][t]), out=str(paths["pseudo"][t]),
@@ -335,7 +359,7 @@ def main(cfg: StudyConfig) -> Path:
 
     check_out(cfg.out, "study")  # a file, a dataset, a run: refused before anything is written into it
     out = Path(cfg.out).resolve()
-    paths = study_paths(out, cfg.task_names)
+    paths = study_paths(out, cfg.task_names, tuple(cfg.labeled_split))
     configs = stage_configs(cfg, paths)
     if cfg.world_model:
         check_world_model_up_front(cfg, configs, paths)
@@ -351,7 +375,7 @@ def main(cfg: StudyConfig) -> Path:
         return runner.run(name, keys[name], fn, writes.get(name, ()), legacy[name])
 
     tasks = cfg.task_names
-    writes = {"capture": [paths["labeled"], *(paths[k][t] for k in ("footage", "truth") for t in tasks)],
+    writes = {"capture": [*paths["labeled"].values(), *(paths[k][t] for k in ("footage", "truth") for t in tasks)],
               "train": [paths["idm"], paths["policies"]["bc-env"], paths["policies"]["bc-noop"]],
               "label": [paths["pseudo"][t] for t in tasks], "bc-idm": [paths["policies"]["bc-idm"]],
               "eval": [paths["eval"]], "dream": [paths["dream"]]}

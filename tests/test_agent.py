@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+from pathlib import Path
 
 import gymnasium
 import numpy as np
@@ -477,6 +478,26 @@ def test_noop_labels_train_on_unlabeled_footage_and_windows_mask_short_episodes(
     assert json.loads((run / "config.json").read_text())["data"]["label_source"] == "noop"
 
 
+def test_balanced_windows_draw_each_worlds_footage_equally_often_whatever_its_length():
+    """FindWater's footage ends at the water (a quarter of the steps of the others'): with task balance its
+    windows are as many as any other world's; without, in proportion to its steps."""
+    from worldloom.idm.data import Episode
+
+    def episode(env: str, n: int, k: int) -> Episode:
+        return Episode(f"{env}-{k}", np.full((n, 8, 8, 3), k, np.uint8), np.zeros((n, 20), bool),
+                       np.zeros((n, 2), np.float32), "d", env=env)
+
+    episodes = [episode("explore", 400, k) for k in range(3)] + [episode("find_water", 50, k) for k in range(6)]
+    tasks = ("explore", "find_water")
+    for balance, share in ((True, 0.5), (False, 300 / 1500)):
+        batch = sample_windows(episodes, 4000, 8, np.random.default_rng(1), tasks, balance)
+        assert (batch["task"] == 2).mean() == pytest.approx(share, abs=0.03), balance
+    one_world = [episode("explore", n, k) for k, n in enumerate((400, 100))]  # within a world: by length, as before
+    batch = sample_windows(one_world, 4000, 8, np.random.default_rng(2), tasks, balance=True)
+    assert (batch["frames"][:, 0, 0, 0, 0] == 0).mean() == pytest.approx(0.8, abs=0.03)
+    assert TrainConfig(data=("d",), out="o").task_balance  # the default
+
+
 def test_bad_training_data_is_one_line_naming_it(data, tmp_path, capsys):
     base = ["agent", "train", "--out", str(tmp_path / "r"), "--preset", "micro", "--max-steps", "1"]
     assert cli([*base, "--data", data["unlabeled"]]) == 2
@@ -678,6 +699,12 @@ def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path):
     assert {k.split("|")[1] for k in report["eval"]} == {"explore"}
     assert [(g["task"], g["metric"]) for g in report["goals"]] == [("explore", "success_rate"), ("explore", "return")]
     assert (out / "figures" / "ci.png").exists()
+    # the IDM's labeled play is the mixture's, recorded in the studied task's world on other seeds than the footage
+    from worldloom.idm.data import open_dataset
+
+    labeled, footage = (open_dataset(str(out / "data" / d)).episodes.to_pylist() for d in ("labeled-explore", "truth-explore"))
+    assert len(labeled) == 3 and {(e["env"], e["player"]) for e in labeled} == {("explore", "mixture")}
+    assert not {e["seed"] for e in labeled} & {e["seed"] for e in footage} and not (out / "data" / "labeled").exists()
     for name, label_source in (("bc-env", "env"), ("bc-idm", "idm"), ("bc-noop", "noop")):
         doc = json.loads((out / "policies" / name / "config.json").read_text())
         assert doc["data"]["label_source"] == label_source
@@ -688,6 +715,25 @@ def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path):
     # a second run reuses every stage through the pipeline's StageRunner (tests/test_pipeline.py);
     # here: the record it reads is there, one per stage
     assert set(json.loads((out / "study.json").read_text())["stages"]) >= {"eval"}
+
+
+def test_the_idms_labeled_play_is_shared_evenly_over_the_studied_tasks_worlds():
+    from worldloom.pipeline.agent_study import StudyConfig, StudySizes, stage_configs, study_paths
+
+    cfg = StudyConfig(out="o")
+    assert cfg.labeled_split == {"collect_logs": 16, "mine_stone": 16, "explore": 16, "find_water": 16}
+    odd = StudyConfig(out="o", sizes=StudySizes(idm_episodes=6), tasks=("explore", "find_water", "mine_stone"))
+    assert odd.labeled_split == {"mine_stone": 2, "explore": 2, "find_water": 2}
+    assert StudyConfig(out="o", sizes=StudySizes(idm_episodes=2)).labeled_split == {"collect_logs": 1, "mine_stone": 1}
+    voxel = StudyConfig(out="o", labeled_worlds="voxel")
+    assert voxel.labeled_split == {"voxel": 64}
+    configs = stage_configs(cfg, study_paths(Path("o"), cfg.task_names, tuple(cfg.labeled_split)))
+    labeled = {k: c for k, c in configs["capture"].items() if k.startswith("labeled")}
+    assert {c.env for c in labeled.values()} == set(cfg.task_names) and {c.player for c in labeled.values()} == {"mixture"}
+    assert len({c.seed for c in configs["capture"].values()}) == len(configs["capture"])  # every job its own seeds
+    assert sorted(configs["idm"].data) == sorted(c.out for c in labeled.values())
+    with pytest.raises(ValueError, match="labeled_worlds must be one of tasks, voxel"):
+        StudyConfig(out="o", labeled_worlds="nether")
 
 
 def test_help_of_the_agent_stage_and_every_verb(capsys):
