@@ -134,11 +134,20 @@ def move_body(blocks, solid, pos, vel, move_x, move_z, jump, sneak, in_water, on
         vel[1] = 0.12  # swim up
     elif jump and on_ground:
         vel[1] = JUMP_SPEED
-    # Horizontal, one axis at a time; sneaking on the ground never walks off an edge.
+    # Horizontal, one axis at a time; sneaking on the ground never walks off an edge. The grid's
+    # sides are a world border (Minecraft's): a body inside stops at it, as at a wall.
     for axis in (0, 2):
         step = move_x if axis == 0 else move_z
         if step == 0.0:
             continue
+        p = pos[axis]
+        lo, hi = half_width + 1e-4, blocks.shape[axis] - half_width - 1e-4
+        if step > 0 and p + step > hi:
+            step = max(hi - p, 0.0)
+        elif step < 0 and p + step < lo:
+            step = min(lo - p, 0.0)
+        if step == 0.0:
+            continue  # against the border
         nx = pos[0] + step if axis == 0 else pos[0]
         nz = pos[2] + step if axis == 2 else pos[2]
         if collides(blocks, solid, nx, pos[1], nz, half_width, height):

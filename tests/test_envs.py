@@ -249,6 +249,20 @@ def test_falling_out_of_the_world_and_drowning_terminate():
     assert terminated and 250 < t < 320 and info["air"] == 0.0
 
 
+def test_the_worlds_sides_are_a_border_the_player_walks_against_not_off():
+    env = make_env("voxel", **SMALL)
+    env.reset(seed=0)
+    world = flat_world()  # 16 x 16 columns
+    for yaw in (0.0, 90.0, 180.0, 270.0):
+        put_player(env, world, 8.5, 8.0, 8.5, yaw=yaw)
+        for _ in range(60):  # 60 sprinting steps: far past any side
+            _, _, terminated, _, _ = env.step(press(forward=1, sprint=1, jump=1))
+            assert not terminated
+        x, y, z = env.player.position
+        assert 0.3 <= x <= 15.7 and 0.3 <= z <= 15.7 and y >= 8.0
+        assert max(abs(x - 8.5), abs(z - 8.5)) > 7.1  # it reached the border it walked to
+
+
 def test_truncation_at_max_steps():
     env = make_env("voxel", max_steps=5, **SMALL)
     env.reset(seed=0)
