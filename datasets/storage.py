@@ -77,6 +77,20 @@ class Location:
         return isinstance(self.fs, pafs.LocalFileSystem)
 
 
+# Google Cloud Storage: how long pyarrow retries a request that fails before it gives up. Its own
+# default is 15 minutes, so `dataset inspect gs://...` on a machine without credentials or network
+# sat silent for 16 minutes (and ignored Ctrl-C meanwhile). A URI's own `retry_limit_seconds` wins.
+GCS_RETRY_LIMIT_S = 30
+
+
+def with_retry_limit(uri: str) -> str:
+    """`uri` with `retry_limit_seconds=GCS_RETRY_LIMIT_S` added when it is a gs:// URI without one."""
+    scheme = uri.split("://", 1)[0].lower()
+    if scheme not in ("gs", "gcs") or "retry_limit_seconds=" in uri:
+        return uri
+    return f"{uri}{'&' if '?' in uri else '?'}retry_limit_seconds={GCS_RETRY_LIMIT_S}"
+
+
 def resolve(root: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> Location:
     """A local path, a URI (`s3://bucket/prefix?endpoint_override=...`), or a path on `filesystem`."""
     text = os.fspath(root)
@@ -84,7 +98,7 @@ def resolve(root: str | os.PathLike, filesystem: pafs.FileSystem | None = None) 
         return Location(filesystem, text.rstrip("/"), paths.redact_uri(text))
     if "://" in text:
         try:
-            fs, path = pafs.FileSystem.from_uri(text)
+            fs, path = pafs.FileSystem.from_uri(with_retry_limit(text))
         except (pa.ArrowInvalid, OSError) as err:
             raise UserError(f"{paths.redact_uri(text)}: cannot open this filesystem URI ({paths.redact_text(str(err))})") from None
         return Location(fs, path.rstrip("/"), paths.redact_uri(text))

@@ -296,3 +296,16 @@ def test_every_trainer_refuses_datasets_that_cannot_be_used_together(small_datas
                 train(data)
             assert str(err.value).startswith(words) and "\n" not in str(err.value), err.value
     assert len(load_episodes([same, slow])) == 4  # evaluation may mix rates (and sizes: it resizes)
+
+
+def test_a_gcs_uri_gives_up_after_seconds_not_pyarrows_fifteen_minutes():
+    # pyarrow's default retry limit (15 min) made `dataset inspect gs://...` hang offline; a URI's own wins
+    from datetime import timedelta
+
+    from worldloom.datasets.storage import GCS_RETRY_LIMIT_S, resolve
+
+    loc = resolve("gs://some-bucket/data")
+    assert loc.uri == "gs://some-bucket/data" and loc.path == "some-bucket/data"
+    assert loc.fs.__reduce__()[1][0]["retry_time_limit"] == timedelta(seconds=GCS_RETRY_LIMIT_S) < timedelta(minutes=1)
+    own = resolve("gs://some-bucket/data?retry_limit_seconds=300")
+    assert own.fs.__reduce__()[1][0]["retry_time_limit"] == timedelta(seconds=300)
