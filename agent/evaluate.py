@@ -403,14 +403,31 @@ def evaluate(cfg: EvalConfig, keep_workers: bool = False) -> dict:
     if cfg.in_world_model:
         from .dream import dream
 
-        return dream(cfg)
+        summary = dream(cfg)
+        prune_videos(cfg.out_dir, summary["videos"])
+        return summary
     t0 = time.perf_counter()
     summary = summarize(cfg, play(cfg, keep_workers), time.perf_counter() - t0)
     out = cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "eval.json", summary)
+    prune_videos(out, summary["videos"])
     summary["out"] = str(out)
     return summary
+
+
+def prune_videos(out: Path, keep: list[str]) -> list[Path]:
+    """Remove the videos an earlier evaluation left in OUT/videos (an .mp4 or .gif that this run's
+    eval.json does not list), once the new eval.json is written: a folder evaluated again (another
+    policy, fewer `--videos`) shows only the run its eval.json describes. Returns what it removed."""
+    folder = Path(out) / "videos"
+    if not folder.is_dir():
+        return []
+    kept = {Path(v).resolve() for v in keep}
+    stale = [p for p in folder.iterdir() if p.suffix in (".mp4", ".gif") and p.is_file() and p.resolve() not in kept]
+    for p in stale:
+        p.unlink()
+    return stale
 
 
 def format_summary(s: dict) -> str:
