@@ -31,6 +31,16 @@ __all__ = ["DAMAGED_DIR", "damaged_shards", "repair"]
 DAMAGED_DIR = "damaged"
 
 
+def _parquet_magic(path: str) -> bool:
+    """Whether the local file at `path` begins and ends with Parquet's magic bytes (PAR1)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if f.seek(0, os.SEEK_END) < 8:
+            return False
+        f.seek(-4, os.SEEK_END)
+        return head == b"PAR1" and f.read(4) == b"PAR1"
+
+
 def shard_problem(loc: storage.Location, entry: dict, check_sums: bool) -> str | None:
     """Why the listed shard `entry` is damaged ("missing", "size ...", "checksum ..."), or None."""
     info = loc.fs.get_file_info(loc.join(entry["path"]))
@@ -38,6 +48,10 @@ def shard_problem(loc: storage.Location, entry: dict, check_sums: bool) -> str |
         return "missing"
     if info.size != entry["size_bytes"]:
         return f"size is {info.size} bytes, dataset.json says {entry['size_bytes']}"
+    if loc.is_local and not check_sums and not _parquet_magic(loc.join(entry["path"])):
+        # A crash can leave a file of the right size full of zeros on a local disk (delayed
+        # allocation); 8 bytes read tell it from a Parquet file. Object stores write whole objects.
+        return "not a Parquet file (its first and last 4 bytes are not PAR1: zeroed or overwritten)"
     if check_sums:
         checksum, _ = file_checksum(loc.fs, loc.join(entry["path"]))
         if checksum != entry["checksum"]:

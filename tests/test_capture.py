@@ -308,6 +308,13 @@ def test_damaged_shard_refused_then_repaired_and_recaptured(tmp_path, ray_cluste
     index = Dataset(cfg.out).episodes
     lost = set(index.filter(index.column("shard").to_numpy() == rel).column("episode_id").to_pylist())
     assert len(lost) == 2
+    # zeroed at its own size (what a crash can leave on a local disk): refused as well, nothing written
+    other = tmp_path / "d" / manifest["shards"][1]["path"]
+    kept = other.read_bytes()
+    other.write_bytes(bytes(len(kept)))
+    with pytest.raises(UserError, match="not a Parquet file.*zeroed.*worldloom dataset repair"):
+        capture(cfg)
+    other.write_bytes(kept)
     os.truncate(tmp_path / "d" / rel, 5000)  # as `truncate -s` does
     with pytest.raises(UserError, match=f"size is 5000 bytes.*worldloom dataset repair {cfg.out}"):
         capture(cfg)
