@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from worldloom.errors import UserError
-from worldloom.io import json_text
+from worldloom.io import check_parents, json_text
 
 from .reader import Dataset
 from .schema import CAPTION_COLUMN
@@ -347,9 +347,7 @@ def check_jsonl_out(out: str) -> None:
         raise UserError(f"--out {out} is a folder; give a file name ending in .jsonl, e.g. {path.with_name(path.name + '-captions.jsonl')}")
     if path.suffix.lower() != ".jsonl":
         raise UserError(f"--out {out}: give a file name ending in .jsonl (one JSON object per clip)")
-    blocker = next((q for q in path.absolute().parents if q.exists() and not q.is_dir()), None)
-    if blocker is not None:
-        raise UserError(f"--out {out}: {blocker} is a file, so no folder can be made there; choose another --out")
+    check_parents(path)
 
 
 def caption_dataset(path: str, out: str, clip_seconds: float = 2.0) -> dict:

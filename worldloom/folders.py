@@ -27,6 +27,7 @@ import os
 from pathlib import Path
 
 from worldloom.errors import UserError
+from worldloom.io import check_parents
 
 __all__ = ["KINDS", "folder_kind", "describe", "check_out", "dataset_holding"]
 
@@ -98,9 +99,7 @@ def check_out(path: str | os.PathLike, want: str, flag: str = "--out") -> None:
     folder of no WorldLoom kind (each command decides about those)."""
     what = KINDS[want][0]
     if "://" not in os.fspath(path):
-        blocker = next((q for q in Path(path).absolute().parents if q.exists() and not q.is_dir()), None)
-        if blocker is not None:  # `--out README.md/x`: the folder could never be made
-            raise UserError(f"{flag} {path}: {blocker} is a file, so no folder can be made there; give a new folder for {what}")
+        check_parents(path, flag, f"give a new folder for {what}")  # `--out README.md/x`: never made
         # `--out data/run1/frames`: a dataset's folder holds only its own files (a writer's sweep deletes the rest)
         if (dataset := dataset_holding(Path(path).absolute().parent)) is not None:
             raise UserError(f"{flag} {path} lies inside the WorldLoom dataset {dataset}; give a new folder outside it")

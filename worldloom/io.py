@@ -203,14 +203,15 @@ def image_write_suffixes() -> list[str]:
     return sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE)
 
 
-def check_parents(path: Path, flag: str = "--out") -> None:
+def check_parents(path: str | os.PathLike, flag: str = "--out", advice: str = "") -> None:
     """UserError (one line naming `flag`) when a folder above `path` is a file: its folder could never be
-    made, and writing would end in a traceback after the work (`--out notes.txt/sheet.png`)."""
+    made, and writing would end in a traceback after the work (`--out notes.txt/sheet.png`). `advice`
+    ends the line (default: choose another `flag`)."""
     from worldloom.errors import UserError
 
-    blocker = next((q for q in path.absolute().parents if q.exists() and not q.is_dir()), None)
+    blocker = next((q for q in Path(path).absolute().parents if q.exists() and not q.is_dir()), None)
     if blocker is not None:
-        raise UserError(f"{flag} {path}: {blocker} is a file, so no folder can be made there; choose another {flag}")
+        raise UserError(f"{flag} {path}: {blocker} is a file, so no folder can be made there; {advice or f'choose another {flag}'}")
 
 
 def check_image_out(path: str | os.PathLike, flag: str = "--out") -> Path:
