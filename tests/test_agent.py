@@ -169,6 +169,14 @@ def test_find_water_starts_on_dry_ground_within_its_band_of_the_nearest_water():
         env.reset(seed=seed)
         assert np.array_equal(env.unwrapped.player.position, feet)
     assert np.ptp(yaws) > 30.0  # not always facing the water
+    # the whole mask against a brute force over every pair of columns (the last world; ties: smallest x, z)
+    dry = np.isin(surface, GROUND) & (tops > 0)
+    want = np.zeros_like(dry)
+    for x, z in np.argwhere(dry):
+        d = np.hypot(water[:, 0] - x, water[:, 1] - z)
+        k = int(np.argmin(d))
+        want[x, z] = near <= d[k] <= far and tops[x, z] - tops[tuple(water[k])] <= 5
+    assert want.sum() > 50 and np.array_equal(columns_near(world, (WATER,), near, far), want)
 
 
 def test_task_goal_is_the_nearest_block_of_the_task_and_the_expert_completes_the_mining_tasks():
