@@ -152,7 +152,6 @@ def move_body(blocks, solid, pos, vel, move_x, move_z, jump, sneak, in_water, on
         nz = pos[2] + step if axis == 2 else pos[2]
         if collides(blocks, solid, nx, pos[1], nz, half_width, height):
             # Move up to contact with the blocking block instead of stopping short of it.
-            p = pos[axis]
             if step > 0:
                 contact = math.floor(p + half_width + step) - half_width - 1e-4
             else:
