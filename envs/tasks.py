@@ -124,6 +124,14 @@ class TaskEnv(VoxelWorldEnv):
         if self.task_spec.biome is not None:
             options.setdefault("biome", self.task_spec.biome)
         obs, info = super().reset(seed=seed, options=options)
+        self.spawn = self.player.position.copy()
+        self.collected_total: dict[str, int] = {}
+        self.progress = 0.0
+        info["task"] = self._task_info()
+        return obs, info
+
+    def _arrange_start(self) -> None:
+        """The task's start, before the first frame: FindWater's band around water, MineStone's quarry."""
         moved = None
         if self.task_spec.start_from_goal is not None:
             allowed = columns_near(self.world, self.task_spec.goal_blocks, *self.task_spec.start_from_goal)
@@ -135,12 +143,6 @@ class TaskEnv(VoxelWorldEnv):
         if moved is not None:
             self.player.position[:] = moved
             self.player.update_target(self.world)
-            obs, info = self._observe(), self._info()
-        self.spawn = self.player.position.copy()
-        self.collected_total: dict[str, int] = {}
-        self.progress = 0.0
-        info["task"] = self._task_info()
-        return obs, info
 
     def step(self, action: dict):
         obs, _, terminated, truncated, info = super().step(action)

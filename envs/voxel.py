@@ -131,7 +131,12 @@ class VoxelWorldEnv(gymnasium.Env):
         self.items = Items()
         self.step_count = 0
         self.player.update_target(self.world)
+        self._arrange_start()
         return self._observe(), self._info()
+
+    def _arrange_start(self) -> None:
+        """Called by `reset` before the first frame is rendered: a subclass may move the player or change
+        the world here (the tasks' starts, envs/tasks.py). VoxelWorld's own start stays as it is."""
 
     def _spawn_centre(self, options: dict) -> tuple[int, int] | None:
         """options["biome"] asks to start in (or beside) that biome when the world has it."""
