@@ -406,14 +406,16 @@ class Items:
     def update(self, world) -> None:
         if not len(self.state):
             return
-        s = self.state
+        s = self.state  # (n, 10)
         s[:, 4] -= 0.04
         s[:, 0:3] += s[:, 3:6]
-        for row in s:
-            x, y, z = (int(math.floor(v)) for v in row[0:3])
-            if world.solid[world.get(x, y, z)]:
-                row[1] = y + 1.0
-                row[3:6] = 0.0
+        cells = np.floor(s[:, 0:3]).astype(np.int64)  # (n, 3) the block each item is in
+        inside = ((cells >= 0) & (cells < world.blocks.shape)).all(1)  # outside the grid is air
+        landed = np.zeros(len(s), bool)
+        c = cells[inside]
+        landed[inside] = world.solid[world.blocks[c[:, 0], c[:, 1], c[:, 2]]]
+        s[landed, 1] = cells[landed, 1] + 1.0  # rests on the block's top
+        s[landed, 3:6] = 0.0
         s[:, 6] += 1
         self.state = s[s[:, 6] < self.LIFETIME]
 
