@@ -29,13 +29,34 @@ from worldloom.paths import redact_json, redact_text
 from worldloom.progress import Stages, counted
 
 
-def truth_for(episodes: list[Episode], truth: list[str] | None) -> list[Episode]:
-    """The episodes that carry the true actions: `episodes` themselves, or the same ids in `truth`."""
+def made_labels(data: list[str]) -> tuple[str, str, str] | None:
+    """(dataset, episode id, label_model) of the first episode in `data` whose actions a model made
+    (label_source idm), or None where every label was recorded by the env (or there is none)."""
+    for root in data:
+        table = open_dataset(root).episodes
+        models = table.column("label_model").to_pylist() if "label_model" in table.column_names else None
+        for k, (ep_id, source) in enumerate(zip(table.column("episode_id").to_pylist(),
+                                                table.column("label_source").to_pylist(), strict=True)):
+            if source == "idm":
+                return str(root), str(ep_id), str(models[k]) if models and models[k] else "an IDM"
+    return None
+
+
+def truth_for(episodes: list[Episode], truth: list[str] | None, data: list[str] | None = None) -> list[Episode]:
+    """The episodes that carry the true actions: `episodes` themselves (read from `data`, whose
+    labels must be the env's: scoring a model against an IDM's pseudo-labels measures agreement
+    with that IDM, not accuracy), or the same ids among the env-labeled episodes of `truth`."""
     if not truth:
         unlabeled = [ep.episode_id for ep in episodes if ep.buttons is None]
         if unlabeled:
             raise UserError(f"{len(unlabeled)} episode(s) have no recorded actions (e.g. {unlabeled[0]}): "
                             "give --truth DIR with the same episode ids and their env labels")
+        made = made_labels(data or [])
+        if made:
+            root, ep_id, model = made
+            raise UserError(f"{redact_text(root)}: episode {ep_id!r} is labeled by {model} (label_source idm), not "
+                            "recorded by the env, so scores against it measure agreement with that model: give --truth "
+                            "DIR, the true actions (the dataset `capture run --strip-actions DIR` wrote)")
         return episodes
     if not any("env" in open_dataset(t).episodes.column("label_source").to_pylist() for t in truth):
         raise UserError(f"--truth {', '.join(map(redact_text, truth))}: no episode there has actions recorded by the env; "
@@ -43,7 +64,7 @@ def truth_for(episodes: list[Episode], truth: list[str] | None) -> list[Episode]
     by_id = {ep.episode_id: ep for ep in load_episodes(truth, require_labels=True)}
     missing = [ep.episode_id for ep in episodes if ep.episode_id not in by_id]
     if missing:
-        raise UserError(f"--truth has no labels for {len(missing)} episode(s), e.g. {missing[0]!r}")
+        raise UserError(f"--truth has no actions recorded by the env for {len(missing)} episode(s), e.g. {missing[0]!r}")
     out = []
     for ep in episodes:
         ref = by_id[ep.episode_id]
@@ -140,7 +161,7 @@ def _evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None, o
     if short:
         raise UserError(f"{len(short)} episode(s) are shorter than the model's window of {cfg.num_frames} frames, "
                         f"e.g. {short[0]}: evaluate on longer episodes")
-    truths = truth_for(episodes, truth)
+    truths = truth_for(episodes, truth, list(data))
     sizes = sorted({tuple(ep.frames.shape[1:3]) for ep in episodes})
     resized = [s for s in sizes if s != (cfg.height, cfg.width)]
     true_buttons = np.concatenate([t.buttons for t in truths])

@@ -711,6 +711,27 @@ def test_eval_with_a_truth_that_holds_no_env_labels_names_truth(voxel, full_run,
     assert not (tmp_path / "ev").exists()
 
 
+
+def test_eval_refuses_an_idms_own_labels_as_the_truth(voxel, full_run, tmp_path, capsys):
+    """`idm eval --data PSEUDO` (labels an IDM made) scored the model against them and reported R^2 1.000: agreement
+    with a model, shown as accuracy. Now a one-line refusal that names the episode and the model; with --truth the
+    same data is scored against the env's actions."""
+    pseudo = tmp_path / "pseudo"
+    assert cli(["idm", "label", "--model", str(full_run), "--data", voxel["unlabeled"], "--out", str(pseudo)]) == 0
+    capsys.readouterr()
+    assert cli(["idm", "eval", "--model", str(full_run), "--data", str(pseudo), "--out", str(tmp_path / "ev")]) == 2
+    err = capsys.readouterr().err.strip()
+    line = err.splitlines()[-1]
+    assert line.startswith(f"worldloom idm: error: {pseudo}: episode 'ep-0' is labeled by {checkpoint.checkpoint_id(full_run)} "
+                           "(label_source idm), not recorded by the env"), err
+    assert "give --truth DIR" in line and "Traceback" not in err and not (tmp_path / "ev").exists()
+    assert cli(["idm", "eval", "--model", str(full_run), "--data", str(pseudo), "--truth", voxel["labeled"],
+                "--out", str(tmp_path / "ev")]) == 0
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    true_b = np.concatenate([ep[1] for ep in voxel["episodes"]])
+    assert report["always_noop"]["button_accuracy_mean"] == pytest.approx(1 - true_b.mean(), abs=1e-6)  # the env's
+
+
 def test_minutes_budget_shortens_the_schedule(voxel, tmp_path):
     run = train_main(micro_cfg(voxel["labeled"], tmp_path / "r", max_steps=100_000, minutes=0.05, eval_every=5, checkpoint_every=5))
     state = json.loads((run / "checkpoint" / "state.json").read_text())
