@@ -33,8 +33,17 @@ def _evals(records: dict[str, StageRecord]) -> dict[tuple[str, str], dict]:
     return {} if rec is None else {tuple(k.split("|")): v for k, v in rec.figures.items()}
 
 
+def above(a: dict, b: dict) -> bool | None:
+    """Whether interval `a` lies wholly above `b`; None (undetermined) where either is a point: a
+    bootstrap over episodes that all scored the same sees no spread, which is not an interval."""
+    if a["low"] == a["high"] or b["low"] == b["high"]:
+        return None
+    return a["low"] > b["high"]
+
+
 def goal_checks(evals: dict[tuple[str, str], dict], tasks: tuple[str, ...]) -> list[dict]:
-    """Per task and metric: BC-idm / BC-env, and whether each BC's interval lies above random's."""
+    """Per task and metric: BC-idm / BC-env, and whether each BC's interval lies above random's
+    (None where one of them is a point: `above`)."""
     rows = []
     for task in tasks:
         for metric in ("success_rate", "return"):
@@ -46,7 +55,7 @@ def goal_checks(evals: dict[tuple[str, str], dict], tasks: tuple[str, ...]) -> l
             rows.append({"task": task, "metric": metric, "bc_env": env["mean"], "bc_idm": idm["mean"],
                          "random": rnd["mean"], "idm_over_env": ratio,
                          "ratio_met": ratio is not None and ratio >= GOAL_RATIO,
-                         "env_above_random": env["low"] > rnd["high"], "idm_above_random": idm["low"] > rnd["high"]})
+                         "env_above_random": above(env, rnd), "idm_above_random": above(idm, rnd)})
     return rows
 
 
@@ -112,10 +121,13 @@ def write_study_report(cfg, paths: dict[str, Any], records: dict[str, StageRecor
     goals = goal_checks(evals, tasks)
     report.data["goals"] = goals
     s = report.section("Goals", f"BC on IDM pseudo-labels at least {GOAL_RATIO:.0%} of BC on true labels on every "
-                                "task metric, and both above random with 95% intervals that do not overlap.")
+                                "task metric, and both above random with 95% intervals that do not overlap "
+                                "(success: Wilson's interval; return: percentile bootstrap; n/a where a return "
+                                "interval is a point because every episode scored the same).")
     s.table(["task", "metric", "bc-env", "bc-idm", "random", "bc-idm / bc-env", ">= 90%", "env > random", "idm > random"],
             [[g["task"], g["metric"], round(g["bc_env"], 3), round(g["bc_idm"], 3), round(g["random"], 3),
-              "n/a" if g["idm_over_env"] is None else round(g["idm_over_env"], 3), g["ratio_met"], g["env_above_random"], g["idm_above_random"]] for g in goals])
+              "n/a" if g["idm_over_env"] is None else round(g["idm_over_env"], 3), g["ratio_met"],
+              *("n/a" if g[k] is None else g[k] for k in ("env_above_random", "idm_above_random"))] for g in goals])
     if evals:
         s.image(ci_plot(evals, players, tasks, paths["figures"] / "ci.png"), "success and return, 95% intervals")
     _dream_section(report, records)

@@ -23,7 +23,14 @@ from safetensors.torch import load_file
 from worldloom import actions
 from worldloom.agent import dream
 from worldloom.agent.data import load_bc_episodes, sample_windows
-from worldloom.agent.evaluate import EpisodeRunner, EvalConfig, bootstrap_ci, episode_seed, evaluate
+from worldloom.agent.evaluate import (
+    EpisodeRunner,
+    EvalConfig,
+    bootstrap_ci,
+    episode_seed,
+    evaluate,
+    wilson_ci,
+)
 from worldloom.agent.model import Policy, PolicyConfig, sample_actions
 from worldloom.agent.train import TrainConfig
 from worldloom.agent.train import main as train_main
@@ -534,6 +541,22 @@ def test_bootstrap_interval_and_episode_seeds():
     mean, lo, hi = bootstrap_ci(np.array([1.0] * 16 + [0.0] * 16))
     assert mean == 0.5 and 0.3 < lo < 0.4 and 0.6 < hi < 0.7
     assert bootstrap_ci(np.full(8, 2.0)) == (2.0, 2.0, 2.0)
+
+
+def test_success_rate_intervals_keep_their_width_at_none_and_all():
+    """A percentile bootstrap of 16 failures is [0, 0], so BC at 4/16 looked 95% above random at 0/16 (a
+    one-sided exact test gives p = 0.05). Wilson's interval keeps its width: 0/16 [0, 0.194], 16/16 [0.806, 1],
+    the textbook values (Brown, Cai & DasGupta 2001), and 4/16 no longer clears 0/16."""
+    assert wilson_ci(np.zeros(16)) == pytest.approx((0.0, 0.0, 0.1936), abs=1e-4)
+    assert wilson_ci(np.ones(16)) == pytest.approx((1.0, 0.8064, 1.0), abs=1e-4)
+    rate, lo, hi = wilson_ci(np.array([1.0] * 4 + [0.0] * 12))
+    assert rate == 0.25 and lo == pytest.approx(0.1018, abs=1e-4) and hi == pytest.approx(0.4950, abs=1e-4)
+    from worldloom.pipeline.agent_report import above
+
+    as_ci = lambda t: dict(zip(("mean", "low", "high"), t, strict=True))  # noqa: E731
+    assert above(as_ci(wilson_ci(np.array([1.0] * 4 + [0.0] * 12))), as_ci(wilson_ci(np.zeros(16)))) is False
+    assert above(as_ci(wilson_ci(np.array([1.0] * 12 + [0.0] * 4))), as_ci(wilson_ci(np.zeros(16)))) is True
+    assert above(as_ci(bootstrap_ci(np.arange(16.0))), as_ci(bootstrap_ci(np.zeros(16)))) is None  # a point: no verdict
     assert len({episode_seed(0, i) for i in range(100)}) == 100 and episode_seed(0, 3) == episode_seed(0, 3)
 
 
@@ -763,13 +786,16 @@ def test_goal_checks_compare_idm_with_env_labels_and_random():
     ci = lambda mean, low, high: {"mean": mean, "low": low, "high": high}  # noqa: E731
     evals = {("bc-env", "explore"): {"success_rate": ci(0.5, 0.3, 0.7), "return": ci(10.0, 8.0, 12.0)},
              ("bc-idm", "explore"): {"success_rate": ci(0.4, 0.2, 0.6), "return": ci(9.5, 7.0, 11.0)},
-             ("random", "explore"): {"success_rate": ci(0.0, 0.0, 0.0), "return": ci(3.0, 2.0, 7.5)}}
+             ("random", "explore"): {"success_rate": ci(0.0, 0.0, 0.19), "return": ci(3.0, 2.0, 7.5)}}
     success, ret = goal_checks(evals, ("explore",))
     assert success["idm_over_env"] == pytest.approx(0.8) and not success["ratio_met"]
     assert success["env_above_random"] and success["idm_above_random"]
     assert ret["idm_over_env"] == pytest.approx(0.95) and ret["ratio_met"]
     assert ret["env_above_random"] and not ret["idm_above_random"]  # 7.0 does not clear random's 7.5
     assert goal_checks(evals, ("find_water",)) == []
+    point = {**evals, ("random", "explore"): {"success_rate": ci(0.0, 0.0, 0.19), "return": ci(0.0, 0.0, 0.0)}}
+    assert [(r["env_above_random"], r["idm_above_random"]) for r in goal_checks(point, ("explore",))] == \
+        [(True, True), (None, None)]  # every random episode returned 0: no interval to clear, undetermined
     zero = ci(0.0, 0.0, 0.0)  # BC on true labels never succeeds: the ratio is undefined, not met, JSON null
     (row,) = [r for r in goal_checks({**evals, ("bc-env", "explore"): {"success_rate": zero}}, ("explore",))
               if r["metric"] == "success_rate"]
