@@ -183,19 +183,25 @@ class Labeler:
                 self.writers[key] = DatasetWriter(self.cfg.out, height=height, width=width, fps=fps, codec=codec,
                                                   config=self.job_config, autocommit=False)
             except SpecMismatch as err:
-                raise UserError(f"{item_words(item)}: {err}{self._fit_hint(err.dataset, item)}") from None
+                raise UserError(f"{item_words(item)}: {err}{self._fit_hint(err.dataset, item, (height, width))}") from None
         self.writers[key].release_ids(item["replaces"])  # this item's new episodes replace them at commit
         return self.writers[key]
 
-    def _fit_hint(self, dataset: FrameSpec, item: dict) -> str:
-        """The flags that store this input in `dataset` (its size, its fps), where there are such flags."""
+    def _fit_hint(self, dataset: FrameSpec, item: dict, stored: tuple[int, int]) -> str:
+        """The flags that store this input (its frames `stored` (height, width) as written) in `dataset`
+        (its size, its fps), where there are such flags."""
         hints = []
         size = (self.model_cfg.height, self.model_cfg.width)
-        if self.cfg.frames == "original" and (dataset.height, dataset.width) == size:
-            hints.append(f"--frames model (every input stored at the model's {size[1]}x{size[0]})")
         if item["kind"] == "video" and dataset.fps != self.cfg.fps:
             hints.append(f"--fps {dataset.fps:g}")
-        return f", or pass {' and '.join(hints)}" if hints else ""
+        hint = f", or pass {' and '.join(hints)}" if hints else ""
+        if self.cfg.frames == "original" and (dataset.height, dataset.width) != stored:
+            # inputs of several sizes (a folder of them: the first one stored set the dataset's) fit one
+            # dataset only at one size: the model's; a new --out alone meets the same first input again
+            where = "" if (dataset.height, dataset.width) == size else " with a new --out"
+            hint += (f"; inputs of several sizes go in one dataset with --frames model{where} (every input stored at "
+                     f"the model's {size[1]}x{size[0]})")
+        return hint
 
     def _store(self, frames: np.ndarray) -> np.ndarray:
         return resize_frames(frames, self.model_cfg.height, self.model_cfg.width) if self.cfg.frames == "model" else frames

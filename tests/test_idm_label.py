@@ -127,6 +127,24 @@ def test_footage_of_another_size_than_out_names_the_flags_that_fit_it(run, clip,
             in capsys.readouterr().err)
 
 
+
+def test_a_folder_of_videos_of_several_sizes_is_told_to_store_them_at_the_models_size(run, clip, tmp_path, capsys):
+    """A folder of a 96x64 and a 64x64 video: the first one stored sets the dataset's size, the other was skipped
+    with "give a new --out", which meets the same first video again. The skip now names --frames model (with a new
+    --out, the dataset being at another size than the model's), and that command labels both."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    write_mp4(folder / "a.mp4", clip[:20], fps=20)  # 96x64, stored first
+    write_mp4(folder / "b.mp4", play(20, 5, size=64)[0], fps=20)  # 64x64, the model's
+    assert cli(["idm", "label", "--model", run, "--data", str(folder), "--out", str(tmp_path / "p1")]) == 1
+    err = capsys.readouterr().err
+    (skip,) = [line for line in err.replace("\r", "\n").splitlines() if "b.mp4" in line and "skipped" in line]
+    assert "; inputs of several sizes go in one dataset with --frames model with a new --out (every input stored at " \
+           "the model's 64x64)" in skip, skip
+    assert cli(["idm", "label", "--model", run, "--data", str(folder), "--out", str(tmp_path / "p2"), "--frames", "model"]) == 0
+    assert sorted(Dataset(tmp_path / "p2").episode_ids) == ["a.mp4:0000", "b.mp4:0000"]
+
+
 def test_a_rerun_sweeps_what_a_killed_label_job_left(run, clip, tmp_path):
     from test_ingest import plant_orphans
 
