@@ -158,10 +158,25 @@ def discover(cfg: LabelConfig) -> tuple[str, list[tuple[dict, Source]]]:
     return "videos", [({"kind": "video", "source": str(p)}, file_source(p, root=src)) for p in files]
 
 
+PROGRESS_STEPS = 256  # a video is read and predicted this many steps at a time (its episodes stay --chunk-steps long)
+
+
+class StepCount:
+    """Steps predicted so far and their rate, shown after a bar over whole inputs (`add`)."""
+
+    def __init__(self) -> None:
+        self.steps, self.t0 = 0, time.perf_counter()
+
+    def add(self, n: int, bar) -> None:
+        self.steps += n
+        rate = self.steps / max(time.perf_counter() - self.t0, 1e-9)
+        bar.set_postfix_str(f"{self.steps:,} steps, {rate:,.0f} steps/s")
+
 class Labeler:
     """Labels items into its own shards; a plain class, wrapped by `ray.remote` for the pool."""
 
-    def __init__(self, cfg: LabelConfig, model_id: str, job_config: dict) -> None:
+    def __init__(self, cfg: LabelConfig, model_id: str, job_config: dict, on_steps=None) -> None:
+        """`on_steps(n)`, where given, hears of every n steps predicted (progress inside a long input)."""
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -171,6 +186,7 @@ class Labeler:
             self.model.button_thresholds = None  # decoded at 0.5 (infer.decode)
         self.model_id, self.job_config = model_id, job_config
         self.writers: dict[tuple, object] = {}
+        self.on_steps = on_steps or (lambda n: None)
 
     def _writer(self, height: int, width: int, fps: float, codec: str, item: dict):
         from worldloom.datasets import DatasetWriter
@@ -236,6 +252,7 @@ class Labeler:
         row = ds.episodes.filter(pc.equal(ds.episodes.column("episode_id"), item["episode_id"])).to_pylist()[0]
         warnings.extend(self._check_length(len(clip.frames), float(ds.spec.fps), item))
         pred = predict_sequence(self.model, clip.frames, self.cfg.batch_size)
+        self.on_steps(len(clip.frames))
         codec = ds.spec.codec if ds.spec.codec != "jpeg" else "png"  # never lose pixels to a re-encode
         env_config = json.loads(row["env_config"]) if row.get("env_config") else {}
         env_config["idm_source"] = {"dataset": item["source"], "episode_id": item["episode_id"],
@@ -259,6 +276,8 @@ class Labeler:
 
             def store(final: bool) -> None:
                 nonlocal frames, preds, num_stored
+                if not final and sum(len(p["confidence"]) for p in preds) < chunk:
+                    return  # an episode's worth not predicted yet: nothing to copy
                 all_frames, all_preds = np.concatenate(frames), concat_predictions(preds)
                 ready = len(all_preds["confidence"])
                 while ready >= chunk or (final and ready > 0):
@@ -273,9 +292,10 @@ class Labeler:
                     num_stored, ready = num_stored + n, ready - n
                 frames, preds = [all_frames], [all_preds]
 
-            for _, chunk_frames in reader.chunks(chunk):
-                frames.append(chunk_frames)
-                preds.append(stream.push(chunk_frames))
+            for _, piece in reader.chunks(min(chunk, PROGRESS_STEPS)):  # pieces, for progress inside a long video
+                frames.append(piece)
+                preds.append(stream.push(piece))
+                self.on_steps(len(piece))
                 store(final=False)
             warnings.extend(self._check_length(report.num_steps, fps, item))
             preds.append(stream.finish())
@@ -328,10 +348,11 @@ class Labeler:
                 "source_hw": source_hw, "warnings": warnings}
 
 
-def run_items(cfg: LabelConfig, items: list[dict], model_id: str, job_config: dict):
-    """Yield each item's result, in this process or from a pool of Ray actors."""
+def run_items(cfg: LabelConfig, items: list[dict], model_id: str, job_config: dict, on_steps=None):
+    """Yield each item's result, in this process (`on_steps(n)` hearing of the steps predicted) or
+    from a pool of Ray actors (progress by whole items)."""
     if cfg.num_workers == 1 or len(items) <= 1:
-        labeler = Labeler(cfg, model_id, job_config)
+        labeler = Labeler(cfg, model_id, job_config, on_steps)
         yield from (labeler.label(item) for item in items)
         return
     import ray
@@ -442,7 +463,9 @@ def _label_locked(cfg: LabelConfig, kind: str, found: list, model_id: str) -> di
                   "time_resampling": {"rule": RESAMPLING, "fps": cfg.fps}}
     summary = {"out": redact_text(cfg.out), "label_model": model_id, "num_items": len(found), "skipped_done": num_done,
                "labeled": [], "replaced": [], "failed": [], "truncated": [], "warnings": [], "num_steps": 0}
-    results = tqdm(run_items(cfg, todo, model_id, job_config), total=len(todo), desc="idm label", unit="item",
+    counted_steps = StepCount()  # steps predicted, shown beside the items: an hour of video is one item
+    results = tqdm(run_items(cfg, todo, model_id, job_config, lambda n: counted_steps.add(n, results)),
+                   total=len(todo), desc="idm label", unit="item",
                    disable=not todo)  # no "0item" bar after the lines of inputs that could not start
     model_hw, said = (model_cfg.height, model_cfg.width), set()
     # Each item is committed as its result arrives (never a list of all of them first): a Ctrl-C or a

@@ -4,6 +4,7 @@ resume by content, truncated files, bad files, the Ray pool."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -274,6 +275,26 @@ def test_any_chunk_steps_gives_the_same_labels_at_every_step(run, clip, tmp_path
     for chunk in (3, 8, 13):
         for key, value in results[1000].items():
             assert np.array_equal(results[chunk][key], value), (chunk, key)
+
+
+def test_a_long_video_shows_its_steps_as_they_are_predicted(run, clip, tmp_path, capsys, monkeypatch):
+    """`idm label` on one long video showed "0/1 item" until the file was done (an hour of play is one input).
+    Videos are now read and predicted PROGRESS_STEPS at a time and the bar counts the steps; the pieces give the
+    labels of one pass, to the bit."""
+    from worldloom.idm import label as label_module
+
+    video = write_mp4(tmp_path / "play.mp4", clip[:45], fps=20)
+    label(LabelConfig(model=run, data=video, out=str(tmp_path / "whole"), chunk_steps=20, batch_size=1))
+    monkeypatch.setattr(label_module, "PROGRESS_STEPS", 6)
+    capsys.readouterr()
+    assert cli(["idm", "label", "--model", run, "--data", video, "--out", str(tmp_path / "pieces"), "--chunk-steps", "20",
+                "--batch-size", "1"]) == 0
+    err = capsys.readouterr().err
+    shown = [int(n.replace(",", "")) for n in re.findall(r"([\d,]+) steps, [\d,]+ steps/s", err)]
+    assert shown and shown[-1] == 45 and 6 in shown, err  # counted piece by piece, up to the whole video
+    assert len(Dataset(tmp_path / "pieces").episode_ids) == 3  # episodes stay --chunk-steps long
+    for key, value in labels(tmp_path / "whole").items():
+        assert np.array_equal(labels(tmp_path / "pieces")[key], value), key
 
 
 def test_an_input_kept_truncated_is_not_done_for_a_rerun_without_the_flag(run, tmp_path, capsys):
