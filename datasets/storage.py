@@ -29,6 +29,8 @@ from . import schema
 from .codecs import get_codec
 from .manifest import check_manifest
 
+MIN_SIDE, MAX_SIDE = 8, 4096  # pixels a side of a stored frame
+
 
 @dataclass(frozen=True)
 class FrameSpec:
@@ -40,10 +42,10 @@ class FrameSpec:
     codec: str
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.height, int) and 8 <= self.height <= 4096):
-            raise ValueError(f"height must be an int in 8..4096, got {self.height!r}")
-        if not (isinstance(self.width, int) and 8 <= self.width <= 4096):
-            raise ValueError(f"width must be an int in 8..4096, got {self.width!r}")
+        if not (isinstance(self.height, int) and MIN_SIDE <= self.height <= MAX_SIDE):
+            raise ValueError(f"height must be an int in {MIN_SIDE}..{MAX_SIDE}, got {self.height!r}")
+        if not (isinstance(self.width, int) and MIN_SIDE <= self.width <= MAX_SIDE):
+            raise ValueError(f"width must be an int in {MIN_SIDE}..{MAX_SIDE}, got {self.width!r}")
         if not (isinstance(self.fps, (int, float)) and self.fps > 0):
             raise ValueError(f"fps must be > 0, got {self.fps!r}")
         get_codec(self.codec)

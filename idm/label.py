@@ -60,7 +60,7 @@ from worldloom.datasets.sources import (
     plan_resume,
     say_kept_truncated,
 )
-from worldloom.datasets.storage import FrameSpec, SpecMismatch, resize_words
+from worldloom.datasets.storage import MAX_SIDE, MIN_SIDE, FrameSpec, SpecMismatch, resize_words
 from worldloom.datasets.video import (
     FPS_RANGE,
     RESAMPLING,
@@ -193,6 +193,10 @@ class Labeler:
 
         if self.cfg.frames == "model":
             height, width = self.model_cfg.height, self.model_cfg.width
+        elif not (MIN_SIDE <= height <= MAX_SIDE and MIN_SIDE <= width <= MAX_SIDE):
+            raise UserError(f"{item_words(item)}: frames {width}x{height}, and a dataset stores {MIN_SIDE} to {MAX_SIDE} "
+                            f"pixels a side: pass --frames model to store them at the model's "
+                            f"{self.model_cfg.width}x{self.model_cfg.height}")
         key = (height, width, fps, codec)
         if key not in self.writers:
             try:

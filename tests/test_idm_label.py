@@ -146,6 +146,20 @@ def test_a_folder_of_videos_of_several_sizes_is_told_to_store_them_at_the_models
     assert sorted(Dataset(tmp_path / "p2").episode_ids) == ["a.mp4:0000", "b.mp4:0000"]
 
 
+
+def test_a_video_too_small_to_store_names_the_video_and_the_flag(run, clip, tmp_path, capsys):
+    """A 6x6 video said "nothing was labeled: OUT: height must be an int in 8..4096, got 6": the output named, the
+    input not, no way out. Now the line names the video and --frames model, which labels it."""
+    tiny = write_mp4(tmp_path / "tiny.mp4", np.ascontiguousarray(clip[:20, 20:26, 30:36]), fps=20)
+    out = tmp_path / "pseudo"
+    assert cli(["idm", "label", "--model", run, "--data", tiny, "--out", str(out)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{tiny}: frames 6x6, and a dataset stores 8 to 4096 pixels a side: pass --frames model to store them at " \
+           "the model's 64x64" in line, line
+    assert cli(["idm", "label", "--model", run, "--data", tiny, "--out", str(out), "--frames", "model"]) == 0
+    assert Dataset(out).frames("tiny.mp4:0000").frames.shape == (20, 64, 64, 3)
+
+
 def test_a_rerun_sweeps_what_a_killed_label_job_left(run, clip, tmp_path):
     from test_ingest import plant_orphans
 
