@@ -323,7 +323,7 @@ def play(cfg: EvalConfig, keep_workers: bool = False) -> dict:
     from worldloom.training import resolve_device
 
     resolution = resolve_resolution(cfg)
-    device = str(resolve_device(cfg.device)) if not is_reference(cfg.policy) else "cpu"
+    device = str(resolve_device(cfg.device, "evaluating")) if not is_reference(cfg.policy) else "cpu"
     video_dir = str(cfg.out_dir / "videos") if cfg.videos else None
     filmed = set(range(cfg.videos))
     preflight(cfg, resolution)
@@ -417,6 +417,7 @@ def policy_id(spec: str) -> str:
 
 def evaluate(cfg: EvalConfig, keep_workers: bool = False) -> dict:
     """Play (or dream) the episodes, write OUT/eval.json, and return the summary (keep_workers: `play`)."""
+    resolve_resolution(cfg)  # a --policy that is no policy run says so first (OUT defaults to a folder inside it)
     check_out(cfg.out_dir, "eval")  # before any episode is played; a report of its own kind is rewritten
     if cfg.in_world_model and cfg.scorer:
         check_out(cfg.scorer, "task_scorer", flag="--scorer")  # a new one is trained into it (agent/dream.py)

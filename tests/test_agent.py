@@ -468,6 +468,19 @@ def test_a_policy_that_is_no_path_says_what_policy_takes(tmp_path, capsys):
     assert not (tmp_path / "ev").exists()
 
 
+
+def test_a_dataset_given_as_the_policy_is_named_as_such_before_out(data, capsys):
+    """`agent eval --policy DATASET` without --out complained that the default OUT (a folder inside DATASET) lies
+    in a dataset, as if --out were the mistake. Now the first line says the dataset is no policy run."""
+    from conftest import tree_digest
+
+    before = tree_digest(data["labeled"])
+    assert cli(["agent", "eval", "--policy", data["labeled"], "--task", "explore", "--episodes", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"worldloom agent: error: {data['labeled']}: not a policy run (config.json is missing)", err
+    assert tree_digest(data["labeled"]) == before
+
+
 def test_a_stopped_run_resumed_with_a_budget_it_has_passed_is_one_line(data, tmp_path, capsys):
     """A run stopped at step 4 of --max-steps 6, run again with --max-steps 2: exit 0 with the 4-step weights
     and config.json rewritten to say 2 steps. Now one line names both budgets, and the run is left as it was."""

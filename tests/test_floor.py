@@ -257,6 +257,8 @@ def test_device_choice_warns_loudly_when_a_gpu_is_asked_for_and_absent(capsys):
     if not torch.cuda.is_available():
         assert resolve_device("cuda").type == "cpu"
         assert "WARNING: --device cuda asked for a GPU" in capsys.readouterr().err
+        resolve_device("cuda", "evaluating")  # agent eval: not "training on the CPU"
+        assert "sees none: evaluating on the CPU instead." in capsys.readouterr().err
     with pytest.raises(ValueError, match="device must be auto, cpu, cuda or cuda:N"):
         resolve_device("tpu")
 

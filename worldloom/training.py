@@ -67,9 +67,10 @@ def check_device_name(name: str) -> None:
     raise ValueError(f"device must be {DEVICES}, got {name!r}")
 
 
-def resolve_device(name: str):
+def resolve_device(name: str, doing: str = "training"):
     """`auto` -> cuda when torch sees a GPU, else cpu; `cuda` without a GPU -> cpu with a loud warning
-    (a run that was meant for a GPU should not look fine while it crawls on the CPU)."""
+    (a run that was meant for a GPU should not look fine while it crawls on the CPU) that says what
+    moves to the CPU (`doing`: "training", "evaluating")."""
     import torch
 
     check_device_name(name)
@@ -78,7 +79,7 @@ def resolve_device(name: str):
     if name.startswith("cuda") and not torch.cuda.is_available():
         build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
         print(f"WARNING: --device {name} asked for a GPU but torch ({torch.__version__}, {build}) sees none: "
-              "training on the CPU instead. Install a CUDA build of torch (make ... TORCH_INDEX=...) or pass "
+              f"{doing} on the CPU instead. Install a CUDA build of torch (make ... TORCH_INDEX=...) or pass "
               "--device cpu to silence this.", file=sys.stderr, flush=True)
         return torch.device("cpu")
     return torch.device(name)
