@@ -191,7 +191,13 @@ def export_clip(ds: Dataset, episode_id: str, out: str, start: int = 0, stop: in
             raise UserError(f"episode {episode_id!r} has no captions and no engine state to caption (its caption and "
                             "state_* columns are null)")
     factor = scale or auto_scale(ds.spec.height, ds.spec.width, CLIP_LONG_SIDE_PX)
-    write_clip(render_clip(ds.frames(episode_id, start, stop), overlay, factor, clip_captions), out, ds.spec.fps)
+    frames = render_clip(ds.frames(episode_id, start, stop), overlay, factor, clip_captions)
+    h, w = frames[0].shape[:2]
+    if out.lower().endswith(".mp4") and (h % 2 or w % 2):  # H.264's 4:2:0 takes even sizes (worldloom.io.write_video)
+        print(f"dataset export: note: {w}x{h} frames are written {w - w % 2}x{h - h % 2} (an mp4 of H.264 4:2:0 takes "
+              "even sizes: the last column or row is cropped); a .gif, or a --scale of 2 or more, keeps every pixel",
+              file=sys.stderr)
+    write_clip(frames, out, ds.spec.fps)
     return out
 
 

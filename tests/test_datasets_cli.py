@@ -255,6 +255,24 @@ def test_export_fits_the_frame_to_512_px_unless_scale_is_given(small_dataset, tm
     assert Image.open(gif).size == (512, 288 + BAR_PX)
 
 
+
+def test_export_of_odd_sized_frames_to_mp4_says_it_crops(tmp_path, capsys):
+    """`--scale 1 --no-overlay` (footage to re-ingest) wrote a 65x47 episode as a 64x46 mp4 without a word, so the
+    re-ingested dataset would not merge with the original. Now a note names both sizes and what keeps every pixel."""
+    from worldloom.datasets.video import read_video
+
+    frames = np.random.default_rng(0).integers(0, 255, (3, 47, 65, 3), dtype=np.uint8)
+    with DatasetWriter(tmp_path / "odd", 47, 65, fps=20) as w:
+        w.add_episode("ep-0", frames, label_source="none")
+    argv = ["dataset", "export", str(tmp_path / "odd"), "--episode", "ep-0", "--scale", "1", "--no-overlay"]
+    assert main([*argv, "--out", str(tmp_path / "c.mp4")]) == 0
+    assert "dataset export: note: 65x47 frames are written 64x46 (an mp4 of H.264 4:2:0 takes even sizes" in \
+        capsys.readouterr().err
+    assert read_video(tmp_path / "c.mp4")[0].shape[1:3] == (46, 64)
+    assert main([*argv, "--out", str(tmp_path / "c.gif")]) == 0
+    assert "note:" not in capsys.readouterr().err and Image.open(tmp_path / "c.gif").size == (65, 47)
+
+
 def test_export_bad_scale_or_episode_is_one_line_naming_some_ids(small_dataset, tmp_path, capsys):
     mp4, png = tmp_path / "c.mp4", tmp_path / "sheet.png"
     for args in (["--episode", "ep-1", "--scale", "0", "--out", str(mp4)], ["--episode", "ep-9", "--out", str(mp4)],
