@@ -160,6 +160,16 @@ def test_a_video_too_small_to_store_names_the_video_and_the_flag(run, clip, tmp_
     assert Dataset(out).frames("tiny.mp4:0000").frames.shape == (20, 64, 64, 3)
 
 
+
+def test_an_address_that_is_not_used_says_so(run, clip, tmp_path, capsys):
+    """`--address HOST:PORT --num-workers 1` labeled in this process without a word about the cluster asked for."""
+    video = write_mp4(tmp_path / "play.mp4", clip[:20], fps=20)
+    assert cli(["idm", "label", "--model", run, "--data", video, "--out", str(tmp_path / "p"), "--address", "nowhere:1",
+                "--num-workers", "1"]) == 0
+    assert "idm label: note: --address nowhere:1 is not used: --num-workers 1 is labeled in this process" in \
+        capsys.readouterr().err
+
+
 def test_a_rerun_sweeps_what_a_killed_label_job_left(run, clip, tmp_path):
     from test_ingest import plant_orphans
 
