@@ -357,9 +357,9 @@ def run_items(cfg: LabelConfig, items: list[dict], model_id: str, job_config: di
     from a pool of Ray actors (progress by whole items)."""
     if cfg.num_workers == 1 or len(items) <= 1:
         if cfg.address and items:  # asked for a cluster, and said why it is not used
-            why = "--num-workers 1" if cfg.num_workers == 1 else "one input to label"
-            print(f"idm label: note: --address {redact_text(cfg.address)} is not used: {why} is labeled in this "
-                  "process", file=sys.stderr)
+            why = "--num-workers 1" if cfg.num_workers == 1 else "a single input"
+            print(f"idm label: note: --address {redact_text(cfg.address)} is not used: with {why}, labeling runs in "
+                  "this process", file=sys.stderr)
         labeler = Labeler(cfg, model_id, job_config, on_steps)
         yield from (labeler.label(item) for item in items)
         return

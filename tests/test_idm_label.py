@@ -166,7 +166,7 @@ def test_an_address_that_is_not_used_says_so(run, clip, tmp_path, capsys):
     video = write_mp4(tmp_path / "play.mp4", clip[:20], fps=20)
     assert cli(["idm", "label", "--model", run, "--data", video, "--out", str(tmp_path / "p"), "--address", "nowhere:1",
                 "--num-workers", "1"]) == 0
-    assert "idm label: note: --address nowhere:1 is not used: --num-workers 1 is labeled in this process" in \
+    assert "idm label: note: --address nowhere:1 is not used: with --num-workers 1, labeling runs in this process" in \
         capsys.readouterr().err
 
 
