@@ -1,0 +1,101 @@
+"""What decoding one video file found: `DecodeReport`, filled by the backends (`video_backends.py`) and the
+step clock (`video_timing.py`) while `worldloom.datasets.video` reads the file, final once the last step is read.
+
+    from worldloom.datasets.video import read_video
+    frames, report = read_video("clip.mp4", fps=20)
+    report.backend, report.codec, report.timestamps   # "pyav", "h264", "pts"
+    report.truncation()                               # 'decoded 9 of the 40 frames its container lists (0.45 of 2.00 s)'
+    report.warnings()                                 # one line per thing a user should know; [] when all went as stated
+
+Truncation is decoded time short of the container's promise by more than two frame intervals
+(`worldloom.datasets.video`'s docstring says what counts as the promise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class DecodeReport:
+    """What decoding one file found; filled while it is read (final once the last step is read)."""
+
+    path: str
+    backend: str = ""  # "pyav" | "opencv": the backend that decoded the frames
+    container: str = ""  # FFmpeg's format name, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
+    codec: str = ""  # e.g. "h264", "av1"
+    width: int = 0
+    height: int = 0
+    header_fps: float | None = None  # the rate the header states (r_frame_rate); used only for untimed frames
+    listed_frames: int | None = None  # frames the container lists (an mp4 sample table), None when it lists none
+    promised_s: float | None = None  # the time the container promises, None when it states none
+    decoded_frames: int = 0
+    decoded_s: float = 0.0  # time the decoded frames cover, from the first frame's start to the last's end
+    num_untimed: int = 0  # frames placed at the header rate (no timestamp, or not after the previous frame's)
+    decode_errors: int = 0  # packets that did not decode (skipped)
+    unsupported: str = ""  # the decoder's "not implemented" (ENOSYS): it cannot decode this stream here, e.g.
+    # FFmpeg's native av1 decoder, which needs hardware acceleration; not damage
+    ffmpeg_errors: int = 0  # error messages FFmpeg logged while reading it: damaged or cut-short data
+    ffmpeg_last_error: str = ""  # the last of them, e.g. "matroska,webm: File ended prematurely"
+    num_steps: int = 0
+    sample_aspect_ratio: str = ""  # the pixels' shape where not square ("4:3": widened to square pixels), else ""
+    video_stream: int | None = None  # the container's index of the stream read (None: OpenCV's, unknown)
+    num_video_streams: int | None = None  # video streams in the file, attached pictures included (None: unknown)
+    tried: list[str] = field(default_factory=list)  # backends tried before `backend`, and why they gave nothing
+
+    @property
+    def timestamps(self) -> str:
+        """'pts', 'header rate' (none usable) or 'pts, N frames at the header rate'."""
+        if self.decoded_frames > 1 and self.num_untimed >= self.decoded_frames - 1:
+            return "header rate"
+        return "pts" if not self.num_untimed else f"pts, {self.num_untimed} frames at the header rate"
+
+    @property
+    def truncated(self) -> bool:
+        """The decoded frames cover less time than the container promises (by more than 2 frame intervals)."""
+        if self.promised_s is None or not self.decoded_frames:
+            return False
+        return self.decoded_s + 2 * self.decoded_s / self.decoded_frames + 1e-3 < self.promised_s
+
+    @property
+    def expected_frames(self) -> int | None:
+        """The frames the container lists, or that its promised time holds at the decoded rate."""
+        if self.listed_frames:
+            return self.listed_frames
+        if self.promised_s is None or not self.decoded_s:
+            return None
+        return round(self.promised_s * self.decoded_frames / self.decoded_s)
+
+    def truncation(self) -> str:
+        """'decoded 9 of the 40 frames its container lists (0.45 of 2.00 s)'; '' when not truncated."""
+        if not self.truncated:
+            return ""
+        how = "lists" if self.listed_frames else "implies"
+        return (f"decoded {self.decoded_frames} of the {self.expected_frames} frames its container {how} "
+                f"({self.decoded_s:.2f} of {self.promised_s:.2f} s)")
+
+    def warnings(self) -> list[str]:
+        """One line per thing a user should know about this decode (empty when all went as stated)."""
+        out = []
+        if self.truncated:
+            out.append(f"truncated: {self.truncation()}")
+        if self.timestamps == "header rate":
+            out.append(f"no usable timestamps: frames timed by the header rate ({self.header_fps or 'none'} fps)")
+        elif self.num_untimed:
+            out.append(f"{self.num_untimed} of {self.decoded_frames} frames had no usable timestamp "
+                       f"(missing, or not after the previous frame's): placed at the header rate")
+        if self.backend == "opencv" and (self.num_video_streams or 0) > 1:
+            out.append(f"{self.num_video_streams} video streams: OpenCV, which read it, cannot choose one and read the "
+                       f"first (#{self.video_stream}, the one ffmpeg picks too); the others were left out")
+        if self.sample_aspect_ratio.startswith("ignored"):
+            out.append(f"sample aspect ratio {self.sample_aspect_ratio}: frames kept at their stored size")
+        if self.decode_errors:
+            out.append(f"{self.decode_errors} packets did not decode and were skipped")
+        if self.ffmpeg_errors and not self.truncated:
+            out.append(f"damaged or cut short: FFmpeg reported {self.ffmpeg_errors} error(s) reading it (last: "
+                       f"{self.ffmpeg_last_error}); frames may be missing or broken (re-download or re-export it)")
+        return out
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "timestamps": self.timestamps, "truncated": self.truncated,
+                "expected_frames": self.expected_frames}
