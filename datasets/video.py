@@ -109,10 +109,10 @@ CONTAINER_MAGIC = ((4, b"ftyp", "MP4/MOV"), (0, b"\x1a\x45\xdf\xa3", "Matroska/W
                    (0, b"\x30\x26\xb2\x75", "ASF/WMV"))
 
 
-def files_under(folder: Path) -> list[Path]:
+def files_under(folder: Path, broken: list[Path] | None = None) -> list[Path]:
     """Every file under `folder`, sorted, through symlinked folders too (recordings are often gathered as
     links to other disks; `Path.rglob` silently skips them), each real folder read once, never a link
-    back to a folder that holds it (a loop)."""
+    back to a folder that holds it (a loop). Links whose target is gone go to `broken`, where given."""
     files, seen = [], set()
     for top, dirs, names in os.walk(folder, followlinks=True):
         real = os.path.realpath(top)
@@ -124,26 +124,39 @@ def files_under(folder: Path) -> list[Path]:
         dirs[:] = sorted(d for d, target in zip(dirs, inside, strict=True)
                          if not (real == target or real.startswith(target.rstrip(os.sep) + os.sep)))
         files.extend(Path(top, name) for name in names if os.path.isfile(os.path.join(top, name)))
+        if broken is not None:
+            broken.extend(Path(top, name) for name in names if not os.path.exists(os.path.join(top, name)))
     return sorted(files)
 
 
 def video_files(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(the video files under `folder`, by suffix; its other files, left out), each sorted."""
-    files = files_under(folder)
+    """(the video files under `folder`, by suffix; its other files and its broken links, left out), each sorted."""
+    broken: list[Path] = []
+    files = files_under(folder, broken)
     hidden = {p for p in files if any(part.startswith(".") for part in p.relative_to(folder).parts)}
     videos = [p for p in files if p not in hidden and p.suffix.lower() in VIDEO_SUFFIXES]
-    return videos, [p for p in files if p not in videos]
+    return videos, sorted([p for p in files if p not in videos] + broken)
 
 
 def left_out_words(folder: Path, left_out: list[Path]) -> str:
-    """'left out 3 files of videos/ that are not videos by their suffix (.json 2, .webp 1; hidden 1); ...'."""
+    """'left out 3 files of videos/ not named as videos (.json 2, hidden 1); pass one as the input to read it
+    anyway', and the links whose target is gone ('and 1 broken link: day2.mp4')."""
     counts: dict[str, int] = {}
+    broken = [p for p in left_out if not p.exists()]
     for p in left_out:
+        if p in broken:
+            continue
         key = "hidden" if any(part.startswith(".") for part in p.relative_to(folder).parts) else p.suffix or "no suffix"
         counts[key] = counts.get(key, 0) + 1
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))
-    return (f"left out {len(left_out)} file(s) of {folder} not named as videos ({kinds}); "
-            "pass one as the input to read it anyway")
+    words = []
+    if counts:
+        words.append(f"{len(left_out) - len(broken)} file(s) of {folder} not named as videos ({kinds}); pass one as the "
+                     "input to read it anyway")
+    if broken:
+        shown = ", ".join(str(p.relative_to(folder)) for p in broken[:3]) + (", ..." if len(broken) > 3 else "")
+        words.append(f"{len(broken)} broken link(s) in {folder}, whose target is gone ({shown})")
+    return "left out " + "; and ".join(words)
 
 
 class VideoError(ValueError):

@@ -41,7 +41,7 @@ class _NoFrame(Exception):
 # ---- backends: each yields (time in seconds or None, RGB frame, its stated duration in seconds or None),
 # filling the report ------------------------------------------------------------------------------
 
-def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tuple[float | None, np.ndarray]]:
+def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tuple[float | None, np.ndarray, float | None]]:
     import av
     from av.video.reformatter import VideoReformatter
 
@@ -265,7 +265,7 @@ def _set_opencv_ffmpeg_level(level: int) -> None:
         pass  # no binary found, or OpenCV built without FFmpeg (or loading it as a plugin): nothing logs
 
 
-def _opencv_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tuple[float | None, np.ndarray]]:
+def _opencv_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tuple[float | None, np.ndarray, float | None]]:
     _quiet_opencv()
     _check_opencv_stream(path, report)
     params = [cv2.CAP_PROP_N_THREADS, threads] if threads else []

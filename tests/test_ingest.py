@@ -552,14 +552,17 @@ def test_a_ctrl_c_half_way_keeps_the_inputs_ingested_before_it(tmp_path, monkeyp
 
 
 def test_a_folder_reads_cameras_suffixes_and_says_what_it_left_out(tmp_path, capsys):
-    """AVCHD's .MTS and a phone's .3gp are videos; a macOS `._` file and notes are not: left out, and said."""
+    """AVCHD's .MTS and a phone's .3gp are videos; a macOS `._` file, notes and a broken link are not: left out,
+    and said (a link whose target was gone was dropped without a word)."""
     clips = tmp_path / "clips"
     clips.mkdir()
     write_video(clips / "CAM0001.MTS", num_frames=12, container_format="mpegts")
     write_video(clips / "phone.3gp", num_frames=10, container_format="mp4")
     (clips / "._phone.3gp").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # what a copy from a Mac leaves
     (clips / "notes.txt").write_text("day 1")
+    (clips / "day2.mp4").symlink_to(tmp_path / "moved-away.mp4")  # a link whose recording was moved: not silent
     summary = run([clips], tmp_path / "ds", format="video")
     assert sorted(summary["ingested"]) == ["CAM0001.MTS", "phone.3gp"] and not summary["failed"]
-    assert (f"dataset ingest: left out 2 file(s) of {clips} not named as videos (.txt 1, hidden 1)"
+    assert (f"dataset ingest: left out 2 file(s) of {clips} not named as videos (.txt 1, hidden 1); pass one as the "
+            f"input to read it anyway; and 1 broken link(s) in {clips}, whose target is gone (day2.mp4)"
             in capsys.readouterr().err)
