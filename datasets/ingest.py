@@ -44,7 +44,7 @@ from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE, num_actors, ray_se
 from worldloom.config import check_range, doc, parse_resolution, to_json_dict
 from worldloom.errors import UserError
 from worldloom.folders import check_out
-from worldloom.progress import nothing_done
+from worldloom.progress import StepCount, nothing_done
 
 from . import codecs, storage, vpt
 from .ingest_inputs import VPT_SUFFIXES, FilesSource, discover, files_source, made_by
@@ -134,10 +134,11 @@ def resizes_of(shards: list[dict]) -> list[str]:
     return words
 
 
-def run_items(cfg: IngestConfig, items: list[dict], job_config: dict) -> Iterator[dict]:
-    """Yield each item's result, in this process or from a pool of Ray actors."""
+def run_items(cfg: IngestConfig, items: list[dict], job_config: dict, on_steps=None) -> Iterator[dict]:
+    """Yield each item's result, in this process (`on_steps(n)` hearing of the steps stored) or from a
+    pool of Ray actors (progress by whole items)."""
     if cfg.num_workers == 1 or len(items) <= 1:
-        ingester = Ingester(cfg, job_config)
+        ingester = Ingester(cfg, job_config, on_steps)
         yield from (ingester.ingest(item) for item in items)
         return
     import ray
@@ -218,8 +219,9 @@ def _ingest_locked(cfg: IngestConfig, found: list, bad: list[dict]) -> dict:
     job_config = job_config_of(cfg)
     summary = {"out": cfg.out, "format": cfg.format, "num_items": len(found) + len(bad), "skipped_done": num_done,
                "ingested": [], "replaced": [], "failed": [], "warnings": [], "num_steps": 0}
-    results = tqdm(run_items(cfg, todo, job_config), total=len(todo), desc="dataset ingest", unit="item",
-                   disable=not todo)  # no "0item" bar after the lines of inputs that could not start
+    counted_steps = StepCount()  # steps stored, shown beside the items: an hour of video is one item
+    results = tqdm(run_items(cfg, todo, job_config, lambda n: counted_steps.add(n, results)), total=len(todo),
+                   desc="dataset ingest", unit="item", disable=not todo)  # no "0item" bar after inputs that could not start
     said: set[str] = set()
     # Each item is committed as its result arrives (never a list of all of them first): a Ctrl-C or a
     # kill half way keeps every item finished before it.

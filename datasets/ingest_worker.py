@@ -27,7 +27,7 @@ from worldloom.errors import UserError
 from . import minerl, vpt
 from .captions import captions_of
 from .resize import resize
-from .storage import SpecMismatch
+from .storage import MAX_SIDE, MIN_SIDE, SpecMismatch
 from .video import PER_FRAME, RESAMPLING, VideoError, VideoReader
 
 if TYPE_CHECKING:
@@ -137,15 +137,26 @@ def decode_summary(report) -> dict:
 class Ingester:
     """Ingests items into its own shards; a plain class, wrapped by `ray.remote` for the pool."""
 
-    def __init__(self, cfg: IngestConfig, job_config: dict) -> None:
+    def __init__(self, cfg: IngestConfig, job_config: dict, on_steps=None) -> None:
+        """`on_steps(n)`, where given, hears of every n steps stored (progress inside a long input)."""
         self.cfg, self.job_config = cfg, job_config
         self.writers: dict[tuple, object] = {}
+        self.on_steps = on_steps or (lambda n: None)
+
+    def _counted(self, parts: Iterator[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
+        """`parts` as they are, each one's steps told to `on_steps`."""
+        for start, frames in parts:
+            self.on_steps(len(frames))
+            yield start, frames
 
     def _writer(self, height: int, width: int, fps: float, item: dict):
         from .writer import DatasetWriter
 
         if self.cfg.size is not None:
             height, width = self.cfg.size
+        elif not (MIN_SIDE <= height <= MAX_SIDE and MIN_SIDE <= width <= MAX_SIDE):
+            raise UserError(f"{item['source']}: frames {width}x{height}, and a dataset stores {MIN_SIDE} to {MAX_SIDE} "
+                            f"pixels a side: pass --resolution WxH (e.g. --resolution 64x64) to store them resized")
         key = (height, width, fps)
         if key not in self.writers:
             try:
@@ -198,7 +209,7 @@ class Ingester:
 
             def parts() -> Iterator[dict]:
                 # frames after the last jsonl line are decoded (counted) and dropped, as VPT ignores them
-                for start, frames in stored_parts(reader, self.cfg.size, steps.num_steps, draw=draw):
+                for start, frames in self._counted(stored_parts(reader, self.cfg.size, steps.num_steps, draw=draw)):
                     yield {"frames": frames, **steps.part(start, start + len(frames)),
                            "caption": None if captions is None else captions[start : start + len(frames)]}
                 self._check_truncated(item["video"], report)
@@ -234,7 +245,7 @@ class Ingester:
             writer = self._writer(report.height, report.width, VPT_FPS, item)
 
             def parts() -> Iterator[dict]:
-                for start, frames in stored_parts(reader, self.cfg.size, skip + steps.num_actions, first=skip):
+                for start, frames in self._counted(stored_parts(reader, self.cfg.size, skip + steps.num_actions, first=skip)):
                     t = start - skip  # step t shows state t: video frame skip + t
                     part = {"frames": frames, **steps.part(t, t + len(frames)),
                             "caption": None if captions is None else captions[t : t + len(frames)]}
@@ -270,7 +281,7 @@ class Ingester:
             writer = self._writer(report.height, report.width, reader.fps, item)
 
             def parts() -> Iterator[dict]:
-                for _, frames in stored_parts(reader, self.cfg.size):
+                for _, frames in self._counted(stored_parts(reader, self.cfg.size)):
                     yield {"frames": frames}
                 self._check_truncated(item["video"], report)
 

@@ -83,7 +83,7 @@ from worldloom.idm.data import open_dataset
 from worldloom.idm.infer import StreamPredictor, concat_predictions, predict_sequence, resize_frames
 from worldloom.io import json_text
 from worldloom.paths import redact_text
-from worldloom.progress import nothing_done
+from worldloom.progress import StepCount, nothing_done
 
 MAX_CHUNK_STEPS = 72_000  # an hour at 20 steps per second
 
@@ -160,17 +160,6 @@ def discover(cfg: LabelConfig) -> tuple[str, list[tuple[dict, Source]]]:
 
 PROGRESS_STEPS = 256  # a video is read and predicted this many steps at a time (its episodes stay --chunk-steps long)
 
-
-class StepCount:
-    """Steps predicted so far and their rate, shown after a bar over whole inputs (`add`)."""
-
-    def __init__(self) -> None:
-        self.steps, self.t0 = 0, time.perf_counter()
-
-    def add(self, n: int, bar) -> None:
-        self.steps += n
-        rate = self.steps / max(time.perf_counter() - self.t0, 1e-9)
-        bar.set_postfix_str(f"{self.steps:,} steps, {rate:,.0f} steps/s")
 
 class Labeler:
     """Labels items into its own shards; a plain class, wrapped by `ray.remote` for the pool."""

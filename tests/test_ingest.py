@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -566,3 +567,29 @@ def test_a_folder_reads_cameras_suffixes_and_says_what_it_left_out(tmp_path, cap
     assert (f"dataset ingest: left out 2 file(s) of {clips} not named as videos (.txt 1, hidden 1); pass one as the "
             f"input to read it anyway; and 1 broken link(s) in {clips}, whose target is gone (day2.mp4)"
             in capsys.readouterr().err)
+
+
+def test_a_long_video_shows_its_steps_and_a_tiny_one_names_resolution(tmp_path, capsys):
+    """One long video was "0/1 item" until it was done: the bar now counts the steps stored, part by part. A 6x6
+    video said "height must be an int in 8..4096, got 6" with no way out: it now names --resolution, which
+    ingests it."""
+    import cv2
+
+    def write_avi(path: Path, frames: np.ndarray) -> str:
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 20, frames.shape[1:3][::-1])
+        for frame in frames:
+            writer.write(frame)
+        writer.release()
+        return str(path)
+
+    long = write_avi(tmp_path / "long.avi", np.random.default_rng(0).integers(0, 256, (300, 64, 64, 3), dtype=np.uint8))
+    assert main(["dataset", "ingest", "--data", long, "--format", "video", "--out", str(tmp_path / "ds")]) == 0
+    err = capsys.readouterr().err
+    shown = [int(n.replace(",", "")) for n in re.findall(r"([\d,]+) steps, [\d,]+ steps/s", err)]
+    assert 256 in shown and shown[-1] == 300, err  # after the first part, then the whole file
+    tiny = write_avi(tmp_path / "tiny.avi", np.repeat(np.arange(0, 200, 20, dtype=np.uint8), 108).reshape(10, 6, 6, 3))
+    assert main(["dataset", "ingest", "--data", tiny, "--format", "video", "--out", str(tmp_path / "t")]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{tiny}: frames 6x6, and a dataset stores 8 to 4096 pixels a side: pass --resolution WxH" in line, line
+    assert main(["dataset", "ingest", "--data", tiny, "--format", "video", "--out", str(tmp_path / "t"), "--resolution", "16x16"]) == 0
+    assert Dataset(tmp_path / "t").frames("tiny.avi").frames.shape[1:3] == (16, 16)

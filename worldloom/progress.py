@@ -112,3 +112,17 @@ def nothing_done(done: str, summary: dict) -> str:
     if summary["num_items"] == 1:
         return f"nothing was {done}: {failed[0]['error']}"
     return f"nothing was {done}: {counted(len(failed), 'input')} skipped, for the reasons above"
+
+
+class StepCount:
+    """Steps done so far and their rate, shown after a bar over whole inputs (`add`): one input (an
+    hour of video) can be most of a job."""
+
+    def __init__(self) -> None:
+        self.steps, self.t0 = 0, time.perf_counter()
+
+    def add(self, n: int, bar) -> None:
+        """Count `n` more steps and show the total and the rate after `bar` (a tqdm)."""
+        self.steps += n
+        rate = self.steps / max(time.perf_counter() - self.t0, 1e-9)
+        bar.set_postfix_str(f"{self.steps:,} steps, {rate:,.0f} steps/s")
