@@ -149,9 +149,15 @@ def _bad_field(line: dict) -> str | None:
         if value is not None and not (isinstance(value, list) and all(
                 isinstance(v, kind) and not isinstance(v, bool) for v in value)):
             return f"field {group}.{key} is {json.dumps(value)[:60]}, {words} expected"
+    for key in ("dx", "dy", "x", "y"):  # pixels; null is absent (no move), NaN or text is no move a recorder wrote
+        value = line["mouse"].get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            return f"field mouse.{key} is {json.dumps(value)[:60]}, a finite number of pixels expected"
     for key, words in (("isGuiOpen", "true or false"), ("hotbar", "a slot number 0..8")):
         value = line.get(key)
-        wrong = not isinstance(value, bool) if key == "isGuiOpen" else isinstance(value, bool) or not isinstance(value, int)
+        wrong = (not isinstance(value, bool) if key == "isGuiOpen"
+                 else isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 8)
         if value is not None and wrong:
             return f"field {key} is {json.dumps(value)[:60]}, {words} expected"
     return None
@@ -180,7 +186,7 @@ def convert(lines: list[dict], recorder_version: str | None = None) -> Steps:
     extra = np.zeros((num, len(EXTRA_BUTTONS)), bool)
     gui = np.zeros(num, bool)
     pointer = np.zeros((num, 4), np.float64)  # mouse dy, dx, x, y; the camera is computed for all lines at once
-    counts = {"unknown_keys": collections.Counter(), "stuck_attack_steps": 0, "hotbar_scrolls": 0}
+    counts = {"unknown_keys": collections.Counter(), "stuck_attack_steps": 0, "hotbar_scrolls": 0, "camera_null_steps": 0}
     scaler = gui_scaler(recorder_version)
     attack_stuck = lines[0]["mouse"].get("newButtons") == [0]
     last_hotbar = lines[0].get("hotbar")
@@ -207,6 +213,7 @@ def convert(lines: list[dict], recorder_version: str | None = None) -> Steps:
             counts["hotbar_scrolls"] += 1
         last_hotbar = hotbar
         gui[t] = bool(line.get("isGuiOpen"))
+        counts["camera_null_steps"] += mouse["dx"] is None or mouse["dy"] is None  # read as no move, counted
         pointer[t] = (_number(mouse["dy"]), _number(mouse["dx"]), _number(mouse.get("x", 0.0)),
                       _number(mouse.get("y", 0.0)))
     scale = DEGREES_PER_PIXEL * np.where(gui, scaler, 1.0)  # (T,): the GUI scaler while a GUI is open
@@ -230,6 +237,7 @@ def _press(buttons: np.ndarray, extra: np.ndarray, name: str) -> None:
 
 
 def _number(value) -> float:
+    """A checked field's number (`_bad_field`): null -> 0.0."""
     try:
         number = float(value)
     except (TypeError, ValueError):

@@ -173,7 +173,8 @@ def test_jsonl_fields_of_another_type_are_one_line_naming_the_field(tmp_path):
     string of keys letter by letter) or ended in a bare TypeError; now one line names line and field."""
     cases = {"mixed-keys": ("keyboard", "keys", [None, "key.keyboard.w", 5]),
              "string-keys": ("keyboard", "keys", "key.keyboard.w"), "gui-text": (None, "isGuiOpen", "false"),
-             "button-text": ("mouse", "buttons", ["0"])}
+             "button-text": ("mouse", "buttons", ["0"]), "dx-text": ("mouse", "dx", "abc"), "dx-bool": ("mouse", "dx", True),
+             "dy-nan": ("mouse", "dy", float("nan")), "dx-list": ("mouse", "dx", [5, 5]), "hotbar-42": (None, "hotbar", 42)}
     for name, (group, key, value) in cases.items():
         lines = vpt_lines(12)
         (lines[4][group] if group else lines[4])[key] = value
@@ -187,6 +188,17 @@ def test_jsonl_fields_of_another_type_are_one_line_naming_the_field(tmp_path):
     assert all("TypeError" not in e for e in errors)
     assert any('field keyboard.keys is "key.keyboard.w", a list of key names expected' in e for e in errors), errors
     assert any('field isGuiOpen is "false", true or false expected' in e for e in errors), errors
+    # a camera read as 0 without a word was a label the IDM then learned: NaN, text, true, a list
+    assert any('field mouse.dy is NaN, a finite number of pixels expected' in e for e in errors), errors
+    assert any('field mouse.dx is "abc", a finite number of pixels expected' in e for e in errors), errors
+    assert any("field hotbar is 42, a slot number 0..8 expected" in e for e in errors), errors
+    lines = vpt_lines(12)
+    lines[3]["mouse"]["dy"] = None  # null is absent: no move, counted in the episode's conversion
+    write_vpt(tmp_path / "in2", "nulls", 12, lines=lines)
+    assert run([tmp_path / "in2"], tmp_path / "ds2")["ingested"] == ["nulls"]
+    (row,) = Dataset(tmp_path / "ds2").episodes.to_pylist()
+    conversion = json.loads(row["env_config"])["conversion"]
+    assert conversion["camera_null_steps"] == 1
 
 
 def test_a_minerl_folder_missing_its_npz_is_reported_not_passed_over(tmp_path):
