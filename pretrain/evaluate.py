@@ -379,6 +379,9 @@ def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
         from worldloom.datasets.branches import load_branches
 
         branches = load_branches(cfg.counterfactual)
+        if branches.info.get("kind") == "revisit":  # the same file format, another experiment
+            raise UserError(f"--counterfactual {cfg.counterfactual}: a revisit file (`capture revisits`), not branches: "
+                            "pass it as --revisit, or make branches with `worldloom capture branches`")
     revisits = None
     if cfg.revisit:
         from worldloom.datasets.branches import load_branches
@@ -397,7 +400,9 @@ def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
                    "frames", file=sys.stderr)
     if len(clips["frames"]) < cfg.num_clips:
         tqdm.write(f"pretrain eval: the data holds {len(clips['frames'])} distinct clip(s) of {context + long_horizon} "
-                   f"steps (context + horizon): {len(clips['frames'])} of the --num-clips {cfg.num_clips} are scored",
+                   f"steps ({context} of context and {long_horizon} generated: the longer of --horizon {cfg.horizon} and "
+                   f"--stability-horizon {cfg.stability_horizon}, as the episodes allow): {len(clips['frames'])} of the "
+                   f"--num-clips {cfg.num_clips} are scored; a shorter --stability-horizon cuts more clips",
                    file=sys.stderr)
     size, clip_hw = model.cfg.image_size, tuple(clips["frames"].shape[2:4])  # (B, T, H, W, 3)
     if clip_hw != (size, size):  # frames_to_model resizes them; scores are at the model's size

@@ -218,10 +218,13 @@ def test_capture_branches_then_pretrain_eval_counterfactual_through_the_cli(tmp_
     # bad input: one line each, exit 2
     assert cli(["pretrain", "eval", "--model", str(run), "--data", data, "--counterfactual", str(tmp_path / "nope")]) == 2
     assert cli(["pretrain", "eval", "--model", str(run), "--data", data, "--revisit", str(states)]) == 2
+    assert cli(["pretrain", "eval", "--model", str(run), "--data", data, "--counterfactual", str(paths)]) == 2
     assert cli(["capture", "branches", "--branches", "turn", "--out", str(tmp_path / "x.safetensors")]) == 2
     assert cli(["capture", "branches", "--env", "crafter", "--out", str(tmp_path / "x.safetensors")]) == 2
     # the error lines; a progress bar drawn before an error (a slow load on a busy machine) is not one
     err = [line for line in capsys.readouterr().err.strip().splitlines() if "error:" in line]
-    assert len(err) == 4 and "cannot read it" in err[0] and "not a revisit file" in err[1]
-    assert "branches must be" in err[2] and "cannot save and restore" in err[3]
+    assert len(err) == 5 and "cannot read it" in err[0] and "not a revisit file" in err[1]
+    assert err[2].endswith(f"--counterfactual {paths}: a revisit file (`capture revisits`), not branches: pass it as "
+                           "--revisit, or make branches with `worldloom capture branches`"), err[2]  # scored as branches
+    assert "branches must be" in err[3] and "cannot save and restore" in err[4]
     assert not (tmp_path / "x.safetensors").exists()

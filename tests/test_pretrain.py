@@ -969,8 +969,8 @@ def test_rollout_and_eval_say_up_front_what_a_short_episode_cuts(data, tmp_path,
     err = capsys.readouterr().err
     assert ("pretrain eval: the longest labeled episode holds 5 steps: the stability rollout runs 3 of the "
             "--stability-horizon 8 frames after 2 context frames") in err, err
-    assert "pretrain eval: the data holds 1 distinct clip(s) of 5 steps (context + horizon): 1 of the --num-clips 4 " \
-           "are scored" in err, err
+    assert "pretrain eval: the data holds 1 distinct clip(s) of 5 steps (2 of context and 3 generated: the longer of " \
+           "--horizon 2 and --stability-horizon 8, as the episodes allow): 1 of the --num-clips 4 are scored" in err, err
     assert err.index("--num-clips 4") < err.index(", generating]"), err  # before the work
 
     def refuse(name):  # NaN and Infinity, which Python's json writes and jq, JavaScript and pyarrow refuse
