@@ -16,12 +16,13 @@ showed is written in the branches format (datasets/branches.py) for `worldloom p
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import numpy as np
 
 from worldloom import actions as act
 from worldloom.config import doc
-from worldloom.datasets.branches import Branches, save_branches
+from worldloom.datasets.branches import Branches, check_branches_out, save_branches
 from worldloom.envs import check_resolution
 from worldloom.errors import UserError
 
@@ -152,6 +153,9 @@ def record_branches(cfg: BranchesConfig) -> Branches:
     """Play cfg's states and branches and write them to cfg.out; returns what was written."""
     from worldloom.envs import make_env
 
+    note = check_branches_out(cfg.out, "capture branches")  # before the work: a folder or another file is refused now
+    if note:
+        print(note, file=sys.stderr)
     env = make_env(cfg.env, height=cfg.resolution, width=cfg.resolution)
     seeds = range(SEED_BASE + cfg.seed, SEED_BASE + cfg.seed + cfg.episodes)
     cases = engine_cases(env, cfg.player, seeds, cfg.context, cfg.horizon, cfg.warmup, tuple(cfg.branches))

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 
 import numpy as np
 
 from worldloom import actions as act
 from worldloom.config import doc
-from worldloom.datasets.branches import Branches, save_branches
+from worldloom.datasets.branches import Branches, check_branches_out, save_branches
 from worldloom.envs import check_resolution
 from worldloom.errors import UserError
 
@@ -166,6 +167,9 @@ def record_revisits(cfg: RevisitsConfig) -> Branches:
     """Find cfg.episodes states whose paths all return, play them, write cfg.out; returns what was written."""
     from worldloom.envs import make_env
 
+    note = check_branches_out(cfg.out, "capture revisits")  # before the work: a folder or another file is refused now
+    if note:
+        print(note, file=sys.stderr)
     env = make_env(cfg.env, height=cfg.resolution, width=cfg.resolution)
     if not (hasattr(env, "get_state") and hasattr(env, "set_state")):
         raise UserError(f"{type(env).__name__} cannot save and restore its state; revisit paths need VoxelWorld")

@@ -101,6 +101,28 @@ def save_branches(path: str | Path, branches: Branches) -> None:
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
+def check_branches_out(path: str | Path, make: str) -> str | None:
+    """Before recording into `path` with `make` (`capture branches` or `capture revisits`): UserError (one
+    line) for a name that is not .safetensors, a folder, or a file of another kind; the words of a note
+    where an earlier branches or revisit file is replaced (the same command asked again), else None."""
+    out = Path(path)
+    if out.suffix.lower() != ".safetensors":
+        raise UserError(f"--out {path}: {make} writes one safetensors file; give a name ending in .safetensors")
+    if out.is_dir():
+        raise UserError(f"--out {path} is a folder; give a file name ending in .safetensors")
+    if not out.exists():
+        return None
+    try:
+        with out.open("rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            meta = json.loads(f.read(size)).get("__metadata__", {}) if 0 < size < 1 << 24 else {}
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        meta = {}
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UserError(f"--out {path} is a file, not a WorldLoom branches file; give a new name (nothing was written)")
+    return f"{make}: replacing {path}, the branches file made earlier there"
+
+
 def load_branches(path: str | Path) -> Branches:
     """Read and check a branches file; UserError (one line, naming the file) for anything else."""
     from safetensors import SafetensorError

@@ -7,6 +7,8 @@ trip, damaged or foreign files refused in one line), the score's construction (t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -227,4 +229,21 @@ def test_capture_branches_then_pretrain_eval_counterfactual_through_the_cli(tmp_
     assert err[2].endswith(f"--counterfactual {paths}: a revisit file (`capture revisits`), not branches: pass it as "
                            "--revisit, or make branches with `worldloom capture branches`"), err[2]  # scored as branches
     assert "branches must be" in err[3] and "cannot save and restore" in err[4]
+    # --out checked before the work: a dataset folder was recorded into and ended in IsADirectoryError's traceback;
+    # another file (or a .npz name) was overwritten; the same kind of file is replaced, and said
+    for out, words in ((data, f"--out {data}: capture revisits writes one safetensors file; give a name ending in "
+                              ".safetensors"),
+                       (tmp_path / "dir.safetensors", f"--out {tmp_path / 'dir.safetensors'} is a folder"),
+                       (run / "checkpoint" / "model.safetensors", "is a file, not a WorldLoom branches file")):
+        if str(out).endswith("dir.safetensors"):
+            Path(out).mkdir()
+        before = Path(out).stat().st_mtime_ns
+        assert cli(["capture", "revisits", "--episodes", "1", "--context", "2", "--paths", "walk1", "look2",
+                    "--warmup", "5", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and "Traceback" not in err and err.count("\n") == 0, err
+        assert Path(out).stat().st_mtime_ns == before
+    assert cli(["capture", "revisits", "--episodes", "1", "--context", "2", "--paths", "walk1", "look2", "--warmup", "5",
+                "--resolution", "64", "--out", str(paths)]) == 0
+    assert f"capture revisits: replacing {paths}, the branches file made earlier there" in capsys.readouterr().err
     assert not (tmp_path / "x.safetensors").exists()
