@@ -29,6 +29,7 @@ from worldloom.errors import UserError
 BRANCHES: tuple[str, ...] = ("player", "turn", "walk", "still")
 TURN_DEG = 6.0  # yaw degrees per step of the turn branch (a full turn in 3 s at 20 fps)
 SEED_BASE = 1_000_000  # state i is played in the world of seed SEED_BASE + seed + i
+MAX_STATE_SEED = 2**30  # SEED_BASE + seed + i stays a world seed (envs/voxel.py MAX_SEED: 31 bits)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +51,9 @@ class BranchesConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if not 0 <= self.seed <= MAX_STATE_SEED or self.episodes > MAX_STATE_SEED:
+            raise ValueError(f"seed must be a whole number in 0..{MAX_STATE_SEED} (worlds from 1000000 + seed on), "
+                             f"got {self.seed}")
         check_resolution(self.env, self.resolution)  # the env's own range, refused now and not once it starts
         unknown = sorted(set(self.branches) - set(BRANCHES))
         if unknown or len(set(self.branches)) < 2 or len(set(self.branches)) != len(self.branches):

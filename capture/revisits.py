@@ -38,7 +38,7 @@ from worldloom.datasets.branches import Branches, check_branches_out, save_branc
 from worldloom.envs import check_resolution
 from worldloom.errors import UserError
 
-from .branches import SEED_BASE, EngineCase, to_branches
+from .branches import MAX_STATE_SEED, SEED_BASE, EngineCase, to_branches
 
 PATHS: tuple[str, ...] = ("walk1", "look1", "walk4", "look9", "turn360")
 PATTERN = re.compile(r"^(turn360|walk([1-9][0-9]?)|look([1-9][0-9]?))$")
@@ -68,6 +68,9 @@ class RevisitsConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup < 0 or self.settle < 0:
             raise ValueError(f"warmup and settle must be >= 0, got {self.warmup} and {self.settle}")
+        if not 0 <= self.seed <= MAX_STATE_SEED or self.episodes * self.max_tries > MAX_STATE_SEED:
+            raise ValueError(f"seed must be a whole number in 0..{MAX_STATE_SEED} (worlds from 1000000 + seed on), "
+                             f"got {self.seed}")
         check_resolution(self.env, self.resolution)  # the env's own range, refused now and not once it starts
         bad = [p for p in self.paths if not PATTERN.match(p)]
         if bad or len(self.paths) < 2 or len(set(self.paths)) != len(self.paths):

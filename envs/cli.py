@@ -21,6 +21,7 @@ from worldloom import actions
 from worldloom.actions import FPS
 from worldloom.config import parse_resolution
 from worldloom.envs import ENV_NAMES, PLAYER_NAMES, check_resolution, make_env, make_player
+from worldloom.envs.voxel import MAX_SEED
 from worldloom.envs.worldgen import BIOMES
 from worldloom.errors import UserError
 from worldloom.io import check_image_out, check_video_out, write_image, write_video
@@ -41,8 +42,9 @@ def parse_seeds(text: str) -> list[int]:
         raise UserError(f"--seeds must look like 0-7 or 1,5,9, got {text!r}") from err
     if not seeds or len(seeds) > 256:
         raise UserError(f"--seeds must name 1..256 seeds, got {len(seeds)} from {text!r}")
-    if min(seeds) < 0:  # the envs seed numpy and gymnasium, which take none below 0
-        raise UserError(f"--seeds are whole numbers >= 0, got {min(seeds)} from {text!r}")
+    if min(seeds) < 0 or max(seeds) > MAX_SEED:  # numpy and gymnasium take none below 0; worlds use 31 bits
+        raise UserError(f"--seeds are whole numbers in 0..{MAX_SEED}, got {min(seeds) if min(seeds) < 0 else max(seeds)} "
+                        f"from {text!r}")
     return seeds
 
 
@@ -119,8 +121,8 @@ def show(args: argparse.Namespace) -> int:
 def play(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise UserError(f"--steps must be >= 1, got {args.steps}")
-    if args.seed < 0:  # numpy and gymnasium take no seed below 0
-        raise UserError(f"--seed must be a whole number >= 0, got {args.seed}")
+    if not 0 <= args.seed <= MAX_SEED:  # numpy and gymnasium take no seed below 0; worlds use 31 bits
+        raise UserError(f"--seed must be a whole number in 0..{MAX_SEED}, got {args.seed}")
     out = check_video_out(args.out, f"{args.env}-{args.player}-seed{args.seed}")  # before the seconds of play
     frames = record(args.env, args.player, args.steps, args.seed, *_size(args))
     write_video(out, frames, FPS, pix_fmt="yuv444p")  # yuv444p: pixel-art colours kept exact

@@ -28,6 +28,8 @@ from worldloom.envs.render import View, render
 from worldloom.envs.world import World
 from worldloom.envs.worldgen import BIOMES
 
+MAX_SEED = 2**31 - 1  # worldgen.generate makes a world from 31 bits of its seed: a larger one would repeat a world
+
 # Optional task rewards: item collected -> reward per item. Documented in docs/envs.md.
 TASKS: dict[str, dict[str, float]] = {
     "none": {},
@@ -100,6 +102,7 @@ class VoxelWorldEnv(gymnasium.Env):
     """worldloom/VoxelWorld-v0: see the module docstring; keyword arguments are VoxelConfig's."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+    RESET_OPTIONS: tuple[str, ...] = ("biome",)  # what reset(options=...) reads: start in or beside a biome
 
     def __init__(self, render_mode: str | None = "rgb_array", **kwargs):
         names = {f.name for f in fields(VoxelConfig)}
@@ -118,6 +121,18 @@ class VoxelWorldEnv(gymnasium.Env):
         self.world: World | None = None
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """seed: a whole number in 0..MAX_SEED (None: drawn); options: a dict of RESET_OPTIONS. ValueError
+        for anything else: a larger seed made the same world as a smaller one, a misspelt option was ignored."""
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                                 or not 0 <= seed <= MAX_SEED):
+            raise ValueError(f"seed must be a whole number in 0..{MAX_SEED} (worlds are made from 31 bits of it), "
+                             f"got {seed!r}")
+        if options is not None and not isinstance(options, dict):
+            raise ValueError(f"options must be a dict (keys: {', '.join(self.RESET_OPTIONS)}), got {options!r:.60}")
+        unknown = sorted(set(options or {}) - set(self.RESET_OPTIONS), key=str)
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {', '.join(map(repr, unknown))}; {type(self).__name__} reads "
+                             f"{', '.join(self.RESET_OPTIONS)}")
         super().reset(seed=seed)
         if seed is None:
             seed = int(self.np_random.integers(0, 2**31 - 1))

@@ -526,3 +526,27 @@ def test_reset_can_start_in_a_biome():
     assert (near == BIOMES.index("snow")).any()
     with pytest.raises(ValueError, match="biome"):
         env.reset(seed=4, options={"biome": "jungle"})
+
+
+def test_reset_refuses_a_seed_past_31_bits_and_options_it_does_not_read():
+    """seed 2**32 made seed 0's world (worldgen keeps 31 bits) and 2**63 - 97 an OverflowError deep in the
+    animals; options={"biom": ...} (misspelt) was ignored and options="x" an AttributeError."""
+    env = make_env("voxel", height=64, width=64)
+    env.reset(seed=2**31 - 1)
+    for seed in (2**31, 2**32, 2**63 - 97, -1, 1.5, True):
+        with pytest.raises(ValueError, match=r"seed must be a whole number in 0\.\.2147483647"):
+            env.reset(seed=seed)
+    with pytest.raises(ValueError, match=r"unknown reset option\(s\) 'biom'; VoxelWorldEnv reads biome"):
+        env.reset(seed=4, options={"biom": "desert"})
+    with pytest.raises(ValueError, match="options must be a dict"):
+        env.reset(seed=4, options="x")
+    from worldloom.envs.tasks import make_task_env
+
+    with pytest.raises(ValueError, match="seed must be a whole number"):  # the tasks are VoxelWorld underneath
+        make_task_env("worldloom/MineStone-v0", height=64, width=64).reset(seed=2**32)
+    from worldloom.capture.branches import BranchesConfig
+    from worldloom.capture.revisits import RevisitsConfig
+
+    for make in (BranchesConfig, RevisitsConfig):  # their worlds are 1000000 + seed + i: that stays in 31 bits
+        with pytest.raises(ValueError, match=r"seed must be a whole number in 0\.\.1073741824"):
+            make(out="x.safetensors", seed=2**31)

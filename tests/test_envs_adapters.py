@@ -141,7 +141,12 @@ def test_cli_bad_seeds_warmup_and_out_under_a_file_are_one_line(tmp_path, capsys
     note.write_text("mine")
     with DatasetWriter(tmp_path / "ds", 64, 64) as w:
         w.add_episode("ep-0", pixel_frames(4))
-    cases = [(["envs", "show", "--seeds", "-3", "--out", str(tmp_path / "g.png")], "--seeds are whole numbers >= 0, got -3"),
+    cases = [(["envs", "show", "--seeds", "-3", "--out", str(tmp_path / "g.png")], "--seeds are whole numbers in 0..2147483647, got -3"),
+             # a numba TypingError's traceback, or a picture of the world of a smaller seed
+             (["envs", "show", "--seeds", "99999999999999999999", "--out", str(tmp_path / "g.png")],
+              "--seeds are whole numbers in 0..2147483647, got 99999999999999999999"),
+             (["envs", "play", "--seed", str(2**31), "--steps", "2", "--out", str(tmp_path / "p.mp4")],
+              "--seed must be a whole number in 0..2147483647, got 2147483648"),
              (["envs", "show", "--seeds", "0,-1", "--out", str(tmp_path / "g.png")], "got -1 from '0,-1'"),
              (["envs", "play", "--seed", "-3", "--steps", "2", "--out", str(tmp_path / "p.mp4")], "--seed must be a whole"),
              (["envs", "show", "--seeds", "0", "--warmup", "-5", "--out", str(tmp_path / "g.png")], "--warmup must be"),
