@@ -54,7 +54,9 @@ def run_eval(args: argparse.Namespace) -> int:
 
     report = evaluate(dataclass_from_args(EvalConfig, args))
     print(to_markdown(report))
-    print(f"pretrain eval: eval.json, eval.md, eval.png and strip.png in {report['out']}", file=sys.stderr)
+    made = ["eval.json", "eval.md", "eval.png", "strip.png", *(f"{k}.png" for k in ("counterfactual", "revisit")
+                                                              if report.get(k))]
+    print(f"pretrain eval: {', '.join(made[:-1])} and {made[-1]} in {report['out']}", file=sys.stderr)
     return 0
 
 

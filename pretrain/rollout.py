@@ -97,8 +97,12 @@ def check_prompt_words(prompt: str, text_cfg, run: str) -> None:
     said = words(prompt)
     unknown = [w for w in dict.fromkeys(said) if w not in set(text_cfg.vocab)]
     if len(unknown) == len(set(said)):
-        what = f"none of its words ({' '.join(unknown)}) is" if said else "it holds no word, and no word is"
-        raise UserError(f"--prompt {prompt!r}: {what} in {run}'s vocabulary of {len(text_cfg.vocab)} caption words "
+        shown = prompt if len(prompt) <= 80 else prompt[:77] + "..."
+        listed = " ".join(unknown)
+        listed = listed if len(listed) <= 80 else listed[:77] + "..."
+        what = (("none of its words is" if listed == shown.strip() else f"none of its words ({listed}) is") if said
+                else "it holds no word, and no word is")
+        raise UserError(f"--prompt {shown!r}: {what} in {run}'s vocabulary of {len(text_cfg.vocab)} caption words "
                         f"(e.g. {' '.join(text_cfg.vocab[:6])}): describe the scene in the captions' words, or leave "
                         "out --prompt")
     notes = ([f"unknown to {run}, read as <unk>: {' '.join(unknown)}"] if unknown else []) + (

@@ -202,6 +202,8 @@ def test_capture_branches_then_pretrain_eval_counterfactual_through_the_cli(tmp_
     assert cli(["pretrain", "eval", "--model", str(run), "--data", data, "--num-clips", "2", "--horizon", "2",
                 "--next-frame-positions", "1", "--sample.num-steps", "1", "--counterfactual", str(states),
                 "--revisit", str(paths), "--out", str(out)]) == 0
+    assert (f"pretrain eval: eval.json, eval.md, eval.png, strip.png, counterfactual.png and revisit.png in {out}"
+            in capsys.readouterr().err)  # every picture it wrote named
     report = json.loads((out / "eval.json").read_text())["counterfactual"]
     assert report["states"] == 2 and report["branches"] == ["player", "turn", "walk"] and report["horizon"] == 3
     assert report["copy_last"]["controllability"] == [0.5] * 3 and report["engine"]["controllability"] == [1.0] * 3

@@ -212,11 +212,14 @@ def test_a_prompt_of_no_known_word_is_one_line(captioned, tmp_path, capsys):
     assert cli(["pretrain", "train", "--data", targets["env"], "--out", str(run), "--max-steps", "1", "--text", *MICRO]) == 0
     capsys.readouterr()
     argv = ["pretrain", "rollout", "--model", str(run), "--horizon", "1", "--out", str(tmp_path / "p.gif")]
-    for prompt, words in (("zzz qqq", "none of its words (zzz qqq) is in"), ("", "it holds no word, and no word is in"),
-                          ("42 !", "it holds no word")):
+    for prompt, words in (("zzz qqq", "none of its words is in"), ("", "it holds no word, and no word is in"),
+                          ("42 !", "it holds no word"), ("zzz, qqq!", "none of its words (zzz qqq) is in")):
         assert cli([*argv, "--prompt", prompt]) == 2
         err = capsys.readouterr().err
         assert f"--prompt {prompt!r}: {words}" in err and f"{run}'s vocabulary" in err and err.count("\n") == 1, err
+    assert cli([*argv, "--prompt", "zzz " * 1250]) == 2  # 5,000 characters were echoed twice: a 10 KB line
+    err = capsys.readouterr().err
+    assert len(err) < 600 and " z...': none of its words (zzz) is in" in err, err  # cut, each unknown word once
     assert not (tmp_path / "p.gif").exists()
     assert cli([*argv, "--prompt", "desert at nite"]) == 0
     assert f"pretrain rollout: --prompt: unknown to {run}, read as <unk>: nite" in capsys.readouterr().err
