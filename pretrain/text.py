@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import unicodedata
 from collections.abc import Sequence
 
 import torch
@@ -51,8 +52,10 @@ class TextConfig:
 
 
 def words(text: str) -> list[str]:
-    """A caption or prompt as lower-case words (punctuation and digits dropped)."""
-    return WORD.findall(text.lower())
+    """A caption or prompt as lower-case words (punctuation and digits dropped; accents taken off, so a
+    typed "désert" is the captions' "desert", not "d" and "sert")."""
+    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return WORD.findall(plain.lower())
 
 
 def rule_words() -> set[str]:

@@ -53,6 +53,8 @@ def test_tokens_encoder_and_dropout():
     tokens = tokenize(["Walks in the DESERT at night!", "", "zebra walks"], cfg)
     assert tokens.shape == (3, 6) and tokens.dtype == torch.int64
     assert (tokens[0, :6] > UNK).all() and (tokens[1] == PAD).all() and tokens[2, 0] == UNK and tokens[2, 2] == PAD
+    # accents come off ("désert" was read as "d" and "sert"): the same ids as the captions' own spelling
+    assert torch.equal(tokenize(["Walks in the DÉSERT at níght"], cfg), tokenize(["walks in the desert at night"], cfg))
     for layers in (0, 1):
         enc = TextEncoder(dataclass_replace(cfg, layers=layers), width=16)
         e = enc(tokens)
