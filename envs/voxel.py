@@ -55,6 +55,13 @@ class VoxelConfig:
     antialias: bool = doc("2x2 samples per pixel, averaged (edges and far textures blend as in real footage)", False)
 
     def __post_init__(self):
+        kinds = {"int": (int, np.integer), "float": (int, float, np.integer, np.floating), "bool": (bool, np.bool_),
+                 "str": (str,)}
+        for f in fields(self):  # make(width="64") was a bare TypeError from a comparison below
+            value, kind = getattr(self, f.name), kinds.get(str(f.type))
+            if kind and (not isinstance(value, kind) or (str(f.type) != "bool" and isinstance(value, (bool, np.bool_)))):
+                words = {"int": "a whole number", "float": "a number", "bool": "True or False", "str": "a string"}
+                raise ValueError(f"{f.name} must be {words[str(f.type)]}, got {value!r}")
         if not 64 <= self.height <= 360:
             raise ValueError(f"height must be in 64..360, got {self.height}")
         if not 64 <= self.width <= 640:

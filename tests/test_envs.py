@@ -540,6 +540,11 @@ def test_reset_refuses_a_seed_past_31_bits_and_options_it_does_not_read():
         env.reset(seed=4, options={"biom": "desert"})
     with pytest.raises(ValueError, match="options must be a dict"):
         env.reset(seed=4, options="x")
+    for kwargs, words in (({"width": "64"}, "width must be a whole number, got '64'"),  # a bare TypeError before
+                          ({"day_night": 1}, "day_night must be True or False, got 1"),
+                          ({"height": True}, "height must be a whole number, got True")):
+        with pytest.raises(ValueError, match=words):
+            make_env("voxel", **{"height": 64, "width": 64, **kwargs})
     from worldloom.envs.tasks import make_task_env
 
     with pytest.raises(ValueError, match="seed must be a whole number"):  # the tasks are VoxelWorld underneath
