@@ -501,7 +501,9 @@ def to_markdown(r: dict) -> str:
         from .revisit import revisit_markdown
 
         lines += revisit_markdown(r["revisit"])
-    lines += ["| horizon | " + " | ".join(str(h + 1) for h in range(r["horizon"])) + " |",
+    lines += ["Rollout PSNR (dB) by horizon: true actions, shuffled actions, copy-last (eval.png plots them with SSIM).",
+              "",
+              "| horizon | " + " | ".join(str(h + 1) for h in range(r["horizon"])) + " |",
               "|---|" + "---|" * r["horizon"],
               "| PSNR | " + " | ".join(f"{v:.1f}" for v in ro["psnr"]) + " |",
               "| PSNR shuffled | " + " | ".join(f"{v:.1f}" for v in ro["shuffled_psnr"]) + " |",
