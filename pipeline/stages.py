@@ -134,6 +134,11 @@ class StageRunner:
         if redo_from is not None and redo_from != left.get("from"):  # a new --from, not the interrupted one again
             self.redo |= set(order[order.index(redo_from):])
         self.redoing = False  # a stage ran again for want of its outputs: every later one runs again too
+        if redo_from is not None:  # `--from label` on a new folder ran everything without a word
+            before = [s for s in order[:order.index(redo_from)] if s not in self.records]
+            if before:
+                print(f"[{self.path.stem}] --from {redo_from}: {', '.join(before)} never completed in {out_dir}, so "
+                      f"{'they run' if len(before) > 1 else 'it runs'} first", flush=True)
 
     def _load(self) -> tuple[dict[str, StageRecord], dict[str, str], dict]:
         """The completed stages in pipeline.json, their outputs as absolute paths inside the run, the

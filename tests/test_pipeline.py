@@ -140,6 +140,21 @@ def test_from_a_stage_redoes_it_and_every_later_one(tmp_path):
     assert ran == ["b", "c", "a"]
 
 
+def test_from_a_later_stage_on_a_new_folder_says_the_earlier_ones_run_first(tmp_path, capsys):
+    """`pipeline run --from label` on a new folder ran every stage without a word."""
+    from worldloom.pipeline.stages import StageRunner
+
+    StageRunner(tmp_path / "new", "c", ("a", "b", "c"))
+    assert capsys.readouterr().out == f"[pipeline] --from c: a, b never completed in {tmp_path / 'new'}, so they run first\n"
+    runner = StageRunner(tmp_path, None, ("a", "b", "c"))
+    runner.run("a", "key-a", lambda: ({}, {}))
+    capsys.readouterr()
+    StageRunner(tmp_path, "c", ("a", "b", "c"))
+    assert capsys.readouterr().out == f"[pipeline] --from c: b never completed in {tmp_path}, so it runs first\n"
+    StageRunner(tmp_path, "b", ("a", "b", "c"))
+    assert capsys.readouterr().out == ""  # what --from redoes is asked for: nothing to say
+
+
 def test_a_stage_run_again_first_removes_what_it_wrote_before(tmp_path, capsys):
     """A redone stage (another config, or --from) starts from nothing: the capture would find a dataset of
     another config where it writes, a trainer a run it may not resume (`pipeline run` again with other
