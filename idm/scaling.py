@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worldloom.config import doc
+from worldloom.errors import UserError
 from worldloom.idm.evaluate import evaluate
 from worldloom.idm.model import PRESETS
 from worldloom.idm.train import TrainConfig
@@ -67,8 +68,24 @@ def plot(path: Path, rows: list[dict]) -> None:
     plt.close(fig)
 
 
+def labeled_hours(data: tuple[str, ...]) -> float:
+    """Hours of env-labeled play in `data` (what `idm train --max-hours` draws from), from the episode tables."""
+    from worldloom.idm.data import open_dataset
+
+    seconds = 0.0
+    for root in data:
+        ds = open_dataset(root)
+        rows = ds.episodes.select(["num_steps", "label_source"]).to_pylist()
+        seconds += sum(r["num_steps"] for r in rows if r["label_source"] == "env") / float(ds.spec.fps)
+    return seconds / 3600.0
+
+
 def main(cfg: ScalingConfig) -> list[dict]:
     """Train and score one IDM per amount of labeled play; returns the rows of scaling.csv."""
+    have = labeled_hours(cfg.data)
+    if max(cfg.hours) > have:  # every amount past it trains on the same episodes: a flat curve that looks measured
+        raise UserError(f"--hours {max(cfg.hours):g} asks for more labeled play than --data holds ({have:.3g} h, "
+                        f"{', '.join(map(str, cfg.data))}): give amounts up to {have:.3g} h or capture more play")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []

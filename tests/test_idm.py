@@ -746,9 +746,14 @@ def test_scaling_curve_writes_csv_and_png(voxel, tmp_path):
     from worldloom.idm.scaling import main as scaling_main
 
     rows = scaling_main(ScalingConfig(data=(voxel["labeled"],), eval_data=(voxel["labeled"],), out=str(tmp_path / "s"),
-                                      hours=(0.0005, 0.01), preset="micro", max_steps=2, batch_size=2))
-    assert [r["hours"] for r in rows] == [0.0005, 0.01] and (tmp_path / "s" / "scaling.png").exists()
+                                      hours=(0.0005, 0.0015), preset="micro", max_steps=2, batch_size=2))
+    assert [r["hours"] for r in rows] == [0.0005, 0.0015] and (tmp_path / "s" / "scaling.png").exists()
     assert all(0 <= r["button_accuracy_mean"] <= 1 for r in rows)
+    # 120 steps are 0.00167 h: 0.01 and 0.1 trained on the same episodes and made a flat curve labeled as measured
+    with pytest.raises(UserError, match=r"--hours 0.1 asks for more labeled play than --data holds \(0.00167 h"):
+        scaling_main(ScalingConfig(data=(voxel["labeled"],), eval_data=(voxel["labeled"],), out=str(tmp_path / "t"),
+                                   hours=(0.01, 0.1), preset="micro", max_steps=2, batch_size=2))
+    assert not (tmp_path / "t").exists()
 
 
 def test_non_finite_loss_stops_training_and_a_nan_checkpoint_is_refused(voxel, tmp_path, capsys):
