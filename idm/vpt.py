@@ -507,7 +507,8 @@ def weights_path(model: str | Path) -> Path:
                             f"({', '.join(p.name for p in found[:4]) or 'none'}); pass vpt:PATH/4x_idm.weights")
         path = found[0]
     if not path.is_file():
-        raise UserError(f"{model}: no such file; pass vpt:PATH/4x_idm.weights (OpenAI's released IDM)")
+        raise UserError(f"{model}: no such file; pass vpt:PATH/4x_idm.weights (OpenAI's released IDM: 4x_idm.weights "
+                        "and 4x_idm.model side by side, linked from github.com/openai/Video-Pre-Training's README)")
     return path
 
 
