@@ -101,6 +101,13 @@ def save_branches(path: str | Path, branches: Branches) -> None:
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
+def header_metadata(data: bytes) -> dict:
+    """The `__metadata__` of a safetensors file whose first bytes are `data` ({} where its header is not all
+    there); ValueError or UnicodeDecodeError for a header that is not JSON."""
+    size = int.from_bytes(data[:8], "little")
+    return json.loads(data[8:8 + size]).get("__metadata__", {}) if 8 < 8 + size <= len(data) else {}
+
+
 def check_branches_out(path: str | Path, make: str) -> str | None:
     """Before recording into `path` with `make` (`capture branches` or `capture revisits`): UserError (one
     line) for a name that is not .safetensors, a folder, or a file of another kind; the words of a note
@@ -114,8 +121,8 @@ def check_branches_out(path: str | Path, make: str) -> str | None:
         return None
     try:
         with out.open("rb") as f:
-            size = int.from_bytes(f.read(8), "little")
-            meta = json.loads(f.read(size)).get("__metadata__", {}) if 0 < size < 1 << 24 else {}
+            head = f.read(8)
+            meta = header_metadata(head + f.read(min(int.from_bytes(head, "little"), 1 << 24)))
     except (OSError, ValueError, UnicodeDecodeError, AttributeError):
         meta = {}
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -134,8 +141,7 @@ def load_branches(path: str | Path) -> Branches:
     except OSError as err:
         raise UserError(f"{where}: cannot read it ({err.strerror or err}); make it with `worldloom capture branches`") from None
     try:
-        size = int.from_bytes(data[:8], "little")
-        meta = json.loads(data[8:8 + size]).get("__metadata__", {}) if 8 < 8 + size <= len(data) else {}
+        meta = header_metadata(data)
         if meta.get("format") != FORMAT:
             raise UserError(f"{where}: not a WorldLoom branches file; make it with `worldloom capture branches`")
         if meta.get("version") != str(VERSION):

@@ -142,7 +142,7 @@ class VoxelWorldEnv(gymnasium.Env):
                              f"{', '.join(self.RESET_OPTIONS)}")
         super().reset(seed=seed)
         if seed is None:
-            seed = int(self.np_random.integers(0, 2**31 - 1))
+            seed = int(self.np_random.integers(0, MAX_SEED))
         self.seed_value = int(seed)
         self.world = World.generate(self.seed_value, self.cfg.world_size)
         near = self._spawn_centre(options or {})
