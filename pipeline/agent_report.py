@@ -14,10 +14,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from worldloom.config import to_json_dict
 from worldloom.io import atomic_path
 
-from .agent_study import POLICIES
+from .agent_study import POLICIES, SEEDED, arm_of
 from .report import Report
 from .stages import StageRecord
 
@@ -31,6 +33,30 @@ def _interval(d: dict) -> str:
 def _evals(records: dict[str, StageRecord]) -> dict[tuple[str, str], dict]:
     rec = records.get("eval")
     return {} if rec is None else {tuple(k.split("|")): v for k, v in rec.figures.items()}
+
+
+def pool_seeds(evals: dict[tuple[str, str], dict]) -> dict[tuple[str, str], dict]:
+    """`evals` with the runs of each policy cloned on several seeds pooled: (bc-env, task) becomes
+    the mean over its seeds with the interval of a hierarchical bootstrap over seeds and episodes
+    (agent/evaluate.py hierarchical_bootstrap_ci; success rates too), and each seed stays as its own
+    row, the first renamed bc-env-s0. Unchanged where a policy has one seed (or, from a study run
+    before per-episode scores were kept, where a run's are missing)."""
+    from worldloom.agent.evaluate import hierarchical_bootstrap_ci
+
+    out = dict(evals)
+    for arm in SEEDED:
+        for task in sorted({t for p, t in evals if p == arm}):
+            runs = sorted((p for p, t in evals if t == task and arm_of(p) == arm), key=lambda p: (p != arm, p))
+            scores = [evals[(r, task)].get("per_episode") for r in runs]
+            if len(runs) < 2 or any(s is None for s in scores) or len({len(s["return"]) for s in scores}) != 1:
+                continue
+            first = evals[(arm, task)]
+            out[(f"{arm}-s0", task)] = first
+            out[(arm, task)] = {**first, "seeds": len(runs), "episodes": sum(len(s["return"]) for s in scores),
+                                **{metric: dict(zip(("mean", "low", "high"), hierarchical_bootstrap_ci(
+                                    np.array([s[key] for s in scores], np.float64)), strict=True))
+                                   for metric, key in (("success_rate", "success"), ("return", "return"))}}
+    return out
 
 
 def above(a: dict, b: dict) -> bool | None:
@@ -86,9 +112,11 @@ def ci_plot(evals: dict[tuple[str, str], dict], players: list[str], tasks: tuple
 
 
 def _players(evals: dict[tuple[str, str], dict]) -> list[str]:
+    """Rows in order: each policy, its seeds after it, then the references."""
     order = ["bc-env", "bc-idm", "bc-noop", "random", "scripted:mixture", "scripted:expert"]
     seen = {p for p, _ in evals}
-    return [p for p in order if p in seen] + sorted(seen - set(order))
+    rank = {p: k for k, p in enumerate(order)}
+    return sorted(seen, key=lambda p: (rank.get(arm_of(p), len(order)), arm_of(p), p != arm_of(p), p))
 
 
 def _cost(records: dict[str, StageRecord]) -> tuple[list[list[Any]], float]:
@@ -100,12 +128,17 @@ def _cost(records: dict[str, StageRecord]) -> tuple[list[list[Any]], float]:
 def write_study_report(cfg, paths: dict[str, Any], records: dict[str, StageRecord]) -> Path:
     """report.html / report.md / report.json in the study's run directory."""
     tasks = cfg.task_names
-    evals = _evals(records)
+    runs = _evals(records)
+    evals = pool_seeds(runs)
     players = _players(evals)
+    seeds = max((e.get("seeds", 1) for e in evals.values()), default=1)
     report = Report(f"WorldLoom agent study: preset {cfg.preset}")
     report.data.update({"config": to_json_dict(cfg), "sizes": to_json_dict(cfg.resolved_sizes)})
-    report.data["eval"] = {f"{p}|{t}": v for (p, t), v in evals.items()}
+    report.data["eval"] = {f"{p}|{t}": {k: x for k, x in v.items() if k != "per_episode"} for (p, t), v in evals.items()}
     told = sorted({e.get("conditioning") for (p, _), e in evals.items() if p in POLICIES} - {None})
+    pooled = (f" bc-env and bc-idm were each cloned on {seeds} seeds: their row is the mean over the seeds with "
+              f"a hierarchical bootstrap interval (seeds, then episodes; success rates too), and rows -s0 .. "
+              f"-s{seeds - 1} are each seed's own." if seeds > 1 else "")
     how = {"task": "each plays with the embedding of the task it plays (task-conditioned BC, docs/agent.md)",
            "unconditioned": "one policy for every task, not told the task", "none": "a task it was not trained on "
            "plays with the no-task embedding"}
@@ -114,7 +147,7 @@ def write_study_report(cfg, paths: dict[str, Any], records: dict[str, StageRecor
                            "Each cell: mean [low, high] over the episodes (one world seed each, the same seeds for "
                            "every player). bc-env, bc-idm and bc-noop were cloned from the same footage with the "
                            "true actions, the IDM's pseudo-labels and no-op labels"
-                           + (f"; {'; '.join(how[t] for t in told)}." if told else "."))
+                           + (f"; {'; '.join(how[t] for t in told)}." if told else ".") + pooled)
         rows = [[p] + [_interval(evals[(p, t)][metric]) if (p, t) in evals else "" for t in tasks] for p in players]
         keys = [[""] + [f"eval.{p}|{t}.{metric}.mean" if (p, t) in evals else "" for t in tasks] for p in players]
         s.table(["player", *tasks], rows, keys)
@@ -123,7 +156,8 @@ def write_study_report(cfg, paths: dict[str, Any], records: dict[str, StageRecor
     s = report.section("Goals", f"BC on IDM pseudo-labels at least {GOAL_RATIO:.0%} of BC on true labels on every "
                                 "task metric, and both above random with 95% intervals that do not overlap "
                                 "(success: Wilson's interval; return: percentile bootstrap; n/a where a return "
-                                "interval is a point because every episode scored the same).")
+                                "interval is a point because every episode scored the same)."
+                                + (f" bc-env and bc-idm: over their {seeds} seeds (above)." if seeds > 1 else ""))
     s.table(["task", "metric", "bc-env", "bc-idm", "random", "bc-idm / bc-env", ">= 90%", "env > random", "idm > random"],
             [[g["task"], g["metric"], round(g["bc_env"], 3), round(g["bc_idm"], 3), round(g["random"], 3),
               "n/a" if g["idm_over_env"] is None else round(g["idm_over_env"], 3), g["ratio_met"],
@@ -139,7 +173,7 @@ def write_study_report(cfg, paths: dict[str, Any], records: dict[str, StageRecor
     if "label" in records:
         report.data["label"] = records["label"].figures
     s = report.section("Videos", "The first episode of each policy on each task, the action drawn under each frame.")
-    videos = [(p, t, v) for (p, t), e in evals.items() for v in e.get("videos", [])[:1]]
+    videos = [(p, t, v) for (p, t), e in runs.items() for v in e.get("videos", [])[:1]]
     for p, t, v in videos:
         if p in ("bc-env", "bc-idm") and t == tasks[0]:
             s.video(v, f"{p} on {t}")

@@ -13,7 +13,8 @@ withheld (the true actions kept aside), played by `--footage-player` (default `e
 plays the task: VPT's contractors were asked to play the early game, not to wander); `idm
 train` fits an IDM to the labeled play; `idm label` pseudo-labels the footage. Three policies
 are then cloned from the same footage: on the true actions (env), on the IDM's pseudo-labels
-(idm) and on no-op labels (the floor), and all three, the random player, the scripted mixture
+(idm) and on no-op labels (the floor), the first two on `--sizes.bc-seeds` seeds each (judged
+on their mean, with an interval over seeds and episodes), and all three, the random player, the scripted mixture
 player and the footage's player are evaluated in closed loop on every task with 95% bootstrap
 intervals. With --world-model, each player is also played inside the world model
 and its imagined score is ranked against its real one (Spearman; agent/dream.py).
@@ -40,6 +41,7 @@ from worldloom.pipeline.stages import StageRunner, portable, stage_key
 
 STAGES = ("capture", "train", "label", "bc-idm", "eval", "dream", "report")
 POLICIES = ("bc-env", "bc-idm", "bc-noop")
+SEEDED = ("bc-env", "bc-idm")  # the two the goal compares: cloned `bc_seeds` times each
 LABELED_WORLDS = ("tasks", "voxel")
 REFERENCE_PLAYERS = ("random", "scripted:mixture")  # beside the footage player, scripted:<footage_player>
 
@@ -58,6 +60,9 @@ class StudySizes:
     bc_preset: str = doc("the policies' preset", "tiny")
     bc_max_steps: int = doc("optimizer steps of each behaviour-cloning run", 1000)
     bc_batch_size: int = doc("windows per behaviour-cloning step", 16)
+    bc_seeds: int = doc("behaviour-cloning runs of bc-env and of bc-idm, on seeds seed, seed + 1, ...: the goal is "
+                        "judged over seeds and episodes, since one seed moves a return by more than the episodes' "
+                        "interval (docs/agent.md)", 1)
     eval_episodes: int = doc("episodes per player and task (each on its own world seed)", 32)
     time_limit: int = doc("steps before an evaluation episode is cut (0: each task's own time limit)", 0)
     temperature: float = doc("the policies' sampling temperature in evaluation", 1.0)
@@ -92,6 +97,7 @@ SIZE_RANGES = (
     ("idm_max_steps", 1, MAX_OPTIMIZER_STEPS, "optimizer steps"),
     ("bc_max_steps", 1, MAX_OPTIMIZER_STEPS, "optimizer steps"),
     ("bc_batch_size", 1, 4096, "windows per step"),
+    ("bc_seeds", 1, 100, "runs per policy"),
     ("eval_episodes", 1, MAX_EPISODES, "episodes per player and task"),
     ("time_limit", 0, MAX_STEPS, "steps; 0: each task's own"),
     ("temperature", 0, 100, "0: the most likely action"),
@@ -107,7 +113,8 @@ PRESETS: dict[str, StudySizes] = {
                         dream_episodes=2, dream_horizon=6, scorer_steps=4, expected="CI: about a minute on 2 CPU cores"),
     # 96 episodes a cell: a success rate's 95% interval about +-0.1 (at 32, +-0.16, wider than the
     # 0.1 of the goal's 90% ratio; docs/agent.md, session 30). Evaluation is about a third of the study.
-    "tiny": StudySizes(eval_episodes=96, expected="at most 30 minutes of 2 CPU cores (3,600 CPU-seconds)"),
+    # Two BC seeds a policy: one seed moved MineStone's return from 4.85 to 7.58 on the same data (session 31).
+    "tiny": StudySizes(eval_episodes=96, bc_seeds=2, expected="at most 30 minutes of 2 CPU cores (3,600 CPU-seconds)"),
     "small": StudySizes(steps=1000, idm_episodes=200, footage_episodes=200, idm_preset="small", idm_max_steps=20000,
                         bc_preset="small", bc_max_steps=20000, bc_batch_size=32, eval_episodes=200, videos=2,
                         dream_episodes=32, dream_horizon=64, expected="a workstation with a GPU: a few hours"),
@@ -187,14 +194,32 @@ class StudyConfig:
         return tuple(short for short, t in TASKS.items() if t in {task_by_name(n) for n in self.tasks})
 
 
-def study_paths(out: Path, tasks: tuple[str, ...], labeled: tuple[str, ...] = ("voxel",)) -> dict[str, Any]:
+def policy_runs(bc_seeds: int = 1) -> tuple[str, ...]:
+    """Every cloned policy's name: bc-env, bc-idm, bc-noop, then bc-env-s1, bc-idm-s1, ... for the
+    further seeds of the two the goal compares."""
+    return (*POLICIES, *(f"{p}-s{k}" for k in range(1, bc_seeds) for p in SEEDED))
+
+
+def arm_of(run: str) -> str:
+    """The policy a run is a seed of (bc-env-s1 -> bc-env); other players are their own."""
+    base, _, k = run.rpartition("-s")
+    return base if base in SEEDED and k.isdigit() else run
+
+
+def seed_offset(run: str) -> int:
+    """k of bc-env-s<k> (its seed is the study's + k); 0 for every other run."""
+    return int(run.rpartition("-s")[2]) if arm_of(run) != run else 0
+
+
+def study_paths(out: Path, tasks: tuple[str, ...], labeled: tuple[str, ...] = ("voxel",),
+                bc_seeds: int = 1) -> dict[str, Any]:
     """Where each stage writes; `labeled`: the worlds of the IDM's labeled play (data/labeled for
-    VoxelWorld's, data/labeled-<task> for a task's)."""
+    VoxelWorld's, data/labeled-<task> for a task's); policies/<run> for every run of `policy_runs`."""
     data = out / "data"
     return {"labeled": {w: data / ("labeled" if w == "voxel" else f"labeled-{w}") for w in labeled},
             "footage": {t: data / f"footage-{t}" for t in tasks},
             "truth": {t: data / f"truth-{t}" for t in tasks}, "pseudo": {t: data / f"pseudo-{t}" for t in tasks},
-            "idm": out / "idm", "policies": {p: out / "policies" / p for p in POLICIES},
+            "idm": out / "idm", "policies": {p: out / "policies" / p for p in policy_runs(bc_seeds)},
             "eval": out / "eval", "dream": out / "dream", "figures": out / "figures"}
 
 
@@ -228,10 +253,10 @@ def stage_configs(cfg: StudyConfig, paths: dict[str, Any]) -> dict[str, Any]:
     data_of = {"bc-env": ("truth", "dataset"), "bc-idm": ("pseudo", "dataset"), "bc-noop": ("footage", "noop")}
     bc = {p: BCConfig(data=tuple(str(paths[kind][t]) for t in cfg.task_names), out=str(paths["policies"][p]),
                       preset=s.bc_preset, model=bc_model, labels=labels, max_steps=s.bc_max_steps,
-                      batch_size=s.bc_batch_size, seed=cfg.seed, device=cfg.device, threads=1,
+                      batch_size=s.bc_batch_size, seed=cfg.seed + seed_offset(p), device=cfg.device, threads=1,
                       eval_every=max(1, s.bc_max_steps // 5), checkpoint_every=max(1, s.bc_max_steps // 5))
-          for p, (kind, labels) in data_of.items()}
-    players = {**{p: str(paths["policies"][p]) for p in POLICIES}, **{r: r for r in cfg.reference_players}}
+          for p in policy_runs(s.bc_seeds) for kind, labels in (data_of[arm_of(p)],)}
+    players = {**{p: str(paths["policies"][p]) for p in policy_runs(s.bc_seeds)}, **{r: r for r in cfg.reference_players}}
     evals = {(name, t): EvalConfig(policy=spec if name in cfg.reference_players else str(paths["policies"][name]),
                                    task=TASKS[t].env_id, episodes=s.eval_episodes, num_workers=workers,
                                    temperature=s.temperature, resolution=res, videos=s.videos, seed=cfg.seed,
@@ -267,13 +292,18 @@ def _in_parallel(calls: dict[str, tuple]) -> dict[str, Any]:
         raise
 
 
+def runs_of(configs: dict, *arms: str) -> dict[str, Any]:
+    """{run: its BC config} of every run (every seed) of `arms`."""
+    return {run: c for run, c in configs["bc"].items() if arm_of(run) in arms}
+
+
 def run_train(configs: dict) -> tuple[dict, dict]:
-    """The IDM and the two policies that need no pseudo-labels, side by side."""
+    """The IDM and the policies that need no pseudo-labels (every seed), side by side."""
     from worldloom.agent.train import main as bc_main
     from worldloom.idm.train import train as idm_train
 
-    done = _in_parallel({"idm": (idm_train, configs["idm"]), "bc-env": (bc_main, configs["bc"]["bc-env"]),
-                         "bc-noop": (bc_main, configs["bc"]["bc-noop"])})
+    done = _in_parallel({"idm": (idm_train, configs["idm"]),
+                         **{run: (bc_main, c) for run, c in runs_of(configs, "bc-env", "bc-noop").items()}})
     return {k: str(v) for k, v in done.items()}, {}
 
 
@@ -289,7 +319,10 @@ def run_label(configs: dict) -> tuple[dict, dict]:
 def run_bc_idm(configs: dict) -> tuple[dict, dict]:
     from worldloom.agent.train import main
 
-    return {"bc-idm": str(main(configs["bc"]["bc-idm"]))}, {}
+    runs = runs_of(configs, "bc-idm")
+    if len(runs) == 1:  # in this process, as before seeds (a cached study's stage key is unchanged)
+        return {run: str(main(c)) for run, c in runs.items()}, {}
+    return {k: str(v) for k, v in _in_parallel({run: (main, c) for run, c in runs.items()}).items()}, {}
 
 
 def run_eval(configs: dict) -> tuple[dict, dict]:
@@ -302,6 +335,10 @@ def run_eval(configs: dict) -> tuple[dict, dict]:
             print(format_summary(summary), flush=True)
             figures[f"{name}|{task}"] = {k: summary[k] for k in ("player", "task", "episodes", "success_rate", "return",
                                                                  "steps", "cpu_s", "videos", "policy_id", "conditioning")}
+            # every episode's score, in episode order (the same world seeds for every player): a policy's
+            # seeds are pooled from these (agent_report.pool_seeds)
+            figures[f"{name}|{task}"]["per_episode"] = {"success": [bool(r["success"]) for r in summary["rows"]],
+                                                        "return": [float(r["return"]) for r in summary["rows"]]}
     finally:
         release_workers()
     return {}, figures
@@ -361,7 +398,7 @@ def main(cfg: StudyConfig) -> Path:
 
     check_out(cfg.out, "study")  # a file, a dataset, a run: refused before anything is written into it
     out = Path(cfg.out).resolve()
-    paths = study_paths(out, cfg.task_names, tuple(cfg.labeled_split))
+    paths = study_paths(out, cfg.task_names, tuple(cfg.labeled_split), cfg.resolved_sizes.bc_seeds)
     configs = stage_configs(cfg, paths)
     if cfg.world_model:
         check_world_model_up_front(cfg, configs, paths)
@@ -378,16 +415,18 @@ def main(cfg: StudyConfig) -> Path:
 
     tasks = cfg.task_names
     writes = {"capture": [*paths["labeled"].values(), *(paths[k][t] for k in ("footage", "truth") for t in tasks)],
-              "train": [paths["idm"], paths["policies"]["bc-env"], paths["policies"]["bc-noop"]],
-              "label": [paths["pseudo"][t] for t in tasks], "bc-idm": [paths["policies"]["bc-idm"]],
+              "train": [paths["idm"], *(paths["policies"][r] for r in runs_of(configs, "bc-env", "bc-noop"))],
+              "label": [paths["pseudo"][t] for t in tasks],
+              "bc-idm": [paths["policies"][r] for r in runs_of(configs, "bc-idm")],
               "eval": [paths["eval"]], "dream": [paths["dream"]]}
 
     with ray_session(cfg.address, cfg.num_workers or None):
         stage("capture", configs["capture"], (), lambda: run_capture(configs))
-        stage("train", {"idm": configs["idm"], "bc-env": configs["bc"]["bc-env"], "bc-noop": configs["bc"]["bc-noop"]},
-              ("capture",), lambda: run_train(configs))
+        stage("train", {"idm": configs["idm"], **runs_of(configs, "bc-env", "bc-noop")}, ("capture",),
+              lambda: run_train(configs))
         stage("label", configs["label"], ("train",), lambda: run_label(configs))
-        stage("bc-idm", configs["bc"]["bc-idm"], ("label",), lambda: run_bc_idm(configs))
+        bc_idm = runs_of(configs, "bc-idm")  # one run: its config alone, the key of studies before seeds
+        stage("bc-idm", bc_idm["bc-idm"] if len(bc_idm) == 1 else bc_idm, ("label",), lambda: run_bc_idm(configs))
         stage("eval", {f"{k[0]}|{k[1]}": v for k, v in configs["eval"].items()}, ("bc-idm",), lambda: run_eval(configs))
         if cfg.world_model:
             stage("dream", dream_stage_config(cfg), ("eval",), lambda: run_dream(cfg, configs, paths))

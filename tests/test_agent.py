@@ -741,11 +741,21 @@ def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path):
     out = tmp_path / "study"
     argv = ["agent", "study", "--preset", "micro", "--tasks", "explore", "--out", str(out),
             "--sizes.steps", "24", "--sizes.time-limit", "24", "--sizes.eval-episodes", "2",
-            "--sizes.idm-max-steps", "2", "--sizes.bc-max-steps", "2"]  # the micro preset made smaller still
+            "--sizes.idm-max-steps", "2", "--sizes.bc-max-steps", "2",  # the micro preset made smaller still
+            "--sizes.bc-seeds", "2"]  # bc-env and bc-idm cloned twice, judged over both
     assert cli(argv) == 0
     report = json.loads((out / "report.json").read_text())
-    players = {"bc-env", "bc-idm", "bc-noop", "random", "scripted:mixture", "scripted:expert"}
+    players = {"bc-env", "bc-idm", "bc-noop", "random", "scripted:mixture", "scripted:expert",
+               "bc-env-s0", "bc-env-s1", "bc-idm-s0", "bc-idm-s1"}
     assert {k.split("|")[0] for k in report["eval"]} == players
+    for arm in ("bc-env", "bc-idm"):  # the policy's row: the mean over its two seeds' runs, each its own row too
+        pooled, runs = report["eval"][f"{arm}|explore"], [report["eval"][f"{arm}-s{k}|explore"] for k in (0, 1)]
+        assert pooled["seeds"] == 2 and pooled["episodes"] == 4
+        assert pooled["return"]["mean"] == pytest.approx(sum(r["return"]["mean"] for r in runs) / 2)
+        assert runs[0]["policy_id"] != runs[1]["policy_id"]  # two trainings, not one evaluated twice
+    seeds = {json.loads((out / "policies" / r / "config.json").read_text())["train"]["seed"]
+             for r in ("bc-idm", "bc-idm-s1")}
+    assert seeds == {0, 1}
     assert {k.split("|")[1] for k in report["eval"]} == {"explore"}
     assert [(g["task"], g["metric"]) for g in report["goals"]] == [("explore", "success_rate"), ("explore", "return")]
     assert (out / "figures" / "ci.png").exists()
@@ -777,8 +787,11 @@ def test_the_idms_labeled_play_is_shared_evenly_over_the_studied_tasks_worlds():
     assert StudyConfig(out="o", sizes=StudySizes(idm_episodes=2)).labeled_split == {"collect_logs": 1, "mine_stone": 1}
     voxel = StudyConfig(out="o", labeled_worlds="voxel")
     assert voxel.labeled_split == {"voxel": 64}
-    configs = stage_configs(cfg, study_paths(Path("o"), cfg.task_names, tuple(cfg.labeled_split)))
+    configs = stage_configs(cfg, study_paths(Path("o"), cfg.task_names, tuple(cfg.labeled_split), cfg.resolved_sizes.bc_seeds))
     labeled = {k: c for k, c in configs["capture"].items() if k.startswith("labeled")}
+    bc = configs["bc"]  # the tiny preset clones bc-env and bc-idm on two seeds each, from the same data
+    assert set(bc) == {"bc-env", "bc-idm", "bc-noop", "bc-env-s1", "bc-idm-s1"} and bc["bc-idm-s1"].seed == 1
+    assert bc["bc-idm-s1"].data == bc["bc-idm"].data and bc["bc-idm-s1"].out.endswith("policies/bc-idm-s1")
     assert {c.env for c in labeled.values()} == set(cfg.task_names) and {c.player for c in labeled.values()} == {"mixture"}
     assert len({c.seed for c in configs["capture"].values()}) == len(configs["capture"])  # every job its own seeds
     assert sorted(configs["idm"].data) == sorted(c.out for c in labeled.values())
@@ -791,6 +804,39 @@ def test_help_of_the_agent_stage_and_every_verb(capsys):
         with pytest.raises(SystemExit) as exit_:
             cli(argv)
         assert exit_.value.code == 0 and "usage: worldloom agent" in capsys.readouterr().out, argv
+
+
+def test_a_policys_seeds_pool_into_one_row_with_an_interval_over_seeds_and_episodes():
+    from worldloom.agent.evaluate import bootstrap_ci, hierarchical_bootstrap_ci
+    from worldloom.pipeline.agent_report import pool_seeds
+    from worldloom.pipeline.agent_study import arm_of, policy_runs, seed_offset
+
+    assert policy_runs(1) == ("bc-env", "bc-idm", "bc-noop")
+    assert policy_runs(3)[3:] == ("bc-env-s1", "bc-idm-s1", "bc-env-s2", "bc-idm-s2")
+    assert [arm_of(r) for r in ("bc-idm-s2", "bc-noop", "scripted:expert")] == ["bc-idm", "bc-noop", "scripted:expert"]
+    assert [seed_offset(r) for r in ("bc-env", "bc-env-s2", "bc-noop")] == [0, 2, 0]
+    rng = np.random.default_rng(0)
+    near, far = rng.normal(1.0, 1.0, 96), rng.normal(5.0, 1.0, 96)  # two seeds whose means differ by 4
+    mean, low, high = hierarchical_bootstrap_ci(np.stack([near, far]))
+    assert mean == pytest.approx((near.mean() + far.mean()) / 2)
+    _, pooled_low, pooled_high = bootstrap_ci(np.concatenate([near, far]))  # episodes alone: far narrower
+    assert low < near.mean() + 0.5 and high > far.mean() - 0.5 and high - low > 4 * (pooled_high - pooled_low)
+    assert hierarchical_bootstrap_ci(np.stack([near, near]))[2] - hierarchical_bootstrap_ci(np.stack([near, near]))[1] < 1
+    with pytest.raises(ValueError, match=r"\(runs, episodes\)"):
+        hierarchical_bootstrap_ci(near)
+
+    ci = lambda mean: {"mean": mean, "low": mean, "high": mean}  # noqa: E731
+    run = lambda success, ret: {"success_rate": ci(np.mean(success)), "return": ci(np.mean(ret)),  # noqa: E731
+                                "per_episode": {"success": success, "return": ret}}
+    evals = {("bc-idm", "explore"): run([True, False], [2.0, 0.0]), ("bc-idm-s1", "explore"): run([True, True], [4.0, 6.0]),
+             ("bc-env", "explore"): run([True, True], [1.0, 1.0]), ("random", "explore"): run([False, False], [0.0, 0.0])}
+    pooled = pool_seeds(evals)
+    assert pooled[("bc-idm", "explore")]["seeds"] == 2 and pooled[("bc-idm", "explore")]["return"]["mean"] == 3.0
+    assert pooled[("bc-idm", "explore")]["success_rate"]["mean"] == 0.75
+    assert pooled[("bc-idm-s0", "explore")] is evals[("bc-idm", "explore")]  # each seed keeps its own row
+    assert pooled[("bc-env", "explore")] is evals[("bc-env", "explore")] and ("bc-env-s0", "explore") not in pooled
+    old = {k: {m: v for m, v in e.items() if m != "per_episode"} for k, e in evals.items()}  # a study from before
+    assert pool_seeds(old) == old
 
 
 def test_goal_checks_compare_idm_with_env_labels_and_random():
