@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE
-from worldloom.config import check_range, doc, to_json_dict
+from worldloom.config import MAX_SEED, check_range, doc, to_json_dict
 from worldloom.envs import PLAYER_NAMES, check_resolution
 from worldloom.errors import UserError
 from worldloom.folders import check_out
@@ -50,7 +50,6 @@ from .players import (
 BOOTSTRAP_RESAMPLES = 10_000
 MAX_EPISODES = 10_000_000  # capture's own ceiling; the episode list is built whole (`deal`)
 MAX_STEPS = 1_000_000  # capture's ceiling on an episode's steps (capture/config.py)
-MAX_SEED = 2**31 - 1  # capture's (capture/config.py): numpy's SeedSequence takes no negative seed
 # (field, least, most, unit) of every EvalConfig number but num_workers and resolution, checked on
 # parsing: a value past these is a typo, and left through it fills memory (`--videos 1e11` builds
 # the set of filmed episodes) or plays for days before saying so.
@@ -127,7 +126,7 @@ class EvalConfig:
 
 def episode_seed(seed: int, index: int) -> int:
     """World seed of evaluation episode `index`; a 3-word entropy, so never one of capture's."""
-    return int(np.random.SeedSequence([seed, 0xE7A1, index]).generate_state(1)[0] & 0x7FFFFFFF)
+    return int(np.random.SeedSequence([seed, 0xE7A1, index]).generate_state(1)[0] & MAX_SEED)
 
 
 def bootstrap_ci(values: np.ndarray, seed: int = 0, level: float = 0.95,

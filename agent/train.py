@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from worldloom import checkpoint as ckpt
 from worldloom.actions import two_hot
-from worldloom.config import check_range, doc, to_json_dict
+from worldloom.config import MAX_SEED, check_range, doc, to_json_dict
 from worldloom.datasets.storage import content_ids
 from worldloom.folders import check_out
 from worldloom.idm import data as idm_data
@@ -64,7 +64,7 @@ TRAIN_RANGES = (
     ("batch_size", 1, 4096, "windows per step"),
     ("window", 0, 1_000_000, "frames; 0: twice the policy's memory; longer than the longest episode: that episode"),
     ("val_windows", 1, 4096, "windows"),
-    ("seed", 0, 2**31 - 1, ""),
+    ("seed", 0, MAX_SEED, ""),
     ("threads", 0, 1024, "0: torch's default"),
 )
 METRIC_FIELDS = ("step", "lr", "loss", "button_loss", "camera_loss", "val_loss", "val_button_accuracy",

@@ -18,7 +18,7 @@ import numpy as np
 
 from worldloom.actions import FPS
 from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE
-from worldloom.config import check_range, doc, to_json_dict
+from worldloom.config import MAX_SEED, check_range, doc, to_json_dict
 from worldloom.datasets.codecs import CODECS
 from worldloom.envs import ENV_NAMES, PLAYER_NAMES, check_resolution, env_metadata
 
@@ -65,7 +65,7 @@ class CaptureConfig:
         check_range("episodes", self.episodes, 1, 10_000_000)
         check_range("steps", self.steps, 1, MAX_STEPS)
         check_resolution(self.env, self.resolution)  # the env's own range, not a wider one it refuses later
-        check_range("seed", self.seed, 0, 2**31 - 1)
+        check_range("seed", self.seed, 0, MAX_SEED)
         check_range("num_workers", self.num_workers, 0, MAX_WORKERS, NUM_WORKERS_RANGE)
         check_range("episodes_per_shard", self.episodes_per_shard, 1, 10_000)
         if self.episode_bytes > MAX_EPISODE_BYTES:
@@ -129,7 +129,7 @@ def _same_place(a: str, b: str) -> bool:
 
 def episode_seed(job_seed: int, index: int) -> int:
     """The env/player seed of episode `index`: well mixed, so jobs with nearby seeds do not overlap."""
-    return int(np.random.SeedSequence([job_seed, index]).generate_state(1)[0] & 0x7FFFFFFF)
+    return int(np.random.SeedSequence([job_seed, index]).generate_state(1)[0] & MAX_SEED)
 
 
 def episode_id(cfg: CaptureConfig, index: int) -> str:

@@ -35,7 +35,7 @@ import numpy as np
 from gymnasium import spaces
 
 from worldloom import actions as act
-from worldloom.config import doc
+from worldloom.config import MAX_SEED, doc
 from worldloom.errors import UserError
 
 from .minetest_engine import (
@@ -194,7 +194,7 @@ class MinetestEnv(gymnasium.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if seed is None:
-            seed = int(self.np_random.integers(0, 2**31 - 1))
+            seed = int(self.np_random.integers(0, MAX_SEED))
         options = options or {}
         x, z, yaw = start_pose(int(seed), self.cfg)
         x, z = options.get("position", (x, z))

@@ -21,14 +21,12 @@ import numpy as np
 from gymnasium import spaces
 
 from worldloom import actions as act
-from worldloom.config import doc
+from worldloom.config import MAX_SEED, doc
 from worldloom.envs.blocks import BLOCK_NAMES
 from worldloom.envs.objects import Animals, Items, Player
 from worldloom.envs.render import View, render
 from worldloom.envs.world import World
 from worldloom.envs.worldgen import BIOMES
-
-MAX_SEED = 2**31 - 1  # worldgen.generate makes a world from 31 bits of its seed: a larger one would repeat a world
 
 # Optional task rewards: item collected -> reward per item. Documented in docs/envs.md.
 TASKS: dict[str, dict[str, float]] = {

@@ -34,7 +34,14 @@ from typing import Any
 
 from worldloom.capture.config import MAX_STEPS
 from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE
-from worldloom.config import add_dataclass_args, check_range, dataclass_from_args, doc, to_json_dict
+from worldloom.config import (
+    MAX_SEED,
+    add_dataclass_args,
+    check_range,
+    dataclass_from_args,
+    doc,
+    to_json_dict,
+)
 from worldloom.envs import check_resolution
 from worldloom.folders import check_out
 from worldloom.pipeline.stages import StageRunner, portable, stage_key
@@ -89,7 +96,7 @@ class StudySizes:
 
 MAX_EPISODES = 10_000_000  # capture's own ceiling (capture/config.py)
 MAX_OPTIMIZER_STEPS = 100_000_000
-MAX_STUDY_SEED = (2**31 - 1) // 100 - 1  # stage_configs: capture seeds 100 x seed + 1 and + 10 + task
+MAX_STUDY_SEED = MAX_SEED // 100 - 1  # stage_configs: capture seeds 100 x seed + 1 and + 10 + task
 # (size, least, most, unit) of every StudySizes number but resolution and steps, checked on parsing.
 SIZE_RANGES = (
     ("idm_episodes", 1, MAX_EPISODES, "episodes"),

@@ -33,6 +33,11 @@ from worldloom.errors import UserError
 
 T = TypeVar("T")
 
+# The largest seed anywhere in WorldLoom (capture jobs and episodes, VoxelWorld worlds, evaluation and
+# training): VoxelWorld's world generator makes a world from 31 bits of its seed (a larger one would
+# repeat a world), and numpy's SeedSequence takes no negative seed. Derived seeds are masked to it.
+MAX_SEED = 2**31 - 1
+
 __all__ = ["doc", "add_dataclass_args", "dataclass_from_args", "to_json_dict", "flag_name", "deprecated_flag", "finite_float",
            "check_range", "flag_words"]
 
