@@ -276,6 +276,10 @@ def diagnose(path: Path, tried: list[str], reports: dict[str, DecodeReport]) -> 
                     "re-download or re-export it")
         return f"{path}: not a video file (FFmpeg and OpenCV recognise no video format in it)"
     pyav = reports.get("pyav")
+    if decoder is None and codec == "unknown":  # FFmpeg has no decoder for its codec and PyAV names none
+        return (f"{path}: a {fmt} file whose video codec this FFmpeg has no decoder for ({how}); re-encode it "
+                f"where it plays (e.g. `ffmpeg -i {path.name} -c:v libx264 -crf 18 out.mp4`), or install an FFmpeg "
+                "build that decodes it (`pip install --upgrade av` brings PyAV's: AV1 with dav1d, VP9, HEVC)")
     if decoder is None or (pyav is None and "opencv" in reports):
         installed = "PyAV's FFmpeg has none" if decoder is None else f"PyAV has one ({decoder}) but was not tried"
         return (f"{path}: a {fmt} file with {codec} video that no tried decoder reads ({how}; {installed}); "

@@ -242,14 +242,14 @@ AV_LOG_QUIET = -8  # libavutil/log.h
 
 
 def _quiet_opencv() -> None:
-    """OpenCV's and its bundled FFmpeg's own log lines off (errors kept): what went wrong with a file is
-    the report's one line naming it, not "moov atom not found" and a cap.cpp warning before it.
+    """OpenCV's and its bundled FFmpeg's own log lines off: what went wrong with a file is the report's one
+    line naming it, not "moov atom not found", a cap.cpp warning or "Could not find decoder" before it.
     OpenCV reads OPENCV_FFMPEG_LOGLEVEL once, when it first uses FFmpeg in a process (a VideoCapture or
     a VideoWriter, the user's own before this reader), and sets AV_LOG_ERROR when it is unset: so the
     level of its FFmpeg (its wheel bundles its own libavutil, beside PyAV's) is also set directly.
     A user who sets OPENCV_FFMPEG_LOGLEVEL or OPENCV_LOG_LEVEL keeps theirs."""
     if "OPENCV_LOG_LEVEL" not in os.environ:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     if os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", str(AV_LOG_QUIET)) == str(AV_LOG_QUIET):
         _set_opencv_ffmpeg_level(AV_LOG_QUIET)
 
@@ -320,7 +320,15 @@ def video_stream(container):
     if not moving:
         return None
     return max(moving, key=lambda s: (s.frames != 1, bool(s.disposition & av.stream.Disposition.default),
-                                      (s.width or 0) * (s.height or 0)))
+                                      _pixels(s)))
+
+
+def _pixels(stream) -> int:
+    """Width x height of a video stream; 0 where FFmpeg has no decoder for its codec (PyAV then gives
+    the stream no codec context, and its width and height raise AttributeError)."""
+    if stream.codec_context is None:
+        return 0
+    return (stream.width or 0) * (stream.height or 0)
 
 
 def _check_opencv_stream(path: Path, report: DecodeReport) -> None:
@@ -348,9 +356,10 @@ def _stream_words(stream) -> str:
     """'64x64 h264', '32x32 mjpeg attached picture'."""
     import av
 
-    name = stream.codec_context.name if stream.codec_context else "unknown codec"
     still = " attached picture" if stream.disposition & av.stream.Disposition.attached_pic else ""
-    return f"{stream.width}x{stream.height} {name}{still}"
+    if stream.codec_context is None:  # no decoder for its codec here: no size either
+        return f"a codec this FFmpeg cannot decode{still}"
+    return f"{stream.width}x{stream.height} {stream.codec_context.name}{still}"
 
 
 def _promised_duration(container, stream) -> float | None:

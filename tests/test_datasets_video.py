@@ -209,6 +209,27 @@ def test_a_backend_that_decodes_nothing_hands_over_to_the_other(tmp_path, monkey
     assert "av1" in message and "mp4" in message and "install" in message and "corrupt" not in message
 
 
+@pytest.mark.parametrize("container, tag, unknown", [("mp4", b"avc1", b"evc1"), ("avi", b"FMP4", b"ZQX9"),
+                                                     ("matroska", b"V_MPEG4/ISO/ASP", b"V_MPEG4/ISO/ZZZ")])
+def test_a_codec_no_decoder_here_knows_is_one_line_naming_the_file_and_what_to_do(tmp_path, container, tag, unknown):
+    """A file whose codec tag FFmpeg maps to no decoder (MPEG-5 EVC's evc1, an unknown FourCC, an unknown
+    Matroska CodecID): PyAV gives the stream no codec context, and reading its size raised AttributeError
+    (a new-user trial, session 32). It is one line that names the file, says no decoder here reads it, and
+    says how to re-encode it; never "corrupt"."""
+    codec = "libx264" if container == "mp4" else "mpeg4"
+    whole = write_video(tmp_path / f"whole.{container[:3]}", num_frames=20, codec=codec,
+                        container_format=container)
+    data = Path(whole).read_bytes()
+    assert tag in data, "the container's codec tag the test renames"
+    odd = tmp_path / f"odd.{container[:3]}"
+    odd.write_bytes(data.replace(tag, unknown))
+    with pytest.raises(VideoError) as err:
+        read_video(odd)
+    message = str(err.value)
+    assert message.startswith(f"{odd}: ") and "no decoder" in message and "re-encode" in message, message
+    assert "corrupt" not in message and "Error" not in message and "\n" not in message, message
+
+
 def test_a_decoder_that_cannot_decode_here_is_not_called_corrupt(tmp_path, monkeypatch):
     """A PyAV built on an FFmpeg without dav1d (a distro's or conda's) has only FFmpeg's native av1 decoder,
     which needs hardware acceleration: every packet fails with ENOSYS. That is a missing decoder, said
