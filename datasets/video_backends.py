@@ -64,6 +64,10 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
         report.header_fps = _rate(stream.guessed_rate) or _rate(stream.average_rate)
         report.listed_frames = int(stream.frames) or None
         report.promised_s = _promised_duration(container, stream)
+        if report.container == "avi" and report.listed_frames and report.header_fps:
+            # An AVI's header counts its frames when the file is finished (strh dwLength); FFmpeg's duration
+            # of a cut one is estimated from the bytes that are left, so that alone would promise what is there.
+            report.promised_s = max(report.promised_s or 0.0, report.listed_frames / report.header_fps)
         sar = _sample_aspect(stream.sample_aspect_ratio or codec_context.sample_aspect_ratio, report)
         codec_context.thread_count = threads  # slice threads (PyAV's default): frame threads dropped frames
         # around a damaged packet here (9 instead of 11 of a cut file) and add latency

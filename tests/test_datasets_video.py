@@ -389,6 +389,28 @@ def test_truncated_files_are_reported_and_whole_ones_are_not(tmp_path):
     assert read_video(tmp_path / "copy.mp4", backends=("pyav",))[1].truncated
 
 
+@pytest.mark.parametrize("codec", ["mpeg4", "ffv1", "huffyuv"])
+def test_a_cut_avi_is_truncated_by_its_headers_frame_count(tmp_path, codec):
+    """FFmpeg times a cut AVI by the bytes left (1.2 of 2.0 s here), so a 2-second file cut to 60% looked whole
+    and was stored in part with exit 0, then counted as done (a new-user trial, session 32): the header's frame
+    count (written when the file was finished) is the promise."""
+    whole = tmp_path / "whole.avi"
+    with av.open(str(whole), "w", format="avi") as out:
+        stream = out.add_stream(codec, rate=20)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "rgb24" if codec == "huffyuv" else "yuv420p"
+        for i in range(40):  # 40 frames at 20 fps: 2.0 s
+            for packet in stream.encode(av.VideoFrame.from_ndarray(painted(i), format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    _, report = read_video(whole, fps=20)
+    assert report.decoded_frames == 40 and not report.truncated and not report.warnings()
+    _, report = read_video(truncate(whole, tmp_path / "cut.avi"), fps=20)
+    assert report.truncated and report.expected_frames == 40 and report.decoded_frames < 30, report.to_json()
+    assert f"of the 40 frames its container lists ({report.decoded_s:.2f} of 2.00 s)" in report.truncation()
+
+
 @pytest.mark.parametrize("suffix,fmt", [(".mp4", None), (".mkv", "matroska"), (".webm", "webm")])
 def test_a_last_frame_held_longer_lasts_its_stated_duration_and_is_not_truncated(tmp_path, suffix, fmt):
     """A screen recorder holds the last frame (here 1 s after ten 50 ms frames): the container states its
