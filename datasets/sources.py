@@ -8,7 +8,8 @@
 An input (a video file, or an episode of another dataset) is done only if the same content was
 committed whole: for a file, the same path with the same size, modification time and change time (decided
 without reading it, as git's index decides), or else the same blake2b hash of its bytes (a file moved or copied since);
-for a dataset episode, the same shard checksum and rows. Two inputs with the same name in
+for a dataset episode, the same shard checksum and rows (a hash found under another path counts only for a path
+the dataset does not know: a known file replaced by a copy of another input is done again). Two inputs with the same name in
 different folders or runs are distinct: the second gets a name with its hash (`clip.mp4~1a2b3c4d`).
 An input at a known path whose size, mtime or hash changed is done again under its old name, and
 its new episodes replace the old ones in one commit (`commit_shards(..., replace=ids)`): the
@@ -191,7 +192,10 @@ class ResumeIndex:
                 == (source.size_bytes, source.mtime_ns, source.ctime_ns)):
             return Decision(True, same_place.name, reason="unchanged", done_ids=tuple(same_place.episode_ids))
         key = source.content_key()
-        same = next((g for g in self.by_key.get(key, ()) if self._counts(g, maker)), None)
+        # A known path is the input of its own episodes: that another path's episodes hold its new content (a
+        # file replaced by a copy of another input) leaves its own stale, so only its own can make it done.
+        same = next((g for g in self.by_key.get(key, ()) if self._counts(g, maker)
+                     and (same_place is None or g.origin == source.origin)), None)
         if same is not None:
             return Decision(True, same.name, reason=f"same content as {same.origin}", done_ids=tuple(same.episode_ids))
         if same_place is not None:
