@@ -182,6 +182,11 @@ class Ingester:
             if not any(item.get(k) and item[k] in message for k in ("source", "video", "jsonl", "npz")):
                 message = f"{item['source']}: {message}"
             return {"item": item, "ok": False, "error": message, "shards": []}
+        except BaseException:  # Ctrl-C, SystemExit: no temporary shard file left behind, then on its way
+            for writer in self.writers.values():
+                writer.abort()
+            self.writers.clear()
+            raise
         shards = [info.to_json() for writer in self.writers.values() for info in writer.flush()]
         return {"item": item, "ok": True, "num_steps": num_steps, "shards": shards, "warnings": warnings}
 

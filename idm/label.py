@@ -326,7 +326,14 @@ class Labeler:
                 writer.abort()
             self.writers.clear()  # shards it finished for this item stay uncommitted: never part of the data
             message = str(err) if isinstance(err, (UserError, VideoError)) else f"{type(err).__name__}: {err}"
+            if item["source"] not in message:  # every skipped line names its input
+                message = f"{item_words(item)}: {message}"
             return {"item": item, "ok": False, "error": message, "shards": []}
+        except BaseException:  # Ctrl-C, SystemExit: no temporary shard file left behind, then on its way
+            for writer in self.writers.values():
+                writer.abort()
+            self.writers.clear()
+            raise
         shards = [info.to_json() for writer in self.writers.values() for info in writer.flush()]
         if decoded:  # known only once the whole file is read: added to each of its episodes' rows
             summary = {k: decoded[k] for k in ("backend", "container", "codec", "timestamps", "decoded_frames",

@@ -476,6 +476,30 @@ def test_a_file_replaced_keeping_its_size_and_mtime_is_labeled_again(run, tmp_pa
     assert label(LabelConfig(model=run, data=str(tmp_path / "videos"), out=out))["skipped_done"] == 1
 
 
+def test_ctrl_c_while_an_episode_is_written_leaves_no_temporary_file(run, tmp_path, monkeypatch):
+    """A KeyboardInterrupt after a shard was opened (Ctrl-C mid-item) left frames/.part-*.tmp behind, which
+    `dataset validate` then reported (a new-user trial, session 32): the open shard is dropped on the way out."""
+    from worldloom.datasets import DatasetWriter
+    from worldloom.datasets.validate import validate
+
+    (tmp_path / "videos").mkdir()
+    _y4m(tmp_path / "videos" / "first.y4m", 0)
+    out = tmp_path / "out"
+    label(LabelConfig(model=run, data=str(tmp_path / "videos"), out=str(out)))
+    _y4m(tmp_path / "videos" / "second.y4m", 10)
+    written = DatasetWriter.add_episode
+
+    def interrupted(self, *args, **kwargs):
+        written(self, *args, **kwargs)  # the episode is in the open shard's temporary file
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(DatasetWriter, "add_episode", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        label(LabelConfig(model=run, data=str(tmp_path / "videos"), out=str(out)))
+    assert not list((out / "frames").glob(".*.tmp")) and validate(str(out)) == []
+    assert Dataset(out).episode_ids == ["first.y4m:0000"]
+
+
 def test_episodes_of_two_datasets_with_the_same_ids_are_distinct(run, tmp_path):
     first = write_dataset(tmp_path / "a", [play(12, 0)])
     second = write_dataset(tmp_path / "b", [play(12, 1)])
