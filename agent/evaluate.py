@@ -19,6 +19,7 @@ OUT/ (default: RUN/eval-<Task> for a policy run, eval-<player>-<Task> for a refe
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -441,31 +442,42 @@ def evaluate(cfg: EvalConfig, keep_workers: bool = False) -> dict:
     check_out(cfg.out_dir, "eval")  # before any episode is played; a report of its own kind is rewritten
     if cfg.in_world_model and cfg.scorer:
         check_out(cfg.scorer, "task_scorer", flag="--scorer")  # a new one is trained into it (agent/dream.py)
+    earlier = listed_videos(cfg.out_dir)
     if cfg.in_world_model:
         from .dream import dream
 
         summary = dream(cfg)
-        prune_videos(cfg.out_dir, summary["videos"])
+        prune_videos(cfg.out_dir, summary["videos"], earlier)
         return summary
     t0 = time.perf_counter()
     summary = summarize(cfg, play(cfg, keep_workers), time.perf_counter() - t0)
     out = cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "eval.json", summary)
-    prune_videos(out, summary["videos"])
+    prune_videos(out, summary["videos"], earlier)
     summary["out"] = str(out)
     return summary
 
 
-def prune_videos(out: Path, keep: list[str]) -> list[Path]:
-    """Remove the videos an earlier evaluation left in OUT/videos (an .mp4 or .gif that this run's
-    eval.json does not list), once the new eval.json is written: a folder evaluated again (another
-    policy, fewer `--videos`) shows only the run its eval.json describes. Returns what it removed."""
-    folder = Path(out) / "videos"
-    if not folder.is_dir():
+def listed_videos(out: Path) -> list[str]:
+    """The file names of the videos OUT/eval.json lists (none without a readable one)."""
+    try:
+        videos = json.loads((Path(out) / "eval.json").read_text()).get("videos", [])
+    except (OSError, ValueError, AttributeError):
         return []
-    kept = {Path(v).resolve() for v in keep}
-    stale = [p for p in folder.iterdir() if p.suffix in (".mp4", ".gif") and p.is_file() and p.resolve() not in kept]
+    return [Path(v).name for v in videos if isinstance(v, str)] if isinstance(videos, list) else []
+
+
+def prune_videos(out: Path, keep: list[str], earlier: list[str]) -> list[Path]:
+    """Remove the videos an earlier evaluation wrote in OUT/videos (`earlier`: the names its eval.json
+    listed) that this run's eval.json does not list, once the new eval.json is written: a folder evaluated
+    again (another policy, fewer `--videos`) shows only the run its eval.json describes. Nothing else is
+    touched: a user's own videos in a folder given as --out stay (a new-user trial, session 32, lost
+    them). Returns what it removed."""
+    folder = Path(out) / "videos"
+    kept = {Path(v).name for v in keep}
+    stale = [folder / name for name in dict.fromkeys(earlier) if name not in kept and Path(name).suffix in (".mp4", ".gif")]
+    stale = [p for p in stale if p.is_file()]
     for p in stale:
         p.unlink()
     return stale

@@ -609,11 +609,14 @@ def test_eval_with_ray_actors_writes_cis_and_a_video(policy_run, ray_cluster, tm
     # the references play through the same command
     assert cli(["agent", "eval", "--policy", "scripted:explorer", "--task", "explore", "--episodes", "2",
                 "--num-workers", "1", "--time-limit", "10", "--videos", "0", "--out", str(tmp_path / "ref")]) == 0
-    # evaluated again into the same folder: only the videos its new eval.json lists stay
+    # evaluated again into the same folder: of the videos the earlier eval.json listed, only those its new one
+    # lists stay; a video of the user's own in the folder is never touched (it was deleted, session 32)
+    (out / "videos" / "holiday.mp4").write_bytes(b"mine")
     assert cli(["agent", "eval", "--policy", "scripted:explorer", "--task", "explore", "--episodes", "1",
                 "--num-workers", "1", "--time-limit", "5", "--videos", "1", "--out", str(out)]) == 0
     again = json.loads((out / "eval.json").read_text())
-    assert sorted(p.name for p in (out / "videos").iterdir()) == [Path(v).name for v in again["videos"]]
+    assert sorted(p.name for p in (out / "videos").iterdir()) == sorted([Path(v).name for v in again["videos"]]
+                                                                        + ["holiday.mp4"])
     assert len(again["videos"]) == 1 and "explorer" in again["videos"][0]
 
 
