@@ -19,7 +19,7 @@ import numpy as np
 from worldloom.config import to_json_dict
 from worldloom.io import atomic_path
 
-from .agent_study import POLICIES, SEEDED, arm_of
+from .agent_study import POLICIES, SEEDED, arm_of, seed_offset
 from .report import Report
 from .stages import StageRecord
 
@@ -36,26 +36,32 @@ def _evals(records: dict[str, StageRecord]) -> dict[tuple[str, str], dict]:
 
 
 def pool_seeds(evals: dict[tuple[str, str], dict]) -> dict[tuple[str, str], dict]:
-    """`evals` with the runs of each policy cloned on several seeds pooled: (bc-env, task) becomes
-    the mean over its seeds with the interval of a hierarchical bootstrap over seeds and episodes
-    (agent/evaluate.py hierarchical_bootstrap_ci; success rates too), and each seed stays as its own
-    row, the first renamed bc-env-s0. Unchanged where a policy has one seed (or, from a study run
-    before per-episode scores were kept, where a run's are missing)."""
-    from worldloom.agent.evaluate import hierarchical_bootstrap_ci
+    """`evals` with a row (bc-env, task) for each policy cloned on several seeds (its runs bc-env-s0,
+    bc-env-s1, ...): the mean over the seeds, and the interval of a hierarchical bootstrap over seeds,
+    then episodes (agent/evaluate.py hierarchical_bootstrap_ci); for the success rate the wider of that
+    and Wilson's interval over all the seeds' episodes, which keeps its width where every episode
+    failed (or succeeded) and a bootstrap collapses to a point. Episodes, steps and CPU-seconds are the
+    seeds' sums; `policy_ids` lists them. Each seed keeps its own row."""
+    from worldloom.agent.evaluate import hierarchical_bootstrap_ci, wilson_ci
 
     out = dict(evals)
     for arm in SEEDED:
-        for task in sorted({t for p, t in evals if p == arm}):
-            runs = sorted((p for p, t in evals if t == task and arm_of(p) == arm), key=lambda p: (p != arm, p))
+        for task in sorted({t for p, t in evals if arm_of(p) == arm and p != arm}):
+            runs = sorted(p for p, t in evals if t == task and arm_of(p) == arm and p != arm)
             scores = [evals[(r, task)].get("per_episode") for r in runs]
-            if len(runs) < 2 or any(s is None for s in scores) or len({len(s["return"]) for s in scores}) != 1:
+            if any(s is None for s in scores) or len({len(s["return"]) for s in scores}) != 1:
                 continue
-            first = evals[(arm, task)]
-            out[(f"{arm}-s0", task)] = first
-            out[(arm, task)] = {**first, "seeds": len(runs), "episodes": sum(len(s["return"]) for s in scores),
-                                **{metric: dict(zip(("mean", "low", "high"), hierarchical_bootstrap_ci(
-                                    np.array([s[key] for s in scores], np.float64)), strict=True))
-                                   for metric, key in (("success_rate", "success"), ("return", "return"))}}
+            success = np.array([s["success"] for s in scores], np.float64)  # (seeds, episodes)
+            mean, low, high = hierarchical_bootstrap_ci(success)
+            _, w_low, w_high = wilson_ci(success.reshape(-1))
+            first = evals[(runs[0], task)]
+            out[(arm, task)] = {
+                **{k: first[k] for k in ("task", "conditioning", "videos") if k in first}, "player": arm,
+                "seeds": len(runs), "policy_ids": [evals[(r, task)].get("policy_id") for r in runs],
+                **{k: sum(evals[(r, task)].get(k, 0) for r in runs) for k in ("episodes", "steps", "cpu_s")},
+                "success_rate": {"mean": mean, "low": min(low, w_low), "high": max(high, w_high)},
+                "return": dict(zip(("mean", "low", "high"), hierarchical_bootstrap_ci(
+                    np.array([s["return"] for s in scores], np.float64)), strict=True))}
     return out
 
 
@@ -135,15 +141,15 @@ def write_study_report(cfg, paths: dict[str, Any], records: dict[str, StageRecor
     report = Report(f"WorldLoom agent study: preset {cfg.preset}")
     report.data.update({"config": to_json_dict(cfg), "sizes": to_json_dict(cfg.resolved_sizes)})
     report.data["eval"] = {f"{p}|{t}": {k: x for k, x in v.items() if k != "per_episode"} for (p, t), v in evals.items()}
-    told = sorted({e.get("conditioning") for (p, _), e in evals.items() if p in POLICIES} - {None})
+    told = sorted({e.get("conditioning") for (p, _), e in evals.items() if arm_of(p) in POLICIES} - {None})
     pooled = (f" bc-env and bc-idm were each cloned on {seeds} seeds: their row is the mean over the seeds with "
-              f"a hierarchical bootstrap interval (seeds, then episodes; success rates too), and rows -s0 .. "
-              f"-s{seeds - 1} are each seed's own." if seeds > 1 else "")
+              f"a hierarchical bootstrap interval (seeds, then episodes; for success the wider of that and Wilson's "
+              f"over all their episodes), and rows -s0 .. -s{seeds - 1} are each seed's own." if seeds > 1 else "")
     how = {"task": "each plays with the embedding of the task it plays (task-conditioned BC, docs/agent.md)",
            "unconditioned": "one policy for every task, not told the task", "none": "a task it was not trained on "
            "plays with the no-task embedding"}
     for metric, title in (("success_rate", "Success rate"), ("return", "Mean return")):
-        s = report.section(f"{title} with 95% bootstrap intervals",
+        s = report.section(f"{title} with 95% intervals",
                            "Each cell: mean [low, high] over the episodes (one world seed each, the same seeds for "
                            "every player). bc-env, bc-idm and bc-noop were cloned from the same footage with the "
                            "true actions, the IDM's pseudo-labels and no-op labels"
@@ -172,10 +178,11 @@ def write_study_report(cfg, paths: dict[str, Any], records: dict[str, StageRecor
     s.image(Path(paths["idm"]) / "curves.png", "IDM")
     if "label" in records:
         report.data["label"] = records["label"].figures
-    s = report.section("Videos", "The first episode of each policy on each task, the action drawn under each frame.")
+    s = report.section("Videos", "The action drawn under each frame: bc-env and bc-idm (their first seed) on the first "
+                                 "task here; below, where the first episode of each player on each task is.")
     videos = [(p, t, v) for (p, t), e in runs.items() for v in e.get("videos", [])[:1]]
     for p, t, v in videos:
-        if p in ("bc-env", "bc-idm") and t == tasks[0]:
+        if arm_of(p) in SEEDED and seed_offset(p) == 0 and t == tasks[0]:
             s.video(v, f"{p} on {t}")
     s.code("\n".join(f"{p:<18} {t:<14} {os.path.relpath(v, cfg.out)}" for p, t, v in videos) or "(none)")
     rows, total = _cost(records)

@@ -202,9 +202,11 @@ class StudyConfig:
 
 
 def policy_runs(bc_seeds: int = 1) -> tuple[str, ...]:
-    """Every cloned policy's name: bc-env, bc-idm, bc-noop, then bc-env-s1, bc-idm-s1, ... for the
-    further seeds of the two the goal compares."""
-    return (*POLICIES, *(f"{p}-s{k}" for k in range(1, bc_seeds) for p in SEEDED))
+    """Every cloned policy's run: bc-env, bc-idm, bc-noop with one seed; with more, each of the two the goal
+    compares as bc-env-s0, bc-env-s1, ... (the report's bc-env row is then their pooled mean, no run's)."""
+    if bc_seeds == 1:
+        return POLICIES
+    return (*(f"{p}-s{k}" for p in SEEDED for k in range(bc_seeds)), *(p for p in POLICIES if p not in SEEDED))
 
 
 def arm_of(run: str) -> str:
@@ -327,7 +329,7 @@ def run_bc_idm(configs: dict) -> tuple[dict, dict]:
     from worldloom.agent.train import main
 
     runs = runs_of(configs, "bc-idm")
-    if len(runs) == 1:  # in this process, as before seeds (a cached study's stage key is unchanged)
+    if len(runs) == 1:  # in this process, as before seeds
         return {run: str(main(c)) for run, c in runs.items()}, {}
     return {k: str(v) for k, v in _in_parallel({run: (main, c) for run, c in runs.items()}).items()}, {}
 
@@ -410,7 +412,7 @@ def main(cfg: StudyConfig) -> Path:
     if cfg.world_model:
         check_world_model_up_front(cfg, configs, paths)
     out.mkdir(parents=True, exist_ok=True)
-    runner = StageRunner(out, cfg.from_stage, STAGES, state_file="study.json")
+    runner = StageRunner(out, cfg.from_stage, STAGES, state_file="study.json", unused=() if cfg.world_model else ("dream",))
     keys: dict[str, str] = {}
 
     legacy: dict[str, str] = {}  # the keys with absolute paths (runs written before keys were `portable`)
@@ -422,9 +424,10 @@ def main(cfg: StudyConfig) -> Path:
 
     tasks = cfg.task_names
     writes = {"capture": [*paths["labeled"].values(), *(paths[k][t] for k in ("footage", "truth") for t in tasks)],
-              "train": [paths["idm"], *(paths["policies"][r] for r in runs_of(configs, "bc-env", "bc-noop"))],
+              # every seed's run, present or not: a study run again with fewer --sizes.bc-seeds removes them all
+              "train": [paths["idm"], *(out / "policies" / n for n in ("bc-env", "bc-env-s*", "bc-noop"))],
               "label": [paths["pseudo"][t] for t in tasks],
-              "bc-idm": [paths["policies"][r] for r in runs_of(configs, "bc-idm")],
+              "bc-idm": [out / "policies" / n for n in ("bc-idm", "bc-idm-s*")],
               "eval": [paths["eval"]], "dream": [paths["dream"]]}
 
     with ray_session(cfg.address, cfg.num_workers or None):
@@ -433,7 +436,7 @@ def main(cfg: StudyConfig) -> Path:
               lambda: run_train(configs))
         stage("label", configs["label"], ("train",), lambda: run_label(configs))
         bc_idm = runs_of(configs, "bc-idm")  # one run: its config alone, the key of studies before seeds
-        stage("bc-idm", bc_idm["bc-idm"] if len(bc_idm) == 1 else bc_idm, ("label",), lambda: run_bc_idm(configs))
+        stage("bc-idm", bc_idm.get("bc-idm", bc_idm), ("label",), lambda: run_bc_idm(configs))
         stage("eval", {f"{k[0]}|{k[1]}": v for k, v in configs["eval"].items()}, ("bc-idm",), lambda: run_eval(configs))
         if cfg.world_model:
             stage("dream", dream_stage_config(cfg), ("eval",), lambda: run_dream(cfg, configs, paths))

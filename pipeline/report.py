@@ -175,6 +175,8 @@ def _markdown_block(kind: str, payload: Any, out: Path) -> list[str]:
             rel = os.path.relpath(path, out)
         except ValueError:
             rel = str(path)
+        if kind == "video" and path.suffix == ".mp4":  # Markdown renders no video: a link to it
+            return [f"[{caption} (video)]({rel})"]
         return [f"![{caption}]({rel})"]
     if kind == "lines":
         return [f"- {item}" for item in payload]

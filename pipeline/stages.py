@@ -120,7 +120,9 @@ class StageRecord:
 class StageRunner:
     """Runs stages in order, skipping those whose key matches a completed record."""
 
-    def __init__(self, out_dir: Path, redo_from: str | None, order: tuple[str, ...], state_file: str = "pipeline.json"):
+    def __init__(self, out_dir: Path, redo_from: str | None, order: tuple[str, ...], state_file: str = "pipeline.json",
+                 unused: tuple[str, ...] = ()):
+        """unused: stages this run does not have (the study's dream without --world-model): never said to run first."""
         self.out_dir = out_dir
         self.path = out_dir / state_file
         self.order = order
@@ -135,7 +137,7 @@ class StageRunner:
             self.redo |= set(order[order.index(redo_from):])
         self.redoing = False  # a stage ran again for want of its outputs: every later one runs again too
         if redo_from is not None:  # `--from label` on a new folder ran everything without a word
-            before = [s for s in order[:order.index(redo_from)] if s not in self.records]
+            before = [s for s in order[:order.index(redo_from)] if s not in self.records and s not in unused]
             if before:
                 print(f"[{self.path.stem}] --from {redo_from}: {', '.join(before)} never completed in {out_dir}, so "
                       f"{'they run' if len(before) > 1 else 'it runs'} first", flush=True)

@@ -753,12 +753,12 @@ def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path):
     assert {k.split("|")[0] for k in report["eval"]} == players
     for arm in ("bc-env", "bc-idm"):  # the policy's row: the mean over its two seeds' runs, each its own row too
         pooled, runs = report["eval"][f"{arm}|explore"], [report["eval"][f"{arm}-s{k}|explore"] for k in (0, 1)]
-        assert pooled["seeds"] == 2 and pooled["episodes"] == 4
+        assert pooled["seeds"] == 2 and pooled["episodes"] == 4 and pooled["steps"] == sum(r["steps"] for r in runs)
         assert pooled["return"]["mean"] == pytest.approx(sum(r["return"]["mean"] for r in runs) / 2)
-        assert runs[0]["policy_id"] != runs[1]["policy_id"]  # two trainings, not one evaluated twice
+        assert pooled["policy_ids"] == [r["policy_id"] for r in runs] and runs[0]["policy_id"] != runs[1]["policy_id"]
     seeds = {json.loads((out / "policies" / r / "config.json").read_text())["train"]["seed"]
-             for r in ("bc-idm", "bc-idm-s1")}
-    assert seeds == {0, 1}
+             for r in ("bc-idm-s0", "bc-idm-s1")}
+    assert seeds == {0, 1} and not (out / "policies" / "bc-idm").exists()
     assert {k.split("|")[1] for k in report["eval"]} == {"explore"}
     assert [(g["task"], g["metric"]) for g in report["goals"]] == [("explore", "success_rate"), ("explore", "return")]
     assert (out / "figures" / "ci.png").exists()
@@ -768,13 +768,17 @@ def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path):
     labeled, footage = (open_dataset(str(out / "data" / d)).episodes.to_pylist() for d in ("labeled-explore", "truth-explore"))
     assert len(labeled) == 3 and {(e["env"], e["player"]) for e in labeled} == {("explore", "mixture")}
     assert not {e["seed"] for e in labeled} & {e["seed"] for e in footage} and not (out / "data" / "labeled").exists()
-    for name, label_source in (("bc-env", "env"), ("bc-idm", "idm"), ("bc-noop", "noop")):
+    for name, label_source in (("bc-env-s0", "env"), ("bc-idm-s1", "idm"), ("bc-noop", "noop")):
         doc = json.loads((out / "policies" / name / "config.json").read_text())
         assert doc["data"]["label_source"] == label_source
         assert doc["model"]["tasks"] == ["explore"]  # the footage's task: each policy is told the task it plays
         assert report["eval"][f"{name}|explore"]["conditioning"] == "task"
     html = (out / "report.html").read_text()
     assert "bc-idm / bc-env" in html and "<video" in html and "task-conditioned BC" in html
+    assert "[bc-env-s0 on explore (video)](eval/bc-env-s0-explore/videos/" in (out / "report.md").read_text()
+    # the same study with one seed: the seeds' runs go (the stages that wrote them are redone), bc-env is a run again
+    assert cli([*argv[:-2], "--sizes.bc-seeds", "1"]) == 0
+    assert sorted(p.name for p in (out / "policies").iterdir()) == ["bc-env", "bc-idm", "bc-noop"]
     # a second run reuses every stage through the pipeline's StageRunner (tests/test_pipeline.py);
     # here: the record it reads is there, one per stage
     assert set(json.loads((out / "study.json").read_text())["stages"]) >= {"eval"}
@@ -793,8 +797,8 @@ def test_the_idms_labeled_play_is_shared_evenly_over_the_studied_tasks_worlds():
     configs = stage_configs(cfg, study_paths(Path("o"), cfg.task_names, tuple(cfg.labeled_split), cfg.resolved_sizes.bc_seeds))
     labeled = {k: c for k, c in configs["capture"].items() if k.startswith("labeled")}
     bc = configs["bc"]  # the tiny preset clones bc-env and bc-idm on two seeds each, from the same data
-    assert set(bc) == {"bc-env", "bc-idm", "bc-noop", "bc-env-s1", "bc-idm-s1"} and bc["bc-idm-s1"].seed == 1
-    assert bc["bc-idm-s1"].data == bc["bc-idm"].data and bc["bc-idm-s1"].out.endswith("policies/bc-idm-s1")
+    assert set(bc) == {"bc-env-s0", "bc-env-s1", "bc-idm-s0", "bc-idm-s1", "bc-noop"} and bc["bc-idm-s1"].seed == 1
+    assert bc["bc-idm-s1"].data == bc["bc-idm-s0"].data and bc["bc-idm-s1"].out.endswith("policies/bc-idm-s1")
     assert {c.env for c in labeled.values()} == set(cfg.task_names) and {c.player for c in labeled.values()} == {"mixture"}
     assert len({c.seed for c in configs["capture"].values()}) == len(configs["capture"])  # every job its own seeds
     assert sorted(configs["idm"].data) == sorted(c.out for c in labeled.values())
@@ -810,12 +814,12 @@ def test_help_of_the_agent_stage_and_every_verb(capsys):
 
 
 def test_a_policys_seeds_pool_into_one_row_with_an_interval_over_seeds_and_episodes():
-    from worldloom.agent.evaluate import bootstrap_ci, hierarchical_bootstrap_ci
+    from worldloom.agent.evaluate import bootstrap_ci, hierarchical_bootstrap_ci, wilson_ci
     from worldloom.pipeline.agent_report import pool_seeds
     from worldloom.pipeline.agent_study import arm_of, policy_runs, seed_offset
 
     assert policy_runs(1) == ("bc-env", "bc-idm", "bc-noop")
-    assert policy_runs(3)[3:] == ("bc-env-s1", "bc-idm-s1", "bc-env-s2", "bc-idm-s2")
+    assert policy_runs(2) == ("bc-env-s0", "bc-env-s1", "bc-idm-s0", "bc-idm-s1", "bc-noop")
     assert [arm_of(r) for r in ("bc-idm-s2", "bc-noop", "scripted:expert")] == ["bc-idm", "bc-noop", "scripted:expert"]
     assert [seed_offset(r) for r in ("bc-env", "bc-env-s2", "bc-noop")] == [0, 2, 0]
     rng = np.random.default_rng(0)
@@ -831,13 +835,17 @@ def test_a_policys_seeds_pool_into_one_row_with_an_interval_over_seeds_and_episo
     ci = lambda mean: {"mean": mean, "low": mean, "high": mean}  # noqa: E731
     run = lambda success, ret: {"success_rate": ci(np.mean(success)), "return": ci(np.mean(ret)),  # noqa: E731
                                 "per_episode": {"success": success, "return": ret}}
-    evals = {("bc-idm", "explore"): run([True, False], [2.0, 0.0]), ("bc-idm-s1", "explore"): run([True, True], [4.0, 6.0]),
-             ("bc-env", "explore"): run([True, True], [1.0, 1.0]), ("random", "explore"): run([False, False], [0.0, 0.0])}
+    evals = {("bc-idm-s0", "explore"): run([True, False], [2.0, 0.0]), ("bc-idm-s1", "explore"): run([True, True], [4.0, 6.0]),
+             ("bc-env-s0", "explore"): run([False] * 8, [0.0] * 8), ("bc-env-s1", "explore"): run([False] * 8, [0.0] * 8),
+             ("random", "explore"): run([False, False], [0.0, 0.0])}
     pooled = pool_seeds(evals)
-    assert pooled[("bc-idm", "explore")]["seeds"] == 2 and pooled[("bc-idm", "explore")]["return"]["mean"] == 3.0
-    assert pooled[("bc-idm", "explore")]["success_rate"]["mean"] == 0.75
-    assert pooled[("bc-idm-s0", "explore")] is evals[("bc-idm", "explore")]  # each seed keeps its own row
-    assert pooled[("bc-env", "explore")] is evals[("bc-env", "explore")] and ("bc-env-s0", "explore") not in pooled
+    idm = pooled[("bc-idm", "explore")]
+    assert idm["seeds"] == 2 and idm["return"]["mean"] == 3.0 and idm["success_rate"]["mean"] == 0.75
+    assert pooled[("bc-idm-s0", "explore")] is evals[("bc-idm-s0", "explore")]  # each seed keeps its own row
+    never = pooled[("bc-env", "explore")]["success_rate"]  # 0 of 16: Wilson's width, not a bootstrap's point
+    assert never["mean"] == never["low"] == 0 and never["high"] == pytest.approx(wilson_ci(np.zeros(16))[2])
+    one = {k: e for k, e in evals.items() if not k[0].endswith("-s1")}  # a lone seed run pools to itself
+    assert pool_seeds(one)[("bc-idm", "explore")]["seeds"] == 1
     old = {k: {m: v for m, v in e.items() if m != "per_episode"} for k, e in evals.items()}  # a study from before
     assert pool_seeds(old) == old
 

@@ -153,6 +153,8 @@ def test_from_a_later_stage_on_a_new_folder_says_the_earlier_ones_run_first(tmp_
     assert capsys.readouterr().out == f"[pipeline] --from c: b never completed in {tmp_path}, so it runs first\n"
     StageRunner(tmp_path, "b", ("a", "b", "c"))
     assert capsys.readouterr().out == ""  # what --from redoes is asked for: nothing to say
+    StageRunner(tmp_path, "c", ("a", "b", "c"), unused=("b",))  # a stage this run does not have (the study's
+    assert capsys.readouterr().out == ""  # dream without --world-model) was said to run first
 
 
 def test_a_stage_run_again_first_removes_what_it_wrote_before(tmp_path, capsys):
