@@ -1,6 +1,6 @@
 """`worldloom dataset inspect|validate|export|merge|split`.
 
-    worldloom dataset inspect data/run1 [--json]
+    worldloom dataset inspect data/run1 [--json] [--episodes]
     worldloom dataset validate data/run1 [--skip-frames]
     worldloom dataset repair data/run1      # drop damaged/missing shards' episodes; capture re-records them
     worldloom dataset export data/run1 --episode ep-000 [--start 0 --stop 64] [--captions] --out ep.mp4|ep.gif|sheet.png
@@ -23,11 +23,25 @@ from worldloom.paths import redact_uri
 from worldloom.progress import counted
 
 
+EPISODE_FIELDS = ("episode_id", "num_steps", "split", "env", "player", "label_source")
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from .reader import Dataset
     from .summary import format_summary, summarize
 
-    summary = summarize(args.path)
-    print(json_text(summary, indent=2) if args.json else format_summary(summary))
+    ds = Dataset(args.path)
+    summary = summarize(ds)
+    if args.episodes:  # the ids other commands take (`pretrain rollout --episode`, `dataset export --episodes`)
+        table = ds.episodes
+        summary["episode_list"] = [{k: row.get(k) for k in EPISODE_FIELDS} for row in
+                                   table.select([c for c in EPISODE_FIELDS if c in table.column_names]).to_pylist()]
+    if args.json:
+        print(json_text(summary, indent=2))
+    else:
+        print(format_summary(summary))
+        for row in summary.get("episode_list", []):
+            print("  " + "  ".join(str(row[k]) for k in EPISODE_FIELDS if row.get(k) is not None))
     return 0 if summary["complete"] else 1
 
 
@@ -126,6 +140,8 @@ def register(subparsers: argparse._SubParsersAction, name: str, help_text: str) 
     p = sub.add_parser("inspect", help="episodes, frames, hours, size, action histograms, labels")
     p.add_argument("path", help="dataset directory or URI")
     p.add_argument("--json", action="store_true", help="print JSON for machines")
+    p.add_argument("--episodes", action="store_true",
+                   help="also list every episode: id, steps, split, env, player, label source")
     p.set_defaults(handler=cmd_inspect)
 
     p = sub.add_parser("validate", help="check everything; print every problem; exit 1 if any (never writes)")

@@ -4,7 +4,7 @@
     worldloom pretrain train --data data/env data/idm --weights 1 3 --out runs/wm
     worldloom pretrain eval --model runs/wm --data data/heldout [--idm runs/idm-b] [--sample.num-steps 1]
     worldloom pretrain rollout --model runs/wm --data data/heldout --episode ep-000 --horizon 64 --out rollout.mp4
-    worldloom pretrain rollout --model runs/wm-text --prompt "desert at night, walking forward" --out prompt.gif
+    worldloom pretrain rollout --model runs/wm-text --prompt "walking in the desert at night" --out prompt.gif
     worldloom pretrain retrieval --model runs/wm-text --data data/env --heldout data/heldout
 """
 

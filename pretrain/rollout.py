@@ -1,7 +1,7 @@
 """Roll a trained world model out on an episode's actions, beside the real frames, into a video.
 
     worldloom pretrain rollout --model runs/wm --data data/heldout --episode ep-000 --horizon 64 --out rollout.mp4
-    worldloom pretrain rollout --model runs/wm-text --prompt "desert at night, walking forward" --out prompt.gif
+    worldloom pretrain rollout --model runs/wm-text --prompt "walking in the desert at night" --out prompt.gif
     worldloom pretrain rollout --model runs/wm-text --prompt "..." --data data/heldout --episode ep-000 --out both.gif
 
     from worldloom.pretrain.rollout import RolloutConfig, rollout_episode
@@ -37,7 +37,7 @@ from .checkpoint import check_step_rate, load_world_model
 from .data import frames_to_model, model_to_frames
 from .flow import SampleConfig, prompt_rollout, rollout
 from .model import encode_actions
-from .text import tokenize, words
+from .text import in_vocab, tokenize, words
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +95,8 @@ def check_prompt_words(prompt: str, text_cfg, run: str) -> None:
     """UserError (one line) for a prompt of no word the model knows (each unknown word is one `<unk>` id, so it
     rolled out as if unprompted); a line on stderr names the unknown and the cut words of a prompt it partly knows."""
     said = words(prompt)
-    unknown = [w for w in dict.fromkeys(said) if w not in set(text_cfg.vocab)]
+    vocab = set(text_cfg.vocab)
+    unknown = [w for w in dict.fromkeys(said) if in_vocab(w, vocab) is None]
     if len(unknown) == len(set(said)):
         shown = prompt if len(prompt) <= 80 else prompt[:77] + "..."
         listed = " ".join(unknown)

@@ -1,7 +1,7 @@
 """The caption encoder of a text-conditioned world model, trained from scratch with it (no download).
 
     worldloom pretrain train --data data/env --out runs/wm-text --text              # captions from the data
-    worldloom pretrain rollout --model runs/wm-text --prompt "desert at night, walking forward" --out p.gif
+    worldloom pretrain rollout --model runs/wm-text --prompt "walking in the desert at night" --out p.gif
 
     from worldloom.pretrain.text import TextConfig, TextEncoder, build_vocab, tokenize
     vocab = build_vocab(["data/env"])                  # the captions' words (UserError if there are none)
@@ -58,6 +58,23 @@ def words(text: str) -> list[str]:
     return WORD.findall(plain.lower())
 
 
+def in_vocab(word: str, vocab: set[str] | dict[str, int]) -> str | None:
+    """`word`, or the vocabulary's form of the same verb or noun where the word itself is not in it (the
+    captions say "walks", "trees"; a prompt says "walking", "walked", "walk", "tree": each read as the
+    captions' form), else None. Tried in order: the word, +s, +es, -ing/-ed +s (a doubled last consonant
+    single: running -> runs), -s."""
+    if word in vocab:
+        return word
+    stems = [word]
+    for ending in ("ing", "ed"):
+        if word.endswith(ending) and len(word) > len(ending) + 2:
+            stem = word[:-len(ending)]
+            stems += [stem, stem[:-1]] if len(stem) > 2 and stem[-1] == stem[-2] else [stem, stem + "e"]
+    tries = [f(stem) for stem in stems for f in (lambda w: w + "s", lambda w: w + "es")]
+    tries += [word[:-1]] if word.endswith("s") and len(word) > 3 else []
+    return next((w for w in tries if w in vocab), None)
+
+
 def rule_words() -> set[str]:
     """Every word the caption rules can write (datasets/captions.py's phrasings)."""
     from worldloom.datasets import captions as rules
@@ -97,7 +114,7 @@ def tokenize(texts: Sequence[str], cfg: TextConfig) -> torch.Tensor:
     index = {w: i + 2 for i, w in enumerate(cfg.vocab)}
     out = torch.full((len(texts), cfg.max_words), PAD, dtype=torch.int64)
     for b, text in enumerate(texts):
-        ids = [index.get(w, UNK) for w in words(text or "")][: cfg.max_words]
+        ids = [index.get(in_vocab(w, index) or "", UNK) for w in words(text or "")][: cfg.max_words]
         out[b, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
     return out
 

@@ -143,6 +143,15 @@ def test_inspect_json(small_dataset, capsys):
     assert sum(s["camera_histogram"]["yaw"]) == 93
     assert main(["dataset", "inspect", str(small_dataset)]) == 0
     assert "143 frames" in capsys.readouterr().out
+    # --episodes lists the ids other commands take (`pretrain rollout --episode`), one a line
+    ids = sorted(Dataset(small_dataset).episode_ids)
+    assert main(["dataset", "inspect", "--episodes", str(small_dataset)]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.startswith("  ") and
+              line.split()[0] in ids]
+    assert sorted(listed) == ids
+    assert main(["dataset", "inspect", "--episodes", "--json", str(small_dataset)]) == 0
+    rows = json.loads(capsys.readouterr().out)["episode_list"]
+    assert sorted(r["episode_id"] for r in rows) == ids and sum(r["num_steps"] for r in rows) == 143
 
 
 def test_inspect_of_a_capture_still_running_or_killed_says_so_instead_of_histograms(small_dataset, capsys):

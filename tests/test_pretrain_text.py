@@ -27,7 +27,7 @@ from worldloom.pretrain.flow import (
     rollout,
 )
 from worldloom.pretrain.model import WorldModel, WorldModelConfig
-from worldloom.pretrain.text import PAD, UNK, TextConfig, TextEncoder, rule_words, tokenize
+from worldloom.pretrain.text import PAD, UNK, TextConfig, TextEncoder, in_vocab, rule_words, tokenize
 
 MICRO = ["--model.width", "32", "--model.depth", "1", "--model.num-heads", "2", "--model.image-size", "32",
          "--camera-fov-deg", "0", "--threads", "1", "--batch-size", "4", "--checkpoint-every", "2"]
@@ -55,6 +55,10 @@ def test_tokens_encoder_and_dropout():
     assert (tokens[0, :6] > UNK).all() and (tokens[1] == PAD).all() and tokens[2, 0] == UNK and tokens[2, 2] == PAD
     # accents come off ("désert" was read as "d" and "sert"): the same ids as the captions' own spelling
     assert torch.equal(tokenize(["Walks in the DÉSERT at níght"], cfg), tokenize(["walks in the desert at night"], cfg))
+    # a prompt's other forms of the captions' verbs and nouns are read as theirs; a word of no caption stays unknown
+    assert torch.equal(tokenize(["walking, running among the tree"], cfg), tokenize(["walks runs among the trees"], cfg))
+    assert [in_vocab(w, set(cfg.vocab)) for w in ("walked", "swimming", "spinning", "forward")] == \
+        ["walks", "swims", "spins", None]
     for layers in (0, 1):
         enc = TextEncoder(dataclass_replace(cfg, layers=layers), width=16)
         e = enc(tokens)
@@ -118,10 +122,12 @@ def test_train_with_captions_save_load_and_prompt_rollouts(captioned, tmp_path, 
     gif = tmp_path / "prompt.gif"
     assert cli(["pretrain", "rollout", "--model", str(run), "--prompt", "desert at night, walking forward", "--horizon", "4",
                 "--out", str(gif), "--scale", "2"]) == 0
-    assert "4 frames after 0 real ones" in capsys.readouterr().out
+    captured = capsys.readouterr()  # the issue's own prompt: "walking" is the captions' "walks", "forward" none of theirs
+    assert "4 frames after 0 real ones" in captured.out and "read as <unk>: forward\n" in captured.err, captured.err
     with Image.open(gif) as im:  # (GIF merges equal frames: an untrained model's from a blank are)
         assert im.size[0] == 64 and im.size[1] > 64  # 32 px x 2, the prompt's bar above
     text = tokenize(["desert at night, walking forward"], model.text_cfg)
+    assert (text[0, :4] == tokenize(["desert at night walks"], model.text_cfg)[0, :4]).all() and text[0, 4] == UNK
     frames = prompt_rollout(model, text, 4, SampleConfig(num_steps=1), torch.Generator().manual_seed(0))
     assert frames.shape == (1, 4, 3, 32, 32) and torch.isfinite(frames).all()
     # a prompt and an episode's context
