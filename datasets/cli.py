@@ -22,7 +22,6 @@ from worldloom.io import check_parents, json_text
 from worldloom.paths import redact_uri
 from worldloom.progress import counted
 
-
 EPISODE_FIELDS = ("episode_id", "num_steps", "split", "env", "player", "label_source")
 
 

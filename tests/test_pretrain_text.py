@@ -27,7 +27,15 @@ from worldloom.pretrain.flow import (
     rollout,
 )
 from worldloom.pretrain.model import WorldModel, WorldModelConfig
-from worldloom.pretrain.text import PAD, UNK, TextConfig, TextEncoder, in_vocab, rule_words, tokenize
+from worldloom.pretrain.text import (
+    PAD,
+    UNK,
+    TextConfig,
+    TextEncoder,
+    in_vocab,
+    rule_words,
+    tokenize,
+)
 
 MICRO = ["--model.width", "32", "--model.depth", "1", "--model.num-heads", "2", "--model.image-size", "32",
          "--camera-fov-deg", "0", "--threads", "1", "--batch-size", "4", "--checkpoint-every", "2"]
