@@ -71,7 +71,7 @@ EVAL_RANGES = (
 class EvalConfig:
     """One closed-loop (or, with in_world_model, imagined) evaluation of one player on one task."""
 
-    policy: str = doc("a policy run directory, `random`, or `scripted:NAME` (mixture, explorer, miner, builder)")
+    policy: str = doc("a policy run directory, `random`, or `scripted:NAME` (expert, mixture, explorer, miner, builder)")
     task: str = doc("task id (worldloom/CollectLogs-v0, worldloom/MineStone-v0, worldloom/Explore-v0, "
                     "worldloom/FindWater-v0) or its short name")
     episodes: int = doc("episodes to play (each on its own world seed)", 16)
@@ -277,6 +277,9 @@ def deal(cfg: EvalConfig, num_actors: int) -> list[list[tuple[int, int]]]:
 def resolve_resolution(cfg: EvalConfig) -> int:
     """The task's frame size: --resolution, else the policy's (64 for references)."""
     if is_reference(cfg.policy):
+        if cfg.policy.startswith("scripted:") and cfg.policy.split(":", 1)[1] not in PLAYER_NAMES:
+            raise UserError(f"--policy {cfg.policy}: unknown scripted player; known: "  # before any actor starts
+                            f"{', '.join(f'scripted:{p}' for p in PLAYER_NAMES if p != 'random')}, or random")
         return cfg.resolution or 64
     if "://" not in cfg.policy and not Path(cfg.policy).exists():  # `Random`, `scripted-mixture`, a typo'd run
         near = [name for name in ("random", *(f"scripted:{p}" for p in PLAYER_NAMES if p != "random"))

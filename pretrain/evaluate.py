@@ -81,7 +81,9 @@ class EvalConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.next_frame_positions > self.horizon:
-            raise ValueError(f"next_frame_positions ({self.next_frame_positions}) must be <= horizon ({self.horizon})")
+            raise ValueError(f"--horizon {self.horizon} is shorter than the {self.next_frame_positions} next-frame "
+                             f"positions scored per clip: pass --horizon {self.next_frame_positions} or more, or "
+                             f"--next-frame-positions {self.horizon}")
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

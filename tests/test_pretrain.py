@@ -1096,3 +1096,13 @@ def test_an_autoencoder_left_by_a_run_on_other_data_of_the_same_size_is_stale(tm
     (tmp_path / "config.json").write_text(json.dumps(doc_))
     assert not _stale_codec(tmp_path, doc_)
     assert _stale_codec(tmp_path, {**doc_, DATA_CONTENT: {"data": "blake2b-64:0000000000000002"}})
+
+
+def test_a_horizon_under_the_next_frame_positions_names_the_flag_given():
+    """`pretrain eval --horizon 2` named a flag the user never set (`next_frame_positions (4) must be <=
+    horizon (2)`, a new-user trial, session 32): the line names --horizon and both ways out."""
+    import worldloom.pretrain.evaluate as ev
+
+    with pytest.raises(ValueError, match=r"^--horizon 2 is shorter than the 4 next-frame positions scored per clip: "
+                                         r"pass --horizon 4 or more, or --next-frame-positions 2$"):
+        ev.EvalConfig(model="m", data=("d",), horizon=2)

@@ -425,6 +425,7 @@ def run_steps(name: str, kind: str, run_dir: Path, model, optimizer, state: dict
                     check_finite_scores(scores, step, last_good)  # weights giving NaN are never saved
                     row.update(scores)
                     bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+                    sys.stdout.flush()  # tqdm does not: redirected to a file, the lines came only at the end
                 log.row(**row)
                 last_log, last_log_step = time.perf_counter(), step
                 if not saving:
