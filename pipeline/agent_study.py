@@ -404,6 +404,7 @@ def main(cfg: StudyConfig) -> Path:
     from worldloom.cluster import ray_session
 
     from .agent_report import write_study_report
+    from .report import Report
 
     check_out(cfg.out, "study")  # a file, a dataset, a run: refused before anything is written into it
     out = Path(cfg.out).resolve()
@@ -420,7 +421,7 @@ def main(cfg: StudyConfig) -> Path:
     def stage(name: str, config: Any, upstream: tuple[str, ...], fn) -> Any:
         keys[name] = stage_key(portable(_json(config), out), [keys[u] for u in upstream])
         legacy[name] = stage_key(_json(config), [legacy[u] for u in upstream])
-        return runner.run(name, keys[name], fn, writes.get(name, ()), legacy[name])
+        return runner.run(name, keys[name], lambda: (Report.remove(out), fn())[1], writes.get(name, ()), legacy[name])
 
     tasks = cfg.task_names
     writes = {"capture": [*paths["labeled"].values(), *(paths[k][t] for k in ("footage", "truth") for t in tasks)],

@@ -360,6 +360,7 @@ def main(cfg: PipelineConfig) -> Path:
     """Run (or resume) every stage in one Ray session, then write the report; returns report.html's path."""
     from worldloom.cluster import ray_session
     from worldloom.folders import check_out
+    from worldloom.pipeline.report import Report
     from worldloom.pipeline.sections import write_report
 
     check_out(cfg.out, "pipeline")
@@ -386,7 +387,8 @@ def main(cfg: PipelineConfig) -> Path:
     def stage(name: str, config: Any, upstream: tuple[str, ...], fn) -> Any:
         keys[name] = stage_key(portable(_json(config), out), [keys[u] for u in upstream])
         legacy[name] = stage_key(_json(config), [legacy[u] for u in upstream])
-        return runner.run(name, keys[name], with_ray(fn) if name != "report" else fn, writes.get(name, ()), legacy[name])
+        run = with_ray(fn) if name != "report" else fn
+        return runner.run(name, keys[name], lambda: (Report.remove(out), run())[1], writes.get(name, ()), legacy[name])
 
     writes = {"capture": [paths[k] for k in ("labeled", "footage", "truth", "heldout", "judge_data", "branches", "revisits")],
               "idm": [paths["idm"], paths["judge"]], "idm_eval": [paths["idm"] / "eval-heldout", paths["idm"] / "eval-footage"],

@@ -101,6 +101,13 @@ class Report:
         self.sections.append(s)
         return s
 
+    @staticmethod
+    def remove(out_dir: str | os.PathLike) -> None:
+        """Delete report.html, .md and .json in `out_dir`: a stage of the run they describe is running again, and
+        a run killed before its new report would leave the old one describing outputs that are gone."""
+        for name in ("report.html", "report.md", "report.json"):
+            (Path(out_dir) / name).unlink(missing_ok=True)
+
     def write(self, out_dir: str | os.PathLike) -> Path:
         """Write report.html, report.md and report.json into `out_dir`; return the HTML path."""
         out = Path(out_dir)

@@ -9,6 +9,7 @@ are the previous frame warped, which is all the machinery needs.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -742,7 +743,7 @@ def test_a_studys_dream_stage_is_redone_for_a_world_model_trained_again_in_the_s
 
 @pytest.mark.ray
 @pytest.mark.slow  # capture, IDM, labeling, three BC runs and 5 evaluations end to end: about 2 minutes on 2 busy cores
-def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path):
+def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path, monkeypatch):
     out = tmp_path / "study"
     argv = ["agent", "study", "--preset", "micro", "--tasks", "explore", "--out", str(out),
             "--sizes.steps", "24", "--sizes.time-limit", "24", "--sizes.eval-episodes", "2",
@@ -784,6 +785,16 @@ def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path):
     # a second run reuses every stage through the pipeline's StageRunner (tests/test_pipeline.py);
     # here: the record it reads is there, one per stage
     assert set(json.loads((out / "study.json").read_text())["stages"]) >= {"eval"}
+    # killed while a stage runs again: no report is left describing the evaluations that stage removed
+    from worldloom.pipeline import agent_study
+
+    def killed(configs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(agent_study, "run_eval", killed)
+    with contextlib.suppress(KeyboardInterrupt):
+        cli([*argv[:-2], "--sizes.bc-seeds", "1", "--from", "eval"])
+    assert not any((out / f"report.{ext}").exists() for ext in ("html", "md", "json"))
 
 
 def test_the_idms_labeled_play_is_shared_evenly_over_the_studied_tasks_worlds():
