@@ -29,10 +29,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .reader import Dataset
     from .summary import format_summary, summarize
 
-    ds = Dataset(args.path)
-    summary = summarize(ds)
-    if args.episodes:  # the ids other commands take (`pretrain rollout --episode`, `dataset export --episodes`)
-        table = ds.episodes
+    summary = summarize(args.path)
+    if args.episodes:  # the ids other commands take (`pretrain rollout --episode`, `dataset export --episode`)
+        table = Dataset(args.path).episodes
         summary["episode_list"] = [{k: row.get(k) for k in EPISODE_FIELDS} for row in
                                    table.select([c for c in EPISODE_FIELDS if c in table.column_names]).to_pylist()]
     if args.json:
