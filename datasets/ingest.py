@@ -31,6 +31,7 @@ importable from here as well.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -171,7 +172,12 @@ def ingest(cfg: IngestConfig) -> dict:
     found, bad = discover(cfg)
     with job_lock([cfg.out], "dataset ingest"):
         run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew
-        summary = _ingest_locked(cfg, found, bad)
+        try:
+            summary = _ingest_locked(cfg, found, bad)
+        except BaseException:  # Ctrl-C with actors writing: their temporary files go, as a finished run's would
+            with contextlib.suppress(Exception):
+                sweep_orphans(cfg.out, run_token, started_at)
+            raise
         # Last, under the lock: shards and temporary files of a killed earlier run (or of items
         # that failed in this one) are in no manifest: deleted (datasets/jobs.py).
         summary["num_orphans_removed"] = sweep_orphans(cfg.out, run_token, started_at)

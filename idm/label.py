@@ -36,6 +36,7 @@ actors labels items in parallel (each a fraction of a GPU when there is one).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -436,7 +437,12 @@ def label(cfg: LabelConfig) -> dict:
     model_id = label_model_id(cfg)
     with job_lock([cfg.out], "idm label"):
         run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew
-        summary = _label_locked(cfg, kind, found, model_id)
+        try:
+            summary = _label_locked(cfg, kind, found, model_id)
+        except BaseException:  # Ctrl-C with actors writing: their temporary files go, as a finished run's would
+            with contextlib.suppress(Exception):
+                sweep_orphans(cfg.out, run_token, started_at)
+            raise
         # Last, under the lock: shards and temporary files of a killed earlier run (or of items
         # that failed in this one) are in no manifest: deleted (datasets/jobs.py).
         summary["num_orphans_removed"] = sweep_orphans(cfg.out, run_token, started_at)
