@@ -210,4 +210,5 @@ def _dream_section(report: Report, records: dict[str, StageRecord]) -> None:
     s.table(["task", "players", "Spearman"], rows)
     players = rec.figures["players"]
     s.table(["player", "task", "imagined", "real (same horizon)"],
-            [[v["player"], v["task"], _interval(v["imagined"]), _interval(v["real"])] for v in players.values()])
+            [[key.split("|")[0], v["task"], _interval(v["imagined"]), _interval(v["real"])]  # the main tables' names
+             for key, v in players.items()])
