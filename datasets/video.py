@@ -277,16 +277,16 @@ def diagnose(path: Path, tried: list[str], reports: dict[str, DecodeReport]) -> 
         return f"{path}: not a video file (FFmpeg and OpenCV recognise no video format in it)"
     pyav = reports.get("pyav")
     if decoder is None and codec == "unknown":  # FFmpeg has no decoder for its codec and PyAV names none
-        return (f"{path}: a {fmt} file whose video codec this FFmpeg has no decoder for ({how}); re-encode it "
+        return (f"{path}: {_a(fmt)} {fmt} file whose video codec this FFmpeg has no decoder for ({how}); re-encode it "
                 f"where it plays (e.g. `ffmpeg -i {path.name} -c:v libx264 -crf 18 out.mp4`), or install an FFmpeg "
                 "build that decodes it (`pip install --upgrade av` brings PyAV's: AV1 with dav1d, VP9, HEVC)")
     if decoder is None or (pyav is None and "opencv" in reports):
         installed = "PyAV's FFmpeg has none" if decoder is None else f"PyAV has one ({decoder}) but was not tried"
-        return (f"{path}: a {fmt} file with {codec} video that no tried decoder reads ({how}; {installed}); "
+        return (f"{path}: {_a(fmt)} {fmt} file with {codec} video that no tried decoder reads ({how}; {installed}); "
                 f"install a decoder for {codec}: `pip install --upgrade av` (PyAV's wheels decode AV1 with dav1d, "
                 "VP9, HEVC) or an FFmpeg build that has it")
     if pyav is not None and pyav.unsupported:
-        return (f"{path}: a {fmt} file with {codec} video that no tried decoder reads ({how}); the file may well be "
+        return (f"{path}: {_a(fmt)} {fmt} file with {codec} video that no tried decoder reads ({how}); the file may well be "
                 f"whole: install a software decoder for {codec}: `pip install --upgrade av` (PyAV's "
                 "wheels decode AV1 with dav1d, VP9, HEVC) or an FFmpeg build that has one")
     if pyav is not None and pyav.decode_errors:
@@ -295,6 +295,12 @@ def diagnose(path: Path, tried: list[str], reports: dict[str, DecodeReport]) -> 
     if listed == 0:
         return f"{path}: the {codec} video stream of this {fmt} file holds no frames (zero-length video)"
     return f"{path}: no frame of its {codec} video ({fmt}) decoded ({how}); re-download or re-export it"
+
+
+def _a(container: str) -> str:
+    """The article before a container's name as it is read: "an avi", "an mp4/mov", "an flv", "a matroska/webm"."""
+    spelled = ("mp", "mpeg", "flv", "mxf", "h26", "nut", "rm")  # names read letter by letter from a vowel sound
+    return "an" if container[:1].lower() in "aeiou" or container.lower().startswith(spelled) else "a"
 
 
 def _container_by_magic(path: Path) -> str | None:
