@@ -29,6 +29,7 @@ from .captions import captions_of
 from .resize import resize
 from .storage import MAX_SIDE, MIN_SIDE, SpecMismatch
 from .video import PER_FRAME, RESAMPLING, VideoError, VideoReader
+from .writer import abort_writers
 
 if TYPE_CHECKING:
     from .ingest import IngestConfig
@@ -174,19 +175,14 @@ class Ingester:
         warnings: list[str] = []
         try:
             num_steps = {"vpt": self._vpt, "minerl": self._minerl, "video": self._video}[item["kind"]](item, warnings)
-        except Exception as err:  # noqa: BLE001 - one bad item is reported and skipped, never ends the job
-            for writer in self.writers.values():
-                writer.abort()
-            self.writers.clear()  # shards it finished for this item stay uncommitted: never part of the data
+        except BaseException as err:  # noqa: BLE001 - one bad item is reported and skipped, never ends the job
+            abort_writers(self.writers)  # its finished shards stay uncommitted, its open one's file goes
+            if not isinstance(err, Exception):  # Ctrl-C, SystemExit: on their way, nothing left behind
+                raise
             message = str(err) if isinstance(err, (UserError, VideoError)) else f"{type(err).__name__}: {err}"
             if not any(item.get(k) and item[k] in message for k in ("source", "video", "jsonl", "npz")):
                 message = f"{item['source']}: {message}"
             return {"item": item, "ok": False, "error": message, "shards": []}
-        except BaseException:  # Ctrl-C, SystemExit: no temporary shard file left behind, then on its way
-            for writer in self.writers.values():
-                writer.abort()
-            self.writers.clear()
-            raise
         shards = [info.to_json() for writer in self.writers.values() for info in writer.flush()]
         return {"item": item, "ok": True, "num_steps": num_steps, "shards": shards, "warnings": warnings}
 

@@ -587,3 +587,11 @@ class DatasetWriter:
         # Also on an error: add_episode writes an episode whole or not at all, so the episodes
         # finished before the error are kept (LeRobot #2495: recordings lost after an exception).
         self.close()
+
+
+def abort_writers(writers: dict) -> None:
+    """Abort every writer of a job's failed item and forget them: the shards they finished stay uncommitted
+    (never part of the data), their open shards' temporary files are deleted."""
+    for writer in writers.values():
+        writer.abort()
+    writers.clear()

@@ -71,6 +71,7 @@ from worldloom.datasets.video import (
     left_out_words,
     video_files,
 )
+from worldloom.datasets.writer import abort_writers
 from worldloom.errors import UserError
 from worldloom.folders import check_out
 from worldloom.idm.checkpoint import (
@@ -322,19 +323,14 @@ class Labeler:
         try:
             num_steps, decoded, source_hw = (self.label_episode(item, warnings) if item["kind"] == "episode"
                                              else self.label_video(item, warnings))
-        except Exception as err:  # noqa: BLE001 - one bad item is reported and skipped, never ends the job
-            for writer in self.writers.values():
-                writer.abort()
-            self.writers.clear()  # shards it finished for this item stay uncommitted: never part of the data
+        except BaseException as err:  # noqa: BLE001 - one bad item is reported and skipped, never ends the job
+            abort_writers(self.writers)  # its finished shards stay uncommitted, its open one's file goes
+            if not isinstance(err, Exception):  # Ctrl-C, SystemExit: on their way, nothing left behind
+                raise
             message = str(err) if isinstance(err, (UserError, VideoError)) else f"{type(err).__name__}: {err}"
             if item["source"] not in message:  # every skipped line names its input
                 message = f"{item_words(item)}: {message}"
             return {"item": item, "ok": False, "error": message, "shards": []}
-        except BaseException:  # Ctrl-C, SystemExit: no temporary shard file left behind, then on its way
-            for writer in self.writers.values():
-                writer.abort()
-            self.writers.clear()
-            raise
         shards = [info.to_json() for writer in self.writers.values() for info in writer.flush()]
         if decoded:  # known only once the whole file is read: added to each of its episodes' rows
             summary = {k: decoded[k] for k in ("backend", "container", "codec", "timestamps", "decoded_frames",
