@@ -31,13 +31,10 @@ importable from here as well.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import json
 import sys
-import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -59,7 +56,7 @@ from .ingest_worker import (
     part_steps,
     stored_parts,
 )
-from .jobs import job_lock, sweep_orphans
+from .jobs import job_lock, swept
 from .sources import plan_resume, say_kept_truncated
 from .storage import resize_words
 from .video import FPS_RANGE, PER_FRAME, RESAMPLING
@@ -170,17 +167,11 @@ def ingest(cfg: IngestConfig) -> dict:
     check_out(cfg.out, "dataset")
     cfg = fit_to_out(cfg)
     found, bad = discover(cfg)
-    with job_lock([cfg.out], "dataset ingest"):
-        run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew
-        try:
-            summary = _ingest_locked(cfg, found, bad)
-        except BaseException:  # Ctrl-C with actors writing: their temporary files go, as a finished run's would
-            with contextlib.suppress(Exception):
-                sweep_orphans(cfg.out, run_token, started_at)
-            raise
-        # Last, under the lock: shards and temporary files of a killed earlier run (or of items
-        # that failed in this one) are in no manifest: deleted (datasets/jobs.py).
-        summary["num_orphans_removed"] = sweep_orphans(cfg.out, run_token, started_at)
+    # Under the lock: shards and temporary files of a killed earlier run (or of items that failed in this one,
+    # or of actors interrupted now) are in no manifest: deleted when the job ends (datasets/jobs.py).
+    with job_lock([cfg.out], "dataset ingest"), swept(cfg.out) as sweep:
+        summary = _ingest_locked(cfg, found, bad)
+    summary["num_orphans_removed"] = sweep["removed"]
     if summary["failed"] and not summary["ingested"] and not summary["skipped_done"]:
         raise UserError(nothing_done("ingested", summary))
     return summary

@@ -1,9 +1,9 @@
 """One writing job at a time per local dataset, and the sweep of what killed jobs left behind.
 
-    from worldloom.datasets.jobs import job_lock, sweep_orphans
-    with job_lock([out], "dataset ingest"):
+    from worldloom.datasets.jobs import job_lock, swept
+    with job_lock([out], "dataset ingest"), swept(out) as sweep:
         ...                                   # write shards, commit them
-        sweep_orphans(out, run_token, started_at)
+    sweep["removed"]                          # what crashes left, deleted when the job ended (or was interrupted)
 
 The jobs that write shards into a dataset (`capture run`, `dataset ingest|merge|split`, `idm label`) write them
 and commit them to the manifest; a job killed between the two leaves whole but unlisted shards
@@ -17,6 +17,8 @@ import contextlib
 import fcntl
 import os
 import posixpath
+import time
+import uuid
 from collections.abc import Iterator
 
 import pyarrow.fs as pafs
@@ -77,6 +79,22 @@ def sweep_orphans(root: str, run_token: str, started_at: float) -> int:
             loc.fs.delete_file(info.path)
             removed += 1
     return removed
+
+
+@contextlib.contextmanager
+def swept(root: str) -> Iterator[dict]:
+    """Sweep `root`'s frames/ (`sweep_orphans`) when the job inside ends: on success {"removed": n} is
+    set; on an interrupt or error too (Ctrl-C while Ray actors write leaves their temporary files), then the
+    exception goes on. Use it inside `job_lock`, which makes every unlisted file garbage."""
+    run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew
+    result = {"removed": 0, "run_token": run_token}
+    try:
+        yield result
+    except BaseException:
+        with contextlib.suppress(Exception):
+            sweep_orphans(root, run_token, started_at)
+        raise
+    result["removed"] = sweep_orphans(root, run_token, started_at)
 
 
 def job_running(root: str) -> bool:

@@ -36,13 +36,10 @@ actors labels items in parallel (each a fraction of a GPU when there is one).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import json
 import sys
-import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +50,7 @@ from tqdm import tqdm
 
 from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE, num_actors, ray_session
 from worldloom.config import check_range, doc, to_json_dict
-from worldloom.datasets.jobs import job_lock, sweep_orphans
+from worldloom.datasets.jobs import job_lock, swept
 from worldloom.datasets.sources import (
     Source,
     episode_source,
@@ -431,17 +428,11 @@ def label(cfg: LabelConfig) -> dict:
                         f"step for step, so a {cfg.fps:g} fps step would be read as a 1/{learned:g} s one); pass --fps "
                         f"{learned:g}: videos are resampled to it as they are read")
     model_id = label_model_id(cfg)
-    with job_lock([cfg.out], "idm label"):
-        run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew
-        try:
-            summary = _label_locked(cfg, kind, found, model_id)
-        except BaseException:  # Ctrl-C with actors writing: their temporary files go, as a finished run's would
-            with contextlib.suppress(Exception):
-                sweep_orphans(cfg.out, run_token, started_at)
-            raise
-        # Last, under the lock: shards and temporary files of a killed earlier run (or of items
-        # that failed in this one) are in no manifest: deleted (datasets/jobs.py).
-        summary["num_orphans_removed"] = sweep_orphans(cfg.out, run_token, started_at)
+    # Under the lock: shards and temporary files of a killed earlier run (or of items that failed in this one,
+    # or of actors interrupted now) are in no manifest: deleted when the job ends (datasets/jobs.py).
+    with job_lock([cfg.out], "idm label"), swept(cfg.out) as sweep:
+        summary = _label_locked(cfg, kind, found, model_id)
+    summary["num_orphans_removed"] = sweep["removed"]
     if summary["failed"] and not summary["labeled"] and not summary["skipped_done"]:
         raise UserError(nothing_done("labeled", summary))
     return summary
