@@ -175,16 +175,19 @@ def mirror_window(frames: np.ndarray, buttons: np.ndarray, camera_pos: np.ndarra
 def sample_windows(episodes: list[Episode], batch_size: int, num_frames: int, context: int,
                    rng: np.random.Generator, mirror: float = 0.0) -> dict[str, np.ndarray]:
     """A batch of random windows, episodes drawn in proportion to their number of windows; each
-    mirrored left-right (`mirror_window`) with probability `mirror`."""
+    mirrored left-right (`mirror_window`) with probability `mirror`. Beside the arrays a model reads,
+    where each window comes from: `episode` (B,) index into `episodes`, `start` (B,) its first step,
+    `mirrored` (B,) bool."""
     counts = np.array([ep.num_steps - num_frames + 1 for ep in episodes], dtype=np.float64)
     picks = rng.choice(len(episodes), size=batch_size, p=counts / counts.sum())
-    items = [window_targets(episodes[i], int(rng.integers(0, counts[i])), num_frames, context) for i in picks]
-    if mirror > 0:
-        items = [mirror_window(*it) if flip else it for it, flip in zip(items, rng.random(len(items)) < mirror, strict=True)]
+    starts = [int(rng.integers(0, counts[i])) for i in picks]
+    items = [window_targets(episodes[i], start, num_frames, context) for i, start in zip(picks, starts, strict=True)]
+    flips = rng.random(len(items)) < mirror if mirror > 0 else np.zeros(len(items), bool)
+    items = [mirror_window(*it) if flip else it for it, flip in zip(items, flips, strict=True)]
     return {"frames": np.stack([it[0] for it in items]),  # (B, T + 2 * context, H, W, 3) uint8
             "buttons": np.stack([it[1] for it in items]),  # (B, T, 20) float32
-            "camera_pos": np.stack([it[2] for it in items])}  # (B, T, 2) float32 bin positions
-
+            "camera_pos": np.stack([it[2] for it in items]),  # (B, T, 2) float32 bin positions
+            "episode": picks.astype(np.int64), "start": np.array(starts, np.int64), "mirrored": flips}
 
 def fixed_windows(episodes: list[Episode], num_frames: int, context: int, max_windows: int, seed: int) -> dict[str, np.ndarray]:
     """A fixed set of validation windows (the same every evaluation), or an empty dict."""

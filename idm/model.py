@@ -63,10 +63,13 @@ class IDMConfig:
     motion_sparse_prior: float = doc("the sparse reader's pointer move, read as a camera move (POINTER_SWEEP_DEG across "
                                      "the frame), goes straight into the camera logits through a per-axis bins x bins "
                                      "map that starts as this times the identity and is learned (0: off)", 0.0)
+    camera_reader: int = doc("width of the camera reader: the camera's own temporal model over the motion branch's "
+                             "matches, which training also feeds from a cache of them, many more windows a step than "
+                             "the trunk sees (0: the camera comes from the trunk's head, as VPT's)", 0)
 
     # Fields a checkpoint of an older format may lack (worldloom.checkpoint.FORMAT_VERSION): the version that added each.
     FIELDS_ADDED: ClassVar[dict[str, int]] = {"motion_scales": 2, "motion_sparse_window": 5,
-                                                  "motion_sparse_prior": 7}
+                                                  "motion_sparse_prior": 7, "camera_reader": 9}
 
     def __post_init__(self) -> None:
         for name in ("height", "width", "num_frames", "stem_channels", "frame_dim", "hidden",
@@ -85,6 +88,9 @@ class IDMConfig:
             raise ValueError(f"IDMConfig.hidden ({self.hidden}) must be divisible by num_heads ({self.num_heads})")
         if self.motion_channels and self.stem_kernel_t < 3:
             raise ValueError("IDMConfig.motion_channels needs stem_kernel_t >= 3 (the frame after the last step)")
+        if self.camera_reader < 0 or (self.camera_reader and (not self.motion_channels or self.camera_reader % self.num_heads)):
+            raise ValueError(f"IDMConfig.camera_reader must be 0, or a width divisible by num_heads ({self.num_heads}) with the "
+                             f"motion branch on (motion_channels), got {self.camera_reader}")
         if self.temporal_conv_layers < 0:
             raise ValueError(f"IDMConfig.temporal_conv_layers must be >= 0, got {self.temporal_conv_layers}")
         if not self.motion_sparse_prior >= 0 or (self.motion_sparse_prior and not self.motion_sparse_window):
@@ -104,9 +110,15 @@ class IDMConfig:
             raise ValueError(f"IDMConfig.stack_channels must be a tuple of ints, got {self.stack_channels!r}")
 
     @property
+    def direct_dim(self) -> int:
+        """Width of the sparse reader's logits riding in `IDM.frame_features` (0 when it is off)."""
+        return NUM_BUTTONS + 2 * NUM_CAMERA_BINS if self.motion_channels and self.motion_sparse_window else 0
+
+    @property
     def feature_dim(self) -> int:
-        """Width of `IDM.frame_features`: hidden, and the sparse reader's 42 logits when it is on."""
-        return self.hidden + (NUM_BUTTONS + 2 * NUM_CAMERA_BINS if self.motion_channels and self.motion_sparse_window else 0)
+        """Width of `IDM.frame_features`: hidden, the sparse reader's 42 logits and the camera reader's
+        per-step features, each when it is on."""
+        return self.hidden + self.direct_dim + self.camera_reader
 
     @property
     def context(self) -> int:
@@ -135,17 +147,17 @@ PRESETS: dict[str, IDMConfig] = {
     # Tests and CI smoke runs: seconds on one core; not meant to score well.
     "micro": IDMConfig(num_frames=8, stem_channels=8, stack_channels=(8, 16, 16), blocks_per_stack=1,
                        frame_dim=64, hidden=64, num_layers=1, num_heads=2, motion_channels=64, strided_stacks=1,
-                       temporal_conv_layers=2, motion_sparse_window=3, motion_sparse_prior=3.0),
+                       temporal_conv_layers=2, motion_sparse_window=3, motion_sparse_prior=3.0, camera_reader=64),
     # Minutes on 2 CPU cores; about 2.2M parameters. One residual block per stack and an 8-channel
     # stem: 2.5x less CPU time per step than VPT's 2 blocks; windows of 16 frames (trained in
     # batches of 16): more windows per second of CPU and faster learning than 32 (docs/idm.md).
     # The motion branch (block matching, below) is what makes the camera learnable in that time.
     "tiny": IDMConfig(num_frames=16, motion_channels=256, strided_stacks=1, temporal_conv_layers=2, motion_sparse_window=3,
-                      motion_sparse_prior=3.0),
+                      motion_sparse_prior=3.0, camera_reader=128),
     # An hour on a workstation (VPT's input size, 128x128, unless the pipeline names another).
     "small": IDMConfig(height=128, width=128, num_frames=64, stem_channels=32, stack_channels=(32, 64, 64), blocks_per_stack=2,
                        frame_dim=512, hidden=512, num_layers=4, num_heads=8, motion_channels=256, strided_stacks=1,
-                       temporal_conv_layers=2, motion_sparse_window=3, motion_sparse_prior=3.0),
+                       temporal_conv_layers=2, motion_sparse_window=3, motion_sparse_prior=3.0, camera_reader=512),
     # The named variant: VPT's released 4x_idm (REFERENCES.md), about 0.5B parameters.
     "vpt": IDMConfig(height=128, width=128, num_frames=128, stem_channels=128, stack_channels=(256, 512, 512), blocks_per_stack=2,
                      frame_dim=256, hidden=4096, num_layers=2, num_heads=32),
@@ -327,24 +339,48 @@ class MotionBranch(nn.Module):
         move = sparse[:, 2:4] * 2.0 * self.deg_per_px  # (M, 2): [pitch, yaw] degrees, 0 where it did not answer
         return torch.einsum("mab,abc->mac", two_hot_degrees(move), self.sparse_prior_map) * sparse[:, :1, None]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, 3, N + 1, H, W) in [0, 1] -> motion features (B, N, hidden) of the N steps t -> t+1,
-        and with the sparse reader on, its logits after them: (B, N, hidden + 20 + 22)."""
+    @property
+    def num_raw(self) -> int:
+        """Width of `raw`: the matches at every scale, then the sparse reader's features when it is on."""
+        return self.norm.normalized_shape[0] + (self.SPARSE_FEATURES if self.sparse_window else 0)
+
+    @torch.no_grad()
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, 3, N + 1, H, W) in [0, 1] -> what the matching measured of the N steps t -> t+1, before
+        anything learned reads it: (B, N, num_raw). A pure function of the two frames (no parameters),
+        so training may compute it once per step of play and keep it (the camera reader's cache)."""
         B, _, N1, H, W = x.shape
         frames = x.transpose(1, 2).reshape(B * N1, 3, H, W)
         feats = []
         for scale in self.scales:
             f = (frames if scale == 1 else F.avg_pool2d(frames, scale)).view(B, N1, 3, H // scale, W // scale)
             feats.append(self.match(f[:, :-1].flatten(0, 1), f[:, 1:].flatten(0, 1)).flatten(1))  # (B*N, F)
-        out = self.mlp(self.norm(torch.cat(feats, 1)))  # (B*N, hidden)
         if self.sparse_window:
             f = frames.view(B, N1, 3, H, W)
-            sparse = self.sparse_motion(f[:, :-1].flatten(0, 1), f[:, 1:].flatten(0, 1))  # (B*N, 6)
-            direct = self.sparse_logits(sparse)  # (B*N, 42)
-            if self.sparse_prior:
-                direct = direct + F.pad(self.prior_logits(sparse).flatten(1), (NUM_BUTTONS, 0))
-            out = torch.cat([out + self.sparse_mlp(sparse), direct], 1)
-        return out.view(B, N1 - 1, -1)  # (B, N, hidden [+ 42])
+            feats.append(self.sparse_motion(f[:, :-1].flatten(0, 1), f[:, 1:].flatten(0, 1)))  # (B*N, 6)
+        return torch.cat(feats, 1).view(B, N1 - 1, -1)
+
+    def direct(self, sparse: torch.Tensor) -> torch.Tensor:
+        """The sparse reader's features (..., 6) -> its logits straight to the heads (..., 20 + 22)."""
+        direct = self.sparse_logits(sparse)  # (..., 42)
+        if self.sparse_prior:
+            prior = self.prior_logits(sparse.reshape(-1, self.SPARSE_FEATURES)).reshape(*sparse.shape[:-1], -1)  # (..., 22)
+            direct = direct + F.pad(prior, (NUM_BUTTONS, 0))
+        return direct
+
+    def read(self, raw: torch.Tensor) -> torch.Tensor:
+        """`raw` (B, N, num_raw) -> motion features (B, N, hidden), and with the sparse reader on, its
+        logits after them: (B, N, hidden + 20 + 22)."""
+        num_match = self.norm.normalized_shape[0]
+        out = self.mlp(self.norm(raw[..., :num_match]))  # (B, N, hidden)
+        if self.sparse_window:
+            sparse = raw[..., num_match:]  # (B, N, 6)
+            out = torch.cat([out + self.sparse_mlp(sparse), self.direct(sparse)], -1)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, 3, N + 1, H, W) in [0, 1] -> `read(raw(x))`: (B, N, hidden [+ 42])."""
+        return self.read(self.raw(x))
 
 
 class Block(nn.Module):
@@ -389,6 +425,46 @@ class TemporalConv(nn.Module):
         return x + self.conv(F.gelu(self.norm(x)).transpose(1, 2)).transpose(1, 2)  # (B, T, D)
 
 
+class CameraReader(nn.Module):
+    """The camera's own path: the motion branch's raw matches of each step -> a temporal model -> camera logits.
+
+    The trunk's convolutions over every frame are most of a training step's cost, and the camera
+    does not need them: it is read from how the picture moved, which the parameter-free matching
+    measures. So the reader takes the matches alone (`MotionBranch.raw`), and training feeds it,
+    beside the trunk's windows, windows of matches cached once per step of play: about 50 times
+    cheaper a window than the trunk's (docs/idm.md, "The camera reader"). On the demo's data a reader
+    trained this way passed persistence's camera R² where the whole model needed 15 times the demo's
+    budget (issue 18's log, section 39). Same temporal shape as the trunk's head (temporal convs,
+    bidirectional transformer blocks), at width `camera_reader`.
+    """
+
+    def __init__(self, cfg: IDMConfig, num_raw: int) -> None:
+        super().__init__()
+        width = cfg.camera_reader
+        self.norm_in = nn.LayerNorm(num_raw)
+        self.embed = nn.Sequential(nn.Linear(num_raw, width), nn.GELU(), nn.Linear(width, width))
+        self.pos = nn.Parameter(torch.zeros(1, cfg.num_frames, width))
+        self.temporal = nn.Sequential(*(TemporalConv(width) for _ in range(cfg.temporal_conv_layers)))
+        block_cfg = dataclasses.replace(cfg, hidden=width)
+        self.blocks = nn.ModuleList(Block(block_cfg) for _ in range(cfg.num_layers))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, 2 * NUM_CAMERA_BINS)
+        if not self.pos.is_meta:
+            nn.init.normal_(self.pos, std=0.02)
+
+    def steps(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw matches (B, N, num_raw) -> per-step features (B, N, width)."""
+        return self.embed(self.norm_in(raw))
+
+    def logits(self, steps: torch.Tensor) -> torch.Tensor:
+        """Per-step features of one window (B, T, width) -> camera logits (B, T, 2, bins)."""
+        B, T, _ = steps.shape
+        x = self.temporal(steps + self.pos[:, :T])  # (B, T, width)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x)).view(B, T, 2, NUM_CAMERA_BINS)
+
+
 class IDM(nn.Module):
     """Conv3d stem -> IMPALA ResNet per frame -> dense -> transformer -> button and camera logits."""
 
@@ -408,14 +484,18 @@ class IDM(nn.Module):
         self.temporal = nn.Sequential(*(TemporalConv(cfg.hidden) for _ in range(cfg.temporal_conv_layers)))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.norm = nn.LayerNorm(cfg.hidden)
-        self.head = nn.Linear(cfg.hidden, NUM_BUTTONS + 2 * NUM_CAMERA_BINS)
+        self.camera_reader = CameraReader(cfg, self.motion.num_raw) if cfg.camera_reader else None
+        # with the camera reader on, the trunk's head reads the buttons only
+        self.head = nn.Linear(cfg.hidden, NUM_BUTTONS + (0 if cfg.camera_reader else 2 * NUM_CAMERA_BINS))
         if not self.pos.is_meta:  # built for its shapes only (CPU above: see CPU)
             nn.init.normal_(self.pos, std=0.02)
             init_difference_stem(self.stem)
 
-    def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames (B, N + 2 * context, H, W, 3) uint8 -> per-frame features (B, N, hidden), or
-        (B, N, hidden + 42) with the motion branch's sparse reader on (`heads` takes either)."""
+    def frame_features(self, frames: torch.Tensor, raw: torch.Tensor | None = None) -> torch.Tensor:
+        """frames (B, N + 2 * context, H, W, 3) uint8 -> per-frame features (B, N, cfg.feature_dim):
+        the trunk's (hidden), then the sparse reader's 42 logits and the camera reader's per-step
+        features where they are on (`heads` takes them). `raw`: the motion branch's matches of the N
+        steps (B, N, num_raw) where already known (training's cache), else computed here."""
         cfg = self.cfg
         B, N_in, H, W, _ = frames.shape
         if (H, W) != (cfg.height, cfg.width) or N_in <= 2 * cfg.context:
@@ -429,33 +509,50 @@ class IDM(nn.Module):
         x = F.relu(self.frame_dense(x.contiguous().flatten(1)))  # (B*N, frame_dim), flattened in (C, H, W) order
         x = self.hidden_dense(x).view(B, N, -1)  # (B, N, D)
         if self.motion is not None:  # frame t -> t+1 for each of the N frames
-            motion = self.motion(pixels[:, :, cfg.context:cfg.context + N + 1])  # (B, N, D [+ 42])
-            x = x + motion[..., :cfg.hidden]
-            if motion.shape[-1] > cfg.hidden:  # the sparse reader's logits ride along for `heads`
-                x = torch.cat([x, motion[..., cfg.hidden:]], -1)
+            if raw is None:
+                raw = self.motion.raw(pixels[:, :, cfg.context:cfg.context + N + 1])  # (B, N, num_raw)
+            motion = self.motion.read(raw)  # (B, N, D [+ 42])
+            parts = [x + motion[..., :cfg.hidden], motion[..., cfg.hidden:]]  # the sparse reader's logits ride along
+            if self.camera_reader is not None:
+                parts.append(self.camera_reader.steps(raw))  # (B, N, camera_reader)
+            x = torch.cat(parts, -1)
         return x
 
+    def camera_from_raw(self, raw: torch.Tensor) -> torch.Tensor:
+        """The camera reader on raw matches of one window (B, T, num_raw) -> camera logits (B, T, 2, bins):
+        what `heads` gives for the camera of the same window (the sparse reader's camera logits added)."""
+        logits = self.camera_reader.logits(self.camera_reader.steps(raw))
+        if self.cfg.direct_dim:
+            direct = self.motion.direct(raw[..., self.motion.num_raw - MotionBranch.SPARSE_FEATURES:])
+            logits = logits + direct[..., NUM_BUTTONS:].unflatten(-1, (2, NUM_CAMERA_BINS))
+        return logits
+
     def heads(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Features of one window (B, T, D), T <= num_frames -> logits {"buttons", "camera"}.
-        With the sparse reader on, D is hidden + 42: its logits, added to the head's."""
+        """Features of one window (B, T, cfg.feature_dim), T <= num_frames -> logits {"buttons", "camera"}.
+        The sparse reader's logits (where on) are added to the heads'; the camera reader (where on)
+        gives the camera."""
         B, T, _ = features.shape
         if T > self.cfg.num_frames:
             raise ValueError(f"a window holds at most {self.cfg.num_frames} frames, got {T}")
-        features, direct = features[..., :self.cfg.hidden], features[..., self.cfg.hidden:]
-        x = self.temporal(features + self.pos[:, :T])  # (B, T, D)
+        hidden, direct_dim = self.cfg.hidden, self.cfg.direct_dim
+        trunk, direct = features[..., :hidden], features[..., hidden:hidden + direct_dim]
+        x = self.temporal(trunk + self.pos[:, :T])  # (B, T, D)
         for block in self.blocks:
             x = block(x)  # (B, T, D)
-        logits = self.head(self.norm(x))  # (B, T, 20 + 22)
-        if direct.shape[-1]:
+        logits = self.head(self.norm(x))  # (B, T, 20 [+ 22])
+        if self.camera_reader is not None:
+            logits = torch.cat([logits, self.camera_reader.logits(features[..., hidden + direct_dim:]).flatten(2)], -1)
+        if direct.shape[-1]:  # (features cut to the trunk's width: the model without the sparse reader's logits)
             logits = logits + direct
         return {
             "buttons": logits[..., :NUM_BUTTONS],  # (B, T, 20)
             "camera": logits[..., NUM_BUTTONS:].reshape(B, T, 2, NUM_CAMERA_BINS),  # (B, T, 2, 11)
         }
 
-    def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
-        """frames (B, T + 2 * context, H, W, 3) uint8 -> logits for the T steps in the middle."""
-        return self.heads(self.frame_features(frames))
+    def forward(self, frames: torch.Tensor, raw: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """frames (B, T + 2 * context, H, W, 3) uint8 -> logits for the T steps in the middle (`raw`:
+        as `frame_features` takes it)."""
+        return self.heads(self.frame_features(frames, raw))
 
 
 def num_parameters(model: nn.Module) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from worldloom import checkpoint as ckpt
-from worldloom.actions import two_hot
+from worldloom.actions import camera_to_bin_position, two_hot
 from worldloom.config import doc, to_json_dict
 from worldloom.datasets.storage import content_ids
+from worldloom.errors import UserError
 from worldloom.folders import check_out
 from worldloom.idm import data as idm_data
 from worldloom.idm import metrics
@@ -60,6 +62,7 @@ class TrainHparams:
     lr: float
     warmup_steps: int
     camera_weight: float = 1.0
+    reader_batch_size: int = 64
 
 
 # `tiny` is tuned for minutes on a CPU (docs/idm.md, "Making tiny learn fast"): T = 16 windows in
@@ -67,7 +70,9 @@ class TrainHparams:
 # on one core), a peak rate of 3e-3 and a short warmup. The camera's loss stays weighted 1: weight 2
 # bought camera R² +0.02-0.05 pitch on section 30's harness, but in the demo it took the rare
 # buttons' F1 down to persistence's (macro F1 0.392 against 0.367; issue 18's log, section 32).
-TRAIN_PRESETS: dict[str, TrainHparams] = {"tiny": TrainHparams(batch_size=16, lr=3e-3, warmup_steps=10)}
+# The camera reader's 128 cached windows a step cost about a quarter of tiny's trunk step on one core
+# (issue 18's log, section 39).
+TRAIN_PRESETS: dict[str, TrainHparams] = {"tiny": TrainHparams(batch_size=16, lr=3e-3, warmup_steps=10, reader_batch_size=128)}
 DEFAULT_HPARAMS = TrainHparams(batch_size=8, lr=1e-3, warmup_steps=50)
 
 METRIC_FIELDS = ("step", "lr", "loss", "button_loss", "camera_loss", "val_loss", "val_button_accuracy",
@@ -94,6 +99,11 @@ class TrainConfig:
     weight_decay: float = doc("AdamW weight decay", 0.05)
     camera_weight: float | None = doc("weight of the camera cross-entropy beside the button loss (default: the "
                                       "preset's: 1)", None)
+    reader_batch_size: int | None = doc("cached windows of motion matches the camera reader trains on each step, beside "
+                                        "the trunk's (default: the preset's, 128 for tiny, else 64; models without "
+                                        "a camera reader ignore it)", None)
+    reader_cache_gb: float = doc("memory for the camera reader's cache of motion matches (float16, about 5.5 kB a step "
+                                 "of play at 64x64); episodes past it are read through the trunk's windows only", 4.0)
     button_pos_weight: float = doc("BCE weight of a pressed button against a released one (rare presses: F1)", 3.0)
     mirror: float = doc("probability that a training window is mirrored left-right (left/right swapped, yaw "
                         "negated, hotbar reversed); measured worse on VoxelWorld, whose HUD is not symmetric "
@@ -113,14 +123,14 @@ class TrainConfig:
             raise ValueError("data must name at least one dataset directory")
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
-        for name in ("max_steps", "batch_size", "warmup_steps"):
+        for name in ("max_steps", "batch_size", "warmup_steps", "reader_batch_size"):
             value = getattr(self, name)
             if value is not None and value < (0 if name == "warmup_steps" else 1):
                 raise ValueError(f"{name} must be >= {0 if name == 'warmup_steps' else 1}, got {value}")
         for name in ("log_every", "eval_every", "checkpoint_every", "val_windows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("threads", "minutes", "max_hours", "weight_decay", "camera_weight"):
+        for name in ("threads", "minutes", "max_hours", "weight_decay", "camera_weight", "reader_cache_gb"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.val_fraction < 1:
@@ -146,23 +156,85 @@ class TrainConfig:
 
     @property
     def hparams(self) -> TrainHparams:
-        """batch_size, lr, warmup_steps and camera_weight: the given ones, else the preset's."""
+        """batch_size, lr, warmup_steps, camera_weight and reader_batch_size: the given ones, else the preset's."""
         base = TRAIN_PRESETS.get(self.preset, DEFAULT_HPARAMS)
-        given = {k: getattr(self, k) for k in ("batch_size", "lr", "warmup_steps", "camera_weight") if getattr(self, k) is not None}
+        given = {k: getattr(self, k) for k in ("batch_size", "lr", "warmup_steps", "camera_weight", "reader_batch_size")
+                 if getattr(self, k) is not None}
         return dataclasses.replace(base, **given)
+
+
+def camera_loss(logits: torch.Tensor, camera_pos: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of camera logits (B, T, 2, bins) against two-hot targets at the continuous bin
+    positions (B, T, 2), summed over the 2 axes."""
+    logits = logits.float()
+    target = two_hot(camera_pos, logits.shape[-1])  # (B, T, 2, bins)
+    return -(target * F.log_softmax(logits, -1)).sum(-1).mean() * 2
 
 
 def losses(out: dict[str, torch.Tensor], buttons: torch.Tensor, camera_pos: torch.Tensor,
            pos_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(button loss, camera loss): BCE summed over the 20 buttons (presses weighted by pos_weight),
-    cross-entropy against two-hot bin targets summed over the 2 axes."""
+    and `camera_loss`."""
     weight = torch.full((buttons.shape[-1],), float(pos_weight), device=buttons.device)
     button_loss = F.binary_cross_entropy_with_logits(out["buttons"].float(), buttons, pos_weight=weight,
                                                      reduction="none").sum(-1).mean()
-    logits = out["camera"].float()  # (B, T, 2, bins)
-    target = two_hot(camera_pos, logits.shape[-1])  # (B, T, 2, bins)
-    camera_loss = -(target * F.log_softmax(logits, -1)).sum(-1).mean() * 2
-    return button_loss, camera_loss
+    return button_loss, camera_loss(out["camera"], camera_pos)
+
+
+class MatchCache:
+    """The motion branch's raw matches (`MotionBranch.raw`) of every step of the training episodes, kept
+    in float16 on the CPU, and their camera targets: windows for the camera reader at about a fiftieth
+    of the cost of the trunk's (the matching has no parameters, so a step's matches never change).
+
+    Episodes are taken in a seeded order until `max_bytes`; a step's matches are those its window in
+    the trunk sees (the frame after an episode's last one black, as `idm_data.padded_frames` pads).
+    """
+
+    CHUNK = 256  # steps matched per call
+
+    def __init__(self, model: IDM, episodes: list, max_bytes: float, seed: int, device: torch.device) -> None:
+        self.num_frames = model.cfg.num_frames
+        per_step = 2 * model.motion.num_raw  # float16 bytes
+        self.raw, self.camera_pos, self.index = [], [], {}  # index: episode's position in `episodes` -> in raw
+        used = 0
+        for i in np.random.default_rng([seed, 5381]).permutation(len(episodes)):
+            ep = episodes[i]
+            if used + ep.num_steps * per_step > max_bytes:
+                break
+            used += ep.num_steps * per_step
+            self.index[int(i)] = len(self.raw)
+            frames = idm_data.padded_frames(ep.frames, 0, ep.num_steps + 1)  # (N + 1, H, W, 3)
+            parts = []
+            for start in range(0, ep.num_steps, self.CHUNK):
+                chunk = torch.from_numpy(frames[start:start + self.CHUNK + 1]).to(device)
+                pixels = chunk.permute(3, 0, 1, 2)[None].float() / 255.0  # (1, 3, n + 1, H, W)
+                parts.append(model.motion.raw(pixels)[0].to("cpu", torch.float16))  # (n, num_raw)
+            self.raw.append(torch.cat(parts))
+            self.camera_pos.append(torch.from_numpy(camera_to_bin_position(ep.camera[:ep.num_steps]).astype(np.float32)))
+        self.nbytes = used
+
+    @property
+    def num_steps(self) -> int:
+        return sum(len(r) for r in self.raw)
+
+    def windows(self, batch: dict[str, np.ndarray]) -> torch.Tensor | None:
+        """The matches (B, T, num_raw) float32 of a batch of `idm_data.sample_windows`, or None where one of
+        its windows is mirrored or not cached (the model then matches its frames itself)."""
+        if batch["mirrored"].any() or not all(int(i) in self.index for i in batch["episode"]):
+            return None
+        T = batch["camera_pos"].shape[1]
+        return torch.stack([self.raw[self.index[int(i)]][s:s + T] for i, s in zip(batch["episode"], batch["start"], strict=True)]).float()
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random windows of T steps: raw (B, T, num_raw) float32, camera bin positions (B, T, 2); episodes
+        drawn in proportion to their windows, as `idm_data.sample_windows` draws the trunk's."""
+        T = self.num_frames
+        counts = np.array([len(r) - T + 1 for r in self.raw], dtype=np.float64)
+        picks = rng.choice(len(self.raw), size=batch_size, p=counts / counts.sum())
+        starts = [int(rng.integers(0, counts[i])) for i in picks]
+        raw = torch.stack([self.raw[i][s:s + T] for i, s in zip(picks, starts, strict=True)]).float()
+        pos = torch.stack([self.camera_pos[i][s:s + T] for i, s in zip(picks, starts, strict=True)])
+        return raw, pos
 
 
 def to_device(batch: dict[str, np.ndarray], device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -261,15 +333,32 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
     log = MetricsLog(run_dir, METRIC_FIELDS, resume_step=state["step"], panels=CURVE_PANELS)
     print(f"idm train: {num_parameters(model) / 1e6:.2f}M parameters, {len(train_eps)} train / {len(val_eps)} val episodes, "
           f"{sum(e.num_steps for e in train_eps)} train steps of play, device {device}", file=sys.stderr)
+    cache = None
+    if model.camera_reader is not None and not budget.done(state["step"], state["elapsed_s"]):
+        start = time.perf_counter()
+        cache = MatchCache(model, train_eps, cfg.reader_cache_gb * 2**30, cfg.seed, device)
+        spent = time.perf_counter() - start
+        state["elapsed_s"] += spent  # counted in --minutes, every resume's own
+        print(f"idm train: cached the motion matches of {cache.num_steps} steps of play ({cache.nbytes / 2**20:.0f} MiB, "
+              f"{len(cache.raw)} of {len(train_eps)} episodes) for the camera reader in {spent:.0f} s", file=sys.stderr)
+        if not cache.raw:
+            raise UserError(f"--reader-cache-gb {cfg.reader_cache_gb:g} holds no episode of the training data; give it more")
     model.train()
 
     def loss_of(step: int):
         batch = idm_data.sample_windows(train_eps, hp.batch_size, mcfg.num_frames, mcfg.context,
                                         np.random.default_rng([cfg.seed, step]), mirror=cfg.mirror)
         frames, buttons, camera_pos = to_device(batch, device)
+        raw = cache.windows(batch) if cache is not None else None  # the trunk's own windows' matches, where cached
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = model(frames)
+            out = model(frames, None if raw is None else raw.to(device))
+            if cache is not None:  # the camera reader's cached windows (never mirrored: matched as recorded)
+                reader_raw, reader_pos = cache.sample(hp.reader_batch_size, np.random.default_rng([cfg.seed, step, 1]))
+                reader_logits = model.camera_from_raw(reader_raw.to(device))
         b_loss, c_loss = losses(out, buttons, camera_pos, cfg.button_pos_weight)
+        if cache is not None:  # every window's camera weighs the same
+            r_loss = camera_loss(reader_logits, reader_pos.to(device))
+            c_loss = (c_loss * hp.batch_size + r_loss * hp.reader_batch_size) / (hp.batch_size + hp.reader_batch_size)
         return b_loss + hp.camera_weight * c_loss, {"button_loss": b_loss, "camera_loss": c_loss}
 
     def lr_of(step: int, total_steps: int) -> float:

@@ -152,7 +152,7 @@ PRESETS: dict[str, Preset] = {
                     judge_episodes=3, idm_preset="micro", idm_minutes=0.35, judge_minutes=0.15, wm_preset="tiny",
                     wm_minutes=0.4, eval_clips=4, eval_horizon=8, rollout_horizon=12, engine_states=2, engine_horizon=4,
                     expected="CI: about 2 minutes on 2 CPU cores"),
-    "tiny": Preset(resolution=64, steps=400, labeled_episodes=64, footage_episodes=48, heldout_episodes=8,
+    "tiny": Preset(resolution=64, steps=400, labeled_episodes=320, footage_episodes=48, heldout_episodes=8,
                    judge_episodes=16, idm_preset="tiny", idm_minutes=5.0, judge_minutes=2.0, wm_preset="tiny",
                    wm_minutes=6.0, wm_batch_size=8, eval_clips=32, eval_horizon=16, rollout_horizon=64,
                    revisit_states=2, expected="make demo: about 20 minutes on 2 CPU cores, the install included"),
