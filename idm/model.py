@@ -357,8 +357,9 @@ class MotionBranch(nn.Module):
     @torch.no_grad()
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, 3, N + 1, H, W) in [0, 1] -> what the matching measured of the N steps t -> t+1, before
-        anything learned reads it: (B, N, num_raw). A pure function of the two frames (no parameters),
-        so training may compute it once per step of play and keep it (the camera reader's cache)."""
+        anything learned reads it: (B, N, num_raw): the matches, the sparse reader's numbers and (for the
+        camera reader) the colour layout. A pure function of the two frames (no parameters), so training
+        may compute it once per step of play and keep it (the camera reader's cache)."""
         B, _, N1, H, W = x.shape
         # contiguous: frames permuted from (H, W, 3) memory keep it, and the 81 shifted differences over
         # channels-last strides ran at half the speed (0.25 s against 0.12 per 256 pairs, one thread)
@@ -441,16 +442,16 @@ class TemporalConv(nn.Module):
 
 
 class CameraReader(nn.Module):
-    """The camera's own path: the motion branch's raw matches of each step -> a temporal model -> camera logits.
+    """The camera's own path: the motion branch's raw numbers of each step -> a temporal model -> camera logits.
 
     The trunk's convolutions over every frame are most of a training step's cost, and the camera
     does not need them: it is read from how the picture moved, which the parameter-free matching
-    measures. So the reader takes the matches alone (`MotionBranch.raw`), and training feeds it,
-    beside the trunk's windows, windows of matches cached once per step of play: about 50 times
-    cheaper a window than the trunk's (docs/idm.md, "The camera reader"). On the demo's data a reader
-    trained this way passed persistence's camera R² where the whole model needed 15 times the demo's
-    budget (issue 18's log, section 39). Same temporal shape as the trunk's head (temporal convs,
-    bidirectional transformer blocks), at width `camera_reader`.
+    measures. So the reader takes the matches, the sparse reader's numbers and a coarse colour layout
+    (`MotionBranch.raw`, no pixels), and training feeds it, beside the trunk's windows, windows of
+    those numbers cached once per step of play: about 30 times cheaper a window than the trunk's (docs/idm.md, "The camera reader"). On 320 episodes of the demo's
+    play a reader trained this way passed persistence's camera R² in a few CPU-minutes, where the
+    whole model needed 15 times the demo's budget (issue 18's log, sections 22 and 39). Same temporal
+    shape as the trunk's head (temporal convs, bidirectional transformer blocks), at width `camera_reader`.
     """
 
     def __init__(self, cfg: IDMConfig, num_raw: int) -> None:
