@@ -56,11 +56,12 @@ DELTA_PSNR_DB = 1.0        # world model: PSNR with the true actions above the s
 FRAMES_PER_S = 10.0        # world model: generation speed on the machine that ran the eval
 COLOUR_MARGIN = 0.1        # a rollout collapses where its colour distance to the real frames exceeds copy-last's by more
 JUDGE_FLOOR = 0.3          # judge IDM's score on real frames below which a generated / real ratio measures noise
-# What a run that misses an IDM goal needs (docs/idm.md, "Results"; issue 18's log, sections 22 and 26).
+# What a run that misses an IDM goal needs (docs/idm.md, "Results"; issue 18's log, sections 22, 26 and 39).
 IDM_TRADE_NOTE = ("Where the IDM is below persistence it is short of labeled play and training steps together: "
-                  "the tiny IDM passed persistence on every line at 15 times the demo's budget (960 labeled episodes, "
-                  "75 IDM minutes: `worldloom pipeline run --preset tiny --sizes.labeled-episodes 960 "
-                  "--sizes.idm-minutes 75`, about 90 minutes on 2 cores; docs/idm.md, Results).")
+                  "the tiny IDM's camera reached persistence's level with the demo's 320 labeled episodes and 6 "
+                  "minutes on 2 cores (524 steps), and falls under it with fewer steps (a slower machine) or on 64 "
+                  "episodes, where its camera reader over-fits; more of both (`--sizes.labeled-episodes`, "
+                  "`--sizes.idm-minutes`) move it up (docs/idm.md, Results).")
 PERSISTENCE_NOTE = ("Persistence repeats the previous step's true action, which an IDM never sees: it is the bar "
                     "an IDM must clear, not a peer.")
 

@@ -134,8 +134,10 @@ def test_every_preset_builds_stage_configs_that_agree(preset, tmp_path):
 
     # the action encodings both models read come from the one action space module
     with torch.device("meta"):  # shapes only: the large presets cost nothing to build here
-        head = IDM(configs["idm"]["idm"].model_config).head
-    assert head.out_features == actions.NUM_BUTTONS + 2 * actions.NUM_CAMERA_BINS
+        idm = IDM(configs["idm"]["idm"].model_config)
+    camera_head = idm.camera_reader.head if idm.camera_reader is not None else idm.head  # (the trunk's: buttons only)
+    assert idm.head.out_features == actions.NUM_BUTTONS + (0 if idm.camera_reader is not None else 2 * actions.NUM_CAMERA_BINS)
+    assert camera_head.out_features in (2 * actions.NUM_CAMERA_BINS, actions.NUM_BUTTONS + 2 * actions.NUM_CAMERA_BINS)
     assert ACTION_DIM == actions.WORLD_MODEL_ACTION_DIM
     assert configs["label"].model == configs["idm"]["idm"].out
 
