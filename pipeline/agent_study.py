@@ -121,8 +121,9 @@ PRESETS: dict[str, StudySizes] = {
     # 96 episodes a cell: a success rate's 95% interval about +-0.1 (at 32, +-0.16, wider than the
     # 0.1 of the goal's 90% ratio; docs/agent.md, session 30). Evaluation is about a third of the study.
     # Two BC seeds a policy: one seed moved MineStone's return from 4.85 to 7.58 on the same data (session 31).
-    # 320 episodes of labeled play: the IDM's camera reader over-fits 64 (issue 18's log, section 39).
-    "tiny": StudySizes(idm_episodes=320, eval_episodes=96, bc_seeds=2,
+    # 64 episodes of labeled play: with 320 (the camera reader's data in make demo) MineStone fell to 0.59 / 0.45 of
+    # bc-env (study11, 2026-12-04; docs/agent.md), so the study keeps 64 until that is understood.
+    "tiny": StudySizes(eval_episodes=96, bc_seeds=2,
                        expected="at most 30 minutes of 2 CPU cores (3,600 CPU-seconds)"),
     "small": StudySizes(steps=1000, idm_episodes=200, footage_episodes=200, idm_preset="small", idm_max_steps=20000,
                         bc_preset="small", bc_max_steps=20000, bc_batch_size=32, eval_episodes=200, videos=2,

@@ -801,12 +801,12 @@ def test_the_idms_labeled_play_is_shared_evenly_over_the_studied_tasks_worlds():
     from worldloom.pipeline.agent_study import StudyConfig, StudySizes, stage_configs, study_paths
 
     cfg = StudyConfig(out="o")
-    assert cfg.labeled_split == {"collect_logs": 80, "mine_stone": 80, "explore": 80, "find_water": 80}  # tiny's 320
+    assert cfg.labeled_split == {"collect_logs": 16, "mine_stone": 16, "explore": 16, "find_water": 16}
     odd = StudyConfig(out="o", sizes=StudySizes(idm_episodes=6), tasks=("explore", "find_water", "mine_stone"))
     assert odd.labeled_split == {"mine_stone": 2, "explore": 2, "find_water": 2}
     assert StudyConfig(out="o", sizes=StudySizes(idm_episodes=2)).labeled_split == {"collect_logs": 1, "mine_stone": 1}
     voxel = StudyConfig(out="o", labeled_worlds="voxel")
-    assert voxel.labeled_split == {"voxel": 320}
+    assert voxel.labeled_split == {"voxel": 64}
     configs = stage_configs(cfg, study_paths(Path("o"), cfg.task_names, tuple(cfg.labeled_split), cfg.resolved_sizes.bc_seeds))
     labeled = {k: c for k, c in configs["capture"].items() if k.startswith("labeled")}
     bc = configs["bc"]  # the tiny preset clones bc-env and bc-idm on two seeds each, from the same data
