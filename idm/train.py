@@ -102,7 +102,7 @@ class TrainConfig:
     reader_batch_size: int | None = doc("cached windows of motion matches the camera reader trains on each step, beside "
                                         "the trunk's (default: the preset's, 256 for tiny, else 64; models without "
                                         "a camera reader ignore it)", None)
-    reader_cache_gb: float = doc("memory for the camera reader's cache of motion matches (float16, about 5.5 kB a step "
+    reader_cache_gb: float = doc("memory for the camera reader's cache of motion matches (float16, about 6.2 kB a step "
                                  "of play at 64x64); episodes past it are read through the trunk's windows only", 4.0)
     button_pos_weight: float = doc("BCE weight of a pressed button against a released one (rare presses: F1)", 3.0)
     mirror: float = doc("probability that a training window is mirrored left-right (left/right swapped, yaw "
@@ -183,7 +183,7 @@ def losses(out: dict[str, torch.Tensor], buttons: torch.Tensor, camera_pos: torc
 
 class MatchCache:
     """The motion branch's raw matches (`MotionBranch.raw`) of every step of the training episodes, kept
-    in float16 on the CPU, and their camera targets: windows for the camera reader at about a fiftieth
+    in float16 on the CPU, and their camera targets: windows for the camera reader at about a thirtieth
     of the cost of the trunk's (the matching has no parameters, so a step's matches never change).
 
     Episodes are taken in a seeded order until `max_bytes`; a step's matches are those its window in
