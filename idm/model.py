@@ -66,10 +66,14 @@ class IDMConfig:
     camera_reader: int = doc("width of the camera reader: the camera's own temporal model over the motion branch's "
                              "matches, which training also feeds from a cache of them, many more windows a step than "
                              "the trunk sees (0: the camera comes from the trunk's head, as VPT's)", 0)
+    button_reader: int = doc("width of the button reader: the same kind of temporal model over the same cached numbers, "
+                             "whose button logits are added to the trunk's head's (0: the buttons come from the trunk "
+                             "alone, as VPT's)", 0)
 
     # Fields a checkpoint of an older format may lack (worldloom.checkpoint.FORMAT_VERSION): the version that added each.
     FIELDS_ADDED: ClassVar[dict[str, int]] = {"motion_scales": 2, "motion_sparse_window": 5,
-                                                  "motion_sparse_prior": 7, "camera_reader": 9}
+                                                  "motion_sparse_prior": 7, "camera_reader": 9,
+                                                  "button_reader": 10}
 
     def __post_init__(self) -> None:
         for name in ("height", "width", "num_frames", "stem_channels", "frame_dim", "hidden",
@@ -91,6 +95,9 @@ class IDMConfig:
         if self.camera_reader < 0 or (self.camera_reader and (not self.motion_channels or self.camera_reader % self.num_heads)):
             raise ValueError(f"IDMConfig.camera_reader must be 0, or a width divisible by num_heads ({self.num_heads}) with the "
                              f"motion branch on (motion_channels), got {self.camera_reader}")
+        if self.button_reader < 0 or (self.button_reader and (not self.camera_reader or self.button_reader % self.num_heads)):
+            raise ValueError(f"IDMConfig.button_reader must be 0, or a width divisible by num_heads ({self.num_heads}) with the "
+                             f"camera reader on (camera_reader), got {self.button_reader}")
         if self.temporal_conv_layers < 0:
             raise ValueError(f"IDMConfig.temporal_conv_layers must be >= 0, got {self.temporal_conv_layers}")
         if not self.motion_sparse_prior >= 0 or (self.motion_sparse_prior and not self.motion_sparse_window):
@@ -118,7 +125,7 @@ class IDMConfig:
     def feature_dim(self) -> int:
         """Width of `IDM.frame_features`: hidden, the sparse reader's 42 logits and the camera reader's
         per-step features, each when it is on."""
-        return self.hidden + self.direct_dim + self.camera_reader
+        return self.hidden + self.direct_dim + self.camera_reader + self.button_reader
 
     @property
     def context(self) -> int:
@@ -147,17 +154,17 @@ PRESETS: dict[str, IDMConfig] = {
     # Tests and CI smoke runs: seconds on one core; not meant to score well.
     "micro": IDMConfig(num_frames=8, stem_channels=8, stack_channels=(8, 16, 16), blocks_per_stack=1,
                        frame_dim=64, hidden=64, num_layers=1, num_heads=2, motion_channels=64, strided_stacks=1,
-                       temporal_conv_layers=2, motion_sparse_window=3, motion_sparse_prior=3.0, camera_reader=64),
+                       temporal_conv_layers=2, motion_sparse_window=3, motion_sparse_prior=3.0, camera_reader=64, button_reader=64),
     # Minutes on 2 CPU cores; about 2.2M parameters. One residual block per stack and an 8-channel
     # stem: 2.5x less CPU time per step than VPT's 2 blocks; windows of 16 frames (trained in
     # batches of 16): more windows per second of CPU and faster learning than 32 (docs/idm.md).
     # The motion branch (block matching, below) is what makes the camera learnable in that time.
     "tiny": IDMConfig(num_frames=16, motion_channels=256, strided_stacks=1, temporal_conv_layers=2, motion_sparse_window=3,
-                      motion_sparse_prior=3.0, camera_reader=128),
+                      motion_sparse_prior=3.0, camera_reader=128, button_reader=128),
     # An hour on a workstation (VPT's input size, 128x128, unless the pipeline names another).
     "small": IDMConfig(height=128, width=128, num_frames=64, stem_channels=32, stack_channels=(32, 64, 64), blocks_per_stack=2,
                        frame_dim=512, hidden=512, num_layers=4, num_heads=8, motion_channels=256, strided_stacks=1,
-                       temporal_conv_layers=2, motion_sparse_window=3, motion_sparse_prior=3.0, camera_reader=256),
+                       temporal_conv_layers=2, motion_sparse_window=3, motion_sparse_prior=3.0, camera_reader=256, button_reader=256),
     # The named variant: VPT's released 4x_idm (REFERENCES.md), about 0.5B parameters.
     "vpt": IDMConfig(height=128, width=128, num_frames=128, stem_channels=128, stack_channels=(256, 512, 512), blocks_per_stack=2,
                      frame_dim=256, hidden=4096, num_layers=2, num_heads=32),
@@ -283,10 +290,15 @@ class MotionBranch(nn.Module):
     @torch.no_grad()
     def match(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Frames t and t+1 (M, 3, h, w) -> per-cell features (M, (2r+1)^2 + 2 * temperatures, g, g)."""
-        r, (h, w) = self.radius, a.shape[-2:]
+        r, (h, w), side = self.radius, a.shape[-2:], 2 * self.radius + 1
         b = F.pad(b, (r, r, r, r), mode="replicate")
-        cost = torch.stack([F.adaptive_avg_pool2d((a - b[..., dy:dy + h, dx:dx + w]).abs(), self.grid).mean(1)
-                            for dy in range(2 * r + 1) for dx in range(2 * r + 1)], 1)  # (M, D, g, g): each cell's match
+        rows = []
+        for dy in range(side):  # a row of displacements at a time: the channels summed before the pooling
+            diff = a.new_empty(a.shape[0], side, h, w)  # (M, 2r + 1, h, w)
+            for dx in range(side):
+                torch.sum(torch.sub(a, b[..., dy:dy + h, dx:dx + w]).abs_(), 1, out=diff[:, dx])
+            rows.append(F.adaptive_avg_pool2d(diff, self.grid))
+        cost = torch.cat(rows, 1) / a.shape[1]  # (M, D, g, g): each cell's match, the mean absolute RGB difference
         z = (cost - cost.mean(1, keepdim=True)) / (cost.std(1, keepdim=True) + 1e-3)  # (M, D, g, g)
         cells = [z]
         for temp in self.temperatures:
@@ -376,6 +388,38 @@ class MotionBranch(nn.Module):
             feats.append(torch.cat([colour[:, :-1], colour[:, 1:] - colour[:, :-1]], -1).flatten(0, 1))  # (B*N, 6 g^2)
         return torch.cat(feats, 1).view(B, N1 - 1, -1)
 
+    def mirror_map(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`raw` of the frames mirrored left-right, as a gather and a sign: raw(flip(x)) equals
+        raw(x)[..., index] * sign (up to float rounding). index (num_raw,) int64, sign (num_raw,) float32.
+
+        Every number is a mirror-symmetric measurement: a cell's cost at displacement (dy, dx) is the
+        mirrored cell's at (dy, -dx), the expected dx and the sparse reader's dx change sign, the colour
+        layout's columns reverse (adaptive average pooling's cells are mirror-symmetric at any size). So
+        cached matches can be mirrored without matching again (the camera reader's cache)."""
+        g, r = self.grid, self.radius
+        side = 2 * r + 1
+        cells = torch.arange(g * g).view(g, g).flip(1).flatten()  # cell (i, j) -> (i, g - 1 - j)
+        index, sign, base = [], [], 0
+        for _ in self.scales:
+            for d in range(side * side):  # cost at (dy, dx) <- the mirrored cell's cost at (dy, -dx)
+                dy, dx = divmod(d, side)
+                index.append(base + (dy * side + side - 1 - dx) * g * g + cells)
+                sign.append(torch.ones(g * g))
+            for k in range(2 * len(self.temperatures)):  # expected (dy, dx) per temperature: dx negated
+                index.append(base + (side * side + k) * g * g + cells)
+                sign.append(torch.full((g * g,), -1.0 if k % 2 else 1.0))
+            base += (side * side + 2 * len(self.temperatures)) * g * g
+        if self.sparse_window:  # [answered, fraction, dy, dx, weights]: dx negated
+            index.append(base + torch.arange(self.SPARSE_FEATURES))
+            sign.append(torch.tensor([1.0, 1.0, 1.0, -1.0, 1.0, 1.0]))
+            base += self.SPARSE_FEATURES
+        if self.colour_grid:  # frame t's layout, then its change: (2, 3, g, g), columns reversed
+            c = self.colour_grid
+            layout = torch.arange(2 * 3 * c * c).view(2, 3, c, c).flip(3).flatten()
+            index.append(base + layout)
+            sign.append(torch.ones(2 * 3 * c * c))
+        return torch.cat(index).long(), torch.cat(sign)
+
     def direct(self, sparse: torch.Tensor) -> torch.Tensor:
         """The sparse reader's features (..., 6) -> its logits straight to the heads (..., 20 + 22)."""
         direct = self.sparse_logits(sparse)  # (..., 42)
@@ -454,9 +498,9 @@ class CameraReader(nn.Module):
     shape as the trunk's head (temporal convs, bidirectional transformer blocks), at width `camera_reader`.
     """
 
-    def __init__(self, cfg: IDMConfig, num_raw: int) -> None:
+    def __init__(self, cfg: IDMConfig, num_raw: int, width: int | None = None, outputs: int = 2 * NUM_CAMERA_BINS) -> None:
         super().__init__()
-        width = cfg.camera_reader
+        width = width or cfg.camera_reader
         self.norm_in = nn.LayerNorm(num_raw)
         self.embed = nn.Sequential(nn.Linear(num_raw, width), nn.GELU(), nn.Linear(width, width))
         self.pos = nn.Parameter(torch.zeros(1, cfg.num_frames, width))
@@ -464,7 +508,7 @@ class CameraReader(nn.Module):
         block_cfg = dataclasses.replace(cfg, hidden=width)
         self.blocks = nn.ModuleList(Block(block_cfg) for _ in range(cfg.num_layers))
         self.norm = nn.LayerNorm(width)
-        self.head = nn.Linear(width, 2 * NUM_CAMERA_BINS)
+        self.head = nn.Linear(width, outputs)
         if not self.pos.is_meta:
             nn.init.normal_(self.pos, std=0.02)
 
@@ -473,12 +517,13 @@ class CameraReader(nn.Module):
         return self.embed(self.norm_in(raw))
 
     def logits(self, steps: torch.Tensor) -> torch.Tensor:
-        """Per-step features of one window (B, T, width) -> camera logits (B, T, 2, bins)."""
-        B, T, _ = steps.shape
+        """Per-step features of one window (B, T, width) -> logits (B, T, outputs): the camera reader's
+        2 x bins (axis-major), the button reader's 20."""
+        T = steps.shape[1]
         x = self.temporal(steps + self.pos[:, :T])  # (B, T, width)
         for block in self.blocks:
             x = block(x)
-        return self.head(self.norm(x)).view(B, T, 2, NUM_CAMERA_BINS)
+        return self.head(self.norm(x))
 
 
 class IDM(nn.Module):
@@ -501,6 +546,8 @@ class IDM(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.norm = nn.LayerNorm(cfg.hidden)
         self.camera_reader = CameraReader(cfg, self.motion.num_raw) if cfg.camera_reader else None
+        # the buttons' cheap path: a reader of the same numbers whose logits the trunk's head adds to
+        self.button_reader = CameraReader(cfg, self.motion.num_raw, cfg.button_reader, NUM_BUTTONS) if cfg.button_reader else None
         # with the camera reader on, the trunk's head reads the buttons only
         self.head = nn.Linear(cfg.hidden, NUM_BUTTONS + (0 if cfg.camera_reader else 2 * NUM_CAMERA_BINS))
         if not self.pos.is_meta:  # built for its shapes only (CPU above: see CPU)
@@ -531,23 +578,37 @@ class IDM(nn.Module):
             parts = [x + motion[..., :cfg.hidden], motion[..., cfg.hidden:]]  # the sparse reader's logits ride along
             if self.camera_reader is not None:
                 parts.append(self.camera_reader.steps(raw))  # (B, N, camera_reader)
+            if self.button_reader is not None:
+                parts.append(self.button_reader.steps(raw))  # (B, N, button_reader)
             x = torch.cat(parts, -1)
         return x
 
     def camera_from_raw(self, raw: torch.Tensor) -> torch.Tensor:
         """The camera reader on raw matches of one window (B, T, num_raw) -> camera logits (B, T, 2, bins):
         what `heads` gives for the camera of the same window (the sparse reader's camera logits added)."""
-        logits = self.camera_reader.logits(self.camera_reader.steps(raw))
+        return self.readers_from_raw(raw)["camera"]
+
+    def readers_from_raw(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The readers on raw matches of one window (B, T, num_raw) -> {"camera": (B, T, 2, bins)} and, with
+        the button reader on, {"buttons": (B, T, 20)}: the camera as `heads` gives it for the same window,
+        the buttons as the button reader alone reads them (the sparse reader's logits added to both)."""
+        B, T, _ = raw.shape
+        camera = self.camera_reader.logits(self.camera_reader.steps(raw)).view(B, T, 2, NUM_CAMERA_BINS)
+        out = {"camera": camera}
+        if self.button_reader is not None:
+            out["buttons"] = self.button_reader.logits(self.button_reader.steps(raw))
         if self.cfg.direct_dim:
             m = self.motion.num_match
             direct = self.motion.direct(raw[..., m:m + MotionBranch.SPARSE_FEATURES])
-            logits = logits + direct[..., NUM_BUTTONS:].unflatten(-1, (2, NUM_CAMERA_BINS))
-        return logits
+            out["camera"] = camera + direct[..., NUM_BUTTONS:].unflatten(-1, (2, NUM_CAMERA_BINS))
+            if "buttons" in out:
+                out["buttons"] = out["buttons"] + direct[..., :NUM_BUTTONS]
+        return out
 
     def heads(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """Features of one window (B, T, cfg.feature_dim), T <= num_frames -> logits {"buttons", "camera"}.
         The sparse reader's logits (where on) are added to the heads'; the camera reader (where on)
-        gives the camera."""
+        gives the camera, and the button reader's logits (where on) are added to the trunk's buttons."""
         B, T, _ = features.shape
         if T > self.cfg.num_frames:
             raise ValueError(f"a window holds at most {self.cfg.num_frames} frames, got {T}")
@@ -558,7 +619,11 @@ class IDM(nn.Module):
             x = block(x)  # (B, T, D)
         logits = self.head(self.norm(x))  # (B, T, 20 [+ 22])
         if self.camera_reader is not None:
-            logits = torch.cat([logits, self.camera_reader.logits(features[..., hidden + direct_dim:]).flatten(2)], -1)
+            start = hidden + direct_dim
+            logits = torch.cat([logits, self.camera_reader.logits(features[..., start:start + self.cfg.camera_reader])], -1)
+        if self.button_reader is not None:
+            reader = self.button_reader.logits(features[..., hidden + direct_dim + self.cfg.camera_reader:])  # (B, T, 20)
+            logits = logits + F.pad(reader, (0, logits.shape[-1] - NUM_BUTTONS))
         if direct.shape[-1]:  # (features cut to the trunk's width: the model without the sparse reader's logits)
             logits = logits + direct
         return {

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from worldloom import checkpoint as ckpt
-from worldloom.actions import camera_to_bin_position, two_hot
+from worldloom.actions import NUM_CAMERA_BINS, camera_to_bin_position, two_hot
 from worldloom.config import doc, to_json_dict
 from worldloom.datasets.storage import content_ids
 from worldloom.errors import UserError
@@ -63,6 +63,7 @@ class TrainHparams:
     warmup_steps: int
     camera_weight: float = 1.0
     reader_batch_size: int = 64
+    trunk_every: int = 1
 
 
 # `tiny` is tuned for minutes on a CPU (docs/idm.md, "Making tiny learn fast"): T = 16 windows in
@@ -72,7 +73,11 @@ class TrainHparams:
 # buttons' F1 down to persistence's (macro F1 0.392 against 0.367; issue 18's log, section 32).
 # The camera reader's 256 cached windows a step cost about half of tiny's trunk step on one core (0.30 s
 # against 0.54 s); its held-out camera R² rose until about 64,000-96,000 windows (issue 18's log, section 39).
-TRAIN_PRESETS: dict[str, TrainHparams] = {"tiny": TrainHparams(batch_size=16, lr=3e-3, warmup_steps=10, reader_batch_size=256)}
+# With the button reader beside it, the trunk trains every third step: on a machine half as fast as the
+# one the demo was tuned on, every third step gave held-out macro F1 0.480 and camera R² 0.707 / 0.789
+# against 0.430 and 0.651 / 0.761 for every step (persistence 0.367, 0.689 / 0.764; section 40).
+TRAIN_PRESETS: dict[str, TrainHparams] = {"tiny": TrainHparams(batch_size=16, lr=3e-3, warmup_steps=10, reader_batch_size=256,
+                                                               trunk_every=3)}
 DEFAULT_HPARAMS = TrainHparams(batch_size=8, lr=1e-3, warmup_steps=50)
 
 METRIC_FIELDS = ("step", "lr", "loss", "button_loss", "camera_loss", "val_loss", "val_button_accuracy",
@@ -102,12 +107,16 @@ class TrainConfig:
     reader_batch_size: int | None = doc("cached windows of motion matches the camera reader trains on each step, beside "
                                         "the trunk's (default: the preset's, 256 for tiny, else 64; models without "
                                         "a camera reader ignore it)", None)
+    trunk_every: int | None = doc("the trunk trains on every this many steps, the readers alone on the others (a "
+                                  "trunk step costs several reader steps; default: the preset's, 1)", None)
     reader_cache_gb: float = doc("memory for the camera reader's cache of motion matches (float16, about 6.2 kB a step "
                                  "of play at 64x64); episodes past it are read through the trunk's windows only", 4.0)
     button_pos_weight: float = doc("BCE weight of a pressed button against a released one (rare presses: F1)", 3.0)
     mirror: float = doc("probability that a training window is mirrored left-right (left/right swapped, yaw "
                         "negated, hotbar reversed); measured worse on VoxelWorld, whose HUD is not symmetric "
                         "(docs/idm.md)", 0.0)
+    reader_mirror: float = doc("probability that a camera reader's cached window is mirrored left-right (its matches "
+                               "permuted as the mirrored frames' are, the yaw negated): twice the reader's data", 0.5)
     max_hours: float = doc("train on at most this many hours of labeled play (0: all; for scaling curves)", 0.0)
     val_fraction: float = doc("fraction of episodes held out for validation", 0.1)
     val_windows: int = doc("validation windows scored at each evaluation", 32)
@@ -123,7 +132,7 @@ class TrainConfig:
             raise ValueError("data must name at least one dataset directory")
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
-        for name in ("max_steps", "batch_size", "warmup_steps", "reader_batch_size"):
+        for name in ("max_steps", "batch_size", "warmup_steps", "reader_batch_size", "trunk_every"):
             value = getattr(self, name)
             if value is not None and value < (0 if name == "warmup_steps" else 1):
                 raise ValueError(f"{name} must be >= {0 if name == 'warmup_steps' else 1}, got {value}")
@@ -135,8 +144,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
-        if not 0 <= self.mirror <= 1:
-            raise ValueError(f"mirror must lie in [0, 1], got {self.mirror}")
+        for name in ("mirror", "reader_mirror"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         if self.button_pos_weight <= 0:
             raise ValueError(f"button_pos_weight must be > 0, got {self.button_pos_weight}")
         if self.lr is not None and not 0 < self.lr <= LR_MAX or not 0 <= self.min_lr_ratio <= 1:
@@ -156,9 +166,11 @@ class TrainConfig:
 
     @property
     def hparams(self) -> TrainHparams:
-        """batch_size, lr, warmup_steps, camera_weight and reader_batch_size: the given ones, else the preset's."""
+        """batch_size, lr, warmup_steps, camera_weight, reader_batch_size and trunk_every: the given ones, else the
+        preset's."""
         base = TRAIN_PRESETS.get(self.preset, DEFAULT_HPARAMS)
-        given = {k: getattr(self, k) for k in ("batch_size", "lr", "warmup_steps", "camera_weight", "reader_batch_size")
+        given = {k: getattr(self, k) for k in ("batch_size", "lr", "warmup_steps", "camera_weight", "reader_batch_size",
+                                               "trunk_every")
                  if getattr(self, k) is not None}
         return dataclasses.replace(base, **given)
 
@@ -171,20 +183,24 @@ def camera_loss(logits: torch.Tensor, camera_pos: torch.Tensor) -> torch.Tensor:
     return -(target * F.log_softmax(logits, -1)).sum(-1).mean() * 2
 
 
+def button_loss(logits: torch.Tensor, buttons: torch.Tensor, pos_weight: float = 1.0) -> torch.Tensor:
+    """BCE of button logits (B, T, 20) against 0/1 targets, summed over the 20 buttons (presses weighted
+    by pos_weight)."""
+    weight = torch.full((buttons.shape[-1],), float(pos_weight), device=buttons.device)
+    return F.binary_cross_entropy_with_logits(logits.float(), buttons, pos_weight=weight, reduction="none").sum(-1).mean()
+
+
 def losses(out: dict[str, torch.Tensor], buttons: torch.Tensor, camera_pos: torch.Tensor,
            pos_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(button loss, camera loss): BCE summed over the 20 buttons (presses weighted by pos_weight),
-    and `camera_loss`."""
-    weight = torch.full((buttons.shape[-1],), float(pos_weight), device=buttons.device)
-    button_loss = F.binary_cross_entropy_with_logits(out["buttons"].float(), buttons, pos_weight=weight,
-                                                     reduction="none").sum(-1).mean()
-    return button_loss, camera_loss(out["camera"], camera_pos)
+    """(button loss, camera loss): `button_loss` and `camera_loss`."""
+    return button_loss(out["buttons"], buttons, pos_weight), camera_loss(out["camera"], camera_pos)
 
 
 class MatchCache:
     """The motion branch's raw matches (`MotionBranch.raw`) of every step of the training episodes, kept
-    in float16 on the CPU, and their camera targets: windows for the camera reader at about a thirtieth
-    of the cost of the trunk's (the matching has no parameters, so a step's matches never change).
+    in float16 on the CPU, and their camera and button targets: windows for the camera and button readers
+    at about a thirtieth of the cost of the trunk's (the matching has no parameters, so a step's matches
+    never change), mirrored left-right by a permutation where asked (`MotionBranch.mirror_map`).
 
     Episodes are taken in a seeded order until `max_bytes`; a step's matches are those its window in
     the trunk sees (the frame after an episode's last one black, as `idm_data.padded_frames` pads).
@@ -194,8 +210,9 @@ class MatchCache:
 
     def __init__(self, model: IDM, episodes: list, max_bytes: float, seed: int, device: torch.device) -> None:
         self.num_frames = model.cfg.num_frames
+        self.mirror_index, self.mirror_sign = model.motion.mirror_map()  # raw of the frames mirrored left-right
         per_step = 2 * model.motion.num_raw  # float16 bytes
-        self.raw, self.camera_pos, self.index = [], [], {}  # index: episode's position in `episodes` -> in raw
+        self.raw, self.camera_pos, self.buttons, self.index = [], [], [], {}  # index: episode's position in `episodes` -> in raw
         used = 0
         for i in np.random.default_rng([seed, 5381]).permutation(len(episodes)):
             ep = episodes[i]
@@ -211,30 +228,51 @@ class MatchCache:
                 parts.append(model.motion.raw(pixels)[0].to("cpu", torch.float16))  # (n, num_raw)
             self.raw.append(torch.cat(parts))
             self.camera_pos.append(torch.from_numpy(camera_to_bin_position(ep.camera[:ep.num_steps]).astype(np.float32)))
+            self.buttons.append(torch.from_numpy(np.ascontiguousarray(ep.buttons[:ep.num_steps], dtype=np.float32)))
         self.nbytes = used
 
     @property
     def num_steps(self) -> int:
         return sum(len(r) for r in self.raw)
 
+    def mirrored(self, raw: torch.Tensor, pos: torch.Tensor, buttons: torch.Tensor,
+                 flips: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Windows raw (B, T, num_raw), camera bin positions (B, T, 2) and buttons (B, T, 20) with those where
+        `flips` (B,) is true mirrored left-right: the matches of the mirrored frames
+        (`MotionBranch.mirror_map`), the yaw negated and the buttons swapped (`idm_data.mirror_window`)."""
+        if not flips.any():
+            return raw, pos, buttons
+        rows = torch.from_numpy(np.flatnonzero(flips))
+        raw, pos, buttons = raw.clone(), pos.clone(), buttons.clone()
+        raw[rows] = raw[rows][..., self.mirror_index] * self.mirror_sign.to(raw.dtype)
+        pos[rows, :, 1] = (NUM_CAMERA_BINS - 1) - pos[rows, :, 1]
+        buttons[rows] = buttons[rows][..., torch.from_numpy(np.asarray(idm_data.MIRROR_BUTTONS))]
+        return raw, pos, buttons
+
     def windows(self, batch: dict[str, np.ndarray]) -> torch.Tensor | None:
-        """The matches (B, T, num_raw) float32 of a batch of `idm_data.sample_windows`, or None where one of
-        its windows is mirrored or not cached (the model then matches its frames itself)."""
-        if batch["mirrored"].any() or not all(int(i) in self.index for i in batch["episode"]):
+        """The matches (B, T, num_raw) float32 of a batch of `idm_data.sample_windows` (mirrored where its
+        windows are), or None where one of its windows' episodes is not cached (the model then matches
+        its frames itself)."""
+        if not all(int(i) in self.index for i in batch["episode"]):
             return None
         T = batch["camera_pos"].shape[1]
-        return torch.stack([self.raw[self.index[int(i)]][s:s + T] for i, s in zip(batch["episode"], batch["start"], strict=True)]).float()
+        raw = torch.stack([self.raw[self.index[int(i)]][s:s + T] for i, s in zip(batch["episode"], batch["start"], strict=True)]).float()
+        return self.mirrored(raw, torch.zeros(len(raw), T, 2), torch.zeros(len(raw), T, 20), batch["mirrored"])[0]
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random windows of T steps: raw (B, T, num_raw) float32, camera bin positions (B, T, 2); episodes
-        drawn in proportion to their windows, as `idm_data.sample_windows` draws the trunk's."""
+    def sample(self, batch_size: int, rng: np.random.Generator,
+               mirror: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Random windows of T steps: raw (B, T, num_raw) float32, camera bin positions (B, T, 2), buttons
+        (B, T, 20) 0/1; episodes drawn in proportion to their windows, as `idm_data.sample_windows` draws
+        the trunk's; each mirrored left-right with probability `mirror`."""
         T = self.num_frames
         counts = np.array([len(r) - T + 1 for r in self.raw], dtype=np.float64)
         picks = rng.choice(len(self.raw), size=batch_size, p=counts / counts.sum())
         starts = [int(rng.integers(0, counts[i])) for i in picks]
         raw = torch.stack([self.raw[i][s:s + T] for i, s in zip(picks, starts, strict=True)]).float()
         pos = torch.stack([self.camera_pos[i][s:s + T] for i, s in zip(picks, starts, strict=True)])
-        return raw, pos
+        buttons = torch.stack([self.buttons[i][s:s + T] for i, s in zip(picks, starts, strict=True)])
+        flips = rng.random(batch_size) < mirror if mirror > 0 else np.zeros(batch_size, bool)
+        return self.mirrored(raw, pos, buttons, flips)
 
 
 def to_device(batch: dict[str, np.ndarray], device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -340,26 +378,38 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
         spent = time.perf_counter() - start
         state["elapsed_s"] += spent  # counted in --minutes, every resume's own
         print(f"idm train: cached the motion matches of {cache.num_steps} steps of play ({cache.nbytes / 2**20:.0f} MiB, "
-              f"{len(cache.raw)} of {len(train_eps)} episodes) for the camera reader in {spent:.0f} s", file=sys.stderr)
+              f"{len(cache.raw)} of {len(train_eps)} episodes) for the readers in {spent:.0f} s", file=sys.stderr)
         if not cache.raw:
             raise UserError(f"--reader-cache-gb {cfg.reader_cache_gb:g} holds no episode of the training data; give it more")
     model.train()
 
     def loss_of(step: int):
+        if cache is not None and step % hp.trunk_every:  # the readers alone (the trunk's weights keep no gradient)
+            return readers_loss(step)
         batch = idm_data.sample_windows(train_eps, hp.batch_size, mcfg.num_frames, mcfg.context,
                                         np.random.default_rng([cfg.seed, step]), mirror=cfg.mirror)
         frames, buttons, camera_pos = to_device(batch, device)
         raw = cache.windows(batch) if cache is not None else None  # the trunk's own windows' matches, where cached
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out = model(frames, None if raw is None else raw.to(device))
-            if cache is not None:  # the camera reader's cached windows (never mirrored: matched as recorded)
-                reader_raw, reader_pos = cache.sample(hp.reader_batch_size, np.random.default_rng([cfg.seed, step, 1]))
-                reader_logits = model.camera_from_raw(reader_raw.to(device))
         b_loss, c_loss = losses(out, buttons, camera_pos, cfg.button_pos_weight)
-        if cache is not None:  # every window's camera weighs the same
-            r_loss = camera_loss(reader_logits, reader_pos.to(device))
-            c_loss = (c_loss * hp.batch_size + r_loss * hp.reader_batch_size) / (hp.batch_size + hp.reader_batch_size)
+        if cache is not None:  # every window weighs the same
+            n, r = hp.batch_size, hp.reader_batch_size
+            _, parts = readers_loss(step)
+            c_loss = (c_loss * n + parts["camera_loss"] * r) / (n + r)
+            if "button_loss" in parts:  # the button reader alone on its windows, with the trunk on the trunk's
+                b_loss = (b_loss * n + parts["button_loss"] * r) / (n + r)
         return b_loss + hp.camera_weight * c_loss, {"button_loss": b_loss, "camera_loss": c_loss}
+
+    def readers_loss(step: int):
+        """The readers on `reader_batch_size` cached windows: (loss, its parts)."""
+        raw, pos, buttons = cache.sample(hp.reader_batch_size, np.random.default_rng([cfg.seed, step, 1]), cfg.reader_mirror)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = model.readers_from_raw(raw.to(device))
+        parts = {"camera_loss": camera_loss(out["camera"], pos.to(device))}
+        if "buttons" in out:
+            parts["button_loss"] = button_loss(out["buttons"], buttons.to(device), cfg.button_pos_weight)
+        return parts.get("button_loss", 0.0) + hp.camera_weight * parts["camera_loss"], parts
 
     def lr_of(step: int, total_steps: int) -> float:
         return lr_at(step, peak_lr=hp.lr, warmup_steps=hp.warmup_steps, total_steps=total_steps,

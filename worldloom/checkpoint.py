@@ -54,8 +54,9 @@ __all__ = ["FORMAT_VERSION", "CONFIG_FILE", "CHECKPOINT_DIR", "STATE_FILE", "wri
 # 7 (2026-12-03): the IDM's motion_sparse_prior (idm/model.py); a version-6 run had none.
 # 8 (2026-12-03): the world model's sprint_fov_deg (pretrain/model.py); a version-7 run had none (its view never zooms).
 # 9 (2026-12-04): the IDM's camera_reader (idm/model.py); a version-8 run had none (its camera came from the trunk).
-FORMAT_VERSION = 9
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+# 10 (2026-12-04): the IDM's button_reader; a version-9 run had none (its buttons came from the trunk alone).
+FORMAT_VERSION = 10
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
