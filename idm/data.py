@@ -165,11 +165,17 @@ _MIRROR_NAMES = {"left": "right", "right": "left", **{f"hotbar.{k}": f"hotbar.{1
 MIRROR_BUTTONS = np.array([BUTTONS.index(_MIRROR_NAMES.get(name, name)) for name in BUTTONS])
 
 
+def mirror_labels(buttons: np.ndarray, camera_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Buttons (..., 20) and camera bin positions (..., 2) of play mirrored left-right: `left` and `right`
+    swapped, the hotbar reversed, the yaw negated."""
+    camera_pos = camera_pos.copy()
+    camera_pos[..., 1] = (NUM_CAMERA_BINS - 1) - camera_pos[..., 1]  # mu-law bins are symmetric about the middle one
+    return buttons[..., MIRROR_BUTTONS], camera_pos
+
+
 def mirror_window(frames: np.ndarray, buttons: np.ndarray, camera_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A window (frames (N, H, W, 3), buttons (T, 20), camera bin positions (T, 2)) mirrored left-right."""
-    camera_pos = camera_pos.copy()
-    camera_pos[:, 1] = (NUM_CAMERA_BINS - 1) - camera_pos[:, 1]  # mu-law bins are symmetric about the middle one
-    return np.ascontiguousarray(frames[:, :, ::-1]), buttons[:, MIRROR_BUTTONS], camera_pos
+    return (np.ascontiguousarray(frames[:, :, ::-1]), *mirror_labels(buttons, camera_pos))
 
 
 def sample_windows(episodes: list[Episode], batch_size: int, num_frames: int, context: int,

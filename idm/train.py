@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from worldloom import checkpoint as ckpt
-from worldloom.actions import NUM_CAMERA_BINS, camera_to_bin_position, two_hot
+from worldloom.actions import camera_to_bin_position, two_hot
 from worldloom.config import doc, to_json_dict
 from worldloom.datasets.storage import content_ids
 from worldloom.errors import UserError
@@ -104,9 +104,9 @@ class TrainConfig:
     weight_decay: float = doc("AdamW weight decay", 0.05)
     camera_weight: float | None = doc("weight of the camera cross-entropy beside the button loss (default: the "
                                       "preset's: 1)", None)
-    reader_batch_size: int | None = doc("cached windows of motion matches the camera reader trains on each step, beside "
-                                        "the trunk's (default: the preset's, 256 for tiny, else 64; models without "
-                                        "a camera reader ignore it)", None)
+    reader_batch_size: int | None = doc("cached windows of motion matches the camera and button readers train on each "
+                                        "step, beside the trunk's (default: the preset's, 256 for tiny, else 64; models "
+                                        "without the readers ignore it)", None)
     trunk_every: int | None = doc("the trunk trains on every this many steps, the readers alone on the others (a "
                                   "trunk step costs several reader steps; default: the preset's, 1)", None)
     reader_cache_gb: float = doc("memory for the camera reader's cache of motion matches (float16, about 6.2 kB a step "
@@ -115,8 +115,9 @@ class TrainConfig:
     mirror: float = doc("probability that a training window is mirrored left-right (left/right swapped, yaw "
                         "negated, hotbar reversed); measured worse on VoxelWorld, whose HUD is not symmetric "
                         "(docs/idm.md)", 0.0)
-    reader_mirror: float = doc("probability that a camera reader's cached window is mirrored left-right (its matches "
-                               "permuted as the mirrored frames' are, the yaw negated): twice the reader's data", 0.5)
+    reader_mirror: float = doc("probability that a readers' cached window is mirrored left-right (its matches "
+                               "permuted as the mirrored frames' are, its labels as --mirror's): twice the readers' data",
+                               0.5)
     max_hours: float = doc("train on at most this many hours of labeled play (0: all; for scaling curves)", 0.0)
     val_fraction: float = doc("fraction of episodes held out for validation", 0.1)
     val_windows: int = doc("validation windows scored at each evaluation", 32)
@@ -235,19 +236,15 @@ class MatchCache:
     def num_steps(self) -> int:
         return sum(len(r) for r in self.raw)
 
-    def mirrored(self, raw: torch.Tensor, pos: torch.Tensor, buttons: torch.Tensor,
-                 flips: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Windows raw (B, T, num_raw), camera bin positions (B, T, 2) and buttons (B, T, 20) with those where
-        `flips` (B,) is true mirrored left-right: the matches of the mirrored frames
-        (`MotionBranch.mirror_map`), the yaw negated and the buttons swapped (`idm_data.mirror_window`)."""
+    def mirrored(self, raw: torch.Tensor, flips: np.ndarray) -> torch.Tensor:
+        """Windows' matches (B, T, num_raw) with those where `flips` (B,) is true replaced by the matches of
+        their frames mirrored left-right (`MotionBranch.mirror_map`)."""
         if not flips.any():
-            return raw, pos, buttons
+            return raw
         rows = torch.from_numpy(np.flatnonzero(flips))
-        raw, pos, buttons = raw.clone(), pos.clone(), buttons.clone()
+        raw = raw.clone()
         raw[rows] = raw[rows][..., self.mirror_index] * self.mirror_sign.to(raw.dtype)
-        pos[rows, :, 1] = (NUM_CAMERA_BINS - 1) - pos[rows, :, 1]
-        buttons[rows] = buttons[rows][..., torch.from_numpy(np.asarray(idm_data.MIRROR_BUTTONS))]
-        return raw, pos, buttons
+        return raw
 
     def windows(self, batch: dict[str, np.ndarray]) -> torch.Tensor | None:
         """The matches (B, T, num_raw) float32 of a batch of `idm_data.sample_windows` (mirrored where its
@@ -257,7 +254,7 @@ class MatchCache:
             return None
         T = batch["camera_pos"].shape[1]
         raw = torch.stack([self.raw[self.index[int(i)]][s:s + T] for i, s in zip(batch["episode"], batch["start"], strict=True)]).float()
-        return self.mirrored(raw, torch.zeros(len(raw), T, 2), torch.zeros(len(raw), T, 20), batch["mirrored"])[0]
+        return self.mirrored(raw, batch["mirrored"])
 
     def sample(self, batch_size: int, rng: np.random.Generator,
                mirror: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -272,7 +269,9 @@ class MatchCache:
         pos = torch.stack([self.camera_pos[i][s:s + T] for i, s in zip(picks, starts, strict=True)])
         buttons = torch.stack([self.buttons[i][s:s + T] for i, s in zip(picks, starts, strict=True)])
         flips = rng.random(batch_size) < mirror if mirror > 0 else np.zeros(batch_size, bool)
-        return self.mirrored(raw, pos, buttons, flips)
+        if flips.any():  # the labels as `idm_data.mirror_window` mirrors them
+            buttons[flips], pos[flips] = map(torch.from_numpy, idm_data.mirror_labels(buttons[flips].numpy(), pos[flips].numpy()))
+        return self.mirrored(raw, flips), pos, buttons
 
 
 def to_device(batch: dict[str, np.ndarray], device: torch.device) -> tuple[torch.Tensor, ...]:
