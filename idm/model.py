@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worldloom.actions import NUM_BUTTONS, NUM_CAMERA_BINS, two_hot_degrees
+from worldloom.actions import BUTTONS, NUM_BUTTONS, NUM_CAMERA_BINS, two_hot_degrees
 from worldloom.config import doc
 
 
@@ -69,11 +69,17 @@ class IDMConfig:
     button_reader: int = doc("width of the button reader: the same kind of temporal model over the same cached numbers, "
                              "whose button logits are added to the trunk's head's (0: the buttons come from the trunk "
                              "alone, as VPT's)", 0)
+    button_reader_skips: tuple[str, ...] = doc(
+        "buttons the button reader gives no logit for, left to the trunk alone: those that act on the world (attack "
+        "breaks the block in the crosshair, use places one) show in the scene's pixels, not in how the view moves. "
+        "Read from the matches, attack was released on 14-17% of the steps the expert held it in the agent study's "
+        "footage (the trunk alone: 1%), and a policy cloned from those labels mined stone in 0.56 of episodes "
+        "against 0.91 (docs/agent.md, session 35)", ())
 
     # Fields a checkpoint of an older format may lack (worldloom.checkpoint.FORMAT_VERSION): the version that added each.
     FIELDS_ADDED: ClassVar[dict[str, int]] = {"motion_scales": 2, "motion_sparse_window": 5,
                                                   "motion_sparse_prior": 7, "camera_reader": 9,
-                                                  "button_reader": 10}
+                                                  "button_reader": 10, "button_reader_skips": 11}
 
     def __post_init__(self) -> None:
         for name in ("height", "width", "num_frames", "stem_channels", "frame_dim", "hidden",
@@ -98,6 +104,10 @@ class IDMConfig:
         if self.button_reader < 0 or (self.button_reader and (not self.camera_reader or self.button_reader % self.num_heads)):
             raise ValueError(f"IDMConfig.button_reader must be 0, or a width divisible by num_heads ({self.num_heads}) with the "
                              f"camera reader on (camera_reader), got {self.button_reader}")
+        unknown = [b for b in self.button_reader_skips if b not in BUTTONS]
+        if not isinstance(self.button_reader_skips, tuple) or unknown:
+            raise ValueError(f"IDMConfig.button_reader_skips must be a tuple of button names ({', '.join(BUTTONS)}), "
+                             f"got {self.button_reader_skips!r}")
         if self.temporal_conv_layers < 0:
             raise ValueError(f"IDMConfig.temporal_conv_layers must be >= 0, got {self.temporal_conv_layers}")
         if not self.motion_sparse_prior >= 0 or (self.motion_sparse_prior and not self.motion_sparse_window):
@@ -150,21 +160,24 @@ class IDMConfig:
 # Every preset but `vpt` has the same architecture switches on (the motion branch and its sparse
 # reader, a stride-2 first stack, the temporal convs: measured on tiny, docs/idm.md) and differs
 # only in size; `vpt` is the named variant that is VPT's released 4x_idm exactly.
+WORLD_BUTTONS = ("attack", "use")  # what the presets' button reader leaves to the trunk (IDMConfig.button_reader_skips)
 PRESETS: dict[str, IDMConfig] = {
     # Tests and CI smoke runs: seconds on one core; not meant to score well.
     "micro": IDMConfig(num_frames=8, stem_channels=8, stack_channels=(8, 16, 16), blocks_per_stack=1,
                        frame_dim=64, hidden=64, num_layers=1, num_heads=2, motion_channels=64, strided_stacks=1,
-                       temporal_conv_layers=2, motion_sparse_window=3, motion_sparse_prior=3.0, camera_reader=64, button_reader=64),
+                       temporal_conv_layers=2, motion_sparse_window=3, motion_sparse_prior=3.0, camera_reader=64, button_reader=64,
+                       button_reader_skips=WORLD_BUTTONS),
     # Minutes on 2 CPU cores; about 2.2M parameters. One residual block per stack and an 8-channel
     # stem: 2.5x less CPU time per step than VPT's 2 blocks; windows of 16 frames (trained in
     # batches of 16): more windows per second of CPU and faster learning than 32 (docs/idm.md).
     # The motion branch (block matching, below) is what makes the camera learnable in that time.
     "tiny": IDMConfig(num_frames=16, motion_channels=256, strided_stacks=1, temporal_conv_layers=2, motion_sparse_window=3,
-                      motion_sparse_prior=3.0, camera_reader=128, button_reader=128),
+                      motion_sparse_prior=3.0, camera_reader=128, button_reader=128, button_reader_skips=WORLD_BUTTONS),
     # An hour on a workstation (VPT's input size, 128x128, unless the pipeline names another).
     "small": IDMConfig(height=128, width=128, num_frames=64, stem_channels=32, stack_channels=(32, 64, 64), blocks_per_stack=2,
                        frame_dim=512, hidden=512, num_layers=4, num_heads=8, motion_channels=256, strided_stacks=1,
-                       temporal_conv_layers=2, motion_sparse_window=3, motion_sparse_prior=3.0, camera_reader=256, button_reader=256),
+                       temporal_conv_layers=2, motion_sparse_window=3, motion_sparse_prior=3.0, camera_reader=256, button_reader=256,
+                       button_reader_skips=WORLD_BUTTONS),
     # The named variant: VPT's released 4x_idm (REFERENCES.md), about 0.5B parameters.
     "vpt": IDMConfig(height=128, width=128, num_frames=128, stem_channels=128, stack_channels=(256, 512, 512), blocks_per_stack=2,
                      frame_dim=256, hidden=4096, num_layers=2, num_heads=32),
@@ -548,6 +561,9 @@ class IDM(nn.Module):
         self.camera_reader = CameraReader(cfg, self.motion.num_raw) if cfg.camera_reader else None
         # the buttons' cheap path: a reader of the same numbers whose logits the trunk's head adds to
         self.button_reader = CameraReader(cfg, self.motion.num_raw, cfg.button_reader, NUM_BUTTONS) if cfg.button_reader else None
+        # 1 for each button the reader reads, 0 for those it leaves to the trunk (its logit there is multiplied away)
+        self.register_buffer("reader_buttons", torch.tensor([float(b not in cfg.button_reader_skips) for b in BUTTONS]),
+                             persistent=False)
         # with the camera reader on, the trunk's head reads the buttons only
         self.head = nn.Linear(cfg.hidden, NUM_BUTTONS + (0 if cfg.camera_reader else 2 * NUM_CAMERA_BINS))
         if not self.pos.is_meta:  # built for its shapes only (CPU above: see CPU)
@@ -596,7 +612,7 @@ class IDM(nn.Module):
         camera = self.camera_reader.logits(self.camera_reader.steps(raw)).view(B, T, 2, NUM_CAMERA_BINS)
         out = {"camera": camera}
         if self.button_reader is not None:
-            out["buttons"] = self.button_reader.logits(self.button_reader.steps(raw))
+            out["buttons"] = self.button_reader.logits(self.button_reader.steps(raw)) * self.reader_buttons
         if self.cfg.direct_dim:
             m = self.motion.num_match
             direct = self.motion.direct(raw[..., m:m + MotionBranch.SPARSE_FEATURES])
@@ -622,7 +638,7 @@ class IDM(nn.Module):
             start = hidden + direct_dim
             logits = torch.cat([logits, self.camera_reader.logits(features[..., start:start + self.cfg.camera_reader])], -1)
         if self.button_reader is not None:
-            reader = self.button_reader.logits(features[..., hidden + direct_dim + self.cfg.camera_reader:])  # (B, T, 20)
+            reader = self.button_reader.logits(features[..., hidden + direct_dim + self.cfg.camera_reader:]) * self.reader_buttons
             logits = logits + F.pad(reader, (0, logits.shape[-1] - NUM_BUTTONS))
         if direct.shape[-1]:  # (features cut to the trunk's width: the model without the sparse reader's logits)
             logits = logits + direct

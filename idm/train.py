@@ -108,7 +108,7 @@ class TrainConfig:
                                         "step, beside the trunk's (default: the preset's, 256 for tiny, else 64; models "
                                         "without the readers ignore it)", None)
     trunk_every: int | None = doc("the trunk trains on every this many steps, the readers alone on the others (a "
-                                  "trunk step costs several reader steps; default: the preset's, 1)", None)
+                                  "trunk step costs several reader steps; default: the preset's, 3 for tiny, else 1)", None)
     reader_cache_gb: float = doc("memory for the camera reader's cache of motion matches (float16, about 6.2 kB a step "
                                  "of play at 64x64); episodes past it are read through the trunk's windows only", 4.0)
     button_pos_weight: float = doc("BCE weight of a pressed button against a released one (rare presses: F1)", 3.0)
@@ -184,11 +184,13 @@ def camera_loss(logits: torch.Tensor, camera_pos: torch.Tensor) -> torch.Tensor:
     return -(target * F.log_softmax(logits, -1)).sum(-1).mean() * 2
 
 
-def button_loss(logits: torch.Tensor, buttons: torch.Tensor, pos_weight: float = 1.0) -> torch.Tensor:
+def button_loss(logits: torch.Tensor, buttons: torch.Tensor, pos_weight: float = 1.0,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
     """BCE of button logits (B, T, 20) against 0/1 targets, summed over the 20 buttons (presses weighted
-    by pos_weight)."""
+    by pos_weight; `keep` (20,) 0/1: only the buttons it keeps)."""
     weight = torch.full((buttons.shape[-1],), float(pos_weight), device=buttons.device)
-    return F.binary_cross_entropy_with_logits(logits.float(), buttons, pos_weight=weight, reduction="none").sum(-1).mean()
+    bce = F.binary_cross_entropy_with_logits(logits.float(), buttons, pos_weight=weight, reduction="none")  # (B, T, 20)
+    return (bce if keep is None else bce * keep).sum(-1).mean()
 
 
 def losses(out: dict[str, torch.Tensor], buttons: torch.Tensor, camera_pos: torch.Tensor,
@@ -407,7 +409,8 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
             out = model.readers_from_raw(raw.to(device))
         parts = {"camera_loss": camera_loss(out["camera"], pos.to(device))}
         if "buttons" in out:
-            parts["button_loss"] = button_loss(out["buttons"], buttons.to(device), cfg.button_pos_weight)
+            parts["button_loss"] = button_loss(out["buttons"], buttons.to(device), cfg.button_pos_weight,
+                                               model.reader_buttons)  # the ones it leaves to the trunk are not its loss
         return parts.get("button_loss", 0.0) + hp.camera_weight * parts["camera_loss"], parts
 
     def lr_of(step: int, total_steps: int) -> float:

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from worldloom import checkpoint as run_format
+from worldloom.actions import BUTTONS
 from worldloom.datasets import Dataset, DatasetWriter
 from worldloom.errors import UserError
 from worldloom.idm import checkpoint, infer, metrics
@@ -319,12 +320,19 @@ def test_readers_give_the_camera_and_add_to_the_buttons_from_the_matches_alone()
         trunk_only = without.heads(feats[..., :without.cfg.feature_dim])["buttons"]
         direct = feats[..., cfg.hidden:cfg.hidden + 20]  # the sparse reader's button logits, in both
         torch.testing.assert_close(trunk_only + alone["buttons"] - direct, out["buttons"], atol=1e-5, rtol=1e-5)
+        # the buttons that act on the world are the trunk's alone: the reader gives them nothing
+        skipped = [BUTTONS.index(b) for b in cfg.button_reader_skips]
+        assert skipped == [BUTTONS.index("attack"), BUTTONS.index("use")]
+        assert torch.equal(alone["buttons"][..., skipped], direct[..., skipped])
+        assert torch.equal(out["buttons"][..., skipped], trunk_only[..., skipped])
         torch.testing.assert_close(alone["camera"], out["camera"], atol=1e-5, rtol=1e-5)
     assert torch.equal(moved["camera"], out["camera"]) and not torch.equal(moved["buttons"], out["buttons"])
     with pytest.raises(ValueError, match="camera_reader"):
         dataclasses.replace(cfg, motion_channels=0)
     with pytest.raises(ValueError, match="button_reader"):
         dataclasses.replace(cfg, camera_reader=0)
+    with pytest.raises(ValueError, match="button_reader_skips.*'atack'"):
+        dataclasses.replace(cfg, button_reader_skips=("atack",))
 
 
 def test_match_cache_holds_what_the_trunks_windows_match(voxel):
