@@ -13,15 +13,24 @@ a policy dreams in closed loop. The random and scripted players cannot see a gen
 in the real branch: the world model renders their play. In the real branch the env goes on for
 the same `horizon` steps, for the real score at the same horizon.
 
-The imagined score is a reward head's: a small network (the policy's frame encoder on a pair of
-frames) trained by regression on real transitions of the task, recorded with their engine
-rewards (`--data`: datasets captured in the task's world, e.g. the study's truth-<task>). It
-predicts the reward of each generated transition; the imagined return is their sum over the
-horizon, compared with the real return over the same steps. Reward events (an item gained, the
-water reached) are rare, so a quarter of each training batch is drawn from them: the head's sum
-ranks players but is not calibrated. The scorer is saved (kind "task_scorer") in
-WM_RUN/scorer-<Task> (or --scorer) with the datasets' content, and reused; asked again with --data,
-it is reused only for the same datasets, content and --scorer-steps (else one line: another --scorer).
+The imagined score is a critic's: a value head (the policy's frame encoder on one frame, an MLP)
+trained by regression on real play of the task, recorded with its engine rewards (`--data`: datasets
+captured in the task's world, e.g. the study's truth-<task> and labeled-<task>), to predict the
+discounted return to come from each frame (gamma 0.97: about 33 steps, 1.6 s of play, the scale of
+a dream). The imagined score is its mean over the generated frames: how near to the task's rewards
+the dreamt play keeps the player, Dreamer's critic read as a ranking. (Until 2026-12-05 a reward
+head on frame pairs summed the rewards of the generated transitions: on the agent study it ranked
+the players at Spearman 0.25 against their closed-loop returns, mean over the tasks, where the
+critic ranked them at 0.77; a reward event is rare and a dream of 48 steps holds almost none, and
+FindWater's one reward ends its episode, so no recorded transition showed it.) Reward events are
+rare, so a quarter of each training batch is drawn from the frames whose return to come is at least
+half the largest: the critic's mean ranks players but is not a calibrated return. Beside it, each
+row gives the critic's mean over the real branch's frames (`critic_real`): the imagined score a
+perfect world model would give, which tells the critic's errors from the world model's. The scorer
+is saved (kind "task_scorer") in WM_RUN/scorer-<Task> (or --scorer) with the datasets' content, and
+reused; asked again with --data, it is reused only for the same datasets, content and
+--scorer-steps (else one line: another --scorer). A scorer folder from before the critic (a reward
+head) is refused with one line: pass --scorer NEW_FOLDER.
 
 `rank_agreement` gives Spearman's rank correlation between players' imagined and real scores.
 """
@@ -50,18 +59,20 @@ from .model import FrameEncoder, PolicyConfig
 from .players import is_reference, make_controller, spec_name
 
 SCORER_KIND = "task_scorer"
-EVENT_SHARE = 0.25  # of each scorer batch drawn from transitions with a reward event
+EVENT_SHARE = 0.25  # of each scorer batch drawn from frames whose return to come is at least half the largest
+HEAD = "value"  # what a scorer run holds: the critic (runs from before 2026-12-05 held a reward head)
 
 
 @dataclass(frozen=True)
 class ScorerConfig:
-    """The reward head: a frame encoder on frames t and t+1, an MLP to the step's reward."""
+    """The critic: a frame encoder on one frame, an MLP to the discounted return to come."""
 
     height: int = doc("frame height", 64)
     width: int = doc("frame width", 64)
-    steps: int = doc("training steps", 300)
-    batch_size: int = doc("transitions per step", 64)
+    steps: int = doc("training steps", 600)
+    batch_size: int = doc("frames per step", 64)
     lr: float = doc("learning rate", 2e-3)
+    gamma: float = doc("discount per step of the return to come (0.97: about 33 steps, 1.6 s at 20 steps/s)", 0.97)
     seed: int = doc("seed", 0)
 
     @property
@@ -70,34 +81,47 @@ class ScorerConfig:
                             frame_dim=64, hidden=64, num_layers=1, num_heads=1)
 
 
-class RewardHead(nn.Module):
-    """(frame t, frame t+1) uint8 -> the reward of the step between them."""
+class ValueHead(nn.Module):
+    """Frames (N, H, W, 3) uint8 -> (N,) the discounted return to come from each, in the task's reward units."""
 
     def __init__(self, cfg: ScorerConfig):
         super().__init__()
         self.encoder = FrameEncoder(cfg.encoder)
         d = cfg.encoder.hidden
-        self.mlp = nn.Sequential(nn.Linear(3 * d, d), nn.GELU(), nn.Linear(d, 1))
+        self.mlp = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
+        self.register_buffer("scale", torch.ones(()))  # the targets' root mean square: trained on target / scale
 
-    def forward(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-        """before, after (N, H, W, 3) uint8 -> (N,) rewards."""
-        a, b = self.encoder(before), self.encoder(after)  # (N, D) each
-        return self.mlp(torch.cat([a, b, b - a], -1))[:, 0]
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.encoder(frames))[:, 0] * self.scale
+
+
+def returns_to_come(rewards: np.ndarray, gamma: float) -> np.ndarray:
+    """(N,) rewards, reward[t] for the step after frame t -> (N,) sum over k >= t of gamma^(k - t) reward[k]."""
+    out = np.zeros(len(rewards), np.float32)
+    g = 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        g = float(rewards[t]) + gamma * g
+        out[t] = g
+    return out
 
 
 def load_transitions(paths: tuple[str, ...], height: int, width: int,
                      task_id: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Frames (N, H, W, 3) and rewards (N - 1,) of every episode with recorded rewards."""
+    """Frames (N, H, W, 3) and rewards (N,) of every episode with recorded rewards; reward[t] is the step's after
+    frame t, the last one included (FindWater's one reward ends its episode: it has no frame after it)."""
     frames, rewards = [], []
     for ds in check_scorer_datasets(paths, height, width, task_id):
         for ep in ds.episode_ids:
             clip = ds.frames(ep)
-            r = np.nan_to_num(np.asarray(clip.rewards, np.float32))
-            if len(clip.frames) >= 2:
+            n = len(clip.frames)
+            r = np.zeros(n, np.float32)
+            recorded = np.nan_to_num(np.asarray(clip.rewards, np.float32))[:n]
+            r[:len(recorded)] = recorded
+            if n:
                 frames.append(np.asarray(clip.frames, np.uint8))
-                rewards.append(r[: len(clip.frames) - 1])
+                rewards.append(r)
     if not frames:
-        raise UserError(f"no episode with two or more frames in {', '.join(paths)} to train the task scorer on")
+        raise UserError(f"no episode with frames in {', '.join(paths)} to train the task scorer on")
     return frames, rewards
 
 
@@ -135,47 +159,53 @@ def check_scorer_env(path: str, ds, task_id: str) -> None:
 
 
 def train_scorer(cfg: ScorerConfig, task_id: str, data: tuple[str, ...], out: Path) -> Path:
-    """Fit a RewardHead on the datasets' transitions and save it as a run directory."""
+    """Fit a ValueHead on the datasets' frames and save it as a run directory."""
     frames, rewards = load_transitions(data, cfg.height, cfg.width, task_id)
-    index = np.array([(e, t) for e, r in enumerate(rewards) for t in range(len(r))])  # (N, 2)
-    flat = np.concatenate(rewards)
-    events = np.flatnonzero(np.abs(flat) >= 0.5)
+    targets = [returns_to_come(r, cfg.gamma) for r in rewards]
+    index = np.array([(e, t) for e, f in enumerate(frames) for t in range(len(f))])  # (N, 2)
+    flat = np.concatenate(targets)
+    near = np.flatnonzero(flat >= 0.5 * flat.max()) if flat.max() > 0 else np.zeros(0, np.int64)
     torch.manual_seed(cfg.seed)
-    model = RewardHead(cfg)
+    model = ValueHead(cfg)
+    scale = float(np.sqrt(np.mean(flat ** 2)))
+    model.scale.fill_(scale if scale > 0 else 1.0)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     rng = np.random.default_rng([cfg.seed, 0x5C0])
-    n_event = int(round(cfg.batch_size * EVENT_SHARE)) if events.size else 0
+    n_near = int(round(cfg.batch_size * EVENT_SHARE)) if near.size else 0
+    loss = torch.zeros(())
     for step in range(cfg.steps):
-        pick = np.concatenate([rng.integers(0, len(index), cfg.batch_size - n_event),
-                               rng.choice(events, n_event) if n_event else np.zeros(0, np.int64)])
-        before = torch.from_numpy(np.stack([frames[e][t] for e, t in index[pick]]))
-        after = torch.from_numpy(np.stack([frames[e][t + 1] for e, t in index[pick]]))
+        pick = np.concatenate([rng.integers(0, len(index), cfg.batch_size - n_near),
+                               rng.choice(near, n_near) if n_near else np.zeros(0, np.int64)])
+        x = torch.from_numpy(np.stack([frames[e][t] for e, t in index[pick]]))
         target = torch.from_numpy(flat[pick])
-        loss = F.mse_loss(model(before, after), target)
+        loss = F.mse_loss(model(x) / model.scale, target / model.scale)
         check_finite(loss.item(), None, step + 1, None)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     out.mkdir(parents=True, exist_ok=True)
-    ckpt.write_run_config(out, SCORER_KIND, {"scorer": to_json_dict(cfg), "task": task_id, "data": list(data),
-                                            ckpt.DATA_CONTENT: content_ids(data),
-                                            "transitions": int(len(index)), "events": int(events.size)})
+    ckpt.write_run_config(out, SCORER_KIND, {"scorer": to_json_dict(cfg), "head": HEAD, "task": task_id,
+                                            "data": list(data), ckpt.DATA_CONTENT: content_ids(data),
+                                            "frames": int(len(index)), "near_reward_frames": int(near.size)})
     ckpt.save_checkpoint(out, SCORER_KIND, {"model": model.state_dict()}, {"step": cfg.steps, "loss": loss.item()})
     return out
 
 
-def load_scorer(run_dir: Path, task_id: str) -> tuple[RewardHead, ScorerConfig]:
+def load_scorer(run_dir: Path, task_id: str) -> tuple[ValueHead, ScorerConfig]:
     doc_ = ckpt.read_run_config(run_dir, SCORER_KIND)
     if doc_.get("task") != task_id:
         raise UserError(f"{run_dir} scores {doc_.get('task')}, not {task_id}: pass --scorer for this task")
+    if doc_.get("head") != HEAD:
+        raise UserError(f"{run_dir} holds a reward head from before 2026-12-05, not the critic dreams are scored "
+                        "with now: pass --scorer NEW_FOLDER with --data to train one")
     cfg = ScorerConfig(**doc_["scorer"])
     tensors, _ = ckpt.load_checkpoint(run_dir, SCORER_KIND, ("model",))
-    model = RewardHead(cfg)
+    model = ValueHead(cfg)
     ckpt.load_weights_into(model, tensors["model"], Path(run_dir) / ckpt.CHECKPOINT_DIR / "model.safetensors")
     return model.eval(), cfg
 
 
-def scorer_for(cfg, resolution: int) -> tuple[RewardHead, str]:
+def scorer_for(cfg, resolution: int) -> tuple[ValueHead, str]:
     """The eval's task scorer: --scorer, else WM_RUN/scorer-<Task>, trained from --data when missing."""
     task = cfg.task_spec
     run = Path(cfg.scorer) if cfg.scorer else Path(cfg.in_world_model) / f"scorer-{task.name}"
@@ -185,7 +215,7 @@ def scorer_for(cfg, resolution: int) -> tuple[RewardHead, str]:
                             f"(e.g. `worldloom capture run --env {task.env_id} --resolution {resolution} --out DIR`) to "
                             "train one, or --scorer RUN")
         check_scorer_datasets(cfg.data, resolution, resolution, task.env_id)
-        print(f"agent dream: training the {task.name} scorer on {', '.join(cfg.data)}", file=sys.stderr)
+        print(f"agent dream: training the {task.name} critic on {', '.join(cfg.data)}", file=sys.stderr)
         train_scorer(ScorerConfig(height=resolution, width=resolution, steps=cfg.scorer_steps, seed=cfg.seed), task.env_id,
                      cfg.data, run)
     elif cfg.data:
@@ -290,8 +320,9 @@ def _to_arrays(actions: list[dict]) -> torch.Tensor:
     return encode_actions(torch.from_numpy(buttons), torch.from_numpy(camera))  # (B, 24)
 
 
-def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, scorer: RewardHead) -> list[dict]:
-    """Play `work` [(index, seed)] with a real branch and an imagined one; -> one row per episode."""
+def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, scorer: ValueHead) -> list[dict]:
+    """Play `work` [(index, seed)] with a real branch and an imagined one; -> one row per episode: the critic's
+    mean over the dreamt frames (`imagined`) and over the real branch's (`critic_real`), the real return."""
     from worldloom.envs.tasks import make_task_env, short_name
     from worldloom.pretrain.data import frames_to_model, model_to_frames
     from worldloom.pretrain.flow import SampleConfig, clip_generators
@@ -331,15 +362,15 @@ def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, sc
     imagination = Imagination(wm, codec, x, torch.stack([_to_arrays(a) for a in ctx_actions[:-1]], 1)
                               if context > 1 else torch.zeros(B, 0, 24), SampleConfig(num_steps=cfg.sample_steps))
     gen = clip_generators(cfg.seed, [index for index, _ in work])  # an episode's dream whatever its batch
-    last_img, predicted = torch.from_numpy(ctx_frames[-1]), torch.zeros(B)
+    imagined, critic_real = torch.zeros(B), torch.zeros(B)
     action_real = action_img = ctx_actions[-1]
     film_real, film_img = [ctx_frames[-1].copy()], [ctx_frames[-1].copy()]
     for _ in range(H):
         step_real(action_real)
         new = model_to_frames(imagination.step(_to_arrays(action_img), gen))  # (B, S, S, 3) uint8
         with torch.no_grad():
-            predicted += scorer(last_img, new)
-        last_img = new
+            imagined += scorer(new) / H
+            critic_real += scorer(torch.from_numpy(obs)) / H
         film_real.append(obs.copy())
         film_img.append(new.numpy())
         action_real = real.act(obs, infos)
@@ -347,7 +378,8 @@ def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, sc
     end_progress = np.array([info["task"]["progress"] for info in infos])
     rows = []
     for k, (index, seed) in enumerate(work):
-        rows.append({"index": index, "seed": seed, "imagined": round(float(predicted[k]), 4),
+        rows.append({"index": index, "seed": seed, "imagined": round(float(imagined[k]), 4),
+                     "critic_real": round(float(critic_real[k]), 4),
                      "real": round(float(end_progress[k] - start_progress[k]), 4),
                      "frames": (np.stack([f[k] for f in film_real]), np.stack([f[k] for f in film_img]))})
     return rows
@@ -385,6 +417,8 @@ def dream(cfg) -> dict:
                "task": cfg.task_spec.env_id, "mode": "dream", "episodes": len(rows),
                "imagined": dict(zip(("mean", "low", "high"), bootstrap_ci(imagined, cfg.seed), strict=True)),
                "real": dict(zip(("mean", "low", "high"), bootstrap_ci(real_scores, cfg.seed), strict=True)),
+               "critic_real": dict(zip(("mean", "low", "high"),
+                                       bootstrap_ci(np.array([r["critic_real"] for r in rows]), cfg.seed), strict=True)),
                "context": wm.cfg.num_frames - 1, "horizon": cfg.horizon, "world_model": cfg.in_world_model,
                "scorer": scorer_run, "videos": videos, "wall_s": round(time.perf_counter() - t0, 2),
                "config": to_json_dict(cfg), "rows": rows}
@@ -412,23 +446,31 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def rank_agreement(players: dict[str, dict], closed_loop: dict[str, dict] | None = None) -> dict[str, dict]:
-    """Per task (and "all", the mean over tasks): Spearman of the players' mean imagined score
-    against their mean real return at the same horizon and, when given, in closed-loop evaluation."""
+    """Per task (and "all", the mean over tasks): Spearman of the players' mean imagined score against their mean
+    real return at the same horizon (`spearman`) and, when given, in closed-loop evaluation (`spearman_closed_loop`);
+    `critic_closed_loop`: the critic's mean over the real branch's frames against the closed-loop return, the
+    ranking a perfect world model would give; `horizon_closed_loop`: the real return at the dream's horizon against
+    the closed-loop return, the ranking a perfect world model and a perfect scorer would give at this horizon."""
     by_task: dict[str, list[tuple[str, dict]]] = {}
     for key, v in players.items():
         by_task.setdefault(key.split("|")[1], []).append((key, v))
+    names = ("spearman", "spearman_closed_loop", "critic_closed_loop", "horizon_closed_loop")
     out = {}
     for task, items in by_task.items():
         imagined = np.array([v["imagined"]["mean"] for _, v in items])
         row = {"num_players": len(items), "spearman": spearman(imagined, np.array([v["real"]["mean"] for _, v in items]))}
         if closed_loop:
-            full = [closed_loop.get(k, {}).get("return", {}).get("mean", np.nan) for k, _ in items]
-            row["spearman_closed_loop"] = spearman(imagined, np.array(full))
+            full = np.array([closed_loop.get(k, {}).get("return", {}).get("mean", np.nan) for k, _ in items])
+            row["spearman_closed_loop"] = spearman(imagined, full)
+            row["horizon_closed_loop"] = spearman(np.array([v["real"]["mean"] for _, v in items]), full)
+            if all("critic_real" in v for _, v in items):
+                row["critic_closed_loop"] = spearman(np.array([v["critic_real"]["mean"] for _, v in items]), full)
         out[task] = row
-    for name in ("spearman", "spearman_closed_loop"):
+    for name in names:
         values = [r[name] for r in out.values() if name in r and r[name] == r[name]]
-        out.setdefault("all", {"num_players": len(players)})[name] = float(np.mean(values)) if values else float("nan")
+        if name in ("spearman", "spearman_closed_loop") or any(name in r for r in out.values()):
+            out.setdefault("all", {"num_players": len(players)})[name] = float(np.mean(values)) if values else float("nan")
     for row in out.values():  # null in JSON: why, beside it
         row["undefined"] = {k: "undefined: fewer than 2 players, or every player scored the same" for k in
-                            ("spearman", "spearman_closed_loop") if k in row and row[k] != row[k]}
+                            names if k in row and row[k] != row[k]}
     return out

@@ -90,8 +90,8 @@ class EvalConfig:
     horizon: int = doc("dreaming: imagined steps after the real context", 48)
     sample_steps: int = doc("dreaming: Euler steps per generated frame", 1)
     scorer: str | None = doc("dreaming: a task-scorer run (default: WM_RUN/scorer-<Task>, trained on --data if missing)", None)
-    data: tuple[str, ...] = doc("dreaming: datasets recorded on the task (with rewards) to train the task scorer on", ())
-    scorer_steps: int = doc("dreaming: training steps of a new task scorer", 300)
+    data: tuple[str, ...] = doc("dreaming: datasets recorded on the task (with rewards) to train the task scorer (a critic) on", ())
+    scorer_steps: int = doc("dreaming: training steps of a new task scorer (the critic; the study trains 600)", 300)
 
     def __post_init__(self) -> None:
         from worldloom.envs.tasks import task_by_name
@@ -489,8 +489,9 @@ def prune_videos(out: Path, keep: list[str], earlier: list[str]) -> list[Path]:
 def format_summary(s: dict) -> str:
     """One line: player, task, success rate and mean return (dreaming: imagined and real return) with intervals."""
     if s["mode"] == "dream":
-        im, real = s["imagined"], s["real"]
+        im, real, cr = s["imagined"], s["real"], s["critic_real"]
         return (f"{s['player']:<22} {s['task']:<26} imagined {im['mean']:.3f} [{im['low']:.3f}, {im['high']:.3f}]  "
+                f"critic on real frames {cr['mean']:.3f}  "
                 f"real {real['mean']:.3f} [{real['low']:.3f}, {real['high']:.3f}]  ({counted(s['episodes'], 'episode')}, "
                 f"{counted(s['horizon'], 'step')} dreamt)")
     sr, ret = s["success_rate"], s["return"]

@@ -74,9 +74,9 @@ class StudySizes:
     time_limit: int = doc("steps before an evaluation episode is cut (0: each task's own time limit)", 0)
     temperature: float = doc("the policies' sampling temperature in evaluation", 1.0)
     videos: int = doc("episodes filmed per player and task", 1)
-    dream_episodes: int = doc("with --world-model: imagined episodes per player and task", 8)
+    dream_episodes: int = doc("with --world-model: imagined episodes per player and task", 16)
     dream_horizon: int = doc("with --world-model: imagined steps after the real context", 48)
-    scorer_steps: int = doc("with --world-model: training steps of each task's reward head", 300)
+    scorer_steps: int = doc("with --world-model: training steps of each task's critic", 600)
     expected: str = doc("time and hardware, for --help", "")
 
     def __post_init__(self) -> None:
@@ -361,10 +361,18 @@ def dream_configs(cfg: StudyConfig, configs: dict, paths: dict[str, Any]) -> dic
     s = cfg.resolved_sizes
     return {(name, task): dataclasses.replace(c, in_world_model=cfg.world_model, episodes=s.dream_episodes,
                                               horizon=s.dream_horizon, videos=min(c.videos, 1),
-                                              scorer_steps=s.scorer_steps, data=(str(paths["truth"][task]),),
-                                              scorer=str(paths["dream"] / f"scorer-{task}"),  # on this study's truth
+                                              scorer_steps=s.scorer_steps, data=scorer_data(paths, task),
+                                              scorer=str(paths["dream"] / f"scorer-{task}"),  # on this study's play
                                               out=str(paths["dream"] / f"{name.replace(':', '-')}-{task}"))
             for (name, task), c in configs["eval"].items()}
+
+
+def scorer_data(paths: dict[str, Any], task: str) -> tuple[str, ...]:
+    """What a task's critic learns from: the footage player's play of the task with its true rewards, and the IDM's
+    labeled play recorded in the task's world when there is some (a player that wanders, stands and mines what it
+    meets: states the footage player never visits, as dreams and weaker players do)."""
+    labeled = paths["labeled"].get(task)
+    return (str(paths["truth"][task]),) + ((str(labeled),) if labeled is not None else ())
 
 
 def check_world_model_up_front(cfg: StudyConfig, configs: dict, paths: dict[str, Any]) -> None:
@@ -397,7 +405,8 @@ def run_dream(cfg: StudyConfig, configs: dict, paths: dict[str, Any]) -> tuple[d
     figures = {}
     for (name, task), dream_cfg in dream_configs(cfg, configs, paths).items():
         summary = evaluate(dream_cfg)
-        figures[f"{name}|{task}"] = {k: summary[k] for k in ("player", "task", "episodes", "imagined", "real", "videos")}
+        figures[f"{name}|{task}"] = {k: summary[k] for k in ("player", "task", "episodes", "imagined", "real", "critic_real",
+                                                             "videos")}
     closed_loop = StageRunner(Path(cfg.out).resolve(), None, STAGES, state_file="study.json").records.get("eval")
     return {}, {"players": figures, "agreement": rank_agreement(figures, closed_loop.figures if closed_loop else None)}
 

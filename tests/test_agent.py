@@ -698,6 +698,58 @@ def test_dreaming_scores_imagined_play_and_ranks_it(data, policy_run, tmp_path):
     assert np.isnan(dream.spearman(np.array([1, 2]), np.array([3, 3])))
 
 
+def test_the_critic_learns_the_return_to_come_up_to_an_episodes_last_reward(tmp_path):
+    """The task scorer is a critic: the discounted return to come from each frame. FindWater's one reward ends
+    its episode, and the reward head before it learned from (frame, next frame) pairs, so the last reward, which
+    has no next frame, never reached it and it scored every dream 0. The critic keeps it, and learns that the
+    frames near the water are worth more than the first ones."""
+    from worldloom.envs import make_env, make_player
+
+    assert np.allclose(dream.returns_to_come(np.array([0.0, 0.0, 1.0]), 0.5), [0.25, 0.5, 1.0])
+    env, player = make_env("find_water", height=64, width=64), make_player("expert", seed=1)
+    obs, info = env.reset(seed=1)  # water in 83 steps (on seed 0 the expert does not find it in 600)
+    frames, rewards, done = [], [], False
+    while not done:
+        frames.append(obs)
+        obs, reward, terminated, truncated, info = env.step(player.act(obs, info))
+        rewards.append(reward)
+        done = terminated or truncated
+    assert terminated and rewards[-1] == 1.0 and sum(rewards) == 1.0  # the expert walked into the water
+    with DatasetWriter(tmp_path / "water", 64, 64, fps=20) as w:
+        w.add_episode("ep-0", np.stack(frames), rewards=np.array(rewards, np.float32), env="find_water", seed=0,
+                      player="expert", label_source="none")
+    task = "worldloom/FindWater-v0"
+    loaded_frames, loaded_rewards = dream.load_transitions((str(tmp_path / "water"),), 64, 64, task)
+    assert len(loaded_rewards[0]) == len(loaded_frames[0]) == len(frames) and loaded_rewards[0][-1] == 1.0
+    run = dream.train_scorer(dream.ScorerConfig(steps=80), task, (str(tmp_path / "water"),), tmp_path / "critic")
+    critic, _ = dream.load_scorer(run, task)
+    with torch.no_grad():
+        value = critic(torch.from_numpy(np.stack(frames))).numpy()
+    n = len(frames) // 4
+    assert value[-n:].mean() > value[:n].mean() + 0.2, (value[:n].mean(), value[-n:].mean())
+    # A scorer folder from before the critic (a reward head) is one line, not a shape error
+    doc = json.loads((run / "config.json").read_text())
+    del doc["head"]
+    (run / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(UserError, match="reward head from before 2026-12-05.*--scorer NEW_FOLDER"):
+        dream.load_scorer(run, task)
+
+
+def test_rank_agreement_ranks_imagined_and_real_frame_critic_scores_against_closed_loop_returns():
+    def player(imagined, real, critic):
+        return {"imagined": {"mean": imagined}, "real": {"mean": real}, "critic_real": {"mean": critic}}
+
+    players = {"a|explore": player(1.0, 0.0, 3.0), "b|explore": player(2.0, 0.0, 2.0), "c|explore": player(3.0, 1.0, 1.0)}
+    closed = {"a|explore": {"return": {"mean": 5.0}}, "b|explore": {"return": {"mean": 6.0}},
+              "c|explore": {"return": {"mean": 7.0}}}
+    out = dream.rank_agreement(players, closed)
+    assert out["explore"]["spearman_closed_loop"] == pytest.approx(1.0)
+    assert out["explore"]["critic_closed_loop"] == pytest.approx(-1.0)
+    assert out["all"]["critic_closed_loop"] == pytest.approx(-1.0) and out["all"]["num_players"] == 3
+    assert out["explore"]["horizon_closed_loop"] == pytest.approx(0.866, abs=1e-3)  # real 0, 0, 1: a tie
+    assert "critic_closed_loop" not in dream.rank_agreement(players)["all"]
+
+
 def test_a_world_model_at_another_resolution_is_one_line_naming_both(data, policy_run, tmp_path, capsys):
     wm = world_model_run(tmp_path / "wm32", image_size=32)
     assert cli(["agent", "eval", "--policy", policy_run, "--task", "explore", "--in-world-model", wm,
@@ -990,7 +1042,7 @@ def test_rollout_numbers_past_their_range_are_one_line_before_any_frame_is_sampl
 
 
 def test_a_new_task_scorer_is_not_trained_into_a_dataset_a_run_or_a_file(data, policy_run, tmp_path, capsys):
-    """--scorer names the folder a missing reward head is trained into: a dataset got a scorer's
+    """--scorer names the folder a missing critic is trained into: a dataset got a scorer's
     config.json and checkpoint/ written into it, a file was a traceback after the training."""
     from conftest import tree_digest
 

@@ -9,7 +9,7 @@ Kinds, recognised by the file that marks them:
 
 - "dataset": `dataset.json`, a WorldLoom dataset (`capture run`, `dataset ingest|merge`, `idm label`);
 - "idm" | "world_model" | "policy": `config.json` with that "kind", a run of `idm|pretrain|agent train`;
-- "task_scorer": `config.json` with that "kind", the reward head `agent eval --in-world-model` trains;
+- "task_scorer": `config.json` with that "kind", the critic (task scorer) `agent eval --in-world-model` trains;
 - "pipeline": `pipeline.json`, a `worldloom pipeline run`;
 - "study": `study.json`, a `worldloom agent study`;
 - "eval": `eval.json`, the report of one `worldloom agent eval` (closed loop or dreamt) or `idm eval`;
