@@ -21,7 +21,7 @@ a dream). The imagined score is its mean over the generated frames: how near to 
 the dreamt play keeps the player, Dreamer's critic read as a ranking. (Until 2026-12-05 a reward
 head on frame pairs summed the rewards of the generated transitions: on the agent study it ranked
 the players at Spearman 0.25 against their closed-loop returns, mean over the tasks, where the
-critic ranked them at 0.77; a reward event is rare and a dream of 48 steps holds almost none, and
+critic ranked them at 0.50, 0.44-0.77 by its training seed; docs/agent.md; a reward event is rare and a dream of 48 steps holds almost none, and
 FindWater's one reward ends its episode, so no recorded transition showed it.) Reward events are
 rare, so a quarter of each training batch is drawn from the frames whose return to come is at least
 half the largest: the critic's mean ranks players but is not a calibrated return. Beside it, each
