@@ -20,6 +20,7 @@ OUT/ (default: RUN/eval-<Task> for a policy run, eval-<player>-<Task> for a refe
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -49,6 +50,15 @@ from .players import (
 )
 
 BOOTSTRAP_RESAMPLES = 10_000
+LOOKING_DOWN_DEG = 45.0  # pitch (positive looks down) past which a step counts as looking down
+# Each episode's row in eval.json carries `behaviour`, from the engine's state after every step (not the frames):
+BEHAVIOUR = {
+    "pitch_mean": "mean pitch, degrees (positive looks down)",
+    "looking_down": f"share of steps looking down more than {LOOKING_DOWN_DEG:.0f} degrees",
+    "aim": "share of steps with one of the task's goal blocks in the crosshair, within reach (None for a task "
+           "without goal blocks: Explore)",
+    "walked": "horizontal path length, blocks",
+}
 MAX_EPISODES = 10_000_000  # capture's own ceiling; the episode list is built whole (`deal`)
 MAX_STEPS = 1_000_000  # capture's ceiling on an episode's steps (capture/config.py)
 # (field, least, most, unit) of every EvalConfig number but num_workers and resolution, checked on
@@ -189,6 +199,33 @@ class _Slot:
     ret: float = 0.0
     steps: int = 0
     frames: list | None = None  # (frame, buttons, camera) per step when this episode is filmed
+    seen: int = 0  # steps whose info carried the engine's pose (VoxelWorld's tasks do; another env may not)
+    pitch_sum: float = 0.0
+    down: int = 0
+    aimed: int = 0
+    walked: float = 0.0
+    last_xz: tuple[float, float] | None = None
+
+    def observe(self, info: dict, goal_names: frozenset[str]) -> None:
+        """Add one step's engine truth (info after the step) to the episode's `behaviour`."""
+        pitch, pos = info.get("pitch"), info.get("position")
+        if pitch is None or pos is None:
+            return
+        self.seen += 1
+        self.pitch_sum += pitch
+        self.down += pitch > LOOKING_DOWN_DEG
+        self.aimed += info.get("target_block", "") in goal_names
+        xz = (float(pos[0]), float(pos[2]))
+        if self.last_xz is not None:
+            self.walked += math.hypot(xz[0] - self.last_xz[0], xz[1] - self.last_xz[1])
+        self.last_xz = xz
+
+    def behaviour(self, aims: bool) -> dict | None:
+        """What the player did, from the engine (BEHAVIOUR); None where the env gave no pose."""
+        if not self.seen:
+            return None
+        return {"pitch_mean": round(self.pitch_sum / self.seen, 2), "looking_down": round(self.down / self.seen, 4),
+                "aim": round(self.aimed / self.seen, 4) if aims else None, "walked": round(self.walked, 2)}
 
 
 class EpisodeRunner:
@@ -209,6 +246,9 @@ class EpisodeRunner:
         limit = {"max_steps": time_limit} if time_limit else {}
         build = make_env or (lambda: make_task_env(task, height=resolution, width=resolution, **limit))
         self.envs = [build() for _ in range(batch)]
+        from worldloom.envs.blocks import BLOCKS
+
+        self.goal_names = frozenset(BLOCKS[i].name for i in self.task.goal_blocks)
         check_compatible(self.controller.frame_shape, self.envs[0], policy, self.task.env_id)
 
     def run(self, work: list[tuple[int, int]], filmed: set[int] | frozenset = frozenset()) -> dict:
@@ -241,6 +281,7 @@ class EpisodeRunner:
                 obs[k], reward, terminated, truncated, infos[k] = self.envs[k].step(actions[k])
                 slot.ret += reward
                 slot.steps += 1
+                slot.observe(infos[k], self.goal_names)
                 steps += 1
                 if terminated or truncated:
                     rows.append(self._finish(slot, infos[k], obs[k]))
@@ -250,7 +291,8 @@ class EpisodeRunner:
     def _finish(self, slot: _Slot, info: dict, last: np.ndarray) -> dict:
         task = info["task"]
         row = {"index": slot.index, "seed": slot.seed, "return": round(slot.ret, 4), "success": bool(task["success"]),
-               "progress": round(float(task["progress"]), 4), "steps": slot.steps, "video": None}
+               "progress": round(float(task["progress"]), 4), "steps": slot.steps,
+               "behaviour": slot.behaviour(bool(self.goal_names)), "video": None}
         if slot.frames is not None and self.video_dir:
             row["video"] = self._film(slot, last)
         return row
@@ -426,8 +468,18 @@ def summarize(cfg: EvalConfig, played: dict, wall_s: float) -> dict:
             "steps": steps, "cpu_s": round(cpu_s, 2), "wall_s": round(wall_s, 2),
             "steps_per_cpu_s": round(steps / max(cpu_s, 1e-9), 1), "resolution": played["resolution"],
             "actors": played["actors"], "device": played.get("device", "cpu"),  # the one used: config says the one asked for
-            "videos": [r["video"] for r in rows if r["video"]],
+            "videos": [r["video"] for r in rows if r["video"]], "behaviour": mean_behaviour(rows),
             "config": to_json_dict(cfg), "rows": rows}
+
+
+def mean_behaviour(rows: list[dict]) -> dict | None:
+    """The mean of the episodes' `behaviour` (BEHAVIOUR), each figure over the episodes that have it;
+    None where no episode does (an env without the engine's pose)."""
+    found = [r["behaviour"] for r in rows if r.get("behaviour")]
+    if not found:
+        return None
+    return {k: (round(float(np.mean(v)), 4) if (v := [b[k] for b in found if b.get(k) is not None]) else None)
+            for k in BEHAVIOUR}
 
 
 def policy_id(spec: str) -> str:

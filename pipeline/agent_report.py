@@ -59,10 +59,19 @@ def pool_seeds(evals: dict[tuple[str, str], dict]) -> dict[tuple[str, str], dict
                 **{k: first[k] for k in ("task", "conditioning", "videos") if k in first}, "player": arm,
                 "seeds": len(runs), "policy_ids": [evals[(r, task)].get("policy_id") for r in runs],
                 **{k: sum(evals[(r, task)].get(k, 0) for r in runs) for k in ("episodes", "steps", "cpu_s")},
+                "behaviour": _mean_of([evals[(r, task)].get("behaviour") for r in runs]),
                 "success_rate": {"mean": mean, "low": min(low, w_low), "high": max(high, w_high)},
                 "return": dict(zip(("mean", "low", "high"), hierarchical_bootstrap_ci(
                     np.array([s["return"] for s in scores], np.float64)), strict=True))}
     return out
+
+
+def _mean_of(behaviours: list[dict | None]) -> dict | None:
+    """The seeds' mean of each `behaviour` figure (agent/evaluate.py BEHAVIOUR); None unless every seed has them."""
+    if not behaviours or any(b is None for b in behaviours):
+        return None
+    return {k: None if any(b.get(k) is None for b in behaviours) else float(np.mean([b[k] for b in behaviours]))
+            for k in behaviours[0]}
 
 
 def above(a: dict, b: dict) -> bool | None:
@@ -170,6 +179,7 @@ def write_study_report(cfg, paths: dict[str, Any], records: dict[str, StageRecor
               *("n/a" if g[k] is None else g[k] for k in ("env_above_random", "idm_above_random"))] for g in goals])
     if evals:
         s.image(ci_plot(evals, players, tasks, paths["figures"] / "ci.png"), "success and return, 95% intervals")
+    _behaviour_section(report, evals, players, tasks)
     _dream_section(report, records)
     s = report.section("Training", "Behaviour cloning (and the IDM that made the pseudo-labels): loss and validation "
                                    "scores of the most likely action.")
@@ -193,6 +203,31 @@ def write_study_report(cfg, paths: dict[str, Any], records: dict[str, StageRecor
     s.table(["stage", "wall s", "CPU s"], rows)
     report.section("Config").code(json.dumps({"study": report.data["config"], "sizes": report.data["sizes"]}, indent=2))
     return report.write(Path(cfg.out).resolve())
+
+
+def _behaviour_section(report: Report, evals: dict[tuple[str, str], dict], players: list[str],
+                       tasks: tuple[str, ...]) -> None:
+    """What each player did, from the engine's state: why a policy scores what it does (a cloned policy that
+    looks down less than its peer has stone in reach less often). Absent for evaluations made before 2026-12-05."""
+    from worldloom.agent.evaluate import BEHAVIOUR, LOOKING_DOWN_DEG
+
+    if not any(e.get("behaviour") for e in evals.values()):
+        return
+
+    def cell(p: str, t: str) -> str:
+        b = evals.get((p, t), {}).get("behaviour")
+        if not b:
+            return ""
+        aim = "" if b.get("aim") is None else f" · aim {b['aim']:.2f}"
+        return f"down {b['looking_down']:.2f}{aim} · {b['pitch_mean']:.0f}° · {b['walked']:.0f} m"
+
+    s = report.section("Behaviour", f"Per player and task, the episodes' mean of: the share of steps looking down "
+                                    f"more than {LOOKING_DOWN_DEG:.0f} degrees (down), the share with one of the "
+                                    f"task's goal blocks in the crosshair within reach (aim; none on Explore), the mean "
+                                    f"pitch (positive looks down) and the blocks walked; from the engine's state after "
+                                    f"every step, not from the frames (eval.json's rows: "
+                                    f"{', '.join(BEHAVIOUR)}). Pooled rows: the mean over the seeds.")
+    s.table(["player", *tasks], [[p] + [cell(p, t) for t in tasks] for p in players])
 
 
 def _dream_section(report: Report, records: dict[str, StageRecord]) -> None:

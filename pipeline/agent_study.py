@@ -346,7 +346,8 @@ def run_eval(configs: dict) -> tuple[dict, dict]:
             summary = evaluate(c, keep_workers=True)  # the actors (torch, numba loaded) serve every evaluation
             print(format_summary(summary), flush=True)
             figures[f"{name}|{task}"] = {k: summary[k] for k in ("player", "task", "episodes", "success_rate", "return",
-                                                                 "steps", "cpu_s", "videos", "policy_id", "conditioning")}
+                                                                 "steps", "cpu_s", "videos", "policy_id", "conditioning",
+                                                                 "behaviour")}
             # every episode's score, in episode order (the same world seeds for every player): a policy's
             # seeds are pooled from these (agent_report.pool_seeds)
             figures[f"{name}|{task}"]["per_episode"] = {"success": [bool(r["success"]) for r in summary["rows"]],

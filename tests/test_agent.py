@@ -793,6 +793,27 @@ def test_a_studys_dream_stage_is_redone_for_a_world_model_trained_again_in_the_s
     assert key(world_model_run(tmp_path / "wm")) == first  # the same weights: cached
     assert key(world_model_run(tmp_path / "wm", seed=1)) != first  # other weights in the same folder: redone
 
+def test_each_episode_reports_what_the_player_did_from_the_engine():
+    """eval.json's behaviour: the expert mines stone looking down with stone in its crosshair (the random player,
+    in the same pit walled with stone, less often); Explore has no goal block to aim at; an env without the
+    engine's pose gives None."""
+    from worldloom.agent.evaluate import BEHAVIOUR, mean_behaviour
+
+    work = [(i, episode_seed(0, i)) for i in range(2)]
+    expert = EpisodeRunner("scripted:expert", "mine_stone", 64, batch=2, time_limit=300).run(work)["episodes"]
+    rand = EpisodeRunner("random", "mine_stone", 64, batch=2, time_limit=120).run(work)["episodes"]
+    for rows in (expert, rand):
+        assert all(set(r["behaviour"]) == set(BEHAVIOUR) for r in rows)
+    e, r = mean_behaviour(expert), mean_behaviour(rand)
+    assert e["aim"] > 0.8 > r["aim"] and e["pitch_mean"] > 20 and 0 < e["looking_down"] <= 1
+    assert sum(row["return"] for row in expert) > 0 and e["walked"] >= 0
+    walker = EpisodeRunner("scripted:expert", "explore", 64, batch=1, time_limit=60).run(work[:1])["episodes"][0]
+    assert walker["behaviour"]["aim"] is None and walker["behaviour"]["walked"] > 5  # sprints about 0.28 blocks a step
+    assert mean_behaviour([{**expert[0], "behaviour": None}]) is None
+    both = mean_behaviour([{"behaviour": None}, expert[0]])  # episodes without the engine's pose are left out
+    assert both == {k: pytest.approx(v) for k, v in expert[0]["behaviour"].items()}
+
+
 @pytest.mark.ray
 @pytest.mark.slow  # capture, IDM, labeling, three BC runs and 5 evaluations end to end: about 2 minutes on 2 busy cores
 def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path, monkeypatch):
@@ -817,6 +838,8 @@ def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path, monkeyp
     assert {k.split("|")[1] for k in report["eval"]} == {"explore"}
     assert [(g["task"], g["metric"]) for g in report["goals"]] == [("explore", "success_rate"), ("explore", "return")]
     assert (out / "figures" / "ci.png").exists()
+    assert set(report["eval"]["bc-idm|explore"]["behaviour"]) == {"pitch_mean", "looking_down", "aim", "walked"}
+    assert "Behaviour" in (out / "report.md").read_text()
     # the IDM's labeled play is the mixture's, recorded in the studied task's world on other seeds than the footage
     from worldloom.idm.data import open_dataset
 
