@@ -67,11 +67,10 @@ def pool_seeds(evals: dict[tuple[str, str], dict]) -> dict[tuple[str, str], dict
 
 
 def _mean_of(behaviours: list[dict | None]) -> dict | None:
-    """The seeds' mean of each `behaviour` figure (agent/evaluate.py BEHAVIOUR); None unless every seed has them."""
-    if not behaviours or any(b is None for b in behaviours):
-        return None
-    return {k: None if any(b.get(k) is None for b in behaviours) else float(np.mean([b[k] for b in behaviours]))
-            for k in behaviours[0]}
+    """The seeds' mean of each `behaviour` figure (agent/evaluate.py mean_behaviour); None unless every seed has them."""
+    from worldloom.agent.evaluate import mean_behaviour
+
+    return mean_behaviour([{"behaviour": b} for b in behaviours]) if all(behaviours) else None
 
 
 def above(a: dict, b: dict) -> bool | None:
