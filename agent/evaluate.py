@@ -77,6 +77,10 @@ EVAL_RANGES = (
 )
 
 
+# EvalConfig's fields that only dreaming (in_world_model) reads: a closed-loop evaluation is the same without them.
+DREAM_FIELDS = frozenset({"horizon", "sample_steps", "scorer", "data", "scorer_steps"})
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """One closed-loop (or, with in_world_model, imagined) evaluation of one player on one task."""

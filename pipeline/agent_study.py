@@ -428,13 +428,17 @@ def main(cfg: StudyConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     runner = StageRunner(out, cfg.from_stage, STAGES, state_file="study.json", unused=() if cfg.world_model else ("dream",))
     keys: dict[str, str] = {}
-
-    legacy: dict[str, str] = {}  # the keys with absolute paths (runs written before keys were `portable`)
+    # The keys older WorldLooms gave the same stages, so that their studies stay done: `prior` before closed-loop
+    # evaluations' keys left out the dreaming-only fields (2026-12-05), `legacy` also before keys were `portable`.
+    prior: dict[str, str] = {}
+    legacy: dict[str, str] = {}
 
     def stage(name: str, config: Any, upstream: tuple[str, ...], fn) -> Any:
         keys[name] = stage_key(portable(_json(config), out), [keys[u] for u in upstream])
-        legacy[name] = stage_key(_json(config), [legacy[u] for u in upstream])
-        return runner.run(name, keys[name], lambda: (Report.remove(out), fn())[1], writes.get(name, ()), legacy[name])
+        prior[name] = stage_key(portable(_json(config, dream_fields=True), out), [prior[u] for u in upstream])
+        legacy[name] = stage_key(_json(config, dream_fields=True), [legacy[u] for u in upstream])
+        return runner.run(name, keys[name], lambda: (Report.remove(out), fn())[1], writes.get(name, ()),
+                          (prior[name], legacy[name]))
 
     tasks = cfg.task_names
     writes = {"capture": [*paths["labeled"].values(), *(paths[k][t] for k in ("footage", "truth") for t in tasks)],
@@ -462,12 +466,19 @@ def main(cfg: StudyConfig) -> Path:
 EXECUTION_FIELDS = {"num_workers", "address", "device", "progress", "threads"}
 
 
-def _json(config: Any) -> Any:
-    """Configs as JSON-able data for stage keys, without the fields that only say how they run."""
+def _json(config: Any, dream_fields: bool = False) -> Any:
+    """Configs as JSON-able data for stage keys, without the fields that only say how they run, nor, in a closed-loop
+    evaluation (no `in_world_model`), those only dreaming reads (`DREAM_FIELDS`): a new default of one of them
+    must not redo the study's evaluation (12 minutes of the tiny preset's). dream_fields: keep them (older keys)."""
     if dataclasses.is_dataclass(config):
-        return {k: v for k, v in to_json_dict(config).items() if k not in EXECUTION_FIELDS}
+        from worldloom.agent.evaluate import DREAM_FIELDS, EvalConfig
+
+        drop = EXECUTION_FIELDS
+        if isinstance(config, EvalConfig) and config.in_world_model is None and not dream_fields:
+            drop = drop | DREAM_FIELDS
+        return {k: v for k, v in to_json_dict(config).items() if k not in drop}
     if isinstance(config, dict):
-        return {k: _json(v) for k, v in config.items()}
+        return {k: _json(v, dream_fields) for k, v in config.items()}
     return config
 
 

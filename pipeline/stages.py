@@ -175,17 +175,18 @@ class StageRunner:
             raise UserError(f"{self.path}: 'redo' is not a --from stage and a list of stages; {fix}")
         return records, started, left
 
-    def run(self, name: str, key: str, fn: Callable[[], tuple[dict, dict]], writes=(), legacy: str | None = None
-            ) -> StageRecord:
+    def run(self, name: str, key: str, fn: Callable[[], tuple[dict, dict]], writes=(),
+            legacy: str | tuple[str, ...] | None = None) -> StageRecord:
         """Run `fn` (returning outputs, figures) unless `name` already completed with `key`.
 
         writes: the paths the stage writes (inside the run directory; a '*' in a name matches as a glob),
-        removed before it runs again with another key or under `--from` (module docstring). legacy: the key an
-        older WorldLoom gave the same stage (its paths absolute, not `portable`): a record of it is this key's."""
-        if legacy is not None:
-            if name in self.records and self.records[name].key == legacy:
+        removed before it runs again with another key or under `--from` (module docstring). legacy: the key, or
+        keys, an older WorldLoom gave the same stage (e.g. its paths absolute, not `portable`): a record of one
+        of them is this key's."""
+        for old in (legacy,) if isinstance(legacy, str) else legacy or ():
+            if name in self.records and self.records[name].key == old:
                 self.records[name].key = key
-            if self.started.get(name) == legacy:
+            if self.started.get(name) == old:
                 self.started[name] = key
         done = self.records.get(name)
         gone = [] if done is None else _missing(done.outputs)

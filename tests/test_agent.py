@@ -793,6 +793,36 @@ def test_a_studys_dream_stage_is_redone_for_a_world_model_trained_again_in_the_s
     assert key(world_model_run(tmp_path / "wm")) == first  # the same weights: cached
     assert key(world_model_run(tmp_path / "wm", seed=1)) != first  # other weights in the same folder: redone
 
+def test_a_closed_loop_evals_key_leaves_out_what_only_dreaming_reads_and_older_studies_stay_done(tmp_path):
+    """A new default of a field only dreaming reads (EvalConfig.scorer_steps, horizon) changed the key of every
+    study's eval stage, so `agent study` on a finished study played its episodes again (12 minutes of the tiny
+    preset's). A dreaming evaluation's key still covers them, and a study recorded under the older key keeps
+    its evaluation (not redone, nothing removed)."""
+    from worldloom.agent.evaluate import EvalConfig
+    from worldloom.pipeline.agent_study import _json
+    from worldloom.pipeline.stages import StageRunner, portable, stage_key
+
+    out = tmp_path / "study"
+
+    def key(dream_fields: bool = False, **fields) -> str:
+        evals = {"random|explore": EvalConfig(policy="random", task="explore", out=str(out / "eval" / "random-explore"),
+                                              **fields)}
+        return stage_key(portable(_json(evals, dream_fields), out), ["bc-idm's key"])
+
+    assert key(scorer_steps=600, horizon=16, data=("d",)) == key()  # closed loop: the same evaluation
+    assert key(episodes=8) != key() and key(temperature=0.5) != key()
+    assert key(in_world_model="wm", scorer_steps=600) != key(in_world_model="wm")  # dreaming: they count
+    older = key(dream_fields=True)
+    assert older != key()
+    (out / "eval").mkdir(parents=True)
+    StageRunner(out, None, ("eval",), state_file="study.json").run("eval", older, lambda: ({"eval": str(out / "eval")}, {}))
+    ran = []
+    StageRunner(out, None, ("eval",), state_file="study.json").run(
+        "eval", key(), lambda: (ran.append(1), ({}, {}))[1], [out / "eval"], (older, "another older key"))
+    assert not ran and (out / "eval").is_dir()
+    assert json.loads((out / "study.json").read_text())["stages"]["eval"]["key"] in (older, key())
+
+
 def test_each_episode_reports_what_the_player_did_from_the_engine():
     """eval.json's behaviour: the expert mines stone looking down with stone in its crosshair (the random player,
     in the same pit walled with stone, less often); Explore has no goal block to aim at; an env without the
