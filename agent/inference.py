@@ -160,7 +160,7 @@ class FastPolicy:
         """obs (B, H, W, 3) uint8, state: a PolicyState (its rings updated in place), reset (B,)
         bool or None, task (B,) int64 embedding rows or None (no task) -> logits {"buttons": (B, 20),
         "camera": (B, 2, 11)} and the new state."""
-        from .model import PolicyState, split_logits
+        from .model import PolicyState, split_logits, task_head
 
         count = state.count.cpu().numpy()  # (B,) frames each episode has seen
         if reset is not None:
@@ -182,7 +182,7 @@ class FastPolicy:
         for block, cache in zip(self.blocks, state.kv, strict=True):
             x = block(x, turn_t, cache, rows, slot_t, visible_t, self.heads)
         x = F.layer_norm(x, (self.hidden,), *self.norm)
-        return split_logits(F.linear(x, *self.head)), PolicyState(state.kv, torch.from_numpy(count + 1).to(device))
+        return split_logits(task_head(F.linear(x, *self.head), task)), PolicyState(state.kv, torch.from_numpy(count + 1).to(device))
 
 
 def _plain(module: nn.Module) -> tuple:

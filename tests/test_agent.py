@@ -243,8 +243,9 @@ def test_closed_loop_step_computes_what_training_computes():
     cfg = PolicyConfig(memory=4, stem_channels=4, stack_channels=(8, 8), frame_dim=32, hidden=32, num_layers=2,
                        num_heads=2, dropout=0.0)
     frames = torch.randint(0, 255, (2, 10, 64, 64, 3), dtype=torch.uint8)
-    for tasks in ((), ("explore", "find_water")):  # unconditioned, and conditioned on a task per episode
-        policy = Policy(dataclasses.replace(cfg, tasks=tasks)).eval()
+    # unconditioned, conditioned on a task per episode, and with a head per task
+    for tasks, task_heads in (((), False), (("explore", "find_water"), False), (("explore", "find_water"), True)):
+        policy = Policy(dataclasses.replace(cfg, tasks=tasks, task_heads=task_heads)).eval()
         task = torch.tensor([2, 1]) if tasks else None
         state, outs = policy.initial_state(2), []
         for t in range(10):
@@ -257,6 +258,30 @@ def test_closed_loop_step_computes_what_training_computes():
                     ref = policy(frames[b:b + 1, start:t + 1], None if task is None else task[b:b + 1])
                 assert torch.allclose(ref["buttons"][0, -1], outs[t]["buttons"][b], atol=1e-5), (t, b)
                 assert torch.allclose(ref["camera"][0, -1], outs[t]["camera"][b], atol=1e-5), (t, b)
+
+
+def test_with_a_head_per_task_each_episodes_actions_come_from_its_tasks_head():
+    """`task_heads`: the logits of an episode told task k are head k's over the shared transformer (head 0: no
+    task); another task's head does not touch them, in training's forward pass and in closed-loop steps. A
+    checkpoint config without the field (written before it) is a policy with one head."""
+    torch.manual_seed(0)
+    cfg = PolicyConfig(memory=4, stem_channels=4, stack_channels=(8, 8), frame_dim=32, hidden=32, num_layers=1,
+                       num_heads=2, dropout=0.0, tasks=("explore", "find_water"), task_heads=True)
+    policy = Policy(cfg).eval()
+    assert policy.head.out_features == 3 * (actions.NUM_BUTTONS + 2 * actions.NUM_CAMERA_BINS)
+    frames = torch.randint(0, 255, (3, 4, 64, 64, 3), dtype=torch.uint8)
+    task = torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        before = policy(frames, task)
+        policy.head.weight[42:84] += 1.0  # head 1 (explore) only
+        after = policy(frames, task)
+    changed = [not torch.equal(before["buttons"][b], after["buttons"][b]) for b in range(3)]
+    assert changed == [False, True, False]
+    state = policy.initial_state(3)
+    for t in range(4):
+        step, state = policy.step(frames[:, t], state, task=task)
+    assert torch.allclose(step["camera"], after["camera"][:, -1], atol=1e-5)
+    assert PolicyConfig.from_dict({"tasks": ["explore"]}).task_heads is False
 
 
 def test_play_fast_path_equals_the_modules_and_follows_new_weights():
