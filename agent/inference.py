@@ -182,7 +182,8 @@ class FastPolicy:
         for block, cache in zip(self.blocks, state.kv, strict=True):
             x = block(x, turn_t, cache, rows, slot_t, visible_t, self.heads)
         x = F.layer_norm(x, (self.hidden,), *self.norm)
-        return split_logits(task_head(F.linear(x, *self.head), task)), PolicyState(state.kv, torch.from_numpy(count + 1).to(device))
+        logits = split_logits(task_head(F.linear(x, *self.head), task))  # each episode's task's head
+        return logits, PolicyState(state.kv, torch.from_numpy(count + 1).to(device))
 
 
 def _plain(module: nn.Module) -> tuple:

@@ -420,7 +420,8 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
     if not run_steps("idm train", KIND, run_dir, model, optimizer, state, budget, log, ctrl_c, loss_of,
                      lambda: validate(model, val_batch, cfg, device), lr_of=lr_of, seed=cfg.seed,
                      # the trunk's windows: on reader-only steps (trunk_every) it sees none
-                     windows_per_step=hp.batch_size / (hp.trunk_every if cache is not None else 1), log_every=cfg.log_every, eval_every=cfg.eval_every,
+                     windows_per_step=hp.batch_size / (hp.trunk_every if cache is not None else 1),
+                     log_every=cfg.log_every, eval_every=cfg.eval_every,
                      checkpoint_every=cfg.checkpoint_every, stop_after=stop_after):
         return run_dir  # a kill (tests): nothing after the last checkpoint survives
     if val_eps:  # the loop ends only when the budget is spent (a kill or an error returns or raises above)

@@ -56,8 +56,9 @@ __all__ = ["FORMAT_VERSION", "CONFIG_FILE", "CHECKPOINT_DIR", "STATE_FILE", "wri
 # 9 (2026-12-04): the IDM's camera_reader (idm/model.py); a version-8 run had none (its camera came from the trunk).
 # 10 (2026-12-04): the IDM's button_reader; a version-9 run had none (its buttons came from the trunk alone).
 # 11 (2026-12-05): the IDM's button_reader_skips; a version-10 run's button reader read every button.
-FORMAT_VERSION = 11
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
+# 12 (2026-12-05): the policy's task_heads (agent/model.py); a version-11 policy had one head for every task.
+FORMAT_VERSION = 12
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
