@@ -34,7 +34,7 @@ RESOLUTIONS: dict[str, tuple[int, int]] = {"voxel": (64, 360), "crafter": (16, 1
                                            "explore": (64, 360), "find_water": (64, 360)}
 ENV_NAMES: tuple[str, ...] = tuple(ENVS)
 ENV_IDS: tuple[str, ...] = tuple(env_id for env_id, _ in ENVS.values())
-PLAYER_NAMES: tuple[str, ...] = ("random", "explorer", "miner", "builder", "mixture", "expert")
+PLAYER_NAMES: tuple[str, ...] = ("random", "explorer", "miner", "builder", "mixture", "expert", "contractor")
 
 __all__ = ["ENVS", "ENV_NAMES", "ENV_IDS", "PLAYER_NAMES", "RESOLUTIONS", "check_resolution", "EnvCrashed", "make_env", "make_player", "register_envs",
            "env_metadata"]

@@ -301,16 +301,18 @@ class Mixture(ScriptedPlayer):
         self.weights = np.array([0.45, 0.3, 0.2, 0.05])
         self.current, self.left = 0, 0
 
+    IDLE = 3  # the weight of standing still, looking around slowly
+
     def behave(self, a: dict, info: dict) -> None:
         if self.left <= 0:
-            self.current = int(self.rng.choice(4, p=self.weights))
+            self.current = int(self.rng.choice(len(self.weights), p=self.weights))
             self.left = int(self.rng.integers(40, 200))
         self.left -= 1
-        if self.current == 3:  # idle: look around slowly
+        if self.current == self.IDLE:  # idle: look around slowly
             if not self.hand.busy() and self.rng.random() < 0.1:
                 self.hand.stroke(self.rng.normal(0, 10) - info.get("pitch", 0.0) * 0.3, self.rng.normal(0, 60), self.rng.integers(10, 30))
             return
-        self.delegate(self.members[self.current], a, info)
+        self.delegate(self.members[self.current - (self.current > self.IDLE)], a, info)
 
 
 class Expert(ScriptedPlayer):
@@ -363,6 +365,22 @@ class Expert(ScriptedPlayer):
             a["attack"] = 1  # boxed in: dig through
 
 
+class Contractor(Mixture):
+    """Plays freely as VPT's contractors did (Baker et al. 2022, section 4.1: paid to play the early
+    game, they chopped trees and dug as any player does): the mixture's exploring, mining, building
+    and idling, and bouts of the task at hand played as the expert plays it (where the world names
+    no goal, those bouts explore). The labeled play of `agent study`: an IDM learns the camera from
+    play that looks like its footage (docs/agent.md, "The contractor's play")."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__(seed)
+        expert = Expert(seed + 4)
+        for m in (expert, expert.explorer):  # the same person's rng, hand and habits
+            m.rng, m.hand, m.habits = self.rng, self.hand, self.habits
+        self.members.append(expert)
+        self.weights = np.array([0.25, 0.15, 0.1, 0.05, 0.45])  # explore, mine, build, idle, the task
+
+
 class RandomPlayer:
     """Random actions with sticky buttons and a sticky camera velocity drawn over all 11 bins."""
 
@@ -398,7 +416,7 @@ class RandomPlayer:
 
 
 PLAYERS = {"random": RandomPlayer, "explorer": Explorer, "miner": Miner, "builder": Builder, "mixture": Mixture,
-           "expert": Expert}
+           "expert": Expert, "contractor": Contractor}
 
 
 def make_player(name: str, seed: int = 0, **kwargs):

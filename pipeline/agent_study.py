@@ -6,11 +6,12 @@
     worldloom agent study --preset tiny --sizes.eval-episodes 64 --out runs/agent64
 
 VPT's experiment, on WorldLoom's own data, through the pipeline's stages (their public
-functions, nothing new): `capture` records a little labeled play (the contractor data: the
-mixture player's aimless play, spread over the tasks' worlds: `--labeled-worlds`) and footage in
-every task's world, on other seeds, with its actions
-withheld (the true actions kept aside), played by `--footage-player` (default `expert`, which
-plays the task: VPT's contractors were asked to play the early game, not to wander); `idm
+functions, nothing new): `capture` records a little labeled play (the contractor data, played by
+`--labeled-player`: default `contractor`, who plays freely, the mixture's wandering, mining and
+building and bouts of the task at hand, spread over the tasks' worlds: `--labeled-worlds`) and
+footage in every task's world, on other seeds, with its actions withheld (the true actions kept
+aside), played by `--footage-player` (default `expert`, which plays the task: VPT's contractors
+were asked to play the early game, not to wander); `idm
 train` fits an IDM to the labeled play; `idm label` pseudo-labels the footage. Three policies
 are then cloned from the same footage: on the true actions (env), on the IDM's pseudo-labels
 (idm) and on no-op labels (the floor), the first two on `--sizes.bc-seeds` seeds each (judged
@@ -121,9 +122,10 @@ PRESETS: dict[str, StudySizes] = {
     # 96 episodes a cell: a success rate's 95% interval about +-0.1 (at 32, +-0.16, wider than the
     # 0.1 of the goal's 90% ratio; docs/agent.md, session 30). Evaluation is about a third of the study.
     # Two BC seeds a policy: one seed moved MineStone's return from 4.85 to 7.58 on the same data (session 31).
-    # 64 episodes of labeled play: with 320 (the camera reader's data in make demo) MineStone fell to 0.59 / 0.45 of
-    # bc-env (study11, 2026-12-04; docs/agent.md), so the study keeps 64 until that is understood.
-    "tiny": StudySizes(eval_episodes=96, bc_seeds=2,
+    # 256 episodes of the contractor's labeled play: on 64 the IDM over-fits (its held-out loss rises from its 100th
+    # step) and read the expert's pitch at half its size; with 256 bc-idm / bc-env went 0.414 -> 0.774 on
+    # CollectLogs' return and 0.712 -> 0.939 on FindWater (docs/agent.md, "The contractor's play", session 39).
+    "tiny": StudySizes(idm_episodes=256, eval_episodes=96, bc_seeds=2,
                        expected="at most 30 minutes of 2 CPU cores (3,600 CPU-seconds)"),
     "small": StudySizes(steps=1000, idm_episodes=200, footage_episodes=200, idm_preset="small", idm_max_steps=20000,
                         bc_preset="small", bc_max_steps=20000, bc_batch_size=32, eval_episodes=200, videos=2,
@@ -141,9 +143,13 @@ class StudyConfig:
     tasks: tuple[str, ...] = doc("tasks to record footage in and evaluate on (default: all)", ())
     footage_player: str = doc("scripted player of the footage in each task's world: expert plays the task (walks to "
                               "the nearest log, stone or water and mines it or walks in), mixture plays aimlessly", "expert")
+    labeled_player: str = doc("scripted player of the IDM's labeled play: contractor plays freely (the mixture's "
+                              "wandering, mining and building, and bouts of the task at hand as the expert plays it; "
+                              "an IDM trained on the mixture's play alone, which never seeks a tree, read the expert's "
+                              "pitch at half its size: docs/agent.md), mixture plays aimlessly", "contractor")
     labeled_worlds: str = doc("where the IDM's labeled play is recorded: tasks (split evenly over the studied tasks' "
-                              "worlds: the game's forests, pits and shores, played by the mixture player on other "
-                              "seeds than the footage) or voxel (VoxelWorld's default start only)", "tasks")
+                              "worlds: the game's forests, pits and shores, on other seeds than the footage) or "
+                              "voxel (VoxelWorld's default start only)", "tasks")
     world_model: str | None = doc("a world-model run to dream in (ranks the players by imagined scores)", None)
     seed: int = doc("seed of every stage", 0)
     num_workers: int = doc("Ray actors for capture, labeling and evaluation (0: one per CPU of the cluster)", 2)
@@ -167,8 +173,9 @@ class StudyConfig:
         check_device_name(self.device)
         if self.labeled_worlds not in LABELED_WORLDS:
             raise ValueError(f"labeled_worlds must be one of {', '.join(LABELED_WORLDS)}, got {self.labeled_worlds!r}")
-        if self.footage_player not in PLAYER_NAMES:
-            raise ValueError(f"footage_player must be one of {', '.join(PLAYER_NAMES)}, got {self.footage_player!r}")
+        for name in ("footage_player", "labeled_player"):
+            if getattr(self, name) not in PLAYER_NAMES:
+                raise ValueError(f"{name} must be one of {', '.join(PLAYER_NAMES)}, got {getattr(self, name)!r}")
 
     @property
     def reference_players(self) -> tuple[str, ...]:
@@ -248,7 +255,7 @@ def stage_configs(cfg: StudyConfig, paths: dict[str, Any]) -> dict[str, Any]:
 
     s, res, workers = cfg.resolved_sizes, cfg.resolved_sizes.resolution, cfg.num_workers
     capture = {("labeled" if w == "voxel" else f"labeled-{w}"): CaptureConfig(
-        out=str(paths["labeled"][w]), env=w, episodes=n, steps=s.steps, resolution=res,
+        out=str(paths["labeled"][w]), env=w, player=cfg.labeled_player, episodes=n, steps=s.steps, resolution=res,
         seed=cfg.seed * 100 + (1 if w == "voxel" else 50 + cfg.task_names.index(w)), num_workers=workers,
         address=cfg.address) for w, n in cfg.labeled_split.items()}
     for k, t in enumerate(cfg.task_names):

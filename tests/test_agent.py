@@ -899,7 +899,7 @@ def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path, monkeyp
     from worldloom.idm.data import open_dataset
 
     labeled, footage = (open_dataset(str(out / "data" / d)).episodes.to_pylist() for d in ("labeled-explore", "truth-explore"))
-    assert len(labeled) == 3 and {(e["env"], e["player"]) for e in labeled} == {("explore", "mixture")}
+    assert len(labeled) == 3 and {(e["env"], e["player"]) for e in labeled} == {("explore", "contractor")}
     assert not {e["seed"] for e in labeled} & {e["seed"] for e in footage} and not (out / "data" / "labeled").exists()
     for name, label_source in (("bc-env-s0", "env"), ("bc-idm-s1", "idm"), ("bc-noop", "noop")):
         doc = json.loads((out / "policies" / name / "config.json").read_text())
@@ -931,22 +931,27 @@ def test_the_idms_labeled_play_is_shared_evenly_over_the_studied_tasks_worlds():
     from worldloom.pipeline.agent_study import StudyConfig, StudySizes, stage_configs, study_paths
 
     cfg = StudyConfig(out="o")
-    assert cfg.labeled_split == {"collect_logs": 16, "mine_stone": 16, "explore": 16, "find_water": 16}
+    assert cfg.labeled_split == {"collect_logs": 64, "mine_stone": 64, "explore": 64, "find_water": 64}
     odd = StudyConfig(out="o", sizes=StudySizes(idm_episodes=6), tasks=("explore", "find_water", "mine_stone"))
     assert odd.labeled_split == {"mine_stone": 2, "explore": 2, "find_water": 2}
     assert StudyConfig(out="o", sizes=StudySizes(idm_episodes=2)).labeled_split == {"collect_logs": 1, "mine_stone": 1}
     voxel = StudyConfig(out="o", labeled_worlds="voxel")
-    assert voxel.labeled_split == {"voxel": 64}
+    assert voxel.labeled_split == {"voxel": 256}
     configs = stage_configs(cfg, study_paths(Path("o"), cfg.task_names, tuple(cfg.labeled_split), cfg.resolved_sizes.bc_seeds))
     labeled = {k: c for k, c in configs["capture"].items() if k.startswith("labeled")}
     bc = configs["bc"]  # the tiny preset clones bc-env and bc-idm on two seeds each, from the same data
     assert set(bc) == {"bc-env-s0", "bc-env-s1", "bc-idm-s0", "bc-idm-s1", "bc-noop"} and bc["bc-idm-s1"].seed == 1
     assert bc["bc-idm-s1"].data == bc["bc-idm-s0"].data and bc["bc-idm-s1"].out.endswith("policies/bc-idm-s1")
-    assert {c.env for c in labeled.values()} == set(cfg.task_names) and {c.player for c in labeled.values()} == {"mixture"}
+    assert {c.env for c in labeled.values()} == set(cfg.task_names) and {c.player for c in labeled.values()} == {"contractor"}
+    mixture = StudyConfig(out="o", labeled_player="mixture")  # a study before the contractor: its capture stays cached
+    assert {c.player for k, c in stage_configs(mixture, study_paths(Path("o"), cfg.task_names, tuple(cfg.labeled_split),
+                                                                     2))["capture"].items() if k.startswith("labeled")} == {"mixture"}
     assert len({c.seed for c in configs["capture"].values()}) == len(configs["capture"])  # every job its own seeds
     assert sorted(configs["idm"].data) == sorted(c.out for c in labeled.values())
     with pytest.raises(ValueError, match="labeled_worlds must be one of tasks, voxel"):
         StudyConfig(out="o", labeled_worlds="nether")
+    with pytest.raises(ValueError, match="labeled_player must be one of random, .*contractor, got 'steve'"):
+        StudyConfig(out="o", labeled_player="steve")
 
 
 def test_help_of_the_agent_stage_and_every_verb(capsys):

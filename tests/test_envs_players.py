@@ -66,6 +66,30 @@ def test_players_are_deterministic_in_their_seed(env):
     np.testing.assert_array_equal(a[1], b[1])
 
 
+def test_the_contractor_plays_the_task_in_bouts_where_the_mixture_never_seeks_it():
+    """The contractor (the study's labeled play) spends bouts on the task at hand as the expert
+    does, so its play shows what the expert's footage shows (trees close up, logs breaking)."""
+    import gymnasium as gym
+
+    from worldloom.envs import register_envs
+
+    register_envs()
+    logs = {}
+    for name in ("contractor", "mixture"):
+        logs[name] = 0.0
+        for seed in range(3):
+            task = gym.make("worldloom/CollectLogs-v0", height=64, width=64)
+            player = make_player(name, seed=seed)
+            obs, info = task.reset(seed=seed)
+            for _ in range(400):
+                obs, reward, terminated, truncated, info = task.step(player.act(obs, info))
+                logs[name] += reward
+                if terminated or truncated:
+                    break
+            task.close()
+    assert logs["contractor"] >= 3 and logs["mixture"] == 0, logs
+
+
 def test_report_prints_a_histogram_per_player(env):
     h = action_histogram("random", env, 100)
     assert set(h["buttons"]) == set(actions.BUTTONS) and h["camera_bins"].shape == (2, 11)
