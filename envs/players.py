@@ -366,10 +366,10 @@ class Expert(ScriptedPlayer):
 
 
 class Contractor(Mixture):
-    """Plays freely as VPT's contractors did (Baker et al. 2022, section 4.1: paid to play the early
-    game, they chopped trees and dug as any player does): the mixture's exploring, mining, building
-    and idling, and bouts of the task at hand played as the expert plays it (where the world names
-    no goal, those bouts explore). The labeled play of `agent study`: an IDM learns the camera from
+    """Plays freely as VPT's contractors did (Baker et al. 2022: the IDM learned from about 2,000 hours
+    of people paid to play the game, who chop trees and dig as any player does): the mixture's
+    exploring, mining, building and idling, and bouts of the task at hand played as the expert plays
+    it (where the world names no goal, those bouts explore). The labeled play of `agent study`: an IDM learns the camera from
     play that looks like its footage (docs/agent.md, "The contractor's play")."""
 
     def __init__(self, seed: int = 0):
