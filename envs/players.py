@@ -301,7 +301,7 @@ class Mixture(ScriptedPlayer):
         self.weights = np.array([0.45, 0.3, 0.2, 0.05])
         self.current, self.left = 0, 0
 
-    IDLE = 3  # the weight of standing still, looking around slowly
+    IDLE = 3  # the activity (an index of `weights`) of standing still, looking around slowly
 
     def behave(self, a: dict, info: dict) -> None:
         if self.left <= 0:

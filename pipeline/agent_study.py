@@ -123,8 +123,9 @@ PRESETS: dict[str, StudySizes] = {
     # 0.1 of the goal's 90% ratio; docs/agent.md, session 30). Evaluation is about a third of the study.
     # Two BC seeds a policy: one seed moved MineStone's return from 4.85 to 7.58 on the same data (session 31).
     # 256 episodes of the contractor's labeled play: on 64 the IDM over-fits (its held-out loss rises from its 100th
-    # step) and read the expert's pitch at half its size; with 256 bc-idm / bc-env went 0.414 -> 0.774 on
-    # CollectLogs' return and 0.712 -> 0.939 on FindWater (docs/agent.md, "The contractor's play", session 39).
+    # step) and read the expert's pitch at half its size; with 256 the tiny study's bc-idm / bc-env went 0.414 ->
+    # 0.649 on CollectLogs' return and 0.712 -> 1.015 on FindWater, MineStone's return 0.684 -> 0.502, inside the
+    # spread two draws of the play give (docs/agent.md, "The contractor's play", session 39).
     "tiny": StudySizes(idm_episodes=256, eval_episodes=96, bc_seeds=2,
                        expected="at most 30 minutes of 2 CPU cores (3,600 CPU-seconds)"),
     "small": StudySizes(steps=1000, idm_episodes=200, footage_episodes=200, idm_preset="small", idm_max_steps=20000,
