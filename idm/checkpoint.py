@@ -9,7 +9,9 @@ RUN/
                                 per second of the datasets it learned} (absent in runs trained before it)
   checkpoint/model.safetensors  weights
   checkpoint/optimizer.safetensors, checkpoint/state.json   AdamW state; step, schedule, elapsed time
-  checkpoint/button_thresholds.json   press thresholds fitted on the validation episodes (train's end)
+  checkpoint/button_thresholds.json   press thresholds fitted on the validation episodes (train's end), on the
+                                press probabilities (`press_probabilities`: "calibrated"; older files: the raw
+                                sigmoid, converted on reading)
   metrics.csv, curves.png       written by train
 
 Runs travel (downloaded, copied from a colleague), so loading checks what it reads: the format
@@ -66,6 +68,7 @@ def load_idm(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[I
         return vpt.load_vpt_idm(run_dir, device)
     cfg = model_config(run_dir)
     model = ckpt.load_model(run_dir, KIND, lambda: IDM(cfg))
+    model.button_logit_shift = button_logit_shift(run_dir)  # read by infer.window_probs
     model.button_thresholds = button_thresholds(run_dir)  # read by infer's decoding; None: 0.5 each
     return model.to(device).eval(), cfg
 
@@ -94,11 +97,32 @@ def check_step_rate(run_dir: str | Path, data: list[str] | tuple[str, ...]) -> N
     check(data, step_rate(run_dir), f"IDM {run_dir}", "reads an action", "an IDM")
 
 
+def button_logit_shift(run_dir: str | Path) -> float:
+    """What to subtract from the run's button logits to get press probabilities: log of the press weight its
+    loss gave a press against a release (`train.button_pos_weight`; 0 for a run whose config does not say).
+
+    Binary cross-entropy with a press weighted w is least where sigmoid(logit) = w p / (w p + 1 - p), p the
+    chance of a press: the logit is p's log-odds plus log w (the weighted loss is the plain one on a sample
+    where presses come w times as often). So sigmoid(logit - log w) is p, and a press labeled where it passes
+    0.5 is the more likely of press and release; sigmoid(logit) > 0.5 would press wherever p > 1 / (1 + w)."""
+    if vpt.is_spec(run_dir):
+        return 0.0
+    weight = read_config(run_dir).get("train", {}).get("button_pos_weight", 1.0)
+    return float(np.log(weight))
+
+
+def press_probability(raw: np.ndarray, shift: float) -> np.ndarray:
+    """sigmoid(logit) in (0, 1) -> sigmoid(logit - shift): a cut on the raw sigmoid as a cut on the press probability."""
+    return 1 / (1 + np.exp(-(np.log(raw / (1 - raw)) - shift)))
+
+
 def button_thresholds(run_dir: str | Path) -> np.ndarray | None:
     """The (20,) press thresholds the run fitted on its validation episodes for these weights
-    (`checkpoint/button_thresholds.json`, written by training), or None: absent (a run from
-    before them, or one without validation episodes) or fitted on other weights (a run resumed
-    and stopped before it refitted). A malformed file: one-line UserError naming it."""
+    (`checkpoint/button_thresholds.json`, written by training), on the press probabilities
+    (`button_logit_shift` taken out; a file fitted before that, on the raw sigmoid, is converted, so
+    it decides the same presses), or None: absent (a run from before them, or one without
+    validation episodes) or fitted on other weights (a run resumed and stopped before it
+    refitted). A malformed file: one-line UserError naming it."""
     path = ckpt._run_file(run_dir, ckpt.CHECKPOINT_DIR, THRESHOLDS_FILE)  # a link leading outside the run: refused
     if not path.exists():
         return None
@@ -112,13 +136,19 @@ def button_thresholds(run_dir: str | Path) -> np.ndarray | None:
     if values.shape != (NUM_BUTTONS,) or not np.all((values > 0) & (values < 1)):
         raise UserError(f"{path}: thresholds must be {NUM_BUTTONS} numbers in (0, 1); delete the file (0.5 is used "
                         "without it) or train the run again")
-    return values if weights == checkpoint_id(run_dir) else None
+    if weights != checkpoint_id(run_dir):
+        return None
+    if doc.get("press_probabilities") != "calibrated":  # fitted on sigmoid(logit): the same cut on logit - shift
+        values = press_probability(values, button_logit_shift(run_dir))
+    return values
 
 
 def write_button_thresholds(run_dir: str | Path, thresholds: np.ndarray, fitted_on: dict) -> Path:
-    """Write `checkpoint/button_thresholds.json` for the run's current weights (atomic)."""
+    """Write `checkpoint/button_thresholds.json` for the run's current weights (atomic); `thresholds` on the
+    press probabilities (`button_logit_shift` taken out)."""
     path = Path(run_dir) / ckpt.CHECKPOINT_DIR / THRESHOLDS_FILE
-    atomic_write_json(path, {"checkpoint": checkpoint_id(run_dir), "buttons": list(BUTTONS),
+    atomic_write_json(path, {"checkpoint": checkpoint_id(run_dir), "press_probabilities": "calibrated",
+                             "buttons": list(BUTTONS),
                              "thresholds": [float(t) for t in thresholds], **fitted_on})
     return path
 

@@ -77,11 +77,15 @@ def block_features(model: IDM, frames: np.ndarray) -> torch.Tensor:
 
 @torch.inference_mode()
 def window_probs(model: IDM, windows: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Window features (W, T, D) -> button probabilities (W, T, 20) and camera probabilities (W, T, 2, 11)."""
+    """Window features (W, T, D) -> button probabilities (W, T, 20) and camera probabilities (W, T, 2, 11).
+
+    A button's probability is sigmoid(logit - `model.button_logit_shift`): the press weight its training loss
+    gave presses taken out (checkpoint.button_logit_shift; 0 on a model that was not loaded from a run)."""
     device = _model_device(model)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         out = model.heads(windows)
-    return torch.sigmoid(out["buttons"].float()).cpu().numpy(), torch.softmax(out["camera"].float(), -1).cpu().numpy()
+    buttons = out["buttons"].float() - getattr(model, "button_logit_shift", 0.0)
+    return torch.sigmoid(buttons).cpu().numpy(), torch.softmax(out["camera"].float(), -1).cpu().numpy()
 
 
 def decode(buttons_prob: np.ndarray, camera_prob: np.ndarray, camera_decoding: str = "expected",

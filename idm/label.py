@@ -10,10 +10,11 @@ label_source `idm`, label_model = the checkpoint id and a per-step confidence (t
 probability of the whole decoded action). A dataset's episodes keep their engine truth, which
 the IDM does not predict: the `state_*` columns and the `caption` column (made by the rules from
 the state where the input has state but no captions, e.g. format version 2); the actions are the
-IDM's. A button is labeled pressed where the IDM's probability passes 0.5 (the most likely
-action, as VPT labels; `--presses fitted` uses the run's F1-fitted thresholds instead, which
-flood another player's footage with rare presses: docs/idm.md). The model sees frames resized with INTER_LINEAR to its
-size (as VPT resizes). Videos are read by `worldloom.datasets.video`: time from presentation
+IDM's. A button is labeled pressed where the IDM's probability passes 0.5 (the more likely of
+press and release, as VPT labels; the probability with the press weight of the IDM's training
+loss taken out, `checkpoint.button_logit_shift`). `--presses fitted` uses the run's F1-fitted
+thresholds instead, which flood another player's footage with rare presses (docs/idm.md). The
+model sees frames resized with INTER_LINEAR to its size (as VPT resizes). Videos are read by `worldloom.datasets.video`: time from presentation
 timestamps, step k showing the frame on screen at k / --fps seconds (the rule is written into
 the dataset's config), PyAV then OpenCV as decoders. Each episode's env_config names its source
 file, its identity, fps, size, first step and how it decoded.
@@ -72,6 +73,7 @@ from worldloom.datasets.writer import abort_writers
 from worldloom.errors import UserError
 from worldloom.folders import check_out
 from worldloom.idm.checkpoint import (
+    button_logit_shift,
     check_step_rate,
     checkpoint_id,
     load_idm,
@@ -124,9 +126,13 @@ class LabelConfig:
 
 def label_model_id(cfg: LabelConfig) -> str:
     """The label_model written with each label: the checkpoint id, and `+fitted-presses` where the run's fitted
-    thresholds decided the presses (labels of one model made both ways differ; resuming tells them apart)."""
+    thresholds decided the presses (labels of one model made both ways differ; resuming tells them apart), or
+    `+likely` where a run trained with a press weight labels the more likely (checkpoint.button_logit_shift;
+    before 2026-12-05 its labels pressed where sigmoid(logit) passed 0.5, and resuming labels those again)."""
     model_id = checkpoint_id(cfg.model)
-    return model_id + "+fitted-presses" if cfg.presses == "fitted" else model_id
+    if cfg.presses == "fitted":
+        return model_id + "+fitted-presses"
+    return model_id + "+likely" if button_logit_shift(cfg.model) else model_id
 
 
 def discover(cfg: LabelConfig) -> tuple[str, list[tuple[dict, Source]]]:

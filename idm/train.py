@@ -15,6 +15,7 @@ run at once with the last good checkpoint kept.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from worldloom.idm.checkpoint import (
     KIND,
     button_thresholds,
     load_idm,
+    press_probability,
     read_config,
     write_button_thresholds,
 )
@@ -295,7 +297,8 @@ def validate(model: IDM, batch: dict[str, np.ndarray], cfg: TrainConfig, device:
             out = model(frames)
         b_loss, c_loss = losses(out, buttons, camera_pos, cfg.button_pos_weight)
         total += float(b_loss + cfg.hparams.camera_weight * c_loss) * len(frames)
-        outs.append((out["buttons"].float().cpu() > 0, out["camera"].float().argmax(-1).cpu()))
+        # pressed where a press is the more likely (checkpoint.button_logit_shift): what `idm label` writes
+        outs.append((out["buttons"].float().cpu() > math.log(cfg.button_pos_weight), out["camera"].float().argmax(-1).cpu()))
     model.train()
     pred_buttons = torch.cat([o[0] for o in outs]).flatten(0, 1).numpy()
     pred_bins = torch.cat([o[1] for o in outs]).flatten(0, 1).numpy()
@@ -431,28 +434,32 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
 
 # Where the fit looks, and how many presses a button needs in the validation episodes before its
 # own threshold is trusted over 0.5 (issue 18's log, section 8: on two demo runs, held-out macro F1
-# 0.438 -> 0.491 and 0.324 -> 0.371, the hotbar keys with 5-11 validation presses included).
+# 0.438 -> 0.491 and 0.324 -> 0.371, the hotbar keys with 5-11 validation presses included). The grid
+# is on the sigmoid of the trained logit, as it was fitted then; the file holds it on the press
+# probabilities (checkpoint.button_logit_shift), the same cuts.
 THRESHOLD_GRID = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 THRESHOLD_MIN_PRESSES = 3
 
 
 def fit_button_thresholds(run_dir: Path, val_eps: list, device: torch.device) -> np.ndarray:
     """Per button, the press threshold with the best F1 on the validation episodes (whole
-    episodes, decoded as labeling decodes them); 0.5 for a button pressed fewer than
+    episodes, decoded as labeling decodes them) among THRESHOLD_GRID's cuts of the trained logit's
+    sigmoid, written on the press probabilities; the grid's 0.5 for a button pressed fewer than
     THRESHOLD_MIN_PRESSES times there. Macro F1 counts rare buttons (a hotbar key: 0.2% of steps)
     as much as frequent ones, and a model trained for minutes is under-confident on them.
     Written next to the weights (checkpoint.write_button_thresholds); returns the (20,) values."""
     from worldloom.idm.infer import predict
 
     model, _ = load_idm(run_dir, device=device)
-    model.button_thresholds = None  # fit on the raw probabilities
+    model.button_thresholds = None  # fit on the probabilities themselves
     probs = np.concatenate([predict(model, ep.frames)["buttons_prob"] for ep in val_eps])  # (N, 20)
     true = np.concatenate([ep.buttons for ep in val_eps]).astype(bool)  # (N, 20)
     presses = true.sum(0)
-    thresholds = np.full(true.shape[1], 0.5)
+    grid = press_probability(np.asarray(THRESHOLD_GRID), model.button_logit_shift)  # the same cuts of the logit
+    thresholds = np.full(true.shape[1], grid[THRESHOLD_GRID.index(0.5)])
     for k in np.flatnonzero(presses >= THRESHOLD_MIN_PRESSES):
-        f1 = [metrics.f1_scores(probs[:, k:k + 1] > g, true[:, k:k + 1])[0] for g in THRESHOLD_GRID]
-        thresholds[k] = THRESHOLD_GRID[int(np.nanargmax(f1))]
+        f1 = [metrics.f1_scores(probs[:, k:k + 1] > g, true[:, k:k + 1])[0] for g in grid]
+        thresholds[k] = grid[int(np.nanargmax(f1))]
     path = write_button_thresholds(run_dir, thresholds, {"fitted_on_steps": int(len(true)),
                                                          "validation_presses": presses.astype(int).tolist()})
     print(f"idm train: press thresholds fitted on {len(true)} validation steps -> {path}", file=sys.stderr)

@@ -473,12 +473,12 @@ def test_train_eval_label_loop(voxel, tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == (  # a summary in words, not a dict
-        f"idm label: labeled 3 of 3 inputs (120 steps, 0.1 min of play) into {out} by {checkpoint.checkpoint_id(run)}")
+        f"idm label: labeled 3 of 3 inputs (120 steps, 0.1 min of play) into {out} by {checkpoint.checkpoint_id(run)}+likely")
     ds, src = Dataset(out), Dataset(voxel["unlabeled"])
     assert sorted(ds.episode_ids) == ["ep-0", "ep-1", "ep-2"]
     clip = ds.frames("ep-1")
     assert np.array_equal(clip.frames, src.frames("ep-1").frames)  # original frames unchanged
-    assert clip.label_source == "idm" and clip.label_model == checkpoint.checkpoint_id(run)
+    assert clip.label_source == "idm" and clip.label_model == checkpoint.checkpoint_id(run) + "+likely"
     assert clip.buttons.shape == (40, 20) and ((clip.label_confidence > 0) & (clip.label_confidence <= 1)).all()
     model, _ = checkpoint.load_idm(run)
     direct = infer.predict(model, voxel["episodes"][1][0])
@@ -523,24 +523,39 @@ def test_press_thresholds_are_fitted_on_validation_and_used_where_the_run_is_rea
     run = train_main(micro_cfg(voxel["labeled"], tmp_path / "run", max_steps=3))
     doc = json.loads((run / "checkpoint" / "button_thresholds.json").read_text())
     assert doc["checkpoint"] == checkpoint.checkpoint_id(run) and doc["fitted_on_steps"] == 40  # the 1 val episode
-    assert set(doc["thresholds"]) <= set(THRESHOLD_GRID)
+    # The press weight of 3 (the micro run's, as every preset's) is taken out of the probabilities: the file's
+    # thresholds are the grid's cuts of the trained logit's sigmoid, moved to the probabilities.
+    grid, shift = np.array(THRESHOLD_GRID), np.log(3.0)
+    assert checkpoint.button_logit_shift(run) == pytest.approx(shift) and doc["press_probabilities"] == "calibrated"
+    assert np.isclose(np.array(doc["thresholds"])[:, None], 1 / (1 + (1 - grid) / grid * 3)).any(1).all()
     model, _ = checkpoint.load_idm(run)
     np.testing.assert_array_equal(model.button_thresholds, doc["thresholds"])
     out = infer.predict(model, voxel["episodes"][0][0])
     assert np.array_equal(out["buttons"], out["buttons_prob"] > np.array(doc["thresholds"]))
+    model.button_logit_shift = 0.0  # the raw sigmoid: w p / (w p + 1 - p) of the press probability p
+    raw = infer.predict(model, voxel["episodes"][0][0])["buttons_prob"]
+    np.testing.assert_allclose(raw, 3 * out["buttons_prob"] / (3 * out["buttons_prob"] + 1 - out["buttons_prob"]),
+                               rtol=1e-4, atol=1e-6)
+    # A file fitted before the shift (on the raw sigmoid, no `press_probabilities`) decides the same presses.
+    path = run / "checkpoint" / "button_thresholds.json"
+    raw_cut = 1 / (1 + (1 - np.array(doc["thresholds"])) / np.array(doc["thresholds"]) / 3)
+    path.write_text(json.dumps({k: v for k, v in {**doc, "thresholds": raw_cut.tolist()}.items()
+                                if k != "press_probabilities"}))
+    np.testing.assert_allclose(checkpoint.button_thresholds(run), doc["thresholds"])
+    path.write_text(json.dumps(doc))
     # Labels are the most likely action (p > 0.5, as VPT labels: the fitted thresholds press rare buttons far
     # more often, and cloned policies sneaked); --presses fitted decodes with them, and says so in label_model.
     pseudo = tmp_path / "p"
     assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(pseudo)]) == 0
     assert np.array_equal(Dataset(pseudo).frames("ep-0").buttons, out["buttons_prob"] > 0.5)
-    assert set(Dataset(pseudo).episodes.column("label_model").to_pylist()) == {checkpoint.checkpoint_id(run)}
+    assert np.array_equal(Dataset(pseudo).frames("ep-0").buttons, raw > 0.75)  # not raw > 0.5: p > 1/4
+    assert set(Dataset(pseudo).episodes.column("label_model").to_pylist()) == {checkpoint.checkpoint_id(run) + "+likely"}
     assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(pseudo),
                 "--presses", "fitted"]) == 0  # the same --out: labeled again, not "already there"
     assert np.array_equal(Dataset(pseudo).frames("ep-0").buttons, out["buttons"])
     assert set(Dataset(pseudo).episodes.column("label_model").to_pylist()) == {
         checkpoint.checkpoint_id(run) + "+fitted-presses"}
     # Fitted on other weights (resumed, not refitted): ignored; not a thresholds file: one line.
-    path = run / "checkpoint" / "button_thresholds.json"
     path.write_text(json.dumps({**doc, "checkpoint": "run@step1-000000000000"}))
     assert checkpoint.button_thresholds(run) is None
     path.write_text(json.dumps({**doc, "thresholds": [0.5] * 19 + [7.0]}))
@@ -849,7 +864,7 @@ def test_eval_refuses_an_idms_own_labels_as_the_truth(voxel, full_run, tmp_path,
     assert cli(["idm", "eval", "--model", str(full_run), "--data", str(pseudo), "--out", str(tmp_path / "ev")]) == 2
     err = capsys.readouterr().err.strip()
     line = err.splitlines()[-1]
-    assert line.startswith(f"worldloom idm: error: {pseudo}: episode 'ep-0' is labeled by {checkpoint.checkpoint_id(full_run)} "
+    assert line.startswith(f"worldloom idm: error: {pseudo}: episode 'ep-0' is labeled by {checkpoint.checkpoint_id(full_run)}+likely "
                            "(label_source idm), not recorded by the env"), err
     assert "give --truth DIR" in line and "Traceback" not in err and not (tmp_path / "ev").exists()
     assert cli(["idm", "eval", "--model", str(full_run), "--data", str(pseudo), "--truth", voxel["labeled"],
