@@ -173,6 +173,12 @@ def move_body(blocks, solid, pos, vel, move_x, move_z, jump, sneak, in_water, on
             pos[1] = math.floor(ny) + 1.0
             if collides(blocks, solid, pos[0], pos[1], pos[2], half_width, height):
                 pos[1] = ny - vel[1]  # could not resolve: stay where we were
+        elif vel[1] > 0:
+            # The head meets a block: up to contact with it, as Minecraft moves a body (a jump under leaves
+            # two blocks up rises 0.2 blocks and falls back, where stopping short would show nothing).
+            top = math.floor(ny + height) - height - 1e-4
+            if top > pos[1] and not collides(blocks, solid, pos[0], top, pos[2], half_width, height):
+                pos[1] = top
         vel[1] = 0.0
     else:
         pos[1] = ny

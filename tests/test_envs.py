@@ -204,6 +204,15 @@ def test_gravity_jump_and_collision():
         _, _, _, _, info = env.step(press(jump=int(t == 0)))
         heights.append(info["position"][1])
     assert 9.0 < max(heights) < 9.4 and heights[-1] == pytest.approx(8.0)  # Minecraft's 1.25-block jump
+    # Under a block two up (leaves over a forest floor) the head meets it: the body rises to contact, 0.2
+    # blocks (2 - its 1.8 height), and falls back, as in Minecraft; it neither stays put nor enters the block.
+    world.set(8, 10, 8, BLOCK_ID["leaves"])
+    heights = []
+    for t in range(8):
+        _, _, _, _, info = env.step(press(jump=int(t == 0)))
+        heights.append(info["position"][1])
+    assert heights[0] == pytest.approx(8.2, abs=1e-3) and max(heights) < 8.2 and heights[-1] == pytest.approx(8.0)
+    world.set(8, 10, 8, BLOCK_ID["air"])
     for _ in range(20):
         _, _, _, _, info = env.step(press(forward=1))
     assert info["position"][2] == pytest.approx(10.0 - 0.3, abs=1e-3)  # stopped by the block, box half-width 0.3
