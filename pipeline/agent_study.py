@@ -125,7 +125,8 @@ PRESETS: dict[str, StudySizes] = {
     # 256 episodes of the contractor's labeled play: on 64 the IDM over-fits (its held-out loss rises from its 100th
     # step) and read the expert's pitch at half its size; with 256 the tiny study's bc-idm / bc-env went 0.414 ->
     # 0.649 on CollectLogs' return and 0.712 -> 1.015 on FindWater, MineStone's return 0.684 -> 0.502, inside the
-    # spread two draws of the play give (docs/agent.md, "The contractor's play", session 39).
+    # spread two draws of the play give (docs/agent.md, "The contractor's play", session 39). With labels at the
+    # IDM's more likely press and jumps that show, every ratio is 0.711 or more (study22, 29.3 minutes; session 40).
     "tiny": StudySizes(idm_episodes=256, eval_episodes=96, bc_seeds=2,
                        expected="at most 30 minutes of 2 CPU cores (3,600 CPU-seconds)"),
     "small": StudySizes(steps=1000, idm_episodes=200, footage_episodes=200, idm_preset="small", idm_max_steps=20000,
