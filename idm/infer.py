@@ -26,6 +26,13 @@ both sides; windows run in batches of `batch_size` counted from the first window
 batch runs once every frame it depends on has arrived, so the same tensors of the same shapes go
 through the model in the same order (and a step is returned only once its window's keep range
 cannot change: when the sequence is known to go on for at least another T/2 + T frames).
+
+Held keys (`hold_steps`, 1 by default: each step on its own, as VPT decodes): with `hold_steps = n`
+(odd), the movement keys (forward, back, left, right, sneak, sprint: keys a player holds for many
+steps) are decided on their probability averaged over the n steps centred on the step, the sequence's
+first and last steps repeated beyond its ends. A step is then returned once (n - 1) / 2 later steps
+are known, and the average is summed in one fixed order, so pieces still give the one-pass labels
+bit for bit. Why: docs/idm.md, "Held keys".
 """
 
 from __future__ import annotations
@@ -34,9 +41,20 @@ import cv2
 import numpy as np
 import torch
 
-from worldloom.actions import dequantize_camera
+from worldloom.actions import BUTTONS, dequantize_camera
 from worldloom.idm.data import padded_frames
 from worldloom.idm.model import IDM
+
+HELD_KEYS = ("forward", "back", "left", "right", "sneak", "sprint")  # averaged over hold_steps (module docstring)
+HELD_INDEX = np.array([BUTTONS.index(k) for k in HELD_KEYS])
+MAX_HOLD_STEPS = 41  # about 2 s at 20 steps/s
+
+
+def check_hold_steps(hold_steps: int) -> None:
+    """ValueError unless `hold_steps` is odd and in [1, MAX_HOLD_STEPS]."""
+    if not (isinstance(hold_steps, int) and 1 <= hold_steps <= MAX_HOLD_STEPS and hold_steps % 2 == 1):
+        raise ValueError(f"hold_steps must be an odd number of steps from 1 to {MAX_HOLD_STEPS} (1: each step on its "
+                         f"own), got {hold_steps!r}")
 
 
 def window_plan(num_steps: int, num_frames: int) -> list[tuple[int, int, int]]:
@@ -119,7 +137,9 @@ def decode(buttons_prob: np.ndarray, camera_prob: np.ndarray, camera_decoding: s
 class StreamPredictor:
     """Per-step predictions of one sequence fed in pieces: bit for bit those of one pass (module docstring)."""
 
-    def __init__(self, model: IDM, batch_size: int = 8) -> None:
+    def __init__(self, model: IDM, batch_size: int = 8, hold_steps: int = 1) -> None:
+        """`hold_steps`: the movement keys' probabilities averaged over this many steps (odd; module docstring)."""
+        check_hold_steps(hold_steps)
         cfg = model.cfg
         self.model, self.T, self.ctx = model, cfg.num_frames, cfg.context
         self.stride, self.quarter = cfg.num_frames // 2, cfg.num_frames // 4
@@ -136,6 +156,9 @@ class StreamPredictor:
         self.pad_short = getattr(model, "pads_short_windows", True)  # VPT's IDM runs short windows as they are
         self.camera_decoding = getattr(model, "camera_decoding", "expected")
         self.thresholds = getattr(model, "button_thresholds", None)  # set by checkpoint.load_idm
+        self.hold = hold_steps // 2  # steps on each side of a held key's average
+        self.pending = (np.zeros((0, 20), np.float32), np.zeros((0, 2, 11), np.float32))  # probs not returned yet
+        self.held_before: np.ndarray | None = None  # the held keys' last `hold` probs before the pending steps
 
     def push(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         """Add the next frames (n, H, W, 3) uint8, any size; the predictions of the steps now final."""
@@ -147,22 +170,23 @@ class StreamPredictor:
         self._run_blocks(final_frames=self.num_frames)
         self._run_windows(last_window=None)
         stable = (self.num_frames - self.T) // self.stride  # windows before it keep what the grid says
-        return self._take(min(self.num_windows, stable), plan=None)
+        return self._release(*self._take(min(self.num_windows, stable), plan=None), final=False)
 
     def finish(self) -> dict[str, np.ndarray]:
         """The predictions of every step not returned yet; the sequence ends here."""
         self.finished = True
         num_steps = self.num_frames
         if num_steps == 0:
-            return decode(np.zeros((0, 20), np.float32), np.zeros((0, 2, 11), np.float32))
+            return self._release(np.zeros((0, 20), np.float32), np.zeros((0, 2, 11), np.float32), final=True)
         if num_steps < self.T and self.pad_short:  # pad by repeating the last frame; the padded steps are dropped below
             self.frames = np.concatenate([self.frames, np.repeat(self.frames[-1:], self.T - num_steps, 0)])
             self.num_frames = self.T
         self._run_blocks(final_frames=None)
         plan = window_plan(self.num_frames, self.T)
         self._run_windows(last_window=len(plan))
-        out = self._take(len(plan), plan=plan)
-        return {key: value[:len(value) - (self.num_frames - num_steps)] for key, value in out.items()}
+        probs_b, probs_c = self._take(len(plan), plan=plan)
+        padded = self.num_frames - num_steps  # the repeated frames' steps, dropped
+        return self._release(probs_b[:len(probs_b) - padded], probs_c[:len(probs_c) - padded], final=True)
 
     def _run_blocks(self, final_frames: int | None) -> None:
         """Features of every whole block whose frames (and context) have arrived; at the end, of the rest."""
@@ -204,8 +228,9 @@ class StreamPredictor:
             return self.num_frames - self.T  # the plan's last window ends at the last frame
         return i * self.stride
 
-    def _take(self, upto: int, plan: list[tuple[int, int, int]] | None) -> dict[str, np.ndarray]:
-        """Return the kept steps of windows [num_returned_windows, upto) (grid keep ranges, or the plan's)."""
+    def _take(self, upto: int, plan: list[tuple[int, int, int]] | None) -> tuple[np.ndarray, np.ndarray]:
+        """Button (n, 20) and camera (n, 2, 11) probabilities of the kept steps of windows
+        [num_returned_windows, upto) (grid keep ranges, or the plan's)."""
         probs_b, probs_c = [], []
         for i in range(self.num_returned_windows, upto):
             if plan is not None:
@@ -219,9 +244,28 @@ class StreamPredictor:
             probs_c.append(c[keep_from - start:keep_to - start])
         self.num_returned_windows = max(self.num_returned_windows, upto)
         if not probs_b:
-            return decode(np.zeros((0, 20), np.float32), np.zeros((0, 2, 11), np.float32), self.camera_decoding,
-                          self.thresholds)
-        return decode(np.concatenate(probs_b), np.concatenate(probs_c), self.camera_decoding, self.thresholds)
+            return np.zeros((0, 20), np.float32), np.zeros((0, 2, 11), np.float32)
+        return np.concatenate(probs_b), np.concatenate(probs_c)
+
+    def _release(self, probs_b: np.ndarray, probs_c: np.ndarray, final: bool) -> dict[str, np.ndarray]:
+        """Decode the steps whose held-key average is known: all but the last `hold` pending ones, or all at the end."""
+        pending_b = np.concatenate([self.pending[0], probs_b])
+        pending_c = np.concatenate([self.pending[1], probs_c])
+        ready = len(pending_b) if final else max(0, len(pending_b) - self.hold)
+        out_b = pending_b[:ready].copy()
+        if self.hold and ready:
+            held = pending_b[:, HELD_INDEX]  # (P, 6)
+            if self.held_before is None:  # the sequence's first step, repeated before it
+                self.held_before = np.repeat(held[:1], self.hold, 0)
+            after = np.repeat(held[-1:], self.hold, 0) if final else held[:0]  # its last step, repeated after it
+            span = np.concatenate([self.held_before, held, after])  # step i's window is span[i : i + 2 * hold + 1]
+            total = span[:ready].copy()
+            for j in range(1, 2 * self.hold + 1):  # one fixed order of sums, whatever the pieces
+                total += span[j:j + ready]
+            out_b[:, HELD_INDEX] = total / np.float32(2 * self.hold + 1)
+            self.held_before = span[ready:ready + self.hold]
+        self.pending = (pending_b[ready:], pending_c[ready:])
+        return decode(out_b, pending_c[:ready], self.camera_decoding, self.thresholds)
 
 
 def concat_predictions(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -229,20 +273,22 @@ def concat_predictions(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarr
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
-def predict_sequence(model: IDM, frames: np.ndarray, batch_size: int = 8) -> dict[str, np.ndarray]:
-    """One sequence (T, H, W, 3) uint8 -> per-step predictions, windowed and stitched."""
-    stream = StreamPredictor(model, batch_size)
+def predict_sequence(model: IDM, frames: np.ndarray, batch_size: int = 8, hold_steps: int = 1) -> dict[str, np.ndarray]:
+    """One sequence (T, H, W, 3) uint8 -> per-step predictions, windowed and stitched (`hold_steps`: StreamPredictor)."""
+    stream = StreamPredictor(model, batch_size, hold_steps)
     return concat_predictions([stream.push(frames), stream.finish()])
 
 
-def predict(model: IDM, frames: np.ndarray, batch_size: int = 8) -> dict[str, np.ndarray]:
+def predict(model: IDM, frames: np.ndarray, batch_size: int = 8, hold_steps: int = 1) -> dict[str, np.ndarray]:
     """Frames (T, H, W, 3) or (B, T, H, W, 3) uint8 -> buttons_prob (..., T, 20), buttons bool,
-    camera_bins (..., T, 2) int, camera_deg (..., T, 2) float, confidence (..., T)."""
+    camera_bins (..., T, 2) int, camera_deg (..., T, 2) float, confidence (..., T). `hold_steps` (odd): the
+    movement keys decided on their probability averaged over that many steps around each (`idm label` uses 7;
+    module docstring), their `buttons_prob` the average."""
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim not in (4, 5) or frames.shape[-1] != 3 or frames.shape[-4] == 0:
         raise ValueError(f"predict takes uint8 frames (T, H, W, 3) or (B, T, H, W, 3) with T >= 1, "
                          f"got {frames.dtype} {frames.shape}")
     if frames.ndim == 4:
-        return predict_sequence(model, frames, batch_size)
-    outs = [predict_sequence(model, seq, batch_size) for seq in frames]
+        return predict_sequence(model, frames, batch_size, hold_steps)
+    outs = [predict_sequence(model, seq, batch_size, hold_steps) for seq in frames]
     return {key: np.stack([o[key] for o in outs]) for key in outs[0]}

@@ -12,7 +12,9 @@ the IDM does not predict: the `state_*` columns and the `caption` column (made b
 the state where the input has state but no captions, e.g. format version 2); the actions are the
 IDM's. A button is labeled pressed where the IDM's probability passes 0.5 (the more likely of
 press and release, as VPT labels; the probability with the press weight of the IDM's training
-loss taken out, `checkpoint.button_logit_shift`). `--presses fitted` uses the run's F1-fitted
+loss taken out, `checkpoint.button_logit_shift`); the movement keys, which players hold, on
+their probability averaged over `--hold-steps` steps centred on the step (7 by default; 1 decides
+every step on its own, as VPT; docs/idm.md, held keys). `--presses fitted` uses the run's F1-fitted
 thresholds instead, which flood another player's footage with rare presses (docs/idm.md). The
 model sees frames resized with INTER_LINEAR to its size (as VPT resizes). Videos are read by `worldloom.datasets.video`: time from presentation
 timestamps, step k showing the frame on screen at k / --fps seconds (the rule is written into
@@ -81,7 +83,13 @@ from worldloom.idm.checkpoint import (
     step_rate,
 )
 from worldloom.idm.data import open_dataset
-from worldloom.idm.infer import StreamPredictor, concat_predictions, predict_sequence, resize_frames
+from worldloom.idm.infer import (
+    MAX_HOLD_STEPS,
+    StreamPredictor,
+    concat_predictions,
+    predict_sequence,
+    resize_frames,
+)
 from worldloom.io import json_text
 from worldloom.paths import redact_text
 from worldloom.progress import StepCount, nothing_done
@@ -108,6 +116,9 @@ class LabelConfig:
     address: str | None = doc("Ray cluster to join (HOST:PORT or auto); unset: a local one on loopback", None)
     batch_size: int = doc("windows per forward pass", 8)
     threads: int = doc("torch CPU threads per worker (0: torch's default)", 0)
+    hold_steps: int = doc("movement keys (forward, back, left, right, sneak, sprint) are decided on their probability "
+                          "averaged over this many steps centred on the step (odd; 1: each step on its own, as VPT "
+                          "labels); docs/idm.md, held keys", 7)
     presses: str = doc("when a button is labeled pressed: likely (its probability above 0.5: the most likely "
                        "action, as VPT labels; what behaviour cloning needs) or fitted (the run's per-button "
                        "thresholds that maximise validation F1, which press rare buttons far more often)", "likely")
@@ -122,17 +133,23 @@ class LabelConfig:
         check_range("num_workers", self.num_workers, 0, MAX_WORKERS, f"1: this process; {NUM_WORKERS_RANGE}")
         check_range("batch_size", self.batch_size, 1, 4096, "windows per forward pass")
         check_range("threads", self.threads, 0, 256, "0: torch's default")
+        check_range("hold_steps", self.hold_steps, 1, MAX_HOLD_STEPS, "steps averaged for the movement keys")
+        if self.hold_steps % 2 == 0:
+            raise ValueError(f"--hold-steps must be odd (the step and as many on each side), got {self.hold_steps}")
 
 
 def label_model_id(cfg: LabelConfig) -> str:
     """The label_model written with each label: the checkpoint id, and `+fitted-presses` where the run's fitted
     thresholds decided the presses (labels of one model made both ways differ; resuming tells them apart), or
     `+likely` where a run trained with a press weight labels the more likely (checkpoint.button_logit_shift;
-    before 2026-12-05 its labels pressed where sigmoid(logit) passed 0.5, and resuming labels those again)."""
+    before 2026-12-05 its labels pressed where sigmoid(logit) passed 0.5, and resuming labels those again), then
+    `+hold7` where the movement keys were decided on 7-step averages (`hold_steps`)."""
     model_id = checkpoint_id(cfg.model)
     if cfg.presses == "fitted":
-        return model_id + "+fitted-presses"
-    return model_id + "+likely" if button_logit_shift(cfg.model) else model_id
+        model_id += "+fitted-presses"
+    elif button_logit_shift(cfg.model):
+        model_id += "+likely"
+    return model_id + (f"+hold{cfg.hold_steps}" if cfg.hold_steps > 1 else "")
 
 
 def discover(cfg: LabelConfig) -> tuple[str, list[tuple[dict, Source]]]:
@@ -249,7 +266,7 @@ class Labeler:
         clip = ds.frames(item["episode_id"])
         row = ds.episodes.filter(pc.equal(ds.episodes.column("episode_id"), item["episode_id"])).to_pylist()[0]
         warnings.extend(self._check_length(len(clip.frames), float(ds.spec.fps), item))
-        pred = predict_sequence(self.model, clip.frames, self.cfg.batch_size)
+        pred = predict_sequence(self.model, clip.frames, self.cfg.batch_size, self.cfg.hold_steps)
         self.on_steps(len(clip.frames))
         codec = ds.spec.codec if ds.spec.codec != "jpeg" else "png"  # never lose pixels to a re-encode
         env_config = json.loads(row["env_config"]) if row.get("env_config") else {}
@@ -267,7 +284,7 @@ class Labeler:
         with VideoReader(item["source"], fps=self.cfg.fps, threads=self.cfg.threads) as reader:
             report, fps, chunk = reader.report, reader.fps, self.cfg.chunk_steps
             writer = self._writer(report.height, report.width, fps, "raw", item)
-            stream = StreamPredictor(self.model, self.cfg.batch_size)
+            stream = StreamPredictor(self.model, self.cfg.batch_size, self.cfg.hold_steps)
             frames: list[np.ndarray] = []  # decoded steps not stored yet, and their predictions
             preds: list[dict] = []
             num_stored = 0

@@ -473,15 +473,15 @@ def test_train_eval_label_loop(voxel, tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == (  # a summary in words, not a dict
-        f"idm label: labeled 3 of 3 inputs (120 steps, 0.1 min of play) into {out} by {checkpoint.checkpoint_id(run)}+likely")
+        f"idm label: labeled 3 of 3 inputs (120 steps, 0.1 min of play) into {out} by {checkpoint.checkpoint_id(run)}+likely+hold7")
     ds, src = Dataset(out), Dataset(voxel["unlabeled"])
     assert sorted(ds.episode_ids) == ["ep-0", "ep-1", "ep-2"]
     clip = ds.frames("ep-1")
     assert np.array_equal(clip.frames, src.frames("ep-1").frames)  # original frames unchanged
-    assert clip.label_source == "idm" and clip.label_model == checkpoint.checkpoint_id(run) + "+likely"
+    assert clip.label_source == "idm" and clip.label_model == checkpoint.checkpoint_id(run) + "+likely+hold7"
     assert clip.buttons.shape == (40, 20) and ((clip.label_confidence > 0) & (clip.label_confidence <= 1)).all()
     model, _ = checkpoint.load_idm(run)
-    direct = infer.predict(model, voxel["episodes"][1][0])
+    direct = infer.predict_sequence(model, voxel["episodes"][1][0], hold_steps=7)  # movement keys over 7 steps
     assert np.array_equal(clip.buttons, direct["buttons_prob"] > 0.5)  # the most likely action (idm/label.py)
     assert ds.manifest["config"]["model_input"]["interpolation"] == "INTER_LINEAR"
     # Running it again resumes: everything is committed already, nothing is relabeled.
@@ -545,16 +545,24 @@ def test_press_thresholds_are_fitted_on_validation_and_used_where_the_run_is_rea
     path.write_text(json.dumps(doc))
     # Labels are the most likely action (p > 0.5, as VPT labels: the fitted thresholds press rare buttons far
     # more often, and cloned policies sneaked); --presses fitted decodes with them, and says so in label_model.
-    pseudo = tmp_path / "p"
-    assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(pseudo)]) == 0
+    pseudo, each_step = tmp_path / "p", ["--hold-steps", "1"]
+    assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(pseudo), *each_step]) == 0
     assert np.array_equal(Dataset(pseudo).frames("ep-0").buttons, out["buttons_prob"] > 0.5)
     assert np.array_equal(Dataset(pseudo).frames("ep-0").buttons, raw > 0.75)  # not raw > 0.5: p > 1/4
     assert set(Dataset(pseudo).episodes.column("label_model").to_pylist()) == {checkpoint.checkpoint_id(run) + "+likely"}
     assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(pseudo),
-                "--presses", "fitted"]) == 0  # the same --out: labeled again, not "already there"
+                "--presses", "fitted", *each_step]) == 0  # the same --out: labeled again, not "already there"
     assert np.array_equal(Dataset(pseudo).frames("ep-0").buttons, out["buttons"])
     assert set(Dataset(pseudo).episodes.column("label_model").to_pylist()) == {
         checkpoint.checkpoint_id(run) + "+fitted-presses"}
+    # By default the movement keys are decided on their 7-step average (infer.HELD_KEYS), the rest per step.
+    assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(pseudo)]) == 0
+    model, _ = checkpoint.load_idm(run)
+    model.button_thresholds = None
+    held = infer.predict_sequence(model, voxel["episodes"][0][0], hold_steps=7)
+    assert np.array_equal(Dataset(pseudo).frames("ep-0").buttons, held["buttons_prob"] > 0.5)
+    assert set(Dataset(pseudo).episodes.column("label_model").to_pylist()) == {
+        checkpoint.checkpoint_id(run) + "+likely+hold7"}
     # Fitted on other weights (resumed, not refitted): ignored; not a thresholds file: one line.
     path.write_text(json.dumps({**doc, "checkpoint": "run@step1-000000000000"}))
     assert checkpoint.button_thresholds(run) is None
@@ -864,7 +872,7 @@ def test_eval_refuses_an_idms_own_labels_as_the_truth(voxel, full_run, tmp_path,
     assert cli(["idm", "eval", "--model", str(full_run), "--data", str(pseudo), "--out", str(tmp_path / "ev")]) == 2
     err = capsys.readouterr().err.strip()
     line = err.splitlines()[-1]
-    assert line.startswith(f"worldloom idm: error: {pseudo}: episode 'ep-0' is labeled by {checkpoint.checkpoint_id(full_run)}+likely "
+    assert line.startswith(f"worldloom idm: error: {pseudo}: episode 'ep-0' is labeled by {checkpoint.checkpoint_id(full_run)}+likely+hold7 "
                            "(label_source idm), not recorded by the env"), err
     assert "give --truth DIR" in line and "Traceback" not in err and not (tmp_path / "ev").exists()
     assert cli(["idm", "eval", "--model", str(full_run), "--data", str(pseudo), "--truth", voxel["labeled"],
