@@ -143,7 +143,7 @@ def test_label_and_eval_run_vpt_idm(tmp_path):
     assert code == 0
     ds = Dataset(tmp_path / "labeled")
     clip = ds.frames(ds.episode_ids[0])
-    assert clip.label_source == "idm" and clip.label_model == model_id and clip.buttons.shape == (20, 20)
+    assert clip.label_source == "idm" and clip.label_model == model_id + "+hold7" and clip.buttons.shape == (20, 20)
     # idm eval on VPT recordings ingested from the golden fixture (resized to the model's 16x16)
     ingest(IngestConfig(data=(str(Path(__file__).parent / "fixtures" / "vpt"),), out=str(tmp_path / "rec"), resolution="16"))
     assert main(["idm", "eval", "--model", spec, "--data", str(tmp_path / "rec")]) == 0
