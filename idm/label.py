@@ -117,8 +117,8 @@ class LabelConfig:
     batch_size: int = doc("windows per forward pass", 8)
     threads: int = doc("torch CPU threads per worker (0: torch's default)", 0)
     hold_steps: int = doc("movement keys (forward, back, left, right, sneak, sprint) are decided on their probability "
-                          "averaged over this many steps centred on the step (odd; 1: each step on its own, as VPT "
-                          "labels); docs/idm.md, held keys", 7)
+                          "averaged over this many steps centred on the step (odd, 1 to 41; 1: each step on its own, as "
+                          "VPT labels); docs/idm.md, held keys", 7)
     presses: str = doc("when a button is labeled pressed: likely (its probability above 0.5: the most likely "
                        "action, as VPT labels; what behaviour cloning needs) or fitted (the run's per-button "
                        "thresholds that maximise validation F1, which press rare buttons far more often)", "likely")
