@@ -165,16 +165,43 @@ def hierarchical_bootstrap_ci(values: np.ndarray, seed: int = 0, level: float = 
     seeds differ by more than their episodes' intervals (docs/agent.md), so an interval over
     episodes alone claims a precision about the recipe that one seed does not have; with one run
     this is the bootstrap over episodes of `bootstrap_ci`."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim != 2 or values.size == 0:
-        raise ValueError(f"hierarchical_bootstrap_ci takes scores (runs, episodes), got shape {values.shape}")
-    runs, episodes = values.shape
-    rng = np.random.default_rng([seed, 0xB007, 2])
-    picked = rng.integers(0, runs, (resamples, runs, 1))  # (resamples, runs, 1) which runs
-    drawn = rng.integers(0, episodes, (resamples, runs, episodes))  # and which of their episodes
-    means = values[picked, drawn].mean((1, 2))  # (resamples,)
+    values = _runs_by_episodes(values, "hierarchical_bootstrap_ci")
+    means = _hierarchical_means(values, np.random.default_rng([seed, 0xB007, 2]), resamples)
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return float(values.mean()), float(lo), float(hi)
+
+
+def hierarchical_ratio_ci(numerator: np.ndarray, denominator: np.ndarray, seed: int = 0, level: float = 0.95,
+                          resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float, float] | None:
+    """(ratio, low, high) of two recipes' mean scores, each given as (runs, episodes): the ratio of
+    their means and the percentile interval of the ratio under `hierarchical_bootstrap_ci`'s two-level
+    resampling, drawn for each recipe on its own (the study's bc-idm over bc-env: its goal is a ratio,
+    and two seeds a policy leave it this wide). None where the denominator's mean is 0, or is 0 in
+    more than 1% of the resamples (a ratio with no scale)."""
+    num = _runs_by_episodes(numerator, "hierarchical_ratio_ci")
+    den = _runs_by_episodes(denominator, "hierarchical_ratio_ci")
+    rng = np.random.default_rng([seed, 0xB007, 3])
+    top, bottom = _hierarchical_means(num, rng, resamples), _hierarchical_means(den, rng, resamples)
+    if den.mean() == 0 or (bottom == 0).mean() > 0.01:
+        return None
+    ratios = top[bottom != 0] / bottom[bottom != 0]
+    lo, hi = np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2])
+    return float(num.mean() / den.mean()), float(lo), float(hi)
+
+
+def _runs_by_episodes(values: np.ndarray, name: str) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or values.size == 0:
+        raise ValueError(f"{name} takes scores (runs, episodes), got shape {values.shape}")
+    return values
+
+
+def _hierarchical_means(values: np.ndarray, rng: np.random.Generator, resamples: int) -> np.ndarray:
+    """(resamples,) means of `values` (runs, episodes) resampled runs first, then each drawn run's episodes."""
+    runs, episodes = values.shape
+    picked = rng.integers(0, runs, (resamples, runs, 1))  # (resamples, runs, 1) which runs
+    drawn = rng.integers(0, episodes, (resamples, runs, episodes))  # and which of their episodes
+    return values[picked, drawn].mean((1, 2))
 
 
 def wilson_ci(successes: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:

@@ -892,6 +892,9 @@ def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path, monkeyp
     assert seeds == {0, 1} and not (out / "policies" / "bc-idm").exists()
     assert {k.split("|")[1] for k in report["eval"]} == {"explore"}
     assert [(g["task"], g["metric"]) for g in report["goals"]] == [("explore", "success_rate"), ("explore", "return")]
+    for g in report["goals"]:  # bc-idm / bc-env with its interval over both arms' seeds, then episodes (or none: no scale)
+        assert g["ratio_low"] is None or g["ratio_low"] <= g["idm_over_env"] <= g["ratio_high"]
+    assert "its 95% interval" in (out / "report.md").read_text()
     assert (out / "figures" / "ci.png").exists()
     assert set(report["eval"]["bc-idm|explore"]["behaviour"]) == {"pitch_mean", "looking_down", "aim", "walked"}
     assert "Behaviour" in (out / "report.md").read_text()
@@ -1018,6 +1021,33 @@ def test_goal_checks_compare_idm_with_env_labels_and_random():
     (row,) = [r for r in goal_checks({**evals, ("bc-env", "explore"): {"success_rate": zero}}, ("explore",))
               if r["metric"] == "success_rate"]
     assert row["idm_over_env"] is None and not row["ratio_met"]
+    assert success["ratio_low"] is None  # no per-episode scores (a study from before): no interval
+
+
+def test_the_goal_ratio_has_an_interval_over_both_arms_seeds_then_episodes():
+    from worldloom.agent.evaluate import hierarchical_ratio_ci
+    from worldloom.pipeline.agent_report import goal_checks, pool_seeds
+
+    rng = np.random.default_rng(1)
+    env = np.stack([rng.normal(6.0, 1.0, 96), rng.normal(8.0, 1.0, 96)])  # two seeds of BC on true labels
+    close = np.stack([rng.normal(5.4, 1.0, 96), rng.normal(7.2, 1.0, 96)])  # seeds apart as env's are
+    ratio, low, high = hierarchical_ratio_ci(close, env)
+    assert ratio == pytest.approx(close.mean() / env.mean()) and low < 0.9 < high  # two seeds settle nothing
+    tight = np.stack([rng.normal(7.0, 1.0, 96)] * 2)  # a seed spread of 0
+    r_tight, low_t, high_t = hierarchical_ratio_ci(tight * 0.95, tight)
+    assert r_tight == pytest.approx(0.95) and high_t - low_t < 0.06 < high - low
+    assert hierarchical_ratio_ci(close, np.zeros((2, 96))) is None  # no scale to divide by
+    with pytest.raises(ValueError, match=r"\(runs, episodes\)"):
+        hierarchical_ratio_ci(close[0], env)
+
+    ci = lambda mean: {"mean": mean, "low": mean - 1, "high": mean + 1}  # noqa: E731
+    run = lambda ret: {"success_rate": ci(1.0), "return": ci(float(np.mean(ret))),  # noqa: E731
+                       "per_episode": {"success": [True] * len(ret), "return": list(ret)}}
+    evals = pool_seeds({**{(f"bc-env-s{k}", "mine_stone"): run(env[k]) for k in range(2)},
+                        **{(f"bc-idm-s{k}", "mine_stone"): run(close[k]) for k in range(2)},
+                        ("random", "mine_stone"): run(np.zeros(96))})
+    (ret,) = [g for g in goal_checks(evals, ("mine_stone",)) if g["metric"] == "return"]
+    assert (ret["idm_over_env"], ret["ratio_low"], ret["ratio_high"]) == pytest.approx((ratio, low, high))
 
 
 def test_train_into_a_dataset_or_another_run_is_one_line_and_nothing_is_written(data, tmp_path, capsys):
