@@ -12,6 +12,8 @@ RUN/
   checkpoint/button_thresholds.json   press thresholds fitted on the validation episodes (train's end), on the
                                 press probabilities (`press_probabilities`: "calibrated"; older files: the raw
                                 sigmoid, converted on reading)
+  checkpoint/camera_spread.json   per camera axis, the factor that gives the expected move the spread of the
+                                true moves on the validation episodes (train's end; `idm label --camera matched`)
   metrics.csv, curves.png       written by train
 
 Runs travel (downloaded, copied from a colleague), so loading checks what it reads: the format
@@ -38,6 +40,8 @@ from worldloom.untrusted import MAX_EXACT_INT, dataclass_from_json
 
 KIND = "idm"
 THRESHOLDS_FILE = "button_thresholds.json"
+SPREAD_FILE = "camera_spread.json"
+SPREAD_RANGE = (0.5, 2.0)  # a fitted factor is kept inside this (a validation set too small to trust says more)
 
 
 def read_config(run_dir: str | Path) -> dict:
@@ -150,6 +154,39 @@ def write_button_thresholds(run_dir: str | Path, thresholds: np.ndarray, fitted_
     atomic_write_json(path, {"checkpoint": checkpoint_id(run_dir), "press_probabilities": "calibrated",
                              "buttons": list(BUTTONS),
                              "thresholds": [float(t) for t in thresholds], **fitted_on})
+    return path
+
+
+def camera_spread(run_dir: str | Path) -> np.ndarray | None:
+    """The (2,) factors (pitch, yaw) the run fitted on its validation episodes for these weights
+    (`checkpoint/camera_spread.json`, written by training): the true moves' root mean square over
+    the expected moves' (idm/train.py fit_decoding), so labels scaled by it spread as the player's
+    camera did. None: absent (a run trained before 2026-12-05, one without validation episodes,
+    OpenAI's IDM) or fitted on other weights. A malformed file: one-line UserError naming it."""
+    if vpt.is_spec(run_dir):
+        return None
+    path = ckpt._run_file(run_dir, ckpt.CHECKPOINT_DIR, SPREAD_FILE)  # a link leading outside the run: refused
+    if not path.exists():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+        values = np.asarray(doc["spread"], dtype=np.float64)
+        weights = str(doc["checkpoint"])
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise UserError(f"{path}: not a camera spread file ({type(err).__name__}: {err}); delete it (labels take "
+                        "the expected move without it) or train the run again") from None
+    low, high = SPREAD_RANGE
+    if values.shape != (2,) or not np.all((values >= low) & (values <= high)):
+        raise UserError(f"{path}: spread must be 2 numbers (pitch, yaw) in [{low}, {high}]; delete the file (labels "
+                        "take the expected move without it) or train the run again")
+    return values if weights == checkpoint_id(run_dir) else None
+
+
+def write_camera_spread(run_dir: str | Path, spread: np.ndarray, fitted_on: dict) -> Path:
+    """Write `checkpoint/camera_spread.json` for the run's current weights (atomic)."""
+    path = Path(run_dir) / ckpt.CHECKPOINT_DIR / SPREAD_FILE
+    atomic_write_json(path, {"checkpoint": checkpoint_id(run_dir), "axes": ["pitch", "yaw"],
+                             "spread": [float(v) for v in spread], **fitted_on})
     return path
 
 

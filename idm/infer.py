@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 import torch
 
-from worldloom.actions import BUTTONS, dequantize_camera
+from worldloom.actions import BUTTONS, CAMERA_MAXVAL, dequantize_camera
 from worldloom.idm.data import padded_frames
 from worldloom.idm.model import IDM
 
@@ -107,7 +107,7 @@ def window_probs(model: IDM, windows: torch.Tensor) -> tuple[np.ndarray, np.ndar
 
 
 def decode(buttons_prob: np.ndarray, camera_prob: np.ndarray, camera_decoding: str = "expected",
-           thresholds: np.ndarray | None = None) -> dict[str, np.ndarray]:
+           thresholds: np.ndarray | None = None, camera_spread: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Probabilities -> the action dict of `predict`.
 
     A button is pressed where its probability exceeds its threshold: `thresholds` (20,), those
@@ -118,7 +118,9 @@ def decode(buttons_prob: np.ndarray, camera_prob: np.ndarray, camera_decoding: s
     unsure one to its mean in degrees (where the model cannot tell a turn's direction, near 0 instead
     of a confident wrong side; docs/idm.md). Labels store `camera_deg`. A model that
     says `camera_decoding = "argmax"` (OpenAI's VPT IDM, trained on one-hot bins) gets the argmax
-    bin's centre, as VPT decodes.
+    bin's centre, as VPT decodes. `camera_spread` (2,), where given (`idm label --camera matched`: the
+    run's `checkpoint.camera_spread`), multiplies the expected move per axis (pitch, yaw) so its spread
+    is the true moves' on the run's validation episodes, clipped to the bins' +-CAMERA_MAXVAL.
     """
     buttons = buttons_prob > (0.5 if thresholds is None else thresholds)
     camera_bins = camera_prob.argmax(-1)
@@ -127,6 +129,8 @@ def decode(buttons_prob: np.ndarray, camera_prob: np.ndarray, camera_decoding: s
     else:
         centres = dequantize_camera(np.arange(camera_prob.shape[-1]))  # (bins,) degrees
         camera_deg = (camera_prob * centres).sum(-1)  # (..., 2) expected move in degrees
+        if camera_spread is not None:
+            camera_deg = np.clip(camera_deg * np.asarray(camera_spread), -CAMERA_MAXVAL, CAMERA_MAXVAL)
     # The probability of the whole decoded action, heads taken as independent.
     confidence = np.where(buttons, buttons_prob, 1 - buttons_prob).prod(-1) * camera_prob.max(-1).prod(-1)
     return {"buttons_prob": buttons_prob.astype(np.float32), "buttons": buttons,
@@ -156,6 +160,7 @@ class StreamPredictor:
         self.pad_short = getattr(model, "pads_short_windows", True)  # VPT's IDM runs short windows as they are
         self.camera_decoding = getattr(model, "camera_decoding", "expected")
         self.thresholds = getattr(model, "button_thresholds", None)  # set by checkpoint.load_idm
+        self.camera_spread = getattr(model, "camera_spread", None)  # set by idm label (--camera matched)
         self.hold = hold_steps // 2  # steps on each side of a held key's average
         self.pending = (np.zeros((0, 20), np.float32), np.zeros((0, 2, 11), np.float32))  # probs not returned yet
         self.held_before: np.ndarray | None = None  # the held keys' last `hold` probs before the pending steps
@@ -265,7 +270,7 @@ class StreamPredictor:
             out_b[:, HELD_INDEX] = total / np.float32(2 * self.hold + 1)
             self.held_before = span[ready:ready + self.hold]
         self.pending = (pending_b[ready:], pending_c[ready:])
-        return decode(out_b, pending_c[:ready], self.camera_decoding, self.thresholds)
+        return decode(out_b, pending_c[:ready], self.camera_decoding, self.thresholds, self.camera_spread)
 
 
 def concat_predictions(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -76,6 +76,7 @@ from worldloom.errors import UserError
 from worldloom.folders import check_out
 from worldloom.idm.checkpoint import (
     button_logit_shift,
+    camera_spread,
     check_step_rate,
     checkpoint_id,
     load_idm,
@@ -98,6 +99,7 @@ MAX_CHUNK_STEPS = 72_000  # an hour at 20 steps per second
 
 
 PRESSES = ("likely", "fitted")
+CAMERA_LABELS = ("matched", "expected")
 
 
 @dataclass(frozen=True)
@@ -122,10 +124,16 @@ class LabelConfig:
     presses: str = doc("when a button is labeled pressed: likely (its probability above 0.5: the most likely "
                        "action, as VPT labels; what behaviour cloning needs) or fitted (the run's per-button "
                        "thresholds that maximise validation F1, which press rare buttons far more often)", "likely")
+    camera: str = doc("camera labels: matched (the expected move scaled per axis so its spread is the true moves' on "
+                      "the IDM's validation episodes: checkpoint/camera_spread.json; without that file, as expected) "
+                      "or expected (the mean of the IDM's bins: the least squared error, and strokes smaller than the "
+                      "player's); docs/idm.md, camera spread", "matched")
 
     def __post_init__(self) -> None:
         if self.presses not in PRESSES:
             raise ValueError(f"LabelConfig.presses must be one of {', '.join(PRESSES)}, got {self.presses!r}")
+        if self.camera not in CAMERA_LABELS:
+            raise ValueError(f"LabelConfig.camera must be one of {', '.join(CAMERA_LABELS)}, got {self.camera!r}")
         if self.frames not in ("original", "model"):
             raise ValueError(f"LabelConfig.frames must be 'original' or 'model', got {self.frames!r}")
         check_range("fps", self.fps, *FPS_RANGE, "steps per second", integer=False)
@@ -143,13 +151,15 @@ def label_model_id(cfg: LabelConfig) -> str:
     thresholds decided the presses (labels of one model made both ways differ; resuming tells them apart), or
     `+likely` where a run trained with a press weight labels the more likely (checkpoint.button_logit_shift;
     before 2026-12-05 its labels pressed where sigmoid(logit) passed 0.5, and resuming labels those again), then
-    `+hold7` where the movement keys were decided on 7-step averages (`hold_steps`)."""
+    `+hold7` where the movement keys were decided on 7-step averages (`hold_steps`), then `+spread` where
+    the camera was scaled by the run's fitted spread (`camera` matched, the file there)."""
     model_id = checkpoint_id(cfg.model)
     if cfg.presses == "fitted":
         model_id += "+fitted-presses"
     elif button_logit_shift(cfg.model):
         model_id += "+likely"
-    return model_id + (f"+hold{cfg.hold_steps}" if cfg.hold_steps > 1 else "")
+    model_id += f"+hold{cfg.hold_steps}" if cfg.hold_steps > 1 else ""
+    return model_id + ("+spread" if cfg.camera == "matched" and camera_spread(cfg.model) is not None else "")
 
 
 def discover(cfg: LabelConfig) -> tuple[str, list[tuple[dict, Source]]]:
@@ -195,6 +205,8 @@ class Labeler:
         self.model, self.model_cfg = load_idm(cfg.model, device=device)
         if cfg.presses == "likely":
             self.model.button_thresholds = None  # decoded at 0.5 (infer.decode)
+        if cfg.camera == "matched":
+            self.model.camera_spread = camera_spread(cfg.model)  # None: the expected move (infer.decode)
         self.model_id, self.job_config = model_id, job_config
         self.writers: dict[tuple, object] = {}
         self.on_steps = on_steps or (lambda n: None)

@@ -35,11 +35,14 @@ from worldloom.idm import data as idm_data
 from worldloom.idm import metrics
 from worldloom.idm.checkpoint import (
     KIND,
+    SPREAD_RANGE,
     button_thresholds,
+    camera_spread,
     load_idm,
     press_probability,
     read_config,
     write_button_thresholds,
+    write_camera_spread,
 )
 from worldloom.idm.model import IDM, PRESETS, IDMConfig, num_parameters
 from worldloom.training import (
@@ -356,16 +359,18 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
     check_out(cfg.out, KIND)  # the inputs are checked before anything is written into --out: a failed
     check_resumable(cfg)  # another config: that error, before "already finished"
     finished = ckpt.finished_run(cfg.out, KIND, "idm train", cfg.minutes, cfg.max_steps)
-    if finished and button_thresholds(cfg.out) is not None:
-        print(finished, file=sys.stderr)  # its thresholds, curves and config are left as they are
+    if finished and button_thresholds(cfg.out) is not None and camera_spread(cfg.out) is not None:
+        print(finished, file=sys.stderr)  # its decoding fits, curves and config are left as they are
         return Path(cfg.out)
     episodes = idm_data.load_episodes(cfg.data, require_labels=True, same_frames=True)  # command leaves no config.json behind
     idm_data.check_frame_size(episodes, mcfg.height, mcfg.width, "training")
     train_eps, val_eps = idm_data.split_episodes(idm_data.usable(episodes, mcfg.num_frames), cfg.val_fraction, cfg.seed)
-    if finished:  # stopped on its last step (Ctrl-C, a kill) before its press thresholds were fitted: fit them now
-        print(f"{finished}; fitting the press thresholds it stopped before" if val_eps else finished, file=sys.stderr)
-        if val_eps:  # (no validation episodes: a run that never had thresholds)
-            fit_button_thresholds(Path(cfg.out), val_eps, device)
+    if finished:  # stopped on its last step (Ctrl-C, a kill) before its decoding was fitted, or trained before the
+        # camera spread was (2026-12-05): fit them now, on the same validation episodes
+        print(f"{finished}; fitting the press thresholds and camera spread labeling decodes with" if val_eps else finished,
+              file=sys.stderr)
+        if val_eps:  # (no validation episodes: a run that never had them)
+            fit_decoding(Path(cfg.out), val_eps, device)
         return Path(cfg.out)
     train_eps = idm_data.take_hours(train_eps, cfg.max_hours, cfg.seed)
     val_batch = idm_data.fixed_windows(val_eps, mcfg.num_frames, mcfg.context, cfg.val_windows, cfg.seed)
@@ -428,7 +433,7 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
                      checkpoint_every=cfg.checkpoint_every, stop_after=stop_after):
         return run_dir  # a kill (tests): nothing after the last checkpoint survives
     if val_eps:  # the loop ends only when the budget is spent (a kill or an error returns or raises above)
-        fit_button_thresholds(run_dir, val_eps, device)
+        fit_decoding(run_dir, val_eps, device)
     return run_dir
 
 
@@ -441,21 +446,37 @@ THRESHOLD_GRID = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 THRESHOLD_MIN_PRESSES = 3
 
 
-def fit_button_thresholds(run_dir: Path, val_eps: list, device: torch.device) -> np.ndarray:
-    """Per button, the press threshold with the best F1 on the validation episodes (whole
-    episodes, decoded as labeling decodes them) among THRESHOLD_GRID's cuts of the trained logit's
-    sigmoid, written on the press probabilities; the grid's 0.5 for a button pressed fewer than
-    THRESHOLD_MIN_PRESSES times there. Macro F1 counts rare buttons (a hotbar key: 0.2% of steps)
-    as much as frequent ones, and a model trained for minutes is under-confident on them.
-    Written next to the weights (checkpoint.write_button_thresholds); returns the (20,) values."""
+def fit_decoding(run_dir: Path, val_eps: list, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """What labeling decodes with, fitted on the validation episodes (whole episodes, predicted as
+    labeling predicts them, in one pass): the press thresholds (`fit_button_thresholds`) and the
+    camera spread (`fit_camera_spread`), each written next to the weights. Returns both."""
     from worldloom.idm.infer import predict
 
     model, _ = load_idm(run_dir, device=device)
     model.button_thresholds = None  # fit on the probabilities themselves
-    probs = np.concatenate([predict(model, ep.frames)["buttons_prob"] for ep in val_eps])  # (N, 20)
+    preds = [predict(model, ep.frames) for ep in val_eps]
+    probs = np.concatenate([p["buttons_prob"] for p in preds])  # (N, 20)
     true = np.concatenate([ep.buttons for ep in val_eps]).astype(bool)  # (N, 20)
+    thresholds = fit_button_thresholds(run_dir, probs, true, model.button_logit_shift)
+    expected = np.concatenate([p["camera_deg"] for p in preds])  # (N, 2) the expected move, degrees
+    true_camera = np.concatenate([ep.camera for ep in val_eps])  # (N, 2)
+    spread = fit_camera_spread(expected, true_camera)
+    path = write_camera_spread(run_dir, spread, {"fitted_on_steps": int(len(true_camera)),
+                                                 "moves_over_a_degree": (np.abs(true_camera) > 1).sum(0).tolist()})
+    print(f"idm train: camera spread {spread[0]:.2f} (pitch) / {spread[1]:.2f} (yaw) fitted on {len(true_camera)} "
+          f"validation steps -> {path}", file=sys.stderr)
+    return thresholds, spread
+
+
+def fit_button_thresholds(run_dir: Path, probs: np.ndarray, true: np.ndarray, logit_shift: float) -> np.ndarray:
+    """Per button, the press threshold with the best F1 on the validation steps (`probs` (N, 20) press
+    probabilities against `true` (N, 20)) among THRESHOLD_GRID's cuts of the trained logit's sigmoid,
+    written on the press probabilities; the grid's 0.5 for a button pressed fewer than
+    THRESHOLD_MIN_PRESSES times there. Macro F1 counts rare buttons (a hotbar key: 0.2% of steps)
+    as much as frequent ones, and a model trained for minutes is under-confident on them.
+    Written next to the weights (checkpoint.write_button_thresholds); returns the (20,) values."""
     presses = true.sum(0)
-    grid = press_probability(np.asarray(THRESHOLD_GRID), model.button_logit_shift)  # the same cuts of the logit
+    grid = press_probability(np.asarray(THRESHOLD_GRID), logit_shift)  # the same cuts of the logit
     thresholds = np.full(true.shape[1], grid[THRESHOLD_GRID.index(0.5)])
     for k in np.flatnonzero(presses >= THRESHOLD_MIN_PRESSES):
         f1 = [metrics.f1_scores(probs[:, k:k + 1] > g, true[:, k:k + 1])[0] for g in grid]
@@ -464,6 +485,35 @@ def fit_button_thresholds(run_dir: Path, val_eps: list, device: torch.device) ->
                                                          "validation_presses": presses.astype(int).tolist()})
     print(f"idm train: press thresholds fitted on {len(true)} validation steps -> {path}", file=sys.stderr)
     return thresholds
+
+
+# A camera axis needs this many validation steps that turn it by more than a degree before its spread is
+# fitted; with fewer the factor is 1 (the expected move as it is).
+SPREAD_MIN_MOVES = 20
+
+
+def fit_camera_spread(expected: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Per camera axis, the factor that gives the expected move (`expected` (N, 2) degrees: the mean of
+    the model's bins) the root mean square of the true move (`true` (N, 2), clipped to the bins'
+    +-CAMERA_MAXVAL, the most a label can say) on the validation steps, kept in SPREAD_RANGE; 1 for an
+    axis turned by more than a degree on fewer than SPREAD_MIN_MOVES steps.
+
+    Why: an expected move is the mean of what the model thinks possible, so its spread is the truth's
+    times about the square root of the model's R^2 (0.74 / 0.70 of the truth's on the agent study's
+    validation steps, R^2 0.52 / 0.68): strokes come out smaller, and a policy cloned on them turns
+    less than its teacher (docs/agent.md, the camera's spread). Scaled, the labels keep the expected
+    move's direction and ranking and the truth's spread. Returns the (2,) factors (pitch, yaw);
+    `fit_decoding` writes them next to the weights, `idm label --camera matched` (the default) applies them."""
+    from worldloom.actions import CAMERA_MAXVAL
+
+    true = np.clip(true.astype(np.float64), -CAMERA_MAXVAL, CAMERA_MAXVAL)
+    expected = expected.astype(np.float64)
+    spread = np.ones(2)
+    for k in range(2):
+        rms_true, rms_expected = np.sqrt((true[:, k] ** 2).mean()), np.sqrt((expected[:, k] ** 2).mean())
+        if (np.abs(true[:, k]) > 1).sum() >= SPREAD_MIN_MOVES and rms_expected > 1e-6:
+            spread[k] = np.clip(rms_true / rms_expected, *SPREAD_RANGE)
+    return spread
 
 
 def train(cfg: TrainConfig) -> Path:

@@ -473,12 +473,12 @@ def test_train_eval_label_loop(voxel, tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == (  # a summary in words, not a dict
-        f"idm label: labeled 3 of 3 inputs (120 steps, 0.1 min of play) into {out} by {checkpoint.checkpoint_id(run)}+likely+hold7")
+        f"idm label: labeled 3 of 3 inputs (120 steps, 0.1 min of play) into {out} by {checkpoint.checkpoint_id(run)}+likely+hold7+spread")
     ds, src = Dataset(out), Dataset(voxel["unlabeled"])
     assert sorted(ds.episode_ids) == ["ep-0", "ep-1", "ep-2"]
     clip = ds.frames("ep-1")
     assert np.array_equal(clip.frames, src.frames("ep-1").frames)  # original frames unchanged
-    assert clip.label_source == "idm" and clip.label_model == checkpoint.checkpoint_id(run) + "+likely+hold7"
+    assert clip.label_source == "idm" and clip.label_model == checkpoint.checkpoint_id(run) + "+likely+hold7+spread"
     assert clip.buttons.shape == (40, 20) and ((clip.label_confidence > 0) & (clip.label_confidence <= 1)).all()
     model, _ = checkpoint.load_idm(run)
     direct = infer.predict_sequence(model, voxel["episodes"][1][0], hold_steps=7)  # movement keys over 7 steps
@@ -549,12 +549,12 @@ def test_press_thresholds_are_fitted_on_validation_and_used_where_the_run_is_rea
     assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(pseudo), *each_step]) == 0
     assert np.array_equal(Dataset(pseudo).frames("ep-0").buttons, out["buttons_prob"] > 0.5)
     assert np.array_equal(Dataset(pseudo).frames("ep-0").buttons, raw > 0.75)  # not raw > 0.5: p > 1/4
-    assert set(Dataset(pseudo).episodes.column("label_model").to_pylist()) == {checkpoint.checkpoint_id(run) + "+likely"}
+    assert set(Dataset(pseudo).episodes.column("label_model").to_pylist()) == {checkpoint.checkpoint_id(run) + "+likely+spread"}
     assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(pseudo),
                 "--presses", "fitted", *each_step]) == 0  # the same --out: labeled again, not "already there"
     assert np.array_equal(Dataset(pseudo).frames("ep-0").buttons, out["buttons"])
     assert set(Dataset(pseudo).episodes.column("label_model").to_pylist()) == {
-        checkpoint.checkpoint_id(run) + "+fitted-presses"}
+        checkpoint.checkpoint_id(run) + "+fitted-presses+spread"}
     # By default the movement keys are decided on their 7-step average (infer.HELD_KEYS), the rest per step.
     assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(pseudo)]) == 0
     model, _ = checkpoint.load_idm(run)
@@ -562,13 +562,66 @@ def test_press_thresholds_are_fitted_on_validation_and_used_where_the_run_is_rea
     held = infer.predict_sequence(model, voxel["episodes"][0][0], hold_steps=7)
     assert np.array_equal(Dataset(pseudo).frames("ep-0").buttons, held["buttons_prob"] > 0.5)
     assert set(Dataset(pseudo).episodes.column("label_model").to_pylist()) == {
-        checkpoint.checkpoint_id(run) + "+likely+hold7"}
+        checkpoint.checkpoint_id(run) + "+likely+hold7+spread"}
     # Fitted on other weights (resumed, not refitted): ignored; not a thresholds file: one line.
     path.write_text(json.dumps({**doc, "checkpoint": "run@step1-000000000000"}))
     assert checkpoint.button_thresholds(run) is None
     path.write_text(json.dumps({**doc, "thresholds": [0.5] * 19 + [7.0]}))
     with pytest.raises(UserError, match=r"button_thresholds.json: thresholds must be 20 numbers in \(0, 1\)"):
         checkpoint.load_idm(run)
+
+
+def test_camera_labels_are_scaled_to_the_true_moves_spread_on_validation(voxel, tmp_path):
+    from worldloom.actions import CAMERA_MAXVAL
+    from worldloom.idm.train import SPREAD_MIN_MOVES, fit_camera_spread
+
+    # The fit itself: the true moves' RMS over the expected moves', per axis, the truth clipped to the bins' range.
+    rng = np.random.default_rng(0)
+    true = rng.normal(0, 4, (400, 2))
+    true[:, 1] *= 3  # yaw moves past +-10 on some steps: clipped as a label would be
+    expected = true * np.array([0.6, 0.5]) + rng.normal(0, 0.3, (400, 2))
+    spread = fit_camera_spread(expected, true)
+    clipped = true.clip(-CAMERA_MAXVAL, CAMERA_MAXVAL)
+    np.testing.assert_allclose(spread, np.sqrt((clipped ** 2).mean(0) / (expected ** 2).mean(0)))
+    assert 1.5 < spread[0] < 1.7
+    still = true.copy()
+    still[SPREAD_MIN_MOVES - 1:, 0] = 0.5  # pitch turned by over a degree on too few steps: left at 1
+    assert fit_camera_spread(expected, still)[0] == 1.0
+    assert fit_camera_spread(expected * 0.01, true).tolist() == [2.0, 2.0]  # kept in SPREAD_RANGE
+
+    # Training writes it for the run's weights; `idm label` scales the expected move by it (--camera matched,
+    # the default, `+spread` in label_model); --camera expected labels the expected move as it is.
+    run = train_main(micro_cfg(voxel["labeled"], tmp_path / "run", max_steps=3))
+    fitted = checkpoint.camera_spread(run)
+    doc = json.loads((run / "checkpoint" / "camera_spread.json").read_text())
+    assert fitted is not None and doc["checkpoint"] == checkpoint.checkpoint_id(run) and doc["fitted_on_steps"] == 40
+    model, _ = checkpoint.load_idm(run)
+    expected_deg = infer.predict_sequence(model, voxel["episodes"][0][0], hold_steps=7)["camera_deg"]
+    matched, plain = tmp_path / "matched", tmp_path / "plain"
+    assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(matched)]) == 0
+    assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(plain),
+                "--camera", "expected"]) == 0
+    np.testing.assert_allclose(Dataset(plain).frames("ep-0").camera, expected_deg, rtol=1e-6)
+    np.testing.assert_allclose(Dataset(matched).frames("ep-0").camera,
+                               (expected_deg * fitted).clip(-CAMERA_MAXVAL, CAMERA_MAXVAL), rtol=1e-5, atol=1e-6)
+    assert np.array_equal(Dataset(matched).frames("ep-0").buttons, Dataset(plain).frames("ep-0").buttons)
+    ids = {d: set(Dataset(d).episodes.column("label_model").to_pylist()) for d in (matched, plain)}
+    assert ids == {matched: {checkpoint.checkpoint_id(run) + "+likely+hold7+spread"},
+                   plain: {checkpoint.checkpoint_id(run) + "+likely+hold7"}}
+    # Fitted on other weights: ignored (labels as expected); not a spread file: one line; absent (a run trained
+    # before it): `idm train` run again fits it and trains nothing.
+    path = run / "checkpoint" / "camera_spread.json"
+    path.write_text(json.dumps({**doc, "checkpoint": "run@step1-000000000000"}))
+    assert checkpoint.camera_spread(run) is None
+    path.write_text(json.dumps({**doc, "spread": [1.2, 9.0]}))
+    with pytest.raises(UserError, match=r"camera_spread.json: spread must be 2 numbers \(pitch, yaw\) in \[0.5, 2.0\]"):
+        checkpoint.camera_spread(run)
+    path.unlink()
+    weights = (run / "checkpoint" / "model.safetensors").read_bytes()
+    assert train_main(micro_cfg(voxel["labeled"], run, max_steps=3)) == run
+    np.testing.assert_array_equal(checkpoint.camera_spread(run), fitted)
+    assert (run / "checkpoint" / "model.safetensors").read_bytes() == weights
+    assert checkpoint.camera_spread("vpt:/nowhere/4x_idm.weights") is None  # OpenAI's IDM: none fitted
 
 
 def test_killed_run_resumes_to_the_same_weights(voxel, full_run, tmp_path):
@@ -602,7 +655,7 @@ def test_a_finished_run_run_again_trains_nothing_and_rewrites_nothing(voxel, tmp
     thresholds.unlink()
     capsys.readouterr()
     assert train_main(micro_cfg(voxel["labeled"], run, max_steps=2)) == run
-    assert "fitting the press thresholds it stopped before" in capsys.readouterr().err
+    assert "fitting the press thresholds and camera spread labeling decodes with" in capsys.readouterr().err
     assert thresholds.read_text() == saved  # the same weights, the same validation episodes
 
 
@@ -872,7 +925,7 @@ def test_eval_refuses_an_idms_own_labels_as_the_truth(voxel, full_run, tmp_path,
     assert cli(["idm", "eval", "--model", str(full_run), "--data", str(pseudo), "--out", str(tmp_path / "ev")]) == 2
     err = capsys.readouterr().err.strip()
     line = err.splitlines()[-1]
-    assert line.startswith(f"worldloom idm: error: {pseudo}: episode 'ep-0' is labeled by {checkpoint.checkpoint_id(full_run)}+likely+hold7 "
+    assert line.startswith(f"worldloom idm: error: {pseudo}: episode 'ep-0' is labeled by {checkpoint.checkpoint_id(full_run)}+likely+hold7+spread "
                            "(label_source idm), not recorded by the env"), err
     assert "give --truth DIR" in line and "Traceback" not in err and not (tmp_path / "ev").exists()
     assert cli(["idm", "eval", "--model", str(full_run), "--data", str(pseudo), "--truth", voxel["labeled"],
