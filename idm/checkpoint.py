@@ -127,16 +127,9 @@ def button_thresholds(run_dir: str | Path) -> np.ndarray | None:
     it decides the same presses), or None: absent (a run from before them, or one without
     validation episodes) or fitted on other weights (a run resumed and stopped before it
     refitted). A malformed file: one-line UserError naming it."""
-    path = ckpt._run_file(run_dir, ckpt.CHECKPOINT_DIR, THRESHOLDS_FILE)  # a link leading outside the run: refused
-    if not path.exists():
+    if (fitted := _read_fitted(run_dir, THRESHOLDS_FILE, "thresholds", "a thresholds file", "0.5 is used")) is None:
         return None
-    try:
-        doc = json.loads(path.read_text())
-        values = np.asarray(doc["thresholds"], dtype=np.float64)
-        weights = str(doc["checkpoint"])
-    except (OSError, ValueError, TypeError, KeyError) as err:
-        raise UserError(f"{path}: not a thresholds file ({type(err).__name__}: {err}); delete it (0.5 is used "
-                        "without it) or train the run again") from None
+    path, doc, values, weights = fitted
     if values.shape != (NUM_BUTTONS,) or not np.all((values > 0) & (values < 1)):
         raise UserError(f"{path}: thresholds must be {NUM_BUTTONS} numbers in (0, 1); delete the file (0.5 is used "
                         "without it) or train the run again")
@@ -145,6 +138,22 @@ def button_thresholds(run_dir: str | Path) -> np.ndarray | None:
     if doc.get("press_probabilities") != "calibrated":  # fitted on sigmoid(logit): the same cut on logit - shift
         values = press_probability(values, button_logit_shift(run_dir))
     return values
+
+
+def _read_fitted(run_dir: str | Path, name: str, key: str, what: str, without: str
+                 ) -> tuple[Path, dict, np.ndarray, str] | None:
+    """(path, its JSON, its `key` as float64, the checkpoint id it was fitted for) of a file that training
+    fits next to the weights (checkpoint/`name`), None where absent; unreadable or missing a field: one-line
+    UserError naming it, saying what happens `without` it."""
+    path = ckpt._run_file(run_dir, ckpt.CHECKPOINT_DIR, name)  # a link leading outside the run: refused
+    if not path.exists():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+        return path, doc, np.asarray(doc[key], dtype=np.float64), str(doc["checkpoint"])
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise UserError(f"{path}: not {what} ({type(err).__name__}: {err}); delete it ({without} without it) or "
+                        "train the run again") from None
 
 
 def write_button_thresholds(run_dir: str | Path, thresholds: np.ndarray, fitted_on: dict) -> Path:
@@ -165,16 +174,10 @@ def camera_spread(run_dir: str | Path) -> np.ndarray | None:
     OpenAI's IDM) or fitted on other weights. A malformed file: one-line UserError naming it."""
     if vpt.is_spec(run_dir):
         return None
-    path = ckpt._run_file(run_dir, ckpt.CHECKPOINT_DIR, SPREAD_FILE)  # a link leading outside the run: refused
-    if not path.exists():
+    fitted = _read_fitted(run_dir, SPREAD_FILE, "spread", "a camera spread file", "labels take the expected move")
+    if fitted is None:
         return None
-    try:
-        doc = json.loads(path.read_text())
-        values = np.asarray(doc["spread"], dtype=np.float64)
-        weights = str(doc["checkpoint"])
-    except (OSError, ValueError, TypeError, KeyError) as err:
-        raise UserError(f"{path}: not a camera spread file ({type(err).__name__}: {err}); delete it (labels take "
-                        "the expected move without it) or train the run again") from None
+    path, _, values, weights = fitted
     low, high = SPREAD_RANGE
     if values.shape != (2,) or not np.all((values >= low) & (values <= high)):
         raise UserError(f"{path}: spread must be 2 numbers (pitch, yaw) in [{low}, {high}]; delete the file (labels "
