@@ -47,11 +47,10 @@ def pool_seeds(evals: dict[tuple[str, str], dict]) -> dict[tuple[str, str], dict
     out = dict(evals)
     for arm in SEEDED:
         for task in sorted({t for p, t in evals if arm_of(p) == arm and p != arm}):
-            runs = sorted(p for p, t in evals if t == task and arm_of(p) == arm and p != arm)
-            scores = [evals[(r, task)].get("per_episode") for r in runs]
-            if any(s is None for s in scores) or len({len(s["return"]) for s in scores}) != 1:
+            runs = _seed_runs(evals, arm, task)
+            success, returns = (arm_scores(evals, arm, task, m) for m in ("success_rate", "return"))  # (seeds, episodes)
+            if success is None or returns is None:
                 continue
-            success = np.array([s["success"] for s in scores], np.float64)  # (seeds, episodes)
             mean, low, high = hierarchical_bootstrap_ci(success)
             _, w_low, w_high = wilson_ci(success.reshape(-1))
             first = evals[(runs[0], task)]
@@ -61,8 +60,7 @@ def pool_seeds(evals: dict[tuple[str, str], dict]) -> dict[tuple[str, str], dict
                 **{k: sum(evals[(r, task)].get(k, 0) for r in runs) for k in ("episodes", "steps", "cpu_s")},
                 "behaviour": _mean_of([evals[(r, task)].get("behaviour") for r in runs]),
                 "success_rate": {"mean": mean, "low": min(low, w_low), "high": max(high, w_high)},
-                "return": dict(zip(("mean", "low", "high"), hierarchical_bootstrap_ci(
-                    np.array([s["return"] for s in scores], np.float64)), strict=True))}
+                "return": dict(zip(("mean", "low", "high"), hierarchical_bootstrap_ci(returns), strict=True))}
     return out
 
 
@@ -81,12 +79,17 @@ def above(a: dict, b: dict) -> bool | None:
     return a["low"] > b["high"]
 
 
+def _seed_runs(evals: dict[tuple[str, str], dict], arm: str, task: str) -> list[str]:
+    """The runs of `arm` cloned on several seeds (bc-env-s0, bc-env-s1, ...) evaluated on `task`, in order."""
+    return sorted(p for p, t in evals if t == task and arm_of(p) == arm and p != arm)
+
+
 def arm_scores(evals: dict[tuple[str, str], dict], arm: str, task: str, metric: str) -> np.ndarray | None:
     """Per-episode scores (runs, episodes) of `arm` (bc-env, bc-idm) on `task`: one row per seed
     (bc-env-s0, bc-env-s1, ...), or the one run's own; None where an evaluation lacks them (older
     records) or the seeds played different numbers of episodes."""
     key = "success" if metric == "success_rate" else "return"
-    runs = sorted(p for p, t in evals if t == task and arm_of(p) == arm and p != arm) or [arm]
+    runs = _seed_runs(evals, arm, task) or [arm]
     scores = [evals.get((r, task), {}).get("per_episode") for r in runs]
     if any(s is None for s in scores) or len({len(s[key]) for s in scores}) != 1:
         return None
