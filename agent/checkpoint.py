@@ -7,6 +7,7 @@ RUN/
   config.json                   format_version, kind "policy", the TrainConfig, the PolicyConfig, the
                                 action space, and the data: each dataset's label sources and models
   checkpoint/model.safetensors  weights
+  checkpoint/ema.safetensors    their moving average (a run trained with --ema-decay): what plays
   checkpoint/optimizer.safetensors, checkpoint/state.json   AdamW state; step, schedule, elapsed time
   metrics.csv, curves.png       written by train
 """
@@ -45,11 +46,13 @@ def model_config(run_dir: str | Path) -> PolicyConfig:
 
 
 def load_policy(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Policy, PolicyConfig]:
-    """The latest checkpoint of a run as (policy in eval mode, its PolicyConfig)."""
+    """The latest checkpoint of a run as (policy in eval mode, its PolicyConfig): the weights' moving
+    average where the run kept one (checkpoint/ema.safetensors), else the weights."""
     cfg = model_config(run_dir)
-    tensors, _ = ckpt.load_checkpoint(run_dir, KIND, ("model",), device="cpu")
+    which = "ema" if (Path(run_dir) / ckpt.CHECKPOINT_DIR / "ema.safetensors").is_file() else "model"
+    tensors, _ = ckpt.load_checkpoint(run_dir, KIND, (which,), device="cpu")
     model = Policy(cfg)
-    ckpt.load_weights_into(model, tensors["model"], Path(run_dir) / ckpt.CHECKPOINT_DIR / "model.safetensors")
+    ckpt.load_weights_into(model, tensors[which], Path(run_dir) / ckpt.CHECKPOINT_DIR / f"{which}.safetensors")
     return model.to(device).eval(), cfg
 
 

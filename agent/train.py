@@ -23,6 +23,7 @@ run with the last good checkpoint kept.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import sys
 from dataclasses import dataclass
@@ -92,6 +93,8 @@ class TrainConfig:
     min_lr_ratio: float = doc("final learning rate as a fraction of the peak", 0.05)
     warmup_steps: int = doc("linear warmup steps", 20)
     weight_decay: float = doc("AdamW weight decay", 0.05)
+    ema_decay: float = doc("decay of the weights' exponential moving average, which the checkpoint keeps beside "
+                           "them and eval plays (0: none, the last step's weights)", 0.0)
     camera_weight: float = doc("weight of the camera cross-entropy beside the button loss", 1.0)
     task_conditioned: bool = doc("condition the policy on the task whose world recorded each episode (the datasets' "
                                  "env column; VoxelWorld tasks only), unless --model.tasks names them; false: one "
@@ -126,6 +129,8 @@ class TrainConfig:
         for name in ("minutes", "warmup_steps", "weight_decay", "camera_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         if not 0 <= self.task_dropout <= 1:
             raise ValueError(f"task_dropout must lie in [0, 1], got {self.task_dropout}")
         if not 0 <= self.val_fraction < 1:
@@ -246,12 +251,20 @@ def label_source(labels: str, sources: list[bc_data.SourceInfo]) -> str:
 
 
 def init_state(cfg: TrainConfig, mcfg: PolicyConfig, run_dir: Path, device: torch.device
-               ) -> tuple[Policy, torch.optim.AdamW, dict]:
-    """A fresh policy of shape `mcfg` and its optimizer, or both restored from the run's last checkpoint."""
+               ) -> tuple[Policy, torch.optim.AdamW, dict, Policy | None]:
+    """A fresh policy of shape `mcfg`, its optimizer and (with `ema_decay`) its moving average, or all
+    restored from the run's last checkpoint."""
     torch.manual_seed(cfg.seed)
     model = Policy(mcfg).to(device)
     optimizer = adamw(model, cfg.lr, cfg.weight_decay)  # no weight decay on biases and norms
-    return model, optimizer, ckpt.resume_or_start(run_dir, KIND, model, optimizer, device)
+    state = ckpt.resume_or_start(run_dir, KIND, model, optimizer, device)
+    ema = None
+    if cfg.ema_decay:
+        ema = copy.deepcopy(model).requires_grad_(False)
+        if state["step"]:
+            tensors, _ = ckpt.load_checkpoint(run_dir, KIND, ("ema",), device=device)
+            ckpt.load_weights_into(ema, tensors["ema"], run_dir / ckpt.CHECKPOINT_DIR / "ema.safetensors")
+    return model, optimizer, state, ema
 
 
 def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
@@ -277,7 +290,7 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
     run_dir = prepare_run_dir(cfg, sources)
     train_eps, val_eps = idm_data.split_episodes(episodes, cfg.val_fraction, cfg.seed)
     val_batch = bc_data.fixed_windows(val_eps, cfg.val_windows, T, cfg.seed, mcfg.tasks)
-    model, optimizer, state = init_state(cfg, mcfg, run_dir, device)
+    model, optimizer, state, ema = init_state(cfg, mcfg, run_dir, device)
     budget = TimeBudget(cfg.minutes, cfg.max_steps, state.get("planned_steps"))
     log = MetricsLog(run_dir, METRIC_FIELDS, resume_step=state["step"], panels=CURVE_PANELS)
     print(f"agent train: {num_parameters(model) / 1e6:.2f}M parameters, {len(train_eps)} train / {len(val_eps)} val "
@@ -301,7 +314,7 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
                      min_lr_ratio=cfg.min_lr_ratio)
 
     run_steps("agent train", KIND, run_dir, model, optimizer, state, budget, log, ctrl_c, loss_of,
-              lambda: validate(model, val_batch, cfg, device), lr_of=lr_of, seed=cfg.seed,
+              lambda: validate(model if ema is None else ema, val_batch, cfg, device), lr_of=lr_of, seed=cfg.seed,
               windows_per_step=cfg.batch_size, log_every=cfg.log_every, eval_every=cfg.eval_every,
-              checkpoint_every=cfg.checkpoint_every, stop_after=stop_after)
+              checkpoint_every=cfg.checkpoint_every, stop_after=stop_after, ema=ema, ema_decay=cfg.ema_decay)
     return run_dir

@@ -45,8 +45,10 @@ from worldloom.training import (
     TimeBudget,
     check_device_name,
     check_finite,
+    ema_decay_at,
     lr_at,
     resolve_device,
+    update_ema,
 )
 
 from . import checkpoint
@@ -199,16 +201,6 @@ def lr_for(step: int, cfg: TrainConfig, budget: TimeBudget) -> float:
     """Linear warmup, then cosine decay to a tenth of the peak at the budget's total steps (worldloom.training.lr_at)."""
     return lr_at(step, peak_lr=cfg.lr, warmup_steps=warmup_for(cfg, budget), total_steps=budget.total_steps,
                  min_lr_ratio=0.1)
-
-
-@torch.no_grad()
-def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-        e.lerp_(p.detach(), 1.0 - decay)
-
-
-def ema_decay_at(step: int, decay: float) -> float:
-    return min(decay, (1 + step) / (10 + step))
 
 
 def estimate_memory_bytes(mcfg: WorldModelConfig, batch_size: int) -> int:

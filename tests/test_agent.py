@@ -436,6 +436,34 @@ def test_train_records_labels_and_resumes_to_the_same_weights(data, policy_run, 
     assert (partial / "curves.png").stat().st_size > 1000
 
 
+def test_a_run_with_ema_keeps_the_weights_average_resumes_it_exactly_and_plays_it(data, tmp_path, capsys):
+    """--ema-decay: the checkpoint keeps the weights' moving average beside them (ema.safetensors);
+    a killed and resumed run ends with both equal to an unbroken run's; load_policy (what eval and
+    the study play) takes the average; with 0 (the default) no average is written and the weights play."""
+    from worldloom.agent.checkpoint import load_policy
+    from worldloom.training import ema_decay_at
+
+    cfg = dict(ema_decay=0.9, max_steps=6)
+    whole = train_main(micro_cfg(data["labeled"], tmp_path / "whole", **cfg))
+    partial = tmp_path / "partial"
+    train_main(micro_cfg(data["labeled"], partial, **cfg), stop_after=5)  # killed after step 5: checkpoint at 4
+    train_main(micro_cfg(data["labeled"], partial, **cfg))
+    for name in ("model", "ema"):
+        a, b = load_file(f"{whole}/checkpoint/{name}.safetensors"), load_file(f"{partial}/checkpoint/{name}.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    weights, ema = load_file(f"{whole}/checkpoint/model.safetensors"), load_file(f"{whole}/checkpoint/ema.safetensors")
+    assert any(not torch.equal(weights[k], ema[k]) for k in weights if weights[k].is_floating_point())
+    played = load_policy(whole)[0].state_dict()
+    assert all(torch.equal(played[k], ema[k]) for k in ema)
+    assert ema_decay_at(0, 0.9) == 0.1 and ema_decay_at(1000, 0.9) == 0.9  # warmed up, then the decay
+    with pytest.raises(ValueError, match="ema_decay"):
+        micro_cfg(data["labeled"], tmp_path / "bad", ema_decay=1.0)
+    plain = train_main(micro_cfg(data["labeled"], tmp_path / "plain", max_steps=2))
+    assert not (plain / "checkpoint" / "ema.safetensors").exists()
+    assert all(torch.equal(load_policy(plain)[0].state_dict()[k], v)
+               for k, v in load_file(f"{plain}/checkpoint/model.safetensors").items())
+
+
 def test_a_policy_is_conditioned_on_the_task_whose_world_recorded_each_episode(data, tmp_path, capsys):
     """The same frames, recorded as MineStone footage with attack held and as Explore footage with
     forward held: the task-conditioned policy (the default) learns each task's action from its

@@ -35,7 +35,7 @@ from worldloom.interrupts import exit_code, interrupt, sigterm_as_interrupt
 from worldloom.io import atomic_path, atomic_write_text
 
 __all__ = ["lr_at", "resolve_device", "TimeBudget", "MetricsLog", "CtrlC", "TrainingDiverged", "check_finite",
-           "check_finite_scores", "LR_MAX", "run_steps", "adamw", "DEFAULT_MAX_STEPS", "RESUMABLE_FIELDS", "DEVICES", "exit_code", "interrupt", "sigterm_as_interrupt"]
+           "check_finite_scores", "LR_MAX", "run_steps", "update_ema", "ema_decay_at", "adamw", "DEFAULT_MAX_STEPS", "RESUMABLE_FIELDS", "DEVICES", "exit_code", "interrupt", "sigterm_as_interrupt"]
 
 # The largest learning rate a config takes: float32's largest number. Above it torch cannot apply the update
 # (a RuntimeError traceback at the first optimizer step); nan or inf would make every weight NaN.
@@ -360,11 +360,27 @@ def adamw(model, lr: float, weight_decay: float, betas: tuple[float, float] = (0
                               {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=betas)
 
 
+def update_ema(ema, model, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter (buffers are the copy's: fixed
+    after the copy in every model here)."""
+    import torch
+
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+            e.lerp_(p.detach(), 1.0 - decay)
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """The decay used after optimizer step `step` (0-based): `decay`, warmed up as (1 + step) / (10 + step)
+    so that the first steps' average is not held at the initial weights."""
+    return min(decay, (1 + step) / (10 + step))
+
+
 def run_steps(name: str, kind: str, run_dir: Path, model, optimizer, state: dict[str, Any], budget: TimeBudget,
               log: MetricsLog, ctrl_c: CtrlC, loss_of: Callable[[int], tuple[Any, dict[str, Any]]],
               validate: Callable[[], dict[str, float]], *, lr_of: Callable[[int, int], float], seed: int,
               windows_per_step: int, log_every: int, eval_every: int, checkpoint_every: int,
-              stop_after: int | None = None) -> bool:
+              stop_after: int | None = None, ema=None, ema_decay: float = 0.0) -> bool:
     """Train `model` from `state` (the checkpoint's: step, elapsed_s) until `budget` is spent.
 
     Each step: the learning rate `lr_of(step, total_steps)`, torch's seed from (seed, step) (dropout
@@ -376,6 +392,9 @@ def run_steps(name: str, kind: str, run_dir: Path, model, optimizer, state: dict
     bar named `name` ("idm train") shows the time budget. Returns True when the budget is spent,
     False where `stop_after` (a simulated kill, for tests) ended it with nothing saved after the
     last checkpoint. A Ctrl-C or SIGTERM (`ctrl_c`) saves its step, then raises `ctrl_c.stopped`.
+    With `ema` (a copy of `model`), it follows the weights after each step as an exponential moving
+    average of decay `ema_decay`, warmed up as (1 + step) / (10 + step) (`ema_decay_at`, the world
+    model's), and is saved beside them ("ema" in the checkpoint).
     """
     import torch
     from tqdm import tqdm
@@ -405,6 +424,8 @@ def run_steps(name: str, kind: str, run_dir: Path, model, optimizer, state: dict
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             check_finite(loss.item(), float(grad_norm), step + 1, last_good)  # numbered as its metrics row
             optimizer.step()
+            if ema is not None:
+                update_ema(ema, model, ema_decay_at(step, ema_decay))
             step += 1
             elapsed = elapsed0 + time.perf_counter() - t0
             if budget.update(step, elapsed, step - start_step):
@@ -431,7 +452,8 @@ def run_steps(name: str, kind: str, run_dir: Path, model, optimizer, state: dict
                 if not saving:
                     log.write()  # metrics.csv at every row, curves.png every 30 s (the checkpoint below: both)
             if saving:
-                ckpt.save_checkpoint(run_dir, kind, {"model": model.state_dict()},
+                weights = {"model": model.state_dict(), **({"ema": ema.state_dict()} if ema is not None else {})}
+                ckpt.save_checkpoint(run_dir, kind, weights,
                                      {"step": step, "elapsed_s": elapsed, **budget.state()}, optimizer=optimizer)
                 last_good = f"{run_dir / ckpt.CHECKPOINT_DIR} (step {step})"
                 log.write(plot=True)
