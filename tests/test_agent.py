@@ -915,9 +915,11 @@ def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path, monkeyp
         assert pooled["seeds"] == 2 and pooled["episodes"] == 4 and pooled["steps"] == sum(r["steps"] for r in runs)
         assert pooled["return"]["mean"] == pytest.approx(sum(r["return"]["mean"] for r in runs) / 2)
         assert pooled["policy_ids"] == [r["policy_id"] for r in runs] and runs[0]["policy_id"] != runs[1]["policy_id"]
-    seeds = {json.loads((out / "policies" / r / "config.json").read_text())["train"]["seed"]
-             for r in ("bc-idm-s0", "bc-idm-s1")}
-    assert seeds == {0, 1} and not (out / "policies" / "bc-idm").exists()
+    trains = [json.loads((out / "policies" / r / "config.json").read_text())["train"] for r in ("bc-idm-s0", "bc-idm-s1")]
+    assert {t["seed"] for t in trains} == {0, 1} and not (out / "policies" / "bc-idm").exists()
+    # every seed clones all the footage (no held-out tenth drawn by the seed: docs/agent.md, session 43)
+    assert all(t["val_fraction"] == 0 for t in trains)
+    assert not any(row.get("val_loss") for row in csv.DictReader((out / "policies" / "bc-env-s1" / "metrics.csv").open()))
     assert {k.split("|")[1] for k in report["eval"]} == {"explore"}
     assert [(g["task"], g["metric"]) for g in report["goals"]] == [("explore", "success_rate"), ("explore", "return")]
     for g in report["goals"]:  # bc-idm / bc-env with its interval over both arms' seeds, then episodes (or none: no scale)
