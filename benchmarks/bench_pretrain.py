@@ -172,7 +172,8 @@ class CurveRun:
 
     def train_step(self) -> None:
         from worldloom.pretrain.data import to_model_inputs
-        from worldloom.pretrain.train import ema_decay_at, lr_for, update_ema
+        from worldloom.pretrain.train import lr_for
+        from worldloom.training import ema_decay_at, update_ema
 
         t0 = time.process_time()
         cfg = self.cfg

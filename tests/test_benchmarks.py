@@ -83,7 +83,7 @@ def test_peer_learns_on_a_tiny_batch():
 
 def test_learning_curve_runs_take_steps_as_pretrain_trains(tmp_path):
     """bench_pretrain.py --curve-minutes trains through pretrain/train.py's own schedule helpers
-    (lr_for, ema_decay_at, update_ema): a change of their signatures must break here, not in the
+    (lr_for; ema_decay_at and update_ema from worldloom.training, where pretrain/train.py takes them): a change of their signatures must break here, not in the
     middle of an hour-long benchmark (it did once: lr_for came to take the TimeBudget)."""
     import argparse
 
