@@ -107,7 +107,8 @@ def window_probs(model: IDM, windows: torch.Tensor) -> tuple[np.ndarray, np.ndar
 
 
 def decode(buttons_prob: np.ndarray, camera_prob: np.ndarray, camera_decoding: str = "expected",
-           thresholds: np.ndarray | None = None, camera_spread: np.ndarray | None = None) -> dict[str, np.ndarray]:
+           thresholds: np.ndarray | None = None, camera_spread: np.ndarray | None = None,
+           camera_still: bool = False) -> dict[str, np.ndarray]:
     """Probabilities -> the action dict of `predict`.
 
     A button is pressed where its probability exceeds its threshold: `thresholds` (20,), those
@@ -121,6 +122,11 @@ def decode(buttons_prob: np.ndarray, camera_prob: np.ndarray, camera_decoding: s
     bin's centre, as VPT decodes. `camera_spread` (2,), where given (`idm label --camera matched`: the
     run's `checkpoint.camera_spread`), multiplies the expected move per axis (pitch, yaw) so its spread
     is the true moves' on the run's validation episodes, clipped to the bins' +-CAMERA_MAXVAL.
+    `camera_still` (`idm label --camera-still likely`): an axis whose most likely bin is the still one (0
+    degrees) is labeled 0, the model's most likely answer, as a button is labeled by its more likely state;
+    elsewhere the expected move. (The expected move of a still step is rarely exactly 0: a little of the
+    model's doubt on either side. Cloned as a two-hot target, that is a policy that turns now and then
+    where its teacher held still; docs/idm.md, still camera.)
     """
     buttons = buttons_prob > (0.5 if thresholds is None else thresholds)
     camera_bins = camera_prob.argmax(-1)
@@ -131,6 +137,8 @@ def decode(buttons_prob: np.ndarray, camera_prob: np.ndarray, camera_decoding: s
         camera_deg = (camera_prob * centres).sum(-1)  # (..., 2) expected move in degrees
         if camera_spread is not None:
             camera_deg = np.clip(camera_deg * np.asarray(camera_spread), -CAMERA_MAXVAL, CAMERA_MAXVAL)
+        if camera_still:
+            camera_deg = np.where(camera_bins == camera_prob.shape[-1] // 2, 0.0, camera_deg)
     # The probability of the whole decoded action, heads taken as independent.
     confidence = np.where(buttons, buttons_prob, 1 - buttons_prob).prod(-1) * camera_prob.max(-1).prod(-1)
     return {"buttons_prob": buttons_prob.astype(np.float32), "buttons": buttons,
@@ -161,6 +169,7 @@ class StreamPredictor:
         self.camera_decoding = getattr(model, "camera_decoding", "expected")
         self.thresholds = getattr(model, "button_thresholds", None)  # set by checkpoint.load_idm
         self.camera_spread = getattr(model, "camera_spread", None)  # set by idm label (--camera matched)
+        self.camera_still = getattr(model, "camera_still", False)  # set by idm label (--camera-still likely)
         self.hold = hold_steps // 2  # steps on each side of a held key's average
         self.pending = (np.zeros((0, 20), np.float32), np.zeros((0, 2, 11), np.float32))  # probs not returned yet
         self.held_before: np.ndarray | None = None  # the held keys' last `hold` probs before the pending steps
@@ -270,7 +279,8 @@ class StreamPredictor:
             out_b[:, HELD_INDEX] = total / np.float32(2 * self.hold + 1)
             self.held_before = span[ready:ready + self.hold]
         self.pending = (pending_b[ready:], pending_c[ready:])
-        return decode(out_b, pending_c[:ready], self.camera_decoding, self.thresholds, self.camera_spread)
+        return decode(out_b, pending_c[:ready], self.camera_decoding, self.thresholds, self.camera_spread,
+                      self.camera_still)
 
 
 def concat_predictions(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -100,6 +100,7 @@ MAX_CHUNK_STEPS = 72_000  # an hour at 20 steps per second
 
 PRESSES = ("likely", "fitted")
 CAMERA_LABELS = ("matched", "expected")
+CAMERA_STILL = ("likely", "expected")
 
 
 @dataclass(frozen=True)
@@ -128,12 +129,18 @@ class LabelConfig:
                       "the IDM's validation episodes: checkpoint/camera_spread.json; without that file, as expected) "
                       "or expected (the mean of the IDM's bins: the least squared error, and strokes smaller than the "
                       "player's); docs/idm.md, camera spread", "matched")
+    camera_still: str = doc("an axis whose most likely bin is the still one: likely labels it 0 (the IDM's most likely "
+                            "answer, as a button is labeled by its more likely state) or expected (the expected move "
+                            "there too: a little of the IDM's doubt, which a cloned policy plays as stray turns); "
+                            "docs/idm.md, still camera", "likely")
 
     def __post_init__(self) -> None:
         if self.presses not in PRESSES:
             raise ValueError(f"LabelConfig.presses must be one of {', '.join(PRESSES)}, got {self.presses!r}")
         if self.camera not in CAMERA_LABELS:
             raise ValueError(f"LabelConfig.camera must be one of {', '.join(CAMERA_LABELS)}, got {self.camera!r}")
+        if self.camera_still not in CAMERA_STILL:
+            raise ValueError(f"LabelConfig.camera_still must be one of {', '.join(CAMERA_STILL)}, got {self.camera_still!r}")
         if self.frames not in ("original", "model"):
             raise ValueError(f"LabelConfig.frames must be 'original' or 'model', got {self.frames!r}")
         check_range("fps", self.fps, *FPS_RANGE, "steps per second", integer=False)
@@ -152,14 +159,19 @@ def label_model_id(cfg: LabelConfig) -> str:
     `+likely` where a run trained with a press weight labels the more likely (checkpoint.button_logit_shift;
     before 2026-12-05 its labels pressed where sigmoid(logit) passed 0.5, and resuming labels those again), then
     `+hold7` where the movement keys were decided on 7-step averages (`hold_steps`), then `+spread` where
-    the camera was scaled by the run's fitted spread (`camera` matched, the file there)."""
+    the camera was scaled by the run's fitted spread (`camera` matched, the file there), then `+still` where an
+    axis whose most likely bin is the still one was labeled 0 (`camera_still` likely; not for OpenAI's IDM, which
+    decodes its argmax bin, so a still bin is 0 either way)."""
     model_id = checkpoint_id(cfg.model)
     if cfg.presses == "fitted":
         model_id += "+fitted-presses"
     elif button_logit_shift(cfg.model):
         model_id += "+likely"
     model_id += f"+hold{cfg.hold_steps}" if cfg.hold_steps > 1 else ""
-    return model_id + ("+spread" if cfg.camera == "matched" and camera_spread(cfg.model) is not None else "")
+    model_id += "+spread" if cfg.camera == "matched" and camera_spread(cfg.model) is not None else ""
+    from worldloom.idm import vpt
+
+    return model_id + ("+still" if cfg.camera_still == "likely" and not vpt.is_spec(cfg.model) else "")
 
 
 def discover(cfg: LabelConfig) -> tuple[str, list[tuple[dict, Source]]]:
@@ -207,6 +219,7 @@ class Labeler:
             self.model.button_thresholds = None  # decoded at 0.5 (infer.decode)
         if cfg.camera == "matched":
             self.model.camera_spread = camera_spread(cfg.model)  # None: the expected move (infer.decode)
+        self.model.camera_still = cfg.camera_still == "likely"  # an axis whose likeliest bin is still: 0 (infer.decode)
         self.model_id, self.job_config = model_id, job_config
         self.writers: dict[tuple, object] = {}
         self.on_steps = on_steps or (lambda n: None)

@@ -473,12 +473,12 @@ def test_train_eval_label_loop(voxel, tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == (  # a summary in words, not a dict
-        f"idm label: labeled 3 of 3 inputs (120 steps, 0.1 min of play) into {out} by {checkpoint.checkpoint_id(run)}+likely+hold7+spread")
+        f"idm label: labeled 3 of 3 inputs (120 steps, 0.1 min of play) into {out} by {checkpoint.checkpoint_id(run)}+likely+hold7+spread+still")
     ds, src = Dataset(out), Dataset(voxel["unlabeled"])
     assert sorted(ds.episode_ids) == ["ep-0", "ep-1", "ep-2"]
     clip = ds.frames("ep-1")
     assert np.array_equal(clip.frames, src.frames("ep-1").frames)  # original frames unchanged
-    assert clip.label_source == "idm" and clip.label_model == checkpoint.checkpoint_id(run) + "+likely+hold7+spread"
+    assert clip.label_source == "idm" and clip.label_model == checkpoint.checkpoint_id(run) + "+likely+hold7+spread+still"
     assert clip.buttons.shape == (40, 20) and ((clip.label_confidence > 0) & (clip.label_confidence <= 1)).all()
     model, _ = checkpoint.load_idm(run)
     direct = infer.predict_sequence(model, voxel["episodes"][1][0], hold_steps=7)  # movement keys over 7 steps
@@ -549,12 +549,12 @@ def test_press_thresholds_are_fitted_on_validation_and_used_where_the_run_is_rea
     assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(pseudo), *each_step]) == 0
     assert np.array_equal(Dataset(pseudo).frames("ep-0").buttons, out["buttons_prob"] > 0.5)
     assert np.array_equal(Dataset(pseudo).frames("ep-0").buttons, raw > 0.75)  # not raw > 0.5: p > 1/4
-    assert set(Dataset(pseudo).episodes.column("label_model").to_pylist()) == {checkpoint.checkpoint_id(run) + "+likely+spread"}
+    assert set(Dataset(pseudo).episodes.column("label_model").to_pylist()) == {checkpoint.checkpoint_id(run) + "+likely+spread+still"}
     assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(pseudo),
                 "--presses", "fitted", *each_step]) == 0  # the same --out: labeled again, not "already there"
     assert np.array_equal(Dataset(pseudo).frames("ep-0").buttons, out["buttons"])
     assert set(Dataset(pseudo).episodes.column("label_model").to_pylist()) == {
-        checkpoint.checkpoint_id(run) + "+fitted-presses+spread"}
+        checkpoint.checkpoint_id(run) + "+fitted-presses+spread+still"}
     # By default the movement keys are decided on their 7-step average (infer.HELD_KEYS), the rest per step.
     assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(pseudo)]) == 0
     model, _ = checkpoint.load_idm(run)
@@ -562,7 +562,7 @@ def test_press_thresholds_are_fitted_on_validation_and_used_where_the_run_is_rea
     held = infer.predict_sequence(model, voxel["episodes"][0][0], hold_steps=7)
     assert np.array_equal(Dataset(pseudo).frames("ep-0").buttons, held["buttons_prob"] > 0.5)
     assert set(Dataset(pseudo).episodes.column("label_model").to_pylist()) == {
-        checkpoint.checkpoint_id(run) + "+likely+hold7+spread"}
+        checkpoint.checkpoint_id(run) + "+likely+hold7+spread+still"}
     # Fitted on other weights (resumed, not refitted): ignored; not a thresholds file: one line.
     path.write_text(json.dumps({**doc, "checkpoint": "run@step1-000000000000"}))
     assert checkpoint.button_thresholds(run) is None
@@ -571,8 +571,8 @@ def test_press_thresholds_are_fitted_on_validation_and_used_where_the_run_is_rea
         checkpoint.load_idm(run)
 
 
-def test_camera_labels_are_scaled_to_the_true_moves_spread_on_validation(voxel, tmp_path):
-    from worldloom.actions import CAMERA_MAXVAL
+def test_camera_labels_are_scaled_to_the_true_moves_spread_and_still_where_the_still_bin_is_likeliest(voxel, tmp_path):
+    from worldloom.actions import CAMERA_MAXVAL, NUM_CAMERA_BINS
     from worldloom.idm.train import SPREAD_MIN_MOVES, fit_camera_spread
 
     # The fit itself: the true moves' RMS over the expected moves', per axis, the truth clipped to the bins' range.
@@ -590,24 +590,33 @@ def test_camera_labels_are_scaled_to_the_true_moves_spread_on_validation(voxel, 
     assert fit_camera_spread(expected * 0.01, true).tolist() == [2.0, 2.0]  # kept in SPREAD_RANGE
 
     # Training writes it for the run's weights; `idm label` scales the expected move by it (--camera matched,
-    # the default, `+spread` in label_model); --camera expected labels the expected move as it is.
+    # the default, `+spread` in label_model) and labels 0 on an axis whose most likely bin is the still one
+    # (--camera-still likely, the default, `+still`); --camera expected --camera-still expected labels the
+    # expected move as it is.
     run = train_main(micro_cfg(voxel["labeled"], tmp_path / "run", max_steps=3))
     fitted = checkpoint.camera_spread(run)
     doc = json.loads((run / "checkpoint" / "camera_spread.json").read_text())
     assert fitted is not None and doc["checkpoint"] == checkpoint.checkpoint_id(run) and doc["fitted_on_steps"] == 40
     model, _ = checkpoint.load_idm(run)
-    expected_deg = infer.predict_sequence(model, voxel["episodes"][0][0], hold_steps=7)["camera_deg"]
-    matched, plain = tmp_path / "matched", tmp_path / "plain"
-    assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(matched)]) == 0
-    assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(plain),
-                "--camera", "expected"]) == 0
-    np.testing.assert_allclose(Dataset(plain).frames("ep-0").camera, expected_deg, rtol=1e-6)
-    np.testing.assert_allclose(Dataset(matched).frames("ep-0").camera,
-                               (expected_deg * fitted).clip(-CAMERA_MAXVAL, CAMERA_MAXVAL), rtol=1e-5, atol=1e-6)
-    assert np.array_equal(Dataset(matched).frames("ep-0").buttons, Dataset(plain).frames("ep-0").buttons)
-    ids = {d: set(Dataset(d).episodes.column("label_model").to_pylist()) for d in (matched, plain)}
-    assert ids == {matched: {checkpoint.checkpoint_id(run) + "+likely+hold7+spread"},
-                   plain: {checkpoint.checkpoint_id(run) + "+likely+hold7"}}
+    pred = infer.predict_sequence(model, voxel["episodes"][0][0], hold_steps=7)
+    expected_deg, still = pred["camera_deg"], pred["camera_bins"] == NUM_CAMERA_BINS // 2
+    assert still.any() and (~still).any()  # both kinds of step, or the comparisons below test nothing
+    scaled = (expected_deg * fitted).clip(-CAMERA_MAXVAL, CAMERA_MAXVAL)
+    outs = {name: tmp_path / name for name in ("default", "matched", "plain")}
+    for name, extra in (("default", []), ("matched", ["--camera-still", "expected"]),
+                        ("plain", ["--camera", "expected", "--camera-still", "expected"])):
+        assert cli(["idm", "label", "--model", str(run), "--data", voxel["unlabeled"], "--out", str(outs[name]), *extra]) == 0
+    camera = {name: Dataset(out).frames("ep-0").camera for name, out in outs.items()}
+    np.testing.assert_allclose(camera["plain"], expected_deg, rtol=1e-6)
+    np.testing.assert_allclose(camera["matched"], scaled, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(camera["default"], np.where(still, 0.0, scaled), rtol=1e-5, atol=1e-6)
+    assert np.abs(camera["matched"][still]).max() > 0  # the expected move of a still-looking step is not 0
+    assert all(np.array_equal(Dataset(outs["default"]).frames("ep-0").buttons, Dataset(out).frames("ep-0").buttons)
+               for out in outs.values())
+    ids = {name: set(Dataset(out).episodes.column("label_model").to_pylist()) for name, out in outs.items()}
+    assert ids == {"default": {checkpoint.checkpoint_id(run) + "+likely+hold7+spread+still"},
+                   "matched": {checkpoint.checkpoint_id(run) + "+likely+hold7+spread"},
+                   "plain": {checkpoint.checkpoint_id(run) + "+likely+hold7"}}
     # Fitted on other weights: ignored (labels as expected); not a spread file: one line; absent (a run trained
     # before it): `idm train` run again fits it and trains nothing.
     path = run / "checkpoint" / "camera_spread.json"

@@ -67,7 +67,7 @@ def test_label_an_mp4_resampled_to_20_fps(run, clip, tmp_path):
     stored = np.concatenate([ds.frames(e).frames for e in ds.episode_ids])
     assert np.array_equal(stored, decoded)  # the decoded frames, unchanged
     first = ds.frames("play.mp4:0000")
-    assert first.label_source == "idm" and first.label_model == checkpoint.checkpoint_id(run) + "+likely+hold7"
+    assert first.label_source == "idm" and first.label_model == checkpoint.checkpoint_id(run) + "+likely+hold7+still"
     assert ((first.label_confidence > 0) & (first.label_confidence <= 1)).all()
     env_config = json.loads(ds.episodes.column("env_config")[1].as_py())
     assert env_config["source_fps"] == pytest.approx(30) and env_config["first_step"] == 16
@@ -401,7 +401,7 @@ def test_inputs_another_model_labeled_are_not_done(run, tmp_path, capsys):
         assert summary["skipped_done"] == 0 and len(summary["labeled"]) == len(summary["replaced"]) == 1
         assert "were labeled by another model" in capsys.readouterr().err
         ds = Dataset(out)
-        assert len(ds) == 1 and set(ds.episodes.column("label_model").to_pylist()) == {checkpoint.checkpoint_id(retrained) + "+likely+hold7"}
+        assert len(ds) == 1 and set(ds.episodes.column("label_model").to_pylist()) == {checkpoint.checkpoint_id(retrained) + "+likely+hold7+still"}
         assert validate(out) == []
         assert label(LabelConfig(model=retrained, data=data, out=out))["skipped_done"] == 1
 
@@ -591,7 +591,7 @@ def test_labeled_footage_keeps_its_state_and_captions(run, tmp_path):
                 assert src.version == 2 and [c.text for c in caption_episode(src, eid)][0] == captions[0]
             assert ds.read_table(eid, columns=state_names).to_pydict() == truth.read_table(eid, columns=state_names).to_pydict()
             clip = ds.frames(eid)
-            assert clip.label_source == "idm" and clip.label_model == checkpoint.checkpoint_id(run) + "+likely+hold7"
+            assert clip.label_source == "idm" and clip.label_model == checkpoint.checkpoint_id(run) + "+likely+hold7+still"
 
 
 def test_labeling_an_empty_dataset_is_one_line_not_exit_0(run, tmp_path, capsys):
