@@ -129,7 +129,7 @@ def check_scorer_datasets(paths: tuple[str, ...], height: int, width: int, task_
     """The datasets a task scorer would train on, opened; UserError (one line) for one of another frame size or
     step rate than the player's, or with episodes recorded in another env than the task's (before anything is said
     or trained)."""
-    from worldloom.idm.data import open_dataset
+    from worldloom.idm.data import note_incomplete, open_dataset
 
     datasets = []
     for path in paths:
@@ -142,6 +142,7 @@ def check_scorer_datasets(paths: tuple[str, ...], height: int, width: int, task_
                             f"step of the game's {FPS}: record the scorer's data in the task env (at {FPS})")
         check_scorer_env(path, ds, task_id)
         datasets.append(ds)
+    note_incomplete(datasets, "agent dream")
     return datasets
 
 
@@ -211,9 +212,11 @@ def scorer_for(cfg, resolution: int) -> tuple[ValueHead, str]:
     run = Path(cfg.scorer) if cfg.scorer else Path(cfg.in_world_model) / f"scorer-{task.name}"
     if not ckpt.has_checkpoint(run):
         if not cfg.data:
+            from worldloom.envs.tasks import short_name
+
             raise UserError(f"no task scorer in {run}: pass --data with datasets recorded in {task.env_id}'s world "
-                            f"(e.g. `worldloom capture run --env {task.env_id} --resolution {resolution} --out DIR`) to "
-                            "train one, or --scorer RUN")
+                            f"(e.g. `worldloom capture run --env {short_name(task.env_id)} --resolution {resolution} "
+                            "--out DIR`) to train one, or --scorer RUN")
         check_scorer_datasets(cfg.data, resolution, resolution, task.env_id)
         print(f"agent dream: training the {task.name} critic on {', '.join(cfg.data)}", file=sys.stderr)
         train_scorer(ScorerConfig(height=resolution, width=resolution, steps=cfg.scorer_steps, seed=cfg.seed), task.env_id,

@@ -85,7 +85,8 @@ DREAM_FIELDS = frozenset({"horizon", "sample_steps", "scorer", "data", "scorer_s
 class EvalConfig:
     """One closed-loop (or, with in_world_model, imagined) evaluation of one player on one task."""
 
-    policy: str = doc("a policy run directory, `random`, or `scripted:NAME` (expert, mixture, explorer, miner, builder)")
+    policy: str = doc("a policy run directory, `random`, or `scripted:NAME` (expert, contractor, mixture, explorer, miner, "
+                      "builder)")
     task: str = doc("task id (worldloom/CollectLogs-v0, worldloom/MineStone-v0, worldloom/Explore-v0, "
                     "worldloom/FindWater-v0) or its short name")
     episodes: int = doc("episodes to play (each on its own world seed)", 16)
@@ -96,7 +97,8 @@ class EvalConfig:
     time_limit: int = doc("steps before an episode is cut (0: the task's own time limit)", 0)
     videos: int = doc("episodes written as videos with the action overlay (the first ones)", 2)
     video_format: str = doc("video type: mp4 or gif", "mp4")
-    out: str | None = doc("report directory (default: RUN/eval-<Task>, or eval-<player>-<Task> for references)", None)
+    out: str | None = doc("report directory (default: RUN/eval-<Task>, or ./eval-<player>-<Task> for references; "
+                          "dreaming: RUN/dream-<Task>, ./dream-<player>-<Task>)", None)
     seed: int = doc("seed of the episodes' worlds and of the players' sampling", 0)
     device: str = doc("where a policy runs: auto, cpu, cuda or cuda:N (actors ask Ray for a GPU then)", "cpu")
     address: str | None = doc("Ray cluster to join (HOST:PORT or auto); unset: a local one on loopback", None)
@@ -526,6 +528,7 @@ def evaluate(cfg: EvalConfig, keep_workers: bool = False) -> dict:
     """Play (or dream) the episodes, write OUT/eval.json, and return the summary (keep_workers: `play`)."""
     resolve_resolution(cfg)  # a --policy that is no policy run says so first (OUT defaults to a folder inside it)
     check_out(cfg.out_dir, "eval")  # before any episode is played; a report of its own kind is rewritten
+    replacing = check_same_report(cfg)
     if cfg.in_world_model and cfg.scorer:
         check_out(cfg.scorer, "task_scorer", flag="--scorer")  # a new one is trained into it (agent/dream.py)
     earlier = listed_videos(cfg.out_dir)
@@ -534,6 +537,7 @@ def evaluate(cfg: EvalConfig, keep_workers: bool = False) -> dict:
 
         summary = dream(cfg)
         prune_videos(cfg.out_dir, summary["videos"], earlier)
+        note_replaced(cfg, replacing)
         return summary
     t0 = time.perf_counter()
     summary = summarize(cfg, play(cfg, keep_workers), time.perf_counter() - t0)
@@ -541,8 +545,40 @@ def evaluate(cfg: EvalConfig, keep_workers: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "eval.json", summary)
     prune_videos(out, summary["videos"], earlier)
+    note_replaced(cfg, replacing)
     summary["out"] = str(out)
     return summary
+
+
+def check_same_report(cfg: EvalConfig) -> bool:
+    """UserError (one line, before any episode) when OUT/eval.json reports another player, task or mode (closed
+    loop, dreamt): a folder holds one player's evaluation on one task, and evaluating into it again replaces that
+    report and its videos, which is how a player and task are evaluated anew, never how another one is added
+    (a new-user trial, session 44, wrote the expert over a study's bc-env report). True when it holds the same
+    player's report made with other settings (`note_replaced` says so once the new one is written)."""
+    path = cfg.out_dir / "eval.json"
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False  # none yet (an unreadable one is rewritten)
+    if not isinstance(before, dict):
+        return False
+    mode = "dream" if cfg.in_world_model else "env"
+    mine = {"player": spec_name(cfg.policy), "task": cfg.task_spec.env_id, "mode": mode}
+    theirs = {k: before.get(k) for k in mine}
+    if theirs != mine:
+        what = {"env": "played", "dream": "dreamt"}
+        raise UserError(f"--out {cfg.out_dir} holds the evaluation of {theirs['player']} on {theirs['task']} "
+                        f"({what.get(theirs['mode'], theirs['mode'])}), not of {mine['player']} on {mine['task']} "
+                        f"({what[mode]}): give a new --out (a folder holds one player's evaluation of one task), or "
+                        "remove that folder first")
+    return json.loads(json.dumps(to_json_dict(cfg))) != before.get("config")
+
+
+def note_replaced(cfg: EvalConfig, replaced: bool) -> None:
+    if replaced:
+        print(f"agent eval: note: replaced the earlier evaluation of {spec_name(cfg.policy)} on {cfg.task_spec.env_id} "
+              f"in {cfg.out_dir} (it was made with other settings)", file=sys.stderr)
 
 
 def listed_videos(out: Path) -> list[str]:

@@ -47,6 +47,7 @@ from worldloom.training import (
     MetricsLog,
     TimeBudget,
     adamw,
+    capped_warmup,
     check_device_name,
     lr_at,
     resolve_device,
@@ -310,7 +311,7 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
         return b_loss + cfg.camera_weight * c_loss, {"button_loss": b_loss, "camera_loss": c_loss}
 
     def lr_of(step: int, total_steps: int) -> float:
-        return lr_at(step, peak_lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=total_steps,
+        return lr_at(step, peak_lr=cfg.lr, warmup_steps=capped_warmup(cfg.warmup_steps, cfg.max_steps), total_steps=total_steps,
                      min_lr_ratio=cfg.min_lr_ratio)
 
     run_steps("agent train", KIND, run_dir, model, optimizer, state, budget, log, ctrl_c, loss_of,

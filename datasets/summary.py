@@ -142,6 +142,22 @@ def incomplete_line(s: dict) -> str:
     return f"{s['path']}: {state}, {committed} committed; no action histograms until it is complete{then}"
 
 
+def incomplete_note(ds: Dataset, command: str = "") -> str | None:
+    """The one line (for stderr) of `command` about to read a dataset whose job has not finished: a capture that
+    stopped early (with the command that finishes it) or one writing it now; None when complete or unknown. A
+    trainer goes on with what is there (a partial dataset can be what a user wants), but says so."""
+    done = completion(ds, len(ds))
+    if done["complete"]:
+        return None
+    of = f" of {done['planned_episodes']}" if done["planned_episodes"] is not None else ""
+    if done["job_running"]:
+        return (f"{command}{': ' * bool(command)}note: {ds.location.uri} is being written by a job now ({len(ds)}{of} episodes committed); "
+                "using the episodes committed so far")
+    then = f"; to finish it first run: {done['finish']}" if done["finish"] else ""
+    return (f"{command}{': ' * bool(command)}note: {ds.location.uri} is incomplete, its job stopped before the end ({len(ds)}{of} episodes "
+            f"committed); using those{then}")
+
+
 def format_summary(s: dict) -> str:
     """The summary as text for a person."""
     lines = [

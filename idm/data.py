@@ -11,6 +11,7 @@ episodes are read once, whole, into memory, and a training batch is a pure funct
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,14 +60,26 @@ def _column(table, name: str, default=None) -> list:
 
 def open_datasets(sources: list[str] | tuple[str, ...], same_frames: bool = False) -> list:
     """`open_dataset` of each, after the checks of datasets given together: none given twice (nor a copy),
-    and with `same_frames` (training) one frame size and fps. UserError (one line) naming them."""
+    and with `same_frames` (training) one frame size and fps (and a note for one whose job has not finished).
+    UserError (one line) naming them."""
     from worldloom.datasets.reader import check_distinct, check_same_frames
 
     datasets = [open_dataset(root) for root in sources]
     check_distinct(datasets)
     if same_frames and datasets:
         check_same_frames(datasets)
+        note_incomplete(datasets)
     return datasets
+
+
+def note_incomplete(datasets: list, command: str = "") -> None:
+    """One line on stderr for each dataset whose job has not finished (`datasets.summary.incomplete_note`): a
+    trainer uses what is there, and says so."""
+    from worldloom.datasets.summary import incomplete_note
+
+    for ds in datasets:
+        if (line := incomplete_note(ds, command)) is not None:
+            print(line, file=sys.stderr)
 
 
 def load_episodes(sources: list[str] | tuple[str, ...], require_labels: bool = True,
@@ -104,9 +117,11 @@ def check_frame_size(episodes: list[Episode], height: int, width: int, what: str
     for ep in episodes:
         h, w = ep.frames.shape[1:3]
         if (h, w) != (height, width):
+            record = (f"`worldloom capture run --resolution {height}`" if height == width else
+                      f"`worldloom capture run` at {width}x{height}")
             raise UserError(f"{what} frames are {w}x{h} (episode {ep.episode_id} in {ep.source}) but the model "
                             f"takes {width}x{height}: train a model at that size (`--model.height {h} --model.width {w}`) "
-                            "or use `worldloom idm label`, which resizes")
+                            f"or record the data at {width}x{height} ({record})")
 
 
 def take_hours(episodes: list[Episode], hours: float, seed: int) -> list[Episode]:

@@ -233,7 +233,7 @@ class StageRunner:
     def _remove(self, name: str, writes) -> None:
         """Delete what stage `name` wrote before (`writes`), each path checked to lie inside the run directory and
         not to be it or the state file; one line says what went."""
-        gone = []
+        gone, kept = [], []
         for spec in writes:
             spec = str(spec)
             for path in sorted(glob.glob(spec)) if "*" in Path(spec).name else [spec]:
@@ -242,14 +242,45 @@ class StageRunner:
                     raise ValueError(f"{name} writes {path}: a stage writes inside the run directory {self.out_dir}, "
                                      "not the directory itself or its state file")
                 if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path)
+                    kept += _remove_run_keeping_others(path)
                 elif os.path.lexists(path):
                     os.remove(path)
                 else:
                     continue
                 gone.append(_relative(path, self.out_dir))
         if gone:
-            print(f"[{self.path.stem}] {name}: removed what it wrote before: {', '.join(gone)}", flush=True)
+            print(f"[{self.path.stem}] {name}: removed what it wrote before: {', '.join(gone)}"
+                  + (f" (kept what other commands wrote inside: {', '.join(_relative(k, self.out_dir) for k in kept)})"
+                     if kept else ""), flush=True)
+
+
+# What a stage's run directory can hold that another command made there, not derived from the run: a task scorer
+# that `agent eval --in-world-model` trains into WM_RUN/scorer-<Task> (from real frames: still valid for the
+# retrained model), a dataset or a run a user put there. Evaluation reports (eval.json) describe the run and go with it.
+FOREIGN_KINDS = ("dataset", "idm", "world_model", "policy", "task_scorer", "pipeline", "study")
+
+
+def _remove_run_keeping_others(path: str) -> list[str]:
+    """Delete the folder `path`; when it is a run (idm, world model, policy), first move out the folders directly
+    inside it that another command made (FOREIGN_KINDS), and put them back into the emptied folder. Returns their
+    paths. (A new-user trial, session 44, lost a trained critic to a pipeline re-run.)"""
+    from worldloom.folders import RUN_KINDS, folder_kind
+
+    if folder_kind(path) not in RUN_KINDS:
+        shutil.rmtree(path)
+        return []
+    others = [entry.path for entry in os.scandir(path) if entry.is_dir(follow_symlinks=False)
+              and folder_kind(entry.path) in FOREIGN_KINDS]
+    if not others:
+        shutil.rmtree(path)
+        return []
+    aside = Path(path).parent / f".{Path(path).name}.kept-{os.getpid()}"  # the same filesystem: renames
+    aside.mkdir()
+    for other in others:
+        os.rename(other, aside / Path(other).name)
+    shutil.rmtree(path)
+    os.rename(aside, path)
+    return others
 
 
 def _relative(path: str, root: Path) -> str:

@@ -21,6 +21,7 @@ from worldloom.actions import BUTTONS
 from worldloom.datasets import Dataset
 from worldloom.datasets.reader import check_distinct, check_same_frames
 from worldloom.errors import UserError
+from worldloom.idm.data import note_incomplete
 from worldloom.progress import counted
 
 from .model import encode_actions
@@ -43,6 +44,7 @@ def check_sources(paths: Sequence[str], min_steps: int = 2) -> SourceSpec:
     datasets = [Dataset(path) for path in paths]
     check_distinct(datasets)
     check_same_frames(datasets)
+    note_incomplete(datasets, "pretrain")
     episodes = frames = 0
     labels: set[str] = set()
     for path, ds in zip(paths, datasets, strict=True):

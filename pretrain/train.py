@@ -40,6 +40,7 @@ from worldloom.training import (
     DEVICES,
     LR_MAX,
     RESUMABLE_FIELDS,
+    WARMUP_FRACTION,
     CtrlC,
     MetricsLog,
     TimeBudget,
@@ -185,7 +186,7 @@ class TrainConfig:
         return self.device.startswith("cuda") and torch.cuda.is_available()
 
 
-WARMUP_FRACTION = 0.1  # a time-budgeted run's warmup: at most this share of the steps it plans
+# a time-budgeted run's warmup: at most WARMUP_FRACTION (worldloom.training) of the steps it plans
 
 
 def warmup_for(cfg: TrainConfig, budget: TimeBudget) -> int:

@@ -663,15 +663,27 @@ def test_eval_with_ray_actors_writes_cis_and_a_video(policy_run, ray_cluster, tm
     # the references play through the same command
     assert cli(["agent", "eval", "--policy", "scripted:explorer", "--task", "explore", "--episodes", "2",
                 "--num-workers", "1", "--time-limit", "10", "--videos", "0", "--out", str(tmp_path / "ref")]) == 0
-    # evaluated again into the same folder: of the videos the earlier eval.json listed, only those its new one
-    # lists stay; a video of the user's own in the folder is never touched (it was deleted, session 32)
+    # evaluated again into the same folder (the same player and task, other settings: a note): of the videos the
+    # earlier eval.json listed, only those its new one lists stay; a video of the user's own in the folder is never
+    # touched (it was deleted, session 32)
     (out / "videos" / "holiday.mp4").write_bytes(b"mine")
-    assert cli(["agent", "eval", "--policy", "scripted:explorer", "--task", "explore", "--episodes", "1",
+    capsys.readouterr()
+    assert cli(["agent", "eval", "--policy", policy_run, "--task", "explore", "--episodes", "1",
                 "--num-workers", "1", "--time-limit", "5", "--videos", "1", "--out", str(out)]) == 0
+    assert f"agent eval: note: replaced the earlier evaluation of bc on worldloom/Explore-v0 in {out}" in capsys.readouterr().err
     again = json.loads((out / "eval.json").read_text())
     assert sorted(p.name for p in (out / "videos").iterdir()) == sorted([Path(v).name for v in again["videos"]]
                                                                         + ["holiday.mp4"])
-    assert len(again["videos"]) == 1 and "explorer" in again["videos"][0]
+    assert len(again["videos"]) == 1 and again["episodes"] == 1
+    # another player (or task, or a dream) into it: one line before anything is played, nothing replaced or removed
+    # (a new-user trial, session 44, wrote the expert over a study's bc-env report and deleted its videos)
+    before = (out / "eval.json").read_bytes()
+    assert cli(["agent", "eval", "--policy", "scripted:explorer", "--task", "explore", "--episodes", "1",
+                "--num-workers", "1", "--time-limit", "5", "--videos", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (f"--out {out} holds the evaluation of bc on worldloom/Explore-v0 (played), not of scripted-explorer on "
+            "worldloom/Explore-v0 (played): give a new --out") in err and err.count("\n") == 1, err
+    assert (out / "eval.json").read_bytes() == before and (out / "videos" / Path(again["videos"][0]).name).exists()
 
 
 def test_mismatched_player_and_task_are_one_line_naming_both(policy_run, ray_cluster, tmp_path, capsys):

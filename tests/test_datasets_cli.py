@@ -165,13 +165,26 @@ def test_inspect_of_a_capture_still_running_or_killed_says_so_instead_of_histogr
     out = capsys.readouterr().out
     assert "incomplete" in out and "4 of 6 episodes committed" in out and "button press rate" not in out
     assert f"run: worldloom capture run --env voxel --episodes 6 --steps 50 --seed 0 --out {small_dataset}" in out
+    # a trainer opening it goes on with what is there, and says so in one line (it trained on 1 of 30 episodes
+    # without a word: a new-user trial, session 44)
+    from worldloom.idm.data import open_datasets
+
+    assert len(open_datasets([str(small_dataset)], same_frames=True)[0]) == 4
+    err = capsys.readouterr().err
+    assert err.startswith(f"note: {small_dataset} is incomplete, its job stopped before the end (4 of 6 episodes "
+                          "committed); using those; to finish it first run: worldloom capture run --env voxel") and \
+        err.count("\n") == 1, err
     with job_lock([str(small_dataset)], "capture run"):
         assert main(["dataset", "inspect", str(small_dataset)]) == 1
-    out = capsys.readouterr().out
+        open_datasets([str(small_dataset)], same_frames=True)
+    out, err = capsys.readouterr()
     assert "in progress: a job is writing it now" in out and "button press rate" not in out
+    assert f"note: {small_dataset} is being written by a job now (4 of 6 episodes committed)" in err
     manifest["config"]["capture"]["episodes"] = 4
     (small_dataset / "dataset.json").write_text(json.dumps(manifest))
     assert main(["dataset", "inspect", str(small_dataset)]) == 0 and "button press rate" in capsys.readouterr().out
+    open_datasets([str(small_dataset)], same_frames=True)
+    assert capsys.readouterr().err == ""  # complete: nothing said
 
 
 def test_export_into_the_dataset_itself_is_one_line(small_dataset, capsys):

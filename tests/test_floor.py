@@ -20,6 +20,7 @@ from worldloom.training import (
     MetricsLog,
     TimeBudget,
     TrainingDiverged,
+    capped_warmup,
     check_finite,
     lr_at,
     resolve_device,
@@ -121,6 +122,14 @@ def test_lr_schedule_warms_up_then_decays():
     lr = lambda step: lr_at(step, peak_lr=1.0, warmup_steps=10, total_steps=100, min_lr_ratio=0.1)  # noqa: E731
     assert lr(0) == pytest.approx(0.1) and lr(9) == pytest.approx(1.0)
     assert lr(100) == pytest.approx(0.1) and lr(200) == pytest.approx(0.1) and lr(55) < lr(20) < 1.0
+
+
+def test_a_step_budget_no_longer_than_its_warmup_still_decays():
+    """`agent train --max-steps 20` with the default 20 warmup steps ended at its peak rate (session 44)."""
+    assert capped_warmup(20, 20) == 2 and capped_warmup(20, 5) == 1  # a tenth of the steps, at least one
+    assert capped_warmup(20, 1000) == 20 and capped_warmup(20, None) == 20 and capped_warmup(0, 100) == 0
+    lr = lambda step: lr_at(step, peak_lr=1.0, warmup_steps=capped_warmup(20, 20), total_steps=20)  # noqa: E731
+    assert lr(1) == pytest.approx(1.0) and lr(19) < 0.2
 
 
 def test_time_budget_fits_the_schedule_to_the_measured_speed():

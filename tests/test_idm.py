@@ -666,6 +666,13 @@ def test_a_finished_run_run_again_trains_nothing_and_rewrites_nothing(voxel, tmp
     assert train_main(micro_cfg(voxel["labeled"], run, max_steps=2)) == run
     assert "fitting the press thresholds and camera spread labeling decodes with" in capsys.readouterr().err
     assert thresholds.read_text() == saved  # the same weights, the same validation episodes
+    # Its weights file damaged (a truncated copy): not "already finished", which sent a user on to label with it
+    # (a new-user trial, session 44), but the one line eval and label give
+    weights = run / "checkpoint" / "model.safetensors"
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[:1000])
+    with pytest.raises(UserError, match=r"model.safetensors: not a readable safetensors file \(.*\); put back a whole copy"):
+        train_main(micro_cfg(voxel["labeled"], run, max_steps=2))
 
 
 def test_a_dataset_replaced_under_the_same_name_is_not_the_data_a_run_was_trained_on(voxel, tmp_path):
@@ -934,7 +941,7 @@ def test_eval_refuses_an_idms_own_labels_as_the_truth(voxel, full_run, tmp_path,
     assert cli(["idm", "eval", "--model", str(full_run), "--data", str(pseudo), "--out", str(tmp_path / "ev")]) == 2
     err = capsys.readouterr().err.strip()
     line = err.splitlines()[-1]
-    assert line.startswith(f"worldloom idm: error: {pseudo}: episode 'ep-0' is labeled by {checkpoint.checkpoint_id(full_run)}+likely+hold7+spread "
+    assert line.startswith(f"worldloom idm: error: {pseudo}: episode 'ep-0' is labeled by {checkpoint.checkpoint_id(full_run)}+likely+hold7+spread+still "
                            "(label_source idm), not recorded by the env"), err
     assert "give --truth DIR" in line and "Traceback" not in err and not (tmp_path / "ev").exists()
     assert cli(["idm", "eval", "--model", str(full_run), "--data", str(pseudo), "--truth", voxel["labeled"],

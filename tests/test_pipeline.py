@@ -207,6 +207,35 @@ def test_a_stage_run_again_first_removes_what_it_wrote_before(tmp_path, capsys):
         StageRunner(tmp_path, "a", ("a", "b")).run("a", "k7", writer("7"), [tmp_path])
 
 
+def test_a_redone_training_stage_keeps_the_runs_other_commands_put_in_its_run(tmp_path, capsys):
+    """`agent eval --in-world-model WM_RUN` trains its critic into WM_RUN/scorer-<Task> (from real frames: still
+    valid for a retrained world model); a pipeline run again with other sizes removed it with the world model
+    (a new-user trial, session 44). The run's own files and its evaluation reports go; another command's run stays."""
+    from worldloom.pipeline.stages import StageRunner
+
+    wm = tmp_path / "world-model"
+
+    def train(tag):
+        def fn():
+            assert not (wm / "config.json").exists() and not (wm / "eval").exists(), "the stage found its old run"
+            wm.mkdir(exist_ok=True)
+            (wm / "config.json").write_text(json.dumps({"kind": "world_model", "tag": tag}))
+            (wm / "eval").mkdir()
+            (wm / "eval" / "eval.json").write_text("{}")
+            return {"wm": str(wm)}, {}
+        return fn
+    StageRunner(tmp_path, None, ("pretrain",)).run("pretrain", "k1", train("1"), [wm])
+    critic = wm / "scorer-Explore"
+    critic.mkdir()
+    (critic / "config.json").write_text(json.dumps({"kind": "task_scorer"}))
+    (critic / "weights").write_text("trained")
+    StageRunner(tmp_path, None, ("pretrain",)).run("pretrain", "k2", train("2"), [wm])
+    assert json.loads((wm / "config.json").read_text())["tag"] == "2" and (critic / "weights").read_text() == "trained"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # nothing left aside
+    assert ("pretrain: removed what it wrote before: world-model (kept what other commands wrote inside: "
+            "world-model/scorer-Explore)") in capsys.readouterr().out
+
+
 def _interrupt_a_from_run_and_ask_again(out, again, capsys) -> None:
     """Run stages a, b, c; then --from a, Ctrl-C'd in b after its first checkpoint; then `again` (a --from or None)."""
     import pytest

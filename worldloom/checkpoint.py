@@ -335,12 +335,28 @@ def finished_run(run_dir: str | Path, kind: str, command: str, minutes: float, m
                             f"its budget {had.flags}, already past {asked.flags}: a run is not cut back; resume it "
                             f"with {had.flags}, or use a new --out to train with {asked.flags}")
         return None
+    check_weights_readable(run_dir)  # "already finished" of a damaged file would send a user on to eval it
     words = (f"{run_dir} is already finished: {step} step{'s' * (step != 1)} in {elapsed_s / 60:.1f} minutes, its budget "
              f"{had.flags}")
     if asked.flags != had.flags:
         raise UserError(f"{words}, and a finished schedule is not extended; to train with {asked.flags}, "
                         "use a new --out")
     return f"{command}: {words}; nothing to train (a longer budget needs a new --out)"
+
+
+def check_weights_readable(run_dir: str | Path) -> None:
+    """UserError (one line, as load_checkpoint's) when the checkpoint's model.safetensors is missing or its header
+    does not cover the file (a truncated copy, another format); reads the header only."""
+    from safetensors import SafetensorError, safe_open
+
+    path = _run_file(run_dir, CHECKPOINT_DIR, "model.safetensors")
+    if not path.is_file():
+        raise UserError(f"{path} is missing: the checkpoint is incomplete; retrain or restore the run")
+    try:
+        with safe_open(str(path), "pt"):
+            pass
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise UserError(f"{path}: not a readable safetensors file ({err}); {_next_step('model')}") from None
 
 
 def load_checkpoint(run_dir: str | Path, kind: str, which: Sequence[str] = ("model",), optimizer=None,

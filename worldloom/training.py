@@ -51,6 +51,18 @@ DEFAULT_MAX_STEPS = 2000
 DEVICES = "auto, cpu, cuda or cuda:N"
 
 
+WARMUP_FRACTION = 0.1  # the most of a run's steps its warmup takes where the steps are known (capped_warmup)
+
+
+def capped_warmup(warmup_steps: int, max_steps: int | None) -> int:
+    """`warmup_steps`, but at most WARMUP_FRACTION of a fixed step budget (at least 1; None or 0: no cap): a run no
+    longer than its warmup ended at its peak rate, its cosine never begun (a new-user trial, session 44: `agent
+    train --max-steps 20` with the default 20 warmup steps). A function of the config: a resume is exact."""
+    if not max_steps:
+        return warmup_steps
+    return min(warmup_steps, max(1, int(WARMUP_FRACTION * max_steps)))
+
+
 def lr_at(step: int, *, peak_lr: float, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.1) -> float:
     """Linear warmup to `peak_lr` over `warmup_steps`, then cosine decay to `peak_lr * min_lr_ratio`
     at `total_steps` (held there after it)."""
