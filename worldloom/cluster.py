@@ -33,6 +33,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -72,6 +73,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     named = "--address" if address else "RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS") or None
     quiet = {"include_dashboard": False, "log_to_driver": True}  # actors' errors still reach the user
+    if not sys.stderr.isatty():  # actors' lines in a log file: no terminal colour codes around their prefix
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     if address:
         check_reachable(address, named=named)
     on_sigterm = signal.getsignal(signal.SIGTERM)
