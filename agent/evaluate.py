@@ -568,10 +568,11 @@ def check_same_report(cfg: EvalConfig) -> bool:
     theirs = {k: before.get(k) for k in mine}
     if theirs != mine:
         what = {"env": "played", "dream": "dreamt"}
-        raise UserError(f"--out {cfg.out_dir} holds the evaluation of {theirs['player']} on {theirs['task']} "
-                        f"({what.get(theirs['mode'], theirs['mode'])}), not of {mine['player']} on {mine['task']} "
-                        f"({what[mode]}): give a new --out (a folder holds one player's evaluation of one task), or "
-                        "remove that folder first")
+        held = (f"the evaluation of {theirs['player']} on {theirs['task']} ({what[theirs['mode']]}), not of"
+                if theirs["mode"] in what else "another command's evaluation report (eval.json, e.g. `idm eval`'s), not"
+                " the evaluation of")
+        raise UserError(f"--out {cfg.out_dir} holds {held} {mine['player']} on {mine['task']} ({what[mode]}): give a "
+                        "new --out (a folder holds one player's evaluation of one task), or remove that folder first")
     return json.loads(json.dumps(to_json_dict(cfg))) != before.get("config")
 
 
