@@ -318,6 +318,24 @@ def test_capture_with_two_actors_records_the_executed_actions_and_the_licence(tm
     assert np.abs(yaw).sum() > 0 and off_grid.max() < 1e-3
 
 
+def test_the_micro_pipeline_runs_end_to_end_on_minetest_footage(tmp_path):
+    """Issue 20's loop on a real game: `worldloom pipeline run --env minetest --preset micro` (capture, IDM,
+    labels, world model, report) through the console command a user runs; about 1-2 minutes on 2 cores."""
+    out = tmp_path / "mt"
+    cli = [str(Path(sys.executable).parent / "worldloom"), "pipeline", "run", "--env", "minetest", "--preset", "micro",
+           "--num-workers", "1", "--out", str(out)]
+    proc = subprocess.run(cli, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    for name in ("labeled", "footage", "heldout"):  # recorded in the engine, with its media's licence
+        config = json.loads((out / "data" / name / "dataset.json").read_text())["config"]
+        assert config["capture"]["env"] == "minetest" and config["licence"]["frames"].startswith("CC BY-SA 3.0")
+    for name in ("labeled", "footage", "heldout", "pseudo"):  # the footage pseudo-labeled by the IDM trained on it
+        assert report["datasets"][name]["episodes"] >= 2 and report["datasets"][name]["frames"] > 0
+    assert set(report["idm"]) >= {"heldout", "footage"} and "next_frame" in report["world_model"]
+    assert (out / "report.html").stat().st_size > 1000
+
+
 def test_the_recorder_replays_an_episode_whose_engine_crashed(tmp_path):
     """The engine is SIGKILLed mid-episode: the recorder gets EnvCrashed, the env starts a fresh
     engine at the next reset, and the episode is played again from its spec, whole."""
