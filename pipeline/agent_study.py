@@ -131,6 +131,8 @@ PRESETS: dict[str, StudySizes] = {
     # 0.649 on CollectLogs' return and 0.712 -> 1.015 on FindWater, MineStone's return 0.684 -> 0.502, inside the
     # spread two draws of the play give (docs/agent.md, "The contractor's play", session 39). With labels at the
     # IDM's more likely press and jumps that show, every ratio is 0.711 or more (study22, 29.3 minutes; session 40).
+    # With the still camera in `idm label` (session 44) eight BC seeds a side put every ratio at 0.9 or more; the
+    # preset's two do not settle it (study25: six of eight, CollectLogs' two at 0.893 and 0.839; docs/agent.md).
     "tiny": StudySizes(idm_episodes=256, eval_episodes=96, bc_seeds=2,
                        expected="at most 30 minutes of 2 CPU cores (3,600 CPU-seconds)"),
     "small": StudySizes(steps=1000, idm_episodes=200, footage_episodes=200, idm_preset="small", idm_max_steps=20000,
