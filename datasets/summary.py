@@ -149,12 +149,13 @@ def incomplete_note(ds: Dataset, command: str = "") -> str | None:
     done = completion(ds, len(ds))
     if done["complete"]:
         return None
+    who = f"{command}: " if command else ""
     of = f" of {done['planned_episodes']}" if done["planned_episodes"] is not None else ""
     if done["job_running"]:
-        return (f"{command}{': ' * bool(command)}note: {ds.location.uri} is being written by a job now ({len(ds)}{of} episodes committed); "
+        return (f"{who}note: {ds.location.uri} is being written by a job now ({len(ds)}{of} episodes committed); "
                 "using the episodes committed so far")
     then = f"; to finish it first run: {done['finish']}" if done["finish"] else ""
-    return (f"{command}{': ' * bool(command)}note: {ds.location.uri} is incomplete, its job stopped before the end ({len(ds)}{of} episodes "
+    return (f"{who}note: {ds.location.uri} is incomplete, its job stopped before the end ({len(ds)}{of} episodes "
             f"committed); using those{then}")
 
 

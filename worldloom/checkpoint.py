@@ -351,12 +351,20 @@ def check_weights_readable(run_dir: str | Path) -> None:
 
     path = _run_file(run_dir, CHECKPOINT_DIR, "model.safetensors")
     if not path.is_file():
-        raise UserError(f"{path} is missing: the checkpoint is incomplete; retrain or restore the run")
+        raise _missing(path)
     try:
         with safe_open(str(path), "pt"):
             pass
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise UserError(f"{path}: not a readable safetensors file ({err}); {_next_step('model')}") from None
+        raise _unreadable(path, err, "model") from None
+
+
+def _missing(path: Path) -> UserError:
+    return UserError(f"{path} is missing: the checkpoint is incomplete; retrain or restore the run")
+
+
+def _unreadable(path: Path, err: Exception, name: str) -> UserError:
+    return UserError(f"{path}: not a readable safetensors file ({err}); {_next_step(name)}")
 
 
 def load_checkpoint(run_dir: str | Path, kind: str, which: Sequence[str] = ("model",), optimizer=None,
@@ -376,11 +384,11 @@ def load_checkpoint(run_dir: str | Path, kind: str, which: Sequence[str] = ("mod
             raise ValueError(f"which must name files among {TENSOR_FILES}, got {name!r}")
         path = _run_file(run_dir, CHECKPOINT_DIR, f"{name}.safetensors")
         if not path.is_file():
-            raise UserError(f"{path} is missing: the checkpoint is incomplete; retrain or restore the run")
+            raise _missing(path)
         try:
             tensors = load_file(str(path), device=str(device))
         except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-            raise UserError(f"{path}: not a readable safetensors file ({err}); {_next_step(name)}") from None
+            raise _unreadable(path, err, name) from None
         bad = first_non_finite(tensors)
         if bad is not None:
             raise UserError(f"{path}: tensor {bad!r} holds NaN or infinite values; {_next_step(name)}")
