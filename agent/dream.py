@@ -334,8 +334,9 @@ def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, sc
     limit = {"max_steps": cfg.time_limit} if cfg.time_limit else {}
     envs = [make_task_env(cfg.task, height=resolution, width=resolution, **limit) for _ in work]
     task = short_name(cfg.task)
-    real = make_controller(cfg.policy, B, cfg.temperature, task=task)
-    dreamer = None if is_reference(cfg.policy) else make_controller(cfg.policy, B, cfg.temperature, task=task)
+    real = make_controller(cfg.policy, B, cfg.temperature, task=task, runtime=cfg.runtime)
+    dreamer = None if is_reference(cfg.policy) else make_controller(cfg.policy, B, cfg.temperature, task=task,
+                                                                    runtime=cfg.runtime)
     obs = np.zeros((B, resolution, resolution, 3), np.uint8)
     infos: list[dict] = [{} for _ in work]
     done = np.zeros(B, bool)

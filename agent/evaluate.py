@@ -101,6 +101,8 @@ class EvalConfig:
                           "dreaming: RUN/dream-<Task>, ./dream-<player>-<Task>)", None)
     seed: int = doc("seed of the episodes' worlds and of the players' sampling", 0)
     device: str = doc("where a policy runs: auto, cpu, cuda or cuda:N (actors ask Ray for a GPU then)", "cpu")
+    runtime: str = doc("what runs a policy's steps: onnxruntime (its step exported as one graph: about 0.65x torch's "
+                       "time on a CPU), torch, or auto (onnxruntime on a CPU where it is installed, else torch)", "auto")
     address: str | None = doc("Ray cluster to join (HOST:PORT or auto); unset: a local one on loopback", None)
     in_world_model: str | None = doc("a world-model run: play inside it instead of the env (dreaming; agent/dream.py)", None)
     horizon: int = doc("dreaming: imagined steps after the real context", 48)
@@ -124,6 +126,10 @@ class EvalConfig:
         if self.video_format not in ("mp4", "gif"):
             raise ValueError(f"video_format must be mp4 or gif, got {self.video_format!r}")
         check_device_name(self.device)
+        from .inference import RUNTIMES
+
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
 
     @property
     def task_spec(self):
@@ -266,7 +272,7 @@ class EpisodeRunner:
 
     def __init__(self, policy: str, task: str, resolution: int, batch: int, temperature: float = 1.0,
                  device: str = "cpu", video_dir: str | None = None, video_format: str = "mp4", time_limit: int = 0,
-                 make_env=None):
+                 runtime: str = "auto", make_env=None):
         from worldloom.envs.tasks import make_task_env, short_name, task_by_name
 
         if not is_reference(policy):
@@ -275,7 +281,7 @@ class EpisodeRunner:
             torch.set_num_threads(1)  # parallelism comes from actors (DESIGN section 4)
         self.task = task_by_name(task)
         self.policy, self.video_dir, self.video_format = policy, video_dir, video_format
-        self.controller = make_controller(policy, batch, temperature, device, short_name(task))
+        self.controller = make_controller(policy, batch, temperature, device, short_name(task), runtime)
         limit = {"max_steps": time_limit} if time_limit else {}
         build = make_env or (lambda: make_task_env(task, height=resolution, width=resolution, **limit))
         self.envs = [build() for _ in range(batch)]
@@ -319,7 +325,8 @@ class EpisodeRunner:
                 if terminated or truncated:
                     rows.append(self._finish(slot, infos[k], obs[k]))
                     start(k)
-        return {"episodes": rows, "steps": steps, "cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - t0}
+        return {"episodes": rows, "steps": steps, "cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - t0,
+                "runtime": self.controller.runtime}
 
     def _finish(self, slot: _Slot, info: dict, last: np.ndarray) -> dict:
         task = info["task"]
@@ -431,7 +438,7 @@ def play(cfg: EvalConfig, keep_workers: bool = False) -> dict:
         work = deal(cfg, actors_wanted)
         actors = worker_pool(len(work), 1 if device.startswith("cuda") else 0)
         calls = [a.run.remote((cfg.policy, cfg.task, resolution, min(cfg.envs_per_worker, len(w)), cfg.temperature,
-                               device, video_dir, cfg.video_format, cfg.time_limit), w, filmed)
+                               device, video_dir, cfg.video_format, cfg.time_limit, cfg.runtime), w, filmed)
                  for a, w in zip(actors, work, strict=True)]
         try:
             results = wait_with_progress(calls, [len(w) for w in work], f"{cfg.task} on {len(work)} Ray actor(s)")
@@ -501,6 +508,7 @@ def summarize(cfg: EvalConfig, played: dict, wall_s: float) -> dict:
             "steps": steps, "cpu_s": round(cpu_s, 2), "wall_s": round(wall_s, 2),
             "steps_per_cpu_s": round(steps / max(cpu_s, 1e-9), 1), "resolution": played["resolution"],
             "actors": played["actors"], "device": played.get("device", "cpu"),  # the one used: config says the one asked for
+            "runtime": played["results"][0].get("runtime") if played["results"] else None,  # None: a reference player
             "videos": [r["video"] for r in rows if r["video"]], "behaviour": mean_behaviour(rows),
             "config": to_json_dict(cfg), "rows": rows}
 

@@ -26,9 +26,22 @@ whole-window forward pass to 1e-5, past the window and across resets), inference
 Alone and warm, the tiny preset's step of 16 episodes takes about 0.65x the time it took
 before this module (the encoder 0.67x; both timed interleaved in one process); in the eval loop
 the gain is smaller (docs/agent.md has benchmarks/bench_agent.py's figures).
+
+On a CPU, `OnnxPolicy` runs the same step as one ONNX Runtime graph (`StepGraph`, exported from
+the policy's modules once per set of weights and process): at these sizes each torch call costs
+more in dispatch than in arithmetic, and ONNX Runtime runs the graph's 150-odd nodes with less
+overhead a node (MLAS convolutions in a blocked layout, fused matrix products). The kept keys and
+values stay in `PolicyState.kv`: the graph reads the ring, returns the newest frame's keys and
+values, and attends over the ring's visible slots plus the newest frame, so nothing but those is
+copied. In the eval loop (benchmarks/bench_agent.py, the tiny preset, 16 episodes) its step costs
+about 0.65x FastPolicy's; logits agree to 1e-5 (tests/test_agent.py).
 """
 
 from __future__ import annotations
+
+import hashlib
+import io
+import warnings
 
 import numpy as np
 import torch
@@ -137,16 +150,7 @@ class FastPolicy:
         self.norm, self.head = _plain(policy.norm), _plain(policy.head)
         self.task_embed = None if policy.task_embed is None else policy.task_embed.weight  # (tasks + 1, D)
         self.device = self.params[0].device
-        d = cfg.hidden // cfg.num_heads
-        half = d // 2
-        # the per-episode bookkeeping is a few tiny arrays: numpy on the host costs a tenth of torch's op overhead
-        self.freqs = 100.0 ** (np.arange(half, dtype=np.float64) / -half)  # (d / 2,) as `rotary`
-        # x @ (cos I + sin J) rotates x's pairs (i, i + d/2) as `rotate` does
-        self.eye = np.eye(d, dtype=np.float32)
-        self.turn = np.zeros((d, d), np.float32)
-        self.turn[np.arange(half) + half, np.arange(half)] = -1.0
-        self.turn[np.arange(half), np.arange(half) + half] = 1.0
-        self.slots = np.arange(cfg.memory)
+        self.positions = Positions(cfg)
         self.rows: dict[int, torch.Tensor] = {}
 
     def current(self) -> bool:
@@ -162,15 +166,8 @@ class FastPolicy:
         "camera": (B, 2, 11)} and the new state."""
         from .model import PolicyState, split_logits, task_head
 
-        count = state.count.cpu().numpy()  # (B,) frames each episode has seen
-        if reset is not None:
-            count = np.where(reset.cpu().numpy(), 0, count)
-        B, M, device = len(count), self.memory, self.device
-        slot = count % M  # (B,) where this frame's keys and values go
-        visible = (slot[:, None] - self.slots) % M <= count[:, None]  # (B, M): this episode's last count + 1 frames
-        angle = count[:, None] * self.freqs  # (B, d / 2) as `rotary`
-        cos, sin = np.tile(np.cos(angle), 2).astype(np.float32), np.tile(np.sin(angle), 2).astype(np.float32)  # (B, d)
-        turn = cos[:, None] * self.eye + sin[:, None] * self.turn  # (B, d, d) each episode's rotation
+        count, slot, visible, turn = self.positions(state.count, reset)
+        B, device = len(count), self.device
         rows = self.rows.get(B)
         if rows is None:
             rows = self.rows[B] = torch.arange(B, device=device)
@@ -184,6 +181,39 @@ class FastPolicy:
         x = F.layer_norm(x, (self.hidden,), *self.norm)
         logits = split_logits(task_head(F.linear(x, *self.head), task))  # each episode's task's head
         return logits, PolicyState(state.kv, torch.from_numpy(count + 1).to(device))
+
+
+class Positions:
+    """The per-episode bookkeeping of a closed-loop step: where each episode's newest frame goes in
+    the key and value rings, which slots it sees, and its rotary rotation. A few tiny arrays: numpy
+    on the host costs a tenth of torch's op overhead."""
+
+    def __init__(self, cfg) -> None:
+        d = cfg.hidden // cfg.num_heads
+        half = d // 2
+        self.memory = cfg.memory
+        self.freqs = 100.0 ** (np.arange(half, dtype=np.float64) / -half)  # (d / 2,) as `rotary`
+        # x @ (cos I + sin J) rotates x's pairs (i, i + d/2) as `rotate` does
+        self.eye = np.eye(d, dtype=np.float32)
+        self.turn = np.zeros((d, d), np.float32)
+        self.turn[np.arange(half) + half, np.arange(half)] = -1.0
+        self.turn[np.arange(half), np.arange(half) + half] = 1.0
+        self.slots = np.arange(cfg.memory)
+
+    def __call__(self, count: torch.Tensor, reset: torch.Tensor | None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """count (B,) frames each episode has seen, reset (B,) bool or None -> count after the resets
+        (B,) int64, slot (B,) where this frame's keys and values go, visible (B, M) bool: the slots
+        holding this episode's last count + 1 frames (this one's included), turn (B, d, d) float32."""
+        count = count.cpu().numpy()
+        if reset is not None:
+            count = np.where(reset.cpu().numpy(), 0, count)
+        M = self.memory
+        slot = count % M
+        visible = (slot[:, None] - self.slots) % M <= count[:, None]
+        angle = count[:, None] * self.freqs  # (B, d / 2) as `rotary`
+        cos, sin = np.tile(np.cos(angle), 2).astype(np.float32), np.tile(np.sin(angle), 2).astype(np.float32)  # (B, d)
+        return count, slot, visible, cos[:, None] * self.eye + sin[:, None] * self.turn
 
 
 def _plain(module: nn.Module) -> tuple:
@@ -210,3 +240,211 @@ class Block:
         x = x + F.linear(att.view(B, D), *self.proj)  # (B, D)
         h = F.gelu(F.linear(F.layer_norm(x, (D,), *self.norm2), *self.up))  # (B, mlp_ratio D)
         return x + F.linear(h, *self.down)
+
+
+RUNTIMES = ("auto", "onnxruntime", "torch")
+_SESSIONS: dict[str, object] = {}  # weights digest -> ONNX Runtime session: an eval actor's runners share one per policy
+MAX_SESSIONS = 4
+
+
+class StepGraph(nn.Module):
+    """`FastPolicy.step`'s arithmetic as one traceable module, exported to ONNX for `OnnxPolicy`.
+
+    forward(frames (B, H, W, 3) uint8, task (B,) int64 embedding rows, turn (B, d, d) rotations,
+    before (B, 1, 1, M) bool: the ring's slots holding this episode's earlier frames, *rings (B, 2,
+    h, M, d) per block) -> logits (B, 42) of each episode's task's head, then per block the newest
+    frame's keys (rotated) and values, (B, h, d) each. Attention runs over the ring's visible slots and
+    the newest frame's own key, so the ring is only read (the caller writes the returned keys and
+    values into it): the softmax over both is the one `Block` takes after writing the slot."""
+
+    def __init__(self, policy: nn.Module):
+        super().__init__()
+        cfg = policy.cfg
+        self.policy, self.heads = policy, cfg.num_heads
+        weight, bias, self.stride, self.padding = fuse_stem(policy.encoder.stem, policy.encoder.stacks[0].conv,
+                                                            (cfg.height, cfg.width))
+        self.register_buffer("stem_weight", weight, persistent=False)
+        self.register_buffer("stem_bias", bias.contiguous(), persistent=False)
+        # each block's qkv as two products: queries (pre-scaled by 1/sqrt(d): rotation is linear) with keys, and values
+        D, d = cfg.hidden, cfg.hidden // cfg.num_heads
+        scale = torch.cat([torch.full((D,), d ** -0.5), torch.ones(D)])[:, None]
+        with torch.no_grad():
+            self.qk = [(b.qkv.weight[:2 * D] * scale, b.qkv.bias[:2 * D] * scale[:, 0]) for b in policy.blocks]
+            self.v = [(b.qkv.weight[2 * D:].clone(), b.qkv.bias[2 * D:].clone()) for b in policy.blocks]
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames (B, H, W, 3) uint8 -> (B, D), as `FastEncoder` computes it."""
+        encoder = self.policy.encoder
+        x = F.conv2d(frames.permute(0, 3, 1, 2).float(), self.stem_weight, None, self.stride, self.padding) + self.stem_bias
+        for i, stack in enumerate(encoder.stacks):
+            if i:
+                x = stack.conv(x)
+            if not stack.strided:
+                x = F.max_pool2d(x, 3, stride=2, padding=1)
+            for b in stack.blocks:
+                x = x + b.conv2(F.relu(group_norm(b.norm2, b.conv1(F.relu(group_norm(b.norm1, x))))))
+        return encoder.hidden_dense(F.relu(encoder.frame_dense(F.relu(x).flatten(1))))
+
+    def forward(self, frames: torch.Tensor, task: torch.Tensor, turn: torch.Tensor, before: torch.Tensor,
+                *rings: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        from .model import ACTION_LOGITS
+
+        policy, h = self.policy, self.heads
+        x = self.encode(frames)
+        B, D = x.shape
+        d = D // h
+        if policy.task_embed is not None:
+            x = x + policy.task_embed(task)
+        new = []
+        for block, (wqk, bqk), (wv, bv), ring in zip(policy.blocks, self.qk, self.v, rings, strict=True):
+            x_norm = block.norm1(x)
+            q, k = torch.matmul(F.linear(x_norm, wqk, bqk).view(B, 2 * h, d), turn).split(h, 1)  # at their positions
+            v = F.linear(x_norm, wv, bv).view(B, h, d)
+            new += [k, v]  # (B, h, d) each
+            earlier = torch.matmul(q[:, :, None], ring[:, 0].transpose(-1, -2))  # (B, h, 1, M)
+            earlier = earlier.masked_fill(~before, float("-inf"))
+            own = (q * k).sum(-1, keepdim=True)[:, :, None]  # (B, h, 1, 1)
+            p = torch.softmax(torch.cat([earlier, own], -1), -1)
+            att = torch.matmul(p[..., :-1], ring[:, 1]) + p[..., -1:] * v[:, :, None]  # (B, h, 1, d)
+            x = x + block.proj(att.reshape(B, D))
+            x = x + block.mlp[2](block.mlp[1](block.mlp[0](block.norm2(x))))
+        out = policy.head(policy.norm(x))
+        if out.shape[-1] != ACTION_LOGITS:  # a head per task: each episode's own
+            out = out.view(B, -1, ACTION_LOGITS).gather(1, task.view(B, 1, 1).expand(B, 1, ACTION_LOGITS))[:, 0]
+        return (out, *new)
+
+
+def group_norm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    """norm(x), exported as one InstanceNormalization node where each group is one channel (the
+    exporter's GroupNorm is five: reshape, normalise, reshape, scale, shift)."""
+    if norm.num_groups == norm.num_channels:
+        return F.instance_norm(x, weight=norm.weight, bias=norm.bias, eps=norm.eps)
+    return norm(x)
+
+
+def weights_digest(policy: nn.Module) -> str:
+    """A digest of a policy's config and weights: names the exported graph."""
+    digest = hashlib.blake2b(repr(policy.cfg).encode(), digest_size=16)
+    for name, tensor in policy.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def export_step(policy: nn.Module, batch: int) -> bytes:
+    """The policy's closed-loop step (`StepGraph`) for `batch` episodes as an ONNX model. The batch is
+    fixed: a free one adds about 50 shape nodes (Shape, Gather, Concat) to a graph of 130."""
+    cfg = policy.cfg
+    h, d, B = cfg.num_heads, cfg.hidden // cfg.num_heads, batch
+    args = (torch.zeros(B, cfg.height, cfg.width, 3, dtype=torch.uint8), torch.zeros(B, dtype=torch.int64),
+            torch.eye(d).expand(B, d, d).contiguous(), torch.ones(B, 1, 1, cfg.memory, dtype=torch.bool),
+            *(torch.zeros(B, 2, h, cfg.memory, d) for _ in range(cfg.num_layers)))
+    inputs = ["frames", "task", "turn", "before", *(f"ring{i}" for i in range(cfg.num_layers))]
+    outputs = ["logits", *(f"{kv}{i}" for i in range(cfg.num_layers) for kv in "kv")]
+    buf = io.BytesIO()
+    graph = StepGraph(policy).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation, tracer notes
+        torch.onnx.export(graph, args, buf, dynamo=False, opset_version=18, input_names=inputs, output_names=outputs,
+                          training=torch.onnx.TrainingMode.EVAL)
+    return buf.getvalue()
+
+
+def step_session(policy: nn.Module, batch: int):
+    """An ONNX Runtime session of the policy's step of `batch` episodes on the CPU, one thread per torch
+    thread; kept for the next runner of the same weights and batch in this process."""
+    import onnxruntime as ort
+
+    key = f"{weights_digest(policy)}-{batch}"
+    session = _SESSIONS.get(key)
+    if session is None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3  # errors only
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(export_step(policy, batch), options, providers=["CPUExecutionProvider"])
+        while len(_SESSIONS) >= MAX_SESSIONS:
+            _SESSIONS.pop(next(iter(_SESSIONS)))
+        _SESSIONS[key] = session
+    return session
+
+
+class OnnxPolicy:
+    """`Policy.step` on a CPU through ONNX Runtime (module docstring): the same inputs, outputs and
+    state as `FastPolicy.step`, the rings updated in place. A graph per batch size, exported when
+    a step first has that many episodes."""
+
+    def __init__(self, policy: nn.Module, batch: int | None = None):
+        self.policy = policy
+        self.params = list(policy.parameters())
+        self.key = weights_key(self.params)
+        self.positions = Positions(policy.cfg)
+        self.sessions: dict[int, tuple[object, set[str]]] = {}
+        if batch:
+            self.session(batch)
+
+    def session(self, batch: int) -> tuple[object, set[str]]:
+        """The graph of `batch` episodes and its input names (no `task` in an unconditioned policy's)."""
+        if batch not in self.sessions:
+            session = step_session(self.policy, batch)
+            self.sessions[batch] = session, {i.name for i in session.get_inputs()}
+        return self.sessions[batch]
+
+    def current(self) -> bool:
+        """False once the policy's weights changed after this was built."""
+        return weights_key(self.params) == self.key
+
+    def step(self, obs: torch.Tensor, state, reset: torch.Tensor | None = None, task: torch.Tensor | None = None):
+        """As `FastPolicy.step`: obs (B, H, W, 3) uint8 -> logits {"buttons": (B, 20), "camera": (B, 2, 11)} and
+        the new state (its rings, CPU tensors, updated in place)."""
+        from .model import PolicyState, split_logits
+
+        count, slot, visible, turn = self.positions(state.count, reset)
+        B = len(count)
+        session, inputs = self.session(B)
+        rings = [kv.numpy() for kv in state.kv]  # (B, 2, h, M, d) each: views of the state's tensors
+        feeds = {"frames": np.ascontiguousarray(obs.numpy()), "turn": turn,
+                 "before": (visible & (self.positions.slots != slot[:, None]))[:, None, None],
+                 **{f"ring{i}": ring for i, ring in enumerate(rings)}}
+        if "task" in inputs:
+            feeds["task"] = task.numpy() if task is not None else np.zeros(B, np.int64)
+        logits, *kvs = session.run(None, feeds)
+        rows = np.arange(B)
+        for i, ring in enumerate(rings):  # the newest frame's keys and values, at its slot
+            ring[rows, 0, :, slot], ring[rows, 1, :, slot] = kvs[2 * i], kvs[2 * i + 1]
+        return split_logits(torch.from_numpy(logits)), PolicyState(state.kv, torch.from_numpy(count + 1))
+
+
+def closed_loop_player(policy: nn.Module, runtime: str = "auto", batch: int = 1) -> tuple[object, str]:
+    """(what plays `policy`'s steps of `batch` episodes, the runtime's name): `OnnxPolicy` for
+    "onnxruntime", and for "auto" on a CPU where ONNX Runtime is installed and the export works;
+    `FastPolicy` for "torch" and elsewhere. UserError where "onnxruntime" cannot be had."""
+    from worldloom.errors import UserError
+
+    if runtime not in RUNTIMES:
+        raise UserError(f"--runtime {runtime}: one of {', '.join(RUNTIMES)}")
+    on_cpu = next(policy.parameters()).device.type == "cpu"
+    if runtime == "torch" or (runtime == "auto" and not on_cpu):
+        return policy.player(), "torch"
+    if not on_cpu:
+        raise UserError(f"--runtime onnxruntime plays on the CPU, but the policy is on {next(policy.parameters()).device}: "
+                        "use --device cpu, or --runtime torch on a GPU")
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        if runtime == "onnxruntime":
+            raise UserError("--runtime onnxruntime: ONNX Runtime is not installed (pip install onnx onnxruntime), "
+                            "or use --runtime torch") from None
+        return policy.player(), "torch"
+    try:
+        return OnnxPolicy(policy, batch), "onnxruntime"  # exported and loaded here, where a failure can fall back
+    except Exception as err:  # an exporter this torch lacks, a graph this onnxruntime refuses: play on torch
+        if runtime == "onnxruntime":
+            raise UserError(f"--runtime onnxruntime: the policy's step did not export to ONNX ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0] if str(err) else ''}); use --runtime torch") from None
+        import sys
+
+        print(f"agent: note: playing on torch, the policy's step did not export to ONNX ({type(err).__name__})",
+              file=sys.stderr)
+        return policy.player(), "torch"

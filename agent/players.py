@@ -38,6 +38,7 @@ class ScriptedController:
     """One scripted (or random) player per slot, each seeded by its episode."""
 
     frame_shape: tuple[int, int] | None = None  # plays at any resolution
+    runtime = None  # no network
 
     def __init__(self, name: str, batch: int):
         if name not in PLAYER_NAMES:
@@ -56,15 +57,17 @@ class PolicyController:
     """A trained policy playing B slots with one batched forward pass per step."""
 
     def __init__(self, run_dir: str, batch: int, temperature: float = 1.0, device: str = "cpu",
-                 task: str | None = None):
+                 task: str | None = None, runtime: str = "auto"):
         import torch
 
         from .checkpoint import load_policy
+        from .inference import closed_loop_player
 
         self.torch = torch
         self.device = torch.device(device)
         self.policy, self.cfg = load_policy(run_dir, self.device)
-        self.player = self.policy.player()  # Policy.step's fast path, built once: the weights stay as loaded
+        # Policy.step arranged for speed (ONNX Runtime on a CPU, else torch), built once: the weights stay as loaded
+        self.player, self.runtime = closed_loop_player(self.policy, runtime, batch)
         self.frame_shape = (self.cfg.height, self.cfg.width)
         self.temperature = temperature
         self.state = self.policy.initial_state(batch, self.device)
@@ -98,14 +101,16 @@ def actions_from_arrays(buttons: np.ndarray, camera: np.ndarray) -> list[dict]:
             for i, row in enumerate(np.asarray(buttons, bool).astype(np.int64).tolist())]
 
 
-def make_controller(spec: str, batch: int, temperature: float = 1.0, device: str = "cpu", task: str | None = None):
+def make_controller(spec: str, batch: int, temperature: float = 1.0, device: str = "cpu", task: str | None = None,
+                    runtime: str = "auto"):
     """`random`, `scripted:NAME` or a policy run directory -> a controller of `batch` slots; `task`:
-    the short name of the task played (a task-conditioned policy's embedding; None: no task)."""
+    the short name of the task played (a task-conditioned policy's embedding; None: no task);
+    `runtime`: what runs a policy's steps (agent/inference.py `closed_loop_player`)."""
     if spec == "random":
         return ScriptedController("random", batch)
     if spec.startswith("scripted:"):
         return ScriptedController(spec.split(":", 1)[1], batch)
-    return PolicyController(spec, batch, temperature, device, task)
+    return PolicyController(spec, batch, temperature, device, task, runtime)
 
 
 def frame_shape_of(spec: str) -> tuple[int, int] | None:

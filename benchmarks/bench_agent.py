@@ -119,7 +119,7 @@ def main() -> None:
     rounds = [[(i, episode_seed(k, i)) for i in range(args.batch)] for k in range(args.rounds + 1)]  # 0: warm-up
     with tempfile.TemporaryDirectory() as tmp:
         run = untrained_policy_run(Path(tmp) / "policy", args.preset, args.size)
-        policy_name = f"eval, {args.preset} policy"
+        policy_name = f"eval, {args.preset} policy, onnxruntime"
         script: dict[int, list[dict]] = {}  # world seed -> the policy's actions in that episode
         EpisodeRunner(run, args.task, args.size, batch=args.batch, time_limit=args.episode_steps,
                       make_env=lambda: recording_env(args.task, args.size, args.episode_steps, script)
@@ -127,8 +127,11 @@ def main() -> None:
         bare = BareEnv(args.task, args.size, args.episode_steps)
         peers = {"bare env, random player": bare.random_player,
                  "bare env, the policy's actions": lambda seeds: bare.replay(seeds, script)}
-        runners = {name: EpisodeRunner(spec, args.task, args.size, batch=args.batch, time_limit=args.episode_steps)
-                   for name, spec in (("eval, random player", "random"), (policy_name, run))}
+        runners = {name: EpisodeRunner(spec, args.task, args.size, batch=args.batch, time_limit=args.episode_steps,
+                                       runtime=runtime)
+                   for name, spec, runtime in (("eval, random player", "random", "auto"),
+                                               (policy_name, run, "onnxruntime"),
+                                               (f"eval, {args.preset} policy, torch", run, "torch"))}
         cpu = dict.fromkeys([*peers, *runners], 0.0)
         steps = dict.fromkeys(cpu, 0)
         for k, work in enumerate(rounds):  # round 0 warms up: numba cache load, first allocations
@@ -140,13 +143,14 @@ def main() -> None:
                     cpu[name] += time.process_time() - t
                     steps[name] += n
     rate = {k: steps[k] / max(cpu[k], 1e-9) for k in cpu}
-    peer, same = rate["bare env, random player"], {policy_name: rate["bare env, the policy's actions"],
+    replay = rate["bare env, the policy's actions"]
+    peer, same = rate["bare env, random player"], {policy_name: replay, f"eval, {args.preset} policy, torch": replay,
                                                   "eval, random player": rate["bare env, random player"]}
     print(f"{args.task} at {args.size}x{args.size}, {args.batch} episodes side by side, {args.episode_steps} steps each, "
           f"{args.rounds} rounds")
-    print(f"{'who':<32} {'steps/s per core':>17} {'x bare env':>11} {'x same steps':>13}")
+    print(f"{'who':<36} {'steps/s per core':>17} {'x bare env':>11} {'x same steps':>13}")
     for k, v in rate.items():
-        print(f"{k:<32} {v:>17.0f} {v / peer:>11.2f} {f'{v / same[k]:.2f}' if k in same else '':>13}")
+        print(f"{k:<36} {v:>17.0f} {v / peer:>11.2f} {f'{v / same[k]:.2f}' if k in same else '':>13}")
     if args.out:
         from worldloom.io import atomic_write_json
 
