@@ -3,6 +3,7 @@
     player = policy.player()                          # FastPolicy: weights gathered once (again when they change)
     logits, state = player.step(obs, state, reset)    # as policy.step: obs (B, H, W, 3) uint8, B episodes
     x = player.encoder(obs)                           # FastEncoder: (B, hidden), as policy.encoder(obs)
+    player, runtime = closed_loop_player(policy, "auto", batch=16)  # OnnxPolicy on a CPU (runtime "onnxruntime")
 
 The same arithmetic as `Policy.forward` over the memory window, up to float rounding
 (tests/test_agent.py checks the encoders against each other and step-by-step play against the
@@ -29,8 +30,8 @@ the gain is smaller (docs/agent.md has benchmarks/bench_agent.py's figures).
 
 On a CPU, `OnnxPolicy` runs the same step as one ONNX Runtime graph (`StepGraph`, exported from
 the policy's modules once per set of weights and process): at these sizes each torch call costs
-more in dispatch than in arithmetic, and ONNX Runtime runs the graph's 150-odd nodes with less
-overhead a node (MLAS convolutions in a blocked layout, fused matrix products). The kept keys and
+more in dispatch than in arithmetic, and ONNX Runtime runs the graph's 128 nodes (tiny preset) with
+less overhead a node (MLAS convolutions in a blocked layout, fused matrix products). The kept keys and
 values stay in `PolicyState.kv`: the graph reads the ring, returns the newest frame's keys and
 values, and attends over the ring's visible slots plus the newest frame, so nothing but those is
 copied. In the eval loop (benchmarks/bench_agent.py, the tiny preset, 16 episodes) its step costs

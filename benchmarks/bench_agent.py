@@ -105,6 +105,8 @@ def main() -> None:
     ap.add_argument("--task", default="explore")
     ap.add_argument("--size", type=int, default=64, help="frame height and width")
     ap.add_argument("--preset", default="tiny", help="the policy's preset (worldloom.agent.model.PRESETS)")
+    ap.add_argument("--policy", default=None, help="a trained policy run to play instead of an untrained --preset one "
+                                                    "(its actions, not half of all buttons, decide the env's cost)")
     ap.add_argument("--batch", type=int, default=16, help="episodes an actor plays side by side")
     ap.add_argument("--episode-steps", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=3)
@@ -118,8 +120,9 @@ def main() -> None:
     torch.set_num_threads(1)
     rounds = [[(i, episode_seed(k, i)) for i in range(args.batch)] for k in range(args.rounds + 1)]  # 0: warm-up
     with tempfile.TemporaryDirectory() as tmp:
-        run = untrained_policy_run(Path(tmp) / "policy", args.preset, args.size)
-        policy_name = f"eval, {args.preset} policy, onnxruntime"
+        run = args.policy or untrained_policy_run(Path(tmp) / "policy", args.preset, args.size)
+        who = Path(args.policy).name if args.policy else f"{args.preset} policy"
+        policy_name = f"eval, {who}, onnxruntime"
         script: dict[int, list[dict]] = {}  # world seed -> the policy's actions in that episode
         EpisodeRunner(run, args.task, args.size, batch=args.batch, time_limit=args.episode_steps,
                       make_env=lambda: recording_env(args.task, args.size, args.episode_steps, script)
@@ -131,7 +134,7 @@ def main() -> None:
                                        runtime=runtime)
                    for name, spec, runtime in (("eval, random player", "random", "auto"),
                                                (policy_name, run, "onnxruntime"),
-                                               (f"eval, {args.preset} policy, torch", run, "torch"))}
+                                               (f"eval, {who}, torch", run, "torch"))}
         cpu = dict.fromkeys([*peers, *runners], 0.0)
         steps = dict.fromkeys(cpu, 0)
         for k, work in enumerate(rounds):  # round 0 warms up: numba cache load, first allocations
@@ -144,7 +147,7 @@ def main() -> None:
                     steps[name] += n
     rate = {k: steps[k] / max(cpu[k], 1e-9) for k in cpu}
     replay = rate["bare env, the policy's actions"]
-    peer, same = rate["bare env, random player"], {policy_name: replay, f"eval, {args.preset} policy, torch": replay,
+    peer, same = rate["bare env, random player"], {policy_name: replay, f"eval, {who}, torch": replay,
                                                   "eval, random player": rate["bare env, random player"]}
     print(f"{args.task} at {args.size}x{args.size}, {args.batch} episodes side by side, {args.episode_steps} steps each, "
           f"{args.rounds} rounds")

@@ -335,23 +335,100 @@ def test_eval_actions_of_the_fast_path_are_the_reference_paths(tmp_path):
     with torch.no_grad():
         model.head.weight.mul_(30.0)  # logits of a few units: a wrong frame or window changes the draws
     ckpt.save_checkpoint(tmp_path, "policy", {"model": model.state_dict()}, {"step": 0})
-    controller = PolicyController(str(tmp_path), batch=3, temperature=1.0)
-    policy = controller.policy
     frames = torch.randint(0, 255, (3, 6, 32, 32, 3), dtype=torch.uint8)
-    starts, rngs = [0, 0, 0], [np.random.default_rng([s, 0x5A3]) for s in (7, 8, 9)]
-    for k, seed in enumerate((7, 8, 9)):
-        controller.begin(k, seed)
-    for t in range(6):
-        if t == 4:  # episode 1 ends; slot 1 plays a new one
-            controller.begin(1, 10)
-            starts[1], rngs[1] = 4, np.random.default_rng([10, 0x5A3])
-        played = controller.act(frames[:, t].numpy(), [{}] * 3)
+    for runtime in ("auto", "torch"):  # auto on a CPU: ONNX Runtime
+        controller = PolicyController(str(tmp_path), batch=3, temperature=1.0, runtime=runtime)
+        assert controller.runtime == ("onnxruntime" if runtime == "auto" else "torch")
+        policy = controller.policy
+        starts, rngs = [0, 0, 0], [np.random.default_rng([s, 0x5A3]) for s in (7, 8, 9)]
+        for k, seed in enumerate((7, 8, 9)):
+            controller.begin(k, seed)
+        for t in range(6):
+            if t == 4:  # episode 1 ends; slot 1 plays a new one
+                controller.begin(1, 10)
+                starts[1], rngs[1] = 4, np.random.default_rng([10, 0x5A3])
+            played = controller.act(frames[:, t].numpy(), [{}] * 3)
+            with torch.no_grad():
+                ref = [policy(frames[b:b + 1, starts[b]:t + 1]) for b in range(3)]
+            logits = {k: torch.cat([r[k][:, -1] for r in ref]) for k in ("buttons", "camera")}
+            want = actions_from_arrays(*sample_actions(logits, 1.0, rngs))
+            for got, exp in zip(played, want, strict=True):
+                assert all(np.array_equal(got[k], exp[k]) for k in exp), (runtime, t)
+
+
+def test_onnxruntime_play_computes_what_training_computes():
+    """`OnnxPolicy` (the step exported as one ONNX Runtime graph that reads the rings and returns the
+    newest keys and values) gives the band-masked forward pass's logits to 1e-5, past the memory and
+    across resets, for unconditioned, task-conditioned and per-task-head policies with pooled,
+    per-pixel and max-pooled stems (GroupNorm of one and of two channels a group), and leaves the
+    rings FastPolicy leaves."""
+    from worldloom.agent.inference import OnnxPolicy
+
+    frames = torch.randint(0, 255, (2, 9, 32, 32, 3), dtype=torch.uint8)
+    resets = [torch.tensor([t == 0, t == 5]) for t in range(9)]
+    for pool, strided, tasks, task_heads in ((2, 2, (), False), (1, 0, ("explore", "find_water"), False),
+                                             (4, 1, ("explore", "find_water"), True)):
+        torch.manual_seed(pool)
+        cfg = PolicyConfig(height=32, width=32, pool=pool, strided_stacks=strided, memory=3, stem_channels=4,
+                           stack_channels=(8, 16), frame_dim=32, hidden=32, num_layers=2, num_heads=2, dropout=0.0,
+                           tasks=tasks, task_heads=task_heads)
+        policy = Policy(cfg).eval()
         with torch.no_grad():
-            ref = [policy(frames[b:b + 1, starts[b]:t + 1]) for b in range(3)]
-        logits = {k: torch.cat([r[k][:, -1] for r in ref]) for k in ("buttons", "camera")}
-        want = actions_from_arrays(*sample_actions(logits, 1.0, rngs))
-        for got, exp in zip(played, want, strict=True):
-            assert all(np.array_equal(got[k], exp[k]) for k in exp), t
+            for p in policy.parameters():  # norms' affine away from 1 and 0
+                p.add_(0.1 * torch.randn_like(p))
+        task = torch.tensor([2, 0]) if tasks else None
+        onnx, fast = OnnxPolicy(policy, batch=2), policy.player()
+        ours, theirs, outs = policy.initial_state(2), policy.initial_state(2), []
+        with torch.inference_mode():
+            for t in range(9):
+                logits, ours = onnx.step(frames[:, t], ours, resets[t], task)
+                _, theirs = fast.step(frames[:, t], theirs, resets[t], task)
+                outs.append(logits)
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(ours.kv, theirs.kv, strict=True)), pool
+        assert torch.equal(ours.count, theirs.count) and ours.count.tolist() == [9, 4]
+        for t in range(9):
+            for b in range(2):
+                start = 5 if b == 1 and t >= 5 else 0
+                with torch.no_grad():
+                    ref = policy(frames[b:b + 1, start:t + 1], None if task is None else task[b:b + 1])
+                assert torch.allclose(ref["buttons"][0, -1], outs[t]["buttons"][b], atol=1e-5), (pool, t, b)
+                assert torch.allclose(ref["camera"][0, -1], outs[t]["camera"][b], atol=1e-5), (pool, t, b)
+
+
+def test_the_runtime_is_chosen_by_name_and_one_that_cannot_run_is_one_line(monkeypatch, capsys):
+    """auto: ONNX Runtime on a CPU, torch elsewhere (a policy on the meta device stands in for a GPU here:
+    none is in CI); a name not known, or onnxruntime off the CPU, is a UserError. An export that fails
+    (simulated: a torch without the TorchScript exporter cannot be had here) plays on torch with a
+    note under auto and is a UserError when onnxruntime was asked for."""
+    from worldloom.agent import inference
+    from worldloom.agent.evaluate import EvalConfig
+
+    cfg = PolicyConfig(height=32, width=32, memory=3, stem_channels=4, stack_channels=(8, 16), frame_dim=32,
+                       hidden=32, num_heads=2)
+    policy = Policy(cfg).eval()
+    player, name = inference.closed_loop_player(policy, "auto", batch=2)
+    assert name == "onnxruntime" and isinstance(player, inference.OnnxPolicy) and 2 in player.sessions
+    assert inference.closed_loop_player(policy, "torch")[1] == "torch"
+    with pytest.raises(UserError, match=r"^--runtime onnx: one of auto, onnxruntime, torch$"):
+        inference.closed_loop_player(policy, "onnx")
+    with pytest.raises(ValueError, match="runtime must be one of auto, onnxruntime, torch, got 'onnx'"):
+        EvalConfig(policy="random", task="explore", runtime="onnx")
+    meta = Policy(cfg).to("meta")
+    assert inference.closed_loop_player(meta, "auto")[1] == "torch"
+    with pytest.raises(UserError, match=r"^--runtime onnxruntime plays on the CPU, but the policy is on meta"):
+        inference.closed_loop_player(meta, "onnxruntime")
+
+    def no_exporter(policy, batch):
+        raise RuntimeError("Module onnx is not installed!")
+
+    monkeypatch.setattr(inference, "export_step", no_exporter)
+    fresh = Policy(cfg).eval()  # weights no session was built for
+    player, name = inference.closed_loop_player(fresh, "auto", batch=2)
+    assert name == "torch" and isinstance(player, inference.FastPolicy)
+    assert "playing on torch, the policy's step did not export to ONNX (RuntimeError)" in capsys.readouterr().err
+    with pytest.raises(UserError, match=r"^--runtime onnxruntime: the policy's step did not export to ONNX "
+                                        r"\(RuntimeError: Module onnx is not installed!\); use --runtime torch$"):
+        inference.closed_loop_player(fresh, "onnxruntime", batch=2)
 
 
 def test_sampling_is_per_episode_and_temperature_zero_is_the_mode():
@@ -648,6 +725,7 @@ def test_eval_with_ray_actors_writes_cis_and_a_video(policy_run, ray_cluster, tm
     import torch
 
     assert report["config"]["device"] == "cuda" and report["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert report["runtime"] == ("torch" if torch.cuda.is_available() else "onnxruntime")  # auto: ONNX Runtime on a CPU
     for metric in ("success_rate", "return"):
         assert report[metric]["low"] <= report[metric]["mean"] <= report[metric]["high"]
     assert [r["index"] for r in report["rows"]] == [0, 1, 2, 3] and report["policy_id"].startswith("bc@step6-")
