@@ -29,7 +29,7 @@ before this module (the encoder 0.67x; both timed interleaved in one process); i
 the gain is smaller (docs/agent.md has benchmarks/bench_agent.py's figures).
 
 On a CPU, `OnnxPolicy` runs the same step as one ONNX Runtime graph (`StepGraph`, exported from
-the policy's modules once per set of weights and process): at these sizes each torch call costs
+the policy's modules once per set of weights, batch size and process): at these sizes each torch call costs
 more in dispatch than in arithmetic, and ONNX Runtime runs the graph's 128 nodes (tiny preset) with
 less overhead a node (MLAS convolutions in a blocked layout, fused matrix products). The kept keys and
 values stay in `PolicyState.kv`: the graph reads the ring, returns the newest frame's keys and

@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from worldloom.config import add_dataclass_args, dataclass_from_args
-from worldloom.progress import counted, job_summary
+from worldloom.progress import counted, figure, job_summary
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -48,8 +48,8 @@ def run_scaling(args: argparse.Namespace) -> int:
     rows = main(cfg)
     print("| hours | button macro F1 | always no-op F1 | camera R² pitch | camera R² yaw |\n|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['hours']:g} | {r['button_macro_f1']:.3f} | {r['noop_button_macro_f1']:.3f} | "
-              f"{r['camera_r2_pitch']:.3f} | {r['camera_r2_yaw']:.3f} |")
+        print(f"| {r['hours']:g} | {figure(r['button_macro_f1'])} | {figure(r['noop_button_macro_f1'])} | "
+              f"{figure(r['camera_r2_pitch'])} | {figure(r['camera_r2_yaw'])} |")
     print(f"idm scaling: {counted(len(rows), 'run')}, scaling.csv and scaling.png in {cfg.out}", file=sys.stderr)
     return 0
 

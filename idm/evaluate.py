@@ -12,7 +12,6 @@ Frames of another size are resized as labeling resizes them (INTER_LINEAR), and 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from worldloom.idm.data import Episode, load_episodes, open_dataset
 from worldloom.idm.infer import predict_sequence
 from worldloom.io import atomic_path, atomic_write_json, atomic_write_text
 from worldloom.paths import redact_json, redact_text
-from worldloom.progress import Stages, counted
+from worldloom.progress import Stages, counted, figure
 
 
 def made_labels(data: list[str]) -> tuple[str, str, str] | None:
@@ -90,8 +89,7 @@ def markdown_table(report: dict) -> str:
             "camera_r2_yaw", "camera_r2_bins_pitch", "camera_r2_bins_yaw", "camera_bin_accuracy")
     cols = ("idm", "always_noop", "persistence")
 
-    def fmt(x) -> str:
-        return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+    fmt = figure
 
     lines = [f"Model `{report['model']}` on {', '.join(report['data'])}: "
              f"{counted(report['num_episodes'], 'episode')}, {counted(report['num_steps'], 'step')}{report['resize_note']}.", "",

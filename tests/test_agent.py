@@ -628,13 +628,16 @@ def test_a_stopped_run_resumed_with_a_budget_it_has_passed_is_one_line(data, tmp
     assert err.count("\n") == 1 and tree_digest(run) == before
 
 
-def test_noop_labels_train_on_unlabeled_footage_and_windows_mask_short_episodes(data, tmp_path):
+def test_noop_labels_train_on_unlabeled_footage_and_windows_mask_short_episodes(data, tmp_path, capsys):
     episodes, infos = load_bc_episodes([data["unlabeled"]], labels="noop")
     assert infos[0].label_sources == ("none",) and not any(ep.buttons.any() for ep in episodes)
     batch = sample_windows(episodes, 3, 64, np.random.default_rng(0))  # longer than every episode
     assert batch["frames"].shape == (3, 64, 64, 64, 3) and batch["mask"].sum(1).tolist() == [40, 40, 40]
     run = train_main(micro_cfg(data["unlabeled"], tmp_path / "noop", labels="noop", max_steps=2))
     assert json.loads((run / "config.json").read_text())["data"]["label_source"] == "noop"
+    # no button is pressed in the validation labels: the macro F1 is undefined, and printed as such
+    out = capsys.readouterr().out
+    assert "val_button_macro_f1=n/a" in out and "=nan" not in out, out
 
 
 def test_balanced_windows_draw_each_worlds_footage_equally_often_whatever_its_length():

@@ -558,6 +558,14 @@ def test_a_job_over_many_inputs_ends_with_one_line_in_words():
     assert job_summary("idm label", "labeled", one).startswith("idm label: labeled 1 of 1 input (1 step, ")
 
 
+def test_an_undefined_figure_is_printed_as_n_a():
+    """A macro F1 over no pressed button, an R² of a constant truth: NaN in the numbers, `n/a` on the screen."""
+    from worldloom.progress import figure
+
+    assert figure(float("nan")) == "n/a" and figure(None) == "n/a"
+    assert figure(0.25) == "0.250" and figure(1234.5, ".4g") == "1234" and figure(3, "d") == "3"
+
+
 def test_resolution_values():
     assert parse_resolution("128") == (128, 128) and parse_resolution("640x360") == (360, 640)
     with pytest.raises(ValueError, match="WIDTHxHEIGHT"):

@@ -100,6 +100,12 @@ def job_summary(command: str, done: str, summary: dict, how: str = "") -> str:
     return "; ".join([line, *(f"{n} {what}" for n, what in counts if n)])
 
 
+def figure(x, spec: str = ".3f") -> str:
+    """x formatted by `spec`, or "n/a" where it is undefined (None or NaN: a macro F1 over no pressed
+    button, an R² of a constant truth)."""
+    return "n/a" if x is None or (isinstance(x, float) and x != x) else format(x, spec)
+
+
 def counted(n: int, noun: str, plural: str | None = None) -> str:
     """`1 episode`, `2 episodes`: a count and its noun in the number it takes (every count printed)."""
     return f"{n} {noun if n == 1 else plural or noun + 's'}"

@@ -33,6 +33,7 @@ from typing import Any
 from worldloom.errors import UserError
 from worldloom.interrupts import exit_code, interrupt, sigterm_as_interrupt
 from worldloom.io import atomic_path, atomic_write_text
+from worldloom.progress import figure
 
 __all__ = ["lr_at", "resolve_device", "TimeBudget", "MetricsLog", "CtrlC", "TrainingDiverged", "check_finite",
            "check_finite_scores", "LR_MAX", "run_steps", "update_ema", "ema_decay_at", "adamw", "DEFAULT_MAX_STEPS", "RESUMABLE_FIELDS", "DEVICES", "exit_code", "interrupt", "sigterm_as_interrupt"]
@@ -457,7 +458,8 @@ def run_steps(name: str, kind: str, run_dir: Path, model, optimizer, state: dict
                     scores = validate()
                     check_finite_scores(scores, step, last_good)  # weights giving NaN are never saved
                     row.update(scores)
-                    bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+                    bar.write(" ".join(f"{k}={figure(v, '.4g')}" if isinstance(v, float) else f"{k}={v}"
+                                       for k, v in row.items()))
                     sys.stdout.flush()  # tqdm does not: redirected to a file, the lines came only at the end
                 log.row(**row)
                 last_log, last_log_step = time.perf_counter(), step
