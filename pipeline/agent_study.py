@@ -483,7 +483,7 @@ def main(cfg: StudyConfig) -> Path:
     return html
 
 
-EXECUTION_FIELDS = {"num_workers", "address", "device", "progress", "threads"}
+EXECUTION_FIELDS = {"num_workers", "address", "device", "runtime", "progress", "threads"}  # how, not what: same results
 
 
 def _json(config: Any, dream_fields: bool = False) -> Any:

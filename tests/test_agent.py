@@ -956,6 +956,7 @@ def test_a_closed_loop_evals_key_leaves_out_what_only_dreaming_reads_and_older_s
         return stage_key(portable(_json(evals, dream_fields), out), ["bc-idm's key"])
 
     assert key(scorer_steps=600, horizon=16, data=("d",)) == key()  # closed loop: the same evaluation
+    assert key(runtime="torch") == key()  # how the steps run (the logits agree to 1e-5), not what is evaluated
     assert key(episodes=8) != key() and key(temperature=0.5) != key()
     assert key(in_world_model="wm", scorer_steps=600) != key(in_world_model="wm")  # dreaming: they count
     older = key(dream_fields=True)
