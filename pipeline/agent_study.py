@@ -136,9 +136,10 @@ PRESETS: dict[str, StudySizes] = {
     "tiny": StudySizes(idm_episodes=256, eval_episodes=96, bc_seeds=2,
                        expected="at most 30 minutes of 2 CPU cores (3,600 CPU-seconds)"),
     # The tiny study with eight BC seeds a policy: the smallest size at which issue 15's first goal (bc-idm at 0.9x
-    # bc-env or more on every metric, both clear of random) held when measured (session 44, docs/agent.md).
+    # bc-env or more on every metric, both clear of random) holds (runs/study8, 44.3 minutes and 5,101 core-seconds
+    # on 2 cores, session 45; docs/agent.md "The tiny8 study").
     "tiny8": StudySizes(idm_episodes=256, eval_episodes=96, bc_seeds=8,
-                        expected="about an hour of 2 CPU cores: tiny with eight BC seeds a policy"),
+                        expected="about 45 minutes of 2 CPU cores: tiny with eight BC seeds a policy"),
     "small": StudySizes(steps=1000, idm_episodes=200, footage_episodes=200, idm_preset="small", idm_max_steps=20000,
                         bc_preset="small", bc_max_steps=20000, bc_batch_size=32, eval_episodes=200, videos=2,
                         dream_episodes=32, dream_horizon=64, expected="a workstation with a GPU: a few hours"),
