@@ -382,7 +382,8 @@ def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, sc
     end_progress = np.array([info["task"]["progress"] for info in infos])
     rows = []
     for k, (index, seed) in enumerate(work):
-        rows.append({"index": index, "seed": seed, "imagined": round(float(imagined[k]), 4),
+        rows.append({"index": index, "seed": seed, "runtime": real.runtime, "runtime_note": real.runtime_note,
+                     "imagined": round(float(imagined[k]), 4),
                      "critic_real": round(float(critic_real[k]), 4),
                      "real": round(float(end_progress[k] - start_progress[k]), 4),
                      "frames": (np.stack([f[k] for f in film_real]), np.stack([f[k] for f in film_img]))})
@@ -394,7 +395,7 @@ def dream(cfg) -> dict:
     from worldloom.pretrain.checkpoint import load_world_model
     from worldloom.pretrain.rollout import side_by_side
 
-    from .evaluate import bootstrap_ci, episode_seed, policy_id, resolve_resolution
+    from .evaluate import bootstrap_ci, episode_seed, note_runtime, policy_id, resolve_resolution
 
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -413,6 +414,8 @@ def dream(cfg) -> dict:
         real_frames, imagined = row["frames"]
         write_video(path, side_by_side(real_frames, imagined, 1, 4), 20.0)
         videos.append(str(path))
+    runtime = {row.pop("runtime") for row in rows}
+    note_runtime({row.pop("runtime_note") for row in rows})
     for row in rows:
         del row["frames"]
     imagined = np.array([r["imagined"] for r in rows])
@@ -424,7 +427,8 @@ def dream(cfg) -> dict:
                "critic_real": dict(zip(("mean", "low", "high"),
                                        bootstrap_ci(np.array([r["critic_real"] for r in rows]), cfg.seed), strict=True)),
                "context": wm.cfg.num_frames - 1, "horizon": cfg.horizon, "world_model": cfg.in_world_model,
-               "scorer": scorer_run, "videos": videos, "wall_s": round(time.perf_counter() - t0, 2),
+               "scorer": scorer_run, "runtime": next(iter(runtime)) if len(runtime) == 1 else None,  # None: a reference
+               "videos": videos, "wall_s": round(time.perf_counter() - t0, 2),
                "config": to_json_dict(cfg), "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "eval.json", summary)

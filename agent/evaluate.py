@@ -101,8 +101,9 @@ class EvalConfig:
                           "dreaming: RUN/dream-<Task>, ./dream-<player>-<Task>)", None)
     seed: int = doc("seed of the episodes' worlds and of the players' sampling", 0)
     device: str = doc("where a policy runs: auto, cpu, cuda or cuda:N (actors ask Ray for a GPU then)", "cpu")
-    runtime: str = doc("what runs a policy's steps: onnxruntime (its step exported as one graph: about 0.65x torch's "
-                       "time on a CPU), torch, or auto (onnxruntime on a CPU where it is installed, else torch)", "auto")
+    runtime: str = doc("what runs a policy's steps: onnxruntime (its step exported as one graph: a step in about 0.65x "
+                       "torch's time on a CPU, an evaluation of the tiny preset about 5-10% faster), torch, or auto "
+                       "(onnxruntime on a CPU where it is installed, else torch); the episodes are the same", "auto")
     address: str | None = doc("Ray cluster to join (HOST:PORT or auto); unset: a local one on loopback", None)
     in_world_model: str | None = doc("a world-model run: play inside it instead of the env (dreaming; agent/dream.py)", None)
     horizon: int = doc("dreaming: imagined steps after the real context", 48)
@@ -326,7 +327,7 @@ class EpisodeRunner:
                     rows.append(self._finish(slot, infos[k], obs[k]))
                     start(k)
         return {"episodes": rows, "steps": steps, "cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - t0,
-                "runtime": self.controller.runtime}
+                "runtime": self.controller.runtime, "runtime_note": self.controller.runtime_note}
 
     def _finish(self, slot: _Slot, info: dict, last: np.ndarray) -> dict:
         task = info["task"]
@@ -548,7 +549,9 @@ def evaluate(cfg: EvalConfig, keep_workers: bool = False) -> dict:
         note_replaced(cfg, replacing)
         return summary
     t0 = time.perf_counter()
-    summary = summarize(cfg, play(cfg, keep_workers), time.perf_counter() - t0)
+    played = play(cfg, keep_workers)
+    note_runtime({r.get("runtime_note", "") for r in played["results"]})
+    summary = summarize(cfg, played, time.perf_counter() - t0)
     out = cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "eval.json", summary)
@@ -558,19 +561,19 @@ def evaluate(cfg: EvalConfig, keep_workers: bool = False) -> dict:
     return summary
 
 
-def check_same_report(cfg: EvalConfig) -> bool:
+def check_same_report(cfg: EvalConfig) -> list[str]:
     """UserError (one line, before any episode) when OUT/eval.json reports another player, task or mode (closed
     loop, dreamt): a folder holds one player's evaluation on one task, and evaluating into it again replaces that
     report and its videos, which is how a player and task are evaluated anew, never how another one is added
     (a new-user trial, session 44, wrote the expert over a study's bc-env report). True when it holds the same
-    player's report made with other settings (`note_replaced` says so once the new one is written)."""
+    player's report made with other settings: their flags (`note_replaced` says so once the new one is written)."""
     path = cfg.out_dir / "eval.json"
     try:
         before = json.loads(path.read_text())
     except (OSError, ValueError):
-        return False  # none yet (an unreadable one is rewritten)
+        return []  # none yet (an unreadable one is rewritten)
     if not isinstance(before, dict):
-        return False
+        return []
     mode = "dream" if cfg.in_world_model else "env"
     mine = {"player": spec_name(cfg.policy), "task": cfg.task_spec.env_id, "mode": mode}
     theirs = {k: before.get(k) for k in mine}
@@ -581,13 +584,25 @@ def check_same_report(cfg: EvalConfig) -> bool:
                 " the evaluation of")
         raise UserError(f"--out {cfg.out_dir} holds {held} {mine['player']} on {mine['task']} ({what[mode]}): give a "
                         "new --out (a folder holds one player's evaluation of one task), or remove that folder first")
-    return json.loads(json.dumps(to_json_dict(cfg))) != before.get("config")
+    mine_cfg, their_cfg = json.loads(json.dumps(to_json_dict(cfg))), before.get("config")
+    if not isinstance(their_cfg, dict):
+        return ["settings"] if their_cfg != mine_cfg else []
+    same = {"policy", "task"}  # the same player and task (checked above), perhaps spelled otherwise
+    return [f"--{k.replace('_', '-')}" for k in mine_cfg if k not in same and mine_cfg[k] != their_cfg.get(k)] + \
+        [f"--{k.replace('_', '-')}" for k in their_cfg if k not in mine_cfg]
 
 
-def note_replaced(cfg: EvalConfig, replaced: bool) -> None:
-    if replaced:
+def note_replaced(cfg: EvalConfig, changed: list[str]) -> None:
+    """Say, once the new report is written, that it replaced one made with other settings (`changed`: their flags)."""
+    if changed:
         print(f"agent eval: note: replaced the earlier evaluation of {spec_name(cfg.policy)} on {cfg.task_spec.env_id} "
-              f"in {cfg.out_dir} (it was made with other settings)", file=sys.stderr)
+              f"in {cfg.out_dir} (made with another {', '.join(changed)})", file=sys.stderr)
+
+
+def note_runtime(notes: set[str]) -> None:
+    """One line, from the driver, for each reason the actors (or dreaming's players) played on torch under --runtime auto."""
+    for note in sorted(n for n in notes if n):
+        print(f"agent eval: note: played on torch: {note}", file=sys.stderr)
 
 
 def listed_videos(out: Path) -> list[str]:

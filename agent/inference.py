@@ -417,17 +417,19 @@ class OnnxPolicy:
         return split_logits(torch.from_numpy(logits)), PolicyState(state.kv, torch.from_numpy(count + 1))
 
 
-def closed_loop_player(policy: nn.Module, runtime: str = "auto", batch: int = 1) -> tuple[object, str]:
-    """(what plays `policy`'s steps of `batch` episodes, the runtime's name): `OnnxPolicy` for
+def closed_loop_player(policy: nn.Module, runtime: str = "auto", batch: int = 1) -> tuple[object, str, str]:
+    """(what plays `policy`'s steps of `batch` episodes, the runtime's name, a note): `OnnxPolicy` for
     "onnxruntime", and for "auto" on a CPU where ONNX Runtime is installed and the export works;
-    `FastPolicy` for "torch" and elsewhere. UserError where "onnxruntime" cannot be had."""
+    `FastPolicy` for "torch" and elsewhere. The note says why "auto" fell back to torch on a CPU (the
+    caller prints it once: an eval's actors each build a player); "" otherwise. UserError where
+    "onnxruntime" cannot be had."""
     from worldloom.errors import UserError
 
     if runtime not in RUNTIMES:
         raise UserError(f"--runtime {runtime}: one of {', '.join(RUNTIMES)}")
     on_cpu = next(policy.parameters()).device.type == "cpu"
     if runtime == "torch" or (runtime == "auto" and not on_cpu):
-        return policy.player(), "torch"
+        return policy.player(), "torch", ""
     if not on_cpu:
         raise UserError(f"--runtime onnxruntime plays on the CPU, but the policy is on {next(policy.parameters()).device}: "
                         "use --device cpu, or --runtime torch on a GPU")
@@ -437,15 +439,11 @@ def closed_loop_player(policy: nn.Module, runtime: str = "auto", batch: int = 1)
         if runtime == "onnxruntime":
             raise UserError("--runtime onnxruntime: ONNX Runtime is not installed (pip install onnx onnxruntime), "
                             "or use --runtime torch") from None
-        return policy.player(), "torch"
+        return policy.player(), "torch", "ONNX Runtime is not installed (pip install onnx onnxruntime)"
     try:
-        return OnnxPolicy(policy, batch), "onnxruntime"  # exported and loaded here, where a failure can fall back
+        return OnnxPolicy(policy, batch), "onnxruntime", ""  # exported and loaded here, where a failure can fall back
     except Exception as err:  # an exporter this torch lacks, a graph this onnxruntime refuses: play on torch
+        why = f"the policy's step did not export to ONNX ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
         if runtime == "onnxruntime":
-            raise UserError(f"--runtime onnxruntime: the policy's step did not export to ONNX ({type(err).__name__}: "
-                            f"{str(err).splitlines()[0] if str(err) else ''}); use --runtime torch") from None
-        import sys
-
-        print(f"agent: note: playing on torch, the policy's step did not export to ONNX ({type(err).__name__})",
-              file=sys.stderr)
-        return policy.player(), "torch"
+            raise UserError(f"--runtime onnxruntime: {why}; use --runtime torch") from None
+        return policy.player(), "torch", why

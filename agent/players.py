@@ -39,6 +39,7 @@ class ScriptedController:
 
     frame_shape: tuple[int, int] | None = None  # plays at any resolution
     runtime = None  # no network
+    runtime_note = ""
 
     def __init__(self, name: str, batch: int):
         if name not in PLAYER_NAMES:
@@ -67,7 +68,7 @@ class PolicyController:
         self.device = torch.device(device)
         self.policy, self.cfg = load_policy(run_dir, self.device)
         # Policy.step arranged for speed (ONNX Runtime on a CPU, else torch), built once: the weights stay as loaded
-        self.player, self.runtime = closed_loop_player(self.policy, runtime, batch)
+        self.player, self.runtime, self.runtime_note = closed_loop_player(self.policy, runtime, batch)
         self.frame_shape = (self.cfg.height, self.cfg.width)
         self.temperature = temperature
         self.state = self.policy.initial_state(batch, self.device)

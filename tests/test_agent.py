@@ -395,26 +395,27 @@ def test_onnxruntime_play_computes_what_training_computes():
                 assert torch.allclose(ref["camera"][0, -1], outs[t]["camera"][b], atol=1e-5), (pool, t, b)
 
 
-def test_the_runtime_is_chosen_by_name_and_one_that_cannot_run_is_one_line(monkeypatch, capsys):
+def test_the_runtime_is_chosen_by_name_and_one_that_cannot_run_is_one_line(policy_run, monkeypatch, capsys):
     """auto: ONNX Runtime on a CPU, torch elsewhere (a policy on the meta device stands in for a GPU here:
     none is in CI); a name not known, or onnxruntime off the CPU, is a UserError. An export that fails
-    (simulated: a torch without the TorchScript exporter cannot be had here) plays on torch with a
-    note under auto and is a UserError when onnxruntime was asked for."""
+    (simulated: a torch without the TorchScript exporter cannot be had here) plays on torch under auto,
+    the reason carried back to the driver, which says it once however many actors met it; it is a
+    UserError when onnxruntime was asked for."""
     from worldloom.agent import inference
-    from worldloom.agent.evaluate import EvalConfig
+    from worldloom.agent.evaluate import EvalConfig, note_runtime
 
     cfg = PolicyConfig(height=32, width=32, memory=3, stem_channels=4, stack_channels=(8, 16), frame_dim=32,
                        hidden=32, num_heads=2)
     policy = Policy(cfg).eval()
-    player, name = inference.closed_loop_player(policy, "auto", batch=2)
-    assert name == "onnxruntime" and isinstance(player, inference.OnnxPolicy) and 2 in player.sessions
-    assert inference.closed_loop_player(policy, "torch")[1] == "torch"
+    player, name, note = inference.closed_loop_player(policy, "auto", batch=2)
+    assert name == "onnxruntime" and isinstance(player, inference.OnnxPolicy) and 2 in player.sessions and note == ""
+    assert inference.closed_loop_player(policy, "torch")[1:] == ("torch", "")
     with pytest.raises(UserError, match=r"^--runtime onnx: one of auto, onnxruntime, torch$"):
         inference.closed_loop_player(policy, "onnx")
     with pytest.raises(ValueError, match="runtime must be one of auto, onnxruntime, torch, got 'onnx'"):
         EvalConfig(policy="random", task="explore", runtime="onnx")
     meta = Policy(cfg).to("meta")
-    assert inference.closed_loop_player(meta, "auto")[1] == "torch"
+    assert inference.closed_loop_player(meta, "auto")[1:] == ("torch", "")
     with pytest.raises(UserError, match=r"^--runtime onnxruntime plays on the CPU, but the policy is on meta"):
         inference.closed_loop_player(meta, "onnxruntime")
 
@@ -423,12 +424,17 @@ def test_the_runtime_is_chosen_by_name_and_one_that_cannot_run_is_one_line(monke
 
     monkeypatch.setattr(inference, "export_step", no_exporter)
     fresh = Policy(cfg).eval()  # weights no session was built for
-    player, name = inference.closed_loop_player(fresh, "auto", batch=2)
-    assert name == "torch" and isinstance(player, inference.FastPolicy)
-    assert "playing on torch, the policy's step did not export to ONNX (RuntimeError)" in capsys.readouterr().err
+    player, name, note = inference.closed_loop_player(fresh, "auto", batch=2)
+    why = "the policy's step did not export to ONNX (RuntimeError: Module onnx is not installed!)"
+    assert name == "torch" and isinstance(player, inference.FastPolicy) and note == why
     with pytest.raises(UserError, match=r"^--runtime onnxruntime: the policy's step did not export to ONNX "
                                         r"\(RuntimeError: Module onnx is not installed!\); use --runtime torch$"):
         inference.closed_loop_player(fresh, "onnxruntime", batch=2)
+    played = [EpisodeRunner(policy_run, "explore", 64, batch=1, time_limit=3).run([(0, 5)]) for _ in range(2)]
+    assert [(p["runtime"], p["runtime_note"]) for p in played] == [("torch", why)] * 2
+    assert capsys.readouterr().err == ""  # the actors say nothing themselves
+    note_runtime({p["runtime_note"] for p in played} | {""})
+    assert capsys.readouterr().err == f"agent eval: note: played on torch: {why}\n"
 
 
 def test_sampling_is_per_episode_and_temperature_zero_is_the_mode():
@@ -751,7 +757,8 @@ def test_eval_with_ray_actors_writes_cis_and_a_video(policy_run, ray_cluster, tm
     capsys.readouterr()
     assert cli(["agent", "eval", "--policy", policy_run, "--task", "explore", "--episodes", "1",
                 "--num-workers", "1", "--time-limit", "5", "--videos", "1", "--out", str(out)]) == 0
-    assert f"agent eval: note: replaced the earlier evaluation of bc on worldloom/Explore-v0 in {out}" in capsys.readouterr().err
+    assert (f"agent eval: note: replaced the earlier evaluation of bc on worldloom/Explore-v0 in {out} (made with another "
+            "--episodes, --num-workers, --envs-per-worker, --time-limit, --device)") in capsys.readouterr().err
     again = json.loads((out / "eval.json").read_text())
     assert sorted(p.name for p in (out / "videos").iterdir()) == sorted([Path(v).name for v in again["videos"]]
                                                                         + ["holiday.mp4"])
@@ -822,6 +829,7 @@ def test_dreaming_scores_imagined_play_and_ranks_it(data, policy_run, tmp_path):
                      data=(data["labeled"],), scorer_steps=4, videos=1, time_limit=30, out=str(tmp_path / "dream"))
     summary = evaluate(cfg)
     assert summary["mode"] == "dream" and summary["episodes"] == 3 and summary["context"] == 2
+    assert summary["runtime"] == "onnxruntime" and "runtime" not in summary["rows"][0]  # the runtime used, once
     assert len(summary["rows"]) == 3 and all(np.isfinite(r["imagined"]) for r in summary["rows"])
     assert (tmp_path / "wm" / "scorer-Explore" / "checkpoint" / "model.safetensors").exists()  # trained once, kept
     import av
@@ -1435,3 +1443,29 @@ def test_policy_shapes_past_their_range_are_one_line_naming_the_flag(data, tmp_p
 
     for preset in PRESETS.values():  # every preset (and so every config stored by one) stays inside the ranges
         assert PolicyConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(preset)))) == preset
+
+
+def test_the_speed_benchmark_plays_both_runtimes_and_a_mistake_is_one_line(policy_run, tmp_path):
+    """benchmarks/bench_agent.py at its smallest: the bare env, its replay, the runner with the random player and
+    the policy under ONNX Runtime and torch, each a ratio to the bare env (the figures mean nothing at this size);
+    its argument mistakes are one line and exit status 2 (a new-user trial met tracebacks, session 45)."""
+    import subprocess
+    import sys
+
+    bench = [sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "bench_agent.py")]
+    small = ["--rounds", "1", "--batch", "2", "--episode-steps", "4"]
+    done = subprocess.run([*bench, "--policy", policy_run, *small, "--out", str(tmp_path / "b.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "b.json").read_text())["ratio_to_bare"]
+    assert set(rows) == {"bare env, random player", "bare env, the policy's actions", "eval, random player",
+                         "eval, bc, onnxruntime", "eval, bc, torch"} and rows["bare env, random player"] == 1.0
+    assert "1 round; the goal: x bare env at least 0.8" in done.stdout
+    for argv, said in ((["--policy", "random"], "--policy random: give a policy run"),
+                       (["--policy", policy_run, "--size", "96"], f"--size 96: {policy_run} takes 64x64 frames"),
+                       (["--policy", str(tmp_path)], f"--policy {tmp_path}: not a policy run"),
+                       (["--preset", "micro", "--policy", policy_run], f"--preset micro and --policy {policy_run}: give one"),
+                       (["--rounds", "0"], "--rounds 0: at least 1")):
+        bad = subprocess.run([*bench, *argv], capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and bad.stderr.startswith(f"bench_agent: {said}"), (argv, bad.stderr)
+        assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr, bad.stderr
