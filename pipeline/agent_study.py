@@ -16,8 +16,8 @@ train` fits an IDM to the labeled play; `idm label` pseudo-labels the footage. T
 are then cloned from the same footage: on the true actions (env), on the IDM's pseudo-labels
 (idm) and on no-op labels (the floor), the first two on `--sizes.bc-seeds` seeds each (judged
 on their mean, with an interval over seeds and episodes), and all three, the random player, the scripted mixture
-player and the footage's player are evaluated in closed loop on every task with 95% bootstrap
-intervals. With --world-model, each player is also played inside the world model
+player and the footage's player are evaluated in closed loop on every task with 95% intervals
+(success rates: Wilson's; returns: the percentile bootstrap). With --world-model, each player is also played inside the world model
 and its imagined score is ranked against its real one (Spearman; agent/dream.py).
 
 Stages are cached in OUT/study.json like the pipeline's (`--from STAGE` redoes one onwards). The
@@ -82,7 +82,7 @@ class StudySizes:
     dream_episodes: int = doc("with --world-model: imagined episodes per player and task", 16)
     dream_horizon: int = doc("with --world-model: imagined steps after the real context", 48)
     scorer_steps: int = doc("with --world-model: training steps of each task's critic", 600)
-    expected: str = doc("time and hardware, for --help", "")
+    expected: str = doc("time and hardware, for --help", "", cli=False)
 
     def __post_init__(self) -> None:
         from worldloom.agent.model import PRESETS as BC_PRESETS

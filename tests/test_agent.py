@@ -1093,7 +1093,13 @@ def test_help_of_the_agent_stage_and_every_verb(capsys):
     for argv in (["agent", "--help"], *(["agent", verb, "--help"] for verb in ("train", "eval", "study"))):
         with pytest.raises(SystemExit) as exit_:
             cli(argv)
-        assert exit_.value.code == 0 and "usage: worldloom agent" in capsys.readouterr().out, argv
+        out = capsys.readouterr().out
+        assert exit_.value.code == 0 and "usage: worldloom agent" in out, argv
+        # a preset's own note (its time) is said in --preset's help, not offered as a flag (a new-user trial, session 45)
+        assert "--sizes.expected" not in out and ("tiny8 (about 45 minutes" in out) == (argv[1] == "study"), argv
+    from worldloom.pipeline.agent_study import StudyConfig
+
+    assert StudyConfig(out="o", preset="tiny8").resolved_sizes.expected.startswith("about 45 minutes")
 
 
 def test_a_policys_seeds_pool_into_one_row_with_an_interval_over_seeds_and_episodes():

@@ -42,12 +42,14 @@ __all__ = ["doc", "add_dataclass_args", "dataclass_from_args", "to_json_dict", "
            "check_range", "flag_words"]
 
 
-def doc(help: str, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
-    """A dataclass field with a `--help` line: `name: int = doc("what it is", 3)`."""
+def doc(help: str, default: Any = dataclasses.MISSING, cli: bool = True, **kwargs: Any) -> Any:
+    """A dataclass field with a `--help` line: `name: int = doc("what it is", 3)`; cli=False: no flag (a
+    preset's own note, such as the time it takes)."""
+    metadata = {"help": help, "cli": cli}
     if isinstance(default, (list, dict, set)):
         value = default
-        return dataclasses.field(default_factory=lambda: type(value)(value), metadata={"help": help}, **kwargs)
-    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata=metadata, **kwargs)
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
 def check_range(name: str, value: Any, low: float, high: float, unit: str = "", integer: bool = True) -> None:
@@ -130,7 +132,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...
                 base: Any = None) -> None:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name in skip or not f.init:
+        if f.name in skip or not f.init or not f.metadata.get("cli", True):
             continue
         kind, many = _base_type(hints[f.name])
         dest = f"{prefix}.{f.name}" if prefix else f.name
