@@ -46,6 +46,7 @@ from .players import (
     frame_shape_of,
     is_reference,
     make_controller,
+    no_task_note,
     spec_name,
 )
 
@@ -457,7 +458,7 @@ def preflight(cfg: EvalConfig, resolution: int) -> None:
     """The player/task compatibility check (`check_compatible`) here, before any Ray actor starts:
     a mismatch is a one-line error in a fraction of a second, with nothing of Ray's start-up
     (its log lines included) before it. The actors check again on the envs they build."""
-    from worldloom.envs.tasks import make_task_env, short_name
+    from worldloom.envs.tasks import make_task_env
 
     limit = {"max_steps": cfg.time_limit} if cfg.time_limit else {}
     env = make_task_env(cfg.task, height=resolution, width=resolution, **limit)
@@ -465,11 +466,8 @@ def preflight(cfg: EvalConfig, resolution: int) -> None:
         check_compatible(frame_shape_of(cfg.policy), env, cfg.policy, cfg.task_spec.env_id)
     finally:
         env.close()
-    if conditioning(cfg.policy, short_name(cfg.task)) == "none":
-        from .checkpoint import model_config
-
-        print(f"agent eval: note: {cfg.policy} is conditioned on {', '.join(model_config(cfg.policy).tasks)}, not on "
-              f"{cfg.task_spec.env_id}: it plays with its no-task embedding", file=sys.stderr)
+    if (note := no_task_note(cfg.policy, cfg.task)) is not None:
+        print(f"agent eval: note: {note}", file=sys.stderr)
 
 
 def wait_with_progress(calls: list, episodes: list[int], what: str) -> list:

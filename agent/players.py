@@ -136,6 +136,19 @@ def conditioning(spec: str, task: str) -> str:
     return "unconditioned" if not tasks else "task" if task in tasks else "none"
 
 
+def no_task_note(spec: str, task: str) -> str | None:
+    """The note for a task-conditioned policy told a task it was not trained on (`conditioning` "none"), naming
+    the tasks it knows; None otherwise. `task`: its id or short name."""
+    from worldloom.envs.tasks import short_name, task_by_name
+
+    if conditioning(spec, short_name(task)) != "none":
+        return None
+    from .checkpoint import model_config
+
+    return (f"{spec} is conditioned on {', '.join(model_config(spec).tasks)}, not on {task_by_name(task).env_id}: it "
+            "plays with its no-task embedding")
+
+
 def check_compatible(want: tuple[int, int] | None, env: gymnasium.Env, spec: str, task_id: str) -> None:
     """UserError naming both sides when the env's observations or actions are not what the player takes.
 

@@ -159,12 +159,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--size {args.size}: {args.policy} takes {height}x{height} frames; leave --size out or give "
                         f"{height}")
     args.size = height
-    from worldloom.agent.players import conditioning
-    from worldloom.envs.tasks import short_name
+    from worldloom.agent.players import no_task_note
 
-    if conditioning(args.policy, short_name(args.task)) == "none":
-        print(f"bench_agent: note: {args.policy} is conditioned on {', '.join(model_config(args.policy).tasks)}, not on "
-              f"{args.task}: it plays with its no-task embedding (give --task one of those)", file=sys.stderr)
+    if (note := no_task_note(args.policy, args.task)) is not None:
+        print(f"bench_agent: note: {note} (give --task one of those)", file=sys.stderr)
 
 
 def bench(args: argparse.Namespace) -> None:

@@ -1475,3 +1475,12 @@ def test_the_speed_benchmark_plays_both_runtimes_and_a_mistake_is_one_line(polic
         bad = subprocess.run([*bench, *argv], capture_output=True, text=True, timeout=120)
         assert bad.returncode == 2 and bad.stderr.startswith(f"bench_agent: {said}"), (argv, bad.stderr)
         assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr, bad.stderr
+
+
+def test_a_policy_told_a_task_it_was_not_trained_on_gets_one_note_naming_its_tasks(policy_run):
+    """The note `agent eval` and the speed benchmark print before playing (agent/players.py no_task_note)."""
+    from worldloom.agent.players import no_task_note
+
+    assert no_task_note(policy_run, "worldloom/MineStone-v0") == no_task_note(policy_run, "mine_stone") == (
+        f"{policy_run} is conditioned on explore, not on worldloom/MineStone-v0: it plays with its no-task embedding")
+    assert no_task_note(policy_run, "explore") is None and no_task_note("random", "mine_stone") is None
