@@ -61,6 +61,13 @@ from .players import is_reference, make_controller, spec_name
 SCORER_KIND = "task_scorer"
 EVENT_SHARE = 0.25  # of each scorer batch drawn from frames whose return to come is at least half the largest
 HEAD = "value"  # what a scorer run holds: the critic (runs from before 2026-12-05 held a reward head)
+ODOMETRY = "odometry"  # a distance task's scorer (agent/odometry.py)
+ODOMETER_STEPS = 4  # an odometer trains this many steps per --scorer-steps: a pair's motion is finer to learn
+
+
+def scorer_head(task) -> str:
+    """What scores a task's dreams: the odometer for a distance metric (Explore), else the critic."""
+    return ODOMETRY if task.metric == "distance" else HEAD
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,15 @@ class ValueHead(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.encoder(frames))[:, 0] * self.scale
+
+    @torch.no_grad()
+    def score(self, films: np.ndarray) -> np.ndarray:
+        """films (B, T + 1, H, W, 3) uint8 -> (B,) the mean return to come over each film's frames after its first."""
+        B, n = films.shape[:2]
+        if n < 2:
+            return np.zeros(B)
+        values = self(torch.from_numpy(np.ascontiguousarray(films[:, 1:]).reshape(-1, *films.shape[2:])))
+        return values.double().numpy().reshape(B, n - 1).mean(1)
 
 
 def returns_to_come(rewards: np.ndarray, gamma: float) -> np.ndarray:
@@ -192,24 +208,40 @@ def train_scorer(cfg: ScorerConfig, task_id: str, data: tuple[str, ...], out: Pa
     return out
 
 
-def load_scorer(run_dir: Path, task_id: str) -> tuple[ValueHead, ScorerConfig]:
+def load_scorer(run_dir: Path, task_id: str):
+    """The task scorer saved in `run_dir` (a ValueHead or an Odometer: each has `.score(films) -> (B,)`) and its
+    frame (height, width); UserError when it scores another task or with another head than the task's."""
+    from worldloom.envs.tasks import task_by_name
+
+    from .odometry import load_odometer
+
     doc_ = ckpt.read_run_config(run_dir, SCORER_KIND)
     if doc_.get("task") != task_id:
         raise UserError(f"{run_dir} scores {doc_.get('task')}, not {task_id}: pass --scorer for this task")
-    if doc_.get("head") != HEAD:
-        raise UserError(f"{run_dir} holds a reward head from before 2026-12-05, not the critic dreams are scored "
-                        "with now: pass --scorer NEW_FOLDER with --data to train one")
+    want, have = scorer_head(task_by_name(task_id)), doc_.get("head")
+    if have != want:
+        what = {HEAD: "a critic", ODOMETRY: "an odometer"}
+        held = what.get(have, "a reward head from before 2026-12-05")
+        raise UserError(f"{run_dir} holds {held}, but {task_id}'s dreams are scored by {what[want]} now: pass "
+                        "--scorer NEW_FOLDER with --data to train one")
+    if have == ODOMETRY:
+        model = load_odometer(run_dir, doc_, SCORER_KIND)
+        return model, (model.cfg.height, model.cfg.width)
     cfg = ScorerConfig(**doc_["scorer"])
     tensors, _ = ckpt.load_checkpoint(run_dir, SCORER_KIND, ("model",))
     model = ValueHead(cfg)
     ckpt.load_weights_into(model, tensors["model"], Path(run_dir) / ckpt.CHECKPOINT_DIR / "model.safetensors")
-    return model.eval(), cfg
+    return model.eval(), (cfg.height, cfg.width)
 
 
-def scorer_for(cfg, resolution: int) -> tuple[ValueHead, str]:
-    """The eval's task scorer: --scorer, else WM_RUN/scorer-<Task>, trained from --data when missing."""
+def scorer_for(cfg, resolution: int) -> tuple[object, str]:
+    """The eval's task scorer: --scorer, else WM_RUN/scorer-<Task>, trained from --data when missing (the critic for
+    --scorer-steps steps; the odometer of a distance task for ODOMETER_STEPS times as many: a pair's motion is finer to learn)."""
+    from .odometry import OdometerConfig, train_odometer
+
     task = cfg.task_spec
     run = Path(cfg.scorer) if cfg.scorer else Path(cfg.in_world_model) / f"scorer-{task.name}"
+    head = scorer_head(task)
     if not ckpt.has_checkpoint(run):
         if not cfg.data:
             from worldloom.envs.tasks import short_name
@@ -217,15 +249,21 @@ def scorer_for(cfg, resolution: int) -> tuple[ValueHead, str]:
             raise UserError(f"no task scorer in {run}: pass --data with datasets recorded in {task.env_id}'s world "
                             f"(e.g. `worldloom capture run --env {short_name(task.env_id)} --resolution {resolution} "
                             "--out DIR`) to train one, or --scorer RUN")
-        check_scorer_datasets(cfg.data, resolution, resolution, task.env_id)
-        print(f"agent dream: training the {task.name} critic on {', '.join(cfg.data)}", file=sys.stderr)
-        train_scorer(ScorerConfig(height=resolution, width=resolution, steps=cfg.scorer_steps, seed=cfg.seed), task.env_id,
-                     cfg.data, run)
+        datasets = check_scorer_datasets(cfg.data, resolution, resolution, task.env_id)
+        what = "odometer" if head == ODOMETRY else "critic"
+        print(f"agent dream: training the {task.name} {what} on {', '.join(cfg.data)}", file=sys.stderr)
+        if head == ODOMETRY:
+            train_odometer(OdometerConfig(height=resolution, width=resolution, steps=ODOMETER_STEPS * cfg.scorer_steps,
+                                          seed=cfg.seed),
+                           task.env_id, cfg.data, datasets, run, SCORER_KIND)
+        else:
+            train_scorer(ScorerConfig(height=resolution, width=resolution, steps=cfg.scorer_steps, seed=cfg.seed),
+                         task.env_id, cfg.data, run)
     elif cfg.data:
         check_scorer_data(run, cfg.data, cfg.scorer_steps)
-    model, scfg = load_scorer(run, task.env_id)
-    if (scfg.height, scfg.width) != (resolution, resolution):
-        raise UserError(f"scorer {run} takes {scfg.width}x{scfg.height} frames, the policy {resolution}x{resolution}: "
+    model, (height, width) = load_scorer(run, task.env_id)
+    if (height, width) != (resolution, resolution):
+        raise UserError(f"scorer {run} takes {width}x{height} frames, the policy {resolution}x{resolution}: "
                         f"pass --scorer NEW_FOLDER with --data to train one at {resolution}x{resolution}")
     return model, str(run)
 
@@ -239,12 +277,19 @@ def check_scorer_data(run: Path, data: tuple[str, ...], steps: int) -> None:
         why = f"was trained on {' '.join(trained) or 'unrecorded data'}, not on --data {' '.join(data)}"
     elif changed := ckpt.changed_data(have, content_ids(data)):
         why = f"was trained on {' '.join(changed)} as it was then, and its content has changed since"
-    elif have.get("scorer", {}).get("steps") != steps:
-        why = f"was trained for {have.get('scorer', {}).get('steps')} steps, not the --scorer-steps {steps} asked"
+    elif (trained_steps := scorer_steps_of(have)) != steps:
+        why = f"was trained for --scorer-steps {trained_steps}, not the {steps} asked"
     else:
         return
     raise UserError(f"task scorer {run} {why}: pass --scorer NEW_FOLDER to train one as asked, "
                     "or leave out --data to score with this one")
+
+
+def scorer_steps_of(doc_: dict) -> int | None:
+    """The --scorer-steps a scorer run was trained with (an odometer trains ODOMETER_STEPS times as many steps)."""
+    if "odometer" in doc_:
+        return doc_["odometer"].get("steps", 0) // ODOMETER_STEPS
+    return doc_.get("scorer", {}).get("steps")
 
 
 def check_world_model(wm_cfg, wm_run: str, resolution: int, policy: str) -> None:
@@ -323,7 +368,8 @@ def _to_arrays(actions: list[dict]) -> torch.Tensor:
     return encode_actions(torch.from_numpy(buttons), torch.from_numpy(camera))  # (B, 24)
 
 
-def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, scorer: ValueHead) -> list[dict]:
+def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, scorer, guidance: float = 1.0
+                ) -> list[dict]:
     """Play `work` [(index, seed)] with a real branch and an imagined one; -> one row per episode: the critic's
     mean over the dreamt frames (`imagined`) and over the real branch's (`critic_real`), the real return."""
     from worldloom.envs.tasks import make_task_env, short_name
@@ -364,21 +410,19 @@ def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, sc
     start_progress = np.array([info["task"]["progress"] for info in infos])
     x = frames_to_model(torch.from_numpy(np.stack(ctx_frames, 1)), wm.cfg.image_size)  # (B, C, 3, S, S)
     imagination = Imagination(wm, codec, x, torch.stack([_to_arrays(a) for a in ctx_actions[:-1]], 1)
-                              if context > 1 else torch.zeros(B, 0, 24), SampleConfig(num_steps=cfg.sample_steps))
+                              if context > 1 else torch.zeros(B, 0, 24), SampleConfig(num_steps=cfg.sample_steps, guidance=guidance))
     gen = clip_generators(cfg.seed, [index for index, _ in work])  # an episode's dream whatever its batch
-    imagined, critic_real = torch.zeros(B), torch.zeros(B)
     action_real = action_img = ctx_actions[-1]
     film_real, film_img = [ctx_frames[-1].copy()], [ctx_frames[-1].copy()]
     for _ in range(H):
         step_real(action_real)
         new = model_to_frames(imagination.step(_to_arrays(action_img), gen))  # (B, S, S, 3) uint8
-        with torch.no_grad():
-            imagined += scorer(new) / H
-            critic_real += scorer(torch.from_numpy(obs)) / H
         film_real.append(obs.copy())
         film_img.append(new.numpy())
         action_real = real.act(obs, infos)
         action_img = dreamer.act(new.numpy(), infos) if dreamer is not None else action_real
+    films_real, films_img = np.stack(film_real, 1), np.stack(film_img, 1)  # (B, H + 1, S, S, 3) each
+    imagined, critic_real = scorer.score(films_img), scorer.score(films_real)
     end_progress = np.array([info["task"]["progress"] for info in infos])
     rows = []
     for k, (index, seed) in enumerate(work):
@@ -386,7 +430,7 @@ def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, sc
                      "imagined": round(float(imagined[k]), 4),
                      "critic_real": round(float(critic_real[k]), 4),
                      "real": round(float(end_progress[k] - start_progress[k]), 4),
-                     "frames": (np.stack([f[k] for f in film_real]), np.stack([f[k] for f in film_img]))})
+                     "frames": (films_real[k], films_img[k])})
     return rows
 
 
@@ -403,10 +447,11 @@ def dream(cfg) -> dict:
     wm, wm_doc, codec = load_world_model(cfg.in_world_model)
     check_dream(cfg, wm.cfg, wm_doc, resolution)
     scorer, scorer_run = scorer_for(cfg, resolution)
+    guidance = dream_guidance(cfg.sample_guidance, wm_doc, cfg.in_world_model)
     work = [(i, episode_seed(cfg.seed, i)) for i in range(cfg.episodes)]
     rows = []
     for lo in range(0, len(work), cfg.envs_per_worker):
-        rows += dream_batch(cfg, work[lo:lo + cfg.envs_per_worker], resolution, wm, codec, scorer)
+        rows += dream_batch(cfg, work[lo:lo + cfg.envs_per_worker], resolution, wm, codec, scorer, guidance)
     out = cfg.out_dir
     videos = []
     for row in rows[:cfg.videos]:
@@ -427,13 +472,24 @@ def dream(cfg) -> dict:
                "critic_real": dict(zip(("mean", "low", "high"),
                                        bootstrap_ci(np.array([r["critic_real"] for r in rows]), cfg.seed), strict=True)),
                "context": wm.cfg.num_frames - 1, "horizon": cfg.horizon, "world_model": cfg.in_world_model,
-               "scorer": scorer_run, "runtime": next(iter(runtime)) if len(runtime) == 1 else None,  # None: a reference
+               "scorer": scorer_run, "scorer_head": scorer_head(cfg.task_spec), "guidance": guidance,
+               "runtime": next(iter(runtime)) if len(runtime) == 1 else None,  # None: a reference
                "videos": videos, "wall_s": round(time.perf_counter() - t0, 2),
                "config": to_json_dict(cfg), "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "eval.json", summary)
     summary["out"] = str(out)
     return summary
+
+
+def dream_guidance(asked: float, wm_doc: dict, wm_run: str) -> float:
+    """The guidance on actions a dream samples with: `asked`, or 1 (none, with a note on stderr) for a world model
+    trained without action dropout, which has no unconditioned prediction to guide from."""
+    if asked == 1.0 or wm_doc.get("train", {}).get("action_dropout", 0.1) > 0:
+        return asked
+    print(f"agent dream: note: world model {wm_run} was trained with --action-dropout 0, so its dreams sample without "
+          f"guidance on actions (not the --sample-guidance {asked:g} asked)", file=sys.stderr)
+    return 1.0
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -74,12 +74,14 @@ EVAL_RANGES = (
     ("seed", 0, MAX_SEED, ""),
     ("horizon", 1, MAX_STEPS, "steps"),
     ("sample_steps", 1, 1000, "Euler steps per frame"),
+    ("sample_guidance", 0, 100, "1: no guidance"),
     ("scorer_steps", 1, 100_000_000, "optimizer steps"),
 )
 
 
 # EvalConfig's fields that only dreaming (in_world_model) reads: a closed-loop evaluation is the same without them.
-DREAM_FIELDS = frozenset({"horizon", "sample_steps", "scorer", "data", "scorer_steps"})
+DREAM_FIELDS = frozenset({"horizon", "sample_steps", "sample_guidance", "scorer", "data", "scorer_steps"})
+LATER_DREAM_FIELDS = frozenset({"sample_guidance"})  # added after the study's older stage keys (2026-12-06)
 
 
 @dataclass(frozen=True)
@@ -109,9 +111,14 @@ class EvalConfig:
     in_world_model: str | None = doc("a world-model run: play inside it instead of the env (dreaming; agent/dream.py)", None)
     horizon: int = doc("dreaming: imagined steps after the real context", 48)
     sample_steps: int = doc("dreaming: Euler steps per generated frame", 1)
+    sample_guidance: float = doc("dreaming: classifier-free guidance on actions (1: none). At 2 the dreams walk: an "
+                                 "odometer read 7-8 blocks in 48 dreamt steps of the policies that walk 6-7 in the env, "
+                                 "1 block at guidance 1 (docs/agent.md, 'Dreaming's scorers and guidance')", 2.0)
     scorer: str | None = doc("dreaming: a task-scorer run (default: WM_RUN/scorer-<Task>, trained on --data if missing)", None)
-    data: tuple[str, ...] = doc("dreaming: datasets recorded on the task (with rewards) to train the task scorer (a critic) on", ())
-    scorer_steps: int = doc("dreaming: training steps of a new task scorer (the critic; the study trains 600)", 300)
+    data: tuple[str, ...] = doc("dreaming: datasets recorded on the task (with rewards and the engine's state) to train "
+                                "the task scorer on (a critic; for Explore an odometer)", ())
+    scorer_steps: int = doc("dreaming: training steps of a new task scorer (the critic; an odometer trains 4x as many; "
+                            "the study 600)", 300)
 
     def __post_init__(self) -> None:
         from worldloom.envs.tasks import task_by_name
@@ -121,7 +128,7 @@ class EvalConfig:
         except ValueError as err:
             raise ValueError(str(err)) from None
         for name, low, high, unit in EVAL_RANGES:
-            check_range(name, getattr(self, name), low, high, unit, integer=name != "temperature")
+            check_range(name, getattr(self, name), low, high, unit, integer=name not in ("temperature", "sample_guidance"))
         check_range("num_workers", self.num_workers, 0, MAX_WORKERS, NUM_WORKERS_RANGE)
         if self.resolution is not None:
             check_resolution("voxel", self.resolution)  # the tasks are VoxelWorld's
@@ -632,7 +639,7 @@ def format_summary(s: dict) -> str:
     if s["mode"] == "dream":
         im, real, cr = s["imagined"], s["real"], s["critic_real"]
         return (f"{s['player']:<22} {s['task']:<26} imagined {im['mean']:.3f} [{im['low']:.3f}, {im['high']:.3f}]  "
-                f"critic on real frames {cr['mean']:.3f}  "
+                f"{s.get('scorer_head') == 'odometry' and 'odometer' or 'critic'} on real frames {cr['mean']:.3f}  "
                 f"real {real['mean']:.3f} [{real['low']:.3f}, {real['high']:.3f}]  ({counted(s['episodes'], 'episode')}, "
                 f"{counted(s['horizon'], 'step')} dreamt)")
     sr, ret = s["success_rate"], s["return"]

@@ -264,12 +264,15 @@ def _dream_section(report: Report, records: dict[str, StageRecord]) -> None:
     agreement = rec.figures["agreement"]
     report.data["dream"] = rec.figures
     s = report.section("Dreaming: imagined against real scores",
-                       "Each player played inside the world model from a context of real frames; the imagined score "
-                       "is the task's critic (agent/dream.py: a value head trained on real play of the task to predict "
+                       "Each player played inside the world model from a context of real frames, its frames sampled "
+                       "with guidance on actions (--sample-guidance). The imagined score is the task's scorer "
+                       "(agent/dream.py): for Explore, whose metric is a distance, an odometer (agent/odometry.py: the "
+                       "distance from the dream's first frame to its last, the moves read from pairs of frames 4 steps "
+                       "apart); for the other tasks a critic (a value head trained on real play of the task to predict "
                        "the discounted return to come from a frame) averaged over the generated frames. Spearman's rank "
                        "correlation of imagined scores over the players against their real return at the dream's horizon "
                        "and against their closed-loop return (the tables above), per task and the mean over the tasks; "
-                       "the last two columns rank by the same critic on the real branch's frames (what a perfect world "
+                       "the last two columns rank by the same scorer on the real branch's frames (what a perfect world "
                        "model would give) and by the real return at the dream's horizon (what a perfect world model and "
                        "a perfect scorer would give at this horizon).")
 
@@ -278,11 +281,11 @@ def _dream_section(report: Report, records: dict[str, StageRecord]) -> None:
         return round(v, 3) if v is not None and v == v else "n/a"
 
     s.table(["task", "players", "Spearman, real at the horizon", "Spearman, closed-loop return",
-             "critic on real frames, closed-loop", "real at the horizon, closed-loop"],
+             "scorer on real frames, closed-loop", "real at the horizon, closed-loop"],
             [[t, a["num_players"], rho(a, "spearman"), rho(a, "spearman_closed_loop"), rho(a, "critic_closed_loop"),
               rho(a, "horizon_closed_loop")] for t, a in agreement.items()])
     players = rec.figures["players"]
-    s.table(["player", "task", "imagined", "critic on real frames", "real (same horizon)"],
+    s.table(["player", "task", "imagined", "scorer on real frames", "real (same horizon)"],
             [[key.split("|")[0], v["task"], _interval(v["imagined"]),
               _interval(v["critic_real"]) if "critic_real" in v else "n/a", _interval(v["real"])]  # the main tables' names
              for key, v in players.items()])

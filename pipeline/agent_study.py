@@ -490,13 +490,14 @@ EXECUTION_FIELDS = {"num_workers", "address", "device", "runtime", "progress", "
 def _json(config: Any, dream_fields: bool = False) -> Any:
     """Configs as JSON-able data for stage keys, without the fields that only say how they run, nor, in a closed-loop
     evaluation (no `in_world_model`), those only dreaming reads (`DREAM_FIELDS`): a new default of one of them
-    must not redo the study's evaluation (12 minutes of the tiny preset's). dream_fields: keep them (older keys)."""
+    must not redo the study's evaluation (12 minutes of the tiny preset's). dream_fields: keep them (older keys), but
+    for `LATER_DREAM_FIELDS`, which those keys predate."""
     if dataclasses.is_dataclass(config):
-        from worldloom.agent.evaluate import DREAM_FIELDS, EvalConfig
+        from worldloom.agent.evaluate import DREAM_FIELDS, LATER_DREAM_FIELDS, EvalConfig
 
         drop = EXECUTION_FIELDS
-        if isinstance(config, EvalConfig) and config.in_world_model is None and not dream_fields:
-            drop = drop | DREAM_FIELDS
+        if isinstance(config, EvalConfig) and config.in_world_model is None:
+            drop = drop | (LATER_DREAM_FIELDS if dream_fields else DREAM_FIELDS)  # older keys had none of the later
         return {k: v for k, v in to_json_dict(config).items() if k not in drop}
     if isinstance(config, dict):
         return {k: _json(v, dream_fields) for k, v in config.items()}

@@ -42,43 +42,52 @@ from worldloom.errors import UserError
 from worldloom.pipeline.cli import main as cli
 
 
-def play(task: str, num_steps: int, seed: int, size: int = 64):
-    """Real play of a task env: frames (T, H, W, 3), buttons, camera, rewards (engine rewards)."""
+def play(task: str, num_steps: int, seed: int, size: int = 64, states: list | None = None):
+    """Real play of a task env: frames (T, H, W, 3), buttons, camera, rewards (engine rewards); `states`: a list
+    that gets the frames' state columns (capture's), as a capture records them."""
     from worldloom.envs import make_env, make_player
 
     env, player = make_env(task, height=size, width=size), make_player("mixture", seed=seed)
     obs, info = env.reset(seed=seed)
-    frames, acts, rewards = [], [], []
+    frames, acts, rewards, infos = [], [], [], []
     for _ in range(num_steps):
         action = player.act(obs, info)
         frames.append(obs)
+        infos.append(info)
         acts.append(action)
         obs, reward, terminated, truncated, info = env.step(action)
         rewards.append(reward)
         if terminated or truncated:
             break
     buttons, camera = actions.to_arrays(acts)
+    if states is not None:
+        from worldloom.capture.state import state_columns
+
+        states.append(state_columns(infos))
     return np.stack(frames), buttons, camera, np.array(rewards, np.float32)
 
 
-def write_dataset(root, episodes, labeled: bool = True) -> str:
+def write_dataset(root, episodes, labeled: bool = True, states: list | None = None) -> str:
     size = episodes[0][0].shape[1]
     with DatasetWriter(root, size, size, fps=20) as w:
         for i, (frames, buttons, camera, rewards) in enumerate(episodes):
             labels = dict(buttons=buttons, camera=camera) if labeled else dict(label_source="none")
-            w.add_episode(f"ep-{i}", frames, rewards=rewards, env="explore", seed=i, player="mixture", **labels)
+            w.add_episode(f"ep-{i}", frames, rewards=rewards, env="explore", seed=i, player="mixture",
+                          state=states[i] if states else None, **labels)
     return str(root)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """Three labeled Explore episodes of 40 steps, the same footage unlabeled, an empty dataset, a 96x96 one."""
+    """Three labeled Explore episodes of 40 steps (with the engine's state, as captured), the same footage
+    unlabeled, an empty dataset, a 96x96 one."""
     root = tmp_path_factory.mktemp("agent")
-    episodes = [play("explore", 40, seed) for seed in range(3)]
+    states: list = []
+    episodes = [play("explore", 40, seed, states=states) for seed in range(3)]
     with DatasetWriter(root / "empty", 64, 64, fps=20):
         pass
-    return {"episodes": episodes, "labeled": write_dataset(root / "labeled", episodes),
-            "unlabeled": write_dataset(root / "unlabeled", episodes, labeled=False),
+    return {"episodes": episodes, "labeled": write_dataset(root / "labeled", episodes, states=states),
+            "unlabeled": write_dataset(root / "unlabeled", episodes, labeled=False, states=states),
             "empty": str(root / "empty"), "big": write_dataset(root / "big", [play("explore", 20, 9, size=96)])}
 
 
@@ -832,6 +841,7 @@ def test_dreaming_scores_imagined_play_and_ranks_it(data, policy_run, tmp_path):
     assert summary["runtime"] == "onnxruntime" and "runtime" not in summary["rows"][0]  # the runtime used, once
     assert len(summary["rows"]) == 3 and all(np.isfinite(r["imagined"]) for r in summary["rows"])
     assert (tmp_path / "wm" / "scorer-Explore" / "checkpoint" / "model.safetensors").exists()  # trained once, kept
+    assert summary["scorer_head"] == "odometry" and summary["guidance"] == 2.0
     import av
 
     with av.open(summary["videos"][0]) as container:
@@ -887,6 +897,76 @@ def test_the_critic_learns_the_return_to_come_up_to_an_episodes_last_reward(tmp_
     (run / "config.json").write_text(json.dumps(doc))
     with pytest.raises(UserError, match="reward head from before 2026-12-05.*--scorer NEW_FOLDER"):
         dream.load_scorer(run, task)
+
+
+def _played(task: str, player: str, steps: int, seed: int = 0):
+    """Frames (steps + 1, 64, 64, 3) of a scripted player on a task env and their state columns (capture's)."""
+    from worldloom.capture.state import state_columns
+    from worldloom.envs import make_env, make_player
+
+    env, who = make_env(task, height=64, width=64, max_steps=steps + 5), make_player(player, seed=seed)
+    obs, info = env.reset(seed=seed)
+    frames, infos = [obs], [info]
+    for _ in range(steps):
+        obs, _, _, _, info = env.step(who.act(obs, info))
+        frames.append(obs)
+        infos.append(info)
+    return np.stack(frames), state_columns(infos)
+
+
+def test_the_odometer_chains_its_moves_into_the_distance_a_film_walked(tmp_path):
+    """Explore's dreams are scored by an odometer (a critic ranked the players' real frames at 0.12 against their
+    closed-loop returns and scored the player standing still highest). Its geometry is exact: the engine's own
+    moves, cut into 4-step pairs and chained, give the straight-line distance the player walked. Trained briefly on
+    the expert's walks, it reads a walked film as farther than a still one, and a folder holding the other head,
+    or data without the engine's position, is one line."""
+    from worldloom.agent import odometry
+
+    # a square of 1-block sides with right-angle turns closes; a straight walk adds up
+    assert odometry.chain(np.ones((1, 4)), np.zeros((1, 4)), np.full((1, 4), 90.0))[0] == pytest.approx(0, abs=1e-9)
+    assert odometry.chain(np.ones((1, 3)), np.zeros((1, 3)), np.zeros((1, 3)))[0] == pytest.approx(3.0)
+    frames, state = _played("explore", "expert", 48)
+    x, z, yaw = (np.asarray(state[c], np.float64) for c in ("state_x", "state_z", "state_yaw"))
+    targets = odometry.pair_targets(x, z, yaw, 4)[::4]  # the pairs (0, 4), (4, 8), ..., (44, 48)
+    walked = odometry.chain(targets[None, :, 0], targets[None, :, 1], targets[None, :, 2] * 10.0)[0]
+    assert walked == pytest.approx(np.hypot(x[-1] - x[0], z[-1] - z[0]), rel=1e-6) and walked > 3
+
+    with DatasetWriter(tmp_path / "walks", 64, 64, fps=20) as w:
+        for seed in range(2):
+            f, st = _played("explore", "expert", 120, seed=seed)
+            w.add_episode(f"ep-{seed}", f, env="explore", seed=seed, player="expert", label_source="none", state=st)
+    task, data = "worldloom/Explore-v0", (str(tmp_path / "walks"),)
+    datasets = dream.check_scorer_datasets(data, 64, 64, task)
+    run = odometry.train_odometer(odometry.OdometerConfig(steps=120), task, data, datasets, tmp_path / "odo",
+                                  dream.SCORER_KIND)
+    odo, size = dream.load_scorer(run, task)
+    assert size == (64, 64)
+    still = np.repeat(frames[:1], 49, 0)
+    score = odo.score(np.stack([frames, still]))  # (2,): the walk, the still film
+    assert score.shape == (2,) and score[0] > score[1] + 1.0, score
+    assert odo.score(frames[None, :3]).tolist() == [0.0]  # shorter than a pair
+    assert odo.score(frames[None, :47]).shape == (1,)  # a last stretch of 2 steps counts half a pair
+    critic = dream.train_scorer(dream.ScorerConfig(steps=2), task, data, tmp_path / "critic")
+    with pytest.raises(UserError, match="holds a critic, but worldloom/Explore-v0's dreams are scored by an odometer"):
+        dream.load_scorer(critic, task)
+    with DatasetWriter(tmp_path / "no-state", 64, 64, fps=20) as w:  # footage without the engine's state columns
+        w.add_episode("ep-0", frames, env="explore", seed=0, player="expert", label_source="none")
+    plain = (str(tmp_path / "no-state"),)
+    with pytest.raises(UserError, match="no-state records the player's position.*state_x, state_z, state_yaw"):
+        odometry.train_odometer(odometry.OdometerConfig(steps=1), task, plain, dream.check_scorer_datasets(
+            plain, 64, 64, task), tmp_path / "odo2", dream.SCORER_KIND)
+
+
+def test_dreams_sample_with_guidance_on_actions_unless_the_world_model_learned_none(capsys):
+    assert EvalConfig(policy="random", task="explore").sample_guidance == 2.0
+    with pytest.raises(ValueError, match="--sample-guidance must be a number in 0..100"):
+        EvalConfig(policy="random", task="explore", sample_guidance=-1.0)
+    assert dream.dream_guidance(2.0, {"train": {"action_dropout": 0.1}}, "wm") == 2.0
+    assert capsys.readouterr().err == ""
+    assert dream.dream_guidance(2.0, {"train": {"action_dropout": 0.0}}, "wm") == 1.0
+    err = capsys.readouterr().err
+    assert "--action-dropout 0" in err and "--sample-guidance 2" in err and err.count("\n") == 1
+    assert dream.dream_guidance(1.0, {"train": {"action_dropout": 0.0}}, "wm") == 1.0
 
 
 def test_rank_agreement_ranks_imagined_and_real_frame_critic_scores_against_closed_loop_returns():
