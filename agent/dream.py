@@ -13,24 +13,35 @@ a policy dreams in closed loop. The random and scripted players cannot see a gen
 in the real branch: the world model renders their play. In the real branch the env goes on for
 the same `horizon` steps, for the real score at the same horizon.
 
-The imagined score is a critic's: a value head (the policy's frame encoder on one frame, an MLP)
-trained by regression on real play of the task, recorded with its engine rewards (`--data`: datasets
-captured in the task's world, e.g. the study's truth-<task> and labeled-<task>), to predict the
-discounted return to come from each frame (gamma 0.97: about 33 steps, 1.6 s of play, the scale of
-a dream). The imagined score is its mean over the generated frames: how near to the task's rewards
-the dreamt play keeps the player, Dreamer's critic read as a ranking. (Until 2026-12-05 a reward
-head on frame pairs summed the rewards of the generated transitions: on the agent study it ranked
-the players at Spearman 0.25 against their closed-loop returns, mean over the tasks, where the
-critic ranked them at 0.50, 0.44-0.77 by its training seed; docs/agent.md; a reward event is rare and a dream of 48 steps holds almost none, and
-FindWater's one reward ends its episode, so no recorded transition showed it.) Reward events are
-rare, so a quarter of each training batch is drawn from the frames whose return to come is at least
-half the largest: the critic's mean ranks players but is not a calibrated return. Beside it, each
-row gives the critic's mean over the real branch's frames (`critic_real`): the imagined score a
-perfect world model would give, which tells the critic's errors from the world model's. The scorer
-is saved (kind "task_scorer") in WM_RUN/scorer-<Task> (or --scorer) with the datasets' content, and
-reused; asked again with --data, it is reused only for the same datasets, content and
---scorer-steps (else one line: another --scorer). A scorer folder from before the critic (a reward
-head) is refused with one line: pass --scorer NEW_FOLDER.
+The imagined score is the task scorer's reading of the dreamt frames (`scorer_head`). For Explore, whose metric is
+the distance from spawn, an odometer (agent/odometry.py): the distance from the dream's first frame to its last,
+its moves read from pairs of frames 4 steps apart and chained. For the other tasks a critic: a value head (the
+policy's frame encoder on one frame, an MLP) trained by regression on real play of the task, recorded with its
+engine rewards (`--data`: datasets captured in the task's world, e.g. the study's truth-<task> and labeled-<task>),
+to predict the discounted return to come from each frame (gamma 0.97: about 33 steps, 1.6 s of play, the scale of
+a dream), its mean over the generated frames: how near to the task's rewards the dreamt play keeps the player,
+Dreamer's critic read as a ranking. (Until 2026-12-05 a reward head on frame pairs summed the rewards of the
+generated transitions: on the agent study it ranked the players at Spearman 0.25 against their closed-loop
+returns, mean over the tasks, where the critic ranked them at 0.50, 0.44-0.77 by its training seed; docs/agent.md;
+a reward event is rare and a dream of 48 steps holds almost none, and FindWater's one reward ends its episode, so
+no recorded transition showed it. Until 2026-12-06 the critic scored Explore too: from one frame it cannot tell a
+player that walks from one that stands, and on real frames it ranked the tiny8 study's players at 0.12.) Reward
+events are rare, so a quarter of each critic's training batch is drawn from the frames whose return to come is
+at least half the largest: the critic's mean ranks players but is not a calibrated return. Beside it, each row
+gives the same scorer on the real branch's frames (`critic_real`, named when the critic was the only scorer):
+the imagined score a perfect world model would give, which tells the scorer's errors from the world model's.
+
+Dreams can be sampled with classifier-free guidance on actions (`--sample-guidance`, 1 by default: none). Without
+it the tiny world model hedges a walk into a copy of the last frame (issue 18's log, section 37): the policies that
+walk 6-7 blocks in 48 steps in the env walk about 1 in their dreams, by the odometer. Guidance makes them walk, but
+at 1.5 and more the dream saturates into stripes within 8-16 steps (each frame's guided difference sharpened again
+by the next), so the scores of such dreams are no evidence (docs/agent.md, "Dreaming's scorers, and guidance
+measured").
+
+The scorer is saved (kind "task_scorer") in WM_RUN/scorer-<Task> (or --scorer) with the datasets' content, and
+reused; asked again with --data, it is reused only for the same datasets, content and --scorer-steps (else one
+line: another --scorer). A scorer folder holding another head than the task's (a reward head from before the
+critic, a critic for Explore from before the odometer) is refused with one line: pass --scorer NEW_FOLDER.
 
 `rank_agreement` gives Spearman's rank correlation between players' imagined and real scores.
 """
@@ -370,8 +381,9 @@ def _to_arrays(actions: list[dict]) -> torch.Tensor:
 
 def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, scorer, guidance: float = 1.0
                 ) -> list[dict]:
-    """Play `work` [(index, seed)] with a real branch and an imagined one; -> one row per episode: the critic's
-    mean over the dreamt frames (`imagined`) and over the real branch's (`critic_real`), the real return."""
+    """Play `work` [(index, seed)] with a real branch and an imagined one, the world model sampled with `guidance` on
+    actions; -> one row per episode: the task scorer on the dreamt frames (`imagined`) and on the real branch's
+    (`critic_real`), the real return at the same horizon."""
     from worldloom.envs.tasks import make_task_env, short_name
     from worldloom.pretrain.data import frames_to_model, model_to_frames
     from worldloom.pretrain.flow import SampleConfig, clip_generators

@@ -111,9 +111,9 @@ class EvalConfig:
     in_world_model: str | None = doc("a world-model run: play inside it instead of the env (dreaming; agent/dream.py)", None)
     horizon: int = doc("dreaming: imagined steps after the real context", 48)
     sample_steps: int = doc("dreaming: Euler steps per generated frame", 1)
-    sample_guidance: float = doc("dreaming: classifier-free guidance on actions (1: none). At 2 the dreams walk: an "
-                                 "odometer read 7-8 blocks in 48 dreamt steps of the policies that walk 6-7 in the env, "
-                                 "1 block at guidance 1 (docs/agent.md, 'Dreaming's scorers and guidance')", 2.0)
+    sample_guidance: float = doc("dreaming: classifier-free guidance on actions (1: none). In the tiny world model "
+                                 "1.5 and more saturate a dream into stripes within 8-16 steps (docs/agent.md, "
+                                 "'Dreaming's scorers, and guidance measured')", 1.0)
     scorer: str | None = doc("dreaming: a task-scorer run (default: WM_RUN/scorer-<Task>, trained on --data if missing)", None)
     data: tuple[str, ...] = doc("dreaming: datasets recorded on the task (with rewards and the engine's state) to train "
                                 "the task scorer on (a critic; for Explore an odometer)", ())

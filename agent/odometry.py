@@ -8,7 +8,7 @@ A task whose metric is the distance from spawn (Explore) gives no critic a handl
 return to come of the footage player that walks away from the spawn is the same whether the player
 being scored walks or stands (measured on the tiny8 study's players and real frames: the critic ranked
 them at Spearman 0.12 against their closed-loop returns, and scored the player that stands still the
-highest of all; docs/agent.md, "Dreaming's scorers and guidance"). The odometer reads the motion
+highest of all; docs/agent.md, "Dreaming's scorers, and guidance measured"). The odometer reads the motion
 instead: a small CNN on two frames `stride` steps apart (both, and their difference, as 9 channels)
 predicts how far the player moved between them in its own frame (forward and sideways, in blocks,
 along and across the first frame's heading) and how far it turned (yaw, degrees), regressed on the

@@ -264,8 +264,8 @@ def _dream_section(report: Report, records: dict[str, StageRecord]) -> None:
     agreement = rec.figures["agreement"]
     report.data["dream"] = rec.figures
     s = report.section("Dreaming: imagined against real scores",
-                       "Each player played inside the world model from a context of real frames, its frames sampled "
-                       "with guidance on actions (--sample-guidance). The imagined score is the task's scorer "
+                       "Each player played inside the world model from a context of real frames. The imagined score "
+                       "is the task's scorer "
                        "(agent/dream.py): for Explore, whose metric is a distance, an odometer (agent/odometry.py: the "
                        "distance from the dream's first frame to its last, the moves read from pairs of frames 4 steps "
                        "apart); for the other tasks a critic (a value head trained on real play of the task to predict "

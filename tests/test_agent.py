@@ -841,7 +841,7 @@ def test_dreaming_scores_imagined_play_and_ranks_it(data, policy_run, tmp_path):
     assert summary["runtime"] == "onnxruntime" and "runtime" not in summary["rows"][0]  # the runtime used, once
     assert len(summary["rows"]) == 3 and all(np.isfinite(r["imagined"]) for r in summary["rows"])
     assert (tmp_path / "wm" / "scorer-Explore" / "checkpoint" / "model.safetensors").exists()  # trained once, kept
-    assert summary["scorer_head"] == "odometry" and summary["guidance"] == 2.0
+    assert summary["scorer_head"] == "odometry" and summary["guidance"] == 1.0
     import av
 
     with av.open(summary["videos"][0]) as container:
@@ -958,7 +958,7 @@ def test_the_odometer_chains_its_moves_into_the_distance_a_film_walked(tmp_path)
 
 
 def test_dreams_sample_with_guidance_on_actions_unless_the_world_model_learned_none(capsys):
-    assert EvalConfig(policy="random", task="explore").sample_guidance == 2.0
+    assert EvalConfig(policy="random", task="explore").sample_guidance == 1.0
     with pytest.raises(ValueError, match="--sample-guidance must be a number in 0..100"):
         EvalConfig(policy="random", task="explore", sample_guidance=-1.0)
     assert dream.dream_guidance(2.0, {"train": {"action_dropout": 0.1}}, "wm") == 2.0
@@ -1124,6 +1124,17 @@ def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path, monkeyp
     html = (out / "report.html").read_text()
     assert "bc-idm / bc-env" in html and "<video" in html and "task-conditioned BC" in html
     assert "[bc-env-s0 on explore (video)](eval/bc-env-s0-explore/videos/" in (out / "report.md").read_text()
+    # dreaming in a world model: the evaluations stay done; Explore's scorer is an odometer trained on the study's
+    # captured play (its state columns), the report ranks the players' dreams
+    wm = world_model_run(tmp_path / "wm")
+    assert cli([*argv, "--world-model", wm]) == 0
+    dreamt = json.loads((out / "report.json").read_text())
+    assert dreamt["eval"] == report["eval"]
+    scorer = json.loads((out / "dream" / "scorer-explore" / "config.json").read_text())
+    assert scorer["head"] == "odometry" and scorer["odometer"]["steps"] == 16  # 4x the micro preset's scorer steps
+    assert "Dreaming: imagined against real scores" in (out / "report.md").read_text()
+    one = json.loads((out / "dream" / "bc-env-s0-explore" / "eval.json").read_text())
+    assert one["guidance"] == 1.0 and one["scorer_head"] == "odometry" and one["horizon"] == 6
     # the same study with one seed: the seeds' runs go (the stages that wrote them are redone), bc-env is a run again
     assert cli([*argv[:-2], "--sizes.bc-seeds", "1"]) == 0
     assert sorted(p.name for p in (out / "policies").iterdir()) == ["bc-env", "bc-idm", "bc-noop"]
@@ -1420,7 +1431,7 @@ def test_a_task_scorer_is_reused_only_for_the_data_and_steps_it_was_trained_on(d
         assert f"task scorer {scorer} " in err and words in err and "--scorer NEW_FOLDER" in err, err
         assert err.count("\n") == 1 and tree_digest(scorer) == before, err
 
-    refused(["--data", str(mine), "--scorer-steps", "2"], "trained for 1 steps, not the --scorer-steps 2 asked")
+    refused(["--data", str(mine), "--scorer-steps", "2"], "trained for --scorer-steps 1, not the 2 asked")
     refused(["--data", data["labeled"], "--scorer-steps", "1"], f"was trained on {mine}, not on --data ")
     frames, buttons, camera, rewards = data["episodes"][0]
     with DatasetWriter(mine, 64, 64, fps=20) as w:  # the same folder, other content (captured again, appended to)
