@@ -57,6 +57,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from worldloom import checkpoint as ckpt
 from worldloom.actions import FPS
@@ -201,7 +202,7 @@ def train_scorer(cfg: ScorerConfig, task_id: str, data: tuple[str, ...], out: Pa
     rng = np.random.default_rng([cfg.seed, 0x5C0])
     n_near = int(round(cfg.batch_size * EVENT_SHARE)) if near.size else 0
     loss = torch.zeros(())
-    for step in range(cfg.steps):
+    for step in tqdm(range(cfg.steps), desc="agent dream: critic", unit="step", leave=False, dynamic_ncols=True):
         pick = np.concatenate([rng.integers(0, len(index), cfg.batch_size - n_near),
                                rng.choice(near, n_near) if n_near else np.zeros(0, np.int64)])
         x = torch.from_numpy(np.stack([frames[e][t] for e, t in index[pick]]))
@@ -379,11 +380,11 @@ def _to_arrays(actions: list[dict]) -> torch.Tensor:
     return encode_actions(torch.from_numpy(buttons), torch.from_numpy(camera))  # (B, 24)
 
 
-def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, scorer, guidance: float = 1.0
-                ) -> list[dict]:
+def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, scorer, guidance: float = 1.0,
+                bar=None) -> list[dict]:
     """Play `work` [(index, seed)] with a real branch and an imagined one, the world model sampled with `guidance` on
-    actions; -> one row per episode: the task scorer on the dreamt frames (`imagined`) and on the real branch's
-    (`critic_real`), the real return at the same horizon."""
+    actions (`bar`: a tqdm counting the dreamt steps); -> one row per episode: the task scorer on the dreamt frames
+    (`imagined`) and on the real branch's (`critic_real`), the real return at the same horizon."""
     from worldloom.envs.tasks import make_task_env, short_name
     from worldloom.pretrain.data import frames_to_model, model_to_frames
     from worldloom.pretrain.flow import SampleConfig, clip_generators
@@ -433,6 +434,8 @@ def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, sc
         film_img.append(new.numpy())
         action_real = real.act(obs, infos)
         action_img = dreamer.act(new.numpy(), infos) if dreamer is not None else action_real
+        if bar is not None:
+            bar.update(B)
     films_real, films_img = np.stack(film_real, 1), np.stack(film_img, 1)  # (B, H + 1, S, S, 3) each
     imagined, critic_real = scorer.score(films_img), scorer.score(films_real)
     end_progress = np.array([info["task"]["progress"] for info in infos])
@@ -462,8 +465,9 @@ def dream(cfg) -> dict:
     guidance = dream_guidance(cfg.sample_guidance, wm_doc, cfg.in_world_model)
     work = [(i, episode_seed(cfg.seed, i)) for i in range(cfg.episodes)]
     rows = []
-    for lo in range(0, len(work), cfg.envs_per_worker):
-        rows += dream_batch(cfg, work[lo:lo + cfg.envs_per_worker], resolution, wm, codec, scorer, guidance)
+    with tqdm(total=len(work) * cfg.horizon, desc="agent dream", unit="step", leave=False, dynamic_ncols=True) as bar:
+        for lo in range(0, len(work), cfg.envs_per_worker):
+            rows += dream_batch(cfg, work[lo:lo + cfg.envs_per_worker], resolution, wm, codec, scorer, guidance, bar)
     out = cfg.out_dir
     videos = []
     for row in rows[:cfg.videos]:

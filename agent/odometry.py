@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from worldloom import checkpoint as ckpt
 from worldloom.config import doc, to_json_dict
@@ -147,7 +148,7 @@ def train_odometer(cfg: OdometerConfig, task_id: str, paths: tuple[str, ...], da
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=max(cfg.steps, 1), pct_start=0.1)
     scale = torch.tensor(TARGET_SCALE)
     loss = torch.zeros(())
-    for step in range(cfg.steps):
+    for step in tqdm(range(cfg.steps), desc="agent dream: odometer", unit="step", leave=False, dynamic_ncols=True):
         pick = index[rng.integers(0, len(index), cfg.batch_size)]
         first = torch.from_numpy(np.stack([frames[e][t] for e, t in pick]))
         second = torch.from_numpy(np.stack([frames[e][t + cfg.stride] for e, t in pick]))
