@@ -138,7 +138,9 @@ def load_transitions(paths: tuple[str, ...], height: int, width: int,
     """Frames (N, H, W, 3) and rewards (N,) of every episode with recorded rewards; reward[t] is the step's after
     frame t, the last one included (FindWater's one reward ends its episode: it has no frame after it)."""
     frames, rewards = [], []
-    for ds in check_scorer_datasets(paths, height, width, task_id):
+    datasets = check_scorer_datasets(paths, height, width, task_id)
+    check_rewards(paths, datasets)
+    for ds in datasets:
         for ep in ds.episode_ids:
             clip = ds.frames(ep)
             n = len(clip.frames)
@@ -151,6 +153,18 @@ def load_transitions(paths: tuple[str, ...], height: int, width: int,
     if not frames:
         raise UserError(f"no episode with frames in {', '.join(paths)} to train the task scorer on")
     return frames, rewards
+
+
+def check_rewards(paths: tuple[str, ...], datasets: list) -> None:
+    """UserError (one line) when no episode of the datasets records its rewards (every `reward` null: footage
+    captured with --strip-actions, whose rewards went to its truth dataset): a critic would learn 0 everywhere."""
+    for ds in datasets:
+        for ep in ds.episode_ids:
+            if ds.read_table(ep, columns=["reward"]).column("reward").null_count < ds.episode(ep).num_steps:
+                return
+    raise UserError(f"no episode in {', '.join(paths)} records its rewards (footage captured with --strip-actions "
+                    "keeps them in its truth dataset): the critic learns the task's rewards; pass that dataset, or "
+                    "another captured in the task's world")
 
 
 def check_scorer_datasets(paths: tuple[str, ...], height: int, width: int, task_id: str) -> list:
@@ -184,7 +198,7 @@ def check_scorer_env(path: str, ds, task_id: str) -> None:
     if other:
         short = next(name for name, (env_id, _) in ENVS.items() if env_id == task_id)
         raise UserError(f"{path} holds episodes recorded in {', '.join(other)}, not in {task_id}'s world: the task "
-                        f"scorer learns that task's rewards; record its data with `worldloom capture run --env {short}`")
+                        f"scorer learns that task's play; record its data with `worldloom capture run --env {short}`")
 
 
 def train_scorer(cfg: ScorerConfig, task_id: str, data: tuple[str, ...], out: Path) -> Path:
@@ -262,6 +276,8 @@ def scorer_for(cfg, resolution: int) -> tuple[object, str]:
                             f"(e.g. `worldloom capture run --env {short_name(task.env_id)} --resolution {resolution} "
                             "--out DIR`) to train one, or --scorer RUN")
         datasets = check_scorer_datasets(cfg.data, resolution, resolution, task.env_id)
+        if head != ODOMETRY:
+            check_rewards(cfg.data, datasets)
         what = "odometer" if head == ODOMETRY else "critic"
         print(f"agent dream: training the {task.name} {what} on {', '.join(cfg.data)}", file=sys.stderr)
         if head == ODOMETRY:
@@ -272,6 +288,10 @@ def scorer_for(cfg, resolution: int) -> tuple[object, str]:
             train_scorer(ScorerConfig(height=resolution, width=resolution, steps=cfg.scorer_steps, seed=cfg.seed),
                          task.env_id, cfg.data, run)
     elif cfg.data:
+        scored = ckpt.read_run_config(run, SCORER_KIND).get("task")
+        if scored != task.env_id:  # before the data: leaving out --data would not make it score this task
+            raise UserError(f"{run} scores {scored}, not {task.env_id}: pass --scorer NEW_FOLDER with --data to train "
+                            "one for this task")
         check_scorer_data(run, cfg.data, cfg.scorer_steps)
     model, (height, width) = load_scorer(run, task.env_id)
     if (height, width) != (resolution, resolution):
@@ -427,7 +447,9 @@ def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, sc
     gen = clip_generators(cfg.seed, [index for index, _ in work])  # an episode's dream whatever its batch
     action_real = action_img = ctx_actions[-1]
     film_real, film_img = [ctx_frames[-1].copy()], [ctx_frames[-1].copy()]
+    played = np.zeros(B, np.int64)  # steps the real branch took after the fork (fewer than H: its episode ended)
     for _ in range(H):
+        played += ~done
         step_real(action_real)
         new = model_to_frames(imagination.step(_to_arrays(action_img), gen))  # (B, S, S, 3) uint8
         film_real.append(obs.copy())
@@ -444,7 +466,7 @@ def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, sc
         rows.append({"index": index, "seed": seed, "runtime": real.runtime, "runtime_note": real.runtime_note,
                      "imagined": round(float(imagined[k]), 4),
                      "critic_real": round(float(critic_real[k]), 4),
-                     "real": round(float(end_progress[k] - start_progress[k]), 4),
+                     "real": round(float(end_progress[k] - start_progress[k]), 4), "real_steps": int(played[k]),
                      "frames": (films_real[k], films_img[k])})
     return rows
 

@@ -553,6 +553,7 @@ def evaluate(cfg: EvalConfig, keep_workers: bool = False) -> dict:
         prune_videos(cfg.out_dir, summary["videos"], earlier)
         note_replaced(cfg, replacing)
         return summary
+    note_dream_flags(cfg)
     t0 = time.perf_counter()
     played = play(cfg, keep_workers)
     note_runtime({r.get("runtime_note", "") for r in played["results"]})
@@ -564,6 +565,15 @@ def evaluate(cfg: EvalConfig, keep_workers: bool = False) -> dict:
     note_replaced(cfg, replacing)
     summary["out"] = str(out)
     return summary
+
+
+def note_dream_flags(cfg: EvalConfig) -> None:
+    """One line on stderr naming the dreaming-only flags given to a closed-loop evaluation (they change nothing)."""
+    defaults = EvalConfig(policy=cfg.policy, task=cfg.task)
+    given = sorted(f"--{k.replace('_', '-')}" for k in DREAM_FIELDS if getattr(cfg, k) != getattr(defaults, k))
+    if given:
+        print(f"agent eval: note: {', '.join(given)} only apply with --in-world-model (dreaming); this evaluation plays "
+              "the env", file=sys.stderr)
 
 
 def check_same_report(cfg: EvalConfig) -> list[str]:
@@ -592,9 +602,9 @@ def check_same_report(cfg: EvalConfig) -> list[str]:
     mine_cfg, their_cfg = json.loads(json.dumps(to_json_dict(cfg))), before.get("config")
     if not isinstance(their_cfg, dict):
         return ["settings"] if their_cfg != mine_cfg else []
-    same = {"policy", "task"}  # the same player and task (checked above), perhaps spelled otherwise
+    same = {"policy", "task", "out"}  # the same player, task and folder (checked above), perhaps spelled otherwise
     return [f"--{k.replace('_', '-')}" for k in mine_cfg if k not in same and mine_cfg[k] != their_cfg.get(k)] + \
-        [f"--{k.replace('_', '-')}" for k in their_cfg if k not in mine_cfg]
+        [f"--{k.replace('_', '-')}" for k in their_cfg if k not in mine_cfg and k not in same]
 
 
 def note_replaced(cfg: EvalConfig, changed: list[str]) -> None:
@@ -634,6 +644,12 @@ def prune_videos(out: Path, keep: list[str], earlier: list[str]) -> list[Path]:
     return stale
 
 
+def guided(s: dict) -> str:
+    """", guidance G" for a dream sampled with guidance on actions, else ""."""
+    g = s.get("guidance", 1.0)
+    return "" if g in (None, 1.0) else f", guidance {g:g}"
+
+
 def format_summary(s: dict) -> str:
     """One line: player, task, success rate and mean return (dreaming: imagined and real return) with intervals."""
     if s["mode"] == "dream":
@@ -641,7 +657,7 @@ def format_summary(s: dict) -> str:
         return (f"{s['player']:<22} {s['task']:<26} imagined {im['mean']:.3f} [{im['low']:.3f}, {im['high']:.3f}]  "
                 f"{s.get('scorer_head') == 'odometry' and 'odometer' or 'critic'} on real frames {cr['mean']:.3f}  "
                 f"real {real['mean']:.3f} [{real['low']:.3f}, {real['high']:.3f}]  ({counted(s['episodes'], 'episode')}, "
-                f"{counted(s['horizon'], 'step')} dreamt)")
+                f"{counted(s['horizon'], 'step')} dreamt{guided(s)})")
     sr, ret = s["success_rate"], s["return"]
     return (f"{s['player']:<22} {s['task']:<26} success {sr['mean']:.2f} [{sr['low']:.2f}, {sr['high']:.2f}]  "
             f"return {ret['mean']:.2f} [{ret['low']:.2f}, {ret['high']:.2f}]  ({counted(s['episodes'], 'episode')}, {s['mode']})")

@@ -131,8 +131,8 @@ def load_pairs(paths: tuple[str, ...], datasets: list, stride: int) -> tuple[lis
             targets.append(pair_targets(x, z, yaw, stride))
     if not frames:
         raise UserError(f"no episode in {', '.join(paths)} records the player's position (state_x, state_z, state_yaw) "
-                        f"over more than {stride} steps: the odometer learns from them; record the data with "
-                        "`worldloom capture run` in the task's world")
+                        f"over more than {stride} steps: the odometer learns from them; pass data captured in the "
+                        "task's world (footage captured with --strip-actions keeps them in its truth dataset)")
     return frames, targets
 
 

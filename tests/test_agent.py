@@ -842,6 +842,7 @@ def test_dreaming_scores_imagined_play_and_ranks_it(data, policy_run, tmp_path):
     assert len(summary["rows"]) == 3 and all(np.isfinite(r["imagined"]) for r in summary["rows"])
     assert (tmp_path / "wm" / "scorer-Explore" / "checkpoint" / "model.safetensors").exists()  # trained once, kept
     assert summary["scorer_head"] == "odometry" and summary["guidance"] == 1.0
+    assert [r["real_steps"] for r in summary["rows"]] == [5, 5, 5]  # the real branch played the whole horizon
     import av
 
     with av.open(summary["videos"][0]) as container:
@@ -934,7 +935,8 @@ def test_the_odometer_chains_its_moves_into_the_distance_a_film_walked(tmp_path)
     with DatasetWriter(tmp_path / "walks", 64, 64, fps=20) as w:
         for seed in range(2):
             f, st = _played("explore", "expert", 120, seed=seed)
-            w.add_episode(f"ep-{seed}", f, env="explore", seed=seed, player="expert", label_source="none", state=st)
+            w.add_episode(f"ep-{seed}", f, env="explore", seed=seed, player="expert", label_source="none", state=st,
+                          rewards=np.zeros(len(f), np.float32))
     task, data = "worldloom/Explore-v0", (str(tmp_path / "walks"),)
     datasets = dream.check_scorer_datasets(data, 64, 64, task)
     run = odometry.train_odometer(odometry.OdometerConfig(steps=120), task, data, datasets, tmp_path / "odo",
@@ -967,6 +969,48 @@ def test_dreams_sample_with_guidance_on_actions_unless_the_world_model_learned_n
     err = capsys.readouterr().err
     assert "--action-dropout 0" in err and "--sample-guidance 2" in err and err.count("\n") == 1
     assert dream.dream_guidance(1.0, {"train": {"action_dropout": 0.0}}, "wm") == 1.0
+
+
+def test_what_a_new_user_trial_of_dreaming_found_is_one_line_or_said(data, ray_cluster, tmp_path, capsys,
+                                                                      monkeypatch):
+    """Session 46's new-user trial of dreaming: a critic trained silently on footage with no rewards recorded; a
+    scorer of another task refused for its data, whose hint (leave out --data) led to a second error; dreaming's
+    flags ignored without a word by a closed-loop evaluation; the guidance not in the printed line; the same
+    default folder named with --out read as other settings."""
+    from worldloom.agent.evaluate import format_summary
+
+    wm = world_model_run(tmp_path / "wm")
+    frames = data["episodes"][0][0]
+    with DatasetWriter(tmp_path / "footage", 64, 64, fps=20) as w:  # `capture run --strip-actions`: no rewards
+        w.add_episode("ep-0", frames, env="find_water", label_source="none")
+    base = ["agent", "eval", "--policy", "random", "--in-world-model", wm, "--episodes", "1", "--horizon", "2",
+            "--videos", "0", "--scorer-steps", "1"]
+    capsys.readouterr()
+    assert cli([*base, "--task", "find_water", "--data", str(tmp_path / "footage"), "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "records its rewards" in err and "--strip-actions" in err and err.count("\n") == 1, err
+    with DatasetWriter(tmp_path / "water", 64, 64, fps=20) as w:
+        w.add_episode("ep-0", frames, rewards=np.zeros(len(frames), np.float32), env="find_water", label_source="none")
+    water = dream.train_scorer(dream.ScorerConfig(steps=1), "worldloom/FindWater-v0", (str(tmp_path / "water"),),
+                               tmp_path / "water-critic")
+    assert cli([*base, "--task", "explore", "--data", data["labeled"], "--scorer", str(water),
+                "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "scores worldloom/FindWater-v0, not worldloom/Explore-v0" in err and err.count("\n") == 1, err
+    assert cli(["agent", "eval", "--policy", "random", "--task", "explore", "--episodes", "1", "--num-workers", "1",
+                "--time-limit", "3", "--videos", "0", "--horizon", "5", "--sample-guidance", "2",
+                "--out", str(tmp_path / "played")]) == 0
+    assert ("agent eval: note: --horizon, --sample-guidance only apply with --in-world-model (dreaming); this "
+            "evaluation plays the env") in capsys.readouterr().err
+    line = {"mode": "dream", "player": "p", "task": "t", "episodes": 1, "horizon": 2, "scorer_head": "value",
+            "imagined": {"mean": 0, "low": 0, "high": 0}, "real": {"mean": 0, "low": 0, "high": 0},
+            "critic_real": {"mean": 0}}
+    assert format_summary({**line, "guidance": 2.0}).endswith("2 steps dreamt, guidance 2)")
+    assert format_summary({**line, "guidance": 1.0}).endswith("2 steps dreamt)")
+    monkeypatch.chdir(tmp_path)
+    dreamt = [*base, "--task", "explore", "--data", data["labeled"]]
+    assert cli(dreamt) == 0 and cli([*dreamt, "--out", "dream-random-Explore"]) == 0
+    assert "note: replaced" not in capsys.readouterr().err  # the same folder, named
 
 
 def test_rank_agreement_ranks_imagined_and_real_frame_critic_scores_against_closed_loop_returns():
