@@ -547,23 +547,59 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
 
 
+RANK_DRAWS = 1000  # bootstrap draws of the rank agreement's interval
+
+
+def imagined_rows(player: dict) -> list[float] | None:
+    """A player's imagined score per dreamt episode: a study figure's `imagined_rows`, an eval.json's rows."""
+    if "imagined_rows" in player:
+        return player["imagined_rows"]
+    rows = player.get("rows")
+    return [r["imagined"] for r in rows] if rows else None
+
+
+def rank_draws(items: list[tuple[str, dict]], target: np.ndarray, seed: int = 0) -> np.ndarray | None:
+    """(RANK_DRAWS,) Spearman of the players' mean imagined scores against `target`, each player's dreams drawn again
+    with replacement (NaN where a draw ranks every player the same); None without every player's episodes."""
+    rows = [imagined_rows(v) for _, v in items]
+    if any(not r for r in rows):
+        return None
+    rng = np.random.default_rng([seed, 0x5EA])
+    arrays = [np.asarray(r, np.float64) for r in rows]
+    return np.array([spearman(np.array([a[rng.integers(0, len(a), len(a))].mean() for a in arrays]), target)
+                     for _ in range(RANK_DRAWS)])
+
+
+def interval(draws: np.ndarray) -> list[float] | None:
+    """The middle 95% of bootstrap draws (NaN draws left out); None when every draw is NaN."""
+    kept = draws[np.isfinite(draws)]
+    return [float(np.percentile(kept, 2.5)), float(np.percentile(kept, 97.5))] if len(kept) else None
+
+
 def rank_agreement(players: dict[str, dict], closed_loop: dict[str, dict] | None = None) -> dict[str, dict]:
     """Per task (and "all", the mean over tasks): Spearman of the players' mean imagined score against their mean
-    real return at the same horizon (`spearman`) and, when given, in closed-loop evaluation (`spearman_closed_loop`);
-    `critic_closed_loop`: the critic's mean over the real branch's frames against the closed-loop return, the
-    ranking a perfect world model would give; `horizon_closed_loop`: the real return at the dream's horizon against
-    the closed-loop return, the ranking a perfect world model and a perfect scorer would give at this horizon."""
+    real return at the same horizon (`spearman`) and, when given, in closed-loop evaluation (`spearman_closed_loop`,
+    with `spearman_closed_loop_spread95`, where the players' rows are given: the middle 95% of the figure over
+    RANK_DRAWS redraws of each player's dreamt episodes with replacement, the closed-loop returns held fixed; a rank
+    figure at its ceiling reads lower when redrawn, so the spread can lie below the figure: it says how far a new set
+    of dreams could move it, and is not a confidence interval); `critic_closed_loop`: the task scorer's
+    mean over the real branch's frames against the closed-loop return, the ranking a perfect world model would
+    give; `horizon_closed_loop`: the real return at the dream's horizon against the closed-loop return, the ranking
+    a perfect world model and a perfect scorer would give at this horizon."""
     by_task: dict[str, list[tuple[str, dict]]] = {}
     for key, v in players.items():
         by_task.setdefault(key.split("|")[1], []).append((key, v))
     names = ("spearman", "spearman_closed_loop", "critic_closed_loop", "horizon_closed_loop")
-    out = {}
+    out, draws = {}, {}
     for task, items in by_task.items():
         imagined = np.array([v["imagined"]["mean"] for _, v in items])
         row = {"num_players": len(items), "spearman": spearman(imagined, np.array([v["real"]["mean"] for _, v in items]))}
         if closed_loop:
             full = np.array([closed_loop.get(k, {}).get("return", {}).get("mean", np.nan) for k, _ in items])
             row["spearman_closed_loop"] = spearman(imagined, full)
+            if (task_draws := rank_draws(items, full)) is not None:
+                draws[task] = task_draws
+                row["spearman_closed_loop_spread95"] = interval(task_draws)
             row["horizon_closed_loop"] = spearman(np.array([v["real"]["mean"] for _, v in items]), full)
             if all("critic_real" in v for _, v in items):
                 row["critic_closed_loop"] = spearman(np.array([v["critic_real"]["mean"] for _, v in items]), full)
@@ -572,6 +608,12 @@ def rank_agreement(players: dict[str, dict], closed_loop: dict[str, dict] | None
         values = [r[name] for r in out.values() if name in r and r[name] == r[name]]
         if name in ("spearman", "spearman_closed_loop") or any(name in r for r in out.values()):
             out.setdefault("all", {"num_players": len(players)})[name] = float(np.mean(values)) if values else float("nan")
+    if draws and len(draws) == len(by_task):  # the mean over the tasks' defined figures, draw by draw
+        stack = np.stack(list(draws.values()))  # (tasks, RANK_DRAWS)
+        defined = np.isfinite(stack)
+        count = defined.sum(0)
+        mean = np.where(count > 0, np.where(defined, stack, 0.0).sum(0) / np.maximum(count, 1), np.nan)
+        out["all"]["spearman_closed_loop_spread95"] = interval(mean)
     for row in out.values():  # null in JSON: why, beside it
         row["undefined"] = {k: "undefined: fewer than 2 players, or every player scored the same" for k in
                             names if k in row and row[k] != row[k]}

@@ -271,7 +271,9 @@ def _dream_section(report: Report, records: dict[str, StageRecord]) -> None:
                        "apart); for the other tasks a critic (a value head trained on real play of the task to predict "
                        "the discounted return to come from a frame) averaged over the generated frames. Spearman's rank "
                        "correlation of imagined scores over the players against their real return at the dream's horizon "
-                       "and against their closed-loop return (the tables above), per task and the mean over the tasks; "
+                       "and against their closed-loop return (the tables above; in brackets the middle 95% of the figure "
+                       "over redraws of each player's dreamt episodes: how far new dreams could move it, below the "
+                       "figure where it is at its ceiling), per task and the mean over the tasks; "
                        "the last two columns rank by the same scorer on the real branch's frames (what a perfect world "
                        "model would give) and by the real return at the dream's horizon (what a perfect world model and "
                        "a perfect scorer would give at this horizon).")
@@ -280,9 +282,13 @@ def _dream_section(report: Report, records: dict[str, StageRecord]) -> None:
         v = a.get(name)
         return round(v, 3) if v is not None and v == v else "n/a"
 
-    s.table(["task", "players", "Spearman, real at the horizon", "Spearman, closed-loop return",
+    def rho_ci(a: dict) -> float | str:  # with the middle 95% of its redraws over the dreamt episodes
+        ci = a.get("spearman_closed_loop_spread95")
+        return f"{rho(a, 'spearman_closed_loop')} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else rho(a, "spearman_closed_loop")
+
+    s.table(["task", "players", "Spearman, real at the horizon", "Spearman, closed-loop return [95% of redraws]",
              "scorer on real frames, closed-loop", "real at the horizon, closed-loop"],
-            [[t, a["num_players"], rho(a, "spearman"), rho(a, "spearman_closed_loop"), rho(a, "critic_closed_loop"),
+            [[t, a["num_players"], rho(a, "spearman"), rho_ci(a), rho(a, "critic_closed_loop"),
               rho(a, "horizon_closed_loop")] for t, a in agreement.items()])
     players = rec.figures["players"]
     s.table(["player", "task", "imagined", "scorer on real frames", "real (same horizon)"],

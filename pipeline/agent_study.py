@@ -429,6 +429,7 @@ def run_dream(cfg: StudyConfig, configs: dict, paths: dict[str, Any]) -> tuple[d
         summary = evaluate(dream_cfg)
         figures[f"{name}|{task}"] = {k: summary[k] for k in ("player", "task", "episodes", "imagined", "real", "critic_real",
                                                              "videos")}
+        figures[f"{name}|{task}"]["imagined_rows"] = [r["imagined"] for r in summary["rows"]]  # the agreement's interval
     closed_loop = StageRunner(Path(cfg.out).resolve(), None, STAGES, state_file="study.json").records.get("eval")
     return {}, {"players": figures, "agreement": rank_agreement(figures, closed_loop.figures if closed_loop else None)}
 

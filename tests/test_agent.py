@@ -1026,6 +1026,16 @@ def test_rank_agreement_ranks_imagined_and_real_frame_critic_scores_against_clos
     assert out["all"]["critic_closed_loop"] == pytest.approx(-1.0) and out["all"]["num_players"] == 3
     assert out["explore"]["horizon_closed_loop"] == pytest.approx(0.866, abs=1e-3)  # real 0, 0, 1: a tie
     assert "critic_closed_loop" not in dream.rank_agreement(players)["all"]
+    # with each player's dreamt episodes: the middle 95% of the figure over their redraws, per task and over tasks
+    separated = {k: {**v, "imagined_rows": [v["imagined"]["mean"] + d for d in (-0.01, 0.0, 0.01)]}
+                 for k, v in players.items()}
+    tight = dream.rank_agreement(separated, closed)
+    assert tight["explore"]["spearman_closed_loop_spread95"] == [pytest.approx(1.0), pytest.approx(1.0)]
+    assert tight["all"]["spearman_closed_loop_spread95"] == [pytest.approx(1.0), pytest.approx(1.0)]
+    overlapping = {k: {**v, "imagined_rows": [0.0, 5.0, v["imagined"]["mean"]]} for k, v in players.items()}
+    low, high = dream.rank_agreement(overlapping, closed)["explore"]["spearman_closed_loop_spread95"]
+    assert -1.0 <= low < 0.0 < 1.0 == high  # episodes that overlap: any order can be drawn
+    assert "spearman_closed_loop_spread95" not in dream.rank_agreement(players, closed)["explore"]  # no episodes given
 
 
 def test_a_world_model_at_another_resolution_is_one_line_naming_both(data, policy_run, tmp_path, capsys):
@@ -1177,6 +1187,8 @@ def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path, monkeyp
     scorer = json.loads((out / "dream" / "scorer-explore" / "config.json").read_text())
     assert scorer["head"] == "odometry" and scorer["odometer"]["steps"] == 16  # 4x the micro preset's scorer steps
     assert "Dreaming: imagined against real scores" in (out / "report.md").read_text()
+    agreement = dreamt["dream"]["agreement"]["explore"]
+    assert agreement["spearman_closed_loop_spread95"] is None or len(agreement["spearman_closed_loop_spread95"]) == 2
     one = json.loads((out / "dream" / "bc-env-s0-explore" / "eval.json").read_text())
     assert one["guidance"] == 1.0 and one["scorer_head"] == "odometry" and one["horizon"] == 6
     # the same study with one seed: the seeds' runs go (the stages that wrote them are redone), bc-env is a run again
