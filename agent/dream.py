@@ -254,10 +254,7 @@ def load_scorer(run_dir: Path, task_id: str):
         model = load_odometer(run_dir, doc_, SCORER_KIND)
         return model, (model.cfg.height, model.cfg.width)
     cfg = ScorerConfig(**doc_["scorer"])
-    tensors, _ = ckpt.load_checkpoint(run_dir, SCORER_KIND, ("model",))
-    model = ValueHead(cfg)
-    ckpt.load_weights_into(model, tensors["model"], Path(run_dir) / ckpt.CHECKPOINT_DIR / "model.safetensors")
-    return model.eval(), (cfg.height, cfg.width)
+    return ckpt.load_model(run_dir, SCORER_KIND, lambda: ValueHead(cfg)).eval(), (cfg.height, cfg.width)
 
 
 def scorer_for(cfg, resolution: int) -> tuple[object, str]:

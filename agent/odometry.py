@@ -55,6 +55,11 @@ class OdometerConfig:
     lr: float = doc("peak learning rate (one cycle)", 2e-3)
     seed: int = doc("seed", 0)
 
+    def __post_init__(self) -> None:
+        for name in ("height", "width", "stride", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1, got {getattr(self, name)!r}")
+
 
 class Odometer(nn.Module):
     """Pairs of frames (N, H, W, 3) uint8, `stride` steps apart -> (N, 3): forward and sideways blocks moved
@@ -171,9 +176,11 @@ def train_odometer(cfg: OdometerConfig, task_id: str, paths: tuple[str, ...], da
 
 
 def load_odometer(run_dir: Path, doc_: dict, kind: str) -> Odometer:
-    cfg = OdometerConfig(**doc_["odometer"])
-    tensors, _ = ckpt.load_checkpoint(run_dir, kind, ("model",))
-    model = Odometer(cfg)
-    ckpt.load_weights_into(model, tensors["model"], Path(run_dir) / ckpt.CHECKPOINT_DIR / "model.safetensors")
-    return model.eval()
-
+    """The odometer saved in `run_dir` (its config `doc_`), with the checks a downloaded run gets
+    (`worldloom.checkpoint.load_model`); UserError (one line) for a config it cannot be built from."""
+    try:
+        cfg = OdometerConfig(**doc_["odometer"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{Path(run_dir) / ckpt.CONFIG_FILE}: not an odometer's config ({err}); train it again with "
+                        "--scorer NEW_FOLDER") from None
+    return ckpt.load_model(run_dir, kind, lambda: Odometer(cfg)).eval()

@@ -948,6 +948,11 @@ def test_the_odometer_chains_its_moves_into_the_distance_a_film_walked(tmp_path)
     assert score.shape == (2,) and score[0] > score[1] + 1.0, score
     assert odo.score(frames[None, :3]).tolist() == [0.0]  # shorter than a pair
     assert odo.score(frames[None, :47]).shape == (1,)  # a last stretch of 2 steps counts half a pair
+    doc = json.loads((run / "config.json").read_text())
+    doc["odometer"]["stride"] = 0  # a hand-edited or hostile config: one line, not a ZeroDivisionError at scoring
+    (run / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(UserError, match="config.json: not an odometer's config .*stride must be a whole number"):
+        dream.load_scorer(run, task)
     critic = dream.train_scorer(dream.ScorerConfig(steps=2), task, data, tmp_path / "critic")
     with pytest.raises(UserError, match="holds a critic, but worldloom/Explore-v0's dreams are scored by an odometer"):
         dream.load_scorer(critic, task)
