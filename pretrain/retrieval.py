@@ -201,11 +201,13 @@ def _retrieval(cfg: RetrievalConfig, stages: Stages) -> tuple[dict, Path]:
     stages.start("reading labeled frames")
     x, labels = labeled_frames(cfg.data, cfg.classifier_frames, size, classes)
     per_judge = []  # one judge's accuracies per fact and kind of clip
+    per_class = []  # one judge's predicted class per fact, kind and clip
     for k in range(cfg.classifiers):
         stages.start(f"state classifier {k + 1} of {cfg.classifiers}")
         judge = train_classifier(x, labels, classes, cfg.classifier_steps, cfg.batch_size, cfg.seed + k)
         predicted = {kind: classify_clips(judge, frames) for kind, frames in runs.items()}
         per_judge.append({f: {kind: float(np.mean(predicted[kind][f] == truth[f])) for kind in runs} for f in FACTS})
+        per_class.append(predicted)
     scores = {}
     for f in FACTS:
         scores[f] = {kind: float(np.mean([j[f][kind] for j in per_judge])) for kind in runs}
@@ -214,6 +216,7 @@ def _retrieval(cfg: RetrievalConfig, stages: Stages) -> tuple[dict, Path]:
         scores[f]["ratio_range"] = [float(min(ratios)), float(max(ratios))] if ratios else None
         scores[f]["per_classifier"] = [j[f] for j in per_judge]
         scores[f]["classes_in_prompts"] = sorted({classes[f][i] for i in truth[f]})
+        scores[f]["by_class"] = by_class(truth[f], [{kind: j[kind][f] for kind in runs} for j in per_class], classes[f])
     report = {"model": cfg.model, "heldout": cfg.heldout, "num_clips": len(clips), "horizon": cfg.horizon,
               "classifier": {"frames": int(x.shape[0]), "steps": cfg.classifier_steps, "count": cfg.classifiers},
               "scores": scores, "goal": "prompt / real >= 0.8 for biome and time of day (issue 16)"}
@@ -223,6 +226,22 @@ def _retrieval(cfg: RetrievalConfig, stages: Stages) -> tuple[dict, Path]:
     atomic_write_text(out / "retrieval.json", json_text(report, indent=1))
     atomic_write_text(out / "retrieval.md", to_markdown(report))
     return report, out
+
+
+def by_class(truth: np.ndarray, predicted: list[dict[str, np.ndarray]], values: tuple[str, ...]) -> dict:
+    """Per class named by the prompts: its clip count, each kind's accuracy (mean over the judges) and what
+    the judges read the prompt-only rollouts as (counts summed over judges, by class name). `truth` (N,)
+    class indices; `predicted` one {kind: (N,) class indices} per judge."""
+    out = {}
+    for c in sorted(set(truth.tolist())):
+        rows = truth == c
+        entry = {"clips": int(rows.sum())}
+        for kind in predicted[0]:
+            entry[kind] = float(np.mean([np.mean(j[kind][rows] == c) for j in predicted]))
+        read = np.concatenate([j["prompt"][rows] for j in predicted])
+        entry["prompt_read_as"] = {values[v]: int((read == v).sum()) for v in sorted(set(read.tolist()))}
+        out[values[c]] = entry
+    return out
 
 
 def scored_clips(model, codec, clips: list, cfg: RetrievalConfig) -> dict[str, torch.Tensor]:
@@ -254,6 +273,13 @@ def to_markdown(report: dict) -> str:
     for f, s in report["scores"].items():
         span = "" if s["ratio_range"] is None else f"{s['ratio_range'][0]:.2f}-{s['ratio_range'][1]:.2f}"
         lines.append(f"| {f} | {s['real']:.3f} | {s['prompt']:.3f} | {s['null']:.3f} | {s['ratio']:.2f} | {span} |")
+    lines += ["", "By the class the prompt names (accuracy, mean over the judges; what the judges read the prompt-only "
+              "rollouts as, summed over them):", "", "| fact | class | clips | real | prompt-only | null prompt | "
+              "prompt-only read as |", "|---|---|---|---|---|---|---|"]
+    for f, s in report["scores"].items():
+        for name, c in s.get("by_class", {}).items():
+            read = ", ".join(f"{k} {v}" for k, v in sorted(c["prompt_read_as"].items(), key=lambda kv: -kv[1]))
+            lines.append(f"| {f} | {name} | {c['clips']} | {c['real']:.2f} | {c['prompt']:.2f} | {c['null']:.2f} | {read} |")
     return "\n".join(lines) + "\n"
 
 

@@ -159,7 +159,11 @@ def test_train_with_captions_save_load_and_prompt_rollouts(captioned, tmp_path, 
     for fact in ("biome", "time"):
         s = report["scores"][fact]
         assert all(0 <= s[k] <= 1 for k in ("real", "prompt", "null")) and s["classes_in_prompts"]
-    assert "prompt / real" in (out / "retrieval.md").read_text()
+        # by class: every clip counted once, each class's prompt-only clips read by each of the 3 judges
+        assert sorted(s["by_class"]) == s["classes_in_prompts"]
+        assert sum(c["clips"] for c in s["by_class"].values()) == 3
+        assert all(sum(c["prompt_read_as"].values()) == 3 * c["clips"] for c in s["by_class"].values())
+    assert "prompt / real" in (out / "retrieval.md").read_text() and "read as" in (out / "retrieval.md").read_text()
     # resuming keeps the vocabulary; the plain rollout of a text model still runs (null caption)
     assert cli(["pretrain", "train", "--data", targets["env"], "--out", str(run), "--max-steps", "4", "--text", *MICRO]) == 0
     assert json.loads((run / "config.json").read_text())["text"]["vocab"] == vocab
