@@ -324,9 +324,13 @@ def scorer_steps_of(doc_: dict) -> int | None:
 def check_world_model(wm_cfg, wm_run: str, resolution: int, policy: str) -> None:
     """UserError naming both sides when the world model's frames are not the player's."""
     if wm_cfg.image_size != resolution:
+        from .players import is_reference
+
+        other = (f"--resolution {wm_cfg.image_size}" if is_reference(policy)  # plays at any size
+                 else f"a policy trained at {wm_cfg.image_size}")
         raise UserError(f"world model {wm_run} generates {wm_cfg.image_size}x{wm_cfg.image_size} frames but {policy} plays "
                         f"at {resolution}x{resolution}: use a world model trained at {resolution} "
-                        f"(`worldloom pretrain train --model.image-size {resolution}`) or a policy at {wm_cfg.image_size}")
+                        f"(`worldloom pretrain train --model.image-size {resolution}`) or {other}")
 
 
 def check_dream(cfg, wm_cfg, wm_doc: dict, resolution: int) -> None:

@@ -1002,6 +1002,10 @@ def test_what_a_new_user_trial_of_dreaming_found_is_one_line_or_said(data, ray_c
                 "--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
     assert "scores worldloom/FindWater-v0, not worldloom/Explore-v0" in err and err.count("\n") == 1, err
+    # a reference player plays at any size: the way out is --resolution, not another policy
+    assert cli([*base, "--task", "explore", "--resolution", "96", "--out", str(tmp_path / "d96")]) == 2
+    err = capsys.readouterr().err
+    assert "generates 64x64 frames but random plays at 96x96" in err and "or --resolution 64" in err, err
     assert cli(["agent", "eval", "--policy", "random", "--task", "explore", "--episodes", "1", "--num-workers", "1",
                 "--time-limit", "3", "--videos", "0", "--horizon", "5", "--sample-guidance", "2",
                 "--out", str(tmp_path / "played")]) == 0
