@@ -6,7 +6,10 @@
 Every step of every episode is predicted (windows of T, stride T/2, centres kept: the labeling
 path), then scored: per-button accuracy and F1, macro F1 over the buttons that occur, exact
 match over all 20 buttons, camera R² per axis in degrees (bin centres against the true move
-clipped to +-10) and camera bin accuracy. Writes eval.json, eval.md and confusion.png.
+clipped to +-10) and camera bin accuracy. Beside persistence (the previous step's true action, the
+bar an IDM must clear) the goal scores' margins come with a 95% interval, a bootstrap over episodes
+(`vs_persistence`): a margin read on a few episodes moves with which episodes they are. Writes
+eval.json, eval.md and confusion.png.
 Frames of another size are resized as labeling resizes them (INTER_LINEAR), and the report says so.
 """
 
@@ -95,6 +98,7 @@ def markdown_table(report: dict) -> str:
              f"{counted(report['num_episodes'], 'episode')}, {counted(report['num_steps'], 'step')}{report['resize_note']}.", "",
              "| metric | IDM | always no-op | persistence |", "| --- | --- | --- | --- |"]
     lines += [f"| {k} | " + " | ".join(fmt(report[c][k]) for c in cols) + " |" for k in keys]
+    lines += ["", margin_sentence(report["vs_persistence"])]
     ceiling = report["camera_quantization_ceiling"]
     lines += ["", "camera_r2_*: the IDM's expected move in degrees; camera_r2_bins_*: the argmax bin's centre.",
               "", f"Camera R² of perfect bins (quantization ceiling): pitch {fmt(ceiling['camera_r2_pitch'])}, "
@@ -109,6 +113,18 @@ def markdown_table(report: dict) -> str:
     if never:
         lines += ["", f"Never pressed in this data (left out of macro F1): {', '.join(never)}."]
     return "\n".join(lines) + "\n"
+
+
+def margin_sentence(vs: dict) -> str:
+    """One line: the IDM minus persistence on each goal score, with its 95% interval over episodes."""
+    parts = []
+    for key in metrics.GOAL_SCORES:
+        m = vs[key]
+        parts.append(f"{key} n/a" if m["margin"] is None else
+                     f"{key} {m['margin']:+.3f} [{m['ci95'][0]:+.3f}, {m['ci95'][1]:+.3f}]")
+    episodes = next(iter(vs.values()))["episodes"]
+    return (f"IDM minus persistence: {', '.join(parts)} (95% interval, a bootstrap over the "
+            f"{counted(episodes, 'episode')}).")
 
 
 def plot_confusion(path: Path, confusion: np.ndarray, per_button: dict) -> None:
@@ -168,6 +184,9 @@ def _evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None, o
     stages.start("predicting")
     pred_buttons, pred_bins, pred_deg = run_model(model, episodes)
     stages.start("writing the report")
+    persist = metrics.persistence_prediction(true_buttons, true_camera, starts)
+    counts = {"idm": metrics.episode_counts(pred_buttons, pred_deg, true_buttons, true_camera, starts),
+              "persistence": metrics.episode_counts(*metrics.persistence_degrees(persist), true_buttons, true_camera, starts)}
     report = {
         "model": checkpoint_id(model_dir), "data": [redact_text(str(d)) for d in data], "truth": redact_json(truth),
         "num_episodes": len(episodes), "num_steps": int(len(true_buttons)),
@@ -175,8 +194,9 @@ def _evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None, o
         "resize_note": f", frames resized from {', '.join(f'{w}x{h}' for h, w in resized)} to {cfg.width}x{cfg.height} (INTER_LINEAR)" if resized else "",
         "idm": metrics.score(pred_buttons, pred_bins, true_buttons, true_camera, pred_deg),
         "always_noop": metrics.score(*metrics.noop_prediction(len(true_buttons)), true_buttons, true_camera),
-        "persistence": metrics.score(*metrics.persistence_prediction(true_buttons, true_camera, starts), true_buttons, true_camera),
+        "persistence": metrics.score(*persist, true_buttons, true_camera),
         "camera_quantization_ceiling": metrics.quantization_ceiling(true_camera),
+        "vs_persistence": metrics.margins(counts["idm"], counts["persistence"]),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "eval.json", report)  # strict JSON: a NaN score as null
@@ -184,4 +204,5 @@ def _evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None, o
     confusion = metrics.camera_confusion(pred_bins, metrics.quantize_camera(true_camera))
     plot_confusion(out_dir / "confusion.png", confusion, report["idm"]["per_button"])
     report["out"] = str(out_dir)
+    report["episode_counts"] = counts  # not in eval.json: for pooling evaluations (metrics.concat_counts)
     return report

@@ -3,6 +3,9 @@
     scores = score(pred_buttons, pred_bins, true_buttons, true_camera)   # dict of floats and lists
     noop = noop_prediction(true_buttons.shape[0])                        # what "do nothing" scores
     persist = persistence_prediction(true_buttons, true_camera, episode_starts)
+    counts = episode_counts(pred_buttons, pred_deg, true_buttons, true_camera, episode_starts)
+    margins(counts, episode_counts(*persistence_degrees(persist), true_buttons, true_camera, episode_starts))
+    # -> {score: IDM minus persistence, with a 95% bootstrap interval over episodes}
 
 VPT reported per-button accuracy and camera R²; an always-no-op baseline already reaches about
 83% micro accuracy on such data (REFERENCES.md), so F1 per button, macro F1 over the buttons
@@ -93,6 +96,85 @@ def persistence_prediction(true_buttons: np.ndarray, true_camera: np.ndarray,
     buttons[episode_starts] = False
     bins[episode_starts] = NOOP_BIN
     return buttons, bins
+
+
+# The goal scores an IDM must beat persistence on (docs/idm.md), and how their margins are read.
+GOAL_SCORES = ("button_macro_f1", "camera_r2_pitch", "camera_r2_yaw")
+BOOTSTRAP_DRAWS = 1000
+
+
+def persistence_degrees(prediction: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """persistence_prediction's (buttons, bins) as (buttons, bin centres in degrees): what `score` rates."""
+    buttons, bins = prediction
+    return buttons, dequantize_camera(bins)
+
+
+def episode_counts(pred_buttons: np.ndarray, pred_deg: np.ndarray, true_buttons: np.ndarray, true_camera: np.ndarray,
+                   episode_starts: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-episode sums the goal scores pool from, so episodes can be resampled without predicting again.
+
+    Inputs are concatenated episodes: (N, 20) bool buttons, (N, 2) camera degrees (predicted ones clipped to
+    +-10 as `score` clips them), `episode_starts` (E,) the first step of each. Returns (E, 20) int "tp", "fp",
+    "fn" and, per camera axis, (E, 2) float "n", "sum" and "sumsq" of the true moves and "sse", the squared error.
+    """
+    starts = np.asarray(episode_starts, np.int64)
+    pred_b, true_b = pred_buttons.astype(bool), true_buttons.astype(bool)
+    true_deg = np.clip(true_camera, -CAMERA_MAXVAL, CAMERA_MAXVAL).astype(np.float64)
+    err = (np.clip(pred_deg, -CAMERA_MAXVAL, CAMERA_MAXVAL) - true_deg) ** 2
+
+    def per_episode(x: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(x, starts, axis=0)
+
+    return {"tp": per_episode((pred_b & true_b).astype(np.int64)), "fp": per_episode((pred_b & ~true_b).astype(np.int64)),
+            "fn": per_episode((~pred_b & true_b).astype(np.int64)), "n": per_episode(np.ones_like(true_deg)),
+            "sum": per_episode(true_deg), "sumsq": per_episode(true_deg ** 2), "sse": per_episode(err)}
+
+
+def pooled_goal_scores(counts: dict[str, np.ndarray], weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The goal scores of the episodes in `counts` pooled, as `score` computes them on their concatenation.
+
+    weights: (D, E) how many times each episode is drawn, one row per resample (None: each once). Returns
+    each score as a (D,) array (NaN where undefined: no button pressed, a camera axis that never moved).
+    """
+    w = np.ones((1, counts["tp"].shape[0])) if weights is None else np.asarray(weights, np.float64)
+    tp, fp, fn = (w @ counts[k] for k in ("tp", "fp", "fn"))
+    occurs = (tp + fn) > 0
+    f1 = np.where(occurs, 2 * tp / np.maximum(2 * tp + fp + fn, 1), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        macro = np.where(occurs.any(1), np.where(occurs, f1, 0.0).sum(1) / np.maximum(occurs.sum(1), 1), np.nan)
+        n, total, sumsq, sse = (w @ counts[k] for k in ("n", "sum", "sumsq", "sse"))
+        ss_tot = sumsq - total ** 2 / np.maximum(n, 1)
+        r2s = np.where(ss_tot > 1e-9 * np.maximum(sumsq, 1), 1 - sse / ss_tot, np.nan)
+    return {"button_macro_f1": macro, "camera_r2_pitch": r2s[:, 0], "camera_r2_yaw": r2s[:, 1]}
+
+
+def concat_counts(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The episode_counts of several evaluations as one set of episodes (pooled datasets)."""
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def margins(model: dict[str, np.ndarray], baseline: dict[str, np.ndarray], draws: int = BOOTSTRAP_DRAWS,
+            seed: int = 0) -> dict[str, dict]:
+    """Each goal score of `model` minus `baseline` on the same episodes, with a 95% interval.
+
+    The interval is a bootstrap over episodes (`draws` resamples, both sides scored on the same draw; steps of
+    an episode are not independent, episodes are): {score: {"model", "baseline", "margin", "ci95": [lo, hi],
+    "episodes"}}, None where a score is undefined; with one episode the interval is the point.
+    """
+    num = model["tp"].shape[0]
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(num, np.full(num, 1 / num), size=draws) if num > 1 else np.ones((1, 1))
+    a, b = pooled_goal_scores(model), pooled_goal_scores(baseline)
+    da, db = pooled_goal_scores(model, weights), pooled_goal_scores(baseline, weights)
+    out = {}
+    for key in GOAL_SCORES:
+        x, y = float(a[key][0]), float(b[key][0])
+        diffs = (da[key] - db[key])[np.isfinite(da[key] - db[key])]
+        ok = np.isfinite(x - y) and diffs.size > 0
+        out[key] = {"model": x if np.isfinite(x) else None, "baseline": y if np.isfinite(y) else None,
+                    "margin": x - y if ok else None, "episodes": int(num),
+                    "ci95": [float(v) for v in np.percentile(diffs, [2.5, 97.5])] if ok else None}
+    return out
 
 
 def quantization_ceiling(true_camera: np.ndarray) -> dict:

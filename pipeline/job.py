@@ -324,7 +324,19 @@ def run_idm_eval(paths: dict[str, Path]) -> tuple[dict, dict]:
     heldout = evaluate(paths["idm"], [str(paths["heldout"])], out=paths["idm"] / "eval-heldout")
     footage = evaluate(paths["idm"], [str(paths["footage"])], truth=[str(paths["truth"])],
                        out=paths["idm"] / "eval-footage")
-    return {"heldout": heldout["out"], "footage": footage["out"]}, {"heldout": heldout, "footage": footage}
+    return {"heldout": heldout["out"], "footage": footage["out"]}, {
+        "heldout": heldout, "footage": footage, "unseen": unseen_margins({"heldout": heldout, "footage": footage})}
+
+
+def unseen_margins(reports: dict[str, dict]) -> dict:
+    """The IDM against persistence on every episode it never trained on (the held-out seeds and the withheld
+    footage pooled), each goal score's margin with a 95% interval over those episodes; pops the reports'
+    per-episode counts (numpy, not stage figures)."""
+    from worldloom.idm import metrics
+
+    counts = [r.pop("episode_counts") for r in reports.values()]
+    vs = metrics.margins(*(metrics.concat_counts([c[side] for c in counts]) for side in ("idm", "persistence")))
+    return {"datasets": {name: r["num_episodes"] for name, r in reports.items()}, "vs_persistence": vs}
 
 
 def run_label(configs: dict) -> tuple[dict, dict]:
@@ -400,7 +412,7 @@ def main(cfg: PipelineConfig) -> Path:
     with session:
         stage("capture", {**configs["capture"], **configs["engine"]}, (), lambda: run_capture(cfg, configs))
         stage("idm", configs["idm"], ("capture",), lambda: run_idm(configs))
-        stage("idm_eval", {}, ("idm",), lambda: run_idm_eval(paths))
+        stage("idm_eval", {"verdict": "unseen"}, ("idm",), lambda: run_idm_eval(paths))
         stage("label", configs["label"], ("idm",), lambda: run_label(configs))
         stage("pretrain", configs["pretrain"], ("label",), lambda: run_pretrain(configs))
         stage("pretrain_eval", {"eval": configs["pretrain_eval"], "rollout": cfg.resolved_sizes.rollout_horizon,

@@ -402,6 +402,46 @@ def test_window_plan_tiles_every_step_once(num_steps):
 
 # --- metrics ----------------------------------------------------------------------------------
 
+def test_margins_pool_episodes_as_the_scores_do_and_their_interval_widens_with_fewer_episodes():
+    """The IDM's margin over persistence is read with a bootstrap interval over episodes: pooled from per-episode
+    counts, each score equals `score` on the concatenation, and the interval holds the margin and narrows with more."""
+    rng = np.random.default_rng(0)
+
+    def episodes(num: int, steps: int = 100):
+        true_b = rng.random((num * steps, 20)) < 0.1
+        true_b[:, 7] = False  # a button never pressed stays out of macro F1
+        pred_b = true_b ^ (rng.random(true_b.shape) < 0.05)
+        true_c = rng.normal(0, 3, (num * steps, 2)).astype(np.float32)
+        pred_c = true_c + rng.normal(0, 1 + rng.random((num * steps, 1)) * 2)  # some episodes worse than others
+        starts = np.arange(num) * steps
+        idm = metrics.episode_counts(pred_b, pred_c, true_b, true_c, starts)
+        persist = metrics.persistence_prediction(true_b, true_c, starts)
+        base = metrics.episode_counts(*metrics.persistence_degrees(persist), true_b, true_c, starts)
+        return idm, base, metrics.score(pred_b, metrics.quantize_camera(pred_c), true_b, true_c, pred_c), \
+            metrics.score(*persist, true_b, true_c)
+
+    idm, base, idm_scores, base_scores = episodes(40)
+    pooled = metrics.pooled_goal_scores(idm)
+    for key in metrics.GOAL_SCORES:
+        assert pooled[key][0] == pytest.approx(idm_scores[key])
+        assert metrics.pooled_goal_scores(base)[key][0] == pytest.approx(base_scores[key])
+    wide = metrics.margins(*episodes(4)[:2])
+    narrow = metrics.margins(idm, base)
+    for key in metrics.GOAL_SCORES:
+        m = narrow[key]
+        assert m["margin"] == pytest.approx(idm_scores[key] - base_scores[key]) and m["episodes"] == 40
+        assert m["ci95"][0] < m["margin"] < m["ci95"][1]
+        assert wide[key]["ci95"][1] - wide[key]["ci95"][0] > m["ci95"][1] - m["ci95"][0]
+    pooled_twice = metrics.margins(metrics.concat_counts([idm, idm]), metrics.concat_counts([base, base]))
+    assert pooled_twice["camera_r2_pitch"]["margin"] == pytest.approx(narrow["camera_r2_pitch"]["margin"])
+    one = metrics.margins({k: v[:1] for k, v in idm.items()}, {k: v[:1] for k, v in base.items()})
+    assert one["camera_r2_yaw"]["ci95"] == [pytest.approx(one["camera_r2_yaw"]["margin"])] * 2
+    still = {k: v.copy() for k, v in idm.items()}
+    still["sumsq"][:, 0], still["sum"][:, 0] = 0.0, 0.0  # a camera that never moved in pitch: no R², no margin
+    assert metrics.margins(still, base)["camera_r2_pitch"] == {"model": None, "baseline": pytest.approx(
+        base_scores["camera_r2_pitch"]), "margin": None, "episodes": 40, "ci95": None}
+
+
 def test_scores_and_baselines_on_known_actions():
     true_b = np.zeros((6, 20), bool)
     true_b[2:4, 2] = True  # forward held for two steps

@@ -60,6 +60,13 @@ def test_report_shows_every_stage_and_opens_in_a_browser(demo):
     assert data["datasets"]["pseudo"]["label_sources"] == ["idm"]
     assert data["datasets"]["footage"]["label_sources"] == ["none"]
     assert data["idm"]["heldout"]["idm"]["num_steps"] > 0
+    # the IDM's verdict pools every episode it never trained on, each margin with an interval over them
+    unseen = data["idm"]["unseen"]
+    assert unseen["datasets"] == {"heldout": data["datasets"]["heldout"]["episodes"],
+                                  "footage": data["datasets"]["footage"]["episodes"]}
+    pitch = unseen["vs_persistence"]["camera_r2_pitch"]
+    assert pitch["episodes"] == sum(unseen["datasets"].values()) and (
+        pitch["margin"] is None or pitch["ci95"][0] <= pitch["margin"] <= pitch["ci95"][1])
     assert "psnr" in data["world_model"]["next_frame"]
     # engine truth: a branches file from a saved held-out state, scored by the eval, shown with its picture
     cf = data["world_model"]["counterfactual"]
@@ -71,6 +78,7 @@ def test_report_shows_every_stage_and_opens_in_a_browser(demo):
     assert 1 <= len(data["captions"]) <= 6 and all(c["caption"] and c["stop"] > c["start"] for c in data["captions"])
     md = (out / "report.md").read_text()
     assert "## Engine truth" in md and "Engine truth: at horizon 1" in md and "## Captions" in md
+    assert f"Judged on the {pitch['episodes']} episodes the IDM never trained on" in md
     assert all(c["caption"] in md for c in data["captions"])
 
     dom = dump_dom(out / "report.html", budget_ms=10000)

@@ -45,13 +45,39 @@ def test_a_world_model_that_loses_says_where():
 def test_idm_verdict_sets_the_idm_beside_persistence_and_says_what_persistence_is():
     heldout = {"idm": {"button_macro_f1": 0.64, "camera_r2_pitch": 0.34, "camera_r2_yaw": 0.80},
                "persistence": {"button_macro_f1": 0.37, "camera_r2_pitch": 0.69, "camera_r2_yaw": 0.76}}
-    lines = idm_verdict(heldout)
+    lines = idm_verdict({"heldout": heldout})  # a run recorded before the pooled verdict: the held-out seeds alone
     assert lines[0] == "button macro F1: 0.640, beats persistence (0.370): met."
     assert lines[1] == "camera R² pitch: 0.340, below persistence (0.690): not met."
     assert lines[2].endswith("beats persistence (0.760): met.") and lines[-1] == PERSISTENCE_NOTE
     assert lines[3] == IDM_TRADE_NOTE  # a goal missed: the report says what budget meets it
     heldout["idm"]["camera_r2_pitch"] = 0.70
-    assert IDM_TRADE_NOTE not in idm_verdict(heldout)
+    assert IDM_TRADE_NOTE not in idm_verdict({"heldout": heldout})
+
+
+def _margin(model, base, lo, hi):
+    return {"model": model, "baseline": base, "margin": None if model is None else model - base,
+            "ci95": None if model is None else [lo, hi], "episodes": 56}
+
+
+def test_idm_verdict_judges_every_unseen_episode_pooled_by_the_margin_and_its_interval():
+    """Session 48's demo: on its 8 held-out worlds the pitch read 0.655 against persistence's 0.694 ("not met"), on
+    its 48 withheld-footage worlds 0.788 against 0.703. The verdict pools both, and an interval spanning 0 says so."""
+    unseen = {"datasets": {"heldout": 8, "footage": 48}, "vs_persistence": {
+        "button_macro_f1": _margin(0.659, 0.354, 0.283, 0.326), "camera_r2_pitch": _margin(0.772, 0.702, 0.032, 0.108),
+        "camera_r2_yaw": _margin(0.817, 0.759, 0.027, 0.089)}}
+    lines = idm_verdict({"heldout": {}, "unseen": unseen})
+    assert lines[0].startswith("Judged on the 56 episodes the IDM never trained on (8 on held-out world seeds and 48 "
+                               "of the withheld footage), pooled")
+    assert lines[2] == "camera R² pitch: 0.772, beats persistence (0.702) by +0.070 [+0.032, +0.108]: met."
+    assert IDM_TRADE_NOTE not in lines and lines[-1] == PERSISTENCE_NOTE
+    unseen["vs_persistence"]["camera_r2_pitch"] = _margin(0.71, 0.70, -0.03, 0.05)
+    unseen["vs_persistence"]["camera_r2_yaw"] = _margin(0.70, 0.76, -0.10, -0.02)
+    unseen["vs_persistence"]["button_macro_f1"] = _margin(None, 0.0, 0, 0)
+    lines = idm_verdict({"heldout": {}, "unseen": unseen})
+    assert lines[1] == "button macro F1: undefined on this data: not met."
+    assert lines[2].endswith("by +0.010 [-0.030, +0.050]: not settled: the interval spans 0.")
+    assert lines[3] == "camera R² yaw: 0.700, below persistence (0.760) by -0.060 [-0.100, -0.020]: not met."
+    assert IDM_TRADE_NOTE in lines
 
 
 def test_a_ratio_over_a_judge_that_reads_noise_is_hidden():
