@@ -30,6 +30,12 @@ events are rare, so a quarter of each critic's training batch is drawn from the 
 at least half the largest: the critic's mean ranks players but is not a calibrated return. Beside it, each row
 gives the same scorer on the real branch's frames (`critic_real`, named when the critic was the only scorer):
 the imagined score a perfect world model would give, which tells the scorer's errors from the world model's.
+Every scorer is an ensemble of `--scorer-members` (5) fitted from consecutive seeds, read as their mean: one critic's
+ranking of the same dreams moved with its seed from Spearman 0.00 to 0.86. The odometer also learns from the world
+model's re-dreams of its data's play (`dream_windows`, `--scorer-dreams` windows, half of each batch), the engine's
+moves as targets: a dream walks as a faint shift of a softened picture, which an odometer of real frames only read as
+standing still (the tiny8 players' dreams ranked at -0.29; with re-dreams 0.74-0.86). Critics learn from real frames
+only: re-dreams moved their rankings by less than their seeds did, and lowered CollectLogs' (docs/agent.md).
 
 Dreams can be sampled with classifier-free guidance on actions (`--sample-guidance`, 1 by default: none). Without
 it the tiny world model hedges a walk into a copy of the last frame (issue 18's log, section 37): the policies that
@@ -48,6 +54,7 @@ critic, a critic for Explore from before the odometer) is refused with one line:
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -121,6 +128,36 @@ class ValueHead(nn.Module):
             return np.zeros(B)
         values = self(torch.from_numpy(np.ascontiguousarray(films[:, 1:]).reshape(-1, *films.shape[2:])))
         return values.double().numpy().reshape(B, n - 1).mean(1)
+
+
+class ScorerEnsemble(nn.Module):
+    """K task scorers of one head (critics or odometers) fitted on the same data from seeds seed, seed + 1, ...;
+    its reading of a film is their mean. One critic's ranking of the players moves with its seed by as much as the
+    world model does (CollectLogs' dreams of the tiny8 study's players: Spearman 0.00 to 0.86 over five critic
+    seeds; docs/agent.md, "Dreaming's scorers: an ensemble, and an odometer that has seen dreams")."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """The members' mean output on the same inputs (a critic's frames, an odometer's pair)."""
+        return torch.stack([m(*inputs) for m in self.members]).mean(0)
+
+    @torch.no_grad()
+    def score(self, films: np.ndarray) -> np.ndarray:
+        """films (B, T + 1, H, W, 3) uint8 -> (B,) the members' mean score (an odometer's: the mean of each
+        member's chained distance)."""
+        return np.mean([m.score(films) for m in self.members], 0)
+
+
+def scorer_members(doc_: dict) -> int | None:
+    """How many scorers a scorer run holds (`ScorerEnsemble`), None for a run from before ensembles (one scorer,
+    its weights unprefixed); ValueError for a count that is not a whole number of at least 1."""
+    members = doc_.get("members")
+    if members is not None and (not isinstance(members, int) or isinstance(members, bool) or members < 1):
+        raise ValueError(f"members must be a whole number of at least 1, got {members!r}")
+    return members
 
 
 def returns_to_come(rewards: np.ndarray, gamma: float) -> np.ndarray:
@@ -201,10 +238,25 @@ def check_scorer_env(path: str, ds, task_id: str) -> None:
                         f"scorer learns that task's play; record its data with `worldloom capture run --env {short}`")
 
 
-def train_scorer(cfg: ScorerConfig, task_id: str, data: tuple[str, ...], out: Path) -> Path:
-    """Fit a ValueHead on the datasets' frames and save it as a run directory."""
+def train_scorer(cfg: ScorerConfig, task_id: str, data: tuple[str, ...], out: Path, members: int = 1,
+                 record: dict | None = None) -> Path:
+    """Fit `members` ValueHeads (seeds cfg.seed, cfg.seed + 1, ...) on the datasets' frames and save them as one run
+    directory (a ScorerEnsemble: their mean is its reading); record: more to write in its config."""
     frames, rewards = load_transitions(data, cfg.height, cfg.width, task_id)
     targets = [returns_to_come(r, cfg.gamma) for r in rewards]
+    fitted = [_fit_value_head(dataclasses.replace(cfg, seed=cfg.seed + k), frames, targets) for k in range(members)]
+    flat = np.concatenate(targets)
+    near = int((flat >= 0.5 * flat.max()).sum()) if flat.max() > 0 else 0
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt.write_run_config(out, SCORER_KIND, {"scorer": to_json_dict(cfg), "head": HEAD, "task": task_id,
+                                            "data": list(data), ckpt.DATA_CONTENT: content_ids(data),
+                                            "frames": int(len(flat)), "near_reward_frames": near, "members": members,
+                                            **(record or {})})
+    ckpt.save_checkpoint(out, SCORER_KIND, {"model": ScorerEnsemble(fitted).state_dict()}, {"step": cfg.steps})
+    return out
+
+
+def _fit_value_head(cfg: ScorerConfig, frames: list[np.ndarray], targets: list[np.ndarray]) -> ValueHead:
     index = np.array([(e, t) for e, f in enumerate(frames) for t in range(len(f))])  # (N, 2)
     flat = np.concatenate(targets)
     near = np.flatnonzero(flat >= 0.5 * flat.max()) if flat.max() > 0 else np.zeros(0, np.int64)
@@ -215,7 +267,6 @@ def train_scorer(cfg: ScorerConfig, task_id: str, data: tuple[str, ...], out: Pa
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     rng = np.random.default_rng([cfg.seed, 0x5C0])
     n_near = int(round(cfg.batch_size * EVENT_SHARE)) if near.size else 0
-    loss = torch.zeros(())
     for step in tqdm(range(cfg.steps), desc="agent dream: critic", unit="step", leave=False, dynamic_ncols=True):
         pick = np.concatenate([rng.integers(0, len(index), cfg.batch_size - n_near),
                                rng.choice(near, n_near) if n_near else np.zeros(0, np.int64)])
@@ -226,12 +277,7 @@ def train_scorer(cfg: ScorerConfig, task_id: str, data: tuple[str, ...], out: Pa
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt.write_run_config(out, SCORER_KIND, {"scorer": to_json_dict(cfg), "head": HEAD, "task": task_id,
-                                            "data": list(data), ckpt.DATA_CONTENT: content_ids(data),
-                                            "frames": int(len(index)), "near_reward_frames": int(near.size)})
-    ckpt.save_checkpoint(out, SCORER_KIND, {"model": model.state_dict()}, {"step": cfg.steps, "loss": loss.item()})
-    return out
+    return model.eval()
 
 
 def load_scorer(run_dir: Path, task_id: str):
@@ -252,19 +298,29 @@ def load_scorer(run_dir: Path, task_id: str):
                         "--scorer NEW_FOLDER with --data to train one")
     if have == ODOMETRY:
         model = load_odometer(run_dir, doc_, SCORER_KIND)
-        return model, (model.cfg.height, model.cfg.width)
-    cfg = ScorerConfig(**doc_["scorer"])
-    return ckpt.load_model(run_dir, SCORER_KIND, lambda: ValueHead(cfg)).eval(), (cfg.height, cfg.width)
+        return model, (doc_["odometer"]["height"], doc_["odometer"]["width"])
+    try:
+        cfg, members = ScorerConfig(**doc_["scorer"]), scorer_members(doc_)
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{Path(run_dir) / ckpt.CONFIG_FILE}: not a critic's config ({err}); train it again with "
+                        "--scorer NEW_FOLDER") from None
+    if members is None:  # a run from before ensembles: one critic, its weights unprefixed
+        return ckpt.load_model(run_dir, SCORER_KIND, lambda: ValueHead(cfg)).eval(), (cfg.height, cfg.width)
+    return (ckpt.load_model(run_dir, SCORER_KIND, lambda: ScorerEnsemble([ValueHead(cfg) for _ in range(members)])).eval(),
+            (cfg.height, cfg.width))
 
 
-def scorer_for(cfg, resolution: int) -> tuple[object, str]:
-    """The eval's task scorer: --scorer, else WM_RUN/scorer-<Task>, trained from --data when missing (the critic for
-    --scorer-steps steps; the odometer of a distance task for ODOMETER_STEPS times as many: a pair's motion is finer to learn)."""
+def scorer_for(cfg, resolution: int, wm=None, codec=None, guidance: float = 1.0) -> tuple[object, str]:
+    """The eval's task scorer: --scorer, else WM_RUN/scorer-<Task>, trained from --data when missing: an ensemble of
+    --scorer-members critics of --scorer-steps steps each, or for a distance task of odometers of ODOMETER_STEPS
+    times as many (a pair's motion is finer to learn), which also learn from --scorer-dreams windows of the data's
+    play re-dreamt by the world model `wm` (`dream_windows`, sampled as the dreams are: `guidance`)."""
     from .odometry import OdometerConfig, train_odometer
 
     task = cfg.task_spec
     run = Path(cfg.scorer) if cfg.scorer else Path(cfg.in_world_model) / f"scorer-{task.name}"
     head = scorer_head(task)
+    record = dream_record(cfg, guidance) if head == ODOMETRY else {}
     if not ckpt.has_checkpoint(run):
         if not cfg.data:
             from worldloom.envs.tasks import short_name
@@ -276,20 +332,28 @@ def scorer_for(cfg, resolution: int) -> tuple[object, str]:
         if head != ODOMETRY:
             check_rewards(cfg.data, datasets)
         what = "odometer" if head == ODOMETRY else "critic"
-        print(f"agent dream: training the {task.name} {what} on {', '.join(cfg.data)}", file=sys.stderr)
+        print(f"agent dream: training the {task.name} {what}{'s' if cfg.scorer_members > 1 else ''} on "
+              f"{', '.join(cfg.data)}", file=sys.stderr)
         if head == ODOMETRY:
+            from worldloom.pretrain.flow import SampleConfig
+
+            dream = None
+            if cfg.scorer_dreams and wm is not None:
+                dream = dream_windows(wm, codec, SampleConfig(num_steps=cfg.sample_steps, guidance=guidance),
+                                      cfg.scorer_dreams, cfg.horizon, cfg.seed)
             train_odometer(OdometerConfig(height=resolution, width=resolution, steps=ODOMETER_STEPS * cfg.scorer_steps,
                                           seed=cfg.seed),
-                           task.env_id, cfg.data, datasets, run, SCORER_KIND)
+                           task.env_id, cfg.data, datasets, run, SCORER_KIND, members=cfg.scorer_members, dream=dream,
+                           record=record)
         else:
             train_scorer(ScorerConfig(height=resolution, width=resolution, steps=cfg.scorer_steps, seed=cfg.seed),
-                         task.env_id, cfg.data, run)
+                         task.env_id, cfg.data, run, members=cfg.scorer_members)
     elif cfg.data:
         scored = ckpt.read_run_config(run, SCORER_KIND).get("task")
         if scored != task.env_id:  # before the data: leaving out --data would not make it score this task
             raise UserError(f"{run} scores {scored}, not {task.env_id}: pass --scorer NEW_FOLDER with --data to train "
                             "one for this task")
-        check_scorer_data(run, cfg.data, cfg.scorer_steps)
+        check_scorer_data(run, cfg.data, cfg.scorer_steps, cfg.scorer_members, record)
     model, (height, width) = load_scorer(run, task.env_id)
     if (height, width) != (resolution, resolution):
         raise UserError(f"scorer {run} takes {width}x{height} frames, the policy {resolution}x{resolution}: "
@@ -297,17 +361,39 @@ def scorer_for(cfg, resolution: int) -> tuple[object, str]:
     return model, str(run)
 
 
-def check_scorer_data(run: Path, data: tuple[str, ...], steps: int) -> None:
+def dream_record(cfg, guidance: float) -> dict:
+    """What an odometer's re-dreamt windows depend on, as its config records it: {"dreams": {...}} (the world model's
+    weights, the windows asked, their length and how they were sampled), or {} where it learns from real frames only."""
+    if not cfg.scorer_dreams:
+        return {}
+    from worldloom.pretrain.checkpoint import KIND
+
+    weights = ckpt.checkpoint_id(cfg.in_world_model, KIND).rsplit("-", 1)[-1]  # the weights, wherever the run lies
+    return {"dreams": {"world_model": weights, "windows": cfg.scorer_dreams, "horizon": cfg.horizon,
+                       "sample_steps": cfg.sample_steps, "guidance": guidance}}
+
+
+def check_scorer_data(run: Path, data: tuple[str, ...], steps: int, members: int = 1, record: dict | None = None) -> None:
     """UserError (one line) when the scorer at `run` was trained on other datasets, on other content under
-    the same names, or for another --scorer-steps than asked: reusing it would score with the old data."""
+    the same names, for another --scorer-steps or --scorer-members than asked, or (an odometer) on other dreams than
+    `record` says (another world model's, or other --scorer-dreams): reusing it would score with the old ones."""
     have = ckpt.read_run_config(run, SCORER_KIND)
     trained = have.get("data") or []
+    dreams, asked = have.get("dreams") or {}, (record or {}).get("dreams") or {}
     if sorted(ckpt.real_folders(trained)) != sorted(ckpt.real_folders(data)):
         why = f"was trained on {' '.join(trained) or 'unrecorded data'}, not on --data {' '.join(data)}"
     elif changed := ckpt.changed_data(have, content_ids(data)):
         why = f"was trained on {' '.join(changed)} as it was then, and its content has changed since"
     elif (trained_steps := scorer_steps_of(have)) != steps:
         why = f"was trained for --scorer-steps {trained_steps}, not the {steps} asked"
+    elif (trained_members := have.get("members") or 1) != members:
+        why = f"holds {trained_members} scorer{'s' if trained_members > 1 else ''}, not the --scorer-members {members} asked"
+    elif dreams.get("world_model") != asked.get("world_model") and dreams and asked:
+        why = "learned from another world model's dreams than this one's"
+    elif dreams.get("windows", 0) != asked.get("windows", 0):
+        why = f"learned from {dreams.get('windows', 0)} re-dreamt windows, not the --scorer-dreams {asked.get('windows', 0)} asked"
+    elif dreams != asked:
+        why = "learned from dreams sampled otherwise (horizon, Euler steps or guidance) than these"
     else:
         return
     raise UserError(f"task scorer {run} {why}: pass --scorer NEW_FOLDER to train one as asked, "
@@ -391,6 +477,60 @@ class Imagination:
         self.actions.append(action)
         self.levels.append(self.sample.generated_noise)
         return self.codec.decode(new[:, None])[:, 0]
+
+
+def dream_windows(wm, codec, sample, count: int, horizon: int, seed: int, batch: int = 16):
+    """A function (frames, actions) -> [odometry.DreamWindow] that re-dreams recorded play: `count` windows, each at
+    a random step of a random episode whose actions the env recorded, the world model's `num_frames - 1` real frames
+    as context (as a dream starts), then up to `horizon` frames it generates under that episode's own actions,
+    sampled with `sample` (the dreams' SampleConfig). frames: [(T, H, W, 3) uint8]; actions: [((T, 20) bool,
+    (T, 2) degrees) or None], one per episode; seeded by `seed`. No usable episode: []."""
+    from worldloom.pretrain.data import frames_to_model, model_to_frames
+    from worldloom.pretrain.flow import clip_generators
+    from worldloom.pretrain.model import encode_actions
+
+    context = wm.cfg.num_frames - 1
+
+    def make(frames: list[np.ndarray], actions: list) -> list:
+        usable = [e for e, a in enumerate(actions) if a is not None and len(frames[e]) > context]
+        if not usable or count < 1:
+            return []
+        rng = np.random.default_rng([seed, 0xD7E])
+        picks = []
+        for _ in range(count):
+            e = usable[int(rng.integers(len(usable)))]
+            steps = min(horizon, len(frames[e]) - context)  # generated frames; the film ends at the episode's end
+            picks.append((e, int(rng.integers(context - 1, len(frames[e]) - steps)), steps))
+        films: dict[int, np.ndarray] = {}
+        order = sorted(range(count), key=lambda i: picks[i][2])  # equal lengths batch together
+        groups = [[i for i in order if picks[i][2] == n] for n in sorted({p[2] for p in picks})]
+        with tqdm(total=sum(p[2] for p in picks), desc="agent dream: re-dreaming the scorer's play", unit="frame",
+                  leave=False, dynamic_ncols=True) as bar:
+            for group in groups:
+                for lo in range(0, len(group), batch):
+                    ids = group[lo:lo + batch]
+                    steps = picks[ids[0]][2]
+
+                    def acts(i: int, a: int, b: int) -> torch.Tensor:
+                        buttons, camera = actions[picks[i][0]]
+                        return encode_actions(torch.from_numpy(np.asarray(buttons[a:b], bool)),
+                                              torch.from_numpy(np.asarray(camera[a:b], np.float32)))
+
+                    ctx = np.stack([frames[picks[i][0]][picks[i][1] - context + 1:picks[i][1] + 1] for i in ids])
+                    start = torch.stack([acts(i, picks[i][1] - context + 1, picks[i][1]) for i in ids])
+                    imagination = Imagination(wm, codec, frames_to_model(torch.from_numpy(ctx), wm.cfg.image_size),
+                                              start, sample)
+                    gen = clip_generators(seed, ids)
+                    film = [ctx[:, -1]]
+                    for k in range(steps):
+                        step = torch.stack([acts(i, picks[i][1] + k, picks[i][1] + k + 1)[0] for i in ids])
+                        film.append(model_to_frames(imagination.step(step, gen)).numpy())
+                        bar.update(len(ids))
+                    for j, i in enumerate(ids):
+                        films[i] = np.stack([f[j] for f in film])
+        return [(picks[i][0], picks[i][1], films[i]) for i in range(count)]
+
+    return make
 
 
 def _to_arrays(actions: list[dict]) -> torch.Tensor:
@@ -484,8 +624,8 @@ def dream(cfg) -> dict:
     resolution = resolve_resolution(cfg)
     wm, wm_doc, codec = load_world_model(cfg.in_world_model)
     check_dream(cfg, wm.cfg, wm_doc, resolution)
-    scorer, scorer_run = scorer_for(cfg, resolution)
     guidance = dream_guidance(cfg.sample_guidance, wm_doc, cfg.in_world_model)
+    scorer, scorer_run = scorer_for(cfg, resolution, wm, codec, guidance)
     work = [(i, episode_seed(cfg.seed, i)) for i in range(cfg.episodes)]
     rows = []
     with tqdm(total=len(work) * cfg.horizon, desc="agent dream", unit="step", leave=False, dynamic_ncols=True) as bar:

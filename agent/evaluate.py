@@ -76,12 +76,16 @@ EVAL_RANGES = (
     ("sample_steps", 1, 1000, "Euler steps per frame"),
     ("sample_guidance", 0, 100, "1: no guidance"),
     ("scorer_steps", 1, 100_000_000, "optimizer steps"),
+    ("scorer_members", 1, 100, "scorers averaged"),
+    ("scorer_dreams", 0, 1_000_000, "windows; 0: real frames only"),
 )
 
 
 # EvalConfig's fields that only dreaming (in_world_model) reads: a closed-loop evaluation is the same without them.
-DREAM_FIELDS = frozenset({"horizon", "sample_steps", "sample_guidance", "scorer", "data", "scorer_steps"})
-LATER_DREAM_FIELDS = frozenset({"sample_guidance"})  # added after the study's older stage keys (2026-12-06)
+DREAM_FIELDS = frozenset({"horizon", "sample_steps", "sample_guidance", "scorer", "data", "scorer_steps",
+                          "scorer_members", "scorer_dreams"})
+# added after the study's older stage keys (2026-12-06)
+LATER_DREAM_FIELDS = frozenset({"sample_guidance", "scorer_members", "scorer_dreams"})
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,12 @@ class EvalConfig:
                                 "the task scorer on (a critic; for Explore an odometer)", ())
     scorer_steps: int = doc("dreaming: training steps of a new task scorer (the critic; an odometer trains 4x as many; "
                             "the study 600)", 300)
+    scorer_members: int = doc("dreaming: a new task scorer is the mean of this many, trained from seeds seed, seed + 1, "
+                              "...: one critic's ranking of players moves with its seed by as much as the world model "
+                              "does (docs/agent.md)", 5)
+    scorer_dreams: int = doc("dreaming: windows of --data's play the world model re-dreams under its recorded actions, "
+                             "which a new odometer (Explore's scorer) also learns from, so that it reads motion as the "
+                             "world model draws it (0: real frames only; critics learn from real frames)", 128)
 
     def __post_init__(self) -> None:
         from worldloom.envs.tasks import task_by_name

@@ -23,6 +23,7 @@ standing still read as walking 7.6 blocks in 48 steps; the 4-step odometer 0.55)
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,10 +121,12 @@ def pair_targets(x: np.ndarray, z: np.ndarray, yaw: np.ndarray, stride: int) -> 
                      turn / 10.0], 1).astype(np.float32)
 
 
-def load_pairs(paths: tuple[str, ...], datasets: list, stride: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Frames (T, H, W, 3) and pair targets (T - stride, 3) of every episode with the engine's position recorded;
-    UserError naming the datasets when none has (footage without state columns: Crafter's, ingested video)."""
-    frames, targets = [], []
+def load_pairs(paths: tuple[str, ...], datasets: list, stride: int
+               ) -> tuple[list[np.ndarray], list[np.ndarray], list[tuple[np.ndarray, np.ndarray] | None]]:
+    """Frames (T, H, W, 3), pair targets (T - stride, 3) and the recorded actions ((T, 20) buttons, (T, 2) camera
+    degrees; None unless the env recorded them) of every episode with the engine's position recorded; UserError
+    naming the datasets when none has (footage without state columns: Crafter's, ingested video)."""
+    frames, targets, actions = [], [], []
     for ds in datasets:
         if ds.version < 2:
             continue
@@ -132,55 +135,95 @@ def load_pairs(paths: tuple[str, ...], datasets: list, stride: int) -> tuple[lis
             x, z, yaw = (table.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in STATE_COLUMNS)
             if len(x) <= stride or not np.isfinite(np.stack([x, z, yaw])).all():
                 continue
-            frames.append(np.asarray(ds.frames(ep).frames, np.uint8))
+            clip = ds.frames(ep)
+            frames.append(np.asarray(clip.frames, np.uint8))
             targets.append(pair_targets(x, z, yaw, stride))
+            actions.append((clip.buttons, clip.camera) if clip.label_source == "env" and clip.buttons is not None else None)
     if not frames:
         raise UserError(f"no episode in {', '.join(paths)} records the player's position (state_x, state_z, state_yaw) "
                         f"over more than {stride} steps: the odometer learns from them; pass data captured in the "
                         "task's world (footage captured with --strip-actions keeps them in its truth dataset)")
-    return frames, targets
+    return frames, targets, actions
+
+
+# A dream window: (episode index, the step t0 of its last real frame, film (K + 1, H, W, 3) uint8 whose frame k is
+# the world model's picture of step t0 + k under the episode's recorded actions; frame 0 is the real one).
+DreamWindow = tuple[int, int, np.ndarray]
+DREAM_SHARE = 0.5  # of each batch: pairs from the world model's rollouts of the same play, when there are some
 
 
 def train_odometer(cfg: OdometerConfig, task_id: str, paths: tuple[str, ...], datasets: list, out: Path,
-                   kind: str) -> Path:
-    """Fit an Odometer on the datasets' frame pairs and save it as a run directory of `kind` (head "odometry")."""
-    frames, targets = load_pairs(paths, datasets, cfg.stride)
+                   kind: str, members: int = 1, dream=None, record: dict | None = None) -> Path:
+    """Fit `members` Odometers (seeds cfg.seed, cfg.seed + 1, ...) on the datasets' frame pairs and save them as one
+    run directory of `kind` (head "odometry"; their mean is its reading: `ScorerEnsemble`).
+
+    dream: None, or a function (frames, actions) -> [DreamWindow] (agent/dream.py `dream_windows`): the world model's
+    rollouts of the same recorded play under its own actions. Then DREAM_SHARE of each batch are pairs from those
+    films with the real engine's moves as targets, so the odometer reads motion as the world model draws it (a dream
+    walks as a faint shift of a softened picture, which an odometer of real frames only reads as standing still).
+    record: more to write in its config (the world model the dreams came from)."""
+    from .dream import ScorerEnsemble
+
+    frames, targets, actions = load_pairs(paths, datasets, cfg.stride)
+    windows = dream(frames, actions) if dream is not None else []
+    fitted = [_fit_odometer(dataclasses.replace(cfg, seed=cfg.seed + k), frames, targets, windows) for k in range(members)]
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt.write_run_config(out, kind, {"odometer": to_json_dict(cfg), "head": "odometry", "task": task_id,
+                                      "data": list(paths), ckpt.DATA_CONTENT: content_ids(paths),
+                                      "pairs": int(sum(len(y) for y in targets)), "members": members,
+                                      "dream_windows": len(windows), **(record or {})})
+    ckpt.save_checkpoint(out, kind, {"model": ScorerEnsemble(fitted).state_dict()}, {"step": cfg.steps})
+    return out
+
+
+def _fit_odometer(cfg: OdometerConfig, frames: list[np.ndarray], targets: list[np.ndarray],
+                  windows: list[DreamWindow]) -> Odometer:
+    s = cfg.stride
     index = np.array([(e, t) for e, y in enumerate(targets) for t in range(len(y))])  # (N, 2)
+    dreamt = np.array([(w, k) for w, (_, _, film) in enumerate(windows) for k in range(len(film) - s)],
+                      np.int64).reshape(-1, 2)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, 0x0D0])
     model = Odometer(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=max(cfg.steps, 1), pct_start=0.1)
     scale = torch.tensor(TARGET_SCALE)
-    loss = torch.zeros(())
+    n_dream = int(round(cfg.batch_size * DREAM_SHARE)) if len(dreamt) else 0
     for step in tqdm(range(cfg.steps), desc="agent dream: odometer", unit="step", leave=False, dynamic_ncols=True):
-        pick = index[rng.integers(0, len(index), cfg.batch_size)]
-        first = torch.from_numpy(np.stack([frames[e][t] for e, t in pick]))
-        second = torch.from_numpy(np.stack([frames[e][t + cfg.stride] for e, t in pick]))
-        target = torch.from_numpy(np.stack([targets[e][t] for e, t in pick]))
+        pick = index[rng.integers(0, len(index), cfg.batch_size - n_dream)]
+        first = [frames[e][t] for e, t in pick]
+        second = [frames[e][t + s] for e, t in pick]
+        target = [targets[e][t] for e, t in pick]
+        for w, k in dreamt[rng.integers(0, len(dreamt), n_dream)] if n_dream else ():
+            e, t0, film = windows[w]
+            first.append(film[k])
+            second.append(film[k + s])
+            target.append(targets[e][t0 + k])
+        first_t, second_t, target_t = (torch.from_numpy(np.stack(v)) for v in (first, second, target))
         still = torch.from_numpy(rng.random(cfg.batch_size) < STILL_SHARE)
-        second = torch.where(still[:, None, None, None], first, second)
-        target = torch.where(still[:, None], torch.zeros_like(target), target)
-        loss = F.smooth_l1_loss(model(first, second) / scale, target / scale, beta=0.1)
+        second_t = torch.where(still[:, None, None, None], first_t, second_t)
+        target_t = torch.where(still[:, None], torch.zeros_like(target_t), target_t)
+        loss = F.smooth_l1_loss(model(first_t, second_t) / scale, target_t / scale, beta=0.1)
         check_finite(loss.item(), None, step + 1, None)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt.write_run_config(out, kind, {"odometer": to_json_dict(cfg), "head": "odometry", "task": task_id,
-                                      "data": list(paths), ckpt.DATA_CONTENT: content_ids(paths),
-                                      "pairs": int(len(index))})
-    ckpt.save_checkpoint(out, kind, {"model": model.state_dict()}, {"step": cfg.steps, "loss": loss.item()})
-    return out
+    return model.eval()
 
 
-def load_odometer(run_dir: Path, doc_: dict, kind: str) -> Odometer:
-    """The odometer saved in `run_dir` (its config `doc_`), with the checks a downloaded run gets
-    (`worldloom.checkpoint.load_model`); UserError (one line) for a config it cannot be built from."""
+def load_odometer(run_dir: Path, doc_: dict, kind: str):
+    """The odometer saved in `run_dir` (its config `doc_`): an Odometer, or a ScorerEnsemble of `members` of them;
+    with the checks a downloaded run gets (`worldloom.checkpoint.load_model`); UserError (one line) for a config it
+    cannot be built from."""
+    from .dream import ScorerEnsemble, scorer_members
+
     try:
         cfg = OdometerConfig(**doc_["odometer"])
+        members = scorer_members(doc_)
     except (KeyError, TypeError, ValueError) as err:
         raise UserError(f"{Path(run_dir) / ckpt.CONFIG_FILE}: not an odometer's config ({err}); train it again with "
                         "--scorer NEW_FOLDER") from None
-    return ckpt.load_model(run_dir, kind, lambda: Odometer(cfg)).eval()
+    if members is None:  # a run from before ensembles: one odometer, its weights unprefixed
+        return ckpt.load_model(run_dir, kind, lambda: Odometer(cfg)).eval()
+    return ckpt.load_model(run_dir, kind, lambda: ScorerEnsemble([Odometer(cfg) for _ in range(members)])).eval()

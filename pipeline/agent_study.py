@@ -82,6 +82,9 @@ class StudySizes:
     dream_episodes: int = doc("with --world-model: imagined episodes per player and task", 16)
     dream_horizon: int = doc("with --world-model: imagined steps after the real context", 48)
     scorer_steps: int = doc("with --world-model: training steps of each task's critic", 600)
+    scorer_members: int = doc("with --world-model: scorers averaged into each task's scorer (their seeds)", 5)
+    scorer_dreams: int = doc("with --world-model: windows of Explore's scorer data the world model re-dreams for "
+                             "its odometer to learn from", 128)
     expected: str = doc("time and hardware, for --help", "", cli=False)
 
     def __post_init__(self) -> None:
@@ -117,12 +120,15 @@ SIZE_RANGES = (
     ("dream_episodes", 1, MAX_EPISODES, "episodes per player and task"),
     ("dream_horizon", 1, MAX_STEPS, "steps"),
     ("scorer_steps", 1, MAX_OPTIMIZER_STEPS, "optimizer steps"),
+    ("scorer_members", 1, 100, "scorers averaged"),
+    ("scorer_dreams", 0, 1_000_000, "windows; 0: real frames only"),
 )
 
 PRESETS: dict[str, StudySizes] = {
     "micro": StudySizes(steps=48, idm_episodes=3, footage_episodes=2, idm_preset="micro", idm_max_steps=8,
                         bc_preset="micro", bc_max_steps=8, bc_batch_size=4, eval_episodes=4, time_limit=48, videos=1,
-                        dream_episodes=2, dream_horizon=6, scorer_steps=4, expected="CI: about a minute on 2 CPU cores"),
+                        dream_episodes=2, dream_horizon=6, scorer_steps=4, scorer_members=2, scorer_dreams=2,
+                        expected="CI: about a minute on 2 CPU cores"),
     # 96 episodes a cell: a success rate's 95% interval about +-0.1 (at 32, +-0.16, wider than the
     # 0.1 of the goal's 90% ratio; docs/agent.md, session 30). Evaluation is about a third of the study.
     # Two BC seeds a policy: one seed moved MineStone's return from 4.85 to 7.58 on the same data (session 31).
@@ -383,7 +389,8 @@ def dream_configs(cfg: StudyConfig, configs: dict, paths: dict[str, Any]) -> dic
     s = cfg.resolved_sizes
     return {(name, task): dataclasses.replace(c, in_world_model=cfg.world_model, episodes=s.dream_episodes,
                                               horizon=s.dream_horizon, videos=min(c.videos, 1),
-                                              scorer_steps=s.scorer_steps, data=scorer_data(paths, task),
+                                              scorer_steps=s.scorer_steps, scorer_members=s.scorer_members,
+                                              scorer_dreams=s.scorer_dreams, data=scorer_data(paths, task),
                                               scorer=str(paths["dream"] / f"scorer-{task}"),  # on this study's play
                                               out=str(paths["dream"] / f"{name.replace(':', '-')}-{task}"))
             for (name, task), c in configs["eval"].items()}

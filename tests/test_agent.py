@@ -842,6 +842,10 @@ def test_dreaming_scores_imagined_play_and_ranks_it(data, policy_run, tmp_path):
     assert len(summary["rows"]) == 3 and all(np.isfinite(r["imagined"]) for r in summary["rows"])
     assert (tmp_path / "wm" / "scorer-Explore" / "checkpoint" / "model.safetensors").exists()  # trained once, kept
     assert summary["scorer_head"] == "odometry" and summary["guidance"] == 1.0
+    # the odometer is five from five seeds, and learned from the world model's re-dreams of the data's play too
+    scorer_doc = json.loads((tmp_path / "wm" / "scorer-Explore" / "config.json").read_text())
+    assert scorer_doc["members"] == 5 and scorer_doc["dream_windows"] == 128
+    assert scorer_doc["dreams"]["windows"] == 128 and scorer_doc["dreams"]["horizon"] == 5
     assert [r["real_steps"] for r in summary["rows"]] == [5, 5, 5]  # the real branch played the whole horizon
     import av
 
@@ -861,6 +865,94 @@ def test_dreaming_scores_imagined_play_and_ranks_it(data, policy_run, tmp_path):
     assert dream.spearman(np.array([1, 2, 3]), np.array([3, 2, 1])) == pytest.approx(-1.0)
     assert dream.spearman(np.array([0, 0, 1]), np.array([5, 5, 9])) == pytest.approx(1.0)  # ties share ranks
     assert np.isnan(dream.spearman(np.array([1, 2]), np.array([3, 3])))
+
+
+def test_a_scorer_is_the_mean_of_seeds_and_a_single_scorer_from_before_still_loads(data, tmp_path):
+    """One critic's ranking of players moved with its seed from Spearman 0.00 to 0.86 on the same dreams (session 49):
+    a scorer is now an ensemble of --scorer-members, read as their mean. Runs saved before hold one scorer with
+    unprefixed weights and no member count: they load as they were. Reuse with another member count is one line."""
+    task, dataset = "worldloom/Explore-v0", (data["labeled"],)
+    run = dream.train_scorer(dream.ScorerConfig(steps=3), task, dataset, tmp_path / "critics", members=2)
+    doc = json.loads((run / "config.json").read_text())
+    assert doc["members"] == 2 and doc["head"] == "value"
+    from worldloom import checkpoint as ckpt
+
+    ensemble = ckpt.load_model(run, dream.SCORER_KIND, lambda: dream.ScorerEnsemble(
+        [dream.ValueHead(dream.ScorerConfig()) for _ in range(2)])).eval()
+    films = np.stack([data["episodes"][0][0][:6], data["episodes"][1][0][:6]])  # (2, 6, 64, 64, 3)
+    each = [m.score(films) for m in ensemble.members]
+    assert not np.allclose(each[0], each[1])  # two seeds, two critics
+    assert ensemble.score(films) == pytest.approx((each[0] + each[1]) / 2)
+    with torch.no_grad():
+        frames = torch.from_numpy(films[0])
+        assert ensemble(frames).numpy() == pytest.approx(((ensemble.members[0](frames) + ensemble.members[1](frames)) / 2).numpy())
+    with pytest.raises(UserError, match="holds 2 scorers, not the --scorer-members 3 asked.*--scorer NEW_FOLDER"):
+        dream.check_scorer_data(run, dataset, 3, members=3)
+    dream.check_scorer_data(run, dataset, 3, members=2)
+    # a run from before ensembles: one critic, unprefixed, no "members"
+    old = tmp_path / "old-critic"
+    old.mkdir()
+    del doc["members"]
+    ckpt.write_run_config(old, dream.SCORER_KIND, {k: v for k, v in doc.items() if k not in ("format_version", "kind")})
+    ckpt.save_checkpoint(old, dream.SCORER_KIND, {"model": ensemble.members[1].state_dict()}, {"step": 3})
+    doc_old = json.loads((old / "config.json").read_text())
+    doc_old["task"] = "worldloom/FindWater-v0"
+    (old / "config.json").write_text(json.dumps(doc_old))
+    single, _ = dream.load_scorer(old, "worldloom/FindWater-v0")
+    assert isinstance(single, dream.ValueHead) and single.score(films) == pytest.approx(each[1])
+    dream.check_scorer_data(old, dataset, 3, members=1)  # counted as one
+    doc_old["members"] = 0  # a hand-edited count: one line
+    (old / "config.json").write_text(json.dumps(doc_old))
+    with pytest.raises(UserError, match="not a critic's config .*members must be a whole number of at least 1"):
+        dream.load_scorer(old, "worldloom/FindWater-v0")
+
+
+def test_the_odometer_learns_from_the_world_models_dreams_of_its_own_data(data, tmp_path):
+    """Explore's odometer trained on real frames only read the tiny8 study's players' dreams at Spearman -0.29 against
+    their closed-loop returns (a dream walks as a faint shift of a softened picture, which it reads as standing still);
+    trained with half of each batch from the world model's re-dreams of its own data's play (the engine's moves as
+    targets), 0.83 (session 49). The re-dreams: the model's context of real frames at a random step of an episode the
+    env labeled, then the frames it generates under that episode's actions, seeded; other episodes are never used."""
+    from worldloom.agent import odometry
+    from worldloom.pretrain.checkpoint import load_world_model
+    from worldloom.pretrain.flow import SampleConfig
+
+    wm_run = world_model_run(tmp_path / "wm")
+    wm, _, codec = load_world_model(wm_run)
+    episodes = data["episodes"]
+    frames = [np.asarray(f, np.uint8) for f, *_ in episodes]
+    actions = [(buttons, camera) for _, buttons, camera, _ in episodes]
+    make = dream.dream_windows(wm, codec, SampleConfig(), count=5, horizon=4, seed=3)
+    windows = make(frames, [None, actions[1], None])  # only the labeled episode is re-dreamt
+    assert len(windows) == 5 and {e for e, _, _ in windows} == {1}
+    for e, t0, film in windows:
+        assert film.shape == (5, 64, 64, 3) and film.dtype == np.uint8
+        assert np.array_equal(film[0], frames[e][t0]) and 1 <= t0 <= len(frames[e]) - 5  # the last real frame
+    again = make(frames, [None, actions[1], None])
+    assert all(np.array_equal(a[2], b[2]) and a[:2] == b[:2] for a, b in zip(windows, again, strict=True))
+    assert make(frames, [None, None, None]) == []
+    short = make([f[:3] for f in frames], actions)  # 3 steps: 2 of context, 1 generated
+    assert {w[2].shape[0] for w in short} == {2}
+
+    task, paths = "worldloom/Explore-v0", (data["labeled"],)
+    datasets = dream.check_scorer_datasets(paths, 64, 64, task)
+    seen = []
+
+    def record(f, a):
+        seen.append(sum(x is not None for x in a))
+        return make(f, a)
+
+    run = odometry.train_odometer(odometry.OdometerConfig(steps=4), task, paths, datasets, tmp_path / "odo",
+                                  dream.SCORER_KIND, members=2, dream=record, record={"dreams": {"windows": 5}})
+    assert seen == [3]  # every episode of the labeled data came with its actions
+    doc = json.loads((run / "config.json").read_text())
+    assert doc["members"] == 2 and doc["dream_windows"] == 5 and doc["dreams"] == {"windows": 5}
+    odo, _ = dream.load_scorer(run, task)
+    assert isinstance(odo, dream.ScorerEnsemble) and odo.score(np.stack([frames[0][:9]])).shape == (1,)
+    with pytest.raises(UserError, match="learned from 5 re-dreamt windows, not the --scorer-dreams 0 asked"):
+        dream.check_scorer_data(run, paths, 1, members=2, record={})
+    with pytest.raises(UserError, match="learned from another world model's dreams"):
+        dream.check_scorer_data(run, paths, 1, members=2, record={"dreams": {"windows": 5, "world_model": "x"}})
 
 
 def test_the_critic_learns_the_return_to_come_up_to_an_episodes_last_reward(tmp_path):
