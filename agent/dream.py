@@ -148,7 +148,13 @@ class ScorerEnsemble(nn.Module):
     def score(self, films: np.ndarray) -> np.ndarray:
         """films (B, T + 1, H, W, 3) uint8 -> (B,) the members' mean score (an odometer's: the mean of each
         member's chained distance)."""
-        return np.mean([m.score(films) for m in self.members], 0)
+        return self.member_scores(films).mean(0)
+
+    @torch.no_grad()
+    def member_scores(self, films: np.ndarray) -> np.ndarray:
+        """films (B, T + 1, H, W, 3) uint8 -> (K, B) each member's score: where they disagree, the film is unlike
+        what they learned from (imagination training's pessimism, agent/imagine.py)."""
+        return np.stack([m.score(films) for m in self.members])
 
 
 def scorer_members(doc_: dict) -> int | None:
@@ -542,10 +548,15 @@ def _to_arrays(actions: list[dict]) -> torch.Tensor:
 
 
 def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, scorer, guidance: float = 1.0,
-                bar=None) -> list[dict]:
+                bar=None, played: bool = False, dreamer_seeds: list[int] | None = None) -> list[dict]:
     """Play `work` [(index, seed)] with a real branch and an imagined one, the world model sampled with `guidance` on
     actions (`bar`: a tqdm counting the dreamt steps); -> one row per episode: the task scorer on the dreamt frames
-    (`imagined`) and on the real branch's (`critic_real`), the real return at the same horizon."""
+    (`imagined`) and on the real branch's (`critic_real`), the real return at the same horizon. With `played`, each
+    row also holds "dream": what the player saw and did in its imagined branch, (frames (C + H, S, S, 3) uint8: the
+    C real context frames then the H dreamt ones; buttons (C + H, 20) bool and camera (C + H, 2) degrees: the action
+    it took after each frame), the data imagination training learns from (agent/imagine.py). `dreamer_seeds` (one per
+    episode; default: its world seed) seed the player's sampling in the imagined branch, so that dreams from one
+    world and context can differ in what the player does there."""
     from worldloom.envs.tasks import make_task_env, short_name
     from worldloom.pretrain.data import frames_to_model, model_to_frames
     from worldloom.pretrain.flow import SampleConfig, clip_generators
@@ -564,7 +575,7 @@ def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, sc
         obs[k], infos[k] = envs[k].reset(seed=seed)
         real.begin(k, seed)
         if dreamer is not None:
-            dreamer.begin(k, seed)
+            dreamer.begin(k, seed if dreamer_seeds is None else dreamer_seeds[k])
     ctx_frames, ctx_actions = [], []
 
     def step_real(actions: list[dict]) -> None:
@@ -588,15 +599,17 @@ def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, sc
     gen = clip_generators(cfg.seed, [index for index, _ in work])  # an episode's dream whatever its batch
     action_real = action_img = ctx_actions[-1]
     film_real, film_img = [ctx_frames[-1].copy()], [ctx_frames[-1].copy()]
-    played = np.zeros(B, np.int64)  # steps the real branch took after the fork (fewer than H: its episode ended)
+    steps_real = np.zeros(B, np.int64)  # steps the real branch took after the fork (fewer than H: its episode ended)
+    acted = list(ctx_actions)  # the imagined branch's actions, one list of B per frame
     for _ in range(H):
-        played += ~done
+        steps_real += ~done
         step_real(action_real)
         new = model_to_frames(imagination.step(_to_arrays(action_img), gen))  # (B, S, S, 3) uint8
         film_real.append(obs.copy())
         film_img.append(new.numpy())
         action_real = real.act(obs, infos)
         action_img = dreamer.act(new.numpy(), infos) if dreamer is not None else action_real
+        acted.append(action_img)
         if bar is not None:
             bar.update(B)
     films_real, films_img = np.stack(film_real, 1), np.stack(film_img, 1)  # (B, H + 1, S, S, 3) each
@@ -607,8 +620,13 @@ def dream_batch(cfg, work: list[tuple[int, int]], resolution: int, wm, codec, sc
         rows.append({"index": index, "seed": seed, "runtime": real.runtime, "runtime_note": real.runtime_note,
                      "imagined": round(float(imagined[k]), 4),
                      "critic_real": round(float(critic_real[k]), 4),
-                     "real": round(float(end_progress[k] - start_progress[k]), 4), "real_steps": int(played[k]),
+                     "real": round(float(end_progress[k] - start_progress[k]), 4), "real_steps": int(steps_real[k]),
                      "frames": (films_real[k], films_img[k])})
+        if played:
+            from worldloom.actions import to_arrays
+
+            seen = np.concatenate([np.stack(ctx_frames[:-1], 1)[k], films_img[k]]) if context > 1 else films_img[k]
+            rows[-1]["dream"] = (seen, *to_arrays([a[k] for a in acted]))
     return rows
 
 

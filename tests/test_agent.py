@@ -867,6 +867,86 @@ def test_dreaming_scores_imagined_play_and_ranks_it(data, policy_run, tmp_path):
     assert np.isnan(dream.spearman(np.array([1, 2]), np.array([3, 3])))
 
 
+def test_a_dream_records_what_the_player_saw_and_did_there(data, policy_run, tmp_path):
+    """The frames and actions imagination training clones line up: replayed on the dream's frames, the policy's
+    most likely actions are the ones it took (temperature 0); apart sampling seeds make one world's dreams differ."""
+    from worldloom.agent.checkpoint import load_policy
+    from worldloom.pretrain.checkpoint import load_world_model
+
+    wm_run = world_model_run(tmp_path / "wm")
+    wm, _, codec = load_world_model(wm_run)
+    cfg = EvalConfig(policy=policy_run, task="explore", episodes=2, in_world_model=wm_run, horizon=4, temperature=0,
+                     data=(data["labeled"],), scorer_steps=4, scorer_members=1, scorer_dreams=0, time_limit=30)
+    scorer, _ = dream.scorer_for(cfg, 64, wm, codec)
+    rows = dream.dream_batch(cfg, [(0, 11), (1, 12)], 64, wm, codec, scorer, played=True)
+    policy, pcfg = load_policy(policy_run)
+    context = wm.cfg.num_frames - 1
+    for row in rows:
+        frames, buttons, camera = row["dream"]
+        assert frames.shape == (context + 4, 64, 64, 3) and buttons.shape == (context + 4, 20) and camera.shape == (context + 4, 2)
+        assert np.array_equal(frames[context - 1:], row["frames"][1])  # the last real frame, then the dreamt ones
+        with torch.no_grad():
+            out = policy(torch.from_numpy(frames[None]), torch.tensor([pcfg.task_index("explore")]))
+        pressed = (out["buttons"][0] > 0).numpy()
+        bins = out["camera"][0].argmax(-1).numpy()
+        assert (pressed[context - 1:] == buttons[context - 1:]).mean() > 0.95
+        assert (bins[context - 1:] == np.rint(actions.camera_to_bin_position(camera[context - 1:]))).mean() > 0.9
+    hot = dataclasses.replace(cfg, temperature=1.0)
+    same_world = dream.dream_batch(hot, [(0, 11), (1, 11)], 64, wm, codec, scorer, played=True, dreamer_seeds=[5, 6])
+    assert same_world[0]["real"] == same_world[1]["real"]  # one world and one real branch
+    assert not np.array_equal(same_world[0]["dream"][1][context:], same_world[1]["dream"][1][context:])
+
+
+def test_imagination_training_clones_the_best_dreams_and_plays_beside_the_start(data, policy_run, ray_cluster,
+                                                                                 tmp_path, capsys):
+    from worldloom.agent import imagine
+    from worldloom.agent.checkpoint import load_policy, read_config
+
+    rows = [{"imagined": v} for v in (1.0, 3.0, 2.0, 2.0, 0.0, 5.0)]
+    assert [r["imagined"] for r in imagine.kept_rows(rows, 2, 1)] == [3.0, 2.0, 5.0]  # the best of each world's
+    assert [r["imagined"] for r in imagine.kept_rows(rows, 3, 2)] == [3.0, 2.0, 5.0, 2.0]
+    from worldloom.agent.players import make_controller
+
+    _, pcfg = load_policy(policy_run)  # cloned under the task's row its controller plays with, not "no task"
+    played = make_controller(policy_run, 2, task="explore").task
+    assert torch.equal(imagine.task_rows(pcfg, "worldloom/Explore-v0", 2), played) and played.tolist() == [1, 1]
+    wm = world_model_run(tmp_path / "wm")
+    out = tmp_path / "imagined"
+    args = ["agent", "imagine", "--policy", policy_run, "--task", "explore", "--in-world-model", wm,
+            "--data", data["labeled"], "--scorer-steps", "4", "--scorer-members", "1", "--scorer-dreams", "0",
+            "--rounds", "2", "--dreams", "4", "--group", "2", "--keep", "0.5", "--steps", "2", "--batch-size", "2",
+            "--horizon", "3", "--eval-episodes", "2", "--num-workers", "1", "--threads", "1", "--out", str(out)]
+    assert cli(args) == 0
+    printed = capsys.readouterr().out
+    assert "improved - start, same worlds:" in printed and f"the improved policy in {out}" in printed
+    doc = read_config(out)  # a policy run that agent eval plays, which says what made it
+    assert doc["imagination"]["start"].startswith("bc@step") and doc["model"] == read_config(policy_run)["model"]
+    assert doc["imagination"]["config"]["group"] == 2 and doc["imagination"]["scorer"].endswith("scorer-Explore")
+    with (out / "metrics.csv").open() as f:
+        logged = list(csv.DictReader(f))
+    assert [r["round"] for r in logged] == ["1", "2"] and (out / "curves.png").stat().st_size > 0
+    assert all(float(r["kept_imagined"]) >= float(r["imagined"]) for r in logged)
+    start, _ = load_policy(policy_run)
+    improved, _ = load_policy(out)
+    assert any(not torch.equal(a, b) for a, b in zip(start.state_dict().values(), improved.state_dict().values(),
+                                                      strict=True))
+    closed = json.loads((out / "imagine.json").read_text())["closed_loop"]
+    assert closed["start"]["episodes"] == closed["improved"]["episodes"] == 2
+    assert closed["start"]["policy_id"] != closed["improved"]["policy_id"]
+    assert closed["return_difference"]["low"] <= closed["return_difference"]["mean"] <= closed["return_difference"]["high"]
+    # asked again the same: its rounds are done, nothing is redone
+    weights = (out / "checkpoint" / "model.safetensors").read_bytes()
+    assert cli(args[:-7] + ["0", "--num-workers", "1", "--threads", "1", "--out", str(out)]) == 0
+    assert "has done its 2 rounds" in capsys.readouterr().err
+    assert (out / "checkpoint" / "model.safetensors").read_bytes() == weights
+    # asked otherwise, or from a player with no weights: one line each, nothing written
+    assert cli(args[:-2] + ["--keep", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "asked with other --keep" in err and err.count("\n") == 1
+    assert cli([*args[:3], "random", *args[4:-2], "--out", str(tmp_path / "r")]) == 2
+    assert "reference player with no weights" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
 def test_a_scorer_is_the_mean_of_seeds_and_a_single_scorer_from_before_still_loads(data, tmp_path):
     """One critic's ranking of players moved with its seed from Spearman 0.00 to 0.86 on the same dreams (session 49):
     a scorer is now an ensemble of --scorer-members, read as their mean. Runs saved before hold one scorer with

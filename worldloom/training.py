@@ -294,13 +294,14 @@ class MetricsLog:
     costs 0.3-1 s on a busy CPU, a tiny model's 10 steps about as much), and always when
     `write(plot=True)` (checkpoints, the end). On resume the rows after `resume_step` are dropped
     (they belong to the steps being redone). `panels` are (title, metric names, log scale) for
-    curves.png, one subplot each.
+    curves.png, one subplot each, over the "step" column (named `x_label` on the axes).
     """
 
     def __init__(self, run_dir: str | Path, fields: Sequence[str], resume_step: int = 0,
                  panels: Sequence[tuple[str, Sequence[str], bool]] = (), enabled: bool = True,
-                 plot_every_s: float = 30.0):
+                 plot_every_s: float = 30.0, x_label: str = "step"):
         self.run_dir, self.fields, self.panels, self.enabled = Path(run_dir), tuple(fields), tuple(panels), enabled
+        self.x_label = x_label
         self.path = self.run_dir / "metrics.csv"
         self.plot_every_s, self._plotted_at = plot_every_s, -math.inf
         self.rows: list[dict[str, Any]] = []
@@ -352,7 +353,7 @@ class MetricsLog:
                 if steps:
                     ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3, label=key)
             ax.set_title(title)
-            ax.set_xlabel("step")
+            ax.set_xlabel(self.x_label)
             if log_scale and any(self.series(k)[1] for k in keys):
                 ax.set_yscale("log")
             if len(keys) > 1 and ax.get_legend_handles_labels()[0]:
