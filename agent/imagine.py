@@ -88,8 +88,8 @@ class ImagineConfig:
     scorer_steps: int = doc("training steps of a new task scorer (as agent eval's)", 300)
     scorer_members: int = doc("scorers averaged in a new task scorer (as agent eval's)", 5)
     scorer_dreams: int = doc("re-dreamt windows a new odometer also learns from (as agent eval's)", 128)
-    rounds: int = doc("rounds: each dreams --dreams episodes, then clones the kept ones", 4)
-    dreams: int = doc("dreams per round", 64)
+    rounds: int = doc("rounds: each dreams --dreams episodes, then clones the kept ones", 12)
+    dreams: int = doc("dreams per round", 128)
     group: int = doc("dreams from each world and context, the player's sampling seeded apart: the dreams the scorer "
                      "rates highest are chosen within each group, so a world that is easy to score in is not what "
                      "gets cloned (1: each dream its own world, chosen among all)", 4)
@@ -100,7 +100,8 @@ class ImagineConfig:
     anchor: float = doc("share of each batch drawn from the start policy's own training data (its episodes in the "
                         "task's world where it has any), as it was cloned: real frames beside the dreams, which keep "
                         "the policy near what it learned (InstructGPT's pretraining mix); 0: none", 0.0)
-    steps: int = doc("optimizer steps per round", 50)
+    steps: int = doc("optimizer steps per round (the default, 4 of 16 dreams: two passes over the 32 kept; 8 at "
+                     "--lr 1e-3 lost logs in the engine, docs/agent.md)", 4)
     batch_size: int = doc("dreams per optimizer step", 16)
     lr: float = doc("learning rate (AdamW, constant)", 3e-4)
     weight_decay: float = doc("AdamW weight decay", 0.05)
