@@ -59,7 +59,7 @@ IMAGINE_RANGES = (
     ("rounds", 1, 10_000, "rounds of dreaming then cloning"),
     ("dreams", 2, 100_000, "dreams per round"),
     ("group", 1, 100_000, "dreams per world"),
-    ("steps", 1, 1_000_000, "optimizer steps per round"),
+    ("steps_per_round", 1, 1_000_000, "optimizer steps per round"),
     ("batch_size", 1, 4096, "dreams per step"),
     ("horizon", 1, 100_000, "steps"),
     ("envs_per_batch", 1, 4096, "dreams played side by side"),
@@ -100,7 +100,7 @@ class ImagineConfig:
     anchor: float = doc("share of each batch drawn from the start policy's own training data (its episodes in the "
                         "task's world where it has any), as it was cloned: real frames beside the dreams, which keep "
                         "the policy near what it learned (InstructGPT's pretraining mix); 0: none", 0.0)
-    steps: int = doc("optimizer steps per round (the default, 4 of 16 dreams: two passes over the 32 kept; 8 at "
+    steps_per_round: int = doc("optimizer steps per round (the default, 4 of 16 dreams: two passes over the 32 kept; 8 at "
                      "--lr 1e-3 lost logs in the engine, docs/agent.md)", 4)
     batch_size: int = doc("dreams per optimizer step", 16)
     lr: float = doc("learning rate (AdamW, constant)", 3e-4)
@@ -356,7 +356,7 @@ def train_rounds(cfg: ImagineConfig, start: dict, device: torch.device, resumed:
         n_real = int(round(cfg.anchor * cfg.batch_size))
         policy.train()
         total = 0.0
-        for k in tqdm(range(cfg.steps), desc=f"agent imagine: round {r + 1}/{cfg.rounds}, cloning the kept dreams",
+        for k in tqdm(range(cfg.steps_per_round), desc=f"agent imagine: round {r + 1}/{cfg.rounds}, cloning the kept dreams",
                       unit="step", leave=False, dynamic_ncols=True):
             rng = np.random.default_rng([cfg.seed, r, k])
             pick = rng.integers(0, len(kept), cfg.batch_size - n_real)
@@ -382,7 +382,7 @@ def train_rounds(cfg: ImagineConfig, start: dict, device: torch.device, resumed:
         figures = {"round": r + 1, "imagined": float(imagined.mean()),
                    "kept_imagined": float(np.mean([row["imagined"] for row in kept])),
                    "threshold": float(min(row["imagined"] for row in kept)), "real": float(real.mean()),
-                   "real_rank": spearman(imagined, real), "loss": total / cfg.steps}
+                   "real_rank": spearman(imagined, real), "loss": total / cfg.steps_per_round}
         elapsed = elapsed0 + time.perf_counter() - t0
         log.row(step=r + 1, **{k: round(v, 4) for k, v in figures.items() if k != "round"}, round=r + 1,
                 elapsed_s=round(elapsed, 1))

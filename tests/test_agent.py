@@ -914,7 +914,7 @@ def test_imagination_training_clones_the_best_dreams_and_plays_beside_the_start(
     out = tmp_path / "imagined"
     args = ["agent", "imagine", "--policy", policy_run, "--task", "explore", "--in-world-model", wm,
             "--data", data["labeled"], "--scorer-steps", "4", "--scorer-members", "1", "--scorer-dreams", "0",
-            "--rounds", "2", "--dreams", "4", "--group", "2", "--keep", "0.5", "--steps", "2", "--batch-size", "2",
+            "--rounds", "2", "--dreams", "4", "--group", "2", "--keep", "0.5", "--steps-per-round", "2", "--batch-size", "2",
             "--horizon", "3", "--eval-episodes", "2", "--num-workers", "1", "--threads", "1", "--out", str(out)]
     assert cli(args) == 0
     printed = capsys.readouterr().out
