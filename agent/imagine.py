@@ -392,9 +392,16 @@ def train_rounds(cfg: ImagineConfig, start: dict, device: torch.device, resumed:
         current = str(out)
         print(f"agent imagine: round {r + 1}/{cfg.rounds}: dreams scored {figures['imagined']:.3g} "
               f"(the kept {cfg.kept}: {figures['kept_imagined']:.3g}); their real branches {figures['real']:.3g} "
-              f"(scorer against real over the worlds, Spearman {figures['real_rank']:.2f}); "
+              f"({agreement(figures['real_rank'])}); "
               f"cloning loss {figures['loss']:.3f}", file=sys.stderr)
     return cfg.rounds
+
+
+def agreement(rank: float) -> str:
+    """The round line's words for the scorer's Spearman against the real branches."""
+    if np.isnan(rank):
+        return "the real branches all scored the same, so the scorer's ranking of them is undefined"
+    return f"scorer against real over the worlds, Spearman {rank:.2f}"
 
 
 def compare(cfg: ImagineConfig) -> dict:
