@@ -282,6 +282,8 @@ def main(cfg: ImagineConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     start = check_policy(cfg)
     check_out(cfg.out, KIND)
+    if cfg.scorer:
+        check_out(cfg.scorer, "task_scorer", flag="--scorer")  # a new one is trained into it (agent/dream.py)
     if Path(cfg.out).resolve() == Path(cfg.policy).resolve():
         raise UserError(f"--out {cfg.out} is the start policy itself: give a new folder (the start is evaluated beside it)")
     resumed = ckpt.has_checkpoint(cfg.out)
@@ -309,7 +311,7 @@ def train_rounds(cfg: ImagineConfig, start: dict, device: torch.device, resumed:
     from worldloom.pretrain.checkpoint import load_world_model
 
     from .data import sample_windows
-    from .dream import check_dream, dream_batch, dream_guidance, scorer_for
+    from .dream import check_dream, dream_batch, dream_guidance, scorer_for, spearman
     from .train import losses
 
     out = Path(cfg.out)
@@ -377,8 +379,6 @@ def train_rounds(cfg: ImagineConfig, start: dict, device: torch.device, resumed:
         policy.eval()
         imagined = np.array([row["imagined"] for row in rows])
         real = np.array([row["real"] for row in rows])
-        from .dream import spearman
-
         figures = {"round": r + 1, "imagined": float(imagined.mean()),
                    "kept_imagined": float(np.mean([row["imagined"] for row in kept])),
                    "threshold": float(min(row["imagined"] for row in kept)), "real": float(real.mean()),

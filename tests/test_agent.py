@@ -945,6 +945,8 @@ def test_imagination_training_clones_the_best_dreams_and_plays_beside_the_start(
     assert "asked with other --keep" in err and err.count("\n") == 1
     assert cli([*args[:3], "random", *args[4:-2], "--out", str(tmp_path / "r")]) == 2
     assert "reference player with no weights" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    assert cli([*args[:-2], "--scorer", data["labeled"], "--out", str(tmp_path / "s")]) == 2  # a dataset: never trained into
+    assert "holds a WorldLoom dataset" in capsys.readouterr().err and not (tmp_path / "s").exists()
 
 
 def test_a_scorer_is_the_mean_of_seeds_and_a_single_scorer_from_before_still_loads(data, tmp_path):
