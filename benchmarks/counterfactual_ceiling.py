@@ -1,6 +1,8 @@
 """The engine-truth controllability of a model exact on geometry that draws nothing new: the ceiling of a warp.
 
     python benchmarks/counterfactual_ceiling.py --episodes 48 --seed 500 --horizon 8     # issue 18's log, section 37
+    python benchmarks/counterfactual_ceiling.py --fill rowmean         # the unseen filled with its row's mean (section 41)
+    python benchmarks/counterfactual_ceiling.py --antialias            # the engine's frames antialiased
 
 For each saved state (`worldloom capture branches`' seeds and player: the same states and branches as its file) and
 each branch frame, the last context frame is moved by the exact geometry of the engine's frame: every pixel traced by
@@ -43,7 +45,7 @@ def view_and_depth(env):
     return v, zbuf.copy()
 
 
-def exact_warp(context: np.ndarray, before, after) -> np.ndarray:
+def exact_warp(context: np.ndarray, before, after, fill: str = "nearest") -> np.ndarray:
     """context (H, W, 3) seen from `before` = (view, 1/depth, yaw, pitch) moved to `after`'s view, unseen filled."""
     import cv2
     import torch
@@ -74,6 +76,16 @@ def exact_warp(context: np.ndarray, before, after) -> np.ndarray:
     src = torch.from_numpy(context).permute(2, 0, 1)[None].float()
     out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)[0].permute(1, 2, 0).numpy()
     out[HUD_ROWS:] = context[HUD_ROWS:]
+    if fill == "rowmean" and (~seen).any() and seen.any():  # each unseen pixel: the mean of the seen ones in its row
+        scene = seen[:HUD_ROWS]
+        fallback = out[:HUD_ROWS][scene].mean(0) if scene.any() else context[:HUD_ROWS].reshape(-1, 3).mean(0)
+        for r in range(HUD_ROWS):
+            m = seen[r]
+            out[r, ~m] = out[r, m].mean(0) if m.any() else fallback
+        return np.clip(out, 0, 255).round().astype(np.uint8)
+    if fill == "mean" and (~seen).any() and seen[:HUD_ROWS].any():  # each unseen pixel: the mean of the seen scene
+        out[~seen] = out[:HUD_ROWS][seen[:HUD_ROWS]].mean(0)
+        return np.clip(out, 0, 255).round().astype(np.uint8)
     if (~seen).any() and seen.any():  # each unseen pixel: its nearest seen one
         _, labels = cv2.distanceTransformWithLabels((~seen).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
         at = np.flatnonzero(seen.reshape(-1))
@@ -90,13 +102,16 @@ def main() -> None:
     ap.add_argument("--horizon", type=int, default=8)
     ap.add_argument("--context", type=int, default=5)
     ap.add_argument("--player", default="mixture")
+    ap.add_argument("--fill", default="nearest", choices=["nearest", "rowmean", "mean"],
+                    help="what the context did not see: its nearest seen pixel, the mean of its row's seen pixels, or of all")
+    ap.add_argument("--antialias", action="store_true", help="render the engine's frames antialiased (VoxelWorld's antialias)")
     args = ap.parse_args()
 
     from worldloom.capture.branches import SEED_BASE, engine_cases
     from worldloom.envs import make_env
     from worldloom.pretrain.counterfactual import controllability
 
-    env = make_env("voxel", height=64, width=64)
+    env = make_env("voxel", height=64, width=64, antialias=args.antialias)
     seeds = range(SEED_BASE + args.seed, SEED_BASE + args.seed + args.episodes)
     cases = engine_cases(env, args.player, seeds, args.context, args.horizon)
     names = list(cases[0].branches)
@@ -110,7 +125,7 @@ def main() -> None:
             for t, action in enumerate(case.branches[name]):
                 env.step(action)
                 warped[s, k, t] = exact_warp(case.context_frames[-1], before,
-                                             (*view_and_depth(env), env.player.yaw, env.player.pitch))
+                                             (*view_and_depth(env), env.player.yaw, env.player.pitch), args.fill)
     copy = np.ascontiguousarray(np.broadcast_to(np.stack([c.context_frames[-1] for c in cases])[:, None, None], engine.shape))
     print(f"{len(cases)} states, branches {names}, horizons 1-{args.horizon}")
     print("exact-geometry warp", [round(x, 3) for x in controllability(warped, engine)["by_horizon"]])

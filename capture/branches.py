@@ -44,6 +44,7 @@ class BranchesConfig:
     warmup: int = doc("steps the player plays before the context starts", 20)
     resolution: int = doc("frame height and width in pixels (voxel: 64..360)", 64)
     seed: int = doc("state i is played in the world of seed 1000000 + seed + i", 0)
+    antialias: bool = doc("2x2 samples per pixel, averaged (VoxelWorld's `antialias`; match the footage the world model learned from)", False)
 
     def __post_init__(self):
         for name in ("episodes", "context", "horizon"):
@@ -55,6 +56,8 @@ class BranchesConfig:
             raise ValueError(f"seed must be a whole number in 0..{MAX_STATE_SEED} (worlds from 1000000 + seed on), "
                              f"got {self.seed}")
         check_resolution(self.env, self.resolution)  # the env's own range, refused now and not once it starts
+        if self.antialias and self.env != "voxel":
+            raise ValueError(f"antialias applies to the voxel env only, got env={self.env!r}")
         unknown = sorted(set(self.branches) - set(BRANCHES))
         if unknown or len(set(self.branches)) < 2 or len(set(self.branches)) != len(self.branches):
             raise ValueError(f"branches must be 2..4 different names of {', '.join(BRANCHES)}, got {list(self.branches)}")
@@ -160,10 +163,11 @@ def record_branches(cfg: BranchesConfig) -> Branches:
     note = check_branches_out(cfg.out, "capture branches")  # before the work: a folder or another file is refused now
     if note:
         print(note, file=sys.stderr)
-    env = make_env(cfg.env, height=cfg.resolution, width=cfg.resolution)
+    env = make_env(cfg.env, height=cfg.resolution, width=cfg.resolution,
+                   **({"antialias": True} if cfg.antialias else {}))
     seeds = range(SEED_BASE + cfg.seed, SEED_BASE + cfg.seed + cfg.episodes)
     cases = engine_cases(env, cfg.player, seeds, cfg.context, cfg.horizon, cfg.warmup, tuple(cfg.branches))
     branches = to_branches(cases, {"env": cfg.env, "player": cfg.player, "resolution": cfg.resolution,
-                                   "warmup": cfg.warmup, "turn_deg": TURN_DEG})
+                                   "antialias": cfg.antialias, "warmup": cfg.warmup, "turn_deg": TURN_DEG})
     save_branches(cfg.out, branches)
     return branches

@@ -59,6 +59,7 @@ class RevisitsConfig:
     settle: int = doc("the last steps before the state stand still (a swing ends, cracks fade, a jump lands), so the "
                       "first visit is a frame the engine shows again on return", 4)
     resolution: int = doc("frame height and width in pixels (voxel: 64..360)", 64)
+    antialias: bool = doc("2x2 samples per pixel, averaged (VoxelWorld's `antialias`; match the footage the world model learned from)", False)
     seed: int = doc("worlds are tried from seed 1000000 + seed on", 0)
     max_tries: int = doc("worlds tried per saved state before giving up", 20)
 
@@ -72,6 +73,8 @@ class RevisitsConfig:
             raise ValueError(f"seed must be a whole number in 0..{MAX_STATE_SEED} (worlds from 1000000 + seed on), "
                              f"got {self.seed}")
         check_resolution(self.env, self.resolution)  # the env's own range, refused now and not once it starts
+        if self.antialias and self.env != "voxel":
+            raise ValueError(f"antialias applies to the voxel env only, got env={self.env!r}")
         bad = [p for p in self.paths if not PATTERN.match(p)]
         if bad or len(self.paths) < 2 or len(set(self.paths)) != len(self.paths):
             raise ValueError(f"paths must be 2 or more different names like turn360, walk4, look9; got {list(self.paths)}")
@@ -173,7 +176,8 @@ def record_revisits(cfg: RevisitsConfig) -> Branches:
     note = check_branches_out(cfg.out, "capture revisits")  # before the work: a folder or another file is refused now
     if note:
         print(note, file=sys.stderr)
-    env = make_env(cfg.env, height=cfg.resolution, width=cfg.resolution)
+    env = make_env(cfg.env, height=cfg.resolution, width=cfg.resolution,
+                   **({"antialias": True} if cfg.antialias else {}))
     if not (hasattr(env, "get_state") and hasattr(env, "set_state")):
         raise UserError(f"{type(env).__name__} cannot save and restore its state; revisit paths need VoxelWorld")
     cases, tried = [], 0
@@ -187,8 +191,8 @@ def record_revisits(cfg: RevisitsConfig) -> Branches:
     if not cases:
         raise UserError(f"no world of {tried} tried has a state from which every path ({', '.join(cfg.paths)}) returns; "
                         "try shorter walks or --max-tries")
-    info = {"env": cfg.env, "player": cfg.player, "resolution": cfg.resolution, "warmup": cfg.warmup,
-            "settle": cfg.settle, "worlds_tried": tried, **revisit_info(tuple(cfg.paths), cfg.turn_deg)}
+    info = {"env": cfg.env, "player": cfg.player, "resolution": cfg.resolution, "antialias": cfg.antialias,
+            "warmup": cfg.warmup, "settle": cfg.settle, "worlds_tried": tried, **revisit_info(tuple(cfg.paths), cfg.turn_deg)}
     branches = to_branches(cases, info)
     save_branches(cfg.out, branches)
     return branches

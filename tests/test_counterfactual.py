@@ -249,3 +249,22 @@ def test_capture_branches_then_pretrain_eval_counterfactual_through_the_cli(tmp_
                 "--resolution", "64", "--out", str(paths)]) == 0
     assert f"capture revisits: replacing {paths}, the branches file made earlier there" in capsys.readouterr().err
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_branches_of_antialiased_footage_are_played_antialiased(tmp_path):
+    """A world model that learned from antialiased footage (`capture run --antialias`) is judged on
+    frames rendered the same way: `capture branches --antialias` plays the states in that env."""
+    from worldloom.capture.branches import BranchesConfig, record_branches
+
+    kw = dict(episodes=1, context=1, horizon=1, branches=("turn", "still"), warmup=2, seed=3)
+    plain = record_branches(BranchesConfig(out=str(tmp_path / "plain.safetensors"), **kw))
+    smooth = record_branches(BranchesConfig(out=str(tmp_path / "aa.safetensors"), antialias=True, **kw))
+    assert smooth.info["antialias"] and not plain.info["antialias"]
+    assert not np.array_equal(smooth.frames, plain.frames)
+    from worldloom.capture.branches import SEED_BASE
+
+    aa_env = make_env("voxel", height=64, width=64, antialias=True)  # the same states in an antialiased env
+    (case,) = engine_cases(aa_env, "mixture", [SEED_BASE + 3], context=1, horizon=1, warmup=2, branches=("turn", "still"))
+    assert np.array_equal(smooth.frames[0], case.frames) and np.array_equal(smooth.context_frames[0], case.context_frames)
+    with pytest.raises(ValueError, match="voxel env only"):
+        BranchesConfig(out="x.safetensors", env="crafter", antialias=True)
