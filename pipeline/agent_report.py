@@ -276,7 +276,10 @@ def _dream_section(report: Report, records: dict[str, StageRecord]) -> None:
                        "figure where it is at its ceiling), per task and the mean over the tasks; "
                        "the last two columns rank by the same scorer on the real branch's frames (what a perfect world "
                        "model would give) and by the real return at the dream's horizon (what a perfect world model and "
-                       "a perfect scorer would give at this horizon).")
+                       "a perfect scorer would give at this horizon). The closed-loop figure by dreams a player is the "
+                       "mean over disjoint sets of that many dreams: one that still rises from a quarter of the dreams "
+                       "to all of them is held down by the dreams' noise, and more dreams (`--sizes.dream-episodes`) "
+                       "would raise it.")
 
     def rho(a: dict, name: str) -> float | str:
         v = a.get(name)
@@ -286,10 +289,16 @@ def _dream_section(report: Report, records: dict[str, StageRecord]) -> None:
         ci = a.get("spearman_closed_loop_spread95")
         return f"{rho(a, 'spearman_closed_loop')} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else rho(a, "spearman_closed_loop")
 
+    def by_dreams(a: dict) -> str:  # the closed-loop figure with all, half and a quarter of the dreams
+        counts = a.get("spearman_closed_loop_by_dreams") or {}
+        return " / ".join(f"{v:.2f} ({n})" if v == v else f"n/a ({n})" for n, v in counts.items()) or "n/a"
+
     s.table(["task", "players", "Spearman, real at the horizon", "Spearman, closed-loop return [95% of redraws]",
-             "scorer on real frames, closed-loop", "real at the horizon, closed-loop"],
-            [[t, a["num_players"], rho(a, "spearman"), rho_ci(a), rho(a, "critic_closed_loop"),
+             "closed-loop, by dreams a player (all / half / quarter)", "scorer on real frames, closed-loop",
+             "real at the horizon, closed-loop"],
+            [[t, a["num_players"], rho(a, "spearman"), rho_ci(a), by_dreams(a), rho(a, "critic_closed_loop"),
               rho(a, "horizon_closed_loop")] for t, a in agreement.items()])
+
     players = rec.figures["players"]
     s.table(["player", "task", "imagined", "scorer on real frames", "real (same horizon)"],
             [[key.split("|")[0], v["task"], _interval(v["imagined"]),

@@ -1219,6 +1219,14 @@ def test_rank_agreement_ranks_imagined_and_real_frame_critic_scores_against_clos
     low, high = dream.rank_agreement(overlapping, closed)["explore"]["spearman_closed_loop_spread95"]
     assert -1.0 <= low < 0.0 < 1.0 == high  # episodes that overlap: any order can be drawn
     assert "spearman_closed_loop_spread95" not in dream.rank_agreement(players, closed)["explore"]  # no episodes given
+    # the figure by dreams a player: the first half of each player's dreams ranks them backwards, the second half
+    # right; all of them together right (a, b, c as the closed loop orders them)
+    halves = {k: {**v, "imagined_rows": [-v["imagined"]["mean"]] * 4 + [3 * v["imagined"]["mean"]] * 4}
+              for k, v in players.items()}
+    counts = dream.rank_agreement(halves, closed)
+    assert counts["explore"]["spearman_closed_loop_by_dreams"] == {"8": pytest.approx(1.0), "4": pytest.approx(0.0)}
+    assert counts["all"]["spearman_closed_loop_by_dreams"] == {"8": pytest.approx(1.0), "4": pytest.approx(0.0)}
+    assert "spearman_closed_loop_by_dreams" not in dream.rank_agreement(players, closed)["explore"]
 
 
 def test_a_world_model_at_another_resolution_is_one_line_naming_both(data, policy_run, tmp_path, capsys):
@@ -1372,6 +1380,8 @@ def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path, monkeyp
     assert "Dreaming: imagined against real scores" in (out / "report.md").read_text()
     agreement = dreamt["dream"]["agreement"]["explore"]
     assert agreement["spearman_closed_loop_spread95"] is None or len(agreement["spearman_closed_loop_spread95"]) == 2
+    assert list(agreement["spearman_closed_loop_by_dreams"]) == ["2"]  # the micro preset's 2 dreams: too few to halve
+    assert "closed-loop, by dreams a player" in (out / "report.md").read_text()
     one = json.loads((out / "dream" / "bc-env-s0-explore" / "eval.json").read_text())
     assert one["guidance"] == 1.0 and one["scorer_head"] == "odometry" and one["horizon"] == 6
     # the same study with one seed: the seeds' runs go (the stages that wrote them are redone), bc-env is a run again
