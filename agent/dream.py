@@ -110,6 +110,8 @@ class ScorerConfig:
 class ValueHead(nn.Module):
     """Frames (N, H, W, 3) uint8 -> (N,) the discounted return to come from each, in the task's reward units."""
 
+    reading = "mean"  # how `score` reduces a film's frames: "mean", or "max" (its best frame; `agent eval --critic-reading`)
+
     def __init__(self, cfg: ScorerConfig):
         super().__init__()
         self.encoder = FrameEncoder(cfg.encoder)
@@ -122,12 +124,14 @@ class ValueHead(nn.Module):
 
     @torch.no_grad()
     def score(self, films: np.ndarray) -> np.ndarray:
-        """films (B, T + 1, H, W, 3) uint8 -> (B,) the mean return to come over each film's frames after its first."""
+        """films (B, T + 1, H, W, 3) uint8 -> (B,) the return to come over each film's frames after its first: their
+        mean, or their largest where `reading` is "max"."""
         B, n = films.shape[:2]
         if n < 2:
             return np.zeros(B)
         values = self(torch.from_numpy(np.ascontiguousarray(films[:, 1:]).reshape(-1, *films.shape[2:])))
-        return values.double().numpy().reshape(B, n - 1).mean(1)
+        values = values.double().numpy().reshape(B, n - 1)
+        return values.max(1) if self.reading == "max" else values.mean(1)
 
 
 class ScorerEnsemble(nn.Module):
@@ -361,6 +365,9 @@ def scorer_for(cfg, resolution: int, wm=None, codec=None, guidance: float = 1.0)
                             "one for this task")
         check_scorer_data(run, cfg.data, cfg.scorer_steps, cfg.scorer_members, record)
     model, (height, width) = load_scorer(run, task.env_id)
+    for member in model.modules():  # the critics' reading of a dream (an odometer has none)
+        if isinstance(member, ValueHead):
+            member.reading = getattr(cfg, "critic_reading", "mean")
     if (height, width) != (resolution, resolution):
         raise UserError(f"scorer {run} takes {width}x{height} frames, the policy {resolution}x{resolution}: "
                         f"pass --scorer NEW_FOLDER with --data to train one at {resolution}x{resolution}")

@@ -81,11 +81,12 @@ EVAL_RANGES = (
 )
 
 
+CRITIC_READINGS = ("mean", "max")  # how a critic reduces a dream's frames (agent/dream.py ValueHead.reading)
 # EvalConfig's fields that only dreaming (in_world_model) reads: a closed-loop evaluation is the same without them.
 DREAM_FIELDS = frozenset({"horizon", "sample_steps", "sample_guidance", "scorer", "data", "scorer_steps",
-                          "scorer_members", "scorer_dreams"})
+                          "scorer_members", "scorer_dreams", "critic_reading"})
 # added after the study's older stage keys (2026-12-06)
-LATER_DREAM_FIELDS = frozenset({"sample_guidance", "scorer_members", "scorer_dreams"})
+LATER_DREAM_FIELDS = frozenset({"sample_guidance", "scorer_members", "scorer_dreams", "critic_reading"})
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,10 @@ class EvalConfig:
     scorer_dreams: int = doc("dreaming: windows of --data's play the world model re-dreams under its recorded actions, "
                              "which a new odometer (Explore's scorer) also learns from, so that it reads motion as the "
                              "world model draws it (0: real frames only; critics learn from real frames)", 128)
+    critic_reading: str = doc("dreaming: how a critic reads a dream: mean (the mean return to come over its frames) or "
+                              "max (its best frame; on CollectLogs it ranked the tiny study's players at 0.95 and 0.98 "
+                              "where the mean read 0.62 and 0.83, on MineStone and FindWater lower: docs/agent.md)",
+                              "mean")
 
     def __post_init__(self) -> None:
         from worldloom.envs.tasks import task_by_name
@@ -144,6 +149,8 @@ class EvalConfig:
             check_resolution("voxel", self.resolution)  # the tasks are VoxelWorld's
         if self.video_format not in ("mp4", "gif"):
             raise ValueError(f"video_format must be mp4 or gif, got {self.video_format!r}")
+        if self.critic_reading not in CRITIC_READINGS:
+            raise ValueError(f"critic_reading must be one of {', '.join(CRITIC_READINGS)}, got {self.critic_reading!r}")
         check_device_name(self.device)
         from .inference import RUNTIMES
 

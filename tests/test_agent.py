@@ -965,6 +965,13 @@ def test_a_scorer_is_the_mean_of_seeds_and_a_single_scorer_from_before_still_loa
     each = [m.score(films) for m in ensemble.members]
     assert not np.allclose(each[0], each[1])  # two seeds, two critics
     assert ensemble.score(films) == pytest.approx((each[0] + each[1]) / 2)
+    # read by its best frame (`agent eval --critic-reading max`): the largest return to come after the film's first frame
+    with torch.no_grad():
+        values = ensemble.members[0](torch.from_numpy(films[:, 1:].reshape(-1, 64, 64, 3))).double().numpy().reshape(2, 5)
+    assert each[0] == pytest.approx(values.mean(1))
+    ensemble.members[0].reading = "max"
+    assert ensemble.members[0].score(films) == pytest.approx(values.max(1))
+    ensemble.members[0].reading = "mean"
     with torch.no_grad():
         frames = torch.from_numpy(films[0])
         assert ensemble(frames).numpy() == pytest.approx(((ensemble.members[0](frames) + ensemble.members[1](frames)) / 2).numpy())
@@ -982,6 +989,15 @@ def test_a_scorer_is_the_mean_of_seeds_and_a_single_scorer_from_before_still_loa
     (old / "config.json").write_text(json.dumps(doc_old))
     single, _ = dream.load_scorer(old, "worldloom/FindWater-v0")
     assert isinstance(single, dream.ValueHead) and single.score(films) == pytest.approx(each[1])
+    from types import SimpleNamespace
+
+    from worldloom.envs.tasks import task_by_name
+
+    asked = SimpleNamespace(task_spec=task_by_name("worldloom/FindWater-v0"), scorer=str(old), data=(), critic_reading="max")
+    by_best, _ = dream.scorer_for(asked, 64)  # the eval's way in: the reading asked reaches the critic it loads
+    assert by_best.reading == "max" and np.all(by_best.score(films) >= single.score(films) - 1e-9)
+    with pytest.raises(ValueError, match="critic_reading must be one of mean, max, got 'median'"):
+        EvalConfig(policy="random", task="find_water", critic_reading="median")
     dream.check_scorer_data(old, dataset, 3, members=1)  # counted as one
     doc_old["members"] = 0  # a hand-edited count: one line
     (old / "config.json").write_text(json.dumps(doc_old))
