@@ -31,11 +31,14 @@ at least half the largest: the critic's mean ranks players but is not a calibrat
 gives the same scorer on the real branch's frames (`critic_real`, named when the critic was the only scorer):
 the imagined score a perfect world model would give, which tells the scorer's errors from the world model's.
 Every scorer is an ensemble of `--scorer-members` (5) fitted from consecutive seeds, read as their mean: one critic's
-ranking of the same dreams moved with its seed from Spearman 0.00 to 0.86. The odometer also learns from the world
-model's re-dreams of its data's play (`dream_windows`, `--scorer-dreams` windows, half of each batch), the engine's
-moves as targets: a dream walks as a faint shift of a softened picture, which an odometer of real frames only read as
-standing still (the tiny8 players' dreams ranked at -0.29; with re-dreams 0.74-0.86). Critics learn from real frames
-only: re-dreams moved their rankings by less than their seeds did, and lowered CollectLogs' (docs/agent.md).
+ranking of the same dreams moved with its seed from Spearman 0.00 to 0.86, and a five-member ensemble's still moves
+by 0.2 from one set of seeds to the next (session 52). Every scorer also learns from the world model's re-dreams of
+its data's play (`dream_windows`, `--scorer-dreams` windows, half of each batch), the engine's truth as targets: a
+dream walks as a faint shift of a softened picture, which an odometer of real frames only read as standing still
+(the tiny8 players' dreams ranked at -0.29; with re-dreams 0.74-0.86), and a critic of real frames read the blurred
+dreams of the players that move as worse than the sharp one of the player that stands still (FindWater's
+ranking 0.50-0.91 over seed sets; with re-dreams 0.86-1.00; until 2026-12-06 critics learned from real frames only,
+on session 49's evidence of 16 dreams a player, which session 51 showed too few to read the figure; docs/agent.md).
 
 Dreams can be sampled with classifier-free guidance on actions (`--sample-guidance`, 1 by default: none). Without
 it the tiny world model hedges a walk into a copy of the last frame (issue 18's log, section 37): the policies that
@@ -180,11 +183,13 @@ def returns_to_come(rewards: np.ndarray, gamma: float) -> np.ndarray:
     return out
 
 
-def load_transitions(paths: tuple[str, ...], height: int, width: int,
-                     task_id: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Frames (N, H, W, 3) and rewards (N,) of every episode with recorded rewards; reward[t] is the step's after
-    frame t, the last one included (FindWater's one reward ends its episode: it has no frame after it)."""
-    frames, rewards = [], []
+def load_transitions(paths: tuple[str, ...], height: int, width: int, task_id: str
+                     ) -> tuple[list[np.ndarray], list[np.ndarray], list[tuple[np.ndarray, np.ndarray] | None]]:
+    """Frames (N, H, W, 3), rewards (N,) and the recorded actions ((N, 20) buttons, (N, 2) camera degrees; None
+    unless the env recorded them: what `dream_windows` re-dreams) of every episode with recorded rewards; reward[t]
+    is the step's after frame t, the last one included (FindWater's one reward ends its episode: it has no frame
+    after it)."""
+    frames, rewards, actions = [], [], []
     datasets = check_scorer_datasets(paths, height, width, task_id)
     check_rewards(paths, datasets)
     for ds in datasets:
@@ -197,9 +202,11 @@ def load_transitions(paths: tuple[str, ...], height: int, width: int,
             if n:
                 frames.append(np.asarray(clip.frames, np.uint8))
                 rewards.append(r)
+                actions.append((clip.buttons, clip.camera) if clip.label_source == "env" and clip.buttons is not None
+                               else None)
     if not frames:
         raise UserError(f"no episode with frames in {', '.join(paths)} to train the task scorer on")
-    return frames, rewards
+    return frames, rewards, actions
 
 
 def check_rewards(paths: tuple[str, ...], datasets: list) -> None:
@@ -249,25 +256,42 @@ def check_scorer_env(path: str, ds, task_id: str) -> None:
 
 
 def train_scorer(cfg: ScorerConfig, task_id: str, data: tuple[str, ...], out: Path, members: int = 1,
-                 record: dict | None = None) -> Path:
+                 dream=None, record: dict | None = None) -> Path:
     """Fit `members` ValueHeads (seeds cfg.seed, cfg.seed + 1, ...) on the datasets' frames and save them as one run
-    directory (a ScorerEnsemble: their mean is its reading); record: more to write in its config."""
-    frames, rewards = load_transitions(data, cfg.height, cfg.width, task_id)
+    directory (a ScorerEnsemble: their mean is its reading).
+
+    dream: None, or a function (frames, actions) -> [DreamWindow] (`dream_windows`): the world model's re-dreams of
+    the same recorded play under its own actions. Then DREAM_SHARE of each batch are their generated frames, each
+    with the return to come of the real frame it stands for, so the critic reads a dream's softened, drifting picture
+    as the world model draws it (a critic of real frames read the players that move as worse than the one that stands
+    still, whose dream stays sharp; docs/agent.md). record: more to write in its config (the world model the dreams
+    came from)."""
+    frames, rewards, actions = load_transitions(data, cfg.height, cfg.width, task_id)
     targets = [returns_to_come(r, cfg.gamma) for r in rewards]
-    fitted = [_fit_value_head(dataclasses.replace(cfg, seed=cfg.seed + k), frames, targets) for k in range(members)]
+    windows = dream(frames, actions) if dream is not None else []
+    fitted = [_fit_value_head(dataclasses.replace(cfg, seed=cfg.seed + k), frames, targets, windows)
+              for k in range(members)]
     flat = np.concatenate(targets)
     near = int((flat >= 0.5 * flat.max()).sum()) if flat.max() > 0 else 0
     out.mkdir(parents=True, exist_ok=True)
     ckpt.write_run_config(out, SCORER_KIND, {"scorer": to_json_dict(cfg), "head": HEAD, "task": task_id,
                                             "data": list(data), ckpt.DATA_CONTENT: content_ids(data),
                                             "frames": int(len(flat)), "near_reward_frames": near, "members": members,
-                                            **(record or {})})
+                                            "dream_windows": len(windows), **(record or {})})
     ckpt.save_checkpoint(out, SCORER_KIND, {"model": ScorerEnsemble(fitted).state_dict()}, {"step": cfg.steps})
     return out
 
 
-def _fit_value_head(cfg: ScorerConfig, frames: list[np.ndarray], targets: list[np.ndarray]) -> ValueHead:
+def _fit_value_head(cfg: ScorerConfig, frames: list[np.ndarray], targets: list[np.ndarray],
+                    windows: list | None = None) -> ValueHead:
+    """One critic; a batch is DREAM_SHARE re-dreamt frames (when `windows` holds some), then of the real frames
+    EVENT_SHARE near a reward and the rest uniform."""
+    from .odometry import DREAM_SHARE
+
+    windows = windows or []
     index = np.array([(e, t) for e, f in enumerate(frames) for t in range(len(f))])  # (N, 2)
+    dreamt = np.array([(w, k) for w, (_, _, film) in enumerate(windows) for k in range(1, len(film))],
+                      np.int64).reshape(-1, 2)  # a window's frame 0 is real
     flat = np.concatenate(targets)
     near = np.flatnonzero(flat >= 0.5 * flat.max()) if flat.max() > 0 else np.zeros(0, np.int64)
     torch.manual_seed(cfg.seed)
@@ -276,13 +300,19 @@ def _fit_value_head(cfg: ScorerConfig, frames: list[np.ndarray], targets: list[n
     model.scale.fill_(scale if scale > 0 else 1.0)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     rng = np.random.default_rng([cfg.seed, 0x5C0])
-    n_near = int(round(cfg.batch_size * EVENT_SHARE)) if near.size else 0
+    n_dream = int(round(cfg.batch_size * DREAM_SHARE)) if len(dreamt) else 0
+    n_near = int(round((cfg.batch_size - n_dream) * EVENT_SHARE)) if near.size else 0
     for step in tqdm(range(cfg.steps), desc="agent dream: critic", unit="step", leave=False, dynamic_ncols=True):
-        pick = np.concatenate([rng.integers(0, len(index), cfg.batch_size - n_near),
+        pick = np.concatenate([rng.integers(0, len(index), cfg.batch_size - n_dream - n_near),
                                rng.choice(near, n_near) if n_near else np.zeros(0, np.int64)])
-        x = torch.from_numpy(np.stack([frames[e][t] for e, t in index[pick]]))
-        target = torch.from_numpy(flat[pick])
-        loss = F.mse_loss(model(x) / model.scale, target / model.scale)
+        x = [frames[e][t] for e, t in index[pick]]
+        y = list(flat[pick])
+        for w, k in dreamt[rng.integers(0, len(dreamt), n_dream)] if n_dream else ():
+            e, t0, film = windows[w]
+            x.append(film[k])
+            y.append(targets[e][t0 + k])
+        target = torch.from_numpy(np.asarray(y, np.float32))
+        loss = F.mse_loss(model(torch.from_numpy(np.stack(x))) / model.scale, target / model.scale)
         check_finite(loss.item(), None, step + 1, None)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -323,14 +353,13 @@ def load_scorer(run_dir: Path, task_id: str):
 def scorer_for(cfg, resolution: int, wm=None, codec=None, guidance: float = 1.0) -> tuple[object, str]:
     """The eval's task scorer: --scorer, else WM_RUN/scorer-<Task>, trained from --data when missing: an ensemble of
     --scorer-members critics of --scorer-steps steps each, or for a distance task of odometers of ODOMETER_STEPS
-    times as many (a pair's motion is finer to learn), which also learn from --scorer-dreams windows of the data's
+    times as many (a pair's motion is finer to learn); either also learns from --scorer-dreams windows of the data's
     play re-dreamt by the world model `wm` (`dream_windows`, sampled as the dreams are: `guidance`)."""
     from .odometry import OdometerConfig, train_odometer
 
     task = cfg.task_spec
     run = Path(cfg.scorer) if cfg.scorer else Path(cfg.in_world_model) / f"scorer-{task.name}"
     head = scorer_head(task)
-    record = dream_record(cfg, guidance) if head == ODOMETRY else {}
     if not ckpt.has_checkpoint(run):
         if not cfg.data:
             from worldloom.envs.tasks import short_name
@@ -344,26 +373,27 @@ def scorer_for(cfg, resolution: int, wm=None, codec=None, guidance: float = 1.0)
         what = "odometer" if head == ODOMETRY else "critic"
         print(f"agent dream: training the {task.name} {what}{'s' if cfg.scorer_members > 1 else ''} on "
               f"{', '.join(cfg.data)}", file=sys.stderr)
-        if head == ODOMETRY:
+        dream, record = None, {}
+        if cfg.scorer_dreams and wm is not None:
             from worldloom.pretrain.flow import SampleConfig
 
-            dream = None
-            if cfg.scorer_dreams and wm is not None:
-                dream = dream_windows(wm, codec, SampleConfig(num_steps=cfg.sample_steps, guidance=guidance),
-                                      cfg.scorer_dreams, cfg.horizon, cfg.seed)
+            dream = dream_windows(wm, codec, SampleConfig(num_steps=cfg.sample_steps, guidance=guidance),
+                                  cfg.scorer_dreams, cfg.horizon, cfg.seed)
+            record = dream_record(cfg, guidance)
+        if head == ODOMETRY:
             train_odometer(OdometerConfig(height=resolution, width=resolution, steps=ODOMETER_STEPS * cfg.scorer_steps,
                                           seed=cfg.seed),
                            task.env_id, cfg.data, datasets, run, SCORER_KIND, members=cfg.scorer_members, dream=dream,
                            record=record)
         else:
             train_scorer(ScorerConfig(height=resolution, width=resolution, steps=cfg.scorer_steps, seed=cfg.seed),
-                         task.env_id, cfg.data, run, members=cfg.scorer_members)
+                         task.env_id, cfg.data, run, members=cfg.scorer_members, dream=dream, record=record)
     elif cfg.data:
         scored = ckpt.read_run_config(run, SCORER_KIND).get("task")
         if scored != task.env_id:  # before the data: leaving out --data would not make it score this task
             raise UserError(f"{run} scores {scored}, not {task.env_id}: pass --scorer NEW_FOLDER with --data to train "
                             "one for this task")
-        check_scorer_data(run, cfg.data, cfg.scorer_steps, cfg.scorer_members, record)
+        check_scorer_data(run, cfg.data, cfg.scorer_steps, cfg.scorer_members, dream_record(cfg, guidance))
     model, (height, width) = load_scorer(run, task.env_id)
     for member in model.modules():  # the critics' reading of a dream (an odometer has none)
         if isinstance(member, ValueHead):
@@ -375,7 +405,7 @@ def scorer_for(cfg, resolution: int, wm=None, codec=None, guidance: float = 1.0)
 
 
 def dream_record(cfg, guidance: float) -> dict:
-    """What an odometer's re-dreamt windows depend on, as its config records it: {"dreams": {...}} (the world model's
+    """What a scorer's re-dreamt windows depend on, as its config records it: {"dreams": {...}} (the world model's
     weights, the windows asked, their length and how they were sampled), or {} where it learns from real frames only."""
     if not cfg.scorer_dreams:
         return {}
@@ -388,8 +418,7 @@ def dream_record(cfg, guidance: float) -> dict:
 
 def check_scorer_data(run: Path, data: tuple[str, ...], steps: int, members: int = 1, record: dict | None = None) -> None:
     """UserError (one line) when the scorer at `run` was trained on other datasets, on other content under
-    the same names, for another --scorer-steps or --scorer-members than asked, or (an odometer) on other dreams than
-    `record` says (another world model's, or other --scorer-dreams): reusing it would score with the old ones."""
+    the same names, for another --scorer-steps or --scorer-members than asked, or on other dreams than `record` says (another world model's, or other --scorer-dreams): reusing it would score with the old ones."""
     have = ckpt.read_run_config(run, SCORER_KIND)
     trained = have.get("data") or []
     dreams, asked = have.get("dreams") or {}, (record or {}).get("dreams") or {}

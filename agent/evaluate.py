@@ -128,8 +128,9 @@ class EvalConfig:
                               "...: one critic's ranking of players moves with its seed by as much as the world model "
                               "does (docs/agent.md)", 5)
     scorer_dreams: int = doc("dreaming: windows of --data's play the world model re-dreams under its recorded actions, "
-                             "which a new odometer (Explore's scorer) also learns from, so that it reads motion as the "
-                             "world model draws it (0: real frames only; critics learn from real frames)", 128)
+                             "which a new task scorer also learns from (half of each batch), so that it reads a dream "
+                             "as the world model draws it: the odometer its motion, the critic its softened picture (0: "
+                             "real frames only; docs/agent.md)", 128)
     critic_reading: str = doc("dreaming: how a critic reads a dream: mean (the mean return to come over its frames) or "
                               "max (its best frame; on CollectLogs it ranked the tiny study's players at 0.95 and 0.98 "
                               "where the mean read 0.62 and 0.83, on MineStone and FindWater lower: docs/agent.md)",

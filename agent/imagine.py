@@ -87,7 +87,7 @@ class ImagineConfig:
     scorer: str | None = doc("a task-scorer run (default: WM_RUN/scorer-<Task>, trained on --data if missing)", None)
     scorer_steps: int = doc("training steps of a new task scorer (as agent eval's)", 300)
     scorer_members: int = doc("scorers averaged in a new task scorer (as agent eval's)", 5)
-    scorer_dreams: int = doc("re-dreamt windows a new odometer also learns from (as agent eval's)", 128)
+    scorer_dreams: int = doc("re-dreamt windows a new task scorer also learns from (as agent eval's)", 128)
     rounds: int = doc("rounds: each dreams --dreams episodes, then clones the kept ones", 12)
     dreams: int = doc("dreams per round", 128)
     group: int = doc("dreams from each world and context, the player's sampling seeded apart: the dreams the scorer "

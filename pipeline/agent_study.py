@@ -86,8 +86,8 @@ class StudySizes:
     dream_horizon: int = doc("with --world-model: imagined steps after the real context", 48)
     scorer_steps: int = doc("with --world-model: training steps of each task's critic", 600)
     scorer_members: int = doc("with --world-model: scorers averaged into each task's scorer (their seeds)", 5)
-    scorer_dreams: int = doc("with --world-model: windows of Explore's scorer data the world model re-dreams for "
-                             "its odometer to learn from", 128)
+    scorer_dreams: int = doc("with --world-model: windows of each task's scorer data the world model re-dreams for "
+                             "its scorer to learn from", 128)
     expected: str = doc("time and hardware, for --help", "", cli=False)
 
     def __post_init__(self) -> None:
