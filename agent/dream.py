@@ -360,7 +360,8 @@ def scorer_for(cfg, resolution: int, wm=None, codec=None, guidance: float = 1.0)
     task = cfg.task_spec
     run = Path(cfg.scorer) if cfg.scorer else Path(cfg.in_world_model) / f"scorer-{task.name}"
     head = scorer_head(task)
-    if not ckpt.has_checkpoint(run):
+    trained_now = not ckpt.has_checkpoint(run)
+    if trained_now:
         if not cfg.data:
             from worldloom.envs.tasks import short_name
 
@@ -394,6 +395,8 @@ def scorer_for(cfg, resolution: int, wm=None, codec=None, guidance: float = 1.0)
             raise UserError(f"{run} scores {scored}, not {task.env_id}: pass --scorer NEW_FOLDER with --data to train "
                             "one for this task")
         check_scorer_data(run, cfg.data, cfg.scorer_steps, cfg.scorer_members, dream_record(cfg, guidance))
+    if not trained_now:
+        note_scorer_seed(run, cfg.seed)
     model, (height, width) = load_scorer(run, task.env_id)
     for member in model.modules():  # the critics' reading of a dream (an odometer has none)
         if isinstance(member, ValueHead):
@@ -402,6 +405,16 @@ def scorer_for(cfg, resolution: int, wm=None, codec=None, guidance: float = 1.0)
         raise UserError(f"scorer {run} takes {width}x{height} frames, the policy {resolution}x{resolution}: "
                         f"pass --scorer NEW_FOLDER with --data to train one at {resolution}x{resolution}")
     return model, str(run)
+
+
+def note_scorer_seed(run: Path, seed: int) -> None:
+    """A note on stderr when the scorer reused from `run` was trained from another --seed than the dream's: a dream
+    seed sets the scorers' seeds only where that run trains them, and a scorer's ranking moves with its seeds."""
+    doc_ = ckpt.read_run_config(run, SCORER_KIND)
+    trained = (doc_.get("scorer") or doc_.get("odometer") or {}).get("seed")
+    if trained is not None and trained != seed:
+        print(f"agent dream: note: scorer {run} was trained from --seed {trained}, and is reused as it is for --seed "
+              f"{seed} (pass --scorer NEW_FOLDER for scorers of this seed)", file=sys.stderr)
 
 
 def dream_record(cfg, guidance: float) -> dict:

@@ -993,7 +993,8 @@ def test_a_scorer_is_the_mean_of_seeds_and_a_single_scorer_from_before_still_loa
 
     from worldloom.envs.tasks import task_by_name
 
-    asked = SimpleNamespace(task_spec=task_by_name("worldloom/FindWater-v0"), scorer=str(old), data=(), critic_reading="max")
+    asked = SimpleNamespace(task_spec=task_by_name("worldloom/FindWater-v0"), scorer=str(old), data=(), critic_reading="max",
+                            seed=0)
     by_best, _ = dream.scorer_for(asked, 64)  # the eval's way in: the reading asked reaches the critic it loads
     assert by_best.reading == "max" and np.all(by_best.score(films) >= single.score(films) - 1e-9)
     with pytest.raises(ValueError, match="critic_reading must be one of mean, max, got 'median'"):
@@ -1053,12 +1054,12 @@ def test_the_odometer_learns_from_the_world_models_dreams_of_its_own_data(data, 
         dream.check_scorer_data(run, paths, 1, members=2, record={"dreams": {"windows": 5, "world_model": "x"}})
 
 
-def test_the_critic_learns_from_the_world_models_dreams_of_its_own_data(data, tmp_path):
+def test_the_critic_learns_from_the_world_models_dreams_of_its_own_data(data, tmp_path, capsys):
     """A critic of real frames read the tiny study's moving players' blurred dreams as worse than the one standing
-    still (CollectLogs: bc-noop second of eight); one that also learns from the world model's re-dreams (half of each
-    batch, each generated frame with the return to come of the real frame it stands for) ranked them at Spearman
-    0.83 / 0.88 / 1.00 on CollectLogs / MineStone / FindWater where real frames alone gave 0.83 / 0.91 / 0.74 (ten
-    members each, session 52). Here: dreamt frames unlike any real one learn their own targets."""
+    still (CollectLogs: bc-noop second of eight); critics that also learn from the world model's re-dreams (half of
+    each batch, each generated frame with the return to come of the real frame it stands for) ranked the same dreams
+    of FindWater at Spearman 0.98 where ten of real frames only gave 0.74 (session 52, docs/agent.md). Here: dreamt
+    frames unlike any real one learn their own targets."""
     task = "worldloom/FindWater-v0"
     rng = np.random.default_rng(0)
     frames = [rng.integers(60, 90, (40, 64, 64, 3), dtype=np.uint8)]  # one episode of dim real frames
@@ -1068,7 +1069,7 @@ def test_the_critic_learns_from_the_world_models_dreams_of_its_own_data(data, tm
     red, blue = np.zeros((6, 64, 64, 3), np.uint8), np.zeros((6, 64, 64, 3), np.uint8)
     red[..., 0], blue[..., 2] = 230, 230
     windows = [(0, 25, red), (0, 1, blue)]  # dreamt just before the water (targets 0.88-1.0) and at the start (0.42)
-    critic = dream._fit_value_head(dream.ScorerConfig(steps=150), frames, targets, windows)
+    critic = dream._fit_value_head(dream.ScorerConfig(steps=120, batch_size=32), frames, targets, windows)
     with torch.no_grad():
         v_red, v_blue = (float(critic(torch.from_numpy(f[1:])).mean()) for f in (red, blue))
     assert abs(v_red - targets[0][26:31].mean()) < 0.15 and abs(v_blue - targets[0][2:7].mean()) < 0.15, (v_red, v_blue)
@@ -1088,6 +1089,12 @@ def test_the_critic_learns_from_the_world_models_dreams_of_its_own_data(data, tm
     assert seen == [True] and doc["dream_windows"] == 2 and doc["dreams"] == {"windows": 2}
     with pytest.raises(UserError, match="learned from 2 re-dreamt windows, not the --scorer-dreams 0 asked"):
         dream.check_scorer_data(run, (str(tmp_path / "water"),), 2, members=2, record={})
+    # reused for a dream of another --seed, it says so (its members' seeds are the ones it was trained from)
+    capsys.readouterr()
+    dream.note_scorer_seed(run, 0)
+    assert capsys.readouterr().err == ""
+    dream.note_scorer_seed(run, 3)
+    assert "trained from --seed 0, and is reused as it is for --seed 3" in capsys.readouterr().err
 
 
 def test_the_critic_learns_the_return_to_come_up_to_an_episodes_last_reward(tmp_path):
