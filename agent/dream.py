@@ -431,7 +431,8 @@ def dream_record(cfg, guidance: float) -> dict:
 
 def check_scorer_data(run: Path, data: tuple[str, ...], steps: int, members: int = 1, record: dict | None = None) -> None:
     """UserError (one line) when the scorer at `run` was trained on other datasets, on other content under
-    the same names, for another --scorer-steps or --scorer-members than asked, or on other dreams than `record` says (another world model's, or other --scorer-dreams): reusing it would score with the old ones."""
+    the same names, for another --scorer-steps or --scorer-members than asked, or on other dreams than `record` says
+    (another world model's, or other --scorer-dreams): reusing it would score with the old ones."""
     have = ckpt.read_run_config(run, SCORER_KIND)
     trained = have.get("data") or []
     dreams, asked = have.get("dreams") or {}, (record or {}).get("dreams") or {}
