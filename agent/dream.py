@@ -1,7 +1,7 @@
 """Dreaming: play a player inside a trained world model and score what it imagines.
 
     worldloom agent eval --policy runs/bc-env --task worldloom/Explore-v0 --in-world-model runs/wm \
-        --data data/truth-explore --episodes 8 --horizon 48
+        --data data/truth-explore --episodes 8
 
 Each episode starts in the real task env (its world seed as in closed-loop evaluation): the
 player plays the first `num_frames - 1` steps there, which become the world model's context.
@@ -18,8 +18,8 @@ the distance from spawn, an odometer (agent/odometry.py): the distance from the 
 its moves read from pairs of frames 4 steps apart and chained. For the other tasks a critic: a value head (the
 policy's frame encoder on one frame, an MLP) trained by regression on real play of the task, recorded with its
 engine rewards (`--data`: datasets captured in the task's world, e.g. the study's truth-<task> and labeled-<task>),
-to predict the discounted return to come from each frame (gamma 0.97: about 33 steps, 1.6 s of play, the scale of
-a dream), its mean over the generated frames: how near to the task's rewards the dreamt play keeps the player,
+to predict the discounted return to come from each frame (gamma 0.97: about 33 steps, 1.6 s of play, a third
+of a default dream), its mean over the generated frames: how near to the task's rewards the dreamt play keeps the player,
 Dreamer's critic read as a ranking. (Until 2026-12-05 a reward head on frame pairs summed the rewards of the
 generated transitions: on the agent study it ranked the players at Spearman 0.25 against their closed-loop
 returns, mean over the tasks, where the critic ranked them at 0.50, 0.44-0.77 by its training seed; docs/agent.md;

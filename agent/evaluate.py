@@ -114,7 +114,8 @@ class EvalConfig:
                        "(onnxruntime on a CPU where it is installed, else torch); the episodes are the same", "auto")
     address: str | None = doc("Ray cluster to join (HOST:PORT or auto); unset: a local one on loopback", None)
     in_world_model: str | None = doc("a world-model run: play inside it instead of the env (dreaming; agent/dream.py)", None)
-    horizon: int = doc("dreaming: imagined steps after the real context", 48)
+    horizon: int = doc("dreaming: imagined steps after the real context (96: Explore's distance needs the length, and "
+                       "the scorers learn from re-dreams this long; docs/agent.md, 'Dreams of 96 steps')", 96)
     sample_steps: int = doc("dreaming: Euler steps per generated frame", 1)
     sample_guidance: float = doc("dreaming: classifier-free guidance on actions (1: none). In the tiny world model "
                                  "1.5 and more saturate a dream into stripes within 8-16 steps (docs/agent.md, "
