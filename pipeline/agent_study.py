@@ -85,7 +85,7 @@ class StudySizes:
     dream_episodes: int = doc("with --world-model: imagined episodes per player and task", 32)
     # 96, not 48: at 48 steps the real return itself ranks Explore's players at 0.62-0.71 (the scripted expert walks as
     # far as BC that far, and less by the episode's end); at 96, with scorers that learn from 96-step re-dreams, the
-    # dreams ranked the four tasks at 0.85 (session 53; docs/agent.md "Dreams of 96 steps").
+    # dreams ranked them at 0.86 and 0.845, mean over the four tasks on two dream seeds (session 53; docs/agent.md "Dreams of 96 steps").
     dream_horizon: int = doc("with --world-model: imagined steps after the real context", 96)
     scorer_steps: int = doc("with --world-model: training steps of each task's critic", 600)
     scorer_members: int = doc("with --world-model: scorers averaged into each task's scorer (their seeds)", 5)
