@@ -15,7 +15,10 @@ the same `horizon` steps, for the real score at the same horizon.
 
 The imagined score is the task scorer's reading of the dreamt frames (`scorer_head`). For Explore, whose metric is
 the distance from spawn, an odometer (agent/odometry.py): the distance from the dream's first frame to its last,
-its moves read from pairs of frames 4 steps apart and chained. For the other tasks a critic: a value head (the
+its moves read from pairs of frames 4 steps apart and chained. For the collect tasks (CollectLogs, MineStone) a mining
+classifier (agent/mining.py): the share of the dreamt frames in which it sees the player mining the task's blocks
+(attack held with the crosshair on one, as the engine recorded it in the scorer's data; since 2026-12-07: a critic
+ranked CollectLogs' real frames at 0.79, the classifier at 0.86-0.93). For FindWater a critic: a value head (the
 policy's frame encoder on one frame, an MLP) trained by regression on real play of the task, recorded with its
 engine rewards (`--data`: datasets captured in the task's world, e.g. the study's truth-<task> and labeled-<task>),
 to predict the discounted return to come from each frame (gamma 0.97: about 33 steps, 1.6 s of play, a third
@@ -87,9 +90,15 @@ ODOMETRY = "odometry"  # a distance task's scorer (agent/odometry.py)
 ODOMETER_STEPS = 4  # an odometer trains this many steps per --scorer-steps: a pair's motion is finer to learn
 
 
+MINING = "mining"  # a collect task's scorer (agent/mining.py)
+
+
 def scorer_head(task) -> str:
-    """What scores a task's dreams: the odometer for a distance metric (Explore), else the critic."""
-    return ODOMETRY if task.metric == "distance" else HEAD
+    """What scores a task's dreams: the odometer for a distance metric (Explore), the mining classifier for a collect
+    metric (CollectLogs, MineStone), else the critic (FindWater)."""
+    if task.metric == "distance":
+        return ODOMETRY
+    return MINING if task.metric == "collect" else HEAD
 
 
 @dataclass(frozen=True)
@@ -332,13 +341,17 @@ def load_scorer(run_dir: Path, task_id: str):
         raise UserError(f"{run_dir} scores {doc_.get('task')}, not {task_id}: pass --scorer for this task")
     want, have = scorer_head(task_by_name(task_id)), doc_.get("head")
     if have != want:
-        what = {HEAD: "a critic", ODOMETRY: "an odometer"}
+        what = {HEAD: "a critic", ODOMETRY: "an odometer", MINING: "a mining classifier"}
         held = what.get(have, "a reward head from before 2026-12-05")
         raise UserError(f"{run_dir} holds {held}, but {task_id}'s dreams are scored by {what[want]} now: pass "
                         "--scorer NEW_FOLDER with --data to train one")
     if have == ODOMETRY:
         model = load_odometer(run_dir, doc_, SCORER_KIND)
         return model, (doc_["odometer"]["height"], doc_["odometer"]["width"])
+    if have == MINING:
+        from .mining import load_mining_head
+
+        return load_mining_head(run_dir, doc_, SCORER_KIND)
     try:
         cfg, members = ScorerConfig(**doc_["scorer"]), scorer_members(doc_)
     except (KeyError, TypeError, ValueError) as err:
@@ -369,9 +382,9 @@ def scorer_for(cfg, resolution: int, wm=None, codec=None, guidance: float = 1.0)
                             f"(e.g. `worldloom capture run --env {short_name(task.env_id)} --resolution {resolution} "
                             "--out DIR`) to train one, or --scorer RUN")
         datasets = check_scorer_datasets(cfg.data, resolution, resolution, task.env_id)
-        if head != ODOMETRY:
+        if head == HEAD:
             check_rewards(cfg.data, datasets)
-        what = "odometer" if head == ODOMETRY else "critic"
+        what = {ODOMETRY: "odometer", MINING: "mining classifier"}.get(head, "critic")
         print(f"agent dream: training the {task.name} {what}{'s' if cfg.scorer_members > 1 else ''} on "
               f"{', '.join(cfg.data)}", file=sys.stderr)
         dream, record = None, {}
@@ -381,7 +394,13 @@ def scorer_for(cfg, resolution: int, wm=None, codec=None, guidance: float = 1.0)
             dream = dream_windows(wm, codec, SampleConfig(num_steps=cfg.sample_steps, guidance=guidance),
                                   cfg.scorer_dreams, cfg.horizon, cfg.seed)
             record = dream_record(cfg, guidance)
-        if head == ODOMETRY:
+        if head == MINING:
+            from .mining import MiningConfig, train_mining
+
+            train_mining(MiningConfig(height=resolution, width=resolution, steps=cfg.scorer_steps, seed=cfg.seed),
+                         task, cfg.data, datasets, run, SCORER_KIND, members=cfg.scorer_members, dream=dream,
+                         record=record)
+        elif head == ODOMETRY:
             train_odometer(OdometerConfig(height=resolution, width=resolution, steps=ODOMETER_STEPS * cfg.scorer_steps,
                                           seed=cfg.seed),
                            task.env_id, cfg.data, datasets, run, SCORER_KIND, members=cfg.scorer_members, dream=dream,
@@ -398,9 +417,13 @@ def scorer_for(cfg, resolution: int, wm=None, codec=None, guidance: float = 1.0)
     if not trained_now:
         note_scorer_seed(run, cfg.seed)
     model, (height, width) = load_scorer(run, task.env_id)
-    for member in model.modules():  # the critics' reading of a dream (an odometer has none)
+    reading = getattr(cfg, "critic_reading", "mean")
+    for member in model.modules():  # the critics' reading of a dream (an odometer or mining classifier has none)
         if isinstance(member, ValueHead):
-            member.reading = getattr(cfg, "critic_reading", "mean")
+            member.reading = reading
+    if reading != "mean" and head != HEAD:
+        print(f"agent dream: note: --critic-reading {reading} reads a critic; {task.name}'s dreams are scored by "
+              f"the {'odometer' if head == ODOMETRY else 'mining classifier'}, as it reads them", file=sys.stderr)
     if (height, width) != (resolution, resolution):
         raise UserError(f"scorer {run} takes {width}x{height} frames, the policy {resolution}x{resolution}: "
                         f"pass --scorer NEW_FOLDER with --data to train one at {resolution}x{resolution}")

@@ -1097,6 +1097,82 @@ def test_the_critic_learns_from_the_world_models_dreams_of_its_own_data(data, tm
     assert "trained from --seed 0, and is reused as it is for --seed 3" in capsys.readouterr().err
 
 
+def test_collect_tasks_dreams_are_scored_by_a_mining_classifier(tmp_path, capsys):
+    """A critic learns a frame's value under its data's play, so a player standing at a tree reads as near a reward:
+    on the tiny study the critic ranked CollectLogs' real frames at 0.79, a classifier of the player mining the task's
+    blocks at 0.86-0.93 and its dreams at 0.905 (session 54, docs/agent.md). Its targets are the engine's: attack held
+    with the crosshair on a goal block; it learns re-dreamt frames' labels too; a critic folder is refused for a
+    collect task; data without true actions and state is one line."""
+    from types import SimpleNamespace
+
+    from worldloom.agent import mining
+    from worldloom.capture.state import state_columns
+    from worldloom.envs import make_env, make_player
+    from worldloom.envs.tasks import task_by_name
+    from worldloom.idm.data import open_dataset
+
+    stone, logs, water = (task_by_name(f"worldloom/{n}-v0") for n in ("MineStone", "CollectLogs", "FindWater"))
+    assert dream.scorer_head(stone) == dream.scorer_head(logs) == "mining" and dream.scorer_head(water) == "value"
+    assert mining.goal_block_names(stone) == {"stone", "cobblestone"} and mining.goal_block_names(logs) == {"log"}
+    assert mining.mining_targets(np.array([1, 1, 0, 1]), ["stone", "dirt", "stone", None], {"stone"}).tolist() == [1, 0, 0, 0]
+    # the expert in MineStone's pit: its recorded attack and aim are the targets
+    env, player = make_env("mine_stone", height=64, width=64), make_player("expert", seed=0)
+    obs, info = env.reset(seed=0)
+    frames, acts, infos, rewards = [], [], [], []
+    for _ in range(60):
+        act = player.act(obs, info)
+        frames.append(obs)
+        acts.append(act)
+        infos.append(info)
+        obs, reward, *_, info = env.step(act)
+        rewards.append(reward)
+    buttons, camera = actions.to_arrays(acts)
+    state = state_columns(infos)
+    path = tmp_path / "stone"
+    with DatasetWriter(path, 64, 64, fps=20) as w:
+        w.add_episode("ep-0", np.stack(frames), buttons=buttons, camera=camera, rewards=np.array(rewards, np.float32),
+                      env="mine_stone", seed=0, player="expert", label_source="env", state=state)
+        w.add_episode("ep-1", np.stack(frames), rewards=np.array(rewards, np.float32), env="mine_stone", seed=1,
+                      player="expert", label_source="none", state=state)  # no true actions: left out
+    datasets = [open_dataset(str(path))]
+    got, targets, recorded = mining.load_mining((str(path),), datasets, stone)
+    want = [float(a["attack"] == 1 and b in ("stone", "cobblestone")) for a, b in zip(acts, state["state_target_block"], strict=True)]
+    assert len(got) == 1 and targets[0].tolist() == want and 0 < np.mean(want) < 1 and recorded[0][0].shape == (60, 20)
+    run = mining.train_mining(mining.MiningConfig(steps=2), stone, (str(path),), datasets, tmp_path / "miner",
+                              dream.SCORER_KIND, members=2)
+    doc = json.loads((run / "config.json").read_text())
+    assert doc["head"] == "mining" and doc["members"] == 2 and doc["mining_frames"] == sum(want)
+    miner, size = dream.load_scorer(run, stone.env_id)
+    films = np.stack([np.stack(frames[:7]), np.stack(frames[7:14])])
+    score = miner.score(films)
+    assert size == (64, 64) and score.shape == (2,) and np.all((score > 0) & (score < 1))
+    # --critic-reading reads critics only: said once, the classifier reads as it does
+    asked = SimpleNamespace(task_spec=stone, scorer=str(run), data=(), critic_reading="max", seed=0)
+    again, _ = dream.scorer_for(asked, 64)
+    assert again.score(films) == pytest.approx(score) and "--critic-reading max reads a critic" in capsys.readouterr().err
+    critic = dream.train_scorer(dream.ScorerConfig(steps=2), stone.env_id, (str(path),), tmp_path / "critic")
+    with pytest.raises(UserError, match="holds a critic, but worldloom/MineStone-v0's dreams are scored by a mining"):
+        dream.load_scorer(critic, stone.env_id)
+    unlabeled = tmp_path / "unlabeled"
+    with DatasetWriter(unlabeled, 64, 64, fps=20) as w:
+        w.add_episode("ep-0", np.stack(frames), env="mine_stone", seed=0, player="expert", label_source="none", state=state)
+    with pytest.raises(UserError, match="records its true actions and the engine's state"):
+        mining.load_mining((str(unlabeled),), [open_dataset(str(unlabeled))], stone)
+    # it learns what it is shown, re-dreamt frames with the labels of the real frames they stand for
+    rng = np.random.default_rng(0)
+    real = rng.integers(60, 90, (40, 64, 64, 3), dtype=np.uint8)
+    label = (np.arange(40) >= 20).astype(np.float32)  # mining from step 20
+    real[20:, ..., 0] = 200
+    green, grey = np.zeros((6, 64, 64, 3), np.uint8), np.full((6, 64, 64, 3), 128, np.uint8)
+    green[..., 1] = 230
+    head = mining._fit_mining_head(mining.MiningConfig(steps=120, batch_size=32), [real], [label],
+                                   [(0, 25, green), (0, 1, grey)])
+    with torch.no_grad():
+        p_green, p_grey = (float(head(torch.from_numpy(f[1:])).mean()) for f in (green, grey))
+        p_mining, p_not = float(head(torch.from_numpy(real[25:35])).mean()), float(head(torch.from_numpy(real[:10])).mean())
+    assert p_green > 0.7 > 0.3 > p_grey and p_mining > 0.7 > 0.3 > p_not, (p_green, p_grey, p_mining, p_not)
+
+
 def test_the_critic_learns_the_return_to_come_up_to_an_episodes_last_reward(tmp_path):
     """The task scorer is a critic: the discounted return to come from each frame. FindWater's one reward ends
     its episode, and the reward head before it learned from (frame, next frame) pairs, so the last reward, which
