@@ -87,10 +87,8 @@ SCORER_KIND = "task_scorer"
 EVENT_SHARE = 0.25  # of each scorer batch drawn from frames whose return to come is at least half the largest
 HEAD = "value"  # what a scorer run holds: the critic (runs from before 2026-12-05 held a reward head)
 ODOMETRY = "odometry"  # a distance task's scorer (agent/odometry.py)
-ODOMETER_STEPS = 4  # an odometer trains this many steps per --scorer-steps: a pair's motion is finer to learn
-
-
 MINING = "mining"  # a collect task's scorer (agent/mining.py)
+ODOMETER_STEPS = 4  # an odometer trains this many steps per --scorer-steps: a pair's motion is finer to learn
 
 
 def scorer_head(task) -> str:

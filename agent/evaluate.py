@@ -81,6 +81,7 @@ EVAL_RANGES = (
 )
 
 
+SCORER_NAMES = {"odometry": "odometer", "mining": "mining classifier", "value": "critic"}  # eval.json's scorer_head
 CRITIC_READINGS = ("mean", "max")  # how a critic reduces a dream's frames (agent/dream.py ValueHead.reading)
 # EvalConfig's fields that only dreaming (in_world_model) reads: a closed-loop evaluation is the same without them.
 DREAM_FIELDS = frozenset({"horizon", "sample_steps", "sample_guidance", "scorer", "data", "scorer_steps",
@@ -122,15 +123,16 @@ class EvalConfig:
                                  "'Dreaming's scorers, and guidance measured')", 1.0)
     scorer: str | None = doc("dreaming: a task-scorer run (default: WM_RUN/scorer-<Task>, trained on --data if missing)", None)
     data: tuple[str, ...] = doc("dreaming: datasets recorded on the task (with rewards and the engine's state) to train "
-                                "the task scorer on (a critic; for Explore an odometer)", ())
-    scorer_steps: int = doc("dreaming: training steps of a new task scorer (the critic; an odometer trains 4x as many; "
+                                "the task scorer on (an odometer for Explore, a mining classifier for CollectLogs and "
+                                "MineStone, a critic for FindWater)", ())
+    scorer_steps: int = doc("dreaming: training steps of a new task scorer (an odometer trains 4x as many; "
                             "the study 600)", 300)
     scorer_members: int = doc("dreaming: a new task scorer is the mean of this many, trained from seeds seed, seed + 1, "
                               "...: one critic's ranking of players moves with its seed by as much as the world model "
                               "does (docs/agent.md)", 5)
     scorer_dreams: int = doc("dreaming: windows of --data's play the world model re-dreams under its recorded actions, "
                              "which a new task scorer also learns from (half of each batch), so that it reads a dream "
-                             "as the world model draws it: the odometer its motion, the critic its softened picture (0: "
+                             "as the world model draws it: the odometer its motion, the others its softened picture (0: "
                              "real frames only; docs/agent.md)", 128)
     critic_reading: str = doc("dreaming: how a critic reads a dream: mean (the mean return to come over its frames) or "
                               "max (its best frame; on CollectLogs it ranked the tiny study's players at 0.95 and 0.98 "
@@ -674,7 +676,7 @@ def format_summary(s: dict) -> str:
     if s["mode"] == "dream":
         im, real, cr = s["imagined"], s["real"], s["critic_real"]
         return (f"{s['player']:<22} {s['task']:<26} imagined {im['mean']:.3f} [{im['low']:.3f}, {im['high']:.3f}]  "
-                f"{s.get('scorer_head') == 'odometry' and 'odometer' or 'critic'} on real frames {cr['mean']:.3f}  "
+                f"{SCORER_NAMES.get(s.get('scorer_head'), 'critic')} on real frames {cr['mean']:.3f}  "
                 f"real {real['mean']:.3f} [{real['low']:.3f}, {real['high']:.3f}]  ({counted(s['episodes'], 'episode')}, "
                 f"{counted(s['horizon'], 'step')} dreamt{guided(s)})")
     sr, ret = s["success_rate"], s["return"]

@@ -87,7 +87,7 @@ class StudySizes:
     # far as BC that far, and less by the episode's end); at 96, with scorers that learn from 96-step re-dreams, the
     # dreams ranked them at 0.86 and 0.845, mean over the four tasks on two dream seeds (session 53; docs/agent.md "Dreams of 96 steps").
     dream_horizon: int = doc("with --world-model: imagined steps after the real context", 96)
-    scorer_steps: int = doc("with --world-model: training steps of each task's critic", 600)
+    scorer_steps: int = doc("with --world-model: training steps of each task's scorer (an odometer's: 4x)", 600)
     scorer_members: int = doc("with --world-model: scorers averaged into each task's scorer (their seeds)", 5)
     scorer_dreams: int = doc("with --world-model: windows of each task's scorer data the world model re-dreams for "
                              "its scorer to learn from", 128)
@@ -403,7 +403,7 @@ def dream_configs(cfg: StudyConfig, configs: dict, paths: dict[str, Any]) -> dic
 
 
 def scorer_data(paths: dict[str, Any], task: str) -> tuple[str, ...]:
-    """What a task's critic learns from: the footage player's play of the task with its true rewards, and the IDM's
+    """What a task's scorer learns from: the footage player's play of the task with its true rewards, and the IDM's
     labeled play recorded in the task's world when there is some (a player that wanders, stands and mines what it
     meets: states the footage player never visits, as dreams and weaker players do)."""
     labeled = paths["labeled"].get(task)
