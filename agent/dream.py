@@ -91,6 +91,15 @@ MINING = "mining"  # a collect task's scorer (agent/mining.py)
 ODOMETER_STEPS = 4  # an odometer trains this many steps per --scorer-steps: a pair's motion is finer to learn
 
 
+class StaleScorer(UserError):
+    """A scorer folder trained otherwise than asked (another head, datasets, steps, members or dreams); `why` says
+    how. A user passes --scorer NEW_FOLDER; the agent study trains its own again (pipeline/agent_study.py)."""
+
+    def __init__(self, message: str, why: str):
+        super().__init__(message)
+        self.why = why
+
+
 def scorer_head(task) -> str:
     """What scores a task's dreams: the odometer for a distance metric (Explore), the mining classifier for a collect
     metric (CollectLogs, MineStone), else the critic (FindWater)."""
@@ -341,8 +350,8 @@ def load_scorer(run_dir: Path, task_id: str):
     if have != want:
         what = {HEAD: "a critic", ODOMETRY: "an odometer", MINING: "a mining classifier"}
         held = what.get(have, "a reward head from before 2026-12-05")
-        raise UserError(f"{run_dir} holds {held}, but {task_id}'s dreams are scored by {what[want]} now: pass "
-                        "--scorer NEW_FOLDER with --data to train one")
+        raise StaleScorer(f"{run_dir} holds {held}, but {task_id}'s dreams are scored by {what[want]} now: pass "
+                          "--scorer NEW_FOLDER with --data to train one", f"holds {held}, not {what[want]}")
     if have == ODOMETRY:
         model = load_odometer(run_dir, doc_, SCORER_KIND)
         return model, (doc_["odometer"]["height"], doc_["odometer"]["width"])
@@ -473,8 +482,8 @@ def check_scorer_data(run: Path, data: tuple[str, ...], steps: int, members: int
         why = "learned from dreams sampled otherwise (horizon, Euler steps or guidance) than these"
     else:
         return
-    raise UserError(f"task scorer {run} {why}: pass --scorer NEW_FOLDER to train one as asked, "
-                    "or leave out --data to score with this one")
+    raise StaleScorer(f"task scorer {run} {why}: pass --scorer NEW_FOLDER to train one as asked, "
+                      "or leave out --data to score with this one", why)
 
 
 def scorer_steps_of(doc_: dict) -> int | None:

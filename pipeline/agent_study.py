@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -434,12 +435,17 @@ def dream_stage_config(cfg: StudyConfig) -> dict:
 
 def run_dream(cfg: StudyConfig, configs: dict, paths: dict[str, Any]) -> tuple[dict, dict]:
     """Each player inside the world model on each task; Spearman of imagined against real scores."""
-    from worldloom.agent.dream import rank_agreement
+    from worldloom.agent.dream import StaleScorer, rank_agreement
     from worldloom.agent.evaluate import evaluate
 
     figures = {}
     for (name, task), dream_cfg in dream_configs(cfg, configs, paths).items():
-        summary = evaluate(dream_cfg)
+        try:
+            summary = evaluate(dream_cfg)
+        except StaleScorer as err:  # left by a dream stage stopped before its end, asked otherwise: derived, so redone
+            print(f"[study] dream: {Path(dream_cfg.scorer).name} {err.why}: training it again", flush=True)
+            shutil.rmtree(dream_cfg.scorer)
+            summary = evaluate(dream_cfg)
         figures[f"{name}|{task}"] = {k: summary[k] for k in ("player", "task", "episodes", "imagined", "real", "critic_real",
                                                              "videos")}
         figures[f"{name}|{task}"]["imagined_rows"] = [r["imagined"] for r in summary["rows"]]  # the agreement's interval

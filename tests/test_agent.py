@@ -1462,7 +1462,7 @@ def test_each_episode_reports_what_the_player_did_from_the_engine():
 
 @pytest.mark.ray
 @pytest.mark.slow  # capture, IDM, labeling, three BC runs and 5 evaluations end to end: about 2 minutes on 2 busy cores
-def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path, monkeypatch):
+def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path, monkeypatch, capsys):
     out = tmp_path / "study"
     argv = ["agent", "study", "--preset", "micro", "--tasks", "explore", "--out", str(out),
             "--sizes.steps", "24", "--sizes.time-limit", "24", "--sizes.eval-episodes", "2",
@@ -1520,6 +1520,20 @@ def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path, monkeyp
     assert "closed-loop, by dreams a player" in (out / "report.md").read_text()
     one = json.loads((out / "dream" / "bc-env-s0-explore" / "eval.json").read_text())
     assert one["guidance"] == 1.0 and one["scorer_head"] == "odometry" and one["horizon"] == 6
+    # a dream stage stopped before its end leaves its scorers; asked otherwise the next time (here another member
+    # count; in session 54 a CollectLogs critic met the mining classifier), the study trains its own again instead of
+    # stopping on a --scorer flag it does not have
+    state = json.loads((out / "study.json").read_text())
+    del state["stages"]["dream"]
+    (out / "study.json").write_text(json.dumps(state))
+    scorer_config = out / "dream" / "scorer-explore" / "config.json"
+    scorer["members"] = 3
+    scorer_config.write_text(json.dumps(scorer))
+    capsys.readouterr()
+    assert cli([*argv, "--world-model", wm]) == 0
+    said = capsys.readouterr().out
+    assert "[study] dream: scorer-explore holds 3 scorers, not the --scorer-members 2 asked: training it again" in said
+    assert json.loads(scorer_config.read_text())["members"] == 2
     # the same study with one seed: the seeds' runs go (the stages that wrote them are redone), bc-env is a run again
     assert cli([*argv[:-2], "--sizes.bc-seeds", "1"]) == 0
     assert sorted(p.name for p in (out / "policies").iterdir()) == ["bc-env", "bc-idm", "bc-noop"]
