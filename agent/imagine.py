@@ -6,7 +6,8 @@
 A round dreams `--dreams` episodes of the policy on the task as `agent eval --in-world-model` does
 (agent/dream.py: a context of real frames, then the world model draws each next frame from the
 action the policy samples on the frame before), scores each dream with the task's scorer (the
-ensemble dreaming ranks players with: Explore's odometer, the other tasks' critics), and
+ensemble dreaming ranks players with: Explore's odometer, CollectLogs' and MineStone's mining
+classifiers, FindWater's critic), and
 fine-tunes the policy by behaviour cloning on its own best `--keep` share of the round's dreams:
 the frames it saw there and the actions it took after each, from the fork on (the actions taken
 on the real context change nothing the dream shows). This is filtered behaviour cloning (the

@@ -80,10 +80,11 @@ class StudySizes:
     time_limit: int = doc("steps before an evaluation episode is cut (0: each task's own time limit)", 0)
     temperature: float = doc("the policies' sampling temperature in evaluation", 1.0)
     videos: int = doc("episodes filmed per player and task", 1)
-    # 32, not 16: over the tiny study's eight players one set of 16 dreams a player ranked them anywhere from 0.07 to
-    # 0.90 on one task, and the mean over the tasks read 0.57 / 0.63 / 0.65 with 16 / 32 / 64 (session 51; docs/agent.md
-    # "Dreaming's rank agreement by dreams and horizon"). 32 takes most of the gain for half 64's time.
-    dream_episodes: int = doc("with --world-model: imagined episodes per player and task", 32)
+    # 64: over the tiny study's eight players one set of 16 dreams a player ranked them anywhere from 0.07 to 0.90 on
+    # one task (session 51); with 32 (the default until session 54) the study's own run read Explore at 0.74 where 64
+    # dreams read 0.83 on both dream seeds (docs/agent.md "A mining classifier for the collect tasks"). At 32 the dream
+    # stage took 30 minutes of 2 cores, scorers included; 64 add the dreams' share again (not yet timed).
+    dream_episodes: int = doc("with --world-model: imagined episodes per player and task", 64)
     # 96, not 48: at 48 steps the real return itself ranks Explore's players at 0.62-0.71 (the scripted expert walks as
     # far as BC that far, and less by the episode's end); at 96, with scorers that learn from 96-step re-dreams, the
     # dreams ranked them at 0.86 and 0.845, mean over the four tasks on two dream seeds (session 53; docs/agent.md "Dreams of 96 steps").
