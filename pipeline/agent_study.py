@@ -155,8 +155,8 @@ PRESETS: dict[str, StudySizes] = {
     # on 2 cores, session 45; docs/agent.md "The tiny8 study").
     # On another host (session 55, 43 minutes) CollectLogs' return read 0.786: not held with a margin (docs/agent.md).
     # Three times the labeled play (768 episodes) and a 1,200-step IDM read every label better and put it at 0.713
-    # (session 56, 53 minutes): bc-idm's CollectLogs return follows how far it walks, not how well the camera is
-    # read (docs/agent.md "More labeled play and a longer-trained IDM").
+    # (session 56, 53 minutes); the truth's forward or the truth's camera in the labels each closed about 40% of the
+    # gap (docs/agent.md "More labeled play and a longer-trained IDM").
     "tiny8": StudySizes(idm_episodes=256, eval_episodes=96, bc_seeds=8,
                         expected="about 45 minutes of 2 CPU cores: tiny with eight BC seeds a policy"),
     "small": StudySizes(steps=1000, idm_episodes=200, footage_episodes=200, idm_preset="small", idm_max_steps=20000,
