@@ -88,6 +88,7 @@ EVENT_SHARE = 0.25  # of each scorer batch drawn from frames whose return to com
 HEAD = "value"  # what a scorer run holds: the critic (runs from before 2026-12-05 held a reward head)
 ODOMETRY = "odometry"  # a distance task's scorer (agent/odometry.py)
 MINING = "mining"  # a collect task's scorer (agent/mining.py)
+SCORER_NAMES = {HEAD: "critic", ODOMETRY: "odometer", MINING: "mining classifier"}  # eval.json's scorer_head, in words
 ODOMETER_STEPS = 4  # an odometer trains this many steps per --scorer-steps: a pair's motion is finer to learn
 
 
@@ -348,10 +349,12 @@ def load_scorer(run_dir: Path, task_id: str):
         raise UserError(f"{run_dir} scores {doc_.get('task')}, not {task_id}: pass --scorer for this task")
     want, have = scorer_head(task_by_name(task_id)), doc_.get("head")
     if have != want:
-        what = {HEAD: "a critic", ODOMETRY: "an odometer", MINING: "a mining classifier"}
-        held = what.get(have, "a reward head from before 2026-12-05")
-        raise StaleScorer(f"{run_dir} holds {held}, but {task_id}'s dreams are scored by {what[want]} now: pass "
-                          "--scorer NEW_FOLDER with --data to train one", f"holds {held}, not {what[want]}")
+        def what(head: str) -> str:
+            return f"an {SCORER_NAMES[head]}" if SCORER_NAMES[head][0] in "aeiou" else f"a {SCORER_NAMES[head]}"
+
+        held = what(have) if have in SCORER_NAMES else "a reward head from before 2026-12-05"
+        raise StaleScorer(f"{run_dir} holds {held}, but {task_id}'s dreams are scored by {what(want)} now: pass "
+                          "--scorer NEW_FOLDER with --data to train one", f"holds {held}, not {what(want)}")
     if have == ODOMETRY:
         model = load_odometer(run_dir, doc_, SCORER_KIND)
         return model, (doc_["odometer"]["height"], doc_["odometer"]["width"])
@@ -391,7 +394,7 @@ def scorer_for(cfg, resolution: int, wm=None, codec=None, guidance: float = 1.0)
         datasets = check_scorer_datasets(cfg.data, resolution, resolution, task.env_id)
         if head == HEAD:
             check_rewards(cfg.data, datasets)
-        what = {ODOMETRY: "odometer", MINING: "mining classifier"}.get(head, "critic")
+        what = SCORER_NAMES[head]
         print(f"agent dream: training the {task.name} {what}{'s' if cfg.scorer_members > 1 else ''} on "
               f"{', '.join(cfg.data)}", file=sys.stderr)
         dream, record = None, {}

@@ -81,7 +81,6 @@ EVAL_RANGES = (
 )
 
 
-SCORER_NAMES = {"odometry": "odometer", "mining": "mining classifier", "value": "critic"}  # eval.json's scorer_head
 CRITIC_READINGS = ("mean", "max")  # how a critic reduces a dream's frames (agent/dream.py ValueHead.reading)
 # EvalConfig's fields that only dreaming (in_world_model) reads: a closed-loop evaluation is the same without them.
 DREAM_FIELDS = frozenset({"horizon", "sample_steps", "sample_guidance", "scorer", "data", "scorer_steps",
@@ -671,12 +670,19 @@ def guided(s: dict) -> str:
     return "" if g in (None, 1.0) else f", guidance {g:g}"
 
 
+def scorer_name(head: str | None) -> str:
+    """eval.json's `scorer_head` in words (agent/dream.py SCORER_NAMES; a run from before it was recorded: critic)."""
+    from .dream import SCORER_NAMES
+
+    return SCORER_NAMES.get(head, "critic")
+
+
 def format_summary(s: dict) -> str:
     """One line: player, task, success rate and mean return (dreaming: imagined and real return) with intervals."""
     if s["mode"] == "dream":
         im, real, cr = s["imagined"], s["real"], s["critic_real"]
         return (f"{s['player']:<22} {s['task']:<26} imagined {im['mean']:.3f} [{im['low']:.3f}, {im['high']:.3f}]  "
-                f"{SCORER_NAMES.get(s.get('scorer_head'), 'critic')} on real frames {cr['mean']:.3f}  "
+                f"{scorer_name(s.get('scorer_head'))} on real frames {cr['mean']:.3f}  "
                 f"real {real['mean']:.3f} [{real['low']:.3f}, {real['high']:.3f}]  ({counted(s['episodes'], 'episode')}, "
                 f"{counted(s['horizon'], 'step')} dreamt{guided(s)})")
     sr, ret = s["success_rate"], s["return"]

@@ -81,7 +81,7 @@ class TrainConfig:
 
     data: tuple[str, ...] = doc("WorldLoom dataset directories: labeled (env) or pseudo-labeled (idm) play")
     out: str = doc("run directory: checkpoint, metrics.csv, curves.png (resumed if it exists)")
-    preset: str = doc(f"policy size: one of {sorted(PRESETS)}", "tiny")
+    preset: str = doc(f"policy size: one of {', '.join(sorted(PRESETS))}", "tiny")
     model: PolicyConfig | None = doc("the policy's shape, flag by flag on top of the preset's (e.g. --model.memory 32)", None)
     labels: str = doc(f"which actions to clone: {' or '.join(bc_data.LABELS)} (dataset: the labels the data carries; "
                       "noop: every action replaced by the no-op, the baseline)", "dataset")
@@ -117,7 +117,7 @@ class TrainConfig:
         if not self.data:
             raise ValueError("data must name at least one dataset directory")
         if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+            raise ValueError(f"preset must be one of {', '.join(sorted(PRESETS))}, got {self.preset!r}")
         if self.labels not in bc_data.LABELS:
             raise ValueError(f"labels must be one of {', '.join(bc_data.LABELS)}, got {self.labels!r}")
         if self.max_steps is not None:

@@ -23,7 +23,7 @@ import numpy as np
 from worldloom import actions as act
 from worldloom.config import doc
 from worldloom.datasets.branches import Branches, check_branches_out, save_branches
-from worldloom.envs import check_resolution
+from worldloom.envs import PLAYER_NAMES, check_player, check_resolution
 from worldloom.errors import UserError
 
 BRANCHES: tuple[str, ...] = ("player", "turn", "walk", "still")
@@ -36,7 +36,7 @@ MAX_STATE_SEED = 2**30  # SEED_BASE + seed + i stays a world seed (envs/voxel.py
 class BranchesConfig:
     out: str = doc("output file (.safetensors)")
     env: str = doc("env to play: voxel (the one that saves and restores its state)", "voxel")
-    player: str = doc("scripted player that leads to each state and plays the player branch", "mixture")
+    player: str = doc(f"scripted player ({', '.join(PLAYER_NAMES)}) that leads to each state and plays the player branch", "mixture")
     episodes: int = doc("saved states (one world and spawn each)", 16)
     context: int = doc("frames before each state, the last at the state (a world model's context)", 5)
     horizon: int = doc("steps played from each state in each branch", 8)
@@ -56,6 +56,7 @@ class BranchesConfig:
             raise ValueError(f"seed must be a whole number in 0..{MAX_STATE_SEED} (worlds from 1000000 + seed on), "
                              f"got {self.seed}")
         check_resolution(self.env, self.resolution)  # the env's own range, refused now and not once it starts
+        check_player(self.player)
         if self.antialias and self.env != "voxel":
             raise ValueError(f"antialias applies to the voxel env only, got env={self.env!r}")
         unknown = sorted(set(self.branches) - set(BRANCHES))

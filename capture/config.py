@@ -20,7 +20,7 @@ from worldloom.actions import FPS
 from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE
 from worldloom.config import MAX_SEED, check_range, doc, to_json_dict
 from worldloom.datasets.codecs import CODECS
-from worldloom.envs import ENV_NAMES, PLAYER_NAMES, check_resolution, env_metadata
+from worldloom.envs import ENV_NAMES, PLAYER_NAMES, check_player, check_resolution, env_metadata
 
 # Fields that say how a job runs, not what it writes: a resumed job may change them freely.
 # ("workers": the name of num_workers in datasets written by WorldLoom 0.1.)
@@ -60,8 +60,7 @@ class CaptureConfig:
             raise ValueError(f"out must be a directory or URI, got {self.out!r}")
         if self.env not in ENV_NAMES:
             raise ValueError(f"env must be one of {', '.join(ENV_NAMES)}; got {self.env!r}")
-        if self.player not in PLAYER_NAMES:
-            raise ValueError(f"player must be one of {', '.join(PLAYER_NAMES)}; got {self.player!r}")
+        check_player(self.player)
         check_range("episodes", self.episodes, 1, 10_000_000)
         check_range("steps", self.steps, 1, MAX_STEPS)
         check_resolution(self.env, self.resolution)  # the env's own range, not a wider one it refuses later

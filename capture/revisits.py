@@ -35,7 +35,7 @@ import numpy as np
 from worldloom import actions as act
 from worldloom.config import doc
 from worldloom.datasets.branches import Branches, check_branches_out, save_branches
-from worldloom.envs import check_resolution
+from worldloom.envs import PLAYER_NAMES, check_player, check_resolution
 from worldloom.errors import UserError
 
 from .branches import MAX_STATE_SEED, SEED_BASE, EngineCase, to_branches
@@ -49,7 +49,7 @@ POSE_TOLERANCE = 1e-6  # blocks and degrees: a return is to the same pose, up to
 class RevisitsConfig:
     out: str = doc("output file (.safetensors)")
     env: str = doc("env to play: voxel (the one that saves and restores its state)", "voxel")
-    player: str = doc("scripted player that leads to each state", "mixture")
+    player: str = doc(f"scripted player ({', '.join(PLAYER_NAMES)}) that leads to each state", "mixture")
     episodes: int = doc("saved states (one world and spawn each; a world whose paths do not return is skipped)", 8)
     context: int = doc("frames before each state, the last at the state (a world model's context)", 5)
     paths: tuple[str, ...] = doc("paths: turn360 (360 degrees in place), walkN (N steps forward, N back), "
@@ -73,6 +73,7 @@ class RevisitsConfig:
             raise ValueError(f"seed must be a whole number in 0..{MAX_STATE_SEED} (worlds from 1000000 + seed on), "
                              f"got {self.seed}")
         check_resolution(self.env, self.resolution)  # the env's own range, refused now and not once it starts
+        check_player(self.player)
         if self.antialias and self.env != "voxel":
             raise ValueError(f"antialias applies to the voxel env only, got env={self.env!r}")
         bad = [p for p in self.paths if not PATTERN.match(p)]

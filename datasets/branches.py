@@ -30,7 +30,7 @@ import numpy as np
 
 from worldloom.actions import NUM_BUTTONS
 from worldloom.errors import UserError
-from worldloom.io import json_text
+from worldloom.io import check_parents, json_text
 
 FORMAT, VERSION = "worldloom-branches", 1
 TENSORS = ("context_frames", "context_buttons", "context_camera", "branch_buttons", "branch_camera", "frames")
@@ -110,13 +110,15 @@ def header_metadata(data: bytes) -> dict:
 
 def check_branches_out(path: str | Path, make: str) -> str | None:
     """Before recording into `path` with `make` (`capture branches` or `capture revisits`): UserError (one
-    line) for a name that is not .safetensors, a folder, or a file of another kind; the words of a note
+    line) for a name that is not .safetensors, a folder, a path under a file (a missing folder is made when the
+    file is written), or a file of another kind; the words of a note
     where an earlier branches or revisit file is replaced (the same command asked again), else None."""
     out = Path(path)
     if out.suffix.lower() != ".safetensors":
         raise UserError(f"--out {path}: {make} writes one safetensors file; give a name ending in .safetensors")
     if out.is_dir():
         raise UserError(f"--out {path} is a folder; give a file name ending in .safetensors")
+    check_parents(out, "--out", "give another path (nothing was written)")  # made when written (atomic_path)
     if not out.exists():
         return None
     try:

@@ -50,7 +50,7 @@ H264_OPTIONS = {"crf": "18", "preset": "veryfast", "bframes": "0"}  # 4:4:4 crf 
 def get_codec(name: str) -> Codec:
     """The codec called `name`, or a ValueError listing the known ones."""
     if name not in CODECS:
-        raise ValueError(f"codec must be one of {sorted(CODECS)}, got {name!r}")
+        raise ValueError(f"codec must be one of {', '.join(sorted(CODECS))}, got {name!r}")
     return CODECS[name]
 
 

@@ -134,7 +134,7 @@ def check_manifest(manifest: Any, where: str) -> None:
     f.equal("format", FORMAT_NAME)
     version = f.get("format_version")
     if isinstance(version, bool) or version not in schema.READABLE_VERSIONS:
-        raise f.fail("format_version", f"is {_short(version)}, expected one of {list(schema.READABLE_VERSIONS)}")
+        raise f.fail("format_version", f"is {_short(version)}, expected one of {', '.join(map(str, schema.READABLE_VERSIONS))}")
     f.int("height", 8, MAX_SIZE_PX)
     f.int("width", 8, MAX_SIZE_PX)
     f.number("fps", 0.0, MAX_FPS)
@@ -224,7 +224,7 @@ def committed_episodes(table: pa.Table, manifest: dict, where: str) -> pa.Table:
     if pc.any(pc.invert(known)).as_py():  # any() of no rows is null: falsy
         row = committed.filter(pc.invert(known)).slice(0, 1).to_pylist()[0]
         raise UserError(f"{where}: episode {row['episode_id']!r} has label_source {_short(row['label_source'])}, "
-                        f"expected one of {schema.LABEL_SOURCES}")
+                        f"expected one of {', '.join(schema.LABEL_SOURCES)}")
     _check_tiling(where, manifest["shards"], pc.index_in(committed.column("shard"), value_set=pa.array(paths, pa.string())),
                   starts, steps, ids)
     if len(ids) != manifest["num_episodes"]:

@@ -92,7 +92,8 @@ def format_problems(root: str, problems: list[Problem]) -> list[str]:
             by_fix.setdefault(p.fix, []).append(p.file)
     lines = [f"{root}/{', '.join(files)}{'' if row is None else f' row {row}'}: {message}"
              for (message, row), files in by_message.items()]
-    return lines + [f"{root}: what to do for {', '.join(files)}: {fix}" for fix, files in by_fix.items()]
+    # a file with two problems that share a fix is named once (a truncated shard named itself twice)
+    return lines + [f"{root}: what to do for {', '.join(dict.fromkeys(files))}: {fix}" for fix, files in by_fix.items()]
 
 
 def check_extra_files(loc: storage.Location, listed: dict) -> list[Problem]:

@@ -36,7 +36,7 @@ ENV_NAMES: tuple[str, ...] = tuple(ENVS)
 ENV_IDS: tuple[str, ...] = tuple(env_id for env_id, _ in ENVS.values())
 PLAYER_NAMES: tuple[str, ...] = ("random", "explorer", "miner", "builder", "mixture", "expert", "contractor")
 
-__all__ = ["ENVS", "ENV_NAMES", "ENV_IDS", "PLAYER_NAMES", "RESOLUTIONS", "check_resolution", "EnvCrashed", "make_env", "make_player", "register_envs",
+__all__ = ["ENVS", "ENV_NAMES", "ENV_IDS", "PLAYER_NAMES", "RESOLUTIONS", "check_player", "check_resolution", "EnvCrashed", "make_env", "make_player", "register_envs",
            "env_metadata"]
 
 
@@ -66,6 +66,13 @@ def check_resolution(env: str, resolution: object, name: str = "resolution") -> 
 
     low, high = RESOLUTIONS[_resolve(env)]
     check_range(name, resolution, low, high, f"pixels, for env {_resolve(env)!r}")
+
+
+def check_player(name: object, field: str = "player") -> None:
+    """ValueError in one line naming the flag, the value and the scripted players (PLAYER_NAMES), for the configs'
+    `__post_init__`: a misspelt player is refused while the flags are parsed, not once the play has started."""
+    if name not in PLAYER_NAMES:
+        raise ValueError(f"{field} must be one of {', '.join(PLAYER_NAMES)}; got {name!r}")
 
 
 def make_env(name: str, **kwargs):

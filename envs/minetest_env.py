@@ -148,7 +148,7 @@ class MinetestEnv(gymnasium.Env):
         names = {f.name for f in fields(MinetestConfig)}
         unknown = sorted(set(kwargs) - names)
         if unknown:
-            raise ValueError(f"unknown Minetest option(s) {unknown}; known: {sorted(names)}")
+            raise ValueError(f"unknown Minetest option(s) {unknown}; known: {', '.join(sorted(names))}")
         self.cfg = MinetestConfig(**kwargs)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")

@@ -78,7 +78,7 @@ class VoxelConfig:
         if self.day_length < 2:
             raise ValueError(f"day_length must be >= 2, got {self.day_length}")
         if self.task not in TASKS:
-            raise ValueError(f"task must be one of {list(TASKS)}, got {self.task!r}")
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
 
 
 def action_space() -> spaces.Dict:
@@ -113,7 +113,7 @@ class VoxelWorldEnv(gymnasium.Env):
         names = {f.name for f in fields(VoxelConfig)}
         unknown = sorted(set(kwargs) - names)
         if unknown:
-            raise ValueError(f"unknown VoxelWorld option(s) {unknown}; known: {sorted(names)}")
+            raise ValueError(f"unknown VoxelWorld option(s) {unknown}; known: {', '.join(sorted(names))}")
         if "world_size" in kwargs:
             kwargs["world_size"] = tuple(kwargs["world_size"])
         self.cfg = VoxelConfig(**kwargs)
@@ -164,7 +164,7 @@ class VoxelWorldEnv(gymnasium.Env):
         if biome is None:
             return None
         if biome not in BIOMES:
-            raise ValueError(f"options['biome'] must be one of {list(BIOMES)}, got {biome!r}")
+            raise ValueError(f"options['biome'] must be one of {', '.join(BIOMES)}, got {biome!r}")
         return self.world.biome_centre(BIOMES.index(biome))
 
     def step(self, action: dict):

@@ -34,7 +34,7 @@ class ScalingConfig:
     eval_data: tuple[str, ...] = doc("held-out labeled datasets to score every run on")
     out: str = doc("directory for one run per amount, scaling.csv and scaling.png")
     hours: tuple[float, ...] = doc("amounts of labeled play in hours", (0.01, 0.03, 0.1))
-    preset: str = doc(f"model size: one of {sorted(PRESETS)}", "tiny")
+    preset: str = doc(f"model size: one of {', '.join(sorted(PRESETS))}", "tiny")
     max_steps: int = doc("optimizer steps per run (the same for every amount)", 600)
     minutes: float = doc("wall-clock budget per run (0: none)", 0.0)
     batch_size: int | None = doc("windows per step (default: the preset's, as `idm train`)", None)

@@ -98,7 +98,7 @@ class TrainConfig:
 
     data: tuple[str, ...] = doc("labeled WorldLoom dataset directories (label_source env)")
     out: str = doc("run directory: checkpoint, metrics.csv, curves.png (resumed if it exists)")
-    preset: str = doc(f"model size: one of {sorted(PRESETS)}", "tiny")
+    preset: str = doc(f"model size: one of {', '.join(sorted(PRESETS))}", "tiny")
     model: IDMConfig | None = doc("the model's shape, flag by flag on top of the preset's (e.g. --model.height 128)", None)
     max_steps: int | None = doc("optimizer steps: the cosine schedule's length (default: 2000, or as many as "
                                 "--minutes allows)", None)
@@ -138,7 +138,7 @@ class TrainConfig:
         if not self.data:
             raise ValueError("data must name at least one dataset directory")
         if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+            raise ValueError(f"preset must be one of {', '.join(sorted(PRESETS))}, got {self.preset!r}")
         for name in ("max_steps", "batch_size", "warmup_steps", "reader_batch_size", "trunk_every"):
             value = getattr(self, name)
             if value is not None and value < (0 if name == "warmup_steps" else 1):

@@ -101,8 +101,8 @@ class StudySizes:
         from worldloom.idm.model import PRESETS as IDM_PRESETS
 
         if self.idm_preset not in IDM_PRESETS or self.bc_preset not in BC_PRESETS:
-            raise ValueError(f"sizes.idm_preset must be one of {sorted(IDM_PRESETS)} and sizes.bc_preset one of "
-                             f"{sorted(BC_PRESETS)}, got {self.idm_preset!r}, {self.bc_preset!r}")
+            raise ValueError(f"sizes.idm_preset must be one of {', '.join(sorted(IDM_PRESETS))} and sizes.bc_preset one of "
+                             f"{', '.join(sorted(BC_PRESETS))}, got {self.idm_preset!r}, {self.bc_preset!r}")
         check_resolution("voxel", self.resolution, "sizes.resolution")  # the tasks are VoxelWorld's
         window = IDM_PRESETS[self.idm_preset].num_frames  # shorter episodes give the IDM no window to train on
         check_range("sizes.steps", self.steps, window, MAX_STEPS,
@@ -190,7 +190,7 @@ class StudyConfig:
     from_stage: str | None = doc(f"redo this stage and every one after it: {', '.join(STAGES)}", None)
 
     def __post_init__(self) -> None:
-        from worldloom.envs import PLAYER_NAMES
+        from worldloom.envs import check_player
         from worldloom.envs.tasks import task_by_name
         from worldloom.training import check_device_name
 
@@ -206,8 +206,7 @@ class StudyConfig:
         if self.labeled_worlds not in LABELED_WORLDS:
             raise ValueError(f"labeled_worlds must be one of {', '.join(LABELED_WORLDS)}, got {self.labeled_worlds!r}")
         for name in ("footage_player", "labeled_player"):
-            if getattr(self, name) not in PLAYER_NAMES:
-                raise ValueError(f"{name} must be one of {', '.join(PLAYER_NAMES)}, got {getattr(self, name)!r}")
+            check_player(getattr(self, name), name)
 
     @property
     def reference_players(self) -> tuple[str, ...]:

@@ -38,7 +38,7 @@ from worldloom.config import (
     doc,
     to_json_dict,
 )
-from worldloom.pipeline.stages import StageRunner, portable, stage_key
+from worldloom.pipeline.stages import StageRunner, fingerprint, portable, stage_key
 
 
 @dataclass(frozen=True)
@@ -86,9 +86,9 @@ class Preset:
         if self.idm_batch_size is not None:
             check_range("sizes.idm_batch_size", self.idm_batch_size, 1, 4096, "windows per step")
         if self.idm_preset not in IDM_PRESETS:
-            raise ValueError(f"sizes.idm_preset must be one of {sorted(IDM_PRESETS)}, got {self.idm_preset!r}")
+            raise ValueError(f"sizes.idm_preset must be one of {', '.join(sorted(IDM_PRESETS))}, got {self.idm_preset!r}")
         if self.wm_preset not in WM_PRESETS:
-            raise ValueError(f"sizes.wm_preset must be one of {sorted(WM_PRESETS)}, got {self.wm_preset!r}")
+            raise ValueError(f"sizes.wm_preset must be one of {', '.join(sorted(WM_PRESETS))}, got {self.wm_preset!r}")
         low, why = self.min_steps
         check_range("sizes.steps", self.steps, low, MAX_STEPS, f"steps per episode; at least {why}")
         most, why = self.max_wm_batch
@@ -365,7 +365,9 @@ def run_pretrain_eval(cfg: PipelineConfig, configs: dict, paths: dict[str, Path]
         rollout_episode(RolloutConfig(model=str(paths["wm"]), data=str(paths["heldout"]), episode=episode,
                                       out=str(gif), horizon=min(s.rollout_horizon, s.steps - 8), scale=3))
         rollouts.append(str(gif))
-    return {"eval": str(paths["wm"] / "eval"), "rollouts": rollouts}, {"world_model": report}
+    eval_json = paths["wm"] / "eval" / "eval.json"  # a cached stage whose report was rewritten since runs again
+    return ({"eval": str(paths["wm"] / "eval"), "rollouts": rollouts},
+            {"world_model": report, "fingerprints": {str(eval_json.relative_to(paths["wm"].parent)): fingerprint(eval_json)}})
 
 
 def main(cfg: PipelineConfig) -> Path:

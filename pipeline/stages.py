@@ -175,6 +175,24 @@ class StageRunner:
             raise UserError(f"{self.path}: 'redo' is not a --from stage and a list of stages; {fix}")
         return records, started, left
 
+    def _rewritten(self, done: StageRecord) -> list[str]:
+        """The files a completed stage recorded in its figures' `fingerprints` ({path relative to the run: sha256})
+        that another command has since rewritten (a `pretrain eval` into the pipeline's own MODEL/eval, a new-user
+        trial of session 57: the report then showed the other run's pictures beside this run's numbers)."""
+        prints = done.figures.get("fingerprints")
+        if not isinstance(prints, dict):
+            return []  # a record from before fingerprints: what it made is taken as it is
+        changed = []
+        for rel, sha in prints.items():
+            path = self.out_dir / str(rel)
+            try:
+                same = path.is_file() and fingerprint(path) == sha
+            except OSError:
+                same = False
+            if not same:
+                changed.append(str(path))
+        return changed
+
     def run(self, name: str, key: str, fn: Callable[[], tuple[dict, dict]], writes=(),
             legacy: str | tuple[str, ...] | None = None) -> StageRecord:
         """Run `fn` (returning outputs, figures) unless `name` already completed with `key`.
@@ -189,14 +207,15 @@ class StageRunner:
             if self.started.get(name) == old:
                 self.started[name] = key
         done = self.records.get(name)
-        gone = [] if done is None else _missing(done.outputs)
+        gone = [] if done is None else _missing(done.outputs) or self._rewritten(done)
         if done is not None and done.key == key and name not in self.redo and not gone and not self.redoing:
             print(f"[{self.path.stem}] {name}: cached ({done.wall_s:.0f} s when it ran)", flush=True)
             return done
         before = done.key if done is not None else self.started.get(name)
         why = None  # why a stage that ran (or started) before runs again
         if done is not None and done.key == key and name not in self.redo:  # done once, but what it made is gone
-            why = ("an earlier stage ran again" if self.redoing else f"{_relative(gone[0], self.out_dir)} is gone") + \
+            what = "was rewritten since, by another command" if gone[0] in self._rewritten(done) else "is gone"
+            why = ("an earlier stage ran again" if self.redoing else f"{_relative(gone[0], self.out_dir)} {what}") + \
                 "; this stage and every later one"
             self.redoing = True
         elif before is not None and before != key and writes:  # (the report's key is its time: it always runs)
@@ -285,6 +304,11 @@ def _remove_run_keeping_others(path: str) -> list[str]:
 
 def _relative(path: str, root: Path) -> str:
     return os.path.relpath(os.path.realpath(path), os.path.realpath(root))
+
+
+def fingerprint(path: str | os.PathLike) -> str:
+    """The sha256 of a file a stage made, for its figures' `fingerprints` (StageRunner._rewritten)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _missing(outputs: dict[str, Any]) -> list[str]:

@@ -28,6 +28,7 @@ Writes eval.json, eval.md and eval.png into --out (default RUN/eval).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -38,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from worldloom.config import doc
+from worldloom.config import doc, to_json_dict
 from worldloom.datasets.storage import resize_words
 from worldloom.errors import UserError
 from worldloom.folders import check_out
@@ -375,6 +376,7 @@ def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
     model, run_doc, codec = load_world_model(cfg.model)
     out = Path(cfg.out) if cfg.out else Path(cfg.model) / "eval"
     check_out(out, "eval")
+    before = earlier_eval(out)  # another command's report is refused now, before the work
     context = model.cfg.num_frames - 1
     branches = None
     if cfg.counterfactual:  # read and checked before anything is generated
@@ -411,7 +413,8 @@ def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
         tqdm.write(f"pretrain eval: {resize_words(clip_hw, (size, size))} for the model's input (area)", file=sys.stderr)
     stages.start("generating")
     gen = generate(model, codec, clips, cfg, model.cfg.image_size, long_horizon)
-    report = {"model": str(cfg.model), "data": redact_json(list(cfg.data)), "num_clips": int(len(clips["frames"])), "context": context,
+    report = {"config": redact_json(to_json_dict(cfg)),
+              "model": str(cfg.model), "data": redact_json(list(cfg.data)), "num_clips": int(len(clips["frames"])), "context": context,
               "horizon": cfg.horizon, "sample": dataclasses.asdict(cfg.sample),
               "label_sources_trained": run_doc.get("data", {}).get("label_sources"),
               "use_actions": run_doc["train"].get("use_actions", True),
@@ -454,8 +457,47 @@ def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
     atomic_write_text(out / "eval.json", json_text(report, indent=1))
     atomic_write_text(out / "eval.md", to_markdown(report))
     plot(report, out / "eval.png")
+    if before is not None:
+        replaced(out, before, report)
     report["out"] = str(out)  # where the CLI says the files are, once, after the table
     return report
+
+
+ASKED_FIGURES = {"counterfactual": "counterfactual.png", "revisit": "revisit.png"}  # written only when asked for
+
+
+def earlier_eval(out: Path) -> dict | None:
+    """OUT/eval.json of an earlier `pretrain eval` (None where there is none, or none readable: it is written
+    anew); UserError (one line, before the work) where it is another command's evaluation report (`agent eval`'s,
+    `idm eval`'s: the folder kind is the same), which this one would otherwise overwrite."""
+    try:
+        before = json.loads((out / "eval.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(before, dict):
+        return None
+    if not ("next_frame" in before and "rollout" in before):
+        raise UserError(f"--out {out} holds another command's evaluation report (eval.json, e.g. `agent eval`'s or "
+                        "`idm eval`'s), not a world model's: give a new --out, or remove that folder first")
+    return before
+
+
+def replaced(out: Path, before: dict, report: dict) -> None:
+    """Once the new report is written: remove the figures of the earlier one that this one did not make
+    (counterfactual.png beside an eval.json without a counterfactual), and say in one line when it was made with
+    other settings (a new-user trial, session 57: an eval into the pipeline's MODEL/eval replaced its report
+    without a word and left the old pictures beside the new numbers)."""
+    for key, name in ASKED_FIGURES.items():
+        if key not in report and (out / name).is_file():
+            (out / name).unlink()
+    theirs, mine = before.get("config"), json.loads(json_text(report["config"]))
+    if not isinstance(theirs, dict):
+        changed = ["settings"]  # a report from before eval.json recorded them
+    else:
+        changed = [f"--{k.replace('_', '-')}" for k in mine if k != "out" and mine[k] != theirs.get(k)]
+    if changed:
+        print(f"pretrain eval: note: replaced the earlier evaluation in {out} (made with other {', '.join(changed)})",
+              file=sys.stderr)
 
 
 def to_markdown(r: dict) -> str:

@@ -249,6 +249,38 @@ def test_capture_branches_then_pretrain_eval_counterfactual_through_the_cli(tmp_
                 "--resolution", "64", "--out", str(paths)]) == 0
     assert f"capture revisits: replacing {paths}, the branches file made earlier there" in capsys.readouterr().err
     assert not (tmp_path / "x.safetensors").exists()
+    # a new-user trial (session 57): an --out in a folder not made yet ended in FileNotFoundError's traceback once the
+    # states were recorded (the docs' `--out data/branches.safetensors` in a fresh clone), and a misspelt --player in
+    # ValueError's; now the folder is made, a path under a file and the player are refused before the work
+    nested = tmp_path / "not" / "yet" / "b.safetensors"
+    assert cli(["capture", "branches", "--episodes", "1", "--context", "2", "--horizon", "2", "--warmup", "2",
+                "--out", str(nested)]) == 0 and load_branches(nested).frames.shape[:3] == (1, 4, 2)
+    for make in ("branches", "revisits"):
+        for flags, words in ((["--out", str(Path(data) / "dataset.json" / "b.safetensors")], "is a file, so no folder can be made"),
+                             (["--player", "nobody", "--out", str(tmp_path / "p.safetensors")],
+                              "--player must be one of random, explorer, miner")):
+            capsys.readouterr()
+            assert cli(["capture", make, "--episodes", "1", *flags]) == 2
+            err = capsys.readouterr().err.strip()
+            assert words in err and "Traceback" not in err and err.count("\n") == 0, err
+    assert not (tmp_path / "p.safetensors").exists()
+    # `pretrain eval` again into the same folder without the engine's files: the pictures of the earlier report
+    # that this one did not make are removed, and the replacement is said (it was silent, and a pipeline's report
+    # showed the other run's pictures beside its own numbers)
+    assert cli(["pretrain", "eval", "--model", str(run), "--data", data, "--num-clips", "2", "--horizon", "3",
+                "--next-frame-positions", "1", "--sample.num-steps", "1", "--out", str(tmp_path / "ev")]) == 0
+    err, out = capsys.readouterr().err, tmp_path / "ev"
+    assert f"pretrain eval: note: replaced the earlier evaluation in {out} (made with other --horizon, --counterfactual, " \
+           "--revisit)" in err, err
+    assert not (out / "counterfactual.png").exists() and not (out / "revisit.png").exists() and (out / "strip.png").exists()
+    assert json.loads((out / "eval.json").read_text())["config"]["horizon"] == 3
+    # another command's evaluation report in --out is refused before the work, not overwritten
+    (tmp_path / "agent-eval").mkdir()
+    (tmp_path / "agent-eval" / "eval.json").write_text(json.dumps({"player": "random", "task": "worldloom/Explore-v0"}))
+    assert cli(["pretrain", "eval", "--model", str(run), "--data", data, "--out", str(tmp_path / "agent-eval")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "holds another command's evaluation report" in err and "give a new --out" in err, err
+    assert json.loads((tmp_path / "agent-eval" / "eval.json").read_text())["player"] == "random"
 
 
 def test_branches_of_antialiased_footage_are_played_antialiased(tmp_path):

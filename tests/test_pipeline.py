@@ -324,6 +324,34 @@ def test_a_stage_whose_outputs_are_gone_runs_again_with_every_later_one(tmp_path
     assert "c: running again (an earlier stage ran again" in out  # not 'b/c is gone': the user deleted b
 
 
+def test_a_stage_whose_report_another_command_rewrote_runs_again(tmp_path, capsys):
+    """A new-user trial (session 57) ran `pretrain eval` into the pipeline's own world-model/eval with other
+    settings; the pipeline then called its eval stage cached, and the report showed that run's pictures beside
+    the pipeline's numbers. A file a stage fingerprinted and another command rewrote makes it run again."""
+    from worldloom.pipeline.stages import StageRunner, fingerprint
+
+    ran = []
+
+    def make():
+        ran.append(1)
+        (tmp_path / "wm" / "eval").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "wm" / "eval" / "eval.json").write_text('{"horizon": 8}')
+        return {"eval": str(tmp_path / "wm" / "eval")}, {"fingerprints": {"wm/eval/eval.json": fingerprint(
+            tmp_path / "wm" / "eval" / "eval.json")}}
+
+    for _ in range(2):
+        StageRunner(tmp_path, None, ("a",)).run("a", "k", make, [tmp_path / "wm" / "eval"])
+    assert ran == [1] and "a: cached" in capsys.readouterr().out
+    (tmp_path / "wm" / "eval" / "eval.json").write_text('{"horizon": 4}')  # another `pretrain eval`
+    StageRunner(tmp_path, None, ("a",)).run("a", "k", make, [tmp_path / "wm" / "eval"])
+    out = capsys.readouterr().out
+    assert ran == [1, 1] and "a: running again (wm/eval/eval.json was rewritten since, by another command; this stage" \
+        in out, out
+    assert (tmp_path / "wm" / "eval" / "eval.json").read_text() == '{"horizon": 8}'
+    StageRunner(tmp_path, None, ("a",)).run("a", "k", make, [tmp_path / "wm" / "eval"])
+    assert ran == [1, 1] and "a: cached" in capsys.readouterr().out
+
+
 def test_unknown_preset_is_one_line(tmp_path):
     proc = subprocess.run([WORLDLOOM, "pipeline", "run", "--preset", "huge", "--out", str(tmp_path)],
                           capture_output=True, text=True)

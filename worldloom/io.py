@@ -77,10 +77,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path to write; on success rename it to `path`, on an exception delete it.
 
     Works for a file or a directory written at the temporary path. A directory replaces an
-    existing directory at `path` (the old one is renamed aside, then deleted).
+    existing directory at `path` (the old one is renamed aside, then deleted). The folder `path` goes
+    in is made where missing, so a result is not lost at its last step for want of it (the commands
+    check `--out` before their work: `check_parents`).
     """
     path = Path(path)
     tmp = temporary_name(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         yield tmp
         if tmp.is_dir() and path.is_dir():
