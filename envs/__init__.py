@@ -72,7 +72,7 @@ def check_player(name: object, field: str = "player") -> None:
     """ValueError in one line naming the flag, the value and the scripted players (PLAYER_NAMES), for the configs'
     `__post_init__`: a misspelt player is refused while the flags are parsed, not once the play has started."""
     if name not in PLAYER_NAMES:
-        raise ValueError(f"{field} must be one of {', '.join(PLAYER_NAMES)}; got {name!r}")
+        raise ValueError(f"{field} must be one of {', '.join(PLAYER_NAMES)}, got {name!r}")
 
 
 def make_env(name: str, **kwargs):
