@@ -17,7 +17,8 @@ packet numbers in decode order) is timed by its dts, as ffmpeg and OpenCV time i
 screen at k / fps seconds, the last one with t_i <= k / fps (what `ffmpeg -vf fps=F:round=down`
 gives), and steps end as ffmpeg's fps filter ends them: the last step is the last whose whole interval
 fits before the end of the last frame (its start plus its duration where the container states one, a
-last frame held for a second included, else the interval before it). So variable frame rates, jittered timestamps, a missing or wrong header
+last frame held for a second included, else the interval before it; never past the end the container promises,
+where the last frame starts before it: a B-frame decoder can hand the last frame another packet's duration). So variable frame rates, jittered timestamps, a missing or wrong header
 rate and a non-zero start all give, at each step, the frame a viewer saw then; frames are never
 blended, and are upright and as wide as a player shows them (a display matrix, a phone video's rotation or a
 mirror, is applied as ffmpeg's autorotate does; non-square pixels, a sample aspect ratio such as anamorphic

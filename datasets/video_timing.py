@@ -42,8 +42,14 @@ def _timed(frames: Iterator[tuple[float | None, np.ndarray, float | None]], repo
 def _end_s(last_t: float, duration_s: float | None, interval: float | None, report: DecodeReport, fps: float) -> float:
     """When the last frame leaves the screen: its start plus its own duration where the container states
     one (a recorder that holds the last frame for a second says so), else the interval before it, else
-    one header-rate interval. ffmpeg's fps filter ends the stream at the same time."""
-    return last_t + (duration_s or interval or 1.0 / (report.header_fps or fps))
+    one header-rate interval. ffmpeg's fps filter ends the stream at the same time, but not past the time
+    the container promises (`promised_s`) where the last frame starts before it: a decoder that reorders
+    B-frames hands the last frame the duration of another packet, so three frames 30 s apart in an H.264
+    mp4 that promises 60.05 s were held 30 s past its end (1,800 steps at 20 fps for 1,201; a new-user
+    trial, session 57), and the gap before the last frame is no better a guess."""
+    end = last_t + (duration_s or interval or 1.0 / (report.header_fps or fps))
+    promised = report.promised_s
+    return promised if promised is not None and last_t < promised < end else end
 
 
 def _each_frame(timed: Iterator[tuple[float, np.ndarray, float | None]], fps: float,

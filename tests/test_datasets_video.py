@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from videos import (
+    MS,
     frame_index,
     on_screen,
     painted,
@@ -424,6 +425,29 @@ def test_a_last_frame_held_longer_lasts_its_stated_duration_and_is_not_truncated
     assert not report.truncated and not report.warnings() and report.decoded_s == pytest.approx(1.5)
     frames, _ = read_video(path, fps=7, backends=("pyav",))
     assert frame_index(frames) == on_screen(pts, 7, last_ms=1000)  # 10 steps: the last whole one ends at 1.43 s
+
+
+@pytest.mark.parametrize("bframes", ["0", "3"])
+def test_a_last_frame_ends_where_the_container_says_the_video_ends(tmp_path, bframes):
+    """Three frames 30 s apart, H.264 with B-frames (libx264's default), no durations set: the decoder hands
+    the last frame the 30 s of another packet, and the video was read as 90 s, 1,800 steps at 20 fps (a
+    new-user trial, session 57); the mp4 promises 60.05 s, which ends it (1,201 steps, as without B-frames)."""
+    path = tmp_path / f"sparse-bf{bframes}.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=20)
+        stream.width = stream.height = 64
+        stream.pix_fmt, stream.options = "yuv420p", {"bf": bframes}
+        stream.codec_context.time_base = stream.time_base = MS
+        for i, t in enumerate([0, 30_000, 60_000]):
+            frame = av.VideoFrame.from_ndarray(painted(i), format="rgb24")
+            frame.pts, frame.time_base = t, MS
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    frames, report = read_video(path, fps=20, backends=("pyav",))
+    assert report.promised_s == pytest.approx(60.05) and report.decoded_s == pytest.approx(60.05)
+    assert frame_index(frames) == [0] * 600 + [1] * 600 + [2] and not report.truncated
 
 
 def test_steps_end_with_the_last_whole_step_as_ffmpeg_fps_ends(tmp_path):
