@@ -56,7 +56,7 @@ from .ingest_worker import (
     part_steps,
     stored_parts,
 )
-from .jobs import job_lock, swept
+from .jobs import discard_unused, job_lock, swept
 from .sources import plan_resume, say_kept_truncated
 from .storage import resize_words
 from .video import FPS_RANGE, PER_FRAME, RESAMPLING
@@ -170,6 +170,7 @@ def ingest(cfg: IngestConfig) -> dict:
     # Under the lock: shards and temporary files of a killed earlier run (or of items that failed in this one,
     # or of actors interrupted now) are in no manifest: deleted when the job ends (datasets/jobs.py).
     with job_lock([cfg.out], "dataset ingest"), swept(cfg.out) as sweep:
+        discard_unused(cfg.out)  # an empty dataset a failed run left: this run's first input sets the size
         summary = _ingest_locked(cfg, found, bad)
     summary["num_orphans_removed"] = sweep["removed"]
     if summary["failed"] and not summary["ingested"] and not summary["skipped_done"]:
@@ -182,7 +183,7 @@ def fit_to_out(cfg: IngestConfig) -> IngestConfig:
     --codec or the step rate (--fps of video; VPT's and MineRL's 20) differs from what --out stores: the inputs
     already in it would be skipped as done, in their old kind of frame, and every new one refused."""
     manifest = storage.read_manifest(storage.resolve(cfg.out))
-    if manifest is None:
+    if manifest is None or not (manifest.get("shards") or manifest.get("num_episodes")):  # an empty one goes (discard_unused)
         return cfg if cfg.codec is not None else dataclasses.replace(cfg, codec="raw")
     have = storage.spec_of(manifest)
     if cfg.size is not None and (have.height, have.width) != cfg.size:

@@ -29,6 +29,7 @@ from .captions import captions_of
 from .resize import resize
 from .storage import MAX_SIDE, MIN_SIDE, SpecMismatch
 from .video import PER_FRAME, RESAMPLING, VideoError, VideoReader
+from .video_report import SUMMARY_KEYS
 from .writer import abort_writers
 
 if TYPE_CHECKING:
@@ -128,9 +129,7 @@ def stored_parts(reader, size: tuple[int, int] | None, limit: int | None = None,
 
 def decode_summary(report) -> dict:
     data = report.to_json()
-    return {k: data[k] for k in ("backend", "container", "codec", "timestamps", "decoded_frames", "expected_frames",
-                                 "truncated", "decode_errors", "ffmpeg_errors", "ffmpeg_last_error", "tried",
-                                 "video_stream", "num_video_streams")}
+    return {k: data[k] for k in SUMMARY_KEYS}
 
 
 # ---- the worker ----------------------------------------------------------------------------------

@@ -60,6 +60,33 @@ def job_lock(roots: list[str], job: str) -> Iterator[None]:
             os.close(fd)
 
 
+def discard_unused(root: str) -> bool:
+    """Remove a local dataset that holds no shard (its dataset.json, its empty frames/ and its lock file), as a
+    job that created it and committed nothing leaves it, for `idm label` and `dataset ingest` to call under
+    their job lock before they start: the frame size of the dataset they make is the first input's, and an
+    empty one left by a failed run refused the next run's inputs (a new-user trial, session 57: `idm label` of
+    a 1-frame clip failed, and the same --out then refused a 641x359 video as "the dataset stores 64x64
+    frames"). The failed run's dataset stays until then: what it reports (0 steps) can be read. Anything
+    else there stays; returns whether it removed one."""
+    loc = storage.resolve(root)
+    if not loc.is_local:
+        return False  # no lock there to make it safe
+    frames = loc.join(schema.FRAMES_DIR)
+    try:
+        manifest = storage.read_manifest(loc)
+        leftovers = os.listdir(frames) if os.path.isdir(frames) else []
+    except (OSError, UserError):
+        return False  # unreadable: not ours to judge
+    if manifest is None or manifest.get("shards") or manifest.get("num_episodes") or leftovers:
+        return False
+    os.unlink(loc.join(schema.MANIFEST_NAME))
+    if os.path.isdir(frames):
+        os.rmdir(frames)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(loc.join(schema.LOCK_NAME))
+    return True
+
+
 def sweep_orphans(root: str, run_token: str, started_at: float) -> int:
     """Delete what crashes left under frames/ (files the manifest does not list); returns how many.
     A local output is locked by this job (job_lock), so every such file is garbage; on an object

@@ -93,6 +93,10 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
             for frame, t in clock.timed(frames, flush=ending):
                 size = size or (frame.width, frame.height)  # a stream that changes size keeps its first size
                 resize = {} if (frame.width, frame.height) == size else {"width": size[0], "height": size[1]}
+                if resize:  # said in the report's warnings and recorded in the episode (a new-user trial, session 57)
+                    report.resized_frames += 1
+                    if (seen := f"{frame.width}x{frame.height}") not in report.other_sizes:
+                        report.other_sizes.append(seen)
                 rgb = _square_pixels(reformatter.reformat(frame, format="rgb24", **resize).to_ndarray(), sar)
                 yield t, _upright(rgb, frame), _duration_s(frame)
 
@@ -284,7 +288,7 @@ def _opencv_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[t
         sar = _sample_aspect(_opencv_sar(cap), report)
         # OpenCV has turned a quarter-turned picture already: its stored rows are now columns
         turned = int(cap.get(cv2.CAP_PROP_ORIENTATION_AUTO)) and int(cap.get(cv2.CAP_PROP_ORIENTATION_META)) % 180 == 90
-        while True:
+        while True:  # (a stream that changes size comes out at its first size: OpenCV scales it, and cannot say so)
             ok, frame = cap.read()
             if not ok or frame is None:
                 return

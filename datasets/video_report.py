@@ -15,6 +15,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+# What an episode's env_config records of its video's decode (`decode`: dataset ingest, idm label)
+SUMMARY_KEYS = ("backend", "container", "codec", "timestamps", "decoded_frames", "expected_frames", "truncated",
+                "decode_errors", "ffmpeg_errors", "ffmpeg_last_error", "tried", "video_stream", "num_video_streams",
+                "resized_frames", "other_sizes")
+
 
 @dataclass
 class DecodeReport:
@@ -42,6 +47,9 @@ class DecodeReport:
     video_stream: int | None = None  # the container's index of the stream read (None: OpenCV's, unknown)
     num_video_streams: int | None = None  # video streams in the file, attached pictures included (None: unknown)
     tried: list[str] = field(default_factory=list)  # backends tried before `backend`, and why they gave nothing
+    resized_frames: int = 0  # frames of another size than the stream's first (its size changed mid-stream), stored
+    # resized to the first's: a dataset holds one size
+    other_sizes: list[str] = field(default_factory=list)  # those frames' sizes, "WxH", in the order first seen
 
     @property
     def timestamps(self) -> str:
@@ -89,6 +97,11 @@ class DecodeReport:
                        f"first (#{self.video_stream}, the one ffmpeg picks too); the others were left out")
         if self.sample_aspect_ratio.startswith("ignored"):
             out.append(f"sample aspect ratio {self.sample_aspect_ratio}: frames kept at their stored size")
+        if self.resized_frames:
+            out.append(f"its size changes mid-stream: {self.resized_frames} of {self.decoded_frames} frames are "
+                       f"{', '.join(self.other_sizes)} where it starts at another size; stored at the first frame's "
+                       f"{self.width}x{self.height}, their shape changed (cut the file where its size changes to keep "
+                       "each part's)")
         if self.decode_errors:
             out.append(f"{self.decode_errors} packets did not decode and were skipped")
         if self.ffmpeg_errors and not self.truncated:

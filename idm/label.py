@@ -53,7 +53,7 @@ from tqdm import tqdm
 
 from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE, num_actors, ray_session
 from worldloom.config import check_range, doc, to_json_dict
-from worldloom.datasets.jobs import job_lock, swept
+from worldloom.datasets.jobs import discard_unused, job_lock, swept
 from worldloom.datasets.sources import (
     Source,
     episode_source,
@@ -71,6 +71,7 @@ from worldloom.datasets.video import (
     left_out_words,
     video_files,
 )
+from worldloom.datasets.video_report import SUMMARY_KEYS
 from worldloom.datasets.writer import abort_writers
 from worldloom.errors import UserError
 from worldloom.folders import check_out
@@ -378,9 +379,7 @@ class Labeler:
             return {"item": item, "ok": False, "error": message, "shards": []}
         shards = [info.to_json() for writer in self.writers.values() for info in writer.flush()]
         if decoded:  # known only once the whole file is read: added to each of its episodes' rows
-            summary = {k: decoded[k] for k in ("backend", "container", "codec", "timestamps", "decoded_frames",
-                                               "expected_frames", "truncated", "decode_errors", "ffmpeg_errors",
-                                               "ffmpeg_last_error", "tried", "video_stream", "num_video_streams")}
+            summary = {k: decoded[k] for k in SUMMARY_KEYS}
             for shard in shards:
                 for row in shard["episodes"]:
                     env_config = json.loads(row["env_config"])
@@ -479,6 +478,7 @@ def label(cfg: LabelConfig) -> dict:
     # Under the lock: shards and temporary files of a killed earlier run (or of items that failed in this one,
     # or of actors interrupted now) are in no manifest: deleted when the job ends (datasets/jobs.py).
     with job_lock([cfg.out], "idm label"), swept(cfg.out) as sweep:
+        discard_unused(cfg.out)  # an empty dataset a failed run left: this run's first input sets the size
         summary = _label_locked(cfg, kind, found, model_id)
     summary["num_orphans_removed"] = sweep["removed"]
     if summary["failed"] and not summary["labeled"] and not summary["skipped_done"]:

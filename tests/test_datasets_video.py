@@ -450,6 +450,32 @@ def test_a_last_frame_ends_where_the_container_says_the_video_ends(tmp_path, bfr
     assert frame_index(frames) == [0] * 600 + [1] * 600 + [2] and not report.truncated
 
 
+def test_a_stream_whose_size_changes_is_stored_at_its_first_size_and_says_so(tmp_path):
+    """Frames 0-19 at 64x64, 20-39 at 96x48 in one MJPEG stream: the second half was stored squashed to 64x64 with
+    no word (a new-user trial, session 57). A dataset holds one size, so they are still stored at the first
+    frame's; the report's warnings say so, and its counts are recorded (`resized_frames`, `other_sizes`)."""
+    path = tmp_path / "sizes.mkv"
+    with av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream("mjpeg", rate=20)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuvj420p"
+        stream.codec_context.time_base = Fraction(1, 20)
+        wide = av.CodecContext.create("mjpeg", "w")
+        wide.width, wide.height, wide.pix_fmt, wide.time_base = 96, 48, "yuvj420p", Fraction(1, 20)
+        for i in range(40):
+            ctx = stream.codec_context if i < 20 else wide
+            picture = painted(i, 96)[:48] if i >= 20 else painted(i)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24").reformat(format="yuvj420p")
+            frame.pts, frame.time_base = i, Fraction(1, 20)
+            for packet in ctx.encode(frame):
+                packet.stream, packet.time_base = stream, Fraction(1, 20)
+                out.mux(packet)
+    frames, report = read_video(path, fps=20, backends=("pyav",))  # (OpenCV scales them itself, without a word)
+    assert frames.shape == (40, 64, 64, 3) and report.resized_frames == 20 and report.other_sizes == ["96x48"]
+    (line,) = [w for w in report.warnings() if "size changes" in w]
+    assert "20 of 40 frames are 96x48" in line and "stored at the first frame's 64x64" in line, line
+
+
 def test_steps_end_with_the_last_whole_step_as_ffmpeg_fps_ends(tmp_path):
     """40 frames at 30 fps last 1.333 s: 26 whole steps of 1/20 s, the 27th would outlast the video."""
     path = write_video(tmp_path / "v30.mp4", num_frames=40, rate=30)

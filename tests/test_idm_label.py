@@ -161,6 +161,25 @@ def test_a_video_too_small_to_store_names_the_video_and_the_flag(run, clip, tmp_
 
 
 
+def test_an_empty_dataset_a_failed_label_job_left_does_not_refuse_the_next(run, clip, tmp_path, capsys):
+    """A 1-frame clip is refused, and its job had created the dataset at the clip's size: the same --out then
+    refused a 48x40 video ("the dataset stores 64x64 frames ... give a new --out"; a new-user trial, session 57).
+    The failed run's empty dataset stays (its 0 steps can be read, field case 05 reads them); the next run
+    removes it under its lock and stores its own size. A dataset with episodes keeps its size."""
+    one = write_mp4(tmp_path / "one.mp4", clip[:1], fps=20)
+    other = write_mp4(tmp_path / "other.mp4", np.ascontiguousarray(clip[:20, :40, :48]), fps=20)
+    out = tmp_path / "pseudo"
+    assert cli(["idm", "label", "--model", run, "--data", one, "--out", str(out)]) == 2
+    assert "a clip needs 2 steps at least" in capsys.readouterr().err and Dataset(out).num_frames == 0
+    assert cli(["idm", "label", "--model", run, "--data", other, "--out", str(out)]) == 0
+    assert Dataset(out).episode_ids == ["other.mp4:0000"] and Dataset(out).spec.width == 48 and validate(out) == []
+    assert cli(["idm", "label", "--model", run, "--data", one, "--out", str(out)]) == 2
+    assert Dataset(out).episode_ids == ["other.mp4:0000"]  # a dataset with episodes stays as it is
+    wide = write_mp4(tmp_path / "wide.mp4", np.ascontiguousarray(clip[:20, :40, :56]), fps=20)
+    assert cli(["idm", "label", "--model", run, "--data", wide, "--out", str(out)]) == 2
+    assert "the dataset stores 48x40 frames" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
 def test_an_address_that_is_not_used_says_so(run, clip, tmp_path, capsys):
     """`--address HOST:PORT --num-workers 1` labeled in this process without a word about the cluster asked for."""
     video = write_mp4(tmp_path / "play.mp4", clip[:20], fps=20)
