@@ -57,7 +57,7 @@ from .ingest_worker import (
     stored_parts,
 )
 from .jobs import discard_unused, job_lock, swept
-from .sources import plan_resume, say_kept_truncated
+from .sources import plan_resume, say_duplicates, say_kept_truncated
 from .storage import resize_words
 from .video import FPS_RANGE, PER_FRAME, RESAMPLING
 
@@ -207,8 +207,9 @@ def _ingest_locked(cfg: IngestConfig, found: list, bad: list[dict]) -> dict:
 
     from .writer import commit_shards
 
-    todo, num_done, unreadable = plan_resume(cfg.out, found, keep_truncated=cfg.keep_truncated)
+    todo, num_done, unreadable, duplicates = plan_resume(cfg.out, found, keep_truncated=cfg.keep_truncated)
     say_kept_truncated("dataset ingest", cfg.out, todo)
+    say_duplicates("dataset ingest", duplicates)
     redone = [item for item in todo if item["reason"].startswith("made by ")]
     if redone:  # said before the work: their episodes are replaced as each is ingested again
         print(f"dataset ingest: {len(redone)} input(s) in {cfg.out} were converted otherwise (e.g. {redone[0]['source']}: "
@@ -216,6 +217,7 @@ def _ingest_locked(cfg: IngestConfig, found: list, bad: list[dict]) -> dict:
               "episodes replaced (give another --out to keep both)", file=sys.stderr)
     job_config = job_config_of(cfg)
     summary = {"out": cfg.out, "format": cfg.format, "num_items": len(found) + len(bad), "skipped_done": num_done,
+               "duplicates": duplicates,
                "ingested": [], "replaced": [], "failed": [], "warnings": [], "num_steps": 0}
     counted_steps = StepCount()  # steps stored, shown beside the items: an hour of video is one item
     results = tqdm(run_items(cfg, todo, job_config, lambda n: counted_steps.add(n, results)), total=len(todo),

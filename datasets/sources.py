@@ -238,23 +238,28 @@ def _group_of(episode_id: str, env_config: dict) -> _Group:
 
 
 def plan_resume(out: str | os.PathLike, found: list[tuple[dict, Source]], made_by: str | None = None,
-                keep_truncated: bool = True) -> tuple[list[dict], int, list[dict]]:
+                keep_truncated: bool = True) -> tuple[list[dict], int, list[dict], list[dict]]:
     """What a resumable job (ingest, label) still has to do in the dataset at `out`.
 
     found: (item, its Source) for every input; made_by: the label_model the job writes (label), None
     where the input alone decides; keep_truncated False (a job without --keep-truncated): an input kept
     partially by an earlier run with it is not done (reason "kept truncated"). Returns (the items to do,
     each with its episode `name`, `identity`, the episodes it `replaces`, why (`reason`) and its source
-    `files`; how many are already done; a failure record for each input that could not be read).
+    `files`; how many are already done; a failure record for each input that could not be read; each
+    input whose content another input of this job holds, {"input", "same_as"}: made once, and not "already
+    there", which a new-user trial (session 57) read in a new --out with no word of which files).
     """
     index = ResumeIndex.of(out, made_by, keep_truncated)
-    todo, failed, num_done, done_ids = [], [], 0, set()
+    todo, failed, num_done, done_ids, duplicates = [], [], 0, set(), []
     for item, source in found:
         try:
             decision = index.decide(source)
         except OSError as err:
             failed.append({"item": item, "ok": False, "error": f"{item['source']}: cannot read it ({err.strerror or err})"})
             continue
+        if decision.done and not decision.done_ids and decision.reason.startswith("same content as "):
+            duplicates.append({"input": item["source"], "same_as": decision.reason.removeprefix("same content as ")})
+            continue  # (an input of this job: nothing of it is committed yet)
         if decision.done:
             num_done += 1
             done_ids.update(decision.done_ids)
@@ -262,7 +267,16 @@ def plan_resume(out: str | os.PathLike, found: list[tuple[dict, Source]], made_b
         todo.append({**item, "name": decision.name, "replaces": list(decision.replaces), "reason": decision.reason,
                      "identity": source.identity(decision.name), "files": list(getattr(source, "files", ()))})
     check_done_shards(out, done_ids)
-    return todo, num_done, failed
+    return todo, num_done, failed, duplicates
+
+
+def say_duplicates(command: str, duplicates: list[dict]) -> None:
+    """One line before the work naming the inputs whose content another input of the job holds (`plan_resume`)."""
+    if duplicates:
+        named = ", ".join(f"{d['input']} (as {d['same_as']})" for d in duplicates[:3])
+        more = f" and {len(duplicates) - 3} more" if len(duplicates) > 3 else ""
+        print(f"{command}: {len(duplicates)} input(s) hold the same content as another input and are made once: "
+              f"{named}{more}", file=sys.stderr)
 
 
 def check_done_shards(out: str | os.PathLike, done_ids: set[str]) -> None:

@@ -59,6 +59,7 @@ from worldloom.datasets.sources import (
     episode_source,
     file_source,
     plan_resume,
+    say_duplicates,
     say_kept_truncated,
 )
 from worldloom.datasets.storage import MAX_SIDE, MIN_SIDE, FrameSpec, SpecMismatch, resize_words
@@ -491,8 +492,10 @@ def _label_locked(cfg: LabelConfig, kind: str, found: list, model_id: str) -> di
     from worldloom.datasets import commit_shards
 
     model_cfg = model_config(cfg.model)
-    todo, num_done, unreadable = plan_resume(cfg.out, found, made_by=model_id, keep_truncated=cfg.keep_truncated)
+    todo, num_done, unreadable, duplicates = plan_resume(cfg.out, found, made_by=model_id,
+                                                         keep_truncated=cfg.keep_truncated)
     say_kept_truncated("idm label", cfg.out, todo)
+    say_duplicates("idm label", duplicates)
     if not todo:  # all there: nothing would be written to refuse the rate (an input to write names both flags)
         check_fps(cfg, kind)
     others = sorted({item["reason"].removeprefix("made by ") for item in todo if item["reason"].startswith("made by ")})
@@ -507,6 +510,7 @@ def _label_locked(cfg: LabelConfig, kind: str, found: list, model_id: str) -> di
                                   "note": "frames resized to the model's size for prediction only; stored frames unchanged"},
                   "time_resampling": {"rule": RESAMPLING, "fps": cfg.fps}}
     summary = {"out": redact_text(cfg.out), "label_model": model_id, "num_items": len(found), "skipped_done": num_done,
+               "duplicates": duplicates,
                "labeled": [], "replaced": [], "failed": [], "truncated": [], "warnings": [], "num_steps": 0}
     counted_steps = StepCount()  # steps predicted, shown beside the items: an hour of video is one item
     results = tqdm(run_items(cfg, todo, model_id, job_config, lambda n: counted_steps.add(n, results)),

@@ -180,6 +180,25 @@ def test_an_empty_dataset_a_failed_label_job_left_does_not_refuse_the_next(run, 
     assert "the dataset stores 48x40 frames" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
+def test_inputs_of_one_job_with_the_same_content_are_named_not_already_there(run, clip, tmp_path, capsys):
+    """A copy and a link of one video in a folder labeled into a new --out read "2 already there", with no word
+    of which (a new-user trial, session 57): they are made once, said before the work, and counted apart."""
+    import shutil
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    write_mp4(folder / "a.mp4", clip[:20], fps=20)
+    write_mp4(folder / "other.mp4", clip[20:40], fps=20)
+    shutil.copy(folder / "a.mp4", folder / "copy of a.mp4")
+    shutil.copy(folder / "a.mp4", folder / "b.mp4")
+    assert cli(["idm", "label", "--model", run, "--data", str(folder), "--out", str(tmp_path / "pseudo")]) == 0
+    out, err = capsys.readouterr()
+    assert "idm label: 2 input(s) hold the same content as another input and are made once: " in err, err
+    assert "copy of a.mp4 (as " in err and "b.mp4 (as " in err and "already there" not in err, err
+    assert "labeled 2 of 4 inputs" in out and "; 2 the same as another input (made once)" in out, out
+    assert sorted(Dataset(tmp_path / "pseudo").episode_ids) == ["a.mp4:0000", "other.mp4:0000"]
+
+
 def test_an_address_that_is_not_used_says_so(run, clip, tmp_path, capsys):
     """`--address HOST:PORT --num-workers 1` labeled in this process without a word about the cluster asked for."""
     video = write_mp4(tmp_path / "play.mp4", clip[:20], fps=20)

@@ -94,7 +94,9 @@ def job_summary(command: str, done: str, summary: dict, how: str = "") -> str:
     line = (f"{command}: {done} {len(summary[done])} of {counted(summary['num_items'], 'input')} ({steps:,} "
             f"step{'s' * (steps != 1)}, "
             f"{steps / FPS / 60:.1f} min of play) into {summary['out']}{f' {how}' if how else ''}")
-    counts = [(summary.get("skipped_done", 0), "already there"), (len(summary.get("replaced", ())), "replaced"),
+    counts = [(summary.get("skipped_done", 0), "already there"),
+              (len(summary.get("duplicates", ())), "the same as another input (made once)"),
+              (len(summary.get("replaced", ())), "replaced"),
               (len(summary.get("truncated", ())), "cut short by a damaged file"),
               (len(summary.get("failed", ())), "failed (reported above)")]
     return "; ".join([line, *(f"{n} {what}" for n, what in counts if n)])
