@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from worldloom.errors import UserError
-from worldloom.io import check_not_in_dataset, check_video_out, write_image, write_video
+from worldloom.io import check_not_in_dataset, check_video_out, gif_timing, write_image, write_video
 from worldloom.progress import counted
 
 from . import schema
@@ -197,6 +197,10 @@ def export_clip(ds: Dataset, episode_id: str, out: str, start: int = 0, stop: in
         print(f"dataset export: note: {w}x{h} frames are written {w - w % 2}x{h - h % 2} (an mp4 of H.264 4:2:0 takes "
               "even sizes: the last column or row is cropped); a .gif, or a --scale of 2 or more, keeps every pixel",
               file=sys.stderr)
+    if out.lower().endswith(".gif") and len(shown := gif_timing(len(frames), ds.spec.fps)[0]) < len(frames):
+        print(f"dataset export: note: a GIF shows 50 frames a second at most (browsers play a shorter delay slower), so "
+              f"{len(frames) - len(shown)} of the {len(frames)} steps at {ds.spec.fps:g} fps are left out, the clip "
+              "keeping its time; an .mp4 keeps every step", file=sys.stderr)  # (a new-user trial, session 57)
     write_clip(frames, out, ds.spec.fps)
     return out
 

@@ -295,6 +295,13 @@ def test_export_of_odd_sized_frames_to_mp4_says_it_crops(tmp_path, capsys):
     assert read_video(tmp_path / "c.mp4")[0].shape[1:3] == (46, 64)
     assert main([*argv, "--out", str(tmp_path / "c.gif")]) == 0
     assert "note:" not in capsys.readouterr().err and Image.open(tmp_path / "c.gif").size == (65, 47)
+    # a GIF shows 50 frames a second at most: a 60 fps episode's GIF leaves a third of its steps out, and said
+    # nothing (a new-user trial, session 57)
+    with DatasetWriter(tmp_path / "fast", 47, 65, fps=60) as w:
+        w.add_episode("ep-0", np.concatenate([frames] * 40), label_source="none")
+    assert main(["dataset", "export", str(tmp_path / "fast"), "--episode", "ep-0", "--out", str(tmp_path / "f.gif")]) == 0
+    assert "a GIF shows 50 frames a second at most (browsers play a shorter delay slower), so 40 of the 120 steps at " \
+        "60 fps are left out" in capsys.readouterr().err and Image.open(tmp_path / "f.gif").n_frames == 80
 
 
 def test_export_bad_scale_or_episode_is_one_line_naming_some_ids(small_dataset, tmp_path, capsys):
