@@ -480,7 +480,7 @@ def main(cfg: StudyConfig) -> Path:
     legacy: dict[str, str] = {}
 
     def stage(name: str, config: Any, upstream: tuple[str, ...], fn) -> Any:
-        keys[name] = stage_key(portable(_json(config), out), [keys[u] for u in upstream])
+        keys[name] = stage_key(portable(_json(config), out), [runner.made_key(u, keys[u]) for u in upstream])
         prior[name] = stage_key(portable(_json(config, dream_fields=True), out), [prior[u] for u in upstream])
         legacy[name] = stage_key(_json(config, dream_fields=True), [legacy[u] for u in upstream])
         return runner.run(name, keys[name], lambda: (Report.remove(out), fn())[1], writes.get(name, ()),

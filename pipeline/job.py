@@ -12,7 +12,8 @@ an IDM trained on the labeled set and scored on the held-out one, the withheld s
 labeled by it, a world model pretrained on labeled plus pseudo-labeled clips and scored on the
 held-out set, with controllability judged by a second IDM that did not make the labels.
 
-Every stage is cached in `<out>/pipeline.json` under a key of its config and its inputs' keys:
+Every stage is cached in `<out>/pipeline.json` under a key of its config and of the stages it reads (their
+keys, and a token drawn each time one runs: `StageRunner.made_key`):
 running again reuses completed stages, `--from STAGE` redoes that stage and all after it, and a
 run killed midway resumes (capture and training resume inside a stage too).
 """
@@ -399,7 +400,7 @@ def main(cfg: PipelineConfig) -> Path:
     legacy: dict[str, str] = {}  # the keys with absolute paths (runs written before keys were `portable`)
 
     def stage(name: str, config: Any, upstream: tuple[str, ...], fn) -> Any:
-        keys[name] = stage_key(portable(_json(config), out), [keys[u] for u in upstream])
+        keys[name] = stage_key(portable(_json(config), out), [runner.made_key(u, keys[u]) for u in upstream])
         legacy[name] = stage_key(_json(config), [legacy[u] for u in upstream])
         run = with_ray(fn) if name != "report" else fn
         return runner.run(name, keys[name], lambda: (Report.remove(out), run())[1], writes.get(name, ()), legacy[name])

@@ -3,7 +3,10 @@ made is gone (a deleted dataset or run folder: its record is not the thing), and
 stage with it, as `--from` that stage would.
 
 A stage's key is a hash of its config and of the keys of the stages it reads, so changing the
-IDM preset redoes the IDM and everything downstream of it, and nothing upstream. Completed
+IDM preset redoes the IDM and everything downstream of it, and nothing upstream. What a stage
+reads of an earlier one is that one's key and a token drawn each time it runs (`made_key`), so an
+earlier stage that runs again with its old config (interrupted under another one, or its outputs
+rewritten) makes every stage that reads it run again too, never 'cached' on what it made before. Completed
 stages are recorded in `<out>/pipeline.json` (written to a temporary name, then renamed) with
 their outputs, figures, wall time and core-seconds. A stage's outputs are paths (every string in
 them): stored relative to the run directory, and on reading checked to stay inside it
@@ -32,6 +35,7 @@ import os
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +119,7 @@ class StageRecord:
     figures: dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
     core_s: float = 0.0
+    made: str = ""  # a token drawn each time the stage runs ("" in records from before it): `StageRunner.made_key`
 
 
 class StageRunner:
@@ -159,13 +164,16 @@ class StageRunner:
         records = {}
         for name, rec in stages.items():
             where = f"stages.{name}"
-            if name not in self.order or not isinstance(rec, dict) or set(rec) != {f.name for f in dataclasses.fields(StageRecord)}:
+            fields = {f.name for f in dataclasses.fields(StageRecord)}
+            if name not in self.order or not isinstance(rec, dict) or set(rec) not in (fields, fields - {"made"}):
                 raise UserError(f"{self.path}: {where} is not a record of a pipeline stage; {fix}")
             if not (isinstance(rec["key"], str) and isinstance(rec["outputs"], dict) and isinstance(rec["figures"], dict)
-                    and all(isinstance(rec[k], (int, float)) and not isinstance(rec[k], bool) for k in ("wall_s", "core_s"))):
+                    and all(isinstance(rec[k], (int, float)) and not isinstance(rec[k], bool) for k in ("wall_s", "core_s"))
+                    and isinstance(rec.get("made", ""), str)):
                 raise UserError(f"{self.path}: {where} has a field of the wrong type; {fix}")
             outputs = _map_paths(rec["outputs"], check, f"{where}.outputs")
-            records[name] = StageRecord(rec["key"], outputs, rec["figures"], float(rec["wall_s"]), float(rec["core_s"]))
+            records[name] = StageRecord(rec["key"], outputs, rec["figures"], float(rec["wall_s"]), float(rec["core_s"]),
+                                        rec.get("made", ""))
         started = raw.get("started", {})
         if not (isinstance(started, dict) and all(k in self.order and isinstance(v, str) for k, v in started.items())):
             raise UserError(f"{self.path}: 'started' is not an object of stage keys; {fix}")
@@ -174,6 +182,16 @@ class StageRunner:
                 and isinstance(left.get("stages"), list) and all(k in self.order for k in left["stages"])):
             raise UserError(f"{self.path}: 'redo' is not a --from stage and a list of stages; {fix}")
         return records, started, left
+
+    def made_key(self, name: str, key: str) -> str:
+        """What a later stage's key takes from stage `name` (run or found cached just before): its key and the token
+        drawn when it last ran. A stage that runs again with the same config (interrupted under another, or
+        redone) makes new outputs, so every stage that reads them gets a new key and runs again, its old outputs
+        removed first: keyed by configs alone they stayed 'cached', and a world model trained on the IDM's earlier
+        labels was resumed on the new ones and refused (a new-user trial, session 57). A record from before the
+        token gives its key alone, so runs made before keep their stages; so does a stage with no record of `key`."""
+        done = self.records.get(name)
+        return f"{key}+{done.made}" if done is not None and done.key == key and done.made else key
 
     def _rewritten(self, done: StageRecord) -> list[str]:
         """The files a completed stage recorded in its figures' `fingerprints` ({path relative to the run: sha256})
@@ -232,7 +250,7 @@ class StageRunner:
         start = time.perf_counter()
         with CoreClock() as clock:
             outputs, figures = fn()
-        record = StageRecord(key, outputs, figures, time.perf_counter() - start, clock.core_s)
+        record = StageRecord(key, outputs, figures, time.perf_counter() - start, clock.core_s, uuid.uuid4().hex[:12])
         self.records[name] = record
         self.started.pop(name, None)
         self._save()

@@ -352,6 +352,53 @@ def test_a_stage_whose_report_another_command_rewrote_runs_again(tmp_path, capsy
     assert ran == [1, 1] and "a: cached" in capsys.readouterr().out
 
 
+def test_a_stage_run_again_with_its_old_config_runs_every_stage_that_reads_it_again(tmp_path, capsys):
+    """A run interrupted under another preset had removed and started its capture; asked again with the first
+    preset, the capture ran again, the IDM and labels were 'cached' (their keys were their configs') though made
+    from the old data, and the interrupted world model, resumed, refused its changed data on every run (a new-user
+    trial, session 57). A later stage's key takes the token drawn each time an earlier one runs."""
+    import json
+
+    from worldloom.pipeline.stages import StageRunner, stage_key
+
+    ran = []
+
+    def pipeline(config_a: str, stop_in: str | None = None) -> None:
+        runner, keys = StageRunner(tmp_path, None, ("a", "b", "c")), {}
+        for name, upstream in (("a", ()), ("b", ("a",)), ("c", ("b",))):
+            keys[name] = stage_key(config_a if name == "a" else name, [runner.made_key(u, keys[u]) for u in upstream])
+
+            def make(name=name):
+                (tmp_path / name).mkdir(exist_ok=True)
+                if name == stop_in:
+                    raise KeyboardInterrupt
+                ran.append(name)
+                return {"dir": str(tmp_path / name)}, {}
+            runner.run(name, keys[name], make, [tmp_path / name])
+
+    pipeline("micro")
+    pipeline("micro")
+    assert ran == ["a", "b", "c"] and capsys.readouterr().out.count("cached") == 3
+    with pytest.raises(KeyboardInterrupt):
+        pipeline("tiny", stop_in="a")  # removes a's output, starts a with another config, is stopped
+    pipeline("micro")
+    out = capsys.readouterr().out
+    assert ran == ["a", "b", "c", "a", "b", "c"], ran
+    assert "b: running again (its config or its inputs changed)" in out and "c: running again" in out, out
+    pipeline("micro")
+    assert ran == ["a", "b", "c", "a", "b", "c"] and capsys.readouterr().out.count("cached") == 3
+    # a pipeline.json from before the token: its stages stay done (their keys are their configs')
+    state = json.loads((tmp_path / "pipeline.json").read_text())
+    keys = {}
+    for name, upstream in (("a", ()), ("b", ("a",)), ("c", ("b",))):
+        keys[name] = stage_key("micro" if name == "a" else name, [keys[u] for u in upstream])
+        state["stages"][name].pop("made")
+        state["stages"][name]["key"] = keys[name]
+    (tmp_path / "pipeline.json").write_text(json.dumps(state))
+    pipeline("micro")
+    assert ran == ["a", "b", "c", "a", "b", "c"] and capsys.readouterr().out.count("cached") == 3
+
+
 def test_unknown_preset_is_one_line(tmp_path):
     proc = subprocess.run([WORLDLOOM, "pipeline", "run", "--preset", "huge", "--out", str(tmp_path)],
                           capture_output=True, text=True)
