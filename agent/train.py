@@ -226,8 +226,17 @@ def window_length(window_frames: int, episodes: list) -> int:
 
 def check_resumable(cfg: TrainConfig) -> None:
     """UserError (one line) if cfg.out holds a checkpoint of a run with another config (worldloom.checkpoint)."""
-    ckpt.check_resumable(cfg.out, cfg, {"model": to_json_dict(resolve_model(cfg))}, read_config,
+    ckpt.check_resumable(cfg.out, cfg, {"model": to_json_dict(resolve_model(cfg))}, read_checked,
                          data_content=content_ids(cfg.data))
+
+
+def read_checked(run_dir: str | Path) -> dict:
+    """config.json with its `model` section checked too (`model_config`): a hand-edited value is named with the
+    file, not read as "a different config (model)" by a user who gave the same flags (as `idm train`'s)."""
+    from .checkpoint import model_config
+
+    model_config(run_dir)
+    return read_config(run_dir)
 
 
 def prepare_run_dir(cfg: TrainConfig, sources: list[bc_data.SourceInfo]) -> Path:

@@ -320,8 +320,18 @@ def validate(model: IDM, batch: dict[str, np.ndarray], cfg: TrainConfig, device:
 
 def check_resumable(cfg: TrainConfig) -> None:
     """UserError (one line) if cfg.out holds a checkpoint of a run with another config (worldloom.checkpoint)."""
-    ckpt.check_resumable(cfg.out, cfg, {"model": to_json_dict(cfg.model_config)}, read_config,
+    ckpt.check_resumable(cfg.out, cfg, {"model": to_json_dict(cfg.model_config)}, read_checked,
                          data_content=content_ids(cfg.data))
+
+
+def read_checked(run_dir: str | Path) -> dict:
+    """config.json with its `model` section checked too (`model_config`): a hand-edited value is named, field and
+    file, where comparing it said "a different config (model): ... or the same flags to resume it" to a user who
+    had given the same flags (a new-user trial, session 57)."""
+    from worldloom.idm.checkpoint import model_config
+
+    model_config(run_dir)
+    return read_config(run_dir)
 
 
 def prepare_run_dir(cfg: TrainConfig, fps: float) -> Path:

@@ -697,6 +697,13 @@ def test_a_finished_run_run_again_trains_nothing_and_rewrites_nothing(voxel, tmp
     with pytest.raises(UserError, match="holds a run with a different config \\(seed\\)"):  # said before "finished"
         train_main(micro_cfg(voxel["labeled"], run, max_steps=2, seed=1))
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == written  # thresholds, curves, config
+    # a hand-edited model value is named with its file; it read "a different config (model): ... or the same flags
+    # to resume it" to a user who had given the same flags (a new-user trial, session 57)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "model": {**config["model"], "hidden": "sixty-four"}}))
+    with pytest.raises(UserError, match=r"config.json: model.hidden is 'sixty-four', expected an integer"):
+        train_main(micro_cfg(voxel["labeled"], run, max_steps=2))
+    (run / "config.json").write_text(json.dumps(config))
     # Stopped on its last step (Ctrl-C there saves the checkpoint and stops) before the press thresholds
     # were fitted: run again, it fits them and trains nothing
     thresholds = run / "checkpoint" / "button_thresholds.json"
