@@ -765,6 +765,26 @@ def test_sigterm_in_a_ray_session_stops_as_ctrl_c_does_and_exits_143(ray_local):
     assert exit_code(stopped.value) == 143 and exit_code(KeyboardInterrupt()) == 130
 
 
+def test_a_sigterm_while_ray_starts_stops_as_ctrl_c_does():
+    """ray.init sets a SIGTERM handler that exits with code 15 while it starts: a pipeline killed as its label stage
+    started a cluster ended with code 15 and no line (a new-user trial, session 57). A real SIGTERM under the
+    handler Ray sets ends as any SIGTERM does: a KeyboardInterrupt carrying it (exit code 143), the handler from
+    before given back."""
+    from worldloom.cluster import sigterm_while_starting
+    from worldloom.training import exit_code
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt) as stopped, sigterm_while_starting(before):
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # ray/_private/worker.py's
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # (the handler runs at the next bytecode)
+    assert exit_code(stopped.value) == 143 and signal.getsignal(signal.SIGTERM) is before
+    with pytest.raises(KeyboardInterrupt) as stopped, sigterm_while_starting(before):  # before Ray's is set
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    assert exit_code(stopped.value) == 143 and signal.getsignal(signal.SIGTERM) is before
+
+
 @pytest.mark.ray
 def test_a_local_ray_session_listens_on_loopback_only(base, ray_local, tmp_path):
     """Every socket of every process of the session (GCS, raylet and object manager, dashboard

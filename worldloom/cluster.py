@@ -21,7 +21,7 @@ the machine's address: that is how other nodes reach it). tests/test_trust.py li
 listening sockets of every process of a local session.
 
 `ray.init` takes SIGTERM with a handler that exits with code 15; inside a session this function
-started, SIGTERM stops the command as Ctrl-C does instead (the session is shut down on the way
+started, and while it starts one (`sigterm_while_starting`), SIGTERM stops the command as Ctrl-C does instead (the session is shut down on the way
 out, exit code 143: worldloom.interrupts.sigterm_as_interrupt), and the handler from before is
 given back when the session ends.
 """
@@ -38,7 +38,7 @@ import threading
 from collections.abc import Iterator
 
 from worldloom.errors import UserError
-from worldloom.interrupts import sigterm_as_interrupt
+from worldloom.interrupts import interrupt, sigterm_as_interrupt
 
 __all__ = ["ray_session", "check_reachable", "cluster_resources", "user_error_of", "LOCAL_ADDRESS", "LOOPBACK_ENV"]
 
@@ -80,11 +80,12 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     on_sigterm = signal.getsignal(signal.SIGTERM)
     for attempt in range(1 if address else LOCAL_START_ATTEMPTS):
         try:
-            if address:
-                ray.init(address=address, logging_level=logging.WARNING, **quiet)
-            else:  # our own cluster, on loopback; its start-up notices are noise
-                with loopback_only():
-                    ray.init(num_cpus=num_cpus, _node_ip_address=LOCAL_ADDRESS, logging_level=logging.ERROR, **quiet)
+            with sigterm_while_starting(on_sigterm):
+                if address:
+                    ray.init(address=address, logging_level=logging.WARNING, **quiet)
+                else:  # our own cluster, on loopback; its start-up notices are noise
+                    with loopback_only():
+                        ray.init(num_cpus=num_cpus, _node_ip_address=LOCAL_ADDRESS, logging_level=logging.ERROR, **quiet)
             break
         except (ConnectionError, TimeoutError, ValueError) as err:
             where = f"join Ray at {named} {address}" if address else "start a local Ray cluster"
@@ -106,6 +107,31 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         ray.shutdown()
         if main_thread:
             signal.signal(signal.SIGTERM, on_sigterm if on_sigterm is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def sigterm_while_starting(on_sigterm) -> Iterator[None]:
+    """Around `ray.init`: its SIGTERM handler (set while it starts) exits with SystemExit(15), which ended the
+    command with code 15 and no word when a SIGTERM came in those seconds (a new-user trial, session 57: a
+    pipeline killed as its label stage started its cluster). Here that exit is what any SIGTERM is to the
+    command: the cluster shut down, a KeyboardInterrupt carrying SIGTERM (the CLI's one line, exit code 143).
+    Our handler stays in place up to the moment Ray sets its own, so a SIGTERM before it stops the same way."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:
+        signal.signal(signal.SIGTERM, sigterm_as_interrupt)
+    try:
+        yield
+    except (SystemExit, KeyboardInterrupt) as err:
+        if isinstance(err, SystemExit) and err.code != signal.SIGTERM:
+            raise
+        import ray
+
+        ray.shutdown()  # what did start
+        if main_thread:
+            signal.signal(signal.SIGTERM, on_sigterm if on_sigterm is not None else signal.SIG_DFL)
+        if isinstance(err, SystemExit):
+            raise interrupt(signal.SIGTERM) from None
+        raise
 
 
 @contextlib.contextmanager
