@@ -51,7 +51,8 @@ class CaptureConfig:
         "write the footage without actions (label_source none) to OUT and the true actions to this dataset", None
     )
     episodes_per_shard: int = doc("episodes per shard (per actor task): a killed actor loses at most this many", 1)
-    codec: str = doc("frame codec of a new dataset: raw (lossless, zstd), png or jpeg", "raw")
+    codec: str = doc("frame codec of a new dataset: raw (lossless, zstd), png (lossless), jpeg or h264 (lossy, "
+                     "32-frame chunks)", "raw")
     split: str = doc("split name written on every episode", "train")
     progress: bool = doc("show a progress bar", True)
 

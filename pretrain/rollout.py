@@ -58,8 +58,9 @@ class RolloutConfig:
     def __post_init__(self):
         if (self.data is None or self.episode is None) and (self.prompt is None or (self.data, self.episode) != (None, None)):
             raise ValueError("give --data and --episode (a context from an episode), --prompt, or all three")
-        if self.horizon < 1 or self.start < 0 or self.scale < 1:
-            raise ValueError(f"need horizon >= 1, start >= 0, scale >= 1; got {self.horizon}, {self.start}, {self.scale}")
+        for name, low in (("horizon", 1), ("start", 0), ("scale", 1)):  # one line for the flag that is wrong
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
         # a frame past MAX_OUTPUT_PX a side (check_output_size, once the frame size is known) or a rate
         # past the datasets' was a numpy or PyAV traceback after the frames were sampled
         check_range("scale", self.scale, 1, MAX_OUTPUT_PX, "pixels per generated pixel")

@@ -44,9 +44,9 @@ class TextConfig:
     vocab: tuple[str, ...] = doc("the encoder's words: the caption rules' and the training captions' (set by training)", ())
 
     def __post_init__(self):
-        if self.layers < 0 or self.num_heads < 1 or self.max_words < 1:
-            raise ValueError(f"need layers >= 0, num_heads >= 1, max_words >= 1; got {self.layers}, {self.num_heads}, "
-                             f"{self.max_words}")
+        for name, low in (("layers", 0), ("num_heads", 1), ("max_words", 1)):  # one line for the field that is wrong
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
         if len(set(self.vocab)) != len(self.vocab) or not all(isinstance(w, str) and WORD.fullmatch(w) for w in self.vocab):
             raise ValueError("vocab must be distinct lower-case words")
 

@@ -147,9 +147,15 @@ class TrainConfig:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         check_range("num_workers", self.num_workers, 0 if self.device.startswith("cuda") else 1, MAX_WORKERS,
                     "1: this process; 0 with --device cuda: one per GPU of the cluster")
-        if self.minutes < 0 or not 0 < self.lr <= LR_MAX or self.warmup_steps < 0 or self.grad_clip <= 0:
-            raise ValueError(f"need minutes >= 0, lr in (0, {LR_MAX:.3g}] (float32's largest), warmup_steps >= 0, grad_clip > 0; "
-                             f"got {self.minutes}, {self.lr}, {self.warmup_steps}, {self.grad_clip}")
+        # one line for the flag that is wrong (they were refused together, naming four values; a new-user trial)
+        if self.minutes < 0:
+            raise ValueError(f"minutes must be >= 0 (0: no time limit), got {self.minutes}")
+        if not 0 < self.lr <= LR_MAX:
+            raise ValueError(f"lr must be in (0, {LR_MAX:.3g}] (float32's largest), got {self.lr}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         check_device_name(self.device)

@@ -798,6 +798,12 @@ def test_bad_input(data, tmp_path):
         TrainConfig(data=("a", "b"), out="x", weights=(1.0,))
     with pytest.raises(ValueError, match="preset"):
         TrainConfig(data=("a",), out="x", preset="huge")
+    # the flag that is wrong, alone (they were refused together: "need minutes >= 0, lr in ..., got -1.0, 0.0005, ...")
+    for field, value, words in (("minutes", -1.0, "minutes must be >= 0 (0: no time limit), got -1.0"),
+                                ("grad_clip", 0.0, "grad_clip must be > 0, got 0.0")):
+        with pytest.raises(ValueError) as refused:
+            TrainConfig(data=("a",), out="x", **{field: value})
+        assert str(refused.value) == words
     with pytest.raises(ValueError, match="camera_fov_deg"):
         TrainConfig(data=("a",), out="x", camera_fov_deg=-1.0)
     old = tmp_path / "old-run"  # a run written by WorldLoom 0.1: no format_version
