@@ -468,6 +468,7 @@ def label(cfg: LabelConfig) -> dict:
         raise UserError(f"--out {redact_text(cfg.out)} is the --data being labeled; give a new --out (the labels are a "
                         "dataset of their own)")
     check_label_out(cfg.out)
+    model_config(cfg.model)  # a dataset or another run given as --model is named before the inputs are looked at
     kind, found = discover(cfg)
     if kind == "dataset":  # videos are resampled to --fps as they are read
         check_step_rate(cfg.model, [cfg.data])

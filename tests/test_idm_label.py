@@ -199,6 +199,17 @@ def test_inputs_of_one_job_with_the_same_content_are_named_not_already_there(run
     assert sorted(Dataset(tmp_path / "pseudo").episode_ids) == ["a.mp4:0000", "other.mp4:0000"]
 
 
+def test_a_dataset_given_as_the_model_is_named_first(run, clip, tmp_path, capsys):
+    """`idm label --model DATASET --data DATASET`: "every episode already has labels" came first, and the real
+    mistake only after --all-episodes (a new-user trial, session 57); the model is checked before the inputs."""
+    video = write_mp4(tmp_path / "play.mp4", clip[:20], fps=20)
+    labels = tmp_path / "pseudo"
+    assert cli(["idm", "label", "--model", run, "--data", video, "--out", str(labels)]) == 0
+    capsys.readouterr()
+    assert cli(["idm", "label", "--model", str(labels), "--data", str(labels), "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"{labels}: not an IDM run (config.json is missing)")
+
+
 def test_an_address_that_is_not_used_says_so(run, clip, tmp_path, capsys):
     """`--address HOST:PORT --num-workers 1` labeled in this process without a word about the cluster asked for."""
     video = write_mp4(tmp_path / "play.mp4", clip[:20], fps=20)
