@@ -192,8 +192,7 @@ def write_image(path: str | os.PathLike, image) -> Path:
     from PIL import Image
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:  # (which makes the folder)
         Image.fromarray(image).save(tmp)
     return path
 
@@ -278,8 +277,7 @@ def write_video(path: str | os.PathLike, frames, fps: float, *, crf: int = 18, p
         raise ValueError(f"{path}: unknown video type {suffix!r}; use {' or '.join(VIDEO_WRITE_SUFFIXES)}")
     if len(frames) == 0:
         raise ValueError(f"{path}: no frames to write")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:  # (which makes the folder)
         if suffix == ".gif":
             from PIL import Image
 
