@@ -56,7 +56,7 @@ from .ingest_worker import (
     part_steps,
     stored_parts,
 )
-from .jobs import discard_unused, job_lock, swept
+from .jobs import discard_unused, job_lock, swept, unused
 from .sources import plan_resume, say_duplicates, say_kept_truncated
 from .storage import resize_words
 from .video import FPS_RANGE, PER_FRAME, RESAMPLING
@@ -183,7 +183,7 @@ def fit_to_out(cfg: IngestConfig) -> IngestConfig:
     --codec or the step rate (--fps of video; VPT's and MineRL's 20) differs from what --out stores: the inputs
     already in it would be skipped as done, in their old kind of frame, and every new one refused."""
     manifest = storage.read_manifest(storage.resolve(cfg.out))
-    if manifest is None or not (manifest.get("shards") or manifest.get("num_episodes")):  # an empty one goes (discard_unused)
+    if manifest is None or unused(manifest):  # an empty one is removed under the job lock (discard_unused)
         return cfg if cfg.codec is not None else dataclasses.replace(cfg, codec="raw")
     have = storage.spec_of(manifest)
     if cfg.size is not None and (have.height, have.width) != cfg.size:

@@ -60,6 +60,11 @@ def job_lock(roots: list[str], job: str) -> Iterator[None]:
             os.close(fd)
 
 
+def unused(manifest: dict | None) -> bool:
+    """A dataset.json that lists no shard and no episode: a dataset a job created and committed nothing to."""
+    return manifest is not None and not (manifest.get("shards") or manifest.get("num_episodes"))
+
+
 def discard_unused(root: str) -> bool:
     """Remove a local dataset that holds no shard (its dataset.json, its empty frames/ and its lock file), as a
     job that created it and committed nothing leaves it, for `idm label` and `dataset ingest` to call under
@@ -77,7 +82,7 @@ def discard_unused(root: str) -> bool:
         leftovers = os.listdir(frames) if os.path.isdir(frames) else []
     except (OSError, UserError):
         return False  # unreadable: not ours to judge
-    if manifest is None or manifest.get("shards") or manifest.get("num_episodes") or leftovers:
+    if not unused(manifest) or leftovers:
         return False
     os.unlink(loc.join(schema.MANIFEST_NAME))
     if os.path.isdir(frames):
