@@ -18,7 +18,9 @@ steps) still work in this release and print one deprecation line each.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import re
 import sys
 
 from worldloom.errors import UserError
@@ -152,14 +154,43 @@ def run_command(argv: list[str]) -> int:
 def error_line(argv: list[str], err: BaseException) -> tuple[str, int] | None:
     """The one line and the exit code for an exception that ended a command, None for a bug (its
     traceback shows): after a signal, whatever a library turned the interrupt into is the
-    interruption (worldloom.interrupts); a UserError is bad input, exit code 2."""
+    interruption (worldloom.interrupts); a UserError is bad input, exit code 2; a full disk, 1."""
     if isinstance(err, KeyboardInterrupt):  # a trainer's says what it saved (worldloom.training.CtrlC)
         return interrupted_line(argv, err), exit_code(err)
     if signal_taken():
         return interrupted_line(argv, KeyboardInterrupt()), exit_code(err)
     if isinstance(err, UserError):
         return f"worldloom {argv[0]}: error: {redact_text(str(err))}", 2
+    full = full_disk(err)
+    if full is not None:  # the machine's state, not a bug: no traceback (under Ray it comes wrapped)
+        where = f" writing {full}" if full else ""
+        resume = "re-run the same command to resume" if tuple(argv[:2]) in RESUMABLE else "run the command again"
+        return f"worldloom {argv[0]}: error: no space left on the device{redact_text(where)}; free some space, then {resume}", 1
     return None
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# the same as text: Python's OSError, or Rust's io::Error (safetensors, pyarrow's Rust readers), as a
+# library or Ray passes on a worker's error
+DISK_FULL_TEXT = re.compile(rf"\[Errno ({errno.ENOSPC}|{errno.EDQUOT})\]|\(os error ({errno.ENOSPC}|{errno.EDQUOT})\)"
+                            r"|No space left on device|Disk quota exceeded")
+
+
+def full_disk(err: BaseException) -> str | None:
+    """The file a full disk (or quota) stopped a write to ("" where unnamed) if that is what `err` is
+    or wraps (its causes and contexts, a Ray task error's `cause`, or the text of an error a library
+    or Ray re-raised as its own); None otherwise."""
+    seen, todo, said = set(), [err], False
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
+            return str(e.filename or "")
+        said = said or bool(DISK_FULL_TEXT.search(str(e)))
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
+    return "" if said else None
 
 
 def interrupted_line(argv: list[str], err: KeyboardInterrupt) -> str:

@@ -555,6 +555,10 @@ def test_a_run_written_before_a_field_existed_loads_as_it_was_trained(voxel, tmp
     (run / "config.json").write_text(json.dumps(doc))
     with pytest.raises(UserError, match=r"model.motion_scale is not a field"):
         checkpoint.load_idm(run)
+    del doc["model"]  # a whole section deleted by hand: named missing, not "None, expected an object"
+    (run / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(UserError, match=r"config.json: model is missing; restore"):
+        checkpoint.load_idm(run)
 
 
 def test_press_thresholds_are_fitted_on_validation_and_used_where_the_run_is_read(voxel, tmp_path):

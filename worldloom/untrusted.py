@@ -101,6 +101,8 @@ def _typed(value: Any, annotation: Any, name: str, max_int: int, version: int | 
 
 
 def _dataclass(cls: type[T], data: Any, name: str, max_int: int, require_all: bool, version: int | None = None) -> T:
+    if data is None:  # the section was left out (`doc.get(field)`), or written as null
+        raise ValueError(f"{name} is missing")
     if not isinstance(data, dict):
         raise ValueError(f"{name} is {_short(data)}, expected an object")
     hints = typing.get_type_hints(cls)
