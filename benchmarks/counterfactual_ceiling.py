@@ -3,6 +3,7 @@
     python benchmarks/counterfactual_ceiling.py --episodes 48 --seed 500 --horizon 8     # issue 18's log, section 37
     python benchmarks/counterfactual_ceiling.py --fill rowmean         # the unseen filled with its row's mean (section 41)
     python benchmarks/counterfactual_ceiling.py --antialias            # the engine's frames antialiased
+    python benchmarks/counterfactual_ceiling.py --resolution 128       # frames of 128x128 (session 58)
 
 For each saved state (`worldloom capture branches`' seeds and player: the same states and branches as its file) and
 each branch frame, the last context frame is moved by the exact geometry of the engine's frame: every pixel traced by
@@ -20,7 +21,7 @@ import math
 
 import numpy as np
 
-HUD_ROWS = 48  # at 64x64 the hotbar and hand are below this row (the context's are kept)
+HUD_ROWS = 48 / 64  # the hotbar and hand are below this share of the rows (the context's are kept)
 
 
 def camera_axes(yaw_deg: float, pitch_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -32,7 +33,7 @@ def camera_axes(yaw_deg: float, pitch_deg: float) -> tuple[np.ndarray, np.ndarra
 
 
 def view_and_depth(env):
-    """The env's current view and its 1/depth buffer (64, 64), or None when the eye is inside a block."""
+    """The env's current view and its 1/depth buffer (H, W), or None when the eye is inside a block."""
     from worldloom.envs import raster
     from worldloom.envs import render as engine_render
 
@@ -55,6 +56,7 @@ def exact_warp(context: np.ndarray, before, after, fill: str = "nearest") -> np.
     if z0 is None or z1 is None:
         return context.copy()
     H, W = context.shape[:2]
+    hud = round(HUD_ROWS * H)
     ys, xs = np.mgrid[0:H, 0:W]
     h0, h1 = math.tan(math.radians(v0.fov_deg) / 2), math.tan(math.radians(v1.fov_deg) / 2)
     f1, r1, u1 = camera_axes(yaw1, pitch1)
@@ -71,20 +73,20 @@ def exact_warp(context: np.ndarray, before, after, fill: str = "nearest") -> np.
     row = np.clip(((1 - yo) * H / 2 - 0.5).round().astype(int), 0, H - 1)
     z_there = np.where(z0[row, col] > 0, 1 / np.maximum(z0[row, col], 1e-9), 1e4)
     seen = (zo > 1e-3) & (np.abs(xo) <= 1) & (np.abs(yo) <= 1) & (zo <= z_there * 1.05 + 0.05)
-    seen[HUD_ROWS:] = True
+    seen[hud:] = True
     grid = torch.from_numpy(np.stack([xo, -yo], -1)).float()[None]
     src = torch.from_numpy(context).permute(2, 0, 1)[None].float()
     out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)[0].permute(1, 2, 0).numpy()
-    out[HUD_ROWS:] = context[HUD_ROWS:]
+    out[hud:] = context[hud:]
     if fill == "rowmean" and (~seen).any() and seen.any():  # each unseen pixel: the mean of the seen ones in its row
-        scene = seen[:HUD_ROWS]
-        fallback = out[:HUD_ROWS][scene].mean(0) if scene.any() else context[:HUD_ROWS].reshape(-1, 3).mean(0)
-        for r in range(HUD_ROWS):
+        scene = seen[:hud]
+        fallback = out[:hud][scene].mean(0) if scene.any() else context[:hud].reshape(-1, 3).mean(0)
+        for r in range(hud):
             m = seen[r]
             out[r, ~m] = out[r, m].mean(0) if m.any() else fallback
         return np.clip(out, 0, 255).round().astype(np.uint8)
-    if fill == "mean" and (~seen).any() and seen[:HUD_ROWS].any():  # each unseen pixel: the mean of the seen scene
-        out[~seen] = out[:HUD_ROWS][seen[:HUD_ROWS]].mean(0)
+    if fill == "mean" and (~seen).any() and seen[:hud].any():  # each unseen pixel: the mean of the seen scene
+        out[~seen] = out[:hud][seen[:hud]].mean(0)
         return np.clip(out, 0, 255).round().astype(np.uint8)
     if (~seen).any() and seen.any():  # each unseen pixel: its nearest seen one
         _, labels = cv2.distanceTransformWithLabels((~seen).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
@@ -104,6 +106,7 @@ def main() -> None:
     ap.add_argument("--player", default="mixture")
     ap.add_argument("--fill", default="nearest", choices=["nearest", "rowmean", "mean"],
                     help="what the context did not see: its nearest seen pixel, the mean of its row's seen pixels, or of all")
+    ap.add_argument("--resolution", type=int, default=64, help="the engine's frames, square (pixels)")
     ap.add_argument("--antialias", action="store_true", help="render the engine's frames antialiased (VoxelWorld's antialias)")
     args = ap.parse_args()
 
@@ -111,11 +114,11 @@ def main() -> None:
     from worldloom.envs import make_env
     from worldloom.pretrain.counterfactual import controllability
 
-    env = make_env("voxel", height=64, width=64, antialias=args.antialias)
+    env = make_env("voxel", height=args.resolution, width=args.resolution, antialias=args.antialias)
     seeds = range(SEED_BASE + args.seed, SEED_BASE + args.seed + args.episodes)
     cases = engine_cases(env, args.player, seeds, args.context, args.horizon)
     names = list(cases[0].branches)
-    warped = np.zeros((len(cases), len(names), args.horizon, 64, 64, 3), np.uint8)
+    warped = np.zeros((len(cases), len(names), args.horizon, args.resolution, args.resolution, 3), np.uint8)
     engine = np.stack([c.frames for c in cases])
     for s, case in enumerate(cases):
         env.set_state(case.state)
