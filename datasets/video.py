@@ -22,9 +22,12 @@ where the last frame starts before it: a B-frame decoder can hand the last frame
 rate and a non-zero start all give, at each step, the frame a viewer saw then; frames are never
 blended, and are upright and as wide as a player shows them (a display matrix, a phone video's rotation or a
 mirror, is applied as ffmpeg's autorotate does; non-square pixels, a sample aspect ratio such as anamorphic
-DV's or HDV's, are widened or narrowed to square ones, ffmpeg's `scale=iw*sar:ih`, before the turn). A frame with no timestamp, or one not after the
-previous frame's, is placed one header-rate interval after the previous frame: a video with no usable timestamps is timed by its
-header rate, and the report's warnings say so. With `timing="frames"` every decoded frame is one
+DV's or HDV's, are widened or narrowed to square ones, ffmpeg's `scale=iw*sar:ih`, before the turn). A frame with no timestamp is placed one header-rate interval after the
+previous frame: a video with no usable timestamps is timed by its header rate. A frame whose timestamp equals
+the previous one's replaces it on screen (the later is shown, as ffmpeg's fps filter shows it); timestamps that
+go back are a reset where the frames after go on from the new time (recordings joined, `cat a.ts b.ts`: each part
+keeps its own timing, joined one frame after the part before) and one misstamped frame, placed between its
+neighbours, where they go on from the old. The report's warnings say each. With `timing="frames"` every decoded frame is one
 step, in decode order, whatever its timestamp: what a recording with one logged action per frame
 needs (VPT's jsonl lines, MineRL's npz rows), and what VPT's own loader does (cv2 reads frame by
 frame).
@@ -97,7 +100,7 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpe
                   ".h264", ".264", ".h265", ".265", ".hevc")
 BACKENDS = ("pyav", "opencv")
 RESAMPLING = ("presentation timestamps: step k shows the last frame with time <= k / fps "
-              "(ffmpeg -vf fps, round down); frames without a usable timestamp are placed at the header rate")
+              "(ffmpeg -vf fps, round down); frames without a usable timestamp are placed at the header rate, a reset clock joined on")
 PER_FRAME = "one step per decoded frame, in decode order (timestamps only time the report)"
 TIMINGS = ("timestamps", "frames")
 DEFAULT_FPS = float(FPS)  # when a video gives no rate at all and none is asked: the game's
@@ -188,6 +191,11 @@ class VideoReader:
                 first = next(frames)
             except (_NoFrame, StopIteration) as err:
                 tried.append(f"{name}: {str(err) or 'decoded no frame'}")
+                continue
+            except Exception as err:  # noqa: BLE001 - the library failed on this file (a side data type PyAV cannot
+                # name raised ValueError; a new-user trial, session 58): the next backend may read it, and `tried` says why
+                frames.close()
+                tried.append(f"{name}: {type(err).__name__}: {err}")
                 continue
             report.width, report.height = first[1].shape[1], first[1].shape[0]
             still = _still_image(self.path, report)

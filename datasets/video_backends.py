@@ -210,7 +210,11 @@ def _upright(rgb: np.ndarray, frame) -> np.ndarray:
     it by the matrix's angle only (mirrors not), and `frame.rotation` reads a mirror as a half turn."""
     import av
 
-    matrix = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
+    try:
+        matrix = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
+    except ValueError:  # side data of a type this PyAV cannot name (a camera's MJPEG with EXIF in every frame: "31
+        # is not a valid Type"; a new-user trial, session 58): none of it readable, but the turn still is (mirrors not)
+        return np.ascontiguousarray(np.rot90(rgb, round(frame.rotation / 90) % 4))
     if matrix is None:
         return rgb
     # FFmpeg's 3x3 [a b u; c d v; x y w] (libavutil/display.h): display (x', y') = (a x + c y, b x + d y)
@@ -288,13 +292,24 @@ def _opencv_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[t
         sar = _sample_aspect(_opencv_sar(cap), report)
         # OpenCV has turned a quarter-turned picture already: its stored rows are now columns
         turned = int(cap.get(cv2.CAP_PROP_ORIENTATION_AUTO)) and int(cap.get(cv2.CAP_PROP_ORIENTATION_META)) % 180 == 90
+        first, zeros = True, []  # frames at 0 ms after the first, until a later time says they were real
         while True:  # (a stream that changes size comes out at its first size: OpenCV scales it, and cannot say so)
             ok, frame = cap.read()
             if not ok or frame is None:
+                # 0 ms at the end: OpenCV's word for no timestamp (the frames a B-frame decoder hands out when
+                # the file ends), not a clock gone back to the start
+                yield from ((None, z, None) for z in zeros)
                 return
             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
             rgb = _square_pixels(rgb.transpose(1, 0, 2), sar).transpose(1, 0, 2) if turned else _square_pixels(rgb, sar)
-            yield cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, np.ascontiguousarray(rgb), None
+            ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+            if ms <= 0 and not first:
+                zeros.append(np.ascontiguousarray(rgb))
+                continue
+            yield from ((0.0, z, None) for z in zeros)  # a clock that did start again at 0 (recordings joined)
+            zeros = []
+            yield ms / 1000.0, np.ascontiguousarray(rgb), None
+            first = False
     finally:
         cap.release()
 

@@ -36,7 +36,9 @@ class DecodeReport:
     promised_s: float | None = None  # the time the container promises, None when it states none
     decoded_frames: int = 0
     decoded_s: float = 0.0  # time the decoded frames cover, from the first frame's start to the last's end
-    num_untimed: int = 0  # frames placed at the header rate (no timestamp, or not after the previous frame's)
+    num_untimed: int = 0  # frames placed at the header rate (no timestamp), or between their neighbours (misstamped)
+    num_resets: int = 0  # times the timestamps went back and went on from there (recordings joined): joined on
+    num_same_time: int = 0  # frames whose timestamp equals the frame before's: each replaces that one on screen
     decode_errors: int = 0  # packets that did not decode (skipped)
     unsupported: str = ""  # the decoder's "not implemented" (ENOSYS): it cannot decode this stream here, e.g.
     # FFmpeg's native av1 decoder, which needs hardware acceleration; not damage
@@ -53,10 +55,13 @@ class DecodeReport:
 
     @property
     def timestamps(self) -> str:
-        """'pts', 'header rate' (none usable) or 'pts, N frames at the header rate'."""
+        """'pts', 'header rate' (none usable), 'pts, N frames at the header rate' and/or 'pts, reset K times'."""
         if self.decoded_frames > 1 and self.num_untimed >= self.decoded_frames - 1:
             return "header rate"
-        return "pts" if not self.num_untimed else f"pts, {self.num_untimed} frames at the header rate"
+        notes = [f"{self.num_untimed} frames at the header rate"] if self.num_untimed else []
+        if self.num_resets:
+            notes.append(f"reset {self.num_resets} time{'s' if self.num_resets > 1 else ''}")
+        return ", ".join(["pts", *notes])
 
     @property
     def truncated(self) -> bool:
@@ -91,7 +96,13 @@ class DecodeReport:
             out.append(f"no usable timestamps: frames timed by the header rate ({self.header_fps or 'none'} fps)")
         elif self.num_untimed:
             out.append(f"{self.num_untimed} of {self.decoded_frames} frames had no usable timestamp "
-                       f"(missing, or not after the previous frame's): placed at the header rate")
+                       f"(missing, or earlier than both neighbours'): placed at the header rate or between them")
+        if self.num_resets:
+            out.append(f"its timestamps start again {self.num_resets} time(s) (recordings joined into one file, or a "
+                       "clock that wrapped): each part kept its own timing, joined one frame after the part before")
+        if self.num_same_time:
+            out.append(f"{self.num_same_time} frame(s) have the timestamp of the frame before: the later of each is "
+                       "the one shown (as ffmpeg's fps filter shows it)")
         if self.backend == "opencv" and (self.num_video_streams or 0) > 1:
             out.append(f"{self.num_video_streams} video streams: OpenCV, which read it, cannot choose one and read the "
                        f"first (#{self.video_stream}, the one ffmpeg picks too); the others were left out")

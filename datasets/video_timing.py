@@ -5,7 +5,7 @@ the rules (`RESAMPLING`).
     steps = _steps(timed, 20.0, report)                 # step k's frame: the last with time <= k / fps
     steps = _each_frame(timed, 20.0, report)            # or one step per decoded frame (timing="frames")
 
-Frames without a usable timestamp are placed at the header rate (`_timed`); the steps end where
+Frames without a usable timestamp are placed at the header rate, a reset clock is joined on (`_timed`); the steps end where
 ffmpeg's fps filter ends them (`_end_s`). Each fills the report's counts as it goes.
 """
 
@@ -22,21 +22,56 @@ TIME_EPS_S = 1e-6  # timestamps within a microsecond of a step's time count as o
 
 def _timed(frames: Iterator[tuple[float | None, np.ndarray, float | None]], report: DecodeReport,
            fallback_fps: float) -> Iterator[tuple[float, np.ndarray, float | None]]:
-    """(time since the first frame in seconds, frame, its stated duration): missing or non-increasing
-    times at the header rate."""
+    """(time since the first frame in seconds, frame, its stated duration). A frame keeps its own time:
+    one equal to the frame before's replaces that one on screen (`_steps` shows the later, as ffmpeg's fps
+    filter does; `num_same_time`); one with no timestamp is placed one header interval after the frame
+    before (`num_untimed`). A time earlier than the last one read is judged by the frame after it: where
+    that one goes on from the earlier times, the frame was misstamped and is placed between its neighbours
+    (`num_untimed`); where it goes on from the earlier frame's, the clock was reset (recordings joined,
+    `cat a.ts b.ts`; a counter that wrapped) and what follows keeps its own spacing, its first frame one
+    interval after the frame before (`num_resets`), as ffmpeg's MPEG-TS demuxer joins a discontinuity.
+    Until 2026-12-07 every frame after a reset was counted untimed and placed at the header rate, and
+    the frames after a repeated timestamp were pushed later (a new-user trial, session 58)."""
     interval = 1.0 / (report.header_fps or fallback_fps)
-    origin, last = None, 0.0
-    for t, frame, duration_s in frames:
-        if origin is None:
-            origin, now = (t if t is not None else 0.0), 0.0
-        elif t is None or t - origin <= last:
-            now = last + interval
-            report.num_untimed += 1
-        else:
-            now = t - origin
+    offset: float | None = None  # a frame's time: its own t + offset (the first frame's is 0, a reset moves it)
+    last = last_real = 0.0  # the time given the frame before; the latest time placed by a frame's own stamp
+    gap = interval  # the frame before's duration, where it states one: the step from it to a reset's first frame
+    held: tuple[float, np.ndarray, float | None] | None = None  # a frame whose time went back, until the next one
+
+    def place(now: float, frame: np.ndarray, duration_s: float | None):
+        nonlocal last, gap
         report.decoded_frames += 1
-        last = now
-        yield now, frame, duration_s
+        last, gap = now, duration_s or interval
+        return now, frame, duration_s
+
+    for t, frame, duration_s in frames:
+        if held is not None:
+            back_t, back_frame, back_duration = held
+            held = None
+            if t is not None and t + offset > last_real + TIME_EPS_S:  # the frame after goes on from before: misstamped
+                report.num_untimed += 1
+                yield place(min(last + interval, (last + t + offset) / 2), back_frame, back_duration)
+            else:  # the clock was reset: the held frame starts a new spacing
+                report.num_resets += 1
+                offset = last + gap - back_t
+                last_real = last + gap
+                yield place(last_real, back_frame, back_duration)
+        if offset is None:
+            offset = -(t if t is not None else 0.0)
+            yield place(0.0, frame, duration_s)
+        elif t is None:
+            report.num_untimed += 1
+            yield place(last + interval, frame, duration_s)
+        elif t + offset < last_real - TIME_EPS_S:
+            held = (t, frame, duration_s)
+        else:
+            if abs(t + offset - last_real) <= TIME_EPS_S:
+                report.num_same_time += 1
+            last_real = max(last_real, t + offset)
+            yield place(max(t + offset, last), frame, duration_s)  # after untimed frames placed ahead: at the last
+    if held is not None:  # the last frame went back: nothing after it to say why
+        report.num_untimed += 1
+        yield place(last + interval, held[1], held[2])
 
 
 def _end_s(last_t: float, duration_s: float | None, interval: float | None, report: DecodeReport, fps: float) -> float:

@@ -166,6 +166,75 @@ def test_no_timestamps_fall_back_to_the_header_rate_with_a_warning(tmp_path):
     assert len(frames) == 30
 
 
+@pytest.mark.parametrize("backend", ["pyav", "opencv"])
+def test_recordings_joined_into_one_file_keep_each_parts_timing(tmp_path, backend):
+    """Two MPEG-TS recordings joined with `cat` (a DVR's or camera's segments): the second's timestamps start
+    again at 0. Each part keeps its own timing, the second joined one frame after the first, as ffmpeg
+    joins an MPEG-TS discontinuity; until session 58 every frame after the reset was "untimed" and timed by
+    its index at the header rate (the second part's variable rate lost)."""
+    first = write_video(tmp_path / "a.ts", pts_ms=CFR, container_format="mpegts")
+    second = write_video(tmp_path / "b.ts", pts_ms=VFR, container_format="mpegts")
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(Path(first).read_bytes() + Path(second).read_bytes())
+    frames, report = read_video(joined, fps=20, backends=(backend,))
+    assert frame_index(frames) == list(range(40)) + on_screen(VFR, 20), backend
+    assert report.timestamps == "pts, reset 1 time" and report.num_untimed == 0
+    assert any("start again 1 time(s)" in w for w in report.warnings())
+
+
+def test_a_repeated_timestamp_shows_the_later_frame_and_moves_no_other(tmp_path):
+    """A stalled capture clock gives frames 9-11 one time: the later is on screen (ffmpeg's fps filter), and
+    the frames after keep their own times (until session 58 they were pushed later, two of them dropped)."""
+    times = CFR[:10] + [450, 450] + [500 + 50 * j for j in range(28)]
+    path = write_video(tmp_path / "dup.mkv", pts_ms=times, codec="ffv1", container_format="matroska")
+    frames, report = read_video(path, fps=20)
+    assert frame_index(frames) == on_screen(times, 20) and frame_index(frames)[9:12] == [11, 12, 13]
+    assert report.num_same_time == 2 and report.num_untimed == 0 and report.timestamps == "pts"
+
+
+def test_the_clock_judges_a_time_that_goes_back_by_the_frame_after_it():
+    """`_timed` on its own (a muxer will not write a time that goes back in most containers): one misstamped
+    frame sits between its neighbours and moves nothing after it; a reset joins the rest on."""
+    from worldloom.datasets.video_report import DecodeReport
+    from worldloom.datasets.video_timing import _timed
+
+    def clock(times):
+        report = DecodeReport("x", header_fps=20.0)
+        return [t for t, _, _ in _timed(((t, None, None) for t in times), report, 20.0)], report
+
+    placed, report = clock([0.0, 0.05, 0.10, 0.02, 0.20, 0.25])  # frame 3 misstamped (its slot was 0.15)
+    assert placed == pytest.approx([0, 0.05, 0.10, 0.15, 0.20, 0.25]) and report.num_untimed == 1 and not report.num_resets
+    placed, report = clock([5.0, 5.05, 5.10, 0.0, 0.10, 0.30])  # a reset: the rest keeps its spacing
+    assert placed == pytest.approx([0, 0.05, 0.10, 0.15, 0.25, 0.45]) and report.num_resets == 1 and not report.num_untimed
+    placed, report = clock([0.0, 0.05, None, 0.10, 0.08])  # untimed, then one back at the end: after the last
+    assert placed == pytest.approx([0, 0.05, 0.10, 0.10, 0.15]) and report.num_untimed == 2
+
+
+def test_a_cameras_mjpeg_with_exif_in_every_frame_is_read(tmp_path):
+    """A dashcam's MJPEG .avi whose JPEGs carry EXIF: FFmpeg hands each frame side data of a type PyAV 18
+    cannot name, and reading it raised ValueError ("31 is not a valid Type"), which ended `idm label` and
+    `dataset ingest` (a new-user trial, session 58). Its frames are read, upright by the stream's turn."""
+    import io
+
+    rng = np.random.default_rng(1)
+    out = av.open(str(tmp_path / "cam.avi"), "w")
+    stream = out.add_stream("mjpeg", rate=20)
+    stream.width = stream.height = 64
+    stream.pix_fmt = "yuvj420p"
+    for i in range(12):
+        exif, jpeg = Image.Exif(), io.BytesIO()
+        exif[0x010F] = "CamMaker"
+        picture = rng.integers(0, 255, (64, 64, 3), np.uint8)
+        picture[:16, :16] = 10 + 6 * i
+        Image.fromarray(picture).save(jpeg, format="JPEG", exif=exif, quality=95)
+        packet = av.Packet(jpeg.getvalue())
+        packet.stream, packet.pts, packet.dts, packet.time_base = stream, i, i, Fraction(1, 20)
+        out.mux(packet)
+    out.close()
+    frames, report = read_video(tmp_path / "cam.avi", fps=20)
+    assert frame_index(frames) == list(range(12)) and report.backend == "pyav" and not report.tried
+
+
 def av1_encoder() -> str:
     for name in ("libsvtav1", "libaom-av1"):
         if name in av.codecs_available:
