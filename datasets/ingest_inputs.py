@@ -24,7 +24,7 @@ from worldloom.errors import UserError
 
 from . import minerl, vpt
 from .sources import HASH_PREFIX, Source, file_hash, relative_name
-from .video import VIDEO_SUFFIXES, files_under, left_out_words, video_files
+from .video import PICTURE_SUFFIXES, VIDEO_SUFFIXES, files_under, left_out_words, video_files
 
 if TYPE_CHECKING:
     from .ingest import IngestConfig
@@ -132,7 +132,7 @@ def discover(cfg: IngestConfig) -> tuple[list[tuple[dict, Source]], list[dict]]:
             items.append((item, source))
     if not items and not bad:
         what = {"vpt": "VPT recordings (.mp4 + .jsonl)", "minerl": "MineRL trajectories (rendered.npz)",
-                "video": f"video files ({', '.join(VIDEO_SUFFIXES)})"}[cfg.format]
+                "video": f"video files ({', '.join(VIDEO_SUFFIXES)}, or an animated {'/'.join(PICTURE_SUFFIXES)})"}[cfg.format]
         raise UserError(f"--data {' '.join(cfg.data)}: holds no {what}")
     return items, bad
 

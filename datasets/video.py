@@ -33,7 +33,8 @@ needs (VPT's jsonl lines, MineRL's npz rows), and what VPT's own loader does (cv
 frame).
 
 Backends: PyAV (its FFmpeg decodes AV1 with dav1d, VP9, HEVC, ...) first, then OpenCV when PyAV
-cannot open the file or decodes no frame of it (OpenCV gives each frame's time in ms). An image
+cannot open the file, decodes no frame of it or fails on it (OpenCV gives each frame's time in ms), then
+Pillow for an animated picture FFmpeg reads one still picture of (an animated WebP; its frames' delays). An image
 file (a PNG or JPEG named .mp4) is a `VideoError` naming it, not a one-frame video. When no
 backend decodes a frame, `VideoError` names the cause: no such file, an empty file, no video
 stream (an audio-only file), a codec no installed decoder reads (with the container, the codec
@@ -80,6 +81,7 @@ from .video_backends import (
     _container_name,
     _ffmpeg_reason,
     _NoFrame,
+    animated_picture,
     video_stream,
 )
 from .video_report import DecodeReport
@@ -87,7 +89,7 @@ from .video_timing import TIME_EPS_S, _each_frame, _steps, _timed
 
 __all__ = [
     "AV_LOG_QUIET", "BACKENDS", "CODEC_OF_DECODER", "CONTAINER_MAGIC", "DECODERS", "DEFAULT_FPS", "FPS_RANGE",
-    "NO_VIDEO_ONLY_PICTURE", "PER_FRAME", "RESAMPLING", "SOURCES", "TIMINGS", "TIME_EPS_S", "VIDEO_SUFFIXES",
+    "NO_VIDEO_ONLY_PICTURE", "PER_FRAME", "PICTURE_SUFFIXES", "RESAMPLING", "SOURCES", "TIMINGS", "TIME_EPS_S", "VIDEO_SUFFIXES",
     "DecodeReport", "VideoError", "VideoReader", "diagnose", "files_under", "left_out_words", "read_video",
     "video_files", "video_stream",
 ]
@@ -98,7 +100,10 @@ __all__ = [
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".gif",
                   ".mts", ".m2ts", ".3gp", ".3g2", ".ogv", ".mxf", ".vob", ".dv", ".asf", ".f4v", ".y4m",
                   ".h264", ".264", ".h265", ".265", ".hevc")
-BACKENDS = ("pyav", "opencv")
+# Pictures that are videos where they move (an animated WebP, an APNG: read by their frame delays), still ones
+# left out of a folder as other files are.
+PICTURE_SUFFIXES = (".webp", ".png", ".apng")
+BACKENDS = ("pyav", "opencv", "pillow")
 RESAMPLING = ("presentation timestamps: step k shows the last frame with time <= k / fps "
               "(ffmpeg -vf fps, round down); frames without a usable timestamp are placed at the header rate, a reset clock joined on")
 PER_FRAME = "one step per decoded frame, in decode order (timestamps only time the report)"
@@ -134,11 +139,13 @@ def files_under(folder: Path, broken: list[Path] | None = None) -> list[Path]:
 
 
 def video_files(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(the video files under `folder`, by suffix; its other files and its broken links, left out), each sorted."""
+    """(the video files under `folder`, by suffix, and the animated pictures; its other files and its broken links,
+    left out), each sorted."""
     broken: list[Path] = []
     files = files_under(folder, broken)
     hidden = {p for p in files if any(part.startswith(".") for part in p.relative_to(folder).parts)}
-    videos = [p for p in files if p not in hidden and p.suffix.lower() in VIDEO_SUFFIXES]
+    videos = [p for p in files if p not in hidden and (p.suffix.lower() in VIDEO_SUFFIXES
+                                                       or p.suffix.lower() in PICTURE_SUFFIXES and animated_picture(p))]
     return videos, sorted([p for p in files if p not in videos] + broken)
 
 
@@ -198,7 +205,11 @@ class VideoReader:
                 tried.append(f"{name}: {type(err).__name__}: {err}")
                 continue
             report.width, report.height = first[1].shape[1], first[1].shape[0]
-            still = _still_image(self.path, report)
+            still = None if name == "pillow" else _still_image(self.path, report)  # Pillow reads animated ones only
+            if still and animated_picture(self.path):  # FFmpeg read one picture of many
+                frames.close()
+                tried.append(f"{name}: read one still picture of an animated {animated_picture(self.path)}")
+                continue
             if still:
                 frames.close()
                 raise VideoError(f"{self.path}: a {still.removesuffix('_pipe').upper()} image, not a video (FFmpeg "

@@ -1,4 +1,5 @@
-"""The two decoders behind `worldloom.datasets.video`, PyAV (FFmpeg) and OpenCV, and what they need:
+"""The decoders behind `worldloom.datasets.video`, PyAV (FFmpeg), OpenCV and, for an animated picture FFmpeg
+cannot decode (an animated WebP), Pillow, and what they need:
 the stream to read, each frame's time, the picture as a player shows it, the container's promise.
 
     from worldloom.datasets.video_backends import SOURCES
@@ -322,7 +323,49 @@ def _opencv_sar(cap):
     return Fraction(num, den) if num > 0 and den > 0 else None
 
 
-SOURCES = {"pyav": _pyav_frames, "opencv": _opencv_frames}
+ANIMATED_PICTURES = ("WEBP", "GIF", "PNG")  # Pillow's formats whose frames state their delays (PNG: APNG)
+
+
+def _pillow_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tuple[float | None, np.ndarray, float | None]]:
+    """An animated picture Pillow reads and this FFmpeg does not: an animated WebP (FFmpeg's webp decoder reads
+    still pictures only; PyAV called one corrupt and OpenCV read its first frame, a new-user trial, session 58).
+    Each frame's time from the delays the file states (ms), its last frame held its own delay. Transparent
+    pixels are shown on black, as FFmpeg shows an animated GIF's."""
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    try:
+        picture = Image.open(path)
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise _NoFrame("not a picture it reads") from err
+    with picture:
+        if not getattr(picture, "is_animated", False) or picture.format not in ANIMATED_PICTURES:
+            raise _NoFrame("not an animated picture")  # (a multi-page TIFF states no frame times: pages, not a video)
+        report.container = report.codec = (picture.format or "").lower()
+        report.listed_frames = picture.n_frames
+        t, promised = 0.0, 0.0
+        for frame in ImageSequence.Iterator(picture):
+            rgba = np.asarray(frame.convert("RGBA"))  # loads the frame, which sets its delay in `info`
+            duration_s = max(float(frame.info.get("duration") or 0), 0.0) / 1000 or None
+            alpha = rgba[..., 3:].astype(np.uint16)
+            yield t, np.ascontiguousarray((rgba[..., :3] * alpha // 255).astype(np.uint8)), duration_s
+            t += duration_s or 0.0
+            promised = t
+        report.promised_s = promised or None
+
+
+def animated_picture(path: Path) -> str | None:
+    """Pillow's name for the format of `path` when it is an animated picture ("WEBP"), else None."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as picture:
+            animated = getattr(picture, "is_animated", False) and picture.format in ANIMATED_PICTURES
+            return picture.format if animated else None
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
+SOURCES = {"pyav": _pyav_frames, "opencv": _opencv_frames, "pillow": _pillow_frames}
 
 
 def _rate(value) -> float | None:

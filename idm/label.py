@@ -65,6 +65,7 @@ from worldloom.datasets.sources import (
 from worldloom.datasets.storage import MAX_SIDE, MIN_SIDE, FrameSpec, SpecMismatch, resize_words
 from worldloom.datasets.video import (
     FPS_RANGE,
+    PICTURE_SUFFIXES,
     RESAMPLING,
     VIDEO_SUFFIXES,
     VideoError,
@@ -198,7 +199,7 @@ def discover(cfg: LabelConfig) -> tuple[str, list[tuple[dict, Source]]]:
         return "videos", [({"kind": "video", "source": str(src)}, file_source(src))]
     files, left_out = video_files(src)
     if not files:
-        raise UserError(f"{src} holds no dataset.json and no video files ({', '.join(VIDEO_SUFFIXES)})")
+        raise UserError(f"{src} holds no dataset.json and no video files ({', '.join(VIDEO_SUFFIXES)}, or an animated {'/'.join(PICTURE_SUFFIXES)})")
     if left_out:  # never silently: a camera's clips under a suffix not listed would be missing from the data
         print(f"idm label: {left_out_words(src, left_out)}", file=sys.stderr)
     return "videos", [({"kind": "video", "source": str(p)}, file_source(p, root=src)) for p in files]

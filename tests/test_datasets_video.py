@@ -235,6 +235,26 @@ def test_a_cameras_mjpeg_with_exif_in_every_frame_is_read(tmp_path):
     assert frame_index(frames) == list(range(12)) and report.backend == "pyav" and not report.tried
 
 
+def test_an_animated_webp_is_read_by_its_frame_delays_and_a_multipage_tiff_is_an_image(tmp_path):
+    """FFmpeg's webp decoder reads still pictures only: PyAV called an animated WebP corrupt, OpenCV read its
+    first frame and the file was refused as "a WEBP image" (a new-user trial, session 58). Pillow reads it, each
+    frame at the delay the file states. A multi-page TIFF states no delays: pages, refused as an image."""
+    delays = [100] * 5 + [50] * 5
+    pictures = [Image.fromarray(painted(i)) for i in range(10)]
+    pictures[0].save(tmp_path / "clip.webp", save_all=True, append_images=pictures[1:], duration=delays, lossless=True)
+    frames, report = read_video(tmp_path / "clip.webp", fps=20)
+    times = [int(t) for t in np.cumsum([0, *delays[:-1]])]
+    assert frame_index(frames) == on_screen(times, 20, last_ms=50) and report.backend == "pillow"
+    assert report.tried[-1] == "opencv: read one still picture of an animated WEBP" and not report.warnings()
+    pictures[0].save(tmp_path / "pages.avi", format="TIFF", save_all=True, append_images=pictures[1:4])
+    with pytest.raises(VideoError, match=r"pages.avi: a TIFF image, not a video"):
+        read_video(tmp_path / "pages.avi", fps=20)
+    pictures[0].save(tmp_path / "still.webp", lossless=True)  # in a folder: the moving picture is a video, not the still
+    from worldloom.datasets.video import video_files
+
+    assert video_files(tmp_path) == ([tmp_path / "clip.webp", tmp_path / "pages.avi"], [tmp_path / "still.webp"])
+
+
 def av1_encoder() -> str:
     for name in ("libsvtav1", "libaom-av1"):
         if name in av.codecs_available:
