@@ -51,7 +51,7 @@ from worldloom.config import MAX_SEED, check_range, doc, to_json_dict
 from worldloom.errors import UserError
 from worldloom.folders import check_out
 from worldloom.io import atomic_write_json
-from worldloom.training import MetricsLog, adamw, check_device_name, resolve_device
+from worldloom.training import MetricsLog, adamw, check_device_name, check_finite, resolve_device
 
 from .checkpoint import KIND, checkpoint_id, load_policy, read_config
 from .players import is_reference
@@ -374,6 +374,9 @@ def train_rounds(cfg: ImagineConfig, start: dict, device: torch.device, resumed:
             loss = b_loss + c_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), float("inf"))  # the norm, nothing clipped
+            # a non-finite loss or gradient stops before the update: the last round's checkpoint stays the policy
+            check_finite(loss.item(), float(grad_norm), step + 1, str(out / "checkpoint") if r or resumed else None)
             optimizer.step()
             total += loss.item()
             step += 1

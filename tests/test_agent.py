@@ -898,7 +898,7 @@ def test_a_dream_records_what_the_player_saw_and_did_there(data, policy_run, tmp
 
 
 def test_imagination_training_clones_the_best_dreams_and_plays_beside_the_start(data, policy_run, ray_cluster,
-                                                                                 tmp_path, capsys):
+                                                                                 tmp_path, capsys, monkeypatch):
     from worldloom.agent import imagine
     from worldloom.agent.checkpoint import load_policy, read_config
 
@@ -947,6 +947,17 @@ def test_imagination_training_clones_the_best_dreams_and_plays_beside_the_start(
     assert "reference player with no weights" in capsys.readouterr().err and not (tmp_path / "r").exists()
     assert cli([*args[:-2], "--scorer", data["labeled"], "--out", str(tmp_path / "s")]) == 2  # a dataset: never trained into
     assert "holds a WorldLoom dataset" in capsys.readouterr().err and not (tmp_path / "s").exists()
+    # a non-finite cloning loss stops the round before its update, and nothing is saved (field case 08's kind; the
+    # loss is made NaN here, as --lr is capped at 1 and a real divergence takes longer than a test)
+    import worldloom.agent.train as bc_train
+
+    real_losses = bc_train.losses
+    monkeypatch.setattr(bc_train, "losses", lambda *a: tuple(x * float("nan") for x in real_losses(*a)))
+    assert cli([*args[:-2], "--out", str(tmp_path / "nan")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("worldloom agent: error: loss nan and gradient norm nan at step 1: training stopped; no "
+                          "checkpoint was written"), err
+    assert not (tmp_path / "nan" / "checkpoint").exists()
 
 
 def test_a_scorer_is_the_mean_of_seeds_and_a_single_scorer_from_before_still_loads(data, tmp_path):
