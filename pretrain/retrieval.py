@@ -35,6 +35,7 @@ from worldloom.config import doc
 from worldloom.errors import UserError
 from worldloom.io import atomic_write_text, json_text
 from worldloom.progress import Stages
+from worldloom.training import check_finite
 
 from .checkpoint import load_world_model
 from .data import frames_to_model
@@ -134,7 +135,7 @@ def train_classifier(x: torch.Tensor, labels: dict[str, torch.Tensor], classes: 
     model = StateClassifier(classes)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     gen = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
+    for step in range(steps):
         idx = torch.randint(0, x.shape[0], (batch_size,), generator=gen)
         batch = x[idx]
         flip = torch.rand(batch_size, generator=gen) < 0.5
@@ -143,6 +144,7 @@ def train_classifier(x: torch.Tensor, labels: dict[str, torch.Tensor], classes: 
                             blur(batch, 4 if torch.rand(1, generator=gen).item() < 0.5 else 8), batch)
         out = model(batch)
         loss = sum(F.nll_loss(out[f], labels[f][idx], ignore_index=-1) for f in FACTS if (labels[f][idx] >= 0).any())
+        check_finite(float(loss), None, step + 1, None)  # a judge that diverged would score every clip as noise
         opt.zero_grad()
         loss.backward()
         opt.step()

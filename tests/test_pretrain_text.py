@@ -272,3 +272,17 @@ def test_prompt_levels_and_prompt_steps():
     assert split.shape == (2, 3, 3, 16, 16) and torch.isfinite(split).all()
     torch.testing.assert_close(split[:, :1], first)  # the first frame in 6 steps, the rest continue from it
     assert not torch.allclose(split[:, 0], plain[:, 0])
+
+
+def test_a_retrieval_judge_that_meets_a_non_finite_loss_stops_in_one_line():
+    """The judge (a state classifier) is trained inside `pretrain retrieval` and never saved: a NaN in its loss
+    (a frame of NaN here, as a damaged input would give) once went on and read every clip as noise."""
+    from worldloom.pretrain.retrieval import fact_classes, train_classifier
+    from worldloom.training import TrainingDiverged
+
+    classes = fact_classes()
+    x = torch.zeros(4, 3, 16, 16)
+    x[1] = float("nan")
+    labels = {"biome": torch.zeros(4, dtype=torch.long), "time": torch.zeros(4, dtype=torch.long)}
+    with pytest.raises(TrainingDiverged, match=r"^loss nan at step 1: training stopped; no checkpoint was written"):
+        train_classifier(x, labels, classes, steps=3, batch_size=4, seed=0)
