@@ -561,7 +561,7 @@ def policy_id(spec: str) -> str:
 def evaluate(cfg: EvalConfig, keep_workers: bool = False) -> dict:
     """Play (or dream) the episodes, write OUT/eval.json, and return the summary (keep_workers: `play`)."""
     resolve_resolution(cfg)  # a --policy that is no policy run says so first (OUT defaults to a folder inside it)
-    check_out(cfg.out_dir, "eval")  # before any episode is played; a report of its own kind is rewritten
+    check_out(cfg.out or cfg.out_dir, "eval")  # before any episode is played; a report of its own kind is rewritten
     replacing = check_same_report(cfg)
     if cfg.in_world_model and cfg.scorer:
         check_out(cfg.scorer, "task_scorer", flag="--scorer")  # a new one is trained into it (agent/dream.py)

@@ -30,7 +30,7 @@ import numpy as np
 
 from worldloom.actions import NUM_BUTTONS
 from worldloom.errors import UserError
-from worldloom.io import check_parents, json_text
+from worldloom.io import check_local, check_parents, json_text
 
 FORMAT, VERSION = "worldloom-branches", 1
 TENSORS = ("context_frames", "context_buttons", "context_camera", "branch_buttons", "branch_camera", "frames")
@@ -113,6 +113,7 @@ def check_branches_out(path: str | Path, make: str) -> str | None:
     line) for a name that is not .safetensors, a folder, a path under a file (a missing folder is made when the
     file is written), or a file of another kind; the words of a note
     where an earlier branches or revisit file is replaced (the same command asked again), else None."""
+    check_local(path)  # a URI: never `Path()`ed into a local folder named `s3:`
     out = Path(path)
     if out.suffix.lower() != ".safetensors":
         raise UserError(f"--out {path}: {make} writes one safetensors file; give a name ending in .safetensors")

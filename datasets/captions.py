@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from worldloom.errors import UserError
-from worldloom.io import check_parents, json_text
+from worldloom.io import check_local, check_parents, json_text
 
 from .reader import Dataset
 from .schema import CAPTION_COLUMN
@@ -342,6 +342,7 @@ def stored_captions(ds: Dataset, episode_id: str) -> list[Caption]:
 def check_jsonl_out(out: str) -> None:
     """UserError (one line) unless `out` names a .jsonl file that can be made: a folder, another suffix
     (`--out data/run1/dataset.json` would replace the dataset's manifest) or a parent that is a file is refused."""
+    check_local(out)  # a URI: never `Path()`ed into a local folder named `s3:`
     path = Path(out)
     if path.is_dir():
         raise UserError(f"--out {out} is a folder; give a file name ending in .jsonl, e.g. {path.with_name(path.name + '-captions.jsonl')}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from worldloom.config import finite_float
 from worldloom.errors import UserError
@@ -78,7 +77,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     ds = Dataset(args.path)
     if args.out.lower().endswith(".png"):
-        check_parents(Path(args.out))  # before the frames are read and drawn
+        check_parents(args.out)  # before the frames are read and drawn
         if args.episode is not None:
             check_episode(ds, args.episode)
         out = contact_sheet(ds, args.out, episode_id=args.episode, num=32 if args.num is None else args.num,

@@ -160,7 +160,7 @@ def check_episode(ds: Dataset, episode_id: str) -> None:
         raise UserError(f"episode {episode_id!r} is not in {ds.location.uri}: the dataset holds no episodes")
     if episode_id not in ds.episode_ids:
         raise UserError(f"episode {episode_id!r} is not in {ds.location.uri} (it has {counted(len(ds), 'episode')}, "
-                        f"e.g. {ds.episode_ids[:3]})")
+                        f"e.g. {', '.join(ds.episode_ids[:3])}; `worldloom dataset inspect` lists them)")
 
 
 def export_clip(ds: Dataset, episode_id: str, out: str, start: int = 0, stop: int | None = None,

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from worldloom.config import doc
 from worldloom.errors import UserError
-from worldloom.io import atomic_write_text, json_text
+from worldloom.io import atomic_write_text, check_parents, json_text
 from worldloom.progress import Stages
 from worldloom.training import check_finite
 
@@ -184,6 +184,8 @@ def prompt_clips(heldout: str, num: int, horizon: int) -> list[tuple[str, int, s
 def retrieval(cfg: RetrievalConfig) -> dict:
     """Generate the prompt-only and null-prompt clips, train the state classifiers, score; write the report.
     Its stages show as a bar from the first second (worldloom.progress)."""
+    if cfg.out:  # before minutes of work: a URI or a path under a file could never take the report
+        check_parents(cfg.out, "--out", "give another folder for the report")
     names = ["loading the world model", "generating rollouts", "reading labeled frames",
              *[f"state classifier {k + 1} of {cfg.classifiers}" for k in range(cfg.classifiers)], "writing the report"]
     with Stages("pretrain retrieval", names) as stages:

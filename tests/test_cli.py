@@ -332,3 +332,30 @@ def test_help_and_a_torch_free_stage_load_no_torch(argv, unloaded):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "usage: worldloom" in proc.stdout, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+URI_OUT = "s3://KEY:SECRET@bucket/x?endpoint_override=127.0.0.1:9&scheme=http"
+
+
+@pytest.mark.parametrize("argv", [
+    ["idm", "train", "--data", "{data}", "--preset", "micro", "--max-steps", "1", "--out", URI_OUT],
+    ["pretrain", "train", "--data", "{data}", "--max-steps", "1", "--out", URI_OUT],
+    ["agent", "train", "--data", "{data}", "--preset", "micro", "--max-steps", "1", "--out", URI_OUT],
+    ["agent", "eval", "--policy", "random", "--task", "explore", "--episodes", "1", "--out", URI_OUT],
+    ["pipeline", "run", "--preset", "micro", "--out", URI_OUT],
+    ["agent", "study", "--preset", "micro", "--out", URI_OUT],
+    ["capture", "branches", "--episodes", "1", "--out", URI_OUT + ".safetensors"],
+    ["pretrain", "retrieval", "--model", "m", "--data", "{data}", "--heldout", "{data}", "--out", URI_OUT],
+    ["envs", "show", "--env", "voxel", "--seeds", "0-1", "--out", URI_OUT + ".png"],
+    ["dataset", "captions", "{data}", "--out", URI_OUT + ".jsonl"],
+])
+def test_a_uri_where_a_local_file_or_run_is_written_is_one_line_before_the_work(argv, small_dataset, tmp_path,
+                                                                              monkeypatch, capsys):
+    """Runs, reports, pictures and videos are local files; datasets may live in an object store. Until session 58
+    pathlib read `--out s3://b/run` as the local folder `s3:/b/run`: the run went there (exit 0), nothing reached
+    the bucket, and `capture branches` printed the URI's secret."""
+    monkeypatch.chdir(tmp_path)
+    assert main([a.replace("{data}", str(small_dataset)) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "is an object-store URI" in err and "s3://***@bucket/x" in err, err
+    assert "SECRET" not in err and not (tmp_path / "s3:").exists()

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "finite_json", "json_text",
+__all__ = ["atomic_path", "check_local", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "finite_json", "json_text",
            "temporary_name",
            "temporaries", "restore_dir",
            "write_video", "write_image", "check_image_out", "check_video_out", "check_not_in_dataset",
@@ -207,13 +207,27 @@ def image_write_suffixes() -> list[str]:
 
 def check_parents(path: str | os.PathLike, flag: str = "--out", advice: str = "") -> None:
     """UserError (one line naming `flag`) when a folder above `path` is a file: its folder could never be
-    made, and writing would end in a traceback after the work (`--out notes.txt/sheet.png`). `advice`
+    made, and writing would end in a traceback after the work (`--out notes.txt/sheet.png`); or when it is
+    an object-store URI (what calls this writes local files). `advice`
     ends the line (default: choose another `flag`)."""
     from worldloom.errors import UserError
 
+    check_local(path, flag)
     blocker = next((q for q in Path(path).absolute().parents if q.exists() and not q.is_dir()), None)
     if blocker is not None:
         raise UserError(f"{flag} {path}: {blocker} is a file, so no folder can be made there; {advice or f'choose another {flag}'}")
+
+
+def check_local(path: str | os.PathLike, flag: str = "--out") -> None:
+    """UserError (one line naming `flag`) when `path` is an object-store URI where a local file or folder is
+    written: pathlib reads `s3://b/x.mp4` as the local `s3:/b/x.mp4`, and the output landed in a folder named
+    `s3:` (a new-user trial, session 58). Call it on the path as given, before `Path()`."""
+    from worldloom.errors import UserError
+    from worldloom.paths import redact_text
+
+    if "://" in os.fspath(path):
+        raise UserError(f"{flag} {redact_text(os.fspath(path))} is an object-store URI: this is written to a local "
+                        "file or folder (datasets may live in an object store); give a local path")
 
 
 def check_image_out(path: str | os.PathLike, flag: str = "--out") -> Path:
@@ -221,6 +235,7 @@ def check_image_out(path: str | os.PathLike, flag: str = "--out") -> Path:
     a folder, or for a name whose extension Pillow cannot write (it lists the ones it can)."""
     from worldloom.errors import UserError
 
+    check_local(path, flag)
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{flag} {path} is a folder; give an image file name, e.g. {path / 'sheet.png'}")
@@ -239,6 +254,7 @@ def check_video_out(path: str | os.PathLike, name: str, flag: str = "--out") -> 
     '/'); else a UserError (one line naming `flag` and the suffixes it takes)."""
     from worldloom.errors import UserError
 
+    check_local(path, flag)
     path = Path(path)
     if path.is_dir():
         check_not_in_dataset(path / f"{name.replace('/', '_')}.mp4", flag)
