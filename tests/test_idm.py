@@ -689,6 +689,24 @@ def test_killed_run_resumes_to_the_same_weights(voxel, full_run, tmp_path):
     assert rows == ["3", "6"]
 
 
+def test_a_run_resumes_from_another_working_directory_on_the_same_data(voxel, tmp_path, monkeypatch):
+    """`--data labeled --out run` given in one folder and `--data ../labeled --out sub/run` (or an absolute path)
+    from another name the same dataset: the content ids recorded in config.json say so. Until session 58 the
+    relative path was resolved from the new folder and the resume refused ("a different config (data)").
+    Another dataset under the name stays refused."""
+    import shutil
+
+    shutil.copytree(voxel["labeled"], tmp_path / "labeled")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    train_main(micro_cfg("../labeled", "run"), stop_after=3)  # stopped: checkpoint at step 2
+    monkeypatch.chdir(tmp_path)
+    assert str(train_main(micro_cfg("labeled", "sub/run"))) == "sub/run"  # resumed, not refused
+    assert json.loads((tmp_path / "sub" / "run" / "checkpoint" / "state.json").read_text())["step"] == 6
+    with pytest.raises(UserError, match=r"holds a run with a different config \(data\)"):
+        train_main(micro_cfg(voxel["unlabeled"], "sub/run"))
+
+
 def test_a_finished_run_run_again_trains_nothing_and_rewrites_nothing(voxel, tmp_path, capsys):
     run = train_main(micro_cfg(voxel["labeled"], tmp_path / "run", max_steps=2))
     written = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}

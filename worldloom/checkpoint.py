@@ -39,6 +39,7 @@ from typing import Any
 
 from worldloom.errors import UserError
 from worldloom.io import atomic_path, atomic_write_json, json_text, restore_dir
+from worldloom.paths import redact_json, redact_uri
 from worldloom.training import RESUMABLE_FIELDS, TimeBudget, TrainingDiverged
 
 __all__ = ["FORMAT_VERSION", "CONFIG_FILE", "CHECKPOINT_DIR", "STATE_FILE", "write_run_config", "read_run_config", "finished_run",
@@ -108,8 +109,10 @@ def _read_json(path: Path) -> Any:
 
 
 def write_run_config(run_dir: str | Path, kind: str, doc: Mapping[str, Any]) -> None:
-    """RUN/config.json: the configs that made the run, with the format version and the kind."""
-    atomic_write_json(Path(run_dir) / CONFIG_FILE, {"format_version": FORMAT_VERSION, "kind": kind, **doc})
+    """RUN/config.json: the configs that made the run, with the format version and the kind; every URI in it
+    without its credentials (`s3://KEY:SECRET@b/p` -> `s3://***@b/p`; until 2026-12-07 a trainer's `--data`
+    kept them in plain text), as a resume compares it (`real_folders`)."""
+    atomic_write_json(Path(run_dir) / CONFIG_FILE, redact_json({"format_version": FORMAT_VERSION, "kind": kind, **doc}))
 
 
 def read_run_config(run_dir: str | Path, kind: str) -> dict:
@@ -152,8 +155,9 @@ def _spelled(name: str, value: Any) -> Any:
 
 def real_folders(folders: Iterable[str]) -> list[str]:
     """Dataset folders however spelled (relative, ~, through a link) as real absolute paths from the current
-    folder, URIs as they are: so `d1` and `/abs/d1` compare as one dataset."""
-    return [v if "://" in v else os.path.realpath(os.path.expanduser(v)) for v in folders]
+    folder, URIs without their credentials (as config.json records them): so `d1` and `/abs/d1` compare as
+    one dataset."""
+    return [redact_uri(v) if "://" in v else os.path.realpath(os.path.expanduser(v)) for v in folders]
 
 
 def check_resumable(run_dir: str | Path, cfg: Any, sections: Mapping[str, Any], read: Callable[[str | Path], dict],
@@ -168,6 +172,8 @@ def check_resumable(run_dir: str | Path, cfg: Any, sections: Mapping[str, Any], 
         return
     have = read(run_dir)
     diff = changed_fields(have, cfg, sections, resumable)
+    if "data" in diff and same_content(have, getattr(cfg, "data", ()), data_content or {}):
+        diff.remove("data")  # the same datasets named from another folder (a relative --data, another working dir)
     if diff:
         raise UserError(f"{run_dir} holds a run with a different config ({', '.join(diff)}): use a new --out, "
                         "or the same flags to resume it")
@@ -179,6 +185,21 @@ def check_resumable(run_dir: str | Path, cfg: Any, sections: Mapping[str, Any], 
 
 
 DATA_CONTENT = "data_content"  # config.json's {dataset folder: its content id when the run trained on it}
+
+
+def same_content(have: Mapping[str, Any], data: Iterable[str], data_content: Mapping[str, str | None]) -> bool:
+    """Whether the datasets `data` (in order, their content ids in `data_content`) hold what the run's config.json
+    `have` recorded for its own `train.data`, one by one: the same data however the folders are reached (a
+    relative `--data` given from another working directory named other folders by path until 2026-12-07, and
+    the resume was refused)."""
+    recorded, train = have.get(DATA_CONTENT), have.get("train")
+    then = train.get("data") if isinstance(train, dict) else None
+    now = list(data)
+    if not (isinstance(recorded, dict) and isinstance(then, list) and len(then) == len(now)):
+        return False
+    ids_then = [recorded.get(p) for p in then]
+    ids_now = [data_content.get(p) for p in now]
+    return all(a is not None and a == b for a, b in zip(ids_then, ids_now, strict=True))
 
 
 def changed_data(have: Mapping[str, Any], data_content: Mapping[str, str | None]) -> list[str]:

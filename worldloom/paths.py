@@ -131,11 +131,12 @@ def redact_text(text: str) -> str:
 
 
 def redact_json(data: Any) -> Any:
-    """A copy of JSON-like data (dicts, lists, tuples, strings) with every URI in it redacted."""
+    """A copy of JSON-like data (dicts, lists, tuples, strings) with every URI in it redacted, keys too (a run's
+    `data_content` is keyed by its dataset folders)."""
     if isinstance(data, str):
         return redact_text(data)
     if isinstance(data, dict):
-        return {k: redact_json(v) for k, v in data.items()}
+        return {redact_text(k) if isinstance(k, str) else k: redact_json(v) for k, v in data.items()}
     if isinstance(data, (list, tuple)):
         return [redact_json(v) for v in data]
     return data
