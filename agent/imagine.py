@@ -49,7 +49,7 @@ from worldloom import checkpoint as ckpt
 from worldloom.actions import camera_to_bin_position
 from worldloom.config import MAX_SEED, check_range, doc, to_json_dict
 from worldloom.errors import UserError
-from worldloom.folders import check_out
+from worldloom.folders import check_out, run_lock
 from worldloom.io import atomic_write_json
 from worldloom.training import MetricsLog, adamw, check_device_name, check_finite, resolve_device
 
@@ -279,6 +279,11 @@ def check_same_run(cfg: ImagineConfig) -> None:
 
 def main(cfg: ImagineConfig) -> dict:
     """Run (or resume) the rounds, then the closed-loop comparison; -> the summary written to OUT/imagine.json."""
+    with run_lock(cfg.out, KIND, "agent imagine"):
+        return _main(cfg)
+
+
+def _main(cfg: ImagineConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     start = check_policy(cfg)

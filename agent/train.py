@@ -37,7 +37,7 @@ from worldloom import checkpoint as ckpt
 from worldloom.actions import two_hot
 from worldloom.config import MAX_SEED, check_range, doc, to_json_dict
 from worldloom.datasets.storage import content_ids
-from worldloom.folders import check_out
+from worldloom.folders import check_out, run_lock
 from worldloom.idm import data as idm_data
 from worldloom.idm import metrics
 from worldloom.training import (
@@ -280,7 +280,7 @@ def init_state(cfg: TrainConfig, mcfg: PolicyConfig, run_dir: Path, device: torc
 def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
     """Train (or resume) and return the run directory. `stop_after` simulates a kill (tests).
     Ctrl-C or SIGTERM stops at once before the first step, else at the end of its step (CtrlC)."""
-    with CtrlC() as ctrl_c:
+    with CtrlC() as ctrl_c, run_lock(cfg.out, KIND, "agent train"):
         return _train(cfg, ctrl_c, stop_after)
 
 

@@ -30,7 +30,7 @@ from worldloom.actions import camera_to_bin_position, two_hot
 from worldloom.config import doc, to_json_dict
 from worldloom.datasets.storage import content_ids
 from worldloom.errors import UserError
-from worldloom.folders import check_out
+from worldloom.folders import check_out, run_lock
 from worldloom.idm import data as idm_data
 from worldloom.idm import metrics
 from worldloom.idm.checkpoint import (
@@ -358,7 +358,7 @@ def init_state(cfg: TrainConfig, run_dir: Path, device: torch.device) -> tuple[I
 def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
     """Train (or resume) and return the run directory. `stop_after` simulates a kill (tests).
     Ctrl-C or SIGTERM stops at once before the first step, else at the end of its step (CtrlC)."""
-    with CtrlC() as ctrl_c:
+    with CtrlC() as ctrl_c, run_lock(cfg.out, KIND, "idm train"):
         return _train(cfg, ctrl_c, stop_after)
 
 

@@ -460,6 +460,13 @@ def run_dream(cfg: StudyConfig, configs: dict, paths: dict[str, Any]) -> tuple[d
 
 def main(cfg: StudyConfig) -> Path:
     """Run (or resume) every stage, then write the report; returns report.html's path."""
+    from worldloom.folders import run_lock
+
+    with run_lock(cfg.out, "study", "agent study"):
+        return _main(cfg)
+
+
+def _main(cfg: StudyConfig) -> Path:
     from worldloom.cluster import ray_session
 
     from .agent_report import write_study_report

@@ -373,6 +373,13 @@ def run_pretrain_eval(cfg: PipelineConfig, configs: dict, paths: dict[str, Path]
 
 def main(cfg: PipelineConfig) -> Path:
     """Run (or resume) every stage in one Ray session, then write the report; returns report.html's path."""
+    from worldloom.folders import run_lock
+
+    with run_lock(cfg.out, "pipeline", "pipeline run"):
+        return _main(cfg)
+
+
+def _main(cfg: PipelineConfig) -> Path:
     from worldloom.cluster import ray_session
     from worldloom.folders import check_out
     from worldloom.pipeline.report import Report

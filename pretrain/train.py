@@ -35,7 +35,7 @@ from worldloom.config import check_range, doc, to_json_dict
 from worldloom.datasets import Dataset
 from worldloom.datasets.storage import content_ids, resize_words
 from worldloom.errors import UserError
-from worldloom.folders import check_out
+from worldloom.folders import check_out, run_lock
 from worldloom.training import (
     DEVICES,
     LR_MAX,
@@ -567,7 +567,7 @@ def _abs(path: str) -> str:
 def main(cfg: TrainConfig) -> Path:
     """Check inputs, fit the camera warp, train (in-process or on Ray Train), return the run directory.
     Ctrl-C or SIGTERM stops at once before the first step, else at the end of its step (CtrlC)."""
-    with CtrlC() as ctrl_c:
+    with CtrlC() as ctrl_c, run_lock(cfg.out, KIND, "pretrain train"):
         check_out(cfg.out, KIND)
         check_resumable(cfg)  # another config: that error, before "already finished"
         if finished := ckpt.finished_run(cfg.out, KIND, "pretrain train", cfg.minutes, cfg.max_steps):

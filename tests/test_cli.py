@@ -359,3 +359,25 @@ def test_a_uri_where_a_local_file_or_run_is_written_is_one_line_before_the_work(
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "is an object-store URI" in err and "s3://***@bucket/x" in err, err
     assert "SECRET" not in err and not (tmp_path / "s3:").exists()
+
+
+@pytest.mark.parametrize("argv, kind", [
+    (["idm", "train", "--data", "{data}", "--preset", "micro", "--max-steps", "1"], "idm"),
+    (["pretrain", "train", "--data", "{data}", "--max-steps", "1"], "world_model"),
+    (["agent", "train", "--data", "{data}", "--preset", "micro", "--max-steps", "1"], "policy"),
+    (["pipeline", "run", "--preset", "micro"], "pipeline"),
+    (["agent", "study", "--preset", "micro"], "study"),
+])
+def test_a_run_another_command_is_writing_is_refused_in_one_line(argv, kind, small_dataset, tmp_path, capsys):
+    """Two `idm train --out runs/idm` side by side both ran until session 58, each replacing the other's checkpoints
+    and metrics (a new-user trial). The run folder is held while a command writes it (`run_lock`, here held by the
+    test as the other command); the lock and a folder it made empty are gone once it ends."""
+    from worldloom.folders import run_lock
+
+    out = tmp_path / "run"
+    with run_lock(out, kind, "test"):
+        assert main([*(a.replace("{data}", str(small_dataset)) for a in argv), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and f"--out {out}: another {' '.join(argv[:2])} (or another command) is writing" in err
+        assert err.endswith("there now; wait for it to end or stop it first"), err
+    assert not out.exists()

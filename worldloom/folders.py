@@ -22,15 +22,18 @@ remote dataset's manifest itself.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from worldloom.errors import UserError
 from worldloom.io import check_parents
 from worldloom.paths import redact_text
 
-__all__ = ["KINDS", "folder_kind", "describe", "check_out", "dataset_holding"]
+__all__ = ["KINDS", "folder_kind", "describe", "check_out", "run_lock", "dataset_holding"]
 
 # kind: (what it is, in words; the file that marks it)
 KINDS = {
@@ -116,3 +119,43 @@ def check_out(path: str | os.PathLike, want: str, flag: str = "--out") -> None:
         raise UserError(f"{flag} {path} is a file, not a folder; give a new folder for {what}")
     raise UserError(f"{flag} {path} holds {describe(kind)}, not {what}; give a new {flag} "
                     f"(or the folder of {what} to resume it)")
+
+
+RUN_LOCK_NAME = ".run.lock"
+
+
+@contextlib.contextmanager
+def run_lock(path: str | os.PathLike, want: str, command: str) -> Iterator[None]:
+    """`check_out(path, want)`, then hold the run folder `path` for this process while the body runs: a second
+    command writing the same run (two `idm train --out runs/idm` started side by side) is refused in one line
+    naming `command` (until 2026-12-07 both ran, and each replaced the other's checkpoints and metrics). The
+    lock (`.run.lock`, an flock that dies with its process) is removed at the end, and with it a folder it made
+    that nothing was written into. Datasets have their own (`datasets.jobs.job_lock`)."""
+    check_out(path, want)
+    root = Path(path)
+    made = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    lock = root / RUN_LOCK_NAME
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(f"--out {path}: another {command} (or another command) is writing {KINDS[want][0]} there "
+                            "now; wait for it to end or stop it first") from None
+        try:
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break  # (else the job before removed the file between our open and our lock: lock the new one)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)  # removed while still held: a job waiting on the old file locks a new one
+        os.close(fd)
+        if made:
+            with contextlib.suppress(OSError):
+                root.rmdir()  # only when empty
