@@ -29,6 +29,7 @@ from worldloom.datasets.jobs import job_lock, sweep_orphans
 from worldloom.datasets.repair import damaged_shards
 from worldloom.errors import UserError
 from worldloom.folders import check_out
+from worldloom.paths import child, redact_text
 
 from .config import (
     CaptureConfig,
@@ -126,8 +127,9 @@ def check_skipped_shards(roots: dict[str, str], committed: dict[str, set[str]], 
         if bad:
             rel, problem = next(iter(bad.items()))
             more = f" (and {len(bad) - 1} more shard(s))" if len(bad) > 1 else ""
-            raise UserError(f"{root}/{rel}: {problem}{more}; its episodes count as recorded, so run "
-                            f"`worldloom dataset repair {root}`, then this command again to re-record them")
+            where = redact_text(str(root))
+            raise UserError(f"{child(where, rel)}: {problem}{more}; its episodes count as recorded, so run "
+                            f"`worldloom dataset repair {where}`, then this command again to re-record them")
 
 
 def _has_files(path: str) -> bool:

@@ -18,7 +18,7 @@ import sys
 from worldloom.config import finite_float
 from worldloom.errors import UserError
 from worldloom.io import check_parents, json_text
-from worldloom.paths import redact_uri
+from worldloom.paths import child, redact_uri
 from worldloom.progress import counted
 
 EPISODE_FIELDS = ("episode_id", "num_steps", "split", "env", "player", "label_source")
@@ -65,7 +65,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
         return 0
     for rel, problem in result["shards"].items():
         aside = f"; moved to {result['moved'][rel]}" if rel in result["moved"] else ""
-        print(f"{where}/{rel}: {problem}; dropped from the dataset{aside}")
+        print(f"{child(where, rel)}: {problem}; dropped from the dataset{aside}")
     print(f"dropped {len(result['episodes'])} episode(s): {', '.join(result['episodes'])}")
     print(result["hint"])
     return 0
@@ -105,7 +105,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 
     result = split(args.path, args.out, parse_fractions(args.fractions), seed=args.seed)
     for name, ids in result.items():
-        print(f"{redact_uri(args.out)}/{name}: {counted(len(ids), 'episode')}")
+        print(f"{child(redact_uri(args.out), name)}: {counted(len(ids), 'episode')}")
     return 0
 
 

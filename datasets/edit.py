@@ -18,7 +18,6 @@ import hashlib
 import json
 import math
 import os
-import posixpath
 import sys
 import time
 import uuid
@@ -30,7 +29,7 @@ import pyarrow.parquet as pq
 from worldloom.errors import UserError
 from worldloom.folders import KINDS, check_out, describe, folder_kind
 from worldloom.io import json_text
-from worldloom.paths import redact_json
+from worldloom.paths import child, redact_json
 
 from . import schema, storage
 from .jobs import job_lock, sweep_orphans
@@ -63,14 +62,14 @@ def check_same_spec(datasets: Sequence[Dataset]) -> None:
 
 def check_shard_schemas(ds: Dataset) -> None:
     for shard in ds.manifest["shards"]:
-        path = ds.location.member(shard["path"], source=f"{ds.location.uri}/{schema.MANIFEST_NAME}", field="shard path")
+        path = ds.location.member(shard["path"], source=ds.location.uri_of(schema.MANIFEST_NAME), field="shard path")
         try:
             actual = pq.read_schema(ds.location.fs.open_input_file(path))
         except (OSError, ValueError) as err:
-            raise UserError(f"{ds.location.uri}/{shard['path']}: cannot read ({err}); run `worldloom dataset validate`") from None
+            raise UserError(f"{ds.location.uri_of(shard['path'])}: cannot read ({err}); run `worldloom dataset validate`") from None
         differences = schema_differences(actual, schema.frame_schema(ds.version), ds.version)
         if differences:
-            raise UserError(f"{ds.location.uri}/{shard['path']}: schema mismatch: {differences[0]}; "
+            raise UserError(f"{ds.location.uri_of(shard['path'])}: schema mismatch: {differences[0]}; "
                             "run `worldloom dataset validate` on it")
 
 
@@ -142,12 +141,12 @@ def _merge_locked(datasets: list[Dataset], owner: dict[str, str], out: str | os.
                 episodes = tuple({**row, "shard": rel} for row in rows)
                 infos.append(ShardInfo(rel, sum(r["num_steps"] for r in rows), size, checksum, writer_id, episodes))
                 continue
-            src = ds.location.member(shard["path"], source=f"{ds.location.uri}/{schema.MANIFEST_NAME}", field="shard path")
+            src = ds.location.member(shard["path"], source=ds.location.uri_of(schema.MANIFEST_NAME), field="shard path")
             copy_file(ds.location, src, dst, dst.join(rel))
             checksum, size = file_checksum(dst.fs, dst.join(rel))
             if checksum != shard["checksum"]:
                 dst.fs.delete_file(dst.join(rel))
-                raise UserError(f"{ds.location.uri}/{shard['path']}: checksum differs from its dataset.json (corrupt); "
+                raise UserError(f"{ds.location.uri_of(shard['path'])}: checksum differs from its dataset.json (corrupt); "
                                 "run `worldloom dataset validate` on the source; nothing was committed")
             episodes = tuple({**row, "shard": rel} for row in rows_by_shard.get(shard["path"], []))
             infos.append(ShardInfo(rel, shard["num_rows"], size, checksum, writer_id, episodes))
@@ -162,7 +161,7 @@ def upgrade_shard(ds: Dataset, shard: dict, rows: list[dict], dst: storage.Locat
     from .captions import episode_columns, row_captions
     checksum, _ = file_checksum(ds.location.fs, ds.location.join(shard["path"]))
     if checksum != shard["checksum"]:
-        raise UserError(f"{ds.location.uri}/{shard['path']}: checksum differs from its dataset.json (corrupt); "
+        raise UserError(f"{ds.location.uri_of(shard['path'])}: checksum differs from its dataset.json (corrupt); "
                         "run `worldloom dataset validate` on the source; nothing was committed")
     path = dst.join(rel)
     tmp = storage.tmp_name(path)
@@ -226,9 +225,9 @@ def split(source: str | os.PathLike, out: str | os.PathLike, fractions: dict[str
     if kind == "file" or kind in KINDS:  # OUT/train, OUT/val would be datasets nested inside a dataset or a run
         what = "is a file" if kind == "file" else f"holds {describe(kind)}"
         raise UserError(f"--out {out} {what}; split writes one dataset per split under --out "
-                        f"({posixpath.join(str(out), next(iter(fractions)))}, ...): give a new folder")
+                        f"({child(str(out), next(iter(fractions)))}, ...): give a new folder")
     for name in fractions:  # a file or a run where a split dataset goes: refused before anything is written
-        check_out(posixpath.join(str(out), name), "dataset")
+        check_out(child(out, name), "dataset")
     ds = Dataset(source)
     check_shard_schemas(ds)
     base = storage.resolve(out)
@@ -238,7 +237,7 @@ def split(source: str | os.PathLike, out: str | os.PathLike, fractions: dict[str
     for name, root in roots.items():
         manifest = storage.read_manifest(storage.resolve(root, base.fs))
         if manifest is not None and manifest.get("config") != redact_json(config):
-            raise UserError(f"{base.uri}/{name}: holds another dataset than this split ({manifest.get('config')}); "
+            raise UserError(f"{base.uri_of(name)}: holds another dataset than this split ({manifest.get('config')}); "
                             "choose a new --out, or the same source, --fractions and --seed to finish it")
         made = made or manifest is not None
     if not len(ds) and not made:  # else empty split datasets are made, exit 0 (a split made before follows its source)
@@ -253,7 +252,7 @@ def split(source: str | os.PathLike, out: str | os.PathLike, fractions: dict[str
         for name, members in assigned.items():
             changed, stale = stale_episodes(roots[name], base.fs, {r["episode_id"]: split_source_of(r) for r in rows})
             if stale:
-                say_stale(f"{base.uri}/{name}", ds.location.uri, changed, stale, {r["episode_id"] for r in members})
+                say_stale(base.uri_of(name), ds.location.uri, changed, stale, {r["episode_id"] for r in members})
                 with DatasetWriter(roots[name], spec.height, spec.width, spec.fps, spec.codec, config=config,
                                    writer_id=f"split-{token}-{name}-again", filesystem=base.fs, autocommit=False) as w:
                     w.release_ids(stale)

@@ -227,7 +227,7 @@ def to_ray_dataset(root: str | os.PathLike, columns: Sequence[str] | None = None
     import ray.data
 
     ds = Dataset(root, filesystem)
-    where = f"{ds.location.uri}/{schema.MANIFEST_NAME}"
+    where = ds.location.uri_of(schema.MANIFEST_NAME)
     paths = [ds.location.member(s["path"], source=where, field="shard path") for s in ds.manifest["shards"]]
     if not paths:
         raise ValueError(f"{ds.location.uri} has no committed shards")

@@ -60,19 +60,19 @@ class _Shard:
 
     def __init__(self, loc: storage.Location, rel: str, num_rows: int, version: int = schema.FORMAT_VERSION):
         self.rel = rel
-        path = loc.member(rel, source=f"{loc.uri}/{schema.MANIFEST_NAME}", field="shard path")
+        path = loc.member(rel, source=loc.uri_of(schema.MANIFEST_NAME), field="shard path")
         try:
             self.file = pq.ParquetFile(loc.fs.open_input_file(path))
         except FileNotFoundError:
-            raise UserError(f"{loc.uri}/{rel}: shard listed in dataset.json is missing; run `worldloom dataset validate {loc.uri}`") from None
+            raise UserError(f"{loc.uri_of(rel)}: shard listed in dataset.json is missing; run `worldloom dataset validate {loc.uri}`") from None
         except (pa.ArrowInvalid, OSError) as err:
-            raise UserError(f"{loc.uri}/{rel}: cannot read this shard ({err}); run `worldloom dataset validate {loc.uri}`") from None
+            raise UserError(f"{loc.uri_of(rel)}: cannot read this shard ({err}); run `worldloom dataset validate {loc.uri}`") from None
         meta = self.file.metadata
         differences = schema_differences(self.file.schema_arrow, schema.frame_schema(version), version)
         if differences or meta.num_rows != num_rows:
             why = differences[0] if differences else f"holds {meta.num_rows} rows, dataset.json says {num_rows}"
-            raise UserError(f"{loc.uri}/{rel}: {why}; run `worldloom dataset validate {loc.uri}`")
-        self.where = f"{loc.uri}/{rel}"
+            raise UserError(f"{loc.uri_of(rel)}: {why}; run `worldloom dataset validate {loc.uri}`")
+        self.where = loc.uri_of(rel)
         self.group_starts = np.cumsum([0] + [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]).tolist()
 
     def read_rows(self, start: int, stop: int, columns: list[str]) -> pa.Table:
@@ -96,7 +96,7 @@ class Dataset:
         self.manifest = manifest
         self.spec = storage.spec_of(manifest)
         self.version = storage.version_of(manifest)  # 1, 2: the columns added since read as nulls
-        where = f"{self.location.uri}/{schema.EPISODES_NAME}"
+        where = self.location.uri_of(schema.EPISODES_NAME)
         # In episode id order, not commit order: workers commit as they finish (a capture, ingest or label with
         # --num-workers 2 commits e1 before e0, or not, run to run), and the seeded splits, subsets, clip orders and
         # eval clips drawn from this order must follow the data, not which worker was quicker.
@@ -174,7 +174,7 @@ class Dataset:
         bad = np.flatnonzero((ids != episode_id) | (steps != np.arange(start, start + len(steps))))
         if len(bad):
             i = int(bad[0])
-            raise UserError(f"{self.location.uri}/{ref.shard} row {ref.row_start + start + i}: holds step {steps[i]} of "
+            raise UserError(f"{self.location.uri_of(ref.shard)} row {ref.row_start + start + i}: holds step {steps[i]} of "
                             f"episode {ids[i]!r}, but {schema.EPISODES_NAME} puts step {start + i} of {episode_id!r} "
                             "there (rows reordered, repeated or dropped by another tool?); run "
                             f"`worldloom dataset validate {self.location.uri}`")
@@ -202,7 +202,7 @@ class Dataset:
             frames = codecs.decode_frames(self.spec.codec, table.column("frame"), self.spec.height, self.spec.width)
         except codecs.FrameDecodeError as err:
             row = ref.row_start + first + err.index
-            raise UserError(f"{self.location.uri}/{ref.shard} row {row}: {err}; run `worldloom dataset validate`") from None
+            raise UserError(f"{self.location.uri_of(ref.shard)} row {row}: {err}; run `worldloom dataset validate`") from None
         frames = frames[start - first : stop - first]
         table = table.slice(start - first, stop - start)
         buttons = camera = None
@@ -237,7 +237,7 @@ class Dataset:
                 bad = bad | ~(np.abs(values) <= schema.CAMERA_LIMIT)  # NaN fails the comparison
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
-                raise UserError(f"{self.location.uri}/{ref.shard} row {ref.row_start + start + i}: {name} is "
+                raise UserError(f"{self.location.uri_of(ref.shard)} row {ref.row_start + start + i}: {name} is "
                                 f"{_shown(column[i].as_py())} in an episode labeled {ref.label_source!r} (camera: finite "
                                 f"degrees in [-{schema.CAMERA_LIMIT:g}, {schema.CAMERA_LIMIT:g}]; buttons: not null); "
                                 f"fix the value, or run `worldloom dataset validate {self.location.uri}` for every such row")

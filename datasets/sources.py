@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from worldloom.errors import UserError
-from worldloom.paths import redact_text
+from worldloom.paths import child, redact_text
 
 from . import storage
 from .repair import damaged_shards
@@ -287,7 +287,7 @@ def check_done_shards(out: str | os.PathLike, done_ids: set[str]) -> None:
         rel, problem = next(iter(bad.items()))
         more = f" (and {len(bad) - 1} more shard(s))" if len(bad) > 1 else ""
         out = redact_text(str(out))
-        raise UserError(f"{out}/{rel}: {problem}{more}; its episodes count as done, so run "
+        raise UserError(f"{child(out, rel)}: {problem}{more}; its episodes count as done, so run "
                         f"`worldloom dataset repair {out}`, then this command again to make them again")
 
 

@@ -66,6 +66,16 @@ class Location:
         """A path below the root built by WorldLoom itself (for a path read from a file: `member`)."""
         return posixpath.join(self.path, *parts)
 
+    def uri_of(self, *parts: str) -> str:
+        """How a message names `parts` below the root: the user's URI (redacted) with them in its path,
+        before its `?query` (`s3://b/d/episodes.parquet?endpoint_override=...`; worldloom.paths.child),
+        so that a command it suggests runs when pasted."""
+        return paths.child(self.uri, *parts)
+
+    def child(self, *parts: str) -> Location:
+        """The Location of a folder below the root (a split's dataset under `dataset split --out`)."""
+        return Location(self.fs, self.join(*parts), self.uri_of(*parts))
+
     def member(self, rel: object, *, source: str, field: str) -> str:
         """The full path of `rel`, a path read from `source`'s `field`, after checking that it stays
         inside the root (symlinks resolved on local disk, under the prefix on object stores);
@@ -166,17 +176,17 @@ def read_manifest(loc: Location) -> dict | None:
         where = "check the URI's address (endpoint_override) and credentials" if not loc.is_local else "check its permissions"
         raise UserError(f"{loc.uri}: cannot read its {schema.MANIFEST_NAME} ({paths.redact_text(str(err))}); {where}") from None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
-        raise UserError(f"{loc.uri}/{schema.MANIFEST_NAME}: not valid JSON ({err}); restore it from a backup or re-create the dataset") from None
+        raise UserError(f"{loc.uri_of(schema.MANIFEST_NAME)}: not valid JSON ({err}); restore it from a backup or re-create the dataset") from None
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if isinstance(version, bool) or version not in schema.READABLE_VERSIONS:
         newer = isinstance(version, int) and not isinstance(version, bool) and version > max(schema.READABLE_VERSIONS)
         raise UserError(
-            f"{loc.uri}/{schema.MANIFEST_NAME}: format_version is {version!r}, this WorldLoom reads "
+            f"{loc.uri_of(schema.MANIFEST_NAME)}: format_version is {version!r}, this WorldLoom reads "
             f"versions {' and '.join(map(str, schema.READABLE_VERSIONS))}; "
             + ("it was written by a newer WorldLoom: upgrade WorldLoom to read it" if newer else
                "use the WorldLoom release that wrote it or convert the dataset")
         )
-    check_manifest(manifest, f"{loc.uri}/{schema.MANIFEST_NAME}")
+    check_manifest(manifest, loc.uri_of(schema.MANIFEST_NAME))
     return manifest
 
 
@@ -245,7 +255,7 @@ def check_spec(loc: Location, manifest: dict, spec: FrameSpec) -> None:
         theirs, ours = getattr(have, field), getattr(spec, field)
         if theirs != ours:
             raise SpecMismatch(
-                f"{loc.uri}/{schema.MANIFEST_NAME}: the dataset stores {have.width}x{have.height} frames at "
+                f"{loc.uri_of(schema.MANIFEST_NAME)}: the dataset stores {have.width}x{have.height} frames at "
                 f"{have.fps:g} fps ({have.codec}), these are {spec.width}x{spec.height} at {spec.fps:g} fps "
                 f"({spec.codec}): {field} differs, and a dataset holds one kind of frame; give a new --out", have)
 
@@ -280,5 +290,5 @@ def read_episodes(loc: Location) -> pa.Table:
             return pq.read_table(f)
     except (pa.ArrowInvalid, OSError) as err:
         raise UserError(
-            f"{loc.uri}/{schema.EPISODES_NAME}: cannot read ({err}); run `worldloom dataset validate {loc.uri}`"
+            f"{loc.uri_of(schema.EPISODES_NAME)}: cannot read ({err}); run `worldloom dataset validate {loc.uri}`"
         ) from None

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from worldloom import paths
 from worldloom.errors import UserError
 
 from . import codecs, schema, storage
@@ -90,7 +91,8 @@ def format_problems(root: str, problems: list[Problem]) -> list[str]:
         by_message.setdefault((p.message, p.row), []).append(p.file)
         if p.fix:
             by_fix.setdefault(p.fix, []).append(p.file)
-    lines = [f"{root}/{', '.join(files)}{'' if row is None else f' row {row}'}: {message}"
+    # the first file in full (below a URI: before its ?query, so it opens pasted), the others relative to the root
+    lines = [f"{paths.child(root, files[0])}{''.join(', ' + f for f in files[1:])}{'' if row is None else f' row {row}'}: {message}"
              for (message, row), files in by_message.items()]
     # a file with two problems that share a fix is named once (a truncated shard named itself twice)
     return lines + [f"{root}: what to do for {', '.join(dict.fromkeys(files))}: {fix}" for fix, files in by_fix.items()]
@@ -117,7 +119,7 @@ def check_shard(loc: storage.Location, rel: str, entry: dict, spec: storage.Fram
                 version: int = schema.FORMAT_VERSION):
     """(problems, [(episode_id, first_row, num_rows)] or None if unreadable) for one shard."""
     try:
-        path = loc.member(rel, source=f"{loc.uri}/{schema.MANIFEST_NAME}", field="shard path")
+        path = loc.member(rel, source=loc.uri_of(schema.MANIFEST_NAME), field="shard path")
     except UserError as err:
         return [Problem(rel, None, str(err).split(": ", 1)[-1])], None
     if not storage.exists(loc, path):
@@ -274,7 +276,7 @@ def check_episodes_table(loc: storage.Location, listed: dict, shard_episodes: di
             problems.append(Problem(rel, first, f"episode {eid!r} is not listed in {name}; restore {name} from a copy"))
     if not problems:  # whatever else a reader would refuse (label sources, tiling, counts): the same words
         try:
-            committed_episodes(table, manifest, f"{loc.uri}/{name}")
+            committed_episodes(table, manifest, loc.uri_of(name))
         except UserError as err:
             problems.append(Problem(name, None, str(err).split(": ", 1)[-1]))
     return problems

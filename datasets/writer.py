@@ -125,7 +125,7 @@ def committed_episode_ids(root: str | os.PathLike, filesystem: pafs.FileSystem |
 def _committed_episodes(loc: storage.Location, manifest: dict) -> pa.Table:
     """Rows of episodes.parquet whose shard is in the manifest (a crash between the two atomic
     renames of a commit can leave rows of an uncommitted shard: they are not part of the data)."""
-    return committed_episodes(storage.read_episodes(loc), manifest, f"{loc.uri}/{schema.EPISODES_NAME}")
+    return committed_episodes(storage.read_episodes(loc), manifest, loc.uri_of(schema.EPISODES_NAME))
 
 
 def commit_shards(root: str | os.PathLike, infos: list[ShardInfo], filesystem: pafs.FileSystem | None = None,
@@ -148,13 +148,13 @@ def commit_shards(root: str | os.PathLike, infos: list[ShardInfo], filesystem: p
         for info in infos:
             if info.path in known:
                 if known[info.path]["checksum"] != info.checksum:
-                    raise UserError(f"{loc.uri}/{info.path}: already committed with a different checksum; give the writer a new writer_id")
+                    raise UserError(f"{loc.uri_of(info.path)}: already committed with a different checksum; give the writer a new writer_id")
                 continue
             path = loc.member(info.path, source=f"shard to commit into {loc.uri}", field="path")
             if not SHARD_PATH.match(info.path):
                 raise UserError(f"{loc.uri}: shard to commit has path {info.path!r}, expected {schema.FRAMES_DIR}/NAME.parquet")
             if not storage.exists(loc, path):
-                raise UserError(f"{loc.uri}/{info.path}: shard to commit does not exist; re-run the episodes it held")
+                raise UserError(f"{loc.uri_of(info.path)}: shard to commit does not exist; re-run the episodes it held")
             new.append(info)
         if not new and (infos or not replace):  # committed already (a commit with no shards only retires)
             return manifest
@@ -171,7 +171,7 @@ def commit_shards(root: str | os.PathLike, infos: list[ShardInfo], filesystem: p
             for row in info.episodes:
                 if row["episode_id"] in seen:
                     raise UserError(
-                        f"{loc.uri}/{info.path}: episode {row['episode_id']!r} is already in the dataset; "
+                        f"{loc.uri_of(info.path)}: episode {row['episode_id']!r} is already in the dataset; "
                         f"skip committed episodes (committed_episode_ids) or use new ids"
                     )
                 seen.add(row["episode_id"])
@@ -204,7 +204,7 @@ def _retired_shards(loc: storage.Location, episodes: pa.Table, retired_ids: set[
             shards.add(shard)
     for eid, shard in zip(episodes.column("episode_id").to_pylist(), episodes.column("shard").to_pylist(), strict=True):
         if shard in shards and eid not in retired_ids:
-            raise UserError(f"{loc.uri}/{shard}: holds episode {eid!r} besides the ones to replace; "
+            raise UserError(f"{loc.uri_of(shard)}: holds episode {eid!r} besides the ones to replace; "
                             "a replaced episode must have shards of its own")
     return shards
 

@@ -118,6 +118,49 @@ def small_dataset(tmp_path):
     return root
 
 
+class LocalBucket:
+    """A bucket on moto's S3 server on loopback, named as users name theirs.
+
+        s3_bucket.uri("d")   # s3://worldloom-test/d?endpoint_override=127.0.0.1:PORT&scheme=http&region=us-east-1
+        s3_bucket.keys()     # {"d/dataset.json", ...}: the objects written (not pyarrow's folder markers)
+    """
+
+    name = "worldloom-test"
+
+    def __init__(self, host: str, port: int):
+        import boto3
+
+        self.query = f"endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+        self.client = boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1")
+        self.client.create_bucket(Bucket=self.name)
+
+    def uri(self, prefix: str) -> str:
+        return f"s3://{self.name}/{prefix}?{self.query}"
+
+    def keys(self, prefix: str = "") -> set[str]:
+        listed = self.client.list_objects_v2(Bucket=self.name, Prefix=prefix).get("Contents", [])
+        return {o["Key"] for o in listed if not o["Key"].endswith("/")}
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.name, Key=key, Body=data)
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch):
+    """A fresh `LocalBucket` on its own moto S3 server (127.0.0.1, a free port), stopped after the test;
+    the AWS credentials of the environment are moto's test ones, as in the trials' setup."""
+    moto_server = pytest.importorskip("moto.server")
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        yield LocalBucket(*server.get_host_and_port())
+    finally:
+        server.stop()
+
+
 def is_loopback(ip: str) -> bool:
     """127.0.0.0/8, ::1, or IPv4-mapped loopback (::ffff:127.x.y.z: a dual-stack socket bound to 127.x)."""
     import ipaddress

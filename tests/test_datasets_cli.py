@@ -359,6 +359,26 @@ def test_merge_and_split_copy_frames_bytes(small_dataset, tmp_path, capsys):
     assert set(Dataset(again / "train").episode_ids) == ids["train"]  # deterministic
 
 
+def test_a_split_on_an_object_store_names_its_datasets_by_uris_that_open(small_dataset, s3_bucket, capsys):
+    """`dataset split "s3://b/merged?E" --out "s3://b/splits?E"` printed `s3://b/splits?E/train`: the
+    split's name after the query, which opens no dataset when pasted (its errors named files the same
+    way). A child of a URI goes into its path, before the `?query`."""
+    merged, splits = s3_bucket.uri("merged"), s3_bucket.uri("splits")
+    assert main(["dataset", "merge", str(small_dataset), "--out", merged]) == 0
+    capsys.readouterr()
+    split = ["dataset", "split", merged, "--out", splits, "--fractions", "train=0.5", "val=0.5"]
+    assert main(split) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    named = [line.split(": ")[0] for line in lines]
+    assert named == [s3_bucket.uri("splits/train"), s3_bucket.uri("splits/val")], lines
+    assert sum(len(Dataset(uri)) for uri in named) == len(Dataset(merged)) == 4  # each pasted as printed opens
+    assert {"splits/train/dataset.json", "splits/val/dataset.json"} <= s3_bucket.keys("splits/")
+    # Another split into the same --out: the error names the split's dataset the same way.
+    assert main([*split[:-2], "train=0.9", "val=0.1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"worldloom dataset: error: {s3_bucket.uri('splits/train')}: holds another dataset"), err
+
+
 def test_an_interrupted_split_is_finished_by_the_same_command(small_dataset, tmp_path, capsys):
     from worldloom.datasets.edit import assign_split
 

@@ -4,6 +4,7 @@ URIs lose their credentials before they are stored or shown.
     from worldloom.paths import inside, redact_uri
     weights = inside(run_dir, state["model_file"], source=run_dir / "state.json", field="model_file")
     manifest["config"] = redact_json(config)        # s3://KEY:SECRET@b/p -> s3://***@b/p
+    child("s3://b/splits?endpoint_override=h:9000", "train")  # s3://b/splits/train?endpoint_override=h:9000
 
 Datasets and runs travel: users download them, copy them from colleagues, read them from shared
 buckets. So a path that a manifest, an episodes table, a run's JSON or a pipeline record names is
@@ -11,7 +12,9 @@ checked before anything is opened: it must be a normalised relative POSIX path (
 leading `/`, no drive such as `C:`, no backslash, no URL scheme, no %-escape such as `%2e`, no
 control character) and, on local disk, it must still lie inside the root once every symlink is
 resolved. A URI keeps its scheme, host and path; its user-info and every query parameter whose
-name says key, secret, token, password, signature or credential become `***`.
+name says key, secret, token, password, signature or credential become `***`. A file or folder
+below a URI goes into its path, before its `?query` (`child`): a URI with a name pasted after its
+query opens another place, or none.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 
 from worldloom.errors import UserError
 
-__all__ = ["check_relative", "inside", "is_inside", "redact_uri", "redact_text", "redact_json", "REDACTED", "PLAIN_PATH"]
+__all__ = ["check_relative", "child", "inside", "is_inside", "redact_uri", "redact_text", "redact_json", "REDACTED", "PLAIN_PATH"]
 
 REDACTED = "***"
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -101,6 +104,22 @@ def inside(root: str | os.PathLike, rel: Any, *, source: str | os.PathLike, fiel
         raise UserError(f"{os.fspath(source)}: {field} {_short(rel)} leads outside {os.fspath(root)} (a symlink "
                         f"to {real}); paths in it must stay inside its directory: remove the link")
     return Path(real)
+
+
+def child(base: str | os.PathLike, *parts: str) -> str:
+    """The path or URI of `parts` (names WorldLoom built, or checked by `check_relative`) below `base`:
+    below a URI they go into its path, before its `?query` and `#fragment`, which stay as they are
+    (`s3://b/out?endpoint_override=h:9000` + `train` -> `s3://b/out/train?endpoint_override=h:9000`);
+    below a local path they are joined with `/`. Redacts nothing: give it a redacted URI to show."""
+    text = os.fspath(base)
+    if not parts:
+        return text
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return posixpath.join(text, *parts)
+    rest, fsep, fragment = rest.partition("#")
+    hier, qsep, query = rest.partition("?")
+    return f"{scheme}://{posixpath.join(hier, *parts)}{qsep}{query}{fsep}{fragment}"
 
 
 def redact_uri(uri: str) -> str:
