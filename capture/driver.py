@@ -29,7 +29,7 @@ from worldloom.datasets.jobs import job_lock, sweep_orphans
 from worldloom.datasets.repair import damaged_shards
 from worldloom.errors import UserError
 from worldloom.folders import check_out
-from worldloom.paths import child, redact_text
+from worldloom.paths import child, redact_text, shell_word
 
 from .config import (
     CaptureConfig,
@@ -103,11 +103,11 @@ def prepare_target(cfg: CaptureConfig, label: str, root: str) -> set[str]:
     loc = storage.resolve(root)
     manifest = storage.read_manifest(loc)
     if manifest is None and loc.is_local and os.path.isdir(loc.path) and _has_files(loc.path):
-        raise UserError(f"{root}: the directory is not empty and holds no dataset; give a new or empty directory")
+        raise UserError(f"{redact_text(root)}: the directory is not empty and holds no dataset; give a new or empty directory")
     if manifest is not None:
         problem = config_mismatch(cfg, label, manifest.get("config") or {})
         if problem:
-            raise UserError(f"{root}: holds a different dataset ({problem}); write to a new directory "
+            raise UserError(f"{redact_text(root)}: holds a different dataset ({problem}); write to a new directory "
                             f"or run the job that made it")
     try:
         DatasetWriter(root, height=cfg.resolution, width=cfg.resolution, fps=FPS, codec=cfg.codec,
@@ -115,7 +115,7 @@ def prepare_target(cfg: CaptureConfig, label: str, root: str) -> set[str]:
                       writer_id="driver", autocommit=False).close()
         _probe_writable(loc)
     except OSError as err:
-        raise UserError(f"{root}: cannot write the dataset here ({err})") from None
+        raise UserError(f"{redact_text(root)}: cannot write the dataset here ({redact_text(str(err))})") from None
     return committed_episode_ids(root)
 
 
@@ -127,9 +127,8 @@ def check_skipped_shards(roots: dict[str, str], committed: dict[str, set[str]], 
         if bad:
             rel, problem = next(iter(bad.items()))
             more = f" (and {len(bad) - 1} more shard(s))" if len(bad) > 1 else ""
-            where = redact_text(str(root))
-            raise UserError(f"{child(where, rel)}: {problem}{more}; its episodes count as recorded, so run "
-                            f"`worldloom dataset repair {where}`, then this command again to re-record them")
+            raise UserError(f"{child(redact_text(str(root)), rel)}: {problem}{more}; its episodes count as recorded, so run "
+                            f"`worldloom dataset repair {shell_word(root)}`, then this command again to re-record them")
 
 
 def _has_files(path: str) -> bool:
@@ -234,7 +233,7 @@ def _drive(cfg: CaptureConfig, roots: dict[str, str], actors: list, tasks: list,
                 try:
                     commit_shards(roots[label], infos)
                 except OSError as err:
-                    raise UserError(f"{roots[label]}: cannot commit shards ({err}); the episodes committed "
+                    raise UserError(f"{redact_text(roots[label])}: cannot commit shards ({err}); the episodes committed "
                                     f"before are intact: fix it and run the same command again") from None
         result.num_recorded += len({row["episode_id"] for infos in uncommitted.values()
                                     for info in infos for row in info["episodes"]})
@@ -303,7 +302,7 @@ def _get(ref, roots: dict[str, str]) -> dict:
         if isinstance(cause, UserError):
             raise UserError(str(cause)) from None
         if isinstance(cause, OSError):
-            raise UserError(f"writing to {', '.join(roots.values())} failed: {cause}; the committed episodes "
+            raise UserError(f"writing to {redact_text(', '.join(roots.values()))} failed: {cause}; the committed episodes "
                             f"are intact: fix it and run the same command again to finish") from None
         raise CaptureFailed(f"a recorder failed: {cause!r}\n{err}") from None
     except ray.exceptions.RayActorError as err:

@@ -66,11 +66,11 @@ def check_shard_schemas(ds: Dataset) -> None:
         try:
             actual = pq.read_schema(ds.location.fs.open_input_file(path))
         except (OSError, ValueError) as err:
-            raise UserError(f"{ds.location.uri_of(shard['path'])}: cannot read ({err}); run `worldloom dataset validate`") from None
+            raise UserError(f"{ds.location.uri_of(shard['path'])}: cannot read ({err}); run `worldloom dataset validate {ds.location.arg}`") from None
         differences = schema_differences(actual, schema.frame_schema(ds.version), ds.version)
         if differences:
             raise UserError(f"{ds.location.uri_of(shard['path'])}: schema mismatch: {differences[0]}; "
-                            "run `worldloom dataset validate` on it")
+                            f"run `worldloom dataset validate {ds.location.arg}`")
 
 
 def copy_file(src: storage.Location, src_path: str, dst: storage.Location, dst_path: str) -> None:
@@ -118,7 +118,7 @@ def check_sources(datasets: list[Dataset]) -> dict[str, str]:
 def _merge_locked(datasets: list[Dataset], owner: dict[str, str], out: str | os.PathLike, writer_id: str) -> dict:
     """merge's copy and commit (the caller holds the job lock)."""
     dst = storage.resolve(out)
-    clash = committed_episode_ids(dst.path, dst.fs) & owner.keys()
+    clash = committed_episode_ids(dst) & owner.keys()
     if clash:
         raise UserError(f"{dst.uri}: already holds episode {sorted(clash)[0]!r}; merge into a new directory")
     config = {"merged_from": [d.location.uri for d in datasets]}
@@ -147,10 +147,10 @@ def _merge_locked(datasets: list[Dataset], owner: dict[str, str], out: str | os.
             if checksum != shard["checksum"]:
                 dst.fs.delete_file(dst.join(rel))
                 raise UserError(f"{ds.location.uri_of(shard['path'])}: checksum differs from its dataset.json (corrupt); "
-                                "run `worldloom dataset validate` on the source; nothing was committed")
+                                f"run `worldloom dataset validate {ds.location.arg}` (the source); nothing was committed")
             episodes = tuple({**row, "shard": rel} for row in rows_by_shard.get(shard["path"], []))
             infos.append(ShardInfo(rel, shard["num_rows"], size, checksum, writer_id, episodes))
-    return commit_shards(dst.path, infos, dst.fs)
+    return commit_shards(dst, infos)
 
 
 def upgrade_shard(ds: Dataset, shard: dict, rows: list[dict], dst: storage.Location, rel: str,
@@ -162,7 +162,7 @@ def upgrade_shard(ds: Dataset, shard: dict, rows: list[dict], dst: storage.Locat
     checksum, _ = file_checksum(ds.location.fs, ds.location.join(shard["path"]))
     if checksum != shard["checksum"]:
         raise UserError(f"{ds.location.uri_of(shard['path'])}: checksum differs from its dataset.json (corrupt); "
-                        "run `worldloom dataset validate` on the source; nothing was committed")
+                        f"run `worldloom dataset validate {ds.location.arg}` (the source); nothing was committed")
     path = dst.join(rel)
     tmp = storage.tmp_name(path)
     with dst.fs.open_output_stream(tmp) as stream:
@@ -232,12 +232,12 @@ def split(source: str | os.PathLike, out: str | os.PathLike, fractions: dict[str
     check_shard_schemas(ds)
     base = storage.resolve(out)
     config = {"split_of": ds.location.uri, "fractions": fractions, "seed": seed}
-    roots = {name: base.join(name) for name in fractions}
+    roots = {name: base.child(name) for name in fractions}  # Locations: their messages name the user's URI
     made = False
-    for name, root in roots.items():
-        manifest = storage.read_manifest(storage.resolve(root, base.fs))
+    for root in roots.values():
+        manifest = storage.read_manifest(root)
         if manifest is not None and manifest.get("config") != redact_json(config):
-            raise UserError(f"{base.uri_of(name)}: holds another dataset than this split ({manifest.get('config')}); "
+            raise UserError(f"{root.uri}: holds another dataset than this split ({manifest.get('config')}); "
                             "choose a new --out, or the same source, --fractions and --seed to finish it")
         made = made or manifest is not None
     if not len(ds) and not made:  # else empty split datasets are made, exit 0 (a split made before follows its source)
@@ -246,23 +246,23 @@ def split(source: str | os.PathLike, out: str | os.PathLike, fractions: dict[str
     rows = [with_split_source(r, checksums[r["shard"]]) for r in ds.episodes.to_pylist()]
     assigned = {name: [r for r in rows if assign_split(r["episode_id"], fractions, seed) == name] for name in fractions}
     spec, token = ds.spec, uuid.uuid4().hex[:6]
-    local = list(roots.values()) if base.is_local else []  # object stores have no locks: the user keeps jobs apart
+    local = [root.path for root in roots.values()] if base.is_local else []  # object stores have no locks: the user keeps jobs apart
     with job_lock(local, "dataset split"):
         started_at = time.time() - 1.0  # 1 s of clock skew
         for name, members in assigned.items():
-            changed, stale = stale_episodes(roots[name], base.fs, {r["episode_id"]: split_source_of(r) for r in rows})
+            changed, stale = stale_episodes(roots[name], {r["episode_id"]: split_source_of(r) for r in rows})
             if stale:
-                say_stale(base.uri_of(name), ds.location.uri, changed, stale, {r["episode_id"] for r in members})
+                say_stale(roots[name].uri, ds.location.uri, changed, stale, {r["episode_id"] for r in members})
                 with DatasetWriter(roots[name], spec.height, spec.width, spec.fps, spec.codec, config=config,
-                                   writer_id=f"split-{token}-{name}-again", filesystem=base.fs, autocommit=False) as w:
+                                   writer_id=f"split-{token}-{name}-again", autocommit=False) as w:
                     w.release_ids(stale)
                     for row in members:
                         if row["episode_id"] in stale:
                             w.add_encoded_episode(ds.read_table(row["episode_id"]), {**row, "split": name})
-                commit_shards(roots[name], w.shards, base.fs, replace=stale)  # one manifest write: old or new
-            done = committed_episode_ids(roots[name], base.fs)
+                commit_shards(roots[name], w.shards, replace=stale)  # one manifest write: old or new
+            done = committed_episode_ids(roots[name])
             with DatasetWriter(roots[name], spec.height, spec.width, spec.fps, spec.codec, config=config,
-                               writer_id=f"split-{token}-{name}", filesystem=base.fs) as w:
+                               writer_id=f"split-{token}-{name}") as w:
                 for row in members:
                     if row["episode_id"] not in done:
                         w.add_encoded_episode(ds.read_table(row["episode_id"]), {**row, "split": name})
@@ -292,15 +292,14 @@ def split_source_of(row: dict) -> str | None:
     return json.loads(row["env_config"]).get("split_source") if row["env_config"] else None
 
 
-def stale_episodes(root: str, fs, sources: dict[str, str | None]) -> tuple[set[str], set[str]]:
+def stale_episodes(root: storage.Location, sources: dict[str, str | None]) -> tuple[set[str], set[str]]:
     """(changed, retired): the committed episodes of the split at `root` whose source content changed or is
     gone (or was not recorded), and those with every other episode of their shards (a replaced episode
     leaves with its whole shard)."""
-    loc = storage.resolve(root, fs)
-    manifest = storage.read_manifest(loc)
+    manifest = storage.read_manifest(root)
     if manifest is None:
         return set(), set()
-    episodes = _committed_episodes(loc, manifest).to_pylist()
+    episodes = _committed_episodes(root, manifest).to_pylist()
     changed = {r["episode_id"] for r in episodes
                if split_source_of(r) is None or split_source_of(r) != sources.get(r["episode_id"])}
     shards = {r["shard"] for r in episodes if r["episode_id"] in changed}

@@ -64,15 +64,15 @@ class _Shard:
         try:
             self.file = pq.ParquetFile(loc.fs.open_input_file(path))
         except FileNotFoundError:
-            raise UserError(f"{loc.uri_of(rel)}: shard listed in dataset.json is missing; run `worldloom dataset validate {loc.uri}`") from None
+            raise UserError(f"{loc.uri_of(rel)}: shard listed in dataset.json is missing; run `worldloom dataset validate {loc.arg}`") from None
         except (pa.ArrowInvalid, OSError) as err:
-            raise UserError(f"{loc.uri_of(rel)}: cannot read this shard ({err}); run `worldloom dataset validate {loc.uri}`") from None
+            raise UserError(f"{loc.uri_of(rel)}: cannot read this shard ({err}); run `worldloom dataset validate {loc.arg}`") from None
         meta = self.file.metadata
         differences = schema_differences(self.file.schema_arrow, schema.frame_schema(version), version)
         if differences or meta.num_rows != num_rows:
             why = differences[0] if differences else f"holds {meta.num_rows} rows, dataset.json says {num_rows}"
-            raise UserError(f"{loc.uri_of(rel)}: {why}; run `worldloom dataset validate {loc.uri}`")
-        self.where = loc.uri_of(rel)
+            raise UserError(f"{loc.uri_of(rel)}: {why}; run `worldloom dataset validate {loc.arg}`")
+        self.where, self.root_arg = loc.uri_of(rel), loc.arg
         self.group_starts = np.cumsum([0] + [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]).tolist()
 
     def read_rows(self, start: int, stop: int, columns: list[str]) -> pa.Table:
@@ -81,7 +81,7 @@ class _Shard:
         try:
             table = self.file.read_row_groups(list(range(first, last + 1)), columns=columns)
         except (pa.ArrowInvalid, OSError) as err:
-            raise UserError(f"{self.where}: cannot read rows {start}..{stop - 1} ({err}); run `worldloom dataset validate`") from None
+            raise UserError(f"{self.where}: cannot read rows {start}..{stop - 1} ({err}); run `worldloom dataset validate {self.root_arg}`") from None
         return table.slice(start - self.group_starts[first], stop - start)
 
 
@@ -177,7 +177,7 @@ class Dataset:
             raise UserError(f"{self.location.uri_of(ref.shard)} row {ref.row_start + start + i}: holds step {steps[i]} of "
                             f"episode {ids[i]!r}, but {schema.EPISODES_NAME} puts step {start + i} of {episode_id!r} "
                             "there (rows reordered, repeated or dropped by another tool?); run "
-                            f"`worldloom dataset validate {self.location.uri}`")
+                            f"`worldloom dataset validate {self.location.arg}`")
 
     def frames(self, episode_id: str, start: int = 0, stop: int | None = None) -> Clip:
         """Steps `[start, stop)` of an episode, decoded (the whole episode by default)."""
@@ -202,7 +202,7 @@ class Dataset:
             frames = codecs.decode_frames(self.spec.codec, table.column("frame"), self.spec.height, self.spec.width)
         except codecs.FrameDecodeError as err:
             row = ref.row_start + first + err.index
-            raise UserError(f"{self.location.uri_of(ref.shard)} row {row}: {err}; run `worldloom dataset validate`") from None
+            raise UserError(f"{self.location.uri_of(ref.shard)} row {row}: {err}; run `worldloom dataset validate {self.location.arg}`") from None
         frames = frames[start - first : stop - first]
         table = table.slice(start - first, stop - start)
         buttons = camera = None
@@ -240,7 +240,7 @@ class Dataset:
                 raise UserError(f"{self.location.uri_of(ref.shard)} row {ref.row_start + start + i}: {name} is "
                                 f"{_shown(column[i].as_py())} in an episode labeled {ref.label_source!r} (camera: finite "
                                 f"degrees in [-{schema.CAMERA_LIMIT:g}, {schema.CAMERA_LIMIT:g}]; buttons: not null); "
-                                f"fix the value, or run `worldloom dataset validate {self.location.uri}` for every such row")
+                                f"fix the value, or run `worldloom dataset validate {self.location.arg}` for every such row")
 
 
 def check_distinct(datasets: list[Dataset]) -> None:

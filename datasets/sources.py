@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from worldloom.errors import UserError
-from worldloom.paths import child, redact_text
+from worldloom.paths import child, redact_text, shell_word
 
 from . import storage
 from .repair import damaged_shards
@@ -286,9 +286,8 @@ def check_done_shards(out: str | os.PathLike, done_ids: set[str]) -> None:
     if bad:
         rel, problem = next(iter(bad.items()))
         more = f" (and {len(bad) - 1} more shard(s))" if len(bad) > 1 else ""
-        out = redact_text(str(out))
-        raise UserError(f"{child(out, rel)}: {problem}{more}; its episodes count as done, so run "
-                        f"`worldloom dataset repair {out}`, then this command again to make them again")
+        raise UserError(f"{child(redact_text(str(out)), rel)}: {problem}{more}; its episodes count as done, so run "
+                        f"`worldloom dataset repair {shell_word(out)}`, then this command again to make them again")
 
 
 def say_kept_truncated(command: str, out: str, todo: list[dict]) -> None:

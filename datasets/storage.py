@@ -72,6 +72,12 @@ class Location:
         so that a command it suggests runs when pasted."""
         return paths.child(self.uri, *parts)
 
+    @property
+    def arg(self) -> str:
+        """The root as a word of a command a hint suggests (`worldloom dataset validate {loc.arg}`): the
+        user's URI, redacted, quoted for the shell where it holds `?`, `&` or a space (paths.shell_word)."""
+        return paths.shell_word(self.uri)
+
     def child(self, *parts: str) -> Location:
         """The Location of a folder below the root (a split's dataset under `dataset split --out`)."""
         return Location(self.fs, self.join(*parts), self.uri_of(*parts))
@@ -103,8 +109,13 @@ def with_retry_limit(uri: str) -> str:
     return f"{uri}{'&' if '?' in uri else '?'}retry_limit_seconds={GCS_RETRY_LIMIT_S}"
 
 
-def resolve(root: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> Location:
-    """A local path, a URI (`s3://bucket/prefix?endpoint_override=...`), or a path on `filesystem`."""
+def resolve(root: str | os.PathLike | Location, filesystem: pafs.FileSystem | None = None) -> Location:
+    """A local path, a URI (`s3://bucket/prefix?endpoint_override=...`), a path on `filesystem`, or a
+    Location as it is. Messages name a Location by its `uri`: for a path on `filesystem` that is the
+    bare path (`bucket/prefix`), which no command opens, so code that has the user's Location (a
+    writer, a split) passes it on rather than its `path` and `fs`."""
+    if isinstance(root, Location):
+        return root
     text = os.fspath(root)
     if filesystem is not None:
         return Location(filesystem, text.rstrip("/"), paths.redact_uri(text))
@@ -290,5 +301,5 @@ def read_episodes(loc: Location) -> pa.Table:
             return pq.read_table(f)
     except (pa.ArrowInvalid, OSError) as err:
         raise UserError(
-            f"{loc.uri_of(schema.EPISODES_NAME)}: cannot read ({err}); run `worldloom dataset validate {loc.uri}`"
+            f"{loc.uri_of(schema.EPISODES_NAME)}: cannot read ({err}); run `worldloom dataset validate {loc.arg}`"
         ) from None

@@ -113,8 +113,9 @@ def open_or_create(loc: storage.Location, spec: storage.FrameSpec, config: dict 
         return manifest
 
 
-def committed_episode_ids(root: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> set[str]:
-    """Episode ids already committed in the dataset at `root` (empty if there is none yet)."""
+def committed_episode_ids(root: str | os.PathLike | storage.Location, filesystem: pafs.FileSystem | None = None) -> set[str]:
+    """Episode ids already committed in the dataset at `root` (a path, a URI or a storage.Location; empty
+    if there is none yet)."""
     loc = storage.resolve(root, filesystem)
     manifest = storage.read_manifest(loc)
     if manifest is None:
@@ -128,7 +129,7 @@ def _committed_episodes(loc: storage.Location, manifest: dict) -> pa.Table:
     return committed_episodes(storage.read_episodes(loc), manifest, loc.uri_of(schema.EPISODES_NAME))
 
 
-def commit_shards(root: str | os.PathLike, infos: list[ShardInfo], filesystem: pafs.FileSystem | None = None,
+def commit_shards(root: str | os.PathLike | storage.Location, infos: list[ShardInfo], filesystem: pafs.FileSystem | None = None,
                   replace: Iterable[str] = ()) -> dict:
     """Add finished shards to the manifest (idempotent per shard path); returns the manifest.
 
@@ -372,7 +373,7 @@ class DatasetWriter:
     """Appends whole episodes to a dataset at a local path or URI, in this writer's own shards."""
 
     def __init__(
-        self, root: str | os.PathLike, height: int, width: int, fps: float = 20, codec: str | None = None,
+        self, root: str | os.PathLike | storage.Location, height: int, width: int, fps: float = 20, codec: str | None = None,
         config: dict | None = None, writer_id: str | None = None, autocommit: bool = True,
         filesystem: pafs.FileSystem | None = None, rows_per_group: int = DEFAULT_ROWS_PER_GROUP,
         shard_max_frames: int = DEFAULT_SHARD_MAX_FRAMES,
@@ -398,7 +399,7 @@ class DatasetWriter:
         self.autocommit = autocommit
         self.rows_per_group = rows_per_group
         self.shard_max_frames = shard_max_frames
-        self._known_ids = committed_episode_ids(self.location.path, self.location.fs)
+        self._known_ids = committed_episode_ids(self.location)
         self._next_seq = self._first_free_seq()
         self._shard: dict | None = None  # the open shard: path, tmp, stream, writer, rows, episodes
         self._unreported: list[ShardInfo] = []
@@ -557,7 +558,7 @@ class DatasetWriter:
         self.shards.append(info)
         self._unreported.append(info)
         if self.autocommit:
-            self.manifest = commit_shards(self.location.path, [info], self.location.fs)
+            self.manifest = commit_shards(self.location, [info])
 
     def flush(self) -> list[ShardInfo]:
         """Finish the open shard (committing it if autocommit); the shards finished since the last flush."""

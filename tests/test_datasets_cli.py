@@ -379,6 +379,43 @@ def test_a_split_on_an_object_store_names_its_datasets_by_uris_that_open(small_d
     assert err.startswith(f"worldloom dataset: error: {s3_bucket.uri('splits/train')}: holds another dataset"), err
 
 
+def test_hints_on_an_object_store_name_the_uri_as_given_and_run_when_pasted(small_dataset, s3_bucket, capsys):
+    """A capture into `s3://b/conc?endpoint_override=...` whose episodes.parquet was damaged said `run
+    'worldloom dataset validate b/conc'`: the filesystem's bare path (the writer passed its path and
+    filesystem on, not the URI), which opens no dataset. The hint names the URI as given (credentials
+    redacted), quoted for the shell (its `&` would end the command), and runs when pasted."""
+    import shlex
+
+    from worldloom.datasets.writer import committed_episode_ids
+
+    uri = s3_bucket.uri("conc")
+    assert main(["dataset", "merge", str(small_dataset), "--out", uri]) == 0
+    s3_bucket.put("conc/episodes.parquet", b"not parquet")  # as a torn upload by another tool leaves it
+    capsys.readouterr()
+    want = f"{s3_bucket.uri('conc/episodes.parquet')}: cannot read ("
+    hint = f"run `worldloom dataset validate {shlex.quote(uri)}`"
+    for attempt in (lambda: DatasetWriter(uri, 32, 32, writer_id="rec-1"),  # what each capture recorder opens
+                    lambda: committed_episode_ids(uri)):
+        with pytest.raises(UserError) as caught:
+            attempt()
+        assert str(caught.value).startswith(want) and str(caught.value).endswith(hint), str(caught.value)
+    other = small_dataset.parent / "other"
+    with DatasetWriter(other, 32, 32) as w:
+        w.add_episode("x-0", pixel_frames(8, 32, 32))
+    assert main(["dataset", "merge", str(other), "--out", uri]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"worldloom dataset: error: {want}") and err.endswith(hint), err
+    argv = shlex.split(hint.split("`")[1])  # the command as a shell reads it, pasted
+    assert argv[0] == "worldloom" and main(argv[1:]) == 1  # it runs: it finds the damaged file, not "no such dataset"
+    shown = capsys.readouterr().err
+    assert shown.startswith(s3_bucket.uri("conc/episodes.parquet")), shown  # a name that opens, pasted
+    # With credentials in the URI, the hint names it with them redacted.
+    secret = "uriSECRETworldloom30"
+    with pytest.raises(UserError) as caught:
+        committed_episode_ids(uri.replace("s3://", f"s3://AKIDWORLDLOOM30:{secret}@"))
+    assert secret not in str(caught.value) and f"validate {shlex.quote(uri.replace('s3://', 's3://***@'))}`" in str(caught.value)
+
+
 def test_an_interrupted_split_is_finished_by_the_same_command(small_dataset, tmp_path, capsys):
     from worldloom.datasets.edit import assign_split
 

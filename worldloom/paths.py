@@ -5,6 +5,7 @@ URIs lose their credentials before they are stored or shown.
     weights = inside(run_dir, state["model_file"], source=run_dir / "state.json", field="model_file")
     manifest["config"] = redact_json(config)        # s3://KEY:SECRET@b/p -> s3://***@b/p
     child("s3://b/splits?endpoint_override=h:9000", "train")  # s3://b/splits/train?endpoint_override=h:9000
+    f"run `worldloom dataset validate {shell_word(uri)}`"       # 's3://b/d?endpoint_override=h:9000&scheme=http'
 
 Datasets and runs travel: users download them, copy them from colleagues, read them from shared
 buckets. So a path that a manifest, an episodes table, a run's JSON or a pipeline record names is
@@ -27,7 +28,7 @@ from typing import Any
 
 from worldloom.errors import UserError
 
-__all__ = ["check_relative", "child", "inside", "is_inside", "redact_uri", "redact_text", "redact_json", "REDACTED", "PLAIN_PATH"]
+__all__ = ["check_relative", "child", "inside", "shell_word", "is_inside", "redact_uri", "redact_text", "redact_json", "REDACTED", "PLAIN_PATH"]
 
 REDACTED = "***"
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -142,6 +143,15 @@ def redact_uri(uri: str) -> str:
 def _redact_param(param: str) -> str:
     name, sep, value = param.partition("=")
     return f"{name}={REDACTED}" if sep and value and _SECRET_NAME.search(name) else param
+
+
+def shell_word(path: str | os.PathLike) -> str:
+    """`path` (a local path or a URI, as the user gave it) as one word of a command that a hint tells the
+    user to run: redacted (`redact_uri`), and quoted for a POSIX shell where it would split or expand it
+    (a URI's `?` and `&`, a space); a plain path stays as it is (`data/run1`)."""
+    import shlex
+
+    return shlex.quote(redact_uri(os.fspath(path)))
 
 
 def redact_text(text: str) -> str:
