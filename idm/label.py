@@ -111,7 +111,8 @@ class LabelConfig:
     """What to label, with which model, into where."""
 
     model: str = doc("IDM run directory (from `worldloom idm train`), or vpt:PATH/4x_idm.weights (OpenAI's IDM)")
-    data: str = doc("what to label: a WorldLoom dataset, a video file, or a directory of videos")
+    data: str = doc("what to label: a WorldLoom dataset (a folder or a URI such as s3://bucket/prefix?...), "
+                    "a video file, or a directory of videos (local)")
     out: str = doc("output dataset directory (resumed if it exists)")
     fps: float = doc("steps per second for videos (1..240; the IDM's actions are per step of the game's 20)", 20.0)
     frames: str = doc("stored frames: original (unchanged) or model (resized to the model's size)", "original")
@@ -178,23 +179,19 @@ def label_model_id(cfg: LabelConfig) -> str:
 
 
 def discover(cfg: LabelConfig) -> tuple[str, list[tuple[dict, Source]]]:
-    """("dataset" | "videos", [(work item, its Source)]): one per input episode or video file."""
+    """("dataset" | "videos", [(work item, its Source)]): one per input episode or video file.
+
+    --data is a local dataset, video file or folder of videos, or a dataset's URI (`s3://bucket/prefix?...`,
+    read as every command reads one); videos on an object store are refused in one line (VideoReader reads
+    local files). An item's `source` is --data as given, credentials and all, for the worker that opens it;
+    what is written or shown of it is redacted (the origin in source_identity: the redacted URI)."""
+    if "://" in str(cfg.data):
+        return discover_uri(cfg)
     src = Path(cfg.data)
     if not src.exists():
         raise UserError(f"--data {src} does not exist")
     if src.is_dir() and (src / "dataset.json").exists():
-        ds = open_dataset(str(src))
-        checksums = {s["path"]: s["checksum"] for s in ds.manifest["shards"]}
-        table = ds.episodes.select(["episode_id", "label_source", "shard", "row_start", "num_steps"]).to_pylist()
-        origin = str(src.resolve())
-        items = [({"kind": "episode", "source": str(src), "episode_id": row["episode_id"]},
-                  episode_source(origin, row["episode_id"], checksums[row["shard"]], row["row_start"], row["num_steps"]))
-                 for row in table if cfg.all_episodes or row["label_source"] == "none"]
-        if not len(ds):  # an empty dataset (a capture that recorded nothing yet): nothing would be labeled, exit 0
-            raise UserError(f"{src}: the dataset holds no episodes; nothing to label (record or ingest footage into it first)")
-        if not items:
-            raise UserError(f"{src}: every episode already has labels; pass --all-episodes to relabel them")
-        return "dataset", items
+        return "dataset", dataset_items(cfg, str(src), str(src.resolve()))
     if src.is_file():
         return "videos", [({"kind": "video", "source": str(src)}, file_source(src))]
     files, left_out = video_files(src)
@@ -203,6 +200,42 @@ def discover(cfg: LabelConfig) -> tuple[str, list[tuple[dict, Source]]]:
     if left_out:  # never silently: a camera's clips under a suffix not listed would be missing from the data
         print(f"idm label: {left_out_words(src, left_out)}", file=sys.stderr)
     return "videos", [({"kind": "video", "source": str(p)}, file_source(p, root=src)) for p in files]
+
+
+def dataset_items(cfg: LabelConfig, source: str, origin: str) -> list[tuple[dict, Source]]:
+    """The work items of the dataset at `source` (a path or URI, as given): its unlabeled episodes (every
+    one with --all-episodes), each with its Source under `origin` (the dataset's absolute path, or its
+    redacted URI); UserError (one line) when it holds none to label."""
+    ds = open_dataset(source)
+    where = ds.location.uri
+    checksums = {s["path"]: s["checksum"] for s in ds.manifest["shards"]}
+    table = ds.episodes.select(["episode_id", "label_source", "shard", "row_start", "num_steps"]).to_pylist()
+    items = [({"kind": "episode", "source": source, "episode_id": row["episode_id"]},
+              episode_source(origin, row["episode_id"], checksums[row["shard"]], row["row_start"], row["num_steps"]))
+             for row in table if cfg.all_episodes or row["label_source"] == "none"]
+    if not len(ds):  # an empty dataset (a capture that recorded nothing yet): nothing would be labeled, exit 0
+        raise UserError(f"{where}: the dataset holds no episodes; nothing to label (record or ingest footage into it first)")
+    if not items:
+        raise UserError(f"{where}: every episode already has labels; pass --all-episodes to relabel them")
+    return items
+
+
+def discover_uri(cfg: LabelConfig) -> tuple[str, list[tuple[dict, Source]]]:
+    """--data given as a URI: the dataset there (read as `worldloom dataset inspect` reads one), else one line:
+    videos are read from local disk only."""
+    import pyarrow.fs as pafs
+
+    from worldloom.datasets import schema, storage
+
+    loc = storage.resolve(cfg.data)  # UserError naming the URI if pyarrow cannot open it
+    if storage.read_manifest(loc) is not None:
+        return "dataset", dataset_items(cfg, str(cfg.data), loc.uri)
+    found = loc.fs.get_file_info(loc.path).type
+    what = {pafs.FileType.File: "is a file, not a WorldLoom dataset",
+            pafs.FileType.Directory: f"holds no {schema.MANIFEST_NAME}"}.get(found, "does not exist")
+    raise UserError(f"--data {loc.uri} {what}; from an object store idm label reads WorldLoom datasets only: copy "
+                    "videos to a local folder and give that folder (or `worldloom dataset ingest --format video` them "
+                    "into a dataset on the store, and label that)")
 
 
 PROGRESS_STEPS = 256  # a video is read and predicted this many steps at a time (its episodes stay --chunk-steps long)
@@ -298,7 +331,7 @@ class Labeler:
         self.on_steps(len(clip.frames))
         codec = ds.spec.codec if ds.spec.codec != "jpeg" else "png"  # never lose pixels to a re-encode
         env_config = json.loads(row["env_config"]) if row.get("env_config") else {}
-        env_config["idm_source"] = {"dataset": item["source"], "episode_id": item["episode_id"],
+        env_config["idm_source"] = {"dataset": redact_text(item["source"]), "episode_id": item["episode_id"],
                                     "size": [ds.spec.width, ds.spec.height]}
         env_config["source_identity"] = item["identity"]
         meta = {"env": row.get("env"), "env_config": env_config, "seed": row.get("seed"),
@@ -376,7 +409,7 @@ class Labeler:
             if not isinstance(err, Exception):  # Ctrl-C, SystemExit: on their way, nothing left behind
                 raise
             message = str(err) if isinstance(err, (UserError, VideoError)) else f"{type(err).__name__}: {err}"
-            if item["source"] not in message:  # every skipped line names its input
+            if item["source"] not in message and redact_text(item["source"]) not in message:  # every skipped line names its input
                 message = f"{item_words(item)}: {message}"
             return {"item": item, "ok": False, "error": message, "shards": []}
         shards = [info.to_json() for writer in self.writers.values() for info in writer.flush()]
@@ -428,7 +461,8 @@ def warnings_of(result: dict) -> list[str]:
 
 def item_words(item: dict) -> str:
     """How a line names one input: its video file, or its dataset and episode (a dataset has many)."""
-    return f"{item['source']} episode {item['episode_id']!r}" if item.get("kind") == "episode" else item["source"]
+    where = redact_text(item["source"])
+    return f"{where} episode {item['episode_id']!r}" if item.get("kind") == "episode" else where
 
 
 def check_label_out(out: str) -> None:
@@ -533,7 +567,7 @@ def _label_locked(cfg: LabelConfig, kind: str, found: list, model_id: str) -> di
             summary["labeled"].append(item["name"])
             summary["num_steps"] += result["num_steps"]
             if item["replaces"]:
-                summary["replaced"].append({"input": item["source"], "episodes": item["replaces"]})
+                summary["replaced"].append({"input": redact_text(item["source"]), "episodes": item["replaces"]})
             decoded = result.get("decoded") or {}
             if decoded.get("truncated"):
                 summary["truncated"].append({"input": item["source"], "decoded_frames": decoded["decoded_frames"],
@@ -542,7 +576,7 @@ def _label_locked(cfg: LabelConfig, kind: str, found: list, model_id: str) -> di
                 summary["warnings"].append(line)
                 results.write(f"idm label: warning: {line}", file=sys.stderr)  # on its own line, not after the bar
         else:
-            summary["failed"].append({"input": item["source"], "error": redact_text(result["error"])})
+            summary["failed"].append({"input": redact_text(item["source"]), "error": redact_text(result["error"])})
             if summary["num_items"] > 1:  # the only input's reason is the job's error (nothing_done)
                 results.write(f"idm label: skipped: {redact_text(result['error'])}", file=sys.stderr)
     return summary

@@ -690,3 +690,35 @@ def test_lines_about_one_episode_of_a_dataset_name_the_episode(run, tmp_path, ca
     err = capsys.readouterr().err
     assert f"idm label: skipped: {tmp_path / 'short'} episode 's-1': 1 step(s) at 20 fps" in err, err
     assert f"idm label: warning: {tmp_path / 'short'} episode 's-3': 3 steps (0.15 s at 20 fps)" in err, err
+
+
+def test_a_dataset_on_an_object_store_is_labeled_into_a_dataset_there(run, tmp_path, s3_bucket, capsys):
+    """`idm label --data "s3://b/foot?E" --out "s3://b/pseudo?E"` said `--data s3:/b/foot?E does not exist`
+    (pathlib folds the `//`): the one command that read no dataset from an object store. Now it labels one as
+    it labels a local one, writes the pseudo-labels to the store, resumes them, and records the footage by its
+    redacted URI; videos under a URI are one line, nothing written."""
+    footage = [play(12, 1), play(12, 2)]
+    data, out = write_dataset(s3_bucket.uri("foot"), footage, labeled=False), s3_bucket.uri("pseudo")
+    local = str(tmp_path / "pseudo")
+    label(LabelConfig(model=run, data=write_dataset(tmp_path / "foot", footage, labeled=False), out=local))
+    argv = ["idm", "label", "--model", run, "--data", data, "--out", out, "--num-workers", "1"]
+    assert cli(argv) == 0
+    ds = Dataset(out)
+    assert sorted(ds.episode_ids) == ["ep-0", "ep-1"] and set(ds.episodes.column("label_source").to_pylist()) == {"idm"}
+    for key, value in labels(local).items():  # the same labels as the same footage labeled on local disk
+        np.testing.assert_array_equal(labels(out)[key], value, err_msg=key)
+    assert {"pseudo/dataset.json", "pseudo/episodes.parquet"} <= s3_bucket.keys("pseudo/")
+    row = json.loads(ds.episodes.column("env_config").to_pylist()[0])
+    assert row["idm_source"]["dataset"] == data and row["source_identity"]["origin"].startswith(f"{data}#ep-")
+    capsys.readouterr()
+    assert label(LabelConfig(model=run, data=data, out=out))["skipped_done"] == 2  # resumed: nothing labeled again
+    # Videos on the store: one line naming the URI and what to do.
+    s3_bucket.put("videos/clip.mp4", Path(write_mp4(tmp_path / "clip.mp4", footage[0][0], fps=20)).read_bytes())
+    for where, what in (("videos", "holds no dataset.json"), ("videos/clip.mp4", "is a file, not a WorldLoom dataset"),
+                        ("nothing", "does not exist")):
+        assert cli([*argv[:5], s3_bucket.uri(where), "--out", s3_bucket.uri("pseudo2")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"worldloom idm: error: --data {s3_bucket.uri(where)} {what}; from an object store idm label "
+                       "reads WorldLoom datasets only: copy videos to a local folder and give that folder (or "
+                       "`worldloom dataset ingest --format video` them into a dataset on the store, and label that)"), err
+    assert not s3_bucket.keys("pseudo2")
