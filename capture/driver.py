@@ -13,6 +13,7 @@ uncommitted shards behind, which the next run ignores while it records those epi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -96,19 +97,29 @@ def check_env(cfg: CaptureConfig) -> None:
         raise UserError(f"env {cfg.env!r} at resolution {cfg.resolution}: {err}") from None
 
 
-def prepare_target(cfg: CaptureConfig, label: str, root: str) -> set[str]:
-    """Create the dataset at `root` or check that it is this job's (UserError naming the
-    difference, nothing written); its committed episode ids."""
+def check_target(cfg: CaptureConfig, label: str, root: str) -> set[str]:
+    """UserError naming the difference unless `root` is new, empty or this job's dataset; its committed
+    episode ids (none for a new one). Writes nothing."""
     check_out(root, "dataset")
     loc = storage.resolve(root)
     manifest = storage.read_manifest(loc)
     if manifest is None and loc.is_local and os.path.isdir(loc.path) and _has_files(loc.path):
         raise UserError(f"{redact_text(root)}: the directory is not empty and holds no dataset; give a new or empty directory")
-    if manifest is not None:
-        problem = config_mismatch(cfg, label, manifest.get("config") or {})
-        if problem:
-            raise UserError(f"{redact_text(root)}: holds a different dataset ({problem}); write to a new directory "
-                            f"or run the job that made it")
+    if manifest is None:
+        return set()
+    problem = config_mismatch(cfg, label, manifest.get("config") or {})
+    if problem:
+        raise UserError(f"{redact_text(root)}: holds a different dataset ({problem}); write to a new directory "
+                        f"or run the job that made it")
+    return committed_episode_ids(root)
+
+
+def prepare_target(cfg: CaptureConfig, label: str, root: str) -> set[str]:
+    """Create the dataset at `root` or check that it is this job's (`check_target`: UserError, nothing
+    written); its committed episode ids."""
+    check_target(cfg, label, root)
+    loc = storage.resolve(root)
+    manifest = storage.read_manifest(loc)
     try:
         DatasetWriter(root, height=cfg.resolution, width=cfg.resolution, fps=FPS, codec=cfg.codec,
                       config=dataset_config(cfg, label) if manifest is None else None,
@@ -180,6 +191,16 @@ def capture(cfg: CaptureConfig) -> CaptureResult:
     roots = target_roots(cfg)
     specs = expand_specs(cfg)
     check_env(cfg)
+    found = {label: check_target(cfg, label, root) for label, root in roots.items()}
+    # Ray is joined (or started) before the dataset is created: a cluster that cannot be reached (or
+    # refuses this driver) leaves no empty dataset behind whose config would hold the next run to this
+    # one's flags. A job with nothing left to record starts no Ray.
+    needs_ray = bool(plan_tasks(specs, found, cfg.episodes_per_shard))
+    with ray_session(cfg.address, cfg.num_workers or None) if needs_ray else contextlib.nullcontext():
+        return _capture_locked(cfg, roots, specs)
+
+
+def _capture_locked(cfg: CaptureConfig, roots: dict[str, str], specs: list[EpisodeSpec]) -> CaptureResult:
     committed = {label: prepare_target(cfg, label, root) for label, root in roots.items()}
     with job_lock(list(roots.values()), "capture run"):
         committed = {label: committed_episode_ids(root) for label, root in roots.items()}  # now locked
@@ -192,7 +213,7 @@ def capture(cfg: CaptureConfig) -> CaptureResult:
         )
         run_token, started_at = uuid.uuid4().hex[:6], time.time() - 1.0  # 1 s of clock skew
         if tasks:
-            with ray_session(cfg.address, cfg.num_workers or None):
+            with ray_session(cfg.address, cfg.num_workers or None):  # the one opened above, unless that had nothing to do
                 actors = start_recorders(cfg, roots, len(tasks), run_token)
                 try:
                     _drive(cfg, roots, actors, tasks, result)

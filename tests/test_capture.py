@@ -243,6 +243,9 @@ def test_an_address_where_no_cluster_listens_fails_fast(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="no Ray cluster answers"):
         capture(CaptureConfig(out=str(tmp_path / "d"), episodes=1, steps=4, resolution=RES, address="127.0.0.1:1"))
     assert time.monotonic() - start < 30
+    # Ray is joined before the dataset is created: no empty dataset is left whose config (steps 4)
+    # would refuse the next run of other flags on the same --out (a new-user trial).
+    assert not (tmp_path / "d").exists()
     # Ray's own convention: without --address, RAY_ADDRESS names the cluster to join (and the message says so).
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
     with pytest.raises(UserError, match="RAY_ADDRESS 127.0.0.1:1: no Ray cluster answers .* unset RAY_ADDRESS"):
