@@ -549,6 +549,11 @@ def run_ray(cfg: TrainConfig) -> None:
                                                    resources_per_worker=None if cfg.gpu else {"CPU": 1}),
             run_config=ray.train.RunConfig(name="ray-train", storage_path=str(Path(abs_cfg.out) / "ray")),
         )
+        # Ray Train's own SIGINT handler (set inside fit) asks its controller to abort and then leaves
+        # with sys.exit(0), which ended the command with exit code 1 and no word (a new-user trial).
+        # Ctrl-C stays ours instead, as SIGTERM is: a KeyboardInterrupt here, the session shut down on
+        # the way out, the CLI's `interrupted; ... resume` line and exit code 130.
+        trainer._register_sigint_handler = lambda controller: None
         try:
             trainer.fit()
         except Exception as err:  # Ray wraps worker errors; a UserError inside stays a one-line message

@@ -4,6 +4,11 @@ started by `ray_session`; every socket of the session is on loopback but torch's
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from conftest import ListeningSockets
@@ -18,6 +23,7 @@ from worldloom.pretrain.train import TrainConfig, main
 # beforehand, `master_listen_fd`, which Ray Train's process-group setup does not pass). It lives
 # while `pretrain --workers N` trains; gloo's own connections bind to the node IP, 127.0.0.1.
 KNOWN_EXCEPTION = "ray::RayTrainWorker"
+SETTLE_S = 6.0
 
 
 @pytest.mark.ray
@@ -42,3 +48,33 @@ def test_two_ray_train_workers_take_ddp_steps(tmp_path):
     assert len(rows) == 3
     weights = load_file(run / "checkpoint" / "model.safetensors")
     assert any(float(w.abs().sum()) > 0 for k, w in weights.items() if "final" in k)  # adaLN-zero layers moved
+
+
+WORLDLOOM = str(Path(sys.executable).with_name("worldloom"))
+
+
+@pytest.mark.ray
+def test_ctrl_c_on_a_ray_train_run_is_the_one_interrupted_line(tmp_path):
+    """Ctrl-C on `pretrain train --num-workers 2` (the CLI in a process of its own, as a terminal runs it):
+    Ray Train's own SIGINT handler ended it with exit code 1 and no word (a new-user trial); now it is
+    SIGTERM's line with Ctrl-C's exit code 130, and the periodic checkpoint is there to resume from."""
+    data = write(tmp_path / "train", (0, 1), 24)
+    out = tmp_path / "wm"
+    proc = subprocess.Popen([WORLDLOOM, "pretrain", "train", "--data", data, "--out", str(out), "--num-workers", "2",
+                             "--max-steps", "100000", "--batch-size", "2", "--threads", "1", "--checkpoint-every", "2",
+                             "--camera-fov-deg", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 150
+        while not (out / "checkpoint" / "state.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        time.sleep(SETTLE_S)  # training goes on a while, as in the trial: Ray Train's helpers have had their say
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    last = output.strip().splitlines()[-1]
+    assert proc.returncode == 130, output[-3000:]
+    assert last == "worldloom pretrain: interrupted; re-run the same command to resume", output[-3000:]
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] >= 2
