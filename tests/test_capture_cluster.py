@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,39 @@ def test_one_job_records_on_both_nodes(tmp_path, two_node_cluster):
     assert_exactly_once(cfg.out, cfg)
     assert Dataset(cfg.out).manifest["config"]["capture"]["address"] == two_node_cluster
     assert os.path.isdir(cfg.out)
+
+
+@pytest.fixture
+def token_head(monkeypatch):
+    """The address of a one-node cluster started with token authentication; torn down after."""
+    ray_tmp = tempfile.mkdtemp(prefix="wlt", dir="/tmp")
+    port = _free_port()
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # for `ray start` only: the driver below runs without it
+    try:
+        _ray_start(["--head", f"--port={port}", f"--temp-dir={ray_tmp}", "--include-dashboard=false",
+                    "--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"], ray_tmp)
+        yield f"127.0.0.1:{port}"
+    finally:
+        kill_tree_matching(ray_tmp)
+        kill_tree_matching(f":{port}")
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_joining_a_token_cluster_without_the_token_is_one_line_at_once(tmp_path, token_head):
+    """Without RAY_AUTH_MODE=token, `ray.init` logged InvalidAuthToken warnings for 21 s and then failed
+    with "Failed to connect to Ray cluster" and no word of the token (a new-user trial)."""
+    out = tmp_path / "d"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    start = time.monotonic()
+    proc = subprocess.run([str(Path(sys.executable).with_name("worldloom")), "capture", "run", "--env", "voxel",
+                           "--episodes", "1", "--steps", "8", "--resolution", "64", "--num-workers", "1",
+                           "--address", token_head, "--out", str(out)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    took = time.monotonic() - start
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines() == [
+        f"worldloom capture: error: --address {token_head}: the Ray cluster there requires token authentication; set "
+        "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN, or RAY_AUTH_TOKEN_PATH, or the file ~/.ray/auth_token that "
+        "`ray start` wrote on the head node) and run the command again"], proc.stderr[-3000:]
+    assert took < 15, took
+    assert not out.exists()  # nothing written: Ray is joined before the dataset is created

@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from worldloom.errors import UserError
 from worldloom.interrupts import interrupt, sigterm_as_interrupt
 
-__all__ = ["ray_session", "check_reachable", "cluster_resources", "user_error_of", "LOCAL_ADDRESS", "LOOPBACK_ENV"]
+__all__ = ["ray_session", "check_reachable", "check_auth", "cluster_resources", "user_error_of", "LOCAL_ADDRESS", "LOOPBACK_ENV"]
 
 # `--num-workers` of every command whose workers are Ray actors (capture run, dataset ingest, idm
 # label, agent eval, the pipelines): the same range and the same 0 everywhere (`num_actors`).
@@ -77,6 +77,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     if address:
         check_reachable(address, named=named)
+        check_auth(address, named=named)
     on_sigterm = signal.getsignal(signal.SIGTERM)
     for attempt in range(1 if address else LOCAL_START_ATTEMPTS):
         try:
@@ -215,6 +216,37 @@ def check_reachable(address: str, timeout_s: float = 5.0, named: str = "--addres
         unset = "leave --address out" if named == "--address" else "unset RAY_ADDRESS"
         raise UserError(f"{named} {address}: no Ray cluster answers there ({err}); start one with "
                         f"`ray start --head --port={port}` or {unset} to start a local one") from None
+
+
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+
+
+def check_auth(address: str, timeout_s: float = 5.0, named: str = "--address") -> None:
+    """UserError at once if the cluster at HOST:PORT requires token authentication and this process
+    does not say RAY_AUTH_MODE=token: `ray.init` would log InvalidAuthToken warnings for 20 s and then
+    fail with "Failed to connect" and no word of the token (a new-user trial). One unauthenticated
+    call to the GCS (its cluster id) tells; any other answer, or none, is left to `ray.init`."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return
+    if os.environ.get(AUTH_MODE_ENV, "").strip().lower() == "token":
+        return  # the token goes with every call; a wrong one is Ray's error
+    try:
+        import grpc
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    except ImportError:
+        return
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
+        try:
+            gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
+                gcs_service_pb2.GetClusterIdRequest(), timeout=timeout_s)
+            return
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.UNAUTHENTICATED:
+                return
+    raise UserError(f"{named} {address}: the Ray cluster there requires token authentication; set "
+                    f"{AUTH_MODE_ENV}=token and its token (RAY_AUTH_TOKEN, or RAY_AUTH_TOKEN_PATH, or the file "
+                    "~/.ray/auth_token that `ray start` wrote on the head node) and run the command again")
 
 
 def cluster_resources() -> dict[str, float]:
