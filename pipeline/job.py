@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -420,6 +421,9 @@ def _main(cfg: PipelineConfig) -> Path:
     # One session for every stage (capture, label, Ray Train): --address and the worker count
     # reach them all; a local cluster is started once and bound to loopback.
     with session:
+        if configs["pretrain"].num_workers == 0 and cfg.address is not None:  # one Ray Train worker per GPU there:
+            with_ray(lambda: None)()  # the cluster is asked now, not after the stages before training
+            configs["pretrain"] = gpus_or_in_process(cfg, configs["pretrain"])
         stage("capture", {**configs["capture"], **configs["engine"]}, (), lambda: run_capture(cfg, configs))
         stage("idm", configs["idm"], ("capture",), lambda: run_idm(configs))
         stage("idm_eval", {"verdict": "unseen"}, ("idm",), lambda: run_idm_eval(paths))
@@ -433,6 +437,24 @@ def _main(cfg: PipelineConfig) -> Path:
     html = out / "report.html"
     print(f"[pipeline] report: {html}", flush=True)
     return html
+
+
+def gpus_or_in_process(cfg: PipelineConfig, wm: Any) -> Any:
+    """`wm` (the world model's TrainConfig) as it is when the Ray session's cluster has a GPU; else
+    (`--device cuda --address` on a cluster without GPUs) a loud warning before the first stage and the world model trained in this process, as
+    without --address (on the CPU, with resolve_device's warning, unless torch sees a GPU here). It was
+    refused after capture, IDM and labeling had run, with a hint (--num-workers) that does not reach Ray
+    Train from the pipeline (a new-user trial). Which workers train is no part of the stage's key."""
+    from worldloom.cluster import cluster_resources
+    from worldloom.paths import redact_text
+
+    if int(cluster_resources().get("GPU", 0)) >= 1:
+        return wm
+    print(f"WARNING: --device {cfg.device} trains the world model with one Ray Train worker per GPU, but the Ray "
+          f"cluster at --address {redact_text(cfg.address or '')} has no GPU: it trains in this process instead (on "
+          "the CPU unless torch sees a GPU here). Join a cluster with GPUs, or pass --device cpu to silence this.",
+          file=sys.stderr, flush=True)
+    return dataclasses.replace(wm, num_workers=1)
 
 
 def _json(config: Any) -> Any:

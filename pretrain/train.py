@@ -17,6 +17,7 @@ one Ray Train worker per GPU of the cluster.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -537,9 +538,9 @@ def run_ray(cfg: TrainConfig) -> None:
 
     with ray_session(cfg.address, None if cfg.gpu else max(cfg.num_workers, os.cpu_count() or 1)):
         num_workers = cfg.num_workers or int(cluster_resources().get("GPU", 0))
-        if num_workers < 1:
-            raise UserError("--num-workers 0 asks for one worker per GPU, but the Ray cluster has no GPU; "
-                            "give --num-workers N or join a cluster with GPUs (--address)")
+        if num_workers < 1:  # main checked before writing; a caller of run_ray alone hears the same
+            raise UserError(f"{GPU_WORKERS}, but the Ray cluster has none; give --num-workers N to train with N Ray "
+                            "Train workers on the CPU (1: in this process), or join a cluster with GPUs (--address)")
         abs_cfg = dataclasses.replace(cfg, out=str(Path(cfg.out).resolve()), data=tuple(_abs(d) for d in cfg.data))
         trainer = TorchTrainer(
             _ray_loop,
@@ -572,12 +573,14 @@ def _abs(path: str) -> str:
 def main(cfg: TrainConfig) -> Path:
     """Check inputs, fit the camera warp, train (in-process or on Ray Train), return the run directory.
     Ctrl-C or SIGTERM stops at once before the first step, else at the end of its step (CtrlC)."""
-    with CtrlC() as ctrl_c, run_lock(cfg.out, KIND, "pretrain train"):
+    with CtrlC() as ctrl_c, run_lock(cfg.out, KIND, "pretrain train"), contextlib.ExitStack() as session:
         check_out(cfg.out, KIND)
         check_resumable(cfg)  # another config: that error, before "already finished"
         if finished := ckpt.finished_run(cfg.out, KIND, "pretrain train", cfg.minutes, cfg.max_steps):
             print(finished, file=sys.stderr)  # its samples, curves and config are left as they are
             return Path(cfg.out)
+        if cfg.num_workers == 0:  # one Ray Train worker per GPU: refused before anything is written where there is none
+            check_gpu_workers(cfg, session)
         device = resolve_device(cfg.device)  # warns loudly when a GPU was asked for and is absent
         cfg, run = prepare_run(cfg)
         mcfg = cfg.model_config
@@ -595,3 +598,22 @@ def main(cfg: TrainConfig) -> Path:
         else:
             train_worker(cfg, ctrl_c)
     return run
+
+
+GPU_WORKERS = "--num-workers 0 asks for one Ray Train worker per GPU"
+
+
+def check_gpu_workers(cfg: TrainConfig, session: contextlib.ExitStack) -> None:
+    """UserError (one line, nothing written) when `--num-workers 0` (one Ray Train worker per GPU) finds no
+    GPU: none on this machine without --address (a local cluster has this machine's GPUs), or none in the
+    cluster joined (its session is opened here, in `session`, and `run_ray` uses it)."""
+    if cfg.address is None and not torch.cuda.is_available():
+        where = "torch sees none on this machine"
+    else:
+        session.enter_context(ray_session(cfg.address, None))
+        if int(cluster_resources().get("GPU", 0)) >= 1:
+            return
+        where = "the Ray cluster has none"
+    raise UserError(f"{GPU_WORKERS}, but {where}; give --num-workers N "
+                    "to train with N Ray Train workers on the CPU (1: in this process), or join a cluster with GPUs "
+                    "(--address)")

@@ -83,3 +83,42 @@ def test_ctrl_c_on_a_ray_train_run_is_the_one_interrupted_line(tmp_path):
     # not serve) every second or so whether the run lives, and each failure was a line: ~30 in a 45 s run.
     assert "Failed to query Ray Train Controller" not in output, output[-3000:]
     assert "(RayTrainWorker pid=" in output and "pretrain:" in output  # the workers' progress still shows
+
+
+@pytest.mark.ray
+def test_one_worker_per_gpu_without_a_gpu_is_refused_before_anything_is_written_or_falls_back_in_the_pipeline(
+        tmp_path, monkeypatch, capsys):
+    """`pretrain train --device cuda --num-workers 0` where there is no GPU said "training on the CPU instead",
+    then refused, and left config.json; `pipeline run --device cuda --address` on a cluster without GPUs
+    ran capture, IDM and labeling first and then refused with a hint that did not reach Ray Train."""
+    import ray
+
+    from worldloom.cluster import ray_session
+    from worldloom.errors import UserError
+    from worldloom.pipeline import job
+
+    data = write(tmp_path / "train", (0, 1), 24)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    out = tmp_path / "wm"
+    with pytest.raises(UserError, match=r"^--num-workers 0 asks for one Ray Train worker per GPU, but torch sees none "
+                                        r"on this machine; give --num-workers N"):
+        main(TrainConfig(data=(data,), out=str(out), device="cuda", num_workers=0, max_steps=1, batch_size=2))
+    assert not out.exists() and "instead" not in capsys.readouterr().err
+    with ray_session(None, 1):  # a real local cluster, which has no GPU: the one --address would join
+        address = ray.get_runtime_context().gcs_address
+        with pytest.raises(UserError, match="but the Ray cluster has none; give --num-workers N"):
+            main(TrainConfig(data=(data,), out=str(out), device="cuda", num_workers=0, max_steps=1, batch_size=2,
+                             address=address))
+        assert not out.exists()
+        seen = {}
+
+        def first_stage(cfg, configs):
+            seen["workers"] = configs["pretrain"].num_workers
+            raise UserError("stop here")
+
+        monkeypatch.setattr(job, "run_capture", first_stage)
+        with pytest.raises(UserError, match="stop here"):
+            job.main(job.PipelineConfig(out=str(tmp_path / "p"), preset="micro", address=address, device="cuda"))
+    assert seen["workers"] == 1  # trained in this process, as without --address
+    err = capsys.readouterr().err
+    assert f"the Ray cluster at --address {address} has no GPU: it trains in this process instead" in err, err
