@@ -312,7 +312,7 @@ def test_export_bad_scale_or_episode_is_one_line_naming_some_ids(small_dataset, 
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "Traceback" not in err and err.startswith("worldloom dataset: error:"), err
         assert ("--scale must be a whole number >= 1" in err if "0" in args else
-                "episode 'ep-9' is not in" in err and "(it has 4 episodes, e.g. ['ep-0', 'ep-1', 'ep-2'])" in err), err
+                "episode 'ep-9' is not in" in err and "(it has 4 episodes, e.g. ep-0, ep-1, ep-2; `worldloom dataset inspect` lists them)" in err), err
     assert not mp4.exists() and not png.exists()
 
 
