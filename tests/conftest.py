@@ -161,6 +161,28 @@ def s3_bucket(monkeypatch):
         server.stop()
 
 
+@pytest.fixture
+def full_disk(tmp_path):
+    """A folder on a small tmpfs (`full_disk(size)` -> its path), unmounted after the test: a real full disk.
+    Mounting needs root (CI runs as root); without it the test says why it cannot run."""
+    import subprocess
+
+    mounted = []
+
+    def make(size: str):
+        folder = tmp_path / f"small-{len(mounted)}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"a full disk needs a small tmpfs, and mounting one needs root: {done.stderr.decode().strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield make
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
 def is_loopback(ip: str) -> bool:
     """127.0.0.0/8, ::1, or IPv4-mapped loopback (::ffff:127.x.y.z: a dual-stack socket bound to 127.x)."""
     import ipaddress

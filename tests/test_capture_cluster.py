@@ -95,25 +95,11 @@ def test_one_job_records_on_both_nodes(tmp_path, two_node_cluster):
     assert os.path.isdir(cfg.out)
 
 
-@pytest.fixture
-def token_head(monkeypatch):
-    """The address of a one-node cluster started with token authentication; torn down after."""
-    ray_tmp = tempfile.mkdtemp(prefix="wlt", dir="/tmp")
-    port = _free_port()
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # for `ray start` only: the driver below runs without it
-    try:
-        _ray_start(["--head", f"--port={port}", f"--temp-dir={ray_tmp}", "--include-dashboard=false",
-                    "--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"], ray_tmp)
-        yield f"127.0.0.1:{port}"
-    finally:
-        kill_tree_matching(ray_tmp)
-        kill_tree_matching(f":{port}")
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-
-
-def test_joining_a_token_cluster_without_the_token_is_one_line_at_once(tmp_path, token_head):
+def test_joining_a_token_cluster_without_the_token_is_one_line_at_once(tmp_path, two_node_cluster):
     """Without RAY_AUTH_MODE=token, `ray.init` logged InvalidAuthToken warnings for 21 s and then failed
-    with "Failed to connect to Ray cluster" and no word of the token (a new-user trial)."""
+    with "Failed to connect to Ray cluster" and no word of the token (a new-user trial). The two-node cluster
+    above asks for the token (RAY_AUTH_MODE=token when it started); the driver here runs without it."""
+    token_head = two_node_cluster
     out = tmp_path / "d"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
     proc = subprocess.run([str(Path(sys.executable).with_name("worldloom")), "capture", "run", "--env", "voxel",

@@ -105,22 +105,15 @@ def test_actor_killed_mid_episode_is_restarted_and_its_episode_redone(tmp_path, 
         np.testing.assert_array_equal(ds.frames(spec.episode_id).frames, replay.frames)
 
 
-def test_full_disk_stops_with_a_clear_error_and_committed_shards_intact(tmp_path, ray_cluster):
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"a full disk needs a small tmpfs, and mounting one needs root: {mounted.stderr.decode().strip()}")
-    try:
-        cfg = CaptureConfig(out=str(mnt / "d"), episodes=12, steps=60, resolution=128, num_workers=2, progress=False)
-        with pytest.raises(UserError, match="No space left|cannot"):
-            capture(cfg)
-        committed = committed_episode_ids(cfg.out)
-        ds = Dataset(cfg.out)
-        for episode_id in committed:
-            assert ds.frames(episode_id).frames.shape == (60, 128, 128, 3)
-        problems = [str(p) for p in validate(cfg.out)]
-        # what the failure left is only files the manifest does not list (never a committed one)
-        assert all("extra shard" in p or "temporary file" in p for p in problems), problems
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+def test_full_disk_stops_with_a_clear_error_and_committed_shards_intact(full_disk, ray_cluster):
+    cfg = CaptureConfig(out=str(full_disk("600k") / "d"), episodes=12, steps=60, resolution=128, num_workers=2,
+                        progress=False)
+    with pytest.raises(UserError, match="No space left|cannot"):
+        capture(cfg)
+    committed = committed_episode_ids(cfg.out)
+    ds = Dataset(cfg.out)
+    for episode_id in committed:
+        assert ds.frames(episode_id).frames.shape == (60, 128, 128, 3)
+    problems = [str(p) for p in validate(cfg.out)]
+    # what the failure left is only files the manifest does not list (never a committed one)
+    assert all("extra shard" in p or "temporary file" in p for p in problems), problems

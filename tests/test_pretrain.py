@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -584,26 +583,19 @@ def test_micro_train_rollout_eval_through_the_cli(data, tmp_path, monkeypatch, c
         assert im.size == (2 * (3 * 66 - 2), 2 * (2 * (2 * 64 + 2) + 6))
 
 
-def test_a_full_disk_ends_training_in_one_line_and_the_run_resumes_where_there_is_room(data, tmp_path, capsys):
+def test_a_full_disk_ends_training_in_one_line_leaving_nothing_half_written(data, full_disk, capsys):
     """A checkpoint write that meets a full disk (a real 300 KiB tmpfs; safetensors says so in Rust's
     words, Ray Train passes a worker's error on as text) ends the command in one line, exit 1, not a
     traceback; nothing half-written stays. Any other error is still a bug's traceback."""
     from worldloom.pipeline.cli import error_line
 
-    small = tmp_path / "small"
-    small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(small)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"a full disk needs a small tmpfs, and mounting one needs root: {mounted.stderr.decode().strip()}")
-    try:
-        argv = ["pretrain", "train", "--data", data["train"], "--out", str(small / "wm"), "--max-steps", "2",
-                "--batch-size", "2", "--threads", "1"]
-        assert cli(argv) == 1
-        err = capsys.readouterr().err.strip().splitlines()[-1]
-        assert err == "worldloom pretrain: error: no space left on the device; free some space, then re-run the same command to resume"
-        assert sorted(p.name for p in (small / "wm").iterdir()) == ["config.json"]  # no temporary checkpoint left
-    finally:
-        subprocess.run(["umount", "-l", str(small)], check=False)
+    small = full_disk("300k")
+    argv = ["pretrain", "train", "--data", data["train"], "--out", str(small / "wm"), "--max-steps", "2",
+            "--batch-size", "2", "--threads", "1"]
+    assert cli(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == "worldloom pretrain: error: no space left on the device; free some space, then re-run the same command to resume"
+    assert sorted(p.name for p in (small / "wm").iterdir()) == ["config.json"]  # no temporary checkpoint left
     worker = RuntimeError("TrainingFailedError: worker 0: OSError: [Errno 28] No space left on device")  # Ray's text
     assert error_line(["pretrain", "train"], worker)[1] == 1
     wrapped = RuntimeError("saving")
