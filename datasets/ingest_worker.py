@@ -239,8 +239,13 @@ class Ingester:
         meta = _read_json(item["metadata"]) if Path(item["metadata"]).is_file() else {}
         with VideoReader(item["video"], fps=VPT_FPS, threads=self.cfg.threads, timing="frames") as reader:
             report = reader.report
-            count = meta.get("true_video_frame_count") if isinstance(meta.get("true_video_frame_count"), int) else None
-            count = count or report.listed_frames
+            stated = meta.get("true_video_frame_count") if isinstance(meta.get("true_video_frame_count"), int) else None
+            # the video's own frame table over metadata.json where they disagree: the last N + 1 frames of the video
+            # are the states (until 2026-12-07 a wrong metadata count set every action off by the difference)
+            count = report.listed_frames or stated
+            if stated is not None and report.listed_frames and stated != report.listed_frames:
+                warnings.append(f"{item['source']}: {minerl.METADATA_NAME} says {stated} video frames, "
+                                f"{minerl.VIDEO_NAME} lists {report.listed_frames}: aligned by the video's")
             skip = minerl.first_frame(steps.num_actions, count)
             writer = self._writer(report.height, report.width, VPT_FPS, item)
 
@@ -260,7 +265,7 @@ class Ingester:
                 if count is not None and report.num_steps != count or states < steps.num_actions + 1:
                     warnings.append(f"{item['source']}: {minerl.VIDEO_NAME} decodes {report.num_steps} frames "
                                     f"(metadata: {count}), {minerl.NPZ_NAME} has {steps.num_actions} actions and "
-                                    f"{steps.num_actions + 1} states: kept {kept} steps")
+                                    f"{steps.num_actions + 1} states: kept {kept} steps, state 0 at video frame {skip}")
                 for name, n in sorted(steps.counts["unmapped_action_steps"].items()):
                     if n:
                         warnings.append(f"{item['npz']}: {n} steps used action {name!r}, which has no VPT key (not mapped)")

@@ -75,10 +75,14 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     """Every key of rendered.npz that holds plain arrays; UserError naming a required key that is
     missing or stored as Python objects. Keys of objects are returned as None."""
     path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise UserError(f"{path}: the file is empty (0 bytes); re-download the trajectory")
+    if path.is_file() and not zipfile.is_zipfile(path):  # numpy would try it as a pickle, and advise unpickling
+        raise UserError(f"{path}: not an .npz archive (no zip structure in it); re-download the trajectory")
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise UserError(f"{path}: not a readable .npz file ({err})") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise UserError(f"{path}: not a readable .npz file ({err}); re-download the trajectory") from None
     out: dict[str, np.ndarray | None] = {}
     with archive:
         for key in archive.files:
@@ -99,17 +103,17 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
 
 def convert(npz: dict[str, np.ndarray | None], path: str | Path = NPZ_NAME) -> Steps:
     """The steps of one trajectory's npz arrays (module docstring for the mapping)."""
-    reward = np.asarray(npz["reward"])
-    num = len(reward.reshape(-1)) if reward.ndim == 2 and 1 in reward.shape else len(reward)  # (N,) or (N, 1)
+    num = _num_actions(npz, path)
     buttons = np.zeros((num, NUM_BUTTONS), bool)
     for name in MOVE_BUTTONS:
-        buttons[:, _INDEX[name]] = _column(npz, f"action${name}", num, path) > 0
-    camera = np.asarray(_column(npz, "action$camera", num, path), np.float64).reshape(num, -1)
+        buttons[:, _INDEX[name]] = _pressed(npz, f"action${name}", num, path)
+    camera = _numbers(npz, "action$camera", num, path).reshape(num, -1)
     if camera.shape[1] != 2:
         raise UserError(f"{path}: 'action$camera' has shape {npz['action$camera'].shape}, expected ({num}, 2)")
+    _finite(camera, "action$camera", path, "degrees")
     counts = {"camera_clipped": int((np.abs(camera) > CAMERA_LIMIT).sum()), "unmapped_action_steps": {},
               "unreadable_keys": sorted(k for k, v in npz.items() if v is None)}
-    camera = np.clip(np.nan_to_num(camera), -CAMERA_LIMIT, CAMERA_LIMIT).astype(np.float32)
+    camera = np.clip(camera, -CAMERA_LIMIT, CAMERA_LIMIT).astype(np.float32)
     if npz.get("action$place") is not None:
         buttons[:, _INDEX["use"]] = _used(npz["action$place"], "place", num, path)
     unmapped = np.zeros(num, bool)
@@ -120,10 +124,55 @@ def convert(npz: dict[str, np.ndarray | None], path: str | Path = NPZ_NAME) -> S
             unmapped |= used
     known = {*REQUIRED_KEYS, "action$place", *(f"action${n}" for n in UNMAPPED_ACTIONS), *HELD_KEYS}
     counts["unmapped_keys"] = sorted(k for k in npz if k not in known and not k.startswith(INVENTORY_PREFIX))
-    rewards = np.nan_to_num(np.asarray(_column(npz, "reward", num, path), np.float32))
+    rewards = _numbers(npz, "reward", num, path)
+    _finite(rewards, "reward", path, "a reward")
+    rewards = rewards.astype(np.float32)
     null = ~buttons.any(1) & ~camera.any(1) & ~unmapped
     counts["null_action_steps"] = int(null.sum())
     return Steps(buttons, camera, rewards, null, observations(npz, num, path), counts)
+
+
+def _num_actions(npz: dict, path) -> int:
+    """N, the actions of the trajectory: the length most of its per-action arrays share ('reward', the camera,
+    the movement keys), so that a short one is the one named (`_column`); UserError for none."""
+    lengths = []
+    for key in REQUIRED_KEYS:
+        values = np.asarray(npz[key])
+        lengths.append(len(values) if values.ndim else -1)
+    num = max(set(lengths), key=lambda n: (lengths.count(n), n == lengths[0]))
+    if num <= 0:
+        raise UserError(f"{path}: {'no' if num == 0 else 'a single value in place of'} actions ('reward' and the "
+                        "action arrays are empty); nothing to ingest: re-download the trajectory")
+    return num
+
+
+def _numbers(npz: dict, key: str, num: int, path) -> np.ndarray:
+    """npz[key] per action as float64; UserError naming the key for text or other non-numbers."""
+    values = _column(npz, key, num, path)
+    if values.dtype.kind not in "biuf":
+        raise UserError(f"{path}: {key!r} holds {values.dtype} values (e.g. {values.reshape(-1)[0]!r}), numbers "
+                        "expected; the trajectory is not MineRL's format (re-download it)")
+    return values.astype(np.float64)
+
+
+def _pressed(npz: dict, key: str, num: int, path) -> np.ndarray:
+    """(num,) bool: a movement key's 0/1 per action; UserError naming the key and the step for any other value
+    (until 2026-12-07 -1 read as released and 0.5 or 2 as pressed, without a word)."""
+    values = _numbers(npz, key, num, path)
+    bad = np.flatnonzero((values != 0) & (values != 1))
+    if len(bad):
+        raise UserError(f"{path}: {key!r} is {values[bad[0]]:g} at step {bad[0]} ({len(bad)} step(s) not 0 or 1); a key "
+                        "is pressed (1) or not (0): re-download the trajectory")
+    return values > 0
+
+
+def _finite(values: np.ndarray, key: str, path, what: str) -> None:
+    """UserError naming the key and the first step whose value is NaN or infinite (until 2026-12-07 NaN was stored
+    as 0 and infinity as the camera's 180-degree limit, without a word)."""
+    bad = np.flatnonzero(~np.isfinite(values).reshape(len(values), -1).all(1))
+    if len(bad):
+        raise UserError(f"{path}: {key!r} is not finite at step {bad[0]} ({len(bad)} step(s)); {what} must be a finite "
+                        "number: re-download the trajectory")
 
 
 def _column(npz: dict, key: str, num: int, path, states: bool = False) -> np.ndarray:
@@ -139,8 +188,8 @@ def _column(npz: dict, key: str, num: int, path, states: bool = False) -> np.nda
     if len(values) == num or states and len(values) == num + 1:
         return values[:num]
     want = f"{num + 1} (one per state)" if states else f"{num} (one per action)"
-    raise UserError(f"{path}: {key!r} has {len(values)} rows, {want} expected: 'reward' has {num}; the trajectory "
-                    "is inconsistent (re-download it)")
+    raise UserError(f"{path}: {key!r} has {len(values)} rows, {want} expected: 'reward' and the action arrays have "
+                    f"{num}; the trajectory is inconsistent (re-download it)")
 
 
 def _used(values: np.ndarray, name: str, num: int, path) -> np.ndarray:

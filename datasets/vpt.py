@@ -152,8 +152,13 @@ def _bad_field(line: dict) -> str | None:
     for key in ("dx", "dy", "x", "y"):  # pixels; null is absent (no move), NaN or text is no move a recorder wrote
         value = line["mouse"].get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not math.isfinite(value)):
+                                  or not _finite(value)):
             return f"field mouse.{key} is {json.dumps(value)[:60]}, a finite number of pixels expected"
+    for group, fields in (("", line), ("mouse.", line["mouse"]), ("keyboard.", line["keyboard"])):
+        for key in fields:  # a field read under another spelling would read as absent, without a word
+            known = READ_FIELDS_LOWER.get(group + key.lower())
+            if known is not None and known != group + key:
+                return f"field {group}{key} is spelled {known} by VPT's recorder (names are case-sensitive)"
     for key, words in (("isGuiOpen", "true or false"), ("hotbar", "a slot number 0..8")):
         value = line.get(key)
         wrong = (not isinstance(value, bool) if key == "isGuiOpen"
@@ -161,6 +166,21 @@ def _bad_field(line: dict) -> str | None:
         if value is not None and wrong:
             return f"field {key} is {json.dumps(value)[:60]}, {words} expected"
     return None
+
+
+# Every field `convert` and `engine_state` read, by its lower-case spelling: a line that writes one in other
+# letters (`IsGuiOpen`) is refused, as it would read as absent (until 2026-12-07 a GUI line lost its 2x scaling).
+READ_FIELDS = ("mouse", "keyboard", "isGuiOpen", "hotbar", "inventory", "xpos", "ypos", "zpos", "yaw", "pitch", "tick",
+               "mouse.dx", "mouse.dy", "mouse.x", "mouse.y", "mouse.buttons", "mouse.newButtons", "keyboard.keys")
+READ_FIELDS_LOWER = {name.lower(): name for name in READ_FIELDS}
+
+
+def _finite(value: int | float) -> bool:
+    """A JSON number that is a finite float (a whole number of 400 digits is not: math.isfinite raises on it)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def recorder_version(path: str | Path) -> str | None:

@@ -348,7 +348,58 @@ def test_minerl_missing_key_and_short_video_are_reported(tmp_path):
     assert [f["error"] for f in summary["failed"]] == [
         f"{env / 't-missing' / 'rendered.npz'}: has no 'action$forward'; every MineRL v0 trajectory records the "
         "reward, the camera and the 8 movement keys (forward, back, left, right, jump, sneak, sprint, attack)"]
-    assert any("t-short: recording.mp4 decodes 11 frames (metadata: 15)" in w for w in summary["warnings"]), summary
+    assert any("t-short: metadata.json says 15 video frames, recording.mp4 lists 11: aligned by the video's" in w
+               for w in summary["warnings"]), summary
+    assert frame_number(Dataset(tmp_path / "ds").frames("t-short").frames) == list(range(10))
+
+
+def test_minerl_values_that_cannot_be_right_are_refused_naming_the_key_and_step(tmp_path):
+    """A new-user trial's trajectories (session 58): NaN and infinite camera values and a NaN reward were stored as
+    0, 180 degrees and 0 without a word; a movement key of -1 read as released and 0.5 as pressed; a key stored as
+    text, empty arrays, an empty file and a file that is no zip ended in raw exceptions (or numpy's advice to
+    unpickle). Each is now skipped in one line naming the file, the key and the step; the good one is ingested.
+    A metadata.json that miscounts the video's frames no longer sets every action off by the difference."""
+    env = tmp_path / "MineRLTreechop-v0"
+
+    def edit(name: str, change) -> Path:
+        folder = write_minerl(env / name, 12, lead_frames=3)
+        if change is not None:
+            arrays = dict(np.load(folder / "rendered.npz"))
+            change(arrays)
+            np.savez(folder / "rendered.npz", **arrays)
+        return folder / "rendered.npz"
+
+    def at(key, step, value):
+        def change(arrays):
+            arrays[key] = arrays[key].astype(np.float64 if isinstance(value, float) else arrays[key].dtype)
+            arrays[key][step] = value
+        return change
+
+    expected = {
+        edit("nan-camera", at("action$camera", 4, np.nan)): "'action$camera' is not finite at step 4 (1 step(s)); degrees",
+        edit("inf-camera", at("action$camera", 5, np.inf)): "'action$camera' is not finite at step 5",
+        edit("nan-reward", at("reward", 3, np.nan)): "'reward' is not finite at step 3",
+        edit("minus-one", at("action$forward", 3, -1)): "'action$forward' is -1 at step 3 (1 step(s) not 0 or 1)",
+        edit("half", at("action$jump", 6, 0.5)): "'action$jump' is 0.5 at step 6",
+        edit("text", lambda a: a.update({"action$forward": np.array(["1"] * 12)})): "'action$forward' holds <U1 values",
+        edit("empty", lambda a: a.update({k: v[:0] for k, v in a.items()})): "no actions ('reward' and the action arrays",
+        edit("short-reward", lambda a: a.update({"reward": a["reward"][:11]})): "'reward' has 11 rows, 12 (one per",
+    }
+    no_zip = edit("no-zip", None)
+    no_zip.write_bytes(b"this is not a zip file" * 50)
+    expected[no_zip] = "not an .npz archive (no zip structure in it); re-download the trajectory"
+    zero = edit("zero", None)
+    zero.write_bytes(b"")
+    expected[zero] = "the file is empty (0 bytes)"
+    good = edit("good", None)
+    (good.parent / "metadata.json").write_text(json.dumps({"true_video_frame_count": 5}))  # the video has 16
+    summary = run([env], tmp_path / "ds", format="minerl")
+    failed = {f["error"].split(": ", 1)[0]: f["error"].split(": ", 1)[1] for f in summary["failed"]}
+    assert summary["ingested"] == ["good"] and len(failed) == len(expected), summary
+    for path, words in expected.items():
+        assert words in failed[str(path)], (path, failed[str(path)])
+        assert "Error" not in failed[str(path)] and "pickle" not in failed[str(path)]
+    assert frame_number(Dataset(tmp_path / "ds").frames("good").frames) == list(range(3, 15))
 
 
 # ---- plain video, Ray workers ----------------------------------------------------------------------

@@ -162,7 +162,7 @@ def test_minerl_arrays_of_other_lengths_are_one_line_and_column_vectors_read(tmp
     assert summary["ingested"] == ["column"], summary
     assert [f["error"] for f in summary["failed"]] == [
         f"{env / 'short-obs' / 'rendered.npz'}: 'observation$inventory$log' has 6 rows, 11 (one per state) expected: "
-        "'reward' has 10; the trajectory is inconsistent (re-download it)"]
+        "'reward' and the action arrays have 10; the trajectory is inconsistent (re-download it)"]
     clip = Dataset(tmp_path / "ds").frames("column")
     np.testing.assert_array_equal(clip.rewards, arrays["reward"][:, 0])
     assert validate(tmp_path / "ds") == []
@@ -174,7 +174,10 @@ def test_jsonl_fields_of_another_type_are_one_line_naming_the_field(tmp_path):
     cases = {"mixed-keys": ("keyboard", "keys", [None, "key.keyboard.w", 5]),
              "string-keys": ("keyboard", "keys", "key.keyboard.w"), "gui-text": (None, "isGuiOpen", "false"),
              "button-text": ("mouse", "buttons", ["0"]), "dx-text": ("mouse", "dx", "abc"), "dx-bool": ("mouse", "dx", True),
-             "dy-nan": ("mouse", "dy", float("nan")), "dx-list": ("mouse", "dx", [5, 5]), "hotbar-42": (None, "hotbar", 42)}
+             "dy-nan": ("mouse", "dy", float("nan")), "dx-list": ("mouse", "dx", [5, 5]), "hotbar-42": (None, "hotbar", 42),
+             # a whole number too big for a float raised OverflowError; a field in other letters read as absent (a GUI
+             # line lost its scaling; a new-user trial, session 58)
+             "dx-huge": ("mouse", "dx", 10**400), "gui-case": (None, "IsGuiOpen", True), "keys-case": ("keyboard", "Keys", [])}
     for name, (group, key, value) in cases.items():
         lines = vpt_lines(12)
         (lines[4][group] if group else lines[4])[key] = value
@@ -192,6 +195,9 @@ def test_jsonl_fields_of_another_type_are_one_line_naming_the_field(tmp_path):
     assert any('field mouse.dy is NaN, a finite number of pixels expected' in e for e in errors), errors
     assert any('field mouse.dx is "abc", a finite number of pixels expected' in e for e in errors), errors
     assert any("field hotbar is 42, a slot number 0..8 expected" in e for e in errors), errors
+    assert any("field mouse.dx is 1000000000" in e and "a finite number of pixels expected" in e for e in errors), errors
+    assert any("field IsGuiOpen is spelled isGuiOpen by VPT's recorder (names are case-sensitive)" in e for e in errors)
+    assert any("field keyboard.Keys is spelled keyboard.keys by VPT's recorder" in e for e in errors), errors
     lines = vpt_lines(12)
     lines[3]["mouse"]["dy"] = None  # null is absent: no move, counted in the episode's conversion
     write_vpt(tmp_path / "in2", "nulls", 12, lines=lines)
