@@ -122,7 +122,8 @@ def parse_jsonl(path: str | Path) -> tuple[list[dict], dict]:
             raise UserError(f"{path} line {number}: not valid JSON ({err.msg} at column {err.colno}); "
                             "every line must be one action object (re-download the file)") from None
         if not isinstance(data, dict):
-            raise UserError(f"{path} line {number}: a JSON object expected, got {type(data).__name__}")
+            raise UserError(f"{path} line {number}: a JSON object expected, got {type(data).__name__}; every line must "
+                            "be one action object (re-download the file)")
         for group, key in REQUIRED:
             if not isinstance(data.get(group), dict) or key not in data[group]:
                 raise UserError(f"{path} line {number}: field {group}.{key} is missing; is this a VPT action file?")
@@ -132,7 +133,7 @@ def parse_jsonl(path: str | Path) -> tuple[list[dict], dict]:
                             'e.g. "keyboard": {"keys": ["key.keyboard.w"]}, "mouse": {"buttons": [0]})')
         lines.append(data)
     if not lines:
-        raise UserError(f"{path}: holds no action lines")
+        raise UserError(f"{path}: holds no action lines (empty or blank); re-download it, or remove the pair")
     return lines, notes
 
 
