@@ -30,8 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from worldloom.errors import UserError
-from worldloom.io import check_parents
-from worldloom.paths import redact_text
+from worldloom.io import check_local, check_parents
 
 __all__ = ["KINDS", "folder_kind", "describe", "check_out", "run_lock", "dataset_holding"]
 
@@ -103,10 +102,8 @@ def check_out(path: str | os.PathLike, want: str, flag: str = "--out") -> None:
     and studies are local folders); a new, empty or same-kind folder (resumed) passes, and so does a
     folder of no WorldLoom kind (each command decides about those)."""
     what = KINDS[want][0]
-    if "://" in os.fspath(path) and want != "dataset":  # pathlib reads `s3://b/run` as the local folder `s3:/b/run`
-        raise UserError(f"{flag} {redact_text(os.fspath(path))} is an object-store URI: {what} is written to a local "
-                        "folder (datasets may live in an object store: --data and a dataset's --out take URIs); give a "
-                        "local folder and copy it to the store when it is done")
+    if want != "dataset":  # pathlib reads `s3://b/run` as the local folder `s3:/b/run`
+        check_local(path, flag, what)
     if "://" not in os.fspath(path):
         check_parents(path, flag, f"give a new folder for {what}")  # `--out README.md/x`: never made
         # `--out data/run1/frames`: a dataset's folder holds only its own files (a writer's sweep deletes the rest)

@@ -218,16 +218,17 @@ def check_parents(path: str | os.PathLike, flag: str = "--out", advice: str = ""
         raise UserError(f"{flag} {path}: {blocker} is a file, so no folder can be made there; {advice or f'choose another {flag}'}")
 
 
-def check_local(path: str | os.PathLike, flag: str = "--out") -> None:
-    """UserError (one line naming `flag`) when `path` is an object-store URI where a local file or folder is
-    written: pathlib reads `s3://b/x.mp4` as the local `s3:/b/x.mp4`, and the output landed in a folder named
-    `s3:` (a new-user trial, session 58). Call it on the path as given, before `Path()`."""
+def check_local(path: str | os.PathLike, flag: str = "--out", what: str = "this") -> None:
+    """UserError (one line naming `flag` and `what` is written there) when `path` is an object-store URI where a
+    local file or folder is written: pathlib reads `s3://b/x.mp4` as the local `s3:/b/x.mp4`, and the output
+    landed in a folder named `s3:` (a new-user trial, session 58). Call it on the path as given, before `Path()`."""
     from worldloom.errors import UserError
     from worldloom.paths import redact_text
 
     if "://" in os.fspath(path):
-        raise UserError(f"{flag} {redact_text(os.fspath(path))} is an object-store URI: this is written to a local "
-                        "file or folder (datasets may live in an object store); give a local path")
+        raise UserError(f"{flag} {redact_text(os.fspath(path))} is an object-store URI: {what} is written to a local "
+                        "file or folder (datasets may live in an object store: --data and a dataset's --out take "
+                        "URIs); give a local path")
 
 
 def check_image_out(path: str | os.PathLike, flag: str = "--out") -> Path:
