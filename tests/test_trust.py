@@ -794,7 +794,9 @@ def test_a_local_ray_session_listens_on_loopback_only(base, ray_local, tmp_path)
     from conftest import ListeningSockets
 
     with ListeningSockets() as sockets:
-        rc, _, err = run_cli(["capture", "run", "--out", tmp_path / "cap", "--episodes", "2", "--steps", "4", "--resolution", "64",
+        # episodes long enough that the recorders live for several of the sampler's 0.2 s looks (at 4 steps one
+        # CI run on a loaded machine saw no ray::Recorder socket at all)
+        rc, _, err = run_cli(["capture", "run", "--out", tmp_path / "cap", "--episodes", "4", "--steps", "60", "--resolution", "64",
                               "--num-workers", "2", "--no-progress"])
         assert rc == 0, err[-2000:]
     print("listening sockets of the local Ray session:\n" + sockets.table())
