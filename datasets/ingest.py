@@ -38,7 +38,13 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE, num_actors, ray_session
+from worldloom.cluster import (
+    MAX_WORKERS,
+    NUM_WORKERS_RANGE,
+    num_actors,
+    ray_session,
+    store_credentials,
+)
 from worldloom.config import check_range, doc, parse_resolution, to_json_dict
 from worldloom.errors import UserError
 from worldloom.folders import check_out
@@ -145,7 +151,9 @@ def run_items(cfg: IngestConfig, items: list[dict], job_config: dict, on_steps=N
     with ray_session(cfg.address, cfg.num_workers or None):  # the pipeline's session, or a local one on loopback
         remote = ray.remote(Ingester).options(num_cpus=1, max_restarts=1)
         actor_cfg = dataclasses.replace(cfg, threads=cfg.threads or 1)  # one CPU each: never oversubscribe
-        actors = [remote.remote(actor_cfg, job_config) for _ in range(min(num_actors(cfg.num_workers), len(items)))]
+        environ = store_credentials([*cfg.data, cfg.out])  # a remote cluster's actors have none of their own
+        actors = [remote.remote(actor_cfg, job_config, environ=environ)
+                  for _ in range(min(num_actors(cfg.num_workers), len(items)))]
         yield from ActorPool(actors).map_unordered(lambda actor, item: actor.ingest.remote(item), items)
 
 

@@ -13,6 +13,7 @@ and commits their shards.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import threading
 from collections.abc import Iterator
@@ -137,8 +138,10 @@ def decode_summary(report) -> dict:
 class Ingester:
     """Ingests items into its own shards; a plain class, wrapped by `ray.remote` for the pool."""
 
-    def __init__(self, cfg: IngestConfig, job_config: dict, on_steps=None) -> None:
-        """`on_steps(n)`, where given, hears of every n steps stored (progress inside a long input)."""
+    def __init__(self, cfg: IngestConfig, job_config: dict, on_steps=None, environ: dict[str, str] | None = None) -> None:
+        """`on_steps(n)`, where given, hears of every n steps stored (progress inside a long input); `environ`:
+        the driver's object-store credentials, for an actor on another machine (store_credentials)."""
+        os.environ.update(environ or {})
         self.cfg, self.job_config = cfg, job_config
         self.writers: dict[tuple, object] = {}
         self.on_steps = on_steps or (lambda n: None)

@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,13 @@ import pyarrow.compute as pc
 import torch
 from tqdm import tqdm
 
-from worldloom.cluster import MAX_WORKERS, NUM_WORKERS_RANGE, num_actors, ray_session
+from worldloom.cluster import (
+    MAX_WORKERS,
+    NUM_WORKERS_RANGE,
+    num_actors,
+    ray_session,
+    store_credentials,
+)
 from worldloom.config import check_range, doc, to_json_dict
 from worldloom.datasets.jobs import discard_unused, job_lock, swept
 from worldloom.datasets.sources import (
@@ -244,8 +251,11 @@ PROGRESS_STEPS = 256  # a video is read and predicted this many steps at a time 
 class Labeler:
     """Labels items into its own shards; a plain class, wrapped by `ray.remote` for the pool."""
 
-    def __init__(self, cfg: LabelConfig, model_id: str, job_config: dict, on_steps=None) -> None:
-        """`on_steps(n)`, where given, hears of every n steps predicted (progress inside a long input)."""
+    def __init__(self, cfg: LabelConfig, model_id: str, job_config: dict, on_steps=None,
+                 environ: dict[str, str] | None = None) -> None:
+        """`on_steps(n)`, where given, hears of every n steps predicted (progress inside a long input);
+        `environ`: the driver's object-store credentials, for an actor on another machine (store_credentials)."""
+        os.environ.update(environ or {})
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -443,7 +453,8 @@ def run_items(cfg: LabelConfig, items: list[dict], model_id: str, job_config: di
         gpu = 1.0 / count if torch.cuda.is_available() else 0
         remote = ray.remote(Labeler).options(num_cpus=1, num_gpus=gpu, max_restarts=1)
         actor_cfg = dataclasses.replace(cfg, threads=cfg.threads or 1)  # one CPU each: never oversubscribe
-        actors = [remote.remote(actor_cfg, model_id, job_config) for _ in range(count)]
+        environ = store_credentials([cfg.data, cfg.out])  # a remote cluster's actors have none of their own
+        actors = [remote.remote(actor_cfg, model_id, job_config, environ=environ) for _ in range(count)]
         yield from ActorPool(actors).map_unordered(lambda actor, item: actor.label.remote(item), items)
 
 

@@ -893,3 +893,22 @@ def test_a_local_ray_that_starts_late_is_retried_then_named_in_one_line(monkeypa
         monkeypatch.setattr(ray, "init", lambda **kw: (_ for _ in ()).throw(ConnectionError("refused")))
         with ray_session("127.0.0.1:1", None):
             pass
+
+
+def test_object_store_credentials_reach_the_actors_of_every_pool_as_an_argument(monkeypatch, tmp_path):
+    """A remote cluster's actors have none of the driver's `AWS_*` variables: `capture run` passed them as an actor
+    argument, `idm label` and `dataset ingest` did not (a new-user trial, session 58), so their workers on another
+    machine could not open an s3:// dataset. One rule now (`store_credentials`), and each worker class takes them.
+    (A second machine cannot be had here: the classes are built as Ray builds them, in this process.)"""
+    from worldloom.cluster import store_credentials
+    from worldloom.datasets.ingest import IngestConfig
+    from worldloom.datasets.ingest_worker import Ingester
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cret")
+    monkeypatch.setenv("UNRELATED", "x")
+    assert store_credentials(["data/local", str(tmp_path)]) == {}  # nothing remote: nothing travels
+    sent = store_credentials(["data/local", "s3://bucket/d?endpoint_override=127.0.0.1:9"])
+    assert sent["AWS_SECRET_ACCESS_KEY"] == "s3cret" and "UNRELATED" not in sent
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    Ingester(IngestConfig(data=(str(tmp_path),), out=str(tmp_path / "o")), {}, environ=sent)
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] == "s3cret"

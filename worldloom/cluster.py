@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from worldloom.errors import UserError
 from worldloom.interrupts import interrupt, sigterm_as_interrupt
 
-__all__ = ["ray_session", "check_reachable", "check_auth", "cluster_resources", "user_error_of", "LOCAL_ADDRESS", "LOOPBACK_ENV"]
+__all__ = ["ray_session", "check_reachable", "check_auth", "cluster_resources", "store_credentials", "user_error_of", "LOCAL_ADDRESS", "LOOPBACK_ENV"]
 
 # `--num-workers` of every command whose workers are Ray actors (capture run, dataset ingest, idm
 # label, agent eval, the pipelines): the same range and the same 0 everywhere (`num_actors`).
@@ -247,6 +247,20 @@ def check_auth(address: str, timeout_s: float = 5.0, named: str = "--address") -
     raise UserError(f"{named} {address}: the Ray cluster there requires token authentication; set "
                     f"{AUTH_MODE_ENV}=token and its token (RAY_AUTH_TOKEN, or RAY_AUTH_TOKEN_PATH, or the file "
                     "~/.ray/auth_token that `ray start` wrote on the head node) and run the command again")
+
+
+FORWARDED_ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")  # object-store credentials the actors need
+
+
+def store_credentials(paths) -> dict[str, str]:
+    """The driver's object-store credentials (its `AWS_*`, `GOOGLE_*`, `AZURE_*` variables) for Ray actors that
+    read or write any of `paths` where one is a URI, else {}. A local cluster's actors inherit the driver's
+    environment; a remote one's do not. They travel as an actor argument (kept in memory), never as a
+    runtime_env, which Ray writes, env_vars included, into its session logs; the actor sets them first
+    (`os.environ.update`). Until 2026-12-07 only `capture run` passed them on."""
+    if not any("://" in str(p) for p in paths):
+        return {}
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
 
 
 def cluster_resources() -> dict[str, float]:
