@@ -286,8 +286,7 @@ def main(cfg: ImagineConfig) -> dict:
 def _main(cfg: ImagineConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    start = check_policy(cfg)
-    check_out(cfg.out, KIND)
+    start = check_policy(cfg)  # (--out was checked by run_lock)
     if cfg.scorer:
         check_out(cfg.scorer, "task_scorer", flag="--scorer")  # a new one is trained into it (agent/dream.py)
     if Path(cfg.out).resolve() == Path(cfg.policy).resolve():

@@ -287,8 +287,7 @@ def main(cfg: TrainConfig, stop_after: int | None = None) -> Path:
 def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    check_out(cfg.out, KIND)
-    check_resumable(cfg)  # another config: that error, before "already finished"
+    check_resumable(cfg)  # (--out was checked by run_lock) another config: that error, before "already finished"
     if finished := ckpt.finished_run(cfg.out, KIND, "agent train", cfg.minutes, cfg.max_steps):
         print(finished, file=sys.stderr)  # its curves and config are left as they are
         return Path(cfg.out)

@@ -367,13 +367,12 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     mcfg, hp = cfg.model_config, cfg.hparams
-    check_out(cfg.out, KIND)  # the inputs are checked before anything is written into --out: a failed
-    check_resumable(cfg)  # another config: that error, before "already finished"
+    check_resumable(cfg)  # (--out was checked by run_lock) another config: that error, before "already finished"
     finished = ckpt.finished_run(cfg.out, KIND, "idm train", cfg.minutes, cfg.max_steps)
     if finished and button_thresholds(cfg.out) is not None and camera_spread(cfg.out) is not None:
         print(finished, file=sys.stderr)  # its decoding fits, curves and config are left as they are
         return Path(cfg.out)
-    episodes = idm_data.load_episodes(cfg.data, require_labels=True, same_frames=True)  # command leaves no config.json behind
+    episodes = idm_data.load_episodes(cfg.data, require_labels=True, same_frames=True)  # checked before anything is written into --out: a failed command leaves no config.json behind
     idm_data.check_frame_size(episodes, mcfg.height, mcfg.width, "training")
     train_eps, val_eps = idm_data.split_episodes(idm_data.usable(episodes, mcfg.num_frames), cfg.val_fraction, cfg.seed)
     if finished:  # stopped on its last step (Ctrl-C, a kill) before its decoding was fitted, or trained before the

@@ -45,7 +45,6 @@ from worldloom.config import (
     to_json_dict,
 )
 from worldloom.envs import check_resolution
-from worldloom.folders import check_out
 from worldloom.pipeline.stages import StageRunner, portable, stage_key
 
 STAGES = ("capture", "train", "label", "bc-idm", "eval", "dream", "report")
@@ -472,8 +471,7 @@ def _main(cfg: StudyConfig) -> Path:
     from .agent_report import write_study_report
     from .report import Report
 
-    check_out(cfg.out, "study")  # a file, a dataset, a run: refused before anything is written into it
-    out = Path(cfg.out).resolve()
+    out = Path(cfg.out).resolve()  # (checked by run_lock: a file, a dataset, a run refused before anything is written)
     paths = study_paths(out, cfg.task_names, tuple(cfg.labeled_split), cfg.resolved_sizes.bc_seeds)
     configs = stage_configs(cfg, paths)
     if cfg.world_model:

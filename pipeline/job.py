@@ -382,12 +382,10 @@ def main(cfg: PipelineConfig) -> Path:
 
 def _main(cfg: PipelineConfig) -> Path:
     from worldloom.cluster import ray_session
-    from worldloom.folders import check_out
     from worldloom.pipeline.report import Report
     from worldloom.pipeline.sections import write_report
 
-    check_out(cfg.out, "pipeline")
-    out = Path(cfg.out).resolve()
+    out = Path(cfg.out).resolve()  # (checked by run_lock)
     out.mkdir(parents=True, exist_ok=True)
     paths = _paths(out)
     configs = stage_configs(cfg, paths)

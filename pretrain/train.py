@@ -574,8 +574,7 @@ def main(cfg: TrainConfig) -> Path:
     """Check inputs, fit the camera warp, train (in-process or on Ray Train), return the run directory.
     Ctrl-C or SIGTERM stops at once before the first step, else at the end of its step (CtrlC)."""
     with CtrlC() as ctrl_c, run_lock(cfg.out, KIND, "pretrain train"), contextlib.ExitStack() as session:
-        check_out(cfg.out, KIND)
-        check_resumable(cfg)  # another config: that error, before "already finished"
+        check_resumable(cfg)  # (--out was checked by run_lock) another config: that error, before "already finished"
         if finished := ckpt.finished_run(cfg.out, KIND, "pretrain train", cfg.minutes, cfg.max_steps):
             print(finished, file=sys.stderr)  # its samples, curves and config are left as they are
             return Path(cfg.out)
