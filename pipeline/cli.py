@@ -120,6 +120,10 @@ def upgrade_argv(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; `argv` None: this process's own (the `worldloom` script, which exits next)."""
+    if argv is None:
+        from worldloom.progress import for_log_files
+
+        for_log_files()  # a log file gets a bar's progress as lines, every 30 s
     code = run_command(list(sys.argv[1:] if argv is None else argv))
     if argv is None and code > 128:  # interrupted: nothing may print after the one line
         quiet_until_exit()

@@ -381,3 +381,45 @@ def test_a_run_another_command_is_writing_is_refused_in_one_line(argv, kind, sma
         assert err.count("\n") == 0 and f"--out {out}: another {' '.join(argv[:2])} (or another command) is writing" in err
         assert err.endswith("there now; wait for it to end or stop it first"), err
     assert not out.exists()
+
+
+def test_progress_in_a_log_file_is_lines_not_a_redraw_a_step(tmp_path):
+    """`worldloom ... 2> log`: a bar's redraws are lines (no \\r), the first and the last of each bar and
+    one every 30 s between (LogLines), not one a step: a 12-step training run writes 2 bar lines."""
+    from conftest import pixel_frames, random_actions
+
+    from worldloom.datasets import DatasetWriter
+
+    with DatasetWriter(tmp_path / "ds", 32, 32, fps=20) as w:
+        for i in range(3):
+            buttons, camera = random_actions(40, seed=i)
+            w.add_episode(f"ep-{i}", pixel_frames(40, 32, 32, seed=i), buttons=buttons, camera=camera)
+    log = tmp_path / "log.txt"
+    with open(log, "w") as err:
+        rc = subprocess.run([str(Path(sys.executable).with_name("worldloom")), "idm", "train", "--data", str(tmp_path / "ds"),
+                             "--preset", "micro", "--model.height", "32", "--model.width", "32", "--max-steps", "12",
+                             "--threads", "1", "--out", str(tmp_path / "run")], stderr=err, stdout=subprocess.DEVNULL,
+                            timeout=300).returncode
+    text = log.read_text()
+    assert rc == 0, text
+    assert "\r" not in text, repr(text[-500:])
+    bars = [line for line in text.splitlines() if re.match(r"idm train:\s+\d+%\|", line)]
+    assert len(bars) == 2 and "0/12" in bars[0] and "12/12" in bars[-1], text
+    assert all(line == line.rstrip() for line in text.splitlines()), "a redraw's blanking spaces were kept"
+
+
+def test_log_lines_keep_messages_and_drop_cleared_redraws():
+    import io
+
+    from worldloom.progress import LogLines
+
+    now = [0.0]
+    out = io.StringIO()
+    stream = LogLines(out, every_s=30, clock=lambda: now[0])
+    for t, text in [(0, "\rbar 0/4"), (1, "\rbar 1/4   "), (31, "\rbar 2/4   "), (32, "\r      \r"), (32, "a message\n"),
+                    (33, "\rbar 3/4"), (40, "\rbar 4/4"), (40, "\n"), (41, "\n"), (41, "in "), (41, "parts\n"),
+                    (50, "\rcleared 1"), (51, "\r          \r"), (52, "worldloom x: error: ...\n")]:
+        now[0] = t
+        stream.write(text)
+    assert out.getvalue() == "bar 0/4\nbar 2/4\na message\nbar 4/4\n\nin parts\nworldloom x: error: ...\n"
+    assert stream.isatty() is False

@@ -18,6 +18,8 @@ line on stderr, on a terminal, in a pipe or in a log file alike (tests/test_floo
 
 from __future__ import annotations
 
+import re
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -26,9 +28,58 @@ from tqdm import tqdm
 
 from worldloom.actions import FPS
 
-__all__ = ["SHOW_AFTER_S", "Stages", "counted", "job_summary", "nothing_done"]
+__all__ = ["LOG_EVERY_S", "SHOW_AFTER_S", "LogLines", "Stages", "counted", "for_log_files", "job_summary", "nothing_done"]
 
 SHOW_AFTER_S = 0.5  # the bar's first drawing: later than a mistake's error, sooner than a wait a user notices
+# A bar's redraws where stderr is no terminal (a log file, `nohup`, a cluster's job log): one line this
+# often, not one a step, which made an hour's capture a log of one 300 kB line of \r's.
+LOG_EVERY_S = 30.0
+
+
+class LogLines:
+    """A text stream (stderr in a log file) on which a progress bar's redraws (tqdm's `\r` + line + the
+    spaces that blank a longer line before it) become lines, one every `every_s` seconds: a redraw is
+    written as a line of its own where it comes at least `every_s` after the last one written (so the
+    first one is), or when a newline ends it (a bar closed and left).
+    A line blanked and not ended (a bar cleared for a message, or closed and not left) is dropped, as
+    on a terminal. Other text passes as it is; attributes (`isatty`, `fileno`) are the stream's."""
+
+    def __init__(self, stream, every_s: float = LOG_EVERY_S, clock=time.monotonic) -> None:
+        self.stream, self.every_s, self.clock = stream, every_s, clock
+        self._line = ""  # the text since the last \r or \n, not yet written
+        self._redrawn = False  # that text began with a \r (a bar's redraw), not a fresh line
+        self._last = -float("inf")
+
+    def write(self, text: str) -> int:
+        out = []
+        for piece in re.split(r"(\r|\n)", text):
+            if piece == "\r":
+                self._line, self._redrawn = "", True
+            elif piece == "\n":
+                if self._line.strip() or not self._redrawn:  # a blank line of its own is kept
+                    out.append(self._line.rstrip() + "\n")
+                self._line, self._redrawn = "", False
+            else:
+                self._line += piece
+        if self._line and not self._redrawn:  # a line being written (a prompt, a message in parts): as it comes
+            out.append(self._line)
+            self._line = ""
+        elif self._line.strip() and self.clock() - self._last >= self.every_s:  # a redraw (tqdm writes each whole)
+            out.append(self._line.rstrip() + "\n")
+            self._line, self._last = "", self.clock()
+        if out:
+            self.stream.write("".join(out))
+        return len(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
+def for_log_files() -> None:
+    """Where stderr is no terminal, progress bars' redraws as lines every `LOG_EVERY_S` (`LogLines`).
+    Called once by the `worldloom` script, before any bar."""
+    if sys.stderr is not None and not isinstance(sys.stderr, LogLines) and not sys.stderr.isatty():
+        sys.stderr = LogLines(sys.stderr)
 
 
 class Stages:
