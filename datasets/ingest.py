@@ -181,6 +181,7 @@ def ingest(cfg: IngestConfig) -> dict:
         discard_unused(cfg.out)  # an empty dataset a failed run left: this run's first input sets the size
         summary = _ingest_locked(cfg, found, bad)
     summary["num_orphans_removed"] = sweep["removed"]
+    summary["fps"] = storage.stored_fps(cfg.out)  # its steps in seconds: --fps 10 stores 10 a second, not 20
     if summary["failed"] and not summary["ingested"] and not summary["skipped_done"]:
         raise UserError(nothing_done("ingested", summary))
     return summary

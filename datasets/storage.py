@@ -235,6 +235,13 @@ def spec_of(manifest: dict) -> FrameSpec:
     )
 
 
+def stored_fps(root: str | os.PathLike | Location) -> float | None:
+    """The steps per second the dataset at `root` stores, None where it holds none yet: what its steps
+    mean in seconds (a dataset of video ingested at --fps 10 holds 10 a second, not the game's 20)."""
+    manifest = read_manifest(resolve(root))
+    return None if manifest is None else float(spec_of(manifest).fps)
+
+
 def record_at_hint(width: int, height: int) -> str:
     """The commands that make a dataset of `width` x `height` frames, for a size-mismatch message."""
     capture = f"`worldloom capture run ... --resolution {width}`, " if width == height else ""

@@ -69,7 +69,14 @@ from worldloom.datasets.sources import (
     say_duplicates,
     say_kept_truncated,
 )
-from worldloom.datasets.storage import MAX_SIDE, MIN_SIDE, FrameSpec, SpecMismatch, resize_words
+from worldloom.datasets.storage import (
+    MAX_SIDE,
+    MIN_SIDE,
+    FrameSpec,
+    SpecMismatch,
+    resize_words,
+    stored_fps,
+)
 from worldloom.datasets.video import (
     FPS_RANGE,
     PICTURE_SUFFIXES,
@@ -529,6 +536,7 @@ def label(cfg: LabelConfig) -> dict:
         discard_unused(cfg.out)  # an empty dataset a failed run left: this run's first input sets the size
         summary = _label_locked(cfg, kind, found, model_id)
     summary["num_orphans_removed"] = sweep["removed"]
+    summary["fps"] = stored_fps(cfg.out)  # its steps in seconds: an IDM of 10 fps play labels 10 a second, not 20
     if summary["failed"] and not summary["labeled"] and not summary["skipped_done"]:
         raise UserError(nothing_done("labeled", summary))
     return summary

@@ -344,3 +344,19 @@ def test_a_rerun_with_the_recorder_version_asked_for_converts_again(tmp_path, ca
     assert run([tmp_path / "flat" / "rec.jsonl"], tmp_path / "ds", recorder_version="6.8")["skipped_done"] == 1
     again = run([tmp_path / "flat" / "6.8"], tmp_path / "ds", recorder_version="6.8")  # the folder's own version
     assert again["skipped_done"] == 1 and again["ingested"] == []
+
+
+def test_the_summary_counts_play_at_the_datasets_own_rate(tmp_path):
+    """36 s of video ingested at --fps 10 are 360 steps: the last line said '0.3 min of play', its steps
+    counted at the game's 20 per second (a new-user trial, session 59; field case 01's kind). The minutes are
+    the stored steps at the rate the dataset holds."""
+    from videos import write_video
+
+    from worldloom.progress import job_summary
+
+    (tmp_path / "in").mkdir()
+    write_video(tmp_path / "in" / "minute.mp4", num_frames=36, rate=1)  # 36 s
+    for fps in (10, 20):
+        summary = run([tmp_path / "in"], tmp_path / f"ds{fps}", format="video", fps=fps)
+        assert summary["num_steps"] == 36 * fps
+        assert f"({36 * fps:,} steps, 0.6 min of play)" in job_summary("dataset ingest", "ingested", summary)

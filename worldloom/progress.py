@@ -140,11 +140,13 @@ class Stages:
 def job_summary(command: str, done: str, summary: dict, how: str = "") -> str:
     """`idm label: labeled 3 of 4 inputs (1,200 steps, 1.0 min of play) into data/pseudo by runs/idm;
     1 already there; 1 failed (reported above)`: the end of a job whose `summary` counts `num_items`,
-    `num_steps`, `skipped_done` and lists `done` (item names), `replaced`, `truncated`, `failed`."""
+    `num_steps`, `skipped_done` and lists `done` (item names), `replaced`, `truncated`, `failed`; minutes of play
+    at the `fps` its output stores (the game's 20 where it says none)."""
     steps = summary["num_steps"]
+    fps = summary.get("fps") or FPS
     line = (f"{command}: {done} {len(summary[done])} of {counted(summary['num_items'], 'input')} ({steps:,} "
             f"step{'s' * (steps != 1)}, "
-            f"{steps / FPS / 60:.1f} min of play) into {summary['out']}{f' {how}' if how else ''}")
+            f"{steps / fps / 60:.1f} min of play) into {summary['out']}{f' {how}' if how else ''}")
     counts = [(summary.get("skipped_done", 0), "already there"),
               (len(summary.get("duplicates", ())), "the same as another input (made once)"),
               (len(summary.get("replaced", ())), "replaced"),
