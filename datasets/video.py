@@ -34,7 +34,9 @@ frame).
 
 Backends: PyAV (its FFmpeg decodes AV1 with dav1d, VP9, HEVC, ...) first, then OpenCV when PyAV
 cannot open the file, decodes no frame of it or fails on it (OpenCV gives each frame's time in ms), then
-Pillow for an animated picture FFmpeg reads one still picture of (an animated WebP; its frames' delays). An image
+Pillow for an animated picture FFmpeg reads one still picture of (an animated WebP; its frames' delays). A
+backend whose decoder cannot go on past some frame (FFmpeg's "not yet implemented": a 16-bit APNG's blended
+frames) is no damage: the next backend that reads the file further gives the rest, on the same clock. An image
 file (a PNG or JPEG named .mp4) is a `VideoError` naming it, not a one-frame video. When no
 backend decodes a frame, `VideoError` names the cause: no such file, an empty file, no video
 stream (an audio-only file), a codec no installed decoder reads (with the container, the codec
@@ -63,6 +65,7 @@ folder's videos; `video_backends.py` the two decoders, `video_timing.py` the ste
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Iterator
@@ -81,6 +84,7 @@ from .video_backends import (
     _container_name,
     _ffmpeg_reason,
     _NoFrame,
+    _Unsupported,
     animated_picture,
     video_stream,
 )
@@ -217,7 +221,9 @@ class VideoReader:
                                  "image suffix to leave it out of a folder")
             self.report = report
             self.fps = float(fps) if fps else (report.header_fps or DEFAULT_FPS)
-            timed = _timed(itertools.chain([first], frames), report, self.fps)
+            later = backends[backends.index(name) + 1:]
+            frames = _handed_over(self.path, itertools.chain([first], frames), later, threads, report)
+            timed = _timed(frames, report, self.fps)
             self._frames = frames
             self._steps = (_steps if timing == "timestamps" else _each_frame)(timed, self.fps, report)
             return
@@ -243,6 +249,49 @@ class VideoReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# What a backend that takes over a file mid-way brings to the report: how the rest was decoded, and the container's
+# promise as it reads it (the time and frames are counted on, by the step clock).
+HANDOVER_FIELDS = ("backend", "container", "codec", "listed_frames", "promised_s", "decode_errors", "unsupported",
+                   "ffmpeg_errors", "ffmpeg_last_error")
+
+
+def _handed_over(path: Path, frames: Iterator[tuple], later: tuple[str, ...], threads: int,
+                 report: DecodeReport) -> Iterator[tuple]:
+    """The frames of one backend, and where its decoder cannot go on (`_Unsupported`: a feature it lacks, such as
+    FFmpeg's apng decoder blending 16-bit frames, not damage) the rest from the next backend that reads the file
+    further: its first frames, those given already, passed over, its times moved onto the first backend's clock.
+    VideoError naming the cause where none does."""
+    given: list[float | None] = []
+    try:
+        for item in frames:
+            given.append(item[0])
+            yield item
+        return
+    except _Unsupported as err:
+        reason = f"{report.backend}: {err}"
+    for name in later:
+        other = DecodeReport(str(path), backend=name)
+        rest = SOURCES[name](path, threads, other)
+        try:
+            skipped = [next(rest)[0] for _ in given]  # the frames given already: their times align the two clocks
+            item = next(rest)
+        except Exception:  # noqa: BLE001 - it reads no further (_NoFrame, StopIteration, its library's own error)
+            rest.close()
+            continue
+        shift = given[-1] - skipped[-1] if given[-1] is not None and skipped[-1] is not None else 0.0
+        report.tried.append(f"{reason}; {name} read frames {len(given) + 1} on")
+        with contextlib.closing(rest):
+            yield (None if item[0] is None else item[0] + shift, *item[1:])
+            yield from ((None if t is None else t + shift, *more) for t, *more in rest)
+        for key in HANDOVER_FIELDS:
+            setattr(report, key, getattr(other, key))
+        return
+    tried = f" ({', '.join(later)} tried)" if later else ""
+    raise VideoError(f"{path}: {reason}, and no other backend reads it further{tried}; the file may well be whole: "
+                     "convert it with a program that plays it whole (to FFV1 or H.264), or install an FFmpeg build "
+                     "whose decoder has the feature")
 
 
 def _still_image(path: Path, report: DecodeReport) -> str | None:

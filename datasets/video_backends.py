@@ -39,6 +39,11 @@ class _NoFrame(Exception):
     """A backend that opened nothing or decoded no frame (the reader tries the next one)."""
 
 
+class _Unsupported(Exception):
+    """A backend whose decoder cannot go on past the frames it gave (not damage: a feature it lacks); the reader
+    hands the rest of the file to the next backend."""
+
+
 # ---- backends: each yields (time in seconds or None, RGB frame, its stated duration in seconds or None),
 # filling the report ------------------------------------------------------------------------------
 
@@ -75,18 +80,23 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
         reformatter = VideoReformatter()  # reused: 2x faster than a new conversion per frame
         size: tuple[int, int] | None = None
         packets, num_frames, clock, ending = container.demux(stream), 0, _BestEffortClock(), False
+        stopped: _Unsupported | None = None  # where the decoder cannot go on: raised once the frames held are given
         while not ending:
             try:
                 frames = codec_context.decode(next(packets))
             except StopIteration:
                 frames, ending = _flush(codec_context), True  # the frames still in the decoder if the demuxer stopped early
-            except av.error.NotImplementedError as err:  # ENOSYS: the decoder cannot do it here; the bytes may be fine
+            except (av.error.NotImplementedError, av.error.PatchWelcomeError) as err:
+                # ENOSYS or FFmpeg's "not yet implemented" (PATCHWELCOME): the decoder cannot do it here, the bytes
+                # may be fine; past the first frame too (a 16-bit APNG blends its second frame over the first: until
+                # 2026-12-07 each later packet was counted damaged and skipped, a 20-frame clip stored as 1 step)
                 report.unsupported = f"{codec_context.codec.name}: {err.strerror}"
                 if not num_frames:
                     raise _NoFrame(f"its {report.codec} decoder ({report.unsupported}) cannot decode it here "
                                    "(a decoder that needs hardware acceleration, or a feature this FFmpeg lacks)") from None
-                report.decode_errors += 1
-                continue
+                stopped = _Unsupported(f"its {report.codec} decoder ({report.unsupported}) cannot decode it past "
+                                       f"frame {num_frames} (a feature this FFmpeg lacks)")
+                frames, ending = [], True
             except (av.error.FFmpegError, OSError):
                 report.decode_errors += 1  # a damaged packet: skip it (a truncated file ends soon after)
                 continue
@@ -100,6 +110,8 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
                         report.other_sizes.append(seen)
                 rgb = _square_pixels(reformatter.reformat(frame, format="rgb24", **resize).to_ndarray(), sar)
                 yield t, _upright(rgb, frame), _duration_s(frame)
+        if stopped is not None:
+            raise stopped
 
 
 class _BestEffortClock:

@@ -20,6 +20,7 @@ from videos import (
     on_screen,
     painted,
     truncate,
+    write_apng16,
     write_audio_only,
     write_audio_with_cover,
     write_h264_stream,
@@ -336,6 +337,24 @@ def test_a_decoder_that_cannot_decode_here_is_not_called_corrupt(tmp_path, monke
     if opencv_decodes(path):
         frames, report = read_video(path)
         assert len(frames) == 24 and report.backend == "opencv" and "cannot decode it here" in report.tried[0]
+
+
+def test_a_decoder_that_cannot_go_on_hands_the_rest_to_the_next_backend(tmp_path):
+    """A 16-bit APNG whose frames blend over the canvas: FFmpeg's apng decoder reads the first and answers "not yet
+    implemented" for the rest. Each later packet was counted as damaged and skipped: 20 frames stored as one step,
+    "19 packets did not decode" and "damaged or cut short" (a new-user trial, session 59; field case 04's kind).
+    The rest comes from the next backend that reads it (Pillow), on the same clock; with none left, one line says
+    the decoder lacks a feature, never damage."""
+    path = write_apng16(tmp_path / "clip.png", num_frames=20)
+    frames, report = read_video(path, fps=20)
+    assert frame_index(frames) == list(range(20)) and report.backend == "pillow" and not report.warnings()
+    assert report.tried == ["pyav: its apng decoder (apng: Not yet implemented in FFmpeg, patches welcome) cannot "
+                            "decode it past frame 1 (a feature this FFmpeg lacks); pillow read frames 2 on"]
+    with pytest.raises(VideoError) as err:
+        read_video(path, fps=20, backends=("pyav",))
+    message = str(err.value)
+    assert message.startswith(f"{path}: pyav: its apng decoder") and "may well be whole" in message, message
+    assert "corrupt" not in message and "damaged" not in message and "\n" not in message, message
 
 
 @pytest.mark.parametrize("suffix,kind", [(".png", "PNG"), (".jpg", "JPEG")])
