@@ -68,6 +68,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,7 +94,7 @@ from .video_timing import TIME_EPS_S, _each_frame, _steps, _timed
 
 __all__ = [
     "AV_LOG_QUIET", "BACKENDS", "CODEC_OF_DECODER", "CONTAINER_MAGIC", "DECODERS", "DEFAULT_FPS", "FPS_RANGE",
-    "NO_VIDEO_ONLY_PICTURE", "PER_FRAME", "PICTURE_SUFFIXES", "RESAMPLING", "SOURCES", "TIMINGS", "TIME_EPS_S", "VIDEO_SUFFIXES",
+    "NO_VIDEO_ONLY_PICTURE", "PER_FRAME", "PICTURE_SUFFIXES", "RESAMPLING", "SOURCES", "STILL_SUFFIXES", "TIMINGS", "TIME_EPS_S", "VIDEO_SUFFIXES",
     "DecodeReport", "VideoError", "VideoReader", "diagnose", "files_under", "left_out_words", "read_video",
     "video_files", "video_stream",
 ]
@@ -107,6 +108,8 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpe
 # Pictures that are videos where they move (an animated WebP, an APNG: read by their frame delays), still ones
 # left out of a folder as other files are.
 PICTURE_SUFFIXES = (".webp", ".png", ".apng")
+# Still pictures: many in a folder are the frames of a recording (an image sequence), which states no times
+STILL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".tga", ".exr", ".dpx", ".ppm", ".pgm")
 BACKENDS = ("pyav", "opencv", "pillow")
 RESAMPLING = ("presentation timestamps: step k shows the last frame with time <= k / fps "
               "(ffmpeg -vf fps, round down); frames without a usable timestamp are placed at the header rate, a reset clock joined on")
@@ -155,7 +158,8 @@ def video_files(folder: Path) -> tuple[list[Path], list[Path]]:
 
 def left_out_words(folder: Path, left_out: list[Path]) -> str:
     """'left out 3 files of videos/ not named as videos (.json 2, hidden 1); pass one as the input to read it
-    anyway', and the links whose target is gone ('and 1 broken link: day2.mp4')."""
+    anyway', still pictures that are frames said apart ('40 still pictures (.png 40): frames, not a video ...'),
+    and the links whose target is gone ('and 1 broken link: day2.mp4')."""
     counts: dict[str, int] = {}
     broken = [p for p in left_out if not p.exists()]
     for p in left_out:
@@ -163,10 +167,18 @@ def left_out_words(folder: Path, left_out: list[Path]) -> str:
             continue
         key = "hidden" if any(part.startswith(".") for part in p.relative_to(folder).parts) else p.suffix or "no suffix"
         counts[key] = counts.get(key, 0) + 1
-    kinds = ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))
+    stills = {k: n for k, n in counts.items() if k.lower() in STILL_SUFFIXES and n >= 2}  # one is a cover, many frames
+    others = {k: n for k, n in counts.items() if k not in stills}
     words = []
-    if counts:
-        words.append(f"{len(left_out) - len(broken)} file(s) of {folder} not named as videos ({kinds}); pass one as the "
+    if stills:
+        suffix = max(stills, key=stills.get)
+        words.append(f"{sum(stills.values())} still picture(s) of {folder} ({', '.join(f'{k} {n}' for k, n in sorted(stills.items()))}): "
+                     "frames, not a video (nothing in them says when each was shown, and a folder of frames is not read "
+                     "as one); join them into a video at their rate first, e.g. `ffmpeg -framerate 20 -pattern_type glob "
+                     f"-i {shlex.quote(f'{folder}/*{suffix}')} -c:v ffv1 frames.mkv` (ffmpeg's concat demuxer takes a duration per frame)")
+    if others:
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(others.items()))
+        words.append(f"{sum(others.values())} file(s) of {folder} not named as videos ({kinds}); pass one as the "
                      "input to read it anyway")
     if broken:
         shown = ", ".join(str(p.relative_to(folder)) for p in broken[:3]) + (", ..." if len(broken) > 3 else "")

@@ -209,10 +209,10 @@ def discover(cfg: LabelConfig) -> tuple[str, list[tuple[dict, Source]]]:
     if src.is_file():
         return "videos", [({"kind": "video", "source": str(src)}, file_source(src))]
     files, left_out = video_files(src)
-    if not files:
-        raise UserError(f"{src} holds no dataset.json and no video files ({', '.join(VIDEO_SUFFIXES)}, or an animated {'/'.join(PICTURE_SUFFIXES)})")
     if left_out:  # never silently: a camera's clips under a suffix not listed would be missing from the data
         print(f"idm label: {left_out_words(src, left_out)}", file=sys.stderr)
+    if not files:
+        raise UserError(f"{src} holds no dataset.json and no video files ({', '.join(VIDEO_SUFFIXES)}, or an animated {'/'.join(PICTURE_SUFFIXES)})")
     return "videos", [({"kind": "video", "source": str(p)}, file_source(p, root=src)) for p in files]
 
 

@@ -15,6 +15,7 @@ from test_idm import play, write_dataset
 from videos import (
     frame_index,
     on_screen,
+    painted,
     truncate,
     write_audio_with_cover,
     write_video,
@@ -24,6 +25,7 @@ from videos import (
 from worldloom.datasets import Dataset
 from worldloom.datasets.validate import validate
 from worldloom.datasets.video import read_video
+from worldloom.errors import UserError
 from worldloom.idm import checkpoint, load_idm, predict
 from worldloom.idm.label import LabelConfig, label
 from worldloom.idm.train import TrainConfig
@@ -254,6 +256,26 @@ def test_a_ctrl_c_half_way_keeps_the_videos_labeled_before_it(run, clip, tmp_pat
     monkeypatch.setattr(Labeler, "label", real)
     summary = label(LabelConfig(model=run, data=str(videos), out=str(tmp_path / "out")))
     assert summary["skipped_done"] == 1 and summary["labeled"] == ["v1.mp4"]
+
+
+def test_a_folder_of_frames_is_said_to_be_frames_with_how_to_make_a_video(tmp_path, capsys):
+    """A folder of a recording's frames (frame_000050ms.png, ...) said only 'holds no video files', and `dataset
+    ingest` 'pass one as the input to read it anyway', which refuses it as an image (a new-user trial, session 59;
+    field case 01's kind: no time is known for a frame, so none is made up). It says they are frames, and how to
+    join them into a video at their rate."""
+    from worldloom.idm.label import discover
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(10):
+        cv2.imwrite(str(frames / f"frame_{50 * i:06d}ms.png"), painted(i))
+    (frames / "notes.txt").write_text("recorded at 20 fps")
+    with pytest.raises(UserError, match="holds no dataset.json and no video files"):
+        discover(LabelConfig(model="unused", data=str(frames), out=str(tmp_path / "out")))
+    err = capsys.readouterr().err
+    assert f"left out 10 still picture(s) of {frames} (.png 10): frames, not a video" in err, err
+    assert f"ffmpeg -framerate 20 -pattern_type glob -i '{frames}/*.png'" in err, err
+    assert f"and 1 file(s) of {frames} not named as videos (.txt 1); pass one as the input" in err, err
 
 
 def test_a_folder_finds_cameras_suffixes_and_says_what_it_left_out(tmp_path, capsys):
