@@ -275,25 +275,26 @@ def _handed_over(path: Path, frames: Iterator[tuple], later: tuple[str, ...], th
     FFmpeg's apng decoder blending 16-bit frames, not damage) the rest from the next backend that reads the file
     further: its first frames, those given already, passed over, its times moved onto the first backend's clock.
     VideoError naming the cause where none does."""
-    given: list[float | None] = []
+    num_given, last_t = 0, None  # the frames given, and the last one's time
     try:
         for item in frames:
-            given.append(item[0])
+            num_given, last_t = num_given + 1, item[0]
             yield item
         return
     except _Unsupported as err:
         reason = f"{report.backend}: {err}"
     for name in later:
         other = DecodeReport(str(path), backend=name)
-        rest = SOURCES[name](path, threads, other)
+        rest, skipped_t = SOURCES[name](path, threads, other), None
         try:
-            skipped = [next(rest)[0] for _ in given]  # the frames given already: their times align the two clocks
+            for _ in range(num_given):  # the frames given already: the last one's time aligns the two clocks
+                skipped_t = next(rest)[0]
             item = next(rest)
         except Exception:  # noqa: BLE001 - it reads no further (_NoFrame, StopIteration, its library's own error)
             rest.close()
             continue
-        shift = given[-1] - skipped[-1] if given[-1] is not None and skipped[-1] is not None else 0.0
-        report.tried.append(f"{reason}; {name} read frames {len(given) + 1} on")
+        shift = last_t - skipped_t if last_t is not None and skipped_t is not None else 0.0
+        report.tried.append(f"{reason}; {name} read frames {num_given + 1} on")
         with contextlib.closing(rest):
             yield (None if item[0] is None else item[0] + shift, *item[1:])
             yield from ((None if t is None else t + shift, *more) for t, *more in rest)
