@@ -214,7 +214,8 @@ def load_transitions(paths: tuple[str, ...], height: int, width: int, task_id: s
             clip = ds.frames(ep)
             n = len(clip.frames)
             r = np.zeros(n, np.float32)
-            recorded = np.nan_to_num(np.asarray(clip.rewards, np.float32))[:n]
+            check_finite_rewards(ds, ep)
+            recorded = np.nan_to_num(np.asarray(clip.rewards, np.float32))[:n]  # null (unknown): 0
             r[:len(recorded)] = recorded
             if n:
                 frames.append(np.asarray(clip.frames, np.uint8))
@@ -224,6 +225,18 @@ def load_transitions(paths: tuple[str, ...], height: int, width: int, task_id: s
     if not frames:
         raise UserError(f"no episode with frames in {', '.join(paths)} to train the task scorer on")
     return frames, rewards, actions
+
+
+def check_finite_rewards(ds, episode_id: str) -> None:
+    """UserError (one line naming the dataset, episode and step) for a reward that is NaN or infinite, not null: corrupt
+    data (a tool that wrote the file another way), which made the critic's first loss NaN and read as a learning rate
+    too high (a new-user trial, session 59), or, NaN, was taken as no reward."""
+    values = ds.read_table(episode_id, columns=["reward"]).column("reward").fill_null(0.0).to_numpy()
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise UserError(f"{ds.location.uri}: episode {episode_id!r} step {int(bad[0])}: reward is {values[bad[0]]} "
+                        f"({bad.size} step(s)); a reward is a finite number, null where unknown: fix the value, or run "
+                        f"`worldloom dataset validate {ds.location.arg}` for every such row")
 
 
 def check_rewards(paths: tuple[str, ...], datasets: list) -> None:

@@ -175,6 +175,7 @@ class _ShardScan:
         camera = np.stack([table.column(c).fill_null(0.0).to_numpy() for c in schema.CAMERA_COLUMNS], 1)
         camera_null = np.stack([table.column(c).is_null().to_numpy(zero_copy_only=False) for c in schema.CAMERA_COLUMNS], 1)
         confidence = table.column("label_confidence").fill_null(0.5).to_numpy()
+        reward = table.column("reward").fill_null(0.0).to_numpy()
         for i, (eid, step, source) in enumerate(zip(ids, steps, sources, strict=True)):
             row = self.row + i
             self.check_step(row, eid, int(step))
@@ -186,6 +187,8 @@ class _ShardScan:
                 self.add(row, f"camera {camera[i].tolist()} is outside [-180, 180] degrees")
             if not 0.0 <= confidence[i] <= 1.0:
                 self.add(row, f"label_confidence {confidence[i]} is outside [0, 1]")
+            if not np.isfinite(reward[i]):
+                self.add(row, f"reward {reward[i]} is not a finite number (null where unknown)")
         if self.check_frames:
             self.check_frame_column(table.column("frame"))
         self.row += table.num_rows

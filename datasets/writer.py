@@ -263,8 +263,15 @@ def build_frame_table(
             columns[c] = pa.array(b[:, i] > 0.5)
         for i, c in enumerate(schema.CAMERA_COLUMNS):
             columns[c] = pa.array(cam[:, i])
-    columns["reward"] = (pa.nulls(num, pa.float32()) if rewards is None
-                         else pa.array(_as_array("rewards", rewards, (num,), np.float32, episode_id)))
+    if rewards is None:
+        columns["reward"] = pa.nulls(num, pa.float32())
+    else:
+        r = _as_array("rewards", rewards, (num,), np.float32, episode_id)
+        if not np.isfinite(r).all():  # a trainer reading it would stop on a NaN loss far from this file
+            i = int(np.flatnonzero(~np.isfinite(r))[0])
+            raise UserError(f"episode {episode_id!r}: rewards must be finite numbers (None where unknown), got "
+                            f"{r[i]} at step {start + i}")
+        columns["reward"] = pa.array(r)
     for name, value in (("terminated", terminated), ("truncated", truncated)):
         columns[name] = pa.array(np.zeros(num, bool) if value is None else _as_array(name, value, (num,), bool, episode_id))
     columns["label_source"] = pa.DictionaryArray.from_arrays(pa.array(np.zeros(num, np.int32)), pa.array([label_source]))

@@ -1184,6 +1184,36 @@ def test_collect_tasks_dreams_are_scored_by_a_mining_classifier(tmp_path, capsys
     assert p_green > 0.7 > 0.3 > p_grey and p_mining > 0.7 > 0.3 > p_not, (p_green, p_grey, p_mining, p_not)
 
 
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_a_reward_that_is_not_a_number_is_refused_naming_its_row_not_trained_on(tmp_path, bad):
+    """A FindWater dataset whose reward column holds infinity (written by another tool) made the critic's first loss
+    NaN: 'loss nan at step 1 ...; lower the learning rate', after a numpy overflow warning; a NaN reward was read as
+    no reward (a new-user trial, session 59; field case 08's kind). The writer refuses it, validate names the row,
+    and the scorer's data is refused in one line naming the episode and step, before anything trains."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from worldloom.datasets.validate import validate
+
+    frames = np.random.default_rng(0).integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
+    rewards = np.zeros(8, np.float32)
+    with pytest.raises(UserError, match=r"^episode 'ep-0': rewards must be finite numbers \(None where unknown\), got"):
+        with DatasetWriter(tmp_path / "refused", 64, 64, fps=20) as w:
+            w.add_episode("ep-0", frames, rewards=np.where(np.arange(8) == 3, bad, 0.0), env="find_water", label_source="none")
+    with DatasetWriter(tmp_path / "water", 64, 64, fps=20) as w:
+        w.add_episode("ep-0", frames, rewards=rewards, env="find_water", seed=0, label_source="none")
+    shard = next((tmp_path / "water" / "frames").glob("*.parquet"))
+    table = pq.read_table(shard)  # the value another tool wrote
+    rewards[3] = bad
+    table = table.set_column(table.schema.get_field_index("reward"), "reward", pa.array(rewards, pa.float32()))
+    pq.write_table(table, shard, row_group_size=256)
+    assert any("row 3: reward" in str(p) and "not a finite number" in str(p) for p in validate(str(tmp_path / "water")))
+    with pytest.raises(UserError, match=rf"water: episode 'ep-0' step 3: reward is {bad} \(1 step\(s\)\); a reward is a "
+                                        r"finite number, null where unknown: fix the value, or run `worldloom dataset "
+                                        r"validate .*water` for every such row$"):
+        dream.load_transitions((str(tmp_path / "water"),), 64, 64, "worldloom/FindWater-v0")
+
+
 def test_the_critic_learns_the_return_to_come_up_to_an_episodes_last_reward(tmp_path):
     """The task scorer is a critic: the discounted return to come from each frame. FindWater's one reward ends
     its episode, and the reward head before it learned from (frame, next frame) pairs, so the last reward, which
