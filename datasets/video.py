@@ -371,6 +371,12 @@ def diagnose(path: Path, tried: list[str], reports: dict[str, DecodeReport]) -> 
         return (f"{path}: {_a(fmt)} {fmt} file with {codec} video that no tried decoder reads ({how}); the file may well be "
                 f"whole: install a software decoder for {codec}: `pip install --upgrade av` (PyAV's "
                 "wheels decode AV1 with dav1d, VP9, HEVC) or an FFmpeg build that has one")
+    if _animated_webp(path) and not ("pillow" in reports and _pillow_reads_webp()):  # FFmpeg's webp decoder reads
+        # still pictures only: its "damage" is the animation (where a Pillow that reads WebP failed too, it is damage)
+        return (f"{path}: an animated WebP, which FFmpeg's webp decoder cannot read (still pictures only) and no tried "
+                f"backend read ({how}); the file may well be whole: install a Pillow that reads WebP (`pip install "
+                "--upgrade pillow`; `python -c \"from PIL import features; print(features.check('webp'))\"` says whether "
+                "yours does), or convert it to a video with a program that plays it")
     if pyav is not None and pyav.decode_errors:
         return (f"{path}: corrupt: its {codec} video ({fmt}) does not decode ({pyav.decode_errors} damaged packets; "
                 f"{how}); re-download or re-export it")
@@ -383,6 +389,20 @@ def _a(container: str) -> str:
     """The article before a container's name as it is read: "an avi", "an mp4/mov", "an flv", "a matroska/webm"."""
     spelled = ("mp", "mpeg", "flv", "mxf", "h26", "nut", "rm")  # names read letter by letter from a vowel sound
     return "an" if container[:1].lower() in "aeiou" or container.lower().startswith(spelled) else "a"
+
+
+def _animated_webp(path: Path) -> bool:
+    """Whether the file is an animated WebP by its bytes, whatever reads it here: RIFF WEBP with an extended header
+    (VP8X) whose animation flag (0x02) is set."""
+    with open(path, "rb") as f:
+        head = f.read(21)
+    return len(head) == 21 and head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8X" and bool(head[20] & 0x02)
+
+
+def _pillow_reads_webp() -> bool:
+    from PIL import features
+
+    return bool(features.check("webp"))
 
 
 def _container_by_magic(path: Path) -> str | None:

@@ -256,6 +256,24 @@ def test_an_animated_webp_is_read_by_its_frame_delays_and_a_multipage_tiff_is_an
     assert video_files(tmp_path) == ([tmp_path / "clip.webp", tmp_path / "pages.avi"], [tmp_path / "still.webp"])
 
 
+def test_an_animated_webp_no_backend_here_reads_is_not_called_corrupt(tmp_path):
+    """Where Pillow does not read an animated WebP (a Pillow built without WebP; here, the backends without it),
+    FFmpeg's webp decoder, which reads still pictures only, fails on its packet: the file was called "corrupt:
+    ... 1 damaged packets; re-download or re-export it" (a new-user trial, session 59; field case 04's kind). It is
+    one line naming the animation and what to install; a cut one that a Pillow reading WebP fails on is damage."""
+    pictures = [Image.fromarray(painted(i)) for i in range(10)]
+    pictures[0].save(tmp_path / "clip.webp", save_all=True, append_images=pictures[1:], duration=50, lossless=True)
+    with pytest.raises(VideoError) as err:
+        read_video(tmp_path / "clip.webp", fps=20, backends=("pyav", "opencv"))
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'clip.webp'}: an animated WebP, which FFmpeg's webp decoder cannot read")
+    assert "install a Pillow that reads WebP" in message and "corrupt" not in message and "damaged" not in message
+    data = (tmp_path / "clip.webp").read_bytes()
+    (tmp_path / "cut.webp").write_bytes(data[:40])  # its header and nothing more
+    with pytest.raises(VideoError, match="cut.webp: corrupt"):
+        read_video(tmp_path / "cut.webp", fps=20)
+
+
 def av1_encoder() -> str:
     for name in ("libsvtav1", "libaom-av1"):
         if name in av.codecs_available:
