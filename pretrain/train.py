@@ -37,6 +37,7 @@ from worldloom.datasets import Dataset
 from worldloom.datasets.storage import content_ids, resize_words
 from worldloom.errors import UserError
 from worldloom.folders import check_out, run_lock
+from worldloom.paths import redact_text
 from worldloom.training import (
     DEVICES,
     LR_MAX,
@@ -537,6 +538,7 @@ def run_ray(cfg: TrainConfig) -> None:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     with ray_session(cfg.address, None if cfg.gpu else max(cfg.num_workers, os.cpu_count() or 1)):
+        gpu = cluster_gpu(cfg)
         num_workers = cfg.num_workers or int(cluster_resources().get("GPU", 0))
         if num_workers < 1:  # main checked before writing; a caller of run_ray alone hears the same
             raise UserError(f"{GPU_WORKERS}, but the Ray cluster has none; give --num-workers N to train with N Ray "
@@ -545,9 +547,9 @@ def run_ray(cfg: TrainConfig) -> None:
         trainer = TorchTrainer(
             _ray_loop,
             train_loop_config=to_json_dict(abs_cfg),
-            torch_config=TorchConfig(backend="nccl" if cfg.gpu else "gloo"),
-            scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=cfg.gpu,
-                                                   resources_per_worker=None if cfg.gpu else {"CPU": 1}),
+            torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+            scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=gpu,
+                                                   resources_per_worker=None if gpu else {"CPU": 1}),
             run_config=ray.train.RunConfig(name="ray-train", storage_path=str(Path(abs_cfg.out) / "ray")),
         )
         # Ray Train's own SIGINT handler (set inside fit) asks its controller to abort and then leaves
@@ -566,6 +568,23 @@ def run_ray(cfg: TrainConfig) -> None:
             raise
 
 
+def cluster_gpu(cfg: TrainConfig) -> bool:
+    """Whether Ray Train's workers train on GPUs: `--device cuda` and the cluster of the running Ray session has
+    one. A local cluster's GPUs are this machine's; a cluster joined with `--address` has its own, whatever the
+    driver has (until 2026-12-07 the driver's torch decided: a laptop without a GPU driving a GPU cluster trained
+    its workers on their CPUs, with gloo). `--device cuda` on a cluster without one: a loud warning (the driver
+    warned already where it has no GPU itself), CPU workers."""
+    if not cfg.device.startswith("cuda"):
+        return False
+    if int(cluster_resources().get("GPU", 0)) >= 1:
+        return True
+    if cfg.address is not None:
+        print(f"WARNING: --device {cfg.device} asked for GPUs but the Ray cluster at --address "
+              f"{redact_text(cfg.address)} has none: its Ray Train workers train on the CPU. Join a cluster with GPUs, "
+              "or pass --device cpu to silence this.", file=sys.stderr, flush=True)
+    return False
+
+
 def _abs(path: str) -> str:
     return path if "://" in path else str(Path(path).resolve())
 
@@ -580,7 +599,9 @@ def main(cfg: TrainConfig) -> Path:
             return Path(cfg.out)
         if cfg.num_workers == 0:  # one Ray Train worker per GPU: refused before anything is written where there is none
             check_gpu_workers(cfg, session)
-        device = resolve_device(cfg.device)  # warns loudly when a GPU was asked for and is absent
+        # warns loudly when a GPU was asked for and is absent; a cluster joined decides for its own workers (cluster_gpu)
+        joined = cfg.num_workers != 1 and cfg.address is not None
+        device = "of the Ray cluster joined" if joined else resolve_device(cfg.device)
         cfg, run = prepare_run(cfg)
         mcfg = cfg.model_config
         words = f"; captions: {len(cfg.text_vocab)} words" if cfg.text else ""

@@ -122,3 +122,32 @@ def test_one_worker_per_gpu_without_a_gpu_is_refused_before_anything_is_written_
     assert seen["workers"] == 1  # trained in this process, as without --address
     err = capsys.readouterr().err
     assert f"the Ray cluster at --address {address} has no GPU: it trains in this process instead" in err, err
+
+
+@pytest.mark.ray
+def test_a_cluster_joined_decides_its_workers_gpus_not_the_driver(tmp_path, monkeypatch, capsys):
+    """A laptop without a GPU driving `pretrain train --device cuda --address` at a GPU cluster trained Ray Train's
+    workers on their CPUs with gloo: use_gpu came from the driver's torch. Now from the cluster's resources. No GPU
+    can run here: the cluster is a real local Ray cluster whose 2 GPUs are declared resources (mocked, so said)."""
+    import ray
+
+    from worldloom.pretrain.train import cluster_gpu
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # the driver's torch sees none (as here anyway)
+    ray.init(num_cpus=1, num_gpus=2, _node_ip_address="127.0.0.1", include_dashboard=False)
+    try:
+        address = ray.get_runtime_context().gcs_address
+        assert cluster_gpu(TrainConfig(data=("d",), out="o", device="cuda", num_workers=0, address=address))
+        assert cluster_gpu(TrainConfig(data=("d",), out="o", device="cuda:0", num_workers=2))  # the local cluster's
+        assert not cluster_gpu(TrainConfig(data=("d",), out="o", device="cpu", num_workers=2, address=address))
+    finally:
+        ray.shutdown()
+    assert "asked for GPUs" not in capsys.readouterr().err
+    ray.init(num_cpus=1, num_gpus=0, _node_ip_address="127.0.0.1", include_dashboard=False)
+    try:
+        address = ray.get_runtime_context().gcs_address
+        assert not cluster_gpu(TrainConfig(data=("d",), out="o", device="cuda", num_workers=2, address=address))
+    finally:
+        ray.shutdown()
+    err = capsys.readouterr().err
+    assert f"--device cuda asked for GPUs but the Ray cluster at --address {address} has none" in err, err
