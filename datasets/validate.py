@@ -26,7 +26,7 @@ from worldloom.errors import UserError
 
 from . import codecs, schema, storage
 from .manifest import committed_episodes, schema_differences
-from .writer import file_checksum
+from .writer import file_checksum, nonfinite_rows
 
 # `capture run`, `dataset ingest|merge|split` and `idm label` delete every unlisted file under frames/ of
 # their (locked, local) output when they end (datasets.jobs.sweep_orphans); other writers leave them.
@@ -176,6 +176,11 @@ class _ShardScan:
         camera_null = np.stack([table.column(c).is_null().to_numpy(zero_copy_only=False) for c in schema.CAMERA_COLUMNS], 1)
         confidence = table.column("label_confidence").fill_null(0.5).to_numpy()
         reward = table.column("reward").fill_null(0.0).to_numpy()
+        state_bad = {}  # row -> the first state column holding NaN or an infinity (null is unknown)
+        for name in reversed([n for n in schema.STATE_COLUMNS if n in table.column_names]):
+            column = table.column(name)
+            for i in nonfinite_rows(column):
+                state_bad[int(i)] = (name, column[int(i)].as_py())
         for i, (eid, step, source) in enumerate(zip(ids, steps, sources, strict=True)):
             row = self.row + i
             self.check_step(row, eid, int(step))
@@ -189,6 +194,8 @@ class _ShardScan:
                 self.add(row, f"label_confidence {confidence[i]} is outside [0, 1]")
             if not np.isfinite(reward[i]):
                 self.add(row, f"reward {reward[i]} is not a finite number (null where unknown)")
+            if i in state_bad:
+                self.add(row, f"{state_bad[i][0]} {state_bad[i][1]} is not a finite number (null where unknown)")
         if self.check_frames:
             self.check_frame_column(table.column("frame"))
         self.row += table.num_rows

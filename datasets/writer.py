@@ -291,7 +291,7 @@ def build_frame_table(
             columns[c] = pa.array(extra[:, i] > 0.5)
     columns[schema.NULL_ACTION_COLUMN] = (pa.nulls(num, pa.bool_()) if null_action is None
                                           else pa.array(_as_array("null_action", null_action, (num,), bool, episode_id)))
-    columns.update(state_columns(state, num, episode_id))
+    columns.update(state_columns(state, num, episode_id, start))
     columns[schema.CAPTION_COLUMN] = caption_column(caption, num, episode_id)
     return pa.Table.from_pydict(columns, schema=schema.FRAME_SCHEMA)
 
@@ -309,8 +309,8 @@ def caption_column(caption: Any, num: int, episode_id: str) -> pa.Array:
     return array
 
 
-def state_columns(state: dict | None, num: int, episode_id: str) -> dict[str, pa.Array]:
-    """Typed `state_*` arrays of `num` rows from {name: values} (None, NaN: unknown -> null)."""
+def state_columns(state: dict | None, num: int, episode_id: str, start: int = 0) -> dict[str, pa.Array]:
+    """Typed `state_*` arrays of `num` rows from {name: values} (None, NaN: unknown -> null; infinite: refused)."""
     types = dict(schema.STATE_FIELDS)
     given = {}
     for key, values in (state or {}).items():
@@ -331,8 +331,19 @@ def state_columns(state: dict | None, num: int, episode_id: str) -> dict[str, pa
             raise UserError(f"episode {episode_id!r}: {name} cannot be stored as {type_} ({err})") from None
         if len(array) != num:
             raise UserError(f"episode {episode_id!r}: {name} has {len(array)} values, expected {num}")
+        bad = nonfinite_rows(array)
+        if bad.size:  # a position read from it would go NaN far from this file (the odometer, captions)
+            raise UserError(f"episode {episode_id!r}: {name} must be finite numbers (None or NaN where unknown), "
+                            f"got {array[int(bad[0])].as_py()} at step {start + int(bad[0])}")
         out[name] = array
     return out
+
+
+def nonfinite_rows(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The rows of a floating-point column that hold NaN or an infinity, not null (unknown); none for other types."""
+    if not pa.types.is_floating(array.type):
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(~np.isfinite(array.fill_null(0.0).to_numpy(zero_copy_only=False)))
 
 
 def to_version(table: pa.Table, version: int, episode_id: str) -> pa.Table:

@@ -1214,6 +1214,47 @@ def test_a_reward_that_is_not_a_number_is_refused_naming_its_row_not_trained_on(
         dream.load_transitions((str(tmp_path / "water"),), 64, 64, "worldloom/FindWater-v0")
 
 
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_a_position_that_is_not_a_number_is_refused_naming_its_row_not_skipped(tmp_path, bad):
+    """An Explore dataset whose state_z held a NaN or infinity (written by another tool) lost that episode from the
+    odometer's data without a word, as if its position were not recorded (null). The writer refuses an infinite one
+    (NaN is unknown: null), validate names the row, and the scorer's data is one line naming the episode and step;
+    an episode whose position is null (not recorded) is still left out quietly."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from worldloom.agent import odometry
+    from worldloom.datasets.validate import validate
+    from worldloom.idm.data import open_dataset
+
+    frames = np.random.default_rng(0).integers(0, 256, (12, 64, 64, 3), dtype=np.uint8)
+    walk = {"state_x": np.arange(12, dtype=np.float64), "state_z": np.zeros(12), "state_yaw": np.zeros(12, np.float32)}
+    if np.isinf(bad):
+        with pytest.raises(UserError, match=r"^episode 'ep-0': state_z must be finite numbers \(None or NaN where "
+                                            rf"unknown\), got {bad} at step 5$"):
+            with DatasetWriter(tmp_path / "refused", 64, 64, fps=20) as w:
+                w.add_episode("ep-0", frames, env="explore", label_source="none",
+                              state={**walk, "state_z": np.where(np.arange(12) == 5, bad, 0.0)})
+    path = tmp_path / "explore"
+    with DatasetWriter(path, 64, 64, fps=20) as w:
+        for i in range(2):
+            w.add_episode(f"ep-{i}", frames, env="explore", seed=i, label_source="none", state=walk)
+        w.add_episode("ep-2", frames, env="explore", seed=2, label_source="none")  # no position recorded
+    got, _, _ = odometry.load_pairs((str(path),), [open_dataset(str(path))], 4)
+    assert len(got) == 2  # the unrecorded one left out, quietly
+    shard = next((path / "frames").glob("*.parquet"))
+    table = pq.read_table(shard)  # the value another tool wrote: ep-1's step 5 is row 17
+    z = table.column("state_z").to_numpy(zero_copy_only=False).copy()
+    z[17] = bad
+    table = table.set_column(table.schema.get_field_index("state_z"), "state_z", pa.array(z, pa.float64()))
+    pq.write_table(table, shard, row_group_size=256)
+    assert any("row 17: state_z" in str(p) and "not a finite number" in str(p) for p in validate(str(path))), validate(str(path))
+    with pytest.raises(UserError, match=rf"explore: episode 'ep-1' step 5: state_z is {bad} \(1 step\(s\)\); a position is "
+                                        r"a finite number, null where unknown: fix the value, or run `worldloom dataset "
+                                        r"validate .*explore` for every such row$"):
+        odometry.load_pairs((str(path),), [open_dataset(str(path))], 4)
+
+
 def test_the_critic_learns_the_return_to_come_up_to_an_episodes_last_reward(tmp_path):
     """The task scorer is a critic: the discounted return to come from each frame. FindWater's one reward ends
     its episode, and the reward head before it learned from (frame, next frame) pairs, so the last reward, which
