@@ -4,8 +4,8 @@
     worldloom idm eval --model runs/idm --data data/unlabeled --truth data/truth   # truth by episode_id
 
 Every step of every episode is predicted (windows of T, stride T/2, centres kept: the labeling
-path), then scored: per-button accuracy and F1, macro F1 over the buttons that occur, exact
-match over all 20 buttons, camera R² per axis in degrees (bin centres against the true move
+path; an episode shorter than the window padded as `idm label` pads it), then scored: per-button
+accuracy and F1, macro F1 over the buttons that occur, exact match over all 20 buttons, camera R² per axis in degrees (bin centres against the true move
 clipped to +-10) and camera bin accuracy. Beside persistence (the previous step's true action, the
 bar an IDM must clear) the goal scores' margins come with a 95% interval, a bootstrap over episodes
 (`vs_persistence`): a margin read on a few episodes moves with which episodes they are. Writes
@@ -15,6 +15,7 @@ Frames of another size are resized as labeling resizes them (INTER_LINEAR), and 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,28 @@ def truth_for(episodes: list[Episode], truth: list[str] | None, data: list[str] 
             raise UserError(f"episode {ep.episode_id}: {ep.num_steps} steps in --data but {ref.num_steps} in --truth")
         out.append(ref)
     return out
+
+
+def short_episodes(episodes: list[Episode], window: int, model) -> list[Episode]:
+    """The episodes to score, as `idm label` takes them: one of a single step is left out (no motion to read an
+    action from; label refuses it), one shorter than the window is scored as label labels it (infer.StreamPredictor:
+    its last frame repeated to fill the window, the padded steps dropped); a line on stderr counts each kind."""
+    single = [ep for ep in episodes if ep.num_steps < 2]
+    short = [ep for ep in episodes if 2 <= ep.num_steps < window]
+    if single:
+        print(f"idm eval: warning: {len(single)} episode(s) of one step left out (an IDM reads an action from the motion "
+              f"between frames; idm label refuses them too), e.g. {single[0].episode_id!r}", file=sys.stderr)
+    if short:
+        how = ("its last frame repeated to fill the window (the padded steps dropped)"
+               if getattr(model, "pads_short_windows", True) else "a window of its own length, as VPT runs one")
+        print(f"idm eval: warning: {len(short)} episode(s) shorter than the model's window of {window} frames "
+              f"(e.g. {short[0].episode_id!r}, {short[0].num_steps} steps) scored as idm label labels them: with {how}",
+              file=sys.stderr)
+    kept = [ep for ep in episodes if ep.num_steps >= 2]
+    if not kept:
+        raise UserError(f"every episode in {', '.join(sorted({ep.source for ep in episodes}))} has one step: an IDM "
+                        "reads an action from the motion between frames; evaluate on episodes of 2 steps or more")
+    return kept
 
 
 def run_model(model, episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -171,10 +194,7 @@ def _evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None, o
     episodes = load_episodes(list(data), require_labels=False)
     if not episodes:
         raise UserError(f"no episodes in {', '.join(map(str, data))}")
-    short = [ep.episode_id for ep in episodes if ep.num_steps < cfg.num_frames]
-    if short:
-        raise UserError(f"{len(short)} episode(s) are shorter than the model's window of {cfg.num_frames} frames, "
-                        f"e.g. {short[0]}: evaluate on longer episodes")
+    episodes = short_episodes(episodes, cfg.num_frames, model)
     truths = truth_for(episodes, truth, list(data))
     sizes = sorted({tuple(ep.frames.shape[1:3]) for ep in episodes})
     resized = [s for s in sizes if s != (cfg.height, cfg.width)]
@@ -190,6 +210,7 @@ def _evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None, o
     report = {
         "model": checkpoint_id(model_dir), "data": [redact_text(str(d)) for d in data], "truth": redact_json(truth),
         "num_episodes": len(episodes), "num_steps": int(len(true_buttons)),
+        "num_episodes_shorter_than_window": sum(ep.num_steps < cfg.num_frames for ep in episodes),
         "resized_from": [f"{w}x{h}" for h, w in resized],
         "resize_note": f", frames resized from {', '.join(f'{w}x{h}' for h, w in resized)} to {cfg.width}x{cfg.height} (INTER_LINEAR)" if resized else "",
         "idm": metrics.score(pred_buttons, pred_bins, true_buttons, true_camera, pred_deg),

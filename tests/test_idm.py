@@ -955,6 +955,38 @@ def test_eval_json_of_a_camera_that_never_moved_is_strict_json(voxel, full_run, 
         strict_json(path)
 
 
+def test_eval_scores_episodes_shorter_than_the_window_as_label_labels_them(voxel, full_run, tmp_path, capsys):
+    """`idm eval` refused a dataset holding one episode shorter than the model's window ('evaluate on longer
+    episodes'), while `idm label` labels such a clip (its last frame repeated to fill the window). Now eval scores
+    it the same way, in one line saying so; an episode of one step, which label refuses, is left out with a line."""
+    from worldloom.idm import infer
+    from worldloom.idm.checkpoint import load_idm
+
+    (frames, buttons, camera), window = voxel["episodes"][0], 8  # micro's window
+    mixed = tmp_path / "mixed"
+    with DatasetWriter(mixed, 64, 64, fps=20) as w:
+        w.add_episode("long", frames, buttons=buttons, camera=camera, env="voxel")
+        w.add_episode("short", frames[:5], buttons=buttons[:5], camera=camera[:5], env="voxel")
+        w.add_episode("single", frames[:1], buttons=buttons[:1], camera=camera[:1], env="voxel")
+    capsys.readouterr()
+    assert cli(["idm", "eval", "--model", str(full_run), "--data", str(mixed), "--out", str(tmp_path / "ev")]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(err) == 2 and f"1 episode(s) shorter than the model's window of {window} frames (e.g. 'short', 5 steps) " \
+        "scored as idm label labels them: with its last frame repeated to fill the window" in err[1], err
+    assert "1 episode(s) of one step left out" in err[0] and "'single'" in err[0], err
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert report["num_episodes"] == 2 and report["num_steps"] == len(frames) + 5
+    assert report["num_episodes_shorter_than_window"] == 1
+    # The short episode alone: its score is that of label's predictions (infer.predict pads the same way).
+    short = tmp_path / "short"
+    with DatasetWriter(short, 64, 64, fps=20) as w:
+        w.add_episode("short", frames[:5], buttons=buttons[:5], camera=camera[:5], env="voxel")
+    assert cli(["idm", "eval", "--model", str(full_run), "--data", str(short), "--out", str(tmp_path / "ev-short")]) == 0
+    got = json.loads((tmp_path / "ev-short" / "eval.json").read_text())["idm"]["button_exact_match"]
+    predicted = infer.predict(load_idm(full_run)[0], frames[:5])["buttons"]
+    assert got == pytest.approx(float((predicted == buttons[:5]).all(1).mean())), got
+
+
 def test_resolution_mismatch_is_a_clear_error(voxel, tmp_path):
     with pytest.raises(UserError, match="96x96.*64x64"):
         train_main(micro_cfg(voxel["small"], tmp_path / "r"))
