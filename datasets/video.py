@@ -266,7 +266,7 @@ class VideoReader:
 # What a backend that takes over a file mid-way brings to the report: how the rest was decoded, and the container's
 # promise as it reads it (the time and frames are counted on, by the step clock).
 HANDOVER_FIELDS = ("backend", "container", "codec", "listed_frames", "promised_s", "decode_errors", "unsupported",
-                   "ffmpeg_errors", "ffmpeg_last_error")
+                   "ffmpeg_errors", "ffmpeg_last_error", "ffmpeg_unsupported")
 
 
 def _handed_over(path: Path, frames: Iterator[tuple], later: tuple[str, ...], threads: int,
@@ -377,6 +377,10 @@ def diagnose(path: Path, tried: list[str], reports: dict[str, DecodeReport]) -> 
                 f"backend read ({how}); the file may well be whole: install a Pillow that reads WebP (`pip install "
                 "--upgrade pillow`; `python -c \"from PIL import features; print(features.check('webp'))\"` says whether "
                 "yours does), or convert it to a video with a program that plays it")
+    if pyav is not None and pyav.decode_errors and pyav.ffmpeg_unsupported:  # "invalid data", for a feature it lacks
+        return (f"{path}: its {codec} video ({fmt}) uses a feature FFmpeg's {decoder} decoder lacks "
+                f"({pyav.ffmpeg_unsupported_words()}; {how}); the file may well be whole: convert it with a program "
+                "that plays it, or export it again without that feature")
     if pyav is not None and pyav.decode_errors:
         return (f"{path}: corrupt: its {codec} video ({fmt}) does not decode ({pyav.decode_errors} damaged packets; "
                 f"{how}); re-download or re-export it")

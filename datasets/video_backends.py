@@ -82,6 +82,7 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
         packets, num_frames, clock, ending = container.demux(stream), 0, _BestEffortClock(), False
         stopped: _Unsupported | None = None  # where the decoder cannot go on: raised once the frames held are given
         while not ending:
+            errors_at = av.logging.get_last_error()[0]  # a line logged before this packet is not its cause
             try:
                 frames = codec_context.decode(next(packets))
             except StopIteration:
@@ -99,6 +100,7 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
                 frames, ending = [], True
             except (av.error.FFmpegError, OSError):
                 report.decode_errors += 1  # a damaged packet: skip it (a truncated file ends soon after)
+                keep_unsupported_line(report, errors_at)
                 continue
             num_frames += len(frames)
             for frame, t in clock.timed(frames, flush=ending):
@@ -188,6 +190,24 @@ def _counting_errors(report: DecodeReport, errors_before: int) -> Iterator[None]
         report.ffmpeg_errors = count - errors_before
         if report.ffmpeg_errors and last:
             report.ffmpeg_last_error = f"{last[1]}: {last[2].strip()}"
+
+
+UNSUPPORTED_WORDS = ("unsupported", "not supported", "not implemented")  # in FFmpeg's log: a feature it lacks
+
+
+def keep_unsupported_line(report: DecodeReport, errors_before: int) -> None:
+    """Keep FFmpeg's last error line when it says a feature is unsupported or not implemented (FFmpeg returns
+    "invalid data" for an arithmetic-coded JPEG and logs "unsupported coding type (c9)"): the cause, which the
+    next line, the only one kept, would hide. The first such line is kept, if logged since `errors_before`."""
+    import av
+
+    count, last = av.logging.get_last_error()
+    if count == errors_before:
+        return
+    line = last[2].strip() if last else ""
+    line = line if not last or line.startswith(f"{last[1]}:") else f"{last[1]}: {line}"  # "mjpeg: mjpeg: ..." once
+    if not report.ffmpeg_unsupported and any(word in line.lower() for word in UNSUPPORTED_WORDS):
+        report.ffmpeg_unsupported = line
 
 
 def _sample_aspect(sar, report: DecodeReport):

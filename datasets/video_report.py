@@ -17,8 +17,12 @@ from dataclasses import asdict, dataclass, field
 
 # What an episode's env_config records of its video's decode (`decode`: dataset ingest, idm label)
 SUMMARY_KEYS = ("backend", "container", "codec", "timestamps", "decoded_frames", "expected_frames", "truncated",
-                "decode_errors", "ffmpeg_errors", "ffmpeg_last_error", "tried", "video_stream", "num_video_streams",
+                "decode_errors", "ffmpeg_errors", "ffmpeg_last_error", "ffmpeg_unsupported", "tried", "video_stream", "num_video_streams",
                 "resized_frames", "other_sizes")
+
+
+# FFmpeg's log words for a feature its decoder lacks (libavcodec/mjpegdec.c names a JPEG's start-of-frame marker)
+LACKED_FEATURES = {f"coding type ({code})": "JPEG arithmetic coding" for code in ("c9", "ca", "cb", "cd", "ce", "cf")}
 
 
 @dataclass
@@ -44,6 +48,9 @@ class DecodeReport:
     # FFmpeg's native av1 decoder, which needs hardware acceleration; not damage
     ffmpeg_errors: int = 0  # error messages FFmpeg logged while reading it: damaged or cut-short data
     ffmpeg_last_error: str = ""  # the last of them, e.g. "matroska,webm: File ended prematurely"
+    ffmpeg_unsupported: str = ""  # the first of them that says a packet failed for a feature the decoder lacks, e.g.
+    # "mjpeg: unsupported coding type (c9)" (JPEG arithmetic coding): FFmpeg returns "invalid data" for it, and a
+    # later line would hide it behind the last
     num_steps: int = 0
     sample_aspect_ratio: str = ""  # the pixels' shape where not square ("4:3": widened to square pixels), else ""
     video_stream: int | None = None  # the container's index of the stream read (None: OpenCV's, unknown)
@@ -114,11 +121,19 @@ class DecodeReport:
                        f"{self.width}x{self.height}, their shape changed (cut the file where its size changes to keep "
                        "each part's)")
         if self.decode_errors:
-            out.append(f"{self.decode_errors} packets did not decode and were skipped")
-        if self.ffmpeg_errors and not self.truncated:
+            why = (f" ({self.ffmpeg_unsupported_words()}: not damage)" if self.ffmpeg_unsupported else "")
+            out.append(f"{self.decode_errors} packets did not decode and were skipped{why}")
+        lacked = self.ffmpeg_unsupported and self.ffmpeg_last_error.endswith(self.ffmpeg_unsupported)
+        if self.ffmpeg_errors and not self.truncated and not lacked:  # its errors end in the feature it lacks: said above
             out.append(f"damaged or cut short: FFmpeg reported {self.ffmpeg_errors} error(s) reading it (last: "
                        f"{self.ffmpeg_last_error}); frames may be missing or broken (re-download or re-export it)")
         return out
+
+    def ffmpeg_unsupported_words(self) -> str:
+        """The feature FFmpeg's decoder lacks, as its log line says it, named where FFmpeg's words are a code."""
+        line = self.ffmpeg_unsupported
+        feature = next((name for code, name in LACKED_FEATURES.items() if code in line.lower()), None)
+        return f"FFmpeg: {line}" + (f": {feature}" if feature else "")
 
     def to_json(self) -> dict:
         return {**asdict(self), "timestamps": self.timestamps, "truncated": self.truncated,

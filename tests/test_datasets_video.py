@@ -236,6 +236,48 @@ def test_a_cameras_mjpeg_with_exif_in_every_frame_is_read(tmp_path):
     assert frame_index(frames) == list(range(12)) and report.backend == "pyav" and not report.tried
 
 
+def arithmetic_mjpeg(path, arithmetic) -> str:
+    """An MJPEG .avi of 12 frames, those `arithmetic(i)` marked arithmetic-coded: a baseline JPEG whose start-of-frame
+    marker says SOF9 (extended sequential, arithmetic coding), where FFmpeg's mjpeg decoder stops, as it does on a
+    camera's or `cjpeg -arithmetic`'s JPEG (it reads no further than the marker)."""
+    import io
+
+    rng = np.random.default_rng(2)
+    out = av.open(str(path), "w")
+    stream = out.add_stream("mjpeg", rate=20)
+    stream.width = stream.height = 64
+    stream.pix_fmt = "yuvj420p"
+    for i in range(12):
+        jpeg = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), np.uint8)).save(jpeg, format="JPEG", quality=95)
+        data = jpeg.getvalue()
+        if arithmetic(i):
+            sof = data.index(b"\xff\xc0")
+            data = data[:sof] + b"\xff\xc9" + data[sof + 2:]
+        packet = av.Packet(data)
+        packet.stream, packet.pts, packet.dts, packet.time_base = stream, i, i, Fraction(1, 20)
+        out.mux(packet)
+    out.close()
+    return str(path)
+
+
+def test_an_arithmetic_coded_mjpeg_is_a_feature_ffmpeg_lacks_not_corrupt(tmp_path):
+    """FFmpeg's mjpeg decoder logs "unsupported coding type (c9)" for an arithmetic-coded JPEG and returns "invalid
+    data": the reader said 'corrupt: ... 12 damaged packets; re-download or re-export it'. It names the feature
+    FFmpeg lacks, in one line; where only some frames use it, the warning says so, not 'damaged'."""
+    path = arithmetic_mjpeg(tmp_path / "arith.avi", lambda i: True)
+    with pytest.raises(VideoError) as caught:
+        read_video(path, fps=20)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: its mjpeg video (avi) uses a feature FFmpeg's mjpeg decoder lacks (FFmpeg: "
+                              "mjpeg: unsupported coding type (c9): JPEG arithmetic coding; "), message
+    assert "corrupt" not in message and "damaged" not in message and "\n" not in message, message
+    frames, report = read_video(arithmetic_mjpeg(tmp_path / "some.avi", lambda i: i % 2), fps=20)
+    assert report.ffmpeg_unsupported == "mjpeg: unsupported coding type (c9)" and report.decode_errors == 6
+    assert report.warnings() == ["6 packets did not decode and were skipped (FFmpeg: mjpeg: unsupported coding type "
+                                 "(c9): JPEG arithmetic coding: not damage)"], report.warnings()
+
+
 def test_an_animated_webp_is_read_by_its_frame_delays_and_a_multipage_tiff_is_an_image(tmp_path):
     """FFmpeg's webp decoder reads still pictures only: PyAV called an animated WebP corrupt, OpenCV read its
     first frame and the file was refused as "a WEBP image" (a new-user trial, session 58). Pillow reads it, each
