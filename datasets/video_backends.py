@@ -326,12 +326,13 @@ def _opencv_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[t
         # OpenCV has turned a quarter-turned picture already: its stored rows are now columns
         turned = int(cap.get(cv2.CAP_PROP_ORIENTATION_AUTO)) and int(cap.get(cv2.CAP_PROP_ORIENTATION_META)) % 180 == 90
         first, zeros = True, []  # frames at 0 ms after the first, until a later time says they were real
-        while True:  # (a stream that changes size comes out at its first size: OpenCV scales it, and cannot say so)
+        while True:  # (a stream that changes size comes out at its first size: OpenCV scales it: _other_sizes says so)
             ok, frame = cap.read()
             if not ok or frame is None:
                 # 0 ms at the end: OpenCV's word for no timestamp (the frames a B-frame decoder hands out when
                 # the file ends), not a clock gone back to the start
                 yield from ((None, z, None) for z in zeros)
+                _other_sizes(path, report)
                 return
             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
             rgb = _square_pixels(rgb.transpose(1, 0, 2), sar).transpose(1, 0, 2) if turned else _square_pixels(rgb, sar)
@@ -345,6 +346,34 @@ def _opencv_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[t
             first = False
     finally:
         cap.release()
+
+
+def _other_sizes(path: Path, report: DecodeReport) -> None:
+    """Fill the report's `other_sizes` and `resized_frames` for a file OpenCV read: OpenCV scales every frame to the
+    first one's size and cannot say so (PyAV's path counts them itself). PyAV decodes its key frames only (a new size
+    starts at one) and each packet counts at the size of the key frame before it; nothing where PyAV cannot open it."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = video_stream(container)
+            if stream is None:
+                return
+            size = first = None
+            for packet in container.demux(stream):
+                if packet.is_keyframe and packet.size:
+                    try:
+                        decoded = stream.codec_context.decode(packet)
+                    except (av.error.FFmpegError, OSError, ValueError):
+                        decoded = []
+                    size = next((f"{f.width}x{f.height}" for f in decoded), size)
+                first = first or size
+                if packet.size and size != first:
+                    report.resized_frames += 1
+                    if size not in report.other_sizes:
+                        report.other_sizes.append(size)
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError):
+        return
 
 
 def _opencv_sar(cap):

@@ -621,7 +621,8 @@ def test_a_last_frame_ends_where_the_container_says_the_video_ends(tmp_path, bfr
 def test_a_stream_whose_size_changes_is_stored_at_its_first_size_and_says_so(tmp_path):
     """Frames 0-19 at 64x64, 20-39 at 96x48 in one MJPEG stream: the second half was stored squashed to 64x64 with
     no word (a new-user trial, session 57). A dataset holds one size, so they are still stored at the first
-    frame's; the report's warnings say so, and its counts are recorded (`resized_frames`, `other_sizes`)."""
+    frame's; the report's warnings say so, and its counts are recorded (`resized_frames`, `other_sizes`), from
+    either backend (OpenCV's path said nothing until 2026-12-08)."""
     path = tmp_path / "sizes.mkv"
     with av.open(str(path), "w", format="matroska") as out:
         stream = out.add_stream("mjpeg", rate=20)
@@ -638,10 +639,16 @@ def test_a_stream_whose_size_changes_is_stored_at_its_first_size_and_says_so(tmp
             for packet in ctx.encode(frame):
                 packet.stream, packet.time_base = stream, Fraction(1, 20)
                 out.mux(packet)
-    frames, report = read_video(path, fps=20, backends=("pyav",))  # (OpenCV scales them itself, without a word)
+    frames, report = read_video(path, fps=20, backends=("pyav",))
     assert frames.shape == (40, 64, 64, 3) and report.resized_frames == 20 and report.other_sizes == ["96x48"]
     (line,) = [w for w in report.warnings() if "size changes" in w]
     assert "20 of 40 frames are 96x48" in line and "stored at the first frame's 64x64" in line, line
+    # OpenCV, which reads it where PyAV fails, scales the later frames itself and said nothing: the same line now.
+    frames, report = read_video(path, fps=20, backends=("opencv",))
+    assert frames.shape == (40, 64, 64, 3) and report.backend == "opencv" and report.other_sizes == ["96x48"]
+    assert [w for w in report.warnings() if "size changes" in w] == [line]
+    steady = write_video(tmp_path / "steady.mp4", num_frames=40)  # H.264 of one size: no such line
+    assert read_video(steady, fps=20, backends=("opencv",))[1].warnings() == []
 
 
 def test_steps_end_with_the_last_whole_step_as_ffmpeg_fps_ends(tmp_path):
