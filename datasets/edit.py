@@ -245,6 +245,7 @@ def split(source: str | os.PathLike, out: str | os.PathLike, fractions: dict[str
     checksums = {s["path"]: s["checksum"] for s in ds.manifest["shards"]}
     rows = [with_split_source(r, checksums[r["shard"]]) for r in ds.episodes.to_pylist()]
     assigned = {name: [r for r in rows if assign_split(r["episode_id"], fractions, seed) == name] for name in fractions}
+    say_empty(assigned, fractions, seed)
     spec, token = ds.spec, uuid.uuid4().hex[:6]
     local = [root.path for root in roots.values()] if base.is_local else []  # object stores have no locks: the user keeps jobs apart
     with job_lock(local, "dataset split"):
@@ -269,6 +270,24 @@ def split(source: str | os.PathLike, out: str | os.PathLike, fractions: dict[str
         for root in local:
             sweep_orphans(root, token, started_at)
     return {name: [r["episode_id"] for r in members] for name, members in assigned.items()}
+
+
+def say_empty(assigned: dict[str, list], fractions: dict[str, float], seed: int) -> None:
+    """One warning line when a split asked for (fraction above 0) drew no episode while there are at least as
+    many episodes as such splits (2 episodes at train=0.5 val=0.5 could both go to val without a word), naming
+    the nearest --seed that fills every one. Each episode keeps its own draw, so that adding episodes never moves
+    the others (a split's episodes never leak into another as a dataset grows); few episodes can leave a split empty."""
+    wanted = [name for name, fraction in fractions.items() if fraction > 0]
+    ids = [r["episode_id"] for members in assigned.values() for r in members]
+    empty = [name for name in wanted if not assigned[name]]
+    if not empty or len(ids) < len(wanted):
+        return
+    fills = next((s for s in range(seed + 1, seed + 10_001)
+                  if {assign_split(eid, fractions, s) for eid in ids} >= set(wanted)), None)
+    hint = f"--seed {fills} fills every split" if fills is not None else "give fewer splits"
+    print(f"dataset split: warning: {', '.join(empty)} drew none of the {len(ids)} episodes (--seed {seed}): each "
+          f"episode's split is drawn from a hash of the seed and its id, so that adding episodes never moves the "
+          f"others, and few episodes can leave a split empty; {hint}", file=sys.stderr)
 
 
 def say_stale(where: str, source: str, changed: set[str], retired: set[str], members: set[str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -663,3 +664,28 @@ def test_an_object_store_out_of_reach_is_one_line(tmp_path, capsys):
         assert err.count("\n") == 0 and f"{uri}: cannot read its dataset.json (" in err, err
         assert err.endswith("check the URI's address (endpoint_override) and credentials"), err
     assert not (tmp_path / "e.mp4").exists()
+
+
+def test_a_split_that_draws_no_episode_says_so_and_names_a_seed_that_fills_every_split(tmp_path, capsys):
+    """2 episodes at train=0.5 val=0.5 could both go to val without a word. Each episode keeps its own hash draw
+    (adding episodes never moves the others); the line names the empty split and a --seed that fills both."""
+    from conftest import pixel_frames
+
+    from worldloom.datasets.edit import assign_split
+
+    ids = ["run-a", "run-b"]
+    fractions = {"train": 0.5, "val": 0.5}
+    seed = next(s for s in range(100) if len({assign_split(e, fractions, s) for e in ids}) == 1)  # both in one split
+    with DatasetWriter(tmp_path / "two", 32, 32) as w:
+        for k, eid in enumerate(ids):
+            w.add_episode(eid, pixel_frames(6, 32, 32, seed=k))
+    flags = ["--fractions", "train=0.5", "val=0.5"]
+    assert main(["dataset", "split", str(tmp_path / "two"), "--out", str(tmp_path / "s"), *flags, "--seed", str(seed)]) == 0
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if "warning" in x]
+    empty = "train" if assign_split(ids[0], fractions, seed) == "val" else "val"
+    assert line.startswith(f"dataset split: warning: {empty} drew none of the 2 episodes (--seed {seed})"), line
+    suggested = int(re.search(r"--seed (\d+) fills every split", line).group(1))
+    assert main(["dataset", "split", str(tmp_path / "two"), "--out", str(tmp_path / "t"), *flags, "--seed", str(suggested)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert [len(Dataset(tmp_path / "t" / n).episode_ids) for n in ("train", "val")] == [1, 1]
