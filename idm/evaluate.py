@@ -26,7 +26,7 @@ from worldloom.folders import check_out
 from worldloom.idm import metrics
 from worldloom.idm.checkpoint import check_step_rate, checkpoint_id, load_idm, run_folder
 from worldloom.idm.data import Episode, load_episodes, open_dataset
-from worldloom.idm.infer import predict_sequence
+from worldloom.idm.infer import predict_sequence, short_window_words
 from worldloom.io import atomic_path, atomic_write_json, atomic_write_text
 from worldloom.paths import redact_json, redact_text
 from worldloom.progress import Stages, counted, figure
@@ -77,7 +77,7 @@ def truth_for(episodes: list[Episode], truth: list[str] | None, data: list[str] 
     return out
 
 
-def short_episodes(episodes: list[Episode], window: int, model) -> list[Episode]:
+def scored_episodes(episodes: list[Episode], window: int, model) -> list[Episode]:
     """The episodes to score, as `idm label` takes them: one of a single step is left out (no motion to read an
     action from; label refuses it), one shorter than the window is scored as label labels it (infer.StreamPredictor:
     its last frame repeated to fill the window, the padded steps dropped); a line on stderr counts each kind."""
@@ -87,10 +87,8 @@ def short_episodes(episodes: list[Episode], window: int, model) -> list[Episode]
         print(f"idm eval: warning: {len(single)} episode(s) of one step left out (an IDM reads an action from the motion "
               f"between frames; idm label refuses them too), e.g. {single[0].episode_id!r}", file=sys.stderr)
     if short:
-        how = ("its last frame repeated to fill the window (the padded steps dropped)"
-               if getattr(model, "pads_short_windows", True) else "a window of its own length, as VPT runs one")
         print(f"idm eval: warning: {len(short)} episode(s) shorter than the model's window of {window} frames "
-              f"(e.g. {short[0].episode_id!r}, {short[0].num_steps} steps) scored as idm label labels them: with {how}",
+              f"(e.g. {short[0].episode_id!r}, {short[0].num_steps} steps) scored as idm label labels them: with {short_window_words(model)}",
               file=sys.stderr)
     kept = [ep for ep in episodes if ep.num_steps >= 2]
     if not kept:
@@ -194,7 +192,7 @@ def _evaluate(model_dir: str | Path, data: list[str], truth: list[str] | None, o
     episodes = load_episodes(list(data), require_labels=False)
     if not episodes:
         raise UserError(f"no episodes in {', '.join(map(str, data))}")
-    episodes = short_episodes(episodes, cfg.num_frames, model)
+    episodes = scored_episodes(episodes, cfg.num_frames, model)
     truths = truth_for(episodes, truth, list(data))
     sizes = sorted({tuple(ep.frames.shape[1:3]) for ep in episodes})
     resized = [s for s in sizes if s != (cfg.height, cfg.width)]

@@ -288,6 +288,13 @@ def concat_predictions(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarr
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
+def short_window_words(model) -> str:
+    """How a sequence shorter than the model's window is run (`StreamPredictor`), as `idm label` and `idm eval` say it."""
+    if getattr(model, "pads_short_windows", True):
+        return "its last frame repeated to fill the window (the padded steps dropped)"
+    return "a window of its own length, as VPT runs one"
+
+
 def predict_sequence(model: IDM, frames: np.ndarray, batch_size: int = 8, hold_steps: int = 1) -> dict[str, np.ndarray]:
     """One sequence (T, H, W, 3) uint8 -> per-step predictions, windowed and stitched (`hold_steps`: StreamPredictor)."""
     stream = StreamPredictor(model, batch_size, hold_steps)

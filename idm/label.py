@@ -107,6 +107,7 @@ from worldloom.idm.infer import (
     concat_predictions,
     predict_sequence,
     resize_frames,
+    short_window_words,
 )
 from worldloom.io import json_text
 from worldloom.paths import redact_text
@@ -409,10 +410,8 @@ class Labeler:
                             "motion between frames, so a clip needs 2 steps at least; nothing to label")
         if num_steps >= window:
             return []
-        how = ("its last frame repeated to fill the window (the padded steps dropped)"
-               if getattr(self.model, "pads_short_windows", True) else "a window of its own length, as VPT runs one")
         return [f"{item_words(item)}: {num_steps} steps ({num_steps / fps:.2f} s at {fps:g} fps), shorter than the "
-                f"model's window of {window} ({window / fps:.2f} s): labeled with {how}; its last steps' labels are "
+                f"model's window of {window} ({window / fps:.2f} s): labeled with {short_window_words(self.model)}; its last steps' labels are "
                 "the least sure"]
 
     def label(self, item: dict) -> dict:
