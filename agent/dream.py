@@ -76,6 +76,7 @@ from worldloom import checkpoint as ckpt
 from worldloom.actions import FPS
 from worldloom.config import doc, to_json_dict
 from worldloom.datasets.storage import content_ids
+from worldloom.datasets.writer import refuse_nonfinite
 from worldloom.errors import UserError
 from worldloom.io import atomic_write_json, write_video
 from worldloom.training import check_finite
@@ -214,7 +215,7 @@ def load_transitions(paths: tuple[str, ...], height: int, width: int, task_id: s
             clip = ds.frames(ep)
             n = len(clip.frames)
             r = np.zeros(n, np.float32)
-            check_finite_rewards(ds, ep)
+            refuse_nonfinite(ds, ep, ds.read_table(ep, columns=["reward"]), "a reward")  # NaN, inf: not unknown
             recorded = np.nan_to_num(np.asarray(clip.rewards, np.float32))[:n]  # null (unknown): 0
             r[:len(recorded)] = recorded
             if n:
@@ -225,18 +226,6 @@ def load_transitions(paths: tuple[str, ...], height: int, width: int, task_id: s
     if not frames:
         raise UserError(f"no episode with frames in {', '.join(paths)} to train the task scorer on")
     return frames, rewards, actions
-
-
-def check_finite_rewards(ds, episode_id: str) -> None:
-    """UserError (one line naming the dataset, episode and step) for a reward that is NaN or infinite, not null: corrupt
-    data (a tool that wrote the file another way), which made the critic's first loss NaN and read as a learning rate
-    too high (a new-user trial, session 59), or, NaN, was taken as no reward."""
-    values = ds.read_table(episode_id, columns=["reward"]).column("reward").fill_null(0.0).to_numpy()
-    bad = np.flatnonzero(~np.isfinite(values))
-    if bad.size:
-        raise UserError(f"{ds.location.uri}: episode {episode_id!r} step {int(bad[0])}: reward is {values[bad[0]]} "
-                        f"({bad.size} step(s)); a reward is a finite number, null where unknown: fix the value, or run "
-                        f"`worldloom dataset validate {ds.location.arg}` for every such row")
 
 
 def check_rewards(paths: tuple[str, ...], datasets: list) -> None:

@@ -44,7 +44,7 @@ from tqdm import tqdm
 from worldloom import checkpoint as ckpt
 from worldloom.config import doc, to_json_dict
 from worldloom.datasets.storage import content_ids
-from worldloom.datasets.writer import nonfinite_rows
+from worldloom.datasets.writer import refuse_nonfinite
 from worldloom.errors import UserError
 from worldloom.training import check_finite
 
@@ -141,7 +141,7 @@ def load_pairs(paths: tuple[str, ...], datasets: list, stride: int
             continue
         for ep in ds.episode_ids:
             table = ds.read_table(ep, columns=list(STATE_COLUMNS))
-            check_finite_state(ds, ep, table)
+            refuse_nonfinite(ds, ep, table, "a position")  # NaN, inf: not unknown (null)
             x, z, yaw = (table.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in STATE_COLUMNS)
             if len(x) <= stride or not np.isfinite(np.stack([x, z, yaw])).all():  # a null: position not recorded
                 continue
@@ -154,19 +154,6 @@ def load_pairs(paths: tuple[str, ...], datasets: list, stride: int
                         f"over more than {stride} steps: the odometer learns from them; pass data captured in the "
                         "task's world (footage captured with --strip-actions keeps them in its truth dataset)")
     return frames, targets, actions
-
-
-def check_finite_state(ds, episode_id: str, table) -> None:
-    """UserError (one line naming the dataset, episode and step) for a position or heading stored as NaN or
-    infinite, not null: corrupt data (a tool that wrote the file another way), which dropped the episode from
-    the odometer's data without a word, as a null (not recorded) does."""
-    for name in STATE_COLUMNS:
-        bad = nonfinite_rows(table.column(name))
-        if bad.size:
-            raise UserError(f"{ds.location.uri}: episode {episode_id!r} step {int(bad[0])}: {name} is "
-                            f"{table.column(name)[int(bad[0])].as_py()} ({bad.size} step(s)); a position is a finite "
-                            f"number, null where unknown: fix the value, or run `worldloom dataset validate "
-                            f"{ds.location.arg}` for every such row")
 
 
 # A dream window: (episode index, the step t0 of its last real frame, film (K + 1, H, W, 3) uint8 whose frame k is

@@ -339,6 +339,20 @@ def state_columns(state: dict | None, num: int, episode_id: str, start: int = 0)
     return out
 
 
+def refuse_nonfinite(ds, episode_id: str, table: pa.Table, noun: str) -> None:
+    """UserError (one line naming the dataset, episode, step and value) for the first column of `table` (one
+    episode's rows of `ds`) holding NaN or an infinity, not null: corrupt data (a tool that wrote the file
+    another way), which a trainer read as a NaN loss or an episode left out without a word. `noun` names a
+    value ("a reward", "a position")."""
+    for name in table.column_names:
+        bad = nonfinite_rows(table.column(name))
+        if bad.size:
+            raise UserError(f"{ds.location.uri}: episode {episode_id!r} step {int(bad[0])}: {name} is "
+                            f"{table.column(name)[int(bad[0])].as_py()} ({bad.size} step(s)); {noun} is a finite number, "
+                            f"null where unknown: fix the value, or run `worldloom dataset validate {ds.location.arg}` "
+                            "for every such row")
+
+
 def nonfinite_rows(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """The rows of a floating-point column that hold NaN or an infinity, not null (unknown); none for other types."""
     if not pa.types.is_floating(array.type):
