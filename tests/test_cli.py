@@ -408,6 +408,32 @@ def test_progress_in_a_log_file_is_lines_not_a_redraw_a_step(tmp_path):
     assert all(line == line.rstrip() for line in text.splitlines()), "a redraw's blanking spaces were kept"
 
 
+@pytest.mark.ray
+def test_a_ray_workers_bar_in_a_log_file_is_its_first_and_last_lines(tmp_path):
+    """Ray passes each of a worker's redraws to the driver as a line: a study's training bars in a log file were
+    five lines a second (a session-60 run). A worker of ray_session's cluster redraws every 30 s there, so a
+    2-second bar is its first and last lines; TQDM_MININTERVAL is not left in the driver's environment."""
+    script = (
+        "import os, sys, time, ray\n"
+        "from worldloom.cluster import ray_session\n"
+        "def work():\n"
+        "    from tqdm import tqdm\n"
+        "    for _ in tqdm(range(40), desc='worker bar'):\n"
+        "        time.sleep(0.05)\n"
+        "with ray_session(num_cpus=1):\n"
+        "    ray.get(ray.remote(num_cpus=1)(work).remote())\n"
+        "    time.sleep(1.5)  # the log monitor's last lines\n"
+        "    print('driver env', os.environ.get('TQDM_MININTERVAL'))\n")
+    log = tmp_path / "log.txt"
+    with open(log, "w") as err:
+        out = subprocess.run([sys.executable, "-c", script], stderr=err, stdout=subprocess.PIPE, text=True, timeout=300)
+    text = log.read_text()
+    assert out.returncode == 0, text[-2000:]
+    bars = [line for line in text.splitlines() if "worker bar:" in line]
+    assert len(bars) == 2 and "0/40" in bars[0] and "40/40" in bars[-1], text[-2000:]
+    assert "driver env None" in out.stdout, out.stdout
+
+
 def test_log_lines_keep_messages_and_drop_cleared_redraws():
     import io
 

@@ -20,6 +20,14 @@ A cluster joined with `--address` keeps the settings it was started with (`ray s
 the machine's address: that is how other nodes reach it). tests/test_trust.py lists the
 listening sockets of every process of a local session.
 
+Progress bars in Ray workers (the study's and the pipeline's training stages, Ray Train's workers):
+Ray passes each of a worker's redraws to the driver as a line of its own, so a bar at tqdm's
+default of ten redraws a second was ten lines a second in a log file (a 45-minute study: about
+20,000) and scrolled a terminal. The workers of a session started or joined here redraw their bars
+every `worker_redraw_s()` seconds instead (tqdm's `TQDM_MININTERVAL`, in the environment of a
+local cluster's processes or in a joined cluster's job runtime_env; one a user exported is kept);
+a bar's first and last states are still written, and the driver's own bars are as before.
+
 `ray.init` takes SIGTERM with a handler that exits with code 15; inside a session this function
 started, and while it starts one (`sigterm_while_starting`), SIGTERM stops the command as Ctrl-C does instead (the session is shut down on the way
 out, exit code 143: worldloom.interrupts.sigterm_as_interrupt), and the handler from before is
@@ -50,6 +58,9 @@ LOCAL_ADDRESS = "127.0.0.1"
 # Ray's single-machine mode: services.get_node_ip_address() answers 127.0.0.1 instead of the
 # address other machines would use, so ray.init keeps the loopback node IP it is given.
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+# A Ray worker's bar at a terminal: Ray prints each redraw as a new line, so one every 5 s (not tqdm's 0.1 s)
+# keeps a bar's progress readable without scrolling the driver's own output away.
+TERMINAL_WORKER_REDRAW_S = 5.0
 
 
 # Ray waits a fixed 30 s for its raylet (ray/_private/node.py); on a 2-core machine running other
@@ -75,6 +86,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     quiet = {"include_dashboard": False, "log_to_driver": True}  # actors' errors still reach the user
     if not sys.stderr.isatty():  # actors' lines in a log file: no terminal colour codes around their prefix
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+    workers_env = {"TQDM_MININTERVAL": os.environ.get("TQDM_MININTERVAL") or f"{worker_redraw_s():g}"}
     if address:
         check_reachable(address, named=named)
         check_auth(address, named=named)
@@ -83,9 +95,10 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         try:
             with sigterm_while_starting(on_sigterm):
                 if address:
-                    ray.init(address=address, logging_level=logging.WARNING, **quiet)
-                else:  # our own cluster, on loopback; its start-up notices are noise
-                    with loopback_only():
+                    ray.init(address=address, logging_level=logging.WARNING, runtime_env={"env_vars": workers_env},
+                             **quiet)
+                else:  # our own cluster, on loopback; its start-up notices are noise; its processes inherit workers_env
+                    with loopback_only(), environment(workers_env):
                         ray.init(num_cpus=num_cpus, _node_ip_address=LOCAL_ADDRESS, logging_level=logging.ERROR, **quiet)
             break
         except (ConnectionError, TimeoutError, ValueError) as err:
@@ -136,6 +149,30 @@ def sigterm_while_starting(on_sigterm) -> Iterator[None]:
         raise
 
 
+def worker_redraw_s() -> float:
+    """Seconds between a Ray worker's progress-bar redraws: each is a line on the driver (module docstring),
+    so one every `LOG_EVERY_S` where the driver's stderr is a log file, every `TERMINAL_WORKER_REDRAW_S` at
+    a terminal."""
+    from worldloom.progress import LOG_EVERY_S
+
+    return TERMINAL_WORKER_REDRAW_S if sys.stderr is not None and sys.stderr.isatty() else LOG_EVERY_S
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """`values` in os.environ inside the block (processes started there inherit them), restored after."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 @contextlib.contextmanager
 def loopback_only() -> Iterator[None]:
     """Ray in its single-machine mode while a local cluster starts: `LOOPBACK_ENV` in the
@@ -143,21 +180,15 @@ def loopback_only() -> Iterator[None]:
     when `ray` was imported. Both are restored afterwards."""
     from ray._private import ray_constants
 
-    saved_env = {k: os.environ.get(k) for k in LOOPBACK_ENV}
     saved_flag = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)  # None: a Ray without it (the test tells)
-    os.environ.update(LOOPBACK_ENV)
     if saved_flag is not None:
         ray_constants.ENABLE_RAY_CLUSTER = False
     try:
-        yield
+        with environment(LOOPBACK_ENV):
+            yield
     finally:
         if saved_flag is not None:
             ray_constants.ENABLE_RAY_CLUSTER = saved_flag
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 # Lines of Ray's own helpers that the driver does not pass on from the actors' output. Ray Train v2's
