@@ -133,6 +133,14 @@ def decode_summary(report) -> dict:
     return {k: data[k] for k in SUMMARY_KEYS}
 
 
+def decoded_warnings(item: dict, report, warnings: list[str]) -> None:
+    """Add what the decode of `item`'s video found (damage, skipped packets, frames missing from a recording
+    logged per frame: `DecodeReport.warnings`) to `warnings`. Every format says them: until 2026-12-08 a VPT
+    or MineRL video said none, so a recording with a frame missing paired every later action with the
+    frame after its own, without a word (a new-user trial)."""
+    warnings.extend(f"{item['source']}: {line}" for line in report.warnings())
+
+
 # ---- the worker ----------------------------------------------------------------------------------
 
 class Ingester:
@@ -218,6 +226,7 @@ class Ingester:
                 self._check_truncated(item["video"], report)
 
             def env_config() -> dict:
+                decoded_warnings(item, report, warnings)
                 kept = min(report.num_steps, steps.num_steps)
                 if report.num_steps != steps.num_steps:
                     warnings.append(f"{item['source']}: the video has {report.num_steps} frames and the jsonl "
@@ -263,6 +272,7 @@ class Ingester:
                 self._check_truncated(item["video"], report)
 
             def env_config() -> dict:
+                decoded_warnings(item, report, warnings)
                 states = max(0, report.num_steps - skip)
                 kept = min(states, steps.num_actions)
                 if count is not None and report.num_steps != count or states < steps.num_actions + 1:
@@ -294,7 +304,7 @@ class Ingester:
                 self._check_truncated(item["video"], report)
 
             def env_config() -> dict:
-                warnings.extend(f"{item['source']}: {line}" for line in report.warnings())
+                decoded_warnings(item, report, warnings)
                 return self._env_config(item, report, {"format": "video", "fps": reader.fps,
                                                        "source_fps": report.header_fps, "time_resampling": RESAMPLING})
 

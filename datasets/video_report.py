@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 # What an episode's env_config records of its video's decode (`decode`: dataset ingest, idm label)
 SUMMARY_KEYS = ("backend", "container", "codec", "timestamps", "decoded_frames", "expected_frames", "truncated",
                 "decode_errors", "ffmpeg_errors", "ffmpeg_last_error", "ffmpeg_unsupported", "tried", "video_stream", "num_video_streams",
-                "resized_frames", "other_sizes")
+                "resized_frames", "other_sizes", "num_gaps", "missing_frames")
 
 
 # FFmpeg's log words for a feature its decoder lacks (libavcodec/mjpegdec.c names a JPEG's start-of-frame marker)
@@ -43,6 +43,9 @@ class DecodeReport:
     num_untimed: int = 0  # frames placed at the header rate (no timestamp), or between their neighbours (misstamped)
     num_resets: int = 0  # times the timestamps went back and went on from there (recordings joined): joined on
     num_same_time: int = 0  # frames whose timestamp equals the frame before's: each replaces that one on screen
+    num_gaps: int = 0  # timing="frames" only: places where the next frame comes over 1.5 step intervals later
+    missing_frames: int = 0  # the step intervals those gaps leave without a frame
+    first_gap_s: float | None = None  # the time of the frame before the first gap
     decode_errors: int = 0  # packets that did not decode (skipped)
     unsupported: str = ""  # the decoder's "not implemented" (ENOSYS): it cannot decode this stream here, e.g.
     # FFmpeg's native av1 decoder, which needs hardware acceleration; not damage
@@ -107,6 +110,11 @@ class DecodeReport:
         if self.num_resets:
             out.append(f"its timestamps start again {self.num_resets} time(s) (recordings joined into one file, or a "
                        "clock that wrapped): each part kept its own timing, joined one frame after the part before")
+        if self.num_gaps:
+            out.append(f"its frames skip time {self.num_gaps} time(s), first after the frame at {self.first_gap_s:.2f} s: "
+                       f"about {self.missing_frames} frame(s) of the recording are not in the file (dropped, or not "
+                       "decoded); each decoded frame is one step, so from there on a frame pairs with an action "
+                       "logged before it (cut the recording there, or re-download it)")
         if self.num_same_time:
             out.append(f"{self.num_same_time} frame(s) have the timestamp of the frame before: the later of each is "
                        "the one shown (as ffmpeg's fps filter shows it)")

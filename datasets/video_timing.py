@@ -87,13 +87,25 @@ def _end_s(last_t: float, duration_s: float | None, interval: float | None, repo
     return promised if promised is not None and last_t < promised < end else end
 
 
+GAP_INTERVALS = 1.5  # a frame this many step intervals after the one before: the recording lost frame times there
+
+
 def _each_frame(timed: Iterator[tuple[float, np.ndarray, float | None]], fps: float,
                 report: DecodeReport) -> Iterator[np.ndarray]:
-    """Every decoded frame as one step; the time they cover is measured as `_steps` measures it."""
+    """Every decoded frame as one step; the time they cover is measured as `_steps` measures it. A frame more
+    than GAP_INTERVALS steps of `fps` (the rate the recording logged its actions at) after the frame before
+    is counted as a gap (`num_gaps`, `missing_frames`, `first_gap_s`): the frames of the times between
+    are not in the file (dropped by the recorder, or packets that did not decode), so from there on frame i
+    shows a later time than the recording's line i. Until 2026-12-08 nothing said so (a new-user trial)."""
     prev_t, interval, duration_s = None, None, None
     for t, frame, stated_s in timed:
         if prev_t is not None:
             interval = t - prev_t
+            if interval * fps > GAP_INTERVALS + TIME_EPS_S:
+                report.num_gaps += 1
+                report.missing_frames += max(1, round(interval * fps) - 1)
+                if report.first_gap_s is None:
+                    report.first_gap_s = prev_t
         prev_t, duration_s = t, stated_s
         report.num_steps += 1
         yield frame

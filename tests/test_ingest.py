@@ -298,6 +298,32 @@ def test_a_video_kept_truncated_is_not_done_for_a_rerun_without_the_flag(tmp_pat
     assert run([root], tmp_path / "ds", format="video", keep_truncated=True)["skipped_done"] == 1
 
 
+def test_a_recording_with_frames_missing_says_where_its_pairing_slips(tmp_path):
+    """A VPT mp4 whose recorder dropped the frame at 0.50 s (the pts go 0.45 -> 0.55 s) beside its 40 jsonl lines,
+    and a MineRL recording with the same gap: each decoded frame is one step, so every action from there on pairs
+    with the frame after its own. Until 2026-12-08 the only line was "the video has 39 frames and the jsonl 40
+    lines: kept the first 39 steps", as if the last line were the one without a frame (and a VPT or MineRL video's
+    decode warnings were never said). Now the gap is said with its time, and counted in env_config's decode."""
+    vpt_dir = tmp_path / "vpt" / "10.0"
+    write_vpt(vpt_dir, "gap", 40)
+    write_video(vpt_dir / "gap.mp4", pts_ms=[50 * i for i in range(40) if i != 10])  # frame 10 dropped
+    write_vpt(vpt_dir, "whole", 40)
+    summary = run([tmp_path / "vpt"], tmp_path / "ds")
+    gap = [w for w in summary["warnings"] if "skip time" in w]
+    assert len(gap) == 1 and gap[0].startswith(f"{vpt_dir / 'gap.mp4'}: its frames skip time 1 time(s), first after "
+                                               "the frame at 0.45 s: about 1 frame(s) of the recording are not in the file")
+    ds = Dataset(tmp_path / "ds")
+    decode = {row["episode_id"]: json.loads(row["env_config"])["decode"] for row in ds.episodes.to_pylist()}
+    assert (decode["10.0/gap"]["num_gaps"], decode["10.0/gap"]["missing_frames"]) == (1, 1)
+    assert (decode["10.0/whole"]["num_gaps"], decode["10.0/whole"]["missing_frames"]) == (0, 0)
+
+    folder = write_minerl(tmp_path / "minerl" / "MineRLTreechop-v0" / "t-gap", 10, lead_frames=0)
+    write_video(folder / "recording.mp4", pts_ms=[50 * i for i in range(13) if i != 6])  # 11 frames, 6 dropped
+    summary = run([tmp_path / "minerl"], tmp_path / "ds-minerl", format="minerl")
+    assert any("t-gap: its frames skip time 1 time(s), first after the frame at 0.25 s" in w
+               for w in summary["warnings"]), summary["warnings"]
+
+
 def test_plain_videos_ingest_the_video_not_its_cover_art(tmp_path):
     root = tmp_path / "in"
     root.mkdir()
