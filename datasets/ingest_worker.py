@@ -30,6 +30,7 @@ from .captions import captions_of
 from .resize import resize
 from .storage import MAX_SIDE, MIN_SIDE, SpecMismatch
 from .video import PER_FRAME, RESAMPLING, VideoError, VideoReader
+from .video_backends import listed_shown_frames
 from .video_report import SUMMARY_KEYS
 from .writer import abort_writers
 
@@ -254,10 +255,13 @@ class Ingester:
             stated = meta.get("true_video_frame_count") if isinstance(meta.get("true_video_frame_count"), int) else None
             # the video's own frame table over metadata.json where they disagree: the last N + 1 frames of the video
             # are the states (until 2026-12-07 a wrong metadata count set every action off by the difference)
-            count = report.listed_frames or stated
-            if stated is not None and report.listed_frames and stated != report.listed_frames:
+            # the frames a player shows: an edit list's hidden ones left out (until 2026-12-08 they were counted,
+            # so a recording cut with `ffmpeg -ss -c copy` had every action paired with a frame that many later)
+            listed = listed_shown_frames(item["video"], report)
+            count = listed or stated
+            if stated is not None and listed and stated != listed:
                 warnings.append(f"{item['source']}: {minerl.METADATA_NAME} says {stated} video frames, "
-                                f"{minerl.VIDEO_NAME} lists {report.listed_frames}: aligned by the video's")
+                                f"{minerl.VIDEO_NAME} lists {listed}: aligned by the video's")
             skip = minerl.first_frame(steps.num_actions, count)
             writer = self._writer(report.height, report.width, VPT_FPS, item)
 

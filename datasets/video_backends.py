@@ -429,6 +429,27 @@ def animated_picture(path: Path) -> str | None:
 SOURCES = {"pyav": _pyav_frames, "opencv": _opencv_frames, "pillow": _pillow_frames}
 
 
+def listed_shown_frames(path: str | Path, report: DecodeReport) -> int | None:
+    """The frames the container lists (`report.listed_frames`) less those its edit list hides: packets
+    before the start an mp4/mov edit list sets, which libavformat marks discard and no player shows (a
+    file cut with `ffmpeg -ss ... -c copy` keeps them). Read by demuxing, no decoding; None where the
+    container lists none. A recording aligned by its frame count needs this count, the one that decodes."""
+    if not report.listed_frames:
+        return None
+    if report.backend != "pyav" or report.video_stream is None:
+        return report.listed_frames
+    import av
+
+    hidden = 0
+    try:
+        with av.open(str(path)) as container:
+            for packet in container.demux(container.streams[report.video_stream]):
+                hidden += bool(packet.size and packet.is_discard)
+    except (av.error.FFmpegError, OSError):  # a cut file demuxes what is there: the hidden ones come first
+        pass
+    return max(report.listed_frames - hidden, 0) or None
+
+
 def _rate(value) -> float | None:
     try:
         rate = float(value) if value is not None else 0.0

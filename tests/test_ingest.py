@@ -379,6 +379,20 @@ def test_minerl_missing_key_and_short_video_are_reported(tmp_path):
     assert frame_number(Dataset(tmp_path / "ds").frames("t-short").frames) == list(range(10))
 
 
+def test_minerl_video_whose_edit_list_hides_frames_aligns_by_the_frames_it_shows(tmp_path):
+    """A MineRL recording.mp4 whose edit list hides its first 2 frames (what `ffmpeg -ss ... -c copy` leaves: 16
+    frames in the sample table, 14 shown), 3 of them the world loading, then the 11 states of 10 actions, and
+    metadata.json saying 14. The states are the last 11 frames shown. Until 2026-12-08 the hidden frames were
+    counted, so state 0 was taken 2 frames late (every action paired with the frame 100 ms after its own), one
+    step was lost, and the warning blamed metadata.json ("says 14 video frames, recording.mp4 lists 16")."""
+    folder = write_minerl(tmp_path / "MineRLTreechop-v0" / "t-cut", 10, lead_frames=3)
+    write_video(folder / "recording.mp4", pts_ms=[50 * i - 100 for i in range(16)])  # painted 0, 1 hidden
+    (folder / "metadata.json").write_text(json.dumps({"true_video_frame_count": 14}))
+    summary = run([tmp_path / "MineRLTreechop-v0"], tmp_path / "ds", format="minerl")
+    assert not [w for w in summary["warnings"] if "video frames" in w or "decodes" in w], summary["warnings"]
+    assert frame_index(Dataset(tmp_path / "ds").frames("t-cut").frames) == list(range(5, 15))
+
+
 def test_minerl_values_that_cannot_be_right_are_refused_naming_the_key_and_step(tmp_path):
     """A new-user trial's trajectories (session 58): NaN and infinite camera values and a NaN reward were stored as
     0, 180 degrees and 0 without a word; a movement key of -1 read as released and 0.5 as pressed; a key stored as
