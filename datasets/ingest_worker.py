@@ -136,7 +136,7 @@ def decode_summary(report) -> dict:
 
 def decoded_warnings(item: dict, report, warnings: list[str]) -> None:
     """Add what the decode of `item`'s video found (damage, skipped packets, frames missing from a recording
-    logged per frame: `DecodeReport.warnings`) to `warnings`. Every format says them: until 2026-12-08 a VPT
+    logged per frame: `DecodeReport.warnings`) to `warnings`. Every format says them: until 2026-12-07 a VPT
     or MineRL video said none, so a recording with a frame missing paired every later action with the
     frame after its own, without a word (a new-user trial)."""
     warnings.extend(f"{item['source']}: {line}" for line in report.warnings())
@@ -255,7 +255,7 @@ class Ingester:
             stated = meta.get("true_video_frame_count") if isinstance(meta.get("true_video_frame_count"), int) else None
             # the video's own frame table over metadata.json where they disagree: the last N + 1 frames of the video
             # are the states (until 2026-12-07 a wrong metadata count set every action off by the difference)
-            # the frames a player shows: an edit list's hidden ones left out (until 2026-12-08 they were counted,
+            # the frames a player shows: an edit list's hidden ones left out (until 2026-12-07 they were counted,
             # so a recording cut with `ffmpeg -ss -c copy` had every action paired with a frame that many later)
             listed = listed_shown_frames(item["video"], report)
             count = listed or stated

@@ -96,7 +96,7 @@ def _each_frame(timed: Iterator[tuple[float, np.ndarray, float | None]], fps: fl
     than GAP_INTERVALS steps of `fps` (the rate the recording logged its actions at) after the frame before
     is counted as a gap (`num_gaps`, `missing_frames`, `first_gap_s`): the frames of the times between
     are not in the file (dropped by the recorder, or packets that did not decode), so from there on frame i
-    shows a later time than the recording's line i. Until 2026-12-08 nothing said so (a new-user trial)."""
+    shows a later time than the recording's line i. Until 2026-12-07 nothing said so (a new-user trial)."""
     prev_t, interval, duration_s = None, None, None
     for t, frame, stated_s in timed:
         if prev_t is not None:

@@ -622,7 +622,7 @@ def test_a_stream_whose_size_changes_is_stored_at_its_first_size_and_says_so(tmp
     """Frames 0-19 at 64x64, 20-39 at 96x48 in one MJPEG stream: the second half was stored squashed to 64x64 with
     no word (a new-user trial, session 57). A dataset holds one size, so they are still stored at the first
     frame's; the report's warnings say so, and its counts are recorded (`resized_frames`, `other_sizes`), from
-    either backend (OpenCV's path said nothing until 2026-12-08)."""
+    either backend (OpenCV's path said nothing until 2026-12-07)."""
     path = tmp_path / "sizes.mkv"
     with av.open(str(path), "w", format="matroska") as out:
         stream = out.add_stream("mjpeg", rate=20)

@@ -301,7 +301,7 @@ def test_a_video_kept_truncated_is_not_done_for_a_rerun_without_the_flag(tmp_pat
 def test_a_recording_with_frames_missing_says_where_its_pairing_slips(tmp_path):
     """A VPT mp4 whose recorder dropped the frame at 0.50 s (the pts go 0.45 -> 0.55 s) beside its 40 jsonl lines,
     and a MineRL recording with the same gap: each decoded frame is one step, so every action from there on pairs
-    with the frame after its own. Until 2026-12-08 the only line was "the video has 39 frames and the jsonl 40
+    with the frame after its own. Until 2026-12-07 the only line was "the video has 39 frames and the jsonl 40
     lines: kept the first 39 steps", as if the last line were the one without a frame (and a VPT or MineRL video's
     decode warnings were never said). Now the gap is said with its time, and counted in env_config's decode."""
     vpt_dir = tmp_path / "vpt" / "10.0"
@@ -382,7 +382,7 @@ def test_minerl_missing_key_and_short_video_are_reported(tmp_path):
 def test_minerl_video_whose_edit_list_hides_frames_aligns_by_the_frames_it_shows(tmp_path):
     """A MineRL recording.mp4 whose edit list hides its first 2 frames (what `ffmpeg -ss ... -c copy` leaves: 16
     frames in the sample table, 14 shown), 3 of them the world loading, then the 11 states of 10 actions, and
-    metadata.json saying 14. The states are the last 11 frames shown. Until 2026-12-08 the hidden frames were
+    metadata.json saying 14. The states are the last 11 frames shown. Until 2026-12-07 the hidden frames were
     counted, so state 0 was taken 2 frames late (every action paired with the frame 100 ms after its own), one
     step was lost, and the warning blamed metadata.json ("says 14 video frames, recording.mp4 lists 16")."""
     folder = write_minerl(tmp_path / "MineRLTreechop-v0" / "t-cut", 10, lead_frames=3)
