@@ -142,6 +142,16 @@ def decoded_warnings(item: dict, report, warnings: list[str]) -> None:
     warnings.extend(f"{item['source']}: {line}" for line in report.warnings())
 
 
+def stored_captions_of(steps, num: int, name: str) -> list[str | None] | None:
+    """The `caption` column of a recording's first `num` steps (those its video gives), made from
+    their state and keys alone, as `caption_episode` makes it from the stored dataset. Until 2026-12-07
+    the whole jsonl (npz) was captioned, so where the video was shorter the last clip was described by
+    lines past its last stored step (a new-user trial). A video that decodes fewer frames than its
+    container lists (damage) still stores captions made for the listed ones."""
+    return captions_of({k: v[:num] for k, v in steps.state.items()}, None if steps.buttons is None else steps.buttons[:num],
+                       name, VPT_FPS)
+
+
 # ---- the worker ----------------------------------------------------------------------------------
 
 class Ingester:
@@ -210,9 +220,11 @@ class Ingester:
                             f"{Path(item['jsonl']).parent.name!r} is not one, as in VPT's <version>/<name> layout): "
                             f"{int((steps.gui_open & steps.camera.any(1)).sum())} mouse moves with a GUI open kept at "
                             "scale 1, where 5.7-5.8 need 0.5 and 6.7-6.9 need 2 (pass --recorder-version)")
-        captions = captions_of(steps.state, steps.buttons, item["name"], VPT_FPS)  # from the jsonl's state and keys
         with VideoReader(item["video"], fps=VPT_FPS, threads=self.cfg.threads, timing="frames") as reader:
             report = reader.report
+            # from the jsonl's state and keys, of the steps the video will give (frame i pairs with line i)
+            captions = stored_captions_of(steps, min(steps.num_steps, listed_shown_frames(item["video"], report) or steps.num_steps),
+                                          item["name"])
             writer = self._writer(report.height, report.width, VPT_FPS, item)
             cursors = [0]
 
@@ -248,7 +260,6 @@ class Ingester:
     def _minerl(self, item: dict, warnings: list[str]) -> int:
         npz = minerl.read_npz(item["npz"])
         steps = minerl.convert(npz, item["npz"])
-        captions = captions_of(steps.state, steps.buttons, item["name"], VPT_FPS)  # inventory and held item only
         meta = _read_json(item["metadata"]) if Path(item["metadata"]).is_file() else {}
         with VideoReader(item["video"], fps=VPT_FPS, threads=self.cfg.threads, timing="frames") as reader:
             report = reader.report
@@ -263,6 +274,9 @@ class Ingester:
                 warnings.append(f"{item['source']}: {minerl.METADATA_NAME} says {stated} video frames, "
                                 f"{minerl.VIDEO_NAME} lists {listed}: aligned by the video's")
             skip = minerl.first_frame(steps.num_actions, count)
+            # inventory and held item only, of the steps the video will give (step t shows frame skip + t)
+            captions = stored_captions_of(steps, steps.num_actions if count is None else
+                                          max(0, min(steps.num_actions, count - skip)), item["name"])
             writer = self._writer(report.height, report.width, VPT_FPS, item)
 
             def parts() -> Iterator[dict]:

@@ -589,6 +589,25 @@ def test_ingested_recordings_get_captions_of_what_they_know(tmp_path):
     assert stored_captions(vds, "c0.mp4") == []
 
 
+def test_a_recording_whose_video_is_shorter_than_its_lines_is_captioned_by_what_it_stores(tmp_path):
+    """70 frames, 80 jsonl lines, logs picked up at line 75: the last stored clip (steps 40-69) was captioned from
+    the whole jsonl ("then collects oak log", an event past its last stored step; a new-user trial). Now the stored
+    captions are those the rules make from the stored rows, as `dataset captions` makes them again."""
+    from worldloom.datasets.captions import caption_episode, stored_captions
+
+    lines = caption_lines(80)
+    for line in lines[75:]:
+        line["inventory"] = [{"type": "oak_log", "quantity": 20}]
+    write_vpt(tmp_path / "vpt" / "6.13", "short", 70, lines=lines, size=64)
+    run([tmp_path / "vpt"], tmp_path / "ds", resolution="32")
+    ds = Dataset(tmp_path / "ds")
+    assert ds.episode("6.13/short").num_steps == 70
+    clips = stored_captions(ds, "6.13/short")
+    assert [(c.start, c.stop) for c in clips] == [(0, 40), (40, 70)]
+    assert "collected" not in clips[1].facts, clips[1].text
+    assert [c.text for c in clips] == [c.text for c in caption_episode(ds, "6.13/short")]
+
+
 def plant_orphans(root: Path) -> list[Path]:
     """What a killed writer leaves under frames/: a half-written temporary and a whole, uncommitted shard."""
     orphans = [root / "frames" / ".part-dead-00000.parquet.0badf00d.tmp", root / "frames" / "part-dead-00000.parquet"]
