@@ -33,7 +33,8 @@ from worldloom.paths import PLAIN_PATH, check_relative
 from . import schema
 from .codecs import CODECS
 
-__all__ = ["action_space", "check_manifest", "committed_episodes", "schema_differences", "MAX_SIZE_PX"]
+__all__ = ["action_space", "check_manifest", "committed_episodes", "conform", "same_values", "schema_differences",
+           "MAX_SIZE_PX"]
 
 FORMAT_NAME = "worldloom-dataset"
 MAX_SIZE_PX = 4096
@@ -63,16 +64,79 @@ def action_space(version: int = schema.FORMAT_VERSION) -> dict:
 
 def schema_differences(actual: pa.Schema, expected: pa.Schema = schema.FRAME_SCHEMA,
                        version: int = schema.FORMAT_VERSION) -> list[str]:
-    """Human-readable differences between two schemas (names and types; nullability ignored)."""
+    """Human-readable differences between two schemas (names and types; nullability ignored; a type
+    another Parquet tool writes for the same values, `same_values`, is no difference)."""
     out = []
     have = {f.name: f.type for f in actual}
     for field in expected:
         if field.name not in have:
             out.append(f"column {field.name!r} is missing")
-        elif have[field.name] != field.type:
+        elif not same_values(have[field.name], field.type):
             out.append(f"column {field.name!r} is {have[field.name]}, expected {field.type}")
     out.extend(f"column {name!r} is not part of format version {version}" for name in have if name not in expected.names)
     return out
+
+
+def _kind(type_: pa.DataType) -> str:
+    """The family of values a type holds, whatever its Arrow layout."""
+    if pa.types.is_dictionary(type_):
+        return _kind(type_.value_type)
+    checks = (("string", (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)),
+              ("binary", (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view)),
+              ("integer", (pa.types.is_integer,)), ("float", (pa.types.is_floating,)))
+    for kind, tests in checks:
+        if any(test(type_) for test in tests):
+            return kind
+    return str(type_)
+
+
+def same_values(actual: pa.DataType, expected: pa.DataType) -> bool:
+    """Whether a column of `actual` type holds `expected`'s values in another layout, as other Parquet tools
+    write them: strings as large_string, string_view or plain (DuckDB, Spark and any writer without pyarrow's
+    schema note write no dictionary type), dictionaries with other index types (pandas int8, Polars uint32),
+    large_binary (Polars), large lists, other integer or float widths and integers with nulls as floats (pandas),
+    and a column of nulls only.
+    `conform` casts them to the documented types (an integer that does not fit is refused there)."""
+    if actual == expected or pa.types.is_null(actual):
+        return True
+    if pa.types.is_dictionary(actual) and not pa.types.is_dictionary(expected):
+        return same_values(actual.value_type, expected)
+    if pa.types.is_dictionary(expected):
+        return same_values(actual.value_type if pa.types.is_dictionary(actual) else actual, expected.value_type)
+    lists = (pa.types.is_list, pa.types.is_large_list, pa.types.is_list_view, pa.types.is_large_list_view)
+    if any(t(expected) for t in lists):
+        return any(t(actual) for t in lists) and same_values(actual.value_type, expected.value_type)
+    if pa.types.is_struct(expected):
+        if not pa.types.is_struct(actual) or {f.name for f in actual} != {f.name for f in expected}:
+            return False
+        return all(same_values(actual.field(f.name).type, f.type) for f in expected)
+    if _kind(expected) == "integer" and _kind(actual) == "float":  # pandas stores an integer column with nulls as float64
+        return True
+    return _kind(actual) == _kind(expected) and _kind(expected) in ("string", "binary", "integer", "float")
+
+
+def conform(table: pa.Table, expected: pa.Schema, where: str) -> pa.Table:
+    """`table` with each column of `expected` cast to its documented type (see `same_values`); a UserError
+    naming `where` and the column when a value does not fit (an int64 of 300 in an int8 column)."""
+    fields = {f.name: f for f in expected}
+    for i, name in enumerate(table.column_names):
+        column, field = table.column(i), fields.get(name)
+        if field is None or table.schema.field(i) == field:
+            continue
+        target = field.type
+        try:
+            if pa.types.is_dictionary(column.type) or pa.types.is_dictionary(target):
+                # via the plain values: pyarrow casts no string_view (nor a dictionary's index) straight to a dictionary
+                plain = target.value_type if pa.types.is_dictionary(target) else target
+                column = column.cast(column.type.value_type if pa.types.is_dictionary(column.type) else column.type)
+                column = column.cast(plain).cast(target)
+            else:
+                column = column.cast(target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+            raise UserError(f"{where}: column {name!r} is {table.column(i).type} and does not cast to {target} ({err}); "
+                            f"write it as {target}") from None
+        table = table.set_column(i, field, column)
+    return table
 
 
 def _is_int(value: Any) -> bool:
@@ -202,6 +266,7 @@ def committed_episodes(table: pa.Table, manifest: dict, where: str) -> pa.Table:
     differences = schema_differences(table.schema, schema.EPISODE_SCHEMA)
     if differences:
         raise UserError(f"{where}: {differences[0]}; restore the file from its source")
+    table = conform(table, schema.EPISODE_SCHEMA, where)
     if table.column("shard").null_count:
         raise UserError(f"{where}: shard is null in {table.column('shard').null_count} row(s); restore the file from its source")
     paths = [s["path"] for s in manifest["shards"]]  # checked by check_manifest: only the others are checked here

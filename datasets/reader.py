@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from worldloom.errors import UserError
 
 from . import codecs, schema, storage
-from .manifest import committed_episodes, schema_differences
+from .manifest import committed_episodes, conform, schema_differences
 
 
 @dataclass
@@ -72,7 +72,7 @@ class _Shard:
         if differences or meta.num_rows != num_rows:
             why = differences[0] if differences else f"holds {meta.num_rows} rows, dataset.json says {num_rows}"
             raise UserError(f"{loc.uri_of(rel)}: {why}; run `worldloom dataset validate {loc.arg}`")
-        self.where, self.root_arg = loc.uri_of(rel), loc.arg
+        self.where, self.root_arg, self.schema = loc.uri_of(rel), loc.arg, schema.frame_schema(version)
         self.group_starts = np.cumsum([0] + [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]).tolist()
 
     def read_rows(self, start: int, stop: int, columns: list[str]) -> pa.Table:
@@ -82,6 +82,7 @@ class _Shard:
             table = self.file.read_row_groups(list(range(first, last + 1)), columns=columns)
         except (pa.ArrowInvalid, OSError) as err:
             raise UserError(f"{self.where}: cannot read rows {start}..{stop - 1} ({err}); run `worldloom dataset validate {self.root_arg}`") from None
+        table = conform(table, self.schema, self.where)  # a shard another Parquet tool rewrote: the documented types
         return table.slice(start - self.group_starts[first], stop - start)
 
 

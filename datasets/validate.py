@@ -25,7 +25,7 @@ from worldloom import paths
 from worldloom.errors import UserError
 
 from . import codecs, schema, storage
-from .manifest import committed_episodes, schema_differences
+from .manifest import committed_episodes, conform, schema_differences
 from .writer import file_checksum, nonfinite_rows
 
 # `capture run`, `dataset ingest|merge|split` and `idm label` delete every unlisted file under frames/ of
@@ -144,9 +144,11 @@ def check_shard(loc: storage.Location, rel: str, entry: dict, spec: storage.Fram
     scan = _ShardScan(rel, spec, check_frames)
     try:
         for i in range(file.metadata.num_row_groups):
-            scan.feed(file.read_row_group(i))
+            scan.feed(conform(file.read_row_group(i), schema.frame_schema(version), rel))
     except (pa.ArrowInvalid, OSError) as err:
         scan.problems.append(Problem(rel, scan.row, f"cannot read row group ({err}); restore the file from a copy"))
+    except UserError as err:  # a value that does not fit the documented type (conform): not read on
+        return problems + scan.problems + [Problem(rel, scan.row, str(err).split(": ", 1)[-1])], None
     episodes = scan.finish()
     return problems + scan.problems, episodes
 

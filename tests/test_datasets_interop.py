@@ -8,6 +8,8 @@ import sys
 import textwrap
 
 import numpy as np
+import pyarrow.fs as pafs
+import pytest
 
 from worldloom.datasets import schema
 
@@ -106,3 +108,79 @@ def test_hugging_face_datasets_is_not_shadowed(tmp_path):
         assert not (site_packages / name).exists() and not (site_packages / f"{name}.py").exists()
     # The one `datasets` in site-packages is Hugging Face's (it has their arrow_dataset module).
     assert (site_packages / "datasets" / "arrow_dataset.py").exists()
+
+
+def _rewrite(path, tool: str) -> None:
+    """Read a Parquet file with `tool` and write it back over itself, as a researcher would."""
+    import duckdb
+    import pandas as pd
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    if tool == "pandas":  # dictionaries as int8 categories, strings as large_string, all-null columns as null
+        pd.read_parquet(path).to_parquet(path)
+    elif tool == "polars":  # dictionaries with uint32 indices, large_binary frames, large lists
+        pl.read_parquet(path).write_parquet(path)
+    elif tool == "duckdb":  # no pyarrow schema note: episode_id and label_source read back as plain strings
+        duckdb.sql(f"COPY (SELECT * FROM read_parquet('{path}')) TO '{path}.new' (FORMAT parquet)")
+        (path.parent / (path.name + ".new")).replace(path)
+    else:  # pyarrow without its schema note, other compression and row groups (as Spark or Arrow C++ writers)
+        pq.write_table(pq.read_table(path), path, store_schema=False, compression="snappy", row_group_size=7)
+
+
+@pytest.mark.parametrize("tool", ["pandas", "polars", "duckdb", "pyarrow-plain"])
+def test_shards_and_episodes_rewritten_by_another_tool_read_as_before(small_dataset, tool):
+    """A shard or episodes.parquet read and written back by pandas, Polars or DuckDB holds the same values in
+    other Arrow layouts (large_string, string_view, dictionaries of other index types or none, large_binary,
+    null-typed all-null columns, int64 counts): they read with the documented types. Until 2026-12-07 each was
+    refused as a 'schema mismatch' ('column episode_id is string, expected dictionary<...>'), so a dataset
+    written from scratch by any tool but pyarrow could never be read."""
+    from worldloom.datasets import Dataset
+    from worldloom.datasets.validate import validate
+    from worldloom.datasets.writer import file_checksum
+
+    before = Dataset(small_dataset)
+    expected = {e: before.frames(e) for e in before.episode_ids}
+    rows = {e: before.read_table(e).drop_columns(["frame"]).to_pylist() for e in before.episode_ids}
+    manifest = json.loads((small_dataset / "dataset.json").read_text())
+    for entry in manifest["shards"]:  # the checksums are recorded again: this test is about the columns
+        path = small_dataset / entry["path"]
+        _rewrite(path, tool)
+        entry["checksum"], entry["size_bytes"] = file_checksum(pafs.LocalFileSystem(), str(path))
+    (small_dataset / "dataset.json").write_text(json.dumps(manifest))
+    _rewrite(small_dataset / "episodes.parquet", tool)
+
+    assert [str(p) for p in validate(small_dataset)] == []
+    after = Dataset(small_dataset)
+    assert after.episode_ids == before.episode_ids
+    for eid, clip in expected.items():
+        got = after.frames(eid)
+        np.testing.assert_array_equal(got.frames, clip.frames)
+        if clip.buttons is not None:
+            np.testing.assert_array_equal(got.buttons, clip.buttons)
+            np.testing.assert_array_equal(got.camera, clip.camera)
+        table = after.read_table(eid)
+        assert table.schema == schema.FRAME_SCHEMA
+        assert table.drop_columns(["frame"]).to_pylist() == rows[eid]
+
+
+def test_a_value_that_does_not_fit_its_documented_type_is_named(small_dataset):
+    """A column written wider than documented reads when its values fit; one that does not is one line naming
+    the shard, the column and the value (not a cast error from deep in pyarrow, nor 'schema mismatch')."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from worldloom.datasets.validate import validate
+    from worldloom.datasets.writer import file_checksum
+
+    manifest = json.loads((small_dataset / "dataset.json").read_text())
+    entry = manifest["shards"][0]
+    path = small_dataset / entry["path"]
+    table = pq.read_table(path)
+    i = table.column_names.index("state_hotbar_slot")
+    pq.write_table(table.set_column(i, "state_hotbar_slot", pa.array([300] * table.num_rows, pa.int64())), path)
+    entry["checksum"], entry["size_bytes"] = file_checksum(pafs.LocalFileSystem(), str(path))
+    (small_dataset / "dataset.json").write_text(json.dumps(manifest))
+    assert [str(p) for p in validate(small_dataset)] == [
+        f"{entry['path']} row 0: column 'state_hotbar_slot' is int64 and does not cast to int8 (Integer value 300 not "
+        "in range: -128 to 127); write it as int8"]
