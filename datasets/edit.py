@@ -46,6 +46,9 @@ from .writer import (
     parquet_options,
 )
 
+# A shard whose bytes are not those dataset.json recorded: damaged, or rewritten by another tool (validate tells which).
+CHANGED_SHARD = "checksum differs from its dataset.json (corrupt, or changed since it was committed)"
+
 
 def check_same_spec(datasets: Sequence[Dataset]) -> None:
     """UserError naming the field and the two datasets whose frame spec differs."""
@@ -146,8 +149,8 @@ def _merge_locked(datasets: list[Dataset], owner: dict[str, str], out: str | os.
             checksum, size = file_checksum(dst.fs, dst.join(rel))
             if checksum != shard["checksum"]:
                 dst.fs.delete_file(dst.join(rel))
-                raise UserError(f"{ds.location.uri_of(shard['path'])}: checksum differs from its dataset.json (corrupt); "
-                                f"run `worldloom dataset validate {ds.location.arg}` (the source); nothing was committed")
+                raise UserError(f"{ds.location.uri_of(shard['path'])}: {CHANGED_SHARD}; run `worldloom dataset validate "
+                                f"{ds.location.arg}` (the source: it says whether the file is damaged); nothing was committed")
             episodes = tuple({**row, "shard": rel} for row in rows_by_shard.get(shard["path"], []))
             infos.append(ShardInfo(rel, shard["num_rows"], size, checksum, writer_id, episodes))
     return commit_shards(dst, infos)
@@ -161,8 +164,8 @@ def upgrade_shard(ds: Dataset, shard: dict, rows: list[dict], dst: storage.Locat
     from .captions import episode_columns, row_captions
     checksum, _ = file_checksum(ds.location.fs, ds.location.join(shard["path"]))
     if checksum != shard["checksum"]:
-        raise UserError(f"{ds.location.uri_of(shard['path'])}: checksum differs from its dataset.json (corrupt); "
-                        f"run `worldloom dataset validate {ds.location.arg}` (the source); nothing was committed")
+        raise UserError(f"{ds.location.uri_of(shard['path'])}: {CHANGED_SHARD}; run `worldloom dataset validate "
+                        f"{ds.location.arg}` (the source: it says whether the file is damaged); nothing was committed")
     path = dst.join(rel)
     tmp = storage.tmp_name(path)
     with dst.fs.open_output_stream(tmp) as stream:

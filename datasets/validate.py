@@ -132,6 +132,31 @@ def check_shard(loc: storage.Location, rel: str, entry: dict, spec: storage.Fram
     elif checksum != entry.get("checksum"):
         problems.append(Problem(rel, None, f"checksum {checksum} differs from dataset.json's {entry.get('checksum')} (corrupt or "
                                            "changed)", REPAIR_HINT))
+    found, episodes = _read_shard(loc, path, rel, entry, spec, check_frames, version)
+    if problems and check_frames and not found and episodes is not None:  # changed, yet every row reads and checks out
+        problems = [_rewritten(rel, entry, checksum, size, episodes)]
+    return problems + found, episodes
+
+
+def _rewritten(rel: str, entry: dict, checksum: str, size: int, episodes: list) -> Problem:
+    """The problem of a shard whose bytes differ from dataset.json's but whose rows all read and check out: most
+    likely rewritten by another tool (other compression or row groups); whether the change is wanted only the user
+    knows (a flipped byte inside a frame reads too), and `repair` would drop the episodes."""
+    what = (f"size is {size} bytes, dataset.json says {entry.get('size_bytes')}" if size != entry.get("size_bytes")
+            else f"checksum {checksum} differs from dataset.json's {entry.get('checksum')}")
+    return Problem(rel, None, f"{what}, yet all its {sum(n for _, _, n in episodes)} rows ({len(episodes)} episode(s)) still "
+                              "read and check out (schema, episodes, steps, frame sizes): changed since it was committed, "
+                              "as when another tool rewrites it (other compression or row groups); a changed pixel or "
+                              "action would pass these checks too",
+                   f"if you rewrote it, record it: set this shard's \"size_bytes\": {size} and \"checksum\": "
+                   f"\"{checksum}\" in dataset.json; else restore the file from a copy (`worldloom dataset repair` would "
+                   "drop its episodes)")
+
+
+def _read_shard(loc: storage.Location, path: str, rel: str, entry: dict, spec: storage.FrameSpec, check_frames: bool,
+                version: int):
+    """(problems, episodes or None) of reading the shard's rows: schema, row count, and every row's checks."""
+    problems: list[Problem] = []
     try:
         file = pq.ParquetFile(loc.fs.open_input_file(path))
     except (pa.ArrowInvalid, OSError) as err:

@@ -91,6 +91,33 @@ def test_missing_extra_corrupt_and_truncated_shards(small_dataset, capsys, tmp_p
     assert f"{rel}: cannot read this shard" in err and "worldloom dataset validate" in err
 
 
+def test_a_shard_rewritten_by_another_tool_is_named_with_what_changed_and_how_to_record_it(small_dataset, capsys,
+                                                                                             tmp_path):
+    """A shard rewritten with other compression and row groups reads as before, but its bytes are not those
+    dataset.json recorded. Whether to accept it is the user's call: validate says the file still reads whole, what
+    differs and the two values that record it (following that passes validate), not 'truncated or changed' with
+    `repair`, which would drop its episodes. Until 2026-12-07 it said 'truncated or changed' and pointed at repair,
+    and merge called the file corrupt."""
+    rel, manifest = first_shard(small_dataset)
+    path = small_dataset / rel
+    pq.write_table(pq.read_table(path), path, compression="snappy", row_group_size=8)
+    import pyarrow.fs as pafs
+
+    checksum, size = file_checksum(pafs.LocalFileSystem(), str(path))
+    code, lines = run_validate(small_dataset, capsys)
+    text = "\n".join(lines)
+    assert code == 1 and lines[-1].startswith("1 problem(s)"), lines
+    assert f"{rel}: size is {size} bytes, dataset.json says {manifest['shards'][0]['size_bytes']}, yet all its {manifest['shards'][0]['num_rows']} rows" in text
+    assert f'set this shard\'s "size_bytes": {size} and "checksum": "{checksum}" in dataset.json' in text, lines
+    assert main(["dataset", "merge", str(small_dataset), "--out", str(tmp_path / "m")]) == 2
+    assert "corrupt, or changed since it was committed" in capsys.readouterr().err
+
+    manifest["shards"][0].update(size_bytes=size, checksum=checksum)
+    (small_dataset / "dataset.json").write_text(json.dumps(manifest))
+    assert run_validate(small_dataset, capsys)[0] == 0
+    assert main(["dataset", "merge", str(small_dataset), "--out", str(tmp_path / "m")]) == 0
+
+
 def test_validate_says_a_shared_fix_once_and_lists_the_shards(small_dataset, capsys):
     _, manifest = first_shard(small_dataset)
     strays = [f"frames/part-stray-{i:05d}.parquet" for i in range(3)]
