@@ -73,7 +73,11 @@ def schema_differences(actual: pa.Schema, expected: pa.Schema = schema.FRAME_SCH
             out.append(f"column {field.name!r} is missing")
         elif not same_values(have[field.name], field.type):
             out.append(f"column {field.name!r} is {have[field.name]}, expected {field.type}")
-    out.extend(f"column {name!r} is not part of format version {version}" for name in have if name not in expected.names)
+    # A column added by another tool: the readers take only the format's columns, and whether they should pass others
+    # by is undecided; so said, with what keeps the added data.
+    out.extend(f"column {name!r} is not part of format version {version} (added by another tool?); keep it in a "
+               "file beside the dataset (joined on episode_id and step) and write the shard without it"
+               for name in have if name not in expected.names)
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -184,3 +185,29 @@ def test_a_value_that_does_not_fit_its_documented_type_is_named(small_dataset):
     assert [str(p) for p in validate(small_dataset)] == [
         f"{entry['path']} row 0: column 'state_hotbar_slot' is int64 and does not cast to int8 (Integer value 300 not "
         "in range: -128 to 127); write it as int8"]
+
+
+def test_a_column_added_by_another_tool_is_named_with_what_to_do(small_dataset):
+    """A column a researcher added to a shard (pyarrow append_column) is outside the format: the reader and validate
+    name the shard and the column and say how to keep the added data (until 2026-12-07: only 'not part of format
+    version 3', and validate's 'schema mismatch' with no way out)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from worldloom.datasets import Dataset
+    from worldloom.datasets.validate import validate
+    from worldloom.datasets.writer import file_checksum
+    from worldloom.errors import UserError
+
+    manifest = json.loads((small_dataset / "dataset.json").read_text())
+    entry = manifest["shards"][0]
+    path = small_dataset / entry["path"]
+    table = pq.read_table(path)
+    pq.write_table(table.append_column("my_score", pa.array(np.ones(table.num_rows))), path)
+    entry["checksum"], entry["size_bytes"] = file_checksum(pafs.LocalFileSystem(), str(path))
+    (small_dataset / "dataset.json").write_text(json.dumps(manifest))
+    said = ("column 'my_score' is not part of format version 3 (added by another tool?); keep it in a file beside "
+            "the dataset (joined on episode_id and step) and write the shard without it")
+    assert [str(p) for p in validate(small_dataset)] == [f"{entry['path']}: schema mismatch: {said}"]
+    with pytest.raises(UserError, match=re.escape(f"{entry['path']}: {said}; run `worldloom dataset validate")):
+        Dataset(small_dataset).frames("ep-0")
