@@ -134,8 +134,12 @@ class FrameDecodeError(ValueError):
 
 def _raw_view(chunk: pa.BinaryArray, height: int, width: int) -> np.ndarray:
     frame_size = height * width * 3
+    if not (pa.types.is_binary(chunk.type) or pa.types.is_large_binary(chunk.type)):
+        chunk = chunk.cast(pa.large_binary())  # binary_view has no offsets buffer
+    # large_binary (Polars writes frames so; ray.data and pyarrow read them back so) has 64-bit offsets
     _, offsets_buf, data_buf = chunk.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int32)[chunk.offset : chunk.offset + len(chunk) + 1]
+    offset_type = np.int64 if pa.types.is_large_binary(chunk.type) else np.int32
+    offsets = np.frombuffer(offsets_buf, dtype=offset_type)[chunk.offset : chunk.offset + len(chunk) + 1]
     sizes = np.diff(offsets)
     bad = np.flatnonzero(sizes != frame_size)
     if bad.size:

@@ -211,3 +211,22 @@ def test_a_column_added_by_another_tool_is_named_with_what_to_do(small_dataset):
     assert [str(p) for p in validate(small_dataset)] == [f"{entry['path']}: schema mismatch: {said}"]
     with pytest.raises(UserError, match=re.escape(f"{entry['path']}: {said}; run `worldloom dataset validate")):
         Dataset(small_dataset).frames("ep-0")
+
+
+def test_raw_frames_that_polars_wrote_as_large_binary_decode(small_dataset):
+    """Polars writes `frame` as large_binary (64-bit offsets), and pyarrow or ray.data reading that shard hand the
+    column over so (`to_ray_dataset` decodes batches as read): decode_frames read its offsets as 32-bit and called
+    every frame '0 bytes, expected 3072' until 2026-12-07."""
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from worldloom.datasets import codecs
+
+    path = sorted((small_dataset / "frames").glob("*.parquet"))[0]
+    expected = codecs.decode_frames("raw", pq.read_table(path).column("frame"), 32, 32)
+    pl.read_parquet(path).write_parquet(path)
+    column = pq.read_table(path).column("frame")
+    assert column.type == pa.large_binary()
+    np.testing.assert_array_equal(codecs.decode_frames("raw", column, 32, 32), expected)
+    np.testing.assert_array_equal(codecs.decode_frames("raw", column.cast(pa.binary_view()), 32, 32), expected)
