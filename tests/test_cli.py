@@ -411,7 +411,7 @@ def test_progress_in_a_log_file_is_lines_not_a_redraw_a_step(tmp_path):
 @pytest.mark.ray
 def test_a_ray_workers_bar_in_a_log_file_is_its_first_and_last_lines(tmp_path):
     """Ray passes each of a worker's redraws to the driver as a line: a study's training bars in a log file were
-    five lines a second (a session-60 run). A worker of ray_session's cluster redraws every 30 s there, so a
+    5,125 lines (a session-60 tiny8 run). A worker of ray_session's cluster redraws every 30 s there, so a
     2-second bar is its first and last lines; TQDM_MININTERVAL is not left in the driver's environment."""
     script = (
         "import os, sys, time, ray\n"
