@@ -23,8 +23,9 @@ listening sockets of every process of a local session.
 Progress bars in Ray workers (the study's and the pipeline's training stages, Ray Train's workers):
 Ray passes each of a worker's redraws to the driver as a line of its own, so a bar at tqdm's
 default of up to ten redraws a second was as many lines in a log file (a tiny8 study's training
-stages: 5,125 lines, 566 kB, with Ray's folding of repeated lines) and scrolled a terminal. The workers of a session started or joined here redraw their bars
-every `worker_redraw_s()` seconds instead (tqdm's `TQDM_MININTERVAL`, in the environment of a
+stages: 5,125 lines, 566 kB, with Ray's folding of repeated lines) and scrolled a terminal. The
+workers of a session started or joined here redraw their bars every `worker_redraw_s()` seconds
+instead (tqdm's `TQDM_MININTERVAL`, in the environment of a
 local cluster's processes or in a joined cluster's job runtime_env; one a user exported is kept);
 a bar's first and last states are still written, and the driver's own bars are as before.
 
