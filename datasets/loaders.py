@@ -231,7 +231,9 @@ def to_ray_dataset(root: str | os.PathLike, columns: Sequence[str] | None = None
     paths = [ds.location.member(s["path"], source=where, field="shard path") for s in ds.manifest["shards"]]
     if not paths:
         raise ValueError(f"{ds.location.uri} has no committed shards")
-    rows = ray.data.read_parquet(paths, filesystem=ds.location.fs)
+    # each file in the documented types: shards other tools rewrote (DuckDB's plain-string episode_id beside
+    # pyarrow's dictionary) would otherwise fail Ray's schema merge before a row is read
+    rows = ray.data.read_parquet(paths, filesystem=ds.location.fs, schema=schema.frame_schema(ds.version))
     if columns:
         rows = rows.select_columns(list(columns))
     if decode and (columns is None or "frame" in columns):
