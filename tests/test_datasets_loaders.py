@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 
 import numpy as np
 import pytest
@@ -84,15 +85,36 @@ def test_clip_dataset_random_access(small_dataset):
 
 
 @pytest.mark.ray
-def test_ray_data_reads_committed_rows(small_dataset):
+def test_ray_data_reads_committed_rows_and_shards_of_two_layouts(small_dataset):
+    """The rows, then the same after DuckDB rewrote one shard (episode_id a plain string beside pyarrow's
+    dictionary in the other): until 2026-12-07 Ray refused to merge the two files' schemas before reading a row
+    ("Unable to merge: Field episode_id has incompatible types"); each file is now read in the documented types."""
+    import duckdb
+    import pyarrow.fs as pafs
+
     from worldloom.cluster import ray_session
     from worldloom.datasets import to_ray_dataset
+    from worldloom.datasets.writer import file_checksum
+
+    def rows() -> list[dict]:
+        got = to_ray_dataset(small_dataset, columns=["episode_id", "step", "frame", "action_attack", "label_source"])
+        return sorted(got.take_all(), key=lambda r: (r["episode_id"], r["step"]))
 
     with ray_session(num_cpus=2):
-        rows = to_ray_dataset(small_dataset, columns=["episode_id", "step", "frame", "action_attack"]).take_all()
-    assert len(rows) == 143  # one execution: each Ray Data execution starts its own tasks
-    (row,) = [r for r in rows if r["episode_id"] == "ep-1" and r["step"] == 5]
+        before = rows()
+        manifest = json.loads((small_dataset / "dataset.json").read_text())
+        entry = manifest["shards"][0]
+        path = small_dataset / entry["path"]
+        duckdb.sql(f"COPY (SELECT * FROM read_parquet('{path}')) TO '{path}.new' (FORMAT parquet)")
+        path.with_name(path.name + ".new").replace(path)
+        entry["checksum"], entry["size_bytes"] = file_checksum(pafs.LocalFileSystem(), str(path))
+        (small_dataset / "dataset.json").write_text(json.dumps(manifest))
+        after = rows()
+    assert len(before) == 143  # one execution: each Ray Data execution starts its own tasks
+    (row,) = [r for r in before if r["episode_id"] == "ep-1" and r["step"] == 5]
     np.testing.assert_array_equal(row["frame"], pixel_frames(33, 32, 32, seed=1)[5])
+    assert len(after) == 143 and all(
+        a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a) for a, b in zip(after, before, strict=True))
 
 
 def test_clip_stream_over_chunked_h264(tmp_path):
