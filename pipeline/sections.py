@@ -298,11 +298,14 @@ def engine_truth_verdict(cf: dict) -> str:
     """One plain sentence on engine-truth controllability (pretrain/counterfactual.py's scores), read
     at horizon 8 (or the last the run played), beside shuffled actions, copy-last, the engine and,
     where scored, the engine's frames with what the last context frame did not see filled from what
-    it did."""
+    it did (an upper reference, not a reachable score: docs/pretrain.md's geometric ceiling)."""
     h = min(CONTROLLABILITY_HORIZON, cf["horizon"])
     at = {k: cf[k]["controllability"][h - 1] for k in BRANCH_LABELS if k in cf}
-    seen = (f"; the engine exact only where the context saw, {_score(at['seen_only'])}: what a model that makes "
-            "nothing up can reach" if "seen_only" in at else "")
+    # Not what a model can reach: the reference keeps the engine's own walked pixels; the context moved by the exact
+    # geometry reads about 0.80 (docs/pretrain.md). Until 2026-12-07 the line called 0.94 reachable.
+    seen = (f"; the engine exact only where the context saw, {_score(at['seen_only'])}: a reference above any model, "
+            "as its walked pixels are the engine's (the context moved by the exact geometry reads about 0.80, "
+            "docs/pretrain.md)" if "seen_only" in at else "")
     ci = (cf["model"].get("ci95") or [None] * h)[h - 1]  # runs written before the intervals have none
     spread = f" (95% interval over the {cf['states']} saved states {ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
     line = (f"Engine truth: at horizon {h} the rollout under one action sequence is closer to the engine's under it "

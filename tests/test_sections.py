@@ -103,8 +103,12 @@ def test_engine_truth_verdict_reads_horizon_8_against_the_goal():
     assert engine_truth_verdict(_cf(0.72)).endswith(": not met.")
     assert engine_truth_verdict(_cf(None)).endswith(": not met.") and " n/a of branch pairs" in engine_truth_verdict(_cf(None))
     seen = {**_cf(0.72), "seen_only": {"controllability": [0.94] * 8}}
-    assert engine_truth_verdict(seen).endswith("engine 1.00; the engine exact only where the context saw, 0.94: what a "
-                                               "model that makes nothing up can reach): not met.")
+    # an upper reference, not a reachable score (until 2026-12-07 the line called it what a model can reach)
+    assert engine_truth_verdict(seen).endswith("engine 1.00; the engine exact only where the context saw, 0.94: a "
+                                               "reference above any model, as its walked pixels are the engine's (the "
+                                               "context moved by the exact geometry reads about 0.80, "
+                                               "docs/pretrain.md)): not met.")
+    assert "can reach" not in engine_truth_verdict(seen)
     spread = {**_cf(0.72), "states": 32}
     spread["model"]["ci95"] = [[0.61, 0.8]] * 8
     assert " 0.72 (95% interval over the 32 saved states 0.61-0.80) of branch pairs " in engine_truth_verdict(spread)
