@@ -382,18 +382,25 @@ def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
     if cfg.counterfactual:  # read and checked before anything is generated
         from worldloom.datasets.branches import load_branches
 
+        from .counterfactual import check_engine_file
+
         branches = load_branches(cfg.counterfactual)
         if branches.info.get("kind") == "revisit":  # the same file format, another experiment
             raise UserError(f"--counterfactual {cfg.counterfactual}: a revisit file (`capture revisits`), not branches: "
                             "pass it as --revisit, or make branches with `worldloom capture branches`")
+        if note := check_engine_file(branches, model, "--counterfactual", cfg.counterfactual, cfg.model, "capture branches"):
+            tqdm.write(f"pretrain eval: {note}", file=sys.stderr)
     revisits = None
     if cfg.revisit:
         from worldloom.datasets.branches import load_branches
 
+        from .counterfactual import check_engine_file
         from .revisit import check_revisits
 
-        revisits = load_branches(cfg.revisit)
+        revisits = load_branches(cfg.revisit, make="capture revisits")
         check_revisits(revisits, cfg.revisit)
+        if note := check_engine_file(revisits, model, "--revisit", cfg.revisit, cfg.model, "capture revisits"):
+            tqdm.write(f"pretrain eval: {note}", file=sys.stderr)
     longest = longest_labeled(cfg.data)
     long_horizon = max(cfg.horizon, min(cfg.stability_horizon, longest - context))
     stages.start("reading clips")
