@@ -810,6 +810,37 @@ def test_mismatched_player_and_task_are_one_line_naming_both(policy_run, ray_clu
     assert "unknown --task" in capsys.readouterr().err
 
 
+def test_an_eval_folder_of_another_policy_run_of_the_same_name_is_refused(policy_run, data, tmp_path, capsys):
+    """A folder holds one player's evaluation of one task, but a player was told by its run folder's name alone: a
+    new-user trial (2026-12-07) evaluated another run named `bc` (other weights, another folder) into the --out of
+    the first `bc`'s report, which was replaced without a word. Now another run's weights are refused before anything
+    is played; the same run folder with new weights (trained again) replaces its report with a note naming them."""
+    from worldloom.agent.evaluate import check_same_report, policy_id
+    from worldloom.config import to_json_dict
+
+    other = str(train_main(micro_cfg(data["labeled"], tmp_path / "elsewhere" / "bc", max_steps=2)))
+    assert Path(other).name == Path(policy_run).name and policy_id(other) != policy_id(policy_run)
+    out = tmp_path / "eval"
+    out.mkdir()
+    earlier = {"policy": policy_run, "player": "bc", "policy_id": policy_id(policy_run), "task": "worldloom/Explore-v0",
+               "mode": "env", "config": to_json_dict(EvalConfig(policy=policy_run, task="explore", out=str(out)))}
+    (out / "eval.json").write_text(json.dumps(earlier))
+    before = (out / "eval.json").read_bytes()
+    capsys.readouterr()
+    assert cli(["agent", "eval", "--policy", other, "--task", "explore", "--episodes", "1", "--num-workers", "1",
+                "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (f"--out {out} holds the evaluation of {policy_id(policy_run)} (--policy {policy_run}) on worldloom/Explore-v0, "
+            f"not of {policy_id(other)} (--policy {other}), another policy run of the same name: give a new --out") in err
+    assert err.count("\n") == 1 and "Traceback" not in err and (out / "eval.json").read_bytes() == before
+    # the same run folder, its weights trained again since that report: replaced, and the note says which weights
+    (out / "eval.json").write_text(json.dumps({**earlier, "policy_id": "bc@step2-0123456789ab"}))
+    assert check_same_report(EvalConfig(policy=policy_run, task="explore", out=str(out))) == [
+        "checkpoint (bc@step2-0123456789ab then)"]
+    (out / "eval.json").write_text(json.dumps(earlier))  # the same weights: nothing to say
+    assert check_same_report(EvalConfig(policy=policy_run, task="explore", out=str(out))) == []
+
+
 # --- dreaming -----------------------------------------------------------------------------------
 def world_model_run(root, image_size: int = 64, seed: int = 0) -> str:
     """An untrained tiny WorldModel in the world-model checkpoint format."""
