@@ -499,15 +499,25 @@ def scorer_steps_of(doc_: dict) -> int | None:
 
 
 def check_world_model(wm_cfg, wm_run: str, resolution: int, policy: str) -> None:
-    """UserError naming both sides when the world model's frames are not the player's."""
-    if wm_cfg.image_size != resolution:
+    """UserError naming both sides when the world model's frames are not the player's. A reference player plays at
+    any size the tasks render (VoxelWorld's RESOLUTIONS), so it is told `--resolution N` only where N is one of
+    them; a world model at another size can host no dream (until 2026-12-07 it was told `--resolution 32`, which
+    the flags then refused)."""
+    size = wm_cfg.image_size
+    if size != resolution:
+        from worldloom.envs import RESOLUTIONS
+
         from .players import is_reference
 
-        other = (f"--resolution {wm_cfg.image_size}" if is_reference(policy)  # plays at any size
-                 else f"a policy trained at {wm_cfg.image_size}")
-        raise UserError(f"world model {wm_run} generates {wm_cfg.image_size}x{wm_cfg.image_size} frames but {policy} plays "
-                        f"at {resolution}x{resolution}: use a world model trained at {resolution} "
-                        f"(`worldloom pretrain train --model.image-size {resolution}`) or {other}")
+        low, high = RESOLUTIONS["voxel"]  # the tasks are VoxelWorld's
+        use = (f"use a world model trained at {resolution} (`worldloom pretrain train --model.image-size {resolution}`)")
+        if not low <= size <= high:
+            raise UserError(f"world model {wm_run} generates {size}x{size} frames but {policy} plays at "
+                            f"{resolution}x{resolution}, and the tasks render {low}..{high} pixels a side, so no player "
+                            f"can dream at {size}x{size}: {use}")
+        other = f"--resolution {size}" if is_reference(policy) else f"a policy trained at {size}"  # plays at any size
+        raise UserError(f"world model {wm_run} generates {size}x{size} frames but {policy} plays at "
+                        f"{resolution}x{resolution}: {use} or {other}")
 
 
 def check_dream(cfg, wm_cfg, wm_doc: dict, resolution: int) -> None:

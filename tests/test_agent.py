@@ -1484,6 +1484,20 @@ def test_a_world_model_at_another_resolution_is_one_line_naming_both(data, polic
                 "--data", data["labeled"], "--episodes", "1", "--scorer-steps", "1"]) == 2
     err = capsys.readouterr().err
     assert "generates 32x32 frames" in err and "at 64x64" in err and err.count("\n") == 1
+    # a reference player plays at any size the task renders, but the tasks render 64..360: it was told to pass
+    # `--resolution 32`, which is then refused while the flags are parsed (a new-user trial, 2026-12-07)
+    assert cli(["agent", "eval", "--policy", "random", "--task", "explore", "--in-world-model", wm,
+                "--data", data["labeled"], "--episodes", "1", "--scorer-steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "generates 32x32 frames" in err and "--resolution 32" not in err and err.count("\n") == 1, err
+    assert ("the tasks render 64..360 pixels a side, so no player can dream at 32x32: use a world model trained at "
+            "64") in err, err
+    # where the world model's size is one the tasks render, the reference is told to play at it
+    wm96 = world_model_run(tmp_path / "wm96", image_size=96)
+    assert cli(["agent", "eval", "--policy", "random", "--task", "explore", "--in-world-model", wm96,
+                "--data", data["labeled"], "--episodes", "1", "--scorer-steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "generates 96x96 frames" in err and "or --resolution 96" in err and err.count("\n") == 1, err
 
 
 def test_a_study_whose_world_model_cannot_dream_its_tasks_is_refused_before_its_first_stage(tmp_path, capsys):
