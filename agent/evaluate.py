@@ -487,6 +487,7 @@ def preflight(cfg: EvalConfig, resolution: int) -> None:
     (its log lines included) before it. The actors check again on the envs they build."""
     from worldloom.envs.tasks import make_task_env
 
+    check_video_memory(cfg, resolution)
     limit = {"max_steps": cfg.time_limit} if cfg.time_limit else {}
     env = make_task_env(cfg.task, height=resolution, width=resolution, **limit)
     try:
@@ -495,6 +496,35 @@ def preflight(cfg: EvalConfig, resolution: int) -> None:
         env.close()
     if (note := no_task_note(cfg.policy, cfg.task)) is not None:
         print(f"agent eval: note: {note}", file=sys.stderr)
+
+
+VIDEO_SCALE = 4  # EpisodeRunner._film's upscaling of a filmed frame
+ACTION_BYTES = 1024  # an action dict kept beside each filmed frame, about
+
+
+def check_video_memory(cfg: EvalConfig, resolution: int) -> None:
+    """UserError (one line, before any actor starts) where the filmed episodes would not fit in this machine's free
+    memory: an actor keeps each filmed episode's frames (resolution^2 x 3 bytes a step, and its action) until the
+    episode ends, then holds them all again upscaled VIDEO_SCALE times with the action bar while it writes the video.
+    Estimated for the longest episode (--time-limit, else the task's), the filmed episodes an actor plays at once and
+    the actors that may write at once, against 80% of the memory free here (a cluster's own nodes are not asked)."""
+    from worldloom.datasets.export import BAR_PX
+    from worldloom.pretrain.train import available_memory_bytes
+
+    filmed = min(cfg.videos, cfg.episodes)
+    if not filmed:
+        return
+    steps = cfg.time_limit or cfg.task_spec.max_steps
+    actors = max(1, min(cfg.num_workers or os.cpu_count() or 1, cfg.episodes))
+    at_once = min(filmed, actors * cfg.envs_per_worker)  # filmed episodes in play together, over all actors
+    raw = resolution * resolution * 3 + ACTION_BYTES
+    written = (resolution * VIDEO_SCALE + BAR_PX) * resolution * VIDEO_SCALE * 3
+    need, have = steps * (at_once * raw + min(filmed, actors) * written), available_memory_bytes(gpu=False)
+    if need > 0.8 * have:
+        where = "--time-limit" if cfg.time_limit else "the task's time limit"
+        raise UserError(f"--videos {cfg.videos} films episodes of up to {steps} steps ({where}), held in memory until "
+                        f"written: about {need / 2**30:.1f} GiB, but {have / 2**30:.1f} GiB free: film fewer or shorter "
+                        "episodes (--videos 0, or a smaller --time-limit)")
 
 
 def wait_with_progress(calls: list, episodes: list[int], what: str) -> list:

@@ -783,6 +783,24 @@ def test_eval_with_ray_actors_writes_cis_and_a_video(policy_run, ray_cluster, tm
     assert (out / "eval.json").read_bytes() == before and (out / "videos" / Path(again["videos"][0]).name).exists()
 
 
+def test_videos_of_episodes_too_long_to_hold_in_memory_are_refused_before_any_actor_starts(tmp_path, capsys):
+    """`agent eval --time-limit 100000` (within the flag's range) filmed its first --videos episodes frame by frame
+    in memory, 4x upscaled when written: a new-user trial (2026-12-07) ended, minutes in, in Ray's OutOfMemoryError
+    and a traceback (exit 1) on a machine with 21 GiB free. Now one line before any actor starts; the same
+    episodes unfilmed hold no frames and are played."""
+    from worldloom.agent.evaluate import check_video_memory
+
+    out = tmp_path / "e"
+    assert cli(["agent", "eval", "--policy", "random", "--task", "explore", "--episodes", "2", "--num-workers", "1",
+                "--time-limit", "1000000", "--videos", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert ("--videos 1 films episodes of up to 1000000 steps (--time-limit), held in memory until written: about "
+            in err and "GiB free: film fewer or shorter episodes (--videos 0, or a smaller --time-limit)" in err), err
+    assert err.count("\n") == 1 and "Ray actor" not in err and "Traceback" not in err and not out.exists()
+    check_video_memory(EvalConfig(policy="random", task="explore", time_limit=1_000_000, videos=0), 64)  # nothing filmed
+    check_video_memory(EvalConfig(policy="random", task="explore", videos=2), 64)  # the task's 400 steps: about 0.1 GiB
+
+
 def test_mismatched_player_and_task_are_one_line_naming_both(policy_run, ray_cluster, tmp_path, capsys):
     assert cli(["agent", "eval", "--policy", policy_run, "--task", "explore", "--resolution", "96", "--episodes", "1",
                 "--num-workers", "1", "--out", str(tmp_path / "e")]) == 2
