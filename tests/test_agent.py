@@ -1982,7 +1982,17 @@ def test_a_task_scorer_is_reused_only_for_the_data_and_steps_it_was_trained_on(d
         w.add_episode("ep-new", frames, buttons=buttons, camera=camera, rewards=rewards, env="explore")
     refused(["--data", str(mine), "--scorer-steps", "1"], f"was trained on {mine} as it was then, and its content "
                                                            "has changed since")
-    assert cli(argv) == 0  # no --data: the scorer there is used as it is
+    # no --data: the scorer there is used as it is; where the scorer flags ask for another one than it is, a note
+    # says they went unused (eval.json's config records them: a new-user trial, 2026-12-07, read its
+    # --scorer-steps 999 --scorer-members 7 there, for a scorer of 1 step and 5 members)
+    capsys.readouterr()
+    assert cli([*argv, "--scorer-steps", "1"]) == 0
+    assert "agent dream: note:" not in capsys.readouterr().err
+    assert cli([*argv, "--scorer-steps", "999", "--scorer-members", "7"]) == 0
+    err = capsys.readouterr().err
+    assert (f"agent dream: note: --scorer-steps 999, --scorer-members 7 train a new task scorer; {scorer}, reused as it "
+            "is without --data, was trained with --scorer-steps 1, --scorer-members 5 (pass --data and --scorer "
+            "NEW_FOLDER to train one as asked)") in err, err
     assert cli([*argv, "--data", str(mine), "--scorer-steps", "1", "--scorer", str(tmp_path / "new")]) == 0
 
 
