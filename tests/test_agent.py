@@ -1682,6 +1682,11 @@ def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path, monkeyp
     # the same study with one seed: the seeds' runs go (the stages that wrote them are redone), bc-env is a run again
     assert cli([*argv[:-2], "--sizes.bc-seeds", "1"]) == 0
     assert sorted(p.name for p in (out / "policies").iterdir()) == ["bc-env", "bc-idm", "bc-noop"]
+    # asked without --world-model, the report does not show the dreams of the earlier run's world model and players
+    # (bc-env-s0, bc-idm-s1, ...: gone, their evaluations redone): a new-user trial, 2026-12-07, read another run's
+    # rank agreement, over tasks this study no longer had, in the report of a study that dreamt nothing
+    assert "Dreaming" not in (out / "report.md").read_text()
+    assert "dream" not in json.loads((out / "report.json").read_text())
     # a second run reuses every stage through the pipeline's StageRunner (tests/test_pipeline.py);
     # here: the record it reads is there, one per stage
     assert set(json.loads((out / "study.json").read_text())["stages"]) >= {"eval"}
