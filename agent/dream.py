@@ -428,6 +428,8 @@ def scorer_for(cfg, resolution: int, wm=None, codec=None, guidance: float = 1.0)
         check_scorer_data(run, cfg.data, cfg.scorer_steps, cfg.scorer_members, dream_record(cfg, guidance))
     if not trained_now:
         note_scorer_seed(run, cfg.seed)
+        if not cfg.data:
+            note_unused_scorer_flags(run, cfg)
     model, (height, width) = load_scorer(run, task.env_id)
     reading = getattr(cfg, "critic_reading", "mean")
     for member in model.modules():  # the critics' reading of a dream (an odometer or mining classifier has none)
@@ -450,6 +452,20 @@ def note_scorer_seed(run: Path, seed: int) -> None:
     if trained is not None and trained != seed:
         print(f"agent dream: note: scorer {run} was trained from --seed {trained}, and is reused as it is for --seed "
               f"{seed} (pass --scorer NEW_FOLDER for scorers of this seed)", file=sys.stderr)
+
+
+def note_unused_scorer_flags(run: Path, cfg) -> None:
+    """A note on stderr when a scorer reused without --data (as it is) was trained otherwise than --scorer-steps,
+    --scorer-members and --scorer-dreams say: they shape a new scorer only, and eval.json's config records them."""
+    doc_ = ckpt.read_run_config(run, SCORER_KIND)
+    trained = {"scorer_steps": scorer_steps_of(doc_), "scorer_members": doc_.get("members") or 1,
+               "scorer_dreams": (doc_.get("dreams") or {}).get("windows", 0)}
+    differ = [k for k, v in trained.items() if v is not None and getattr(cfg, k, v) != v]
+    if differ:
+        flag = lambda k, v: f"--{k.replace('_', '-')} {v}"  # noqa: E731
+        print(f"agent dream: note: {', '.join(flag(k, getattr(cfg, k)) for k in differ)} train a new task scorer; "
+              f"{run}, reused as it is without --data, was trained with {', '.join(flag(k, trained[k]) for k in differ)} "
+              "(pass --data and --scorer NEW_FOLDER to train one as asked)", file=sys.stderr)
 
 
 def dream_record(cfg, guidance: float) -> dict:
@@ -499,15 +515,25 @@ def scorer_steps_of(doc_: dict) -> int | None:
 
 
 def check_world_model(wm_cfg, wm_run: str, resolution: int, policy: str) -> None:
-    """UserError naming both sides when the world model's frames are not the player's."""
-    if wm_cfg.image_size != resolution:
+    """UserError naming both sides when the world model's frames are not the player's. A reference player plays at
+    any size the tasks render (VoxelWorld's RESOLUTIONS), so it is told `--resolution N` only where N is one of
+    them; a world model at another size can host no dream (until 2026-12-07 it was told `--resolution 32`, which
+    the flags then refused)."""
+    size = wm_cfg.image_size
+    if size != resolution:
+        from worldloom.envs import RESOLUTIONS
+
         from .players import is_reference
 
-        other = (f"--resolution {wm_cfg.image_size}" if is_reference(policy)  # plays at any size
-                 else f"a policy trained at {wm_cfg.image_size}")
-        raise UserError(f"world model {wm_run} generates {wm_cfg.image_size}x{wm_cfg.image_size} frames but {policy} plays "
-                        f"at {resolution}x{resolution}: use a world model trained at {resolution} "
-                        f"(`worldloom pretrain train --model.image-size {resolution}`) or {other}")
+        low, high = RESOLUTIONS["voxel"]  # the tasks are VoxelWorld's
+        use = (f"use a world model trained at {resolution} (`worldloom pretrain train --model.image-size {resolution}`)")
+        if not low <= size <= high:
+            raise UserError(f"world model {wm_run} generates {size}x{size} frames but {policy} plays at "
+                            f"{resolution}x{resolution}, and the tasks render {low}..{high} pixels a side, so no player "
+                            f"can dream at {size}x{size}: {use}")
+        other = f"--resolution {size}" if is_reference(policy) else f"a policy trained at {size}"  # plays at any size
+        raise UserError(f"world model {wm_run} generates {size}x{size} frames but {policy} plays at "
+                        f"{resolution}x{resolution}: {use} or {other}")
 
 
 def check_dream(cfg, wm_cfg, wm_doc: dict, resolution: int) -> None:

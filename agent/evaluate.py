@@ -487,6 +487,7 @@ def preflight(cfg: EvalConfig, resolution: int) -> None:
     (its log lines included) before it. The actors check again on the envs they build."""
     from worldloom.envs.tasks import make_task_env
 
+    check_video_memory(cfg, resolution)
     limit = {"max_steps": cfg.time_limit} if cfg.time_limit else {}
     env = make_task_env(cfg.task, height=resolution, width=resolution, **limit)
     try:
@@ -495,6 +496,35 @@ def preflight(cfg: EvalConfig, resolution: int) -> None:
         env.close()
     if (note := no_task_note(cfg.policy, cfg.task)) is not None:
         print(f"agent eval: note: {note}", file=sys.stderr)
+
+
+VIDEO_SCALE = 4  # EpisodeRunner._film's upscaling of a filmed frame
+ACTION_BYTES = 1024  # an action dict kept beside each filmed frame, about
+
+
+def check_video_memory(cfg: EvalConfig, resolution: int) -> None:
+    """UserError (one line, before any actor starts) where the filmed episodes would not fit in this machine's free
+    memory: an actor keeps each filmed episode's frames (resolution^2 x 3 bytes a step, and its action) until the
+    episode ends, then holds them all again upscaled VIDEO_SCALE times with the action bar while it writes the video.
+    Estimated for the longest episode (--time-limit, else the task's), the filmed episodes an actor plays at once and
+    the actors that may write at once, against 80% of the memory free here (a cluster's own nodes are not asked)."""
+    from worldloom.datasets.export import BAR_PX
+    from worldloom.pretrain.train import available_memory_bytes
+
+    filmed = min(cfg.videos, cfg.episodes)
+    if not filmed:
+        return
+    steps = cfg.time_limit or cfg.task_spec.max_steps
+    actors = max(1, min(cfg.num_workers or os.cpu_count() or 1, cfg.episodes))
+    at_once = min(filmed, actors * cfg.envs_per_worker)  # filmed episodes in play together, over all actors
+    raw = resolution * resolution * 3 + ACTION_BYTES
+    written = (resolution * VIDEO_SCALE + BAR_PX) * resolution * VIDEO_SCALE * 3
+    need, have = steps * (at_once * raw + min(filmed, actors) * written), available_memory_bytes(gpu=False)
+    if need > 0.8 * have:
+        where = "--time-limit" if cfg.time_limit else "the task's time limit"
+        raise UserError(f"--videos {cfg.videos} films episodes of up to {steps} steps ({where}), held in memory until "
+                        f"written: about {need / 2**30:.1f} GiB, but {have / 2**30:.1f} GiB free: film fewer or shorter "
+                        "episodes (--videos 0, or a smaller --time-limit)")
 
 
 def wait_with_progress(calls: list, episodes: list[int], what: str) -> list:
@@ -600,8 +630,12 @@ def check_same_report(cfg: EvalConfig) -> list[str]:
     """UserError (one line, before any episode) when OUT/eval.json reports another player, task or mode (closed
     loop, dreamt): a folder holds one player's evaluation on one task, and evaluating into it again replaces that
     report and its videos, which is how a player and task are evaluated anew, never how another one is added
-    (a new-user trial, session 44, wrote the expert over a study's bc-env report). True when it holds the same
-    player's report made with other settings: their flags (`note_replaced` says so once the new one is written)."""
+    (a new-user trial, session 44, wrote the expert over a study's bc-env report). A policy run is told by its
+    weights (`policy_id`), not its folder's name alone: another run of the same name is refused too (a new-user
+    trial, 2026-12-07, replaced one `bc`'s report with another's without a word), and the same run folder trained
+    again since is named in the note. Returns, for the same player's report made otherwise, what differs (its
+    flags, and `checkpoint (ID then)` for other weights of the same run; `note_replaced` says so once the new one
+    is written), else []."""
     path = cfg.out_dir / "eval.json"
     try:
         before = json.loads(path.read_text())
@@ -619,12 +653,30 @@ def check_same_report(cfg: EvalConfig) -> list[str]:
                 " the evaluation of")
         raise UserError(f"--out {cfg.out_dir} holds {held} {mine['player']} on {mine['task']} ({what[mode]}): give a "
                         "new --out (a folder holds one player's evaluation of one task), or remove that folder first")
+    weights = other_weights(cfg, before)
     mine_cfg, their_cfg = json.loads(json.dumps(to_json_dict(cfg))), before.get("config")
     if not isinstance(their_cfg, dict):
-        return ["settings"] if their_cfg != mine_cfg else []
+        return weights + (["settings"] if their_cfg != mine_cfg else [])
     same = {"policy", "task", "out"}  # the same player, task and folder (checked above), perhaps spelled otherwise
-    return [f"--{k.replace('_', '-')}" for k in mine_cfg if k not in same and mine_cfg[k] != their_cfg.get(k)] + \
+    return weights + [f"--{k.replace('_', '-')}" for k in mine_cfg if k not in same and mine_cfg[k] != their_cfg.get(k)] + \
         [f"--{k.replace('_', '-')}" for k in their_cfg if k not in mine_cfg and k not in same]
+
+
+def other_weights(cfg: EvalConfig, before: dict) -> list[str]:
+    """For an earlier report (`before`, OUT/eval.json) of a player of the same name: [] where it played the same
+    weights (or names none: a reference, a report from before `policy_id`), `["checkpoint (ID then)"]` where it
+    played the same run folder's earlier weights (OUT inside the run, or its `policy` path, as given then, the same
+    folder as --policy now); UserError (one line) where it played another run of the same name."""
+    theirs = before.get("policy_id")
+    if is_reference(cfg.policy) or not isinstance(theirs, str) or theirs == (mine := policy_id(cfg.policy)):
+        return []
+    run = Path(cfg.policy).resolve()
+    their_path = before.get("policy")
+    if run in cfg.out_dir.resolve().parents or (isinstance(their_path, str) and Path(their_path).resolve() == run):
+        return [f"checkpoint ({theirs} then)"]
+    raise UserError(f"--out {cfg.out_dir} holds the evaluation of {theirs} (--policy {their_path}) on "
+                    f"{cfg.task_spec.env_id}, not of {mine} (--policy {cfg.policy}), another policy run of the same name: "
+                    "give a new --out (a folder holds one player's evaluation of one task), or remove that folder first")
 
 
 def note_replaced(cfg: EvalConfig, changed: list[str]) -> None:

@@ -133,8 +133,9 @@ def check_branches_out(path: str | Path, make: str) -> str | None:
     return f"{make}: replacing {path}, the branches file made earlier there"
 
 
-def load_branches(path: str | Path) -> Branches:
-    """Read and check a branches file; UserError (one line, naming the file) for anything else."""
+def load_branches(path: str | Path, make: str = "capture branches") -> Branches:
+    """Read and check a branches file; UserError (one line, naming the file and `make`, the command that makes
+    the file asked for: `capture branches`, or `capture revisits` for a revisit file) for anything else."""
     from safetensors import SafetensorError
     from safetensors.numpy import load
 
@@ -142,11 +143,11 @@ def load_branches(path: str | Path) -> Branches:
     try:
         data = Path(path).read_bytes()
     except OSError as err:
-        raise UserError(f"{where}: cannot read it ({err.strerror or err}); make it with `worldloom capture branches`") from None
+        raise UserError(f"{where}: cannot read it ({err.strerror or err}); make it with `worldloom {make}`") from None
     try:
         meta = header_metadata(data)
         if meta.get("format") != FORMAT:
-            raise UserError(f"{where}: not a WorldLoom branches file; make it with `worldloom capture branches`")
+            raise UserError(f"{where}: not a WorldLoom branches file; make it with `worldloom {make}`")
         if meta.get("version") != str(VERSION):
             raise UserError(f"{where}: branches format version {meta.get('version')!r}; this WorldLoom reads {VERSION}")
         tensors = load(data)
@@ -155,5 +156,5 @@ def load_branches(path: str | Path) -> Branches:
         raise UserError(f"{where}: damaged branches file ({str(err).splitlines()[0][:120]})") from None
     missing = [name for name in TENSORS if name not in tensors]
     if missing or not isinstance(info, dict):
-        raise UserError(f"{where}: missing {', '.join(missing) or 'info'}; make it again with `worldloom capture branches`")
+        raise UserError(f"{where}: missing {', '.join(missing) or 'info'}; make it again with `worldloom {make}`")
     return Branches(**{name: tensors[name] for name in TENSORS}, info=info).check(where)

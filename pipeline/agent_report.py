@@ -207,7 +207,8 @@ def write_study_report(cfg, paths: dict[str, Any], records: dict[str, StageRecor
     if evals:
         s.image(ci_plot(evals, players, tasks, paths["figures"] / "ci.png"), "success and return, 95% intervals")
     _behaviour_section(report, evals, players, tasks)
-    _dream_section(report, records)
+    if cfg.world_model:  # a dream stage recorded by an earlier run with --world-model is not this study's
+        _dream_section(report, records)
     s = report.section("Training", "Behaviour cloning (and the IDM that made the pseudo-labels): loss and validation "
                                    "scores of the most likely action.")
     for name, run in paths["policies"].items():

@@ -95,6 +95,21 @@ def seen_only_frames(engine: np.ndarray, branch_camera: np.ndarray, fov_deg: flo
     return out
 
 
+def check_engine_file(branches: Branches, model, flag: str, path: str, run: str, make: str) -> str | None:
+    """Before `pretrain eval` generates anything: UserError (one line, naming `flag`, the file, the model run `run`
+    and the `worldloom {make}` command that makes a fitting file) where the file holds fewer context frames a state
+    than the model reads (num_frames - 1). Returns the words of a note where its frames are of another size than
+    the model's (resized to it, area, as the clips are), else None."""
+    from worldloom.datasets.storage import resize_words
+
+    context, have = model.cfg.num_frames - 1, branches.context_frames.shape[1]
+    if have < context:
+        raise UserError(f"{flag} {path}: {have} context frame{'s' if have != 1 else ''} a state; the model {run} reads "
+                        f"{context}: make it again with `worldloom {make} --context {context}`")
+    size, hw = model.cfg.image_size, tuple(branches.frames.shape[-3:-1])
+    return f"{flag} {path}: {resize_words(hw, (size, size))} for the model's input (area)" if hw != (size, size) else None
+
+
 @torch.no_grad()
 def model_branches(model, codec, branches: Branches, state: int, sample=None, seed: int = 0,
                    order: list[int] | None = None, window: int | None = None) -> np.ndarray:

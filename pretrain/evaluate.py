@@ -168,6 +168,17 @@ def steady_horizon(psnr_by_horizon: list[float], drop_db: float = 3.0) -> int:
     return h
 
 
+def check_not_empty(paths) -> None:
+    """UserError (one line, naming the dataset) for a --data dataset that holds no episodes (a split that drew
+    none): it was scored beside the others without a word, or alone told it held footage to label."""
+    from worldloom.datasets import Dataset
+
+    for path in paths:
+        if Dataset(str(path)).episodes.num_rows == 0:
+            raise UserError(f"{path} holds no episodes: record some with `worldloom capture run --out {path}`, or leave "
+                            "it out of --data")
+
+
 def longest_labeled(paths) -> int:
     """Steps of the longest labeled (env or idm) episode in the datasets (0: none)."""
     from worldloom.datasets import Dataset
@@ -369,6 +380,7 @@ def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
     if cfg.out:  # a file, a dataset or a run: refused before the work, not after it
         check_out(cfg.out, "eval")
     check_step_rate(cfg.model, cfg.data)
+    check_not_empty(cfg.data)
     if cfg.idm:  # the controllability IDM reads the same clips' steps: at the rate it learned, too
         from worldloom.idm.checkpoint import check_step_rate as check_idm_step_rate
 
@@ -382,18 +394,25 @@ def _evaluate(cfg: EvalConfig, stages: Stages) -> dict:
     if cfg.counterfactual:  # read and checked before anything is generated
         from worldloom.datasets.branches import load_branches
 
+        from .counterfactual import check_engine_file
+
         branches = load_branches(cfg.counterfactual)
         if branches.info.get("kind") == "revisit":  # the same file format, another experiment
             raise UserError(f"--counterfactual {cfg.counterfactual}: a revisit file (`capture revisits`), not branches: "
                             "pass it as --revisit, or make branches with `worldloom capture branches`")
+        if note := check_engine_file(branches, model, "--counterfactual", cfg.counterfactual, cfg.model, "capture branches"):
+            tqdm.write(f"pretrain eval: {note}", file=sys.stderr)
     revisits = None
     if cfg.revisit:
         from worldloom.datasets.branches import load_branches
 
+        from .counterfactual import check_engine_file
         from .revisit import check_revisits
 
-        revisits = load_branches(cfg.revisit)
+        revisits = load_branches(cfg.revisit, make="capture revisits")
         check_revisits(revisits, cfg.revisit)
+        if note := check_engine_file(revisits, model, "--revisit", cfg.revisit, cfg.model, "capture revisits"):
+            tqdm.write(f"pretrain eval: {note}", file=sys.stderr)
     longest = longest_labeled(cfg.data)
     long_horizon = max(cfg.horizon, min(cfg.stability_horizon, longest - context))
     stages.start("reading clips")

@@ -783,6 +783,24 @@ def test_eval_with_ray_actors_writes_cis_and_a_video(policy_run, ray_cluster, tm
     assert (out / "eval.json").read_bytes() == before and (out / "videos" / Path(again["videos"][0]).name).exists()
 
 
+def test_videos_of_episodes_too_long_to_hold_in_memory_are_refused_before_any_actor_starts(tmp_path, capsys):
+    """`agent eval --time-limit 100000` (within the flag's range) filmed its first --videos episodes frame by frame
+    in memory, 4x upscaled when written: a new-user trial (2026-12-07) ended, minutes in, in Ray's OutOfMemoryError
+    and a traceback (exit 1) on a machine with 21 GiB free. Now one line before any actor starts; the same
+    episodes unfilmed hold no frames and are played."""
+    from worldloom.agent.evaluate import check_video_memory
+
+    out = tmp_path / "e"
+    assert cli(["agent", "eval", "--policy", "random", "--task", "explore", "--episodes", "2", "--num-workers", "1",
+                "--time-limit", "1000000", "--videos", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert ("--videos 1 films episodes of up to 1000000 steps (--time-limit), held in memory until written: about "
+            in err and "GiB free: film fewer or shorter episodes (--videos 0, or a smaller --time-limit)" in err), err
+    assert err.count("\n") == 1 and "Ray actor" not in err and "Traceback" not in err and not out.exists()
+    check_video_memory(EvalConfig(policy="random", task="explore", time_limit=1_000_000, videos=0), 64)  # nothing filmed
+    check_video_memory(EvalConfig(policy="random", task="explore", videos=2), 64)  # the task's 400 steps: about 0.1 GiB
+
+
 def test_mismatched_player_and_task_are_one_line_naming_both(policy_run, ray_cluster, tmp_path, capsys):
     assert cli(["agent", "eval", "--policy", policy_run, "--task", "explore", "--resolution", "96", "--episodes", "1",
                 "--num-workers", "1", "--out", str(tmp_path / "e")]) == 2
@@ -808,6 +826,37 @@ def test_mismatched_player_and_task_are_one_line_naming_both(policy_run, ray_clu
     assert err.count("\n") == 1 and not (tmp_path / "d").exists()
     assert cli(["agent", "eval", "--policy", "random", "--task", "worldloom/Fly-v0"]) == 2
     assert "unknown --task" in capsys.readouterr().err
+
+
+def test_an_eval_folder_of_another_policy_run_of_the_same_name_is_refused(policy_run, data, tmp_path, capsys):
+    """A folder holds one player's evaluation of one task, but a player was told by its run folder's name alone: a
+    new-user trial (2026-12-07) evaluated another run named `bc` (other weights, another folder) into the --out of
+    the first `bc`'s report, which was replaced without a word. Now another run's weights are refused before anything
+    is played; the same run folder with new weights (trained again) replaces its report with a note naming them."""
+    from worldloom.agent.evaluate import check_same_report, policy_id
+    from worldloom.config import to_json_dict
+
+    other = str(train_main(micro_cfg(data["labeled"], tmp_path / "elsewhere" / "bc", max_steps=2)))
+    assert Path(other).name == Path(policy_run).name and policy_id(other) != policy_id(policy_run)
+    out = tmp_path / "eval"
+    out.mkdir()
+    earlier = {"policy": policy_run, "player": "bc", "policy_id": policy_id(policy_run), "task": "worldloom/Explore-v0",
+               "mode": "env", "config": to_json_dict(EvalConfig(policy=policy_run, task="explore", out=str(out)))}
+    (out / "eval.json").write_text(json.dumps(earlier))
+    before = (out / "eval.json").read_bytes()
+    capsys.readouterr()
+    assert cli(["agent", "eval", "--policy", other, "--task", "explore", "--episodes", "1", "--num-workers", "1",
+                "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (f"--out {out} holds the evaluation of {policy_id(policy_run)} (--policy {policy_run}) on worldloom/Explore-v0, "
+            f"not of {policy_id(other)} (--policy {other}), another policy run of the same name: give a new --out") in err
+    assert err.count("\n") == 1 and "Traceback" not in err and (out / "eval.json").read_bytes() == before
+    # the same run folder, its weights trained again since that report: replaced, and the note says which weights
+    (out / "eval.json").write_text(json.dumps({**earlier, "policy_id": "bc@step2-0123456789ab"}))
+    assert check_same_report(EvalConfig(policy=policy_run, task="explore", out=str(out))) == [
+        "checkpoint (bc@step2-0123456789ab then)"]
+    (out / "eval.json").write_text(json.dumps(earlier))  # the same weights: nothing to say
+    assert check_same_report(EvalConfig(policy=policy_run, task="explore", out=str(out))) == []
 
 
 # --- dreaming -----------------------------------------------------------------------------------
@@ -1453,6 +1502,20 @@ def test_a_world_model_at_another_resolution_is_one_line_naming_both(data, polic
                 "--data", data["labeled"], "--episodes", "1", "--scorer-steps", "1"]) == 2
     err = capsys.readouterr().err
     assert "generates 32x32 frames" in err and "at 64x64" in err and err.count("\n") == 1
+    # a reference player plays at any size the task renders, but the tasks render 64..360: it was told to pass
+    # `--resolution 32`, which is then refused while the flags are parsed (a new-user trial, 2026-12-07)
+    assert cli(["agent", "eval", "--policy", "random", "--task", "explore", "--in-world-model", wm,
+                "--data", data["labeled"], "--episodes", "1", "--scorer-steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "generates 32x32 frames" in err and "--resolution 32" not in err and err.count("\n") == 1, err
+    assert ("the tasks render 64..360 pixels a side, so no player can dream at 32x32: use a world model trained at "
+            "64") in err, err
+    # where the world model's size is one the tasks render, the reference is told to play at it
+    wm96 = world_model_run(tmp_path / "wm96", image_size=96)
+    assert cli(["agent", "eval", "--policy", "random", "--task", "explore", "--in-world-model", wm96,
+                "--data", data["labeled"], "--episodes", "1", "--scorer-steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "generates 96x96 frames" in err and "or --resolution 96" in err and err.count("\n") == 1, err
 
 
 def test_a_study_whose_world_model_cannot_dream_its_tasks_is_refused_before_its_first_stage(tmp_path, capsys):
@@ -1619,6 +1682,11 @@ def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path, monkeyp
     # the same study with one seed: the seeds' runs go (the stages that wrote them are redone), bc-env is a run again
     assert cli([*argv[:-2], "--sizes.bc-seeds", "1"]) == 0
     assert sorted(p.name for p in (out / "policies").iterdir()) == ["bc-env", "bc-idm", "bc-noop"]
+    # asked without --world-model, the report does not show the dreams of the earlier run's world model and players
+    # (bc-env-s0, bc-idm-s1, ...: gone, their evaluations redone): a new-user trial, 2026-12-07, read another run's
+    # rank agreement, over tasks this study no longer had, in the report of a study that dreamt nothing
+    assert "Dreaming" not in (out / "report.md").read_text()
+    assert "dream" not in json.loads((out / "report.json").read_text())
     # a second run reuses every stage through the pipeline's StageRunner (tests/test_pipeline.py);
     # here: the record it reads is there, one per stage
     assert set(json.loads((out / "study.json").read_text())["stages"]) >= {"eval"}
@@ -1919,7 +1987,17 @@ def test_a_task_scorer_is_reused_only_for_the_data_and_steps_it_was_trained_on(d
         w.add_episode("ep-new", frames, buttons=buttons, camera=camera, rewards=rewards, env="explore")
     refused(["--data", str(mine), "--scorer-steps", "1"], f"was trained on {mine} as it was then, and its content "
                                                            "has changed since")
-    assert cli(argv) == 0  # no --data: the scorer there is used as it is
+    # no --data: the scorer there is used as it is; where the scorer flags ask for another one than it is, a note
+    # says they went unused (eval.json's config records them: a new-user trial, 2026-12-07, read its
+    # --scorer-steps 999 --scorer-members 7 there, for a scorer of 1 step and 5 members)
+    capsys.readouterr()
+    assert cli([*argv, "--scorer-steps", "1"]) == 0
+    assert "agent dream: note:" not in capsys.readouterr().err
+    assert cli([*argv, "--scorer-steps", "999", "--scorer-members", "7"]) == 0
+    err = capsys.readouterr().err
+    assert (f"agent dream: note: --scorer-steps 999, --scorer-members 7 train a new task scorer; {scorer}, reused as it "
+            "is without --data, was trained with --scorer-steps 1, --scorer-members 5 (pass --data and --scorer "
+            "NEW_FOLDER to train one as asked)") in err, err
     assert cli([*argv, "--data", str(mine), "--scorer-steps", "1", "--scorer", str(tmp_path / "new")]) == 0
 
 

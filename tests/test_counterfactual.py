@@ -300,3 +300,54 @@ def test_branches_of_antialiased_footage_are_played_antialiased(tmp_path):
     assert np.array_equal(smooth.frames[0], case.frames) and np.array_equal(smooth.context_frames[0], case.context_frames)
     with pytest.raises(ValueError, match="voxel env only"):
         BranchesConfig(out="x.safetensors", env="crafter", antialias=True)
+
+
+def test_engine_files_that_do_not_fit_the_model_are_refused_before_the_work(tmp_path, capsys):
+    """A new-user trial (2026-12-07): a branches or revisit file with fewer context frames than the world model
+    reads was refused only after the whole eval had generated its clips, in a line naming neither the flag nor the
+    file; a missing or foreign --revisit file was told to make it with `capture branches`; a file rendered at
+    another size than the model's was resized without a word. Now each is said up front, naming the flag, the file
+    and the command that makes the right one."""
+    from worldloom.capture import Recorder
+    from worldloom.capture.config import EpisodeSpec
+    from worldloom.datasets import commit_shards
+    from worldloom.pipeline.cli import main as cli
+
+    data = str(tmp_path / "data")
+    rec = Recorder({"env": data}, env="voxel", height=64, width=64)
+    specs = [EpisodeSpec(f"ep-{i}", i, "voxel", seed=i, player="mixture", steps=12, height=64, width=64) for i in range(2)]
+    commit_shards(data, rec.record([(s, ("env",)) for s in specs])["shards"]["env"])
+    run = tmp_path / "wm"
+    assert cli(["pretrain", "train", "--data", data, "--out", str(run), "--max-steps", "1", "--batch-size", "2",
+                "--model.image-size", "32", "--model.width", "32", "--model.depth", "1", "--model.num-heads", "2",
+                "--model.num-frames", "3", "--camera-fov-deg", "70", "--threads", "1"]) == 0
+    short = {"branches": tmp_path / "short-branches.safetensors", "revisits": tmp_path / "short-revisits.safetensors"}
+    assert cli(["capture", "branches", "--episodes", "1", "--context", "1", "--horizon", "2", "--branches", "turn", "still",
+                "--warmup", "2", "--out", str(short["branches"])]) == 0
+    assert cli(["capture", "revisits", "--episodes", "1", "--context", "1", "--paths", "walk1", "look1", "--warmup", "2",
+                "--out", str(short["revisits"])]) == 0
+    eval_flags = ["pretrain", "eval", "--model", str(run), "--data", data, "--num-clips", "1", "--horizon", "2",
+                  "--next-frame-positions", "1", "--out", str(tmp_path / "ev")]
+    for flag, make in (("--counterfactual", "branches"), ("--revisit", "revisits")):
+        capsys.readouterr()
+        assert cli([*eval_flags, flag, str(short[make])]) == 2
+        err = capsys.readouterr().err
+        line = err.strip().splitlines()[-1]
+        assert (f"{flag} {short[make]}: 1 context frame a state; the model {run} reads 2: make it again with "
+                f"`worldloom capture {make} --context 2`") in line, line
+        assert "frame/s" not in err and "Traceback" not in err, err  # refused before any frame was generated
+        assert not (tmp_path / "ev").exists()
+    # a missing or foreign revisit file: the command that makes one is `capture revisits`
+    for bad in (tmp_path / "nope.safetensors", run / "config.json"):
+        capsys.readouterr()
+        assert cli([*eval_flags, "--revisit", str(bad)]) == 2
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "`worldloom capture revisits`" in line and "capture branches" not in line, line
+    # a file rendered at 64x64 scored by a 32x32 model: resized as the clips are, and said
+    branches = tmp_path / "branches.safetensors"
+    assert cli(["capture", "branches", "--episodes", "1", "--context", "2", "--horizon", "2", "--branches", "turn",
+                "still", "--warmup", "2", "--out", str(branches)]) == 0
+    capsys.readouterr()
+    assert cli([*eval_flags, "--counterfactual", str(branches)]) == 0
+    assert (f"pretrain eval: --counterfactual {branches}: frames 64x64 -> 32x32 for the model's input (area)"
+            in capsys.readouterr().err)

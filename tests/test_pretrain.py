@@ -962,6 +962,15 @@ def test_eval_on_unlabeled_or_short_data_says_what_to_do(data, tmp_path, capsys)
         err = capsys.readouterr().err
         assert words in err and "[" not in err and err.count("\n") == 1, err
     assert not (tmp_path / "ev").exists()
+    # a dataset without episodes (a split that drew none) was told it held footage without labels, to label with
+    # `idm label` (a new-user trial, 2026-12-07); it holds nothing to label
+    assert cli(["dataset", "split", data["train"], "--out", str(tmp_path / "sp"), "--fractions", "train=1", "val=0"]) == 0
+    empty = str(tmp_path / "sp" / "val")
+    capsys.readouterr()
+    assert cli(["pretrain", "eval", "--model", str(run), "--data", data["train"], empty, "--out", str(tmp_path / "ev")]) == 2
+    err = capsys.readouterr().err
+    assert f"{empty} holds no episodes: record some with `worldloom capture run --out {empty}`" in err, err
+    assert "label_source none" not in err and err.count("\n") == 1 and not (tmp_path / "ev").exists()
 
 
 def test_rollout_and_eval_say_up_front_what_a_short_episode_cuts(data, tmp_path, capsys, monkeypatch):

@@ -243,6 +243,15 @@ def test_a_prompt_of_no_known_word_is_one_line(captioned, tmp_path, capsys):
     assert not (tmp_path / "p.gif").exists()
     assert cli([*argv, "--prompt", "desert at nite"]) == 0
     assert f"pretrain rollout: --prompt: unknown to {run}, read as <unk>: nite" in capsys.readouterr().err
+    # a prompt-only rollout has no episode to end it: every frame is held until the video is written, so a
+    # --horizon past the free memory ran for half an hour before the machine ran out (a new-user trial,
+    # 2026-12-07, measured 0.6 GB a 1,000 frames at 64x64); now one line before any frame is generated
+    (tmp_path / "p.gif").unlink()
+    assert cli([*argv[:-4], "--horizon", "100000000", "--out", str(tmp_path / "p.gif"), "--prompt", "desert"]) == 2
+    err = capsys.readouterr().err
+    assert ("--horizon 100000000: the rollout holds its frames in memory until the video is written, about " in err
+            and "GiB free: give a smaller --horizon (at most " in err and err.count("\n") == 1), err
+    assert not (tmp_path / "p.gif").exists()
 
 
 def test_prompt_levels_and_prompt_steps():
