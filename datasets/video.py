@@ -56,7 +56,9 @@ stream's duration, its DURATION tag, or the file's duration) by more than two fr
 reported as truncated (`DecodeReport.truncated`; PyAV only, OpenCV states no reliable promise),
 with the frames its container lists (or its duration implies) against the frames decoded. A
 container that lists more frames than decode while the time is covered (an edit list that trims
-the start) is not truncated.
+the start) is not truncated. A container of fixed-size units that states no length (an MPEG-TS of
+188- or 192-byte packets, a YUV4MPEG2 file) whose size ends inside a unit was cut (a broken download
+or copy): a warning says so (`DecodeReport.cut_bytes`), as FFmpeg's error lines say it of other files.
 
 Code: this module holds the reader, the diagnosis of a file nothing decodes and the listing of a
 folder's videos; `video_backends.py` the two decoders, `video_timing.py` the step clock,

@@ -79,7 +79,8 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
         # around a damaged packet here (9 instead of 11 of a cut file) and add latency
         reformatter = VideoReformatter()  # reused: 2x faster than a new conversion per frame
         size: tuple[int, int] | None = None
-        packets, num_frames, clock, ending = container.demux(stream), 0, _BestEffortClock(), False
+        last_end = [0]  # the byte after the last packet demuxed (its pos + size), for `_cut_tail`
+        packets, num_frames, clock, ending = _noting_end(container.demux(stream), last_end), 0, _BestEffortClock(), False
         stopped: _Unsupported | None = None  # where the decoder cannot go on: raised once the frames held are given
         while not ending:
             errors_at = av.logging.get_last_error()[0]  # a line logged before this packet is not its cause
@@ -87,6 +88,7 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
                 frames = codec_context.decode(next(packets))
             except StopIteration:
                 frames, ending = _flush(codec_context), True  # the frames still in the decoder if the demuxer stopped early
+                report.cut_bytes, report.cut_unit = _cut_tail(path, report.container, last_end[0])
             except (av.error.NotImplementedError, av.error.PatchWelcomeError) as err:
                 # ENOSYS or FFmpeg's "not yet implemented" (PATCHWELCOME): the decoder cannot do it here, the bytes
                 # may be fine; past the first frame too (a 16-bit APNG blends its second frame over the first: until
@@ -114,6 +116,40 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
                 yield t, _upright(rgb, frame), _duration_s(frame)
         if stopped is not None:
             raise stopped
+
+
+def _noting_end(packets: Iterator, last_end: list[int]) -> Iterator:
+    """`packets` as they come, `last_end[0]` set to the byte after each one with a position (pos + size)."""
+    for packet in packets:
+        if packet.pos is not None and packet.pos >= 0 and packet.size:
+            last_end[0] = packet.pos + packet.size
+        yield packet
+
+
+# Containers of fixed-size units with no index and no stated length. Cut at a byte inside a unit (a broken download
+# or copy), FFmpeg drops the part left without an error line (a .ts cut past 59% of its bytes: none), so what decoded
+# was taken as a whole short clip; the file's size says it was cut (a new-user trial, 2026-12-07; field case 05's kind).
+TS_PACKET_SIZES = ((188, 0), (192, 4), (204, 0))  # MPEG-TS, M2TS (a 4-byte timecode first), TS with Reed-Solomon bytes
+YUV4MPEG_FRAME_MAGIC = b"FRAME"
+
+
+def _cut_tail(path: Path, container: str, last_end: int) -> tuple[int, str]:
+    """(bytes at the end of the file past its last whole unit, the unit in words), or (0, "") when it ends on a
+    unit's end or its container has no fixed units. MPEG-TS: the packet size its sync bytes (0x47) give, the size
+    a whole number of them; YUV4MPEG2: the bytes after the last whole frame the demuxer read (`last_end`, its
+    pos + size), where a frame is cut (its header or part of its picture left)."""
+    size = os.path.getsize(path)
+    if container == "mpegts":
+        with open(path, "rb") as f:
+            head = f.read(3 * 204 + 4)
+        for unit, sync_at in TS_PACKET_SIZES:
+            if len(head) >= 2 * unit + sync_at + 1 and all(head[sync_at + k * unit] == 0x47 for k in range(3)
+                                                            if sync_at + k * unit < len(head)):
+                return size % unit, f"{unit}-byte MPEG-TS packet"
+        return 0, ""
+    if container == "yuv4mpegpipe" and 0 < last_end < size:
+        return size - last_end, "YUV4MPEG2 frame"
+    return 0, ""
 
 
 class _BestEffortClock:

@@ -538,6 +538,39 @@ def test_files_cut_short_that_state_no_length_are_not_taken_as_whole(tmp_path, k
     assert report.ffmpeg_errors and any("damaged or cut short" in w for w in report.warnings()), report
 
 
+def write_y4m(path, num_frames: int) -> str:
+    """`num_frames` uncompressed yuv420p frames (painted 0, 1, ...) in a YUV4MPEG2 file: no index, no length."""
+    with av.open(str(path), "w", format="yuv4mpegpipe") as out:
+        stream = out.add_stream("rawvideo", rate=20)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for i in range(num_frames):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(painted(i), format="rgb24")))
+        out.mux(stream.encode())
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["mpegts", "m2ts", "y4m"])
+def test_files_cut_mid_packet_say_so_wherever_the_cut_falls(tmp_path, kind):
+    """A .ts (188-byte packets), an .m2ts (192) or a .y4m (one fixed-size frame after another) cut at a byte
+    that FFmpeg passes over without an error line (a .ts cut past 59% of its bytes: the part of a frame
+    left is dropped without a word) was labeled as a whole short clip, exit 0, no warning (a new-user trial,
+    2026-12-07; field case 05's kind). The file's size, not a whole number of its units, says it was cut."""
+    if kind == "y4m":
+        whole = write_y4m(tmp_path / "whole.y4m", 40)
+    else:
+        options = {"mpegts_m2ts_mode": "1"} if kind == "m2ts" else {}
+        whole = write_video(tmp_path / f"whole.{kind[:4]}", num_frames=40, container_format="mpegts",
+                            container_options=options)
+    frames, report = read_video(whole, fps=20)
+    assert len(frames) == 40 and not report.warnings(), report.warnings()
+    for fraction in (0.59, 0.65, 0.71, 0.83):
+        cut = truncate(whole, tmp_path / f"cut{fraction}{Path(whole).suffix}", fraction)
+        frames, report = read_video(cut, fps=20)
+        assert len(frames) < 40 and frame_index(frames[:-1]) == list(range(len(frames) - 1))  # the last may be broken
+        assert any("cut short" in w for w in report.warnings()), (fraction, report.warnings())
+
+
 def test_truncated_files_are_reported_and_whole_ones_are_not(tmp_path):
     whole_mp4 = write_video(tmp_path / "whole.mp4", num_frames=40, container_options={"movflags": "faststart"})
     whole_mkv = write_video(tmp_path / "whole.mkv", pts_ms=CFR, container_format="matroska")
