@@ -42,7 +42,8 @@ backend decodes a frame, `VideoError` names the cause: no such file, an empty fi
 stream (an audio-only file), a codec no installed decoder reads (with the container, the codec
 and what to install; a decoder that answers "not implemented", ENOSYS, counts as none: FFmpeg's native
 av1 decoder, all a PyAV built without dav1d has, needs hardware acceleration), not a video file, or "corrupt" when a decoder exists and the bytes do not
-decode (or the container's own structure is broken).
+decode (or the container's own structure is broken), "truncated" where the container's own sizes (an MP4's
+top-level box, a Matroska Segment, an AVI's RIFF chunk) run past the file's end.
 
 Streams: the video stream read is the one ffmpeg reads by default (`video_stream`): never an attached
 picture (the cover art of an .m4a, a downloaded video's thumbnail; a stream listing one frame beside
@@ -336,6 +337,9 @@ def read_video(path: str | Path, fps: float | None = None, **kwargs) -> tuple[np
 def diagnose(path: Path, tried: list[str], reports: dict[str, DecodeReport]) -> str:
     """The one-line cause of a file no backend decoded, and what to do."""
     how = "; ".join(tried)
+    cut = _cut_container(path)
+    if cut:  # what a cut leaves can open as a file of no streams, of a "data" stream or of a codec with no name
+        return f"{path}: truncated {cut} (a download or copy cut short; {how}); re-download or re-copy it"
     try:
         import av
 
@@ -389,6 +393,76 @@ def diagnose(path: Path, tried: list[str], reports: dict[str, DecodeReport]) -> 
     if listed == 0:
         return f"{path}: the {codec} video stream of this {fmt} file holds no frames (zero-length video)"
     return f"{path}: no frame of its {codec} video ({fmt}) decoded ({how}); re-download or re-export it"
+
+
+# MP4/MOV top-level boxes (ISO 14496-12, QuickTime): a walk over boxes of other types is not of an MP4 (or is garbage)
+MP4_TOP_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"moof", b"mfra", b"meta",
+                 b"pdin", b"styp", b"sidx", b"emsg", b"prft", b"junk"}
+MATROSKA_SEGMENT_ID = b"\x18\x53\x80\x67"
+
+
+def _cut_container(path: Path) -> str | None:
+    """'MP4/MOV file: it ends at byte 436 inside its moov box, which runs to byte 1210' where the container's own
+    sizes run past the file's end (an MP4's top-level box, a Matroska file's Segment, an AVI's RIFF chunk), else None
+    (whole, a size left open as a live recorder leaves it, or no container this reads). Fixes: a file cut in its
+    header was called what the cut left: 'no video stream', 'no decoder for its codec', 'zero-length video'."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(64)
+        kind = _container_by_magic(path)
+        if kind == "AVI" and head[8:12] == b"AVI ":  # RIFF of form AVI (a WebP is RIFF too)
+            end = 8 + int.from_bytes(head[4:8], "little")
+            return f"AVI file: it ends at byte {size} inside its RIFF chunk, which runs to byte {end}" if end > size else None
+        if kind == "Matroska/WebM":
+            at = _ebml_element_end(head, 0)  # the EBML header, then the Segment
+            if at is None or head[at:at + 4] != MATROSKA_SEGMENT_ID:
+                return None
+            f.seek(at)
+            segment = f.read(12)
+            end = _ebml_element_end(segment, 0, open_size=True)
+            return (f"Matroska/WebM file: it ends at byte {size} inside its Segment, which runs to byte {at + end}"
+                    if end is not None and at + end > size else None)
+        at = 0
+        while at + 8 <= size:  # an MP4/MOV: top-level boxes, each (32-bit size, type[, 64-bit size])
+            f.seek(at)
+            box = f.read(16)
+            length, kind_of_box = int.from_bytes(box[:4], "big"), box[4:8]
+            if kind_of_box not in MP4_TOP_BOXES:
+                return None
+            if length == 1 and len(box) == 16:
+                length = int.from_bytes(box[8:16], "big")
+            if length == 0:  # to the end of the file
+                return None
+            if length < 8:
+                return None
+            if at + length > size:
+                return (f"MP4/MOV file: it ends at byte {size} inside its {kind_of_box.decode()} box, which runs "
+                        f"to byte {at + length}")
+            at += length
+    return None
+
+
+def _ebml_element_end(data: bytes, at: int, open_size: bool = False) -> int | None:
+    """The offset where the EBML element at `at` of `data` ends (its ID, size and payload), or None where `data`
+    holds too little of it, or its size is the unknown one (all ones: a live recorder's) and `open_size`."""
+    def vint_length(first: int) -> int:
+        return next((n for n in range(1, 9) if first & (0x80 >> (n - 1))), 0)
+
+    if at >= len(data):
+        return None
+    id_length = vint_length(data[at])
+    if not id_length or at + id_length >= len(data):
+        return None
+    size_at = at + id_length
+    size_length = vint_length(data[size_at])
+    if not size_length or size_at + size_length > len(data):
+        return None
+    value = data[size_at] & (0xFF >> size_length)
+    for byte in data[size_at + 1:size_at + size_length]:
+        value = value << 8 | byte
+    if value == (1 << (7 * size_length)) - 1:  # unknown size
+        return None
+    return size_at + size_length + value
 
 
 def _a(container: str) -> str:
