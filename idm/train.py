@@ -375,6 +375,7 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
     episodes = idm_data.load_episodes(cfg.data, require_labels=True, same_frames=True)  # checked before anything is written into --out: a failed command leaves no config.json behind
     idm_data.check_frame_size(episodes, mcfg.height, mcfg.width, "training")
     train_eps, val_eps = idm_data.split_episodes(idm_data.usable(episodes, mcfg.num_frames), cfg.val_fraction, cfg.seed)
+    idm_data.check_learnable(train_eps)  # frozen frames or no action: nothing to learn, one line
     if finished:  # stopped on its last step (Ctrl-C, a kill) before its decoding was fitted, or trained before the
         # camera spread was (2026-12-05): fit them now, on the same validation episodes
         print(f"{finished}; fitting the press thresholds and camera spread labeling decodes with" if val_eps else finished,

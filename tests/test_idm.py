@@ -1076,6 +1076,32 @@ def test_scaling_curve_writes_csv_and_png(voxel, tmp_path):
     assert not (tmp_path / "t").exists()
 
 
+@pytest.mark.parametrize("kind", ["frozen frames", "no action"])
+def test_training_data_an_idm_can_learn_nothing_from_is_one_line(voxel, tmp_path, capsys, kind):
+    """Episodes whose frames never change (a frozen or black screen recorded) or whose labels hold no action (no
+    button pressed, the camera still, at every step: labels lost on the way) trained to the end, exit 0, with
+    press thresholds and a camera spread fitted (2.00, its cap, on frozen frames), and the model labeled any
+    footage as it had learned: nothing (a new-user trial, 2026-12-07; field case 08's kind). Now one line before
+    anything is written, naming what is missing; one training episode to learn from is enough."""
+    episodes = voxel["episodes"]
+    if kind == "frozen frames":
+        data = [(np.repeat(f[:1], len(f), 0), b, c) for f, b, c in episodes]
+        words = "frames never change"
+    else:
+        data = [(f, np.zeros_like(b), np.zeros_like(c)) for f, b, c in episodes]
+        words = "labels hold no action"
+    root = write_dataset(tmp_path / "data", data)
+    run = tmp_path / "run"
+    assert cli(["idm", "train", "--data", root, "--out", str(run), "--preset", "micro", "--max-steps", "2",
+                "--batch-size", "2", "--warmup-steps", "1"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert words in line and "2 training episodes, 80 steps" in line, line  # the third validates
+    assert not run.exists()
+    mixed = write_dataset(tmp_path / "mixed", [data[0], *episodes[1:]])  # one validation episode: one to learn from
+    assert cli(["idm", "train", "--data", mixed, "--out", str(tmp_path / "ok"), "--preset", "micro", "--max-steps", "1",
+                "--batch-size", "2", "--warmup-steps", "1"]) == 0
+
+
 def test_non_finite_loss_stops_training_and_a_nan_checkpoint_is_refused(voxel, tmp_path, capsys):
     """Field case 08's kind: training stops at the first non-finite loss (exit 2, naming the step
     and the last good checkpoint), never writes NaN weights, and no command loads such weights."""
