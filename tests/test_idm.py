@@ -1102,6 +1102,21 @@ def test_training_data_an_idm_can_learn_nothing_from_is_one_line(voxel, tmp_path
                 "--batch-size", "2", "--warmup-steps", "1"]) == 0
 
 
+def test_minutes_spent_before_the_first_step_say_so(voxel, tmp_path, capsys):
+    """`--minutes 0.0001` (6 ms), spent caching the readers' motion matches before step 1, ended in 'run: no
+    checkpoint yet (checkpoint/state.json is missing); train the run first', exit 2: the run was being trained,
+    and the cause is the budget (a new-user trial, 2026-12-07; field case 08's kind: a run that ends without a
+    model must say why). Now one line naming --minutes; more minutes then train the same --out."""
+    run = tmp_path / "run"
+    argv = ["idm", "train", "--data", voxel["labeled"], "--out", str(run), "--preset", "micro", "--max-steps", "2",
+            "--batch-size", "2", "--warmup-steps", "1"]
+    assert cli([*argv, "--minutes", "0.000001"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert "--minutes 1e-06" in line and "before the first step" in line and "train the run first" not in line, line
+    assert not (run / "checkpoint" / "model.safetensors").exists()
+    assert cli([*argv, "--minutes", "5"]) == 0 and (run / "checkpoint" / "model.safetensors").exists()
+
+
 def test_non_finite_loss_stops_training_and_a_nan_checkpoint_is_refused(voxel, tmp_path, capsys):
     """Field case 08's kind: training stops at the first non-finite loss (exit 2, naming the step
     and the last good checkpoint), never writes NaN weights, and no command loads such weights."""
