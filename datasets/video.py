@@ -13,7 +13,9 @@ Time comes from presentation timestamps (`RESAMPLING`). Frame i is on screen fro
 t_i = (pts_i - pts_0) * time_base seconds until the next frame; libavformat has already applied
 the container's edit list, the B-frame reordering and the start offset. The pts is ffmpeg's best-effort
 one (`_BestEffortClock`): a file whose pts go backwards in display order (an .avi of B-frames, whose pts are
-packet numbers in decode order) is timed by its dts, as ffmpeg and OpenCV time it. Step k shows the frame on
+packet numbers in decode order) is timed by its dts, as ffmpeg and OpenCV time it; so is an .avi whose pts do not go
+back more often than its dts (no B-frames): its dts are its chunk numbers, the time (empty chunks where a variable
+rate has no frame), where libavformat's guessed pts give an H.264 frame the next one's dts. Step k shows the frame on
 screen at k / fps seconds, the last one with t_i <= k / fps (what `ffmpeg -vf fps=F:round=down`
 gives), and steps end as ffmpeg's fps filter ends them: the last step is the last whose whole interval
 fits before the end of the last frame (its start plus its duration where the container states one, a
@@ -54,7 +56,8 @@ report's warnings say so.
 
 Truncation: a file whose decoded frames cover less time than its container promises (the video
 stream's duration, its DURATION tag, or the file's duration) by more than two frame intervals is
-reported as truncated (`DecodeReport.truncated`; PyAV only, OpenCV states no reliable promise),
+reported as truncated (`DecodeReport.truncated`; PyAV only, OpenCV states no reliable promise; an AVI's
+promise is its header's chunk count times its time base, met where the demuxer read the last chunk),
 with the frames its container lists (or its duration implies) against the frames decoded. A
 container that lists more frames than decode while the time is covered (an edit list that trims
 the start) is not truncated. A container of fixed-size units that states no length (an MPEG-TS of

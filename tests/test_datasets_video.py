@@ -645,6 +645,25 @@ def test_a_cut_avi_is_truncated_by_its_headers_frame_count(tmp_path, codec):
     assert f"of the 40 frames its container lists ({report.decoded_s:.2f} of 2.00 s)" in report.truncation()
 
 
+@pytest.mark.parametrize("bframes", [0, 2])
+def test_a_whole_variable_rate_avi_is_not_truncated(tmp_path, bframes):
+    """An AVI states a variable rate by chunks of its time base, empty where no frame is (dropped frames, a finer
+    clock): this one's ms clock gives 2500 chunks for 2.5 s of video (2650 with B-frames, whose delay shifts the
+    chunks on). The promise was the chunk count over the guessed frame rate (62.5 s) and, with B-frames, the count
+    past the delay: whole files were 'truncated' and skipped (a new-user trial, 2026-12-07; field case 05's kind).
+    The promise is the chunk count times the time base, met once the demuxer read the last chunk; a cut one is
+    still truncated."""
+    whole = write_video(tmp_path / "vfr.avi", pts_ms=VFR, container_format="avi", bframes=bframes)
+    frames, report = read_video(whole, fps=20)
+    assert not report.truncated and report.decoded_frames == 40 and not report.warnings(), report.to_json()
+    assert frame_index(frames) == on_screen(VFR, 20)  # by the chunks' times (dts), not libavformat's guessed pts
+    data = open(whole, "rb").read()
+    (tmp_path / "cut.avi").write_bytes(data[:data.index(b"idx1") // 2])  # half its frames (the index of 2500 is long)
+    _, report = read_video(tmp_path / "cut.avi", fps=20)
+    assert report.truncated and report.decoded_frames < 30, report.to_json()
+    assert f"({report.decoded_s:.2f} of {2.5 + 0.15 * (bframes > 0):.2f} s)" in report.truncation(), report.truncation()
+
+
 @pytest.mark.parametrize("suffix,fmt", [(".mp4", None), (".mkv", "matroska"), (".webm", "webm")])
 def test_a_last_frame_held_longer_lasts_its_stated_duration_and_is_not_truncated(tmp_path, suffix, fmt):
     """A screen recorder holds the last frame (here 1 s after ten 50 ms frames): the container states its
