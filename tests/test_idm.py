@@ -1117,6 +1117,21 @@ def test_minutes_spent_before_the_first_step_say_so(voxel, tmp_path, capsys):
     assert cli([*argv, "--minutes", "5"]) == 0 and (run / "checkpoint" / "model.safetensors").exists()
 
 
+def test_a_diverged_runs_advice_can_be_followed(voxel, tmp_path, capsys):
+    """A run that diverged after a checkpoint said 'lower the learning rate'; a lower --lr into the same --out was
+    then refused ('holds a run with a different config (lr): use a new --out, or the same flags'), a dead end (a
+    new-user trial, 2026-12-07; field case 08's kind). The advice names a new --out where a checkpoint is kept;
+    followed, it trains."""
+    argv = ["idm", "train", "--data", voxel["labeled"], "--preset", "micro", "--max-steps", "20", "--warmup-steps", "0",
+            "--batch-size", "2", "--checkpoint-every", "1"]
+    assert cli([*argv, "--out", str(tmp_path / "r"), "--lr", "3e3"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "the last good checkpoint is" in line and "lower --lr and train into a new --out" in line, line
+    assert cli([*argv, "--out", str(tmp_path / "r"), "--lr", "1e-3"]) == 2  # the run resumes only with its own flags
+    assert "different config (lr)" in capsys.readouterr().err
+    assert cli([*argv, "--out", str(tmp_path / "new"), "--lr", "1e-3", "--max-steps", "2"]) == 0
+
+
 def test_non_finite_loss_stops_training_and_a_nan_checkpoint_is_refused(voxel, tmp_path, capsys):
     """Field case 08's kind: training stops at the first non-finite loss (exit 2, naming the step
     and the last good checkpoint), never writes NaN weights, and no command loads such weights."""
