@@ -406,7 +406,8 @@ MATROSKA_SEGMENT_ID = b"\x18\x53\x80\x67"
 
 def _cut_container(path: Path) -> str | None:
     """'MP4/MOV file: it ends at byte 436 inside its moov box, which runs to byte 1210' where the container's own
-    sizes run past the file's end (an MP4's top-level box, a Matroska file's Segment, an AVI's RIFF chunk), else None
+    sizes run past the file's end (an MP4's top-level box, a Matroska file's Segment or, where a live recorder left
+    its size open, a child of it, an AVI's RIFF chunk), else None
     (whole, a size left open as a live recorder leaves it, or no container this reads). Fixes: a file cut in its
     header was called what the cut left: 'no video stream', 'no decoder for its codec', 'zero-length video'."""
     size = path.stat().st_size
@@ -423,8 +424,12 @@ def _cut_container(path: Path) -> str | None:
             f.seek(at)
             segment = f.read(12)
             end = _ebml_element_end(segment, 0, open_size=True)
-            return (f"Matroska/WebM file: it ends at byte {size} inside its Segment, which runs to byte {at + end}"
-                    if end is not None and at + end > size else None)
+            if end is not None:
+                return (f"Matroska/WebM file: it ends at byte {size} inside its Segment, which runs to byte {at + end}"
+                        if at + end > size else None)
+            if len(segment) < 5 or len(segment) < _ebml_header_length(segment):
+                return f"Matroska/WebM file: it ends at byte {size} inside its Segment's header"
+            return _cut_matroska_child(f, at + _ebml_header_length(segment), size)  # a live recorder's open Segment
         at = 0
         while at + 8 <= size:  # an MP4/MOV: top-level boxes, each (32-bit size, type[, 64-bit size])
             f.seek(at)
@@ -443,6 +448,40 @@ def _cut_container(path: Path) -> str | None:
                         f"to byte {at + length}")
             at += length
     return None
+
+
+MATROSKA_ELEMENTS = {"114d9b74": "SeekHead", "1549a966": "Info", "1654ae6b": "Tracks", "1f43b675": "Cluster",
+                     "1c53bb6b": "Cues", "1254c367": "Tags", "1043a770": "Chapters", "1941a469": "Attachments", "ec": "Void"}
+MATROSKA_MAX_CHILDREN = 100_000  # a Segment's children walked at most (Clusters of a long recording)
+
+
+def _cut_matroska_child(f, at: int, size: int) -> str | None:
+    """Where a Segment of open size (a live recorder's: a crash leaves it so) has a child (Tracks, a Cluster, ...)
+    that runs past the file's end (`size`): 'Matroska/WebM file: it ends at byte N inside its Cluster, which runs
+    to byte M'; None where each fits, or one of open size (nothing more is known). `f` is the open file, `at` the
+    Segment's first child. Fixes: a live mkv cut in its first Cluster was a 'zero-length video'."""
+    for _ in range(MATROSKA_MAX_CHILDREN):
+        if at >= size:
+            return None
+        f.seek(at)
+        head = f.read(12)
+        end = _ebml_element_end(head, 0, open_size=True)
+        if end is None:
+            return None
+        if at + end > size:
+            name = MATROSKA_ELEMENTS.get(head[:_ebml_header_length(head, id_only=True)].hex(), "element")
+            return f"Matroska/WebM file: it ends at byte {size} inside its {name}, which runs to byte {at + end}"
+        at += end
+    return None
+
+
+def _ebml_header_length(data: bytes, id_only: bool = False) -> int:
+    """The bytes of the ID (and, unless `id_only`, the size) of the EBML element that starts `data`."""
+    def vint_length(first: int) -> int:
+        return next((n for n in range(1, 9) if first & (0x80 >> (n - 1))), 1)
+
+    id_length = vint_length(data[0])
+    return id_length if id_only else id_length + vint_length(data[id_length])
 
 
 def _ebml_element_end(data: bytes, at: int, open_size: bool = False) -> int | None:

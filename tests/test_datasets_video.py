@@ -461,7 +461,7 @@ def _cut_inside(data: bytes, marker: bytes, fraction: float, length: int) -> byt
     return data[:at + max(1, int(fraction * length))]
 
 
-@pytest.mark.parametrize("kind", ["mp4 moov", "mkv head", "webm head", "avi head"])
+@pytest.mark.parametrize("kind", ["mp4 moov", "mkv head", "live mkv head", "webm head", "avi head"])
 def test_files_cut_in_their_header_are_called_truncated(tmp_path, kind):
     """A file cut inside its header (an mp4's moov at the front, a Matroska file's tracks or first cluster, an AVI's
     hdrl: a download stopped early) was called what the cut left of it: 'no video stream (the mp4/mov file holds data
@@ -469,9 +469,10 @@ def test_files_cut_in_their_header_are_called_truncated(tmp_path, kind):
     stream ... holds no frames (zero-length video)' (a new-user trial, 2026-12-07; field cases 04 and 05's kinds).
     The container's own sizes (a top-level box, the Segment, the RIFF chunk) run past the file's end: it is cut."""
     suffix, fmt, marker = {"mp4 moov": (".mp4", "mp4", b"moov"), "mkv head": (".mkv", "matroska", b"\x16\x54\xae\x6b"),
+                           "live mkv head": (".mkv", "matroska", b"\x16\x54\xae\x6b"),
                            "webm head": (".webm", "webm", b"\x16\x54\xae\x6b"), "avi head": (".avi", "avi", b"hdrl")}[kind]
-    options = {"movflags": "faststart"} if fmt == "mp4" else {}
-    codec = "libvpx-vp9" if fmt == "webm" else "libx264"
+    options = {"movflags": "faststart"} if fmt == "mp4" else {"live": "1"} if kind.startswith("live") else {}
+    codec = "libvpx-vp9" if fmt == "webm" else "libx264"  # a live mkv (a recorder's, as a crash leaves it): no sizes
     whole = write_video(tmp_path / f"whole{suffix}", num_frames=40, codec=codec, container_format=fmt,
                         container_options=options)
     data = open(whole, "rb").read()
