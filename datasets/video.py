@@ -13,7 +13,9 @@ Time comes from presentation timestamps (`RESAMPLING`). Frame i is on screen fro
 t_i = (pts_i - pts_0) * time_base seconds until the next frame; libavformat has already applied
 the container's edit list, the B-frame reordering and the start offset. The pts is ffmpeg's best-effort
 one (`_BestEffortClock`): a file whose pts go backwards in display order (an .avi of B-frames, whose pts are
-packet numbers in decode order) is timed by its dts, as ffmpeg and OpenCV time it. Step k shows the frame on
+packet numbers in decode order) is timed by its dts, as ffmpeg and OpenCV time it; so is an .avi whose pts do not go
+back more often than its dts (no B-frames): its dts are its chunk numbers, the time (empty chunks where a variable
+rate has no frame), where libavformat's guessed pts give an H.264 frame the next one's dts. Step k shows the frame on
 screen at k / fps seconds, the last one with t_i <= k / fps (what `ffmpeg -vf fps=F:round=down`
 gives), and steps end as ffmpeg's fps filter ends them: the last step is the last whose whole interval
 fits before the end of the last frame (its start plus its duration where the container states one, a
@@ -42,7 +44,8 @@ backend decodes a frame, `VideoError` names the cause: no such file, an empty fi
 stream (an audio-only file), a codec no installed decoder reads (with the container, the codec
 and what to install; a decoder that answers "not implemented", ENOSYS, counts as none: FFmpeg's native
 av1 decoder, all a PyAV built without dav1d has, needs hardware acceleration), not a video file, or "corrupt" when a decoder exists and the bytes do not
-decode (or the container's own structure is broken).
+decode (or the container's own structure is broken), "truncated" where the container's own sizes (an MP4's
+top-level box, a Matroska Segment, an AVI's RIFF chunk) run past the file's end.
 
 Streams: the video stream read is the one ffmpeg reads by default (`video_stream`): never an attached
 picture (the cover art of an .m4a, a downloaded video's thumbnail; a stream listing one frame beside
@@ -53,10 +56,13 @@ report's warnings say so.
 
 Truncation: a file whose decoded frames cover less time than its container promises (the video
 stream's duration, its DURATION tag, or the file's duration) by more than two frame intervals is
-reported as truncated (`DecodeReport.truncated`; PyAV only, OpenCV states no reliable promise),
+reported as truncated (`DecodeReport.truncated`; PyAV only, OpenCV states no reliable promise; an AVI's
+promise is its header's chunk count times its time base, met where the demuxer read the last chunk),
 with the frames its container lists (or its duration implies) against the frames decoded. A
 container that lists more frames than decode while the time is covered (an edit list that trims
-the start) is not truncated.
+the start) is not truncated. A container of fixed-size units that states no length (an MPEG-TS of
+188- or 192-byte packets, a YUV4MPEG2 file) whose size ends inside a unit was cut (a broken download
+or copy): a warning says so (`DecodeReport.cut_bytes`), as FFmpeg's error lines say it of other files.
 
 Code: this module holds the reader, the diagnosis of a file nothing decodes and the listing of a
 folder's videos; `video_backends.py` the two decoders, `video_timing.py` the step clock,
@@ -334,6 +340,9 @@ def read_video(path: str | Path, fps: float | None = None, **kwargs) -> tuple[np
 def diagnose(path: Path, tried: list[str], reports: dict[str, DecodeReport]) -> str:
     """The one-line cause of a file no backend decoded, and what to do."""
     how = "; ".join(tried)
+    cut = _cut_container(path)
+    if cut:  # what a cut leaves can open as a file of no streams, of a "data" stream or of a codec with no name
+        return f"{path}: truncated {cut} (a download or copy cut short; {how}); re-download or re-copy it"
     try:
         import av
 
@@ -387,6 +396,115 @@ def diagnose(path: Path, tried: list[str], reports: dict[str, DecodeReport]) -> 
     if listed == 0:
         return f"{path}: the {codec} video stream of this {fmt} file holds no frames (zero-length video)"
     return f"{path}: no frame of its {codec} video ({fmt}) decoded ({how}); re-download or re-export it"
+
+
+# MP4/MOV top-level boxes (ISO 14496-12, QuickTime): a walk over boxes of other types is not of an MP4 (or is garbage)
+MP4_TOP_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"moof", b"mfra", b"meta",
+                 b"pdin", b"styp", b"sidx", b"emsg", b"prft", b"junk"}
+MATROSKA_SEGMENT_ID = b"\x18\x53\x80\x67"
+
+
+def _cut_container(path: Path) -> str | None:
+    """'MP4/MOV file: it ends at byte 436 inside its moov box, which runs to byte 1210' where the container's own
+    sizes run past the file's end (an MP4's top-level box, a Matroska file's Segment or, where a live recorder left
+    its size open, a child of it, an AVI's RIFF chunk), else None
+    (whole, a size left open as a live recorder leaves it, or no container this reads). Fixes: a file cut in its
+    header was called what the cut left: 'no video stream', 'no decoder for its codec', 'zero-length video'."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(64)
+        kind = _container_by_magic(path)
+        if kind == "AVI" and head[8:12] == b"AVI ":  # RIFF of form AVI (a WebP is RIFF too)
+            end = 8 + int.from_bytes(head[4:8], "little")
+            return f"AVI file: it ends at byte {size} inside its RIFF chunk, which runs to byte {end}" if end > size else None
+        if kind == "Matroska/WebM":
+            at = _ebml_element_end(head, 0)  # the EBML header, then the Segment
+            if at is None or head[at:at + 4] != MATROSKA_SEGMENT_ID:
+                return None
+            f.seek(at)
+            segment = f.read(12)
+            end = _ebml_element_end(segment, 0, open_size=True)
+            if end is not None:
+                return (f"Matroska/WebM file: it ends at byte {size} inside its Segment, which runs to byte {at + end}"
+                        if at + end > size else None)
+            if len(segment) < 5 or len(segment) < _ebml_header_length(segment):
+                return f"Matroska/WebM file: it ends at byte {size} inside its Segment's header"
+            return _cut_matroska_child(f, at + _ebml_header_length(segment), size)  # a live recorder's open Segment
+        at = 0
+        while at + 8 <= size:  # an MP4/MOV: top-level boxes, each (32-bit size, type[, 64-bit size])
+            f.seek(at)
+            box = f.read(16)
+            length, kind_of_box = int.from_bytes(box[:4], "big"), box[4:8]
+            if kind_of_box not in MP4_TOP_BOXES:
+                return None
+            if length == 1 and len(box) == 16:
+                length = int.from_bytes(box[8:16], "big")
+            if length == 0:  # to the end of the file
+                return None
+            if length < 8:
+                return None
+            if at + length > size:
+                return (f"MP4/MOV file: it ends at byte {size} inside its {kind_of_box.decode()} box, which runs "
+                        f"to byte {at + length}")
+            at += length
+    return None
+
+
+MATROSKA_ELEMENTS = {"114d9b74": "SeekHead", "1549a966": "Info", "1654ae6b": "Tracks", "1f43b675": "Cluster",
+                     "1c53bb6b": "Cues", "1254c367": "Tags", "1043a770": "Chapters", "1941a469": "Attachments", "ec": "Void"}
+MATROSKA_MAX_CHILDREN = 100_000  # a Segment's children walked at most (Clusters of a long recording)
+
+
+def _cut_matroska_child(f, at: int, size: int) -> str | None:
+    """Where a Segment of open size (a live recorder's: a crash leaves it so) has a child (Tracks, a Cluster, ...)
+    that runs past the file's end (`size`): 'Matroska/WebM file: it ends at byte N inside its Cluster, which runs
+    to byte M'; None where each fits, or one of open size (nothing more is known). `f` is the open file, `at` the
+    Segment's first child. Fixes: a live mkv cut in its first Cluster was a 'zero-length video'."""
+    for _ in range(MATROSKA_MAX_CHILDREN):
+        if at >= size:
+            return None
+        f.seek(at)
+        head = f.read(12)
+        end = _ebml_element_end(head, 0, open_size=True)
+        if end is None:
+            return None
+        if at + end > size:
+            name = MATROSKA_ELEMENTS.get(head[:_ebml_header_length(head, id_only=True)].hex(), "element")
+            return f"Matroska/WebM file: it ends at byte {size} inside its {name}, which runs to byte {at + end}"
+        at += end
+    return None
+
+
+def _ebml_header_length(data: bytes, id_only: bool = False) -> int:
+    """The bytes of the ID (and, unless `id_only`, the size) of the EBML element that starts `data`."""
+    def vint_length(first: int) -> int:
+        return next((n for n in range(1, 9) if first & (0x80 >> (n - 1))), 1)
+
+    id_length = vint_length(data[0])
+    return id_length if id_only else id_length + vint_length(data[id_length])
+
+
+def _ebml_element_end(data: bytes, at: int, open_size: bool = False) -> int | None:
+    """The offset where the EBML element at `at` of `data` ends (its ID, size and payload), or None where `data`
+    holds too little of it, or its size is the unknown one (all ones: a live recorder's) and `open_size`."""
+    def vint_length(first: int) -> int:
+        return next((n for n in range(1, 9) if first & (0x80 >> (n - 1))), 0)
+
+    if at >= len(data):
+        return None
+    id_length = vint_length(data[at])
+    if not id_length or at + id_length >= len(data):
+        return None
+    size_at = at + id_length
+    size_length = vint_length(data[size_at])
+    if not size_length or size_at + size_length > len(data):
+        return None
+    value = data[size_at] & (0xFF >> size_length)
+    for byte in data[size_at + 1:size_at + size_length]:
+        value = value << 8 | byte
+    if value == (1 << (7 * size_length)) - 1:  # unknown size
+        return None
+    return size_at + size_length + value
 
 
 def _a(container: str) -> str:

@@ -70,16 +70,20 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
         report.header_fps = _rate(stream.guessed_rate) or _rate(stream.average_rate)
         report.listed_frames = int(stream.frames) or None
         report.promised_s = _promised_duration(container, stream)
-        if report.container == "avi" and report.listed_frames and report.header_fps:
-            # An AVI's header counts its frames when the file is finished (strh dwLength); FFmpeg's duration
-            # of a cut one is estimated from the bytes that are left, so that alone would promise what is there.
-            report.promised_s = max(report.promised_s or 0.0, report.listed_frames / report.header_fps)
+        if report.container == "avi" and report.listed_frames and stream.time_base:
+            # An AVI's header counts its chunks when the file is finished (strh dwLength), each one tick of its time
+            # base (dwScale/dwRate); FFmpeg's duration of a cut one is estimated from the bytes that are left, so
+            # that alone would promise what is there. Ticks, not frames: a variable rate's AVI has empty chunks
+            # (a 1 ms clock: 2500 chunks for 2.5 s), which over the guessed frame rate promised 62.5 s.
+            report.promised_s = max(report.promised_s or 0.0, float(report.listed_frames * stream.time_base))
         sar = _sample_aspect(stream.sample_aspect_ratio or codec_context.sample_aspect_ratio, report)
         codec_context.thread_count = threads  # slice threads (PyAV's default): frame threads dropped frames
         # around a damaged packet here (9 instead of 11 of a cut file) and add latency
         reformatter = VideoReformatter()  # reused: 2x faster than a new conversion per frame
         size: tuple[int, int] | None = None
-        packets, num_frames, clock, ending = container.demux(stream), 0, _BestEffortClock(), False
+        last_end: list = [0, None]  # the byte after the last packet demuxed (its pos + size), for `_cut_tail`; its dts
+        clock = _BestEffortClock(prefer_dts=report.container == "avi")
+        packets, num_frames, ending = _noting_end(container.demux(stream), last_end), 0, False
         stopped: _Unsupported | None = None  # where the decoder cannot go on: raised once the frames held are given
         while not ending:
             errors_at = av.logging.get_last_error()[0]  # a line logged before this packet is not its cause
@@ -87,6 +91,13 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
                 frames = codec_context.decode(next(packets))
             except StopIteration:
                 frames, ending = _flush(codec_context), True  # the frames still in the decoder if the demuxer stopped early
+                report.cut_bytes, report.cut_unit = _cut_tail(path, report.container, last_end[0])
+                if report.container == "avi" and report.listed_frames and last_end[1] is not None and \
+                        (report.listed_frames - last_end[1] - 1) * stream.time_base <= AVI_SLACK_FRAMES / (report.header_fps or 1.0):
+                    # every chunk the header counts was read (a packet's dts is its chunk's number): the promise is
+                    # met, though the decoded time is shorter by the B-frame delay that shifted the chunks on (a
+                    # whole variable-rate AVI with B-frames was 'truncated': 2.65 s of chunks for 2.5 s of video)
+                    report.promised_s = None
             except (av.error.NotImplementedError, av.error.PatchWelcomeError) as err:
                 # ENOSYS or FFmpeg's "not yet implemented" (PATCHWELCOME): the decoder cannot do it here, the bytes
                 # may be fine; past the first frame too (a 16-bit APNG blends its second frame over the first: until
@@ -116,6 +127,47 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
             raise stopped
 
 
+def _noting_end(packets: Iterator, last_end: list) -> Iterator:
+    """`packets` as they come, `last_end[0]` set to the byte after each one with a position (pos + size) and
+    `last_end[1]` to its dts (an AVI's chunk number), where it has one."""
+    for packet in packets:
+        if packet.pos is not None and packet.pos >= 0 and packet.size:
+            last_end[0] = packet.pos + packet.size
+        if packet.size and packet.dts is not None:
+            last_end[1] = packet.dts
+        yield packet
+
+
+AVI_SLACK_FRAMES = 2  # frame intervals (of the header rate) an AVI's last packet may end before its header's chunk
+# count and be whole (trailing empty chunks), as `DecodeReport.truncated` allows two
+
+
+# Containers of fixed-size units with no index and no stated length. Cut at a byte inside a unit (a broken download
+# or copy), FFmpeg drops the part left without an error line (a .ts cut past 59% of its bytes: none), so what decoded
+# was taken as a whole short clip; the file's size says it was cut (a new-user trial, 2026-12-07; field case 05's kind).
+TS_PACKET_SIZES = ((188, 0), (192, 4), (204, 0))  # MPEG-TS, M2TS (a 4-byte timecode first), TS with Reed-Solomon bytes
+YUV4MPEG_FRAME_MAGIC = b"FRAME"
+
+
+def _cut_tail(path: Path, container: str, last_end: int) -> tuple[int, str]:
+    """(bytes at the end of the file past its last whole unit, the unit in words), or (0, "") when it ends on a
+    unit's end or its container has no fixed units. MPEG-TS: the packet size its sync bytes (0x47) give, the size
+    a whole number of them; YUV4MPEG2: the bytes after the last whole frame the demuxer read (`last_end`, its
+    pos + size), where a frame is cut (its header or part of its picture left)."""
+    size = os.path.getsize(path)
+    if container == "mpegts":
+        with open(path, "rb") as f:
+            head = f.read(3 * 204 + 4)
+        for unit, sync_at in TS_PACKET_SIZES:
+            if len(head) >= 2 * unit + sync_at + 1 and all(head[sync_at + k * unit] == 0x47 for k in range(3)
+                                                            if sync_at + k * unit < len(head)):
+                return size % unit, f"{unit}-byte MPEG-TS packet"
+        return 0, ""
+    if container == "yuv4mpegpipe" and 0 < last_end < size:
+        return size - last_end, "YUV4MPEG2 frame"
+    return 0, ""
+
+
 class _BestEffortClock:
     """Each decoded frame's time in seconds as ffmpeg's best-effort timestamp gives it (libavcodec's
     guess_correct_pts: the frame's pts, or its packet's dts once pts have gone backwards more often than
@@ -127,7 +179,13 @@ class _BestEffortClock:
 
     LOOKAHEAD = 16  # frames: more than any B-frame pyramid's reordering
 
-    def __init__(self) -> None:
+    def __init__(self, prefer_dts: bool = False) -> None:
+        # `prefer_dts`: an AVI, whose dts are its chunk numbers (the time: an empty chunk where no frame is) and whose
+        # pts libavformat guesses for a codec that may reorder (H.264: each frame given the next one's dts). Without
+        # B-frames its dts are the frames' times; by the guessed pts each frame of a variable-rate AVI came one
+        # frame late (frame 19 of field case 01's clip shown 2 steps late, 48 steps of 50). Timed by dts until its
+        # dts go back more often than its pts (a new-user trial, 2026-12-07; field case 01's kind).
+        self.prefer_dts = prefer_dts
         self.faulty_pts = self.faulty_dts = 0
         self.last_pts: int | None = None
         self.last_dts: int | None = None
@@ -149,7 +207,7 @@ class _BestEffortClock:
 
     def _time(self, frame) -> float | None:
         pts, dts = frame.pts, frame.dts
-        by_dts = self.faulty_pts > self.faulty_dts or pts is None
+        by_dts = pts is None or (self.faulty_pts >= self.faulty_dts if self.prefer_dts else self.faulty_pts > self.faulty_dts)
         if by_dts and dts is None and self.dts_step:
             dts = self.timed_dts + self.dts_step  # the frames flushed from the decoder at the end carry no dts
         if by_dts and dts is not None:

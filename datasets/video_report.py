@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 # What an episode's env_config records of its video's decode (`decode`: dataset ingest, idm label)
 SUMMARY_KEYS = ("backend", "container", "codec", "timestamps", "decoded_frames", "expected_frames", "truncated",
                 "decode_errors", "ffmpeg_errors", "ffmpeg_last_error", "ffmpeg_unsupported", "tried", "video_stream", "num_video_streams",
-                "resized_frames", "other_sizes", "num_gaps", "missing_frames")
+                "cut_bytes", "resized_frames", "other_sizes", "num_gaps", "missing_frames")
 
 
 # FFmpeg's log words for a feature its decoder lacks (libavcodec/mjpegdec.c names a JPEG's start-of-frame marker)
@@ -59,6 +59,8 @@ class DecodeReport:
     video_stream: int | None = None  # the container's index of the stream read (None: OpenCV's, unknown)
     num_video_streams: int | None = None  # video streams in the file, attached pictures included (None: unknown)
     tried: list[str] = field(default_factory=list)  # backends tried before `backend`, and why they gave nothing
+    cut_bytes: int = 0  # bytes at the file's end past its last whole unit (`cut_unit`): a file cut mid-packet
+    cut_unit: str = ""  # e.g. "188-byte MPEG-TS packet"; "" where the file ends on a unit's end or has no such units
     resized_frames: int = 0  # frames of another size than the stream's first (its size changed mid-stream), stored
     # resized to the first's: a dataset holds one size
     other_sizes: list[str] = field(default_factory=list)  # those frames' sizes, "WxH", in the order first seen
@@ -132,6 +134,9 @@ class DecodeReport:
             why = (f" ({self.ffmpeg_unsupported_words()}: not damage)" if self.ffmpeg_unsupported else "")
             out.append(f"{self.decode_errors} packets did not decode and were skipped{why}")
         lacked = self.ffmpeg_unsupported and self.ffmpeg_last_error.endswith(self.ffmpeg_unsupported)
+        if self.cut_bytes and not self.truncated:
+            out.append(f"cut short: the file ends {self.cut_bytes} bytes into a {self.cut_unit}, the frames after it "
+                       f"missing ({self.decoded_frames} decoded, {self.decoded_s:.2f} s); re-download or re-copy it")
         if self.ffmpeg_errors and not self.truncated and not lacked:  # its errors end in the feature it lacks: said above
             out.append(f"damaged or cut short: FFmpeg reported {self.ffmpeg_errors} error(s) reading it (last: "
                        f"{self.ffmpeg_last_error}); frames may be missing or broken (re-download or re-export it)")

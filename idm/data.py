@@ -158,6 +158,26 @@ def usable(episodes: list[Episode], num_frames: int) -> list[Episode]:
     return kept
 
 
+def check_learnable(episodes: list[Episode]) -> None:
+    """A UserError (one line) where the labeled `episodes` hold nothing an IDM can learn: frames that never change
+    (each frame (H, W, 3) equal to the one before, in every episode: a frozen or black screen recorded; the IDM
+    reads actions from the motion between frames) or labels with no action (no button pressed and the camera at
+    0 degrees at every step: labels lost on the way). Until 2026-12-07 such data trained to the end, exit 0, into a
+    model that labels any footage as it learned: nothing (field case 08's kind). One learnable episode is enough."""
+    if not episodes:
+        return
+    num_steps = sum(ep.num_steps for ep in episodes)
+    where = f"{len(episodes)} training episodes, {num_steps} steps"
+    if not any(ep.num_steps > 1 and (ep.frames[1:] != ep.frames[:-1]).any() for ep in episodes):
+        raise UserError(f"the training frames never change ({where}: every frame equals the one before): an IDM reads "
+                        "actions from the motion between frames, so it can learn none; check the recording (a frozen "
+                        "or black screen)")
+    if not any(ep.buttons is not None and (ep.buttons.any() or np.any(ep.camera != 0)) for ep in episodes):
+        raise UserError(f"the training labels hold no action ({where}: no button pressed and the camera still at "
+                        "every step): an IDM trained on them labels every step a no-op; check that the data's "
+                        "actions were recorded (`worldloom dataset inspect`)")
+
+
 def padded_frames(frames: np.ndarray, start: int, stop: int) -> np.ndarray:
     """frames[start:stop] with black frames where the range leaves [0, len(frames))."""
     lo, hi = max(start, 0), min(stop, len(frames))

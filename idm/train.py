@@ -375,6 +375,7 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
     episodes = idm_data.load_episodes(cfg.data, require_labels=True, same_frames=True)  # checked before anything is written into --out: a failed command leaves no config.json behind
     idm_data.check_frame_size(episodes, mcfg.height, mcfg.width, "training")
     train_eps, val_eps = idm_data.split_episodes(idm_data.usable(episodes, mcfg.num_frames), cfg.val_fraction, cfg.seed)
+    idm_data.check_learnable(train_eps)  # frozen frames or no action: nothing to learn, one line
     if finished:  # stopped on its last step (Ctrl-C, a kill) before its decoding was fitted, or trained before the
         # camera spread was (2026-12-05): fit them now, on the same validation episodes
         print(f"{finished}; fitting the press thresholds and camera spread labeling decodes with" if val_eps else finished,
@@ -442,6 +443,12 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
                      log_every=cfg.log_every, eval_every=cfg.eval_every,
                      checkpoint_every=cfg.checkpoint_every, stop_after=stop_after):
         return run_dir  # a kill (tests): nothing after the last checkpoint survives
+    if not (run_dir / ckpt.CHECKPOINT_DIR / ckpt.STATE_FILE).exists():  # the budget was spent before step 1
+        # (caching the readers' motion matches counts in it): fitting the decoding said 'no checkpoint yet; train
+        # the run first' of the run being trained (a new-user trial, 2026-12-07)
+        raise UserError(f"--minutes {cfg.minutes:g} ({cfg.minutes * 60:.2g} s) were spent before the first step "
+                        f"({state['elapsed_s']:.1f} s went to loading and caching): no step trained, no checkpoint "
+                        "written; give more --minutes")
     if val_eps:  # the loop ends only when the budget is spent (a kill or an error returns or raises above)
         fit_decoding(run_dir, val_eps, device)
     return run_dir

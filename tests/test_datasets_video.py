@@ -437,7 +437,7 @@ def test_files_no_backend_decodes_name_their_cause(tmp_path, capfd):
         "audio.m4a": (write_audio_only(tmp_path / "audio.m4a"), "no video stream"),
         "notes.mp4": (tmp_path / "notes.mp4", "not a video file"),
         "garbage.mp4": (tmp_path / "garbage.mp4", "corrupt"),
-        "cut.mp4": (truncate(whole, tmp_path / "cut.mp4"), "corrupt or truncated"),
+        "cut.mp4": (truncate(whole, tmp_path / "cut.mp4"), "truncated MP4/MOV file: it ends at byte"),
         "empty.mp4": (tmp_path / "empty.mp4", "empty"),
         "missing.mp4": (tmp_path / "missing.mp4", "no such file"),
     }
@@ -453,6 +453,39 @@ def test_files_no_backend_decodes_name_their_cause(tmp_path, capfd):
     assert "moov atom" not in native and "WARN" not in native and "Invalid data" not in native, native
 
 
+
+
+def _cut_inside(data: bytes, marker: bytes, fraction: float, length: int) -> bytes:
+    """`data` cut `fraction` of `length` bytes past where `marker` starts."""
+    at = data.index(marker)
+    return data[:at + max(1, int(fraction * length))]
+
+
+@pytest.mark.parametrize("kind", ["mp4 moov", "mkv head", "live mkv head", "webm head", "avi head"])
+def test_files_cut_in_their_header_are_called_truncated(tmp_path, kind):
+    """A file cut inside its header (an mp4's moov at the front, a Matroska file's tracks or first cluster, an AVI's
+    hdrl: a download stopped early) was called what the cut left of it: 'no video stream (the mp4/mov file holds data
+    (?))', 'an mp4/mov file whose video codec this FFmpeg has no decoder for' (install a decoder!), 'the h264 video
+    stream ... holds no frames (zero-length video)' (a new-user trial, 2026-12-07; field cases 04 and 05's kinds).
+    The container's own sizes (a top-level box, the Segment, the RIFF chunk) run past the file's end: it is cut."""
+    suffix, fmt, marker = {"mp4 moov": (".mp4", "mp4", b"moov"), "mkv head": (".mkv", "matroska", b"\x16\x54\xae\x6b"),
+                           "live mkv head": (".mkv", "matroska", b"\x16\x54\xae\x6b"),
+                           "webm head": (".webm", "webm", b"\x16\x54\xae\x6b"), "avi head": (".avi", "avi", b"hdrl")}[kind]
+    options = {"movflags": "faststart"} if fmt == "mp4" else {"live": "1"} if kind.startswith("live") else {}
+    codec = "libvpx-vp9" if fmt == "webm" else "libx264"  # a live mkv (a recorder's, as a crash leaves it): no sizes
+    whole = write_video(tmp_path / f"whole{suffix}", num_frames=40, codec=codec, container_format=fmt,
+                        container_options=options)
+    data = open(whole, "rb").read()
+    assert len(read_video(whole, fps=20)[0]) == 40
+    for fraction in (0.1, 0.3, 0.5, 0.8, 3, 6):  # inside the header, then a little past its start (its first frame)
+        path = tmp_path / f"cut{fraction}{suffix}"
+        path.write_bytes(_cut_inside(data, marker, fraction, 400))
+        with pytest.raises(VideoError) as err:
+            VideoReader(path)
+        message = str(err.value)
+        assert message.startswith(f"{path}: ") and "truncated" in message and "\n" not in message, message
+        cause = message.split(" (")[0]  # what the backends found is said after it, in brackets
+        assert not any(wrong in cause for wrong in ("no decoder", "zero-length", "no video stream", "not a video")), message
 
 
 COVER_LAYOUTS = {"mp4 cover after": (".mp4", 1), "mp4 cover first": (".mp4", 0), "mkv still first": (".mkv", 0)}
@@ -504,7 +537,7 @@ print("ffmpeg_errors:", read_video({cut_ts!r})[1].ffmpeg_errors)
 """
     env = {k: v for k, v in os.environ.items() if k not in ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_LOG_LEVEL")}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
-    assert "error:" in done.stdout and "cut.mp4: corrupt or truncated" in done.stdout, done
+    assert "error:" in done.stdout and "cut.mp4: truncated MP4/MOV file" in done.stdout, done
     assert int(done.stdout.split("ffmpeg_errors:")[1]) > 0, done.stdout
     assert "moov atom" not in done.stderr and "Invalid data" not in done.stderr, done.stderr
 
@@ -536,6 +569,39 @@ def test_files_cut_short_that_state_no_length_are_not_taken_as_whole(tmp_path, k
     frames, report = read_video(cut, fps=20)
     assert len(frames) < 30 and not report.truncated  # nothing promised, so nothing measurably missing
     assert report.ffmpeg_errors and any("damaged or cut short" in w for w in report.warnings()), report
+
+
+def write_y4m(path, num_frames: int) -> str:
+    """`num_frames` uncompressed yuv420p frames (painted 0, 1, ...) in a YUV4MPEG2 file: no index, no length."""
+    with av.open(str(path), "w", format="yuv4mpegpipe") as out:
+        stream = out.add_stream("rawvideo", rate=20)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for i in range(num_frames):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(painted(i), format="rgb24")))
+        out.mux(stream.encode())
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["mpegts", "m2ts", "y4m"])
+def test_files_cut_mid_packet_say_so_wherever_the_cut_falls(tmp_path, kind):
+    """A .ts (188-byte packets), an .m2ts (192) or a .y4m (one fixed-size frame after another) cut at a byte
+    that FFmpeg passes over without an error line (a .ts cut past 59% of its bytes: the part of a frame
+    left is dropped without a word) was labeled as a whole short clip, exit 0, no warning (a new-user trial,
+    2026-12-07; field case 05's kind). The file's size, not a whole number of its units, says it was cut."""
+    if kind == "y4m":
+        whole = write_y4m(tmp_path / "whole.y4m", 40)
+    else:
+        options = {"mpegts_m2ts_mode": "1"} if kind == "m2ts" else {}
+        whole = write_video(tmp_path / f"whole.{kind[:4]}", num_frames=40, container_format="mpegts",
+                            container_options=options)
+    frames, report = read_video(whole, fps=20)
+    assert len(frames) == 40 and not report.warnings(), report.warnings()
+    for fraction in (0.59, 0.65, 0.71, 0.83):
+        cut = truncate(whole, tmp_path / f"cut{fraction}{Path(whole).suffix}", fraction)
+        frames, report = read_video(cut, fps=20)
+        assert len(frames) < 40 and frame_index(frames[:-1]) == list(range(len(frames) - 1))  # the last may be broken
+        assert any("cut short" in w for w in report.warnings()), (fraction, report.warnings())
 
 
 def test_truncated_files_are_reported_and_whole_ones_are_not(tmp_path):
@@ -578,6 +644,25 @@ def test_a_cut_avi_is_truncated_by_its_headers_frame_count(tmp_path, codec):
     _, report = read_video(truncate(whole, tmp_path / "cut.avi"), fps=20)
     assert report.truncated and report.expected_frames == 40 and report.decoded_frames < 30, report.to_json()
     assert f"of the 40 frames its container lists ({report.decoded_s:.2f} of 2.00 s)" in report.truncation()
+
+
+@pytest.mark.parametrize("bframes", [0, 2])
+def test_a_whole_variable_rate_avi_is_not_truncated(tmp_path, bframes):
+    """An AVI states a variable rate by chunks of its time base, empty where no frame is (dropped frames, a finer
+    clock): this one's ms clock gives 2500 chunks for 2.5 s of video (2650 with B-frames, whose delay shifts the
+    chunks on). The promise was the chunk count over the guessed frame rate (62.5 s) and, with B-frames, the count
+    past the delay: whole files were 'truncated' and skipped (a new-user trial, 2026-12-07; field case 05's kind).
+    The promise is the chunk count times the time base, met once the demuxer read the last chunk; a cut one is
+    still truncated."""
+    whole = write_video(tmp_path / "vfr.avi", pts_ms=VFR, container_format="avi", bframes=bframes)
+    frames, report = read_video(whole, fps=20)
+    assert not report.truncated and report.decoded_frames == 40 and not report.warnings(), report.to_json()
+    assert frame_index(frames) == on_screen(VFR, 20)  # by the chunks' times (dts), not libavformat's guessed pts
+    data = open(whole, "rb").read()
+    (tmp_path / "cut.avi").write_bytes(data[:data.index(b"idx1") // 2])  # half its frames (the index of 2500 is long)
+    _, report = read_video(tmp_path / "cut.avi", fps=20)
+    assert report.truncated and report.decoded_frames < 30, report.to_json()
+    assert f"({report.decoded_s:.2f} of {2.5 + 0.15 * (bframes > 0):.2f} s)" in report.truncation(), report.truncation()
 
 
 @pytest.mark.parametrize("suffix,fmt", [(".mp4", None), (".mkv", "matroska"), (".webm", "webm")])

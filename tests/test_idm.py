@@ -1076,6 +1076,62 @@ def test_scaling_curve_writes_csv_and_png(voxel, tmp_path):
     assert not (tmp_path / "t").exists()
 
 
+@pytest.mark.parametrize("kind", ["frozen frames", "no action"])
+def test_training_data_an_idm_can_learn_nothing_from_is_one_line(voxel, tmp_path, capsys, kind):
+    """Episodes whose frames never change (a frozen or black screen recorded) or whose labels hold no action (no
+    button pressed, the camera still, at every step: labels lost on the way) trained to the end, exit 0, with
+    press thresholds and a camera spread fitted (2.00, its cap, on frozen frames), and the model labeled any
+    footage as it had learned: nothing (a new-user trial, 2026-12-07; field case 08's kind). Now one line before
+    anything is written, naming what is missing; one training episode to learn from is enough."""
+    episodes = voxel["episodes"]
+    if kind == "frozen frames":
+        data = [(np.repeat(f[:1], len(f), 0), b, c) for f, b, c in episodes]
+        words = "frames never change"
+    else:
+        data = [(f, np.zeros_like(b), np.zeros_like(c)) for f, b, c in episodes]
+        words = "labels hold no action"
+    root = write_dataset(tmp_path / "data", data)
+    run = tmp_path / "run"
+    assert cli(["idm", "train", "--data", root, "--out", str(run), "--preset", "micro", "--max-steps", "2",
+                "--batch-size", "2", "--warmup-steps", "1"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert words in line and "2 training episodes, 80 steps" in line, line  # the third validates
+    assert not run.exists()
+    mixed = write_dataset(tmp_path / "mixed", [data[0], *episodes[1:]])  # one validation episode: one to learn from
+    assert cli(["idm", "train", "--data", mixed, "--out", str(tmp_path / "ok"), "--preset", "micro", "--max-steps", "1",
+                "--batch-size", "2", "--warmup-steps", "1"]) == 0
+
+
+def test_minutes_spent_before_the_first_step_say_so(voxel, tmp_path, capsys):
+    """`--minutes 0.0001` (6 ms), spent caching the readers' motion matches before step 1, ended in 'run: no
+    checkpoint yet (checkpoint/state.json is missing); train the run first', exit 2: the run was being trained,
+    and the cause is the budget (a new-user trial, 2026-12-07; field case 08's kind: a run that ends without a
+    model must say why). Now one line naming --minutes; more minutes then train the same --out."""
+    run = tmp_path / "run"
+    argv = ["idm", "train", "--data", voxel["labeled"], "--out", str(run), "--preset", "micro", "--max-steps", "2",
+            "--batch-size", "2", "--warmup-steps", "1"]
+    assert cli([*argv, "--minutes", "0.000001"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert "--minutes 1e-06" in line and "before the first step" in line and "train the run first" not in line, line
+    assert not (run / "checkpoint" / "model.safetensors").exists()
+    assert cli([*argv, "--minutes", "5"]) == 0 and (run / "checkpoint" / "model.safetensors").exists()
+
+
+def test_a_diverged_runs_advice_can_be_followed(voxel, tmp_path, capsys):
+    """A run that diverged after a checkpoint said 'lower the learning rate'; a lower --lr into the same --out was
+    then refused ('holds a run with a different config (lr): use a new --out, or the same flags'), a dead end (a
+    new-user trial, 2026-12-07; field case 08's kind). The advice names a new --out where a checkpoint is kept;
+    followed, it trains."""
+    argv = ["idm", "train", "--data", voxel["labeled"], "--preset", "micro", "--max-steps", "20", "--warmup-steps", "0",
+            "--batch-size", "2", "--checkpoint-every", "1"]
+    assert cli([*argv, "--out", str(tmp_path / "r"), "--lr", "3e3"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "the last good checkpoint is" in line and "lower --lr and train into a new --out" in line, line
+    assert cli([*argv, "--out", str(tmp_path / "r"), "--lr", "1e-3"]) == 2  # the run resumes only with its own flags
+    assert "different config (lr)" in capsys.readouterr().err
+    assert cli([*argv, "--out", str(tmp_path / "new"), "--lr", "1e-3", "--max-steps", "2"]) == 0
+
+
 def test_non_finite_loss_stops_training_and_a_nan_checkpoint_is_refused(voxel, tmp_path, capsys):
     """Field case 08's kind: training stops at the first non-finite loss (exit 2, naming the step
     and the last good checkpoint), never writes NaN weights, and no command loads such weights."""

@@ -268,7 +268,7 @@ def check_finite(loss: float, grad_norm: float | None, step: int, last_checkpoin
     if not bad:
         return
     raise TrainingDiverged(f"{' and '.join(bad)} at step {step}: training stopped; {_kept(last_checkpoint)}; "
-                           "lower the learning rate or check the data for non-finite values")
+                           f"{_advice(last_checkpoint)}")
 
 
 def check_finite_scores(scores: dict[str, float], step: int, last_checkpoint: str | None) -> None:
@@ -279,11 +279,19 @@ def check_finite_scores(scores: dict[str, float], step: int, last_checkpoint: st
     if loss is None or math.isfinite(loss):
         return
     raise TrainingDiverged(f"validation loss {loss} after step {step}: training stopped; {_kept(last_checkpoint)}; "
-                           "lower the learning rate or check the data for non-finite values")
+                           f"{_advice(last_checkpoint)}")
 
 
 def _kept(last_checkpoint: str | None) -> str:
     return f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written"
+
+
+def _advice(last_checkpoint: str | None) -> str:
+    """What to do after a divergence. Where a checkpoint is kept the run resumes only with its own flags, so a lower
+    --lr needs a new --out: 'lower the learning rate' alone led to 'holds a run with a different config (lr)'
+    (a new-user trial, 2026-12-07). A run with no checkpoint is started again in its folder, whatever its flags."""
+    where = (" and train into a new --out (this run resumes only with its own flags)" if last_checkpoint else "")
+    return f"lower --lr{where}, or check the data for non-finite values"
 
 
 class MetricsLog:
