@@ -509,7 +509,7 @@ def check_video_memory(cfg: EvalConfig, resolution: int) -> None:
     Estimated for the longest episode (--time-limit, else the task's), the filmed episodes an actor plays at once and
     the actors that may write at once, against 80% of the memory free here (a cluster's own nodes are not asked)."""
     from worldloom.datasets.export import BAR_PX
-    from worldloom.pretrain.train import available_memory_bytes
+    from worldloom.training import available_memory_bytes
 
     filmed = min(cfg.videos, cfg.episodes)
     if not filmed:

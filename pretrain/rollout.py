@@ -72,7 +72,7 @@ def check_rollout_memory(horizon: int, size: int, scale: int, cols: int = 1) -> 
     `cols` side by side at `scale`, would not fit in 80% of this machine's free memory: every frame is held until the
     video is written (in the model's float32 form and its copies, about 13 bytes a pixel and channel, then upscaled
     twice: the video and its captioned copy). Measured 0.64 GB a 1,000 frames at 64x64, scale 4; this estimate 0.55."""
-    from .train import available_memory_bytes
+    from worldloom.training import available_memory_bytes
 
     per_frame = size * size * 3 * 13 + (size * scale) ** 2 * 3 * cols * 2
     need, have = horizon * per_frame, available_memory_bytes(gpu=False)

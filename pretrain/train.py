@@ -46,6 +46,7 @@ from worldloom.training import (
     CtrlC,
     MetricsLog,
     TimeBudget,
+    available_memory_bytes,
     check_device_name,
     check_finite,
     ema_decay_at,
@@ -224,14 +225,6 @@ def estimate_memory_bytes(mcfg: WorldModelConfig, batch_size: int) -> int:
     acts = tokens * L * D * (14 + 3 * mcfg.mlp_ratio) * 4  # saved activations per block, fp32
     scores = batch_size * mcfg.num_frames * mcfg.num_heads * mcfg.tokens_per_frame**2 * 4 * L  # spatial attention
     return int(params * 4 * 5 + acts + scores)
-
-
-def available_memory_bytes(gpu: bool) -> int:
-    if gpu and torch.cuda.is_available():
-        return torch.cuda.mem_get_info()[0]
-    with open("/proc/meminfo") as f:
-        info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
-    return info.get("MemAvailable", info["MemTotal"])
 
 
 def check_memory(cfg: TrainConfig) -> int:

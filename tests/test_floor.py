@@ -654,3 +654,21 @@ def test_stages_bar_names_the_running_stage_and_is_wiped_on_an_error(capsys):
         time.sleep(0.3)  # shown by the timer alone, then a mistake: the error still starts its own line
         raise ValueError("a user's mistake")
     assert capsys.readouterr().err.endswith("\n")
+
+
+def test_free_memory_is_read_the_same_way_on_every_platform(monkeypatch):
+    """The memory checks before training, `agent eval --videos` and `pretrain rollout` read the machine's free memory
+    through psutil: until 2026-12-07 they read /proc/meminfo, which a Mac has not (FileNotFoundError there)."""
+    import collections
+
+    import psutil
+
+    from worldloom.pretrain.rollout import check_rollout_memory
+    from worldloom.training import available_memory_bytes
+
+    memory = collections.namedtuple("svmem", "total available")(8 * 2**30, 96 * 2**20)  # as a busy laptop's
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: memory)
+    assert available_memory_bytes() == 96 * 2**20 and available_memory_bytes(gpu=True) > 0
+    check_rollout_memory(16, 64, 4)  # a clip fits
+    with pytest.raises(UserError, match=r"--horizon 100000: .* about [\d.]+ GiB, but 0\.1 GiB free"):
+        check_rollout_memory(100_000, 64, 4)

@@ -80,6 +80,21 @@ def check_device_name(name: str) -> None:
     raise ValueError(f"device must be {DEVICES}, got {name!r}")
 
 
+def available_memory_bytes(gpu: bool = False) -> int:
+    """Bytes free for new allocations: the current CUDA device's free memory where `gpu` and CUDA is up, else the
+    machine's available memory as psutil reads it (MemAvailable on Linux; free plus inactive on macOS). Until
+    2026-12-07 it read /proc/meminfo, which a Mac has not, so the memory checks before training, `agent eval
+    --videos` and `pretrain rollout` failed there with FileNotFoundError."""
+    if gpu:
+        import torch
+
+        if torch.cuda.is_available():
+            return int(torch.cuda.mem_get_info()[0])
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
 def resolve_device(name: str, doing: str = "training"):
     """`auto` -> cuda when torch sees a GPU, else cpu; `cuda` without a GPU -> cpu with a loud warning
     (a run that was meant for a GPU should not look fine while it crawls on the CPU) that says what
