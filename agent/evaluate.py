@@ -507,9 +507,9 @@ def check_video_memory(cfg: EvalConfig, resolution: int) -> None:
     memory: an actor keeps each filmed episode's frames (resolution^2 x 3 bytes a step, and its action) until the
     episode ends, then holds them all again upscaled VIDEO_SCALE times with the action bar while it writes the video.
     Estimated for the longest episode (--time-limit, else the task's), the filmed episodes an actor plays at once and
-    the actors that may write at once, against 80% of the memory free here (a cluster's own nodes are not asked)."""
+    the actors that may write at once, against MEMORY_HEADROOM (80%) of the memory free here (a cluster's own nodes are not asked)."""
     from worldloom.datasets.export import BAR_PX
-    from worldloom.training import available_memory_bytes
+    from worldloom.training import MEMORY_HEADROOM, available_memory_bytes
 
     filmed = min(cfg.videos, cfg.episodes)
     if not filmed:
@@ -520,7 +520,7 @@ def check_video_memory(cfg: EvalConfig, resolution: int) -> None:
     raw = resolution * resolution * 3 + ACTION_BYTES
     written = (resolution * VIDEO_SCALE + BAR_PX) * resolution * VIDEO_SCALE * 3
     need, have = steps * (at_once * raw + min(filmed, actors) * written), available_memory_bytes(gpu=False)
-    if need > 0.8 * have:
+    if need > MEMORY_HEADROOM * have:
         where = "--time-limit" if cfg.time_limit else "the task's time limit"
         raise UserError(f"--videos {cfg.videos} films episodes of up to {steps} steps ({where}), held in memory until "
                         f"written: about {need / 2**30:.1f} GiB, but {have / 2**30:.1f} GiB free: film fewer or shorter "

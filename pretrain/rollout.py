@@ -69,17 +69,17 @@ class RolloutConfig:
 
 def check_rollout_memory(horizon: int, size: int, scale: int, cols: int = 1) -> None:
     """UserError (one line, before any frame is generated) where `horizon` frames of a rollout at `size` pixels, shown
-    `cols` side by side at `scale`, would not fit in 80% of this machine's free memory: every frame is held until the
+    `cols` side by side at `scale`, would not fit in MEMORY_HEADROOM (80%) of this machine's free memory: every frame is held until the
     video is written (in the model's float32 form and its copies, about 13 bytes a pixel and channel, then upscaled
     twice: the video and its captioned copy). Measured 0.64 GB a 1,000 frames at 64x64, scale 4; this estimate 0.55."""
-    from worldloom.training import available_memory_bytes
+    from worldloom.training import MEMORY_HEADROOM, available_memory_bytes
 
     per_frame = size * size * 3 * 13 + (size * scale) ** 2 * 3 * cols * 2
     need, have = horizon * per_frame, available_memory_bytes(gpu=False)
-    if need > 0.8 * have:
+    if need > MEMORY_HEADROOM * have:
         raise UserError(f"--horizon {horizon}: the rollout holds its frames in memory until the video is written, about "
                         f"{need / 2**30:.1f} GiB, but {have / 2**30:.1f} GiB free: give a smaller --horizon (at most "
-                        f"{int(0.8 * have // per_frame)} here) or --scale")
+                        f"{int(MEMORY_HEADROOM * have // per_frame)} here) or --scale")
 
 
 def side_by_side(truth: np.ndarray, generated: np.ndarray, context: int, scale: int) -> np.ndarray:

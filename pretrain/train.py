@@ -41,6 +41,7 @@ from worldloom.paths import redact_text
 from worldloom.training import (
     DEVICES,
     LR_MAX,
+    MEMORY_HEADROOM,
     RESUMABLE_FIELDS,
     WARMUP_FRACTION,
     CtrlC,
@@ -231,7 +232,7 @@ def check_memory(cfg: TrainConfig) -> int:
     mcfg = cfg.model_config
     need, have = estimate_memory_bytes(mcfg, cfg.batch_size), available_memory_bytes(cfg.gpu)
     per_host = need * (1 if cfg.gpu else max(1, cfg.num_workers))  # CPU workers share this machine's memory
-    if per_host > 0.8 * have:
+    if per_host > MEMORY_HEADROOM * have:
         raise UserError(
             f"preset {cfg.preset!r} with batch {cfg.batch_size} needs about {per_host / 2**30:.1f} GiB "
             f"({'per GPU' if cfg.gpu else f'{cfg.num_workers} worker(s)'}) but {have / 2**30:.1f} GiB is free; "

@@ -172,11 +172,9 @@ def test_micro_counterfactual_eval_of_a_world_model(branches):
         model_branches(longer, codec, branches, 0)
 
 
-def test_capture_branches_then_pretrain_eval_counterfactual_through_the_cli(tmp_path, capsys):
-    """`capture branches` writes the engine's truth; a small world model trained 1 step on
-    VoxelWorld clips is scored against it by `pretrain eval --counterfactual`."""
-    import json
-
+def _tiny_world_model(tmp_path, steps: int) -> tuple[str, Path]:
+    """Two VoxelWorld episodes of `steps` steps recorded into tmp_path/data, and a 32x32 world model (reading 2
+    context frames) trained 1 step on them through the CLI into tmp_path/wm: (the data's path, the run)."""
     from worldloom.capture import Recorder
     from worldloom.capture.config import EpisodeSpec
     from worldloom.datasets import commit_shards
@@ -184,12 +182,23 @@ def test_capture_branches_then_pretrain_eval_counterfactual_through_the_cli(tmp_
 
     data = str(tmp_path / "data")
     rec = Recorder({"env": data}, env="voxel", height=64, width=64)
-    specs = [EpisodeSpec(f"ep-{i}", i, "voxel", seed=i, player="mixture", steps=24, height=64, width=64) for i in range(2)]
+    specs = [EpisodeSpec(f"ep-{i}", i, "voxel", seed=i, player="mixture", steps=steps, height=64, width=64) for i in range(2)]
     commit_shards(data, rec.record([(s, ("env",)) for s in specs])["shards"]["env"])
     run = tmp_path / "wm"
     assert cli(["pretrain", "train", "--data", data, "--out", str(run), "--max-steps", "1", "--batch-size", "2",
                 "--model.image-size", "32", "--model.width", "32", "--model.depth", "1", "--model.num-heads", "2",
                 "--model.num-frames", "3", "--camera-fov-deg", "70", "--threads", "1"]) == 0
+    return data, run
+
+
+def test_capture_branches_then_pretrain_eval_counterfactual_through_the_cli(tmp_path, capsys):
+    """`capture branches` writes the engine's truth; a small world model trained 1 step on
+    VoxelWorld clips is scored against it by `pretrain eval --counterfactual`."""
+    import json
+
+    from worldloom.pipeline.cli import main as cli
+
+    data, run = _tiny_world_model(tmp_path, steps=24)
     states = tmp_path / "branches.safetensors"
     assert cli(["capture", "branches", "--episodes", "2", "--context", "2", "--horizon", "3", "--branches", "player", "turn",
                 "walk", "--warmup", "5", "--resolution", "64", "--out", str(states)]) == 0
@@ -308,19 +317,9 @@ def test_engine_files_that_do_not_fit_the_model_are_refused_before_the_work(tmp_
     file; a missing or foreign --revisit file was told to make it with `capture branches`; a file rendered at
     another size than the model's was resized without a word. Now each is said up front, naming the flag, the file
     and the command that makes the right one."""
-    from worldloom.capture import Recorder
-    from worldloom.capture.config import EpisodeSpec
-    from worldloom.datasets import commit_shards
     from worldloom.pipeline.cli import main as cli
 
-    data = str(tmp_path / "data")
-    rec = Recorder({"env": data}, env="voxel", height=64, width=64)
-    specs = [EpisodeSpec(f"ep-{i}", i, "voxel", seed=i, player="mixture", steps=12, height=64, width=64) for i in range(2)]
-    commit_shards(data, rec.record([(s, ("env",)) for s in specs])["shards"]["env"])
-    run = tmp_path / "wm"
-    assert cli(["pretrain", "train", "--data", data, "--out", str(run), "--max-steps", "1", "--batch-size", "2",
-                "--model.image-size", "32", "--model.width", "32", "--model.depth", "1", "--model.num-heads", "2",
-                "--model.num-frames", "3", "--camera-fov-deg", "70", "--threads", "1"]) == 0
+    data, run = _tiny_world_model(tmp_path, steps=12)
     short = {"branches": tmp_path / "short-branches.safetensors", "revisits": tmp_path / "short-revisits.safetensors"}
     assert cli(["capture", "branches", "--episodes", "1", "--context", "1", "--horizon", "2", "--branches", "turn", "still",
                 "--warmup", "2", "--out", str(short["branches"])]) == 0

@@ -80,6 +80,9 @@ def check_device_name(name: str) -> None:
     raise ValueError(f"device must be {DEVICES}, got {name!r}")
 
 
+MEMORY_HEADROOM = 0.8  # the share of `available_memory_bytes` a memory check lets one job's estimate take
+
+
 def available_memory_bytes(gpu: bool = False) -> int:
     """Bytes free for new allocations: the current CUDA device's free memory where `gpu` and CUDA is up, else the
     machine's available memory as psutil reads it (MemAvailable on Linux; free plus inactive on macOS). Until
