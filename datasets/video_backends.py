@@ -83,7 +83,8 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
         size: tuple[int, int] | None = None
         last_end: list = [0, None]  # the byte after the last packet demuxed (its pos + size), for `_cut_tail`; its dts
         clock = _BestEffortClock(prefer_dts=report.container == "avi")
-        packets, num_frames, ending = _noting_end(container.demux(stream), last_end), 0, False
+        last_end.append(None)  # (bytes, number) of a packet the file's end cut, where one was read short
+        packets, num_frames, ending = _noting_end(container.demux(stream), last_end, os.path.getsize(path)), 0, False
         stopped: _Unsupported | None = None  # where the decoder cannot go on: raised once the frames held are given
         while not ending:
             errors_at = av.logging.get_last_error()[0]  # a line logged before this packet is not its cause
@@ -91,7 +92,7 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
                 frames = codec_context.decode(next(packets))
             except StopIteration:
                 frames, ending = _flush(codec_context), True  # the frames still in the decoder if the demuxer stopped early
-                report.cut_bytes, report.cut_unit = _cut_tail(path, report.container, last_end[0])
+                report.cut_bytes, report.cut_unit = _cut_tail(path, report.container, last_end[0], last_end[2])
                 if report.container == "avi" and report.listed_frames and last_end[1] is not None and \
                         (report.listed_frames - last_end[1] - 1) * stream.time_base <= AVI_SLACK_FRAMES / (report.header_fps or 1.0):
                     # every chunk the header counts was read (a packet's dts is its chunk's number): the promise is
@@ -127,17 +128,25 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
             raise stopped
 
 
-def _noting_end(packets: Iterator, last_end: list) -> Iterator:
-    """`packets` as they come, `last_end[0]` set to the byte after each one with a position (pos + size) and
-    `last_end[1]` to its dts (an AVI's chunk number), where it has one."""
+def _noting_end(packets: Iterator, last_end: list, file_size: int) -> Iterator:
+    """`packets` as they come, `last_end[0]` set to the byte after each one with a position (pos + size),
+    `last_end[1]` to its dts (an AVI's chunk number), where it has one, and `last_end[2]` to (its bytes, its number
+    in decode order) where the file's end cut it: libavformat flags a packet it read short corrupt (an .flv, .avi or
+    .mov cut inside a frame), which then ends at the file's last byte."""
+    number = 0
     for packet in packets:
+        number += bool(packet.size)
         if packet.pos is not None and packet.pos >= 0 and packet.size:
             last_end[0] = packet.pos + packet.size
+            # (the position is the container's unit's: an .flv tag's header, 16 bytes before the packet's data)
+            cut = packet.is_corrupt and file_size - PACKET_HEADER_MAX_BYTES <= last_end[0] <= file_size
+            last_end[2] = (packet.size, number) if cut else None
         if packet.size and packet.dts is not None:
             last_end[1] = packet.dts
         yield packet
 
 
+PACKET_HEADER_MAX_BYTES = 64  # a container's header before a packet's data (FLV: 11 + 5, AVI: 8, MP4: none)
 AVI_SLACK_FRAMES = 2  # frame intervals (of the header rate) an AVI's last packet may end before its header's chunk
 # count and be whole (trailing empty chunks), as `DecodeReport.truncated` allows two
 
@@ -149,12 +158,17 @@ TS_PACKET_SIZES = ((188, 0), (192, 4), (204, 0))  # MPEG-TS, M2TS (a 4-byte time
 YUV4MPEG_FRAME_MAGIC = b"FRAME"
 
 
-def _cut_tail(path: Path, container: str, last_end: int) -> tuple[int, str]:
+def _cut_tail(path: Path, container: str, last_end: int, short_packet: tuple[int, int] | None = None) -> tuple[int, str]:
     """(bytes at the end of the file past its last whole unit, the unit in words), or (0, "") when it ends on a
     unit's end or its container has no fixed units. MPEG-TS: the packet size its sync bytes (0x47) give, the size
     a whole number of them; YUV4MPEG2: the bytes after the last whole frame the demuxer read (`last_end`, its
-    pos + size), where a frame is cut (its header or part of its picture left)."""
+    pos + size), where a frame is cut (its header or part of its picture left); a GIF: the image its blocks' sizes
+    run past the end in; else the video packet the demuxer read short at the file's end (`short_packet`: its bytes
+    and its number), in any container (an .flv cut in its first frame was 'corrupt: 1 damaged packets')."""
     size = os.path.getsize(path)
+    if container == "gif":
+        cut = gif_cut(path)
+        return (size - cut[0], f"GIF block ({cut[1]})") if cut else (0, "")
     if container == "mpegts":
         with open(path, "rb") as f:
             head = f.read(3 * 204 + 4)
@@ -165,7 +179,53 @@ def _cut_tail(path: Path, container: str, last_end: int) -> tuple[int, str]:
         return 0, ""
     if container == "yuv4mpegpipe" and 0 < last_end < size:
         return size - last_end, "YUV4MPEG2 frame"
+    if short_packet:
+        return short_packet[0], f"video packet (frame {short_packet[1]} in decode order)"
     return 0, ""
+
+
+GIF_TRAILER, GIF_EXTENSION, GIF_IMAGE = 0x3B, 0x21, 0x2C
+
+
+def gif_cut(path: Path) -> tuple[int, str] | None:
+    """(the byte where the block the file's end cuts starts, the block in words: "its header", "frame 2's image",
+    "frame 3's extension") where a GIF's
+    blocks (extensions and images, each a chain of sub-blocks of stated sizes) run past the file's end before its
+    trailer; None where it is whole (or ends right after a whole block), or not a GIF this walk reads. A GIF states
+    no length or frame count: FFmpeg reads a cut one as a shorter animation, or, cut in its first image, as damage."""
+    import mmap
+
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size < 13:
+            return None
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if data[:3] != b"GIF":
+                return None
+            size, at, frame = len(data), 13, 1
+            if data[10] & 0x80:  # a global colour table
+                at += 3 << ((data[10] & 7) + 1)
+            if at > size:
+                return 0, "its header"
+            while at < size:
+                start, kind = at, data[at]
+                if kind == GIF_TRAILER:
+                    return None
+                if kind == GIF_EXTENSION:
+                    at += 2
+                elif kind == GIF_IMAGE:
+                    if at + 10 > size:
+                        return start, f"frame {frame}'s image"
+                    local_table = 3 << ((data[at + 9] & 7) + 1) if data[at + 9] & 0x80 else 0
+                    at += 10 + local_table + 1  # the descriptor, its colour table, the LZW code size
+                else:
+                    return None  # not a block: garbage after the last one, or no GIF this reads
+                while at < size and data[at]:  # sub-blocks, each its length then its bytes, up to a 0
+                    at += 1 + data[at]
+                if at >= size:
+                    return start, f"frame {frame}'s {'image' if kind == GIF_IMAGE else 'extension'}"
+                at += 1
+                frame += kind == GIF_IMAGE
+    return None
 
 
 class _BestEffortClock:

@@ -29,6 +29,7 @@ from videos import (
 )
 
 from worldloom.datasets.video import VideoError, VideoReader, read_video
+from worldloom.pipeline.cli import main
 
 VFR = [int(t) for t in np.cumsum([0] + [100] * 20 + [25] * 19)]  # 10 fps, then 40 fps (field case 01)
 JITTER = [int(t) for t in np.cumsum([0] + list(np.random.default_rng(1).integers(30, 71, 39)))]  # 50 ms +- 20
@@ -488,6 +489,54 @@ def test_files_cut_in_their_header_are_called_truncated(tmp_path, kind):
         assert not any(wrong in cause for wrong in ("no decoder", "zero-length", "no video stream", "not a video")), message
 
 
+def _first_packet_span(path) -> tuple[int, int]:
+    """(position, bytes) of the first video packet a file holds."""
+    with av.open(str(path)) as container:
+        packet = next(p for p in container.demux(video=0) if p.size)
+        return packet.pos, packet.size
+
+
+FIRST_FRAME_CUTS = {"flv": (".flv", "flv", "libx264", {}), "mp4 after moov": (".mp4", "mp4", "libx264", {"movflags": "faststart"}),
+                    "mov": (".mov", "mov", "libx264", {}), "mkv": (".mkv", "matroska", "libx264", {}),
+                    "webm": (".webm", "webm", "libvpx-vp9", {}), "avi": (".avi", "avi", "libx264", {}),
+                    "ts": (".ts", "mpegts", "libx264", {}), "y4m": (".y4m", "", "", {}), "gif": (".gif", "", "", {})}
+
+
+@pytest.mark.parametrize("kind", sorted(FIRST_FRAME_CUTS))
+def test_files_cut_inside_their_first_frame_are_called_truncated(tmp_path, kind, capsys):
+    """An .flv cut inside its first frame (a download stopped early) was 'corrupt: its h264 video (flv) does not
+    decode (1 damaged packets ...)', a .y4m 'holds no frames (zero-length video)', a .gif cut in its colour table
+    'corrupt': the advice (re-download) was right, the word wrong. Each container cut inside its first frame is
+    called truncated or cut short, in one line where nothing decodes, in a warning where a broken first frame does."""
+    suffix, fmt, codec, options = FIRST_FRAME_CUTS[kind]
+    if kind in ("y4m", "gif"):
+        whole = (write_y4m if kind == "y4m" else write_gif)(tmp_path / f"whole{suffix}", 40)
+    else:
+        whole = write_video(tmp_path / f"whole{suffix}", num_frames=40, codec=codec, container_format=fmt,
+                            container_options=options)
+    assert len(read_video(whole, fps=20)[0]) == 40
+    data, (at, size) = open(whole, "rb").read(), _first_packet_span(whole)
+    for fraction in (0.02, 0.1, 0.5, 0.9):
+        path = tmp_path / f"cut{fraction}{suffix}"
+        path.write_bytes(data[:at + max(1, int(fraction * size))])
+        try:
+            frames, report = read_video(path, fps=20)
+        except VideoError as err:
+            message = str(err)
+            assert message.startswith(f"{path}: truncated ") and "\n" not in message, message
+            assert "re-download" in message and not any(w in message for w in ("corrupt", "zero-length", "damaged packets"))
+            continue
+        assert len(frames) <= 2 and any(w.startswith(("truncated", "cut short")) for w in report.warnings()), report.warnings()
+    if kind == "flv":  # as `dataset ingest` says it, the file skipped
+        (tmp_path / "in").mkdir()
+        shutil.copy(tmp_path / "cut0.5.flv", tmp_path / "in" / "cut.flv")
+        write_video(tmp_path / "in" / "whole.mp4", num_frames=12)
+        code = main(["dataset", "ingest", "--data", str(tmp_path / "in"), "--format", "video", "--out", str(tmp_path / "ds")])
+        said = capsys.readouterr()
+        assert code == 1 and f"{tmp_path / 'in' / 'cut.flv'}: truncated flv file: it ends " in said.err, said
+        assert "corrupt" not in said.err + said.out, said
+
+
 COVER_LAYOUTS = {"mp4 cover after": (".mp4", 1), "mp4 cover first": (".mp4", 0), "mkv still first": (".mkv", 0)}
 
 
@@ -529,6 +578,7 @@ os.environ.pop("OPENCV_FFMPEG_LOGLEVEL", None)
 writer = cv2.VideoWriter({str(tmp_path / "cv2.mp4")!r}, cv2.VideoWriter_fourcc(*"mp4v"), 20, (64, 64))
 writer.release()
 from worldloom.datasets.video import VideoError, VideoReader, read_video
+from worldloom.pipeline.cli import main
 try:
     VideoReader({cut!r})
 except VideoError as err:
