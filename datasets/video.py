@@ -38,7 +38,9 @@ Backends: PyAV (its FFmpeg decodes AV1 with dav1d, VP9, HEVC, ...) first, then O
 cannot open the file, decodes no frame of it or fails on it (OpenCV gives each frame's time in ms), then
 Pillow for an animated picture FFmpeg reads one still picture of (an animated WebP; its frames' delays). A
 backend whose decoder cannot go on past some frame (FFmpeg's "not yet implemented": a 16-bit APNG's blended
-frames) is no damage: the next backend that reads the file further gives the rest, on the same clock. An image
+frames) is no damage: the next backend that reads the file further gives the rest, on the same clock. Nor is a
+packet that fails after FFmpeg said its decoder lacks a feature (a warning such as "Different chroma and luma bit
+depth is not implemented", or an error line, then errors it leads to: FFmpeg's lines are read per packet). An image
 file (a PNG or JPEG named .mp4) is a `VideoError` naming it, not a one-frame video. When no
 backend decodes a frame, `VideoError` names the cause: no such file, an empty file, no video
 stream (an audio-only file), a codec no installed decoder reads (with the container, the codec
@@ -275,7 +277,7 @@ class VideoReader:
 # What a backend that takes over a file mid-way brings to the report: how the rest was decoded, and the container's
 # promise as it reads it (the time and frames are counted on, by the step clock).
 HANDOVER_FIELDS = ("backend", "container", "codec", "listed_frames", "promised_s", "decode_errors", "unsupported",
-                   "ffmpeg_errors", "ffmpeg_last_error", "ffmpeg_unsupported")
+                   "ffmpeg_errors", "ffmpeg_last_error", "ffmpeg_unsupported", "unsupported_packets", "unsupported_errors")
 
 
 def _handed_over(path: Path, frames: Iterator[tuple], later: tuple[str, ...], threads: int,
@@ -392,12 +394,15 @@ def diagnose(path: Path, tried: list[str], reports: dict[str, DecodeReport]) -> 
                 f"backend read ({how}); the file may well be whole: install a Pillow that reads WebP (`pip install "
                 "--upgrade pillow`; `python -c \"from PIL import features; print(features.check('webp'))\"` says whether "
                 "yours does), or convert it to a video with a program that plays it")
-    if pyav is not None and pyav.decode_errors and pyav.ffmpeg_unsupported:  # "invalid data", for a feature it lacks
+    damaged = pyav.decode_errors - pyav.unsupported_packets if pyav is not None else 0
+    if pyav is not None and pyav.unsupported_packets and not damaged:  # "invalid data", for a feature it lacks
         return (f"{path}: its {codec} video ({fmt}) uses a feature FFmpeg's {decoder} decoder lacks "
                 f"({pyav.ffmpeg_unsupported_words()}; {how}); the file may well be whole: convert it with a program "
                 "that plays it, or export it again without that feature")
-    if pyav is not None and pyav.decode_errors:
-        return (f"{path}: corrupt: its {codec} video ({fmt}) does not decode ({pyav.decode_errors} damaged packets; "
+    if damaged:
+        lacked = (f"; {pyav.unsupported_packets} more use a feature it lacks: {pyav.ffmpeg_unsupported_words()}"
+                  if pyav.unsupported_packets else "")
+        return (f"{path}: corrupt: its {codec} video ({fmt}) does not decode ({damaged} damaged packets{lacked}; "
                 f"{how}); re-download or re-export it")
     if listed == 0:
         return f"{path}: the {codec} video stream of this {fmt} file holds no frames (zero-length video)"

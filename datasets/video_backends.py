@@ -57,7 +57,8 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as err:
         raise _NoFrame(f"cannot open it ({_ffmpeg_reason(err)})") from None
-    with container, _counting_errors(report, errors_before):
+    watch = _LineWatch(report, errors_before)
+    with container, _counting_errors(report, watch):
         stream = video_stream(container)
         if stream is None:
             raise _NoFrame(NO_VIDEO_ONLY_PICTURE if container.streams.video else "no video stream")
@@ -87,9 +88,10 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
         packets, num_frames, ending = _noting_end(container.demux(stream), last_end, os.path.getsize(path)), 0, False
         stopped: _Unsupported | None = None  # where the decoder cannot go on: raised once the frames held are given
         while not ending:
-            errors_at = av.logging.get_last_error()[0]  # a line logged before this packet is not its cause
+            failed = False
             try:
-                frames = codec_context.decode(next(packets))
+                with _ffmpeg_lines() as lines:  # this packet's lines: a feature the decoder lacks is said in one
+                    frames = codec_context.decode(next(packets))
             except StopIteration:
                 frames, ending = _flush(codec_context), True  # the frames still in the decoder if the demuxer stopped early
                 report.cut_bytes, report.cut_unit = _cut_tail(path, report.container, last_end[0], last_end[2])
@@ -104,6 +106,7 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
                 # may be fine; past the first frame too (a 16-bit APNG blends its second frame over the first: until
                 # 2026-12-07 each later packet was counted damaged and skipped, a 20-frame clip stored as 1 step)
                 report.unsupported = f"{codec_context.codec.name}: {err.strerror}"
+                watch.lacking = True  # the lines it logged are this feature's, not damage
                 if not num_frames:
                     raise _NoFrame(f"its {report.codec} decoder ({report.unsupported}) cannot decode it here "
                                    "(a decoder that needs hardware acceleration, or a feature this FFmpeg lacks)") from None
@@ -111,8 +114,10 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
                                        f"frame {num_frames} (a feature this FFmpeg lacks)")
                 frames, ending = [], True
             except (av.error.FFmpegError, OSError):
-                report.decode_errors += 1  # a damaged packet: skip it (a truncated file ends soon after)
-                keep_unsupported_line(report, errors_at)
+                report.decode_errors += 1  # a packet that did not decode: skipped (damage, or a feature it lacks)
+                frames, failed = [], True
+            watch.packet(lines, failed, bool(frames))
+            if failed:
                 continue
             num_frames += len(frames)
             for frame, t in clock.timed(frames, flush=ending):
@@ -294,7 +299,7 @@ class _BestEffortClock:
 
 
 @contextlib.contextmanager
-def _counting_errors(report: DecodeReport, errors_before: int) -> Iterator[None]:
+def _counting_errors(report: DecodeReport, watch: _LineWatch) -> Iterator[None]:
     """Fill the report's count of FFmpeg's error lines once reading stops. A file cut short where its
     container states no length (a crashed recorder's mkv, a cut .ts or .gif, a fragmented mp4) decodes
     what it holds without an exception; only FFmpeg's log says so ("File ended prematurely",
@@ -305,27 +310,87 @@ def _counting_errors(report: DecodeReport, errors_before: int) -> Iterator[None]
         yield
     finally:
         count, last = av.logging.get_last_error()
-        report.ffmpeg_errors = count - errors_before
-        if report.ffmpeg_errors and last:
-            report.ffmpeg_last_error = f"{last[1]}: {last[2].strip()}"
+        report.ffmpeg_errors = count - watch.errors_before
+        if count > watch.errors_noted and last:  # a line after the last packet's (the demuxer's, at the end)
+            report.ffmpeg_last_error = _line_words(last[1], last[2])
 
 
 UNSUPPORTED_WORDS = ("unsupported", "not supported", "not implemented")  # in FFmpeg's log: a feature it lacks
+# libavutil's avpriv_report_missing_feature / avpriv_request_sample: "<feature>" then this, two lines
+MISSING_FEATURE = "is not implemented. update your ffmpeg"
 
 
-def keep_unsupported_line(report: DecodeReport, errors_before: int) -> None:
-    """Keep FFmpeg's last error line when it says a feature is unsupported or not implemented (FFmpeg returns
-    "invalid data" for an arithmetic-coded JPEG and logs "unsupported coding type (c9)"): the cause, which the
-    next line, the only one kept, would hide. The first such line is kept, if logged since `errors_before`."""
+@contextlib.contextmanager
+def _ffmpeg_lines() -> Iterator[list]:
+    """FFmpeg's log lines, (level, name, text), of warnings and errors logged while the block runs (by any thread:
+    a slice thread's too), printed nowhere; PyAV's level and its skipping of repeated lines as they were after.
+    PyAV keeps only the last error line, and no warning: a feature a decoder lacks is often a warning
+    ("Different chroma and luma bit depth is not implemented") before the errors it leads to."""
     import av
 
-    count, last = av.logging.get_last_error()
-    if count == errors_before:
-        return
-    line = last[2].strip() if last else ""
-    line = line if not last or line.startswith(f"{last[1]}:") else f"{last[1]}: {line}"  # "mjpeg: mjpeg: ..." once
-    if not report.ffmpeg_unsupported and any(word in line.lower() for word in UNSUPPORTED_WORDS):
-        report.ffmpeg_unsupported = line
+    level, repeated = av.logging.get_level(), av.logging.get_skip_repeated()
+    av.logging.set_skip_repeated(False)  # a repeat is tallied when the next line comes: maybe outside the block
+    av.logging.set_level(av.logging.WARNING)
+    try:
+        with av.logging.Capture(local=False) as lines:
+            yield lines
+    finally:
+        av.logging.set_level(level)
+        av.logging.set_skip_repeated(repeated)
+
+
+def lacked_feature(lines: list) -> str:
+    """The first of FFmpeg's `lines` (level, name, text) that says a feature is unsupported or not implemented, as
+    'name: text' ("mjpeg: unsupported coding type (c9)", "h264: Different chroma and luma bit depth is not
+    implemented": libavutil's missing-feature report, the feature on the line before), else ''."""
+    for i, (_, name, text) in enumerate(lines):
+        lower = text.strip().lower()
+        if lower.startswith(MISSING_FEATURE) and i:
+            return _line_words(name, f"{lines[i - 1][2].strip()} is not implemented")
+        if any(word in lower for word in UNSUPPORTED_WORDS):
+            return _line_words(name, text)
+    return ""
+
+
+def _line_words(name: str, text: str) -> str:
+    """'mjpeg: unsupported coding type (c9)': FFmpeg's line with its context's name once."""
+    text = text.strip()
+    return text if not name or text.startswith(f"{name}:") else f"{name}: {text}"
+
+
+class _LineWatch:
+    """Sorts FFmpeg's error lines and the packets that do not decode into damage and what a feature the decoder
+    lacks leads to: a packet whose lines say the decoder lacks a feature, and, until a frame decodes again, each
+    later one that fails with no error line but those that packet logged (its parameter set refused, later slices
+    fail on "non-existing PPS 0 referenced", as the first did), are that feature's, not damage; a failure with a
+    line of its own ("huffman table decode error") is damage. Fills the report's `ffmpeg_unsupported`,
+    `unsupported_packets`, `unsupported_errors` and the last line of damage (`ffmpeg_last_error`). Fixes: an h264
+    stream of 10-bit luma and 8-bit chroma (valid H.264, which FFmpeg's decoder lacks) was 'corrupt: ... 12 damaged
+    packets; re-download': its feature's line is a warning, and the error lines after it hid it."""
+
+    def __init__(self, report: DecodeReport, errors_before: int) -> None:
+        self.report, self.errors_before, self.errors_noted = report, errors_before, errors_before
+        self.lacking = False  # a feature was said lacking and no frame decoded since
+        self.consequences: set[str] = set()  # the error lines of the packets that said so
+
+    def packet(self, lines: list, failed: bool, decoded: bool) -> None:
+        """Note one packet's `lines` (from `_ffmpeg_lines`), whether it `failed` to decode, whether frames came."""
+        import av
+
+        count, last = av.logging.get_last_error()
+        errors, self.errors_noted = count - self.errors_noted, count
+        feature = lacked_feature(lines)
+        error_lines = {text.strip() for level, _, text in lines if level <= av.logging.ERROR}
+        if feature:
+            self.report.ffmpeg_unsupported = self.report.ffmpeg_unsupported or feature
+            self.lacking, self.consequences = True, self.consequences | error_lines
+        if self.lacking and (feature or error_lines <= self.consequences):
+            self.report.unsupported_packets += failed
+            self.report.unsupported_errors += errors
+        elif errors and last:
+            self.report.ffmpeg_last_error = _line_words(last[1], last[2])
+        if decoded and not feature:
+            self.lacking, self.consequences = False, set()
 
 
 def _sample_aspect(sar, report: DecodeReport):

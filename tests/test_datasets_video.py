@@ -23,6 +23,7 @@ from videos import (
     write_apng16,
     write_audio_only,
     write_audio_with_cover,
+    write_h264_mixed_depth,
     write_h264_stream,
     write_video,
     write_with_cover,
@@ -237,10 +238,11 @@ def test_a_cameras_mjpeg_with_exif_in_every_frame_is_read(tmp_path):
     assert frame_index(frames) == list(range(12)) and report.backend == "pyav" and not report.tried
 
 
-def arithmetic_mjpeg(path, arithmetic) -> str:
+def arithmetic_mjpeg(path, arithmetic, damaged=lambda i: False) -> str:
     """An MJPEG .avi of 12 frames, those `arithmetic(i)` marked arithmetic-coded: a baseline JPEG whose start-of-frame
     marker says SOF9 (extended sequential, arithmetic coding), where FFmpeg's mjpeg decoder stops, as it does on a
-    camera's or `cjpeg -arithmetic`'s JPEG (it reads no further than the marker)."""
+    camera's or `cjpeg -arithmetic`'s JPEG (it reads no further than the marker); those `damaged(i)` with their
+    Huffman table overwritten (FFmpeg: "huffman table decode error")."""
     import io
 
     rng = np.random.default_rng(2)
@@ -252,6 +254,9 @@ def arithmetic_mjpeg(path, arithmetic) -> str:
         jpeg = io.BytesIO()
         Image.fromarray(rng.integers(0, 255, (64, 64, 3), np.uint8)).save(jpeg, format="JPEG", quality=95)
         data = jpeg.getvalue()
+        if damaged(i):
+            table = data.index(b"\xff\xc4") + 4
+            data = data[:table] + b"\xff" * 30 + data[table + 30:]
         if arithmetic(i):
             sof = data.index(b"\xff\xc0")
             data = data[:sof] + b"\xff\xc9" + data[sof + 2:]
@@ -277,6 +282,34 @@ def test_an_arithmetic_coded_mjpeg_is_a_feature_ffmpeg_lacks_not_corrupt(tmp_pat
     assert report.ffmpeg_unsupported == "mjpeg: unsupported coding type (c9)" and report.decode_errors == 6
     assert report.warnings() == ["6 packets did not decode and were skipped (FFmpeg: mjpeg: unsupported coding type "
                                  "(c9): JPEG arithmetic coding: not damage)"], report.warnings()
+
+
+def test_a_feature_ffmpeg_lacks_is_named_though_other_errors_follow_and_damage_stays_damage(tmp_path):
+    """An H.264 stream of 10-bit luma and 8-bit chroma (valid; FFmpeg's decoder lacks it) makes FFmpeg warn
+    "Different chroma and luma bit depth is not implemented", then log errors ("sps_id 0 out of range", "non-existing
+    PPS 0 referenced" at every slice): only the last error line was kept, so the file was 'corrupt: ... 12 damaged
+    packets; re-download or re-export it'. It is named by the feature FFmpeg lacks. A packet that fails with an error
+    of its own (a Huffman table overwritten) stays damage, beside frames that use a lacked feature or alone."""
+    path = write_h264_mixed_depth(tmp_path / "depths.h264")
+    with pytest.raises(VideoError) as caught:
+        read_video(path, fps=20)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: its h264 video (h264) uses a feature FFmpeg's h264 decoder lacks (FFmpeg: h264: "
+                              "Different chroma and luma bit depth is not implemented; "), message
+    assert "corrupt" not in message and "damaged" not in message and "\n" not in message, message
+    # 2 frames use the lacked feature, 1 is damaged: said apart
+    frames, report = read_video(arithmetic_mjpeg(tmp_path / "both.avi", lambda i: i in (2, 3), lambda i: i == 7), fps=20)
+    assert report.decode_errors == 3 and report.unsupported_packets == 2, report.to_json()
+    assert report.warnings() == [
+        "2 packets did not decode and were skipped (FFmpeg: mjpeg: unsupported coding type (c9): JPEG arithmetic "
+        "coding: not damage)", "1 other packets did not decode and were skipped",
+        "damaged or cut short: FFmpeg reported 1 error(s) reading it (last: mjpeg: huffman table decode error); "
+        "frames may be missing or broken (re-download or re-export it)"], report.warnings()
+    # nothing decodes: half the frames damaged after half that use the lacked feature is corrupt
+    path = arithmetic_mjpeg(tmp_path / "broken.avi", lambda i: i < 6, lambda i: i >= 6)
+    with pytest.raises(VideoError, match=r"corrupt: its mjpeg video \(avi\) does not decode \(6 damaged packets; 6 more "
+                       r"use a feature it lacks: FFmpeg: mjpeg: unsupported coding type \(c9\)"):
+        read_video(path, fps=20)
 
 
 def test_an_animated_webp_is_read_by_its_frame_delays_and_a_multipage_tiff_is_an_image(tmp_path):
