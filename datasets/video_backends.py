@@ -533,8 +533,10 @@ def _opencv_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[t
 
 def _other_sizes(path: Path, report: DecodeReport) -> None:
     """Fill the report's `other_sizes` and `resized_frames` for a file OpenCV read: OpenCV scales every frame to the
-    first one's size and cannot say so (PyAV's path counts them itself). PyAV decodes its key frames only (a new size
-    starts at one) and each packet counts at the size of the key frame before it; nothing where PyAV cannot open it."""
+    first one's size and cannot say so (PyAV's path counts them itself). PyAV decodes its key frames (a new size
+    starts at one) and each packet counts at the size of the key frame before it; a key frame whose header states
+    the size of one decoded already (`_stated_size`: a JPEG's start of frame) is not decoded again: an MJPEG, all
+    key frames, was decoded whole a second time after OpenCV's decode. Nothing where PyAV cannot open it."""
     import av
 
     try:
@@ -543,13 +545,21 @@ def _other_sizes(path: Path, report: DecodeReport) -> None:
             if stream is None:
                 return
             size = first = None
+            decoded_at: dict[bytes, str | None] = {}  # a header's stated size -> the size its frame decoded at
             for packet in container.demux(stream):
                 if packet.is_keyframe and packet.size:
-                    try:
-                        decoded = stream.codec_context.decode(packet)
-                    except (av.error.FFmpegError, OSError, ValueError):
-                        decoded = []
-                    size = next((f"{f.width}x{f.height}" for f in decoded), size)
+                    stated = _stated_size(stream.codec_context.name, bytes(packet))
+                    if stated is None or stated not in decoded_at:
+                        try:
+                            decoded = stream.codec_context.decode(packet)
+                        except (av.error.FFmpegError, OSError, ValueError):
+                            decoded = []
+                        found = next((f"{f.width}x{f.height}" for f in decoded), None)
+                        if stated is not None and found is not None:
+                            decoded_at[stated] = found
+                        size = found or size
+                    else:
+                        size = decoded_at[stated]
                 first = first or size
                 if packet.size and size != first:
                     report.resized_frames += 1
@@ -557,6 +567,31 @@ def _other_sizes(path: Path, report: DecodeReport) -> None:
                         report.other_sizes.append(size)
     except (av.error.FFmpegError, OSError, UnicodeDecodeError):
         return
+
+
+# JPEG start-of-frame markers (ITU T.81 B.1.1.3: SOF0-SOF15 but DHT C4, JPG C8, DAC CC), whose segment states the size
+JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _stated_size(codec: str, data: bytes) -> bytes | None:
+    """The bytes of a packet's header that state its picture's size, read without decoding it: an MJPEG's first
+    JPEG start-of-frame segment (precision, height, width, components; a field of an interlaced frame states its
+    own height, so these bytes are a key to a decoded size, not the size); None for another codec or where none
+    is found."""
+    if codec != "mjpeg" or not data.startswith(b"\xff\xd8"):
+        return None
+    at = 2
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        if data[at + 1] == 0xFF:  # a fill byte before a marker
+            at += 1
+            continue
+        marker, length = data[at + 1], int.from_bytes(data[at + 2:at + 4], "big")
+        if marker in JPEG_SOF_MARKERS:
+            return data[at + 4:at + 10]
+        if marker == 0xDA or length < 2:  # the scan starts: no start of frame before it
+            return None
+        at += 2 + length
+    return None
 
 
 def _opencv_sar(cap):

@@ -786,12 +786,8 @@ def test_a_last_frame_ends_where_the_container_says_the_video_ends(tmp_path, bfr
     assert frame_index(frames) == [0] * 600 + [1] * 600 + [2] and not report.truncated
 
 
-def test_a_stream_whose_size_changes_is_stored_at_its_first_size_and_says_so(tmp_path):
-    """Frames 0-19 at 64x64, 20-39 at 96x48 in one MJPEG stream: the second half was stored squashed to 64x64 with
-    no word (a new-user trial, session 57). A dataset holds one size, so they are still stored at the first
-    frame's; the report's warnings say so, and its counts are recorded (`resized_frames`, `other_sizes`), from
-    either backend (OpenCV's path said nothing until 2026-12-07)."""
-    path = tmp_path / "sizes.mkv"
+def write_mjpeg_of_two_sizes(path) -> str:
+    """Frames 0-19 at 64x64, 20-39 at 96x48, in one MJPEG stream of a Matroska file."""
     with av.open(str(path), "w", format="matroska") as out:
         stream = out.add_stream("mjpeg", rate=20)
         stream.width = stream.height = 64
@@ -807,6 +803,33 @@ def test_a_stream_whose_size_changes_is_stored_at_its_first_size_and_says_so(tmp
             for packet in ctx.encode(frame):
                 packet.stream, packet.time_base = stream, Fraction(1, 20)
                 out.mux(packet)
+    return str(path)
+
+
+def test_opencvs_size_check_does_not_decode_an_mjpeg_a_second_time(tmp_path):
+    """Where OpenCV reads a file, its frames' sizes come from PyAV's decode of the key frames: an MJPEG is all key
+    frames, so after OpenCV had decoded its 40 frames PyAV decoded all 40 again (43 JPEG decodes in FFmpeg's log:
+    3 more are av.open's probes). A JPEG states its size in its start of frame: a frame whose header states a
+    size already decoded is not decoded again (here 2, one per size), and the sizes found are the same.
+    Counted from FFmpeg's own debug lines (PyAV's libavcodec: OpenCV's bundled FFmpeg logs apart)."""
+    path = write_mjpeg_of_two_sizes(tmp_path / "sizes.mkv")
+    av.logging.set_level(av.logging.DEBUG)
+    try:
+        with av.logging.Capture(local=False) as lines:
+            frames, report = read_video(path, fps=20, backends=("opencv",))
+    finally:
+        av.logging.set_level(av.logging.PANIC)
+    jpeg_decodes = sum(1 for _, name, text in lines if name == "mjpeg" and text.startswith("marker=d8"))
+    assert frames.shape == (40, 64, 64, 3) and report.other_sizes == ["96x48"] and report.resized_frames == 20
+    assert 2 <= jpeg_decodes <= 5, jpeg_decodes  # the 2 sizes and av.open's probes of the first frame; was 43
+
+
+def test_a_stream_whose_size_changes_is_stored_at_its_first_size_and_says_so(tmp_path):
+    """Frames 0-19 at 64x64, 20-39 at 96x48 in one MJPEG stream: the second half was stored squashed to 64x64 with
+    no word (a new-user trial, session 57). A dataset holds one size, so they are still stored at the first
+    frame's; the report's warnings say so, and its counts are recorded (`resized_frames`, `other_sizes`), from
+    either backend (OpenCV's path said nothing until 2026-12-07)."""
+    path = write_mjpeg_of_two_sizes(tmp_path / "sizes.mkv")
     frames, report = read_video(path, fps=20, backends=("pyav",))
     assert frames.shape == (40, 64, 64, 3) and report.resized_frames == 20 and report.other_sizes == ["96x48"]
     (line,) = [w for w in report.warnings() if "size changes" in w]
