@@ -642,6 +642,32 @@ def test_resume_is_exact(data, tmp_path, capsys):
             assert torch.equal(a[k], b[k]), f"{name}.{k} differs after resume"
 
 
+def test_a_stopped_and_resumed_run_logs_the_rows_of_one_uninterrupted_run(data, tmp_path):
+    """A run stopped (--stop-after, Ctrl-C) at a step that is no multiple of --log-every wrote a metrics.csv row at
+    that step, which the resume kept: steps 3, 5, 6, 7 where one run logs 3, 6, 7 (`idm train` and `agent train`
+    log none there). The resumed metrics.csv is the uninterrupted run's, row for row, and curves.png is drawn from
+    those rows."""
+    import csv
+
+    from worldloom.training import MetricsLog
+
+    flags = {**MICRO, "log_every": 3, "max_steps": 7, "checkpoint_every": 10}
+    main(TrainConfig(data=(data["train"],), out=str(tmp_path / "straight"), **flags))
+    for stop_after in (2, 3, 0):  # stopped at steps 2 and 5, then on to the end
+        main(TrainConfig(data=(data["train"],), out=str(tmp_path / "resumed"), stop_after=stop_after, **flags))
+
+    def rows(run):
+        with open(tmp_path / run / "metrics.csv") as f:
+            return list(csv.DictReader(f))
+
+    straight, resumed = rows("straight"), rows("resumed")
+    assert [r["step"] for r in straight] == ["3", "6", "7"] and [r["step"] for r in resumed] == ["3", "6", "7"], resumed
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in straight]  # the same steps, the same losses
+    curve = MetricsLog(tmp_path / "resumed", list(resumed[0]), resume_step=7).series("loss")  # what curves.png plots
+    assert curve == ([3, 6, 7], [float(r["loss"]) for r in straight])
+    assert (tmp_path / "resumed" / "curves.png").stat().st_size > 0
+
+
 def test_a_resume_with_other_training_flags_is_refused_and_keeps_the_config(data, tmp_path, capsys, monkeypatch):
     """`idm train` and `agent train` refused a resume with another --lr; `pretrain train` took it and
     config.json then recorded the new rate, though the steps saved were taken with the old one."""
