@@ -256,6 +256,9 @@ def generate(model, codec, clips: dict, cfg: EvalConfig, image_size: int, long_h
             has = torch.ones(a.shape[:2], dtype=torch.bool)
             out["next"].append(teacher_forced(model, x, a, has, context, cfg.next_frame_positions, sample, gen, pitch))
             bar.update(len(x) * cfg.next_frame_positions)
+            # the shuffled rollout draws the true one's noise, frame for frame: drawn after it, its noise changed with
+            # how long the true one ran (--stability-horizon), and true against shuffled differs by the actions alone
+            paired = [torch.Generator().set_state(g.get_state()) for g in gen]
             t0 = time.perf_counter()
             out["long"].append(rollout(model, x[:, :context], a[:, :context + long_horizon - 1],
                                        has[:, :context + long_horizon - 1], long_horizon, sample, gen, context_pitch=start))
@@ -265,7 +268,7 @@ def generate(model, codec, clips: dict, cfg: EvalConfig, image_size: int, long_h
             a_shuf = a.clone()
             a_shuf[:, context - 1:] = a_all[perm[sl]][:, context - 1:]  # context keeps its own past actions
             out["shuffled"].append(rollout(model, x[:, :context], a_shuf[:, :context + cfg.horizon - 1],
-                                           has[:, :context + cfg.horizon - 1], cfg.horizon, sample, gen, context_pitch=start))
+                                           has[:, :context + cfg.horizon - 1], cfg.horizon, sample, paired, context_pitch=start))
             bar.update(len(x) * cfg.horizon)
     result = {k: model_to_frames(codec.decode(torch.cat(v))) for k, v in out.items()}
     result["true"] = result["long"][:, :cfg.horizon]

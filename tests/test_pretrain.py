@@ -1148,6 +1148,30 @@ def test_eval_frames_do_not_depend_on_the_batch_size():
             assert diff.max() <= 1, (kind, diff.max())  # float rounding of other batch shapes at most
 
 
+def test_the_shuffled_action_rollout_does_not_depend_on_the_stability_horizon():
+    """Each clip's generator drew the true-action rollout's noise, run to --stability-horizon, and then the
+    shuffled-action rollout's: its noise, so its frames and delta_psnr, changed with how long the rollout before
+    it ran (2 or 5 frames here), as a chunked pass differs from one pass. The shuffled rollout now draws the true
+    one's noise, frame for frame: the same at any stability horizon, and true against shuffled differs only by
+    the actions (the same actions give the same frames)."""
+    from worldloom.pretrain.autoencoder import PixelCodec
+
+    torch.manual_seed(0)
+    model = WorldModel(WorldModelConfig(image_size=32, width=48, depth=2, num_heads=2, num_frames=4)).eval()
+    for p in model.parameters():  # leave the adaLN-zero start, where every block is the identity
+        p.data += 0.2 * torch.randn_like(p)
+    g = torch.Generator().manual_seed(1)
+    clips = {"frames": torch.randint(0, 256, (3, 8, 32, 32, 3), generator=g, dtype=torch.uint8),
+             "buttons": torch.rand(3, 8, 20, generator=g) > 0.7, "camera": 5 * torch.randn(3, 8, 2, generator=g)}
+    cfg = ev.EvalConfig(model="m", data=("d",), horizon=2, num_clips=3, next_frame_positions=2, stability_horizon=5,
+                        sample=SampleConfig(num_steps=2, dead_zone=0.0))
+    short, long = (ev.generate(model, PixelCodec(), clips, cfg, 32, long_horizon=h) for h in (2, 5))
+    assert torch.equal(short["true"], long["true"]) and torch.equal(short["shuffled"], long["shuffled"])
+    same = {**clips, "buttons": clips["buttons"][:1].expand(3, -1, -1), "camera": clips["camera"][:1].expand(3, -1, -1)}
+    alike = ev.generate(model, PixelCodec(), same, cfg, 32, long_horizon=5)  # every clip's actions the same
+    assert torch.equal(alike["true"], alike["shuffled"])
+
+
 def test_an_autoencoder_left_by_a_run_on_other_data_of_the_same_size_is_stale(tmp_path):
     """A run stopped before its first checkpoint leaves its autoencoder; it was reused when the next run's
     model and data counts matched, though --data was captured again under the same name (other shards)."""
