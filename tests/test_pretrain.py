@@ -1148,12 +1148,13 @@ def test_eval_frames_do_not_depend_on_the_batch_size():
             assert diff.max() <= 1, (kind, diff.max())  # float rounding of other batch shapes at most
 
 
-def test_the_shuffled_action_rollout_does_not_depend_on_the_stability_horizon():
-    """Each clip's generator drew the true-action rollout's noise, run to --stability-horizon, and then the
-    shuffled-action rollout's: its noise, so its frames and delta_psnr, changed with how long the rollout before
-    it ran (2 or 5 frames here), as a chunked pass differs from one pass. The shuffled rollout now draws the true
-    one's noise, frame for frame: the same at any stability horizon, and true against shuffled differs only by
-    the actions (the same actions give the same frames)."""
+def test_eval_rollouts_do_not_depend_on_the_stability_horizon_or_the_next_frame_positions():
+    """Each clip's generator drew the teacher-forced frames' noise (--next-frame-positions of them), then the
+    true-action rollout's, run to --stability-horizon, then the shuffled-action rollout's: each one's noise, so its
+    frames and scores, changed with how much the ones before it drew (2 or 5 frames, 1 or 2 positions here), as a
+    chunked pass differs from one pass. Each now starts from the clip's own noise: the rollouts are the same
+    whatever those flags, true against shuffled differs only by the actions (the same actions give the same
+    frames), and the first teacher-forced frame is the rollout's first."""
     from worldloom.pretrain.autoencoder import PixelCodec
 
     torch.manual_seed(0)
@@ -1167,6 +1168,9 @@ def test_the_shuffled_action_rollout_does_not_depend_on_the_stability_horizon():
                         sample=SampleConfig(num_steps=2, dead_zone=0.0))
     short, long = (ev.generate(model, PixelCodec(), clips, cfg, 32, long_horizon=h) for h in (2, 5))
     assert torch.equal(short["true"], long["true"]) and torch.equal(short["shuffled"], long["shuffled"])
+    fewer = ev.generate(model, PixelCodec(), clips, dataclasses.replace(cfg, next_frame_positions=1), 32, long_horizon=5)
+    assert torch.equal(fewer["long"], long["long"]) and torch.equal(fewer["shuffled"], long["shuffled"])  # nor on these
+    assert torch.equal(long["next"][:, 0], long["true"][:, 0])  # the first frame: one context, one action, one noise
     same = {**clips, "buttons": clips["buttons"][:1].expand(3, -1, -1), "camera": clips["camera"][:1].expand(3, -1, -1)}
     alike = ev.generate(model, PixelCodec(), same, cfg, 32, long_horizon=5)  # every clip's actions the same
     assert torch.equal(alike["true"], alike["shuffled"])
