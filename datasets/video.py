@@ -38,14 +38,17 @@ Backends: PyAV (its FFmpeg decodes AV1 with dav1d, VP9, HEVC, ...) first, then O
 cannot open the file, decodes no frame of it or fails on it (OpenCV gives each frame's time in ms), then
 Pillow for an animated picture FFmpeg reads one still picture of (an animated WebP; its frames' delays). A
 backend whose decoder cannot go on past some frame (FFmpeg's "not yet implemented": a 16-bit APNG's blended
-frames) is no damage: the next backend that reads the file further gives the rest, on the same clock. An image
+frames) is no damage: the next backend that reads the file further gives the rest, on the same clock. Nor is a
+packet that fails after FFmpeg said its decoder lacks a feature (a warning such as "Different chroma and luma bit
+depth is not implemented", or an error line, then errors it leads to: FFmpeg's lines are read per packet). An image
 file (a PNG or JPEG named .mp4) is a `VideoError` naming it, not a one-frame video. When no
 backend decodes a frame, `VideoError` names the cause: no such file, an empty file, no video
 stream (an audio-only file), a codec no installed decoder reads (with the container, the codec
 and what to install; a decoder that answers "not implemented", ENOSYS, counts as none: FFmpeg's native
 av1 decoder, all a PyAV built without dav1d has, needs hardware acceleration), not a video file, or "corrupt" when a decoder exists and the bytes do not
 decode (or the container's own structure is broken), "truncated" where the container's own sizes (an MP4's
-top-level box, a Matroska Segment, an AVI's RIFF chunk) run past the file's end.
+top-level box, a Matroska Segment, an AVI's RIFF chunk, a GIF's blocks, a YUV4MPEG2 frame) run past the file's end,
+or the file's end cut the first video packet (libavformat flags a packet it read short: an .flv cut in its first frame).
 
 Streams: the video stream read is the one ffmpeg reads by default (`video_stream`): never an attached
 picture (the cover art of an .m4a, a downloaded video's thumbnail; a stream listing one frame beside
@@ -74,6 +77,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,6 +97,7 @@ from .video_backends import (
     _NoFrame,
     _Unsupported,
     animated_picture,
+    gif_cut,
     video_stream,
 )
 from .video_report import DecodeReport
@@ -272,7 +277,7 @@ class VideoReader:
 # What a backend that takes over a file mid-way brings to the report: how the rest was decoded, and the container's
 # promise as it reads it (the time and frames are counted on, by the step clock).
 HANDOVER_FIELDS = ("backend", "container", "codec", "listed_frames", "promised_s", "decode_errors", "unsupported",
-                   "ffmpeg_errors", "ffmpeg_last_error", "ffmpeg_unsupported")
+                   "ffmpeg_errors", "ffmpeg_last_error", "ffmpeg_unsupported", "unsupported_packets", "unsupported_errors")
 
 
 def _handed_over(path: Path, frames: Iterator[tuple], later: tuple[str, ...], threads: int,
@@ -380,18 +385,24 @@ def diagnose(path: Path, tried: list[str], reports: dict[str, DecodeReport]) -> 
         return (f"{path}: {_a(fmt)} {fmt} file with {codec} video that no tried decoder reads ({how}); the file may well be "
                 f"whole: install a software decoder for {codec}: `pip install --upgrade av` (PyAV's "
                 "wheels decode AV1 with dav1d, VP9, HEVC) or an FFmpeg build that has one")
+    if pyav is not None and pyav.cut_bytes:  # the file's end cut the frame FFmpeg read (a broken download or copy)
+        return (f"{path}: truncated {fmt} file: it ends {pyav.cut_bytes} bytes into a {pyav.cut_unit}, before any "
+                f"frame decoded (a download or copy cut short; {how}); re-download or re-copy it")
     if _animated_webp(path) and not ("pillow" in reports and _pillow_reads_webp()):  # FFmpeg's webp decoder reads
         # still pictures only: its "damage" is the animation (where a Pillow that reads WebP failed too, it is damage)
         return (f"{path}: an animated WebP, which FFmpeg's webp decoder cannot read (still pictures only) and no tried "
                 f"backend read ({how}); the file may well be whole: install a Pillow that reads WebP (`pip install "
                 "--upgrade pillow`; `python -c \"from PIL import features; print(features.check('webp'))\"` says whether "
                 "yours does), or convert it to a video with a program that plays it")
-    if pyav is not None and pyav.decode_errors and pyav.ffmpeg_unsupported:  # "invalid data", for a feature it lacks
+    damaged = pyav.decode_errors - pyav.unsupported_packets if pyav is not None else 0
+    if pyav is not None and pyav.unsupported_packets and not damaged:  # "invalid data", for a feature it lacks
         return (f"{path}: its {codec} video ({fmt}) uses a feature FFmpeg's {decoder} decoder lacks "
                 f"({pyav.ffmpeg_unsupported_words()}; {how}); the file may well be whole: convert it with a program "
                 "that plays it, or export it again without that feature")
-    if pyav is not None and pyav.decode_errors:
-        return (f"{path}: corrupt: its {codec} video ({fmt}) does not decode ({pyav.decode_errors} damaged packets; "
+    if damaged:
+        lacked = (f"; {pyav.unsupported_packets} more use a feature it lacks: {pyav.ffmpeg_unsupported_words()}"
+                  if pyav.unsupported_packets else "")
+        return (f"{path}: corrupt: its {codec} video ({fmt}) does not decode ({damaged} damaged packets{lacked}; "
                 f"{how}); re-download or re-export it")
     if listed == 0:
         return f"{path}: the {codec} video stream of this {fmt} file holds no frames (zero-length video)"
@@ -414,6 +425,11 @@ def _cut_container(path: Path) -> str | None:
     with open(path, "rb") as f:
         head = f.read(64)
         kind = _container_by_magic(path)
+        if head.startswith(YUV4MPEG_MAGIC):
+            return _cut_yuv4mpeg(f, size)
+        if kind == "GIF":
+            cut = gif_cut(path)
+            return f"GIF file: it ends at byte {size} inside {cut[1]}{f', from byte {cut[0]}' * bool(cut[0])}" if cut else None
         if kind == "AVI" and head[8:12] == b"AVI ":  # RIFF of form AVI (a WebP is RIFF too)
             end = 8 + int.from_bytes(head[4:8], "little")
             return f"AVI file: it ends at byte {size} inside its RIFF chunk, which runs to byte {end}" if end > size else None
@@ -448,6 +464,32 @@ def _cut_container(path: Path) -> str | None:
                         f"to byte {at + length}")
             at += length
     return None
+
+
+YUV4MPEG_MAGIC = b"YUV4MPEG2 "
+# YUV4MPEG2's colour spaces (its C tag) -> bytes a pixel takes over its planes, at 8 bits (libavformat/yuv4mpegdec.c)
+YUV4MPEG_PIXEL_BYTES = {"420": 1.5, "411": 1.5, "422": 2, "444": 3, "444alpha": 4, "mono": 1}
+
+
+def _cut_yuv4mpeg(f, size: int) -> str | None:
+    """'YUV4MPEG2 file: it ends at byte N inside its first frame, which runs to byte M' where the file holds less
+    than its header and one frame (the size its W, H and C tags give), else None. FFmpeg's demuxer gives no packet
+    for a frame the file's end cuts: such a file read as 'zero-length video'."""
+    f.seek(0)
+    header = f.read(1024).split(b"\n", 1)[0]
+    tags = {word[:1]: word[1:] for word in header.decode("ascii", "replace").split()[1:]}
+    try:
+        width, height = int(tags.get("W", "")), int(tags.get("H", ""))
+    except ValueError:
+        return None
+    colour = tags.get("C", "420jpeg")
+    kind = "444alpha" if colour.startswith("444alpha") else "mono" if colour.startswith("mono") else colour[:3]
+    if kind not in YUV4MPEG_PIXEL_BYTES:
+        return None
+    depth = re.match(r"p?(\d*)", colour.removeprefix(kind))[1]  # "420p10" -> 10, "420jpeg" -> none: 8 bits
+    sample_bytes = 2 if depth and int(depth) > 8 else 1
+    end = len(header) + 1 + len(b"FRAME\n") + int(width * height * YUV4MPEG_PIXEL_BYTES[kind] * sample_bytes)
+    return f"YUV4MPEG2 file: it ends at byte {size} inside its first frame, which runs to byte {end}" if size < end else None
 
 
 MATROSKA_ELEMENTS = {"114d9b74": "SeekHead", "1549a966": "Info", "1654ae6b": "Tracks", "1f43b675": "Cluster",

@@ -57,7 +57,8 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as err:
         raise _NoFrame(f"cannot open it ({_ffmpeg_reason(err)})") from None
-    with container, _counting_errors(report, errors_before):
+    watch = _LineWatch(report, errors_before)
+    with container, _counting_errors(report, watch):
         stream = video_stream(container)
         if stream is None:
             raise _NoFrame(NO_VIDEO_ONLY_PICTURE if container.streams.video else "no video stream")
@@ -83,15 +84,17 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
         size: tuple[int, int] | None = None
         last_end: list = [0, None]  # the byte after the last packet demuxed (its pos + size), for `_cut_tail`; its dts
         clock = _BestEffortClock(prefer_dts=report.container == "avi")
-        packets, num_frames, ending = _noting_end(container.demux(stream), last_end), 0, False
+        last_end.append(None)  # (bytes, number) of a packet the file's end cut, where one was read short
+        packets, num_frames, ending = _noting_end(container.demux(stream), last_end, os.path.getsize(path)), 0, False
         stopped: _Unsupported | None = None  # where the decoder cannot go on: raised once the frames held are given
         while not ending:
-            errors_at = av.logging.get_last_error()[0]  # a line logged before this packet is not its cause
+            failed = False
             try:
-                frames = codec_context.decode(next(packets))
+                with _ffmpeg_lines() as lines:  # this packet's lines: a feature the decoder lacks is said in one
+                    frames = codec_context.decode(next(packets))
             except StopIteration:
                 frames, ending = _flush(codec_context), True  # the frames still in the decoder if the demuxer stopped early
-                report.cut_bytes, report.cut_unit = _cut_tail(path, report.container, last_end[0])
+                report.cut_bytes, report.cut_unit = _cut_tail(path, report.container, last_end[0], last_end[2])
                 if report.container == "avi" and report.listed_frames and last_end[1] is not None and \
                         (report.listed_frames - last_end[1] - 1) * stream.time_base <= AVI_SLACK_FRAMES / (report.header_fps or 1.0):
                     # every chunk the header counts was read (a packet's dts is its chunk's number): the promise is
@@ -103,6 +106,7 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
                 # may be fine; past the first frame too (a 16-bit APNG blends its second frame over the first: until
                 # 2026-12-07 each later packet was counted damaged and skipped, a 20-frame clip stored as 1 step)
                 report.unsupported = f"{codec_context.codec.name}: {err.strerror}"
+                watch.lacking = True  # the lines it logged are this feature's, not damage
                 if not num_frames:
                     raise _NoFrame(f"its {report.codec} decoder ({report.unsupported}) cannot decode it here "
                                    "(a decoder that needs hardware acceleration, or a feature this FFmpeg lacks)") from None
@@ -110,8 +114,10 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
                                        f"frame {num_frames} (a feature this FFmpeg lacks)")
                 frames, ending = [], True
             except (av.error.FFmpegError, OSError):
-                report.decode_errors += 1  # a damaged packet: skip it (a truncated file ends soon after)
-                keep_unsupported_line(report, errors_at)
+                report.decode_errors += 1  # a packet that did not decode: skipped (damage, or a feature it lacks)
+                frames, failed = [], True
+            watch.packet(lines, failed, bool(frames))
+            if failed:
                 continue
             num_frames += len(frames)
             for frame, t in clock.timed(frames, flush=ending):
@@ -127,17 +133,25 @@ def _pyav_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[tup
             raise stopped
 
 
-def _noting_end(packets: Iterator, last_end: list) -> Iterator:
-    """`packets` as they come, `last_end[0]` set to the byte after each one with a position (pos + size) and
-    `last_end[1]` to its dts (an AVI's chunk number), where it has one."""
+def _noting_end(packets: Iterator, last_end: list, file_size: int) -> Iterator:
+    """`packets` as they come, `last_end[0]` set to the byte after each one with a position (pos + size),
+    `last_end[1]` to its dts (an AVI's chunk number), where it has one, and `last_end[2]` to (its bytes, its number
+    in decode order) where the file's end cut it: libavformat flags a packet it read short corrupt (an .flv, .avi or
+    .mov cut inside a frame), which then ends at the file's last byte."""
+    number = 0
     for packet in packets:
+        number += bool(packet.size)
         if packet.pos is not None and packet.pos >= 0 and packet.size:
             last_end[0] = packet.pos + packet.size
+            # (the position is the container's unit's: an .flv tag's header, 16 bytes before the packet's data)
+            cut = packet.is_corrupt and file_size - PACKET_HEADER_MAX_BYTES <= last_end[0] <= file_size
+            last_end[2] = (packet.size, number) if cut else None
         if packet.size and packet.dts is not None:
             last_end[1] = packet.dts
         yield packet
 
 
+PACKET_HEADER_MAX_BYTES = 64  # a container's header before a packet's data (FLV: 11 + 5, AVI: 8, MP4: none)
 AVI_SLACK_FRAMES = 2  # frame intervals (of the header rate) an AVI's last packet may end before its header's chunk
 # count and be whole (trailing empty chunks), as `DecodeReport.truncated` allows two
 
@@ -149,12 +163,17 @@ TS_PACKET_SIZES = ((188, 0), (192, 4), (204, 0))  # MPEG-TS, M2TS (a 4-byte time
 YUV4MPEG_FRAME_MAGIC = b"FRAME"
 
 
-def _cut_tail(path: Path, container: str, last_end: int) -> tuple[int, str]:
+def _cut_tail(path: Path, container: str, last_end: int, short_packet: tuple[int, int] | None = None) -> tuple[int, str]:
     """(bytes at the end of the file past its last whole unit, the unit in words), or (0, "") when it ends on a
     unit's end or its container has no fixed units. MPEG-TS: the packet size its sync bytes (0x47) give, the size
     a whole number of them; YUV4MPEG2: the bytes after the last whole frame the demuxer read (`last_end`, its
-    pos + size), where a frame is cut (its header or part of its picture left)."""
+    pos + size), where a frame is cut (its header or part of its picture left); a GIF: the image its blocks' sizes
+    run past the end in; else the video packet the demuxer read short at the file's end (`short_packet`: its bytes
+    and its number), in any container (an .flv cut in its first frame was 'corrupt: 1 damaged packets')."""
     size = os.path.getsize(path)
+    if container == "gif":
+        cut = gif_cut(path)
+        return (size - cut[0], f"GIF block ({cut[1]})") if cut else (0, "")
     if container == "mpegts":
         with open(path, "rb") as f:
             head = f.read(3 * 204 + 4)
@@ -165,7 +184,53 @@ def _cut_tail(path: Path, container: str, last_end: int) -> tuple[int, str]:
         return 0, ""
     if container == "yuv4mpegpipe" and 0 < last_end < size:
         return size - last_end, "YUV4MPEG2 frame"
+    if short_packet:
+        return short_packet[0], f"video packet (frame {short_packet[1]} in decode order)"
     return 0, ""
+
+
+GIF_TRAILER, GIF_EXTENSION, GIF_IMAGE = 0x3B, 0x21, 0x2C
+
+
+def gif_cut(path: Path) -> tuple[int, str] | None:
+    """(the byte where the block the file's end cuts starts, the block in words: "its header", "frame 2's image",
+    "frame 3's extension") where a GIF's
+    blocks (extensions and images, each a chain of sub-blocks of stated sizes) run past the file's end before its
+    trailer; None where it is whole (or ends right after a whole block), or not a GIF this walk reads. A GIF states
+    no length or frame count: FFmpeg reads a cut one as a shorter animation, or, cut in its first image, as damage."""
+    import mmap
+
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size < 13:
+            return None
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if data[:3] != b"GIF":
+                return None
+            size, at, frame = len(data), 13, 1
+            if data[10] & 0x80:  # a global colour table
+                at += 3 << ((data[10] & 7) + 1)
+            if at > size:
+                return 0, "its header"
+            while at < size:
+                start, kind = at, data[at]
+                if kind == GIF_TRAILER:
+                    return None
+                if kind == GIF_EXTENSION:
+                    at += 2
+                elif kind == GIF_IMAGE:
+                    if at + 10 > size:
+                        return start, f"frame {frame}'s image"
+                    local_table = 3 << ((data[at + 9] & 7) + 1) if data[at + 9] & 0x80 else 0
+                    at += 10 + local_table + 1  # the descriptor, its colour table, the LZW code size
+                else:
+                    return None  # not a block: garbage after the last one, or no GIF this reads
+                while at < size and data[at]:  # sub-blocks, each its length then its bytes, up to a 0
+                    at += 1 + data[at]
+                if at >= size:
+                    return start, f"frame {frame}'s {'image' if kind == GIF_IMAGE else 'extension'}"
+                at += 1
+                frame += kind == GIF_IMAGE
+    return None
 
 
 class _BestEffortClock:
@@ -234,7 +299,7 @@ class _BestEffortClock:
 
 
 @contextlib.contextmanager
-def _counting_errors(report: DecodeReport, errors_before: int) -> Iterator[None]:
+def _counting_errors(report: DecodeReport, watch: _LineWatch) -> Iterator[None]:
     """Fill the report's count of FFmpeg's error lines once reading stops. A file cut short where its
     container states no length (a crashed recorder's mkv, a cut .ts or .gif, a fragmented mp4) decodes
     what it holds without an exception; only FFmpeg's log says so ("File ended prematurely",
@@ -245,27 +310,87 @@ def _counting_errors(report: DecodeReport, errors_before: int) -> Iterator[None]
         yield
     finally:
         count, last = av.logging.get_last_error()
-        report.ffmpeg_errors = count - errors_before
-        if report.ffmpeg_errors and last:
-            report.ffmpeg_last_error = f"{last[1]}: {last[2].strip()}"
+        report.ffmpeg_errors = count - watch.errors_before
+        if count > watch.errors_noted and last:  # a line after the last packet's (the demuxer's, at the end)
+            report.ffmpeg_last_error = _line_words(last[1], last[2])
 
 
 UNSUPPORTED_WORDS = ("unsupported", "not supported", "not implemented")  # in FFmpeg's log: a feature it lacks
+# libavutil's avpriv_report_missing_feature / avpriv_request_sample: "<feature>" then this, two lines
+MISSING_FEATURE = "is not implemented. update your ffmpeg"
 
 
-def keep_unsupported_line(report: DecodeReport, errors_before: int) -> None:
-    """Keep FFmpeg's last error line when it says a feature is unsupported or not implemented (FFmpeg returns
-    "invalid data" for an arithmetic-coded JPEG and logs "unsupported coding type (c9)"): the cause, which the
-    next line, the only one kept, would hide. The first such line is kept, if logged since `errors_before`."""
+@contextlib.contextmanager
+def _ffmpeg_lines() -> Iterator[list]:
+    """FFmpeg's log lines, (level, name, text), of warnings and errors logged while the block runs (by any thread:
+    a slice thread's too), printed nowhere; PyAV's level and its skipping of repeated lines as they were after.
+    PyAV keeps only the last error line, and no warning: a feature a decoder lacks is often a warning
+    ("Different chroma and luma bit depth is not implemented") before the errors it leads to."""
     import av
 
-    count, last = av.logging.get_last_error()
-    if count == errors_before:
-        return
-    line = last[2].strip() if last else ""
-    line = line if not last or line.startswith(f"{last[1]}:") else f"{last[1]}: {line}"  # "mjpeg: mjpeg: ..." once
-    if not report.ffmpeg_unsupported and any(word in line.lower() for word in UNSUPPORTED_WORDS):
-        report.ffmpeg_unsupported = line
+    level, repeated = av.logging.get_level(), av.logging.get_skip_repeated()
+    av.logging.set_skip_repeated(False)  # a repeat is tallied when the next line comes: maybe outside the block
+    av.logging.set_level(av.logging.WARNING)
+    try:
+        with av.logging.Capture(local=False) as lines:
+            yield lines
+    finally:
+        av.logging.set_level(level)
+        av.logging.set_skip_repeated(repeated)
+
+
+def lacked_feature(lines: list) -> str:
+    """The first of FFmpeg's `lines` (level, name, text) that says a feature is unsupported or not implemented, as
+    'name: text' ("mjpeg: unsupported coding type (c9)", "h264: Different chroma and luma bit depth is not
+    implemented": libavutil's missing-feature report, the feature on the line before), else ''."""
+    for i, (_, name, text) in enumerate(lines):
+        lower = text.strip().lower()
+        if lower.startswith(MISSING_FEATURE) and i:
+            return _line_words(name, f"{lines[i - 1][2].strip()} is not implemented")
+        if any(word in lower for word in UNSUPPORTED_WORDS):
+            return _line_words(name, text)
+    return ""
+
+
+def _line_words(name: str, text: str) -> str:
+    """'mjpeg: unsupported coding type (c9)': FFmpeg's line with its context's name once."""
+    text = text.strip()
+    return text if not name or text.startswith(f"{name}:") else f"{name}: {text}"
+
+
+class _LineWatch:
+    """Sorts FFmpeg's error lines and the packets that do not decode into damage and what a feature the decoder
+    lacks leads to: a packet whose lines say the decoder lacks a feature, and, until a frame decodes again, each
+    later one that fails with no error line but those that packet logged (its parameter set refused, later slices
+    fail on "non-existing PPS 0 referenced", as the first did), are that feature's, not damage; a failure with a
+    line of its own ("huffman table decode error") is damage. Fills the report's `ffmpeg_unsupported`,
+    `unsupported_packets`, `unsupported_errors` and the last line of damage (`ffmpeg_last_error`). Fixes: an h264
+    stream of 10-bit luma and 8-bit chroma (valid H.264, which FFmpeg's decoder lacks) was 'corrupt: ... 12 damaged
+    packets; re-download': its feature's line is a warning, and the error lines after it hid it."""
+
+    def __init__(self, report: DecodeReport, errors_before: int) -> None:
+        self.report, self.errors_before, self.errors_noted = report, errors_before, errors_before
+        self.lacking = False  # a feature was said lacking and no frame decoded since
+        self.consequences: set[str] = set()  # the error lines of the packets that said so
+
+    def packet(self, lines: list, failed: bool, decoded: bool) -> None:
+        """Note one packet's `lines` (from `_ffmpeg_lines`), whether it `failed` to decode, whether frames came."""
+        import av
+
+        count, last = av.logging.get_last_error()
+        errors, self.errors_noted = count - self.errors_noted, count
+        feature = lacked_feature(lines)
+        error_lines = {text.strip() for level, _, text in lines if level <= av.logging.ERROR}
+        if feature:
+            self.report.ffmpeg_unsupported = self.report.ffmpeg_unsupported or feature
+            self.lacking, self.consequences = True, self.consequences | error_lines
+        if self.lacking and (feature or error_lines <= self.consequences):
+            self.report.unsupported_packets += failed
+            self.report.unsupported_errors += errors
+        elif errors and last:
+            self.report.ffmpeg_last_error = _line_words(last[1], last[2])
+        if decoded and not feature:
+            self.lacking, self.consequences = False, set()
 
 
 def _sample_aspect(sar, report: DecodeReport):
@@ -408,8 +533,10 @@ def _opencv_frames(path: Path, threads: int, report: DecodeReport) -> Iterator[t
 
 def _other_sizes(path: Path, report: DecodeReport) -> None:
     """Fill the report's `other_sizes` and `resized_frames` for a file OpenCV read: OpenCV scales every frame to the
-    first one's size and cannot say so (PyAV's path counts them itself). PyAV decodes its key frames only (a new size
-    starts at one) and each packet counts at the size of the key frame before it; nothing where PyAV cannot open it."""
+    first one's size and cannot say so (PyAV's path counts them itself). PyAV decodes its key frames (a new size
+    starts at one) and each packet counts at the size of the key frame before it; a key frame whose header states
+    the size of one decoded already (`_stated_size`: a JPEG's start of frame) is not decoded again: an MJPEG, all
+    key frames, was decoded whole a second time after OpenCV's decode. Nothing where PyAV cannot open it."""
     import av
 
     try:
@@ -418,13 +545,21 @@ def _other_sizes(path: Path, report: DecodeReport) -> None:
             if stream is None:
                 return
             size = first = None
+            decoded_at: dict[bytes, str | None] = {}  # a header's stated size -> the size its frame decoded at
             for packet in container.demux(stream):
                 if packet.is_keyframe and packet.size:
-                    try:
-                        decoded = stream.codec_context.decode(packet)
-                    except (av.error.FFmpegError, OSError, ValueError):
-                        decoded = []
-                    size = next((f"{f.width}x{f.height}" for f in decoded), size)
+                    stated = _stated_size(stream.codec_context.name, bytes(packet))
+                    if stated is None or stated not in decoded_at:
+                        try:
+                            decoded = stream.codec_context.decode(packet)
+                        except (av.error.FFmpegError, OSError, ValueError):
+                            decoded = []
+                        found = next((f"{f.width}x{f.height}" for f in decoded), None)
+                        if stated is not None and found is not None:
+                            decoded_at[stated] = found
+                        size = found or size
+                    else:
+                        size = decoded_at[stated]
                 first = first or size
                 if packet.size and size != first:
                     report.resized_frames += 1
@@ -432,6 +567,31 @@ def _other_sizes(path: Path, report: DecodeReport) -> None:
                         report.other_sizes.append(size)
     except (av.error.FFmpegError, OSError, UnicodeDecodeError):
         return
+
+
+# JPEG start-of-frame markers (ITU T.81 B.1.1.3: SOF0-SOF15 but DHT C4, JPG C8, DAC CC), whose segment states the size
+JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _stated_size(codec: str, data: bytes) -> bytes | None:
+    """The bytes of a packet's header that state its picture's size, read without decoding it: an MJPEG's first
+    JPEG start-of-frame segment (precision, height, width, components; a field of an interlaced frame states its
+    own height, so these bytes are a key to a decoded size, not the size); None for another codec or where none
+    is found."""
+    if codec != "mjpeg" or not data.startswith(b"\xff\xd8"):
+        return None
+    at = 2
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        if data[at + 1] == 0xFF:  # a fill byte before a marker
+            at += 1
+            continue
+        marker, length = data[at + 1], int.from_bytes(data[at + 2:at + 4], "big")
+        if marker in JPEG_SOF_MARKERS:
+            return data[at + 4:at + 10]
+        if marker == 0xDA or length < 2:  # the scan starts: no start of frame before it
+            return None
+        at += 2 + length
+    return None
 
 
 def _opencv_sar(cap):

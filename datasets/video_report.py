@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 
 # What an episode's env_config records of its video's decode (`decode`: dataset ingest, idm label)
 SUMMARY_KEYS = ("backend", "container", "codec", "timestamps", "decoded_frames", "expected_frames", "truncated",
-                "decode_errors", "ffmpeg_errors", "ffmpeg_last_error", "ffmpeg_unsupported", "tried", "video_stream", "num_video_streams",
+                "decode_errors", "ffmpeg_errors", "ffmpeg_last_error", "ffmpeg_unsupported", "unsupported_packets",
+                "unsupported_errors", "tried", "video_stream", "num_video_streams",
                 "cut_bytes", "resized_frames", "other_sizes", "num_gaps", "missing_frames")
 
 
@@ -50,10 +51,14 @@ class DecodeReport:
     unsupported: str = ""  # the decoder's "not implemented" (ENOSYS): it cannot decode this stream here, e.g.
     # FFmpeg's native av1 decoder, which needs hardware acceleration; not damage
     ffmpeg_errors: int = 0  # error messages FFmpeg logged while reading it: damaged or cut-short data
-    ffmpeg_last_error: str = ""  # the last of them, e.g. "matroska,webm: File ended prematurely"
-    ffmpeg_unsupported: str = ""  # the first of them that says a packet failed for a feature the decoder lacks, e.g.
-    # "mjpeg: unsupported coding type (c9)" (JPEG arithmetic coding): FFmpeg returns "invalid data" for it, and a
-    # later line would hide it behind the last
+    ffmpeg_last_error: str = ""  # the last of them that is damage, e.g. "matroska,webm: File ended prematurely" (the
+    # last of all where all are what a lacked feature led to)
+    ffmpeg_unsupported: str = ""  # the first of FFmpeg's lines (a warning or an error) that says the decoder lacks a
+    # feature, e.g. "mjpeg: unsupported coding type (c9)" (JPEG arithmetic coding: FFmpeg returns "invalid data"
+    # for it), "h264: Different chroma and luma bit depth is not implemented" (a warning, then errors)
+    unsupported_packets: int = 0  # of `decode_errors`, those that failed from such a line until a frame decoded again:
+    # what the lacked feature led to ("non-existing PPS 0 referenced" after its parameter set was refused), not damage
+    unsupported_errors: int = 0  # of `ffmpeg_errors`, the lines logged while so
     num_steps: int = 0
     sample_aspect_ratio: str = ""  # the pixels' shape where not square ("4:3": widened to square pixels), else ""
     video_stream: int | None = None  # the container's index of the stream read (None: OpenCV's, unknown)
@@ -130,15 +135,18 @@ class DecodeReport:
                        f"{', '.join(self.other_sizes)} where it starts at another size; stored at the first frame's "
                        f"{self.width}x{self.height}, their shape changed (cut the file where its size changes to keep "
                        "each part's)")
-        if self.decode_errors:
-            why = (f" ({self.ffmpeg_unsupported_words()}: not damage)" if self.ffmpeg_unsupported else "")
-            out.append(f"{self.decode_errors} packets did not decode and were skipped{why}")
-        lacked = self.ffmpeg_unsupported and self.ffmpeg_last_error.endswith(self.ffmpeg_unsupported)
+        damaged = self.decode_errors - self.unsupported_packets
+        if self.unsupported_packets:
+            out.append(f"{self.unsupported_packets} packets did not decode and were skipped "
+                       f"({self.ffmpeg_unsupported_words()}: not damage)")
+        if damaged:
+            out.append(f"{damaged} {'other ' * bool(self.unsupported_packets)}packets did not decode and were skipped")
         if self.cut_bytes and not self.truncated:
             out.append(f"cut short: the file ends {self.cut_bytes} bytes into a {self.cut_unit}, the frames after it "
                        f"missing ({self.decoded_frames} decoded, {self.decoded_s:.2f} s); re-download or re-copy it")
-        if self.ffmpeg_errors and not self.truncated and not lacked:  # its errors end in the feature it lacks: said above
-            out.append(f"damaged or cut short: FFmpeg reported {self.ffmpeg_errors} error(s) reading it (last: "
+        damage_errors = self.ffmpeg_errors - self.unsupported_errors  # the lines a lacked feature led to: said above
+        if damage_errors > 0 and not self.truncated:
+            out.append(f"damaged or cut short: FFmpeg reported {damage_errors} error(s) reading it (last: "
                        f"{self.ffmpeg_last_error}); frames may be missing or broken (re-download or re-export it)")
         return out
 

@@ -114,11 +114,11 @@ def check_engine_file(branches: Branches, model, flag: str, path: str, run: str,
 def model_branches(model, codec, branches: Branches, state: int, sample=None, seed: int = 0,
                    order: list[int] | None = None, window: int | None = None) -> np.ndarray:
     """The model's rollouts from state `state`'s context under each branch's actions (branch
-    `order[k]`'s actions in slot k, if given; seeing `window` frames, default its context):
-    (K, T, S, S, 3) uint8 at the model's size. UserError if the file's context is shorter than
+    `order[k]`'s actions in slot k, if given; seeing `window` frames, default its context; slot k's noise from
+    its own generator, seeded by (`seed`, k), whatever the other slots): (K, T, S, S, 3) uint8 at the model's size. UserError if the file's context is shorter than
     the model's (num_frames - 1)."""
     from .data import frames_to_model, model_to_frames
-    from .flow import SampleConfig, rollout
+    from .flow import SampleConfig, clip_generators, rollout
     from .model import encode_actions
 
     sample = sample or SampleConfig(num_steps=1, context_noise=0.0)
@@ -136,7 +136,7 @@ def model_branches(model, codec, branches: Branches, state: int, sample=None, se
     camera = np.concatenate([past_c, branches.branch_camera[state, order]], axis=1)
     action = encode_actions(torch.from_numpy(buttons.astype(np.float32)), torch.from_numpy(camera))  # (K, Tc-1+T, 24)
     has = torch.ones(action.shape[:2], dtype=torch.bool)
-    gen = torch.Generator().manual_seed(seed)
+    gen = clip_generators(seed, k)  # slot k's noise whatever the other branches (one generator: K rows per frame)
     latent = codec.encode(x)
     latent = latent.expand(k, *latent.shape[1:])
     pitch = branches.context_pitch  # (S, C) or None: where the context's views looked, up or down

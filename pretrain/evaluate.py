@@ -254,24 +254,34 @@ def generate(model, codec, clips: dict, cfg: EvalConfig, image_size: int, long_h
             pitch = clips["pitch"][sl].float() if "pitch" in clips else None
             start = None if pitch is None else pitch[:, :context]
             has = torch.ones(a.shape[:2], dtype=torch.bool)
+            # each generation starts from the clip's own noise: drawn in turn from one generator, a rollout's noise
+            # changed with how much the ones before it drew (--next-frame-positions, --stability-horizon), and the
+            # shuffled rollout draws the true one's, frame for frame, so true against shuffled differs by the actions
+            states = [g.get_state() for g in gen]
             out["next"].append(teacher_forced(model, x, a, has, context, cfg.next_frame_positions, sample, gen, pitch))
             bar.update(len(x) * cfg.next_frame_positions)
             t0 = time.perf_counter()
-            out["long"].append(rollout(model, x[:, :context], a[:, :context + long_horizon - 1],
-                                       has[:, :context + long_horizon - 1], long_horizon, sample, gen, context_pitch=start))
+            out["long"].append(rollout(model, x[:, :context], a[:, :context + long_horizon - 1], has[:, :context + long_horizon - 1],
+                                       long_horizon, sample, _from_states(states), context_pitch=start))
             gen_time += time.perf_counter() - t0
             gen_frames += x.shape[0] * long_horizon
             bar.update(len(x) * long_horizon)
             a_shuf = a.clone()
             a_shuf[:, context - 1:] = a_all[perm[sl]][:, context - 1:]  # context keeps its own past actions
             out["shuffled"].append(rollout(model, x[:, :context], a_shuf[:, :context + cfg.horizon - 1],
-                                           has[:, :context + cfg.horizon - 1], cfg.horizon, sample, gen, context_pitch=start))
+                                           has[:, :context + cfg.horizon - 1], cfg.horizon, sample, _from_states(states),
+                                           context_pitch=start))
             bar.update(len(x) * cfg.horizon)
     result = {k: model_to_frames(codec.decode(torch.cat(v))) for k, v in out.items()}
     result["true"] = result["long"][:, :cfg.horizon]
     result["frames_per_s"] = gen_frames / gen_time
     result["truth"] = model_to_frames(pixels)  # (N, T, S, S, 3) at the model's size
     return result
+
+
+def _from_states(states: list) -> list[torch.Generator]:
+    """New generators at the given states (`torch.Generator.get_state`): a clip's noise drawn again from its start."""
+    return [torch.Generator().set_state(state) for state in states]
 
 
 def image_scores(gen: dict, context: int, horizon: int, positions: int) -> dict:

@@ -472,7 +472,10 @@ def train_worker(cfg: TrainConfig, ctrl_c: CtrlC | None = None) -> dict:
             pressed = ctrl_c.pressed  # Ctrl-C (this process, no Ray Train): save this step, then stop
             stopping = out_of_time or (cfg.stop_after > 0 and step - step0 >= cfg.stop_after) or pressed
             saving = step % cfg.checkpoint_every == 0 or step == budget.total_steps or stopping
-            if step % cfg.log_every == 0 or step == budget.total_steps or stopping:
+            # a row at each --log-every step and at the run's end (its steps or its --minutes spent), as idm and agent
+            # train log them; not where --stop-after or Ctrl-C stops it: the resume would keep that row, one an
+            # uninterrupted run has not (rows 3, 5, 6, 7 for 3, 6, 7)
+            if step % cfg.log_every == 0 or step == budget.total_steps or out_of_time:
                 now = time.perf_counter()
                 clips_s = cfg.batch_size * world * (step - last_log_step) / max(1e-9, now - last_log)
                 last_log, last_log_step = now, step

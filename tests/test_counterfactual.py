@@ -172,6 +172,27 @@ def test_micro_counterfactual_eval_of_a_world_model(branches):
         model_branches(longer, codec, branches, 0)
 
 
+def test_a_branchs_model_rollout_does_not_depend_on_the_other_branches_of_the_file(branches):
+    """The branches of a state were rolled out as one batch whose noise one generator drew (K rows at each frame):
+    a branch's frames, and so its scores, changed with how many branches the file holds beside it. Each slot now
+    has its own generator, seeded by (seed, slot): the first two branches roll out the same alone as beside two
+    more, and a slot keeps its noise under another branch's actions (`order`: the shuffled-actions run)."""
+    import dataclasses
+
+    torch.manual_seed(0)
+    model = WorldModel(WorldModelConfig(image_size=32, width=48, depth=2, num_heads=2, num_frames=CONTEXT + 1)).eval()
+    for p in model.parameters():  # leave the adaLN-zero start, where every block is the identity
+        p.data += 0.2 * torch.randn_like(p)
+    fields = ("branch_buttons", "branch_camera", "frames")
+    two = dataclasses.replace(branches, **{f: getattr(branches, f)[:, :2] for f in fields},
+                              info={**branches.info, "names": branches.names[:2]})
+    all_of_them = model_branches(model, PixelCodec(), branches, 0, seed=3).astype(int)
+    alone = model_branches(model, PixelCodec(), two, 0, seed=3)
+    assert np.abs(alone - all_of_them[:2]).max() <= 1  # float rounding of another batch shape at most
+    swapped = model_branches(model, PixelCodec(), branches, 0, seed=3, order=[1, 0, 2, 3])
+    assert np.abs(swapped[2:] - all_of_them[2:]).max() <= 1
+
+
 def _tiny_world_model(tmp_path, steps: int) -> tuple[str, Path]:
     """Two VoxelWorld episodes of `steps` steps recorded into tmp_path/data, and a 32x32 world model (reading 2
     context frames) trained 1 step on them through the CLI into tmp_path/wm: (the data's path, the run)."""

@@ -23,12 +23,14 @@ from videos import (
     write_apng16,
     write_audio_only,
     write_audio_with_cover,
+    write_h264_mixed_depth,
     write_h264_stream,
     write_video,
     write_with_cover,
 )
 
 from worldloom.datasets.video import VideoError, VideoReader, read_video
+from worldloom.pipeline.cli import main
 
 VFR = [int(t) for t in np.cumsum([0] + [100] * 20 + [25] * 19)]  # 10 fps, then 40 fps (field case 01)
 JITTER = [int(t) for t in np.cumsum([0] + list(np.random.default_rng(1).integers(30, 71, 39)))]  # 50 ms +- 20
@@ -236,10 +238,11 @@ def test_a_cameras_mjpeg_with_exif_in_every_frame_is_read(tmp_path):
     assert frame_index(frames) == list(range(12)) and report.backend == "pyav" and not report.tried
 
 
-def arithmetic_mjpeg(path, arithmetic) -> str:
+def arithmetic_mjpeg(path, arithmetic, damaged=lambda i: False) -> str:
     """An MJPEG .avi of 12 frames, those `arithmetic(i)` marked arithmetic-coded: a baseline JPEG whose start-of-frame
     marker says SOF9 (extended sequential, arithmetic coding), where FFmpeg's mjpeg decoder stops, as it does on a
-    camera's or `cjpeg -arithmetic`'s JPEG (it reads no further than the marker)."""
+    camera's or `cjpeg -arithmetic`'s JPEG (it reads no further than the marker); those `damaged(i)` with their
+    Huffman table overwritten (FFmpeg: "huffman table decode error")."""
     import io
 
     rng = np.random.default_rng(2)
@@ -251,6 +254,9 @@ def arithmetic_mjpeg(path, arithmetic) -> str:
         jpeg = io.BytesIO()
         Image.fromarray(rng.integers(0, 255, (64, 64, 3), np.uint8)).save(jpeg, format="JPEG", quality=95)
         data = jpeg.getvalue()
+        if damaged(i):
+            table = data.index(b"\xff\xc4") + 4
+            data = data[:table] + b"\xff" * 30 + data[table + 30:]
         if arithmetic(i):
             sof = data.index(b"\xff\xc0")
             data = data[:sof] + b"\xff\xc9" + data[sof + 2:]
@@ -276,6 +282,34 @@ def test_an_arithmetic_coded_mjpeg_is_a_feature_ffmpeg_lacks_not_corrupt(tmp_pat
     assert report.ffmpeg_unsupported == "mjpeg: unsupported coding type (c9)" and report.decode_errors == 6
     assert report.warnings() == ["6 packets did not decode and were skipped (FFmpeg: mjpeg: unsupported coding type "
                                  "(c9): JPEG arithmetic coding: not damage)"], report.warnings()
+
+
+def test_a_feature_ffmpeg_lacks_is_named_though_other_errors_follow_and_damage_stays_damage(tmp_path):
+    """An H.264 stream of 10-bit luma and 8-bit chroma (valid; FFmpeg's decoder lacks it) makes FFmpeg warn
+    "Different chroma and luma bit depth is not implemented", then log errors ("sps_id 0 out of range", "non-existing
+    PPS 0 referenced" at every slice): only the last error line was kept, so the file was 'corrupt: ... 12 damaged
+    packets; re-download or re-export it'. It is named by the feature FFmpeg lacks. A packet that fails with an error
+    of its own (a Huffman table overwritten) stays damage, beside frames that use a lacked feature or alone."""
+    path = write_h264_mixed_depth(tmp_path / "depths.h264")
+    with pytest.raises(VideoError) as caught:
+        read_video(path, fps=20)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: its h264 video (h264) uses a feature FFmpeg's h264 decoder lacks (FFmpeg: h264: "
+                              "Different chroma and luma bit depth is not implemented; "), message
+    assert "corrupt" not in message and "damaged" not in message and "\n" not in message, message
+    # 2 frames use the lacked feature, 1 is damaged: said apart
+    frames, report = read_video(arithmetic_mjpeg(tmp_path / "both.avi", lambda i: i in (2, 3), lambda i: i == 7), fps=20)
+    assert report.decode_errors == 3 and report.unsupported_packets == 2, report.to_json()
+    assert report.warnings() == [
+        "2 packets did not decode and were skipped (FFmpeg: mjpeg: unsupported coding type (c9): JPEG arithmetic "
+        "coding: not damage)", "1 other packets did not decode and were skipped",
+        "damaged or cut short: FFmpeg reported 1 error(s) reading it (last: mjpeg: huffman table decode error); "
+        "frames may be missing or broken (re-download or re-export it)"], report.warnings()
+    # nothing decodes: half the frames damaged after half that use the lacked feature is corrupt
+    path = arithmetic_mjpeg(tmp_path / "broken.avi", lambda i: i < 6, lambda i: i >= 6)
+    with pytest.raises(VideoError, match=r"corrupt: its mjpeg video \(avi\) does not decode \(6 damaged packets; 6 more "
+                       r"use a feature it lacks: FFmpeg: mjpeg: unsupported coding type \(c9\)"):
+        read_video(path, fps=20)
 
 
 def test_an_animated_webp_is_read_by_its_frame_delays_and_a_multipage_tiff_is_an_image(tmp_path):
@@ -488,6 +522,54 @@ def test_files_cut_in_their_header_are_called_truncated(tmp_path, kind):
         assert not any(wrong in cause for wrong in ("no decoder", "zero-length", "no video stream", "not a video")), message
 
 
+def _first_packet_span(path) -> tuple[int, int]:
+    """(position, bytes) of the first video packet a file holds."""
+    with av.open(str(path)) as container:
+        packet = next(p for p in container.demux(video=0) if p.size)
+        return packet.pos, packet.size
+
+
+FIRST_FRAME_CUTS = {"flv": (".flv", "flv", "libx264", {}), "mp4 after moov": (".mp4", "mp4", "libx264", {"movflags": "faststart"}),
+                    "mov": (".mov", "mov", "libx264", {}), "mkv": (".mkv", "matroska", "libx264", {}),
+                    "webm": (".webm", "webm", "libvpx-vp9", {}), "avi": (".avi", "avi", "libx264", {}),
+                    "ts": (".ts", "mpegts", "libx264", {}), "y4m": (".y4m", "", "", {}), "gif": (".gif", "", "", {})}
+
+
+@pytest.mark.parametrize("kind", sorted(FIRST_FRAME_CUTS))
+def test_files_cut_inside_their_first_frame_are_called_truncated(tmp_path, kind, capsys):
+    """An .flv cut inside its first frame (a download stopped early) was 'corrupt: its h264 video (flv) does not
+    decode (1 damaged packets ...)', a .y4m 'holds no frames (zero-length video)', a .gif cut in its colour table
+    'corrupt': the advice (re-download) was right, the word wrong. Each container cut inside its first frame is
+    called truncated or cut short, in one line where nothing decodes, in a warning where a broken first frame does."""
+    suffix, fmt, codec, options = FIRST_FRAME_CUTS[kind]
+    if kind in ("y4m", "gif"):
+        whole = (write_y4m if kind == "y4m" else write_gif)(tmp_path / f"whole{suffix}", 40)
+    else:
+        whole = write_video(tmp_path / f"whole{suffix}", num_frames=40, codec=codec, container_format=fmt,
+                            container_options=options)
+    assert len(read_video(whole, fps=20)[0]) == 40
+    data, (at, size) = open(whole, "rb").read(), _first_packet_span(whole)
+    for fraction in (0.02, 0.1, 0.5, 0.9):
+        path = tmp_path / f"cut{fraction}{suffix}"
+        path.write_bytes(data[:at + max(1, int(fraction * size))])
+        try:
+            frames, report = read_video(path, fps=20)
+        except VideoError as err:
+            message = str(err)
+            assert message.startswith(f"{path}: truncated ") and "\n" not in message, message
+            assert "re-download" in message and not any(w in message for w in ("corrupt", "zero-length", "damaged packets"))
+            continue
+        assert len(frames) <= 2 and any(w.startswith(("truncated", "cut short")) for w in report.warnings()), report.warnings()
+    if kind == "flv":  # as `dataset ingest` says it, the file skipped
+        (tmp_path / "in").mkdir()
+        shutil.copy(tmp_path / "cut0.5.flv", tmp_path / "in" / "cut.flv")
+        write_video(tmp_path / "in" / "whole.mp4", num_frames=12)
+        code = main(["dataset", "ingest", "--data", str(tmp_path / "in"), "--format", "video", "--out", str(tmp_path / "ds")])
+        said = capsys.readouterr()
+        assert code == 1 and f"{tmp_path / 'in' / 'cut.flv'}: truncated flv file: it ends " in said.err, said
+        assert "corrupt" not in said.err + said.out, said
+
+
 COVER_LAYOUTS = {"mp4 cover after": (".mp4", 1), "mp4 cover first": (".mp4", 0), "mkv still first": (".mkv", 0)}
 
 
@@ -529,6 +611,7 @@ os.environ.pop("OPENCV_FFMPEG_LOGLEVEL", None)
 writer = cv2.VideoWriter({str(tmp_path / "cv2.mp4")!r}, cv2.VideoWriter_fourcc(*"mp4v"), 20, (64, 64))
 writer.release()
 from worldloom.datasets.video import VideoError, VideoReader, read_video
+from worldloom.pipeline.cli import main
 try:
     VideoReader({cut!r})
 except VideoError as err:
@@ -703,12 +786,8 @@ def test_a_last_frame_ends_where_the_container_says_the_video_ends(tmp_path, bfr
     assert frame_index(frames) == [0] * 600 + [1] * 600 + [2] and not report.truncated
 
 
-def test_a_stream_whose_size_changes_is_stored_at_its_first_size_and_says_so(tmp_path):
-    """Frames 0-19 at 64x64, 20-39 at 96x48 in one MJPEG stream: the second half was stored squashed to 64x64 with
-    no word (a new-user trial, session 57). A dataset holds one size, so they are still stored at the first
-    frame's; the report's warnings say so, and its counts are recorded (`resized_frames`, `other_sizes`), from
-    either backend (OpenCV's path said nothing until 2026-12-07)."""
-    path = tmp_path / "sizes.mkv"
+def write_mjpeg_of_two_sizes(path) -> str:
+    """Frames 0-19 at 64x64, 20-39 at 96x48, in one MJPEG stream of a Matroska file."""
     with av.open(str(path), "w", format="matroska") as out:
         stream = out.add_stream("mjpeg", rate=20)
         stream.width = stream.height = 64
@@ -724,6 +803,33 @@ def test_a_stream_whose_size_changes_is_stored_at_its_first_size_and_says_so(tmp
             for packet in ctx.encode(frame):
                 packet.stream, packet.time_base = stream, Fraction(1, 20)
                 out.mux(packet)
+    return str(path)
+
+
+def test_opencvs_size_check_does_not_decode_an_mjpeg_a_second_time(tmp_path):
+    """Where OpenCV reads a file, its frames' sizes come from PyAV's decode of the key frames: an MJPEG is all key
+    frames, so after OpenCV had decoded its 40 frames PyAV decoded all 40 again (43 JPEG decodes in FFmpeg's log:
+    3 more are av.open's probes). A JPEG states its size in its start of frame: a frame whose header states a
+    size already decoded is not decoded again (here 2, one per size), and the sizes found are the same.
+    Counted from FFmpeg's own debug lines (PyAV's libavcodec: OpenCV's bundled FFmpeg logs apart)."""
+    path = write_mjpeg_of_two_sizes(tmp_path / "sizes.mkv")
+    av.logging.set_level(av.logging.DEBUG)
+    try:
+        with av.logging.Capture(local=False) as lines:
+            frames, report = read_video(path, fps=20, backends=("opencv",))
+    finally:
+        av.logging.set_level(av.logging.PANIC)
+    jpeg_decodes = sum(1 for _, name, text in lines if name == "mjpeg" and text.startswith("marker=d8"))
+    assert frames.shape == (40, 64, 64, 3) and report.other_sizes == ["96x48"] and report.resized_frames == 20
+    assert 2 <= jpeg_decodes <= 5, jpeg_decodes  # the 2 sizes and av.open's probes of the first frame; was 43
+
+
+def test_a_stream_whose_size_changes_is_stored_at_its_first_size_and_says_so(tmp_path):
+    """Frames 0-19 at 64x64, 20-39 at 96x48 in one MJPEG stream: the second half was stored squashed to 64x64 with
+    no word (a new-user trial, session 57). A dataset holds one size, so they are still stored at the first
+    frame's; the report's warnings say so, and its counts are recorded (`resized_frames`, `other_sizes`), from
+    either backend (OpenCV's path said nothing until 2026-12-07)."""
+    path = write_mjpeg_of_two_sizes(tmp_path / "sizes.mkv")
     frames, report = read_video(path, fps=20, backends=("pyav",))
     assert frames.shape == (40, 64, 64, 3) and report.resized_frames == 20 and report.other_sizes == ["96x48"]
     (line,) = [w for w in report.warnings() if "size changes" in w]

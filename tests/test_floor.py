@@ -553,7 +553,7 @@ def test_a_job_over_many_inputs_ends_with_one_line_in_words():
                "replaced": [], "truncated": [{"input": "b"}], "failed": [{"input": "c", "error": "empty"}]}
     assert job_summary("idm label", "labeled", summary, how="by runs/idm") == (
         "idm label: labeled 2 of 4 inputs (2,400 steps, 2.0 min of play) into data/pseudo by runs/idm; "
-        "1 already there; 1 cut short by a damaged file; 1 failed (reported above)")
+        "1 already there; 1 truncated (cut short: what decoded was kept); 1 failed (reported above)")
     one = {"out": "o", "num_items": 1, "num_steps": 1, "labeled": ["a"]}  # counts in the number they take
     assert job_summary("idm label", "labeled", one).startswith("idm label: labeled 1 of 1 input (1 step, ")
 

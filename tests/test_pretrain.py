@@ -642,6 +642,32 @@ def test_resume_is_exact(data, tmp_path, capsys):
             assert torch.equal(a[k], b[k]), f"{name}.{k} differs after resume"
 
 
+def test_a_stopped_and_resumed_run_logs_the_rows_of_one_uninterrupted_run(data, tmp_path):
+    """A run stopped (--stop-after, Ctrl-C) at a step that is no multiple of --log-every wrote a metrics.csv row at
+    that step, which the resume kept: steps 3, 5, 6, 7 where one run logs 3, 6, 7 (`idm train` and `agent train`
+    log none there). The resumed metrics.csv is the uninterrupted run's, row for row, and curves.png is drawn from
+    those rows."""
+    import csv
+
+    from worldloom.training import MetricsLog
+
+    flags = {**MICRO, "log_every": 3, "max_steps": 7, "checkpoint_every": 10}
+    main(TrainConfig(data=(data["train"],), out=str(tmp_path / "straight"), **flags))
+    for stop_after in (2, 3, 0):  # stopped at steps 2 and 5, then on to the end
+        main(TrainConfig(data=(data["train"],), out=str(tmp_path / "resumed"), stop_after=stop_after, **flags))
+
+    def rows(run):
+        with open(tmp_path / run / "metrics.csv") as f:
+            return list(csv.DictReader(f))
+
+    straight, resumed = rows("straight"), rows("resumed")
+    assert [r["step"] for r in straight] == ["3", "6", "7"] and [r["step"] for r in resumed] == ["3", "6", "7"], resumed
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in straight]  # the same steps, the same losses
+    curve = MetricsLog(tmp_path / "resumed", list(resumed[0]), resume_step=7).series("loss")  # what curves.png plots
+    assert curve == ([3, 6, 7], [float(r["loss"]) for r in straight])
+    assert (tmp_path / "resumed" / "curves.png").stat().st_size > 0
+
+
 def test_a_resume_with_other_training_flags_is_refused_and_keeps_the_config(data, tmp_path, capsys, monkeypatch):
     """`idm train` and `agent train` refused a resume with another --lr; `pretrain train` took it and
     config.json then recorded the new rate, though the steps saved were taken with the old one."""
@@ -759,7 +785,9 @@ def test_ctrl_c_before_the_first_checkpoint_saves_the_step_it_fell_in(data, tmp_
         f"worldloom pretrain: interrupted; checkpoint saved at step 2 ({run / 'checkpoint'}); re-run the same command "
         "to resume")
     assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 2
-    assert [r["step"] for r in csv.DictReader((run / "metrics.csv").open())] == ["2"]
+    # no row at the step Ctrl-C stopped (--log-every 10), as idm and agent train: the resume would keep it, a row
+    # an uninterrupted run has not (test_a_stopped_and_resumed_run_logs_the_rows_of_one_uninterrupted_run)
+    assert [r["step"] for r in csv.DictReader((run / "metrics.csv").open())] == []
 
 
 def test_sigterm_before_the_first_step_stops_at_once_with_nothing_saved(data, tmp_path, monkeypatch, capsys):
@@ -1120,6 +1148,34 @@ def test_eval_frames_do_not_depend_on_the_batch_size():
         for kind in ("next", "long", "shuffled"):
             diff = (runs[0][kind].int() - other[kind].int()).abs()
             assert diff.max() <= 1, (kind, diff.max())  # float rounding of other batch shapes at most
+
+
+def test_eval_rollouts_do_not_depend_on_the_stability_horizon_or_the_next_frame_positions():
+    """Each clip's generator drew the teacher-forced frames' noise (--next-frame-positions of them), then the
+    true-action rollout's, run to --stability-horizon, then the shuffled-action rollout's: each one's noise, so its
+    frames and scores, changed with how much the ones before it drew (2 or 5 frames, 1 or 2 positions here), as a
+    chunked pass differs from one pass. Each now starts from the clip's own noise: the rollouts are the same
+    whatever those flags, true against shuffled differs only by the actions (the same actions give the same
+    frames), and the first teacher-forced frame is the rollout's first."""
+    from worldloom.pretrain.autoencoder import PixelCodec
+
+    torch.manual_seed(0)
+    model = WorldModel(WorldModelConfig(image_size=32, width=48, depth=2, num_heads=2, num_frames=4)).eval()
+    for p in model.parameters():  # leave the adaLN-zero start, where every block is the identity
+        p.data += 0.2 * torch.randn_like(p)
+    g = torch.Generator().manual_seed(1)
+    clips = {"frames": torch.randint(0, 256, (3, 8, 32, 32, 3), generator=g, dtype=torch.uint8),
+             "buttons": torch.rand(3, 8, 20, generator=g) > 0.7, "camera": 5 * torch.randn(3, 8, 2, generator=g)}
+    cfg = ev.EvalConfig(model="m", data=("d",), horizon=2, num_clips=3, next_frame_positions=2, stability_horizon=5,
+                        sample=SampleConfig(num_steps=2, dead_zone=0.0))
+    short, long = (ev.generate(model, PixelCodec(), clips, cfg, 32, long_horizon=h) for h in (2, 5))
+    assert torch.equal(short["true"], long["true"]) and torch.equal(short["shuffled"], long["shuffled"])
+    fewer = ev.generate(model, PixelCodec(), clips, dataclasses.replace(cfg, next_frame_positions=1), 32, long_horizon=5)
+    assert torch.equal(fewer["long"], long["long"]) and torch.equal(fewer["shuffled"], long["shuffled"])  # nor on these
+    assert torch.equal(long["next"][:, 0], long["true"][:, 0])  # the first frame: one context, one action, one noise
+    same = {**clips, "buttons": clips["buttons"][:1].expand(3, -1, -1), "camera": clips["camera"][:1].expand(3, -1, -1)}
+    alike = ev.generate(model, PixelCodec(), same, cfg, 32, long_horizon=5)  # every clip's actions the same
+    assert torch.equal(alike["true"], alike["shuffled"])
 
 
 def test_an_autoencoder_left_by_a_run_on_other_data_of_the_same_size_is_stale(tmp_path):

@@ -85,6 +85,72 @@ def write_h264_stream(path, num_frames: int, rate: int = 20) -> str:
     return str(path)
 
 
+def _unescape(nal: bytes) -> bytes:
+    """An H.264 NAL unit's payload without its emulation prevention bytes (00 00 03 -> 00 00)."""
+    out, zeros = bytearray(), 0
+    for byte in nal:
+        if zeros >= 2 and byte == 3:
+            zeros = 0
+            continue
+        out.append(byte)
+        zeros = zeros + 1 if byte == 0 else 0
+    return bytes(out)
+
+
+def _escape(rbsp: bytes) -> bytes:
+    out, zeros = bytearray(), 0
+    for byte in rbsp:
+        if zeros >= 2 and byte <= 3:
+            out.append(3)
+            zeros = 0
+        out.append(byte)
+        zeros = zeros + 1 if byte == 0 else 0
+    return bytes(out)
+
+
+def _chroma_depth_8(sps: bytes) -> bytes:
+    """A High 10 SPS NAL unit (header byte first) with bit_depth_chroma_minus8 set to 0: luma 10 bits, chroma 8."""
+    bits = "".join(f"{b:08b}" for b in _unescape(sps[1:]))
+    at = 24  # profile_idc, constraint flags, level_idc
+
+    def ue() -> int:  # an Exp-Golomb code at `at`
+        nonlocal at
+        zeros = bits.index("1", at) - at
+        value = int(bits[at + zeros:at + 2 * zeros + 1], 2) - 1
+        at += 2 * zeros + 1
+        return value
+
+    ue()  # seq_parameter_set_id
+    if ue() == 3:  # chroma_format_idc 4:4:4 has separate_colour_plane_flag
+        at += 1
+    ue()  # bit_depth_luma_minus8
+    start = at
+    ue()  # bit_depth_chroma_minus8, replaced by 0 ("1")
+    bits = (bits[:start] + "1" + bits[at:]).rstrip("0")  # its rbsp_stop_one_bit kept last, then byte-aligned
+    bits += "0" * (-len(bits) % 8)
+    return sps[:1] + _escape(bytes(int(bits[i:i + 8], 2) for i in range(0, len(bits), 8)))
+
+
+def write_h264_mixed_depth(path, num_frames: int = 12) -> str:
+    """A raw H.264 stream (.h264) of 10-bit luma and 8-bit chroma: valid H.264 (High 4:4:4 allows any depths 8..14
+    for each), which FFmpeg's decoder lacks: it logs "Different chroma and luma bit depth is not implemented" (a
+    warning), refuses the SPS, then each slice fails on "non-existing PPS 0 referenced". x264 writes High 10 (both
+    10-bit); its SPS's chroma depth is set to 8 here."""
+    ctx = av.CodecContext.create("libx264", "w")
+    ctx.width = ctx.height = 64
+    ctx.pix_fmt, ctx.time_base, ctx.framerate = "yuv420p10le", Fraction(1, 20), Fraction(20, 1)
+    data = b""
+    for i in range(num_frames):
+        frame = av.VideoFrame.from_ndarray(painted(i), format="rgb24")
+        frame.pts = i
+        data += b"".join(bytes(p) for p in ctx.encode(frame))
+    data += b"".join(bytes(p) for p in ctx.encode(None))
+    nals = [nal.rstrip(b"\x00") for nal in data.split(b"\x00\x00\x01") if nal.rstrip(b"\x00")]
+    with open(path, "wb") as f:
+        f.write(b"".join(b"\x00\x00\x00\x01" + (_chroma_depth_8(n) if n[0] & 0x1F == 7 else n) for n in nals))
+    return str(path)
+
+
 def _mux_silence(out, stream) -> None:
     """Eight frames of mono silence (1024 samples at 16 kHz each) encoded into `stream` and muxed, flushed."""
     for i in range(8):

@@ -150,7 +150,7 @@ def job_summary(command: str, done: str, summary: dict, how: str = "") -> str:
     counts = [(summary.get("skipped_done", 0), "already there"),
               (len(summary.get("duplicates", ())), "the same as another input (made once)"),
               (len(summary.get("replaced", ())), "replaced"),
-              (len(summary.get("truncated", ())), "cut short by a damaged file"),
+              (len(summary.get("truncated", ())), "truncated (cut short: what decoded was kept)"),
               (len(summary.get("failed", ())), "failed (reported above)")]
     return "; ".join([line, *(f"{n} {what}" for n, what in counts if n)])
 
