@@ -434,6 +434,35 @@ def test_a_ray_workers_bar_in_a_log_file_is_its_first_and_last_lines(tmp_path):
     assert "driver env None" in out.stdout, out.stdout
 
 
+def test_a_bar_whose_last_redraw_was_written_on_the_clock_is_not_written_again_when_it_closes():
+    """A study's log (2> log) showed the scripted expert's Explore evaluation bar twice, `100%| 96/96` on two lines:
+    the bar's last update came 30 s after the last line written, so LogLines wrote that redraw as a line, and the
+    bar's close, which redraws the same state and ends it with a newline, wrote it again."""
+    import io
+    import time
+
+    from tqdm import tqdm
+
+    from worldloom.progress import LogLines
+
+    out = io.StringIO()
+    stream = LogLines(out, every_s=0.3)
+    with tqdm(total=2, desc="agent eval", unit="episode", file=stream, mininterval=0) as bar:
+        time.sleep(0.35)
+        bar.update(2)  # on the clock: written
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and "0/2" in lines[0] and "2/2" in lines[1], lines
+    # a close that says more than the line on the clock (another count) is still written, and a next bar's lines too
+    now = [0.0]
+    out = io.StringIO()
+    stream = LogLines(out, every_s=30, clock=lambda: now[0])
+    for t, text in [(0, "\rbar 0/4 [00:00]"), (31, "\rbar 3/4 [00:31]"), (32, "\rbar 4/4 [00:32]"), (32, "\n"),
+                    (70, "\rnext 1/1 [00:00]"), (70, "\rnext 1/1 [00:00]"), (70, "\n")]:
+        now[0] = t
+        stream.write(text)
+    assert out.getvalue() == "bar 0/4 [00:00]\nbar 3/4 [00:31]\nbar 4/4 [00:32]\nnext 1/1 [00:00]\n"
+
+
 def test_log_lines_keep_messages_and_drop_cleared_redraws():
     import io
 
