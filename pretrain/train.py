@@ -465,8 +465,12 @@ def train_worker(cfg: TrainConfig, ctrl_c: CtrlC | None = None) -> dict:
             step += 1
             bar.update(1)
             elapsed = start_elapsed + time.perf_counter() - start_time
-            if budget.update(step, elapsed, step - step0):
-                budget.planned_steps = _agree(budget.planned_steps, device)  # rank 0's plan on every rank
+            before = budget.planned_steps
+            budget.update(step, elapsed, step - step0)
+            # rank 0's plan on every rank, at every step: a refit falls due by each rank's own clock (TimeBudget)
+            planned = _agree(-1 if budget.planned_steps is None else budget.planned_steps, device)
+            budget.planned_steps = None if planned < 0 else planned
+            if budget.planned_steps != before:
                 bar.total = budget.shown_total
             out_of_time = bool(_agree(int(budget.out_of_time(elapsed)), device))
             pressed = ctrl_c.pressed  # Ctrl-C (this process, no Ray Train): save this step, then stop

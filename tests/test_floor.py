@@ -152,6 +152,54 @@ def test_time_budget_fits_the_schedule_to_the_measured_speed():
     assert unfitted.shown_total == unfitted.total_steps < 10**6
 
 
+def test_a_short_timed_run_whose_steps_slow_down_ends_with_its_schedule_finished(tmp_path):
+    """`agent train --minutes 0.2` stopped at step 73 of the 167 fitted at step 10, its learning rate at 1.5e-3 of a
+    2e-3 peak (never decayed): the plan was refitted only every 100th step, and the machine slowed after the fit.
+    Here the steps take 5 ms up to step 12, then 30 ms (real sleeps, the shared loop every trainer runs): the run
+    ends with its rate at the schedule's end, inside its time."""
+    import time
+
+    from worldloom.training import CtrlC, run_steps
+
+    checkpoint.write_run_config(tmp_path, "idm", {})
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    budget = TimeBudget(minutes=1.5 / 60)  # 1.5 s (1.575 with the grace)
+    lrs = []
+
+    def loss_of(step):
+        time.sleep(0.005 if step < 12 else 0.03)
+        return model(torch.ones(1, 2)).sum(), {}
+
+    def lr_of(step, total_steps):
+        lrs.append(lr_at(step, peak_lr=1.0, warmup_steps=2, total_steps=total_steps, min_lr_ratio=0.05))
+        return lrs[-1]
+
+    t0 = time.perf_counter()
+    with CtrlC() as ctrl_c:
+        assert run_steps("t", "idm", tmp_path, model, opt, {"step": 0, "elapsed_s": 0.0}, budget,
+                         MetricsLog(tmp_path, ["step"], enabled=False), ctrl_c, loss_of, lambda: {},
+                         lr_of=lr_of, seed=0, windows_per_step=1, log_every=1000, eval_every=1000,
+                         checkpoint_every=1000)
+    assert time.perf_counter() - t0 < 1.575 + 0.5  # (the last step and its checkpoint)
+    assert lrs[-1] == pytest.approx(0.05, abs=0.02), (len(lrs), budget.planned_steps, lrs[-5:])  # the schedule's end
+    assert budget.planned_steps == len(lrs)  # ended by its schedule, not cut by the clock
+
+
+def test_a_step_budget_never_refits_and_a_timed_plan_refits_by_steps_and_by_time():
+    steps_only = TimeBudget(max_steps=40)
+    assert not any(steps_only.update(step, 0.5 * step, step) for step in range(1, 41)) and steps_only.total_steps == 40
+    budget = TimeBudget(minutes=100.0, plan_after=10)  # a step slower each time (1/20 of the budget: 300 s, not reached)
+    fits = [step for step in range(1, 301) if budget.update(step, elapsed_s=0.01 * step * (1 + step / 100),
+                                                            steps_this_call=step)]
+    assert fits == [10, 20, 40, 80, 100, 200, 300], fits  # twice the steps of the last fit, and every 100th
+    slow = TimeBudget(minutes=1.0, plan_after=10)
+    for step in range(1, 11):
+        slow.update(step, 1.0 * step, step)
+    assert slow.total_steps == 10 + 50 and slow.update(13, 13.0 + 3.0, 13)  # 3 s (1/20 of the minute) after the fit
+    assert slow.update(14, 70.0, 14) and slow.total_steps == 15  # past the budget: the next step is the last
+
+
 def test_the_step_that_ends_a_timed_run_is_saved_when_time_runs_out_while_validating(tmp_path):
     """The budget was tested after each step and again at the loop's top: time spent validating (or
     writing curves) in between ended the run with its last steps unsaved; a pipeline's 2-second judge
