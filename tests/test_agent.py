@@ -783,22 +783,81 @@ def test_eval_with_ray_actors_writes_cis_and_a_video(policy_run, ray_cluster, tm
     assert (out / "eval.json").read_bytes() == before and (out / "videos" / Path(again["videos"][0]).name).exists()
 
 
-def test_videos_of_episodes_too_long_to_hold_in_memory_are_refused_before_any_actor_starts(tmp_path, capsys):
+def test_gif_videos_of_episodes_too_long_to_hold_in_memory_are_refused_before_any_actor_starts(tmp_path, capsys):
     """`agent eval --time-limit 100000` (within the flag's range) filmed its first --videos episodes frame by frame
     in memory, 4x upscaled when written: a new-user trial (2026-12-07) ended, minutes in, in Ray's OutOfMemoryError
-    and a traceback (exit 1) on a machine with 21 GiB free. Now one line before any actor starts; the same
-    episodes unfilmed hold no frames and are played."""
+    and a traceback (exit 1) on a machine with 21 GiB free. An mp4 is now written as the episode plays (nothing to
+    refuse); a gif, which Pillow writes whole at the end, is one line before any actor starts."""
     from worldloom.agent.evaluate import check_video_memory
 
     out = tmp_path / "e"
     assert cli(["agent", "eval", "--policy", "random", "--task", "explore", "--episodes", "2", "--num-workers", "1",
-                "--time-limit", "1000000", "--videos", "1", "--out", str(out)]) == 2
+                "--time-limit", "1000000", "--videos", "1", "--video-format", "gif", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert ("--videos 1 films episodes of up to 1000000 steps (--time-limit), held in memory until written: about "
-            in err and "GiB free: film fewer or shorter episodes (--videos 0, or a smaller --time-limit)" in err), err
+    assert ("--videos 1 --video-format gif films episodes of up to 1000000 steps (--time-limit), each held in memory "
+            "until written (a gif is written whole at the end): about " in err and "GiB free: use --video-format mp4 "
+            "(written as it plays), or film fewer or shorter episodes (--videos, --time-limit)" in err), err
     assert err.count("\n") == 1 and "Ray actor" not in err and "Traceback" not in err and not out.exists()
-    check_video_memory(EvalConfig(policy="random", task="explore", time_limit=1_000_000, videos=0), 64)  # nothing filmed
-    check_video_memory(EvalConfig(policy="random", task="explore", videos=2), 64)  # the task's 400 steps: about 0.1 GiB
+    gif = dict(policy="random", task="explore", video_format="gif")
+    check_video_memory(EvalConfig(**gif, time_limit=1_000_000, videos=0), 64)  # nothing filmed
+    check_video_memory(EvalConfig(**gif, videos=2), 64)  # the task's 400 steps: about 0.06 GiB
+    check_video_memory(EvalConfig(policy="random", task="explore", time_limit=1_000_000, videos=2), 64)  # mp4: streamed
+
+
+def test_a_filmed_episode_is_written_as_it_plays_and_its_video_is_as_before(tmp_path):
+    """`agent eval --videos N` kept every filmed frame of an episode in memory and upscaled and drew them all at its
+    end: an actor's memory grew with the episode's length. Now each step's frame goes into the video as it is played:
+    the mp4 on disk grows during the episode, the runner keeps no frames; the videos hold what they held (every step's
+    frame 4x with its action bar, and the frame after the last action), mp4 and gif alike."""
+    import dataclasses
+
+    import av
+    from PIL import Image
+
+    from worldloom.agent.evaluate import _Slot, film_frame
+    from worldloom.datasets.export import BAR_PX
+    from worldloom.envs.tasks import make_task_env
+
+    assert not {f.name for f in dataclasses.fields(_Slot)} & {"frames", "actions"}  # no frame list to grow
+    sizes: list[int] = []
+
+    class Watched(gymnasium.Wrapper):  # the real env, looking at the video folder as it steps
+        def step(self, action):
+            sizes.append(sum(p.stat().st_size for p in (tmp_path / "v").glob(".*.mp4")))  # the video's temporary
+            return self.env.step(action)
+
+    runner = EpisodeRunner("random", "worldloom/Explore-v0", 64, batch=1, video_dir=str(tmp_path / "v"), time_limit=150,
+                           make_env=lambda: Watched(make_task_env("worldloom/Explore-v0", height=64, width=64,
+                                                                  max_steps=150)))
+    rows = runner.run([(0, episode_seed(0, 0)), (1, episode_seed(0, 1))], filmed={0})["episodes"]
+    assert sizes[0] == 0 and sizes[149] > 0 and sizes[150:] == [0] * 150, sizes[::25]  # written during episode 0 only
+    assert rows[0]["video"].endswith("random-Explore-ep0000.mp4") and rows[1]["video"] is None
+    with av.open(rows[0]["video"]) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(decoded) == 151 and decoded[0].shape == (64 * 4 + BAR_PX, 64 * 4, 3)  # 150 steps and the last frame
+    # a gif: the same frames, the file Pillow makes of them in one call (as before)
+    gif = EpisodeRunner("random", "worldloom/Explore-v0", 64, batch=1, video_dir=str(tmp_path / "g"),
+                        video_format="gif", time_limit=12)
+    row = gif.run([(0, episode_seed(0, 0))], filmed={0})["episodes"][0]
+    env = make_task_env("worldloom/Explore-v0", height=64, width=64, max_steps=12)
+    from worldloom.agent.players import make_controller
+
+    controller = make_controller("random", 1, 1.0, "cpu", "explore", "auto")
+    obs, info = env.reset(seed=episode_seed(0, 0))
+    controller.begin(0, episode_seed(0, 0))
+    frames = []
+    for t in range(12):
+        action = controller.act(obs[None], [info])[0]
+        frames.append(film_frame(obs, action, t))
+        obs, _, _, _, info = env.step(action)
+    frames.append(film_frame(obs, None, 12))
+    from worldloom.io import gif_timing
+
+    shown, delays = gif_timing(len(frames), 20.0)
+    images = [Image.fromarray(frames[k]) for k in shown]
+    images[0].save(tmp_path / "reference.gif", save_all=True, append_images=images[1:], duration=delays, loop=0)
+    assert Path(row["video"]).read_bytes() == (tmp_path / "reference.gif").read_bytes()
+    assert Image.open(row["video"]).n_frames == 13 and Image.open(row["video"]).size == (256, 256 + BAR_PX)
 
 
 def test_mismatched_player_and_task_are_one_line_naming_both(policy_run, ray_cluster, tmp_path, capsys):

@@ -85,6 +85,41 @@ def test_write_video_mp4_and_gif(tmp_path):
         write_video(tmp_path / "a.avi", frames, 20)
 
 
+@pytest.mark.parametrize("fps", [20, 60])
+def test_a_video_written_frame_by_frame_is_the_video_written_whole(tmp_path, fps):
+    """VideoWriter (agent eval films an episode into one as it plays): a gif is byte for byte what Pillow made of the
+    RGB frames in one call (write_video before it), runs of identical frames and, above 50 fps, left-out frames
+    included; an mp4 is encoded as the frames come (its temporary grows before the close), and appears whole at
+    the close; an error inside it leaves no file and no temporary."""
+    import av
+    from PIL import Image
+
+    from worldloom.io import VideoWriter, gif_timing, temporaries
+
+    frames = np.random.default_rng(1).integers(0, 255, (90, 24, 40, 3), dtype=np.uint8)
+    frames[10:14] = frames[9]  # four repeats: Pillow adds their delays to frame 9's
+    shown, delays = gif_timing(len(frames), fps)
+    images = [Image.fromarray(frames[k]) for k in shown]
+    images[0].save(tmp_path / "whole.gif", save_all=True, append_images=images[1:], duration=delays, loop=0)
+    with VideoWriter(tmp_path / "v.gif", fps) as video:
+        for f in frames:
+            video.write(f)
+        assert not (tmp_path / "v.gif").exists()
+    assert (tmp_path / "v.gif").read_bytes() == (tmp_path / "whole.gif").read_bytes()
+    with VideoWriter(tmp_path / "v.mp4", fps) as video:
+        for f in frames:
+            video.write(f)
+        assert not (tmp_path / "v.mp4").exists() and temporaries(tmp_path / "v.mp4")[0].stat().st_size > 0
+    with av.open(str(tmp_path / "v.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 90
+    with pytest.raises(ValueError, match="frame 1 is"), VideoWriter(tmp_path / "bad.mp4", fps) as video:
+        video.write(frames[0])
+        video.write(frames[1, :8])
+    with pytest.raises(ValueError, match="no frames to write"), VideoWriter(tmp_path / "none.gif", fps):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.gif", "v.mp4", "whole.gif"]
+
+
 @pytest.mark.parametrize("fps", [30, 29.97, 24, 15, 7.5, 60])
 @pytest.mark.parametrize("suffix", [".gif", ".mp4"])
 def test_a_written_video_shows_frame_k_at_k_over_fps_and_lasts_n_over_fps(tmp_path, fps, suffix):
