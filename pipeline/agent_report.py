@@ -258,12 +258,22 @@ def _behaviour_section(report: Report, evals: dict[tuple[str, str], dict], playe
     s.table(["player", *tasks], [[p] + [cell(p, t) for t in tasks] for p in players])
 
 
+def dream_agreement(records: dict[str, StageRecord]) -> dict[str, dict]:
+    """The dreams' rank agreement (agent/dream.py rank_agreement) with the closed-loop returns of this run's eval
+    stage, made here, not by the dream stage: the dreams stay done when only the evaluations change (another
+    --sizes.eval-episodes), and their agreement is then with the new evaluations, not the ones before."""
+    from worldloom.agent.dream import rank_agreement
+
+    closed_loop = records.get("eval")
+    return rank_agreement(records["dream"].figures["players"], closed_loop.figures if closed_loop else None)
+
+
 def _dream_section(report: Report, records: dict[str, StageRecord]) -> None:
     rec = records.get("dream")
     if rec is None:
         return
-    agreement = rec.figures["agreement"]
-    report.data["dream"] = rec.figures
+    agreement = dream_agreement(records)
+    report.data["dream"] = {**rec.figures, "agreement": agreement}
     s = report.section("Dreaming: imagined against real scores",
                        "Each player played inside the world model from a context of real frames. The imagined score "
                        "is the task's scorer "

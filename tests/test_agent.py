@@ -1600,17 +1600,63 @@ def test_a_study_whose_world_model_cannot_dream_its_tasks_is_refused_before_its_
 def test_a_studys_dream_stage_is_redone_for_a_world_model_trained_again_in_the_same_folder(tmp_path):
     """`agent study --world-model runs/wm` after runs/wm was trained again (other weights, the same folder): the
     dream stage said "cached" and the report kept the old model's dreams. Now its key covers the weights."""
-    from worldloom.pipeline.agent_study import StudyConfig, dream_stage_config
+    from worldloom.pipeline.agent_study import (
+        StudyConfig,
+        dream_stage_config,
+        stage_configs,
+        study_paths,
+    )
     from worldloom.pipeline.stages import stage_key
 
     def key(wm: str) -> str:
-        return stage_key(dream_stage_config(StudyConfig(out=str(tmp_path / "study"), preset="micro", tasks=("explore",),
-                                                        world_model=wm)), [])
+        cfg = StudyConfig(out=str(tmp_path / "study"), preset="micro", tasks=("explore",), world_model=wm)
+        paths = study_paths(tmp_path / "study", cfg.task_names, tuple(cfg.labeled_split))
+        return stage_key(dream_stage_config(cfg, stage_configs(cfg, paths), paths), [])
 
     wm = world_model_run(tmp_path / "wm")
     first = key(wm)
     assert key(world_model_run(tmp_path / "wm")) == first  # the same weights: cached
     assert key(world_model_run(tmp_path / "wm", seed=1)) != first  # other weights in the same folder: redone
+
+@pytest.mark.parametrize("size, value, redone", [
+    ("eval_episodes", 3, {"eval"}),  # the dream stage was redone too: its key held every size (2026-12-08)
+    ("videos", 2, {"eval"}),  # a dream films one episode whatever --sizes.videos above 1
+    ("temperature", 0.5, {"eval", "dream"}),
+    ("dream_episodes", 3, {"dream"}), ("dream_horizon", 5, {"dream"}), ("scorer_steps", 5, {"dream"}),
+    ("scorer_members", 3, {"dream"}), ("scorer_dreams", 3, {"dream"}),
+    ("bc_max_steps", 5, {"train", "label", "bc-idm", "eval", "dream"}),
+    ("footage_episodes", 3, {"capture", "train", "label", "bc-idm", "eval", "dream"}),
+])
+def test_a_study_stage_is_redone_for_the_sizes_it_reads_and_no_other(tmp_path, size, value, redone):
+    """`agent study --sizes.eval-episodes N` on a study that had dreamt dreamt again (45 minutes of the tiny
+    preset's) though dreaming reads nothing of the evaluations: the dream stage's key held every size, and the
+    eval stage's key as its input. Each stage's key is now its own configs' (stage_inputs) and those of the stages
+    whose outputs it reads (UPSTREAM); here, which stages a changed size redoes."""
+    from worldloom.pipeline.agent_study import (
+        PRESETS,
+        UPSTREAM,
+        StudyConfig,
+        _json,
+        stage_configs,
+        stage_inputs,
+        study_paths,
+    )
+    from worldloom.pipeline.stages import portable, stage_key
+
+    out, wm = tmp_path / "study", world_model_run(tmp_path / "wm")
+
+    def keys(**sizes) -> dict[str, str]:
+        cfg = StudyConfig(out=str(out), preset="micro", tasks=("explore",), world_model=wm,
+                          sizes=dataclasses.replace(PRESETS["micro"], **sizes))
+        paths = study_paths(out, cfg.task_names, tuple(cfg.labeled_split), cfg.resolved_sizes.bc_seeds)
+        made: dict[str, str] = {}
+        for name, config in stage_inputs(cfg, stage_configs(cfg, paths), paths).items():
+            made[name] = stage_key(portable(_json(config), out), [made[u] for u in UPSTREAM[name]])
+        return made
+
+    before, after = keys(), keys(**{size: value})
+    assert {name for name in before if before[name] != after[name]} == redone
+
 
 def test_a_closed_loop_evals_key_leaves_out_what_only_dreaming_reads_and_older_studies_stay_done(tmp_path):
     """A new default of a field only dreaming reads (EvalConfig.scorer_steps, horizon) changed the key of every
@@ -1738,6 +1784,18 @@ def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path, monkeyp
     said = capsys.readouterr().out
     assert "[study] dream: scorer-explore holds 3 scorers, not the --scorer-members 2 asked: training it again" in said
     assert json.loads(scorer_config.read_text())["members"] == 2
+    # another --sizes.eval-episodes: the evaluations are played again, the dreams stay (they were dreamt again: the
+    # dream stage's key held every size), and the report ranks them against the new evaluations
+    more = [a if a != "2" or argv[k - 1] != "--sizes.eval-episodes" else "3" for k, a in enumerate(argv)]
+    assert cli([*more, "--world-model", wm]) == 0
+    said = capsys.readouterr().out
+    assert "[study] eval: running again (its config or its inputs changed)" in said and "[study] dream: cached" in said
+    report3 = json.loads((out / "report.json").read_text())
+    assert report3["eval"]["random|explore"]["episodes"] == 3 and report3["dream"]["players"] == dreamt["dream"]["players"]
+    from worldloom.agent.dream import rank_agreement
+
+    closed_loop = json.loads((out / "study.json").read_text())["stages"]["eval"]["figures"]
+    assert report3["dream"]["agreement"] == json.loads(json.dumps(rank_agreement(report3["dream"]["players"], closed_loop)))
     # the same study with one seed: the seeds' runs go (the stages that wrote them are redone), bc-env is a run again
     assert cli([*argv[:-2], "--sizes.bc-seeds", "1"]) == 0
     assert sorted(p.name for p in (out / "policies").iterdir()) == ["bc-env", "bc-idm", "bc-noop"]
