@@ -525,9 +525,41 @@ def _main(cfg: StudyConfig) -> Path:
             older = (stage_key(portable(_json(before), out), [runner.made_key("eval", keys["eval"])]),
                      stage_key(portable(before, out), [prior["eval"]]), stage_key(before, [legacy["eval"]]))
             stage("dream", lambda: run_dream(cfg, configs, paths), older)
-    html = write_study_report(cfg, paths, runner.records)
+    dropped = dropped_task_folders(out, cfg.task_names)
+    if dropped:
+        print(f"[agent study] note: {dropped_words(dropped)}", flush=True)
+    html = write_study_report(cfg, paths, runner.records, dropped)
     print(f"[agent study] report: {html}", flush=True)
     return html
+
+
+def dropped_task_folders(out: Path, tasks: tuple[str, ...]) -> dict[str, list[str]]:
+    """{task: its folders in OUT, relative} for every task OUT holds folders of that this run does not study: an
+    earlier run's with more --tasks. Its stages redone, this run removes what it writes itself, not those (a task's
+    data is what it is whatever the others': it is not this run's to delete), and its report shows this run's tasks
+    alone; `dropped_words` says so in the log and the report."""
+    from worldloom.envs.tasks import TASKS
+
+    found = {}
+    for task in TASKS:
+        if task in tasks:
+            continue
+        folders = [out / "data" / f"{kind}-{task}" for kind in ("labeled", "footage", "truth", "pseudo")]
+        folders += [p for where in ("eval", "dream") for p in sorted((out / where).glob(f"*-{task}"))]
+        if held := [str(p.relative_to(out)) for p in folders if p.is_dir()]:
+            found[task] = held
+    return found
+
+
+def dropped_words(dropped: dict[str, list[str]]) -> str:
+    """The log's and the report's line on `dropped_task_folders`."""
+    folders = [f for held in dropped.values() for f in held]
+    many = len(folders) > 1
+    them, are = ("them", "are") if many else ("it", "is")
+    return (f"{', '.join(folders)} {are} from {'tasks' if len(dropped) > 1 else 'a task'} not in this run "
+            f"({', '.join(dropped)}; an earlier run with more --tasks made {them}): kept as {'they are' if many else 'it is'} "
+            f"and not in this report; delete {them} to free the space, or give --tasks with "
+            f"{'those tasks' if len(dropped) > 1 else 'that task'} again to study {'them' if len(dropped) > 1 else 'it'}")
 
 
 # The stages whose outputs each stage reads: its key is its own config's (stage_inputs) and theirs. The dream stage

@@ -1618,6 +1618,26 @@ def test_a_studys_dream_stage_is_redone_for_a_world_model_trained_again_in_the_s
     assert key(world_model_run(tmp_path / "wm")) == first  # the same weights: cached
     assert key(world_model_run(tmp_path / "wm", seed=1)) != first  # other weights in the same folder: redone
 
+def test_a_studys_folders_of_tasks_it_no_longer_studies_are_named_not_removed(tmp_path):
+    """`agent study --tasks explore` into a study run before with more tasks left their data (and evaluation) folders
+    with no word: they are named, the study's own folders of its tasks and what is no task's are not."""
+    from worldloom.pipeline.agent_study import dropped_task_folders, dropped_words
+
+    out = tmp_path / "study"
+    for rel in ("data/footage-explore", "data/labeled", "data/truth-mine_stone", "data/pseudo-mine_stone",
+                "data/footage-find_water", "eval/random-explore", "eval/scripted-expert-find_water", "dream/scorer-mine_stone"):
+        (out / rel).mkdir(parents=True)
+    (out / "data" / "footage-collect_logs").write_text("a file, not a study's folder")
+    dropped = dropped_task_folders(out, ("explore",))
+    assert dropped == {"mine_stone": ["data/truth-mine_stone", "data/pseudo-mine_stone", "dream/scorer-mine_stone"],
+                       "find_water": ["data/footage-find_water", "eval/scripted-expert-find_water"]}
+    assert dropped_words(dropped).startswith("data/truth-mine_stone, data/pseudo-mine_stone, dream/scorer-mine_stone, "
+                                             "data/footage-find_water, eval/scripted-expert-find_water are from tasks "
+                                             "not in this run (mine_stone, find_water; an earlier run with more --tasks "
+                                             "made them): kept as they are")
+    assert dropped_task_folders(out, ("explore", "mine_stone", "find_water")) == {}
+
+
 @pytest.mark.parametrize("size, value, redone", [
     ("eval_episodes", 3, {"eval"}),  # the dream stage was redone too: its key held every size (2026-12-08)
     ("videos", 2, {"eval"}),  # a dream films one episode whatever --sizes.videos above 1
@@ -1796,8 +1816,20 @@ def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path, monkeyp
 
     closed_loop = json.loads((out / "study.json").read_text())["stages"]["eval"]["figures"]
     assert report3["dream"]["agreement"] == json.loads(json.dumps(rank_agreement(report3["dream"]["players"], closed_loop)))
+    # folders of a task an earlier run studied and this one does not (here: a copy, as a run with --tasks explore
+    # find_water left it) stay, and the log and the report say so; the report's tables hold this run's task alone
+    import shutil
+
+    shutil.copytree(out / "data" / "footage-explore", out / "data" / "footage-find_water")
     # the same study with one seed: the seeds' runs go (the stages that wrote them are redone), bc-env is a run again
     assert cli([*argv[:-2], "--sizes.bc-seeds", "1"]) == 0
+    note = ("data/footage-find_water is from a task not in this run (find_water; an earlier run with more --tasks made "
+            "it): kept as it is and not in this report; delete it to free the space, or give --tasks with that task "
+            "again to study it")
+    assert f"[agent study] note: {note}" in capsys.readouterr().out and (out / "data" / "footage-find_water").is_dir()
+    assert f"This report shows explore alone; {note}." in (out / "report.md").read_text()
+    assert json.loads((out / "report.json").read_text())["not_in_this_run"] == {"find_water": ["data/footage-find_water"]}
+    assert {k.split("|")[1] for k in json.loads((out / "report.json").read_text())["eval"]} == {"explore"}
     assert sorted(p.name for p in (out / "policies").iterdir()) == ["bc-env", "bc-idm", "bc-noop"]
     # asked without --world-model, the report does not show the dreams of the earlier run's world model and players
     # (bc-env-s0, bc-idm-s1, ...: gone, their evaluations redone): a new-user trial, 2026-12-07, read another run's
