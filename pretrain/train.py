@@ -43,7 +43,6 @@ from worldloom.training import (
     LR_MAX,
     MEMORY_HEADROOM,
     RESUMABLE_FIELDS,
-    WARMUP_FRACTION,
     CtrlC,
     MetricsLog,
     TimeBudget,
@@ -206,9 +205,7 @@ def warmup_for(cfg: TrainConfig, budget: TimeBudget) -> int:
     """`cfg.warmup_steps`, but once a time budget has planned the run at most WARMUP_FRACTION of
     the planned steps (and not under the steps taken before the plan, so the ramp still ends at
     the peak): a short run must reach its peak rate. A function of the saved plan: resumes exact."""
-    if not cfg.minutes or budget.planned_steps is None:
-        return cfg.warmup_steps
-    return min(cfg.warmup_steps, max(budget.plan_after, int(WARMUP_FRACTION * budget.planned_steps)))
+    return budget.warmup(cfg.warmup_steps)
 
 
 def lr_for(step: int, cfg: TrainConfig, budget: TimeBudget) -> float:

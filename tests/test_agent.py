@@ -627,6 +627,19 @@ def test_a_dataset_given_as_the_policy_is_named_as_such_before_out(data, capsys)
     assert tree_digest(data["labeled"]) == before
 
 
+def test_a_short_timed_run_ends_with_its_learning_rate_at_the_schedules_end(data, tmp_path):
+    """`agent train --minutes 0.2` stopped at step 73 of the 167 planned with its rate at 1.5e-3 of a 2e-3 peak (the
+    plan refitted only every 100th step). Now the run's last step is its schedule's last, the rate at its 5% end
+    (within 3% of the peak: the last step's rate is the cosine's one step before its end)."""
+    out = tmp_path / "bc"
+    assert cli(["agent", "train", "--data", data["labeled"], "--out", str(out), "--preset", "micro", "--minutes", "0.1",
+                "--threads", "1", "--batch-size", "2", "--window", "12"]) == 0
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["step"] == state["planned_steps"] == int(rows[-1]["step"]), (state, rows[-1])  # ended by its schedule
+    assert float(rows[-1]["lr"]) == pytest.approx(0.05 * 2e-3, abs=0.03 * 2e-3), rows[-1]
+
+
 def test_a_stopped_run_resumed_with_a_budget_it_has_passed_is_one_line(data, tmp_path, capsys):
     """A run stopped at step 4 of --max-steps 6, run again with --max-steps 2: exit 0 with the 4-step weights
     and config.json rewritten to say 2 steps. Now one line names both budgets, and the run is left as it was."""

@@ -235,6 +235,21 @@ def test_a_step_budget_never_refits_and_a_timed_plan_refits_by_steps_and_by_time
     assert slow.update(14, 70.0, 14) and slow.total_steps == 15  # past the budget: the next step is the last
 
 
+def test_a_timed_runs_warmup_is_a_tenth_of_its_plan_and_a_step_budgets_is_as_given():
+    """`agent train --minutes 0.2` fitted at 24 steps warmed up for 20 of them (its default warmup), and its last
+    step's rate was 19% of the peak, its schedule's end 5%: agent and idm train now cap a planned run's warmup as
+    pretrain does (a tenth of the plan, not under the 10 steps before it)."""
+    timed = TimeBudget(minutes=0.2)
+    assert timed.warmup(20) == 20  # not yet planned
+    timed.planned_steps = 24
+    assert timed.warmup(20) == 10 and timed.warmup(5) == 5
+    timed.planned_steps = 400
+    assert timed.warmup(20) == 20 and timed.warmup(100) == 40
+    assert TimeBudget(max_steps=24, planned_steps=None).warmup(20) == 20  # --max-steps: capped_warmup's, unchanged
+    lr = lambda step, warmup: lr_at(step, peak_lr=1.0, warmup_steps=warmup, total_steps=24, min_lr_ratio=0.05)  # noqa: E731
+    assert lr(23, 20) > 0.15 and lr(23, TimeBudget(minutes=0.2, planned_steps=24).warmup(20)) < 0.07
+
+
 def test_the_step_that_ends_a_timed_run_is_saved_when_time_runs_out_while_validating(tmp_path):
     """The budget was tested after each step and again at the loop's top: time spent validating (or
     writing curves) in between ended the run with its last steps unsaved; a pipeline's 2-second judge

@@ -188,6 +188,16 @@ class TimeBudget:
         return (step >= 2 * last_step or step % self.refit_every == 0
                 or elapsed_s - last_s >= self.minutes * 60 / self.REFITS)
 
+    def warmup(self, warmup_steps: int) -> int:
+        """`warmup_steps`, but once a time budget has planned the run at most WARMUP_FRACTION of the planned steps
+        (and not under the `plan_after` steps taken before the plan, so the ramp still ends at the peak): a short
+        timed run must reach its peak and decay from it (agent train's 20 warmup steps took 20 of a 24-step
+        `--minutes 0.2` run, and its last step's rate was 19% of the peak where the schedule ends at 5%). As given
+        without a time budget or before the plan; a function of the saved plan, so a resume is exact."""
+        if not self.minutes or self.planned_steps is None:
+            return warmup_steps
+        return min(warmup_steps, max(self.plan_after, int(WARMUP_FRACTION * self.planned_steps)))
+
     def out_of_time(self, elapsed_s: float) -> bool:
         """True when the time is spent (5% grace for a drifting estimate)."""
         return bool(self.minutes) and elapsed_s > self.minutes * 60 * 1.05
