@@ -39,10 +39,12 @@ LOG_EVERY_S = 30.0
 class LogLines:
     """A text stream (stderr in a log file) on which a progress bar's redraws (tqdm's `\r` + line + the
     spaces that blank a longer line before it) become lines, one every `every_s` seconds: a redraw is
-    written as a line of its own where it comes at least `every_s` after the last one written (so the
+    written as a line of its own where it comes at least `every_s` after the last bar line written (so the
     first one is), or when a newline ends it (a bar closed and left), unless it says what the line last written
-    on the clock said, times and rate aside (a bar closed just after its last update was written: a study's log
-    showed the same `100%` line twice).
+    on the clock said, times and rate aside. A study's log showed its expert's Explore bar twice: the clock
+    counted from the last line written on it, not from the bars closed since, so a bar of a second that began 30 s
+    after it wrote its first redraw and its last line; and a bar whose last update came on the clock wrote that
+    `100%` line, then the same again as it closed.
     A line blanked and not ended (a bar cleared for a message, or closed and not left) is dropped, as
     on a terminal. Other text passes as it is; attributes (`isatty`, `fileno`) are the stream's."""
 
@@ -62,6 +64,8 @@ class LogLines:
                 repeat = self._redrawn and _progress(self._line) == _progress(self._timed)
                 if (self._line.strip() or not self._redrawn) and not repeat:  # a blank line of its own is kept
                     out.append(self._line.rstrip() + "\n")
+                    if self._redrawn:  # a bar's last line: the clock counts from it too
+                        self._last = self.clock()
                 self._line, self._redrawn, self._timed = "", False, ""
             else:
                 self._line += piece
