@@ -27,6 +27,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -51,6 +52,8 @@ from .players import (
 )
 
 BOOTSTRAP_RESAMPLES = 10_000
+VIDEO_SCALE = 4  # a filmed frame's upscaling (film_frame)
+VIDEO_FPS = 20.0  # a filmed episode's frame rate: the games' step rate (worldloom.actions.FPS)
 LOOKING_DOWN_DEG = 45.0  # pitch (positive looks down) past which a step counts as looking down
 # Each episode's row in eval.json carries `behaviour`, from the engine's state after every step (not the frames):
 BEHAVIOUR = {
@@ -266,7 +269,7 @@ class _Slot:
     seed: int
     ret: float = 0.0
     steps: int = 0
-    frames: list | None = None  # (frame, buttons, camera) per step when this episode is filmed
+    video: Any = None  # a worldloom.io.VideoWriter when this episode is filmed: each step's frame goes into it as it is played
     seen: int = 0  # steps whose info carried the engine's pose (VoxelWorld's tasks do; another env may not)
     pitch_sum: float = 0.0
     down: int = 0
@@ -335,48 +338,63 @@ class EpisodeRunner:
             index, seed = pending.popleft()
             obs[k], infos[k] = self.envs[k].reset(seed=seed)
             self.controller.begin(k, seed)
-            slots[k] = _Slot(index, seed, frames=[] if index in filmed else None)
+            slots[k] = _Slot(index, seed, video=self._camera(index) if index in filmed else None)
 
-        for k in range(B):
-            start(k)
-        while any(s is not None for s in slots):
-            actions = self.controller.act(obs, infos)
-            for k, slot in enumerate(slots):
-                if slot is None:
-                    continue
-                if slot.frames is not None:
-                    slot.frames.append((obs[k].copy(), actions[k]))
-                obs[k], reward, terminated, truncated, infos[k] = self.envs[k].step(actions[k])
-                slot.ret += reward
-                slot.steps += 1
-                slot.observe(infos[k], self.goal_names)
-                steps += 1
-                if terminated or truncated:
-                    rows.append(self._finish(slot, infos[k], obs[k]))
-                    start(k)
+        try:
+            for k in range(B):
+                start(k)
+            while any(s is not None for s in slots):
+                actions = self.controller.act(obs, infos)
+                for k, slot in enumerate(slots):
+                    if slot is None:
+                        continue
+                    if slot.video is not None:
+                        slot.video.write(film_frame(obs[k], actions[k], slot.steps))
+                    obs[k], reward, terminated, truncated, infos[k] = self.envs[k].step(actions[k])
+                    slot.ret += reward
+                    slot.steps += 1
+                    slot.observe(infos[k], self.goal_names)
+                    steps += 1
+                    if terminated or truncated:
+                        rows.append(self._finish(slot, infos[k], obs[k]))
+                        start(k)
+        finally:  # an error mid-episode: the videos being filmed leave no file
+            for slot in slots:
+                if slot is not None and slot.video is not None:
+                    slot.video.abort()
         return {"episodes": rows, "steps": steps, "cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - t0,
                 "runtime": self.controller.runtime, "runtime_note": self.controller.runtime_note}
+
+    def _camera(self, index: int):
+        """The video episode `index` is filmed into (None without a video folder)."""
+        from worldloom.io import VideoWriter
+
+        if not self.video_dir:
+            return None
+        return VideoWriter(Path(self.video_dir) / f"{spec_name(self.policy)}-{self.task.name}-ep{index:04d}."
+                           f"{self.video_format}", VIDEO_FPS)
 
     def _finish(self, slot: _Slot, info: dict, last: np.ndarray) -> dict:
         task = info["task"]
         row = {"index": slot.index, "seed": slot.seed, "return": round(slot.ret, 4), "success": bool(task["success"]),
                "progress": round(float(task["progress"]), 4), "steps": slot.steps,
                "behaviour": slot.behaviour(bool(self.goal_names)), "video": None}
-        if slot.frames is not None and self.video_dir:
-            row["video"] = self._film(slot, last)
+        if slot.video is not None:
+            slot.video.write(film_frame(last, None, slot.steps))  # the frame after the last action, with none under it
+            row["video"], slot.video = str(slot.video.close()), None
         return row
 
-    def _film(self, slot: _Slot, last: np.ndarray) -> str:
-        from worldloom.actions import BUTTONS
-        from worldloom.datasets.export import draw_action, scale_frame
-        from worldloom.io import write_video
 
-        frames = [draw_action(scale_frame(f, 4), np.array([a[b] for b in BUTTONS], bool), a["camera"], t)
-                  for t, (f, a) in enumerate(slot.frames)]
-        frames.append(draw_action(scale_frame(last, 4), None, None, len(slot.frames)))
-        path = Path(self.video_dir) / f"{spec_name(self.policy)}-{self.task.name}-ep{slot.index:04d}.{self.video_format}"
-        write_video(path, frames, 20.0)
-        return str(path)
+def film_frame(frame: np.ndarray, action: dict | None, step: int) -> np.ndarray:
+    """A filmed step: `frame` (H, W, 3) upscaled VIDEO_SCALE times with `action` (None: none) drawn under it
+    -> (H * VIDEO_SCALE + BAR_PX, W * VIDEO_SCALE, 3)."""
+    from worldloom.actions import BUTTONS
+    from worldloom.datasets.export import draw_action, scale_frame
+
+    big = scale_frame(frame, VIDEO_SCALE)
+    if action is None:
+        return draw_action(big, None, None, step)
+    return draw_action(big, np.array([action[b] for b in BUTTONS], bool), action["camera"], step)
 
 
 def deal(cfg: EvalConfig, num_actors: int) -> list[list[tuple[int, int]]]:
@@ -498,33 +516,32 @@ def preflight(cfg: EvalConfig, resolution: int) -> None:
         print(f"agent eval: note: {note}", file=sys.stderr)
 
 
-VIDEO_SCALE = 4  # EpisodeRunner._film's upscaling of a filmed frame
-ACTION_BYTES = 1024  # an action dict kept beside each filmed frame, about
-
-
 def check_video_memory(cfg: EvalConfig, resolution: int) -> None:
     """UserError (one line, before any actor starts) where the filmed episodes would not fit in this machine's free
-    memory: an actor keeps each filmed episode's frames (resolution^2 x 3 bytes a step, and its action) until the
-    episode ends, then holds them all again upscaled VIDEO_SCALE times with the action bar while it writes the video.
-    Estimated for the longest episode (--time-limit, else the task's), the filmed episodes an actor plays at once and
-    the actors that may write at once, against MEMORY_HEADROOM (80%) of the memory free here (a cluster's own nodes are not asked)."""
+    memory. Only a gif can: an mp4 is encoded step by step as the episode plays (EpisodeRunner), a few frames held
+    whatever its length, but Pillow's GIF writer takes every frame at the end (worldloom.io.VideoWriter), so each
+    filmed episode in play holds its frames until it ends: `gif_bytes_per_frame` of the upscaled frame with its
+    action bar a step. Estimated for the longest episode (--time-limit, else the task's) and the filmed episodes in
+    play at once over all actors, against MEMORY_HEADROOM (80%) of the memory free here (a cluster's own nodes are
+    not asked)."""
     from worldloom.datasets.export import BAR_PX
+    from worldloom.io import gif_bytes_per_frame
     from worldloom.training import MEMORY_HEADROOM, available_memory_bytes
 
     filmed = min(cfg.videos, cfg.episodes)
-    if not filmed:
+    if not filmed or cfg.video_format != "gif":
         return
-    steps = cfg.time_limit or cfg.task_spec.max_steps
+    steps = (cfg.time_limit or cfg.task_spec.max_steps) + 1  # and the frame after the last action
     actors = max(1, min(cfg.num_workers or os.cpu_count() or 1, cfg.episodes))
     at_once = min(filmed, actors * cfg.envs_per_worker)  # filmed episodes in play together, over all actors
-    raw = resolution * resolution * 3 + ACTION_BYTES
-    written = (resolution * VIDEO_SCALE + BAR_PX) * resolution * VIDEO_SCALE * 3
-    need, have = steps * (at_once * raw + min(filmed, actors) * written), available_memory_bytes(gpu=False)
+    frame = gif_bytes_per_frame(resolution * VIDEO_SCALE + BAR_PX, resolution * VIDEO_SCALE)
+    need, have = steps * at_once * frame, available_memory_bytes(gpu=False)
     if need > MEMORY_HEADROOM * have:
         where = "--time-limit" if cfg.time_limit else "the task's time limit"
-        raise UserError(f"--videos {cfg.videos} films episodes of up to {steps} steps ({where}), held in memory until "
-                        f"written: about {need / 2**30:.1f} GiB, but {have / 2**30:.1f} GiB free: film fewer or shorter "
-                        "episodes (--videos 0, or a smaller --time-limit)")
+        raise UserError(f"--videos {cfg.videos} --video-format gif films episodes of up to {steps - 1} steps ({where}), "
+                        f"each held in memory until written (a gif is written whole at the end): about "
+                        f"{need / 2**30:.1f} GiB, but {have / 2**30:.1f} GiB free: use --video-format mp4 (written as "
+                        "it plays), or film fewer or shorter episodes (--videos, --time-limit)")
 
 
 def wait_with_progress(calls: list, episodes: list[int], what: str) -> list:

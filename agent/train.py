@@ -319,8 +319,8 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
         return b_loss + cfg.camera_weight * c_loss, {"button_loss": b_loss, "camera_loss": c_loss}
 
     def lr_of(step: int, total_steps: int) -> float:
-        return lr_at(step, peak_lr=cfg.lr, warmup_steps=capped_warmup(cfg.warmup_steps, cfg.max_steps), total_steps=total_steps,
-                     min_lr_ratio=cfg.min_lr_ratio)
+        warmup = budget.warmup(capped_warmup(cfg.warmup_steps, cfg.max_steps))
+        return lr_at(step, peak_lr=cfg.lr, warmup_steps=warmup, total_steps=total_steps, min_lr_ratio=cfg.min_lr_ratio)
 
     run_steps("agent train", KIND, run_dir, model, optimizer, state, budget, log, ctrl_c, loss_of,
               lambda: validate(model if ema is None else ema, val_batch, cfg, device), lr_of=lr_of, seed=cfg.seed,

@@ -76,12 +76,26 @@ class RevisitsConfig:
         check_player(self.player)
         if self.antialias and self.env != "voxel":
             raise ValueError(f"antialias applies to the voxel env only, got env={self.env!r}")
-        bad = [p for p in self.paths if not PATTERN.match(p)]
-        if bad or len(self.paths) < 2 or len(set(self.paths)) != len(self.paths):
-            raise ValueError(f"paths must be 2 or more different names like turn360, walk4, look9; got {list(self.paths)}")
+        check_paths(self.paths)
         if not 0 < self.turn_deg <= act.CAMERA_MAXVAL or not float(360.0 / self.turn_deg).is_integer():
             raise ValueError(f"turn_deg must be in (0, {act.CAMERA_MAXVAL:g}] (VPT's largest camera move) and divide 360, "
                              f"got {self.turn_deg}")
+
+
+def check_paths(paths: tuple[str, ...]) -> None:
+    """ValueError (one line naming `paths`, what is wrong and why) unless `paths` are 2 or more different path names."""
+    bad = [p for p in paths if not PATTERN.match(p)]
+    if bad:
+        raise ValueError(f"paths {' '.join(bad)}: not a path; give turn360, walkN or lookN (N in 1..99), e.g. walk1 look1")
+    twice = sorted({p for p in paths if paths.count(p) > 1})
+    if twice:
+        raise ValueError(f"paths has {' '.join(twice)} more than once; give each path once")
+    if len(paths) < 2:
+        # the file is in the branches format (datasets/branches.py), made for counterfactuals: 2 branches or more a
+        # state, which `Branches.check` asks of every branches file it reads
+        raise ValueError(f"paths {' '.join(paths) or '(none)'}: a revisit file holds 2 paths or more from each state "
+                         "(it is written in the branches format, which holds 2 branches or more a state); add "
+                         f"another, e.g. --paths {' '.join(paths) or 'walk1'} {'look1' if 'look1' not in paths else 'walk1'}")
 
 
 def path_actions(name: str, turn_deg: float = act.CAMERA_MAXVAL) -> tuple[list[dict], int]:

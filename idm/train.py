@@ -433,8 +433,8 @@ def _train(cfg: TrainConfig, ctrl_c: CtrlC, stop_after: int | None) -> Path:
         return parts.get("button_loss", 0.0) + hp.camera_weight * parts["camera_loss"], parts
 
     def lr_of(step: int, total_steps: int) -> float:
-        return lr_at(step, peak_lr=hp.lr, warmup_steps=capped_warmup(hp.warmup_steps, cfg.max_steps), total_steps=total_steps,
-                     min_lr_ratio=cfg.min_lr_ratio)
+        warmup = budget.warmup(capped_warmup(hp.warmup_steps, cfg.max_steps))
+        return lr_at(step, peak_lr=hp.lr, warmup_steps=warmup, total_steps=total_steps, min_lr_ratio=cfg.min_lr_ratio)
 
     if not run_steps("idm train", KIND, run_dir, model, optimizer, state, budget, log, ctrl_c, loss_of,
                      lambda: validate(model, val_batch, cfg, device), lr_of=lr_of, seed=cfg.seed,

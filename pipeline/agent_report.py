@@ -162,8 +162,12 @@ def _cost(records: dict[str, StageRecord]) -> tuple[list[list[Any]], float]:
     return rows + [["total", round(sum(r.wall_s for r in records.values()), 1), round(total, 1)]], total
 
 
-def write_study_report(cfg, paths: dict[str, Any], records: dict[str, StageRecord]) -> Path:
-    """report.html / report.md / report.json in the study's run directory."""
+def write_study_report(cfg, paths: dict[str, Any], records: dict[str, StageRecord],
+                       dropped: dict[str, list[str]] | None = None) -> Path:
+    """report.html / report.md / report.json in the study's run directory; `dropped`: the folders the run
+    directory holds of tasks this run does not study (agent_study.dropped_task_folders), named in its first section."""
+    from .agent_study import dropped_words
+
     tasks = cfg.task_names
     runs = _evals(records)
     evals = pool_seeds(runs)
@@ -171,6 +175,9 @@ def write_study_report(cfg, paths: dict[str, Any], records: dict[str, StageRecor
     seeds = max((e.get("seeds", 1) for e in evals.values()), default=1)
     report = Report(f"WorldLoom agent study: preset {cfg.preset}")
     report.data.update({"config": to_json_dict(cfg), "sizes": to_json_dict(cfg.resolved_sizes)})
+    if dropped:
+        report.data["not_in_this_run"] = dropped
+        report.section("Tasks of an earlier run", f"This report shows {', '.join(tasks)} alone; {dropped_words(dropped)}.")
     report.data["eval"] = {f"{p}|{t}": {k: x for k, x in v.items() if k != "per_episode"} for (p, t), v in evals.items()}
     told = sorted({e.get("conditioning") for (p, _), e in evals.items() if arm_of(p) in POLICIES} - {None})
     pooled = (f" bc-env and bc-idm were each cloned on {seeds} seeds: their row is the mean over the seeds with "
@@ -258,12 +265,22 @@ def _behaviour_section(report: Report, evals: dict[tuple[str, str], dict], playe
     s.table(["player", *tasks], [[p] + [cell(p, t) for t in tasks] for p in players])
 
 
+def dream_agreement(records: dict[str, StageRecord]) -> dict[str, dict]:
+    """The dreams' rank agreement (agent/dream.py rank_agreement) with the closed-loop returns of this run's eval
+    stage, made here, not by the dream stage: the dreams stay done when only the evaluations change (another
+    --sizes.eval-episodes), and their agreement is then with the new evaluations, not the ones before."""
+    from worldloom.agent.dream import rank_agreement
+
+    closed_loop = records.get("eval")
+    return rank_agreement(records["dream"].figures["players"], closed_loop.figures if closed_loop else None)
+
+
 def _dream_section(report: Report, records: dict[str, StageRecord]) -> None:
     rec = records.get("dream")
     if rec is None:
         return
-    agreement = rec.figures["agreement"]
-    report.data["dream"] = rec.figures
+    agreement = dream_agreement(records)
+    report.data["dream"] = {**rec.figures, "agreement": agreement}
     s = report.section("Dreaming: imagined against real scores",
                        "Each player played inside the world model from a context of real frames. The imagined score "
                        "is the task's scorer "

@@ -427,9 +427,22 @@ def check_world_model_up_front(cfg: StudyConfig, configs: dict, paths: dict[str,
         check_dream(dream_cfg, wm_cfg, doc, cfg.resolved_sizes.resolution)
 
 
-def dream_stage_config(cfg: StudyConfig) -> dict:
-    """What the dream stage's key covers: the world model's weights as well as its folder (a world model trained
-    again into the same folder left the stage cached, and the report showed the old model's dreams)."""
+def dream_stage_config(cfg: StudyConfig, configs: dict, paths: dict[str, Any]) -> dict:
+    """What the dream stage's key covers: exactly what dreaming reads, every dream's config (the players, tasks,
+    dreams, horizon, scorers, their data), and the world model's weights as well as its folder (a world model trained
+    again into the same folder left the stage cached, and the report showed the old model's dreams). Not the
+    closed-loop evaluations' sizes: keyed on every size, a new --sizes.eval-episodes dreamt again (45 minutes of the
+    tiny study's); the rank agreement with the closed-loop returns is the report's, from the evaluations of its run."""
+    from worldloom.checkpoint import checkpoint_id
+    from worldloom.pretrain.checkpoint import KIND
+
+    return {"world_model": cfg.world_model, "weights": checkpoint_id(cfg.world_model, KIND),
+            "dreams": {f"{name}|{task}": c for (name, task), c in dream_configs(cfg, configs, paths).items()}}
+
+
+def older_dream_stage_config(cfg: StudyConfig) -> dict:
+    """The dream stage's config in studies before 2026-12-08 (keyed on every size, after the evaluations): a study
+    dreamt then and asked the same again stays done."""
     from worldloom.checkpoint import checkpoint_id
     from worldloom.pretrain.checkpoint import KIND
 
@@ -439,7 +452,7 @@ def dream_stage_config(cfg: StudyConfig) -> dict:
 
 def run_dream(cfg: StudyConfig, configs: dict, paths: dict[str, Any]) -> tuple[dict, dict]:
     """Each player inside the world model on each task; Spearman of imagined against real scores."""
-    from worldloom.agent.dream import StaleScorer, rank_agreement
+    from worldloom.agent.dream import StaleScorer
     from worldloom.agent.evaluate import evaluate
 
     figures = {}
@@ -453,8 +466,7 @@ def run_dream(cfg: StudyConfig, configs: dict, paths: dict[str, Any]) -> tuple[d
         figures[f"{name}|{task}"] = {k: summary[k] for k in ("player", "task", "episodes", "imagined", "real", "critic_real",
                                                              "videos")}
         figures[f"{name}|{task}"]["imagined_rows"] = [r["imagined"] for r in summary["rows"]]  # the agreement's interval
-    closed_loop = StageRunner(Path(cfg.out).resolve(), None, STAGES, state_file="study.json").records.get("eval")
-    return {}, {"players": figures, "agreement": rank_agreement(figures, closed_loop.figures if closed_loop else None)}
+    return {}, {"players": figures}  # ranked against the closed-loop returns by the report (agent_report.dream_agreement)
 
 
 def main(cfg: StudyConfig) -> Path:
@@ -484,12 +496,15 @@ def _main(cfg: StudyConfig) -> Path:
     prior: dict[str, str] = {}
     legacy: dict[str, str] = {}
 
-    def stage(name: str, config: Any, upstream: tuple[str, ...], fn) -> Any:
+    inputs = stage_inputs(cfg, configs, paths)
+
+    def stage(name: str, fn, older: tuple[str, ...] = ()) -> Any:
+        config, upstream = inputs[name], UPSTREAM[name]
         keys[name] = stage_key(portable(_json(config), out), [runner.made_key(u, keys[u]) for u in upstream])
         prior[name] = stage_key(portable(_json(config, dream_fields=True), out), [prior[u] for u in upstream])
         legacy[name] = stage_key(_json(config, dream_fields=True), [legacy[u] for u in upstream])
         return runner.run(name, keys[name], lambda: (Report.remove(out), fn())[1], writes.get(name, ()),
-                          (prior[name], legacy[name]))
+                          (prior[name], legacy[name], *older))
 
     tasks = cfg.task_names
     writes = {"capture": [*paths["labeled"].values(), *(paths[k][t] for k in ("footage", "truth") for t in tasks)],
@@ -500,18 +515,70 @@ def _main(cfg: StudyConfig) -> Path:
               "eval": [paths["eval"]], "dream": [paths["dream"]]}
 
     with ray_session(cfg.address, cfg.num_workers or None):
-        stage("capture", configs["capture"], (), lambda: run_capture(configs))
-        stage("train", {"idm": configs["idm"], **runs_of(configs, "bc-env", "bc-noop")}, ("capture",),
-              lambda: run_train(configs))
-        stage("label", configs["label"], ("train",), lambda: run_label(configs))
-        bc_idm = runs_of(configs, "bc-idm")  # one run: its config alone, the key of studies before seeds
-        stage("bc-idm", bc_idm.get("bc-idm", bc_idm), ("label",), lambda: run_bc_idm(configs))
-        stage("eval", {f"{k[0]}|{k[1]}": v for k, v in configs["eval"].items()}, ("bc-idm",), lambda: run_eval(configs))
+        stage("capture", lambda: run_capture(configs))
+        stage("train", lambda: run_train(configs))
+        stage("label", lambda: run_label(configs))
+        stage("bc-idm", lambda: run_bc_idm(configs))
+        stage("eval", lambda: run_eval(configs))
         if cfg.world_model:
-            stage("dream", dream_stage_config(cfg), ("eval",), lambda: run_dream(cfg, configs, paths))
-    html = write_study_report(cfg, paths, runner.records)
+            before = older_dream_stage_config(cfg)
+            older = (stage_key(portable(_json(before), out), [runner.made_key("eval", keys["eval"])]),
+                     stage_key(portable(before, out), [prior["eval"]]), stage_key(before, [legacy["eval"]]))
+            stage("dream", lambda: run_dream(cfg, configs, paths), older)
+    dropped = dropped_task_folders(out, cfg.task_names)
+    if dropped:
+        print(f"[agent study] note: {dropped_words(dropped)}", flush=True)
+    html = write_study_report(cfg, paths, runner.records, dropped)
     print(f"[agent study] report: {html}", flush=True)
     return html
+
+
+def dropped_task_folders(out: Path, tasks: tuple[str, ...]) -> dict[str, list[str]]:
+    """{task: its folders in OUT, relative} for every task OUT holds folders of that this run does not study: an
+    earlier run's with more --tasks. Its stages redone, this run removes what it writes itself, not those (a task's
+    data is what it is whatever the others': it is not this run's to delete), and its report shows this run's tasks
+    alone; `dropped_words` says so in the log and the report."""
+    from worldloom.envs.tasks import TASKS
+
+    found = {}
+    for task in TASKS:
+        if task in tasks:
+            continue
+        folders = [out / "data" / f"{kind}-{task}" for kind in ("labeled", "footage", "truth", "pseudo")]
+        folders += [p for where in ("eval", "dream") for p in sorted((out / where).glob(f"*-{task}"))]
+        if held := [str(p.relative_to(out)) for p in folders if p.is_dir()]:
+            found[task] = held
+    return found
+
+
+def dropped_words(dropped: dict[str, list[str]]) -> str:
+    """The log's and the report's line on `dropped_task_folders`."""
+    folders = [f for held in dropped.values() for f in held]
+    many = len(folders) > 1
+    them, are = ("them", "are") if many else ("it", "is")
+    return (f"{', '.join(folders)} {are} from {'tasks' if len(dropped) > 1 else 'a task'} not in this run "
+            f"({', '.join(dropped)}; an earlier run with more --tasks made {them}): kept as {'they are' if many else 'it is'} "
+            f"and not in this report; delete {them} to free the space, or give --tasks with "
+            f"{'those tasks' if len(dropped) > 1 else 'that task'} again to study {'them' if len(dropped) > 1 else 'it'}")
+
+
+# The stages whose outputs each stage reads: its key is its own config's (stage_inputs) and theirs. The dream stage
+# plays the policies (bc-idm's key covers every stage before it) and reads nothing the evaluations measured.
+UPSTREAM = {"capture": (), "train": ("capture",), "label": ("train",), "bc-idm": ("label",), "eval": ("bc-idm",),
+            "dream": ("bc-idm",)}
+
+
+def stage_inputs(cfg: StudyConfig, configs: dict, paths: dict[str, Any]) -> dict[str, Any]:
+    """{stage: the configs its key covers}: exactly those of what the stage runs (pure, but for the world model's
+    checkpoint id). A stage keyed on more redoes work for a flag it never reads (the dream stage on every size:
+    another --sizes.eval-episodes dreamt again), one keyed on less keeps results made otherwise."""
+    bc_idm = runs_of(configs, "bc-idm")  # one run: its config alone, the key of studies before seeds
+    inputs = {"capture": configs["capture"], "train": {"idm": configs["idm"], **runs_of(configs, "bc-env", "bc-noop")},
+              "label": configs["label"], "bc-idm": bc_idm.get("bc-idm", bc_idm),
+              "eval": {f"{k[0]}|{k[1]}": v for k, v in configs["eval"].items()}}
+    if cfg.world_model:
+        inputs["dream"] = dream_stage_config(cfg, configs, paths)
+    return inputs
 
 
 EXECUTION_FIELDS = {"num_workers", "address", "device", "runtime", "progress", "threads"}  # how, not what: same results
@@ -556,4 +623,4 @@ def register(subparsers, name: str, help_text: str) -> None:
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)
 
 
-__all__ = ["PRESETS", "STAGES", "StudyConfig", "StudySizes", "main", "stage_configs"]
+__all__ = ["PRESETS", "STAGES", "UPSTREAM", "StudyConfig", "StudySizes", "main", "stage_configs", "stage_inputs"]

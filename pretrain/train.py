@@ -43,7 +43,6 @@ from worldloom.training import (
     LR_MAX,
     MEMORY_HEADROOM,
     RESUMABLE_FIELDS,
-    WARMUP_FRACTION,
     CtrlC,
     MetricsLog,
     TimeBudget,
@@ -206,9 +205,7 @@ def warmup_for(cfg: TrainConfig, budget: TimeBudget) -> int:
     """`cfg.warmup_steps`, but once a time budget has planned the run at most WARMUP_FRACTION of
     the planned steps (and not under the steps taken before the plan, so the ramp still ends at
     the peak): a short run must reach its peak rate. A function of the saved plan: resumes exact."""
-    if not cfg.minutes or budget.planned_steps is None:
-        return cfg.warmup_steps
-    return min(cfg.warmup_steps, max(budget.plan_after, int(WARMUP_FRACTION * budget.planned_steps)))
+    return budget.warmup(cfg.warmup_steps)
 
 
 def lr_for(step: int, cfg: TrainConfig, budget: TimeBudget) -> float:
@@ -465,8 +462,12 @@ def train_worker(cfg: TrainConfig, ctrl_c: CtrlC | None = None) -> dict:
             step += 1
             bar.update(1)
             elapsed = start_elapsed + time.perf_counter() - start_time
-            if budget.update(step, elapsed, step - step0):
-                budget.planned_steps = _agree(budget.planned_steps, device)  # rank 0's plan on every rank
+            before = budget.planned_steps
+            budget.update(step, elapsed, step - step0)
+            # rank 0's plan on every rank, at every step: a refit falls due by each rank's own clock (TimeBudget)
+            planned = _agree(-1 if budget.planned_steps is None else budget.planned_steps, device)
+            budget.planned_steps = None if planned < 0 else planned
+            if budget.planned_steps != before:
                 bar.total = budget.shown_total
             out_of_time = bool(_agree(int(budget.out_of_time(elapsed)), device))
             pressed = ctrl_c.pressed  # Ctrl-C (this process, no Ray Train): save this step, then stop

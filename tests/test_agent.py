@@ -627,6 +627,19 @@ def test_a_dataset_given_as_the_policy_is_named_as_such_before_out(data, capsys)
     assert tree_digest(data["labeled"]) == before
 
 
+def test_a_short_timed_run_ends_with_its_learning_rate_at_the_schedules_end(data, tmp_path):
+    """`agent train --minutes 0.2` stopped at step 73 of the 167 planned with its rate at 1.5e-3 of a 2e-3 peak (the
+    plan refitted only every 100th step). Now the run's last step is its schedule's last, the rate at its 5% end
+    (within 3% of the peak: the last step's rate is the cosine's one step before its end)."""
+    out = tmp_path / "bc"
+    assert cli(["agent", "train", "--data", data["labeled"], "--out", str(out), "--preset", "micro", "--minutes", "0.1",
+                "--threads", "1", "--batch-size", "2", "--window", "12"]) == 0
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["step"] == state["planned_steps"] == int(rows[-1]["step"]), (state, rows[-1])  # ended by its schedule
+    assert float(rows[-1]["lr"]) == pytest.approx(0.05 * 2e-3, abs=0.03 * 2e-3), rows[-1]
+
+
 def test_a_stopped_run_resumed_with_a_budget_it_has_passed_is_one_line(data, tmp_path, capsys):
     """A run stopped at step 4 of --max-steps 6, run again with --max-steps 2: exit 0 with the 4-step weights
     and config.json rewritten to say 2 steps. Now one line names both budgets, and the run is left as it was."""
@@ -783,22 +796,81 @@ def test_eval_with_ray_actors_writes_cis_and_a_video(policy_run, ray_cluster, tm
     assert (out / "eval.json").read_bytes() == before and (out / "videos" / Path(again["videos"][0]).name).exists()
 
 
-def test_videos_of_episodes_too_long_to_hold_in_memory_are_refused_before_any_actor_starts(tmp_path, capsys):
+def test_gif_videos_of_episodes_too_long_to_hold_in_memory_are_refused_before_any_actor_starts(tmp_path, capsys):
     """`agent eval --time-limit 100000` (within the flag's range) filmed its first --videos episodes frame by frame
     in memory, 4x upscaled when written: a new-user trial (2026-12-07) ended, minutes in, in Ray's OutOfMemoryError
-    and a traceback (exit 1) on a machine with 21 GiB free. Now one line before any actor starts; the same
-    episodes unfilmed hold no frames and are played."""
+    and a traceback (exit 1) on a machine with 21 GiB free. An mp4 is now written as the episode plays (nothing to
+    refuse); a gif, which Pillow writes whole at the end, is one line before any actor starts."""
     from worldloom.agent.evaluate import check_video_memory
 
     out = tmp_path / "e"
     assert cli(["agent", "eval", "--policy", "random", "--task", "explore", "--episodes", "2", "--num-workers", "1",
-                "--time-limit", "1000000", "--videos", "1", "--out", str(out)]) == 2
+                "--time-limit", "1000000", "--videos", "1", "--video-format", "gif", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert ("--videos 1 films episodes of up to 1000000 steps (--time-limit), held in memory until written: about "
-            in err and "GiB free: film fewer or shorter episodes (--videos 0, or a smaller --time-limit)" in err), err
+    assert ("--videos 1 --video-format gif films episodes of up to 1000000 steps (--time-limit), each held in memory "
+            "until written (a gif is written whole at the end): about " in err and "GiB free: use --video-format mp4 "
+            "(written as it plays), or film fewer or shorter episodes (--videos, --time-limit)" in err), err
     assert err.count("\n") == 1 and "Ray actor" not in err and "Traceback" not in err and not out.exists()
-    check_video_memory(EvalConfig(policy="random", task="explore", time_limit=1_000_000, videos=0), 64)  # nothing filmed
-    check_video_memory(EvalConfig(policy="random", task="explore", videos=2), 64)  # the task's 400 steps: about 0.1 GiB
+    gif = dict(policy="random", task="explore", video_format="gif")
+    check_video_memory(EvalConfig(**gif, time_limit=1_000_000, videos=0), 64)  # nothing filmed
+    check_video_memory(EvalConfig(**gif, videos=2), 64)  # the task's 400 steps: about 0.06 GiB
+    check_video_memory(EvalConfig(policy="random", task="explore", time_limit=1_000_000, videos=2), 64)  # mp4: streamed
+
+
+def test_a_filmed_episode_is_written_as_it_plays_and_its_video_is_as_before(tmp_path):
+    """`agent eval --videos N` kept every filmed frame of an episode in memory and upscaled and drew them all at its
+    end: an actor's memory grew with the episode's length. Now each step's frame goes into the video as it is played:
+    the mp4 on disk grows during the episode, the runner keeps no frames; the videos hold what they held (every step's
+    frame 4x with its action bar, and the frame after the last action), mp4 and gif alike."""
+    import dataclasses
+
+    import av
+    from PIL import Image
+
+    from worldloom.agent.evaluate import _Slot, film_frame
+    from worldloom.datasets.export import BAR_PX
+    from worldloom.envs.tasks import make_task_env
+
+    assert not {f.name for f in dataclasses.fields(_Slot)} & {"frames", "actions"}  # no frame list to grow
+    sizes: list[int] = []
+
+    class Watched(gymnasium.Wrapper):  # the real env, looking at the video folder as it steps
+        def step(self, action):
+            sizes.append(sum(p.stat().st_size for p in (tmp_path / "v").glob(".*.mp4")))  # the video's temporary
+            return self.env.step(action)
+
+    runner = EpisodeRunner("random", "worldloom/Explore-v0", 64, batch=1, video_dir=str(tmp_path / "v"), time_limit=150,
+                           make_env=lambda: Watched(make_task_env("worldloom/Explore-v0", height=64, width=64,
+                                                                  max_steps=150)))
+    rows = runner.run([(0, episode_seed(0, 0)), (1, episode_seed(0, 1))], filmed={0})["episodes"]
+    assert sizes[0] == 0 and sizes[149] > 0 and sizes[150:] == [0] * 150, sizes[::25]  # written during episode 0 only
+    assert rows[0]["video"].endswith("random-Explore-ep0000.mp4") and rows[1]["video"] is None
+    with av.open(rows[0]["video"]) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(decoded) == 151 and decoded[0].shape == (64 * 4 + BAR_PX, 64 * 4, 3)  # 150 steps and the last frame
+    # a gif: the same frames, the file Pillow makes of them in one call (as before)
+    gif = EpisodeRunner("random", "worldloom/Explore-v0", 64, batch=1, video_dir=str(tmp_path / "g"),
+                        video_format="gif", time_limit=12)
+    row = gif.run([(0, episode_seed(0, 0))], filmed={0})["episodes"][0]
+    env = make_task_env("worldloom/Explore-v0", height=64, width=64, max_steps=12)
+    from worldloom.agent.players import make_controller
+
+    controller = make_controller("random", 1, 1.0, "cpu", "explore", "auto")
+    obs, info = env.reset(seed=episode_seed(0, 0))
+    controller.begin(0, episode_seed(0, 0))
+    frames = []
+    for t in range(12):
+        action = controller.act(obs[None], [info])[0]
+        frames.append(film_frame(obs, action, t))
+        obs, _, _, _, info = env.step(action)
+    frames.append(film_frame(obs, None, 12))
+    from worldloom.io import gif_timing
+
+    shown, delays = gif_timing(len(frames), 20.0)
+    images = [Image.fromarray(frames[k]) for k in shown]
+    images[0].save(tmp_path / "reference.gif", save_all=True, append_images=images[1:], duration=delays, loop=0)
+    assert Path(row["video"]).read_bytes() == (tmp_path / "reference.gif").read_bytes()
+    assert Image.open(row["video"]).n_frames == 13 and Image.open(row["video"]).size == (256, 256 + BAR_PX)
 
 
 def test_mismatched_player_and_task_are_one_line_naming_both(policy_run, ray_cluster, tmp_path, capsys):
@@ -1541,17 +1613,83 @@ def test_a_study_whose_world_model_cannot_dream_its_tasks_is_refused_before_its_
 def test_a_studys_dream_stage_is_redone_for_a_world_model_trained_again_in_the_same_folder(tmp_path):
     """`agent study --world-model runs/wm` after runs/wm was trained again (other weights, the same folder): the
     dream stage said "cached" and the report kept the old model's dreams. Now its key covers the weights."""
-    from worldloom.pipeline.agent_study import StudyConfig, dream_stage_config
+    from worldloom.pipeline.agent_study import (
+        StudyConfig,
+        dream_stage_config,
+        stage_configs,
+        study_paths,
+    )
     from worldloom.pipeline.stages import stage_key
 
     def key(wm: str) -> str:
-        return stage_key(dream_stage_config(StudyConfig(out=str(tmp_path / "study"), preset="micro", tasks=("explore",),
-                                                        world_model=wm)), [])
+        cfg = StudyConfig(out=str(tmp_path / "study"), preset="micro", tasks=("explore",), world_model=wm)
+        paths = study_paths(tmp_path / "study", cfg.task_names, tuple(cfg.labeled_split))
+        return stage_key(dream_stage_config(cfg, stage_configs(cfg, paths), paths), [])
 
     wm = world_model_run(tmp_path / "wm")
     first = key(wm)
     assert key(world_model_run(tmp_path / "wm")) == first  # the same weights: cached
     assert key(world_model_run(tmp_path / "wm", seed=1)) != first  # other weights in the same folder: redone
+
+def test_a_studys_folders_of_tasks_it_no_longer_studies_are_named_not_removed(tmp_path):
+    """`agent study --tasks explore` into a study run before with more tasks left their data (and evaluation) folders
+    with no word: they are named, the study's own folders of its tasks and what is no task's are not."""
+    from worldloom.pipeline.agent_study import dropped_task_folders, dropped_words
+
+    out = tmp_path / "study"
+    for rel in ("data/footage-explore", "data/labeled", "data/truth-mine_stone", "data/pseudo-mine_stone",
+                "data/footage-find_water", "eval/random-explore", "eval/scripted-expert-find_water", "dream/scorer-mine_stone"):
+        (out / rel).mkdir(parents=True)
+    (out / "data" / "footage-collect_logs").write_text("a file, not a study's folder")
+    dropped = dropped_task_folders(out, ("explore",))
+    assert dropped == {"mine_stone": ["data/truth-mine_stone", "data/pseudo-mine_stone", "dream/scorer-mine_stone"],
+                       "find_water": ["data/footage-find_water", "eval/scripted-expert-find_water"]}
+    assert dropped_words(dropped).startswith("data/truth-mine_stone, data/pseudo-mine_stone, dream/scorer-mine_stone, "
+                                             "data/footage-find_water, eval/scripted-expert-find_water are from tasks "
+                                             "not in this run (mine_stone, find_water; an earlier run with more --tasks "
+                                             "made them): kept as they are")
+    assert dropped_task_folders(out, ("explore", "mine_stone", "find_water")) == {}
+
+
+@pytest.mark.parametrize("size, value, redone", [
+    ("eval_episodes", 3, {"eval"}),  # the dream stage was redone too: its key held every size (2026-12-08)
+    ("videos", 2, {"eval"}),  # a dream films one episode whatever --sizes.videos above 1
+    ("temperature", 0.5, {"eval", "dream"}),
+    ("dream_episodes", 3, {"dream"}), ("dream_horizon", 5, {"dream"}), ("scorer_steps", 5, {"dream"}),
+    ("scorer_members", 3, {"dream"}), ("scorer_dreams", 3, {"dream"}),
+    ("bc_max_steps", 5, {"train", "label", "bc-idm", "eval", "dream"}),
+    ("footage_episodes", 3, {"capture", "train", "label", "bc-idm", "eval", "dream"}),
+])
+def test_a_study_stage_is_redone_for_the_sizes_it_reads_and_no_other(tmp_path, size, value, redone):
+    """`agent study --sizes.eval-episodes N` on a study that had dreamt dreamt again (45 minutes of the tiny
+    preset's) though dreaming reads nothing of the evaluations: the dream stage's key held every size, and the
+    eval stage's key as its input. Each stage's key is now its own configs' (stage_inputs) and those of the stages
+    whose outputs it reads (UPSTREAM); here, which stages a changed size redoes."""
+    from worldloom.pipeline.agent_study import (
+        PRESETS,
+        UPSTREAM,
+        StudyConfig,
+        _json,
+        stage_configs,
+        stage_inputs,
+        study_paths,
+    )
+    from worldloom.pipeline.stages import portable, stage_key
+
+    out, wm = tmp_path / "study", world_model_run(tmp_path / "wm")
+
+    def keys(**sizes) -> dict[str, str]:
+        cfg = StudyConfig(out=str(out), preset="micro", tasks=("explore",), world_model=wm,
+                          sizes=dataclasses.replace(PRESETS["micro"], **sizes))
+        paths = study_paths(out, cfg.task_names, tuple(cfg.labeled_split), cfg.resolved_sizes.bc_seeds)
+        made: dict[str, str] = {}
+        for name, config in stage_inputs(cfg, stage_configs(cfg, paths), paths).items():
+            made[name] = stage_key(portable(_json(config), out), [made[u] for u in UPSTREAM[name]])
+        return made
+
+    before, after = keys(), keys(**{size: value})
+    assert {name for name in before if before[name] != after[name]} == redone
+
 
 def test_a_closed_loop_evals_key_leaves_out_what_only_dreaming_reads_and_older_studies_stay_done(tmp_path):
     """A new default of a field only dreaming reads (EvalConfig.scorer_steps, horizon) changed the key of every
@@ -1679,8 +1817,32 @@ def test_micro_study_trains_evaluates_and_reports(ray_cluster, tmp_path, monkeyp
     said = capsys.readouterr().out
     assert "[study] dream: scorer-explore holds 3 scorers, not the --scorer-members 2 asked: training it again" in said
     assert json.loads(scorer_config.read_text())["members"] == 2
+    # another --sizes.eval-episodes: the evaluations are played again, the dreams stay (they were dreamt again: the
+    # dream stage's key held every size), and the report ranks them against the new evaluations
+    more = [a if a != "2" or argv[k - 1] != "--sizes.eval-episodes" else "3" for k, a in enumerate(argv)]
+    assert cli([*more, "--world-model", wm]) == 0
+    said = capsys.readouterr().out
+    assert "[study] eval: running again (its config or its inputs changed)" in said and "[study] dream: cached" in said
+    report3 = json.loads((out / "report.json").read_text())
+    assert report3["eval"]["random|explore"]["episodes"] == 3 and report3["dream"]["players"] == dreamt["dream"]["players"]
+    from worldloom.agent.dream import rank_agreement
+
+    closed_loop = json.loads((out / "study.json").read_text())["stages"]["eval"]["figures"]
+    assert report3["dream"]["agreement"] == json.loads(json.dumps(rank_agreement(report3["dream"]["players"], closed_loop)))
+    # folders of a task an earlier run studied and this one does not (here: a copy, as a run with --tasks explore
+    # find_water left it) stay, and the log and the report say so; the report's tables hold this run's task alone
+    import shutil
+
+    shutil.copytree(out / "data" / "footage-explore", out / "data" / "footage-find_water")
     # the same study with one seed: the seeds' runs go (the stages that wrote them are redone), bc-env is a run again
     assert cli([*argv[:-2], "--sizes.bc-seeds", "1"]) == 0
+    note = ("data/footage-find_water is from a task not in this run (find_water; an earlier run with more --tasks made "
+            "it): kept as it is and not in this report; delete it to free the space, or give --tasks with that task "
+            "again to study it")
+    assert f"[agent study] note: {note}" in capsys.readouterr().out and (out / "data" / "footage-find_water").is_dir()
+    assert f"This report shows explore alone; {note}." in (out / "report.md").read_text()
+    assert json.loads((out / "report.json").read_text())["not_in_this_run"] == {"find_water": ["data/footage-find_water"]}
+    assert {k.split("|")[1] for k in json.loads((out / "report.json").read_text())["eval"]} == {"explore"}
     assert sorted(p.name for p in (out / "policies").iterdir()) == ["bc-env", "bc-idm", "bc-noop"]
     # asked without --world-model, the report does not show the dreams of the earlier run's world model and players
     # (bc-env-s0, bc-idm-s1, ...: gone, their evaluations redone): a new-user trial, 2026-12-07, read another run's

@@ -434,6 +434,47 @@ def test_a_ray_workers_bar_in_a_log_file_is_its_first_and_last_lines(tmp_path):
     assert "driver env None" in out.stdout, out.stdout
 
 
+def test_a_bar_whose_last_redraw_was_written_on_the_clock_is_not_written_again_when_it_closes():
+    """A study's log (2> log) showed the scripted expert's Explore evaluation bar twice. Two ways: the bar's last
+    update came 30 s after the last line written on the clock, so LogLines wrote that redraw as a line, and the
+    bar's close, which redraws the same state and ends it with a newline, wrote it again; or the bar began 30 s after
+    the last line on the clock (the bars closed since did not count), so its first redraw was written, then its
+    last line a second later."""
+    import io
+    import time
+
+    from tqdm import tqdm
+
+    from worldloom.progress import LogLines
+
+    out = io.StringIO()
+    stream = LogLines(out, every_s=0.3)
+    with tqdm(total=2, desc="agent eval", unit="episode", file=stream, mininterval=0) as bar:
+        time.sleep(0.35)
+        bar.update(2)  # on the clock: written
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and "0/2" in lines[0] and "2/2" in lines[1], lines
+    # a bar of a second that begins 30 s after the last line on the clock, but just after another bar closed: its
+    # last line alone (its first was written too, the clock counting from the line on the clock alone)
+    now = [0.0]
+    out = io.StringIO()
+    stream = LogLines(out, every_s=30, clock=lambda: now[0])
+    for t, text in [(0, "\ra 0/1 [00:00]"), (1, "\ra 1/1 [00:01]"), (1, "\n"), (29, "\rb 0/1 [00:00]"),
+                    (29.5, "\rb 1/1 [00:00]"), (29.5, "\n"), (31, "\rc 0/2 [00:00]"), (31.2, "\rc 1/2 [00:00]"),
+                    (31.5, "\rc 2/2 [00:00]"), (31.5, "\n")]:
+        now[0] = t
+        stream.write(text)
+    assert out.getvalue() == "a 0/1 [00:00]\na 1/1 [00:01]\nb 1/1 [00:00]\nc 2/2 [00:00]\n"
+    # a close that says more than the line on the clock (another count) is still written, and a next bar's lines too
+    out = io.StringIO()
+    stream = LogLines(out, every_s=30, clock=lambda: now[0])
+    for t, text in [(0, "\rbar 0/4 [00:00]"), (31, "\rbar 3/4 [00:31]"), (32, "\rbar 4/4 [00:32]"), (32, "\n"),
+                    (70, "\rnext 1/1 [00:00]"), (70, "\rnext 1/1 [00:00]"), (70, "\n")]:
+        now[0] = t
+        stream.write(text)
+    assert out.getvalue() == "bar 0/4 [00:00]\nbar 3/4 [00:31]\nbar 4/4 [00:32]\nnext 1/1 [00:00]\n"
+
+
 def test_log_lines_keep_messages_and_drop_cleared_redraws():
     import io
 

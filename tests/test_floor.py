@@ -85,6 +85,41 @@ def test_write_video_mp4_and_gif(tmp_path):
         write_video(tmp_path / "a.avi", frames, 20)
 
 
+@pytest.mark.parametrize("fps", [20, 60])
+def test_a_video_written_frame_by_frame_is_the_video_written_whole(tmp_path, fps):
+    """VideoWriter (agent eval films an episode into one as it plays): a gif is byte for byte what Pillow made of the
+    RGB frames in one call (write_video before it), runs of identical frames and, above 50 fps, left-out frames
+    included; an mp4 is encoded as the frames come (its temporary grows before the close), and appears whole at
+    the close; an error inside it leaves no file and no temporary."""
+    import av
+    from PIL import Image
+
+    from worldloom.io import VideoWriter, gif_timing, temporaries
+
+    frames = np.random.default_rng(1).integers(0, 255, (90, 24, 40, 3), dtype=np.uint8)
+    frames[10:14] = frames[9]  # four repeats: Pillow adds their delays to frame 9's
+    shown, delays = gif_timing(len(frames), fps)
+    images = [Image.fromarray(frames[k]) for k in shown]
+    images[0].save(tmp_path / "whole.gif", save_all=True, append_images=images[1:], duration=delays, loop=0)
+    with VideoWriter(tmp_path / "v.gif", fps) as video:
+        for f in frames:
+            video.write(f)
+        assert not (tmp_path / "v.gif").exists()
+    assert (tmp_path / "v.gif").read_bytes() == (tmp_path / "whole.gif").read_bytes()
+    with VideoWriter(tmp_path / "v.mp4", fps) as video:
+        for f in frames:
+            video.write(f)
+        assert not (tmp_path / "v.mp4").exists() and temporaries(tmp_path / "v.mp4")[0].stat().st_size > 0
+    with av.open(str(tmp_path / "v.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 90
+    with pytest.raises(ValueError, match="frame 1 is"), VideoWriter(tmp_path / "bad.mp4", fps) as video:
+        video.write(frames[0])
+        video.write(frames[1, :8])
+    with pytest.raises(ValueError, match="no frames to write"), VideoWriter(tmp_path / "none.gif", fps):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.gif", "v.mp4", "whole.gif"]
+
+
 @pytest.mark.parametrize("fps", [30, 29.97, 24, 15, 7.5, 60])
 @pytest.mark.parametrize("suffix", [".gif", ".mp4"])
 def test_a_written_video_shows_frame_k_at_k_over_fps_and_lasts_n_over_fps(tmp_path, fps, suffix):
@@ -150,6 +185,69 @@ def test_time_budget_fits_the_schedule_to_the_measured_speed():
     for step in range(1, 4):
         unfitted.update(step, 0.5 * step, step)
     assert unfitted.shown_total == unfitted.total_steps < 10**6
+
+
+def test_a_short_timed_run_whose_steps_slow_down_ends_with_its_schedule_finished(tmp_path):
+    """`agent train --minutes 0.2` stopped at step 73 of the 167 fitted at step 10, its learning rate at 1.5e-3 of a
+    2e-3 peak (never decayed): the plan was refitted only every 100th step, and the machine slowed after the fit.
+    Here the steps take 5 ms up to step 12, then 30 ms (real sleeps, the shared loop every trainer runs): the run
+    ends with its rate at the schedule's end, inside its time."""
+    import time
+
+    from worldloom.training import CtrlC, run_steps
+
+    checkpoint.write_run_config(tmp_path, "idm", {})
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    budget = TimeBudget(minutes=1.5 / 60)  # 1.5 s (1.575 with the grace)
+    lrs = []
+
+    def loss_of(step):
+        time.sleep(0.005 if step < 12 else 0.03)
+        return model(torch.ones(1, 2)).sum(), {}
+
+    def lr_of(step, total_steps):
+        lrs.append(lr_at(step, peak_lr=1.0, warmup_steps=2, total_steps=total_steps, min_lr_ratio=0.05))
+        return lrs[-1]
+
+    t0 = time.perf_counter()
+    with CtrlC() as ctrl_c:
+        assert run_steps("t", "idm", tmp_path, model, opt, {"step": 0, "elapsed_s": 0.0}, budget,
+                         MetricsLog(tmp_path, ["step"], enabled=False), ctrl_c, loss_of, lambda: {},
+                         lr_of=lr_of, seed=0, windows_per_step=1, log_every=1000, eval_every=1000,
+                         checkpoint_every=1000)
+    assert time.perf_counter() - t0 < 1.575 + 0.5  # (the last step and its checkpoint)
+    assert lrs[-1] == pytest.approx(0.05, abs=0.02), (len(lrs), budget.planned_steps, lrs[-5:])  # the schedule's end
+    assert budget.planned_steps == len(lrs)  # ended by its schedule, not cut by the clock
+
+
+def test_a_step_budget_never_refits_and_a_timed_plan_refits_by_steps_and_by_time():
+    steps_only = TimeBudget(max_steps=40)
+    assert not any(steps_only.update(step, 0.5 * step, step) for step in range(1, 41)) and steps_only.total_steps == 40
+    budget = TimeBudget(minutes=100.0, plan_after=10)  # a step slower each time (1/20 of the budget: 300 s, not reached)
+    fits = [step for step in range(1, 301) if budget.update(step, elapsed_s=0.01 * step * (1 + step / 100),
+                                                            steps_this_call=step)]
+    assert fits == [10, 20, 40, 80, 100, 200, 300], fits  # twice the steps of the last fit, and every 100th
+    slow = TimeBudget(minutes=1.0, plan_after=10)
+    for step in range(1, 11):
+        slow.update(step, 1.0 * step, step)
+    assert slow.total_steps == 10 + 50 and slow.update(13, 13.0 + 3.0, 13)  # 3 s (1/20 of the minute) after the fit
+    assert slow.update(14, 70.0, 14) and slow.total_steps == 15  # past the budget: the next step is the last
+
+
+def test_a_timed_runs_warmup_is_a_tenth_of_its_plan_and_a_step_budgets_is_as_given():
+    """`agent train --minutes 0.2` fitted at 24 steps warmed up for 20 of them (its default warmup), and its last
+    step's rate was 19% of the peak, its schedule's end 5%: agent and idm train now cap a planned run's warmup as
+    pretrain does (a tenth of the plan, not under the 10 steps before it)."""
+    timed = TimeBudget(minutes=0.2)
+    assert timed.warmup(20) == 20  # not yet planned
+    timed.planned_steps = 24
+    assert timed.warmup(20) == 10 and timed.warmup(5) == 5
+    timed.planned_steps = 400
+    assert timed.warmup(20) == 20 and timed.warmup(100) == 40
+    assert TimeBudget(max_steps=24, planned_steps=None).warmup(20) == 20  # --max-steps: capped_warmup's, unchanged
+    lr = lambda step, warmup: lr_at(step, peak_lr=1.0, warmup_steps=warmup, total_steps=24, min_lr_ratio=0.05)  # noqa: E731
+    assert lr(23, 20) > 0.15 and lr(23, TimeBudget(minutes=0.2, planned_steps=24).warmup(20)) < 0.07
 
 
 def test_the_step_that_ends_a_timed_run_is_saved_when_time_runs_out_while_validating(tmp_path):

@@ -38,9 +38,26 @@ def test_paths_come_back_in_vpt_camera_units():
     assert revisit_info(PATHS, 10.0)["paths"] == {"walk1": {"far": 1, "return": 2}, "look1": {"far": 1, "return": 2},
                                                   "turn360": {"far": 18, "return": 36}}
     for bad, message in (({"turn_deg": 20.0}, "turn_deg"), ({"turn_deg": 7.0}, "divide 360"),
-                         ({"paths": ("walk1", "jump3")}, "paths must be"), ({"paths": ("walk1",)}, "paths must be")):
+                         ({"paths": ("walk1", "jump3")}, "paths jump3: not a path"),
+                         ({"paths": ("walk1",)}, "paths walk1: a revisit file"),
+                         ({"paths": ("walk1", "walk1")}, "paths has walk1 more than once")):
         with pytest.raises(ValueError, match=message):
             RevisitsConfig(out="x", **bad)
+
+
+def test_a_single_path_is_refused_saying_why_in_one_line(tmp_path, capsys):
+    """`capture revisits --paths walk1` was 'paths must be 2 or more different names like turn360, walk4, look9',
+    with no reason; the same line was given for a misspelt name and for a name given twice."""
+    from worldloom.pipeline.cli import main as cli
+
+    out = tmp_path / "r.safetensors"
+    assert cli(["capture", "revisits", "--paths", "walk1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and not out.exists(), err
+    assert ("--paths walk1: a revisit file holds 2 paths or more from each state (it is written in the branches "
+            "format, which holds 2 branches or more a state); add another, e.g. --paths walk1 look1") in err, err
+    assert cli(["capture", "revisits", "--paths", "look1", "look1", "--out", str(out)]) == 2
+    assert "--paths has look1 more than once; give each path once" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

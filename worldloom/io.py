@@ -28,7 +28,7 @@ from typing import Any
 __all__ = ["atomic_path", "check_local", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "finite_json", "json_text",
            "temporary_name",
            "temporaries", "restore_dir",
-           "write_video", "write_image", "check_image_out", "check_video_out", "check_not_in_dataset",
+           "write_video", "VideoWriter", "gif_bytes_per_frame", "write_image", "check_image_out", "check_video_out", "check_not_in_dataset",
            "VIDEO_WRITE_SUFFIXES"]
 
 VIDEO_WRITE_SUFFIXES = (".mp4", ".gif")
@@ -281,29 +281,148 @@ def check_not_in_dataset(path: Path, flag: str = "--out") -> None:
 
 def write_video(path: str | os.PathLike, frames, fps: float, *, crf: int = 18, pix_fmt: str = "yuv420p") -> Path:
     """RGB uint8 frames (T, H, W, 3) to .mp4 (H.264 through PyAV, which every browser plays; odd
-    sizes are cropped by one pixel, as 4:2:0 needs) or .gif (Pillow), atomically.
+    sizes are cropped by one pixel, as 4:2:0 needs) or .gif (Pillow), atomically: `VideoWriter`
+    given every frame (`frames` may be any iterable, a generator too).
 
     `pix_fmt="yuv444p"` keeps pixel-art colours exact but some players refuse it. Raises ValueError
     for another suffix or no frames.
     """
-    import numpy as np
+    with VideoWriter(path, fps, crf=crf, pix_fmt=pix_fmt) as video:
+        for frame in frames:
+            video.write(frame)
+    return Path(path)
 
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in VIDEO_WRITE_SUFFIXES:
-        raise ValueError(f"{path}: unknown video type {suffix!r}; use {' or '.join(VIDEO_WRITE_SUFFIXES)}")
-    if len(frames) == 0:
-        raise ValueError(f"{path}: no frames to write")
-    with atomic_path(path) as tmp:  # (which makes the folder)
-        if suffix == ".gif":
-            from PIL import Image
 
-            shown, delays_ms = gif_timing(len(frames), fps)
-            images = [Image.fromarray(np.asarray(frames[k])) for k in shown]
-            images[0].save(tmp, save_all=True, append_images=images[1:], duration=delays_ms, loop=0)
+class VideoWriter:
+    """A video written frame by frame, atomically (the file appears at `path` on `close`, complete):
+
+        with VideoWriter("ep.mp4", fps=20) as video:   # .mp4 or .gif
+            for frame in frames:                       # RGB uint8 (H, W, 3), every one the same size
+                video.write(frame)
+
+    An .mp4 encodes each frame as it comes (PyAV's H.264), so what it holds does not grow with the
+    video's length: a few frames in the encoder's lookahead. A .gif cannot: Pillow's GIF writer writes
+    a file only once it has every frame (a run of identical frames becomes one frame with their delays
+    added up, and the last frame's delay comes from the video's length: `gif_timing`), so each frame is
+    held until `close`, as a palette image (1 byte a pixel, a third of RGB; what Pillow makes of it
+    anyway, so the file is the same), and a frame the GIF leaves out (above 50 fps) not at all;
+    `gif_bytes_per_frame` is that cost. An exception inside the `with` (or `abort`) leaves no file and
+    no temporary. ValueError for another suffix, for no frames, or for a frame of another size.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float, *, crf: int = 18, pix_fmt: str = "yuv420p") -> None:
+        self.path, self.fps, self.crf, self.pix_fmt = Path(path), fps, crf, pix_fmt
+        self.suffix = self.path.suffix.lower()
+        if self.suffix not in VIDEO_WRITE_SUFFIXES:
+            raise ValueError(f"{self.path}: unknown video type {self.suffix!r}; use {' or '.join(VIDEO_WRITE_SUFFIXES)}")
+        self.tmp = temporary_name(self.path)
+        self.num_frames = 0
+        self._shape: tuple[int, ...] | None = None
+        self._container = self._stream = None  # .mp4: opened at the first frame (its size)
+        self._held: list = []  # .gif: the palette images of the frames it shows
+        self._last_start_cs: int | None = None
+
+    def write(self, frame) -> None:
+        """Add one RGB uint8 frame (H, W, 3)."""
+        import numpy as np
+
+        frame = np.asarray(frame)
+        if self._shape is None:
+            self._shape = frame.shape
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif frame.shape != self._shape:
+            raise ValueError(f"{self.path}: frame {self.num_frames} is {frame.shape}, the first was {self._shape}")
+        if self.suffix == ".gif":
+            self._hold(frame)
         else:
-            _write_h264(tmp, frames, fps, crf, pix_fmt)
-    return path
+            self._encode(frame)
+        self.num_frames += 1
+
+    def _hold(self, frame) -> None:
+        from PIL import Image
+
+        start = _gif_start_cs(self.num_frames, self.fps)
+        if self._last_start_cs is not None and start - self._last_start_cs < GIF_MIN_DELAY_CS:
+            return  # on screen for under 2 cs: the GIF leaves it out (gif_timing)
+        self._last_start_cs = start
+        # what Pillow's GIF writer turns an RGB frame into (GifImagePlugin._normalize_mode), done now to hold a third
+        self._held.append(Image.fromarray(frame).convert("P", palette=Image.Palette.ADAPTIVE))
+
+    def _encode(self, frame) -> None:
+        import av
+        import numpy as np
+
+        if self._container is None:
+            from fractions import Fraction
+
+            h, w = frame.shape[:2]
+            self._container = av.open(str(self.tmp), mode="w", format="mp4")
+            self._stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
+            self._stream.height, self._stream.width, self._stream.pix_fmt = h - h % 2, w - w % 2, self.pix_fmt
+            self._stream.options = {"crf": str(self.crf)}
+        h, w = self._stream.height, self._stream.width
+        image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:h, :w]), format="rgb24")
+        self._container.mux(self._stream.encode(image))
+
+    def close(self) -> Path:
+        """Finish the file and put it at `path`; returns `path`. ValueError (and no file) when no frame was written."""
+        if not self.num_frames:
+            self.abort()
+            raise ValueError(f"{self.path}: no frames to write")
+        try:
+            if self.suffix == ".gif":
+                shown, delays_ms = gif_timing(self.num_frames, self.fps)
+                assert len(shown) == len(self._held), (len(shown), len(self._held))
+                first, rest = self._held[0], self._held[1:]
+                self._held = []  # Pillow holds its own copy of each frame while it writes; ours go as it takes them
+                first.save(self.tmp, format="GIF", save_all=True, append_images=_drained(rest), duration=delays_ms, loop=0)
+            else:
+                self._container.mux(self._stream.encode())
+                self._container.close()
+                self._container = None
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Stop without a file: the temporary (and whatever it holds) is deleted."""
+        if self._container is not None:
+            with contextlib.suppress(Exception):
+                self._container.close()
+            self._container = None
+        self._held = []
+        _remove(self.tmp)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _drained(images: list):
+    """`images` one at a time, each let go of here as it is handed on."""
+    from collections import deque
+
+    queue = deque(images)
+    images.clear()
+    while queue:
+        yield queue.popleft()
+
+
+def gif_bytes_per_frame(height: int, width: int) -> int:
+    """Bytes a .gif's `VideoWriter` holds for each frame until it is closed (its palette image), about."""
+    return height * width + 8192  # the pixels, and the image's palette and object (measured: 77.6 kB a 256x284 frame)
+
+
+def _gif_start_cs(k: int, fps: float) -> int:
+    """Where frame `k` starts in a GIF at `fps`, whole centiseconds (`gif_timing`)."""
+    return math.floor(100 * k / fps + 1e-9)
 
 
 # A GIF states each frame's delay in whole centiseconds, and browsers play a delay under 2 cs as 10 cs
@@ -316,7 +435,7 @@ def gif_timing(num_frames: int, fps: float) -> tuple[list[int], list[int]]:
     floor(100 k / fps) cs, the last ends at ceil(100 n / fps) cs, so every step k / fps shows frame k and the
     clip lasts its n / fps seconds; one delay of round(100 / fps) cs drifted (30 fps played at 33.3).
     Above 50 fps, frames that would last under 2 cs are left out (the frame on screen at each kept start)."""
-    starts = [math.floor(100 * k / fps + 1e-9) for k in range(num_frames)]
+    starts = [_gif_start_cs(k, fps) for k in range(num_frames)]
     end = math.ceil(100 * num_frames / fps - 1e-9)
     shown: list[int] = []
     for k, start in enumerate(starts):
@@ -325,21 +444,3 @@ def gif_timing(num_frames: int, fps: float) -> tuple[list[int], list[int]]:
         shown.append(k)
     stops = [starts[k] for k in shown[1:]] + [max(end, starts[shown[-1]] + GIF_MIN_DELAY_CS)]
     return shown, [10 * (stop - starts[k]) for k, stop in zip(shown, stops, strict=True)]
-
-
-def _write_h264(path: Path, frames, fps: float, crf: int, pix_fmt: str) -> None:
-    from fractions import Fraction
-
-    import av
-    import numpy as np
-
-    h, w = np.asarray(frames[0]).shape[:2]
-    h, w = h - h % 2, w - w % 2
-    with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.height, stream.width, stream.pix_fmt = h, w, pix_fmt
-        stream.options = {"crf": str(crf)}
-        for f in frames:
-            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.asarray(f)[:h, :w]), format="rgb24")
-            container.mux(stream.encode(image))
-        container.mux(stream.encode())

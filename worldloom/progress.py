@@ -39,8 +39,12 @@ LOG_EVERY_S = 30.0
 class LogLines:
     """A text stream (stderr in a log file) on which a progress bar's redraws (tqdm's `\r` + line + the
     spaces that blank a longer line before it) become lines, one every `every_s` seconds: a redraw is
-    written as a line of its own where it comes at least `every_s` after the last one written (so the
-    first one is), or when a newline ends it (a bar closed and left).
+    written as a line of its own where it comes at least `every_s` after the last bar line written (so the
+    first one is), or when a newline ends it (a bar closed and left), unless it says what the line last written
+    on the clock said, times and rate aside. A study's log showed its expert's Explore bar twice: the clock
+    counted from the last line written on it, not from the bars closed since, so a bar of a second that began 30 s
+    after it wrote its first redraw and its last line; and a bar whose last update came on the clock wrote that
+    `100%` line, then the same again as it closed.
     A line blanked and not ended (a bar cleared for a message, or closed and not left) is dropped, as
     on a terminal. Other text passes as it is; attributes (`isatty`, `fileno`) are the stream's."""
 
@@ -49,6 +53,7 @@ class LogLines:
         self._line = ""  # the text since the last \r or \n, not yet written
         self._redrawn = False  # that text began with a \r (a bar's redraw), not a fresh line
         self._last = -float("inf")
+        self._timed = ""  # the last redraw written for the clock: a bar's close that repeats it is not written again
 
     def write(self, text: str) -> int:
         out = []
@@ -56,9 +61,12 @@ class LogLines:
             if piece == "\r":
                 self._line, self._redrawn = "", True
             elif piece == "\n":
-                if self._line.strip() or not self._redrawn:  # a blank line of its own is kept
+                repeat = self._redrawn and _progress(self._line) == _progress(self._timed)
+                if (self._line.strip() or not self._redrawn) and not repeat:  # a blank line of its own is kept
                     out.append(self._line.rstrip() + "\n")
-                self._line, self._redrawn = "", False
+                    if self._redrawn:  # a bar's last line: the clock counts from it too
+                        self._last = self.clock()
+                self._line, self._redrawn, self._timed = "", False, ""
             else:
                 self._line += piece
         if self._line and not self._redrawn:  # a line being written (a prompt, a message in parts): as it comes
@@ -66,13 +74,18 @@ class LogLines:
             self._line = ""
         elif self._line.strip() and self.clock() - self._last >= self.every_s:  # a redraw (tqdm writes each whole)
             out.append(self._line.rstrip() + "\n")
-            self._line, self._last = "", self.clock()
+            self._line, self._last, self._timed = "", self.clock(), self._line
         if out:
             self.stream.write("".join(out))
         return len(text)
 
     def __getattr__(self, name: str):
         return getattr(self.stream, name)
+
+
+def _progress(line: str) -> str:
+    """A bar's line without its times and rate (tqdm's last `[elapsed<left, rate, postfix]`): what it says of the work."""
+    return line.rpartition(" [")[0] or line
 
 
 def for_log_files() -> None:

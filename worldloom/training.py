@@ -120,12 +120,20 @@ def resolve_device(name: str, doing: str = "training"):
 class TimeBudget:
     """`--minutes` and `--max-steps` -> how many optimizer steps the schedule has.
 
-    With a time budget the length is fitted to the measured speed after `plan_after` steps
-    (the first ones include compilation and warm caches, so the clock starts at step 2) and
-    refitted every `refit_every` steps (a shared machine's speed drifts); without one it is
-    `max_steps` (or DEFAULT_MAX_STEPS). Its state is saved in checkpoints, so a resumed run
-    continues on the same schedule; `elapsed_s` counts every resume.
+    With a time budget the length is fitted to the measured speed (optimizer steps a second since
+    step 2: the first ones include compilation and warm caches) after `plan_after` steps, and refitted
+    as the run goes (a shared machine's speed drifts, validation passes and checkpoints take their
+    time): at twice as many steps into the run as at the last fit (20, 40, 80, ...), every
+    `refit_every` steps, and every `1 / REFITS` of the budget's time. So the last refit comes in the
+    budget's last twentieth, and one past its end makes the next step the last: a timed run ends with
+    its schedule finished (its learning rate at the schedule's end), also a run of seconds (`--minutes
+    0.2` stopped at step 73 of the 167 fitted at step 10, its rate at 1.5e-3 of a 2e-3 peak, when only
+    every 100th step refitted). Without a time budget the length is `max_steps` (or DEFAULT_MAX_STEPS)
+    and never changes. Its state is saved in checkpoints, so a resumed run continues on the same
+    schedule; `elapsed_s` counts every resume.
     """
+
+    REFITS = 20  # refits by time over the budget, at least
 
     minutes: float = 0.0
     max_steps: int | None = None
@@ -133,6 +141,7 @@ class TimeBudget:
     plan_after: int = 10
     refit_every: int = 100
     _probe: tuple[int, float] | None = field(default=None, repr=False)
+    _fitted: tuple[int, float] | None = field(default=None, repr=False)  # (step, elapsed_s) of this call's last fit
 
     @property
     def limit(self) -> int:
@@ -159,14 +168,35 @@ class TimeBudget:
             self._probe = (step, elapsed_s)
         if self._probe is None or step <= self._probe[0]:
             return False
-        first = self.planned_steps is None and steps_this_call >= self.plan_after
-        refit = self.planned_steps is not None and step % self.refit_every == 0
-        if not (first or refit):
+        if not (self._first_fit(step, steps_this_call) or self._refit_due(step, elapsed_s)):
             return False
         step_s = (elapsed_s - self._probe[1]) / (step - self._probe[0])
-        fitted = step + int((self.minutes * 60 - elapsed_s) / max(step_s, 1e-9))
+        fitted = step + int((self.minutes * 60 - elapsed_s) / max(step_s, 1e-9))  # past the budget: step + 1
+        before, self._fitted = self.planned_steps, (step, elapsed_s)
         self.planned_steps = max(step + 1, min(self.limit, fitted))
-        return True
+        return self.planned_steps != before
+
+    def _first_fit(self, step: int, steps_this_call: int) -> bool:
+        return self.planned_steps is None and steps_this_call >= self.plan_after
+
+    def _refit_due(self, step: int, elapsed_s: float) -> bool:
+        """A plan made (here or before a resume) is refitted at twice the steps of the last fit, every
+        `refit_every` steps, and every 1 / REFITS of the budget's time since the last fit (the probe's, after a resume)."""
+        if self.planned_steps is None:
+            return False
+        last_step, last_s = self._fitted or self._probe
+        return (step >= 2 * last_step or step % self.refit_every == 0
+                or elapsed_s - last_s >= self.minutes * 60 / self.REFITS)
+
+    def warmup(self, warmup_steps: int) -> int:
+        """`warmup_steps`, but once a time budget has planned the run at most WARMUP_FRACTION of the planned steps
+        (and not under the `plan_after` steps taken before the plan, so the ramp still ends at the peak): a short
+        timed run must reach its peak and decay from it (agent train's 20 warmup steps took 20 of a 24-step
+        `--minutes 0.2` run, and its last step's rate was 19% of the peak where the schedule ends at 5%). As given
+        without a time budget or before the plan; a function of the saved plan, so a resume is exact."""
+        if not self.minutes or self.planned_steps is None:
+            return warmup_steps
+        return min(warmup_steps, max(self.plan_after, int(WARMUP_FRACTION * self.planned_steps)))
 
     def out_of_time(self, elapsed_s: float) -> bool:
         """True when the time is spent (5% grace for a drifting estimate)."""
