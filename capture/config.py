@@ -40,7 +40,7 @@ class CaptureConfig:
     episodes: int = doc("number of episodes to record", 8)
     steps: int = doc("steps (frames) per episode; an episode that ends earlier is kept shorter", 200)
     resolution: int = doc("frame height and width in pixels (square frames; voxel 64..360, minetest 64..512, "
-                          "crafter and minerl 16..1024)", 128)
+                          "crafter 18..1024, minerl 16..1024)", 128)
     antialias: bool = doc("voxel env: 2x2 samples per pixel, averaged (see docs/envs.md)", False)
     day_length: int = doc("voxel env: steps in a day-night cycle, the sun moving from mid-morning (0: a fixed "
                           "mid-morning sun); with it the captions name dawn, day, dusk and night", 0)
