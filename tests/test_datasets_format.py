@@ -119,6 +119,27 @@ def test_episode_written_in_parts_equals_one_pass(tmp_path, codec, sizes):
     assert validate(tmp_path / "parts") == []
 
 
+def test_h264_chunks_hold_no_b_frames_and_the_same_frames_encode_the_same():
+    """The h264 codec's "no B-frames" was asked as x264's `bframes`, an option name libavcodec does not
+    know (ignored without a word): chunks held B-frames, and the bytes of the same 32 frames depended
+    on what the process had encoded before, so `capture run --codec h264` with 1 and 2 workers stored
+    frames up to 62 levels apart (until 2026-12-08)."""
+    import av
+
+    from worldloom.datasets import codecs
+
+    frames = pixel_frames(32, 64, 64, seed=4)
+    ctx = av.CodecContext.create("h264", "r")
+    decoded = [f for p in ctx.parse(codecs.encode_h264(frames)) + ctx.parse(None) for f in ctx.decode(p)] + ctx.decode(None)
+    types = [int(f.pict_type) for f in decoded]  # AV_PICTURE_TYPE_I 1, _P 2, _B 3
+    assert len(decoded) == 32 and set(types) <= {1, 2}, types
+    made = set()
+    for k in range(8):  # other encodes in between, as a recorder's episodes and other sizes do
+        codecs.encode_h264(pixel_frames(32, 32 + 16 * (k % 3), 64, seed=k))
+        made.add(codecs.encode_h264(frames.copy()))
+    assert len(made) == 1
+
+
 def test_validate_names_h264_chunks_off_their_steps(tmp_path):
     """A shard whose h264 chunks do not start at steps 0, 32, 64, ... (another tool's writer) is a problem
     validate names: a reader decodes a clip from the chunk start its step falls after."""
