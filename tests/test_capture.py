@@ -369,6 +369,40 @@ def test_strip_actions_writes_footage_and_truth(tmp_path, ray_cluster):
     assert capture(cfg).num_recorded == 0
 
 
+def test_a_moved_footage_and_truth_pair_is_finished_by_the_command_inspect_prints(tmp_path, ray_cluster, monkeypatch,
+                                                                                 capsys):
+    """`dataset inspect` of an unfinished --strip-actions job prints the command that finishes it; the other
+    dataset of the pair was named as the job had it (`--out footage`, relative to where it ran), so once the
+    pair was moved (or inspect ran elsewhere) the command wrote the footage to a new, wrong folder (until
+    2026-12-08). Now it names where the other dataset is: as stored, or beside this one."""
+    import shlex
+
+    made = tmp_path / "made"
+    made.mkdir()
+    monkeypatch.chdir(made)
+    cfg = CaptureConfig(out="footage", strip_actions="truth", episodes=2, steps=8, resolution=RES, num_workers=1,
+                        progress=False)
+    capture(cfg)
+    moved = tmp_path / "elsewhere" / "pair"
+    moved.parent.mkdir()
+    shutil.move(str(made), str(moved))
+    for name in ("footage", "truth"):  # the job asked for 3 episodes: 2 committed, as a killed job leaves it
+        manifest = json.loads((moved / name / "dataset.json").read_text())
+        manifest["config"]["capture"]["episodes"] = 3
+        (moved / name / "dataset.json").write_text(json.dumps(manifest))
+    monkeypatch.chdir(tmp_path)
+    for name in ("truth", "footage"):
+        assert cli_main(["dataset", "inspect", str(moved / name)]) == 1
+        finish = capsys.readouterr().out.split("to finish it run: ")[1].splitlines()[0]
+        args = shlex.split(finish)[1:]
+        assert args[args.index("--out") + 1] == str(moved / "footage"), finish
+        assert args[args.index("--strip-actions") + 1] == str(moved / "truth"), finish
+    assert cli_main(args) == 0
+    assert not (tmp_path / "footage").exists() and not (tmp_path / "truth").exists()
+    for name in ("footage", "truth"):
+        assert len(Dataset(moved / name)) == 3 and validate(moved / name) == []
+
+
 def test_crafter_goes_through_the_same_path(tmp_path, ray_cluster):
     cfg = CaptureConfig(out=str(tmp_path / "d"), env="crafter", player="random", episodes=3, steps=25, resolution=RES,
                         num_workers=2, episodes_per_shard=2, progress=False)
