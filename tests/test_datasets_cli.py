@@ -716,3 +716,23 @@ def test_a_split_that_draws_no_episode_says_so_and_names_a_seed_that_fills_every
     assert main(["dataset", "split", str(tmp_path / "two"), "--out", str(tmp_path / "t"), *flags, "--seed", str(suggested)]) == 0
     assert "warning" not in capsys.readouterr().err
     assert [len(Dataset(tmp_path / "t" / n).episode_ids) for n in ("train", "val")] == [1, 1]
+
+
+def test_a_split_and_its_source_given_together_are_one_copy_of_the_data(small_dataset, tmp_path):
+    """`dataset split` records where each episode came from in its env_config (`split_source`), and the
+    copy check compared env_config whole: a split's datasets given with their source (`idm train --data
+    labeled splits/train`, `pretrain train`) were taken as other play and each episode counted twice
+    (until 2026-12-08). Now the record of where a copy came from is no part of what the play was."""
+    from worldloom.datasets.reader import check_distinct
+    from worldloom.idm.data import open_datasets
+
+    assert main(["dataset", "split", str(small_dataset), "--out", str(tmp_path / "s"), "--fractions", "a=0.5",
+                 "b=0.5"]) == 0
+    for name in ("a", "b"):
+        if not len(Dataset(tmp_path / "s" / name)):
+            continue
+        with pytest.raises(UserError, match="a copy of the same data"):
+            check_distinct([Dataset(small_dataset), Dataset(tmp_path / "s" / name)])
+        with pytest.raises(UserError, match="a copy of the same data"):
+            open_datasets([str(tmp_path / "s" / name), str(small_dataset)], same_frames=True)
+    check_distinct([Dataset(tmp_path / "s" / "a"), Dataset(tmp_path / "s" / "b")])  # the two halves: no episode twice
