@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -74,6 +75,11 @@ class CaptureConfig:
                              f"{self.episode_bytes / 1024**3:.1f} GiB; record shorter episodes")
         if self.strip_actions is not None and _same_place(self.strip_actions, self.out):
             raise ValueError(f"strip_actions must be another dataset than out, got {self.strip_actions!r} for both")
+        if self.strip_actions is not None and (inner := _nested(self.strip_actions, self.out)):
+            # refused here, not once the first of them is made (which stayed, holding the next run to these flags)
+            raise ValueError(f"strip_actions and out are two datasets, neither inside the other, got "
+                             f"{inner[0]!r} inside {inner[1]!r}; give folders side by side (e.g. data/run1 and "
+                             "data/run1-truth)")
         if self.antialias and self.env != "voxel":
             raise ValueError(f"antialias applies to the voxel env only, got env={self.env!r}")
         if self.day_length and self.env != "voxel":
@@ -125,6 +131,21 @@ def _same_place(a: str, b: str) -> bool:
     if "://" in a or "://" in b:
         return a.rstrip("/") == b.rstrip("/")
     return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _nested(a: str, b: str) -> tuple[str, str] | None:
+    """(inner, outer) when one of two different places lies inside the other, else None."""
+    def parts(path: str) -> tuple[str, ...]:
+        if "://" in path:
+            return tuple(p for p in path.split("?")[0].split("/") if p)
+        return Path(os.path.abspath(path)).parts
+
+    a_parts, b_parts = parts(a), parts(b)
+    if a_parts != b_parts and a_parts[:len(b_parts)] == b_parts:
+        return a, b
+    if a_parts != b_parts and b_parts[:len(a_parts)] == a_parts:
+        return b, a
+    return None
 
 
 def episode_seed(job_seed: int, index: int) -> int:

@@ -224,6 +224,20 @@ def test_a_size_the_env_does_not_support_is_refused_before_writing(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.parametrize("out, truth", [("f", "f/truth"), ("t/footage", "t"), ("a/", "./a")])
+def test_footage_and_truth_one_inside_the_other_are_refused_before_writing(tmp_path, monkeypatch, capsys, out, truth):
+    """`--out f --strip-actions f/truth` made the footage dataset f, then refused the truth as inside it, and
+    left f behind (empty, holding the next run to these flags); `--out t/footage --strip-actions t` left
+    t/footage, then called t not empty (until 2026-12-08). Now one line while the flags are parsed."""
+    monkeypatch.chdir(tmp_path)
+    args = ["capture", "run", "--episodes", "1", "--steps", "4", "--resolution", str(RES), "--out", out,
+            "--strip-actions", truth]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert "--strip-actions" in err and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_second_job_on_the_same_output_is_refused(tmp_path):
     import fcntl
 
