@@ -776,3 +776,18 @@ def test_a_full_disk_stops_an_ingest_instead_of_skipping_every_input(tmp_path, f
     lines = [line for line in err.splitlines() if "%|" not in line]
     assert "skipped" not in err and lines[-1].startswith("worldloom dataset: error: no space left on the device"), err
     assert lines[-1].endswith("re-run the same command to resume"), err
+
+
+def test_a_file_written_to_a_read_only_disk_is_one_line(small_dataset, full_disk, capsys):
+    """`dataset captions --out`, `capture branches --out` (any command's file) to a read-only disk ended in a
+    traceback: the write failed, then the clean-up of the temporary file that was never made failed too,
+    masking it (until 2026-12-08). Now one line naming the file, exit 2, for every command."""
+    ro = full_disk("1m", read_only=True)
+    for argv in (["envs", "show", "--env", "voxel", "--seeds", "0-1", "--out", str(ro / "w.png")],
+                 ["capture", "branches", "--episodes", "1", "--context", "2", "--horizon", "2", "--resolution", "64",
+                  "--out", str(ro / "b.safetensors")]):
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err and "read-only" in err, err
+        assert f"cannot write {ro / argv[-1].split('/')[-1]}: " in err, err  # the file asked for, not its temporary
