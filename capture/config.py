@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -40,7 +41,7 @@ class CaptureConfig:
     episodes: int = doc("number of episodes to record", 8)
     steps: int = doc("steps (frames) per episode; an episode that ends earlier is kept shorter", 200)
     resolution: int = doc("frame height and width in pixels (square frames; voxel 64..360, minetest 64..512, "
-                          "crafter and minerl 16..1024)", 128)
+                          "crafter 18..1024, minerl 16..1024)", 128)
     antialias: bool = doc("voxel env: 2x2 samples per pixel, averaged (see docs/envs.md)", False)
     day_length: int = doc("voxel env: steps in a day-night cycle, the sun moving from mid-morning (0: a fixed "
                           "mid-morning sun); with it the captions name dawn, day, dusk and night", 0)
@@ -74,6 +75,11 @@ class CaptureConfig:
                              f"{self.episode_bytes / 1024**3:.1f} GiB; record shorter episodes")
         if self.strip_actions is not None and _same_place(self.strip_actions, self.out):
             raise ValueError(f"strip_actions must be another dataset than out, got {self.strip_actions!r} for both")
+        if self.strip_actions is not None and (inner := _nested(self.strip_actions, self.out)):
+            # refused here, not once the first of them is made (which stayed, holding the next run to these flags)
+            raise ValueError(f"strip_actions and out are two datasets, neither inside the other, got "
+                             f"{inner[0]!r} inside {inner[1]!r}; give folders side by side (e.g. data/run1 and "
+                             "data/run1-truth)")
         if self.antialias and self.env != "voxel":
             raise ValueError(f"antialias applies to the voxel env only, got env={self.env!r}")
         if self.day_length and self.env != "voxel":
@@ -125,6 +131,21 @@ def _same_place(a: str, b: str) -> bool:
     if "://" in a or "://" in b:
         return a.rstrip("/") == b.rstrip("/")
     return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _nested(a: str, b: str) -> tuple[str, str] | None:
+    """(inner, outer) when one of two different places lies inside the other, else None."""
+    def parts(path: str) -> tuple[str, ...]:
+        if "://" in path:
+            return tuple(p for p in path.split("?")[0].split("/") if p)
+        return Path(os.path.abspath(path)).parts
+
+    a_parts, b_parts = parts(a), parts(b)
+    if a_parts != b_parts and a_parts[:len(b_parts)] == b_parts:
+        return a, b
+    if a_parts != b_parts and b_parts[:len(a_parts)] == a_parts:
+        return b, a
+    return None
 
 
 def episode_seed(job_seed: int, index: int) -> int:

@@ -44,7 +44,7 @@ CODECS: dict[str, Codec] = {
 }
 DEFAULT_CODEC = "raw"
 JPEG_QUALITY = 95
-H264_OPTIONS = {"crf": "18", "preset": "veryfast", "bframes": "0"}  # 4:4:4 crf 18: ~34+ dB on pixel art
+H264_OPTIONS = {"crf": "18", "preset": "veryfast", "bf": "0"}  # 4:4:4 crf 18: ~34+ dB on pixel art
 
 
 def get_codec(name: str) -> Codec:

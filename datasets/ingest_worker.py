@@ -27,6 +27,7 @@ from worldloom.errors import UserError
 
 from . import minerl, vpt
 from .captions import captions_of
+from .jobs import raise_if_output_failed
 from .resize import resize
 from .storage import MAX_SIDE, MIN_SIDE, SpecMismatch
 from .video import PER_FRAME, RESAMPLING, VideoError, VideoReader
@@ -200,6 +201,7 @@ class Ingester:
             abort_writers(self.writers)  # its finished shards stay uncommitted, its open one's file goes
             if not isinstance(err, Exception):  # Ctrl-C, SystemExit: on their way, nothing left behind
                 raise
+            raise_if_output_failed(err, self.cfg.out, "inputs ingested")  # the output's disk: the job stops
             message = str(err) if isinstance(err, (UserError, VideoError)) else f"{type(err).__name__}: {err}"
             if not any(item.get(k) and item[k] in message for k in ("source", "video", "jsonl", "npz")):
                 message = f"{item['source']}: {message}"

@@ -14,6 +14,7 @@ sweeps frames/ when it ends, so a re-run of a killed command leaves a dataset th
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import posixpath
@@ -28,6 +29,22 @@ from worldloom.errors import UserError
 from . import schema, storage
 
 JOB_LOCK_NAME = ".job.lock"
+# Errors of writing a job's output, never of reading an input: a full disk or quota, a read-only disk.
+OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def raise_if_output_failed(err: BaseException, out: str, inputs: str = "inputs") -> None:
+    """Raise again an error of one input's item that is the output's disk failing (OUTPUT_ERRNOS), for the
+    jobs that skip a bad input and go on (`dataset ingest`, `idm label`): every input after it would fail
+    the same way, each read first, and be skipped as if it were bad (until 2026-12-08). A full disk is
+    raised as it is (the line every command gives for it, pipeline/cli.py), a read-only one as a UserError
+    naming `out`. Anything else returns: the input's own fault."""
+    if not (isinstance(err, OSError) and err.errno in OUTPUT_ERRNOS):
+        return
+    if err.errno == errno.EROFS:
+        raise UserError(f"{out}: cannot write the dataset ({err.strerror or err}); the {inputs} done before are "
+                        "committed: make it writable, then run the same command again to finish") from None
+    raise err
 
 
 @contextlib.contextmanager
@@ -41,10 +58,17 @@ def job_lock(roots: list[str], job: str) -> Iterator[None]:
             loc = storage.resolve(root)
             if not loc.is_local:
                 continue
-            if not os.path.isdir(loc.path):
-                made.append(loc)
-            os.makedirs(loc.path, exist_ok=True)
-            fds.append(os.open(loc.join(JOB_LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644))
+            fresh = not os.path.isdir(loc.path)
+            try:
+                os.makedirs(loc.path, exist_ok=True)
+                if fresh:
+                    made.append(loc)
+                fds.append(os.open(loc.join(JOB_LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644))
+            except OSError as err:
+                if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise  # a full disk: the line every command gives for it (pipeline/cli.py)
+                raise UserError(f"{root}: cannot write here ({err.strerror or err}); give an --out on a disk this "
+                                "user can write") from None
             try:
                 fcntl.flock(fds[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -53,7 +77,7 @@ def job_lock(roots: list[str], job: str) -> Iterator[None]:
         yield
     finally:
         for loc in made:  # a job that wrote nothing leaves no folder behind (removed while still locked)
-            if os.listdir(loc.path) == [JOB_LOCK_NAME]:
+            if os.path.isdir(loc.path) and os.listdir(loc.path) == [JOB_LOCK_NAME]:
                 os.unlink(loc.join(JOB_LOCK_NAME))
                 os.rmdir(loc.path)
         for fd in fds:

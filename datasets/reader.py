@@ -12,6 +12,7 @@ hold the asked steps are read.
 from __future__ import annotations
 
 import bisect
+import json
 import os
 from dataclasses import dataclass
 
@@ -265,12 +266,34 @@ def check_distinct(datasets: list[Dataset]) -> None:
             owner[key] = loc.uri
 
 
+# env_config keys that record where a copy of an episode came from (`dataset split`: its source shard and
+# rows), not what was played: an episode and its copy differ in them and are still the same play.
+COPY_RECORD_KEYS = ("split_source",)
+
+
 def _episode_keys(episodes: pa.Table) -> list[tuple]:
-    """(episode_id, num_steps, seed, env_config) of each episode: what makes two of them the same play."""
+    """(episode_id, num_steps, seed, env_config without COPY_RECORD_KEYS) of each episode: what makes two of
+    them the same play."""
     names = ("episode_id", "num_steps", "seed", "env_config")
     columns = [episodes.column(n).to_pylist() if n in episodes.column_names else [None] * episodes.num_rows
                for n in names]
+    columns[3] = [_played_config(text) for text in columns[3]]
     return list(zip(*columns, strict=True))
+
+
+def _played_config(text: str | None) -> str | None:
+    """An env_config's JSON text without the keys that record where a copy came from (canonical key order;
+    None for none left)."""
+    if not text:
+        return text
+    try:
+        config = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(config, dict):
+        return text
+    played = {k: v for k, v in config.items() if k not in COPY_RECORD_KEYS}
+    return json.dumps(played, sort_keys=True) if played else None  # a split of an episode without one: none
 
 
 def check_same_frames(datasets: list[Dataset], what: str = "train on") -> None:

@@ -13,9 +13,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from worldloom.config import flag_name
+from worldloom.errors import UserError
+from worldloom.paths import shell_word
 from worldloom.progress import counted
 
-from . import schema
+from . import schema, storage
 from .jobs import job_running
 from .reader import Dataset
 
@@ -76,10 +78,33 @@ def completion(ds: Dataset, num_episodes: int) -> dict:
         flags = [f"{flag_name(k)} {v}" for k, v in capture.items() if k not in _RUN_FIELDS and v is not None and v is not False]
         out, truth = ds.location.uri, capture.get("strip_actions")
         if truth and config.get("label_source") == "env":  # the true actions of a footage job
-            out, truth = capture.get("out"), ds.location.uri
-        flags += [f"--strip-actions {truth}"] if truth else []
-        finish = f"worldloom capture run {' '.join(flags)} --out {out}"
+            out, truth = pair_of(ds, capture, "none"), ds.location.uri
+        elif truth:
+            truth = pair_of(ds, capture, "env")
+        flags += [f"--strip-actions {shell_word(truth)}"] if truth else []
+        finish = f"worldloom capture run {' '.join(flags)} --out {shell_word(out)}"
     return {"job_running": running, "planned_episodes": planned, "complete": complete, "finish": finish}
+
+
+def pair_of(ds: Dataset, capture: dict, label_source: str) -> str:
+    """Where the other dataset of a `--strip-actions` job (the footage: `label_source` "none"; the truth: "env")
+    is now: the path the job stored (as typed, relative to where it ran) where it holds that dataset, else the
+    folder of the same name beside `ds` (a pair moved or copied together), else the stored path."""
+    stored = str(capture.get("out" if label_source == "none" else "strip_actions"))
+    candidates = [stored]
+    if ds.location.is_local and "://" not in stored:
+        candidates.append(os.path.join(os.path.dirname(os.path.abspath(ds.location.path)), os.path.basename(stored)))
+    for path in candidates:
+        try:
+            config = (storage.read_manifest(storage.resolve(path)) or {}).get("config") or {}
+        except (OSError, ValueError, UserError):
+            continue
+        other = config.get("capture") if isinstance(config, dict) else None
+        if config.get("label_source") == label_source and isinstance(other, dict) and \
+                {k: v for k, v in other.items() if k not in _RUN_FIELDS} == \
+                {k: v for k, v in capture.items() if k not in _RUN_FIELDS}:
+            return path
+    return stored
 
 
 def state_summary(ds: Dataset) -> dict:

@@ -265,7 +265,21 @@ class _ShardScan:
 
     def finish(self) -> list[tuple[str, int, int]]:
         h, w, codec = self.spec.height, self.spec.width, self.spec.codec
-        for _, first, count in (self.episodes if self.chunk_cells else ()):
+        size = codecs.get_codec(codec).chunk_frames
+        for eid, first, count in (self.episodes if self.chunk_cells else ()):
+            # A reader decodes steps [a, b) from the chunk at a // size * size: a chunk that starts
+            # elsewhere (another tool's writer) decodes whole but not from a clip's step.
+            starts = [i for i, cell in enumerate(self.chunk_cells[first : first + count]) if cell]
+            wrong = sorted(set(starts) ^ set(range(0, count, size)))
+            if wrong:
+                off = wrong[0]
+                self.add(first + off, f"episode {eid!r}: its {codec} chunks must start at steps 0, {size}, {2 * size}, ... "
+                                      f"(a frame stream there, empty cells between), step {off} "
+                                      f"{'holds none' if off not in starts else 'is not where one starts'} "
+                                      f"(chunks start at steps {', '.join(map(str, starts[:4]))}"
+                                      f"{', ...' if len(starts) > 4 else ''}): a clip read from inside the episode "
+                                      "does not decode; write the episode again with DatasetWriter")
+                continue
             try:
                 codecs.decode_frames(codec, pa.array(self.chunk_cells[first : first + count], pa.binary()), h, w)
             except codecs.FrameDecodeError as err:

@@ -221,10 +221,11 @@ def build_frame_table(
     spec: storage.FrameSpec, episode_id: str, frames: np.ndarray, buttons: Any, camera: Any, rewards: Any,
     terminated: Any, truncated: Any, label_source: str, label_model: str | None, label_confidence: Any,
     start: int = 0, extra_buttons: Any = None, null_action: Any = None, state: dict | None = None,
-    caption: Any = None,
+    caption: Any = None, encode: bool = True,
 ) -> pa.Table:
     """Rows of steps `start, start + 1, ...` of one episode (format version 3), checked against the
-    spec; UserError naming the bad argument. `extra_buttons` (T, 3) holds ESC, swapHands, pickItem;
+    spec; UserError naming the bad argument. `encode` False leaves the frame cells empty, for a caller
+    that encodes the frames itself (add_episode_parts: h264 chunks cut at the episode's steps). `extra_buttons` (T, 3) holds ESC, swapHands, pickItem;
     `state` maps `state_*` column names (or the names without the prefix) to T values each;
     `caption` holds T strings (None: unknown), each row's clip caption (datasets/captions.py)."""
     frames = np.asarray(frames)
@@ -241,7 +242,7 @@ def build_frame_table(
     columns: dict[str, pa.Array] = {
         "episode_id": pa.DictionaryArray.from_arrays(pa.array(np.zeros(num, np.int32)), pa.array([episode_id])),
         "step": pa.array(np.arange(start, start + num, dtype=np.int32)),
-        "frame": codecs.encode_frames(spec.codec, frames),
+        "frame": codecs.encode_frames(spec.codec, frames) if encode else pa.array([b""] * num, pa.binary()),
     }
     if label_source == "none":
         if buttons is not None or camera is not None:
@@ -484,30 +485,44 @@ class DatasetWriter:
     ) -> int:
         """Append one episode streamed in parts: each part is a dict of `add_episode`'s per-step
         arguments (frames, buttons, camera, rewards, terminated, truncated, label_confidence,
-        extra_buttons, null_action, state, caption) for the next steps. Only one part is in memory at a time.
+        extra_buttons, null_action, state, caption) for the next steps, of any sizes: the episode is
+        stored as one `add_episode` call would store it. Only one part (and, for h264, the steps of
+        the last that do not fill a 32-step chunk) is in memory at a time.
         The episode gets a shard of its own; if a part fails, nothing of the episode is written
         and the error propagates. `env_config` may be a callable, called once the last part is
         written (to record what was learned while reading). Returns the number of steps."""
         episode_id = self._check_new_id(episode_id)
         if self._shard is not None and self._shard["rows"]:
             self._close_shard()  # an episode that fails takes no other episode's rows with it
+        # A chunked codec (h264: 32 steps a stream) is encoded here in whole chunks of the episode,
+        # steps 0, C, 2C, ..., as add_episode stores it, whatever the parts' sizes: a reader decodes
+        # a clip from the chunk start its first step falls after. The rows of a part not yet encoded
+        # (fewer than C steps) wait for the next part.
+        chunk = codecs.get_codec(self.spec.codec).chunk_frames
+        held: list[tuple[pa.Table, np.ndarray]] = []  # rows (frame cells empty) and their frames, not yet written
         num = 0
         try:
             for part in parts:
                 part = dict(part)
                 source = label_source or ("none" if part.get("buttons") is None else "env")
                 label_source = source
+                frames = part.pop("frames")
                 table = build_frame_table(
-                    self.spec, episode_id, part.pop("frames"), part.pop("buttons", None), part.pop("camera", None),
+                    self.spec, episode_id, frames, part.pop("buttons", None), part.pop("camera", None),
                     part.pop("rewards", None), part.pop("terminated", None), part.pop("truncated", None), source,
                     label_model, part.pop("label_confidence", None), num, part.pop("extra_buttons", None),
-                    part.pop("null_action", None), part.pop("state", None), part.pop("caption", None))
+                    part.pop("null_action", None), part.pop("state", None), part.pop("caption", None),
+                    encode=chunk == 1)
                 if part:
                     raise UserError(f"episode {episode_id!r}: unknown part field(s) {sorted(part)}")
-                if self._shard is None:
-                    self._shard = self._open_shard()
-                self._shard["writer"].write_table(to_version(table, self.version, episode_id), row_group_size=self.rows_per_group)
                 num += table.num_rows
+                if chunk == 1:
+                    self._write_part(table, episode_id)
+                else:
+                    held.append((table, np.asarray(frames)))
+                    held = self._write_chunks(held, chunk, episode_id, last=False)
+            if held:
+                self._write_chunks(held, chunk, episode_id, last=True)
             if not num:
                 raise UserError(f"episode {episode_id!r}: has no frames")
         except BaseException:
@@ -524,6 +539,27 @@ class DatasetWriter:
         if shard["rows"] >= self.shard_max_frames:
             self._close_shard()
         return num
+
+    def _write_part(self, table: pa.Table, episode_id: str) -> None:
+        """Append rows of the episode being streamed to the open shard (opened if none)."""
+        if self._shard is None:
+            self._shard = self._open_shard()
+        self._shard["writer"].write_table(to_version(table, self.version, episode_id), row_group_size=self.rows_per_group)
+
+    def _write_chunks(self, held: list[tuple[pa.Table, np.ndarray]], chunk: int, episode_id: str,
+                      last: bool) -> list[tuple[pa.Table, np.ndarray]]:
+        """Encode and write the whole `chunk`-step chunks of `held` (every step when `last`); returns
+        the rows left over: fewer than `chunk` steps, starting at a chunk boundary of the episode."""
+        table = pa.concat_tables([t for t, _ in held])
+        frames = np.concatenate([f for _, f in held]) if len(held) > 1 else held[0][1]
+        ready = table.num_rows if last else table.num_rows // chunk * chunk
+        if ready:
+            rows = table.slice(0, ready)
+            column = rows.schema.get_field_index("frame")
+            self._write_part(rows.set_column(column, rows.schema.field(column), codecs.encode_frames(self.spec.codec, frames[:ready])),
+                             episode_id)
+        # a copy: the caller may reuse its frame buffer for the next part
+        return [(table.slice(ready), frames[ready:].copy())] if ready < table.num_rows else []
 
     def _check_new_id(self, episode_id: str) -> str:
         episode_id = str(episode_id)

@@ -27,9 +27,10 @@ ENVS: dict[str, tuple[str, str]] = {
     "find_water": ("worldloom/FindWater-v0", "worldloom.envs.tasks:FindWater"),
 }
 # name -> (smallest, largest) side in pixels of the square frames `capture run --resolution` asks of
-# it: what the env's own config accepts (VoxelConfig: height 64..360; MinetestConfig: 64..512;
-# Crafter and MineRL resize to any size, so capture's own 16..1024), read here without importing it.
-RESOLUTIONS: dict[str, tuple[int, int]] = {"voxel": (64, 360), "crafter": (16, 1024), "minerl": (16, 1024),
+# it: what the env's own config accepts (VoxelConfig: height 64..360; MinetestConfig: 64..512; CrafterEnv:
+# 18..1024, its inventory digits vanish below; MineRL resizes to any size, so capture's own 16..1024), read
+# here without importing it.
+RESOLUTIONS: dict[str, tuple[int, int]] = {"voxel": (64, 360), "crafter": (18, 1024), "minerl": (16, 1024),
                                            "minetest": (64, 512), "collect_logs": (64, 360), "mine_stone": (64, 360),
                                            "explore": (64, 360), "find_water": (64, 360)}
 ENV_NAMES: tuple[str, ...] = tuple(ENVS)

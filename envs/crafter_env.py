@@ -90,8 +90,10 @@ class CrafterEnv(gymnasium.Env):
                  reward: bool = True, render_mode: str | None = "rgb_array"):
         import crafter
 
-        if not (16 <= height <= 1024 and 16 <= width <= 1024):
-            raise ValueError(f"height and width must be in 16..1024, got {height}x{width}")
+        # Crafter draws a 9x9 view at side // 9 pixels a tile and the inventory's digits at 0.6 of a tile:
+        # below 18 pixels a digit is 0 pixels and Crafter fails ('height and width must be > 0').
+        if not (18 <= height <= 1024 and 18 <= width <= 1024):
+            raise ValueError(f"height and width must be in 18..1024, got {height}x{width}")
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         self.height, self.width, self.max_steps = height, width, max_steps

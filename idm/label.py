@@ -60,7 +60,7 @@ from worldloom.cluster import (
     store_credentials,
 )
 from worldloom.config import check_range, doc, to_json_dict
-from worldloom.datasets.jobs import discard_unused, job_lock, swept
+from worldloom.datasets.jobs import discard_unused, job_lock, raise_if_output_failed, swept
 from worldloom.datasets.sources import (
     Source,
     episode_source,
@@ -424,6 +424,7 @@ class Labeler:
             abort_writers(self.writers)  # its finished shards stay uncommitted, its open one's file goes
             if not isinstance(err, Exception):  # Ctrl-C, SystemExit: on their way, nothing left behind
                 raise
+            raise_if_output_failed(err, self.cfg.out, "inputs labeled")  # the output's disk: the job stops
             message = str(err) if isinstance(err, (UserError, VideoError)) else f"{type(err).__name__}: {err}"
             if item["source"] not in message and redact_text(item["source"]) not in message:  # every skipped line names its input
                 message = f"{item_words(item)}: {message}"

@@ -170,6 +170,28 @@ def error_line(argv: list[str], err: BaseException) -> tuple[str, int] | None:
         where = f" writing {full}" if full else ""
         resume = "re-run the same command to resume" if tuple(argv[:2]) in RESUMABLE else "run the command again"
         return f"worldloom {argv[0]}: error: no space left on the device{redact_text(where)}; free some space, then {resume}", 1
+    read_only = failed_with(err, (errno.EROFS,))
+    if read_only is not None:  # where the user asked it to write: their choice, exit code 2
+        from worldloom.io import final_name
+
+        where = f" {final_name(read_only)}" if read_only else ""
+        return (f"worldloom {argv[0]}: error: cannot write{redact_text(where)}: the disk is read-only; give an output on "
+                "a disk this user can write"), 2
+    return None
+
+
+def failed_with(err: BaseException, errnos: tuple[int, ...]) -> str | None:
+    """The file an OSError of one of `errnos` names ("" where unnamed) if `err` is or wraps one (its causes
+    and contexts, a Ray task error's `cause`); None otherwise."""
+    seen, todo = set(), [err]
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in errnos:
+            return str(e.filename or "")
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
     return None
 
 

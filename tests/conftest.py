@@ -163,16 +163,18 @@ def s3_bucket(monkeypatch):
 
 @pytest.fixture
 def full_disk(tmp_path):
-    """A folder on a small tmpfs (`full_disk(size)` -> its path), unmounted after the test: a real full disk.
+    """A folder on a small tmpfs (`full_disk(size)` -> its path), unmounted after the test: a real full disk;
+    `full_disk(size, read_only=True)`: a read-only one (which root cannot write either, unlike a chmod).
     Mounting needs root (CI runs as root); without it the test says why it cannot run."""
     import subprocess
 
     mounted = []
 
-    def make(size: str):
+    def make(size: str, read_only: bool = False):
         folder = tmp_path / f"small-{len(mounted)}"
         folder.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+        options = f"size={size}" + (",ro" if read_only else "")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
         if done.returncode != 0:
             pytest.skip(f"a full disk needs a small tmpfs, and mounting one needs root: {done.stderr.decode().strip()}")
         mounted.append(folder)

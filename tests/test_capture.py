@@ -224,6 +224,20 @@ def test_a_size_the_env_does_not_support_is_refused_before_writing(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.parametrize("out, truth", [("f", "f/truth"), ("t/footage", "t"), ("a/", "./a")])
+def test_footage_and_truth_one_inside_the_other_are_refused_before_writing(tmp_path, monkeypatch, capsys, out, truth):
+    """`--out f --strip-actions f/truth` made the footage dataset f, then refused the truth as inside it, and
+    left f behind (empty, holding the next run to these flags); `--out t/footage --strip-actions t` left
+    t/footage, then called t not empty (until 2026-12-08). Now one line while the flags are parsed."""
+    monkeypatch.chdir(tmp_path)
+    args = ["capture", "run", "--episodes", "1", "--steps", "4", "--resolution", str(RES), "--out", out,
+            "--strip-actions", truth]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert "--strip-actions" in err and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_second_job_on_the_same_output_is_refused(tmp_path):
     import fcntl
 
@@ -367,6 +381,40 @@ def test_strip_actions_writes_footage_and_truth(tmp_path, ray_cluster):
     assert_exactly_once(cfg.out, cfg)
     assert_exactly_once(cfg.strip_actions, cfg)
     assert capture(cfg).num_recorded == 0
+
+
+def test_a_moved_footage_and_truth_pair_is_finished_by_the_command_inspect_prints(tmp_path, ray_cluster, monkeypatch,
+                                                                                 capsys):
+    """`dataset inspect` of an unfinished --strip-actions job prints the command that finishes it; the other
+    dataset of the pair was named as the job had it (`--out footage`, relative to where it ran), so once the
+    pair was moved (or inspect ran elsewhere) the command wrote the footage to a new, wrong folder (until
+    2026-12-08). Now it names where the other dataset is: as stored, or beside this one."""
+    import shlex
+
+    made = tmp_path / "made"
+    made.mkdir()
+    monkeypatch.chdir(made)
+    cfg = CaptureConfig(out="footage", strip_actions="truth", episodes=2, steps=8, resolution=RES, num_workers=1,
+                        progress=False)
+    capture(cfg)
+    moved = tmp_path / "elsewhere" / "pair"
+    moved.parent.mkdir()
+    shutil.move(str(made), str(moved))
+    for name in ("footage", "truth"):  # the job asked for 3 episodes: 2 committed, as a killed job leaves it
+        manifest = json.loads((moved / name / "dataset.json").read_text())
+        manifest["config"]["capture"]["episodes"] = 3
+        (moved / name / "dataset.json").write_text(json.dumps(manifest))
+    monkeypatch.chdir(tmp_path)
+    for name in ("truth", "footage"):
+        assert cli_main(["dataset", "inspect", str(moved / name)]) == 1
+        finish = capsys.readouterr().out.split("to finish it run: ")[1].splitlines()[0]
+        args = shlex.split(finish)[1:]
+        assert args[args.index("--out") + 1] == str(moved / "footage"), finish
+        assert args[args.index("--strip-actions") + 1] == str(moved / "truth"), finish
+    assert cli_main(args) == 0
+    assert not (tmp_path / "footage").exists() and not (tmp_path / "truth").exists()
+    for name in ("footage", "truth"):
+        assert len(Dataset(moved / name)) == 3 and validate(moved / name) == []
 
 
 def test_crafter_goes_through_the_same_path(tmp_path, ray_cluster):

@@ -271,6 +271,25 @@ def test_env_resolution_ranges_are_the_envs_own():
                 config(height=bad, width=bad)
 
 
+@pytest.mark.parametrize("side", ["low", "high"])
+def test_crafter_renders_at_both_ends_of_its_resolution_range(side):
+    """Crafter draws its 9x9 view at size // 9 pixels a tile and its inventory digits at 0.6 of that, so at 16
+    and 17 pixels a digit was 0 pixels: `capture run --env crafter --resolution 16` passed the flags' check
+    (16..1024) and failed in Crafter with 'height and width must be > 0'. Both ends of the range render."""
+    from worldloom.envs import RESOLUTIONS, check_resolution, make_env
+
+    low, high = RESOLUTIONS["crafter"]
+    size = low if side == "low" else high
+    env = make_env("crafter", height=size, width=size)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (size, size, 3) and env.step(env.action_space.sample())[0].shape == (size, size, 3)
+    bad = low - 1 if side == "low" else high + 1
+    with pytest.raises(ValueError, match=f"{low}..{high}"):
+        check_resolution("crafter", bad)
+    with pytest.raises(ValueError, match=f"{low}..{high}"):
+        make_env("crafter", height=bad, width=bad)
+
+
 def test_an_unknown_flag_is_refused_by_its_subcommand_with_the_nearest_spelling(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["idm", "train", "--data", "d", "--out", "o", "--batchsize", "3"])

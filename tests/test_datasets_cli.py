@@ -716,3 +716,78 @@ def test_a_split_that_draws_no_episode_says_so_and_names_a_seed_that_fills_every
     assert main(["dataset", "split", str(tmp_path / "two"), "--out", str(tmp_path / "t"), *flags, "--seed", str(suggested)]) == 0
     assert "warning" not in capsys.readouterr().err
     assert [len(Dataset(tmp_path / "t" / n).episode_ids) for n in ("train", "val")] == [1, 1]
+
+
+def test_a_split_and_its_source_given_together_are_one_copy_of_the_data(small_dataset, tmp_path):
+    """`dataset split` records where each episode came from in its env_config (`split_source`), and the
+    copy check compared env_config whole: a split's datasets given with their source (`idm train --data
+    labeled splits/train`, `pretrain train`) were taken as other play and each episode counted twice
+    (until 2026-12-08). Now the record of where a copy came from is no part of what the play was."""
+    from worldloom.datasets.reader import check_distinct
+    from worldloom.idm.data import open_datasets
+
+    assert main(["dataset", "split", str(small_dataset), "--out", str(tmp_path / "s"), "--fractions", "a=0.5",
+                 "b=0.5"]) == 0
+    for name in ("a", "b"):
+        if not len(Dataset(tmp_path / "s" / name)):
+            continue
+        with pytest.raises(UserError, match="a copy of the same data"):
+            check_distinct([Dataset(small_dataset), Dataset(tmp_path / "s" / name)])
+        with pytest.raises(UserError, match="a copy of the same data"):
+            open_datasets([str(tmp_path / "s" / name), str(small_dataset)], same_frames=True)
+    check_distinct([Dataset(tmp_path / "s" / "a"), Dataset(tmp_path / "s" / "b")])  # the two halves: no episode twice
+
+
+def test_an_unwritable_out_is_one_line_for_every_dataset_job(small_dataset, full_disk, capsys):
+    """`dataset ingest|merge|split` to an --out on a read-only disk ended in a traceback: the job lock's
+    folder could not be made, and its clean-up then listed the folder that was never made
+    (FileNotFoundError, until 2026-12-08). Now one line naming the folder, exit 2, nothing written."""
+    from videos import write_video
+
+    write_video(small_dataset.parent / "clip.mp4", num_frames=10)
+    ro = full_disk("1m", read_only=True)
+    jobs = {"ingest": ["dataset", "ingest", "--format", "video", "--data", str(small_dataset.parent / "clip.mp4"),
+                       "--out", str(ro / "i")],
+            "merge": ["dataset", "merge", str(small_dataset), "--out", str(ro / "m")],
+            "split": ["dataset", "split", str(small_dataset), "--out", str(ro / "s")]}
+    for name, argv in jobs.items():
+        capsys.readouterr()
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err and str(ro) in err and "read-only" in err.lower(), err
+    assert list(ro.iterdir()) == []
+
+
+def test_a_full_disk_stops_an_ingest_instead_of_skipping_every_input(tmp_path, full_disk, capsys):
+    """With --out on a full disk, `dataset ingest` decoded every input and skipped each as if it were bad
+    ('skipped: a.mp4: OSError: [Errno 28] ... No space left on device', for all of them, until 2026-12-08).
+    The disk is no input's fault: the job stops at the first write that fails, in the line every command
+    gives for a full disk, and the same command resumes once there is space."""
+    from videos import write_video
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(4):
+        write_video(videos / f"v{i}.mp4", num_frames=30 + i)  # 30 raw 64x64 steps: 0.37 MB, more than the disk
+    small = full_disk("100k")
+    argv = ["dataset", "ingest", "--format", "video", "--data", str(videos), "--out", str(small / "d")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "%|" not in line]
+    assert "skipped" not in err and lines[-1].startswith("worldloom dataset: error: no space left on the device"), err
+    assert lines[-1].endswith("re-run the same command to resume"), err
+
+
+def test_a_file_written_to_a_read_only_disk_is_one_line(small_dataset, full_disk, capsys):
+    """`dataset captions --out`, `capture branches --out` (any command's file) to a read-only disk ended in a
+    traceback: the write failed, then the clean-up of the temporary file that was never made failed too,
+    masking it (until 2026-12-08). Now one line naming the file, exit 2, for every command."""
+    ro = full_disk("1m", read_only=True)
+    for argv in (["envs", "show", "--env", "voxel", "--seeds", "0-1", "--out", str(ro / "w.png")],
+                 ["capture", "branches", "--episodes", "1", "--context", "2", "--horizon", "2", "--resolution", "64",
+                  "--out", str(ro / "b.safetensors")]):
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err and "read-only" in err, err
+        assert f"cannot write {ro / argv[-1].split('/')[-1]}: " in err, err  # the file asked for, not its temporary

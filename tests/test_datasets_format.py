@@ -86,6 +86,81 @@ def test_image_codecs(tmp_path, codec):
     np.testing.assert_array_equal(ds.frames("e", 33, 34).frames, got[33:34])
 
 
+@pytest.mark.parametrize("codec", ["raw", "h264"])
+@pytest.mark.parametrize("sizes", [(20, 20, 20, 20, 20), (1, 45, 7, 47), (100,)])
+def test_episode_written_in_parts_equals_one_pass(tmp_path, codec, sizes):
+    """add_episode_parts with parts of any size stores what add_episode stores in one call: until
+    2026-12-08 an h264 part that was not a multiple of 32 steps started a chunk mid-episode (at step 20),
+    a clip from step 40 then failed ('rows do not start at a chunk'), and validate said 'valid'."""
+    frames = pixel_frames(100, 32, 32, seed=4)
+    buttons, camera = random_actions(100, seed=4)
+    state = {"state_x": np.arange(100, dtype=np.float64)}
+    captions = [f"clip {t // 40}" for t in range(100)]
+    with DatasetWriter(tmp_path / "one", 32, 32, codec=codec) as w:
+        w.add_episode("e", frames, buttons=buttons, camera=camera, state=state, caption=captions)
+    bounds = np.cumsum((0,) + sizes)
+    parts = ({"frames": frames[a:b], "buttons": buttons[a:b], "camera": camera[a:b],
+              "state": {"state_x": state["state_x"][a:b]}, "caption": captions[a:b]}
+             for a, b in zip(bounds[:-1], bounds[1:], strict=True))
+    with DatasetWriter(tmp_path / "parts", 32, 32, codec=codec) as w:
+        assert w.add_episode_parts("e", parts) == 100
+    one, streamed = Dataset(tmp_path / "one"), Dataset(tmp_path / "parts")
+    rows, streamed_rows = one.read_table("e").to_pylist(), streamed.read_table("e").to_pylist()
+    # the same rows; frame cells where one pass has them (x264 makes other bytes of the same frames each call)
+    assert [{**r, "frame": bool(r["frame"])} for r in streamed_rows] == [{**r, "frame": bool(r["frame"])} for r in rows]
+    whole = streamed.frames("e").frames
+    for start, stop in ((0, 100), (40, 50), (20, 21), (63, 99)):
+        a, b = one.frames("e", start, stop), streamed.frames("e", start, stop)
+        np.testing.assert_array_equal(b.frames, whole[start:stop])  # a clip is the whole decode's steps
+        assert np.abs(b.frames.astype(int) - a.frames).mean() < (3 if codec == "h264" else 1e-9)  # lossy: two encodes
+        np.testing.assert_array_equal(b.camera, a.camera)
+    from worldloom.datasets.validate import validate
+
+    assert validate(tmp_path / "parts") == []
+
+
+def test_h264_chunks_hold_no_b_frames_and_the_same_frames_encode_the_same():
+    """The h264 codec's "no B-frames" was asked as x264's `bframes`, an option name libavcodec does not
+    know (ignored without a word): chunks held B-frames, and the bytes of the same 32 frames depended
+    on what the process had encoded before, so `capture run --codec h264` with 1 and 2 workers stored
+    frames up to 62 levels apart (until 2026-12-08)."""
+    import av
+
+    from worldloom.datasets import codecs
+
+    frames = pixel_frames(32, 64, 64, seed=4)
+    ctx = av.CodecContext.create("h264", "r")
+    decoded = [f for p in ctx.parse(codecs.encode_h264(frames)) + ctx.parse(None) for f in ctx.decode(p)] + ctx.decode(None)
+    types = [int(f.pict_type) for f in decoded]  # AV_PICTURE_TYPE_I 1, _P 2, _B 3
+    assert len(decoded) == 32 and set(types) <= {1, 2}, types
+    made = set()
+    for k in range(8):  # other encodes in between, as a recorder's episodes and other sizes do
+        codecs.encode_h264(pixel_frames(32, 32 + 16 * (k % 3), 64, seed=k))
+        made.add(codecs.encode_h264(frames.copy()))
+    assert len(made) == 1
+
+
+def test_validate_names_h264_chunks_off_their_steps(tmp_path):
+    """A shard whose h264 chunks do not start at steps 0, 32, 64, ... (another tool's writer) is a problem
+    validate names: a reader decodes a clip from the chunk start its step falls after."""
+    import pyarrow as pa
+
+    from worldloom.datasets import codecs
+    from worldloom.datasets.validate import validate
+
+    frames = pixel_frames(50, 32, 32, seed=5)
+    with DatasetWriter(tmp_path / "d", 32, 32, codec="h264") as w:
+        w.add_episode("e", frames)
+    ds = Dataset(tmp_path / "d")
+    shard = ds.location.join(ds.manifest["shards"][0]["path"])
+    table = pq.read_table(shard)
+    cells = [codecs.encode_h264(frames[:20])] + [b""] * 19 + [codecs.encode_h264(frames[20:])] + [b""] * 29
+    table = table.set_column(table.schema.get_field_index("frame"), "frame", pa.array(cells, pa.binary()))
+    pq.write_table(table, shard)
+    problems = [str(p) for p in validate(tmp_path / "d") if "chunk" in p.message]
+    assert problems and "row 20" in problems[0] and "step 20" in problems[0] and "32" in problems[0], problems
+
+
 def test_reopen_appends_and_refuses_other_spec(tmp_path):
     root = tmp_path / "d"
     with DatasetWriter(root, 32, 32, fps=20) as w:

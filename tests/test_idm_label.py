@@ -744,3 +744,22 @@ def test_a_dataset_on_an_object_store_is_labeled_into_a_dataset_there(run, tmp_p
                        "reads WorldLoom datasets only: copy videos to a local folder and give that folder (or "
                        "`worldloom dataset ingest --format video` them into a dataset on the store, and label that)"), err
     assert not s3_bucket.keys("pseudo2")
+
+
+def test_a_full_or_read_only_out_stops_the_job_instead_of_skipping_every_video(run, clip, tmp_path, full_disk, capsys):
+    """`idm label` to an --out on a full disk labeled every video and skipped each as if it were bad
+    ('OSError: [Errno 28] ... No space left on device'), and on a read-only disk ended in a traceback
+    (until 2026-12-08). The output's disk is no input's fault: one line, the job stops."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(3):
+        write_mp4(videos / f"v{i}.mp4", clip[: 30 + i], fps=20)
+    small = full_disk("60k")
+    assert cli(["idm", "label", "--model", run, "--data", str(videos), "--out", str(small / "d")]) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "%|" not in line]
+    assert "skipped" not in err and lines[-1].startswith("worldloom idm: error: no space left on the device"), err
+    ro = full_disk("1m", read_only=True)
+    assert cli(["idm", "label", "--model", run, "--data", str(videos), "--out", str(ro / "d")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Read-only" in err and str(ro / "d") in err, err

@@ -40,6 +40,15 @@ def temporary_name(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
 
 
+def final_name(path: str) -> str:
+    """The path a temporary_name stands for (`d/.w.tmp-12-0a1b2c3d.png` -> `d/w.png`); any other path as it is."""
+    import re
+
+    head, name = os.path.split(path)
+    found = re.fullmatch(r"\.(.+)\.tmp-\d+-[0-9a-f]{8}(\.[^.]*)?", name)
+    return os.path.join(head, found.group(1) + (found.group(2) or "")) if found else path
+
+
 def temporaries(path: str | os.PathLike) -> list[Path]:
     """The hidden siblings of `path` named by temporary_name (a writer's, or one a kill left behind)."""
     path = Path(path)
@@ -141,12 +150,17 @@ def _signals_held() -> Iterator[None]:
 
 
 def _remove(path: Path) -> None:
+    """Delete a temporary file or folder; a clean-up that cannot (a read-only disk, where it was never made)
+    leaves the error that called it to be the one raised."""
     if path.is_dir() and not path.is_symlink():
         import shutil
 
         shutil.rmtree(path, ignore_errors=True)
     else:
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
