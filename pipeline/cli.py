@@ -22,6 +22,7 @@ import errno
 import importlib
 import re
 import sys
+from collections.abc import Iterator
 
 from worldloom.errors import UserError
 from worldloom.interrupts import exit_code, quiet_until_exit, signal_taken, signals_as_interrupts
@@ -180,18 +181,24 @@ def error_line(argv: list[str], err: BaseException) -> tuple[str, int] | None:
     return None
 
 
-def failed_with(err: BaseException, errnos: tuple[int, ...]) -> str | None:
-    """The file an OSError of one of `errnos` names ("" where unnamed) if `err` is or wraps one (its causes
-    and contexts, a Ray task error's `cause`); None otherwise."""
+def error_chain(err: BaseException) -> Iterator[BaseException]:
+    """`err` and every error it wraps (its causes and contexts, a Ray task error's `cause`), each once."""
     seen, todo = set(), [err]
     while todo:
         e = todo.pop()
         if not isinstance(e, BaseException) or id(e) in seen:
             continue
         seen.add(id(e))
+        yield e
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
+
+
+def failed_with(err: BaseException, errnos: tuple[int, ...]) -> str | None:
+    """The file an OSError of one of `errnos` names ("" where unnamed) if `err` is or wraps one (`error_chain`);
+    None otherwise."""
+    for e in error_chain(err):
         if isinstance(e, OSError) and e.errno in errnos:
             return str(e.filename or "")
-        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
     return None
 
 
@@ -206,16 +213,11 @@ def full_disk(err: BaseException) -> str | None:
     """The file a full disk (or quota) stopped a write to ("" where unnamed) if that is what `err` is
     or wraps (its causes and contexts, a Ray task error's `cause`, or the text of an error a library
     or Ray re-raised as its own); None otherwise."""
-    seen, todo, said = set(), [err], False
-    while todo:
-        e = todo.pop()
-        if not isinstance(e, BaseException) or id(e) in seen:
-            continue
-        seen.add(id(e))
+    said = False
+    for e in error_chain(err):
         if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
             return str(e.filename or "")
         said = said or bool(DISK_FULL_TEXT.search(str(e)))
-        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
     return "" if said else None
 
 

@@ -68,18 +68,24 @@ def write_video(path, pts_ms: list[int] | None = None, num_frames: int | None = 
     return str(path)
 
 
-def write_h264_stream(path, num_frames: int, rate: int = 20) -> str:
-    """A raw H.264 Annex B stream (.h264): frames with no timestamps, the rate only in the header."""
+def _annex_b(num_frames: int, rate: int, pix_fmt: str, options: dict | None = None) -> bytes:
+    """`num_frames` painted 64x64 frames as libx264's raw Annex B bytes, timed 1 / rate apart."""
     ctx = av.CodecContext.create("libx264", "w")
     ctx.width = ctx.height = 64
-    ctx.pix_fmt, ctx.time_base, ctx.framerate = "yuv444p", Fraction(1, rate), Fraction(rate, 1)
-    ctx.options = {"crf": "10", "bf": "0"}
+    ctx.pix_fmt, ctx.time_base, ctx.framerate = pix_fmt, Fraction(1, rate), Fraction(rate, 1)
+    if options:
+        ctx.options = options
     data = b""
     for i in range(num_frames):
         frame = av.VideoFrame.from_ndarray(painted(i), format="rgb24")
         frame.pts = i
         data += b"".join(bytes(p) for p in ctx.encode(frame))
-    data += b"".join(bytes(p) for p in ctx.encode(None))
+    return data + b"".join(bytes(p) for p in ctx.encode(None))
+
+
+def write_h264_stream(path, num_frames: int, rate: int = 20) -> str:
+    """A raw H.264 Annex B stream (.h264): frames with no timestamps, the rate only in the header."""
+    data = _annex_b(num_frames, rate, "yuv444p", {"crf": "10", "bf": "0"})
     with open(path, "wb") as f:
         f.write(data)
     return str(path)
@@ -136,15 +142,7 @@ def write_h264_mixed_depth(path, num_frames: int = 12) -> str:
     for each), which FFmpeg's decoder lacks: it logs "Different chroma and luma bit depth is not implemented" (a
     warning), refuses the SPS, then each slice fails on "non-existing PPS 0 referenced". x264 writes High 10 (both
     10-bit); its SPS's chroma depth is set to 8 here."""
-    ctx = av.CodecContext.create("libx264", "w")
-    ctx.width = ctx.height = 64
-    ctx.pix_fmt, ctx.time_base, ctx.framerate = "yuv420p10le", Fraction(1, 20), Fraction(20, 1)
-    data = b""
-    for i in range(num_frames):
-        frame = av.VideoFrame.from_ndarray(painted(i), format="rgb24")
-        frame.pts = i
-        data += b"".join(bytes(p) for p in ctx.encode(frame))
-    data += b"".join(bytes(p) for p in ctx.encode(None))
+    data = _annex_b(num_frames, 20, "yuv420p10le")
     nals = [nal.rstrip(b"\x00") for nal in data.split(b"\x00\x00\x01") if nal.rstrip(b"\x00")]
     with open(path, "wb") as f:
         f.write(b"".join(b"\x00\x00\x00\x01" + (_chroma_depth_8(n) if n[0] & 0x1F == 7 else n) for n in nals))
