@@ -629,14 +629,17 @@ def test_a_dataset_given_as_the_policy_is_named_as_such_before_out(data, capsys)
 
 def test_a_short_timed_run_ends_with_its_learning_rate_at_the_schedules_end(data, tmp_path):
     """`agent train --minutes 0.2` stopped at step 73 of the 167 planned with its rate at 1.5e-3 of a 2e-3 peak (the
-    plan refitted only every 100th step). Now the run's last step is its schedule's last, the rate at its 5% end
-    (within 3% of the peak: the last step's rate is the cosine's one step before its end)."""
+    plan refitted only every 100th step). Now the run ends at its schedule's end, the rate at its 5% end (within 3%
+    of the peak: the last step's rate is the cosine's one step before its end). The time's 5% grace can still stop
+    it a step or two short of the last refit's plan where the machine slows down inside the budget's last twentieth
+    (a loaded CI run: step 201 of 202), so the step is checked to within 5% of the plan, where the rate is at its end
+    all the same; the old refit stopped at 44% of its plan."""
     out = tmp_path / "bc"
     assert cli(["agent", "train", "--data", data["labeled"], "--out", str(out), "--preset", "micro", "--minutes", "0.1",
                 "--threads", "1", "--batch-size", "2", "--window", "12"]) == 0
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     state = json.loads((out / "checkpoint" / "state.json").read_text())
-    assert state["step"] == state["planned_steps"] == int(rows[-1]["step"]), (state, rows[-1])  # ended by its schedule
+    assert state["step"] == int(rows[-1]["step"]) >= 0.95 * state["planned_steps"], (state, rows[-1])  # its schedule's end
     assert float(rows[-1]["lr"]) == pytest.approx(0.05 * 2e-3, abs=0.03 * 2e-3), rows[-1]
 
 
