@@ -123,6 +123,21 @@ def committed_episode_ids(root: str | os.PathLike | storage.Location, filesystem
     return set(_committed_episodes(loc, manifest).column("episode_id").to_pylist())
 
 
+def content_fingerprint(root: str | os.PathLike | storage.Location, filesystem: pafs.FileSystem | None = None) -> str:
+    """A short hash of what the dataset at `root` holds: its committed episodes' rows (id, shard, first row,
+    steps, label source and model, split, ...) and its shards' paths, row counts and checksums, read from
+    dataset.json and episodes.parquet alone (no frame is read: cheap at any size). Episodes added, replaced,
+    relabeled or removed change it; reading or validating the dataset does not. "" where there is no dataset."""
+    loc = storage.resolve(root, filesystem)
+    manifest = storage.read_manifest(loc)
+    if manifest is None:
+        return ""
+    rows = sorted(_committed_episodes(loc, manifest).to_pylist(), key=lambda r: (r["episode_id"], r["shard"]))
+    shards = sorted((s["path"], s.get("num_rows"), s.get("checksum")) for s in manifest["shards"])
+    blob = json_text({"episodes": rows, "shards": shards}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def _committed_episodes(loc: storage.Location, manifest: dict) -> pa.Table:
     """Rows of episodes.parquet whose shard is in the manifest (a crash between the two atomic
     renames of a commit can leave rows of an uncommitted shard: they are not part of the data)."""

@@ -504,7 +504,7 @@ def _main(cfg: StudyConfig) -> Path:
         prior[name] = stage_key(portable(_json(config, dream_fields=True), out), [prior[u] for u in upstream])
         legacy[name] = stage_key(_json(config, dream_fields=True), [legacy[u] for u in upstream])
         return runner.run(name, keys[name], lambda: (Report.remove(out), fn())[1], writes.get(name, ()),
-                          (prior[name], legacy[name], *older))
+                          (prior[name], legacy[name], *older), reads=reads.get(name, ()))
 
     tasks = cfg.task_names
     writes = {"capture": [*paths["labeled"].values(), *(paths[k][t] for k in ("footage", "truth") for t in tasks)],
@@ -513,6 +513,9 @@ def _main(cfg: StudyConfig) -> Path:
               "label": [paths["pseudo"][t] for t in tasks],
               "bc-idm": [out / "policies" / n for n in ("bc-idm", "bc-idm-s*")],
               "eval": [paths["eval"]], "dream": [paths["dream"]]}
+    # the datasets each stage reads: one another command changed since (a merge into data/labeled) runs it again
+    reads = {"train": [*paths["labeled"].values(), *paths["truth"].values(), *paths["footage"].values()],
+             "label": [*paths["footage"].values()], "bc-idm": [*paths["pseudo"].values()]}
 
     with ray_session(cfg.address, cfg.num_workers or None):
         stage("capture", lambda: run_capture(configs))

@@ -13,7 +13,8 @@ labeled by it, a world model pretrained on labeled plus pseudo-labeled clips and
 held-out set, with controllability judged by a second IDM that did not make the labels.
 
 Every stage is cached in `<out>/pipeline.json` under a key of its config and of the stages it reads (their
-keys, and a token drawn each time one runs: `StageRunner.made_key`):
+keys, and a token drawn each time one runs: `StageRunner.made_key`), and runs again when another command changed
+a dataset it reads (episodes added to data/labeled by `capture run`, a `dataset merge` or `repair` there):
 running again reuses completed stages, `--from STAGE` redoes that stage and all after it, and a
 run killed midway resumes (capture and training resume inside a stage too).
 """
@@ -405,11 +406,12 @@ def _main(cfg: PipelineConfig) -> Path:
 
     legacy: dict[str, str] = {}  # the keys with absolute paths (runs written before keys were `portable`)
 
-    def stage(name: str, config: Any, upstream: tuple[str, ...], fn) -> Any:
+    def stage(name: str, config: Any, upstream: tuple[str, ...], fn, reads: tuple[str, ...] = ()) -> Any:
         keys[name] = stage_key(portable(_json(config), out), [runner.made_key(u, keys[u]) for u in upstream])
         legacy[name] = stage_key(_json(config), [legacy[u] for u in upstream])
         run = with_ray(fn) if name != "report" else fn
-        return runner.run(name, keys[name], lambda: (Report.remove(out), run())[1], writes.get(name, ()), legacy[name])
+        return runner.run(name, keys[name], lambda: (Report.remove(out), run())[1], writes.get(name, ()), legacy[name],
+                          reads=[paths[k] for k in reads])
 
     writes = {"capture": [paths[k] for k in ("labeled", "footage", "truth", "heldout", "judge_data", "branches", "revisits")],
               "idm": [paths["idm"], paths["judge"]], "idm_eval": [paths["idm"] / "eval-heldout", paths["idm"] / "eval-footage"],
@@ -423,13 +425,15 @@ def _main(cfg: PipelineConfig) -> Path:
             with_ray(lambda: None)()  # the cluster is asked now, not after the stages before training
             configs["pretrain"] = gpus_or_in_process(cfg, configs["pretrain"])
         stage("capture", {**configs["capture"], **configs["engine"]}, (), lambda: run_capture(cfg, configs))
-        stage("idm", configs["idm"], ("capture",), lambda: run_idm(configs))
-        stage("idm_eval", {"verdict": "unseen"}, ("idm",), lambda: run_idm_eval(paths))
-        stage("label", configs["label"], ("idm",), lambda: run_label(configs))
-        stage("pretrain", configs["pretrain"], ("label",), lambda: run_pretrain(configs))
+        # a stage that reads a dataset runs again when another command changed what it holds (StageRunner: reads)
+        stage("idm", configs["idm"], ("capture",), lambda: run_idm(configs), reads=("labeled", "judge_data"))
+        stage("idm_eval", {"verdict": "unseen"}, ("idm",), lambda: run_idm_eval(paths),
+              reads=("heldout", "footage", "truth"))
+        stage("label", configs["label"], ("idm",), lambda: run_label(configs), reads=("footage",))
+        stage("pretrain", configs["pretrain"], ("label",), lambda: run_pretrain(configs), reads=("labeled", "pseudo"))
         stage("pretrain_eval", {"eval": configs["pretrain_eval"], "rollout": cfg.resolved_sizes.rollout_horizon,
                                 "videos": cfg.resolved_sizes.rollout_videos},
-              ("pretrain", "idm"), lambda: run_pretrain_eval(cfg, configs, paths))
+              ("pretrain", "idm"), lambda: run_pretrain_eval(cfg, configs, paths), reads=("heldout",))
     stage("report", {"written_at": time.time()}, tuple(STAGES[:-1]),
           lambda: ({"html": str(write_report(cfg, paths, runner.records))}, {}))
     html = out / "report.html"

@@ -13,6 +13,12 @@ them): stored relative to the run directory, and on reading checked to stay insi
 (`worldloom.paths.inside`), so a copied or edited pipeline.json cannot point the report at a
 file elsewhere on the machine.
 
+A stage that reads datasets (the IDM, the labeler, the trainers, the evaluations) records their content
+fingerprints as it starts (`reads`: committed episodes and shard checksums, from dataset.json and episodes.parquet,
+no frame read); when another command has since changed one (`capture run` into the same folder, `dataset merge`
+or `repair`), the stage runs again with every later one, one line naming the dataset, and what the user added
+stays.
+
 A stage that runs again with another key (its config, or a stage it reads, changed; or `--from`
 names it or a stage before it) first removes what it wrote the last time (`writes`: its datasets
 and runs, inside the run directory), saying so in one line: the capture would otherwise find a
@@ -120,6 +126,7 @@ class StageRecord:
     wall_s: float = 0.0
     core_s: float = 0.0
     made: str = ""  # a token drawn each time the stage runs ("" in records from before it): `StageRunner.made_key`
+    reads: dict[str, str] = field(default_factory=dict)  # {dataset path relative to the run: content_fingerprint}
 
 
 class StageRunner:
@@ -165,15 +172,18 @@ class StageRunner:
         for name, rec in stages.items():
             where = f"stages.{name}"
             fields = {f.name for f in dataclasses.fields(StageRecord)}
-            if name not in self.order or not isinstance(rec, dict) or set(rec) not in (fields, fields - {"made"}):
+            if name not in self.order or not isinstance(rec, dict) or not fields - {"made", "reads"} <= set(rec) <= fields:
                 raise UserError(f"{self.path}: {where} is not a record of a pipeline stage; {fix}")
             if not (isinstance(rec["key"], str) and isinstance(rec["outputs"], dict) and isinstance(rec["figures"], dict)
                     and all(isinstance(rec[k], (int, float)) and not isinstance(rec[k], bool) for k in ("wall_s", "core_s"))
-                    and isinstance(rec.get("made", ""), str)):
+                    and isinstance(rec.get("made", ""), str) and isinstance(rec.get("reads", {}), dict)
+                    and all(isinstance(v, str) for v in rec.get("reads", {}).values())):
                 raise UserError(f"{self.path}: {where} has a field of the wrong type; {fix}")
             outputs = _map_paths(rec["outputs"], check, f"{where}.outputs")
+            reads = {_relative(check(rel, f"{where}.reads"), self.out_dir): v
+                     for rel, v in rec.get("reads", {}).items()}
             records[name] = StageRecord(rec["key"], outputs, rec["figures"], float(rec["wall_s"]), float(rec["core_s"]),
-                                        rec.get("made", ""))
+                                        rec.get("made", ""), reads)
         started = raw.get("started", {})
         if not (isinstance(started, dict) and all(k in self.order and isinstance(v, str) for k, v in started.items())):
             raise UserError(f"{self.path}: 'started' is not an object of stage keys; {fix}")
@@ -211,30 +221,41 @@ class StageRunner:
                 changed.append(str(path))
         return changed
 
+    def _changed_reads(self, done: StageRecord) -> list[str]:
+        """The datasets a completed stage read (`reads`) whose content another command has changed since
+        (`capture run` into the same folder, `dataset merge` or `repair`: episodes added, replaced or removed). The
+        stage's key holds its config and its inputs' keys, not what the datasets hold: the IDM, the labels and the
+        world model stayed 'cached' on the data as it was. A dataset the stage did not record is taken as it is."""
+        from worldloom.datasets.writer import content_fingerprint
+
+        return [str(self.out_dir / rel) for rel, sha in done.reads.items()
+                if content_fingerprint(self.out_dir / rel) != sha]
+
     def run(self, name: str, key: str, fn: Callable[[], tuple[dict, dict]], writes=(),
-            legacy: str | tuple[str, ...] | None = None) -> StageRecord:
+            legacy: str | tuple[str, ...] | None = None, reads=()) -> StageRecord:
         """Run `fn` (returning outputs, figures) unless `name` already completed with `key`.
 
         writes: the paths the stage writes (inside the run directory; a '*' in a name matches as a glob),
         removed before it runs again with another key or under `--from` (module docstring). legacy: the key, or
         keys, an older WorldLoom gave the same stage (e.g. its paths absolute, not `portable`): a record of one
-        of them is this key's."""
+        of them is this key's. reads: the datasets the stage reads (inside the run directory): their content
+        fingerprints (`content_fingerprint`: manifest and episode index, no frame) are recorded as it starts, and
+        one that differs later makes it run again, with every later stage, as a missing output does."""
         for old in (legacy,) if isinstance(legacy, str) else legacy or ():
             if name in self.records and self.records[name].key == old:
                 self.records[name].key = key
             if self.started.get(name) == old:
                 self.started[name] = key
         done = self.records.get(name)
-        gone = [] if done is None else _missing(done.outputs) or self._rewritten(done)
+        gone = [] if done is None else _missing(done.outputs) or self._rewritten(done) or self._changed_reads(done)
         if done is not None and done.key == key and name not in self.redo and not gone and not self.redoing:
             print(f"[{self.path.stem}] {name}: cached ({done.wall_s:.0f} s when it ran)", flush=True)
             return done
         before = done.key if done is not None else self.started.get(name)
         why = None  # why a stage that ran (or started) before runs again
         if done is not None and done.key == key and name not in self.redo:  # done once, but what it made is gone
-            what = "was rewritten since, by another command" if gone[0] in self._rewritten(done) else "is gone"
-            why = ("an earlier stage ran again" if self.redoing else f"{_relative(gone[0], self.out_dir)} {what}") + \
-                "; this stage and every later one"
+            why = ("an earlier stage ran again" if self.redoing else
+                   f"{_relative(gone[0], self.out_dir)} {self._what_became(done, gone[0])}") + "; this stage and every later one"
             self.redoing = True
         elif before is not None and before != key and writes:  # (the report's key is its time: it always runs)
             why = "its config or its inputs changed"
@@ -247,15 +268,37 @@ class StageRunner:
         self.records.pop(name, None)
         self.started[name] = key
         self._save()
+        read = self._fingerprints(reads)  # as the stage finds them: a change made while it runs shows next time
         start = time.perf_counter()
         with CoreClock() as clock:
             outputs, figures = fn()
-        record = StageRecord(key, outputs, figures, time.perf_counter() - start, clock.core_s, uuid.uuid4().hex[:12])
+        record = StageRecord(key, outputs, figures, time.perf_counter() - start, clock.core_s, uuid.uuid4().hex[:12],
+                             read)
         self.records[name] = record
         self.started.pop(name, None)
         self._save()
         print(f"[{self.path.stem}] {name}: done in {record.wall_s:.0f} s ({record.core_s:.0f} core-s)", flush=True)
         return record
+
+    def _what_became(self, done: StageRecord, path: str) -> str:
+        """What became of `path`, one of a completed stage's outputs or inputs that made it stale."""
+        if path in self._rewritten(done):
+            return "was rewritten since, by another command"
+        if path in self._changed_reads(done):
+            return "changed since it ran (episodes added, replaced or removed by another command)"
+        return "is gone"
+
+    def _fingerprints(self, reads) -> dict[str, str]:
+        """{path relative to the run: content_fingerprint} of the datasets in `reads` that exist (inside the run)."""
+        from worldloom.datasets.writer import content_fingerprint
+
+        found = {}
+        for path in map(str, reads):
+            if not is_inside(self.out_dir, path):
+                raise ValueError(f"a stage reads {path}: only datasets inside the run directory {self.out_dir} are tracked")
+            if os.path.isdir(path):
+                found[_relative(path, self.out_dir)] = content_fingerprint(path)
+        return found
 
     def _save(self) -> None:
         def relative(path: str, field: str) -> str:

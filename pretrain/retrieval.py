@@ -67,7 +67,9 @@ class RetrievalConfig:
     classifier_frames: int = doc("real frames the classifier trains on (evenly spread over --data)", 4096)
     classifiers: int = doc("state classifiers trained (seeds seed, seed + 1, ...): scores are their mean, the "
                            "ratio's range is shown (one judge's reading of blurry generated frames varies)", 3)
-    batch_size: int = doc("frames per classifier step, clips generated at once", 32)
+    batch_size: int = doc("clips generated at once (memory only: each clip's noise is its own, so no score moves with "
+                          "it; until 2026-12-08 it was also the classifier's batch, and the scores moved with it)", 32)
+    classifier_batch_size: int = doc("frames per state-classifier step", 32)
     sample: SampleConfig = doc("how frames are sampled (the first of a prompt-only rollout in 8 Euler steps: models "
                                "trained with --prompt-levels; pass --sample.prompt-steps 1 for --text models trained "
                                "before 2026-12-03, whose prompt-only frames are one step's)",
@@ -77,7 +79,8 @@ class RetrievalConfig:
     def __post_init__(self):
         if not self.data:
             raise ValueError("no dataset given: pass --data DIR")
-        for name in ("num_clips", "horizon", "classifier_steps", "classifier_frames", "batch_size", "classifiers"):
+        for name in ("num_clips", "horizon", "classifier_steps", "classifier_frames", "batch_size", "classifier_batch_size",
+                     "classifiers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -211,7 +214,8 @@ def _retrieval(cfg: RetrievalConfig, stages: Stages) -> tuple[dict, Path]:
     per_class = []  # one judge's predicted class per fact, kind and clip
     for k in range(cfg.classifiers):
         stages.start(f"state classifier {k + 1} of {cfg.classifiers}")
-        judge = train_classifier(x, labels, classes, cfg.classifier_steps, cfg.batch_size, cfg.seed + k)
+        judge = train_classifier(x, labels, classes, cfg.classifier_steps, cfg.classifier_batch_size,
+                                 cfg.seed + k)
         predicted = {kind: classify_clips(judge, frames) for kind, frames in runs.items()}
         per_judge.append({f: {kind: float(np.mean(predicted[kind][f] == truth[f])) for kind in runs} for f in FACTS})
         per_class.append(predicted)
@@ -253,20 +257,22 @@ def by_class(truth: np.ndarray, predicted: list[dict[str, np.ndarray]], values: 
 
 def scored_clips(model, codec, clips: list, cfg: RetrievalConfig) -> dict[str, torch.Tensor]:
     """{real, prompt, null}: (N, horizon, 3, S, S) frames in [-1, 1] of each held-out clip, its
-    prompt-only rollout and a null-prompt rollout."""
+    prompt-only rollout and a null-prompt rollout. Clip i's two rollouts start from the same noise (its own
+    generator, `clip_generators`), so they differ by the caption alone, and neither moves with `cfg.batch_size`."""
     from worldloom.datasets import Dataset
 
     ds, size = Dataset(cfg.heldout), model.cfg.image_size
-    gens = clip_generators(cfg.seed, len(clips))  # a clip's noise whatever its batch
     runs: dict[str, list] = {"real": [], "prompt": [], "null": []}
     for first in range(0, len(clips), cfg.batch_size):
-        part, gen = clips[first : first + cfg.batch_size], gens[first : first + cfg.batch_size]
+        part = clips[first : first + cfg.batch_size]
+        ids = range(first, first + len(part))  # a clip's noise whatever its batch
         runs["real"].append(torch.stack([frames_to_model(torch.from_numpy(ds.frames(eid, s, s + cfg.horizon).frames)[None],
                                                          size)[0] for eid, s, _, _ in part]))
         text = tokenize([caption for _, _, caption, _ in part], model.text_cfg)
-        runs["prompt"].append(codec.decode(prompt_rollout(model, text, cfg.horizon, cfg.sample, gen)).clamp(-1, 1))
-        runs["null"].append(codec.decode(prompt_rollout(model, torch.zeros_like(text), cfg.horizon, cfg.sample, gen))
-                            .clamp(-1, 1))
+        # the null rollout draws the prompted one's noise again, frame for frame (it drew after it until 2026-12-08)
+        for kind, words in (("prompt", text), ("null", torch.zeros_like(text))):
+            frames = prompt_rollout(model, words, cfg.horizon, cfg.sample, clip_generators(cfg.seed, ids))
+            runs[kind].append(codec.decode(frames).clamp(-1, 1))
     return {kind: torch.cat(parts) for kind, parts in runs.items()}
 
 

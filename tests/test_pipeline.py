@@ -399,6 +399,89 @@ def test_a_stage_run_again_with_its_old_config_runs_every_stage_that_reads_it_ag
     assert ran == ["a", "b", "c", "a", "b", "c"] and capsys.readouterr().out.count("cached") == 3
 
 
+def test_a_stage_whose_dataset_another_command_changed_runs_again_and_keeps_what_was_added(tmp_path, capsys):
+    """A stage's key held its config and its inputs' keys, never what its datasets held: episodes merged into a
+    dataset the IDM read (`dataset merge X --out data/labeled`) left the IDM, the labels and the world model
+    'cached' on the data as it was. A stage records its datasets' content fingerprints and runs again, with every
+    later one, when one changed; a run whose datasets did not change stays cached."""
+    import numpy as np
+    from conftest import pixel_frames
+
+    from worldloom.datasets import DatasetWriter
+    from worldloom.datasets.writer import content_fingerprint
+    from worldloom.errors import UserError
+    from worldloom.pipeline.cli import main as cli
+    from worldloom.pipeline.stages import StageRunner
+
+    def write(root, ids):
+        with DatasetWriter(root, 16, 16, fps=20) as w:
+            for i in ids:
+                w.add_episode(f"ep-{i}", pixel_frames(6, 16, 16, seed=i), buttons=np.zeros((6, 20), bool),
+                              camera=np.zeros((6, 2), np.float32), env="voxel", seed=i, player="mixture")
+
+    data, ran = tmp_path / "data" / "labeled", []
+    write(data, range(2))
+
+    def pipeline():
+        runner = StageRunner(tmp_path, None, ("idm", "label"))
+        for name in ("idm", "label"):
+            def make(name=name):
+                ran.append(name)
+                (tmp_path / name).mkdir(exist_ok=True)
+                return {"dir": str(tmp_path / name)}, {}
+            runner.run(name, f"key-{name}", make, [tmp_path / name], reads=[data] if name == "idm" else ())
+
+    pipeline()
+    before = content_fingerprint(data)
+    cli(["dataset", "validate", str(data)])  # reading and checking a dataset changes nothing
+    assert content_fingerprint(data) == before
+    pipeline()
+    assert ran == ["idm", "label"] and capsys.readouterr().out.count("cached") == 2
+    write(tmp_path / "more", [7])
+    assert cli(["dataset", "merge", str(tmp_path / "more"), "--out", str(data)]) == 0
+    capsys.readouterr()
+    pipeline()
+    out = capsys.readouterr().out
+    assert ran == ["idm", "label", "idm", "label"], out
+    assert "idm: running again (data/labeled changed since it ran (episodes added, replaced or removed by another " \
+        "command); this stage and every later one)" in out, out
+    assert "label: running again (an earlier stage ran again" in out
+    from worldloom.datasets import Dataset
+
+    assert sorted(Dataset(data).episode_ids) == ["ep-0", "ep-1", "ep-7"]  # what the user added stays
+    pipeline()
+    assert ran == ["idm", "label", "idm", "label"] and capsys.readouterr().out.count("cached") == 2
+    # a dataset path in pipeline.json stays inside the run, as every output's does
+    state = json.loads((tmp_path / "pipeline.json").read_text())
+    state["stages"]["idm"]["reads"] = {"../elsewhere": "0" * 16}
+    (tmp_path / "pipeline.json").write_text(json.dumps(state))
+    with pytest.raises(UserError, match=r"stages\.idm\.reads"):
+        StageRunner(tmp_path, None, ("idm", "label"))
+
+
+def test_the_pipeline_runs_again_from_the_stage_that_reads_a_dataset_another_command_changed(demo, tmp_path):
+    """The real job: an episode merged into its labeled data retrains the IDM and every stage after it, the capture
+    stays cached and keeps the added episode; asked again, every stage is cached."""
+    import shutil
+
+    from worldloom.datasets import Dataset
+
+    out = tmp_path / "run"
+    shutil.copytree(demo[0], out, symlinks=True)
+    labeled = out / "data" / "labeled"
+    count = len(Dataset(labeled).episode_ids)
+    subprocess.run([WORLDLOOM, "dataset", "merge", str(out / "data" / "heldout"), "--out", str(labeled)], check=True,
+                   capture_output=True)
+    stdout = _run(out)
+    assert "capture: cached" in stdout and "idm: running again (data/labeled changed since it ran" in stdout, stdout
+    for stage in ("idm_eval", "label", "pretrain", "pretrain_eval"):
+        assert f"{stage}: running again" in stdout, stdout
+    assert len(Dataset(labeled).episode_ids) > count
+    stdout = _run(out)
+    for stage in ("capture", "idm", "idm_eval", "label", "pretrain", "pretrain_eval"):
+        assert f"{stage}: cached" in stdout, stdout
+
+
 def test_unknown_preset_is_one_line(tmp_path):
     proc = subprocess.run([WORLDLOOM, "pipeline", "run", "--preset", "huge", "--out", str(tmp_path)],
                           capture_output=True, text=True)

@@ -295,3 +295,40 @@ def test_a_retrieval_judge_that_meets_a_non_finite_loss_stops_in_one_line():
     labels = {"biome": torch.zeros(4, dtype=torch.long), "time": torch.zeros(4, dtype=torch.long)}
     with pytest.raises(TrainingDiverged, match=r"^loss nan at step 1: training stopped; no checkpoint was written"):
         train_classifier(x, labels, classes, steps=3, batch_size=4, seed=0)
+
+
+def test_retrieval_scores_do_not_move_with_batch_size_and_null_rollouts_share_the_prompts_noise(captioned, tmp_path):
+    """`pretrain retrieval --batch-size` set the state classifier's batch too, so a smaller one given to save memory
+    changed every score; and a clip's null-caption rollout drew its noise after the prompted one, so the two differed
+    by more than the caption. Now --batch-size is only how many clips are generated at once (the judge has
+    --classifier-batch-size), and clip i's two rollouts start from its own generator's first draw."""
+    import dataclasses
+
+    from worldloom.pretrain.flow import clip_generators
+    from worldloom.pretrain.retrieval import RetrievalConfig, prompt_clips, scored_clips
+
+    _, targets = captioned
+    run = tmp_path / "wm"
+    assert cli(["pretrain", "train", "--data", targets["env"], "--out", str(run), "--max-steps", "2", "--text", *MICRO]) == 0
+    reports = []
+    for batch in ("1", "3"):
+        out = tmp_path / f"retrieval-{batch}"
+        assert cli(["pretrain", "retrieval", "--model", str(run), "--data", targets["env"], "--heldout", targets["env"],
+                    "--num-clips", "3", "--horizon", "2", "--classifier-steps", "20", "--classifier-frames", "64",
+                    "--classifiers", "2", "--batch-size", batch, "--out", str(out)]) == 0
+        reports.append(json.loads((out / "retrieval.json").read_text())["scores"])
+    assert reports[0] == reports[1]
+    model, _, codec = load_world_model(run)
+    torch.manual_seed(0)
+    for p in model.parameters():  # two steps leave adaLN-zero's branches near identity: perturb so the noise shows
+        p.data.add_(torch.randn_like(p) * 0.05)
+    cfg = RetrievalConfig(model=str(run), data=(targets["env"],), heldout=targets["env"], horizon=2, batch_size=2)
+    clips = prompt_clips(cfg.heldout, 3, cfg.horizon)
+    runs = scored_clips(model, codec, clips, cfg)
+    one = scored_clips(model, codec, clips, dataclasses.replace(cfg, batch_size=1))
+    for kind in runs:
+        torch.testing.assert_close(runs[kind], one[kind], atol=1e-5, rtol=0)
+    words = torch.zeros_like(tokenize([c for _, _, c, _ in clips], model.text_cfg))
+    null = codec.decode(prompt_rollout(model, words, 2, cfg.sample, clip_generators(cfg.seed, 3))).clamp(-1, 1)
+    torch.testing.assert_close(runs["null"], null, atol=1e-5, rtol=0)
+    assert not torch.allclose(runs["null"], runs["prompt"], atol=1e-3)  # the caption still shows
