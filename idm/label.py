@@ -53,8 +53,11 @@ import torch
 from tqdm import tqdm
 
 from worldloom.cluster import (
+    ACTOR_BASE_BYTES,
     MAX_WORKERS,
     NUM_WORKERS_RANGE,
+    TORCH_BYTES,
+    actors_that_fit,
     num_actors,
     ray_session,
     store_credentials,
@@ -441,6 +444,11 @@ class Labeler:
                 "source_hw": source_hw, "warnings": warnings}
 
 
+# One labeling actor before its inputs: the worker with torch and the model (452-614 MiB measured with psutil
+# beside a tiny IDM, 2026-12-08); a video's frames arrive in windows.
+LABEL_ACTOR_BYTES = ACTOR_BASE_BYTES + TORCH_BYTES
+
+
 def run_items(cfg: LabelConfig, items: list[dict], model_id: str, job_config: dict, on_steps=None):
     """Yield each item's result, in this process (`on_steps(n)` hearing of the steps predicted) or
     from a pool of Ray actors (progress by whole items)."""
@@ -457,6 +465,7 @@ def run_items(cfg: LabelConfig, items: list[dict], model_id: str, job_config: di
 
     with ray_session(cfg.address, cfg.num_workers or None):  # the pipeline's session, or a local one on loopback
         count = min(num_actors(cfg.num_workers), len(items))  # 0: one per CPU of the cluster
+        count = actors_that_fit(count, LABEL_ACTOR_BYTES, "labeling actors", "idm label")
         gpu = 1.0 / count if torch.cuda.is_available() else 0
         remote = ray.remote(Labeler).options(num_cpus=1, num_gpus=gpu, max_restarts=1)
         actor_cfg = dataclasses.replace(cfg, threads=cfg.threads or 1)  # one CPU each: never oversubscribe
