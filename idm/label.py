@@ -88,6 +88,7 @@ from worldloom.datasets.video import (
     VideoError,
     VideoReader,
     left_out_words,
+    output_folders,
     video_files,
 )
 from worldloom.datasets.video_report import SUMMARY_KEYS
@@ -212,7 +213,7 @@ def discover(cfg: LabelConfig) -> tuple[str, list[tuple[dict, Source]]]:
         return "dataset", dataset_items(cfg, str(src), str(src.resolve()))
     if src.is_file():
         return "videos", [({"kind": "video", "source": str(src)}, file_source(src))]
-    files, left_out = video_files(src)
+    files, left_out = video_files(src, skip=output_folders(cfg.out))  # --out may lie inside --data
     if left_out:  # never silently: a camera's clips under a suffix not listed would be missing from the data
         print(f"idm label: {left_out_words(src, left_out)}", file=sys.stderr)
     if not files:

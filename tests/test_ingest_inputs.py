@@ -360,3 +360,30 @@ def test_the_summary_counts_play_at_the_datasets_own_rate(tmp_path):
         summary = run([tmp_path / "in"], tmp_path / f"ds{fps}", format="video", fps=fps)
         assert summary["num_steps"] == 36 * fps
         assert f"({36 * fps:,} steps, 0.6 min of play)" in job_summary("dataset ingest", "ingested", summary)
+
+
+# ---- the output inside an input folder -----------------------------------------------------------
+
+def test_an_out_inside_the_input_folder_is_not_scanned_as_input(tmp_path, capsys):
+    """`dataset ingest --data videos --out videos/ds`, run again (a resume, more footage): the dataset's own files
+    (dataset.json, episodes.parquet, shards, its locks) were listed as "left out 7 file(s) of videos not named as
+    videos (.json 1, .parquet 4, hidden 2)" until 2026-12-08; they are not inputs, and a file that is (notes.txt)
+    is still said. `idm label --data videos --out videos/pseudo` scans the same way."""
+    from videos import write_video
+
+    from worldloom.idm.label import LabelConfig, discover
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(2):
+        write_video(videos / f"v{i}.mp4", num_frames=12 + i)
+    (videos / "notes.txt").write_text("day 1\n")
+    for attempt in range(2):
+        summary = run([videos], videos / "ds", format="video", fps=20)
+        assert len(summary["ingested"]) == (2 if attempt == 0 else 0) and not summary["failed"], summary
+        err = capsys.readouterr().err
+        assert f"left out 1 file(s) of {videos} not named as videos (.txt 1)" in err, err
+        assert ".parquet" not in err and "hidden" not in err, err
+    kind, found = discover(LabelConfig(model="unused", data=str(videos), out=str(videos / "ds")))
+    assert kind == "videos" and [item["source"] for item, _ in found] == [str(videos / "v0.mp4"), str(videos / "v1.mp4")]
+    assert ".parquet" not in capsys.readouterr().err
