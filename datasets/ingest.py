@@ -65,7 +65,7 @@ from .ingest_worker import (
     stored_parts,
 )
 from .jobs import discard_unused, job_lock, swept, unused
-from .sources import plan_resume, say_duplicates, say_kept_truncated
+from .sources import plan_resume, retire_duplicates, say_duplicates, say_kept_truncated
 from .storage import resize_words
 from .video import FPS_RANGE, PER_FRAME, RESAMPLING
 
@@ -235,7 +235,8 @@ def _ingest_locked(cfg: IngestConfig, found: list, bad: list[dict]) -> dict:
     job_config = job_config_of(cfg)
     summary = {"out": cfg.out, "format": cfg.format, "num_items": len(found) + len(bad), "skipped_done": num_done,
                "duplicates": duplicates,
-               "ingested": [], "replaced": [], "failed": [], "warnings": [], "num_steps": 0}
+               "ingested": [], "replaced": retire_duplicates(cfg.out, duplicates), "failed": [], "warnings": [],
+               "num_steps": 0}
     counted_steps = StepCount()  # steps stored, shown beside the items: an hour of video is one item
     results = tqdm(run_items(cfg, todo, job_config, lambda n: counted_steps.add(n, results)), total=len(todo),
                    desc="dataset ingest", unit="item", disable=not todo)  # no "0item" bar after inputs that could not start

@@ -69,6 +69,7 @@ from worldloom.datasets.sources import (
     episode_source,
     file_source,
     plan_resume,
+    retire_duplicates,
     say_duplicates,
     say_kept_truncated,
 )
@@ -576,7 +577,8 @@ def _label_locked(cfg: LabelConfig, kind: str, found: list, model_id: str) -> di
                   "time_resampling": {"rule": RESAMPLING, "fps": cfg.fps}}
     summary = {"out": redact_text(cfg.out), "label_model": model_id, "num_items": len(found), "skipped_done": num_done,
                "duplicates": duplicates,
-               "labeled": [], "replaced": [], "failed": [], "truncated": [], "warnings": [], "num_steps": 0}
+               "labeled": [], "replaced": retire_duplicates(cfg.out, duplicates), "failed": [], "truncated": [],
+               "warnings": [], "num_steps": 0}
     counted_steps = StepCount()  # steps predicted, shown beside the items: an hour of video is one item
     results = tqdm(run_items(cfg, todo, model_id, job_config, lambda n: counted_steps.add(n, results)),
                    total=len(todo), desc="idm label", unit="item",
