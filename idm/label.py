@@ -446,8 +446,9 @@ class Labeler:
                 "source_hw": source_hw, "warnings": warnings}
 
 
-# One labeling actor before its inputs: the worker with torch and the model (452-614 MiB measured with psutil
-# beside a tiny IDM, 2026-12-08); a video's frames arrive in windows.
+# One labeling actor before its inputs: the worker with torch (452 MiB once worldloom.idm.label is imported, read
+# with psutil on 2026-12-08); the model's weights (a few MiB for the presets here, more for VPT's) and a window
+# of frames come on top.
 LABEL_ACTOR_BYTES = ACTOR_BASE_BYTES + TORCH_BYTES
 
 
