@@ -54,3 +54,21 @@ def test_no_actor_fits_is_one_line_before_any_starts(monkeypatch):
             actors_that_fit(4, ACTOR_BASE_BYTES, "ingest actors", "dataset ingest")
         free_memory(monkeypatch, 64 * 2**30)
         assert actors_that_fit(4, ACTOR_BASE_BYTES, "ingest actors", "dataset ingest") == 4  # room: as asked
+
+
+def test_dataset_ingest_starts_only_the_actors_that_fit(tmp_path, monkeypatch, capsys):
+    """The same helper behind `dataset ingest --num-workers 2` (and idm label, agent eval): one actor fits, one starts."""
+    from videos import write_video
+
+    from worldloom.datasets.ingest import INGEST_ACTOR_BYTES, IngestConfig, ingest
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(2):
+        write_video(videos / f"v{i}.mp4", num_frames=10 + i)
+    with ray_session(num_cpus=2):
+        free_memory(monkeypatch, int(1.5 * INGEST_ACTOR_BYTES / 0.8))
+        summary = ingest(IngestConfig(data=(str(videos),), out=str(tmp_path / "ds"), format="video", fps=20,
+                                      num_workers=2))
+    assert sorted(summary["ingested"]) == ["v0.mp4", "v1.mp4"], summary
+    assert "worldloom dataset ingest: note: 2 ingest actors need about" in capsys.readouterr().err
