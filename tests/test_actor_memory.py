@@ -28,7 +28,7 @@ def free_memory(monkeypatch, available_bytes: int) -> None:
 def test_a_recorder_is_counted_with_its_episode_frames():
     """The measured base, and the frames of one episode held about three times (raw, then while written)."""
     small, large = recorder_memory_bytes(64, 64, 400), recorder_memory_bytes(360, 360, 2000)
-    assert ACTOR_BASE_BYTES < small < ACTOR_BASE_BYTES + 20 * 2**20
+    assert ACTOR_BASE_BYTES < small < ACTOR_BASE_BYTES + 20 * 2**20  # 4.9 MB of frames, held 3 times
     assert large > 2 * 2**30  # 2,000 steps at 360x360 hold 0.8 GB raw: several copies
 
 
@@ -72,3 +72,22 @@ def test_dataset_ingest_starts_only_the_actors_that_fit(tmp_path, monkeypatch, c
                                       num_workers=2))
     assert sorted(summary["ingested"]) == ["v0.mp4", "v1.mp4"], summary
     assert "worldloom dataset ingest: note: 2 ingest actors need about" in capsys.readouterr().err
+
+
+def test_the_recorder_estimate_is_not_below_a_real_recorders_peak(tmp_path):
+    """A real voxel recorder in its own process (as a Ray actor is: ray imported, its env made, one episode played and
+    written): its peak resident memory stays under `recorder_memory_bytes`, so a cap never lets more start than fit."""
+    import subprocess
+    import sys
+
+    script = f"""
+import resource, sys, ray
+from worldloom.capture.config import EpisodeSpec
+from worldloom.capture.recorder import Recorder
+rec = Recorder({{"env": {str(tmp_path / "ds")!r}}}, env="voxel", height=128, width=128)
+rec.record([(EpisodeSpec("e0", 0, "voxel", 0, "mixture", 200, 128, 128), ("env",))])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024))  # KiB on Linux
+"""
+    peak = int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                              timeout=300).stdout.split()[-1])
+    assert peak < recorder_memory_bytes(128, 128, 200), (peak >> 20, recorder_memory_bytes(128, 128, 200) >> 20)

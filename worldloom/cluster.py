@@ -314,8 +314,9 @@ def num_actors(num_workers: int) -> int:
 # One Ray actor's resident memory before its work: the Ray worker process with ray, numpy, pyarrow, PyAV and
 # OpenCV imported and the stage's own code (measured with psutil, this repository, 2026-12-08: 206 MiB after
 # `import ray`; a voxel recorder after its first reset 394-471 MiB, the renderer compiled by numba in each
-# actor; torch adds about 230 MiB). Stages add what their actors hold (capture.recorder_memory_bytes, ...).
-ACTOR_BASE_BYTES = 400 << 20
+# actor, and its peak 428 MiB after 400 steps at 64x64; torch adds about 230 MiB), rounded up for what a
+# Ray worker holds beyond `import ray`. Stages add what their actors hold (capture.recorder_memory_bytes, ...).
+ACTOR_BASE_BYTES = 512 << 20
 TORCH_BYTES = 256 << 20  # what `import torch` adds to an actor (230 MiB measured as above)
 
 
