@@ -472,7 +472,7 @@ def play(cfg: EvalConfig, keep_workers: bool = False) -> dict:
     many evaluations); the caller then calls `release_workers`."""
     import ray
 
-    from worldloom.cluster import cluster_resources, ray_session, user_error_of
+    from worldloom.cluster import actors_that_fit, num_actors, ray_session, user_error_of
     from worldloom.training import resolve_device
 
     resolution = resolve_resolution(cfg)
@@ -481,7 +481,8 @@ def play(cfg: EvalConfig, keep_workers: bool = False) -> dict:
     filmed = set(range(cfg.videos))
     preflight(cfg, resolution)
     with ray_session(cfg.address, cfg.num_workers or None):
-        actors_wanted = cfg.num_workers or max(1, int(cluster_resources().get("CPU", os.cpu_count() or 1)))
+        actors_wanted = actors_that_fit(num_actors(cfg.num_workers), eval_actor_bytes(cfg), "evaluation actors",
+                                        "agent eval")
         work = deal(cfg, actors_wanted)
         actors = worker_pool(len(work), 1 if device.startswith("cuda") else 0)
         calls = [a.run.remote((cfg.policy, cfg.task, resolution, min(cfg.envs_per_worker, len(w)), cfg.temperature,
@@ -514,6 +515,17 @@ def preflight(cfg: EvalConfig, resolution: int) -> None:
         env.close()
     if (note := no_task_note(cfg.policy, cfg.task)) is not None:
         print(f"agent eval: note: {note}", file=sys.stderr)
+
+
+# A voxel world with its renderer's buffers, measured with psutil beside ACTOR_BASE_BYTES (2026-12-08: 46-150 MiB).
+ENV_BYTES = 128 << 20
+
+
+def eval_actor_bytes(cfg: EvalConfig) -> int:
+    """About what one evaluation actor holds, in bytes: the worker with torch and the policy, and its envs."""
+    from worldloom.cluster import ACTOR_BASE_BYTES, TORCH_BYTES
+
+    return ACTOR_BASE_BYTES + TORCH_BYTES + cfg.envs_per_worker * ENV_BYTES
 
 
 def check_video_memory(cfg: EvalConfig, resolution: int) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from worldloom.actions import FPS
-from worldloom.cluster import num_actors, ray_session, store_credentials
+from worldloom.cluster import actors_that_fit, num_actors, ray_session, store_credentials
 from worldloom.datasets import DatasetWriter, commit_shards, committed_episode_ids, storage
 from worldloom.datasets.jobs import job_lock, sweep_orphans
 from worldloom.datasets.repair import damaged_shards
@@ -40,7 +40,7 @@ from .config import (
     dataset_config,
     expand_specs,
 )
-from .recorder import MAX_RESTARTS, remote_recorder
+from .recorder import MAX_RESTARTS, recorder_memory_bytes, remote_recorder
 
 COMMIT_EVERY_S = 2.0  # a killed driver loses at most this much committed work
 TASKS_IN_FLIGHT_PER_ACTOR = 2  # one running, one queued: an actor never waits for the driver
@@ -171,6 +171,8 @@ def start_recorders(cfg: CaptureConfig, roots: dict[str, str], num_tasks: int, r
     count = max(1, min(wanted, num_tasks, cluster_cpus or wanted))
     if cfg.num_workers and count < min(cfg.num_workers, num_tasks):
         tqdm.write(f"worldloom capture: the cluster has {cluster_cpus} CPUs; starting {count} recorders, not {cfg.num_workers}")
+    count = actors_that_fit(count, recorder_memory_bytes(cfg.resolution, cfg.resolution, cfg.steps), "recorders",
+                            "capture run")
     environ = store_credentials(roots.values())  # an actor argument, never a runtime_env (logged to disk)
     actor_class = remote_recorder()
     return [

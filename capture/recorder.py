@@ -190,6 +190,20 @@ class Recorder:
         )
 
 
+# An episode's frames are held raw while it plays and again while its shard is written: a recorder's resident
+# memory grew by 2.5-2.8x one episode's raw frames over ACTOR_BASE_BYTES (voxel, 400 steps at 128x128 and 256x256,
+# measured with psutil on 2026-12-08).
+EPISODE_FRAME_COPIES = 3
+
+
+def recorder_memory_bytes(height: int, width: int, steps: int) -> int:
+    """About what one recorder actor holds at its peak, in bytes: the worker with its env, and the frames of
+    one episode of `steps` steps at `height` x `width` (EPISODE_FRAME_COPIES times)."""
+    from worldloom.cluster import ACTOR_BASE_BYTES
+
+    return ACTOR_BASE_BYTES + EPISODE_FRAME_COPIES * steps * height * width * 3
+
+
 def remote_recorder(num_cpus: float = 1):
     """`Recorder` as a Ray actor class: restarted when its process dies, its tasks retried."""
     import ray

@@ -25,6 +25,8 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
+from worldloom.io import open_encoder
+
 
 @dataclass(frozen=True)
 class Codec:
@@ -97,8 +99,8 @@ def encode_h264(frames: np.ndarray) -> bytes:
     ctx = av.CodecContext.create("libx264", "w")
     ctx.width, ctx.height, ctx.pix_fmt = frames.shape[2], frames.shape[1], "yuv444p"
     ctx.time_base, ctx.framerate = Fraction(1, 20), Fraction(20, 1)
-    ctx.options = dict(H264_OPTIONS)
     ctx.thread_count = 1  # parallelism comes from processes (DataLoader workers, Ray actors)
+    open_encoder(ctx, H264_OPTIONS)  # an option libx264 does not know is an error, not silently dropped
     packets = []
     for i, frame in enumerate(frames):
         video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv444p")

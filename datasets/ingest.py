@@ -39,8 +39,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from worldloom.cluster import (
+    ACTOR_BASE_BYTES,
     MAX_WORKERS,
     NUM_WORKERS_RANGE,
+    actors_that_fit,
     num_actors,
     ray_session,
     store_credentials,
@@ -63,7 +65,7 @@ from .ingest_worker import (
     stored_parts,
 )
 from .jobs import discard_unused, job_lock, swept, unused
-from .sources import plan_resume, say_duplicates, say_kept_truncated
+from .sources import plan_resume, retire_duplicates, say_duplicates, say_kept_truncated
 from .storage import resize_words
 from .video import FPS_RANGE, PER_FRAME, RESAMPLING
 
@@ -138,6 +140,11 @@ def resizes_of(shards: list[dict]) -> list[str]:
     return words
 
 
+# One ingest actor at its peak: the worker (ACTOR_BASE_BYTES) and the parts of a video in flight, one decoding,
+# one prefetched, one being written (PART_BYTES each: worldloom.datasets.ingest_worker).
+INGEST_ACTOR_BYTES = ACTOR_BASE_BYTES + 3 * PART_BYTES
+
+
 def run_items(cfg: IngestConfig, items: list[dict], job_config: dict, on_steps=None) -> Iterator[dict]:
     """Yield each item's result, in this process (`on_steps(n)` hearing of the steps stored) or from a
     pool of Ray actors (progress by whole items)."""
@@ -152,8 +159,9 @@ def run_items(cfg: IngestConfig, items: list[dict], job_config: dict, on_steps=N
         remote = ray.remote(Ingester).options(num_cpus=1, max_restarts=1)
         actor_cfg = dataclasses.replace(cfg, threads=cfg.threads or 1)  # one CPU each: never oversubscribe
         environ = store_credentials([*cfg.data, cfg.out])  # a remote cluster's actors have none of their own
-        actors = [remote.remote(actor_cfg, job_config, environ=environ)
-                  for _ in range(min(num_actors(cfg.num_workers), len(items)))]
+        count = actors_that_fit(min(num_actors(cfg.num_workers), len(items)), INGEST_ACTOR_BYTES, "ingest actors",
+                                "dataset ingest")
+        actors = [remote.remote(actor_cfg, job_config, environ=environ) for _ in range(count)]
         yield from ActorPool(actors).map_unordered(lambda actor, item: actor.ingest.remote(item), items)
 
 
@@ -227,7 +235,8 @@ def _ingest_locked(cfg: IngestConfig, found: list, bad: list[dict]) -> dict:
     job_config = job_config_of(cfg)
     summary = {"out": cfg.out, "format": cfg.format, "num_items": len(found) + len(bad), "skipped_done": num_done,
                "duplicates": duplicates,
-               "ingested": [], "replaced": [], "failed": [], "warnings": [], "num_steps": 0}
+               "ingested": [], "replaced": retire_duplicates(cfg.out, duplicates), "failed": [], "warnings": [],
+               "num_steps": 0}
     counted_steps = StepCount()  # steps stored, shown beside the items: an hour of video is one item
     results = tqdm(run_items(cfg, todo, job_config, lambda n: counted_steps.add(n, results)), total=len(todo),
                    desc="dataset ingest", unit="item", disable=not todo)  # no "0item" bar after inputs that could not start

@@ -24,7 +24,14 @@ from worldloom.errors import UserError
 
 from . import minerl, vpt
 from .sources import HASH_PREFIX, Source, file_hash, relative_name
-from .video import PICTURE_SUFFIXES, VIDEO_SUFFIXES, files_under, left_out_words, video_files
+from .video import (
+    PICTURE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    files_under,
+    left_out_words,
+    output_folders,
+    video_files,
+)
 
 if TYPE_CHECKING:
     from .ingest import IngestConfig
@@ -121,7 +128,8 @@ def _listed_files(path: Path) -> Iterator[list[Path]]:
 
 def discover(cfg: IngestConfig) -> tuple[list[tuple[dict, Source]], list[dict]]:
     """([(work item, its Source)], [inputs that cannot form an item, with the reason])."""
-    found = {"vpt": _discover_vpt, "minerl": _discover_minerl, "video": _discover_video}[cfg.format](_inputs(cfg))
+    discover_format = {"vpt": _discover_vpt, "minerl": _discover_minerl, "video": _discover_video}[cfg.format]
+    found = discover_format(_inputs(cfg), skip=output_folders(cfg.out))
     items, bad, seen = [], [], set()
     for item, source, error in found:
         if error:
@@ -146,14 +154,14 @@ def made_by(cfg: IngestConfig, item: dict) -> str | None:
     return f"recorder version {cfg.recorder_version or vpt.recorder_version(item['jsonl']) or 'unknown'}"
 
 
-def _discover_vpt(inputs: list[tuple[Path, Path, Path | None]]):
+def _discover_vpt(inputs: list[tuple[Path, Path, Path | None]], skip: list[str]):
     pairs: dict[Path, tuple[Path, Path, Path]] = {}  # stem path -> (root, video, jsonl)
     for path, root, partner in inputs:
         if partner is not None:  # a listed pair: the files may have different names
             video, jsonl = (path, partner) if path.suffix.lower() != ".jsonl" else (partner, path)
             pairs[video.with_suffix("")] = (root, video, jsonl)
             continue
-        files = files_under(path) if path.is_dir() else [path]
+        files = files_under(path, skip=skip) if path.is_dir() else [path]
         siblings = _by_folded_stem(files if path.is_dir() else [p for p in path.parent.iterdir() if p.is_file()])
         for f in files:
             if f.suffix.lower() in VPT_SUFFIXES or not path.is_dir():
@@ -193,14 +201,14 @@ def _vpt_pair(f: Path, siblings: dict[tuple[Path, str], list[Path]]) -> tuple[Pa
     return video, f if f.suffix.lower() == ".jsonl" else f.parent / (f.stem + ".jsonl")
 
 
-def _discover_minerl(inputs: list[tuple[Path, Path, Path | None]]):
+def _discover_minerl(inputs: list[tuple[Path, Path, Path | None]], skip: list[str]):
     folders: dict[Path, Path] = {}
     for path, root, _ in inputs:
         if path.is_dir():
             # a folder with either main file is a trajectory: one missing its npz (a partial download) is
             # reported, never passed over in silence
             names = (minerl.NPZ_NAME, minerl.VIDEO_NAME)
-            hits = [path] if any((path / n).exists() for n in names) else sorted({p.parent for p in files_under(path)
+            hits = [path] if any((path / n).exists() for n in names) else sorted({p.parent for p in files_under(path, skip=skip)
                                                                                   if p.name in names})
             for folder in hits:
                 folders.setdefault(folder, root if folder != path else path.parent)
@@ -218,10 +226,10 @@ def _discover_minerl(inputs: list[tuple[Path, Path, Path | None]]):
         yield item, files_source(folder, files, root, relative_name(folder, root)), None
 
 
-def _discover_video(inputs: list[tuple[Path, Path, Path | None]]):
+def _discover_video(inputs: list[tuple[Path, Path, Path | None]], skip: list[str]):
     inputs = [(p, root, None) for path, root, partner in inputs for p in (path, partner) if p is not None]
     for path, root, _ in inputs:
-        files, left_out = video_files(path) if path.is_dir() else ([path], [])
+        files, left_out = video_files(path, skip) if path.is_dir() else ([path], [])
         if left_out:  # never silently: a camera's clips under a suffix not listed would be missing from the data
             print(f"dataset ingest: {left_out_words(path, left_out)}", file=sys.stderr)
         for f in files:

@@ -41,7 +41,7 @@ from worldloom.paths import child, redact_text, shell_word
 
 from . import storage
 from .repair import damaged_shards
-from .writer import _committed_episodes
+from .writer import _committed_episodes, commit_shards
 
 HASH_PREFIX = "blake2b-128:"
 SEGMENT = re.compile(r":\d{4}$")  # video episodes are <name>:0000, <name>:0001, ...
@@ -131,6 +131,7 @@ class _Group:
     episode_ids: list[str] = field(default_factory=list)
     made_by: str | None = None  # what made its episodes from it where that decides them: the labeling model
     truncated: bool = False  # kept partially (`--keep-truncated`): its input decoded short of its container's end
+    stale: bool = False  # its input now holds other content (`ResumeIndex.forget_changed`): it makes nothing done
 
 
 class ResumeIndex:
@@ -182,22 +183,47 @@ class ResumeIndex:
             found.truncated = found.truncated or env_config.get("truncated") is True
         return cls(list(groups.values()), made_by, keep_truncated)
 
+    def _unchanged(self, group: _Group | None, source: Source) -> bool:
+        """Whether `source` is, by its size and times, the input `group`'s episodes were made from (no byte read)."""
+        return (group is not None and source.size_bytes is not None
+                and (group.size_bytes, group.mtime_ns, group.ctime_ns) == (source.size_bytes, source.mtime_ns, source.ctime_ns))
+
+    def forget_changed(self, sources: list[Source]) -> None:
+        """Before any `decide`: the committed episodes of each of this job's inputs whose content changed since are
+        stale, and stop making anything done, whichever input is decided first (a file replaced by a copy of another
+        input must not be done by its own old episodes, nor the other input by episodes about to be replaced). An
+        input that cannot be read is left to `decide`, which reports it."""
+        for source in sources:
+            group = self.by_origin.get(source.origin)
+            if group is None or self._unchanged(group, source):
+                continue
+            try:
+                key = source.content_key()
+            except OSError:
+                continue
+            if key != group.key:
+                group.stale = True
+                if group.key in self.by_key:
+                    self.by_key[group.key] = [g for g in self.by_key[group.key] if g is not group]
+
     def decide(self, source: Source) -> Decision:
         """Done, or the name and replaced episodes of the input's new episodes; remembers the answer,
         so that a second input with the same content in the same job is done too."""
         maker = self._maker(source)
         same_place = self.by_origin.get(source.origin)
-        if (same_place is not None and source.size_bytes is not None and self._counts(same_place, maker)
-                and (same_place.size_bytes, same_place.mtime_ns, same_place.ctime_ns)
-                == (source.size_bytes, source.mtime_ns, source.ctime_ns)):
+        if self._unchanged(same_place, source) and self._counts(same_place, maker):
             return Decision(True, same_place.name, reason="unchanged", done_ids=tuple(same_place.episode_ids))
         key = source.content_key()
-        # A known path is the input of its own episodes: that another path's episodes hold its new content (a
-        # file replaced by a copy of another input) leaves its own stale, so only its own can make it done.
-        same = next((g for g in self.by_key.get(key, ()) if self._counts(g, maker)
-                     and (same_place is None or g.origin == source.origin)), None)
+        # A known path whose content is the same is the input of its own episodes (another input's whole ones do
+        # not make its partial ones done); one whose content changed has stale episodes (`forget_changed`): where
+        # another input's episodes hold its new content (a file replaced by a copy of another input) it is that
+        # input's duplicate, made once, and its stale episodes leave. Until 2026-12-08 it was made again: twice.
+        stale = same_place is not None and same_place.stale
+        same = next((g for g in self.by_key.get(key, ()) if self._counts(g, maker) and not g.stale
+                     and (same_place is None or stale or g.origin == source.origin)), None)
         if same is not None:
-            return Decision(True, same.name, reason=f"same content as {same.origin}", done_ids=tuple(same.episode_ids))
+            return Decision(True, same.name, tuple(same_place.episode_ids) if stale else (),
+                            reason=f"same content as {same.origin}", done_ids=tuple(same.episode_ids))
         if same_place is not None:
             if not self._same_maker(same_place, maker):
                 why = f"made by {same_place.made_by}"
@@ -250,6 +276,7 @@ def plan_resume(out: str | os.PathLike, found: list[tuple[dict, Source]], made_b
     there", which a new-user trial (session 57) read in a new --out with no word of which files).
     """
     index = ResumeIndex.of(out, made_by, keep_truncated)
+    index.forget_changed([source for _, source in found])
     todo, failed, num_done, done_ids, duplicates = [], [], 0, set(), []
     for item, source in found:
         try:
@@ -257,9 +284,13 @@ def plan_resume(out: str | os.PathLike, found: list[tuple[dict, Source]], made_b
         except OSError as err:
             failed.append({"item": item, "ok": False, "error": f"{item['source']}: cannot read it ({err.strerror or err})"})
             continue
-        if decision.done and not decision.done_ids and decision.reason.startswith("same content as "):
-            duplicates.append({"input": item["source"], "same_as": decision.reason.removeprefix("same content as ")})
-            continue  # (an input of this job: nothing of it is committed yet)
+        if decision.done and decision.reason.startswith("same content as ") and (decision.replaces or not decision.done_ids):
+            # the same as an input of this job (nothing of it committed yet), or an input replaced by a copy of
+            # another whose episodes are committed: its own stale ones leave (`retire_duplicates`)
+            duplicates.append({"input": item["source"], "same_as": decision.reason.removeprefix("same content as "),
+                               "replaces": list(decision.replaces)})
+            done_ids.update(decision.done_ids)
+            continue
         if decision.done:
             num_done += 1
             done_ids.update(decision.done_ids)
@@ -270,13 +301,26 @@ def plan_resume(out: str | os.PathLike, found: list[tuple[dict, Source]], made_b
     return todo, num_done, failed, duplicates
 
 
+def retire_duplicates(out: str | os.PathLike, duplicates: list[dict]) -> list[dict]:
+    """Take out of the dataset at `out` the stale episodes of each duplicate input that replaces some (`plan_resume`:
+    a file replaced by a copy of another input); returns {"input", "episodes"} for each, as a job's "replaced"."""
+    retired = []
+    for duplicate in duplicates:
+        if duplicate["replaces"]:
+            commit_shards(out, [], replace=duplicate["replaces"])
+            retired.append({"input": redact_text(duplicate["input"]), "episodes": duplicate["replaces"]})
+    return retired
+
+
 def say_duplicates(command: str, duplicates: list[dict]) -> None:
     """One line before the work naming the inputs whose content another input of the job holds (`plan_resume`)."""
     if duplicates:
         named = ", ".join(f"{d['input']} (as {d['same_as']})" for d in duplicates[:3])
         more = f" and {len(duplicates) - 3} more" if len(duplicates) > 3 else ""
+        changed = sum(bool(d["replaces"]) for d in duplicates)
+        before = (f"; {changed} of them held other content before, whose episodes leave the dataset" if changed else "")
         print(f"{command}: {len(duplicates)} input(s) hold the same content as another input and are made once: "
-              f"{named}{more}", file=sys.stderr)
+              f"{named}{more}{before}", file=sys.stderr)
 
 
 def check_done_shards(out: str | os.PathLike, done_ids: set[str]) -> None:

@@ -79,7 +79,7 @@ import itertools
 import os
 import re
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +106,7 @@ from .video_timing import TIME_EPS_S, _each_frame, _steps, _timed
 __all__ = [
     "AV_LOG_QUIET", "BACKENDS", "CODEC_OF_DECODER", "CONTAINER_MAGIC", "DECODERS", "DEFAULT_FPS", "FPS_RANGE",
     "NO_VIDEO_ONLY_PICTURE", "PER_FRAME", "PICTURE_SUFFIXES", "RESAMPLING", "SOURCES", "STILL_SUFFIXES", "TIMINGS", "TIME_EPS_S", "VIDEO_SUFFIXES",
-    "DecodeReport", "VideoError", "VideoReader", "diagnose", "files_under", "left_out_words", "read_video",
+    "DecodeReport", "VideoError", "VideoReader", "diagnose", "files_under", "left_out_words", "output_folders", "read_video",
     "video_files", "video_stream",
 ]
 
@@ -136,11 +136,13 @@ CONTAINER_MAGIC = ((4, b"ftyp", "MP4/MOV"), (0, b"\x1a\x45\xdf\xa3", "Matroska/W
                    (0, b"\x30\x26\xb2\x75", "ASF/WMV"))
 
 
-def files_under(folder: Path, broken: list[Path] | None = None) -> list[Path]:
+def files_under(folder: Path, broken: list[Path] | None = None, skip: Sequence[str | Path] = ()) -> list[Path]:
     """Every file under `folder`, sorted, through symlinked folders too (recordings are often gathered as
     links to other disks; `Path.rglob` silently skips them), each real folder read once, never a link
-    back to a folder that holds it (a loop). Links whose target is gone go to `broken`, where given."""
-    files, seen = [], set()
+    back to a folder that holds it (a loop). Links whose target is gone go to `broken`, where given.
+    Nothing under the folders `skip` is listed: a command's own output inside its input folder
+    (`dataset ingest --data videos --out videos/ds`), whose files listed "left out" until 2026-12-08."""
+    files, seen = [], {os.path.realpath(p) for p in skip}
     for top, dirs, names in os.walk(folder, followlinks=True):
         real = os.path.realpath(top)
         if real in seen:
@@ -156,11 +158,18 @@ def files_under(folder: Path, broken: list[Path] | None = None) -> list[Path]:
     return sorted(files)
 
 
-def video_files(folder: Path) -> tuple[list[Path], list[Path]]:
+def output_folders(out: str) -> list[str]:
+    """The folders a scan of the inputs leaves out: a command's --out where it is a local folder (it may lie inside an input
+    folder, `--data videos --out videos/ds`: its own files are not inputs, and were listed "left out" until
+    2026-12-08)."""
+    return [] if "://" in str(out) else [str(out)]
+
+
+def video_files(folder: Path, skip: Sequence[str | Path] = ()) -> tuple[list[Path], list[Path]]:
     """(the video files under `folder`, by suffix, and the animated pictures; its other files and its broken links,
-    left out), each sorted."""
+    left out), each sorted; nothing under the folders `skip` (files_under)."""
     broken: list[Path] = []
-    files = files_under(folder, broken)
+    files = files_under(folder, broken, skip)
     hidden = {p for p in files if any(part.startswith(".") for part in p.relative_to(folder).parts)}
     videos = [p for p in files if p not in hidden and (p.suffix.lower() in VIDEO_SUFFIXES
                                                        or p.suffix.lower() in PICTURE_SUFFIXES and animated_picture(p))]

@@ -53,8 +53,11 @@ import torch
 from tqdm import tqdm
 
 from worldloom.cluster import (
+    ACTOR_BASE_BYTES,
     MAX_WORKERS,
     NUM_WORKERS_RANGE,
+    TORCH_BYTES,
+    actors_that_fit,
     num_actors,
     ray_session,
     store_credentials,
@@ -66,6 +69,7 @@ from worldloom.datasets.sources import (
     episode_source,
     file_source,
     plan_resume,
+    retire_duplicates,
     say_duplicates,
     say_kept_truncated,
 )
@@ -85,6 +89,7 @@ from worldloom.datasets.video import (
     VideoError,
     VideoReader,
     left_out_words,
+    output_folders,
     video_files,
 )
 from worldloom.datasets.video_report import SUMMARY_KEYS
@@ -209,7 +214,7 @@ def discover(cfg: LabelConfig) -> tuple[str, list[tuple[dict, Source]]]:
         return "dataset", dataset_items(cfg, str(src), str(src.resolve()))
     if src.is_file():
         return "videos", [({"kind": "video", "source": str(src)}, file_source(src))]
-    files, left_out = video_files(src)
+    files, left_out = video_files(src, skip=output_folders(cfg.out))  # --out may lie inside --data
     if left_out:  # never silently: a camera's clips under a suffix not listed would be missing from the data
         print(f"idm label: {left_out_words(src, left_out)}", file=sys.stderr)
     if not files:
@@ -441,6 +446,12 @@ class Labeler:
                 "source_hw": source_hw, "warnings": warnings}
 
 
+# One labeling actor before its inputs: the worker with torch (452 MiB once worldloom.idm.label is imported, read
+# with psutil on 2026-12-08); the model's weights (a few MiB for the presets here, more for VPT's) and a window
+# of frames come on top.
+LABEL_ACTOR_BYTES = ACTOR_BASE_BYTES + TORCH_BYTES
+
+
 def run_items(cfg: LabelConfig, items: list[dict], model_id: str, job_config: dict, on_steps=None):
     """Yield each item's result, in this process (`on_steps(n)` hearing of the steps predicted) or
     from a pool of Ray actors (progress by whole items)."""
@@ -457,6 +468,7 @@ def run_items(cfg: LabelConfig, items: list[dict], model_id: str, job_config: di
 
     with ray_session(cfg.address, cfg.num_workers or None):  # the pipeline's session, or a local one on loopback
         count = min(num_actors(cfg.num_workers), len(items))  # 0: one per CPU of the cluster
+        count = actors_that_fit(count, LABEL_ACTOR_BYTES, "labeling actors", "idm label")
         gpu = 1.0 / count if torch.cuda.is_available() else 0
         remote = ray.remote(Labeler).options(num_cpus=1, num_gpus=gpu, max_restarts=1)
         actor_cfg = dataclasses.replace(cfg, threads=cfg.threads or 1)  # one CPU each: never oversubscribe
@@ -566,7 +578,8 @@ def _label_locked(cfg: LabelConfig, kind: str, found: list, model_id: str) -> di
                   "time_resampling": {"rule": RESAMPLING, "fps": cfg.fps}}
     summary = {"out": redact_text(cfg.out), "label_model": model_id, "num_items": len(found), "skipped_done": num_done,
                "duplicates": duplicates,
-               "labeled": [], "replaced": [], "failed": [], "truncated": [], "warnings": [], "num_steps": 0}
+               "labeled": [], "replaced": retire_duplicates(cfg.out, duplicates), "failed": [], "truncated": [],
+               "warnings": [], "num_steps": 0}
     counted_steps = StepCount()  # steps predicted, shown beside the items: an hour of video is one item
     results = tqdm(run_items(cfg, todo, model_id, job_config, lambda n: counted_steps.add(n, results)),
                    total=len(todo), desc="idm label", unit="item",

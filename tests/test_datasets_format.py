@@ -384,3 +384,36 @@ def test_a_gcs_uri_gives_up_after_seconds_not_pyarrows_fifteen_minutes():
     assert loc.fs.__reduce__()[1][0]["retry_time_limit"] == timedelta(seconds=GCS_RETRY_LIMIT_S) < timedelta(minutes=1)
     own = resolve("gs://some-bucket/data?retry_limit_seconds=300")
     assert own.fs.__reduce__()[1][0]["retry_time_limit"] == timedelta(seconds=300)
+
+
+def test_an_encoder_option_the_encoder_does_not_take_is_an_error_naming_it(tmp_path):
+    """PyAV hands an option libavcodec did not take back in the codec context's `options` and encodes without it,
+    saying nothing (libx264's "no B-frames" asked as 'bframes' was ignored so until 2026-12-08). Every encoder
+    WorldLoom opens goes through worldloom.io.open_encoder, which names such an option; the project's own options
+    (the h264 codec's, VideoWriter's) are all taken."""
+    from fractions import Fraction
+
+    import av
+
+    from worldloom.datasets import codecs
+    from worldloom.io import EncoderOptionError, VideoWriter, open_encoder
+
+    def x264() -> av.CodecContext:
+        ctx = av.CodecContext.create("libx264", "w")
+        ctx.width = ctx.height = 64
+        ctx.pix_fmt, ctx.time_base, ctx.framerate = "yuv444p", Fraction(1, 20), Fraction(20, 1)
+        return ctx
+
+    with pytest.raises(EncoderOptionError, match=r"encoder libx264 does not take the option\(s\) 'bframes' "):
+        open_encoder(x264(), {"crf": "18", "bframes": "0"})
+    open_encoder(ctx := x264(), codecs.H264_OPTIONS)  # the dataset codec's own options
+    assert ctx.is_open and not ctx.options
+    with av.open(str(tmp_path / "s.mp4"), "w") as out:  # an output stream's encoder: the same check
+        stream = out.add_stream("libx264", rate=20)
+        stream.width = stream.height = 64
+        with pytest.raises(EncoderOptionError, match="'crff'"):
+            open_encoder(stream.codec_context, {"crff": "18"})
+    with VideoWriter(tmp_path / "v.mp4", fps=20) as video:  # VideoWriter's (dataset export, rollouts, agent eval)
+        for frame in pixel_frames(3, 64, 64, seed=0):
+            video.write(frame)
+    assert (tmp_path / "v.mp4").stat().st_size > 0

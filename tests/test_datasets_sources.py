@@ -62,19 +62,24 @@ def test_done_only_when_the_same_content_was_committed(tmp_path):
     assert ResumeIndex.of(out).decide(file_source(videos / "a" / "clip.mp4")).done
 
 
-def test_a_known_file_replaced_by_a_copy_of_another_input_is_done_again(tmp_path):
+def test_a_known_file_replaced_by_a_copy_of_another_input_is_its_duplicate_and_its_old_episodes_leave(tmp_path):
     """`cp b.mkv a.mkv` after both were done: a.mkv's content is b's, committed under b.mkv, but a.mkv's own
     episodes still hold its old content; "same content as b.mkv" left them there (a new-user trial,
-    session 32). It is done again under its own name, replacing its own episodes."""
+    session 32), and then it was made again under its own name: b's content twice (until 2026-12-08). Its
+    episodes are stale (`forget_changed`), so it is b.mkv's duplicate, made once, and they leave; alone,
+    `decide` still never lets another input's episodes make a changed one done."""
     out = tmp_path / "out"
     for name, data in (("a.mkv", b"first recording"), ("b.mkv", b"second recording")):
         (tmp_path / name).write_bytes(data)
         record(out, file_source(tmp_path / name), name)
     shutil.copy(tmp_path / "b.mkv", tmp_path / "a.mkv")
+    assert ResumeIndex.of(out).decide(file_source(tmp_path / "a.mkv")).reason == "changed"
     index = ResumeIndex.of(out)
-    again = index.decide(file_source(tmp_path / "a.mkv"))
-    assert not again.done and again.name == "a.mkv" and again.replaces == ("a.mkv:0000",) and again.reason == "changed"
-    assert index.decide(file_source(tmp_path / "b.mkv")).reason == "unchanged"
+    a, b = file_source(tmp_path / "a.mkv"), file_source(tmp_path / "b.mkv")
+    index.forget_changed([a, b])
+    duplicate = index.decide(a)
+    assert duplicate.done and duplicate.replaces == ("a.mkv:0000",) and duplicate.reason == f"same content as {b.origin}"
+    assert duplicate.done_ids == ("b.mkv:0000",) and index.decide(b).reason == "unchanged"
 
 
 def test_a_second_input_with_the_same_content_in_one_job_is_done(tmp_path):

@@ -30,6 +30,7 @@ from videos import (
 )
 
 from worldloom.datasets.video import VideoError, VideoReader, read_video
+from worldloom.io import open_encoder
 from worldloom.pipeline.cli import main
 
 VFR = [int(t) for t in np.cumsum([0] + [100] * 20 + [25] * 19)]  # 10 fps, then 40 fps (field case 01)
@@ -80,7 +81,8 @@ def test_an_avi_with_b_frames_is_timed_by_its_best_effort_timestamps(tmp_path):
     out = av.open(str(tmp_path / "b.avi"), "w")
     stream = out.add_stream("libx264", rate=20)
     stream.width = stream.height = 64
-    stream.pix_fmt, stream.options = "yuv420p", {"crf": "10", "bf": "3"}
+    stream.pix_fmt = "yuv420p"
+    open_encoder(stream.codec_context, {"crf": "10", "bf": "3"})
     for i in range(40):
         for packet in stream.encode(av.VideoFrame.from_ndarray(painted(i), format="rgb24")):
             out.mux(packet)
@@ -117,8 +119,9 @@ def test_frames_are_upright_as_a_player_shows_them(tmp_path, degrees, mirror):
     path = tmp_path / "phone.mp4"
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=20)
-        stream.width, stream.height, stream.pix_fmt, stream.options = 96, 64, "yuv444p", {"qp": "0"}
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv444p"
         stream.set_display_rotation(degrees, hflip=mirror)  # counter-clockwise, then mirrored left-right
+        open_encoder(stream.codec_context, {"qp": "0"})
         for packet in [*stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")), *stream.encode()]:
             out.mux(packet)
     shown = np.rot90(picture, degrees // 90)
@@ -142,10 +145,11 @@ def test_non_square_pixels_are_shown_as_wide_as_a_player_shows_them(tmp_path, su
     path = tmp_path / f"anamorphic{suffix}"
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=20)
-        stream.width, stream.height, stream.pix_fmt, stream.options = 96, 64, "yuv444p", {"qp": "0"}
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv444p"
         stream.codec_context.sample_aspect_ratio = Fraction(*sar)
         if degrees:
             stream.set_display_rotation(degrees)
+        open_encoder(stream.codec_context, {"qp": "0"})
         for packet in [*stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")), *stream.encode()]:
             out.mux(packet)
     width = round(96 * sar[0] / sar[1])
@@ -772,8 +776,9 @@ def test_a_last_frame_ends_where_the_container_says_the_video_ends(tmp_path, bfr
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=20)
         stream.width = stream.height = 64
-        stream.pix_fmt, stream.options = "yuv420p", {"bf": bframes}
+        stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = stream.time_base = MS
+        open_encoder(stream.codec_context, {"bf": str(bframes)})
         for i, t in enumerate([0, 30_000, 60_000]):
             frame = av.VideoFrame.from_ndarray(painted(i), format="rgb24")
             frame.pts, frame.time_base = t, MS

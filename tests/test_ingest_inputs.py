@@ -360,3 +360,82 @@ def test_the_summary_counts_play_at_the_datasets_own_rate(tmp_path):
         summary = run([tmp_path / "in"], tmp_path / f"ds{fps}", format="video", fps=fps)
         assert summary["num_steps"] == 36 * fps
         assert f"({36 * fps:,} steps, 0.6 min of play)" in job_summary("dataset ingest", "ingested", summary)
+
+
+# ---- the output inside an input folder -----------------------------------------------------------
+
+def test_an_out_inside_the_input_folder_is_not_scanned_as_input(tmp_path, capsys):
+    """`dataset ingest --data videos --out videos/ds`, run again (a resume, more footage): the dataset's own files
+    (dataset.json, episodes.parquet, shards, its locks) were listed as "left out 7 file(s) of videos not named as
+    videos (.json 1, .parquet 4, hidden 2)" until 2026-12-08; they are not inputs, and a file that is (notes.txt)
+    is still said. `idm label --data videos --out videos/pseudo` scans the same way."""
+    from videos import write_video
+
+    from worldloom.idm.label import LabelConfig, discover
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(2):
+        write_video(videos / f"v{i}.mp4", num_frames=12 + i)
+    (videos / "notes.txt").write_text("day 1\n")
+    for attempt in range(2):
+        summary = run([videos], videos / "ds", format="video", fps=20)
+        assert len(summary["ingested"]) == (2 if attempt == 0 else 0) and not summary["failed"], summary
+        err = capsys.readouterr().err
+        assert f"left out 1 file(s) of {videos} not named as videos (.txt 1)" in err, err
+        assert ".parquet" not in err and "hidden" not in err, err
+    kind, found = discover(LabelConfig(model="unused", data=str(videos), out=str(videos / "ds")))
+    assert kind == "videos" and [item["source"] for item, _ in found] == [str(videos / "v0.mp4"), str(videos / "v1.mp4")]
+    assert ".parquet" not in capsys.readouterr().err
+
+
+# ---- an input replaced by a copy of another ------------------------------------------------------
+
+@pytest.mark.parametrize("copied", ["v2 over v0", "v0 over v2"])
+def test_an_input_replaced_by_a_copy_of_another_is_its_duplicate_on_a_resume(tmp_path, capsys, copied):
+    """A resume after one input was overwritten with another's bytes (`cp v2.mp4 v0.mp4`): until 2026-12-08 it was
+    ingested again as a changed input, so the dataset held that content twice (v0 and v2), while duplicates among
+    the inputs of one job are made once. Now it is the other's duplicate whichever comes first, and its stale
+    episodes (of the content it held before) leave the dataset."""
+    import shutil
+
+    from videos import write_video
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(3):
+        write_video(videos / f"v{i}.mp4", num_frames=12 + 4 * i)
+    out = tmp_path / "ds"
+    assert len(run([videos], out, format="video", fps=20)["ingested"]) == 3
+    src, dst = ("v2", "v0") if copied == "v2 over v0" else ("v0", "v2")
+    shutil.copy(videos / f"{src}.mp4", videos / f"{dst}.mp4")
+    capsys.readouterr()
+    summary = run([videos], out, format="video", fps=20)
+    assert summary["ingested"] == [] and [d["input"] for d in summary["duplicates"]] == [str(videos / f"{dst}.mp4")]
+    assert "held other content before, whose episodes leave the dataset" in capsys.readouterr().err
+    ds = Dataset(out)
+    assert sorted(ds.episode_ids) == sorted(["v1.mp4", f"{src}.mp4"]) and validate(out) == []
+    assert ds.episode(f"{src}.mp4").num_steps == 12 + 4 * int(src[1])  # the copied content, once
+    assert run([videos], out, format="video", fps=20)["skipped_done"] == 3  # and done on the next resume
+
+
+def test_inputs_whose_contents_moved_between_them_are_both_made_again(tmp_path):
+    """v0 overwritten with v2's old bytes while v2 got new content: v2's old episodes are stale, so v0 is not their
+    duplicate (the content would have left with them): both are made again, each content once."""
+    import shutil
+
+    from videos import write_video
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(3):
+        write_video(videos / f"v{i}.mp4", num_frames=12 + 4 * i)
+    out = tmp_path / "ds"
+    run([videos], out, format="video", fps=20)
+    shutil.copy(videos / "v2.mp4", videos / "v0.mp4")
+    write_video(videos / "v2.mp4", num_frames=30)
+    summary = run([videos], out, format="video", fps=20)
+    assert sorted(summary["ingested"]) == ["v0.mp4", "v2.mp4"] and not summary["duplicates"], summary
+    ds = Dataset(out)
+    assert sorted(ds.episode_ids) == ["v0.mp4", "v1.mp4", "v2.mp4"] and validate(out) == []
+    assert sorted(ds.episode(e).num_steps for e in ds.episode_ids) == [16, 20, 30]

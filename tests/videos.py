@@ -15,6 +15,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from worldloom.io import open_encoder
+
 MS = Fraction(1, 1000)
 
 
@@ -43,7 +45,8 @@ def write_video(path, pts_ms: list[int] | None = None, num_frames: int | None = 
         stream.codec_context.time_base = stream.time_base = MS
     stream.width = stream.height = 64
     if codec == "libx264":
-        stream.pix_fmt, stream.options = "yuv444p", {"crf": "10", "bf": str(bframes)}
+        stream.pix_fmt = "yuv444p"
+        open_encoder(stream.codec_context, {"crf": "10", "bf": str(bframes)})
     else:
         stream.pix_fmt = "yuv420p"
     times = pts_ms if pts_ms is not None else [None] * num_frames
@@ -73,8 +76,7 @@ def _annex_b(num_frames: int, rate: int, pix_fmt: str, options: dict | None = No
     ctx = av.CodecContext.create("libx264", "w")
     ctx.width = ctx.height = 64
     ctx.pix_fmt, ctx.time_base, ctx.framerate = pix_fmt, Fraction(1, rate), Fraction(rate, 1)
-    if options:
-        ctx.options = options
+    open_encoder(ctx, options or {})
     data = b""
     for i in range(num_frames):
         frame = av.VideoFrame.from_ndarray(painted(i), format="rgb24")
@@ -198,7 +200,8 @@ def write_with_cover(path, layout: str, num_frames: int = 12) -> str:
     still = _cover_stream(out, attached=fmt == "mp4") if layout != "mp4 cover after" else None
     video = out.add_stream("libx264", rate=20)
     video.width = video.height = 64
-    video.pix_fmt, video.options = "yuv444p", {"crf": "10", "bf": "0"}
+    video.pix_fmt = "yuv444p"
+    open_encoder(video.codec_context, {"crf": "10", "bf": "0"})
     still = still or _cover_stream(out)
     _mux_cover(out, still)
     for i in range(num_frames):

@@ -49,7 +49,8 @@ from collections.abc import Iterator
 from worldloom.errors import UserError
 from worldloom.interrupts import interrupt, sigterm_as_interrupt
 
-__all__ = ["ray_session", "check_reachable", "check_auth", "cluster_resources", "store_credentials", "user_error_of", "LOCAL_ADDRESS", "LOOPBACK_ENV"]
+__all__ = ["ray_session", "check_reachable", "check_auth", "cluster_resources", "store_credentials", "user_error_of",
+           "actors_that_fit", "LOCAL_ADDRESS", "LOOPBACK_ENV", "ACTOR_BASE_BYTES"]
 
 # `--num-workers` of every command whose workers are Ray actors (capture run, dataset ingest, idm
 # label, agent eval, the pipelines): the same range and the same 0 everywhere (`num_actors`).
@@ -308,6 +309,52 @@ def num_actors(num_workers: int) -> int:
     """`--num-workers` as a count of actors: itself, or for 0 one per CPU of the running session
     (this machine's CPUs when none is up)."""
     return num_workers or max(1, int(cluster_resources().get("CPU", os.cpu_count() or 1)))
+
+
+# One Ray actor's resident memory before its work: the Ray worker process with ray, numpy, pyarrow, PyAV and
+# OpenCV imported and the stage's own code (measured with psutil, this repository, 2026-12-08: 206 MiB after
+# `import ray`; a voxel recorder after its first reset 394-471 MiB, the renderer compiled by numba in each
+# actor, and its peak 428 MiB after 400 steps at 64x64; torch adds about 230 MiB), rounded up for what a
+# Ray worker holds beyond `import ray`. Stages add what their actors hold (capture.recorder_memory_bytes, ...).
+ACTOR_BASE_BYTES = 512 << 20
+TORCH_BYTES = 256 << 20  # what `import torch` adds to an actor (230 MiB measured as above)
+
+
+def actors_that_fit(count: int, per_actor_bytes: int, what: str, command: str) -> int:
+    """`count` actors of about `per_actor_bytes` each, capped to what fits in MEMORY_HEADROOM (80%) of this
+    machine's free memory when every node of the running session is this machine (a local cluster, or a
+    `ray start` here joined with --address); a cluster with other nodes keeps `count` (their memory is not
+    asked). A cap is said in one line on stderr (`command`: e.g. "capture run"; `what`: "recorders").
+
+    Until 2026-12-08 nothing checked: `capture run --num-workers 64` on a laptop started 64 actors, each
+    compiling its renderer and holding its world, and Ray's OOM killer ended the job minutes in with a
+    traceback. Raises UserError (one line) when not even one actor fits."""
+    from worldloom.training import MEMORY_HEADROOM, available_memory_bytes
+
+    if not session_is_this_machine():
+        return count
+    have = int(MEMORY_HEADROOM * available_memory_bytes(gpu=False))
+    fit = min(count, have // max(1, per_actor_bytes))
+    if fit < 1:
+        raise UserError(f"worldloom {command}: one of its {what} needs about {per_actor_bytes / 2**30:.1f} GiB but "
+                        f"{available_memory_bytes() / 2**30:.1f} GiB of memory is free here: free some memory, or "
+                        "lower the size of the work (resolution, steps)")
+    if fit < count:
+        print(f"worldloom {command}: note: {count} {what} need about {count * per_actor_bytes / 2**30:.1f} GiB "
+              f"({per_actor_bytes / 2**20:.0f} MiB each) but {available_memory_bytes() / 2**30:.1f} GiB of memory is "
+              f"free here: starting {fit} (--num-workers {fit} says the same without this note)",
+              file=sys.stderr, flush=True)
+    return fit
+
+
+def session_is_this_machine() -> bool:
+    """True when the running Ray session's nodes are all this driver's node (False when none is up)."""
+    import ray
+
+    if not ray.is_initialized():
+        return False
+    here = ray.get_runtime_context().get_node_id()
+    return all(node["NodeID"] == here for node in ray.nodes() if node.get("Alive"))
 
 
 def user_error_of(err: BaseException) -> UserError | None:

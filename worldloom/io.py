@@ -307,6 +307,29 @@ def write_video(path: str | os.PathLike, frames, fps: float, *, crf: int = 18, p
     return Path(path)
 
 
+class EncoderOptionError(ValueError):
+    """An option given to a PyAV encoder that the encoder did not take (misspelt, or another encoder's)."""
+
+
+def open_encoder(ctx, options: dict[str, str]) -> None:
+    """Open PyAV's codec context `ctx` (a `CodecContext.create(..., "w")`, or an output stream's `codec_context`:
+    the container then finds it open and writes its header from it) with the encoder `options`, and raise
+    EncoderOptionError naming each option the encoder left unused.
+
+    libavcodec takes the options it knows and hands the rest back; PyAV leaves those in `ctx.options`
+    after opening and encodes without them, saying nothing. Until 2026-12-08 nothing looked: libx264's
+    "no B-frames" asked as 'bframes' (its name is 'bf') was ignored, and every H.264 chunk had B-frames.
+    A bad value of a known option is libav's own error at the open (`ArgumentError`, e.g. "invalid preset").
+    """
+    ctx.options = dict(options)
+    ctx.open()
+    unused = dict(ctx.options)
+    if unused:
+        names = ", ".join(f"{name!r}" for name in unused)
+        raise EncoderOptionError(f"encoder {ctx.codec.name} does not take the option(s) {names} (of {dict(options)}); "
+                                 f"`ffmpeg -h encoder={ctx.codec.name}` lists the ones it has")
+
+
 class VideoWriter:
     """A video written frame by frame, atomically (the file appears at `path` on `close`, complete):
 
@@ -373,7 +396,7 @@ class VideoWriter:
             self._container = av.open(str(self.tmp), mode="w", format="mp4")
             self._stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
             self._stream.height, self._stream.width, self._stream.pix_fmt = h - h % 2, w - w % 2, self.pix_fmt
-            self._stream.options = {"crf": str(self.crf)}
+            open_encoder(self._stream.codec_context, {"crf": str(self.crf)})
         h, w = self._stream.height, self._stream.width
         image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:h, :w]), format="rgb24")
         self._container.mux(self._stream.encode(image))
