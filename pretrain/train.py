@@ -464,12 +464,13 @@ def train_worker(cfg: TrainConfig, ctrl_c: CtrlC | None = None) -> dict:
             elapsed = start_elapsed + time.perf_counter() - start_time
             before = budget.planned_steps
             budget.update(step, elapsed, step - step0)
-            # rank 0's plan on every rank, at every step: a refit falls due by each rank's own clock (TimeBudget)
-            planned = _agree(-1 if budget.planned_steps is None else budget.planned_steps, device)
-            budget.planned_steps = None if planned < 0 else planned
+            # rank 0's plan and clock on every rank, at every step, in one broadcast: a refit falls due by each rank's
+            # own clock (TimeBudget)
+            planned, out_of_time = _agree((-1 if budget.planned_steps is None else budget.planned_steps,
+                                           int(budget.out_of_time(elapsed))), device)
+            budget.planned_steps, out_of_time = None if planned < 0 else planned, bool(out_of_time)
             if budget.planned_steps != before:
                 bar.total = budget.shown_total
-            out_of_time = bool(_agree(int(budget.out_of_time(elapsed)), device))
             pressed = ctrl_c.pressed  # Ctrl-C (this process, no Ray Train): save this step, then stop
             stopping = out_of_time or (cfg.stop_after > 0 and step - step0 >= cfg.stop_after) or pressed
             saving = step % cfg.checkpoint_every == 0 or step == budget.total_steps or stopping
@@ -516,13 +517,13 @@ def _mean(value: torch.Tensor, world: int) -> torch.Tensor:
     return value
 
 
-def _agree(value: int, device) -> int:
-    """Rank 0's value on every rank (planned steps, the out-of-time flag)."""
+def _agree(values: tuple[int, ...], device) -> tuple[int, ...]:
+    """Rank 0's values on every rank (planned steps, the out-of-time flag), one broadcast."""
     if not dist.is_initialized():
-        return value
-    t = torch.tensor([value], dtype=torch.int64, device=device)
+        return values
+    t = torch.tensor(values, dtype=torch.int64, device=device)
     dist.broadcast(t, 0)
-    return int(t.item())
+    return tuple(int(v) for v in t.tolist())
 
 
 def _ray_loop(config: dict) -> None:

@@ -1126,19 +1126,27 @@ def test_train_into_a_dataset_or_another_run_is_one_line_and_nothing_is_written(
                            one_line=True)
 
 
+def _perturbed_model_and_clips(scale: float, num_clips: int, num_steps: int) -> tuple:
+    """A small world model with its weights moved off the adaLN-zero start (where every block is the identity) by
+    `scale` standard normals, and `num_clips` random clips of `num_steps` 32x32 frames with actions."""
+    torch.manual_seed(0)
+    model = WorldModel(WorldModelConfig(image_size=32, width=48, depth=2, num_heads=2, num_frames=4)).eval()
+    for p in model.parameters():
+        p.data += scale * torch.randn_like(p)
+    g = torch.Generator().manual_seed(1)
+    clips = {"frames": torch.randint(0, 256, (num_clips, num_steps, 32, 32, 3), generator=g, dtype=torch.uint8),
+             "buttons": torch.rand(num_clips, num_steps, 20, generator=g) > 0.7,
+             "camera": 5 * torch.randn(num_clips, num_steps, 2, generator=g)}
+    return model, clips
+
+
 def test_eval_frames_do_not_depend_on_the_batch_size():
     """`pretrain eval --batch-size` only says how many clips go through at once: each clip's teacher-forced
     frames and rollouts (true and shuffled actions) are the same in a batch of 1, 2 or all 4 (one
     generator drew every batch's noise in turn, so clip 2's noise, and its scores, changed with it)."""
     from worldloom.pretrain.autoencoder import PixelCodec
 
-    torch.manual_seed(0)
-    model = WorldModel(WorldModelConfig(image_size=32, width=48, depth=2, num_heads=2, num_frames=4)).eval()
-    for p in model.parameters():  # leave the adaLN-zero start, where every block is the identity
-        p.data += 0.05 * torch.randn_like(p)
-    g = torch.Generator().manual_seed(1)
-    clips = {"frames": torch.randint(0, 256, (4, 6, 32, 32, 3), generator=g, dtype=torch.uint8),
-             "buttons": torch.rand(4, 6, 20, generator=g) > 0.7, "camera": 5 * torch.randn(4, 6, 2, generator=g)}
+    model, clips = _perturbed_model_and_clips(scale=0.05, num_clips=4, num_steps=6)
     runs = []
     for batch_size in (4, 2, 1):
         cfg = ev.EvalConfig(model="m", data=("d",), horizon=2, num_clips=4, batch_size=batch_size, next_frame_positions=2,
@@ -1159,13 +1167,7 @@ def test_eval_rollouts_do_not_depend_on_the_stability_horizon_or_the_next_frame_
     frames), and the first teacher-forced frame is the rollout's first."""
     from worldloom.pretrain.autoencoder import PixelCodec
 
-    torch.manual_seed(0)
-    model = WorldModel(WorldModelConfig(image_size=32, width=48, depth=2, num_heads=2, num_frames=4)).eval()
-    for p in model.parameters():  # leave the adaLN-zero start, where every block is the identity
-        p.data += 0.2 * torch.randn_like(p)
-    g = torch.Generator().manual_seed(1)
-    clips = {"frames": torch.randint(0, 256, (3, 8, 32, 32, 3), generator=g, dtype=torch.uint8),
-             "buttons": torch.rand(3, 8, 20, generator=g) > 0.7, "camera": 5 * torch.randn(3, 8, 2, generator=g)}
+    model, clips = _perturbed_model_and_clips(scale=0.2, num_clips=3, num_steps=8)
     cfg = ev.EvalConfig(model="m", data=("d",), horizon=2, num_clips=3, next_frame_positions=2, stability_horizon=5,
                         sample=SampleConfig(num_steps=2, dead_zone=0.0))
     short, long = (ev.generate(model, PixelCodec(), clips, cfg, 32, long_horizon=h) for h in (2, 5))
